@@ -1,0 +1,278 @@
+//! Configuration: the documented environment variables, each also a command-line flag.
+//!
+//! [`Args`] is what clap reads; [`Config`] is the checked result the rest of the gateway trusts.
+//! The gateway refuses to start with a missing or weak admin token or JWT secret unless `--dev`
+//! asks it to generate them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// MeshGuard-compatible governance gateway.
+///
+/// Every flag can also be set by the environment variable named after it.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "meshguard-gateway", version, about)]
+pub struct Args {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3100)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Admin credential for the admin API (at least 24 characters). Prefer the environment
+    /// variable: command-line arguments are visible to other users of the machine.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// HMAC key for agent tokens (HS256, at least 32 characters).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Default agent token lifetime, e.g. 24h, 7d, 90m.
+    #[arg(long, env = "JWT_EXPIRES_IN", default_value = "24h")]
+    pub jwt_expires_in: String,
+
+    /// SQLite database file (created with its directory when missing). AUDIT_DB_PATH is read
+    /// when DB_PATH is not set, as older MeshGuard releases named it.
+    #[arg(long, env = "DB_PATH")]
+    pub db_path: Option<PathBuf>,
+
+    /// Directory of YAML policy files, read-only through the admin API.
+    #[arg(long, env = "POLICIES_DIR", default_value = "./policies")]
+    pub policies_dir: PathBuf,
+
+    /// Enforcement mode.
+    #[arg(long, env = "MODE", value_enum, default_value_t = Mode::Enforce)]
+    pub mode: Mode,
+
+    /// Upstream that allowed `/proxy/*` calls are forwarded to.
+    #[arg(long, env = "PROXY_TARGET")]
+    pub proxy_target: Option<String>,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Log filter: error, warn, info, debug, or a tracing directive.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Development mode: generate the admin token and JWT secret when they are not set, and
+    /// print the admin token once. Never use in production.
+    #[arg(long)]
+    pub dev: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Denied requests are blocked.
+    Enforce,
+    /// Everything is allowed; would-be denials are reported.
+    Audit,
+    /// Everything is allowed without evaluation.
+    Bypass,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+            Mode::Bypass => "bypass",
+        }
+    }
+}
+
+/// Checked configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub jwt_ttl: Duration,
+    pub db_path: PathBuf,
+    pub policies_dir: PathBuf,
+    pub mode: Mode,
+    pub proxy_target: Option<String>,
+    pub max_body_bytes: usize,
+    /// Set when `--dev` generated the admin token, so `main` can print it once.
+    pub generated_admin_token: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("admin_token", &"<redacted>")
+            .field("jwt_secret", &"<redacted>")
+            .field("jwt_ttl", &self.jwt_ttl)
+            .field("db_path", &self.db_path)
+            .field("policies_dir", &self.policies_dir)
+            .field("mode", &self.mode)
+            .field("proxy_target", &self.proxy_target)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "{name} is not set; set it to a random value (e.g. `openssl rand -hex 32`), or run with --dev to generate one"
+    )]
+    Missing { name: &'static str },
+    #[error("{name} is too weak: {why}; use a random value such as `openssl rand -hex 32`")]
+    Weak { name: &'static str, why: String },
+    #[error("JWT_EXPIRES_IN {value:?} is not a duration: {why}; use a form such as 24h, 7d or 90m")]
+    Ttl { value: String, why: String },
+    #[error("MAX_BODY_BYTES must be at least 1024")]
+    BodyLimit,
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let mut generated_admin_token = false;
+        let admin_token = match (self.admin_token.filter(|t| !t.is_empty()), self.dev) {
+            (Some(t), _) => {
+                check_secret("ADMIN_TOKEN", &t, 24)?;
+                t
+            }
+            (None, true) => {
+                generated_admin_token = true;
+                format!("msat_{}", crate::ids::new_secret(40))
+            }
+            (None, false) => {
+                return Err(ConfigError::Missing {
+                    name: "ADMIN_TOKEN",
+                });
+            }
+        };
+        let jwt_secret = match (self.jwt_secret.filter(|t| !t.is_empty()), self.dev) {
+            (Some(s), _) => {
+                check_secret("JWT_SECRET", &s, 32)?;
+                s
+            }
+            (None, true) => crate::ids::new_secret(64),
+            (None, false) => return Err(ConfigError::Missing { name: "JWT_SECRET" }),
+        };
+        let jwt_ttl = parse_duration(&self.jwt_expires_in).map_err(|why| ConfigError::Ttl {
+            value: self.jwt_expires_in.clone(),
+            why,
+        })?;
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::BodyLimit);
+        }
+        let db_path = self
+            .db_path
+            .or_else(|| std::env::var_os("AUDIT_DB_PATH").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("./data/meshguard.db"));
+        Ok(Config {
+            host: self.host,
+            port: self.port,
+            admin_token,
+            jwt_secret,
+            jwt_ttl,
+            db_path,
+            policies_dir: self.policies_dir,
+            mode: self.mode,
+            proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
+            max_body_bytes: self.max_body_bytes,
+            generated_admin_token,
+        })
+    }
+}
+
+fn check_secret(name: &'static str, value: &str, min_len: usize) -> Result<(), ConfigError> {
+    if value.chars().count() < min_len {
+        return Err(ConfigError::Weak {
+            name,
+            why: format!(
+                "it has {} characters and at least {min_len} are required",
+                value.chars().count()
+            ),
+        });
+    }
+    let mut distinct: Vec<char> = value.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 8 {
+        return Err(ConfigError::Weak {
+            name,
+            why: format!("it uses only {} distinct characters", distinct.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Parses `24h`, `7d`, `90m`, `3600s`, `1h 30m`, or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        let mut argv = vec!["meshguard-gateway"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn missing_and_weak_secrets_are_refused_with_advice() {
+        let err = args(&["--jwt-secret", "0123456789abcdef0123456789abcdef"])
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("ADMIN_TOKEN is not set"), "{err}");
+        let err = args(&[
+            "--admin-token",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+        ])
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("distinct characters"), "{err}");
+        let err = args(&[
+            "--admin-token",
+            "0123456789abcdefghijklmn",
+            "--jwt-secret",
+            "short",
+        ])
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET is too weak"), "{err}");
+    }
+
+    #[test]
+    fn dev_generates_what_is_missing() {
+        let c = args(&["--dev"]).into_config().unwrap();
+        assert!(c.generated_admin_token && c.admin_token.starts_with("msat_"));
+        assert_eq!(c.jwt_secret.len(), 64);
+        assert_eq!(c.jwt_ttl, Duration::from_secs(24 * 3600));
+        assert!(!format!("{c:?}").contains(&c.admin_token));
+    }
+
+    #[test]
+    fn durations_take_the_documented_forms() {
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("3600").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! The gateway's error type: a status, a stable code and a message that says what to do.
+//!
+//! It never carries internals to the client: storage failures answer 500 with a generic message
+//! and the cause goes to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use meshguard_api::{ErrorBody, ValidationIssue};
+
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    /// The store refused a write because the object changed since it was read; worth a retry.
+    stale: bool,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                error: code.to_owned(),
+                message: message.into(),
+                field: None,
+                line: None,
+                errors: Vec::new(),
+            },
+            stale: false,
+        }
+    }
+
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A 400 naming the field at fault.
+    pub(crate) fn field(field: &str, message: impl AsRef<str>) -> Self {
+        let mut e = Self::bad_request(format!("{field}: {}", message.as_ref()));
+        e.body.field = Some(field.to_owned());
+        e
+    }
+
+    /// A 400 for an invalid policy document, listing every problem; the first one leads.
+    pub(crate) fn invalid_policy(errors: Vec<ValidationIssue>) -> Self {
+        let first = errors.first();
+        let lead = first.map_or_else(String::new, |e| match e.line {
+            Some(line) => format!("{} (line {line})", e.message),
+            None => e.message.clone(),
+        });
+        let more = if errors.len() > 1 {
+            format!(" and {} more problem(s)", errors.len() - 1)
+        } else {
+            String::new()
+        };
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_policy",
+            format!("invalid policy: {lead}{more}"),
+        );
+        e.body.field = first.map(|i| {
+            format!("content.{}", i.path)
+                .trim_end_matches('.')
+                .to_owned()
+        });
+        e.body.line = first.and_then(|i| i.line);
+        e.body.errors = errors;
+        e
+    }
+
+    pub(crate) fn not_found(what: &str, id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} {id:?} not found"),
+        )
+    }
+
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub(crate) fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the gateway could not complete the request; see the gateway log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Stale => {
+                let mut e = Self::conflict(
+                    "the object was changed by another request at the same time; read it again and retry",
+                );
+                e.stale = true;
+                e
+            }
+            StoreError::Conflict(msg) => Self::conflict(msg),
+            StoreError::Backend(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}

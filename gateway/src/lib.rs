@@ -1,0 +1,39 @@
+//! `meshguard-gateway`: a MeshGuard-compatible governance gateway.
+//!
+//! The control plane (agents, policies, alert channels, change records) over an embedded SQLite
+//! store, agent identity as HS256 JWTs, and the policy engine behind `GET /proxy/check`. The wire
+//! contract is `shared/reference/meshguard-api.md`; the JSON types live in `meshguard-api`.
+
+mod auth;
+mod clock;
+mod config;
+mod error;
+mod ids;
+mod jwt;
+mod policy;
+mod policy_files;
+mod routes;
+mod state;
+mod store;
+
+use std::sync::Arc;
+
+pub use config::{Args, Config, ConfigError, Mode};
+pub use routes::app;
+pub use state::AppState;
+
+/// Opens the store, loads the policies and returns the state the router serves.
+pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+    let path = config.db_path.clone();
+    let store = tokio::task::spawn_blocking(move || store::SqliteStore::open(&path)).await??;
+    tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
+    let files = policy_files::load_dir(&config.policies_dir);
+    tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
+    let state = AppState::new(config, Arc::new(store), files);
+    state
+        .reload_policies()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
+    state.set_ready();
+    Ok(state)
+}

@@ -1,0 +1,334 @@
+//! Evaluation: a pure function of (policy set, request).
+//!
+//! Within a policy, rules run in document order and the first match wins, else the policy's
+//! `defaultEffect`. Across the policies that apply to the agent, in name order: any explicit deny
+//! wins; else any explicit allow; else deny if any applicable policy defaults to deny; else allow.
+//! No applicable policy denies (fail closed).
+
+use std::sync::Arc;
+
+use meshguard_api::TrustTier;
+use serde_json::{Map, Value};
+
+use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, Rule};
+
+/// An immutable snapshot of every active policy, sorted by name.
+#[derive(Debug, Default)]
+pub(crate) struct PolicySet {
+    pub(crate) version: u64,
+    policies: Vec<(String, Arc<PolicyDoc>)>,
+}
+
+impl PolicySet {
+    pub(crate) fn new(version: u64, mut policies: Vec<(String, Arc<PolicyDoc>)>) -> Self {
+        policies.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { version, policies }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.policies.len()
+    }
+}
+
+/// What is being decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EvalRequest<'a> {
+    pub(crate) agent_id: &'a str,
+    pub(crate) agent_name: &'a str,
+    pub(crate) tier: TrustTier,
+    pub(crate) tags: &'a [String],
+    /// `verb:resource`, e.g. `read:api/users/123`.
+    pub(crate) action: &'a str,
+    /// `X-MeshGuard-Resource`, when the caller sent one.
+    pub(crate) resource: Option<&'a str>,
+    pub(crate) context: Option<&'a Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub(crate) outcome: Outcome,
+    pub(crate) policy: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) reason: String,
+    pub(crate) snapshot: u64,
+}
+
+pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
+    let mut first_allow: Option<(&str, &Rule)> = None;
+    let mut default_deny: Option<&str> = None;
+    let mut applicable = 0usize;
+    for (name, doc) in &set.policies {
+        if !applies(&doc.applies_to, req) {
+            continue;
+        }
+        applicable += 1;
+        match doc.rules.iter().find(|r| rule_matches(r, req)) {
+            Some(rule) if rule.effect != Effect::Allow => {
+                return Decision {
+                    outcome: Outcome::Deny,
+                    policy: Some(name.clone()),
+                    rule: Some(rule.id.clone()),
+                    reason: deny_reason(rule),
+                    snapshot: set.version,
+                };
+            }
+            Some(rule) => {
+                first_allow.get_or_insert((name, rule));
+            }
+            None => {
+                if doc.default_effect != Effect::Allow && default_deny.is_none() {
+                    default_deny = Some(name);
+                }
+            }
+        }
+    }
+    let (outcome, policy, rule, reason) = if let Some((policy, rule)) = first_allow {
+        let reason = format!("Allowed by rule: {}", rule.id);
+        (
+            Outcome::Allow,
+            Some(policy.to_owned()),
+            Some(rule.id.clone()),
+            reason,
+        )
+    } else if let Some(policy) = default_deny {
+        let reason = format!(
+            "No rule allows {}; policy {policy} defaults to deny",
+            req.action
+        );
+        (Outcome::Deny, Some(policy.to_owned()), None, reason)
+    } else if applicable == 0 {
+        (
+            Outcome::Deny,
+            None,
+            None,
+            "No policy applies to this agent".to_owned(),
+        )
+    } else {
+        (
+            Outcome::Allow,
+            None,
+            None,
+            "Allowed by policy defaults".to_owned(),
+        )
+    };
+    Decision {
+        outcome,
+        policy,
+        rule,
+        reason,
+        snapshot: set.version,
+    }
+}
+
+fn deny_reason(rule: &Rule) -> String {
+    if let Some(reason) = &rule.reason {
+        return reason.clone();
+    }
+    let pattern = rule
+        .actions
+        .first()
+        .map(|p| p.as_str())
+        .unwrap_or("conditions");
+    match rule.effect {
+        Effect::RequireApproval => format!("Approval required by rule: {} {pattern}", rule.id),
+        _ => format!("Denied by rule: {} {pattern}", rule.effect.as_str()),
+    }
+}
+
+fn applies(applies_to: &AppliesTo, req: &EvalRequest<'_>) -> bool {
+    match applies_to {
+        AppliesTo::All => true,
+        AppliesTo::Names(names) => names
+            .iter()
+            .any(|n| n == req.agent_name || n == req.agent_id || req.tags.contains(n)),
+        AppliesTo::Selector {
+            trust_tiers,
+            tags,
+            agent_ids,
+        } => {
+            if trust_tiers.is_none() && tags.is_none() && agent_ids.is_none() {
+                return false;
+            }
+            trust_tiers.as_ref().is_none_or(|t| t.contains(&req.tier))
+                && tags
+                    .as_ref()
+                    .is_none_or(|t| t.iter().any(|tag| req.tags.contains(tag)))
+                && agent_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.iter().any(|id| id == req.agent_id))
+        }
+    }
+}
+
+fn rule_matches(rule: &Rule, req: &EvalRequest<'_>) -> bool {
+    if !rule.actions.is_empty() && !rule.actions.iter().any(|p| p.matches(req.action)) {
+        return false;
+    }
+    rule.conditions.iter().all(|c| condition_holds(c, req))
+}
+
+fn condition_holds(cond: &Condition, req: &EvalRequest<'_>) -> bool {
+    let (verb, object) = req.action.split_once(':').unwrap_or((req.action, ""));
+    let resource = req.resource.unwrap_or(object);
+    match cond {
+        Condition::Verb(verbs) => verbs.iter().any(|v| v == "*" || v == verb),
+        Condition::Path(globs) => {
+            let from_action = format!("/{}", object.trim_start_matches('/'));
+            let from_header = req
+                .resource
+                .map(|r| format!("/{}", r.trim_start_matches('/')));
+            globs.iter().any(|g| {
+                g.matches(&from_action) || from_header.as_deref().is_some_and(|h| g.matches(h))
+            })
+        }
+        Condition::ResourceMatches(globs) => globs.iter().any(|g| g.matches(resource)),
+        Condition::ResourceStartsWith(prefixes) => {
+            prefixes.iter().any(|p| resource.starts_with(p.as_str()))
+        }
+        Condition::ResourceContains(needle) => resource.contains(needle.as_str()),
+        Condition::Context { key, test } => {
+            let found = req.context.and_then(|ctx| lookup(ctx, key));
+            match test {
+                ContextTest::Exists(want) => found.is_some() == *want,
+                ContextTest::Equals(want) => {
+                    found.is_some_and(|v| scalar_text(v).as_deref() == Some(want))
+                }
+                ContextTest::In(options) => found
+                    .and_then(scalar_text)
+                    .is_some_and(|v| options.iter().any(|o| *o == v)),
+            }
+        }
+        Condition::Unknown => false,
+    }
+}
+
+fn lookup<'a>(ctx: &'a Map<String, Value>, dotted: &str) -> Option<&'a Value> {
+    let mut parts = dotted.split('.');
+    let mut current = ctx.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+
+    fn set(docs: &[&str]) -> PolicySet {
+        let policies = docs
+            .iter()
+            .map(|text| {
+                let parsed = parse_policy(text);
+                let doc = parsed.doc.unwrap_or_else(|| panic!("{:?}", parsed.errors));
+                (doc.name.clone().unwrap(), Arc::new(doc))
+            })
+            .collect();
+        PolicySet::new(7, policies)
+    }
+
+    fn req<'a>(action: &'a str, tags: &'a [String]) -> EvalRequest<'a> {
+        EvalRequest {
+            agent_id: "agent_1",
+            agent_name: "code-reviewer",
+            tier: TrustTier::Verified,
+            tags,
+            action,
+            resource: None,
+            context: None,
+        }
+    }
+
+    const READS: &str = "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n  - name: deny-admin\n    effect: deny\n    actions: [\"admin:*\"]\n    reason: admin is off limits\n";
+
+    #[test]
+    fn first_match_within_a_policy_then_default() {
+        let s = set(&[READS]);
+        let d = evaluate(&s, &req("read:api/users/1", &[]));
+        assert_eq!(
+            (d.outcome, d.rule.as_deref(), d.snapshot),
+            (Outcome::Allow, Some("allow-read"), 7)
+        );
+        let d = evaluate(&s, &req("admin:delete", &[]));
+        assert_eq!(
+            (d.outcome, d.reason.as_str()),
+            (Outcome::Deny, "admin is off limits")
+        );
+        let d = evaluate(&s, &req("write:x", &[]));
+        assert_eq!(
+            (d.outcome, d.policy.as_deref(), d.rule),
+            (Outcome::Deny, Some("reads"), None)
+        );
+    }
+
+    #[test]
+    fn explicit_deny_in_any_policy_beats_an_allow() {
+        let deny = "name: a-deny\nrules:\n  - name: no-secrets\n    effect: deny\n    actions: [\"read:secrets*\"]\n";
+        let s = set(&[READS, deny]);
+        let d = evaluate(&s, &req("read:secrets/db", &[]));
+        assert_eq!(
+            (d.outcome, d.policy.as_deref()),
+            (Outcome::Deny, Some("a-deny"))
+        );
+    }
+
+    #[test]
+    fn no_applicable_policy_fails_closed() {
+        let s = set(&[
+            "name: other\nappliesTo: [someone-else]\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
+        ]);
+        let d = evaluate(&s, &req("read:x", &[]));
+        assert_eq!(
+            (d.outcome, d.reason.as_str(), d.policy),
+            (Outcome::Deny, "No policy applies to this agent", None)
+        );
+    }
+
+    #[test]
+    fn terraform_dialect_matches_verb_and_path() {
+        let s = set(&[
+            "name: tf\nappliesTo: [code-reviewer]\ndefaultEffect: deny\nrules:\n  - name: allow-read-repos\n    effect: allow\n    conditions:\n      action: [read]\n      path: [\"/api/repos/*\"]\n",
+        ]);
+        assert_eq!(
+            evaluate(&s, &req("read:api/repos/x", &[])).outcome,
+            Outcome::Allow
+        );
+        assert_eq!(
+            evaluate(&s, &req("write:api/repos/x", &[])).outcome,
+            Outcome::Deny
+        );
+        assert_eq!(
+            evaluate(&s, &req("read:api/users", &[])).outcome,
+            Outcome::Deny
+        );
+    }
+
+    #[test]
+    fn selector_is_and_across_keys_or_within() {
+        let s = set(&[
+            "name: sel\nappliesTo:\n  trustTiers: [verified]\n  tags: [prod, ci]\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
+        ]);
+        let ci = vec!["ci".to_owned()];
+        assert_eq!(evaluate(&s, &req("x:y", &ci)).outcome, Outcome::Allow);
+        assert_eq!(
+            evaluate(&s, &req("x:y", &[])).reason,
+            "No policy applies to this agent"
+        );
+    }
+}

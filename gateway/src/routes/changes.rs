@@ -1,0 +1,110 @@
+//! `GET /admin/changes`: the record of every admin write, and the helpers that build one.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use meshguard_api::ChangeList;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Admin, ChangeMeta};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{ChangeDraft, ChangeFilter};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ChangeQuery {
+    kind: Option<String>,
+    object_id: Option<String>,
+    /// Only changes with a sequence number above this one, for paging and tailing.
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ChangeQuery>,
+) -> Result<Json<ChangeList>, ApiError> {
+    if let Some(kind) = &q.kind {
+        if !["agent", "policy", "alert_channel"].contains(&kind.as_str()) {
+            return Err(ApiError::field(
+                "kind",
+                "expected agent, policy or alert_channel",
+            ));
+        }
+    }
+    let filter = ChangeFilter {
+        kind: q.kind,
+        object_id: q.object_id,
+        after_seq: q.after,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let changes = state.db(move |s| s.list_changes(&filter)).await?;
+    Ok(Json(ChangeList { changes }))
+}
+
+/// `sha256:<hex>` of some bytes.
+pub(crate) fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+pub(crate) fn digest_json(v: &Value) -> String {
+    digest(&serde_json::to_vec(v).expect("JSON values serialize"))
+}
+
+/// What one admin write did, ready for the store.
+pub(crate) struct Draft<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) operation: &'static str,
+    pub(crate) object_id: &'a str,
+    pub(crate) object_name: Option<&'a str>,
+    /// Redacted views of the object before and after.
+    pub(crate) before: Option<Value>,
+    pub(crate) after: Option<Value>,
+    pub(crate) old_digest: Option<String>,
+    pub(crate) new_digest: Option<String>,
+    /// Fields changed that the views do not show (secrets).
+    pub(crate) hidden_fields: Vec<&'static str>,
+}
+
+impl Draft<'_> {
+    pub(crate) fn build(self, meta: &ChangeMeta) -> ChangeDraft {
+        let mut fields = changed_fields(self.before.as_ref(), self.after.as_ref());
+        fields.extend(self.hidden_fields.iter().map(|f| (*f).to_owned()));
+        fields.sort();
+        fields.dedup();
+        ChangeDraft {
+            id: crate::ids::new_id("chg"),
+            timestamp: crate::clock::now_rfc3339(),
+            kind: self.kind,
+            object_id: self.object_id.to_owned(),
+            object_name: self.object_name.map(str::to_owned),
+            operation: self.operation,
+            fields,
+            before: self.before,
+            after: self.after,
+            old_digest: self.old_digest,
+            new_digest: self.new_digest,
+            approver: meta.approver.clone(),
+            change_ticket: meta.change_ticket.clone(),
+            trace_id: Some(meta.trace_id.clone()),
+        }
+    }
+}
+
+const BOOKKEEPING: &[&str] = &["updatedAt", "revision", "digest"];
+
+fn changed_fields(before: Option<&Value>, after: Option<&Value>) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let b = before.and_then(Value::as_object).unwrap_or(&empty);
+    let a = after.and_then(Value::as_object).unwrap_or(&empty);
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| !BOOKKEEPING.contains(&k.as_str()) && b.get(*k) != a.get(*k))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,136 @@
+//! The HTTP surface: routes next to their handlers, one module per area.
+
+mod agents;
+mod body;
+mod changes;
+mod channels;
+mod policies;
+mod proxy;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The whole gateway as a router, so tests can drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/agents", get(agents::list).post(agents::create))
+        .route(
+            "/agents/{id}",
+            get(agents::get)
+                .patch(agents::update)
+                .put(agents::update)
+                .delete(agents::revoke),
+        )
+        .route("/agents/{id}/token", post(agents::reissue_token))
+        .route("/policies", get(policies::list).post(policies::create))
+        .route("/policies/validate", post(policies::validate))
+        .route("/policies/test", post(policies::test))
+        .route(
+            "/policies/{key}",
+            get(policies::get)
+                .put(policies::update)
+                .patch(policies::update)
+                .delete(policies::delete),
+        )
+        .route(
+            "/alert-channels",
+            get(channels::list).post(channels::create),
+        )
+        .route(
+            "/alert-channels/{id}",
+            get(channels::get)
+                .patch(channels::update)
+                .put(channels::update)
+                .delete(channels::delete),
+        )
+        .route("/changes", get(changes::list))
+        .route("/info", get(info));
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/proxy/check", get(proxy::check))
+        .nest("/admin", admin.clone())
+        .nest("/api/v1/admin", admin)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn root(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "name": "MeshGuard Gateway",
+        "version": VERSION,
+        "mode": state.config().mode.as_str(),
+        "docs": "https://docs.meshguard.app",
+    }))
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let db = state.db(|s| s.ping()).await;
+    let healthy = db.is_ok();
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "timestamp": crate::clock::now_rfc3339(),
+        "version": VERSION,
+        "mode": state.config().mode.as_str(),
+        "uptime": state.inner.started.elapsed().as_secs(),
+        "checks": {
+            "database": if healthy { "ok" } else { "error" },
+            "policies": if state.is_ready() { "ok" } else { "loading" },
+        },
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "starting"})),
+        )
+            .into_response()
+    }
+}
+
+async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+    let c = state.config();
+    let snapshot = state.snapshot();
+    axum::Json(json!({
+        "name": "MeshGuard Gateway",
+        "version": VERSION,
+        "mode": c.mode.as_str(),
+        "database": c.db_path.display().to_string(),
+        "policiesDir": c.policies_dir.display().to_string(),
+        "filePolicies": state.inner.file_policies.len(),
+        "activePolicies": snapshot.len(),
+        "policySnapshot": snapshot.version,
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; see GET / and the admin API under /admin",
+    )
+}

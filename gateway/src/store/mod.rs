@@ -1,0 +1,150 @@
+//! Storage behind a trait, so a server database can follow the embedded SQLite one.
+//!
+//! Every write takes the [`ChangeDraft`] describing it and commits the object and its change
+//! record in one transaction: a write is never visible without its record, and a record never
+//! describes a write that did not happen. Writes to an existing object carry the revision the
+//! caller read (`expected`); a concurrent writer makes the store answer [`StoreError::Stale`]
+//! instead of silently overwriting.
+
+mod sqlite;
+
+pub(crate) use sqlite::SqliteStore;
+
+use meshguard_api::{ChangeRecord, ChannelType, Severity, Trigger};
+use serde_json::{Map, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AgentRecord {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) trust_tier: String,
+    pub(crate) tags: Vec<String>,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) description: Option<String>,
+    /// Seconds; `None` means the gateway default, `Some(0)` never expires.
+    pub(crate) token_ttl: Option<u64>,
+    /// Bumped on token re-issue: tokens carrying an older value are refused.
+    pub(crate) token_version: i64,
+    pub(crate) revision: i64,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PolicyRecord {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// Exactly as the client sent it.
+    pub(crate) content: String,
+    pub(crate) revision: i64,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChannelRecord {
+    pub(crate) id: String,
+    pub(crate) kind: ChannelType,
+    pub(crate) endpoint: String,
+    pub(crate) name: Option<String>,
+    pub(crate) severity: Option<Severity>,
+    pub(crate) triggers: Vec<Trigger>,
+    pub(crate) slack_channel: Option<String>,
+    pub(crate) webhook_secret: Option<String>,
+    pub(crate) pagerduty_routing_key: Option<String>,
+    pub(crate) enabled: bool,
+    pub(crate) revision: i64,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+}
+
+/// A change record before the store numbers it.
+#[derive(Debug, Clone)]
+pub(crate) struct ChangeDraft {
+    pub(crate) id: String,
+    pub(crate) timestamp: String,
+    pub(crate) kind: &'static str,
+    pub(crate) object_id: String,
+    pub(crate) object_name: Option<String>,
+    pub(crate) operation: &'static str,
+    pub(crate) fields: Vec<String>,
+    pub(crate) before: Option<Value>,
+    pub(crate) after: Option<Value>,
+    pub(crate) old_digest: Option<String>,
+    pub(crate) new_digest: Option<String>,
+    pub(crate) approver: Option<String>,
+    pub(crate) change_ticket: Option<String>,
+    pub(crate) trace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ChangeFilter {
+    pub(crate) kind: Option<String>,
+    pub(crate) object_id: Option<String>,
+    pub(crate) after_seq: Option<i64>,
+    pub(crate) limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Another writer changed the object since it was read.
+    #[error("the object changed while this request was being applied")]
+    Stale,
+    /// A uniqueness rule was violated (a policy name already in use).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Which write to perform on an object.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Write {
+    Insert,
+    /// Update the row whose revision is this one.
+    Update {
+        expected: i64,
+    },
+    /// Delete the row whose revision is this one.
+    Delete {
+        expected: i64,
+    },
+}
+
+pub(crate) trait Store: Send + Sync + 'static {
+    fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError>;
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Agents are never deleted: revocation is an update that sets `revoked_at`.
+    fn save_agent(
+        &self,
+        rec: &AgentRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError>;
+
+    fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    fn get_policy_by_name(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError>;
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    fn save_policy(
+        &self,
+        rec: &PolicyRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError>;
+
+    fn get_channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError>;
+    fn list_channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    fn save_channel(
+        &self,
+        rec: &ChannelRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError>;
+
+    fn list_changes(&self, filter: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError>;
+
+    /// Cheap liveness probe for `/health`.
+    fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,634 @@
+//! The embedded SQLite store: WAL mode, `synchronous=FULL`, versioned migrations, one process.
+//!
+//! One gateway owns a database file at a time: an exclusive lock on `<db>.lock` (released by the
+//! kernel when the process dies, even by `kill -9`) refuses a second gateway before it touches the
+//! file. Every acknowledged write has been fsynced by SQLite before the handler answers.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use meshguard_api::ChangeRecord;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::Value;
+
+use super::{
+    AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, Store, StoreError, Write,
+};
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: control plane.
+    "CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        trust_tier TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        capabilities TEXT NOT NULL,
+        description TEXT,
+        token_ttl INTEGER,
+        token_version INTEGER NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        content TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE alert_channels (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        timestamp TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        object_name TEXT,
+        operation TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        old_digest TEXT,
+        new_digest TEXT,
+        approver TEXT,
+        change_ticket TEXT,
+        trace_id TEXT
+    );
+    CREATE INDEX changes_object ON changes (kind, object_id);",
+];
+
+#[derive(Debug)]
+pub(crate) struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    /// Held for the life of the store; the lock goes with it.
+    _lock: File,
+}
+
+/// Why the store could not be opened; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    #[error(
+        "another gateway (pid {pid}) is already using {path}; stop it, or give this one its own DB_PATH"
+    )]
+    Locked { path: String, pid: String },
+    #[error(
+        "cannot create the data directory {path}: {source}; create it or set DB_PATH elsewhere"
+    )]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database {path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the database {path} has schema version {found}, newer than this gateway knows ({known}); run a newer gateway"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+impl SqliteStore {
+    pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let lock = take_lock(path)?;
+        let sqlite = |source| OpenError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sqlite)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(sqlite)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sqlite)?;
+        migrate(&mut conn, &shown)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut conn).map_err(backend)
+    }
+
+    /// Runs `write` and inserts `change` in one transaction.
+    fn write_with_change(
+        &self,
+        change: &ChangeDraft,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<usize, StoreError>,
+        expect_rows: bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tx = conn.transaction().map_err(backend)?;
+        let rows = write(&tx)?;
+        if expect_rows && rows == 0 {
+            return Err(StoreError::Stale);
+        }
+        insert_change(&tx, change).map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+}
+
+fn take_lock(db: &Path) -> Result<File, OpenError> {
+    let mut lock_path = db.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io = |source| OpenError::Io {
+        path: lock_path.display().to_string(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(OpenError::Locked {
+                path: db.display().to_string(),
+                pid: if pid.trim().is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.trim().to_owned()
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    write!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+fn migrate(conn: &mut Connection, shown: &str) -> Result<(), OpenError> {
+    let sqlite = |source| OpenError::Sqlite {
+        path: shown.to_owned(),
+        source,
+    };
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    )
+    .map_err(sqlite)?;
+    let current: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sqlite)?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(OpenError::TooNew {
+            path: shown.to_owned(),
+            found: current,
+            known,
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction().map_err(sqlite)?;
+        tx.execute_batch(sql).map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![index as i64 + 1, crate::clock::now_rfc3339()],
+        )
+        .map_err(sqlite)?;
+        tx.commit().map_err(sqlite)?;
+    }
+    Ok(())
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str, column: usize) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        trust_tier: r.get(2)?,
+        tags: from_json(&r.get::<_, String>(3)?, 3)?,
+        metadata: from_json(&r.get::<_, String>(4)?, 4)?,
+        capabilities: from_json(&r.get::<_, String>(5)?, 5)?,
+        description: r.get(6)?,
+        token_ttl: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        token_version: r.get(8)?,
+        revision: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        revoked_at: r.get(12)?,
+    })
+}
+
+const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
+
+fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
+    Ok(PolicyRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        content: r.get(2)?,
+        revision: r.get(3)?,
+        created_at: r.get(4)?,
+        updated_at: r.get(5)?,
+    })
+}
+
+const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
+
+/// Alert channels are stored as one JSON body (secrets included; see the ARCHITECTURE notes on
+/// encryption at rest) plus the columns needed for concurrency control.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChannelBody {
+    kind: meshguard_api::ChannelType,
+    endpoint: String,
+    name: Option<String>,
+    severity: Option<meshguard_api::Severity>,
+    triggers: Vec<meshguard_api::Trigger>,
+    slack_channel: Option<String>,
+    webhook_secret: Option<String>,
+    pagerduty_routing_key: Option<String>,
+    enabled: bool,
+}
+
+fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
+    let body: ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
+    Ok(ChannelRecord {
+        id: r.get(0)?,
+        kind: body.kind,
+        endpoint: body.endpoint,
+        name: body.name,
+        severity: body.severity,
+        triggers: body.triggers,
+        slack_channel: body.slack_channel,
+        webhook_secret: body.webhook_secret,
+        pagerduty_routing_key: body.pagerduty_routing_key,
+        enabled: body.enabled,
+        revision: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+    })
+}
+
+fn channel_body(c: &ChannelRecord) -> String {
+    json(&ChannelBody {
+        kind: c.kind,
+        endpoint: c.endpoint.clone(),
+        name: c.name.clone(),
+        severity: c.severity,
+        triggers: c.triggers.clone(),
+        slack_channel: c.slack_channel.clone(),
+        webhook_secret: c.webhook_secret.clone(),
+        pagerduty_routing_key: c.pagerduty_routing_key.clone(),
+        enabled: c.enabled,
+    })
+}
+
+fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            c.id,
+            c.timestamp,
+            c.kind,
+            c.object_id,
+            c.object_name,
+            c.operation,
+            json(&c.fields),
+            c.before.as_ref().map(json),
+            c.after.as_ref().map(json),
+            c.old_digest,
+            c.new_digest,
+            c.approver,
+            c.change_ticket,
+            c.trace_id,
+        ],
+    )?;
+    Ok(())
+}
+
+fn change_from_row(r: &Row<'_>) -> rusqlite::Result<ChangeRecord> {
+    let opt_json = |i: usize| -> rusqlite::Result<Option<Value>> {
+        r.get::<_, Option<String>>(i)?
+            .map(|t| from_json(&t, i))
+            .transpose()
+    };
+    Ok(ChangeRecord {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        timestamp: r.get(2)?,
+        kind: r.get(3)?,
+        object_id: r.get(4)?,
+        object_name: r.get(5)?,
+        operation: r.get(6)?,
+        fields: from_json(&r.get::<_, String>(7)?, 7)?,
+        before: opt_json(8)?,
+        after: opt_json(9)?,
+        old_digest: r.get(10)?,
+        new_digest: r.get(11)?,
+        approver: r.get(12)?,
+        change_ticket: r.get(13)?,
+        trace_id: r.get(14)?,
+    })
+}
+
+fn unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+impl Store for SqliteStore {
+    fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
+                [id],
+                agent_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id"
+            ))?;
+            stmt.query_map([], agent_from_row)?.collect()
+        })
+    }
+
+    fn save_agent(
+        &self,
+        a: &AgentRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        let values = params![
+            a.id,
+            a.name,
+            a.trust_tier,
+            json(&a.tags),
+            json(&a.metadata),
+            json(&a.capabilities),
+            a.description,
+            a.token_ttl.map(|v| v as i64),
+            a.token_version,
+            a.revision,
+            a.created_at,
+            a.updated_at,
+            a.revoked_at,
+        ];
+        match write {
+            Write::Insert => self.write_with_change(
+                change,
+                |tx| {
+                    tx.execute(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"), values)
+                        .map_err(backend)
+                },
+                true,
+            ),
+            Write::Update { expected } => self.write_with_change(
+                change,
+                |tx| {
+                    let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
+                    all.push(&expected);
+                    tx.execute(
+                        "UPDATE agents SET name = ?2, trust_tier = ?3, tags = ?4, metadata = ?5, capabilities = ?6, description = ?7, token_ttl = ?8, token_version = ?9, revision = ?10, created_at = ?11, updated_at = ?12, revoked_at = ?13 WHERE id = ?1 AND revision = ?14",
+                        all.as_slice(),
+                    )
+                    .map_err(backend)
+                },
+                true,
+            ),
+            Write::Delete { .. } => Err(StoreError::Backend("agents are revoked, never deleted".into())),
+        }
+    }
+
+    fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = ?1"),
+                [id],
+                policy_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn get_policy_by_name(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?1"),
+                [name],
+                policy_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
+            ))?;
+            stmt.query_map([], policy_from_row)?.collect()
+        })
+    }
+
+    fn save_policy(
+        &self,
+        p: &PolicyRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        let conflict = |e: rusqlite::Error| {
+            if unique_violation(&e) {
+                StoreError::Conflict(format!("a policy named {:?} already exists", p.name))
+            } else {
+                backend(e)
+            }
+        };
+        self.write_with_change(
+            change,
+            |tx| match write {
+                Write::Insert => tx
+                    .execute(
+                        &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                        params![p.id, p.name, p.content, p.revision, p.created_at, p.updated_at],
+                    )
+                    .map_err(conflict),
+                Write::Update { expected } => tx
+                    .execute(
+                        "UPDATE policies SET name = ?2, content = ?3, revision = ?4, updated_at = ?5 WHERE id = ?1 AND revision = ?6",
+                        params![p.id, p.name, p.content, p.revision, p.updated_at, expected],
+                    )
+                    .map_err(conflict),
+                Write::Delete { expected } => tx
+                    .execute("DELETE FROM policies WHERE id = ?1 AND revision = ?2", params![p.id, expected])
+                    .map_err(backend),
+            },
+            true,
+        )
+    }
+
+    fn get_channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, body, revision, created_at, updated_at FROM alert_channels WHERE id = ?1",
+                [id],
+                channel_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, body, revision, created_at, updated_at FROM alert_channels ORDER BY created_at, id",
+            )?;
+            stmt.query_map([], channel_from_row)?.collect()
+        })
+    }
+
+    fn save_channel(
+        &self,
+        ch: &ChannelRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        self.write_with_change(
+            change,
+            |tx| match write {
+                Write::Insert => tx
+                    .execute(
+                        "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![ch.id, channel_body(ch), ch.revision, ch.created_at, ch.updated_at],
+                    )
+                    .map_err(backend),
+                Write::Update { expected } => tx
+                    .execute(
+                        "UPDATE alert_channels SET body = ?2, revision = ?3, updated_at = ?4 WHERE id = ?1 AND revision = ?5",
+                        params![ch.id, channel_body(ch), ch.revision, ch.updated_at, expected],
+                    )
+                    .map_err(backend),
+                Write::Delete { expected } => tx
+                    .execute("DELETE FROM alert_channels WHERE id = ?1 AND revision = ?2", params![ch.id, expected])
+                    .map_err(backend),
+            },
+            true,
+        )
+    }
+
+    fn list_changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id
+                 FROM changes
+                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR object_id = ?2) AND seq > ?3
+                 ORDER BY seq LIMIT ?4",
+            )?;
+            stmt.query_map(
+                params![f.kind, f.object_id, f.after_seq.unwrap_or(0), f.limit as i64],
+                change_from_row,
+            )?
+            .collect()
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_store_on_the_same_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        let _first = SqliteStore::open(&db).unwrap();
+        let err = SqliteStore::open(&db).unwrap_err().to_string();
+        assert!(err.contains("already using"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+    }
+
+    #[test]
+    fn reopening_applies_no_migration_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.db");
+        drop(SqliteStore::open(&db).unwrap());
+        let store = SqliteStore::open(&db).unwrap();
+        let versions: i64 = store
+            .with(|c| c.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(versions, MIGRATIONS.len() as i64);
+    }
+}
