@@ -56,10 +56,18 @@ pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request(format!("invalid JSON: {inner}"))
+        let text = inner.to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request(format!("invalid JSON: {text}"))
+        } else if path != "." {
+            ApiError::field(&path, text)
+        } else if let Some(missing) = text
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            ApiError::field(missing, "missing; this field is required")
         } else {
-            ApiError::field(&path, inner.to_string())
+            ApiError::bad_request(text)
         }
     })?;
     de.end()

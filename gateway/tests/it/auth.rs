@@ -1,0 +1,129 @@
+//! Admin authentication on every admin route, under both prefixes.
+
+use reqwest::Method;
+
+use crate::harness::{ADMIN_TOKEN, Gateway, json, tempdir};
+
+const ADMIN_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/agents"),
+    ("POST", "/agents"),
+    ("GET", "/agents/agent_x"),
+    ("PATCH", "/agents/agent_x"),
+    ("PUT", "/agents/agent_x"),
+    ("DELETE", "/agents/agent_x"),
+    ("POST", "/agents/agent_x/token"),
+    ("GET", "/policies"),
+    ("POST", "/policies"),
+    ("POST", "/policies/validate"),
+    ("POST", "/policies/test"),
+    ("GET", "/policies/p"),
+    ("PUT", "/policies/p"),
+    ("PATCH", "/policies/p"),
+    ("DELETE", "/policies/p"),
+    ("GET", "/alert-channels"),
+    ("POST", "/alert-channels"),
+    ("GET", "/alert-channels/c"),
+    ("PATCH", "/alert-channels/c"),
+    ("PUT", "/alert-channels/c"),
+    ("DELETE", "/alert-channels/c"),
+    ("GET", "/changes"),
+    ("GET", "/info"),
+];
+
+#[test]
+fn every_admin_route_refuses_missing_and_wrong_tokens_under_both_prefixes() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    for prefix in ["/admin", "/api/v1/admin"] {
+        for (method, path) in ADMIN_ROUTES {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let route = format!("{prefix}{path}");
+
+            let (status, body) = json(
+                gw.raw(method.clone(), &route)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .unwrap(),
+            );
+            assert_eq!(status, 401, "{method} {route} without a token: {body}");
+            assert_eq!(
+                body["message"],
+                "Missing X-Admin-Token or Authorization header"
+            );
+
+            let (status, body) = json(
+                gw.raw(method.clone(), &route)
+                    .header("X-Admin-Token", "it-admin-token-4f9c2a7e1b3d5f6X")
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .unwrap(),
+            );
+            assert_eq!(status, 401, "{method} {route} with a wrong token: {body}");
+            assert_eq!(body["message"], "Invalid admin token");
+            assert!(!body.to_string().contains(ADMIN_TOKEN));
+
+            let (status, _) = json(
+                gw.raw(method.clone(), &route)
+                    .bearer_auth("short")
+                    .send()
+                    .unwrap(),
+            );
+            assert_eq!(status, 401, "{method} {route} with a wrong bearer token");
+        }
+    }
+}
+
+#[test]
+fn bearer_admin_token_and_the_versioned_prefix_reach_the_same_data() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (status, created) = json(
+        gw.raw(Method::POST, "/api/v1/admin/agents")
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({"name": "via-bearer"}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let (status, listed) = gw.get("/admin/agents");
+    assert_eq!(status, 200);
+    assert_eq!(listed["agents"][0]["id"], created["id"]);
+}
+
+#[test]
+fn agent_tokens_are_not_admin_tokens_and_admin_tokens_are_not_agent_tokens() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (_, token) = crate::harness::agent(&gw, "a", "verified", &[]);
+    let (status, _) = json(
+        gw.raw(Method::GET, "/admin/agents")
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = gw.check(ADMIN_TOKEN, "read:x");
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (401, Some("Invalid or expired token"))
+    );
+}
+
+#[test]
+fn public_endpoints_answer_without_a_token() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (status, health) = json(gw.raw(Method::GET, "/health").send().unwrap());
+    assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
+    assert_eq!(health["checks"]["database"], "ok");
+    assert_eq!(health["mode"], "enforce");
+    let (status, ready) = json(gw.raw(Method::GET, "/ready").send().unwrap());
+    assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
+    let (status, root) = json(gw.raw(Method::GET, "/").send().unwrap());
+    assert_eq!(
+        (status, root["name"].as_str()),
+        (200, Some("MeshGuard Gateway"))
+    );
+    let (status, body) = json(gw.raw(Method::GET, "/nope").send().unwrap());
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+}

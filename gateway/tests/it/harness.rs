@@ -1,0 +1,219 @@
+//! Starts the gateway binary on a free loopback port with its own data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+pub(crate) const ADMIN_TOKEN: &str = "it-admin-token-4f9c2a7e1b3d5f60";
+pub(crate) const JWT_SECRET: &str = "it-jwt-secret-9d8c7b6a5f4e3d2c1b0a99887766";
+
+pub(crate) struct Gateway {
+    child: Child,
+    pub(crate) base: String,
+    pub(crate) stdout_lines: Vec<String>,
+    client: Client,
+}
+
+pub(crate) struct Options<'a> {
+    pub(crate) env: Vec<(&'a str, String)>,
+    pub(crate) args: Vec<&'a str>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self {
+            env: vec![
+                ("ADMIN_TOKEN", ADMIN_TOKEN.into()),
+                ("JWT_SECRET", JWT_SECRET.into()),
+            ],
+            args: Vec::new(),
+        }
+    }
+}
+
+pub(crate) fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_meshguard-gateway")
+}
+
+/// A command for the gateway with a clean environment: only what the test sets.
+pub(crate) fn command(dir: &Path, opts: &Options<'_>) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("DB_PATH", dir.join("data/meshguard.db"))
+        .env("POLICIES_DIR", dir.join("policies"))
+        .env("LOG_LEVEL", "warn");
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.args(&opts.args);
+    cmd
+}
+
+impl Gateway {
+    pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Options::default())
+    }
+
+    pub(crate) fn start_with(dir: &Path, opts: Options<'_>) -> Self {
+        let mut child = command(dir, &opts)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the gateway binary starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stdout);
+        let base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read gateway stdout");
+            assert!(n > 0, "gateway exited before listening; printed {lines:?}");
+            let line = line.trim_end().to_owned();
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_owned();
+            }
+            lines.push(line);
+        };
+        // Keep draining stdout so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        let gw = Self {
+            child,
+            base,
+            stdout_lines: lines,
+            client: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        };
+        gw.wait_ready();
+        gw
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/ready", self.base)).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn raw(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// An admin request with `X-Admin-Token`.
+    pub(crate) fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.raw(method, path).header("X-Admin-Token", ADMIN_TOKEN)
+    }
+
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
+        json(self.admin(Method::GET, path).send().unwrap())
+    }
+
+    pub(crate) fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        json(self.admin(Method::POST, path).json(&body).send().unwrap())
+    }
+
+    pub(crate) fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        json(self.admin(Method::PATCH, path).json(&body).send().unwrap())
+    }
+
+    pub(crate) fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        json(self.admin(Method::PUT, path).json(&body).send().unwrap())
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> (u16, Value) {
+        json(self.admin(Method::DELETE, path).send().unwrap())
+    }
+
+    /// `GET /proxy/check` as an agent.
+    pub(crate) fn check(&self, token: &str, action: &str) -> (u16, Value) {
+        json(
+            self.raw(Method::GET, "/proxy/check")
+                .bearer_auth(token)
+                .header("X-MeshGuard-Action", action)
+                .send()
+                .unwrap(),
+        )
+    }
+
+    /// Ends the process the hard way: no shutdown hook runs.
+    pub(crate) fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn json(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap();
+    let value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text}"));
+    assert_no_nulls(&value, "$");
+    (status, value)
+}
+
+/// MeshGuard's typed SDKs fail on `null` where they expect strings or lists; no answer has one.
+pub(crate) fn assert_no_nulls(v: &Value, at: &str) {
+    match v {
+        Value::Null => panic!("null at {at}"),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, x)| assert_no_nulls(x, &format!("{at}[{i}]"))),
+        Value::Object(map) => map
+            .iter()
+            .for_each(|(k, x)| assert_no_nulls(x, &format!("{at}.{k}"))),
+        _ => {}
+    }
+}
+
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Creates an agent and returns (id, token).
+pub(crate) fn agent(gw: &Gateway, name: &str, tier: &str, tags: &[&str]) -> (String, String) {
+    let (status, body) = gw.post(
+        "/admin/agents",
+        serde_json::json!({"name": name, "trustTier": tier, "tags": tags}),
+    );
+    assert_eq!(status, 201, "{body}");
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Creates a policy from YAML text and returns its id.
+pub(crate) fn policy(gw: &Gateway, name: &str, yaml: &str) -> String {
+    let (status, body) = gw.post(
+        "/admin/policies",
+        serde_json::json!({"name": name, "content": yaml}),
+    );
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}

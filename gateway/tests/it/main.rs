@@ -1,0 +1,9 @@
+//! Integration tests: the real `meshguard-gateway` binary on 127.0.0.1, driven over HTTP.
+
+mod agents;
+mod auth;
+mod changes;
+mod channels;
+mod harness;
+mod lifecycle;
+mod policies;

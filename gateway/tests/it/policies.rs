@@ -1,0 +1,306 @@
+//! `/admin/policies`: byte-exact content, both rule dialects, validation, test, file policies.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Gateway, agent, json, policy, tempdir};
+
+/// Comments, odd spacing, a trailing space, CRLF-free unicode and no final newline: all must
+/// come back exactly.
+const QUIRKY: &str = "# production guardrails\nname:   guard   \nversion: \"1.0\"\ndescription: Garde-fous — prod ✓\nrules:\n  - name: allow-read   # reads are fine\n    effect: allow\n    actions:\n      - \"read:*\"\n\n  - name: deny-admin\n    effect: deny\n    actions: [\"admin:*\"]\n    reason: admin actions need a human\ndefaultEffect: deny";
+
+#[test]
+fn content_round_trips_byte_for_byte_by_id_and_by_name() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (status, created) = gw.post(
+        "/admin/policies",
+        json!({"name": "guard", "content": QUIRKY}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert!(id.starts_with("policy_"));
+    assert_eq!(created["content"], QUIRKY);
+    for key in [id, "guard"] {
+        let (status, got) = gw.get(&format!("/admin/policies/{key}"));
+        assert_eq!(status, 200);
+        assert_eq!(
+            got["content"].as_str().unwrap().as_bytes(),
+            QUIRKY.as_bytes()
+        );
+        assert_eq!(got["version"], "1.0");
+        assert_eq!(got["rules"][1]["id"], "deny-admin");
+        assert_eq!(got["rules"][1]["action"], "admin:*");
+        assert_eq!(got["readOnly"], false);
+    }
+    let (_, list) = gw.get("/admin/policies");
+    assert_eq!(list["policies"][0]["content"], QUIRKY);
+}
+
+#[test]
+fn yaml_bodies_and_json_policy_objects_are_accepted() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let yaml = "name: from-yaml\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    let (status, body) = json(
+        gw.admin(Method::POST, "/admin/policies")
+            .header("Content-Type", "application/yaml")
+            .body(yaml)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, body["name"].as_str(), body["content"].as_str()),
+        (201, Some("from-yaml"), Some(yaml))
+    );
+    let (status, body) = gw.post(
+        "/admin/policies",
+        json!({"name": "from-json", "rules": [{"name": "r", "effect": "deny", "actions": ["delete:*"]}], "defaultEffect": "allow"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["defaultEffect"], "allow");
+    assert_eq!(body["rules"][0]["effect"], "deny");
+}
+
+#[test]
+fn terraform_yamlencode_policy_is_accepted_and_enforced() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    // What Terraform's yamlencode() makes of the complete example on MeshGuard's Terraform page.
+    let content = "\"appliesTo\":\n- \"code-reviewer\"\n\"defaultEffect\": \"deny\"\n\"description\": \"Policy for code review agents\"\n\"name\": \"code-review-policy\"\n\"rules\":\n- \"conditions\":\n    \"action\":\n    - \"read\"\n    \"path\":\n    - \"/api/repos/*\"\n  \"effect\": \"allow\"\n  \"name\": \"allow-read-repos\"\n- \"conditions\":\n    \"action\":\n    - \"write\"\n    \"path\":\n    - \"/api/repos/*/comments\"\n  \"effect\": \"allow\"\n  \"name\": \"allow-post-comments\"\n\"version\": \"1.0\"\n";
+    policy(&gw, "code-review-policy", content);
+    let (_, token) = agent(&gw, "code-reviewer", "verified", &["ci"]);
+    let (status, body) = gw.check(&token, "read:api/repos/meshguard");
+    assert_eq!(
+        (status, body["rule"].as_str()),
+        (200, Some("allow-read-repos")),
+        "{body}"
+    );
+    assert_eq!(gw.check(&token, "write:api/repos/x/comments").0, 200);
+    let (status, body) = gw.check(&token, "delete:api/repos/x");
+    assert_eq!(
+        (status, body["policy"].as_str(), body["decision"].as_str()),
+        (403, Some("code-review-policy"), Some("deny"))
+    );
+    let (_, other) = agent(&gw, "someone-else", "verified", &[]);
+    let (status, body) = gw.check(&other, "read:api/repos/x");
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (403, Some("No policy applies to this agent"))
+    );
+    assert!(body.get("policy").is_none());
+}
+
+#[test]
+fn invalid_policies_fail_with_field_and_line_and_nothing_is_stored() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let bad = "name: bad\nrules:\n  - name: r\n    effect: permit\n    actions: [\"read:*\"]\n";
+    let (status, body) = gw.post("/admin/policies", json!({"name": "bad", "content": bad}));
+    assert_eq!(status, 400);
+    assert_eq!(
+        (body["error"].as_str(), body["line"].as_u64()),
+        (Some("invalid_policy"), Some(4))
+    );
+    assert_eq!(body["field"], "content.rules[0].effect");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("expected allow, deny or require_approval"),
+        "{body}"
+    );
+
+    let (status, body) = gw.post(
+        "/admin/policies",
+        json!({"name": "x", "content": "name: x\nrules: [\n"}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["line"].is_u64() && body["message"].as_str().unwrap().contains("invalid YAML"),
+        "{body}"
+    );
+
+    let (status, body) = gw.post("/admin/policies", json!({"name": "other", "content": "name: inner\nrules:\n  - effect: allow\n    actions: [a]\n"}));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("name")),
+        "{body}"
+    );
+    assert_eq!(gw.get("/admin/policies").1["policies"], json!([]));
+}
+
+#[test]
+fn validate_reports_errors_and_warnings_without_storing() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (status, body) = gw.post(
+        "/admin/policies/validate",
+        json!({"name": "v", "rules": [{"effect": "allow", "actions": ["*"], "conditions": {"amount_max": 100}}]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["valid"], true);
+    let warned: Vec<&str> = body["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    assert!(warned.contains(&"rules[0].conditions.amount_max"), "{body}");
+
+    let (status, body) = gw.post(
+        "/admin/policies/validate",
+        json!({"content": "name: v\nrules:\n  - effect: allow\n"}),
+    );
+    assert_eq!((status, body["valid"].as_bool()), (400, Some(false)));
+    assert_eq!(body["errors"][0]["path"], "rules[0]");
+    assert_eq!(body["errors"][0]["line"], 3);
+    assert_eq!(gw.get("/admin/policies").1["policies"], json!([]));
+}
+
+#[test]
+fn test_endpoint_decides_like_the_github_action_expects() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let doc =
+        json!({"name": "t", "rules": [{"name": "ok", "effect": "allow", "actions": ["read:*"]}]});
+    let (status, body) = gw.post(
+        "/admin/policies/test",
+        json!({"policy": doc, "agentId": "agent-1", "action": "read:x"}),
+    );
+    assert_eq!(
+        (status, body["decision"].as_str(), body["rule"].as_str()),
+        (200, Some("allow"), Some("ok"))
+    );
+    let (_, body) = gw.post(
+        "/admin/policies/test",
+        json!({"policy": doc, "agentId": "agent-1", "action": "write:x"}),
+    );
+    assert_eq!(body["decision"], "deny");
+    // Without a policy it tests the active set, with the stored agent's tier.
+    policy(
+        &gw,
+        "tiers",
+        "name: tiers\nappliesTo:\n  trustTiers: [privileged]\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
+    );
+    let (id, _) = agent(&gw, "p", "privileged", &[]);
+    let (_, body) = gw.post(
+        "/admin/policies/test",
+        json!({"agentId": id, "action": "admin:rotate"}),
+    );
+    assert_eq!(body["decision"], "allow", "{body}");
+    let (status, body) = gw.post("/admin/policies/test", json!({"agentId": id}));
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (400, Some("action")),
+        "{body}"
+    );
+}
+
+#[test]
+fn update_rename_and_delete_take_effect_for_decisions() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let id = policy(
+        &gw,
+        "p",
+        "name: p\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    let denied = "name: p\nrules:\n  - effect: deny\n    actions: [\"read:*\"]\n";
+    let (status, body) = gw.put(
+        &format!("/admin/policies/{id}"),
+        json!({"name": "p", "content": denied}),
+    );
+    assert_eq!(
+        (status, body["revision"].as_i64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    assert_eq!(gw.check(&token, "read:x").0, 403);
+    let (status, body) = gw.patch(
+        "/admin/policies/p",
+        json!({"name": "q", "content": "rules:\n  - effect: allow\n    actions: [\"*\"]\n"}),
+    );
+    assert_eq!(
+        (status, body["name"].as_str(), body["id"].as_str()),
+        (200, Some("q"), Some(id.as_str())),
+        "{body}"
+    );
+    assert_eq!(gw.get("/admin/policies/p").0, 404);
+    let (status, body) = gw.delete("/admin/policies/q");
+    assert_eq!((status, body["status"].as_str()), (200, Some("deleted")));
+    assert_eq!(gw.get(&format!("/admin/policies/{id}")).0, 404);
+    assert_eq!(gw.check(&token, "read:x").0, 403);
+    assert_eq!(gw.delete("/admin/policies/q").0, 404);
+    assert_eq!(
+        gw.put("/admin/policies/nope", json!({"content": denied})).0,
+        404
+    );
+}
+
+#[test]
+fn duplicate_names_conflict() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(
+        &gw,
+        "p",
+        "name: p\nrules:\n  - effect: allow\n    actions: [a]\n",
+    );
+    let (status, body) = gw.post(
+        "/admin/policies",
+        json!({"name": "p", "content": "rules:\n  - effect: allow\n    actions: [a]\n"}),
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("already exists"));
+}
+
+#[test]
+fn file_policies_are_active_and_read_only() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    let file_yaml =
+        "name: from-file\nrules:\n  - name: reads\n    effect: allow\n    actions: [\"read:*\"]\n";
+    std::fs::write(dir.path().join("policies/a.yaml"), file_yaml).unwrap();
+    std::fs::write(
+        dir.path().join("policies/broken.yaml"),
+        "name: broken\nrules: [\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(dir.path());
+    let (_, list) = gw.get("/admin/policies");
+    let names: Vec<&str> = list["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["from-file"],
+        "the broken file is skipped, not fatal"
+    );
+    let (status, got) = gw.get("/admin/policies/from-file");
+    assert_eq!(
+        (status, got["readOnly"].as_bool(), got["source"].as_str()),
+        (200, Some(true), Some("file"))
+    );
+    assert_eq!(got["content"], file_yaml);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+
+    let (status, body) = gw.put("/admin/policies/from-file", json!({"content": file_yaml}));
+    assert_eq!(status, 409);
+    assert!(
+        body["message"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    assert_eq!(gw.delete("/admin/policies/from-file").0, 409);
+    let (status, body) = gw.post(
+        "/admin/policies",
+        json!({"name": "from-file", "content": "rules:\n  - effect: deny\n    actions: [\"*\"]\n"}),
+    );
+    assert_eq!(status, 409, "{body}");
+}
