@@ -1,1 +1,91 @@
-fn main() {}
+//! Developer commands for the MeshGuard deploy toolkit, run as `cargo xtask <command>`.
+//!
+//! - `demo`: builds the gateway and walks through the main job on embedded defaults.
+//! - `test`: installs the missing test tools into `.tools/` (outside git), then runs every test.
+//! - `tools`: installs the test tools only.
+
+mod demo;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "MeshGuard deploy toolkit developer commands"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build, start the gateway on 127.0.0.1 with embedded SQLite and walk through the main job.
+    Demo(demo::DemoArgs),
+    /// Install missing test tools, then run every test of the workspace.
+    Test {
+        /// Extra arguments passed to `cargo test` (after `--` for the test binaries).
+        #[arg(trailing_var_arg = true)]
+        rest: Vec<String>,
+    },
+    /// Install the test tools into the tools directory and print where they are.
+    Tools,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Demo(args) => demo::run(args),
+        Cmd::Test { rest } => test(rest),
+        Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate).
+pub(crate) fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(rest: Vec<String>) -> anyhow::Result<()> {
+    let tools = tools::install_all()?;
+    let path = tools.path_with_bin();
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--locked"])
+        .args(&rest)
+        .env("PATH", path)
+        .env("MESHGUARD_TOOLS_DIR", &tools.dir)
+        .env("CHECKPOINT_DISABLE", "1");
+    run_checked(&mut cmd)
+}

@@ -1,0 +1,294 @@
+//! `cargo xtask demo`: the main job end to end on embedded defaults.
+//!
+//! Builds the gateway, starts it on 127.0.0.1 with embedded SQLite under `.demo/`, registers an
+//! agent, a policy and an alert channel through the admin API, asks for an allowed and a denied
+//! decision as the agent, shows the change record of those writes, and says where everything is.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+use crate::{cargo, root, run_checked};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the gateway running after the walkthrough, until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
+    /// Where the demo keeps its data (emptied first).
+    #[arg(long, default_value = ".demo")]
+    dir: PathBuf,
+}
+
+struct Running {
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SIGTERM first so the gateway shuts down cleanly; kill if it does not.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n[{n}] {text}");
+}
+
+struct Api {
+    client: Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn admin(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header("X-Admin-Token", &self.token)
+    }
+
+    fn send(&self, req: RequestBuilder, expect: u16) -> anyhow::Result<Value> {
+        let resp = req.send().context("the gateway did not answer")?;
+        let status = resp.status().as_u16();
+        let body: Value = resp
+            .json()
+            .context("the gateway answered something other than JSON")?;
+        if status != expect {
+            bail!("expected HTTP {expect}, got {status}: {body}");
+        }
+        Ok(body)
+    }
+}
+
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let dir = if args.dir.is_absolute() {
+        args.dir.clone()
+    } else {
+        root().join(&args.dir)
+    };
+
+    step(1, "building meshguard-gateway");
+    run_checked(cargo().args(["build", "--quiet", "-p", "meshguard-gateway"]))?;
+    let binary = root().join("target/debug/meshguard-gateway");
+
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    let policies_dir = dir.join("policies");
+    fs::create_dir_all(&policies_dir)?;
+    fs::copy(
+        root().join("examples/policies/baseline.yaml"),
+        policies_dir.join("baseline.yaml"),
+    )?;
+    let admin_token = format!("msat_{}", random_hex(24)?);
+    write_private(&dir.join("admin-token"), &admin_token)?;
+    let db = dir.join("data/meshguard.db");
+
+    step(2, "starting the gateway on 127.0.0.1 with embedded SQLite");
+    let mut child = Command::new(&binary)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", std::env::var("PORT").unwrap_or_else(|_| "0".into()))
+        .env("ADMIN_TOKEN", &admin_token)
+        .env("JWT_SECRET", random_hex(32)?)
+        .env("DB_PATH", &db)
+        .env("POLICIES_DIR", &policies_dir)
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(fs::File::create(dir.join("gateway.log"))?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let running = Running { child };
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    break url.to_owned();
+                }
+            }
+            _ => bail!(
+                "the gateway stopped before listening; see {}",
+                dir.join("gateway.log").display()
+            ),
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let api = Api {
+        client: Client::builder().timeout(Duration::from_secs(10)).build()?,
+        base: base.clone(),
+        token: admin_token.clone(),
+    };
+    wait_ready(&api)?;
+    println!(
+        "    gateway at {base} (mode enforce), database {}",
+        db.display()
+    );
+
+    step(3, "registering an agent (POST /admin/agents)");
+    let agent = api.send(
+        api.admin(reqwest::Method::POST, "/admin/agents")
+            .json(&json!({
+                "name": "code-reviewer", "trustTier": "verified", "tags": ["ci", "code-review"],
+                "metadata": {"team": "platform"}
+            })),
+        201,
+    )?;
+    let agent_id = agent["id"].as_str().unwrap_or_default().to_owned();
+    let agent_token = agent["token"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "    agent {agent_id} ({}), token issued (shown once, kept in memory only)",
+        agent["trustTier"]
+    );
+
+    step(
+        4,
+        "adding a policy with an approver and a change ticket (POST /admin/policies)",
+    );
+    let content = fs::read_to_string(root().join("examples/policies/code-review.yaml"))?;
+    let policy = api.send(
+        api.admin(reqwest::Method::POST, "/admin/policies")
+            .header("X-MeshGuard-Approver", "alice@example.com")
+            .header("X-MeshGuard-Change-Ticket", "CHG-1001")
+            .json(&json!({"name": "code-review-policy", "content": content})),
+        201,
+    )?;
+    println!(
+        "    policy {} ({}), {} rules, digest {}",
+        policy["id"],
+        policy["name"],
+        policy["rules"].as_array().map_or(0, Vec::len),
+        policy["digest"]
+    );
+
+    step(
+        5,
+        "adding an alert channel with a write-only secret (POST /admin/alert-channels)",
+    );
+    let channel = api.send(
+        api.admin(reqwest::Method::POST, "/admin/alert-channels").json(&json!({
+            "type": "webhook", "endpoint": "https://alerts.example.com/meshguard",
+            "severity": "warning", "triggers": ["deny", "rate_limit"], "webhookSecret": random_hex(16)?
+        })),
+        201,
+    )?;
+    println!(
+        "    channel {} ({}), webhookSecretSet={}",
+        channel["id"], channel["type"], channel["webhookSecretSet"]
+    );
+
+    step(6, "asking for decisions as the agent (GET /proxy/check)");
+    for action in [
+        "read:api/repos/meshguard",
+        "delete:prod/customers",
+        "write:api/repos/meshguard/settings",
+    ] {
+        let resp = api
+            .client
+            .get(format!("{base}/proxy/check"))
+            .bearer_auth(&agent_token)
+            .header("X-MeshGuard-Action", action)
+            .send()?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json()?;
+        println!(
+            "    {action:<38} -> {status} {:<5} policy={} rule={} ({})",
+            body["decision"].as_str().unwrap_or("?"),
+            body["policy"].as_str().unwrap_or("-"),
+            body["rule"].as_str().unwrap_or("-"),
+            body["reason"].as_str().unwrap_or("")
+        );
+    }
+
+    step(7, "the change record of those writes (GET /admin/changes)");
+    let changes = api.send(api.admin(reqwest::Method::GET, "/admin/changes"), 200)?;
+    for c in changes["changes"].as_array().into_iter().flatten() {
+        println!(
+            "    #{} {} {} {} {} approver={} ticket={} digest={}",
+            c["seq"],
+            c["timestamp"].as_str().unwrap_or(""),
+            c["operation"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            c["objectId"].as_str().unwrap_or(""),
+            c["approver"].as_str().unwrap_or("-"),
+            c["changeTicket"].as_str().unwrap_or("-"),
+            c["newDigest"]
+                .as_str()
+                .map_or("-", |d| &d[..d.len().min(19)])
+        );
+    }
+
+    println!("\nWhat the demo did and where the data lives:");
+    println!("  gateway        {base}  (binary {})", binary.display());
+    println!("  database       {}  (SQLite, WAL)", db.display());
+    println!("  file policies  {}", policies_dir.display());
+    println!(
+        "  admin token    {}  (mode 0600)",
+        dir.join("admin-token").display()
+    );
+    println!("  gateway log    {}", dir.join("gateway.log").display());
+    println!(
+        "  try            curl -H \"X-Admin-Token: $(cat {})\" {base}/admin/agents",
+        dir.join("admin-token").display()
+    );
+    if args.serve {
+        println!("\nserving until Ctrl-C");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    drop(running);
+    println!("\ngateway stopped; run `cargo xtask demo --serve` to keep it running");
+    Ok(())
+}
+
+fn wait_ready(api: &Api) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = api.client.get(format!("{}/ready", api.base)).send() {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the gateway did not become ready within 30 s")
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}

