@@ -14,6 +14,7 @@ use crate::state::AppState;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Admin;
 
+#[async_trait::async_trait]
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
@@ -63,6 +64,7 @@ pub(crate) struct ChangeMeta {
     pub(crate) trace_id: String,
 }
 
+#[async_trait::async_trait]
 impl<S: Send + Sync> FromRequestParts<S> for ChangeMeta {
     type Rejection = ApiError;
 

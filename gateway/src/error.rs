@@ -32,6 +32,10 @@ impl ApiError {
         }
     }
 
+    pub(crate) fn message(&self) -> &str {
+        &self.body.message
+    }
+
     pub(crate) fn is_stale(&self) -> bool {
         self.stale
     }

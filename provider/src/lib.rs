@@ -1,7 +1,14 @@
 //! `terraform-provider-meshguard`, the Terraform provider for a MeshGuard gateway.
 //!
-//! This crate will own the tfplugin6 server (through the `tf-provider` crate), the
-//! `meshguard_agent`, `meshguard_policy` and `meshguard_alert_channel` resources, the
-//! `meshguard_agents` and `meshguard_policies` data sources, and the HTTP client that talks to the
-//! gateway's admin API using the wire types of [`meshguard_api`]. Nothing is implemented yet: see
-//! the Terraform provider issue.
+//! The `tf-provider` crate is the protocol layer (tfplugin6, msgpack, the plugin handshake); this
+//! crate sees only its plain `Value<T>` types. One file per resource and data source holds the
+//! model, the schema and the CRUD in that order, and talks to the gateway through [`client`],
+//! which uses the wire types of `meshguard-api`.
+
+mod client;
+mod data_sources;
+mod diag;
+mod provider;
+mod resources;
+
+pub use provider::MeshguardProvider;

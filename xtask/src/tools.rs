@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
@@ -30,8 +30,15 @@ impl Tools {
     }
 }
 
-/// Debian packages the tests need, and a command each provides.
-const APT: &[(&str, &str)] = &[("protobuf-compiler", "protoc")];
+/// Debian packages the build and tests need, and a file each installs: `protoc` and the
+/// well-known `.proto` files, which the `tf-provider` crate's build script compiles.
+const APT: &[(&str, &str)] = &[
+    ("protobuf-compiler", "/usr/bin/protoc"),
+    (
+        "libprotobuf-dev",
+        "/usr/include/google/protobuf/empty.proto",
+    ),
+];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {
     let dir = std::env::var_os("MESHGUARD_TOOLS_DIR")
@@ -46,18 +53,10 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     Ok(tools)
 }
 
-fn on_path(command: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {command}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT
         .iter()
-        .filter(|(_, cmd)| !on_path(cmd))
+        .filter(|(_, file)| !Path::new(file).exists())
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

@@ -14,6 +14,7 @@ use crate::state::AppState;
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
+#[async_trait::async_trait]
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
@@ -27,6 +28,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 #[derive(Debug)]
 pub(crate) struct RawBody(pub(crate) Bytes);
 
+#[async_trait::async_trait]
 impl FromRequest<AppState> for RawBody {
     type Rejection = ApiError;
 

@@ -26,18 +26,18 @@ pub fn app(state: AppState) -> Router {
     let admin = Router::new()
         .route("/agents", get(agents::list).post(agents::create))
         .route(
-            "/agents/{id}",
+            "/agents/:id",
             get(agents::get)
                 .patch(agents::update)
                 .put(agents::update)
                 .delete(agents::revoke),
         )
-        .route("/agents/{id}/token", post(agents::reissue_token))
+        .route("/agents/:id/token", post(agents::reissue_token))
         .route("/policies", get(policies::list).post(policies::create))
         .route("/policies/validate", post(policies::validate))
         .route("/policies/test", post(policies::test))
         .route(
-            "/policies/{key}",
+            "/policies/:key",
             get(policies::get)
                 .put(policies::update)
                 .patch(policies::update)
@@ -48,7 +48,7 @@ pub fn app(state: AppState) -> Router {
             get(channels::list).post(channels::create),
         )
         .route(
-            "/alert-channels/{id}",
+            "/alert-channels/:id",
             get(channels::get)
                 .patch(channels::update)
                 .put(channels::update)

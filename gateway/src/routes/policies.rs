@@ -11,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use meshguard_api::{
-    CreatePolicy, Policy, PolicyList, PolicyRuleSummary, TrustTier, ValidationReport,
+    CreatePolicy, Policy, PolicyList, PolicyRuleSummary, TrustTier, ValidationIssue,
+    ValidationReport,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -369,21 +370,32 @@ pub(super) async fn delete(
     ))
 }
 
+/// Checks a document without storing it. With `name` beside `content` (as the Terraform
+/// provider sends at plan time), the name rules of a create are checked too.
 pub(super) async fn validate(
     _: Admin,
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
-    let (_, content) = policy_input(&headers, &bytes)?;
+    let (given, content) = policy_input(&headers, &bytes)?;
     let content = content.ok_or_else(|| {
         ApiError::field(
             "content",
             "missing; send the policy YAML as content, or the policy as a JSON object",
         )
     })?;
-    let parsed = parse_policy(&content);
+    let mut parsed = parse_policy(&content);
+    if let (Some(given), Some(doc)) = (given.as_deref(), parsed.doc.as_ref()) {
+        if let Err(e) = resolve_name(Some(given), doc.name.as_deref()) {
+            parsed.errors.push(ValidationIssue {
+                path: "name".to_owned(),
+                line: None,
+                message: e.message().to_owned(),
+            });
+        }
+    }
     let report = ValidationReport {
-        valid: parsed.doc.is_some(),
+        valid: parsed.doc.is_some() && parsed.errors.is_empty(),
         errors: parsed.errors,
         warnings: parsed.warnings,
     };
