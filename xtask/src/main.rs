@@ -7,6 +7,8 @@
 mod demo;
 mod tools;
 
+use meshguard_bundler::tfmirror::{PackedProvider, ProviderId, pack};
+
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -35,6 +37,16 @@ enum Cmd {
     },
     /// Install the test tools into the tools directory and print where they are.
     Tools,
+    /// Build terraform-provider-meshguard and lay it out as a packed Terraform filesystem mirror
+    /// (zip, SHA256SUMS, h1: and zh: hashes), for `terraform init -plugin-dir`.
+    ProviderMirror {
+        /// Mirror root to write into.
+        #[arg(long, default_value = "target/provider-mirror")]
+        out: PathBuf,
+        /// Build with the release profile (what ships); the default is the faster debug build.
+        #[arg(long)]
+        release: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +55,11 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test { rest } => test(rest),
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
+        Cmd::ProviderMirror { out, release } => {
+            provider_mirror(&root().join(out), release).map(|p| {
+                println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,4 +105,36 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
         .env("MESHGUARD_TOOLS_DIR", &tools.dir)
         .env("CHECKPOINT_DISABLE", "1");
     run_checked(&mut cmd)
+}
+
+/// Builds the provider and packs it into `out` in Terraform's packed mirror layout.
+pub(crate) fn provider_mirror(
+    out: &std::path::Path,
+    release: bool,
+) -> anyhow::Result<PackedProvider> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshguard-provider",
+        "--bin",
+        "terraform-provider-meshguard",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_checked(&mut cmd)?;
+    let binary = root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("terraform-provider-meshguard");
+    let id = ProviderId {
+        hostname: "registry.terraform.io".into(),
+        namespace: "meshguard".into(),
+        kind: "meshguard".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        platform: "linux_amd64".into(),
+    };
+    Ok(pack(&binary, &id, out)?)
 }
