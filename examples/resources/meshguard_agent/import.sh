@@ -1,0 +1,1 @@
+terraform import meshguard_agent.code_reviewer agent_abc123

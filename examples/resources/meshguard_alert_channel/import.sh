@@ -1,0 +1,1 @@
+terraform import meshguard_alert_channel.slack_alerts channel_abc123

@@ -1,0 +1,1 @@
+terraform import meshguard_policy.code_review_policy policy_def456
