@@ -3,5 +3,6 @@
 
 mod complete_example;
 mod errors;
+mod examples;
 mod harness;
 mod mirror;
