@@ -91,7 +91,11 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         root().join(&args.dir)
     };
 
-    step(1, "building meshguard-gateway");
+    step(
+        1,
+        "installing what is missing (protoc, Terraform) and building meshguard-gateway",
+    );
+    let tools = crate::tools::install_all()?;
     run_checked(cargo().args(["build", "--quiet", "-p", "meshguard-gateway"]))?;
     let binary = root().join("target/debug/meshguard-gateway");
 
@@ -242,6 +246,96 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
+    step(
+        8,
+        "packing terraform-provider-meshguard into a local filesystem mirror",
+    );
+    let mirror = dir.join("terraform-mirror");
+    let packed = crate::provider_mirror(&mirror, false)?;
+    println!(
+        "    {} ({})",
+        packed
+            .zip
+            .strip_prefix(&dir)
+            .unwrap_or(&packed.zip)
+            .display(),
+        packed.h1
+    );
+
+    step(
+        9,
+        "terraform init (from the mirror, no registry) and apply of examples/quickstart",
+    );
+    let work = dir.join("quickstart");
+    fs::create_dir_all(&work)?;
+    for name in ["main.tf", "release-policy.yaml"] {
+        fs::copy(
+            root().join("examples/quickstart").join(name),
+            work.join(name),
+        )?;
+    }
+    let cli_config = dir.join("terraform.rc");
+    fs::write(&cli_config, "")?;
+    let terraform = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(tools.bin.join("terraform"))
+            .args(args)
+            .current_dir(&work)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_CLI_CONFIG_FILE", &cli_config)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("MESHGUARD_GATEWAY_URL", &base)
+            .env("MESHGUARD_ADMIN_TOKEN", &admin_token)
+            .output()
+            .context("cannot run terraform")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "terraform {} failed:\n{text}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(text)
+    };
+    terraform(&[
+        "init",
+        "-no-color",
+        &format!("-plugin-dir={}", mirror.display()),
+    ])?;
+    let applied = terraform(&["apply", "-auto-approve", "-no-color"])?;
+    for line in applied
+        .lines()
+        .filter(|l| l.contains("Creation complete") || l.starts_with("Apply complete"))
+    {
+        println!("    {line}");
+    }
+    let outputs = terraform(&["output", "-no-color"])?;
+    for line in outputs.lines() {
+        println!("    {line}");
+    }
+    let plan = Command::new(tools.bin.join("terraform"))
+        .args(["plan", "-detailed-exitcode", "-no-color"])
+        .current_dir(&work)
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("TF_CLI_CONFIG_FILE", &cli_config)
+        .env("MESHGUARD_GATEWAY_URL", &base)
+        .env("MESHGUARD_ADMIN_TOKEN", &admin_token)
+        .output()?;
+    println!(
+        "    second plan: {}",
+        if plan.status.code() == Some(0) {
+            "no changes (exit 0)"
+        } else {
+            "CHANGES PENDING"
+        }
+    );
+    if plan.status.code() != Some(0) {
+        bail!(
+            "the second plan of the quickstart is not empty:\n{}",
+            String::from_utf8_lossy(&plan.stdout)
+        );
+    }
+
     println!("\nWhat the demo did and where the data lives:");
     println!("  gateway        {base}  (binary {})", binary.display());
     println!("  database       {}  (SQLite, WAL)", db.display());
@@ -251,8 +345,13 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         dir.join("admin-token").display()
     );
     println!("  gateway log    {}", dir.join("gateway.log").display());
+    println!("  provider       {}  (packed mirror)", mirror.display());
     println!(
-        "  try            curl -H \"X-Admin-Token: $(cat {})\" {base}/admin/agents",
+        "  terraform      {}  (state in terraform.tfstate)",
+        work.display()
+    );
+    println!(
+        "  with --serve   curl -H \"X-Admin-Token: $(cat {})\" {base}/admin/agents",
         dir.join("admin-token").display()
     );
     if args.serve {
