@@ -10,6 +10,7 @@
 
 mod agent;
 mod alert;
+mod audit;
 mod change;
 mod error;
 mod policy;
@@ -17,6 +18,7 @@ mod tier;
 
 pub use agent::{Agent, AgentCreated, CreateAgent, TokenIssued, UpdateAgent};
 pub use alert::{AlertChannel, AlertChannelInput, ChannelType, Severity, Trigger};
+pub use audit::{AuditEntry, AuditExportLine, AuditList, AuditRecord};
 pub use change::{ChangeList, ChangeRecord};
 pub use error::ErrorBody;
 pub use policy::{

@@ -58,6 +58,24 @@ pub struct Args {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Name of this gateway's audit log: the origin of its signed checkpoints and the source of
+    /// its chain. Defaults to `<hostname>/meshguard-audit`.
+    #[arg(long, env = "AUDIT_ORIGIN")]
+    pub audit_origin: Option<String>,
+
+    /// Ed25519 key that signs audit checkpoints (created on first start, mode 0600). Defaults to
+    /// `audit-log.key` beside the database.
+    #[arg(long, env = "AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
+
+    /// Sign an audit checkpoint after this many new entries.
+    #[arg(long, env = "AUDIT_CHECKPOINT_EVERY", default_value_t = 1000)]
+    pub audit_checkpoint_every: u64,
+
+    /// …or this many seconds after the last one, whichever comes first.
+    #[arg(long, env = "AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
+    pub audit_checkpoint_seconds: u64,
+
     /// Log filter: error, warn, info, debug, or a tracing directive.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -101,6 +119,10 @@ pub struct Config {
     pub mode: Mode,
     pub proxy_target: Option<String>,
     pub max_body_bytes: usize,
+    pub audit_origin: String,
+    pub audit_key_file: PathBuf,
+    pub audit_checkpoint_every: u64,
+    pub audit_checkpoint_interval: Duration,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
     pub generated_admin_token: bool,
 }
@@ -118,6 +140,8 @@ impl std::fmt::Debug for Config {
             .field("mode", &self.mode)
             .field("proxy_target", &self.proxy_target)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("audit_origin", &self.audit_origin)
+            .field("audit_key_file", &self.audit_key_file)
             .finish()
     }
 }
@@ -135,6 +159,10 @@ pub enum ConfigError {
     Ttl { value: String, why: String },
     #[error("MAX_BODY_BYTES must be at least 1024")]
     BodyLimit,
+    #[error(
+        "AUDIT_ORIGIN {value:?} must have no spaces and no '+'; use a schemaless URL such as gw.example.com/meshguard-audit"
+    )]
+    Origin { value: String },
 }
 
 impl Args {
@@ -174,7 +202,38 @@ impl Args {
             .db_path
             .or_else(|| std::env::var_os("AUDIT_DB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("./data/meshguard.db"));
+        let audit_origin = self
+            .audit_origin
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_default();
+                format!(
+                    "{}/meshguard-audit",
+                    if host.is_empty() {
+                        "localhost"
+                    } else {
+                        host.as_str()
+                    }
+                )
+            });
+        if audit_origin.contains(char::is_whitespace) || audit_origin.contains('+') {
+            return Err(ConfigError::Origin {
+                value: audit_origin,
+            });
+        }
+        let audit_key_file = self.audit_key_file.unwrap_or_else(|| {
+            db_path
+                .parent()
+                .map(|d| d.join("audit-log.key"))
+                .unwrap_or_else(|| PathBuf::from("audit-log.key"))
+        });
         Ok(Config {
+            audit_origin,
+            audit_key_file,
+            audit_checkpoint_every: self.audit_checkpoint_every.max(1),
+            audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             host: self.host,
             port: self.port,
             admin_token,

@@ -4,10 +4,12 @@
 //! store, agent identity as HS256 JWTs, and the policy engine behind `GET /proxy/check`. The wire
 //! contract is `shared/reference/meshguard-api.md`; the JSON types live in `meshguard-api`.
 
+mod audit;
 mod auth;
 mod clock;
 mod config;
 mod error;
+mod governance;
 mod ids;
 mod jwt;
 mod policy;
@@ -27,9 +29,21 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
     let store = tokio::task::spawn_blocking(move || store::SqliteStore::open(&path)).await??;
     tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
+    let audit = audit::AuditLog::open(audit::AuditConfig {
+        db_path: store.path().to_owned(),
+        key_path: config.audit_key_file.clone(),
+        origin: config.audit_origin.clone(),
+        checkpoint_every: config.audit_checkpoint_every,
+        checkpoint_interval: config.audit_checkpoint_interval,
+    })?;
+    tracing::info!(
+        origin = audit.origin(),
+        vkey = audit.vkey(),
+        "audit log open"
+    );
     let files = policy_files::load_dir(&config.policies_dir);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let state = AppState::new(config, Arc::new(store), files);
+    let state = AppState::new(config, Arc::new(store), files, audit);
     state
         .reload_policies()
         .await

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::jwt::TokenKeys;
@@ -23,6 +24,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tokens: TokenKeys,
     pub(crate) file_policies: Vec<FilePolicy>,
+    pub(crate) audit: AuditLog,
     snapshot: RwLock<Arc<PolicySet>>,
     snapshot_version: AtomicU64,
     /// Serializes snapshot rebuilds so an older rebuild never replaces a newer one.
@@ -42,6 +44,7 @@ impl AppState {
         config: Config,
         store: Arc<dyn Store>,
         file_policies: Vec<FilePolicy>,
+        audit: AuditLog,
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         Self {
@@ -50,6 +53,7 @@ impl AppState {
                 store,
                 tokens,
                 file_policies,
+                audit,
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),

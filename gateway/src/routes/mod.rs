@@ -1,6 +1,7 @@
 //! The HTTP surface: routes next to their handlers, one module per area.
 
 mod agents;
+mod audit;
 mod body;
 mod changes;
 mod channels;
@@ -55,6 +56,17 @@ pub fn app(state: AppState) -> Router {
                 .delete(channels::delete),
         )
         .route("/changes", get(changes::list))
+        .route("/audit", get(audit::list))
+        .route("/audit/stats", get(audit::stats))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/export", get(audit::export))
+        .route("/audit/ingest", post(audit::ingest))
+        .route(
+            "/audit/checkpoint",
+            get(audit::checkpoint).post(audit::checkpoint),
+        )
+        .route("/audit/proof", get(audit::proof))
+        .route("/audit/consistency", get(audit::consistency))
         .route("/info", get(info));
     Router::new()
         .route("/", get(root))

@@ -1,56 +1,63 @@
-//! `GET /proxy/check`: the decision endpoint the MeshGuard SDKs call before acting.
-//!
-//! The token proves identity; tier and tags come from the store, so a revoke or a PATCH takes
-//! effect on the next call. Decision audit rows, `/proxy/*` forwarding, rate limits and alerting
-//! belong to the data-plane work and are not here yet.
+//! The data plane: `GET /proxy/check`, the decision endpoint the MeshGuard SDKs call before
+//! acting. Every call is governed and audited (see `governance`); a call without a valid agent
+//! token is a recorded bypass attempt.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meshguard_api::TrustTier;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{bearer, trace_id};
-use crate::config::Mode;
 use crate::error::ApiError;
-use crate::policy::{EvalRequest, Outcome, evaluate};
+use crate::governance::{Ask, Verdict, govern, record_bypass_attempt};
+use crate::policy::Outcome;
 use crate::state::AppState;
 use crate::store::AgentRecord;
 
-fn invalid_token() -> ApiError {
-    ApiError::unauthorized("Invalid or expired token")
+/// Why a token was refused: shown to the caller only as "Invalid or expired token".
+pub(crate) struct Refused {
+    pub(crate) why: &'static str,
+    pub(crate) claimed: Option<String>,
 }
 
-/// The active agent a bearer token belongs to, or 401.
+/// The active agent a bearer token belongs to.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<AgentRecord, ApiError> {
-    let token = bearer(headers).ok_or_else(|| {
-        ApiError::unauthorized("Missing agent token: send Authorization: Bearer <agent token>")
-    })?;
-    let claims = state.inner.tokens.verify(token).map_err(|e| {
-        tracing::info!(reason = %e, "agent token refused");
-        invalid_token()
-    })?;
+) -> Result<Result<AgentRecord, Refused>, ApiError> {
+    let Some(token) = bearer(headers) else {
+        return Ok(Err(Refused {
+            why: "no agent token",
+            claimed: None,
+        }));
+    };
+    let claims = match state.inner.tokens.verify(token) {
+        Ok(c) => c,
+        Err(_) => {
+            return Ok(Err(Refused {
+                why: "invalid or expired agent token",
+                claimed: None,
+            }));
+        }
+    };
     let id = claims.sub.clone();
     let agent = state.db(move |s| s.get_agent(&id)).await?;
-    match agent {
+    Ok(match agent {
         Some(a) if a.revoked_at.is_none() && a.token_version == claims.ver => Ok(a),
-        Some(a) if a.revoked_at.is_some() => {
-            tracing::info!(agent = %a.id, "token of a revoked agent refused");
-            Err(invalid_token())
-        }
-        Some(a) => {
-            tracing::info!(agent = %a.id, "superseded token refused (the token was re-issued)");
-            Err(invalid_token())
-        }
-        None => {
-            tracing::info!(agent = %claims.sub, "token for an unknown agent refused");
-            Err(invalid_token())
-        }
-    }
+        Some(a) if a.revoked_at.is_some() => Err(Refused {
+            why: "token of a revoked agent",
+            claimed: Some(a.id),
+        }),
+        Some(a) => Err(Refused {
+            why: "superseded token (re-issued since)",
+            claimed: Some(a.id),
+        }),
+        None => Err(Refused {
+            why: "token for an unknown agent",
+            claimed: Some(claims.sub),
+        }),
+    })
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -63,12 +70,91 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
     }
 }
 
+/// The context a caller attached with `X-MeshGuard-Meta` (a JSON object), plus the agent id hint
+/// some SDKs send, kept for the audit row.
+pub(crate) fn context(headers: &HeaderMap) -> Result<Option<Map<String, Value>>, ApiError> {
+    let mut ctx: Option<Map<String, Value>> = match header(headers, "x-meshguard-meta")? {
+        None | Some("") => None,
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|_| ApiError::field("X-MeshGuard-Meta", "must be a JSON object"))?,
+        ),
+    };
+    if let Some(hint) = header(headers, "x-meshguard-agent-id")?.filter(|h| !h.is_empty()) {
+        ctx.get_or_insert_with(Map::new)
+            .insert("agentIdHint".to_owned(), Value::String(hint.to_owned()));
+    }
+    Ok(ctx)
+}
+
+/// The 403 body: the union of what MeshGuard's SDKs and HTTP docs read, never with nulls.
+pub(crate) fn deny_body(v: &Verdict, action: &str, trace: &str) -> Value {
+    let mut body = json!({
+        "error": "Forbidden",
+        "message": v.reason,
+        "reason": v.reason,
+        "action": action,
+        "decision": "deny",
+        "allowed": false,
+        "mode": v.mode.as_str(),
+        "traceId": trace,
+        "trace_id": trace,
+    });
+    if let Some(p) = &v.policy {
+        body["policy"] = json!(p);
+    }
+    if let Some(r) = &v.rule {
+        body["rule"] = json!(r);
+    }
+    body
+}
+
+/// `X-MeshGuard-Decision`, `-Policy`, `-Trace-Id`, `-Agent-Id` on a response.
+pub(crate) fn decision_headers(
+    response: &mut Response,
+    v: &Verdict,
+    trace: &str,
+    agent: Option<&str>,
+) {
+    let h = response.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(
+        "x-meshguard-decision",
+        if v.decision == Outcome::Deny {
+            "deny"
+        } else {
+            "allow"
+        },
+    );
+    set("x-meshguard-trace-id", trace);
+    if let Some(a) = agent {
+        set("x-meshguard-agent-id", a);
+    }
+    if let Some(p) = &v.policy {
+        set("x-meshguard-policy", p);
+    }
+}
+
+pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) -> Response {
+    record_bypass_attempt(state, ask, refused.why, refused.claimed).await;
+    let mut response = ApiError::unauthorized("Invalid or expired token").into_response();
+    if let Ok(v) = HeaderValue::from_str(&ask.trace_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("x-meshguard-trace-id"), v);
+    }
+    response
+}
+
 pub(super) async fn check(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let trace = trace_id(&headers);
-    let agent = authenticate(&state, &headers).await?;
     let action = header(&headers, "x-meshguard-action")?
         .filter(|a| !a.is_empty())
         .ok_or_else(|| {
@@ -76,82 +162,53 @@ pub(super) async fn check(
                 "X-MeshGuard-Action",
                 "header is required, e.g. X-MeshGuard-Action: read:contacts",
             )
-        })?;
-    let resource = header(&headers, "x-meshguard-resource")?.filter(|r| !r.is_empty());
-    let context: Option<Map<String, Value>> = match header(&headers, "x-meshguard-meta")? {
-        None | Some("") => None,
-        Some(text) => Some(
-            serde_json::from_str(text)
-                .map_err(|_| ApiError::field("X-MeshGuard-Meta", "must be a JSON object"))?,
-        ),
+        })?
+        .to_owned();
+    let ask = Ask {
+        action,
+        resource: header(&headers, "x-meshguard-resource")?
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned),
+        method: Some("GET".to_owned()),
+        path: Some("/proxy/check".to_owned()),
+        context: context(&headers)?,
+        trace_id: trace.clone(),
     };
-    let mode = state.config().mode;
-    let mut body = json!({
-        "action": action,
-        "agentId": agent.id,
-        "traceId": trace,
-        "mode": mode.as_str(),
-    });
-    let (status, decision_header, policy) = if mode == Mode::Bypass {
-        body["allowed"] = json!(true);
-        body["decision"] = json!("allow");
-        (StatusCode::OK, "allow", None)
+    let agent = match authenticate(&state, &headers).await? {
+        Ok(a) => a,
+        Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
+    };
+    let v = govern(&state, &agent, &ask).await;
+    let mut body = if v.allowed {
+        let mut b = json!({
+            "allowed": true,
+            "decision": "allow",
+            "action": ask.action,
+            "agentId": agent.id,
+            "reason": v.reason,
+            "mode": v.mode.as_str(),
+            "traceId": trace,
+        });
+        if let Some(p) = &v.policy {
+            b["policy"] = json!(p);
+        }
+        if let Some(r) = &v.rule {
+            b["rule"] = json!(r);
+        }
+        if v.would_deny {
+            b["wouldDeny"] = json!(true);
+        }
+        b
     } else {
-        let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
-        let snapshot = state.snapshot();
-        let d = evaluate(
-            &snapshot,
-            &EvalRequest {
-                agent_id: &agent.id,
-                agent_name: &agent.name,
-                tier,
-                tags: &agent.tags,
-                action,
-                resource,
-                context: context.as_ref(),
-            },
-        );
-        if let Some(p) = &d.policy {
-            body["policy"] = json!(p);
-        }
-        if let Some(r) = &d.rule {
-            body["rule"] = json!(r);
-        }
-        body["reason"] = json!(d.reason);
-        match (d.outcome, mode) {
-            (Outcome::Allow, _) => {
-                body["allowed"] = json!(true);
-                body["decision"] = json!("allow");
-                (StatusCode::OK, "allow", d.policy)
-            }
-            (Outcome::Deny, Mode::Audit) => {
-                body["allowed"] = json!(true);
-                body["decision"] = json!("allow");
-                body["wouldDeny"] = json!(true);
-                (StatusCode::OK, "deny", d.policy)
-            }
-            (Outcome::Deny, _) => {
-                body["allowed"] = json!(false);
-                body["decision"] = json!("deny");
-                body["error"] = json!("Forbidden");
-                body["message"] = json!(d.reason);
-                body["trace_id"] = json!(trace);
-                (StatusCode::FORBIDDEN, "deny", d.policy)
-            }
-        }
+        deny_body(&v, &ask.action, &trace)
+    };
+    body["latencyMs"] = json!((v.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+    let status = if v.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
     };
     let mut response = (status, Json(body)).into_response();
-    let h = response.headers_mut();
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("x-meshguard-decision", decision_header);
-    set("x-meshguard-trace-id", &trace);
-    set("x-meshguard-agent-id", &agent.id);
-    if let Some(p) = policy {
-        set("x-meshguard-policy", &p);
-    }
+    decision_headers(&mut response, &v, &trace, Some(&agent.id));
     Ok(response)
 }

@@ -68,6 +68,27 @@ const MIGRATIONS: &[&str] = &[
         trace_id TEXT
     );
     CREATE INDEX changes_object ON changes (kind, object_id);",
+    // 2: the tamper-evident audit log.
+    "CREATE TABLE audit_entries (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        agent_id TEXT,
+        action TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_time ON audit_entries (timestamp);
+    CREATE INDEX audit_agent ON audit_entries (agent_id, seq);
+    CREATE TABLE audit_checkpoints (
+        size INTEGER PRIMARY KEY,
+        root TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug)]

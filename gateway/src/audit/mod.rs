@@ -1,0 +1,252 @@
+//! The tamper-evident audit log: every decision is a row, acknowledged only once it is durable.
+//!
+//! One writer thread owns its own SQLite connection and commits in groups: it takes every entry
+//! queued while the previous commit was fsyncing, writes them in one transaction, and only then
+//! releases the waiting requests. Each row's hash chains to the previous row of the same source
+//! (this gateway, or a sidecar whose export was ingested), and every row is a leaf of an RFC 6962
+//! Merkle tree whose root the writer signs periodically as a C2SP checkpoint.
+
+pub(crate) mod merkle;
+pub(crate) mod note;
+mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
+
+use meshguard_api::{AuditEntry, AuditExportLine};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+pub(crate) use store::{AuditQuery, Reader};
+
+use note::LogKey;
+
+/// The chain's starting point: 32 zero bytes, in hex.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Canonical JSON of an entry (RFC 8785 for our content: sorted keys, no whitespace, integers
+/// and strings only). serde_json's map is ordered when its `preserve_order` feature is off; the
+/// test below fails if a dependency ever turns it on.
+pub(crate) fn canonical(value: &Value) -> String {
+    serde_json::to_string(value).expect("JSON values serialize")
+}
+
+/// `hex(SHA-256(prev ‖ body))`, with `prev` as raw bytes.
+pub(crate) fn chain_hash(prev_hex: &str, body: &str) -> Option<String> {
+    let prev = hex::decode(prev_hex).ok().filter(|p| p.len() == 32)?;
+    let mut h = Sha256::new();
+    h.update(&prev);
+    h.update(body.as_bytes());
+    Some(hex::encode(h.finalize()))
+}
+
+/// Settings for the log.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditConfig {
+    pub(crate) db_path: PathBuf,
+    pub(crate) key_path: PathBuf,
+    pub(crate) origin: String,
+    /// Sign a checkpoint after this many new rows…
+    pub(crate) checkpoint_every: u64,
+    /// …or this long after the last one, whichever comes first.
+    pub(crate) checkpoint_interval: Duration,
+}
+
+#[derive(Debug)]
+enum Job {
+    Append(AuditEntry, oneshot::Sender<Result<u64, String>>),
+    Ingest(
+        Vec<AuditExportLine>,
+        oneshot::Sender<Result<IngestReport, String>>,
+    ),
+    Checkpoint(oneshot::Sender<Result<Option<String>, String>>),
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IngestReport {
+    pub(crate) received: usize,
+    pub(crate) inserted: usize,
+    pub(crate) duplicates: usize,
+}
+
+/// Handle to the writer; cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct AuditLog {
+    tx: SyncSender<Job>,
+    origin: Arc<str>,
+    vkey: Arc<str>,
+    reader: Arc<store::Reader>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuditError {
+    #[error("the audit log is not accepting entries (its writer stopped); see the gateway log")]
+    Stopped,
+    #[error("the audit log queue is full; the gateway is overloaded")]
+    Full,
+    #[error("{0}")]
+    Write(String),
+}
+
+impl AuditLog {
+    /// Opens the log (creating the key on first start) and starts the writer thread.
+    pub(crate) fn open(config: AuditConfig) -> anyhow::Result<Self> {
+        let key = LogKey::load_or_create(&config.key_path, &config.origin)?;
+        let vkey: Arc<str> = key.vkey().into();
+        let mut writer = store::Writer::open(&config.db_path, &config.origin)?;
+        let reader = Arc::new(store::Reader::open(&config.db_path)?);
+        let (tx, rx) = sync_channel::<Job>(65_536);
+        let origin: Arc<str> = config.origin.clone().into();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx, &key, &config))?;
+        Ok(Self {
+            tx,
+            origin,
+            vkey,
+            reader,
+        })
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub(crate) fn vkey(&self) -> &str {
+        &self.vkey
+    }
+
+    pub(crate) fn reader(&self) -> Arc<store::Reader> {
+        Arc::clone(&self.reader)
+    }
+
+    /// Queues `entry` and resolves once it is durable, with its sequence number.
+    pub(crate) async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        match self.tx.try_send(Job::Append(entry, done)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(AuditError::Full),
+            Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
+        }
+        wait.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
+    }
+
+    pub(crate) async fn ingest(
+        &self,
+        lines: Vec<AuditExportLine>,
+    ) -> Result<IngestReport, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Ingest(lines, done))
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
+    }
+
+    /// Signs a checkpoint now (if the log grew since the last one) and returns the latest note.
+    pub(crate) async fn checkpoint(&self) -> Result<Option<String>, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Checkpoint(done))
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
+    }
+}
+
+/// Jobs taken per commit at most, so one commit never holds the write lock for long.
+const MAX_BATCH: usize = 1024;
+
+impl store::Writer {
+    fn run(&mut self, rx: Receiver<Job>, key: &LogKey, config: &AuditConfig) {
+        let mut last_checkpoint = Instant::now();
+        loop {
+            let first = match rx.recv_timeout(config.checkpoint_interval) {
+                Ok(job) => Some(job),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let mut appends = Vec::new();
+            let mut others = Vec::new();
+            for job in jobs {
+                match job {
+                    Job::Append(entry, done) => appends.push((entry, done)),
+                    other => others.push(other),
+                }
+            }
+            if !appends.is_empty() {
+                let entries: Vec<&AuditEntry> = appends.iter().map(|(e, _)| e).collect();
+                match self.append(&entries) {
+                    Ok(seqs) => {
+                        for ((_, done), seq) in appends.into_iter().zip(seqs) {
+                            let _ = done.send(Ok(seq));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit commit failed; the decisions waiting on it are refused");
+                        for (_, done) in appends {
+                            let _ = done.send(Err(format!("audit write failed: {e}")));
+                        }
+                    }
+                }
+            }
+            for job in others {
+                match job {
+                    Job::Ingest(lines, done) => {
+                        let _ = done.send(self.ingest(&lines).map_err(|e| e.to_string()));
+                    }
+                    Job::Checkpoint(done) => {
+                        let result = self.checkpoint(key).map_err(|e| e.to_string());
+                        last_checkpoint = Instant::now();
+                        let _ = done.send(result);
+                    }
+                    Job::Append(..) => unreachable!("appends were taken above"),
+                }
+            }
+            let due = self.unsigned_rows() >= config.checkpoint_every
+                || (self.unsigned_rows() > 0
+                    && last_checkpoint.elapsed() >= config.checkpoint_interval);
+            if due {
+                if let Err(e) = self.checkpoint(key) {
+                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
+                }
+                last_checkpoint = Instant::now();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_has_no_whitespace() {
+        let v: Value = serde_json::from_str(r#"{"b": 1, "a": {"d": "x", "c": [2, 1]}}"#).unwrap();
+        assert_eq!(canonical(&v), r#"{"a":{"c":[2,1],"d":"x"},"b":1}"#);
+    }
+
+    #[test]
+    fn chain_hash_covers_the_previous_hash_and_the_body() {
+        let a = chain_hash(GENESIS, "{}").unwrap();
+        assert_ne!(a, chain_hash(GENESIS, "{ }").unwrap());
+        assert_ne!(a, chain_hash(&a, "{}").unwrap());
+        assert!(chain_hash("zz", "{}").is_none());
+    }
+}

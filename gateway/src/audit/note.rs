@@ -1,0 +1,290 @@
+//! C2SP signed notes and checkpoints (`signed-note.md`, `tlog-checkpoint.md`) with the gateway's
+//! Ed25519 log key, so that tools no one here wrote (Go's `sumdb/note`, torchwood) can check our
+//! audit anchors.
+//!
+//! The key lives in a file beside the database in the Go note private-key format
+//! (`PRIVATE+KEY+<name>+<key id>+<base64(0x01 ‖ seed)>`), created with mode 0600 on first start.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+use super::merkle::Hash;
+
+const ED25519: u8 = 0x01;
+
+/// The log's signing key; its name is the checkpoint origin.
+pub(crate) struct LogKey {
+    name: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogKey")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("cannot read the audit log key {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot write the audit log key {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the audit log key {path} is not a note private key (PRIVATE+KEY+name+id+key); restore it from backup or move it away to start a new log"
+    )]
+    Format { path: String },
+    #[error(
+        "the audit log key {path} is for origin {found:?}, not {expected:?}; set AUDIT_ORIGIN to the key's origin"
+    )]
+    Origin {
+        path: String,
+        found: String,
+        expected: String,
+    },
+}
+
+fn key_id(name: &str, kind: u8, public: &[u8]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([kind]);
+    h.update(public);
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+impl LogKey {
+    /// Loads the key at `path`, or creates it (0600, write-fsync-rename) when absent.
+    pub(crate) fn load_or_create(path: &Path, origin: &str) -> Result<Self, KeyError> {
+        let shown = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let key = Self::parse(text.trim()).ok_or_else(|| KeyError::Format {
+                    path: shown.clone(),
+                })?;
+                if key.name != origin {
+                    return Err(KeyError::Origin {
+                        path: shown,
+                        found: key.name,
+                        expected: origin.to_owned(),
+                    });
+                }
+                Ok(key)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut seed = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+                let key = Self {
+                    name: origin.to_owned(),
+                    key: SigningKey::from_bytes(&seed),
+                };
+                write_private(path, key.private_text().as_bytes()).map_err(|source| {
+                    KeyError::Write {
+                        path: shown,
+                        source,
+                    }
+                })?;
+                Ok(key)
+            }
+            Err(source) => Err(KeyError::Read {
+                path: shown,
+                source,
+            }),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("PRIVATE+KEY+")?;
+        let mut parts = rest.rsplitn(3, '+');
+        let key_b64 = parts.next()?;
+        let _id = parts.next()?;
+        let name = parts.next()?;
+        let raw = B64.decode(key_b64).ok()?;
+        let (&kind, seed) = raw.split_first()?;
+        if kind != ED25519 || seed.len() != 32 {
+            return None;
+        }
+        Some(Self {
+            name: name.to_owned(),
+            key: SigningKey::from_bytes(seed.try_into().ok()?),
+        })
+    }
+
+    fn private_text(&self) -> String {
+        let mut raw = vec![ED25519];
+        raw.extend_from_slice(self.key.as_bytes());
+        let id = key_id(&self.name, ED25519, self.key.verifying_key().as_bytes());
+        format!(
+            "PRIVATE+KEY+{}+{}+{}\n",
+            self.name,
+            hex::encode(id),
+            B64.encode(raw)
+        )
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.name
+    }
+
+    /// The verifier key: `name+<key id>+base64(0x01 ‖ public key)`.
+    pub(crate) fn vkey(&self) -> String {
+        let public = self.key.verifying_key();
+        let mut raw = vec![ED25519];
+        raw.extend_from_slice(public.as_bytes());
+        format!(
+            "{}+{}+{}",
+            self.name,
+            hex::encode(key_id(&self.name, ED25519, public.as_bytes())),
+            B64.encode(raw)
+        )
+    }
+
+    /// Signs `text` (which must end in a newline) as a note with one signature line.
+    pub(crate) fn sign_note(&self, text: &str) -> String {
+        debug_assert!(text.ends_with('\n'));
+        let sig = self.key.sign(text.as_bytes());
+        let mut blob = key_id(&self.name, ED25519, self.key.verifying_key().as_bytes()).to_vec();
+        blob.extend_from_slice(&sig.to_bytes());
+        format!("{text}\n\u{2014} {} {}\n", self.name, B64.encode(blob))
+    }
+}
+
+/// The checkpoint body: origin, size and base64 root, each on its line; no extension lines.
+pub(crate) fn checkpoint_body(origin: &str, size: u64, root: &Hash) -> String {
+    format!("{origin}\n{size}\n{}\n", B64.encode(root))
+}
+
+/// A verified checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    pub(crate) origin: String,
+    pub(crate) size: u64,
+    pub(crate) root: Hash,
+}
+
+/// Verifies `note` against `vkey` and parses its checkpoint body. The note must carry a valid
+/// signature by that key; signatures by other keys are ignored, as the spec says.
+pub(crate) fn verify_checkpoint(vkey: &str, note: &str) -> Result<Checkpoint, String> {
+    let mut vparts = vkey.splitn(3, '+');
+    let (name, id_hex, key_b64) = (
+        vparts.next().ok_or("vkey has no name")?,
+        vparts.next().ok_or("vkey has no key id")?,
+        vparts.next().ok_or("vkey has no key")?,
+    );
+    let raw = B64.decode(key_b64).map_err(|_| "vkey key is not base64")?;
+    let (&kind, public) = raw.split_first().ok_or("vkey key is empty")?;
+    if kind != ED25519 || public.len() != 32 {
+        return Err("vkey is not an Ed25519 key".into());
+    }
+    let public = VerifyingKey::from_bytes(public.try_into().map_err(|_| "bad key length")?)
+        .map_err(|e| e.to_string())?;
+    let id = key_id(name, ED25519, public.as_bytes());
+    if hex::encode(id) != id_hex {
+        return Err("vkey key id does not match its key".into());
+    }
+    let split = note.rfind("\n\n").ok_or("note has no signature block")?;
+    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
+    let mut verified = false;
+    for line in sigs.lines() {
+        let Some(rest) = line.strip_prefix("\u{2014} ") else {
+            return Err(format!("malformed signature line {line:?}"));
+        };
+        let (signer, blob) = rest.rsplit_once(' ').ok_or("malformed signature line")?;
+        let blob = B64.decode(blob).map_err(|_| "signature is not base64")?;
+        if signer != name || blob.len() != 68 || blob[..4] != id {
+            continue;
+        }
+        let sig = Signature::from_slice(&blob[4..]).map_err(|e| e.to_string())?;
+        public
+            .verify(text.as_bytes(), &sig)
+            .map_err(|_| format!("signature by {name} does not verify"))?;
+        verified = true;
+    }
+    if !verified {
+        return Err(format!("no signature by {name} on the checkpoint"));
+    }
+    let mut lines = text.lines();
+    let origin = lines.next().ok_or("checkpoint has no origin")?.to_owned();
+    let size = lines
+        .next()
+        .ok_or("checkpoint has no size")?
+        .parse::<u64>()
+        .map_err(|_| "checkpoint size is not a number")?;
+    let root: Hash = B64
+        .decode(lines.next().ok_or("checkpoint has no root")?)
+        .map_err(|_| "checkpoint root is not base64")?
+        .try_into()
+        .map_err(|_| "checkpoint root is not 32 bytes")?;
+    Ok(Checkpoint { origin, size, root })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("partial");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_round_trip_and_reject_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let key =
+            LogKey::load_or_create(&dir.path().join("k"), "example.org/meshguard-audit").unwrap();
+        let note = key.sign_note(&checkpoint_body(key.origin(), 7, &[9u8; 32]));
+        let cp = verify_checkpoint(&key.vkey(), &note).unwrap();
+        assert_eq!(
+            (cp.size, cp.root, cp.origin.as_str()),
+            (7, [9u8; 32], "example.org/meshguard-audit")
+        );
+        assert!(verify_checkpoint(&key.vkey(), &note.replace("\n7\n", "\n8\n")).is_err());
+        let other =
+            LogKey::load_or_create(&dir.path().join("k2"), "example.org/meshguard-audit").unwrap();
+        assert!(verify_checkpoint(&other.vkey(), &note).is_err());
+        // The same key comes back from the file.
+        let again =
+            LogKey::load_or_create(&dir.path().join("k"), "example.org/meshguard-audit").unwrap();
+        assert_eq!(again.vkey(), key.vkey());
+        assert!(LogKey::load_or_create(&dir.path().join("k"), "other/origin").is_err());
+    }
+
+    #[test]
+    fn the_spec_example_key_id_is_reproduced() {
+        // signed-note.md: example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k
+        let raw = B64
+            .decode("AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k")
+            .unwrap();
+        assert_eq!(
+            hex::encode(key_id("example.com/foo", raw[0], &raw[1..])),
+            "530d903a"
+        );
+    }
+}

@@ -1,0 +1,507 @@
+//! SQLite side of the audit log: the writer's connection (append, ingest, checkpoint) and a
+//! reader connection for queries, stats, export and verification.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use base64::Engine;
+use meshguard_api::{AuditEntry, AuditExportLine, AuditRecord};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::merkle::{self, Frontier};
+use super::note::{self, LogKey};
+use super::{GENESIS, IngestReport, canonical, chain_hash};
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// The writer's state: its connection, the Merkle frontier and the head of every chain.
+pub(crate) struct Writer {
+    conn: Connection,
+    origin: String,
+    frontier: Frontier,
+    heads: HashMap<String, String>,
+    signed_size: u64,
+}
+
+impl Writer {
+    /// Opens the log and replays it to rebuild the frontier and chain heads.
+    pub(crate) fn open(path: &Path, origin: &str) -> anyhow::Result<Self> {
+        let conn = open(path)?;
+        let mut frontier = Frontier::default();
+        let mut heads = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT source, body, hash FROM audit_entries ORDER BY seq")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let (source, body, hash): (String, String, String) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?);
+                frontier.push(merkle::leaf_hash(body.as_bytes()));
+                heads.insert(source, hash);
+            }
+        }
+        let signed_size: u64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?
+            .try_into()
+            .unwrap_or(0);
+        Ok(Self {
+            conn,
+            origin: origin.to_owned(),
+            frontier,
+            heads,
+            signed_size,
+        })
+    }
+
+    pub(crate) fn unsigned_rows(&self) -> u64 {
+        self.frontier.size() - self.signed_size
+    }
+
+    /// Appends entries of this gateway's own chain in one transaction; returns their seqs.
+    pub(crate) fn append(&mut self, entries: &[&AuditEntry]) -> rusqlite::Result<Vec<u64>> {
+        let tx = self.conn.transaction()?;
+        let mut head = self
+            .heads
+            .get(&self.origin)
+            .cloned()
+            .unwrap_or_else(|| GENESIS.to_owned());
+        let mut leaves = Vec::with_capacity(entries.len());
+        let mut seqs = Vec::with_capacity(entries.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for entry in entries {
+                let body = canonical(&serde_json::to_value(entry).expect("entries serialize"));
+                let hash = chain_hash(&head, &body).expect("heads are 32-byte hex");
+                stmt.execute(params![
+                    entry.id,
+                    self.origin,
+                    entry.timestamp,
+                    entry.agent_id,
+                    entry.action,
+                    entry.decision,
+                    body,
+                    head,
+                    hash
+                ])?;
+                seqs.push(tx.last_insert_rowid() as u64);
+                leaves.push(merkle::leaf_hash(body.as_bytes()));
+                head = hash;
+            }
+        }
+        tx.commit()?;
+        // Only after the commit: a failed commit leaves the in-memory state as it was.
+        for leaf in leaves {
+            self.frontier.push(leaf);
+        }
+        self.heads.insert(self.origin.clone(), head);
+        Ok(seqs)
+    }
+
+    /// Merges a sidecar's export: all lines or none. Lines already present (same id and hash) are
+    /// skipped, so ingesting the same export twice changes nothing.
+    pub(crate) fn ingest(&mut self, lines: &[AuditExportLine]) -> Result<IngestReport, String> {
+        let mut report = IngestReport {
+            received: lines.len(),
+            ..Default::default()
+        };
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let mut heads = self.heads.clone();
+        let mut leaves = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let at = format!("line {}", i + 1);
+            if line.source == self.origin {
+                return Err(format!(
+                    "{at}: source {:?} is this gateway's own log; only other sources can be ingested",
+                    line.source
+                ));
+            }
+            let body = canonical(&line.entry);
+            let expected = chain_hash(&line.prev_hash, &body)
+                .ok_or_else(|| format!("{at}: prevHash is not 64 hex characters"))?;
+            if expected != line.hash {
+                return Err(format!(
+                    "{at}: hash does not match the entry and prevHash; the export was altered"
+                ));
+            }
+            let id = line
+                .entry
+                .get("id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("{at}: entry has no id"))?;
+            let existing: Option<String> = tx
+                .query_row("SELECT hash FROM audit_entries WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| e.to_string())?;
+            match existing {
+                Some(h) if h == line.hash => {
+                    report.duplicates += 1;
+                    continue;
+                }
+                Some(_) => {
+                    return Err(format!(
+                        "{at}: entry {id} is already in the log with different content"
+                    ));
+                }
+                None => {}
+            }
+            let head = heads.get(&line.source).map_or(GENESIS, String::as_str);
+            if line.prev_hash != head {
+                return Err(format!(
+                    "{at}: entry {id} does not follow the last entry held for source {:?} (expected prevHash {head}); ingest the export from the start, or from the entry after it",
+                    line.source
+                ));
+            }
+            let text = |k: &str| line.entry.get(k).and_then(Value::as_str).map(str::to_owned);
+            tx.execute(
+                "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    id,
+                    line.source,
+                    text("timestamp").unwrap_or_default(),
+                    text("agentId"),
+                    text("action").unwrap_or_default(),
+                    text("decision").unwrap_or_default(),
+                    body,
+                    line.prev_hash,
+                    line.hash
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+            heads.insert(line.source.clone(), line.hash.clone());
+            leaves.push(merkle::leaf_hash(body.as_bytes()));
+            report.inserted += 1;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        for leaf in leaves {
+            self.frontier.push(leaf);
+        }
+        self.heads = heads;
+        Ok(report)
+    }
+
+    /// Signs a checkpoint over the whole log if it grew; returns the latest checkpoint note.
+    pub(crate) fn checkpoint(&mut self, key: &LogKey) -> rusqlite::Result<Option<String>> {
+        if self.frontier.size() > self.signed_size {
+            let size = self.frontier.size();
+            let root = self.frontier.root();
+            let note = key.sign_note(&note::checkpoint_body(key.origin(), size, &root));
+            self.conn.execute(
+                "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![size as i64, base64::engine::general_purpose::STANDARD.encode(root), note, crate::clock::now_rfc3339()],
+            )?;
+            self.signed_size = size;
+        }
+        self.conn
+            .query_row(
+                "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+}
+
+/// Filters of `GET /admin/audit`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct AuditQuery {
+    pub(crate) limit: usize,
+    pub(crate) decision: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) action: Option<String>,
+    pub(crate) trace_id: Option<String>,
+}
+
+/// The result of re-checking every chain and checkpoint.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VerifyReport {
+    pub(crate) valid: bool,
+    pub(crate) entries: u64,
+    pub(crate) sources: usize,
+    pub(crate) checkpoints: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) latest_checkpoint_size: Option<u64>,
+    /// The first problem found, naming the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) first_bad: Option<BadRow>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct BadRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
+    pub(crate) problem: String,
+}
+
+/// A read connection, shared by the query handlers.
+#[derive(Debug)]
+pub(crate) struct Reader {
+    conn: Mutex<Connection>,
+}
+
+fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Result<AuditRecord> {
+    let entry: AuditEntry = serde_json::from_str(body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    Ok(AuditRecord {
+        entry,
+        seq: seq as u64,
+        source,
+        hash,
+    })
+}
+
+/// `2026-01-01` means the start of that day; anything else is taken as a timestamp.
+fn bound(date: &str, end: bool) -> String {
+    if date.len() == 10 {
+        if end {
+            format!("{date}T23:59:59.999Z")
+        } else {
+            format!("{date}T00:00:00.000Z")
+        }
+    } else {
+        date.to_owned()
+    }
+}
+
+impl Reader {
+    pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
+        Ok(Self {
+            conn: Mutex::new(open(path)?),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+
+    /// Matching entries, newest first.
+    pub(crate) fn query(&self, q: &AuditQuery) -> rusqlite::Result<Vec<AuditRecord>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, source, body, hash FROM audit_entries
+                 WHERE (?1 IS NULL OR decision = ?1)
+                   AND (?2 IS NULL OR timestamp >= ?2)
+                   AND (?3 IS NULL OR timestamp <= ?3)
+                   AND (?4 IS NULL OR agent_id = ?4 OR json_extract(body, '$.agentName') = ?4)
+                   AND (?5 IS NULL OR action = ?5)
+                   AND (?6 IS NULL OR json_extract(body, '$.traceId') = ?6)
+                 ORDER BY seq DESC LIMIT ?7",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    q.decision,
+                    q.from.as_deref().map(|d| bound(d, false)),
+                    q.to.as_deref().map(|d| bound(d, true)),
+                    q.agent,
+                    q.action,
+                    q.trace_id,
+                    q.limit as i64
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )?;
+            rows.map(|r| r.and_then(|(seq, source, body, hash)| record(seq, source, &body, hash)))
+                .collect()
+        })
+    }
+
+    /// `(total, allowed, denied, top denied actions)` since `since`.
+    pub(crate) fn stats(
+        &self,
+        since: &str,
+    ) -> rusqlite::Result<(u64, u64, u64, Vec<(String, u64)>)> {
+        self.with(|c| {
+            let (total, allowed, denied) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0)
+                 FROM audit_entries WHERE timestamp >= ?1",
+                [since],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )?;
+            let mut stmt = c.prepare_cached(
+                "SELECT action, COUNT(*) AS n FROM audit_entries WHERE timestamp >= ?1 AND decision = 'deny'
+                 GROUP BY action ORDER BY n DESC, action LIMIT 10",
+            )?;
+            let top = stmt
+                .query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((total, allowed, denied, top))
+        })
+    }
+
+    /// Export lines after `after` (a seq), optionally of one source, oldest first.
+    pub(crate) fn export(
+        &self,
+        source: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<AuditExportLine>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, source, prev_hash, hash, body FROM audit_entries
+                 WHERE (?1 IS NULL OR source = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![source, after as i64, limit as i64], |r| {
+                let body: String = r.get(4)?;
+                Ok(AuditExportLine {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    source: r.get(1)?,
+                    prev_hash: r.get(2)?,
+                    hash: r.get(3)?,
+                    entry: serde_json::from_str(&body).unwrap_or(Value::String(body)),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The latest signed checkpoint: `(size, note)`.
+    pub(crate) fn latest_checkpoint(&self) -> rusqlite::Result<Option<(u64, String)>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// The seq of an entry id.
+    pub(crate) fn seq_of(&self, id: &str) -> rusqlite::Result<Option<u64>> {
+        self.with(|c| {
+            c.query_row("SELECT seq FROM audit_entries WHERE id = ?1", [id], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|s| s.map(|s| s as u64))
+        })
+    }
+
+    /// The Merkle leaf hashes of the first `size` entries.
+    pub(crate) fn leaves(&self, size: u64) -> rusqlite::Result<Vec<merkle::Hash>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT body FROM audit_entries ORDER BY seq LIMIT ?1")?;
+            stmt.query_map([size as i64], |r| {
+                Ok(merkle::leaf_hash(r.get::<_, String>(0)?.as_bytes()))
+            })?
+            .collect()
+        })
+    }
+
+    /// Recomputes every chain, every leaf and every checkpoint; names the first bad row.
+    pub(crate) fn verify(&self, vkey: &str, origin: &str) -> rusqlite::Result<VerifyReport> {
+        self.with(|c| {
+            let mut checkpoints: Vec<(u64, String)> = {
+                let mut stmt = c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
+                stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let total_checkpoints = checkpoints.len();
+            let latest = checkpoints.last().map(|(s, _)| *s);
+            checkpoints.reverse();
+            let mut report = VerifyReport {
+                valid: true,
+                entries: 0,
+                sources: 0,
+                checkpoints: total_checkpoints,
+                latest_checkpoint_size: latest,
+                first_bad: None,
+            };
+            let fail = |report: &mut VerifyReport, seq: Option<u64>, id: Option<String>, problem: String| {
+                if report.first_bad.is_none() {
+                    report.valid = false;
+                    report.first_bad = Some(BadRow { seq, id, problem });
+                }
+            };
+            let check_checkpoint = |size: u64, note_text: &str, root: &merkle::Hash| -> Result<(), String> {
+                let cp = note::verify_checkpoint(vkey, note_text)?;
+                if cp.origin != origin || cp.size != size {
+                    return Err(format!("checkpoint at size {size} names origin {} size {}", cp.origin, cp.size));
+                }
+                if &cp.root != root {
+                    return Err(format!("the log's first {size} entries no longer hash to the signed checkpoint root; an entry was altered, removed or inserted"));
+                }
+                Ok(())
+            };
+            let mut heads: HashMap<String, String> = HashMap::new();
+            let mut frontier = Frontier::default();
+            let mut expected_seq = 1u64;
+            let mut stmt = c.prepare("SELECT seq, id, source, body, prev_hash, hash FROM audit_entries ORDER BY seq")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let seq = r.get::<_, i64>(0)? as u64;
+                let (id, source, body, prev, hash): (String, String, String, String, String) =
+                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+                report.entries += 1;
+                if seq != expected_seq {
+                    fail(&mut report, Some(seq), Some(id.clone()), format!("row {expected_seq} is missing (the log jumps to {seq})"));
+                }
+                expected_seq = seq + 1;
+                let head = heads.get(&source).map_or(GENESIS, String::as_str);
+                if prev != head {
+                    fail(&mut report, Some(seq), Some(id.clone()), format!("does not link to the previous entry of source {source:?}"));
+                }
+                if chain_hash(&prev, &body).as_deref() != Some(hash.as_str()) {
+                    fail(&mut report, Some(seq), Some(id.clone()), "its content does not match its hash; the row was altered".into());
+                }
+                if serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned)).as_deref()
+                    != Some(id.as_str())
+                {
+                    fail(&mut report, Some(seq), Some(id.clone()), "the id column does not match the entry".into());
+                }
+                heads.insert(source, hash);
+                frontier.push(merkle::leaf_hash(body.as_bytes()));
+                while let Some((size, _)) = checkpoints.last() {
+                    if *size != frontier.size() {
+                        break;
+                    }
+                    let (size, note_text) = checkpoints.pop().expect("peeked");
+                    if let Err(problem) = check_checkpoint(size, &note_text, &frontier.root()) {
+                        fail(&mut report, Some(seq), None, problem);
+                    }
+                }
+            }
+            if let Some((size, _)) = checkpoints.last() {
+                fail(
+                    &mut report,
+                    None,
+                    None,
+                    format!("a signed checkpoint covers {size} entries but the log holds only {}; entries were removed", frontier.size()),
+                );
+            }
+            report.sources = heads.len();
+            Ok(report)
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The governance step every data-plane call goes through: evaluate against one policy snapshot,
+//! record the decision durably, and answer; all inside a hard 100 ms circuit breaker.
+//!
+//! If the step does not finish in time, enforce mode fails closed (deny, saying why) and audit
+//! mode fails open; either way the breaker's verdict is itself recorded.
+
+use std::time::{Duration, Instant};
+
+use meshguard_api::{AuditEntry, TrustTier};
+use serde_json::{Map, Value};
+
+use crate::config::Mode;
+use crate::policy::{EvalRequest, Outcome, PolicySet, evaluate};
+use crate::state::AppState;
+use crate::store::AgentRecord;
+
+/// The sidecar SLA's hard limit on one governance step.
+pub(crate) const CIRCUIT_BREAKER: Duration = Duration::from_millis(100);
+
+/// What the caller is asking to do.
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    pub(crate) action: String,
+    pub(crate) resource: Option<String>,
+    pub(crate) method: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) context: Option<Map<String, Value>>,
+    pub(crate) trace_id: String,
+}
+
+/// The answer, as the endpoints render it.
+#[derive(Debug, Clone)]
+pub(crate) struct Verdict {
+    /// What the caller gets.
+    pub(crate) allowed: bool,
+    /// The real decision (differs from `allowed` in audit mode).
+    pub(crate) decision: Outcome,
+    pub(crate) policy: Option<String>,
+    pub(crate) rule: Option<String>,
+    pub(crate) reason: String,
+    pub(crate) mode: Mode,
+    pub(crate) would_deny: bool,
+    pub(crate) latency: Duration,
+    /// The audit row's sequence number, when it was durably written.
+    pub(crate) audit_seq: Option<u64>,
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Allow => "allow",
+        Outcome::Deny => "deny",
+    }
+}
+
+/// Evaluates `ask` for `agent` against `snapshot` and builds the verdict and its audit entry.
+pub(crate) fn decide(
+    mode: Mode,
+    snapshot: &PolicySet,
+    agent: &AgentRecord,
+    ask: &Ask,
+) -> (Verdict, AuditEntry) {
+    let started = Instant::now();
+    let (decision, policy, rule, reason) = if mode == Mode::Bypass {
+        (
+            Outcome::Allow,
+            None,
+            None,
+            "bypass mode: policies are not evaluated".to_owned(),
+        )
+    } else {
+        let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
+        let d = evaluate(
+            snapshot,
+            &EvalRequest {
+                agent_id: &agent.id,
+                agent_name: &agent.name,
+                tier,
+                tags: &agent.tags,
+                action: &ask.action,
+                resource: ask.resource.as_deref(),
+                context: ask.context.as_ref(),
+            },
+        );
+        (d.outcome, d.policy, d.rule, d.reason)
+    };
+    let allowed = decision == Outcome::Allow || mode != Mode::Enforce;
+    let would_deny = decision == Outcome::Deny && mode == Mode::Audit;
+    let verdict = Verdict {
+        allowed,
+        decision,
+        policy: policy.clone(),
+        rule: rule.clone(),
+        reason: reason.clone(),
+        mode,
+        would_deny,
+        latency: started.elapsed(),
+        audit_seq: None,
+    };
+    let entry = AuditEntry {
+        id: crate::ids::new_id("aud"),
+        timestamp: crate::clock::now_rfc3339(),
+        event: "decision".to_owned(),
+        agent_id: Some(agent.id.clone()),
+        agent_name: Some(agent.name.clone()),
+        trust_tier: Some(agent.trust_tier.clone()),
+        action: ask.action.clone(),
+        resource: ask.resource.clone(),
+        method: ask.method.clone(),
+        path: ask.path.clone(),
+        decision: outcome_str(decision).to_owned(),
+        outcome: if allowed { "allow" } else { "deny" }.to_owned(),
+        policy_name: policy.clone(),
+        policy,
+        rule,
+        reason: Some(reason),
+        trace_id: ask.trace_id.clone(),
+        mode: mode.as_str().to_owned(),
+        snapshot: snapshot.version,
+        meta: ask.context.clone().unwrap_or_default(),
+        would_deny,
+    };
+    (verdict, entry)
+}
+
+/// Decides and records one ask, within the circuit breaker.
+pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> Verdict {
+    let started = Instant::now();
+    let mode = state.config().mode;
+    let snapshot = state.snapshot();
+    let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
+    match tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
+        Ok(Ok(seq)) => {
+            verdict.audit_seq = Some(seq);
+            verdict.latency = started.elapsed();
+            verdict
+        }
+        Ok(Err(e)) => breaker(
+            state,
+            agent,
+            ask,
+            verdict,
+            &format!("the audit log refused the decision ({e})"),
+            started,
+        ),
+        Err(_) => breaker(
+            state,
+            agent,
+            ask,
+            verdict,
+            "the governance step did not finish within the 100 ms circuit breaker",
+            started,
+        ),
+    }
+}
+
+/// The breaker tripped: enforce fails closed, audit and bypass fail open; both say so, and the
+/// breaker's own verdict is queued for the audit log.
+fn breaker(
+    state: &AppState,
+    agent: &AgentRecord,
+    ask: &Ask,
+    mut verdict: Verdict,
+    why: &str,
+    started: Instant,
+) -> Verdict {
+    let closed = verdict.mode == Mode::Enforce;
+    verdict.allowed = !closed;
+    verdict.reason = if closed {
+        format!("{why}; failing closed (enforce mode)")
+    } else {
+        format!("{why}; failing open ({} mode)", verdict.mode.as_str())
+    };
+    verdict.latency = started.elapsed();
+    tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
+    let entry = AuditEntry {
+        id: crate::ids::new_id("aud"),
+        timestamp: crate::clock::now_rfc3339(),
+        event: "circuit_breaker".to_owned(),
+        agent_id: Some(agent.id.clone()),
+        agent_name: Some(agent.name.clone()),
+        trust_tier: Some(agent.trust_tier.clone()),
+        action: ask.action.clone(),
+        resource: ask.resource.clone(),
+        method: ask.method.clone(),
+        path: ask.path.clone(),
+        decision: outcome_str(verdict.decision).to_owned(),
+        outcome: if verdict.allowed { "allow" } else { "deny" }.to_owned(),
+        policy: verdict.policy.clone(),
+        policy_name: verdict.policy.clone(),
+        rule: verdict.rule.clone(),
+        reason: Some(verdict.reason.clone()),
+        trace_id: ask.trace_id.clone(),
+        mode: verdict.mode.as_str().to_owned(),
+        snapshot: 0,
+        meta: Map::new(),
+        would_deny: false,
+    };
+    let audit = state.inner.audit.clone();
+    tokio::spawn(async move {
+        if let Err(e) = audit.append(entry).await {
+            tracing::error!(error = %e, "cannot record the circuit breaker's verdict");
+        }
+    });
+    verdict
+}
+
+/// Records a data-plane call that presented no valid agent token: a deny event (the regulated
+/// acceptance tests require that a sidecar bypass attempt is both audited and alerted).
+pub(crate) async fn record_bypass_attempt(
+    state: &AppState,
+    ask: &Ask,
+    why: &str,
+    claimed_agent: Option<String>,
+) {
+    let entry = AuditEntry {
+        id: crate::ids::new_id("aud"),
+        timestamp: crate::clock::now_rfc3339(),
+        event: "bypass_attempt".to_owned(),
+        agent_id: claimed_agent,
+        agent_name: None,
+        trust_tier: None,
+        action: ask.action.clone(),
+        resource: ask.resource.clone(),
+        method: ask.method.clone(),
+        path: ask.path.clone(),
+        decision: "deny".to_owned(),
+        outcome: "deny".to_owned(),
+        policy: None,
+        policy_name: None,
+        rule: None,
+        reason: Some(why.to_owned()),
+        trace_id: ask.trace_id.clone(),
+        mode: state.config().mode.as_str().to_owned(),
+        snapshot: 0,
+        meta: Map::new(),
+        would_deny: false,
+    };
+    if let Err(e) = tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
+        tracing::error!(error = %e, "cannot record a bypass attempt in time");
+    }
+    tracing::warn!(action = %ask.action, reason = why, "data-plane call without a valid agent token (bypass attempt)");
+}

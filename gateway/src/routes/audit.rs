@@ -1,0 +1,305 @@
+//! `/admin/audit`: query, stats, verification, export, ingest and checkpoints of the audit log.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use meshguard_api::{AuditExportLine, AuditList};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::RawBody;
+use crate::audit::{AuditError, AuditQuery};
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    decision: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(alias = "agent_id")]
+    agent_id: Option<String>,
+    agent: Option<String>,
+    action: Option<String>,
+    #[serde(alias = "trace_id")]
+    trace_id: Option<String>,
+}
+
+fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
+    if let Some(t) = v {
+        let ok = (t.len() == 10 && chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok())
+            || chrono::DateTime::parse_from_rfc3339(t).is_ok();
+        if !ok {
+            return Err(ApiError::field(
+                field,
+                "expected a date (2026-01-31) or an RFC 3339 timestamp",
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&crate::audit::Reader) -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let reader = state.inner.audit.reader();
+    tokio::task::spawn_blocking(move || f(&reader))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+pub(super) async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<AuditList>, ApiError> {
+    if let Some(d) = &q.decision {
+        if d != "allow" && d != "deny" {
+            return Err(ApiError::field("decision", "expected allow or deny"));
+        }
+    }
+    check_time("from", &q.from)?;
+    check_time("to", &q.to)?;
+    let query = AuditQuery {
+        limit: q.limit.unwrap_or(50).clamp(1, 1000),
+        decision: q.decision,
+        from: q.from,
+        to: q.to,
+        agent: q.agent_id.or(q.agent),
+        action: q.action,
+        trace_id: q.trace_id,
+    };
+    let entries = blocking(&state, move |r| r.query(&query)).await?;
+    Ok(Json(AuditList { entries }))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct StatsQuery {
+    period: Option<String>,
+}
+
+pub(super) async fn stats(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let period = q.period.unwrap_or_else(|| "24h".to_owned());
+    let hours: i64 = if let Ok(h) = period.parse::<i64>() {
+        h
+    } else if let Some(d) = period.strip_suffix('d').and_then(|d| d.parse::<i64>().ok()) {
+        d * 24
+    } else if let Some(h) = period.strip_suffix('h').and_then(|h| h.parse::<i64>().ok()) {
+        h
+    } else {
+        return Err(ApiError::field(
+            "period",
+            "expected 24h, 7d, 30d or a number of hours",
+        ));
+    };
+    if !(1..=24 * 3650).contains(&hours) {
+        return Err(ApiError::field(
+            "period",
+            "must be between 1 hour and 10 years",
+        ));
+    }
+    let since = crate::clock::rfc3339(chrono::Utc::now() - chrono::Duration::hours(hours));
+    let (total, allowed, denied, top) = blocking(&state, move |r| r.stats(&since)).await?;
+    let label = if hours % 24 == 0 {
+        format!("{}d", hours / 24)
+    } else {
+        format!("{hours}h")
+    };
+    Ok(Json(json!({
+        "total": total,
+        "allowed": allowed,
+        "denied": denied,
+        "period": if hours == 24 { "24h".to_owned() } else { label },
+        "topDeniedActions": top.into_iter().map(|(action, count)| json!({"action": action, "count": count})).collect::<Vec<_>>(),
+    })))
+}
+
+pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let vkey = state.inner.audit.vkey().to_owned();
+    let origin = state.inner.audit.origin().to_owned();
+    let report = blocking(&state, move |r| r.verify(&vkey, &origin)).await?;
+    if !report.valid {
+        tracing::error!(problem = ?report.first_bad, "audit log verification failed");
+    }
+    Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExportQuery {
+    source: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// JSON lines, oldest first; page with `after=<last seq>`.
+pub(super) async fn export(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100_000).clamp(1, 1_000_000);
+    let lines = blocking(&state, move |r| {
+        r.export(q.source.as_deref(), q.after.unwrap_or(0), limit)
+    })
+    .await?;
+    let mut body = String::new();
+    for line in lines {
+        body.push_str(&serde_json::to_string(&line).expect("lines serialize"));
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+/// Merges a disconnected sidecar's export (the JSON lines of `/admin/audit/export`, or
+/// `{"lines": [...]}`). All lines or none; lines already held are skipped.
+pub(super) async fn ingest(
+    _: Admin,
+    State(state): State<AppState>,
+    _headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Result<Json<Value>, ApiError> {
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("the export must be UTF-8 JSON lines"))?;
+    let lines: Vec<AuditExportLine> = if text.trim_start().starts_with("{\"lines\"") {
+        #[derive(Deserialize)]
+        struct Wrapped {
+            lines: Vec<AuditExportLine>,
+        }
+        super::body::parse_json::<Wrapped>(text.as_bytes())?.lines
+    } else {
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l)
+                    .map_err(|e| ApiError::field(&format!("line {}", i + 1), e.to_string()))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if lines.is_empty() {
+        return Err(ApiError::bad_request("the export holds no lines"));
+    }
+    let report = state.inner.audit.ingest(lines).await.map_err(|e| match e {
+        AuditError::Write(msg) => ApiError::conflict(msg),
+        other => ApiError::internal(other),
+    })?;
+    tracing::info!(
+        inserted = report.inserted,
+        duplicates = report.duplicates,
+        "audit export ingested"
+    );
+    Ok(Json(
+        serde_json::to_value(report).expect("reports serialize"),
+    ))
+}
+
+/// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
+pub(super) async fn checkpoint(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let note = state
+        .inner
+        .audit
+        .checkpoint()
+        .await
+        .map_err(ApiError::internal)?;
+    let vkey = state.inner.audit.vkey().to_owned();
+    Ok(Json(json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": state.inner.audit.origin()})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ProofQuery {
+    id: String,
+}
+
+/// A `c2sp.org/tlog-proof@v1` inclusion proof of one entry in the latest signed checkpoint:
+/// evidence a disconnected verifier checks offline with the log's vkey.
+pub(super) async fn proof(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let id = q.id.clone();
+    let (seq, latest) = blocking(&state, move |r| {
+        Ok((r.seq_of(&id)?, r.latest_checkpoint()?))
+    })
+    .await?;
+    let seq = seq.ok_or_else(|| ApiError::not_found("audit entry", &q.id))?;
+    let (size, note) = latest
+        .filter(|(size, _)| *size >= seq)
+        .ok_or_else(|| ApiError::conflict("no signed checkpoint covers this entry yet; POST /admin/audit/checkpoint, then ask again"))?;
+    let leaves = blocking(&state, move |r| r.leaves(size)).await?;
+    let path = crate::audit::merkle::inclusion_proof((seq - 1) as usize, &leaves);
+    // Never hand out evidence that does not check: verify against the signed root first.
+    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
+        .map_err(ApiError::internal)?;
+    let leaf = leaves[(seq - 1) as usize];
+    if !crate::audit::merkle::verify_inclusion(seq - 1, size, &leaf, &path, &signed.root) {
+        return Err(ApiError::internal(format!(
+            "inclusion proof for seq {seq} does not verify against checkpoint {size}; run /admin/audit/verify"
+        )));
+    }
+    let mut text = format!("c2sp.org/tlog-proof@v1\nindex {}\n", seq - 1);
+    for h in path {
+        text.push_str(&base64::engine::general_purpose::STANDARD.encode(h));
+        text.push('\n');
+    }
+    text.push('\n');
+    text.push_str(&note);
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ConsistencyQuery {
+    from: u64,
+}
+
+/// Base64 lines proving the log of `from` entries is a prefix of the latest signed checkpoint.
+pub(super) async fn consistency(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Response, ApiError> {
+    use base64::Engine;
+    let latest = blocking(&state, |r| r.latest_checkpoint()).await?;
+    let (size, note) = latest.ok_or_else(|| {
+        ApiError::conflict("no signed checkpoint yet; POST /admin/audit/checkpoint first")
+    })?;
+    if q.from > size {
+        return Err(ApiError::field(
+            "from",
+            format!("is larger than the latest checkpoint size {size}"),
+        ));
+    }
+    let leaves = blocking(&state, move |r| r.leaves(size)).await?;
+    let proof = crate::audit::merkle::consistency_proof(q.from as usize, &leaves);
+    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
+        .map_err(ApiError::internal)?;
+    let old_root = crate::audit::merkle::root_of(&leaves[..q.from as usize]);
+    if !crate::audit::merkle::verify_consistency(q.from, size, &proof, &old_root, &signed.root) {
+        return Err(ApiError::internal(format!(
+            "consistency proof {} -> {size} does not verify; run /admin/audit/verify",
+            q.from
+        )));
+    }
+    let lines: Vec<String> = proof
+        .iter()
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h))
+        .collect();
+    Ok(
+        Json(json!({"from": q.from, "to": size, "proof": lines, "checkpoint": note}))
+            .into_response(),
+    )
+}
