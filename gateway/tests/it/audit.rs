@@ -1,0 +1,438 @@
+//! The audit trail: every decision recorded durably, tampering found, sidecar exports merged.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, agent, json, policy, tempdir};
+
+const READS: &str = "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n  - name: deny-admin\n    effect: deny\n    actions: [\"admin:*\"]\n    reason: admin needs a human\n";
+
+fn entries(gw: &Gateway, query: &str) -> Vec<Value> {
+    let (status, body) = gw.get(&format!("/admin/audit{query}"));
+    assert_eq!(status, 200, "{body}");
+    body["entries"].as_array().unwrap().clone()
+}
+
+#[test]
+fn every_decision_is_recorded_with_what_the_sdks_read() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (id, token) = agent(&gw, "reader", "verified", &["ci"]);
+    let (status, allowed) = json(
+        gw.raw(Method::GET, "/proxy/check")
+            .bearer_auth(&token)
+            .header("X-MeshGuard-Action", "read:contacts")
+            .header("X-MeshGuard-Resource", "contacts/42")
+            .header("X-MeshGuard-Trace-ID", "trace-allow-1")
+            .header("X-MeshGuard-Meta", r#"{"ticket":"T-1"}"#)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!((status, allowed["decision"].as_str()), (200, Some("allow")));
+    assert_eq!(gw.check(&token, "admin:drop").0, 403);
+
+    let all = entries(&gw, "");
+    assert_eq!(all.len(), 2);
+    let (newest, oldest) = (&all[0], &all[1]);
+    assert_eq!(
+        (newest["action"].as_str(), newest["decision"].as_str()),
+        (Some("admin:drop"), Some("deny"))
+    );
+    assert_eq!(
+        (newest["rule"].as_str(), newest["reason"].as_str()),
+        (Some("deny-admin"), Some("admin needs a human"))
+    );
+    assert_eq!(oldest["traceId"], "trace-allow-1");
+    assert_eq!(oldest["resource"], "contacts/42");
+    assert_eq!(oldest["meta"]["ticket"], "T-1");
+    assert_eq!(
+        (oldest["agentId"].as_str(), oldest["agentName"].as_str()),
+        (Some(id.as_str()), Some("reader"))
+    );
+    assert_eq!(
+        (oldest["policy"].as_str(), oldest["mode"].as_str()),
+        (Some("reads"), Some("enforce"))
+    );
+    assert!(oldest["id"].as_str().unwrap().starts_with("aud_"));
+    assert!(oldest["timestamp"].as_str().unwrap().ends_with('Z'));
+    assert!(oldest["seq"].as_u64().unwrap() < newest["seq"].as_u64().unwrap());
+
+    assert_eq!(entries(&gw, "?decision=deny").len(), 1);
+    assert_eq!(
+        entries(&gw, &format!("?agentId={id}&action=read:contacts")).len(),
+        1
+    );
+    assert_eq!(entries(&gw, "?agent=reader").len(), 2);
+    assert_eq!(entries(&gw, "?traceId=trace-allow-1").len(), 1);
+    assert_eq!(entries(&gw, "?limit=1").len(), 1);
+    assert_eq!(entries(&gw, "?from=2000-01-01&to=2999-12-31").len(), 2);
+    assert_eq!(gw.get("/admin/audit?decision=maybe").0, 400);
+    assert_eq!(gw.get("/admin/audit?from=yesterday").0, 400);
+
+    let (_, stats) = gw.get("/admin/audit/stats?period=7d");
+    assert_eq!(
+        (
+            stats["total"].as_u64(),
+            stats["allowed"].as_u64(),
+            stats["denied"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(stats["period"], "7d");
+    assert_eq!(
+        stats["topDeniedActions"],
+        json!([{"action": "admin:drop", "count": 1}])
+    );
+}
+
+#[test]
+fn calls_without_a_valid_token_are_recorded_bypass_attempts() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (id, token) = agent(&gw, "a", "verified", &[]);
+    let (status, _) = json(
+        gw.raw(Method::GET, "/proxy/check")
+            .header("X-MeshGuard-Action", "read:x")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 401);
+    gw.delete(&format!("/admin/agents/{id}"));
+    assert_eq!(gw.check(&token, "read:secrets").0, 401);
+    let all = entries(&gw, "");
+    assert_eq!(all.len(), 2);
+    for e in &all {
+        assert_eq!(
+            (e["event"].as_str(), e["decision"].as_str()),
+            (Some("bypass_attempt"), Some("deny")),
+            "{e}"
+        );
+    }
+    assert_eq!(all[0]["agentId"], id.as_str(), "the revoked agent is named");
+    assert_eq!(all[0]["reason"], "token of a revoked agent");
+}
+
+#[test]
+fn audit_mode_allows_but_records_the_real_decision() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options {
+            env: {
+                let mut e = Options::default().env;
+                e.push(("MODE", "audit".into()));
+                e
+            },
+            args: vec![],
+        },
+    );
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let resp = gw
+        .raw(Method::GET, "/proxy/check")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "admin:drop")
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["x-meshguard-decision"], "deny");
+    let (status, body) = json(resp);
+    assert_eq!(
+        (
+            status,
+            body["wouldDeny"].as_bool(),
+            body["decision"].as_str()
+        ),
+        (200, Some(true), Some("allow"))
+    );
+    let e = &entries(&gw, "")[0];
+    assert_eq!(
+        (
+            e["decision"].as_str(),
+            e["outcome"].as_str(),
+            e["mode"].as_str()
+        ),
+        (Some("deny"), Some("allow"), Some("audit"))
+    );
+    assert_eq!(e["wouldDeny"], true);
+}
+
+#[test]
+fn bypass_mode_allows_everything_and_still_records_it() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options {
+            env: {
+                let mut e = Options::default().env;
+                e.push(("MODE", "bypass".into()));
+                e
+            },
+            args: vec![],
+        },
+    );
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let (status, body) = gw.check(&token, "admin:anything");
+    assert_eq!((status, body["mode"].as_str()), (200, Some("bypass")));
+    let e = &entries(&gw, "")[0];
+    assert_eq!(
+        (e["decision"].as_str(), e["mode"].as_str()),
+        (Some("allow"), Some("bypass"))
+    );
+}
+
+#[test]
+fn acknowledged_decisions_survive_kill_9_and_the_log_still_verifies() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let mut traces = Vec::new();
+    for i in 0..40 {
+        let trace = format!("durable-{i}");
+        let resp = gw
+            .raw(Method::GET, "/proxy/check")
+            .bearer_auth(&token)
+            .header("X-MeshGuard-Action", "read:x")
+            .header("X-MeshGuard-Trace-ID", &trace)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        traces.push(trace);
+    }
+    gw.kill9();
+    let gw = Gateway::start(dir.path());
+    let all = entries(&gw, "?limit=1000");
+    assert_eq!(all.len(), 40);
+    for trace in &traces {
+        assert!(
+            all.iter().any(|e| e["traceId"] == trace.as_str()),
+            "{trace} lost"
+        );
+    }
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+    // The log goes on from where it was.
+    assert_eq!(gw.check(&token, "read:y").0, 200);
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(
+        (report["valid"].as_bool(), report["entries"].as_u64()),
+        (Some(true), Some(41)),
+        "{report}"
+    );
+}
+
+fn db(dir: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("data/meshguard.db")).unwrap()
+}
+
+#[test]
+fn a_tampered_row_is_found_and_named() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    for action in ["read:a", "admin:b", "read:c", "read:d"] {
+        gw.check(&token, action);
+    }
+    let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    assert_eq!(status, 200);
+    let note = cp["checkpoint"].as_str().unwrap();
+    let lines: Vec<&str> = note.lines().collect();
+    assert_eq!(lines[0], cp["origin"].as_str().unwrap());
+    assert_eq!(lines[1], "4");
+    assert_eq!(lines[3], "");
+    assert!(
+        lines[4].starts_with(&format!("\u{2014} {} ", cp["origin"].as_str().unwrap())),
+        "{note}"
+    );
+    let (_, ok) = gw.get("/admin/audit/verify");
+    assert_eq!(
+        (ok["valid"].as_bool(), ok["checkpoints"].as_u64()),
+        (Some(true), Some(1)),
+        "{ok}"
+    );
+
+    // Someone with write access to the database turns the deny into an allow.
+    let conn = db(dir.path());
+    let (id, body): (String, String) = conn
+        .query_row(
+            "SELECT id, body FROM audit_entries WHERE seq = 2",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE audit_entries SET body = ?1, decision = 'allow' WHERE seq = 2",
+        [body.replace("\"decision\":\"deny\"", "\"decision\":\"allow\"")],
+    )
+    .unwrap();
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], false);
+    assert_eq!(
+        (
+            report["firstBad"]["seq"].as_u64(),
+            report["firstBad"]["id"].as_str()
+        ),
+        (Some(2), Some(id.as_str())),
+        "{report}"
+    );
+    assert!(
+        report["firstBad"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("altered"),
+        "{report}"
+    );
+
+    // Recomputing the row's hash does not help: the next row no longer links, and the signed root differs.
+    conn.execute(
+        "UPDATE audit_entries SET body = ?1, decision = 'deny' WHERE seq = 2",
+        [body],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM audit_entries WHERE seq = 3", [])
+        .unwrap();
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(4), "{report}");
+}
+
+#[test]
+fn inclusion_proofs_come_in_the_tlog_proof_format() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    for _ in 0..5 {
+        gw.check(&token, "read:x");
+    }
+    let id = entries(&gw, "")[2]["id"].as_str().unwrap().to_owned();
+    let resp = gw
+        .admin(Method::GET, &format!("/admin/audit/proof?id={id}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 409, "no checkpoint covers it yet");
+    gw.post("/admin/audit/checkpoint", json!({}));
+    let text = gw
+        .admin(Method::GET, &format!("/admin/audit/proof?id={id}"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "c2sp.org/tlog-proof@v1");
+    assert_eq!(lines[1], "index 2");
+    assert_eq!(
+        lines.len(),
+        2 + 3 + 1 + 4 + 1,
+        "three path hashes for 5 leaves, a blank line, the checkpoint: {text}"
+    );
+    let (status, c) = gw.get("/admin/audit/consistency?from=3");
+    assert_eq!((status, c["to"].as_u64()), (200, Some(5)), "{c}");
+    assert!(!c["proof"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_sidecar_export_merges_once_and_keeps_its_chain() {
+    let sidecar_dir = tempdir();
+    let mut env = Options::default().env;
+    env.push(("AUDIT_ORIGIN", "sidecar-7.example/meshguard-audit".into()));
+    let sidecar = Gateway::start_with(sidecar_dir.path(), Options { env, args: vec![] });
+    let (_, token) = agent(&sidecar, "edge", "verified", &[]);
+    for action in ["read:a", "read:b", "write:c"] {
+        sidecar.check(&token, action);
+    }
+    let export = sidecar
+        .admin(Method::GET, "/admin/audit/export")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(export.lines().count(), 3);
+
+    let central_dir = tempdir();
+    let central = Gateway::start(central_dir.path());
+    let ingest = |body: &str| {
+        json(
+            central
+                .admin(Method::POST, "/admin/audit/ingest")
+                .body(body.to_owned())
+                .send()
+                .unwrap(),
+        )
+    };
+    let (status, report) = ingest(&export);
+    assert_eq!(
+        (status, report["inserted"].as_u64()),
+        (200, Some(3)),
+        "{report}"
+    );
+    let (status, report) = ingest(&export);
+    assert_eq!(
+        (
+            status,
+            report["inserted"].as_u64(),
+            report["duplicates"].as_u64()
+        ),
+        (200, Some(0), Some(3)),
+        "ingest twice is a no-op"
+    );
+    let (_, v) = central.get("/admin/audit/verify");
+    assert_eq!(
+        (
+            v["valid"].as_bool(),
+            v["sources"].as_u64(),
+            v["entries"].as_u64()
+        ),
+        (Some(true), Some(1), Some(3)),
+        "{v}"
+    );
+    assert_eq!(entries(&central, "")[0]["agentName"], "edge");
+
+    // New decisions at the sidecar follow on.
+    sidecar.check(&token, "read:d");
+    let more = sidecar
+        .admin(Method::GET, "/admin/audit/export?after=3")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(ingest(&more).1["inserted"], 1);
+
+    // A tampered export is refused whole, naming the line.
+    let fresh_dir = tempdir();
+    let fresh = Gateway::start(fresh_dir.path());
+    let tampered = export.replacen("read:b", "read:z", 1);
+    let (status, body) = json(
+        fresh
+            .admin(Method::POST, "/admin/audit/ingest")
+            .body(tampered)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 409);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 2: hash does not match"),
+        "{body}"
+    );
+    // An export that starts in the middle of a chain cannot be linked.
+    let (status, body) = json(
+        fresh
+            .admin(Method::POST, "/admin/audit/ingest")
+            .body(more)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 409);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not follow"),
+        "{body}"
+    );
+    assert!(entries(&fresh, "").is_empty(), "nothing half-applied");
+}
