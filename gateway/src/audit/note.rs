@@ -109,10 +109,11 @@ impl LogKey {
 
     fn parse(text: &str) -> Option<Self> {
         let rest = text.strip_prefix("PRIVATE+KEY+")?;
-        let mut parts = rest.rsplitn(3, '+');
-        let key_b64 = parts.next()?;
-        let _id = parts.next()?;
+        // Names hold no '+', base64 may: split from the left.
+        let mut parts = rest.splitn(3, '+');
         let name = parts.next()?;
+        let _id = parts.next()?;
+        let key_b64 = parts.next()?;
         let raw = B64.decode(key_b64).ok()?;
         let (&kind, seed) = raw.split_first()?;
         if kind != ED25519 || seed.len() != 32 {
