@@ -55,7 +55,10 @@ async fn serve(config: meshguard_gateway::Config) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
     println!("listening on http://{local}");
+    // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
+    // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
     axum::serve(listener, app(state))
+        .tcp_nodelay(true)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

@@ -166,12 +166,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             best(rounds, |t| t.plan)
         );
     }
-    let (mg, null) = (&results[0].1, &results[1].1);
-    println!(
-        "\napply ratio meshguard/null: {:.2}x; plan ratio: {:.2}x",
-        best(mg, |t| t.apply).as_secs_f64() / best(null, |t| t.apply).as_secs_f64(),
-        best(mg, |t| t.plan).as_secs_f64() / best(null, |t| t.plan).as_secs_f64()
-    );
+    let mg = &results[0].1;
+    for (name, other) in &results[1..] {
+        println!(
+            "apply ratio meshguard_agent/{name}: {:.2}x; plan ratio: {:.2}x",
+            best(mg, |t| t.apply).as_secs_f64() / best(other, |t| t.apply).as_secs_f64(),
+            best(mg, |t| t.plan).as_secs_f64() / best(other, |t| t.plan).as_secs_f64()
+        );
+    }
     if let Some(ticks) = mg.iter().filter_map(|t| t.cpu_ticks).min() {
         let secs = ticks as f64 / 100.0;
         println!(
