@@ -84,6 +84,16 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                 args.count
             ),
         ),
+        // The same null_resource carrying as many state bytes as a meshguard_agent (whose api_key
+        // JWT alone is ~350 bytes): Terraform core's per-resource cost grows with state size.
+        (
+            "null_resource_padded",
+            format!(
+                "{header}resource \"null_resource\" \"n\" {{\n  count = {}\n  triggers = {{\n    name = \"bench-${{count.index}}\"\n    tier = \"verified\"\n    tags = \"bench\"\n    pad  = \"{}\"\n  }}\n}}\n",
+                args.count,
+                "x".repeat(400)
+            ),
+        ),
     ];
     let mut results: Vec<(&str, Vec<Timings>)> = Vec::new();
     for (name, text) in &configs {
