@@ -3,12 +3,10 @@
 //!
 //! Release builds of the gateway and provider; the gateway on 127.0.0.1 with its SQLite file in a
 //! temporary directory; both providers installed from one filesystem mirror. Wall times are the
-//! best of the rounds; provider CPU time comes from the provider itself at exit
-//! (`MESHGUARD_PROVIDER_CPU_FILE`).
+//! best of the rounds; the provider's CPU time is sampled from `/proc` while Terraform runs.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -101,7 +99,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         fs::create_dir_all(&dir)?;
         fs::write(dir.join("main.tf"), text)?;
         fs::write(dir.join("cli.tfrc"), "")?;
-        let tf = |args: &[&str], cpu_file: Option<&Path>| -> anyhow::Result<Duration> {
+        let tf = |args: &[&str], cpu: Option<&CpuSampler>| -> anyhow::Result<Duration> {
             let mut cmd = Command::new(&terraform);
             cmd.args(args)
                 .current_dir(&dir)
@@ -110,11 +108,17 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .env("TF_IN_AUTOMATION", "1")
                 .env("MESHGUARD_ADMIN_TOKEN", admin_token)
                 .stdout(Stdio::null());
-            if let Some(f) = cpu_file {
-                cmd.env("MESHGUARD_PROVIDER_CPU_FILE", f);
-            }
             let start = Instant::now();
-            let status = cmd.status().context("cannot run terraform")?;
+            let mut child = cmd.spawn().context("cannot run terraform")?;
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                if let Some(sampler) = cpu {
+                    sampler.sample();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
             let took = start.elapsed();
             if !status.success() {
                 bail!("terraform {} failed in {}", args.join(" "), dir.display());
@@ -131,18 +135,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         )?;
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
-            let cpu_file = dir.join(format!("cpu-{round}.txt"));
-            let _ = fs::remove_file(&cpu_file);
-            let apply = tf(&["apply", "-auto-approve", "-no-color"], Some(&cpu_file))?;
-            let cpu_ticks = fs::read_to_string(&cpu_file).ok().and_then(|t| {
-                t.lines()
-                    .map(|l| {
-                        l.split_whitespace()
-                            .filter_map(|x| x.parse::<u64>().ok())
-                            .sum::<u64>()
-                    })
-                    .max()
-            });
+            let sampler = CpuSampler::default();
+            let apply = tf(&["apply", "-auto-approve", "-no-color"], Some(&sampler))?;
+            let cpu_ticks = sampler.ticks();
             let plan = tf(&["plan", "-no-color"], None)?;
             tf(&["destroy", "-auto-approve", "-no-color"], None)?;
             eprintln!(
@@ -194,6 +189,47 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let _ = fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// The highest utime+stime (clock ticks) seen for a running `terraform-provider-meshguard`.
+#[derive(Default)]
+struct CpuSampler {
+    max: std::cell::Cell<Option<u64>>,
+}
+
+impl CpuSampler {
+    fn sample(&self) {
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let path = p.path();
+            let Ok(cmdline) = fs::read(path.join("cmdline")) else {
+                continue;
+            };
+            if !String::from_utf8_lossy(&cmdline).contains("terraform-provider-meshguard") {
+                continue;
+            }
+            let Ok(stat) = fs::read_to_string(path.join("stat")) else {
+                continue;
+            };
+            // After the parenthesised command name, utime and stime are the 12th and 13th fields.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let parse = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+            if let (Some(u), Some(s)) = (parse(11), parse(12)) {
+                if self.max.get().is_none_or(|m| u + s > m) {
+                    self.max.set(Some(u + s));
+                }
+            }
+        }
+    }
+
+    fn ticks(&self) -> Option<u64> {
+        self.max.get()
+    }
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {
