@@ -54,6 +54,10 @@ pub struct Args {
     #[arg(long, env = "PROXY_TARGET")]
     pub proxy_target: Option<String>,
 
+    /// Seconds an upstream may take to answer a forwarded `/proxy/*` call (then 504).
+    #[arg(long, env = "PROXY_TIMEOUT", default_value_t = 30)]
+    pub proxy_timeout: u64,
+
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -118,6 +122,7 @@ pub struct Config {
     pub policies_dir: PathBuf,
     pub mode: Mode,
     pub proxy_target: Option<String>,
+    pub proxy_timeout: Duration,
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
@@ -243,6 +248,7 @@ impl Args {
             policies_dir: self.policies_dir,
             mode: self.mode,
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
+            proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             max_body_bytes: self.max_body_bytes,
             generated_admin_token,
         })

@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenKeys,
     pub(crate) file_policies: Vec<FilePolicy>,
     pub(crate) audit: AuditLog,
+    /// Pooled client for `/proxy/*` forwarding.
+    pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
     snapshot_version: AtomicU64,
     /// Serializes snapshot rebuilds so an older rebuild never replaces a newer one.
@@ -47,6 +49,7 @@ impl AppState {
         audit: AuditLog,
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
+        let config_proxy_timeout = config.proxy_timeout;
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -54,6 +57,7 @@ impl AppState {
                 tokens,
                 file_policies,
                 audit,
+                upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),

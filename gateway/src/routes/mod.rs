@@ -2,9 +2,11 @@
 
 mod agents;
 mod audit;
+mod batch;
 mod body;
 mod changes;
 mod channels;
+mod forward;
 mod policies;
 mod proxy;
 
@@ -12,9 +14,11 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
+
+pub(crate) use forward::upstream_client;
 
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -73,6 +77,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/proxy/check", get(proxy::check))
+        .route("/proxy/*rest", any(forward::forward))
+        .route("/api/v1/governance/batch", post(batch::batch))
         .nest("/admin", admin.clone())
         .nest("/api/v1/admin", admin)
         .fallback(not_found)

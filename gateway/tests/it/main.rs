@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod changes;
 mod channels;
+mod dataplane;
 mod harness;
 mod lifecycle;
 mod policies;

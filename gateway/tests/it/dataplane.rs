@@ -1,0 +1,298 @@
+//! `/proxy/*` forwarding to a real upstream on loopback, and the batch endpoint.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{ADMIN_TOKEN, Gateway, Options, agent, json, policy, tempdir};
+
+/// `support/upstream.py`: a real HTTP server that describes what it received.
+struct Upstream {
+    child: Child,
+    url: String,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/upstream.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{}", line.trim()),
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_target(target: &str, extra: &[(&'static str, &str)]) -> Options<'static> {
+    let mut env = Options::default().env;
+    env.push(("PROXY_TARGET", target.to_owned()));
+    for (k, v) in extra {
+        env.push((k, (*v).to_owned()));
+    }
+    Options { env, args: vec![] }
+}
+
+const REPOS: &str = "name: repos\nrules:\n  - name: read-repos\n    effect: allow\n    actions: [\"read:api/repos/*\"]\n  - name: write-uploads\n    effect: allow\n    actions: [\"write:uploads*\", \"read:status/*\", \"read:slow\"]\n";
+
+#[test]
+fn allowed_calls_reach_the_upstream_without_the_agents_credentials() {
+    let up = Upstream::start();
+    let dir = tempdir();
+    let gw = Gateway::start_with(dir.path(), with_target(&up.url, &[]));
+    policy(&gw, "repos", REPOS);
+    let (id, token) = agent(&gw, "a", "verified", &[]);
+    let resp = gw
+        .raw(Method::GET, "/proxy/api/repos/meshguard?page=2")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Trace-ID", "trace-fwd")
+        .header("X-Custom", "kept")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-meshguard-decision"], "allow");
+    assert_eq!(resp.headers()["x-meshguard-policy"], "repos");
+    assert_eq!(resp.headers()["x-meshguard-agent-id"], id.as_str());
+    assert_eq!(resp.headers()["x-upstream"], "yes");
+    let seen: Value = resp.json().unwrap();
+    assert_eq!(
+        (seen["method"].as_str(), seen["path"].as_str()),
+        (Some("GET"), Some("/api/repos/meshguard?page=2"))
+    );
+    assert!(
+        seen["headers"].get("authorization").is_none(),
+        "the agent token must not go upstream: {seen}"
+    );
+    assert_eq!(seen["headers"]["x-custom"], "kept");
+    assert_eq!(seen["headers"]["x-meshguard-trace-id"], "trace-fwd");
+    let e = &gw.get("/admin/audit?traceId=trace-fwd").1["entries"][0];
+    assert_eq!(
+        (
+            e["action"].as_str(),
+            e["method"].as_str(),
+            e["path"].as_str()
+        ),
+        (
+            Some("read:api/repos/meshguard"),
+            Some("GET"),
+            Some("/api/repos/meshguard")
+        )
+    );
+
+    // A 1 MiB body is streamed through byte for byte.
+    let payload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let resp = gw
+        .raw(Method::POST, "/proxy/uploads")
+        .bearer_auth(&token)
+        .body(payload.clone())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Value = resp.json().unwrap();
+    assert_eq!(seen["bodyLength"], payload.len());
+    assert_eq!(seen["bodySha256"], hex::encode(Sha256::digest(&payload)));
+
+    // An upstream 403 is passed through, and the decision header says the gateway allowed it.
+    let resp = gw
+        .raw(Method::GET, "/proxy/status/403")
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        (
+            resp.status().as_u16(),
+            resp.headers()["x-meshguard-decision"].to_str().unwrap()
+        ),
+        (403, "allow")
+    );
+}
+
+#[test]
+fn denied_and_unauthenticated_calls_never_reach_the_upstream() {
+    let up = Upstream::start();
+    let dir = tempdir();
+    let gw = Gateway::start_with(dir.path(), with_target(&up.url, &[]));
+    policy(&gw, "repos", REPOS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let resp = gw
+        .raw(Method::DELETE, "/proxy/api/repos/meshguard")
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["x-meshguard-decision"], "deny");
+    assert!(resp.headers().get("x-upstream").is_none());
+    let (status, body) = json(resp);
+    assert_eq!(status, 403);
+    assert_eq!(
+        (body["error"].as_str(), body["action"].as_str()),
+        (Some("Forbidden"), Some("delete:api/repos/meshguard"))
+    );
+    assert!(
+        body["message"].is_string() && body["traceId"] == body["trace_id"],
+        "{body}"
+    );
+
+    // The action header overrides the derived action.
+    let resp = gw
+        .raw(Method::GET, "/proxy/api/repos/x")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "admin:export")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+
+    let resp = gw.raw(Method::GET, "/proxy/api/repos/x").send().unwrap();
+    assert_eq!(resp.status(), 401);
+    let last = &gw.get("/admin/audit?limit=1").1["entries"][0];
+    assert_eq!(
+        (last["event"].as_str(), last["path"].as_str()),
+        (Some("bypass_attempt"), Some("/api/repos/x"))
+    );
+}
+
+#[test]
+fn upstream_trouble_is_named() {
+    let up = Upstream::start();
+    let dir = tempdir();
+    let gw = Gateway::start_with(dir.path(), with_target(&up.url, &[("PROXY_TIMEOUT", "1")]));
+    policy(&gw, "repos", REPOS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let (status, body) = json(
+        gw.raw(Method::GET, "/proxy/slow")
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (504, Some("upstream_timeout")),
+        "{body}"
+    );
+    drop(gw);
+
+    let dir = tempdir();
+    let gw = Gateway::start_with(dir.path(), with_target("http://127.0.0.1:9", &[]));
+    policy(&gw, "repos", REPOS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let (status, body) = json(
+        gw.raw(Method::GET, "/proxy/api/repos/x")
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("upstream_unreachable")),
+        "{body}"
+    );
+
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "repos", REPOS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let (status, body) = json(
+        gw.raw(Method::GET, "/proxy/api/repos/x")
+            .bearer_auth(&token)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (502, Some("no_upstream")),
+        "{body}"
+    );
+}
+
+#[test]
+fn a_batch_is_decided_against_one_snapshot_and_every_item_is_audited() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "repos", REPOS);
+    let (id, token) = agent(&gw, "a", "verified", &[]);
+    let body = json!({"actions": [{"action": "read:api/repos/x"}, {"action": "delete:api/repos/x"}, {"action": "write:uploads/1", "resource": "uploads/1"}]});
+    let (status, out) = json(
+        gw.raw(Method::POST, "/api/v1/governance/batch")
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{out}");
+    let decisions: Vec<&str> = out["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["allow", "deny", "allow"]);
+    assert_eq!(out["allAllowed"], false);
+    assert!(out["results"][1]["reason"].is_string() && out["results"][0]["latencyMs"].is_number());
+    assert!(out["totalLatencyMs"].is_number() && out["traceId"].is_string());
+    let trace = out["traceId"].as_str().unwrap();
+    let rows = gw.get(&format!("/admin/audit?traceId={trace}")).1["entries"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(rows, 3);
+    let snapshots: Vec<u64> = gw.get(&format!("/admin/audit?traceId={trace}")).1["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["snapshot"].as_u64().unwrap())
+        .collect();
+    assert!(snapshots.windows(2).all(|w| w[0] == w[1]), "{snapshots:?}");
+
+    // The admin token may ask for an agent by id.
+    let (status, out) = json(
+        gw.raw(Method::POST, "/api/v1/governance/batch")
+            .header("X-Admin-Token", ADMIN_TOKEN)
+            .json(&json!({"agentId": id, "actions": [{"action": "read:api/repos/y"}]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, out["allAllowed"].as_bool()),
+        (200, Some(true)),
+        "{out}"
+    );
+    let (status, _) = json(
+        gw.raw(Method::POST, "/api/v1/governance/batch")
+            .header("X-Admin-Token", ADMIN_TOKEN)
+            .json(&json!({"actions": [{"action": "read:x"}]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = json(
+        gw.raw(Method::POST, "/api/v1/governance/batch")
+            .bearer_auth(&token)
+            .json(&json!({"actions": []}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = json(
+        gw.raw(Method::POST, "/api/v1/governance/batch")
+            .json(&json!({"actions": [{"action": "read:x"}]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 401);
+}
