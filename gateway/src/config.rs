@@ -80,6 +80,42 @@ pub struct Args {
     #[arg(long, env = "AUDIT_CHECKPOINT_SECONDS", default_value_t = 60)]
     pub audit_checkpoint_seconds: u64,
 
+    /// Triggers the environment-configured alert channels receive: deny, error, rate_limit, all.
+    #[arg(long, env = "ALERT_ON", default_value = "deny,error,rate_limit")]
+    pub alert_on: String,
+
+    /// Webhook that receives alerts (in addition to channels created through the API).
+    #[arg(long, env = "ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+
+    /// Secret that signs webhook alerts (`X-MeshGuard-Signature: sha256=…`).
+    #[arg(long, env = "ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
+
+    /// Slack incoming webhook that receives alerts.
+    #[arg(long, env = "ALERT_SLACK_WEBHOOK", hide_env_values = true)]
+    pub alert_slack_webhook: Option<String>,
+
+    /// Alerts per minute; more are dropped with a warning.
+    #[arg(long, env = "ALERT_RATE_LIMIT", default_value_t = 10)]
+    pub alert_rate_limit: u32,
+
+    /// Instance name in alerts.
+    #[arg(long, env = "ALERT_INSTANCE_NAME", default_value = "meshguard-gateway")]
+    pub alert_instance_name: String,
+
+    /// Environment name in alerts.
+    #[arg(long, env = "ALERT_ENVIRONMENT", default_value = "production")]
+    pub alert_environment: String,
+
+    /// Delivery attempts per alert and channel.
+    #[arg(long, env = "ALERT_RETRY_ATTEMPTS", default_value_t = 5)]
+    pub alert_retry_attempts: u32,
+
+    /// First retry delay in milliseconds; each retry doubles it.
+    #[arg(long, env = "ALERT_RETRY_BACKOFF_MS", default_value_t = 500)]
+    pub alert_retry_backoff_ms: u64,
+
     /// Log filter: error, warn, info, debug, or a tracing directive.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -128,6 +164,7 @@ pub struct Config {
     pub audit_key_file: PathBuf,
     pub audit_checkpoint_every: u64,
     pub audit_checkpoint_interval: Duration,
+    pub(crate) alerts: crate::alerts::AlertConfig,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
     pub generated_admin_token: bool,
 }
@@ -164,6 +201,8 @@ pub enum ConfigError {
     Ttl { value: String, why: String },
     #[error("MAX_BODY_BYTES must be at least 1024")]
     BodyLimit,
+    #[error("ALERT_ON has {value:?}; expected a comma list of deny, error, rate_limit, all")]
+    AlertOn { value: String },
     #[error(
         "AUDIT_ORIGIN {value:?} must have no spaces and no '+'; use a schemaless URL such as gw.example.com/meshguard-audit"
     )]
@@ -234,7 +273,39 @@ impl Args {
                 .map(|d| d.join("audit-log.key"))
                 .unwrap_or_else(|| PathBuf::from("audit-log.key"))
         });
+        let mut on = Vec::new();
+        for t in self
+            .alert_on
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            on.push(match t {
+                "deny" => meshguard_api::Trigger::Deny,
+                "error" => meshguard_api::Trigger::Error,
+                "rate_limit" => meshguard_api::Trigger::RateLimit,
+                "allow" => meshguard_api::Trigger::Allow,
+                "all" => meshguard_api::Trigger::All,
+                other => {
+                    return Err(ConfigError::AlertOn {
+                        value: other.to_owned(),
+                    });
+                }
+            });
+        }
+        let alerts = crate::alerts::AlertConfig {
+            on,
+            webhook_url: self.alert_webhook_url.filter(|u| !u.is_empty()),
+            webhook_secret: self.alert_webhook_secret.filter(|u| !u.is_empty()),
+            slack_webhook: self.alert_slack_webhook.filter(|u| !u.is_empty()),
+            per_minute: self.alert_rate_limit,
+            instance: self.alert_instance_name,
+            environment: self.alert_environment,
+            attempts: self.alert_retry_attempts.clamp(1, 20),
+            backoff: Duration::from_millis(self.alert_retry_backoff_ms.clamp(1, 60_000)),
+        };
         Ok(Config {
+            alerts,
             audit_origin,
             audit_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),

@@ -128,6 +128,9 @@ pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
     let mode = state.config().mode;
     let snapshot = state.snapshot();
     let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
+    if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+        state.inner.alerts.raise(alert);
+    }
     match tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
         Ok(Ok(seq)) => {
             verdict.audit_seq = Some(seq);
@@ -195,6 +198,9 @@ fn breaker(
         meta: Map::new(),
         would_deny: false,
     };
+    if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+        state.inner.alerts.raise(alert);
+    }
     let audit = state.inner.audit.clone();
     tokio::spawn(async move {
         if let Err(e) = audit.append(entry).await {
@@ -235,6 +241,9 @@ pub(crate) async fn record_bypass_attempt(
         meta: Map::new(),
         would_deny: false,
     };
+    if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+        state.inner.alerts.raise(alert);
+    }
     if let Err(e) = tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
         tracing::error!(error = %e, "cannot record a bypass attempt in time");
     }

@@ -4,6 +4,7 @@
 //! store, agent identity as HS256 JWTs, and the policy engine behind `GET /proxy/check`. The wire
 //! contract is `shared/reference/meshguard-api.md`; the JSON types live in `meshguard-api`.
 
+mod alerts;
 mod audit;
 mod auth;
 mod clock;
@@ -29,8 +30,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
     let store = tokio::task::spawn_blocking(move || store::SqliteStore::open(&path)).await??;
     tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
+    let db_path = store.path().to_owned();
     let audit = audit::AuditLog::open(audit::AuditConfig {
-        db_path: store.path().to_owned(),
+        db_path,
         key_path: config.audit_key_file.clone(),
         origin: config.audit_origin.clone(),
         checkpoint_every: config.audit_checkpoint_every,
@@ -43,7 +45,9 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     );
     let files = policy_files::load_dir(&config.policies_dir);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let state = AppState::new(config, Arc::new(store), files, audit);
+    let store: Arc<dyn store::Store> = Arc::new(store);
+    let alerts = alerts::Alerts::start(config.alerts.clone(), Arc::clone(&store));
+    let state = AppState::new(config, store, files, audit, alerts);
     state
         .reload_policies()
         .await

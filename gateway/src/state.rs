@@ -25,6 +25,7 @@ pub(crate) struct Inner {
     pub(crate) tokens: TokenKeys,
     pub(crate) file_policies: Vec<FilePolicy>,
     pub(crate) audit: AuditLog,
+    pub(crate) alerts: crate::alerts::Alerts,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
@@ -47,6 +48,7 @@ impl AppState {
         store: Arc<dyn Store>,
         file_policies: Vec<FilePolicy>,
         audit: AuditLog,
+        alerts: crate::alerts::Alerts,
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
@@ -57,6 +59,7 @@ impl AppState {
                 tokens,
                 file_policies,
                 audit,
+                alerts,
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),

@@ -103,6 +103,9 @@ pub(super) async fn batch(
             trace_id: trace.clone(),
         };
         let (verdict, entry) = decide(mode, &snapshot, &agent, &ask);
+        if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+            state.inner.alerts.raise(alert);
+        }
         let audit = state.inner.audit.clone();
         waits.push(tokio::spawn(async move { audit.append(entry).await }));
         results.push((a.action.clone(), verdict));

@@ -60,6 +60,7 @@ pub fn app(state: AppState) -> Router {
                 .delete(channels::delete),
         )
         .route("/changes", get(changes::list))
+        .route("/alerts/undelivered", get(undelivered))
         .route("/audit", get(audit::list))
         .route("/audit/stats", get(audit::stats))
         .route("/audit/verify", get(audit::verify))
@@ -143,6 +144,14 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "activePolicies": snapshot.len(),
         "policySnapshot": snapshot.version,
     }))
+}
+
+async fn undelivered(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let alerts = state.db(|s| s.list_undelivered(1000)).await?;
+    Ok(axum::Json(json!({ "alerts": alerts })))
 }
 
 async fn not_found() -> ApiError {

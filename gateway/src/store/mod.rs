@@ -145,6 +145,10 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     fn list_changes(&self, filter: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError>;
 
+    /// Keeps an alert that could not be delivered, for `GET /admin/alerts/undelivered`.
+    fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError>;
+    fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError>;
+
     /// Cheap liveness probe for `/health`.
     fn ping(&self) -> Result<(), StoreError>;
 }

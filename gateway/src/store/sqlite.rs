@@ -89,6 +89,12 @@ const MIGRATIONS: &[&str] = &[
         note TEXT NOT NULL,
         created_at TEXT NOT NULL
     );",
+    // 3: alerts that could not be delivered.
+    "CREATE TABLE alert_failures (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        failed_at TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug)]
@@ -618,6 +624,48 @@ impl Store for SqliteStore {
                 params![f.kind, f.object_id, f.after_seq.unwrap_or(0), f.limit as i64],
                 change_from_row,
             )?
+            .collect()
+        })
+    }
+
+    fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError> {
+        let id = alert
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let failed_at = alert
+            .get("failedAt")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO alert_failures (id, body, failed_at) VALUES (?1, ?2, ?3)",
+                params![
+                    format!(
+                        "{id}/{}",
+                        alert
+                            .get("channelId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                    ),
+                    json(alert),
+                    failed_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM alert_failures ORDER BY failed_at DESC LIMIT ?1",
+            )?;
+            stmt.query_map([limit as i64], |r| {
+                from_json::<Value>(&r.get::<_, String>(0)?, 0)
+            })?
             .collect()
         })
     }

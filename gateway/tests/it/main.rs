@@ -1,6 +1,7 @@
 //! Integration tests: the real `meshguard-gateway` binary on 127.0.0.1, driven over HTTP.
 
 mod agents;
+mod alerting;
 mod audit;
 mod auth;
 mod changes;

@@ -1,0 +1,197 @@
+//! Alerts reach a real receiver signed with HMAC, never slow a decision, and are kept when
+//! undeliverable.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, agent, policy, tempdir};
+
+const SECRET: &str = "whsec-receiver-3c5e7a9b1d";
+
+struct Receiver {
+    child: Child,
+    url: String,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/receiver.py");
+        let mut child = Command::new("python3")
+            .args([script, SECRET])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{}", line.trim()),
+        }
+    }
+
+    /// What the receiver got, once it holds at least `n` deliveries (waits up to 20 s).
+    fn received(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<Value> = reqwest::blocking::get(format!("{}/received", self.url))
+                .unwrap()
+                .json()
+                .unwrap();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const READS: &str =
+    "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n";
+
+#[test]
+fn denials_and_bypass_attempts_reach_a_real_receiver_signed() {
+    let rx = Receiver::start();
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (status, _) = gw.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": format!("{}/hook", rx.url), "webhookSecret": SECRET, "triggers": ["deny"]}),
+    );
+    assert_eq!(status, 201);
+    let (_, token) = agent(&gw, "writer", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    assert_eq!(gw.check(&token, "write:prod/db").0, 403);
+    let (status, _) = crate::harness::json(
+        gw.raw(reqwest::Method::GET, "/proxy/check")
+            .header("X-MeshGuard-Action", "read:x")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 401);
+
+    let got = rx.received(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    for d in &got {
+        assert_eq!(
+            d["signatureValid"], true,
+            "the receiver's own HMAC check: {d}"
+        );
+        assert_eq!(
+            (d["event"].as_str(), d["trigger"].as_str()),
+            (Some("alert"), Some("deny"))
+        );
+        assert_eq!(d["body"]["event"], "meshguard.alert");
+        assert_eq!(d["body"]["version"], "1.0");
+        assert!(d["body"]["id"].as_str().unwrap().starts_with("alert_"));
+    }
+    let deny = got
+        .iter()
+        .find(|d| d["body"]["entry"]["action"] == "write:prod/db")
+        .expect("the denial");
+    assert_eq!(
+        (
+            deny["body"]["severity"].as_str(),
+            deny["body"]["entry"]["agentName"].as_str()
+        ),
+        (Some("warning"), Some("writer"))
+    );
+    assert_eq!(deny["body"]["title"], "Policy Denied: writer");
+    let bypass = got
+        .iter()
+        .find(|d| d["body"]["entry"]["event"] == "bypass_attempt")
+        .expect("the bypass attempt");
+    assert_eq!(bypass["body"]["severity"], "critical");
+    assert_eq!(bypass["body"]["entry"]["decision"], "deny");
+}
+
+#[test]
+fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
+    let rx = Receiver::start();
+    let dir = tempdir();
+    let mut env = Options::default().env;
+    env.push(("ALERT_RETRY_ATTEMPTS", "3".into()));
+    env.push(("ALERT_RETRY_BACKOFF_MS", "20".into()));
+    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    policy(&gw, "reads", READS);
+    // Only critical alerts; and a channel whose receiver always fails.
+    gw.post("/admin/alert-channels", json!({"type": "webhook", "endpoint": format!("{}/critical", rx.url), "severity": "critical"}));
+    gw.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": format!("{}/fail", rx.url)}),
+    );
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let started = Instant::now();
+    assert_eq!(gw.check(&token, "write:x").0, 403);
+    assert_eq!(gw.check(&token, "admin:rotate").0, 403);
+    // Decisions do not wait for deliveries: three failing attempts with backoff run after.
+    let got = rx.received(1 + 2 * 3);
+    let critical: Vec<&Value> = got.iter().filter(|d| d["path"] == "/critical").collect();
+    assert_eq!(
+        critical.len(),
+        1,
+        "only the admin denial is critical: {got:?}"
+    );
+    assert_eq!(critical[0]["body"]["entry"]["action"], "admin:rotate");
+    assert_eq!(
+        got.iter().filter(|d| d["path"] == "/fail").count(),
+        6,
+        "two alerts, three attempts each"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let (_, body) = gw.get("/admin/alerts/undelivered");
+        let list = body["alerts"].as_array().unwrap().clone();
+        if list.len() >= 2 || Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0]["attempts"], 3);
+    assert!(
+        kept[0]["lastError"].as_str().unwrap().contains("500"),
+        "{kept:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn the_per_minute_throttle_drops_the_excess() {
+    let rx = Receiver::start();
+    let dir = tempdir();
+    let mut env = Options::default().env;
+    env.push(("ALERT_RATE_LIMIT", "2".into()));
+    env.push(("ALERT_WEBHOOK_URL", format!("{}/env", rx.url)));
+    env.push(("ALERT_WEBHOOK_SECRET", SECRET.into()));
+    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    for i in 0..5 {
+        assert_eq!(
+            gw.check(&token, &format!("write:{i}")).0,
+            403,
+            "no policy applies: every call is denied"
+        );
+    }
+    let got = rx.received(5);
+    std::thread::sleep(Duration::from_millis(300));
+    let got_later = rx.received(5);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got_later.len(), 2);
+    assert!(
+        got.iter()
+            .all(|d| d["signatureValid"] == true && d["path"] == "/env")
+    );
+}
