@@ -185,11 +185,12 @@ fn the_per_minute_throttle_drops_the_excess() {
             "no policy applies: every call is denied"
         );
     }
-    let got = rx.received(5);
-    std::thread::sleep(Duration::from_millis(300));
-    let got_later = rx.received(5);
+    let got = rx.received(2);
+    // Give any excess alert time to arrive, then check none did.
+    std::thread::sleep(Duration::from_secs(1));
+    let got_later = rx.received(0);
     assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got_later.len(), 2);
+    assert_eq!(got_later.len(), 2, "{got_later:?}");
     assert!(
         got.iter()
             .all(|d| d["signatureValid"] == true && d["path"] == "/env")
