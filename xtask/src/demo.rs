@@ -54,7 +54,10 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn step(n: u32, text: &str) {
+/// Prints the next numbered step.
+fn step(text: &str) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     println!("\n[{n}] {text}");
 }
 
@@ -91,10 +94,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         root().join(&args.dir)
     };
 
-    step(
-        1,
-        "installing what is missing (protoc, Terraform) and building meshguard-gateway",
-    );
+    step("installing what is missing (protoc, Terraform) and building meshguard-gateway");
     let tools = crate::tools::install_all()?;
     run_checked(cargo().args(["build", "--quiet", "-p", "meshguard-gateway"]))?;
     let binary = root().join("target/debug/meshguard-gateway");
@@ -112,8 +112,46 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     write_private(&dir.join("admin-token"), &admin_token)?;
     let db = dir.join("data/meshguard.db");
 
-    step(2, "starting the gateway on 127.0.0.1 with embedded SQLite");
+    step("starting an upstream service and the gateway in front of it, on 127.0.0.1");
+    // A real upstream: Python's http.server serving .demo/upstream (the repos API of the story).
+    let upstream_root = dir.join("upstream/api/repos");
+    fs::create_dir_all(&upstream_root)?;
+    fs::write(
+        upstream_root.join("meshguard"),
+        "{\"name\": \"meshguard\", \"stars\": 42}\n",
+    )?;
+    let mut upstream_child = Command::new("python3")
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir.join("upstream"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start python3 -m http.server as the demo upstream")?;
+    let upstream_url = {
+        let out = upstream_child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        let port = line
+            .split("port ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .context("http.server did not print its port")?
+            .to_owned();
+        format!("http://127.0.0.1:{port}")
+    };
+    let _upstream = Running {
+        child: upstream_child,
+    };
     let mut child = Command::new(&binary)
+        .env("PROXY_TARGET", &upstream_url)
         .env("HOST", "127.0.0.1")
         .env("PORT", std::env::var("PORT").unwrap_or_else(|_| "0".into()))
         .env("ADMIN_TOKEN", &admin_token)
@@ -153,7 +191,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         db.display()
     );
 
-    step(3, "registering an agent (POST /admin/agents)");
+    step("registering an agent (POST /admin/agents)");
     let agent = api.send(
         api.admin(reqwest::Method::POST, "/admin/agents")
             .json(&json!({
@@ -169,10 +207,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         agent["trustTier"]
     );
 
-    step(
-        4,
-        "adding a policy with an approver and a change ticket (POST /admin/policies)",
-    );
+    step("adding a policy with an approver and a change ticket (POST /admin/policies)");
     let content = fs::read_to_string(root().join("examples/policies/code-review.yaml"))?;
     let policy = api.send(
         api.admin(reqwest::Method::POST, "/admin/policies")
@@ -189,10 +224,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         policy["digest"]
     );
 
-    step(
-        5,
-        "adding an alert channel with a write-only secret (POST /admin/alert-channels)",
-    );
+    step("adding an alert channel with a write-only secret (POST /admin/alert-channels)");
     let channel = api.send(
         api.admin(reqwest::Method::POST, "/admin/alert-channels").json(&json!({
             "type": "webhook", "endpoint": "https://alerts.example.com/meshguard",
@@ -205,7 +237,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         channel["id"], channel["type"], channel["webhookSecretSet"]
     );
 
-    step(6, "asking for decisions as the agent (GET /proxy/check)");
+    step("asking for decisions as the agent (GET /proxy/check)");
     for action in [
         "read:api/repos/meshguard",
         "delete:prod/customers",
@@ -228,7 +260,27 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    step(7, "the change record of those writes (GET /admin/changes)");
+    step("calls through the gateway to the upstream (ALL /proxy/*)");
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let path = "/proxy/api/repos/meshguard";
+        let resp = api
+            .client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(&agent_token)
+            .send()?;
+        let status = resp.status().as_u16();
+        let decision = resp
+            .headers()
+            .get("x-meshguard-decision")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?")
+            .to_owned();
+        let text = resp.text()?;
+        let shown: String = text.trim().chars().take(70).collect();
+        println!("    {method:<6} {path} -> {status} (X-MeshGuard-Decision: {decision}) {shown}");
+    }
+
+    step("the change record of those writes (GET /admin/changes)");
     let changes = api.send(api.admin(reqwest::Method::GET, "/admin/changes"), 200)?;
     for c in changes["changes"].as_array().into_iter().flatten() {
         println!(
@@ -246,10 +298,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    step(
-        8,
-        "packing terraform-provider-meshguard into a local filesystem mirror",
-    );
+    step("packing terraform-provider-meshguard into a local filesystem mirror");
     let mirror = dir.join("terraform-mirror");
     let packed = crate::provider_mirror(&mirror, false)?;
     println!(
@@ -262,10 +311,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         packed.h1
     );
 
-    step(
-        9,
-        "terraform init (from the mirror, no registry) and apply of examples/quickstart",
-    );
+    step("terraform init (from the mirror, no registry) and apply of examples/quickstart");
     let work = dir.join("quickstart");
     fs::create_dir_all(&work)?;
     for name in ["main.tf", "release-policy.yaml"] {
@@ -336,6 +382,42 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
+    step("the audit trail: every decision above, hash-chained, checkpoint signed, verified");
+    let cp = api.send(
+        api.admin(reqwest::Method::POST, "/admin/audit/checkpoint"),
+        200,
+    )?;
+    let report = api.send(api.admin(reqwest::Method::GET, "/admin/audit/verify"), 200)?;
+    let recent = api.send(
+        api.admin(reqwest::Method::GET, "/admin/audit?limit=100"),
+        200,
+    )?;
+    for e in recent["entries"].as_array().into_iter().flatten().rev() {
+        println!(
+            "    #{:<3} {:<10} {:<40} {:<5} {}",
+            e["seq"],
+            e["event"].as_str().unwrap_or(""),
+            e["action"].as_str().unwrap_or(""),
+            e["decision"].as_str().unwrap_or(""),
+            e["hash"].as_str().map_or("", |h| &h[..16])
+        );
+    }
+    let note = cp["checkpoint"].as_str().unwrap_or_default();
+    println!(
+        "    signed checkpoint (C2SP note; verifier key {}):",
+        cp["vkey"].as_str().unwrap_or("?")
+    );
+    for line in note.lines() {
+        println!("      {line}");
+    }
+    println!(
+        "    /admin/audit/verify: valid={} entries={} checkpoints={}",
+        report["valid"], report["entries"], report["checkpoints"]
+    );
+    if report["valid"] != serde_json::Value::Bool(true) {
+        bail!("the audit log did not verify: {report}");
+    }
+
     println!("\nWhat the demo did and where the data lives:");
     println!("  gateway        {base}  (binary {})", binary.display());
     println!("  database       {}  (SQLite, WAL)", db.display());
@@ -345,6 +427,14 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         dir.join("admin-token").display()
     );
     println!("  gateway log    {}", dir.join("gateway.log").display());
+    println!(
+        "  upstream       {upstream_url}  (python3 -m http.server on {})",
+        dir.join("upstream").display()
+    );
+    println!(
+        "  audit key      {}  (Ed25519, signs checkpoints)",
+        dir.join("data/audit-log.key").display()
+    );
     println!("  provider       {}  (packed mirror)", mirror.display());
     println!(
         "  terraform      {}  (state in terraform.tfstate)",
