@@ -100,15 +100,16 @@ impl Alerts {
                 ),
             ),
             "circuit_breaker" => (Severity::Critical, format!("Governance Timeout: {agent}")),
+            "rate_limit" => (Severity::Warning, format!("Rate Limit Exceeded: {agent}")),
             _ if entry.action.to_ascii_lowercase().starts_with("admin:") => {
                 (Severity::Critical, format!("Policy Denied: {agent}"))
             }
             _ => (Severity::Warning, format!("Policy Denied: {agent}")),
         };
-        let trigger = if entry.event == "circuit_breaker" {
-            Trigger::Error
-        } else {
-            Trigger::Deny
+        let trigger = match entry.event.as_str() {
+            "circuit_breaker" => Trigger::Error,
+            "rate_limit" => Trigger::RateLimit,
+            _ => Trigger::Deny,
         };
         Some(Alert {
             trigger,

@@ -54,6 +54,10 @@ pub struct Args {
     #[arg(long, env = "PROXY_TARGET")]
     pub proxy_target: Option<String>,
 
+    /// Data-plane requests per minute from one client address (0 turns the limit off).
+    #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 600)]
+    pub rate_limit_rpm: u32,
+
     /// Seconds an upstream may take to answer a forwarded `/proxy/*` call (then 504).
     #[arg(long, env = "PROXY_TIMEOUT", default_value_t = 30)]
     pub proxy_timeout: u64,
@@ -159,6 +163,7 @@ pub struct Config {
     pub mode: Mode,
     pub proxy_target: Option<String>,
     pub proxy_timeout: Duration,
+    pub rate_limit_rpm: u32,
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
@@ -320,6 +325,7 @@ impl Args {
             mode: self.mode,
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
+            rate_limit_rpm: self.rate_limit_rpm,
             max_body_bytes: self.max_body_bytes,
             generated_admin_token,
         })

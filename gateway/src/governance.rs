@@ -43,6 +43,8 @@ pub(crate) struct Verdict {
     pub(crate) latency: Duration,
     /// The audit row's sequence number, when it was durably written.
     pub(crate) audit_seq: Option<u64>,
+    /// Set when the agent's rate limit refused the call (answer 429).
+    pub(crate) rate_limited: Option<crate::limits::Limited>,
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
@@ -95,6 +97,7 @@ pub(crate) fn decide(
         would_deny,
         latency: started.elapsed(),
         audit_seq: None,
+        rate_limited: None,
     };
     let entry = AuditEntry {
         id: crate::ids::new_id("aud"),
@@ -127,6 +130,9 @@ pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
     let started = Instant::now();
     let mode = state.config().mode;
     let snapshot = state.snapshot();
+    if let Some(verdict) = agent_rate_limit(state, &snapshot, agent, ask).await {
+        return verdict;
+    }
     let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
@@ -210,6 +216,61 @@ fn breaker(
     verdict
 }
 
+/// Applies the tightest `rateLimits` of the agent's policies. A refused call is a recorded
+/// deny (event `rate_limit`) and raises a `rate_limit` alert; it answers 429 in every mode.
+async fn agent_rate_limit(
+    state: &AppState,
+    snapshot: &PolicySet,
+    agent: &AgentRecord,
+    ask: &Ask,
+) -> Option<Verdict> {
+    let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
+    let req = EvalRequest {
+        agent_id: &agent.id,
+        agent_name: &agent.name,
+        tier,
+        tags: &agent.tags,
+        action: &ask.action,
+        resource: ask.resource.as_deref(),
+        context: ask.context.as_ref(),
+    };
+    let limits = crate::policy::rate_limits_for(snapshot, &req);
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let limited = state
+        .inner
+        .limiter
+        .hit(
+            &format!("agent:{}", agent.id),
+            limits.per_minute,
+            limits.per_hour,
+            now,
+        )
+        .err()?;
+    let reason = format!("Rate limit exceeded ({})", limited.limit);
+    let who = Some((agent.name.clone(), agent.trust_tier.clone()));
+    record_refusal(
+        state,
+        ask,
+        "rate_limit",
+        &reason,
+        Some(agent.id.clone()),
+        who,
+    )
+    .await;
+    Some(Verdict {
+        allowed: false,
+        decision: Outcome::Deny,
+        policy: None,
+        rule: None,
+        reason,
+        mode: state.config().mode,
+        would_deny: false,
+        latency: Duration::ZERO,
+        audit_seq: None,
+        rate_limited: Some(limited),
+    })
+}
+
 /// Records a data-plane call that presented no valid agent token: a deny event (the regulated
 /// acceptance tests require that a sidecar bypass attempt is both audited and alerted).
 pub(crate) async fn record_bypass_attempt(
@@ -218,13 +279,28 @@ pub(crate) async fn record_bypass_attempt(
     why: &str,
     claimed_agent: Option<String>,
 ) {
+    tracing::warn!(action = %ask.action, reason = why, "data-plane call without a valid agent token (bypass attempt)");
+    record_refusal(state, ask, "bypass_attempt", why, claimed_agent, None).await;
+}
+
+/// Records a call refused before any policy was evaluated (a bypass attempt, a rate limit) as
+/// a deny row, and raises its alert.
+pub(crate) async fn record_refusal(
+    state: &AppState,
+    ask: &Ask,
+    event: &str,
+    why: &str,
+    agent_id: Option<String>,
+    name_and_tier: Option<(String, String)>,
+) {
+    let (agent_name, trust_tier) = name_and_tier.unzip();
     let entry = AuditEntry {
         id: crate::ids::new_id("aud"),
         timestamp: crate::clock::now_rfc3339(),
-        event: "bypass_attempt".to_owned(),
-        agent_id: claimed_agent,
-        agent_name: None,
-        trust_tier: None,
+        event: event.to_owned(),
+        agent_id,
+        agent_name,
+        trust_tier,
         action: ask.action.clone(),
         resource: ask.resource.clone(),
         method: ask.method.clone(),
@@ -244,8 +320,12 @@ pub(crate) async fn record_bypass_attempt(
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
     }
-    if let Err(e) = tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
-        tracing::error!(error = %e, "cannot record a bypass attempt in time");
+    match tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, event, "cannot record a refused call"),
+        Err(_) => tracing::error!(
+            event,
+            "cannot record a refused call within the circuit breaker"
+        ),
     }
-    tracing::warn!(action = %ask.action, reason = why, "data-plane call without a valid agent token (bypass attempt)");
 }

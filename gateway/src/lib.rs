@@ -13,6 +13,7 @@ mod error;
 mod governance;
 mod ids;
 mod jwt;
+mod limits;
 mod policy;
 mod policy_files;
 mod routes;

@@ -57,10 +57,13 @@ async fn serve(config: meshguard_gateway::Config) -> anyhow::Result<()> {
     println!("listening on http://{local}");
     // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
     // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
-    axum::serve(listener, app(state))
-        .tcp_nodelay(true)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .tcp_nodelay(true)
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     Ok(())
 }
 

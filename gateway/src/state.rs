@@ -26,6 +26,7 @@ pub(crate) struct Inner {
     pub(crate) file_policies: Vec<FilePolicy>,
     pub(crate) audit: AuditLog,
     pub(crate) alerts: crate::alerts::Alerts,
+    pub(crate) limiter: crate::limits::RateLimiter,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
@@ -60,6 +61,7 @@ impl AppState {
                 file_policies,
                 audit,
                 alerts,
+                limiter: crate::limits::RateLimiter::default(),
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),

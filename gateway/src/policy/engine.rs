@@ -126,6 +126,23 @@ pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
     }
 }
 
+/// The tightest `rateLimits` among the policies that apply to the agent.
+pub(crate) fn rate_limits_for(set: &PolicySet, req: &EvalRequest<'_>) -> super::RateLimits {
+    let mut out = super::RateLimits::default();
+    for (_, doc) in &set.policies {
+        if !applies(&doc.applies_to, req) {
+            continue;
+        }
+        let tighter = |a: Option<u32>, b: Option<u32>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+        out.per_minute = tighter(out.per_minute, doc.rate_limits.per_minute);
+        out.per_hour = tighter(out.per_hour, doc.rate_limits.per_hour);
+    }
+    out
+}
+
 fn deny_reason(rule: &Rule) -> String {
     if let Some(reason) = &rule.reason {
         return reason.clone();

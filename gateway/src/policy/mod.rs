@@ -9,7 +9,7 @@ mod engine;
 mod glob;
 mod parse;
 
-pub(crate) use engine::{EvalRequest, Outcome, PolicySet, evaluate};
+pub(crate) use engine::{EvalRequest, Outcome, PolicySet, evaluate, rate_limits_for};
 pub(crate) use parse::{ParsedPolicy, parse_policy};
 
 use meshguard_api::TrustTier;
@@ -42,6 +42,14 @@ pub(crate) struct PolicyDoc {
     pub(crate) applies_to: AppliesTo,
     pub(crate) rules: Vec<Rule>,
     pub(crate) default_effect: Effect,
+    /// `rateLimits`: requests per minute and per hour for each agent the policy applies to.
+    pub(crate) rate_limits: RateLimits,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RateLimits {
+    pub(crate) per_minute: Option<u32>,
+    pub(crate) per_hour: Option<u32>,
 }
 
 /// Which agents a policy governs.

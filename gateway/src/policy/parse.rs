@@ -10,7 +10,7 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use meshguard_api::{TrustTier, ValidationIssue};
 
 use super::glob::Pattern;
-use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, Rule};
+use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, RateLimits, Rule};
 
 /// The result of parsing one document: a checked document when there are no errors.
 #[derive(Debug)]
@@ -280,9 +280,10 @@ impl Cx {
         if let Some(node) = body.get_node("delegation") {
             self.delegation(node);
         }
-        if let Some(node) = body.get_node("rateLimits") {
-            self.rate_limits(node);
-        }
+        let rate_limits = body
+            .get_node("rateLimits")
+            .map(|node| self.rate_limits(node))
+            .unwrap_or_default();
 
         let rules = rules?;
         if !self.errors.is_empty() {
@@ -295,6 +296,7 @@ impl Cx {
             applies_to,
             rules,
             default_effect,
+            rate_limits,
         })
     }
 
@@ -632,33 +634,35 @@ impl Cx {
         }
     }
 
-    fn rate_limits(&mut self, node: &Node) {
+    fn rate_limits(&mut self, node: &Node) -> RateLimits {
+        let mut out = RateLimits::default();
         let Node::Mapping(map) = node else {
             self.error(
                 "rateLimits",
                 node,
                 "expected a mapping with requestsPerMinute and/or requestsPerHour",
             );
-            return;
+            return out;
         };
         for (key, value) in map.iter() {
             let path = join("rateLimits", key.as_str());
-            match key.as_str() {
-                "requestsPerMinute" | "requestsPerHour" => {
-                    let n = self
-                        .scalar(&path, value, "a positive whole number")
-                        .and_then(|s| s.parse::<u64>().ok());
-                    if !matches!(n, Some(1..)) {
-                        self.error(&path, value, "expected a positive whole number");
-                    }
+            let slot = match key.as_str() {
+                "requestsPerMinute" => &mut out.per_minute,
+                "requestsPerHour" => &mut out.per_hour,
+                _ => {
+                    self.warn(&path, key_line(key), "unknown rate limit, ignored (expected requestsPerMinute or requestsPerHour)");
+                    continue;
                 }
-                _ => self.warn(
-                    &path,
-                    key_line(key),
-                    "unknown rate limit, ignored (expected requestsPerMinute or requestsPerHour)",
-                ),
+            };
+            match self
+                .scalar(&path, value, "a positive whole number")
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                Some(n) if n > 0 => *slot = Some(n),
+                _ => self.error(&path, value, "expected a positive whole number"),
             }
         }
+        out
     }
 }
 

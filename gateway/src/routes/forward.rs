@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -77,6 +77,7 @@ pub(crate) fn upstream_client(timeout: Duration) -> reqwest::Client {
 
 pub(super) async fn forward(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     Path(rest): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
@@ -104,11 +105,17 @@ pub(super) async fn forward(
         context: context(&parts.headers)?,
         trace_id: trace.clone(),
     };
+    if let Some(r) = super::proxy::client_limit(&state, addr, &ask).await {
+        return Ok(r);
+    }
     let agent = match authenticate(&state, &parts.headers).await? {
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
     let verdict = govern(&state, &agent, &ask).await;
+    if let Some(limited) = &verdict.rate_limited {
+        return Ok(super::proxy::too_many(limited, &trace));
+    }
     if !verdict.allowed {
         let mut r = (
             StatusCode::FORBIDDEN,

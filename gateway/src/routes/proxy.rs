@@ -3,7 +3,7 @@
 //! token is a recorded bypass attempt.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -139,6 +139,50 @@ pub(crate) fn decision_headers(
     }
 }
 
+/// The 429 MeshGuard's HTTP docs show, with `Retry-After`.
+pub(crate) fn too_many(limited: &crate::limits::Limited, trace: &str) -> Response {
+    let mut r = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "error": "rate_limited",
+            "message": "Rate limit exceeded",
+            "retry_after": limited.retry_after,
+            "limit": limited.limit,
+            "traceId": trace,
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&limited.retry_after.to_string()) {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// `RATE_LIMIT_RPM` per client address, checked before anything else; a refusal is recorded.
+pub(crate) async fn client_limit(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    ask: &Ask,
+) -> Option<Response> {
+    let rpm = state.config().rate_limit_rpm;
+    if rpm == 0 {
+        return None;
+    }
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let limited = state
+        .inner
+        .limiter
+        .hit(&format!("ip:{}", addr.ip()), Some(rpm), None, now)
+        .err()?;
+    let why = format!(
+        "Rate limit exceeded ({}) for client {}",
+        limited.limit,
+        addr.ip()
+    );
+    crate::governance::record_refusal(state, ask, "rate_limit", &why, None, None).await;
+    Some(too_many(&limited, &ask.trace_id))
+}
+
 pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) -> Response {
     record_bypass_attempt(state, ask, refused.why, refused.claimed).await;
     let mut response = ApiError::unauthorized("Invalid or expired token").into_response();
@@ -152,6 +196,7 @@ pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) 
 
 pub(super) async fn check(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let trace = trace_id(&headers);
@@ -174,11 +219,17 @@ pub(super) async fn check(
         context: context(&headers)?,
         trace_id: trace.clone(),
     };
+    if let Some(r) = client_limit(&state, addr, &ask).await {
+        return Ok(r);
+    }
     let agent = match authenticate(&state, &headers).await? {
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
     let v = govern(&state, &agent, &ask).await;
+    if let Some(limited) = &v.rate_limited {
+        return Ok(too_many(limited, &trace));
+    }
     let mut body = if v.allowed {
         let mut b = json!({
             "allowed": true,

@@ -296,3 +296,58 @@ fn a_batch_is_decided_against_one_snapshot_and_every_item_is_audited() {
     );
     assert_eq!(status, 401);
 }
+
+#[test]
+fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
+    let dir = tempdir();
+    let mut env = Options::default().env;
+    env.push(("RATE_LIMIT_RPM", "6".into()));
+    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    policy(
+        &gw,
+        "limited",
+        "name: limited\nappliesTo: [slow-agent]\nrateLimits:\n  requestsPerMinute: 2\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
+    );
+    let (_, token) = agent(&gw, "slow-agent", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:1").0, 200);
+    assert_eq!(gw.check(&token, "read:2").0, 200);
+    let resp = gw
+        .raw(Method::GET, "/proxy/check")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "read:3")
+        .send()
+        .unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let (status, body) = json(resp);
+    assert_eq!(
+        (status, body["error"].as_str(), body["limit"].as_str()),
+        (429, Some("rate_limited"), Some("2 requests per minute")),
+        "{body}"
+    );
+    assert_eq!(body["retry_after"], retry);
+    let e = &gw.get("/admin/audit?limit=1").1["entries"][0];
+    assert_eq!(
+        (
+            e["event"].as_str(),
+            e["decision"].as_str(),
+            e["agentName"].as_str()
+        ),
+        (Some("rate_limit"), Some("deny"), Some("slow-agent"))
+    );
+
+    // Per client address: six data-plane calls a minute from 127.0.0.1 in this gateway.
+    let (_, other) = agent(&gw, "other", "verified", &[]);
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| gw.check(&other, &format!("read:{i}")).0)
+        .collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "three calls above were already counted for this address"
+    );
+}
