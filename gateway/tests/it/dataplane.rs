@@ -347,7 +347,7 @@ fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
         .collect();
     assert_eq!(
         statuses,
-        [200, 200, 200, 429],
-        "three calls above were already counted for this address"
+        [403, 403, 403, 429],
+        "no policy applies to this agent (403), and three calls above already counted for this address"
     );
 }
