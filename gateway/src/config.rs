@@ -54,6 +54,10 @@ pub struct Args {
     #[arg(long, env = "PROXY_TARGET")]
     pub proxy_target: Option<String>,
 
+    /// Serve Prometheus metrics at `/metrics`.
+    #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_enabled: bool,
+
     /// Data-plane requests per minute from one client address (0 turns the limit off).
     #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 600)]
     pub rate_limit_rpm: u32,
@@ -164,6 +168,7 @@ pub struct Config {
     pub proxy_target: Option<String>,
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
+    pub metrics_enabled: bool,
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
@@ -326,6 +331,7 @@ impl Args {
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
+            metrics_enabled: self.metrics_enabled,
             max_body_bytes: self.max_body_bytes,
             generated_admin_token,
         })

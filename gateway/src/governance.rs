@@ -141,6 +141,12 @@ pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
         Ok(Ok(seq)) => {
             verdict.audit_seq = Some(seq);
             verdict.latency = started.elapsed();
+            state.inner.metrics.decision(
+                verdict.allowed,
+                verdict.would_deny,
+                verdict.latency,
+                true,
+            );
             verdict
         }
         Ok(Err(e)) => breaker(
@@ -180,6 +186,10 @@ fn breaker(
         format!("{why}; failing open ({} mode)", verdict.mode.as_str())
     };
     verdict.latency = started.elapsed();
+    state
+        .inner
+        .metrics
+        .decision(verdict.allowed, verdict.would_deny, verdict.latency, false);
     tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
     let entry = AuditEntry {
         id: crate::ids::new_id("aud"),
@@ -294,6 +304,7 @@ pub(crate) async fn record_refusal(
     name_and_tier: Option<(String, String)>,
 ) {
     let (agent_name, trust_tier) = name_and_tier.unzip();
+    state.inner.metrics.refusal(event);
     let entry = AuditEntry {
         id: crate::ids::new_id("aud"),
         timestamp: crate::clock::now_rfc3339(),

@@ -14,6 +14,7 @@ mod governance;
 mod ids;
 mod jwt;
 mod limits;
+mod metrics;
 mod policy;
 mod policy_files;
 mod routes;

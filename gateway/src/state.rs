@@ -27,6 +27,7 @@ pub(crate) struct Inner {
     pub(crate) audit: AuditLog,
     pub(crate) alerts: crate::alerts::Alerts,
     pub(crate) limiter: crate::limits::RateLimiter,
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
@@ -62,6 +63,7 @@ impl AppState {
                 audit,
                 alerts,
                 limiter: crate::limits::RateLimiter::default(),
+                metrics: crate::metrics::Metrics::default(),
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),

@@ -77,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(root))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/proxy/check", get(proxy::check))
         .route("/proxy/*rest", any(forward::forward))
         .route("/api/v1/governance/batch", post(batch::batch))
@@ -152,6 +153,30 @@ async fn undelivered(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let alerts = state.db(|s| s.list_undelivered(1000)).await?;
     Ok(axum::Json(json!({ "alerts": alerts })))
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if !state.config().metrics_enabled {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are off; set METRICS_ENABLED=true",
+        ));
+    }
+    let agents = state.db(|s| s.list_agents()).await?;
+    let active = agents.iter().filter(|a| a.revoked_at.is_none()).count();
+    let text = state
+        .inner
+        .metrics
+        .render(state.config().mode.as_str(), active);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {

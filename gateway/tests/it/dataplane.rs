@@ -351,3 +351,45 @@ fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
         "no policy applies to this agent (403), and three calls above already counted for this address"
     );
 }
+
+#[test]
+fn metrics_count_decisions_when_enabled() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    assert_eq!(
+        gw.raw(Method::GET, "/metrics").send().unwrap().status(),
+        404,
+        "off by default"
+    );
+    drop(gw);
+    let dir = tempdir();
+    let mut env = Options::default().env;
+    env.push(("METRICS_ENABLED", "true".into()));
+    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    policy(&gw, "repos", REPOS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    gw.check(&token, "read:api/repos/x");
+    gw.check(&token, "delete:x");
+    gw.check("not-a-token", "read:x");
+    let text = gw
+        .raw(Method::GET, "/metrics")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.contains("meshguard_policy_checks_total{decision=\"allow\",mode=\"enforce\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("meshguard_policy_checks_total{decision=\"deny\",mode=\"enforce\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("meshguard_bypass_attempts_total 1"), "{text}");
+    assert!(text.contains("meshguard_audit_entries_total 3"), "{text}");
+    assert!(text.contains("meshguard_active_agents 1"), "{text}");
+    assert!(
+        text.contains("meshguard_request_duration_seconds_count 2"),
+        "{text}"
+    );
+}
