@@ -54,6 +54,14 @@ pub struct Args {
     #[arg(long, env = "PROXY_TARGET")]
     pub proxy_target: Option<String>,
 
+    /// Policy snapshots kept, so the admin API can say which was active at a given time.
+    #[arg(long, env = "POLICY_VERSION_LIMIT", default_value_t = 100)]
+    pub policy_version_limit: usize,
+
+    /// Seconds between scans of POLICIES_DIR for changed files (0 turns hot reload off).
+    #[arg(long, env = "POLICIES_RELOAD_SECONDS", default_value_t = 2)]
+    pub policies_reload_seconds: u64,
+
     /// Serve Prometheus metrics at `/metrics`.
     #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_enabled: bool,
@@ -169,6 +177,8 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
     pub metrics_enabled: bool,
+    pub policy_version_limit: usize,
+    pub policies_reload: Duration,
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
@@ -332,6 +342,8 @@ impl Args {
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
             metrics_enabled: self.metrics_enabled,
+            policy_version_limit: self.policy_version_limit.max(1),
+            policies_reload: Duration::from_secs(self.policies_reload_seconds),
             max_body_bytes: self.max_body_bytes,
             generated_admin_token,
         })

@@ -54,6 +54,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         .reload_policies()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
+    policy_files::spawn_watcher(
+        state.clone(),
+        state.config().policies_dir.clone(),
+        state.config().policies_reload,
+    );
     state.set_ready();
     Ok(state)
 }

@@ -1,7 +1,12 @@
-//! Policies from `POLICIES_DIR`: read once at start, read-only through the admin API.
+//! Policies from `POLICIES_DIR`: read at start and re-read when the files change; read-only
+//! through the admin API.
 //!
-//! A file that does not parse is skipped with a warning naming the file and the problem; it never
-//! stops the gateway. Hot reload comes with the data-plane work.
+//! A file that does not parse is reported with a warning naming the file and the problem and
+//! never stops the gateway: at start it is skipped; on reload, the version of that file that last
+//! parsed stays active until a fixed one arrives. Changes are found by polling the directory's
+//! names, sizes and modification times, and applied once two scans in a row agree (debounce).
+//! Polling rather than inotify: it also sees Kubernetes ConfigMap updates (an atomic symlink
+//! swap) and network file systems, where change notifications are unreliable.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +26,11 @@ pub(crate) struct FilePolicy {
 /// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order. A missing directory is
 /// not an error: the gateway then has API policies only.
 pub(crate) fn load_dir(dir: &Path) -> Vec<FilePolicy> {
+    load_dir_with(dir, &[])
+}
+
+/// Like [`load_dir`], but a file that no longer parses keeps its entry from `previous`.
+fn load_dir_with(dir: &Path, previous: &[FilePolicy]) -> Vec<FilePolicy> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -49,7 +59,13 @@ pub(crate) fn load_dir(dir: &Path) -> Vec<FilePolicy> {
         let parsed = parse_policy(&content);
         let Some(doc) = parsed.doc else {
             for issue in &parsed.errors {
-                tracing::warn!(file = %path.display(), line = issue.line, "policy file skipped: {}", issue.message);
+                tracing::warn!(file = %path.display(), line = issue.line, "policy file not loaded: {}", issue.message);
+            }
+            if let Some(old) = previous.iter().find(|p| p.path == path) {
+                tracing::warn!(file = %path.display(), policy = %old.name, "keeping the last version of this file that parsed");
+                if !out.iter().any(|p| p.name == old.name) {
+                    out.push(old.clone());
+                }
             }
             continue;
         };
@@ -72,4 +88,76 @@ pub(crate) fn load_dir(dir: &Path) -> Vec<FilePolicy> {
         });
     }
     out
+}
+
+/// Names, sizes and modification times of the policy files: what a change looks like.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .map(|p| {
+            // Follow symlinks (ConfigMaps): the target's metadata is what changes.
+            let meta = std::fs::metadata(&p).ok();
+            let len = meta.as_ref().map_or(0, |m| m.len());
+            let modified = meta.and_then(|m| m.modified().ok());
+            (p, len, modified)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Re-reads `dir` when its files change, and swaps the new policies in.
+pub(crate) fn spawn_watcher(
+    state: crate::state::AppState,
+    dir: PathBuf,
+    every: std::time::Duration,
+) {
+    if every.is_zero() {
+        return;
+    }
+    tokio::spawn(async move {
+        let scan = |dir: PathBuf| async move {
+            tokio::task::spawn_blocking(move || fingerprint(&dir))
+                .await
+                .unwrap_or_default()
+        };
+        let mut applied = scan(dir.clone()).await;
+        let mut last_seen = applied.clone();
+        loop {
+            tokio::time::sleep(every).await;
+            let now = scan(dir.clone()).await;
+            // Debounce: act only when the directory has stopped changing.
+            if now != last_seen {
+                last_seen = now;
+                continue;
+            }
+            if now == applied {
+                continue;
+            }
+            let previous = state.file_policies();
+            let d = dir.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_dir_with(&d, &previous)).await;
+            match loaded {
+                Ok(files) => {
+                    let count = files.len();
+                    match state.replace_file_policies(files).await {
+                        Ok(()) => {
+                            tracing::info!(dir = %dir.display(), count, "policy files reloaded")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = ?e, "policy files read, but the snapshot could not be rebuilt; the previous one stays active")
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload failed; the previous snapshot stays active")
+                }
+            }
+            applied = now;
+        }
+    });
 }

@@ -23,7 +23,10 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tokens: TokenKeys,
-    pub(crate) file_policies: Vec<FilePolicy>,
+    /// Policies from `POLICIES_DIR`, replaced whole by the watcher when the files change.
+    file_policies: RwLock<Arc<Vec<FilePolicy>>>,
+    /// The last `POLICY_VERSION_LIMIT` snapshots: when each became active and what it held.
+    history: std::sync::Mutex<std::collections::VecDeque<SnapshotRecord>>,
     pub(crate) audit: AuditLog,
     pub(crate) alerts: crate::alerts::Alerts,
     pub(crate) limiter: crate::limits::RateLimiter,
@@ -44,6 +47,16 @@ impl std::fmt::Debug for dyn Store {
     }
 }
 
+/// One policy snapshot in the retained history.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SnapshotRecord {
+    pub(crate) version: u64,
+    pub(crate) activated_at: String,
+    /// `{name, source, digest}` of every policy in it.
+    pub(crate) policies: Vec<serde_json::Value>,
+}
+
 impl AppState {
     pub(crate) fn new(
         config: Config,
@@ -59,7 +72,8 @@ impl AppState {
                 config,
                 store,
                 tokens,
-                file_policies,
+                file_policies: RwLock::new(Arc::new(file_policies)),
+                history: std::sync::Mutex::new(std::collections::VecDeque::new()),
                 audit,
                 alerts,
                 limiter: crate::limits::RateLimiter::default(),
@@ -105,16 +119,22 @@ impl AppState {
     pub(crate) async fn reload_policies(&self) -> Result<(), ApiError> {
         let _guard = self.inner.rebuild.lock().await;
         let stored = self.db(|s| s.list_policies()).await?;
-        let mut docs = Vec::with_capacity(stored.len() + self.inner.file_policies.len());
+        let files = self.file_policies();
+        let mut docs = Vec::with_capacity(stored.len() + files.len());
+        let mut held = Vec::with_capacity(stored.len() + files.len());
         for p in stored {
             match parse_policy(&p.content).doc {
-                Some(doc) => docs.push((p.name, Arc::new(doc))),
+                Some(doc) => {
+                    held.push(serde_json::json!({"name": p.name, "source": "api", "id": p.id, "digest": crate::routes::digest(p.content.as_bytes())}));
+                    docs.push((p.name, Arc::new(doc)));
+                }
                 None => {
                     tracing::error!(policy = %p.name, "stored policy no longer parses; it is inactive until fixed")
                 }
             }
         }
-        for f in &self.inner.file_policies {
+        for f in files.iter() {
+            held.push(serde_json::json!({"name": f.name, "source": "file", "digest": crate::routes::digest(f.content.as_bytes())}));
             docs.push((f.name.clone(), Arc::clone(&f.doc)));
         }
         let version = self.inner.snapshot_version.fetch_add(1, Ordering::SeqCst) + 1;
@@ -124,7 +144,51 @@ impl AppState {
             .snapshot
             .write()
             .unwrap_or_else(|p| p.into_inner()) = set;
+        held.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let mut history = self.inner.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.push_back(SnapshotRecord {
+            version,
+            activated_at: crate::clock::now_rfc3339(),
+            policies: held,
+        });
+        while history.len() > self.inner.config.policy_version_limit.max(1) {
+            history.pop_front();
+        }
         Ok(())
+    }
+
+    pub(crate) fn file_policies(&self) -> Arc<Vec<FilePolicy>> {
+        Arc::clone(
+            &self
+                .inner
+                .file_policies
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
+    /// Replaces the file policies and rebuilds the snapshot.
+    pub(crate) async fn replace_file_policies(
+        &self,
+        files: Vec<FilePolicy>,
+    ) -> Result<(), ApiError> {
+        *self
+            .inner
+            .file_policies
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(files);
+        self.reload_policies().await
+    }
+
+    /// Retained snapshots, oldest first.
+    pub(crate) fn history(&self) -> Vec<SnapshotRecord> {
+        self.inner
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn set_ready(&self) {

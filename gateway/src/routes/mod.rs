@@ -5,6 +5,7 @@ mod audit;
 mod batch;
 mod body;
 mod changes;
+pub(crate) use changes::digest;
 mod channels;
 mod forward;
 mod policies;
@@ -41,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .route("/policies", get(policies::list).post(policies::create))
         .route("/policies/validate", post(policies::validate))
         .route("/policies/test", post(policies::test))
+        .route("/policies/versions", get(policies::versions))
         .route(
             "/policies/:key",
             get(policies::get)
@@ -141,7 +143,7 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "mode": c.mode.as_str(),
         "database": c.db_path.display().to_string(),
         "policiesDir": c.policies_dir.display().to_string(),
-        "filePolicies": state.inner.file_policies.len(),
+        "filePolicies": state.file_policies().len(),
         "activePolicies": snapshot.len(),
         "policySnapshot": snapshot.version,
     }))

@@ -95,7 +95,7 @@ enum Found {
 }
 
 async fn find(state: &AppState, key: &str) -> Result<Found, ApiError> {
-    let files = &state.inner.file_policies;
+    let files = state.file_policies();
     if let Some(f) = files.iter().find(|f| f.id == key) {
         return Ok(Found::File(f.clone()));
     }
@@ -207,7 +207,7 @@ fn resolve_name(given: Option<&str>, inner: Option<&str>) -> Result<String, ApiE
 }
 
 fn check_not_file_name(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.inner.file_policies.iter().find(|f| f.name == name) {
+    match state.file_policies().iter().find(|f| f.name == name) {
         Some(f) => Err(ApiError::conflict(format!(
             "the name {name:?} belongs to the policy file {}; choose another name",
             f.path.display()
@@ -222,7 +222,7 @@ pub(super) async fn list(
 ) -> Result<Json<PolicyList>, ApiError> {
     let stored = state.db(|s| s.list_policies()).await?;
     let mut policies: Vec<Policy> = stored.iter().map(api_view).collect();
-    policies.extend(state.inner.file_policies.iter().map(file_view));
+    policies.extend(state.file_policies().iter().map(file_view));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(PolicyList { policies }))
 }
@@ -528,4 +528,40 @@ pub(super) async fn test(
         body["rule"] = Value::String(r);
     }
     Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct VersionsQuery {
+    /// A timestamp: answer only the snapshot that was active then.
+    at: Option<String>,
+}
+
+/// The retained policy snapshots (`POLICY_VERSION_LIMIT`), or the one active at `?at=`.
+pub(super) async fn versions(
+    _: Admin,
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<VersionsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let history = state.history();
+    let Some(at) = q.at else {
+        return Ok(Json(
+            json!({ "active": state.snapshot().version, "versions": history }),
+        ));
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(&at)
+        .map_err(|_| {
+            ApiError::field(
+                "at",
+                "expected an RFC 3339 timestamp such as 2026-01-25T18:00:00Z",
+            )
+        })?
+        .with_timezone(&chrono::Utc);
+    let active = history
+        .iter()
+        .rev()
+        .find(|r| chrono::DateTime::parse_from_rfc3339(&r.activated_at).is_ok_and(|t| t <= at))
+        .ok_or_else(|| ApiError::not_found("policy snapshot active at", &at.to_rfc3339()))?;
+    Ok(Json(
+        serde_json::to_value(active).expect("records serialize"),
+    ))
 }

@@ -304,3 +304,81 @@ fn file_policies_are_active_and_read_only() {
     );
     assert_eq!(status, 409, "{body}");
 }
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
+    let dir = tempdir();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let v1 = "name: files\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    std::fs::write(policies.join("a.yaml"), v1).unwrap();
+    let mut env = crate::harness::Options::default().env;
+    env.push(("POLICIES_RELOAD_SECONDS", "1".into()));
+    let gw = Gateway::start_with(dir.path(), crate::harness::Options { env, args: vec![] });
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    assert_eq!(gw.check(&token, "write:x").0, 403);
+    let before_change = chrono_now();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let v2 = "name: files\nrules:\n  - effect: allow\n    actions: [\"read:*\", \"write:*\"]\n";
+    std::fs::write(policies.join("a.yaml"), v2).unwrap();
+    wait_for(
+        || gw.check(&token, "write:x").0 == 200,
+        "the edited file to take effect",
+    );
+
+    // A broken edit: the last version that parsed stays active.
+    std::fs::write(policies.join("a.yaml"), "name: files\nrules: [\n").unwrap();
+    std::fs::write(
+        policies.join("b.yaml"),
+        "name: more\nrules:\n  - effect: allow\n    actions: [\"export:*\"]\n",
+    )
+    .unwrap();
+    wait_for(
+        || gw.check(&token, "export:x").0 == 200,
+        "the new file to take effect",
+    );
+    assert_eq!(
+        gw.check(&token, "write:x").0,
+        200,
+        "the broken file's last good version is kept"
+    );
+    let (_, got) = gw.get("/admin/policies/files");
+    assert_eq!(got["content"], v2);
+
+    // Which snapshot was active before the first edit.
+    let (status, then) = gw.get(&format!("/admin/policies/versions?at={before_change}"));
+    assert_eq!(status, 200, "{then}");
+    let digest = then["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "files")
+        .unwrap()["digest"]
+        .clone();
+    assert_eq!(
+        digest,
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(v1.as_bytes()))
+        )
+    );
+    let (_, all) = gw.get("/admin/policies/versions");
+    assert!(all["versions"].as_array().unwrap().len() >= 3, "{all}");
+}
+
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
