@@ -7,6 +7,8 @@
 mod alerts;
 mod audit;
 mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 mod clock;
 mod config;
 mod error;

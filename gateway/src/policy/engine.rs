@@ -17,12 +17,80 @@ use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, Rule};
 pub(crate) struct PolicySet {
     pub(crate) version: u64,
     policies: Vec<(String, Arc<PolicyDoc>)>,
+    /// Per policy (same order): which rules can match a given verb.
+    indexes: Vec<RuleIndex>,
+}
+
+/// Rules of one policy by the verb (the part of an action before `:`) they can match, so a
+/// request tries only the rules that could apply to its verb. Rules whose patterns do not pin a
+/// verb (`*`, `*:email`, `re*d:x`) are tried for every verb. Indices stay in document order.
+#[derive(Debug, Default)]
+struct RuleIndex {
+    by_verb: std::collections::HashMap<String, Vec<usize>>,
+    any_verb: Vec<usize>,
+}
+
+impl RuleIndex {
+    fn build(doc: &PolicyDoc) -> Self {
+        let mut index = Self::default();
+        for (i, rule) in doc.rules.iter().enumerate() {
+            let mut verbs: Vec<String> = Vec::new();
+            let mut any = false;
+            for p in &rule.actions {
+                match p.as_str().split_once(':') {
+                    Some((verb, _)) if !verb.contains('*') => verbs.push(verb.to_owned()),
+                    _ => any = true,
+                }
+            }
+            if rule.actions.is_empty() {
+                // Terraform dialect: the verbs are listed in conditions.action.
+                match rule.conditions.iter().find_map(|c| match c {
+                    super::Condition::Verb(v) => Some(v),
+                    _ => None,
+                }) {
+                    Some(v) if !v.iter().any(|x| x == "*") => verbs.extend(v.iter().cloned()),
+                    _ => any = true,
+                }
+            }
+            if any {
+                index.any_verb.push(i);
+            } else {
+                verbs.sort();
+                verbs.dedup();
+                for v in verbs {
+                    index.by_verb.entry(v).or_default().push(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// Candidate rule indices for `verb`, in document order.
+    fn candidates<'a>(&'a self, verb: &str) -> impl Iterator<Item = usize> + 'a {
+        let pinned: &[usize] = self.by_verb.get(verb).map_or(&[], Vec::as_slice);
+        let mut a = pinned.iter().copied().peekable();
+        let mut b = self.any_verb.iter().copied().peekable();
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(&x), Some(&y)) if x < y => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, _) => b.next(),
+        })
+    }
 }
 
 impl PolicySet {
     pub(crate) fn new(version: u64, mut policies: Vec<(String, Arc<PolicyDoc>)>) -> Self {
         policies.sort_by(|a, b| a.0.cmp(&b.0));
-        Self { version, policies }
+        let indexes = policies
+            .iter()
+            .map(|(_, doc)| RuleIndex::build(doc))
+            .collect();
+        Self {
+            version,
+            policies,
+            indexes,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -63,12 +131,17 @@ pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
     let mut first_allow: Option<(&str, &Rule)> = None;
     let mut default_deny: Option<&str> = None;
     let mut applicable = 0usize;
-    for (name, doc) in &set.policies {
+    let verb = req.action.split_once(':').map_or(req.action, |(v, _)| v);
+    for ((name, doc), index) in set.policies.iter().zip(&set.indexes) {
         if !applies(&doc.applies_to, req) {
             continue;
         }
         applicable += 1;
-        match doc.rules.iter().find(|r| rule_matches(r, req)) {
+        let first = index
+            .candidates(verb)
+            .map(|i| &doc.rules[i])
+            .find(|r| rule_matches(r, req));
+        match first {
             Some(rule) if rule.effect != Effect::Allow => {
                 return Decision {
                     outcome: Outcome::Deny,
@@ -334,6 +407,26 @@ mod tests {
             evaluate(&s, &req("read:api/users", &[])).outcome,
             Outcome::Deny
         );
+    }
+
+    #[test]
+    fn the_verb_index_keeps_document_order_and_wildcard_rules() {
+        let s = set(&[
+            "name: order\nrules:\n  - name: any-first\n    effect: deny\n    actions: [\"*:secrets\"]\n  - name: read\n    effect: allow\n    actions: [\"read:*\"]\n  - name: star-verb\n    effect: deny\n    actions: [\"re*:x\"]\n",
+        ]);
+        assert_eq!(
+            evaluate(&s, &req("read:secrets", &[])).rule.as_deref(),
+            Some("any-first")
+        );
+        assert_eq!(
+            evaluate(&s, &req("read:x", &[])).rule.as_deref(),
+            Some("read")
+        );
+        assert_eq!(
+            evaluate(&s, &req("rewrite:x", &[])).rule.as_deref(),
+            Some("star-verb")
+        );
+        assert_eq!(evaluate(&s, &req("write:y", &[])).rule, None);
     }
 
     #[test]
