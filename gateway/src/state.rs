@@ -31,6 +31,10 @@ pub(crate) struct Inner {
     pub(crate) alerts: crate::alerts::Alerts,
     pub(crate) limiter: crate::limits::RateLimiter,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
+    /// goes through this process (one gateway per database), and updates or drops the entry
+    /// right after its commit, so a revoke or a token re-issue acts on the next request.
+    agents: RwLock<std::collections::HashMap<String, crate::store::AgentRecord>>,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
@@ -78,6 +82,7 @@ impl AppState {
                 alerts,
                 limiter: crate::limits::RateLimiter::default(),
                 metrics: crate::metrics::Metrics::default(),
+                agents: RwLock::new(std::collections::HashMap::new()),
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),
@@ -189,6 +194,32 @@ impl AppState {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// An agent by id (revoked ones included), from the cache or the store.
+    pub(crate) async fn agent(&self, id: &str) -> Result<Option<crate::store::AgentRecord>, ApiError> {
+        if let Some(a) = self.inner.agents.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Some(a.clone()));
+        }
+        let key = id.to_owned();
+        let found = self.db(move |s| s.get_agent(&key)).await?;
+        if let Some(a) = &found {
+            let mut cache = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
+            // Never replace a newer copy a concurrent write put there.
+            let keep = cache.get(id).is_some_and(|c| c.revision >= a.revision);
+            if !keep {
+                cache.insert(a.id.clone(), a.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    pub(crate) fn remember_agent(&self, a: &crate::store::AgentRecord) {
+        self.inner.agents.write().unwrap_or_else(|p| p.into_inner()).insert(a.id.clone(), a.clone());
+    }
+
+    pub(crate) fn forget_agent(&self, id: &str) {
+        self.inner.agents.write().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 
     pub(crate) fn set_ready(&self) {

@@ -5,6 +5,7 @@
 //! - `tools`: installs the test tools only.
 
 mod bench;
+mod bench_gateway;
 mod demo;
 mod tools;
 
@@ -41,6 +42,9 @@ enum Cmd {
     /// Benchmark terraform apply/plan of N meshguard_agent against N null_resource (hashicorp/null
     /// 2.1.2), release builds, in one run.
     BenchProvider(bench::BenchArgs),
+    /// Benchmark GET /proxy/check with wrk (durable audit) against a hello-world server on the
+    /// same HTTP stack, in one run.
+    BenchGateway(bench_gateway::BenchGatewayArgs),
     /// Build terraform-provider-meshguard and lay it out as a packed Terraform filesystem mirror
     /// (zip, SHA256SUMS, h1: and zh: hashes), for `terraform init -plugin-dir`.
     ProviderMirror {
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         Cmd::Test { rest } => test(rest),
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
         Cmd::BenchProvider(args) => bench::run(args),
+        Cmd::BenchGateway(args) => bench_gateway::run(args),
         Cmd::ProviderMirror { out, release } => {
             provider_mirror(&root().join(out), release).map(|p| {
                 println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);

@@ -181,6 +181,7 @@ pub(super) async fn create(
     state
         .db(move |s| s.save_agent(&saved, Write::Insert, &change))
         .await?;
+    state.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");
     let body = AgentCreated {
         agent: view(&rec),
@@ -248,8 +249,15 @@ async fn modify(
             .db(move |s| s.save_agent(&saved, Write::Update { expected }, &change))
             .await
         {
-            Ok(()) => return Ok(next),
-            Err(e) if attempts < 3 && e.is_stale() => attempts += 1,
+            Ok(()) => {
+                state.remember_agent(&next);
+                return Ok(next);
+            }
+            Err(e) if attempts < 3 && e.is_stale() => {
+                // Another writer won: the cached copy may be stale too.
+                state.forget_agent(id);
+                attempts += 1;
+            }
             Err(e) => return Err(e),
         }
     }

@@ -42,7 +42,7 @@ pub(crate) async fn authenticate(
         }
     };
     let id = claims.sub.clone();
-    let agent = state.db(move |s| s.get_agent(&id)).await?;
+    let agent = state.agent(&id).await?;
     Ok(match agent {
         Some(a) if a.revoked_at.is_none() && a.token_version == claims.ver => Ok(a),
         Some(a) if a.revoked_at.is_some() => Err(Refused {

@@ -1,0 +1,176 @@
+//! `cargo xtask bench-gateway`: `GET /proxy/check` over loopback with wrk, every decision
+//! durably audited, against a hello-world server on the same HTTP stack (the floor), in one run.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::{cargo, root, run_checked};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchGatewayArgs {
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Open connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn listening(child: &mut Child) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("listening on ") => {
+                std::thread::spawn(move || lines.for_each(drop));
+                return Ok(l["listening on ".len()..].to_owned());
+            }
+            Some(_) => {}
+            None => bail!("the server exited before listening"),
+        }
+    }
+}
+
+/// `(requests per second, p99)` as wrk printed them.
+fn wrk(
+    url: &str,
+    headers: &[(&str, &str)],
+    args: &BenchGatewayArgs,
+) -> anyhow::Result<(String, String)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{}", args.connections),
+        &format!("-d{}s", args.seconds),
+        "--latency",
+    ]);
+    for (k, v) in headers {
+        cmd.args(["-H", &format!("{k}: {v}")]);
+    }
+    let out = cmd.arg(url).output().context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("wrk failed:\n{text}");
+    }
+    if text.contains("Non-2xx") {
+        bail!("wrk saw error answers; the benchmark would measure failures:\n{text}");
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .map(|v| v.trim().to_owned());
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| v.trim().to_owned());
+    Ok((rps.unwrap_or_default(), p99.unwrap_or_default()))
+}
+
+pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/wrk").exists() {
+        run_checked(
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "wrk"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    run_checked(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "meshguard-gateway",
+        "--bin",
+        "meshguard-gateway",
+        "--example",
+        "hello",
+    ]))?;
+    let work = root().join("target/bench-gateway");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let token = "bench-admin-token-8a6c4e2f0b9d7153";
+    let mut gw = Command::new(root().join("target/release/meshguard-gateway"))
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", token)
+        .env(
+            "JWT_SECRET",
+            "bench-jwt-secret-1f2e3d4c5b6a79880f1e2d3c4b5a6978",
+        )
+        .env("DB_PATH", work.join("meshguard.db"))
+        .env("POLICIES_DIR", work.join("policies"))
+        .env("RATE_LIMIT_RPM", "0")
+        .env("LOG_LEVEL", "error")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let base = listening(&mut gw)?;
+    let _gw = Killed(gw);
+    let client = reqwest::blocking::Client::new();
+    std::thread::sleep(Duration::from_millis(300));
+    let policy = "name: bench\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    client
+        .post(format!("{base}/admin/policies"))
+        .header("X-Admin-Token", token)
+        .json(&serde_json::json!({"name": "bench", "content": policy}))
+        .send()?
+        .error_for_status()?;
+    let agent: Value = client
+        .post(format!("{base}/admin/agents"))
+        .header("X-Admin-Token", token)
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()?
+        .error_for_status()?
+        .json()?;
+    let bearer = format!("Bearer {}", agent["token"].as_str().unwrap_or_default());
+    let (gw_rps, gw_p99) = wrk(
+        &format!("{base}/proxy/check"),
+        &[
+            ("Authorization", &bearer),
+            ("X-MeshGuard-Action", "read:contacts"),
+        ],
+        &args,
+    )?;
+    let audited: Value = client
+        .get(format!("{base}/admin/audit/stats?period=1h"))
+        .header("X-Admin-Token", token)
+        .send()?
+        .json()?;
+
+    let mut hello = Command::new(root().join("target/release/examples/hello"))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let hello_url = listening(&mut hello)?;
+    let _hello = Killed(hello);
+    let (h_rps, h_p99) = wrk(&format!("{hello_url}/"), &[], &args)?;
+
+    println!(
+        "\n| server ({} connections, {} s, wrk -t2) | requests/s | p99 |",
+        args.connections, args.seconds
+    );
+    println!("|---|---|---|");
+    println!(
+        "| meshguard-gateway GET /proxy/check, every decision durably audited | {gw_rps} | {gw_p99} |"
+    );
+    println!("| hello world on axum/hyper/tokio (the floor) | {h_rps} | {h_p99} |");
+    let ratio = gw_rps.parse::<f64>().unwrap_or(0.0) / h_rps.parse::<f64>().unwrap_or(f64::NAN);
+    println!(
+        "\ngateway/floor throughput: {ratio:.2}; audit rows written: {}",
+        audited["total"]
+    );
+    Ok(())
+}
