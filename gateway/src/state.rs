@@ -197,8 +197,17 @@ impl AppState {
     }
 
     /// An agent by id (revoked ones included), from the cache or the store.
-    pub(crate) async fn agent(&self, id: &str) -> Result<Option<crate::store::AgentRecord>, ApiError> {
-        if let Some(a) = self.inner.agents.read().unwrap_or_else(|p| p.into_inner()).get(id) {
+    pub(crate) async fn agent(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::AgentRecord>, ApiError> {
+        if let Some(a) = self
+            .inner
+            .agents
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
             return Ok(Some(a.clone()));
         }
         let key = id.to_owned();
@@ -215,11 +224,19 @@ impl AppState {
     }
 
     pub(crate) fn remember_agent(&self, a: &crate::store::AgentRecord) {
-        self.inner.agents.write().unwrap_or_else(|p| p.into_inner()).insert(a.id.clone(), a.clone());
+        self.inner
+            .agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(a.id.clone(), a.clone());
     }
 
     pub(crate) fn forget_agent(&self, id: &str) {
-        self.inner.agents.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.inner
+            .agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     pub(crate) fn set_ready(&self) {
