@@ -428,7 +428,7 @@ fn hostile_input_never_crashes_the_gateway_or_goes_unaudited() {
     let refused = gw
         .raw(Method::GET, "/proxy/check")
         .bearer_auth(&token)
-        .header("X-MeshGuard-Action", "read:x")
+        .header("X-MeshGuard-Action", "svc2:x")
         .header("X-Junk", huge)
         .send();
     // Either the HTTP layer refuses it (4xx, or closes the connection), or it is decided.
@@ -453,7 +453,7 @@ fn hostile_input_never_crashes_the_gateway_or_goes_unaudited() {
         .iter()
         .filter(|e| e["event"] == "decision")
         .count();
-    assert_eq!(decisions, 3 + usize::from(decided_huge));
+    assert_eq!(decisions, 3 + usize::from(decided_huge), "{audit}");
     assert_eq!(gw.get("/admin/audit/verify").1["valid"], true);
 }
 
