@@ -1,44 +1,26 @@
 //! Alerts reach a real receiver signed with HMAC, never slow a decision, and are kept when
 //! undeliverable.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, agent, policy, tempdir};
+use crate::harness::{Gateway, Options, PythonServer, agent, policy, tempdir};
 
 const SECRET: &str = "whsec-receiver-3c5e7a9b1d";
 
-struct Receiver {
-    child: Child,
-    url: String,
-}
+struct Receiver(PythonServer);
 
 impl Receiver {
     fn start() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/receiver.py");
-        let mut child = Command::new("python3")
-            .args([script, SECRET])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{}", line.trim()),
-        }
+        Self(PythonServer::start("receiver.py", &[SECRET]))
     }
 
     /// What the receiver got, once it holds at least `n` deliveries (waits up to 20 s).
     fn received(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let got: Vec<Value> = reqwest::blocking::get(format!("{}/received", self.url))
+            let got: Vec<Value> = reqwest::blocking::get(format!("{}/received", self.0.url))
                 .unwrap()
                 .json()
                 .unwrap();
@@ -47,13 +29,6 @@ impl Receiver {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -68,7 +43,7 @@ fn denials_and_bypass_attempts_reach_a_real_receiver_signed() {
     policy(&gw, "reads", READS);
     let (status, _) = gw.post(
         "/admin/alert-channels",
-        json!({"type": "webhook", "endpoint": format!("{}/hook", rx.url), "webhookSecret": SECRET, "triggers": ["deny"]}),
+        json!({"type": "webhook", "endpoint": format!("{}/hook", rx.0.url), "webhookSecret": SECRET, "triggers": ["deny"]}),
     );
     assert_eq!(status, 201);
     let (_, token) = agent(&gw, "writer", "verified", &[]);
@@ -127,10 +102,10 @@ fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
     let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
     policy(&gw, "reads", READS);
     // Only critical alerts; and a channel whose receiver always fails.
-    gw.post("/admin/alert-channels", json!({"type": "webhook", "endpoint": format!("{}/critical", rx.url), "severity": "critical"}));
+    gw.post("/admin/alert-channels", json!({"type": "webhook", "endpoint": format!("{}/critical", rx.0.url), "severity": "critical"}));
     gw.post(
         "/admin/alert-channels",
-        json!({"type": "webhook", "endpoint": format!("{}/fail", rx.url)}),
+        json!({"type": "webhook", "endpoint": format!("{}/fail", rx.0.url)}),
     );
     let (_, token) = agent(&gw, "a", "verified", &[]);
     let started = Instant::now();
@@ -174,7 +149,7 @@ fn the_per_minute_throttle_drops_the_excess() {
     let dir = tempdir();
     let mut env = Options::default().env;
     env.push(("ALERT_RATE_LIMIT", "2".into()));
-    env.push(("ALERT_WEBHOOK_URL", format!("{}/env", rx.url)));
+    env.push(("ALERT_WEBHOOK_URL", format!("{}/env", rx.0.url)));
     env.push(("ALERT_WEBHOOK_SECRET", SECRET.into()));
     let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
     let (_, token) = agent(&gw, "a", "verified", &[]);

@@ -1,43 +1,17 @@
 //! `/proxy/*` forwarding to a real upstream on loopback, and the batch endpoint.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{ADMIN_TOKEN, Gateway, Options, agent, json, policy, tempdir};
+use crate::harness::{ADMIN_TOKEN, Gateway, Options, PythonServer, agent, json, policy, tempdir};
 
 /// `support/upstream.py`: a real HTTP server that describes what it received.
-struct Upstream {
-    child: Child,
-    url: String,
-}
+struct Upstream;
 
 impl Upstream {
-    fn start() -> Self {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/support/upstream.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{}", line.trim()),
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start() -> PythonServer {
+        PythonServer::start("upstream.py", &[])
     }
 }
 

@@ -217,3 +217,37 @@ pub(crate) fn policy(gw: &Gateway, name: &str, yaml: &str) -> String {
     assert_eq!(status, 201, "{body}");
     body["id"].as_str().unwrap().to_owned()
 }
+
+/// A real HTTP server from `tests/it/support/<script>` (Python's http.server), on a free
+/// loopback port it prints first; stopped when dropped.
+pub(crate) struct PythonServer {
+    child: std::process::Child,
+    pub(crate) url: String,
+}
+
+impl PythonServer {
+    pub(crate) fn start(script: &str, args: &[&str]) -> Self {
+        let path = format!("{}/tests/it/support/{script}", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new("python3")
+            .arg(path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{}", line.trim()),
+        }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
