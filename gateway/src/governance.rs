@@ -47,6 +47,35 @@ pub(crate) struct Verdict {
     pub(crate) rate_limited: Option<crate::limits::Limited>,
 }
 
+impl Ask {
+    /// An audit entry for this ask: a deny with nothing known yet; callers fill in the rest.
+    fn entry(&self, event: &str, mode: Mode) -> AuditEntry {
+        AuditEntry {
+            id: crate::ids::new_id("aud"),
+            timestamp: crate::clock::now_rfc3339(),
+            event: event.to_owned(),
+            agent_id: None,
+            agent_name: None,
+            trust_tier: None,
+            action: self.action.clone(),
+            resource: self.resource.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            decision: "deny".to_owned(),
+            outcome: "deny".to_owned(),
+            policy: None,
+            policy_name: None,
+            rule: None,
+            reason: None,
+            trace_id: self.trace_id.clone(),
+            mode: mode.as_str().to_owned(),
+            snapshot: 0,
+            meta: Map::new(),
+            would_deny: false,
+        }
+    }
+}
+
 fn outcome_str(o: Outcome) -> &'static str {
     match o {
         Outcome::Allow => "allow",
@@ -100,27 +129,19 @@ pub(crate) fn decide(
         rate_limited: None,
     };
     let entry = AuditEntry {
-        id: crate::ids::new_id("aud"),
-        timestamp: crate::clock::now_rfc3339(),
-        event: "decision".to_owned(),
         agent_id: Some(agent.id.clone()),
         agent_name: Some(agent.name.clone()),
         trust_tier: Some(agent.trust_tier.clone()),
-        action: ask.action.clone(),
-        resource: ask.resource.clone(),
-        method: ask.method.clone(),
-        path: ask.path.clone(),
         decision: outcome_str(decision).to_owned(),
         outcome: if allowed { "allow" } else { "deny" }.to_owned(),
         policy_name: policy.clone(),
         policy,
         rule,
         reason: Some(reason),
-        trace_id: ask.trace_id.clone(),
-        mode: mode.as_str().to_owned(),
         snapshot: snapshot.version,
         meta: ask.context.clone().unwrap_or_default(),
         would_deny,
+        ..ask.entry("decision", mode)
     };
     (verdict, entry)
 }
@@ -192,27 +213,16 @@ fn breaker(
         .decision(verdict.allowed, verdict.would_deny, verdict.latency, false);
     tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
     let entry = AuditEntry {
-        id: crate::ids::new_id("aud"),
-        timestamp: crate::clock::now_rfc3339(),
-        event: "circuit_breaker".to_owned(),
         agent_id: Some(agent.id.clone()),
         agent_name: Some(agent.name.clone()),
         trust_tier: Some(agent.trust_tier.clone()),
-        action: ask.action.clone(),
-        resource: ask.resource.clone(),
-        method: ask.method.clone(),
-        path: ask.path.clone(),
         decision: outcome_str(verdict.decision).to_owned(),
         outcome: if verdict.allowed { "allow" } else { "deny" }.to_owned(),
         policy: verdict.policy.clone(),
         policy_name: verdict.policy.clone(),
         rule: verdict.rule.clone(),
         reason: Some(verdict.reason.clone()),
-        trace_id: ask.trace_id.clone(),
-        mode: verdict.mode.as_str().to_owned(),
-        snapshot: 0,
-        meta: Map::new(),
-        would_deny: false,
+        ..ask.entry("circuit_breaker", verdict.mode)
     };
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
@@ -306,27 +316,11 @@ pub(crate) async fn record_refusal(
     let (agent_name, trust_tier) = name_and_tier.unzip();
     state.inner.metrics.refusal(event);
     let entry = AuditEntry {
-        id: crate::ids::new_id("aud"),
-        timestamp: crate::clock::now_rfc3339(),
-        event: event.to_owned(),
         agent_id,
         agent_name,
         trust_tier,
-        action: ask.action.clone(),
-        resource: ask.resource.clone(),
-        method: ask.method.clone(),
-        path: ask.path.clone(),
-        decision: "deny".to_owned(),
-        outcome: "deny".to_owned(),
-        policy: None,
-        policy_name: None,
-        rule: None,
         reason: Some(why.to_owned()),
-        trace_id: ask.trace_id.clone(),
-        mode: state.config().mode.as_str().to_owned(),
-        snapshot: 0,
-        meta: Map::new(),
-        would_deny: false,
+        ..ask.entry(event, state.config().mode)
     };
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
