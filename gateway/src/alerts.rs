@@ -43,6 +43,41 @@ pub(crate) struct Alert {
     pub(crate) entry: AuditEntry,
 }
 
+impl Alert {
+    /// A gateway-level alert, not about one decision: critical, trigger `error`.
+    pub(crate) fn system(title: &str, message: &str) -> Self {
+        Self {
+            trigger: Trigger::Error,
+            severity: Severity::Critical,
+            title: title.to_owned(),
+            message: message.to_owned(),
+            entry: AuditEntry {
+                id: String::new(),
+                timestamp: crate::clock::now_rfc3339(),
+                event: "system".to_owned(),
+                agent_id: None,
+                agent_name: None,
+                trust_tier: None,
+                action: String::new(),
+                resource: None,
+                method: None,
+                path: None,
+                decision: String::new(),
+                outcome: String::new(),
+                policy: None,
+                policy_name: None,
+                rule: None,
+                reason: Some(message.to_owned()),
+                trace_id: String::new(),
+                mode: String::new(),
+                snapshot: 0,
+                meta: serde_json::Map::new(),
+                would_deny: false,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Alerts {
     tx: mpsc::Sender<Alert>,

@@ -62,6 +62,16 @@ pub struct Args {
     #[arg(long, env = "POLICIES_RELOAD_SECONDS", default_value_t = 2)]
     pub policies_reload_seconds: u64,
 
+    /// A signed policy bundle to load (read-only policies), e.g. one exported by another gateway
+    /// at `GET /admin/policies/bundle`; its signature is `<file>.minisig`.
+    #[arg(long, env = "POLICY_BUNDLE", requires = "policy_bundle_pubkey")]
+    pub policy_bundle: Option<PathBuf>,
+
+    /// The minisign public key the bundle must verify against; unsigned or altered bundles are
+    /// refused with a log line and an alert.
+    #[arg(long, env = "POLICY_BUNDLE_PUBKEY")]
+    pub policy_bundle_pubkey: Option<PathBuf>,
+
     /// Serve Prometheus metrics at `/metrics`.
     #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_enabled: bool,
@@ -177,6 +187,8 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
     pub metrics_enabled: bool,
+    pub policy_bundle: Option<PathBuf>,
+    pub policy_bundle_pubkey: Option<PathBuf>,
     pub policy_version_limit: usize,
     pub policies_reload: Duration,
     pub max_body_bytes: usize,
@@ -342,6 +354,8 @@ impl Args {
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
             metrics_enabled: self.metrics_enabled,
+            policy_bundle: self.policy_bundle,
+            policy_bundle_pubkey: self.policy_bundle_pubkey,
             policy_version_limit: self.policy_version_limit.max(1),
             policies_reload: Duration::from_secs(self.policies_reload_seconds),
             max_body_bytes: self.max_body_bytes,

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 #[doc(hidden)]
 pub mod bench_support;
+mod bundle;
 mod clock;
 mod config;
 mod error;
@@ -47,20 +48,23 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         vkey = audit.vkey(),
         "audit log open"
     );
-    let files = policy_files::load_dir(&config.policies_dir);
-    tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
     let store: Arc<dyn store::Store> = Arc::new(store);
     let alerts = alerts::Alerts::start(config.alerts.clone(), Arc::clone(&store));
+    let sources = policy_files::Sources {
+        dir: config.policies_dir.clone(),
+        bundle: config
+            .policy_bundle
+            .clone()
+            .zip(config.policy_bundle_pubkey.clone()),
+    };
+    let files = sources.load(&[], &alerts);
+    tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
     let state = AppState::new(config, store, files, audit, alerts);
     state
         .reload_policies()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
-    policy_files::spawn_watcher(
-        state.clone(),
-        state.config().policies_dir.clone(),
-        state.config().policies_reload,
-    );
+    policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     state.set_ready();
     Ok(state)
 }

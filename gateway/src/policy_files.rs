@@ -25,11 +25,8 @@ pub(crate) struct FilePolicy {
 
 /// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order. A missing directory is
 /// not an error: the gateway then has API policies only.
-pub(crate) fn load_dir(dir: &Path) -> Vec<FilePolicy> {
-    load_dir_with(dir, &[])
-}
-
-/// Like [`load_dir`], but a file that no longer parses keeps its entry from `previous`.
+/// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order; a file that no longer
+/// parses keeps its entry from `previous`. A missing directory is not an error.
 fn load_dir_with(dir: &Path, previous: &[FilePolicy]) -> Vec<FilePolicy> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -110,27 +107,93 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)>
     out
 }
 
-/// Re-reads `dir` when its files change, and swaps the new policies in.
+/// Where file-like, read-only policies come from: `POLICIES_DIR` and an optional signed bundle.
+#[derive(Debug, Clone)]
+pub(crate) struct Sources {
+    pub(crate) dir: PathBuf,
+    /// `(bundle, minisign public key)`.
+    pub(crate) bundle: Option<(PathBuf, PathBuf)>,
+}
+
+impl Sources {
+    fn fingerprint(&self) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+        let mut out = fingerprint(&self.dir);
+        if let Some((bundle, pubkey)) = &self.bundle {
+            let mut sig = bundle.as_os_str().to_owned();
+            sig.push(".minisig");
+            for p in [bundle.clone(), PathBuf::from(sig), pubkey.clone()] {
+                let meta = std::fs::metadata(&p).ok();
+                out.push((
+                    p,
+                    meta.as_ref().map_or(0, |m| m.len()),
+                    meta.and_then(|m| m.modified().ok()),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Loads everything. A broken file keeps its last good version; a bundle whose signature
+    /// does not verify is refused (logged and alerted) and the last verified one stays.
+    pub(crate) fn load(
+        &self,
+        previous: &[FilePolicy],
+        alerts: &crate::alerts::Alerts,
+    ) -> Vec<FilePolicy> {
+        let mut out = load_dir_with(&self.dir, previous);
+        let Some((bundle, pubkey)) = &self.bundle else {
+            return out;
+        };
+        let from_bundle = match crate::bundle::load(bundle, pubkey) {
+            Ok(policies) => {
+                tracing::info!(bundle = %bundle.display(), count = policies.len(), "signed policy bundle verified and loaded");
+                policies
+            }
+            Err(e) => {
+                tracing::error!(bundle = %bundle.display(), "policy bundle refused: {e}");
+                alerts.raise(crate::alerts::Alert::system(
+                    "Policy Bundle Refused",
+                    &format!("{e}; the last verified bundle stays active"),
+                ));
+                previous
+                    .iter()
+                    .filter(|p| &p.path == bundle)
+                    .cloned()
+                    .collect()
+            }
+        };
+        for p in from_bundle {
+            if out.iter().any(|o| o.name == p.name) {
+                tracing::warn!(policy = %p.name, "the bundle's policy has the name of a POLICIES_DIR file; the file wins");
+                continue;
+            }
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// Re-reads the sources when their files change, and swaps the new policies in.
 pub(crate) fn spawn_watcher(
     state: crate::state::AppState,
-    dir: PathBuf,
+    sources: Sources,
     every: std::time::Duration,
 ) {
     if every.is_zero() {
         return;
     }
     tokio::spawn(async move {
-        let scan = |dir: PathBuf| async move {
-            tokio::task::spawn_blocking(move || fingerprint(&dir))
+        let scan = |s: Sources| async move {
+            tokio::task::spawn_blocking(move || s.fingerprint())
                 .await
                 .unwrap_or_default()
         };
-        let mut applied = scan(dir.clone()).await;
+        let mut applied = scan(sources.clone()).await;
         let mut last_seen = applied.clone();
         loop {
             tokio::time::sleep(every).await;
-            let now = scan(dir.clone()).await;
-            // Debounce: act only when the directory has stopped changing.
+            let now = scan(sources.clone()).await;
+            // Debounce: act only when the files have stopped changing.
             if now != last_seen {
                 last_seen = now;
                 continue;
@@ -139,14 +202,14 @@ pub(crate) fn spawn_watcher(
                 continue;
             }
             let previous = state.file_policies();
-            let d = dir.clone();
-            let loaded = tokio::task::spawn_blocking(move || load_dir_with(&d, &previous)).await;
+            let (src, alerts) = (sources.clone(), state.inner.alerts.clone());
+            let loaded = tokio::task::spawn_blocking(move || src.load(&previous, &alerts)).await;
             match loaded {
                 Ok(files) => {
                     let count = files.len();
                     match state.replace_file_policies(files).await {
                         Ok(()) => {
-                            tracing::info!(dir = %dir.display(), count, "policy files reloaded")
+                            tracing::info!(dir = %sources.dir.display(), count, "policy files reloaded")
                         }
                         Err(e) => {
                             tracing::error!(error = ?e, "policy files read, but the snapshot could not be rebuilt; the previous one stays active")

@@ -31,13 +31,15 @@ impl Tools {
 }
 
 /// Debian packages the build and tests need, and a file each installs: `protoc` and the
-/// well-known `.proto` files, which the `tf-provider` crate's build script compiles.
+/// well-known `.proto` files, which the `tf-provider` crate's build script compiles; `minisign`,
+/// which checks the gateway's signed policy bundles in the tests.
 const APT: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
         "libprotobuf-dev",
         "/usr/include/google/protobuf/empty.proto",
     ),
+    ("minisign", "/usr/bin/minisign"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

@@ -81,6 +81,8 @@ pub(crate) struct AuditLog {
     origin: Arc<str>,
     vkey: Arc<str>,
     reader: Arc<store::Reader>,
+    /// The same key, for signing exported policy bundles.
+    key: Arc<LogKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,7 @@ impl AuditLog {
     pub(crate) fn open(config: AuditConfig) -> anyhow::Result<Self> {
         let key = LogKey::load_or_create(&config.key_path, &config.origin)?;
         let vkey: Arc<str> = key.vkey().into();
+        let signer = Arc::new(key.clone());
         let mut writer = store::Writer::open(&config.db_path, &config.origin)?;
         let reader = Arc::new(store::Reader::open(&config.db_path)?);
         let (tx, rx) = sync_channel::<Job>(65_536);
@@ -110,11 +113,16 @@ impl AuditLog {
             origin,
             vkey,
             reader,
+            key: signer,
         })
     }
 
     pub(crate) fn origin(&self) -> &str {
         &self.origin
+    }
+
+    pub(crate) fn key(&self) -> &LogKey {
+        &self.key
     }
 
     pub(crate) fn vkey(&self) -> &str {

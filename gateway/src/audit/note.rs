@@ -18,6 +18,7 @@ use super::merkle::Hash;
 const ED25519: u8 = 0x01;
 
 /// The log's signing key; its name is the checkpoint origin.
+#[derive(Clone)]
 pub(crate) struct LogKey {
     name: String,
     key: SigningKey,
@@ -135,6 +136,15 @@ impl LogKey {
             hex::encode(id),
             B64.encode(raw)
         )
+    }
+
+    /// A raw Ed25519 signature with this key (for minisign-format policy bundles).
+    pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        self.key.sign(msg).to_bytes()
+    }
+
+    pub(crate) fn public_bytes(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
     }
 
     pub(crate) fn origin(&self) -> &str {

@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         .route("/policies/validate", post(policies::validate))
         .route("/policies/test", post(policies::test))
         .route("/policies/versions", get(policies::versions))
+        .route("/policies/bundle", get(policies::bundle))
         .route(
             "/policies/:key",
             get(policies::get)

@@ -565,3 +565,52 @@ pub(super) async fn versions(
         serde_json::to_value(active).expect("records serialize"),
     ))
 }
+
+/// The active policy set as a signed bundle for disconnected sidecars: write `bundle` to
+/// `policy-bundle.json` and `minisig` to `policy-bundle.json.minisig`; `minisign -Vm
+/// policy-bundle.json -p key.pub` checks it with the stock tool, and a gateway started with
+/// `POLICY_BUNDLE` and `POLICY_BUNDLE_PUBKEY` loads it only if it verifies.
+pub(super) async fn bundle(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::bundle::{Bundle, BundlePolicy, FORMAT};
+    let stored = state.db(|s| s.list_policies()).await?;
+    let mut policies: Vec<BundlePolicy> = stored
+        .into_iter()
+        .filter(|p| parse_policy(&p.content).doc.is_some())
+        .map(|p| BundlePolicy {
+            digest: digest(p.content.as_bytes()),
+            name: p.name,
+            content: p.content,
+        })
+        .collect();
+    policies.extend(state.file_policies().iter().map(|f| BundlePolicy {
+        name: f.name.clone(),
+        digest: digest(f.content.as_bytes()),
+        content: f.content.clone(),
+    }));
+    policies.sort_by(|a, b| a.name.cmp(&b.name));
+    let version = state.snapshot().version;
+    let b = Bundle {
+        format: FORMAT.to_owned(),
+        version,
+        created_at: crate::clock::now_rfc3339(),
+        origin: state.inner.audit.origin().to_owned(),
+        policies,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&b).expect("bundles serialize");
+    bytes.push(b'\n');
+    let key = state.inner.audit.key();
+    let trusted = format!(
+        "timestamp:{}\tfile:policy-bundle.json\tversion:{version}",
+        chrono::Utc::now().timestamp()
+    );
+    let minisig = crate::bundle::sign(key, &bytes, &trusted);
+    Ok(Json(json!({
+        "fileName": "policy-bundle.json",
+        "bundle": String::from_utf8(bytes).expect("JSON is UTF-8"),
+        "minisig": minisig,
+        "publicKey": crate::bundle::public_key(key),
+    })))
+}

@@ -382,3 +382,84 @@ fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
 fn chrono_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+#[test]
+fn signed_bundles_verify_with_minisign_and_only_verified_ones_load() {
+    let source_dir = tempdir();
+    let source = Gateway::start(source_dir.path());
+    policy(
+        &source,
+        "reads",
+        "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let (status, env) = source.get("/admin/policies/bundle");
+    assert_eq!(status, 200, "{env}");
+    let media = tempdir();
+    let (bundle, sig, key) = (
+        media.path().join("policy-bundle.json"),
+        media.path().join("policy-bundle.json.minisig"),
+        media.path().join("gateway.pub"),
+    );
+    std::fs::write(&bundle, env["bundle"].as_str().unwrap()).unwrap();
+    std::fs::write(&sig, env["minisig"].as_str().unwrap()).unwrap();
+    std::fs::write(&key, env["publicKey"].as_str().unwrap()).unwrap();
+
+    // The stock minisign tool accepts it.
+    let check = std::process::Command::new("minisign")
+        .arg("-Vm")
+        .arg(&bundle)
+        .arg("-p")
+        .arg(&key)
+        .output()
+        .expect("minisign is installed by cargo xtask test");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let start_with_bundle = |dir: &std::path::Path| {
+        let mut env = crate::harness::Options::default().env;
+        env.push(("POLICY_BUNDLE", bundle.display().to_string()));
+        env.push(("POLICY_BUNDLE_PUBKEY", key.display().to_string()));
+        Gateway::start_with(dir, crate::harness::Options { env, args: vec![] })
+    };
+    let sidecar_dir = tempdir();
+    let sidecar = start_with_bundle(sidecar_dir.path());
+    let (_, token) = agent(&sidecar, "edge", "verified", &[]);
+    assert_eq!(
+        sidecar.check(&token, "read:x").0,
+        200,
+        "the bundle's policy is active"
+    );
+    let (_, got) = sidecar.get("/admin/policies/reads");
+    assert_eq!(
+        (got["readOnly"].as_bool(), got["source"].as_str()),
+        (Some(true), Some("file"))
+    );
+    drop(sidecar);
+
+    // One byte changed: minisign refuses it, and so does the gateway (nothing loads: fail closed).
+    let mut altered = std::fs::read(&bundle).unwrap();
+    let at = altered.iter().position(|b| *b == b'*').unwrap();
+    altered[at] = b'?';
+    std::fs::write(&bundle, &altered).unwrap();
+    let check = std::process::Command::new("minisign")
+        .arg("-Vm")
+        .arg(&bundle)
+        .arg("-p")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let refused_dir = tempdir();
+    let refused = start_with_bundle(refused_dir.path());
+    let (_, token) = agent(&refused, "edge", "verified", &[]);
+    let (status, body) = refused.check(&token, "read:x");
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (403, Some("No policy applies to this agent"))
+    );
+    assert_eq!(refused.get("/admin/policies").1["policies"], json!([]));
+}

@@ -1,0 +1,178 @@
+//! Signed policy bundles for disconnected sidecars: export the active policy set signed in the
+//! minisign format (Ed25519 over BLAKE2b-512, checkable with the stock `minisign -V`), and load a
+//! bundle only if its signature verifies with the configured public key.
+//!
+//! Verification uses the `minisign-verify` crate (by minisign's author). Signing is a few lines
+//! with the gateway's Ed25519 key: the format is two base64 lines and two comments.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use blake2::{Blake2b512, Digest};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::audit::note::LogKey;
+use crate::policy::parse_policy;
+use crate::policy_files::FilePolicy;
+
+pub(crate) const FORMAT: &str = "meshguard-policy-bundle/v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Bundle {
+    pub(crate) format: String,
+    /// The snapshot version it was taken from.
+    pub(crate) version: u64,
+    pub(crate) created_at: String,
+    /// The signing gateway's audit origin.
+    pub(crate) origin: String,
+    pub(crate) policies: Vec<BundlePolicy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BundlePolicy {
+    pub(crate) name: String,
+    /// `sha256:<hex>` of `content`.
+    pub(crate) digest: String,
+    pub(crate) content: String,
+}
+
+/// minisign key id: the first 8 bytes of SHA-256 of the public key.
+fn key_id(key: &LogKey) -> [u8; 8] {
+    let d = Sha256::digest(key.public_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&d[..8]);
+    id
+}
+
+/// The minisign public key file for `key`.
+pub(crate) fn public_key(key: &LogKey) -> String {
+    let id = key_id(key);
+    let mut raw = b"Ed".to_vec();
+    raw.extend_from_slice(&id);
+    raw.extend_from_slice(&key.public_bytes());
+    let mut shown = id;
+    shown.reverse();
+    format!(
+        "untrusted comment: minisign public key {}\n{}\n",
+        hex::encode_upper(shown),
+        B64.encode(raw)
+    )
+}
+
+/// A minisign signature (prehashed `ED`) of `bytes`, with `trusted` as the trusted comment.
+pub(crate) fn sign(key: &LogKey, bytes: &[u8], trusted: &str) -> String {
+    let prehash = Blake2b512::digest(bytes);
+    let sig = key.sign_raw(&prehash);
+    let mut line1 = b"ED".to_vec();
+    line1.extend_from_slice(&key_id(key));
+    line1.extend_from_slice(&sig);
+    let mut global = sig.to_vec();
+    global.extend_from_slice(trusted.as_bytes());
+    let global_sig = key.sign_raw(&global);
+    format!(
+        "untrusted comment: signature from meshguard-gateway {}\n{}\ntrusted comment: {trusted}\n{}\n",
+        key.origin(),
+        B64.encode(line1),
+        B64.encode(global_sig)
+    )
+}
+
+/// Why a bundle was refused; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BundleError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not a minisign public key; give the .pub file the bundle's signer published"
+    )]
+    PublicKey { path: String },
+    #[error(
+        "{path}: no valid signature ({why}); the bundle was not signed, or was signed by another key"
+    )]
+    Signature { path: String, why: String },
+    #[error("{path}: the signature does not match the bundle; it was altered after signing")]
+    Altered { path: String },
+    #[error("{path}: {why}")]
+    Content { path: String, why: String },
+}
+
+/// Reads `bundle` and `bundle.minisig`, verifies them with the minisign public key file
+/// `pubkey`, and returns the policies as read-only file policies.
+pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<Vec<FilePolicy>, BundleError> {
+    let shown = bundle.display().to_string();
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| BundleError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let bytes = read(bundle)?;
+    let sig_path = {
+        let mut p = bundle.as_os_str().to_owned();
+        p.push(".minisig");
+        std::path::PathBuf::from(p)
+    };
+    let sig_text = String::from_utf8(read(&sig_path)?).unwrap_or_default();
+    let pk_text = String::from_utf8(read(pubkey)?).unwrap_or_default();
+    let pk = minisign_verify::PublicKey::decode(pk_text.trim())
+        .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
+        .map_err(|_| BundleError::PublicKey {
+            path: pubkey.display().to_string(),
+        })?;
+    let sig =
+        minisign_verify::Signature::decode(&sig_text).map_err(|e| BundleError::Signature {
+            path: sig_path.display().to_string(),
+            why: e.to_string(),
+        })?;
+    pk.verify(&bytes, &sig, false).map_err(|e| match e {
+        minisign_verify::Error::InvalidSignature => BundleError::Altered {
+            path: shown.clone(),
+        },
+        other => BundleError::Signature {
+            path: sig_path.display().to_string(),
+            why: other.to_string(),
+        },
+    })?;
+    let parsed: Bundle = serde_json::from_slice(&bytes).map_err(|e| BundleError::Content {
+        path: shown.clone(),
+        why: format!("not a policy bundle: {e}"),
+    })?;
+    if parsed.format != FORMAT {
+        return Err(BundleError::Content {
+            path: shown,
+            why: format!("format {:?}, expected {FORMAT}", parsed.format),
+        });
+    }
+    let loaded_at = crate::clock::now_rfc3339();
+    let mut out = Vec::with_capacity(parsed.policies.len());
+    for p in parsed.policies {
+        if crate::routes::digest(p.content.as_bytes()) != p.digest {
+            return Err(BundleError::Content {
+                path: shown,
+                why: format!("policy {} does not match its digest", p.name),
+            });
+        }
+        let doc = parse_policy(&p.content)
+            .doc
+            .ok_or_else(|| BundleError::Content {
+                path: shown.clone(),
+                why: format!("policy {} does not parse", p.name),
+            })?;
+        out.push(FilePolicy {
+            id: format!("file_{}", p.name),
+            name: p.name,
+            path: bundle.to_owned(),
+            content: p.content,
+            doc: Arc::new(doc),
+            loaded_at: loaded_at.clone(),
+        });
+    }
+    Ok(out)
+}
