@@ -1,9 +1,12 @@
 //! Signed policy bundles for disconnected sidecars: export the active policy set signed in the
 //! minisign format (Ed25519 over BLAKE2b-512, checkable with the stock `minisign -V`), and load a
-//! bundle only if its signature verifies with the configured public key.
+//! bundle only if its signature verifies with the configured public key: a minisign public key
+//! (signature in `<bundle>.minisig`) or a PEM ECDSA P-256 key as cosign uses (signature in
+//! `<bundle>.sig`: base64 of the DER signature over SHA-256, what `cosign sign-blob` and
+//! `openssl dgst -sha256 -sign` produce).
 //!
-//! Verification uses the `minisign-verify` crate (by minisign's author). Signing is a few lines
-//! with the gateway's Ed25519 key: the format is two base64 lines and two comments.
+//! Verification uses the `minisign-verify` crate (by minisign's author) and RustCrypto's `p256`.
+//! Signing is a few lines with the gateway's Ed25519 key: two base64 lines and two comments.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -97,7 +100,9 @@ pub(crate) enum BundleError {
         "{path}: no valid signature ({why}); the bundle was not signed, or was signed by another key"
     )]
     Signature { path: String, why: String },
-    #[error("{path}: the signature does not match the bundle; it was altered after signing")]
+    #[error(
+        "{path}: the signature does not verify; the bundle was altered after signing, or signed with another key"
+    )]
     Altered { path: String },
     #[error("{path}: {why}")]
     Content { path: String, why: String },
@@ -114,13 +119,21 @@ pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<Vec<FilePolicy>, Bund
         })
     };
     let bytes = read(bundle)?;
-    let sig_path = {
+    let beside = |ext: &str| {
         let mut p = bundle.as_os_str().to_owned();
-        p.push(".minisig");
+        p.push(ext);
         std::path::PathBuf::from(p)
     };
-    let sig_text = String::from_utf8(read(&sig_path)?).unwrap_or_default();
     let pk_text = String::from_utf8(read(pubkey)?).unwrap_or_default();
+    if pk_text
+        .trim_start()
+        .starts_with("-----BEGIN PUBLIC KEY-----")
+    {
+        verify_ecdsa(&bytes, &beside(".sig"), &pk_text, pubkey, &shown)?;
+        return policies(bundle, &bytes);
+    }
+    let sig_path = beside(".minisig");
+    let sig_text = String::from_utf8(read(&sig_path)?).unwrap_or_default();
     let pk = minisign_verify::PublicKey::decode(pk_text.trim())
         .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
         .map_err(|_| BundleError::PublicKey {
@@ -140,7 +153,47 @@ pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<Vec<FilePolicy>, Bund
             why: other.to_string(),
         },
     })?;
-    let parsed: Bundle = serde_json::from_slice(&bytes).map_err(|e| BundleError::Content {
+    policies(bundle, &bytes)
+}
+
+/// cosign-style: a base64 DER ECDSA P-256 signature over SHA-256 of the bundle.
+fn verify_ecdsa(
+    bytes: &[u8],
+    sig_path: &Path,
+    pem: &str,
+    pubkey: &Path,
+    shown: &str,
+) -> Result<(), BundleError> {
+    use p256::ecdsa::signature::Verifier;
+    use p256::pkcs8::DecodePublicKey;
+    let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()).map_err(|_| {
+        BundleError::PublicKey {
+            path: pubkey.display().to_string(),
+        }
+    })?;
+    let sig_b64 = std::fs::read_to_string(sig_path).map_err(|source| BundleError::Read {
+        path: sig_path.display().to_string(),
+        source,
+    })?;
+    let der = B64
+        .decode(sig_b64.trim())
+        .map_err(|_| BundleError::Signature {
+            path: sig_path.display().to_string(),
+            why: "not base64".into(),
+        })?;
+    let sig = p256::ecdsa::Signature::from_der(&der).map_err(|_| BundleError::Signature {
+        path: sig_path.display().to_string(),
+        why: "not a DER ECDSA signature".into(),
+    })?;
+    key.verify(bytes, &sig).map_err(|_| BundleError::Altered {
+        path: shown.to_owned(),
+    })
+}
+
+/// The policies of a verified bundle, as read-only file policies.
+fn policies(bundle: &Path, bytes: &[u8]) -> Result<Vec<FilePolicy>, BundleError> {
+    let shown = bundle.display().to_string();
+    let parsed: Bundle = serde_json::from_slice(bytes).map_err(|e| BundleError::Content {
         path: shown.clone(),
         why: format!("not a policy bundle: {e}"),
     })?;

@@ -463,3 +463,86 @@ fn signed_bundles_verify_with_minisign_and_only_verified_ones_load() {
     );
     assert_eq!(refused.get("/admin/policies").1["policies"], json!([]));
 }
+
+#[test]
+fn cosign_style_ecdsa_signatures_are_verified_too() {
+    let source_dir = tempdir();
+    let source = Gateway::start(source_dir.path());
+    policy(
+        &source,
+        "reads",
+        "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let bundle_text = source.get("/admin/policies/bundle").1["bundle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let media = tempdir();
+    let (bundle, sig, key, public) = (
+        media.path().join("policy-bundle.json"),
+        media.path().join("policy-bundle.json.sig"),
+        media.path().join("cosign.key.pem"),
+        media.path().join("cosign.pub"),
+    );
+    std::fs::write(&bundle, &bundle_text).unwrap();
+    // A P-256 key pair and a signature made with openssl, as `cosign sign-blob` makes them.
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    run(&[
+        "ecparam",
+        "-genkey",
+        "-name",
+        "prime256v1",
+        "-noout",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    run(&[
+        "ec",
+        "-in",
+        key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+    let der = run(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        key.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    use base64::Engine;
+    std::fs::write(&sig, base64::engine::general_purpose::STANDARD.encode(der)).unwrap();
+
+    let start = |dir: &std::path::Path| {
+        let mut env = crate::harness::Options::default().env;
+        env.push(("POLICY_BUNDLE", bundle.display().to_string()));
+        env.push(("POLICY_BUNDLE_PUBKEY", public.display().to_string()));
+        Gateway::start_with(dir, crate::harness::Options { env, args: vec![] })
+    };
+    let ok_dir = tempdir();
+    let ok = start(ok_dir.path());
+    let (_, token) = agent(&ok, "edge", "verified", &[]);
+    assert_eq!(ok.check(&token, "read:x").0, 200);
+    drop(ok);
+
+    std::fs::write(&bundle, bundle_text.replace("read:*", "read:?")).unwrap();
+    let bad_dir = tempdir();
+    let bad = start(bad_dir.path());
+    let (_, token) = agent(&bad, "edge", "verified", &[]);
+    assert_eq!(
+        bad.check(&token, "read:x").1["message"],
+        "No policy applies to this agent"
+    );
+}
