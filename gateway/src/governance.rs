@@ -26,6 +26,64 @@ pub(crate) struct Ask {
     pub(crate) path: Option<String>,
     pub(crate) context: Option<Map<String, Value>>,
     pub(crate) trace_id: String,
+    /// The agents on whose behalf the caller acts, the original delegator first
+    /// (`X-MeshGuard-Delegated-By`, or `delegatedBy` in a batch).
+    pub(crate) delegated_by: Vec<String>,
+    /// The delegators' standing, checked before evaluation (`Err` says why the chain is refused).
+    pub(crate) delegators_ok: Result<(), String>,
+}
+
+/// `a, b, c` → `[a, b, c]`, blanks dropped.
+pub(crate) fn parse_chain(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks a delegation chain against the store: at most 5 hops, no cycle, and every delegator
+/// an active agent of tier `verified` or above.
+pub(crate) async fn check_delegators(
+    state: &AppState,
+    agent: &AgentRecord,
+    chain: &[String],
+) -> Result<(), String> {
+    if chain.len() > usize::from(crate::policy::MAX_DELEGATION_DEPTH) {
+        return Err(format!(
+            "Delegation refused: a chain of {} hops exceeds the gateway's cap of 5",
+            chain.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in chain {
+        if id == &agent.id || !seen.insert(id.as_str()) {
+            return Err(format!(
+                "Delegation refused: {id} appears twice in the chain (self-delegation or a cycle)"
+            ));
+        }
+        match state.agent(id).await {
+            Ok(Some(a)) if a.revoked_at.is_none() => {
+                if TrustTier::parse(&a.trust_tier).unwrap_or(TrustTier::Unverified)
+                    < TrustTier::Verified
+                {
+                    return Err(format!(
+                        "Delegation refused: {id} is {} and only verified agents and above may delegate",
+                        a.trust_tier
+                    ));
+                }
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "Delegation refused: delegator {id} is unknown or revoked"
+                ));
+            }
+            Err(_) => {
+                return Err("Delegation refused: the delegators could not be checked".to_owned());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The answer, as the endpoints render it.
@@ -91,18 +149,19 @@ pub(crate) fn decide(
     ask: &Ask,
 ) -> (Verdict, AuditEntry) {
     let started = Instant::now();
-    let (decision, policy, rule, reason) = if mode == Mode::Bypass {
-        (
-            Outcome::Allow,
-            None,
-            None,
-            "bypass mode: policies are not evaluated".to_owned(),
-        )
-    } else {
-        let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
-        let d = evaluate(
-            snapshot,
-            &EvalRequest {
+    let (decision, policy, rule, reason) =
+        if let (false, Err(why)) = (ask.delegated_by.is_empty(), &ask.delegators_ok) {
+            (Outcome::Deny, None, None, why.clone())
+        } else if mode == Mode::Bypass {
+            (
+                Outcome::Allow,
+                None,
+                None,
+                "bypass mode: policies are not evaluated".to_owned(),
+            )
+        } else {
+            let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
+            let req = EvalRequest {
                 agent_id: &agent.id,
                 agent_name: &agent.name,
                 tier,
@@ -110,10 +169,18 @@ pub(crate) fn decide(
                 action: &ask.action,
                 resource: ask.resource.as_deref(),
                 context: ask.context.as_ref(),
-            },
-        );
-        (d.outcome, d.policy, d.rule, d.reason)
-    };
+            };
+            let d = evaluate(snapshot, &req);
+            match (ask.delegated_by.is_empty(), d.outcome) {
+                (false, Outcome::Allow) => {
+                    match crate::policy::delegation_allows(snapshot, &req, ask.delegated_by.len()) {
+                        Ok(_) => (d.outcome, d.policy, d.rule, d.reason),
+                        Err(why) => (Outcome::Deny, d.policy, None, why),
+                    }
+                }
+                _ => (d.outcome, d.policy, d.rule, d.reason),
+            }
+        };
     let allowed = decision == Outcome::Allow || mode != Mode::Enforce;
     let would_deny = decision == Outcome::Deny && mode == Mode::Audit;
     let verdict = Verdict {
@@ -139,7 +206,16 @@ pub(crate) fn decide(
         rule,
         reason: Some(reason),
         snapshot: snapshot.version,
-        meta: ask.context.clone().unwrap_or_default(),
+        meta: {
+            let mut meta = ask.context.clone().unwrap_or_default();
+            if !ask.delegated_by.is_empty() {
+                meta.insert(
+                    "delegatedBy".to_owned(),
+                    Value::from(ask.delegated_by.clone()),
+                );
+            }
+            meta
+        },
         would_deny,
         ..ask.entry("decision", mode)
     };

@@ -199,6 +199,39 @@ pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
     }
 }
 
+/// Whether the applicable policies let the agent take `req.action` on behalf of a chain of
+/// `depth` delegators: some policy's `delegation` must have a `permissionCeiling` pattern that
+/// matches the action and a `maxDepth` of at least `depth`. `Err` says why not.
+pub(crate) fn delegation_allows(
+    set: &PolicySet,
+    req: &EvalRequest<'_>,
+    depth: usize,
+) -> Result<String, String> {
+    let mut any = false;
+    for (name, doc) in &set.policies {
+        let Some(d) = doc
+            .delegation
+            .as_ref()
+            .filter(|_| applies(&doc.applies_to, req))
+        else {
+            continue;
+        };
+        any = true;
+        if depth <= usize::from(d.max_depth) && d.ceiling.iter().any(|p| p.matches(req.action)) {
+            return Ok(name.clone());
+        }
+    }
+    Err(if any {
+        format!(
+            "Delegation refused: {} is above the permission ceiling, or a chain of {depth} exceeds maxDepth",
+            req.action
+        )
+    } else {
+        "Delegation refused: no policy allows this agent to act on another agent's behalf"
+            .to_owned()
+    })
+}
+
 /// The tightest `rateLimits` among the policies that apply to the agent.
 pub(crate) fn rate_limits_for(set: &PolicySet, req: &EvalRequest<'_>) -> super::RateLimits {
     let mut out = super::RateLimits::default();

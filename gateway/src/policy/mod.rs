@@ -9,7 +9,9 @@ mod engine;
 mod glob;
 mod parse;
 
-pub(crate) use engine::{EvalRequest, Outcome, PolicySet, evaluate, rate_limits_for};
+pub(crate) use engine::{
+    EvalRequest, Outcome, PolicySet, delegation_allows, evaluate, rate_limits_for,
+};
 pub(crate) use parse::{ParsedPolicy, parse_policy};
 
 use meshguard_api::TrustTier;
@@ -44,6 +46,19 @@ pub(crate) struct PolicyDoc {
     pub(crate) default_effect: Effect,
     /// `rateLimits`: requests per minute and per hour for each agent the policy applies to.
     pub(crate) rate_limits: RateLimits,
+    /// `delegation`: what agents it applies to may do on another agent's behalf.
+    pub(crate) delegation: Option<Delegation>,
+}
+
+/// The gateway's hard cap on delegation chains, whatever a policy says.
+pub(crate) const MAX_DELEGATION_DEPTH: u8 = 5;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Delegation {
+    /// Longest chain of delegators allowed.
+    pub(crate) max_depth: u8,
+    /// A delegated action must match one of these.
+    pub(crate) ceiling: Vec<glob::Pattern>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -10,7 +10,10 @@ use marked_yaml::{LoadError, LoaderOptions, Node};
 use meshguard_api::{TrustTier, ValidationIssue};
 
 use super::glob::Pattern;
-use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, RateLimits, Rule};
+use super::{
+    AppliesTo, Condition, ContextTest, Delegation, Effect, MAX_DELEGATION_DEPTH, PolicyDoc,
+    RateLimits, Rule,
+};
 
 /// The result of parsing one document: a checked document when there are no errors.
 #[derive(Debug)]
@@ -277,9 +280,9 @@ impl Cx {
                 None
             }
         };
-        if let Some(node) = body.get_node("delegation") {
-            self.delegation(node);
-        }
+        let delegation = body
+            .get_node("delegation")
+            .and_then(|node| self.delegation(node));
         let rate_limits = body
             .get_node("rateLimits")
             .map(|node| self.rate_limits(node))
@@ -297,6 +300,7 @@ impl Cx {
             rules,
             default_effect,
             rate_limits,
+            delegation,
         })
     }
 
@@ -608,30 +612,46 @@ impl Cx {
         }
     }
 
-    fn delegation(&mut self, node: &Node) {
+    fn delegation(&mut self, node: &Node) -> Option<Delegation> {
         let Node::Mapping(map) = node else {
             self.error(
                 "delegation",
                 node,
                 "expected a mapping with maxDepth and permissionCeiling",
             );
-            return;
+            return None;
         };
+        let mut max_depth = MAX_DELEGATION_DEPTH;
         if let Some(n) = map.get_node("maxDepth") {
-            let ok = self
+            match self
                 .scalar("delegation.maxDepth", n, "a whole number from 0 to 5")
-                .and_then(|s| s.parse::<u8>().ok());
-            if !matches!(ok, Some(0..=5)) {
-                self.error(
+                .and_then(|s| s.parse::<u8>().ok())
+            {
+                Some(d @ 0..=MAX_DELEGATION_DEPTH) => max_depth = d,
+                _ => self.error(
                     "delegation.maxDepth",
                     n,
                     "expected a whole number from 0 to 5 (the gateway caps delegation at 5 hops)",
-                );
+                ),
             }
         }
-        if let Some(n) = map.get_node("permissionCeiling") {
-            self.string_list("delegation.permissionCeiling", n, "action patterns");
-        }
+        let ceiling = match map.get_node("permissionCeiling") {
+            Some(n) => self
+                .string_list("delegation.permissionCeiling", n, "action patterns")
+                .unwrap_or_default()
+                .iter()
+                .map(|p| Pattern::new(p))
+                .collect(),
+            None => {
+                self.warn(
+                    "delegation",
+                    line_of(node),
+                    "has no permissionCeiling, so no delegated action is allowed",
+                );
+                Vec::new()
+            }
+        };
+        Some(Delegation { max_depth, ceiling })
     }
 
     fn rate_limits(&mut self, node: &Node) -> RateLimits {

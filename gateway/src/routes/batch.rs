@@ -29,12 +29,32 @@ pub(super) struct BatchRequest {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub(super) struct BatchAction {
     action: String,
     #[serde(default)]
     resource: Option<String>,
     #[serde(default)]
     context: Option<Map<String, Value>>,
+    /// The delegation chain, original delegator first: one id or a list.
+    #[serde(default, alias = "delegated_by")]
+    delegated_by: Option<Chain>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Chain {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Chain {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Chain::One(s) => crate::governance::parse_chain(&s),
+            Chain::Many(v) => v.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+        }
+    }
 }
 
 pub(super) async fn batch(
@@ -64,6 +84,8 @@ pub(super) async fn batch(
         path: Some("/api/v1/governance/batch".to_owned()),
         context: None,
         trace_id: trace.clone(),
+        delegated_by: Vec::new(),
+        delegators_ok: Ok(()),
     };
     let admin = headers
         .get("x-admin-token")
@@ -94,14 +116,24 @@ pub(super) async fn batch(
     let mut results = Vec::with_capacity(req.actions.len());
     let mut waits = Vec::with_capacity(req.actions.len());
     for a in &req.actions {
-        let ask = Ask {
+        let mut ask = Ask {
             action: a.action.clone(),
             resource: a.resource.clone(),
             method: Some("POST".to_owned()),
             path: Some("/api/v1/governance/batch".to_owned()),
             context: a.context.clone(),
             trace_id: trace.clone(),
+            delegated_by: a
+                .delegated_by
+                .clone()
+                .map(|d| d.into_vec())
+                .unwrap_or_default(),
+            delegators_ok: Ok(()),
         };
+        if !ask.delegated_by.is_empty() {
+            ask.delegators_ok =
+                crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
+        }
         let (verdict, entry) = decide(mode, &snapshot, &agent, &ask);
         if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
             state.inner.alerts.raise(alert);

@@ -93,7 +93,7 @@ pub(super) async fn forward(
             .to_owned(),
         None => derive_action(&parts.method, &rest),
     };
-    let ask = Ask {
+    let mut ask = Ask {
         action,
         resource: parts
             .headers
@@ -104,6 +104,14 @@ pub(super) async fn forward(
         path: Some(format!("/{}", rest.trim_start_matches('/'))),
         context: context(&parts.headers)?,
         trace_id: trace.clone(),
+        delegated_by: crate::governance::parse_chain(
+            parts
+                .headers
+                .get("x-meshguard-delegated-by")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
+        delegators_ok: Ok(()),
     };
     if let Some(r) = super::proxy::client_limit(&state, addr, &ask).await {
         return Ok(r);
@@ -112,6 +120,10 @@ pub(super) async fn forward(
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
+    if !ask.delegated_by.is_empty() {
+        ask.delegators_ok =
+            crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
+    }
     let verdict = govern(&state, &agent, &ask).await;
     if let Some(limited) = &verdict.rate_limited {
         return Ok(super::proxy::too_many(limited, &trace));

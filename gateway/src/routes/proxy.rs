@@ -209,7 +209,7 @@ pub(super) async fn check(
             )
         })?
         .to_owned();
-    let ask = Ask {
+    let mut ask = Ask {
         action,
         resource: header(&headers, "x-meshguard-resource")?
             .filter(|r| !r.is_empty())
@@ -218,6 +218,10 @@ pub(super) async fn check(
         path: Some("/proxy/check".to_owned()),
         context: context(&headers)?,
         trace_id: trace.clone(),
+        delegated_by: crate::governance::parse_chain(
+            header(&headers, "x-meshguard-delegated-by")?.unwrap_or(""),
+        ),
+        delegators_ok: Ok(()),
     };
     if let Some(r) = client_limit(&state, addr, &ask).await {
         return Ok(r);
@@ -226,6 +230,10 @@ pub(super) async fn check(
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
+    if !ask.delegated_by.is_empty() {
+        ask.delegators_ok =
+            crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
+    }
     let v = govern(&state, &agent, &ask).await;
     if let Some(limited) = &v.rate_limited {
         return Ok(too_many(limited, &trace));

@@ -477,3 +477,93 @@ fn a_batch_sees_one_snapshot_while_policies_change_underneath() {
     }
     flipper.join().unwrap();
 }
+
+#[test]
+fn delegated_calls_need_a_ceiling_a_short_chain_and_trusted_delegators() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(
+        &gw,
+        "delegation",
+        "name: delegation\nappliesTo: [worker]\ndelegation:\n  maxDepth: 2\n  permissionCeiling: [\"read:*\"]\nrules:\n  - effect: allow\n    actions: [\"read:*\", \"write:*\"]\n",
+    );
+    let (_, token) = agent(&gw, "worker", "verified", &[]);
+    let (boss, _) = agent(&gw, "boss", "trusted", &[]);
+    let (lead, _) = agent(&gw, "lead", "verified", &[]);
+    let (intern, _) = agent(&gw, "intern", "unverified", &[]);
+    let call = |action: &str, chain: &str| {
+        json(
+            gw.raw(Method::GET, "/proxy/check")
+                .bearer_auth(&token)
+                .header("X-MeshGuard-Action", action)
+                .header("X-MeshGuard-Delegated-By", chain)
+                .send()
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        call("read:docs", &boss).0,
+        200,
+        "within the ceiling, one hop"
+    );
+    assert_eq!(
+        call("read:docs", &format!("{boss},{lead}")).0,
+        200,
+        "two hops, maxDepth 2"
+    );
+    assert_eq!(
+        gw.check(&token, "write:docs").0,
+        200,
+        "not delegated: the rules alone decide"
+    );
+    let (status, body) = call("write:docs", &boss);
+    assert_eq!(status, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("permission ceiling"),
+        "{body}"
+    );
+    let (status, _) = call("read:docs", &format!("{boss},{lead},{boss}"));
+    assert_eq!(status, 403, "cycle");
+    let (status, body) = call("read:docs", &intern);
+    assert_eq!(status, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("only verified agents and above may delegate"),
+        "{body}"
+    );
+    let (status, body) = call("read:docs", "agent_nobody");
+    assert_eq!(status, 403);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown or revoked"),
+        "{body}"
+    );
+    let (_, chain3) = (0, format!("{boss},{lead},agent_x"));
+    assert_eq!(
+        call("read:docs", &chain3).0,
+        403,
+        "three hops > maxDepth (and an unknown delegator)"
+    );
+    // The chain is kept in the audit row.
+    let e = &gw.get("/admin/audit?limit=100").1["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["meta"]["delegatedBy"].is_array())
+        .cloned()
+        .unwrap();
+    assert!(
+        e["meta"]["delegatedBy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d == boss.as_str())
+    );
+}
