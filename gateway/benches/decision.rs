@@ -14,18 +14,23 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 fn main() {
     // `cargo test --benches` runs this once as a smoke test; keep that quick.
     let quick = std::env::args().any(|a| a == "--test" || a == "--list");
-    println!("| rules | policies | p50 | p99 | iterations |");
-    println!("|---|---|---|---|---|");
-    for rules in [10usize, 1_000, 10_000] {
+    println!("| rules | policies | applying to the agent | p50 | p99 | iterations |");
+    println!("|---|---|---|---|---|---|");
+    for (rules, applying) in [
+        (10usize, 1usize),
+        (1_000, 100),
+        (10_000, 1_000),
+        (10_000, 10),
+    ] {
         let policies = rules / 10;
         let iterations = if quick {
             10
         } else {
             (2_000_000 / rules).clamp(200, 100_000)
         };
-        let lat = decision_latencies(policies, 10, iterations);
+        let lat = decision_latencies(policies, 10, iterations, applying);
         println!(
-            "| {rules} | {policies} | {:.2?} | {:.2?} | {iterations} |",
+            "| {rules} | {policies} | {applying} | {:.2?} | {:.2?} | {iterations} |",
             pct(&lat, 0.5),
             pct(&lat, 0.99)
         );

@@ -11,14 +11,23 @@ use crate::policy::{EvalRequest, PolicySet, evaluate, parse_policy};
 /// Decision latencies (sorted) over `iterations` evaluations against `policies` policies of
 /// `rules_per_policy` rules each, asking an action that only the last rule of the last policy
 /// allows (the slowest path: everything before it is tried).
+///
+/// With `applying < policies`, only the last `applying` policies apply to the agent; the others
+/// name another tag, as in a gateway serving many kinds of agents.
 pub fn decision_latencies(
     policies: usize,
     rules_per_policy: usize,
     iterations: usize,
+    applying: usize,
 ) -> Vec<Duration> {
     let mut docs = Vec::with_capacity(policies);
     for p in 0..policies {
-        let mut text = format!("name: p{p:05}\nappliesTo:\n  tags: [bench]\nrules:\n");
+        let tag = if p + applying >= policies {
+            "bench"
+        } else {
+            "other"
+        };
+        let mut text = format!("name: p{p:05}\nappliesTo:\n  tags: [{tag}]\nrules:\n");
         for r in 0..rules_per_policy {
             text.push_str(&format!("  - name: r{r}\n    effect: allow\n    actions: [\"svc{p}-{r}:*\", \"read:res{r}/*/x\"]\n"));
         }

@@ -19,6 +19,77 @@ pub(crate) struct PolicySet {
     policies: Vec<(String, Arc<PolicyDoc>)>,
     /// Per policy (same order): which rules can match a given verb.
     indexes: Vec<RuleIndex>,
+    /// Which policies can apply to a given agent.
+    agents: AgentIndex,
+}
+
+/// Policies by the agent names, ids, tags and tiers their `appliesTo` names, so the policies
+/// that cannot apply to an agent are never looked at. Every candidate is still checked with
+/// the full `appliesTo` test (object selectors AND their keys).
+#[derive(Debug, Default)]
+struct AgentIndex {
+    /// `appliesTo` absent: every agent.
+    all: Vec<usize>,
+    /// List entries and `agentIds`/`tags` selector values: matched against name, id and tags.
+    by_key: std::collections::HashMap<String, Vec<usize>>,
+    /// Selectors with only `trustTiers`.
+    by_tier: std::collections::HashMap<TrustTier, Vec<usize>>,
+}
+
+impl AgentIndex {
+    fn build(policies: &[(String, Arc<PolicyDoc>)]) -> Self {
+        let mut index = Self::default();
+        for (i, (_, doc)) in policies.iter().enumerate() {
+            match &doc.applies_to {
+                AppliesTo::All => index.all.push(i),
+                AppliesTo::Names(names) => {
+                    for n in names {
+                        index.by_key.entry(n.clone()).or_default().push(i);
+                    }
+                }
+                AppliesTo::Selector {
+                    trust_tiers,
+                    tags,
+                    agent_ids,
+                } => {
+                    // Index by the most selective key present; an empty selector matches no one.
+                    if let Some(ids) = agent_ids {
+                        for id in ids {
+                            index.by_key.entry(id.clone()).or_default().push(i);
+                        }
+                    } else if let Some(tags) = tags {
+                        for t in tags {
+                            index.by_key.entry(t.clone()).or_default().push(i);
+                        }
+                    } else if let Some(tiers) = trust_tiers {
+                        for t in tiers {
+                            index.by_tier.entry(*t).or_default().push(i);
+                        }
+                    }
+                }
+            }
+        }
+        index
+    }
+
+    /// Candidate policies for the agent, in policy-name order, without duplicates.
+    fn candidates(&self, req: &EvalRequest<'_>) -> Vec<usize> {
+        let mut out = self.all.clone();
+        for key in [req.agent_name, req.agent_id]
+            .into_iter()
+            .chain(req.tags.iter().map(String::as_str))
+        {
+            if let Some(v) = self.by_key.get(key) {
+                out.extend_from_slice(v);
+            }
+        }
+        if let Some(v) = self.by_tier.get(&req.tier) {
+            out.extend_from_slice(v);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// Rules of one policy by the verb (the part of an action before `:`) they can match, so a
@@ -86,10 +157,12 @@ impl PolicySet {
             .iter()
             .map(|(_, doc)| RuleIndex::build(doc))
             .collect();
+        let agents = AgentIndex::build(&policies);
         Self {
             version,
             policies,
             indexes,
+            agents,
         }
     }
 
@@ -132,7 +205,8 @@ pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
     let mut default_deny: Option<&str> = None;
     let mut applicable = 0usize;
     let verb = req.action.split_once(':').map_or(req.action, |(v, _)| v);
-    for ((name, doc), index) in set.policies.iter().zip(&set.indexes) {
+    for i in set.agents.candidates(req) {
+        let ((name, doc), index) = (&set.policies[i], &set.indexes[i]);
         if !applies(&doc.applies_to, req) {
             continue;
         }
@@ -460,6 +534,38 @@ mod tests {
             Some("star-verb")
         );
         assert_eq!(evaluate(&s, &req("write:y", &[])).rule, None);
+    }
+
+    #[test]
+    fn the_agent_index_finds_every_kind_of_appliesto() {
+        let s = set(&[
+            "name: a-all\nrules:\n  - effect: allow\n    actions: [\"all:*\"]\n",
+            "name: b-name\nappliesTo: [code-reviewer]\nrules:\n  - effect: allow\n    actions: [\"name:*\"]\n",
+            "name: c-tag\nappliesTo:\n  tags: [ci]\nrules:\n  - effect: allow\n    actions: [\"tag:*\"]\n",
+            "name: d-tier\nappliesTo:\n  trustTiers: [verified]\nrules:\n  - effect: allow\n    actions: [\"tier:*\"]\n",
+            "name: e-id\nappliesTo:\n  agentIds: [agent_1]\n  trustTiers: [privileged]\nrules:\n  - effect: allow\n    actions: [\"id:*\"]\n",
+            "name: f-other\nappliesTo: [someone-else]\nrules:\n  - effect: deny\n    actions: [\"*\"]\n",
+        ]);
+        let ci = vec!["ci".to_owned()];
+        for (action, rule_policy) in [
+            ("all:x", "a-all"),
+            ("name:x", "b-name"),
+            ("tag:x", "c-tag"),
+            ("tier:x", "d-tier"),
+        ] {
+            assert_eq!(
+                evaluate(&s, &req(action, &ci)).policy.as_deref(),
+                Some(rule_policy),
+                "{action}"
+            );
+        }
+        // e-id names agent_1 but also requires privileged (AND), so it does not apply to this
+        // verified agent: the applicable policies default to deny.
+        let d = evaluate(&s, &req("id:x", &ci));
+        assert_eq!((d.outcome, d.rule), (Outcome::Deny, None));
+        assert_ne!(d.policy.as_deref(), Some("e-id"));
+        // f-other never applies: its deny-everything rule does not touch this agent.
+        assert_eq!(evaluate(&s, &req("all:x", &ci)).outcome, Outcome::Allow);
     }
 
     #[test]
