@@ -158,6 +158,7 @@ pub(super) async fn batch(
         .into_iter()
         .map(|(action, v)| {
             let allowed = v.allowed && !fail_closed;
+            state.inner.metrics.decision(allowed, v.would_deny, v.latency, recorded);
             all_allowed &= allowed;
             let mut item = json!({
                 "action": action,
