@@ -12,7 +12,7 @@ use tf_provider::schema::{
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use super::{StrList, StrMap, known, known_list, known_map, list_like, map_like};
+use super::{StrList, StrMap, known, known_list, known_map, list_like, map_like, required};
 use crate::client::ClientError;
 use crate::diag::report;
 use crate::provider::{Shared, attr, sensitive};
@@ -188,7 +188,7 @@ impl Resource for AgentResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&state.id)?.to_owned();
+        let id = required(diags, &state.id, "id")?.to_owned();
         match client.get_agent(&id).await {
             Ok(agent) => Some((from_gateway(&agent, &state, state.api_key.clone()), private)),
             // Deleted (revoked) outside Terraform: gone from state, so the next plan re-creates it.
@@ -259,7 +259,7 @@ impl Resource for AgentResource {
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
         let body = CreateAgent {
-            name: known(&planned.name)?.to_owned(),
+            name: required(diags, &planned.name, "name")?.to_owned(),
             trust_tier: known(&planned.trust_tier).map(str::to_owned),
             tags: known_list(&planned.tags)?,
             metadata: metadata_json(known_map(&planned.metadata)?),
@@ -287,7 +287,7 @@ impl Resource for AgentResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?.to_owned();
+        let id = required(diags, &prior.id, "id")?.to_owned();
         let body = UpdateAgent {
             name: known(&planned.name).map(str::to_owned),
             trust_tier: known(&planned.trust_tier).map(str::to_owned),
@@ -329,7 +329,7 @@ impl Resource for AgentResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?.to_owned();
+        let id = required(diags, &prior.id, "id")?.to_owned();
         match client.revoke_agent(&id).await {
             Ok(()) | Err(ClientError::NotFound) => Some(()),
             Err(e) => {

@@ -12,7 +12,7 @@ use tf_provider::schema::{
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use super::{StrList, known, known_list, list_like};
+use super::{StrList, known, known_list, list_like, required};
 use crate::client::ClientError;
 use crate::diag::report;
 use crate::provider::{Shared, attr, sensitive};
@@ -255,7 +255,7 @@ impl Resource for AlertChannelResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&state.id)?.to_owned();
+        let id = required(diags, &state.id, "id")?.to_owned();
         match client.get_channel(&id).await {
             Ok(c) => Some((from_gateway(&c, &state), private)),
             Err(ClientError::NotFound) => None,
@@ -339,7 +339,7 @@ impl Resource for AlertChannelResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?.to_owned();
+        let id = required(diags, &prior.id, "id")?.to_owned();
         let Some(body) = input(&planned) else {
             diags.root_error_short("the alert channel's arguments are not all known at apply time");
             return None;
@@ -366,7 +366,7 @@ impl Resource for AlertChannelResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?.to_owned();
+        let id = required(diags, &prior.id, "id")?.to_owned();
         match client.delete_channel(&id).await {
             Ok(()) | Err(ClientError::NotFound) => Some(()),
             Err(e) => {

@@ -53,3 +53,21 @@ pub(crate) fn map_like(prior: &StrMap, got: BTreeMap<String, String>) -> StrMap 
 pub(crate) fn known(v: &Value<String>) -> Option<&str> {
     v.as_ref_option().map(String::as_str)
 }
+
+/// A string Terraform must know at this point (ids in state, arguments at apply); says so in a
+/// diagnostic on the attribute when it does not, rather than failing without a word.
+pub(crate) fn required<'a>(
+    diags: &mut tf_provider::Diagnostics,
+    v: &'a Value<String>,
+    attribute: &'static str,
+) -> Option<&'a str> {
+    let found = known(v);
+    if found.is_none() {
+        diags.error(
+            format!("{attribute} is not known"),
+            "the provider needs this value here; if it comes from another resource, apply that one first",
+            tf_provider::AttributePath::new(attribute),
+        );
+    }
+    found
+}

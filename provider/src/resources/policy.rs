@@ -12,7 +12,7 @@ use tf_provider::schema::{
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
-use super::known;
+use super::{known, required};
 use crate::client::ClientError;
 use crate::diag::report;
 use crate::provider::{Shared, attr};
@@ -196,7 +196,7 @@ impl Resource for PolicyResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&state.id)?.to_owned();
+        let id = required(diags, &state.id, "id")?.to_owned();
         match client.get_policy(&id).await {
             Ok(p) => {
                 if p.read_only {
@@ -266,7 +266,10 @@ impl Resource for PolicyResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let (name, content) = (known(&planned.name)?, known(&planned.content)?);
+        let (name, content) = (
+            required(diags, &planned.name, "name")?,
+            required(diags, &planned.content, "content")?,
+        );
         match client.create_policy(name, content).await {
             Ok(p) => Some((from_gateway(&p), private)),
             Err(e) => {
@@ -291,8 +294,11 @@ impl Resource for PolicyResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?;
-        let (name, content) = (known(&planned.name)?, known(&planned.content)?);
+        let id = required(diags, &prior.id, "id")?;
+        let (name, content) = (
+            required(diags, &planned.name, "name")?,
+            required(diags, &planned.content, "content")?,
+        );
         match client.update_policy(id, name, content).await {
             Ok(p) => Some((from_gateway(&p), private)),
             Err(e) => {
@@ -310,7 +316,7 @@ impl Resource for PolicyResource {
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<()> {
         let client = self.client.get(diags)?;
-        let id = known(&prior.id)?;
+        let id = required(diags, &prior.id, "id")?;
         match client.delete_policy(id).await {
             Ok(()) | Err(ClientError::NotFound) => Some(()),
             Err(e) => {
