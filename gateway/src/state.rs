@@ -223,6 +223,14 @@ impl AppState {
         Ok(found)
     }
 
+    /// An agent that is not revoked, from the cache or the store.
+    pub(crate) async fn active_agent(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::store::AgentRecord>, ApiError> {
+        Ok(self.agent(id).await?.filter(|a| a.revoked_at.is_none()))
+    }
+
     pub(crate) fn remember_agent(&self, a: &crate::store::AgentRecord) {
         self.inner
             .agents

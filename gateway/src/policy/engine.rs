@@ -282,7 +282,8 @@ pub(crate) fn delegation_allows(
     depth: usize,
 ) -> Result<String, String> {
     let mut any = false;
-    for (name, doc) in &set.policies {
+    for i in set.agents.candidates(req) {
+        let (name, doc) = &set.policies[i];
         let Some(d) = doc
             .delegation
             .as_ref()
@@ -309,7 +310,8 @@ pub(crate) fn delegation_allows(
 /// The tightest `rateLimits` among the policies that apply to the agent.
 pub(crate) fn rate_limits_for(set: &PolicySet, req: &EvalRequest<'_>) -> super::RateLimits {
     let mut out = super::RateLimits::default();
-    for (_, doc) in &set.policies {
+    for i in set.agents.candidates(req) {
+        let doc = &set.policies[i].1;
         if !applies(&doc.applies_to, req) {
             continue;
         }

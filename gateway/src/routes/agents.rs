@@ -194,11 +194,10 @@ pub(super) async fn create(
 
 /// An active (not revoked) agent, or 404.
 async fn active(state: &AppState, id: &str) -> Result<AgentRecord, ApiError> {
-    let key = id.to_owned();
-    match state.db(move |s| s.get_agent(&key)).await? {
-        Some(a) if a.revoked_at.is_none() => Ok(a),
-        _ => Err(ApiError::not_found("agent", id)),
-    }
+    state
+        .active_agent(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", id))
 }
 
 pub(super) async fn get(

@@ -98,10 +98,9 @@ pub(super) async fn batch(
                 "required when the batch is sent with the admin token",
             )
         })?;
-        let key = id.clone();
-        match state.db(move |s| s.get_agent(&key)).await? {
-            Some(a) if a.revoked_at.is_none() => a,
-            _ => return Err(ApiError::not_found("agent", &id)),
+        match state.active_agent(&id).await? {
+            Some(a) => a,
+            None => return Err(ApiError::not_found("agent", &id)),
         }
     } else {
         match authenticate(&state, &headers).await? {

@@ -472,13 +472,7 @@ pub(super) async fn test(
         None => state.snapshot(),
     };
     let stored = match &req.agent_id {
-        Some(id) => {
-            let key = id.clone();
-            state
-                .db(move |s| s.get_agent(&key))
-                .await?
-                .filter(|a| a.revoked_at.is_none())
-        }
+        Some(id) => state.active_agent(id).await?,
         None => None,
     };
     let given = req.agent.unwrap_or_default();
