@@ -106,6 +106,19 @@ pub(crate) struct Verdict {
 }
 
 impl Ask {
+    /// What the engine sees: the agent's current tier and tags, and this ask.
+    fn eval_request<'a>(&'a self, agent: &'a AgentRecord) -> EvalRequest<'a> {
+        EvalRequest {
+            agent_id: &agent.id,
+            agent_name: &agent.name,
+            tier: TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified),
+            tags: &agent.tags,
+            action: &self.action,
+            resource: self.resource.as_deref(),
+            context: self.context.as_ref(),
+        }
+    }
+
     /// An audit entry for this ask: a deny with nothing known yet; callers fill in the rest.
     fn entry(&self, event: &str, mode: Mode) -> AuditEntry {
         AuditEntry {
@@ -160,16 +173,7 @@ pub(crate) fn decide(
                 "bypass mode: policies are not evaluated".to_owned(),
             )
         } else {
-            let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
-            let req = EvalRequest {
-                agent_id: &agent.id,
-                agent_name: &agent.name,
-                tier,
-                tags: &agent.tags,
-                action: &ask.action,
-                resource: ask.resource.as_deref(),
-                context: ask.context.as_ref(),
-            };
+            let req = ask.eval_request(agent);
             let d = evaluate(snapshot, &req);
             match (ask.delegated_by.is_empty(), d.outcome) {
                 (false, Outcome::Allow) => {
@@ -320,16 +324,7 @@ async fn agent_rate_limit(
     agent: &AgentRecord,
     ask: &Ask,
 ) -> Option<Verdict> {
-    let tier = TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified);
-    let req = EvalRequest {
-        agent_id: &agent.id,
-        agent_name: &agent.name,
-        tier,
-        tags: &agent.tags,
-        action: &ask.action,
-        resource: ask.resource.as_deref(),
-        context: ask.context.as_ref(),
-    };
+    let req = ask.eval_request(agent);
     let limits = crate::policy::rate_limits_for(snapshot, &req);
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let limited = state
