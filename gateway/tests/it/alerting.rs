@@ -96,10 +96,13 @@ fn denials_and_bypass_attempts_reach_a_real_receiver_signed() {
 fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
     let rx = Receiver::start();
     let dir = tempdir();
-    let mut env = Options::default().env;
-    env.push(("ALERT_RETRY_ATTEMPTS", "3".into()));
-    env.push(("ALERT_RETRY_BACKOFF_MS", "20".into()));
-    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("ALERT_RETRY_ATTEMPTS", "3".into()),
+            ("ALERT_RETRY_BACKOFF_MS", "20".into()),
+        ]),
+    );
     policy(&gw, "reads", READS);
     // Only critical alerts; and a channel whose receiver always fails.
     gw.post("/admin/alert-channels", json!({"type": "webhook", "endpoint": format!("{}/critical", rx.0.url), "severity": "critical"}));
@@ -147,11 +150,14 @@ fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
 fn the_per_minute_throttle_drops_the_excess() {
     let rx = Receiver::start();
     let dir = tempdir();
-    let mut env = Options::default().env;
-    env.push(("ALERT_RATE_LIMIT", "2".into()));
-    env.push(("ALERT_WEBHOOK_URL", format!("{}/env", rx.0.url)));
-    env.push(("ALERT_WEBHOOK_SECRET", SECRET.into()));
-    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("ALERT_RATE_LIMIT", "2".into()),
+            ("ALERT_WEBHOOK_URL", format!("{}/env", rx.0.url)),
+            ("ALERT_WEBHOOK_SECRET", SECRET.into()),
+        ]),
+    );
     let (_, token) = agent(&gw, "a", "verified", &[]);
     for i in 0..5 {
         assert_eq!(

@@ -116,17 +116,7 @@ fn calls_without_a_valid_token_are_recorded_bypass_attempts() {
 #[test]
 fn audit_mode_allows_but_records_the_real_decision() {
     let dir = tempdir();
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options {
-            env: {
-                let mut e = Options::default().env;
-                e.push(("MODE", "audit".into()));
-                e
-            },
-            args: vec![],
-        },
-    );
+    let gw = Gateway::start_with(dir.path(), Options::with(vec![("MODE", "audit".into())]));
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
     let resp = gw
@@ -160,17 +150,7 @@ fn audit_mode_allows_but_records_the_real_decision() {
 #[test]
 fn bypass_mode_allows_everything_and_still_records_it() {
     let dir = tempdir();
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options {
-            env: {
-                let mut e = Options::default().env;
-                e.push(("MODE", "bypass".into()));
-                e
-            },
-            args: vec![],
-        },
-    );
+    let gw = Gateway::start_with(dir.path(), Options::with(vec![("MODE", "bypass".into())]));
     let (_, token) = agent(&gw, "a", "verified", &[]);
     let (status, body) = gw.check(&token, "admin:anything");
     assert_eq!((status, body["mode"].as_str()), (200, Some("bypass")));
@@ -335,9 +315,13 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
 #[test]
 fn a_sidecar_export_merges_once_and_keeps_its_chain() {
     let sidecar_dir = tempdir();
-    let mut env = Options::default().env;
-    env.push(("AUDIT_ORIGIN", "sidecar-7.example/meshguard-audit".into()));
-    let sidecar = Gateway::start_with(sidecar_dir.path(), Options { env, args: vec![] });
+    let sidecar = Gateway::start_with(
+        sidecar_dir.path(),
+        Options::with(vec![(
+            "AUDIT_ORIGIN",
+            "sidecar-7.example/meshguard-audit".into(),
+        )]),
+    );
     let (_, token) = agent(&sidecar, "edge", "verified", &[]);
     for action in ["read:a", "read:b", "write:c"] {
         sidecar.check(&token, action);

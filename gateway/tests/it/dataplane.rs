@@ -16,12 +16,9 @@ impl Upstream {
 }
 
 fn with_target(target: &str, extra: &[(&'static str, &str)]) -> Options<'static> {
-    let mut env = Options::default().env;
-    env.push(("PROXY_TARGET", target.to_owned()));
-    for (k, v) in extra {
-        env.push((k, (*v).to_owned()));
-    }
-    Options { env, args: vec![] }
+    let mut env = vec![("PROXY_TARGET", target.to_owned())];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    Options::with(env)
 }
 
 const REPOS: &str = "name: repos\nrules:\n  - name: read-repos\n    effect: allow\n    actions: [\"read:api/repos/*\"]\n  - name: write-uploads\n    effect: allow\n    actions: [\"write:uploads*\", \"read:status/*\", \"read:slow\"]\n";
@@ -274,9 +271,10 @@ fn a_batch_is_decided_against_one_snapshot_and_every_item_is_audited() {
 #[test]
 fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
     let dir = tempdir();
-    let mut env = Options::default().env;
-    env.push(("RATE_LIMIT_RPM", "6".into()));
-    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("RATE_LIMIT_RPM", "6".into())]),
+    );
     policy(
         &gw,
         "limited",
@@ -337,9 +335,10 @@ fn metrics_count_decisions_when_enabled() {
     );
     drop(gw);
     let dir = tempdir();
-    let mut env = Options::default().env;
-    env.push(("METRICS_ENABLED", "true".into()));
-    let gw = Gateway::start_with(dir.path(), Options { env, args: vec![] });
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("METRICS_ENABLED", "true".into())]),
+    );
     policy(&gw, "repos", REPOS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
     gw.check(&token, "read:api/repos/x");

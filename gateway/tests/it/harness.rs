@@ -24,6 +24,15 @@ pub(crate) struct Options<'a> {
     pub(crate) args: Vec<&'a str>,
 }
 
+impl<'a> Options<'a> {
+    /// The default secrets plus `extra` environment variables.
+    pub(crate) fn with(extra: Vec<(&'a str, String)>) -> Self {
+        let mut o = Self::default();
+        o.env.extend(extra);
+        o
+    }
+}
+
 impl Default for Options<'_> {
     fn default() -> Self {
         Self {

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Gateway, agent, json, policy, tempdir};
+use crate::harness::{Gateway, Options, agent, json, policy, tempdir};
 
 /// Comments, odd spacing, a trailing space, CRLF-free unicode and no final newline: all must
 /// come back exactly.
@@ -323,9 +323,10 @@ fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
     std::fs::create_dir_all(&policies).unwrap();
     let v1 = "name: files\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
     std::fs::write(policies.join("a.yaml"), v1).unwrap();
-    let mut env = crate::harness::Options::default().env;
-    env.push(("POLICIES_RELOAD_SECONDS", "1".into()));
-    let gw = Gateway::start_with(dir.path(), crate::harness::Options { env, args: vec![] });
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("POLICIES_RELOAD_SECONDS", "1".into())]),
+    );
     let (_, token) = agent(&gw, "a", "verified", &[]);
     assert_eq!(gw.check(&token, "read:x").0, 200);
     assert_eq!(gw.check(&token, "write:x").0, 403);
@@ -420,10 +421,13 @@ fn signed_bundles_verify_with_minisign_and_only_verified_ones_load() {
     );
 
     let start_with_bundle = |dir: &std::path::Path| {
-        let mut env = crate::harness::Options::default().env;
-        env.push(("POLICY_BUNDLE", bundle.display().to_string()));
-        env.push(("POLICY_BUNDLE_PUBKEY", key.display().to_string()));
-        Gateway::start_with(dir, crate::harness::Options { env, args: vec![] })
+        Gateway::start_with(
+            dir,
+            Options::with(vec![
+                ("POLICY_BUNDLE", bundle.display().to_string()),
+                ("POLICY_BUNDLE_PUBKEY", key.display().to_string()),
+            ]),
+        )
     };
     let sidecar_dir = tempdir();
     let sidecar = start_with_bundle(sidecar_dir.path());
@@ -526,10 +530,13 @@ fn cosign_style_ecdsa_signatures_are_verified_too() {
     std::fs::write(&sig, base64::engine::general_purpose::STANDARD.encode(der)).unwrap();
 
     let start = |dir: &std::path::Path| {
-        let mut env = crate::harness::Options::default().env;
-        env.push(("POLICY_BUNDLE", bundle.display().to_string()));
-        env.push(("POLICY_BUNDLE_PUBKEY", public.display().to_string()));
-        Gateway::start_with(dir, crate::harness::Options { env, args: vec![] })
+        Gateway::start_with(
+            dir,
+            Options::with(vec![
+                ("POLICY_BUNDLE", bundle.display().to_string()),
+                ("POLICY_BUNDLE_PUBKEY", public.display().to_string()),
+            ]),
+        )
     };
     let ok_dir = tempdir();
     let ok = start(ok_dir.path());
