@@ -1,0 +1,48 @@
+//! Atomic file writes: write a sibling, fsync it, rename over the target, fsync the directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use crate::LicenseError;
+
+/// Replaces `path` with `bytes` so a reader sees the old file or the new one, never a mix.
+/// `private` files are created mode 0600.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LicenseError> {
+    let err = |source| LicenseError::io("write", path, source);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let result = (|| {
+        let mut f = options.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, LicenseError> {
+    fs::read(path).map_err(|e| LicenseError::io("read", path, e))
+}
