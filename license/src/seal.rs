@@ -97,10 +97,10 @@ pub(crate) fn encrypt_with_passphrase(
     armored(plaintext, encryptor)
 }
 
-fn decryptor<'a>(
-    bytes: &'a [u8],
-    what: &str,
-) -> Result<age::Decryptor<ArmoredReader<BufReader<BufReader<&'a [u8]>>>>, LicenseError> {
+/// An age reader over armored or binary bytes.
+type Armored<'a> = ArmoredReader<BufReader<BufReader<&'a [u8]>>>;
+
+fn decryptor<'a>(bytes: &'a [u8], what: &str) -> Result<age::Decryptor<Armored<'a>>, LicenseError> {
     age::Decryptor::new_buffered(ArmoredReader::new(BufReader::new(bytes)))
         .map_err(|e| LicenseError::Age(format!("{what} is not a readable age file: {e}")))
 }
