@@ -44,6 +44,12 @@ pub(crate) struct Alert {
 }
 
 impl Alert {
+    /// The same alert at another severity.
+    pub(crate) fn with_severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
     /// A gateway-level alert, not about one decision: critical, trigger `error`.
     pub(crate) fn system(title: &str, message: &str) -> Self {
         Self {

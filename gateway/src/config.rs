@@ -72,6 +72,28 @@ pub struct Args {
     #[arg(long, env = "POLICY_BUNDLE_PUBKEY")]
     pub policy_bundle_pubkey: Option<PathBuf>,
 
+    /// The vendor's license public key (PEM). When set, the gateway checks its license at start
+    /// and every LICENSE_CHECK_SECONDS; when absent, licensing is off.
+    #[arg(long, env = "LICENSE_PUBKEY")]
+    pub license_pubkey: Option<PathBuf>,
+
+    /// Where the installation id, activation request and installed license live. Defaults to
+    /// `license/` beside the database.
+    #[arg(long, env = "LICENSE_DIR")]
+    pub license_dir: Option<PathBuf>,
+
+    /// This installation's deployment mode; a license for another mode is not valid here.
+    #[arg(long, env = "DEPLOYMENT_MODE", value_enum)]
+    pub deployment_mode: Option<meshguard_license::DeploymentMode>,
+
+    /// This installation's region; a license that does not list it is not valid here.
+    #[arg(long, env = "REGION")]
+    pub region: Option<String>,
+
+    /// Seconds between license checks (which also pick up a license installed from the CLI).
+    #[arg(long, env = "LICENSE_CHECK_SECONDS", default_value_t = 3600)]
+    pub license_check_seconds: u64,
+
     /// Serve Prometheus metrics at `/metrics`.
     #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_enabled: bool,
@@ -197,6 +219,11 @@ pub struct Config {
     pub audit_checkpoint_every: u64,
     pub audit_checkpoint_interval: Duration,
     pub(crate) alerts: crate::alerts::AlertConfig,
+    pub license_pubkey: Option<PathBuf>,
+    pub license_dir: PathBuf,
+    pub deployment_mode: Option<meshguard_license::DeploymentMode>,
+    pub region: Option<String>,
+    pub license_check_interval: Duration,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
     pub generated_admin_token: bool,
 }
@@ -305,6 +332,12 @@ impl Args {
                 .map(|d| d.join("audit-log.key"))
                 .unwrap_or_else(|| PathBuf::from("audit-log.key"))
         });
+        let license_dir = self.license_dir.unwrap_or_else(|| {
+            db_path
+                .parent()
+                .map(|d| d.join("license"))
+                .unwrap_or_else(|| PathBuf::from("license"))
+        });
         let mut on = Vec::new();
         for t in self
             .alert_on
@@ -338,6 +371,11 @@ impl Args {
         };
         Ok(Config {
             alerts,
+            license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),
+            license_dir,
+            deployment_mode: self.deployment_mode,
+            region: self.region.filter(|r| !r.is_empty()),
+            license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
             audit_origin,
             audit_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),

@@ -16,6 +16,7 @@ mod error;
 mod governance;
 mod ids;
 mod jwt;
+mod license;
 mod limits;
 mod metrics;
 mod policy;
@@ -59,7 +60,13 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     };
     let files = sources.load(&[], &alerts);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let state = AppState::new(config, store, files, audit, alerts);
+    let license = license::Licensing::open(&config)?;
+    let state = AppState::new(config, store, files, audit, alerts, license);
+    {
+        let s = state.clone();
+        tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;
+    }
+    license::spawn_checker(state.clone());
     state
         .reload_policies()
         .await

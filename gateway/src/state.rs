@@ -29,6 +29,7 @@ pub(crate) struct Inner {
     history: std::sync::Mutex<std::collections::VecDeque<SnapshotRecord>>,
     pub(crate) audit: AuditLog,
     pub(crate) alerts: crate::alerts::Alerts,
+    pub(crate) license: crate::license::Licensing,
     pub(crate) limiter: crate::limits::RateLimiter,
     pub(crate) metrics: crate::metrics::Metrics,
     /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
@@ -68,6 +69,7 @@ impl AppState {
         file_policies: Vec<FilePolicy>,
         audit: AuditLog,
         alerts: crate::alerts::Alerts,
+        license: crate::license::Licensing,
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
@@ -80,6 +82,7 @@ impl AppState {
                 history: std::sync::Mutex::new(std::collections::VecDeque::new()),
                 audit,
                 alerts,
+                license,
                 limiter: crate::limits::RateLimiter::default(),
                 metrics: crate::metrics::Metrics::default(),
                 agents: RwLock::new(std::collections::HashMap::new()),
@@ -91,6 +94,10 @@ impl AppState {
                 started: Instant::now(),
             }),
         }
+    }
+
+    pub(crate) fn license(&self) -> &crate::license::Licensing {
+        &self.inner.license
     }
 
     pub(crate) fn config(&self) -> &Config {

@@ -32,7 +32,8 @@ impl Tools {
 
 /// Debian packages the build and tests need, and a file each installs: `protoc` and the
 /// well-known `.proto` files, which the `tf-provider` crate's build script compiles; `minisign`,
-/// which checks the gateway's signed policy bundles in the tests.
+/// which checks the gateway's signed policy bundles in the tests; `age`, the other side of every
+/// encrypted license file in the licensing tests.
 const APT: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
@@ -40,6 +41,7 @@ const APT: &[(&str, &str)] = &[
         "/usr/include/google/protobuf/empty.proto",
     ),
     ("minisign", "/usr/bin/minisign"),
+    ("age", "/usr/bin/age"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

@@ -178,9 +178,18 @@ pub(super) async fn create(
     .build(&meta);
     let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
     let saved = rec.clone();
-    state
-        .db(move |s| s.save_agent(&saved, Write::Insert, &change))
-        .await?;
+    {
+        // Count and insert under one lock so concurrent creates cannot overshoot the license.
+        let _one_at_a_time = state.license().agent_create.lock().await;
+        if state.license().limits_agents() {
+            let agents = state.db(|s| s.list_agents()).await?;
+            let active = agents.iter().filter(|a| a.revoked_at.is_none()).count();
+            state.license().check_agent_limit(active as u64)?;
+        }
+        state
+            .db(move |s| s.save_agent(&saved, Write::Insert, &change))
+            .await?;
+    }
     state.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");
     let body = AgentCreated {

@@ -8,6 +8,7 @@ mod changes;
 pub(crate) use changes::digest;
 mod channels;
 mod forward;
+mod license;
 mod policies;
 mod proxy;
 
@@ -75,7 +76,12 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/audit/proof", get(audit::proof))
         .route("/audit/consistency", get(audit::consistency))
-        .route("/info", get(info));
+        .route("/info", get(info))
+        .route("/license", get(license::get).post(license::install))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            license::gate,
+        ));
     Router::new()
         .route("/", get(root))
         .route("/health", get(health))
@@ -114,6 +120,8 @@ async fn health(State(state): State<AppState>) -> Response {
             "database": if healthy { "ok" } else { "error" },
             "policies": if state.is_ready() { "ok" } else { "loading" },
         },
+        // Licensing never makes the gateway unhealthy: it keeps enforcing whatever the state.
+        "license": license::summary(&state),
     });
     let status = if healthy {
         StatusCode::OK

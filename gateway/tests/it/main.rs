@@ -8,5 +8,6 @@ mod changes;
 mod channels;
 mod dataplane;
 mod harness;
+mod licensing;
 mod lifecycle;
 mod policies;

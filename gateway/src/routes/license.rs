@@ -1,0 +1,96 @@
+//! `GET/POST /admin/license`, the admin-write gate, and the license summary in `/health`.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts as _, Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use meshguard_license::site::InstallKind;
+use serde_json::{Value, json};
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The short form `/health` carries.
+pub(super) fn summary(state: &AppState) -> Value {
+    let s = state.license().status();
+    let mut v = json!({
+        "state": s.state,
+        "adminWritesAllowed": s.admin_writes_allowed,
+    });
+    if let Some(expires) = &s.expires {
+        v["expires"] = expires.clone().into();
+    }
+    if !s.warnings.is_empty() {
+        v["warnings"] = json!(s.warnings);
+    }
+    v
+}
+
+pub(super) async fn get(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+    let status = state.license().status();
+    let mut body = serde_json::to_value(status.as_ref()).unwrap_or_default();
+    if let Some(id) = state.license().vendor_key_id() {
+        body["vendorKeyId"] = id.into();
+    }
+    axum::Json(body)
+}
+
+pub(super) async fn install(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let s = state.clone();
+    let (kind, status) = tokio::task::spawn_blocking(move || {
+        s.inner.license.install(body.to_vec(), &s.inner.alerts)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let result = match kind {
+        InstallKind::Activated => "activated",
+        InstallKind::Renewed { .. } => "renewed",
+        InstallKind::Unchanged => "unchanged",
+    };
+    Ok(axum::Json(
+        json!({ "result": result, "license": status.as_ref() }),
+    ))
+}
+
+/// Writes that stay open whatever the license says: the license itself, audit intake and
+/// checkpoints, read-only policy tools, and the security actions on existing agents
+/// (revocation and token re-issue), which must never wait for a renewal.
+fn always_open(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || path == "/license"
+        || path.starts_with("/audit/")
+        || path == "/policies/validate"
+        || path == "/policies/test"
+        || (*method == Method::DELETE && path.starts_with("/agents/"))
+        || (path.starts_with("/agents/") && path.ends_with("/token"))
+}
+
+/// Freezes admin writes when the license calls for it and adds the license warning, if any,
+/// to every admin response (`X-MeshGuard-License-Warning`).
+pub(super) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !always_open(req.method(), req.uri().path())
+        && let Err(e) = state.license().check_write()
+    {
+        // Only an administrator learns the license state: authenticate first.
+        let (mut parts, _body) = req.into_parts();
+        if let Err(rejection) = Admin::from_request_parts(&mut parts, &state).await {
+            return rejection.into_response();
+        }
+        return e.into_response();
+    }
+    let mut response = next.run(req).await;
+    if let Some(w) = state.license().status().warnings.first()
+        && let Ok(v) = HeaderValue::from_str(w)
+    {
+        response
+            .headers_mut()
+            .insert("x-meshguard-license-warning", v);
+    }
+    response
+}
