@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job end to end on embedded defaults.
 //!
 //! Builds the gateway, starts it on 127.0.0.1 with embedded SQLite under `.demo/`, registers an
-//! agent, a policy and an alert channel through the admin API, asks for an allowed and a denied
+//! agent, a policy and an alert channel through the admin API (after activating an offline
+//! license), asks for an allowed and a denied
 //! decision as the agent, shows the change record of those writes, and says where everything is.
 
 use std::fs;
@@ -96,8 +97,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     step("installing what is missing (protoc, Terraform) and building meshguard-gateway");
     let tools = crate::tools::install_all()?;
-    run_checked(cargo().args(["build", "--quiet", "-p", "meshguard-gateway"]))?;
+    run_checked(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshguard-gateway",
+        "-p",
+        "meshguard-license",
+    ]))?;
     let binary = root().join("target/debug/meshguard-gateway");
+    let license_tool = root().join("target/debug/meshguard-license");
 
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
@@ -111,6 +120,45 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let admin_token = format!("msat_{}", random_hex(24)?);
     write_private(&dir.join("admin-token"), &admin_token)?;
     let db = dir.join("data/meshguard.db");
+    step("the vendor's side of licensing: a signing key (encrypted at rest) and a license");
+    let vendor = dir.join("vendor");
+    fs::create_dir_all(&vendor)?;
+    // The key's passphrase goes in a file, never on a command line or in the environment of
+    // a command whose description an error message might print.
+    write_private(&vendor.join("passphrase"), &random_hex(16)?)?;
+    let license_cmd = |args: &[&str]| {
+        let mut c = Command::new(&license_tool);
+        c.args(args).current_dir(&dir);
+        if ["keys", "issue", "activate", "renew"].contains(&args[0]) {
+            c.args(["--passphrase-file", "vendor/passphrase"]);
+        }
+        c
+    };
+    run_indented(&mut license_cmd(&[
+        "keys",
+        "generate",
+        "--secret",
+        "vendor/vendor.key",
+        "--public",
+        "vendor/vendor.pub",
+    ]))?;
+    run_indented(&mut license_cmd(&[
+        "issue",
+        "--key",
+        "vendor/vendor.key",
+        "--customer",
+        "Demo Site",
+        "--mode",
+        "air-gapped",
+        "--region",
+        "local",
+        "--max-agents",
+        "25",
+        "--valid-for",
+        "365d",
+        "--out",
+        "vendor/demo.license",
+    ]))?;
 
     step("starting an upstream service and the gateway in front of it, on 127.0.0.1");
     // A real upstream: Python's http.server serving .demo/upstream (the repos API of the story).
@@ -158,7 +206,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         .env("JWT_SECRET", random_hex(32)?)
         .env("DB_PATH", &db)
         .env("POLICIES_DIR", &policies_dir)
-        .env("LOG_LEVEL", "warn")
+        .env("LICENSE_PUBKEY", vendor.join("vendor.pub"))
+        .env("DEPLOYMENT_MODE", "air-gapped")
+        .env("REGION", "local")
+        .env("LOG_LEVEL", "error")
         .stdout(Stdio::piped())
         .stderr(fs::File::create(dir.join("gateway.log"))?)
         .spawn()
@@ -189,6 +240,62 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "    gateway at {base} (mode enforce), database {}",
         db.display()
+    );
+
+    step(
+        "activating an offline license (meshguard-license request / activate, POST /admin/license)",
+    );
+    let before = api.send(api.admin(reqwest::Method::GET, "/admin/license"), 200)?;
+    println!(
+        "    before: {} (admin writes allowed: {})",
+        before["state"].as_str().unwrap_or("?"),
+        before["adminWritesAllowed"]
+    );
+    let license_dir = dir.join("data/license");
+    let license_dir = license_dir.to_str().context("the demo path is not UTF-8")?;
+    run_indented(&mut license_cmd(&[
+        "request",
+        "--data-dir",
+        license_dir,
+        "--pubkey",
+        "vendor/vendor.pub",
+        "--license",
+        "vendor/demo.license",
+        "--mode",
+        "air-gapped",
+        "--region",
+        "local",
+        "--out",
+        "vendor/request.json",
+    ]))?;
+    run_indented(&mut license_cmd(&[
+        "activate",
+        "--key",
+        "vendor/vendor.key",
+        "--license",
+        "vendor/demo.license",
+        "--request",
+        "vendor/request.json",
+        "--out",
+        "vendor/activation.json",
+    ]))?;
+    let read = |name: &str| -> anyhow::Result<Value> {
+        Ok(serde_json::from_slice(&fs::read(vendor.join(name))?)?)
+    };
+    let installed = api.send(
+        api.admin(reqwest::Method::POST, "/admin/license")
+            .json(&json!({
+                "license": read("demo.license")?, "activation": read("activation.json")?
+            })),
+        200,
+    )?;
+    let lic = &installed["license"];
+    println!(
+        "    {}: {} ({} agents, installation {}); enforcement never depends on it",
+        installed["result"].as_str().unwrap_or("?"),
+        lic["message"].as_str().unwrap_or("?"),
+        lic["maxAgents"],
+        lic["installationId"].as_str().unwrap_or("?")
     );
 
     step("registering an agent (POST /admin/agents)");
@@ -435,6 +542,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  audit key      {}  (Ed25519, signs checkpoints)",
         dir.join("data/audit-log.key").display()
     );
+    println!(
+        "  license        {}  (vendor key, license, request, activation)",
+        vendor.display()
+    );
     println!("  provider       {}  (packed mirror)", mirror.display());
     println!(
         "  terraform      {}  (state in terraform.tfstate)",
@@ -452,6 +563,22 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     drop(running);
     println!("\ngateway stopped; run `cargo xtask demo --serve` to keep it running");
+    Ok(())
+}
+
+/// Runs a command that must succeed and prints what it said, indented under the step.
+fn run_indented(cmd: &mut Command) -> anyhow::Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    for line in text.lines() {
+        println!("    {line}");
+    }
+    if !out.status.success() {
+        bail!("{program} failed ({})", out.status);
+    }
     Ok(())
 }
 
