@@ -1,12 +1,28 @@
-//! `meshguard-bundle`, the offline media tool.
+//! `meshguard-bundle`: signed offline media for disconnected sites.
 //!
-//! Today this crate owns one piece the media needs and the Terraform provider's packaging uses:
-//! [`tfmirror`], which lays a provider binary out in Terraform's packed filesystem-mirror layout
-//! and computes its `h1:` and `zh:` hashes.
-//!
-//! It will own the media layout (one `layout.rs` naming every file), and one module per verb:
-//! `create` (OCI layout, SBOMs, provenance, checksums, signatures), `verify` (strict, no network,
-//! trust root passed in), `pack`/`unpack` (deterministic tar + zstd volumes) and `import`
-//! (registry push with resume, Terraform filesystem mirror); see the offline media issue.
+//! One module per verb — [`create`], [`verify`], [`pack`] (and unpack), [`import`] — over the
+//! layout in [`media`]: one shared OCI layout ([`oci`]), a Terraform mirror ([`tfmirror`]),
+//! CycloneDX SBOMs ([`sbom`]), in-toto provenance ([`provenance`]), `SHA256SUMS` ([`sums`])
+//! signed in the minisign format and optionally as a sigstore bundle ([`keys`], [`sigstore`]).
+//! The chain of trust a site checks, with no network: public key → signature over
+//! `SHA256SUMS` → every file → `MEDIA.json` → every OCI digest.
 
+pub mod archive;
+pub mod create;
+mod error;
+pub mod fsx;
+pub mod import;
+pub mod keys;
+pub mod manifest;
+pub mod media;
+pub mod oci;
+pub mod pack;
+pub mod provenance;
+pub mod registry;
+pub mod sbom;
+pub mod sigstore;
+pub mod sums;
 pub mod tfmirror;
+pub mod verify;
+
+pub use error::BundleError;

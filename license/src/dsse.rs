@@ -46,12 +46,22 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 impl Envelope {
     /// Signs `payload` as `payload_type` with `key`.
     pub fn sign(payload_type: &str, payload: &[u8], key: &VendorKey) -> Self {
-        let sig: Signature = key.signing_key().sign(&pae(payload_type, payload));
+        Self::sign_with(payload_type, payload, key.signing_key(), key.public().key_id())
+    }
+
+    /// Signs with any ed25519 key, recorded under `keyid`.
+    pub fn sign_with(
+        payload_type: &str,
+        payload: &[u8],
+        key: &ed25519_dalek::SigningKey,
+        keyid: String,
+    ) -> Self {
+        let sig: Signature = key.sign(&pae(payload_type, payload));
         Self {
             payload_type: payload_type.to_owned(),
             payload: STANDARD.encode(payload),
             signatures: vec![EnvelopeSignature {
-                keyid: key.public().key_id(),
+                keyid,
                 sig: STANDARD.encode(sig.to_bytes()),
             }],
         }
@@ -83,6 +93,17 @@ impl Envelope {
         key: &VendorPublicKey,
         what: &str,
     ) -> Result<Vec<u8>, LicenseError> {
+        self.verify_with(payload_type, key.verifying_key(), &key.key_id(), what)
+    }
+
+    /// [`Envelope::verify`] with any ed25519 key, known under `key_id`.
+    pub fn verify_with(
+        &self,
+        payload_type: &str,
+        key: &ed25519_dalek::VerifyingKey,
+        key_id: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, LicenseError> {
         if self.payload_type != payload_type {
             return Err(LicenseError::Format {
                 what: what.to_owned(),
@@ -101,7 +122,7 @@ impl Envelope {
                     kind: "signed MeshGuard document",
                     detail: format!("payload is not base64: {e}"),
                 })?;
-        let key_id = key.key_id();
+        let key_id = key_id.to_owned();
         let ours: Vec<_> = self
             .signatures
             .iter()
@@ -127,7 +148,7 @@ impl Envelope {
             let Ok(sig) = Signature::from_slice(&raw) else {
                 continue;
             };
-            if key.verifying_key().verify(&message, &sig).is_ok() {
+            if key.verify(&message, &sig).is_ok() {
                 return Ok(payload);
             }
         }

@@ -1,0 +1,203 @@
+//! `meshguard-bundle import`: verify first, refuse on any failure, then put each part where
+//! the site uses it: images into a registry (or a local OCI layout), the provider into a
+//! Terraform filesystem mirror, and chart, modules, policies and license into a directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::keys::MediaPublicKey;
+use crate::registry::{self, PushStats, Pusher, Target};
+use crate::verify::{self, Verified};
+use crate::{BundleError, fsx, oci};
+
+#[derive(Debug)]
+pub struct Options {
+    pub registry: Option<String>,
+    pub insecure: bool,
+    pub terraform_mirror: Option<PathBuf>,
+    pub dest: PathBuf,
+    pub verify: verify::Options,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub product: String,
+    pub version: String,
+    pub images: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushStats>,
+    pub local_blobs_copied: usize,
+    pub local_blobs_present: usize,
+    pub terraform_mirror: Option<String>,
+    pub files: Vec<String>,
+}
+
+pub fn import(
+    media: &Path,
+    key: &MediaPublicKey,
+    opts: &Options,
+) -> Result<(verify::Transcript, Receipt), BundleError> {
+    let (transcript, verified) = verify::verify(media, key, &opts.verify);
+    let Verified { doc, images, .. } = verified.map_err(|e| {
+        BundleError::Integrity(format!("import refused: the media does not verify: {e}"))
+    })?;
+    let mut receipt = Receipt {
+        product: doc.product.clone(),
+        version: doc.version.clone(),
+        images: images
+            .iter()
+            .map(|i| format!("{}@{}", i.reference, i.digest))
+            .collect(),
+        registry: opts.registry.clone(),
+        push: None,
+        local_blobs_copied: 0,
+        local_blobs_present: 0,
+        terraform_mirror: None,
+        files: Vec::new(),
+    };
+    let layout_dir = media.join("images");
+
+    // Images.
+    if !images.is_empty() {
+        match &opts.registry {
+            Some(reg) => {
+                std::fs::create_dir_all(&opts.dest)
+                    .map_err(|e| BundleError::io("create", &opts.dest, e))?;
+                let mut pusher = Pusher::new(Target {
+                    registry: reg.clone(),
+                    insecure: opts.insecure,
+                    state_file: opts.dest.join(".meshguard-import-uploads.json"),
+                })?;
+                for img in &images {
+                    let (repo, tag) = registry::split_ref(&img.reference);
+                    let top = oci::read_index(&layout_dir)?
+                        .into_iter()
+                        .find(|d| d.digest == img.digest)
+                        .ok_or_else(|| {
+                            BundleError::Layout(format!(
+                                "{} vanished from the index",
+                                img.reference
+                            ))
+                        })?;
+                    eprintln!(
+                        "meshguard-bundle: pushing {} to {reg}/{repo}:{tag}",
+                        img.reference
+                    );
+                    pusher.push_image(&layout_dir, repo, tag, &top)?;
+                }
+                receipt.push = Some(pusher.stats);
+            }
+            None => {
+                // The embedded default: a local OCI layout under DEST/images.
+                let mut layout = oci::Layout::create(&opts.dest.join("images"))?;
+                if let Ok(existing) = oci::read_index(&opts.dest.join("images")) {
+                    for d in existing {
+                        if let Some(r) = d.annotations.get(oci::REF_NAME).cloned() {
+                            layout.tag(&r, d);
+                        }
+                    }
+                }
+                for img in &images {
+                    for b in &img.blobs {
+                        let src = layout_dir.join("blobs/sha256").join(b.hex()?);
+                        if layout.blob_path(b.hex()?).exists() {
+                            receipt.local_blobs_present += 1;
+                        } else if src.exists() {
+                            layout.add_blob_file(&src, b, "the media")?;
+                            receipt.local_blobs_copied += 1;
+                        } else {
+                            return Err(BundleError::Layout(format!(
+                                "{} is not on this differential media nor in {}; import the older media first",
+                                b.digest,
+                                opts.dest.join("images").display()
+                            )));
+                        }
+                    }
+                    let top = oci::read_index(&layout_dir)?
+                        .into_iter()
+                        .find(|d| d.digest == img.digest)
+                        .expect("verified above");
+                    let mut top = top;
+                    top.annotations.clear();
+                    layout.tag(&img.reference, top);
+                }
+                layout.write_index()?;
+            }
+        }
+    }
+
+    // Terraform provider: the packed mirror layout is what `terraform init -plugin-dir` reads.
+    if !doc.providers.is_empty() {
+        let mirror = opts
+            .terraform_mirror
+            .clone()
+            .unwrap_or_else(|| opts.dest.join("terraform/providers"));
+        for p in &doc.providers {
+            let rel = p
+                .path
+                .strip_prefix("terraform/providers/")
+                .unwrap_or(&p.path);
+            let from = media.join(&p.path);
+            let to = mirror.join(rel);
+            copy_file(&from, &to)?;
+            // The registry's SHA256SUMS beside the zip comes along.
+            if let Some(dir) = Path::new(&p.path).parent() {
+                for f in std::fs::read_dir(media.join(dir))
+                    .map_err(|e| BundleError::io("list", &media.join(dir), e))?
+                {
+                    let f = f.map_err(|e| BundleError::io("list", &media.join(dir), e))?;
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if name.ends_with("_SHA256SUMS") {
+                        copy_file(&f.path(), &to.with_file_name(&name))?;
+                    }
+                }
+            }
+            receipt.files.push(to.display().to_string());
+        }
+        receipt.terraform_mirror = Some(mirror.display().to_string());
+    }
+
+    // Chart, modules, policies, license, SBOMs, provenance, scans: as files under DEST.
+    for prefix in [
+        "charts/",
+        "terraform/modules/",
+        "policies/",
+        "license/",
+        "sbom/",
+        "provenance/",
+        "scans/",
+    ] {
+        for item in doc.items.iter().filter(|i| i.path.starts_with(prefix)) {
+            let to = opts.dest.join(&item.path);
+            copy_file(&media.join(&item.path), &to)?;
+            receipt.files.push(to.display().to_string());
+        }
+    }
+    let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({
+        "receipt": &receipt,
+        "verification": &transcript,
+    }))
+    .expect("serializes");
+    bytes.push(b'\n');
+    fsx::write_atomic(
+        &opts
+            .dest
+            .join(format!("IMPORTED-{}-{}.json", doc.product, doc.version)),
+        &bytes,
+    )?;
+    Ok((transcript, receipt))
+}
+
+/// Copy with write-fsync-rename, so a re-run after an interruption sees whole files only.
+fn copy_file(from: &Path, to: &Path) -> Result<(), BundleError> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    fsx::copy_hashed(from, &tmp)?;
+    std::fs::rename(&tmp, to).map_err(|e| BundleError::io("rename", to, e))?;
+    Ok(())
+}

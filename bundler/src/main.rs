@@ -1,0 +1,409 @@
+//! `meshguard-bundle`: create, verify, pack, unpack, import and inspect offline media.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use meshguard_bundler::keys::{CosignKey, MediaKey, MediaPublicKey, Passphrase};
+use meshguard_bundler::{create, import, manifest, media, pack, verify};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshguard-bundle",
+    version,
+    about = "Signed offline media for MeshGuard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Assemble and sign media from a manifest.
+    Create(CreateArgs),
+    /// Verify media with no network; exit 1 naming the first problem.
+    Verify(VerifyArgs),
+    /// Verify, then import into a registry (or a local directory) and a Terraform mirror.
+    Import(ImportArgs),
+    /// Pack media into a deterministic tar.zst, optionally split into volumes.
+    Pack(PackArgs),
+    /// Check every volume against the signed index, then extract.
+    Unpack(UnpackArgs),
+    /// Show what media holds (from MEDIA.json; does not verify).
+    Inspect { dir: PathBuf },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum KeyKind {
+    /// ed25519 in the minisign format.
+    Ed25519,
+    /// ECDSA P-256 as cosign uses (PKCS#8 encrypted PEM, PKIX PEM public key).
+    P256,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Make a key pair; the private key is written encrypted.
+    Generate {
+        #[arg(long, value_enum, default_value = "ed25519")]
+        kind: KeyKind,
+        #[arg(long)]
+        secret: PathBuf,
+        #[arg(long)]
+        public: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PassphraseArg {
+    /// File holding the key passphrase; otherwise MESHGUARD_BUNDLE_PASSPHRASE is read.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+}
+
+impl PassphraseArg {
+    fn get(&self) -> Result<Passphrase> {
+        let text = match &self.passphrase_file {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the passphrase file {}", p.display()))?,
+            None => std::env::var("MESHGUARD_BUNDLE_PASSPHRASE").map_err(|_| {
+                anyhow::anyhow!(
+                    "no key passphrase: set MESHGUARD_BUNDLE_PASSPHRASE or pass --passphrase-file FILE"
+                )
+            })?,
+        };
+        Ok(Passphrase::new(&text)?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    #[arg(long)]
+    manifest: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// The ed25519 (minisign) secret key that signs the media.
+    #[arg(long)]
+    key: PathBuf,
+    /// A P-256 secret key: also write SHA256SUMS.sigstore.json.
+    #[arg(long)]
+    cosign_key: Option<PathBuf>,
+    /// Older media: leave out the image layers it already holds (differential media).
+    #[arg(long)]
+    since: Option<PathBuf>,
+    /// A registry to reach over plain HTTP (repeatable), e.g. 127.0.0.1:5000.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    #[command(flatten)]
+    passphrase: PassphraseArg,
+}
+
+#[derive(Args, Debug)]
+struct TrustArgs {
+    /// The publisher's minisign public key, obtained out of band.
+    #[arg(long)]
+    pubkey: PathBuf,
+    /// The publisher's P-256 public key (PEM): also check SHA256SUMS.sigstore.json.
+    #[arg(long)]
+    cosign_pubkey: Option<PathBuf>,
+    /// The license vendor's public key: also check the license on the media.
+    #[arg(long)]
+    license_pubkey: Option<PathBuf>,
+    /// Refuse media of any other version.
+    #[arg(long)]
+    expect_version: Option<String>,
+}
+
+impl TrustArgs {
+    fn load(&self) -> Result<(MediaPublicKey, verify::Options)> {
+        let key = MediaPublicKey::from_file(&self.pubkey)?;
+        let cosign_pubkey = self
+            .cosign_pubkey
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+            })
+            .transpose()?;
+        let license_pubkey = self
+            .license_pubkey
+            .as_deref()
+            .map(meshguard_license::VendorPublicKey::from_file)
+            .transpose()?;
+        Ok((
+            key,
+            verify::Options {
+                cosign_pubkey,
+                license_pubkey,
+                expect_version: self.expect_version.clone(),
+            },
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    dir: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Write the transcript to PREFIX.txt and PREFIX.json.
+    #[arg(long)]
+    transcript: Option<PathBuf>,
+    /// Print the transcript as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    dir: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Push images to this registry (HOST:PORT); without it images go to DEST/images.
+    #[arg(long)]
+    registry: Option<String>,
+    /// Talk to the registry over plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Put the Terraform provider in this filesystem mirror (default DEST/terraform/providers).
+    #[arg(long)]
+    terraform_mirror: Option<PathBuf>,
+    /// Where chart, modules, policies and license go.
+    #[arg(long, default_value = "meshguard-imported")]
+    dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct PackArgs {
+    dir: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// The key that signs the volume index.
+    #[arg(long)]
+    key: PathBuf,
+    /// Split into volumes of this size (e.g. 4G, 650M).
+    #[arg(long, value_parser = pack::parse_size)]
+    volume_size: Option<u64>,
+    /// zstd level.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    level: i32,
+    #[command(flatten)]
+    passphrase: PassphraseArg,
+}
+
+#[derive(Args, Debug)]
+struct UnpackArgs {
+    /// The archive (FILE.tar.zst; its volumes and index sit beside it).
+    archive: PathBuf,
+    #[arg(long)]
+    pubkey: PathBuf,
+    #[arg(long)]
+    dest: PathBuf,
+}
+
+fn source_date_epoch() -> Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Ok(Some(v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        })?)),
+        _ => Ok(None),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Keys(KeysCommand::Generate {
+            kind,
+            secret,
+            public,
+            passphrase,
+        }) => {
+            for p in [&secret, &public] {
+                if p.exists() {
+                    bail!("{} exists; refusing to overwrite a key", p.display());
+                }
+            }
+            let pass = passphrase.get()?;
+            let (sk, pk) = match kind {
+                KeyKind::Ed25519 => MediaKey::generate(&pass)?,
+                KeyKind::P256 => CosignKey::generate(&pass)?,
+            };
+            write_private(&secret, sk.as_bytes())?;
+            meshguard_bundler::fsx::write_atomic(&public, pk.as_bytes())?;
+            println!(
+                "wrote {} (encrypted) and {}",
+                secret.display(),
+                public.display()
+            );
+        }
+        Command::Create(a) => {
+            let m = manifest::Loaded::load(&a.manifest)?;
+            let pass = a.passphrase.get()?;
+            let key = MediaKey::load(&a.key, &pass)?;
+            let cosign = a
+                .cosign_key
+                .as_deref()
+                .map(|p| CosignKey::load(p, &pass))
+                .transpose()?;
+            let created = create::create(
+                &m,
+                &create::Options {
+                    out: a.out.clone(),
+                    key: &key,
+                    cosign: cosign.as_ref(),
+                    since: a.since,
+                    source_date_epoch: source_date_epoch()?,
+                    insecure_registries: a.insecure_registries,
+                },
+            )?;
+            println!(
+                "created {}: {} files, {} bytes, {} image(s){}; signed by {}",
+                created.dir.display(),
+                created.files,
+                created.bytes,
+                created.images,
+                if created.omitted_blobs > 0 {
+                    format!(
+                        ", {} layer(s) left to the older media",
+                        created.omitted_blobs
+                    )
+                } else {
+                    String::new()
+                },
+                key.public().key_id()
+            );
+        }
+        Command::Verify(a) => {
+            let (key, opts) = a.trust.load()?;
+            let (t, result) = verify::verify(&a.dir, &key, &opts);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print!("{}", t.text());
+            }
+            if let Some(prefix) = &a.transcript {
+                let (txt, json) = verify::write_transcript(&t, prefix)?;
+                eprintln!("transcript: {} and {}", txt.display(), json.display());
+            }
+            if let Err(e) = result {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Import(a) => {
+            let (key, opts) = a.trust.load()?;
+            let (_, receipt) = import::import(
+                &a.dir,
+                &key,
+                &import::Options {
+                    registry: a.registry,
+                    insecure: a.insecure,
+                    terraform_mirror: a.terraform_mirror,
+                    dest: a.dest.clone(),
+                    verify: opts,
+                },
+            )?;
+            println!("{}", serde_json::to_string_pretty(&receipt)?);
+        }
+        Command::Pack(a) => {
+            let key = MediaKey::load(&a.key, &a.passphrase.get()?)?;
+            let packed = pack::pack(
+                &a.dir,
+                &a.out,
+                a.volume_size,
+                source_date_epoch()?,
+                a.level,
+                &key,
+            )?;
+            println!(
+                "packed {} into {} volume(s), {} bytes compressed from {}; index {}",
+                a.dir.display(),
+                packed.volumes.len(),
+                packed.info.compressed_size,
+                packed.info.tar_size,
+                packed.index.display()
+            );
+        }
+        Command::Unpack(a) => {
+            let key = MediaPublicKey::from_file(&a.pubkey)?;
+            let (info, dir) = pack::unpack(&a.archive, &a.dest, &key)?;
+            println!(
+                "all {} volume(s) match the signed index; unpacked {}; now run: meshguard-bundle verify {} --pubkey {}",
+                info.volumes.len(),
+                dir.display(),
+                dir.display(),
+                a.pubkey.display()
+            );
+        }
+        Command::Inspect { dir } => {
+            let p = dir.join(media::MEDIA_JSON);
+            let doc: media::MediaDoc = serde_json::from_slice(
+                &std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not a MEDIA.json", p.display()))?;
+            println!(
+                "{} {} (created {}) — NOT verified; run `meshguard-bundle verify`",
+                doc.product, doc.version, doc.created_at
+            );
+            if let Some(s) = &doc.since {
+                println!(
+                    "differential since {} ({} layers left to it)",
+                    s.version,
+                    s.omitted_blobs.len()
+                );
+            }
+            for i in &doc.images {
+                println!("image     {} {}", i.reference, i.digest);
+            }
+            for p in &doc.providers {
+                println!(
+                    "provider  {} {} {} {}",
+                    p.source, p.version, p.platform, p.h1
+                );
+            }
+            if let Some(l) = &doc.license {
+                println!("license   {}", l.path);
+            }
+            let mut kinds = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+            for it in &doc.items {
+                let e = kinds.entry(it.kind.as_str()).or_default();
+                e.0 += 1;
+                e.1 += it.size;
+            }
+            for (k, (n, b)) in kinds {
+                println!("{k:<24} {n:>6} files {b:>14} bytes");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}

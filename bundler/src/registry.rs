@@ -1,0 +1,510 @@
+//! Registries: pulling images into the media (through `oci-client`), and pushing the media's
+//! images into a site registry.
+//!
+//! The push is written here on `reqwest` (about 150 lines of the distribution spec) because
+//! `oci-client` 0.15 pushes a blob from one in-memory buffer, has no existence check before
+//! upload, and cannot resume an upload: import must skip blobs the registry has, keep memory
+//! flat on multi-GiB layers, and continue an interrupted upload where the registry says it
+//! stopped. Upload sessions are recorded in a state file, so resuming works across runs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use reqwest::StatusCode;
+use reqwest::blocking::Client as Http;
+use serde::{Deserialize, Serialize};
+
+use crate::oci::{self, Descriptor, Layout};
+use crate::{BundleError, fsx};
+
+const ACCEPT: &[&str] = &[
+    oci::MANIFEST_MEDIA_TYPE,
+    oci::INDEX_MEDIA_TYPE,
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+fn reg_err(what: &str, e: impl std::fmt::Display) -> BundleError {
+    BundleError::Registry(format!("{what}: {e}"))
+}
+
+/// Pulls `reference` (`HOST[:PORT]/REPO:TAG` or `@sha256:…`) into `layout`; returns the top
+/// descriptor. Every blob is checked against its digest.
+pub fn pull(
+    reference: &str,
+    layout: &Layout,
+    insecure: &[String],
+) -> Result<Descriptor, BundleError> {
+    let r: Reference = reference
+        .parse()
+        .map_err(|e| BundleError::Input(format!("{reference:?} is not an image reference: {e}")))?;
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+        ..Default::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| reg_err("cannot start the I/O runtime", e))?;
+    rt.block_on(async {
+        let (bytes, digest) = client
+            .pull_manifest_raw(&r, &RegistryAuth::Anonymous, ACCEPT)
+            .await
+            .map_err(|e| reg_err(&format!("cannot pull the manifest of {reference}"), e))?;
+        let top = descriptor_of(&bytes, &digest, reference)?;
+        pull_tree(&client, &r, layout, &top, &bytes, reference).await?;
+        Ok(top)
+    })
+}
+
+fn descriptor_of(bytes: &[u8], digest: &str, what: &str) -> Result<Descriptor, BundleError> {
+    let got = format!("sha256:{}", fsx::sha256_hex(bytes));
+    if !digest.is_empty() && digest != got {
+        return Err(BundleError::Integrity(format!(
+            "the registry served a manifest for {what} with digest {got}, not {digest}; the \
+             registry or the path to it is corrupt"
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| BundleError::Layout(format!("{what}: manifest does not parse: {e}")))?;
+    let media_type = v["mediaType"]
+        .as_str()
+        .unwrap_or(oci::MANIFEST_MEDIA_TYPE)
+        .to_owned();
+    Ok(Descriptor {
+        media_type,
+        digest: got,
+        size: bytes.len() as u64,
+        annotations: BTreeMap::new(),
+        platform: None,
+    })
+}
+
+async fn pull_tree(
+    client: &Client,
+    r: &Reference,
+    layout: &Layout,
+    d: &Descriptor,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(), BundleError> {
+    if d.is_index() {
+        let idx: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| BundleError::Layout(format!("{what}: {e}")))?;
+        for child in idx["manifests"].as_array().into_iter().flatten() {
+            let child: Descriptor = serde_json::from_value(child.clone())
+                .map_err(|e| BundleError::Layout(format!("{what}: {e}")))?;
+            let cr = Reference::with_digest(
+                r.registry().to_owned(),
+                r.repository().to_owned(),
+                child.digest.clone(),
+            );
+            let (cb, _) = client
+                .pull_manifest_raw(&cr, &RegistryAuth::Anonymous, ACCEPT)
+                .await
+                .map_err(|e| reg_err(&format!("cannot pull {what}@{}", child.digest), e))?;
+            let got = descriptor_of(&cb, &child.digest, what)?;
+            Box::pin(pull_tree(client, r, layout, &got, &cb, what)).await?;
+        }
+    } else {
+        let m: oci::ManifestDoc = serde_json::from_slice(bytes)
+            .map_err(|e| BundleError::Layout(format!("{what}: manifest does not parse: {e}")))?;
+        for blob in std::iter::once(&m.config).chain(m.layers.iter()) {
+            let dst = layout.blob_path(blob.hex()?);
+            if dst.exists() {
+                continue;
+            }
+            let tmp = dst.with_extension("download");
+            let file = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| BundleError::io("write", &tmp, e))?;
+            let pulled = client.pull_blob(r, blob.digest.as_str(), file).await;
+            if let Err(e) = pulled {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(BundleError::Integrity(format!(
+                    "blob {} of {what} could not be pulled intact: {e}; the registry served \
+                     content that does not match its digest, or the connection failed",
+                    blob.digest
+                )));
+            }
+            let adopted = layout.add_blob_file(&tmp, blob, &format!("the registry ({what})"));
+            let _ = std::fs::remove_file(&tmp);
+            adopted?;
+        }
+    }
+    layout.add_blob_bytes(bytes)?;
+    Ok(())
+}
+
+/// Where a push goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port`
+    pub registry: String,
+    pub insecure: bool,
+    /// Resumable upload sessions, kept across runs.
+    pub state_file: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UploadState {
+    /// digest → upload URL
+    uploads: BTreeMap<String, String>,
+}
+
+/// What a push did.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PushStats {
+    pub blobs_pushed: usize,
+    pub blobs_skipped: usize,
+    pub blobs_resumed: usize,
+    pub bytes_sent: u64,
+    pub manifests: usize,
+}
+
+const CHUNK: u64 = 16 << 20;
+const ATTEMPTS: u32 = 5;
+
+pub struct Pusher {
+    http: Http,
+    base: String,
+    target: Target,
+    state: UploadState,
+    pub stats: PushStats,
+}
+
+impl std::fmt::Debug for Pusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pusher {
+    pub fn new(target: Target) -> Result<Self, BundleError> {
+        let http = Http::builder()
+            .timeout(Duration::from_secs(600))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| reg_err("cannot build the HTTP client", e))?;
+        let scheme = if target.insecure { "http" } else { "https" };
+        let state = std::fs::read(&target.state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let base = format!("{scheme}://{}", target.registry);
+        let p = Self {
+            http,
+            base,
+            target,
+            state,
+            stats: PushStats::default(),
+        };
+        p.retry("reach the registry", || {
+            let r = p.http.get(format!("{}/v2/", p.base)).send()?;
+            Ok(r.status())
+        })
+        .and_then(|s| {
+            if s.is_success() || s == StatusCode::UNAUTHORIZED {
+                Ok(())
+            } else {
+                Err(BundleError::Registry(format!(
+                    "{} answered {s} at /v2/; is it an OCI registry?",
+                    p.base
+                )))
+            }
+        })?;
+        Ok(p)
+    }
+
+    fn save_state(&self) -> Result<(), BundleError> {
+        let bytes = serde_json::to_vec_pretty(&self.state).expect("serializes");
+        fsx::write_atomic(&self.target.state_file, &bytes)
+    }
+
+    /// Runs `f` up to five times, backing off, while it fails to connect or gets a 5xx.
+    fn retry<T>(
+        &self,
+        what: &str,
+        mut f: impl FnMut() -> Result<T, reqwest::Error>,
+    ) -> Result<T, BundleError> {
+        let mut delay = Duration::from_millis(200);
+        let mut last = None;
+        for attempt in 1..=ATTEMPTS {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    last = Some(e);
+                    if attempt < ATTEMPTS {
+                        std::thread::sleep(delay);
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+        Err(BundleError::Registry(format!(
+            "cannot {what} at {} after {ATTEMPTS} attempts: {}",
+            self.base,
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{location}", self.base)
+        }
+    }
+
+    pub fn has_blob(&self, repo: &str, digest: &str) -> Result<bool, BundleError> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
+        let s = self.retry("check a blob", || Ok(self.http.head(&url).send()?.status()))?;
+        Ok(s.is_success())
+    }
+
+    /// Uploads `file` as `digest` unless the registry has it, resuming a recorded session.
+    pub fn push_blob(
+        &mut self,
+        repo: &str,
+        d: &Descriptor,
+        file: &Path,
+    ) -> Result<(), BundleError> {
+        if self.has_blob(repo, &d.digest)? {
+            self.stats.blobs_skipped += 1;
+            return Ok(());
+        }
+        let mut offset = 0u64;
+        let mut location = None;
+        if let Some(url) = self.state.uploads.get(&d.digest).cloned() {
+            let status = self.retry("query an upload", || {
+                let r = self.http.get(&url).send()?;
+                Ok((
+                    r.status(),
+                    r.headers()
+                        .get("range")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    r.headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                ))
+            })?;
+            if status.0 == StatusCode::NO_CONTENT || status.0.is_success() {
+                offset = status
+                    .1
+                    .and_then(|r| r.split('-').nth(1).and_then(|e| e.parse::<u64>().ok()))
+                    .map_or(0, |end| end + 1);
+                location = Some(status.2.map_or(url, |l| self.absolute(&l)));
+                self.stats.blobs_resumed += 1;
+            }
+        }
+        let mut location = match location {
+            Some(l) => l,
+            None => {
+                let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+                let (status, loc) = self.retry("start an upload", || {
+                    let r = self.http.post(&url).header("content-length", "0").send()?;
+                    Ok((
+                        r.status(),
+                        r.headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                    ))
+                })?;
+                if status != StatusCode::ACCEPTED {
+                    return Err(BundleError::Registry(format!(
+                        "{} refused an upload to {repo}: {status}",
+                        self.base
+                    )));
+                }
+                let loc = loc.ok_or_else(|| {
+                    BundleError::Registry("the registry gave no upload location".into())
+                })?;
+                self.absolute(&loc)
+            }
+        };
+        self.state
+            .uploads
+            .insert(d.digest.clone(), location.clone());
+        self.save_state()?;
+
+        let mut f = File::open(file).map_err(|e| BundleError::io("read", file, e))?;
+        let size = d.size;
+        let mut buf = Vec::with_capacity(CHUNK as usize);
+        while offset < size {
+            let len = CHUNK.min(size - offset);
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| BundleError::io("read", file, e))?;
+            buf.clear();
+            (&mut f)
+                .take(len)
+                .read_to_end(&mut buf)
+                .map_err(|e| BundleError::io("read", file, e))?;
+            let end = offset + len - 1;
+            let (status, loc) = self.retry("upload a chunk", || {
+                let r = self
+                    .http
+                    .patch(&location)
+                    .header("content-type", "application/octet-stream")
+                    .header("content-range", format!("{offset}-{end}"))
+                    .header("content-length", len.to_string())
+                    .body(buf.clone())
+                    .send()?;
+                Ok((
+                    r.status(),
+                    r.headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                ))
+            })?;
+            if status != StatusCode::ACCEPTED {
+                return Err(BundleError::Registry(format!(
+                    "{} refused bytes {offset}-{end} of {}: {status}",
+                    self.base, d.digest
+                )));
+            }
+            if let Some(l) = loc {
+                location = self.absolute(&l);
+                self.state
+                    .uploads
+                    .insert(d.digest.clone(), location.clone());
+                self.save_state()?;
+            }
+            self.stats.bytes_sent += len;
+            offset += len;
+        }
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={}", d.digest);
+        let status = self.retry("finish an upload", || {
+            Ok(self
+                .http
+                .put(&url)
+                .header("content-length", "0")
+                .send()?
+                .status())
+        })?;
+        if status != StatusCode::CREATED {
+            return Err(BundleError::Registry(format!(
+                "{} did not accept {} ({status}); its content may not match the digest",
+                self.base, d.digest
+            )));
+        }
+        self.state.uploads.remove(&d.digest);
+        self.save_state()?;
+        self.stats.blobs_pushed += 1;
+        Ok(())
+    }
+
+    pub fn push_manifest(
+        &mut self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String, BundleError> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
+        let (status, digest) = self.retry("push a manifest", || {
+            let r = self
+                .http
+                .put(&url)
+                .header("content-type", media_type)
+                .body(bytes.to_vec())
+                .send()?;
+            Ok((
+                r.status(),
+                r.headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            ))
+        })?;
+        if status != StatusCode::CREATED {
+            return Err(BundleError::Registry(format!(
+                "{} refused manifest {repo}:{reference}: {status}",
+                self.base
+            )));
+        }
+        self.stats.manifests += 1;
+        Ok(digest.unwrap_or_default())
+    }
+
+    /// Pushes one image of a media layout (children before parents), tagged `tag`.
+    pub fn push_image(
+        &mut self,
+        layout: &Path,
+        repo: &str,
+        tag: &str,
+        top: &Descriptor,
+    ) -> Result<(), BundleError> {
+        self.push_tree(layout, repo, top)?;
+        let bytes = std::fs::read(layout.join("blobs/sha256").join(top.hex()?))
+            .map_err(|e| BundleError::io("read", layout, e))?;
+        let digest = self.push_manifest(repo, tag, &top.media_type, &bytes)?;
+        if !digest.is_empty() && digest != top.digest {
+            return Err(BundleError::Registry(format!(
+                "the registry stored {repo}:{tag} as {digest}, not {}",
+                top.digest
+            )));
+        }
+        Ok(())
+    }
+
+    fn push_tree(&mut self, layout: &Path, repo: &str, d: &Descriptor) -> Result<(), BundleError> {
+        let blob = |hex: &str| layout.join("blobs/sha256").join(hex);
+        let top_path = blob(d.hex()?);
+        let bytes = std::fs::read(&top_path).map_err(|e| BundleError::io("read", &top_path, e))?;
+        if d.is_index() {
+            let idx: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| BundleError::Layout(e.to_string()))?;
+            for child in idx["manifests"].as_array().into_iter().flatten() {
+                let child: Descriptor = serde_json::from_value(child.clone())
+                    .map_err(|e| BundleError::Layout(e.to_string()))?;
+                self.push_tree(layout, repo, &child)?;
+                let child_path = blob(child.hex()?);
+                let cb = std::fs::read(&child_path)
+                    .map_err(|e| BundleError::io("read", &child_path, e))?;
+                self.push_manifest(repo, &child.digest, &child.media_type, &cb)?;
+            }
+        } else {
+            let m: oci::ManifestDoc =
+                serde_json::from_slice(&bytes).map_err(|e| BundleError::Layout(e.to_string()))?;
+            for b in std::iter::once(&m.config).chain(m.layers.iter()) {
+                let path = blob(b.hex()?);
+                if !path.exists() {
+                    // Differential media: the layer came with an older media.
+                    if self.has_blob(repo, &b.digest)? {
+                        self.stats.blobs_skipped += 1;
+                        continue;
+                    }
+                    return Err(BundleError::Registry(format!(
+                        "{} is not on this differential media and not in {}; import the older \
+                         media it builds on first",
+                        b.digest, self.base
+                    )));
+                }
+                self.push_blob(repo, b, &path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `meshguard/gateway:1.4.0` → (`meshguard/gateway`, `1.4.0`).
+pub fn split_ref(reference: &str) -> (&str, &str) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (reference, "latest"),
+    }
+}
