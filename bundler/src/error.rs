@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{file}:{line}: {message}")]
     Manifest {
@@ -46,7 +46,7 @@ impl BundleError {
         Self::Io {
             action,
             path: path.to_owned(),
-            source,
+            cause: source,
         }
     }
 

@@ -342,7 +342,8 @@ fn chain(
     if dir.join("images/index.json").exists() {
         let blob_sizes: BTreeMap<String, u64> = hashes
             .iter()
-            .filter(|&(p, (h, s))| p.starts_with("images/blobs/sha256/")).map(|(p, (h, s))| (h.clone(), *s))
+            .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
+            .map(|(_, (h, s))| (h.clone(), *s))
             .collect();
         for (p, (h, _)) in &hashes {
             if let Some(name) = p.strip_prefix("images/blobs/sha256/")

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 /// name; the `Display` text is for people.
 #[derive(Debug, thiserror::Error)]
 pub enum LicenseError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{what} is not a valid {kind}: {detail}")]
     Format {
@@ -110,7 +110,7 @@ impl LicenseError {
         Self::Io {
             action,
             path: path.to_owned(),
-            source,
+            cause: source,
         }
     }
 }

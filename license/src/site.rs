@@ -279,7 +279,7 @@ impl SiteDir {
         let current = match self.installed(key) {
             Ok(c) => c,
             // A damaged install must not block installing a good license over it.
-            Err(LicenseError::Io { source, .. }) => {
+            Err(LicenseError::Io { cause: source, .. }) => {
                 return Err(LicenseError::Invalid(format!(
                     "cannot read the installed license: {source}"
                 )));
