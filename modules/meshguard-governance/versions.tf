@@ -1,0 +1,8 @@
+terraform {
+  required_version = ">= 1.0.3"
+  required_providers {
+    meshguard = {
+      source = "registry.terraform.io/meshguard/meshguard"
+    }
+  }
+}
