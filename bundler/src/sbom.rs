@@ -171,18 +171,22 @@ pub fn image(img: &ImageSummary, timestamp: &str) -> Value {
     document(timestamp, subject, components, Vec::new())
 }
 
+fn host_triple() -> &'static str {
+    if cfg!(all(target_arch = "aarch64", target_os = "linux")) {
+        "aarch64-unknown-linux-gnu"
+    } else {
+        "x86_64-unknown-linux-gnu"
+    }
+}
+
 /// The SBOM of a project binary: the crates in its dependency closure, from `cargo metadata`
 /// (run offline against the workspace's lock file).
 pub fn binary(workspace: &Path, bin: &str, timestamp: &str) -> Result<Value, BundleError> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--locked",
-            "--offline",
-            "--manifest-path",
-        ])
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        // The platform the binaries are built for: only its dependencies are in them, and
+        // only they need to be in the local registry cache.
+        .args(["--filter-platform", host_triple(), "--manifest-path"])
         .arg(workspace.join("Cargo.toml"))
         .output()
         .map_err(|e| {

@@ -1,0 +1,10 @@
+//! `meshguard-bundle` end to end with the real peers: a registry, skopeo, umoci,
+//! oci-image-tool, sha256sum, minisign, openssl, the sigstore JS verifier, the CycloneDX
+//! validator, zstd and tar, helm, Terraform, age.
+
+mod support;
+
+mod archives;
+mod create_verify;
+mod registry;
+mod tampering;
