@@ -121,10 +121,18 @@ async fn pull_tree(
                 continue;
             }
             let tmp = dst.with_extension("download");
-            let file = tokio::fs::File::create(&tmp)
+            let mut file = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(|e| BundleError::io("write", &tmp, e))?;
-            let pulled = client.pull_blob(r, blob.digest.as_str(), file).await;
+            let mut pulled = client.pull_blob(r, blob.digest.as_str(), &mut file).await;
+            if pulled.is_ok() {
+                use tokio::io::AsyncWriteExt as _;
+                // tokio writes in the background: the bytes are only on disk after a flush.
+                if let Err(e) = file.flush().await.and(file.sync_all().await) {
+                    pulled = Err(oci_client::errors::OciDistributionError::IoError(e));
+                }
+            }
+            drop(file);
             if let Err(e) = pulled {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(BundleError::Integrity(format!(
@@ -271,7 +279,9 @@ impl Pusher {
         Ok(s.is_success())
     }
 
-    /// Uploads `file` as `digest` unless the registry has it, resuming a recorded session.
+    /// Uploads `file` as `digest` unless the registry has it, resuming a recorded session. A
+    /// session the registry no longer accepts (a chunk broke off mid-way, which distribution
+    /// cannot resume) is started again, once, from the first byte.
     pub fn push_blob(
         &mut self,
         repo: &str,
@@ -282,6 +292,22 @@ impl Pusher {
             self.stats.blobs_skipped += 1;
             return Ok(());
         }
+        if self.upload(repo, d, file)? {
+            return Ok(());
+        }
+        self.state.uploads.remove(&d.digest);
+        self.save_state()?;
+        if self.upload(repo, d, file)? {
+            return Ok(());
+        }
+        Err(BundleError::Registry(format!(
+            "{} keeps dropping the upload of {}; check its logs",
+            self.base, d.digest
+        )))
+    }
+
+    /// One upload session; `Ok(false)` when the registry dropped the session.
+    fn upload(&mut self, repo: &str, d: &Descriptor, file: &Path) -> Result<bool, BundleError> {
         let mut offset = 0u64;
         let mut location = None;
         if let Some(url) = self.state.uploads.get(&d.digest).cloned() {
@@ -300,10 +326,12 @@ impl Pusher {
                 ))
             })?;
             if status.0 == StatusCode::NO_CONTENT || status.0.is_success() {
+                // `Range: 0-N` holds bytes 0..=N; distribution also says `0-0` for an empty
+                // upload, so that one restarts from 0 (a wrong guess is refused, not stored).
                 offset = status
                     .1
                     .and_then(|r| r.split('-').nth(1).and_then(|e| e.parse::<u64>().ok()))
-                    .map_or(0, |end| end + 1);
+                    .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
                 location = Some(status.2.map_or(url, |l| self.absolute(&l)));
                 self.stats.blobs_resumed += 1;
             }
@@ -369,6 +397,9 @@ impl Pusher {
                         .map(str::to_owned),
                 ))
             })?;
+            if status == StatusCode::NOT_FOUND || status == StatusCode::RANGE_NOT_SATISFIABLE {
+                return Ok(false);
+            }
             if status != StatusCode::ACCEPTED {
                 return Err(BundleError::Registry(format!(
                     "{} refused bytes {offset}-{end} of {}: {status}",
@@ -404,7 +435,7 @@ impl Pusher {
         self.state.uploads.remove(&d.digest);
         self.save_state()?;
         self.stats.blobs_pushed += 1;
-        Ok(())
+        Ok(true)
     }
 
     pub fn push_manifest(

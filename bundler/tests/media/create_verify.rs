@@ -10,7 +10,11 @@ use meshguard_license::{DeploymentMode, Entitlements, License, VendorKey};
 use crate::support::*;
 
 /// Every input kind the manifest takes, under `dir`; returns the manifest path.
-pub fn full_inputs(dir: &Path, version: &str, recipient: Option<&str>) -> std::path::PathBuf {
+pub(crate) fn full_inputs(
+    dir: &Path,
+    version: &str,
+    recipient: Option<&str>,
+) -> std::path::PathBuf {
     umoci_image(
         &dir.join("layout"),
         "v1",
@@ -375,7 +379,7 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
     );
 }
 
-pub fn walk_files(dir: &Path) -> Vec<String> {
+pub(crate) fn walk_files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

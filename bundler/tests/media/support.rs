@@ -5,23 +5,23 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const PASSPHRASE: &str = "media-signing-passphrase-for-tests";
+pub(crate) const PASSPHRASE: &str = "media-signing-passphrase-for-tests";
 
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
 
-pub fn tools_dir() -> PathBuf {
+pub(crate) fn tools_dir() -> PathBuf {
     std::env::var_os("MESHGUARD_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".tools"))
 }
 
 /// A tool from `.tools/` (installed by `cargo xtask tools`) or the system.
-pub fn tool(name: &str) -> PathBuf {
+pub(crate) fn tool(name: &str) -> PathBuf {
     let local = tools_dir().join("bin").join(name);
     if local.exists() {
         local
@@ -30,12 +30,12 @@ pub fn tool(name: &str) -> PathBuf {
     }
 }
 
-pub fn bundle_bin() -> &'static str {
+pub(crate) fn bundle_bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshguard-bundle")
 }
 
 /// Runs meshguard-bundle; the passphrase comes from the environment.
-pub fn bundle(args: &[&str], cwd: &Path) -> Output {
+pub(crate) fn bundle(args: &[&str], cwd: &Path) -> Output {
     Command::new(bundle_bin())
         .args(args)
         .current_dir(cwd)
@@ -45,7 +45,7 @@ pub fn bundle(args: &[&str], cwd: &Path) -> Output {
         .expect("meshguard-bundle runs")
 }
 
-pub fn ok(out: Output, what: &str) -> String {
+pub(crate) fn ok(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed:\n{}\n{}",
@@ -56,7 +56,7 @@ pub fn ok(out: Output, what: &str) -> String {
 }
 
 /// Runs a command that must fail; returns stdout + stderr.
-pub fn fails(out: Output, what: &str) -> String {
+pub(crate) fn fails(out: Output, what: &str) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -69,38 +69,38 @@ pub fn fails(out: Output, what: &str) -> String {
     text
 }
 
-pub fn run(cmd: &mut Command) -> Output {
+pub(crate) fn run(cmd: &mut Command) -> Output {
     let shown = format!("{cmd:?}");
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {shown}: {e} (run `cargo xtask tools`)"))
 }
 
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let shown = format!("{cmd:?}");
     ok(run(cmd), &shown)
 }
 
 /// Key pairs made once per test run: (ed25519 secret, public, p256 secret, public).
-pub struct Keys {
+pub(crate) struct Keys {
     pub dir: PathBuf,
 }
 
 impl Keys {
-    pub fn ed_secret(&self) -> String {
+    pub(crate) fn ed_secret(&self) -> String {
         self.dir.join("media.key").display().to_string()
     }
-    pub fn ed_public(&self) -> String {
+    pub(crate) fn ed_public(&self) -> String {
         self.dir.join("media.pub").display().to_string()
     }
-    pub fn p256_secret(&self) -> String {
+    pub(crate) fn p256_secret(&self) -> String {
         self.dir.join("cosign.key").display().to_string()
     }
-    pub fn p256_public(&self) -> String {
+    pub(crate) fn p256_public(&self) -> String {
         self.dir.join("cosign.pub").display().to_string()
     }
 }
 
-pub fn keys() -> &'static Keys {
+pub(crate) fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
         let dir = tempfile::Builder::new()
@@ -144,7 +144,7 @@ pub fn keys() -> &'static Keys {
 }
 
 /// A small real image built offline with umoci: one layer holding `files`.
-pub fn umoci_image(layout: &Path, tag: &str, files: &[(&str, &[u8])]) {
+pub(crate) fn umoci_image(layout: &Path, tag: &str, files: &[(&str, &[u8])]) {
     let l = layout.display().to_string();
     if !layout.join("index.json").exists() {
         run_ok(Command::new("umoci").args(["init", "--layout", &l]));
@@ -179,12 +179,12 @@ pub fn umoci_image(layout: &Path, tag: &str, files: &[(&str, &[u8])]) {
 }
 
 /// Copies a directory tree (for tampering with a copy).
-pub fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
 /// A docker-registry (distribution 2.8) on a free loopback port; stopped when dropped.
-pub struct Registry {
+pub(crate) struct Registry {
     child: std::process::Child,
     pub addr: String,
     pub storage: PathBuf,
@@ -192,7 +192,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -236,7 +236,7 @@ impl Registry {
     }
 
     /// `skopeo inspect` of an image in this registry: its digest, or None when absent.
-    pub fn digest(&self, name: &str) -> Option<String> {
+    pub(crate) fn digest(&self, name: &str) -> Option<String> {
         let out = run(Command::new("skopeo").args([
             "inspect",
             "--tls-verify=false",
@@ -258,7 +258,7 @@ impl Drop for Registry {
 }
 
 /// A manifest over fixtures in `dir`; `extra` is appended YAML.
-pub fn manifest(dir: &Path, version: &str, extra: &str) -> PathBuf {
+pub(crate) fn manifest(dir: &Path, version: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("media-{version}.yaml"));
     std::fs::write(
         &p,
@@ -269,7 +269,7 @@ pub fn manifest(dir: &Path, version: &str, extra: &str) -> PathBuf {
 }
 
 /// Flips one byte in the middle of a file.
-pub fn flip_byte(path: &Path) {
+pub(crate) fn flip_byte(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
     assert!(!bytes.is_empty(), "{} is empty", path.display());
     let i = bytes.len() / 2;
