@@ -104,6 +104,8 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "meshguard-gateway",
         "-p",
         "meshguard-license",
+        "-p",
+        "meshguard-bundler",
     ]))?;
     let binary = root().join("target/debug/meshguard-gateway");
     let license_tool = root().join("target/debug/meshguard-license");
@@ -405,20 +407,139 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
 
-    step("packing terraform-provider-meshguard into a local filesystem mirror");
-    let mirror = dir.join("terraform-mirror");
-    let packed = crate::provider_mirror(&mirror, false)?;
-    println!(
-        "    {} ({})",
-        packed
-            .zip
-            .strip_prefix(&dir)
-            .unwrap_or(&packed.zip)
-            .display(),
-        packed.h1
+    step(
+        "offline media: an image built with umoci, the chart, the provider, modules, policies and the license, signed (meshguard-bundle create)",
     );
+    run_checked(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "meshguard-provider",
+        "--bin",
+        "terraform-provider-meshguard",
+    ]))?;
+    let bundle_tool = root().join("target/debug/meshguard-bundle");
+    let src = dir.join("media-src");
+    let layout = src.join("layout");
+    let unpacked = src.join("rootfs-work");
+    let l = layout.display().to_string();
+    let quiet = |c: &mut Command| -> anyhow::Result<()> {
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    quiet(Command::new("umoci").args(["init", "--layout", &l]))?;
+    quiet(Command::new("umoci").args(["new", "--image", &format!("{l}:demo")]))?;
+    quiet(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image", &format!("{l}:demo")])
+            .arg(&unpacked),
+    )?;
+    fs::create_dir_all(unpacked.join("rootfs/etc/meshguard"))?;
+    fs::copy(
+        root().join("examples/policies/baseline.yaml"),
+        unpacked.join("rootfs/etc/meshguard/baseline.yaml"),
+    )?;
+    quiet(
+        Command::new("umoci")
+            .args(["repack", "--image", &format!("{l}:demo")])
+            .arg(&unpacked),
+    )?;
+    quiet(Command::new("umoci").args(["gc", "--layout", &l]))?;
+    let r = root().display().to_string();
+    fs::write(
+        src.join("media.yaml"),
+        format!(
+            "schema: meshguard.media/v1
+product: meshguard
+version: {v}
+profile: air-gapped
+images:
+  - ref: meshguard/demo:{v}
+    from: oci:layout:demo
+chart: {r}/helm/meshguard-gateway
+terraform:
+  provider:
+    version: {v}
+    binaries: {{linux_amd64: {r}/target/debug/terraform-provider-meshguard}}
+  modules: {r}/modules
+policies: {r}/examples/policies
+license: {{file: {lic}}}
+sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshguard]}}
+",
+            v = env!("CARGO_PKG_VERSION"),
+            lic = vendor.join("demo.license").display()
+        ),
+    )?;
+    let bundle_cmd = |args: &[&str]| {
+        let mut c = Command::new(&bundle_tool);
+        c.args(args)
+            .current_dir(&dir)
+            .env_remove("SOURCE_DATE_EPOCH");
+        if ["keys", "create"].contains(&args[0]) {
+            c.args(["--passphrase-file", "vendor/passphrase"]);
+        }
+        c
+    };
+    run_indented(&mut bundle_cmd(&[
+        "keys",
+        "generate",
+        "--secret",
+        "vendor/media.key",
+        "--public",
+        "vendor/media.pub",
+    ]))?;
+    run_indented(&mut bundle_cmd(&[
+        "create",
+        "--manifest",
+        "media-src/media.yaml",
+        "--out",
+        "media",
+        "--key",
+        "vendor/media.key",
+    ]))?;
 
-    step("terraform init (from the mirror, no registry) and apply of examples/quickstart");
+    step(
+        "verifying the media with no network (meshguard-bundle verify), then importing it into .demo/site",
+    );
+    run_indented(&mut bundle_cmd(&[
+        "verify",
+        "media",
+        "--pubkey",
+        "vendor/media.pub",
+        "--license-pubkey",
+        "vendor/vendor.pub",
+        "--transcript",
+        "media-verification",
+    ]))?;
+    let out = bundle_cmd(&[
+        "import",
+        "media",
+        "--pubkey",
+        "vendor/media.pub",
+        "--dest",
+        "site",
+        "--terraform-mirror",
+        "site/terraform-mirror",
+    ])
+    .output()
+    .context("cannot run meshguard-bundle import")?;
+    if !out.status.success() {
+        bail!("import failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let receipt: Value = serde_json::from_slice(&out.stdout)?;
+    println!(
+        "    imported {} {}: images {} into site/images (OCI layout), provider into site/terraform-mirror, {} files",
+        receipt["product"].as_str().unwrap_or("?"),
+        receipt["version"].as_str().unwrap_or("?"),
+        receipt["images"],
+        receipt["files"].as_array().map_or(0, Vec::len)
+    );
+    let mirror = dir.join("site/terraform-mirror");
+
+    step("terraform init from the imported mirror (no registry) and apply of examples/quickstart");
     let work = dir.join("quickstart");
     fs::create_dir_all(&work)?;
     for name in ["main.tf", "release-policy.yaml"] {
@@ -546,7 +667,11 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  license        {}  (vendor key, license, request, activation)",
         vendor.display()
     );
-    println!("  provider       {}  (packed mirror)", mirror.display());
+    println!(
+        "  media          {}  (signed; verification transcript in media-verification.txt)",
+        dir.join("media").display()
+    );
+    println!("  provider       {}  (imported mirror)", mirror.display());
     println!(
         "  terraform      {}  (state in terraform.tfstate)",
         work.display()

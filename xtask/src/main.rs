@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_gateway;
+mod bench_media;
 mod demo;
 mod tools;
 
@@ -45,6 +46,9 @@ enum Cmd {
     /// Benchmark GET /proxy/check with wrk (durable audit) against a hello-world server on the
     /// same HTTP stack, in one run.
     BenchGateway(bench_gateway::BenchGatewayArgs),
+    /// Benchmark meshguard-bundle verify, pack and import on about 2 GiB of image blobs against
+    /// sha256sum/openssl, tar|zstd and skopeo, in one run.
+    BenchMedia(bench_media::BenchMediaArgs),
     /// Build terraform-provider-meshguard and lay it out as a packed Terraform filesystem mirror
     /// (zip, SHA256SUMS, h1: and zh: hashes), for `terraform init -plugin-dir`.
     ProviderMirror {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
         Cmd::BenchProvider(args) => bench::run(args),
         Cmd::BenchGateway(args) => bench_gateway::run(args),
+        Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::ProviderMirror { out, release } => {
             provider_mirror(&root().join(out), release).map(|p| {
                 println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);

@@ -173,8 +173,12 @@ fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
 /// `shared/tools/verify-sigstore-bundle.js`.
 fn sigstore_verifier(tools: &Tools) -> anyhow::Result<()> {
     let dir = tools.dir.join("node");
-    if dir.join("node_modules/@sigstore/verify/package.json").is_file()
-        && dir.join("node_modules/@sigstore/bundle/package.json").is_file()
+    if dir
+        .join("node_modules/@sigstore/verify/package.json")
+        .is_file()
+        && dir
+            .join("node_modules/@sigstore/bundle/package.json")
+            .is_file()
     {
         return Ok(());
     }
