@@ -229,3 +229,46 @@ fn policies(bundle: &Path, bytes: &[u8]) -> Result<Vec<FilePolicy>, BundleError>
     }
     Ok(out)
 }
+
+/// Loads the P-256 key that signs exported bundles cosign-style (PKCS#8 PEM, plain or
+/// encrypted). A key that cannot be read stops the start: it is configuration, not data.
+pub(crate) fn load_p256(
+    path: &Path,
+    passphrase: Option<&str>,
+) -> anyhow::Result<p256::ecdsa::SigningKey> {
+    use p256::pkcs8::DecodePrivateKey;
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "POLICY_BUNDLE_SIGNING_KEY: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let secret = match passphrase {
+        Some(p) => p256::SecretKey::from_pkcs8_encrypted_pem(&pem, p.as_bytes()),
+        None => p256::SecretKey::from_pkcs8_pem(&pem),
+    }
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "POLICY_BUNDLE_SIGNING_KEY: {} is not a P-256 PKCS#8 private key{} ({e})",
+            path.display(),
+            if passphrase.is_some() {
+                " for this passphrase"
+            } else {
+                "; if it is encrypted, set POLICY_BUNDLE_SIGNING_KEY_PASSPHRASE"
+            }
+        )
+    })?;
+    Ok(p256::ecdsa::SigningKey::from(secret))
+}
+
+/// A cosign-style signature: base64 of the DER ECDSA P-256 signature over SHA-256 of `bytes`.
+pub(crate) fn sign_p256(key: &p256::ecdsa::SigningKey, bytes: &[u8]) -> (String, String) {
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::EncodePublicKey;
+    let sig: p256::ecdsa::DerSignature = key.sign(bytes);
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+        .expect("a P-256 public key encodes");
+    (B64.encode(sig.as_bytes()), public)
+}

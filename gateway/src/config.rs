@@ -72,6 +72,19 @@ pub struct Args {
     #[arg(long, env = "POLICY_BUNDLE_PUBKEY")]
     pub policy_bundle_pubkey: Option<PathBuf>,
 
+    /// An ECDSA P-256 private key (PKCS#8 PEM): exported bundles also carry a cosign-style
+    /// signature (`sig`, base64 DER over SHA-256) besides the minisign one.
+    #[arg(long, env = "POLICY_BUNDLE_SIGNING_KEY")]
+    pub policy_bundle_signing_key: Option<PathBuf>,
+
+    /// Passphrase of an encrypted POLICY_BUNDLE_SIGNING_KEY.
+    #[arg(
+        long,
+        env = "POLICY_BUNDLE_SIGNING_KEY_PASSPHRASE",
+        hide_env_values = true
+    )]
+    pub policy_bundle_signing_key_passphrase: Option<String>,
+
     /// The vendor's license public key (PEM). When set, the gateway checks its license at start
     /// and every LICENSE_CHECK_SECONDS; when absent, licensing is off.
     #[arg(long, env = "LICENSE_PUBKEY")]
@@ -211,6 +224,8 @@ pub struct Config {
     pub metrics_enabled: bool,
     pub policy_bundle: Option<PathBuf>,
     pub policy_bundle_pubkey: Option<PathBuf>,
+    pub policy_bundle_signing_key: Option<PathBuf>,
+    pub(crate) policy_bundle_signing_key_passphrase: Option<String>,
     pub policy_version_limit: usize,
     pub policies_reload: Duration,
     pub max_body_bytes: usize,
@@ -394,6 +409,10 @@ impl Args {
             metrics_enabled: self.metrics_enabled,
             policy_bundle: self.policy_bundle,
             policy_bundle_pubkey: self.policy_bundle_pubkey,
+            policy_bundle_signing_key: self.policy_bundle_signing_key,
+            policy_bundle_signing_key_passphrase: self
+                .policy_bundle_signing_key_passphrase
+                .filter(|p| !p.is_empty()),
             policy_version_limit: self.policy_version_limit.max(1),
             policies_reload: Duration::from_secs(self.policies_reload_seconds),
             max_body_bytes: self.max_body_bytes,

@@ -61,7 +61,12 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let files = sources.load(&[], &alerts);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
     let license = license::Licensing::open(&config)?;
-    let state = AppState::new(config, store, files, audit, alerts, license);
+    let bundle_p256 = config
+        .policy_bundle_signing_key
+        .as_deref()
+        .map(|p| bundle::load_p256(p, config.policy_bundle_signing_key_passphrase.as_deref()))
+        .transpose()?;
+    let state = AppState::new(config, store, files, audit, alerts, license, bundle_p256);
     {
         let s = state.clone();
         tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;

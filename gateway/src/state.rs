@@ -44,6 +44,8 @@ pub(crate) struct Inner {
     rebuild: tokio::sync::Mutex<()>,
     ready: AtomicBool,
     pub(crate) started: Instant,
+    /// Signs exported policy bundles cosign-style, when configured.
+    pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -70,6 +72,7 @@ impl AppState {
         audit: AuditLog,
         alerts: crate::alerts::Alerts,
         license: crate::license::Licensing,
+        bundle_p256: Option<p256::ecdsa::SigningKey>,
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
@@ -92,6 +95,7 @@ impl AppState {
                 rebuild: tokio::sync::Mutex::new(()),
                 ready: AtomicBool::new(false),
                 started: Instant::now(),
+                bundle_p256,
             }),
         }
     }

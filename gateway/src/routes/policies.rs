@@ -601,10 +601,16 @@ pub(super) async fn bundle(
         chrono::Utc::now().timestamp()
     );
     let minisig = crate::bundle::sign(key, &bytes, &trusted);
-    Ok(Json(json!({
+    let mut body = json!({
         "fileName": "policy-bundle.json",
-        "bundle": String::from_utf8(bytes).expect("JSON is UTF-8"),
         "minisig": minisig,
         "publicKey": crate::bundle::public_key(key),
-    })))
+    });
+    if let Some(p256) = &state.inner.bundle_p256 {
+        let (sig, public) = crate::bundle::sign_p256(p256, &bytes);
+        body["sig"] = sig.into();
+        body["cosignPublicKey"] = public.into();
+    }
+    body["bundle"] = String::from_utf8(bytes).expect("JSON is UTF-8").into();
+    Ok(Json(body))
 }

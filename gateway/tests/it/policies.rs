@@ -553,3 +553,180 @@ fn cosign_style_ecdsa_signatures_are_verified_too() {
         "No policy applies to this agent"
     );
 }
+
+#[test]
+fn the_policy_bundle_on_offline_media_loads_and_a_changed_one_does_not() {
+    use meshguard_bundler::keys::{MediaKey, Passphrase};
+    let media = tempdir();
+    let pass = Passphrase::new("media-key-passphrase").unwrap();
+    let (secret, public) = MediaKey::generate(&pass).unwrap();
+    std::fs::write(media.path().join("media.key"), secret).unwrap();
+    std::fs::write(media.path().join("media.pub"), public).unwrap();
+    let key = MediaKey::load(&media.path().join("media.key"), &pass).unwrap();
+    let policies = media.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("reads.yaml"),
+        "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n",
+    )
+    .unwrap();
+    // What `meshguard-bundle create` writes to policies/ on the media.
+    let bundle =
+        meshguard_bundler::create::policy_bundle(&policies, "1.4.0", "2026-11-23T00:00:00Z")
+            .unwrap();
+    let path = media.path().join("policy-bundle.json");
+    std::fs::write(&path, &bundle).unwrap();
+    std::fs::write(
+        media.path().join("policy-bundle.json.minisig"),
+        key.sign(&bundle, "file:policy-bundle.json").unwrap(),
+    )
+    .unwrap();
+    let start = |dir: &std::path::Path| {
+        Gateway::start_with(
+            dir,
+            Options::with(vec![
+                ("POLICY_BUNDLE", path.display().to_string()),
+                (
+                    "POLICY_BUNDLE_PUBKEY",
+                    media.path().join("media.pub").display().to_string(),
+                ),
+            ]),
+        )
+    };
+    let site = tempdir();
+    let gw = start(site.path());
+    let (_, token) = agent(&gw, "edge", "verified", &[]);
+    assert_eq!(
+        gw.check(&token, "read:x").0,
+        200,
+        "the media's policy is active"
+    );
+    let (_, got) = gw.get("/admin/policies/reads");
+    assert_eq!(got["readOnly"], true, "{got}");
+    drop(gw);
+
+    let mut changed = bundle.clone();
+    let at = changed.iter().position(|b| *b == b'*').unwrap();
+    changed[at] = b'?';
+    std::fs::write(&path, &changed).unwrap();
+    let other = tempdir();
+    let gw = start(other.path());
+    assert_eq!(
+        gw.get("/admin/policies").1["policies"],
+        json!([]),
+        "an altered bundle loads nothing"
+    );
+}
+
+#[test]
+fn exported_bundles_carry_a_p256_signature_openssl_checks_and_a_sidecar_loads() {
+    let keys = tempdir();
+    let secret = keys.path().join("bundle-p256.pem");
+    let public = keys.path().join("bundle-p256.pub");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        secret.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        secret.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+
+    let dir = tempdir();
+    let source = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![(
+            "POLICY_BUNDLE_SIGNING_KEY",
+            secret.display().to_string(),
+        )]),
+    );
+    policy(
+        &source,
+        "reads",
+        "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let (status, env) = source.get("/admin/policies/bundle");
+    assert_eq!(status, 200, "{env}");
+    assert_eq!(
+        env["cosignPublicKey"].as_str().map(str::trim),
+        Some(std::fs::read_to_string(&public).unwrap().trim()),
+        "the key it signs with is the configured one"
+    );
+    let media = tempdir();
+    let bundle = media.path().join("policy-bundle.json");
+    std::fs::write(&bundle, env["bundle"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        media.path().join("policy-bundle.json.sig"),
+        env["sig"].as_str().unwrap(),
+    )
+    .unwrap();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(env["sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(media.path().join("sig.der"), der).unwrap();
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        public.to_str().unwrap(),
+        "-signature",
+        media.path().join("sig.der").to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Verified OK"));
+
+    let sidecar_dir = tempdir();
+    let sidecar = Gateway::start_with(
+        sidecar_dir.path(),
+        Options::with(vec![
+            ("POLICY_BUNDLE", bundle.display().to_string()),
+            ("POLICY_BUNDLE_PUBKEY", public.display().to_string()),
+        ]),
+    );
+    let (_, token) = agent(&sidecar, "edge", "verified", &[]);
+    assert_eq!(
+        sidecar.check(&token, "read:x").0,
+        200,
+        "the P-256-signed bundle is active"
+    );
+
+    // A key that is not P-256 PKCS#8 stops the start with a message naming the setting.
+    let bad = tempdir();
+    let out = crate::harness::command(
+        bad.path(),
+        &Options::with(vec![(
+            "POLICY_BUNDLE_SIGNING_KEY",
+            public.display().to_string(),
+        )]),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("POLICY_BUNDLE_SIGNING_KEY"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
