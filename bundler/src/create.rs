@@ -495,7 +495,7 @@ pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), Bundl
 }
 
 /// The gateway's policy bundle (`meshguard-policy-bundle/v1`) from a directory of YAML files.
-fn policy_bundle(dir: &Path, version: &str, created: &str) -> Result<Vec<u8>, BundleError> {
+pub fn policy_bundle(dir: &Path, version: &str, created: &str) -> Result<Vec<u8>, BundleError> {
     let mut policies = Vec::new();
     for rel in fsx::walk(dir)? {
         if !(rel.ends_with(".yaml") || rel.ends_with(".yml")) {

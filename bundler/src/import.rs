@@ -72,6 +72,12 @@ pub fn import(
                     insecure: opts.insecure,
                     state_file: opts.dest.join(".meshguard-import-uploads.json"),
                 })?;
+                let total: u64 = images
+                    .iter()
+                    .flat_map(|i| i.blobs.iter())
+                    .map(|b| b.size)
+                    .sum();
+                pusher.progress = Some(crate::progress::bytes(total, "pushing"));
                 for img in &images {
                     let (repo, tag) = registry::split_ref(&img.reference);
                     let top = oci::read_index(&layout_dir)?
@@ -88,6 +94,9 @@ pub fn import(
                         img.reference
                     );
                     pusher.push_image(&layout_dir, repo, tag, &top)?;
+                }
+                if let Some(p) = pusher.progress.take() {
+                    p.finish_and_clear();
                 }
                 receipt.push = Some(pusher.stats);
             }

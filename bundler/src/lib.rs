@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod media;
 pub mod oci;
 pub mod pack;
+pub mod progress;
 pub mod provenance;
 pub mod registry;
 pub mod sbom;

@@ -225,6 +225,7 @@ pub fn pack(
     };
     let mut tar = tar::Builder::new(counting);
     tar.mode(tar::HeaderMode::Deterministic);
+    let bar = crate::progress::bytes(total, "packing");
     for rel in &files {
         let path = media_dir.join(rel);
         let meta = path
@@ -244,7 +245,7 @@ pub fn pack(
         let exec = false;
         header.set_mode(if exec { 0o755 } else { 0o644 });
         header.set_entry_type(tar::EntryType::Regular);
-        let f = File::open(&path).map_err(|e| BundleError::io("read", &path, e))?;
+        let f = bar.wrap_read(File::open(&path).map_err(|e| BundleError::io("read", &path, e))?);
         tar.append_data(
             &mut header,
             format!("{name}/{rel}"),
@@ -252,6 +253,7 @@ pub fn pack(
         )
         .map_err(|e| BundleError::Archive(format!("cannot add {rel} to the archive: {e}")))?;
     }
+    bar.finish_and_clear();
     let counting = tar
         .into_inner()
         .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;

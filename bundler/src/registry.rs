@@ -181,6 +181,8 @@ const CHUNK: u64 = 16 << 20;
 const ATTEMPTS: u32 = 5;
 
 pub struct Pusher {
+    /// Advanced by every byte sent; hidden unless stderr is a terminal.
+    pub progress: Option<indicatif::ProgressBar>,
     http: Http,
     base: String,
     target: Target,
@@ -210,6 +212,7 @@ impl Pusher {
             .unwrap_or_default();
         let base = format!("{scheme}://{}", target.registry);
         let p = Self {
+            progress: None,
             http,
             base,
             target,
@@ -414,6 +417,9 @@ impl Pusher {
                 self.save_state()?;
             }
             self.stats.bytes_sent += len;
+            if let Some(p) = &self.progress {
+                p.inc(len);
+            }
             offset += len;
         }
         let sep = if location.contains('?') { '&' } else { '?' };

@@ -51,6 +51,15 @@ pub fn parse(text: &str, what: &str) -> Result<BTreeMap<String, String>, BundleE
 
 /// Hashes `paths` (relative to `root`) on every available core.
 pub fn hash_all(root: &Path, paths: &[String]) -> Result<Hashes, BundleError> {
+    hash_all_with(root, paths, None)
+}
+
+/// [`hash_all`], advancing `progress` by each file's size as it is done.
+pub fn hash_all_with(
+    root: &Path,
+    paths: &[String],
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<Hashes, BundleError> {
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
@@ -65,6 +74,9 @@ pub fn hash_all(root: &Path, paths: &[String]) -> Result<Hashes, BundleError> {
                     let Some(rel) = paths.get(i) else { break };
                     match fsx::sha256_file(&root.join(rel)) {
                         Ok(h) => {
+                            if let Some(p) = progress {
+                                p.inc(h.1);
+                            }
                             out.lock()
                                 .expect("no panics hold it")
                                 .insert(rel.clone(), h);

@@ -253,7 +253,14 @@ fn chain(
 
     // 4. Every file's hash.
     let paths: Vec<String> = listed.keys().cloned().collect();
-    let hashes = sums::hash_all(dir, &paths)?;
+    let total: u64 = paths
+        .iter()
+        .map(|p| dir.join(p).metadata().map_or(0, |m| m.len()))
+        .sum();
+    let bar = crate::progress::bytes(total, "verifying");
+    let hashes = sums::hash_all_with(dir, &paths, Some(&bar));
+    bar.finish_and_clear();
+    let hashes = hashes?;
     for (path, want) in &listed {
         let (got, _) = &hashes[path];
         if got != want {
@@ -263,7 +270,7 @@ fn chain(
             )));
         }
     }
-    let total: u64 = hashes.values().map(|(_, s)| s).sum();
+    let total: u64 = hashes.values().map(|(_, s)| s).sum::<u64>();
     run.ok(
         "file hashes",
         format!("{} files, {} bytes, all match", hashes.len(), total),

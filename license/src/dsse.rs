@@ -46,7 +46,12 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 impl Envelope {
     /// Signs `payload` as `payload_type` with `key`.
     pub fn sign(payload_type: &str, payload: &[u8], key: &VendorKey) -> Self {
-        Self::sign_with(payload_type, payload, key.signing_key(), key.public().key_id())
+        Self::sign_with(
+            payload_type,
+            payload,
+            key.signing_key(),
+            key.public().key_id(),
+        )
     }
 
     /// Signs with any ed25519 key, recorded under `keyid`.

@@ -290,6 +290,17 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         Some(digest),
         "{receipt}"
     );
+    // skopeo reads the media's layout as is and copies it into the registry unchanged.
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!(
+                "oci:{}:meshguard/gateway:1.4.0",
+                media.join("images").display()
+            ))
+            .arg(format!("docker://{}/copied/gateway:1.4.0", reg.addr)),
+    );
+    assert_eq!(reg.digest("copied/gateway:1.4.0").as_deref(), Some(digest));
     assert!(dir.join("site/policies/policy-bundle.json").is_file());
     assert!(
         dir.join("site/charts/meshguard-gateway/Chart.yaml")
