@@ -106,6 +106,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
     let stamp = rfc3339(started);
     let mut inputs: Vec<Input> = Vec::new();
+    let mut known = sums::Hashes::new();
 
     // Room for everything local, before writing anything.
     let mut need = 0u64;
@@ -305,7 +306,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         fsx::copy_hashed(&src, &stage.join("scans").join(&name))?;
     }
 
-    let blob_sizes = hash_stage(stage)?
+    let blob_sizes = hash_stage(stage, &mut known)?
         .into_iter()
         .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
         .map(|(_, (h, size))| (h, size))
@@ -380,7 +381,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
             )?;
         }
     }
-    hashes = hash_stage(stage)?;
+    hashes = hash_stage(stage, &mut known)?;
     let media_sbom = sbom::media(
         man.product.as_str(),
         man.version.as_str(),
@@ -391,7 +392,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
     write_json(&stage.join("sbom/media.cdx.json"), &media_sbom)?;
 
     // Provenance over everything so far.
-    hashes = hash_stage(stage)?;
+    hashes = hash_stage(stage, &mut known)?;
     let manifest_path = Path::new(&m.file);
     let (manifest_sha, _) = fsx::sha256_file(manifest_path)?;
     let finished = opts
@@ -429,7 +430,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
     )?;
 
     // MEDIA.json over every file, then SHA256SUMS over every file, then the signatures.
-    hashes = hash_stage(stage)?;
+    hashes = hash_stage(stage, &mut known)?;
     let doc = MediaDoc {
         format: media::FORMAT.into(),
         product: man.product.as_str().to_owned(),
@@ -454,7 +455,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         &stage.join(media::MEDIA_JSON),
         &serde_json::to_value(&doc).expect("serializes"),
     )?;
-    hashes = hash_stage(stage)?;
+    hashes = hash_stage(stage, &mut known)?;
     let sums_text = sums::format(&hashes);
     fsx::write_atomic(&stage.join(media::SUMS), sums_text.as_bytes())?;
     let sig = opts.key.sign(
@@ -480,12 +481,27 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
     })
 }
 
-fn hash_stage(stage: &Path) -> Result<sums::Hashes, BundleError> {
+/// Hashes of every file in the stage. Files are written once and never changed in place, so
+/// only files `known` does not hold yet are read; files removed since are dropped. `known` is
+/// updated to the result.
+fn hash_stage(stage: &Path, known: &mut sums::Hashes) -> Result<sums::Hashes, BundleError> {
     let files: Vec<String> = fsx::walk(stage)?
         .into_iter()
         .filter(|p| !media::UNLISTED.contains(&p.as_str()))
         .collect();
-    sums::hash_all(stage, &files)
+    let fresh: Vec<String> = files
+        .iter()
+        .filter(|f| !known.contains_key(*f))
+        .cloned()
+        .collect();
+    let mut out = sums::hash_all(stage, &fresh)?;
+    for f in &files {
+        if let Some(h) = known.get(f) {
+            out.insert(f.clone(), h.clone());
+        }
+    }
+    *known = out.clone();
+    Ok(out)
 }
 
 pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), BundleError> {

@@ -12,6 +12,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -82,6 +83,58 @@ impl<W: Write> Write for CountingWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Hands what is written to another thread in pieces of about 1 MiB.
+struct ChannelWriter {
+    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    buf: Vec<u8>,
+}
+
+const PIECE: usize = 1 << 20;
+
+impl ChannelWriter {
+    fn new(tx: mpsc::SyncSender<Vec<u8>>) -> Self {
+        Self {
+            tx: Some(tx),
+            buf: Vec::with_capacity(PIECE),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+        self.tx
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the channel is closed"))?
+            .send(piece)
+            .map_err(|_| io::Error::other("the next stage stopped"))
+    }
+
+    /// Sends the rest and closes the channel, so the next stage sees the end.
+    fn finish(&mut self) -> io::Result<()> {
+        self.send()?;
+        self.tx = None;
+        Ok(())
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = PIECE - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIECE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -212,58 +265,88 @@ pub fn pack(
         current: None,
         done: Vec::new(),
     };
-    let mut enc = zstd::stream::write::Encoder::new(vols, level)
-        .map_err(|e| BundleError::Archive(format!("zstd: {e}")))?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    enc.multithread(workers)
-        .map_err(|e| BundleError::Archive(format!("zstd workers: {e}")))?;
-    enc.include_checksum(true)
-        .map_err(|e| BundleError::Archive(format!("zstd: {e}")))?;
-    let counting = CountingWriter {
-        inner: enc,
-        count: 0,
-    };
-    let mut tar = tar::Builder::new(counting);
-    tar.mode(tar::HeaderMode::Deterministic);
+    // Three stages, so reading and framing, compressing, and hashing and writing the volumes
+    // overlap as `tar | zstd > file` does across processes: a tar thread, this thread feeding
+    // zstd (which compresses on its own worker threads), and a volume thread.
+    let (tar_tx, tar_rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let (vol_tx, vol_rx) = mpsc::sync_channel::<Vec<u8>>(8);
     let bar = crate::progress::bytes(total, "packing");
-    for rel in &files {
-        let path = media_dir.join(rel);
-        let meta = path
-            .metadata()
-            .map_err(|e| BundleError::io("read", &path, e))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(meta.len());
-        header.set_mtime(mtime);
-        header.set_uid(0);
-        header.set_gid(0);
-        #[cfg(unix)]
-        let exec = {
-            use std::os::unix::fs::PermissionsExt;
-            meta.permissions().mode() & 0o111 != 0
-        };
-        #[cfg(not(unix))]
-        let exec = false;
-        header.set_mode(if exec { 0o755 } else { 0o644 });
-        header.set_entry_type(tar::EntryType::Regular);
-        let f = bar.wrap_read(File::open(&path).map_err(|e| BundleError::io("read", &path, e))?);
-        tar.append_data(
-            &mut header,
-            format!("{name}/{rel}"),
-            BufReader::with_capacity(1 << 20, f),
-        )
-        .map_err(|e| BundleError::Archive(format!("cannot add {rel} to the archive: {e}")))?;
-    }
+    let (tar_size, vols) = std::thread::scope(|scope| -> Result<(u64, Volumes), BundleError> {
+        let framing = scope.spawn(|| -> Result<u64, BundleError> {
+            let counting = CountingWriter {
+                inner: ChannelWriter::new(tar_tx),
+                count: 0,
+            };
+            let mut tar = tar::Builder::new(counting);
+            tar.mode(tar::HeaderMode::Deterministic);
+            for rel in &files {
+                let path = media_dir.join(rel);
+                let meta = path
+                    .metadata()
+                    .map_err(|e| BundleError::io("read", &path, e))?;
+                let mut header = tar::Header::new_gnu();
+                header.set_size(meta.len());
+                header.set_mtime(mtime);
+                header.set_uid(0);
+                header.set_gid(0);
+                #[cfg(unix)]
+                let exec = {
+                    use std::os::unix::fs::PermissionsExt;
+                    meta.permissions().mode() & 0o111 != 0
+                };
+                #[cfg(not(unix))]
+                let exec = false;
+                header.set_mode(if exec { 0o755 } else { 0o644 });
+                header.set_entry_type(tar::EntryType::Regular);
+                let f = bar
+                    .wrap_read(File::open(&path).map_err(|e| BundleError::io("read", &path, e))?);
+                tar.append_data(
+                    &mut header,
+                    format!("{name}/{rel}"),
+                    BufReader::with_capacity(1 << 20, f),
+                )
+                .map_err(|e| {
+                    BundleError::Archive(format!("cannot add {rel} to the archive: {e}"))
+                })?;
+            }
+            let mut counting = tar
+                .into_inner()
+                .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
+            counting
+                .inner
+                .finish()
+                .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
+            Ok(counting.count)
+        });
+        let writing = scope.spawn(move || -> io::Result<Volumes> {
+            let mut vols = vols;
+            for chunk in vol_rx {
+                vols.write_all(&chunk)?;
+            }
+            vols.close_current()?;
+            Ok(vols)
+        });
+        let compressed = (|| -> io::Result<()> {
+            let mut enc = zstd::stream::write::Encoder::new(ChannelWriter::new(vol_tx), level)?;
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            enc.multithread(workers)?;
+            enc.include_checksum(true)?;
+            for chunk in tar_rx {
+                enc.write_all(&chunk)?;
+            }
+            enc.finish()?.finish()
+        })();
+        // A stage that stops makes the one before it fail with "the next stage stopped", so
+        // the cause is the furthest stage downstream that failed.
+        let tar_size = framing.join().expect("the tar thread does not panic");
+        let vols = writing
+            .join()
+            .expect("the volume thread does not panic")
+            .map_err(|e| BundleError::io("write", out, e))?;
+        compressed.map_err(|e| BundleError::Archive(format!("zstd: {e}")))?;
+        Ok((tar_size?, vols))
+    })?;
     bar.finish_and_clear();
-    let counting = tar
-        .into_inner()
-        .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
-    let tar_size = counting.count;
-    let mut vols = counting
-        .inner
-        .finish()
-        .map_err(|e| BundleError::Archive(format!("zstd: {e}")))?;
-    vols.close_current()
-        .map_err(|e| BundleError::io("write", out, e))?;
     let info = VolumeIndex {
         format: INDEX_FORMAT.into(),
         media: name,
