@@ -57,7 +57,7 @@ pub(crate) struct AuditConfig {
 
 #[derive(Debug)]
 enum Job {
-    Append(AuditEntry, oneshot::Sender<Result<u64, String>>),
+    Append(Box<Prepared>, oneshot::Sender<Result<u64, String>>),
     Ingest(
         Vec<AuditExportLine>,
         oneshot::Sender<Result<IngestReport, String>>,
@@ -135,8 +135,11 @@ impl AuditLog {
 
     /// Queues `entry` and resolves once it is durable, with its sequence number.
     pub(crate) async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        // Serialized and leaf-hashed here, on the request's own worker, so the single writer
+        // thread only chains, inserts and commits.
+        let prepared = Box::new(Prepared::new(entry));
         let (done, wait) = oneshot::channel();
-        match self.tx.try_send(Job::Append(entry, done)) {
+        match self.tx.try_send(Job::Append(prepared, done)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(AuditError::Full),
             Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
@@ -171,6 +174,23 @@ impl AuditLog {
     }
 }
 
+/// An entry ready for the writer: its canonical body and Merkle leaf hash, computed off the
+/// writer thread.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) entry: AuditEntry,
+    pub(crate) body: String,
+    pub(crate) leaf: merkle::Hash,
+}
+
+impl Prepared {
+    pub(crate) fn new(entry: AuditEntry) -> Self {
+        let body = canonical(&serde_json::to_value(&entry).expect("entries serialize"));
+        let leaf = merkle::leaf_hash(body.as_bytes());
+        Self { entry, body, leaf }
+    }
+}
+
 /// Jobs taken per commit at most, so one commit never holds the write lock for long.
 const MAX_BATCH: usize = 1024;
 
@@ -199,7 +219,7 @@ impl store::Writer {
                 }
             }
             if !appends.is_empty() {
-                let entries: Vec<&AuditEntry> = appends.iter().map(|(e, _)| e).collect();
+                let entries: Vec<&Prepared> = appends.iter().map(|(e, _)| e.as_ref()).collect();
                 match self.append(&entries) {
                     Ok(seqs) => {
                         for ((_, done), seq) in appends.into_iter().zip(seqs) {

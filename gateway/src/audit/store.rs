@@ -70,7 +70,7 @@ impl Writer {
     }
 
     /// Appends entries of this gateway's own chain in one transaction; returns their seqs.
-    pub(crate) fn append(&mut self, entries: &[&AuditEntry]) -> rusqlite::Result<Vec<u64>> {
+    pub(crate) fn append(&mut self, entries: &[&super::Prepared]) -> rusqlite::Result<Vec<u64>> {
         let tx = self.conn.transaction()?;
         let mut head = self
             .heads
@@ -84,9 +84,9 @@ impl Writer {
                 "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for entry in entries {
-                let body = canonical(&serde_json::to_value(entry).expect("entries serialize"));
-                let hash = chain_hash(&head, &body).expect("heads are 32-byte hex");
+            for prepared in entries {
+                let (entry, body) = (&prepared.entry, &prepared.body);
+                let hash = chain_hash(&head, body).expect("heads are 32-byte hex");
                 stmt.execute(params![
                     entry.id,
                     self.origin,
@@ -99,7 +99,7 @@ impl Writer {
                     hash
                 ])?;
                 seqs.push(tx.last_insert_rowid() as u64);
-                leaves.push(merkle::leaf_hash(body.as_bytes()));
+                leaves.push(prepared.leaf);
                 head = hash;
             }
         }
