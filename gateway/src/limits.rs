@@ -54,21 +54,21 @@ impl RateLimiter {
             w.hour = now / 3600;
             w.in_hour = 0;
         }
-        if let Some(limit) = per_minute {
-            if w.in_minute >= limit {
-                return Err(Limited {
-                    retry_after: 60 - now % 60,
-                    limit: format!("{limit} requests per minute"),
-                });
-            }
+        if let Some(limit) = per_minute
+            && w.in_minute >= limit
+        {
+            return Err(Limited {
+                retry_after: 60 - now % 60,
+                limit: format!("{limit} requests per minute"),
+            });
         }
-        if let Some(limit) = per_hour {
-            if w.in_hour >= limit {
-                return Err(Limited {
-                    retry_after: 3600 - now % 3600,
-                    limit: format!("{limit} requests per hour"),
-                });
-            }
+        if let Some(limit) = per_hour
+            && w.in_hour >= limit
+        {
+            return Err(Limited {
+                retry_after: 3600 - now % 3600,
+                limit: format!("{limit} requests per hour"),
+            });
         }
         w.in_minute += 1;
         w.in_hour += 1;

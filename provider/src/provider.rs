@@ -159,21 +159,21 @@ impl Provider for MeshguardProvider {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::Config<'a>) -> Option<()> {
-        if let Value::Value(t) = config.request_timeout {
-            if !(1..=3600).contains(&t) {
-                diags.error_short(
-                    "request_timeout must be between 1 and 3600 seconds",
-                    AttributePath::new("request_timeout"),
-                );
-            }
+        if let Value::Value(t) = config.request_timeout
+            && !(1..=3600).contains(&t)
+        {
+            diags.error_short(
+                "request_timeout must be between 1 and 3600 seconds",
+                AttributePath::new("request_timeout"),
+            );
         }
-        if let Value::Value(r) = config.max_retries {
-            if !(0..=20).contains(&r) {
-                diags.error_short(
-                    "max_retries must be between 0 and 20",
-                    AttributePath::new("max_retries"),
-                );
-            }
+        if let Value::Value(r) = config.max_retries
+            && !(0..=20).contains(&r)
+        {
+            diags.error_short(
+                "max_retries must be between 0 and 20",
+                AttributePath::new("max_retries"),
+            );
         }
         Some(())
     }

@@ -219,10 +219,10 @@ impl CpuSampler {
             };
             let f: Vec<&str> = rest.split_whitespace().collect();
             let parse = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
-            if let (Some(u), Some(s)) = (parse(11), parse(12)) {
-                if self.max.get().is_none_or(|m| u + s > m) {
-                    self.max.set(Some(u + s));
-                }
+            if let (Some(u), Some(s)) = (parse(11), parse(12))
+                && self.max.get().is_none_or(|m| u + s > m)
+            {
+                self.max.set(Some(u + s));
             }
         }
     }

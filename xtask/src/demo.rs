@@ -710,10 +710,10 @@ fn run_indented(cmd: &mut Command) -> anyhow::Result<()> {
 fn wait_ready(api: &Api) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = api.client.get(format!("{}/ready", api.base)).send() {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = api.client.get(format!("{}/ready", api.base)).send()
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -287,6 +287,9 @@ fn bound(date: &str, end: bool) -> String {
     }
 }
 
+/// `(total, allowed, denied, top denied actions with counts)`.
+pub(crate) type Stats = (u64, u64, u64, Vec<(String, u64)>);
+
 impl Reader {
     pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
         Ok(Self {
@@ -337,10 +340,7 @@ impl Reader {
     }
 
     /// `(total, allowed, denied, top denied actions)` since `since`.
-    pub(crate) fn stats(
-        &self,
-        since: &str,
-    ) -> rusqlite::Result<(u64, u64, u64, Vec<(String, u64)>)> {
+    pub(crate) fn stats(&self, since: &str) -> rusqlite::Result<Stats> {
         self.with(|c| {
             let (total, allowed, denied) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0)

@@ -400,7 +400,7 @@ fn condition_holds(cond: &Condition, req: &EvalRequest<'_>) -> bool {
                 }
                 ContextTest::In(options) => found
                     .and_then(scalar_text)
-                    .is_some_and(|v| options.iter().any(|o| *o == v)),
+                    .is_some_and(|v| options.contains(&v)),
             }
         }
         Condition::Unknown => false,

@@ -446,17 +446,15 @@ impl Cx {
         let reason = map
             .get_node("reason")
             .and_then(|n| self.scalar(&join(&path, "reason"), n, "a string"));
-        if let Some(n) = map.get_node("alert") {
-            if let Some(level) = self.scalar(&join(&path, "alert"), n, "info, warning or critical")
-            {
-                if !["info", "warning", "critical"].contains(&level.as_str()) {
-                    self.error(
-                        &join(&path, "alert"),
-                        n,
-                        &format!("expected info, warning or critical, found {level:?}"),
-                    );
-                }
-            }
+        if let Some(n) = map.get_node("alert")
+            && let Some(level) = self.scalar(&join(&path, "alert"), n, "info, warning or critical")
+            && !["info", "warning", "critical"].contains(&level.as_str())
+        {
+            self.error(
+                &join(&path, "alert"),
+                n,
+                &format!("expected info, warning or critical, found {level:?}"),
+            );
         }
         Some(Rule {
             id: id.or(name).unwrap_or_else(|| format!("rule-{index}")),

@@ -59,10 +59,11 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
-    if let Some(d) = &q.decision {
-        if d != "allow" && d != "deny" {
-            return Err(ApiError::field("decision", "expected allow or deny"));
-        }
+    if let Some(d) = &q.decision
+        && d != "allow"
+        && d != "deny"
+    {
+        return Err(ApiError::field("decision", "expected allow or deny"));
     }
     check_time("from", &q.from)?;
     check_time("to", &q.to)?;

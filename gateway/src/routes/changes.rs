@@ -27,13 +27,13 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ChangeQuery>,
 ) -> Result<Json<ChangeList>, ApiError> {
-    if let Some(kind) = &q.kind {
-        if !["agent", "policy", "alert_channel"].contains(&kind.as_str()) {
-            return Err(ApiError::field(
-                "kind",
-                "expected agent, policy or alert_channel",
-            ));
-        }
+    if let Some(kind) = &q.kind
+        && !["agent", "policy", "alert_channel"].contains(&kind.as_str())
+    {
+        return Err(ApiError::field(
+            "kind",
+            "expected agent, policy or alert_channel",
+        ));
     }
     let filter = ChangeFilter {
         kind: q.kind,

@@ -385,14 +385,14 @@ pub(super) async fn validate(
         )
     })?;
     let mut parsed = parse_policy(&content);
-    if let (Some(given), Some(doc)) = (given.as_deref(), parsed.doc.as_ref()) {
-        if let Err(e) = resolve_name(Some(given), doc.name.as_deref()) {
-            parsed.errors.push(ValidationIssue {
-                path: "name".to_owned(),
-                line: None,
-                message: e.message().to_owned(),
-            });
-        }
+    if let (Some(given), Some(doc)) = (given.as_deref(), parsed.doc.as_ref())
+        && let Err(e) = resolve_name(Some(given), doc.name.as_deref())
+    {
+        parsed.errors.push(ValidationIssue {
+            path: "name".to_owned(),
+            line: None,
+            message: e.message().to_owned(),
+        });
     }
     let report = ValidationReport {
         valid: parsed.doc.is_some() && parsed.errors.is_empty(),

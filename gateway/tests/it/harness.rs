@@ -108,10 +108,10 @@ impl Gateway {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self.client.get(format!("{}/ready", self.base)).send() {
-                if r.status() == 200 {
-                    return;
-                }
+            if let Ok(r) = self.client.get(format!("{}/ready", self.base)).send()
+                && r.status() == 200
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "gateway never became ready");
             std::thread::sleep(Duration::from_millis(50));

@@ -102,14 +102,14 @@ impl DataSource for AgentsDataSource {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
-        if let Value::Value(tier) = &config.trust_tier {
-            if let Err(e) = TrustTier::parse(tier) {
-                diags.error(
-                    "invalid trust_tier",
-                    e.to_string(),
-                    AttributePath::new("trust_tier"),
-                );
-            }
+        if let Value::Value(tier) = &config.trust_tier
+            && let Err(e) = TrustTier::parse(tier)
+        {
+            diags.error(
+                "invalid trust_tier",
+                e.to_string(),
+                AttributePath::new("trust_tier"),
+            );
         }
         Some(())
     }

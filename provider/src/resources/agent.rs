@@ -155,14 +155,14 @@ impl Resource for AgentResource {
     }
 
     async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
-        if let Some(tier) = known(&config.trust_tier) {
-            if let Err(e) = TrustTier::parse(tier) {
-                diags.error(
-                    "invalid trust_tier",
-                    e.to_string(),
-                    AttributePath::new("trust_tier"),
-                );
-            }
+        if let Some(tier) = known(&config.trust_tier)
+            && let Err(e) = TrustTier::parse(tier)
+        {
+            diags.error(
+                "invalid trust_tier",
+                e.to_string(),
+                AttributePath::new("trust_tier"),
+            );
         }
         if known(&config.name).is_some_and(|n| n.trim().is_empty()) {
             diags.error_short("name must not be empty", AttributePath::new("name"));

@@ -211,36 +211,35 @@ impl Resource for AlertChannelResource {
             }
             _ => {}
         }
-        if let Some(endpoint) = known(&config.endpoint) {
-            if !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
-                || endpoint.split("://").nth(1).is_none_or(str::is_empty)
-            {
-                diags.error(
-                    "endpoint must be an http:// or https:// URL",
-                    format!("got {endpoint:?}"),
-                    AttributePath::new("endpoint"),
-                );
-            }
+        if let Some(endpoint) = known(&config.endpoint)
+            && (!(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+                || endpoint.split("://").nth(1).is_none_or(str::is_empty))
+        {
+            diags.error(
+                "endpoint must be an http:// or https:// URL",
+                format!("got {endpoint:?}"),
+                AttributePath::new("endpoint"),
+            );
         }
-        if let Some(sev) = known(&config.severity) {
-            if parse_enum::<Severity>(sev).is_none() {
-                diags.error(
-                    format!("invalid severity {sev:?}"),
-                    "expected info, warning or critical",
-                    AttributePath::new("severity"),
-                );
-            }
+        if let Some(sev) = known(&config.severity)
+            && parse_enum::<Severity>(sev).is_none()
+        {
+            diags.error(
+                format!("invalid severity {sev:?}"),
+                "expected info, warning or critical",
+                AttributePath::new("severity"),
+            );
         }
         if let Value::Value(items) = &config.triggers {
             for (i, t) in items.iter().enumerate() {
-                if let Some(t) = known(t) {
-                    if parse_enum::<Trigger>(t).is_none() {
-                        diags.error(
-                            format!("invalid trigger {t:?}"),
-                            "expected deny, error or rate_limit (or allow, all)",
-                            AttributePath::new("triggers").index(i as i64),
-                        );
-                    }
+                if let Some(t) = known(t)
+                    && parse_enum::<Trigger>(t).is_none()
+                {
+                    diags.error(
+                        format!("invalid trigger {t:?}"),
+                        "expected deny, error or rate_limit (or allow, all)",
+                        AttributePath::new("triggers").index(i as i64),
+                    );
                 }
             }
         }
