@@ -228,6 +228,32 @@ pub(crate) fn decide(
 
 /// Decides and records one ask, within the circuit breaker.
 pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> Verdict {
+    use tracing::Instrument as _;
+    // One span per decision (exported over OTLP when the `otel` feature is on and configured;
+    // free when nothing listens at INFO for this target).
+    let span = tracing::info_span!(
+        "meshguard.decision",
+        agent.id = %agent.id,
+        action = %ask.action,
+        trace_id = %ask.trace_id,
+        allowed = tracing::field::Empty,
+        policy = tracing::field::Empty,
+        audit.seq = tracing::field::Empty,
+    );
+    let verdict = decide_and_record(state, agent, ask)
+        .instrument(span.clone())
+        .await;
+    span.record("allowed", verdict.allowed);
+    if let Some(p) = &verdict.policy {
+        span.record("policy", p.as_str());
+    }
+    if let Some(seq) = verdict.audit_seq {
+        span.record("audit.seq", seq);
+    }
+    verdict
+}
+
+async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> Verdict {
     let started = Instant::now();
     let mode = state.config().mode;
     let snapshot = state.snapshot();

@@ -3,22 +3,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshguard_gateway::{Args, app, prepare};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match args.into_config() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("meshguard-gateway: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,12 +19,93 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    // The OTLP exporter's batch task runs on this runtime.
+    let entered = runtime.enter();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info")),
+        );
+    #[cfg(feature = "otel")]
+    let (otel, provider) = match otel::layer() {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("meshguard-gateway: OTLP export: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    let otel: Option<tracing_subscriber::layer::Identity> = None;
+    tracing_subscriber::registry().with(fmt).with(otel).init();
+    drop(entered);
+    let config = match args.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("meshguard-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(serve(config));
+    #[cfg(feature = "otel")]
+    if let Some(p) = provider {
+        // Flush the spans still batched.
+        let _ = p.shutdown();
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshguard-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::Resource;
+    use opentelemetry_sdk::trace::TracerProvider;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+
+    /// The OTLP/HTTP span layer, when OTEL_EXPORTER_OTLP_ENDPOINT (or its _TRACES_ variant) is
+    /// set: decision spans and HTTP request spans, batched.
+    pub(super) fn layer<S>() -> Result<Option<(impl Layer<S>, TracerProvider)>, String>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+    {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if !configured {
+            return Ok(None);
+        }
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+            .map_err(|e| format!("cannot build the exporter: {e}"))?;
+        let service = std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "meshguard-gateway".to_owned());
+        let provider = TracerProvider::builder()
+            .with_batch_exporter(exporter, opentelemetry_sdk::runtime::Tokio)
+            .with_resource(Resource::new(vec![KeyValue::new("service.name", service)]))
+            .build();
+        let tracer = provider.tracer("meshguard-gateway");
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                Targets::new()
+                    .with_target("meshguard_gateway", LevelFilter::INFO)
+                    .with_target("tower_http", LevelFilter::DEBUG),
+            );
+        Ok(Some((layer, provider)))
     }
 }
 

@@ -113,13 +113,34 @@ pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
 fn test(rest: Vec<String>) -> anyhow::Result<()> {
     let tools = tools::install_all()?;
     let path = tools.path_with_bin();
+    let with_env = |cmd: &mut Command| {
+        cmd.env("PATH", &path)
+            .env("MESHGUARD_TOOLS_DIR", &tools.dir)
+            .env("CHECKPOINT_DISABLE", "1");
+    };
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--locked"])
-        .args(&rest)
-        .env("PATH", path)
-        .env("MESHGUARD_TOOLS_DIR", &tools.dir)
-        .env("CHECKPOINT_DISABLE", "1");
-    run_checked(&mut cmd)
+    cmd.args(["test", "--workspace", "--locked"]).args(&rest);
+    with_env(&mut cmd);
+    run_checked(&mut cmd)?;
+    if rest.is_empty() {
+        // The gateway's optional OpenTelemetry export, built and tested with its feature on.
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--locked",
+            "-p",
+            "meshguard-gateway",
+            "--features",
+            "otel",
+            "--test",
+            "it",
+            "--",
+            "otel::",
+        ]);
+        with_env(&mut cmd);
+        run_checked(&mut cmd)?;
+    }
+    Ok(())
 }
 
 /// Builds the provider and packs it into `out` in Terraform's packed mirror layout.

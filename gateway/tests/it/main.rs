@@ -10,4 +10,6 @@ mod dataplane;
 mod harness;
 mod licensing;
 mod lifecycle;
+#[cfg(feature = "otel")]
+mod otel;
 mod policies;
