@@ -316,17 +316,7 @@ impl Pusher {
         if let Some(url) = self.state.uploads.get(&d.digest).cloned() {
             let status = self.retry("query an upload", || {
                 let r = self.http.get(&url).send()?;
-                Ok((
-                    r.status(),
-                    r.headers()
-                        .get("range")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    r.headers()
-                        .get("location")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                ))
+                Ok((r.status(), header(&r, "range"), header(&r, "location")))
             })?;
             if status.0 == StatusCode::NO_CONTENT || status.0.is_success() {
                 // `Range: 0-N` holds bytes 0..=N; distribution also says `0-0` for an empty
@@ -345,13 +335,7 @@ impl Pusher {
                 let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
                 let (status, loc) = self.retry("start an upload", || {
                     let r = self.http.post(&url).header("content-length", "0").send()?;
-                    Ok((
-                        r.status(),
-                        r.headers()
-                            .get("location")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
-                    ))
+                    Ok((r.status(), header(&r, "location")))
                 })?;
                 if status != StatusCode::ACCEPTED {
                     return Err(BundleError::Registry(format!(
@@ -392,13 +376,7 @@ impl Pusher {
                     .header("content-length", len.to_string())
                     .body(buf.clone())
                     .send()?;
-                Ok((
-                    r.status(),
-                    r.headers()
-                        .get("location")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                ))
+                Ok((r.status(), header(&r, "location")))
             })?;
             if status == StatusCode::NOT_FOUND || status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(false);
@@ -459,13 +437,7 @@ impl Pusher {
                 .header("content-type", media_type)
                 .body(bytes.to_vec())
                 .send()?;
-            Ok((
-                r.status(),
-                r.headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            ))
+            Ok((r.status(), header(&r, "docker-content-digest")))
         })?;
         if status != StatusCode::CREATED {
             return Err(BundleError::Registry(format!(
@@ -536,6 +508,14 @@ impl Pusher {
         }
         Ok(())
     }
+}
+
+/// A response header as text, when present and printable.
+fn header(r: &reqwest::blocking::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `meshguard/gateway:1.4.0` → (`meshguard/gateway`, `1.4.0`).

@@ -410,14 +410,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     step(
         "offline media: an image built with umoci, the chart, the provider, modules, policies and the license, signed (meshguard-bundle create)",
     );
-    run_checked(cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "meshguard-provider",
-        "--bin",
-        "terraform-provider-meshguard",
-    ]))?;
+    let provider = crate::build_provider(false)?;
     let bundle_tool = root().join("target/debug/meshguard-bundle");
     let src = dir.join("media-src");
     let layout = src.join("layout");
@@ -463,14 +456,15 @@ chart: {r}/helm/meshguard-gateway
 terraform:
   provider:
     version: {v}
-    binaries: {{linux_amd64: {r}/target/debug/terraform-provider-meshguard}}
+    binaries: {{linux_amd64: {provider}}}
   modules: {r}/modules
 policies: {r}/examples/policies
 license: {{file: {lic}}}
 sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshguard]}}
 ",
             v = env!("CARGO_PKG_VERSION"),
-            lic = vendor.join("demo.license").display()
+            lic = vendor.join("demo.license").display(),
+            provider = provider.display()
         ),
     )?;
     let bundle_cmd = |args: &[&str]| {

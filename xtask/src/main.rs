@@ -143,11 +143,8 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the provider and packs it into `out` in Terraform's packed mirror layout.
-pub(crate) fn provider_mirror(
-    out: &std::path::Path,
-    release: bool,
-) -> anyhow::Result<PackedProvider> {
+/// Builds `terraform-provider-meshguard` and returns the binary's path.
+pub(crate) fn build_provider(release: bool) -> anyhow::Result<std::path::PathBuf> {
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -161,10 +158,18 @@ pub(crate) fn provider_mirror(
         cmd.arg("--release");
     }
     run_checked(&mut cmd)?;
-    let binary = root()
+    Ok(root()
         .join("target")
         .join(if release { "release" } else { "debug" })
-        .join("terraform-provider-meshguard");
+        .join("terraform-provider-meshguard"))
+}
+
+/// Builds the provider and packs it into `out` in Terraform's packed mirror layout.
+pub(crate) fn provider_mirror(
+    out: &std::path::Path,
+    release: bool,
+) -> anyhow::Result<PackedProvider> {
+    let binary = build_provider(release)?;
     let id = ProviderId {
         hostname: "registry.terraform.io".into(),
         namespace: "meshguard".into(),

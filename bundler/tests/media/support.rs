@@ -14,6 +14,26 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A verifier from the project's `shared/tools/` (beside the checkout, or MESHGUARD_SHARED_DIR).
+pub(crate) fn shared_tool(name: &str) -> PathBuf {
+    let candidates = [
+        std::env::var_os("MESHGUARD_SHARED_DIR").map(PathBuf::from),
+        root().parent().map(|p| p.join("shared")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("tools").join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/tools/{name} is not beside the checkout ({}); set MESHGUARD_SHARED_DIR to \
+                 the shared directory",
+                root().display()
+            )
+        })
+}
+
 pub(crate) fn tools_dir() -> PathBuf {
     std::env::var_os("MESHGUARD_TOOLS_DIR")
         .map(PathBuf::from)
