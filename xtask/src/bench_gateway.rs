@@ -83,9 +83,9 @@ fn wrk(
 /// `/proxy/check`: (requests/s, p99, audit rows written).
 fn measure(work: &Path, args: &BenchGatewayArgs) -> anyhow::Result<(String, String, Value)> {
     if work.exists() {
-        std::fs::remove_dir_all(&work)?;
+        std::fs::remove_dir_all(work)?;
     }
-    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(work)?;
     let token = "bench-admin-token-8a6c4e2f0b9d7153";
     let mut gw = Command::new(root().join("target/release/meshguard-gateway"))
         .env("HOST", "127.0.0.1")
