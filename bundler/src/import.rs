@@ -60,6 +60,22 @@ pub fn import(
         files: Vec::new(),
     };
     let layout_dir = media.join("images");
+    // Room at the destination for everything that is copied there (images only when they go
+    // to a local layout; the registry's own disk is the registry's to check).
+    let mut need: u64 = doc
+        .items
+        .iter()
+        .filter(|i| !i.path.starts_with("images/"))
+        .map(|i| i.size)
+        .sum();
+    if opts.registry.is_none() {
+        need += images
+            .iter()
+            .flat_map(|i| i.blobs.iter())
+            .map(|b| b.size)
+            .sum::<u64>();
+    }
+    fsx::ensure_space(&opts.dest, need, "the import")?;
 
     // Images.
     if !images.is_empty() {

@@ -95,7 +95,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         root().join(&args.dir)
     };
 
-    step("installing what is missing (protoc, Terraform) and building meshguard-gateway");
+    step(
+        "installing what is missing (Debian tools, Terraform, helm, verifiers) and building the gateway, licensing and media tools",
+    );
     let tools = crate::tools::install_all()?;
     run_checked(cargo().args([
         "build",
