@@ -275,7 +275,16 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         let path = format!("license/{name}");
         fsx::write_atomic(&stage.join(&path), &bytes)?;
         let recipients: Vec<String> = l.recipients.iter().map(|r| r.as_str().to_owned()).collect();
-        let encrypted = if recipients.is_empty() {
+        let encrypted = if let Some(ready) = &l.encrypted {
+            let src = m.path(ready, "encrypted license")?;
+            let sealed = fs::read(&src).map_err(|e| BundleError::io("read", &src, e))?;
+            if !meshguard_license::seal::is_age(&sealed) {
+                return Err(m.error(ready, format!("{} is not an age file", src.display())));
+            }
+            let p = format!("license/{name}.age");
+            fsx::write_atomic(&stage.join(&p), &sealed)?;
+            Some(p)
+        } else if recipients.is_empty() {
             None
         } else {
             let parsed = meshguard_license::seal::parse_recipients(&recipients)?;

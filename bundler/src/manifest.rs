@@ -15,7 +15,7 @@
 //!     binaries: { linux_amd64: dist/terraform-provider-meshguard }
 //!   modules: modules/
 //! policies: examples/policies/               # becomes a signed policy bundle
-//! license: { file: acme.license, recipients: [age1…] }
+//! license: { file: acme.license, recipients: [age1…] }   # or encrypted: acme.license.age
 //! scans: [reports/gateway.trivy.json]
 //! sbom: { workspace: ., binaries: [meshguard-gateway, terraform-provider-meshguard] }
 //! ```
@@ -98,8 +98,13 @@ impl ProviderSpec {
 #[serde(deny_unknown_fields)]
 pub struct LicenseSpec {
     pub file: Spanned<String>,
+    /// Encrypt the license to these age recipients at create time (age uses fresh keys, so
+    /// media made this way is not byte-reproducible).
     #[serde(default)]
     pub recipients: Vec<Spanned<String>>,
+    /// Or ship this already age-encrypted copy as is (keeps the media reproducible).
+    #[serde(default)]
+    pub encrypted: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +249,12 @@ impl Loaded {
             }
         }
         if let Some(l) = &m.license {
+            if let (Some(e), false) = (&l.encrypted, l.recipients.is_empty()) {
+                return Err(self.error(
+                    e,
+                    "give either recipients (encrypt at create) or encrypted (a ready age file), not both",
+                ));
+            }
             for r in &l.recipients {
                 meshguard_license::seal::parse_recipients(std::slice::from_ref(
                     &r.as_str().to_owned(),

@@ -22,12 +22,29 @@ fn inputs(dir: &Path) -> std::path::PathBuf {
         })
         .collect();
     umoci_image(&dir.join("layout"), "v1", &[("data.bin", &data)]);
+    // A license shipped with a copy already encrypted (by the stock age) keeps media reproducible.
+    std::fs::write(
+        dir.join("site.license"),
+        b"{\"payloadType\": \"x\", \"payload\": \"\", \"signatures\": []}\n",
+    )
+    .unwrap();
+    let id = dir.join("site.age");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&id));
+    let recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&id))
+        .trim()
+        .to_owned();
+    run_ok(
+        Command::new("age")
+            .args(["-r", &recipient, "-o"])
+            .arg(dir.join("site.license.age"))
+            .arg(dir.join("site.license")),
+    );
     let root = root().display().to_string();
     manifest(
         dir,
         "5.0.0",
         &format!(
-            "images:\n  - ref: meshguard/p:5\n    from: oci:layout:v1\npolicies: {root}/examples/policies\n"
+            "images:\n  - ref: meshguard/p:5\n    from: oci:layout:v1\npolicies: {root}/examples/policies\nlicense:\n  file: site.license\n  encrypted: site.license.age\n"
         ),
     )
 }
@@ -78,6 +95,7 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
     create_at(dir, &m, "a/meshguard-5.0.0");
     create_at(dir, &m, "b/meshguard-5.0.0");
     let sums_a = std::fs::read(dir.join("a/meshguard-5.0.0/SHA256SUMS")).unwrap();
+    assert!(String::from_utf8_lossy(&sums_a).contains("license/site.license.age"));
     assert_eq!(
         sums_a,
         std::fs::read(dir.join("b/meshguard-5.0.0/SHA256SUMS")).unwrap()
