@@ -216,10 +216,9 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 let root = stage.join("terraform/providers");
                 let packed =
                     tfmirror::pack(&binary, &id, &root).map_err(|e| m.error(bin, e.to_string()))?;
-                let (hex, _) = fsx::sha256_file(&binary)?;
                 inputs.push(Input {
                     uri: format!("file:{}", bin.as_str()),
-                    sha256: hex,
+                    sha256: packed.binary_sha256.clone(),
                     name: format!(
                         "terraform-provider-{}_{}_{}",
                         id.kind, id.version, id.platform

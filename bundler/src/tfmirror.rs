@@ -7,14 +7,17 @@
 //!   the package, sorted by path), the same for the zip and its unpacked directory.
 //!
 //! The zip is deterministic: one entry, fixed time, fixed mode, so the same binary always gives
-//! the same `zh:`. Every file is written beside its destination, fsynced and renamed into place.
+//! the same `zh:`. Every file is written atomically (`fsx::write_atomic`).
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
+
+use crate::BundleError;
+use crate::fsx::write_atomic;
 
 /// Which provider, which version, which platform.
 #[derive(Debug, Clone)]
@@ -57,22 +60,8 @@ pub struct PackedProvider {
     pub h1: String,
     /// `zh:…`
     pub zh: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MirrorError {
-    #[error("cannot read the provider binary {path}: {source}")]
-    Binary {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("cannot build the provider zip: {0}")]
-    Zip(#[from] zip::result::ZipError),
+    /// Hex SHA-256 of the provider binary itself.
+    pub binary_sha256: String,
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -98,14 +87,9 @@ pub fn pack(
     binary: &Path,
     id: &ProviderId,
     mirror_root: &Path,
-) -> Result<PackedProvider, MirrorError> {
-    let mut contents = Vec::new();
-    File::open(binary)
-        .and_then(|mut f| f.read_to_end(&mut contents))
-        .map_err(|source| MirrorError::Binary {
-            path: binary.display().to_string(),
-            source,
-        })?;
+) -> Result<PackedProvider, BundleError> {
+    let contents =
+        fs::read(binary).map_err(|e| BundleError::io("read the provider binary", binary, e))?;
     let name = id.binary_name();
 
     let mut zip_bytes = Vec::new();
@@ -115,14 +99,14 @@ pub fn pack(
             .compression_method(zip::CompressionMethod::Deflated)
             .last_modified_time(zip::DateTime::default())
             .unix_permissions(0o755);
-        writer.start_file(name.as_str(), options)?;
+        let zip_err = |e: zip::result::ZipError| {
+            BundleError::Archive(format!("cannot build the provider zip: {e}"))
+        };
+        writer.start_file(name.as_str(), options).map_err(zip_err)?;
         writer
             .write_all(&contents)
-            .map_err(|source| MirrorError::Write {
-                path: name.clone(),
-                source,
-            })?;
-        writer.finish()?;
+            .map_err(|e| BundleError::Archive(format!("cannot build the provider zip: {e}")))?;
+        writer.finish().map_err(zip_err)?;
     }
 
     let zip = mirror_root.join(id.zip_path());
@@ -140,30 +124,8 @@ pub fn pack(
         zip,
         h1: h1_hash([(name.as_str(), contents.as_slice())]),
         zh,
+        binary_sha256: sha256_hex(&contents),
     })
-}
-
-/// Write, fsync, rename: a reader never sees a half-written file at `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
-    let err = |source| MirrorError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".partial");
-    let tmp = path.with_file_name(tmp_name);
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
