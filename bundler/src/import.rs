@@ -96,20 +96,11 @@ pub fn import(
                 pusher.progress = Some(crate::progress::bytes(total, "pushing"));
                 for img in &images {
                     let (repo, tag) = registry::split_ref(&img.reference);
-                    let top = oci::read_index(&layout_dir)?
-                        .into_iter()
-                        .find(|d| d.digest == img.digest)
-                        .ok_or_else(|| {
-                            BundleError::Layout(format!(
-                                "{} vanished from the index",
-                                img.reference
-                            ))
-                        })?;
                     eprintln!(
                         "meshguard-bundle: pushing {} to {reg}/{repo}:{tag}",
                         img.reference
                     );
-                    pusher.push_image(&layout_dir, repo, tag, &top)?;
+                    pusher.push_image(&layout_dir, repo, tag, img.top())?;
                 }
                 if let Some(p) = pusher.progress.take() {
                     p.finish_and_clear();
@@ -142,11 +133,7 @@ pub fn import(
                             )));
                         }
                     }
-                    let top = oci::read_index(&layout_dir)?
-                        .into_iter()
-                        .find(|d| d.digest == img.digest)
-                        .expect("verified above");
-                    let mut top = top;
+                    let mut top = img.top().clone();
                     top.annotations.clear();
                     layout.tag(&img.reference, top);
                 }

@@ -70,7 +70,7 @@ struct IndexDoc {
     manifests: Vec<Descriptor>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestDoc {
     pub config: Descriptor,
@@ -97,6 +97,14 @@ impl Layout {
             dir: dir.to_owned(),
             entries: BTreeMap::new(),
         })
+    }
+
+    /// An existing layout at `dir`, to read blobs from.
+    pub fn at(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            entries: BTreeMap::new(),
+        }
     }
 
     pub fn blob_path(&self, hex: &str) -> PathBuf {
@@ -144,7 +152,8 @@ impl Layout {
         let bytes = fs::read(&p).map_err(|e| BundleError::io("read", &p, e))?;
         if fsx::sha256_hex(&bytes) != d.hex()? {
             return Err(BundleError::Integrity(format!(
-                "blob {} in {} does not match its digest",
+                "blob {} in {} does not match its digest; the layout is corrupt or was \
+                 tampered with",
                 d.digest,
                 self.dir.display()
             )));
@@ -187,15 +196,15 @@ impl Layout {
                     "{what} has no image tagged {tag:?} in its index.json"
                 ))
             })?;
-        let source = Source::Dir(src.to_owned());
-        self.copy_tree(&source, &top, &what)?;
+        self.copy_tree(&Layout::at(src), &top, &what)?;
         let mut top = top;
         top.annotations.clear();
         Ok(top)
     }
 
-    fn copy_tree(&self, src: &Source, d: &Descriptor, what: &str) -> Result<(), BundleError> {
-        let bytes = src.read(d, what)?;
+    /// Copies `d` and everything it references from the layout `src`, each blob verified.
+    fn copy_tree(&self, src: &Layout, d: &Descriptor, what: &str) -> Result<(), BundleError> {
+        let bytes = src.read_blob(d)?;
         if d.is_index() {
             let idx: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| {
                 BundleError::Layout(format!("{what}: index {} does not parse: {e}", d.digest))
@@ -207,9 +216,9 @@ impl Layout {
             let m: ManifestDoc = serde_json::from_slice(&bytes).map_err(|e| {
                 BundleError::Layout(format!("{what}: manifest {} does not parse: {e}", d.digest))
             })?;
-            self.add_blob_bytes(&src.read(&m.config, what)?)?;
+            self.add_blob_bytes(&src.read_blob(&m.config)?)?;
             for layer in &m.layers {
-                src.copy_blob(self, layer, what)?;
+                self.add_blob_file(&src.blob_path(layer.hex()?), layer, what)?;
             }
         } else {
             return Err(BundleError::Layout(format!(
@@ -219,33 +228,6 @@ impl Layout {
         }
         self.add_blob_bytes(&bytes)?;
         Ok(())
-    }
-}
-
-enum Source {
-    Dir(PathBuf),
-}
-
-impl Source {
-    fn read(&self, d: &Descriptor, what: &str) -> Result<Vec<u8>, BundleError> {
-        let Source::Dir(dir) = self;
-        let p = dir.join("blobs/sha256").join(d.hex()?);
-        let bytes = fs::read(&p).map_err(|e| BundleError::io("read", &p, e))?;
-        let got = fsx::sha256_hex(&bytes);
-        if got != d.hex()? {
-            return Err(BundleError::Integrity(format!(
-                "blob {} in {what} holds content with digest sha256:{got}; the source is \
-                 corrupt or was tampered with",
-                d.digest
-            )));
-        }
-        Ok(bytes)
-    }
-
-    fn copy_blob(&self, dst: &Layout, d: &Descriptor, what: &str) -> Result<(), BundleError> {
-        let Source::Dir(dir) = self;
-        let p = dir.join("blobs/sha256").join(d.hex()?);
-        dst.add_blob_file(&p, d, what).map(|_| ())
     }
 }
 
@@ -269,13 +251,14 @@ pub struct ImageSummary {
     pub blobs: Vec<Descriptor>,
     /// (manifest descriptor, parsed manifest, config JSON) per platform.
     #[serde(skip)]
-    pub manifests: Vec<(Descriptor, ManifestDocOwned, Value)>,
+    pub manifests: Vec<(Descriptor, ManifestDoc, Value)>,
 }
 
-#[derive(Debug, Clone)]
-pub struct ManifestDocOwned {
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
+impl ImageSummary {
+    /// The image's own manifest or index descriptor (the first blob walked).
+    pub fn top(&self) -> &Descriptor {
+        &self.blobs[0]
+    }
 }
 
 /// Reads every tagged image of the layout at `dir`: checks that each referenced blob exists,
@@ -286,10 +269,7 @@ pub fn inspect(
     hashes: &BTreeMap<String, u64>,
     omitted: &[String],
 ) -> Result<Vec<ImageSummary>, BundleError> {
-    let layout = Layout {
-        dir: dir.to_owned(),
-        entries: BTreeMap::new(),
-    };
+    let layout = Layout::at(dir);
     let layout_file = dir.join("oci-layout");
     let text =
         fs::read_to_string(&layout_file).map_err(|e| BundleError::io("read", &layout_file, e))?;
@@ -387,14 +367,7 @@ fn walk(
                 summary.blobs.push(l.clone());
             }
         }
-        summary.manifests.push((
-            d.clone(),
-            ManifestDocOwned {
-                config: m.config,
-                layers: m.layers,
-            },
-            config,
-        ));
+        summary.manifests.push((d.clone(), m, config));
     } else {
         return Err(BundleError::Layout(format!(
             "{} has media type {}, not an image manifest or index",

@@ -21,7 +21,7 @@ pub fn hint(key: &CosignKey) -> String {
 }
 
 pub fn bundle(key: &CosignKey, artifact: &[u8]) -> Value {
-    let digest = sha2::Sha256::digest_bytes(artifact);
+    let digest = sha256(artifact);
     json!({
         "mediaType": MEDIA_TYPE,
         "verificationMaterial": {
@@ -36,15 +36,9 @@ pub fn bundle(key: &CosignKey, artifact: &[u8]) -> Value {
     })
 }
 
-trait DigestBytes {
-    fn digest_bytes(data: &[u8]) -> Vec<u8>;
-}
-
-impl DigestBytes for sha2::Sha256 {
-    fn digest_bytes(data: &[u8]) -> Vec<u8> {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(data).to_vec()
-    }
+fn sha256(data: &[u8]) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(data).to_vec()
 }
 
 /// Checks a bundle made by [`bundle`] against `artifact` and a PKIX PEM public key.
@@ -69,7 +63,7 @@ pub fn verify(
                 .unwrap_or_default(),
         )
         .map_err(|_| fail("message digest is not base64"))?;
-    if digest != sha2::Sha256::digest_bytes(artifact) {
+    if digest != sha256(artifact) {
         return Err(fail(
             "the bundle's message digest is not the SHA-256 of the file",
         ));
