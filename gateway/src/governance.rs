@@ -122,7 +122,7 @@ impl Ask {
     /// An audit entry for this ask: a deny with nothing known yet; callers fill in the rest.
     fn entry(&self, event: &str, mode: Mode) -> AuditEntry {
         AuditEntry {
-            id: crate::ids::new_id("aud"),
+            id: crate::ids::new_time_ordered_id("aud"),
             timestamp: crate::clock::now_rfc3339(),
             event: event.to_owned(),
             agent_id: None,
