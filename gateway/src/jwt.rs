@@ -6,11 +6,13 @@
 //! identity only; tier and tags are read from the store on every request, so a PATCH or a revoke
 //! takes effect immediately.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::store::AgentRecord;
 
@@ -36,7 +38,16 @@ pub(crate) struct TokenKeys {
     decoding: DecodingKey,
     validation: Validation,
     default_ttl: Duration,
+    /// Tokens whose signature and claims already verified, by SHA-256 of the token: agents
+    /// present the same token on every call, and checking an HS256 signature and parsing the
+    /// claims was a tenth of a decision's CPU. Keyed by digest, not by the token, so a lookup
+    /// never compares a presented token with a valid one byte by byte. Expiry is checked on
+    /// every hit; revocation and re-issue are checked against the store by the caller anyway.
+    verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
 }
+
+/// Verified tokens remembered at most; the cache starts over when it is full.
+const VERIFIED_CAPACITY: usize = 16_384;
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -65,6 +76,7 @@ impl TokenKeys {
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
             default_ttl,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -89,7 +101,95 @@ impl TokenKeys {
         (token, exp)
     }
 
-    pub(crate) fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        Ok(jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims)
+    /// The claims of a token whose signature, issuer and expiry check out.
+    pub(crate) fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Self::verify`], judging a remembered token's expiry at `now` (unix seconds).
+    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let hit = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .cloned();
+        if let Some(claims) = hit {
+            if claims
+                .exp
+                .is_some_and(|exp| exp.saturating_add(self.validation.leeway) < now)
+            {
+                return Err(TokenError::Invalid(
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature.into(),
+                ));
+            }
+            return Ok(claims);
+        }
+        let claims = Arc::new(
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)?.claims,
+        );
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.clear();
+        }
+        verified.insert(digest, Arc::clone(&claims));
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(ttl: Option<u64>) -> AgentRecord {
+        AgentRecord {
+            id: "agent_test".into(),
+            name: "test".into(),
+            trust_tier: "verified".into(),
+            tags: vec![],
+            metadata: serde_json::Map::new(),
+            capabilities: vec![],
+            description: None,
+            token_ttl: ttl,
+            token_version: 3,
+            revision: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_an_altered_one_never_passes() {
+        let keys = TokenKeys::new("secret-for-unit-tests-0123456789", Duration::from_secs(3600));
+        let now = jsonwebtoken::get_current_timestamp();
+        let (token, exp) = keys.issue(&agent(Some(60)), now);
+        let first = keys.verify(&token).expect("fresh token");
+        let again = keys.verify(&token).expect("same token again");
+        assert_eq!((first.sub.as_str(), first.ver), ("agent_test", 3));
+        assert!(Arc::ptr_eq(&first, &again), "the second call is answered from the cache");
+
+        // Within the leeway it is still good; past it, refused although it was remembered.
+        let exp = exp.expect("a 60 s ttl sets exp");
+        assert!(keys.verify_at(&token, exp + 30).is_ok());
+        assert!(keys.verify_at(&token, exp + 31).is_err());
+
+        // A different signature never matches the remembered entry.
+        let at = token.len() - 10;
+        let swapped = if &token[at..=at] == "A" { "B" } else { "A" };
+        let forged = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+        assert!(keys.verify(&forged).is_err());
+        let other = TokenKeys::new("another-secret-0123456789abcdef", Duration::from_secs(3600));
+        assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_and_not_remembered() {
+        let keys = TokenKeys::new("secret-for-unit-tests-0123456789", Duration::from_secs(3600));
+        let long_ago = jsonwebtoken::get_current_timestamp() - 3600;
+        let (token, _) = keys.issue(&agent(Some(60)), long_ago);
+        assert!(keys.verify(&token).is_err());
+        assert!(keys.verified.lock().unwrap().is_empty());
     }
 }

@@ -55,7 +55,7 @@ pub(crate) async fn authenticate(
         }),
         None => Err(Refused {
             why: "token for an unknown agent",
-            claimed: Some(claims.sub),
+            claimed: Some(claims.sub.clone()),
         }),
     })
 }
