@@ -185,10 +185,102 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     pub(crate) fn new(entry: AuditEntry) -> Self {
-        let body = canonical(&serde_json::to_value(&entry).expect("entries serialize"));
+        let body = canonical_entry(&entry);
         let leaf = merkle::leaf_hash(body.as_bytes());
         Self { entry, body, leaf }
     }
+}
+
+/// The canonical JSON of an entry, written straight from its fields: the same text as
+/// `canonical(&to_value(entry))` (the test below holds the two equal) without building a map
+/// of every field first, which was a third of the cost of preparing a row. The fields are
+/// listed in the byte order of their JSON names; the destructuring is exhaustive, so a field
+/// added to `AuditEntry` does not compile until it is placed here.
+fn canonical_entry(entry: &AuditEntry) -> String {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sorted<'a> {
+        action: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        agent_name: Option<&'a str>,
+        decision: &'a str,
+        event: &'a str,
+        id: &'a str,
+        #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+        meta: &'a serde_json::Map<String, Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        method: Option<&'a str>,
+        mode: &'a str,
+        outcome: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        policy_name: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule: Option<&'a str>,
+        snapshot: u64,
+        timestamp: &'a str,
+        trace_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trust_tier: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        would_deny: bool,
+    }
+    let AuditEntry {
+        id,
+        timestamp,
+        event,
+        agent_id,
+        agent_name,
+        trust_tier,
+        action,
+        resource,
+        method,
+        path,
+        decision,
+        outcome,
+        policy,
+        policy_name,
+        rule,
+        reason,
+        trace_id,
+        mode,
+        snapshot,
+        meta,
+        would_deny,
+    } = entry;
+    serde_json::to_string(&Sorted {
+        action,
+        agent_id: agent_id.as_deref(),
+        agent_name: agent_name.as_deref(),
+        decision,
+        event,
+        id,
+        meta,
+        method: method.as_deref(),
+        mode,
+        outcome,
+        path: path.as_deref(),
+        policy: policy.as_deref(),
+        policy_name: policy_name.as_deref(),
+        reason: reason.as_deref(),
+        resource: resource.as_deref(),
+        rule: rule.as_deref(),
+        snapshot: *snapshot,
+        timestamp,
+        trace_id,
+        trust_tier: trust_tier.as_deref(),
+        would_deny: *would_deny,
+    })
+    .expect("entries serialize")
 }
 
 /// Jobs taken per commit at most, so one commit never holds the write lock for long.
@@ -268,6 +360,28 @@ mod tests {
     fn canonical_json_sorts_keys_and_has_no_whitespace() {
         let v: Value = serde_json::from_str(r#"{"b": 1, "a": {"d": "x", "c": [2, 1]}}"#).unwrap();
         assert_eq!(canonical(&v), r#"{"a":{"c":[2,1],"d":"x"},"b":1}"#);
+    }
+
+    #[test]
+    fn an_entry_written_field_by_field_is_its_canonical_json() {
+        let full: AuditEntry = serde_json::from_value(serde_json::json!({
+            "id": "aud_1", "timestamp": "2026-11-23T10:00:00.000Z", "event": "decision",
+            "agentId": "agent_a", "agentName": "n\u{e9} \"quoted\"", "trustTier": "verified",
+            "action": "read:x", "resource": "r", "method": "GET", "path": "/proxy/x",
+            "decision": "deny", "outcome": "allow", "policy": "p", "policyName": "p",
+            "rule": "rule-0", "reason": "why\n", "traceId": "trace_1", "mode": "audit",
+            "snapshot": 7, "meta": {"z": 1, "a": {"y": [2, 1], "b": null}}, "wouldDeny": true
+        }))
+        .unwrap();
+        let sparse: AuditEntry = serde_json::from_value(serde_json::json!({
+            "id": "aud_2", "timestamp": "t", "event": "bypass_attempt", "action": "a",
+            "decision": "deny", "outcome": "deny", "traceId": "trace_2", "mode": "enforce"
+        }))
+        .unwrap();
+        for entry in [full, sparse] {
+            let via_value = canonical(&serde_json::to_value(&entry).unwrap());
+            assert_eq!(canonical_entry(&entry), via_value);
+        }
     }
 
     #[test]
