@@ -57,7 +57,11 @@ mod tests {
         for id in [&first, &second] {
             let tail = id.strip_prefix("aud_").expect("prefix");
             assert_eq!(tail.len(), 20, "{id}");
-            assert!(tail.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{id}");
+            assert!(
+                tail.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()),
+                "{id}"
+            );
         }
         assert!(first < second, "{first} sorts after {second}");
         assert_ne!(new_time_ordered_id("aud"), new_time_ordered_id("aud"));

@@ -162,13 +162,19 @@ mod tests {
 
     #[test]
     fn a_remembered_token_still_expires_and_an_altered_one_never_passes() {
-        let keys = TokenKeys::new("secret-for-unit-tests-0123456789", Duration::from_secs(3600));
+        let keys = TokenKeys::new(
+            "secret-for-unit-tests-0123456789",
+            Duration::from_secs(3600),
+        );
         let now = jsonwebtoken::get_current_timestamp();
         let (token, exp) = keys.issue(&agent(Some(60)), now);
         let first = keys.verify(&token).expect("fresh token");
         let again = keys.verify(&token).expect("same token again");
         assert_eq!((first.sub.as_str(), first.ver), ("agent_test", 3));
-        assert!(Arc::ptr_eq(&first, &again), "the second call is answered from the cache");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second call is answered from the cache"
+        );
 
         // Within the leeway it is still good; past it, refused although it was remembered.
         let exp = exp.expect("a 60 s ttl sets exp");
@@ -186,7 +192,10 @@ mod tests {
 
     #[test]
     fn an_expired_token_is_refused_and_not_remembered() {
-        let keys = TokenKeys::new("secret-for-unit-tests-0123456789", Duration::from_secs(3600));
+        let keys = TokenKeys::new(
+            "secret-for-unit-tests-0123456789",
+            Duration::from_secs(3600),
+        );
         let long_ago = jsonwebtoken::get_current_timestamp() - 3600;
         let (token, _) = keys.issue(&agent(Some(60)), long_ago);
         assert!(keys.verify(&token).is_err());

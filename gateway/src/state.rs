@@ -35,7 +35,7 @@ pub(crate) struct Inner {
     /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
     /// goes through this process (one gateway per database), and updates or drops the entry
     /// right after its commit, so a revoke or a token re-issue acts on the next request.
-    agents: RwLock<std::collections::HashMap<String, crate::store::AgentRecord>>,
+    agents: RwLock<std::collections::HashMap<String, Arc<crate::store::AgentRecord>>>,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     snapshot: RwLock<Arc<PolicySet>>,
@@ -211,7 +211,7 @@ impl AppState {
     pub(crate) async fn agent(
         &self,
         id: &str,
-    ) -> Result<Option<crate::store::AgentRecord>, ApiError> {
+    ) -> Result<Option<Arc<crate::store::AgentRecord>>, ApiError> {
         if let Some(a) = self
             .inner
             .agents
@@ -219,16 +219,16 @@ impl AppState {
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
         {
-            return Ok(Some(a.clone()));
+            return Ok(Some(Arc::clone(a)));
         }
         let key = id.to_owned();
-        let found = self.db(move |s| s.get_agent(&key)).await?;
+        let found = self.db(move |s| s.get_agent(&key)).await?.map(Arc::new);
         if let Some(a) = &found {
             let mut cache = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
             // Never replace a newer copy a concurrent write put there.
             let keep = cache.get(id).is_some_and(|c| c.revision >= a.revision);
             if !keep {
-                cache.insert(a.id.clone(), a.clone());
+                cache.insert(a.id.clone(), Arc::clone(a));
             }
         }
         Ok(found)
@@ -238,7 +238,7 @@ impl AppState {
     pub(crate) async fn active_agent(
         &self,
         id: &str,
-    ) -> Result<Option<crate::store::AgentRecord>, ApiError> {
+    ) -> Result<Option<Arc<crate::store::AgentRecord>>, ApiError> {
         Ok(self.agent(id).await?.filter(|a| a.revoked_at.is_none()))
     }
 
@@ -247,7 +247,7 @@ impl AppState {
             .agents
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(a.id.clone(), a.clone());
+            .insert(a.id.clone(), Arc::new(a.clone()));
     }
 
     pub(crate) fn forget_agent(&self, id: &str) {

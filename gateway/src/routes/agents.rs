@@ -202,7 +202,7 @@ pub(super) async fn create(
 }
 
 /// An active (not revoked) agent, or 404.
-async fn active(state: &AppState, id: &str) -> Result<AgentRecord, ApiError> {
+async fn active(state: &AppState, id: &str) -> Result<std::sync::Arc<AgentRecord>, ApiError> {
     state
         .active_agent(id)
         .await?
@@ -214,7 +214,7 @@ pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    Ok(Json(view(&active(&state, &id).await?)))
+    Ok(Json(view(active(&state, &id).await?.as_ref())))
 }
 
 /// Applies a write to the current version of an agent; retried when another request changed the
@@ -229,7 +229,7 @@ async fn modify(
     let mut attempts = 0;
     loop {
         let current = active(state, id).await?;
-        let mut next = current.clone();
+        let mut next = AgentRecord::clone(&current);
         edit(&mut next)?;
         next.revision = current.revision + 1;
         next.updated_at = crate::clock::now_rfc3339();

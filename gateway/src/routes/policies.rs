@@ -491,7 +491,7 @@ pub(super) async fn test(
     let tier = TrustTier::parse(&tier_text)
         .map_err(|e| ApiError::field("agent.trustTier", e.to_string()))?;
     let tags = if given.tags.is_empty() {
-        stored.map(|a| a.tags).unwrap_or_default()
+        stored.map(|a| a.tags.clone()).unwrap_or_default()
     } else {
         given.tags
     };

@@ -25,7 +25,7 @@ pub(crate) struct Refused {
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Result<AgentRecord, Refused>, ApiError> {
+) -> Result<Result<std::sync::Arc<AgentRecord>, Refused>, ApiError> {
     let Some(token) = bearer(headers) else {
         return Ok(Err(Refused {
             why: "no agent token",
@@ -47,11 +47,11 @@ pub(crate) async fn authenticate(
         Some(a) if a.revoked_at.is_none() && a.token_version == claims.ver => Ok(a),
         Some(a) if a.revoked_at.is_some() => Err(Refused {
             why: "token of a revoked agent",
-            claimed: Some(a.id),
+            claimed: Some(a.id.clone()),
         }),
         Some(a) => Err(Refused {
             why: "superseded token (re-issued since)",
-            claimed: Some(a.id),
+            claimed: Some(a.id.clone()),
         }),
         None => Err(Refused {
             why: "token for an unknown agent",
@@ -194,6 +194,26 @@ pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) 
     response
 }
 
+/// The 200 body of an allowed check (typed: it is the answer to almost every call).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Allowed<'a> {
+    action: &'a str,
+    agent_id: &'a str,
+    allowed: bool,
+    decision: &'static str,
+    latency_ms: f64,
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<&'a str>,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
+    trace_id: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    would_deny: bool,
+}
+
 pub(super) async fn check(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
@@ -238,36 +258,27 @@ pub(super) async fn check(
     if let Some(limited) = &v.rate_limited {
         return Ok(too_many(limited, &trace));
     }
-    let mut body = if v.allowed {
-        let mut b = json!({
-            "allowed": true,
-            "decision": "allow",
-            "action": ask.action,
-            "agentId": agent.id,
-            "reason": v.reason,
-            "mode": v.mode.as_str(),
-            "traceId": trace,
-        });
-        if let Some(p) = &v.policy {
-            b["policy"] = json!(p);
-        }
-        if let Some(r) = &v.rule {
-            b["rule"] = json!(r);
-        }
-        if v.would_deny {
-            b["wouldDeny"] = json!(true);
-        }
-        b
+    let latency_ms = (v.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+    let mut response = if v.allowed {
+        Json(Allowed {
+            action: &ask.action,
+            agent_id: &agent.id,
+            allowed: true,
+            decision: "allow",
+            latency_ms,
+            mode: v.mode.as_str(),
+            policy: v.policy.as_deref(),
+            reason: &v.reason,
+            rule: v.rule.as_deref(),
+            trace_id: &trace,
+            would_deny: v.would_deny,
+        })
+        .into_response()
     } else {
-        deny_body(&v, &ask.action, &trace)
+        let mut body = deny_body(&v, &ask.action, &trace);
+        body["latencyMs"] = json!(latency_ms);
+        (StatusCode::FORBIDDEN, Json(body)).into_response()
     };
-    body["latencyMs"] = json!((v.latency.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
-    let status = if v.allowed {
-        StatusCode::OK
-    } else {
-        StatusCode::FORBIDDEN
-    };
-    let mut response = (status, Json(body)).into_response();
     decision_headers(&mut response, &v, &trace, Some(&agent.id));
     Ok(response)
 }
