@@ -1,8 +1,10 @@
 //! The tamper-evident audit log: every decision is a row, acknowledged only once it is durable.
 //!
-//! One writer thread owns its own SQLite connection and commits in groups: it takes every entry
-//! queued while the previous commit was fsyncing, writes them in one transaction, and only then
-//! releases the waiting requests. Each row's hash chains to the previous row of the same source
+//! One writer thread owns its own SQLite connection and commits in groups: it inserts entries
+//! into one open transaction as they arrive and commits it whenever the syncer thread is free;
+//! the syncer fsyncs the WAL and only then releases the batch's requests, while the writer
+//! already inserts the next batch. A failed sync refuses the waiting requests and stops the
+//! log (every later decision fails closed in enforce mode). Each row's hash chains to the previous row of the same source
 //! (this gateway, or a sidecar whose export was ingested), and every row is a leaf of an RFC 6962
 //! Merkle tree whose root the writer signs periodically as a C2SP checkpoint.
 
@@ -12,6 +14,7 @@ mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -57,12 +60,14 @@ pub(crate) struct AuditConfig {
 
 #[derive(Debug)]
 enum Job {
-    Append(Box<Prepared>, oneshot::Sender<Result<u64, String>>),
+    Append(Box<Prepared>, Ack),
     Ingest(
         Vec<AuditExportLine>,
         oneshot::Sender<Result<IngestReport, String>>,
     ),
     Checkpoint(oneshot::Sender<Result<Option<String>, String>>),
+    /// From the syncer: the last committed batch is durable.
+    Synced,
 }
 
 /// What an ingest did.
@@ -104,10 +109,23 @@ impl AuditLog {
         let mut writer = store::Writer::open(&config.db_path, &config.origin)?;
         let reader = Arc::new(store::Reader::open(&config.db_path)?);
         let (tx, rx) = sync_channel::<Job>(65_536);
+        let (acks, committed) = sync_channel::<Committed>(16);
         let origin: Arc<str> = config.origin.clone().into();
+        let shared = Arc::new(Shared {
+            syncing: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        });
+        let syncer = Syncer {
+            wal: writer.wal(),
+            shared: Arc::clone(&shared),
+            wake: tx.clone(),
+        };
+        std::thread::Builder::new()
+            .name("audit-sync".into())
+            .spawn(move || syncer.run(committed))?;
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx, &key, &config))?;
+            .spawn(move || writer.run(rx, acks, &shared, &key, &config))?;
         Ok(Self {
             tx,
             origin,
@@ -286,68 +304,162 @@ fn canonical_entry(entry: &AuditEntry) -> String {
 /// Jobs taken per commit at most, so one commit never holds the write lock for long.
 const MAX_BATCH: usize = 1024;
 
+type Ack = oneshot::Sender<Result<u64, String>>;
+
+/// Rows committed to the WAL, waiting for a sync before their requests are answered.
+type Committed = Vec<(Ack, u64)>;
+
+/// Answers committed rows once the WAL holding them is on disk: one fsync covers every batch
+/// committed while the previous one ran.
+struct Syncer {
+    wal: store::Wal,
+    shared: Arc<Shared>,
+    /// Wakes the writer when a sync is done, so it commits what it inserted meanwhile. (The
+    /// writer and this thread therefore live as long as the process.)
+    wake: SyncSender<Job>,
+}
+
+impl Syncer {
+    fn run(self, committed: Receiver<Committed>) {
+        while let Ok(first) = committed.recv() {
+            let mut waiting = first;
+            while let Ok(more) = committed.try_recv() {
+                waiting.extend(more);
+            }
+            match self.wal.sync() {
+                Ok(()) => {
+                    for (done, seq) in waiting {
+                        let _ = done.send(Ok(seq));
+                    }
+                }
+                Err(e) => {
+                    self.shared.failed.store(true, Ordering::SeqCst);
+                    tracing::error!(error = %e, "the audit log's WAL could not be synced to disk; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
+                    refuse(
+                        waiting,
+                        &format!("audit write could not be made durable: {e}"),
+                    );
+                }
+            }
+            self.shared.syncing.store(false, Ordering::SeqCst);
+            // A full queue wakes the writer anyway; it looks at `syncing` after every round.
+            let _ = self.wake.try_send(Job::Synced);
+        }
+    }
+}
+
+/// Moves what is queued into `jobs`, up to [`MAX_BATCH`].
+fn drain(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+/// What the writer and the syncer share.
+struct Shared {
+    /// True while the syncer holds a committed batch.
+    syncing: AtomicBool,
+    /// Set when a sync fails: the disk may have dropped rows, so the log stops taking more.
+    failed: AtomicBool,
+}
+
+/// Refuses every request waiting in `batch`.
+fn refuse(batch: Committed, why: &str) {
+    for (done, _) in batch {
+        let _ = done.send(Err(why.to_owned()));
+    }
+}
+
 impl store::Writer {
-    fn run(&mut self, rx: Receiver<Job>, key: &LogKey, config: &AuditConfig) {
+    /// The writer's loop. Rows are inserted as they come into one open transaction; whenever
+    /// the syncer is free the transaction is committed and handed to it, so inserting the next
+    /// batch overlaps the previous batch's fsync, and each commit carries everything that
+    /// arrived meanwhile.
+    fn run(
+        &mut self,
+        rx: Receiver<Job>,
+        acks: SyncSender<Committed>,
+        shared: &Shared,
+        key: &LogKey,
+        config: &AuditConfig,
+    ) {
         let mut last_checkpoint = Instant::now();
+        let mut pending: Committed = Vec::new();
         loop {
             let first = match rx.recv_timeout(config.checkpoint_interval) {
                 Ok(job) => Some(job),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    self.hand_off(&mut pending, &acks, shared);
+                    return;
+                }
             };
             let mut jobs: Vec<Job> = first.into_iter().collect();
-            while jobs.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-            let mut appends = Vec::new();
-            let mut others = Vec::new();
+            drain(&rx, &mut jobs);
             for job in jobs {
                 match job {
-                    Job::Append(entry, done) => appends.push((entry, done)),
-                    other => others.push(other),
-                }
-            }
-            if !appends.is_empty() {
-                let entries: Vec<&Prepared> = appends.iter().map(|(e, _)| e.as_ref()).collect();
-                match self.append(&entries) {
-                    Ok(seqs) => {
-                        for ((_, done), seq) in appends.into_iter().zip(seqs) {
-                            let _ = done.send(Ok(seq));
+                    Job::Append(prepared, done) => {
+                        if shared.failed.load(Ordering::SeqCst) {
+                            let _ = done.send(Err("the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)".to_owned()));
+                            continue;
+                        }
+                        match self.insert(&prepared) {
+                            Ok(seq) => pending.push((done, seq)),
+                            Err(e) => {
+                                tracing::error!(error = %e, "audit insert failed; the decisions of the open batch are refused");
+                                self.rollback();
+                                let why = format!("audit write failed: {e}");
+                                refuse(std::mem::take(&mut pending), &why);
+                                let _ = done.send(Err(why));
+                            }
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, "audit commit failed; the decisions waiting on it are refused");
-                        for (_, done) in appends {
-                            let _ = done.send(Err(format!("audit write failed: {e}")));
-                        }
-                    }
-                }
-            }
-            for job in others {
-                match job {
+                    Job::Synced => {}
                     Job::Ingest(lines, done) => {
-                        let _ = done.send(self.ingest(&lines).map_err(|e| e.to_string()));
+                        self.hand_off(&mut pending, &acks, shared);
+                        let _ = done.send(self.ingest(&lines));
                     }
                     Job::Checkpoint(done) => {
-                        let result = self.checkpoint(key).map_err(|e| e.to_string());
+                        self.hand_off(&mut pending, &acks, shared);
+                        let result = self.checkpoint(key).map_err(|e| format!("{e:#}"));
                         last_checkpoint = Instant::now();
                         let _ = done.send(result);
                     }
-                    Job::Append(..) => unreachable!("appends were taken above"),
                 }
+            }
+            if !shared.syncing.load(Ordering::SeqCst) {
+                self.hand_off(&mut pending, &acks, shared);
             }
             let due = self.unsigned_rows() >= config.checkpoint_every
                 || (self.unsigned_rows() > 0
                     && last_checkpoint.elapsed() >= config.checkpoint_interval);
-            if due {
+            if due && !self.is_open() {
                 if let Err(e) = self.checkpoint(key) {
-                    tracing::error!(error = %e, "cannot sign an audit checkpoint");
+                    tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
                 }
                 last_checkpoint = Instant::now();
             }
+        }
+    }
+
+    /// Commits the open batch and gives it to the syncer, which answers its requests once the
+    /// WAL is on disk.
+    fn hand_off(&mut self, pending: &mut Committed, acks: &SyncSender<Committed>, shared: &Shared) {
+        if pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(pending);
+        if let Err(e) = self.commit() {
+            tracing::error!(error = %e, "audit commit failed; the decisions waiting on it are refused");
+            refuse(batch, &format!("audit write failed: {e}"));
+            return;
+        }
+        shared.syncing.store(true, Ordering::SeqCst);
+        if let Err(std::sync::mpsc::SendError(batch)) = acks.send(batch) {
+            refuse(batch, "the audit log's sync thread stopped");
         }
     }
 }

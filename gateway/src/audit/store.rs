@@ -2,9 +2,10 @@
 //! reader connection for queries, stats, export and verification.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use anyhow::Context as _;
 use base64::Engine;
 use meshguard_api::{AuditEntry, AuditExportLine, AuditRecord};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -22,9 +23,41 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The WAL file of the database at `db`, which the syncer fsyncs: SQLite appends to it with
+/// `synchronous=NORMAL` on the writer's connection (no fsync inside COMMIT), and nothing the
+/// writer commits is acknowledged before a sync of this file that started after the commit.
+#[derive(Debug, Clone)]
+pub(crate) struct Wal(PathBuf);
+
+impl Wal {
+    pub(crate) fn of(db: &Path) -> Self {
+        let mut name = db.as_os_str().to_owned();
+        name.push("-wal");
+        Self(PathBuf::from(name))
+    }
+
+    /// Makes everything written to the WAL so far durable. Opened afresh each time, so the
+    /// sync always reaches the file SQLite is writing now.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .open(&self.0)?
+            .sync_data()
+    }
+}
+
+/// Rows of this gateway's chain inserted in the writer's open transaction.
+struct Open {
+    /// The chain head after the last of them.
+    head: String,
+    leaves: Vec<merkle::Hash>,
+}
+
 /// The writer's state: its connection, the Merkle frontier and the head of every chain.
 pub(crate) struct Writer {
     conn: Connection,
+    wal: Wal,
+    open: Option<Open>,
     origin: String,
     frontier: Frontier,
     heads: HashMap<String, String>,
@@ -35,6 +68,12 @@ impl Writer {
     /// Opens the log and replays it to rebuild the frontier and chain heads.
     pub(crate) fn open(path: &Path, origin: &str) -> anyhow::Result<Self> {
         let conn = open(path)?;
+        // COMMIT writes the frames without waiting for the disk; the syncer thread fsyncs the
+        // WAL while this thread already inserts the next batch, and only then releases the
+        // batch's requests (group commit with a separate flush). SQLite keeps the file
+        // consistent in this mode; durability of every acknowledged row comes from the
+        // syncer. Ingests and checkpoints sync inline before they answer.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         let mut frontier = Frontier::default();
         let mut heads = HashMap::new();
         {
@@ -58,6 +97,8 @@ impl Writer {
             .unwrap_or(0);
         Ok(Self {
             conn,
+            wal: Wal::of(path),
+            open: None,
             origin: origin.to_owned(),
             frontier,
             heads,
@@ -65,56 +106,89 @@ impl Writer {
         })
     }
 
+    pub(crate) fn wal(&self) -> Wal {
+        self.wal.clone()
+    }
+
     pub(crate) fn unsigned_rows(&self) -> u64 {
         self.frontier.size() - self.signed_size
     }
 
-    /// Appends entries of this gateway's own chain in one transaction; returns their seqs.
-    pub(crate) fn append(&mut self, entries: &[&super::Prepared]) -> rusqlite::Result<Vec<u64>> {
-        let tx = self.conn.transaction()?;
-        let mut head = self
-            .heads
-            .get(&self.origin)
-            .cloned()
-            .unwrap_or_else(|| GENESIS.to_owned());
-        let mut leaves = Vec::with_capacity(entries.len());
-        let mut seqs = Vec::with_capacity(entries.len());
-        {
-            let mut stmt = tx.prepare_cached(
+    /// Inserts an entry of this gateway's own chain into the open transaction, opening one if
+    /// none is; returns its seq. Nothing is visible to the frontier or the chain heads before
+    /// [`Self::commit`].
+    pub(crate) fn insert(&mut self, prepared: &super::Prepared) -> rusqlite::Result<u64> {
+        if self.open.is_none() {
+            self.conn.execute_batch("BEGIN")?;
+            let head = self
+                .heads
+                .get(&self.origin)
+                .cloned()
+                .unwrap_or_else(|| GENESIS.to_owned());
+            self.open = Some(Open {
+                head,
+                leaves: Vec::new(),
+            });
+        }
+        let open = self.open.as_mut().expect("opened above");
+        let (entry, body) = (&prepared.entry, &prepared.body);
+        let hash = chain_hash(&open.head, body).expect("heads are 32-byte hex");
+        self.conn
+            .prepare_cached(
                 "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for prepared in entries {
-                let (entry, body) = (&prepared.entry, &prepared.body);
-                let hash = chain_hash(&head, body).expect("heads are 32-byte hex");
-                stmt.execute(params![
-                    entry.id,
-                    self.origin,
-                    entry.timestamp,
-                    entry.agent_id,
-                    entry.action,
-                    entry.decision,
-                    body,
-                    head,
-                    hash
-                ])?;
-                seqs.push(tx.last_insert_rowid() as u64);
-                leaves.push(prepared.leaf);
-                head = hash;
-            }
+            )?
+            .execute(params![
+                entry.id,
+                self.origin,
+                entry.timestamp,
+                entry.agent_id,
+                entry.action,
+                entry.decision,
+                body,
+                open.head,
+                hash
+            ])?;
+        open.leaves.push(prepared.leaf);
+        open.head = hash;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Whether rows wait in an open transaction.
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Commits the open transaction: its frames reach the WAL (not yet the disk; see [`Wal`])
+    /// and its rows join the frontier and the chain head. On failure nothing of it remains.
+    pub(crate) fn commit(&mut self) -> rusqlite::Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
         }
-        tx.commit()?;
-        // Only after the commit: a failed commit leaves the in-memory state as it was.
-        for leaf in leaves {
+        for leaf in open.leaves {
             self.frontier.push(leaf);
         }
-        self.heads.insert(self.origin.clone(), head);
-        Ok(seqs)
+        self.heads.insert(self.origin.clone(), open.head);
+        Ok(())
+    }
+
+    /// Drops the open transaction and every row in it.
+    pub(crate) fn rollback(&mut self) {
+        if self.open.take().is_some() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "cannot roll back the audit writer's transaction");
+            }
+        }
     }
 
     /// Merges a sidecar's export: all lines or none. Lines already present (same id and hash) are
     /// skipped, so ingesting the same export twice changes nothing.
     pub(crate) fn ingest(&mut self, lines: &[AuditExportLine]) -> Result<IngestReport, String> {
+        debug_assert!(self.open.is_none(), "the open batch is committed first");
         let mut report = IngestReport {
             received: lines.len(),
             ..Default::default()
@@ -194,12 +268,20 @@ impl Writer {
             self.frontier.push(leaf);
         }
         self.heads = heads;
+        self.wal
+            .sync()
+            .map_err(|e| format!("the ingested entries could not be made durable: {e}"))?;
         Ok(report)
     }
 
     /// Signs a checkpoint over the whole log if it grew; returns the latest checkpoint note.
-    pub(crate) fn checkpoint(&mut self, key: &LogKey) -> rusqlite::Result<Option<String>> {
+    pub(crate) fn checkpoint(&mut self, key: &LogKey) -> anyhow::Result<Option<String>> {
+        debug_assert!(self.open.is_none(), "the open batch is committed first");
         if self.frontier.size() > self.signed_size {
+            // Never sign rows that a power cut could still take away.
+            self.wal
+                .sync()
+                .context("cannot make the log durable before signing a checkpoint")?;
             let size = self.frontier.size();
             let root = self.frontier.root();
             let note = key.sign_note(&note::checkpoint_body(key.origin(), size, &root));
@@ -208,14 +290,18 @@ impl Writer {
                 params![size as i64, base64::engine::general_purpose::STANDARD.encode(root), note, crate::clock::now_rfc3339()],
             )?;
             self.signed_size = size;
+            self.wal
+                .sync()
+                .context("cannot make the signed checkpoint durable")?;
         }
-        self.conn
+        Ok(self
+            .conn
             .query_row(
                 "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
                 [],
                 |r| r.get(0),
             )
-            .optional()
+            .optional()?)
     }
 }
 

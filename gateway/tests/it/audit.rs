@@ -202,6 +202,36 @@ fn acknowledged_decisions_survive_kill_9_and_the_log_still_verifies() {
     );
 }
 
+#[test]
+fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    // The WAL the rows are committed to disappears: SQLite still writes into its open file,
+    // but no sync can reach it any more, so no decision may be acknowledged as recorded.
+    std::fs::remove_file(dir.path().join("data/meshguard.db-wal")).unwrap();
+    let (status, body) = gw.check(&token, "read:x");
+    assert_eq!(status, 403, "{body}");
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("could not be made durable") && reason.contains("failing closed"),
+        "{body}"
+    );
+    // Later decisions are refused too (the log stopped), and the gateway itself keeps running.
+    let (status, body) = gw.check(&token, "read:y");
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed a sync"),
+        "{body}"
+    );
+    assert_eq!(gw.get("/health").0, 200);
+}
+
 fn db(dir: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("data/meshguard.db")).unwrap()
 }
