@@ -1,24 +1,25 @@
 //! Random identifiers: a prefix naming the kind, then lowercase letters and digits.
 
 use rand::Rng;
-use rand::distributions::Alphanumeric;
 
 /// `agent_…`, `policy_…`, `channel_…`, `chg_…`, `trace_…`: 20 random characters after the prefix.
 pub(crate) fn new_id(prefix: &str) -> String {
-    let tail: String = rand::thread_rng()
-        .sample_iter(&Alphanumeric)
-        .map(|b| (b as char).to_ascii_lowercase())
-        .take(20)
-        .collect();
-    format!("{prefix}_{tail}")
+    let mut rng = rand::thread_rng();
+    let mut id = String::with_capacity(prefix.len() + 21);
+    id.push_str(prefix);
+    id.push('_');
+    id.extend((0..20).map(|_| DIGITS[rng.gen_range(0..36)] as char));
+    id
 }
+
+/// The characters of identifiers, in base-36 digit order.
+const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// `aud_…`: like [`new_id`], but the first 9 of the 20 characters are the time in milliseconds
 /// (base 36), so identifiers made later sort later. Audit rows are keyed by id in a unique
 /// index; random keys would land on a random index page each (one page written per row per
 /// commit), time-ordered ones land on the index's last page.
 pub(crate) fn new_time_ordered_id(prefix: &str) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
