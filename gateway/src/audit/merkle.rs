@@ -57,6 +57,26 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The frontier's hashes, largest subtree first (their heights follow from the size).
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.nodes.iter().flat_map(|(_, h)| *h).collect()
+    }
+
+    /// The frontier of a tree of `size` leaves from [`Self::to_bytes`]; `None` if the bytes do
+    /// not fit that size.
+    pub(crate) fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
+        let heights: Vec<u32> = (0..64).rev().filter(|h| size >> h & 1 == 1).collect();
+        if bytes.len() != heights.len() * 32 {
+            return None;
+        }
+        let nodes = heights
+            .into_iter()
+            .zip(bytes.chunks_exact(32))
+            .map(|(height, h)| (height, h.try_into().expect("32-byte chunks")))
+            .collect();
+        Some(Self { size, nodes })
+    }
+
     /// MTH(D[size]): the perfect subtrees folded from the right.
     pub(crate) fn root(&self) -> Hash {
         let mut iter = self.nodes.iter().rev();
@@ -230,6 +250,24 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(empty_root());
         assert_eq!(b64, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+    }
+
+    #[test]
+    fn a_frontier_saved_and_loaded_goes_on_as_if_it_never_stopped() {
+        let leaves: Vec<Hash> = (0..40u8).map(|i| leaf_hash(&[i])).collect();
+        for size in 0..40usize {
+            let mut f = Frontier::default();
+            leaves[..size].iter().for_each(|l| f.push(*l));
+            let mut loaded = Frontier::from_bytes(size as u64, &f.to_bytes()).expect("fits");
+            assert_eq!(loaded.root(), f.root(), "size {size}");
+            leaves[size..].iter().for_each(|l| loaded.push(*l));
+            assert_eq!(loaded.root(), root_of(&leaves), "size {size} then 40");
+            let mut short = f.to_bytes();
+            if !short.is_empty() {
+                short.pop();
+                assert!(Frontier::from_bytes(size as u64, &short).is_none());
+            }
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl AuditLog {
         let key = LogKey::load_or_create(&config.key_path, &config.origin)?;
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());
-        let mut writer = store::Writer::open(&config.db_path, &config.origin)?;
+        let mut writer = store::Writer::open(&config.db_path, &config.origin, &vkey)?;
         let reader = Arc::new(store::Reader::open(&config.db_path)?);
         let (tx, rx) = sync_channel::<Job>(65_536);
         let (acks, committed) = sync_channel::<Committed>(16);

@@ -46,6 +46,59 @@ impl Wal {
     }
 }
 
+/// The frontier and chain heads kept with the latest checkpoint, if they can be trusted: the
+/// frontier's root must be the root the log key signed at that size, and this gateway's head
+/// must be the hash of its last row at or below that size. Anything else is reported and the
+/// caller replays the whole log instead.
+fn anchor(
+    conn: &Connection,
+    origin: &str,
+    vkey: &str,
+) -> rusqlite::Result<Option<(Frontier, HashMap<String, String>)>> {
+    let latest: Option<(i64, Vec<u8>, String, String)> = conn
+        .query_row(
+            "SELECT size, frontier, heads, note FROM audit_checkpoints
+             WHERE frontier IS NOT NULL AND heads IS NOT NULL ORDER BY size DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((size, bytes, heads, note_text)) = latest else {
+        return Ok(None);
+    };
+    let size = size as u64;
+    let distrust = |why: &str| {
+        tracing::warn!(
+            size,
+            why,
+            "the audit checkpoint's saved frontier is not used; replaying the whole log"
+        );
+        Ok(None)
+    };
+    let Some(frontier) = Frontier::from_bytes(size, &bytes) else {
+        return distrust("its frontier does not fit its size");
+    };
+    match note::verify_checkpoint(vkey, &note_text) {
+        Ok(cp) if cp.size == size && cp.root == frontier.root() => {}
+        Ok(_) => return distrust("its frontier does not give the signed root"),
+        Err(e) => return distrust(&format!("its note does not verify: {e}")),
+    }
+    let Ok(heads) = serde_json::from_str::<HashMap<String, String>>(&heads) else {
+        return distrust("its chain heads are not a JSON map");
+    };
+    let own: Option<String> = conn
+        .query_row(
+            "SELECT hash FROM audit_entries WHERE seq <= ?1 AND source = ?2 ORDER BY seq DESC LIMIT 1",
+            params![size as i64, origin],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if own != heads.get(origin).cloned() {
+        return distrust("its chain head for this gateway is not the hash of its last row");
+    }
+    Ok(Some((frontier, heads)))
+}
+
 /// Rows of this gateway's chain inserted in the writer's open transaction.
 struct Open {
     /// The chain head after the last of them.
@@ -65,8 +118,10 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Opens the log and replays it to rebuild the frontier and chain heads.
-    pub(crate) fn open(path: &Path, origin: &str) -> anyhow::Result<Self> {
+    /// Opens the log and rebuilds the frontier and chain heads: from the latest checkpoint that
+    /// kept them (once its frontier is found to match the root the log key signed), replaying
+    /// only the rows after it; from the first row otherwise.
+    pub(crate) fn open(path: &Path, origin: &str, vkey: &str) -> anyhow::Result<Self> {
         let conn = open(path)?;
         // COMMIT writes the frames without waiting for the disk; the syncer thread fsyncs the
         // WAL while this thread already inserts the next batch, and only then releases the
@@ -74,15 +129,24 @@ impl Writer {
         // consistent in this mode; durability of every acknowledged row comes from the
         // syncer. Ingests and checkpoints sync inline before they answer.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let mut frontier = Frontier::default();
-        let mut heads = HashMap::new();
+        let (mut frontier, mut heads) = anchor(&conn, origin, vkey)?.unwrap_or_default();
         {
-            let mut stmt =
-                conn.prepare("SELECT source, body, hash FROM audit_entries ORDER BY seq")?;
-            let mut rows = stmt.query([])?;
+            let mut stmt = conn.prepare(
+                "SELECT seq, source, body, hash FROM audit_entries WHERE seq > ?1 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([frontier.size() as i64])?;
+            let mut expected = frontier.size() + 1;
             while let Some(r) = rows.next()? {
-                let (source, body, hash): (String, String, String) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?);
+                let (seq, source, body, hash): (i64, String, String, String) =
+                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+                if seq as u64 != expected {
+                    tracing::error!(
+                        missing = expected,
+                        seq,
+                        "the audit log has a gap (rows were removed); GET /admin/audit/verify names it"
+                    );
+                }
+                expected = seq as u64 + 1;
                 frontier.push(merkle::leaf_hash(body.as_bytes()));
                 heads.insert(source, hash);
             }
@@ -286,8 +350,15 @@ impl Writer {
             let root = self.frontier.root();
             let note = key.sign_note(&note::checkpoint_body(key.origin(), size, &root));
             self.conn.execute(
-                "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![size as i64, base64::engine::general_purpose::STANDARD.encode(root), note, crate::clock::now_rfc3339()],
+                "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    size as i64,
+                    base64::engine::general_purpose::STANDARD.encode(root),
+                    note,
+                    crate::clock::now_rfc3339(),
+                    self.frontier.to_bytes(),
+                    serde_json::to_string(&self.heads).expect("a map of strings serializes")
+                ],
             )?;
             self.signed_size = size;
             self.wal

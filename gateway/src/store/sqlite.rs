@@ -95,6 +95,10 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL,
         failed_at TEXT NOT NULL
     );",
+    // 4: each checkpoint keeps the Merkle frontier and chain heads at its size, so a restart
+    // replays only the rows after the latest one.
+    "ALTER TABLE audit_checkpoints ADD COLUMN frontier BLOB;
+     ALTER TABLE audit_checkpoints ADD COLUMN heads TEXT;",
 ];
 
 #[derive(Debug)]
