@@ -7,6 +7,8 @@
 //! are checked here against a brute-force tree for every size below 40.
 
 use sha2::{Digest, Sha256};
+#[cfg(test)]
+use std::convert::Infallible;
 
 pub(crate) type Hash = [u8; 32];
 
@@ -45,6 +47,12 @@ impl Frontier {
     }
 
     pub(crate) fn push(&mut self, leaf: Hash) {
+        self.push_and_see(leaf, |_, _| {});
+    }
+
+    /// [`Self::push`], showing `seen` every complete subtree the leaf closes, as (height, hash):
+    /// each ends at this leaf.
+    pub(crate) fn push_and_see(&mut self, leaf: Hash, mut seen: impl FnMut(u32, &Hash)) {
         let mut node = (0u32, leaf);
         while let Some(&(height, left)) = self.nodes.last() {
             if height != node.0 {
@@ -52,6 +60,7 @@ impl Frontier {
             }
             self.nodes.pop();
             node = (height + 1, node_hash(&left, &node.1));
+            seen(node.0, &node.1);
         }
         self.nodes.push(node);
         self.size += 1;
@@ -111,50 +120,118 @@ fn split(n: usize) -> usize {
     k
 }
 
-/// PATH(m, D[n]): the audit path of leaf `index`.
+/// PATH(m, D[n]): the audit path of leaf `index` (the tests' reference).
+#[cfg(test)]
 pub(crate) fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
-    let n = leaves.len();
-    if n <= 1 {
-        return Vec::new();
-    }
-    let k = split(n);
-    if index < k {
-        let mut p = inclusion_proof(index, &leaves[..k]);
-        p.push(root_of(&leaves[k..]));
-        p
-    } else {
-        let mut p = inclusion_proof(index - k, &leaves[k..]);
-        p.push(root_of(&leaves[..k]));
-        p
+    let mut mth =
+        |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
+    match inclusion_proof_with(index as u64, leaves.len() as u64, &mut mth) {
+        Ok(p) => p,
+        Err(never) => match never {},
     }
 }
 
-/// PROOF(m, D[n]): that the tree of the first `m` leaves is a prefix of the tree of `leaves`.
+/// PROOF(m, D[n]): that the tree of the first `m` leaves is a prefix of the tree of `leaves`
+/// (the tests' reference).
+#[cfg(test)]
 pub(crate) fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
-    fn sub(m: usize, leaves: &[Hash], whole: bool) -> Vec<Hash> {
-        let n = leaves.len();
+    let mut mth =
+        |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
+    match consistency_proof_with(m as u64, leaves.len() as u64, &mut mth) {
+        Ok(p) => p,
+        Err(never) => match never {},
+    }
+}
+
+/// [`inclusion_proof`] for a tree of `size` leaves that are not in memory: `mth(lo, hi)` gives
+/// MTH(D[lo:hi]) for the ranges the proof needs (each a complete, aligned subtree or a right
+/// edge of one), so a store can answer from saved subtree hashes.
+pub(crate) fn inclusion_proof_with<E>(
+    index: u64,
+    size: u64,
+    mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    fn path<E>(
+        index: u64,
+        lo: u64,
+        hi: u64,
+        mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
+    ) -> Result<Vec<Hash>, E> {
+        if hi - lo <= 1 {
+            return Ok(Vec::new());
+        }
+        let k = split((hi - lo) as usize) as u64;
+        if index < lo + k {
+            let mut p = path(index, lo, lo + k, mth)?;
+            p.push(mth(lo + k, hi)?);
+            Ok(p)
+        } else {
+            let mut p = path(index, lo + k, hi, mth)?;
+            p.push(mth(lo, lo + k)?);
+            Ok(p)
+        }
+    }
+    path(index, 0, size, mth)
+}
+
+/// [`consistency_proof`] for a tree of `size` leaves that are not in memory (see
+/// [`inclusion_proof_with`]).
+pub(crate) fn consistency_proof_with<E>(
+    m: u64,
+    size: u64,
+    mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
+) -> Result<Vec<Hash>, E> {
+    fn sub<E>(
+        m: u64,
+        lo: u64,
+        hi: u64,
+        whole: bool,
+        mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
+    ) -> Result<Vec<Hash>, E> {
+        let n = hi - lo;
         if m == n {
-            return if whole {
+            return Ok(if whole {
                 Vec::new()
             } else {
-                vec![root_of(leaves)]
-            };
+                vec![mth(lo, hi)?]
+            });
         }
-        let k = split(n);
+        let k = split(n as usize) as u64;
         if m <= k {
-            let mut p = sub(m, &leaves[..k], whole);
-            p.push(root_of(&leaves[k..]));
-            p
+            let mut p = sub(m, lo, lo + k, whole, mth)?;
+            p.push(mth(lo + k, hi)?);
+            Ok(p)
         } else {
-            let mut p = sub(m - k, &leaves[k..], false);
-            p.push(root_of(&leaves[..k]));
-            p
+            let mut p = sub(m - k, lo + k, hi, false, mth)?;
+            p.push(mth(lo, lo + k)?);
+            Ok(p)
         }
     }
-    if m == 0 || m > leaves.len() {
-        return Vec::new();
+    if m == 0 || m > size {
+        return Ok(Vec::new());
     }
-    sub(m, leaves, true)
+    sub(m, 0, size, true, mth)
+}
+
+/// MTH(D[lo:hi]) from `complete(start, height)`, the hash of the complete subtree of
+/// `2^height` leaves starting at `start`, following the RFC's split: the left part of every
+/// split is complete and aligned, the right part splits again.
+pub(crate) fn range_root<E>(
+    lo: u64,
+    hi: u64,
+    complete: &mut impl FnMut(u64, u32) -> Result<Hash, E>,
+) -> Result<Hash, E> {
+    let n = hi - lo;
+    if n == 0 {
+        return Ok(empty_root());
+    }
+    if n.is_power_of_two() && lo % n == 0 {
+        return complete(lo, n.trailing_zeros());
+    }
+    let k = split(n as usize) as u64;
+    let left = complete(lo, k.trailing_zeros())?;
+    let right = range_root(lo + k, hi, complete)?;
+    Ok(node_hash(&left, &right))
 }
 
 pub(crate) fn verify_inclusion(
@@ -250,6 +327,37 @@ mod tests {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD.encode(empty_root());
         assert_eq!(b64, "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=");
+    }
+
+    #[test]
+    fn proofs_from_subtree_hashes_equal_proofs_from_all_leaves() {
+        let leaves: Vec<Hash> = (0..40u8).map(|i| leaf_hash(&[i])).collect();
+        let mut complete = |start: u64, height: u32| {
+            Ok::<_, Infallible>(root_of(
+                &leaves[start as usize..(start + (1 << height)) as usize],
+            ))
+        };
+        for hi in 0..=40u64 {
+            for lo in 0..=hi {
+                let got = range_root(lo, hi, &mut complete).unwrap();
+                assert_eq!(
+                    got,
+                    root_of(&leaves[lo as usize..hi as usize]),
+                    "[{lo}, {hi})"
+                );
+            }
+        }
+        for size in 1..=40usize {
+            let mut mth = |lo: u64, hi: u64| range_root(lo, hi, &mut complete);
+            for i in 0..size {
+                let p = inclusion_proof_with(i as u64, size as u64, &mut mth).unwrap();
+                assert_eq!(p, inclusion_proof(i, &leaves[..size]), "leaf {i} of {size}");
+            }
+            for m in 0..=size {
+                let p = consistency_proof_with(m as u64, size as u64, &mut mth).unwrap();
+                assert_eq!(p, consistency_proof(m, &leaves[..size]), "{m} -> {size}");
+            }
+        }
     }
 
     #[test]

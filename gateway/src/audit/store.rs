@@ -99,6 +99,35 @@ fn anchor(
     Ok(Some((frontier, heads)))
 }
 
+/// Leaves per saved subtree hash (`audit_tiles`), as a height.
+const TILE_HEIGHT: u32 = 8;
+const TILE: u64 = 1 << TILE_HEIGHT;
+
+/// `frontier` with `leaves` appended, and the tiles (start leaf, subtree hash) they complete.
+fn grow(frontier: &Frontier, leaves: &[merkle::Hash]) -> (Frontier, Vec<(u64, merkle::Hash)>) {
+    let mut grown = frontier.clone();
+    let mut tiles = Vec::new();
+    for leaf in leaves {
+        let end = grown.size() + 1;
+        grown.push_and_see(*leaf, |height, hash| {
+            if height == TILE_HEIGHT {
+                tiles.push((end - TILE, *hash));
+            }
+        });
+    }
+    (grown, tiles)
+}
+
+/// Saves tile hashes in the current transaction.
+fn save_tiles(conn: &Connection, tiles: &[(u64, merkle::Hash)]) -> rusqlite::Result<()> {
+    let mut stmt =
+        conn.prepare_cached("INSERT OR REPLACE INTO audit_tiles (start, hash) VALUES (?1, ?2)")?;
+    for (start, hash) in tiles {
+        stmt.execute(params![*start as i64, &hash[..]])?;
+    }
+    Ok(())
+}
+
 /// Rows of this gateway's chain inserted in the writer's open transaction.
 struct Open {
     /// The chain head after the last of them.
@@ -130,6 +159,7 @@ impl Writer {
         // syncer. Ingests and checkpoints sync inline before they answer.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let (mut frontier, mut heads) = anchor(&conn, origin, vkey)?.unwrap_or_default();
+        let mut replayed_tiles = Vec::new();
         {
             let mut stmt = conn.prepare(
                 "SELECT seq, source, body, hash FROM audit_entries WHERE seq > ?1 ORDER BY seq",
@@ -147,9 +177,27 @@ impl Writer {
                     );
                 }
                 expected = seq as u64 + 1;
-                frontier.push(merkle::leaf_hash(body.as_bytes()));
+                let end = frontier.size() + 1;
+                frontier.push_and_see(merkle::leaf_hash(body.as_bytes()), |height, hash| {
+                    if height == TILE_HEIGHT {
+                        replayed_tiles.push((end - TILE, *hash));
+                    }
+                });
                 heads.insert(source, hash);
             }
+        }
+        // Tiles of a log written before they were kept (or lost since) are saved now, so
+        // proofs stop reading every entry after the first start.
+        if !replayed_tiles.is_empty() {
+            let tx = conn.unchecked_transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare("INSERT OR IGNORE INTO audit_tiles (start, hash) VALUES (?1, ?2)")?;
+                for (start, hash) in &replayed_tiles {
+                    stmt.execute(params![*start as i64, &hash[..]])?;
+                }
+            }
+            tx.commit()?;
         }
         let signed_size: u64 = conn
             .query_row(
@@ -229,13 +277,14 @@ impl Writer {
         let Some(open) = self.open.take() else {
             return Ok(());
         };
-        if let Err(e) = self.conn.execute_batch("COMMIT") {
+        let (grown, tiles) = grow(&self.frontier, &open.leaves);
+        if let Err(e) =
+            save_tiles(&self.conn, &tiles).and_then(|()| self.conn.execute_batch("COMMIT"))
+        {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
         }
-        for leaf in open.leaves {
-            self.frontier.push(leaf);
-        }
+        self.frontier = grown;
         self.heads.insert(self.origin.clone(), open.head);
         Ok(())
     }
@@ -327,10 +376,10 @@ impl Writer {
             leaves.push(merkle::leaf_hash(body.as_bytes()));
             report.inserted += 1;
         }
+        let (grown, tiles) = grow(&self.frontier, &leaves);
+        save_tiles(&tx, &tiles).map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
-        for leaf in leaves {
-            self.frontier.push(leaf);
-        }
+        self.frontier = grown;
         self.heads = heads;
         self.wal
             .sync()
@@ -429,6 +478,58 @@ fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Resul
         source,
         hash,
     })
+}
+
+/// The leaf hashes of `count` entries from leaf `start` (leaf `i` is the entry with seq `i + 1`).
+fn leaf_hashes(c: &Connection, start: u64, count: u64) -> rusqlite::Result<Vec<merkle::Hash>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT body FROM audit_entries WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let hashes = stmt
+        .query_map(params![start as i64, (start + count) as i64], |r| {
+            Ok(merkle::leaf_hash(r.get::<_, String>(0)?.as_bytes()))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if hashes.len() as u64 != count {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            format!(
+                "audit entries {}..={} are not all in the log; run /admin/audit/verify",
+                start + 1,
+                start + count
+            )
+            .into(),
+        ));
+    }
+    Ok(hashes)
+}
+
+/// The hash of the complete subtree of `2^height` leaves from leaf `start`: from the saved
+/// tiles where they cover it, else from the entries themselves.
+fn complete(c: &Connection, start: u64, height: u32) -> rusqlite::Result<merkle::Hash> {
+    let count = 1u64 << height;
+    if height < TILE_HEIGHT || start % TILE != 0 {
+        return Ok(merkle::root_of(&leaf_hashes(c, start, count)?));
+    }
+    let saved: HashMap<u64, merkle::Hash> = c
+        .prepare_cached("SELECT start, hash FROM audit_tiles WHERE start >= ?1 AND start < ?2")?
+        .query_map(params![start as i64, (start + count) as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .filter_map(|row| match row {
+            Ok((s, h)) => h.try_into().ok().map(|h| Ok((s, h))),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    let tiles = (0..count / TILE)
+        .map(|i| {
+            let at = start + i * TILE;
+            match saved.get(&at) {
+                Some(h) => Ok(*h),
+                None => Ok(merkle::root_of(&leaf_hashes(c, at, TILE)?)),
+            }
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(merkle::root_of(&tiles))
 }
 
 /// `2026-01-01` means the start of that day; anything else is taken as a timestamp.
@@ -565,14 +666,31 @@ impl Reader {
         })
     }
 
-    /// The Merkle leaf hashes of the first `size` entries.
-    pub(crate) fn leaves(&self, size: u64) -> rusqlite::Result<Vec<merkle::Hash>> {
+    /// The leaf hash of the entry at leaf `index` and its audit path in the tree of `size`.
+    pub(crate) fn inclusion(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> rusqlite::Result<(merkle::Hash, Vec<merkle::Hash>)> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT body FROM audit_entries ORDER BY seq LIMIT ?1")?;
-            stmt.query_map([size as i64], |r| {
-                Ok(merkle::leaf_hash(r.get::<_, String>(0)?.as_bytes()))
-            })?
-            .collect()
+            let leaf = leaf_hashes(c, index, 1)?[0];
+            let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut |s, h| complete(c, s, h));
+            Ok((leaf, merkle::inclusion_proof_with(index, size, &mut mth)?))
+        })
+    }
+
+    /// The consistency proof from the tree of `m` leaves to the tree of `size`, and the root of
+    /// the first `m` leaves.
+    pub(crate) fn consistency(
+        &self,
+        m: u64,
+        size: u64,
+    ) -> rusqlite::Result<(Vec<merkle::Hash>, merkle::Hash)> {
+        self.with(|c| {
+            let mut complete = |s, h| complete(c, s, h);
+            let old_root = merkle::range_root(0, m, &mut complete)?;
+            let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut complete);
+            Ok((merkle::consistency_proof_with(m, size, &mut mth)?, old_root))
         })
     }
 

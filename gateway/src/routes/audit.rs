@@ -241,12 +241,10 @@ pub(super) async fn proof(
     let (size, note) = latest
         .filter(|(size, _)| *size >= seq)
         .ok_or_else(|| ApiError::conflict("no signed checkpoint covers this entry yet; POST /admin/audit/checkpoint, then ask again"))?;
-    let leaves = blocking(&state, move |r| r.leaves(size)).await?;
-    let path = crate::audit::merkle::inclusion_proof((seq - 1) as usize, &leaves);
+    let (leaf, path) = blocking(&state, move |r| r.inclusion(seq - 1, size)).await?;
     // Never hand out evidence that does not check: verify against the signed root first.
     let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
-    let leaf = leaves[(seq - 1) as usize];
     if !crate::audit::merkle::verify_inclusion(seq - 1, size, &leaf, &path, &signed.root) {
         return Err(ApiError::internal(format!(
             "inclusion proof for seq {seq} does not verify against checkpoint {size}; run /admin/audit/verify"
@@ -284,11 +282,10 @@ pub(super) async fn consistency(
             format!("is larger than the latest checkpoint size {size}"),
         ));
     }
-    let leaves = blocking(&state, move |r| r.leaves(size)).await?;
-    let proof = crate::audit::merkle::consistency_proof(q.from as usize, &leaves);
+    let from = q.from;
+    let (proof, old_root) = blocking(&state, move |r| r.consistency(from, size)).await?;
     let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
-    let old_root = crate::audit::merkle::root_of(&leaves[..q.from as usize]);
     if !crate::audit::merkle::verify_consistency(q.from, size, &proof, &old_root, &signed.root) {
         return Err(ApiError::internal(format!(
             "consistency proof {} -> {size} does not verify; run /admin/audit/verify",

@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
     // replays only the rows after the latest one.
     "ALTER TABLE audit_checkpoints ADD COLUMN frontier BLOB;
      ALTER TABLE audit_checkpoints ADD COLUMN heads TEXT;",
+    // 5: the hash of every complete 256-leaf subtree of the audit log, so proofs read
+    // O(n / 256) hashes instead of every entry. Missing tiles are computed from the entries.
+    "CREATE TABLE audit_tiles (
+        start INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL
+    );",
 ];
 
 #[derive(Debug)]

@@ -427,6 +427,78 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
 }
 
 #[test]
+fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_out_bad_ones() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let actions: Vec<Value> = (0..100)
+        .map(|i| json!({"action": format!("read:{i}")}))
+        .collect();
+    for _ in 0..7 {
+        let (status, out) = json(
+            gw.raw(Method::POST, "/api/v1/governance/batch")
+                .bearer_auth(&token)
+                .json(&json!({"actions": actions}))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(status, 200, "{out}");
+    }
+    let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    assert_eq!(status, 200, "{cp}");
+    // 700 entries: two complete 256-entry subtrees were saved as they filled.
+    let starts: Vec<i64> = db(dir.path())
+        .prepare("SELECT start FROM audit_tiles ORDER BY start")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(starts, vec![0, 256]);
+
+    let first = entries(&gw, "?limit=1000").last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let proof = |id: &str| {
+        gw.admin(Method::GET, &format!("/admin/audit/proof?id={id}"))
+            .send()
+            .unwrap()
+    };
+    let ok = proof(&first);
+    assert_eq!(ok.status(), 200);
+    assert!(
+        ok.text()
+            .unwrap()
+            .starts_with("c2sp.org/tlog-proof@v1\nindex 0\n")
+    );
+    for from in [256, 300, 699] {
+        let (status, c) = gw.get(&format!("/admin/audit/consistency?from={from}"));
+        assert_eq!((status, c["to"].as_u64()), (200, Some(700)), "{c}");
+    }
+
+    // A saved subtree hash altered on disk: the proof no longer checks against the signed
+    // root, and the gateway refuses to hand it out.
+    db(dir.path())
+        .execute(
+            "UPDATE audit_tiles SET hash = zeroblob(32) WHERE start = 256",
+            [],
+        )
+        .unwrap();
+    assert_eq!(
+        proof(&first).status(),
+        500,
+        "refused (the reason goes to the gateway log)"
+    );
+    // Without it, the hash is computed from the entries again.
+    db(dir.path())
+        .execute("DELETE FROM audit_tiles WHERE start = 256", [])
+        .unwrap();
+    assert_eq!(proof(&first).status(), 200);
+}
+
+#[test]
 fn a_sidecar_export_merges_once_and_keeps_its_chain() {
     let sidecar_dir = tempdir();
     let sidecar = Gateway::start_with(
