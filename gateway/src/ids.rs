@@ -4,12 +4,29 @@ use rand::Rng;
 
 /// `agent_…`, `policy_…`, `channel_…`, `chg_…`, `trace_…`: 20 random characters after the prefix.
 pub(crate) fn new_id(prefix: &str) -> String {
-    let mut rng = rand::thread_rng();
     let mut id = String::with_capacity(prefix.len() + 21);
     id.push_str(prefix);
     id.push('_');
-    id.extend((0..20).map(|_| DIGITS[rng.gen_range(0..36)] as char));
+    push_random_digits(&mut id, 20);
     id
+}
+
+/// Appends `n` (at most 24) uniformly random base-36 digits, drawn from one 128-bit random
+/// number (36^24 < 2^125, so the digits of a value below 36^24 are uniform) instead of one
+/// rejection-sampled draw per digit.
+fn push_random_digits(id: &mut String, n: u32) {
+    const BOUND: u128 = 36u128.pow(24);
+    let mut rng = rand::thread_rng();
+    let mut value = loop {
+        let v: u128 = rng.r#gen::<u128>() >> 3;
+        if v < BOUND {
+            break v;
+        }
+    };
+    for _ in 0..n.min(24) {
+        id.push(DIGITS[(value % 36) as usize] as char);
+        value /= 36;
+    }
 }
 
 /// The characters of identifiers, in base-36 digit order.
@@ -28,12 +45,11 @@ pub(crate) fn new_time_ordered_id(prefix: &str) -> String {
         *slot = DIGITS[(millis % 36) as usize];
         millis /= 36;
     }
-    let mut rng = rand::thread_rng();
     let mut id = String::with_capacity(prefix.len() + 21);
     id.push_str(prefix);
     id.push('_');
     id.extend(time.iter().map(|&b| b as char));
-    id.extend((0..11).map(|_| DIGITS[rng.gen_range(0..36)] as char));
+    push_random_digits(&mut id, 11);
     id
 }
 
