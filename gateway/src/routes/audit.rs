@@ -43,6 +43,17 @@ fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A proof the gateway refuses to hand out because it does not check against the signed
+/// root: evidence of tampering, said to the admin and logged.
+fn inconsistent(message: String) -> ApiError {
+    tracing::error!(%message, "audit proof refused");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "audit_inconsistent",
+        message,
+    )
+}
+
 async fn blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&crate::audit::Reader) -> rusqlite::Result<T> + Send + 'static,
@@ -246,8 +257,8 @@ pub(super) async fn proof(
     let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_inclusion(seq - 1, size, &leaf, &path, &signed.root) {
-        return Err(ApiError::internal(format!(
-            "inclusion proof for seq {seq} does not verify against checkpoint {size}; run /admin/audit/verify"
+        return Err(inconsistent(format!(
+            "the inclusion proof for entry {seq} does not verify against the signed checkpoint of {size} entries: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry"
         )));
     }
     let mut text = format!("c2sp.org/tlog-proof@v1\nindex {}\n", seq - 1);
@@ -287,8 +298,8 @@ pub(super) async fn consistency(
     let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_consistency(q.from, size, &proof, &old_root, &signed.root) {
-        return Err(ApiError::internal(format!(
-            "consistency proof {} -> {size} does not verify; run /admin/audit/verify",
+        return Err(inconsistent(format!(
+            "the consistency proof {} -> {size} does not verify against the signed checkpoint: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry",
             q.from
         )));
     }

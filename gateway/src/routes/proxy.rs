@@ -217,10 +217,12 @@ struct Allowed<'a> {
 pub(super) async fn check(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let trace = trace_id(&headers);
-    let action = header(&headers, "x-meshguard-action")?
+    // The request's own headers, not the `HeaderMap` extractor's copy of them.
+    let headers = request.headers();
+    let trace = trace_id(headers);
+    let action = header(headers, "x-meshguard-action")?
         .filter(|a| !a.is_empty())
         .ok_or_else(|| {
             ApiError::field(
@@ -231,22 +233,22 @@ pub(super) async fn check(
         .to_owned();
     let mut ask = Ask {
         action,
-        resource: header(&headers, "x-meshguard-resource")?
+        resource: header(headers, "x-meshguard-resource")?
             .filter(|r| !r.is_empty())
             .map(str::to_owned),
         method: Some("GET".to_owned()),
         path: Some("/proxy/check".to_owned()),
-        context: context(&headers)?,
+        context: context(headers)?,
         trace_id: trace.clone(),
         delegated_by: crate::governance::parse_chain(
-            header(&headers, "x-meshguard-delegated-by")?.unwrap_or(""),
+            header(headers, "x-meshguard-delegated-by")?.unwrap_or(""),
         ),
         delegators_ok: Ok(()),
     };
     if let Some(r) = client_limit(&state, addr, &ask).await {
         return Ok(r);
     }
-    let agent = match authenticate(&state, &headers).await? {
+    let agent = match authenticate(&state, headers).await? {
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };

@@ -486,10 +486,18 @@ fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_o
             [],
         )
         .unwrap();
+    let (status, refused) = json(proof(&first));
     assert_eq!(
-        proof(&first).status(),
-        500,
-        "refused (the reason goes to the gateway log)"
+        (status, refused["error"].as_str()),
+        (500, Some("audit_inconsistent")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/admin/audit/verify"),
+        "{refused}"
     );
     // Without it, the hash is computed from the entries again.
     db(dir.path())
