@@ -4,53 +4,54 @@ use rand::Rng;
 
 /// `agent_…`, `policy_…`, `channel_…`, `chg_…`, `trace_…`: 20 random characters after the prefix.
 pub(crate) fn new_id(prefix: &str) -> String {
-    let mut id = String::with_capacity(prefix.len() + 21);
-    id.push_str(prefix);
-    id.push('_');
-    push_random_digits(&mut id, 20);
-    id
+    assemble(prefix, &[])
 }
-
-/// Appends `n` (at most 24) uniformly random base-36 digits, drawn from one 128-bit random
-/// number (36^24 < 2^125, so the digits of a value below 36^24 are uniform) instead of one
-/// rejection-sampled draw per digit.
-fn push_random_digits(id: &mut String, n: u32) {
-    const BOUND: u128 = 36u128.pow(24);
-    let mut rng = rand::thread_rng();
-    let mut value = loop {
-        let v: u128 = rng.r#gen::<u128>() >> 3;
-        if v < BOUND {
-            break v;
-        }
-    };
-    for _ in 0..n.min(24) {
-        id.push(DIGITS[(value % 36) as usize] as char);
-        value /= 36;
-    }
-}
-
-/// The characters of identifiers, in base-36 digit order.
-const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 /// `aud_…`: like [`new_id`], but the first 9 of the 20 characters are the time in milliseconds
 /// (base 36), so identifiers made later sort later. Audit rows are keyed by id in a unique
 /// index; random keys would land on a random index page each (one page written per row per
 /// commit), time-ordered ones land on the index's last page.
 pub(crate) fn new_time_ordered_id(prefix: &str) -> String {
-    let mut millis = std::time::SystemTime::now()
+    let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let mut time = [b'0'; 9];
-    for slot in time.iter_mut().rev() {
-        *slot = DIGITS[(millis % 36) as usize];
-        millis /= 36;
-    }
-    let mut id = String::with_capacity(prefix.len() + 21);
+    let mut time = [0u8; 9];
+    base36(millis, &mut time);
+    assemble(prefix, &time)
+}
+
+/// The characters of identifiers, in base-36 digit order.
+const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// `prefix_`, then `head`, then uniformly random base-36 digits up to 20 characters. The
+/// random digits come from one 128-bit draw below 36^24 (< 2^125), whose base-36 digits are
+/// uniform, instead of one rejection-sampled draw per digit.
+fn assemble(prefix: &str, head: &[u8]) -> String {
+    const BOUND: u128 = 36u128.pow(24);
+    let mut rng = rand::thread_rng();
+    let random = loop {
+        let v: u128 = rng.r#gen::<u128>() >> 3;
+        if v < BOUND {
+            break v;
+        }
+    };
+    let mut tail = [0u8; 20];
+    tail[..head.len()].copy_from_slice(head);
+    base36(random, &mut tail[head.len()..]);
+    let mut id = String::with_capacity(prefix.len() + 1 + tail.len());
     id.push_str(prefix);
     id.push('_');
-    id.extend(time.iter().map(|&b| b as char));
-    push_random_digits(&mut id, 11);
+    id.extend(tail.iter().map(|&b| b as char));
     id
+}
+
+/// Writes `value` in base 36 into `out`, most significant digit first, keeping leading zeros
+/// (and dropping digits that do not fit).
+fn base36(mut value: u128, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value % 36) as usize];
+        value /= 36;
+    }
 }
 
 /// A random secret of `len` hex characters, for `--dev`.
