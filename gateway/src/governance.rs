@@ -352,15 +352,12 @@ async fn agent_rate_limit(
 ) -> Option<Verdict> {
     let req = ask.eval_request(agent);
     let limits = crate::policy::rate_limits_for(snapshot, &req);
-    if limits.per_minute.is_none() && limits.per_hour.is_none() {
-        return None;
-    }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let limited = state
         .inner
         .limiter
         .hit(
-            &format!("agent:{}", agent.id),
+            format_args!("agent:{}", agent.id),
             limits.per_minute,
             limits.per_hour,
             now,

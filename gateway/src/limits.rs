@@ -31,9 +31,10 @@ const PRUNE_AT: usize = 50_000;
 
 impl RateLimiter {
     /// Counts one call for `key` at `now` (unix seconds); refuses it when a limit is reached.
+    /// The key is only written out when a limit applies, so calls without one cost nothing.
     pub(crate) fn hit(
         &self,
-        key: &str,
+        key: std::fmt::Arguments<'_>,
         per_minute: Option<u32>,
         per_hour: Option<u32>,
         now: u64,
@@ -45,7 +46,7 @@ impl RateLimiter {
         if map.len() > PRUNE_AT {
             map.retain(|_, w| w.hour == now / 3600);
         }
-        let w = map.entry(key.to_owned()).or_default();
+        let w = map.entry(key.to_string()).or_default();
         if w.minute != now / 60 {
             w.minute = now / 60;
             w.in_minute = 0;
@@ -84,9 +85,9 @@ mod tests {
     fn the_minute_window_refuses_then_resets() {
         let l = RateLimiter::default();
         let t = 1_000_040; // 20 s into a minute
-        assert!(l.hit("a", Some(2), None, t).is_ok());
-        assert!(l.hit("a", Some(2), None, t + 1).is_ok());
-        let refused = l.hit("a", Some(2), None, t + 2).unwrap_err();
+        assert!(l.hit(format_args!("a"), Some(2), None, t).is_ok());
+        assert!(l.hit(format_args!("a"), Some(2), None, t + 1).is_ok());
+        let refused = l.hit(format_args!("a"), Some(2), None, t + 2).unwrap_err();
         assert_eq!(
             refused,
             Limited {
@@ -95,23 +96,28 @@ mod tests {
             }
         );
         assert!(
-            l.hit("b", Some(2), None, t + 2).is_ok(),
+            l.hit(format_args!("b"), Some(2), None, t + 2).is_ok(),
             "keys are separate"
         );
-        assert!(l.hit("a", Some(2), None, t + 40).is_ok(), "next minute");
+        assert!(
+            l.hit(format_args!("a"), Some(2), None, t + 40).is_ok(),
+            "next minute"
+        );
     }
 
     #[test]
     fn the_hour_window_holds_across_minutes() {
         let l = RateLimiter::default();
         let t = 7200;
-        assert!(l.hit("a", None, Some(1), t).is_ok());
+        assert!(l.hit(format_args!("a"), None, Some(1), t).is_ok());
         assert_eq!(
-            l.hit("a", None, Some(1), t + 120).unwrap_err().limit,
+            l.hit(format_args!("a"), None, Some(1), t + 120)
+                .unwrap_err()
+                .limit,
             "1 requests per hour"
         );
         assert!(
-            l.hit("a", None, None, t + 120).is_ok(),
+            l.hit(format_args!("a"), None, None, t + 120).is_ok(),
             "no limit configured"
         );
     }

@@ -172,7 +172,7 @@ pub(crate) async fn client_limit(
     let limited = state
         .inner
         .limiter
-        .hit(&format!("ip:{}", addr.ip()), Some(rpm), None, now)
+        .hit(format_args!("ip:{}", addr.ip()), Some(rpm), None, now)
         .err()?;
     let why = format!(
         "Rate limit exceeded ({}) for client {}",
