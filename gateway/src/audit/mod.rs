@@ -4,9 +4,10 @@
 //! into one open transaction as they arrive and commits it whenever the syncer thread is free;
 //! the syncer fsyncs the WAL and only then releases the batch's requests, while the writer
 //! already inserts the next batch. A failed sync refuses the waiting requests and stops the
-//! log (every later decision fails closed in enforce mode). Each row's hash chains to the previous row of the same source
-//! (this gateway, or a sidecar whose export was ingested), and every row is a leaf of an RFC 6962
-//! Merkle tree whose root the writer signs periodically as a C2SP checkpoint.
+//! log (every later decision fails closed in enforce mode). Each row's hash chains to the
+//! previous row of the same source (this gateway, or a sidecar whose export was ingested), and
+//! every row is a leaf of an RFC 6962 Merkle tree whose root the writer signs periodically as a
+//! C2SP checkpoint.
 
 pub(crate) mod merkle;
 pub(crate) mod note;
@@ -441,7 +442,8 @@ impl store::Writer {
             let due = self.unsigned_rows() >= config.checkpoint_every
                 || (self.unsigned_rows() > 0
                     && last_checkpoint.elapsed() >= config.checkpoint_interval);
-            if due && !self.is_open() {
+            // A checkpoint signs committed rows only; with a batch still open it waits a round.
+            if due && pending.is_empty() {
                 if let Err(e) = self.checkpoint(key) {
                     tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
                 }

@@ -103,17 +103,23 @@ fn anchor(
 const TILE_HEIGHT: u32 = 8;
 const TILE: u64 = 1 << TILE_HEIGHT;
 
-/// `frontier` with `leaves` appended, and the tiles (start leaf, subtree hash) they complete.
+/// Appends `leaf` to `frontier`, noting in `tiles` the tile (start leaf, subtree hash) it
+/// completes, if it completes one.
+fn push_leaf(frontier: &mut Frontier, leaf: merkle::Hash, tiles: &mut Vec<(u64, merkle::Hash)>) {
+    let end = frontier.size() + 1;
+    frontier.push_and_see(leaf, |height, hash| {
+        if height == TILE_HEIGHT {
+            tiles.push((end - TILE, *hash));
+        }
+    });
+}
+
+/// `frontier` with `leaves` appended, and the tiles they complete.
 fn grow(frontier: &Frontier, leaves: &[merkle::Hash]) -> (Frontier, Vec<(u64, merkle::Hash)>) {
     let mut grown = frontier.clone();
     let mut tiles = Vec::new();
     for leaf in leaves {
-        let end = grown.size() + 1;
-        grown.push_and_see(*leaf, |height, hash| {
-            if height == TILE_HEIGHT {
-                tiles.push((end - TILE, *hash));
-            }
-        });
+        push_leaf(&mut grown, *leaf, &mut tiles);
     }
     (grown, tiles)
 }
@@ -177,12 +183,11 @@ impl Writer {
                     );
                 }
                 expected = seq as u64 + 1;
-                let end = frontier.size() + 1;
-                frontier.push_and_see(merkle::leaf_hash(body.as_bytes()), |height, hash| {
-                    if height == TILE_HEIGHT {
-                        replayed_tiles.push((end - TILE, *hash));
-                    }
-                });
+                push_leaf(
+                    &mut frontier,
+                    merkle::leaf_hash(body.as_bytes()),
+                    &mut replayed_tiles,
+                );
                 heads.insert(source, hash);
             }
         }
@@ -190,13 +195,7 @@ impl Writer {
         // proofs stop reading every entry after the first start.
         if !replayed_tiles.is_empty() {
             let tx = conn.unchecked_transaction()?;
-            {
-                let mut stmt =
-                    tx.prepare("INSERT OR IGNORE INTO audit_tiles (start, hash) VALUES (?1, ?2)")?;
-                for (start, hash) in &replayed_tiles {
-                    stmt.execute(params![*start as i64, &hash[..]])?;
-                }
-            }
+            save_tiles(&tx, &replayed_tiles)?;
             tx.commit()?;
         }
         let signed_size: u64 = conn
@@ -264,11 +263,6 @@ impl Writer {
         open.leaves.push(prepared.leaf);
         open.head = hash;
         Ok(self.conn.last_insert_rowid() as u64)
-    }
-
-    /// Whether rows wait in an open transaction.
-    pub(crate) fn is_open(&self) -> bool {
-        self.open.is_some()
     }
 
     /// Commits the open transaction: its frames reach the WAL (not yet the disk; see [`Wal`])
