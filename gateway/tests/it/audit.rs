@@ -246,6 +246,15 @@ fn checkpoint_and_verify(gw: &Gateway) -> Value {
     gw.get("/admin/audit/verify").1
 }
 
+/// `(valid, entries, checkpoints)` of a verify report.
+fn summary(report: &Value) -> (Option<bool>, Option<u64>, Option<u64>) {
+    (
+        report["valid"].as_bool(),
+        report["entries"].as_u64(),
+        report["checkpoints"].as_u64(),
+    )
+}
+
 #[test]
 fn a_restart_resumes_from_the_last_checkpoint_and_later_checkpoints_still_verify() {
     let dir = tempdir();
@@ -262,11 +271,7 @@ fn a_restart_resumes_from_the_last_checkpoint_and_later_checkpoints_still_verify
     decide(&gw, &token, 3);
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
-        (
-            report["valid"].as_bool(),
-            report["entries"].as_u64(),
-            report["checkpoints"].as_u64()
-        ),
+        summary(&report),
         (Some(true), Some(15), Some(2)),
         "{report}"
     );
@@ -276,11 +281,7 @@ fn a_restart_resumes_from_the_last_checkpoint_and_later_checkpoints_still_verify
     decide(&gw, &token, 1);
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
-        (
-            report["valid"].as_bool(),
-            report["entries"].as_u64(),
-            report["checkpoints"].as_u64()
-        ),
+        summary(&report),
         (Some(true), Some(16), Some(3)),
         "{report}"
     );
@@ -306,11 +307,7 @@ fn a_saved_frontier_that_does_not_match_its_signed_root_is_not_trusted() {
     decide(&gw, &token, 2);
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
-        (
-            report["valid"].as_bool(),
-            report["entries"].as_u64(),
-            report["checkpoints"].as_u64()
-        ),
+        summary(&report),
         (Some(true), Some(8), Some(2)),
         "the log was rebuilt from its rows, so the new checkpoint signs the true root: {report}"
     );
@@ -436,13 +433,7 @@ fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_o
         .map(|i| json!({"action": format!("read:{i}")}))
         .collect();
     for _ in 0..7 {
-        let (status, out) = json(
-            gw.raw(Method::POST, "/api/v1/governance/batch")
-                .bearer_auth(&token)
-                .json(&json!({"actions": actions}))
-                .send()
-                .unwrap(),
-        );
+        let (status, out) = gw.batch(&token, &json!({"actions": actions}));
         assert_eq!(status, 200, "{out}");
     }
     let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));

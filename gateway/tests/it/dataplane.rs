@@ -198,13 +198,7 @@ fn a_batch_is_decided_against_one_snapshot_and_every_item_is_audited() {
     policy(&gw, "repos", REPOS);
     let (id, token) = agent(&gw, "a", "verified", &[]);
     let body = json!({"actions": [{"action": "read:api/repos/x"}, {"action": "delete:api/repos/x"}, {"action": "write:uploads/1", "resource": "uploads/1"}]});
-    let (status, out) = json(
-        gw.raw(Method::POST, "/api/v1/governance/batch")
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .unwrap(),
-    );
+    let (status, out) = gw.batch(&token, &body);
     assert_eq!(status, 200, "{out}");
     let decisions: Vec<&str> = out["results"]
         .as_array()
@@ -458,13 +452,7 @@ fn a_batch_sees_one_snapshot_while_policies_change_underneath() {
         })
     };
     for _ in 0..5 {
-        let (status, out) = json(
-            gw.raw(Method::POST, "/api/v1/governance/batch")
-                .bearer_auth(&token)
-                .json(&json!({"actions": actions}))
-                .send()
-                .unwrap(),
-        );
+        let (status, out) = gw.batch(&token, &json!({"actions": actions}));
         assert_eq!(status, 200, "{out}");
         let decisions: std::collections::HashSet<&str> = out["results"]
             .as_array()

@@ -162,6 +162,17 @@ impl Gateway {
         )
     }
 
+    /// `POST /api/v1/governance/batch` as an agent.
+    pub(crate) fn batch(&self, token: &str, body: &Value) -> (u16, Value) {
+        json(
+            self.raw(Method::POST, "/api/v1/governance/batch")
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .unwrap(),
+        )
+    }
+
     /// Ends the process the hard way: no shutdown hook runs.
     pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();

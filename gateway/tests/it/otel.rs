@@ -8,7 +8,7 @@ use crate::harness::{Gateway, Options, PythonServer, agent, policy, tempdir};
 
 #[test]
 fn decision_spans_are_exported_over_otlp_http() {
-    let rx = PythonServer::start("otlp_receiver.py", &[]);
+    let rx = PythonServer::start("receiver.py", &[]);
     let dir = tempdir();
     let gw = Gateway::start_with(
         dir.path(),
