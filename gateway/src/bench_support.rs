@@ -136,3 +136,11 @@ fn process_cpu() -> Duration {
     let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
     Duration::from_millis(ticks * 10)
 }
+
+/// The gateway's state with decisions evaluated and answered as usual but not written to the
+/// audit log: the "audit off" line of `cargo xtask bench-gateway` (`examples/unaudited.rs`), so
+/// the audit's cost is measured in the same run as the durable gateway and the floor. The
+/// gateway binary has no way to turn the audit off.
+pub async fn prepare_unaudited(config: crate::Config) -> anyhow::Result<crate::AppState> {
+    crate::prepare_with(config, false).await
+}

@@ -33,6 +33,11 @@ pub use state::AppState;
 
 /// Opens the store, loads the policies and returns the state the router serves.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+    prepare_with(config, true).await
+}
+
+/// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
+async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
     let store = tokio::task::spawn_blocking(move || store::SqliteStore::open(&path)).await??;
     tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
@@ -44,6 +49,14 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         checkpoint_every: config.audit_checkpoint_every,
         checkpoint_interval: config.audit_checkpoint_interval,
     })?;
+    let audit = if record_decisions {
+        audit
+    } else {
+        tracing::warn!(
+            "decisions are NOT recorded: a benchmark build measuring what the audit log costs"
+        );
+        audit.discarding()
+    };
     tracing::info!(
         origin = audit.origin(),
         vkey = audit.vkey(),

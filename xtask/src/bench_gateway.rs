@@ -1,5 +1,6 @@
 //! `cargo xtask bench-gateway`: `GET /proxy/check` over loopback with wrk, every decision
-//! durably audited, against a hello-world server on the same HTTP stack (the floor), in one run.
+//! durably audited, against the same gateway with the audit off and a hello-world server on the
+//! same HTTP stack (the floor), in one run.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -19,8 +20,8 @@ pub(crate) struct BenchGatewayArgs {
     /// Open connections.
     #[arg(long, default_value_t = 32)]
     connections: u32,
-    /// Rounds of (gateway on disk, gateway on tmpfs, floor), interleaved so a drift of the
-    /// shared machine hits all three alike; the medians are reported.
+    /// Rounds of (gateway on disk, gateway on tmpfs, audit off, floor), interleaved so a drift
+    /// of the shared machine hits all four alike; the medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: u32,
 }
@@ -96,15 +97,19 @@ fn median(runs: &[(String, String)]) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// Starts the release gateway with its database under `work`, and runs wrk against
-/// `/proxy/check`: (requests/s, p99, audit rows written).
-fn measure(work: &Path, args: &BenchGatewayArgs) -> anyhow::Result<(String, String, Value)> {
+/// Starts the release `server` (the gateway, or the same with the audit off) with its database
+/// under `work`, and runs wrk against `/proxy/check`: (requests/s, p99, audit rows written).
+fn measure(
+    server: &Path,
+    work: &Path,
+    args: &BenchGatewayArgs,
+) -> anyhow::Result<(String, String, Value)> {
     if work.exists() {
         std::fs::remove_dir_all(work)?;
     }
     std::fs::create_dir_all(work)?;
     let token = "bench-admin-token-8a6c4e2f0b9d7153";
-    let mut gw = Command::new(root().join("target/release/meshguard-gateway"))
+    let mut gw = Command::new(server)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("ADMIN_TOKEN", token)
@@ -172,34 +177,45 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
         "meshguard-gateway",
         "--example",
         "hello",
+        "--example",
+        "unaudited",
     ]))?;
+    let gateway = root().join("target/release/meshguard-gateway");
+    let unaudited = root().join("target/release/examples/unaudited");
     let shm = Path::new("/dev/shm/meshguard-bench-gateway");
     let mut hello = Command::new(root().join("target/release/examples/hello"))
         .stdout(Stdio::piped())
         .spawn()?;
     let hello_url = listening(&mut hello)?;
     let _hello = Killed(hello);
-    let (mut disk, mut tmpfs, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut disk, mut tmpfs, mut off, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rows = Value::Null;
     for round in 1..=args.rounds.max(1) {
-        let (rps, p99, written) = measure(&root().join("target/bench-gateway"), &args)?;
+        let (rps, p99, written) = measure(&gateway, &root().join("target/bench-gateway"), &args)?;
         rows = written;
         disk.push((rps, p99));
         // The same gateway with its database on tmpfs, where fsync returns at once: the
-        // difference is what durability costs. (There is no "audit off" by design.)
-        let (rps, p99, _) = measure(shm, &args)?;
+        // difference is what durability costs.
+        let (rps, p99, _) = measure(&gateway, shm, &args)?;
         tmpfs.push((rps, p99));
+        // The same gateway recording nothing (a bench-only build; the binary has no such
+        // setting): the difference is what the audit log costs.
+        let (rps, p99, _) = measure(&unaudited, &root().join("target/bench-gateway"), &args)?;
+        off.push((rps, p99));
         floor.push(wrk(&format!("{hello_url}/"), &[], &args)?);
         eprintln!(
-            "round {round}: disk {} | tmpfs {} | floor {} req/s",
+            "round {round}: disk {} | tmpfs {} | audit off {} | floor {} req/s",
             disk[disk.len() - 1].0,
             tmpfs[tmpfs.len() - 1].0,
+            off[off.len() - 1].0,
             floor[floor.len() - 1].0
         );
     }
     let _ = std::fs::remove_dir_all(shm);
     let (gw_rps, gw_p99) = median(&disk);
     let (shm_rps, shm_p99) = median(&tmpfs);
+    let (off_rps, off_p99) = median(&off);
     let (h_rps, h_p99) = median(&floor);
 
     println!(
@@ -215,10 +231,16 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
     println!(
         "| the same, database on tmpfs (fsync is free: durability's cost is the difference) | {shm_rps} | {shm_p99} |"
     );
-    println!("| hello world on axum/hyper/tokio (the floor) | {h_rps} | {h_p99} |");
-    let ratio = gw_rps.parse::<f64>().unwrap_or(0.0) / h_rps.parse::<f64>().unwrap_or(f64::NAN);
     println!(
-        "\ngateway/floor throughput (medians): {ratio:.2}; audit rows written in the last disk run: {rows}"
+        "| the same, audit off (bench-only build: decisions answered, none recorded) | {off_rps} | {off_p99} |"
+    );
+    println!("| hello world on axum/hyper/tokio (the floor) | {h_rps} | {h_p99} |");
+    let rate = |r: &str| r.parse::<f64>().unwrap_or(f64::NAN);
+    println!(
+        "\nthroughput against the floor (medians): durable {:.2}, tmpfs {:.2}, audit off {:.2}; audit rows written in the last disk run: {rows}",
+        rate(&gw_rps) / rate(&h_rps),
+        rate(&shm_rps) / rate(&h_rps),
+        rate(&off_rps) / rate(&h_rps),
     );
     Ok(())
 }

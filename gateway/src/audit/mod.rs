@@ -94,6 +94,9 @@ pub(crate) struct AuditLog {
     reader: Arc<store::Reader>,
     /// The same key, for signing exported policy bundles.
     key: Arc<LogKey>,
+    /// Decisions are not recorded: only for measuring what the audit costs
+    /// (`bench_support::prepare_unaudited`); no setting of the gateway turns it on.
+    discard: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +141,16 @@ impl AuditLog {
             vkey,
             reader,
             key: signer,
+            discard: false,
         })
+    }
+
+    /// This log, recording nothing (see `discard`).
+    pub(crate) fn discarding(self) -> Self {
+        Self {
+            discard: true,
+            ..self
+        }
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -159,6 +171,9 @@ impl AuditLog {
 
     /// Queues `entry` and resolves once it is durable, with its sequence number.
     pub(crate) async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        if self.discard {
+            return Ok(0);
+        }
         // Serialized and leaf-hashed here, on the request's own worker, so the single writer
         // thread only chains, inserts and commits.
         let prepared = Box::new(Prepared::new(entry));
