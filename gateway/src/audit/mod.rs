@@ -15,7 +15,7 @@ mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -116,7 +116,7 @@ impl AuditLog {
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());
         let mut writer = store::Writer::open(&config.db_path, &config.origin, &vkey)?;
-        let reader = Arc::new(store::Reader::open(&config.db_path)?);
+        let reader = Arc::new(store::Reader::open(&config.db_path, writer.durable())?);
         let (tx, rx) = sync_channel::<Job>(65_536);
         let (acks, committed) = sync_channel::<Committed>(16);
         let origin: Arc<str> = config.origin.clone().into();
@@ -126,6 +126,7 @@ impl AuditLog {
         });
         let syncer = Syncer {
             wal: writer.wal(),
+            durable: writer.durable(),
             shared: Arc::clone(&shared),
             wake: tx.clone(),
         };
@@ -334,6 +335,8 @@ type Committed = Vec<(Ack, u64)>;
 /// committed while the previous one ran.
 struct Syncer {
     wal: store::Wal,
+    /// Raised to the last seq of each batch once it is on disk (what readers may show).
+    durable: Arc<AtomicU64>,
     shared: Arc<Shared>,
     /// Wakes the writer when a sync is done, so it commits what it inserted meanwhile. (The
     /// writer and this thread therefore live as long as the process.)
@@ -349,6 +352,9 @@ impl Syncer {
             }
             match self.wal.sync() {
                 Ok(()) => {
+                    // Batches are committed in seq order, and this sync covers all of them.
+                    let last = waiting.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
+                    self.durable.fetch_max(last, Ordering::SeqCst);
                     for (done, seq) in waiting {
                         let _ = done.send(Ok(seq));
                     }

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use base64::Engine;
@@ -150,6 +151,17 @@ pub(crate) struct Writer {
     frontier: Frontier,
     heads: HashMap<String, String>,
     signed_size: u64,
+    /// The highest seq known to be on disk; readers show nothing beyond it.
+    durable: Arc<AtomicU64>,
+}
+
+/// The highest seq in the log: at start, and after an inline sync with nothing open, every row
+/// is on disk.
+fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_entries", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|s| s.max(0) as u64)
 }
 
 impl Writer {
@@ -206,6 +218,7 @@ impl Writer {
             )?
             .try_into()
             .unwrap_or(0);
+        let durable = Arc::new(AtomicU64::new(last_seq(&conn)?));
         Ok(Self {
             conn,
             wal: Wal::of(path),
@@ -214,7 +227,20 @@ impl Writer {
             frontier,
             heads,
             signed_size,
+            durable,
         })
+    }
+
+    /// The highest seq on disk, shared with the readers and the syncer (which raises it).
+    pub(crate) fn durable(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.durable)
+    }
+
+    /// After an inline sync with no transaction open: everything in the log is on disk.
+    fn synced_all(&self) -> rusqlite::Result<()> {
+        self.durable
+            .fetch_max(last_seq(&self.conn)?, Ordering::SeqCst);
+        Ok(())
     }
 
     pub(crate) fn wal(&self) -> Wal {
@@ -378,6 +404,7 @@ impl Writer {
         self.wal
             .sync()
             .map_err(|e| format!("the ingested entries could not be made durable: {e}"))?;
+        self.synced_all().map_err(|e| e.to_string())?;
         Ok(report)
     }
 
@@ -389,6 +416,7 @@ impl Writer {
             self.wal
                 .sync()
                 .context("cannot make the log durable before signing a checkpoint")?;
+            self.synced_all()?;
             let size = self.frontier.size();
             let root = self.frontier.root();
             let note = key.sign_note(&note::checkpoint_body(key.origin(), size, &root));
@@ -456,10 +484,13 @@ pub(crate) struct BadRow {
     pub(crate) problem: String,
 }
 
-/// A read connection, shared by the query handlers.
+/// A read connection, shared by the query handlers. Lists, stats and exports stop at the
+/// highest seq known to be on disk: a row committed but not yet synced may still be lost (its
+/// decision is then refused), so no reader and no other gateway ingesting an export sees it.
 #[derive(Debug)]
 pub(crate) struct Reader {
     conn: Mutex<Connection>,
+    durable: Arc<AtomicU64>,
 }
 
 fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Result<AuditRecord> {
@@ -543,10 +574,15 @@ fn bound(date: &str, end: bool) -> String {
 pub(crate) type Stats = (u64, u64, u64, Vec<(String, u64)>);
 
 impl Reader {
-    pub(crate) fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub(crate) fn open(path: &Path, durable: Arc<AtomicU64>) -> rusqlite::Result<Self> {
         Ok(Self {
             conn: Mutex::new(open(path)?),
+            durable,
         })
+    }
+
+    fn durable(&self) -> i64 {
+        i64::try_from(self.durable.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
@@ -565,6 +601,7 @@ impl Reader {
                    AND (?4 IS NULL OR agent_id = ?4 OR json_extract(body, '$.agentName') = ?4)
                    AND (?5 IS NULL OR action = ?5)
                    AND (?6 IS NULL OR json_extract(body, '$.traceId') = ?6)
+                   AND seq <= ?8
                  ORDER BY seq DESC LIMIT ?7",
             )?;
             let rows = stmt.query_map(
@@ -575,7 +612,8 @@ impl Reader {
                     q.agent,
                     q.action,
                     q.trace_id,
-                    q.limit as i64
+                    q.limit as i64,
+                    self.durable()
                 ],
                 |r| {
                     Ok((
@@ -596,16 +634,17 @@ impl Reader {
         self.with(|c| {
             let (total, allowed, denied) = c.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0)
-                 FROM audit_entries WHERE timestamp >= ?1",
-                [since],
+                 FROM audit_entries WHERE timestamp >= ?1 AND seq <= ?2",
+                params![since, self.durable()],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
             )?;
             let mut stmt = c.prepare_cached(
-                "SELECT action, COUNT(*) AS n FROM audit_entries WHERE timestamp >= ?1 AND decision = 'deny'
+                "SELECT action, COUNT(*) AS n FROM audit_entries
+                 WHERE timestamp >= ?1 AND decision = 'deny' AND seq <= ?2
                  GROUP BY action ORDER BY n DESC, action LIMIT 10",
             )?;
             let top = stmt
-                .query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
+                .query_map(params![since, self.durable()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((total, allowed, denied, top))
         })
@@ -621,9 +660,11 @@ impl Reader {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, source, prev_hash, hash, body FROM audit_entries
-                 WHERE (?1 IS NULL OR source = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3",
+                 WHERE (?1 IS NULL OR source = ?1) AND seq > ?2 AND seq <= ?4
+                 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![source, after as i64, limit as i64], |r| {
+            let params = params![source, after as i64, limit as i64, self.durable()];
+            let rows = stmt.query_map(params, |r| {
                 let body: String = r.get(4)?;
                 Ok(AuditExportLine {
                     seq: r.get::<_, i64>(0)? as u64,

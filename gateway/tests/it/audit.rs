@@ -230,6 +230,21 @@ fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() 
         "{body}"
     );
     assert_eq!(gw.get("/health").0, 200);
+    // The refused decision's row reached SQLite but not the disk: readers never show it (it
+    // would read as an allowed call the caller was in fact denied), nor does the export that
+    // another gateway would ingest. Only the first, durable decision is listed.
+    let (_, listed) = gw.get("/admin/audit");
+    let entries = listed["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{listed}");
+    assert_eq!(entries[0]["action"], "read:x", "{listed}");
+    assert_eq!(gw.get("/admin/audit/stats").1["total"], 1);
+    let export = gw
+        .admin(Method::GET, "/admin/audit/export")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(export.lines().count(), 1, "{export}");
 }
 
 /// `n` allowed decisions.
