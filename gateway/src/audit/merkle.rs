@@ -225,7 +225,7 @@ pub(crate) fn range_root<E>(
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && lo % n == 0 {
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
         return complete(lo, n.trailing_zeros());
     }
     let k = split(n as usize) as u64;

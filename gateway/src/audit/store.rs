@@ -311,10 +311,10 @@ impl Writer {
 
     /// Drops the open transaction and every row in it.
     pub(crate) fn rollback(&mut self) {
-        if self.open.take().is_some() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "cannot roll back the audit writer's transaction");
-            }
+        if self.open.take().is_some()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "cannot roll back the audit writer's transaction");
         }
     }
 
@@ -532,7 +532,7 @@ fn leaf_hashes(c: &Connection, start: u64, count: u64) -> rusqlite::Result<Vec<m
 /// tiles where they cover it, else from the entries themselves.
 fn complete(c: &Connection, start: u64, height: u32) -> rusqlite::Result<merkle::Hash> {
     let count = 1u64 << height;
-    if height < TILE_HEIGHT || start % TILE != 0 {
+    if height < TILE_HEIGHT || !start.is_multiple_of(TILE) {
         return Ok(merkle::root_of(&leaf_hashes(c, start, count)?));
     }
     let saved: HashMap<u64, merkle::Hash> = c
