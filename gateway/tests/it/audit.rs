@@ -238,12 +238,7 @@ fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() 
     assert_eq!(entries.len(), 1, "{listed}");
     assert_eq!(entries[0]["action"], "read:x", "{listed}");
     assert_eq!(gw.get("/admin/audit/stats").1["total"], 1);
-    let export = gw
-        .admin(Method::GET, "/admin/audit/export")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let export = gw.get_text("/admin/audit/export");
     assert_eq!(export.lines().count(), 1, "{export}");
 }
 
@@ -419,12 +414,7 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
         .unwrap();
     assert_eq!(resp.status(), 409, "no checkpoint covers it yet");
     gw.post("/admin/audit/checkpoint", json!({}));
-    let text = gw
-        .admin(Method::GET, &format!("/admin/audit/proof?id={id}"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = gw.get_text(&format!("/admin/audit/proof?id={id}"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "c2sp.org/tlog-proof@v1");
     assert_eq!(lines[1], "index 2");
@@ -526,12 +516,7 @@ fn a_sidecar_export_merges_once_and_keeps_its_chain() {
     for action in ["read:a", "read:b", "write:c"] {
         sidecar.check(&token, action);
     }
-    let export = sidecar
-        .admin(Method::GET, "/admin/audit/export")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let export = sidecar.get_text("/admin/audit/export");
     assert_eq!(export.lines().count(), 3);
 
     let central_dir = tempdir();
@@ -575,12 +560,7 @@ fn a_sidecar_export_merges_once_and_keeps_its_chain() {
 
     // New decisions at the sidecar follow on.
     sidecar.check(&token, "read:d");
-    let more = sidecar
-        .admin(Method::GET, "/admin/audit/export?after=3")
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let more = sidecar.get_text("/admin/audit/export?after=3");
     assert_eq!(ingest(&more).1["inserted"], 1);
 
     // A tampered export is refused whole, naming the line.

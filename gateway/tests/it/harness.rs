@@ -135,6 +135,15 @@ impl Gateway {
         json(self.admin(Method::GET, path).send().unwrap())
     }
 
+    /// An admin GET whose answer is text (exports, proofs), not JSON.
+    pub(crate) fn get_text(&self, path: &str) -> String {
+        self.admin(Method::GET, path)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub(crate) fn post(&self, path: &str, body: Value) -> (u16, Value) {
         json(self.admin(Method::POST, path).json(&body).send().unwrap())
     }
