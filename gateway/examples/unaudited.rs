@@ -4,7 +4,7 @@
 //! A measurement tool only: the `meshguard-gateway` binary cannot run this way.
 
 use clap::Parser;
-use meshguard_gateway::{Args, app, bench_support};
+use meshguard_gateway::{Args, bench_support};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -18,13 +18,5 @@ async fn main() -> anyhow::Result<()> {
     let config = Args::parse().into_config()?;
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let state = bench_support::prepare_unaudited(config).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .tcp_nodelay(true)
-    .await?;
-    Ok(())
+    meshguard_gateway::serve(state, addr, std::future::pending()).await
 }

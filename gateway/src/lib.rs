@@ -93,3 +93,29 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     state.set_ready();
     Ok(state)
 }
+
+/// Listens on `addr` and serves `state` until `shutdown` resolves (then stops accepting and
+/// finishes the requests in flight). Prints `listening on http://…` once bound.
+pub async fn serve(
+    state: AppState,
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mode = state.config().mode;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using the port? set PORT")
+    })?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
+    println!("listening on http://{local}");
+    // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
+    // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .tcp_nodelay(true)
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use meshguard_gateway::{Args, app, prepare};
+use meshguard_gateway::{Args, prepare};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -123,24 +123,8 @@ async fn serve(config: meshguard_gateway::Config) -> anyhow::Result<()> {
             config.admin_token
         );
     }
-    let mode = config.mode;
     let state = prepare(config).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using the port? set PORT")
-    })?;
-    let local = listener.local_addr()?;
-    tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
-    println!("listening on http://{local}");
-    // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
-    // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .tcp_nodelay(true)
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    Ok(())
+    meshguard_gateway::serve(state, addr, shutdown_signal()).await
 }
 
 /// Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send): stop accepting, finish requests.
