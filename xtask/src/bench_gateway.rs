@@ -182,6 +182,7 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
     ]))?;
     let gateway = root().join("target/release/meshguard-gateway");
     let unaudited = root().join("target/release/examples/unaudited");
+    let disk_dir = root().join("target/bench-gateway");
     let shm = Path::new("/dev/shm/meshguard-bench-gateway");
     let mut hello = Command::new(root().join("target/release/examples/hello"))
         .stdout(Stdio::piped())
@@ -192,7 +193,7 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut rows = Value::Null;
     for round in 1..=args.rounds.max(1) {
-        let (rps, p99, written) = measure(&gateway, &root().join("target/bench-gateway"), &args)?;
+        let (rps, p99, written) = measure(&gateway, &disk_dir, &args)?;
         rows = written;
         disk.push((rps, p99));
         // The same gateway with its database on tmpfs, where fsync returns at once: the
@@ -201,7 +202,7 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
         tmpfs.push((rps, p99));
         // The same gateway recording nothing (a bench-only build; the binary has no such
         // setting): the difference is what the audit log costs.
-        let (rps, p99, _) = measure(&unaudited, &root().join("target/bench-gateway"), &args)?;
+        let (rps, p99, _) = measure(&unaudited, &disk_dir, &args)?;
         off.push((rps, p99));
         floor.push(wrk(&format!("{hello_url}/"), &[], &args)?);
         eprintln!(
