@@ -31,6 +31,18 @@ pub(crate) struct Ask {
     pub(crate) delegated_by: Vec<String>,
     /// The delegators' standing, checked before evaluation (`Err` says why the chain is refused).
     pub(crate) delegators_ok: Result<(), String>,
+    /// On `/proxy/*`: the caller's own, more specific description of the forwarded call (its
+    /// `X-MeshGuard-Action` and `X-MeshGuard-Resource`, already checked to agree with the method
+    /// and path). `action` stays the one derived from the request; this view must be allowed
+    /// too, so a header can only ever narrow what the request itself is permitted.
+    pub(crate) narrowed: Option<Narrowed>,
+}
+
+/// A caller-supplied refinement of a forwarded call (see [`Ask::narrowed`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Narrowed {
+    pub(crate) action: String,
+    pub(crate) resource: Option<String>,
 }
 
 /// `a, b, c` → `[a, b, c]`, blanks dropped.
@@ -108,13 +120,23 @@ pub(crate) struct Verdict {
 impl Ask {
     /// What the engine sees: the agent's current tier and tags, and this ask.
     fn eval_request<'a>(&'a self, agent: &'a AgentRecord) -> EvalRequest<'a> {
+        self.eval_request_as(agent, &self.action, self.resource.as_deref())
+    }
+
+    /// The same, for another description of the call (the narrowed view).
+    fn eval_request_as<'a>(
+        &'a self,
+        agent: &'a AgentRecord,
+        action: &'a str,
+        resource: Option<&'a str>,
+    ) -> EvalRequest<'a> {
         EvalRequest {
             agent_id: &agent.id,
             agent_name: &agent.name,
             tier: TrustTier::parse(&agent.trust_tier).unwrap_or(TrustTier::Unverified),
             tags: &agent.tags,
-            action: &self.action,
-            resource: self.resource.as_deref(),
+            action,
+            resource,
             context: self.context.as_ref(),
         }
     }
@@ -173,16 +195,23 @@ pub(crate) fn decide(
                 "bypass mode: policies are not evaluated".to_owned(),
             )
         } else {
-            let req = ask.eval_request(agent);
-            let d = evaluate(snapshot, &req);
-            match (ask.delegated_by.is_empty(), d.outcome) {
-                (false, Outcome::Allow) => {
-                    match crate::policy::delegation_allows(snapshot, &req, ask.delegated_by.len()) {
-                        Ok(_) => (d.outcome, d.policy, d.rule, d.reason),
-                        Err(why) => (Outcome::Deny, d.policy, None, why),
+            let derived = judge(snapshot, ask, &ask.eval_request(agent));
+            match (&derived.0, &ask.narrowed) {
+                // The caller's narrower description must be allowed as well: a header can
+                // only take permissions away, never add them.
+                (Outcome::Allow, Some(n)) => {
+                    let narrowed = judge(
+                        snapshot,
+                        ask,
+                        &ask.eval_request_as(agent, &n.action, n.resource.as_deref()),
+                    );
+                    if narrowed.0 == Outcome::Deny {
+                        narrowed
+                    } else {
+                        derived
                     }
                 }
-                _ => (d.outcome, d.policy, d.rule, d.reason),
+                _ => derived,
             }
         };
     let allowed = decision == Outcome::Allow || mode != Mode::Enforce;
@@ -212,6 +241,14 @@ pub(crate) fn decide(
         snapshot: snapshot.version,
         meta: {
             let mut meta = ask.context.clone().unwrap_or_default();
+            if let Some(n) = &ask.narrowed {
+                let mut view = Map::new();
+                view.insert("action".to_owned(), Value::from(n.action.clone()));
+                if let Some(r) = &n.resource {
+                    view.insert("resource".to_owned(), Value::from(r.clone()));
+                }
+                meta.insert("narrowedTo".to_owned(), Value::Object(view));
+            }
             if !ask.delegated_by.is_empty() {
                 meta.insert(
                     "delegatedBy".to_owned(),
@@ -224,6 +261,24 @@ pub(crate) fn decide(
         ..ask.entry("decision", mode)
     };
     (verdict, entry)
+}
+
+/// One evaluation of `req`, with the delegation ceiling applied when the call is delegated.
+fn judge(
+    snapshot: &PolicySet,
+    ask: &Ask,
+    req: &EvalRequest<'_>,
+) -> (Outcome, Option<String>, Option<String>, String) {
+    let d = evaluate(snapshot, req);
+    match (ask.delegated_by.is_empty(), d.outcome) {
+        (false, Outcome::Allow) => {
+            match crate::policy::delegation_allows(snapshot, req, ask.delegated_by.len()) {
+                Ok(_) => (d.outcome, d.policy, d.rule, d.reason),
+                Err(why) => (Outcome::Deny, d.policy, None, why),
+            }
+        }
+        _ => (d.outcome, d.policy, d.rule, d.reason),
+    }
 }
 
 /// Decides and records one ask, within the circuit breaker.

@@ -86,6 +86,7 @@ pub(super) async fn batch(
         trace_id: trace.clone(),
         delegated_by: Vec::new(),
         delegators_ok: Ok(()),
+        narrowed: None,
     };
     let admin = headers
         .get("x-admin-token")
@@ -128,6 +129,7 @@ pub(super) async fn batch(
                 .map(|d| d.into_vec())
                 .unwrap_or_default(),
             delegators_ok: Ok(()),
+            narrowed: None,
         };
         if !ask.delegated_by.is_empty() {
             ask.delegators_ok =

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::proxy::{authenticate, context, decision_headers, deny_body, unauthorized};
 use crate::auth::trace_id;
 use crate::error::ApiError;
-use crate::governance::{Ask, govern};
+use crate::governance::{Ask, Narrowed, govern, record_refusal};
 use crate::state::AppState;
+use crate::store::AgentRecord;
 
 /// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1), plus the
 /// credentials that must not leave the gateway.
@@ -32,7 +33,6 @@ const DROPPED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "host",
-    "content-length",
     "authorization",
     "x-admin-token",
 ];
@@ -75,33 +75,162 @@ pub(crate) fn upstream_client(timeout: Duration) -> reqwest::Client {
         .expect("a plain HTTP client builds")
 }
 
+/// The object a forwarded path names: its segments percent-decoded and joined with `/`.
+///
+/// The URL we forward keeps the raw path, and URL parsers (ours included) resolve `.` and `..`
+/// segments, decoded or not; a path with such a segment, or with an encoded `/`, `\` or NUL
+/// inside a segment, would reach the upstream as a different path than the one policies
+/// judged, so it is refused.
+fn forwarded_object(raw: &str) -> Result<String, String> {
+    let mut out = Vec::new();
+    for segment in raw.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment)
+            .decode_utf8()
+            .map_err(|_| format!("the path segment {segment:?} is not UTF-8 once decoded"))?;
+        if decoded == "." || decoded == ".." {
+            return Err(format!(
+                "the path has a {decoded:?} segment, which the upstream would resolve to another path than the one governed; send the resolved path"
+            ));
+        }
+        if decoded.contains(['/', '\\', '\0']) {
+            return Err(format!(
+                "the path segment {segment:?} encodes a '/', '\\' or NUL, which the upstream may read as another path than the one governed"
+            ));
+        }
+        out.push(decoded.into_owned());
+    }
+    Ok(out.join("/"))
+}
+
+/// `object` is `base` or lies beneath it (`api/repos/x/readme` under `api/repos/x`).
+fn beneath(object: &str, base: &str) -> bool {
+    let object = object.trim_start_matches('/');
+    let base = base.trim_matches('/');
+    base.is_empty()
+        || object.trim_end_matches('/') == base
+        || object
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Checks the caller's `X-MeshGuard-Action` and `X-MeshGuard-Resource` against the call they
+/// describe. They may name the same verb and the same path or an object beneath it (a narrower
+/// view, which must then be allowed as well); anything else is refused with what disagrees.
+fn narrowing(
+    method: &Method,
+    object: &str,
+    action: Option<&str>,
+    resource: Option<&str>,
+) -> Result<Option<Narrowed>, (&'static str, String)> {
+    let derived = derive_action(method, object);
+    let (verb, _) = derived
+        .split_once(':')
+        .expect("derived actions have a verb");
+    if let Some(claimed) = action {
+        let agrees = claimed
+            .split_once(':')
+            .is_some_and(|(v, o)| v == verb && beneath(o, object));
+        if !agrees {
+            return Err((
+                "X-MeshGuard-Action",
+                format!(
+                    "{claimed:?} does not describe this call: {method} /proxy/{object} is {derived:?}; the header may only name the same verb and the same path or an object beneath it"
+                ),
+            ));
+        }
+    }
+    if let Some(claimed) = resource
+        && !beneath(claimed, object)
+    {
+        return Err((
+            "X-MeshGuard-Resource",
+            format!("{claimed:?} is not the path of this call (/{object}) or an object beneath it"),
+        ));
+    }
+    if action.is_none_or(|a| a == derived) && resource.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Narrowed {
+        action: action.unwrap_or(&derived).to_owned(),
+        resource: resource.map(str::to_owned),
+    }))
+}
+
+/// A header value as text: absent or blank is `None`; anything but visible ASCII is a 400.
+fn text_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
+            .map_err(|_| ApiError::field(name, "must be printable ASCII text")),
+    }
+}
+
+/// A call whose path or headers misdescribe it: 400 naming what disagrees, recorded as a
+/// bypass attempt of this agent (which raises a critical alert).
+async fn misdescribed(
+    state: &AppState,
+    ask: &Ask,
+    agent: &AgentRecord,
+    field: &str,
+    why: &str,
+) -> Response {
+    tracing::warn!(agent = %agent.id, action = %ask.action, reason = why, "forwarded call misdescribed by its headers or path (bypass attempt)");
+    record_refusal(
+        state,
+        ask,
+        "bypass_attempt",
+        why,
+        Some(agent.id.clone()),
+        Some((agent.name.clone(), agent.trust_tier.clone())),
+    )
+    .await;
+    let mut body = ApiError::field(field, why).into_response();
+    if let Ok(v) = HeaderValue::from_str(&ask.trace_id) {
+        body.headers_mut()
+            .insert(HeaderName::from_static("x-meshguard-trace-id"), v);
+    }
+    body
+}
+
 pub(super) async fn forward(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
-    Path(rest): Path<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let trace = trace_id(&parts.headers);
-    let action = match parts.headers.get("x-meshguard-action") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| ApiError::field("X-MeshGuard-Action", "must be printable ASCII text"))?
-            .to_owned(),
-        None => derive_action(&parts.method, &rest),
+    // The path after `/proxy/` exactly as sent (still percent-encoded): what goes upstream.
+    let raw = parts
+        .uri
+        .path()
+        .strip_prefix("/proxy/")
+        .unwrap_or_default()
+        .to_owned();
+    // What disagrees between the call and its description, if anything: refused once the
+    // caller is known, and recorded as a bypass attempt.
+    let (object, mut spoof) = match forwarded_object(&raw) {
+        Ok(object) => (object, None),
+        Err(why) => (raw.clone(), Some(("path", why))),
+    };
+    let narrowed = match narrowing(
+        &parts.method,
+        &object,
+        text_header(&parts.headers, "x-meshguard-action")?,
+        text_header(&parts.headers, "x-meshguard-resource")?,
+    ) {
+        Ok(n) => n,
+        Err(mismatch) => {
+            spoof = spoof.or(Some(mismatch));
+            None
+        }
     };
     let mut ask = Ask {
-        action,
-        resource: parts
-            .headers
-            .get("x-meshguard-resource")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        action: derive_action(&parts.method, &object),
+        resource: None,
         method: Some(parts.method.to_string()),
-        path: Some(format!("/{}", rest.trim_start_matches('/'))),
+        path: Some(format!("/{object}")),
         context: context(&parts.headers)?,
         trace_id: trace.clone(),
         delegated_by: crate::governance::parse_chain(
@@ -112,6 +241,7 @@ pub(super) async fn forward(
                 .unwrap_or(""),
         ),
         delegators_ok: Ok(()),
+        narrowed,
     };
     if let Some(r) = super::proxy::client_limit(&state, addr, &ask).await {
         return Ok(r);
@@ -120,6 +250,9 @@ pub(super) async fn forward(
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
+    if let Some((field, why)) = spoof {
+        return Ok(misdescribed(&state, &ask, &agent, field, &why).await);
+    }
     if !ask.delegated_by.is_empty() {
         ask.delegators_ok =
             crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
@@ -150,11 +283,7 @@ pub(super) async fn forward(
         decision_headers(&mut r, &verdict, &trace, Some(&agent.id));
         return Ok(r);
     };
-    let mut url = format!(
-        "{}/{}",
-        target.trim_end_matches('/'),
-        rest.trim_start_matches('/')
-    );
+    let mut url = format!("{}/{raw}", target.trim_end_matches('/'));
     if let Some(q) = parts.uri.query() {
         url.push('?');
         url.push_str(q);
@@ -167,14 +296,24 @@ pub(super) async fn forward(
     if let Ok(v) = trace.parse() {
         headers.insert(HeaderName::from_static("x-meshguard-trace-id"), v);
     }
-    let upstream = state
+    // The client's framing is kept: a body sent with `Content-Length` goes on with that length
+    // (hyper frames a streamed body by the header), a chunked one stays chunked, and a request
+    // that had no body is sent without one.
+    let has_body = parts
+        .headers
+        .contains_key(axum::http::header::CONTENT_LENGTH)
+        || parts
+            .headers
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let mut request = state
         .inner
         .upstream
         .request(parts.method.clone(), &url)
-        .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
-        .send()
-        .await;
+        .headers(headers);
+    if has_body {
+        request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    }
+    let upstream = request.send().await;
     let mut response = match upstream {
         Ok(up) => {
             let status = up.status();
@@ -219,6 +358,60 @@ mod tests {
         assert_eq!(derive_action(&Method::GET, "/x"), "read:x");
         assert_eq!(derive_action(&Method::PATCH, "a"), "write:a");
         assert_eq!(derive_action(&Method::HEAD, "a"), "read:a");
+    }
+
+    #[test]
+    fn paths_that_an_upstream_would_resolve_elsewhere_are_refused() {
+        assert_eq!(forwarded_object("api/repos/x").unwrap(), "api/repos/x");
+        assert_eq!(forwarded_object("a%20b/c").unwrap(), "a b/c");
+        for bad in [
+            "api/repos/../../admin/x",
+            "api/%2e%2E/admin",
+            "./admin",
+            "api/repos%2F..%2Fadmin",
+            "a%5Cb",
+            "a%00",
+            "a%ff",
+        ] {
+            assert!(forwarded_object(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn headers_may_narrow_the_derived_action_and_never_replace_it() {
+        let del = Method::DELETE;
+        assert!(narrowing(&del, "admin/x", None, None).unwrap().is_none());
+        assert!(
+            narrowing(&del, "admin/x", Some("delete:admin/x"), None)
+                .unwrap()
+                .is_none()
+        );
+        let n = narrowing(
+            &del,
+            "api/repos",
+            Some("delete:api/repos/x"),
+            Some("api/repos/x"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (n.action.as_str(), n.resource.as_deref()),
+            ("delete:api/repos/x", Some("api/repos/x"))
+        );
+        for (action, resource) in [
+            (Some("read:admin/x"), None),
+            (Some("delete:admin"), None),
+            (Some("delete:admin/xy"), None),
+            (Some("admin:export"), None),
+            (Some("delete"), None),
+            (None, Some("other/x")),
+            (None, Some("admin/xy")),
+        ] {
+            assert!(
+                narrowing(&del, "admin/x", action, resource).is_err(),
+                "{action:?} {resource:?} must be refused for DELETE admin/x"
+            );
+        }
     }
 
     #[test]

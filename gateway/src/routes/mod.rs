@@ -107,22 +107,27 @@ async fn root(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+/// Up or down for anyone (load balancers, probes, the SDKs' `status == "healthy"` check); the
+/// version, mode, checks and license state only for the admin, as they tell an outsider what
+/// to attack and when.
+async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response {
     let db = state.db(|s| s.ping()).await;
     let healthy = db.is_ok();
-    let body = json!({
+    let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": crate::clock::now_rfc3339(),
-        "version": VERSION,
-        "mode": state.config().mode.as_str(),
-        "uptime": state.inner.started.elapsed().as_secs(),
-        "checks": {
+    });
+    if admin.is_some() {
+        body["version"] = json!(VERSION);
+        body["mode"] = json!(state.config().mode.as_str());
+        body["uptime"] = json!(state.inner.started.elapsed().as_secs());
+        body["checks"] = json!({
             "database": if healthy { "ok" } else { "error" },
             "policies": if state.is_ready() { "ok" } else { "loading" },
-        },
+        });
         // Licensing never makes the gateway unhealthy: it keeps enforcing whatever the state.
-        "license": license::summary(&state),
-    });
+        body["license"] = license::summary(&state);
+    }
     let status = if healthy {
         StatusCode::OK
     } else {

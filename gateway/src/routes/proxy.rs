@@ -73,7 +73,16 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Api
 /// The context a caller attached with `X-MeshGuard-Meta` (a JSON object), plus the agent id hint
 /// some SDKs send, kept for the audit row.
 pub(crate) fn context(headers: &HeaderMap) -> Result<Option<Map<String, Value>>, ApiError> {
-    let mut ctx: Option<Map<String, Value>> = match header(headers, "x-meshguard-meta")? {
+    // Any UTF-8, not only visible ASCII: the Go SDK sends the JSON as it is (`{"user":"José"}`).
+    let meta = match headers.get("x-meshguard-meta") {
+        None => None,
+        Some(v) => Some(
+            std::str::from_utf8(v.as_bytes())
+                .map_err(|_| ApiError::field("X-MeshGuard-Meta", "must be UTF-8 text"))?
+                .trim(),
+        ),
+    };
+    let mut ctx: Option<Map<String, Value>> = match meta {
         None | Some("") => None,
         Some(text) => Some(
             serde_json::from_str(text)
@@ -244,6 +253,7 @@ pub(super) async fn check(
             header(headers, "x-meshguard-delegated-by")?.unwrap_or(""),
         ),
         delegators_ok: Ok(()),
+        narrowed: None,
     };
     if let Some(r) = client_limit(&state, addr, &ask).await {
         return Ok(r);

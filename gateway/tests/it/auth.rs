@@ -115,8 +115,7 @@ fn public_endpoints_answer_without_a_token() {
     let gw = Gateway::start(dir.path());
     let (status, health) = json(gw.raw(Method::GET, "/health").send().unwrap());
     assert_eq!((status, health["status"].as_str()), (200, Some("healthy")));
-    assert_eq!(health["checks"]["database"], "ok");
-    assert_eq!(health["mode"], "enforce");
+    assert!(health["timestamp"].is_string(), "{health}");
     let (status, ready) = json(gw.raw(Method::GET, "/ready").send().unwrap());
     assert_eq!((status, ready["status"].as_str()), (200, Some("ready")));
     let (status, root) = json(gw.raw(Method::GET, "/").send().unwrap());

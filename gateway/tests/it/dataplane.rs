@@ -120,14 +120,14 @@ fn denied_and_unauthenticated_calls_never_reach_the_upstream() {
         "{body}"
     );
 
-    // The action header overrides the derived action.
+    // An action header can never replace the derived action (see security.rs).
     let resp = gw
         .raw(Method::GET, "/proxy/api/repos/x")
         .bearer_auth(&token)
         .header("X-MeshGuard-Action", "admin:export")
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.status(), 400);
 
     let resp = gw.raw(Method::GET, "/proxy/api/repos/x").send().unwrap();
     assert_eq!(resp.status(), 401);

@@ -13,3 +13,4 @@ mod lifecycle;
 #[cfg(feature = "otel")]
 mod otel;
 mod policies;
+mod security;

@@ -1,12 +1,27 @@
 # A real HTTP server for the proxy tests: answers every request with JSON describing what it
 # received (method, path, headers, body length and SHA-256), so a test can check what the gateway
-# forwarded. /slow sleeps first; /status/<n> answers with that status.
-import hashlib, http.server, json, socketserver, sys, time
+# forwarded. /slow sleeps first; /status/<n> answers with that status. GET /__received lists the
+# method and path of every other request it has received, in order.
+import hashlib, http.server, json, socketserver, sys, threading, time
+
+RECEIVED = []
+LOCK = threading.Lock()
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self):
+        if self.command == "GET" and self.path == "/__received":
+            with LOCK:
+                out = json.dumps(RECEIVED).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        with LOCK:
+            RECEIVED.append({"method": self.command, "path": self.path})
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -1,0 +1,288 @@
+//! The holes of the security review (issue #12), each tried as an attacker would, through the
+//! real binary and a real upstream on loopback.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, PythonServer, agent, json, policy, tempdir};
+
+const READ_ONLY: &str =
+    "name: read-only\nrules:\n  - name: reads\n    effect: allow\n    actions: [\"read:*\"]\n";
+
+const RECEIVER_SECRET: &str = "whsec-security-5d1f3a7c9e";
+
+/// What the upstream has received so far (method and path of every request).
+fn upstream_log(up: &PythonServer) -> Vec<(String, String)> {
+    let got: Vec<Value> = reqwest::blocking::get(format!("{}/__received", up.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    got.iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_owned(),
+                r["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The alerts a real receiver got, once it holds at least `n` (waits up to 20 s).
+fn alerts(rx: &PythonServer, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: Vec<Value> = reqwest::blocking::get(format!("{}/received", rx.url))
+            .unwrap()
+            .json()
+            .unwrap();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends a request line as written (no client-side path normalization) and returns the status.
+fn raw_request(gw: &Gateway, method: &str, target: &str, token: &str) -> u16 {
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+#[test]
+fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let rx = PythonServer::start("receiver.py", &[RECEIVER_SECRET]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(&gw, "read-only", READ_ONLY);
+    let (status, _) = gw.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": format!("{}/hook", rx.url), "webhookSecret": RECEIVER_SECRET, "triggers": ["deny"], "severity": "critical"}),
+    );
+    assert_eq!(status, 201);
+    let (id, token) = agent(&gw, "reader", "verified", &[]);
+
+    // The review's attack: a DELETE that claims to be a read.
+    let resp = gw
+        .raw(Method::DELETE, "/proxy/admin/x")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "read:admin/x")
+        .header("X-MeshGuard-Trace-ID", "trace-spoof")
+        .send()
+        .unwrap();
+    let (status, body) = json(resp);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "X-MeshGuard-Action");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("read:admin/x") && message.contains("delete:admin/x"),
+        "the refusal names what disagrees: {message}"
+    );
+    // A resource header pointing elsewhere is refused the same way.
+    let resp = gw
+        .raw(Method::GET, "/proxy/admin/x")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Resource", "public/readme")
+        .send()
+        .unwrap();
+    assert_eq!(json(resp).0, 400);
+    // A path the upstream would resolve to another one (`..`, plain or encoded).
+    assert_eq!(
+        raw_request(&gw, "GET", "/proxy/public/../admin/x", &token),
+        400
+    );
+    assert_eq!(
+        raw_request(&gw, "GET", "/proxy/public/%2e%2e/admin/x", &token),
+        400
+    );
+    assert!(
+        upstream_log(&up).is_empty(),
+        "nothing misdescribed may reach the upstream: {:?}",
+        upstream_log(&up)
+    );
+
+    // The spoof is a recorded bypass attempt of this agent, with a critical alert.
+    let (_, audit) = gw.get("/admin/audit?traceId=trace-spoof");
+    let row = &audit["entries"][0];
+    assert_eq!(
+        (
+            row["event"].as_str(),
+            row["decision"].as_str(),
+            row["agentId"].as_str(),
+            row["action"].as_str(),
+            row["method"].as_str(),
+        ),
+        (
+            Some("bypass_attempt"),
+            Some("deny"),
+            Some(id.as_str()),
+            Some("delete:admin/x"),
+            Some("DELETE")
+        ),
+        "{row}"
+    );
+    let got = alerts(&rx, 1);
+    let spoof = got
+        .iter()
+        .find(|d| d["body"]["entry"]["traceId"] == "trace-spoof")
+        .unwrap_or_else(|| panic!("a critical alert for the spoofed call: {got:?}"));
+    assert_eq!(spoof["body"]["severity"], "critical");
+    assert_eq!(spoof["body"]["entry"]["event"], "bypass_attempt");
+
+    // Headers that agree are fine, and may only narrow: the derived action must be allowed too.
+    let resp = gw
+        .raw(Method::GET, "/proxy/api/repos")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "read:api/repos/meshguard")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = gw
+        .raw(Method::DELETE, "/proxy/api/repos")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "delete:api/repos/meshguard")
+        .send()
+        .unwrap();
+    assert_eq!(json(resp).0, 403, "a narrower header never widens a deny");
+    assert_eq!(
+        upstream_log(&up),
+        vec![("GET".to_owned(), "/api/repos".to_owned())],
+        "only the allowed read reached the upstream"
+    );
+}
+
+#[test]
+fn a_narrowing_header_is_evaluated_and_can_deny() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(
+        &gw,
+        "repos",
+        "name: repos\nrules:\n  - name: no-secrets\n    effect: deny\n    actions: [\"read:api/repos/*/secrets\"]\n  - name: reads\n    effect: allow\n    actions: [\"read:api/*\"]\n",
+    );
+    let (_, token) = agent(&gw, "reader", "verified", &[]);
+    let resp = gw
+        .raw(Method::GET, "/proxy/api/repos/x")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "read:api/repos/x/secrets")
+        .header("X-MeshGuard-Trace-ID", "trace-narrow")
+        .send()
+        .unwrap();
+    let (status, body) = json(resp);
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["rule"], "no-secrets");
+    let row = &gw.get("/admin/audit?traceId=trace-narrow").1["entries"][0];
+    assert_eq!(row["action"], "read:api/repos/x");
+    assert_eq!(
+        row["meta"]["narrowedTo"]["action"],
+        "read:api/repos/x/secrets"
+    );
+    assert!(upstream_log(&up).is_empty());
+}
+
+#[test]
+fn forwarded_calls_keep_the_clients_framing_and_utf8_meta_is_accepted() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(
+        &gw,
+        "all",
+        "name: all\nrules:\n  - name: any\n    effect: allow\n    actions: [\"*\"]\n",
+    );
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    // A DELETE with no body reaches an upstream that reads by Content-Length with no body and
+    // no chunked framing.
+    let seen: Value = gw
+        .raw(Method::DELETE, "/proxy/api/items/1")
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        seen["headers"].get("transfer-encoding").is_none(),
+        "a body-less call is not re-sent chunked: {seen}"
+    );
+    // A body with a length arrives with that length, whole.
+    let seen: Value = gw
+        .raw(Method::POST, "/proxy/api/items")
+        .bearer_auth(&token)
+        .body("hello")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(seen["headers"]["content-length"], "5", "{seen}");
+    assert!(seen["headers"].get("transfer-encoding").is_none(), "{seen}");
+    assert_eq!(seen["bodyLength"], 5);
+
+    // X-MeshGuard-Meta as the Go SDK sends it: raw UTF-8 JSON.
+    let resp = gw
+        .raw(Method::GET, "/proxy/check")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", "read:x")
+        .header("X-MeshGuard-Trace-ID", "trace-utf8")
+        .header(
+            "X-MeshGuard-Meta",
+            reqwest::header::HeaderValue::from_bytes("{\"user\":\"José\"}".as_bytes()).unwrap(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = &gw.get("/admin/audit?traceId=trace-utf8").1["entries"][0];
+    assert_eq!(row["meta"]["user"], "José");
+}
+
+#[test]
+fn health_says_up_or_down_to_anyone_and_the_details_to_the_admin() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (status, public) = json(gw.raw(Method::GET, "/health").send().unwrap());
+    assert_eq!((status, public["status"].as_str()), (200, Some("healthy")));
+    for hidden in ["license", "mode", "version", "checks", "uptime"] {
+        assert!(
+            public.get(hidden).is_none(),
+            "{hidden} is not public: {public}"
+        );
+    }
+    let (status, _) = json(
+        gw.raw(Method::GET, "/health")
+            .header("X-Admin-Token", "not-the-admin-token-at-all")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200);
+    let (status, full) = gw.get("/health");
+    assert_eq!(status, 200);
+    assert_eq!(
+        (full["mode"].as_str(), full["checks"]["database"].as_str()),
+        (Some("enforce"), Some("ok"))
+    );
+    assert!(full.get("license").is_some(), "{full}");
+}
