@@ -11,6 +11,7 @@ pub mod archive;
 pub mod create;
 mod error;
 pub mod fsx;
+pub mod image;
 pub mod import;
 pub mod keys;
 pub mod manifest;

@@ -267,8 +267,10 @@ impl Loaded {
 
     pub fn image_source(&self, img: &ImageSpec) -> Result<ImageSource, BundleError> {
         let from = img.from.as_str();
+        // As skopeo reads `oci:PATH:REF`: the path ends at the first colon, so the reference may
+        // hold one (`oci:build:meshguard/gateway:1.4.0`).
         let split_tag = |rest: &str| -> Option<(PathBuf, String)> {
-            let (path, tag) = rest.rsplit_once(':')?;
+            let (path, tag) = rest.split_once(':')?;
             (!path.is_empty() && !tag.is_empty()).then(|| (self.base.join(path), tag.to_owned()))
         };
         if let Some(rest) = from.strip_prefix("oci:") {

@@ -3,11 +3,13 @@
 //! - `demo`: builds the gateway and walks through the main job on embedded defaults.
 //! - `test`: installs the missing test tools into `.tools/` (outside git), then runs every test.
 //! - `tools`: installs the test tools only.
+//! - `images`: the product's OCI images from the workspace's binaries.
 
 mod bench;
 mod bench_gateway;
 mod bench_media;
 mod demo;
+mod images;
 mod tools;
 
 use meshguard_bundler::tfmirror::{PackedProvider, ProviderId, pack};
@@ -40,6 +42,9 @@ enum Cmd {
     },
     /// Install the test tools into the tools directory and print where they are.
     Tools,
+    /// Build the product's OCI images (meshguard/gateway, meshguard/tools) from this
+    /// workspace's binaries, with no container daemon, into an OCI layout.
+    Images(images::ImagesArgs),
     /// Benchmark terraform apply/plan of N meshguard_agent against N null_resource (hashicorp/null
     /// 2.1.2), release builds, in one run.
     BenchProvider(bench::BenchArgs),
@@ -66,6 +71,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test { rest } => test(rest),
+        Cmd::Images(args) => images::run(args),
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
         Cmd::BenchProvider(args) => bench::run(args),
         Cmd::BenchGateway(args) => bench_gateway::run(args),

@@ -35,7 +35,9 @@ impl Tools {
 /// which checks the gateway's signed policy bundles in the tests; `age`, the other side of every
 /// encrypted license file in the licensing tests; and the offline media's real peers: a
 /// registry (`docker-registry`), `skopeo`, `umoci` (builds test images offline),
-/// `oci-image-tool`, `zstd`, `jq`.
+/// `oci-image-tool`, `zstd`, `jq`; `podman` with `runc` and `catatonit`, which run the product's
+/// images and the chart's manifests (`podman kube play`); `ca-certificates`, the CA bundle the
+/// images carry.
 const APT: &[(&str, &str)] = &[
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
@@ -50,6 +52,10 @@ const APT: &[(&str, &str)] = &[
     ("oci-image-tool", "/usr/bin/oci-image-tool"),
     ("zstd", "/usr/bin/zstd"),
     ("jq", "/usr/bin/jq"),
+    ("podman", "/usr/bin/podman"),
+    ("runc", "/usr/sbin/runc"),
+    ("catatonit", "/usr/bin/catatonit"),
+    ("ca-certificates", "/etc/ssl/certs/ca-certificates.crt"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

@@ -6,5 +6,6 @@ mod support;
 
 mod archives;
 mod create_verify;
+mod product;
 mod registry;
 mod tampering;

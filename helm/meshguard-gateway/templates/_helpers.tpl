@@ -15,10 +15,30 @@ app.kubernetes.io/name: meshguard-gateway
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* registry/repository@digest (or :tag), the registry rewritten by global.imageRegistry. */}}
 {{- define "meshguard.image" -}}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry -}}
+{{- $name := .Values.image.repository -}}
+{{- if $registry -}}{{- $name = printf "%s/%s" $registry .Values.image.repository -}}{{- end -}}
+{{- if and .Values.image.requireDigest (not .Values.image.digest) -}}
+{{- fail "image.digest is required in this profile: set it to the digest in the media's MEDIA.json (meshguard-bundle import prints it)" -}}
+{{- end -}}
 {{- if .Values.image.digest -}}
-{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{ $name }}@{{ .Values.image.digest }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{ $name }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* Stable across pod replacement: the audit key on the volume is bound to it. */}}
+{{- define "meshguard.auditOrigin" -}}
+{{- .Values.audit.origin | default (printf "%s.%s/meshguard-audit" .Release.Name .Release.Namespace) -}}
+{{- end -}}
+
+{{- define "meshguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- .Values.serviceAccount.name | default (include "meshguard.fullname" .) -}}
+{{- else -}}
+{{- .Values.serviceAccount.name | default "default" -}}
 {{- end -}}
 {{- end -}}

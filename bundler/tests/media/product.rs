@@ -1,0 +1,471 @@
+//! The media carries the product (issue #13): images of our own binaries, built with no
+//! container daemon, reproducible, carried by signed media into a site registry, and run by the
+//! chart's air-gapped profile with the real podman (`podman kube play`), the pod replaced with
+//! the audit log intact.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use meshguard_bundler::image::{ProductBuild, build, product_specs};
+use meshguard_bundler::oci::Layout;
+use serde_json::{Value, json};
+
+use crate::support::{Registry, bundle, keys, manifest, ok, root, run, run_ok, tool};
+
+const ADMIN: &str = "site-admin-token-0123456789abcdef";
+const JWT: &str = "site-jwt-secret-0123456789abcdef0123456789";
+
+/// The directory holding the workspace's binaries this test run was built with.
+fn bin_dir() -> PathBuf {
+    Path::new(crate::support::bundle_bin())
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn product(created: i64) -> ProductBuild {
+    ProductBuild {
+        bin_dir: bin_dir(),
+        namespace: "meshguard".into(),
+        version: "0.1.0".into(),
+        revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        source: "https://example.invalid/meshguard-deploy".into(),
+        created,
+        ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+    }
+}
+
+/// Builds the product's images into a new layout; returns (reference, manifest digest).
+fn build_images(dir: &Path, created: i64) -> Vec<(String, String)> {
+    let mut layout = Layout::create(dir).unwrap();
+    let mut out = Vec::new();
+    for spec in product_specs(&product(created)).unwrap() {
+        let b = build(&mut layout, &spec).unwrap();
+        out.push((spec.reference.clone(), b.manifest.digest));
+    }
+    layout.write_index().unwrap();
+    out
+}
+
+/// podman with a configuration of the test's own (runc, host cgroup namespace, no ulimits).
+struct Podman {
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("containers.conf");
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
+        )
+        .unwrap();
+        Self { conf, _dir: dir }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &self.conf);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        run_ok(self.cmd().args(args))
+    }
+
+    fn quiet(&self, args: &[&str]) {
+        let _ = run(self.cmd().args(args));
+    }
+}
+
+/// What one test run created in podman, removed when dropped (also when the test fails).
+struct Site<'a> {
+    podman: &'a Podman,
+    release: String,
+    played: Vec<PathBuf>,
+}
+
+impl Drop for Site<'_> {
+    fn drop(&mut self) {
+        for f in &self.played {
+            self.podman.quiet(&["kube", "down", f.to_str().unwrap()]);
+        }
+        self.podman
+            .quiet(&["volume", "rm", "-f", &format!("{}-data", self.release)]);
+        self.podman
+            .quiet(&["secret", "rm", &format!("{}-secrets", self.release)]);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_healthy(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if reqwest::blocking::get(format!("{url}/health")).is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway in the pod did not answer /health at {url}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn admin(method: reqwest::Method, url: &str) -> reqwest::blocking::RequestBuilder {
+    reqwest::blocking::Client::new()
+        .request(method, url)
+        .header("X-Admin-Token", ADMIN)
+}
+
+fn check(url: &str, token: &str, action: &str) -> u16 {
+    reqwest::blocking::Client::new()
+        .get(format!("{url}/proxy/check"))
+        .bearer_auth(token)
+        .header("X-MeshGuard-Action", action)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Only the documents `podman kube play` runs (it has no NetworkPolicy or ServiceAccount), and
+/// optionally without the claim (replaying a claim fails: its volume already exists).
+fn playable(rendered: &str, with_claim: bool) -> String {
+    rendered
+        .split("\n---")
+        .filter(|doc| {
+            doc.contains("\nkind: Deployment")
+                || (with_claim && doc.contains("\nkind: PersistentVolumeClaim"))
+        })
+        .map(|d| format!("---{d}\n"))
+        .collect()
+}
+
+#[test]
+fn the_product_images_are_reproducible_and_carry_the_binaries() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = build_images(a.path(), 1_780_000_000);
+    assert_eq!(
+        first,
+        build_images(b.path(), 1_780_000_000),
+        "two builds with the same SOURCE_DATE_EPOCH"
+    );
+    let later = tempfile::tempdir().unwrap();
+    assert_ne!(first, build_images(later.path(), 1_780_000_001));
+    // A layout the OCI reference validator accepts, with the labels a registry UI shows.
+    for (reference, _) in &first {
+        ok(
+            run(Command::new(tool("oci-image-tool")).args([
+                "validate",
+                "--type",
+                "image",
+                "--ref",
+                &format!("name={reference}"),
+                a.path().to_str().unwrap(),
+            ])),
+            "oci-image-tool validate",
+        );
+    }
+    let inspect: Value = serde_json::from_str(&run_ok(Command::new(tool("skopeo")).args([
+        "inspect",
+        "--config",
+        &format!("oci:{}:meshguard/gateway:0.1.0", a.path().display()),
+    ])))
+    .unwrap();
+    let labels = &inspect["config"]["Labels"];
+    assert_eq!(labels["org.opencontainers.image.version"], "0.1.0");
+    assert_eq!(
+        labels["org.opencontainers.image.revision"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    assert_eq!(inspect["config"]["User"], "10001:10001");
+}
+
+#[test]
+fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    build_images(&d.join("images"), 1_780_000_000);
+    let reg = Registry::start();
+    // Signed media carrying the images and the chart, verified and imported into the site
+    // registry as a site does.
+    let man = manifest(
+        d,
+        "0.1.0",
+        &format!(
+            "images:\n  - ref: meshguard/gateway:0.1.0\n    from: oci:{0}/images:meshguard/gateway:0.1.0\n  - ref: meshguard/tools:0.1.0\n    from: oci:{0}/images:meshguard/tools:0.1.0\nchart: {1}/helm/meshguard-gateway\n",
+            d.display(),
+            root().display()
+        ),
+    );
+    ok(
+        bundle(
+            &[
+                "create",
+                "--manifest",
+                man.to_str().unwrap(),
+                "--out",
+                "media",
+                "--key",
+                &keys().ed_secret(),
+            ],
+            d,
+        ),
+        "create",
+    );
+    ok(
+        bundle(
+            &[
+                "import",
+                "media",
+                "--pubkey",
+                &keys().ed_public(),
+                "--registry",
+                &reg.addr,
+                "--insecure",
+                "--dest",
+                "site",
+            ],
+            d,
+        ),
+        "import",
+    );
+    let digest = reg
+        .digest("meshguard/gateway:0.1.0")
+        .expect("the gateway image is in the site registry");
+    assert!(reg.digest("meshguard/tools:0.1.0").is_some());
+
+    // The imported chart, air-gapped profile, pointed at the site registry by digest.
+    let release = format!("mge2e{}", std::process::id());
+    let port = free_port();
+    let chart = d.join("site/charts/meshguard-gateway");
+    assert!(
+        chart.join("values-air-gapped.yaml").is_file(),
+        "the chart was imported"
+    );
+    let rendered = run_ok(Command::new(tool("helm")).args([
+        "template",
+        &release,
+        chart.to_str().unwrap(),
+        "-f",
+        chart.join("values-air-gapped.yaml").to_str().unwrap(),
+        "--set",
+        &format!("global.imageRegistry={}", reg.addr),
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        &format!("existingSecret={release}-secrets"),
+        "--set",
+        &format!("port={port}"),
+        // The license and the signed policy bundle come from ConfigMaps the runbook creates
+        // (issue #14); here the gateway runs unlicensed, which freezes nothing it is asked.
+        "--set",
+        "license.enabled=false",
+        "--set",
+        "policyBundle.enabled=false",
+    ]));
+    assert!(
+        rendered.contains(&format!("{}/meshguard/gateway@{digest}", reg.addr)),
+        "the image is pinned by digest in the site registry"
+    );
+    let podman = Podman::new();
+    let mut site = Site {
+        podman: &podman,
+        release: release.clone(),
+        played: Vec::new(),
+    };
+    let secret = d.join("secret.json");
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    std::fs::write(
+        &secret,
+        json!({"ADMIN_TOKEN": b64(ADMIN), "JWT_SECRET": b64(JWT)}).to_string(),
+    )
+    .unwrap();
+    podman.ok(&[
+        "secret",
+        "create",
+        &format!("{release}-secrets"),
+        secret.to_str().unwrap(),
+    ]);
+    let first = d.join("first.yaml");
+    std::fs::write(&first, playable(&rendered, true)).unwrap();
+    site.played.push(first.clone());
+    podman.ok(&[
+        "kube",
+        "play",
+        "--tls-verify=false",
+        first.to_str().unwrap(),
+    ]);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url);
+
+    // The product answers: an agent, a policy, an allowed and a denied decision.
+    let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
+        .json(&json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let agent: Value = admin(reqwest::Method::POST, &format!("{url}/admin/agents"))
+        .json(&json!({"name": "site-agent", "trustTier": "verified"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = agent["token"]
+        .as_str()
+        .expect("the agent's token")
+        .to_owned();
+    assert_eq!(check(&url, &token, "read:inventory"), 200);
+    assert_eq!(check(&url, &token, "write:inventory"), 403);
+    let checkpoint = admin(
+        reqwest::Method::POST,
+        &format!("{url}/admin/audit/checkpoint"),
+    )
+    .send()
+    .unwrap();
+    assert!(checkpoint.status().is_success());
+
+    // The pod is replaced (new pod, same claim): the gateway starts on the same audit log.
+    podman.ok(&["kube", "down", first.to_str().unwrap()]);
+    let second = d.join("second.yaml");
+    std::fs::write(&second, playable(&rendered, false)).unwrap();
+    site.played.push(second.clone());
+    podman.ok(&[
+        "kube",
+        "play",
+        "--tls-verify=false",
+        second.to_str().unwrap(),
+    ]);
+    wait_healthy(&url);
+    let verify: Value = admin(reqwest::Method::GET, &format!("{url}/admin/audit/verify"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(verify["valid"], true, "{verify}");
+    let audit: Value = admin(reqwest::Method::GET, &format!("{url}/admin/audit?limit=50"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let actions: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in ["read:inventory", "write:inventory"] {
+        assert!(
+            actions.contains(&want),
+            "{want} survived the replacement: {actions:?}"
+        );
+    }
+    // And it still decides with the policy and agent made before.
+    assert_eq!(check(&url, &token, "read:inventory"), 200);
+    assert_eq!(check(&url, &token, "write:inventory"), 403);
+}
+
+const PROFILES: &[&str] = &[
+    "managed-saas",
+    "dedicated-tenant",
+    "customer-cloud",
+    "on-prem-kubernetes",
+    "air-gapped",
+];
+
+fn helm(args: &[&str]) -> std::process::Output {
+    run(Command::new(tool("helm")).args(args))
+}
+
+#[test]
+fn every_profile_lints_strictly_and_renders_what_operators_expect() {
+    let chart = root().join("helm/meshguard-gateway");
+    let chart = chart.to_str().unwrap();
+    let digest = format!("image.digest=sha256:{}", "ab".repeat(32));
+    for profile in PROFILES {
+        let values = format!("{chart}/values-{profile}.yaml");
+        ok(
+            helm(&["lint", "--strict", chart, "-f", &values, "--set", &digest]),
+            &format!("helm lint --strict ({profile})"),
+        );
+        let out = ok(
+            helm(&["template", "mg", chart, "-f", &values, "--set", &digest]),
+            &format!("helm template ({profile})"),
+        );
+        assert!(!out.contains(":latest"), "{profile}: no :latest image");
+        assert!(
+            !out.contains("privileged: true"),
+            "{profile}: nothing privileged"
+        );
+        assert!(
+            out.contains("automountServiceAccountToken: false"),
+            "{profile}: no service account token in the pod"
+        );
+        assert!(
+            out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit\""),
+            "{profile}: the audit origin comes from the release, not the pod name"
+        );
+        assert!(out.contains("startupProbe:") && out.contains("livenessProbe:"));
+        assert!(out.contains("readOnlyRootFilesystem: true"));
+        assert!(
+            out.contains("helm.sh/resource-policy: keep"),
+            "{profile}: the audit volume outlives an uninstall"
+        );
+        if *profile == "air-gapped" {
+            assert!(
+                out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
+                "air-gapped pulls from the site registry by digest"
+            );
+            assert!(
+                out.contains("policyTypes: [Ingress, Egress]"),
+                "air-gapped denies egress by default"
+            );
+        }
+    }
+    // The air-gapped profile refuses to render without a digest, naming what to set.
+    let err = helm(&[
+        "template",
+        "mg",
+        chart,
+        "-f",
+        &format!("{chart}/values-air-gapped.yaml"),
+    ]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("image.digest is required"));
+    // The schema refuses what the gateway would refuse.
+    for bad in [
+        "mode=bogus",
+        "image.tag=latest",
+        "securityContext.privileged=true",
+    ] {
+        let out = helm(&["template", "mg", chart, "--set", bad]);
+        assert!(!out.status.success(), "{bad} must not render");
+    }
+    // One setting rewrites the registry.
+    let out = ok(
+        helm(&[
+            "template",
+            "mg",
+            chart,
+            "--set",
+            "global.imageRegistry=registry.site:5000",
+        ]),
+        "template with a site registry",
+    );
+    assert!(out.contains("image: \"registry.site:5000/meshguard/gateway:0.1.0\""));
+}
