@@ -179,6 +179,20 @@ fn host_triple() -> &'static str {
     }
 }
 
+/// Cargo's old `license` form (`MIT/Apache-2.0`, deprecated but still published) as the SPDX
+/// expression it means (`MIT OR Apache-2.0`); an SPDX expression is returned as it is.
+pub fn spdx_expression(cargo_license: &str) -> String {
+    if !cargo_license.contains('/') {
+        return cargo_license.trim().to_owned();
+    }
+    cargo_license
+        .split('/')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 /// The SBOM of a project binary: the crates in its dependency closure, from `cargo metadata`
 /// (run offline against the workspace's lock file).
 pub fn binary(workspace: &Path, bin: &str, timestamp: &str) -> Result<Value, BundleError> {
@@ -285,7 +299,7 @@ pub fn binary(workspace: &Path, bin: &str, timestamp: &str) -> Result<Value, Bun
                 "purl": purl(p),
             });
             if let Some(l) = p["license"].as_str() {
-                c["licenses"] = json!([{"expression": l}]);
+                c["licenses"] = json!([{"expression": spdx_expression(l)}]);
             }
             c
         })
@@ -343,4 +357,17 @@ pub fn media(
         "version": version,
     });
     document(timestamp, subject, components, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spdx_expression;
+
+    #[test]
+    fn cargo_slash_licenses_become_spdx_or_expressions() {
+        assert_eq!(spdx_expression("MIT/Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(spdx_expression("Apache-2.0 / MIT"), "Apache-2.0 OR MIT");
+        assert_eq!(spdx_expression("MIT OR Apache-2.0"), "MIT OR Apache-2.0");
+        assert_eq!(spdx_expression("Unlicense"), "Unlicense");
+    }
 }

@@ -410,39 +410,19 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     step(
-        "offline media: an image built with umoci, the chart, the provider, modules, policies and the license, signed (meshguard-bundle create)",
+        "offline media: the product images (cargo xtask images), the chart, the provider, modules, policies and the license, signed (meshguard-bundle create)",
     );
     let provider = crate::build_provider(false)?;
     let bundle_tool = root().join("target/debug/meshguard-bundle");
     let src = dir.join("media-src");
     let layout = src.join("layout");
-    let unpacked = src.join("rootfs-work");
-    let l = layout.display().to_string();
-    let quiet = |c: &mut Command| -> anyhow::Result<()> {
-        let out = c.output()?;
-        if !out.status.success() {
-            bail!("{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    };
-    quiet(Command::new("umoci").args(["init", "--layout", &l]))?;
-    quiet(Command::new("umoci").args(["new", "--image", &format!("{l}:demo")]))?;
-    quiet(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image", &format!("{l}:demo")])
-            .arg(&unpacked),
-    )?;
-    fs::create_dir_all(unpacked.join("rootfs/etc/meshguard"))?;
-    fs::copy(
-        root().join("examples/policies/baseline.yaml"),
-        unpacked.join("rootfs/etc/meshguard/baseline.yaml"),
-    )?;
-    quiet(
-        Command::new("umoci")
-            .args(["repack", "--image", &format!("{l}:demo")])
-            .arg(&unpacked),
-    )?;
-    quiet(Command::new("umoci").args(["gc", "--layout", &l]))?;
+    // The product's own images (meshguard/gateway, meshguard/tools) from the binaries just built.
+    fs::create_dir_all(&src)?;
+    for (reference, digest) in
+        crate::images::build_images(&root().join("target/debug"), &layout, "meshguard")?
+    {
+        println!("    image {reference} {digest}");
+    }
     let r = root().display().to_string();
     fs::write(
         src.join("media.yaml"),
@@ -452,8 +432,10 @@ product: meshguard
 version: {v}
 profile: air-gapped
 images:
-  - ref: meshguard/demo:{v}
-    from: oci:layout:demo
+  - ref: meshguard/gateway:{v}
+    from: oci:layout:meshguard/gateway:{v}
+  - ref: meshguard/tools:{v}
+    from: oci:layout:meshguard/tools:{v}
 chart: {r}/helm/meshguard-gateway
 terraform:
   provider:
