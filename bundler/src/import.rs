@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::keys::MediaPublicKey;
 use crate::registry::{self, PushStats, Pusher, Target};
 use crate::verify::{self, Verified};
-use crate::{BundleError, fsx, oci};
+use crate::{BundleError, fsx, media, oci};
 
 #[derive(Debug)]
 pub struct Options {
@@ -155,7 +155,7 @@ pub fn import(
                 .unwrap_or(&p.path);
             let from = media.join(&p.path);
             let to = mirror.join(rel);
-            copy_file(&from, &to)?;
+            copy_file(&from, &to, verified_item(&doc.items, &p.path)?)?;
             // The registry's SHA256SUMS beside the zip comes along.
             if let Some(dir) = Path::new(&p.path).parent() {
                 for f in std::fs::read_dir(media.join(dir))
@@ -164,7 +164,12 @@ pub fn import(
                     let f = f.map_err(|e| BundleError::io("list", &media.join(dir), e))?;
                     let name = f.file_name().to_string_lossy().into_owned();
                     if name.ends_with("_SHA256SUMS") {
-                        copy_file(&f.path(), &to.with_file_name(&name))?;
+                        let rel = format!("{}/{name}", dir.display());
+                        copy_file(
+                            &f.path(),
+                            &to.with_file_name(&name),
+                            verified_item(&doc.items, &rel)?,
+                        )?;
                     }
                 }
             }
@@ -185,7 +190,7 @@ pub fn import(
     ] {
         for item in doc.items.iter().filter(|i| i.path.starts_with(prefix)) {
             let to = opts.dest.join(&item.path);
-            copy_file(&media.join(&item.path), &to)?;
+            copy_file(&media.join(&item.path), &to, item)?;
             receipt.files.push(to.display().to_string());
         }
     }
@@ -205,11 +210,66 @@ pub fn import(
 }
 
 /// Copy with write-fsync-rename, so a re-run after an interruption sees whole files only.
-fn copy_file(from: &Path, to: &Path) -> Result<(), BundleError> {
+/// Copies a verified file of the media to `to`, hashing while copying: the copy must be what
+/// `verify` checked (`expected` from MEDIA.json), or nothing is left at `to`. A file changed on
+/// the media between the verification and the copy is refused, not imported.
+fn copy_file(from: &Path, to: &Path, expected: &media::Item) -> Result<(), BundleError> {
     let mut tmp = to.as_os_str().to_owned();
     tmp.push(".partial");
     let tmp = PathBuf::from(tmp);
-    fsx::copy_hashed(from, &tmp)?;
+    let (sha256, size) = fsx::copy_hashed(from, &tmp)?;
+    if sha256 != expected.sha256 || size != expected.size {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(BundleError::Integrity(format!(
+            "{} changed after it was verified (copied {size} bytes with sha256 {sha256}, MEDIA.json \
+             says {} bytes with sha256 {}); nothing was imported from it: check the media and import again",
+            expected.path, expected.size, expected.sha256
+        )));
+    }
     std::fs::rename(&tmp, to).map_err(|e| BundleError::io("rename", to, e))?;
     Ok(())
+}
+
+/// The MEDIA.json entry of `path`: every file import copies must be one that was verified.
+fn verified_item<'a>(items: &'a [media::Item], path: &str) -> Result<&'a media::Item, BundleError> {
+    items.iter().find(|i| i.path == path).ok_or_else(|| {
+        BundleError::Integrity(format!(
+            "{path} is on the media but not listed in MEDIA.json, so it was never verified; refusing to import it"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_that_is_not_what_was_verified_is_refused_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("chart.yaml");
+        std::fs::write(&from, b"name: meshguard\n").unwrap();
+        let (sha256, size) = fsx::sha256_file(&from).unwrap();
+        let item = media::Item {
+            kind: "helm-chart".into(),
+            path: "charts/x/Chart.yaml".into(),
+            size,
+            sha256,
+        };
+        let to = dir.path().join("copy.yaml");
+        copy_file(&from, &to, &item).unwrap();
+        assert_eq!(std::fs::read(&to).unwrap(), b"name: meshguard\n");
+
+        // The file on the media changes after verification: nothing is imported from it.
+        std::fs::write(&from, b"name: evil\n").unwrap();
+        let to = dir.path().join("second.yaml");
+        let err = copy_file(&from, &to, &item).unwrap_err().to_string();
+        assert!(err.contains("changed after it was verified"), "{err}");
+        assert!(!to.exists());
+        assert!(!dir.path().join("second.yaml.partial").exists());
+
+        let err = verified_item(std::slice::from_ref(&item), "charts/x/values.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not listed in MEDIA.json"), "{err}");
+    }
 }
