@@ -2,7 +2,7 @@
 //!
 //! Written with serde_json rather than `cyclonedx-bom`: that crate (0.8) emits specVersion 1.5
 //! at most, and 1.6 is what the media promises. The documents are checked against the official
-//! schemas by `shared/tools/validate-cyclonedx.py` in the tests.
+//! schemas by `bundler/tests/media/verifiers/validate-cyclonedx.py` in the tests.
 //!
 //! Serial numbers are derived from the content, and times from `SOURCE_DATE_EPOCH`, so the same
 //! inputs give the same bytes.

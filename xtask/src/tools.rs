@@ -176,7 +176,7 @@ fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
 }
 
 /// `@sigstore/verify` 2 and `@sigstore/bundle` 3 (npm) under `node/`, for
-/// `shared/tools/verify-sigstore-bundle.js`.
+/// `bundler/tests/media/verifiers/verify-sigstore-bundle.js`.
 fn sigstore_verifier(tools: &Tools) -> anyhow::Result<()> {
     let dir = tools.dir.join("node");
     if dir
@@ -199,7 +199,7 @@ fn sigstore_verifier(tools: &Tools) -> anyhow::Result<()> {
 }
 
 /// cyclonedx-python-lib 11 with JSON validation, in a venv, for
-/// `shared/tools/validate-cyclonedx.py`.
+/// `bundler/tests/media/verifiers/validate-cyclonedx.py`.
 fn cyclonedx_validator(tools: &Tools) -> anyhow::Result<()> {
     let venv = tools.dir.join("cyclonedx");
     let python = venv.join("bin/python");

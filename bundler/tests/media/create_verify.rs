@@ -193,7 +193,7 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
     assert!(v.contains("Verified OK"), "{v}");
     let node = run_ok(
         Command::new("node")
-            .arg(shared_tool("verify-sigstore-bundle.js"))
+            .arg(verifier("verify-sigstore-bundle.js"))
             .arg(media.join("SHA256SUMS.sigstore.json"))
             .arg(media.join("SHA256SUMS"))
             .arg(k.p256_public())
@@ -204,7 +204,7 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
     assert!(sboms.len() >= 3, "{sboms:?}");
     let valid = run_ok(
         Command::new(tools_dir().join("cyclonedx/bin/python"))
-            .arg(shared_tool("validate-cyclonedx.py"))
+            .arg(verifier("validate-cyclonedx.py"))
             .args(&sboms),
     );
     assert_eq!(valid.matches(" 1.6 valid").count(), sboms.len(), "{valid}");

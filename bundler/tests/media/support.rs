@@ -14,24 +14,14 @@ pub(crate) fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A verifier from the project's `shared/tools/` (beside the checkout, or MESHGUARD_SHARED_DIR).
-pub(crate) fn shared_tool(name: &str) -> PathBuf {
-    let candidates = [
-        std::env::var_os("MESHGUARD_SHARED_DIR").map(PathBuf::from),
-        root().parent().map(|p| p.join("shared")),
-    ];
-    candidates
-        .into_iter()
-        .flatten()
-        .map(|d| d.join("tools").join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "shared/tools/{name} is not beside the checkout ({}); set MESHGUARD_SHARED_DIR to \
-                 the shared directory",
-                root().display()
-            )
-        })
+/// One of the independent verifiers in `tests/media/verifiers/` (thin scripts over the sigstore
+/// and CycloneDX projects' own libraries, which `cargo xtask tools` installs).
+pub(crate) fn verifier(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/media/verifiers")
+        .join(name);
+    assert!(p.is_file(), "{} is missing from the checkout", p.display());
+    p
 }
 
 pub(crate) fn tools_dir() -> PathBuf {
