@@ -9,11 +9,13 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::proxy::{authenticate, context, decision_headers, deny_body, unauthorized};
+use super::proxy::{
+    authenticate, context, decision_headers, deny_body, header, unauthorized, with_trace,
+};
 use crate::auth::trace_id;
 use crate::error::ApiError;
 use crate::governance::{Ask, Narrowed, govern, record_refusal};
@@ -156,17 +158,6 @@ fn narrowing(
     }))
 }
 
-/// A header value as text: absent or blank is `None`; anything but visible ASCII is a 400.
-fn text_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(|s| Some(s.trim()).filter(|s| !s.is_empty()))
-            .map_err(|_| ApiError::field(name, "must be printable ASCII text")),
-    }
-}
-
 /// A call whose path or headers misdescribe it: 400 naming what disagrees, recorded as a
 /// bypass attempt of this agent (which raises a critical alert).
 async fn misdescribed(
@@ -186,12 +177,7 @@ async fn misdescribed(
         Some((agent.name.clone(), agent.trust_tier.clone())),
     )
     .await;
-    let mut body = ApiError::field(field, why).into_response();
-    if let Ok(v) = HeaderValue::from_str(&ask.trace_id) {
-        body.headers_mut()
-            .insert(HeaderName::from_static("x-meshguard-trace-id"), v);
-    }
-    body
+    with_trace(ApiError::field(field, why).into_response(), &ask.trace_id)
 }
 
 pub(super) async fn forward(
@@ -217,8 +203,8 @@ pub(super) async fn forward(
     let narrowed = match narrowing(
         &parts.method,
         &object,
-        text_header(&parts.headers, "x-meshguard-action")?,
-        text_header(&parts.headers, "x-meshguard-resource")?,
+        header(&parts.headers, "x-meshguard-action")?.filter(|a| !a.is_empty()),
+        header(&parts.headers, "x-meshguard-resource")?.filter(|r| !r.is_empty()),
     ) {
         Ok(n) => n,
         Err(mismatch) => {

@@ -60,7 +60,7 @@ pub(crate) async fn authenticate(
     })
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
     match headers.get(name) {
         None => Ok(None),
         Some(v) => v
@@ -194,8 +194,15 @@ pub(crate) async fn client_limit(
 
 pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) -> Response {
     record_bypass_attempt(state, ask, refused.why, refused.claimed).await;
-    let mut response = ApiError::unauthorized("Invalid or expired token").into_response();
-    if let Ok(v) = HeaderValue::from_str(&ask.trace_id) {
+    with_trace(
+        ApiError::unauthorized("Invalid or expired token").into_response(),
+        &ask.trace_id,
+    )
+}
+
+/// `response` with `X-MeshGuard-Trace-Id`, so a refused caller can quote its audit row.
+pub(crate) fn with_trace(mut response: Response, trace: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(trace) {
         response
             .headers_mut()
             .insert(HeaderName::from_static("x-meshguard-trace-id"), v);

@@ -274,6 +274,25 @@ impl PythonServer {
     }
 }
 
+impl PythonServer {
+    /// What a recording server (`receiver.py`) got, once it holds at least `n` requests (waits
+    /// up to 20 s, then returns what it has).
+    pub(crate) fn received(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got: Vec<serde_json::Value> =
+                reqwest::blocking::get(format!("{}/received", self.url))
+                    .unwrap()
+                    .json()
+                    .unwrap();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for PythonServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

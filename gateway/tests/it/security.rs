@@ -2,7 +2,6 @@
 //! real binary and a real upstream on loopback.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,6 +12,33 @@ const READ_ONLY: &str =
     "name: read-only\nrules:\n  - name: reads\n    effect: allow\n    actions: [\"read:*\"]\n";
 
 const RECEIVER_SECRET: &str = "whsec-security-5d1f3a7c9e";
+
+/// A gateway forwarding to a real upstream, with one policy and one agent.
+struct Proxied {
+    up: PythonServer,
+    gw: Gateway,
+    id: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+fn proxied(name: &str, policy_yaml: &str) -> Proxied {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(&gw, name, policy_yaml);
+    let (id, token) = agent(&gw, "reader", "verified", &[]);
+    Proxied {
+        up,
+        gw,
+        id,
+        token,
+        _dir: dir,
+    }
+}
 
 /// What the upstream has received so far (method and path of every request).
 fn upstream_log(up: &PythonServer) -> Vec<(String, String)> {
@@ -28,21 +54,6 @@ fn upstream_log(up: &PythonServer) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// The alerts a real receiver got, once it holds at least `n` (waits up to 20 s).
-fn alerts(rx: &PythonServer, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got: Vec<Value> = reqwest::blocking::get(format!("{}/received", rx.url))
-            .unwrap()
-            .json()
-            .unwrap();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Sends a request line as written (no client-side path normalization) and returns the status.
@@ -65,20 +76,14 @@ fn raw_request(gw: &Gateway, method: &str, target: &str, token: &str) -> u16 {
 
 #[test]
 fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
-    let up = PythonServer::start("upstream.py", &[]);
     let rx = PythonServer::start("receiver.py", &[RECEIVER_SECRET]);
-    let dir = tempdir();
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
-    );
-    policy(&gw, "read-only", READ_ONLY);
+    let p = proxied("read-only", READ_ONLY);
+    let (up, gw, id, token) = (&p.up, &p.gw, &p.id, &p.token);
     let (status, _) = gw.post(
         "/admin/alert-channels",
         json!({"type": "webhook", "endpoint": format!("{}/hook", rx.url), "webhookSecret": RECEIVER_SECRET, "triggers": ["deny"], "severity": "critical"}),
     );
     assert_eq!(status, 201);
-    let (id, token) = agent(&gw, "reader", "verified", &[]);
 
     // The review's attack: a DELETE that claims to be a read.
     let resp = gw
@@ -139,7 +144,7 @@ fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
         ),
         "{row}"
     );
-    let got = alerts(&rx, 1);
+    let got = rx.received(1);
     let spoof = got
         .iter()
         .find(|d| d["body"]["entry"]["traceId"] == "trace-spoof")
@@ -171,18 +176,11 @@ fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
 
 #[test]
 fn a_narrowing_header_is_evaluated_and_can_deny() {
-    let up = PythonServer::start("upstream.py", &[]);
-    let dir = tempdir();
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
-    );
-    policy(
-        &gw,
+    let p = proxied(
         "repos",
         "name: repos\nrules:\n  - name: no-secrets\n    effect: deny\n    actions: [\"read:api/repos/*/secrets\"]\n  - name: reads\n    effect: allow\n    actions: [\"read:api/*\"]\n",
     );
-    let (_, token) = agent(&gw, "reader", "verified", &[]);
+    let (up, gw, token) = (&p.up, &p.gw, &p.token);
     let resp = gw
         .raw(Method::GET, "/proxy/api/repos/x")
         .bearer_auth(&token)
@@ -204,18 +202,11 @@ fn a_narrowing_header_is_evaluated_and_can_deny() {
 
 #[test]
 fn forwarded_calls_keep_the_clients_framing_and_utf8_meta_is_accepted() {
-    let up = PythonServer::start("upstream.py", &[]);
-    let dir = tempdir();
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
-    );
-    policy(
-        &gw,
+    let p = proxied(
         "all",
         "name: all\nrules:\n  - name: any\n    effect: allow\n    actions: [\"*\"]\n",
     );
-    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let (gw, token) = (&p.gw, &p.token);
     // A DELETE with no body reaches an upstream that reads by Content-Length with no body and
     // no chunked framing.
     let seen: Value = gw
