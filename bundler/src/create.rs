@@ -39,7 +39,8 @@ pub struct Created {
     pub omitted_blobs: usize,
 }
 
-fn rfc3339(epoch: i64) -> String {
+/// `epoch` as RFC 3339 in UTC, to the second (the one time format of media and images).
+pub(crate) fn rfc3339(epoch: i64) -> String {
     chrono::DateTime::from_timestamp(epoch, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -111,12 +111,6 @@ pub struct Built {
     pub files: Vec<BuiltFile>,
 }
 
-fn rfc3339(secs: i64) -> Result<String, BundleError> {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .ok_or_else(|| BundleError::Input(format!("SOURCE_DATE_EPOCH {secs} is not a valid time")))
-}
-
 /// `/a/b/c` → `a/b/c`, refusing what would not stay inside the root.
 fn relative(path: &str) -> Result<String, BundleError> {
     let rel = path.trim_start_matches('/').trim_end_matches('/');
@@ -163,8 +157,8 @@ fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError>
     }
 
     let mut files = Vec::new();
+    // Headers are filled in here, so nothing of the build host's files (times, owners) gets in.
     let mut tar = tar::Builder::new(Vec::new());
-    tar.mode(tar::HeaderMode::Deterministic);
     // BTreeMap order puts `a` before `a/b` and siblings in byte order: parents come first.
     for (rel, e) in &all {
         let mut h = tar::Header::new_ustar();
@@ -172,44 +166,34 @@ fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError>
         h.set_uid(e.uid);
         h.set_gid(e.gid);
         h.set_mode(e.mode);
-        match &e.content {
+        let (name, data): (String, std::borrow::Cow<'_, [u8]>) = match &e.content {
             Content::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                tar.append_data(&mut h, format!("{rel}/"), std::io::empty())
-                    .map_err(|err| {
-                        BundleError::io(
-                            "write layer entry",
-                            std::path::Path::new(rel.as_str()),
-                            err,
-                        )
-                    })?;
+                (format!("{rel}/"), Default::default())
             }
-            Content::File(_) | Content::Bytes(_) => {
-                let bytes = match &e.content {
-                    Content::File(from) => {
-                        std::fs::read(from).map_err(|err| BundleError::io("read", from, err))?
-                    }
-                    Content::Bytes(b) => b.clone(),
-                    Content::Dir => unreachable!(),
-                };
+            Content::File(from) => {
                 h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(bytes.len() as u64);
-                files.push(BuiltFile {
-                    path: format!("/{rel}"),
-                    sha256: fsx::sha256_hex(&bytes),
-                    size: bytes.len() as u64,
-                });
-                tar.append_data(&mut h, rel, bytes.as_slice())
-                    .map_err(|err| {
-                        BundleError::io(
-                            "write layer entry",
-                            std::path::Path::new(rel.as_str()),
-                            err,
-                        )
-                    })?;
+                let bytes =
+                    std::fs::read(from).map_err(|err| BundleError::io("read", from, err))?;
+                (rel.clone(), bytes.into())
             }
+            Content::Bytes(b) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                (rel.clone(), b.as_slice().into())
+            }
+        };
+        if !matches!(e.content, Content::Dir) {
+            files.push(BuiltFile {
+                path: format!("/{rel}"),
+                sha256: fsx::sha256_hex(&data),
+                size: data.len() as u64,
+            });
         }
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, &name, data.as_ref())
+            .map_err(|err| {
+                BundleError::io("write layer entry", std::path::Path::new(&name), err)
+            })?;
     }
     let tar = tar.into_inner().map_err(|err| {
         BundleError::io("finish layer", std::path::Path::new(&spec.reference), err)
@@ -229,7 +213,7 @@ pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError
             spec.reference, spec.user
         )));
     }
-    let created = rfc3339(spec.created)?;
+    let created = crate::create::rfc3339(spec.created);
     let (tar, files) = layer_tar(spec)?;
     let diff_id = format!("sha256:{}", fsx::sha256_hex(&tar));
     // No time or file name in the gzip header: the same tar always compresses to the same bytes.
@@ -453,6 +437,8 @@ pub struct ProductBuild {
     /// The source commit the binaries were built from.
     pub revision: String,
     pub source: String,
+    /// The SPDX license expression of the product.
+    pub license: String,
     pub created: i64,
     /// The CA bundle the images trust (the build host's, e.g. `/etc/ssl/certs/ca-certificates.crt`).
     pub ca_bundle: PathBuf,
@@ -520,7 +506,7 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             ),
             (
                 "org.opencontainers.image.created".to_owned(),
-                rfc3339(b.created)?,
+                crate::create::rfc3339(b.created),
             ),
             (
                 "org.opencontainers.image.licenses".to_owned(),

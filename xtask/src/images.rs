@@ -52,17 +52,16 @@ pub(crate) fn run(args: ImagesArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The commit time of HEAD, unless `SOURCE_DATE_EPOCH` says otherwise.
-pub(crate) fn source_date_epoch() -> i64 {
-    if let Some(v) = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        return v;
+/// `SOURCE_DATE_EPOCH`, or else the commit time of HEAD.
+pub(crate) fn source_date_epoch() -> anyhow::Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970")
+        }),
+        _ => Ok(git(&["log", "-1", "--format=%ct"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)),
     }
-    git(&["log", "-1", "--format=%ct"])
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 fn git(args: &[&str]) -> Option<String> {
@@ -88,8 +87,9 @@ pub(crate) fn build_images(
         namespace: namespace.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         revision: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".to_owned()),
-        source: "https://example.invalid/meshguard-deploy".to_owned(),
-        created: source_date_epoch(),
+        source: env!("CARGO_PKG_REPOSITORY").to_owned(),
+        license: env!("CARGO_PKG_LICENSE").to_owned(),
+        created: source_date_epoch()?,
         ca_bundle: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
     };
     // Built beside the destination and put in place whole: a failed build leaves no layout

@@ -11,7 +11,7 @@ use meshguard_bundler::image::{ProductBuild, build, product_specs};
 use meshguard_bundler::oci::Layout;
 use serde_json::{Value, json};
 
-use crate::support::{Registry, bundle, keys, manifest, ok, root, run, run_ok, tool};
+use crate::support::{Registry, bundle, free_port, keys, manifest, ok, root, run, run_ok, tool};
 
 const ADMIN: &str = "site-admin-token-0123456789abcdef";
 const JWT: &str = "site-jwt-secret-0123456789abcdef0123456789";
@@ -31,6 +31,7 @@ fn product(created: i64) -> ProductBuild {
         version: "0.1.0".into(),
         revision: "0123456789abcdef0123456789abcdef01234567".into(),
         source: "https://example.invalid/meshguard-deploy".into(),
+        license: "Apache-2.0".into(),
         created,
         ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
     }
@@ -100,14 +101,6 @@ impl Drop for Site<'_> {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn wait_healthy(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -139,17 +132,14 @@ fn check(url: &str, token: &str, action: &str) -> u16 {
         .as_u16()
 }
 
-/// Only the documents `podman kube play` runs (it has no NetworkPolicy or ServiceAccount), and
-/// optionally without the claim (replaying a claim fails: its volume already exists).
-fn playable(rendered: &str, with_claim: bool) -> String {
+/// The rendered chart without its claim: playing a claim again fails (its volume exists), and a
+/// replaced pod keeps the claim it had.
+fn without_claim(rendered: &str) -> String {
     rendered
         .split("\n---")
-        .filter(|doc| {
-            doc.contains("\nkind: Deployment")
-                || (with_claim && doc.contains("\nkind: PersistentVolumeClaim"))
-        })
-        .map(|d| format!("---{d}\n"))
-        .collect()
+        .filter(|doc| !doc.contains("\nkind: PersistentVolumeClaim"))
+        .collect::<Vec<_>>()
+        .join("\n---")
 }
 
 #[test]
@@ -303,7 +293,9 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         secret.to_str().unwrap(),
     ]);
     let first = d.join("first.yaml");
-    std::fs::write(&first, playable(&rendered, true)).unwrap();
+    // Everything the chart renders (podman runs the Deployment and the claim and passes over the
+    // kinds it has no use for: Service, ServiceAccount, NetworkPolicy).
+    std::fs::write(&first, &rendered).unwrap();
     site.played.push(first.clone());
     podman.ok(&[
         "kube",
@@ -343,7 +335,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     // The pod is replaced (new pod, same claim): the gateway starts on the same audit log.
     podman.ok(&["kube", "down", first.to_str().unwrap()]);
     let second = d.join("second.yaml");
-    std::fs::write(&second, playable(&rendered, false)).unwrap();
+    std::fs::write(&second, without_claim(&rendered)).unwrap();
     site.played.push(second.clone());
     podman.ok(&[
         "kube",

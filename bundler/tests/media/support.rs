@@ -193,6 +193,15 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
 
+/// A loopback port free at the time of asking.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A docker-registry (distribution 2.8) on a free loopback port; stopped when dropped.
 pub(crate) struct Registry {
     child: std::process::Child,
@@ -204,12 +213,7 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("127.0.0.1:{}", free_port());
         let storage = dir.path().join("data");
         let config = dir.path().join("config.yml");
         std::fs::write(
