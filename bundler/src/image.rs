@@ -93,22 +93,12 @@ pub struct ImageSpec {
     pub created: i64,
 }
 
-/// A file that went into an image, as the image's SBOM lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BuiltFile {
-    pub path: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
 /// What [`build`] made.
 #[derive(Debug, Clone)]
 pub struct Built {
     pub manifest: Descriptor,
     pub config_digest: String,
     pub layer_digest: String,
-    /// The regular files of the root filesystem, sorted by path.
-    pub files: Vec<BuiltFile>,
 }
 
 /// `/a/b/c` → `a/b/c`, refusing what would not stay inside the root.
@@ -126,8 +116,8 @@ fn relative(path: &str) -> Result<String, BundleError> {
     Ok(rel.to_owned())
 }
 
-/// The uncompressed layer (a tar stream) and the regular files in it.
-fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError> {
+/// The uncompressed layer (a tar stream).
+fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, BundleError> {
     let mtime = u64::try_from(spec.created).unwrap_or(0);
     // Every entry by its relative path; parents that are not given become 0755 root dirs.
     let mut entries: BTreeMap<String, &Entry> = BTreeMap::new();
@@ -156,7 +146,6 @@ fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError>
         all.insert(p.clone(), &implied);
     }
 
-    let mut files = Vec::new();
     // Headers are filled in here, so nothing of the build host's files (times, owners) gets in.
     let mut tar = tar::Builder::new(Vec::new());
     // BTreeMap order puts `a` before `a/b` and siblings in byte order: parents come first.
@@ -182,13 +171,6 @@ fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError>
                 (rel.clone(), b.as_slice().into())
             }
         };
-        if !matches!(e.content, Content::Dir) {
-            files.push(BuiltFile {
-                path: format!("/{rel}"),
-                sha256: fsx::sha256_hex(&data),
-                size: data.len() as u64,
-            });
-        }
         h.set_size(data.len() as u64);
         tar.append_data(&mut h, &name, data.as_ref())
             .map_err(|err| {
@@ -198,7 +180,7 @@ fn layer_tar(spec: &ImageSpec) -> Result<(Vec<u8>, Vec<BuiltFile>), BundleError>
     let tar = tar.into_inner().map_err(|err| {
         BundleError::io("finish layer", std::path::Path::new(&spec.reference), err)
     })?;
-    Ok((tar, files))
+    Ok(tar)
 }
 
 /// Builds the image `spec` into `layout` and tags it with `spec.reference`.
@@ -214,7 +196,7 @@ pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError
         )));
     }
     let created = crate::create::rfc3339(spec.created);
-    let (tar, files) = layer_tar(spec)?;
+    let tar = layer_tar(spec)?;
     let diff_id = format!("sha256:{}", fsx::sha256_hex(&tar));
     // No time or file name in the gzip header: the same tar always compresses to the same bytes.
     let mut gz = flate2::GzBuilder::new()
@@ -289,7 +271,6 @@ pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError
         manifest: top,
         config_digest,
         layer_digest,
-        files,
     })
 }
 
