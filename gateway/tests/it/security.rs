@@ -88,7 +88,7 @@ fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
     // The review's attack: a DELETE that claims to be a read.
     let resp = gw
         .raw(Method::DELETE, "/proxy/admin/x")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Action", "read:admin/x")
         .header("X-MeshGuard-Trace-ID", "trace-spoof")
         .send()
@@ -104,24 +104,24 @@ fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
     // A resource header pointing elsewhere is refused the same way.
     let resp = gw
         .raw(Method::GET, "/proxy/admin/x")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Resource", "public/readme")
         .send()
         .unwrap();
     assert_eq!(json(resp).0, 400);
     // A path the upstream would resolve to another one (`..`, plain or encoded).
     assert_eq!(
-        raw_request(&gw, "GET", "/proxy/public/../admin/x", &token),
+        raw_request(gw, "GET", "/proxy/public/../admin/x", token),
         400
     );
     assert_eq!(
-        raw_request(&gw, "GET", "/proxy/public/%2e%2e/admin/x", &token),
+        raw_request(gw, "GET", "/proxy/public/%2e%2e/admin/x", token),
         400
     );
     assert!(
-        upstream_log(&up).is_empty(),
+        upstream_log(up).is_empty(),
         "nothing misdescribed may reach the upstream: {:?}",
-        upstream_log(&up)
+        upstream_log(up)
     );
 
     // The spoof is a recorded bypass attempt of this agent, with a critical alert.
@@ -155,20 +155,20 @@ fn a_forwarded_call_is_judged_by_what_it_does_not_by_what_its_headers_claim() {
     // Headers that agree are fine, and may only narrow: the derived action must be allowed too.
     let resp = gw
         .raw(Method::GET, "/proxy/api/repos")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Action", "read:api/repos/meshguard")
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
     let resp = gw
         .raw(Method::DELETE, "/proxy/api/repos")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Action", "delete:api/repos/meshguard")
         .send()
         .unwrap();
     assert_eq!(json(resp).0, 403, "a narrower header never widens a deny");
     assert_eq!(
-        upstream_log(&up),
+        upstream_log(up),
         vec![("GET".to_owned(), "/api/repos".to_owned())],
         "only the allowed read reached the upstream"
     );
@@ -183,7 +183,7 @@ fn a_narrowing_header_is_evaluated_and_can_deny() {
     let (up, gw, token) = (&p.up, &p.gw, &p.token);
     let resp = gw
         .raw(Method::GET, "/proxy/api/repos/x")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Action", "read:api/repos/x/secrets")
         .header("X-MeshGuard-Trace-ID", "trace-narrow")
         .send()
@@ -197,7 +197,7 @@ fn a_narrowing_header_is_evaluated_and_can_deny() {
         row["meta"]["narrowedTo"]["action"],
         "read:api/repos/x/secrets"
     );
-    assert!(upstream_log(&up).is_empty());
+    assert!(upstream_log(up).is_empty());
 }
 
 #[test]
@@ -211,7 +211,7 @@ fn forwarded_calls_keep_the_clients_framing_and_utf8_meta_is_accepted() {
     // no chunked framing.
     let seen: Value = gw
         .raw(Method::DELETE, "/proxy/api/items/1")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .unwrap()
         .json()
@@ -223,7 +223,7 @@ fn forwarded_calls_keep_the_clients_framing_and_utf8_meta_is_accepted() {
     // A body with a length arrives with that length, whole.
     let seen: Value = gw
         .raw(Method::POST, "/proxy/api/items")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .body("hello")
         .send()
         .unwrap()
@@ -236,7 +236,7 @@ fn forwarded_calls_keep_the_clients_framing_and_utf8_meta_is_accepted() {
     // X-MeshGuard-Meta as the Go SDK sends it: raw UTF-8 JSON.
     let resp = gw
         .raw(Method::GET, "/proxy/check")
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .header("X-MeshGuard-Action", "read:x")
         .header("X-MeshGuard-Trace-ID", "trace-utf8")
         .header(
