@@ -42,9 +42,23 @@ pub fn import(
     opts: &Options,
 ) -> Result<(verify::Transcript, Receipt), BundleError> {
     let (transcript, verified) = verify::verify(media, key, &opts.verify);
-    let Verified { doc, images, .. } = verified.map_err(|e| {
+    let verified = verified.map_err(|e| {
         BundleError::Integrity(format!("import refused: the media does not verify: {e}"))
     })?;
+    let receipt = import_verified(media, &verified, &transcript, opts)?;
+    Ok((transcript, receipt))
+}
+
+/// Imports media that `verify::verify` has just accepted (`meshguard-bundle install` verifies
+/// as its own step and records that transcript). Every copy is still checked against the
+/// digests verify accepted.
+pub fn import_verified(
+    media: &Path,
+    verified: &Verified,
+    transcript: &verify::Transcript,
+    opts: &Options,
+) -> Result<Receipt, BundleError> {
+    let Verified { doc, images, .. } = verified;
     let mut receipt = Receipt {
         product: doc.product.clone(),
         version: doc.version.clone(),
@@ -94,7 +108,7 @@ pub fn import(
                     .map(|b| b.size)
                     .sum();
                 pusher.progress = Some(crate::progress::bytes(total, "pushing"));
-                for img in &images {
+                for img in images {
                     let (repo, tag) = registry::split_ref(&img.reference);
                     eprintln!(
                         "meshguard-bundle: pushing {} to {reg}/{repo}:{tag}",
@@ -117,7 +131,7 @@ pub fn import(
                         }
                     }
                 }
-                for img in &images {
+                for img in images {
                     for b in &img.blobs {
                         let src = layout_dir.join("blobs/sha256").join(b.hex()?);
                         if layout.blob_path(b.hex()?).exists() {
@@ -196,7 +210,7 @@ pub fn import(
     }
     let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({
         "receipt": &receipt,
-        "verification": &transcript,
+        "verification": transcript,
     }))
     .expect("serializes");
     bytes.push(b'\n');
@@ -206,7 +220,7 @@ pub fn import(
             .join(format!("IMPORTED-{}-{}.json", doc.product, doc.version)),
         &bytes,
     )?;
-    Ok((transcript, receipt))
+    Ok(receipt)
 }
 
 /// Copy with write-fsync-rename, so a re-run after an interruption sees whole files only.

@@ -23,6 +23,7 @@ pub mod provenance;
 pub mod registry;
 pub mod sbom;
 pub mod sigstore;
+pub mod site;
 pub mod sums;
 pub mod tfmirror;
 pub mod verify;

@@ -34,6 +34,9 @@ enum Command {
     Pack(PackArgs),
     /// Check every volume against the signed index, then extract.
     Unpack(UnpackArgs),
+    /// Install a site from media, no network: verify, import, start, bootstrap, smoke-test,
+    /// and write a signed transcript (the air-gapped runbook as one command).
+    Install(InstallArgs),
     /// Show what media holds (from MEDIA.json; does not verify).
     Inspect { dir: PathBuf },
 }
@@ -180,6 +183,24 @@ struct ImportArgs {
 }
 
 #[derive(Args, Debug)]
+struct InstallArgs {
+    /// The media directory (unpacked).
+    media: PathBuf,
+    /// The site file: release, profile, registry, ports, state directory, secrets files,
+    /// environment values, bootstrap (docs/site-install.md).
+    #[arg(long)]
+    site: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Install media older than what runs (rollback media).
+    #[arg(long)]
+    rollback: bool,
+    /// The passphrase of the site's transcript key.
+    #[command(flatten)]
+    passphrase: PassphraseArg,
+}
+
+#[derive(Args, Debug)]
 struct PackArgs {
     dir: PathBuf,
     #[arg(long)]
@@ -320,6 +341,36 @@ fn run(command: Command) -> Result<ExitCode> {
                 },
             )?;
             println!("{}", serde_json::to_string_pretty(&receipt)?);
+        }
+        Command::Install(a) => {
+            let site = meshguard_bundler::site::SiteConfig::load(&a.site)?;
+            let (key, opts) = a.trust.load()?;
+            let transcript_key = MediaKey::load(&site.transcript_key, &a.passphrase.get()?)
+                .with_context(|| {
+                    format!(
+                        "cannot load the site's transcript key {}",
+                        site.transcript_key.display()
+                    )
+                })?;
+            let outcome = meshguard_bundler::site::install(&meshguard_bundler::site::Options {
+                media: a.media,
+                site,
+                pubkey: &key,
+                pubkey_file: a.trust.pubkey.clone(),
+                license_pubkey_file: a.trust.license_pubkey.clone(),
+                verify: opts,
+                rollback: a.rollback,
+                transcript_key: &transcript_key,
+            })?;
+            print!("{}", outcome.transcript_text);
+            println!(
+                "transcript: {} (signed: {}.minisig)",
+                outcome.transcript_json.display(),
+                outcome.transcript_json.display()
+            );
+            if !outcome.ok {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Pack(a) => {
             let key = MediaKey::load(&a.key, &a.passphrase.get()?)?;

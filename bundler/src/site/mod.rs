@@ -1,0 +1,1079 @@
+//! `meshguard-bundle install`: the product's air-gapped install runbook as one command, on a
+//! disconnected host with the site's own helm, podman and terraform:
+//!
+//! 1. verify the media (signatures, checksums, expected version, no downgrade unless asked);
+//! 2. import images into the site registry, the provider into a Terraform mirror, chart,
+//!    modules, policies and license into the site's state directory;
+//! 3. render the chart for the site's profile and start it (`podman kube play`); a new version
+//!    is first started beside the running one and smoke-tested, then replaces it; a failed start
+//!    puts the previous version back;
+//! 4. apply the environment values (the license for the site's region, the rest recorded);
+//! 5. apply the bootstrap module with Terraform from the imported mirror;
+//! 6. smoke tests ([`smoke`]);
+//! 7. a transcript of all of it, signed with the site's key (checkable with stock minisign).
+//!
+//! Every run writes a transcript, also a failed one, naming the step that failed and what to do.
+
+pub mod config;
+pub mod smoke;
+pub mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::keys::{MediaKey, MediaPublicKey};
+use crate::verify::{self, Verified};
+use crate::{fsx, import, media, registry};
+pub use config::SiteConfig;
+use smoke::Gateway;
+use tools::{Podman, run};
+
+/// What `install` needs beyond the site file.
+#[derive(Debug)]
+pub struct Options<'a> {
+    pub media: PathBuf,
+    pub site: SiteConfig,
+    /// The publisher's key, trusted out of band; it also verifies the policy bundle in the pod.
+    pub pubkey: &'a MediaPublicKey,
+    pub pubkey_file: PathBuf,
+    /// The license vendor's key file: the license on the media is checked and installed.
+    pub license_pubkey_file: Option<PathBuf>,
+    pub verify: verify::Options,
+    /// Allow media older than what runs (rollback media).
+    pub rollback: bool,
+    /// The site's key that signs the transcript.
+    pub transcript_key: &'a MediaKey,
+}
+
+/// What is installed, kept in STATE/installed.json (the previous one in installed.previous.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installed {
+    pub version: String,
+    /// SHA-256 of the media's SHA256SUMS: which media this was.
+    pub media_sha256sums: String,
+    pub image: String,
+    /// The rendered manifest podman runs.
+    pub manifest: PathBuf,
+    pub manifest_sha256: String,
+    pub secret_sha256: String,
+    pub installed_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    pub step: u8,
+    pub name: String,
+    /// passed | failed | skipped
+    pub status: String,
+    pub seconds: f64,
+    pub detail: Value,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transcript {
+    pub format: &'static str,
+    pub tool: String,
+    pub site: String,
+    pub profile: String,
+    pub media: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    pub ok: bool,
+    pub steps: Vec<StepRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Transcript {
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "meshguard site installation transcript\nsite:     {} ({} profile)\nmedia:    {}\nversion:  {}{}\nstarted:  {}\nfinished: {} ({:.1}s)\nresult:   {}\n\n",
+            self.site,
+            self.profile,
+            self.media,
+            self.version.as_deref().unwrap_or("?"),
+            self.previous_version
+                .as_deref()
+                .map(|p| format!(" (was {p})"))
+                .unwrap_or_default(),
+            self.started_at,
+            self.finished_at,
+            self.seconds,
+            if self.ok { "INSTALLED" } else { "FAILED" }
+        );
+        for st in &self.steps {
+            s.push_str(&format!(
+                "{}. {:<28} {:<7} {:>7.1}s\n",
+                st.step, st.name, st.status, st.seconds
+            ));
+            if st.name == "smoke tests" {
+                for c in st.detail["checks"].as_array().into_iter().flatten() {
+                    s.push_str(&format!(
+                        "     {:<32} {:<14} {}\n",
+                        c["name"].as_str().unwrap_or(""),
+                        c["result"].as_str().unwrap_or(""),
+                        c["detail"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("\nerror: {e}\n"));
+        }
+        s
+    }
+}
+
+/// The result of one run: the transcript is always written and signed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub ok: bool,
+    pub transcript_json: PathBuf,
+    pub transcript_text: String,
+}
+
+const INSTALLED: &str = "installed.json";
+const PREVIOUS: &str = "installed.previous.json";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn read_installed(state: &Path, name: &str) -> Result<Option<Installed>> {
+    let p = state.join(name);
+    match std::fs::read(&p) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!(
+                "{} is damaged; restore it from a backup of the state directory",
+                p.display()
+            )
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
+    }
+}
+
+fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+    let mut b = serde_json::to_vec_pretty(v)?;
+    b.push(b'\n');
+    fsx::write_atomic(path, &b)?;
+    Ok(())
+}
+
+/// Runs the runbook. Errors before the transcript can be written (a state directory that
+/// cannot be created or locked) are returned; everything after lands in the transcript.
+pub fn install(opts: &Options) -> Result<Outcome> {
+    let state = &opts.site.state_dir;
+    std::fs::create_dir_all(state.join("transcripts"))
+        .with_context(|| format!("cannot create the state directory {}", state.display()))?;
+    let _lock = lock(state)?;
+    let previous = read_installed(state, INSTALLED)?;
+    let started = Instant::now();
+    let mut run = Run {
+        opts,
+        previous: previous.clone(),
+        t: Transcript {
+            format: "meshguard.site-install/v1",
+            tool: format!("meshguard-bundle {}", env!("CARGO_PKG_VERSION")),
+            site: opts.site.release.clone(),
+            profile: opts.site.profile.clone(),
+            media: std::path::absolute(&opts.media)
+                .unwrap_or(opts.media.clone())
+                .display()
+                .to_string(),
+            version: None,
+            previous_version: previous.as_ref().map(|p| p.version.clone()),
+            started_at: now(),
+            finished_at: String::new(),
+            seconds: 0.0,
+            ok: false,
+            steps: Vec::new(),
+            error: None,
+        },
+    };
+    let result = run.all();
+    let mut t = run.t;
+    t.finished_at = now();
+    t.seconds = started.elapsed().as_secs_f64();
+    t.ok = result.is_ok();
+    if let Err(e) = &result {
+        t.error = Some(format!("{e:#}"));
+    }
+    t.steps.push(StepRecord {
+        step: 7,
+        name: "signed transcript".into(),
+        status: "passed".into(),
+        seconds: 0.0,
+        detail: json!({"signedBy": opts.transcript_key.public().key_id()}),
+    });
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let base = format!(
+        "{stamp}-{}-{}",
+        t.version.as_deref().unwrap_or("unknown"),
+        if t.ok { "installed" } else { "failed" }
+    );
+    let json_path = state.join("transcripts").join(format!("{base}.json"));
+    let text_path = state.join("transcripts").join(format!("{base}.txt"));
+    let mut bytes = serde_json::to_vec_pretty(&t)?;
+    bytes.push(b'\n');
+    fsx::write_atomic(&json_path, &bytes)?;
+    let text = t.text();
+    fsx::write_atomic(&text_path, text.as_bytes())?;
+    let sig = opts.transcript_key.sign(
+        &bytes,
+        &format!(
+            "meshguard site install {} {} {}",
+            t.site,
+            t.version.as_deref().unwrap_or("?"),
+            if t.ok { "installed" } else { "failed" }
+        ),
+    )?;
+    let mut sig_path = json_path.clone().into_os_string();
+    sig_path.push(".minisig");
+    fsx::write_atomic(Path::new(&sig_path), sig.as_bytes())?;
+    Ok(Outcome {
+        ok: t.ok,
+        transcript_json: json_path,
+        transcript_text: text,
+    })
+}
+
+/// One install at a time per state directory.
+fn lock(state: &Path) -> Result<std::fs::File> {
+    let p = state.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("cannot open {}", p.display()))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        anyhow::anyhow!(
+            "another install is running on {} (it holds {}); wait for it to finish",
+            state.display(),
+            p.display()
+        )
+    })?;
+    Ok(f)
+}
+
+struct Run<'a> {
+    opts: &'a Options<'a>,
+    previous: Option<Installed>,
+    t: Transcript,
+}
+
+/// What the deploy step decided, for the steps after it.
+struct Deployed {
+    gateway: Gateway,
+    values: Value,
+    /// The volume holding the gateway's database, audit log and license.
+    claim: String,
+}
+
+impl Run<'_> {
+    fn step<T>(
+        &mut self,
+        n: u8,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<(T, Value)>,
+    ) -> Result<T> {
+        eprintln!("meshguard-bundle install: step {n}: {name}");
+        let start = Instant::now();
+        let r = f(self);
+        let seconds = start.elapsed().as_secs_f64();
+        match r {
+            Ok((v, detail)) => {
+                let status = if detail.get("skipped").is_some() {
+                    "skipped"
+                } else {
+                    "passed"
+                };
+                self.t.steps.push(StepRecord {
+                    step: n,
+                    name: name.into(),
+                    status: status.into(),
+                    seconds,
+                    detail,
+                });
+                Ok(v)
+            }
+            Err(e) => {
+                self.t.steps.push(StepRecord {
+                    step: n,
+                    name: name.into(),
+                    status: "failed".into(),
+                    seconds,
+                    detail: json!({"error": format!("{e:#}")}),
+                });
+                Err(e.context(format!("step {n} ({name}) failed")))
+            }
+        }
+    }
+
+    fn all(&mut self) -> Result<()> {
+        let site = &self.opts.site;
+        let admin = SiteConfig::read_secret(&site.secrets.admin_token_file, "admin token")?;
+        let jwt = SiteConfig::read_secret(&site.secrets.jwt_secret_file, "JWT secret")?;
+        let (verified, vt) = self.step(1, "verify media", |r| r.verify())?;
+        let version = verified.doc.version.clone();
+        self.step(2, "import", |r| r.import(&verified, &vt))?;
+        let deployed = self.step(3, "render and start", |r| r.deploy(&verified, &admin, &jwt))?;
+        self.step(4, "environment values", |r| {
+            r.environment(&deployed, &verified)
+        })?;
+        self.step(5, "terraform bootstrap", |r| r.bootstrap(&version, &admin))?;
+        self.step(6, "smoke tests", |_| {
+            let nonce = hex::encode(rand::random::<[u8; 6]>());
+            let checks = smoke::run(&deployed.gateway, &nonce);
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| !c.passed())
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            if !failed.is_empty() {
+                bail!(
+                    "{} smoke test(s) failed ({}); the site runs {version} but is not accepted: fix what failed and run the install again",
+                    failed.len(),
+                    failed.join("; ")
+                );
+            }
+            Ok(((), json!({"checks": checks, "values": deployed.values})))
+        })?;
+        Ok(())
+    }
+
+    fn releases(&self, version: &str) -> PathBuf {
+        self.opts.site.state_dir.join("releases").join(version)
+    }
+
+    fn verify(&mut self) -> Result<((Verified, verify::Transcript), Value)> {
+        let (vt, res) = verify::verify(&self.opts.media, self.opts.pubkey, &self.opts.verify);
+        let detail = serde_json::to_value(&vt)?;
+        let verified = res.map_err(|e| {
+            anyhow::anyhow!(
+                "the media does not verify: {e}; do not install it: obtain the media from the publisher again and check the public key"
+            )
+        })?;
+        let version = verified.doc.version.clone();
+        self.t.version = Some(version.clone());
+        if let Some(prev) = &self.previous
+            && older(&version, &prev.version)
+            && !self.opts.rollback
+        {
+            bail!(
+                "the media holds {version}, older than the installed {}; to roll back to it, run the install again with --rollback",
+                prev.version
+            );
+        }
+        if gateway_image(&verified).is_none() {
+            bail!("the media carries no meshguard/gateway image, so there is nothing to run");
+        }
+        let sums = fsx::sha256_file(&self.opts.media.join("SHA256SUMS"))?.0;
+        let mut detail = detail;
+        detail["sha256sums"] = json!(sums);
+        detail["sboms"] = json!(
+            verified
+                .doc
+                .items
+                .iter()
+                .filter(|i| i.kind == "sbom")
+                .map(|i| json!({"path": i.path, "sha256": i.sha256}))
+                .collect::<Vec<_>>()
+        );
+        Ok(((verified, vt), detail))
+    }
+
+    fn import(&mut self, verified: &Verified, vt: &verify::Transcript) -> Result<((), Value)> {
+        let site = &self.opts.site;
+        let receipt = import::import_verified(
+            &self.opts.media,
+            verified,
+            vt,
+            &import::Options {
+                registry: Some(site.registry.address.clone()),
+                insecure: site.registry.insecure,
+                terraform_mirror: Some(site.state_dir.join("terraform-mirror")),
+                dest: self.releases(&verified.doc.version),
+                verify: verify::Options::default(),
+            },
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; nothing runs from this media yet: fix the registry or disk and run the install again"
+            )
+        })?;
+        Ok(((), serde_json::to_value(&receipt)?))
+    }
+
+    /// The chart values this install sets (after the profile's and the site's files).
+    /// A candidate (a new version smoke-tested beside the running one) runs on a scratch
+    /// volume with no license: the license binds to the site's installation, whose volume the
+    /// running version holds.
+    fn values(&self, verified: &Verified, release: &str, port: u16, candidate: bool) -> Value {
+        let site = &self.opts.site;
+        let base = &site.release;
+        let (_, digest) = gateway_image(verified).expect("checked in verify");
+        let license =
+            !candidate && self.opts.license_pubkey_file.is_some() && verified.doc.license.is_some();
+        json!({
+            "global": {"imageRegistry": site.registry.address},
+            "image": {"digest": digest, "tag": verified.doc.version},
+            "existingSecret": format!("{base}-secrets"),
+            "port": port,
+            "audit": {"origin": format!("{release}.{}/meshguard-audit", site.namespace)},
+            "license": {
+                "enabled": license,
+                "deploymentMode": site.profile,
+                "region": site.environment.region.clone().unwrap_or_default(),
+                "publicKeyConfigMap": format!("{base}-license-key"),
+            },
+            "policyBundle": {
+                "enabled": has_policy_bundle(verified),
+                "configMap": format!("{base}-policy-bundle"),
+                "publicKeyConfigMap": format!("{base}-media-key"),
+            },
+        })
+    }
+
+    /// `helm template` of the imported chart, with the ConfigMaps the values name appended.
+    fn render(
+        &self,
+        verified: &Verified,
+        release: &str,
+        port: u16,
+        candidate: bool,
+    ) -> Result<(String, Value)> {
+        let site = &self.opts.site;
+        let version = &verified.doc.version;
+        let dir = site.state_dir.join("deploy").join(version);
+        std::fs::create_dir_all(&dir)?;
+        let chart = self.releases(version).join("charts/meshguard-gateway");
+        let profile = chart.join(format!("values-{}.yaml", site.profile));
+        if !profile.is_file() {
+            bail!(
+                "the chart on the media has no {} profile ({} is missing)",
+                site.profile,
+                profile.display()
+            );
+        }
+        let values = self.values(verified, release, port, candidate);
+        let generated = dir.join(format!("{release}.values.json"));
+        write_json(&generated, &values)?;
+        let mut cmd = Command::new(tools::find("helm")?);
+        cmd.args(["template", release])
+            .arg(&chart)
+            .args(["--namespace", &site.namespace, "-f"])
+            .arg(&profile);
+        for f in &site.values_files {
+            cmd.arg("-f").arg(f);
+        }
+        cmd.arg("-f").arg(&generated);
+        let mut out = run(&mut cmd, "helm template")?;
+        out.push_str(&self.config_maps(verified)?);
+        Ok((out, values))
+    }
+
+    fn config_maps(&self, verified: &Verified) -> Result<String> {
+        let base = &self.opts.site.release;
+        let imported = self.releases(&verified.doc.version);
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let mut maps = Vec::new();
+        if has_policy_bundle(verified) {
+            let bundle = imported.join(media::POLICY_BUNDLE);
+            let mut sig = bundle.clone().into_os_string();
+            sig.push(".minisig");
+            maps.push(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{base}-policy-bundle")},
+                "data": {
+                    "policy-bundle.json": read(&bundle)?,
+                    "policy-bundle.json.minisig": read(Path::new(&sig))?,
+                },
+            }));
+            maps.push(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{base}-media-key")},
+                "data": {"meshguard.pub": read(&self.opts.pubkey_file)?},
+            }));
+        }
+        if let (Some(k), Some(_)) = (&self.opts.license_pubkey_file, &verified.doc.license) {
+            maps.push(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{base}-license-key")},
+                "data": {"vendor.pub": read(k)?},
+            }));
+        }
+        Ok(maps
+            .iter()
+            .map(|m| format!("\n---\n{m}\n"))
+            .collect::<String>())
+    }
+
+    fn deploy(&mut self, verified: &Verified, admin: &str, jwt: &str) -> Result<(Deployed, Value)> {
+        let site = self.opts.site.clone();
+        let version = verified.doc.version.clone();
+        let podman = Podman::find()?;
+        let tls = !site.registry.insecure;
+        let (rendered, values) = self.render(verified, &site.release, site.port, false)?;
+        let manifest = site
+            .state_dir
+            .join("deploy")
+            .join(&version)
+            .join(format!("{}.yaml", site.release));
+        fsx::write_atomic(&manifest, rendered.as_bytes())?;
+        let manifest_sha256 = fsx::sha256_hex(rendered.as_bytes());
+        let secret_json = {
+            use base64::Engine as _;
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+            json!({"ADMIN_TOKEN": b64(admin), "JWT_SECRET": b64(jwt)}).to_string()
+        };
+        let secret_sha256 = fsx::sha256_hex(secret_json.as_bytes());
+        let secret_name = format!("{}-secrets", site.release);
+        let gateway = Gateway::new(format!("http://127.0.0.1:{}", site.port), admin.to_owned())?;
+        let claim = claim_name(&rendered);
+        let volume = claim
+            .clone()
+            .context("the rendered chart has no PersistentVolumeClaim for the gateway's data")?;
+        let (_, digest) = gateway_image(verified).expect("checked in verify");
+        let record = Installed {
+            version: version.clone(),
+            media_sha256sums: fsx::sha256_file(&self.opts.media.join("SHA256SUMS"))?.0,
+            image: format!("{}/meshguard/gateway@{digest}", site.registry.address),
+            manifest: manifest.clone(),
+            manifest_sha256: manifest_sha256.clone(),
+            secret_sha256: secret_sha256.clone(),
+            installed_at: now(),
+        };
+        let previous = self.previous.clone();
+        let running = gateway.healthy();
+        let mut detail = json!({
+            "manifest": manifest, "manifestSha256": manifest_sha256, "image": record.image,
+        });
+
+        if let Some(prev) = &previous
+            && running
+            && prev.manifest_sha256 == manifest_sha256
+            && prev.secret_sha256 == secret_sha256
+        {
+            detail["action"] = json!("unchanged: the same manifest already runs and answers");
+            return Ok((
+                Deployed {
+                    gateway,
+                    values,
+                    claim: volume,
+                },
+                detail,
+            ));
+        }
+
+        // A secret file podman reads, private and removed right after.
+        let secret_file = tempfile::Builder::new()
+            .prefix(".secret")
+            .tempfile_in(&site.state_dir)?;
+        std::fs::write(secret_file.path(), &secret_json)?;
+        let put_secret = |replace: bool| -> Result<()> {
+            if podman.secret_exists(&secret_name) {
+                if !replace {
+                    return Ok(());
+                }
+                podman.secret_rm(&secret_name)?;
+            }
+            podman.secret_create(&secret_name, secret_file.path())
+        };
+        let secret_changed = previous
+            .as_ref()
+            .is_none_or(|p| p.secret_sha256 != secret_sha256);
+
+        match previous.as_ref().filter(|_| running) {
+            None => {
+                // Nothing answers: a first install, or a site whose gateway is down.
+                if let Some(prev) = &previous {
+                    let _ = podman.down(&prev.manifest);
+                }
+                put_secret(secret_changed)?;
+                let played =
+                    self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
+                if let Err(e) = podman
+                    .play(&played, tls)
+                    .and_then(|_| gateway.wait_healthy(Duration::from_secs(180)))
+                {
+                    let _ = podman.down(&played);
+                    let restored = previous.as_ref().map(|p| self.restore(&podman, p, tls));
+                    bail!(
+                        "{version} did not start: {e:#}{}; see `podman logs` of its pod, fix the values and run the install again",
+                        match restored {
+                            Some(Ok(())) => format!(
+                                "; the previous {} was started again",
+                                previous.as_ref().map_or("", |p| &p.version)
+                            ),
+                            Some(Err(r)) =>
+                                format!("; starting the previous version again failed too: {r:#}"),
+                            None => String::new(),
+                        }
+                    );
+                }
+                detail["action"] = json!(if previous.is_some() {
+                    "restarted"
+                } else {
+                    "installed"
+                });
+            }
+            Some(prev) => {
+                // Staged: the new version starts beside the running one on a scratch volume and
+                // passes the smoke tests before the running one is stopped.
+                let cand_release = format!("{}-next", site.release);
+                let cand_port = site.candidate_port();
+                let (cand, _) = self.render(verified, &cand_release, cand_port, true)?;
+                let cand_path = manifest.with_file_name(format!("{cand_release}.yaml"));
+                fsx::write_atomic(&cand_path, cand.as_bytes())?;
+                let cand_gw =
+                    Gateway::new(format!("http://127.0.0.1:{cand_port}"), admin.to_owned())?;
+                // The candidate reads the secret the running version has: a changed secret is
+                // put in place only when the running version stops.
+                let staged = podman
+                    .play(&cand_path, tls)
+                    .and_then(|_| cand_gw.wait_healthy(Duration::from_secs(180)))
+                    .map(|_| smoke::run(&cand_gw, "candidate"));
+                let _ = podman.down(&cand_path);
+                if let Some(c) = claim_name(&cand) {
+                    let _ = podman.volume_rm(&c);
+                }
+                let checks = staged.map_err(|e| {
+                    anyhow::anyhow!(
+                        "{version} did not start beside the running {}: {e:#}; the running version was not touched",
+                        prev.version
+                    )
+                })?;
+                if let Some(bad) = checks.iter().find(|c| !c.passed()) {
+                    bail!(
+                        "{version} failed the smoke test '{}' beside the running {} ({}); the running version was not touched",
+                        bad.name,
+                        prev.version,
+                        bad.detail
+                    );
+                }
+                detail["candidate"] =
+                    json!({"release": cand_release, "port": cand_port, "checks": checks});
+                podman.down(&prev.manifest)?;
+                put_secret(secret_changed)?;
+                let played =
+                    self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
+                if let Err(e) = podman
+                    .play(&played, tls)
+                    .and_then(|_| gateway.wait_healthy(Duration::from_secs(180)))
+                {
+                    let _ = podman.down(&played);
+                    let restored = self.restore(&podman, prev, tls);
+                    bail!(
+                        "{version} passed beside {} but did not start on the site's volume: {e:#}; {}",
+                        prev.version,
+                        match restored {
+                            Ok(()) =>
+                                format!("{} was started again with its audit log", prev.version),
+                            Err(r) => format!("starting {} again failed too: {r:#}", prev.version),
+                        }
+                    );
+                }
+                detail["action"] = json!(if older(&version, &prev.version) {
+                    "rolled back"
+                } else {
+                    "upgraded"
+                });
+            }
+        }
+        if let Some(prev) = &previous {
+            write_json(&self.opts.site.state_dir.join(PREVIOUS), prev)?;
+        }
+        write_json(&self.opts.site.state_dir.join(INSTALLED), &record)?;
+        self.previous = Some(record);
+        Ok((
+            Deployed {
+                gateway,
+                values,
+                claim: volume,
+            },
+            detail,
+        ))
+    }
+
+    /// The manifest to play: without its claim when the volume exists already (podman refuses
+    /// to create it twice, and the data on it is the site's).
+    fn play_for_volume(
+        &self,
+        podman: &Podman,
+        manifest: &Path,
+        rendered: &str,
+        claim: Option<&str>,
+    ) -> Result<PathBuf> {
+        match claim {
+            Some(c) if podman.exists("volume", c) => {
+                let p = manifest.with_extension("noclaim.yaml");
+                fsx::write_atomic(&p, without_claim(rendered).as_bytes())?;
+                Ok(p)
+            }
+            _ => Ok(manifest.to_owned()),
+        }
+    }
+
+    /// Starts the previously installed manifest again, on its volume.
+    fn restore(&self, podman: &Podman, prev: &Installed, tls: bool) -> Result<()> {
+        let text = std::fs::read_to_string(&prev.manifest)
+            .with_context(|| format!("cannot read {}", prev.manifest.display()))?;
+        let p =
+            self.play_for_volume(podman, &prev.manifest, &text, claim_name(&text).as_deref())?;
+        podman.play(&p, tls)?;
+        Gateway::new(
+            format!("http://127.0.0.1:{}", self.opts.site.port),
+            String::new(),
+        )?
+        .wait_healthy(Duration::from_secs(180))
+    }
+
+    fn environment(&mut self, deployed: &Deployed, verified: &Verified) -> Result<((), Value)> {
+        let version = &verified.doc.version;
+        let env = &self.opts.site.environment;
+        let mut applied = serde_json::Map::new();
+        // The license from the media, for this site's mode and region.
+        let lic = self.releases(version).join("license");
+        let license_file = std::fs::read_dir(&lic).ok().and_then(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| p.extension().is_none_or(|x| x != "age"))
+        });
+        match (&self.opts.license_pubkey_file, license_file) {
+            (Some(vendor_pub), Some(f)) => {
+                let how = self.license(deployed, verified, vendor_pub, &f)?;
+                applied.insert("license".into(), json!({"file": f, "applied": how}));
+            }
+            (None, Some(_)) => {
+                applied.insert(
+                    "license".into(),
+                    json!("on the media but not installed: pass --license-pubkey to check and install it"),
+                );
+            }
+            _ => {
+                applied.insert("license".into(), json!("none on the media"));
+            }
+        }
+        let recorded =
+            "recorded in this transcript; this release has no gateway setting for it yet";
+        let mut rec = |k: &str, v: Option<String>, how: &str| {
+            if let Some(v) = v {
+                applied.insert(k.into(), json!({"value": v, "applied": how}));
+            }
+        };
+        rec(
+            "region",
+            env.region.clone(),
+            "REGION: the license must name this region",
+        );
+        rec("identityProvider", env.identity_provider.clone(), recorded);
+        rec("keyManagement", env.key_management.clone(), recorded);
+        rec("archive", env.archive.clone(), recorded);
+        rec("siem", env.siem.clone(), recorded);
+        if !env.destinations.is_empty() {
+            rec(
+                "destinations",
+                Some(env.destinations.join(", ")),
+                "recorded in this transcript; the egress proxy that enforces it is not in this release",
+            );
+        }
+        Ok(((), Value::Object(applied)))
+    }
+
+    /// Installs the media's license. A first install has no activation yet (it binds to the
+    /// installation id, which exists only once the gateway ran): the activation request is
+    /// made with the tools image on the gateway's volume and the step stops, saying what to
+    /// take to the vendor and what to do with the answer.
+    fn license(
+        &self,
+        deployed: &Deployed,
+        verified: &Verified,
+        vendor_pub: &Path,
+        license: &Path,
+    ) -> Result<String> {
+        let gw = &deployed.gateway;
+        let site = &self.opts.site;
+        let read_json = |p: &Path| -> Result<Value> {
+            serde_json::from_slice(
+                &std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", p.display()))
+        };
+        let body = match &site.license_activation {
+            Some(a) => serde_json::to_vec(
+                &json!({"license": read_json(license)?, "activation": read_json(a)?}),
+            )?,
+            None => std::fs::read(license)?,
+        };
+        let resp = gw
+            .admin(reqwest::Method::POST, "/admin/license")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .context("installing the license: the gateway did not answer")?;
+        let status = resp.status().as_u16();
+        let r: Value = resp.json().unwrap_or(Value::Null);
+        if status == 200 {
+            return Ok(format!(
+                "installed ({})",
+                r["result"].as_str().unwrap_or("?")
+            ));
+        }
+        if status != 400
+            || r["error"].as_str() != Some("activation")
+            || site.license_activation.is_some()
+        {
+            bail!(
+                "the gateway refused the license on the media ({status}): {}; check that the license names this site's mode and region{}",
+                r["message"].as_str().unwrap_or(&r.to_string()),
+                if site.license_activation.is_some() {
+                    " and that the activation answers this site's latest request"
+                } else {
+                    ""
+                }
+            );
+        }
+        let request = self.activation_request(deployed, verified, vendor_pub, license)?;
+        bail!(
+            "the license on the media needs activation for this installation: take {} to the vendor (meshguard-license activate), set licenseActivation in the site file to the file the vendor returns, and run the install again. The gateway runs and enforces; admin writes stay frozen until the license is installed",
+            request.display()
+        )
+    }
+
+    fn activation_request(
+        &self,
+        deployed: &Deployed,
+        verified: &Verified,
+        vendor_pub: &Path,
+        license: &Path,
+    ) -> Result<PathBuf> {
+        let site = &self.opts.site;
+        let tools_image = verified
+            .images
+            .iter()
+            .find(|i| registry::split_ref(&i.reference).0 == "meshguard/tools")
+            .context(
+                "the media has no meshguard/tools image to make the activation request with",
+            )?;
+        let inputs = tempfile::Builder::new()
+            .prefix(".license")
+            .tempdir_in(&site.state_dir)?;
+        std::fs::copy(vendor_pub, inputs.path().join("vendor.pub"))?;
+        std::fs::copy(license, inputs.path().join("license"))?;
+        let mut perms = std::fs::metadata(inputs.path())?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(inputs.path(), perms)?;
+        let mut cmd = Command::new(tools::find("podman")?);
+        cmd.args([
+            "run",
+            "--rm",
+            "--network=none",
+            &format!("--tls-verify={}", !site.registry.insecure),
+            "-v",
+            &format!("{}:/data", deployed.claim),
+            "-v",
+            &format!("{}:/in:ro", inputs.path().display()),
+            &format!(
+                "{}/meshguard/tools@{}",
+                site.registry.address, tools_image.digest
+            ),
+            "/usr/local/bin/meshguard-license",
+            "request",
+            "--data-dir",
+            "/data/license",
+            "--pubkey",
+            "/in/vendor.pub",
+            "--license",
+            "/in/license",
+            "--mode",
+            &site.profile,
+        ]);
+        if let Some(r) = &site.environment.region {
+            cmd.args(["--region", r]);
+        }
+        let request = run(&mut cmd, "meshguard-license request (in the tools image)")?;
+        let out = site.state_dir.join("license/request.json");
+        std::fs::create_dir_all(out.parent().expect("a parent"))?;
+        fsx::write_atomic(&out, request.as_bytes())?;
+        Ok(out)
+    }
+
+    fn bootstrap(&mut self, version: &str, admin: &str) -> Result<((), Value)> {
+        let site = &self.opts.site;
+        let Some(b) = &site.bootstrap else {
+            return Ok(((), json!({"skipped": "the site file has no bootstrap"})));
+        };
+        let modules = self.releases(version).join("terraform/modules");
+        let module = modules.join(&b.module);
+        if !module.is_dir() {
+            let have: Vec<String> = std::fs::read_dir(&modules)
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            bail!(
+                "the media has no Terraform module {:?} (it has: {}); fix bootstrap.module in the site file",
+                b.module,
+                have.join(", ")
+            );
+        }
+        let work = site.state_dir.join("terraform");
+        std::fs::create_dir_all(&work)?;
+        // The module's configuration replaces the previous one; the state stays.
+        for e in std::fs::read_dir(&work)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "tf") {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        for e in std::fs::read_dir(&module)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "tf") {
+                std::fs::copy(&p, work.join(p.file_name().expect("a file")))?;
+            }
+        }
+        let cli_config = work.join("terraformrc");
+        fsx::write_atomic(&cli_config, b"")?;
+        let terraform = tools::find("terraform")?;
+        let tf = |args: &[&str]| -> Result<String> {
+            let mut c = Command::new(&terraform);
+            c.args(args)
+                .current_dir(&work)
+                .env("CHECKPOINT_DISABLE", "1")
+                .env("TF_IN_AUTOMATION", "1")
+                .env("TF_CLI_CONFIG_FILE", &cli_config)
+                .env(
+                    "MESHGUARD_GATEWAY_URL",
+                    format!("http://127.0.0.1:{}", site.port),
+                )
+                .env("MESHGUARD_ADMIN_TOKEN", admin);
+            run(&mut c, &format!("terraform {}", args[0]))
+        };
+        let mirror = site.state_dir.join("terraform-mirror");
+        tf(&[
+            "init",
+            "-input=false",
+            "-no-color",
+            &format!("-plugin-dir={}", mirror.display()),
+        ])?;
+        let mut plan_args = vec![
+            "plan".to_owned(),
+            "-input=false".into(),
+            "-no-color".into(),
+            "-out=bootstrap.tfplan".into(),
+        ];
+        if let Some(f) = &b.var_file {
+            plan_args.push(format!("-var-file={}", f.display()));
+        }
+        let plan = tf(&plan_args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let apply = tf(&["apply", "-input=false", "-no-color", "bootstrap.tfplan"])?;
+        let outputs = tf(&["output", "-json", "-no-color"])?;
+        let mut outputs: Value = serde_json::from_str(&outputs).unwrap_or(Value::Null);
+        // `output -json` prints sensitive values (agent tokens) in the clear: the transcript
+        // keeps their names only.
+        if let Some(map) = outputs.as_object_mut() {
+            for o in map.values_mut() {
+                if o["sensitive"] == Value::Bool(true) {
+                    o["value"] = json!("(sensitive)");
+                }
+            }
+        }
+        Ok((
+            (),
+            json!({"module": b.module, "workdir": work, "plan": plan, "apply": apply, "outputs": outputs}),
+        ))
+    }
+}
+
+fn gateway_image(v: &Verified) -> Option<(&str, &str)> {
+    v.images.iter().find_map(|i| {
+        let (repo, _) = registry::split_ref(&i.reference);
+        (repo == "meshguard/gateway").then_some((i.reference.as_str(), i.digest.as_str()))
+    })
+}
+
+fn has_policy_bundle(v: &Verified) -> bool {
+    v.doc.items.iter().any(|i| i.path == media::POLICY_BUNDLE)
+}
+
+/// Whether version `a` is older than `b` (dotted numbers; a pre-release suffix sorts first).
+pub fn older(a: &str, b: &str) -> bool {
+    fn key(v: &str) -> (Vec<u64>, bool) {
+        let (core, pre) = match v.split_once('-') {
+            Some((c, _)) => (c, true),
+            None => (v, false),
+        };
+        (
+            core.split('.').map(|p| p.parse().unwrap_or(0)).collect(),
+            !pre,
+        )
+    }
+    key(a) < key(b)
+}
+
+/// The PersistentVolumeClaim's name in a rendered manifest (podman names the volume after it).
+fn claim_name(rendered: &str) -> Option<String> {
+    rendered
+        .split("\n---")
+        .find(|d| d.contains("\nkind: PersistentVolumeClaim"))
+        .and_then(|d| {
+            let meta = d.split("\nmetadata:").nth(1)?;
+            let line = meta.lines().find(|l| l.trim_start().starts_with("name:"))?;
+            Some(
+                line.trim_start()["name:".len()..]
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned(),
+            )
+        })
+}
+
+/// The rendered manifest without its claim.
+fn without_claim(rendered: &str) -> String {
+    rendered
+        .split("\n---")
+        .filter(|doc| !doc.contains("\nkind: PersistentVolumeClaim"))
+        .collect::<Vec<_>>()
+        .join("\n---")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_as_numbers() {
+        assert!(older("0.1.0", "0.1.1"));
+        assert!(older("0.9.0", "0.10.0"));
+        assert!(older("1.0.0-rc1", "1.0.0"));
+        assert!(!older("0.1.1", "0.1.0"));
+        assert!(!older("0.1.0", "0.1.0"));
+    }
+
+    #[test]
+    fn the_claim_is_found_and_dropped() {
+        let r = "---\nkind: Deployment\nmetadata:\n  name: d\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: mg-data\n  labels: {}\n";
+        assert_eq!(claim_name(r).as_deref(), Some("mg-data"));
+        assert!(!without_claim(r).contains("PersistentVolumeClaim"));
+        assert!(without_claim(r).contains("kind: Deployment"));
+    }
+}

@@ -1,0 +1,121 @@
+//! The site's own tools, driven as a site admin would run them: helm renders the chart, podman
+//! runs it, terraform applies the bootstrap. Each is found on PATH (or MESHGUARD_HELM,
+//! MESHGUARD_PODMAN, MESHGUARD_TERRAFORM); podman reads its own configuration (CONTAINERS_CONF).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context as _, Result, bail};
+
+/// A tool by name: the MESHGUARD_<NAME> variable, else PATH.
+pub fn find(name: &str) -> Result<PathBuf> {
+    let var = format!("MESHGUARD_{}", name.to_ascii_uppercase());
+    if let Some(p) = std::env::var_os(&var) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "{name} is not installed (not on PATH and {var} is not set); the site install needs helm, podman and terraform"
+    )
+}
+
+/// Runs a command; fails with what it printed, which never holds a secret (secrets reach
+/// tools through files and environment variables only).
+pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = output(cmd, what)?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn output(cmd: &mut Command, what: &str) -> Result<Output> {
+    cmd.output()
+        .with_context(|| format!("cannot run {what} ({:?})", cmd.get_program()))
+}
+
+#[derive(Debug)]
+pub struct Podman {
+    bin: PathBuf,
+}
+
+impl Podman {
+    pub fn find() -> Result<Self> {
+        Ok(Self {
+            bin: find("podman")?,
+        })
+    }
+
+    fn cmd(&self) -> Command {
+        Command::new(&self.bin)
+    }
+
+    /// `podman kube play` of a rendered manifest, pulling from the site registry.
+    pub fn play(&self, manifest: &Path, tls_verify: bool) -> Result<()> {
+        run(
+            self.cmd()
+                .args(["kube", "play", &format!("--tls-verify={tls_verify}")])
+                .arg(manifest),
+            "podman kube play",
+        )?;
+        Ok(())
+    }
+
+    /// `podman kube down`: stops and removes the pods of a manifest (volumes stay).
+    pub fn down(&self, manifest: &Path) -> Result<()> {
+        run(
+            self.cmd().args(["kube", "down"]).arg(manifest),
+            "podman kube down",
+        )?;
+        Ok(())
+    }
+
+    pub fn exists(&self, kind: &str, name: &str) -> bool {
+        self.cmd()
+            .args([kind, "exists", name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    /// Whether a secret of that name exists (podman has no `secret exists` before 4.5).
+    pub fn secret_exists(&self, name: &str) -> bool {
+        self.cmd()
+            .args(["secret", "inspect", name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    pub fn volume_rm(&self, name: &str) -> Result<()> {
+        run(
+            self.cmd().args(["volume", "rm", "-f", name]),
+            "podman volume rm",
+        )?;
+        Ok(())
+    }
+
+    pub fn secret_rm(&self, name: &str) -> Result<()> {
+        run(self.cmd().args(["secret", "rm", name]), "podman secret rm")?;
+        Ok(())
+    }
+
+    /// A Kubernetes-style Secret for `kube play`: a JSON object of base64 values, from a file
+    /// (mode 0600, removed by the caller).
+    pub fn secret_create(&self, name: &str, file: &Path) -> Result<()> {
+        run(
+            self.cmd().args(["secret", "create", name]).arg(file),
+            "podman secret create",
+        )?;
+        Ok(())
+    }
+}
