@@ -31,6 +31,9 @@ pub struct SiteConfig {
     /// The port a new version answers on while it is smoke-tested beside the running one.
     #[serde(default)]
     pub candidate_port: Option<u16>,
+    /// How long a starting gateway has to answer /health before the start counts as failed.
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_seconds: u64,
     /// Where the site's state lives: imported releases, the Terraform mirror and state,
     /// rendered manifests, transcripts.
     pub state_dir: PathBuf,
@@ -102,6 +105,10 @@ pub struct Bootstrap {
     /// Its input values (a .tfvars or .tfvars.json file).
     #[serde(default)]
     pub var_file: Option<PathBuf>,
+}
+
+fn default_start_timeout() -> u64 {
+    180
 }
 
 fn default_namespace() -> String {

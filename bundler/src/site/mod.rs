@@ -356,6 +356,10 @@ impl Run<'_> {
         Ok(())
     }
 
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.opts.site.start_timeout_seconds)
+    }
+
     fn releases(&self, version: &str) -> PathBuf {
         self.opts.site.state_dir.join("releases").join(version)
     }
@@ -611,7 +615,7 @@ impl Run<'_> {
                     self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
                 if let Err(e) = podman
                     .play(&played, tls)
-                    .and_then(|_| gateway.wait_healthy(Duration::from_secs(180)))
+                    .and_then(|ids| self.started(&podman, &ids, &gateway))
                 {
                     let _ = podman.down(&played);
                     let restored = previous.as_ref().map(|p| self.restore(&podman, p, tls));
@@ -644,11 +648,16 @@ impl Run<'_> {
                 fsx::write_atomic(&cand_path, cand.as_bytes())?;
                 let cand_gw =
                     Gateway::new(format!("http://127.0.0.1:{cand_port}"), admin.to_owned())?;
+                // What an interrupted earlier run may have left of a candidate.
+                let _ = podman.down(&cand_path);
+                if let Some(c) = claim_name(&cand) {
+                    let _ = podman.volume_rm(&c);
+                }
                 // The candidate reads the secret the running version has: a changed secret is
                 // put in place only when the running version stops.
                 let staged = podman
                     .play(&cand_path, tls)
-                    .and_then(|_| cand_gw.wait_healthy(Duration::from_secs(180)))
+                    .and_then(|ids| self.started(&podman, &ids, &cand_gw))
                     .map(|_| smoke::run(&cand_gw, "candidate"));
                 let _ = podman.down(&cand_path);
                 if let Some(c) = claim_name(&cand) {
@@ -676,7 +685,7 @@ impl Run<'_> {
                     self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
                 if let Err(e) = podman
                     .play(&played, tls)
-                    .and_then(|_| gateway.wait_healthy(Duration::from_secs(180)))
+                    .and_then(|ids| self.started(&podman, &ids, &gateway))
                 {
                     let _ = podman.down(&played);
                     let restored = self.restore(&podman, prev, tls);
@@ -737,12 +746,33 @@ impl Run<'_> {
             .with_context(|| format!("cannot read {}", prev.manifest.display()))?;
         let p =
             self.play_for_volume(podman, &prev.manifest, &text, claim_name(&text).as_deref())?;
-        podman.play(&p, tls)?;
-        Gateway::new(
+        let ids = podman.play(&p, tls)?;
+        let gw = Gateway::new(
             format!("http://127.0.0.1:{}", self.opts.site.port),
             String::new(),
-        )?
-        .wait_healthy(Duration::from_secs(180))
+        )?;
+        self.started(podman, &ids, &gw)
+    }
+
+    /// Waits for a played gateway to answer /health; fails at once when its container exits.
+    fn started(&self, podman: &Podman, ids: &[String], gw: &Gateway) -> Result<()> {
+        let deadline = Instant::now() + self.start_timeout();
+        loop {
+            if gw.healthy() {
+                return Ok(());
+            }
+            if let Some(why) = podman.crashed(ids) {
+                bail!("the gateway stopped while starting: {why}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the gateway did not answer /health at {} within {}s",
+                    gw.url,
+                    self.opts.site.start_timeout_seconds
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn environment(&mut self, deployed: &Deployed, verified: &Verified) -> Result<((), Value)> {
@@ -972,6 +1002,8 @@ impl Run<'_> {
         tf(&[
             "init",
             "-input=false",
+            // The lock file follows the provider the media brings (an upgrade or a rollback).
+            "-upgrade",
             "-no-color",
             &format!("-plugin-dir={}", mirror.display()),
         ])?;

@@ -2,7 +2,7 @@
 //! and a denied decision for a throw-away agent, both found in the audit log, the log verified,
 //! and its signed checkpoint checked here, offline, against the log's published key.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
@@ -67,29 +67,6 @@ impl Gateway {
             bail!("{what}: the gateway answered {status}, not {want}: {text}");
         }
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// Waits for `/health` to answer 200 (the pod pulls, starts, opens its store).
-    pub fn wait_healthy(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self
-                .client
-                .get(format!("{}/health", self.url))
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "the gateway did not answer /health at {} within {}s",
-                    self.url,
-                    timeout.as_secs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
     }
 
     pub fn healthy(&self) -> bool {

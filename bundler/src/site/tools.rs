@@ -61,15 +61,71 @@ impl Podman {
         Command::new(&self.bin)
     }
 
-    /// `podman kube play` of a rendered manifest, pulling from the site registry.
-    pub fn play(&self, manifest: &Path, tls_verify: bool) -> Result<()> {
-        run(
+    /// `podman kube play` of a rendered manifest, pulling from the site registry; returns the
+    /// ids of the containers it started (it prints them under "Container:").
+    pub fn play(&self, manifest: &Path, tls_verify: bool) -> Result<Vec<String>> {
+        let out = run(
             self.cmd()
                 .args(["kube", "play", &format!("--tls-verify={tls_verify}")])
                 .arg(manifest),
             "podman kube play",
         )?;
-        Ok(())
+        let mut ids = Vec::new();
+        let mut in_containers = false;
+        for line in out.lines().map(str::trim) {
+            match line {
+                "Container:" | "Containers:" => in_containers = true,
+                l if l.ends_with(':') => in_containers = false,
+                l if in_containers && l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    ids.push(l.to_owned())
+                }
+                _ => {}
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Whether one of `ids` has exited or been restarted (a gateway that stops while it
+    /// starts will not answer): the container, its state and the end of its log.
+    pub fn crashed(&self, ids: &[String]) -> Option<String> {
+        for id in ids {
+            let Ok(out) = self
+                .cmd()
+                .args([
+                    "inspect",
+                    "--format",
+                    "{{.Name}} {{.State.Status}} {{.RestartCount}}",
+                    id,
+                ])
+                .output()
+            else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mut f = text.split_whitespace();
+            let (Some(name), Some(status), Some(restarts)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if status == "exited" || restarts != "0" {
+                let logs = self
+                    .cmd()
+                    .args(["logs", "--tail", "5", id])
+                    .output()
+                    .map(|o| {
+                        format!(
+                            "{}{}",
+                            String::from_utf8_lossy(&o.stdout),
+                            String::from_utf8_lossy(&o.stderr)
+                        )
+                    })
+                    .unwrap_or_default();
+                return Some(format!(
+                    "container {name} {status} (restarts: {restarts}); its last log lines:\n{}",
+                    logs.trim_end()
+                ));
+            }
+        }
+        None
     }
 
     /// `podman kube down`: stops and removes the pods of a manifest (volumes stay).

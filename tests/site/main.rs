@@ -1,0 +1,692 @@
+//! A site installed from offline media with one command, in a network namespace with no route
+//! out (issue #14): media -> install (stopping for the license activation, as a first install
+//! of a licensed profile must) -> smoke tests -> a re-run that changes nothing -> a staged
+//! upgrade -> a broken upgrade that leaves the running version alone -> rollback media, with
+//! the audit log intact throughout. Every run's transcript is checked with the stock minisign.
+//!
+//! The real tools: podman (`kube play`), helm, terraform, Docker's registry, minisign. The test
+//! re-runs itself under `unshare -n` (loopback only), so nothing in it can reach a network.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use meshguard_bundler::image::{ProductBuild, build, product_specs};
+use meshguard_bundler::oci::Layout;
+use serde_json::Value;
+
+const NETNS: &str = "MESHGUARD_E2E_NETNS";
+const PASSPHRASE: &str = "e2e-passphrase-not-a-secret-anywhere";
+const REGISTRY: &str = "127.0.0.1:5000";
+const PORT: u16 = 18080;
+
+/// Runs `body` inside a new network namespace with only loopback up: the test binary runs
+/// itself again there, for this one test.
+fn offline(test: &str, body: impl FnOnce()) {
+    if std::env::var_os(NETNS).is_some() {
+        // No route anywhere but loopback.
+        let out = TcpStream::connect_timeout(
+            &SocketAddr::from(([192, 0, 2, 1], 80)),
+            Duration::from_secs(2),
+        );
+        assert!(out.is_err(), "the namespace must have no network");
+        body();
+        return;
+    }
+    let status = Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(NETNS, "1")
+        .status()
+        .expect("unshare (util-linux) runs; the tests need root or user namespaces");
+    assert!(
+        status.success(),
+        "{test} failed inside `unshare -n` (see above)"
+    );
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// target/<profile>/, where this workspace's binaries were built with this test.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    for b in [
+        "meshguard-gateway",
+        "meshguard-bundle",
+        "meshguard-license",
+        "terraform-provider-meshguard",
+    ] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run the tests with `cargo xtask test` (or build the workspace first)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+fn tools_path() -> String {
+    let tools = std::env::var_os("MESHGUARD_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".tools"));
+    format!(
+        "{}:{}",
+        tools.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn output(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e} (run `cargo xtask tools`)"))
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The site: its directory, files, registry and podman configuration; what it ran is removed
+/// when dropped, also when the test fails.
+struct Site {
+    dir: tempfile::TempDir,
+    bins: PathBuf,
+    release: String,
+    containers_conf: PathBuf,
+    registry: Child,
+}
+
+impl Site {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.path())
+            .env("PATH", tools_path())
+            .env("CONTAINERS_CONF", &self.containers_conf)
+            .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
+            .env("MESHGUARD_LICENSE_PASSPHRASE", PASSPHRASE)
+            .env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    fn bundle(&self, args: &[&str]) -> Output {
+        output(self.cmd(self.bins.join("meshguard-bundle")).args(args))
+    }
+
+    fn license(&self, args: &[&str]) -> String {
+        ok(
+            output(self.cmd(self.bins.join("meshguard-license")).args(args)),
+            &format!("meshguard-license {}", args[0]),
+        )
+    }
+
+    fn podman(&self, args: &[&str]) -> Output {
+        output(self.cmd("podman").args(args))
+    }
+
+    /// `meshguard-bundle install`; returns (succeeded, stdout+stderr, the transcript).
+    fn install(&self, media: &str, extra: &[&str]) -> (bool, String, Value) {
+        let mut args = vec![
+            "install",
+            media,
+            "--site",
+            "site.yaml",
+            "--pubkey",
+            "media.pub",
+            "--license-pubkey",
+            "vendor.pub",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.bundle(&args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("transcript: "))
+            .unwrap_or_else(|| panic!("no transcript named:\n{text}"));
+        let json = line.split(" (signed").next().unwrap();
+        // The stock minisign checks the transcript with the site's public key.
+        ok(
+            output(
+                Command::new("minisign")
+                    .args(["-Vm", json, "-p"])
+                    .arg(self.path().join("site.pub")),
+            ),
+            "minisign -V of the transcript",
+        );
+        let t: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        assert_eq!(t["ok"], out.status.success(), "{text}");
+        (out.status.success(), text, t)
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.path().join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn get(&self, path: &str) -> Value {
+        reqwest::blocking::Client::new()
+            .get(format!("http://127.0.0.1:{PORT}{path}"))
+            .header("X-Admin-Token", self.admin_token())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn healthy(&self) -> bool {
+        reqwest::blocking::get(format!("http://127.0.0.1:{PORT}/health"))
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// The image the site's gateway container runs.
+    fn running_image(&self) -> String {
+        let out = ok(
+            self.podman(&["ps", "--format", "{{.Image}} {{.Names}}"]),
+            "podman ps",
+        );
+        out.lines()
+            .find(|l| l.contains(&format!("{}-", self.release)) && !l.contains("-next-"))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn installed_version(&self) -> String {
+        let v: Value = serde_json::from_slice(
+            &std::fs::read(self.path().join("state/installed.json")).unwrap(),
+        )
+        .unwrap();
+        v["version"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let deploy = self.path().join("state/deploy");
+        for v in std::fs::read_dir(&deploy).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(v.path()).into_iter().flatten().flatten() {
+                if f.path().extension().is_some_and(|x| x == "yaml") {
+                    let _ = self.podman(&["kube", "down", f.path().to_str().unwrap()]);
+                }
+            }
+        }
+        let volumes = self.podman(&["volume", "ls", "-q"]).stdout;
+        for v in String::from_utf8_lossy(&volumes)
+            .lines()
+            .filter(|v| v.starts_with(&self.release))
+        {
+            let _ = self.podman(&["volume", "rm", "-f", v]);
+        }
+        let _ = self.podman(&["secret", "rm", &format!("{}-secrets", self.release)]);
+        let _ = self.registry.kill();
+        let _ = self.registry.wait();
+    }
+}
+
+fn start_registry(dir: &Path) -> Child {
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
+            dir.join("registry").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed (apt docker-registry)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::blocking::get(format!("http://{REGISTRY}/v2/"))
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "the site registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Builds the product's images for `version` from `bins` into `layout`.
+fn images(bins: &Path, layout: &Path, version: &str) {
+    let mut l = Layout::create(layout).unwrap();
+    let product = ProductBuild {
+        bin_dir: bins.to_owned(),
+        namespace: "meshguard".into(),
+        version: version.into(),
+        revision: "0123456789abcdef0123456789abcdef01234567".into(),
+        source: "https://example.invalid/meshguard-deploy".into(),
+        license: "Apache-2.0".into(),
+        created: 1_780_000_000,
+        ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+    };
+    for spec in product_specs(&product).unwrap() {
+        build(&mut l, &spec).unwrap();
+    }
+    l.write_index().unwrap();
+}
+
+/// Signed media for `version`, its images built from `bins`.
+fn media(site: &Site, version: &str, bins: &Path) {
+    let d = site.path();
+    let layout = d.join(format!("layout-{version}"));
+    images(bins, &layout, version);
+    let r = root();
+    std::fs::write(
+        d.join(format!("media-{version}.yaml")),
+        format!(
+            "schema: meshguard.media/v1
+product: meshguard
+version: {version}
+profile: air-gapped
+images:
+  - ref: meshguard/gateway:{version}
+    from: oci:{l}:meshguard/gateway:{version}
+  - ref: meshguard/tools:{version}
+    from: oci:{l}:meshguard/tools:{version}
+chart: {r}/helm/meshguard-gateway
+terraform:
+  provider:
+    version: 0.1.0
+    binaries: {{linux_amd64: {p}}}
+  modules: {r}/modules
+policies: {r}/examples/policies
+license: {{file: {lic}}}
+",
+            l = layout.display(),
+            r = r.display(),
+            p = site.bins.join("terraform-provider-meshguard").display(),
+            lic = d.join("site.license").display(),
+        ),
+    )
+    .unwrap();
+    ok(
+        site.bundle(&[
+            "create",
+            "--manifest",
+            &format!("media-{version}.yaml"),
+            "--out",
+            &format!("media-{version}"),
+            "--key",
+            "media.key",
+        ]),
+        &format!("create media {version}"),
+    );
+}
+
+fn setup() -> Site {
+    let bins = bin_dir();
+    let dir = tempfile::Builder::new()
+        .prefix("site-e2e")
+        .tempdir_in(bins.parent().unwrap())
+        .unwrap();
+    let conf = dir.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let registry = start_registry(dir.path());
+    let site = Site {
+        release: format!("e2e{}", std::process::id()),
+        dir,
+        bins,
+        containers_conf: conf,
+        registry,
+    };
+    let d = site.path();
+    // The vendor: media key, license key, a license for this air-gapped site.
+    ok(
+        site.bundle(&[
+            "keys",
+            "generate",
+            "--secret",
+            "media.key",
+            "--public",
+            "media.pub",
+        ]),
+        "media key",
+    );
+    site.license(&[
+        "keys",
+        "generate",
+        "--secret",
+        "vendor.key",
+        "--public",
+        "vendor.pub",
+    ]);
+    site.license(&[
+        "issue",
+        "--key",
+        "vendor.key",
+        "--customer",
+        "E2E Site",
+        "--mode",
+        "air-gapped",
+        "--region",
+        "enclave-1",
+        "--max-agents",
+        "25",
+        "--valid-for",
+        "30d",
+        "--out",
+        "site.license",
+    ]);
+    // The site: its own transcript key, secrets in files, the site file.
+    ok(
+        site.bundle(&[
+            "keys", "generate", "--secret", "site.key", "--public", "site.pub",
+        ]),
+        "site key",
+    );
+    std::fs::write(
+        d.join("admin-token"),
+        "e2e-admin-token-0123456789abcdef0123",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("jwt-secret"),
+        "e2e-jwt-secret-0123456789abcdef0123456",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("bootstrap.tfvars.json"),
+        r#"{"agents": {"clinical-assistant": {"trust_tier": "verified", "tags": ["hipaa"]}}}"#,
+    )
+    .unwrap();
+    write_site(&site, None);
+    site
+}
+
+fn write_site(site: &Site, activation: Option<&str>) {
+    std::fs::write(
+        site.path().join("site.yaml"),
+        format!(
+            "release: {}
+profile: air-gapped
+registry: {{address: \"{REGISTRY}\", insecure: true}}
+port: {PORT}
+candidatePort: {}
+startTimeoutSeconds: 60
+stateDir: state
+secrets: {{adminTokenFile: admin-token, jwtSecretFile: jwt-secret}}
+transcriptKey: site.key
+environment:
+  region: enclave-1
+  identityProvider: https://idp.enclave.internal
+  archive: /srv/meshguard/archive
+  destinations: [records.enclave.internal:443]
+bootstrap: {{module: meshguard-governance, varFile: bootstrap.tfvars.json}}
+{}",
+            site.release,
+            PORT + 1,
+            activation
+                .map(|a| format!("licenseActivation: {a}\n"))
+                .unwrap_or_default()
+        ),
+    )
+    .unwrap();
+}
+
+fn step<'a>(t: &'a Value, name: &str) -> &'a Value {
+    t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name} in {t}"))
+}
+
+fn failed_step(t: &Value) -> String {
+    t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["status"] == "failed")
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn digest_of(site: &Site, version: &str) -> String {
+    let doc: Value = serde_json::from_slice(
+        &std::fs::read(site.path().join(format!("media-{version}/MEDIA.json"))).unwrap(),
+    )
+    .unwrap();
+    doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ref"].as_str().unwrap().starts_with("meshguard/gateway:"))
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn audit_entries(site: &Site) -> u64 {
+    let v = site.get("/admin/audit/verify");
+    assert_eq!(v["valid"], true, "the audit log verifies: {v}");
+    v["entries"].as_u64().unwrap()
+}
+
+#[test]
+fn a_site_installs_from_media_upgrades_and_rolls_back_with_no_network() {
+    offline(
+        "a_site_installs_from_media_upgrades_and_rolls_back_with_no_network",
+        run,
+    );
+}
+
+fn run() {
+    let site = setup();
+    let d = site.path().to_owned();
+    media(&site, "0.1.0", &site.bins);
+    media(&site, "0.1.1", &site.bins);
+
+    // Tampered media: refused at step 1, nothing imported, nothing started; the failure is in
+    // a signed transcript.
+    ok(
+        output(
+            Command::new("cp")
+                .args(["-a", "media-0.1.1", "media-tampered"])
+                .current_dir(&d),
+        ),
+        "copy media",
+    );
+    let chart = d.join("media-tampered/charts/meshguard-gateway/values.yaml");
+    let mut text = std::fs::read_to_string(&chart).unwrap();
+    text.push_str("\nmode: bypass\n");
+    std::fs::write(&chart, text).unwrap();
+    let (done, out, t) = site.install("media-tampered", &[]);
+    assert!(!done);
+    assert_eq!(failed_step(&t), "verify media", "{out}");
+    assert!(out.contains("does not verify"), "{out}");
+    assert!(!d.join("state/releases/0.1.1").exists(), "nothing imported");
+    assert!(!site.healthy(), "nothing started");
+
+    // First install: the gateway runs, and the license on the media needs this installation's
+    // activation: the install stops at step 4 with the request to take to the vendor.
+    let (done, out, t) = site.install("media-0.1.0", &[]);
+    assert!(!done, "{out}");
+    assert_eq!(failed_step(&t), "environment values", "{out}");
+    assert!(out.contains("needs activation"), "{out}");
+    let request = d.join("state/license/request.json");
+    assert!(request.is_file(), "{out}");
+    assert!(site.healthy(), "the gateway runs while the license waits");
+
+    // The vendor answers; the site names the answer and installs again: every step passes.
+    site.license(&[
+        "activate",
+        "--key",
+        "vendor.key",
+        "--license",
+        "site.license",
+        "--request",
+        request.to_str().unwrap(),
+        "--out",
+        "activation.json",
+    ]);
+    write_site(&site, Some("activation.json"));
+    let (done, out, t) = site.install("media-0.1.0", &[]);
+    assert!(done, "{out}");
+    eprintln!("{out}");
+    for s in t["steps"].as_array().unwrap() {
+        assert_ne!(s["status"], "failed", "{s}");
+    }
+    let checks = &step(&t, "smoke tests")["detail"]["checks"];
+    for name in [
+        "policy allow",
+        "policy deny",
+        "audit write",
+        "offline signature verification",
+    ] {
+        let c = checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap();
+        assert_eq!(c["result"], "passed", "{c}");
+    }
+    let env = &step(&t, "environment values")["detail"];
+    assert!(
+        env["license"]["applied"]
+            .as_str()
+            .unwrap()
+            .starts_with("installed"),
+        "{env}"
+    );
+    assert!(
+        !serde_json::to_string(&t)
+            .unwrap()
+            .contains(&site.admin_token()),
+        "no secret in the transcript"
+    );
+    let license = site.get("/admin/license");
+    assert_eq!(license["state"], "valid", "{license}");
+    assert_eq!(license["adminWritesAllowed"], true, "{license}");
+    let agents = site.get("/admin/agents");
+    assert!(
+        agents.to_string().contains("clinical-assistant"),
+        "Terraform applied the bootstrap: {agents}"
+    );
+    assert_eq!(
+        site.running_image(),
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.0"))
+    );
+    let before = audit_entries(&site);
+
+    // Again, same media: nothing to change.
+    let (done, out, t) = site.install("media-0.1.0", &[]);
+    assert!(done, "{out}");
+    assert!(
+        step(&t, "render and start")["detail"]["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("unchanged"),
+        "{out}"
+    );
+    assert!(
+        step(&t, "terraform bootstrap")["detail"]["apply"]
+            .as_str()
+            .unwrap()
+            .contains("0 added, 0 changed, 0 destroyed"),
+        "{out}"
+    );
+
+    // Newer media: started beside the running version, smoke-tested, then swapped in.
+    let (done, out, t) = site.install("media-0.1.1", &[]);
+    assert!(done, "{out}");
+    let deploy = &step(&t, "render and start")["detail"];
+    assert_eq!(deploy["action"], "upgraded", "{out}");
+    assert!(deploy["candidate"]["checks"].to_string().contains("passed"));
+    assert_eq!(
+        site.running_image(),
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.1"))
+    );
+    assert!(audit_entries(&site) > before, "the audit log carried over");
+    let upgraded = audit_entries(&site);
+
+    // Broken newer media (its "gateway" exits at once): the candidate never answers, the
+    // running version is not touched.
+    let broken = tempfile::Builder::new()
+        .prefix("broken-bins")
+        .tempdir_in(site.bins.parent().unwrap())
+        .unwrap();
+    for b in [
+        "meshguard-bundle",
+        "meshguard-license",
+        "terraform-provider-meshguard",
+    ] {
+        std::fs::copy(site.bins.join(b), broken.path().join(b)).unwrap();
+    }
+    std::fs::copy(
+        site.bins.join("meshguard-license"),
+        broken.path().join("meshguard-gateway"),
+    )
+    .unwrap();
+    media(&site, "0.1.2", broken.path());
+    let (done, out, t) = site.install("media-0.1.2", &[]);
+    assert!(!done, "{out}");
+    assert_eq!(failed_step(&t), "render and start", "{out}");
+    assert!(out.contains("the running version was not touched"), "{out}");
+    assert!(out.contains("the gateway stopped while starting"), "{out}");
+    assert!(site.healthy());
+    assert_eq!(site.installed_version(), "0.1.1");
+    assert_eq!(
+        site.running_image(),
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.1"))
+    );
+
+    // Rollback media: refused without --rollback, then restores 0.1.0 with the audit log.
+    let (done, out, t) = site.install("media-0.1.0", &[]);
+    assert!(!done);
+    assert_eq!(failed_step(&t), "verify media");
+    assert!(out.contains("--rollback"), "{out}");
+    let (done, out, t) = site.install("media-0.1.0", &["--rollback"]);
+    assert!(done, "{out}");
+    assert_eq!(
+        step(&t, "render and start")["detail"]["action"],
+        "rolled back"
+    );
+    assert_eq!(site.installed_version(), "0.1.0");
+    assert_eq!(
+        site.running_image(),
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.0"))
+    );
+    assert!(
+        audit_entries(&site) > upgraded,
+        "the audit log survived the rollback"
+    );
+    assert!(
+        site.get("/admin/agents")
+            .to_string()
+            .contains("clinical-assistant")
+    );
+}
