@@ -3,7 +3,8 @@
 //! Builds the gateway, starts it on 127.0.0.1 with embedded SQLite under `.demo/`, registers an
 //! agent, a policy and an alert channel through the admin API (after activating an offline
 //! license), asks for an allowed and a denied
-//! decision as the agent, shows the change record of those writes, and says where everything is.
+//! decision as the agent, shows the change record of those writes, builds signed media of the
+//! product, and ends with the site installed from it (`demo_site.rs`); says where everything is.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -49,7 +50,7 @@ impl Drop for Running {
     }
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buf = vec![0u8; bytes];
     fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
@@ -113,6 +114,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     let license_tool = root().join("target/debug/meshguard-license");
 
     if dir.exists() {
+        // An earlier demo's site (pods, volume, secret) goes first.
+        let site = dir.join("site-install");
+        crate::demo_site::down(&site, &site.join("containers.conf"));
         fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
     let policies_dir = dir.join("policies");
@@ -624,6 +628,11 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
         bail!("the audit log did not verify: {report}");
     }
 
+    step(
+        "the site installs MeshGuard from the media with one command (meshguard-bundle install): verify, import into a registry on loopback, podman runs the chart, Terraform bootstrap from the imported mirror, smoke tests, a signed transcript",
+    );
+    let site = crate::demo_site::install(&dir, &tools.bin, &bundle_tool, &license_tool)?;
+
     println!("\nWhat the demo did and where the data lives:");
     println!("  gateway        {base}  (binary {})", binary.display());
     println!("  database       {}  (SQLite, WAL)", db.display());
@@ -658,6 +667,11 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
         "  with --serve   curl -H \"X-Admin-Token: $(cat {})\" {base}/admin/agents",
         dir.join("admin-token").display()
     );
+    println!(
+        "  site install   {}  (podman, from the media; transcript {})",
+        site.url,
+        site.transcript.display()
+    );
     if args.serve {
         println!("\nserving until Ctrl-C");
         loop {
@@ -665,7 +679,8 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
         }
     }
     drop(running);
-    println!("\ngateway stopped; run `cargo xtask demo --serve` to keep it running");
+    drop(site);
+    println!("\ngateway and site stopped; run `cargo xtask demo --serve` to keep them running");
     Ok(())
 }
 
@@ -698,7 +713,7 @@ fn wait_ready(api: &Api) -> anyhow::Result<()> {
     bail!("the gateway did not become ready within 30 s")
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()

@@ -9,6 +9,7 @@ mod bench;
 mod bench_gateway;
 mod bench_media;
 mod demo;
+mod demo_site;
 mod images;
 mod tools;
 

@@ -190,7 +190,7 @@ pub fn install(opts: &Options) -> Result<Outcome> {
             tool: format!("meshguard-bundle {}", env!("CARGO_PKG_VERSION")),
             site: opts.site.release.clone(),
             profile: opts.site.profile.clone(),
-            media: std::path::absolute(&opts.media)
+            media: std::fs::canonicalize(&opts.media)
                 .unwrap_or(opts.media.clone())
                 .display()
                 .to_string(),
