@@ -93,6 +93,27 @@ fn tree_size(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// A directory copied onto the media as one input: SHA-256 over its `sha256  path` lines in
+/// path order (the SHA256SUMS form), named by its place on the media.
+fn tree_input(stage: &Path, at: &str, name: &str) -> Result<Input, BundleError> {
+    let dir = stage.join(at);
+    let mut listing = String::new();
+    if dir.is_dir() {
+        for rel in fsx::walk(&dir)? {
+            let (hex, _) = fsx::sha256_file(&dir.join(&rel))?;
+            listing.push_str(&format!("{hex}  {rel}\n"));
+        }
+    } else {
+        let (hex, _) = fsx::sha256_file(&dir)?;
+        listing.push_str(&format!("{hex}  {at}\n"));
+    }
+    Ok(Input::sha256(
+        format!("file:{at}"),
+        fsx::sha256_hex(listing.as_bytes()),
+        name.into(),
+    ))
+}
+
 fn copy_tree(from: &Path, to: &Path) -> Result<(), BundleError> {
     for rel in fsx::walk(from)? {
         fsx::copy_hashed(&from.join(&rel), &to.join(&rel))?;
@@ -107,6 +128,13 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
     let stamp = rfc3339(started);
     let mut inputs: Vec<Input> = Vec::new();
+    if let Some(src) = &man.source {
+        inputs.push(Input {
+            uri: format!("git+{}@{}", src.repository.as_str(), src.revision.as_str()),
+            digest: ("gitCommit", src.revision.as_str().to_lowercase()),
+            name: "source".into(),
+        });
+    }
     let mut known = sums::Hashes::new();
 
     // Room for everything local, before writing anything.
@@ -164,11 +192,19 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                     crate::registry::pull(reference, &layout, &opts.insecure_registries)?
                 }
             };
-            inputs.push(Input {
-                uri: img.from.as_str().to_owned(),
-                sha256: top.hex()?.to_owned(),
-                name: img.reference.as_str().to_owned(),
-            });
+            let uri = match &source {
+                ImageSource::Layout { tag, .. } => format!("oci-layout:{tag}"),
+                ImageSource::Archive { file, tag } => format!(
+                    "oci-archive:{}:{tag}",
+                    file.file_name().unwrap_or_default().to_string_lossy()
+                ),
+                ImageSource::Registry { reference } => format!("docker://{reference}"),
+            };
+            inputs.push(Input::sha256(
+                uri,
+                top.hex()?.to_owned(),
+                img.reference.as_str().to_owned(),
+            ));
             images.push(ImageEntry {
                 reference: img.reference.as_str().to_owned(),
                 digest: top.digest.clone(),
@@ -198,6 +234,8 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         } else {
             fsx::copy_hashed(&src, &stage.join("charts").join(name))?;
         }
+        let at = format!("charts/{}", name.to_string_lossy());
+        inputs.push(tree_input(stage, &at, "helm chart")?);
     }
 
     // Terraform provider mirror and modules.
@@ -217,14 +255,17 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 let root = stage.join("terraform/providers");
                 let packed =
                     tfmirror::pack(&binary, &id, &root).map_err(|e| m.error(bin, e.to_string()))?;
-                inputs.push(Input {
-                    uri: format!("file:{}", bin.as_str()),
-                    sha256: packed.binary_sha256.clone(),
-                    name: format!(
+                inputs.push(Input::sha256(
+                    format!(
+                        "file:{}",
+                        binary.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                    packed.binary_sha256.clone(),
+                    format!(
                         "terraform-provider-{}_{}_{}",
                         id.kind, id.version, id.platform
                     ),
-                });
+                ));
                 providers.push(ProviderEntry {
                     source: p.source().to_owned(),
                     version: id.version.clone(),
@@ -238,6 +279,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         if let Some(modules) = &tf.modules {
             let src = m.path(modules, "modules directory")?;
             copy_tree(&src, &stage.join("terraform/modules"))?;
+            inputs.push(tree_input(stage, "terraform/modules", "terraform modules")?);
         }
     }
 
@@ -246,6 +288,11 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         let src = m.path(policies, "policies directory")?;
         let bundle = policy_bundle(&src, man.version.as_str(), &stamp)
             .map_err(|e| m.error(policies, e.to_string()))?;
+        inputs.push(Input::sha256(
+            format!("file:{}", media::POLICY_BUNDLE),
+            fsx::sha256_hex(&bundle),
+            "policies".into(),
+        ));
         fsx::write_atomic(&stage.join(media::POLICY_BUNDLE), &bundle)?;
         let sig = opts.key.sign(
             &bundle,

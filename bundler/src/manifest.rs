@@ -54,6 +54,18 @@ pub struct Manifest {
     pub scans: Vec<Spanned<String>>,
     #[serde(default)]
     pub sbom: Option<SbomSpec>,
+    /// The source the media's binaries were built from: named in the provenance.
+    #[serde(default)]
+    pub source: Option<SourceSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// The repository URL.
+    pub repository: Spanned<String>,
+    /// The commit, 40 hex digits.
+    pub revision: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +210,17 @@ impl Loaded {
                     m.schema.as_str()
                 ),
             ));
+        }
+        if let Some(src) = &m.source {
+            let rev = src.revision.as_str();
+            if rev.len() != 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(self.error(
+                    &src.revision,
+                    format!(
+                        "source.revision {rev:?} is not a 40-digit commit id (git rev-parse HEAD)"
+                    ),
+                ));
+            }
         }
         let token_ok = |s: &str| {
             !s.is_empty()

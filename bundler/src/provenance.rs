@@ -9,12 +9,25 @@ pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const BUILD_TYPE: &str = "https://meshguard.dev/meshguard-bundle/create/v1";
 pub const BUILDER_ID: &str = "https://meshguard.dev/meshguard-bundle";
 
-/// What went into the media, for `resolvedDependencies`.
+/// What went into the media, for `resolvedDependencies`: named without build-host paths (an
+/// image by its reference, a file by its name or its place on the media, the source by its
+/// repository and commit).
 #[derive(Debug, Clone)]
 pub struct Input {
     pub uri: String,
-    pub sha256: String,
+    /// (algorithm, value), e.g. ("sha256", hex) or ("gitCommit", sha1 hex).
+    pub digest: (&'static str, String),
     pub name: String,
+}
+
+impl Input {
+    pub fn sha256(uri: String, sha256: String, name: String) -> Self {
+        Self {
+            uri,
+            digest: ("sha256", sha256),
+            name,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -34,7 +47,7 @@ pub fn statement(subjects: &Hashes, inputs: &[Input], run: &Run<'_>) -> Value {
         .collect();
     let deps: Vec<Value> = inputs
         .iter()
-        .map(|i| json!({"uri": i.uri, "name": i.name, "digest": {"sha256": i.sha256}}))
+        .map(|i| json!({"uri": i.uri, "name": i.name, "digest": {i.digest.0: i.digest.1}}))
         .collect();
     let mut external = json!({
         "manifest": {"path": run.manifest_path, "sha256": run.manifest_sha256},

@@ -449,10 +449,16 @@ terraform:
 policies: {r}/examples/policies
 license: {{file: {lic}}}
 sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshguard]}}
-",
+{source}",
             v = env!("CARGO_PKG_VERSION"),
             lic = vendor.join("demo.license").display(),
-            provider = provider.display()
+            provider = provider.display(),
+            source = crate::images::git(&["rev-parse", "HEAD"])
+                .map(|rev| format!(
+                    "source: {{repository: {}, revision: {rev}}}\n",
+                    env!("CARGO_PKG_REPOSITORY")
+                ))
+                .unwrap_or_default()
         ),
     )?;
     let bundle_cmd = |args: &[&str]| {

@@ -64,7 +64,7 @@ pub(crate) fn source_date_epoch() -> anyhow::Result<i64> {
     }
 }
 
-fn git(args: &[&str]) -> Option<String> {
+pub(crate) fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .args(args)
         .current_dir(crate::root())

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_gateway;
+mod bench_install;
 mod bench_media;
 mod demo;
 mod demo_site;
@@ -52,6 +53,9 @@ enum Cmd {
     /// Benchmark GET /proxy/check with wrk (durable audit) against a hello-world server on the
     /// same HTTP stack, in one run.
     BenchGateway(bench_gateway::BenchGatewayArgs),
+    /// Time a fresh site install from media (`meshguard-bundle install`) under `unshare -n`,
+    /// per step.
+    BenchInstall(bench_install::BenchInstallArgs),
     /// Benchmark meshguard-bundle verify, pack and import on about 2 GiB of image blobs against
     /// sha256sum/openssl, tar|zstd and skopeo, in one run.
     BenchMedia(bench_media::BenchMediaArgs),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Cmd::BenchProvider(args) => bench::run(args),
         Cmd::BenchGateway(args) => bench_gateway::run(args),
         Cmd::BenchMedia(args) => bench_media::run(args),
+        Cmd::BenchInstall(args) => bench_install::run(args),
         Cmd::ProviderMirror { out, release } => {
             provider_mirror(&root().join(out), release).map(|p| {
                 println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);

@@ -70,6 +70,7 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     terraform_oldest(&tools)?;
     sigstore_verifier(&tools)?;
     cyclonedx_validator(&tools)?;
+    kubernetes_validate(&tools)?;
     helm(&tools)?;
     Ok(tools)
 }
@@ -216,6 +217,26 @@ fn cyclonedx_validator(tools: &Tools) -> anyhow::Result<()> {
         "install",
         "-q",
         "cyclonedx-python-lib[json-validation]>=11,<12",
+    ]))
+}
+
+/// kubernetes-validate 1.37.0 (PyPI) in a venv: the chart's rendered manifests checked against
+/// the Kubernetes schemas it ships (1.25 to 1.37).
+fn kubernetes_validate(tools: &Tools) -> anyhow::Result<()> {
+    let venv = tools.dir.join("kubernetes-validate");
+    let ok = Command::new(venv.join("bin/kubernetes-validate"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1.37.0"));
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask: installing kubernetes-validate 1.37.0 (PyPI)");
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_checked(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "-q",
+        "kubernetes-validate==1.37.0",
     ]))
 }
 

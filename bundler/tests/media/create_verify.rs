@@ -78,6 +78,9 @@ scans: [gateway.trivy.json]
 sbom:
   workspace: {root}
   binaries: [meshguard-bundle]
+source:
+  repository: https://example.invalid/meshguard-deploy
+  revision: 0123456789abcdef0123456789abcdef01234567
 "
         ),
     )
@@ -155,6 +158,50 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
             .unwrap()
             .contains("VERIFIED")
     );
+
+    // The provenance names every input by digest, and no path of the build host.
+    let envelope: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(media.join("provenance/media.intoto.dsse.json")).unwrap(),
+    )
+    .unwrap();
+    let payload = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(envelope["payload"].as_str().unwrap())
+            .unwrap()
+    };
+    let payload = String::from_utf8(payload).unwrap();
+    for host_path in [dir.display().to_string(), root().display().to_string()] {
+        assert!(
+            !payload.contains(&host_path),
+            "the provenance names the build host's {host_path}: {payload}"
+        );
+    }
+    let statement: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let dep = |name: &str| {
+        deps.iter()
+            .find(|d| d["name"] == name)
+            .unwrap_or_else(|| panic!("no input {name} in {deps:?}"))
+    };
+    assert_eq!(
+        dep("source")["digest"]["gitCommit"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    for name in [
+        "helm chart",
+        "terraform modules",
+        "policies",
+        "meshguard/gateway:1.4.0",
+    ] {
+        assert_eq!(
+            dep(name)["digest"]["sha256"].as_str().map(str::len),
+            Some(64),
+            "{name}"
+        );
+    }
 
     // Stock tools, each on its own.
     run_ok(

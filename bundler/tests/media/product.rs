@@ -399,6 +399,20 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             helm(&["template", "mg", chart, "-f", &values, "--set", &digest]),
             &format!("helm template ({profile})"),
         );
+        // Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we
+        // support and the newest schema the validator ships.
+        let rendered = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(rendered.path(), &out).unwrap();
+        for version in ["1.29.0", "1.37.0"] {
+            ok(
+                run(Command::new(
+                    crate::support::tools_dir().join("kubernetes-validate/bin/kubernetes-validate"),
+                )
+                .args(["--strict", "-k", version])
+                .arg(rendered.path())),
+                &format!("kubernetes-validate --strict -k {version} ({profile})"),
+            );
+        }
         assert!(!out.contains(":latest"), "{profile}: no :latest image");
         assert!(
             !out.contains("privileged: true"),
