@@ -418,19 +418,26 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
     // SBOMs.
     progress("writing SBOMs (CycloneDX 1.6)");
     let mut hashes: sums::Hashes;
+    let workspace = match &man.sbom {
+        Some(spec) => {
+            let dir = match &spec.workspace {
+                Some(w) => m.path(w, "cargo workspace")?,
+                None => m.base.clone(),
+            };
+            Some(sbom::Workspace::load(&dir)?)
+        }
+        None => None,
+    };
     for s in &summaries {
-        let doc = sbom::image(s, &stamp);
+        let doc = sbom::image(s, &stage.join("images"), workspace.as_ref(), &stamp)?;
         let name = s.reference.replace(['/', ':'], "_");
         write_json(&stage.join(format!("sbom/images/{name}.cdx.json")), &doc)?;
     }
-    if let Some(spec) = &man.sbom {
-        let ws = match &spec.workspace {
-            Some(w) => m.path(w, "cargo workspace")?,
-            None => m.base.clone(),
-        };
+    if let (Some(spec), Some(ws)) = (&man.sbom, &workspace) {
         for bin in &spec.binaries {
-            let doc =
-                sbom::binary(&ws, bin.as_str(), &stamp).map_err(|e| m.error(bin, e.to_string()))?;
+            let doc = ws
+                .binary(bin.as_str(), &stamp)
+                .map_err(|e| m.error(bin, e.to_string()))?;
             write_json(
                 &stage.join(format!("sbom/binaries/{}.cdx.json", bin.as_str())),
                 &doc,

@@ -76,7 +76,14 @@ fn oci_purl(reference: &str, digest: &str) -> String {
 /// The SBOM of one image: its layers and what its configuration reveals (platform, creation
 /// time, history, labels, entrypoint, exposed ports, and the names, not values, of its
 /// environment variables, which may hold secrets).
-pub fn image(img: &ImageSummary, timestamp: &str) -> Value {
+/// The SBOM of an image: its configuration, its layers, and every regular file in them with
+/// its SHA-256; a file that is a binary of `workspace` carries that binary's crates.
+pub fn image(
+    img: &ImageSummary,
+    layout: &Path,
+    workspace: Option<&Workspace>,
+    timestamp: &str,
+) -> Result<Value, BundleError> {
     let mut props = vec![
         prop("oci:reference", &img.reference),
         prop("oci:mediaType", &img.media_type),
@@ -157,6 +164,42 @@ pub fn image(img: &ImageSummary, timestamp: &str) -> Value {
                 "hashes": [{"alg": "SHA-256", "content": layer.hex().unwrap_or_default()}],
                 "properties": lp,
             }));
+            let blob = layout.join("blobs/sha256").join(layer.hex()?);
+            if !blob.exists() {
+                // Differential media: the layer is on the older media, whose SBOM lists it.
+                continue;
+            }
+            for file in layer_files(&blob, &layer.media_type, &img.reference)? {
+                let bom_ref = format!("{}:{}", layer.digest, file.path);
+                let mut c = json!({
+                    "type": "file",
+                    "bom-ref": bom_ref,
+                    "name": file.path,
+                    "hashes": [{"alg": "SHA-256", "content": file.sha256}],
+                    "properties": [
+                        prop("oci:layer", &layer.digest),
+                        prop("file:size", file.size.to_string()),
+                        prop("file:mode", format!("{:o}", file.mode)),
+                    ],
+                });
+                let name = file.path.rsplit('/').next().unwrap_or_default();
+                if let Some(ws) = workspace
+                    && file.path.contains("/bin/")
+                    && ws.builds(name)
+                {
+                    let bin = ws.binary(name, timestamp)?;
+                    // Nested under the file, so their references are made unique to it (two
+                    // binaries of one image share most crates).
+                    let mut nested = vec![bin["metadata"]["component"].clone()];
+                    nested.extend(bin["components"].as_array().into_iter().flatten().cloned());
+                    for n in &mut nested {
+                        let r = n["bom-ref"].as_str().unwrap_or_default().to_owned();
+                        n["bom-ref"] = json!(format!("{bom_ref}#{r}"));
+                    }
+                    c["components"] = json!(nested);
+                }
+                components.push(c);
+            }
         }
     }
     let subject = json!({
@@ -168,7 +211,63 @@ pub fn image(img: &ImageSummary, timestamp: &str) -> Value {
         "hashes": [{"alg": "SHA-256", "content": img.digest.trim_start_matches("sha256:")}],
         "properties": props,
     });
-    document(timestamp, subject, components, Vec::new())
+    Ok(document(timestamp, subject, components, Vec::new()))
+}
+
+/// One regular file of a layer.
+#[derive(Debug)]
+struct LayerFile {
+    path: String,
+    sha256: String,
+    size: u64,
+    mode: u32,
+}
+
+/// The regular files of a tar layer (plain, gzip or zstd), each hashed as it is read; a layer
+/// of another media type (an artifact, not a filesystem) lists nothing.
+fn layer_files(
+    blob: &Path,
+    media_type: &str,
+    reference: &str,
+) -> Result<Vec<LayerFile>, BundleError> {
+    let f = std::fs::File::open(blob).map_err(|e| BundleError::io("read", blob, e))?;
+    let f = std::io::BufReader::new(f);
+    let reader: Box<dyn std::io::Read> = if media_type.ends_with("+gzip")
+        || media_type.ends_with(".tar.gzip")
+    {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else if media_type.ends_with("+zstd") || media_type.ends_with(".tar.zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| BundleError::io("read", blob, e))?)
+    } else if media_type.ends_with(".tar") || media_type.ends_with("diff.tar") {
+        Box::new(f)
+    } else {
+        return Ok(Vec::new());
+    };
+    let bad = |e: std::io::Error| {
+        BundleError::Layout(format!(
+            "a layer of {reference} ({}) is not a readable {media_type}: {e}",
+            blob.display()
+        ))
+    };
+    let mut out = Vec::new();
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        let path = format!("/{}", path.trim_start_matches("./").trim_start_matches('/'));
+        let mode = entry.header().mode().unwrap_or(0);
+        let (sha256, size) = fsx::sha256_reader(&mut entry).map_err(bad)?;
+        out.push(LayerFile {
+            path,
+            sha256,
+            size,
+            mode,
+        });
+    }
+    Ok(out)
 }
 
 fn host_triple() -> &'static str {
@@ -193,39 +292,61 @@ pub fn spdx_expression(cargo_license: &str) -> String {
         .join(" OR ")
 }
 
-/// The SBOM of a project binary: the crates in its dependency closure, from `cargo metadata`
-/// (run offline against the workspace's lock file).
-pub fn binary(workspace: &Path, bin: &str, timestamp: &str) -> Result<Value, BundleError> {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        // The platform the binaries are built for: only its dependencies are in them, and
-        // only they need to be in the local registry cache.
-        .args(["--filter-platform", host_triple(), "--manifest-path"])
-        .arg(workspace.join("Cargo.toml"))
-        .output()
-        .map_err(|e| {
-            BundleError::Input(format!(
-                "cannot run cargo metadata for the SBOM of {bin}: {e}"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(BundleError::Input(format!(
-            "cargo metadata failed in {}: {}",
-            workspace.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// A cargo workspace, read once: its packages and dependency graph (`cargo metadata`, offline,
+/// against the lock file) and the registry checksum of every crate in its `Cargo.lock`.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: std::path::PathBuf,
+    meta: Value,
+    /// (name, version) -> SHA-256 of the `.crate` file, as Cargo.lock records it.
+    checksums: BTreeMap<(String, String), String>,
+}
+
+impl Workspace {
+    pub fn load(workspace: &Path) -> Result<Self, BundleError> {
+        let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+            // The platform the binaries are built for: only its dependencies are in them, and
+            // only they need to be in the local registry cache.
+            .args(["--filter-platform", host_triple(), "--manifest-path"])
+            .arg(workspace.join("Cargo.toml"))
+            .output()
+            .map_err(|e| {
+                BundleError::Input(format!(
+                    "cannot run cargo metadata in {}: {e}",
+                    workspace.display()
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(BundleError::Input(format!(
+                "cargo metadata failed in {}: {}",
+                workspace.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let meta: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| BundleError::Input(format!("cargo metadata printed no JSON: {e}")))?;
+        let lock = workspace.join("Cargo.lock");
+        let text = std::fs::read_to_string(&lock).map_err(|e| BundleError::io("read", &lock, e))?;
+        Ok(Self {
+            dir: workspace.to_owned(),
+            meta,
+            checksums: lock_checksums(&text),
+        })
     }
-    let meta: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| BundleError::Input(format!("cargo metadata printed no JSON: {e}")))?;
-    let packages: BTreeMap<&str, &Value> = meta["packages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p["id"].as_str()?, p)))
-        .collect();
-    let owner = packages
-        .values()
-        .find(|p| {
+
+    fn packages(&self) -> BTreeMap<&str, &Value> {
+        self.meta["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p["id"].as_str()?, p)))
+            .collect()
+    }
+
+    /// The package that builds the binary `bin`.
+    fn owner(&self, bin: &str) -> Option<&Value> {
+        self.meta["packages"].as_array()?.iter().find(|p| {
             p["targets"].as_array().is_some_and(|ts| {
                 ts.iter().any(|t| {
                     t["name"] == bin
@@ -235,85 +356,135 @@ pub fn binary(workspace: &Path, bin: &str, timestamp: &str) -> Result<Value, Bun
                 })
             })
         })
-        .ok_or_else(|| {
+    }
+
+    /// Whether a package of the workspace builds a binary named `bin`.
+    pub fn builds(&self, bin: &str) -> bool {
+        self.owner(bin).is_some()
+    }
+
+    /// The SBOM of a project binary: the crates in its dependency closure, each with its purl,
+    /// version, SPDX license expression and, for registry crates, the SHA-256 Cargo.lock holds.
+    pub fn binary(&self, bin: &str, timestamp: &str) -> Result<Value, BundleError> {
+        let packages = self.packages();
+        let owner = self.owner(bin).ok_or_else(|| {
             BundleError::Input(format!(
                 "no package in {} builds a binary named {bin}",
-                workspace.display()
+                self.dir.display()
             ))
         })?;
-    let nodes: BTreeMap<&str, &Value> = meta["resolve"]["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| Some((n["id"].as_str()?, n)))
-        .collect();
-    let purl = |p: &Value| {
-        format!(
-            "pkg:cargo/{}@{}",
-            p["name"].as_str().unwrap_or(""),
-            p["version"].as_str().unwrap_or("")
-        )
-    };
-    // Normal (run-time) dependencies only: what ends up in the binary.
-    let normal_deps = |id: &str| -> Vec<String> {
-        nodes
-            .get(id)
-            .and_then(|n| n["deps"].as_array())
+        let nodes: BTreeMap<&str, &Value> = self.meta["resolve"]["nodes"]
+            .as_array()
             .into_iter()
             .flatten()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .is_some_and(|ks| ks.iter().any(|k| k["kind"].is_null()))
+            .filter_map(|n| Some((n["id"].as_str()?, n)))
+            .collect();
+        let purl = |p: &Value| {
+            format!(
+                "pkg:cargo/{}@{}",
+                p["name"].as_str().unwrap_or(""),
+                p["version"].as_str().unwrap_or("")
+            )
+        };
+        // Normal (run-time) dependencies only: what ends up in the binary.
+        let normal_deps = |id: &str| -> Vec<String> {
+            nodes
+                .get(id)
+                .and_then(|n| n["deps"].as_array())
+                .into_iter()
+                .flatten()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .is_some_and(|ks| ks.iter().any(|k| k["kind"].is_null()))
+                })
+                .filter_map(|d| d["pkg"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let root = owner["id"].as_str().unwrap_or_default().to_owned();
+        let mut seen = BTreeSet::new();
+        let mut queue = vec![root.clone()];
+        let mut deps = Vec::new();
+        while let Some(id) = queue.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let children = normal_deps(&id);
+            if let Some(p) = packages.get(id.as_str()) {
+                deps.push(json!({
+                    "ref": purl(p),
+                    "dependsOn": children.iter().filter_map(|c| packages.get(c.as_str())).map(|c| purl(c)).collect::<BTreeSet<_>>(),
+                }));
+            }
+            queue.extend(children);
+        }
+        let mut components: Vec<Value> = seen
+            .iter()
+            .filter(|id| **id != root)
+            .filter_map(|id| packages.get(id.as_str()))
+            .map(|p| {
+                let mut c = json!({
+                    "type": "library",
+                    "bom-ref": purl(p),
+                    "name": p["name"],
+                    "version": p["version"],
+                    "purl": purl(p),
+                });
+                if let Some(l) = p["license"].as_str() {
+                    c["licenses"] = json!([{"expression": spdx_expression(l)}]);
+                }
+                let key = (
+                    p["name"].as_str().unwrap_or("").to_owned(),
+                    p["version"].as_str().unwrap_or("").to_owned(),
+                );
+                if let Some(sum) = self.checksums.get(&key) {
+                    c["hashes"] = json!([{"alg": "SHA-256", "content": sum}]);
+                }
+                c
             })
-            .filter_map(|d| d["pkg"].as_str().map(str::to_owned))
-            .collect()
+            .collect();
+        components.sort_by(|a, b| a["bom-ref"].as_str().cmp(&b["bom-ref"].as_str()));
+        deps.sort_by(|a, b| a["ref"].as_str().cmp(&b["ref"].as_str()));
+        let subject = json!({
+            "type": "application",
+            "bom-ref": purl(owner),
+            "name": bin,
+            "version": owner["version"],
+            "purl": purl(owner),
+        });
+        Ok(document(timestamp, subject, components, deps))
+    }
+}
+
+/// `(name, version) -> checksum` of every `[[package]]` in a Cargo.lock. Read by hand: the
+/// lock file's package entries are flat `key = "value"` lines, and a TOML parser would be a
+/// new dependency for these three keys.
+fn lock_checksums(text: &str) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    let (mut name, mut version, mut sum) = (None, None, None);
+    let mut flush = |n: &mut Option<String>, v: &mut Option<String>, c: &mut Option<String>| {
+        if let (Some(n), Some(v), Some(c)) = (n.take(), v.take(), c.take()) {
+            out.insert((n, v), c);
+        }
     };
-    let root = owner["id"].as_str().unwrap_or_default().to_owned();
-    let mut seen = BTreeSet::new();
-    let mut queue = vec![root.clone()];
-    let mut deps = Vec::new();
-    while let Some(id) = queue.pop() {
-        if !seen.insert(id.clone()) {
+    for line in text.lines().map(str::trim) {
+        if line == "[[package]]" {
+            flush(&mut name, &mut version, &mut sum);
             continue;
         }
-        let children = normal_deps(&id);
-        if let Some(p) = packages.get(id.as_str()) {
-            deps.push(json!({
-                "ref": purl(p),
-                "dependsOn": children.iter().filter_map(|c| packages.get(c.as_str())).map(|c| purl(c)).collect::<BTreeSet<_>>(),
-            }));
+        let Some((k, v)) = line.split_once(" = ") else {
+            continue;
+        };
+        let v = v.trim_matches('"').to_owned();
+        match k {
+            "name" => name = Some(v),
+            "version" => version = Some(v),
+            "checksum" => sum = Some(v),
+            _ => {}
         }
-        queue.extend(children);
     }
-    let mut components: Vec<Value> = seen
-        .iter()
-        .filter(|id| **id != root)
-        .filter_map(|id| packages.get(id.as_str()))
-        .map(|p| {
-            let mut c = json!({
-                "type": "library",
-                "bom-ref": purl(p),
-                "name": p["name"],
-                "version": p["version"],
-                "purl": purl(p),
-            });
-            if let Some(l) = p["license"].as_str() {
-                c["licenses"] = json!([{"expression": spdx_expression(l)}]);
-            }
-            c
-        })
-        .collect();
-    components.sort_by(|a, b| a["bom-ref"].as_str().cmp(&b["bom-ref"].as_str()));
-    deps.sort_by(|a, b| a["ref"].as_str().cmp(&b["ref"].as_str()));
-    let subject = json!({
-        "type": "application",
-        "bom-ref": purl(owner),
-        "name": bin,
-        "version": owner["version"],
-        "purl": purl(owner),
-    });
-    Ok(document(timestamp, subject, components, deps))
+    flush(&mut name, &mut version, &mut sum);
+    out
 }
 
 /// The SBOM of the media: every file with its hash, and every image.

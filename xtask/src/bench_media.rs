@@ -35,7 +35,8 @@ impl Drop for Killed {
     }
 }
 
-/// An OCI layout with uncompressed, incompressible layers, written directly (fast and exact).
+/// An OCI layout with uncompressed, incompressible layers, written directly (fast and exact):
+/// each layer a real tar holding one file of random bytes (the SBOM lists and hashes it).
 fn layout(dir: &Path, mib: u64) -> anyhow::Result<()> {
     let blobs = dir.join("blobs/sha256");
     fs::create_dir_all(&blobs)?;
@@ -47,6 +48,14 @@ fn layout(dir: &Path, mib: u64) -> anyhow::Result<()> {
         let tmp = dir.join("layer.tmp");
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
         let mut h = Sha256::new();
+        let mut header = tar::Header::new_ustar();
+        header.set_path(format!("data/layer-{}.bin", layers.len()))?;
+        header.set_size(layer_mib << 20);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        h.update(header.as_bytes());
+        f.write_all(header.as_bytes())?;
         let mut buf = vec![0u8; 1 << 20];
         for _ in 0..layer_mib {
             for chunk in buf.chunks_exact_mut(8) {
@@ -58,11 +67,15 @@ fn layout(dir: &Path, mib: u64) -> anyhow::Result<()> {
             h.update(&buf);
             f.write_all(&buf)?;
         }
+        // The end of the archive: two zero blocks.
+        let end = [0u8; 1024];
+        h.update(end);
+        f.write_all(&end)?;
         f.flush()?;
         drop(f);
         let hex = hex::encode(h.finalize());
         fs::rename(&tmp, blobs.join(&hex))?;
-        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": layer_mib << 20}));
+        layers.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{hex}"), "size": (layer_mib << 20) + 1536}));
     }
     let config = serde_json::to_vec(
         &json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l["digest"].clone()).collect::<Vec<_>>()}, "config": {}}),

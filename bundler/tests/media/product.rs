@@ -195,7 +195,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         d,
         "0.1.0",
         &format!(
-            "images:\n  - ref: meshguard/gateway:0.1.0\n    from: oci:{0}/images:meshguard/gateway:0.1.0\n  - ref: meshguard/tools:0.1.0\n    from: oci:{0}/images:meshguard/tools:0.1.0\nchart: {1}/helm/meshguard-gateway\n",
+            "images:\n  - ref: meshguard/gateway:0.1.0\n    from: oci:{0}/images:meshguard/gateway:0.1.0\n  - ref: meshguard/tools:0.1.0\n    from: oci:{0}/images:meshguard/tools:0.1.0\nchart: {1}/helm/meshguard-gateway\nsbom: {{workspace: {1}}}\n",
             d.display(),
             root().display()
         ),
@@ -215,6 +215,47 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         ),
         "create",
     );
+    // Each image's SBOM lists what is in it: every file with its digest, and the crates
+    // compiled into each of our binaries with the checksums Cargo.lock holds.
+    let sboms = [
+        d.join("media/sbom/images/meshguard_gateway_0.1.0.cdx.json"),
+        d.join("media/sbom/images/meshguard_tools_0.1.0.cdx.json"),
+    ];
+    let valid = run_ok(
+        Command::new(crate::support::tools_dir().join("cyclonedx/bin/python"))
+            .arg(crate::support::verifier("validate-cyclonedx.py"))
+            .args(&sboms),
+    );
+    assert_eq!(valid.matches(" 1.6 valid").count(), 2, "{valid}");
+    let sbom: Value = serde_json::from_slice(&std::fs::read(&sboms[0]).unwrap()).unwrap();
+    let files = sbom["components"].as_array().unwrap();
+    let file = |path: &str| {
+        files
+            .iter()
+            .find(|c| c["name"] == path)
+            .unwrap_or_else(|| panic!("{path} is not in the image SBOM"))
+    };
+    let gateway = file("/usr/local/bin/meshguard-gateway");
+    let (want, _) =
+        meshguard_bundler::fsx::sha256_file(&bin_dir().join("meshguard-gateway")).unwrap();
+    assert_eq!(gateway["hashes"][0]["content"], want.as_str());
+    file("/etc/passwd");
+    let crates = gateway["components"].as_array().unwrap();
+    let axum = crates
+        .iter()
+        .find(|c| c["name"] == "axum")
+        .expect("the gateway's crates are nested under its binary");
+    assert_eq!(axum["hashes"][0]["alg"], "SHA-256");
+    assert_eq!(
+        axum["hashes"][0]["content"].as_str().map(str::len),
+        Some(64)
+    );
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap();
+    assert!(
+        lock.contains(axum["hashes"][0]["content"].as_str().unwrap()),
+        "the hash is the registry checksum Cargo.lock records"
+    );
+
     ok(
         bundle(
             &[
