@@ -115,6 +115,12 @@ pub struct Args {
     #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 600)]
     pub rate_limit_rpm: u32,
 
+    /// Milliseconds one governance step (decide and record durably) may take before the
+    /// circuit breaker answers instead: enforce mode denies, audit mode allows; either way the
+    /// answer is the one recorded.
+    #[arg(long, env = "CIRCUIT_BREAKER_MS", default_value_t = 100)]
+    pub circuit_breaker_ms: u64,
+
     /// Seconds an upstream may take to answer a forwarded `/proxy/*` call (then 504).
     #[arg(long, env = "PROXY_TIMEOUT", default_value_t = 30)]
     pub proxy_timeout: u64,
@@ -221,6 +227,7 @@ pub struct Config {
     pub proxy_target: Option<String>,
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
+    pub circuit_breaker: Duration,
     pub metrics_enabled: bool,
     pub policy_bundle: Option<PathBuf>,
     pub policy_bundle_pubkey: Option<PathBuf>,
@@ -406,6 +413,7 @@ impl Args {
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
+            circuit_breaker: Duration::from_millis(self.circuit_breaker_ms.min(60_000)),
             metrics_enabled: self.metrics_enabled,
             policy_bundle: self.policy_bundle,
             policy_bundle_pubkey: self.policy_bundle_pubkey,

@@ -1,8 +1,12 @@
 //! The governance step every data-plane call goes through: evaluate against one policy snapshot,
-//! record the decision durably, and answer; all inside a hard 100 ms circuit breaker.
+//! record the decision durably, and answer; within a circuit breaker (`CIRCUIT_BREAKER_MS`,
+//! 100 ms by default).
 //!
-//! If the step does not finish in time, enforce mode fails closed (deny, saying why) and audit
-//! mode fails open; either way the breaker's verdict is itself recorded.
+//! If the decision is not durable in time, the caller withdraws it from the audit queue:
+//! enforce mode fails closed (deny, saying why), audit mode fails open, and that verdict is the
+//! one recorded, durably, before the answer. If the writer already holds the decision, it
+//! cannot be withdrawn: the caller waits for it and answers with it. Either way one decision
+//! is one entry, written once, with the outcome the caller received.
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +17,6 @@ use crate::config::Mode;
 use crate::policy::{EvalRequest, Outcome, PolicySet, evaluate};
 use crate::state::AppState;
 use crate::store::AgentRecord;
-
-/// The sidecar SLA's hard limit on one governance step.
-pub(crate) const CIRCUIT_BREAKER: Duration = Duration::from_millis(100);
 
 /// What the caller is asking to do.
 #[derive(Debug, Clone)]
@@ -316,11 +317,29 @@ async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
         return verdict;
     }
     let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
-    if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-        state.inner.alerts.raise(alert);
-    }
-    match tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
-        Ok(Ok(seq)) => {
+    let alert = crate::alerts::Alerts::for_entry(&entry);
+    let budget = state.config().circuit_breaker;
+    let recorded = match state.inner.audit.queue(entry) {
+        Ok(mut queued) => match tokio::time::timeout(budget, queued.durable()).await {
+            Ok(r) => r.map_err(|e| format!("the audit log refused the decision ({e})")),
+            // Out of time: withdrawn, the decision is never written and the breaker answers.
+            Err(_) if queued.withdraw() => Err(format!(
+                "the decision was not durable within the {} ms circuit breaker",
+                budget.as_millis()
+            )),
+            // The writer has it: it will be written as decided, so that is the answer.
+            Err(_) => queued
+                .durable()
+                .await
+                .map_err(|e| format!("the audit log refused the decision ({e})")),
+        },
+        Err(e) => Err(format!("the audit log refused the decision ({e})")),
+    };
+    match recorded {
+        Ok(seq) => {
+            if let Some(alert) = alert {
+                state.inner.alerts.raise(alert);
+            }
             verdict.audit_seq = Some(seq);
             verdict.latency = started.elapsed();
             state.inner.metrics.decision(
@@ -331,35 +350,18 @@ async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
             );
             verdict
         }
-        Ok(Err(e)) => breaker(
-            state,
-            agent,
-            ask,
-            verdict,
-            &format!("the audit log refused the decision ({e})"),
-            started,
-        ),
-        Err(_) => breaker(
-            state,
-            agent,
-            ask,
-            verdict,
-            "the governance step did not finish within the 100 ms circuit breaker",
-            started,
-        ),
+        Err(why) => breaker(state, agent, ask, verdict, &why, started).await,
     }
 }
 
-/// The breaker tripped: enforce fails closed, audit and bypass fail open; both say so, and the
-/// breaker's own verdict is queued for the audit log.
-fn breaker(
-    state: &AppState,
+/// The verdict of the circuit breaker for `verdict`: enforce fails closed, audit and bypass
+/// fail open, both saying why; and the audit entry that records it.
+pub(crate) fn breaker_verdict(
     agent: &AgentRecord,
     ask: &Ask,
     mut verdict: Verdict,
     why: &str,
-    started: Instant,
-) -> Verdict {
+) -> (Verdict, AuditEntry) {
     let closed = verdict.mode == Mode::Enforce;
     verdict.allowed = !closed;
     verdict.reason = if closed {
@@ -367,12 +369,6 @@ fn breaker(
     } else {
         format!("{why}; failing open ({} mode)", verdict.mode.as_str())
     };
-    verdict.latency = started.elapsed();
-    state
-        .inner
-        .metrics
-        .decision(verdict.allowed, verdict.would_deny, verdict.latency, false);
-    tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
     let entry = AuditEntry {
         agent_id: Some(agent.id.clone()),
         agent_name: Some(agent.name.clone()),
@@ -385,15 +381,35 @@ fn breaker(
         reason: Some(verdict.reason.clone()),
         ..ask.entry("circuit_breaker", verdict.mode)
     };
+    (verdict, entry)
+}
+
+/// The breaker tripped: the decision was not recorded, so the breaker's verdict is, durably,
+/// before the answer (it may take longer than the budget: an answer nothing records is worse).
+async fn breaker(
+    state: &AppState,
+    agent: &AgentRecord,
+    ask: &Ask,
+    verdict: Verdict,
+    why: &str,
+    started: Instant,
+) -> Verdict {
+    let (mut verdict, entry) = breaker_verdict(agent, ask, verdict, why);
+    tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
     }
-    let audit = state.inner.audit.clone();
-    tokio::spawn(async move {
-        if let Err(e) = audit.append(entry).await {
+    match state.inner.audit.append(entry).await {
+        Ok(seq) => verdict.audit_seq = Some(seq),
+        Err(e) => {
             tracing::error!(error = %e, "cannot record the circuit breaker's verdict");
         }
-    });
+    }
+    verdict.latency = started.elapsed();
+    state
+        .inner
+        .metrics
+        .decision(verdict.allowed, verdict.would_deny, verdict.latency, false);
     verdict
 }
 
@@ -477,12 +493,19 @@ pub(crate) async fn record_refusal(
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
     }
-    match tokio::time::timeout(CIRCUIT_BREAKER, state.inner.audit.append(entry)).await {
+    // A refusal is the same answer whether or not its row is durable yet: the row is written
+    // either way, and a slow disk does not hold the refusal back past the budget.
+    match tokio::time::timeout(
+        state.config().circuit_breaker,
+        state.inner.audit.append(entry),
+    )
+    .await
+    {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, event, "cannot record a refused call"),
-        Err(_) => tracing::error!(
+        Err(_) => tracing::warn!(
             event,
-            "cannot record a refused call within the circuit breaker"
+            "a refused call's row was not durable within the circuit breaker; it is still written"
         ),
     }
 }

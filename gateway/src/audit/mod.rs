@@ -172,21 +172,27 @@ impl AuditLog {
 
     /// Queues `entry` and resolves once it is durable, with its sequence number.
     pub(crate) async fn append(&self, entry: AuditEntry) -> Result<u64, AuditError> {
+        self.queue(entry)?.durable().await
+    }
+
+    /// Queues `entry` for the writer. The caller may withdraw it ([`Queued::withdraw`]) as
+    /// long as the writer has not taken it; a withdrawn entry is never written.
+    pub(crate) fn queue(&self, entry: AuditEntry) -> Result<Queued, AuditError> {
+        let (done, wait) = oneshot::channel();
+        let claim = Arc::new(Claim::default());
         if self.discard {
-            return Ok(0);
+            let _ = done.send(Ok(0));
+            return Ok(Queued { claim, wait });
         }
         // Serialized and leaf-hashed here, on the request's own worker, so the single writer
         // thread only chains, inserts and commits.
-        let prepared = Box::new(Prepared::new(entry));
-        let (done, wait) = oneshot::channel();
+        let mut prepared = Box::new(Prepared::new(entry));
+        prepared.claim = Arc::clone(&claim);
         match self.tx.try_send(Job::Append(prepared, done)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(AuditError::Full),
-            Err(TrySendError::Disconnected(_)) => return Err(AuditError::Stopped),
+            Ok(()) => Ok(Queued { claim, wait }),
+            Err(TrySendError::Full(_)) => Err(AuditError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(AuditError::Stopped),
         }
-        wait.await
-            .map_err(|_| AuditError::Stopped)?
-            .map_err(AuditError::Write)
     }
 
     pub(crate) async fn ingest(
@@ -221,13 +227,66 @@ pub(crate) struct Prepared {
     pub(crate) entry: AuditEntry,
     pub(crate) body: String,
     pub(crate) leaf: merkle::Hash,
+    /// Who has the entry: still queued, taken by the writer, or withdrawn by its caller.
+    claim: Arc<Claim>,
 }
 
 impl Prepared {
     pub(crate) fn new(entry: AuditEntry) -> Self {
         let body = canonical_entry(&entry);
         let leaf = merkle::leaf_hash(body.as_bytes());
-        Self { entry, body, leaf }
+        Self {
+            entry,
+            body,
+            leaf,
+            claim: Arc::default(),
+        }
+    }
+}
+
+/// Decides, once, between the writer (which takes a queued entry to insert it) and the caller
+/// (which withdraws it when its time budget runs out first): exactly one of them wins.
+#[derive(Debug, Default)]
+pub(crate) struct Claim(std::sync::atomic::AtomicU8);
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Claim {
+    fn take(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, TAKEN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    fn withdraw(&self) -> bool {
+        self.0
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// An entry in the writer's queue.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    claim: Arc<Claim>,
+    wait: oneshot::Receiver<Result<u64, String>>,
+}
+
+impl Queued {
+    /// Resolves once the entry is durable, with its sequence number.
+    pub(crate) async fn durable(&mut self) -> Result<u64, AuditError> {
+        (&mut self.wait)
+            .await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
+    }
+
+    /// Takes the entry back before the writer has it: true means it will never be written;
+    /// false means the writer has it, and [`Queued::durable`] says how its write ends.
+    pub(crate) fn withdraw(&self) -> bool {
+        self.claim.withdraw()
     }
 }
 
@@ -429,6 +488,11 @@ impl store::Writer {
             for job in jobs {
                 match job {
                     Job::Append(prepared, done) => {
+                        if !prepared.claim.take() {
+                            // Withdrawn by its caller, who answered with another verdict and
+                            // records that one instead.
+                            continue;
+                        }
                         if shared.failed.load(Ordering::SeqCst) {
                             let _ = done.send(Err("the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)".to_owned()));
                             continue;

@@ -13,7 +13,7 @@ use super::body::{RawBody, parse_json};
 use super::proxy::{authenticate, unauthorized};
 use crate::auth::{tokens_equal, trace_id};
 use crate::error::ApiError;
-use crate::governance::{Ask, CIRCUIT_BREAKER, decide};
+use crate::governance::{Ask, breaker_verdict, decide};
 use crate::state::AppState;
 
 /// Actions one batch may carry.
@@ -114,7 +114,7 @@ pub(super) async fn batch(
     let snapshot = state.snapshot();
     let mode = state.config().mode;
     let mut results = Vec::with_capacity(req.actions.len());
-    let mut waits = Vec::with_capacity(req.actions.len());
+    let mut queued = Vec::with_capacity(req.actions.len());
     for a in &req.actions {
         let mut ask = Ask {
             action: a.action.clone(),
@@ -136,39 +136,83 @@ pub(super) async fn batch(
                 crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
         }
         let (verdict, entry) = decide(mode, &snapshot, &agent, &ask);
-        if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-            state.inner.alerts.raise(alert);
-        }
-        let audit = state.inner.audit.clone();
-        waits.push(tokio::spawn(async move { audit.append(entry).await }));
+        let alert = crate::alerts::Alerts::for_entry(&entry);
+        queued.push((state.inner.audit.queue(entry), alert, ask));
         results.push((a.action.clone(), verdict));
     }
-    // Every row must be durable before the answer; past the breaker, enforce mode fails closed.
-    let recorded = tokio::time::timeout(CIRCUIT_BREAKER, async {
-        let mut ok = true;
-        for w in waits {
-            ok &= matches!(w.await, Ok(Ok(_)));
+    // Every row is durable before the answer, and says what the answer says: an item whose
+    // row is not durable within the breaker is withdrawn and answered, and recorded, by the
+    // breaker (enforce fails closed); an item the writer already holds is answered as decided.
+    let budget = state.config().circuit_breaker;
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut tripped = vec![false; results.len()];
+    for (((queued, alert, ask), (_, verdict)), tripped) in queued
+        .into_iter()
+        .zip(results.iter_mut())
+        .zip(tripped.iter_mut())
+    {
+        let recorded = match queued {
+            Ok(mut q) => match tokio::time::timeout_at(deadline, q.durable()).await {
+                Ok(r) => r.map_err(|e| format!("the audit log refused the decision ({e})")),
+                Err(_) if q.withdraw() => Err(format!(
+                    "the decision was not durable within the {} ms circuit breaker",
+                    budget.as_millis()
+                )),
+                Err(_) => q
+                    .durable()
+                    .await
+                    .map_err(|e| format!("the audit log refused the decision ({e})")),
+            },
+            Err(e) => Err(format!("the audit log refused the decision ({e})")),
+        };
+        match recorded {
+            Ok(seq) => {
+                if let Some(alert) = alert {
+                    state.inner.alerts.raise(alert);
+                }
+                verdict.audit_seq = Some(seq);
+                state.inner.metrics.decision(
+                    verdict.allowed,
+                    verdict.would_deny,
+                    verdict.latency,
+                    true,
+                );
+            }
+            Err(why) => {
+                *tripped = true;
+                let (v, entry) = breaker_verdict(&agent, &ask, verdict.clone(), &why);
+                if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+                    state.inner.alerts.raise(alert);
+                }
+                *verdict = v;
+                match state.inner.audit.append(entry).await {
+                    Ok(seq) => verdict.audit_seq = Some(seq),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record the circuit breaker's verdict")
+                    }
+                }
+                state.inner.metrics.decision(
+                    verdict.allowed,
+                    verdict.would_deny,
+                    verdict.latency,
+                    false,
+                );
+            }
         }
-        ok
-    })
-    .await
-    .unwrap_or(false);
-    let fail_closed = !recorded && mode == crate::config::Mode::Enforce;
+    }
     let mut all_allowed = true;
     let items: Vec<Value> = results
         .into_iter()
-        .map(|(action, v)| {
-            let allowed = v.allowed && !fail_closed;
-            state.inner.metrics.decision(allowed, v.would_deny, v.latency, recorded);
+        .zip(tripped)
+        .map(|((action, v), tripped)| {
+            let allowed = v.allowed;
             all_allowed &= allowed;
             let mut item = json!({
                 "action": action,
                 "decision": if allowed { "allow" } else { "deny" },
                 "latencyMs": (v.latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
             });
-            if fail_closed {
-                item["reason"] = json!("the audit log did not confirm within the 100 ms circuit breaker; failing closed (enforce mode)");
-            } else if !allowed || v.would_deny {
+            if !allowed || v.would_deny || tripped {
                 item["reason"] = json!(v.reason);
             }
             if v.would_deny {

@@ -277,3 +277,112 @@ fn health_says_up_or_down_to_anyone_and_the_details_to_the_admin() {
     );
     assert!(full.get("license").is_some(), "{full}");
 }
+
+/// Item 2: one decision, one audit entry, written once with the outcome the caller received.
+/// The disk is made slow for real: another connection holds SQLite's write lock on the
+/// gateway's database, so the audit writer blocks on the first decision and the ones queued
+/// behind it miss the (50 ms) budget. Those are withdrawn and answered, and recorded, by the
+/// breaker; the one the writer already holds is answered as decided once written. Every trace
+/// id has exactly one entry, and it says what the caller was told.
+#[test]
+fn the_circuit_breaker_answers_what_the_audit_log_records() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("CIRCUIT_BREAKER_MS", "50".to_owned())]),
+    );
+    policy(&gw, "read-only", READ_ONLY);
+    let (_, token) = agent(&gw, "hurried", "verified", &[]);
+    let calls: Vec<(String, &str)> = (0..6)
+        .map(|i| {
+            let action = if i % 2 == 0 {
+                "read:records"
+            } else {
+                "write:records"
+            };
+            (format!("breaker-{i}"), action)
+        })
+        .collect();
+    let db = rusqlite::Connection::open(dir.path().join("data/meshguard.db")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let client = reqwest::blocking::Client::new();
+    let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = calls
+            .iter()
+            .map(|(trace, action)| {
+                let (client, token, url) = (&client, &token, gw.url("/proxy/check"));
+                s.spawn(move || {
+                    let (status, body) = json(
+                        client
+                            .get(url)
+                            .bearer_auth(token)
+                            .header("X-MeshGuard-Action", *action)
+                            .header("X-Trace-Id", trace.as_str())
+                            .send()
+                            .unwrap(),
+                    );
+                    (trace.clone(), status, body)
+                })
+            })
+            .collect();
+        // The disk stays "slow" well past the budget, then recovers.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        db.execute_batch("ROLLBACK").unwrap();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut tripped = 0;
+    for (trace, status, body) in &answers {
+        assert!(*status == 200 || *status == 403, "{trace}: {status} {body}");
+        let (_, page) = gw.get(&format!("/admin/audit?traceId={trace}&limit=10"));
+        let entries = page["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{trace}: one entry per decision: {page}");
+        let e = &entries[0];
+        let told = if *status == 200 { "allow" } else { "deny" };
+        assert_eq!(
+            e["outcome"], told,
+            "{trace}: the entry says what the caller got: {e}"
+        );
+        if e["event"] == "circuit_breaker" {
+            tripped += 1;
+            assert_eq!(*status, 403, "enforce mode fails closed: {body}");
+            assert!(
+                body.to_string()
+                    .contains("within the 50 ms circuit breaker"),
+                "the answer says why, with the configured budget: {body}"
+            );
+        }
+    }
+    assert!(
+        tripped > 0,
+        "decisions queued behind a blocked writer trip the breaker: {answers:?}"
+    );
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+
+    // A batch in the same conditions: each item's answer is its entry's outcome.
+    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, batch) = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            gw.batch(
+                &token,
+                &json!({"actions": [{"action": "read:a"}, {"action": "write:b"}, {"action": "read:c"}]}),
+            )
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        db.execute_batch("ROLLBACK").unwrap();
+        h.join().unwrap()
+    });
+    assert_eq!(status, 200, "{batch}");
+    let trace = batch["traceId"].as_str().unwrap();
+    let (_, page) = gw.get(&format!("/admin/audit?traceId={trace}&limit=10"));
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 3, "one entry per item: {page}");
+    for item in batch["results"].as_array().unwrap() {
+        let e = entries
+            .iter()
+            .find(|e| e["action"] == item["action"])
+            .unwrap_or_else(|| panic!("no entry for {item} in {page}"));
+        assert_eq!(e["outcome"], item["decision"], "{item} vs {e}");
+    }
+}
