@@ -1,5 +1,5 @@
 //! `pack` and `unpack`: one deterministic tar, compressed with multi-threaded zstd, split into
-//! volumes by plain byte ranges (`cat F.tar.zst.* | zstd -d | tar -x` works with stock tools),
+//! volumes by plain byte ranges (`cat F.tar.zst.[0-9][0-9][0-9] | zstd -d | tar -x` works with stock tools),
 //! plus a signed index naming each volume's size and hash.
 //!
 //! The tar is reproducible: entries sorted by path, owner 0:0, mode 0644 (0755 for
