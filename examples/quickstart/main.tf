@@ -21,9 +21,15 @@ resource "meshguard_policy" "release" {
   content = file("${path.module}/release-policy.yaml")
 }
 
+variable "alert_endpoint" {
+  description = "Where deny and rate-limit alerts go (the demo passes its receiver on 127.0.0.1)."
+  type        = string
+  default     = "https://ops.example.com/meshguard"
+}
+
 resource "meshguard_alert_channel" "ops" {
   type     = "webhook"
-  endpoint = "https://ops.example.com/meshguard"
+  endpoint = var.alert_endpoint
   severity = "warning"
   triggers = ["deny", "rate_limit"]
 }

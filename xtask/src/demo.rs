@@ -339,11 +339,32 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         policy["digest"]
     );
 
-    step("adding an alert channel with a write-only secret (POST /admin/alert-channels)");
+    step(
+        "adding an alert channel with a write-only secret (POST /admin/alert-channels), to a receiver on 127.0.0.1 that checks the signature",
+    );
+    // A real receiver on loopback (the one the gateway's alerting tests use): it records every
+    // alert and checks X-MeshGuard-Signature with Python's hmac. Nothing leaves the machine.
+    let webhook_secret = random_hex(16)?;
+    let mut receiver_child = Command::new("python3")
+        .arg(root().join("gateway/tests/it/support/receiver.py"))
+        .arg(&webhook_secret)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start the alert receiver (python3)")?;
+    let receiver_url = {
+        let out = receiver_child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        format!("http://127.0.0.1:{}", line.trim())
+    };
+    let _receiver = Running {
+        child: receiver_child,
+    };
     let channel = api.send(
         api.admin(reqwest::Method::POST, "/admin/alert-channels").json(&json!({
-            "type": "webhook", "endpoint": "https://alerts.example.com/meshguard",
-            "severity": "warning", "triggers": ["deny", "rate_limit"], "webhookSecret": random_hex(16)?
+            "type": "webhook", "endpoint": format!("{receiver_url}/meshguard"),
+            "severity": "warning", "triggers": ["deny", "rate_limit"], "webhookSecret": webhook_secret
         })),
         201,
     )?;
@@ -393,6 +414,37 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         let text = resp.text()?;
         let shown: String = text.trim().chars().take(70).collect();
         println!("    {method:<6} {path} -> {status} (X-MeshGuard-Decision: {decision}) {shown}");
+    }
+
+    // The deny above raised an alert: show what the receiver got, and that it was signed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let received: Vec<Value> = loop {
+        let got: Vec<Value> = api
+            .client
+            .get(format!("{receiver_url}/received"))
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_default();
+        if !got.is_empty() || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    match received.first() {
+        Some(a) => println!(
+            "    alert delivered to {receiver_url}: trigger={} event={} signature valid={} ({} alert(s))",
+            a["trigger"].as_str().unwrap_or("?"),
+            a["event"].as_str().unwrap_or("?"),
+            a["signatureValid"],
+            received.len()
+        ),
+        None => bail!("the deny raised no alert at the receiver within 10 s"),
+    }
+    if received
+        .iter()
+        .any(|a| a["signatureValid"] != Value::Bool(true))
+    {
+        bail!("an alert reached the receiver with a bad signature: {received:?}");
     }
 
     step("the change record of those writes (GET /admin/changes)");
@@ -564,7 +616,8 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
         "-no-color",
         &format!("-plugin-dir={}", mirror.display()),
     ])?;
-    let applied = terraform(&["apply", "-auto-approve", "-no-color"])?;
+    let alert_var = format!("alert_endpoint={receiver_url}/ops");
+    let applied = terraform(&["apply", "-auto-approve", "-no-color", "-var", &alert_var])?;
     for line in applied
         .lines()
         .filter(|l| l.contains("Creation complete") || l.starts_with("Apply complete"))
@@ -576,7 +629,13 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
         println!("    {line}");
     }
     let plan = Command::new(tools.bin.join("terraform"))
-        .args(["plan", "-detailed-exitcode", "-no-color"])
+        .args([
+            "plan",
+            "-detailed-exitcode",
+            "-no-color",
+            "-var",
+            &alert_var,
+        ])
         .current_dir(&work)
         .env("CHECKPOINT_DISABLE", "1")
         .env("TF_CLI_CONFIG_FILE", &cli_config)

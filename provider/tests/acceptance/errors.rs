@@ -137,3 +137,30 @@ fn a_wrong_admin_token_is_reported_as_such() {
     );
     assert!(!apply.all().contains("not-the-token"));
 }
+
+/// Run by hand (not by Terraform), the plugin says what it is and how to use it, and exits
+/// instead of printing a handshake line and waiting forever.
+#[test]
+fn run_by_hand_the_plugin_says_what_it_is_and_exits() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_terraform-provider-meshguard"))
+        .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A liveness guard, not a timing assertion: a plugin that waits for Terraform never exits.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the provider run by hand did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is a Terraform plugin"), "{err}");
+    assert!(err.contains("terraform init -plugin-dir"), "{err}");
+    assert!(out.stdout.is_empty(), "no handshake line on stdout");
+}
