@@ -121,6 +121,11 @@ pub struct Args {
     #[arg(long, env = "CIRCUIT_BREAKER_MS", default_value_t = 100)]
     pub circuit_breaker_ms: u64,
 
+    /// Seconds per window in which refused calls without a valid token, and rate-limited
+    /// calls, of one kind are written as their first row plus one aggregate row (0: a row each).
+    #[arg(long, env = "AUDIT_REFUSAL_WINDOW_SECONDS", default_value_t = 60)]
+    pub audit_refusal_window_seconds: u64,
+
     /// Seconds an upstream may take to answer a forwarded `/proxy/*` call (then 504).
     #[arg(long, env = "PROXY_TIMEOUT", default_value_t = 30)]
     pub proxy_timeout: u64,
@@ -228,6 +233,7 @@ pub struct Config {
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
     pub circuit_breaker: Duration,
+    pub audit_refusal_window: Duration,
     pub metrics_enabled: bool,
     pub policy_bundle: Option<PathBuf>,
     pub policy_bundle_pubkey: Option<PathBuf>,
@@ -414,6 +420,9 @@ impl Args {
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
             circuit_breaker: Duration::from_millis(self.circuit_breaker_ms.min(60_000)),
+            audit_refusal_window: Duration::from_secs(
+                self.audit_refusal_window_seconds.min(86_400),
+            ),
             metrics_enabled: self.metrics_enabled,
             policy_bundle: self.policy_bundle,
             policy_bundle_pubkey: self.policy_bundle_pubkey,

@@ -472,7 +472,8 @@ pub(crate) async fn record_bypass_attempt(
 }
 
 /// Records a call refused before any policy was evaluated (a bypass attempt, a rate limit) as
-/// a deny row, and raises its alert.
+/// a deny row, and raises its alert; or, past the first of its kind in a window, counts it into
+/// the window's aggregate row (`refusals.rs`).
 pub(crate) async fn record_refusal(
     state: &AppState,
     ask: &Ask,
@@ -490,6 +491,10 @@ pub(crate) async fn record_refusal(
         reason: Some(why.to_owned()),
         ..ask.entry(event, state.config().mode)
     };
+    // Not the first of its kind in this window: counted into the window's aggregate row.
+    if state.inner.refusals.note(&entry) == crate::refusals::Note::Counted {
+        return;
+    }
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
     }

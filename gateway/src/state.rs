@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) license: crate::license::Licensing,
     pub(crate) limiter: crate::limits::RateLimiter,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Refusals before evaluation, counted per window (`refusals.rs`).
+    pub(crate) refusals: crate::refusals::Refusals,
     /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
     /// goes through this process (one gateway per database), and updates or drops the entry
     /// right after its commit, so a revoke or a token re-issue acts on the next request.
@@ -76,6 +78,7 @@ impl AppState {
     ) -> Self {
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
+        let refusal_window = config.audit_refusal_window;
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -88,6 +91,7 @@ impl AppState {
                 license,
                 limiter: crate::limits::RateLimiter::default(),
                 metrics: crate::metrics::Metrics::default(),
+                refusals: crate::refusals::Refusals::new(refusal_window),
                 agents: RwLock::new(std::collections::HashMap::new()),
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
