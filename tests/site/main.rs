@@ -442,7 +442,7 @@ environment:
   identityProvider: https://idp.enclave.internal
   archive: /srv/meshguard/archive
   destinations: [records.enclave.internal:443]
-bootstrap: {{module: meshguard-governance, varFile: bootstrap.tfvars.json}}
+bootstrap: {{module: bootstrap, varFile: bootstrap.tfvars.json}}
 {}",
             site.release,
             PORT + 1,

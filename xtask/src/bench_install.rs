@@ -115,7 +115,7 @@ pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
     )?;
     fs::write(
         dir.join("site.yaml"),
-        "release: bench-site\nprofile: air-gapped\nregistry: {address: \"127.0.0.1:5000\", insecure: true}\nport: 18090\nstateDir: state\nsecrets: {adminTokenFile: admin-token, jwtSecretFile: jwt-secret}\ntranscriptKey: site.key\nenvironment: {region: local}\nbootstrap: {module: meshguard-governance, varFile: agents.tfvars.json}\n",
+        "release: bench-site\nprofile: air-gapped\nregistry: {address: \"127.0.0.1:5000\", insecure: true}\nport: 18090\nstateDir: state\nsecrets: {adminTokenFile: admin-token, jwtSecretFile: jwt-secret}\ntranscriptKey: site.key\nenvironment: {region: local}\nbootstrap: {module: bootstrap, varFile: agents.tfvars.json}\n",
     )?;
     fs::write(
         dir.join("registry.yml"),

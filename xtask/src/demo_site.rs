@@ -178,7 +178,7 @@ environment:
   region: local
   identityProvider: https://idp.enclave.internal
   destinations: [records.enclave.internal:443]
-bootstrap: {{module: meshguard-governance, varFile: bootstrap.tfvars.json}}
+bootstrap: {{module: bootstrap, varFile: bootstrap.tfvars.json}}
 {}",
                 free_port().unwrap_or(port + 1),
                 if activation {

@@ -30,7 +30,23 @@ fn every_example_validates() {
             let path = entry.unwrap().path();
             if path.is_file() {
                 let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-                wd.write(&name, &std::fs::read_to_string(&path).unwrap());
+                // A module source relative to the repository still resolves from the copy.
+                let modules = examples.join("../modules");
+                let text = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("\"../../modules/", &format!("\"{}/", modules.display()));
+                wd.write(&name, &text);
+            } else if path.is_dir() && !path.join("main.tf").exists() {
+                // Data beside the example (e.g. its policies directory).
+                for f in std::fs::read_dir(&path).unwrap() {
+                    let f = f.unwrap().path();
+                    let rel = format!(
+                        "{}/{}",
+                        path.file_name().unwrap().to_str().unwrap(),
+                        f.file_name().unwrap().to_str().unwrap()
+                    );
+                    wd.write(&rel, &std::fs::read_to_string(&f).unwrap());
+                }
             }
         }
         // Resource examples carry no terraform block of their own; give them the provider source.

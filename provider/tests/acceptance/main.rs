@@ -6,3 +6,4 @@ mod errors;
 mod examples;
 mod harness;
 mod mirror;
+mod regulated;

@@ -13,3 +13,8 @@ output "policy_ids" {
   description = "Policy ids by name."
   value       = { for name, p in meshguard_policy.this : name => p.id }
 }
+
+output "alert_channel_ids" {
+  description = "Alert channel ids by name."
+  value       = { for name, c in meshguard_alert_channel.this : name => c.id }
+}
