@@ -37,8 +37,16 @@ impl Tools {
 /// registry (`docker-registry`), `skopeo`, `umoci` (builds test images offline),
 /// `oci-image-tool`, `zstd`, `jq`; `podman` with `runc` and `catatonit`, which run the product's
 /// images and the chart's manifests (`podman kube play`); `ca-certificates`, the CA bundle the
-/// images carry.
+/// images carry; `iproute2`, which brings loopback up in the tests' network namespaces; and what
+/// the other installers need: `python3` with `venv` and `pip` (the PyPI tools), `npm` (the npm
+/// tools), `openssl` (the tests' certificate and signature checks).
 const APT: &[(&str, &str)] = &[
+    ("python3", "/usr/bin/python3"),
+    ("python3-venv", "/usr/share/doc/python3-venv"),
+    ("python3-pip", "/usr/bin/pip3"),
+    ("npm", "/usr/bin/npm"),
+    ("openssl", "/usr/bin/openssl"),
+    ("iproute2", "/usr/sbin/ip"),
     ("protobuf-compiler", "/usr/bin/protoc"),
     (
         "libprotobuf-dev",
