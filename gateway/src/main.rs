@@ -26,7 +26,9 @@ fn main() -> ExitCode {
     };
     // The OTLP exporter's batch task runs on this runtime.
     let entered = runtime.enter();
+    // Colour only on a terminal: a log file or a collector gets plain text.
     let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_filter(
             EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info")),

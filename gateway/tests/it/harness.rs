@@ -3,6 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -14,6 +15,9 @@ pub(crate) const JWT_SECRET: &str = "it-jwt-secret-9d8c7b6a5f4e3d2c1b0a99887766"
 
 pub(crate) struct Gateway {
     child: Child,
+    /// The gateway's log (its stderr), shown only when the test fails: tests that provoke
+    /// refusals would otherwise fill passing runs with warnings that read like real errors.
+    log: std::path::PathBuf,
     pub(crate) base: String,
     pub(crate) stdout_lines: Vec<String>,
     client: Client,
@@ -72,9 +76,13 @@ impl Gateway {
     }
 
     pub(crate) fn start_with(dir: &Path, opts: Options<'_>) -> Self {
+        let log = dir.join(format!(
+            "gateway-{}.log",
+            LOGS.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut child = command(dir, &opts)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(&log).expect("a log file in the test directory"))
             .spawn()
             .expect("the gateway binary starts");
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -94,6 +102,7 @@ impl Gateway {
         std::thread::spawn(move || for _ in reader.lines() {});
         let gw = Self {
             child,
+            log,
             base,
             stdout_lines: lines,
             client: Client::builder()
@@ -193,8 +202,18 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking()
+            && let Ok(text) = std::fs::read_to_string(&self.log)
+        {
+            eprintln!(
+                "--- gateway log ({}) ---\n{text}--- end of gateway log ---",
+                self.log.display()
+            );
+        }
     }
 }
+
+static LOGS: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) fn json(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
