@@ -535,13 +535,15 @@ impl Run<'_> {
         let podman = Podman::find()?;
         let tls = !site.registry.insecure;
         let (rendered, values) = self.render(verified, &site.release, site.port, false)?;
-        let manifest = site
-            .state_dir
-            .join("deploy")
-            .join(&version)
-            .join(format!("{}.yaml", site.release));
-        fsx::write_atomic(&manifest, rendered.as_bytes())?;
         let manifest_sha256 = fsx::sha256_hex(rendered.as_bytes());
+        // Named by content: the same version with other values is another manifest, and the
+        // one running stays on disk to be played back if the new one fails.
+        let manifest = site.state_dir.join("deploy").join(&version).join(format!(
+            "{}-{}.yaml",
+            site.release,
+            &manifest_sha256[..12]
+        ));
+        fsx::write_atomic(&manifest, rendered.as_bytes())?;
         let secret_json = {
             use base64::Engine as _;
             let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
