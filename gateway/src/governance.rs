@@ -318,23 +318,8 @@ async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
     }
     let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
     let alert = crate::alerts::Alerts::for_entry(&entry);
-    let budget = state.config().circuit_breaker;
-    let recorded = match state.inner.audit.queue(entry) {
-        Ok(mut queued) => match tokio::time::timeout(budget, queued.durable()).await {
-            Ok(r) => r.map_err(|e| format!("the audit log refused the decision ({e})")),
-            // Out of time: withdrawn, the decision is never written and the breaker answers.
-            Err(_) if queued.withdraw() => Err(format!(
-                "the decision was not durable within the {} ms circuit breaker",
-                budget.as_millis()
-            )),
-            // The writer has it: it will be written as decided, so that is the answer.
-            Err(_) => queued
-                .durable()
-                .await
-                .map_err(|e| format!("the audit log refused the decision ({e})")),
-        },
-        Err(e) => Err(format!("the audit log refused the decision ({e})")),
-    };
+    let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
+    let recorded = record_by(state, state.inner.audit.queue(entry), deadline).await;
     match recorded {
         Ok(seq) => {
             if let Some(alert) = alert {
@@ -351,6 +336,26 @@ async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
             verdict
         }
         Err(why) => breaker(state, agent, ask, verdict, &why, started).await,
+    }
+}
+
+/// Waits until `deadline` for a queued decision to be durable. Ok: it is written as decided (in
+/// time, or later because the writer already held it and it cannot be taken back). Err: it
+/// will never be written (withdrawn in time, or refused), saying why; the breaker answers.
+pub(crate) async fn record_by(
+    state: &AppState,
+    queued: Result<crate::audit::Queued, crate::audit::AuditError>,
+    deadline: tokio::time::Instant,
+) -> Result<u64, String> {
+    let refused = |e: crate::audit::AuditError| format!("the audit log refused the decision ({e})");
+    let mut queued = queued.map_err(refused)?;
+    match tokio::time::timeout_at(deadline, queued.durable()).await {
+        Ok(r) => r.map_err(refused),
+        Err(_) if queued.withdraw() => Err(format!(
+            "the decision was not durable within the {} ms circuit breaker",
+            state.config().circuit_breaker.as_millis()
+        )),
+        Err(_) => queued.durable().await.map_err(refused),
     }
 }
 

@@ -615,11 +615,7 @@ impl Run<'_> {
                 put_secret(secret_changed)?;
                 let played =
                     self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
-                if let Err(e) = podman
-                    .play(&played, tls)
-                    .and_then(|ids| self.started(&podman, &ids, &gateway))
-                {
-                    let _ = podman.down(&played);
+                if let Err(e) = self.start(&podman, &played, tls, &gateway) {
                     let restored = previous.as_ref().map(|p| self.restore(&podman, p, tls));
                     bail!(
                         "{version} did not start: {e:#}{}; see `podman logs` of its pod, fix the values and run the install again",
@@ -685,11 +681,7 @@ impl Run<'_> {
                 put_secret(secret_changed)?;
                 let played =
                     self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
-                if let Err(e) = podman
-                    .play(&played, tls)
-                    .and_then(|ids| self.started(&podman, &ids, &gateway))
-                {
-                    let _ = podman.down(&played);
+                if let Err(e) = self.start(&podman, &played, tls, &gateway) {
                     let restored = self.restore(&podman, prev, tls);
                     bail!(
                         "{version} passed beside {} but did not start on the site's volume: {e:#}; {}",
@@ -754,6 +746,17 @@ impl Run<'_> {
             String::new(),
         )?;
         self.started(podman, &ids, &gw)
+    }
+
+    /// Plays `manifest` and waits for its gateway; a start that fails is taken down again.
+    fn start(&self, podman: &Podman, manifest: &Path, tls: bool, gw: &Gateway) -> Result<()> {
+        let r = podman
+            .play(manifest, tls)
+            .and_then(|ids| self.started(podman, &ids, gw));
+        if r.is_err() {
+            let _ = podman.down(manifest);
+        }
+        r
     }
 
     /// Waits for a played gateway to answer /health; fails at once when its container exits.

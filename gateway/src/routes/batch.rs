@@ -143,29 +143,14 @@ pub(super) async fn batch(
     // Every row is durable before the answer, and says what the answer says: an item whose
     // row is not durable within the breaker is withdrawn and answered, and recorded, by the
     // breaker (enforce fails closed); an item the writer already holds is answered as decided.
-    let budget = state.config().circuit_breaker;
-    let deadline = tokio::time::Instant::now() + budget;
+    let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
     let mut tripped = vec![false; results.len()];
     for (((queued, alert, ask), (_, verdict)), tripped) in queued
         .into_iter()
         .zip(results.iter_mut())
         .zip(tripped.iter_mut())
     {
-        let recorded = match queued {
-            Ok(mut q) => match tokio::time::timeout_at(deadline, q.durable()).await {
-                Ok(r) => r.map_err(|e| format!("the audit log refused the decision ({e})")),
-                Err(_) if q.withdraw() => Err(format!(
-                    "the decision was not durable within the {} ms circuit breaker",
-                    budget.as_millis()
-                )),
-                Err(_) => q
-                    .durable()
-                    .await
-                    .map_err(|e| format!("the audit log refused the decision ({e})")),
-            },
-            Err(e) => Err(format!("the audit log refused the decision ({e})")),
-        };
-        match recorded {
+        match crate::governance::record_by(&state, queued, deadline).await {
             Ok(seq) => {
                 if let Some(alert) = alert {
                     state.inner.alerts.raise(alert);
