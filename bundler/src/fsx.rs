@@ -186,3 +186,37 @@ pub fn ensure_space(path: &Path, need: u64, what: &str) -> Result<(), BundleErro
     }
     Ok(())
 }
+
+/// Holds an exclusive lock on `path` (created if missing) for as long as the file is open;
+/// fails at once, naming the file, if another process holds it.
+pub fn lock_exclusive(path: &Path) -> Result<std::fs::File, BundleError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| BundleError::io("open", path, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        BundleError::Input(format!(
+            "{} is locked by another process (an install or witness run in progress); wait for it to finish",
+            path.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+/// Writes a new private file (mode 0600), refusing to replace one: for secret keys.
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| BundleError::io("create", path, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| BundleError::io("write", path, e))?;
+    Ok(())
+}

@@ -16,6 +16,7 @@ pub mod import;
 pub mod keys;
 pub mod manifest;
 pub mod media;
+pub mod note;
 pub mod oci;
 pub mod pack;
 pub mod progress;
@@ -27,5 +28,6 @@ pub mod site;
 pub mod sums;
 pub mod tfmirror;
 pub mod verify;
+pub mod witness;
 
 pub use error::BundleError;

@@ -265,7 +265,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 KeyKind::Ed25519 => MediaKey::generate(&pass)?,
                 KeyKind::P256 => CosignKey::generate(&pass)?,
             };
-            write_private(&secret, sk.as_bytes())?;
+            meshguard_bundler::fsx::write_new_private(&secret, sk.as_bytes())?;
             meshguard_bundler::fsx::write_atomic(&public, pk.as_bytes())?;
             println!(
                 "wrote {} (encrypted) and {}",
@@ -443,18 +443,4 @@ fn run(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
 }

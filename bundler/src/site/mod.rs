@@ -179,7 +179,8 @@ pub fn install(opts: &Options) -> Result<Outcome> {
     let state = &opts.site.state_dir;
     std::fs::create_dir_all(state.join("transcripts"))
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
-    let _lock = lock(state)?;
+    // One install at a time per state directory.
+    let _lock = fsx::lock_exclusive(&state.join(".lock"))?;
     let previous = read_installed(state, INSTALLED)?;
     let started = Instant::now();
     let mut run = Run {
@@ -249,25 +250,6 @@ pub fn install(opts: &Options) -> Result<Outcome> {
         transcript_json: json_path,
         transcript_text: text,
     })
-}
-
-/// One install at a time per state directory.
-fn lock(state: &Path) -> Result<std::fs::File> {
-    let p = state.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .with_context(|| format!("cannot open {}", p.display()))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        anyhow::anyhow!(
-            "another install is running on {} (it holds {}); wait for it to finish",
-            state.display(),
-            p.display()
-        )
-    })?;
-    Ok(f)
 }
 
 struct Run<'a> {

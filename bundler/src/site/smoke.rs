@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use base64::Engine as _;
 use reqwest::Method;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -238,54 +236,9 @@ fn signed_checkpoint(gw: &Gateway) -> Result<String> {
     )?;
     let note = cp["checkpoint"].as_str().context("no checkpoint")?;
     let vkey = cp["vkey"].as_str().context("no verifier key")?;
-    verify_note(note, vkey)?;
+    crate::note::verify_note(note, vkey)?;
     let size = note.lines().nth(1).unwrap_or("?");
     Ok(format!(
         "checkpoint of {size} entries verified against {vkey}"
     ))
-}
-
-/// Verifies a C2SP signed note against one Ed25519 verifier key `name+hash+base64(0x01||pk)`.
-pub fn verify_note(note: &str, vkey: &str) -> Result<()> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut parts = vkey.splitn(3, '+');
-    let (Some(name), Some(hash), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
-        bail!("{vkey:?} is not a note verifier key");
-    };
-    let key = b64.decode(key).context("the verifier key is not base64")?;
-    if key.len() != 33 || key[0] != 0x01 {
-        bail!("the verifier key is not an Ed25519 note key");
-    }
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(b"\n");
-    h.update(&key);
-    let id: [u8; 4] = h.finalize()[..4].try_into().expect("4 bytes");
-    if hex::encode(id) != hash {
-        bail!("the verifier key's hash does not match its name and key");
-    }
-    let pk = ed25519_dalek::VerifyingKey::from_bytes(key[1..].try_into().expect("32 bytes"))
-        .context("the verifier key is not a valid Ed25519 key")?;
-    let split = note
-        .find("\n\n")
-        .context("the checkpoint has no signature block")?;
-    let (text, sigs) = (&note[..=split], &note[split + 2..]);
-    for line in sigs.lines() {
-        let Some(rest) = line.strip_prefix("\u{2014} ") else {
-            continue;
-        };
-        let Some((who, sig)) = rest.split_once(' ') else {
-            continue;
-        };
-        let Ok(sig) = b64.decode(sig) else { continue };
-        if who != name || sig.len() != 68 || sig[..4] != id {
-            continue;
-        }
-        let sig =
-            ed25519_dalek::Signature::from_slice(&sig[4..]).context("a malformed signature")?;
-        pk.verify_strict(text.as_bytes(), &sig)
-            .context("the checkpoint's signature does not verify")?;
-        return Ok(());
-    }
-    bail!("the checkpoint carries no signature by {name}")
 }

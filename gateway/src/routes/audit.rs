@@ -274,6 +274,9 @@ pub(super) async fn proof(
 #[derive(Debug, Deserialize)]
 pub(super) struct ConsistencyQuery {
     from: u64,
+    /// `tlog-witness`: the body of a C2SP tlog-witness `add-checkpoint` request as text (what a
+    /// witness on removable media reads as request.txt) instead of JSON.
+    format: Option<String>,
 }
 
 /// Base64 lines proving the log of `from` entries is a prefix of the latest signed checkpoint.
@@ -307,8 +310,31 @@ pub(super) async fn consistency(
         .iter()
         .map(|h| base64::engine::general_purpose::STANDARD.encode(h))
         .collect();
-    Ok(
-        Json(json!({"from": q.from, "to": size, "proof": lines, "checkpoint": note}))
-            .into_response(),
-    )
+    match q.format.as_deref() {
+        None | Some("json") => Ok(Json(
+            json!({"from": q.from, "to": size, "proof": lines, "checkpoint": note}),
+        )
+        .into_response()),
+        Some("tlog-witness") => {
+            let mut body = format!("old {}\n", q.from);
+            for l in &lines {
+                body.push_str(l);
+                body.push('\n');
+            }
+            body.push('\n');
+            body.push_str(&note);
+            Ok((
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::field(
+            "format",
+            format!("{other:?} is not a format; use json or tlog-witness"),
+        )),
+    }
 }

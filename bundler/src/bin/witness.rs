@@ -1,0 +1,190 @@
+//! `meshguard-witness`: a site witness on a disconnected workstation. Requests and answers
+//! travel on removable media as files (the C2SP tlog-witness request body and its response).
+//!
+//! Exit codes mirror the tlog-witness statuses: 0 cosigned (200), 3 bad or missing log
+//! signature (403), 4 unknown origin (404), 5 malformed or old size too large (400), 6 the old
+//! size is not the one last cosigned (409; the response file holds the size to prove from),
+//! 7 the proof fails or the log forked (422), 1 any local error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use meshguard_bundler::keys::{MediaKey, Passphrase};
+use meshguard_bundler::note::{ED25519, Vkey, empty_root};
+use meshguard_bundler::witness::{Log, Refusal, State, Witness, WitnessError};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "meshguard-witness",
+    version,
+    about = "A site witness for MeshGuard audit logs (C2SP tlog-witness, cosignature/v1), offline"
+)]
+struct Cli {
+    /// The witness's directory: its key (encrypted) and what it has cosigned.
+    #[arg(long, global = true, default_value = ".")]
+    state: PathBuf,
+    /// File holding the key passphrase; otherwise MESHGUARD_WITNESS_PASSPHRASE is read.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Make the witness: a new Ed25519 key and an empty state; prints its verifier key.
+    Init {
+        /// The witness's name (a schemaless URL is usual), e.g. witness.site.example/w1.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print this witness's verifier key (what the gateway is told to trust).
+    Vkey,
+    /// Follow a log: its verifier key (type 0x01) names the origin.
+    Trust { log_vkey: String },
+    /// Check an add-checkpoint request and, if it holds, cosign it.
+    Cosign {
+        /// The request body (request.txt from the gateway).
+        request: PathBuf,
+        /// Where the cosignature line goes (response.txt).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show the logs followed and the last checkpoint size cosigned for each.
+    Status,
+}
+
+fn passphrase(file: &Option<PathBuf>) -> Result<Passphrase> {
+    let text = match file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the passphrase file {}", p.display()))?,
+        None => std::env::var("MESHGUARD_WITNESS_PASSPHRASE").map_err(|_| {
+            anyhow::anyhow!(
+                "no key passphrase: set MESHGUARD_WITNESS_PASSPHRASE or pass --passphrase-file FILE"
+            )
+        })?,
+    };
+    Ok(Passphrase::new(&text)?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let dir = &cli.state;
+    let key_path = dir.join("witness.key");
+    match cli.command {
+        Command::Init { name } => {
+            if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
+                bail!("the witness name {name:?} must be non-empty, with no spaces and no '+'");
+            }
+            if dir.join(meshguard_bundler::witness::STATE).exists() {
+                bail!(
+                    "{} already holds a witness; refusing to replace it",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(dir)?;
+            let (secret, _) = MediaKey::generate(&passphrase(&cli.passphrase_file)?)?;
+            meshguard_bundler::fsx::write_new_private(&key_path, secret.as_bytes())?;
+            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
+            let w = Witness::new(dir, key.signing_key().clone());
+            let vkey = w.vkey(&name).encode();
+            Witness::save_state(
+                dir,
+                &State {
+                    name,
+                    vkey: vkey.clone(),
+                    logs: Default::default(),
+                },
+            )?;
+            println!("{vkey}");
+        }
+        Command::Vkey => println!("{}", Witness::load_state(dir)?.vkey),
+        Command::Trust { log_vkey } => {
+            let v = Vkey::parse(&log_vkey)?;
+            if v.key_type != ED25519 {
+                bail!("{log_vkey} is not a log key (type 0x01, Ed25519)");
+            }
+            let _lock = meshguard_bundler::fsx::lock_exclusive(&dir.join(".lock"))?;
+            let mut state = Witness::load_state(dir)?;
+            if let Some(known) = state.logs.get(&v.name) {
+                if known.vkey == v.encode() {
+                    println!("already following {}", v.name);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                bail!(
+                    "{} is followed with another key ({}); a changed log key is a new log: refusing",
+                    v.name,
+                    known.vkey
+                );
+            }
+            use base64::Engine as _;
+            state.logs.insert(
+                v.name.clone(),
+                Log {
+                    vkey: v.encode(),
+                    size: 0,
+                    root: base64::engine::general_purpose::STANDARD.encode(empty_root()),
+                    checkpoint: None,
+                    cosigned_at: None,
+                },
+            );
+            Witness::save_state(dir, &state)?;
+            println!("following {}", v.name);
+        }
+        Command::Status => {
+            let state = Witness::load_state(dir)?;
+            println!("witness {} ({})", state.name, state.vkey);
+            for (origin, log) in &state.logs {
+                println!(
+                    "  {origin}: cosigned up to size {} (at {:?})",
+                    log.size, log.cosigned_at
+                );
+            }
+        }
+        Command::Cosign { request, out } => {
+            let body = std::fs::read_to_string(&request)
+                .with_context(|| format!("cannot read {}", request.display()))?;
+            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
+            let w = Witness::new(dir, key.signing_key().clone());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            match w.add_checkpoint(&body, now) {
+                Ok(line) => {
+                    meshguard_bundler::fsx::write_atomic(&out, line.as_bytes())?;
+                    println!("cosigned; the cosignature is in {}", out.display());
+                }
+                Err(WitnessError::Refused(r)) => {
+                    if let Refusal::Stale { stored, .. } = r {
+                        meshguard_bundler::fsx::write_atomic(
+                            &out,
+                            format!("{stored}\n").as_bytes(),
+                        )?;
+                    }
+                    eprintln!("refused ({}): {r}", r.status());
+                    return Ok(ExitCode::from(match r.status() {
+                        403 => 3,
+                        404 => 4,
+                        409 => 6,
+                        422 => 7,
+                        _ => 5,
+                    }));
+                }
+                Err(WitnessError::Local(e)) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,326 @@
+//! The site witness (issue #16, its first part): `meshguard-witness` on a "disconnected
+//! workstation" cosigns the real gateway's checkpoints from tlog-witness request files, keeps
+//! the last one it cosigned, and refuses what a witness must refuse, above all a log whose
+//! operator rewrote history and signed it again with the same key. The cosignatures are
+//! checked with openssl, not with our code.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "witness-admin-token-0123456789abcdef";
+const PASSPHRASE: &str = "witness-passphrase-for-tests-only";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn bins() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    for b in ["meshguard-gateway", "meshguard-witness"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run the tests with `cargo xtask test` (or build the workspace first)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+struct Gateway {
+    child: Child,
+    url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// A gateway on `dir`, with the audit log `origin` signed by the key file `key`.
+    fn start(dir: &Path, origin: &str, key: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut child = Command::new(bins().join("meshguard-gateway"))
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("ADMIN_TOKEN", ADMIN)
+            .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
+            .env("DB_PATH", dir.join("meshguard.db"))
+            .env("POLICIES_DIR", dir.join("policies"))
+            .env("AUDIT_ORIGIN", origin)
+            .env("AUDIT_KEY_FILE", key)
+            .env("RATE_LIMIT_RPM", "0")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the gateway printed its address")
+                .unwrap();
+            if let Some(u) = line.strip_prefix("listening on ") {
+                break u.to_owned();
+            }
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        let gw = Self {
+            child,
+            url,
+            http: reqwest::blocking::Client::new(),
+        };
+        let (_, _) = gw.admin(reqwest::Method::POST, "/admin/policies", Some(json!({
+            "name": "reads", "content": "name: reads\nrules:\n  - name: r\n    effect: allow\n    actions: [\"read:*\"]\n"})));
+        gw
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-Admin-Token", ADMIN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// `n` decisions (allowed and denied) by a new agent.
+    fn decisions(&self, agent: &str, n: usize) {
+        let (s, body) = self.admin(
+            reqwest::Method::POST,
+            "/admin/agents",
+            Some(json!({"name": agent, "trustTier": "verified"})),
+        );
+        assert_eq!(s, 201, "{body}");
+        let token = serde_json::from_str::<Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for i in 0..n {
+            let action = if i % 2 == 0 { "read:x" } else { "write:x" };
+            self.http
+                .get(format!("{}/proxy/check", self.url))
+                .bearer_auth(&token)
+                .header("X-MeshGuard-Action", action)
+                .send()
+                .unwrap();
+        }
+    }
+
+    /// Signs a checkpoint; returns (note, vkey).
+    fn checkpoint(&self) -> (String, String) {
+        let (s, body) = self.admin(reqwest::Method::POST, "/admin/audit/checkpoint", None);
+        assert_eq!(s, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["checkpoint"].as_str().unwrap().to_owned(),
+            v["vkey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The tlog-witness request body from `old` to the latest checkpoint.
+    fn request(&self, old: u64) -> String {
+        let (s, body) = self.admin(
+            reqwest::Method::GET,
+            &format!("/admin/audit/consistency?from={old}&format=tlog-witness"),
+            None,
+        );
+        assert_eq!(s, 200, "{body}");
+        body
+    }
+}
+
+struct WitnessCli {
+    dir: tempfile::TempDir,
+}
+
+impl WitnessCli {
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bins().join("meshguard-witness"))
+            .arg("--state")
+            .arg(self.dir.path())
+            .args(args)
+            .env("MESHGUARD_WITNESS_PASSPHRASE", PASSPHRASE)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Cosigns `request`; returns (exit code, response file, stderr).
+    fn cosign(&self, request: &str) -> (i32, String, String) {
+        let req = self.dir.path().join("request.txt");
+        let resp = self.dir.path().join("response.txt");
+        let _ = std::fs::remove_file(&resp);
+        std::fs::write(&req, request).unwrap();
+        let (code, _, err) = self.run(&[
+            "cosign",
+            req.to_str().unwrap(),
+            "--out",
+            resp.to_str().unwrap(),
+        ]);
+        (
+            code,
+            std::fs::read_to_string(&resp).unwrap_or_default(),
+            err,
+        )
+    }
+}
+
+/// Checks a cosignature/v1 line with openssl: the witness's Ed25519 key from its vkey, the
+/// message of tlog-cosignature.md.
+fn openssl_verifies(note: &str, line: &str, witness_vkey: &str, dir: &Path) -> bool {
+    let key = B64
+        .decode(witness_vkey.rsplit('+').next().unwrap())
+        .unwrap();
+    assert_eq!(key[0], 0x04, "a cosignature key");
+    let mut spki = hex_bytes("302a300506032b6570032100");
+    spki.extend_from_slice(&key[1..]);
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        B64.encode(&spki)
+    );
+    let raw = B64
+        .decode(line.trim_end().rsplit(' ').next().unwrap())
+        .unwrap();
+    assert_eq!(raw.len(), 76);
+    let ts = u64::from_be_bytes(raw[4..12].try_into().unwrap());
+    let body = &note[..=note.rfind("\n\n").unwrap()];
+    let msg = format!("cosignature/v1\ntime {ts}\n{body}");
+    std::fs::write(dir.join("w.pem"), pem).unwrap();
+    std::fs::write(dir.join("msg"), msg).unwrap();
+    std::fs::write(dir.join("sig"), &raw[12..]).unwrap();
+    Command::new("openssl")
+        .args([
+            "pkeyutl", "-verify", "-pubin", "-inkey", "w.pem", "-rawin", "-in", "msg", "-sigfile",
+            "sig",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn hex_bytes(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn size_of(note: &str) -> u64 {
+    note.lines().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = "site.example/meshguard-audit";
+    let key = tmp.path().join("audit-log.key");
+    let gw = Gateway::start(&tmp.path().join("gw"), origin, &key);
+    gw.decisions("clerk", 6);
+    let (note, log_vkey) = gw.checkpoint();
+
+    let w = WitnessCli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (code, witness_vkey, err) = w.run(&["init", "--name", "witness.site.example/w1"]);
+    assert_eq!(code, 0, "{err}");
+    let witness_vkey = witness_vkey.trim().to_owned();
+    assert!(witness_vkey.starts_with("witness.site.example/w1+"));
+    let (code, _, err) = w.run(&["trust", &log_vkey]);
+    assert_eq!(code, 0, "{err}");
+
+    // First cosignature, from size 0.
+    let (code, line, err) = w.cosign(&gw.request(0));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        openssl_verifies(&note, &line, &witness_vkey, tmp.path()),
+        "openssl checks the cosignature"
+    );
+    let first = size_of(&note);
+
+    // The log grows: cosigned again, from the size last cosigned.
+    gw.decisions("clerk-2", 5);
+    let (note2, _) = gw.checkpoint();
+    assert!(size_of(&note2) > first);
+    let (code, line, err) = w.cosign(&gw.request(first));
+    assert_eq!(code, 0, "{err}");
+    assert!(openssl_verifies(&note2, &line, &witness_vkey, tmp.path()));
+
+    // A replayed request from an old size: 409, with the size to prove from.
+    let (code, body, err) = w.cosign(&gw.request(0));
+    assert_eq!(code, 6, "{err}");
+    assert_eq!(body.trim(), size_of(&note2).to_string());
+
+    // A checkpoint whose log signature is broken: 403.
+    let req = gw.request(size_of(&note2));
+    let sig_line = req.lines().last().unwrap().to_owned();
+    let mut broken_sig = sig_line.clone();
+    let at = broken_sig.len() - 6;
+    broken_sig.replace_range(
+        at..at + 1,
+        if &broken_sig[at..at + 1] == "A" {
+            "B"
+        } else {
+            "A"
+        },
+    );
+    let (code, _, err) = w.cosign(&req.replace(&sig_line, &broken_sig));
+    assert_eq!(code, 3, "{err}");
+
+    // A log the witness does not follow: 404.
+    let other = Gateway::start(
+        &tmp.path().join("other"),
+        "other.example/meshguard-audit",
+        &tmp.path().join("other.key"),
+    );
+    other.decisions("x", 2);
+    other.checkpoint();
+    let (code, _, err) = w.cosign(&other.request(0));
+    assert_eq!(code, 4, "{err}");
+
+    // A wrong proof for a real extension: 422; the right one then passes.
+    gw.decisions("clerk-3", 3);
+    let (note3, _) = gw.checkpoint();
+    let req = gw.request(size_of(&note2));
+    let proof_line = req.lines().nth(1).unwrap().to_owned();
+    let mut h = B64.decode(&proof_line).unwrap();
+    h[0] ^= 1;
+    let (code, _, err) = w.cosign(&req.replacen(&proof_line, &B64.encode(h), 1));
+    assert_eq!(code, 7, "{err}");
+    let (code, line, err) = w.cosign(&req);
+    assert_eq!(code, 0, "{err}");
+    assert!(openssl_verifies(&note3, &line, &witness_vkey, tmp.path()));
+
+    // The operator rewrites history: a new log under the same origin, signed with the same key
+    // (copied), with other entries and more of them. Every checkpoint it signs is valid on its
+    // own, but it is not an extension of what the witness cosigned: refused.
+    drop(gw);
+    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key);
+    rogue.decisions("forger", 40);
+    let (forged, rogue_vkey) = rogue.checkpoint();
+    assert_eq!(rogue_vkey, log_vkey, "the same log key");
+    assert!(size_of(&forged) > size_of(&note3));
+    let (code, _, err) = w.cosign(&rogue.request(size_of(&note3)));
+    assert_eq!(code, 7, "a rewritten history is refused: {err}");
+    assert!(err.contains("not an extension"), "{err}");
+    let (_, status, _) = w.run(&["status"]);
+    assert!(
+        status.contains(&format!("cosigned up to size {}", size_of(&note3))),
+        "{status}"
+    );
+}
