@@ -144,6 +144,16 @@ pub struct Args {
     #[arg(long, env = "AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
 
+    /// Site witnesses whose cosignatures of audit checkpoints are accepted: their verifier keys
+    /// (type 0x04, cosignature/v1), comma-separated, as `meshguard-witness vkey` prints them.
+    #[arg(long, env = "AUDIT_WITNESSES", value_delimiter = ',')]
+    pub audit_witnesses: Vec<String>,
+
+    /// How many of AUDIT_WITNESSES must cosign a checkpoint for it to count as witnessed
+    /// (default: all of them).
+    #[arg(long, env = "AUDIT_WITNESS_QUORUM")]
+    pub audit_witness_quorum: Option<usize>,
+
     /// Sign an audit checkpoint after this many new entries.
     #[arg(long, env = "AUDIT_CHECKPOINT_EVERY", default_value_t = 1000)]
     pub audit_checkpoint_every: u64,
@@ -244,6 +254,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
+    pub audit_witnesses: Vec<String>,
+    pub audit_witness_quorum: usize,
     pub audit_checkpoint_every: u64,
     pub audit_checkpoint_interval: Duration,
     pub(crate) alerts: crate::alerts::AlertConfig,
@@ -294,6 +306,10 @@ pub enum ConfigError {
         "AUDIT_ORIGIN {value:?} must have no spaces and no '+'; use a schemaless URL such as gw.example.com/meshguard-audit"
     )]
     Origin { value: String },
+    #[error("AUDIT_WITNESSES: {0}; give each witness's key as `meshguard-witness vkey` prints it")]
+    Witness(String),
+    #[error("AUDIT_WITNESS_QUORUM is {quorum}, but AUDIT_WITNESSES names {witnesses} witness(es)")]
+    Quorum { quorum: usize, witnesses: usize },
 }
 
 impl Args {
@@ -397,8 +413,28 @@ impl Args {
             attempts: self.alert_retry_attempts.clamp(1, 20),
             backoff: Duration::from_millis(self.alert_retry_backoff_ms.clamp(1, 60_000)),
         };
+        let audit_witnesses: Vec<String> = self
+            .audit_witnesses
+            .iter()
+            .map(|w| w.trim().to_owned())
+            .filter(|w| !w.is_empty())
+            .collect();
+        for w in &audit_witnesses {
+            crate::audit::note::WitnessKey::parse(w).map_err(ConfigError::Witness)?;
+        }
+        let audit_witness_quorum = self.audit_witness_quorum.unwrap_or(audit_witnesses.len());
+        if audit_witness_quorum > audit_witnesses.len()
+            || (audit_witness_quorum == 0 && !audit_witnesses.is_empty())
+        {
+            return Err(ConfigError::Quorum {
+                quorum: audit_witness_quorum,
+                witnesses: audit_witnesses.len(),
+            });
+        }
         Ok(Config {
             alerts,
+            audit_witnesses,
+            audit_witness_quorum,
             license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),
             license_dir,
             deployment_mode: self.deployment_mode,

@@ -43,7 +43,7 @@ impl Drop for Gateway {
 
 impl Gateway {
     /// A gateway on `dir`, with the audit log `origin` signed by the key file `key`.
-    fn start(dir: &Path, origin: &str, key: &Path) -> Self {
+    fn start(dir: &Path, origin: &str, key: &Path, witnesses: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let mut child = Command::new(bins().join("meshguard-gateway"))
             .env_clear()
@@ -56,6 +56,7 @@ impl Gateway {
             .env("AUDIT_ORIGIN", origin)
             .env("AUDIT_KEY_FILE", key)
             .env("RATE_LIMIT_RPM", "0")
+            .env("AUDIT_WITNESSES", witnesses)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
             .spawn()
@@ -91,6 +92,24 @@ impl Gateway {
         }
         let r = r.send().unwrap();
         (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// Hands a witness's response.txt to the gateway (the witness proof cache).
+    fn add_cosignatures(&self, response: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/admin/audit/cosignatures", self.url))
+            .header("X-Admin-Token", ADMIN)
+            .body(response.to_owned())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
+    fn verify(&self) -> Value {
+        let (s, body) = self.admin(reqwest::Method::GET, "/admin/audit/verify", None);
+        assert_eq!(s, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
     }
 
     /// `n` decisions (allowed and denied) by a new agent.
@@ -183,7 +202,7 @@ impl WitnessCli {
 /// message of tlog-cosignature.md.
 fn openssl_verifies(note: &str, line: &str, witness_vkey: &str, dir: &Path) -> bool {
     let key = B64
-        .decode(witness_vkey.rsplit('+').next().unwrap())
+        .decode(witness_vkey.splitn(3, '+').nth(2).unwrap())
         .unwrap();
     assert_eq!(key[0], 0x04, "a cosignature key");
     let mut spki = hex_bytes("302a300506032b6570032100");
@@ -230,10 +249,6 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     let tmp = tempfile::tempdir().unwrap();
     let origin = "site.example/meshguard-audit";
     let key = tmp.path().join("audit-log.key");
-    let gw = Gateway::start(&tmp.path().join("gw"), origin, &key);
-    gw.decisions("clerk", 6);
-    let (note, log_vkey) = gw.checkpoint();
-
     let w = WitnessCli {
         dir: tempfile::tempdir().unwrap(),
     };
@@ -241,6 +256,9 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     assert_eq!(code, 0, "{err}");
     let witness_vkey = witness_vkey.trim().to_owned();
     assert!(witness_vkey.starts_with("witness.site.example/w1+"));
+    let gw = Gateway::start(&tmp.path().join("gw"), origin, &key, &witness_vkey);
+    gw.decisions("clerk", 6);
+    let (note, log_vkey) = gw.checkpoint();
     let (code, _, err) = w.run(&["trust", &log_vkey]);
     assert_eq!(code, 0, "{err}");
 
@@ -252,6 +270,21 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
         "openssl checks the cosignature"
     );
     let first = size_of(&note);
+    // The gateway keeps it (the witness proof cache) and verification reports the checkpoint
+    // witnessed.
+    let (status, added) = gw.add_cosignatures(&line);
+    assert_eq!(status, 200, "{added}");
+    assert_eq!(added["accepted"][0]["size"], first);
+    let report = gw.verify();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(
+        report["witnesses"]["latestWitnessedSize"], first,
+        "{report}"
+    );
+    // A cosignature by a witness the site does not trust is refused.
+    let (status, refused) =
+        gw.add_cosignatures(&line.replace("witness.site.example/w1", "stranger.example/w9"));
+    assert_eq!(status, 400, "{refused}");
 
     // The log grows: cosigned again, from the size last cosigned.
     gw.decisions("clerk-2", 5);
@@ -260,6 +293,11 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     let (code, line, err) = w.cosign(&gw.request(first));
     assert_eq!(code, 0, "{err}");
     assert!(openssl_verifies(&note2, &line, &witness_vkey, tmp.path()));
+    assert_eq!(gw.add_cosignatures(&line).0, 200);
+    assert_eq!(
+        gw.verify()["witnesses"]["latestWitnessedSize"],
+        size_of(&note2)
+    );
 
     // A replayed request from an old size: 409, with the size to prove from.
     let (code, body, err) = w.cosign(&gw.request(0));
@@ -287,6 +325,7 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
         &tmp.path().join("other"),
         "other.example/meshguard-audit",
         &tmp.path().join("other.key"),
+        "",
     );
     other.decisions("x", 2);
     other.checkpoint();
@@ -309,8 +348,24 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     // The operator rewrites history: a new log under the same origin, signed with the same key
     // (copied), with other entries and more of them. Every checkpoint it signs is valid on its
     // own, but it is not an extension of what the witness cosigned: refused.
+    // A cosigned checkpoint that disappears from the gateway (history rewritten behind its
+    // back) fails verification, naming the checkpoint and the witness.
+    let db = rusqlite::Connection::open(tmp.path().join("gw/meshguard.db")).unwrap();
+    db.execute(
+        "DELETE FROM audit_checkpoints WHERE size = ?1",
+        [size_of(&note2) as i64],
+    )
+    .unwrap();
+    let report = gw.verify();
+    assert_eq!(report["valid"], false, "{report}");
+    let problem = report["firstBad"]["problem"].as_str().unwrap();
+    assert!(
+        problem.contains(&format!("size {}", size_of(&note2)))
+            && problem.contains("witness.site.example/w1"),
+        "{problem}"
+    );
     drop(gw);
-    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key);
+    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, &witness_vkey);
     rogue.decisions("forger", 40);
     let (forged, rogue_vkey) = rogue.checkpoint();
     assert_eq!(rogue_vkey, log_vkey, "the same log key");

@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-pub(crate) use store::{AuditQuery, Reader};
+pub(crate) use store::{AuditQuery, Cosignature, Reader};
 
 use note::LogKey;
 
@@ -72,6 +72,7 @@ enum Job {
         oneshot::Sender<Result<IngestReport, String>>,
     ),
     Checkpoint(oneshot::Sender<Result<Option<String>, String>>),
+    Cosign(Vec<Cosignature>, oneshot::Sender<Result<usize, String>>),
     /// From the syncer: the last committed batch is durable.
     Synced,
 }
@@ -202,6 +203,20 @@ impl AuditLog {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job::Ingest(lines, done))
+            .map_err(|_| AuditError::Stopped)?;
+        wait.await
+            .map_err(|_| AuditError::Stopped)?
+            .map_err(AuditError::Write)
+    }
+
+    /// Stores verified witness cosignatures (the witness proof cache); returns how many were new.
+    pub(crate) async fn add_cosignatures(
+        &self,
+        rows: Vec<Cosignature>,
+    ) -> Result<usize, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Cosign(rows, done))
             .map_err(|_| AuditError::Stopped)?;
         wait.await
             .map_err(|_| AuditError::Stopped)?
@@ -512,6 +527,10 @@ impl store::Writer {
                     Job::Ingest(lines, done) => {
                         self.hand_off(&mut pending, &acks, shared);
                         let _ = done.send(self.ingest(&lines));
+                    }
+                    Job::Cosign(rows, done) => {
+                        self.hand_off(&mut pending, &acks, shared);
+                        let _ = done.send(self.add_cosignatures(&rows));
                     }
                     Job::Checkpoint(done) => {
                         self.hand_off(&mut pending, &acks, shared);

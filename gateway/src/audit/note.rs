@@ -299,3 +299,73 @@ mod tests {
         );
     }
 }
+
+const COSIGNATURE_V1: u8 = 0x04;
+
+/// A site witness's key (`tlog-cosignature.md`, cosignature/v1: type 0x04, Ed25519), from its
+/// verifier key `name+id+base64(0x04 ‖ key)`.
+#[derive(Debug, Clone)]
+pub(crate) struct WitnessKey {
+    pub(crate) name: String,
+    id: [u8; 4],
+    key: VerifyingKey,
+}
+
+impl WitnessKey {
+    pub(crate) fn parse(vkey: &str) -> Result<Self, String> {
+        let mut parts = vkey.trim().splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{vkey:?} is not a verifier key (name+id+key)"));
+        };
+        let raw = B64
+            .decode(key_b64)
+            .map_err(|_| format!("{vkey:?}: the key is not base64"))?;
+        if raw.len() != 33 || raw[0] != COSIGNATURE_V1 {
+            return Err(format!(
+                "{vkey:?} is not a witness cosignature key (type 0x04, Ed25519)"
+            ));
+        }
+        let id = key_id(name, COSIGNATURE_V1, &raw[1..]);
+        if hex::encode(id) != id_hex {
+            return Err(format!("{vkey:?}: the key id does not match its key"));
+        }
+        let key = VerifyingKey::from_bytes(raw[1..].try_into().expect("32 bytes"))
+            .map_err(|e| format!("{vkey:?}: {e}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            id,
+            key,
+        })
+    }
+
+    /// Verifies a cosignature line (`— name base64(id ‖ time ‖ signature)`) on the checkpoint
+    /// `note`; returns the time it was made.
+    pub(crate) fn verify(&self, note: &str, line: &str) -> Result<u64, String> {
+        let rest = line
+            .trim_end()
+            .strip_prefix("\u{2014} ")
+            .ok_or("not a signature line")?;
+        let (signer, blob) = rest.rsplit_once(' ').ok_or("not a signature line")?;
+        let raw = B64
+            .decode(blob)
+            .map_err(|_| "the cosignature is not base64")?;
+        if signer != self.name || raw.len() != 76 || raw[..4] != self.id {
+            return Err(format!("not a cosignature by {}", self.name));
+        }
+        let time = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
+        let split = note
+            .rfind("\n\n")
+            .ok_or("the checkpoint has no signature block")?;
+        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
+        msg.extend_from_slice(&note.as_bytes()[..=split]);
+        let sig = Signature::from_slice(&raw[12..]).map_err(|e| e.to_string())?;
+        self.key.verify_strict(&msg, &sig).map_err(|_| {
+            format!(
+                "the cosignature by {} does not verify on this checkpoint",
+                self.name
+            )
+        })?;
+        Ok(time)
+    }
+}

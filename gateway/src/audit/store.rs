@@ -409,6 +409,24 @@ impl Writer {
     }
 
     /// Signs a checkpoint over the whole log if it grew; returns the latest checkpoint note.
+    /// Stores verified cosignatures (a cosignature already stored for its size and witness is
+    /// kept); returns how many were new.
+    pub(crate) fn add_cosignatures(&mut self, rows: &[Cosignature]) -> Result<usize, String> {
+        debug_assert!(self.open.is_none(), "the open batch is committed first");
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        let mut added = 0;
+        for r in rows {
+            added += tx
+                .execute(
+                    "INSERT OR IGNORE INTO audit_cosignatures (size, witness, line, cosigned_at, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![r.size as i64, r.witness, r.line, r.cosigned_at as i64, crate::clock::now_rfc3339()],
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        Ok(added)
+    }
+
     pub(crate) fn checkpoint(&mut self, key: &LogKey) -> anyhow::Result<Option<String>> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
         if self.frontier.size() > self.signed_size {
@@ -457,6 +475,16 @@ pub(crate) struct AuditQuery {
     pub(crate) agent: Option<String>,
     pub(crate) action: Option<String>,
     pub(crate) trace_id: Option<String>,
+}
+
+/// A witness's cosignature of the checkpoint of `size`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Cosignature {
+    pub(crate) size: u64,
+    pub(crate) witness: String,
+    pub(crate) line: String,
+    pub(crate) cosigned_at: u64,
 }
 
 /// The result of re-checking every chain and checkpoint.
@@ -673,6 +701,42 @@ impl Reader {
                     hash: r.get(3)?,
                     entry: serde_json::from_str(&body).unwrap_or(Value::String(body)),
                 })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The latest `limit` signed checkpoints, newest first: `(size, note)`.
+    pub(crate) fn checkpoints(&self, limit: usize) -> rusqlite::Result<Vec<(u64, String)>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Every stored cosignature, with the note of the checkpoint at its size (None when no
+    /// checkpoint of that size is stored any more).
+    pub(crate) fn cosignatures(&self) -> rusqlite::Result<Vec<(Cosignature, Option<String>)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT s.size, s.witness, s.line, s.cosigned_at, c.note
+                 FROM audit_cosignatures s LEFT JOIN audit_checkpoints c ON c.size = s.size
+                 ORDER BY s.size, s.witness",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    Cosignature {
+                        size: r.get::<_, i64>(0)? as u64,
+                        witness: r.get(1)?,
+                        line: r.get(2)?,
+                        cosigned_at: r.get::<_, i64>(3)? as u64,
+                    },
+                    r.get(4)?,
+                ))
             })?;
             rows.collect()
         })

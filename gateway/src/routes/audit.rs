@@ -140,10 +140,150 @@ pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Re
     let vkey = state.inner.audit.vkey().to_owned();
     let origin = state.inner.audit.origin().to_owned();
     let report = blocking(&state, move |r| r.verify(&vkey, &origin)).await?;
-    if !report.valid {
-        tracing::error!(problem = ?report.first_bad, "audit log verification failed");
+    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
+    let (witnessed, problem) = witness_report(&state, &cosigned);
+    let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+    body["witnesses"] = witnessed;
+    if let Some(problem) = problem
+        && report.valid
+    {
+        body["valid"] = json!(false);
+        body["firstBad"] = json!({"problem": problem});
     }
-    Ok((StatusCode::OK, Json(report)).into_response())
+    if body["valid"] != json!(true) {
+        tracing::error!(problem = %body["firstBad"], "audit log verification failed");
+    }
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+fn witness_keys(state: &AppState) -> Vec<crate::audit::note::WitnessKey> {
+    state
+        .config()
+        .audit_witnesses
+        .iter()
+        .filter_map(|w| crate::audit::note::WitnessKey::parse(w).ok())
+        .collect()
+}
+
+/// The witness proof cache checked against the stored checkpoints: every cosignature by a
+/// configured witness must verify on the checkpoint now stored at its size (a checkpoint
+/// replaced after it was cosigned is a rewritten history), and the latest checkpoint cosigned
+/// by a quorum is reported.
+fn witness_report(
+    state: &AppState,
+    cosigned: &[(crate::audit::Cosignature, Option<String>)],
+) -> (Value, Option<String>) {
+    let keys = witness_keys(state);
+    let quorum = state.config().audit_witness_quorum;
+    let mut problem = None;
+    let mut by_size: std::collections::BTreeMap<u64, usize> = Default::default();
+    for (c, note) in cosigned {
+        let Some(key) = keys.iter().find(|k| k.name == c.witness) else {
+            continue;
+        };
+        let ok = match note {
+            Some(n) => key.verify(n, &c.line).is_ok(),
+            None => false,
+        };
+        if ok {
+            *by_size.entry(c.size).or_default() += 1;
+        } else if problem.is_none() {
+            problem = Some(format!(
+                "the checkpoint of size {} is not the one witness {} cosigned{}: the log's history was rewritten after it was witnessed",
+                c.size,
+                c.witness,
+                if note.is_none() { " (it is gone)" } else { "" }
+            ));
+        }
+    }
+    let latest = by_size
+        .iter()
+        .rev()
+        .find(|(_, n)| quorum > 0 && **n >= quorum)
+        .map(|(s, _)| *s);
+    let mut report = json!({
+        "configured": keys.iter().map(|k| k.name.clone()).collect::<Vec<_>>(),
+        "quorum": quorum,
+        "cosignatures": by_size.values().sum::<usize>(),
+    });
+    if let Some(size) = latest {
+        report["latestWitnessedSize"] = json!(size);
+    }
+    (report, problem)
+}
+
+/// The cosignatures stored for the latest checkpoint, or for `size`.
+pub(super) async fn cosignatures(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
+    let (witnessed, _) = witness_report(&state, &cosigned);
+    let rows: Vec<&crate::audit::Cosignature> = cosigned.iter().map(|(c, _)| c).collect();
+    Ok(Json(json!({"cosignatures": rows, "witnesses": witnessed})).into_response())
+}
+
+/// Takes a witness's answer (response.txt of `meshguard-witness cosign`, or a tlog-witness
+/// HTTP answer): each cosignature line must be by a configured witness and verify on one of
+/// this log's recent checkpoints; then it is kept in the witness proof cache.
+pub(super) async fn add_cosignatures(
+    _: Admin,
+    State(state): State<AppState>,
+    body: String,
+) -> Result<Response, ApiError> {
+    let keys = witness_keys(&state);
+    if keys.is_empty() {
+        return Err(ApiError::conflict(
+            "no witness is configured; set AUDIT_WITNESSES to the witnesses' keys",
+        ));
+    }
+    let recent = blocking(&state, |r| r.checkpoints(1000)).await?;
+    let mut rows = Vec::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let name = line
+            .strip_prefix("\u{2014} ")
+            .and_then(|r| r.split(' ').next())
+            .ok_or_else(|| {
+                ApiError::field("body", format!("{line:?} is not a cosignature line"))
+            })?;
+        let key = keys.iter().find(|k| k.name == name).ok_or_else(|| {
+            ApiError::field(
+                "body",
+                format!("{name} is not among AUDIT_WITNESSES; its cosignature is not accepted"),
+            )
+        })?;
+        let found = recent
+            .iter()
+            .find_map(|(size, note)| key.verify(note, line).ok().map(|t| (*size, t)));
+        let (size, cosigned_at) = found.ok_or_else(|| {
+            ApiError::field(
+                "body",
+                format!("the cosignature by {name} does not verify on any of this log's last {} checkpoints", recent.len()),
+            )
+        })?;
+        rows.push(crate::audit::Cosignature {
+            size,
+            witness: name.to_owned(),
+            line: line.trim_end().to_owned(),
+            cosigned_at,
+        });
+    }
+    if rows.is_empty() {
+        return Err(ApiError::field("body", "no cosignature line"));
+    }
+    let added = state
+        .inner
+        .audit
+        .add_cosignatures(rows.clone())
+        .await
+        .map_err(ApiError::internal)?;
+    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
+    let (witnessed, _) = witness_report(&state, &cosigned);
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": rows, "new": added, "witnesses": witnessed})),
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -76,6 +76,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/audit/proof", get(audit::proof))
         .route("/audit/consistency", get(audit::consistency))
+        .route(
+            "/audit/cosignatures",
+            get(audit::cosignatures).post(audit::add_cosignatures),
+        )
         .route("/info", get(info))
         .route("/license", get(license::get).post(license::install))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -105,6 +105,15 @@ const MIGRATIONS: &[&str] = &[
         start INTEGER PRIMARY KEY,
         hash BLOB NOT NULL
     );",
+    // 6: the witness proof cache: site witnesses' cosignatures of signed checkpoints.
+    "CREATE TABLE audit_cosignatures (
+        size INTEGER NOT NULL,
+        witness TEXT NOT NULL,
+        line TEXT NOT NULL,
+        cosigned_at INTEGER NOT NULL,
+        received_at TEXT NOT NULL,
+        PRIMARY KEY (size, witness)
+    );",
 ];
 
 #[derive(Debug)]
