@@ -200,8 +200,8 @@ pub enum WitnessError {
     Local(#[from] BundleError),
 }
 
-/// `old <size>`, proof lines, a blank line, the signed checkpoint.
-fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, &str), Refusal> {
+/// A tlog-witness request body: `old <size>`, proof lines, a blank line, the signed checkpoint.
+pub fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, &str), Refusal> {
     let malformed = |m: &str| Refusal::Malformed(format!("not a tlog-witness request: {m}"));
     let (first, rest) = body
         .split_once('\n')

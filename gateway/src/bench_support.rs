@@ -144,3 +144,18 @@ fn process_cpu() -> Duration {
 pub async fn prepare_unaudited(config: crate::Config) -> anyhow::Result<crate::AppState> {
     crate::prepare_with(config, false).await
 }
+
+/// Fuzzing hook (`tests/fuzz`): parses a policy document as the gateway does (policy files,
+/// the admin API, bundles). Must never panic, whatever the input.
+pub fn fuzz_policy(text: &str) {
+    let _ = parse_policy(text);
+}
+
+/// Fuzzing hook (`tests/fuzz`): verifies a signed checkpoint note against `vkey` as the
+/// gateway does when it reads its own checkpoints and proofs.
+pub fn fuzz_checkpoint(vkey: &str, note: &str) {
+    let _ = crate::audit::note::verify_checkpoint(vkey, note);
+    if let Ok(k) = crate::audit::note::WitnessKey::parse(vkey) {
+        let _ = k.verify(note, note.lines().last().unwrap_or(""));
+    }
+}
