@@ -168,6 +168,38 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "vendor/demo.license",
     ]))?;
 
+    step(
+        "a site witness on its own key (meshguard-witness init), which the gateway is told to trust",
+    );
+    let witness_tool = root().join("target/debug/meshguard-witness");
+    let witness_dir = dir.join("witness");
+    fs::create_dir_all(&witness_dir)?;
+    write_private(&witness_dir.join("passphrase"), &random_hex(16)?)?;
+    let witness = |args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = Command::new(&witness_tool)
+            .arg("--state")
+            .arg(&witness_dir)
+            .arg("--passphrase-file")
+            .arg(witness_dir.join("passphrase"))
+            .args(args)
+            .output()
+            .context("cannot run meshguard-witness")?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let (ok, witness_vkey) = witness(&["init", "--name", "witness.demo.local/w1"])?;
+    if !ok {
+        bail!("meshguard-witness init failed: {witness_vkey}");
+    }
+    let witness_vkey = witness_vkey.trim().to_owned();
+    println!("    witness key {witness_vkey}");
+
     step("starting an upstream service and the gateway in front of it, on 127.0.0.1");
     // A real upstream: Python's http.server serving .demo/upstream (the repos API of the story).
     let upstream_root = dir.join("upstream/api/repos");
@@ -217,6 +249,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         .env("LICENSE_PUBKEY", vendor.join("vendor.pub"))
         .env("DEPLOYMENT_MODE", "air-gapped")
         .env("REGION", "local")
+        .env("AUDIT_WITNESSES", &witness_vkey)
         .env("LOG_LEVEL", "error")
         .stdout(Stdio::piped())
         .stderr(fs::File::create(dir.join("gateway.log"))?)
@@ -694,6 +727,49 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
     }
 
     step(
+        "the witness cosigns that checkpoint across the gap (tlog-witness request and response as files), and the gateway keeps the cosignature",
+    );
+    let (ok, out) = witness(&["trust", cp["vkey"].as_str().unwrap_or_default()])?;
+    if !ok {
+        bail!("meshguard-witness trust failed: {out}");
+    }
+    let request = api
+        .admin(
+            reqwest::Method::GET,
+            "/admin/audit/consistency?from=0&format=tlog-witness",
+        )
+        .send()?
+        .text()?;
+    fs::write(witness_dir.join("request.txt"), &request)?;
+    let (ok, out) = witness(&[
+        "cosign",
+        witness_dir.join("request.txt").to_str().unwrap_or_default(),
+        "--out",
+        witness_dir
+            .join("response.txt")
+            .to_str()
+            .unwrap_or_default(),
+    ])?;
+    if !ok {
+        bail!("the witness refused: {out}");
+    }
+    let response = fs::read_to_string(witness_dir.join("response.txt"))?;
+    println!("    {}", response.trim());
+    api.send(
+        api.admin(reqwest::Method::POST, "/admin/audit/cosignatures")
+            .body(response),
+        200,
+    )?;
+    let report = api.send(api.admin(reqwest::Method::GET, "/admin/audit/verify"), 200)?;
+    println!(
+        "    /admin/audit/verify: valid={} witnessed up to size {} (quorum {})",
+        report["valid"], report["witnesses"]["latestWitnessedSize"], report["witnesses"]["quorum"]
+    );
+    if report["witnesses"]["latestWitnessedSize"].is_null() {
+        bail!("the cosigned checkpoint is not reported as witnessed: {report}");
+    }
+
+    step(
         "the site installs MeshGuard from the media with one command (meshguard-bundle install): verify, import into a registry on loopback, podman runs the chart, Terraform bootstrap from the imported mirror, smoke tests, a signed transcript",
     );
     let site = crate::demo_site::install(&dir, &tools.bin, &bundle_tool, &license_tool)?;
@@ -722,6 +798,10 @@ sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshgua
     println!(
         "  media          {}  (signed; verification transcript in media-verification.txt)",
         dir.join("media").display()
+    );
+    println!(
+        "  witness        {}  (its key, state, request.txt and response.txt)",
+        witness_dir.display()
     );
     println!("  provider       {}  (imported mirror)", mirror.display());
     println!(
