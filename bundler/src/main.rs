@@ -53,10 +53,13 @@ enum KeyKind {
 enum KeysCommand {
     /// Make a key pair; the private key is written encrypted.
     Generate {
+        /// The key type: ed25519 signs media (minisign format), p256 signs the sigstore bundle.
         #[arg(long, value_enum, default_value = "ed25519")]
         kind: KeyKind,
+        /// Where the secret key goes (written encrypted, mode 0600; never overwritten).
         #[arg(long)]
         secret: PathBuf,
+        /// Where the public key goes (what sites trust, obtained out of band).
         #[arg(long)]
         public: PathBuf,
         #[command(flatten)]
@@ -88,8 +91,10 @@ impl PassphraseArg {
 
 #[derive(Args, Debug)]
 struct CreateArgs {
+    /// The media manifest (meshguard.media/v1, docs/media.md).
     #[arg(long)]
     manifest: PathBuf,
+    /// The media directory to write (built beside it and renamed into place once signed).
     #[arg(long)]
     out: PathBuf,
     /// The ed25519 (minisign) secret key that signs the media.
@@ -203,6 +208,7 @@ struct InstallArgs {
 #[derive(Args, Debug)]
 struct PackArgs {
     dir: PathBuf,
+    /// The archive to write (FILE.tar.zst; volumes FILE.tar.zst.000… and the signed index beside it).
     #[arg(long)]
     out: PathBuf,
     /// The key that signs the volume index.
@@ -222,8 +228,10 @@ struct PackArgs {
 struct UnpackArgs {
     /// The archive (FILE.tar.zst; its volumes and index sit beside it).
     archive: PathBuf,
+    /// The publisher's minisign public key, obtained out of band.
     #[arg(long)]
     pubkey: PathBuf,
+    /// A new directory to extract the media into.
     #[arg(long)]
     dest: PathBuf,
 }

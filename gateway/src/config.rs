@@ -38,7 +38,7 @@ pub struct Args {
     pub jwt_expires_in: String,
 
     /// SQLite database file (created with its directory when missing). AUDIT_DB_PATH is read
-    /// when DB_PATH is not set, as older MeshGuard releases named it.
+    /// when DB_PATH is not set, as older MeshGuard releases named it. Default: ./data/meshguard.db.
     #[arg(long, env = "DB_PATH")]
     pub db_path: Option<PathBuf>,
 

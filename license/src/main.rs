@@ -192,8 +192,10 @@ struct IssueArgs {
     /// License id (default: lic_ and 16 random hex digits).
     #[arg(long)]
     id: Option<String>,
+    /// The customer the license is issued to, as it appears on it.
     #[arg(long)]
     customer: String,
+    /// The product edition (e.g. enterprise).
     #[arg(long, default_value = "enterprise")]
     edition: String,
     /// Deployment mode the license is for.
@@ -246,6 +248,7 @@ struct RenewArgs {
 struct ActivateArgs {
     #[command(flatten)]
     key: VendorKeyArg,
+    /// The license file (as issued; age-encrypted is fine with -i).
     #[arg(long)]
     license: PathBuf,
     /// The site's activation request.
@@ -303,6 +306,7 @@ struct RequestArgs {
     site: SiteDirArg,
     #[command(flatten)]
     pubkey: PubkeyArg,
+    /// The license file (as issued; age-encrypted is fine with -i).
     #[arg(long)]
     license: PathBuf,
     #[command(flatten)]
@@ -319,6 +323,7 @@ struct InstallArgs {
     site: SiteDirArg,
     #[command(flatten)]
     pubkey: PubkeyArg,
+    /// The license file (as issued; age-encrypted is fine with -i).
     #[arg(long)]
     license: PathBuf,
     /// The vendor's activation (not needed for a renewal of the installed license).
@@ -347,14 +352,17 @@ struct StatusArgs {
 struct VerifyArgs {
     #[command(flatten)]
     pubkey: PubkeyArg,
+    /// The license file (as issued; age-encrypted is fine with -i).
     #[arg(long)]
     license: PathBuf,
+    /// The vendor's activation (not needed for a renewal of the installed license).
     #[arg(long)]
     activation: Option<PathBuf>,
     #[command(flatten)]
     identity: IdentityArg,
     #[command(flatten)]
     expect: ExpectArgs,
+    /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
