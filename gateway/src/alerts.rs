@@ -142,6 +142,13 @@ impl Alerts {
             ),
             "circuit_breaker" => (Severity::Critical, format!("Governance Timeout: {agent}")),
             "rate_limit" => (Severity::Warning, format!("Rate Limit Exceeded: {agent}")),
+            "egress_denied" => (
+                Severity::Warning,
+                format!(
+                    "Egress Denied: {}",
+                    entry.resource.as_deref().unwrap_or(&entry.action)
+                ),
+            ),
             _ if entry.action.to_ascii_lowercase().starts_with("admin:") => {
                 (Severity::Critical, format!("Policy Denied: {agent}"))
             }

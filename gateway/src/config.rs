@@ -126,6 +126,25 @@ pub struct Args {
     #[arg(long, env = "AUDIT_REFUSAL_WINDOW_SECONDS", default_value_t = 60)]
     pub audit_refusal_window_seconds: u64,
 
+    /// Port of the egress proxy (HTTP CONNECT and absolute-form HTTP), on HOST; off when unset.
+    /// It needs EGRESS_ALLOWLIST and EGRESS_ALLOWLIST_PUBKEY.
+    #[arg(long, env = "EGRESS_PROXY_PORT")]
+    pub egress_proxy_port: Option<u16>,
+
+    /// The signed egress allowlist (JSON, meshguard-egress-allowlist/v1, with FILE.minisig);
+    /// a newer signed file put in its place is taken without a restart.
+    #[arg(long, env = "EGRESS_ALLOWLIST")]
+    pub egress_allowlist: Option<PathBuf>,
+
+    /// The minisign public key that signs the egress allowlist (the media key).
+    #[arg(long, env = "EGRESS_ALLOWLIST_PUBKEY")]
+    pub egress_allowlist_pubkey: Option<PathBuf>,
+
+    /// Regions this site is pinned to, comma-separated: a destination tagged with another
+    /// region is refused even if listed. Empty: no pinning.
+    #[arg(long, env = "EGRESS_REGIONS", value_delimiter = ',')]
+    pub egress_regions: Vec<String>,
+
     /// Seconds an upstream may take to answer a forwarded `/proxy/*` call (then 504).
     #[arg(long, env = "PROXY_TIMEOUT", default_value_t = 30)]
     pub proxy_timeout: u64,
@@ -256,6 +275,10 @@ pub struct Config {
     pub audit_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
+    pub egress_proxy_port: Option<u16>,
+    pub egress_allowlist: Option<PathBuf>,
+    pub egress_allowlist_pubkey: Option<PathBuf>,
+    pub egress_regions: Vec<String>,
     pub audit_checkpoint_every: u64,
     pub audit_checkpoint_interval: Duration,
     pub(crate) alerts: crate::alerts::AlertConfig,
@@ -306,6 +329,10 @@ pub enum ConfigError {
         "AUDIT_ORIGIN {value:?} must have no spaces and no '+'; use a schemaless URL such as gw.example.com/meshguard-audit"
     )]
     Origin { value: String },
+    #[error(
+        "EGRESS_PROXY_PORT is set, but {0} is not: the egress proxy needs a signed allowlist and its key"
+    )]
+    Egress(&'static str),
     #[error("AUDIT_WITNESSES: {0}; give each witness's key as `meshguard-witness vkey` prints it")]
     Witness(String),
     #[error("AUDIT_WITNESS_QUORUM is {quorum}, but AUDIT_WITNESSES names {witnesses} witness(es)")]
@@ -431,7 +458,24 @@ impl Args {
                 witnesses: audit_witnesses.len(),
             });
         }
+        if self.egress_proxy_port.is_some() {
+            if self.egress_allowlist.is_none() {
+                return Err(ConfigError::Egress("EGRESS_ALLOWLIST"));
+            }
+            if self.egress_allowlist_pubkey.is_none() {
+                return Err(ConfigError::Egress("EGRESS_ALLOWLIST_PUBKEY"));
+            }
+        }
         Ok(Config {
+            egress_proxy_port: self.egress_proxy_port,
+            egress_allowlist: self.egress_allowlist,
+            egress_allowlist_pubkey: self.egress_allowlist_pubkey,
+            egress_regions: self
+                .egress_regions
+                .iter()
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
             alerts,
             audit_witnesses,
             audit_witness_quorum,

@@ -12,6 +12,7 @@ pub mod bench_support;
 mod bundle;
 mod clock;
 mod config;
+mod egress;
 mod error;
 mod governance;
 mod ids;
@@ -80,7 +81,30 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .as_deref()
         .map(|p| bundle::load_p256(p, config.policy_bundle_signing_key_passphrase.as_deref()))
         .transpose()?;
-    let state = AppState::new(config, store, files, audit, alerts, license, bundle_p256);
+    let egress = match (
+        config.egress_proxy_port,
+        &config.egress_allowlist,
+        &config.egress_allowlist_pubkey,
+    ) {
+        (Some(_), Some(list), Some(key)) => Some(egress::Egress::open(
+            list,
+            key,
+            config.egress_regions.clone(),
+        )?),
+        _ => None,
+    };
+    let state = AppState::new(
+        config,
+        store,
+        files,
+        audit,
+        alerts,
+        license,
+        state::Optional {
+            bundle_p256,
+            egress,
+        },
+    );
     {
         let s = state.clone();
         tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;
@@ -92,6 +116,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
     policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     refusals::spawn_flusher(state.clone());
+    if state.inner.egress.is_some() {
+        egress::spawn_watcher(state.clone(), state.config().policies_reload);
+    }
     state.set_ready();
     Ok(state)
 }
@@ -109,6 +136,15 @@ pub async fn serve(
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
+    // Printed before "listening on", which tells a supervisor the gateway is up.
+    if let Some(port) = state.config().egress_proxy_port {
+        let at = std::net::SocketAddr::new(addr.ip(), port);
+        let egress = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {at} for the egress proxy: {e}; set EGRESS_PROXY_PORT to a free port")
+        })?;
+        println!("egress proxy listening on http://{}", egress.local_addr()?);
+        tokio::spawn(egress::serve(state.clone(), egress));
+    }
     println!("listening on http://{local}");
     // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
     // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).

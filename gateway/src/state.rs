@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) license: crate::license::Licensing,
     pub(crate) limiter: crate::limits::RateLimiter,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The egress proxy's allowlist, when the proxy is on (`egress.rs`).
+    pub(crate) egress: Option<crate::egress::Egress>,
     /// Refusals before evaluation, counted per window (`refusals.rs`).
     pub(crate) refusals: crate::refusals::Refusals,
     /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
@@ -66,6 +68,14 @@ pub(crate) struct SnapshotRecord {
     pub(crate) policies: Vec<serde_json::Value>,
 }
 
+/// The parts a gateway has only when configured.
+#[derive(Debug, Default)]
+pub(crate) struct Optional {
+    /// Signs exported policy bundles cosign-style.
+    pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
+    pub(crate) egress: Option<crate::egress::Egress>,
+}
+
 impl AppState {
     pub(crate) fn new(
         config: Config,
@@ -74,8 +84,12 @@ impl AppState {
         audit: AuditLog,
         alerts: crate::alerts::Alerts,
         license: crate::license::Licensing,
-        bundle_p256: Option<p256::ecdsa::SigningKey>,
+        optional: Optional,
     ) -> Self {
+        let Optional {
+            bundle_p256,
+            egress,
+        } = optional;
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
         let refusal_window = config.audit_refusal_window;
@@ -92,6 +106,7 @@ impl AppState {
                 limiter: crate::limits::RateLimiter::default(),
                 metrics: crate::metrics::Metrics::default(),
                 refusals: crate::refusals::Refusals::new(refusal_window),
+                egress,
                 agents: RwLock::new(std::collections::HashMap::new()),
                 upstream: crate::routes::upstream_client(config_proxy_timeout),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),

@@ -7,6 +7,7 @@ mod auth;
 mod changes;
 mod channels;
 mod dataplane;
+mod egress;
 mod harness;
 mod licensing;
 mod lifecycle;

@@ -1,0 +1,247 @@
+//! The egress proxy (issue #13 part 3) against real peers: Python upstreams on loopback, the
+//! stock `minisign` signing the allowlists, a recording receiver for the alerts. Allowed
+//! destinations are tunnelled (CONNECT) and forwarded (absolute-form HTTP); others, and
+//! destinations outside the pinned region, are refused, audited and alerted; allowlist updates
+//! are taken only when signed and newer.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, PythonServer, tempdir};
+
+fn minisign(args: &[&str], dir: &Path) {
+    let out = Command::new("minisign")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("minisign (apt minisign) runs");
+    assert!(
+        out.status.success(),
+        "minisign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes the allowlist `doc` to `dir/egress.json`, signed with `key` (None: unsigned).
+fn allowlist(dir: &Path, doc: &Value, key: Option<&str>) {
+    let _ = std::fs::remove_file(dir.join("egress.json.minisig"));
+    std::fs::write(dir.join("egress.json.new"), doc.to_string()).unwrap();
+    if let Some(key) = key {
+        minisign(&["-S", "-s", key, "-m", "egress.json.new"], dir);
+        std::fs::rename(
+            dir.join("egress.json.new.minisig"),
+            dir.join("egress.json.minisig"),
+        )
+        .unwrap();
+    }
+    std::fs::rename(dir.join("egress.json.new"), dir.join("egress.json")).unwrap();
+}
+
+fn doc(version: u64, destinations: Value) -> Value {
+    json!({"format": "meshguard-egress-allowlist/v1", "version": version, "destinations": destinations})
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// CONNECT through the proxy, then a GET through the tunnel; the proxy's status, and the
+/// upstream's when tunnelled.
+fn connect(proxy: u16, host: &str, port: u16) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    if status != 200 {
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest);
+        return (status, rest);
+    }
+    write!(
+        s,
+        "GET /through-the-tunnel HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut rest = String::new();
+    let _ = s.read_to_string(&mut rest);
+    (status, rest)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region() {
+    let dir = tempdir();
+    let d = dir.path();
+    minisign(&["-G", "-W", "-p", "media.pub", "-s", "media.key"], d);
+    minisign(&["-G", "-W", "-p", "other.pub", "-s", "other.key"], d);
+    let up = PythonServer::start("upstream.py", &[]);
+    let second = PythonServer::start("upstream.py", &[]);
+    let rx = PythonServer::start("receiver.py", &[]);
+    let (up_port, second_port) = (port_of(&up.url), port_of(&second.url));
+    allowlist(
+        d,
+        &doc(
+            1,
+            json!([
+                {"host": "127.0.0.1", "ports": [up_port], "region": "eu-west"},
+                {"host": "localhost", "ports": [up_port], "region": "us-east"},
+            ]),
+        ),
+        Some("media.key"),
+    );
+    let gw = Gateway::start_with(
+        d,
+        Options::with(vec![
+            ("EGRESS_PROXY_PORT", "0".into()),
+            (
+                "EGRESS_ALLOWLIST",
+                d.join("egress.json").display().to_string(),
+            ),
+            (
+                "EGRESS_ALLOWLIST_PUBKEY",
+                d.join("media.pub").display().to_string(),
+            ),
+            ("EGRESS_REGIONS", "eu-west".into()),
+            ("POLICIES_RELOAD_SECONDS", "1".into()),
+            ("ALERT_WEBHOOK_URL", format!("{}/alerts", rx.url)),
+            ("ALERT_ON", "deny,error".into()),
+            ("ALERT_RATE_LIMIT", "100".into()),
+        ]),
+    );
+    let proxy: u16 = gw
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("egress proxy listening on http://"))
+        .expect("the gateway prints the egress proxy's address")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Allowed: tunnelled (CONNECT) and forwarded (absolute form, as reqwest sends plain HTTP).
+    let (status, body) = connect(proxy, "127.0.0.1", up_port);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    let client = reqwest::blocking::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{proxy}")).unwrap())
+        .build()
+        .unwrap();
+    let r = client.get(format!("{}/forwarded", up.url)).send().unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Not listed, and listed but outside the pinned region: refused, saying why.
+    let (status, why) = connect(proxy, "127.0.0.1", second_port);
+    assert_eq!(status, 403);
+    assert!(why.contains("not on the egress allowlist"), "{why}");
+    let (status, why) = connect(proxy, "localhost", up_port);
+    assert_eq!(status, 403);
+    assert!(why.contains("outside this site's pinned regions"), "{why}");
+    assert_eq!(
+        client
+            .get(format!("{}/x", second.url))
+            .send()
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // Every connection is audited; every denial alerted like a policy deny.
+    let (_, page) = gw.get("/admin/audit?limit=50");
+    let events: Vec<(String, String)> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["resource"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        events.contains(&("egress".into(), format!("127.0.0.1:{up_port}"))),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("egress_denied".into(), format!("127.0.0.1:{second_port}"))),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&("egress_denied".into(), format!("localhost:{up_port}"))),
+        "{events:?}"
+    );
+    let alerts = rx.received(3);
+    assert!(
+        alerts
+            .iter()
+            .filter(|a| a.to_string().contains("Egress Denied"))
+            .count()
+            >= 3,
+        "{alerts:?}"
+    );
+
+    // A newer signed list is taken without a restart.
+    allowlist(
+        d,
+        &doc(
+            2,
+            json!([
+                {"host": "127.0.0.1", "ports": [up_port, second_port], "region": "eu-west"},
+            ]),
+        ),
+        Some("media.key"),
+    );
+    wait_for("the newer allowlist is taken", || {
+        connect(proxy, "127.0.0.1", second_port).0 == 200
+    });
+    // An older one, an unsigned one and one signed by another key are refused; v2 stays.
+    for (n, (version, key)) in [(1, Some("media.key")), (3, None), (4, Some("other.key"))]
+        .into_iter()
+        .enumerate()
+    {
+        allowlist(d, &doc(version, json!([])), key);
+        wait_for("the refusal is alerted", || {
+            rx.received(0)
+                .iter()
+                .filter(|a| a.to_string().contains("Egress Allowlist Refused"))
+                .count()
+                > n
+        });
+        assert_eq!(
+            connect(proxy, "127.0.0.1", second_port).0,
+            200,
+            "version {version} ({key:?}) must not replace version 2"
+        );
+    }
+    let (_, health) = gw.get("/health");
+    assert_eq!(health["status"], "healthy");
+}
