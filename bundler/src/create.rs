@@ -307,6 +307,41 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         )?;
     }
 
+    // The egress allowlist, signed as the gateway's egress proxy requires.
+    if let Some(e) = &man.egress {
+        let src = m.path(e, "egress allowlist")?;
+        let bytes = fs::read(&src).map_err(|err| BundleError::io("read", &src, err))?;
+        let format = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["format"].as_str().map(str::to_owned));
+        if format.as_deref() != Some("meshguard-egress-allowlist/v1") {
+            return Err(m.error(
+                e,
+                format!(
+                    "{} is not an egress allowlist (JSON with format meshguard-egress-allowlist/v1)",
+                    src.display()
+                ),
+            ));
+        }
+        fsx::write_atomic(&stage.join(media::EGRESS_ALLOWLIST), &bytes)?;
+        let sig = opts.key.sign(
+            &bytes,
+            &format!(
+                "timestamp:{started}\tfile:egress-allowlist.json\tversion:{}",
+                man.version.as_str()
+            ),
+        )?;
+        fsx::write_atomic(
+            &stage.join(format!("{}.minisig", media::EGRESS_ALLOWLIST)),
+            sig.as_bytes(),
+        )?;
+        inputs.push(Input::sha256(
+            format!("file:{}", media::EGRESS_ALLOWLIST),
+            fsx::sha256_hex(&bytes),
+            "egress allowlist".into(),
+        ));
+    }
+
     // License, and its age-encrypted form.
     let mut license = None;
     if let Some(l) = &man.license {

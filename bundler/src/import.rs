@@ -197,6 +197,7 @@ pub fn import_verified(
         "charts/",
         "terraform/modules/",
         "policies/",
+        "egress/",
         "license/",
         "sbom/",
         "provenance/",

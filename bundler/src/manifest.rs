@@ -48,6 +48,9 @@ pub struct Manifest {
     pub terraform: Option<TerraformSpec>,
     #[serde(default)]
     pub policies: Option<Spanned<String>>,
+    /// An egress allowlist (meshguard-egress-allowlist/v1 JSON): signed onto the media.
+    #[serde(default)]
+    pub egress: Option<Spanned<String>>,
     #[serde(default)]
     pub license: Option<LicenseSpec>,
     #[serde(default)]

@@ -22,6 +22,8 @@ pub const SUMS_SIGSTORE: &str = "SHA256SUMS.sigstore.json";
 pub const MEDIA_JSON: &str = "MEDIA.json";
 pub const VERIFY_TXT: &str = "VERIFY.txt";
 pub const POLICY_BUNDLE: &str = "policies/policy-bundle.json";
+/// The signed egress allowlist (+ .minisig), what the gateway's egress proxy loads.
+pub const EGRESS_ALLOWLIST: &str = "egress/egress-allowlist.json";
 pub const PROVENANCE: &str = "provenance/media.intoto.dsse.json";
 
 /// Files SHA256SUMS does not list: itself and its signatures.
@@ -109,6 +111,7 @@ pub fn kind_of(path: &str) -> &'static str {
         _ if path.starts_with("terraform/providers/") => "terraform-provider",
         _ if path.starts_with("terraform/modules/") => "terraform-module",
         _ if path.starts_with("policies/") => "policy-bundle-signature",
+        _ if path.starts_with("egress/") => "egress-allowlist",
         _ if path.starts_with("sbom/") => "sbom",
         _ if path.starts_with("scans/") => "scan-report",
         _ if path.starts_with("license/") => "license",

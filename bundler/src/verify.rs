@@ -456,6 +456,25 @@ fn chain(
         );
     }
 
+    // 8b. The egress allowlist's own signature (what the gateway checks when it loads it).
+    if hashes.contains_key(media::EGRESS_ALLOWLIST) {
+        let list = read(dir, media::EGRESS_ALLOWLIST, "")?;
+        let sig = read(
+            dir,
+            &format!("{}.minisig", media::EGRESS_ALLOWLIST),
+            "the egress allowlist is unsigned",
+        )?;
+        key.verify(
+            &list,
+            &String::from_utf8_lossy(&sig),
+            media::EGRESS_ALLOWLIST,
+        )?;
+        run.ok(
+            "egress allowlist",
+            "egress/egress-allowlist.json signature verifies",
+        );
+    }
+
     // 9. Terraform providers: zh: and h1: against the zips.
     for p in &doc.providers {
         let (hex, _) = hashes

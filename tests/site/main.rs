@@ -317,12 +317,14 @@ terraform:
     binaries: {{linux_amd64: {p}}}
   modules: {r}/modules
 policies: {r}/examples/policies
+egress: {egress}
 license: {{file: {lic}}}
 ",
             l = layout.display(),
             r = r.display(),
             p = site.bins.join("terraform-provider-meshguard").display(),
             lic = d.join("site.license").display(),
+            egress = d.join("egress.json").display(),
         ),
     )
     .unwrap();
@@ -418,6 +420,12 @@ fn setup() -> Site {
     std::fs::write(
         d.join("bootstrap.tfvars.json"),
         r#"{"agents": {"clinical-assistant": {"trust_tier": "verified", "tags": ["hipaa"]}}}"#,
+    )
+    .unwrap();
+    // The destinations the site's agents may reach, signed onto the media.
+    std::fs::write(
+        d.join("egress.json"),
+        r#"{"format": "meshguard-egress-allowlist/v1", "version": 1, "destinations": [{"host": "records.enclave.internal", "ports": [443], "region": "enclave-1"}]}"#,
     )
     .unwrap();
     write_site(&site, None);
@@ -565,6 +573,7 @@ fn run() {
         "policy deny",
         "audit write",
         "offline signature verification",
+        "egress denial",
     ] {
         let c = checks
             .as_array()

@@ -31,6 +31,10 @@ pub struct SiteConfig {
     /// The port a new version answers on while it is smoke-tested beside the running one.
     #[serde(default)]
     pub candidate_port: Option<u16>,
+    /// The port of the egress proxy, when the media carries an egress allowlist (default
+    /// port + 2).
+    #[serde(default)]
+    pub egress_port: Option<u16>,
     /// How long a starting gateway has to answer /health before the start counts as failed.
     #[serde(default = "default_start_timeout")]
     pub start_timeout_seconds: u64,
@@ -179,8 +183,13 @@ impl SiteConfig {
                 PROFILES.join(", ")
             );
         }
-        if self.port == 0 || self.candidate_port() == self.port {
-            bail!("port and candidatePort must be two different, non-zero ports");
+        let ports = [self.port, self.candidate_port(), self.egress_port()];
+        if ports.contains(&0)
+            || ports[0] == ports[1]
+            || ports[0] == ports[2]
+            || ports[1] == ports[2]
+        {
+            bail!("port, candidatePort and egressPort must be three different, non-zero ports");
         }
         if self.registry.address.contains('/') || !self.registry.address.contains(':') {
             bail!(
@@ -189,6 +198,11 @@ impl SiteConfig {
             );
         }
         Ok(())
+    }
+
+    pub fn egress_port(&self) -> u16 {
+        self.egress_port
+            .unwrap_or_else(|| self.port.wrapping_add(2))
     }
 
     pub fn candidate_port(&self) -> u16 {

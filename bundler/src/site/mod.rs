@@ -264,6 +264,8 @@ struct Deployed {
     values: Value,
     /// The volume holding the gateway's database, audit log and license.
     claim: String,
+    /// The egress proxy's port, when the media carries an allowlist.
+    egress_port: Option<u16>,
 }
 
 impl Run<'_> {
@@ -320,7 +322,7 @@ impl Run<'_> {
         self.step(5, "terraform bootstrap", |r| r.bootstrap(&version, &admin))?;
         self.step(6, "smoke tests", |_| {
             let nonce = hex::encode(rand::random::<[u8; 6]>());
-            let checks = smoke::run(&deployed.gateway, &nonce);
+            let checks = smoke::run(&deployed.gateway, &nonce, deployed.egress_port);
             let failed: Vec<String> = checks
                 .iter()
                 .filter(|c| !c.passed())
@@ -432,6 +434,14 @@ impl Run<'_> {
                 "configMap": format!("{base}-policy-bundle"),
                 "publicKeyConfigMap": format!("{base}-media-key"),
             },
+            // The candidate runs no egress proxy: its port is the running version's.
+            "egressProxy": {
+                "enabled": has_egress(verified) && !candidate,
+                "port": site.egress_port(),
+                "allowlistConfigMap": format!("{base}-egress-allowlist"),
+                "publicKeyConfigMap": format!("{base}-media-key"),
+                "regions": site.environment.region.iter().collect::<Vec<_>>(),
+            },
         })
     }
 
@@ -480,6 +490,26 @@ impl Run<'_> {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
         };
         let mut maps = Vec::new();
+        if has_egress(verified) {
+            let list = imported.join(media::EGRESS_ALLOWLIST);
+            let mut sig = list.clone().into_os_string();
+            sig.push(".minisig");
+            maps.push(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{base}-egress-allowlist")},
+                "data": {
+                    "egress-allowlist.json": read(&list)?,
+                    "egress-allowlist.json.minisig": read(Path::new(&sig))?,
+                },
+            }));
+        }
+        if has_policy_bundle(verified) || has_egress(verified) {
+            maps.push(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{base}-media-key")},
+                "data": {"meshguard.pub": read(&self.opts.pubkey_file)?},
+            }));
+        }
         if has_policy_bundle(verified) {
             let bundle = imported.join(media::POLICY_BUNDLE);
             let mut sig = bundle.clone().into_os_string();
@@ -491,11 +521,6 @@ impl Run<'_> {
                     "policy-bundle.json": read(&bundle)?,
                     "policy-bundle.json.minisig": read(Path::new(&sig))?,
                 },
-            }));
-            maps.push(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("{base}-media-key")},
-                "data": {"meshguard.pub": read(&self.opts.pubkey_file)?},
             }));
         }
         if let (Some(k), Some(_)) = (&self.opts.license_pubkey_file, &verified.doc.license) {
@@ -534,6 +559,7 @@ impl Run<'_> {
         let secret_sha256 = fsx::sha256_hex(secret_json.as_bytes());
         let secret_name = format!("{}-secrets", site.release);
         let gateway = Gateway::new(format!("http://127.0.0.1:{}", site.port), admin.to_owned())?;
+        let egress_port = has_egress(verified).then(|| site.egress_port());
         let claim = claim_name(&rendered);
         let volume = claim
             .clone()
@@ -565,6 +591,7 @@ impl Run<'_> {
                     gateway,
                     values,
                     claim: volume,
+                    egress_port,
                 },
                 detail,
             ));
@@ -638,7 +665,7 @@ impl Run<'_> {
                 let staged = podman
                     .play(&cand_path, tls)
                     .and_then(|ids| self.started(&podman, &ids, &cand_gw))
-                    .map(|_| smoke::run(&cand_gw, "candidate"));
+                    .map(|_| smoke::run(&cand_gw, "candidate", None));
                 let _ = podman.down(&cand_path);
                 if let Some(c) = claim_name(&cand) {
                     let _ = podman.volume_rm(&c);
@@ -692,6 +719,7 @@ impl Run<'_> {
                 gateway,
                 values,
                 claim: volume,
+                egress_port,
             },
             detail,
         ))
@@ -1028,6 +1056,13 @@ fn gateway_image(v: &Verified) -> Option<(&str, &str)> {
         let (repo, _) = registry::split_ref(&i.reference);
         (repo == "meshguard/gateway").then_some((i.reference.as_str(), i.digest.as_str()))
     })
+}
+
+fn has_egress(v: &Verified) -> bool {
+    v.doc
+        .items
+        .iter()
+        .any(|i| i.path == media::EGRESS_ALLOWLIST)
 }
 
 fn has_policy_bundle(v: &Verified) -> bool {

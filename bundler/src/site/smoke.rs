@@ -91,7 +91,7 @@ impl Gateway {
 
 /// Runs every smoke test; a throw-away agent and policy are removed afterwards (revoked and
 /// deleted: the audit log keeps what they did).
-pub fn run(gw: &Gateway, nonce: &str) -> Vec<Check> {
+pub fn run(gw: &Gateway, nonce: &str, egress: Option<u16>) -> Vec<Check> {
     let mut checks = Vec::new();
     let name = format!("meshguard-smoke-{nonce}");
     let made = (|| -> Result<(String, String)> {
@@ -157,11 +157,17 @@ pub fn run(gw: &Gateway, nonce: &str) -> Vec<Check> {
         "not-available",
         "this release has no guardian sidecar (issue #13 part 2); nothing to test",
     ));
-    checks.push(Check::new(
-        "egress denial",
-        "not-available",
-        "this release has no egress proxy (issue #13 part 3); nothing to test",
-    ));
+    checks.push(match egress {
+        Some(port) => match egress_denied(gw, port, nonce) {
+            Ok(d) => Check::new("egress denial", "passed", d),
+            Err(e) => Check::new("egress denial", "failed", format!("{e:#}")),
+        },
+        None => Check::new(
+            "egress denial",
+            "not-available",
+            "the media carries no egress allowlist, so no egress proxy runs",
+        ),
+    });
     checks.push(Check::new(
         "evidence export",
         "not-available",
@@ -185,6 +191,38 @@ pub fn run(gw: &Gateway, nonce: &str) -> Vec<Check> {
         checks.push(Check::new("cleanup", "failed", format!("{e:#}")));
     }
     checks
+}
+
+/// A destination no allowlist names is refused by the egress proxy and the refusal audited.
+fn egress_denied(gw: &Gateway, port: u16, nonce: &str) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    let target = format!("meshguard-smoke-{nonce}.invalid:443");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("the egress proxy does not answer on 127.0.0.1:{port}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")?;
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let status = answer.split(' ').nth(1).unwrap_or("");
+    if status != "403" {
+        bail!(
+            "CONNECT {target} answered {:?}, not 403",
+            answer.lines().next().unwrap_or("")
+        );
+    }
+    let page = gw.send(
+        gw.admin(Method::GET, "/admin/audit?limit=50"),
+        200,
+        "reading the audit log",
+    )?;
+    let audited =
+        page["entries"].as_array().into_iter().flatten().any(|e| {
+            e["event"] == "egress_denied" && e["resource"].as_str() == Some(target.as_str())
+        });
+    if !audited {
+        bail!("the refusal of {target} is not in the audit log");
+    }
+    Ok(format!("CONNECT {target} -> 403, audited as egress_denied"))
 }
 
 fn decision(gw: &Gateway, name: &str, token: &str, action: &str, trace: &str, want: u16) -> Check {
