@@ -283,28 +283,31 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         }
     }
 
+    // Files the gateway loads only if they carry the media key's own signature beside them.
+    let sign_onto = |path: &str, bytes: &[u8], name: &str| -> Result<Input, BundleError> {
+        fsx::write_atomic(&stage.join(path), bytes)?;
+        let file = path.rsplit('/').next().unwrap_or(path);
+        let sig = opts.key.sign(
+            bytes,
+            &format!(
+                "timestamp:{started}\tfile:{file}\tversion:{}",
+                man.version.as_str()
+            ),
+        )?;
+        fsx::write_atomic(&stage.join(format!("{path}.minisig")), sig.as_bytes())?;
+        Ok(Input::sha256(
+            format!("file:{path}"),
+            fsx::sha256_hex(bytes),
+            name.into(),
+        ))
+    };
+
     // Policies, as a signed bundle the gateway loads with POLICY_BUNDLE.
     if let Some(policies) = &man.policies {
         let src = m.path(policies, "policies directory")?;
         let bundle = policy_bundle(&src, man.version.as_str(), &stamp)
             .map_err(|e| m.error(policies, e.to_string()))?;
-        inputs.push(Input::sha256(
-            format!("file:{}", media::POLICY_BUNDLE),
-            fsx::sha256_hex(&bundle),
-            "policies".into(),
-        ));
-        fsx::write_atomic(&stage.join(media::POLICY_BUNDLE), &bundle)?;
-        let sig = opts.key.sign(
-            &bundle,
-            &format!(
-                "timestamp:{started}\tfile:policy-bundle.json\tversion:{}",
-                man.version.as_str()
-            ),
-        )?;
-        fsx::write_atomic(
-            &stage.join(format!("{}.minisig", media::POLICY_BUNDLE)),
-            sig.as_bytes(),
-        )?;
+        inputs.push(sign_onto(media::POLICY_BUNDLE, &bundle, "policies")?);
     }
 
     // The egress allowlist, signed as the gateway's egress proxy requires.
@@ -323,23 +326,11 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 ),
             ));
         }
-        fsx::write_atomic(&stage.join(media::EGRESS_ALLOWLIST), &bytes)?;
-        let sig = opts.key.sign(
+        inputs.push(sign_onto(
+            media::EGRESS_ALLOWLIST,
             &bytes,
-            &format!(
-                "timestamp:{started}\tfile:egress-allowlist.json\tversion:{}",
-                man.version.as_str()
-            ),
-        )?;
-        fsx::write_atomic(
-            &stage.join(format!("{}.minisig", media::EGRESS_ALLOWLIST)),
-            sig.as_bytes(),
-        )?;
-        inputs.push(Input::sha256(
-            format!("file:{}", media::EGRESS_ALLOWLIST),
-            fsx::sha256_hex(&bytes),
-            "egress allowlist".into(),
-        ));
+            "egress allowlist",
+        )?);
     }
 
     // License, and its age-encrypted form.

@@ -437,42 +437,21 @@ fn chain(
         );
     }
 
-    // 8. The policy bundle's own signature.
-    if hashes.contains_key(media::POLICY_BUNDLE) {
-        let bundle = read(dir, media::POLICY_BUNDLE, "")?;
-        let sig = read(
-            dir,
-            &format!("{}.minisig", media::POLICY_BUNDLE),
-            "the policy bundle is unsigned",
-        )?;
-        key.verify(
-            &bundle,
-            &String::from_utf8_lossy(&sig),
-            media::POLICY_BUNDLE,
-        )?;
-        run.ok(
-            "policy bundle",
-            "policies/policy-bundle.json signature verifies",
-        );
-    }
-
-    // 8b. The egress allowlist's own signature (what the gateway checks when it loads it).
-    if hashes.contains_key(media::EGRESS_ALLOWLIST) {
-        let list = read(dir, media::EGRESS_ALLOWLIST, "")?;
-        let sig = read(
-            dir,
-            &format!("{}.minisig", media::EGRESS_ALLOWLIST),
-            "the egress allowlist is unsigned",
-        )?;
-        key.verify(
-            &list,
-            &String::from_utf8_lossy(&sig),
-            media::EGRESS_ALLOWLIST,
-        )?;
-        run.ok(
-            "egress allowlist",
-            "egress/egress-allowlist.json signature verifies",
-        );
+    // 8. The files the gateway loads only with the media key's own signature beside them.
+    for (path, step) in [
+        (media::POLICY_BUNDLE, "policy bundle"),
+        (media::EGRESS_ALLOWLIST, "egress allowlist"),
+    ] {
+        if hashes.contains_key(path) {
+            let bytes = read(dir, path, "")?;
+            let sig = read(
+                dir,
+                &format!("{path}.minisig"),
+                &format!("the {step} is unsigned"),
+            )?;
+            key.verify(&bytes, &String::from_utf8_lossy(&sig), path)?;
+            run.ok(step, format!("{path} signature verifies"));
+        }
     }
 
     // 9. Terraform providers: zh: and h1: against the zips.
