@@ -186,6 +186,7 @@ pub fn install(opts: &Options) -> Result<Outcome> {
     let mut run = Run {
         opts,
         previous: previous.clone(),
+        media_sha256sums: String::new(),
         t: Transcript {
             format: "meshguard.site-install/v1",
             tool: format!("meshguard-bundle {}", env!("CARGO_PKG_VERSION")),
@@ -255,6 +256,8 @@ pub fn install(opts: &Options) -> Result<Outcome> {
 struct Run<'a> {
     opts: &'a Options<'a>,
     previous: Option<Installed>,
+    /// SHA-256 of the media's SHA256SUMS, taken when it was verified.
+    media_sha256sums: String,
     t: Transcript,
 }
 
@@ -371,6 +374,7 @@ impl Run<'_> {
             bail!("the media carries no meshguard/gateway image, so there is nothing to run");
         }
         let sums = fsx::sha256_file(&self.opts.media.join("SHA256SUMS"))?.0;
+        self.media_sha256sums = sums.clone();
         let mut detail = detail;
         detail["sha256sums"] = json!(sums);
         detail["sboms"] = json!(
@@ -489,38 +493,37 @@ impl Run<'_> {
         let read = |p: &Path| {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
         };
+        // A file the gateway loads only with its minisign signature beside it.
+        let signed_map = |name: String, path: &str| -> Result<Value> {
+            let file = path.rsplit('/').next().unwrap_or(path);
+            let sig = format!("{file}.minisig");
+            Ok(json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name},
+                "data": {
+                    file: read(&imported.join(path))?,
+                    sig: read(&imported.join(format!("{path}.minisig")))?,
+                },
+            }))
+        };
         let mut maps = Vec::new();
         if has_egress(verified) {
-            let list = imported.join(media::EGRESS_ALLOWLIST);
-            let mut sig = list.clone().into_os_string();
-            sig.push(".minisig");
-            maps.push(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("{base}-egress-allowlist")},
-                "data": {
-                    "egress-allowlist.json": read(&list)?,
-                    "egress-allowlist.json.minisig": read(Path::new(&sig))?,
-                },
-            }));
+            maps.push(signed_map(
+                format!("{base}-egress-allowlist"),
+                media::EGRESS_ALLOWLIST,
+            )?);
+        }
+        if has_policy_bundle(verified) {
+            maps.push(signed_map(
+                format!("{base}-policy-bundle"),
+                media::POLICY_BUNDLE,
+            )?);
         }
         if has_policy_bundle(verified) || has_egress(verified) {
             maps.push(json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": format!("{base}-media-key")},
                 "data": {"meshguard.pub": read(&self.opts.pubkey_file)?},
-            }));
-        }
-        if has_policy_bundle(verified) {
-            let bundle = imported.join(media::POLICY_BUNDLE);
-            let mut sig = bundle.clone().into_os_string();
-            sig.push(".minisig");
-            maps.push(json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("{base}-policy-bundle")},
-                "data": {
-                    "policy-bundle.json": read(&bundle)?,
-                    "policy-bundle.json.minisig": read(Path::new(&sig))?,
-                },
             }));
         }
         if let (Some(k), Some(_)) = (&self.opts.license_pubkey_file, &verified.doc.license) {
@@ -567,7 +570,7 @@ impl Run<'_> {
         let (_, digest) = gateway_image(verified).expect("checked in verify");
         let record = Installed {
             version: version.clone(),
-            media_sha256sums: fsx::sha256_file(&self.opts.media.join("SHA256SUMS"))?.0,
+            media_sha256sums: self.media_sha256sums.clone(),
             image: format!("{}/meshguard/gateway@{digest}", site.registry.address),
             manifest: manifest.clone(),
             manifest_sha256: manifest_sha256.clone(),
@@ -1101,8 +1104,9 @@ fn claim_name(rendered: &str) -> Option<String> {
         })
 }
 
-/// The rendered manifest without its claim.
-fn without_claim(rendered: &str) -> String {
+/// The rendered manifest without its claim (playing a claim again fails: its volume exists, and
+/// the data on it is the site's).
+pub fn without_claim(rendered: &str) -> String {
     rendered
         .split("\n---")
         .filter(|doc| !doc.contains("\nkind: PersistentVolumeClaim"))

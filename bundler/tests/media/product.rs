@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use meshguard_bundler::image::{ProductBuild, build, product_specs};
 use meshguard_bundler::oci::Layout;
+use meshguard_bundler::site::without_claim;
 use serde_json::{Value, json};
 
 use crate::support::{Registry, bundle, free_port, keys, manifest, ok, root, run, run_ok, tool};
@@ -130,16 +131,6 @@ fn check(url: &str, token: &str, action: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// The rendered chart without its claim: playing a claim again fails (its volume exists), and a
-/// replaced pod keeps the claim it had.
-fn without_claim(rendered: &str) -> String {
-    rendered
-        .split("\n---")
-        .filter(|doc| !doc.contains("\nkind: PersistentVolumeClaim"))
-        .collect::<Vec<_>>()
-        .join("\n---")
 }
 
 #[test]
