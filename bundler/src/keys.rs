@@ -29,6 +29,23 @@ impl std::fmt::Debug for Passphrase {
 }
 
 impl Passphrase {
+    /// From `file` when given, else from the environment variable `var`; the error says both
+    /// ways to give one, never a value.
+    pub fn from_file_or_env(
+        file: Option<&std::path::Path>,
+        var: &str,
+    ) -> Result<Self, BundleError> {
+        let text = match file {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| BundleError::io("read", p, e))?,
+            None => std::env::var(var).map_err(|_| {
+                BundleError::Key(format!(
+                    "no key passphrase: set {var} or pass --passphrase-file FILE"
+                ))
+            })?,
+        };
+        Self::new(&text)
+    }
+
     pub fn new(text: &str) -> Result<Self, BundleError> {
         let text = text.trim_end_matches(['\r', '\n']);
         if text.is_empty() {

@@ -57,16 +57,10 @@ enum Command {
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<Passphrase> {
-    let text = match file {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the passphrase file {}", p.display()))?,
-        None => std::env::var("MESHGUARD_WITNESS_PASSPHRASE").map_err(|_| {
-            anyhow::anyhow!(
-                "no key passphrase: set MESHGUARD_WITNESS_PASSPHRASE or pass --passphrase-file FILE"
-            )
-        })?,
-    };
-    Ok(Passphrase::new(&text)?)
+    Ok(Passphrase::from_file_or_env(
+        file.as_deref(),
+        "MESHGUARD_WITNESS_PASSPHRASE",
+    )?)
 }
 
 fn main() -> ExitCode {
