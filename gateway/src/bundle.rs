@@ -225,6 +225,7 @@ fn policies(bundle: &Path, bytes: &[u8]) -> Result<Vec<FilePolicy>, BundleError>
             content: p.content,
             doc: Arc::new(doc),
             loaded_at: loaded_at.clone(),
+            bundle_version: Some(parsed.version),
         });
     }
     Ok(out)

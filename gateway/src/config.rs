@@ -16,13 +16,50 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "meshguard-gateway", version, about)]
 pub struct Args {
-    /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 3100)]
-    pub port: u16,
+    /// Port to listen on [default: 3100; 4000 for a guardian sidecar].
+    #[arg(long, env = "PORT")]
+    pub port: Option<u16>,
 
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
-    pub host: IpAddr,
+    /// Address to listen on [default: 0.0.0.0; 127.0.0.1 for a guardian sidecar, which only
+    /// its pod may reach].
+    #[arg(long, env = "HOST")]
+    pub host: Option<IpAddr>,
+
+    /// Run as the guardian sidecar of this one agent: enforce the signed policy bundle
+    /// (POLICY_BUNDLE) next to the agent, answer `/enforce`, `/proxy/*` and the batch endpoint
+    /// for it alone, keep a local audit log, and send heartbeats with that log to GATEWAY_URL.
+    #[arg(long, env = "SIDECAR_AGENT_ID")]
+    pub sidecar_agent_id: Option<String>,
+
+    /// Sidecar: the control-plane gateway heartbeats go to (omit for a disconnected sidecar).
+    #[arg(long, env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+
+    /// Sidecar: file holding the agent's token, which authenticates heartbeats (re-read each
+    /// time, so a re-issued token is picked up).
+    #[arg(long, env = "SIDECAR_AGENT_TOKEN_FILE")]
+    pub sidecar_agent_token_file: Option<PathBuf>,
+
+    /// Sidecar: seconds between heartbeats.
+    #[arg(long, env = "BUNDLE_SYNC_INTERVAL", default_value_t = 60)]
+    pub bundle_sync_interval: u64,
+
+    /// Sidecar: directory for its database, audit key and the agent record last received.
+    #[arg(long, env = "CACHE_DIR", default_value = "/cache")]
+    pub cache_dir: PathBuf,
+
+    /// Sidecar: the agent's trust tier until a heartbeat brings the registered one.
+    #[arg(long, env = "SIDECAR_AGENT_TRUST_TIER", default_value = "verified")]
+    pub sidecar_agent_trust_tier: String,
+
+    /// Sidecar: the agent's tags until a heartbeat brings the registered ones (comma list).
+    #[arg(long, env = "SIDECAR_AGENT_TAGS", value_delimiter = ',')]
+    pub sidecar_agent_tags: Vec<String>,
+
+    /// Verify POLICY_BUNDLE with POLICY_BUNDLE_PUBKEY, print what it holds and exit (what the
+    /// sidecar's init container runs): exit status 0 only for a bundle that verifies.
+    #[arg(long)]
+    pub check_policy_bundle: bool,
 
     /// Admin credential for the admin API (at least 24 characters). Prefer the environment
     /// variable: command-line arguments are visible to other users of the machine.
@@ -282,6 +319,8 @@ pub struct Config {
     pub audit_checkpoint_every: u64,
     pub audit_checkpoint_interval: Duration,
     pub(crate) alerts: crate::alerts::AlertConfig,
+    /// Set when this process is an agent's guardian sidecar.
+    pub sidecar: Option<crate::sidecar::SidecarConfig>,
     pub license_pubkey: Option<PathBuf>,
     pub license_dir: PathBuf,
     pub deployment_mode: Option<meshguard_license::DeploymentMode>,
@@ -337,10 +376,19 @@ pub enum ConfigError {
     Witness(String),
     #[error("AUDIT_WITNESS_QUORUM is {quorum}, but AUDIT_WITNESSES names {witnesses} witness(es)")]
     Quorum { quorum: usize, witnesses: usize },
+    #[error("{0}")]
+    Sidecar(String),
 }
 
 impl Args {
-    pub fn into_config(self) -> Result<Config, ConfigError> {
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
+        let sidecar = crate::sidecar::SidecarConfig::from_args(&mut self)?;
+        if sidecar.is_some() {
+            // A sidecar serves no admin API and issues no tokens: these are never compared
+            // with anything a caller sends, so random values lock those paths shut.
+            self.admin_token = Some(format!("msat_{}", crate::ids::new_secret(40)));
+            self.jwt_secret = Some(crate::ids::new_secret(64));
+        }
         let mut generated_admin_token = false;
         let admin_token = match (self.admin_token.filter(|t| !t.is_empty()), self.dev) {
             (Some(t), _) => {
@@ -374,6 +422,7 @@ impl Args {
         }
         let db_path = self
             .db_path
+            .clone()
             .or_else(|| std::env::var_os("AUDIT_DB_PATH").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("./data/meshguard.db"));
         let audit_origin = self
@@ -488,8 +537,15 @@ impl Args {
             audit_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
-            host: self.host,
-            port: self.port,
+            host: self.host.unwrap_or(if sidecar.is_some() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                IpAddr::from([0, 0, 0, 0])
+            }),
+            port: self
+                .port
+                .unwrap_or(if sidecar.is_some() { 4000 } else { 3100 }),
+            sidecar,
             admin_token,
             jwt_secret,
             jwt_ttl,

@@ -24,6 +24,7 @@ mod policy;
 mod policy_files;
 mod refusals;
 mod routes;
+mod sidecar;
 mod state;
 mod store;
 
@@ -31,7 +32,27 @@ use std::sync::Arc;
 
 pub use config::{Args, Config, ConfigError, Mode};
 pub use routes::app;
+pub use sidecar::SidecarConfig;
 pub use state::AppState;
+
+/// Verifies a signed policy bundle as the gateway and the sidecar load it, for the sidecar's
+/// init container (`--check-policy-bundle`): what it holds, or why it is refused.
+pub fn check_policy_bundle(
+    bundle: &std::path::Path,
+    pubkey: &std::path::Path,
+) -> Result<String, String> {
+    let policies = bundle::load(bundle, pubkey).map_err(|e| e.to_string())?;
+    let version = policies.iter().find_map(|p| p.bundle_version);
+    let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+    Ok(format!(
+        "policy bundle {} verified with {}: version {}, {} policies ({})",
+        bundle.display(),
+        pubkey.display(),
+        version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
+        policies.len(),
+        names.join(", ")
+    ))
+}
 
 /// Opens the store, loads the policies and returns the state the router serves.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
@@ -116,6 +137,22 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
     policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     refusals::spawn_flusher(state.clone());
+    if let Some(sc) = &state.inner.sidecar {
+        // A sidecar with nothing verified to enforce would refuse everything: say so now.
+        let Some(version) = state.bundle_version() else {
+            anyhow::bail!(
+                "the guardian sidecar has no verified policy bundle (see the error above): check POLICY_BUNDLE {} and POLICY_BUNDLE_PUBKEY",
+                state
+                    .config()
+                    .policy_bundle
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            );
+        };
+        tracing::info!(agent = %sc.config.agent_id, origin = state.inner.audit.origin(), bundle = version, "guardian sidecar for one agent");
+        sidecar::spawn_heartbeats(state.clone());
+    }
     if state.inner.egress.is_some() {
         egress::spawn_watcher(state.clone(), state.config().policies_reload);
     }
@@ -157,5 +194,9 @@ pub async fn serve(
     .await?;
     // What the last window of refused calls counted is written before the process ends.
     refusals::flush(&state).await;
+    // A sidecar hands its last entries to the control plane before its pod goes.
+    if state.inner.sidecar.is_some() {
+        sidecar::beat_and_record(&state).await;
+    }
     Ok(())
 }

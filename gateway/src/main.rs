@@ -14,6 +14,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check_policy_bundle {
+        let (Some(bundle), Some(pubkey)) = (&args.policy_bundle, &args.policy_bundle_pubkey) else {
+            eprintln!(
+                "meshguard-gateway: --check-policy-bundle needs POLICY_BUNDLE and POLICY_BUNDLE_PUBKEY"
+            );
+            return ExitCode::from(2);
+        };
+        return match meshguard_gateway::check_policy_bundle(bundle, pubkey) {
+            Ok(what) => {
+                println!("{what}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshguard-gateway: policy bundle refused: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

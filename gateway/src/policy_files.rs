@@ -21,13 +21,17 @@ pub(crate) struct FilePolicy {
     pub(crate) content: String,
     pub(crate) doc: Arc<PolicyDoc>,
     pub(crate) loaded_at: String,
+    /// The version of the signed bundle it came from; `None` for a file of `POLICIES_DIR`.
+    pub(crate) bundle_version: Option<u64>,
 }
 
-/// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order. A missing directory is
-/// not an error: the gateway then has API policies only.
 /// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order; a file that no longer
 /// parses keeps its entry from `previous`. A missing directory is not an error.
 fn load_dir_with(dir: &Path, previous: &[FilePolicy]) -> Vec<FilePolicy> {
+    if dir.as_os_str().is_empty() {
+        // A guardian sidecar: signed bundles only.
+        return Vec::new();
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -82,6 +86,7 @@ fn load_dir_with(dir: &Path, previous: &[FilePolicy]) -> Vec<FilePolicy> {
             content,
             doc: Arc::new(doc),
             loaded_at: crate::clock::now_rfc3339(),
+            bundle_version: None,
         });
     }
     out

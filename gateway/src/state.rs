@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     /// Signs exported policy bundles cosign-style, when configured.
     pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
+    /// Set when this process is an agent's guardian sidecar (`sidecar.rs`).
+    pub(crate) sidecar: Option<crate::sidecar::Sidecar>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -90,6 +92,7 @@ impl AppState {
             bundle_p256,
             egress,
         } = optional;
+        let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
         let refusal_window = config.audit_refusal_window;
@@ -115,8 +118,42 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 started: Instant::now(),
                 bundle_p256,
+                sidecar,
             }),
         }
+    }
+
+    /// A digest of the policy set in force: SHA-256 over the sorted `name<TAB>digest` lines of
+    /// its policies (API-managed and file or bundle ones), so a sidecar and its control plane
+    /// can tell whether they enforce the same policies whatever versions they number.
+    pub(crate) async fn policy_set_digest(&self) -> Result<String, ApiError> {
+        let mut lines: Vec<String> = self
+            .db(|s| s.list_policies())
+            .await?
+            .into_iter()
+            .filter(|p| parse_policy(&p.content).doc.is_some())
+            .map(|p| {
+                format!(
+                    "{}\t{}\n",
+                    p.name,
+                    crate::routes::digest(p.content.as_bytes())
+                )
+            })
+            .collect();
+        lines.extend(self.file_policies().iter().map(|f| {
+            format!(
+                "{}\t{}\n",
+                f.name,
+                crate::routes::digest(f.content.as_bytes())
+            )
+        }));
+        lines.sort();
+        Ok(crate::routes::digest(lines.concat().as_bytes()))
+    }
+
+    /// The version of the signed policy bundle in force, if one is.
+    pub(crate) fn bundle_version(&self) -> Option<u64> {
+        self.file_policies().iter().find_map(|p| p.bundle_version)
     }
 
     pub(crate) fn license(&self) -> &crate::license::Licensing {

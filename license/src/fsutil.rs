@@ -9,9 +9,14 @@ use crate::LicenseError;
 /// Replaces `path` with `bytes` so a reader sees the old file or the new one, never a mix.
 /// `private` files are created mode 0600.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LicenseError> {
-    let err = |source| LicenseError::io("write", path, source);
+    write_atomic_io(path, bytes, private).map_err(|source| LicenseError::io("write", path, source))
+}
+
+/// [`write_atomic`] with the plain I/O error, for the other crates of the workspace (the
+/// gateway's sidecar cache).
+pub fn write_atomic_io(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(err)?;
+        fs::create_dir_all(dir)?;
     }
     let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
     tmp_name.push(format!(".partial-{}", std::process::id()));
@@ -39,7 +44,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(err)
+    result
 }
 
 /// Reads a whole file, naming it in the error.

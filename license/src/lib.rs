@@ -26,7 +26,7 @@ pub mod canonical;
 pub mod document;
 pub mod dsse;
 mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod keys;
 pub mod seal;
 pub mod site;

@@ -778,6 +778,29 @@ impl Reader {
         })
     }
 
+    /// How many entries are durable.
+    pub(crate) fn durable_size(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// The root of the tree of the first `size` entries (from the stored tiles), with `size`
+    /// no larger than the durable log.
+    pub(crate) fn root_at(&self, size: u64) -> rusqlite::Result<merkle::Hash> {
+        self.with(|c| merkle::range_root(0, size, &mut |s, h| complete(c, s, h)))
+    }
+
+    /// The leaf hashes of every entry ingested from `source`, in log order: the tree of that
+    /// source's own log, which its signed checkpoints cover.
+    pub(crate) fn source_leaves(&self, source: &str) -> rusqlite::Result<Vec<merkle::Hash>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT body FROM audit_entries WHERE source = ?1 ORDER BY seq")?;
+            let rows = stmt.query_map([source], |r| r.get::<_, String>(0))?;
+            rows.map(|b| b.map(|b| merkle::leaf_hash(b.as_bytes())))
+                .collect()
+        })
+    }
+
     /// The consistency proof from the tree of `m` leaves to the tree of `size`, and the root of
     /// the first `m` leaves.
     pub(crate) fn consistency(

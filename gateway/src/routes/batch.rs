@@ -57,7 +57,7 @@ impl Chain {
     }
 }
 
-pub(super) async fn batch(
+pub(crate) async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawBody(bytes): RawBody,

@@ -2,15 +2,15 @@
 
 mod agents;
 mod audit;
-mod batch;
-mod body;
+pub(crate) mod batch;
+pub(crate) mod body;
 mod changes;
 pub(crate) use changes::digest;
 mod channels;
 mod forward;
 mod license;
 mod policies;
-mod proxy;
+pub(crate) mod proxy;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -30,6 +30,9 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The whole gateway as a router, so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    if state.inner.sidecar.is_some() {
+        return sidecar_app(state);
+    }
     let admin = Router::new()
         .route("/agents", get(agents::list).post(agents::create))
         .route(
@@ -80,6 +83,7 @@ pub fn app(state: AppState) -> Router {
             "/audit/cosignatures",
             get(audit::cosignatures).post(audit::add_cosignatures),
         )
+        .route("/sidecars", get(crate::sidecar::list))
         .route("/info", get(info))
         .route("/license", get(license::get).post(license::install))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -94,8 +98,30 @@ pub fn app(state: AppState) -> Router {
         .route("/proxy/check", get(proxy::check))
         .route("/proxy/*rest", any(forward::forward))
         .route("/api/v1/governance/batch", post(batch::batch))
+        .route(
+            "/api/v1/sidecars/heartbeat",
+            post(crate::sidecar::heartbeat),
+        )
         .nest("/admin", admin.clone())
         .nest("/api/v1/admin", admin)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A guardian sidecar: the data plane for its one agent, and no admin API.
+fn sidecar_app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/health", get(crate::sidecar::health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/enforce", post(crate::sidecar::enforce))
+        .route("/enforce/batch", post(crate::sidecar::enforce_batch))
+        .route("/proxy/check", get(proxy::check))
+        .route("/proxy/*rest", any(forward::forward))
+        .route("/api/v1/governance/batch", post(batch::batch))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(TraceLayer::new_for_http())

@@ -26,6 +26,18 @@ pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Result<std::sync::Arc<AgentRecord>, Refused>, ApiError> {
+    // A guardian sidecar's caller is its pod: the agent it was started for.
+    if let Some(sc) = &state.inner.sidecar {
+        let agent = sc.agent();
+        return Ok(if agent.revoked_at.is_none() {
+            Ok(agent)
+        } else {
+            Err(Refused {
+                why: "token of a revoked agent",
+                claimed: Some(agent.id.clone()),
+            })
+        });
+    }
     let Some(token) = bearer(headers) else {
         return Ok(Err(Refused {
             why: "no agent token",

@@ -151,4 +151,28 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     /// Cheap liveness probe for `/health`.
     fn ping(&self) -> Result<(), StoreError>;
+
+    fn get_sidecar(&self, origin: &str) -> Result<Option<SidecarRecord>, StoreError>;
+    fn list_sidecars(&self) -> Result<Vec<SidecarRecord>, StoreError>;
+    /// Registers a sidecar, or records its heartbeat; never changes a registered sidecar's
+    /// agent or key.
+    fn save_sidecar(&self, rec: &SidecarRecord) -> Result<(), StoreError>;
+}
+
+/// A guardian sidecar as its heartbeats registered it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SidecarRecord {
+    /// Its audit log's origin.
+    pub(crate) origin: String,
+    pub(crate) agent_id: String,
+    /// The note verifier key its checkpoints are signed with.
+    pub(crate) vkey: String,
+    pub(crate) first_seen: String,
+    pub(crate) last_seen: String,
+    /// The policy bundle version it enforced at its last heartbeat.
+    pub(crate) bundle_version: Option<u64>,
+    /// How many of its entries this gateway holds.
+    pub(crate) held: u64,
+    /// The digest of the policy set it enforced at its last heartbeat (`policy_set_digest`).
+    pub(crate) policy_digest: Option<String>,
 }

@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
 use super::{
-    AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, Store, StoreError, Write,
+    AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord, Store,
+    StoreError, Write,
 };
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
@@ -113,6 +114,18 @@ const MIGRATIONS: &[&str] = &[
         cosigned_at INTEGER NOT NULL,
         received_at TEXT NOT NULL,
         PRIMARY KEY (size, witness)
+    );",
+    // 7: guardian sidecars, each a log origin registered with its checkpoint key by its
+    // agent's first heartbeat; later heartbeats must be signed by that key.
+    "CREATE TABLE sidecars (
+        origin TEXT PRIMARY KEY,
+        agent_id TEXT NOT NULL,
+        vkey TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        bundle_version INTEGER,
+        policy_digest TEXT,
+        held INTEGER NOT NULL DEFAULT 0
     );",
 ];
 
@@ -692,6 +705,65 @@ impl Store for SqliteStore {
     fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())))
     }
+
+    fn get_sidecar(&self, origin: &str) -> Result<Option<SidecarRecord>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest
+                 FROM sidecars WHERE origin = ?1",
+                [origin],
+                sidecar_row,
+            )
+            .optional()
+        })
+    }
+
+    fn list_sidecars(&self) -> Result<Vec<SidecarRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest
+                 FROM sidecars ORDER BY agent_id, origin",
+            )?;
+            stmt.query_map([], sidecar_row)?.collect()
+        })
+    }
+
+    fn save_sidecar(&self, rec: &SidecarRecord) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sidecars (origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (origin) DO UPDATE SET
+                   last_seen = excluded.last_seen, bundle_version = excluded.bundle_version,
+                   held = excluded.held, policy_digest = excluded.policy_digest
+                 WHERE sidecars.agent_id = excluded.agent_id AND sidecars.vkey = excluded.vkey",
+                params![
+                    rec.origin,
+                    rec.agent_id,
+                    rec.vkey,
+                    rec.first_seen,
+                    rec.last_seen,
+                    rec.bundle_version.map(|v| v as i64),
+                    rec.held as i64,
+                    rec.policy_digest
+                ],
+            )
+            .map(|_| ())
+        })
+    }
+}
+
+fn sidecar_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SidecarRecord> {
+    Ok(SidecarRecord {
+        origin: r.get(0)?,
+        agent_id: r.get(1)?,
+        vkey: r.get(2)?,
+        first_seen: r.get(3)?,
+        last_seen: r.get(4)?,
+        bundle_version: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        held: r.get::<_, i64>(6)? as u64,
+        policy_digest: r.get(7)?,
+    })
 }
 
 #[cfg(test)]

@@ -15,3 +15,4 @@ mod lifecycle;
 mod otel;
 mod policies;
 mod security;
+mod sidecar;

@@ -1,0 +1,827 @@
+//! The guardian sidecar: the same gateway binary, scoped to a single agent and run in its pod.
+//!
+//! With `SIDECAR_AGENT_ID` set the process enforces a signed policy bundle (`POLICY_BUNDLE`,
+//! checked with `POLICY_BUNDLE_PUBKEY`; nothing unsigned is read) for that agent alone. It
+//! listens on the pod's loopback by default, so only its own pod reaches it, and the pod is the
+//! identity: calls need no token. It answers the Guardian contract (`POST /enforce`,
+//! `POST /enforce/batch`) and the gateway's data plane (`/proxy/check`, `/proxy/*` to
+//! `PROXY_TARGET`, the batch endpoint), so an agent's SDK works unchanged against it.
+//!
+//! Every decision goes into the sidecar's own audit log, an origin of its own with its own
+//! checkpoint key (`meshguard-sidecar/<agent>/<instance>`, kept in `CACHE_DIR`). Heartbeats
+//! (`POST /api/v1/sidecars/heartbeat` on `GATEWAY_URL`, authenticated with the agent's token)
+//! carry the entries the control plane does not hold yet, with a checkpoint signed by that key.
+//! The first heartbeat registers the origin and key; later ones must be signed by the same
+//! key, and the entries must rebuild exactly the tree the checkpoint signs. The answer brings
+//! the agent's registered record (tier, tags), or its revocation, after which the sidecar
+//! refuses every call.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::audit::merkle;
+use crate::auth::{Admin, bearer, trace_id};
+use crate::config::{Args, ConfigError};
+use crate::error::ApiError;
+use crate::governance::{Ask, govern};
+use crate::routes::body::{RawBody, parse_json};
+use crate::state::AppState;
+use crate::store::{AgentRecord, SidecarRecord};
+
+/// Lines one heartbeat carries at most; a longer backlog goes in several.
+const LINES_PER_BEAT: usize = 500;
+
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub agent_id: String,
+    pub gateway_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub cache_dir: PathBuf,
+    pub trust_tier: String,
+    pub tags: Vec<String>,
+}
+
+impl SidecarConfig {
+    /// The sidecar settings, when `SIDECAR_AGENT_ID` is set; fills the defaults a sidecar has
+    /// for the gateway's own settings (database and audit key in `CACHE_DIR`, no policy
+    /// directory, an origin of its own).
+    pub(crate) fn from_args(args: &mut Args) -> Result<Option<Self>, ConfigError> {
+        let Some(agent_id) = args
+            .sidecar_agent_id
+            .clone()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+        else {
+            return Ok(None);
+        };
+        let fail = |m: String| Err(ConfigError::Sidecar(m));
+        if agent_id.contains(|c: char| c.is_whitespace() || c == '+' || c == '/') {
+            return fail(format!(
+                "SIDECAR_AGENT_ID {agent_id:?} is not an agent id; use the id the gateway gave the agent (agent_…)"
+            ));
+        }
+        if args.policy_bundle.is_none() || args.policy_bundle_pubkey.is_none() {
+            return fail(
+                "a guardian sidecar enforces a signed policy bundle only: set POLICY_BUNDLE and POLICY_BUNDLE_PUBKEY (GET /admin/policies/bundle on the gateway, or the bundle on the media)".into(),
+            );
+        }
+        if meshguard_api::TrustTier::parse(&args.sidecar_agent_trust_tier).is_err() {
+            return fail(format!(
+                "SIDECAR_AGENT_TRUST_TIER {:?} is not a trust tier; use untrusted, verified, trusted or privileged",
+                args.sidecar_agent_trust_tier
+            ));
+        }
+        let gateway_url = args
+            .gateway_url
+            .clone()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &gateway_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return fail(format!(
+                    "GATEWAY_URL {u:?} is not an http(s) URL; use e.g. http://meshguard:3100"
+                ));
+            }
+            if args.sidecar_agent_token_file.is_none() {
+                return fail(
+                    "GATEWAY_URL is set, but SIDECAR_AGENT_TOKEN_FILE is not: heartbeats are authenticated with the agent's token".into(),
+                );
+            }
+        }
+        let cache_dir = args.cache_dir.clone();
+        if args.db_path.is_none() {
+            args.db_path = Some(cache_dir.join("sidecar.db"));
+        }
+        // Unsigned policy files are never read by a sidecar.
+        args.policies_dir = PathBuf::new();
+        if args.audit_origin.as_deref().is_none_or(str::is_empty) {
+            args.audit_origin = Some(instance_origin(&cache_dir, &agent_id).map_err(|e| {
+                ConfigError::Sidecar(format!(
+                    "cannot keep the sidecar's origin in CACHE_DIR {}: {e}; give the sidecar a writable cache directory",
+                    cache_dir.display()
+                ))
+            })?);
+        }
+        Ok(Some(Self {
+            agent_id,
+            gateway_url,
+            token_file: args.sidecar_agent_token_file.clone(),
+            interval: Duration::from_secs(args.bundle_sync_interval.clamp(1, 86_400)),
+            cache_dir,
+            trust_tier: args.sidecar_agent_trust_tier.clone(),
+            tags: args
+                .sidecar_agent_tags
+                .iter()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .collect(),
+        }))
+    }
+}
+
+/// This sidecar instance's log origin, made once and kept in the cache: a sidecar whose cache
+/// is lost starts a new log under a new origin rather than a second log under the old one.
+fn instance_origin(cache: &Path, agent: &str) -> std::io::Result<String> {
+    let path = cache.join("origin");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let origin = format!(
+        "meshguard-sidecar/{agent}/{}",
+        crate::ids::new_secret(12).to_ascii_lowercase()
+    );
+    meshguard_license::fsutil::write_atomic_io(&path, format!("{origin}\n").as_bytes(), false)?;
+    Ok(origin)
+}
+
+/// The sidecar's runtime state: its agent as last known, and how heartbeats are going.
+#[derive(Debug)]
+pub(crate) struct Sidecar {
+    pub(crate) config: SidecarConfig,
+    agent: RwLock<Arc<AgentRecord>>,
+    status: Mutex<Status>,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_ok: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    /// Entries of this sidecar's log the control plane holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policies_current: Option<bool>,
+}
+
+/// What a heartbeat's answer says about the agent, cached in `CACHE_DIR/agent.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentView {
+    id: String,
+    name: String,
+    trust_tier: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+}
+
+impl Sidecar {
+    pub(crate) fn new(config: SidecarConfig) -> Self {
+        let cached = std::fs::read(config.cache_dir.join("agent.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<AgentView>(&b).ok())
+            .filter(|v| v.id == config.agent_id);
+        let view = cached.unwrap_or_else(|| AgentView {
+            id: config.agent_id.clone(),
+            name: config.agent_id.clone(),
+            trust_tier: config.trust_tier.clone(),
+            tags: config.tags.clone(),
+            revoked_at: None,
+        });
+        Self {
+            agent: RwLock::new(Arc::new(record(&view))),
+            status: Mutex::new(Status::default()),
+            config,
+        }
+    }
+
+    /// The agent this sidecar governs.
+    pub(crate) fn agent(&self) -> Arc<AgentRecord> {
+        Arc::clone(&self.agent.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn learn(&self, view: &AgentView) {
+        let rec = record(view);
+        let changed = *self.agent() != rec;
+        if changed {
+            if rec.revoked_at.is_some() {
+                tracing::warn!(agent = %rec.id, "the control plane revoked this agent: every call is refused from now on");
+            } else {
+                tracing::info!(agent = %rec.id, tier = %rec.trust_tier, "agent record updated from the control plane");
+            }
+            let bytes = serde_json::to_vec_pretty(view).expect("agent views serialize");
+            if let Err(e) = meshguard_license::fsutil::write_atomic_io(
+                &self.config.cache_dir.join("agent.json"),
+                &bytes,
+                false,
+            ) {
+                tracing::warn!(error = %e, "cannot cache the agent record; it is kept in memory");
+            }
+            *self.agent.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rec);
+        }
+    }
+
+    fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+fn record(v: &AgentView) -> AgentRecord {
+    AgentRecord {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        trust_tier: v.trust_tier.clone(),
+        tags: v.tags.clone(),
+        metadata: Map::new(),
+        capabilities: Vec::new(),
+        description: None,
+        token_ttl: None,
+        token_version: 0,
+        revision: 0,
+        created_at: String::new(),
+        updated_at: String::new(),
+        revoked_at: v.revoked_at.clone(),
+    }
+}
+
+// ---- the sidecar's side: heartbeats ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HeartbeatRequest {
+    origin: String,
+    vkey: String,
+    #[serde(default)]
+    bundle_version: Option<u64>,
+    /// The digest of the policy set the sidecar enforces (`AppState::policy_set_digest`).
+    #[serde(default)]
+    policy_digest: Option<String>,
+    #[serde(default)]
+    lines: Vec<meshguard_api::AuditExportLine>,
+    /// Signed by the sidecar's key over its log up to the last line sent.
+    #[serde(default)]
+    checkpoint: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HeartbeatAnswer {
+    agent: AgentView,
+    held: u64,
+    /// Whether the sidecar enforces the control plane's policy set.
+    #[serde(default)]
+    policies_current: bool,
+}
+
+/// Sends heartbeats every interval until the process ends (when `GATEWAY_URL` is set).
+pub(crate) fn spawn_heartbeats(state: AppState) {
+    let Some(sc) = state.inner.sidecar.as_ref() else {
+        return;
+    };
+    if sc.config.gateway_url.is_none() {
+        tracing::info!(
+            "no GATEWAY_URL: a disconnected sidecar; export its audit log to the control plane by hand"
+        );
+        return;
+    }
+    let interval = sc.config.interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            beat_and_record(&state).await;
+        }
+    });
+}
+
+/// One heartbeat (as many requests as the backlog needs), its outcome kept for `/health`.
+pub(crate) async fn beat_and_record(state: &AppState) {
+    let Some(sc) = state.inner.sidecar.as_ref() else {
+        return;
+    };
+    let result = beat(state, sc).await;
+    let mut status = sc.status.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(answer) => {
+            status.last_ok = Some(crate::clock::now_rfc3339());
+            status.last_error = None;
+            status.held = Some(answer.held);
+            status.policies_current = Some(answer.policies_current);
+        }
+        Err(e) => {
+            if status.last_error.as_deref() != Some(e.as_str()) {
+                tracing::warn!("heartbeat to the control plane failed: {e}");
+            }
+            status.last_error = Some(e);
+        }
+    }
+}
+
+async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String> {
+    let url = format!(
+        "{}/api/v1/sidecars/heartbeat",
+        sc.config.gateway_url.as_deref().unwrap_or_default()
+    );
+    let token_file = sc.config.token_file.as_deref().unwrap_or(Path::new(""));
+    let token = std::fs::read_to_string(token_file).map_err(|e| {
+        format!(
+            "cannot read SIDECAR_AGENT_TOKEN_FILE {}: {e}",
+            token_file.display()
+        )
+    })?;
+    let token = token.trim();
+    let audit = &state.inner.audit;
+    let bundle_version = state.bundle_version();
+    let policy_digest = state
+        .policy_set_digest()
+        .await
+        .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
+    // The first request (no entries) learns how much the control plane holds; then the
+    // entries after that go, LINES_PER_BEAT at a time, each batch with a checkpoint signed
+    // over the sidecar's log up to its last entry.
+    let mut held: Option<u64> = None;
+    loop {
+        let from = held.unwrap_or(0);
+        let lines = match held {
+            None => Vec::new(),
+            Some(from) => {
+                let reader = audit.reader();
+                tokio::task::spawn_blocking(move || reader.export(None, from, LINES_PER_BEAT))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
+            }
+        };
+        // Signed over the log up to the last entry sent; with no entries, over the whole
+        // durable log (proving the key, and letting the control plane compare).
+        let size = if held.is_none() {
+            audit.reader().durable_size()
+        } else {
+            from + lines.len() as u64
+        };
+        let reader = audit.reader();
+        let root = tokio::task::spawn_blocking(move || reader.root_at(size))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot hash the sidecar's audit log: {e}"))?;
+        let checkpoint = Some(audit.key().sign_note(&crate::audit::note::checkpoint_body(
+            audit.origin(),
+            size,
+            &root,
+        )));
+        let sent = lines.len();
+        let req = HeartbeatRequest {
+            origin: audit.origin().to_owned(),
+            vkey: audit.vkey().to_owned(),
+            bundle_version,
+            policy_digest: Some(policy_digest.clone()),
+            lines,
+            checkpoint,
+        };
+        let answer = send(state, sc, &url, token, &req).await?;
+        let behind = answer.held < audit.reader().durable_size();
+        match held {
+            Some(from) if answer.held <= from && sent > 0 => {
+                return Err(format!(
+                    "the control plane still holds {} entries after {sent} more were sent",
+                    answer.held
+                ));
+            }
+            _ if !behind || (held.is_some() && sent < LINES_PER_BEAT) => return Ok(answer),
+            _ => held = Some(answer.held),
+        }
+    }
+}
+
+/// One heartbeat request; a revocation is learnt before the error is returned.
+async fn send(
+    state: &AppState,
+    sc: &Sidecar,
+    url: &str,
+    token: &str,
+    req: &HeartbeatRequest,
+) -> Result<HeartbeatAnswer, String> {
+    let resp = state
+        .inner
+        .upstream
+        .post(url)
+        .bearer_auth(token)
+        .json(req)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    if status == StatusCode::FORBIDDEN
+        && serde_json::from_slice::<Value>(&body)
+            .ok()
+            .is_some_and(|v| v["error"] == "agent_revoked")
+    {
+        let mut view = agent_view(&sc.agent());
+        view.revoked_at = Some(crate::clock::now_rfc3339());
+        sc.learn(&view);
+        return Err("the control plane says this agent is revoked".into());
+    }
+    if !status.is_success() {
+        let shown = String::from_utf8_lossy(&body);
+        return Err(format!(
+            "{url} answered {status}: {}",
+            shown.chars().take(300).collect::<String>()
+        ));
+    }
+    let answer: HeartbeatAnswer =
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not a heartbeat answer: {e}"))?;
+    sc.learn(&answer.agent);
+    Ok(answer)
+}
+
+/// An error and its causes on one line (reqwest's own text omits the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+fn agent_view(a: &AgentRecord) -> AgentView {
+    AgentView {
+        id: a.id.clone(),
+        name: a.name.clone(),
+        trust_tier: a.trust_tier.clone(),
+        tags: a.tags.clone(),
+        revoked_at: a.revoked_at.clone(),
+    }
+}
+
+// ---- the sidecar's own endpoints ----
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct EnforceRequest {
+    #[serde(default, alias = "agent_id")]
+    agent_id: Option<String>,
+    action: String,
+    #[serde(default)]
+    resource: Option<String>,
+    #[serde(default)]
+    context: Option<Map<String, Value>>,
+}
+
+/// The agent a call names must be this sidecar's (an absent id means it).
+fn check_agent(state: &AppState, named: Option<&str>) -> Result<Arc<AgentRecord>, ApiError> {
+    let sc = state
+        .inner
+        .sidecar
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("route", "/enforce"))?;
+    let agent = sc.agent();
+    if let Some(id) = named
+        && id != agent.id
+    {
+        return Err(ApiError::field(
+            "agentId",
+            format!(
+                "this sidecar governs agent {} only; send its id, or none",
+                agent.id
+            ),
+        ));
+    }
+    Ok(agent)
+}
+
+/// `POST /enforce`: the Guardian decision contract.
+pub(crate) async fn enforce(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
+    let req: EnforceRequest = parse_json(&bytes)?;
+    if req.action.trim().is_empty() {
+        return Err(ApiError::field("action", "must not be empty"));
+    }
+    let agent = check_agent(&state, req.agent_id.as_deref())?;
+    let ask = Ask {
+        action: req.action.clone(),
+        resource: req.resource,
+        method: Some("POST".to_owned()),
+        path: Some("/enforce".to_owned()),
+        context: req.context,
+        trace_id: trace_id(&headers),
+        delegated_by: Vec::new(),
+        delegators_ok: Ok(()),
+        narrowed: None,
+    };
+    if agent.revoked_at.is_some() {
+        let refused = crate::routes::proxy::Refused {
+            why: "token of a revoked agent",
+            claimed: Some(agent.id.clone()),
+        };
+        return Ok(crate::routes::proxy::unauthorized(&state, &ask, refused).await);
+    }
+    let v = govern(&state, &agent, &ask).await;
+    let mut body = json!({
+        "decision": if v.allowed { "allow" } else { "deny" },
+        "latencyMs": v.latency.as_secs_f64() * 1000.0,
+        "mode": v.mode.as_str(),
+        "traceId": ask.trace_id,
+    });
+    if let Some(b) = state.bundle_version() {
+        body["bundleVersion"] = json!(b);
+    }
+    if let Some(p) = &v.policy {
+        body["policy"] = json!(p);
+    }
+    if let Some(r) = &v.rule {
+        body["rule"] = json!(r);
+    }
+    if !v.allowed || v.would_deny {
+        body["reason"] = json!(v.reason);
+    }
+    if v.would_deny {
+        body["wouldDeny"] = json!(true);
+    }
+    if let Some(limited) = &v.rate_limited {
+        return Ok(crate::routes::proxy::too_many(limited, &ask.trace_id));
+    }
+    Ok(Json(body).into_response())
+}
+
+/// `POST /enforce/batch`: the batch endpoint's evaluation, in the Guardian's answer shape.
+pub(crate) async fn enforce_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Named {
+        #[serde(default, alias = "agent_id")]
+        agent_id: Option<String>,
+    }
+    let named: Named = parse_json(&bytes)?;
+    check_agent(&state, named.agent_id.as_deref())?;
+    let answer = crate::routes::batch::batch(State(state.clone()), headers, RawBody(bytes)).await?;
+    if answer.status() != StatusCode::OK {
+        return Ok(answer);
+    }
+    let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut v: Value = serde_json::from_slice(&body).map_err(ApiError::internal)?;
+    let all = v["results"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|x| x["decision"] == "allow"));
+    v["allAllowed"] = json!(all);
+    if let Some(b) = state.bundle_version() {
+        v["bundleVersion"] = json!(b);
+    }
+    v["mode"] = json!(state.config().mode.as_str());
+    Ok(Json(v).into_response())
+}
+
+/// The sidecar's `/health`: reachable only from its pod, so it says what a probe and an
+/// operator inside the pod need: the agent, the bundle, the heartbeats.
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    let db = state.db(|s| s.ping()).await;
+    let Some(sc) = state.inner.sidecar.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let agent = sc.agent();
+    let healthy = db.is_ok() && state.bundle_version().is_some();
+    let mut body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "timestamp": crate::clock::now_rfc3339(),
+        "role": "sidecar",
+        "agentId": agent.id,
+        "revoked": agent.revoked_at.is_some(),
+        "mode": state.config().mode.as_str(),
+        "origin": state.inner.audit.origin(),
+        "heartbeat": sc.status(),
+    });
+    if let Some(v) = state.bundle_version() {
+        body["bundleVersion"] = json!(v);
+    }
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+// ---- the control plane's side ----
+
+/// `POST /api/v1/sidecars/heartbeat`, with the agent's token: registers the sidecar's origin
+/// and key on first contact, ingests its entries once they prove to be the log its key signed,
+/// and answers with the agent's record.
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawBody(bytes): RawBody,
+) -> Result<Response, ApiError> {
+    let unauthorized = || {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "Unauthorized", "message": "Invalid or expired token"})),
+        )
+            .into_response()
+    };
+    let Some(claims) = bearer(&headers).and_then(|t| state.inner.tokens.verify(t).ok()) else {
+        return Ok(unauthorized());
+    };
+    let Some(agent) = state.agent(&claims.sub).await? else {
+        return Ok(unauthorized());
+    };
+    if agent.revoked_at.is_some() {
+        return Ok((
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "agent_revoked", "message": format!("agent {} is revoked; its sidecar refuses every call", agent.id)})),
+        )
+            .into_response());
+    }
+    if agent.token_version != claims.ver {
+        return Ok(unauthorized());
+    }
+    if state.inner.sidecar.is_some() {
+        return Err(ApiError::not_found("route", "/api/v1/sidecars/heartbeat"));
+    }
+    let req: HeartbeatRequest = parse_json(&bytes)?;
+    if req.origin == state.inner.audit.origin() {
+        return Err(ApiError::field(
+            "origin",
+            "is this gateway's own log origin; a sidecar has an origin of its own",
+        ));
+    }
+    if req.vkey.split('+').next() != Some(req.origin.as_str()) {
+        return Err(ApiError::field(
+            "vkey",
+            format!("does not name the origin {:?}", req.origin),
+        ));
+    }
+    // Proof that the caller holds the key it registers or uses.
+    let note = req.checkpoint.as_deref().ok_or_else(|| {
+        ApiError::field(
+            "checkpoint",
+            "required: a checkpoint signed by the sidecar's key",
+        )
+    })?;
+    let signed = crate::audit::note::verify_checkpoint(&req.vkey, note).map_err(|e| {
+        ApiError::field(
+            "checkpoint",
+            format!("not signed by the sidecar's key: {e}"),
+        )
+    })?;
+    if signed.origin != req.origin {
+        return Err(ApiError::field(
+            "checkpoint",
+            format!("is for origin {:?}, not {:?}", signed.origin, req.origin),
+        ));
+    }
+    let origin = req.origin.clone();
+    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    if let Some(r) = &registered {
+        if r.agent_id != agent.id {
+            return Err(ApiError::conflict(format!(
+                "origin {} is registered to agent {}, not {}; a sidecar's origin belongs to one agent",
+                r.origin, r.agent_id, agent.id
+            )));
+        }
+        if r.vkey != req.vkey {
+            return Err(ApiError::conflict(format!(
+                "origin {} is registered with another key; its entries are accepted only signed by that key (a sidecar that lost its cache starts a new origin)",
+                r.origin
+            )));
+        }
+    }
+    // The entries of this origin held so far, as the leaves of its own tree.
+    let reader = state.inner.audit.reader();
+    let origin = req.origin.clone();
+    let mut leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if req.lines.is_empty() {
+        if signed.size < leaves.len() as u64 {
+            return Err(ApiError::conflict(format!(
+                "the sidecar's log ({} entries) is shorter than what this gateway holds of it ({}): it was reset; give the sidecar a new cache (a new origin)",
+                signed.size,
+                leaves.len()
+            )));
+        }
+        if signed.size == leaves.len() as u64 && merkle::root_of(&leaves) != signed.root {
+            return Err(ApiError::conflict(format!(
+                "the sidecar's log of {} entries is not the one this gateway holds: its history was rewritten",
+                signed.size
+            )));
+        }
+    } else {
+        let mut fresh = 0usize;
+        for (i, line) in req.lines.iter().enumerate() {
+            if line.source != req.origin {
+                return Err(ApiError::field(
+                    &format!("lines[{i}].source"),
+                    format!("is {:?}; a sidecar sends its own entries only", line.source),
+                ));
+            }
+            // Entries already held come again after a lost answer; they are skipped.
+            if line.seq as usize > leaves.len() {
+                leaves.push(merkle::leaf_hash(
+                    crate::audit::canonical(&line.entry).as_bytes(),
+                ));
+                fresh += 1;
+            }
+        }
+        if signed.size != leaves.len() as u64 || merkle::root_of(&leaves) != signed.root {
+            return Err(ApiError::field(
+                "lines",
+                format!(
+                    "do not rebuild the log the sidecar signed (checkpoint of {} entries; the held entries and these make {}); nothing was ingested",
+                    signed.size,
+                    leaves.len()
+                ),
+            ));
+        }
+        if fresh > 0 {
+            let lines: Vec<_> = req
+                .lines
+                .into_iter()
+                .filter(|l| l.seq > signed.size - fresh as u64)
+                .collect();
+            state.inner.audit.ingest(lines).await.map_err(|e| match e {
+                crate::audit::AuditError::Write(m) => ApiError::conflict(m),
+                other => ApiError::internal(other),
+            })?;
+        }
+    }
+    let now = crate::clock::now_rfc3339();
+    let rec = SidecarRecord {
+        origin: req.origin.clone(),
+        agent_id: agent.id.clone(),
+        vkey: req.vkey.clone(),
+        first_seen: registered
+            .as_ref()
+            .map_or(now.clone(), |r| r.first_seen.clone()),
+        last_seen: now,
+        bundle_version: req.bundle_version,
+        held: leaves.len() as u64,
+        policy_digest: req.policy_digest.clone(),
+    };
+    if registered.is_none() {
+        tracing::info!(origin = %rec.origin, agent = %rec.agent_id, "guardian sidecar registered");
+    }
+    state.db(move |s| s.save_sidecar(&rec)).await?;
+    let ours = state.policy_set_digest().await?;
+    Ok(Json(HeartbeatAnswer {
+        agent: agent_view(&agent),
+        held: leaves.len() as u64,
+        policies_current: req.policy_digest.as_deref() == Some(ours.as_str()),
+    })
+    .into_response())
+}
+
+/// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it
+/// enforces.
+pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let rows = state.db(|s| s.list_sidecars()).await?;
+    let now = chrono::Utc::now();
+    let ours = state.policy_set_digest().await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            let age = chrono::DateTime::parse_from_rfc3339(&r.last_seen)
+                .ok()
+                .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0));
+            let mut row = json!({
+                "origin": r.origin,
+                "agentId": r.agent_id,
+                "vkey": r.vkey,
+                "firstSeen": r.first_seen,
+                "lastSeen": r.last_seen,
+                "policiesCurrent": r.policy_digest.as_deref() == Some(ours.as_str()),
+                "entriesHeld": r.held,
+            });
+            if let Some(age) = age {
+                row["secondsSinceLastSeen"] = json!(age);
+            }
+            if let Some(v) = r.bundle_version {
+                row["bundleVersion"] = json!(v);
+            }
+            row
+        })
+        .collect();
+    Ok(Json(json!({ "sidecars": items, "policyDigest": ours })).into_response())
+}

@@ -1,0 +1,426 @@
+//! The guardian sidecar (issue #13 part 2): the gateway binary run for one agent with the
+//! control plane's signed bundle, answering the Guardian contract and the data plane without
+//! tokens, forwarding to a real upstream (Python's http.server), and sending its own signed log
+//! to the control plane in heartbeats. The control plane takes a sidecar's entries only under
+//! the key its first heartbeat registered, and a revocation reaches the sidecar.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, PythonServer, agent, json as parse, policy, tempdir};
+
+const READS: &str =
+    "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n";
+
+/// The control plane's signed bundle and key, written as the media carries them.
+fn bundle_files(control: &Gateway, dir: &Path) -> (String, String, u64) {
+    let (status, env) = control.get("/admin/policies/bundle");
+    assert_eq!(status, 200, "{env}");
+    let (bundle, key) = (dir.join("policy-bundle.json"), dir.join("bundle.pub"));
+    std::fs::write(&bundle, env["bundle"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        dir.join("policy-bundle.json.minisig"),
+        env["minisig"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&key, env["publicKey"].as_str().unwrap()).unwrap();
+    let version =
+        serde_json::from_str::<Value>(env["bundle"].as_str().unwrap()).unwrap()["version"]
+            .as_u64()
+            .unwrap();
+    (
+        bundle.display().to_string(),
+        key.display().to_string(),
+        version,
+    )
+}
+
+/// A sidecar's settings: no admin token, no JWT secret; only what a sidecar is given.
+fn sidecar_options<'a>(
+    agent_id: &str,
+    bundle: &(String, String, u64),
+    control: &Gateway,
+    token_file: &Path,
+    cache: &Path,
+    extra: Vec<(&'a str, String)>,
+) -> Options<'a> {
+    let mut env = vec![
+        ("SIDECAR_AGENT_ID", agent_id.to_owned()),
+        ("POLICY_BUNDLE", bundle.0.clone()),
+        ("POLICY_BUNDLE_PUBKEY", bundle.1.clone()),
+        ("GATEWAY_URL", control.base.clone()),
+        ("SIDECAR_AGENT_TOKEN_FILE", token_file.display().to_string()),
+        ("CACHE_DIR", cache.display().to_string()),
+        ("BUNDLE_SYNC_INTERVAL", "1".into()),
+    ];
+    env.extend(extra);
+    Options {
+        env,
+        args: Vec::new(),
+    }
+}
+
+fn enforce(sidecar: &Gateway, body: Value) -> (u16, Value) {
+    parse(
+        sidecar
+            .raw(Method::POST, "/enforce")
+            .json(&body)
+            .send()
+            .unwrap(),
+    )
+}
+
+/// Polls `f` until it returns Some, for up to 30 s (heartbeats run every second).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sidecar_row(control: &Gateway, agent_id: &str) -> Option<Value> {
+    let (status, body) = control.get("/admin/sidecars");
+    assert_eq!(status, 200, "{body}");
+    body["sidecars"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["agentId"] == agent_id)
+        .cloned()
+}
+
+#[test]
+fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_control_plane() {
+    let control_dir = tempdir();
+    let control = Gateway::start(control_dir.path());
+    policy(&control, "reads", READS);
+    let (agent_id, token) = agent(&control, "edge-worker", "verified", &[]);
+    let pod = tempdir();
+    let bundle = bundle_files(&control, pod.path());
+    let token_file = pod.path().join("agent.token");
+    std::fs::write(&token_file, &token).unwrap();
+    let upstream = PythonServer::start("upstream.py", &[]);
+    let sidecar = Gateway::start_with(
+        pod.path(),
+        sidecar_options(
+            &agent_id,
+            &bundle,
+            &control,
+            &token_file,
+            &pod.path().join("cache"),
+            vec![("PROXY_TARGET", upstream.url.clone())],
+        ),
+    );
+
+    // The Guardian contract, decided by the bundle's policy.
+    let (status, allowed) = enforce(
+        &sidecar,
+        json!({"agentId": agent_id, "action": "read:reports"}),
+    );
+    assert_eq!(status, 200, "{allowed}");
+    assert_eq!(allowed["decision"], "allow", "{allowed}");
+    assert_eq!(allowed["policy"], "reads", "{allowed}");
+    assert_eq!(allowed["bundleVersion"], bundle.2, "{allowed}");
+    assert_eq!(allowed["mode"], "enforce", "{allowed}");
+    let (status, denied) = enforce(
+        &sidecar,
+        json!({"agentId": agent_id, "action": "delete:reports"}),
+    );
+    assert_eq!(status, 200, "{denied}");
+    assert_eq!(denied["decision"], "deny", "{denied}");
+    assert!(
+        denied["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{denied}"
+    );
+    // Another agent's id is not this sidecar's business.
+    let (status, other) = enforce(
+        &sidecar,
+        json!({"agentId": "agent_someone_else", "action": "read:x"}),
+    );
+    assert_eq!(status, 400, "{other}");
+    assert!(
+        other["message"].as_str().unwrap().contains(&agent_id),
+        "{other}"
+    );
+    let (status, batch) = parse(
+        sidecar
+            .raw(Method::POST, "/enforce/batch")
+            .json(&json!({"agentId": agent_id, "actions": [{"action": "read:a"}, {"action": "write:b"}]}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["allAllowed"], false, "{batch}");
+    assert_eq!(batch["results"][0]["decision"], "allow", "{batch}");
+    assert_eq!(batch["results"][1]["decision"], "deny", "{batch}");
+
+    // The data plane, as the agent's SDK calls it, with no token: the pod is the identity.
+    let (status, check) = parse(
+        sidecar
+            .raw(Method::GET, "/proxy/check")
+            .header("X-MeshGuard-Action", "read:inbox")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{check}");
+    let through = sidecar.raw(Method::GET, "/proxy/reports/7").send().unwrap();
+    assert_eq!(through.status(), 200);
+    let refused = sidecar
+        .raw(Method::DELETE, "/proxy/reports/7")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let got: Value = reqwest::blocking::get(format!("{}/__received", upstream.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        got,
+        json!([{"method": "GET", "path": "/reports/7"}]),
+        "the upstream saw the allowed call only"
+    );
+    // No admin API on a sidecar.
+    let admin = sidecar
+        .raw(Method::GET, "/admin/agents")
+        .header("X-Admin-Token", crate::harness::ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(admin.status(), 404);
+
+    // Heartbeats register the sidecar and bring its whole log to the control plane.
+    let (_, health) = sidecar.get("/health");
+    let origin = health["origin"].as_str().unwrap().to_owned();
+    assert!(
+        origin.starts_with(&format!("meshguard-sidecar/{agent_id}/")),
+        "{health}"
+    );
+    let row = eventually("the control plane holds the sidecar's 7 decisions", || {
+        sidecar_row(&control, &agent_id).filter(|r| r["entriesHeld"].as_u64() >= Some(7))
+    });
+    assert_eq!(row["origin"], origin.as_str(), "{row}");
+    assert_eq!(row["bundleVersion"], bundle.2, "{row}");
+    assert_eq!(row["policiesCurrent"], true, "{row}");
+    let exported = control.get_text(&format!("/admin/audit/export?source={origin}"));
+    let lines: Vec<Value> = exported
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len() as u64, row["entriesHeld"].as_u64().unwrap());
+    let actions: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["entry"]["action"].as_str())
+        .collect();
+    for a in ["read:reports", "delete:reports", "read:inbox"] {
+        assert!(
+            actions.contains(&a),
+            "{a} reached the control plane: {actions:?}"
+        );
+    }
+    let (status, verified) = control.get("/admin/audit/verify");
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["valid"], true, "{verified}");
+
+    // A policy changed on the control plane shows the sidecar's bundle as behind.
+    policy(
+        &control,
+        "writes",
+        "name: writes\nrules:\n  - name: allow-write\n    effect: allow\n    actions: [\"write:*\"]\n",
+    );
+    eventually("the control plane sees the sidecar behind", || {
+        sidecar_row(&control, &agent_id).filter(|r| r["policiesCurrent"] == false)
+    });
+
+    // Revoking the agent on the control plane shuts its sidecar.
+    let (status, body) = control.delete(&format!("/admin/agents/{agent_id}"));
+    assert!(status < 300, "{body}");
+    eventually("the sidecar learns the revocation", || {
+        let (_, h) = sidecar.get("/health");
+        (h["revoked"] == true).then_some(())
+    });
+    let (status, after) = enforce(&sidecar, json!({"action": "read:reports"}));
+    assert_eq!(status, 401, "{after}");
+    let refused = sidecar
+        .raw(Method::GET, "/proxy/check")
+        .header("X-MeshGuard-Action", "read:inbox")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+#[test]
+fn the_control_plane_takes_a_sidecars_log_only_under_the_key_and_agent_it_registered() {
+    let control_dir = tempdir();
+    let control = Gateway::start(control_dir.path());
+    policy(&control, "reads", READS);
+    let (first_id, first_token) = agent(&control, "first", "verified", &[]);
+    let (second_id, second_token) = agent(&control, "second", "verified", &[]);
+    let pod = tempdir();
+    let bundle = bundle_files(&control, pod.path());
+    let first_token_file = pod.path().join("first.token");
+    std::fs::write(&first_token_file, &first_token).unwrap();
+    let second_token_file = pod.path().join("second.token");
+    std::fs::write(&second_token_file, &second_token).unwrap();
+
+    let a_dir = tempdir();
+    let a = Gateway::start_with(
+        a_dir.path(),
+        sidecar_options(
+            &first_id,
+            &bundle,
+            &control,
+            &first_token_file,
+            &a_dir.path().join("cache"),
+            vec![],
+        ),
+    );
+    assert_eq!(
+        enforce(&a, json!({"action": "read:x"})).1["decision"],
+        "allow"
+    );
+    let registered = eventually("the first sidecar registers", || {
+        sidecar_row(&control, &first_id).filter(|r| r["entriesHeld"].as_u64() >= Some(1))
+    });
+    drop(a);
+
+    // A second sidecar claiming the first one's origin with a key of its own is refused.
+    let b_dir = tempdir();
+    std::fs::create_dir_all(b_dir.path().join("cache")).unwrap();
+    std::fs::copy(
+        a_dir.path().join("cache/origin"),
+        b_dir.path().join("cache/origin"),
+    )
+    .unwrap();
+    let b = Gateway::start_with(
+        b_dir.path(),
+        sidecar_options(
+            &first_id,
+            &bundle,
+            &control,
+            &first_token_file,
+            &b_dir.path().join("cache"),
+            vec![],
+        ),
+    );
+    let err = eventually("the impostor's heartbeat is refused", || {
+        let (_, h) = b.get("/health");
+        h["heartbeat"]["lastError"].as_str().map(str::to_owned)
+    });
+    assert!(err.contains("409") && err.contains("another key"), "{err}");
+    drop(b);
+
+    // The first sidecar's whole state (its key too), run for another agent: refused as well.
+    let c_dir = tempdir();
+    copy_dir(a_dir.path(), c_dir.path());
+    let c = Gateway::start_with(
+        c_dir.path(),
+        sidecar_options(
+            &second_id,
+            &bundle,
+            &control,
+            &second_token_file,
+            &c_dir.path().join("cache"),
+            vec![],
+        ),
+    );
+    let err = eventually("a heartbeat for another agent's origin is refused", || {
+        let (_, h) = c.get("/health");
+        h["heartbeat"]["lastError"].as_str().map(str::to_owned)
+    });
+    assert!(err.contains("409") && err.contains(&first_id), "{err}");
+    drop(c);
+
+    let still = sidecar_row(&control, &first_id).unwrap();
+    assert_eq!(
+        still["vkey"], registered["vkey"],
+        "the registered key is unchanged"
+    );
+    assert!(sidecar_row(&control, &second_id).is_none());
+
+    // A heartbeat without a checkpoint signed by the sidecar's key is refused.
+    let (status, body) = parse(
+        control
+            .raw(Method::POST, "/api/v1/sidecars/heartbeat")
+            .bearer_auth(&first_token)
+            .json(&json!({"origin": registered["origin"], "vkey": registered["vkey"], "lines": []}))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("checkpoint"),
+        "{body}"
+    );
+}
+
+/// A sidecar refuses to start without a bundle that verifies; the init container's check says
+/// why and exits non-zero.
+#[test]
+fn a_sidecar_starts_only_with_a_verified_bundle() {
+    let control_dir = tempdir();
+    let control = Gateway::start(control_dir.path());
+    policy(&control, "reads", READS);
+    let pod = tempdir();
+    let bundle = bundle_files(&control, pod.path());
+    let check = |pubkey: &str| {
+        std::process::Command::new(crate::harness::binary())
+            .env_clear()
+            .arg("--check-policy-bundle")
+            .env("POLICY_BUNDLE", &bundle.0)
+            .env("POLICY_BUNDLE_PUBKEY", pubkey)
+            .output()
+            .unwrap()
+    };
+    let good = check(&bundle.1);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(String::from_utf8_lossy(&good.stdout).contains("1 policies (reads)"));
+
+    let mut altered = std::fs::read_to_string(&bundle.0).unwrap();
+    altered = altered.replacen("allow-read", "allow-reed", 1);
+    std::fs::write(&bundle.0, altered).unwrap();
+    let bad = check(&bundle.1);
+    assert!(!bad.status.success());
+    let why = String::from_utf8_lossy(&bad.stderr);
+    assert!(why.contains("policy bundle refused"), "{why}");
+
+    let out = crate::harness::command(
+        pod.path(),
+        &Options {
+            env: vec![
+                ("SIDECAR_AGENT_ID", "agent_x".into()),
+                ("POLICY_BUNDLE", bundle.0.clone()),
+                ("POLICY_BUNDLE_PUBKEY", bundle.1.clone()),
+                ("CACHE_DIR", pod.path().join("cache").display().to_string()),
+            ],
+            args: Vec::new(),
+        },
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("no verified policy bundle"), "{why}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&e.path(), &target);
+        } else if !e.file_name().to_string_lossy().ends_with(".log") {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
