@@ -456,7 +456,7 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             let from = b.bin_dir.join(bin);
             if !from.is_file() {
                 return Err(BundleError::Input(format!(
-                    "{} is missing; build it first (cargo build --release -p meshguard-gateway -p meshguard-bundle -p meshguard-license)",
+                    "{} is missing; build it first (cargo build --release -p meshguard-gateway -p meshguard-bundler -p meshguard-license)",
                     from.display()
                 )));
             }
@@ -514,7 +514,9 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
     Ok(vec![
         image(
             "gateway",
-            &["meshguard-gateway"],
+            // The gateway serves as control plane, guardian sidecar and egress proxy; the
+            // example agent is the chart's stand-in for an agent's own program.
+            &["meshguard-gateway", "meshguard-example-agent"],
             vec!["/usr/local/bin/meshguard-gateway".to_owned()],
             vec!["3100/tcp".to_owned()],
         )?,

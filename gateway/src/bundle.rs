@@ -110,7 +110,8 @@ pub(crate) enum BundleError {
 
 /// Reads `bundle` and `bundle.minisig`, verifies them with the minisign public key file
 /// `pubkey`, and returns the policies as read-only file policies.
-pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<Vec<FilePolicy>, BundleError> {
+/// The bundle's version and policies, once its signature verifies with `pubkey`.
+pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<(u64, Vec<FilePolicy>), BundleError> {
     let shown = bundle.display().to_string();
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| BundleError::Read {
@@ -191,7 +192,7 @@ fn verify_ecdsa(
 }
 
 /// The policies of a verified bundle, as read-only file policies.
-fn policies(bundle: &Path, bytes: &[u8]) -> Result<Vec<FilePolicy>, BundleError> {
+fn policies(bundle: &Path, bytes: &[u8]) -> Result<(u64, Vec<FilePolicy>), BundleError> {
     let shown = bundle.display().to_string();
     let parsed: Bundle = serde_json::from_slice(bytes).map_err(|e| BundleError::Content {
         path: shown.clone(),
@@ -225,10 +226,9 @@ fn policies(bundle: &Path, bytes: &[u8]) -> Result<Vec<FilePolicy>, BundleError>
             content: p.content,
             doc: Arc::new(doc),
             loaded_at: loaded_at.clone(),
-            bundle_version: Some(parsed.version),
         });
     }
-    Ok(out)
+    Ok((parsed.version, out))
 }
 
 /// Loads the P-256 key that signs exported bundles cosign-style (PKCS#8 PEM, plain or

@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, env = "SIDECAR_AGENT_TOKEN_FILE")]
     pub sidecar_agent_token_file: Option<PathBuf>,
 
+    /// Sidecar: the agent's token itself, for platforms that pass secrets as environment
+    /// variables (a Kubernetes secretKeyRef); SIDECAR_AGENT_TOKEN_FILE is preferred.
+    #[arg(long, env = "SIDECAR_AGENT_TOKEN", hide_env_values = true)]
+    pub sidecar_agent_token: Option<String>,
+
     /// Sidecar: seconds between heartbeats.
     #[arg(long, env = "BUNDLE_SYNC_INTERVAL", default_value_t = 60)]
     pub bundle_sync_interval: u64,

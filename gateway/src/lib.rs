@@ -41,14 +41,12 @@ pub fn check_policy_bundle(
     bundle: &std::path::Path,
     pubkey: &std::path::Path,
 ) -> Result<String, String> {
-    let policies = bundle::load(bundle, pubkey).map_err(|e| e.to_string())?;
-    let version = policies.iter().find_map(|p| p.bundle_version);
+    let (version, policies) = bundle::load(bundle, pubkey).map_err(|e| e.to_string())?;
     let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
     Ok(format!(
-        "policy bundle {} verified with {}: version {}, {} policies ({})",
+        "policy bundle {} verified with {}: version {version}, {} policies ({})",
         bundle.display(),
         pubkey.display(),
-        version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
         policies.len(),
         names.join(", ")
     ))
@@ -93,6 +91,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             .policy_bundle
             .clone()
             .zip(config.policy_bundle_pubkey.clone()),
+        bundle_version: Arc::default(),
     };
     let files = sources.load(&[], &alerts);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
@@ -124,6 +123,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         state::Optional {
             bundle_p256,
             egress,
+            bundle_version: Arc::clone(&sources.bundle_version),
         },
     );
     {

@@ -21,8 +21,6 @@ pub(crate) struct FilePolicy {
     pub(crate) content: String,
     pub(crate) doc: Arc<PolicyDoc>,
     pub(crate) loaded_at: String,
-    /// The version of the signed bundle it came from; `None` for a file of `POLICIES_DIR`.
-    pub(crate) bundle_version: Option<u64>,
 }
 
 /// Loads every `*.yaml` and `*.yml` file of `dir`, in file-name order; a file that no longer
@@ -86,7 +84,6 @@ fn load_dir_with(dir: &Path, previous: &[FilePolicy]) -> Vec<FilePolicy> {
             content,
             doc: Arc::new(doc),
             loaded_at: crate::clock::now_rfc3339(),
-            bundle_version: None,
         });
     }
     out
@@ -118,6 +115,8 @@ pub(crate) struct Sources {
     pub(crate) dir: PathBuf,
     /// `(bundle, minisign public key)`.
     pub(crate) bundle: Option<(PathBuf, PathBuf)>,
+    /// The version of the bundle last verified and loaded (an empty bundle is one too).
+    pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl Sources {
@@ -150,8 +149,12 @@ impl Sources {
             return out;
         };
         let from_bundle = match crate::bundle::load(bundle, pubkey) {
-            Ok(policies) => {
-                tracing::info!(bundle = %bundle.display(), count = policies.len(), "signed policy bundle verified and loaded");
+            Ok((version, policies)) => {
+                tracing::info!(bundle = %bundle.display(), version, count = policies.len(), "signed policy bundle verified and loaded");
+                *self
+                    .bundle_version
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(version);
                 policies
             }
             Err(e) => {

@@ -39,15 +39,30 @@ use crate::store::{AgentRecord, SidecarRecord};
 /// Lines one heartbeat carries at most; a longer backlog goes in several.
 const LINES_PER_BEAT: usize = 500;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SidecarConfig {
     pub agent_id: String,
     pub gateway_url: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// The agent's token when given in the environment (never logged).
+    token: Option<String>,
     pub interval: Duration,
     pub cache_dir: PathBuf,
     pub trust_tier: String,
     pub tags: Vec<String>,
+}
+
+impl std::fmt::Debug for SidecarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarConfig")
+            .field("agent_id", &self.agent_id)
+            .field("gateway_url", &self.gateway_url)
+            .field("token_file", &self.token_file)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("interval", &self.interval)
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
 }
 
 impl SidecarConfig {
@@ -91,9 +106,14 @@ impl SidecarConfig {
                     "GATEWAY_URL {u:?} is not an http(s) URL; use e.g. http://meshguard:3100"
                 ));
             }
-            if args.sidecar_agent_token_file.is_none() {
+            if args.sidecar_agent_token_file.is_none()
+                && args
+                    .sidecar_agent_token
+                    .as_deref()
+                    .is_none_or(str::is_empty)
+            {
                 return fail(
-                    "GATEWAY_URL is set, but SIDECAR_AGENT_TOKEN_FILE is not: heartbeats are authenticated with the agent's token".into(),
+                    "GATEWAY_URL is set, but neither SIDECAR_AGENT_TOKEN_FILE nor SIDECAR_AGENT_TOKEN is: heartbeats are authenticated with the agent's token".into(),
                 );
             }
         }
@@ -115,6 +135,7 @@ impl SidecarConfig {
             agent_id,
             gateway_url,
             token_file: args.sidecar_agent_token_file.clone(),
+            token: args.sidecar_agent_token.clone().filter(|t| !t.is_empty()),
             interval: Duration::from_secs(args.bundle_sync_interval.clamp(1, 86_400)),
             cache_dir,
             trust_tier: args.sidecar_agent_trust_tier.clone(),
@@ -332,13 +353,16 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
         "{}/api/v1/sidecars/heartbeat",
         sc.config.gateway_url.as_deref().unwrap_or_default()
     );
-    let token_file = sc.config.token_file.as_deref().unwrap_or(Path::new(""));
-    let token = std::fs::read_to_string(token_file).map_err(|e| {
-        format!(
-            "cannot read SIDECAR_AGENT_TOKEN_FILE {}: {e}",
-            token_file.display()
-        )
-    })?;
+    let token = match (&sc.config.token_file, &sc.config.token) {
+        (Some(file), _) => std::fs::read_to_string(file).map_err(|e| {
+            format!(
+                "cannot read SIDECAR_AGENT_TOKEN_FILE {}: {e}",
+                file.display()
+            )
+        })?,
+        (None, Some(t)) => t.clone(),
+        (None, None) => return Err("no agent token to authenticate heartbeats".into()),
+    };
     let token = token.trim();
     let audit = &state.inner.audit;
     let bundle_version = state.bundle_version();

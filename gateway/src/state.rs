@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
     /// Set when this process is an agent's guardian sidecar (`sidecar.rs`).
     pub(crate) sidecar: Option<crate::sidecar::Sidecar>,
+    /// The version of the signed policy bundle in force, if one was loaded.
+    bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -76,6 +78,8 @@ pub(crate) struct Optional {
     /// Signs exported policy bundles cosign-style.
     pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
     pub(crate) egress: Option<crate::egress::Egress>,
+    /// Shared with the policy sources' loader (`policy_files::Sources`).
+    pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl AppState {
@@ -91,6 +95,7 @@ impl AppState {
         let Optional {
             bundle_p256,
             egress,
+            bundle_version,
         } = optional;
         let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
@@ -119,6 +124,7 @@ impl AppState {
                 started: Instant::now(),
                 bundle_p256,
                 sidecar,
+                bundle_version,
             }),
         }
     }
@@ -153,7 +159,11 @@ impl AppState {
 
     /// The version of the signed policy bundle in force, if one is.
     pub(crate) fn bundle_version(&self) -> Option<u64> {
-        self.file_policies().iter().find_map(|p| p.bundle_version)
+        *self
+            .inner
+            .bundle_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn license(&self) -> &crate::license::Licensing {

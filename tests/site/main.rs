@@ -60,6 +60,7 @@ fn bin_dir() -> PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap().to_owned();
     for b in [
         "meshguard-gateway",
+        "meshguard-example-agent",
         "meshguard-bundle",
         "meshguard-license",
         "terraform-provider-meshguard",

@@ -97,8 +97,49 @@ impl Drop for Site<'_> {
         }
         self.podman
             .quiet(&["volume", "rm", "-f", &format!("{}-data", self.release)]);
-        self.podman
-            .quiet(&["secret", "rm", &format!("{}-secrets", self.release)]);
+        for secret in ["secrets", "agent"] {
+            self.podman
+                .quiet(&["secret", "rm", &format!("{}-{secret}", self.release)]);
+        }
+    }
+}
+
+/// The gateway tests' recording upstream (Python's http.server): what it received, in order.
+struct Upstream {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Upstream {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg(root().join("gateway/tests/it/support/upstream.py"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{}", line.trim()),
+        }
+    }
+
+    fn received(&self) -> Value {
+        reqwest::blocking::get(format!("{}/__received", self.url))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -402,6 +443,159 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     // And it still decides with the policy and agent made before.
     assert_eq!(check(&url, &token, "read:inventory"), 200);
     assert_eq!(check(&url, &token, "write:inventory"), 403);
+    // An agent's pod with its guardian sidecar (the chart's example agent), from the same
+    // image in the site registry: the agent calls its sidecar only; the sidecar decides with the
+    // control plane's signed bundle, forwards to the upstream only what is allowed, and hands
+    // its log to the control plane in heartbeats.
+    let upstream = Upstream::start();
+    let exported: Value = admin(
+        reqwest::Method::GET,
+        &format!("{url}/admin/policies/bundle"),
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    let agent_id = agent["id"].as_str().unwrap();
+    let sidecar_port = free_port();
+    let pod = run_ok(Command::new(tool("helm")).args([
+        "template",
+        &release,
+        chart.to_str().unwrap(),
+        "-f",
+        chart.join("values-air-gapped.yaml").to_str().unwrap(),
+        "--set",
+        &format!("global.imageRegistry={}", reg.addr),
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        &format!("port={port}"),
+        "--set",
+        &format!(
+            "exampleAgent.enabled=true,exampleAgent.agentId={agent_id},exampleAgent.tokenSecret={release}-agent,exampleAgent.upstream={},exampleAgent.intervalSeconds=1,exampleAgent.hostNetwork=true",
+            upstream.url
+        ),
+        "--set-string",
+        "exampleAgent.calls=GET /inventory/7\\, DELETE /inventory/7",
+        "--set",
+        &format!(
+            "guardian.port={sidecar_port},guardian.gatewayUrl={url},guardian.syncIntervalSeconds=1,guardian.bundleConfigMap={release}-bundle,guardian.bundleKeyConfigMap={release}-bundle-key"
+        ),
+        "--show-only",
+        "templates/example-agent.yaml",
+    ]));
+    let maps = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{release}-bundle")},
+               "data": {"policy-bundle.json": exported["bundle"], "policy-bundle.json.minisig": exported["minisig"]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{release}-bundle-key")},
+               "data": {"meshguard.pub": exported["publicKey"]}}),
+    ];
+    let agent_pod = d.join("agent.yaml");
+    let mut text = String::new();
+    for m in &maps {
+        // JSON is YAML: one document each.
+        text.push_str(&m.to_string());
+        text.push_str("\n---\n");
+    }
+    text.push_str(&pod);
+    std::fs::write(&agent_pod, text).unwrap();
+    std::fs::write(&secret, json!({"token": b64(&token)}).to_string()).unwrap();
+    podman.ok(&[
+        "secret",
+        "create",
+        &format!("{release}-agent"),
+        secret.to_str().unwrap(),
+    ]);
+    site.played.push(agent_pod.clone());
+    podman.ok(&[
+        "kube",
+        "play",
+        "--tls-verify=false",
+        agent_pod.to_str().unwrap(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let row = loop {
+        let list: Value = admin(reqwest::Method::GET, &format!("{url}/admin/sidecars"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let row = list["sidecars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agentId"] == agent_id && r["entriesHeld"].as_u64() >= Some(2))
+            .cloned();
+        if let Some(r) = row {
+            break r;
+        }
+        if Instant::now() > deadline {
+            let logs = podman
+                .cmd()
+                .args(["logs"])
+                .arg(format!("{release}-example-agent-pod-0-guardian"))
+                .output()
+                .unwrap();
+            panic!(
+                "no heartbeat with the agent's decisions from its sidecar: {list}\nthe sidecar's log (its first lines):\n{}",
+                String::from_utf8_lossy(&logs.stderr)
+                    .lines()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(row["policiesCurrent"], true, "{row}");
+    let received = upstream.received();
+    let calls: Vec<String> = received
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["method"].as_str().unwrap(),
+                c["path"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        calls.iter().any(|c| c == "GET /inventory/7"),
+        "the allowed call reached the upstream: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("DELETE")),
+        "the denied call never did: {calls:?}"
+    );
+    let origin = row["origin"].as_str().unwrap();
+    let export = admin(
+        reqwest::Method::GET,
+        &format!("{url}/admin/audit/export?source={origin}"),
+    )
+    .send()
+    .unwrap()
+    .text()
+    .unwrap();
+    let decisions: Vec<(String, String)> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            (
+                l["entry"]["action"].as_str().unwrap_or_default().to_owned(),
+                l["entry"]["decision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        decisions.contains(&("read:inventory/7".into(), "allow".into()))
+            && decisions.contains(&("delete:inventory/7".into(), "deny".into())),
+        "the sidecar's decisions are in the control plane's log: {decisions:?}"
+    );
 }
 
 const PROFILES: &[&str] = &[
@@ -421,6 +615,8 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     let chart = root().join("helm/meshguard-gateway");
     let chart = chart.to_str().unwrap();
     let digest = format!("image.digest=sha256:{}", "ab".repeat(32));
+    // The example agent with its guardian sidecar, rendered and validated with the rest.
+    let agent = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
     for profile in PROFILES {
         let values = format!("{chart}/values-{profile}.yaml");
         ok(
@@ -428,8 +624,19 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             &format!("helm lint --strict ({profile})"),
         );
         let out = ok(
-            helm(&["template", "mg", chart, "-f", &values, "--set", &digest]),
+            helm(&[
+                "template", "mg", chart, "-f", &values, "--set", &digest, "--set", agent,
+            ]),
             &format!("helm template ({profile})"),
+        );
+        assert!(
+            out.contains("args: [\"--check-policy-bundle\"]"),
+            "{profile}: an init container verifies the sidecar's bundle"
+        );
+        assert!(
+            out.contains("- {name: SIDECAR_AGENT_ID, value: \"agent_example\"}")
+                && out.contains("- {name: HOST, value: \"127.0.0.1\"}"),
+            "{profile}: the sidecar serves its agent on the pod's loopback only"
         );
         // Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we
         // support and the newest schema the validator ships.
@@ -485,11 +692,27 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("image.digest is required"));
+    // A sidecar with no agent id says which value is missing.
+    let err = helm(&[
+        "template",
+        "mg",
+        chart,
+        "--set",
+        "exampleAgent.enabled=true,exampleAgent.tokenSecret=t,guardian.bundleConfigMap=b,guardian.bundleKeyConfigMap=k",
+    ]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("agent's id"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     // The schema refuses what the gateway would refuse.
     for bad in [
         "mode=bogus",
         "image.tag=latest",
         "securityContext.privileged=true",
+        "exampleAgent.upstream=ftp://upstream",
+        "guardian.port=0",
     ] {
         let out = helm(&["template", "mg", chart, "--set", bad]);
         assert!(!out.status.success(), "{bad} must not render");
