@@ -575,6 +575,7 @@ fn run() {
         "audit write",
         "offline signature verification",
         "egress denial",
+        "sidecar heartbeat",
     ] {
         let c = checks
             .as_array()
@@ -652,6 +653,7 @@ fn run() {
     for b in [
         "meshguard-bundle",
         "meshguard-license",
+        "meshguard-example-agent",
         "terraform-provider-meshguard",
     ] {
         std::fs::copy(site.bins.join(b), broken.path().join(b)).unwrap();

@@ -35,6 +35,9 @@ pub struct SiteConfig {
     /// port + 2).
     #[serde(default)]
     pub egress_port: Option<u16>,
+    /// The loopback port of the smoke test's guardian sidecar (default port + 3).
+    #[serde(default)]
+    pub sidecar_port: Option<u16>,
     /// How long a starting gateway has to answer /health before the start counts as failed.
     #[serde(default = "default_start_timeout")]
     pub start_timeout_seconds: u64,
@@ -183,13 +186,17 @@ impl SiteConfig {
                 PROFILES.join(", ")
             );
         }
-        let ports = [self.port, self.candidate_port(), self.egress_port()];
-        if ports.contains(&0)
-            || ports[0] == ports[1]
-            || ports[0] == ports[2]
-            || ports[1] == ports[2]
-        {
-            bail!("port, candidatePort and egressPort must be three different, non-zero ports");
+        let ports = [
+            self.port,
+            self.candidate_port(),
+            self.egress_port(),
+            self.sidecar_port(),
+        ];
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        if ports.contains(&0) || distinct.len() != ports.len() {
+            bail!(
+                "port, candidatePort, egressPort and sidecarPort must be four different, non-zero ports"
+            );
         }
         if self.registry.address.contains('/') || !self.registry.address.contains(':') {
             bail!(
@@ -203,6 +210,11 @@ impl SiteConfig {
     pub fn egress_port(&self) -> u16 {
         self.egress_port
             .unwrap_or_else(|| self.port.wrapping_add(2))
+    }
+
+    pub fn sidecar_port(&self) -> u16 {
+        self.sidecar_port
+            .unwrap_or_else(|| self.port.wrapping_add(3))
     }
 
     pub fn candidate_port(&self) -> u16 {

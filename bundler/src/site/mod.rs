@@ -323,9 +323,15 @@ impl Run<'_> {
             r.environment(&deployed, &verified)
         })?;
         self.step(5, "terraform bootstrap", |r| r.bootstrap(&version, &admin))?;
-        self.step(6, "smoke tests", |_| {
+        self.step(6, "smoke tests", |r| {
             let nonce = hex::encode(rand::random::<[u8; 6]>());
-            let checks = smoke::run(&deployed.gateway, &nonce, deployed.egress_port);
+            let sidecar = |id: &str, token: &str| r.sidecar_smoke(&verified, &deployed, id, token);
+            let checks = smoke::run(
+                &deployed.gateway,
+                &nonce,
+                deployed.egress_port,
+                Some(&sidecar),
+            );
             let failed: Vec<String> = checks
                 .iter()
                 .filter(|c| !c.passed())
@@ -668,7 +674,7 @@ impl Run<'_> {
                 let staged = podman
                     .play(&cand_path, tls)
                     .and_then(|ids| self.started(&podman, &ids, &cand_gw))
-                    .map(|_| smoke::run(&cand_gw, "candidate", None));
+                    .map(|_| smoke::run(&cand_gw, "candidate", None, None));
                 let _ = podman.down(&cand_path);
                 if let Some(c) = claim_name(&cand) {
                     let _ = podman.volume_rm(&c);
@@ -773,6 +779,166 @@ impl Run<'_> {
     }
 
     /// Waits for a played gateway to answer /health; fails at once when its container exits.
+    /// The smoke test of the guardian sidecar: the chart's example agent pod for the smoke
+    /// agent, enforcing the control plane's current policy set (its signed export), on the
+    /// host's loopback; passes once the control plane holds, by heartbeat, an allowed and a
+    /// denied decision the sidecar made. The pod, its ConfigMaps and its secret are removed
+    /// whatever the outcome.
+    fn sidecar_smoke(
+        &self,
+        verified: &Verified,
+        deployed: &Deployed,
+        agent_id: &str,
+        token: &str,
+    ) -> Result<String> {
+        use reqwest::Method;
+        let site = &self.opts.site;
+        let base = &site.release;
+        let gw = &deployed.gateway;
+        let podman = Podman::find()?;
+        let exported = gw.send(
+            gw.admin(Method::GET, "/admin/policies/bundle"),
+            200,
+            "exporting the signed policy bundle for the sidecar",
+        )?;
+        let mut values = self.values(verified, base, site.port, false);
+        values["exampleAgent"] = json!({
+            "enabled": true,
+            "agentId": agent_id,
+            "tokenSecret": format!("{base}-smoke-agent"),
+            "calls": "GET /meshguard-smoke/status, DELETE /meshguard-smoke/status",
+            "intervalSeconds": 1,
+            "hostNetwork": true,
+        });
+        values["guardian"] = json!({
+            "port": site.sidecar_port(),
+            "gatewayUrl": gw.url,
+            "syncIntervalSeconds": 1,
+            "bundleConfigMap": format!("{base}-smoke-bundle"),
+            "bundleKeyConfigMap": format!("{base}-smoke-bundle-key"),
+        });
+        let version = &verified.doc.version;
+        let dir = site.state_dir.join("deploy").join(version);
+        let generated = dir.join(format!("{base}-smoke-sidecar.values.json"));
+        write_json(&generated, &values)?;
+        let chart = self.releases(version).join("charts/meshguard-gateway");
+        let mut cmd = Command::new(tools::find("helm")?);
+        cmd.args(["template", base])
+            .arg(&chart)
+            .args(["--namespace", &site.namespace, "-f"])
+            .arg(chart.join(format!("values-{}.yaml", site.profile)));
+        for f in &site.values_files {
+            cmd.arg("-f").arg(f);
+        }
+        cmd.arg("-f")
+            .arg(&generated)
+            .args(["--show-only", "templates/example-agent.yaml"]);
+        let mut manifest = run(&mut cmd, "helm template (the smoke test's sidecar pod)")?;
+        for m in [
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("{base}-smoke-bundle")},
+                   "data": {"policy-bundle.json": exported["bundle"], "policy-bundle.json.minisig": exported["minisig"]}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": format!("{base}-smoke-bundle-key")},
+                   "data": {"meshguard.pub": exported["publicKey"]}}),
+        ] {
+            manifest.push_str(&format!("\n---\n{m}\n"));
+        }
+        let path = dir.join(format!("{base}-smoke-sidecar.yaml"));
+        fsx::write_atomic(&path, manifest.as_bytes())?;
+        let secret = format!("{base}-smoke-agent");
+        // What an interrupted earlier run may have left.
+        let _ = podman.down(&path);
+        if podman.secret_exists(&secret) {
+            podman.secret_rm(&secret)?;
+        }
+        let secret_file = tempfile::Builder::new()
+            .prefix(".secret")
+            .tempfile_in(&site.state_dir)?;
+        {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(token);
+            std::fs::write(secret_file.path(), json!({ "token": b64 }).to_string())?;
+        }
+        podman.secret_create(&secret, secret_file.path())?;
+        drop(secret_file);
+        let started = Instant::now();
+        let result = podman
+            .play(&path, !site.registry.insecure)
+            .and_then(|ids| self.sidecar_heard(&podman, &ids, gw, agent_id));
+        let down = podman.down(&path);
+        let rm = podman.secret_rm(&secret);
+        let _ = std::fs::remove_file(&path);
+        let detail = result?;
+        down.context("removing the smoke test's sidecar pod")?;
+        rm.context("removing the smoke test's agent secret")?;
+        Ok(format!(
+            "{detail}, {:.1} s after the pod started (the example agent and its sidecar, enforcing the control plane's signed policy export; pod removed)",
+            started.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// Waits for the smoke sidecar's heartbeat to bring an allowed and a denied decision.
+    fn sidecar_heard(
+        &self,
+        podman: &Podman,
+        ids: &[String],
+        gw: &Gateway,
+        agent_id: &str,
+    ) -> Result<String> {
+        use reqwest::Method;
+        let deadline = Instant::now() + self.start_timeout();
+        let mut last = String::from("no heartbeat yet");
+        loop {
+            let list = gw.send(
+                gw.admin(Method::GET, "/admin/sidecars"),
+                200,
+                "listing the sidecars",
+            )?;
+            if let Some(row) = list["sidecars"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["agentId"] == agent_id))
+            {
+                let origin = row["origin"].as_str().unwrap_or_default();
+                let text = gw
+                    .admin(Method::GET, &format!("/admin/audit/export?source={origin}"))
+                    .send()
+                    .and_then(|r| r.text())
+                    .unwrap_or_default();
+                let has = |action: &str, decision: &str| {
+                    text.lines().any(|l| {
+                        serde_json::from_str::<Value>(l).is_ok_and(|v| {
+                            v["entry"]["action"] == action && v["entry"]["decision"] == decision
+                        })
+                    })
+                };
+                let allow = has("read:meshguard-smoke/status", "allow");
+                let deny = has("delete:meshguard-smoke/status", "deny");
+                if allow && deny && row["policiesCurrent"] == true {
+                    return Ok(format!(
+                        "sidecar {origin} registered by heartbeat; the control plane holds {} of its entries, among them its allow and its deny, and it enforces the current policies",
+                        row["entriesHeld"]
+                    ));
+                }
+                last = format!(
+                    "sidecar {origin}: {} entries held, allow seen: {allow}, deny seen: {deny}, policies current: {}",
+                    row["entriesHeld"], row["policiesCurrent"]
+                );
+            }
+            if let Some(crash) = podman.crashed(ids) {
+                bail!("the smoke test's sidecar pod stopped: {crash}");
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no heartbeat with the sidecar's decisions within {} s ({last}); see `podman logs {}-example-agent-pod-0-guardian`",
+                    self.start_timeout().as_secs(),
+                    self.opts.site.release
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn started(&self, podman: &Podman, ids: &[String], gw: &Gateway) -> Result<()> {
         let deadline = Instant::now() + self.start_timeout();
         loop {

@@ -89,9 +89,18 @@ impl Gateway {
     }
 }
 
+/// Starts a guardian sidecar pod for the smoke agent `(id, token)` and checks its heartbeat;
+/// the pod is gone again when it returns.
+pub type SidecarSmoke<'a> = &'a dyn Fn(&str, &str) -> Result<String>;
+
 /// Runs every smoke test; a throw-away agent and policy are removed afterwards (revoked and
 /// deleted: the audit log keeps what they did).
-pub fn run(gw: &Gateway, nonce: &str, egress: Option<u16>) -> Vec<Check> {
+pub fn run(
+    gw: &Gateway,
+    nonce: &str,
+    egress: Option<u16>,
+    sidecar: Option<SidecarSmoke<'_>>,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let name = format!("meshguard-smoke-{nonce}");
     let made = (|| -> Result<(String, String)> {
@@ -152,11 +161,17 @@ pub fn run(gw: &Gateway, nonce: &str, egress: Option<u16>) -> Vec<Check> {
         Ok(d) => Check::new("offline signature verification", "passed", d),
         Err(e) => Check::new("offline signature verification", "failed", format!("{e:#}")),
     });
-    checks.push(Check::new(
-        "sidecar heartbeat",
-        "not-available",
-        "this release has no guardian sidecar (issue #13 part 2); nothing to test",
-    ));
+    checks.push(match sidecar {
+        Some(start) => match start(&agent_id, &token) {
+            Ok(d) => Check::new("sidecar heartbeat", "passed", d),
+            Err(e) => Check::new("sidecar heartbeat", "failed", format!("{e:#}")),
+        },
+        None => Check::new(
+            "sidecar heartbeat",
+            "not-available",
+            "a candidate is smoke-tested without a sidecar pod; the version that runs after the switch is",
+        ),
+    });
     checks.push(match egress {
         Some(port) => match egress_denied(gw, port, nonce) {
             Ok(d) => Check::new("egress denial", "passed", d),

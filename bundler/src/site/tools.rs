@@ -94,7 +94,7 @@ impl Podman {
                 .args([
                     "inspect",
                     "--format",
-                    "{{.Name}} {{.State.Status}} {{.RestartCount}}",
+                    "{{.Name}} {{.State.Status}} {{.RestartCount}} {{.State.ExitCode}}",
                     id,
                 ])
                 .output()
@@ -106,6 +106,13 @@ impl Podman {
             let (Some(name), Some(status), Some(restarts)) = (f.next(), f.next(), f.next()) else {
                 continue;
             };
+            // An init container (the sidecar's bundle check) is done when it exits 0.
+            if name.ends_with("-guardian-verify-bundle")
+                && status == "exited"
+                && f.next() == Some("0")
+            {
+                continue;
+            }
             if status == "exited" || restarts != "0" {
                 let logs = self
                     .cmd()
