@@ -8,6 +8,7 @@
 //! `SHA256SUMS` → every file → `MEDIA.json` → every OCI digest.
 
 pub mod archive;
+pub mod audit_archive;
 pub mod create;
 mod error;
 pub mod fsx;

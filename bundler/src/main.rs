@@ -39,6 +39,38 @@ enum Command {
     Install(InstallArgs),
     /// Show what media holds (from MEDIA.json; does not verify).
     Inspect { dir: PathBuf },
+    /// The local audit archive: segments of the gateway's log, each proven against a signed
+    /// checkpoint, in a directory that verifies on its own (the chart's archive job).
+    #[command(subcommand)]
+    AuditArchive(AuditArchiveCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditArchiveCommand {
+    /// Archive what the gateway's log holds beyond the archive, once proven against a fresh
+    /// checkpoint signed by the log's key. The admin token comes from MESHGUARD_ADMIN_TOKEN or
+    /// --admin-token-file.
+    Pull {
+        /// The archive directory (created on the first run).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The gateway, e.g. http://meshguard:3100.
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        /// The log's verifier key (`GET /admin/audit/checkpoint` shows it): pinned on the first
+        /// run; without it the gateway's key is taken and printed, to be checked out of band.
+        #[arg(long)]
+        vkey: Option<String>,
+    },
+    /// Verify an archive with no network: digests, chains, and the tree at every checkpoint.
+    Verify {
+        dir: PathBuf,
+        /// The log's verifier key you trust (default: the one the archive pinned).
+        #[arg(long)]
+        vkey: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -402,6 +434,59 @@ fn run(command: Command) -> Result<ExitCode> {
                 dir.display(),
                 dir.display(),
                 a.pubkey.display()
+            );
+        }
+        Command::AuditArchive(AuditArchiveCommand::Pull {
+            dir,
+            gateway,
+            admin_token_file,
+            vkey,
+        }) => {
+            let admin_token = match admin_token_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("cannot read the admin token file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+                None => std::env::var("MESHGUARD_ADMIN_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+                    .context("no admin token: set MESHGUARD_ADMIN_TOKEN or --admin-token-file")?,
+            };
+            let first = !dir.join("ARCHIVE.json").exists();
+            let pulled = meshguard_bundler::audit_archive::pull(
+                &dir,
+                &meshguard_bundler::audit_archive::Source {
+                    url: gateway,
+                    admin_token,
+                },
+                vkey.as_deref(),
+            )?;
+            match &pulled.segment {
+                Some(s) => println!(
+                    "archived entries {}..={} of {} in {} (proven against the signed checkpoint of {})",
+                    pulled.from, pulled.to, pulled.origin, s, pulled.to
+                ),
+                None => println!(
+                    "nothing new: {} entries of {} archived",
+                    pulled.to, pulled.origin
+                ),
+            }
+            if first && vkey.is_none() {
+                let state: serde_json::Value = serde_json::from_slice(
+                    &std::fs::read(dir.join("ARCHIVE.json")).unwrap_or_default(),
+                )
+                .unwrap_or_default();
+                println!(
+                    "pinned the log key the gateway serves: {} (compare it with the one you trust)",
+                    state["vkey"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        Command::AuditArchive(AuditArchiveCommand::Verify { dir, vkey }) => {
+            let v = meshguard_bundler::audit_archive::verify(&dir, vkey.as_deref())?;
+            println!(
+                "audit archive of {} verified: {} entries in {} segments, {} signed checkpoints",
+                v.origin, v.entries, v.segments, v.checkpoints
             );
         }
         Command::Inspect { dir } => {

@@ -2,7 +2,9 @@
 //! workstation" cosigns the real gateway's checkpoints from tlog-witness request files, keeps
 //! the last one it cosigned, and refuses what a witness must refuse, above all a log whose
 //! operator rewrote history and signed it again with the same key. The cosignatures are
-//! checked with openssl, not with our code.
+//! checked with openssl, not with our code. The local audit archive (`meshguard-bundle
+//! audit-archive`) keeps only segments a signed checkpoint proves, and its directory verifies on
+//! its own (and with `sha256sum -c`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 const ADMIN: &str = "witness-admin-token-0123456789abcdef";
 const PASSPHRASE: &str = "witness-passphrase-for-tests-only";
@@ -18,7 +21,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 fn bins() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_owned();
-    for b in ["meshguard-gateway", "meshguard-witness"] {
+    for b in ["meshguard-gateway", "meshguard-witness", "meshguard-bundle"] {
         assert!(
             dir.join(b).is_file(),
             "{} is missing: run the tests with `cargo xtask test` (or build the workspace first)",
@@ -378,4 +381,130 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
         status.contains(&format!("cosigned up to size {}", size_of(&note3))),
         "{status}"
     );
+}
+
+/// `meshguard-bundle audit-archive ARGS` with the admin token in the environment.
+fn archive(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bins().join("meshguard-bundle"))
+        .arg("audit-archive")
+        .args(args)
+        .env("MESHGUARD_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_audit_archive_keeps_what_signed_checkpoints_prove_and_verifies_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = "archive.example/meshguard-audit";
+    let key = tmp.path().join("audit-log.key");
+    let gw = Gateway::start(&tmp.path().join("gw"), origin, &key, "");
+    gw.decisions("clerk", 5);
+    let (_, vkey) = gw.checkpoint();
+    let dir = tmp.path().join("archive");
+    let d = dir.to_str().unwrap();
+    let pull = |extra: &[&str]| {
+        let mut args = vec!["pull", "--dir", d, "--gateway", gw.url.as_str()];
+        args.extend_from_slice(extra);
+        archive(&args)
+    };
+    let (code, out, err) = pull(&["--vkey", &vkey]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("archived entries 1..="), "{out}");
+    gw.decisions("clerk-2", 4);
+    let (code, out, err) = pull(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("archived entries"), "{out}");
+    let (code, out, err) = pull(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nothing new"), "{out}");
+
+    // The directory checks on its own: stock sha256sum for the files, our verifier for the log.
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    let (code, out, err) = archive(&["verify", d, "--vkey", &vkey]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("2 segments, 2 signed checkpoints"), "{out}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("ARCHIVE.json")).unwrap()).unwrap();
+    let entries = state["size"].as_u64().unwrap();
+    assert!(entries >= 9, "{state}");
+    assert!(out.contains(&format!("{entries} entries")), "{out}");
+
+    // Another log's key is refused.
+    let other = Gateway::start(
+        &tmp.path().join("other"),
+        "other.example/meshguard-audit",
+        &tmp.path().join("other.key"),
+        "",
+    );
+    let (_, other_vkey) = other.checkpoint();
+    let (code, _, err) = archive(&["verify", d, "--vkey", &other_vkey]);
+    assert_ne!(code, 0);
+    assert!(err.contains("pinned to"), "{err}");
+
+    // An entry altered in a copy of the archive, with the segment's recorded digest made to
+    // match: the chain gives it away.
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(copy.join("segments")).unwrap();
+    std::fs::create_dir_all(copy.join("checkpoints")).unwrap();
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_dir() {
+            for g in std::fs::read_dir(f.path()).unwrap() {
+                let g = g.unwrap();
+                std::fs::copy(g.path(), copy.join(f.file_name()).join(g.file_name())).unwrap();
+            }
+        } else {
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+    }
+    let first = state["segments"][0]["file"].as_str().unwrap();
+    let text = std::fs::read_to_string(copy.join(first)).unwrap();
+    assert!(text.contains("\"decision\":\"deny\""), "{text}");
+    let altered = text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1);
+    std::fs::write(copy.join(first), &altered).unwrap();
+    let (code, _, err) = archive(&["verify", copy.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not what was archived"), "{err}");
+    let mut forged = state.clone();
+    forged["segments"][0]["sha256"] = json!(hex_of(&sha2::Sha256::digest(altered.as_bytes())));
+    std::fs::write(copy.join("ARCHIVE.json"), forged.to_string()).unwrap();
+    let (code, _, err) = archive(&["verify", copy.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("altered"), "{err}");
+
+    // The operator rewrites history: a new log under the same origin and key. The archive
+    // refuses it and keeps what it had.
+    drop(gw);
+    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, "");
+    rogue.decisions("someone-else", 3);
+    let (code, _, err) = archive(&["pull", "--dir", d, "--gateway", rogue.url.as_str()]);
+    assert_ne!(code, 0, "a rewritten log is refused");
+    assert!(
+        err.contains("truncated or replaced")
+            || err.contains("rewritten")
+            || err.contains("altered"),
+        "{err}"
+    );
+    let (code, out, err) = archive(&["verify", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{entries} entries")), "{out}");
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -427,9 +427,11 @@ impl Run<'_> {
         let (_, digest) = gateway_image(verified).expect("checked in verify");
         let license =
             !candidate && self.opts.license_pubkey_file.is_some() && verified.doc.license.is_some();
-        json!({
+        let tools = image_of(verified, "meshguard/tools");
+        let mut values = json!({
             "global": {"imageRegistry": site.registry.address},
             "image": {"digest": digest, "tag": verified.doc.version},
+            "toolsImage": {"digest": tools.map(|(_, d)| d).unwrap_or_default(), "tag": verified.doc.version},
             "existingSecret": format!("{base}-secrets"),
             "port": port,
             "audit": {"origin": format!("{release}.{}/meshguard-audit", site.namespace)},
@@ -452,7 +454,13 @@ impl Run<'_> {
                 "publicKeyConfigMap": format!("{base}-media-key"),
                 "regions": site.environment.region.iter().collect::<Vec<_>>(),
             },
-        })
+        });
+        if tools.is_none() || candidate {
+            // Media without the tools image cannot run the archive job; a candidate archives
+            // nothing (its scratch volume is dropped).
+            values["archive"] = json!({"enabled": false});
+        }
+        values
     }
 
     /// `helm template` of the imported chart, with the ConfigMaps the values name appended.
@@ -1221,9 +1229,14 @@ impl Run<'_> {
 }
 
 fn gateway_image(v: &Verified) -> Option<(&str, &str)> {
+    image_of(v, "meshguard/gateway")
+}
+
+/// The reference and digest of the media's image of `repository`.
+fn image_of<'a>(v: &'a Verified, repository: &str) -> Option<(&'a str, &'a str)> {
     v.images.iter().find_map(|i| {
         let (repo, _) = registry::split_ref(&i.reference);
-        (repo == "meshguard/gateway").then_some((i.reference.as_str(), i.digest.as_str()))
+        (repo == repository).then_some((i.reference.as_str(), i.digest.as_str()))
     })
 }
 

@@ -329,6 +329,11 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         "--set",
         &format!("image.digest={digest}"),
         "--set",
+        &format!(
+            "toolsImage.digest={}",
+            reg.digest("meshguard/tools:0.1.0").unwrap()
+        ),
+        "--set",
         &format!("existingSecret={release}-secrets"),
         "--set",
         &format!("port={port}"),
@@ -468,6 +473,11 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         &format!("global.imageRegistry={}", reg.addr),
         "--set",
         &format!("image.digest={digest}"),
+        "--set",
+        &format!(
+            "toolsImage.digest={}",
+            reg.digest("meshguard/tools:0.1.0").unwrap()
+        ),
         "--set",
         &format!("port={port}"),
         "--set",
@@ -614,7 +624,11 @@ fn helm(args: &[&str]) -> std::process::Output {
 fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     let chart = root().join("helm/meshguard-gateway");
     let chart = chart.to_str().unwrap();
-    let digest = format!("image.digest=sha256:{}", "ab".repeat(32));
+    let digest = format!(
+        "image.digest=sha256:{},toolsImage.digest=sha256:{}",
+        "ab".repeat(32),
+        "cd".repeat(32)
+    );
     // The example agent with its guardian sidecar, rendered and validated with the rest.
     let agent = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
     for profile in PROFILES {
@@ -675,6 +689,12 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             assert!(
                 out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
                 "air-gapped pulls from the site registry by digest"
+            );
+            assert!(
+                out.contains("kind: CronJob")
+                    && out.contains("image: \"registry.local:5000/meshguard/tools@sha256:")
+                    && out.contains("- audit-archive"),
+                "air-gapped archives the audit log locally, with the tools image by digest"
             );
             assert!(
                 out.contains("policyTypes: [Ingress, Egress]"),

@@ -30,6 +30,21 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The tools image (meshguard-bundle, meshguard-license) for the chart's jobs, like the gateway's. */}}
+{{- define "meshguard.toolsImage" -}}
+{{- $registry := .Values.global.imageRegistry | default .Values.image.registry -}}
+{{- $name := .Values.toolsImage.repository -}}
+{{- if $registry -}}{{- $name = printf "%s/%s" $registry .Values.toolsImage.repository -}}{{- end -}}
+{{- if and .Values.image.requireDigest (not .Values.toolsImage.digest) -}}
+{{- fail "toolsImage.digest is required in this profile: set it to the meshguard/tools digest in the media's MEDIA.json" -}}
+{{- end -}}
+{{- if .Values.toolsImage.digest -}}
+{{ $name }}@{{ .Values.toolsImage.digest }}
+{{- else -}}
+{{ $name }}:{{ .Values.toolsImage.tag }}
+{{- end -}}
+{{- end -}}
+
 {{/* Stable across pod replacement: the audit key on the volume is bound to it. */}}
 {{- define "meshguard.auditOrigin" -}}
 {{- .Values.audit.origin | default (printf "%s.%s/meshguard-audit" .Release.Name .Release.Namespace) -}}

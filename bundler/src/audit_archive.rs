@@ -1,0 +1,539 @@
+//! The local audit archive: append-only segments of the gateway's audit log, each proven against
+//! a checkpoint signed by the log's key before it is kept, in a directory that verifies on its
+//! own (`meshguard-bundle audit-archive verify`, and `sha256sum -c SHA256SUMS` for the files).
+//! The chart's archive CronJob runs `pull`; the directory is what goes onto removable evidence
+//! media.
+//!
+//! Layout:
+//! - `ARCHIVE.json`: origin, pinned verifier key, archived size, the Merkle frontier (the roots
+//!   of the perfect subtrees the archived leaves make, RFC 9162 §2.1.1), each source's chain
+//!   head, and the segments and checkpoints held;
+//! - `segments/<from>-<to>.jsonl`: the export lines (`{seq, source, prevHash, hash, entry}`) of
+//!   entries `from..=to`, exactly as the gateway exported them;
+//! - `checkpoints/<size>.note`: the C2SP signed checkpoint each segment was proven against;
+//! - `SHA256SUMS`: every segment and checkpoint, as `sha256sum` writes it.
+//!
+//! A run fetches the latest checkpoint, verifies its signature with the pinned key, fetches the
+//! entries after the archived size, checks each source's hash chain, extends the frontier and
+//! compares the root with the checkpoint's. Only then are the files written (each atomically,
+//! the state last), so an interrupted run leaves the archive as it was, and a log that was
+//! rewritten, shrank or changed key is refused, naming what differs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::fsx;
+use crate::note::{Checkpoint, Note, Vkey};
+
+pub const FORMAT: &str = "meshguard-audit-archive/v1";
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Entries per export request.
+const PAGE: u64 = 5000;
+
+/// The archive's state, `ARCHIVE.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub format: String,
+    pub origin: String,
+    pub vkey: String,
+    pub size: u64,
+    /// Hex roots of the perfect subtrees of the archived leaves, largest first.
+    pub frontier: Vec<String>,
+    /// The last hash of each source's chain.
+    pub heads: BTreeMap<String, String>,
+    pub segments: Vec<Segment>,
+    /// Sizes of the checkpoints kept in `checkpoints/`.
+    pub checkpoints: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub file: String,
+    pub from: u64,
+    pub to: u64,
+    pub sha256: String,
+}
+
+/// The export line as the gateway writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    seq: u64,
+    source: String,
+    prev_hash: String,
+    hash: String,
+    entry: Value,
+}
+
+/// A Merkle tree's frontier: enough to extend it and compute its root.
+#[derive(Debug, Clone, Default)]
+struct Frontier {
+    size: u64,
+    nodes: Vec<[u8; 32]>,
+}
+
+fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0x01]);
+    h.update(l);
+    h.update(r);
+    h.finalize().into()
+}
+
+fn leaf(body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0x00]);
+    h.update(body);
+    h.finalize().into()
+}
+
+impl Frontier {
+    fn push(&mut self, leaf: [u8; 32]) {
+        let mut h = leaf;
+        let mut s = self.size;
+        while s & 1 == 1 {
+            let left = self.nodes.pop().expect("one node per set bit of the size");
+            h = node(&left, &h);
+            s >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1;
+    }
+
+    fn root(&self) -> [u8; 32] {
+        let mut it = self.nodes.iter().rev();
+        let Some(last) = it.next() else {
+            return crate::note::empty_root();
+        };
+        it.fold(*last, |acc, left| node(left, &acc))
+    }
+
+    fn from_state(s: &State) -> Result<Self> {
+        let nodes = s
+            .frontier
+            .iter()
+            .map(|h| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h, &mut out).map(|()| out)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .context("ARCHIVE.json: a frontier hash is not 64 hex digits")?;
+        if nodes.len() != s.size.count_ones() as usize {
+            bail!("ARCHIVE.json: the frontier does not fit the archived size");
+        }
+        Ok(Self {
+            size: s.size,
+            nodes,
+        })
+    }
+}
+
+/// Checks one line against the chain of its source and adds it to the tree.
+fn take(
+    line: &Line,
+    expected_seq: u64,
+    heads: &mut BTreeMap<String, String>,
+    tree: &mut Frontier,
+) -> Result<()> {
+    if line.seq != expected_seq {
+        bail!(
+            "entry {expected_seq} is missing (the next line is entry {}); the log or the export is incomplete",
+            line.seq
+        );
+    }
+    let body = serde_json::to_string(&line.entry).context("an entry does not serialize")?;
+    let head = heads.get(&line.source).map_or(GENESIS, String::as_str);
+    if line.prev_hash != head {
+        bail!(
+            "entry {} does not follow the last entry of source {:?} (prevHash {}, expected {head}): the chain was altered",
+            line.seq,
+            line.source,
+            line.prev_hash
+        );
+    }
+    let mut prev = [0u8; 32];
+    hex::decode_to_slice(&line.prev_hash, &mut prev)
+        .with_context(|| format!("entry {}: prevHash is not 64 hex digits", line.seq))?;
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(body.as_bytes());
+    if hex::encode(h.finalize()) != line.hash {
+        bail!(
+            "entry {}: its hash does not match its content and prevHash: the entry was altered",
+            line.seq
+        );
+    }
+    heads.insert(line.source.clone(), line.hash.clone());
+    tree.push(leaf(body.as_bytes()));
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Result<Option<State>> {
+    let path = dir.join("ARCHIVE.json");
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let s: State = serde_json::from_slice(&b)
+                .with_context(|| format!("{} is not an audit archive state", path.display()))?;
+            if s.format != FORMAT {
+                bail!(
+                    "{}: format {:?}, expected {FORMAT}",
+                    path.display(),
+                    s.format
+                );
+            }
+            Ok(Some(s))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn verified_checkpoint(note: &str, vkey: &Vkey) -> Result<Checkpoint> {
+    let parsed = Note::parse(note).context("the checkpoint is not a signed note")?;
+    parsed
+        .verify(vkey)
+        .context("the checkpoint is not signed by the pinned log key")?;
+    Ok(Checkpoint::parse(parsed.text)?)
+}
+
+/// What a pull did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pulled {
+    pub origin: String,
+    pub from: u64,
+    pub to: u64,
+    pub segment: Option<String>,
+}
+
+/// Where the archive pulls from: the gateway and its admin token.
+pub struct Source {
+    pub url: String,
+    pub admin_token: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("url", &self.url)
+            .field("admin_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Source {
+    fn get(
+        &self,
+        client: &reqwest::blocking::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<reqwest::blocking::Response> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let r = client
+            .request(method, &url)
+            .header("X-Admin-Token", &self.admin_token)
+            .send()
+            .with_context(|| format!("the gateway at {} did not answer", self.url))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let body: String = r.text().unwrap_or_default().chars().take(300).collect();
+            bail!("{url} answered {status}: {body}");
+        }
+        Ok(r)
+    }
+}
+
+/// Archives what the gateway's log holds beyond the archive, proven against a fresh signed
+/// checkpoint. `vkey` pins the log's key on the first run (else the gateway's is taken and
+/// printed, to be checked out of band); later runs refuse another key.
+pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?;
+    std::fs::create_dir_all(dir.join("segments"))
+        .and_then(|()| std::fs::create_dir_all(dir.join("checkpoints")))
+        .with_context(|| format!("cannot create the archive in {}", dir.display()))?;
+    let _lock = fsx::lock_exclusive(&dir.join(".lock"))?;
+    let state = read_state(dir)?;
+    // Signs a checkpoint over everything durable now, and returns it with the log's key.
+    let cp: Value = source
+        .get(&client, reqwest::Method::POST, "/admin/audit/checkpoint")?
+        .json()
+        .context("the checkpoint answer is not JSON")?;
+    let note = cp["checkpoint"].as_str().unwrap_or_default().to_owned();
+    let served_vkey = cp["vkey"].as_str().unwrap_or_default();
+    let pinned = match (&state, vkey) {
+        (Some(s), Some(v)) if s.vkey != v => bail!(
+            "--vkey is not the key this archive was started with ({}); an archive follows one log",
+            s.vkey
+        ),
+        (Some(s), _) => s.vkey.clone(),
+        (None, Some(v)) => v.to_owned(),
+        (None, None) => served_vkey.to_owned(),
+    };
+    if served_vkey != pinned {
+        bail!(
+            "the gateway signs with {served_vkey}, not the archive's key {pinned}: the log key changed; nothing was archived (start a new archive for a new log)"
+        );
+    }
+    let key = Vkey::parse(&pinned)?;
+    let mut state = state.unwrap_or(State {
+        format: FORMAT.into(),
+        origin: key.name.clone(),
+        vkey: pinned.clone(),
+        size: 0,
+        frontier: Vec::new(),
+        heads: BTreeMap::new(),
+        segments: Vec::new(),
+        checkpoints: Vec::new(),
+    });
+    if note.is_empty() {
+        return Ok(Pulled {
+            origin: state.origin,
+            from: state.size,
+            to: state.size,
+            segment: None,
+        });
+    }
+    let checkpoint = verified_checkpoint(&note, &key)?;
+    if checkpoint.origin != state.origin {
+        bail!(
+            "the checkpoint is for origin {:?}, the archive for {:?}",
+            checkpoint.origin,
+            state.origin
+        );
+    }
+    let mut tree = Frontier::from_state(&state)?;
+    if checkpoint.size < state.size {
+        bail!(
+            "the log's signed size ({}) is smaller than what is archived ({}): the log was truncated or replaced; nothing was archived",
+            checkpoint.size,
+            state.size
+        );
+    }
+    if checkpoint.size == state.size {
+        if checkpoint.root != tree.root() {
+            bail!(
+                "the log's signed root at {} entries differs from the archived one: its history was rewritten",
+                state.size
+            );
+        }
+        return Ok(Pulled {
+            origin: state.origin,
+            from: state.size,
+            to: state.size,
+            segment: None,
+        });
+    }
+    let from = state.size + 1;
+    let mut heads = state.heads.clone();
+    let mut text = String::new();
+    let mut next = from;
+    while next <= checkpoint.size {
+        let page: String = source
+            .get(
+                &client,
+                reqwest::Method::GET,
+                &format!("/admin/audit/export?after={}&limit={PAGE}", next - 1),
+            )?
+            .text()?;
+        let mut got = 0;
+        for raw in page.lines().filter(|l| !l.trim().is_empty()) {
+            let line: Line = serde_json::from_str(raw)
+                .with_context(|| format!("entry {next}: not an export line"))?;
+            if line.seq > checkpoint.size {
+                break;
+            }
+            take(&line, next, &mut heads, &mut tree)?;
+            text.push_str(raw);
+            text.push('\n');
+            next += 1;
+            got += 1;
+        }
+        if got == 0 {
+            bail!(
+                "the gateway exported nothing after entry {} although its checkpoint covers {}",
+                next - 1,
+                checkpoint.size
+            );
+        }
+    }
+    if tree.root() != checkpoint.root {
+        bail!(
+            "the {} entries do not make the tree the checkpoint signs (root differs): the export does not match the signed log; nothing was archived",
+            checkpoint.size
+        );
+    }
+    let file = format!("segments/{from:020}-{:020}.jsonl", checkpoint.size);
+    fsx::write_atomic(&dir.join(&file), text.as_bytes())?;
+    fsx::write_atomic(
+        &dir.join(format!("checkpoints/{}.note", checkpoint.size)),
+        note.as_bytes(),
+    )?;
+    state.segments.push(Segment {
+        file: file.clone(),
+        from,
+        to: checkpoint.size,
+        sha256: fsx::sha256_hex(text.as_bytes()),
+    });
+    state.checkpoints.push(checkpoint.size);
+    state.size = checkpoint.size;
+    state.heads = heads;
+    state.frontier = tree.nodes.iter().map(hex::encode).collect();
+    write_sums(dir, &state)?;
+    let mut bytes = serde_json::to_vec_pretty(&state)?;
+    bytes.push(b'\n');
+    fsx::write_atomic(&dir.join("ARCHIVE.json"), &bytes)?;
+    Ok(Pulled {
+        origin: state.origin,
+        from,
+        to: checkpoint.size,
+        segment: Some(file),
+    })
+}
+
+fn write_sums(dir: &Path, state: &State) -> Result<()> {
+    let mut sums = String::new();
+    for s in &state.segments {
+        sums.push_str(&format!("{}  {}\n", s.sha256, s.file));
+    }
+    for c in &state.checkpoints {
+        let name = format!("checkpoints/{c}.note");
+        let (hash, _) = fsx::sha256_file(&dir.join(&name))?;
+        sums.push_str(&format!("{hash}  {name}\n"));
+    }
+    fsx::write_atomic(&dir.join("SHA256SUMS"), sums.as_bytes())?;
+    Ok(())
+}
+
+/// What a verification found.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    pub origin: String,
+    pub entries: u64,
+    pub segments: usize,
+    pub checkpoints: usize,
+}
+
+/// Verifies an archive directory with no network: every segment's digest, every chain, and the
+/// tree at every kept checkpoint against its signature by `vkey` (default: the pinned key,
+/// which the caller should compare with the one they trust).
+pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
+    let state = read_state(dir)?.with_context(|| {
+        format!(
+            "{} holds no ARCHIVE.json: not an audit archive",
+            dir.display()
+        )
+    })?;
+    if let Some(v) = vkey
+        && v != state.vkey
+    {
+        bail!(
+            "the archive is pinned to {}, not to the key given; it is another log's archive, or its state was altered",
+            state.vkey
+        );
+    }
+    let key = Vkey::parse(vkey.unwrap_or(&state.vkey))?;
+    let mut notes = BTreeMap::new();
+    for size in &state.checkpoints {
+        let path = dir.join(format!("checkpoints/{size}.note"));
+        let note = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let cp = verified_checkpoint(&note, &key).with_context(|| format!("{}", path.display()))?;
+        if cp.size != *size || cp.origin != state.origin {
+            bail!(
+                "{} is not the checkpoint of {size} entries of {}",
+                path.display(),
+                state.origin
+            );
+        }
+        notes.insert(*size, cp.root);
+    }
+    let mut heads = BTreeMap::new();
+    let mut tree = Frontier::default();
+    let mut next = 1;
+    for s in &state.segments {
+        let path: PathBuf = dir.join(&s.file);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if fsx::sha256_hex(&bytes) != s.sha256 {
+            bail!(
+                "{}: its content is not what was archived (SHA-256 differs)",
+                s.file
+            );
+        }
+        let text = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", s.file))?;
+        for raw in text.lines() {
+            let line: Line = serde_json::from_str(raw)
+                .with_context(|| format!("{}: entry {next} is not an export line", s.file))?;
+            take(&line, next, &mut heads, &mut tree).with_context(|| s.file.clone())?;
+            next += 1;
+            if let Some(root) = notes.get(&tree.size)
+                && *root != tree.root()
+            {
+                bail!(
+                    "the archived entries up to {} do not make the tree its signed checkpoint covers: an entry was altered",
+                    tree.size
+                );
+            }
+        }
+        if tree.size != s.to {
+            bail!(
+                "{} should end at entry {}, but ends at {}",
+                s.file,
+                s.to,
+                tree.size
+            );
+        }
+    }
+    if tree.size != state.size || state.checkpoints.last() != Some(&state.size) {
+        bail!(
+            "ARCHIVE.json says {} entries, the segments hold {}",
+            state.size,
+            tree.size
+        );
+    }
+    Ok(Verified {
+        origin: state.origin,
+        entries: tree.size,
+        segments: state.segments.len(),
+        checkpoints: state.checkpoints.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The frontier's root is RFC 9162's MTH for every size (compared with the recursive form).
+    #[test]
+    fn the_frontier_root_is_the_merkle_tree_hash() {
+        fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+            match leaves.len() {
+                0 => crate::note::empty_root(),
+                1 => leaves[0],
+                n => {
+                    let k = 1usize << (usize::BITS - (n - 1).leading_zeros() - 1);
+                    node(&mth(&leaves[..k]), &mth(&leaves[k..]))
+                }
+            }
+        }
+        let mut f = Frontier::default();
+        let mut leaves = Vec::new();
+        assert_eq!(f.root(), mth(&leaves));
+        for i in 0u32..70 {
+            let l = leaf(&i.to_be_bytes());
+            leaves.push(l);
+            f.push(l);
+            assert_eq!(f.root(), mth(&leaves), "size {}", i + 1);
+        }
+    }
+}
