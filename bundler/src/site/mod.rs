@@ -1268,14 +1268,16 @@ pub fn older(a: &str, b: &str) -> bool {
 
 /// The PersistentVolumeClaim's name in a rendered manifest (podman names the volume after it).
 fn claim_name(rendered: &str) -> Option<String> {
+    // The claim the gateway's Deployment mounts (the chart renders others, e.g. the archive's).
     rendered
         .split("\n---")
-        .find(|d| d.contains("\nkind: PersistentVolumeClaim"))
+        .find(|d| d.contains("\nkind: Deployment"))
         .and_then(|d| {
-            let meta = d.split("\nmetadata:").nth(1)?;
-            let line = meta.lines().find(|l| l.trim_start().starts_with("name:"))?;
+            let line = d
+                .lines()
+                .find(|l| l.trim_start().starts_with("claimName:"))?;
             Some(
-                line.trim_start()["name:".len()..]
+                line.trim_start()["claimName:".len()..]
                     .trim()
                     .trim_matches('"')
                     .to_owned(),
@@ -1308,7 +1310,8 @@ mod tests {
 
     #[test]
     fn the_claim_is_found_and_dropped() {
-        let r = "---\nkind: Deployment\nmetadata:\n  name: d\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: mg-data\n  labels: {}\n";
+        // The archive's claim comes first in the render; the gateway's is the one it mounts.
+        let r = "---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: mg-archive\n---\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  template:\n    spec:\n      volumes:\n        - name: data\n          persistentVolumeClaim:\n            claimName: mg-data\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: mg-data\n  labels: {}\n";
         assert_eq!(claim_name(r).as_deref(), Some("mg-data"));
         assert!(!without_claim(r).contains("PersistentVolumeClaim"));
         assert!(without_claim(r).contains("kind: Deployment"));
