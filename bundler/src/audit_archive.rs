@@ -217,6 +217,8 @@ pub struct Pulled {
 pub struct Source {
     pub url: String,
     pub admin_token: String,
+    /// A PEM bundle of the site's CAs, for a gateway serving HTTPS with a private CA.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Source {
@@ -254,9 +256,17 @@ impl Source {
 /// checkpoint. `vkey` pins the log's key on the first run (else the gateway's is taken and
 /// printed, to be checked out of band); later runs refuse another key.
 pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(std::time::Duration::from_secs(120))
-        .build()?;
+    let mut builder =
+        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(120));
+    if let Some(p) = &source.ca_bundle {
+        let pem = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} is not a PEM bundle", p.display()))?
+        {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    let client = builder.build()?;
     std::fs::create_dir_all(dir.join("segments"))
         .and_then(|()| std::fs::create_dir_all(dir.join("checkpoints")))
         .with_context(|| format!("cannot create the archive in {}", dir.display()))?;

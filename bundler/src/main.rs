@@ -59,6 +59,9 @@ enum AuditArchiveCommand {
         gateway: String,
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// A PEM bundle of the site's CAs, when the gateway serves HTTPS with a private CA.
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
         /// The log's verifier key (`GET /admin/audit/checkpoint` shows it): pinned on the first
         /// run; without it the gateway's key is taken and printed, to be checked out of band.
         #[arg(long)]
@@ -440,6 +443,7 @@ fn run(command: Command) -> Result<ExitCode> {
             dir,
             gateway,
             admin_token_file,
+            ca_bundle,
             vkey,
         }) => {
             let admin_token = match admin_token_file {
@@ -458,6 +462,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &meshguard_bundler::audit_archive::Source {
                     url: gateway,
                     admin_token,
+                    ca_bundle,
                 },
                 vkey.as_deref(),
             )?;

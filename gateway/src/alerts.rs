@@ -31,6 +31,8 @@ pub(crate) struct AlertConfig {
     /// Delivery attempts per channel, and the first backoff (doubling).
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
+    /// The site CA bundle (`CA_BUNDLE_FILE`), for webhooks behind a private CA.
+    pub(crate) extra_roots: Vec<reqwest::Certificate>,
 }
 
 /// One alert, as delivered to webhooks.
@@ -315,7 +317,7 @@ pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
 }
 
 async fn dispatch(cfg: AlertConfig, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Alert>) {
-    let client = reqwest::Client::builder()
+    let client = crate::tls::client_builder(&cfg.extra_roots)
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
         .user_agent("MeshGuard/1.0")

@@ -25,6 +25,20 @@ pub struct Args {
     #[arg(long, env = "HOST")]
     pub host: Option<IpAddr>,
 
+    /// Serve HTTPS with this PEM certificate chain (with TLS_KEY_FILE); both files are reloaded
+    /// when they change, with no restart.
+    #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// The PEM private key of TLS_CERT_FILE.
+    #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// A PEM bundle of the site's CAs, trusted (besides the built-in roots) by every outbound
+    /// call: PROXY_TARGET, alert webhooks, a sidecar's GATEWAY_URL.
+    #[arg(long, env = "CA_BUNDLE_FILE")]
+    pub ca_bundle_file: Option<PathBuf>,
+
     /// Run as the guardian sidecar of this one agent: enforce the signed policy bundle
     /// (POLICY_BUNDLE) next to the agent, answer `/enforce`, `/proxy/*` and the batch endpoint
     /// for it alone, keep a local audit log, and send heartbeats with that log to GATEWAY_URL.
@@ -326,6 +340,10 @@ pub struct Config {
     pub(crate) alerts: crate::alerts::AlertConfig,
     /// Set when this process is an agent's guardian sidecar.
     pub sidecar: Option<crate::sidecar::SidecarConfig>,
+    /// `(certificate, key)` PEM files: the listener serves HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The site CA bundle's certificates, trusted by outbound calls.
+    pub(crate) extra_roots: Vec<reqwest::Certificate>,
     pub license_pubkey: Option<PathBuf>,
     pub license_dir: PathBuf,
     pub deployment_mode: Option<meshguard_license::DeploymentMode>,
@@ -383,6 +401,8 @@ pub enum ConfigError {
     Quorum { quorum: usize, witnesses: usize },
     #[error("{0}")]
     Sidecar(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Args {
@@ -483,7 +503,20 @@ impl Args {
                 }
             });
         }
+        let extra_roots = match &self.ca_bundle_file {
+            Some(p) => crate::tls::extra_roots(p).map_err(ConfigError::Tls)?,
+            None => Vec::new(),
+        };
+        let tls = match (self.tls_cert_file.take(), self.tls_key_file.take()) {
+            (Some(c), Some(k)) => {
+                // Checked now, so a wrong path or a mismatched pair stops the start with why.
+                crate::tls::load(&c, &k).map_err(ConfigError::Tls)?;
+                Some((c, k))
+            }
+            _ => None,
+        };
         let alerts = crate::alerts::AlertConfig {
+            extra_roots: extra_roots.clone(),
             on,
             webhook_url: self.alert_webhook_url.filter(|u| !u.is_empty()),
             webhook_secret: self.alert_webhook_secret.filter(|u| !u.is_empty()),
@@ -551,6 +584,8 @@ impl Args {
                 .port
                 .unwrap_or(if sidecar.is_some() { 4000 } else { 3100 }),
             sidecar,
+            tls,
+            extra_roots,
             admin_token,
             jwt_secret,
             jwt_ttl,

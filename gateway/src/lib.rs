@@ -27,6 +27,7 @@ mod routes;
 mod sidecar;
 mod state;
 mod store;
+mod tls;
 
 use std::sync::Arc;
 
@@ -182,16 +183,28 @@ pub async fn serve(
         println!("egress proxy listening on http://{}", egress.local_addr()?);
         tokio::spawn(egress::serve(state.clone(), egress));
     }
-    println!("listening on http://{local}");
-    // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms to
-    // small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
-    axum::serve(
-        listener,
-        app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .tcp_nodelay(true)
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    if let Some((cert, key)) = state.config().tls.clone() {
+        let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
+        let acceptor = certs.acceptor().map_err(|e| anyhow::anyhow!(e))?;
+        tls::spawn_reloader(
+            certs,
+            state.inner.alerts.clone(),
+            state.config().policies_reload,
+        );
+        println!("listening on https://{local}");
+        serve_tls(listener, acceptor, app(state.clone()), shutdown).await;
+    } else {
+        println!("listening on http://{local}");
+        // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms
+        // to small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
+        axum::serve(
+            listener,
+            app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .tcp_nodelay(true)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    }
     // What the last window of refused calls counted is written before the process ends.
     refusals::flush(&state).await;
     // A sidecar hands its last entries to the control plane before its pod goes.
@@ -199,4 +212,78 @@ pub async fn serve(
         sidecar::beat_and_record(&state).await;
     }
     Ok(())
+}
+
+/// The HTTPS listener: axum's `serve` speaks plain TCP only, so each connection is accepted
+/// here, its TLS handshake done (10 s at most) and HTTP/1.1 served by hyper with the peer's
+/// address as axum's `ConnectInfo`. On `shutdown` it stops accepting and lets the connections
+/// in flight finish their requests (30 s at most).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use hyper_util::rt::TokioIo;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (conns_tx, mut conns_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                let conns_tx = conns_tx.clone();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        use tower_service::Service as _;
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        let mut router = router.clone();
+                        router.call(req)
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service);
+                    let _ = conns_tx.send(conn);
+                });
+            }
+            Some(conn) = conns_rx.recv() => {
+                let watched = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = watched.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown were dropped");
+    }
 }

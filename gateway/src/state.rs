@@ -100,6 +100,7 @@ impl AppState {
         let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
+        let extra_roots = config.extra_roots.clone();
         let refusal_window = config.audit_refusal_window;
         Self {
             inner: Arc::new(Inner {
@@ -116,7 +117,7 @@ impl AppState {
                 refusals: crate::refusals::Refusals::new(refusal_window),
                 egress,
                 agents: RwLock::new(std::collections::HashMap::new()),
-                upstream: crate::routes::upstream_client(config_proxy_timeout),
+                upstream: crate::routes::upstream_client(config_proxy_timeout, &extra_roots),
                 snapshot: RwLock::new(Arc::new(PolicySet::default())),
                 snapshot_version: AtomicU64::new(0),
                 rebuild: tokio::sync::Mutex::new(()),

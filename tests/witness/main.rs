@@ -508,3 +508,115 @@ fn the_audit_archive_keeps_what_signed_checkpoints_prove_and_verifies_offline() 
 fn hex_of(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The archive job reaches a gateway serving HTTPS with a site CA (made by openssl here) only
+/// when given that CA.
+#[test]
+fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let ssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=site-ca",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "gw.key",
+        "-out",
+        "gw.csr",
+        "-subj",
+        "/CN=gw",
+    ]);
+    std::fs::write(p.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "gw.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "gw.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+    let mut child = Command::new(bins().join("meshguard-gateway"))
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
+        .env("DB_PATH", p.join("gw/meshguard.db"))
+        .env("TLS_CERT_FILE", p.join("gw.pem"))
+        .env("TLS_KEY_FILE", p.join("gw.key"))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(p.join("gateway.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the gateway printed its address")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.to_owned();
+        }
+    };
+    assert!(url.starts_with("https://"), "{url}");
+    let dir = p.join("archive");
+    let d = dir.to_str().unwrap();
+    let (code, _, err) = archive(&["pull", "--dir", d, "--gateway", &url]);
+    assert_ne!(code, 0, "an unknown CA is not trusted");
+    assert!(err.contains("did not answer"), "{err}");
+    let ca = p.join("ca.pem");
+    let (code, out, err) = archive(&[
+        "pull",
+        "--dir",
+        d,
+        "--gateway",
+        &url,
+        "--ca-bundle",
+        ca.to_str().unwrap(),
+    ]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pinned the log key"), "{out}");
+}

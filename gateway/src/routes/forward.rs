@@ -67,8 +67,11 @@ pub(crate) fn derive_action(method: &Method, path: &str) -> String {
 }
 
 /// The shared upstream client: connection pooling, timeouts, no redirects followed.
-pub(crate) fn upstream_client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+pub(crate) fn upstream_client(
+    timeout: Duration,
+    roots: &[reqwest::Certificate],
+) -> reqwest::Client {
+    crate::tls::client_builder(roots)
         .connect_timeout(Duration::from_secs(5))
         .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())

@@ -76,6 +76,29 @@ impl Gateway {
     }
 
     pub(crate) fn start_with(dir: &Path, opts: Options<'_>) -> Self {
+        Self::start_with_client(
+            dir,
+            opts,
+            Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// A gateway serving HTTPS, reached by a client trusting only the PEM CA `ca`.
+    pub(crate) fn start_tls(dir: &Path, opts: Options<'_>, ca: &Path) -> Self {
+        let pem = std::fs::read(ca).unwrap();
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap();
+        Self::start_with_client(dir, opts, client)
+    }
+
+    fn start_with_client(dir: &Path, opts: Options<'_>, client: Client) -> Self {
         let log = dir.join(format!(
             "gateway-{}.log",
             LOGS.fetch_add(1, Ordering::Relaxed)
@@ -105,10 +128,7 @@ impl Gateway {
             log,
             base,
             stdout_lines: lines,
-            client: Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client,
         };
         gw.wait_ready();
         gw

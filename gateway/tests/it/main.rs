@@ -16,3 +16,4 @@ mod otel;
 mod policies;
 mod security;
 mod sidecar;
+mod tls;

@@ -27,7 +27,7 @@ templates/example-agent.yaml does exactly this.
 {{- end -}}
 
 {{- define "meshguard.guardian.gatewayUrl" -}}
-{{- .Values.guardian.gatewayUrl | default (printf "http://%s.%s.svc:%v" (include "meshguard.fullname" .) .Release.Namespace .Values.service.port) -}}
+{{- .Values.guardian.gatewayUrl | default (printf "%s://%s.%s.svc:%v" (ternary "https" "http" .Values.tls.enabled) (include "meshguard.fullname" .) .Release.Namespace .Values.service.port) -}}
 {{- end -}}
 
 {{- define "meshguard.guardian.bundleEnv" -}}
@@ -78,12 +78,18 @@ templates/example-agent.yaml does exactly this.
     {{- with .proxyTarget }}
     - {name: PROXY_TARGET, value: {{ . | quote }}}
     {{- end }}
+    {{- if $root.Values.caBundle.configMap }}
+    - {name: CA_BUNDLE_FILE, value: /etc/meshguard/ca/{{ $root.Values.caBundle.key }}}
+    {{- end }}
     {{- include "meshguard.guardian.bundleEnv" $root | nindent 4 }}
   resources:
     {{- toYaml $root.Values.guardian.resources | nindent 4 }}
   volumeMounts:
     - {name: guardian-cache, mountPath: /cache}
     - {name: guardian-tmp, mountPath: /tmp}
+    {{- if $root.Values.caBundle.configMap }}
+    - {name: guardian-ca-bundle, mountPath: /etc/meshguard/ca, readOnly: true}
+    {{- end }}
     {{- include "meshguard.guardian.bundleMounts" $root | nindent 4 }}
 {{- end -}}
 
@@ -104,4 +110,8 @@ templates/example-agent.yaml does exactly this.
   {{- end }}
 - name: guardian-tmp
   emptyDir: {}
+{{- if $root.Values.caBundle.configMap }}
+- name: guardian-ca-bundle
+  configMap: {name: {{ $root.Values.caBundle.configMap }}}
+{{- end }}
 {{- end -}}
