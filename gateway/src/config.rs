@@ -102,9 +102,10 @@ pub struct Args {
     #[arg(long, env = "POLICIES_DIR", default_value = "./policies")]
     pub policies_dir: PathBuf,
 
-    /// Enforcement mode.
-    #[arg(long, env = "MODE", value_enum, default_value_t = Mode::Enforce)]
-    pub mode: Mode,
+    /// Enforcement mode: enforce, audit or bypass. Checked by the gateway rather than clap, so
+    /// a misspelled value names MODE, the variable users set, not only the flag.
+    #[arg(long, env = "MODE", default_value = "enforce")]
+    pub mode: String,
 
     /// Upstream that allowed `/proxy/*` calls are forwarded to.
     #[arg(long, env = "PROXY_TARGET")]
@@ -403,10 +404,22 @@ pub enum ConfigError {
     Sidecar(String),
     #[error("{0}")]
     Tls(String),
+    #[error("MODE (--mode) is {value:?}; use enforce, audit or bypass")]
+    Mode { value: String },
 }
 
 impl Args {
     pub fn into_config(mut self) -> Result<Config, ConfigError> {
+        let mode = match self.mode.trim().to_ascii_lowercase().as_str() {
+            "enforce" => Mode::Enforce,
+            "audit" => Mode::Audit,
+            "bypass" => Mode::Bypass,
+            _ => {
+                return Err(ConfigError::Mode {
+                    value: self.mode.clone(),
+                });
+            }
+        };
         let sidecar = crate::sidecar::SidecarConfig::from_args(&mut self)?;
         if sidecar.is_some() {
             // A sidecar serves no admin API and issues no tokens: these are never compared
@@ -591,7 +604,7 @@ impl Args {
             jwt_ttl,
             db_path,
             policies_dir: self.policies_dir,
-            mode: self.mode,
+            mode,
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,

@@ -93,6 +93,18 @@ fn missing_or_weak_secrets_stop_the_start_with_advice() {
     ]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("JWT_SECRET is too weak"), "{stderr}");
+    // A misspelled mode names the variable the user set.
+    let (code, stderr) = run(vec![
+        ("ADMIN_TOKEN", crate::harness::ADMIN_TOKEN.into()),
+        ("JWT_SECRET", crate::harness::JWT_SECRET.into()),
+        ("MODE", "enforcing".into()),
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("MODE (--mode) is \"enforcing\"")
+            && stderr.contains("enforce, audit or bypass"),
+        "{stderr}"
+    );
     assert!(
         !dir.path().join("data").exists(),
         "nothing is created before the configuration is accepted"
