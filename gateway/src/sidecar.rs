@@ -281,6 +281,9 @@ fn record(v: &AgentView) -> AgentRecord {
 pub(crate) struct HeartbeatRequest {
     origin: String,
     vkey: String,
+    /// The sidecar's agent (used when an export carried by hand registers the sidecar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    agent_id: Option<String>,
     #[serde(default)]
     bundle_version: Option<u64>,
     /// The digest of the policy set the sidecar enforces (`AppState::policy_set_digest`).
@@ -365,53 +368,13 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
     };
     let token = token.trim();
     let audit = &state.inner.audit;
-    let bundle_version = state.bundle_version();
-    let policy_digest = state
-        .policy_set_digest()
-        .await
-        .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
     // The first request (no entries) learns how much the control plane holds; then the
     // entries after that go, LINES_PER_BEAT at a time, each batch with a checkpoint signed
     // over the sidecar's log up to its last entry.
     let mut held: Option<u64> = None;
     loop {
-        let from = held.unwrap_or(0);
-        let lines = match held {
-            None => Vec::new(),
-            Some(from) => {
-                let reader = audit.reader();
-                tokio::task::spawn_blocking(move || reader.export(None, from, LINES_PER_BEAT))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
-            }
-        };
-        // Signed over the log up to the last entry sent; with no entries, over the whole
-        // durable log (proving the key, and letting the control plane compare).
-        let size = if held.is_none() {
-            audit.reader().durable_size()
-        } else {
-            from + lines.len() as u64
-        };
-        let reader = audit.reader();
-        let root = tokio::task::spawn_blocking(move || reader.root_at(size))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("cannot hash the sidecar's audit log: {e}"))?;
-        let checkpoint = Some(audit.key().sign_note(&crate::audit::note::checkpoint_body(
-            audit.origin(),
-            size,
-            &root,
-        )));
-        let sent = lines.len();
-        let req = HeartbeatRequest {
-            origin: audit.origin().to_owned(),
-            vkey: audit.vkey().to_owned(),
-            bundle_version,
-            policy_digest: Some(policy_digest.clone()),
-            lines,
-            checkpoint,
-        };
+        let req = signed_request(state, sc, held, LINES_PER_BEAT).await?;
+        let sent = req.lines.len();
         let answer = send(state, sc, &url, token, &req).await?;
         let behind = answer.held < audit.reader().durable_size();
         match held {
@@ -425,6 +388,76 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
             _ => held = Some(answer.held),
         }
     }
+}
+
+/// What a heartbeat (or a hand-carried export) carries: the entries after `from` (none when
+/// `from` is None), at most `limit`, with a checkpoint signed over the sidecar's log up to the
+/// last of them; with no entries, over the whole durable log (proving the key, and letting the
+/// control plane compare).
+async fn signed_request(
+    state: &AppState,
+    sc: &Sidecar,
+    from: Option<u64>,
+    limit: usize,
+) -> Result<HeartbeatRequest, String> {
+    let audit = &state.inner.audit;
+    let policy_digest = state
+        .policy_set_digest()
+        .await
+        .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
+    let lines = match from {
+        None => Vec::new(),
+        Some(from) => {
+            let reader = audit.reader();
+            tokio::task::spawn_blocking(move || reader.export(None, from, limit))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
+        }
+    };
+    let size = match from {
+        None => audit.reader().durable_size(),
+        Some(from) => from + lines.len() as u64,
+    };
+    let reader = audit.reader();
+    let root = tokio::task::spawn_blocking(move || reader.root_at(size))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot hash the sidecar's audit log: {e}"))?;
+    Ok(HeartbeatRequest {
+        origin: audit.origin().to_owned(),
+        vkey: audit.vkey().to_owned(),
+        agent_id: Some(sc.config.agent_id.clone()),
+        bundle_version: state.bundle_version(),
+        policy_digest: Some(policy_digest),
+        lines,
+        checkpoint: Some(audit.key().sign_note(&crate::audit::note::checkpoint_body(
+            audit.origin(),
+            size,
+            &root,
+        ))),
+    })
+}
+
+/// `GET /sidecar/export?after=N` on a sidecar (its loopback): its entries after N with a
+/// checkpoint signed by its key, as a heartbeat carries them, for a disconnected sidecar's log
+/// to be carried by hand to the control plane's `POST /admin/audit/ingest`.
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    let Some(sc) = state.inner.sidecar.as_ref() else {
+        return Err(ApiError::not_found("route", "/sidecar/export"));
+    };
+    let req = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(req).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportQuery {
+    after: Option<u64>,
 }
 
 /// One heartbeat request; a revocation is learnt before the error is returned.
@@ -684,6 +717,59 @@ pub(crate) async fn heartbeat(
         return Err(ApiError::not_found("route", "/api/v1/sidecars/heartbeat"));
     }
     let req: HeartbeatRequest = parse_json(&bytes)?;
+    let policy_digest = req.policy_digest.clone();
+    let (_, held) = accept(&state, &agent, req).await?;
+    let ours = state.policy_set_digest().await?;
+    Ok(Json(HeartbeatAnswer {
+        agent: agent_view(&agent),
+        held,
+        policies_current: policy_digest.as_deref() == Some(ours.as_str()),
+    })
+    .into_response())
+}
+
+/// `POST /admin/audit/ingest` of a sidecar's signed export (`GET /sidecar/export`), carried by
+/// hand from a disconnected sidecar: the sidecar is registered by its first export (to the
+/// agent it names) or its first heartbeat, and its entries are taken only as `accept` takes a
+/// heartbeat's. Returns `(entries held before, after)`.
+pub(crate) async fn ingest_export(
+    state: &AppState,
+    req: HeartbeatRequest,
+) -> Result<(u64, u64), ApiError> {
+    let origin = req.origin.clone();
+    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    let agent_id = match (&registered, &req.agent_id) {
+        (Some(r), _) => r.agent_id.clone(),
+        (None, Some(a)) => a.clone(),
+        (None, None) => {
+            return Err(ApiError::field(
+                "agentId",
+                "the export names no agent and its origin is not registered",
+            ));
+        }
+    };
+    let agent = state
+        .agent(&agent_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", &agent_id))?;
+    if let Some(named) = &req.agent_id
+        && *named != agent.id
+    {
+        return Err(ApiError::conflict(format!(
+            "origin {} is registered to agent {}, not {named}",
+            req.origin, agent.id
+        )));
+    }
+    accept(state, &agent, req).await
+}
+
+/// Registers a sidecar's origin and key on first contact, and ingests its entries once they
+/// prove to be the log its key signed. Returns `(entries held before, after)`.
+async fn accept(
+    state: &AppState,
+    agent: &AgentRecord,
+    req: HeartbeatRequest,
+) -> Result<(u64, u64), ApiError> {
     if req.origin == state.inner.audit.origin() {
         return Err(ApiError::field(
             "origin",
@@ -738,6 +824,7 @@ pub(crate) async fn heartbeat(
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
+    let before = leaves.len() as u64;
     if req.lines.is_empty() {
         if signed.size < leaves.len() as u64 {
             return Err(ApiError::conflict(format!(
@@ -808,13 +895,7 @@ pub(crate) async fn heartbeat(
         tracing::info!(origin = %rec.origin, agent = %rec.agent_id, "guardian sidecar registered");
     }
     state.db(move |s| s.save_sidecar(&rec)).await?;
-    let ours = state.policy_set_digest().await?;
-    Ok(Json(HeartbeatAnswer {
-        agent: agent_view(&agent),
-        held: leaves.len() as u64,
-        policies_current: req.policy_digest.as_deref() == Some(ours.as_str()),
-    })
-    .into_response())
+    Ok((before, leaves.len() as u64))
 }
 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it

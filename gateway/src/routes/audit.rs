@@ -4,12 +4,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use meshguard_api::{AuditExportLine, AuditList};
+use meshguard_api::AuditList;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::body::RawBody;
-use crate::audit::{AuditError, AuditQuery};
+use crate::audit::AuditQuery;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -312,8 +312,12 @@ pub(super) async fn export(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-/// Merges a disconnected sidecar's export (the JSON lines of `/admin/audit/export`, or
-/// `{"lines": [...]}`). All lines or none; lines already held are skipped.
+/// Merges a disconnected sidecar's export, carried by hand: what the sidecar's
+/// `GET /sidecar/export` gives, its entries with a checkpoint signed by its key. The entries
+/// are taken only if they rebuild the tree that checkpoint signs, and only under the key the
+/// sidecar's origin was registered with (its first heartbeat or export). All or nothing;
+/// entries already held are skipped. Bare export lines, which anyone could have made, are
+/// refused.
 pub(super) async fn ingest(
     _: Admin,
     State(state): State<AppState>,
@@ -321,38 +325,23 @@ pub(super) async fn ingest(
     RawBody(bytes): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("the export must be UTF-8 JSON lines"))?;
-    let lines: Vec<AuditExportLine> = if text.trim_start().starts_with("{\"lines\"") {
-        #[derive(Deserialize)]
-        struct Wrapped {
-            lines: Vec<AuditExportLine>,
-        }
-        super::body::parse_json::<Wrapped>(text.as_bytes())?.lines
-    } else {
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l)
-                    .map_err(|e| ApiError::field(&format!("line {}", i + 1), e.to_string()))
-            })
-            .collect::<Result<_, _>>()?
-    };
-    if lines.is_empty() {
-        return Err(ApiError::bad_request("the export holds no lines"));
+        .map_err(|_| ApiError::bad_request("the export must be UTF-8 JSON"))?;
+    if text.trim_start().starts_with("{\"origin\"") || text.contains("\"checkpoint\"") {
+        let req: crate::sidecar::HeartbeatRequest = super::body::parse_json(text.as_bytes())?;
+        let (before, after) = crate::sidecar::ingest_export(&state, req).await?;
+        tracing::info!(
+            inserted = after - before,
+            held = after,
+            "sidecar export ingested"
+        );
+        return Ok(Json(json!({"inserted": after - before, "held": after})));
     }
-    let report = state.inner.audit.ingest(lines).await.map_err(|e| match e {
-        AuditError::Write(msg) => ApiError::conflict(msg),
-        other => ApiError::internal(other),
-    })?;
-    tracing::info!(
-        inserted = report.inserted,
-        duplicates = report.duplicates,
-        "audit export ingested"
-    );
-    Ok(Json(
-        serde_json::to_value(report).expect("reports serialize"),
-    ))
+    if !text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "an export must carry its sidecar's checkpoint, signed by the sidecar's key: take it from the sidecar with GET /sidecar/export (bare export lines are not accepted: anyone could have made them)",
+        ));
+    }
+    Err(ApiError::bad_request("the export is empty"))
 }
 
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.

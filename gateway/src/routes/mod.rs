@@ -119,6 +119,7 @@ fn sidecar_app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/enforce", post(crate::sidecar::enforce))
         .route("/enforce/batch", post(crate::sidecar::enforce_batch))
+        .route("/sidecar/export", get(crate::sidecar::export))
         .route("/proxy/check", get(proxy::check))
         .route("/proxy/*rest", any(forward::forward))
         .route("/api/v1/governance/batch", post(batch::batch))

@@ -424,3 +424,117 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A disconnected sidecar (no GATEWAY_URL): its log, exported on its loopback and carried by
+/// hand, is ingested by the admin once, then only what follows on; altered entries, bare export
+/// lines and another key under its origin are refused, with nothing half-applied.
+#[test]
+fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
+    let control_dir = tempdir();
+    let control = Gateway::start(control_dir.path());
+    policy(&control, "reads", READS);
+    let (agent_id, _) = agent(&control, "edge", "verified", &[]);
+    let pod = tempdir();
+    let bundle = bundle_files(&control, pod.path());
+    let offline = |dir: &Path| {
+        Gateway::start_with(
+            dir,
+            Options {
+                env: vec![
+                    ("SIDECAR_AGENT_ID", agent_id.clone()),
+                    ("POLICY_BUNDLE", bundle.0.clone()),
+                    ("POLICY_BUNDLE_PUBKEY", bundle.1.clone()),
+                    ("CACHE_DIR", dir.join("cache").display().to_string()),
+                ],
+                args: Vec::new(),
+            },
+        )
+    };
+    let sidecar = offline(pod.path());
+    for action in ["read:a", "read:b", "write:c"] {
+        enforce(&sidecar, json!({"action": action}));
+    }
+    let export = sidecar.get_text("/sidecar/export");
+    let doc: Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(doc["lines"].as_array().unwrap().len(), 3, "{doc}");
+    let ingest = |body: &str| {
+        parse(
+            control
+                .admin(Method::POST, "/admin/audit/ingest")
+                .body(body.to_owned())
+                .send()
+                .unwrap(),
+        )
+    };
+    // Altered: refused whole.
+    let tampered = export.replacen("read:b", "read:z", 1);
+    let (status, body) = ingest(&tampered);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("do not rebuild"),
+        "{body}"
+    );
+    // Bare lines, as anyone could write them: refused.
+    let bare: String = doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (status, body) = ingest(&bare);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed by the sidecar's key"),
+        "{body}"
+    );
+    assert!(
+        sidecar_row(&control, &agent_id).is_none(),
+        "nothing registered by refusals"
+    );
+
+    let (status, report) = ingest(&export);
+    assert_eq!(
+        (status, report["inserted"].as_u64()),
+        (200, Some(3)),
+        "{report}"
+    );
+    let (status, report) = ingest(&export);
+    assert_eq!(
+        (status, report["inserted"].as_u64()),
+        (200, Some(0)),
+        "ingesting twice is a no-op: {report}"
+    );
+    enforce(&sidecar, json!({"action": "read:d"}));
+    let more = sidecar.get_text("/sidecar/export?after=3");
+    let (status, report) = ingest(&more);
+    assert_eq!(
+        (status, report["inserted"].as_u64(), report["held"].as_u64()),
+        (200, Some(1), Some(4)),
+        "{report}"
+    );
+    let (_, v) = control.get("/admin/audit/verify");
+    assert_eq!(v["valid"], true, "{v}");
+    let row = sidecar_row(&control, &agent_id).unwrap();
+    assert_eq!(row["entriesHeld"], 4, "{row}");
+
+    // Another sidecar claiming that origin with its own key is refused.
+    let other = tempdir();
+    std::fs::create_dir_all(other.path().join("cache")).unwrap();
+    std::fs::copy(
+        pod.path().join("cache/origin"),
+        other.path().join("cache/origin"),
+    )
+    .unwrap();
+    let impostor = offline(other.path());
+    enforce(&impostor, json!({"action": "read:forged"}));
+    let (status, body) = ingest(&impostor.get_text("/sidecar/export"));
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("another key"),
+        "{body}"
+    );
+    assert_eq!(sidecar_row(&control, &agent_id).unwrap()["entriesHeld"], 4);
+}
