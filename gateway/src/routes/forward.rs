@@ -326,8 +326,10 @@ pub(super) async fn forward(
                     "the upstream could not be reached",
                 )
             };
-            tracing::warn!(target = %target, error = %e, "proxy upstream failed");
-            (status, Json(json!({"error": code, "message": format!("{what} (PROXY_TARGET {target})"), "traceId": trace}))).into_response()
+            tracing::warn!(target = %target, trace_id = %trace, error = %e, "proxy upstream failed");
+            // The upstream's address is the site's, not the agent's business: it is in the
+            // gateway's log under this trace id, never in the answer.
+            (status, Json(json!({"error": code, "message": format!("{what}; the gateway's log has the details under trace id {trace}"), "traceId": trace}))).into_response()
         }
     };
     decision_headers(&mut response, &verdict, &trace, Some(&agent.id));

@@ -173,6 +173,10 @@ fn upstream_trouble_is_named() {
         (502, Some("upstream_unreachable")),
         "{body}"
     );
+    assert!(
+        !body.to_string().contains("127.0.0.1:9"),
+        "the upstream's address is not told to the agent: {body}"
+    );
 
     let dir = tempdir();
     let gw = Gateway::start(dir.path());
