@@ -25,6 +25,12 @@ pub struct Args {
     #[arg(long, env = "HOST")]
     pub host: Option<IpAddr>,
 
+    /// The 32-byte key that seals alert-channel secrets in the database (created, mode 0600, on
+    /// first start; keep it apart from database backups). Default: secrets.key beside the
+    /// database.
+    #[arg(long, env = "SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
     /// Serve HTTPS with this PEM certificate chain (with TLS_KEY_FILE); both files are reloaded
     /// when they change, with no restart.
     #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
@@ -330,6 +336,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
+    pub secrets_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
     pub egress_proxy_port: Option<u16>,
@@ -490,6 +497,12 @@ impl Args {
                 .map(|d| d.join("audit-log.key"))
                 .unwrap_or_else(|| PathBuf::from("audit-log.key"))
         });
+        let secrets_key_file = self.secrets_key_file.take().unwrap_or_else(|| {
+            db_path
+                .parent()
+                .map(|d| d.join("secrets.key"))
+                .unwrap_or_else(|| PathBuf::from("secrets.key"))
+        });
         let license_dir = self.license_dir.unwrap_or_else(|| {
             db_path
                 .parent()
@@ -586,6 +599,7 @@ impl Args {
             license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
             audit_origin,
             audit_key_file,
+            secrets_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             host: self.host.unwrap_or(if sidecar.is_some() {

@@ -61,7 +61,14 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 /// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || store::SqliteStore::open(&path)).await??;
+    let secrets_key = config.secrets_key_file.clone();
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::SqliteStore> {
+        let mut s = store::SqliteStore::open(&path)?;
+        s.seal_secrets_with(&secrets_key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(s)
+    })
+    .await??;
     tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
     let db_path = store.path().to_owned();
     let audit = audit::AuditLog::open(audit::AuditConfig {

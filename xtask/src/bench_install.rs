@@ -111,7 +111,7 @@ pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
     )?;
     fs::write(
         dir.join("agents.tfvars.json"),
-        r#"{"agents": {"clinical-assistant": {"trust_tier": "verified"}, "records-bot": {"trust_tier": "basic"}}}"#,
+        r#"{"agents": {"clinical-assistant": {"trust_tier": "verified"}, "records-bot": {"trust_tier": "unverified"}}}"#,
     )?;
     fs::write(
         dir.join("site.yaml"),

@@ -32,8 +32,14 @@ fn view(c: &ChannelRecord) -> AlertChannel {
     }
 }
 
+/// The channel as its change records keep it: a Slack webhook URL is a secret, so the record
+/// holds its digest (a change still shows) and never the URL.
 fn view_json(c: &ChannelRecord) -> Value {
-    serde_json::to_value(view(c)).expect("channels serialize")
+    let mut v = serde_json::to_value(view(c)).expect("channels serialize");
+    if c.kind == meshguard_api::ChannelType::Slack {
+        v["endpoint"] = Value::String(crate::routes::digest(c.endpoint.as_bytes()));
+    }
+    v
 }
 
 fn secret_fields(before: &ChannelRecord, after: &ChannelRecord) -> Vec<&'static str> {

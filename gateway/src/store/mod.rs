@@ -6,6 +6,7 @@
 //! caller read (`expected`); a concurrent writer makes the store answer [`StoreError::Stale`]
 //! instead of silently overwriting.
 
+mod secrets;
 mod sqlite;
 
 pub(crate) use sqlite::SqliteStore;

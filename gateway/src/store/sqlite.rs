@@ -135,6 +135,9 @@ pub(crate) struct SqliteStore {
     path: PathBuf,
     /// Held for the life of the store; the lock goes with it.
     _lock: File,
+    /// Seals alert-channel secrets at rest, once `seal_secrets_with` ran (the gateway always
+    /// runs it; a store without it keeps them as given, for benchmarks and unit tests).
+    secrets: Option<super::secrets::SecretBox>,
 }
 
 /// Why the store could not be opened; each says what to do.
@@ -199,7 +202,62 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             path: path.to_owned(),
             _lock: lock,
+            secrets: None,
         })
+    }
+
+    /// Seals alert-channel secrets with the key at `key_path` from now on, and seals those an
+    /// earlier release stored in clear (in one transaction). Refuses a missing or different key
+    /// when sealed secrets exist.
+    pub(crate) fn seal_secrets_with(&mut self, key_path: &Path) -> Result<(), String> {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let rows: Vec<(String, String)> = {
+            let mut stmt = conn
+                .prepare("SELECT id, body FROM alert_channels")
+                .map_err(|e| e.to_string())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(|e| e.to_string())?;
+            rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
+        };
+        let mut ids = Vec::new();
+        let mut bodies = Vec::new();
+        for (id, body) in rows {
+            let b: ChannelBody = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            for v in secret_fields(&b).into_iter().flatten() {
+                if let Some(k) = super::secrets::sealed_with(v)
+                    && !ids.iter().any(|i| i == k)
+                {
+                    ids.push(k.to_owned());
+                }
+            }
+            bodies.push((id, b));
+        }
+        let sb = super::secrets::SecretBox::load_or_create(key_path, &ids)?;
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let mut sealed = 0;
+        for (id, mut b) in bodies {
+            let before = serde_json::to_string(&b).map_err(|e| e.to_string())?;
+            seal_body(&mut b, &sb);
+            let after = serde_json::to_string(&b).map_err(|e| e.to_string())?;
+            if after != before {
+                tx.execute(
+                    "UPDATE alert_channels SET body = ?2 WHERE id = ?1",
+                    params![id, after],
+                )
+                .map_err(|e| e.to_string())?;
+                sealed += 1;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        if sealed > 0 {
+            tracing::info!(
+                channels = sealed,
+                "alert-channel secrets stored in clear were sealed"
+            );
+        }
+        self.secrets = Some(sb);
+        Ok(())
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -374,8 +432,49 @@ struct ChannelBody {
     enabled: bool,
 }
 
-fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
-    let body: ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
+/// The fields of a channel that are secrets: its webhook secret, its PagerDuty routing key and,
+/// for Slack, the webhook URL itself.
+fn secret_fields(b: &ChannelBody) -> [Option<&str>; 3] {
+    [
+        b.webhook_secret.as_deref(),
+        b.pagerduty_routing_key.as_deref(),
+        (b.kind == meshguard_api::ChannelType::Slack).then_some(b.endpoint.as_str()),
+    ]
+}
+
+fn seal_body(b: &mut ChannelBody, sb: &super::secrets::SecretBox) {
+    if let Some(s) = &b.webhook_secret {
+        b.webhook_secret = Some(sb.seal(s));
+    }
+    if let Some(s) = &b.pagerduty_routing_key {
+        b.pagerduty_routing_key = Some(sb.seal(s));
+    }
+    if b.kind == meshguard_api::ChannelType::Slack {
+        b.endpoint = sb.seal(&b.endpoint);
+    }
+}
+
+fn open_body(b: &mut ChannelBody, sb: &super::secrets::SecretBox) -> Result<(), String> {
+    if let Some(s) = &b.webhook_secret {
+        b.webhook_secret = Some(sb.open(s)?);
+    }
+    if let Some(s) = &b.pagerduty_routing_key {
+        b.pagerduty_routing_key = Some(sb.open(s)?);
+    }
+    b.endpoint = sb.open(&b.endpoint)?;
+    Ok(())
+}
+
+fn channel_from_row(
+    r: &Row<'_>,
+    secrets: Option<&super::secrets::SecretBox>,
+) -> rusqlite::Result<ChannelRecord> {
+    let mut body: ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
+    if let Some(sb) = secrets {
+        open_body(&mut body, sb).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?;
+    }
     Ok(ChannelRecord {
         id: r.get(0)?,
         kind: body.kind,
@@ -393,8 +492,8 @@ fn channel_from_row(r: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
     })
 }
 
-fn channel_body(c: &ChannelRecord) -> String {
-    json(&ChannelBody {
+fn channel_body(c: &ChannelRecord, secrets: Option<&super::secrets::SecretBox>) -> String {
+    let mut body = ChannelBody {
         kind: c.kind,
         endpoint: c.endpoint.clone(),
         name: c.name.clone(),
@@ -404,7 +503,11 @@ fn channel_body(c: &ChannelRecord) -> String {
         webhook_secret: c.webhook_secret.clone(),
         pagerduty_routing_key: c.pagerduty_routing_key.clone(),
         enabled: c.enabled,
-    })
+    };
+    if let Some(sb) = secrets {
+        seal_body(&mut body, sb);
+    }
+    json(&body)
 }
 
 fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
@@ -600,7 +703,7 @@ impl Store for SqliteStore {
             c.query_row(
                 "SELECT id, body, revision, created_at, updated_at FROM alert_channels WHERE id = ?1",
                 [id],
-                channel_from_row,
+                |r| channel_from_row(r, self.secrets.as_ref()),
             )
             .optional()
         })
@@ -611,7 +714,8 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT id, body, revision, created_at, updated_at FROM alert_channels ORDER BY created_at, id",
             )?;
-            stmt.query_map([], channel_from_row)?.collect()
+            stmt.query_map([], |r| channel_from_row(r, self.secrets.as_ref()))?
+                .collect()
         })
     }
 
@@ -627,13 +731,13 @@ impl Store for SqliteStore {
                 Write::Insert => tx
                     .execute(
                         "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![ch.id, channel_body(ch), ch.revision, ch.created_at, ch.updated_at],
+                        params![ch.id, channel_body(ch, self.secrets.as_ref()), ch.revision, ch.created_at, ch.updated_at],
                     )
                     .map_err(backend),
                 Write::Update { expected } => tx
                     .execute(
                         "UPDATE alert_channels SET body = ?2, revision = ?3, updated_at = ?4 WHERE id = ?1 AND revision = ?5",
-                        params![ch.id, channel_body(ch), ch.revision, ch.updated_at, expected],
+                        params![ch.id, channel_body(ch, self.secrets.as_ref()), ch.revision, ch.updated_at, expected],
                     )
                     .map_err(backend),
                 Write::Delete { expected } => tx

@@ -134,3 +134,70 @@ fn type_dependent_fields_are_required() {
         "slack"
     );
 }
+
+/// Alert-channel secrets are sealed in the database with a key kept beside it
+/// (`SECRETS_KEY_FILE`), still work after a restart, and a lost key stops the start rather than
+/// losing them (issue #12 item 8).
+#[test]
+fn channel_secrets_are_sealed_at_rest_and_a_lost_key_is_not_replaced() {
+    let dir = tempdir();
+    let key = dir.path().join("keys/secrets.key");
+    let opts =
+        || crate::harness::Options::with(vec![("SECRETS_KEY_FILE", key.display().to_string())]);
+    let gw = Gateway::start_with(dir.path(), opts());
+    let slack_url = "https://hooks.slack.com/services/T0SEALED/B0SEALED/sealedsecretvalue";
+    for body in [
+        json!({"type": "webhook", "endpoint": "https://hooks.example.com/mg", "webhook_secret": "whsec-sealed-at-rest-value"}),
+        json!({"type": "slack", "endpoint": slack_url, "slackChannel": "#meshguard-alerts"}),
+        json!({"type": "pagerduty", "endpoint": "https://events.pagerduty.com/v2/enqueue", "pagerduty_routing_key": "pd-routing-sealed-value"}),
+    ] {
+        let (status, created) = gw.post("/admin/alert-channels", body);
+        assert_eq!(status, 201, "{created}");
+    }
+    let on_disk = || {
+        let mut bytes = Vec::new();
+        for f in ["data/meshguard.db", "data/meshguard.db-wal"] {
+            bytes.extend(std::fs::read(dir.path().join(f)).unwrap_or_default());
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let disk = on_disk();
+    for secret in [
+        "whsec-sealed-at-rest-value",
+        "sealedsecretvalue",
+        "pd-routing-sealed-value",
+    ] {
+        assert!(
+            !disk.contains(secret),
+            "{secret} is not in the database files"
+        );
+    }
+    assert!(disk.contains("mgsecret1:"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    drop(gw);
+
+    // After a restart the secrets still open (the Slack URL is what the API shows for Slack).
+    let gw = Gateway::start_with(dir.path(), opts());
+    let (_, list) = gw.get("/admin/alert-channels");
+    let text = list.to_string();
+    assert!(text.contains(slack_url), "{text}");
+    drop(gw);
+
+    // A lost key is not silently replaced: the start is refused, naming the key it needs.
+    std::fs::rename(&key, dir.path().join("moved.key")).unwrap();
+    let out = crate::harness::command(dir.path(), &opts())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("is missing") && why.contains("restore that key file"),
+        "{why}"
+    );
+    assert!(!key.exists(), "no new key was made");
+}
