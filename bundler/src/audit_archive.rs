@@ -28,7 +28,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::fsx;
-use crate::note::{Checkpoint, Note, Vkey};
+use crate::note::{Checkpoint, Note, Vkey, leaf_hash as leaf, node};
 
 pub const FORMAT: &str = "meshguard-audit-archive/v1";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -77,21 +77,6 @@ struct Line {
 struct Frontier {
     size: u64,
     nodes: Vec<[u8; 32]>,
-}
-
-fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0x01]);
-    h.update(l);
-    h.update(r);
-    h.finalize().into()
-}
-
-fn leaf(body: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0x00]);
-    h.update(body);
-    h.finalize().into()
 }
 
 impl Frontier {

@@ -190,7 +190,16 @@ pub fn empty_root() -> [u8; 32] {
     Sha256::digest(b"").into()
 }
 
-fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
+/// RFC 9162 §2.1.1: the hash of a leaf, `SHA-256(0x00 ‖ entry)`.
+pub fn leaf_hash(entry: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0x00]);
+    h.update(entry);
+    h.finalize().into()
+}
+
+/// RFC 9162 §2.1.1: the hash of an interior node, `SHA-256(0x01 ‖ left ‖ right)`.
+pub fn node(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update([0x01]);
     h.update(l);
@@ -255,10 +264,7 @@ mod tests {
     use super::*;
 
     fn leaf(i: u64) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update([0x00]);
-        h.update(i.to_be_bytes());
-        h.finalize().into()
+        leaf_hash(&i.to_be_bytes())
     }
 
     /// MTH of leaves[lo..hi], RFC 6962 §2.1.
