@@ -233,7 +233,6 @@ async fn serve_tls(
 ) {
     use hyper_util::rt::TokioIo;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let (conns_tx, mut conns_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -250,7 +249,7 @@ async fn serve_tls(
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let router = router.clone();
-                let conns_tx = conns_tx.clone();
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(
                         std::time::Duration::from_secs(10),
@@ -273,13 +272,7 @@ async fn serve_tls(
                     });
                     let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service);
-                    let _ = conns_tx.send(conn);
-                });
-            }
-            Some(conn) = conns_rx.recv() => {
-                let watched = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = watched.await {
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
