@@ -324,24 +324,19 @@ pub(super) async fn ingest(
     _headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Json<Value>, ApiError> {
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| ApiError::bad_request("the export must be UTF-8 JSON"))?;
-    if text.trim_start().starts_with("{\"origin\"") || text.contains("\"checkpoint\"") {
-        let req: crate::sidecar::HeartbeatRequest = super::body::parse_json(text.as_bytes())?;
-        let (before, after) = crate::sidecar::ingest_export(&state, req).await?;
-        tracing::info!(
-            inserted = after - before,
-            held = after,
-            "sidecar export ingested"
-        );
-        return Ok(Json(json!({"inserted": after - before, "held": after})));
-    }
-    if !text.trim().is_empty() {
+    // A signed export is one JSON object; export lines (one object per line, the old form)
+    // carry no checkpoint and are refused.
+    let one_object = serde_json::from_slice::<Value>(&bytes)
+        .is_ok_and(|v| v.get("checkpoint").is_some() || v.get("origin").is_some());
+    if !one_object {
         return Err(ApiError::bad_request(
             "an export must carry its sidecar's checkpoint, signed by the sidecar's key: take it from the sidecar with GET /sidecar/export (bare export lines are not accepted: anyone could have made them)",
         ));
     }
-    Err(ApiError::bad_request("the export is empty"))
+    let req: crate::sidecar::HeartbeatRequest = super::body::parse_json(&bytes)?;
+    let (before, after) = crate::sidecar::ingest_export(&state, req).await?;
+    tracing::info!(inserted = after - before, held = after, "sidecar export ingested");
+    Ok(Json(json!({"inserted": after - before, "held": after})))
 }
 
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
