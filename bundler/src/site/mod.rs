@@ -487,18 +487,35 @@ impl Run<'_> {
         let values = self.values(verified, release, port, candidate);
         let generated = dir.join(format!("{release}.values.json"));
         write_json(&generated, &values)?;
+        let mut out = self.helm_template(version, release, &generated, None)?;
+        out.push_str(&self.config_maps(verified)?);
+        Ok((out, values))
+    }
+
+    /// `helm template` of the imported chart: the profile's values, the site's values files,
+    /// then `generated`; only `show_only` when given.
+    fn helm_template(
+        &self,
+        version: &str,
+        release: &str,
+        generated: &Path,
+        show_only: Option<&str>,
+    ) -> Result<String> {
+        let site = &self.opts.site;
+        let chart = self.releases(version).join("charts/meshguard-gateway");
         let mut cmd = Command::new(tools::find("helm")?);
         cmd.args(["template", release])
             .arg(&chart)
             .args(["--namespace", &site.namespace, "-f"])
-            .arg(&profile);
+            .arg(chart.join(format!("values-{}.yaml", site.profile)));
         for f in &site.values_files {
             cmd.arg("-f").arg(f);
         }
-        cmd.arg("-f").arg(&generated);
-        let mut out = run(&mut cmd, "helm template")?;
-        out.push_str(&self.config_maps(verified)?);
-        Ok((out, values))
+        cmd.arg("-f").arg(generated);
+        if let Some(t) = show_only {
+            cmd.args(["--show-only", t]);
+        }
+        run(&mut cmd, "helm template")
     }
 
     fn config_maps(&self, verified: &Verified) -> Result<String> {
@@ -829,19 +846,14 @@ impl Run<'_> {
         let dir = site.state_dir.join("deploy").join(version);
         let generated = dir.join(format!("{base}-smoke-sidecar.values.json"));
         write_json(&generated, &values)?;
-        let chart = self.releases(version).join("charts/meshguard-gateway");
-        let mut cmd = Command::new(tools::find("helm")?);
-        cmd.args(["template", base])
-            .arg(&chart)
-            .args(["--namespace", &site.namespace, "-f"])
-            .arg(chart.join(format!("values-{}.yaml", site.profile)));
-        for f in &site.values_files {
-            cmd.arg("-f").arg(f);
-        }
-        cmd.arg("-f")
-            .arg(&generated)
-            .args(["--show-only", "templates/example-agent.yaml"]);
-        let mut manifest = run(&mut cmd, "helm template (the smoke test's sidecar pod)")?;
+        let mut manifest = self
+            .helm_template(
+                version,
+                base,
+                &generated,
+                Some("templates/example-agent.yaml"),
+            )
+            .context("rendering the smoke test's sidecar pod")?;
         for m in [
             json!({"apiVersion": "v1", "kind": "ConfigMap",
                    "metadata": {"name": format!("{base}-smoke-bundle")},

@@ -335,7 +335,11 @@ pub(super) async fn ingest(
     }
     let req: crate::sidecar::HeartbeatRequest = super::body::parse_json(&bytes)?;
     let (before, after) = crate::sidecar::ingest_export(&state, req).await?;
-    tracing::info!(inserted = after - before, held = after, "sidecar export ingested");
+    tracing::info!(
+        inserted = after - before,
+        held = after,
+        "sidecar export ingested"
+    );
     Ok(Json(json!({"inserted": after - before, "held": after})))
 }
 

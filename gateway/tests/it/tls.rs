@@ -181,46 +181,38 @@ fn the_gateway_serves_https_reloads_its_certificate_and_trusts_the_site_ca_outbo
     assert_eq!(gw.get("/health").0, 200);
 
     // Outbound: a gateway forwarding to this HTTPS one trusts it only with the site CA.
-    let trusting_dir = tempdir();
-    let trusting = Gateway::start_with(
-        trusting_dir.path(),
-        Options::with(vec![
-            ("PROXY_TARGET", gw.base.clone()),
-            (
-                "CA_BUNDLE_FILE",
-                p.join("site-ca.pem").display().to_string(),
-            ),
-        ]),
+    let ca = p.join("site-ca.pem").display().to_string();
+    let through = forward_to(&gw.base, Some(&ca));
+    assert_eq!(through.0, 200, "{}", through.1);
+    let refused = forward_to(&gw.base, None);
+    assert_eq!(
+        refused.0, 502,
+        "an unknown CA is not trusted: {}",
+        refused.1
     );
-    let (_, token) = crate::harness::agent(&trusting, "caller", "verified", &[]);
+}
+
+/// A `GET /proxy/health` through a new gateway whose PROXY_TARGET is `target`, trusting the CA
+/// bundle `ca` if given: (status, body).
+fn forward_to(target: &str, ca: Option<&str>) -> (u16, String) {
+    let dir = tempdir();
+    let mut env = vec![("PROXY_TARGET", target.to_owned())];
+    if let Some(ca) = ca {
+        env.push(("CA_BUNDLE_FILE", ca.to_owned()));
+    }
+    let gw = Gateway::start_with(dir.path(), Options::with(env));
+    let (_, token) = crate::harness::agent(&gw, "caller", "verified", &[]);
     crate::harness::policy(
-        &trusting,
+        &gw,
         "reads",
         "name: reads\nrules:\n  - name: r\n    effect: allow\n    actions: [\"read:*\"]\n",
     );
-    let through = trusting
+    let r = gw
         .raw(Method::GET, "/proxy/health")
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert_eq!(through.status(), 200, "{}", through.text().unwrap());
-    let untrusting_dir = tempdir();
-    let untrusting = Gateway::start_with(
-        untrusting_dir.path(),
-        Options::with(vec![("PROXY_TARGET", gw.base.clone())]),
-    );
-    let (_, token) = crate::harness::agent(&untrusting, "caller", "verified", &[]);
-    crate::harness::policy(
-        &untrusting,
-        "reads",
-        "name: reads\nrules:\n  - name: r\n    effect: allow\n    actions: [\"read:*\"]\n",
-    );
-    let refused = untrusting
-        .raw(Method::GET, "/proxy/health")
-        .bearer_auth(&token)
-        .send()
-        .unwrap();
-    assert_eq!(refused.status(), 502, "an unknown CA is not trusted");
+    (r.status().as_u16(), r.text().unwrap())
 }
 
 #[test]
