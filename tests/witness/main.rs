@@ -44,37 +44,49 @@ impl Drop for Gateway {
     }
 }
 
+/// Starts the gateway on `dir` (database, log) with the test's secrets and `env`; returns the
+/// process and the address it printed.
+fn spawn_gateway(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> (Child, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut child = Command::new(bins().join("meshguard-gateway"))
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
+        .env("DB_PATH", dir.join("meshguard.db"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the gateway printed its address")
+            .unwrap();
+        if let Some(u) = line.strip_prefix("listening on ") {
+            break u.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
+}
+
 impl Gateway {
     /// A gateway on `dir`, with the audit log `origin` signed by the key file `key`.
     fn start(dir: &Path, origin: &str, key: &Path, witnesses: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut child = Command::new(bins().join("meshguard-gateway"))
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", "0")
-            .env("ADMIN_TOKEN", ADMIN)
-            .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
-            .env("DB_PATH", dir.join("meshguard.db"))
-            .env("POLICIES_DIR", dir.join("policies"))
-            .env("AUDIT_ORIGIN", origin)
-            .env("AUDIT_KEY_FILE", key)
-            .env("RATE_LIMIT_RPM", "0")
-            .env("AUDIT_WITNESSES", witnesses)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the gateway printed its address")
-                .unwrap();
-            if let Some(u) = line.strip_prefix("listening on ") {
-                break u.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let (child, url) = spawn_gateway(
+            dir,
+            &[
+                ("POLICIES_DIR", dir.join("policies").into()),
+                ("AUDIT_ORIGIN", origin.into()),
+                ("AUDIT_KEY_FILE", key.into()),
+                ("RATE_LIMIT_RPM", "0".into()),
+                ("AUDIT_WITNESSES", witnesses.into()),
+            ],
+        );
         let gw = Self {
             child,
             url,
@@ -576,29 +588,13 @@ fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
         "-extfile",
         "san.cnf",
     ]);
-    let mut child = Command::new(bins().join("meshguard-gateway"))
-        .env_clear()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
-        .env("DB_PATH", p.join("gw/meshguard.db"))
-        .env("TLS_CERT_FILE", p.join("gw.pem"))
-        .env("TLS_KEY_FILE", p.join("gw.key"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(p.join("gateway.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the gateway printed its address")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.to_owned();
-        }
-    };
+    let (mut child, url) = spawn_gateway(
+        &p.join("gw"),
+        &[
+            ("TLS_CERT_FILE", p.join("gw.pem").into()),
+            ("TLS_KEY_FILE", p.join("gw.key").into()),
+        ],
+    );
     assert!(url.starts_with("https://"), "{url}");
     let dir = p.join("archive");
     let d = dir.to_str().unwrap();
