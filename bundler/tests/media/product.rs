@@ -318,32 +318,36 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         chart.join("values-air-gapped.yaml").is_file(),
         "the chart was imported"
     );
-    let rendered = run_ok(Command::new(tool("helm")).args([
-        "template",
-        &release,
-        chart.to_str().unwrap(),
-        "-f",
-        chart.join("values-air-gapped.yaml").to_str().unwrap(),
-        "--set",
-        &format!("global.imageRegistry={}", reg.addr),
-        "--set",
-        &format!("image.digest={digest}"),
-        "--set",
-        &format!(
-            "toolsImage.digest={}",
-            reg.digest("meshguard/tools:0.1.0").unwrap()
-        ),
+    // The air-gapped profile pointed at the site registry by digest, with `extra` after it.
+    let tools_digest = reg.digest("meshguard/tools:0.1.0").unwrap();
+    let template = |extra: &[&str]| {
+        run_ok(
+            Command::new(tool("helm"))
+                .args(["template", &release, chart.to_str().unwrap(), "-f"])
+                .arg(chart.join("values-air-gapped.yaml"))
+                .args([
+                    "--set",
+                    &format!("global.imageRegistry={}", reg.addr),
+                    "--set",
+                    &format!("image.digest={digest}"),
+                    "--set",
+                    &format!("toolsImage.digest={tools_digest}"),
+                    "--set",
+                    &format!("port={port}"),
+                ])
+                .args(extra),
+        )
+    };
+    let rendered = template(&[
         "--set",
         &format!("existingSecret={release}-secrets"),
-        "--set",
-        &format!("port={port}"),
         // The license and the signed policy bundle come from ConfigMaps the runbook creates
         // (issue #14); here the gateway runs unlicensed, which freezes nothing it is asked.
         "--set",
         "license.enabled=false",
         "--set",
         "policyBundle.enabled=false",
-    ]));
+    ]);
     assert!(
         rendered.contains(&format!("{}/meshguard/gateway@{digest}", reg.addr)),
         "the image is pinned by digest in the site registry"
@@ -463,23 +467,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     .unwrap();
     let agent_id = agent["id"].as_str().unwrap();
     let sidecar_port = free_port();
-    let pod = run_ok(Command::new(tool("helm")).args([
-        "template",
-        &release,
-        chart.to_str().unwrap(),
-        "-f",
-        chart.join("values-air-gapped.yaml").to_str().unwrap(),
-        "--set",
-        &format!("global.imageRegistry={}", reg.addr),
-        "--set",
-        &format!("image.digest={digest}"),
-        "--set",
-        &format!(
-            "toolsImage.digest={}",
-            reg.digest("meshguard/tools:0.1.0").unwrap()
-        ),
-        "--set",
-        &format!("port={port}"),
+    let pod = template(&[
         "--set",
         &format!(
             "exampleAgent.enabled=true,exampleAgent.agentId={agent_id},exampleAgent.tokenSecret={release}-agent,exampleAgent.upstream={},exampleAgent.intervalSeconds=1,exampleAgent.hostNetwork=true",
@@ -493,7 +481,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         ),
         "--show-only",
         "templates/example-agent.yaml",
-    ]));
+    ]);
     let maps = [
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{release}-bundle")},
                "data": {"policy-bundle.json": exported["bundle"], "policy-bundle.json.minisig": exported["minisig"]}}),
