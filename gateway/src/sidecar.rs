@@ -817,30 +817,40 @@ async fn accept(
             )));
         }
     }
-    // The entries of this origin held so far, as the leaves of its own tree.
-    let reader = state.inner.audit.reader();
-    let origin = req.origin.clone();
-    let mut leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    let before = leaves.len() as u64;
+    // The tree of this origin's entries held so far: the frontier its row keeps, or (a row
+    // from before frontiers were kept, or entries with no row) rebuilt once from the entries.
+    let kept = registered
+        .as_ref()
+        .and_then(|r| merkle::Frontier::from_bytes(r.held, r.frontier.as_deref()?));
+    let mut tree = match kept {
+        Some(t) => t,
+        None => {
+            let reader = state.inner.audit.reader();
+            let origin = req.origin.clone();
+            let leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            let mut t = merkle::Frontier::default();
+            leaves.into_iter().for_each(|l| t.push(l));
+            t
+        }
+    };
+    let before = tree.size();
     if req.lines.is_empty() {
-        if signed.size < leaves.len() as u64 {
+        if signed.size < before {
             return Err(ApiError::conflict(format!(
-                "the sidecar's log ({} entries) is shorter than what this gateway holds of it ({}): it was reset; give the sidecar a new cache (a new origin)",
-                signed.size,
-                leaves.len()
+                "the sidecar's log ({} entries) is shorter than what this gateway holds of it ({before}): it was reset; give the sidecar a new cache (a new origin)",
+                signed.size
             )));
         }
-        if signed.size == leaves.len() as u64 && merkle::root_of(&leaves) != signed.root {
+        if signed.size == before && tree.root() != signed.root {
             return Err(ApiError::conflict(format!(
                 "the sidecar's log of {} entries is not the one this gateway holds: its history was rewritten",
                 signed.size
             )));
         }
     } else {
-        let mut fresh = 0usize;
         for (i, line) in req.lines.iter().enumerate() {
             if line.source != req.origin {
                 return Err(ApiError::field(
@@ -849,29 +859,24 @@ async fn accept(
                 ));
             }
             // Entries already held come again after a lost answer; they are skipped.
-            if line.seq as usize > leaves.len() {
-                leaves.push(merkle::leaf_hash(
+            if line.seq > tree.size() {
+                tree.push(merkle::leaf_hash(
                     crate::audit::canonical(&line.entry).as_bytes(),
                 ));
-                fresh += 1;
             }
         }
-        if signed.size != leaves.len() as u64 || merkle::root_of(&leaves) != signed.root {
+        if signed.size != tree.size() || tree.root() != signed.root {
             return Err(ApiError::field(
                 "lines",
                 format!(
                     "do not rebuild the log the sidecar signed (checkpoint of {} entries; the held entries and these make {}); nothing was ingested",
                     signed.size,
-                    leaves.len()
+                    tree.size()
                 ),
             ));
         }
-        if fresh > 0 {
-            let lines: Vec<_> = req
-                .lines
-                .into_iter()
-                .filter(|l| l.seq > signed.size - fresh as u64)
-                .collect();
+        if tree.size() > before {
+            let lines: Vec<_> = req.lines.into_iter().filter(|l| l.seq > before).collect();
             state.inner.audit.ingest(lines).await.map_err(|e| match e {
                 crate::audit::AuditError::Write(m) => ApiError::conflict(m),
                 other => ApiError::internal(other),
@@ -888,14 +893,15 @@ async fn accept(
             .map_or(now.clone(), |r| r.first_seen.clone()),
         last_seen: now,
         bundle_version: req.bundle_version,
-        held: leaves.len() as u64,
+        held: tree.size(),
         policy_digest: req.policy_digest.clone(),
+        frontier: Some(tree.to_bytes()),
     };
     if registered.is_none() {
         tracing::info!(origin = %rec.origin, agent = %rec.agent_id, "guardian sidecar registered");
     }
     state.db(move |s| s.save_sidecar(&rec)).await?;
-    Ok((before, leaves.len() as u64))
+    Ok((before, tree.size()))
 }
 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it

@@ -176,4 +176,6 @@ pub(crate) struct SidecarRecord {
     pub(crate) held: u64,
     /// The digest of the policy set it enforced at its last heartbeat (`policy_set_digest`).
     pub(crate) policy_digest: Option<String>,
+    /// The Merkle frontier of its `held` entries (`audit::merkle::Frontier::to_bytes`).
+    pub(crate) frontier: Option<Vec<u8>>,
 }

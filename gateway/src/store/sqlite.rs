@@ -127,6 +127,9 @@ const MIGRATIONS: &[&str] = &[
         policy_digest TEXT,
         held INTEGER NOT NULL DEFAULT 0
     );",
+    // 8: each sidecar's Merkle frontier over the `held` entries, so a heartbeat extends it
+    // instead of rehashing every entry the sidecar ever sent.
+    "ALTER TABLE sidecars ADD COLUMN frontier BLOB;",
 ];
 
 #[derive(Debug)]
@@ -813,7 +816,7 @@ impl Store for SqliteStore {
     fn get_sidecar(&self, origin: &str) -> Result<Option<SidecarRecord>, StoreError> {
         self.with(|c| {
             c.query_row(
-                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest
+                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest, frontier
                  FROM sidecars WHERE origin = ?1",
                 [origin],
                 sidecar_row,
@@ -825,7 +828,7 @@ impl Store for SqliteStore {
     fn list_sidecars(&self) -> Result<Vec<SidecarRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest
+                "SELECT origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest, frontier
                  FROM sidecars ORDER BY agent_id, origin",
             )?;
             stmt.query_map([], sidecar_row)?.collect()
@@ -835,11 +838,12 @@ impl Store for SqliteStore {
     fn save_sidecar(&self, rec: &SidecarRecord) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO sidecars (origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO sidecars (origin, agent_id, vkey, first_seen, last_seen, bundle_version, held, policy_digest, frontier)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (origin) DO UPDATE SET
                    last_seen = excluded.last_seen, bundle_version = excluded.bundle_version,
-                   held = excluded.held, policy_digest = excluded.policy_digest
+                   held = excluded.held, policy_digest = excluded.policy_digest,
+                   frontier = excluded.frontier
                  WHERE sidecars.agent_id = excluded.agent_id AND sidecars.vkey = excluded.vkey",
                 params![
                     rec.origin,
@@ -849,7 +853,8 @@ impl Store for SqliteStore {
                     rec.last_seen,
                     rec.bundle_version.map(|v| v as i64),
                     rec.held as i64,
-                    rec.policy_digest
+                    rec.policy_digest,
+                    rec.frontier
                 ],
             )
             .map(|_| ())
@@ -867,6 +872,7 @@ fn sidecar_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SidecarRecord> {
         bundle_version: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
         held: r.get::<_, i64>(6)? as u64,
         policy_digest: r.get(7)?,
+        frontier: r.get(8)?,
     })
 }
 
