@@ -226,6 +226,22 @@ pub struct Args {
     #[arg(long, env = "AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
 
+    /// Replace the audit checkpoint key, record the rotation in the log and exit (with the
+    /// gateway stopped; docs/keys.md). The old key signs the handoff checkpoint too.
+    #[arg(long)]
+    pub rotate_audit_key: bool,
+
+    /// With --rotate-audit-key: the old key is lost for good; the log records that only the new
+    /// key signs the handoff.
+    #[arg(long, requires = "rotate_audit_key")]
+    pub audit_key_lost: bool,
+
+    /// Ed25519 key that signs exported policy bundles (minisign format; created on first start,
+    /// mode 0600), a key of its own apart from the audit key. Defaults to `policy-bundle.key`
+    /// beside the database.
+    #[arg(long, env = "POLICY_BUNDLE_KEY_FILE")]
+    pub policy_bundle_key_file: Option<PathBuf>,
+
     /// Site witnesses whose cosignatures of audit checkpoints are accepted: their verifier keys
     /// (type 0x04, cosignature/v1), comma-separated, as `meshguard-witness vkey` prints them.
     #[arg(long, env = "AUDIT_WITNESSES", value_delimiter = ',')]
@@ -336,6 +352,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
+    pub policy_bundle_key_file: PathBuf,
     pub secrets_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
@@ -376,6 +393,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("audit_origin", &self.audit_origin)
             .field("audit_key_file", &self.audit_key_file)
+            .field("policy_bundle_key_file", &self.policy_bundle_key_file)
             .finish()
     }
 }
@@ -497,6 +515,12 @@ impl Args {
                 .map(|d| d.join("audit-log.key"))
                 .unwrap_or_else(|| PathBuf::from("audit-log.key"))
         });
+        let policy_bundle_key_file = self.policy_bundle_key_file.take().unwrap_or_else(|| {
+            db_path
+                .parent()
+                .map(|d| d.join("policy-bundle.key"))
+                .unwrap_or_else(|| PathBuf::from("policy-bundle.key"))
+        });
         let secrets_key_file = self.secrets_key_file.take().unwrap_or_else(|| {
             db_path
                 .parent()
@@ -599,6 +623,7 @@ impl Args {
             license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
             audit_origin,
             audit_key_file,
+            policy_bundle_key_file,
             secrets_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),

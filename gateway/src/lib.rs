@@ -36,6 +36,22 @@ pub use routes::app;
 pub use sidecar::SidecarConfig;
 pub use state::AppState;
 
+/// Replaces the audit checkpoint key of the log at `config.db_path` and records the rotation in
+/// the log (`--rotate-audit-key`); the gateway must be stopped (the database lock says so).
+/// Returns a JSON report: old and new verifier keys, the handoff checkpoint.
+pub fn rotate_audit_key(config: &Config, lost: bool) -> anyhow::Result<String> {
+    // Takes the database lock and applies migrations; held until the rotation is done.
+    let store = store::SqliteStore::open(&config.db_path)?;
+    let done = audit::keys::rotate(
+        store.path(),
+        &config.audit_key_file,
+        &config.audit_origin,
+        lost,
+    )?;
+    drop(store);
+    Ok(serde_json::to_string_pretty(&done)?)
+}
+
 /// Verifies a signed policy bundle as the gateway and the sidecar load it, for the sidecar's
 /// init container (`--check-policy-bundle`): what it holds, or why it is refused.
 pub fn check_policy_bundle(
@@ -109,6 +125,14 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .as_deref()
         .map(|p| bundle::load_p256(p, config.policy_bundle_signing_key_passphrase.as_deref()))
         .transpose()?;
+    let bundle_key = if config.sidecar.is_some() {
+        None
+    } else {
+        let key =
+            audit::note::LogKey::load_or_create(&config.policy_bundle_key_file, "policy-bundles")?;
+        tracing::info!(key = %config.policy_bundle_key_file.display(), "policy-bundle signing key open");
+        Some(Arc::new(key))
+    };
     let egress = match (
         config.egress_proxy_port,
         &config.egress_allowlist,
@@ -130,6 +154,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         license,
         state::Optional {
             bundle_p256,
+            bundle_key,
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
         },

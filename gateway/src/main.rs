@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     let otel: Option<tracing_subscriber::layer::Identity> = None;
     tracing_subscriber::registry().with(fmt).with(otel).init();
     drop(entered);
+    let args_rotate = (args.rotate_audit_key, args.audit_key_lost);
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -71,6 +72,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args_rotate.0 {
+        return match meshguard_gateway::rotate_audit_key(&config, args_rotate.1) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("meshguard-gateway: key rotation failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = runtime.block_on(serve(config));
     #[cfg(feature = "otel")]
     if let Some(p) = provider {

@@ -50,6 +50,9 @@ pub(crate) struct Inner {
     pub(crate) started: Instant,
     /// Signs exported policy bundles cosign-style, when configured.
     pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
+    /// Signs exported policy bundles (minisign); a key of its own, not the audit key. None in
+    /// a sidecar, which exports no bundles.
+    pub(crate) bundle_key: Option<Arc<crate::audit::note::LogKey>>,
     /// Set when this process is an agent's guardian sidecar (`sidecar.rs`).
     pub(crate) sidecar: Option<crate::sidecar::Sidecar>,
     /// The version of the signed policy bundle in force, if one was loaded.
@@ -77,6 +80,8 @@ pub(crate) struct SnapshotRecord {
 pub(crate) struct Optional {
     /// Signs exported policy bundles cosign-style.
     pub(crate) bundle_p256: Option<p256::ecdsa::SigningKey>,
+    /// Signs exported policy bundles (minisign).
+    pub(crate) bundle_key: Option<Arc<crate::audit::note::LogKey>>,
     pub(crate) egress: Option<crate::egress::Egress>,
     /// Shared with the policy sources' loader (`policy_files::Sources`).
     pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
@@ -94,6 +99,7 @@ impl AppState {
     ) -> Self {
         let Optional {
             bundle_p256,
+            bundle_key,
             egress,
             bundle_version,
         } = optional;
@@ -124,6 +130,7 @@ impl AppState {
                 ready: AtomicBool::new(false),
                 started: Instant::now(),
                 bundle_p256,
+                bundle_key,
                 sidecar,
                 bundle_version,
             }),

@@ -9,6 +9,7 @@
 //! every row is a leaf of an RFC 6962 Merkle tree whose root the writer signs periodically as a
 //! C2SP checkpoint.
 
+pub(crate) mod keys;
 pub(crate) mod merkle;
 pub(crate) mod note;
 mod store;
@@ -93,7 +94,7 @@ pub(crate) struct AuditLog {
     origin: Arc<str>,
     vkey: Arc<str>,
     reader: Arc<store::Reader>,
-    /// The same key, for signing exported policy bundles.
+    /// The same key, for the checkpoint a sidecar sends with its heartbeat.
     key: Arc<LogKey>,
     /// Decisions are not recorded: only for measuring what the audit costs
     /// (`bench_support::prepare_unaudited`); no setting of the gateway turns it on.
@@ -113,7 +114,10 @@ pub(crate) enum AuditError {
 impl AuditLog {
     /// Opens the log (creating the key on first start) and starts the writer thread.
     pub(crate) fn open(config: AuditConfig) -> anyhow::Result<Self> {
-        let key = LogKey::load_or_create(&config.key_path, &config.origin)?;
+        let key = {
+            let conn = store::open_conn(&config.db_path)?;
+            keys::open_signing_key(&conn, &config.key_path, &config.origin)?
+        };
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());
         let mut writer = store::Writer::open(&config.db_path, &config.origin, &vkey)?;

@@ -45,11 +45,15 @@ pub(crate) enum KeyError {
         source: std::io::Error,
     },
     #[error(
-        "the audit log key {path} is not a note private key (PRIVATE+KEY+name+id+key); restore it from backup or move it away to start a new log"
+        "the key {path} is not a note private key (PRIVATE+KEY+name+id+key); restore it from backup (docs/keys.md)"
     )]
     Format { path: String },
     #[error(
-        "the audit log key {path} is for origin {found:?}, not {expected:?}; set AUDIT_ORIGIN to the key's origin"
+        "the key {path} can be read by other users (mode {mode:o}); run `chmod 600 {path}` and check who has read it"
+    )]
+    Mode { path: String, mode: u32 },
+    #[error(
+        "the key {path} is named {found:?}, not {expected:?}; for the audit key, set AUDIT_ORIGIN to the key's name"
     )]
     Origin {
         path: String,
@@ -71,41 +75,73 @@ fn key_id(name: &str, kind: u8, public: &[u8]) -> [u8; 4] {
 impl LogKey {
     /// Loads the key at `path`, or creates it (0600, write-fsync-rename) when absent.
     pub(crate) fn load_or_create(path: &Path, origin: &str) -> Result<Self, KeyError> {
-        let shown = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let key = Self::parse(text.trim()).ok_or_else(|| KeyError::Format {
-                    path: shown.clone(),
-                })?;
-                if key.name != origin {
-                    return Err(KeyError::Origin {
-                        path: shown,
-                        found: key.name,
-                        expected: origin.to_owned(),
-                    });
-                }
+        match Self::load(path, origin)? {
+            Some(key) => Ok(key),
+            None => {
+                let key = Self::generate(origin);
+                key.save(path)?;
                 Ok(key)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut seed = [0u8; 32];
-                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-                let key = Self {
-                    name: origin.to_owned(),
-                    key: SigningKey::from_bytes(&seed),
-                };
-                write_private(path, key.private_text().as_bytes()).map_err(|source| {
-                    KeyError::Write {
-                        path: shown,
-                        source,
-                    }
-                })?;
-                Ok(key)
-            }
-            Err(source) => Err(KeyError::Read {
-                path: shown,
-                source,
-            }),
         }
+    }
+
+    /// A new key named `origin`.
+    pub(crate) fn generate(origin: &str) -> Self {
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        Self {
+            name: origin.to_owned(),
+            key: SigningKey::from_bytes(&seed),
+        }
+    }
+
+    /// Writes the key to `path` (0600, write-fsync-rename).
+    pub(crate) fn save(&self, path: &Path) -> Result<(), KeyError> {
+        write_private(path, self.private_text().as_bytes()).map_err(|source| KeyError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The key at `path`, or None when there is no file. A key other users can read, or one
+    /// for another origin, is refused.
+    pub(crate) fn load(path: &Path, origin: &str) -> Result<Option<Self>, KeyError> {
+        use std::os::unix::fs::PermissionsExt;
+        let shown = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(KeyError::Read {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(|source| KeyError::Read {
+                path: shown.clone(),
+                source,
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Mode {
+                path: shown,
+                mode: mode & 0o777,
+            });
+        }
+        let key = Self::parse(text.trim()).ok_or_else(|| KeyError::Format {
+            path: shown.clone(),
+        })?;
+        if key.name != origin {
+            return Err(KeyError::Origin {
+                path: shown,
+                found: key.name,
+                expected: origin.to_owned(),
+            });
+        }
+        Ok(Some(key))
     }
 
     fn parse(text: &str) -> Option<Self> {
@@ -166,12 +202,27 @@ impl LogKey {
 
     /// Signs `text` (which must end in a newline) as a note with one signature line.
     pub(crate) fn sign_note(&self, text: &str) -> String {
-        debug_assert!(text.ends_with('\n'));
+        sign_note_by(text, &[self])
+    }
+
+    /// One signature line of `text`.
+    fn signature_line(&self, text: &str) -> String {
         let sig = self.key.sign(text.as_bytes());
         let mut blob = key_id(&self.name, ED25519, self.key.verifying_key().as_bytes()).to_vec();
         blob.extend_from_slice(&sig.to_bytes());
-        format!("{text}\n\u{2014} {} {}\n", self.name, B64.encode(blob))
+        format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
     }
+}
+
+/// `text` (which must end in a newline) as a note signed by every key in `keys`, in order: the
+/// handoff checkpoint of a key rotation carries the new key's and the old key's signatures.
+pub(crate) fn sign_note_by(text: &str, keys: &[&LogKey]) -> String {
+    debug_assert!(text.ends_with('\n'));
+    let mut note = format!("{text}\n");
+    for key in keys {
+        note.push_str(&key.signature_line(text));
+    }
+    note
 }
 
 /// The checkpoint body: origin, size and base64 root, each on its line; no extension lines.

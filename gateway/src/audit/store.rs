@@ -16,6 +16,11 @@ use super::merkle::{self, Frontier};
 use super::note::{self, LogKey};
 use super::{GENESIS, IngestReport, canonical, chain_hash};
 
+/// A connection to the log's database (WAL, synchronous=FULL).
+pub(crate) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
+    open(path)
+}
+
 fn open(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -427,6 +432,66 @@ impl Writer {
         Ok(added)
     }
 
+    /// Appends the rotation entry `prepared` and, in the same transaction, the checkpoint over
+    /// it signed by `new` and `old` (when there is one), retires `old_vkey` at that size and
+    /// records `new`; then makes it durable. Returns the checkpoint's size and note.
+    pub(crate) fn rotate(
+        &mut self,
+        prepared: &super::Prepared,
+        new: &LogKey,
+        old: Option<&LogKey>,
+        old_vkey: Option<&str>,
+    ) -> anyhow::Result<(u64, String)> {
+        debug_assert!(self.open.is_none(), "no batch is open in a rotation");
+        self.insert(prepared)?;
+        let open = self.open.take().expect("insert opened a transaction");
+        let (grown, tiles) = grow(&self.frontier, &open.leaves);
+        let mut heads = self.heads.clone();
+        heads.insert(self.origin.clone(), open.head);
+        let (size, root) = (grown.size(), grown.root());
+        let mut signers = vec![new];
+        signers.extend(old);
+        let text = note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers);
+        let now = crate::clock::now_rfc3339();
+        let written = (|| -> rusqlite::Result<()> {
+            save_tiles(&self.conn, &tiles)?;
+            self.conn.execute(
+                "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    size as i64,
+                    base64::engine::general_purpose::STANDARD.encode(root),
+                    text,
+                    now,
+                    grown.to_bytes(),
+                    serde_json::to_string(&heads).expect("a map of strings serializes")
+                ],
+            )?;
+            if let Some(old_vkey) = old_vkey {
+                self.conn.execute(
+                    "UPDATE audit_keys SET retired_size = ?1, retired_at = ?2 WHERE vkey = ?3",
+                    params![size as i64, now, old_vkey],
+                )?;
+            }
+            self.conn.execute(
+                "INSERT INTO audit_keys (vkey, first_size, added_at) VALUES (?1, ?2, ?3)",
+                params![new.vkey(), size as i64, now],
+            )?;
+            self.conn.execute_batch("COMMIT")
+        })();
+        if let Err(e) = written {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
+        self.frontier = grown;
+        self.heads = heads;
+        self.signed_size = size;
+        self.wal
+            .sync()
+            .context("the rotation is committed but could not be made durable")?;
+        self.synced_all()?;
+        Ok((size, text))
+    }
+
     pub(crate) fn checkpoint(&mut self, key: &LogKey) -> anyhow::Result<Option<String>> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
         if self.frontier.size() > self.signed_size {
@@ -616,6 +681,11 @@ impl Reader {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&conn)
+    }
+
+    /// The log's checkpoint keys, oldest first.
+    pub(crate) fn keys(&self) -> rusqlite::Result<Vec<super::keys::KeyRecord>> {
+        self.with(super::keys::records)
     }
 
     /// Matching entries, newest first.
@@ -819,6 +889,14 @@ impl Reader {
     /// Recomputes every chain, every leaf and every checkpoint; names the first bad row.
     pub(crate) fn verify(&self, vkey: &str, origin: &str) -> rusqlite::Result<VerifyReport> {
         self.with(|c| {
+            let mut keys = super::keys::records(c)?;
+            if keys.is_empty() {
+                keys.push(super::keys::KeyRecord {
+                    vkey: vkey.to_owned(),
+                    first_size: 0,
+                    retired_size: None,
+                });
+            }
             let mut checkpoints: Vec<(u64, String)> = {
                 let mut stmt = c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
                 stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?
@@ -842,7 +920,25 @@ impl Reader {
                 }
             };
             let check_checkpoint = |size: u64, note_text: &str, root: &merkle::Hash| -> Result<(), String> {
-                let cp = note::verify_checkpoint(vkey, note_text)?;
+                // The key of the checkpoint's range; at a rotation's handoff, either key.
+                let mut problems = Vec::new();
+                let mut verified = None;
+                for k in keys.iter().filter(|k| k.covers(size)) {
+                    match note::verify_checkpoint(&k.vkey, note_text) {
+                        Ok(cp) => {
+                            verified = Some(cp);
+                            break;
+                        }
+                        Err(e) => problems.push(format!("key {}: {e}", super::keys::key_id(&k.vkey))),
+                    }
+                }
+                let cp = verified.ok_or_else(|| {
+                    if problems.is_empty() {
+                        format!("checkpoint at size {size}: no key of this log signs checkpoints of that size")
+                    } else {
+                        format!("checkpoint at size {size}: {}", problems.join("; "))
+                    }
+                })?;
                 if cp.origin != origin || cp.size != size {
                     return Err(format!("checkpoint at size {size} names origin {} size {}", cp.origin, cp.size));
                 }

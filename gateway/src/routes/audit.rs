@@ -343,6 +343,13 @@ pub(super) async fn ingest(
     Ok(Json(json!({"inserted": after - before, "held": after})))
 }
 
+/// The log's checkpoint keys over time: which verifier key signs checkpoints of which sizes
+/// (a rotated key's range ends at its handoff checkpoint, which both keys sign).
+pub(super) async fn keys(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = blocking(&state, |r| r.keys()).await?;
+    Ok(Json(json!({"origin": state.inner.audit.origin(), "current": state.inner.audit.vkey(), "keys": keys})).into_response())
+}
+
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
 pub(super) async fn checkpoint(
     _: Admin,

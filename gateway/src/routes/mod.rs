@@ -77,6 +77,7 @@ pub fn app(state: AppState) -> Router {
             "/audit/checkpoint",
             get(audit::checkpoint).post(audit::checkpoint),
         )
+        .route("/audit/keys", get(audit::keys))
         .route("/audit/proof", get(audit::proof))
         .route("/audit/consistency", get(audit::consistency))
         .route(

@@ -595,7 +595,9 @@ pub(super) async fn bundle(
     };
     let mut bytes = serde_json::to_vec_pretty(&b).expect("bundles serialize");
     bytes.push(b'\n');
-    let key = state.inner.audit.key();
+    let key = state.inner.bundle_key.as_deref().ok_or_else(|| {
+        ApiError::conflict("this gateway has no policy-bundle key (a sidecar exports no bundles)")
+    })?;
     let trusted = format!(
         "timestamp:{}\tfile:policy-bundle.json\tversion:{version}",
         chrono::Utc::now().timestamp()

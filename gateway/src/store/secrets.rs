@@ -157,10 +157,10 @@ mod tests {
         altered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
         assert!(b.open(&altered).is_err());
         // The key is kept: reloading gives the same id; a lost key is not silently replaced.
-        let again = SecretBox::load_or_create(&key, &[b.id.clone()]).unwrap();
+        let again = SecretBox::load_or_create(&key, std::slice::from_ref(&b.id)).unwrap();
         assert_eq!(again.open(&sealed).unwrap(), b.open(&sealed).unwrap());
         std::fs::remove_file(&key).unwrap();
-        let err = SecretBox::load_or_create(&key, &[b.id.clone()]).unwrap_err();
+        let err = SecretBox::load_or_create(&key, std::slice::from_ref(&b.id)).unwrap_err();
         assert!(err.contains("missing") && err.contains(&b.id), "{err}");
     }
 }

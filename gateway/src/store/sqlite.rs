@@ -130,6 +130,15 @@ const MIGRATIONS: &[&str] = &[
     // 8: each sidecar's Merkle frontier over the `held` entries, so a heartbeat extends it
     // instead of rehashing every entry the sidecar ever sent.
     "ALTER TABLE sidecars ADD COLUMN frontier BLOB;",
+    // 9: the audit log's checkpoint keys over time: which key signs checkpoints of which
+    // sizes, so a rotated log still verifies and a missing key file is refused at start.
+    "CREATE TABLE audit_keys (
+        vkey TEXT PRIMARY KEY,
+        first_size INTEGER NOT NULL,
+        retired_size INTEGER,
+        added_at TEXT NOT NULL,
+        retired_at TEXT
+    );",
 ];
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ mod channels;
 mod dataplane;
 mod egress;
 mod harness;
+mod keys;
 mod licensing;
 mod lifecycle;
 #[cfg(feature = "otel")]

@@ -1,0 +1,165 @@
+//! The audit checkpoint key: refused when missing, different or readable by others; replaced
+//! only by a rotation the log records, after which old and new checkpoints all verify. The
+//! steps follow docs/keys.md.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Gateway, Options, agent, command, policy, tempdir};
+
+/// Runs the gateway once with `args` (a command that exits); returns (exit code, stdout, stderr).
+fn run_once(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let opts = Options {
+        args: args.to_vec(),
+        ..Options::default()
+    };
+    let out = command(dir, &opts).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Decisions, then a signed checkpoint over them: (checkpoint note, verifier key).
+fn decide_and_sign(gw: &Gateway, token: &str, n: usize) -> (String, String) {
+    for i in 0..n {
+        assert_eq!(gw.check(token, &format!("read:doc{i}")).0, 200);
+    }
+    let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    assert_eq!(status, 200, "{cp}");
+    (
+        cp["checkpoint"].as_str().unwrap().to_owned(),
+        cp["vkey"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn assert_log_verifies(gw: &Gateway, checkpoints: usize) {
+    let (status, report) = gw.get("/admin/audit/verify");
+    assert_eq!(status, 200);
+    assert_eq!(report["valid"], json!(true), "{report}");
+    assert_eq!(report["checkpoints"], json!(checkpoints), "{report}");
+}
+
+fn signature_lines(note: &str) -> usize {
+    note.lines().filter(|l| l.starts_with('\u{2014}')).count()
+}
+
+#[test]
+fn the_audit_key_is_refused_when_missing_or_exposed_and_replaced_only_by_a_recorded_rotation() {
+    let dir = tempdir();
+    let key = dir.path().join("data/audit-log.key");
+    let gw = Gateway::start(dir.path());
+    let (_, token) = agent(&gw, "clerk", "verified", &[]);
+    policy(
+        &gw,
+        "read",
+        "name: read\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let (first_note, first_vkey) = decide_and_sign(&gw, &token, 3);
+    // Exported policy bundles are signed by a key of their own, not the audit key.
+    let (status, bundle) = gw.get("/admin/policies/bundle");
+    assert_eq!(status, 200, "{bundle}");
+    let bundle_key = std::fs::read_to_string(dir.path().join("data/policy-bundle.key")).unwrap();
+    assert!(bundle_key.starts_with("PRIVATE+KEY+policy-bundles+"));
+    assert_ne!(bundle_key, std::fs::read_to_string(&key).unwrap());
+    drop(gw);
+
+    // Step 1 of docs/keys.md: the key file is readable by its owner only.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run_once(dir.path(), &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("can be read by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A missing key is not silently replaced: the start stops and says what to do.
+    let kept = dir.path().join("audit-log.key.backup");
+    std::fs::rename(&key, &kept).unwrap();
+    let (code, _, err) = run_once(dir.path(), &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("is missing") && err.contains("restore") && err.contains("--rotate-audit-key"),
+        "{err}"
+    );
+    assert!(!key.exists(), "no new key was made");
+    // Nor is another key accepted in its place.
+    let other = tempdir();
+    drop(Gateway::start(other.path()));
+    std::fs::copy(other.path().join("data/audit-log.key"), &key).unwrap();
+    let (code, _, err) = run_once(dir.path(), &[]);
+    assert_ne!(code, Some(0));
+    let first_id = first_vkey.split('+').nth(1).unwrap();
+    assert!(
+        err.contains("are signed by key") && err.contains(first_id),
+        "{err}"
+    );
+    std::fs::rename(&kept, &key).unwrap();
+
+    // Rotation, with the gateway stopped: the old key signs the handoff too.
+    let (code, out, err) = run_once(dir.path(), &["--rotate-audit-key"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rotated: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rotated["oldVkey"], json!(first_vkey));
+    assert_eq!(rotated["oldKeySigned"], json!(true));
+    let second_vkey = rotated["newVkey"].as_str().unwrap().to_owned();
+    assert_ne!(second_vkey, first_vkey);
+    assert_eq!(signature_lines(rotated["checkpoint"].as_str().unwrap()), 2);
+    assert!(!dir.path().join("data/audit-log.key.next").exists());
+
+    let gw = Gateway::start(dir.path());
+    let (status, keys) = gw.get("/admin/audit/keys");
+    assert_eq!(status, 200);
+    assert_eq!(keys["current"], json!(second_vkey));
+    let handoff = rotated["size"].as_u64().unwrap();
+    assert_eq!(
+        keys["keys"],
+        json!([
+            {"vkey": first_vkey, "firstSize": 0, "retiredSize": handoff},
+            {"vkey": second_vkey, "firstSize": handoff},
+        ])
+    );
+    // The rotation is an entry of the log.
+    let (_, listed) = gw.get("/admin/audit?limit=50");
+    let entries = listed["entries"].as_array().unwrap();
+    let rotation = entries
+        .iter()
+        .find(|e| e["event"] == json!("key_rotation"))
+        .unwrap_or_else(|| panic!("no key_rotation entry in {listed}"));
+    assert_eq!(rotation["meta"]["newVkey"], json!(second_vkey));
+    // Tokens and policies are untouched; new checkpoints use the new key, old ones still verify.
+    let (note, vkey) = decide_and_sign(&gw, &token, 2);
+    assert_eq!(vkey, second_vkey);
+    assert_ne!(note, first_note);
+    assert_log_verifies(&gw, 3);
+    drop(gw);
+
+    // A key lost for good: the rotation says so, and only the new key signs the handoff.
+    std::fs::remove_file(&key).unwrap();
+    let (code, out, err) = run_once(dir.path(), &["--rotate-audit-key", "--audit-key-lost"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lost: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(lost["oldVkey"], json!(second_vkey));
+    assert_eq!(lost["oldKeySigned"], json!(false));
+    assert_eq!(signature_lines(lost["checkpoint"].as_str().unwrap()), 1);
+    let gw = Gateway::start(dir.path());
+    let (_, vkey) = decide_and_sign(&gw, &token, 1);
+    assert_eq!(vkey, lost["newVkey"].as_str().unwrap());
+    assert_log_verifies(&gw, 5);
+}
+
+#[test]
+fn a_lost_key_rotation_is_refused_while_the_key_is_there() {
+    let dir = tempdir();
+    drop(Gateway::start(dir.path()));
+    let (code, _, err) = run_once(dir.path(), &["--rotate-audit-key", "--audit-key-lost"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("holds this log's current key") && err.contains("without --audit-key-lost"),
+        "{err}"
+    );
+}
