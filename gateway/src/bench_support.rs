@@ -65,7 +65,7 @@ pub fn audit_rows(dir: &std::path::Path, rows: usize, concurrency: usize) -> (Du
     drop(crate::store::SqliteStore::open(&db_path).expect("the bench database opens"));
     let log = crate::audit::AuditLog::open(crate::audit::AuditConfig {
         db_path,
-        key_path: dir.join("audit-log.key"),
+        key: crate::audit::keys::KeySource::File(dir.join("audit-log.key")),
         origin: "bench.example/meshguard-audit".to_owned(),
         checkpoint_every: 1_000_000,
         checkpoint_interval: Duration::from_secs(3600),

@@ -67,21 +67,21 @@ pub(crate) fn public_key(key: &LogKey) -> String {
 }
 
 /// A minisign signature (prehashed `ED`) of `bytes`, with `trusted` as the trusted comment.
-pub(crate) fn sign(key: &LogKey, bytes: &[u8], trusted: &str) -> String {
+pub(crate) fn sign(key: &LogKey, bytes: &[u8], trusted: &str) -> Result<String, String> {
     let prehash = Blake2b512::digest(bytes);
-    let sig = key.sign_raw(&prehash);
+    let sig = key.sign_raw(&prehash)?;
     let mut line1 = b"ED".to_vec();
     line1.extend_from_slice(&key_id(key));
     line1.extend_from_slice(&sig);
     let mut global = sig.to_vec();
     global.extend_from_slice(trusted.as_bytes());
-    let global_sig = key.sign_raw(&global);
-    format!(
+    let global_sig = key.sign_raw(&global)?;
+    Ok(format!(
         "untrusted comment: signature from meshguard-gateway {}\n{}\ntrusted comment: {trusted}\n{}\n",
         key.origin(),
         B64.encode(line1),
         B64.encode(global_sig)
-    )
+    ))
 }
 
 /// Why a bundle was refused; each names the file.

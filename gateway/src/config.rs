@@ -236,6 +236,21 @@ pub struct Args {
     #[arg(long, requires = "rotate_audit_key")]
     pub audit_key_lost: bool,
 
+    /// With --rotate-audit-key: the new key is this key in a PKCS#11 token (made there first,
+    /// docs/keys.md); otherwise a new key file is made.
+    #[arg(long, requires = "rotate_audit_key")]
+    pub new_audit_key_uri: Option<String>,
+
+    /// The audit checkpoint key in a PKCS#11 token, instead of AUDIT_KEY_FILE: an RFC 7512 URI,
+    /// `pkcs11:token=<label>;object=<label>?module-path=<library>&pin-source=<file>`.
+    #[arg(long, env = "AUDIT_KEY_URI", hide_env_values = true)]
+    pub audit_key_uri: Option<String>,
+
+    /// The policy-bundle key in a PKCS#11 token, instead of POLICY_BUNDLE_KEY_FILE (a URI as
+    /// AUDIT_KEY_URI).
+    #[arg(long, env = "POLICY_BUNDLE_KEY_URI", hide_env_values = true)]
+    pub policy_bundle_key_uri: Option<String>,
+
     /// Ed25519 key that signs exported policy bundles (minisign format; created on first start,
     /// mode 0600), a key of its own apart from the audit key. Defaults to `policy-bundle.key`
     /// beside the database.
@@ -352,7 +367,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
+    pub(crate) audit_key_uri: Option<String>,
     pub policy_bundle_key_file: PathBuf,
+    pub(crate) policy_bundle_key_uri: Option<String>,
     pub secrets_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
@@ -376,6 +393,16 @@ pub struct Config {
     pub license_check_interval: Duration,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
     pub generated_admin_token: bool,
+}
+
+impl Config {
+    /// Where the audit checkpoint key is: the token AUDIT_KEY_URI names, else AUDIT_KEY_FILE.
+    pub(crate) fn audit_key(&self) -> crate::audit::keys::KeySource {
+        match &self.audit_key_uri {
+            Some(uri) => crate::audit::keys::KeySource::Token(uri.clone()),
+            None => crate::audit::keys::KeySource::File(self.audit_key_file.clone()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -623,7 +650,9 @@ impl Args {
             license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
             audit_origin,
             audit_key_file,
+            audit_key_uri: self.audit_key_uri.take(),
             policy_bundle_key_file,
+            policy_bundle_key_uri: self.policy_bundle_key_uri.take(),
             secrets_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),

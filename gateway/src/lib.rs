@@ -20,6 +20,7 @@ mod jwt;
 mod license;
 mod limits;
 mod metrics;
+mod pkcs11;
 mod policy;
 mod policy_files;
 mod refusals;
@@ -39,14 +40,19 @@ pub use state::AppState;
 /// Replaces the audit checkpoint key of the log at `config.db_path` and records the rotation in
 /// the log (`--rotate-audit-key`); the gateway must be stopped (the database lock says so).
 /// Returns a JSON report: old and new verifier keys, the handoff checkpoint.
-pub fn rotate_audit_key(config: &Config, lost: bool) -> anyhow::Result<String> {
+pub fn rotate_audit_key(
+    config: &Config,
+    lost: bool,
+    next_uri: Option<&str>,
+) -> anyhow::Result<String> {
     // Takes the database lock and applies migrations; held until the rotation is done.
     let store = store::SqliteStore::open(&config.db_path)?;
     let done = audit::keys::rotate(
         store.path(),
-        &config.audit_key_file,
+        &config.audit_key(),
         &config.audit_origin,
         lost,
+        next_uri,
     )?;
     drop(store);
     Ok(serde_json::to_string_pretty(&done)?)
@@ -89,7 +95,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let db_path = store.path().to_owned();
     let audit = audit::AuditLog::open(audit::AuditConfig {
         db_path,
-        key_path: config.audit_key_file.clone(),
+        key: config.audit_key(),
         origin: config.audit_origin.clone(),
         checkpoint_every: config.audit_checkpoint_every,
         checkpoint_interval: config.audit_checkpoint_interval,
@@ -128,9 +134,14 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let bundle_key = if config.sidecar.is_some() {
         None
     } else {
-        let key =
-            audit::note::LogKey::load_or_create(&config.policy_bundle_key_file, "policy-bundles")?;
-        tracing::info!(key = %config.policy_bundle_key_file.display(), "policy-bundle signing key open");
+        let key = match &config.policy_bundle_key_uri {
+            Some(uri) => audit::note::LogKey::from_token(uri, "policy-bundles")?,
+            None => audit::note::LogKey::load_or_create(
+                &config.policy_bundle_key_file,
+                "policy-bundles",
+            )?,
+        };
+        tracing::info!(key = %key.location(), "policy-bundle signing key open");
         Some(Arc::new(key))
     };
     let egress = match (

@@ -64,7 +64,11 @@ fn main() -> ExitCode {
     let otel: Option<tracing_subscriber::layer::Identity> = None;
     tracing_subscriber::registry().with(fmt).with(otel).init();
     drop(entered);
-    let args_rotate = (args.rotate_audit_key, args.audit_key_lost);
+    let args_rotate = (
+        args.rotate_audit_key,
+        args.audit_key_lost,
+        args.new_audit_key_uri.clone(),
+    );
     let config = match args.into_config() {
         Ok(c) => c,
         Err(e) => {
@@ -73,7 +77,11 @@ fn main() -> ExitCode {
         }
     };
     if args_rotate.0 {
-        return match meshguard_gateway::rotate_audit_key(&config, args_rotate.1) {
+        return match meshguard_gateway::rotate_audit_key(
+            &config,
+            args_rotate.1,
+            args_rotate.2.as_deref(),
+        ) {
             Ok(report) => {
                 println!("{report}");
                 ExitCode::SUCCESS

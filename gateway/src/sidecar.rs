@@ -431,11 +431,16 @@ async fn signed_request(
         bundle_version: state.bundle_version(),
         policy_digest: Some(policy_digest),
         lines,
-        checkpoint: Some(audit.key().sign_note(&crate::audit::note::checkpoint_body(
-            audit.origin(),
-            size,
-            &root,
-        ))),
+        checkpoint: Some(
+            audit
+                .key()
+                .sign_note(&crate::audit::note::checkpoint_body(
+                    audit.origin(),
+                    size,
+                    &root,
+                ))
+                .map_err(|e| format!("cannot sign the sidecar's checkpoint: {e}"))?,
+        ),
     })
 }
 

@@ -64,6 +64,8 @@ const APT: &[(&str, &str)] = &[
     ("runc", "/usr/sbin/runc"),
     ("catatonit", "/usr/bin/catatonit"),
     ("ca-certificates", "/etc/ssl/certs/ca-certificates.crt"),
+    ("softhsm2", "/usr/lib/softhsm/libsofthsm2.so"),
+    ("opensc", "/usr/bin/pkcs11-tool"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

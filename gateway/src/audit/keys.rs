@@ -18,6 +18,42 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::note::{self, LogKey};
 
+/// Where the log's key is: a key file, or a PKCS#11 token named by a URI (which may hold a PIN,
+/// so it is never printed).
+#[derive(Clone)]
+pub(crate) enum KeySource {
+    File(PathBuf),
+    Token(String),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Token(_) => f.write_str("Token(pkcs11:..)"),
+        }
+    }
+}
+
+impl KeySource {
+    /// The key, or None when its file does not exist. A token key that cannot be opened is an
+    /// error: the token holds it or nothing does.
+    fn load(&self, origin: &str) -> anyhow::Result<Option<LogKey>> {
+        Ok(match self {
+            Self::File(path) => LogKey::load(path, origin)?,
+            Self::Token(uri) => Some(LogKey::from_token(uri, origin)?),
+        })
+    }
+
+    fn shown(&self, key: Option<&LogKey>) -> String {
+        match (self, key) {
+            (Self::File(p), _) => p.display().to_string(),
+            (Self::Token(_), Some(k)) => k.location(),
+            (Self::Token(_), None) => "in the PKCS#11 token".to_owned(),
+        }
+    }
+}
+
 /// One key of the log and the checkpoint sizes it signs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -86,23 +122,25 @@ fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The key that signs the log's checkpoints, from `path`, checked against the log in `conn`:
-/// it must be the log's current key. A fresh log gets a new key (created 0600); a log written
-/// before keys were recorded adopts the key file if it verifies the latest checkpoint.
+/// The key that signs the log's checkpoints, from `source`, checked against the log in `conn`:
+/// it must be the log's current key. A fresh log gets a new key file (0600); a log written
+/// before keys were recorded adopts the key if it verifies the latest checkpoint.
 pub(crate) fn open_signing_key(
     conn: &Connection,
-    path: &Path,
+    source: &KeySource,
     origin: &str,
 ) -> anyhow::Result<LogKey> {
-    let shown = path.display();
     let known = records(conn)?;
     let current = known.iter().find(|k| k.retired_size.is_none());
-    finish_interrupted_rotation(path, origin, current)?;
-    let key = LogKey::load(path, origin)?;
+    if let KeySource::File(path) = source {
+        finish_interrupted_rotation(path, origin, current)?;
+    }
+    let key = source.load(origin)?;
+    let shown = source.shown(key.as_ref());
     match (current, key) {
         (Some(c), Some(k)) if k.vkey() == c.vkey => Ok(k),
         (Some(c), Some(k)) => bail!(
-            "the audit log key {shown} is key {}, but this log's checkpoints since entry {} are signed by key {} ({}); restore that key file from backup. A new key is taken only by `meshguard-gateway --rotate-audit-key` (docs/keys.md)",
+            "the audit log key {shown} is key {}, but this log's checkpoints since entry {} are signed by key {} ({}); give that key (restore its file from backup, or the URI of the token key a rotation moved to). A new key is taken only by `meshguard-gateway --rotate-audit-key` (docs/keys.md)",
             key_id(&k.vkey()),
             c.first_size,
             key_id(&c.vkey),
@@ -132,6 +170,9 @@ pub(crate) fn open_signing_key(
                 Ok(k)
             }
             (None, None) => {
+                let KeySource::File(path) = source else {
+                    unreachable!("a token key is loaded or refused");
+                };
                 let k = LogKey::generate(origin);
                 k.save(path)?;
                 insert(conn, &k.vkey(), 0)?;
@@ -150,10 +191,10 @@ fn finish_interrupted_rotation(
     current: Option<&KeyRecord>,
 ) -> anyhow::Result<()> {
     let pending = pending_path(path);
-    let Some(next) = LogKey::load(&pending, origin)? else {
+    let Some(staged) = LogKey::load(&pending, origin)? else {
         return Ok(());
     };
-    if current.is_some_and(|c| c.vkey == next.vkey()) {
+    if current.is_some_and(|c| c.vkey == staged.vkey()) {
         rename_durably(&pending, path)
             .with_context(|| format!("cannot move {} to {}", pending.display(), path.display()))?;
         tracing::warn!(key = %path.display(), "finished a key rotation that stopped before its new key file was in place");
@@ -176,46 +217,66 @@ pub(crate) struct Rotated {
     /// Whether the old key signed the handoff checkpoint too (not when it was lost).
     pub(crate) old_key_signed: bool,
     pub(crate) checkpoint: String,
+    /// What the operator does next.
+    pub(crate) next_step: String,
 }
 
 /// Replaces the log's key: a `key_rotation` entry naming the old and the new key, and the
 /// checkpoint over it signed by the new key and (unless `lost`) the old one, are committed
-/// together with the key records; then the new key file replaces the old one.
+/// together with the key records. The new key is the token key `next` names, or else a new key
+/// file, staged beside the old one and renamed over it once the log has recorded it.
 pub(crate) fn rotate(
     db_path: &Path,
-    path: &Path,
+    source: &KeySource,
     origin: &str,
     lost: bool,
+    next: Option<&str>,
 ) -> anyhow::Result<Rotated> {
     let conn = super::store::open_conn(db_path)?;
+    let current = records(&conn)?
+        .into_iter()
+        .find(|r| r.retired_size.is_none());
     let old = if lost {
-        if let Some(k) = LogKey::load(path, origin)? {
-            let current = records(&conn)?
-                .into_iter()
-                .find(|r| r.retired_size.is_none());
-            if current.is_some_and(|c| c.vkey == k.vkey()) {
+        // The key may not open at all (that is why it is lost); one that does must not be the
+        // log's current key.
+        if let Ok(Some(k)) = source.load(origin) {
+            if current.as_ref().is_some_and(|c| c.vkey == k.vkey()) {
                 bail!(
                     "--audit-key-lost, but {} holds this log's current key; rotate without --audit-key-lost so the old key signs the handoff",
-                    path.display()
+                    source.shown(Some(&k))
                 );
             }
-            bail!(
-                "--audit-key-lost, but {} holds a key (key {}) that is not this log's; move it away first, keeping it in case it is needed",
-                path.display(),
-                key_id(&k.vkey())
-            );
+            if let KeySource::File(path) = source {
+                bail!(
+                    "--audit-key-lost, but {} holds a key (key {}) that is not this log's; move it away first, keeping it in case it is needed",
+                    path.display(),
+                    key_id(&k.vkey())
+                );
+            }
         }
         None
     } else {
-        Some(open_signing_key(&conn, path, origin)?)
+        Some(open_signing_key(&conn, source, origin)?)
     };
     let current = records(&conn)?
         .into_iter()
         .find(|r| r.retired_size.is_none());
     drop(conn);
-    let new = LogKey::generate(origin);
-    let pending = pending_path(path);
-    new.save(&pending)?;
+    let (new, staged) = match (next, source) {
+        (Some(uri), _) => (LogKey::from_token(uri, origin)?, None),
+        (None, KeySource::File(path)) => {
+            let new = LogKey::generate(origin);
+            let pending = pending_path(path);
+            new.save(&pending)?;
+            (new, Some((pending, path.clone())))
+        }
+        (None, KeySource::Token(_)) => bail!(
+            "the audit key is in a PKCS#11 token: make the new key in the token and name it with --new-audit-key-uri (docs/keys.md)"
+        ),
+    };
+    if current.as_ref().is_some_and(|c| c.vkey == new.vkey()) {
+        bail!("the new key is the log's current key; name another key");
+    }
     let entry = meshguard_api::AuditEntry {
         id: crate::ids::new_id("aud"),
         timestamp: crate::clock::now_rfc3339(),
@@ -277,23 +338,37 @@ pub(crate) fn rotate(
     let (size, checkpoint) = match result {
         Ok(done) => done,
         Err(e) => {
-            let _ = std::fs::remove_file(&pending);
+            if let Some((pending, _)) = &staged {
+                let _ = std::fs::remove_file(pending);
+            }
             return Err(e.context("the rotation was not recorded; the old key stays in use"));
         }
     };
-    rename_durably(&pending, path).with_context(|| {
+    let next_step = if let Some((pending, path)) = &staged {
+        rename_durably(pending, path).with_context(|| {
+            format!(
+                "the log recorded the new key, but {} could not be moved to {}; the next start finishes it",
+                pending.display(),
+                path.display()
+            )
+        })?;
         format!(
-            "the log recorded the new key, but {} could not be moved to {}; the next start finishes it",
-            pending.display(),
+            "start the gateway; back up the new key file {}",
             path.display()
         )
-    })?;
+    } else {
+        format!(
+            "set AUDIT_KEY_URI to the URI given with --new-audit-key-uri ({}), then start the gateway",
+            new.location()
+        )
+    };
     Ok(Rotated {
         old_vkey: current.map(|c| c.vkey),
         new_vkey: new.vkey(),
         size,
         old_key_signed: old.is_some(),
         checkpoint,
+        next_step,
     })
 }
 
@@ -309,7 +384,7 @@ mod tests {
         let conn = super::super::store::open_conn(store.path()).unwrap();
         let path = dir.path().join("audit-log.key");
         let origin = "example.org/log";
-        let first = open_signing_key(&conn, &path, origin).unwrap();
+        let first = open_signing_key(&conn, &KeySource::File(path.clone()), origin).unwrap();
 
         // The log recorded the new key; its file was not yet renamed into place.
         let next = LogKey::generate(origin);
@@ -320,13 +395,13 @@ mod tests {
         )
         .unwrap();
         insert(&conn, &next.vkey(), 1).unwrap();
-        let got = open_signing_key(&conn, &path, origin).unwrap();
+        let got = open_signing_key(&conn, &KeySource::File(path.clone()), origin).unwrap();
         assert_eq!(got.vkey(), next.vkey());
         assert!(!pending_path(&path).exists());
 
         // A new key the log never recorded is dropped; the current key stays.
         LogKey::generate(origin).save(&pending_path(&path)).unwrap();
-        let got = open_signing_key(&conn, &path, origin).unwrap();
+        let got = open_signing_key(&conn, &KeySource::File(path.clone()), origin).unwrap();
         assert_eq!(got.vkey(), next.vkey());
         assert!(!pending_path(&path).exists());
     }

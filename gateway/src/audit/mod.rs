@@ -57,7 +57,7 @@ pub(crate) fn chain_hash(prev_hex: &str, body: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct AuditConfig {
     pub(crate) db_path: PathBuf,
-    pub(crate) key_path: PathBuf,
+    pub(crate) key: keys::KeySource,
     pub(crate) origin: String,
     /// Sign a checkpoint after this many new rows…
     pub(crate) checkpoint_every: u64,
@@ -116,7 +116,7 @@ impl AuditLog {
     pub(crate) fn open(config: AuditConfig) -> anyhow::Result<Self> {
         let key = {
             let conn = store::open_conn(&config.db_path)?;
-            keys::open_signing_key(&conn, &config.key_path, &config.origin)?
+            keys::open_signing_key(&conn, &config.key, &config.origin)?
         };
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());

@@ -21,13 +21,28 @@ const ED25519: u8 = 0x01;
 #[derive(Clone)]
 pub(crate) struct LogKey {
     name: String,
-    key: SigningKey,
+    secret: Secret,
+    public: VerifyingKey,
+}
+
+/// Where the private key is: in memory (from a key file) or in a PKCS#11 token.
+#[derive(Clone)]
+enum Secret {
+    File(Box<SigningKey>),
+    Token(std::sync::Arc<crate::pkcs11::TokenKey>),
 }
 
 impl std::fmt::Debug for LogKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogKey")
             .field("name", &self.name)
+            .field(
+                "in",
+                &match &self.secret {
+                    Secret::File(_) => "file",
+                    Secret::Token(t) => t.name(),
+                },
+            )
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +75,10 @@ pub(crate) enum KeyError {
         found: String,
         expected: String,
     },
+    #[error("PKCS#11 key: {0}")]
+    Token(String),
+    #[error("the key {0} is in a PKCS#11 token; it cannot be written to a file")]
+    NotAFile(String),
 }
 
 fn key_id(name: &str, kind: u8, public: &[u8]) -> [u8; 4] {
@@ -89,15 +108,54 @@ impl LogKey {
     pub(crate) fn generate(origin: &str) -> Self {
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        Self::from_signing_key(origin, SigningKey::from_bytes(&seed))
+    }
+
+    fn from_signing_key(name: &str, key: SigningKey) -> Self {
         Self {
+            name: name.to_owned(),
+            public: key.verifying_key(),
+            secret: Secret::File(Box::new(key)),
+        }
+    }
+
+    /// The Ed25519 key a PKCS#11 URI names (`pkcs11.rs`), for signing as `origin`.
+    pub(crate) fn from_token(uri: &str, origin: &str) -> Result<Self, KeyError> {
+        let token = crate::pkcs11::TokenKey::open(uri).map_err(KeyError::Token)?;
+        let public = VerifyingKey::from_bytes(&token.public()).map_err(|_| {
+            KeyError::Token(format!(
+                "{}: the public key is not a valid Ed25519 point",
+                token.name()
+            ))
+        })?;
+        Ok(Self {
             name: origin.to_owned(),
-            key: SigningKey::from_bytes(&seed),
+            public,
+            secret: Secret::Token(std::sync::Arc::new(token)),
+        })
+    }
+
+    /// Where the key is, for messages: `file` or the token's and object's labels.
+    pub(crate) fn location(&self) -> String {
+        match &self.secret {
+            Secret::File(_) => "a key file".to_owned(),
+            Secret::Token(t) => format!("PKCS#11 {}", t.name()),
+        }
+    }
+
+    fn sign_bytes(&self, msg: &[u8]) -> Result<[u8; 64], String> {
+        match &self.secret {
+            Secret::File(k) => Ok(k.sign(msg).to_bytes()),
+            Secret::Token(t) => t.sign(msg),
         }
     }
 
     /// Writes the key to `path` (0600, write-fsync-rename).
     pub(crate) fn save(&self, path: &Path) -> Result<(), KeyError> {
-        write_private(path, self.private_text().as_bytes()).map_err(|source| KeyError::Write {
+        let Some(text) = self.private_text() else {
+            return Err(KeyError::NotAFile(self.location()));
+        };
+        write_private(path, text.as_bytes()).map_err(|source| KeyError::Write {
             path: path.display().to_string(),
             source,
         })
@@ -156,31 +214,35 @@ impl LogKey {
         if kind != ED25519 || seed.len() != 32 {
             return None;
         }
-        Some(Self {
-            name: name.to_owned(),
-            key: SigningKey::from_bytes(seed.try_into().ok()?),
-        })
+        Some(Self::from_signing_key(
+            name,
+            SigningKey::from_bytes(seed.try_into().ok()?),
+        ))
     }
 
-    fn private_text(&self) -> String {
+    /// The key file's text; None for a key in a token.
+    fn private_text(&self) -> Option<String> {
+        let Secret::File(key) = &self.secret else {
+            return None;
+        };
         let mut raw = vec![ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        let id = key_id(&self.name, ED25519, self.key.verifying_key().as_bytes());
-        format!(
+        raw.extend_from_slice(key.as_bytes());
+        let id = key_id(&self.name, ED25519, self.public.as_bytes());
+        Some(format!(
             "PRIVATE+KEY+{}+{}+{}\n",
             self.name,
             hex::encode(id),
             B64.encode(raw)
-        )
+        ))
     }
 
     /// A raw Ed25519 signature with this key (for minisign-format policy bundles).
-    pub(crate) fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
-        self.key.sign(msg).to_bytes()
+    pub(crate) fn sign_raw(&self, msg: &[u8]) -> Result<[u8; 64], String> {
+        self.sign_bytes(msg)
     }
 
     pub(crate) fn public_bytes(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.public.to_bytes()
     }
 
     pub(crate) fn origin(&self) -> &str {
@@ -189,7 +251,7 @@ impl LogKey {
 
     /// The verifier key: `name+<key id>+base64(0x01 ‖ public key)`.
     pub(crate) fn vkey(&self) -> String {
-        let public = self.key.verifying_key();
+        let public = self.public;
         let mut raw = vec![ED25519];
         raw.extend_from_slice(public.as_bytes());
         format!(
@@ -201,28 +263,28 @@ impl LogKey {
     }
 
     /// Signs `text` (which must end in a newline) as a note with one signature line.
-    pub(crate) fn sign_note(&self, text: &str) -> String {
+    pub(crate) fn sign_note(&self, text: &str) -> Result<String, String> {
         sign_note_by(text, &[self])
     }
 
     /// One signature line of `text`.
-    fn signature_line(&self, text: &str) -> String {
-        let sig = self.key.sign(text.as_bytes());
-        let mut blob = key_id(&self.name, ED25519, self.key.verifying_key().as_bytes()).to_vec();
-        blob.extend_from_slice(&sig.to_bytes());
-        format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
+    fn signature_line(&self, text: &str) -> Result<String, String> {
+        let sig = self.sign_bytes(text.as_bytes())?;
+        let mut blob = key_id(&self.name, ED25519, self.public.as_bytes()).to_vec();
+        blob.extend_from_slice(&sig);
+        Ok(format!("\u{2014} {} {}\n", self.name, B64.encode(blob)))
     }
 }
 
 /// `text` (which must end in a newline) as a note signed by every key in `keys`, in order: the
 /// handoff checkpoint of a key rotation carries the new key's and the old key's signatures.
-pub(crate) fn sign_note_by(text: &str, keys: &[&LogKey]) -> String {
+pub(crate) fn sign_note_by(text: &str, keys: &[&LogKey]) -> Result<String, String> {
     debug_assert!(text.ends_with('\n'));
     let mut note = format!("{text}\n");
     for key in keys {
-        note.push_str(&key.signature_line(text));
+        note.push_str(&key.signature_line(text)?);
     }
-    note
+    Ok(note)
 }
 
 /// The checkpoint body: origin, size and base64 root, each on its line; no extension lines.
@@ -321,7 +383,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key =
             LogKey::load_or_create(&dir.path().join("k"), "example.org/meshguard-audit").unwrap();
-        let note = key.sign_note(&checkpoint_body(key.origin(), 7, &[9u8; 32]));
+        let note = key
+            .sign_note(&checkpoint_body(key.origin(), 7, &[9u8; 32]))
+            .unwrap();
         let cp = verify_checkpoint(&key.vkey(), &note).unwrap();
         assert_eq!(
             (cp.size, cp.root, cp.origin.as_str()),

@@ -451,7 +451,14 @@ impl Writer {
         let (size, root) = (grown.size(), grown.root());
         let mut signers = vec![new];
         signers.extend(old);
-        let text = note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers);
+        let text =
+            match note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers) {
+                Ok(text) => text,
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    anyhow::bail!("cannot sign the handoff checkpoint: {e}");
+                }
+            };
         let now = crate::clock::now_rfc3339();
         let written = (|| -> rusqlite::Result<()> {
             save_tiles(&self.conn, &tiles)?;
@@ -502,7 +509,9 @@ impl Writer {
             self.synced_all()?;
             let size = self.frontier.size();
             let root = self.frontier.root();
-            let note = key.sign_note(&note::checkpoint_body(key.origin(), size, &root));
+            let note = key
+                .sign_note(&note::checkpoint_body(key.origin(), size, &root))
+                .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
             self.conn.execute(
                 "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![

@@ -602,7 +602,7 @@ pub(super) async fn bundle(
         "timestamp:{}\tfile:policy-bundle.json\tversion:{version}",
         chrono::Utc::now().timestamp()
     );
-    let minisig = crate::bundle::sign(key, &bytes, &trusted);
+    let minisig = crate::bundle::sign(key, &bytes, &trusted).map_err(ApiError::internal)?;
     let mut body = json!({
         "fileName": "policy-bundle.json",
         "minisig": minisig,

@@ -163,3 +163,186 @@ fn a_lost_key_rotation_is_refused_while_the_key_is_there() {
         "{err}"
     );
 }
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "472913";
+
+/// A SoftHSM2 token of its own (its config and token directory under `dir`) holding Ed25519
+/// key pairs with the given labels, made by OpenSC's `pkcs11-tool` as a site would make them.
+fn softhsm_token(dir: &Path, labels: &[&str]) -> (String, std::path::PathBuf) {
+    assert!(
+        Path::new(MODULE).exists(),
+        "SoftHSM2 is not installed (apt softhsm2 opensc; `cargo xtask test` installs it)"
+    );
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .env("SOFTHSM2_CONF", &conf)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "meshguard",
+            "--so-pin",
+            "83726451",
+            "--pin",
+            PIN,
+        ],
+    );
+    for (i, label) in labels.iter().enumerate() {
+        let id = format!("{:02x}", i + 1);
+        run(
+            "pkcs11-tool",
+            &[
+                "--module",
+                MODULE,
+                "--token-label",
+                "meshguard",
+                "--login",
+                "--pin",
+                PIN,
+                "--keypairgen",
+                "--key-type",
+                "EC:edwards25519",
+                "--label",
+                label,
+                "--id",
+                &id,
+            ],
+        );
+    }
+    let pin_file = dir.join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (conf.display().to_string(), pin_file)
+}
+
+fn token_uri(object: &str, pin_file: &Path) -> String {
+    format!(
+        "pkcs11:token=meshguard;object={object}?module-path={MODULE}&pin-source={}",
+        pin_file.display()
+    )
+}
+
+#[test]
+fn the_audit_key_moves_into_a_pkcs11_token_and_keeps_signing_from_there() {
+    let dir = tempdir();
+    let hsm = tempdir();
+    let (conf, pin_file) = softhsm_token(hsm.path(), &["audit-2", "bundles"]);
+    let with_hsm = |extra: Vec<(&'static str, String)>| {
+        let mut env = vec![("SOFTHSM2_CONF", conf.clone())];
+        env.extend(extra);
+        Options::with(env)
+    };
+    let gw = Gateway::start_with(dir.path(), with_hsm(vec![]));
+    let (_, token) = agent(&gw, "clerk", "verified", &[]);
+    policy(
+        &gw,
+        "read",
+        "name: read\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
+    );
+    let (_, file_vkey) = decide_and_sign(&gw, &token, 2);
+    drop(gw);
+
+    // Rotate from the key file into the token: the file key signs the handoff too.
+    let uri = token_uri("audit-2", &pin_file);
+    let mut opts = with_hsm(vec![]);
+    opts.args = vec!["--rotate-audit-key", "--new-audit-key-uri", &uri];
+    let out = command(dir.path(), &opts).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains(PIN) && !stderr.contains(PIN),
+        "the PIN is never printed"
+    );
+    let rotated: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(rotated["oldVkey"], json!(file_vkey));
+    assert_eq!(rotated["oldKeySigned"], json!(true));
+    assert!(
+        rotated["nextStep"]
+            .as_str()
+            .unwrap()
+            .contains("AUDIT_KEY_URI")
+    );
+    let token_vkey = rotated["newVkey"].as_str().unwrap().to_owned();
+
+    // Started with the old key file, the gateway refuses: the log is signed by the token key.
+    let out = command(dir.path(), &with_hsm(vec![])).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("are signed by key"), "{stderr}");
+
+    // With the token key (and the bundle key in the token too) it signs from the token.
+    let gw = Gateway::start_with(
+        dir.path(),
+        with_hsm(vec![
+            ("AUDIT_KEY_URI", uri.clone()),
+            ("POLICY_BUNDLE_KEY_URI", token_uri("bundles", &pin_file)),
+        ]),
+    );
+    let (_, vkey) = decide_and_sign(&gw, &token, 3);
+    assert_eq!(vkey, token_vkey);
+    assert_log_verifies(&gw, 3);
+    // A bundle signed in the token verifies with the stock minisign.
+    let (status, bundle) = gw.get("/admin/policies/bundle");
+    assert_eq!(status, 200, "{bundle}");
+    let b = hsm.path();
+    std::fs::write(
+        b.join("policy-bundle.json"),
+        bundle["bundle"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("policy-bundle.json.minisig"),
+        bundle["minisig"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(b.join("bundle.pub"), bundle["publicKey"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new("minisign")
+        .current_dir(b)
+        .args(["-V", "-p", "bundle.pub", "-m", "policy-bundle.json"])
+        .output()
+        .expect("minisign (apt minisign) runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(gw);
+
+    // A wrong PIN is named as such, without the PIN.
+    std::fs::write(&pin_file, "000000\n").unwrap();
+    let out = command(dir.path(), &with_hsm(vec![("AUDIT_KEY_URI", uri)]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("check the PIN") && !stderr.contains("000000"),
+        "{stderr}"
+    );
+}
