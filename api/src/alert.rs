@@ -38,7 +38,12 @@ pub struct AlertChannel {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: ChannelType,
+    /// The URL alerts go to; for Slack, whose webhook URL is itself a secret, only its scheme
+    /// and host (`https://hooks.slack.com/…`), with `endpoint_digest` to tell a change.
     pub endpoint: String,
+    /// `sha256:<hex>` of a Slack webhook URL, which is never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

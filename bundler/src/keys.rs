@@ -19,45 +19,8 @@ use crate::BundleError;
 /// algorithm (2), salt (32), opslimit (8), memlimit (8), key id (8), ed25519 keypair (64).
 const SK_KEYPAIR_OFFSET: usize = 2 + 2 + 2 + 32 + 8 + 8 + 8;
 
-/// A passphrase for a private key. Never printed.
-pub struct Passphrase(String);
-
-impl std::fmt::Debug for Passphrase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Passphrase(..)")
-    }
-}
-
-impl Passphrase {
-    /// From `file` when given, else from the environment variable `var`; the error says both
-    /// ways to give one, never a value.
-    pub fn from_file_or_env(
-        file: Option<&std::path::Path>,
-        var: &str,
-    ) -> Result<Self, BundleError> {
-        let text = match file {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| BundleError::io("read", p, e))?,
-            None => std::env::var(var).map_err(|_| {
-                BundleError::Key(format!(
-                    "no key passphrase: set {var} or pass --passphrase-file FILE"
-                ))
-            })?,
-        };
-        Self::new(&text)
-    }
-
-    pub fn new(text: &str) -> Result<Self, BundleError> {
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text.is_empty() {
-            return Err(BundleError::Key(
-                "the key passphrase is empty; set MESHGUARD_BUNDLE_PASSPHRASE or pass \
-                 --passphrase-file"
-                    .into(),
-            ));
-        }
-        Ok(Self(text.to_owned()))
-    }
-}
+/// Key passphrases: one type for the workspace, held as a secret and zeroed on drop.
+pub use meshguard_license::seal::Passphrase;
 
 /// The media signing key (ed25519, minisign format).
 pub struct MediaKey {
@@ -76,8 +39,9 @@ impl std::fmt::Debug for MediaKey {
 impl MediaKey {
     /// A new key pair: (encrypted secret key file, public key file), both minisign text.
     pub fn generate(passphrase: &Passphrase) -> Result<(String, String), BundleError> {
-        let kp = minisign::KeyPair::generate_encrypted_keypair(Some(passphrase.0.clone()))
-            .map_err(|e| BundleError::Key(format!("cannot generate a minisign key: {e}")))?;
+        let kp =
+            minisign::KeyPair::generate_encrypted_keypair(Some(passphrase.expose().to_owned()))
+                .map_err(|e| BundleError::Key(format!("cannot generate a minisign key: {e}")))?;
         let sk = kp
             .sk
             .to_box(Some("meshguard-bundle media signing key (encrypted)"))
@@ -98,7 +62,7 @@ impl MediaKey {
         let boxed = minisign::SecretKeyBox::from_string(&text)
             .map_err(|e| BundleError::Key(format!("{what} is not a minisign secret key: {e}")))?;
         let sk = boxed
-            .into_secret_key(Some(passphrase.0.clone()))
+            .into_secret_key(Some(passphrase.expose().to_owned()))
             .map_err(|_| BundleError::Key(format!("wrong passphrase for {what}")))?;
         if sk.is_encrypted() {
             return Err(BundleError::Key(format!("wrong passphrase for {what}")));
@@ -253,7 +217,7 @@ impl CosignKey {
         let pem = secret
             .to_pkcs8_encrypted_pem(
                 &mut rand::rngs::OsRng,
-                passphrase.0.as_bytes(),
+                passphrase.expose().as_bytes(),
                 LineEnding::LF,
             )
             .map_err(|e| BundleError::Key(format!("cannot encrypt the P-256 key: {e}")))?;
@@ -267,13 +231,14 @@ impl CosignKey {
     pub fn load(path: &Path, passphrase: &Passphrase) -> Result<Self, BundleError> {
         let what = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| BundleError::io("read", path, e))?;
-        let secret = p256::SecretKey::from_pkcs8_encrypted_pem(&text, passphrase.0.as_bytes())
-            .map_err(|e| {
-                BundleError::Key(format!(
-                    "cannot open {what} as an encrypted P-256 PKCS#8 key (wrong passphrase, or \
+        let secret =
+            p256::SecretKey::from_pkcs8_encrypted_pem(&text, passphrase.expose().as_bytes())
+                .map_err(|e| {
+                    BundleError::Key(format!(
+                        "cannot open {what} as an encrypted P-256 PKCS#8 key (wrong passphrase, or \
                      another kind of key): {e}"
-                ))
-            })?;
+                    ))
+                })?;
         Ok(Self {
             key: p256::ecdsa::SigningKey::from(secret),
         })

@@ -85,17 +85,10 @@ struct PassphraseArg {
 
 impl PassphraseArg {
     fn get(&self) -> Result<Passphrase> {
-        let text = match &self.passphrase_file {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read the passphrase file {}", p.display()))?,
-            None => std::env::var("MESHGUARD_LICENSE_PASSPHRASE").map_err(|_| {
-                anyhow::anyhow!(
-                    "no key passphrase: set MESHGUARD_LICENSE_PASSPHRASE or pass \
-                     --passphrase-file FILE"
-                )
-            })?,
-        };
-        Ok(Passphrase::new(text)?)
+        Ok(Passphrase::from_file_or_env(
+            self.passphrase_file.as_deref(),
+            "MESHGUARD_LICENSE_PASSPHRASE",
+        )?)
     }
 }
 

@@ -15,7 +15,8 @@ use crate::LicenseError;
 const BINARY_MAGIC: &[u8] = b"age-encryption.org/v1\n";
 const ARMOR_BEGIN: &[u8] = b"-----BEGIN AGE ENCRYPTED FILE-----";
 
-/// A passphrase for a private key at rest. Never printed.
+/// A passphrase for a private key at rest: the one type for it in the workspace (licensing,
+/// media and witness keys). Held as a `SecretString` (zeroed on drop), never printed.
 pub struct Passphrase(SecretString);
 
 impl std::fmt::Debug for Passphrase {
@@ -26,16 +27,51 @@ impl std::fmt::Debug for Passphrase {
 
 impl Passphrase {
     /// Refuses an empty passphrase: a key "encrypted" with one is a key in clear.
-    pub fn new(text: String) -> Result<Self, LicenseError> {
-        let text = text.trim_end_matches(['\r', '\n']).to_owned();
-        if text.is_empty() {
-            return Err(LicenseError::Key(
-                "the key passphrase is empty; set MESHGUARD_LICENSE_PASSPHRASE or pass \
-                 --passphrase-file"
-                    .into(),
-            ));
+    pub fn new(text: impl Into<String>) -> Result<Self, LicenseError> {
+        Self::checked(SecretString::from(text.into()), "a --passphrase-file")
+    }
+
+    /// From `file` when given, else from the environment variable `var`; errors say both ways
+    /// to give one and never a value.
+    pub fn from_file_or_env(
+        file: Option<&std::path::Path>,
+        var: &str,
+    ) -> Result<Self, LicenseError> {
+        let text = match file {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| {
+                LicenseError::Key(format!(
+                    "cannot read the passphrase file {}: {e}",
+                    p.display()
+                ))
+            })?,
+            None => std::env::var(var).map_err(|_| {
+                LicenseError::Key(format!(
+                    "no key passphrase: set {var} or pass --passphrase-file FILE"
+                ))
+            })?,
+        };
+        Self::checked(
+            SecretString::from(text),
+            &format!("{var} or a --passphrase-file"),
+        )
+    }
+
+    fn checked(text: SecretString, how: &str) -> Result<Self, LicenseError> {
+        let trimmed = text.expose_secret().trim_end_matches(['\r', '\n']);
+        if trimmed.is_empty() {
+            return Err(LicenseError::Key(format!(
+                "the key passphrase is empty; give one with {how}"
+            )));
         }
-        Ok(Self(SecretString::from(text)))
+        if trimmed.len() == text.expose_secret().len() {
+            return Ok(Self(text));
+        }
+        Ok(Self(SecretString::from(trimmed.to_owned())))
+    }
+
+    /// The passphrase, for the code that derives a key from it.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
     }
 }
 

@@ -15,11 +15,25 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ChannelRecord, Write};
 
+/// `scheme://host/…`: where a secret URL goes, without the part that is the secret.
+fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    format!("{scheme}://{host}/\u{2026}")
+}
+
 fn view(c: &ChannelRecord) -> AlertChannel {
+    let slack = c.kind == ChannelType::Slack;
     AlertChannel {
         id: c.id.clone(),
         kind: c.kind,
-        endpoint: c.endpoint.clone(),
+        endpoint: if slack {
+            redact_url(&c.endpoint)
+        } else {
+            c.endpoint.clone()
+        },
+        endpoint_digest: slack.then(|| crate::routes::digest(c.endpoint.as_bytes())),
         name: c.name.clone(),
         severity: c.severity,
         triggers: c.triggers.clone(),
@@ -32,14 +46,10 @@ fn view(c: &ChannelRecord) -> AlertChannel {
     }
 }
 
-/// The channel as its change records keep it: a Slack webhook URL is a secret, so the record
-/// holds its digest (a change still shows) and never the URL.
+/// The channel as its change records keep it: as reads show it, so a Slack webhook URL is only
+/// its host and digest (a change still shows) and never the URL.
 fn view_json(c: &ChannelRecord) -> Value {
-    let mut v = serde_json::to_value(view(c)).expect("channels serialize");
-    if c.kind == meshguard_api::ChannelType::Slack {
-        v["endpoint"] = Value::String(crate::routes::digest(c.endpoint.as_bytes()));
-    }
-    v
+    serde_json::to_value(view(c)).expect("channels serialize")
 }
 
 fn secret_fields(before: &ChannelRecord, after: &ChannelRecord) -> Vec<&'static str> {

@@ -92,11 +92,26 @@ fn input(planned: &AlertChannelState) -> Option<AlertChannelInput> {
     })
 }
 
+/// The endpoint to keep in state. A Slack webhook URL is a secret the gateway never returns:
+/// it gives the host and a digest, so the URL in state is kept while the digest matches it, and
+/// a URL changed on the gateway shows as the gateway's redacted form (a diff to apply).
+fn endpoint_of(c: &AlertChannel, shape: &AlertChannelState) -> String {
+    use sha2::Digest as _;
+    match (&c.endpoint_digest, known(&shape.endpoint)) {
+        (Some(digest), Some(held))
+            if *digest == format!("sha256:{}", hex::encode(sha2::Sha256::digest(held))) =>
+        {
+            held.to_owned()
+        }
+        _ => c.endpoint.clone(),
+    }
+}
+
 fn from_gateway(c: &AlertChannel, shape: &AlertChannelState) -> AlertChannelState {
     AlertChannelState {
         id: Value::Value(c.id.clone()),
         kind: Value::Value(enum_text(&c.kind)),
-        endpoint: Value::Value(c.endpoint.clone()),
+        endpoint: Value::Value(endpoint_of(c, shape)),
         severity: c.severity.as_ref().map(enum_text).into(),
         triggers: list_like(&shape.triggers, c.triggers.iter().map(enum_text).collect()),
         slack_channel: c.slack_channel.clone().into(),
@@ -134,11 +149,11 @@ impl Resource for AlertChannelResource {
             ),
             (
                 "endpoint".into(),
-                attr(
+                sensitive(attr(
                     AttributeType::String,
                     Required,
-                    "The http(s) URL alerts are sent to.",
-                ),
+                    "The http(s) URL alerts are sent to. Sensitive: a Slack webhook URL is a secret; the gateway returns only its host and digest, and the provider keeps the URL from state while the digest matches.",
+                )),
             ),
             (
                 "severity".into(),

@@ -255,6 +255,36 @@ fn lifecycle(terraform: &'static str) {
     wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
     assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
 
+    // The gateway never returns a Slack webhook URL, yet a URL changed outside Terraform is
+    // seen (by its digest) and planned back.
+    let (_, channels) = gw.get("/admin/alert-channels");
+    let slack = channels["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "slack")
+        .unwrap()
+        .clone();
+    assert!(!channels.to_string().contains("T00/B00/xxx"), "{channels}");
+    assert_eq!(
+        gw.patch(
+            &format!("/admin/alert-channels/{}", slack["id"].as_str().unwrap()),
+            json!({"endpoint": "https://hooks.slack.com/services/T00/B00/other"})
+        ),
+        200
+    );
+    let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(plan.code, 2, "{}", plan.all());
+    assert!(
+        plan.stdout
+            .contains("meshguard_alert_channel.slack_alerts will be updated")
+            && !plan.stdout.contains("T00/B00/xxx"),
+        "{}",
+        plan.stdout
+    );
+    wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
+    assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
+
     // Import of each type, then an empty plan.
     for address in [
         "meshguard_agent.summarizer",
@@ -283,8 +313,13 @@ fn lifecycle(terraform: &'static str) {
             import.stdout
         );
         let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
-        // Write-only secrets cannot be read back, so an imported channel plans to set its key.
-        let expected = if address.contains("pagerduty") { 2 } else { 0 };
+        // Write-only secrets (a routing key, a Slack webhook URL) cannot be read back, so an
+        // imported channel plans to set them.
+        let expected = if address.contains("pagerduty") || address.contains("slack") {
+            2
+        } else {
+            0
+        };
         assert_eq!(
             plan.code,
             expected,
