@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 ///
 /// The stored form is the canonical JSON (sorted keys, no whitespace) of this object; its hash
 /// chains to the previous entry of the same source and it is a leaf of the log's Merkle tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEntry {
     /// `aud_…`

@@ -281,18 +281,7 @@ pub(crate) fn rotate(
         id: crate::ids::new_id("aud"),
         timestamp: crate::clock::now_rfc3339(),
         event: "key_rotation".to_owned(),
-        agent_id: None,
-        agent_name: None,
-        trust_tier: None,
         action: "audit:rotate-key".to_owned(),
-        resource: None,
-        method: None,
-        path: None,
-        decision: String::new(),
-        outcome: String::new(),
-        policy: None,
-        policy_name: None,
-        rule: None,
         reason: Some(match (&current, lost) {
             (Some(c), false) => format!(
                 "checkpoint key {} replaced by {}; the handoff checkpoint carries both signatures",
@@ -309,9 +298,6 @@ pub(crate) fn rotate(
                 key_id(&new.vkey())
             ),
         }),
-        trace_id: String::new(),
-        mode: String::new(),
-        snapshot: 0,
         meta: {
             let mut m = serde_json::Map::new();
             m.insert(
@@ -322,7 +308,7 @@ pub(crate) fn rotate(
             m.insert("oldKeyLost".into(), lost.into());
             m
         },
-        would_deny: false,
+        ..Default::default()
     };
     let prepared = super::Prepared::new(entry);
     let signing_vkey = current
