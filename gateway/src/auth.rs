@@ -29,12 +29,29 @@ impl FromRequestParts<AppState> for Admin {
                 "Missing X-Admin-Token or Authorization header",
             ));
         };
-        if tokens_equal(presented, &state.inner.config.admin_token) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::unauthorized("Invalid admin token"))
+        if !tokens_equal(presented, &state.inner.config.admin_token) {
+            return Err(ApiError::unauthorized("Invalid admin token"));
         }
+        client_cert_ok(parts, state)?;
+        Ok(Admin)
     }
+}
+
+/// With `ADMIN_CLIENT_CA_FILE` set, an admin request must also come over a connection that
+/// presented a client certificate from one of its CAs (the listener verified the chain).
+pub(crate) fn client_cert_ok(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
+    if state.inner.config.admin_client_ca.is_none() {
+        return Ok(());
+    }
+    if let Some(c) = parts.extensions.get::<crate::tls::ClientCert>() {
+        tracing::debug!(client_cert_sha256 = %c.sha256, "admin request over mutual TLS");
+        return Ok(());
+    }
+    Err(ApiError::unauthorized(
+        "the admin API requires a client certificate issued by the site's admin CA \
+         (ADMIN_CLIENT_CA_FILE) besides the admin token; present one (the Terraform provider's \
+         client_cert_file and client_key_file, curl's --cert and --key)",
+    ))
 }
 
 /// The token after `Bearer `, if the header has that form.

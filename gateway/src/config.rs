@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, env = "TLS_KEY_FILE", requires = "tls_cert_file")]
     pub tls_key_file: Option<PathBuf>,
 
+    /// Require, for the admin API, a client certificate issued by a CA in this PEM bundle
+    /// (mutual TLS) besides the admin token. Needs TLS_CERT_FILE. Agents connect without one.
+    #[arg(long, env = "ADMIN_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub admin_client_ca_file: Option<PathBuf>,
+
     /// A PEM bundle of the site's CAs, trusted (besides the built-in roots) by every outbound
     /// call: PROXY_TARGET, alert webhooks, a sidecar's GATEWAY_URL.
     #[arg(long, env = "CA_BUNDLE_FILE")]
@@ -384,6 +389,8 @@ pub struct Config {
     pub sidecar: Option<crate::sidecar::SidecarConfig>,
     /// `(certificate, key)` PEM files: the listener serves HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The CAs whose client certificates the admin API requires (`ADMIN_CLIENT_CA_FILE`).
+    pub admin_client_ca: Option<PathBuf>,
     /// The site CA bundle's certificates, trusted by outbound calls.
     pub(crate) extra_roots: Vec<reqwest::Certificate>,
     pub license_pubkey: Option<PathBuf>,
@@ -592,6 +599,13 @@ impl Args {
             }
             _ => None,
         };
+        let admin_client_ca = match self.admin_client_ca_file.take() {
+            Some(p) => {
+                crate::tls::client_roots(&p).map_err(ConfigError::Tls)?;
+                Some(p)
+            }
+            None => None,
+        };
         let alerts = crate::alerts::AlertConfig {
             extra_roots: extra_roots.clone(),
             on,
@@ -666,6 +680,7 @@ impl Args {
                 .unwrap_or(if sidecar.is_some() { 4000 } else { 3100 }),
             sidecar,
             tls,
+            admin_client_ca,
             extra_roots,
             admin_token,
             jwt_secret,

@@ -228,7 +228,9 @@ pub async fn serve(
     }
     if let Some((cert, key)) = state.config().tls.clone() {
         let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
-        let acceptor = certs.acceptor().map_err(|e| anyhow::anyhow!(e))?;
+        let acceptor = certs
+            .acceptor(state.config().admin_client_ca.as_deref())
+            .map_err(|e| anyhow::anyhow!(e))?;
         tls::spawn_reloader(
             certs,
             state.inner.alerts.clone(),
@@ -300,9 +302,16 @@ async fn serve_tls(
                         }
                         Err(_) => return,
                     };
+                    // Only a certificate that chained to ADMIN_CLIENT_CA_FILE gets this far.
+                    let client_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
+                        tls::ClientCert { sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_ref())) }
+                    });
                     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                         use tower_service::Service as _;
                         req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        if let Some(c) = &client_cert {
+                            req.extensions_mut().insert(c.clone());
+                        }
                         let mut router = router.clone();
                         router.call(req)
                     });

@@ -626,6 +626,7 @@ pub(crate) async fn enforce(
 pub(crate) async fn enforce_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client_cert: Option<axum::Extension<crate::tls::ClientCert>>,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
@@ -636,7 +637,9 @@ pub(crate) async fn enforce_batch(
     }
     let named: Named = parse_json(&bytes)?;
     check_agent(&state, named.agent_id.as_deref())?;
-    let answer = crate::routes::batch::batch(State(state.clone()), headers, RawBody(bytes)).await?;
+    let answer =
+        crate::routes::batch::batch(State(state.clone()), headers, client_cert, RawBody(bytes))
+            .await?;
     if answer.status() != StatusCode::OK {
         return Ok(answer);
     }

@@ -103,13 +103,32 @@ impl Reloading {
     }
 
     /// The TLS acceptor presenting this certificate (HTTP/1.1 only, as the listener serves).
-    pub(crate) fn acceptor(self: &Arc<Self>) -> Result<tokio_rustls::TlsAcceptor, String> {
+    /// With `client_ca`, a client may present a certificate, which must chain to one of its CAs
+    /// (a connection with any other certificate is refused in the handshake); one without a
+    /// certificate is accepted, and the admin API refuses its requests.
+    pub(crate) fn acceptor(
+        self: &Arc<Self>,
+        client_ca: Option<&Path>,
+    ) -> Result<tokio_rustls::TlsAcceptor, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
+            .map_err(|e| e.to_string())?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(p) => {
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    client_roots(p)?,
+                    provider,
+                )
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("ADMIN_CLIENT_CA_FILE {}: {e}", p.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(self) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
     }
@@ -154,6 +173,41 @@ pub(crate) fn spawn_reloader(
             }
         }
     });
+}
+
+/// The CAs of `ADMIN_CLIENT_CA_FILE`, whose client certificates the admin API accepts.
+pub(crate) fn client_roots(path: &Path) -> Result<Arc<rustls::RootCertStore>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("cannot read ADMIN_CLIENT_CA_FILE {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| {
+            format!(
+                "ADMIN_CLIENT_CA_FILE {} is not a PEM bundle: {e}",
+                path.display()
+            )
+        })?;
+        roots.add(cert).map_err(|e| {
+            format!(
+                "ADMIN_CLIENT_CA_FILE {} holds a certificate that is not a CA: {e}",
+                path.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "ADMIN_CLIENT_CA_FILE {} holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A verified client certificate on the connection a request came in on (its SHA-256), set by
+/// the TLS listener; the admin API requires one when `ADMIN_CLIENT_CA_FILE` is set.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCert {
+    pub(crate) sha256: String,
 }
 
 /// The site CA bundle's certificates, for outbound clients.

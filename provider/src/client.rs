@@ -23,8 +23,20 @@ pub(crate) struct ClientConfig {
     pub(crate) admin_token: String,
     /// PEM certificates to trust in addition to the system's web PKI roots.
     pub(crate) ca_pem: Option<Vec<u8>>,
+    /// The client certificate and its private key (PEM), presented to the gateway.
+    pub(crate) identity: Option<Pem>,
     pub(crate) timeout: Duration,
     pub(crate) max_retries: u32,
+}
+
+/// PEM text holding a private key: never printed.
+#[derive(Clone)]
+pub(crate) struct Pem(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pem([redacted])")
+    }
 }
 
 pub(crate) struct Client {
@@ -57,6 +69,11 @@ impl ClientError {
     pub(crate) fn summary(&self) -> String {
         match self {
             ClientError::NotFound => "not found on the gateway".to_owned(),
+            ClientError::Refused { status: 401, body }
+                if body.message.contains("client certificate") =>
+            {
+                format!("the gateway refused the request (401): {}", body.message)
+            }
             ClientError::Refused { status: 401, .. } => {
                 "the gateway refused the admin token; check admin_token or MESHGUARD_ADMIN_TOKEN"
                     .to_owned()
@@ -94,6 +111,15 @@ impl Client {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some(pem) = &cfg.identity {
+            let identity = reqwest::Identity::from_pem(&pem.0).map_err(|e| {
+                format!(
+                    "client_cert_file and client_key_file do not make a client identity \
+                     (a PEM certificate and its PEM private key): {e}"
+                )
+            })?;
+            builder = builder.identity(identity);
         }
         let http = builder
             .build()

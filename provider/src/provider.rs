@@ -44,6 +44,8 @@ pub struct ProviderConfig {
     admin_token: Value<String>,
     ca_cert_file: Value<String>,
     ca_cert_pem: Value<String>,
+    client_cert_file: Value<String>,
+    client_key_file: Value<String>,
     request_timeout: Value<i64>,
     max_retries: Value<i64>,
 }
@@ -129,6 +131,22 @@ impl Provider for MeshguardProvider {
                 ),
             ),
             (
+                "client_cert_file".into(),
+                attr(
+                    AttributeType::String,
+                    Optional,
+                    "Path to a PEM client certificate to present, for a gateway that requires one for its admin API (`ADMIN_CLIENT_CA_FILE`). Needs `client_key_file`. Falls back to `MESHGUARD_CLIENT_CERT_FILE`.",
+                ),
+            ),
+            (
+                "client_key_file".into(),
+                attr(
+                    AttributeType::String,
+                    Optional,
+                    "Path to the PEM private key of `client_cert_file` (PKCS#8, PKCS#1 or SEC1). Falls back to `MESHGUARD_CLIENT_KEY_FILE`.",
+                ),
+            ),
+            (
                 "request_timeout".into(),
                 attr(
                     AttributeType::Number,
@@ -202,6 +220,47 @@ impl Provider for MeshguardProvider {
             "ca_cert_file",
             "MESHGUARD_CA_CERT_FILE",
         )?;
+        let cert_file = setting(
+            diags,
+            &config.client_cert_file,
+            "client_cert_file",
+            "MESHGUARD_CLIENT_CERT_FILE",
+        )?;
+        let key_file = setting(
+            diags,
+            &config.client_key_file,
+            "client_key_file",
+            "MESHGUARD_CLIENT_KEY_FILE",
+        )?;
+        let identity = match (cert_file, key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let mut pem = Vec::new();
+                for (path, attribute) in [(cert, "client_cert_file"), (key, "client_key_file")] {
+                    match std::fs::read(&path) {
+                        Ok(bytes) => pem.extend_from_slice(&bytes),
+                        Err(e) => {
+                            diags.error(
+                                format!("cannot read {attribute} {path}"),
+                                e.to_string(),
+                                AttributePath::new(attribute),
+                            );
+                            return None;
+                        }
+                    }
+                    pem.push(b'\n');
+                }
+                Some(crate::client::Pem(pem))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                diags.error(
+                    "client_cert_file and client_key_file go together",
+                    "set both (or MESHGUARD_CLIENT_CERT_FILE and MESHGUARD_CLIENT_KEY_FILE), or neither",
+                    AttributePath::new("client_cert_file"),
+                );
+                return None;
+            }
+        };
         let Some(url) = url else {
             diags.error(
                 "gateway_url is not set",
@@ -241,6 +300,7 @@ impl Provider for MeshguardProvider {
             gateway_url: url,
             admin_token: token,
             ca_pem,
+            identity,
             timeout: Duration::from_secs(
                 config
                     .request_timeout

@@ -60,6 +60,7 @@ impl Chain {
 pub(crate) async fn batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    client_cert: Option<axum::Extension<crate::tls::ClientCert>>,
     RawBody(bytes): RawBody,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
@@ -92,6 +93,12 @@ pub(crate) async fn batch(
         .get("x-admin-token")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| tokens_equal(t, &state.config().admin_token));
+    if admin && state.config().admin_client_ca.is_some() && client_cert.is_none() {
+        return Err(ApiError::unauthorized(
+            "a batch sent with the admin token requires a client certificate issued by the \
+             site's admin CA (ADMIN_CLIENT_CA_FILE)",
+        ));
+    }
     let agent = if admin {
         let id = req.agent_id.clone().ok_or_else(|| {
             ApiError::field(

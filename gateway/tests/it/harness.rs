@@ -88,14 +88,12 @@ impl Gateway {
 
     /// A gateway serving HTTPS, reached by a client trusting only the PEM CA `ca`.
     pub(crate) fn start_tls(dir: &Path, opts: Options<'_>, ca: &Path) -> Self {
-        let pem = std::fs::read(ca).unwrap();
-        let client = Client::builder()
-            .timeout(Duration::from_secs(30))
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-            .build()
-            .unwrap();
-        Self::start_with_client(dir, opts, client)
+        Self::start_with_client(dir, opts, tls_client(ca, None))
+    }
+
+    /// A TLS gateway whose test client presents `identity` (certificate and key PEM).
+    pub(crate) fn start_tls_as(dir: &Path, opts: Options<'_>, ca: &Path, identity: &[u8]) -> Self {
+        Self::start_with_client(dir, opts, tls_client(ca, Some(identity)))
     }
 
     fn start_with_client(dir: &Path, opts: Options<'_>, client: Client) -> Self {
@@ -337,4 +335,18 @@ impl Drop for PythonServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A client trusting only the CA in `ca`, presenting `identity` (PEM certificate and key) if
+/// given.
+pub(crate) fn tls_client(ca: &Path, identity: Option<&[u8]>) -> Client {
+    let pem = std::fs::read(ca).unwrap();
+    let mut b = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    if let Some(id) = identity {
+        b = b.identity(reqwest::Identity::from_pem(id).unwrap());
+    }
+    b.build().unwrap()
 }

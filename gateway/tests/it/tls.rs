@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::harness::{Gateway, Options, tempdir};
+use crate::harness::{ADMIN_TOKEN, Gateway, Options, tempdir, tls_client};
 
 fn openssl(args: &[&str], dir: &Path) {
     let out = Command::new("openssl")
@@ -50,11 +50,16 @@ fn site_ca(dir: &Path, name: &str) {
 
 /// A certificate for 127.0.0.1 named `cn`, signed by the CA `ca`: `<cn>.pem` and `<cn>.key`.
 fn server_cert(dir: &Path, ca: &str, cn: &str) {
-    std::fs::write(
-        dir.join("san.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
+    signed_cert(dir, ca, cn, "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+}
+
+/// A client certificate named `cn` (an operator), signed by the CA `ca`.
+fn client_cert(dir: &Path, ca: &str, cn: &str) {
+    signed_cert(dir, ca, cn, "extendedKeyUsage=clientAuth\n");
+}
+
+fn signed_cert(dir: &Path, ca: &str, cn: &str, extensions: &str) {
+    std::fs::write(dir.join("san.cnf"), extensions).unwrap();
     openssl(
         &[
             "req",
@@ -245,4 +250,107 @@ fn a_certificate_that_does_not_load_stops_the_start_with_why() {
     .output()
     .unwrap();
     assert!(!out.status.success(), "a certificate needs its key");
+}
+
+#[test]
+fn with_an_admin_client_ca_the_admin_api_requires_its_certificate_and_agents_need_none() {
+    let pki = tempdir();
+    let p = pki.path();
+    site_ca(p, "site-ca");
+    server_cert(p, "site-ca", "gw");
+    site_ca(p, "admin-ca");
+    client_cert(p, "admin-ca", "operator");
+    site_ca(p, "rogue-ca");
+    client_cert(p, "rogue-ca", "intruder");
+    let identity = |cn: &str| {
+        let mut pem = std::fs::read(p.join(format!("{cn}.pem"))).unwrap();
+        pem.extend(std::fs::read(p.join(format!("{cn}.key"))).unwrap());
+        pem
+    };
+    let dir = tempdir();
+    let gw = Gateway::start_tls_as(
+        dir.path(),
+        Options::with(vec![
+            ("TLS_CERT_FILE", p.join("gw.pem").display().to_string()),
+            ("TLS_KEY_FILE", p.join("gw.key").display().to_string()),
+            (
+                "ADMIN_CLIENT_CA_FILE",
+                p.join("admin-ca.pem").display().to_string(),
+            ),
+            ("PROXY_TARGET", "http://127.0.0.1:9".to_owned()),
+        ]),
+        &p.join("site-ca.pem"),
+        &identity("operator"),
+    );
+    let (status, body) = gw.get("/admin/agents");
+    assert_eq!(status, 200, "the operator's certificate and token: {body}");
+    let (_, agent_token) = crate::harness::agent(&gw, "worker", "verified", &[]);
+
+    // The admin token alone, from a connection without a certificate, is refused.
+    let bare = tls_client(&p.join("site-ca.pem"), None);
+    let r = bare
+        .get(format!("{}/admin/agents", gw.base))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let why = r.text().unwrap();
+    assert!(why.contains("ADMIN_CLIENT_CA_FILE"), "{why}");
+    let r = bare
+        .post(format!("{}/api/v1/governance/batch", gw.base))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .json(&serde_json::json!({"agentId": "x", "actions": [{"action": "read:a"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "the batch endpoint's admin form too");
+
+    // Agents connect without a certificate, as before.
+    let r = bare
+        .get(format!("{}/proxy/check", gw.base))
+        .bearer_auth(&agent_token)
+        .header("X-MeshGuard-Action", "read:docs")
+        .send()
+        .unwrap();
+    assert!(
+        r.status() == 200 || r.status() == 403,
+        "an agent is decided, not refused at the door: {}",
+        r.status()
+    );
+    assert_eq!(
+        bare.get(format!("{}/health", gw.base))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A certificate from another CA does not get past the handshake.
+    let rogue = tls_client(&p.join("site-ca.pem"), Some(&identity("intruder")));
+    let r = rogue
+        .get(format!("{}/admin/agents", gw.base))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .send();
+    assert!(
+        r.as_ref().map_or(true, |r| r.status() == 401),
+        "a certificate from another CA is refused: {:?}",
+        r.map(|r| r.status())
+    );
+
+    // curl, as an operator would run it.
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(p.join("site-ca.pem"))
+        .arg("--cert")
+        .arg(p.join("operator.pem"))
+        .arg("--key")
+        .arg(p.join("operator.key"))
+        .args(["-H", &format!("X-Admin-Token: {ADMIN_TOKEN}")])
+        .arg(format!("{}/admin/agents", gw.base))
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -73,6 +73,15 @@ pub(crate) struct Gateway {
 
 impl Gateway {
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[], reqwest::blocking::Client::new())
+    }
+
+    /// A gateway with more settings (`env`), checked for readiness with `http`.
+    pub(crate) fn start_with(
+        dir: &Path,
+        env: &[(&str, String)],
+        http: reqwest::blocking::Client,
+    ) -> Self {
         let log = dir.join("gateway.log");
         let mut child = Command::new(gateway_binary())
             .env_clear()
@@ -86,6 +95,7 @@ impl Gateway {
             .env("DB_PATH", dir.join("gw/meshguard.db"))
             .env("POLICIES_DIR", dir.join("gw/policies"))
             .env("LOG_LEVEL", "debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -102,7 +112,7 @@ impl Gateway {
             child,
             base,
             log,
-            http: reqwest::blocking::Client::new(),
+            http,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while gw

@@ -7,3 +7,4 @@ mod examples;
 mod harness;
 mod mirror;
 mod regulated;
+mod tls;
