@@ -27,6 +27,8 @@ pub struct Options<'a> {
     pub source_date_epoch: Option<i64>,
     /// Registries reached over plain HTTP (e.g. `127.0.0.1:5000`).
     pub insecure_registries: Vec<String>,
+    /// The site CAs and the auth file for the registries images are pulled from.
+    pub access: crate::access::Access,
 }
 
 /// What was made.
@@ -188,9 +190,12 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                     let _ = fs::remove_dir_all(&tmp);
                     top?
                 }
-                ImageSource::Registry { reference } => {
-                    crate::registry::pull(reference, &layout, &opts.insecure_registries)?
-                }
+                ImageSource::Registry { reference } => crate::registry::pull(
+                    reference,
+                    &layout,
+                    &opts.insecure_registries,
+                    &opts.access,
+                )?,
             };
             let uri = match &source {
                 ImageSource::Layout { tag, .. } => format!("oci-layout:{tag}"),

@@ -14,7 +14,8 @@ use crate::{BundleError, fsx, media, oci};
 #[derive(Debug)]
 pub struct Options {
     pub registry: Option<String>,
-    pub insecure: bool,
+    /// How to reach the registry: plain HTTP or the site CAs, and the credentials.
+    pub access: crate::access::Access,
     pub terraform_mirror: Option<PathBuf>,
     pub dest: PathBuf,
     pub verify: verify::Options,
@@ -99,7 +100,7 @@ pub fn import_verified(
                     .map_err(|e| BundleError::io("create", &opts.dest, e))?;
                 let mut pusher = Pusher::new(Target {
                     registry: reg.clone(),
-                    insecure: opts.insecure,
+                    access: opts.access.clone(),
                     state_file: opts.dest.join(".meshguard-import-uploads.json"),
                 })?;
                 let total: u64 = images

@@ -7,6 +7,7 @@
 //! The chain of trust a site checks, with no network: public key → signature over
 //! `SHA256SUMS` → every file → `MEDIA.json` → every OCI digest.
 
+pub mod access;
 pub mod archive;
 pub mod audit_archive;
 pub mod create;

@@ -139,7 +139,31 @@ struct CreateArgs {
     #[arg(long = "insecure-registry")]
     insecure_registries: Vec<String>,
     #[command(flatten)]
+    registry_access: RegistryAccessArgs,
+    #[command(flatten)]
     passphrase: PassphraseArg,
+}
+
+#[derive(Args, Debug)]
+struct RegistryAccessArgs {
+    /// PEM CAs to trust for the registry besides the built-in roots (the site's private CA).
+    #[arg(long = "ca-bundle", value_name = "PEM")]
+    registry_ca_bundle: Option<PathBuf>,
+    /// The registry credentials (containers-auth.json, as `podman login --authfile` writes);
+    /// before REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.config/containers/auth.json and ~/.docker/config.json, which are also read.
+    #[arg(long, value_name = "FILE")]
+    authfile: Option<PathBuf>,
+}
+
+impl RegistryAccessArgs {
+    fn access(&self, insecure: bool) -> meshguard_bundler::access::Access {
+        meshguard_bundler::access::Access {
+            insecure,
+            ca_bundle: self.registry_ca_bundle.clone(),
+            auth_file: self.authfile.clone(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -208,6 +232,8 @@ struct ImportArgs {
     /// Talk to the registry over plain HTTP.
     #[arg(long)]
     insecure: bool,
+    #[command(flatten)]
+    registry_access: RegistryAccessArgs,
     /// Put the Terraform provider in this filesystem mirror (default DEST/terraform/providers).
     #[arg(long)]
     terraform_mirror: Option<PathBuf>,
@@ -328,6 +354,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     since: a.since,
                     source_date_epoch: source_date_epoch()?,
                     insecure_registries: a.insecure_registries,
+                    access: a.registry_access.access(false),
                 },
             )?;
             println!(
@@ -371,7 +398,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 &key,
                 &import::Options {
                     registry: a.registry,
-                    insecure: a.insecure,
+                    access: a.registry_access.access(a.insecure),
                     terraform_mirror: a.terraform_mirror,
                     dest: a.dest.clone(),
                     verify: opts,

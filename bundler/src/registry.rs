@@ -13,13 +13,14 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use reqwest::StatusCode;
 use reqwest::blocking::Client as Http;
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, Credentials};
 use crate::oci::{self, Descriptor, Layout};
 use crate::{BundleError, fsx};
 
@@ -35,30 +36,45 @@ fn reg_err(what: &str, e: impl std::fmt::Display) -> BundleError {
 }
 
 /// Pulls `reference` (`HOST[:PORT]/REPO:TAG` or `@sha256:…`) into `layout`; returns the top
-/// descriptor. Every blob is checked against its digest.
+/// descriptor. Every blob is checked against its digest. `insecure` registries are reached over
+/// plain HTTP; `access` gives the site CAs and where credentials are.
 pub fn pull(
     reference: &str,
     layout: &Layout,
     insecure: &[String],
+    access: &Access,
 ) -> Result<Descriptor, BundleError> {
     let r: Reference = reference
         .parse()
         .map_err(|e| BundleError::Input(format!("{reference:?} is not an image reference: {e}")))?;
     let client = Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+        extra_root_certificates: access
+            .ca_certs()?
+            .into_iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Der,
+                data,
+            })
+            .collect(),
         ..Default::default()
     });
+    let creds = access.credentials(r.resolve_registry(), r.repository())?;
+    let auth = match &creds {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| reg_err("cannot start the I/O runtime", e))?;
     rt.block_on(async {
         let (bytes, digest) = client
-            .pull_manifest_raw(&r, &RegistryAuth::Anonymous, ACCEPT)
+            .pull_manifest_raw(&r, &auth, ACCEPT)
             .await
-            .map_err(|e| reg_err(&format!("cannot pull the manifest of {reference}"), e))?;
+            .map_err(|e| pull_err(reference, creds.as_ref(), e))?;
         let top = descriptor_of(&bytes, &digest, reference)?;
-        pull_tree(&client, &r, layout, &top, &bytes, reference).await?;
+        pull_tree(&client, &r, &auth, layout, &top, &bytes, reference).await?;
         Ok(top)
     })
 }
@@ -86,9 +102,58 @@ fn descriptor_of(bytes: &[u8], digest: &str, what: &str) -> Result<Descriptor, B
     })
 }
 
+/// Why a manifest could not be pulled, with what to do about a refusal or an unknown CA.
+fn pull_err(
+    reference: &str,
+    creds: Option<&Credentials>,
+    e: oci_client::errors::OciDistributionError,
+) -> BundleError {
+    let text = chain(&e);
+    let lower = text.to_ascii_lowercase();
+    let hint = if lower.contains("401")
+        || lower.contains("authoriz")
+        || lower.contains("authentication")
+    {
+        match creds {
+            Some(c) => format!(
+                "; the registry refused the credentials of {} from {}",
+                c.username,
+                c.from.display()
+            ),
+            None => "; the registry wants credentials: log in (podman login HOST) or pass \
+                     --authfile / set REGISTRY_AUTH_FILE"
+                .to_owned(),
+        }
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        "; the registry's certificate is not trusted: pass the site CA with --ca-bundle".to_owned()
+    } else {
+        String::new()
+    };
+    reg_err(
+        &format!("cannot pull the manifest of {reference}"),
+        format!("{text}{hint}"),
+    )
+}
+
+/// An error with its causes (`reqwest` says "error sending request" and keeps the why, an
+/// unknown certificate issuer for one, in its sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text = format!("{text}: {s}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 async fn pull_tree(
     client: &Client,
     r: &Reference,
+    auth: &RegistryAuth,
     layout: &Layout,
     d: &Descriptor,
     bytes: &[u8],
@@ -106,11 +171,11 @@ async fn pull_tree(
                 child.digest.clone(),
             );
             let (cb, _) = client
-                .pull_manifest_raw(&cr, &RegistryAuth::Anonymous, ACCEPT)
+                .pull_manifest_raw(&cr, auth, ACCEPT)
                 .await
                 .map_err(|e| reg_err(&format!("cannot pull {what}@{}", child.digest), e))?;
             let got = descriptor_of(&cb, &child.digest, what)?;
-            Box::pin(pull_tree(client, r, layout, &got, &cb, what)).await?;
+            Box::pin(pull_tree(client, r, auth, layout, &got, &cb, what)).await?;
         }
     } else {
         let m: oci::ManifestDoc = serde_json::from_slice(bytes)
@@ -155,7 +220,8 @@ async fn pull_tree(
 pub struct Target {
     /// `host:port`
     pub registry: String,
-    pub insecure: bool,
+    /// Plain HTTP or TLS with the site CAs, and where the credentials are.
+    pub access: Access,
     /// Resumable upload sessions, kept across runs.
     pub state_file: PathBuf,
 }
@@ -188,6 +254,8 @@ pub struct Pusher {
     target: Target,
     state: UploadState,
     pub stats: PushStats,
+    /// The `Authorization` header for the repository last logged in to, and when.
+    authorization: Option<(String, Option<String>, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for Pusher {
@@ -200,12 +268,22 @@ impl std::fmt::Debug for Pusher {
 
 impl Pusher {
     pub fn new(target: Target) -> Result<Self, BundleError> {
-        let http = Http::builder()
+        let mut http = Http::builder()
             .timeout(Duration::from_secs(600))
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        for der in target.access.ca_certs()? {
+            let cert = reqwest::Certificate::from_der(&der)
+                .map_err(|e| reg_err("the CA bundle holds a certificate that does not load", e))?;
+            http = http.add_root_certificate(cert);
+        }
+        let http = http
             .build()
             .map_err(|e| reg_err("cannot build the HTTP client", e))?;
-        let scheme = if target.insecure { "http" } else { "https" };
+        let scheme = if target.access.insecure {
+            "http"
+        } else {
+            "https"
+        };
         let state = std::fs::read(&target.state_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -218,6 +296,7 @@ impl Pusher {
             target,
             state,
             stats: PushStats::default(),
+            authorization: None,
         };
         p.retry("reach the registry", || {
             let r = p.http.get(format!("{}/v2/", p.base)).send()?;
@@ -234,6 +313,106 @@ impl Pusher {
             }
         })?;
         Ok(p)
+    }
+
+    /// Gets the `Authorization` for pushing to `repo`: the registry's challenge is answered by
+    /// `oci-client` (HTTP Basic, or the bearer-token flow with the credentials sent to the
+    /// token realm), with the credentials of the auth files. Tokens are short-lived, so a
+    /// login older than a minute is done again before each blob.
+    fn login(&mut self, repo: &str) -> Result<(), BundleError> {
+        if let Some((r, _, at)) = &self.authorization
+            && r == repo
+            && at.elapsed() < Duration::from_secs(60)
+        {
+            return Ok(());
+        }
+        let access = &self.target.access;
+        let creds = access.credentials(&self.target.registry, repo)?;
+        let auth = match &creds {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        let client = Client::new(ClientConfig {
+            protocol: if access.insecure {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: access
+                .ca_certs()?
+                .into_iter()
+                .map(|data| Certificate {
+                    encoding: CertificateEncoding::Der,
+                    data,
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let reference = Reference::with_tag(
+            self.target.registry.clone(),
+            repo.to_owned(),
+            "latest".to_owned(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| reg_err("cannot start the I/O runtime", e))?;
+        let token = rt
+            .block_on(client.auth(&reference, &auth, oci_client::RegistryOperation::Push))
+            .map_err(|e| self.refused(repo, creds.as_ref(), &e.to_string()))?;
+        let header = match (token, creds) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, Some(c)) => {
+                use base64::Engine as _;
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{}:{}", c.username, c.password))
+                ))
+            }
+            (None, None) => None,
+        };
+        self.authorization = Some((repo.to_owned(), header, std::time::Instant::now()));
+        Ok(())
+    }
+
+    /// What a 401 or 403 means, and what to do.
+    fn refused(&self, repo: &str, creds: Option<&Credentials>, detail: &str) -> BundleError {
+        let reg = &self.target.registry;
+        BundleError::Registry(match creds {
+            Some(c) => format!(
+                "{reg} refused the credentials of {:?} (from {}) for pushing to {repo}: {detail}; \
+                 check the user's password and its push rights",
+                c.username,
+                c.from.display()
+            ),
+            None => format!(
+                "{reg} wants credentials to push to {repo} and none were found: log in \
+                 (podman login {reg}), or pass --authfile FILE / set REGISTRY_AUTH_FILE \
+                 ({detail})"
+            ),
+        })
+    }
+
+    /// A request carrying the current `Authorization`.
+    fn req(&self, method: reqwest::Method, url: &str) -> reqwest::blocking::RequestBuilder {
+        let rb = self.http.request(method, url);
+        match self.authorization.as_ref().and_then(|a| a.1.as_ref()) {
+            Some(h) => rb.header("authorization", h),
+            None => rb,
+        }
+    }
+
+    /// Refuses a 401 or 403 answer with what to do.
+    fn check_auth(&self, repo: &str, status: StatusCode) -> Result<(), BundleError> {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let creds = self
+                .target
+                .access
+                .credentials(&self.target.registry, repo)?;
+            return Err(self.refused(repo, creds.as_ref(), &status.to_string()));
+        }
+        Ok(())
     }
 
     fn save_state(&self) -> Result<(), BundleError> {
@@ -253,6 +432,17 @@ impl Pusher {
             match f() {
                 Ok(v) => return Ok(v),
                 Err(e) => {
+                    let why = chain(&e);
+                    let lower = why.to_ascii_lowercase();
+                    if lower.contains("certificate") || lower.contains("unknownissuer") {
+                        // Not transient: say so at once.
+                        return Err(BundleError::Registry(format!(
+                            "cannot {what} at {}: {why}; the registry's certificate is not \
+                             trusted: pass the site CA with --ca-bundle (or the site file's \
+                             registry.caBundle)",
+                            self.base
+                        )));
+                    }
                     last = Some(e);
                     if attempt < ATTEMPTS {
                         std::thread::sleep(delay);
@@ -264,7 +454,7 @@ impl Pusher {
         Err(BundleError::Registry(format!(
             "cannot {what} at {} after {ATTEMPTS} attempts: {}",
             self.base,
-            last.map(|e| e.to_string()).unwrap_or_default()
+            last.map(|e| chain(&e)).unwrap_or_default()
         )))
     }
 
@@ -276,9 +466,13 @@ impl Pusher {
         }
     }
 
-    pub fn has_blob(&self, repo: &str, digest: &str) -> Result<bool, BundleError> {
+    pub fn has_blob(&mut self, repo: &str, digest: &str) -> Result<bool, BundleError> {
+        self.login(repo)?;
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let s = self.retry("check a blob", || Ok(self.http.head(&url).send()?.status()))?;
+        let s = self.retry("check a blob", || {
+            Ok(self.req(reqwest::Method::HEAD, &url).send()?.status())
+        })?;
+        self.check_auth(repo, s)?;
         Ok(s.is_success())
     }
 
@@ -315,9 +509,10 @@ impl Pusher {
         let mut location = None;
         if let Some(url) = self.state.uploads.get(&d.digest).cloned() {
             let status = self.retry("query an upload", || {
-                let r = self.http.get(&url).send()?;
+                let r = self.req(reqwest::Method::GET, &url).send()?;
                 Ok((r.status(), header(&r, "range"), header(&r, "location")))
             })?;
+            self.check_auth(repo, status.0)?;
             if status.0 == StatusCode::NO_CONTENT || status.0.is_success() {
                 // `Range: 0-N` holds bytes 0..=N; distribution also says `0-0` for an empty
                 // upload, so that one restarts from 0 (a wrong guess is refused, not stored).
@@ -334,9 +529,13 @@ impl Pusher {
             None => {
                 let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
                 let (status, loc) = self.retry("start an upload", || {
-                    let r = self.http.post(&url).header("content-length", "0").send()?;
+                    let r = self
+                        .req(reqwest::Method::POST, &url)
+                        .header("content-length", "0")
+                        .send()?;
                     Ok((r.status(), header(&r, "location")))
                 })?;
+                self.check_auth(repo, status)?;
                 if status != StatusCode::ACCEPTED {
                     return Err(BundleError::Registry(format!(
                         "{} refused an upload to {repo}: {status}",
@@ -369,8 +568,7 @@ impl Pusher {
             let end = offset + len - 1;
             let (status, loc) = self.retry("upload a chunk", || {
                 let r = self
-                    .http
-                    .patch(&location)
+                    .req(reqwest::Method::PATCH, &location)
                     .header("content-type", "application/octet-stream")
                     .header("content-range", format!("{offset}-{end}"))
                     .header("content-length", len.to_string())
@@ -378,6 +576,7 @@ impl Pusher {
                     .send()?;
                 Ok((r.status(), header(&r, "location")))
             })?;
+            self.check_auth(repo, status)?;
             if status == StatusCode::NOT_FOUND || status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(false);
             }
@@ -404,12 +603,12 @@ impl Pusher {
         let url = format!("{location}{sep}digest={}", d.digest);
         let status = self.retry("finish an upload", || {
             Ok(self
-                .http
-                .put(&url)
+                .req(reqwest::Method::PUT, &url)
                 .header("content-length", "0")
                 .send()?
                 .status())
         })?;
+        self.check_auth(repo, status)?;
         if status != StatusCode::CREATED {
             return Err(BundleError::Registry(format!(
                 "{} did not accept {} ({status}); its content may not match the digest",
@@ -429,16 +628,17 @@ impl Pusher {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String, BundleError> {
+        self.login(repo)?;
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let (status, digest) = self.retry("push a manifest", || {
             let r = self
-                .http
-                .put(&url)
+                .req(reqwest::Method::PUT, &url)
                 .header("content-type", media_type)
                 .body(bytes.to_vec())
                 .send()?;
             Ok((r.status(), header(&r, "docker-content-digest")))
         })?;
+        self.check_auth(repo, status)?;
         if status != StatusCode::CREATED {
             return Err(BundleError::Registry(format!(
                 "{} refused manifest {repo}:{reference}: {status}",

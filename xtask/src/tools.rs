@@ -37,7 +37,9 @@ impl Tools {
 /// registry (`docker-registry`), `skopeo`, `umoci` (builds test images offline),
 /// `oci-image-tool`, `zstd`, `jq`; `podman` with `runc` and `catatonit`, which run the product's
 /// images and the chart's manifests (`podman kube play`); `ca-certificates`, the CA bundle the
-/// images carry; `iproute2`, which brings loopback up in the tests' network namespaces; and what
+/// images carry; `iproute2`, which brings loopback up in the tests' network namespaces; `softhsm2` and
+/// `opensc` (a PKCS#11 token and its tool, for keys kept in an HSM); `apache2-utils`, whose
+/// `htpasswd` writes the bcrypt password file of the authenticated registry; and what
 /// the other installers need: `python3` with `venv` and `pip` (the PyPI tools), `npm` (the npm
 /// tools), `openssl` (the tests' certificate and signature checks).
 const APT: &[(&str, &str)] = &[
@@ -66,6 +68,7 @@ const APT: &[(&str, &str)] = &[
     ("ca-certificates", "/etc/ssl/certs/ca-certificates.crt"),
     ("softhsm2", "/usr/lib/softhsm/libsofthsm2.so"),
     ("opensc", "/usr/bin/pkcs11-tool"),
+    ("apache2-utils", "/usr/bin/htpasswd"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

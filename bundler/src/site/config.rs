@@ -69,6 +69,43 @@ pub struct Registry {
     /// Plain HTTP (a registry on loopback or inside the enclave without TLS).
     #[serde(default)]
     pub insecure: bool,
+    /// PEM CAs the registry's certificate chains to (the site's private CA): trusted by the
+    /// push and handed to podman (`--cert-dir`).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// The registry credentials (containers-auth.json): used by the push and by podman
+    /// (`--authfile`); without it the standard auth files are read.
+    #[serde(default)]
+    pub auth_file: Option<PathBuf>,
+}
+
+impl Registry {
+    /// podman's flags for pulling from this registry: `--authfile`, and `--cert-dir` with the
+    /// CA bundle copied in as `ca.crt` (podman reads a directory of `*.crt` roots).
+    pub fn podman_args(&self, state_dir: &Path) -> Result<Vec<String>> {
+        let mut args = Vec::new();
+        if let Some(f) = &self.auth_file {
+            args.push(format!("--authfile={}", f.display()));
+        }
+        if let Some(ca) = &self.ca_bundle {
+            let dir = state_dir.join("registry-certs");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read the registry CA bundle {}", ca.display()))?;
+            crate::fsx::write_atomic(&dir.join("ca.crt"), &pem)?;
+            args.push(format!("--cert-dir={}", dir.display()));
+        }
+        Ok(args)
+    }
+
+    pub fn access(&self) -> crate::access::Access {
+        crate::access::Access {
+            insecure: self.insecure,
+            ca_bundle: self.ca_bundle.clone(),
+            auth_file: self.auth_file.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -148,6 +185,12 @@ impl SiteConfig {
         abs(&mut site.secrets.admin_token_file);
         abs(&mut site.secrets.jwt_secret_file);
         abs(&mut site.transcript_key);
+        if let Some(f) = &mut site.registry.ca_bundle {
+            abs(f);
+        }
+        if let Some(f) = &mut site.registry.auth_file {
+            abs(f);
+        }
         site.values_files.iter_mut().for_each(abs);
         if let Some(f) = &mut site.license_activation {
             abs(f);

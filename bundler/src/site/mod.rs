@@ -403,7 +403,7 @@ impl Run<'_> {
             vt,
             &import::Options {
                 registry: Some(site.registry.address.clone()),
-                insecure: site.registry.insecure,
+                access: site.registry.access(),
                 terraform_mirror: Some(site.state_dir.join("terraform-mirror")),
                 dest: self.releases(&verified.doc.version),
                 verify: verify::Options::default(),
@@ -573,7 +573,8 @@ impl Run<'_> {
     fn deploy(&mut self, verified: &Verified, admin: &str, jwt: &str) -> Result<(Deployed, Value)> {
         let site = self.opts.site.clone();
         let version = verified.doc.version.clone();
-        let podman = Podman::find()?;
+        let podman =
+            Podman::find()?.pulling_from(&self.opts.site.registry, &self.opts.site.state_dir)?;
         let tls = !site.registry.insecure;
         let (rendered, values) = self.render(verified, &site.release, site.port, false)?;
         let manifest_sha256 = fsx::sha256_hex(rendered.as_bytes());
@@ -820,7 +821,8 @@ impl Run<'_> {
         let site = &self.opts.site;
         let base = &site.release;
         let gw = &deployed.gateway;
-        let podman = Podman::find()?;
+        let podman =
+            Podman::find()?.pulling_from(&self.opts.site.registry, &self.opts.site.state_dir)?;
         let exported = gw.send(
             gw.admin(Method::GET, "/admin/policies/bundle"),
             200,
@@ -1120,6 +1122,9 @@ impl Run<'_> {
             "--rm",
             "--network=none",
             &format!("--tls-verify={}", !site.registry.insecure),
+        ]);
+        cmd.args(site.registry.podman_args(&site.state_dir)?);
+        cmd.args([
             "-v",
             &format!("{}:/data", deployed.claim),
             "-v",

@@ -48,13 +48,26 @@ pub fn output(cmd: &mut Command, what: &str) -> Result<Output> {
 #[derive(Debug)]
 pub struct Podman {
     bin: PathBuf,
+    /// `--authfile` and `--cert-dir` for pulls from the site registry.
+    pull_args: Vec<String>,
 }
 
 impl Podman {
     pub fn find() -> Result<Self> {
         Ok(Self {
             bin: find("podman")?,
+            pull_args: Vec::new(),
         })
+    }
+
+    /// Pulls from `registry` with its credentials and CAs (`--authfile`, `--cert-dir`).
+    pub fn pulling_from(
+        mut self,
+        registry: &super::config::Registry,
+        state_dir: &Path,
+    ) -> Result<Self> {
+        self.pull_args = registry.podman_args(state_dir)?;
+        Ok(self)
     }
 
     fn cmd(&self) -> Command {
@@ -67,6 +80,7 @@ impl Podman {
         let out = run(
             self.cmd()
                 .args(["kube", "play", &format!("--tls-verify={tls_verify}")])
+                .args(&self.pull_args)
                 .arg(manifest),
             "podman kube play",
         )?;

@@ -8,4 +8,5 @@ mod archives;
 mod create_verify;
 mod product;
 mod registry;
+mod registry_auth;
 mod tampering;

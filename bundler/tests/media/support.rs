@@ -212,6 +212,39 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn start() -> Self {
+        Self::start_with("", |addr| {
+            reqwest::blocking::get(format!("http://{addr}/v2/"))
+                .is_ok_and(|r| r.status().is_success())
+        })
+    }
+
+    /// A registry serving TLS with `cert`/`key` (issued by the CA `ca`) that wants the users
+    /// of the bcrypt `htpasswd` file (HTTP Basic), as sites run distribution.
+    pub(crate) fn start_secured(htpasswd: &Path, cert: &Path, key: &Path, ca: &Path) -> Self {
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        Self::start_with(
+            &format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: site\n    path: {}\n",
+                cert.display(),
+                key.display(),
+                htpasswd.display()
+            ),
+            move |addr| {
+                client
+                    .get(format!("https://{addr}/v2/"))
+                    .send()
+                    .is_ok_and(|r| r.status() == 401)
+            },
+        )
+    }
+
+    /// `http_extra` goes under `http:` (indented two spaces) and may open more top-level keys.
+    fn start_with(http_extra: &str, ready: impl Fn(&str) -> bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let storage = dir.path().join("data");
@@ -219,7 +252,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}",
                 storage.display()
             ),
         )
@@ -233,9 +266,7 @@ impl Registry {
             .expect("docker-registry is installed (apt docker-registry)");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if reqwest::blocking::get(format!("http://{addr}/v2/"))
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if ready(&addr) {
                 break;
             }
             assert!(Instant::now() < deadline, "the registry did not start");
