@@ -236,3 +236,246 @@ fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a
     let carried = media["images"][0]["digest"].as_str().unwrap();
     assert_eq!(pushed["Digest"].as_str(), Some(carried));
 }
+
+/// The token service of distribution's bearer-token flow, as a site runs one beside its
+/// registry (no packaged one is reachable here): it checks the user's password (HTTP Basic)
+/// and issues a JWT granting the scopes asked for, signed RS256 by openssl with a key whose
+/// certificate rides in `x5c`. The registry checks that token itself (issuer, audience,
+/// signature chained to its `rootcertbundle`, the access claims), so nothing the product does
+/// is taken on trust.
+struct TokenService {
+    addr: String,
+}
+
+impl TokenService {
+    fn start(dir: &Path, user: &'static str, password: &'static str) -> Self {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=token-issuer",
+                "-keyout",
+                "token.key",
+                "-out",
+                "token.pem",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-in",
+                "token.pem",
+                "-outform",
+                "DER",
+                "-out",
+                "token.der",
+            ],
+        );
+        let x5c = base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(dir.join("token.der")).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let dir = dir.to_owned();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = serve_token(conn, &dir, &x5c, user, password);
+            }
+        });
+        Self { addr }
+    }
+}
+
+fn serve_token(
+    mut conn: std::net::TcpStream,
+    dir: &Path,
+    x5c: &str,
+    user: &str,
+    password: &str,
+) -> std::io::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_owned());
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let url = reqwest::Url::parse(&format!("http://token{path}")).unwrap();
+    let b64 = |s: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    if authorization.as_deref() != Some(expected.as_str()) {
+        return conn.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+    }
+    let access: Vec<serde_json::Value> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "scope")
+        .filter_map(|(_, scope)| {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(serde_json::json!({
+                "type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()
+            }))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": "site-token-issuer", "sub": user, "aud": "site-registry",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("t{now}{}", access.len()),
+        "access": access,
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signing = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(signing.path(), &input)?;
+    let sig = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", "token.key"])
+        .arg(signing.path())
+        .current_dir(dir)
+        .output()?;
+    let token = format!("{input}.{}", b64(&sig.stdout));
+    let body =
+        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string();
+    conn.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+#[test]
+fn the_bearer_token_flow_gets_a_token_for_pull_and_push_with_the_users_password() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::create_dir(dir.join("home")).unwrap();
+    pki(dir);
+    let tokens = TokenService::start(dir, "mirror", "s3cret-pass");
+    let reg = Registry::start_with_token_auth(
+        &format!("http://{}/token", tokens.addr),
+        &dir.join("token.pem"),
+        &dir.join("registry.pem"),
+        &dir.join("registry.key"),
+        &dir.join("ca.pem"),
+    );
+    std::fs::create_dir(dir.join("certs")).unwrap();
+    std::fs::copy(dir.join("ca.pem"), dir.join("certs/ca.crt")).unwrap();
+    let cert_dir = dir.join("certs").display().to_string();
+    umoci_image(
+        &dir.join("layout"),
+        "v1",
+        &[("srv/app", b"token-guarded\n")],
+    );
+    run_ok(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                &format!("--dest-cert-dir={cert_dir}"),
+                "--dest-creds=mirror:s3cret-pass",
+            ])
+            .arg(format!("oci:{}:v1", dir.join("layout").display()))
+            .arg(format!("docker://{}/src/app:v1", reg.addr)),
+    );
+    auth_file(&dir.join("auth.json"), &reg.addr, "mirror", "s3cret-pass");
+    auth_file(
+        &dir.join("wrong.json"),
+        &reg.addr,
+        "mirror",
+        "not-the-password",
+    );
+    let man = manifest(
+        dir,
+        "9.0.0",
+        &format!(
+            "images:\n  - ref: meshguard/app:9\n    from: docker://{}/src/app:v1\n",
+            reg.addr
+        ),
+    );
+    let key = keys().ed_secret();
+    let common = ["--ca-bundle", "ca.pem"];
+    let mut create = vec![
+        "create",
+        "--manifest",
+        man.to_str().unwrap(),
+        "--out",
+        "m",
+        "--key",
+        &key,
+    ];
+    create.extend(common);
+    let mut with_auth = create.clone();
+    with_auth.extend(["--authfile", "auth.json"]);
+    ok(
+        bundle_as(&with_auth, dir, &[]),
+        "create through the token service",
+    );
+    let pubkey = keys().ed_public();
+    let mut import = vec![
+        "import",
+        "m",
+        "--pubkey",
+        &pubkey,
+        "--registry",
+        &reg.addr,
+        "--dest",
+        "site",
+    ];
+    import.extend(common);
+    let wrong = dir.join("wrong.json");
+    let err = fails(
+        bundle_as(&import, dir, &[("REGISTRY_AUTH_FILE", &wrong)]),
+        "push with a wrong password",
+    );
+    assert!(
+        err.contains("refused the credentials of \"mirror\""),
+        "{err}"
+    );
+    assert!(!err.contains("not-the-password"), "{err}");
+    let auth = dir.join("auth.json");
+    ok(
+        bundle_as(&import, dir, &[("REGISTRY_AUTH_FILE", &auth)]),
+        "push through the token service",
+    );
+    let inspect = run_ok(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                &format!("--cert-dir={cert_dir}"),
+                "--creds=mirror:s3cret-pass",
+            ])
+            .arg(format!("docker://{}/meshguard/app:9", reg.addr)),
+    );
+    let pushed: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let media: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("m/MEDIA.json")).unwrap()).unwrap();
+    assert_eq!(pushed["Digest"], media["images"][0]["digest"]);
+}

@@ -243,6 +243,37 @@ impl Registry {
         )
     }
 
+    /// A registry serving TLS that takes bearer tokens from the token service at `realm`,
+    /// signed by the certificate `token_cert`.
+    pub(crate) fn start_with_token_auth(
+        realm: &str,
+        token_cert: &Path,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Self {
+        let client = reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
+            )
+            .build()
+            .unwrap();
+        Self::start_with(
+            &format!(
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: {realm}\n    service: site-registry\n    issuer: site-token-issuer\n    rootcertbundle: {}\n",
+                cert.display(),
+                key.display(),
+                token_cert.display()
+            ),
+            move |addr| {
+                client
+                    .get(format!("https://{addr}/v2/"))
+                    .send()
+                    .is_ok_and(|r| r.status() == 401)
+            },
+        )
+    }
+
     /// `http_extra` goes under `http:` (indented two spaces) and may open more top-level keys.
     fn start_with(http_extra: &str, ready: impl Fn(&str) -> bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
