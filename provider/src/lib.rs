@@ -8,6 +8,8 @@
 mod client;
 mod data_sources;
 mod diag;
+#[doc(hidden)]
+pub mod fuzzing;
 mod provider;
 mod resources;
 

@@ -19,6 +19,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "license_payload",
     "activation_request",
     "tar_volume",
+    "provider_values",
 ];
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -121,6 +122,7 @@ pub(crate) fn seeds(target: &str) -> Vec<Vec<u8>> {
             br#"{"schema":"meshguard.activation-request/v1","licenseId":"lic_1","installationId":"inst_1","nonce":"00","createdAt":"2026-01-01T00:00:00Z","deploymentMode":"air-gapped","region":"eu","softwareVersion":"0.1.0"}"#.to_vec(),
         ],
         "tar_volume" => vec![small_tar()],
+        "provider_values" => meshguard_provider::fuzzing::seeds(),
         other => panic!("unknown target {other}"),
     }
 }
@@ -227,6 +229,7 @@ pub(crate) fn run(target: &str, input: &[u8]) {
                 );
             }
         }
+        "provider_values" => meshguard_provider::fuzzing::values(input),
         other => panic!("unknown target {other}"),
     }
 }
