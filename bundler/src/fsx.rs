@@ -10,37 +10,14 @@ use crate::BundleError;
 
 const BUF: usize = 1 << 20;
 
-/// Write, fsync, rename, fsync the directory: a reader sees the old file or the new one.
+/// Write, fsync, rename, fsync the directory: a reader sees the old file or the new one
+/// (`meshguard_common::fsx`, shared with the gateway and the licensing tools).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
-    let err = |e| BundleError::io("write", path, e);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".partial-{}", std::process::id()));
-    let tmp = path.with_file_name(name);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        sync_dir(path.parent().unwrap_or(Path::new(".")))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    meshguard_common::fsx::write_atomic(path, bytes, meshguard_common::fsx::Mode::Public)
+        .map_err(|e| BundleError::io("write", path, e))
 }
 
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    File::open(dir)?.sync_all()
-}
+pub use meshguard_common::fsx::sync_dir;
 
 /// Hex SHA-256 and size of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<(String, u64), BundleError> {

@@ -90,31 +90,36 @@ impl MediaKey {
     /// noise to each signature, and media must be reproducible: RFC 8032 signatures are
     /// deterministic, so the same input and key give the same bytes.
     pub fn sign(&self, data: &[u8], trusted_comment: &str) -> Result<String, BundleError> {
-        use blake2::Digest as _;
-        use ed25519_dalek::Signer as _;
-        if trusted_comment.contains('\n') {
-            return Err(BundleError::Key("a trusted comment is one line".into()));
-        }
-        let prehash = blake2::Blake2b512::digest(data);
-        let sig = self.signing.sign(&prehash).to_bytes();
-        let mut line = b"ED".to_vec();
-        line.extend_from_slice(self.pk.keynum());
-        line.extend_from_slice(&sig);
-        let mut global_input = sig.to_vec();
-        global_input.extend_from_slice(trusted_comment.as_bytes());
-        let global = self.signing.sign(&global_input).to_bytes();
-        Ok(format!(
-            "untrusted comment: signature from meshguard-bundle key {}\n{}\ntrusted comment: \
-             {trusted_comment}\n{}\n",
-            self.public().key_id(),
-            B64.encode(line),
-            B64.encode(global)
-        ))
+        meshguard_common::minisig::sign(
+            self,
+            data,
+            trusted_comment,
+            &format!(
+                "signature from meshguard-bundle key {}",
+                self.public().key_id()
+            ),
+        )
+        .map_err(BundleError::Key)
     }
 
     /// The raw ed25519 key, for DSSE envelopes.
     pub fn signing_key(&self) -> &SigningKey {
         &self.signing
+    }
+}
+
+impl meshguard_common::minisig::Signer for MediaKey {
+    fn sign_ed25519(&self, message: &[u8]) -> Result<[u8; 64], String> {
+        use ed25519_dalek::Signer as _;
+        Ok(self.signing.sign(message).to_bytes())
+    }
+    fn public_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+    fn key_id(&self) -> [u8; 8] {
+        let mut id = [0u8; 8];
+        id.copy_from_slice(self.pk.keynum());
+        id
     }
 }
 

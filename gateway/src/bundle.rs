@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use blake2::{Blake2b512, Digest};
+use blake2::Digest as _;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -43,45 +43,36 @@ pub(crate) struct BundlePolicy {
     pub(crate) content: String,
 }
 
-/// minisign key id: the first 8 bytes of SHA-256 of the public key.
-fn key_id(key: &LogKey) -> [u8; 8] {
-    let d = Sha256::digest(key.public_bytes());
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&d[..8]);
-    id
+/// A gateway key (a file or a PKCS#11 token) as a minisign signer; its key id is the first 8
+/// bytes of SHA-256 of the public key.
+impl meshguard_common::minisig::Signer for LogKey {
+    fn sign_ed25519(&self, message: &[u8]) -> Result<[u8; 64], String> {
+        self.sign_raw(message)
+    }
+    fn public_key(&self) -> [u8; 32] {
+        self.public_bytes()
+    }
+    fn key_id(&self) -> [u8; 8] {
+        let d = Sha256::digest(self.public_bytes());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d[..8]);
+        id
+    }
 }
 
 /// The minisign public key file for `key`.
 pub(crate) fn public_key(key: &LogKey) -> String {
-    let id = key_id(key);
-    let mut raw = b"Ed".to_vec();
-    raw.extend_from_slice(&id);
-    raw.extend_from_slice(&key.public_bytes());
-    let mut shown = id;
-    shown.reverse();
-    format!(
-        "untrusted comment: minisign public key {}\n{}\n",
-        hex::encode_upper(shown),
-        B64.encode(raw)
-    )
+    meshguard_common::minisig::public_key_file(key)
 }
 
 /// A minisign signature (prehashed `ED`) of `bytes`, with `trusted` as the trusted comment.
 pub(crate) fn sign(key: &LogKey, bytes: &[u8], trusted: &str) -> Result<String, String> {
-    let prehash = Blake2b512::digest(bytes);
-    let sig = key.sign_raw(&prehash)?;
-    let mut line1 = b"ED".to_vec();
-    line1.extend_from_slice(&key_id(key));
-    line1.extend_from_slice(&sig);
-    let mut global = sig.to_vec();
-    global.extend_from_slice(trusted.as_bytes());
-    let global_sig = key.sign_raw(&global)?;
-    Ok(format!(
-        "untrusted comment: signature from meshguard-gateway {}\n{}\ntrusted comment: {trusted}\n{}\n",
-        key.origin(),
-        B64.encode(line1),
-        B64.encode(global_sig)
-    ))
+    meshguard_common::minisig::sign(
+        key,
+        bytes,
+        trusted,
+        &format!("signature from meshguard-gateway {}", key.origin()),
+    )
 }
 
 /// Why a bundle was refused; each names the file.

@@ -163,7 +163,11 @@ fn instance_origin(cache: &Path, agent: &str) -> std::io::Result<String> {
         "meshguard-sidecar/{agent}/{}",
         crate::ids::new_secret(12).to_ascii_lowercase()
     );
-    meshguard_license::fsutil::write_atomic_io(&path, format!("{origin}\n").as_bytes(), false)?;
+    meshguard_common::fsx::write_atomic(
+        &path,
+        format!("{origin}\n").as_bytes(),
+        meshguard_common::fsx::Mode::Public,
+    )?;
     Ok(origin)
 }
 
@@ -237,10 +241,10 @@ impl Sidecar {
                 tracing::info!(agent = %rec.id, tier = %rec.trust_tier, "agent record updated from the control plane");
             }
             let bytes = serde_json::to_vec_pretty(view).expect("agent views serialize");
-            if let Err(e) = meshguard_license::fsutil::write_atomic_io(
+            if let Err(e) = meshguard_common::fsx::write_atomic(
                 &self.config.cache_dir.join("agent.json"),
                 &bytes,
-                false,
+                meshguard_common::fsx::Mode::Public,
             ) {
                 tracing::warn!(error = %e, "cannot cache the agent record; it is kept in memory");
             }

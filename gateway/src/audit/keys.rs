@@ -113,15 +113,6 @@ fn insert(conn: &Connection, vkey: &str, first_size: u64) -> rusqlite::Result<()
     Ok(())
 }
 
-/// Renames `from` over `to` and syncs the directory, so the rename survives a power cut.
-fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::rename(from, to)?;
-    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 /// The key that signs the log's checkpoints, from `source`, checked against the log in `conn`:
 /// it must be the log's current key. A fresh log gets a new key file (0600); a log written
 /// before keys were recorded adopts the key if it verifies the latest checkpoint.
@@ -195,7 +186,7 @@ fn finish_interrupted_rotation(
         return Ok(());
     };
     if current.is_some_and(|c| c.vkey == staged.vkey()) {
-        rename_durably(&pending, path)
+        meshguard_common::fsx::rename_durably(&pending, path)
             .with_context(|| format!("cannot move {} to {}", pending.display(), path.display()))?;
         tracing::warn!(key = %path.display(), "finished a key rotation that stopped before its new key file was in place");
     } else {
@@ -331,7 +322,7 @@ pub(crate) fn rotate(
         }
     };
     let next_step = if let Some((pending, path)) = &staged {
-        rename_durably(pending, path).with_context(|| {
+        meshguard_common::fsx::rename_durably(pending, path).with_context(|| {
             format!(
                 "the log recorded the new key, but {} could not be moved to {}; the next start finishes it",
                 pending.display(),

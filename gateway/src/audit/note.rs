@@ -5,7 +5,6 @@
 //! The key lives in a file beside the database in the Go note private-key format
 //! (`PRIVATE+KEY+<name>+<key id>+<base64(0x01 ‖ seed)>`), created with mode 0600 on first start.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -155,7 +154,12 @@ impl LogKey {
         let Some(text) = self.private_text() else {
             return Err(KeyError::NotAFile(self.location()));
         };
-        write_private(path, text.as_bytes()).map_err(|source| KeyError::Write {
+        meshguard_common::fsx::write_atomic(
+            path,
+            text.as_bytes(),
+            meshguard_common::fsx::Mode::Private,
+        )
+        .map_err(|source| KeyError::Write {
             path: path.display().to_string(),
             source,
         })
@@ -354,24 +358,6 @@ pub(crate) fn verify_checkpoint(vkey: &str, note: &str) -> Result<Checkpoint, St
         .try_into()
         .map_err(|_| "checkpoint root is not 32 bytes")?;
     Ok(Checkpoint { origin, size, root })
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("partial");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

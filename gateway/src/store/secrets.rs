@@ -85,9 +85,12 @@ impl SecretBox {
                     ));
                 }
                 let key: [u8; 32] = rand::random();
-                meshguard_license::fsutil::write_atomic_io(path, &key, true).map_err(|e| {
-                    format!("cannot create the secrets key {}: {e}", path.display())
-                })?;
+                meshguard_common::fsx::write_atomic(
+                    path,
+                    &key,
+                    meshguard_common::fsx::Mode::Private,
+                )
+                .map_err(|e| format!("cannot create the secrets key {}: {e}", path.display()))?;
                 tracing::info!(key = %path.display(), "secrets key created for alert-channel secrets");
                 Ok(Self::from_key(&key))
             }
