@@ -1,6 +1,7 @@
 //! What the gateway, the bundler and the licensing tools share, so each exists once: durable
-//! file writes ([`fsx`]) and the minisign signature format over any ed25519 signer, a key
+//! file writes ([`fsx`]), canonical JSON ([`canonical`]) and the minisign signature format over any ed25519 signer, a key
 //! file or a PKCS#11 token ([`minisig`]).
 
+pub mod canonical;
 pub mod fsx;
 pub mod minisig;

@@ -32,11 +32,14 @@ use note::LogKey;
 /// The chain's starting point: 32 zero bytes, in hex.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Canonical JSON of an entry (RFC 8785 for our content: sorted keys, no whitespace, integers
-/// and strings only). serde_json's map is ordered when its `preserve_order` feature is off; the
-/// test below fails if a dependency ever turns it on.
+/// Canonical JSON of an entry (`meshguard_common::canonical`: sorted keys, no whitespace;
+/// floats an agent sent in `meta` kept in serde_json's spelling, as every entry was hashed).
 pub(crate) fn canonical(value: &Value) -> String {
-    serde_json::to_string(value).expect("JSON values serialize")
+    meshguard_common::canonical::value_to_string(
+        value,
+        meshguard_common::canonical::Floats::Shortest,
+    )
+    .expect("floats are written, never refused")
 }
 
 /// `hex(SHA-256(prev ‖ body))`, with `prev` as raw bytes.
@@ -597,7 +600,7 @@ mod tests {
             "action": "read:x", "resource": "r", "method": "GET", "path": "/proxy/x",
             "decision": "deny", "outcome": "allow", "policy": "p", "policyName": "p",
             "rule": "rule-0", "reason": "why\n", "traceId": "trace_1", "mode": "audit",
-            "snapshot": 7, "meta": {"z": 1, "a": {"y": [2, 1], "b": null}}, "wouldDeny": true
+            "snapshot": 7, "meta": {"z": 1, "f": 0.25, "a": {"y": [2, 1e-7], "b": null}}, "wouldDeny": true
         }))
         .unwrap();
         let sparse: AuditEntry = serde_json::from_value(serde_json::json!({
