@@ -150,12 +150,25 @@ impl Podman {
     }
 
     /// `podman kube down`: stops and removes the pods of a manifest (volumes stay).
+    /// `podman kube down`, tried three times: podman 4.3 sometimes fails to remove a container
+    /// it has just stopped (`unlinkat …/shm: device or resource busy`); a second run removes
+    /// what the first left, and one that finds nothing left to remove has succeeded.
     pub fn down(&self, manifest: &Path) -> Result<()> {
-        run(
-            self.cmd().args(["kube", "down"]).arg(manifest),
-            "podman kube down",
-        )?;
-        Ok(())
+        let mut last = None;
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            match run(
+                self.cmd().args(["kube", "down"]).arg(manifest),
+                "podman kube down",
+            ) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempt > 0 && format!("{e:#}").contains("no such pod") => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("three attempts failed"))
     }
 
     pub fn exists(&self, kind: &str, name: &str) -> bool {
