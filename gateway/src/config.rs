@@ -256,6 +256,12 @@ pub struct Args {
     #[arg(long, env = "POLICY_BUNDLE_KEY_URI", hide_env_values = true)]
     pub policy_bundle_key_uri: Option<String>,
 
+    /// The key that seals alert-channel secrets as an AES-256 key in a PKCS#11 token, instead
+    /// of SECRETS_KEY_FILE (a URI as AUDIT_KEY_URI). The first start with it moves secrets
+    /// sealed under the key file into the token (keep the file in place for that start).
+    #[arg(long, env = "SECRETS_KEY_URI", hide_env_values = true)]
+    pub secrets_key_uri: Option<String>,
+
     /// Ed25519 key that signs exported policy bundles (minisign format; created on first start,
     /// mode 0600), a key of its own apart from the audit key. Defaults to `policy-bundle.key`
     /// beside the database.
@@ -375,6 +381,7 @@ pub struct Config {
     pub(crate) audit_key_uri: Option<String>,
     pub policy_bundle_key_file: PathBuf,
     pub(crate) policy_bundle_key_uri: Option<String>,
+    pub(crate) secrets_key_uri: Option<String>,
     pub secrets_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
@@ -667,6 +674,7 @@ impl Args {
             audit_key_uri: self.audit_key_uri.take(),
             policy_bundle_key_file,
             policy_bundle_key_uri: self.policy_bundle_key_uri.take(),
+            secrets_key_uri: self.secrets_key_uri.take(),
             secrets_key_file,
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),

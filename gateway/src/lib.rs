@@ -84,9 +84,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
     let secrets_key = config.secrets_key_file.clone();
+    let secrets_uri = config.secrets_key_uri.clone();
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::SqliteStore> {
         let mut s = store::SqliteStore::open(&path)?;
-        s.seal_secrets_with(&secrets_key)
+        s.seal_secrets_with(&secrets_key, secrets_uri.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(s)
     })

@@ -114,87 +114,124 @@ impl TokenKey {
     /// Opens the key the URI names: loads the module, finds the token, logs in with the PIN and
     /// finds exactly one Ed25519 private key and its public key.
     pub(crate) fn open(uri: &str) -> Result<Self, String> {
-        let u = parse(uri)?;
-        let module = u
+        let (session, u, name) = login(uri)?;
+        Self::find(session, &u, name)
+    }
+}
+
+/// Loads the module the URI names, finds its one token and logs in with the PIN: the session a
+/// token key works in, what the URI names, and a name for messages (never the PIN).
+fn login(uri: &str) -> Result<(Session, Uri, String), String> {
+    let u = parse(uri)?;
+    let module = u
             .module
             .as_deref()
             .ok_or("the PKCS#11 URI has no module-path= (the token's PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so)")?;
-        let pin = match (&u.pin_source, &u.pin_value) {
-            (Some(source), _) => {
-                let file = source.strip_prefix("file:").unwrap_or(source);
-                let file = file.strip_prefix("//").unwrap_or(file);
-                std::fs::read_to_string(file)
-                    .map_err(|e| format!("cannot read the token PIN from pin-source {file}: {e}"))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned()
-            }
-            (None, Some(v)) => v.clone(),
-            (None, None) => {
-                return Err(
-                    "the PKCS#11 URI has no pin-source= (a file holding the token's user PIN)"
-                        .into(),
-                );
-            }
-        };
-        let name = format!(
-            "token {:?} object {:?}",
-            u.token.as_deref().unwrap_or("(any)"),
-            u.object.as_deref().unwrap_or("(by id)")
-        );
-        let ctx = Pkcs11::new(module)
-            .map_err(|e| format!("cannot load the PKCS#11 module {module}: {e}"))?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::CryptokiAlreadyInitialized,
-                _,
-            )) => {}
-            Err(e) => {
-                return Err(format!(
-                    "the PKCS#11 module {module} did not initialize: {e}"
-                ));
-            }
+    let pin = match (&u.pin_source, &u.pin_value) {
+        (Some(source), _) => {
+            let file = source.strip_prefix("file:").unwrap_or(source);
+            let file = file.strip_prefix("//").unwrap_or(file);
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read the token PIN from pin-source {file}: {e}"))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
         }
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(|e| format!("cannot list the tokens of {module}: {e}"))?;
-        let mut found = Vec::new();
-        for slot in slots {
-            let info = ctx
-                .get_token_info(slot)
-                .map_err(|e| format!("cannot read a token's label: {e}"))?;
-            if u.token
-                .as_deref()
-                .is_none_or(|t| info.label().trim_end() == t)
-            {
-                found.push(slot);
-            }
+        (None, Some(v)) => v.clone(),
+        (None, None) => {
+            return Err(
+                "the PKCS#11 URI has no pin-source= (a file holding the token's user PIN)".into(),
+            );
         }
-        let slot = match found.as_slice() {
-            [one] => *one,
-            [] => return Err(format!("no PKCS#11 token matches {name} in {module}")),
-            _ => {
-                return Err(format!(
-                    "{} tokens match {name} in {module}; name one with token=<label>",
-                    found.len()
-                ));
-            }
-        };
-        let session = ctx
-            .open_ro_session(slot)
-            .map_err(|e| format!("cannot open a session with {name}: {e}"))?;
-        match session.login(UserType::User, Some(&AuthPin::from(pin))) {
-            Ok(())
-            | Err(cryptoki::error::Error::Pkcs11(
-                cryptoki::error::RvError::UserAlreadyLoggedIn,
-                _,
-            )) => {}
-            Err(e) => {
-                return Err(format!(
-                    "cannot log in to {name} (check the PIN in pin-source): {e}"
-                ));
-            }
+    };
+    let name = format!(
+        "token {:?} object {:?}",
+        u.token.as_deref().unwrap_or("(any)"),
+        u.object.as_deref().unwrap_or("(by id)")
+    );
+    let ctx =
+        Pkcs11::new(module).map_err(|e| format!("cannot load the PKCS#11 module {module}: {e}"))?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(
+            cryptoki::error::RvError::CryptokiAlreadyInitialized,
+            _,
+        )) => {}
+        Err(e) => {
+            return Err(format!(
+                "the PKCS#11 module {module} did not initialize: {e}"
+            ));
         }
+    }
+    let slots = ctx
+        .get_slots_with_token()
+        .map_err(|e| format!("cannot list the tokens of {module}: {e}"))?;
+    let mut found = Vec::new();
+    for slot in slots {
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| format!("cannot read a token's label: {e}"))?;
+        if u.token
+            .as_deref()
+            .is_none_or(|t| info.label().trim_end() == t)
+        {
+            found.push(slot);
+        }
+    }
+    let slot = match found.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("no PKCS#11 token matches {name} in {module}")),
+        _ => {
+            return Err(format!(
+                "{} tokens match {name} in {module}; name one with token=<label>",
+                found.len()
+            ));
+        }
+    };
+    let session = ctx
+        .open_ro_session(slot)
+        .map_err(|e| format!("cannot open a session with {name}: {e}"))?;
+    match session.login(UserType::User, Some(&AuthPin::from(pin))) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot log in to {name} (check the PIN in pin-source): {e}"
+            ));
+        }
+    }
+    Ok((session, u, name))
+}
+
+/// The one object of `template` (plus the URI's label and id) in the session.
+fn one_object(
+    session: &Session,
+    u: &Uri,
+    name: &str,
+    mut template: Vec<Attribute>,
+    what: &str,
+) -> Result<ObjectHandle, String> {
+    if let Some(label) = &u.object {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    }
+    if let Some(id) = &u.id {
+        template.push(Attribute::Id(id.clone()));
+    }
+    let found = session
+        .find_objects(&template)
+        .map_err(|e| format!("cannot search {name}: {e}"))?;
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("{name} holds no {what} by that name")),
+        many => Err(format!(
+            "{name}: {} {what}s match; add id= to the URI",
+            many.len()
+        )),
+    }
+}
+
+impl TokenKey {
+    fn find(session: Session, u: &Uri, name: String) -> Result<Self, String> {
         let find = |class: ObjectClass| -> Result<Vec<ObjectHandle>, String> {
             let mut template = vec![
                 Attribute::Class(class),
@@ -210,16 +247,16 @@ impl TokenKey {
                 .find_objects(&template)
                 .map_err(|e| format!("cannot search {name}: {e}"))
         };
-        let key = match find(ObjectClass::PRIVATE_KEY)?.as_slice() {
-            [one] => *one,
-            [] => return Err(format!("{name} holds no Ed25519 private key by that name")),
-            many => {
-                return Err(format!(
-                    "{name}: {} Ed25519 private keys match; add id= to the URI",
-                    many.len()
-                ));
-            }
-        };
+        let key = one_object(
+            &session,
+            u,
+            &name,
+            vec![
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::KeyType(KeyType::EC_EDWARDS),
+            ],
+            "Ed25519 private key",
+        )?;
         let public = find(ObjectClass::PUBLIC_KEY)?
             .into_iter()
             .find_map(|h| {
@@ -274,6 +311,103 @@ impl TokenKey {
             .map_err(|e| format!("{} refused to sign: {e}", self.name))?;
         sig.try_into()
             .map_err(|_| format!("{} returned a signature that is not 64 bytes", self.name))
+    }
+}
+
+/// An AES-256 key in a token that seals alert-channel secrets with `CKM_AES_GCM`
+/// (`SECRETS_KEY_URI`): the key never leaves the token; each secret is sent to it to be sealed
+/// or opened.
+pub(crate) struct TokenAes {
+    session: Mutex<Session>,
+    key: ObjectHandle,
+    name: String,
+}
+
+impl std::fmt::Debug for TokenAes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAes")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// GCM's IV and tag sizes.
+const GCM_IV: usize = 12;
+const GCM_TAG_BITS: u64 = 128;
+
+impl TokenAes {
+    /// Opens the AES key the URI names and checks that it seals and opens.
+    pub(crate) fn open(uri: &str) -> Result<Self, String> {
+        let (session, u, name) = login(uri)?;
+        let key = one_object(
+            &session,
+            &u,
+            &name,
+            vec![
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+            ],
+            "AES key",
+        )?;
+        let this = Self {
+            session: Mutex::new(session),
+            key,
+            name,
+        };
+        let probe = this.seal(b"meshguard pkcs11 key check")?;
+        if this.open_sealed(&probe)? != b"meshguard pkcs11 key check" {
+            return Err(format!(
+                "{}: a sealed probe did not open to itself",
+                this.name
+            ));
+        }
+        Ok(this)
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn gcm(&self, iv: &mut [u8; GCM_IV], input: &[u8], seal: bool) -> Result<Vec<u8>, String> {
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let params = cryptoki::mechanism::aead::GcmParams::new(iv, &[], GCM_TAG_BITS.into())
+            .map_err(|e| format!("{}: GCM parameters: {e}", self.name))?;
+        let mechanism = Mechanism::AesGcm(params);
+        if seal {
+            session
+                .encrypt(&mechanism, self.key, input)
+                .map_err(|e| format!("{} refused to seal: {e}", self.name))
+        } else {
+            session.decrypt(&mechanism, self.key, input).map_err(|_| {
+                format!(
+                    "a sealed secret does not open with {}: altered, or sealed by another key",
+                    self.name
+                )
+            })
+        }
+    }
+
+    /// `iv ‖ ciphertext ‖ tag` of `clear`, with a fresh random IV.
+    pub(crate) fn seal(&self, clear: &[u8]) -> Result<Vec<u8>, String> {
+        let mut iv: [u8; GCM_IV] = rand::random();
+        let ct = self.gcm(&mut iv, clear, true)?;
+        Ok([iv.as_slice(), &ct].concat())
+    }
+
+    /// The clear bytes of what [`TokenAes::seal`] made.
+    pub(crate) fn open_sealed(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        if sealed.len() < GCM_IV + 16 {
+            return Err("a sealed secret is truncated".into());
+        }
+        let mut iv: [u8; GCM_IV] = sealed[..GCM_IV].try_into().expect("12 bytes");
+        self.gcm(&mut iv, &sealed[GCM_IV..], false)
+    }
+
+    /// A key check value: what the key makes of 16 zero bytes under an all-zero IV, which no
+    /// sealed secret uses (theirs are random). Names the key in sealed values without reading it.
+    pub(crate) fn check_value(&self) -> Result<Vec<u8>, String> {
+        let mut iv = [0u8; GCM_IV];
+        self.gcm(&mut iv, &[0u8; 16], true)
     }
 }
 

@@ -6,6 +6,11 @@
 //! A missing key file is created only while the database holds no sealed secret; otherwise the
 //! start is refused, naming the key id the secrets were sealed with, because a new key would
 //! silently lose them. Secrets written in clear by earlier releases are sealed on open.
+//!
+//! With `SECRETS_KEY_URI` the key is an AES-256 key in a PKCS#11 token that never leaves it:
+//! values are `mgsecret2:<key id>:<base64(iv ‖ ciphertext ‖ tag)>`, sealed with `CKM_AES_GCM`
+//! by the token, the key id taken from the key's check value. The first start with the URI
+//! moves secrets sealed under the key file into the token (the file must still be there).
 
 use std::path::Path;
 
@@ -15,10 +20,18 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest as _, Sha256};
 
+/// XChaCha20-Poly1305 under a key file.
 const PREFIX: &str = "mgsecret1:";
+/// AES-256-GCM in a PKCS#11 token.
+const TOKEN_PREFIX: &str = "mgsecret2:";
+
+enum Cipher {
+    File(XChaCha20Poly1305),
+    Token(crate::pkcs11::TokenAes),
+}
 
 pub(crate) struct SecretBox {
-    cipher: XChaCha20Poly1305,
+    cipher: Cipher,
     id: String,
 }
 
@@ -30,15 +43,47 @@ impl std::fmt::Debug for SecretBox {
 
 /// The key id a sealed value names, if it is sealed.
 pub(crate) fn sealed_with(value: &str) -> Option<&str> {
-    value.strip_prefix(PREFIX)?.split(':').next()
+    value
+        .strip_prefix(PREFIX)
+        .or_else(|| value.strip_prefix(TOKEN_PREFIX))?
+        .split(':')
+        .next()
 }
 
 impl SecretBox {
     fn from_key(key: &[u8; 32]) -> Self {
         let id = hex::encode(&Sha256::digest(key)[..4]);
         Self {
-            cipher: XChaCha20Poly1305::new(key.into()),
+            cipher: Cipher::File(XChaCha20Poly1305::new(key.into())),
             id,
+        }
+    }
+
+    /// The AES key a PKCS#11 URI names (`SECRETS_KEY_URI`).
+    pub(crate) fn from_token(uri: &str) -> Result<Self, String> {
+        let key = crate::pkcs11::TokenAes::open(uri)?;
+        let id = hex::encode(&Sha256::digest(key.check_value()?)[..4]);
+        tracing::info!(key = key.name(), id = %id, "alert-channel secrets are sealed in the PKCS#11 token");
+        Ok(Self {
+            cipher: Cipher::Token(key),
+            id,
+        })
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `stored` sealed with this key: kept if it is, opened with `old` and sealed again if
+    /// `old` sealed it, sealed if it is clear.
+    pub(crate) fn reseal(&self, stored: &str, old: Option<&SecretBox>) -> Result<String, String> {
+        match sealed_with(stored) {
+            Some(id) if id == self.id => Ok(stored.to_owned()),
+            Some(id) => match old {
+                Some(o) if o.id == id => self.seal(&o.open(stored)?),
+                _ => Err(format!("a secret is sealed with key {id}, not {}", self.id)),
+            },
+            None => self.seal(stored),
         }
     }
 
@@ -101,40 +146,52 @@ impl SecretBox {
         }
     }
 
-    pub(crate) fn seal(&self, clear: &str) -> String {
-        if clear.starts_with(PREFIX) {
-            return clear.to_owned();
+    /// `clear` sealed with this key; a value already sealed is returned as is.
+    pub(crate) fn seal(&self, clear: &str) -> Result<String, String> {
+        if sealed_with(clear).is_some() {
+            return Ok(clear.to_owned());
         }
-        let nonce: [u8; 24] = rand::random();
-        let ct = self
-            .cipher
-            .encrypt(&XNonce::from(nonce), clear.as_bytes())
-            .expect("XChaCha20-Poly1305 seals any length");
-        let mut blob = nonce.to_vec();
-        blob.extend_from_slice(&ct);
-        format!("{PREFIX}{}:{}", self.id, B64.encode(blob))
+        let (prefix, blob) = match &self.cipher {
+            Cipher::File(c) => {
+                let nonce: [u8; 24] = rand::random();
+                let ct = c
+                    .encrypt(&XNonce::from(nonce), clear.as_bytes())
+                    .expect("XChaCha20-Poly1305 seals any length");
+                (PREFIX, [nonce.as_slice(), &ct].concat())
+            }
+            Cipher::Token(t) => (TOKEN_PREFIX, t.seal(clear.as_bytes())?),
+        };
+        Ok(format!("{prefix}{}:{}", self.id, B64.encode(blob)))
     }
 
     /// The clear value; a value not sealed (written by an earlier release) is returned as is.
     pub(crate) fn open(&self, stored: &str) -> Result<String, String> {
-        let Some(rest) = stored.strip_prefix(PREFIX) else {
+        let Some(id) = sealed_with(stored) else {
             return Ok(stored.to_owned());
         };
-        let (id, b64) = rest.split_once(':').ok_or("a sealed secret is malformed")?;
         if id != self.id {
             return Err(format!("a secret is sealed with key {id}, not {}", self.id));
         }
+        let (kind, rest) = stored.split_at(PREFIX.len());
+        let b64 = rest
+            .split_once(':')
+            .ok_or("a sealed secret is malformed")?
+            .1;
         let blob = B64
             .decode(b64)
             .map_err(|_| "a sealed secret is not base64")?;
-        if blob.len() < 24 {
-            return Err("a sealed secret is truncated".into());
-        }
-        let nonce: [u8; 24] = blob[..24].try_into().expect("24 bytes");
-        let clear = self
-            .cipher
-            .decrypt(&XNonce::from(nonce), &blob[24..])
-            .map_err(|_| "a sealed secret does not open with the secrets key: altered")?;
+        let clear = match (&self.cipher, kind) {
+            (Cipher::File(c), PREFIX) => {
+                if blob.len() < 24 {
+                    return Err("a sealed secret is truncated".into());
+                }
+                let nonce: [u8; 24] = blob[..24].try_into().expect("24 bytes");
+                c.decrypt(&XNonce::from(nonce), &blob[24..])
+                    .map_err(|_| "a sealed secret does not open with the secrets key: altered")?
+            }
+            (Cipher::Token(t), TOKEN_PREFIX) => t.open_sealed(&blob)?,
+            _ => return Err("a sealed secret names this key but another cipher".into()),
+        };
         String::from_utf8(clear).map_err(|_| "a sealed secret is not UTF-8".into())
     }
 }
@@ -148,7 +205,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("secrets.key");
         let b = SecretBox::load_or_create(&key, &[]).unwrap();
-        let sealed = b.seal("https://hooks.slack.com/services/T000/B000/XXXX");
+        let sealed = b
+            .seal("https://hooks.slack.com/services/T000/B000/XXXX")
+            .unwrap();
         assert!(sealed.starts_with("mgsecret1:") && !sealed.contains("hooks.slack"));
         assert_eq!(
             b.open(&sealed).unwrap(),

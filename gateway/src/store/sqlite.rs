@@ -218,10 +218,15 @@ impl SqliteStore {
         })
     }
 
-    /// Seals alert-channel secrets with the key at `key_path` from now on, and seals those an
-    /// earlier release stored in clear (in one transaction). Refuses a missing or different key
-    /// when sealed secrets exist.
-    pub(crate) fn seal_secrets_with(&mut self, key_path: &Path) -> Result<(), String> {
+    /// Seals alert-channel secrets with the key at `key_path` (or in the token `uri` names)
+    /// from now on, and seals those an earlier release stored in clear (in one transaction).
+    /// Refuses a missing or different key when sealed secrets exist; with `uri`, secrets sealed
+    /// under the key file are moved into the token in the same transaction.
+    pub(crate) fn seal_secrets_with(
+        &mut self,
+        key_path: &Path,
+        uri: Option<&str>,
+    ) -> Result<(), String> {
         let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         let rows: Vec<(String, String)> = {
             let mut stmt = conn
@@ -245,12 +250,36 @@ impl SqliteStore {
             }
             bodies.push((id, b));
         }
-        let sb = super::secrets::SecretBox::load_or_create(key_path, &ids)?;
+        let (sb, old) = match uri {
+            None => (
+                super::secrets::SecretBox::load_or_create(key_path, &ids)?,
+                None,
+            ),
+            Some(uri) => {
+                let sb = super::secrets::SecretBox::from_token(uri)?;
+                let others: Vec<String> = ids.iter().filter(|i| *i != sb.id()).cloned().collect();
+                let old = if others.is_empty() {
+                    None
+                } else if key_path.exists() {
+                    Some(super::secrets::SecretBox::load_or_create(
+                        key_path, &others,
+                    )?)
+                } else {
+                    return Err(format!(
+                        "the database holds alert-channel secrets sealed with key {} and the token's key is {}; for the first start with SECRETS_KEY_URI, keep the key file they were sealed with at {} (SECRETS_KEY_FILE) so they can be moved into the token",
+                        others[0],
+                        sb.id(),
+                        key_path.display()
+                    ));
+                };
+                (sb, old)
+            }
+        };
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         let mut sealed = 0;
         for (id, mut b) in bodies {
             let before = serde_json::to_string(&b).map_err(|e| e.to_string())?;
-            seal_body(&mut b, &sb);
+            reseal_body(&mut b, &sb, old.as_ref())?;
             let after = serde_json::to_string(&b).map_err(|e| e.to_string())?;
             if after != before {
                 tx.execute(
@@ -265,8 +294,12 @@ impl SqliteStore {
         if sealed > 0 {
             tracing::info!(
                 channels = sealed,
-                "alert-channel secrets stored in clear were sealed"
+                key = sb.id(),
+                "alert-channel secrets stored in clear or under the previous key were sealed with the current key"
             );
+        }
+        if old.is_some() {
+            tracing::warn!(file = %key_path.display(), "the secrets key file is no longer needed: every secret is sealed in the token; remove it once the database backup taken before this start is retired");
         }
         self.secrets = Some(sb);
         Ok(())
@@ -454,16 +487,22 @@ fn secret_fields(b: &ChannelBody) -> [Option<&str>; 3] {
     ]
 }
 
-fn seal_body(b: &mut ChannelBody, sb: &super::secrets::SecretBox) {
+/// Seals the body's secrets with `sb`: clear ones, and those `old` sealed.
+fn reseal_body(
+    b: &mut ChannelBody,
+    sb: &super::secrets::SecretBox,
+    old: Option<&super::secrets::SecretBox>,
+) -> Result<(), String> {
     if let Some(s) = &b.webhook_secret {
-        b.webhook_secret = Some(sb.seal(s));
+        b.webhook_secret = Some(sb.reseal(s, old)?);
     }
     if let Some(s) = &b.pagerduty_routing_key {
-        b.pagerduty_routing_key = Some(sb.seal(s));
+        b.pagerduty_routing_key = Some(sb.reseal(s, old)?);
     }
     if b.kind == meshguard_api::ChannelType::Slack {
-        b.endpoint = sb.seal(&b.endpoint);
+        b.endpoint = sb.reseal(&b.endpoint, old)?;
     }
+    Ok(())
 }
 
 fn open_body(b: &mut ChannelBody, sb: &super::secrets::SecretBox) -> Result<(), String> {
@@ -504,7 +543,10 @@ fn channel_from_row(
     })
 }
 
-fn channel_body(c: &ChannelRecord, secrets: Option<&super::secrets::SecretBox>) -> String {
+fn channel_body(
+    c: &ChannelRecord,
+    secrets: Option<&super::secrets::SecretBox>,
+) -> Result<String, StoreError> {
     let mut body = ChannelBody {
         kind: c.kind,
         endpoint: c.endpoint.clone(),
@@ -517,9 +559,10 @@ fn channel_body(c: &ChannelRecord, secrets: Option<&super::secrets::SecretBox>) 
         enabled: c.enabled,
     };
     if let Some(sb) = secrets {
-        seal_body(&mut body, sb);
+        reseal_body(&mut body, sb, None)
+            .map_err(|e| StoreError::Backend(format!("cannot seal the channel's secrets: {e}")))?;
     }
-    json(&body)
+    Ok(json(&body))
 }
 
 fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
@@ -737,19 +780,20 @@ impl Store for SqliteStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
+        let body = channel_body(ch, self.secrets.as_ref())?;
         self.write_with_change(
             change,
             |tx| match write {
                 Write::Insert => tx
                     .execute(
                         "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![ch.id, channel_body(ch, self.secrets.as_ref()), ch.revision, ch.created_at, ch.updated_at],
+                        params![ch.id, body, ch.revision, ch.created_at, ch.updated_at],
                     )
                     .map_err(backend),
                 Write::Update { expected } => tx
                     .execute(
                         "UPDATE alert_channels SET body = ?2, revision = ?3, updated_at = ?4 WHERE id = ?1 AND revision = ?5",
-                        params![ch.id, channel_body(ch, self.secrets.as_ref()), ch.revision, ch.updated_at, expected],
+                        params![ch.id, body, ch.revision, ch.updated_at, expected],
                     )
                     .map_err(backend),
                 Write::Delete { expected } => tx

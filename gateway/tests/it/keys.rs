@@ -170,6 +170,15 @@ const PIN: &str = "472913";
 /// A SoftHSM2 token of its own (its config and token directory under `dir`) holding Ed25519
 /// key pairs with the given labels, made by OpenSC's `pkcs11-tool` as a site would make them.
 fn softhsm_token(dir: &Path, labels: &[&str]) -> (String, std::path::PathBuf) {
+    softhsm_token_with_aes(dir, labels, &[])
+}
+
+/// [`softhsm_token`], with AES-256 secret keys labelled `aes` besides.
+fn softhsm_token_with_aes(
+    dir: &Path,
+    labels: &[&str],
+    aes: &[&str],
+) -> (String, std::path::PathBuf) {
     assert!(
         Path::new(MODULE).exists(),
         "SoftHSM2 is not installed (apt softhsm2 opensc; `cargo xtask test` installs it)"
@@ -210,27 +219,39 @@ fn softhsm_token(dir: &Path, labels: &[&str]) -> (String, std::path::PathBuf) {
             PIN,
         ],
     );
+    let pkcs11_tool = |make: &[&str]| {
+        let login = [
+            "--module",
+            MODULE,
+            "--token-label",
+            "meshguard",
+            "--login",
+            "--pin",
+            PIN,
+        ];
+        run("pkcs11-tool", &[login.as_slice(), make].concat());
+    };
     for (i, label) in labels.iter().enumerate() {
         let id = format!("{:02x}", i + 1);
-        run(
-            "pkcs11-tool",
-            &[
-                "--module",
-                MODULE,
-                "--token-label",
-                "meshguard",
-                "--login",
-                "--pin",
-                PIN,
-                "--keypairgen",
-                "--key-type",
-                "EC:edwards25519",
-                "--label",
-                label,
-                "--id",
-                &id,
-            ],
-        );
+        pkcs11_tool(&[
+            "--keypairgen",
+            "--key-type",
+            "EC:edwards25519",
+            "--label",
+            label,
+            "--id",
+            &id,
+        ]);
+    }
+    for label in aes {
+        pkcs11_tool(&[
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--sensitive",
+            "--label",
+            label,
+        ]);
     }
     let pin_file = dir.join("pin");
     std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
@@ -345,4 +366,79 @@ fn the_audit_key_moves_into_a_pkcs11_token_and_keeps_signing_from_there() {
         stderr.contains("check the PIN") && !stderr.contains("000000"),
         "{stderr}"
     );
+}
+
+/// The stored bodies of the alert channels, as the database holds them.
+fn channel_bodies(dir: &Path) -> String {
+    let db = rusqlite::Connection::open(dir.join("data/meshguard.db")).unwrap();
+    let mut stmt = db.prepare("SELECT body FROM alert_channels").unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.join("\n")
+}
+
+#[test]
+fn alert_channel_secrets_move_from_the_key_file_into_a_pkcs11_token() {
+    let dir = tempdir();
+    let hsm = tempdir();
+    let (conf, pin_file) = softhsm_token_with_aes(hsm.path(), &[], &["secrets"]);
+    let uri = token_uri("secrets", &pin_file);
+    let hsm_env = |uri: Option<&str>| {
+        let mut env = vec![("SOFTHSM2_CONF", conf.clone())];
+        env.extend(uri.map(|u| ("SECRETS_KEY_URI", u.to_owned())));
+        Options::with(env)
+    };
+    let channel = |gw: &Gateway, secret: &str| {
+        let (status, created) = gw.post(
+            "/admin/alert-channels",
+            json!({"type": "webhook", "endpoint": "https://hooks.example.com/mg",
+                   "severity": "critical", "triggers": ["deny"], "webhook_secret": secret}),
+        );
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    };
+
+    // Under the key file, as every site starts.
+    let gw = Gateway::start_with(dir.path(), hsm_env(None));
+    let first = channel(&gw, "whsec-sealed-under-the-file-key");
+    drop(gw);
+    assert!(channel_bodies(dir.path()).contains("mgsecret1:"));
+
+    // The first start with SECRETS_KEY_URI moves it into the token (the file is still there).
+    let gw = Gateway::start_with(dir.path(), hsm_env(Some(&uri)));
+    let (status, got) = gw.get(&format!("/admin/alert-channels/{first}"));
+    assert_eq!(status, 200, "the moved secret opens: {got}");
+    assert_eq!(got["webhookSecretSet"], json!(true));
+    let second = channel(&gw, "whsec-sealed-in-the-token");
+    drop(gw);
+    let bodies = channel_bodies(dir.path());
+    assert!(
+        !bodies.contains("mgsecret1:"),
+        "nothing is left under the file key: {bodies}"
+    );
+    assert_eq!(bodies.matches("mgsecret2:").count(), 2, "{bodies}");
+    assert!(
+        !bodies.contains("whsec-"),
+        "no secret is stored in clear: {bodies}"
+    );
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("gateway-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(!log.contains(PIN), "the PIN is never logged");
+
+    // The key file is no longer needed; without the token the secrets cannot be opened.
+    std::fs::remove_file(dir.path().join("data/secrets.key")).unwrap();
+    let gw = Gateway::start_with(dir.path(), hsm_env(Some(&uri)));
+    assert_eq!(gw.get(&format!("/admin/alert-channels/{second}")).0, 200);
+    drop(gw);
+    let out = command(dir.path(), &hsm_env(None)).output().unwrap();
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("sealed with key"), "{why}");
 }
