@@ -47,23 +47,12 @@ pub fn pull(
     let r: Reference = reference
         .parse()
         .map_err(|e| BundleError::Input(format!("{reference:?} is not an image reference: {e}")))?;
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
-        extra_root_certificates: access
-            .ca_certs()?
-            .into_iter()
-            .map(|data| Certificate {
-                encoding: CertificateEncoding::Der,
-                data,
-            })
-            .collect(),
-        ..Default::default()
-    });
-    let creds = access.credentials(r.resolve_registry(), r.repository())?;
-    let auth = match &creds {
-        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
+    let (client, auth, creds) = oci_session(
+        access,
+        ClientProtocol::HttpsExcept(insecure.to_vec()),
+        r.resolve_registry(),
+        r.repository(),
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,6 +89,34 @@ fn descriptor_of(bytes: &[u8], digest: &str, what: &str) -> Result<Descriptor, B
         annotations: BTreeMap::new(),
         platform: None,
     })
+}
+
+/// An `oci-client` speaking `protocol` and trusting the site CAs, with the auth for `repo` on
+/// `registry` from the auth files (and the credentials it came from, for messages).
+fn oci_session(
+    access: &Access,
+    protocol: ClientProtocol,
+    registry: &str,
+    repo: &str,
+) -> Result<(Client, RegistryAuth, Option<Credentials>), BundleError> {
+    let client = Client::new(ClientConfig {
+        protocol,
+        extra_root_certificates: access
+            .ca_certs()?
+            .into_iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Der,
+                data,
+            })
+            .collect(),
+        ..Default::default()
+    });
+    let creds = access.credentials(registry, repo)?;
+    let auth = match &creds {
+        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+        None => RegistryAuth::Anonymous,
+    };
+    Ok((client, auth, creds))
 }
 
 /// Why a manifest could not be pulled, with what to do about a refusal or an unknown CA.
@@ -327,27 +344,12 @@ impl Pusher {
             return Ok(());
         }
         let access = &self.target.access;
-        let creds = access.credentials(&self.target.registry, repo)?;
-        let auth = match &creds {
-            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-            None => RegistryAuth::Anonymous,
+        let protocol = if access.insecure {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
         };
-        let client = Client::new(ClientConfig {
-            protocol: if access.insecure {
-                ClientProtocol::Http
-            } else {
-                ClientProtocol::Https
-            },
-            extra_root_certificates: access
-                .ca_certs()?
-                .into_iter()
-                .map(|data| Certificate {
-                    encoding: CertificateEncoding::Der,
-                    data,
-                })
-                .collect(),
-            ..Default::default()
-        });
+        let (client, auth, creds) = oci_session(access, protocol, &self.target.registry, repo)?;
         let reference = Reference::with_tag(
             self.target.registry.clone(),
             repo.to_owned(),

@@ -84,6 +84,68 @@ fn bundle_as(args: &[&str], cwd: &Path, env: &[(&str, &Path)]) -> Output {
     cmd.output().expect("meshguard-bundle runs")
 }
 
+/// skopeo's certificate directory (the site CA as `ca.crt`).
+fn cert_dir(dir: &Path) -> String {
+    let certs = dir.join("certs");
+    if !certs.exists() {
+        std::fs::create_dir(&certs).unwrap();
+        std::fs::copy(dir.join("ca.pem"), certs.join("ca.crt")).unwrap();
+    }
+    certs.display().to_string()
+}
+
+/// Puts a source image holding `content` into `reg` with skopeo (as user `mirror`), writes the
+/// auth files `auth.json` (right password) and `wrong.json`, and returns a media manifest that
+/// takes the image as `meshguard/app:MAJOR`.
+fn seed(dir: &Path, reg: &Registry, major: &str, content: &[u8]) -> std::path::PathBuf {
+    umoci_image(&dir.join("layout"), "v1", &[("srv/app", content)]);
+    run_ok(
+        Command::new("skopeo")
+            .args([
+                "copy",
+                &format!("--dest-cert-dir={}", cert_dir(dir)),
+                "--dest-creds=mirror:s3cret-pass",
+            ])
+            .arg(format!("oci:{}:v1", dir.join("layout").display()))
+            .arg(format!("docker://{}/src/app:v1", reg.addr)),
+    );
+    auth_file(&dir.join("auth.json"), &reg.addr, "mirror", "s3cret-pass");
+    auth_file(
+        &dir.join("wrong.json"),
+        &reg.addr,
+        "mirror",
+        "not-the-password",
+    );
+    manifest(
+        dir,
+        &format!("{major}.0.0"),
+        &format!(
+            "images:\n  - ref: meshguard/app:{major}\n    from: docker://{}/src/app:v1\n",
+            reg.addr
+        ),
+    )
+}
+
+/// What the registry holds as `meshguard/app:MAJOR`, read back by skopeo, is the image the
+/// media `m` carry.
+fn assert_registry_holds_the_media_image(dir: &Path, reg: &Registry, major: &str) {
+    let inspect = run_ok(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                &format!("--cert-dir={}", cert_dir(dir)),
+                "--creds=mirror:s3cret-pass",
+            ])
+            .arg(format!("docker://{}/meshguard/app:{major}", reg.addr)),
+    );
+    let pushed: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let media: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("m/MEDIA.json")).unwrap()).unwrap();
+    let carried = media["images"][0]["digest"].as_str().unwrap();
+    assert!(carried.starts_with("sha256:"), "{media}");
+    assert_eq!(pushed["Digest"].as_str(), Some(carried));
+}
+
 #[test]
 fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a_private_ca() {
     let t = tempfile::tempdir().unwrap();
@@ -98,41 +160,7 @@ fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a
         &dir.join("registry.key"),
         &dir.join("ca.pem"),
     );
-    // skopeo's certificate directory: the CA as ca.crt.
-    std::fs::create_dir(dir.join("certs")).unwrap();
-    std::fs::copy(dir.join("ca.pem"), dir.join("certs/ca.crt")).unwrap();
-    let skopeo_tls = format!("--cert-dir={}", dir.join("certs").display());
-
-    umoci_image(
-        &dir.join("layout"),
-        "v1",
-        &[("srv/app", b"behind the site CA\n")],
-    );
-    run_ok(
-        Command::new("skopeo")
-            .args([
-                "copy",
-                &format!("--dest-{}", &skopeo_tls[2..]),
-                "--dest-creds=mirror:s3cret-pass",
-            ])
-            .arg(format!("oci:{}:v1", dir.join("layout").display()))
-            .arg(format!("docker://{}/src/app:v1", reg.addr)),
-    );
-    auth_file(&dir.join("auth.json"), &reg.addr, "mirror", "s3cret-pass");
-    auth_file(
-        &dir.join("wrong.json"),
-        &reg.addr,
-        "mirror",
-        "not-the-password",
-    );
-    let man = manifest(
-        dir,
-        "8.0.0",
-        &format!(
-            "images:\n  - ref: meshguard/app:8\n    from: docker://{}/src/app:v1\n",
-            reg.addr
-        ),
-    );
+    let man = seed(dir, &reg, "8", b"behind the site CA\n");
     let key = keys().ed_secret();
     let create = |out: &str, extra: &[&str], env: &[(&str, &Path)]| {
         let mut args = vec![
@@ -224,17 +252,7 @@ fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a
         "import with credentials and the CA",
     );
 
-    // What the registry holds is what the media carry, read back by skopeo.
-    let inspect = run_ok(
-        Command::new("skopeo")
-            .args(["inspect", &skopeo_tls, "--creds=mirror:s3cret-pass"])
-            .arg(format!("docker://{}/meshguard/app:8", reg.addr)),
-    );
-    let pushed: serde_json::Value = serde_json::from_str(&inspect).unwrap();
-    let media: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("m/MEDIA.json")).unwrap()).unwrap();
-    let carried = media["images"][0]["digest"].as_str().unwrap();
-    assert_eq!(pushed["Digest"].as_str(), Some(carried));
+    assert_registry_holds_the_media_image(dir, &reg, "8");
 }
 
 /// The token service of distribution's bearer-token flow, as a site runs one beside its
@@ -387,39 +405,7 @@ fn the_bearer_token_flow_gets_a_token_for_pull_and_push_with_the_users_password(
         &dir.join("registry.key"),
         &dir.join("ca.pem"),
     );
-    std::fs::create_dir(dir.join("certs")).unwrap();
-    std::fs::copy(dir.join("ca.pem"), dir.join("certs/ca.crt")).unwrap();
-    let cert_dir = dir.join("certs").display().to_string();
-    umoci_image(
-        &dir.join("layout"),
-        "v1",
-        &[("srv/app", b"token-guarded\n")],
-    );
-    run_ok(
-        Command::new("skopeo")
-            .args([
-                "copy",
-                &format!("--dest-cert-dir={cert_dir}"),
-                "--dest-creds=mirror:s3cret-pass",
-            ])
-            .arg(format!("oci:{}:v1", dir.join("layout").display()))
-            .arg(format!("docker://{}/src/app:v1", reg.addr)),
-    );
-    auth_file(&dir.join("auth.json"), &reg.addr, "mirror", "s3cret-pass");
-    auth_file(
-        &dir.join("wrong.json"),
-        &reg.addr,
-        "mirror",
-        "not-the-password",
-    );
-    let man = manifest(
-        dir,
-        "9.0.0",
-        &format!(
-            "images:\n  - ref: meshguard/app:9\n    from: docker://{}/src/app:v1\n",
-            reg.addr
-        ),
-    );
+    let man = seed(dir, &reg, "9", b"token-guarded\n");
     let key = keys().ed_secret();
     let common = ["--ca-bundle", "ca.pem"];
     let mut create = vec![
@@ -465,17 +451,5 @@ fn the_bearer_token_flow_gets_a_token_for_pull_and_push_with_the_users_password(
         bundle_as(&import, dir, &[("REGISTRY_AUTH_FILE", &auth)]),
         "push through the token service",
     );
-    let inspect = run_ok(
-        Command::new("skopeo")
-            .args([
-                "inspect",
-                &format!("--cert-dir={cert_dir}"),
-                "--creds=mirror:s3cret-pass",
-            ])
-            .arg(format!("docker://{}/meshguard/app:9", reg.addr)),
-    );
-    let pushed: serde_json::Value = serde_json::from_str(&inspect).unwrap();
-    let media: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("m/MEDIA.json")).unwrap()).unwrap();
-    assert_eq!(pushed["Digest"], media["images"][0]["digest"]);
+    assert_registry_holds_the_media_image(dir, &reg, "9");
 }

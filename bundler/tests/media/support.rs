@@ -221,26 +221,11 @@ impl Registry {
     /// A registry serving TLS with `cert`/`key` (issued by the CA `ca`) that wants the users
     /// of the bcrypt `htpasswd` file (HTTP Basic), as sites run distribution.
     pub(crate) fn start_secured(htpasswd: &Path, cert: &Path, key: &Path, ca: &Path) -> Self {
-        let client = reqwest::blocking::Client::builder()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
-            )
-            .build()
-            .unwrap();
-        Self::start_with(
-            &format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: site\n    path: {}\n",
-                cert.display(),
-                key.display(),
-                htpasswd.display()
-            ),
-            move |addr| {
-                client
-                    .get(format!("https://{addr}/v2/"))
-                    .send()
-                    .is_ok_and(|r| r.status() == 401)
-            },
-        )
+        let auth = format!(
+            "htpasswd:\n    realm: site\n    path: {}\n",
+            htpasswd.display()
+        );
+        Self::start_tls(&auth, cert, key, ca)
     }
 
     /// A registry serving TLS that takes bearer tokens from the token service at `realm`,
@@ -252,6 +237,16 @@ impl Registry {
         key: &Path,
         ca: &Path,
     ) -> Self {
+        let auth = format!(
+            "token:\n    realm: {realm}\n    service: site-registry\n    issuer: site-token-issuer\n    rootcertbundle: {}\n",
+            token_cert.display()
+        );
+        Self::start_tls(&auth, cert, key, ca)
+    }
+
+    /// TLS with `cert`/`key` (issued by `ca`) and the `auth:` section `auth`; ready when
+    /// `/v2/` asks for credentials.
+    fn start_tls(auth: &str, cert: &Path, key: &Path, ca: &Path) -> Self {
         let client = reqwest::blocking::Client::builder()
             .add_root_certificate(
                 reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
@@ -260,10 +255,9 @@ impl Registry {
             .unwrap();
         Self::start_with(
             &format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: {realm}\n    service: site-registry\n    issuer: site-token-issuer\n    rootcertbundle: {}\n",
+                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  {auth}",
                 cert.display(),
-                key.display(),
-                token_cert.display()
+                key.display()
             ),
             move |addr| {
                 client
