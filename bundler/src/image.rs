@@ -491,7 +491,7 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             ),
             (
                 "org.opencontainers.image.licenses".to_owned(),
-                "Apache-2.0".to_owned(),
+                b.license.clone(),
             ),
         ]);
         Ok(ImageSpec {
@@ -527,4 +527,33 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             vec![],
         )?,
     ])
+}
+
+/// Builds the product's images (`product_specs`) into a new OCI layout at `out` and returns each
+/// image's reference and manifest digest. The layout is built beside `out` and renamed into
+/// place once every image is in it, so a failed build leaves nothing that looks complete.
+pub fn build_product(
+    b: &ProductBuild,
+    out: &std::path::Path,
+) -> Result<Vec<(String, String)>, BundleError> {
+    let specs = product_specs(b)?;
+    let partial = out.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .map_err(|e| BundleError::io("remove the unfinished layout", &partial, e))?;
+    }
+    let mut layout = Layout::create(&partial)?;
+    let mut built = Vec::new();
+    for spec in &specs {
+        let image = build(&mut layout, spec)?;
+        built.push((spec.reference.clone(), image.manifest.digest));
+    }
+    layout.write_index()?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)
+            .map_err(|e| BundleError::io("remove the previous layout", out, e))?;
+    }
+    meshguard_common::fsx::rename_durably(&partial, out)
+        .map_err(|e| BundleError::io("move the new layout into place", out, e))?;
+    Ok(built)
 }

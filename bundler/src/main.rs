@@ -39,6 +39,12 @@ enum Command {
     Install(InstallArgs),
     /// Show what media holds (from MEDIA.json; does not verify).
     Inspect { dir: PathBuf },
+    /// Build the product's OCI images (NAMESPACE/gateway, NAMESPACE/tools) from its binaries,
+    /// with no container daemon, into an OCI layout that `create` takes as `oci:layout:`.
+    Images(ImagesArgs),
+    /// Pack a terraform-provider-meshguard binary into Terraform's packed mirror layout (zip,
+    /// SHA256SUMS, h1: and zh: hashes), for `terraform init -plugin-dir`.
+    ProviderMirror(ProviderMirrorArgs),
     /// The local audit archive: segments of the gateway's log, each proven against a signed
     /// checkpoint, in a directory that verifies on its own (the chart's archive job).
     #[command(subcommand)]
@@ -142,6 +148,48 @@ struct CreateArgs {
     registry_access: RegistryAccessArgs,
     #[command(flatten)]
     passphrase: PassphraseArg,
+}
+
+#[derive(Args, Debug)]
+struct ImagesArgs {
+    /// The directory holding meshguard-gateway, meshguard-example-agent, meshguard-bundle and
+    /// meshguard-license (e.g. target/release).
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// The OCI layout to write (built beside it and renamed into place once complete).
+    #[arg(long)]
+    out: PathBuf,
+    /// Registry namespace: NAMESPACE/gateway:VERSION, NAMESPACE/tools:VERSION.
+    #[arg(long, default_value = "meshguard")]
+    namespace: String,
+    /// The images' version tag (default: this tool's version, the workspace's).
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// The source commit the binaries were built from (image label).
+    #[arg(long, default_value = "unknown")]
+    revision: String,
+    /// The images' creation time, seconds since 1970, so rebuilds are byte-identical.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    created: i64,
+    /// The CA bundle the images trust.
+    #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
+    ca_bundle: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct ProviderMirrorArgs {
+    /// The terraform-provider-meshguard binary.
+    #[arg(long)]
+    binary: PathBuf,
+    /// The mirror root to write into.
+    #[arg(long)]
+    out: PathBuf,
+    /// The provider's version (default: this tool's version, the workspace's).
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// The binary's platform.
+    #[arg(long, default_value = "linux_amd64")]
+    platform: String,
 }
 
 #[derive(Args, Debug)]
@@ -520,6 +568,33 @@ fn run(command: Command) -> Result<ExitCode> {
                 "audit archive of {} verified: {} entries in {} segments, {} signed checkpoints",
                 v.origin, v.entries, v.segments, v.checkpoints
             );
+        }
+        Command::Images(a) => {
+            let product = meshguard_bundler::image::ProductBuild {
+                bin_dir: a.bin_dir,
+                namespace: a.namespace,
+                version: a.version,
+                revision: a.revision,
+                source: env!("CARGO_PKG_REPOSITORY").to_owned(),
+                license: env!("CARGO_PKG_LICENSE").to_owned(),
+                created: a.created,
+                ca_bundle: a.ca_bundle,
+            };
+            for (reference, digest) in meshguard_bundler::image::build_product(&product, &a.out)? {
+                println!("{reference}  {digest}");
+            }
+            println!("OCI layout: {}", a.out.display());
+        }
+        Command::ProviderMirror(a) => {
+            let id = meshguard_bundler::tfmirror::ProviderId {
+                hostname: "registry.terraform.io".into(),
+                namespace: "meshguard".into(),
+                kind: "meshguard".into(),
+                version: a.version,
+                platform: a.platform,
+            };
+            let p = meshguard_bundler::tfmirror::pack(&a.binary, &id, &a.out)?;
+            println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);
         }
         Command::Inspect { dir } => {
             let p = dir.join(media::MEDIA_JSON);

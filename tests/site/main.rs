@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-use meshguard_bundler::image::{ProductBuild, build, product_specs};
-use meshguard_bundler::oci::Layout;
+use meshguard_bundler::image::{ProductBuild, build_product};
 use serde_json::Value;
 
 const NETNS: &str = "MESHGUARD_E2E_NETNS";
@@ -276,7 +275,6 @@ fn start_registry(dir: &Path) -> Child {
 
 /// Builds the product's images for `version` from `bins` into `layout`.
 fn images(bins: &Path, layout: &Path, version: &str) {
-    let mut l = Layout::create(layout).unwrap();
     let product = ProductBuild {
         bin_dir: bins.to_owned(),
         namespace: "meshguard".into(),
@@ -287,10 +285,7 @@ fn images(bins: &Path, layout: &Path, version: &str) {
         created: 1_780_000_000,
         ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
     };
-    for spec in product_specs(&product).unwrap() {
-        build(&mut l, &spec).unwrap();
-    }
-    l.write_index().unwrap();
+    build_product(&product, layout).unwrap();
 }
 
 /// Signed media for `version`, its images built from `bins`.

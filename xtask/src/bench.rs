@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::{cargo, root, run_checked};
+use crate::root;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -32,13 +32,13 @@ struct Timings {
 
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tools = crate::tools::install_all()?;
-    run_checked(cargo().args(["build", "--release", "--quiet", "-p", "meshguard-gateway"]))?;
+    let bins = crate::build_binaries(true)?;
     let work = tempdir()?;
     let mirror = work.join("mirror");
-    crate::provider_mirror(&mirror, true)?;
+    crate::provider_mirror(&bins, &mirror)?;
     crate::tools::null_provider(&tools, &mirror)?;
 
-    let gateway = root().join("target/release/meshguard-gateway");
+    let gateway = bins.join("meshguard-gateway");
     let admin_token = "bench-admin-token-5f0c2e9a7b1d3f46";
     let mut child = Command::new(&gateway)
         .env("HOST", "127.0.0.1")

@@ -28,26 +28,7 @@ pub(crate) struct BenchInstallArgs {
 pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
     let tools = crate::tools::install_all()?;
     let profile = if args.debug { "debug" } else { "release" };
-    let mut build = crate::cargo();
-    build.args([
-        "build",
-        "--locked",
-        "-p",
-        "meshguard-gateway",
-        "-p",
-        "meshguard-bundler",
-        "-p",
-        "meshguard-license",
-        "-p",
-        "meshguard-provider",
-        "--bins",
-    ]);
-    if !args.debug {
-        build.arg("--release");
-    }
-    println!("building the {profile} binaries");
-    crate::run_checked(&mut build)?;
-    let bins = crate::root().join("target").join(profile);
+    let bins = crate::build_binaries(!args.debug)?;
     let dir = crate::root().join(&args.dir);
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
@@ -56,7 +37,11 @@ pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
     let bundle = bins.join("meshguard-bundle");
 
     let t = Instant::now();
-    crate::images::build_images(&bins, &dir.join("layout"), "meshguard")?;
+    crate::run_checked(&mut crate::images::images_command(
+        &bins,
+        &dir.join("layout"),
+        "meshguard",
+    )?)?;
     let r = crate::root();
     let v = env!("CARGO_PKG_VERSION");
     fs::write(

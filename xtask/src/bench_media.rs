@@ -14,7 +14,7 @@ use anyhow::bail;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{cargo, root, run_checked};
+use crate::{root, run_checked};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchMediaArgs {
@@ -176,8 +176,7 @@ fn registry(dir: &Path) -> anyhow::Result<(Killed, String)> {
 
 pub(crate) fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let _tools = crate::tools::install_all()?;
-    run_checked(cargo().args(["build", "--quiet", "--release", "-p", "meshguard-bundler"]))?;
-    let tool = root().join("target/release/meshguard-bundle");
+    let tool = crate::build_binaries(true)?.join("meshguard-bundle");
     let work = root().join(".bench-media");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;

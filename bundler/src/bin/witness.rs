@@ -141,10 +141,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let state = Witness::load_state(dir)?;
             println!("witness {} ({})", state.name, state.vkey);
             for (origin, log) in &state.logs {
-                println!(
-                    "  {origin}: cosigned up to size {} (at {:?})",
-                    log.size, log.cosigned_at
-                );
+                match log.cosigned_at {
+                    Some(t) => println!(
+                        "  {origin}: cosigned up to size {} (at {t}, seconds since 1970)",
+                        log.size
+                    ),
+                    None => println!("  {origin}: nothing cosigned yet"),
+                }
             }
         }
         Command::Cosign { request, out } => {
