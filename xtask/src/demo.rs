@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
 
-use crate::{cargo, root, run_checked};
+use crate::root;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
@@ -100,18 +100,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "installing what is missing (Debian tools, Terraform, helm, verifiers) and building the gateway, licensing and media tools",
     );
     let tools = crate::tools::install_all()?;
-    run_checked(cargo().args([
-        "build",
-        "--quiet",
-        "-p",
-        "meshguard-gateway",
-        "-p",
-        "meshguard-license",
-        "-p",
-        "meshguard-bundler",
-    ]))?;
-    let binary = root().join("target/debug/meshguard-gateway");
-    let license_tool = root().join("target/debug/meshguard-license");
+    let bins = crate::build_binaries(false)?;
+    let binary = bins.join("meshguard-gateway");
+    let license_tool = bins.join("meshguard-license");
 
     if dir.exists() {
         // An earlier demo's site (pods, volume, secret) goes first.
@@ -171,7 +162,7 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     step(
         "a site witness on its own key (meshguard-witness init), which the gateway is told to trust",
     );
-    let witness_tool = root().join("target/debug/meshguard-witness");
+    let witness_tool = bins.join("meshguard-witness");
     let witness_dir = dir.join("witness");
     fs::create_dir_all(&witness_dir)?;
     write_private(&witness_dir.join("passphrase"), &random_hex(16)?)?;
@@ -501,17 +492,18 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     step(
         "offline media: the product images (cargo xtask images), the chart, the provider, modules, policies and the license, signed (meshguard-bundle create)",
     );
-    let provider = crate::build_provider(false)?;
-    let bundle_tool = root().join("target/debug/meshguard-bundle");
+    let provider = bins.join("terraform-provider-meshguard");
+    let bundle_tool = bins.join("meshguard-bundle");
     let src = dir.join("media-src");
     let layout = src.join("layout");
-    // The product's own images (meshguard/gateway, meshguard/tools) from the binaries just built.
+    // The product's own images (meshguard/gateway, meshguard/tools) from the binaries built in
+    // step 1.
     fs::create_dir_all(&src)?;
-    for (reference, digest) in
-        crate::images::build_images(&root().join("target/debug"), &layout, "meshguard")?
-    {
-        println!("    image {reference} {digest}");
-    }
+    run_indented(&mut crate::images::images_command(
+        &bins,
+        &layout,
+        "meshguard",
+    )?)?;
     let r = root().display().to_string();
     fs::write(
         src.join("media.yaml"),

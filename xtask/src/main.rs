@@ -11,10 +11,9 @@ mod bench_install;
 mod bench_media;
 mod demo;
 mod demo_site;
+mod docs;
 mod images;
 mod tools;
-
-use meshguard_bundler::tfmirror::{PackedProvider, ProviderId, pack};
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -44,6 +43,8 @@ enum Cmd {
     },
     /// Install the test tools into the tools directory and print where they are.
     Tools,
+    /// Run the shell blocks of README.md and docs/*.md as written (what `test` ends with).
+    Docs,
     /// Build the product's OCI images (meshguard/gateway, meshguard/tools) from this
     /// workspace's binaries, with no container daemon, into an OCI layout.
     Images(images::ImagesArgs),
@@ -77,15 +78,14 @@ fn main() -> ExitCode {
         Cmd::Demo(args) => demo::run(args),
         Cmd::Test { rest } => test(rest),
         Cmd::Images(args) => images::run(args),
+        Cmd::Docs => tools::install_all().and_then(|t| docs::run(&t.path_with_bin(), &t.dir)),
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
         Cmd::BenchProvider(args) => bench::run(args),
         Cmd::BenchGateway(args) => bench_gateway::run(args),
         Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::BenchInstall(args) => bench_install::run(args),
         Cmd::ProviderMirror { out, release } => {
-            provider_mirror(&root().join(out), release).map(|p| {
-                println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);
-            })
+            build_binaries(release).and_then(|bins| provider_mirror(&bins, &root().join(out)))
         }
     };
     match result {
@@ -108,6 +108,23 @@ pub(crate) fn root() -> PathBuf {
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
+    // `cargo run` gave this process xtask's own package variables. Build scripts (ring's, via
+    // cc) rerun when such a variable changes, so passing them on would rebuild ring and all that
+    // depends on it each time a build alternates between xtask and a shell.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&key.as_ref())
+        {
+            cmd.env_remove(key.as_ref());
+        }
+    }
     cmd
 }
 
@@ -131,7 +148,9 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
             .env("CHECKPOINT_DISABLE", "1");
     };
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--locked"]).args(&rest);
+    // Every test binary runs even when one fails, so one run shows every failure.
+    cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
+        .args(&rest);
     with_env(&mut cmd);
     run_checked(&mut cmd)?;
     if rest.is_empty() {
@@ -151,43 +170,64 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
         ]);
         with_env(&mut cmd);
         run_checked(&mut cmd)?;
+        docs::run(&path, &tools.dir)?;
+        demo_offline(&path)?;
     }
     Ok(())
 }
 
-/// Builds `terraform-provider-meshguard` and returns the binary's path.
-pub(crate) fn build_provider(release: bool) -> anyhow::Result<std::path::PathBuf> {
+/// The README's first command, `cargo xtask demo`, run where there is no network at all (a new
+/// network namespace with loopback only): the demo must not need anything beyond this machine.
+fn demo_offline(path: &std::ffi::OsStr) -> anyhow::Result<()> {
+    println!("\nxtask test: the demo, under `unshare -n` (loopback only)");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().context("cannot find the xtask binary")?)
+        .args(["demo", "--dir", ".demo-offline"])
+        .env("PATH", path)
+        // Every crate is on disk after the tests' build; fail at once rather than wait for DNS.
+        .env("CARGO_NET_OFFLINE", "true")
+        .current_dir(root());
+    run_checked(&mut cmd)
+}
+
+/// Builds every binary of the product (the workspace's packages but this one) in one cargo
+/// invocation and returns the directory they are in. Every command here builds the same set, so
+/// features are unified the same way each time and a repeated run rebuilds nothing; xtask
+/// itself does not link the product's crates, it drives these binaries.
+pub(crate) fn build_binaries(release: bool) -> anyhow::Result<PathBuf> {
+    let profile = if release { "release" } else { "debug" };
+    println!(
+        "building the product's {profile} binaries (meshguard-gateway, -bundle, -license, terraform-provider-meshguard)"
+    );
     let mut cmd = cargo();
     cmd.args([
         "build",
-        "--quiet",
-        "-p",
-        "meshguard-provider",
-        "--bin",
-        "terraform-provider-meshguard",
+        "--locked",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--bins",
     ]);
     if release {
         cmd.arg("--release");
     }
     run_checked(&mut cmd)?;
-    Ok(root()
-        .join("target")
-        .join(if release { "release" } else { "debug" })
-        .join("terraform-provider-meshguard"))
+    Ok(root().join("target").join(profile))
 }
 
-/// Builds the provider and packs it into `out` in Terraform's packed mirror layout.
+/// Packs the provider built in `bin_dir` into `out` in Terraform's packed mirror layout
+/// (`meshguard-bundle provider-mirror`).
 pub(crate) fn provider_mirror(
+    bin_dir: &std::path::Path,
     out: &std::path::Path,
-    release: bool,
-) -> anyhow::Result<PackedProvider> {
-    let binary = build_provider(release)?;
-    let id = ProviderId {
-        hostname: "registry.terraform.io".into(),
-        namespace: "meshguard".into(),
-        kind: "meshguard".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        platform: "linux_amd64".into(),
-    };
-    Ok(pack(&binary, &id, out)?)
+) -> anyhow::Result<()> {
+    run_checked(
+        Command::new(bin_dir.join("meshguard-bundle"))
+            .arg("provider-mirror")
+            .arg("--binary")
+            .arg(bin_dir.join("terraform-provider-meshguard"))
+            .arg("--out")
+            .arg(out),
+    )
 }
