@@ -97,7 +97,7 @@ fn modules() -> Vec<Module> {
 
 /// Providers whose schema this check has; others (ours, validated for real by the provider's
 /// acceptance tests) are not schema-checked here.
-const SCHEMA_CHECKED: &[&str] = &["aws"];
+const SCHEMA_CHECKED: &[&str] = &["aws", "google"];
 
 fn schema(provider: &str) -> Value {
     let p = tools_dir().join(format!("provider-schemas/{provider}.json"));
@@ -210,27 +210,40 @@ fn schema_problems(m: &Module, schemas: &BTreeMap<&str, Value>) -> Vec<String> {
             };
             check_body(&at, block.body(), node, true, &mut problems);
             // Region pinning: a regional resource names the module's region input.
-            let regional = node["arguments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a == "region");
-            if regional && provider == "aws" {
-                let pinned = block.body().attributes().find(|a| a.key() == "region");
-                match pinned.map(|a| hcl::format::to_string(a.expr()).unwrap_or_default()) {
-                    Some(e) if e.trim() == "var.region" => {}
+            for pin in pin_arguments(provider) {
+                let regional = node["arguments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a == pin);
+                if !regional {
+                    continue;
+                }
+                let set = block.body().attributes().find(|a| a.key() == *pin);
+                match set.map(|a| hcl::format::to_string(a.expr()).unwrap_or_default()) {
+                    Some(e) if e.contains("var.region") => {}
                     Some(e) => problems.push(format!(
-                        "{at}: region = {} (the module's region input, var.region, pins every regional resource)",
+                        "{at}: {pin} = {} (the module's region input, var.region, pins every regional resource)",
                         e.trim()
                     )),
                     None => problems.push(format!(
-                        "{at}: no region argument: set region = var.region so the resource stays in the pinned region"
+                        "{at}: no {pin} argument: set {pin} = var.region so the resource stays in the pinned region"
                     )),
                 }
             }
         }
     }
     problems
+}
+
+/// The arguments that place a provider's resource in a region.
+fn pin_arguments(provider: &str) -> &'static [&'static str] {
+    match provider {
+        "aws" => &["region"],
+        "google" => &["region", "location"],
+        "azurerm" => &["location"],
+        _ => &[],
+    }
 }
 
 fn loaded_schemas() -> BTreeMap<&'static str, Value> {
@@ -488,10 +501,32 @@ fn no_module_hard_codes_a_region_or_an_account() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// The first quoted AWS-style region name (`"eu-central-1"`, `"us-gov-west-1"`) in `text`.
+/// The first quoted region name in `text`: AWS-style (`"eu-central-1"`, `"us-gov-west-1"`) or
+/// Google Cloud-style (`"europe-west3"`, `"us-central1"`).
 fn quoted_region(text: &str) -> Option<String> {
     const PREFIXES: &[&str] = &["af", "ap", "ca", "eu", "il", "me", "mx", "sa", "us"];
+    const GCP_PREFIXES: &[&str] = &[
+        "africa",
+        "asia",
+        "australia",
+        "europe",
+        "me",
+        "northamerica",
+        "southamerica",
+        "us",
+    ];
     for quoted in text.split('"').skip(1).step_by(2) {
+        if let Some((prefix, area)) = quoted.split_once('-')
+            && GCP_PREFIXES.contains(&prefix)
+            && area.ends_with(|c: char| c.is_ascii_digit())
+            && area
+                .trim_end_matches(|c: char| c.is_ascii_digit())
+                .bytes()
+                .all(|b| b.is_ascii_lowercase())
+            && area.len() > 1
+        {
+            return Some(format!("\"{quoted}\""));
+        }
         let parts: Vec<&str> = quoted.split('-').collect();
         let (prefix, area, n) = match parts.as_slice() {
             [p, "gov", area, n] | [p, area, n] => (*p, *area, *n),
@@ -570,6 +605,11 @@ fn the_region_and_account_checks_catch_what_they_look_for() {
         Some("\"us-gov-west-1\"")
     );
     assert_eq!(quoted_region(r#"r = var.region, n = "eu-west""#), None);
+    assert_eq!(
+        quoted_region(r#"location = "europe-west3""#).as_deref(),
+        Some("\"europe-west3\"")
+    );
+    assert_eq!(quoted_region(r#"n = "meshguard-gateway""#), None);
     assert_eq!(
         twelve_digits("arn:aws:iam::123456789012:root").as_deref(),
         Some("123456789012")

@@ -96,6 +96,8 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
 const PROVIDER_SCHEMAS: &[(&str, &str, &str)] = &[
     // hashicorp/aws 6.25.0
     ("aws", "@cdktf/provider-aws", "21.22.1"),
+    // hashicorp/google 6.50.0
+    ("google", "@cdktf/provider-google", "16.12.1"),
 ];
 
 fn provider_schemas(tools: &Tools) -> anyhow::Result<()> {
