@@ -125,12 +125,24 @@ fn pull_err(
     creds: Option<&Credentials>,
     e: oci_client::errors::OciDistributionError,
 ) -> BundleError {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode};
     let text = chain(&e);
     let lower = text.to_ascii_lowercase();
-    let hint = if lower.contains("401")
-        || lower.contains("authoriz")
-        || lower.contains("authentication")
-    {
+    // By the error's kind, not its text: a port such as 44015 holds "401", and a TLS failure
+    // must not read as a refusal.
+    let untrusted = lower.contains("certificate") || lower.contains("unknownissuer");
+    let refused = match &e {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
+        E::ServerError { code, .. } => *code == 401 || *code == 403,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+        _ => false,
+    };
+    let hint = if untrusted {
+        "; the registry's certificate is not trusted: pass the site CA with --ca-bundle".to_owned()
+    } else if refused {
         match creds {
             Some(c) => format!(
                 "; the registry refused the credentials of {} from {}",
@@ -141,8 +153,6 @@ fn pull_err(
                      --authfile / set REGISTRY_AUTH_FILE"
                 .to_owned(),
         }
-    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
-        "; the registry's certificate is not trusted: pass the site CA with --ca-bundle".to_owned()
     } else {
         String::new()
     };

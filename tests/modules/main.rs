@@ -97,7 +97,7 @@ fn modules() -> Vec<Module> {
 
 /// Providers whose schema this check has; others (ours, validated for real by the provider's
 /// acceptance tests) are not schema-checked here.
-const SCHEMA_CHECKED: &[&str] = &["aws", "google"];
+const SCHEMA_CHECKED: &[&str] = &["aws", "google", "azurerm"];
 
 fn schema(provider: &str) -> Value {
     let p = tools_dir().join(format!("provider-schemas/{provider}.json"));

@@ -98,6 +98,8 @@ const PROVIDER_SCHEMAS: &[(&str, &str, &str)] = &[
     ("aws", "@cdktf/provider-aws", "21.22.1"),
     // hashicorp/google 6.50.0
     ("google", "@cdktf/provider-google", "16.12.1"),
+    // hashicorp/azurerm 4.55.0
+    ("azurerm", "@cdktf/provider-azurerm", "14.23.1"),
 ];
 
 fn provider_schemas(tools: &Tools) -> anyhow::Result<()> {

@@ -1,0 +1,29 @@
+output "resource_group_name" {
+  description = "The install's resource group."
+  value       = azurerm_resource_group.this.name
+}
+
+output "cluster_name" {
+  description = "The AKS cluster: az aks get-credentials --name NAME --resource-group RG (from inside the network)."
+  value       = azurerm_kubernetes_cluster.this.name
+}
+
+output "key_id" {
+  description = "The customer-managed key (versionless)."
+  value       = module.kms.key_id
+}
+
+output "archive_container_id" {
+  description = "The WORM audit archive container."
+  value       = module.archive.container_id
+}
+
+output "workspace_id" {
+  description = "The Log Analytics workspace."
+  value       = module.siem.workspace_id
+}
+
+output "gateway_client_id" {
+  description = "The chart's serviceAccount annotation azure.workload.identity/client-id."
+  value       = module.identity.gateway_client_id
+}
