@@ -97,7 +97,7 @@ fn modules() -> Vec<Module> {
 
 /// Providers whose schema this check has; others (ours, validated for real by the provider's
 /// acceptance tests) are not schema-checked here.
-const SCHEMA_CHECKED: &[&str] = &["aws", "google", "azurerm"];
+const SCHEMA_CHECKED: &[&str] = &["aws", "google", "azurerm", "oci"];
 
 fn schema(provider: &str) -> Value {
     let p = tools_dir().join(format!("provider-schemas/{provider}.json"));
@@ -263,10 +263,15 @@ fn every_resource_argument_and_block_is_in_the_real_providers_schema() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// A copy of the archive module with one edit, and what the check says about it.
+/// A copy of the AWS archive module with one edit, and what the check says about it.
 fn problems_after(edit: (&str, &str)) -> Vec<String> {
+    problems_in_copy("archive/aws", edit)
+}
+
+/// A copy of `module` with one edit to its main.tf, and what the check says about it.
+fn problems_in_copy(module: &str, edit: (&str, &str)) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let src = root().join("modules/archive/aws");
+    let src = root().join("modules").join(module);
     for e in std::fs::read_dir(&src).unwrap() {
         let p = e.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
@@ -278,7 +283,7 @@ fn problems_after(edit: (&str, &str)) -> Vec<String> {
         };
         std::fs::write(dir.path().join(p.file_name().unwrap()), text).unwrap();
     }
-    schema_problems(&load(dir.path(), "archive/aws"), &loaded_schemas())
+    schema_problems(&load(dir.path(), module), &loaded_schemas())
 }
 
 #[test]
@@ -325,6 +330,41 @@ fn a_misspelled_argument_an_unknown_block_or_a_missing_required_argument_fails_t
     assert!(
         p.iter()
             .any(|l| l.contains("has no resource type `aws_s3_bucket_polcy`")),
+        "{p:?}"
+    );
+    // The other clouds' schemas catch the same.
+    let p = problems_in_copy(
+        "archive/gcp",
+        ("uniform_bucket_level_access", "uniform_bucket_access"),
+    );
+    assert!(
+        p.iter().any(|l| l.contains(
+            "google_storage_bucket.this: the provider has no argument `uniform_bucket_access`"
+        )),
+        "{p:?}"
+    );
+    let p = problems_in_copy("archive/azure", ("min_tls_version", "minimum_tls_version"));
+    assert!(
+        p.iter().any(|l| l.contains(
+            "azurerm_storage_account.this: the provider has no argument `minimum_tls_version`"
+        )),
+        "{p:?}"
+    );
+    let p = problems_in_copy(
+        "archive/oci",
+        ("time_unit   = \"DAYS\"", "time_units  = \"DAYS\""),
+    );
+    assert!(
+        p.iter().any(|l| l.contains("oci_objectstorage_bucket.this.retention_rules.duration: the provider has no argument `time_units`")),
+        "{p:?}"
+    );
+    let p = problems_in_copy(
+        "archive/gcp",
+        ("  location                    = var.region\n", ""),
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.contains("google_storage_bucket.this: no location argument")),
         "{p:?}"
     );
     let p = problems_after(("  region              = var.region\n", ""));

@@ -92,7 +92,9 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
 /// The Terraform schemas of the cloud providers the modules use, which cannot be installed here
 /// (no registry): CDKTF's npm packages are generated from each provider's own schema, and
 /// `tests/modules/jsii_schema.py` reduces a package's jsii assembly to the resources, arguments
-/// and blocks the module check needs, in `provider-schemas/<provider>.json`.
+/// and blocks the module check needs, in `provider-schemas/<provider>.json`. CDKTF publishes no
+/// package for oracle/oci; Pulumi's (`@pulumi/oci`, generated from the same Terraform provider)
+/// is reduced by `tests/modules/pulumi_schema.py`, which reverses the bridge's renames.
 const PROVIDER_SCHEMAS: &[(&str, &str, &str)] = &[
     // hashicorp/aws 6.25.0
     ("aws", "@cdktf/provider-aws", "21.22.1"),
@@ -100,6 +102,8 @@ const PROVIDER_SCHEMAS: &[(&str, &str, &str)] = &[
     ("google", "@cdktf/provider-google", "16.12.1"),
     // hashicorp/azurerm 4.55.0
     ("azurerm", "@cdktf/provider-azurerm", "14.23.1"),
+    // oracle/oci, through Pulumi's bridge
+    ("oci", "@pulumi/oci", "4.20.0"),
 ];
 
 fn provider_schemas(tools: &Tools) -> anyhow::Result<()> {
@@ -126,19 +130,23 @@ fn provider_schemas(tools: &Tools) -> anyhow::Result<()> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "tgz"))
             .with_context(|| format!("npm pack {package}@{version} wrote no .tgz"))?;
-        run_checked(
-            Command::new("tar")
-                .arg("-xzf")
-                .arg(&tgz)
-                .arg("-C")
-                .arg(&work)
-                .arg("package/.jsii"),
-        )?;
+        let pulumi = package.starts_with("@pulumi/");
+        let mut untar = Command::new("tar");
+        untar.arg("-xzf").arg(&tgz).arg("-C").arg(&work);
+        if !pulumi {
+            untar.arg("package/.jsii");
+        }
+        run_checked(&mut untar)?;
+        let (reducer, input) = if pulumi {
+            ("pulumi_schema.py", work.join("package"))
+        } else {
+            ("jsii_schema.py", work.join("package/.jsii"))
+        };
         let partial = dir.join(format!("{name}.json.partial"));
         run_checked(
             Command::new("python3")
-                .arg(crate::root().join("tests/modules/jsii_schema.py"))
-                .arg(work.join("package/.jsii"))
+                .arg(crate::root().join("tests/modules").join(reducer))
+                .arg(&input)
                 .arg(&partial),
         )?;
         fs::rename(&partial, &out)?;

@@ -1,0 +1,9 @@
+terraform {
+  required_version = ">= 1.0.3"
+  required_providers {
+    oci = {
+      source  = "oracle/oci"
+      version = ">= 6.0, < 8.0"
+    }
+  }
+}
