@@ -129,7 +129,12 @@ pub(crate) fn cargo() -> Command {
 }
 
 pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
-    let shown = format!("{cmd:?}");
+    // The program and its arguments (the environment it was given is not what failed).
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
     let status = cmd
         .status()
         .with_context(|| format!("cannot run {shown}"))?;
