@@ -292,7 +292,10 @@ pub(crate) fn run(tool_path: &std::ffi::OsStr, tools_dir: &Path) -> anyhow::Resu
         let log = dir.join("run.log");
         let out = fs::File::create(&log)?;
         let started = Instant::now();
-        let mut child = Command::new("bash")
+        let mut bash = Command::new("bash");
+        // The reader's shell has none of the variables `cargo run` gave xtask.
+        crate::without_cargo_run_env(&mut bash);
+        let mut child = bash
             .arg("-c")
             .arg(&script)
             .current_dir(&cwd)

@@ -108,9 +108,15 @@ pub(crate) fn root() -> PathBuf {
 pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
-    // `cargo run` gave this process xtask's own package variables. Build scripts (ring's, via
-    // cc) rerun when such a variable changes, so passing them on would rebuild ring and all that
-    // depends on it each time a build alternates between xtask and a shell.
+    without_cargo_run_env(&mut cmd);
+    cmd
+}
+
+/// Drops the package variables `cargo run` gave this process from `cmd`'s environment. Build
+/// scripts (ring's, via cc) rerun when such a variable changes, so passing them on to cargo, or
+/// to a shell that runs cargo, would rebuild ring and all that depends on it each time a build
+/// alternates between xtask and a user's shell.
+pub(crate) fn without_cargo_run_env(cmd: &mut Command) {
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy();
         if key.starts_with("CARGO_PKG_")
@@ -125,7 +131,6 @@ pub(crate) fn cargo() -> Command {
             cmd.env_remove(key.as_ref());
         }
     }
-    cmd
 }
 
 pub(crate) fn run_checked(cmd: &mut Command) -> anyhow::Result<()> {
@@ -193,6 +198,7 @@ fn demo_offline(path: &std::ffi::OsStr) -> anyhow::Result<()> {
         // Every crate is on disk after the tests' build; fail at once rather than wait for DNS.
         .env("CARGO_NET_OFFLINE", "true")
         .current_dir(root());
+    without_cargo_run_env(&mut cmd);
     run_checked(&mut cmd)
 }
 
