@@ -41,6 +41,16 @@ pub struct ChangeRecord {
     pub change_ticket: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// When the write took effect: for a policy, once the engine decides with a snapshot that
+    /// holds it (absent while it does not); for agents and alert channels, the commit. Absent
+    /// on records written before gateways kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_at: Option<String>,
+    /// The id of the change this one replaced on the same object: the record whose `after`
+    /// state a rollback restores (this record's `before` holds it too). Absent for a create,
+    /// which a delete rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_ref: Option<String>,
 }
 
 /// `{"changes": [...]}`, oldest first.

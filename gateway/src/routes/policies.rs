@@ -272,11 +272,12 @@ pub(super) async fn create(
         hidden_fields: Vec::new(),
     }
     .build(&meta);
+    let change_id = change.id.clone();
     let saved = rec.clone();
     state
         .db(move |s| s.save_policy(&saved, Write::Insert, &change))
         .await?;
-    state.reload_policies().await?;
+    deploy(&state, change_id).await?;
     tracing::info!(policy = %rec.name, id = %rec.id, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy created");
     Ok((StatusCode::CREATED, Json(api_view(&rec))))
 }
@@ -326,12 +327,13 @@ pub(super) async fn update(
         hidden_fields: Vec::new(),
     }
     .build(&meta);
+    let change_id = change.id.clone();
     let saved = next.clone();
     let expected = current.revision;
     state
         .db(move |s| s.save_policy(&saved, Write::Update { expected }, &change))
         .await?;
-    state.reload_policies().await?;
+    deploy(&state, change_id).await?;
     tracing::info!(policy = %next.name, id = %next.id, revision = next.revision, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy updated");
     Ok(Json(api_view(&next)))
 }
@@ -358,16 +360,27 @@ pub(super) async fn delete(
         hidden_fields: Vec::new(),
     }
     .build(&meta);
+    let change_id = change.id.clone();
     let saved = current.clone();
     let expected = current.revision;
     state
         .db(move |s| s.save_policy(&saved, Write::Delete { expected }, &change))
         .await?;
-    state.reload_policies().await?;
+    deploy(&state, change_id).await?;
     tracing::info!(policy = %current.name, id = %current.id, "policy deleted");
     Ok(Json(
         json!({"status": "deleted", "id": current.id, "name": current.name}),
     ))
+}
+
+/// Rebuilds the engine's snapshot from the store, then records in the change when the write
+/// took effect: from here on decisions use it. A snapshot that cannot be rebuilt leaves the
+/// change without `deployedAt`, which is the truth.
+async fn deploy(state: &AppState, change_id: String) -> Result<(), ApiError> {
+    state.reload_policies().await?;
+    let at = crate::clock::now_rfc3339();
+    state.db(move |s| s.mark_deployed(&change_id, &at)).await?;
+    Ok(())
 }
 
 /// Checks a document without storing it. With `name` beside `content` (as the Terraform

@@ -146,6 +146,9 @@ pub(crate) trait Store: Send + Sync + 'static {
 
     fn list_changes(&self, filter: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError>;
 
+    /// Records when a change took effect (a policy write, once the engine's snapshot holds it).
+    fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError>;
+
     /// Keeps an alert that could not be delivered, for `GET /admin/alerts/undelivered`.
     fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError>;
     fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError>;

@@ -139,6 +139,15 @@ const MIGRATIONS: &[&str] = &[
         added_at TEXT NOT NULL,
         retired_at TEXT
     );",
+    // 10: when a change took effect, and the change it replaced on the same object (what a
+    // rollback restores), filled in for the records already kept.
+    "ALTER TABLE changes ADD COLUMN deployed_at TEXT;
+    ALTER TABLE changes ADD COLUMN rollback_ref TEXT;
+    UPDATE changes SET rollback_ref = (
+        SELECT p.id FROM changes p
+        WHERE p.kind = changes.kind AND p.object_id = changes.object_id AND p.seq < changes.seq
+        ORDER BY p.seq DESC LIMIT 1
+    );",
 ];
 
 #[derive(Debug)]
@@ -566,9 +575,20 @@ fn channel_body(
 }
 
 fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
+    // The change this one replaces on the same object, read in the write's own transaction.
+    let rollback_ref: Option<String> = tx
+        .query_row(
+            "SELECT id FROM changes WHERE kind = ?1 AND object_id = ?2 ORDER BY seq DESC LIMIT 1",
+            params![c.kind, c.object_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // Agents and alert channels take effect with the commit; a policy once the engine's
+    // snapshot holds it (`mark_deployed`).
+    let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
     tx.execute(
-        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             c.id,
             c.timestamp,
@@ -584,6 +604,8 @@ fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::R
             c.approver,
             c.change_ticket,
             c.trace_id,
+            deployed_at,
+            rollback_ref,
         ],
     )?;
     Ok(())
@@ -611,6 +633,8 @@ fn change_from_row(r: &Row<'_>) -> rusqlite::Result<ChangeRecord> {
         approver: r.get(12)?,
         change_ticket: r.get(13)?,
         trace_id: r.get(14)?,
+        deployed_at: r.get(15)?,
+        rollback_ref: r.get(16)?,
     })
 }
 
@@ -807,7 +831,7 @@ impl Store for SqliteStore {
     fn list_changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id
+                "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref
                  FROM changes
                  WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR object_id = ?2) AND seq > ?3
                  ORDER BY seq LIMIT ?4",
@@ -818,6 +842,16 @@ impl Store for SqliteStore {
             )?
             .collect()
         })
+    }
+
+    fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE changes SET deployed_at = ?2 WHERE id = ?1 AND deployed_at IS NULL",
+                params![change_id, at],
+            )
+        })
+        .map(|_| ())
     }
 
     fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError> {

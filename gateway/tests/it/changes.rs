@@ -103,3 +103,129 @@ fn a_refused_write_leaves_no_record() {
     );
     assert_eq!(gw.get("/admin/changes").1["changes"], json!([]));
 }
+
+/// A policy change records, besides old/new digest, approver and ticket, when it took effect
+/// (decisions use it from then on) and the change it replaced, whose state a rollback restores.
+#[test]
+fn a_policy_change_records_its_deployment_and_what_a_rollback_restores() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let (_, token) = agent(&gw, "reviewer", "verified", &[]);
+    let v1 = "name: p\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+    let v2 = "name: p\nrules:\n  - effect: deny\n    actions: [\"read:*\"]\n";
+    let write = |method: reqwest::Method, path: &str, content: &str, ticket: &str| {
+        let (status, body) = crate::harness::json(
+            gw.admin(method, path)
+                .header("X-MeshGuard-Approver", "alice@example.com")
+                .header("X-MeshGuard-Change-Ticket", ticket)
+                .json(&json!({"name": "p", "content": content}))
+                .send()
+                .unwrap(),
+        );
+        assert!(status == 200 || status == 201, "{status} {body}");
+        body
+    };
+    let created = write(reqwest::Method::POST, "/admin/policies", v1, "CHG-1");
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(gw.check(&token, "read:repo").0, 200);
+    write(
+        reqwest::Method::PUT,
+        &format!("/admin/policies/{id}"),
+        v2,
+        "CHG-2",
+    );
+    assert_eq!(gw.check(&token, "read:repo").0, 403, "v2 is deployed");
+
+    let changes = |gw: &Gateway| {
+        let (_, body) = gw.get(&format!("/admin/changes?kind=policy&objectId={id}"));
+        body["changes"].as_array().unwrap().clone()
+    };
+    let list = changes(&gw);
+    let (create, update) = (&list[0], &list[1]);
+    for c in [create, update] {
+        let deployed = c["deployedAt"].as_str().expect("deployedAt");
+        assert!(
+            deployed >= c["timestamp"].as_str().unwrap(),
+            "deployed at or after the commit: {c}"
+        );
+    }
+    assert!(
+        create.get("rollbackRef").is_none(),
+        "a create is rolled back by a delete"
+    );
+    assert_eq!(update["rollbackRef"], create["id"]);
+    assert_eq!(update["oldDigest"], create["newDigest"]);
+    assert_eq!(update["changeTicket"], "CHG-2");
+    assert_eq!(update["approver"], "alice@example.com");
+
+    // The rollback: the referenced change's state, written back, is what decisions use again.
+    let (_, all) = gw.get("/admin/changes?kind=policy");
+    let target = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == update["rollbackRef"])
+        .unwrap()
+        .clone();
+    let restore = target["after"]["content"].as_str().unwrap();
+    write(
+        reqwest::Method::PUT,
+        &format!("/admin/policies/{id}"),
+        restore,
+        "CHG-3",
+    );
+    assert_eq!(gw.check(&token, "read:repo").0, 200, "rolled back");
+    let list = changes(&gw);
+    assert_eq!(list[2]["rollbackRef"], update["id"]);
+    assert_eq!(list[2]["newDigest"], create["newDigest"]);
+
+    // An agent's change takes effect with its commit.
+    let (_, agents) = gw.get("/admin/changes?kind=agent");
+    let a = &agents["changes"][0];
+    assert_eq!(a["deployedAt"], a["timestamp"]);
+}
+
+/// A database written before changes kept their deployment and rollback reference gains the
+/// reference for every record it holds when a newer gateway opens it; the deployment time of
+/// those old records is unknown and stays absent.
+#[test]
+fn older_change_records_gain_their_rollback_reference_on_upgrade() {
+    let dir = tempdir();
+    let ids: Vec<String> = {
+        let gw = Gateway::start(dir.path());
+        let id = crate::harness::policy(
+            &gw,
+            "p",
+            "name: p\nrules:\n  - effect: allow\n    actions: [a]\n",
+        );
+        let (status, _) = gw.put(
+            &format!("/admin/policies/{id}"),
+            json!({"content": "name: p\nrules:\n  - effect: deny\n    actions: [a]\n"}),
+        );
+        assert_eq!(status, 200);
+        let (_, body) = gw.get("/admin/changes?kind=policy");
+        body["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Back to the schema before migration 10, as an older gateway left it.
+    let db = rusqlite::Connection::open(dir.path().join("data/meshguard.db")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE changes DROP COLUMN deployed_at;
+         ALTER TABLE changes DROP COLUMN rollback_ref;
+         DELETE FROM schema_migrations WHERE version = 10;",
+    )
+    .unwrap();
+    drop(db);
+
+    let gw = Gateway::start(dir.path());
+    let (_, body) = gw.get("/admin/changes?kind=policy");
+    let list = body["changes"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert!(list[0].get("rollbackRef").is_none());
+    assert_eq!(list[1]["rollbackRef"], ids[0].as_str());
+    assert!(list.iter().all(|c| c.get("deployedAt").is_none()), "{body}");
+}
