@@ -87,7 +87,7 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
     (
         "docs/witness.md",
         "AUDIT_WITNESSES=",
-        "needs the gateway restarted with the witness above in AUDIT_WITNESSES; gateway/tests/it/witness.rs and the demo post and verify cosignatures so",
+        "needs the gateway restarted with the witness above in AUDIT_WITNESSES; tests/witness and the demo post and verify cosignatures so",
     ),
 ];
 
