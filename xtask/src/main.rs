@@ -190,10 +190,12 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
 /// network namespace with loopback only): the demo must not need anything beyond this machine.
 fn demo_offline(path: &std::ffi::OsStr) -> anyhow::Result<()> {
     println!("\nxtask test: the demo, under `unshare -n` (loopback only)");
+    // As the README says it, `cargo xtask demo` (this very binary may have been replaced by the
+    // tests' build, so it is not run by path).
     let mut cmd = Command::new("unshare");
     cmd.args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(std::env::current_exe().context("cannot find the xtask binary")?)
-        .args(["demo", "--dir", ".demo-offline"])
+        .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["xtask", "demo", "--dir", ".demo-offline"])
         .env("PATH", path)
         // Every crate is on disk after the tests' build; fail at once rather than wait for DNS.
         .env("CARGO_NET_OFFLINE", "true")
