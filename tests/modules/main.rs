@@ -401,6 +401,98 @@ fn readme_table(readme: &str, heading: &str) -> Option<BTreeSet<String>> {
     )
 }
 
+/// The variables of a module that have no default (a caller must set them).
+fn required_inputs(m: &Module) -> BTreeSet<String> {
+    m.files
+        .iter()
+        .flat_map(|(_, b)| b.blocks())
+        .filter(|b| b.identifier() == "variable")
+        .filter(|b| !b.body().attributes().any(|a| a.key() == "default"))
+        .map(|b| label(b, 0))
+        .collect()
+}
+
+/// Problems with the `module` call in a README's ```hcl example: arguments the module does not
+/// take, required inputs left out.
+fn example_problems(m: &Module, readme: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(start) = readme.find("```hcl\n") else {
+        return vec![format!("{}/README.md: no ```hcl example", m.name)];
+    };
+    let rest = &readme[start + "```hcl\n".len()..];
+    let example = &rest[..rest.find("```").unwrap_or(rest.len())];
+    let body: Body = match hcl::parse(example) {
+        Ok(b) => b,
+        Err(e) => {
+            return vec![format!(
+                "{}/README.md: the example does not parse: {e}",
+                m.name
+            )];
+        }
+    };
+    let Some(call) = body.blocks().find(|b| b.identifier() == "module") else {
+        return vec![format!("{}/README.md: the example calls no module", m.name)];
+    };
+    let inputs = block_names(m, "variable");
+    let given: BTreeSet<String> = call
+        .body()
+        .attributes()
+        .map(|a| a.key().to_owned())
+        .filter(|k| {
+            ![
+                "source",
+                "version",
+                "providers",
+                "count",
+                "for_each",
+                "depends_on",
+            ]
+            .contains(&k.as_str())
+        })
+        .collect();
+    for unknown in given.difference(&inputs) {
+        problems.push(format!(
+            "{}/README.md: the example sets `{unknown}`, which the module does not take",
+            m.name
+        ));
+    }
+    for missing in required_inputs(m).difference(&given) {
+        problems.push(format!(
+            "{}/README.md: the example leaves out the required input `{missing}`",
+            m.name
+        ));
+    }
+    problems
+}
+
+#[test]
+fn every_module_readme_example_sets_only_its_inputs_and_every_required_one() {
+    let mut problems = Vec::new();
+    for m in modules() {
+        match std::fs::read_to_string(m.dir.join("README.md")) {
+            Ok(readme) => problems.extend(example_problems(&m, &readme)),
+            Err(_) => problems.push(format!("{}: no README.md", m.name)),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And a drifted example is caught.
+    let m = modules().into_iter().find(|m| m.name == "kms/aws").unwrap();
+    let readme = std::fs::read_to_string(m.dir.join("README.md")).unwrap();
+    let drifted = readme.replacen(
+        "  region    = var.region\n",
+        "  regoin    = var.region\n",
+        1,
+    );
+    assert_ne!(drifted, readme);
+    assert_eq!(
+        example_problems(&m, &drifted),
+        [
+            "kms/aws/README.md: the example sets `regoin`, which the module does not take",
+            "kms/aws/README.md: the example leaves out the required input `region`"
+        ]
+    );
+}
+
 #[test]
 fn every_module_readme_lists_exactly_its_inputs_and_outputs() {
     let mut problems = Vec::new();
