@@ -436,7 +436,17 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             .unwrap_or("?")
             .to_owned();
         let text = resp.text()?;
-        let shown: String = text.trim().chars().take(70).collect();
+        // A refusal is the gateway's JSON: show what it says, whole; an upstream's answer as it came.
+        let shown = match serde_json::from_str::<Value>(&text) {
+            Ok(v) if v.get("decision").is_some() => format!(
+                "decision={} policy={} rule={} reason: {}",
+                v["decision"].as_str().unwrap_or("?"),
+                v["policy"].as_str().unwrap_or("-"),
+                v["rule"].as_str().unwrap_or("-"),
+                v["reason"].as_str().unwrap_or("-")
+            ),
+            _ => text.trim().to_owned(),
+        };
         println!("    {method:<6} {path} -> {status} (X-MeshGuard-Decision: {decision}) {shown}");
     }
 
