@@ -586,13 +586,7 @@ fn run(command: Command) -> Result<ExitCode> {
             println!("OCI layout: {}", a.out.display());
         }
         Command::ProviderMirror(a) => {
-            let id = meshguard_bundler::tfmirror::ProviderId {
-                hostname: "registry.terraform.io".into(),
-                namespace: "meshguard".into(),
-                kind: "meshguard".into(),
-                version: a.version,
-                platform: a.platform,
-            };
+            let id = meshguard_bundler::tfmirror::ProviderId::meshguard(&a.version, &a.platform);
             let p = meshguard_bundler::tfmirror::pack(&a.binary, &id, &a.out)?;
             println!("{}\n  {}\n  {}", p.zip.display(), p.h1, p.zh);
         }

@@ -119,6 +119,12 @@ fn oci_session(
     Ok((client, auth, creds))
 }
 
+/// Whether an error's lower-cased text says the registry's certificate is not trusted (rustls
+/// reports it only as text through reqwest).
+fn untrusted_certificate(lower: &str) -> bool {
+    lower.contains("certificate") || lower.contains("unknownissuer")
+}
+
 /// Why a manifest could not be pulled, with what to do about a refusal or an unknown CA.
 fn pull_err(
     reference: &str,
@@ -130,7 +136,7 @@ fn pull_err(
     let lower = text.to_ascii_lowercase();
     // By the error's kind, not its text: a port such as 44015 holds "401", and a TLS failure
     // must not read as a refusal.
-    let untrusted = lower.contains("certificate") || lower.contains("unknownissuer");
+    let untrusted = untrusted_certificate(&lower);
     let refused = match &e {
         E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
         E::ServerError { code, .. } => *code == 401 || *code == 403,
@@ -446,7 +452,7 @@ impl Pusher {
                 Err(e) => {
                     let why = chain(&e);
                     let lower = why.to_ascii_lowercase();
-                    if lower.contains("certificate") || lower.contains("unknownissuer") {
+                    if untrusted_certificate(&lower) {
                         // Not transient: say so at once.
                         return Err(BundleError::Registry(format!(
                             "cannot {what} at {}: {why}; the registry's certificate is not \

@@ -35,6 +35,17 @@ pub struct ProviderId {
 }
 
 impl ProviderId {
+    /// `registry.terraform.io/meshguard/meshguard`, ours, at `version` for `platform`.
+    pub fn meshguard(version: &str, platform: &str) -> Self {
+        ProviderId {
+            hostname: "registry.terraform.io".into(),
+            namespace: "meshguard".into(),
+            kind: "meshguard".into(),
+            version: version.into(),
+            platform: platform.into(),
+        }
+    }
+
     /// The zip's path relative to the mirror root.
     pub fn zip_path(&self) -> PathBuf {
         PathBuf::from(&self.hostname)
@@ -133,13 +144,7 @@ mod tests {
     use super::*;
 
     fn id() -> ProviderId {
-        ProviderId {
-            hostname: "registry.terraform.io".into(),
-            namespace: "meshguard".into(),
-            kind: "meshguard".into(),
-            version: "0.1.0".into(),
-            platform: "linux_amd64".into(),
-        }
+        ProviderId::meshguard("0.1.0", "linux_amd64")
     }
 
     #[test]

@@ -47,13 +47,7 @@ pub(crate) fn mirror() -> &'static (tempfile::TempDir, PackedProvider) {
     static MIRROR: OnceLock<(tempfile::TempDir, PackedProvider)> = OnceLock::new();
     MIRROR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let id = ProviderId {
-            hostname: "registry.terraform.io".into(),
-            namespace: "meshguard".into(),
-            kind: "meshguard".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            platform: "linux_amd64".into(),
-        };
+        let id = ProviderId::meshguard(env!("CARGO_PKG_VERSION"), "linux_amd64");
         let packed = pack(
             Path::new(env!("CARGO_BIN_EXE_terraform-provider-meshguard")),
             &id,
