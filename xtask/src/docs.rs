@@ -114,34 +114,24 @@ struct Block {
 /// The ```sh blocks of a Markdown page.
 fn sh_blocks(markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let mut open: Option<Block> = None;
+    // Inside a fenced block: Some(the sh block being read), or None for another language's.
+    let mut inside: Option<Option<Block>> = None;
     for (i, line) in markdown.lines().enumerate() {
         let fence = line.trim_start().strip_prefix("```");
-        match (&mut open, fence) {
-            (None, Some(info)) if info.split_whitespace().next() == Some("sh") => {
-                open = Some(Block {
+        match (&mut inside, fence) {
+            (None, Some(info)) => {
+                let sh = info.split_whitespace().next() == Some("sh");
+                inside = Some(sh.then(|| Block {
                     line: i + 1,
                     text: String::new(),
-                });
+                }));
             }
-            (None, Some(_)) => {
-                // Another language's block: skip to its end.
-                open = Some(Block {
-                    line: 0,
-                    text: String::new(),
-                });
-            }
-            (Some(_), Some(_)) => {
-                let b = open.take().expect("open");
-                if b.line != 0 {
-                    blocks.push(b);
-                }
-            }
-            (Some(b), None) => {
+            (Some(_), Some(_)) => blocks.extend(inside.take().flatten()),
+            (Some(Some(b)), None) => {
                 b.text.push_str(line);
                 b.text.push('\n');
             }
-            (None, None) => {}
+            (Some(None), None) | (None, None) => {}
         }
     }
     blocks
