@@ -171,6 +171,24 @@ pub struct Args {
     #[arg(long, env = "REGION")]
     pub region: Option<String>,
 
+    /// Send every audit entry and alert to a SIEM as RFC 5424 syslog: `tcp://host:port`
+    /// (RFC 6587 octet counting) or `tls://host:port` (RFC 5425). Off when unset.
+    #[arg(long, env = "SIEM_SYSLOG_URL")]
+    pub siem_syslog_url: Option<String>,
+
+    /// The SIEM's CA (PEM) for tls://, besides CA_BUNDLE_FILE and the system's roots.
+    #[arg(long, env = "SIEM_CA_FILE")]
+    pub siem_ca_file: Option<PathBuf>,
+
+    /// Where the SIEM forwarder keeps the last seq it delivered (default: `siem.cursor` beside
+    /// the database).
+    #[arg(long, env = "SIEM_CURSOR_FILE")]
+    pub siem_cursor_file: Option<PathBuf>,
+
+    /// The RFC 5424 structured-data ID of the gateway's parameters: `name@<enterprise number>`.
+    #[arg(long, env = "SIEM_SD_ID", default_value = crate::siem::DEFAULT_SD_ID)]
+    pub siem_sd_id: String,
+
     /// Seconds between license checks (which also pick up a license installed from the CLI).
     #[arg(long, env = "LICENSE_CHECK_SECONDS", default_value_t = 3600)]
     pub license_check_seconds: u64,
@@ -405,6 +423,8 @@ pub struct Config {
     pub deployment_mode: Option<meshguard_license::DeploymentMode>,
     pub region: Option<String>,
     pub license_check_interval: Duration,
+    /// SIEM egress (`SIEM_SYSLOG_URL`), when on.
+    pub(crate) siem: Option<crate::siem::SiemConfig>,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
     pub generated_admin_token: bool,
 }
@@ -470,6 +490,8 @@ pub enum ConfigError {
     Sidecar(String),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Siem(String),
     #[error("MODE (--mode) is {value:?}; use enforce, audit or bypass")]
     Mode { value: String },
 }
@@ -625,6 +647,33 @@ impl Args {
             attempts: self.alert_retry_attempts.clamp(1, 20),
             backoff: Duration::from_millis(self.alert_retry_backoff_ms.clamp(1, 60_000)),
         };
+        let siem = match self.siem_syslog_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => {
+                let cas: Vec<&std::path::Path> = self
+                    .siem_ca_file
+                    .iter()
+                    .chain(self.ca_bundle_file.iter())
+                    .map(PathBuf::as_path)
+                    .collect();
+                let cursor = self.siem_cursor_file.clone().unwrap_or_else(|| {
+                    db_path
+                        .parent()
+                        .map(|d| d.join("siem.cursor"))
+                        .unwrap_or_else(|| PathBuf::from("siem.cursor"))
+                });
+                Some(
+                    crate::siem::SiemConfig::parse(
+                        url,
+                        &cas,
+                        cursor,
+                        audit_origin.split('/').next().unwrap_or_default(),
+                        &self.siem_sd_id,
+                    )
+                    .map_err(ConfigError::Siem)?,
+                )
+            }
+            None => None,
+        };
         let audit_witnesses: Vec<String> = self
             .audit_witnesses
             .iter()
@@ -662,6 +711,7 @@ impl Args {
                 .filter(|r| !r.is_empty())
                 .collect(),
             alerts,
+            siem,
             audit_witnesses,
             audit_witness_quorum,
             license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),

@@ -26,6 +26,7 @@ mod policy_files;
 mod refusals;
 mod routes;
 mod sidecar;
+mod siem;
 mod state;
 mod store;
 mod tls;
@@ -157,6 +158,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         )?),
         _ => None,
     };
+    let siem = config.siem.as_ref().map(siem::open).transpose()?;
     let state = AppState::new(
         config,
         store,
@@ -169,6 +171,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             bundle_key,
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
+            siem: siem.clone(),
         },
     );
     {
@@ -200,6 +203,10 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     }
     if state.inner.egress.is_some() {
         egress::spawn_watcher(state.clone(), state.config().policies_reload);
+    }
+    if let (Some(cfg), Some(status)) = (state.config().siem.clone(), siem) {
+        tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");
+        siem::spawn(state.clone(), cfg, status);
     }
     state.set_ready();
     Ok(state)

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub(crate) sidecar: Option<crate::sidecar::Sidecar>,
     /// The version of the signed policy bundle in force, if one was loaded.
     bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
+    /// The SIEM forwarder's progress (`siem.rs`), when SIEM egress is on.
+    pub(crate) siem: Option<crate::siem::SharedStatus>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -85,6 +87,8 @@ pub(crate) struct Optional {
     pub(crate) egress: Option<crate::egress::Egress>,
     /// Shared with the policy sources' loader (`policy_files::Sources`).
     pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
+    /// The SIEM forwarder's progress, when SIEM egress is on.
+    pub(crate) siem: Option<crate::siem::SharedStatus>,
 }
 
 impl AppState {
@@ -102,6 +106,7 @@ impl AppState {
             bundle_key,
             egress,
             bundle_version,
+            siem,
         } = optional;
         let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
@@ -133,6 +138,7 @@ impl AppState {
                 bundle_key,
                 sidecar,
                 bundle_version,
+                siem,
             }),
         }
     }

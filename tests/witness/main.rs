@@ -6,72 +6,23 @@
 //! audit-archive`) keeps only segments a signed checkpoint proves, and its directory verifies on
 //! its own (and with `sha256sum -c`).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-const ADMIN: &str = "witness-admin-token-0123456789abcdef";
+#[path = "../support/mod.rs"]
+mod support;
+
+use support::{ADMIN, Gateway, spawn_gateway};
+
 const PASSPHRASE: &str = "witness-passphrase-for-tests-only";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn bins() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
-    for b in ["meshguard-gateway", "meshguard-witness", "meshguard-bundle"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} is missing: run the tests with `cargo xtask test` (or build the workspace first)",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
-
-struct Gateway {
-    child: Child,
-    url: String,
-    http: reqwest::blocking::Client,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the gateway on `dir` (database, log) with the test's secrets and `env`; returns the
-/// process and the address it printed.
-fn spawn_gateway(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> (Child, String) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut child = Command::new(bins().join("meshguard-gateway"))
-        .env_clear()
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("JWT_SECRET", "witness-jwt-secret-0123456789abcdef0123")
-        .env("DB_PATH", dir.join("meshguard.db"))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the gateway printed its address")
-            .unwrap();
-        if let Some(u) = line.strip_prefix("listening on ") {
-            break u.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, url)
+    support::bins(&["meshguard-gateway", "meshguard-witness", "meshguard-bundle"])
 }
 
 impl Gateway {
@@ -95,18 +46,6 @@ impl Gateway {
         let (_, _) = gw.admin(reqwest::Method::POST, "/admin/policies", Some(json!({
             "name": "reads", "content": "name: reads\nrules:\n  - name: r\n    effect: allow\n    actions: [\"read:*\"]\n"})));
         gw
-    }
-
-    fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, String) {
-        let mut r = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .header("X-Admin-Token", ADMIN);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().unwrap();
-        (r.status().as_u16(), r.text().unwrap())
     }
 
     /// Hands a witness's response.txt to the gateway (the witness proof cache).
@@ -527,67 +466,7 @@ fn hex_of(bytes: &[u8]) -> String {
 fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
-    let ssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    ssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=site-ca",
-    ]);
-    ssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "gw.key",
-        "-out",
-        "gw.csr",
-        "-subj",
-        "/CN=gw",
-    ]);
-    std::fs::write(p.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    ssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "gw.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "gw.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.cnf",
-    ]);
+    support::make_ca(p, "gw", "IP:127.0.0.1");
     let (mut child, url) = spawn_gateway(
         &p.join("gw"),
         &[

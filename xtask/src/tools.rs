@@ -39,7 +39,8 @@ impl Tools {
 /// images and the chart's manifests (`podman kube play`); `ca-certificates`, the CA bundle the
 /// images carry; `iproute2`, which brings loopback up in the tests' network namespaces; `softhsm2` and
 /// `opensc` (a PKCS#11 token and its tool, for keys kept in an HSM); `apache2-utils`, whose
-/// `htpasswd` writes the bcrypt password file of the authenticated registry; and what
+/// `htpasswd` writes the bcrypt password file of the authenticated registry; `rsyslog` with its
+/// GnuTLS driver, the SIEM the audit egress is tested against (TCP and TLS); and what
 /// the other installers need: `python3` with `venv` and `pip` (the PyPI tools), `npm` (the npm
 /// tools), `openssl` (the tests' certificate and signature checks).
 const APT: &[(&str, &str)] = &[
@@ -69,6 +70,11 @@ const APT: &[(&str, &str)] = &[
     ("softhsm2", "/usr/lib/softhsm/libsofthsm2.so"),
     ("opensc", "/usr/bin/pkcs11-tool"),
     ("apache2-utils", "/usr/bin/htpasswd"),
+    ("rsyslog", "/usr/sbin/rsyslogd"),
+    (
+        "rsyslog-gnutls",
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+    ),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/changes", get(changes::list))
         .route("/alerts/undelivered", get(undelivered))
+        .route("/siem", get(siem_status))
         .route("/audit", get(audit::list))
         .route("/audit/stats", get(audit::stats))
         .route("/audit/verify", get(audit::verify))
@@ -201,6 +202,26 @@ async fn undelivered(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let alerts = state.db(|s| s.list_undelivered(1000)).await?;
     Ok(axum::Json(json!({ "alerts": alerts })))
+}
+
+/// The SIEM forwarder's progress: target, connected, cursor, how far it lags the log.
+async fn siem_status(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let Some(status) = &state.inner.siem else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "SIEM egress is off; set SIEM_SYSLOG_URL",
+        ));
+    };
+    let status = status.lock().expect("not poisoned").clone();
+    let durable = state.inner.audit.reader().durable_size();
+    let mut body = serde_json::to_value(&status).expect("serializable");
+    body["durable"] = json!(durable);
+    body["lag"] = json!(durable.saturating_sub(status.cursor));
+    Ok(axum::Json(body))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -1,0 +1,216 @@
+//! What the end-to-end tests share: the workspace's binaries, and a real gateway process started
+//! on 127.0.0.1 with a database of its own.
+
+#![allow(dead_code, reason = "each test binary uses part of it")]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+pub(crate) const ADMIN: &str = "e2e-admin-token-0123456789abcdef0123";
+const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdef0123456";
+
+/// The directory of the workspace's binaries, checking `names` are built.
+pub(crate) fn bins(names: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    for b in names {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run the tests with `cargo xtask test` (or build the workspace first)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// A running gateway; killed when dropped.
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) http: reqwest::blocking::Client,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the gateway on `dir` (database, `gateway.log`) with the test's secrets and `env`;
+/// returns the process and the address it printed.
+pub(crate) fn spawn_gateway(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> (Child, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("gateway.log"))
+        .unwrap();
+    let mut child = Command::new(bins(&["meshguard-gateway"]).join("meshguard-gateway"))
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("JWT_SECRET", JWT_SECRET)
+        .env("DB_PATH", dir.join("meshguard.db"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let Some(line) = lines.next() else {
+            panic!(
+                "the gateway stopped before listening:\n{}",
+                std::fs::read_to_string(dir.join("gateway.log")).unwrap_or_default()
+            );
+        };
+        if let Some(u) = line.unwrap().strip_prefix("listening on ") {
+            break u.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, url)
+}
+
+impl Gateway {
+    pub(crate) fn spawn(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> Self {
+        let (child, url) = spawn_gateway(dir, env);
+        Self {
+            child,
+            url,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// An admin API call: (status, body).
+    pub(crate) fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, String) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("X-Admin-Token", ADMIN);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    /// An admin GET that must succeed, as JSON.
+    pub(crate) fn get(&self, path: &str) -> Value {
+        let (s, body) = self.admin(reqwest::Method::GET, path, None);
+        assert_eq!(s, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A new agent's token.
+    pub(crate) fn agent(&self, name: &str, tier: &str) -> String {
+        let (s, body) = self.admin(
+            reqwest::Method::POST,
+            "/admin/agents",
+            Some(json!({"name": name, "trustTier": tier})),
+        );
+        assert_eq!(s, 201, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `/proxy/check` for `action` as the agent holding `token`: the status code.
+    pub(crate) fn check(&self, token: &str, action: &str) -> u16 {
+        self.http
+            .get(format!("{}/proxy/check", self.url))
+            .bearer_auth(token)
+            .header("X-MeshGuard-Action", action)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// With openssl in `dir`: a CA (`ca.pem`, `ca.key`) and a certificate `<name>.pem` (key
+/// `<name>.key`) it issued for the subjectAltName `san` (e.g. `DNS:localhost,IP:127.0.0.1`).
+pub(crate) fn make_ca(dir: &Path, name: &str, san: &str) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    run(&[
+        &["req", "-x509"],
+        &ec[..],
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test site CA",
+        ],
+    ]
+    .concat());
+    let _ = std::fs::remove_file(dir.join("ca.srl"));
+    run(&[
+        &["req"],
+        &ec[..],
+        &[
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    ]
+    .concat());
+    std::fs::write(dir.join("san.cnf"), format!("subjectAltName={san}\n")).unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        &pem,
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+}
