@@ -216,7 +216,22 @@ impl std::fmt::Debug for Source {
 }
 
 impl Source {
-    fn get(
+    /// An HTTP client for the gateway, trusting the site CAs when given.
+    pub(crate) fn client(&self) -> Result<reqwest::blocking::Client> {
+        let mut builder =
+            reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(120));
+        if let Some(p) = &self.ca_bundle {
+            let pem = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            for c in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM bundle", p.display()))?
+            {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        Ok(builder.build()?)
+    }
+
+    pub(crate) fn get(
         &self,
         client: &reqwest::blocking::Client,
         method: reqwest::Method,
@@ -241,17 +256,7 @@ impl Source {
 /// checkpoint. `vkey` pins the log's key on the first run (else the gateway's is taken and
 /// printed, to be checked out of band); later runs refuse another key.
 pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
-    let mut builder =
-        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(120));
-    if let Some(p) = &source.ca_bundle {
-        let pem = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-        for c in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{} is not a PEM bundle", p.display()))?
-        {
-            builder = builder.add_root_certificate(c);
-        }
-    }
-    let client = builder.build()?;
+    let client = source.client()?;
     std::fs::create_dir_all(dir.join("segments"))
         .and_then(|()| std::fs::create_dir_all(dir.join("checkpoints")))
         .with_context(|| format!("cannot create the archive in {}", dir.display()))?;

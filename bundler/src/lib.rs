@@ -12,6 +12,7 @@ pub mod archive;
 pub mod audit_archive;
 pub mod create;
 mod error;
+pub mod evidence;
 pub mod fsx;
 pub mod image;
 pub mod import;

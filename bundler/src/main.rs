@@ -49,6 +49,74 @@ enum Command {
     /// checkpoint, in a directory that verifies on its own (the chart's archive job).
     #[command(subcommand)]
     AuditArchive(AuditArchiveCommand),
+    /// Evidence bundles for auditors: export one regime's evidence for a period from the
+    /// gateway, signed; verify it offline.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum EvidenceCommand {
+    /// Export a signed evidence bundle of PROFILE for a period (hipaa, fedramp-moderate, finra,
+    /// soc2, iso27001, pci-dss, sovereign-eu, airgapped-defense). The admin token comes from
+    /// MESHGUARD_ADMIN_TOKEN or --admin-token-file; the key's passphrase from
+    /// MESHGUARD_BUNDLE_PASSPHRASE or --passphrase-file.
+    Export {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long)]
+        profile: String,
+        /// Start of the period (included): 2026-11-01 or an RFC 3339 time.
+        #[arg(long)]
+        from: String,
+        /// End of the period (excluded).
+        #[arg(long)]
+        to: String,
+        /// The bundle directory to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// The exporter's signing key (`meshguard-bundle keys generate`, minisign format).
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        /// The site's signed installation transcript (`.json`; its `.minisig` beside it).
+        #[arg(long)]
+        transcript: Option<PathBuf>,
+        /// Export even when no quorum of witnesses cosigned a checkpoint covering the period.
+        #[arg(long)]
+        allow_unwitnessed: bool,
+    },
+    /// Verify a bundle with no network and print the verification transcript; exit 1 unless
+    /// every check passes.
+    Verify {
+        dir: PathBuf,
+        /// The exporter's public key.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The log's verifier key you trust (default: the one in the signed manifest).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// A witness's verifier key (repeat for each); its cosignature must be on the checkpoint.
+        #[arg(long = "witness")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned (default: all given).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// The site key that signed the installation transcript.
+        #[arg(long)]
+        transcript_pubkey: Option<PathBuf>,
+        /// Print the transcript as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also write the transcript (text, and JSON beside it as .json) to this file.
+        #[arg(long)]
+        transcript_out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -521,16 +589,7 @@ fn run(command: Command) -> Result<ExitCode> {
             ca_bundle,
             vkey,
         }) => {
-            let admin_token = match admin_token_file {
-                Some(f) => std::fs::read_to_string(&f)
-                    .with_context(|| format!("cannot read the admin token file {}", f.display()))?
-                    .trim()
-                    .to_owned(),
-                None => std::env::var("MESHGUARD_ADMIN_TOKEN")
-                    .ok()
-                    .filter(|t| !t.is_empty())
-                    .context("no admin token: set MESHGUARD_ADMIN_TOKEN or --admin-token-file")?,
-            };
+            let admin_token = admin_token(admin_token_file.as_deref())?;
             let first = !dir.join("ARCHIVE.json").exists();
             let pulled = meshguard_bundler::audit_archive::pull(
                 &dir,
@@ -560,6 +619,100 @@ fn run(command: Command) -> Result<ExitCode> {
                     "pinned the log key the gateway serves: {} (compare it with the one you trust)",
                     state["vkey"].as_str().unwrap_or("-")
                 );
+            }
+        }
+        Command::Evidence(EvidenceCommand::Export {
+            gateway,
+            profile,
+            from,
+            to,
+            out,
+            key,
+            passphrase,
+            admin_token_file,
+            ca_bundle,
+            transcript,
+            allow_unwitnessed,
+        }) => {
+            let admin_token = admin_token(admin_token_file.as_deref())?;
+            let passphrase = passphrase.get()?;
+            let key = MediaKey::load(&key, &passphrase)?;
+            let source = meshguard_bundler::audit_archive::Source {
+                url: gateway,
+                admin_token,
+                ca_bundle,
+            };
+            let m =
+                meshguard_bundler::evidence::export(&meshguard_bundler::evidence::ExportOptions {
+                    source: &source,
+                    profile: &profile,
+                    from: &from,
+                    to: &to,
+                    out: &out,
+                    key: &key,
+                    transcript: transcript.as_deref(),
+                    allow_unwitnessed,
+                })?;
+            println!(
+                "evidence bundle {} for {} from {} to {}: entries {}..={} of {} ({} in the period), proven in checkpoint {}{}",
+                out.display(),
+                m.profile,
+                m.from,
+                m.to,
+                m.first_seq,
+                m.last_seq,
+                m.origin,
+                m.in_period,
+                m.checkpoint_size,
+                if m.witnesses.is_empty() {
+                    " (not witnessed)".to_owned()
+                } else {
+                    format!(" cosigned by {}", m.witnesses.join(", "))
+                }
+            );
+        }
+        Command::Evidence(EvidenceCommand::Verify {
+            dir,
+            pubkey,
+            log_key,
+            witnesses,
+            quorum,
+            transcript_pubkey,
+            json,
+            transcript_out,
+        }) => {
+            let pubkey = MediaPublicKey::from_file(&pubkey)?;
+            let transcript_pubkey = transcript_pubkey
+                .as_deref()
+                .map(MediaPublicKey::from_file)
+                .transpose()?;
+            let v = meshguard_bundler::evidence::verify(
+                &dir,
+                &meshguard_bundler::evidence::VerifyOptions {
+                    pubkey: &pubkey,
+                    log_vkey: log_key.as_deref(),
+                    quorum: quorum.unwrap_or(witnesses.len()),
+                    witnesses: &witnesses,
+                    transcript_pubkey: transcript_pubkey.as_ref(),
+                },
+            )?;
+            let json_text = serde_json::to_string_pretty(&v)? + "\n";
+            if let Some(path) = &transcript_out {
+                meshguard_bundler::fsx::write_atomic(path, v.text().as_bytes())?;
+                let mut j = path.clone().into_os_string();
+                j.push(".json");
+                meshguard_bundler::fsx::write_atomic(
+                    std::path::Path::new(&j),
+                    json_text.as_bytes(),
+                )?;
+            }
+            if json {
+                print!("{json_text}");
+            } else {
+                print!("{}", v.text());
+            }
+            if !v.ok {
+                std::process::exit(1);
             }
         }
         Command::AuditArchive(AuditArchiveCommand::Verify { dir, vkey }) => {
@@ -631,4 +784,18 @@ fn run(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin token: from a file, or MESHGUARD_ADMIN_TOKEN (never a flag's value).
+fn admin_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match file {
+        Some(f) => Ok(std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the admin token file {}", f.display()))?
+            .trim()
+            .to_owned()),
+        None => std::env::var("MESHGUARD_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty())
+            .context("no admin token: set MESHGUARD_ADMIN_TOKEN or --admin-token-file"),
+    }
 }

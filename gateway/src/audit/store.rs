@@ -823,10 +823,19 @@ impl Reader {
 
     /// The latest signed checkpoint: `(size, note)`.
     pub(crate) fn latest_checkpoint(&self) -> rusqlite::Result<Option<(u64, String)>> {
+        self.checkpoint_at(None)
+    }
+
+    /// The signed checkpoint of `size` entries, or the latest when `size` is None.
+    pub(crate) fn checkpoint_at(
+        &self,
+        size: Option<u64>,
+    ) -> rusqlite::Result<Option<(u64, String)>> {
         self.with(|c| {
             c.query_row(
-                "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
-                [],
+                "SELECT size, note FROM audit_checkpoints WHERE ?1 IS NULL OR size = ?1
+                 ORDER BY size DESC LIMIT 1",
+                [size.map(|s| s as i64)],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
             )
             .optional()

@@ -368,10 +368,13 @@ pub(super) async fn checkpoint(
 #[derive(Debug, Deserialize)]
 pub(super) struct ProofQuery {
     id: String,
+    /// The size of a signed checkpoint to prove against (one a witness cosigned, say) instead
+    /// of the latest.
+    size: Option<u64>,
 }
 
-/// A `c2sp.org/tlog-proof@v1` inclusion proof of one entry in the latest signed checkpoint:
-/// evidence a disconnected verifier checks offline with the log's vkey.
+/// A `c2sp.org/tlog-proof@v1` inclusion proof of one entry in the latest signed checkpoint (or
+/// the one of `size`): evidence a disconnected verifier checks offline with the log's vkey.
 pub(super) async fn proof(
     _: Admin,
     State(state): State<AppState>,
@@ -379,14 +382,22 @@ pub(super) async fn proof(
 ) -> Result<Response, ApiError> {
     use base64::Engine;
     let id = q.id.clone();
-    let (seq, latest) = blocking(&state, move |r| {
-        Ok((r.seq_of(&id)?, r.latest_checkpoint()?))
-    })
-    .await?;
+    let at = q.size;
+    let (seq, checkpoint) =
+        blocking(&state, move |r| Ok((r.seq_of(&id)?, r.checkpoint_at(at)?))).await?;
     let seq = seq.ok_or_else(|| ApiError::not_found("audit entry", &q.id))?;
-    let (size, note) = latest
-        .filter(|(size, _)| *size >= seq)
-        .ok_or_else(|| ApiError::conflict("no signed checkpoint covers this entry yet; POST /admin/audit/checkpoint, then ask again"))?;
+    let (size, note) = match (checkpoint, at) {
+        (None, Some(size)) => {
+            return Err(ApiError::not_found("signed checkpoint of size", &size.to_string()));
+        }
+        (c, at) => c.filter(|(size, _)| *size >= seq).ok_or_else(|| {
+            ApiError::conflict(if at.is_some() {
+                "the checkpoint of that size does not cover this entry; ask for a larger one"
+            } else {
+                "no signed checkpoint covers this entry yet; POST /admin/audit/checkpoint, then ask again"
+            })
+        })?,
+    };
     let (leaf, path) = blocking(&state, move |r| r.inclusion(seq - 1, size)).await?;
     // Never hand out evidence that does not check: verify against the signed root first.
     let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)

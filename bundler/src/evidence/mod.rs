@@ -1,0 +1,1152 @@
+//! Evidence bundles: what an auditor of one regime needs for one period, in a directory that
+//! verifies offline with keys the site holds.
+//!
+//! `export` reads the gateway's admin API: the audit entries of the period (as one contiguous
+//! run of the log, with their hash chains), a checkpoint that covers them, signed by the log's
+//! key and cosigned by the site's witnesses, the inclusion proofs of the run's first and last
+//! entries in it (which, with the entries between, prove every entry: see [`range_root`]), the
+//! change records, the policy versions, undelivered alerts, the license state and, when given,
+//! the site's signed installation transcript. It writes the profile's control mapping
+//! (`controls.json`) and the same as NIST OSCAL assessment results, then `SHA256SUMS` and
+//! `MANIFEST.json`, signed with the exporter's minisign key. Everything is written into a
+//! sibling directory and renamed into place at the end: an interrupted export leaves nothing
+//! that looks like a bundle.
+//!
+//! `verify` needs no network: the manifest's signature, every file's digest, each entry's chain
+//! hash, the range proof against the checkpoint's root, the checkpoint's signature by the log key
+//! and the witnesses' cosignatures against a quorum, and that the control mapping names only
+//! files the bundle holds. It returns a transcript (text and JSON) a site stores.
+
+pub mod profiles;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::audit_archive::Source;
+use crate::keys::{MediaKey, MediaPublicKey};
+use crate::note::{Checkpoint, Note, Vkey, leaf_hash, node};
+
+pub const FORMAT: &str = "meshguard-evidence/v1";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+/// Export lines per request.
+const PAGE: u64 = 10_000;
+
+/// `MANIFEST.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub profile: String,
+    pub from: String,
+    pub to: String,
+    pub created_at: String,
+    pub origin: String,
+    /// The log's verifier key, as the gateway served it.
+    pub log_vkey: String,
+    /// The size of the checkpoint the entries are proven in.
+    pub checkpoint_size: u64,
+    /// The witnesses whose cosignatures the checkpoint carries.
+    pub witnesses: Vec<String>,
+    /// The seqs of the run of entries held (inclusive), and how many fall in the period.
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub in_period: u64,
+    pub files: Vec<FileEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FileEntry {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// `audit/range-proof.json`: inclusion proofs of the run's first and last entries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RangeProof {
+    pub size: u64,
+    pub first: Inclusion,
+    pub last: Inclusion,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inclusion {
+    /// Leaf index (seq - 1).
+    pub index: u64,
+    /// Base64 hashes, leaf to root (RFC 9162 §2.1.3).
+    pub hashes: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Line {
+    seq: u64,
+    source: String,
+    prev_hash: String,
+    hash: String,
+    entry: Value,
+}
+
+/// What `export` needs.
+#[derive(Debug)]
+pub struct ExportOptions<'a> {
+    pub source: &'a Source,
+    pub profile: &'a str,
+    /// RFC 3339 bounds of the period: `from` included, `to` excluded.
+    pub from: &'a str,
+    pub to: &'a str,
+    pub out: &'a Path,
+    pub key: &'a MediaKey,
+    /// The site's signed installation transcript (`.json`, its `.minisig` beside it).
+    pub transcript: Option<&'a Path>,
+    /// Accept a checkpoint no witness cosigned (when witnesses are configured).
+    pub allow_unwitnessed: bool,
+}
+
+fn parse_time(s: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.to_utc());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc());
+    }
+    bail!("{what} {s:?} is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T00:00:00Z)")
+}
+
+/// Exports the bundle of `opts.profile` for the period into `opts.out` (which must not exist).
+pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
+    let profile = profiles::find(opts.profile).map_err(anyhow::Error::msg)?;
+    let (from, to) = (
+        parse_time(opts.from, "--from")?,
+        parse_time(opts.to, "--to")?,
+    );
+    if from >= to {
+        bail!("--from {} is not before --to {}", opts.from, opts.to);
+    }
+    if opts.out.exists() {
+        bail!(
+            "{} exists; choose a new directory for the bundle (nothing was overwritten)",
+            opts.out.display()
+        );
+    }
+    let src = opts.source;
+    let client = src.client()?;
+    let get_json = |path: &str| -> Result<Value> {
+        src.get(&client, reqwest::Method::GET, path)?
+            .json()
+            .with_context(|| format!("{path} did not answer JSON"))
+    };
+
+    // The period's run of entries: from the first entry at or after `from` to the last before `to`.
+    let mut lines: Vec<(Line, String)> = Vec::new();
+    let mut after = 0u64;
+    let mut in_period = 0u64;
+    loop {
+        let text = src
+            .get(
+                &client,
+                reqwest::Method::GET,
+                &format!("/admin/audit/export?after={after}&limit={PAGE}"),
+            )?
+            .text()?;
+        let mut n = 0;
+        for raw in text.lines().filter(|l| !l.is_empty()) {
+            n += 1;
+            let line: Line = serde_json::from_str(raw).context("an export line is not JSON")?;
+            after = line.seq;
+            let ts = line.entry["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.to_utc());
+            let inside = ts.is_some_and(|t| t >= from && t < to);
+            if inside {
+                in_period += 1;
+            }
+            if inside || !lines.is_empty() {
+                lines.push((line, raw.to_owned()));
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    // Drop the tail after the last entry in the period.
+    while let Some((l, _)) = lines.last() {
+        let ts = l.entry["timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc());
+        if ts.is_some_and(|t| t >= from && t < to) {
+            break;
+        }
+        lines.pop();
+    }
+    let (Some((first, _)), Some((last, _))) = (lines.first(), lines.last()) else {
+        bail!(
+            "the log holds no audit entry from {} to {}; nothing to export",
+            opts.from,
+            opts.to
+        );
+    };
+    let (first_seq, last_seq) = (first.seq, last.seq);
+    let (first_id, last_id) = (
+        first.entry["id"].as_str().unwrap_or_default().to_owned(),
+        last.entry["id"].as_str().unwrap_or_default().to_owned(),
+    );
+
+    // A checkpoint that covers the run: the latest one enough witnesses cosigned, if the site
+    // has witnesses; else a fresh one.
+    let fresh = src
+        .get(&client, reqwest::Method::POST, "/admin/audit/checkpoint")?
+        .json::<Value>()?;
+    let origin = fresh["origin"].as_str().unwrap_or_default().to_owned();
+    let log_vkey = fresh["vkey"].as_str().unwrap_or_default().to_owned();
+    let cos = get_json("/admin/audit/cosignatures")?;
+    let configured = cos["witnesses"]["configured"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let witnessed = cos["witnesses"]["latestWitnessedSize"].as_u64();
+    let size = match witnessed {
+        Some(s) if s >= last_seq => s,
+        _ if configured > 0 && !opts.allow_unwitnessed => bail!(
+            "no checkpoint that covers entry {last_seq} (the period's last) is cosigned by a quorum of the site's witnesses yet: carry `GET /admin/audit/consistency?format=tlog-witness` to them (docs/witness.md), hand their cosignatures to the gateway, and export again (or pass --allow-unwitnessed)"
+        ),
+        _ => {
+            Checkpoint::parse(
+                Note::parse(fresh["checkpoint"].as_str().unwrap_or_default())
+                    .context("the gateway's checkpoint is not a signed note")?
+                    .text,
+            )?
+            .size
+        }
+    };
+    let proof_of = |id: &str| -> Result<(Inclusion, String)> {
+        let text = src
+            .get(
+                &client,
+                reqwest::Method::GET,
+                &format!("/admin/audit/proof?id={id}&size={size}"),
+            )?
+            .text()?;
+        parse_tlog_proof(&text)
+    };
+    let (first_proof, note) = proof_of(&first_id)?;
+    let (last_proof, _) = proof_of(&last_id)?;
+    let mut cosigned_note = note.clone();
+    let mut witnesses = Vec::new();
+    for c in cos["cosignatures"].as_array().into_iter().flatten() {
+        if c["size"].as_u64() == Some(size) {
+            let line = c["line"].as_str().unwrap_or_default();
+            cosigned_note.push_str(line.trim_end());
+            cosigned_note.push('\n');
+            witnesses.push(c["witness"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+
+    let staging = staging_dir(opts.out)?;
+    let result = (|| -> Result<Manifest> {
+        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut entries = String::new();
+        for (_, raw) in &lines {
+            entries.push_str(raw);
+            entries.push('\n');
+        }
+        files.insert("audit/entries.jsonl".into(), entries.into_bytes());
+        files.insert("audit/checkpoint.note".into(), cosigned_note.into_bytes());
+        let proof = RangeProof {
+            size,
+            first: first_proof,
+            last: last_proof,
+        };
+        files.insert("audit/range-proof.json".into(), pretty(&proof)?);
+        let changes = get_json("/admin/changes?limit=10000")?;
+        files.insert(
+            "changes.json".into(),
+            pretty(&in_window(&changes, "changes", from, to))?,
+        );
+        files.insert(
+            "policies/versions.json".into(),
+            pretty(&get_json("/admin/policies/versions")?)?,
+        );
+        files.insert(
+            "alerts/undelivered.json".into(),
+            pretty(&get_json("/admin/alerts/undelivered")?)?,
+        );
+        let license = match src.get(&client, reqwest::Method::GET, "/admin/license") {
+            Ok(r) => r.json::<Value>()?,
+            Err(e) => json!({"licensing": "unavailable", "why": e.to_string()}),
+        };
+        files.insert("license.json".into(), pretty(&license)?);
+        if let Some(t) = opts.transcript {
+            let sig = PathBuf::from(format!("{}.minisig", t.display()));
+            files.insert(
+                "install/transcript.json".into(),
+                std::fs::read(t).with_context(|| format!("cannot read {}", t.display()))?,
+            );
+            files.insert(
+                "install/transcript.json.minisig".into(),
+                std::fs::read(&sig).with_context(|| {
+                    format!("cannot read {}: the transcript's signature", sig.display())
+                })?,
+            );
+        }
+        let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let held: Vec<String> = files.keys().cloned().collect();
+        let controls = control_mapping(profile, &held);
+        files.insert("controls.json".into(), pretty(&controls)?);
+        let oscal = assessment_results(profile, opts.from, opts.to, &created_at, &controls, &files);
+        files.insert("oscal/assessment-results.json".into(), pretty(&oscal)?);
+
+        let mut listed = Vec::new();
+        let mut sums = String::new();
+        for (path, bytes) in &files {
+            let target = staging.join(path);
+            crate::fsx::write_atomic(&target, bytes)?;
+            let sha = hex::encode(Sha256::digest(bytes));
+            sums.push_str(&format!("{sha}  {path}\n"));
+            listed.push(FileEntry {
+                path: path.clone(),
+                sha256: sha,
+                size: bytes.len() as u64,
+            });
+        }
+        crate::fsx::write_atomic(&staging.join("SHA256SUMS"), sums.as_bytes())?;
+        let manifest = Manifest {
+            format: FORMAT.into(),
+            profile: profile.id.into(),
+            from: opts.from.into(),
+            to: opts.to.into(),
+            created_at,
+            origin,
+            log_vkey,
+            checkpoint_size: size,
+            witnesses,
+            first_seq,
+            last_seq,
+            in_period,
+            files: listed,
+        };
+        let bytes = pretty(&manifest)?;
+        let sig = opts.key.sign(
+            &bytes,
+            &format!(
+                "meshguard evidence {} {} {}",
+                profile.id, opts.from, opts.to
+            ),
+        )?;
+        crate::fsx::write_atomic(&staging.join("MANIFEST.json"), &bytes)?;
+        crate::fsx::write_atomic(&staging.join("MANIFEST.json.minisig"), sig.as_bytes())?;
+        // Never hand out a bundle that does not verify.
+        let check = verify(
+            &staging,
+            &VerifyOptions {
+                pubkey: &opts.key.public(),
+                log_vkey: None,
+                witnesses: &[],
+                quorum: 0,
+                transcript_pubkey: None,
+            },
+        )?;
+        if !check.ok {
+            bail!(
+                "the bundle does not verify; nothing was written:\n{}",
+                check.text()
+            );
+        }
+        Ok(manifest)
+    })();
+    match result {
+        Ok(m) => {
+            std::fs::rename(&staging, opts.out)
+                .with_context(|| format!("cannot move the bundle to {}", opts.out.display()))?;
+            meshguard_common::fsx::sync_dir(opts.out.parent().unwrap_or(Path::new(".")))?;
+            Ok(m)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn staging_dir(out: &Path) -> Result<PathBuf> {
+    let name = out
+        .file_name()
+        .with_context(|| format!("{} has no directory name", out.display()))?;
+    let mut staged = name.to_owned();
+    staged.push(format!(".partial-{}", std::process::id()));
+    let staging = out.with_file_name(staged);
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)
+        .with_context(|| format!("cannot create {}", staging.display()))?;
+    Ok(staging)
+}
+
+fn pretty<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    let mut b = serde_json::to_vec_pretty(v)?;
+    b.push(b'\n');
+    Ok(b)
+}
+
+/// The records of `list[key]` whose `timestamp` falls in the period.
+fn in_window(
+    doc: &Value,
+    key: &str,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let kept: Vec<&Value> = doc[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to)
+        })
+        .collect();
+    json!({ key: kept })
+}
+
+/// Parses a `c2sp.org/tlog-proof@v1` text: the proof and the checkpoint note after it.
+fn parse_tlog_proof(text: &str) -> Result<(Inclusion, String)> {
+    let mut rest = text
+        .strip_prefix("c2sp.org/tlog-proof@v1\n")
+        .context("the gateway's proof is not a c2sp.org/tlog-proof@v1")?;
+    let (index_line, r) = rest.split_once('\n').context("a truncated proof")?;
+    let index: u64 = index_line
+        .strip_prefix("index ")
+        .and_then(|i| i.parse().ok())
+        .context("the proof has no index line")?;
+    rest = r;
+    let mut hashes = Vec::new();
+    loop {
+        let (line, r) = rest.split_once('\n').context("a truncated proof")?;
+        rest = r;
+        if line.is_empty() {
+            break;
+        }
+        hashes.push(line.to_owned());
+    }
+    Ok((Inclusion { index, hashes }, rest.to_owned()))
+}
+
+/// `controls.json`: for each control of the profile, the artifacts that evidence it, and whether
+/// the bundle holds them.
+fn control_mapping(profile: &profiles::Profile, held: &[String]) -> Value {
+    let controls: Vec<Value> = profile
+        .controls
+        .iter()
+        .map(|c| {
+            let artifacts: Vec<Value> = c
+                .evidence
+                .iter()
+                .map(|a| {
+                    let present = a.files().iter().all(|f| held.iter().any(|h| h == f));
+                    json!({"artifact": a.name(), "files": a.files(), "present": present})
+                })
+                .collect();
+            let satisfied = artifacts.iter().all(|a| a["present"] == true);
+            json!({
+                "controlId": c.id, "label": c.label, "title": c.title,
+                "evidence": artifacts, "satisfied": satisfied,
+            })
+        })
+        .collect();
+    json!({"profile": profile.id, "title": profile.title, "controls": controls})
+}
+
+/// A UUID (version 5 layout) derived from `parts`: the same bundle gives the same document.
+fn uuid(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let mut b: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
+}
+
+fn rfc3339(s: &str) -> String {
+    parse_time(s, "time")
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|_| s.to_owned())
+}
+
+/// The control mapping as NIST OSCAL assessment results (OSCAL 1.1): one observation per
+/// artifact, pointing at its files with their digests, and one finding per control.
+fn assessment_results(
+    profile: &profiles::Profile,
+    from: &str,
+    to: &str,
+    created_at: &str,
+    controls: &Value,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> Value {
+    let seed = [profile.id, from, to, created_at];
+    let mut observations = Vec::new();
+    let mut artifact_obs: BTreeMap<&str, String> = BTreeMap::new();
+    for control in profile.controls {
+        for a in control.evidence {
+            if artifact_obs.contains_key(a.name()) {
+                continue;
+            }
+            let id = uuid(&[&seed[..], &["observation", a.name()]].concat());
+            let evidence: Vec<Value> = a
+                .files()
+                .iter()
+                .filter_map(|f| {
+                    let bytes = files.get(*f)?;
+                    Some(json!({
+                        "href": f,
+                        "description": format!("{} (sha256 {})", a.name(), hex::encode(Sha256::digest(bytes))),
+                    }))
+                })
+                .collect();
+            let mut obs = json!({
+                "uuid": id,
+                "title": a.name(),
+                "description": format!("The bundle's {}.", a.name()),
+                "methods": ["EXAMINE"],
+                "collected": created_at,
+            });
+            if !evidence.is_empty() {
+                obs["relevant-evidence"] = json!(evidence);
+            }
+            observations.push(obs);
+            artifact_obs.insert(a.name(), id);
+        }
+    }
+    let findings: Vec<Value> = controls["controls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .zip(profile.controls)
+        .map(|(c, control)| {
+            let related: Vec<Value> = control
+                .evidence
+                .iter()
+                .map(|a| json!({"observation-uuid": artifact_obs[a.name()]}))
+                .collect();
+            json!({
+                "uuid": uuid(&[&seed[..], &["finding", control.id]].concat()),
+                "title": format!("{} {}", control.label, control.title),
+                "description": format!(
+                    "{} {}: evidenced by {}.",
+                    control.label,
+                    control.title,
+                    control.evidence.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                ),
+                "target": {
+                    "type": "objective-id",
+                    "target-id": format!("{}_obj", control.id),
+                    "status": {"state": if c["satisfied"] == true { "satisfied" } else { "not-satisfied" }},
+                },
+                "related-observations": related,
+            })
+        })
+        .collect();
+    let include: Vec<Value> = profile
+        .controls
+        .iter()
+        .map(|c| json!({"control-id": c.id}))
+        .collect();
+    json!({"assessment-results": {
+        "uuid": uuid(&[&seed[..], &["assessment-results"]].concat()),
+        "metadata": {
+            "title": format!("MeshGuard evidence: {} from {from} to {to}", profile.title),
+            "last-modified": created_at,
+            "version": FORMAT,
+            "oscal-version": "1.1.2",
+        },
+        "import-ap": {"href": "#meshguard-evidence-plan"},
+        "results": [{
+            "uuid": uuid(&[&seed[..], &["result"]].concat()),
+            "title": format!("{} evidence", profile.title),
+            "description": "Evidence exported by meshguard-bundle evidence export; verify it offline with meshguard-bundle evidence verify.",
+            "start": rfc3339(from),
+            "end": rfc3339(to),
+            "reviewed-controls": {"control-selections": [{"include-controls": include}]},
+            "observations": observations,
+            "findings": findings,
+        }],
+    }})
+}
+
+/// The root of the tree of `size` leaves, from the leaves `first.index..=last.index` and the
+/// two inclusion proofs: every subtree outside the run is a sibling on the path of its first
+/// or its last leaf (RFC 9162 §2.1.3), so the two proofs and the run determine the root. A
+/// run that rebuilds the signed root proves each of its entries as its own inclusion proof
+/// would.
+pub fn range_root(
+    size: u64,
+    first: &Inclusion,
+    last: &Inclusion,
+    leaves: &[[u8; 32]],
+) -> std::result::Result<[u8; 32], String> {
+    let (a, b) = (first.index, last.index);
+    if a > b || b >= size || leaves.len() as u64 != b - a + 1 {
+        return Err(format!(
+            "the run {a}..={b} of {} leaves does not fit a tree of {size}",
+            leaves.len()
+        ));
+    }
+    let mut known: BTreeMap<(u64, u64), [u8; 32]> = BTreeMap::new();
+    for p in [first, last] {
+        let spans = path_spans(p.index, 0, size);
+        if spans.len() != p.hashes.len() {
+            return Err(format!(
+                "the proof of leaf {} has {} hashes; a tree of {size} needs {}",
+                p.index,
+                p.hashes.len(),
+                spans.len()
+            ));
+        }
+        for (span, h) in spans.into_iter().zip(&p.hashes) {
+            let raw = B64
+                .decode(h)
+                .ok()
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .ok_or_else(|| format!("a proof hash {h:?} is not 32 bytes of base64"))?;
+            known.insert(span, raw);
+        }
+    }
+    fn mth(
+        lo: u64,
+        hi: u64,
+        a: u64,
+        b: u64,
+        leaves: &[[u8; 32]],
+        known: &BTreeMap<(u64, u64), [u8; 32]>,
+    ) -> std::result::Result<[u8; 32], String> {
+        if lo >= a && hi <= b + 1 {
+            return Ok(subtree(&leaves[(lo - a) as usize..(hi - a) as usize]));
+        }
+        if hi <= a || lo > b {
+            return known
+                .get(&(lo, hi))
+                .copied()
+                .ok_or_else(|| format!("the proofs lack the subtree of leaves {lo}..{hi}"));
+        }
+        let k = split(hi - lo);
+        Ok(node(
+            &mth(lo, lo + k, a, b, leaves, known)?,
+            &mth(lo + k, hi, a, b, leaves, known)?,
+        ))
+    }
+    mth(0, size, a, b, leaves, &known)
+}
+
+/// The largest power of two smaller than `n` (n > 1).
+fn split(n: u64) -> u64 {
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// The subtree hash of `leaves` (leaf hashes), RFC 9162 §2.1.1.
+fn subtree(leaves: &[[u8; 32]]) -> [u8; 32] {
+    match leaves.len() {
+        1 => leaves[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node(&subtree(&leaves[..k]), &subtree(&leaves[k..]))
+        }
+    }
+}
+
+/// The spans `(lo, hi)` of the siblings on the path of leaf `m` in the tree `lo..hi`, leaf to
+/// root: the order of an RFC 9162 inclusion proof.
+fn path_spans(m: u64, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    if hi - lo <= 1 {
+        return Vec::new();
+    }
+    let k = split(hi - lo);
+    if m < lo + k {
+        let mut v = path_spans(m, lo, lo + k);
+        v.push((lo + k, hi));
+        v
+    } else {
+        let mut v = path_spans(m, lo + k, hi);
+        v.push((lo, lo + k));
+        v
+    }
+}
+
+/// Keys the verifier trusts.
+#[derive(Debug)]
+pub struct VerifyOptions<'a> {
+    /// The exporter's key (minisign public key).
+    pub pubkey: &'a MediaPublicKey,
+    /// The log's verifier key; None takes the one in the (signed) manifest.
+    pub log_vkey: Option<&'a str>,
+    /// Witness verifier keys (cosignature/v1) and how many must have cosigned.
+    pub witnesses: &'a [String],
+    pub quorum: usize,
+    /// The key that signed the installation transcript.
+    pub transcript_pubkey: Option<&'a MediaPublicKey>,
+}
+
+/// One check of the transcript.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub check: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// The verification transcript.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verified {
+    pub format: &'static str,
+    pub bundle: String,
+    pub verified_at: String,
+    pub ok: bool,
+    pub manifest: Option<Manifest>,
+    pub checks: Vec<Check>,
+}
+
+impl Verified {
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "meshguard evidence verification of {} at {}\n",
+            self.bundle, self.verified_at
+        );
+        if let Some(m) = &self.manifest {
+            out.push_str(&format!(
+                "profile {} from {} to {}; log {} entries {}..={} ({} in the period) in checkpoint {}\n",
+                m.profile, m.from, m.to, m.origin, m.first_seq, m.last_seq, m.in_period, m.checkpoint_size
+            ));
+        }
+        for c in &self.checks {
+            out.push_str(&format!(
+                "{} {}: {}\n",
+                if c.ok { "PASS" } else { "FAIL" },
+                c.check,
+                c.detail
+            ));
+        }
+        out.push_str(if self.ok {
+            "RESULT: VERIFIED\n"
+        } else {
+            "RESULT: NOT VERIFIED\n"
+        });
+        out
+    }
+}
+
+/// Verifies a bundle with no network. Every check runs and is reported; `ok` is their
+/// conjunction. Only an unreadable manifest stops early.
+pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
+    let mut checks = Vec::new();
+    let mut add = |check: &str, r: std::result::Result<String, String>| {
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        checks.push(Check {
+            check: check.to_owned(),
+            ok,
+            detail,
+        });
+        ok
+    };
+    let mut out = Verified {
+        format: "meshguard-evidence-verification/v1",
+        bundle: dir.display().to_string(),
+        verified_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ok: false,
+        manifest: None,
+        checks: Vec::new(),
+    };
+    let bytes = std::fs::read(dir.join("MANIFEST.json")).with_context(|| {
+        format!(
+            "{} holds no MANIFEST.json: not an evidence bundle",
+            dir.display()
+        )
+    })?;
+    let sig = std::fs::read_to_string(dir.join("MANIFEST.json.minisig")).unwrap_or_default();
+    let signed = add(
+        "manifest signature",
+        opts.pubkey
+            .verify(&bytes, &sig, "MANIFEST.json")
+            .map(|c| format!("signed by key {} ({c})", opts.pubkey.key_id()))
+            .map_err(|e| e.to_string()),
+    );
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            add(
+                "manifest",
+                Err(format!("MANIFEST.json is not an evidence manifest: {e}")),
+            );
+            out.checks = checks;
+            return Ok(out);
+        }
+    };
+    add(
+        "format",
+        if manifest.format == FORMAT {
+            Ok(FORMAT.to_owned())
+        } else {
+            Err(format!("format {:?}, expected {FORMAT}", manifest.format))
+        },
+    );
+
+    // Every file listed, with its digest; nothing else in the bundle.
+    let mut bad = Vec::new();
+    for f in &manifest.files {
+        let Some(rel) = crate::fsx::safe_relative(&f.path) else {
+            bad.push(format!("{:?} is not a plain relative path", f.path));
+            continue;
+        };
+        match std::fs::read(dir.join(rel)) {
+            Ok(b) if hex::encode(Sha256::digest(&b)) == f.sha256 && b.len() as u64 == f.size => {}
+            Ok(_) => bad.push(format!("{} does not match its digest", f.path)),
+            Err(e) => bad.push(format!("{} cannot be read: {e}", f.path)),
+        }
+    }
+    let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    for extra in crate::fsx::walk(dir)? {
+        let known = ["MANIFEST.json", "MANIFEST.json.minisig", "SHA256SUMS"];
+        if !listed.contains(&extra.as_str()) && !known.contains(&extra.as_str()) {
+            bad.push(format!("{extra} is in the bundle but not in its manifest"));
+        }
+    }
+    add(
+        "file digests",
+        if bad.is_empty() {
+            Ok(format!(
+                "{} files match the signed manifest",
+                manifest.files.len()
+            ))
+        } else {
+            Err(bad.join("; "))
+        },
+    );
+
+    let read = |p: &str| std::fs::read(dir.join(p)).unwrap_or_default();
+    // Entries: each chain hash, and the leaves of the run.
+    let entries = String::from_utf8(read("audit/entries.jsonl")).unwrap_or_default();
+    let mut leaves = Vec::new();
+    let mut heads: BTreeMap<String, String> = BTreeMap::new();
+    let mut chain_problem = None;
+    let mut expected = manifest.first_seq;
+    for raw in entries.lines() {
+        let line: Line = match serde_json::from_str(raw) {
+            Ok(l) => l,
+            Err(e) => {
+                chain_problem.get_or_insert(format!("a line is not an export line: {e}"));
+                break;
+            }
+        };
+        if line.seq != expected {
+            chain_problem.get_or_insert(format!(
+                "entry {expected} is missing (the next line is entry {})",
+                line.seq
+            ));
+        }
+        expected = line.seq + 1;
+        let body = serde_json::to_string(&line.entry).unwrap_or_default();
+        if let Some(head) = heads.get(&line.source)
+            && *head != line.prev_hash
+        {
+            chain_problem.get_or_insert(format!(
+                "entry {} does not follow the previous entry of {}",
+                line.seq, line.source
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(hex::decode(&line.prev_hash).unwrap_or_default());
+        h.update(body.as_bytes());
+        if hex::encode(h.finalize()) != line.hash {
+            chain_problem.get_or_insert(format!(
+                "entry {}: its hash does not match its content: the entry was altered",
+                line.seq
+            ));
+        }
+        heads.insert(line.source.clone(), line.hash.clone());
+        leaves.push(leaf_hash(body.as_bytes()));
+    }
+    if expected != manifest.last_seq + 1 && chain_problem.is_none() {
+        chain_problem = Some(format!(
+            "the bundle ends at entry {}, the manifest says {}",
+            expected - 1,
+            manifest.last_seq
+        ));
+    }
+    add(
+        "audit entries",
+        match chain_problem {
+            None => Ok(format!(
+                "{} entries {}..={}, every hash chain intact",
+                leaves.len(),
+                manifest.first_seq,
+                manifest.last_seq
+            )),
+            Some(p) => Err(p),
+        },
+    );
+
+    // The checkpoint: signed by the log, cosigned by the witnesses.
+    let note_text = String::from_utf8(read("audit/checkpoint.note")).unwrap_or_default();
+    let vkey_text = opts.log_vkey.unwrap_or(&manifest.log_vkey);
+    let checkpoint = (|| -> std::result::Result<Checkpoint, String> {
+        let vkey = Vkey::parse(vkey_text).map_err(|e| format!("the log key: {e}"))?;
+        let note = Note::parse(&note_text).map_err(|e| e.to_string())?;
+        note.verify(&vkey).map_err(|e| e.to_string())?;
+        let c = Checkpoint::parse(note.text).map_err(|e| e.to_string())?;
+        if c.size != manifest.checkpoint_size || c.origin != manifest.origin {
+            return Err(format!(
+                "the checkpoint is of {} at {}, the manifest says {} at {}",
+                c.origin, c.size, manifest.origin, manifest.checkpoint_size
+            ));
+        }
+        Ok(c)
+    })();
+    add(
+        "checkpoint signature",
+        checkpoint
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "{} entries of {} signed by {}{}",
+                    c.size,
+                    c.origin,
+                    vkey_text.split('+').next().unwrap_or_default(),
+                    if opts.log_vkey.is_some() {
+                        " (the key you gave)"
+                    } else {
+                        " (the key in the signed manifest; pass --log-key to pin your own)"
+                    }
+                )
+            })
+            .map_err(Clone::clone),
+    );
+    let mut cosigners = Vec::new();
+    let mut cosign_problems = Vec::new();
+    for w in opts.witnesses {
+        let vkey = match Vkey::parse(w) {
+            Ok(v) => v,
+            Err(e) => {
+                cosign_problems.push(format!("witness key {w:?}: {e}"));
+                continue;
+            }
+        };
+        let line = note_text.lines().find(|l| {
+            l.starts_with(&format!("\u{2014} {} ", vkey.name)) && {
+                crate::witness::verify_cosignature(&note_text, l, &vkey).is_ok()
+            }
+        });
+        match line {
+            Some(_) => cosigners.push(vkey.name.clone()),
+            None => cosign_problems.push(format!("no valid cosignature by {}", vkey.name)),
+        }
+    }
+    add(
+        "witness cosignatures",
+        if opts.witnesses.is_empty() {
+            if opts.quorum > 0 {
+                Err(format!(
+                    "a quorum of {} was asked for, but no --witness key given",
+                    opts.quorum
+                ))
+            } else {
+                Ok(format!(
+                    "not checked: no --witness key given (the bundle names {})",
+                    if manifest.witnesses.is_empty() {
+                        "no witness".to_owned()
+                    } else {
+                        manifest.witnesses.join(", ")
+                    }
+                ))
+            }
+        } else if cosigners.len() >= opts.quorum.max(1) {
+            Ok(format!(
+                "cosigned by {} ({} of quorum {}){}",
+                cosigners.join(", "),
+                cosigners.len(),
+                opts.quorum.max(1),
+                if cosign_problems.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", cosign_problems.join("; "))
+                }
+            ))
+        } else {
+            Err(format!(
+                "{} of the quorum of {} cosigned: {}",
+                cosigners.len(),
+                opts.quorum.max(1),
+                cosign_problems.join("; ")
+            ))
+        },
+    );
+
+    // The run of entries in the checkpoint.
+    let proof: std::result::Result<RangeProof, String> =
+        serde_json::from_slice(&read("audit/range-proof.json")).map_err(|e| e.to_string());
+    add(
+        "inclusion",
+        match (&checkpoint, proof) {
+            (Ok(c), Ok(p)) => {
+                if p.first.index + 1 != manifest.first_seq
+                    || p.last.index + 1 != manifest.last_seq
+                    || p.size != c.size
+                {
+                    Err(
+                        "the range proof is not for the manifest's entries and checkpoint"
+                            .to_owned(),
+                    )
+                } else {
+                    match range_root(p.size, &p.first, &p.last, &leaves) {
+                        Ok(root) if root == c.root => Ok(format!(
+                            "entries {}..={} rebuild the root of the signed checkpoint of {}",
+                            manifest.first_seq, manifest.last_seq, c.size
+                        )),
+                        Ok(_) => Err("the entries do not rebuild the signed root: an entry was altered, added or removed".to_owned()),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            (Err(_), _) => Err("no verified checkpoint to prove the entries in".to_owned()),
+            (_, Err(e)) => Err(format!("audit/range-proof.json: {e}")),
+        },
+    );
+
+    // The control mapping names only what the bundle holds.
+    let controls: Value = serde_json::from_slice(&read("controls.json")).unwrap_or(Value::Null);
+    let mut unmet = Vec::new();
+    let mut count = 0;
+    for c in controls["controls"].as_array().into_iter().flatten() {
+        count += 1;
+        for a in c["evidence"].as_array().into_iter().flatten() {
+            for f in a["files"].as_array().into_iter().flatten() {
+                let f = f.as_str().unwrap_or_default();
+                if !listed.contains(&f) {
+                    unmet.push(format!(
+                        "{} ({} lacks {f})",
+                        c["label"].as_str().unwrap_or("?"),
+                        a["artifact"].as_str().unwrap_or("?")
+                    ));
+                }
+            }
+        }
+    }
+    add(
+        "control mapping",
+        if controls["profile"] != manifest.profile.as_str() {
+            Err(format!(
+                "controls.json is not for profile {}",
+                manifest.profile
+            ))
+        } else if unmet.is_empty() {
+            Ok(format!(
+                "{count} controls of {}, each with its evidence in the bundle",
+                manifest.profile
+            ))
+        } else {
+            Err(format!(
+                "controls without their evidence: {}",
+                unmet.join(", ")
+            ))
+        },
+    );
+
+    if listed.contains(&"install/transcript.json") {
+        let t = read("install/transcript.json");
+        let s = String::from_utf8(read("install/transcript.json.minisig")).unwrap_or_default();
+        add(
+            "installation transcript",
+            match opts.transcript_pubkey {
+                Some(k) => k
+                    .verify(&t, &s, "install/transcript.json")
+                    .map(|c| format!("signed by the site key {} ({c})", k.key_id()))
+                    .map_err(|e| e.to_string()),
+                None => Ok(
+                    "held; its signature not checked (pass --transcript-pubkey, the site's key)"
+                        .to_owned(),
+                ),
+            },
+        );
+    }
+    let _ = signed;
+    out.ok = checks.iter().all(|c| c.ok);
+    out.manifest = Some(manifest);
+    out.checks = checks;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: u64) -> Vec<[u8; 32]> {
+        (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect()
+    }
+
+    /// The inclusion proof of leaf `m` in `all`, computed from all the leaves.
+    fn proof(m: u64, all: &[[u8; 32]]) -> Inclusion {
+        let hashes = path_spans(m, 0, all.len() as u64)
+            .into_iter()
+            .map(|(lo, hi)| B64.encode(subtree(&all[lo as usize..hi as usize])))
+            .collect();
+        Inclusion { index: m, hashes }
+    }
+
+    #[test]
+    fn every_run_rebuilds_the_root_and_an_altered_leaf_does_not() {
+        for size in 1..=17u64 {
+            let all = leaves(size);
+            let root = subtree(&all);
+            for a in 0..size {
+                for b in a..size {
+                    let run = &all[a as usize..=b as usize];
+                    let got = range_root(size, &proof(a, &all), &proof(b, &all), run).unwrap();
+                    assert_eq!(got, root, "size {size}, run {a}..={b}");
+                    let mut bad = run.to_vec();
+                    bad[0][0] ^= 1;
+                    let got = range_root(size, &proof(a, &all), &proof(b, &all), &bad).unwrap();
+                    assert_ne!(got, root);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_proof_of_the_wrong_length_or_a_run_that_does_not_fit_is_refused() {
+        let all = leaves(8);
+        let mut short = proof(2, &all);
+        short.hashes.pop();
+        assert!(range_root(8, &short, &proof(5, &all), &all[2..=5]).is_err());
+        assert!(range_root(8, &proof(2, &all), &proof(5, &all), &all[2..=4]).is_err());
+    }
+
+    #[test]
+    fn uuids_are_version_5_shaped_and_stable() {
+        let u = uuid(&["a", "b"]);
+        assert_eq!(u, uuid(&["a", "b"]));
+        assert_ne!(u, uuid(&["ab"]));
+        assert_eq!(&u[14..15], "5");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
+    }
+}

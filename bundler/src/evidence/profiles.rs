@@ -1,0 +1,260 @@
+//! The evidence profiles: for each regime, which of the bundle's artifacts evidences which
+//! control. Control ids are OSCAL tokens (letters, digits, `.`, `-`); `label` is the regime's own
+//! spelling. The FedRAMP and air-gapped defense ids are NIST SP 800-53 rev. 5's.
+
+/// An artifact of the bundle: its path, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// `audit/entries.jsonl`: the period's audit entries, with their hash chain.
+    Entries,
+    /// `audit/checkpoint.note` and `audit/range-proof.json`: the entries proven in a checkpoint
+    /// signed by the log's key and cosigned by the site's witnesses.
+    Proof,
+    /// `changes.json`: policy and configuration changes (digests, approver, ticket, deployment,
+    /// rollback reference).
+    Changes,
+    /// `policies/versions.json`: the policy snapshots active in the period.
+    PolicyVersions,
+    /// `alerts/undelivered.json`: alerts that could not be delivered (the others went out).
+    Alerts,
+    /// `license.json`: the license state (deployment mode, region pinning).
+    License,
+    /// `install/transcript.*`: the signed installation transcript of the site.
+    InstallTranscript,
+}
+
+impl Artifact {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Entries => "audit entries",
+            Self::Proof => "checkpoint and range proof",
+            Self::Changes => "change records",
+            Self::PolicyVersions => "policy versions",
+            Self::Alerts => "alert deliveries",
+            Self::License => "license state",
+            Self::InstallTranscript => "installation transcript",
+        }
+    }
+
+    /// The bundle files that carry it.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            Self::Entries => &["audit/entries.jsonl"],
+            Self::Proof => &["audit/checkpoint.note", "audit/range-proof.json"],
+            Self::Changes => &["changes.json"],
+            Self::PolicyVersions => &["policies/versions.json"],
+            Self::Alerts => &["alerts/undelivered.json"],
+            Self::License => &["license.json"],
+            Self::InstallTranscript => {
+                &["install/transcript.json", "install/transcript.json.minisig"]
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Control {
+    pub id: &'static str,
+    pub label: &'static str,
+    pub title: &'static str,
+    pub evidence: &'static [Artifact],
+}
+
+#[derive(Debug)]
+pub struct Profile {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub controls: &'static [Control],
+}
+
+use Artifact::*;
+
+const fn c(
+    id: &'static str,
+    label: &'static str,
+    title: &'static str,
+    evidence: &'static [Artifact],
+) -> Control {
+    Control {
+        id,
+        label,
+        title,
+        evidence,
+    }
+}
+
+pub const PROFILES: &[Profile] = &[
+    Profile {
+        id: "hipaa",
+        title: "HIPAA Security Rule (45 CFR Part 164 Subpart C)",
+        controls: &[
+            c(
+                "hipaa-164.312.b",
+                "164.312(b)",
+                "Audit controls",
+                &[Entries, Proof],
+            ),
+            c("hipaa-164.312.c.1", "164.312(c)(1)", "Integrity", &[Proof]),
+            c(
+                "hipaa-164.308.a.1.ii.d",
+                "164.308(a)(1)(ii)(D)",
+                "Information system activity review",
+                &[Entries, Alerts],
+            ),
+            c(
+                "hipaa-164.312.d",
+                "164.312(d)",
+                "Person or entity authentication",
+                &[Entries],
+            ),
+        ],
+    },
+    Profile {
+        id: "fedramp-moderate",
+        title: "FedRAMP Moderate (NIST SP 800-53 rev. 5)",
+        controls: &[
+            c("au-2", "AU-2", "Event logging", &[Entries]),
+            c("au-9", "AU-9", "Protection of audit information", &[Proof]),
+            c("au-10", "AU-10", "Non-repudiation", &[Proof]),
+            c(
+                "cm-3",
+                "CM-3",
+                "Configuration change control",
+                &[Changes, PolicyVersions],
+            ),
+            c("sc-7", "SC-7", "Boundary protection", &[Entries]),
+            c("ca-7", "CA-7", "Continuous monitoring", &[Entries, Alerts]),
+        ],
+    },
+    Profile {
+        id: "finra",
+        title: "FINRA / SEC Rule 17a-4",
+        controls: &[
+            c(
+                "finra-17a-4.f",
+                "17a-4(f)",
+                "Records preserved non-rewriteable and verifiable",
+                &[Entries, Proof],
+            ),
+            c(
+                "finra-3110",
+                "Rule 3110",
+                "Supervision (approval of policy changes)",
+                &[Changes],
+            ),
+            c(
+                "finra-4511",
+                "Rule 4511",
+                "Books and records",
+                &[Entries, PolicyVersions],
+            ),
+        ],
+    },
+    Profile {
+        id: "soc2",
+        title: "SOC 2 (AICPA Trust Services Criteria 2017)",
+        controls: &[
+            c("soc2-cc6.1", "CC6.1", "Logical access security", &[Entries]),
+            c(
+                "soc2-cc7.2",
+                "CC7.2",
+                "Monitoring of system components",
+                &[Entries, Alerts],
+            ),
+            c(
+                "soc2-cc8.1",
+                "CC8.1",
+                "Change management",
+                &[Changes, PolicyVersions],
+            ),
+        ],
+    },
+    Profile {
+        id: "iso27001",
+        title: "ISO/IEC 27001:2022 Annex A",
+        controls: &[
+            c("iso27001-a.8.15", "A.8.15", "Logging", &[Entries, Proof]),
+            c(
+                "iso27001-a.8.16",
+                "A.8.16",
+                "Monitoring activities",
+                &[Alerts],
+            ),
+            c(
+                "iso27001-a.8.32",
+                "A.8.32",
+                "Change management",
+                &[Changes, PolicyVersions],
+            ),
+        ],
+    },
+    Profile {
+        id: "pci-dss",
+        title: "PCI DSS v4.0",
+        controls: &[
+            c(
+                "pci-dss-10.2",
+                "10.2",
+                "Audit logs capture events",
+                &[Entries],
+            ),
+            c(
+                "pci-dss-10.3",
+                "10.3",
+                "Audit logs are protected from modification",
+                &[Proof],
+            ),
+            c(
+                "pci-dss-10.7",
+                "10.7",
+                "Failures of critical security controls are detected",
+                &[Alerts],
+            ),
+            c("pci-dss-6.5.1", "6.5.1", "Changes are managed", &[Changes]),
+        ],
+    },
+    Profile {
+        id: "sovereign-eu",
+        title: "Sovereign EU (GDPR)",
+        controls: &[
+            c(
+                "gdpr-art30",
+                "Art. 30",
+                "Records of processing activities",
+                &[Entries],
+            ),
+            c("gdpr-art32", "Art. 32", "Security of processing", &[Proof]),
+            c(
+                "gdpr-art44",
+                "Art. 44",
+                "Transfers: data residency and region pinning",
+                &[License, Entries],
+            ),
+        ],
+    },
+    Profile {
+        id: "airgapped-defense",
+        title: "Air-gapped defense (NIST SP 800-53 rev. 5)",
+        controls: &[
+            c(
+                "au-9.3",
+                "AU-9(3)",
+                "Cryptographic protection of audit information",
+                &[Proof],
+            ),
+            c("au-10", "AU-10", "Non-repudiation", &[Proof]),
+            c("cm-14", "CM-14", "Signed components", &[InstallTranscript]),
+            c("sc-7", "SC-7", "Boundary protection", &[Entries]),
+        ],
+    },
+];
+
+/// The profile of `id`, or an error listing the profiles there are.
+pub fn find(id: &str) -> Result<&'static Profile, String> {
+    PROFILES.iter().find(|p| p.id == id).ok_or_else(|| {
+        format!(
+            "unknown evidence profile {id:?}; use one of {}",
+            PROFILES.iter().map(|p| p.id).collect::<Vec<_>>().join(", ")
+        )
+    })
+}
