@@ -155,6 +155,21 @@ fn gateway(dir: &Path, siem_url: &str, extra: &[(&str, std::ffi::OsString)]) -> 
     Gateway::spawn(dir, &env)
 }
 
+/// The `reads` policy, then as the new agent `agent`: `read:<what>` allowed, `write:<what>`
+/// denied, and a call with a forged token (a bypass attempt, denied with a critical alert).
+fn three_decisions(gw: &Gateway, agent: &str, what: &str) {
+    let (s, body) = gw.admin(
+        reqwest::Method::POST,
+        "/admin/policies",
+        Some(json!({"name": "reads", "content": POLICY})),
+    );
+    assert_eq!(s, 201, "{body}");
+    let token = gw.agent(agent, "verified");
+    assert_eq!(gw.check(&token, &format!("read:{what}")), 200);
+    assert_eq!(gw.check(&token, &format!("write:{what}")), 403);
+    assert_eq!(gw.check("forged.token.value", &format!("read:{what}")), 401);
+}
+
 fn siem_status(gw: &Gateway) -> Value {
     gw.get("/admin/siem")
 }
@@ -168,17 +183,7 @@ fn a_denial_and_its_alert_reach_rsyslog_as_rfc5424_with_structured_data() {
         &format!("tcp://127.0.0.1:{}", rs.port),
         &[],
     );
-    let (s, body) = gw.admin(
-        reqwest::Method::POST,
-        "/admin/policies",
-        Some(json!({"name": "reads", "content": POLICY})),
-    );
-    assert_eq!(s, 201, "{body}");
-    let token = gw.agent("siem-bot", "verified");
-    assert_eq!(gw.check(&token, "read:reports"), 200);
-    assert_eq!(gw.check(&token, "write:reports"), 403);
-    // A call with a forged token: a bypass attempt, denied, with a critical alert.
-    assert_eq!(gw.check("forged.token.value", "read:reports"), 401);
+    three_decisions(&gw, "siem-bot", "reports");
 
     wait_for("the bypass attempt's alert in rsyslog", || {
         rs.lines()
@@ -342,4 +347,390 @@ fn a_siem_whose_certificate_is_not_trusted_gets_nothing_and_says_why() {
         audit_seqs(&rs.lines()).is_empty(),
         "an unverified SIEM received entries"
     );
+}
+
+const EXPORT_PASSPHRASE: &str = "evidence-exporter-passphrase-for-tests";
+
+/// `meshguard-bundle` with the exporter's passphrase and the admin token in its environment.
+fn bundle(args: &[&str]) -> (i32, String, String) {
+    bundle_in(&[], args)
+}
+
+/// The same, run through `prefix` (e.g. `unshare -n`).
+fn bundle_in(prefix: &[&str], args: &[&str]) -> (i32, String, String) {
+    let exe = support::bins(&["meshguard-bundle"]).join("meshguard-bundle");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let out = cmd
+        .args(args)
+        .env("MESHGUARD_BUNDLE_PASSPHRASE", EXPORT_PASSPHRASE)
+        .env("MESHGUARD_ADMIN_TOKEN", support::ADMIN)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// compliance-trestle's verdict on an OSCAL document (`xtask tools` installs it). It exits 0
+/// either way, so its output is what tells.
+fn trestle_validates(file: &Path, model: &str) -> (bool, String) {
+    let tools = std::env::var_os("MESHGUARD_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
+    let trestle = tools.join("trestle/bin/trestle");
+    assert!(
+        trestle.is_file(),
+        "{} is missing: run `cargo xtask tools`",
+        trestle.display()
+    );
+    let out = Command::new(trestle)
+        .args(["partial-object-validate", "-f"])
+        .arg(file)
+        .args(["-e", model])
+        .current_dir(file.parent().unwrap())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("VALID:") && !text.contains("ERROR"),
+        text,
+    )
+}
+
+/// A site with a witness and a SIEM: a denial, a bypass attempt and a policy change, the
+/// checkpoint cosigned. Returns (gateway, rsyslog, witness, witness vkey, log vkey).
+fn witnessed_site(dir: &Path) -> (Gateway, Rsyslog, support::WitnessCli, String, String) {
+    let rs = Rsyslog::start(&dir.join("rsyslog"), false);
+    let w = support::WitnessCli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (code, witness_vkey, err) = w.run(&["init", "--name", "witness.site.example/w1"]);
+    assert_eq!(code, 0, "{err}");
+    let witness_vkey = witness_vkey.trim().to_owned();
+    let gw = gateway(
+        &dir.join("gw"),
+        &format!("tcp://127.0.0.1:{}", rs.port),
+        &[("AUDIT_WITNESSES", witness_vkey.clone().into())],
+    );
+    three_decisions(&gw, "ledger-bot", "ledger");
+    let (note, log_vkey) = gw.checkpoint();
+    let (code, _, err) = w.run(&["trust", &log_vkey]);
+    assert_eq!(code, 0, "{err}");
+    let (code, response, err) = w.cosign(&gw.request(0));
+    assert_eq!(code, 0, "{err}");
+    let (s, added) = gw.add_cosignatures(&response);
+    assert_eq!(s, 200, "{added}");
+    assert!(note.lines().nth(1).is_some());
+    (gw, rs, w, witness_vkey, log_vkey)
+}
+
+fn today_window() -> (String, String) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = |secs: u64| {
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%d"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    (day(now - 86_400), day(now + 86_400))
+}
+
+/// Acceptance tests 1, 3 and 4 of the product page: a policy denial appears in the audit trail,
+/// the SIEM, the evidence bundle and the offline verification transcript; a bypass attempt is
+/// a deny event with a critical alert; the bundle verifies with no network (`unshare -n`), and
+/// its OSCAL assessment results pass compliance-trestle.
+#[test]
+fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_transcript() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let (gw, rs, _w, witness_vkey, log_vkey) = witnessed_site(p);
+
+    // The audit trail.
+    let audit = gw.get("/admin/audit?decision=deny");
+    let denial = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "write:ledger")
+        .unwrap_or_else(|| panic!("the denial in the audit trail: {audit}"))
+        .clone();
+    let id = denial["id"].as_str().unwrap().to_owned();
+    // The SIEM.
+    wait_for("the denial in rsyslog", || {
+        rs.lines().iter().any(|l| param(l, "id") == Some(&id))
+    });
+
+    // The evidence bundle.
+    let keys = p.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (secret, public) = (keys.join("evidence.key"), keys.join("evidence.pub"));
+    let (code, _, err) = bundle(&[
+        "keys",
+        "generate",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--public",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (from, to) = today_window();
+    let out = p.join("evidence-fedramp");
+    let (code, said, err) = bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        "fedramp-moderate",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        said.contains("cosigned by witness.site.example/w1"),
+        "{said}"
+    );
+    let entries = std::fs::read_to_string(out.join("audit/entries.jsonl")).unwrap();
+    assert!(entries.contains(&id), "the denial in the bundle");
+    let (ok, text) = trestle_validates(
+        &out.join("oscal/assessment-results.json"),
+        "assessment-results",
+    );
+    assert!(
+        ok,
+        "compliance-trestle refused the OSCAL assessment results:\n{text}"
+    );
+    let oscal: Value =
+        serde_json::from_slice(&std::fs::read(out.join("oscal/assessment-results.json")).unwrap())
+            .unwrap();
+    let findings = oscal["assessment-results"]["results"][0]["findings"]
+        .as_array()
+        .unwrap();
+    for control in ["au-2", "au-9", "au-10", "cm-3", "sc-7"] {
+        let f = findings
+            .iter()
+            .find(|f| f["target"]["target-id"] == format!("{control}_obj"))
+            .unwrap_or_else(|| panic!("a finding for {control}"));
+        assert_eq!(f["target"]["status"]["state"], "satisfied", "{f}");
+    }
+    // Its files, with sha256sum (not our code).
+    let sums = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+
+    // The offline verification transcript, with no network at all.
+    let transcript = p.join("verification.txt");
+    let (code, said, err) = bundle_in(
+        &["unshare", "-n"],
+        &[
+            "evidence",
+            "verify",
+            out.to_str().unwrap(),
+            "--pubkey",
+            public.to_str().unwrap(),
+            "--log-key",
+            &log_vkey,
+            "--witness",
+            &witness_vkey,
+            "--transcript-out",
+            transcript.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{said}{err}");
+    assert!(said.contains("RESULT: VERIFIED"), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.contains("DENY") && l.contains(&id) && l.contains("write:ledger")),
+        "the denial in the transcript:\n{said}"
+    );
+    assert!(
+        said.lines()
+            .any(|l| l.contains("DENY") && l.contains("bypass_attempt")),
+        "the bypass attempt's deny event in the transcript:\n{said}"
+    );
+    assert_eq!(std::fs::read_to_string(&transcript).unwrap(), said);
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(format!("{}.json", transcript.display())).unwrap())
+            .unwrap();
+    assert_eq!(json["ok"], true);
+    assert!(
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["ok"] == true),
+        "{json}"
+    );
+    assert!(
+        json["decisions"]["denials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == id)
+    );
+
+    // Strict: a witness the bundle was not cosigned by, a log key of another log, an altered
+    // entry, an extra file: each fails, naming the check.
+    let (_, other_witness, _) = support::WitnessCli {
+        dir: tempfile::tempdir().unwrap(),
+    }
+    .run(&["init", "--name", "witness.site.example/w2"]);
+    let verify = |dir: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "evidence",
+            "verify",
+            dir.to_str().unwrap(),
+            "--pubkey",
+            public.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        bundle(&args)
+    };
+    let (code, said, _) = verify(&out, &["--witness", other_witness.trim()]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("FAIL witness cosignatures"), "{said}");
+    let (code, said, _) = verify(
+        &out,
+        &[
+            "--witness",
+            &witness_vkey,
+            "--witness",
+            other_witness.trim(),
+            "--quorum",
+            "1",
+        ],
+    );
+    assert_eq!(code, 0, "one of two is a quorum of one: {said}");
+
+    let altered = p.join("altered");
+    copy_dir(&out, &altered);
+    let entries_path = altered.join("audit/entries.jsonl");
+    let text = std::fs::read_to_string(&entries_path).unwrap();
+    std::fs::write(
+        &entries_path,
+        text.replacen("\"decision\":\"deny\"", "\"decision\":\"allow\"", 1),
+    )
+    .unwrap();
+    let (code, said, _) = verify(&altered, &[]);
+    assert_eq!(code, 1, "{said}");
+    for check in ["FAIL file digests", "FAIL audit entries", "FAIL inclusion"] {
+        assert!(said.contains(check), "{check}: {said}");
+    }
+    let extra = p.join("extra");
+    copy_dir(&out, &extra);
+    std::fs::write(extra.join("audit/more.jsonl"), "{}\n").unwrap();
+    let (code, said, _) = verify(&extra, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("audit/more.jsonl is in the bundle but not in its manifest"),
+        "{said}"
+    );
+}
+
+/// An export that cannot be proven by the site's witnesses is refused, and leaves nothing.
+#[test]
+fn an_export_with_no_witnessed_checkpoint_is_refused_and_leaves_no_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let (gw, _rs, _w, _, _) = witnessed_site(p);
+    let token = gw.agent("late-bot", "verified");
+    // Entries after the last cosigned checkpoint.
+    assert_eq!(gw.check(&token, "write:later"), 403);
+    let keys = p.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let secret = keys.join("e.key");
+    let (code, _, err) = bundle(&[
+        "keys",
+        "generate",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--public",
+        keys.join("e.pub").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (from, to) = today_window();
+    let out = p.join("bundle");
+    let export = |profile: &str, extra: &[&str]| {
+        let mut args = vec![
+            "evidence",
+            "export",
+            "--gateway",
+            &gw.url,
+            "--profile",
+            profile,
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--out",
+            out.to_str().unwrap(),
+            "--key",
+            secret.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        bundle(&args)
+    };
+    let (code, _, err) = export("soc2", &[]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cosigned by a quorum of the site's witnesses"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(p)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("bundle"))
+        .collect();
+    assert!(left.is_empty(), "a refused export left {left:?}");
+    let (code, _, err) = export("nist-800-171", &["--allow-unwitnessed"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "unknown evidence profile \"nist-800-171\"; use one of hipaa, fedramp-moderate"
+        ),
+        "{err}"
+    );
+    let (code, said, err) = export("soc2", &["--allow-unwitnessed"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains("(not witnessed)"), "{said}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
 }

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
+const WITNESS_PASSPHRASE: &str = "witness-passphrase-for-tests-only";
 pub(crate) const ADMIN: &str = "e2e-admin-token-0123456789abcdef0123";
 const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdef0123456";
 
@@ -213,4 +214,81 @@ pub(crate) fn make_ca(dir: &Path, name: &str, san: &str) {
         "-extfile",
         "san.cnf",
     ]);
+}
+
+impl Gateway {
+    /// Hands a witness's response.txt to the gateway (the witness proof cache).
+    pub(crate) fn add_cosignatures(&self, response: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}/admin/audit/cosignatures", self.url))
+            .header("X-Admin-Token", ADMIN)
+            .body(response.to_owned())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
+    /// Signs a checkpoint; returns (note, vkey).
+    pub(crate) fn checkpoint(&self) -> (String, String) {
+        let (s, body) = self.admin(reqwest::Method::POST, "/admin/audit/checkpoint", None);
+        assert_eq!(s, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        (
+            v["checkpoint"].as_str().unwrap().to_owned(),
+            v["vkey"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The tlog-witness request body from `old` to the latest checkpoint.
+    pub(crate) fn request(&self, old: u64) -> String {
+        let (s, body) = self.admin(
+            reqwest::Method::GET,
+            &format!("/admin/audit/consistency?from={old}&format=tlog-witness"),
+            None,
+        );
+        assert_eq!(s, 200, "{body}");
+        body
+    }
+}
+
+/// `meshguard-witness` with a state directory of its own.
+pub(crate) struct WitnessCli {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl WitnessCli {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bins(&["meshguard-witness"]).join("meshguard-witness"))
+            .arg("--state")
+            .arg(self.dir.path())
+            .args(args)
+            .env("MESHGUARD_WITNESS_PASSPHRASE", WITNESS_PASSPHRASE)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Cosigns `request`; returns (exit code, response file, stderr).
+    pub(crate) fn cosign(&self, request: &str) -> (i32, String, String) {
+        let req = self.dir.path().join("request.txt");
+        let resp = self.dir.path().join("response.txt");
+        let _ = std::fs::remove_file(&resp);
+        std::fs::write(&req, request).unwrap();
+        let (code, _, err) = self.run(&[
+            "cosign",
+            req.to_str().unwrap(),
+            "--out",
+            resp.to_str().unwrap(),
+        ]);
+        (
+            code,
+            std::fs::read_to_string(&resp).unwrap_or_default(),
+            err,
+        )
+    }
 }

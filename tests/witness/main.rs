@@ -16,9 +16,8 @@ use sha2::Digest as _;
 #[path = "../support/mod.rs"]
 mod support;
 
-use support::{ADMIN, Gateway, spawn_gateway};
+use support::{ADMIN, Gateway, WitnessCli, spawn_gateway};
 
-const PASSPHRASE: &str = "witness-passphrase-for-tests-only";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn bins() -> PathBuf {
@@ -48,18 +47,6 @@ impl Gateway {
         gw
     }
 
-    /// Hands a witness's response.txt to the gateway (the witness proof cache).
-    fn add_cosignatures(&self, response: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}/admin/audit/cosignatures", self.url))
-            .header("X-Admin-Token", ADMIN)
-            .body(response.to_owned())
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.json().unwrap())
-    }
-
     fn verify(&self) -> Value {
         let (s, body) = self.admin(reqwest::Method::GET, "/admin/audit/verify", None);
         assert_eq!(s, 200, "{body}");
@@ -87,68 +74,6 @@ impl Gateway {
                 .send()
                 .unwrap();
         }
-    }
-
-    /// Signs a checkpoint; returns (note, vkey).
-    fn checkpoint(&self) -> (String, String) {
-        let (s, body) = self.admin(reqwest::Method::POST, "/admin/audit/checkpoint", None);
-        assert_eq!(s, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        (
-            v["checkpoint"].as_str().unwrap().to_owned(),
-            v["vkey"].as_str().unwrap().to_owned(),
-        )
-    }
-
-    /// The tlog-witness request body from `old` to the latest checkpoint.
-    fn request(&self, old: u64) -> String {
-        let (s, body) = self.admin(
-            reqwest::Method::GET,
-            &format!("/admin/audit/consistency?from={old}&format=tlog-witness"),
-            None,
-        );
-        assert_eq!(s, 200, "{body}");
-        body
-    }
-}
-
-struct WitnessCli {
-    dir: tempfile::TempDir,
-}
-
-impl WitnessCli {
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(bins().join("meshguard-witness"))
-            .arg("--state")
-            .arg(self.dir.path())
-            .args(args)
-            .env("MESHGUARD_WITNESS_PASSPHRASE", PASSPHRASE)
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Cosigns `request`; returns (exit code, response file, stderr).
-    fn cosign(&self, request: &str) -> (i32, String, String) {
-        let req = self.dir.path().join("request.txt");
-        let resp = self.dir.path().join("response.txt");
-        let _ = std::fs::remove_file(&resp);
-        std::fs::write(&req, request).unwrap();
-        let (code, _, err) = self.run(&[
-            "cosign",
-            req.to_str().unwrap(),
-            "--out",
-            resp.to_str().unwrap(),
-        ]);
-        (
-            code,
-            std::fs::read_to_string(&resp).unwrap_or_default(),
-            err,
-        )
     }
 }
 

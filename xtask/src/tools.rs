@@ -91,6 +91,7 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     sigstore_verifier(&tools)?;
     cyclonedx_validator(&tools)?;
     kubernetes_validate(&tools)?;
+    trestle(&tools)?;
     helm(&tools)?;
     provider_schemas(&tools)?;
     Ok(tools)
@@ -338,20 +339,53 @@ fn cyclonedx_validator(tools: &Tools) -> anyhow::Result<()> {
 /// kubernetes-validate 1.37.0 (PyPI) in a venv: the chart's rendered manifests checked against
 /// the Kubernetes schemas it ships (1.25 to 1.37).
 fn kubernetes_validate(tools: &Tools) -> anyhow::Result<()> {
-    let venv = tools.dir.join("kubernetes-validate");
-    let ok = Command::new(venv.join("bin/kubernetes-validate"))
-        .arg("--version")
+    pypi_tool(
+        tools,
+        "kubernetes-validate",
+        "kubernetes-validate",
+        "1.37.0",
+        "kubernetes-validate",
+        &["--version"],
+    )
+}
+
+/// compliance-trestle 5.2.0 (NIST OSCAL models): the evidence tests validate the OSCAL
+/// assessment results of every bundle with `trestle partial-object-validate`.
+fn trestle(tools: &Tools) -> anyhow::Result<()> {
+    pypi_tool(
+        tools,
+        "trestle",
+        "compliance-trestle",
+        "5.2.0",
+        "trestle",
+        &["version"],
+    )
+}
+
+/// A PyPI package in a venv of its own under `.tools/<dir>`, unless `bin args` already prints
+/// `version`.
+fn pypi_tool(
+    tools: &Tools,
+    dir: &str,
+    package: &str,
+    version: &str,
+    bin: &str,
+    args: &[&str],
+) -> anyhow::Result<()> {
+    let venv = tools.dir.join(dir);
+    let ok = Command::new(venv.join("bin").join(bin))
+        .args(args)
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("1.37.0"));
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(version));
     if ok {
         return Ok(());
     }
-    eprintln!("xtask: installing kubernetes-validate 1.37.0 (PyPI)");
+    eprintln!("xtask: installing {package} {version} (PyPI)");
     run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     run_checked(Command::new(venv.join("bin/pip")).args([
         "install",
         "-q",
-        "kubernetes-validate==1.37.0",
+        &format!("{package}=={version}"),
     ]))
 }
 

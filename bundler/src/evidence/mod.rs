@@ -723,7 +723,34 @@ pub struct Verified {
     pub ok: bool,
     pub manifest: Option<Manifest>,
     pub checks: Vec<Check>,
+    /// What the verified entries decided: the denials one by one.
+    pub decisions: Decisions,
 }
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Decisions {
+    pub allowed: u64,
+    pub denied: u64,
+    pub denials: Vec<Denial>,
+}
+
+/// A denial in the bundle, as the transcript lists it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Denial {
+    pub seq: u64,
+    pub id: String,
+    pub timestamp: String,
+    pub event: String,
+    pub agent: String,
+    pub action: String,
+    pub policy: String,
+    pub rule: String,
+    pub reason: String,
+}
+
+/// Denials the text transcript lists (the JSON one lists all).
+const DENIALS_IN_TEXT: usize = 50;
 
 impl Verified {
     pub fn text(&self) -> String {
@@ -735,6 +762,23 @@ impl Verified {
             out.push_str(&format!(
                 "profile {} from {} to {}; log {} entries {}..={} ({} in the period) in checkpoint {}\n",
                 m.profile, m.from, m.to, m.origin, m.first_seq, m.last_seq, m.in_period, m.checkpoint_size
+            ));
+        }
+        let d = &self.decisions;
+        out.push_str(&format!(
+            "decisions: {} allowed, {} denied\n",
+            d.allowed, d.denied
+        ));
+        for x in d.denials.iter().take(DENIALS_IN_TEXT) {
+            out.push_str(&format!(
+                "  DENY seq {} {} {} event {} agent {} action {} policy {} rule {}: {}\n",
+                x.seq, x.id, x.timestamp, x.event, x.agent, x.action, x.policy, x.rule, x.reason
+            ));
+        }
+        if d.denials.len() > DENIALS_IN_TEXT {
+            out.push_str(&format!(
+                "  … and {} more denials (the JSON transcript lists every one)\n",
+                d.denials.len() - DENIALS_IN_TEXT
             ));
         }
         for c in &self.checks {
@@ -777,6 +821,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         ok: false,
         manifest: None,
         checks: Vec::new(),
+        decisions: Decisions::default(),
     };
     let bytes = std::fs::read(dir.join("MANIFEST.json")).with_context(|| {
         format!(
@@ -886,6 +931,34 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         }
         heads.insert(line.source.clone(), line.hash.clone());
         leaves.push(leaf_hash(body.as_bytes()));
+        let e = &line.entry;
+        let text = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
+        match e["decision"].as_str() {
+            Some("deny") => {
+                out.decisions.denied += 1;
+                out.decisions.denials.push(Denial {
+                    seq: line.seq,
+                    id: text("id"),
+                    timestamp: text("timestamp"),
+                    event: text("event"),
+                    agent: e["agentName"]
+                        .as_str()
+                        .or(e["agentId"].as_str())
+                        .unwrap_or("-")
+                        .to_owned(),
+                    action: text("action"),
+                    policy: e["policyName"]
+                        .as_str()
+                        .or(e["policy"].as_str())
+                        .unwrap_or("-")
+                        .to_owned(),
+                    rule: text("rule"),
+                    reason: text("reason"),
+                });
+            }
+            Some("allow") => out.decisions.allowed += 1,
+            _ => {}
+        }
     }
     if expected != manifest.last_seq + 1 && chain_problem.is_none() {
         chain_problem = Some(format!(
