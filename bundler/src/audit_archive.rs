@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -50,6 +51,24 @@ pub struct State {
     pub segments: Vec<Segment>,
     /// Sizes of the checkpoints kept in `checkpoints/`.
     pub checkpoints: Vec<u64>,
+    /// Evidence bundles kept in `evidence/<name>/`, never replaced.
+    #[serde(default)]
+    pub evidence: Vec<EvidenceRecord>,
+}
+
+/// An evidence bundle the archive holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EvidenceRecord {
+    pub name: String,
+    pub profile: String,
+    pub from: String,
+    pub to: String,
+    /// SHA-256 of the bundle's MANIFEST.json as exported.
+    pub manifest_sha256: String,
+    pub checkpoint_size: u64,
+    /// The exporter's minisign public key (the `.pub` file's text), pinned when it was added.
+    pub pubkey: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +312,7 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         heads: BTreeMap::new(),
         segments: Vec::new(),
         checkpoints: Vec::new(),
+        evidence: Vec::new(),
     });
     if note.is_empty() {
         return Ok(Pulled {
@@ -409,6 +429,14 @@ fn write_sums(dir: &Path, state: &State) -> Result<()> {
         let (hash, _) = fsx::sha256_file(&dir.join(&name))?;
         sums.push_str(&format!("{hash}  {name}\n"));
     }
+    for e in &state.evidence {
+        let root = format!("evidence/{}", e.name);
+        for file in fsx::walk(&dir.join(&root))? {
+            let name = format!("{root}/{file}");
+            let (hash, _) = fsx::sha256_file(&dir.join(&name))?;
+            sums.push_str(&format!("{hash}  {name}\n"));
+        }
+    }
     fsx::write_atomic(&dir.join("SHA256SUMS"), sums.as_bytes())?;
     Ok(())
 }
@@ -421,6 +449,10 @@ pub struct Verified {
     pub entries: u64,
     pub segments: usize,
     pub checkpoints: usize,
+    /// The root of the archived tree, base64 as in a checkpoint.
+    pub root: String,
+    /// The evidence bundles held, each verified and its checkpoint's root found in the archive.
+    pub evidence: Vec<EvidenceRecord>,
 }
 
 /// Verifies an archive directory with no network: every segment's digest, every chain, and the
@@ -460,6 +492,12 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
     let mut heads = BTreeMap::new();
     let mut tree = Frontier::default();
     let mut next = 1;
+    // The roots the evidence bundles' checkpoints must have, found as the tree grows.
+    let mut wanted: BTreeMap<u64, Option<[u8; 32]>> = state
+        .evidence
+        .iter()
+        .map(|e| (e.checkpoint_size, None))
+        .collect();
     for s in &state.segments {
         let path: PathBuf = dir.join(&s.file);
         let bytes =
@@ -476,6 +514,9 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
                 .with_context(|| format!("{}: entry {next} is not an export line", s.file))?;
             take(&line, next, &mut heads, &mut tree).with_context(|| s.file.clone())?;
             next += 1;
+            if let Some(slot) = wanted.get_mut(&tree.size) {
+                *slot = Some(tree.root());
+            }
             if let Some(root) = notes.get(&tree.size)
                 && *root != tree.root()
             {
@@ -501,11 +542,268 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
             tree.size
         );
     }
+    for e in &state.evidence {
+        let root = wanted.get(&e.checkpoint_size).copied().flatten();
+        check_evidence(&dir.join("evidence").join(&e.name), e, &state.vkey, root)?;
+    }
     Ok(Verified {
         origin: state.origin,
         entries: tree.size,
         segments: state.segments.len(),
         checkpoints: state.checkpoints.len(),
+        root: B64.encode(tree.root()),
+        evidence: state.evidence,
+    })
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A held (or arriving) evidence bundle: it verifies with its pinned exporter key and the
+/// archive's log key, its manifest is the one recorded, and its checkpoint's root is the root
+/// of the archived entries at that size (`root`; None when the archive does not reach it).
+fn check_evidence(
+    bundle: &Path,
+    record: &EvidenceRecord,
+    log_vkey: &str,
+    root: Option<[u8; 32]>,
+) -> Result<crate::evidence::Verified> {
+    let pubkey = crate::keys::MediaPublicKey::from_text(&record.pubkey, "the exporter key")?;
+    let v = crate::evidence::verify(
+        bundle,
+        &crate::evidence::VerifyOptions {
+            pubkey: &pubkey,
+            log_vkey: Some(log_vkey),
+            witnesses: &[],
+            quorum: 0,
+            transcript_pubkey: None,
+        },
+    )?;
+    if !v.ok {
+        bail!(
+            "the evidence bundle {} does not verify:\n{}",
+            record.name,
+            v.text()
+        );
+    }
+    let (manifest_sha, _) = fsx::sha256_file(&bundle.join("MANIFEST.json"))?;
+    if manifest_sha != record.manifest_sha256 {
+        bail!(
+            "the evidence bundle {}'s MANIFEST.json is not the one archived (SHA-256 {manifest_sha}, archived {})",
+            record.name,
+            record.manifest_sha256
+        );
+    }
+    let note = std::fs::read_to_string(bundle.join("audit/checkpoint.note"))?;
+    let cp = Checkpoint::parse(Note::parse(&note)?.text)?;
+    let Some(root) = root else {
+        bail!(
+            "the evidence bundle {} is proven in a checkpoint of {} entries, beyond what the archive holds; pull first",
+            record.name,
+            cp.size
+        );
+    };
+    if cp.root != root {
+        bail!(
+            "the evidence bundle {}'s checkpoint of {} entries has another root than the archived entries: the log it was exported from is not the one archived",
+            record.name,
+            cp.size
+        );
+    }
+    Ok(v)
+}
+
+/// The archived entries' root at `size` (at most the archived size), from the segments.
+fn root_at(dir: &Path, state: &State, size: u64) -> Result<[u8; 32]> {
+    let mut tree = Frontier::default();
+    for s in &state.segments {
+        let text = std::fs::read_to_string(dir.join(&s.file))
+            .with_context(|| format!("cannot read {}", s.file))?;
+        for raw in text.lines() {
+            if tree.size == size {
+                return Ok(tree.root());
+            }
+            let line: Line = serde_json::from_str(raw)
+                .with_context(|| format!("{}: a line is not an export line", s.file))?;
+            let body = serde_json::to_string(&line.entry)?;
+            tree.push(leaf(body.as_bytes()));
+        }
+    }
+    if tree.size == size {
+        return Ok(tree.root());
+    }
+    bail!(
+        "the archive holds {} entries, fewer than {size}; pull first",
+        tree.size
+    )
+}
+
+/// Adds an evidence bundle to the archive (WORM: never replacing one): it must verify with the
+/// exporter's key and the archive's log key, and its checkpoint's root must be the archived
+/// entries' root at that size. Copied read-only into `evidence/<name>/`, then recorded.
+pub fn add_evidence(dir: &Path, bundle: &Path, pubkey_file: &Path) -> Result<EvidenceRecord> {
+    let _lock = fsx::lock_exclusive(&dir.join(".lock"))?;
+    let mut state = read_state(dir)?.with_context(|| {
+        format!(
+            "{} holds no ARCHIVE.json: pull the log into it first",
+            dir.display()
+        )
+    })?;
+    let name = bundle
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| fsx::safe_relative(n).is_some() && !n.contains('/'))
+        .with_context(|| format!("{} has no usable directory name", bundle.display()))?
+        .to_owned();
+    let target = dir.join("evidence").join(&name);
+    if state.evidence.iter().any(|e| e.name == name) || target.exists() {
+        bail!(
+            "the archive already holds an evidence bundle named {name}; archived evidence is never replaced (rename the new bundle's directory)"
+        );
+    }
+    let pubkey = std::fs::read_to_string(pubkey_file)
+        .with_context(|| format!("cannot read {}", pubkey_file.display()))?;
+    let manifest: crate::evidence::Manifest = serde_json::from_slice(
+        &std::fs::read(bundle.join("MANIFEST.json"))
+            .with_context(|| format!("{} is not an evidence bundle", bundle.display()))?,
+    )
+    .context("MANIFEST.json is not an evidence manifest")?;
+    if manifest.origin != state.origin {
+        bail!(
+            "the bundle is evidence of {}, the archive holds {}",
+            manifest.origin,
+            state.origin
+        );
+    }
+    let (manifest_sha256, _) = fsx::sha256_file(&bundle.join("MANIFEST.json"))?;
+    let record = EvidenceRecord {
+        name: name.clone(),
+        profile: manifest.profile.clone(),
+        from: manifest.from.clone(),
+        to: manifest.to.clone(),
+        manifest_sha256,
+        checkpoint_size: manifest.checkpoint_size,
+        pubkey,
+    };
+    let root = if manifest.checkpoint_size <= state.size {
+        Some(root_at(dir, &state, manifest.checkpoint_size)?)
+    } else {
+        None
+    };
+    check_evidence(bundle, &record, &state.vkey, root)?;
+    // Staged, made read-only, then renamed into place; recorded last.
+    let staging = dir.join("evidence").join(format!(".{name}.partial"));
+    let _ = std::fs::remove_dir_all(&staging);
+    for file in fsx::walk(bundle)? {
+        let to = staging.join(&file);
+        fsx::write_atomic(&to, &std::fs::read(bundle.join(&file))?)?;
+    }
+    check_evidence(&staging, &record, &state.vkey, root)?;
+    read_only(&staging)?;
+    std::fs::rename(&staging, &target)
+        .with_context(|| format!("cannot move the bundle to {}", target.display()))?;
+    meshguard_common::fsx::sync_dir(&dir.join("evidence"))?;
+    state.evidence.push(record.clone());
+    write_sums(dir, &state)?;
+    fsx::write_atomic(
+        &dir.join("ARCHIVE.json"),
+        &serde_json::to_vec_pretty(&state)?,
+    )?;
+    Ok(record)
+}
+
+/// Files 0444, directories 0555: the archive's evidence is not edited in place.
+fn read_only(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    for file in fsx::walk(root)? {
+        std::fs::set_permissions(root.join(&file), std::fs::Permissions::from_mode(0o444))?;
+    }
+    let mut dirs: Vec<PathBuf> = vec![root.to_owned()];
+    let mut i = 0;
+    while i < dirs.len() {
+        for e in std::fs::read_dir(&dirs[i])? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                dirs.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o555))?;
+    }
+    Ok(())
+}
+
+/// What retrieval returns: the archive's root and, when asked, one bundle copied out.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retrieved {
+    pub origin: String,
+    pub size: u64,
+    pub root: String,
+    /// (size, base64 root) of the bundle's checkpoint, as the archive's entries give it.
+    pub evidence: Option<RetrievedEvidence>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrievedEvidence {
+    pub name: String,
+    pub manifest_sha256: String,
+    pub checkpoint_size: u64,
+    pub checkpoint_root: String,
+    pub out: String,
+}
+
+/// Verifies the archive, then (with `evidence`) copies that bundle to `out` and checks the copy.
+pub fn retrieve(dir: &Path, evidence: Option<(&str, &Path)>) -> Result<Retrieved> {
+    let v = verify(dir, None)?;
+    let state = read_state(dir)?.context("no ARCHIVE.json")?;
+    let evidence = match evidence {
+        None => None,
+        Some((name, out)) => {
+            let record = state
+                .evidence
+                .iter()
+                .find(|e| e.name == name)
+                .with_context(|| {
+                    format!(
+                        "the archive holds no evidence bundle {name:?}; it holds: {}",
+                        state
+                            .evidence
+                            .iter()
+                            .map(|e| e.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            if out.exists() {
+                bail!("{} exists; retrieve into a new directory", out.display());
+            }
+            let from = dir.join("evidence").join(name);
+            for file in fsx::walk(&from)? {
+                fsx::write_atomic(&out.join(&file), &std::fs::read(from.join(&file))?)?;
+            }
+            use std::os::unix::fs::PermissionsExt as _;
+            for file in fsx::walk(out)? {
+                std::fs::set_permissions(out.join(&file), std::fs::Permissions::from_mode(0o644))?;
+            }
+            let root = root_at(dir, &state, record.checkpoint_size)?;
+            check_evidence(out, record, &state.vkey, Some(root))?;
+            Some(RetrievedEvidence {
+                name: name.to_owned(),
+                manifest_sha256: record.manifest_sha256.clone(),
+                checkpoint_size: record.checkpoint_size,
+                checkpoint_root: B64.encode(root),
+                out: out.display().to_string(),
+            })
+        }
+    };
+    Ok(Retrieved {
+        origin: v.origin,
+        size: v.entries,
+        root: v.root,
+        evidence,
     })
 }
 

@@ -161,6 +161,11 @@ impl MediaPublicKey {
         Self::from_minisign(&text, &path.display().to_string())
     }
 
+    /// From the text of a `.pub` file; `what` names it in errors.
+    pub fn from_text(text: &str, what: &str) -> Result<Self, BundleError> {
+        Self::from_minisign(text, what)
+    }
+
     /// The key id as minisign prints it (16 upper-case hex digits).
     pub fn key_id(&self) -> String {
         let mut id = self.keynum;

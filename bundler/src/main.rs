@@ -141,6 +141,29 @@ enum AuditArchiveCommand {
         #[arg(long)]
         vkey: Option<String>,
     },
+    /// Keep an evidence bundle in the archive (never replacing one): it must verify with the
+    /// exporter's key and the archive's log key, and prove entries the archive holds.
+    AddEvidence {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The evidence bundle (`meshguard-bundle evidence export`).
+        bundle: PathBuf,
+        /// The exporter's public key, pinned in the archive with the bundle.
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
+    /// Verify the archive, print its root (and with --evidence, copy that bundle out, verified,
+    /// with its manifest digest and its checkpoint's root), as JSON.
+    Retrieve {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The name of an archived evidence bundle.
+        #[arg(long, requires = "out")]
+        evidence: Option<String>,
+        /// Where to copy the bundle (must not exist).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Verify an archive with no network: digests, chains, and the tree at every checkpoint.
     Verify {
         dir: PathBuf,
@@ -715,11 +738,34 @@ fn run(command: Command) -> Result<ExitCode> {
                 std::process::exit(1);
             }
         }
+        Command::AuditArchive(AuditArchiveCommand::AddEvidence {
+            dir,
+            bundle,
+            pubkey,
+        }) => {
+            let r = meshguard_bundler::audit_archive::add_evidence(&dir, &bundle, &pubkey)?;
+            println!(
+                "archived evidence bundle {} ({} from {} to {}, MANIFEST.json sha256 {}), proven in the archived entries up to {}",
+                r.name, r.profile, r.from, r.to, r.manifest_sha256, r.checkpoint_size
+            );
+        }
+        Command::AuditArchive(AuditArchiveCommand::Retrieve { dir, evidence, out }) => {
+            let r = meshguard_bundler::audit_archive::retrieve(
+                &dir,
+                evidence.as_deref().zip(out.as_deref()),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        }
         Command::AuditArchive(AuditArchiveCommand::Verify { dir, vkey }) => {
             let v = meshguard_bundler::audit_archive::verify(&dir, vkey.as_deref())?;
             println!(
-                "audit archive of {} verified: {} entries in {} segments, {} signed checkpoints",
-                v.origin, v.entries, v.segments, v.checkpoints
+                "audit archive of {} verified: {} entries in {} segments, {} signed checkpoints, {} evidence bundles; root {}",
+                v.origin,
+                v.entries,
+                v.segments,
+                v.checkpoints,
+                v.evidence.len(),
+                v.root
             );
         }
         Command::Images(a) => {

@@ -734,3 +734,151 @@ fn copy_dir(from: &Path, to: &Path) {
         .unwrap();
     assert!(out.status.success());
 }
+
+/// Acceptance test 5 of the product page: archive retrieval returns the same root hash and
+/// bundle manifest that MeshGuard exported; archived evidence is never replaced, and an edit
+/// in the archive is found.
+#[test]
+fn archive_retrieval_returns_the_root_hash_and_bundle_manifest_that_were_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let (gw, _rs, _w, witness_vkey, log_vkey) = witnessed_site(p);
+    let keys = p.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let (secret, public) = (keys.join("e.key"), keys.join("e.pub"));
+    let (code, _, err) = bundle(&[
+        "keys",
+        "generate",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--public",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (from, to) = today_window();
+    let exported = p.join("evidence-finra");
+    let (code, _, err) = bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        "finra",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        exported.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // More decisions after the export: the archive reaches further than the bundle.
+    let token = gw.agent("after-export", "verified");
+    assert_eq!(gw.check(&token, "read:ledger"), 200);
+
+    let archive = p.join("archive");
+    let a = archive.to_str().unwrap();
+    let (code, _, err) = bundle(&[
+        "audit-archive",
+        "pull",
+        "--dir",
+        a,
+        "--gateway",
+        &gw.url,
+        "--vkey",
+        &log_vkey,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, said, err) = bundle(&[
+        "audit-archive",
+        "add-evidence",
+        "--dir",
+        a,
+        exported.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        said.contains("archived evidence bundle evidence-finra"),
+        "{said}"
+    );
+
+    // Retrieval, as an auditor would do it later, with no network.
+    let out = p.join("retrieved");
+    let (code, said, err) = bundle_in(
+        &["unshare", "-n"],
+        &[
+            "audit-archive",
+            "retrieve",
+            "--dir",
+            a,
+            "--evidence",
+            "evidence-finra",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got: Value = serde_json::from_str(&said).unwrap();
+    let manifest = std::fs::read(exported.join("MANIFEST.json")).unwrap();
+    let sha = Command::new("sha256sum")
+        .arg(exported.join("MANIFEST.json"))
+        .output()
+        .unwrap();
+    let exported_sha = String::from_utf8(sha.stdout).unwrap()[..64].to_owned();
+    assert_eq!(got["evidence"]["manifestSha256"], exported_sha.as_str());
+    assert_eq!(std::fs::read(out.join("MANIFEST.json")).unwrap(), manifest);
+    // The bundle's checkpoint root, as the gateway signed it, is the archive's at that size.
+    let note = std::fs::read_to_string(exported.join("audit/checkpoint.note")).unwrap();
+    let mut lines = note.lines();
+    let (_, size, root) = (lines.next(), lines.next().unwrap(), lines.next().unwrap());
+    assert_eq!(got["evidence"]["checkpointSize"].to_string(), size);
+    assert_eq!(got["evidence"]["checkpointRoot"], root);
+    // The archive's root is the gateway's latest checkpoint's.
+    let (latest, _) = gw.checkpoint();
+    let mut lines = latest.lines().skip(1);
+    assert_eq!(got["size"].to_string(), lines.next().unwrap());
+    assert_eq!(got["root"], lines.next().unwrap());
+    // The retrieved bundle verifies as exported.
+    let (code, said, _) = bundle(&[
+        "evidence",
+        "verify",
+        out.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+        "--log-key",
+        &log_vkey,
+        "--witness",
+        &witness_vkey,
+    ]);
+    assert_eq!(code, 0, "{said}");
+
+    // WORM: the same bundle is not archived twice; the archive's copy is read-only.
+    let (code, _, err) = bundle(&[
+        "audit-archive",
+        "add-evidence",
+        "--dir",
+        a,
+        exported.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("never replaced"), "{err}");
+    let held = archive.join("evidence/evidence-finra/audit/entries.jsonl");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&held).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+    // Someone with root edits it anyway: verification finds it.
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&held).unwrap();
+    std::fs::write(&held, text.replacen("write:ledger", "read:ledger", 1)).unwrap();
+    let (code, _, err) = bundle(&["audit-archive", "verify", a]);
+    assert_eq!(code, 1);
+    assert!(err.contains("evidence-finra does not verify"), "{err}");
+}
