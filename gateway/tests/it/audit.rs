@@ -426,6 +426,34 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
     let (status, c) = gw.get("/admin/audit/consistency?from=3");
     assert_eq!((status, c["to"].as_u64()), (200, Some(5)), "{c}");
     assert!(!c["proof"].as_array().unwrap().is_empty());
+
+    // At a chosen signed size (a cosigned one, say), not only the latest.
+    gw.check(&token, "read:x");
+    gw.post("/admin/audit/checkpoint", json!({}));
+    let latest = gw.get_text(&format!("/admin/audit/proof?id={id}"));
+    assert!(
+        latest.contains("\n6\n"),
+        "the latest checkpoint has 6 entries: {latest}"
+    );
+    let at5 = gw.get_text(&format!("/admin/audit/proof?id={id}&size=5"));
+    assert_eq!(at5, text, "the proof at size 5 is the one given before");
+    let status = |q: &str| {
+        gw.admin(Method::GET, &format!("/admin/audit/proof?id={id}&{q}"))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(
+        status("size=4"),
+        404,
+        "no checkpoint of 4 entries was signed"
+    );
+    let last = entries(&gw, "")[0]["id"].as_str().unwrap().to_owned();
+    let resp = gw
+        .admin(Method::GET, &format!("/admin/audit/proof?id={last}&size=5"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 409, "entry 6 is not in the checkpoint of 5");
 }
 
 #[test]
