@@ -138,22 +138,43 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
             opts.out.display()
         );
     }
-    let src = opts.source;
-    let client = src.client()?;
-    let get_json = |path: &str| -> Result<Value> {
-        src.get(&client, reqwest::Method::GET, path)?
-            .json()
-            .with_context(|| format!("{path} did not answer JSON"))
-    };
+    let staging = staging_dir(opts.out)?;
+    match export_into(opts, profile, from, to, &staging) {
+        Ok(m) => {
+            std::fs::rename(&staging, opts.out)
+                .with_context(|| format!("cannot move the bundle to {}", opts.out.display()))?;
+            meshguard_common::fsx::sync_dir(opts.out.parent().unwrap_or(Path::new(".")))?;
+            Ok(m)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
 
-    // The period's run of entries: from the first entry at or after `from` to the last before `to`.
-    let mut lines: Vec<(Line, String)> = Vec::new();
+/// The period's entries, streamed from the gateway's export into `path`: from the first entry
+/// in the period to the last (those between included, whatever their time: the run must be
+/// contiguous to be proven). Returns (first, last) as (seq, id), and how many are in the period.
+fn fetch_run(
+    src: &Source,
+    client: &reqwest::blocking::Client,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    path: &Path,
+) -> Result<Option<((u64, String), (u64, String), u64)>> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(path.parent().expect("a file in the bundle"))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (mut first, mut last): (Option<(u64, String)>, Option<(u64, String)>) = (None, None);
+    let (mut written, mut kept_end, mut in_period) = (0u64, 0u64, 0u64);
     let mut after = 0u64;
-    let mut in_period = 0u64;
     loop {
         let text = src
             .get(
-                &client,
+                client,
                 reqwest::Method::GET,
                 &format!("/admin/audit/export?after={after}&limit={PAGE}"),
             )?
@@ -163,45 +184,61 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
             n += 1;
             let line: Line = serde_json::from_str(raw).context("an export line is not JSON")?;
             after = line.seq;
-            let ts = line.entry["timestamp"]
+            let inside = line.entry["timestamp"]
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.to_utc());
-            let inside = ts.is_some_and(|t| t >= from && t < to);
+                .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to);
+            if !inside && first.is_none() {
+                continue;
+            }
+            out.write_all(raw.as_bytes())?;
+            out.write_all(b"\n")?;
+            written += raw.len() as u64 + 1;
             if inside {
                 in_period += 1;
-            }
-            if inside || !lines.is_empty() {
-                lines.push((line, raw.to_owned()));
+                let id = line.entry["id"].as_str().unwrap_or_default().to_owned();
+                if first.is_none() {
+                    first = Some((line.seq, id.clone()));
+                }
+                last = Some((line.seq, id));
+                kept_end = written;
             }
         }
         if n == 0 {
             break;
         }
     }
-    // Drop the tail after the last entry in the period.
-    while let Some((l, _)) = lines.last() {
-        let ts = l.entry["timestamp"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.to_utc());
-        if ts.is_some_and(|t| t >= from && t < to) {
-            break;
-        }
-        lines.pop();
-    }
-    let (Some((first, _)), Some((last, _))) = (lines.first(), lines.last()) else {
+    // Entries after the period's last are cut off.
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.set_len(kept_end)?;
+    file.sync_all()?;
+    Ok(first.zip(last).map(|(f, l)| (f, l, in_period)))
+}
+
+fn export_into(
+    opts: &ExportOptions<'_>,
+    profile: &'static profiles::Profile,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+    staging: &Path,
+) -> Result<Manifest> {
+    let src = opts.source;
+    let client = src.client()?;
+    let get_json = |path: &str| -> Result<Value> {
+        src.get(&client, reqwest::Method::GET, path)?
+            .json()
+            .with_context(|| format!("{path} did not answer JSON"))
+    };
+    let entries_path = staging.join("audit/entries.jsonl");
+    let Some(((first_seq, first_id), (last_seq, last_id), in_period)) =
+        fetch_run(src, &client, from, to, &entries_path)?
+    else {
         bail!(
             "the log holds no audit entry from {} to {}; nothing to export",
             opts.from,
             opts.to
         );
     };
-    let (first_seq, last_seq) = (first.seq, last.seq);
-    let (first_id, last_id) = (
-        first.entry["id"].as_str().unwrap_or_default().to_owned(),
-        last.entry["id"].as_str().unwrap_or_default().to_owned(),
-    );
 
     // A checkpoint that covers the run: the latest one enough witnesses cosigned, if the site
     // has witnesses; else a fresh one.
@@ -241,7 +278,7 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
     };
     let (first_proof, note) = proof_of(&first_id)?;
     let (last_proof, _) = proof_of(&last_id)?;
-    let mut cosigned_note = note.clone();
+    let mut cosigned_note = note;
     let mut witnesses = Vec::new();
     for c in cos["cosignatures"].as_array().into_iter().flatten() {
         if c["size"].as_u64() == Some(size) {
@@ -252,130 +289,144 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
         }
     }
 
-    let staging = staging_dir(opts.out)?;
-    let result = (|| -> Result<Manifest> {
-        let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut entries = String::new();
-        for (_, raw) in &lines {
-            entries.push_str(raw);
-            entries.push('\n');
-        }
-        files.insert("audit/entries.jsonl".into(), entries.into_bytes());
-        files.insert("audit/checkpoint.note".into(), cosigned_note.into_bytes());
-        let proof = RangeProof {
-            size,
-            first: first_proof,
-            last: last_proof,
-        };
-        files.insert("audit/range-proof.json".into(), pretty(&proof)?);
-        let changes = get_json("/admin/changes?limit=10000")?;
+    // The other files, small enough to hold; the entries are on disk already.
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert("audit/checkpoint.note".into(), cosigned_note.into_bytes());
+    let proof = RangeProof {
+        size,
+        first: first_proof,
+        last: last_proof,
+    };
+    files.insert("audit/range-proof.json".into(), pretty(&proof)?);
+    let changes = get_json("/admin/changes?limit=10000")?;
+    files.insert(
+        "changes.json".into(),
+        pretty(&in_window(&changes, "changes", from, to))?,
+    );
+    files.insert(
+        "policies/versions.json".into(),
+        pretty(&get_json("/admin/policies/versions")?)?,
+    );
+    files.insert(
+        "alerts/undelivered.json".into(),
+        pretty(&get_json("/admin/alerts/undelivered")?)?,
+    );
+    let license = match src.get(&client, reqwest::Method::GET, "/admin/license") {
+        Ok(r) => r.json::<Value>()?,
+        Err(e) => json!({"licensing": "unavailable", "why": e.to_string()}),
+    };
+    files.insert("license.json".into(), pretty(&license)?);
+    if let Some(t) = opts.transcript {
+        let sig = PathBuf::from(format!("{}.minisig", t.display()));
         files.insert(
-            "changes.json".into(),
-            pretty(&in_window(&changes, "changes", from, to))?,
+            "install/transcript.json".into(),
+            std::fs::read(t).with_context(|| format!("cannot read {}", t.display()))?,
         );
         files.insert(
-            "policies/versions.json".into(),
-            pretty(&get_json("/admin/policies/versions")?)?,
+            "install/transcript.json.minisig".into(),
+            std::fs::read(&sig).with_context(|| {
+                format!("cannot read {}: the transcript's signature", sig.display())
+            })?,
         );
-        files.insert(
-            "alerts/undelivered.json".into(),
-            pretty(&get_json("/admin/alerts/undelivered")?)?,
-        );
-        let license = match src.get(&client, reqwest::Method::GET, "/admin/license") {
-            Ok(r) => r.json::<Value>()?,
-            Err(e) => json!({"licensing": "unavailable", "why": e.to_string()}),
-        };
-        files.insert("license.json".into(), pretty(&license)?);
-        if let Some(t) = opts.transcript {
-            let sig = PathBuf::from(format!("{}.minisig", t.display()));
-            files.insert(
-                "install/transcript.json".into(),
-                std::fs::read(t).with_context(|| format!("cannot read {}", t.display()))?,
-            );
-            files.insert(
-                "install/transcript.json.minisig".into(),
-                std::fs::read(&sig).with_context(|| {
-                    format!("cannot read {}: the transcript's signature", sig.display())
-                })?,
-            );
-        }
-        let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let held: Vec<String> = files.keys().cloned().collect();
-        let controls = control_mapping(profile, &held);
-        files.insert("controls.json".into(), pretty(&controls)?);
-        let oscal = assessment_results(profile, opts.from, opts.to, &created_at, &controls, &files);
-        files.insert("oscal/assessment-results.json".into(), pretty(&oscal)?);
-
-        let mut listed = Vec::new();
-        let mut sums = String::new();
-        for (path, bytes) in &files {
-            let target = staging.join(path);
-            crate::fsx::write_atomic(&target, bytes)?;
-            let sha = hex::encode(Sha256::digest(bytes));
-            sums.push_str(&format!("{sha}  {path}\n"));
-            listed.push(FileEntry {
-                path: path.clone(),
-                sha256: sha,
-                size: bytes.len() as u64,
-            });
-        }
-        crate::fsx::write_atomic(&staging.join("SHA256SUMS"), sums.as_bytes())?;
-        let manifest = Manifest {
-            format: FORMAT.into(),
-            profile: profile.id.into(),
-            from: opts.from.into(),
-            to: opts.to.into(),
-            created_at,
-            origin,
-            log_vkey,
-            checkpoint_size: size,
-            witnesses,
-            first_seq,
-            last_seq,
-            in_period,
-            files: listed,
-        };
-        let bytes = pretty(&manifest)?;
-        let sig = opts.key.sign(
-            &bytes,
-            &format!(
-                "meshguard evidence {} {} {}",
-                profile.id, opts.from, opts.to
-            ),
-        )?;
-        crate::fsx::write_atomic(&staging.join("MANIFEST.json"), &bytes)?;
-        crate::fsx::write_atomic(&staging.join("MANIFEST.json.minisig"), sig.as_bytes())?;
-        // Never hand out a bundle that does not verify.
-        let check = verify(
-            &staging,
-            &VerifyOptions {
-                pubkey: &opts.key.public(),
-                log_vkey: None,
-                witnesses: &[],
-                quorum: 0,
-                transcript_pubkey: None,
-            },
-        )?;
-        if !check.ok {
-            bail!(
-                "the bundle does not verify; nothing was written:\n{}",
-                check.text()
-            );
-        }
-        Ok(manifest)
-    })();
-    match result {
-        Ok(m) => {
-            std::fs::rename(&staging, opts.out)
-                .with_context(|| format!("cannot move the bundle to {}", opts.out.display()))?;
-            meshguard_common::fsx::sync_dir(opts.out.parent().unwrap_or(Path::new(".")))?;
-            Ok(m)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
-        }
     }
+    let mut digests: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    digests.insert(
+        "audit/entries.jsonl".into(),
+        crate::fsx::sha256_file(&entries_path)?,
+    );
+    for (path, bytes) in &files {
+        digests.insert(
+            path.clone(),
+            (hex::encode(Sha256::digest(bytes)), bytes.len() as u64),
+        );
+    }
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let held: Vec<String> = digests.keys().cloned().collect();
+    let controls = control_mapping(profile, &held);
+    let controls_bytes = pretty(&controls)?;
+    digests.insert(
+        "controls.json".into(),
+        (
+            hex::encode(Sha256::digest(&controls_bytes)),
+            controls_bytes.len() as u64,
+        ),
+    );
+    files.insert("controls.json".into(), controls_bytes);
+    let oscal = assessment_results(
+        profile,
+        opts.from,
+        opts.to,
+        &created_at,
+        &controls,
+        &digests,
+    );
+    let oscal_bytes = pretty(&oscal)?;
+    digests.insert(
+        "oscal/assessment-results.json".into(),
+        (
+            hex::encode(Sha256::digest(&oscal_bytes)),
+            oscal_bytes.len() as u64,
+        ),
+    );
+    files.insert("oscal/assessment-results.json".into(), oscal_bytes);
+
+    for (path, bytes) in &files {
+        crate::fsx::write_atomic(&staging.join(path), bytes)?;
+    }
+    let mut sums = String::new();
+    let mut listed = Vec::new();
+    for (path, (sha, size)) in &digests {
+        sums.push_str(&format!("{sha}  {path}\n"));
+        listed.push(FileEntry {
+            path: path.clone(),
+            sha256: sha.clone(),
+            size: *size,
+        });
+    }
+    crate::fsx::write_atomic(&staging.join("SHA256SUMS"), sums.as_bytes())?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        profile: profile.id.into(),
+        from: opts.from.into(),
+        to: opts.to.into(),
+        created_at,
+        origin,
+        log_vkey,
+        checkpoint_size: size,
+        witnesses,
+        first_seq,
+        last_seq,
+        in_period,
+        files: listed,
+    };
+    let bytes = pretty(&manifest)?;
+    let sig = opts.key.sign(
+        &bytes,
+        &format!(
+            "meshguard evidence {} {} {}",
+            profile.id, opts.from, opts.to
+        ),
+    )?;
+    crate::fsx::write_atomic(&staging.join("MANIFEST.json"), &bytes)?;
+    crate::fsx::write_atomic(&staging.join("MANIFEST.json.minisig"), sig.as_bytes())?;
+    // Never hand out a bundle that does not verify.
+    let check = verify(
+        staging,
+        &VerifyOptions {
+            pubkey: &opts.key.public(),
+            log_vkey: None,
+            witnesses: &[],
+            quorum: 0,
+            transcript_pubkey: None,
+        },
+    )?;
+    if !check.ok {
+        bail!(
+            "the bundle does not verify; nothing was written:\n{}",
+            check.text()
+        );
+    }
+    Ok(manifest)
 }
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {
@@ -501,7 +552,7 @@ fn assessment_results(
     to: &str,
     created_at: &str,
     controls: &Value,
-    files: &BTreeMap<String, Vec<u8>>,
+    digests: &BTreeMap<String, (String, u64)>,
 ) -> Value {
     let seed = [profile.id, from, to, created_at];
     let mut observations = Vec::new();
@@ -516,10 +567,10 @@ fn assessment_results(
                 .files()
                 .iter()
                 .filter_map(|f| {
-                    let bytes = files.get(*f)?;
+                    let (sha, _) = digests.get(*f)?;
                     Some(json!({
                         "href": f,
-                        "description": format!("{} (sha256 {})", a.name(), hex::encode(Sha256::digest(bytes))),
+                        "description": format!("{} (sha256 {sha})", a.name()),
                     }))
                 })
                 .collect();
@@ -891,13 +942,21 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
 
     let read = |p: &str| std::fs::read(dir.join(p)).unwrap_or_default();
     // Entries: each chain hash, and the leaves of the run.
-    let entries = String::from_utf8(read("audit/entries.jsonl")).unwrap_or_default();
+    let entries: Box<dyn std::io::BufRead> =
+        match std::fs::File::open(dir.join("audit/entries.jsonl")) {
+            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+            Err(_) => Box::new(std::io::empty()),
+        };
     let mut leaves = Vec::new();
     let mut heads: BTreeMap<String, String> = BTreeMap::new();
     let mut chain_problem = None;
     let mut expected = manifest.first_seq;
-    for raw in entries.lines() {
-        let line: Line = match serde_json::from_str(raw) {
+    for raw in std::io::BufRead::lines(entries) {
+        let Ok(raw) = raw else {
+            chain_problem.get_or_insert("audit/entries.jsonl is not UTF-8 text".to_owned());
+            break;
+        };
+        let line: Line = match serde_json::from_str(&raw) {
             Ok(l) => l,
             Err(e) => {
                 chain_problem.get_or_insert(format!("a line is not an export line: {e}"));
