@@ -33,6 +33,8 @@ pub(crate) struct AlertConfig {
     pub(crate) backoff: Duration,
     /// The site CA bundle (`CA_BUNDLE_FILE`), for webhooks behind a private CA.
     pub(crate) extra_roots: Vec<reqwest::Certificate>,
+    /// The audit log's redaction profile, applied to alerts too (`AUDIT_REDACTION`).
+    pub(crate) redaction: crate::redaction::Redaction,
 }
 
 /// One alert, as delivered to webhooks.
@@ -89,6 +91,7 @@ impl Alert {
 #[derive(Debug, Clone)]
 pub(crate) struct Alerts {
     tx: mpsc::Sender<Alert>,
+    redaction: crate::redaction::Redaction,
 }
 
 fn trigger_str(t: Trigger) -> &'static str {
@@ -112,12 +115,16 @@ fn severity_str(s: Severity) -> &'static str {
 impl Alerts {
     pub(crate) fn start(config: AlertConfig, store: Arc<dyn Store>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
+        let redaction = config.redaction;
         tokio::spawn(dispatch(config, store, rx));
-        Self { tx }
+        Self { tx, redaction }
     }
 
     /// Queues an alert; never waits. A full queue drops it with a warning.
-    pub(crate) fn raise(&self, alert: Alert) {
+    pub(crate) fn raise(&self, mut alert: Alert) {
+        self.redaction.apply(&mut alert.entry);
+        self.redaction.text(&mut alert.title);
+        self.redaction.text(&mut alert.message);
         if let Err(e) = self.tx.try_send(alert) {
             tracing::warn!(error = %e, "alert queue full; alert dropped");
         }

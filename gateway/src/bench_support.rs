@@ -69,6 +69,7 @@ pub fn audit_rows(dir: &std::path::Path, rows: usize, concurrency: usize) -> (Du
         origin: "bench.example/meshguard-audit".to_owned(),
         checkpoint_every: 1_000_000,
         checkpoint_interval: Duration::from_secs(3600),
+        redaction: crate::redaction::Redaction::None,
     })
     .expect("the bench audit log opens");
     let runtime = tokio::runtime::Builder::new_multi_thread()

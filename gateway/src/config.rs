@@ -171,6 +171,16 @@ pub struct Args {
     #[arg(long, env = "REGION")]
     pub region: Option<String>,
 
+    /// A redaction profile applied to every audit entry and alert before it is written or
+    /// sent: none, or hipaa (the agent's payload as metadata only, ePHI identifiers redacted).
+    #[arg(long, env = "AUDIT_REDACTION", default_value = "none")]
+    pub audit_redaction: String,
+
+    /// Policy changes need `X-MeshGuard-Approver` and `X-MeshGuard-Change-Ticket` (supervisory
+    /// approval, as FINRA Rule 3110 asks); changes without them are refused.
+    #[arg(long, env = "CHANGE_APPROVAL_REQUIRED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub change_approval_required: bool,
+
     /// Send every audit entry and alert to a SIEM as RFC 5424 syslog: `tcp://host:port`
     /// (RFC 6587 octet counting) or `tls://host:port` (RFC 5425). Off when unset.
     #[arg(long, env = "SIEM_SYSLOG_URL")]
@@ -423,6 +433,8 @@ pub struct Config {
     pub deployment_mode: Option<meshguard_license::DeploymentMode>,
     pub region: Option<String>,
     pub license_check_interval: Duration,
+    pub(crate) audit_redaction: crate::redaction::Redaction,
+    pub change_approval_required: bool,
     /// SIEM egress (`SIEM_SYSLOG_URL`), when on.
     pub(crate) siem: Option<crate::siem::SiemConfig>,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
@@ -491,7 +503,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Tls(String),
     #[error("{0}")]
-    Siem(String),
+    Setting(String),
     #[error("MODE (--mode) is {value:?}; use enforce, audit or bypass")]
     Mode { value: String },
 }
@@ -635,7 +647,10 @@ impl Args {
             }
             None => None,
         };
+        let audit_redaction = crate::redaction::Redaction::parse(&self.audit_redaction)
+            .map_err(ConfigError::Setting)?;
         let alerts = crate::alerts::AlertConfig {
+            redaction: audit_redaction,
             extra_roots: extra_roots.clone(),
             on,
             webhook_url: self.alert_webhook_url.filter(|u| !u.is_empty()),
@@ -669,7 +684,7 @@ impl Args {
                         audit_origin.split('/').next().unwrap_or_default(),
                         &self.siem_sd_id,
                     )
-                    .map_err(ConfigError::Siem)?,
+                    .map_err(ConfigError::Setting)?,
                 )
             }
             None => None,
@@ -712,6 +727,8 @@ impl Args {
                 .collect(),
             alerts,
             siem,
+            audit_redaction,
+            change_approval_required: self.change_approval_required,
             audit_witnesses,
             audit_witness_quorum,
             license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),

@@ -23,6 +23,7 @@ mod metrics;
 mod pkcs11;
 mod policy;
 mod policy_files;
+mod redaction;
 mod refusals;
 mod routes;
 mod sidecar;
@@ -101,6 +102,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         origin: config.audit_origin.clone(),
         checkpoint_every: config.audit_checkpoint_every,
         checkpoint_interval: config.audit_checkpoint_interval,
+        redaction: config.audit_redaction,
     })?;
     let audit = if record_decisions {
         audit

@@ -882,3 +882,252 @@ fn archive_retrieval_returns_the_root_hash_and_bundle_manifest_that_were_exporte
     assert_eq!(code, 1);
     assert!(err.contains("evidence-finra does not verify"), "{err}");
 }
+
+/// A new exporter key pair in `dir`: (secret, public).
+fn exporter_key(dir: &Path) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (secret, public) = (dir.join("evidence.key"), dir.join("evidence.pub"));
+    let (code, _, err) = bundle(&[
+        "keys",
+        "generate",
+        "--secret",
+        secret.to_str().unwrap(),
+        "--public",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    (secret, public)
+}
+
+/// `evidence export` of `profile` for today's window into `out`.
+fn export(gw: &Gateway, profile: &str, out: &Path, secret: &Path) -> (i32, String, String) {
+    let (from, to) = today_window();
+    bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        profile,
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ])
+}
+
+/// ePHI sent by an agent: an SSN in the action, a patient's name and an MRN in the context.
+fn ephi_decisions(gw: &Gateway) {
+    let (s, body) = gw.admin(
+        reqwest::Method::POST,
+        "/admin/policies",
+        Some(json!({"name": "reads", "content": POLICY})),
+    );
+    assert_eq!(s, 201, "{body}");
+    let token = gw.agent("ehr-bot", "verified");
+    let r = gw
+        .http
+        .post(format!("{}/api/v1/governance/batch", gw.url))
+        .bearer_auth(&token)
+        .json(&json!({"actions": [
+            {"action": "read:patients/078-05-1120", "context": {"patient": "Jane Q. Public", "note": "MRN: 0048213"}},
+            {"action": "write:patients/078-05-1120", "resource": "ehr/jane.public@clinic.example"},
+        ]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+}
+
+/// HIPAA: with AUDIT_REDACTION=hipaa nothing an agent sends reaches the log, the SIEM or the
+/// evidence as ePHI, and the bundle says so; without it the HIPAA export is refused, naming the
+/// entry, and writes nothing.
+#[test]
+fn hipaa_redaction_keeps_ephi_out_of_the_log_the_siem_and_the_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let rs = Rsyslog::start(&p.join("rsyslog"), false);
+    let gw = gateway(
+        &p.join("gw"),
+        &format!("tcp://127.0.0.1:{}", rs.port),
+        &[("AUDIT_REDACTION", "hipaa".into())],
+    );
+    ephi_decisions(&gw);
+    let audit = gw.get("/admin/audit?limit=100").to_string();
+    for secret in ["078-05-1120", "Jane", "0048213", "jane.public"] {
+        assert!(
+            !audit.contains(secret),
+            "{secret} in the audit trail: {audit}"
+        );
+    }
+    assert!(audit.contains("read:patients/[REDACTED:ssn]"), "{audit}");
+    wait_for("the redacted entries in rsyslog", || {
+        rs.lines()
+            .iter()
+            .any(|l| l.contains("write:patients/[REDACTED:ssn]"))
+    });
+    let siem = rs.lines().join("\n");
+    assert!(
+        !siem.contains("078-05-1120") && !siem.contains("Jane"),
+        "{siem}"
+    );
+
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let out = p.join("hipaa");
+    let (code, _, err) = export(&gw, "hipaa", &out, &secret);
+    assert_eq!(code, 0, "{err}");
+    let (code, said, _) = bundle(&[
+        "evidence",
+        "verify",
+        out.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("PASS ePHI: no recognisable ePHI identifier"),
+        "{said}"
+    );
+    assert!(
+        said.contains("CONTROL 164.502(b) (hipaa-164.502.b): satisfied"),
+        "{said}"
+    );
+    let (ok, text) = trestle_validates(
+        &out.join("oscal/assessment-results.json"),
+        "assessment-results",
+    );
+    assert!(ok, "{text}");
+
+    // The same decisions on a gateway without the profile: the export refuses to write ePHI.
+    let plain = gateway(
+        &p.join("plain"),
+        &format!("tcp://127.0.0.1:{}", rs.port),
+        &[],
+    );
+    ephi_decisions(&plain);
+    let out = p.join("hipaa-plain");
+    let (code, _, err) = export(&plain, "hipaa", &out, &secret);
+    assert_eq!(code, 1);
+    assert!(err.contains("FAIL ePHI") && err.contains("ssn"), "{err}");
+    assert!(
+        !err.contains("078-05-1120"),
+        "the error must not repeat the identifier: {err}"
+    );
+    assert!(!out.exists());
+}
+
+/// FINRA: with CHANGE_APPROVAL_REQUIRED a policy change without approver and ticket is refused
+/// (428) and changes nothing; the bundle's Rule 3110 finding is satisfied. Where changes went
+/// through unapproved, the finding says which, in controls.json, the OSCAL and the transcript.
+#[test]
+fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let rs = Rsyslog::start(&p.join("rsyslog"), false);
+    let url = format!("tcp://127.0.0.1:{}", rs.port);
+    let gw = gateway(
+        &p.join("gw"),
+        &url,
+        &[("CHANGE_APPROVAL_REQUIRED", "true".into())],
+    );
+    let policy = json!({"name": "reads", "content": POLICY});
+    let (s, body) = gw.admin(
+        reqwest::Method::POST,
+        "/admin/policies",
+        Some(policy.clone()),
+    );
+    assert_eq!(s, 428, "{body}");
+    assert!(
+        body.contains("X-MeshGuard-Approver and X-MeshGuard-Change-Ticket"),
+        "{body}"
+    );
+    assert_eq!(
+        gw.get("/admin/policies")["policies"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let r = gw
+        .http
+        .post(format!("{}/admin/policies", gw.url))
+        .header("X-Admin-Token", support::ADMIN)
+        .header("X-MeshGuard-Approver", "supervisor@firm.example")
+        .header("X-MeshGuard-Change-Ticket", "CHG-1042")
+        .json(&policy)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let token = gw.agent("trader-bot", "verified");
+    assert_eq!(gw.check(&token, "write:orders"), 403);
+
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let verify = |dir: &Path| {
+        bundle(&[
+            "evidence",
+            "verify",
+            dir.to_str().unwrap(),
+            "--pubkey",
+            public.to_str().unwrap(),
+        ])
+    };
+    let out = p.join("finra");
+    let (code, _, err) = export(&gw, "finra", &out, &secret);
+    assert_eq!(code, 0, "{err}");
+    let (code, said, _) = verify(&out);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("CONTROL Rule 3110 (finra-3110): satisfied"),
+        "{said}"
+    );
+
+    // Elsewhere, a change went through with no approval.
+    let lax = gateway(&p.join("lax"), &url, &[]);
+    let (s, body) = lax.admin(reqwest::Method::POST, "/admin/policies", Some(policy));
+    assert_eq!(s, 201, "{body}");
+    let token = lax.agent("trader-bot", "verified");
+    assert_eq!(lax.check(&token, "write:orders"), 403);
+    let out = p.join("finra-lax");
+    let (code, _, err) = export(&lax, "finra", &out, &secret);
+    assert_eq!(
+        code, 0,
+        "the bundle is authentic; the finding is what fails: {err}"
+    );
+    let (code, said, _) = verify(&out);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("CONTROL Rule 3110 (finra-3110): NOT SATISFIED: 1 of 1 policy changes lack an approver or a change ticket"),
+        "{said}"
+    );
+    let oscal: Value =
+        serde_json::from_slice(&std::fs::read(out.join("oscal/assessment-results.json")).unwrap())
+            .unwrap();
+    let finding = oscal["assessment-results"]["results"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["target"]["target-id"] == "finra-3110_obj")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        finding["target"]["status"]["state"], "not-satisfied",
+        "{finding}"
+    );
+
+    // An exporter who marks it satisfied anyway is caught by the verifier.
+    let controls_path = out.join("controls.json");
+    let text = std::fs::read_to_string(&controls_path).unwrap();
+    std::fs::write(
+        &controls_path,
+        text.replace("\"satisfied\": false", "\"satisfied\": true"),
+    )
+    .unwrap();
+    let (code, said, _) = verify(&out);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("FAIL control mapping: controls.json does not say what the bundle shows"),
+        "{said}"
+    );
+}

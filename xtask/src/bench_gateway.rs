@@ -26,7 +26,7 @@ pub(crate) struct BenchGatewayArgs {
     rounds: u32,
 }
 
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -35,7 +35,7 @@ impl Drop for Killed {
     }
 }
 
-fn listening(child: &mut Child) -> anyhow::Result<String> {
+pub(crate) fn listening(child: &mut Child) -> anyhow::Result<String> {
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     loop {
         match lines.next() {

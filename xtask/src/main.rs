@@ -6,6 +6,7 @@
 //! - `images`: the product's OCI images from the workspace's binaries.
 
 mod bench;
+mod bench_evidence;
 mod bench_gateway;
 mod bench_install;
 mod bench_media;
@@ -57,6 +58,9 @@ enum Cmd {
     /// Time a fresh site install from media (`meshguard-bundle install`) under `unshare -n`,
     /// per step.
     BenchInstall(bench_install::BenchInstallArgs),
+    /// Benchmark evidence export and verify of a bundle of a million decisions (time, peak
+    /// memory) against sha256sum -c over the same bundle, release builds.
+    BenchEvidence(bench_evidence::BenchEvidenceArgs),
     /// Benchmark meshguard-bundle verify, pack and import on about 2 GiB of image blobs against
     /// sha256sum/openssl, tar|zstd and skopeo, in one run.
     BenchMedia(bench_media::BenchMediaArgs),
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::BenchGateway(args) => bench_gateway::run(args),
         Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::BenchInstall(args) => bench_install::run(args),
+        Cmd::BenchEvidence(args) => bench_evidence::run(args),
         Cmd::ProviderMirror { out, release } => {
             build_binaries(release).and_then(|bins| provider_mirror(&bins, &root().join(out)))
         }

@@ -153,6 +153,11 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
     }
 }
 
+/// (seq, id) of an entry.
+type Entry = (u64, String);
+/// The first and last entry of a run, and how many of its entries are in the period.
+type Run = (Entry, Entry, u64);
+
 /// The period's entries, streamed from the gateway's export into `path`: from the first entry
 /// in the period to the last (those between included, whatever their time: the run must be
 /// contiguous to be proven). Returns (first, last) as (seq, id), and how many are in the period.
@@ -162,13 +167,13 @@ fn fetch_run(
     from: chrono::DateTime<chrono::Utc>,
     to: chrono::DateTime<chrono::Utc>,
     path: &Path,
-) -> Result<Option<((u64, String), (u64, String), u64)>> {
+) -> Result<Option<Run>> {
     use std::io::Write as _;
     std::fs::create_dir_all(path.parent().expect("a file in the bundle"))?;
     let file =
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (mut first, mut last): (Option<(u64, String)>, Option<(u64, String)>) = (None, None);
+    let (mut first, mut last): (Option<Entry>, Option<Entry>) = (None, None);
     let (mut written, mut kept_end, mut in_period) = (0u64, 0u64, 0u64);
     let mut after = 0u64;
     loop {
@@ -316,6 +321,7 @@ fn export_into(
         Err(e) => json!({"licensing": "unavailable", "why": e.to_string()}),
     };
     files.insert("license.json".into(), pretty(&license)?);
+    files.insert("gateway.json".into(), pretty(&get_json("/admin/info")?)?);
     if let Some(t) = opts.transcript {
         let sig = PathBuf::from(format!("{}.minisig", t.display()));
         files.insert(
@@ -342,7 +348,21 @@ fn export_into(
     }
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let held: Vec<String> = digests.keys().cloned().collect();
-    let controls = control_mapping(profile, &held);
+    let mut facts = Facts::new(&origin, profile);
+    {
+        use std::io::BufRead as _;
+        let f = std::fs::File::open(&entries_path)?;
+        for raw in std::io::BufReader::with_capacity(1 << 20, f).lines() {
+            let line: Line = serde_json::from_str(&raw?)?;
+            let body = serde_json::to_string(&line.entry)?;
+            facts.entry(line.seq, &line.source, &body, &line.entry);
+        }
+    }
+    facts.finish(
+        &serde_json::from_slice(&files["changes.json"])?,
+        &serde_json::from_slice(&files["gateway.json"])?,
+    );
+    let controls = control_mapping(profile, &held, &facts);
     let controls_bytes = pretty(&controls)?;
     digests.insert(
         "controls.json".into(),
@@ -492,9 +512,118 @@ fn parse_tlog_proof(text: &str) -> Result<(Inclusion, String)> {
     Ok((Inclusion { index, hashes }, rest.to_owned()))
 }
 
-/// `controls.json`: for each control of the profile, the artifacts that evidence it, and whether
-/// the bundle holds them.
-fn control_mapping(profile: &profiles::Profile, held: &[String]) -> Value {
+/// What the bundle's data shows, for the controls' requirements.
+#[derive(Debug, Default)]
+struct Facts {
+    origin: String,
+    /// Scan every entry for ePHI identifiers (the HIPAA profile).
+    scan_ephi: bool,
+    entries: u64,
+    /// This log's own entries written without the HIPAA redaction profile.
+    unredacted: u64,
+    /// (seq, kind) of the first entries holding a recognisable ePHI identifier.
+    ephi: Vec<(u64, &'static str)>,
+    ephi_total: u64,
+    changes: u64,
+    /// Policy changes without approver or ticket.
+    unapproved: Vec<String>,
+    region: Option<String>,
+    egress_regions: Vec<String>,
+}
+
+impl Facts {
+    fn new(origin: &str, profile: &profiles::Profile) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            scan_ephi: profile
+                .controls
+                .iter()
+                .any(|c| c.requires.contains(&profiles::Requirement::EntriesRedacted)),
+            ..Self::default()
+        }
+    }
+
+    fn entry(&mut self, seq: u64, source: &str, body: &str, entry: &Value) {
+        self.entries += 1;
+        if !self.scan_ephi {
+            return;
+        }
+        if source == self.origin && entry["meta"]["redaction"] != meshguard_common::ephi::PROFILE {
+            self.unredacted += 1;
+        }
+        if let Some(kind) = meshguard_common::ephi::scan(body) {
+            self.ephi_total += 1;
+            if self.ephi.len() < 10 {
+                self.ephi.push((seq, kind));
+            }
+        }
+    }
+
+    fn finish(&mut self, changes: &Value, gateway: &Value) {
+        for c in changes["changes"].as_array().into_iter().flatten() {
+            if c["kind"] != "policy" {
+                continue;
+            }
+            self.changes += 1;
+            let named = |k: &str| c[k].as_str().is_some_and(|v| !v.is_empty());
+            if !named("approver") || !named("changeTicket") {
+                self.unapproved
+                    .push(c["id"].as_str().unwrap_or("?").to_owned());
+            }
+        }
+        self.region = gateway["region"].as_str().map(str::to_owned);
+        self.egress_regions = gateway["egressRegions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect();
+    }
+
+    /// Why `req` is not met, or None when it is.
+    fn unmet(&self, req: profiles::Requirement) -> Option<String> {
+        use profiles::Requirement::*;
+        match req {
+            EntriesRedacted if self.ephi_total > 0 => Some(format!(
+                "{} entries hold ePHI identifiers (first: {})",
+                self.ephi_total,
+                self.ephi
+                    .iter()
+                    .map(|(seq, kind)| format!("seq {seq} {kind}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            EntriesRedacted if self.unredacted > 0 => Some(format!(
+                "{} of {} entries were written without the HIPAA redaction profile (AUDIT_REDACTION=hipaa)",
+                self.unredacted, self.entries
+            )),
+            ChangesApproved if !self.unapproved.is_empty() => Some(format!(
+                "{} of {} policy changes lack an approver or a change ticket: {}",
+                self.unapproved.len(),
+                self.changes,
+                self.unapproved.join(", ")
+            )),
+            RegionPinned if self.region.is_none() || self.egress_regions.is_empty() => {
+                Some(format!(
+                    "the gateway is {} and its egress {} (set REGION and EGRESS_REGIONS)",
+                    self.region
+                        .as_deref()
+                        .map_or("not pinned to a region".to_owned(), |r| format!("in {r}")),
+                    if self.egress_regions.is_empty() {
+                        "is not pinned to regions".to_owned()
+                    } else {
+                        format!("to {}", self.egress_regions.join(", "))
+                    }
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `controls.json`: for each control of the profile, the artifacts that evidence it, whether the
+/// bundle holds them and what the data shows of its requirements.
+fn control_mapping(profile: &profiles::Profile, held: &[String], facts: &Facts) -> Value {
     let controls: Vec<Value> = profile
         .controls
         .iter()
@@ -507,10 +636,19 @@ fn control_mapping(profile: &profiles::Profile, held: &[String]) -> Value {
                     json!({"artifact": a.name(), "files": a.files(), "present": present})
                 })
                 .collect();
-            let satisfied = artifacts.iter().all(|a| a["present"] == true);
+            let requirements: Vec<Value> = c
+                .requires
+                .iter()
+                .map(|r| match facts.unmet(*r) {
+                    None => json!({"requirement": r.name(), "met": true}),
+                    Some(why) => json!({"requirement": r.name(), "met": false, "why": why}),
+                })
+                .collect();
+            let satisfied = artifacts.iter().all(|a| a["present"] == true)
+                && requirements.iter().all(|r| r["met"] == true);
             json!({
                 "controlId": c.id, "label": c.label, "title": c.title,
-                "evidence": artifacts, "satisfied": satisfied,
+                "evidence": artifacts, "requirements": requirements, "satisfied": satisfied,
             })
         })
         .collect();
@@ -603,10 +741,17 @@ fn assessment_results(
                 "uuid": uuid(&[&seed[..], &["finding", control.id]].concat()),
                 "title": format!("{} {}", control.label, control.title),
                 "description": format!(
-                    "{} {}: evidenced by {}.",
+                    "{} {}: evidenced by {}.{}",
                     control.label,
                     control.title,
-                    control.evidence.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+                    control.evidence.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
+                    c["requirements"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|r| r["why"].as_str())
+                        .map(|w| format!(" Not met: {w}."))
+                        .collect::<String>()
                 ),
                 "target": {
                     "type": "objective-id",
@@ -776,6 +921,17 @@ pub struct Verified {
     pub checks: Vec<Check>,
     /// What the verified entries decided: the denials one by one.
     pub decisions: Decisions,
+    /// Each control of the profile, as the bundle's data shows it.
+    pub controls: Vec<ControlStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlStatus {
+    pub id: String,
+    pub label: String,
+    pub satisfied: bool,
+    /// What is missing or not met, when not satisfied.
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -832,6 +988,16 @@ impl Verified {
                 d.denials.len() - DENIALS_IN_TEXT
             ));
         }
+        for c in &self.controls {
+            if c.satisfied {
+                out.push_str(&format!("CONTROL {} ({}): satisfied\n", c.label, c.id));
+            } else {
+                out.push_str(&format!(
+                    "CONTROL {} ({}): NOT SATISFIED: {}\n",
+                    c.label, c.id, c.why
+                ));
+            }
+        }
         for c in &self.checks {
             out.push_str(&format!(
                 "{} {}: {}\n",
@@ -873,6 +1039,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         manifest: None,
         checks: Vec::new(),
         decisions: Decisions::default(),
+        controls: Vec::new(),
     };
     let bytes = std::fs::read(dir.join("MANIFEST.json")).with_context(|| {
         format!(
@@ -951,6 +1118,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     let mut heads: BTreeMap<String, String> = BTreeMap::new();
     let mut chain_problem = None;
     let mut expected = manifest.first_seq;
+    let mut facts = profiles::find(&manifest.profile)
+        .map(|p| Facts::new(&manifest.origin, p))
+        .unwrap_or_default();
     for raw in std::io::BufRead::lines(entries) {
         let Ok(raw) = raw else {
             chain_problem.get_or_insert("audit/entries.jsonl is not UTF-8 text".to_owned());
@@ -990,8 +1160,18 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         }
         heads.insert(line.source.clone(), line.hash.clone());
         leaves.push(leaf_hash(body.as_bytes()));
+        facts.entry(line.seq, &line.source, &body, &line.entry);
         let e = &line.entry;
-        let text = |k: &str| e[k].as_str().unwrap_or("-").to_owned();
+        let scan = facts.scan_ephi;
+        // Under a profile that keeps ePHI out, the transcript does not repeat any that got in.
+        let text = |k: &str| {
+            let v = e[k].as_str().unwrap_or("-");
+            if scan {
+                meshguard_common::ephi::redact(v).into_owned()
+            } else {
+                v.to_owned()
+            }
+        };
         match e["decision"].as_str() {
             Some("deny") => {
                 out.decisions.denied += 1;
@@ -1165,44 +1345,102 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         },
     );
 
-    // The control mapping names only what the bundle holds.
+    // The control mapping says what the bundle's data shows, and so do the OSCAL findings.
+    facts.finish(
+        &serde_json::from_slice(&read("changes.json")).unwrap_or(Value::Null),
+        &serde_json::from_slice(&read("gateway.json")).unwrap_or(Value::Null),
+    );
     let controls: Value = serde_json::from_slice(&read("controls.json")).unwrap_or(Value::Null);
-    let mut unmet = Vec::new();
-    let mut count = 0;
-    for c in controls["controls"].as_array().into_iter().flatten() {
-        count += 1;
-        for a in c["evidence"].as_array().into_iter().flatten() {
-            for f in a["files"].as_array().into_iter().flatten() {
-                let f = f.as_str().unwrap_or_default();
-                if !listed.contains(&f) {
-                    unmet.push(format!(
-                        "{} ({} lacks {f})",
-                        c["label"].as_str().unwrap_or("?"),
-                        a["artifact"].as_str().unwrap_or("?")
+    let oscal: Value =
+        serde_json::from_slice(&read("oscal/assessment-results.json")).unwrap_or(Value::Null);
+    let mapping = match profiles::find(&manifest.profile) {
+        Err(e) => Err(e),
+        Ok(profile) => {
+            let held: Vec<String> = listed.iter().map(|f| (*f).to_owned()).collect();
+            let expected = control_mapping(profile, &held, &facts);
+            let mut problems = Vec::new();
+            if controls != expected {
+                problems.push(format!(
+                    "controls.json does not say what the bundle shows for {}",
+                    manifest.profile
+                ));
+            }
+            let findings = oscal["assessment-results"]["results"][0]["findings"].as_array();
+            for c in expected["controls"].as_array().into_iter().flatten() {
+                let id = c["controlId"].as_str().unwrap_or_default();
+                let satisfied = c["satisfied"] == true;
+                let state = findings.into_iter().flatten().find_map(|f| {
+                    (f["target"]["target-id"] == format!("{id}_obj"))
+                        .then(|| f["target"]["status"]["state"].as_str().unwrap_or_default())
+                });
+                let want = if satisfied {
+                    "satisfied"
+                } else {
+                    "not-satisfied"
+                };
+                if state != Some(want) {
+                    problems.push(format!(
+                        "the OSCAL finding for {id} says {}, the bundle shows {want}",
+                        state.unwrap_or("nothing")
                     ));
                 }
+                let why: Vec<String> = c["evidence"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| a["present"] != true)
+                    .map(|a| format!("no {}", a["artifact"].as_str().unwrap_or("?")))
+                    .chain(
+                        c["requirements"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|r| r["why"].as_str().map(str::to_owned)),
+                    )
+                    .collect();
+                out.controls.push(ControlStatus {
+                    id: id.to_owned(),
+                    label: c["label"].as_str().unwrap_or_default().to_owned(),
+                    satisfied,
+                    why: why.join("; "),
+                });
+            }
+            if problems.is_empty() {
+                let met = out.controls.iter().filter(|c| c.satisfied).count();
+                Ok(format!(
+                    "{} controls of {}: {met} satisfied, {} not; controls.json and the OSCAL findings say the same",
+                    out.controls.len(),
+                    manifest.profile,
+                    out.controls.len() - met
+                ))
+            } else {
+                Err(problems.join("; "))
             }
         }
+    };
+    add("control mapping", mapping);
+    if facts.scan_ephi {
+        add(
+            "ePHI",
+            if facts.ephi_total == 0 {
+                Ok(format!(
+                    "no recognisable ePHI identifier in {} entries",
+                    facts.entries
+                ))
+            } else {
+                Err(format!(
+                    "{} entries hold ePHI identifiers (first: {}); this bundle must not leave the covered entity",
+                    facts.ephi_total,
+                    facts
+                        .ephi
+                        .iter()
+                        .map(|(seq, kind)| format!("seq {seq} {kind}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            },
+        );
     }
-    add(
-        "control mapping",
-        if controls["profile"] != manifest.profile.as_str() {
-            Err(format!(
-                "controls.json is not for profile {}",
-                manifest.profile
-            ))
-        } else if unmet.is_empty() {
-            Ok(format!(
-                "{count} controls of {}, each with its evidence in the bundle",
-                manifest.profile
-            ))
-        } else {
-            Err(format!(
-                "controls without their evidence: {}",
-                unmet.join(", ")
-            ))
-        },
-    );
 
     if listed.contains(&"install/transcript.json") {
         let t = read("install/transcript.json");

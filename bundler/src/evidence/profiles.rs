@@ -21,6 +21,34 @@ pub enum Artifact {
     License,
     /// `install/transcript.*`: the signed installation transcript of the site.
     InstallTranscript,
+    /// `gateway.json`: the gateway's settings that bear on compliance (redaction, approval,
+    /// region pinning, witnesses, SIEM).
+    Settings,
+}
+
+/// What a control asks of the data, beyond its evidence being present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Every entry of this log was written under the HIPAA redaction profile, and none holds a
+    /// recognisable ePHI identifier.
+    EntriesRedacted,
+    /// Every policy change of the period names its approver and its change ticket.
+    ChangesApproved,
+    /// The gateway is pinned to a region and its egress proxy to regions (transfers elsewhere
+    /// are refused).
+    RegionPinned,
+}
+
+impl Requirement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EntriesRedacted => {
+                "entries written under the HIPAA redaction profile, no ePHI identifier"
+            }
+            Self::ChangesApproved => "every policy change approved, with a change ticket",
+            Self::RegionPinned => "gateway and egress pinned to regions",
+        }
+    }
 }
 
 impl Artifact {
@@ -33,6 +61,7 @@ impl Artifact {
             Self::Alerts => "alert deliveries",
             Self::License => "license state",
             Self::InstallTranscript => "installation transcript",
+            Self::Settings => "gateway settings",
         }
     }
 
@@ -48,6 +77,7 @@ impl Artifact {
             Self::InstallTranscript => {
                 &["install/transcript.json", "install/transcript.json.minisig"]
             }
+            Self::Settings => &["gateway.json"],
         }
     }
 }
@@ -58,6 +88,7 @@ pub struct Control {
     pub label: &'static str,
     pub title: &'static str,
     pub evidence: &'static [Artifact],
+    pub requires: &'static [Requirement],
 }
 
 #[derive(Debug)]
@@ -80,8 +111,28 @@ const fn c(
         label,
         title,
         evidence,
+        requires: &[],
     }
 }
+
+/// A control that also asks `requires` of the data.
+const fn r(
+    id: &'static str,
+    label: &'static str,
+    title: &'static str,
+    evidence: &'static [Artifact],
+    requires: &'static [Requirement],
+) -> Control {
+    Control {
+        id,
+        label,
+        title,
+        evidence,
+        requires,
+    }
+}
+
+use Requirement::*;
 
 pub const PROFILES: &[Profile] = &[
     Profile {
@@ -106,6 +157,13 @@ pub const PROFILES: &[Profile] = &[
                 "164.312(d)",
                 "Person or entity authentication",
                 &[Entries],
+            ),
+            r(
+                "hipaa-164.502.b",
+                "164.502(b)",
+                "Minimum necessary: metadata-only payloads, ePHI redacted before logging",
+                &[Entries, Settings],
+                &[EntriesRedacted],
             ),
         ],
     },
@@ -136,11 +194,12 @@ pub const PROFILES: &[Profile] = &[
                 "Records preserved non-rewriteable and verifiable",
                 &[Entries, Proof],
             ),
-            c(
+            r(
                 "finra-3110",
                 "Rule 3110",
                 "Supervision (approval of policy changes)",
-                &[Changes],
+                &[Changes, Settings],
+                &[ChangesApproved],
             ),
             c(
                 "finra-4511",
@@ -224,11 +283,12 @@ pub const PROFILES: &[Profile] = &[
                 &[Entries],
             ),
             c("gdpr-art32", "Art. 32", "Security of processing", &[Proof]),
-            c(
+            r(
                 "gdpr-art44",
                 "Art. 44",
                 "Transfers: data residency and region pinning",
-                &[License, Entries],
+                &[Settings, License, Entries],
+                &[RegionPinned],
             ),
         ],
     },

@@ -66,6 +66,8 @@ pub(crate) struct AuditConfig {
     pub(crate) checkpoint_every: u64,
     /// …or this long after the last one, whichever comes first.
     pub(crate) checkpoint_interval: Duration,
+    /// Applied to every entry before it is written (`AUDIT_REDACTION`).
+    pub(crate) redaction: crate::redaction::Redaction,
 }
 
 #[derive(Debug)]
@@ -102,6 +104,7 @@ pub(crate) struct AuditLog {
     /// Decisions are not recorded: only for measuring what the audit costs
     /// (`bench_support::prepare_unaudited`); no setting of the gateway turns it on.
     discard: bool,
+    redaction: crate::redaction::Redaction,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +131,7 @@ impl AuditLog {
         let (tx, rx) = sync_channel::<Job>(65_536);
         let (acks, committed) = sync_channel::<Committed>(16);
         let origin: Arc<str> = config.origin.clone().into();
+        let redaction = config.redaction;
         let shared = Arc::new(Shared {
             syncing: AtomicBool::new(false),
             failed: AtomicBool::new(false),
@@ -151,6 +155,7 @@ impl AuditLog {
             reader,
             key: signer,
             discard: false,
+            redaction,
         })
     }
 
@@ -185,7 +190,8 @@ impl AuditLog {
 
     /// Queues `entry` for the writer. The caller may withdraw it ([`Queued::withdraw`]) as
     /// long as the writer has not taken it; a withdrawn entry is never written.
-    pub(crate) fn queue(&self, entry: AuditEntry) -> Result<Queued, AuditError> {
+    pub(crate) fn queue(&self, mut entry: AuditEntry) -> Result<Queued, AuditError> {
+        self.redaction.apply(&mut entry);
         let (done, wait) = oneshot::channel();
         let claim = Arc::new(Claim::default());
         if self.discard {

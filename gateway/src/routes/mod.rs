@@ -193,6 +193,19 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "filePolicies": state.file_policies().len(),
         "activePolicies": snapshot.len(),
         "policySnapshot": snapshot.version,
+        "region": c.region,
+        "deploymentMode": c.deployment_mode,
+        "egressProxy": c.egress_proxy_port.is_some(),
+        "egressRegions": c.egress_regions,
+        "auditOrigin": c.audit_origin,
+        "auditRedaction": match c.audit_redaction {
+            crate::redaction::Redaction::None => "none",
+            crate::redaction::Redaction::Hipaa => meshguard_common::ephi::PROFILE,
+        },
+        "changeApprovalRequired": c.change_approval_required,
+        "siem": c.siem.is_some(),
+        "witnesses": c.audit_witnesses.len(),
+        "witnessQuorum": c.audit_witness_quorum,
     }))
 }
 

@@ -245,6 +245,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
+    approved(&state, &meta)?;
     let (given, content) = policy_input(&headers, &bytes)?;
     let content = content
         .ok_or_else(|| ApiError::field("content", "missing; send the policy YAML as content"))?;
@@ -290,6 +291,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Json<Policy>, ApiError> {
+    approved(&state, &meta)?;
     let (given, content) = policy_input(&headers, &bytes)?;
     if given.is_none() && content.is_none() {
         return Err(ApiError::field(
@@ -344,6 +346,7 @@ pub(super) async fn delete(
     Path(key): Path<String>,
     meta: ChangeMeta,
 ) -> Result<Json<Value>, ApiError> {
+    approved(&state, &meta)?;
     let current = match find(&state, &key).await? {
         Found::File(f) => return Err(read_only(&f)),
         Found::Api(p) => p,
@@ -376,6 +379,31 @@ pub(super) async fn delete(
 /// Rebuilds the engine's snapshot from the store, then records in the change when the write
 /// took effect: from here on decisions use it. A snapshot that cannot be rebuilt leaves the
 /// change without `deployedAt`, which is the truth.
+/// With `CHANGE_APPROVAL_REQUIRED`, a policy change names its approver and its ticket.
+fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
+    if !state.config().change_approval_required {
+        return Ok(());
+    }
+    let missing: Vec<&str> = [
+        ("X-MeshGuard-Approver", meta.approver.is_none()),
+        ("X-MeshGuard-Change-Ticket", meta.change_ticket.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(h, m)| m.then_some(h))
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        axum::http::StatusCode::PRECONDITION_REQUIRED,
+        "approval_required",
+        format!(
+            "policy changes need supervisory approval here (CHANGE_APPROVAL_REQUIRED): send {} with the change; nothing was changed",
+            missing.join(" and ")
+        ),
+    ))
+}
+
 async fn deploy(state: &AppState, change_id: String) -> Result<(), ApiError> {
     state.reload_policies().await?;
     let at = crate::clock::now_rfc3339();
