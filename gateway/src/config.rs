@@ -301,6 +301,12 @@ pub struct Args {
     #[arg(long, env = "AUDIT_WITNESSES", value_delimiter = ',')]
     pub audit_witnesses: Vec<String>,
 
+    /// Witnesses the gateway reaches over HTTP (C2SP tlog-witness): `name=url` pairs,
+    /// comma-separated, each name among AUDIT_WITNESSES. Their cosignatures are fetched as
+    /// checkpoints are signed.
+    #[arg(long, env = "AUDIT_WITNESS_URLS", value_delimiter = ',')]
+    pub audit_witness_urls: Vec<String>,
+
     /// How many of AUDIT_WITNESSES must cosign a checkpoint for it to count as witnessed
     /// (default: all of them).
     #[arg(long, env = "AUDIT_WITNESS_QUORUM")]
@@ -413,6 +419,7 @@ pub struct Config {
     pub secrets_key_file: PathBuf,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
+    pub(crate) audit_witness_urls: Vec<crate::witness_push::Connected>,
     pub egress_proxy_port: Option<u16>,
     pub egress_allowlist: Option<PathBuf>,
     pub egress_allowlist_pubkey: Option<PathBuf>,
@@ -698,6 +705,9 @@ impl Args {
         for w in &audit_witnesses {
             crate::audit::note::WitnessKey::parse(w).map_err(ConfigError::Witness)?;
         }
+        let audit_witness_urls =
+            crate::witness_push::parse(&self.audit_witness_urls, &audit_witnesses)
+                .map_err(ConfigError::Setting)?;
         let audit_witness_quorum = self.audit_witness_quorum.unwrap_or(audit_witnesses.len());
         if audit_witness_quorum > audit_witnesses.len()
             || (audit_witness_quorum == 0 && !audit_witnesses.is_empty())
@@ -731,6 +741,7 @@ impl Args {
             change_approval_required: self.change_approval_required,
             audit_witnesses,
             audit_witness_quorum,
+            audit_witness_urls,
             license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),
             license_dir,
             deployment_mode: self.deployment_mode,

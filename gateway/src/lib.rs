@@ -31,6 +31,7 @@ mod siem;
 mod state;
 mod store;
 mod tls;
+mod witness_push;
 
 use std::sync::Arc;
 
@@ -205,6 +206,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     }
     if state.inner.egress.is_some() {
         egress::spawn_watcher(state.clone(), state.config().policies_reload);
+    }
+    if !state.config().audit_witness_urls.is_empty() {
+        witness_push::spawn(state.clone(), state.config().audit_witness_urls.clone());
     }
     if let (Some(cfg), Some(status)) = (state.config().siem.clone(), siem) {
         tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");

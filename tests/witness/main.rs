@@ -420,3 +420,161 @@ fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("pinned the log key"), "{out}");
 }
+
+/// `meshguard-witness serve` on a free port; killed when dropped.
+struct ServedWitness {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for ServedWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `meshguard-witness serve` on 127.0.0.1:`port`.
+fn serve_witness(w: &WitnessCli, port: u16) -> ServedWitness {
+    use std::io::BufRead as _;
+    let mut child = Command::new(bins().join("meshguard-witness"))
+        .arg("--state")
+        .arg(w.dir.path())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env(
+            "MESHGUARD_WITNESS_PASSPHRASE",
+            "witness-passphrase-for-tests-only",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines
+        .next()
+        .expect("the witness printed its address")
+        .unwrap();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    std::thread::spawn(move || lines.for_each(drop));
+    ServedWitness { child, url }
+}
+
+/// The largest checkpoint size `witness` cosigned, as the gateway's proof cache holds it.
+fn cosigned_size(gw: &Gateway, witness: &str) -> u64 {
+    let (s, body) = gw.admin(reqwest::Method::GET, "/admin/audit/cosignatures", None);
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["cosignatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["witness"] == witness)
+        .filter_map(|c| c["size"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// A connected witness (C2SP tlog-witness over HTTP): the gateway sends each new checkpoint
+/// with its consistency proof and keeps the cosignature, with no one carrying files; a witness
+/// that does not follow the log yet is retried; a cosignature lost on the way back (the witness
+/// holds a larger size than the gateway knows) is recovered through the 409 it answers.
+#[test]
+fn a_connected_witness_cosigns_each_checkpoint_over_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = WitnessCli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let name = "witness.site.example/online";
+    let (code, witness_vkey, err) = w.run(&["init", "--name", name]);
+    assert_eq!(code, 0, "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let served = serve_witness(&w, port);
+    let dir = tmp.path().join("gw");
+    let (child, url) = spawn_gateway(
+        &dir,
+        &[
+            ("POLICIES_DIR", dir.join("policies").into()),
+            ("AUDIT_ORIGIN", "online.site.example/meshguard-audit".into()),
+            ("RATE_LIMIT_RPM", "0".into()),
+            ("AUDIT_WITNESSES", witness_vkey.trim().into()),
+            (
+                "AUDIT_WITNESS_URLS",
+                format!("{name}={}", served.url).into(),
+            ),
+        ],
+    );
+    let gw = Gateway {
+        child,
+        url,
+        http: reqwest::blocking::Client::new(),
+    };
+    gw.decisions("clerk", 4);
+    let (note, log_vkey) = gw.checkpoint();
+    // The witness does not follow this log yet: 404s, retried. Then it is told to.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(cosigned_size(&gw, name), 0);
+    let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
+    assert!(
+        log.contains("answered 404"),
+        "the refusal is in the gateway log: {log}"
+    );
+    let (code, _, err) = w.run(&["trust", &log_vkey]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("the first cosignature", || {
+        cosigned_size(&gw, name) == size_of(&note)
+    });
+    let report = gw.verify();
+    assert_eq!(
+        report["witnesses"]["latestWitnessedSize"],
+        size_of(&note),
+        "{report}"
+    );
+
+    // The log grows; the next checkpoint is cosigned from the last, again by itself.
+    gw.decisions("clerk-2", 3);
+    let (note2, _) = gw.checkpoint();
+    wait_until("the second cosignature", || {
+        cosigned_size(&gw, name) == size_of(&note2)
+    });
+
+    // The witness goes offline and cosigns from files meanwhile, an answer that never comes
+    // back: it then holds a size the gateway does not know. Back online, its 409 says which,
+    // and the gateway proves from there.
+    drop(served);
+    gw.decisions("clerk-3", 2);
+    let (note3, _) = gw.checkpoint();
+    let (code, _, err) = w.cosign(&gw.request(size_of(&note2)));
+    assert_eq!(code, 0, "{err}");
+    gw.decisions("clerk-4", 2);
+    let (note4, _) = gw.checkpoint();
+    assert!(size_of(&note4) > size_of(&note3));
+    let _served = serve_witness(&w, port);
+    wait_until("the cosignature after the 409", || {
+        cosigned_size(&gw, name) == size_of(&note4)
+    });
+    assert_eq!(
+        cosigned_size(&gw, name),
+        size_of(&note4),
+        "the size the files cosigned ({}) was skipped, not lost: the cosignature of {} covers it",
+        size_of(&note3),
+        size_of(&note4)
+    );
+}

@@ -5,6 +5,9 @@
 //! signature (403), 4 unknown origin (404), 5 malformed or old size too large (400), 6 the old
 //! size is not the one last cosigned (409; the response file holds the size to prove from),
 //! 7 the proof fails or the log forked (422), 1 any local error.
+//!
+//! `serve` answers the same requests over HTTP (`POST /add-checkpoint`, C2SP tlog-witness) for a
+//! witness the gateway can reach; the state and its lock are the same as the CLI's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +57,13 @@ enum Command {
     },
     /// Show the logs followed and the last checkpoint size cosigned for each.
     Status,
+    /// Answer tlog-witness requests over HTTP: `POST /add-checkpoint`. Put it behind a
+    /// TLS-terminating proxy unless it listens on a trusted network.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: String,
+    },
 }
 
 fn passphrase(file: &Option<PathBuf>) -> Result<Passphrase> {
@@ -150,6 +160,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+        Command::Serve { listen } => {
+            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
+            let w = std::sync::Arc::new(Witness::new(dir, key.signing_key().clone()));
+            let name = Witness::load_state(dir)?.name;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(serve(w, &listen, &name))?;
+        }
         Command::Cosign { request, out } => {
             let body = std::fs::read_to_string(&request)
                 .with_context(|| format!("cannot read {}", request.display()))?;
@@ -184,4 +204,63 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `POST /add-checkpoint` until the process is stopped.
+async fn serve(w: std::sync::Arc<Witness>, listen: &str, name: &str) -> Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new()
+        .route(
+            "/add-checkpoint",
+            axum::routing::post(move |body: String| {
+                let w = std::sync::Arc::clone(&w);
+                async move {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default();
+                    let done =
+                        tokio::task::spawn_blocking(move || w.add_checkpoint(&body, now)).await;
+                    match done {
+                        Ok(Ok(line)) => (
+                            StatusCode::OK,
+                            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                            line,
+                        )
+                            .into_response(),
+                        Ok(Err(WitnessError::Refused(Refusal::Stale { stored, .. }))) => (
+                            StatusCode::CONFLICT,
+                            [(header::CONTENT_TYPE, "text/x.tlog.size")],
+                            format!("{stored}\n"),
+                        )
+                            .into_response(),
+                        Ok(Err(WitnessError::Refused(r))) => (
+                            StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                            format!("{r}\n"),
+                        )
+                            .into_response(),
+                        Ok(Err(WitnessError::Local(e))) => {
+                            eprintln!("error: {e}");
+                            (
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "the witness cannot record the checkpoint; see its log\n",
+                            )
+                                .into_response()
+                        }
+                        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "witness {name} listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app).await?;
+    Ok(())
 }

@@ -231,13 +231,28 @@ pub(super) async fn add_cosignatures(
     State(state): State<AppState>,
     body: String,
 ) -> Result<Response, ApiError> {
-    let keys = witness_keys(&state);
+    let (rows, added, witnessed) = accept_cosignatures(&state, &body).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": rows, "new": added, "witnesses": witnessed})),
+    )
+        .into_response())
+}
+
+/// Checks and keeps cosignature lines: each must be by a configured witness and verify on one of
+/// this log's recent checkpoints. Returns what was accepted, how many were new, and the
+/// witness report after.
+pub(crate) async fn accept_cosignatures(
+    state: &AppState,
+    body: &str,
+) -> Result<(Vec<crate::audit::Cosignature>, usize, Value), ApiError> {
+    let keys = witness_keys(state);
     if keys.is_empty() {
         return Err(ApiError::conflict(
             "no witness is configured; set AUDIT_WITNESSES to the witnesses' keys",
         ));
     }
-    let recent = blocking(&state, |r| r.checkpoints(1000)).await?;
+    let recent = blocking(state, |r| r.checkpoints(1000)).await?;
     let mut rows = Vec::new();
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
         let name = line
@@ -277,13 +292,9 @@ pub(super) async fn add_cosignatures(
         .add_cosignatures(rows.clone())
         .await
         .map_err(ApiError::internal)?;
-    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
-    let (witnessed, _) = witness_report(&state, &cosigned);
-    Ok((
-        StatusCode::OK,
-        Json(json!({"accepted": rows, "new": added, "witnesses": witnessed})),
-    )
-        .into_response())
+    let cosigned = blocking(state, |r| r.cosignatures()).await?;
+    let (witnessed, _) = witness_report(state, &cosigned);
+    Ok((rows, added, witnessed))
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,50 +436,64 @@ pub(super) struct ConsistencyQuery {
     format: Option<String>,
 }
 
+/// The latest signed checkpoint `(size, note)` and the base64 lines proving the log of `from`
+/// entries is a prefix of it, checked against its signed root before they are handed out.
+pub(crate) async fn consistency_proof(
+    state: &AppState,
+    from: u64,
+) -> Result<(u64, String, Vec<String>), ApiError> {
+    use base64::Engine;
+    let latest = blocking(state, |r| r.latest_checkpoint()).await?;
+    let (size, note) = latest.ok_or_else(|| {
+        ApiError::conflict("no signed checkpoint yet; POST /admin/audit/checkpoint first")
+    })?;
+    if from > size {
+        return Err(ApiError::field(
+            "from",
+            format!("is larger than the latest checkpoint size {size}"),
+        ));
+    }
+    let (proof, old_root) = blocking(state, move |r| r.consistency(from, size)).await?;
+    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
+        .map_err(ApiError::internal)?;
+    if !crate::audit::merkle::verify_consistency(from, size, &proof, &old_root, &signed.root) {
+        return Err(inconsistent(format!(
+            "the consistency proof {from} -> {size} does not verify against the signed checkpoint: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry"
+        )));
+    }
+    let lines = proof
+        .iter()
+        .map(|h| base64::engine::general_purpose::STANDARD.encode(h))
+        .collect();
+    Ok((size, note, lines))
+}
+
+/// The body of a C2SP tlog-witness `add-checkpoint` request.
+pub(crate) fn witness_request(from: u64, lines: &[String], note: &str) -> String {
+    let mut body = format!("old {from}\n");
+    for l in lines {
+        body.push_str(l);
+        body.push('\n');
+    }
+    body.push('\n');
+    body.push_str(note);
+    body
+}
+
 /// Base64 lines proving the log of `from` entries is a prefix of the latest signed checkpoint.
 pub(super) async fn consistency(
     _: Admin,
     State(state): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
-    use base64::Engine;
-    let latest = blocking(&state, |r| r.latest_checkpoint()).await?;
-    let (size, note) = latest.ok_or_else(|| {
-        ApiError::conflict("no signed checkpoint yet; POST /admin/audit/checkpoint first")
-    })?;
-    if q.from > size {
-        return Err(ApiError::field(
-            "from",
-            format!("is larger than the latest checkpoint size {size}"),
-        ));
-    }
-    let from = q.from;
-    let (proof, old_root) = blocking(&state, move |r| r.consistency(from, size)).await?;
-    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
-        .map_err(ApiError::internal)?;
-    if !crate::audit::merkle::verify_consistency(q.from, size, &proof, &old_root, &signed.root) {
-        return Err(inconsistent(format!(
-            "the consistency proof {} -> {size} does not verify against the signed checkpoint: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry",
-            q.from
-        )));
-    }
-    let lines: Vec<String> = proof
-        .iter()
-        .map(|h| base64::engine::general_purpose::STANDARD.encode(h))
-        .collect();
+    let (size, note, lines) = consistency_proof(&state, q.from).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(
             json!({"from": q.from, "to": size, "proof": lines, "checkpoint": note}),
         )
         .into_response()),
         Some("tlog-witness") => {
-            let mut body = format!("old {}\n", q.from);
-            for l in &lines {
-                body.push_str(l);
-                body.push('\n');
-            }
-            body.push('\n');
-            body.push_str(&note);
+            let body = witness_request(q.from, &lines, &note);
             Ok((
                 [(
                     axum::http::header::CONTENT_TYPE,

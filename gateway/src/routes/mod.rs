@@ -1,7 +1,7 @@
 //! The HTTP surface: routes next to their handlers, one module per area.
 
 mod agents;
-mod audit;
+pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod body;
 mod changes;
