@@ -67,11 +67,14 @@ enum EvidenceCommand {
         #[arg(long)]
         profile: String,
         /// Start of the period (included): 2026-11-01 or an RFC 3339 time.
-        #[arg(long)]
-        from: String,
+        #[arg(long, required_unless_present = "month", conflicts_with = "month")]
+        from: Option<String>,
         /// End of the period (excluded).
+        #[arg(long, required_unless_present = "month", conflicts_with = "month")]
+        to: Option<String>,
+        /// The calendar month instead (e.g. 2026-11): the monthly continuous-monitoring bundle.
         #[arg(long)]
-        to: String,
+        month: Option<String>,
         /// The bundle directory to create (must not exist).
         #[arg(long)]
         out: PathBuf,
@@ -649,6 +652,7 @@ fn run(command: Command) -> Result<ExitCode> {
             profile,
             from,
             to,
+            month,
             out,
             key,
             passphrase,
@@ -657,6 +661,10 @@ fn run(command: Command) -> Result<ExitCode> {
             transcript,
             allow_unwitnessed,
         }) => {
+            let (from, to) = match month {
+                Some(m) => meshguard_bundler::evidence::month_bounds(&m)?,
+                None => (from.unwrap_or_default(), to.unwrap_or_default()),
+            };
             let admin_token = admin_token(admin_token_file.as_deref())?;
             let passphrase = passphrase.get()?;
             let key = MediaKey::load(&key, &passphrase)?;

@@ -1131,3 +1131,97 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
         "{said}"
     );
 }
+
+/// FedRAMP-style continuous monitoring: the month's bundle (`--month`); a NIST profile with a
+/// gap (air-gapped defense without the installation transcript, CM-14) carries an OSCAL plan of
+/// action and milestones whose item is linked to the gap's finding, valid for trestle.
+#[test]
+fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let rs = Rsyslog::start(&p.join("rsyslog"), false);
+    let gw = gateway(&p.join("gw"), &format!("tcp://127.0.0.1:{}", rs.port), &[]);
+    three_decisions(&gw, "monthly-bot", "ledger");
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let month = Command::new("date")
+        .args(["-u", "+%Y-%m"])
+        .output()
+        .unwrap();
+    let month = String::from_utf8(month.stdout).unwrap().trim().to_owned();
+    let out = p.join("monthly");
+    let (code, said, err) = bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        "airgapped-defense",
+        "--month",
+        &month,
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(said.contains(&format!("from {month}-01 to ")), "{said}");
+    let (code, said, _) = bundle(&[
+        "evidence",
+        "verify",
+        out.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("CONTROL CM-14 (cm-14): NOT SATISFIED: no installation transcript"),
+        "{said}"
+    );
+    assert!(
+        said.contains("PASS POA&M: oscal/poam.json plans for every control not satisfied (CM-14)"),
+        "{said}"
+    );
+    let (ok, text) = trestle_validates(
+        &out.join("oscal/poam.json"),
+        "plan-of-action-and-milestones",
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = trestle_validates(
+        &out.join("oscal/assessment-results.json"),
+        "assessment-results",
+    );
+    assert!(ok, "{text}");
+    let poam: Value =
+        serde_json::from_slice(&std::fs::read(out.join("oscal/poam.json")).unwrap()).unwrap();
+    let ar: Value =
+        serde_json::from_slice(&std::fs::read(out.join("oscal/assessment-results.json")).unwrap())
+            .unwrap();
+    let finding = ar["assessment-results"]["results"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["target"]["target-id"] == "cm-14_obj")
+        .unwrap()["uuid"]
+        .clone();
+    let items = poam["plan-of-action-and-milestones"]["poam-items"]
+        .as_array()
+        .unwrap();
+    assert_eq!(items.len(), 1, "{poam}");
+    assert_eq!(items[0]["related-findings"][0]["finding-uuid"], finding);
+    let (code, _, err) = bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        "soc2",
+        "--month",
+        "2026-13",
+        "--out",
+        p.join("bad").to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a month such as 2026-11"), "{err}");
+}

@@ -112,6 +112,19 @@ pub struct ExportOptions<'a> {
     pub allow_unwitnessed: bool,
 }
 
+/// `YYYY-MM` as (its first day, the next month's first day).
+pub fn month_bounds(month: &str) -> Result<(String, String)> {
+    let first = chrono::NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d")
+        .map_err(|_| anyhow::anyhow!("--month {month:?} is not a month such as 2026-11"))?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .context("a month past the calendar")?;
+    Ok((
+        first.format("%Y-%m-%d").to_string(),
+        next.format("%Y-%m-%d").to_string(),
+    ))
+}
+
 fn parse_time(s: &str, what: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.to_utc());
@@ -389,6 +402,14 @@ fn export_into(
         ),
     );
     files.insert("oscal/assessment-results.json".into(), oscal_bytes);
+    if let Some(poam) = poam(profile, &oscal, &origin, &created_at) {
+        let bytes = pretty(&poam)?;
+        digests.insert(
+            "oscal/poam.json".into(),
+            (hex::encode(Sha256::digest(&bytes)), bytes.len() as u64),
+        );
+        files.insert("oscal/poam.json".into(), bytes);
+    }
 
     for (path, bytes) in &files {
         crate::fsx::write_atomic(&staging.join(path), bytes)?;
@@ -528,6 +549,7 @@ struct Facts {
     /// Policy changes without approver or ticket.
     unapproved: Vec<String>,
     region: Option<String>,
+    egress_proxy: bool,
     egress_regions: Vec<String>,
 }
 
@@ -572,6 +594,7 @@ impl Facts {
             }
         }
         self.region = gateway["region"].as_str().map(str::to_owned);
+        self.egress_proxy = gateway["egressProxy"] == true;
         self.egress_regions = gateway["egressRegions"]
             .as_array()
             .into_iter()
@@ -603,13 +626,19 @@ impl Facts {
                 self.changes,
                 self.unapproved.join(", ")
             )),
-            RegionPinned if self.region.is_none() || self.egress_regions.is_empty() => {
+            RegionPinned
+                if self.region.is_none()
+                    || !self.egress_proxy
+                    || self.egress_regions.is_empty() =>
+            {
                 Some(format!(
-                    "the gateway is {} and its egress {} (set REGION and EGRESS_REGIONS)",
+                    "the gateway is {} and its egress {} (set REGION, and run the egress proxy with EGRESS_REGIONS)",
                     self.region
                         .as_deref()
                         .map_or("not pinned to a region".to_owned(), |r| format!("in {r}")),
-                    if self.egress_regions.is_empty() {
+                    if !self.egress_proxy {
+                        "does not go through the egress proxy".to_owned()
+                    } else if self.egress_regions.is_empty() {
                         "is not pinned to regions".to_owned()
                     } else {
                         format!("to {}", self.egress_regions.join(", "))
@@ -787,6 +816,51 @@ fn assessment_results(
             "findings": findings,
         }],
     }})
+}
+
+/// Profiles whose regime tracks gaps in a plan of action and milestones (NIST SP 800-53).
+const POAM_PROFILES: &[&str] = &["fedramp-moderate", "airgapped-defense"];
+
+/// For a NIST profile with gaps: an OSCAL plan of action and milestones with one item per
+/// control not satisfied, each linked to its finding (the same UUID as in the assessment
+/// results). None when there is nothing to plan (OSCAL requires at least one item).
+fn poam(profile: &profiles::Profile, ar: &Value, origin: &str, created_at: &str) -> Option<Value> {
+    if !POAM_PROFILES.contains(&profile.id) {
+        return None;
+    }
+    let gaps: Vec<&Value> = ar["assessment-results"]["results"][0]["findings"]
+        .as_array()?
+        .iter()
+        .filter(|f| f["target"]["status"]["state"] == "not-satisfied")
+        .collect();
+    if gaps.is_empty() {
+        return None;
+    }
+    let items: Vec<Value> = gaps
+        .iter()
+        .map(|f| {
+            let finding = f["uuid"].as_str().unwrap_or_default();
+            json!({
+                "uuid": uuid(&["poam-item", finding]),
+                "title": format!("Remediate: {}", f["title"].as_str().unwrap_or_default()),
+                "description": f["description"],
+                "related-findings": [{"finding-uuid": finding}],
+            })
+        })
+        .collect();
+    let findings: Vec<Value> = gaps.iter().map(|f| (*f).clone()).collect();
+    Some(json!({"plan-of-action-and-milestones": {
+        "uuid": uuid(&["poam", ar["assessment-results"]["uuid"].as_str().unwrap_or_default()]),
+        "metadata": {
+            "title": format!("MeshGuard plan of action and milestones: {}", profile.title),
+            "last-modified": created_at,
+            "version": FORMAT,
+            "oscal-version": "1.1.2",
+        },
+        "system-id": {"identifier-type": "https://meshguard.dev/ns/audit-origin", "id": origin},
+        "findings": findings,
+        "poam-items": items,
+    }}))
 }
 
 /// The root of the tree of `size` leaves, from the leaves `first.index..=last.index` and the
@@ -1419,6 +1493,49 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         }
     };
     add("control mapping", mapping);
+    if POAM_PROFILES.contains(&manifest.profile.as_str()) {
+        let gaps: Vec<&ControlStatus> = out.controls.iter().filter(|c| !c.satisfied).collect();
+        let poam: Value = serde_json::from_slice(&read("oscal/poam.json")).unwrap_or(Value::Null);
+        let items = poam["plan-of-action-and-milestones"]["poam-items"].as_array();
+        let findings = oscal["assessment-results"]["results"][0]["findings"].as_array();
+        let mut unplanned = Vec::new();
+        for g in &gaps {
+            let finding = findings.into_iter().flatten().find_map(|f| {
+                (f["target"]["target-id"] == format!("{}_obj", g.id)).then(|| f["uuid"].clone())
+            });
+            let planned = finding.is_some_and(|uuid| {
+                items.into_iter().flatten().any(|i| {
+                    i["related-findings"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["finding-uuid"] == uuid)
+                })
+            });
+            if !planned {
+                unplanned.push(g.label.clone());
+            }
+        }
+        add(
+            "POA&M",
+            if !unplanned.is_empty() {
+                Err(format!(
+                    "controls not satisfied without a POA&M item linked to their finding: {}",
+                    unplanned.join(", ")
+                ))
+            } else if gaps.is_empty() {
+                Ok("no control to plan for".to_owned())
+            } else {
+                Ok(format!(
+                    "oscal/poam.json plans for every control not satisfied ({})",
+                    gaps.iter()
+                        .map(|g| g.label.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            },
+        );
+    }
     if facts.scan_ephi {
         add(
             "ePHI",
@@ -1509,6 +1626,15 @@ mod tests {
         short.hashes.pop();
         assert!(range_root(8, &short, &proof(5, &all), &all[2..=5]).is_err());
         assert!(range_root(8, &proof(2, &all), &proof(5, &all), &all[2..=4]).is_err());
+    }
+
+    #[test]
+    fn a_month_is_its_first_day_to_the_next_months() {
+        assert_eq!(
+            month_bounds("2026-12").unwrap(),
+            ("2026-12-01".to_owned(), "2027-01-01".to_owned())
+        );
+        assert!(month_bounds("2026-13").is_err());
     }
 
     #[test]
