@@ -576,6 +576,7 @@ fn check_evidence(
             witnesses: &[],
             quorum: 0,
             transcript_pubkey: None,
+            list_denials: false,
         },
     )?;
     if !v.ok {

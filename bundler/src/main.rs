@@ -725,20 +725,21 @@ fn run(command: Command) -> Result<ExitCode> {
                     quorum: quorum.unwrap_or(witnesses.len()),
                     witnesses: &witnesses,
                     transcript_pubkey: transcript_pubkey.as_ref(),
+                    list_denials: true,
                 },
             )?;
-            let json_text = serde_json::to_string_pretty(&v)? + "\n";
             if let Some(path) = &transcript_out {
                 meshguard_bundler::fsx::write_atomic(path, v.text().as_bytes())?;
                 let mut j = path.clone().into_os_string();
                 j.push(".json");
-                meshguard_bundler::fsx::write_atomic(
-                    std::path::Path::new(&j),
-                    json_text.as_bytes(),
-                )?;
+                let mut bytes = serde_json::to_vec_pretty(&v)?;
+                bytes.push(b'\n');
+                meshguard_bundler::fsx::write_atomic(std::path::Path::new(&j), &bytes)?;
             }
             if json {
-                print!("{json_text}");
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                serde_json::to_writer_pretty(&mut out, &v)?;
+                std::io::Write::write_all(&mut out, b"\n")?;
             } else {
                 print!("{}", v.text());
             }

@@ -145,7 +145,7 @@ enum Fixture {
 
 fn fixture(page: &str) -> Fixture {
     match page {
-        "README.md" | "docs/witness.md" => Fixture::Gateway,
+        "README.md" | "docs/witness.md" | "docs/evidence.md" => Fixture::Gateway,
         _ => Fixture::None,
     }
 }
@@ -275,7 +275,7 @@ pub(crate) fn run(tool_path: &std::ffi::OsStr, tools_dir: &Path) -> anyhow::Resu
         };
         // Passphrase files the pages name (`--passphrase-file`), kept as their readers keep them.
         if cwd != root() {
-            for name in ["vendor.pass", "witness.pass"] {
+            for name in ["vendor.pass", "witness.pass", "evidence.pass"] {
                 write_private(&cwd.join(name), "a docs-run passphrase")?;
             }
         }

@@ -459,6 +459,7 @@ fn export_into(
             witnesses: &[],
             quorum: 0,
             transcript_pubkey: None,
+            list_denials: false,
         },
     )?;
     if !check.ok {
@@ -973,6 +974,9 @@ pub struct VerifyOptions<'a> {
     pub quorum: usize,
     /// The key that signed the installation transcript.
     pub transcript_pubkey: Option<&'a MediaPublicKey>,
+    /// List every denial in the transcript (else only count them: a check that keeps no
+    /// transcript, such as the export's own, needs no list).
+    pub list_denials: bool,
 }
 
 /// One check of the transcript.
@@ -1249,25 +1253,27 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         match e["decision"].as_str() {
             Some("deny") => {
                 out.decisions.denied += 1;
-                out.decisions.denials.push(Denial {
-                    seq: line.seq,
-                    id: text("id"),
-                    timestamp: text("timestamp"),
-                    event: text("event"),
-                    agent: e["agentName"]
-                        .as_str()
-                        .or(e["agentId"].as_str())
-                        .unwrap_or("-")
-                        .to_owned(),
-                    action: text("action"),
-                    policy: e["policyName"]
-                        .as_str()
-                        .or(e["policy"].as_str())
-                        .unwrap_or("-")
-                        .to_owned(),
-                    rule: text("rule"),
-                    reason: text("reason"),
-                });
+                if opts.list_denials {
+                    out.decisions.denials.push(Denial {
+                        seq: line.seq,
+                        id: text("id"),
+                        timestamp: text("timestamp"),
+                        event: text("event"),
+                        agent: e["agentName"]
+                            .as_str()
+                            .or(e["agentId"].as_str())
+                            .unwrap_or("-")
+                            .to_owned(),
+                        action: text("action"),
+                        policy: e["policyName"]
+                            .as_str()
+                            .or(e["policy"].as_str())
+                            .unwrap_or("-")
+                            .to_owned(),
+                        rule: text("rule"),
+                        reason: text("reason"),
+                    });
+                }
             }
             Some("allow") => out.decisions.allowed += 1,
             _ => {}
