@@ -696,7 +696,7 @@ pub fn add_evidence(dir: &Path, bundle: &Path, pubkey_file: &Path) -> Result<Evi
     let _ = std::fs::remove_dir_all(&staging);
     for file in fsx::walk(bundle)? {
         let to = staging.join(&file);
-        fsx::write_atomic(&to, &std::fs::read(bundle.join(&file))?)?;
+        fsx::copy_hashed(&bundle.join(&file), &to)?;
     }
     check_evidence(&staging, &record, &state.vkey, root)?;
     read_only(&staging)?;
@@ -782,15 +782,25 @@ pub fn retrieve(dir: &Path, evidence: Option<(&str, &Path)>) -> Result<Retrieved
                 bail!("{} exists; retrieve into a new directory", out.display());
             }
             let from = dir.join("evidence").join(name);
-            for file in fsx::walk(&from)? {
-                fsx::write_atomic(&out.join(&file), &std::fs::read(from.join(&file))?)?;
-            }
-            use std::os::unix::fs::PermissionsExt as _;
-            for file in fsx::walk(out)? {
-                std::fs::set_permissions(out.join(&file), std::fs::Permissions::from_mode(0o644))?;
-            }
+            // Staged beside `out` and renamed once it verifies: no half copy left looking whole.
+            let mut staged = out.as_os_str().to_owned();
+            staged.push(format!(".partial-{}", std::process::id()));
+            let staged = PathBuf::from(staged);
+            let _ = std::fs::remove_dir_all(&staged);
             let root = root_at(dir, &state, record.checkpoint_size)?;
-            check_evidence(out, record, &state.vkey, Some(root))?;
+            let copied = (|| -> Result<()> {
+                for file in fsx::walk(&from)? {
+                    fsx::copy_hashed(&from.join(&file), &staged.join(&file))?;
+                }
+                check_evidence(&staged, record, &state.vkey, Some(root))?;
+                Ok(())
+            })();
+            if let Err(e) = copied {
+                let _ = std::fs::remove_dir_all(&staged);
+                return Err(e);
+            }
+            std::fs::rename(&staged, out)
+                .with_context(|| format!("cannot move the bundle to {}", out.display()))?;
             Some(RetrievedEvidence {
                 name: name.to_owned(),
                 manifest_sha256: record.manifest_sha256.clone(),
