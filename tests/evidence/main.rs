@@ -1225,3 +1225,90 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
     assert_eq!(code, 1);
     assert!(err.contains("not a month such as 2026-11"), "{err}");
 }
+
+/// Sovereign EU: a gateway pinned to a region whose egress proxy refuses a destination in
+/// another region (a cross-border transfer). The bundle shows the refusal as a denial and the
+/// residency settings as Art. 44 satisfied.
+#[test]
+fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refused() {
+    use std::io::{Read as _, Write as _};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("minisign")
+            .args(args)
+            .current_dir(p)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["-G", "-W", "-p", "egress.pub", "-s", "egress.key"]);
+    let doc = json!({"format": "meshguard-egress-allowlist/v1", "version": 1, "destinations": [
+        {"host": "api.eu.example", "ports": [443], "region": "eu-west"},
+        {"host": "api.us.example", "ports": [443], "region": "us-east"},
+    ]});
+    std::fs::write(p.join("egress.json"), doc.to_string()).unwrap();
+    run(&["-S", "-s", "egress.key", "-m", "egress.json"]);
+    let rs = Rsyslog::start(&p.join("rsyslog"), false);
+    let egress_port = free_port();
+    let gw = gateway(
+        &p.join("gw"),
+        &format!("tcp://127.0.0.1:{}", rs.port),
+        &[
+            ("REGION", "eu-west".into()),
+            ("EGRESS_PROXY_PORT", egress_port.to_string().into()),
+            ("EGRESS_ALLOWLIST", p.join("egress.json").into()),
+            ("EGRESS_ALLOWLIST_PUBKEY", p.join("egress.pub").into()),
+            ("EGRESS_REGIONS", "eu-west".into()),
+        ],
+    );
+    three_decisions(&gw, "eu-bot", "ledger");
+    // A transfer to the US destination, listed but outside the pinned region: refused.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", egress_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "CONNECT api.us.example:443 HTTP/1.1\r\nHost: api.us.example:443\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let out = p.join("sovereign");
+    let (code, _, err) = export(&gw, "sovereign-eu", &out, &secret);
+    assert_eq!(code, 0, "{err}");
+    let (code, said, _) = bundle(&[
+        "evidence",
+        "verify",
+        out.to_str().unwrap(),
+        "--pubkey",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("CONTROL Art. 44 (gdpr-art44): satisfied"),
+        "{said}"
+    );
+    assert!(
+        said.lines().any(|l| l.contains("DENY")
+            && l.contains("event egress_denied")
+            && l.contains("api.us.example")),
+        "the refused transfer in the transcript:\n{said}"
+    );
+    let settings: Value =
+        serde_json::from_slice(&std::fs::read(out.join("gateway.json")).unwrap()).unwrap();
+    assert_eq!(settings["region"], "eu-west");
+    assert_eq!(settings["egressRegions"], json!(["eu-west"]));
+    let (ok, text) = trestle_validates(
+        &out.join("oscal/assessment-results.json"),
+        "assessment-results",
+    );
+    assert!(ok, "{text}");
+}

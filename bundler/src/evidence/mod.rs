@@ -1029,6 +1029,7 @@ pub struct Denial {
     pub event: String,
     pub agent: String,
     pub action: String,
+    pub resource: String,
     pub policy: String,
     pub rule: String,
     pub reason: String,
@@ -1056,8 +1057,17 @@ impl Verified {
         ));
         for x in d.denials.iter().take(DENIALS_IN_TEXT) {
             out.push_str(&format!(
-                "  DENY seq {} {} {} event {} agent {} action {} policy {} rule {}: {}\n",
-                x.seq, x.id, x.timestamp, x.event, x.agent, x.action, x.policy, x.rule, x.reason
+                "  DENY seq {} {} {} event {} agent {} action {} resource {} policy {} rule {}: {}\n",
+                x.seq,
+                x.id,
+                x.timestamp,
+                x.event,
+                x.agent,
+                x.action,
+                x.resource,
+                x.policy,
+                x.rule,
+                x.reason
             ));
         }
         if d.denials.len() > DENIALS_IN_TEXT {
@@ -1266,6 +1276,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
                             .unwrap_or("-")
                             .to_owned(),
                         action: text("action"),
+                        resource: text("resource"),
                         policy: e["policyName"]
                             .as_str()
                             .or(e["policy"].as_str())
