@@ -415,6 +415,8 @@ async fn deliver(
         match req.send().await {
             Ok(r) if r.status().is_success() => {
                 tracing::info!(alert = id, channel = %target.id, attempt = attempt + 1, "alert delivered");
+                let record = delivery(target, id, alert, "delivered", attempt + 1, None);
+                let _ = tokio::task::spawn_blocking(move || store.record_delivery(&record)).await;
                 return;
             }
             Ok(r) => last_error = format!("the receiver answered {}", r.status()),
@@ -431,7 +433,46 @@ async fn deliver(
         "failedAt": crate::clock::now_rfc3339(),
         "alert": webhook_body(cfg, id, alert),
     });
-    let _ = tokio::task::spawn_blocking(move || store.save_undelivered(&record)).await;
+    let delivered = delivery(
+        target,
+        id,
+        alert,
+        "undelivered",
+        cfg.attempts,
+        Some(&last_error),
+    );
+    let _ = tokio::task::spawn_blocking(move || {
+        store.save_undelivered(&record)?;
+        store.record_delivery(&delivered)
+    })
+    .await;
+}
+
+/// What evidence keeps of one alert on one channel: never the endpoint or its secrets.
+fn delivery(
+    target: &Target,
+    id: &str,
+    alert: &Alert,
+    outcome: &str,
+    attempts: u32,
+    error: Option<&str>,
+) -> Value {
+    let mut record = json!({
+        "id": id,
+        "at": crate::clock::now_rfc3339(),
+        "channelId": target.id,
+        "outcome": outcome,
+        "attempts": attempts,
+        "trigger": trigger_str(alert.trigger),
+        "severity": severity_str(alert.severity),
+        "title": alert.title,
+        "entryId": alert.entry.id,
+        "traceId": alert.entry.trace_id,
+    });
+    if let Some(e) = error {
+        record["error"] = json!(e);
+    }
+    record
 }
 
 #[cfg(test)]

@@ -410,6 +410,41 @@ fn trestle_validates(file: &Path, model: &str) -> (bool, String) {
     )
 }
 
+/// An alert webhook that takes everything (200), on a free port: its URL.
+fn webhook_sink() -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = Vec::new();
+            // Read the head and the body its Content-Length announces.
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    url
+}
+
 /// A site with a witness and a SIEM: a denial, a bypass attempt and a policy change, the
 /// checkpoint cosigned. Returns (gateway, rsyslog, witness, witness vkey, log vkey).
 fn witnessed_site(dir: &Path) -> (Gateway, Rsyslog, support::WitnessCli, String, String) {
@@ -423,7 +458,10 @@ fn witnessed_site(dir: &Path) -> (Gateway, Rsyslog, support::WitnessCli, String,
     let gw = gateway(
         &dir.join("gw"),
         &format!("tcp://127.0.0.1:{}", rs.port),
-        &[("AUDIT_WITNESSES", witness_vkey.clone().into())],
+        &[
+            ("AUDIT_WITNESSES", witness_vkey.clone().into()),
+            ("ALERT_WEBHOOK_URL", webhook_sink().into()),
+        ],
     );
     three_decisions(&gw, "ledger-bot", "ledger");
     let (note, log_vkey) = gw.checkpoint();
@@ -472,9 +510,16 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
         .unwrap_or_else(|| panic!("the denial in the audit trail: {audit}"))
         .clone();
     let id = denial["id"].as_str().unwrap().to_owned();
-    // The SIEM.
+    // The SIEM, and the alert webhook.
     wait_for("the denial in rsyslog", || {
         rs.lines().iter().any(|l| param(l, "id") == Some(&id))
+    });
+    wait_for("the denial's alert delivered", || {
+        gw.get("/admin/alerts/deliveries")["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["entryId"] == id.as_str() && d["outcome"] == "delivered")
     });
 
     // The evidence bundle.
@@ -515,6 +560,17 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     );
     let entries = std::fs::read_to_string(out.join("audit/entries.jsonl")).unwrap();
     assert!(entries.contains(&id), "the denial in the bundle");
+    let deliveries: Value =
+        serde_json::from_slice(&std::fs::read(out.join("alerts/deliveries.json")).unwrap())
+            .unwrap();
+    assert!(
+        deliveries["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["entryId"] == id.as_str() && d["outcome"] == "delivered"),
+        "the denial's alert delivery in the bundle: {deliveries}"
+    );
     let (ok, text) = trestle_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",

@@ -329,6 +329,16 @@ fn export_into(
         "alerts/undelivered.json".into(),
         pretty(&get_json("/admin/alerts/undelivered")?)?,
     );
+    let stamp =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    files.insert(
+        "alerts/deliveries.json".into(),
+        pretty(&get_json(&format!(
+            "/admin/alerts/deliveries?from={}&to={}&limit=100000",
+            stamp(from),
+            stamp(to)
+        ))?)?,
+    );
     let license = match src.get(&client, reqwest::Method::GET, "/admin/license") {
         Ok(r) => r.json::<Value>()?,
         Err(e) => json!({"licensing": "unavailable", "why": e.to_string()}),

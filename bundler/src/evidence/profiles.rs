@@ -15,7 +15,8 @@ pub enum Artifact {
     Changes,
     /// `policies/versions.json`: the policy snapshots active in the period.
     PolicyVersions,
-    /// `alerts/undelivered.json`: alerts that could not be delivered (the others went out).
+    /// `alerts/deliveries.json` and `alerts/undelivered.json`: each alert's outcome per channel
+    /// in the period, and those no channel accepted.
     Alerts,
     /// `license.json`: the license state (deployment mode, region pinning).
     License,
@@ -72,7 +73,7 @@ impl Artifact {
             Self::Proof => &["audit/checkpoint.note", "audit/range-proof.json"],
             Self::Changes => &["changes.json"],
             Self::PolicyVersions => &["policies/versions.json"],
-            Self::Alerts => &["alerts/undelivered.json"],
+            Self::Alerts => &["alerts/deliveries.json", "alerts/undelivered.json"],
             Self::License => &["license.json"],
             Self::InstallTranscript => {
                 &["install/transcript.json", "install/transcript.json.minisig"]

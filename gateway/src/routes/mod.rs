@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/changes", get(changes::list))
         .route("/alerts/undelivered", get(undelivered))
+        .route("/alerts/deliveries", get(deliveries))
         .route("/siem", get(siem_status))
         .route("/audit", get(audit::list))
         .route("/audit/stats", get(audit::stats))
@@ -215,6 +216,26 @@ async fn undelivered(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let alerts = state.db(|s| s.list_undelivered(1000)).await?;
     Ok(axum::Json(json!({ "alerts": alerts })))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DeliveriesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Every alert's outcome per channel, oldest first, optionally in a period.
+async fn deliveries(
+    _: Admin,
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
+    let list = state
+        .db(move |s| s.list_deliveries(q.from.as_deref(), q.to.as_deref(), limit))
+        .await?;
+    Ok(axum::Json(json!({ "deliveries": list })))
 }
 
 /// The SIEM forwarder's progress: target, connected, cursor, how far it lags the log.

@@ -153,6 +153,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError>;
     fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError>;
 
+    /// Records the outcome of one alert on one channel (delivered or not), for evidence:
+    /// `GET /admin/alerts/deliveries`.
+    fn record_delivery(&self, delivery: &Value) -> Result<(), StoreError>;
+    /// Deliveries recorded at or after `from` and before `to` (RFC 3339), oldest first.
+    fn list_deliveries(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError>;
+
     /// Cheap liveness probe for `/health`.
     fn ping(&self) -> Result<(), StoreError>;
 

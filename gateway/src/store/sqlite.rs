@@ -148,6 +148,14 @@ const MIGRATIONS: &[&str] = &[
         WHERE p.kind = changes.kind AND p.object_id = changes.object_id AND p.seq < changes.seq
         ORDER BY p.seq DESC LIMIT 1
     );",
+    // 11: every alert's outcome per channel (delivered, or not after its retries), so evidence
+    // shows what was sent where and when, not only what failed.
+    "CREATE TABLE alert_deliveries (
+        id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX alert_deliveries_at ON alert_deliveries (at);",
 ];
 
 #[derive(Debug)]
@@ -890,6 +898,44 @@ impl Store for SqliteStore {
                 "SELECT body FROM alert_failures ORDER BY failed_at DESC LIMIT ?1",
             )?;
             stmt.query_map([limit as i64], |r| {
+                from_json::<Value>(&r.get::<_, String>(0)?, 0)
+            })?
+            .collect()
+        })
+    }
+
+    fn record_delivery(&self, delivery: &Value) -> Result<(), StoreError> {
+        let text = |k: &str| {
+            delivery
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let id = format!("{}/{}", text("id"), text("channelId"));
+        let at = text("at");
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO alert_deliveries (id, at, body) VALUES (?1, ?2, ?3)",
+                params![id, at, json(delivery)],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn list_deliveries(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT body FROM alert_deliveries
+                 WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
+                 ORDER BY at LIMIT ?3",
+            )?;
+            stmt.query_map(params![from, to, limit as i64], |r| {
                 from_json::<Value>(&r.get::<_, String>(0)?, 0)
             })?
             .collect()

@@ -128,6 +128,29 @@ fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
         kept[0]["lastError"].as_str().unwrap().contains("500"),
         "{kept:?}"
     );
+    // Every outcome per channel is recorded for evidence: the critical delivery, and the two
+    // the failing channel never took; no endpoint or secret among them.
+    let (_, body) = gw.get("/admin/alerts/deliveries");
+    let all = body["deliveries"].as_array().unwrap();
+    let outcomes = |o: &str| all.iter().filter(|d| d["outcome"] == o).count();
+    assert_eq!(
+        (outcomes("delivered"), outcomes("undelivered")),
+        (1, 2),
+        "{body}"
+    );
+    let delivered = all.iter().find(|d| d["outcome"] == "delivered").unwrap();
+    assert_eq!(delivered["severity"], "critical");
+    assert_eq!(delivered["attempts"], 1);
+    assert!(
+        delivered["entryId"].as_str().unwrap().starts_with("aud_"),
+        "{delivered}"
+    );
+    assert!(
+        !body.to_string().contains(&rx.0.url),
+        "endpoints stay out: {body}"
+    );
+    let (_, none) = gw.get("/admin/alerts/deliveries?from=2099-01-01T00:00:00Z");
+    assert_eq!(none["deliveries"], json!([]));
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
