@@ -75,6 +75,8 @@ templates/example-agent.yaml does exactly this.
     - name: SIDECAR_AGENT_TOKEN
       valueFrom: {secretKeyRef: {name: {{ required "the guardian sidecar needs a Secret with the agent's token (tokenSecret, key: token)" .tokenSecret }}, key: token}}
     - {name: BUNDLE_SYNC_INTERVAL, value: {{ $root.Values.guardian.syncIntervalSeconds | quote }}}
+    # The sidecar's entries are signed where they are made: they are redacted there too.
+    - {name: AUDIT_REDACTION, value: {{ $root.Values.audit.redaction | quote }}}
     {{- with .proxyTarget }}
     - {name: PROXY_TARGET, value: {{ . | quote }}}
     {{- end }}
