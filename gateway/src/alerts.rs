@@ -92,6 +92,9 @@ impl Alert {
 pub(crate) struct Alerts {
     tx: mpsc::Sender<Alert>,
     redaction: crate::redaction::Redaction,
+    /// Where system alerts are recorded, so they are durable, in the evidence and sent to the
+    /// SIEM like every entry.
+    audit: Option<crate::audit::AuditLog>,
 }
 
 fn trigger_str(t: Trigger) -> &'static str {
@@ -113,18 +116,36 @@ fn severity_str(s: Severity) -> &'static str {
 }
 
 impl Alerts {
-    pub(crate) fn start(config: AlertConfig, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn start(
+        config: AlertConfig,
+        store: Arc<dyn Store>,
+        audit: Option<crate::audit::AuditLog>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let redaction = config.redaction;
         tokio::spawn(dispatch(config, store, rx));
-        Self { tx, redaction }
+        Self {
+            tx,
+            redaction,
+            audit,
+        }
     }
 
     /// Queues an alert; never waits. A full queue drops it with a warning.
     pub(crate) fn raise(&self, mut alert: Alert) {
-        self.redaction.apply(&mut alert.entry);
         self.redaction.text(&mut alert.title);
         self.redaction.text(&mut alert.message);
+        if alert.entry.event == "system" {
+            // Not about a decision: recorded as an entry of its own (`system_alert`), which
+            // the alert then refers to.
+            alert.entry = system_entry(&alert);
+            if let Some(audit) = &self.audit
+                && let Err(e) = audit.queue(alert.entry.clone())
+            {
+                tracing::error!(error = %e, title = %alert.title, "cannot record a system alert in the audit log");
+            }
+        }
+        self.redaction.apply(&mut alert.entry);
         if let Err(e) = self.tx.try_send(alert) {
             tracing::warn!(error = %e, "alert queue full; alert dropped");
         }
@@ -184,6 +205,23 @@ impl Alerts {
             title,
             entry: entry.clone(),
         })
+    }
+}
+
+/// The audit entry of a system alert: event `system_alert`, its title, severity and trigger in
+/// `meta`, its message as the reason.
+fn system_entry(alert: &Alert) -> AuditEntry {
+    let mut meta = serde_json::Map::new();
+    meta.insert("title".into(), json!(alert.title));
+    meta.insert("severity".into(), json!(severity_str(alert.severity)));
+    meta.insert("trigger".into(), json!(trigger_str(alert.trigger)));
+    AuditEntry {
+        id: crate::ids::new_time_ordered_id("aud"),
+        event: "system_alert".to_owned(),
+        action: "system:alert".to_owned(),
+        trace_id: crate::ids::new_id("trace"),
+        meta,
+        ..alert.entry.clone()
     }
 }
 

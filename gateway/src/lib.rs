@@ -119,7 +119,11 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         "audit log open"
     );
     let store: Arc<dyn store::Store> = Arc::new(store);
-    let alerts = alerts::Alerts::start(config.alerts.clone(), Arc::clone(&store));
+    let alerts = alerts::Alerts::start(
+        config.alerts.clone(),
+        Arc::clone(&store),
+        Some(audit.clone()),
+    );
     let sources = policy_files::Sources {
         dir: config.policies_dir.clone(),
         bundle: config

@@ -384,7 +384,39 @@ fn messages(line: &AuditExportLine, config: &SiemConfig, pid: &str) -> Vec<Strin
         &sd(&config.sd_id, &params),
         &body,
     )];
-    if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
+    if entry.event == "system_alert" {
+        // A gateway-level alert (license, certificate, allowlist), recorded as this entry.
+        let severity = match entry.meta.get("severity").and_then(|v| v.as_str()) {
+            Some("critical") => 2,
+            Some("warning") => 4,
+            _ => 6,
+        };
+        let text = |k: &str| {
+            entry
+                .meta
+                .get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let params = [
+            ("seq", line.seq.to_string()),
+            ("id", entry.id.clone()),
+            ("severity", text("severity")),
+            ("title", text("title")),
+            ("event", entry.event.clone()),
+            ("traceId", entry.trace_id.clone()),
+        ];
+        out.push(format_message(
+            FACILITY_ALERT * 8 + severity,
+            &entry.timestamp,
+            config,
+            pid,
+            "alert",
+            &sd(&config.sd_id, &params),
+            entry.reason.as_deref().unwrap_or_default(),
+        ));
+    } else if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         let severity = match alert.severity {
             Severity::Critical => 2,
             Severity::Warning => 4,
@@ -523,6 +555,36 @@ mod tests {
         assert!(msgs[0].contains("\u{feff}{"), "the entry follows the BOM");
         assert!(msgs[1].starts_with("<116>1 "), "{}", msgs[1]);
         assert!(msgs[1].contains(" alert [meshguard@32473 seq=\"7\""));
+    }
+
+    #[test]
+    fn a_system_alert_entry_is_an_audit_message_and_an_alert_at_its_severity() {
+        let entry = serde_json::json!({
+            "id": "aud_9", "timestamp": "2026-12-02T10:00:00Z", "event": "system_alert",
+            "action": "system:alert", "decision": "", "outcome": "",
+            "reason": "the allowlist is not signed", "traceId": "t9", "mode": "", "snapshot": 0,
+            "meta": {"title": "Egress Allowlist Refused", "severity": "critical", "trigger": "error"}
+        });
+        let line = AuditExportLine {
+            seq: 12,
+            source: "gw".into(),
+            prev_hash: String::new(),
+            hash: "cd".into(),
+            entry,
+        };
+        let msgs = messages(&line, &config(), "42");
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].starts_with("<110>1 "),
+            "log audit, informational: {}",
+            msgs[0]
+        );
+        assert!(
+            msgs[1].starts_with("<114>1 2026-12-02T10:00:00.000000Z gw1 meshguard 42 alert [meshguard@32473 seq=\"12\" id=\"aud_9\" severity=\"critical\" title=\"Egress Allowlist Refused\""),
+            "{}",
+            msgs[1]
+        );
+        assert!(msgs[1].ends_with("\u{feff}the allowlist is not signed"));
     }
 
     #[test]

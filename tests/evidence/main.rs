@@ -1335,6 +1335,28 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
     let n = s.read(&mut head).unwrap();
     let head = String::from_utf8_lossy(&head[..n]).into_owned();
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    // An allowlist changed on disk without its publisher's signature: refused, the signed one
+    // kept, and the system alert recorded in the log and sent to the SIEM like any entry.
+    let forged = doc.to_string().replace("api.us.example", "exfil.example");
+    std::fs::write(p.join("egress.json"), forged).unwrap();
+    wait_for("the system alert in rsyslog", || {
+        rs.lines().iter().any(|l| {
+            l.contains(" alert ")
+                && l.contains("event=\"system_alert\"")
+                && l.contains("title=\"Egress Allowlist Refused\"")
+        })
+    });
+    let system = gw.get("/admin/audit?limit=100")["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "system_alert")
+        .cloned()
+        .expect("the system alert as an audit entry");
+    assert_eq!(
+        system["meta"]["title"], "Egress Allowlist Refused",
+        "{system}"
+    );
 
     let (secret, public) = exporter_key(&p.join("keys"));
     let out = p.join("sovereign");
@@ -1357,6 +1379,11 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
             && l.contains("event egress_denied")
             && l.contains("api.us.example")),
         "the refused transfer in the transcript:\n{said}"
+    );
+    let entries = std::fs::read_to_string(out.join("audit/entries.jsonl")).unwrap();
+    assert!(
+        entries.contains(system["id"].as_str().unwrap()),
+        "the system alert in the bundle"
     );
     let settings: Value =
         serde_json::from_slice(&std::fs::read(out.join("gateway.json")).unwrap()).unwrap();

@@ -211,12 +211,13 @@ fn older_change_records_gain_their_rollback_reference_on_upgrade() {
             .map(|c| c["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    // Back to the schema before migration 10, as an older gateway left it.
+    // Back to the schema before migration 10 (and the later ones), as an older gateway left it.
     let db = rusqlite::Connection::open(dir.path().join("data/meshguard.db")).unwrap();
     db.execute_batch(
         "ALTER TABLE changes DROP COLUMN deployed_at;
          ALTER TABLE changes DROP COLUMN rollback_ref;
-         DELETE FROM schema_migrations WHERE version = 10;",
+         DROP TABLE alert_deliveries;
+         DELETE FROM schema_migrations WHERE version >= 10;",
     )
     .unwrap();
     drop(db);
