@@ -571,6 +571,18 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
             .any(|d| d["entryId"] == id.as_str() && d["outcome"] == "delivered"),
         "the denial's alert delivery in the bundle: {deliveries}"
     );
+    let versions: Value =
+        serde_json::from_slice(&std::fs::read(out.join("policies/versions.json")).unwrap())
+            .unwrap();
+    let active = versions["active"].clone();
+    assert!(
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["version"] == active),
+        "the snapshot in force is among the period's versions: {versions}"
+    );
     let (ok, text) = trestle_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",

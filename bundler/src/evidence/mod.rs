@@ -323,7 +323,7 @@ fn export_into(
     );
     files.insert(
         "policies/versions.json".into(),
-        pretty(&get_json("/admin/policies/versions")?)?,
+        pretty(&active_in(&get_json("/admin/policies/versions")?, from, to))?,
     );
     files.insert(
         "alerts/undelivered.json".into(),
@@ -519,6 +519,36 @@ fn in_window(
         })
         .collect();
     json!({ key: kept })
+}
+
+/// The policy snapshots active at some time in the period: the last one activated before it
+/// (in force when it began) and those activated during it.
+fn active_in(
+    doc: &Value,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Value {
+    let at = |r: &Value| {
+        r["activatedAt"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.to_utc())
+    };
+    let all: Vec<&Value> = doc["versions"].as_array().into_iter().flatten().collect();
+    let before = all
+        .iter()
+        .filter(|r| at(r).is_some_and(|t| t < from))
+        .max_by_key(|r| at(r));
+    let kept: Vec<&Value> = before
+        .into_iter()
+        .copied()
+        .chain(
+            all.iter()
+                .copied()
+                .filter(|r| at(r).is_some_and(|t| t >= from && t < to)),
+        )
+        .collect();
+    json!({"active": doc["active"], "versions": kept})
 }
 
 /// Parses a `c2sp.org/tlog-proof@v1` text: the proof and the checkpoint note after it.
@@ -1654,6 +1684,29 @@ mod tests {
         short.hashes.pop();
         assert!(range_root(8, &short, &proof(5, &all), &all[2..=5]).is_err());
         assert!(range_root(8, &proof(2, &all), &proof(5, &all), &all[2..=4]).is_err());
+    }
+
+    #[test]
+    fn the_policy_versions_kept_are_those_active_in_the_period() {
+        let doc = json!({"active": 4, "versions": [
+            {"version": 1, "activatedAt": "2026-10-01T00:00:00Z"},
+            {"version": 2, "activatedAt": "2026-10-20T00:00:00Z"},
+            {"version": 3, "activatedAt": "2026-11-10T00:00:00Z"},
+            {"version": 4, "activatedAt": "2026-12-05T00:00:00Z"},
+        ]});
+        let t = |s: &str| parse_time(s, "t").unwrap();
+        let got = active_in(&doc, t("2026-11-01"), t("2026-12-01"));
+        let versions: Vec<u64> = got["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            versions,
+            vec![2, 3],
+            "in force at the start, and activated during"
+        );
     }
 
     #[test]
