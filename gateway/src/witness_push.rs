@@ -67,18 +67,27 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
         }
     };
     let mut last_error: BTreeMap<String, String> = BTreeMap::new();
+    // The checkpoint size every connected witness had cosigned at the last round: until the
+    // log signs a larger one, a round reads nothing more than the latest size.
+    let mut all_cosigned = 0u64;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
         let reader = state.inner.audit.reader();
-        let Ok(Ok((latest, cosigned))) = tokio::task::spawn_blocking(move || {
-            Ok::<_, rusqlite::Error>((reader.latest_checkpoint()?, reader.cosignatures()?))
-        })
-        .await
+        let Ok(Ok(Some((size, _)))) =
+            tokio::task::spawn_blocking(move || reader.latest_checkpoint()).await
         else {
             continue;
         };
-        let Some((size, _)) = latest else { continue };
+        if size <= all_cosigned {
+            continue;
+        }
+        let reader = state.inner.audit.reader();
+        let Ok(Ok(cosigned)) = tokio::task::spawn_blocking(move || reader.cosignatures()).await
+        else {
+            continue;
+        };
+        let mut behind = false;
         for w in &witnesses {
             let held = cosigned
                 .iter()
@@ -103,10 +112,14 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
                 Err(Push::Conflict(s)) => format!("still refuses: it holds size {s}"),
                 Err(Push::Failed(e)) => e,
             };
+            behind = true;
             if last_error.get(&w.name) != Some(&outcome) {
                 tracing::warn!(witness = %w.name, url = %w.url, error = %outcome, "a connected witness did not cosign; retrying");
                 last_error.insert(w.name.clone(), outcome);
             }
+        }
+        if !behind {
+            all_cosigned = size;
         }
     }
 }
