@@ -80,15 +80,15 @@ pub struct Segment {
     pub sha256: String,
 }
 
-/// The export line as the gateway writes it.
+/// The export line as the gateway writes it (read here and by the evidence bundles).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Line {
-    seq: u64,
-    source: String,
-    prev_hash: String,
-    hash: String,
-    entry: Value,
+pub(crate) struct Line {
+    pub(crate) seq: u64,
+    pub(crate) source: String,
+    pub(crate) prev_hash: String,
+    pub(crate) hash: String,
+    pub(crate) entry: Value,
 }
 
 /// A Merkle tree's frontier: enough to extend it and compute its root.
@@ -453,6 +453,9 @@ pub struct Verified {
     pub root: String,
     /// The evidence bundles held, each verified and its checkpoint's root found in the archive.
     pub evidence: Vec<EvidenceRecord>,
+    /// The archived entries' root at each held bundle's checkpoint size.
+    #[serde(skip)]
+    evidence_roots: BTreeMap<u64, [u8; 32]>,
 }
 
 /// Verifies an archive directory with no network: every segment's digest, every chain, and the
@@ -546,6 +549,10 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
         let root = wanted.get(&e.checkpoint_size).copied().flatten();
         check_evidence(&dir.join("evidence").join(&e.name), e, &state.vkey, root)?;
     }
+    let evidence_roots = wanted
+        .into_iter()
+        .filter_map(|(size, root)| Some((size, root?)))
+        .collect();
     Ok(Verified {
         origin: state.origin,
         entries: tree.size,
@@ -553,6 +560,7 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
         checkpoints: state.checkpoints.len(),
         root: B64.encode(tree.root()),
         evidence: state.evidence,
+        evidence_roots,
     })
 }
 
@@ -787,7 +795,11 @@ pub fn retrieve(dir: &Path, evidence: Option<(&str, &Path)>) -> Result<Retrieved
             staged.push(format!(".partial-{}", std::process::id()));
             let staged = PathBuf::from(staged);
             let _ = std::fs::remove_dir_all(&staged);
-            let root = root_at(dir, &state, record.checkpoint_size)?;
+            // `verify` above rebuilt the tree, and found this root on the way.
+            let root = *v
+                .evidence_roots
+                .get(&record.checkpoint_size)
+                .context("the archive does not reach the bundle's checkpoint")?;
             let copied = (|| -> Result<()> {
                 for file in fsx::walk(&from)? {
                     fsx::copy_hashed(&from.join(&file), &staged.join(&file))?;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::audit_archive::Source;
+use crate::audit_archive::{Line, Source};
 use crate::keys::{MediaKey, MediaPublicKey};
 use crate::note::{Checkpoint, Note, Vkey, leaf_hash, node};
 
@@ -84,16 +84,6 @@ pub struct Inclusion {
     pub index: u64,
     /// Base64 hashes, leaf to root (RFC 9162 §2.1.3).
     pub hashes: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Line {
-    seq: u64,
-    source: String,
-    prev_hash: String,
-    hash: String,
-    entry: Value,
 }
 
 /// What `export` needs.
@@ -727,23 +717,12 @@ fn control_mapping(profile: &profiles::Profile, held: &[String], facts: &Facts) 
 
 /// A UUID (version 5 layout) derived from `parts`: the same bundle gives the same document.
 fn uuid(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
+    let mut seed = Vec::new();
     for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
+        seed.extend_from_slice(p.as_bytes());
+        seed.push(0);
     }
-    let mut b: [u8; 16] = h.finalize()[..16].try_into().expect("16 bytes");
-    b[6] = (b[6] & 0x0f) | 0x50;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
+    crate::sbom::uuid_from(&seed)
 }
 
 fn rfc3339(s: &str) -> String {
