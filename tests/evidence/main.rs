@@ -604,6 +604,19 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
             .unwrap_or_else(|| panic!("a finding for {control}"));
         assert_eq!(f["target"]["status"]["state"], "satisfied", "{f}");
     }
+    // The signed manifest, with the stock minisign (not our code).
+    let signed = Command::new("minisign")
+        .arg("-Vm")
+        .arg(out.join("MANIFEST.json"))
+        .arg("-p")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        signed.status.success(),
+        "minisign refused the manifest's signature: {}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
     // Its files, with sha256sum (not our code).
     let sums = Command::new("sha256sum")
         .args(["-c", "--strict", "SHA256SUMS"])
