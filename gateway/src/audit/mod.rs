@@ -13,6 +13,7 @@ pub(crate) mod keys;
 pub(crate) mod merkle;
 pub(crate) mod note;
 mod store;
+pub(crate) mod tiles;
 
 use std::path::PathBuf;
 use std::sync::Arc;
