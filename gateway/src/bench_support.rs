@@ -65,6 +65,7 @@ pub fn audit_rows(dir: &std::path::Path, rows: usize, concurrency: usize) -> (Du
     drop(crate::store::SqliteStore::open(&db_path).expect("the bench database opens"));
     let log = crate::audit::AuditLog::open(crate::audit::AuditConfig {
         db_path,
+        log_dir: dir.join("audit-log"),
         key: crate::audit::keys::KeySource::File(dir.join("audit-log.key")),
         origin: "bench.example/meshguard-audit".to_owned(),
         checkpoint_every: 1_000_000,

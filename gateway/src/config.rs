@@ -259,6 +259,12 @@ pub struct Args {
     #[arg(long, env = "AUDIT_KEY_FILE")]
     pub audit_key_file: Option<PathBuf>,
 
+    /// Directory of the audit log itself, in the C2SP tlog-tiles layout (entry bundles, hash
+    /// tiles, the latest checkpoint); the database keeps an index of it. Defaults to
+    /// `audit-log` beside the database.
+    #[arg(long, env = "AUDIT_LOG_DIR")]
+    pub audit_log_dir: Option<PathBuf>,
+
     /// Replace the audit checkpoint key, record the rotation in the log and exit (with the
     /// gateway stopped; docs/keys.md). The old key signs the handoff checkpoint too.
     #[arg(long)]
@@ -412,6 +418,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub audit_origin: String,
     pub audit_key_file: PathBuf,
+    pub audit_log_dir: PathBuf,
     pub(crate) audit_key_uri: Option<String>,
     pub policy_bundle_key_file: PathBuf,
     pub(crate) policy_bundle_key_uri: Option<String>,
@@ -473,6 +480,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("audit_origin", &self.audit_origin)
             .field("audit_key_file", &self.audit_key_file)
+            .field("audit_log_dir", &self.audit_log_dir)
             .field("policy_bundle_key_file", &self.policy_bundle_key_file)
             .finish()
     }
@@ -596,6 +604,12 @@ impl Args {
                 .parent()
                 .map(|d| d.join("audit-log.key"))
                 .unwrap_or_else(|| PathBuf::from("audit-log.key"))
+        });
+        let audit_log_dir = self.audit_log_dir.take().unwrap_or_else(|| {
+            db_path
+                .parent()
+                .map(|d| d.join("audit-log"))
+                .unwrap_or_else(|| PathBuf::from("audit-log"))
         });
         let policy_bundle_key_file = self.policy_bundle_key_file.take().unwrap_or_else(|| {
             db_path
@@ -749,6 +763,7 @@ impl Args {
             license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
             audit_origin,
             audit_key_file,
+            audit_log_dir,
             audit_key_uri: self.audit_key_uri.take(),
             policy_bundle_key_file,
             policy_bundle_key_uri: self.policy_bundle_key_uri.take(),

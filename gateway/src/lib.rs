@@ -52,6 +52,7 @@ pub fn rotate_audit_key(
     let store = store::SqliteStore::open(&config.db_path)?;
     let done = audit::keys::rotate(
         store.path(),
+        &config.audit_log_dir,
         &config.audit_key(),
         &config.audit_origin,
         lost,
@@ -99,6 +100,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let db_path = store.path().to_owned();
     let audit = audit::AuditLog::open(audit::AuditConfig {
         db_path,
+        log_dir: config.audit_log_dir.clone(),
         key: config.audit_key(),
         origin: config.audit_origin.clone(),
         checkpoint_every: config.audit_checkpoint_every,

@@ -218,6 +218,7 @@ pub(crate) struct Rotated {
 /// file, staged beside the old one and renamed over it once the log has recorded it.
 pub(crate) fn rotate(
     db_path: &Path,
+    log_dir: &Path,
     source: &KeySource,
     origin: &str,
     lost: bool,
@@ -305,7 +306,7 @@ pub(crate) fn rotate(
     let signing_vkey = current
         .as_ref()
         .map_or_else(|| new.vkey(), |c| c.vkey.clone());
-    let mut writer = super::store::Writer::open(db_path, origin, &signing_vkey)?;
+    let mut writer = super::store::Writer::open(db_path, log_dir, origin, &signing_vkey)?;
     let result = writer.rotate(
         &prepared,
         &new,

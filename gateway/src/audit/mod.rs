@@ -61,6 +61,8 @@ pub(crate) fn chain_hash(prev_hex: &str, body: &str) -> Option<String> {
 #[derive(Debug, Clone)]
 pub(crate) struct AuditConfig {
     pub(crate) db_path: PathBuf,
+    /// The log itself (`tiles`); the database at `db_path` keeps its index.
+    pub(crate) log_dir: PathBuf,
     pub(crate) key: keys::KeySource,
     pub(crate) origin: String,
     /// Sign a checkpoint after this many new rows…
@@ -127,28 +129,47 @@ impl AuditLog {
         };
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());
-        let mut writer = store::Writer::open(&config.db_path, &config.origin, &vkey)?;
-        let reader = Arc::new(store::Reader::open(&config.db_path, writer.durable())?);
+        let mut writer =
+            store::Writer::open(&config.db_path, &config.log_dir, &config.origin, &vkey)?;
+        let reader = Arc::new(store::Reader::open(
+            &config.db_path,
+            &config.log_dir,
+            writer.durable(),
+            writer.indexed(),
+        )?);
         let (tx, rx) = sync_channel::<Job>(65_536);
-        let (acks, committed) = sync_channel::<Committed>(16);
+        let (acks, committed) = sync_channel::<Batch>(16);
+        let (to_index, index_rx) = std::sync::mpsc::channel::<Vec<store::IndexRow>>();
         let origin: Arc<str> = config.origin.clone().into();
         let redaction = config.redaction;
         let shared = Arc::new(Shared {
             syncing: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            synced_at: std::sync::Mutex::new(writer.position()),
         });
+        let mut indexer = store::Indexer::open(
+            &config.db_path,
+            &config.log_dir,
+            &config.origin,
+            writer.indexed(),
+        )?;
+        let log_size = writer.durable().load(Ordering::SeqCst);
+        std::thread::Builder::new()
+            .name("audit-index".into())
+            .spawn(move || indexer.run(log_size, index_rx))?;
         let syncer = Syncer {
-            wal: writer.wal(),
+            dir: writer.log_dir(),
             durable: writer.durable(),
             shared: Arc::clone(&shared),
             wake: tx.clone(),
+            to_index: to_index.clone(),
         };
         std::thread::Builder::new()
             .name("audit-sync".into())
             .spawn(move || syncer.run(committed))?;
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer.run(rx, acks, &shared, &key, &config))?;
+            .spawn(move || writer.run(rx, acks, &shared, &key, &config, &to_index))?;
         Ok(Self {
             tx,
             origin,
@@ -416,44 +437,83 @@ const MAX_BATCH: usize = 1024;
 
 type Ack = oneshot::Sender<Result<u64, String>>;
 
-/// Rows committed to the WAL, waiting for a sync before their requests are answered.
+/// Entries written to the staging bundles, waiting for a sync before their requests are
+/// answered.
 type Committed = Vec<(Ack, u64)>;
 
-/// Answers committed rows once the WAL holding them is on disk: one fsync covers every batch
-/// committed while the previous one ran.
+/// A group handed to the syncer: the requests to answer and what was written for them.
+struct Batch {
+    acks: Committed,
+    flushed: store::Flushed,
+}
+
+/// Answers written entries once the staging bundle holding them is on disk: one fsync covers
+/// every group written while the previous one ran. Then hands their index rows on.
 struct Syncer {
-    wal: store::Wal,
-    /// Raised to the last seq of each batch once it is on disk (what readers may show).
+    dir: PathBuf,
+    /// Raised to the last seq of each batch once it is on disk (what proofs may cover).
     durable: Arc<AtomicU64>,
     shared: Arc<Shared>,
     /// Wakes the writer when a sync is done, so it commits what it inserted meanwhile. (The
     /// writer and this thread therefore live as long as the process.)
     wake: SyncSender<Job>,
+    to_index: std::sync::mpsc::Sender<Vec<store::IndexRow>>,
 }
 
 impl Syncer {
-    fn run(self, committed: Receiver<Committed>) {
+    fn run(self, committed: Receiver<Batch>) {
         while let Ok(first) = committed.recv() {
-            let mut waiting = first;
+            let mut batches = vec![first];
             while let Ok(more) = committed.try_recv() {
-                waiting.extend(more);
+                batches.push(more);
             }
-            match self.wal.sync() {
-                Ok(()) => {
-                    // Batches are committed in seq order, and this sync covers all of them.
-                    let last = waiting.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
-                    self.durable.fetch_max(last, Ordering::SeqCst);
-                    for (done, seq) in waiting {
-                        let _ = done.send(Ok(seq));
+            let segments: Vec<tiles::Segment> = batches
+                .iter()
+                .flat_map(|b| b.flushed.segments.iter().cloned())
+                .collect();
+            let synced = if self.shared.failed.load(Ordering::SeqCst) {
+                // After a failed sync nothing is acknowledged: what the disk dropped is unknown.
+                Err(std::io::Error::other(
+                    "an earlier sync of the audit log failed",
+                ))
+            } else {
+                store::sync_segments(&self.dir, &segments)
+            };
+            match synced {
+                Ok(at) => {
+                    if !segments.is_empty() {
+                        *self
+                            .shared
+                            .synced_at
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()) = at;
                     }
+                    // Batches are written in seq order, and this sync covers all of them.
+                    let last = batches
+                        .iter()
+                        .map(|b| b.flushed.last_seq)
+                        .max()
+                        .unwrap_or(0);
+                    self.durable.fetch_max(last, Ordering::SeqCst);
+                    let mut rows = Vec::new();
+                    for b in batches {
+                        for (done, seq) in b.acks {
+                            let _ = done.send(Ok(seq));
+                        }
+                        rows.extend(b.flushed.rows);
+                    }
+                    let _ = self.to_index.send(rows);
                 }
                 Err(e) => {
-                    self.shared.failed.store(true, Ordering::SeqCst);
-                    tracing::error!(error = %e, "the audit log's WAL could not be synced to disk; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
-                    refuse(
-                        waiting,
-                        &format!("audit write could not be made durable: {e}"),
-                    );
+                    if !self.shared.failed.swap(true, Ordering::SeqCst) {
+                        tracing::error!(error = %e, "the audit log could not be synced to disk; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
+                    }
+                    for b in batches {
+                        refuse(
+                            b.acks,
+                            &format!("audit write could not be made durable: {e}"),
+                        );
+                    }
                 }
             }
             self.shared.syncing.store(false, Ordering::SeqCst);
@@ -477,8 +537,17 @@ fn drain(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
 struct Shared {
     /// True while the syncer holds a committed batch.
     syncing: AtomicBool,
-    /// Set when a sync fails: the disk may have dropped rows, so the log stops taking more.
+    /// Set when a sync fails: the disk may have dropped entries, so the log stops taking more.
     failed: AtomicBool,
+    /// The last position in the staging bundles a sync covered (bundle, bytes).
+    synced_at: std::sync::Mutex<(u64, u64)>,
+}
+
+/// Waits for the syncer to finish the batch it holds.
+fn wait_idle(shared: &Shared) {
+    while shared.syncing.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_micros(50));
+    }
 }
 
 /// Refuses every request waiting in `batch`.
@@ -489,20 +558,22 @@ fn refuse(batch: Committed, why: &str) {
 }
 
 impl store::Writer {
-    /// The writer's loop. Rows are inserted as they come into one open transaction; whenever
-    /// the syncer is free the transaction is committed and handed to it, so inserting the next
-    /// batch overlaps the previous batch's fsync, and each commit carries everything that
+    /// The writer's loop. Entries are appended as they come to the open group; whenever the
+    /// syncer is free the group is written to the staging bundle and handed to it, so writing
+    /// the next group overlaps the previous group's fsync, and each carries everything that
     /// arrived meanwhile.
     fn run(
         &mut self,
         rx: Receiver<Job>,
-        acks: SyncSender<Committed>,
+        acks: SyncSender<Batch>,
         shared: &Shared,
         key: &LogKey,
         config: &AuditConfig,
+        to_index: &std::sync::mpsc::Sender<Vec<store::IndexRow>>,
     ) {
         let mut last_checkpoint = Instant::now();
         let mut pending: Committed = Vec::new();
+        let mut cut = false;
         loop {
             let first = match rx.recv_timeout(config.checkpoint_interval) {
                 Ok(job) => Some(job),
@@ -515,6 +586,16 @@ impl store::Writer {
             let mut jobs: Vec<Job> = first.into_iter().collect();
             drain(&rx, &mut jobs);
             for job in jobs {
+                if shared.failed.load(Ordering::SeqCst) && !cut {
+                    // The entries past the last sync were refused: off the disk with them.
+                    cut = true;
+                    let at = *shared.synced_at.lock().unwrap_or_else(|p| p.into_inner());
+                    self.cut_back(at);
+                    refuse(
+                        std::mem::take(&mut pending),
+                        "the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)",
+                    );
+                }
                 match job {
                     Job::Append(prepared, done) => {
                         if !prepared.claim.take() {
@@ -529,18 +610,23 @@ impl store::Writer {
                         match self.insert(&prepared) {
                             Ok(seq) => pending.push((done, seq)),
                             Err(e) => {
-                                tracing::error!(error = %e, "audit insert failed; the decisions of the open batch are refused");
-                                self.rollback();
-                                let why = format!("audit write failed: {e}");
-                                refuse(std::mem::take(&mut pending), &why);
-                                let _ = done.send(Err(why));
+                                let _ = done.send(Err(format!("audit write refused: {e}")));
                             }
                         }
                     }
                     Job::Synced => {}
                     Job::Ingest(lines, done) => {
                         self.hand_off(&mut pending, &acks, shared);
-                        let _ = done.send(self.ingest(&lines));
+                        wait_idle(shared);
+                        let result = if shared.failed.load(Ordering::SeqCst) {
+                            Err("the audit log's disk failed a sync; nothing is ingested until the gateway restarts".to_owned())
+                        } else {
+                            self.ingest(&lines)
+                        };
+                        let _ = done.send(result.map(|(report, rows)| {
+                            let _ = to_index.send(rows);
+                            report
+                        }));
                     }
                     Job::Cosign(rows, done) => {
                         self.hand_off(&mut pending, &acks, shared);
@@ -548,6 +634,7 @@ impl store::Writer {
                     }
                     Job::Checkpoint(done) => {
                         self.hand_off(&mut pending, &acks, shared);
+                        wait_idle(shared);
                         let result = self.checkpoint(key).map_err(|e| format!("{e:#}"));
                         last_checkpoint = Instant::now();
                         let _ = done.send(result);
@@ -560,8 +647,9 @@ impl store::Writer {
             let due = self.unsigned_rows() >= config.checkpoint_every
                 || (self.unsigned_rows() > 0
                     && last_checkpoint.elapsed() >= config.checkpoint_interval);
-            // A checkpoint signs committed rows only; with a batch still open it waits a round.
-            if due && pending.is_empty() {
+            // A checkpoint signs durable entries only; with a group still open it waits a round.
+            if due && pending.is_empty() && !shared.failed.load(Ordering::SeqCst) {
+                wait_idle(shared);
                 if let Err(e) = self.checkpoint(key) {
                     tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
                 }
@@ -570,21 +658,50 @@ impl store::Writer {
         }
     }
 
-    /// Commits the open batch and gives it to the syncer, which answers its requests once the
-    /// WAL is on disk.
-    fn hand_off(&mut self, pending: &mut Committed, acks: &SyncSender<Committed>, shared: &Shared) {
+    /// Writes the open group and gives it to the syncer, which answers its requests once the
+    /// staging bundle is on disk.
+    fn hand_off(&mut self, pending: &mut Committed, acks: &SyncSender<Batch>, shared: &Shared) {
         if pending.is_empty() {
             return;
         }
         let batch = std::mem::take(pending);
-        if let Err(e) = self.commit() {
-            tracing::error!(error = %e, "audit commit failed; the decisions waiting on it are refused");
-            refuse(batch, &format!("audit write failed: {e}"));
+        let flushed = match self.commit() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed; the decisions waiting on it are refused");
+                refuse(batch, &format!("audit write failed: {e}"));
+                // What reached the file is cut off with the rest once the log stops.
+                shared.failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        };
+        shared.syncing.store(true, Ordering::SeqCst);
+        if let Err(std::sync::mpsc::SendError(b)) = acks.send(Batch {
+            acks: batch,
+            flushed,
+        }) {
+            shared.syncing.store(false, Ordering::SeqCst);
+            refuse(b.acks, "the audit log's sync thread stopped");
+        }
+    }
+}
+
+impl store::Indexer {
+    /// The indexer's loop: catches up with the log as it was at start, then indexes each group
+    /// the syncer hands on. A failure is logged and retried from the log on the next group.
+    fn run(&mut self, log_size: u64, rows: Receiver<Vec<store::IndexRow>>) {
+        if let Err(e) = self.catch_up(log_size) {
+            tracing::error!(error = %format!("{e:#}"), "cannot index the audit log; lists and stats stop at the last indexed entry until the gateway restarts");
             return;
         }
-        shared.syncing.store(true, Ordering::SeqCst);
-        if let Err(std::sync::mpsc::SendError(batch)) = acks.send(batch) {
-            refuse(batch, "the audit log's sync thread stopped");
+        while let Ok(first) = rows.recv() {
+            let mut group = first;
+            while let Ok(more) = rows.try_recv() {
+                group.extend(more);
+            }
+            if let Err(e) = self.add(&group) {
+                tracing::error!(error = %e, "cannot index audit entries; lists and stats stop at the last indexed entry");
+            }
         }
     }
 }

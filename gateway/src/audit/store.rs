@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use base64::Engine;
 use meshguard_api::{AuditEntry, AuditExportLine, AuditRecord};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::merkle::{self, Frontier};
 use super::note::{self, LogKey};
+use super::tiles::{self, TileReader, TileWriter};
 use super::{GENESIS, IngestReport, canonical, chain_hash};
 
 /// A connection to the log's database (WAL, synchronous=FULL).
@@ -29,128 +30,189 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// The WAL file of the database at `db`, which the syncer fsyncs: SQLite appends to it with
-/// `synchronous=NORMAL` on the writer's connection (no fsync inside COMMIT), and nothing the
-/// writer commits is acknowledged before a sync of this file that started after the commit.
-#[derive(Debug, Clone)]
-pub(crate) struct Wal(PathBuf);
-
-impl Wal {
-    pub(crate) fn of(db: &Path) -> Self {
-        let mut name = db.as_os_str().to_owned();
-        name.push("-wal");
-        Self(PathBuf::from(name))
-    }
-
-    /// Makes everything written to the WAL so far durable. Opened afresh each time, so the
-    /// sync always reaches the file SQLite is writing now.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .open(&self.0)?
-            .sync_data()
-    }
-}
-
-/// The frontier and chain heads kept with the latest checkpoint, if they can be trusted: the
-/// frontier's root must be the root the log key signed at that size, and this gateway's head
-/// must be the hash of its last row at or below that size. Anything else is reported and the
-/// caller replays the whole log instead.
+/// The chain heads kept with the latest checkpoint at or below `size` whose saved frontier
+/// gives the root the log key signed and whose root the log directory still gives: a restart
+/// replays only the entries after it. Anything else is reported and the whole log replayed.
 fn anchor(
     conn: &Connection,
-    origin: &str,
+    tiles: &TileReader,
     vkey: &str,
-) -> rusqlite::Result<Option<(Frontier, HashMap<String, String>)>> {
+    size: u64,
+) -> rusqlite::Result<Option<(u64, HashMap<String, String>)>> {
     let latest: Option<(i64, Vec<u8>, String, String)> = conn
         .query_row(
             "SELECT size, frontier, heads, note FROM audit_checkpoints
-             WHERE frontier IS NOT NULL AND heads IS NOT NULL ORDER BY size DESC LIMIT 1",
-            [],
+             WHERE frontier IS NOT NULL AND heads IS NOT NULL AND size <= ?1
+             ORDER BY size DESC LIMIT 1",
+            [size as i64],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((size, bytes, heads, note_text)) = latest else {
+    let Some((at, bytes, heads, note_text)) = latest else {
         return Ok(None);
     };
-    let size = size as u64;
+    let at = at as u64;
     let distrust = |why: &str| {
         tracing::warn!(
-            size,
+            size = at,
             why,
-            "the audit checkpoint's saved frontier is not used; replaying the whole log"
+            "the audit checkpoint's saved chain heads are not used; replaying the whole log"
         );
         Ok(None)
     };
-    let Some(frontier) = Frontier::from_bytes(size, &bytes) else {
+    let Some(frontier) = Frontier::from_bytes(at, &bytes) else {
         return distrust("its frontier does not fit its size");
     };
     match note::verify_checkpoint(vkey, &note_text) {
-        Ok(cp) if cp.size == size && cp.root == frontier.root() => {}
+        Ok(cp) if cp.size == at && cp.root == frontier.root() => {}
         Ok(_) => return distrust("its frontier does not give the signed root"),
         Err(e) => return distrust(&format!("its note does not verify: {e}")),
+    }
+    match tiles.root(at) {
+        Ok(root) if root == frontier.root() => {}
+        Ok(_) => {
+            tracing::error!(
+                size = at,
+                "the audit log directory no longer gives the root signed at this size: entries were altered; GET /admin/audit/verify names the first"
+            );
+            return Ok(None);
+        }
+        Err(e) => return distrust(&format!("its root cannot be read from the log: {e}")),
     }
     let Ok(heads) = serde_json::from_str::<HashMap<String, String>>(&heads) else {
         return distrust("its chain heads are not a JSON map");
     };
-    let own: Option<String> = conn
-        .query_row(
-            "SELECT hash FROM audit_entries WHERE seq <= ?1 AND source = ?2 ORDER BY seq DESC LIMIT 1",
-            params![size as i64, origin],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if own != heads.get(origin).cloned() {
-        return distrust("its chain head for this gateway is not the hash of its last row");
-    }
-    Ok(Some((frontier, heads)))
+    Ok(Some((at, heads)))
 }
 
-/// Leaves per saved subtree hash (`audit_tiles`), as a height.
-const TILE_HEIGHT: u32 = 8;
-const TILE: u64 = 1 << TILE_HEIGHT;
+/// A row of the index, from one entry of the log.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexRow {
+    seq: u64,
+    id: String,
+    source: String,
+    timestamp: String,
+    agent_id: Option<String>,
+    action: String,
+    decision: String,
+    body: String,
+    prev_hash: String,
+    hash: String,
+}
 
-/// Appends `leaf` to `frontier`, noting in `tiles` the tile (start leaf, subtree hash) it
-/// completes, if it completes one.
-fn push_leaf(frontier: &mut Frontier, leaf: merkle::Hash, tiles: &mut Vec<(u64, merkle::Hash)>) {
-    let end = frontier.size() + 1;
-    frontier.push_and_see(leaf, |height, hash| {
-        if height == TILE_HEIGHT {
-            tiles.push((end - TILE, *hash));
+impl IndexRow {
+    /// The row of an entry read back from the log (its fields from the body).
+    fn from_body(seq: u64, source: &str, body: String, prev_hash: String, hash: String) -> Self {
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Self {
+            seq,
+            id: text("id").unwrap_or_else(|| format!("missing-id-{seq}")),
+            source: source.to_owned(),
+            timestamp: text("timestamp").unwrap_or_default(),
+            agent_id: text("agentId"),
+            action: text("action").unwrap_or_default(),
+            decision: text("decision").unwrap_or_default(),
+            body,
+            prev_hash,
+            hash,
         }
-    });
-}
-
-/// `frontier` with `leaves` appended, and the tiles they complete.
-fn grow(frontier: &Frontier, leaves: &[merkle::Hash]) -> (Frontier, Vec<(u64, merkle::Hash)>) {
-    let mut grown = frontier.clone();
-    let mut tiles = Vec::new();
-    for leaf in leaves {
-        push_leaf(&mut grown, *leaf, &mut tiles);
     }
-    (grown, tiles)
 }
 
-/// Saves tile hashes in the current transaction.
-fn save_tiles(conn: &Connection, tiles: &[(u64, merkle::Hash)]) -> rusqlite::Result<()> {
-    let mut stmt =
-        conn.prepare_cached("INSERT OR REPLACE INTO audit_tiles (start, hash) VALUES (?1, ?2)")?;
-    for (start, hash) in tiles {
-        stmt.execute(params![*start as i64, &hash[..]])?;
+/// Inserts `rows` into the index in the current transaction.
+fn index_rows(conn: &Connection, rows: &[IndexRow]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO audit_entries (seq, id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for r in rows {
+        stmt.execute(params![
+            r.seq as i64,
+            r.id,
+            r.source,
+            r.timestamp,
+            r.agent_id,
+            r.action,
+            r.decision,
+            r.body,
+            r.prev_hash,
+            r.hash
+        ])?;
     }
     Ok(())
 }
 
-/// Rows of this gateway's chain inserted in the writer's open transaction.
+/// Reads entries `from..=to` of the log with their chains, from `heads` as they were before
+/// `from`, calling `f` with each row (and updating `heads`).
+fn replay(
+    tiles: &TileReader,
+    origin: &str,
+    from: u64,
+    to: u64,
+    heads: &mut HashMap<String, String>,
+    mut f: impl FnMut(IndexRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let runs = tiles::read_sources(tiles.dir(), to)?;
+    tiles.for_each(from, to, |seq, entry| {
+        let source = tiles::source_of(&runs, seq, origin);
+        let body = std::str::from_utf8(entry)
+            .with_context(|| format!("audit log entry {seq} is not UTF-8"))?
+            .to_owned();
+        let prev = heads.get(source).map_or(GENESIS, String::as_str).to_owned();
+        let hash = chain_hash(&prev, &body).expect("heads are 32-byte hex");
+        heads.insert(source.to_owned(), hash.clone());
+        f(IndexRow::from_body(seq, source, body, prev, hash))
+    })
+}
+
+/// Entries of this gateway's chain appended since the last flush.
 struct Open {
     /// The chain head after the last of them.
     head: String,
     leaves: Vec<merkle::Hash>,
+    rows: Vec<IndexRow>,
 }
 
-/// The writer's state: its connection, the Merkle frontier and the head of every chain.
+/// A group written to the staging bundles, for the syncer: the files to sync and the index rows
+/// to hand on once they are durable.
+#[derive(Debug, Default)]
+pub(crate) struct Flushed {
+    pub(crate) segments: Vec<tiles::Segment>,
+    pub(crate) rows: Vec<IndexRow>,
+    pub(crate) last_seq: u64,
+}
+
+/// Makes `segments` durable: each staging file synced once, full bundles sealed, the staging
+/// directory synced when a new bundle was started. Returns the position now durable.
+pub(crate) fn sync_segments(
+    dir: &Path,
+    segments: &[tiles::Segment],
+) -> std::io::Result<(u64, u64)> {
+    let mut at = (0, 0);
+    for (i, s) in segments.iter().enumerate() {
+        // A segment's file reappears only as the same bundle's later segment.
+        if segments[i + 1..].iter().all(|t| t.bundle != s.bundle) {
+            s.file.sync_data()?;
+        }
+        if s.sealed {
+            tiles::seal(dir, s.bundle)?;
+            at = (s.bundle + 1, 0);
+        } else {
+            at = (s.bundle, s.len);
+        }
+    }
+    if segments.len() > 1 || segments.first().is_some_and(|s| s.sealed) {
+        tiles::sync_staging(dir)?;
+    }
+    Ok(at)
+}
+
+/// The writer's state: the log directory, the Merkle frontier and the head of every chain, and
+/// a connection for the checkpoint and key records.
 pub(crate) struct Writer {
     conn: Connection,
-    wal: Wal,
+    tiles: TileWriter,
     open: Option<Open>,
     origin: String,
     frontier: Frontier,
@@ -158,63 +220,112 @@ pub(crate) struct Writer {
     signed_size: u64,
     /// The highest seq known to be on disk; readers show nothing beyond it.
     durable: Arc<AtomicU64>,
+    /// The highest seq in the index.
+    indexed: Arc<AtomicU64>,
 }
 
-/// The highest seq in the log: at start, and after an inline sync with nothing open, every row
-/// is on disk.
-fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+/// The highest seq in the index.
+fn last_indexed(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_entries", [], |r| {
         r.get::<_, i64>(0)
     })
     .map(|s| s.max(0) as u64)
 }
 
-impl Writer {
-    /// Opens the log and rebuilds the frontier and chain heads: from the latest checkpoint that
-    /// kept them (once its frontier is found to match the root the log key signed), replaying
-    /// only the rows after it; from the first row otherwise.
-    pub(crate) fn open(path: &Path, origin: &str, vkey: &str) -> anyhow::Result<Self> {
-        let conn = open(path)?;
-        // COMMIT writes the frames without waiting for the disk; the syncer thread fsyncs the
-        // WAL while this thread already inserts the next batch, and only then releases the
-        // batch's requests (group commit with a separate flush). SQLite keeps the file
-        // consistent in this mode; durability of every acknowledged row comes from the
-        // syncer. Ingests and checkpoints sync inline before they answer.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        let (mut frontier, mut heads) = anchor(&conn, origin, vkey)?.unwrap_or_default();
-        let mut replayed_tiles = Vec::new();
-        {
-            let mut stmt = conn.prepare(
-                "SELECT seq, source, body, hash FROM audit_entries WHERE seq > ?1 ORDER BY seq",
-            )?;
-            let mut rows = stmt.query([frontier.size() as i64])?;
-            let mut expected = frontier.size() + 1;
-            while let Some(r) = rows.next()? {
-                let (seq, source, body, hash): (i64, String, String, String) =
-                    (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-                if seq as u64 != expected {
-                    tracing::error!(
-                        missing = expected,
-                        seq,
-                        "the audit log has a gap (rows were removed); GET /admin/audit/verify names it"
-                    );
+/// Moves a log kept as SQLite rows (before the tiles layout) into the log directory, byte for
+/// byte, so every root stays what its checkpoints signed; the rows stay as the index.
+fn migrate(conn: &Connection, tiles: &mut TileWriter, origin: &str) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare("SELECT seq, source, body FROM audit_entries ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut run: Option<(u64, u64, String)> = None;
+    let mut runs = Vec::new();
+    let mut expected = 1u64;
+    while let Some(r) = rows.next()? {
+        let (seq, source, body): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let seq = seq as u64;
+        if seq != expected {
+            bail!(
+                "the audit log cannot move to {}: row {expected} is missing (the rows jump to {seq}); GET /admin/audit/verify on the previous release names it",
+                tiles.dir().display()
+            );
+        }
+        expected += 1;
+        if body.len() > u16::MAX as usize {
+            bail!(
+                "audit entry {seq} is {} bytes, over the 65,535 an entry bundle holds",
+                body.len()
+            );
+        }
+        if source != origin {
+            match &mut run {
+                Some((_, count, s)) if *s == source => *count += 1,
+                _ => {
+                    runs.extend(run.take());
+                    run = Some((seq, 1, source));
                 }
-                expected = seq as u64 + 1;
-                push_leaf(
-                    &mut frontier,
-                    merkle::leaf_hash(body.as_bytes()),
-                    &mut replayed_tiles,
-                );
-                heads.insert(source, hash);
             }
+        } else {
+            runs.extend(run.take());
         }
-        // Tiles of a log written before they were kept (or lost since) are saved now, so
-        // proofs stop reading every entry after the first start.
-        if !replayed_tiles.is_empty() {
-            let tx = conn.unchecked_transaction()?;
-            save_tiles(&tx, &replayed_tiles)?;
-            tx.commit()?;
+        tiles.append(body.as_bytes(), merkle::leaf_hash(body.as_bytes()));
+        if tiles.size() % 65_536 == 0 {
+            let flushed = tiles.flush()?;
+            sync_segments(tiles.dir(), &flushed)?;
         }
+    }
+    runs.extend(run.take());
+    for (first, count, source) in runs {
+        tiles.add_run(first, count, &source)?;
+    }
+    let flushed = tiles.flush()?;
+    sync_segments(tiles.dir(), &flushed)?;
+    Ok(())
+}
+
+impl Writer {
+    /// Opens the log directory and rebuilds the frontier (from its tiles) and the chain heads
+    /// (from the latest trusted checkpoint, replaying only the entries after it). A log kept
+    /// as SQLite rows by an earlier release is moved into the directory first.
+    pub(crate) fn open(
+        path: &Path,
+        log_dir: &Path,
+        origin: &str,
+        vkey: &str,
+    ) -> anyhow::Result<Self> {
+        let conn = open(path)?;
+        let mut tiles = TileWriter::open(log_dir)?;
+        let indexed = last_indexed(&conn)?;
+        let moved: Option<String> = conn
+            .query_row(
+                "SELECT value FROM audit_layout WHERE key = 'tiles'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match moved {
+            None if tiles.size() == 0 && indexed > 0 => {
+                tracing::info!(entries = indexed, dir = %log_dir.display(), "moving the audit log into the tiles layout");
+                migrate(&conn, &mut tiles, origin)?;
+            }
+            None => {}
+            Some(_) if tiles.size() < indexed => bail!(
+                "the audit log directory {} holds {} entries, but the index (and the log before it) held {indexed}: the directory was removed, replaced or cut short. Restore it from backup (AUDIT_LOG_DIR); the gateway does not start on a log that lost entries",
+                log_dir.display(),
+                tiles.size()
+            ),
+            Some(_) => {}
+        }
+        if moved.is_none() {
+            conn.execute(
+                "INSERT OR REPLACE INTO audit_layout (key, value) VALUES ('tiles', ?1)",
+                [log_dir.display().to_string()],
+            )?;
+        }
+        let size = tiles.size();
+        let frontier = tiles.frontier();
+        let reader = TileReader::new(log_dir);
+        let (from, mut heads) = anchor(&conn, &reader, vkey, size)?.unwrap_or_default();
+        replay(&reader, origin, from + 1, size, &mut heads, |_| Ok(()))?;
         let signed_size: u64 = conn
             .query_row(
                 "SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints",
@@ -223,16 +334,16 @@ impl Writer {
             )?
             .try_into()
             .unwrap_or(0);
-        let durable = Arc::new(AtomicU64::new(last_seq(&conn)?));
         Ok(Self {
             conn,
-            wal: Wal::of(path),
+            tiles,
             open: None,
             origin: origin.to_owned(),
             frontier,
             heads,
             signed_size,
-            durable,
+            durable: Arc::new(AtomicU64::new(size)),
+            indexed: Arc::new(AtomicU64::new(indexed.min(size))),
         })
     }
 
@@ -241,99 +352,135 @@ impl Writer {
         Arc::clone(&self.durable)
     }
 
-    /// After an inline sync with no transaction open: everything in the log is on disk.
-    fn synced_all(&self) -> rusqlite::Result<()> {
-        self.durable
-            .fetch_max(last_seq(&self.conn)?, Ordering::SeqCst);
-        Ok(())
+    /// The highest seq in the index, shared with the readers and the indexer (which raises it).
+    pub(crate) fn indexed(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.indexed)
     }
 
-    pub(crate) fn wal(&self) -> Wal {
-        self.wal.clone()
+    /// Where the staging bundles end now (bundle, bytes): all of it is durable at open.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        self.tiles.position()
+    }
+
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.tiles.dir().to_owned()
     }
 
     pub(crate) fn unsigned_rows(&self) -> u64 {
         self.frontier.size() - self.signed_size
     }
 
-    /// Inserts an entry of this gateway's own chain into the open transaction, opening one if
-    /// none is; returns its seq. Nothing is visible to the frontier or the chain heads before
-    /// [`Self::commit`].
-    pub(crate) fn insert(&mut self, prepared: &super::Prepared) -> rusqlite::Result<u64> {
-        if self.open.is_none() {
-            self.conn.execute_batch("BEGIN")?;
-            let head = self
+    /// Appends an entry of this gateway's own chain to the open group; returns its seq.
+    /// Nothing is visible to the frontier or the chain heads before [`Self::commit`].
+    pub(crate) fn insert(&mut self, prepared: &super::Prepared) -> Result<u64, String> {
+        let (entry, body) = (&prepared.entry, &prepared.body);
+        if body.len() > u16::MAX as usize {
+            return Err(format!(
+                "the audit entry is {} bytes, over the 65,535 the log holds per entry",
+                body.len()
+            ));
+        }
+        let open = self.open.get_or_insert_with(|| Open {
+            head: self
                 .heads
                 .get(&self.origin)
                 .cloned()
-                .unwrap_or_else(|| GENESIS.to_owned());
-            self.open = Some(Open {
-                head,
-                leaves: Vec::new(),
-            });
-        }
-        let open = self.open.as_mut().expect("opened above");
-        let (entry, body) = (&prepared.entry, &prepared.body);
+                .unwrap_or_else(|| GENESIS.to_owned()),
+            leaves: Vec::new(),
+            rows: Vec::new(),
+        });
         let hash = chain_hash(&open.head, body).expect("heads are 32-byte hex");
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                entry.id,
-                self.origin,
-                entry.timestamp,
-                entry.agent_id,
-                entry.action,
-                entry.decision,
-                body,
-                open.head,
-                hash
-            ])?;
+        self.tiles.append(body.as_bytes(), prepared.leaf);
+        let seq = self.tiles.size();
+        open.rows.push(IndexRow {
+            seq,
+            id: entry.id.clone(),
+            source: self.origin.clone(),
+            timestamp: entry.timestamp.clone(),
+            agent_id: entry.agent_id.clone(),
+            action: entry.action.clone(),
+            decision: entry.decision.clone(),
+            body: body.clone(),
+            prev_hash: std::mem::replace(&mut open.head, hash.clone()),
+            hash,
+        });
         open.leaves.push(prepared.leaf);
-        open.head = hash;
-        Ok(self.conn.last_insert_rowid() as u64)
+        Ok(seq)
     }
 
-    /// Commits the open transaction: its frames reach the WAL (not yet the disk; see [`Wal`])
-    /// and its rows join the frontier and the chain head. On failure nothing of it remains.
-    pub(crate) fn commit(&mut self) -> rusqlite::Result<()> {
+    /// Writes the open group to the staging bundles (not yet to the disk: the syncer does
+    /// that) and adds it to the frontier and the chain head. On failure nothing of it remains
+    /// queued; what reached a file is cut off when the failure stops the log.
+    pub(crate) fn commit(&mut self) -> std::io::Result<Flushed> {
         let Some(open) = self.open.take() else {
-            return Ok(());
+            return Ok(Flushed::default());
         };
-        let (grown, tiles) = grow(&self.frontier, &open.leaves);
-        if let Err(e) =
-            save_tiles(&self.conn, &tiles).and_then(|()| self.conn.execute_batch("COMMIT"))
-        {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e);
+        let segments = match self.tiles.flush() {
+            Ok(s) => s,
+            Err(e) => {
+                self.tiles.discard();
+                return Err(e);
+            }
+        };
+        for leaf in &open.leaves {
+            self.frontier.push(*leaf);
         }
-        self.frontier = grown;
         self.heads.insert(self.origin.clone(), open.head);
+        Ok(Flushed {
+            segments,
+            last_seq: self.tiles.size(),
+            rows: open.rows,
+        })
+    }
+
+    /// After a failed sync: cuts the staging bundles back to `(bundle, len)`, the last
+    /// position a sync covered, so the refused entries never reappear.
+    pub(crate) fn cut_back(&mut self, at: (u64, u64)) {
+        self.open = None;
+        if let Err(e) = self.tiles.cut_back(at.0, at.1) {
+            tracing::error!(error = %e, "cannot cut the refused entries off the audit log's staging bundle; they may reappear after a restart although their decisions were refused");
+        }
+    }
+
+    /// Writes `flushed` durably here, not through the syncer (ingest, rotation, migration).
+    fn sync_inline(&mut self, flushed: &Flushed) -> std::io::Result<()> {
+        sync_segments(self.tiles.dir(), &flushed.segments)?;
+        self.durable.fetch_max(flushed.last_seq, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Drops the open transaction and every row in it.
-    pub(crate) fn rollback(&mut self) {
-        if self.open.take().is_some()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::error!(error = %e, "cannot roll back the audit writer's transaction");
+    /// Waits until the index holds every durable entry (ingest looks duplicates up in it).
+    fn wait_indexed(&self) -> Result<(), String> {
+        let want = self.durable.load(Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.indexed.load(Ordering::SeqCst) < want {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the audit index is behind the log ({} of {want} entries) and did not catch up within 60 s; try again",
+                    self.indexed.load(Ordering::SeqCst)
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
+        Ok(())
     }
 
     /// Merges a sidecar's export: all lines or none. Lines already present (same id and hash) are
-    /// skipped, so ingesting the same export twice changes nothing.
-    pub(crate) fn ingest(&mut self, lines: &[AuditExportLine]) -> Result<IngestReport, String> {
+    /// skipped, so ingesting the same export twice changes nothing. Returns the report and the
+    /// index rows of what was added.
+    pub(crate) fn ingest(
+        &mut self,
+        lines: &[AuditExportLine],
+    ) -> Result<(IngestReport, Vec<IndexRow>), String> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
+        self.wait_indexed()?;
         let mut report = IngestReport {
             received: lines.len(),
             ..Default::default()
         };
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         let mut heads = self.heads.clone();
-        let mut leaves = Vec::new();
+        let mut rows: Vec<IndexRow> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, line) in lines.iter().enumerate() {
             let at = format!("line {}", i + 1);
             if line.source == self.origin {
@@ -343,6 +490,12 @@ impl Writer {
                 ));
             }
             let body = canonical(&line.entry);
+            if body.len() > u16::MAX as usize {
+                return Err(format!(
+                    "{at}: the entry is {} bytes, over the 65,535 the log holds per entry",
+                    body.len()
+                ));
+            }
             let expected = chain_hash(&line.prev_hash, &body)
                 .ok_or_else(|| format!("{at}: prevHash is not 64 hex characters"))?;
             if expected != line.hash {
@@ -355,7 +508,8 @@ impl Writer {
                 .get("id")
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{at}: entry has no id"))?;
-            let existing: Option<String> = tx
+            let existing: Option<String> = self
+                .conn
                 .query_row("SELECT hash FROM audit_entries WHERE id = ?1", [id], |r| {
                     r.get(0)
                 })
@@ -371,6 +525,9 @@ impl Writer {
                         "{at}: entry {id} is already in the log with different content"
                     ));
                 }
+                None if !seen.insert(id.to_owned()) => {
+                    return Err(format!("{at}: entry {id} appears twice in the export"));
+                }
                 None => {}
             }
             let head = heads.get(&line.source).map_or(GENESIS, String::as_str);
@@ -380,40 +537,52 @@ impl Writer {
                     line.source
                 ));
             }
-            let text = |k: &str| line.entry.get(k).and_then(Value::as_str).map(str::to_owned);
-            tx.execute(
-                "INSERT INTO audit_entries (id, source, timestamp, agent_id, action, decision, body, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    id,
-                    line.source,
-                    text("timestamp").unwrap_or_default(),
-                    text("agentId"),
-                    text("action").unwrap_or_default(),
-                    text("decision").unwrap_or_default(),
-                    body,
-                    line.prev_hash,
-                    line.hash
-                ],
-            )
-            .map_err(|e| e.to_string())?;
             heads.insert(line.source.clone(), line.hash.clone());
-            leaves.push(merkle::leaf_hash(body.as_bytes()));
+            let seq = self.tiles.size() + rows.len() as u64 + 1;
+            rows.push(IndexRow::from_body(
+                seq,
+                &line.source,
+                body,
+                line.prev_hash.clone(),
+                line.hash.clone(),
+            ));
             report.inserted += 1;
         }
-        let (grown, tiles) = grow(&self.frontier, &leaves);
-        save_tiles(&tx, &tiles).map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-        self.frontier = grown;
-        self.heads = heads;
-        self.wal
-            .sync()
+        // The runs' sources first, synced: entries without their source would join this
+        // gateway's chain on a rebuild.
+        let mut start = 0;
+        while start < rows.len() {
+            let source = &rows[start].source;
+            let end = rows[start..]
+                .iter()
+                .position(|r| &r.source != source)
+                .map_or(rows.len(), |p| start + p);
+            self.tiles
+                .add_run(rows[start].seq, (end - start) as u64, source)
+                .map_err(|e| format!("cannot record the ingested entries' source: {e}"))?;
+            start = end;
+        }
+        for r in &rows {
+            self.tiles
+                .append(r.body.as_bytes(), merkle::leaf_hash(r.body.as_bytes()));
+        }
+        let flushed = Flushed {
+            segments: self.tiles.flush().map_err(|e| {
+                self.tiles.discard();
+                format!("the ingested entries could not be written: {e}")
+            })?,
+            rows: Vec::new(),
+            last_seq: self.tiles.size(),
+        };
+        self.sync_inline(&flushed)
             .map_err(|e| format!("the ingested entries could not be made durable: {e}"))?;
-        self.synced_all().map_err(|e| e.to_string())?;
-        Ok(report)
+        for r in &rows {
+            self.frontier.push(merkle::leaf_hash(r.body.as_bytes()));
+        }
+        self.heads = heads;
+        Ok((report, rows))
     }
 
-    /// Signs a checkpoint over the whole log if it grew; returns the latest checkpoint note.
     /// Stores verified cosignatures (a cosignature already stored for its size and witness is
     /// kept); returns how many were new.
     pub(crate) fn add_cosignatures(&mut self, rows: &[Cosignature]) -> Result<usize, String> {
@@ -432,9 +601,9 @@ impl Writer {
         Ok(added)
     }
 
-    /// Appends the rotation entry `prepared` and, in the same transaction, the checkpoint over
-    /// it signed by `new` and `old` (when there is one), retires `old_vkey` at that size and
-    /// records `new`; then makes it durable. Returns the checkpoint's size and note.
+    /// Appends the rotation entry `prepared`, makes it durable, signs the checkpoint over it by
+    /// `new` and `old` (when there is one), and records, in one transaction, the checkpoint,
+    /// `old_vkey` retired at that size and `new`. Returns the checkpoint's size and note.
     pub(crate) fn rotate(
         &mut self,
         prepared: &super::Prepared,
@@ -443,75 +612,63 @@ impl Writer {
         old_vkey: Option<&str>,
     ) -> anyhow::Result<(u64, String)> {
         debug_assert!(self.open.is_none(), "no batch is open in a rotation");
-        self.insert(prepared)?;
-        let open = self.open.take().expect("insert opened a transaction");
-        let (grown, tiles) = grow(&self.frontier, &open.leaves);
-        let mut heads = self.heads.clone();
-        heads.insert(self.origin.clone(), open.head);
-        let (size, root) = (grown.size(), grown.root());
+        self.insert(prepared).map_err(anyhow::Error::msg)?;
+        let flushed = self.commit().context("cannot write the rotation entry")?;
+        self.sync_inline(&flushed)
+            .context("the rotation entry could not be made durable")?;
+        let (size, root) = (self.frontier.size(), self.frontier.root());
         let mut signers = vec![new];
         signers.extend(old);
-        let text =
-            match note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers) {
-                Ok(text) => text,
-                Err(e) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    anyhow::bail!("cannot sign the handoff checkpoint: {e}");
-                }
-            };
+        let text = note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers)
+            .map_err(|e| anyhow::anyhow!("cannot sign the handoff checkpoint: {e}"))?;
+        self.tiles
+            .publish(&text)
+            .context("cannot publish the handoff checkpoint in the log directory")?;
         let now = crate::clock::now_rfc3339();
-        let written = (|| -> rusqlite::Result<()> {
-            save_tiles(&self.conn, &tiles)?;
-            self.conn.execute(
-                "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    size as i64,
-                    base64::engine::general_purpose::STANDARD.encode(root),
-                    text,
-                    now,
-                    grown.to_bytes(),
-                    serde_json::to_string(&heads).expect("a map of strings serializes")
-                ],
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                size as i64,
+                base64::engine::general_purpose::STANDARD.encode(root),
+                text,
+                now,
+                self.frontier.to_bytes(),
+                serde_json::to_string(&self.heads).expect("a map of strings serializes")
+            ],
+        )?;
+        if let Some(old_vkey) = old_vkey {
+            tx.execute(
+                "UPDATE audit_keys SET retired_size = ?1, retired_at = ?2 WHERE vkey = ?3",
+                params![size as i64, now, old_vkey],
             )?;
-            if let Some(old_vkey) = old_vkey {
-                self.conn.execute(
-                    "UPDATE audit_keys SET retired_size = ?1, retired_at = ?2 WHERE vkey = ?3",
-                    params![size as i64, now, old_vkey],
-                )?;
-            }
-            self.conn.execute(
-                "INSERT INTO audit_keys (vkey, first_size, added_at) VALUES (?1, ?2, ?3)",
-                params![new.vkey(), size as i64, now],
-            )?;
-            self.conn.execute_batch("COMMIT")
-        })();
-        if let Err(e) = written {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e.into());
         }
-        self.frontier = grown;
-        self.heads = heads;
+        tx.execute(
+            "INSERT INTO audit_keys (vkey, first_size, added_at) VALUES (?1, ?2, ?3)",
+            params![new.vkey(), size as i64, now],
+        )?;
+        tx.commit()?;
         self.signed_size = size;
-        self.wal
-            .sync()
-            .context("the rotation is committed but could not be made durable")?;
-        self.synced_all()?;
         Ok((size, text))
     }
 
+    /// Signs a checkpoint over the whole log if it grew (every entry is durable: the writer
+    /// waits for the syncer first); returns the latest checkpoint note.
     pub(crate) fn checkpoint(&mut self, key: &LogKey) -> anyhow::Result<Option<String>> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
         if self.frontier.size() > self.signed_size {
-            // Never sign rows that a power cut could still take away.
-            self.wal
-                .sync()
-                .context("cannot make the log durable before signing a checkpoint")?;
-            self.synced_all()?;
             let size = self.frontier.size();
+            anyhow::ensure!(
+                self.durable.load(Ordering::SeqCst) >= size,
+                "the log's last entries are not durable; no checkpoint is signed over them"
+            );
             let root = self.frontier.root();
             let note = key
                 .sign_note(&note::checkpoint_body(key.origin(), size, &root))
                 .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
+            self.tiles
+                .publish(&note)
+                .context("cannot publish the checkpoint in the log directory")?;
             self.conn.execute(
                 "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
@@ -524,9 +681,6 @@ impl Writer {
                 ],
             )?;
             self.signed_size = size;
-            self.wal
-                .sync()
-                .context("cannot make the signed checkpoint durable")?;
         }
         Ok(self
             .conn
@@ -536,6 +690,99 @@ impl Writer {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+}
+
+/// Fills the index behind the log: first from the log directory up to its size at start (a
+/// lost or old index is rebuilt this way), then from the rows the syncer hands on once they
+/// are durable, in one transaction per group it finds waiting.
+pub(crate) struct Indexer {
+    conn: Connection,
+    tiles: TileReader,
+    origin: String,
+    indexed: Arc<AtomicU64>,
+}
+
+impl Indexer {
+    pub(crate) fn open(
+        path: &Path,
+        log_dir: &Path,
+        origin: &str,
+        indexed: Arc<AtomicU64>,
+    ) -> rusqlite::Result<Self> {
+        let conn = open(path)?;
+        // The index can always be rebuilt from the log: its commits need not wait for the disk.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Self {
+            conn,
+            tiles: TileReader::new(log_dir),
+            origin: origin.to_owned(),
+            indexed,
+        })
+    }
+
+    /// Indexes the log's entries after the index's last, up to `size`.
+    pub(crate) fn catch_up(&mut self, size: u64) -> anyhow::Result<()> {
+        let from = self.indexed.load(Ordering::SeqCst);
+        if from >= size {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        // Entries past the log (an index restored from a newer backup) are not the log's.
+        self.conn
+            .execute("DELETE FROM audit_entries WHERE seq > ?1", [from as i64])?;
+        let mut heads: HashMap<String, String> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT source, hash FROM audit_entries WHERE seq IN
+                 (SELECT MAX(seq) FROM audit_entries GROUP BY source)",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        tracing::info!(from, to = size, "indexing the audit log");
+        let mut chunk = Vec::with_capacity(10_000);
+        let (tiles, origin) = (self.tiles.clone(), self.origin.clone());
+        let conn = &self.conn;
+        let indexed = &self.indexed;
+        let flush = |chunk: &mut Vec<IndexRow>| -> anyhow::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            index_rows(&tx, chunk)?;
+            tx.commit()?;
+            if let Some(last) = chunk.last() {
+                indexed.store(last.seq, Ordering::SeqCst);
+            }
+            chunk.clear();
+            Ok(())
+        };
+        replay(&tiles, &origin, from + 1, size, &mut heads, |row| {
+            chunk.push(row);
+            if chunk.len() == 10_000 {
+                flush(&mut chunk)?;
+            }
+            Ok(())
+        })?;
+        flush(&mut chunk)?;
+        tracing::info!(
+            entries = size - from,
+            seconds = started.elapsed().as_secs_f64(),
+            "the audit index caught up with the log"
+        );
+        Ok(())
+    }
+
+    /// Indexes `rows` (durable, in seq order), skipping any already indexed.
+    pub(crate) fn add(&mut self, rows: &[IndexRow]) -> rusqlite::Result<()> {
+        let done = self.indexed.load(Ordering::SeqCst);
+        let start = rows.partition_point(|r| r.seq <= done);
+        let rows = &rows[start..];
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        let tx = self.conn.transaction()?;
+        index_rows(&tx, rows)?;
+        tx.commit()?;
+        self.indexed.store(last.seq, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -592,7 +839,9 @@ pub(crate) struct BadRow {
 #[derive(Debug)]
 pub(crate) struct Reader {
     conn: Mutex<Connection>,
+    tiles: TileReader,
     durable: Arc<AtomicU64>,
+    indexed: Arc<AtomicU64>,
 }
 
 fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Result<AuditRecord> {
@@ -605,58 +854,6 @@ fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Resul
         source,
         hash,
     })
-}
-
-/// The leaf hashes of `count` entries from leaf `start` (leaf `i` is the entry with seq `i + 1`).
-fn leaf_hashes(c: &Connection, start: u64, count: u64) -> rusqlite::Result<Vec<merkle::Hash>> {
-    let mut stmt = c.prepare_cached(
-        "SELECT body FROM audit_entries WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-    )?;
-    let hashes = stmt
-        .query_map(params![start as i64, (start + count) as i64], |r| {
-            Ok(merkle::leaf_hash(r.get::<_, String>(0)?.as_bytes()))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    if hashes.len() as u64 != count {
-        return Err(rusqlite::Error::ToSqlConversionFailure(
-            format!(
-                "audit entries {}..={} are not all in the log; run /admin/audit/verify",
-                start + 1,
-                start + count
-            )
-            .into(),
-        ));
-    }
-    Ok(hashes)
-}
-
-/// The hash of the complete subtree of `2^height` leaves from leaf `start`: from the saved
-/// tiles where they cover it, else from the entries themselves.
-fn complete(c: &Connection, start: u64, height: u32) -> rusqlite::Result<merkle::Hash> {
-    let count = 1u64 << height;
-    if height < TILE_HEIGHT || !start.is_multiple_of(TILE) {
-        return Ok(merkle::root_of(&leaf_hashes(c, start, count)?));
-    }
-    let saved: HashMap<u64, merkle::Hash> = c
-        .prepare_cached("SELECT start, hash FROM audit_tiles WHERE start >= ?1 AND start < ?2")?
-        .query_map(params![start as i64, (start + count) as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-        })?
-        .filter_map(|row| match row {
-            Ok((s, h)) => h.try_into().ok().map(|h| Ok((s, h))),
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<rusqlite::Result<_>>()?;
-    let tiles = (0..count / TILE)
-        .map(|i| {
-            let at = start + i * TILE;
-            match saved.get(&at) {
-                Some(h) => Ok(*h),
-                None => Ok(merkle::root_of(&leaf_hashes(c, at, TILE)?)),
-            }
-        })
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(merkle::root_of(&tiles))
 }
 
 /// `2026-01-01` means the start of that day; anything else is taken as a timestamp.
@@ -676,15 +873,49 @@ fn bound(date: &str, end: bool) -> String {
 pub(crate) type Stats = (u64, u64, u64, Vec<(String, u64)>);
 
 impl Reader {
-    pub(crate) fn open(path: &Path, durable: Arc<AtomicU64>) -> rusqlite::Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        log_dir: &Path,
+        durable: Arc<AtomicU64>,
+        indexed: Arc<AtomicU64>,
+    ) -> rusqlite::Result<Self> {
         Ok(Self {
             conn: Mutex::new(open(path)?),
+            tiles: TileReader::new(log_dir),
             durable,
+            indexed,
         })
     }
 
+    /// How far lists, stats and exports go: the index's last entry, which is durable (the
+    /// index is filled from durable entries only).
     fn durable(&self) -> i64 {
-        i64::try_from(self.durable.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
+        i64::try_from(self.indexed.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
+    }
+
+    /// Entries durable in the log but not yet in the index (so not yet in lists and stats).
+    pub(crate) fn index_lag(&self) -> u64 {
+        self.durable_size()
+            .saturating_sub(self.indexed.load(Ordering::SeqCst))
+    }
+
+    /// Waits, up to `within`, until the index holds every entry durable now (a decision just
+    /// answered is then listed); returns how many it still lacks.
+    pub(crate) fn wait_indexed(&self, within: std::time::Duration) -> u64 {
+        let want = self.durable_size();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let have = self.indexed.load(Ordering::SeqCst);
+            if have >= want || std::time::Instant::now() >= deadline {
+                return want.saturating_sub(have);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// The log directory's reader.
+    pub(crate) fn tiles(&self) -> &TileReader {
+        &self.tiles
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
@@ -858,12 +1089,11 @@ impl Reader {
         &self,
         index: u64,
         size: u64,
-    ) -> rusqlite::Result<(merkle::Hash, Vec<merkle::Hash>)> {
-        self.with(|c| {
-            let leaf = leaf_hashes(c, index, 1)?[0];
-            let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut |s, h| complete(c, s, h));
-            Ok((leaf, merkle::inclusion_proof_with(index, size, &mut mth)?))
-        })
+    ) -> std::io::Result<(merkle::Hash, Vec<merkle::Hash>)> {
+        let t = &self.tiles;
+        let leaf = t.complete(index, 0, size)?;
+        let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut |s, h| t.complete(s, h, size));
+        Ok((leaf, merkle::inclusion_proof_with(index, size, &mut mth)?))
     }
 
     /// How many entries are durable.
@@ -873,8 +1103,8 @@ impl Reader {
 
     /// The root of the tree of the first `size` entries (from the stored tiles), with `size`
     /// no larger than the durable log.
-    pub(crate) fn root_at(&self, size: u64) -> rusqlite::Result<merkle::Hash> {
-        self.with(|c| merkle::range_root(0, size, &mut |s, h| complete(c, s, h)))
+    pub(crate) fn root_at(&self, size: u64) -> std::io::Result<merkle::Hash> {
+        self.tiles.root(size)
     }
 
     /// The leaf hashes of every entry ingested from `source`, in log order: the tree of that
@@ -895,18 +1125,19 @@ impl Reader {
         &self,
         m: u64,
         size: u64,
-    ) -> rusqlite::Result<(Vec<merkle::Hash>, merkle::Hash)> {
-        self.with(|c| {
-            let mut complete = |s, h| complete(c, s, h);
-            let old_root = merkle::range_root(0, m, &mut complete)?;
-            let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut complete);
-            Ok((merkle::consistency_proof_with(m, size, &mut mth)?, old_root))
-        })
+    ) -> std::io::Result<(Vec<merkle::Hash>, merkle::Hash)> {
+        let t = &self.tiles;
+        let mut complete = |s, h| t.complete(s, h, size);
+        let old_root = merkle::range_root(0, m, &mut complete)?;
+        let mut mth = |lo, hi| merkle::range_root(lo, hi, &mut complete);
+        Ok((merkle::consistency_proof_with(m, size, &mut mth)?, old_root))
     }
 
     /// Recomputes every chain, every leaf and every checkpoint; names the first bad row.
-    pub(crate) fn verify(&self, vkey: &str, origin: &str) -> rusqlite::Result<VerifyReport> {
-        self.with(|c| {
+    pub(crate) fn verify(&self, vkey: &str, origin: &str) -> anyhow::Result<VerifyReport> {
+        {
+            let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            let c: &Connection = &guard;
             let mut keys = super::keys::records(c)?;
             if keys.is_empty() {
                 keys.push(super::keys::KeyRecord {
@@ -916,9 +1147,12 @@ impl Reader {
                 });
             }
             let mut checkpoints: Vec<(u64, String)> = {
-                let mut stmt = c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
-                stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?
+                let mut stmt =
+                    c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
+                stmt.query_map([], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?
             };
             let total_checkpoints = checkpoints.len();
             let latest = checkpoints.last().map(|(s, _)| *s);
@@ -931,13 +1165,19 @@ impl Reader {
                 latest_checkpoint_size: latest,
                 first_bad: None,
             };
-            let fail = |report: &mut VerifyReport, seq: Option<u64>, id: Option<String>, problem: String| {
+            let fail = |report: &mut VerifyReport,
+                        seq: Option<u64>,
+                        id: Option<String>,
+                        problem: String| {
                 if report.first_bad.is_none() {
                     report.valid = false;
                     report.first_bad = Some(BadRow { seq, id, problem });
                 }
             };
-            let check_checkpoint = |size: u64, note_text: &str, root: &merkle::Hash| -> Result<(), String> {
+            let check_checkpoint = |size: u64,
+                                    note_text: &str,
+                                    root: &merkle::Hash|
+             -> Result<(), String> {
                 // The key of the checkpoint's range; at a rotation's handoff, either key.
                 let mut problems = Vec::new();
                 let mut verified = None;
@@ -947,7 +1187,9 @@ impl Reader {
                             verified = Some(cp);
                             break;
                         }
-                        Err(e) => problems.push(format!("key {}: {e}", super::keys::key_id(&k.vkey))),
+                        Err(e) => {
+                            problems.push(format!("key {}: {e}", super::keys::key_id(&k.vkey)))
+                        }
                     }
                 }
                 let cp = verified.ok_or_else(|| {
@@ -958,41 +1200,74 @@ impl Reader {
                     }
                 })?;
                 if cp.origin != origin || cp.size != size {
-                    return Err(format!("checkpoint at size {size} names origin {} size {}", cp.origin, cp.size));
+                    return Err(format!(
+                        "checkpoint at size {size} names origin {} size {}",
+                        cp.origin, cp.size
+                    ));
                 }
                 if &cp.root != root {
-                    return Err(format!("the log's first {size} entries no longer hash to the signed checkpoint root; an entry was altered, removed or inserted"));
+                    return Err(format!(
+                        "the log's first {size} entries no longer hash to the signed checkpoint root; an entry was altered, removed or inserted"
+                    ));
                 }
                 Ok(())
             };
+            let size = self.durable_size();
             let mut heads: HashMap<String, String> = HashMap::new();
             let mut frontier = Frontier::default();
-            let mut expected_seq = 1u64;
-            let mut stmt = c.prepare("SELECT seq, id, source, body, prev_hash, hash FROM audit_entries ORDER BY seq")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let seq = r.get::<_, i64>(0)? as u64;
-                let (id, source, body, prev, hash): (String, String, String, String, String) =
-                    (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+            // The index, row by row beside the log: a row that differs was altered there.
+            let indexed = self.indexed.load(Ordering::SeqCst).min(size);
+            let mut stmt = c.prepare("SELECT seq, id, source, body, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq")?;
+            let mut rows = stmt.query([indexed as i64])?;
+            let mut next_row =
+                || -> rusqlite::Result<Option<(u64, String, String, String, String)>> {
+                    Ok(match rows.next()? {
+                        Some(r) => Some((
+                            r.get::<_, i64>(0)? as u64,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                        )),
+                        None => None,
+                    })
+                };
+            let mut row = next_row()?;
+            let replayed = replay(&self.tiles, origin, 1, size, &mut heads, |entry| {
                 report.entries += 1;
-                if seq != expected_seq {
-                    fail(&mut report, Some(seq), Some(id.clone()), format!("row {expected_seq} is missing (the log jumps to {seq})"));
-                }
-                expected_seq = seq + 1;
-                let head = heads.get(&source).map_or(GENESIS, String::as_str);
-                if prev != head {
-                    fail(&mut report, Some(seq), Some(id.clone()), format!("does not link to the previous entry of source {source:?}"));
-                }
-                if chain_hash(&prev, &body).as_deref() != Some(hash.as_str()) {
-                    fail(&mut report, Some(seq), Some(id.clone()), "its content does not match its hash; the row was altered".into());
-                }
-                if serde_json::from_str::<Value>(&body).ok().and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned)).as_deref()
-                    != Some(id.as_str())
+                let seq = entry.seq;
+                if serde_json::from_str::<Value>(&entry.body)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .as_deref()
+                    != Some(entry.id.as_str())
                 {
-                    fail(&mut report, Some(seq), Some(id.clone()), "the id column does not match the entry".into());
+                    fail(&mut report, Some(seq), None, "the log's entry is not an audit entry with an id; the log directory was altered".into());
                 }
-                heads.insert(source, hash);
-                frontier.push(merkle::leaf_hash(body.as_bytes()));
+                while row.as_ref().is_some_and(|r| r.0 < seq) {
+                    row = next_row()?;
+                }
+                match &row {
+                    Some((s, id, source, body, hash)) if *s == seq => {
+                        if body != &entry.body
+                            || hash != &entry.hash
+                            || source != &entry.source
+                            || id != &entry.id
+                        {
+                            fail(&mut report, Some(seq), Some(id.clone()), "the index row differs from the log's entry: one of them was altered (the log is what checkpoints sign; its content does not match the indexed hash)".into());
+                        }
+                    }
+                    _ if seq <= indexed => {
+                        fail(
+                            &mut report,
+                            Some(seq),
+                            Some(entry.id.clone()),
+                            format!("row {seq} is missing from the index"),
+                        );
+                    }
+                    _ => {}
+                }
+                frontier.push(merkle::leaf_hash(entry.body.as_bytes()));
                 while let Some((size, _)) = checkpoints.last() {
                     if *size != frontier.size() {
                         break;
@@ -1002,17 +1277,37 @@ impl Reader {
                         fail(&mut report, Some(seq), None, problem);
                     }
                 }
+                Ok(())
+            });
+            if let Err(e) = replayed {
+                fail(
+                    &mut report,
+                    Some(frontier.size() + 1),
+                    None,
+                    format!("the log directory cannot be read: {e:#}"),
+                );
+            }
+            if let Some((s, id, ..)) = row.filter(|r| r.0 > frontier.size()) {
+                fail(
+                    &mut report,
+                    Some(s),
+                    Some(id),
+                    "the index holds an entry the log does not".into(),
+                );
             }
             if let Some((size, _)) = checkpoints.last() {
                 fail(
                     &mut report,
                     None,
                     None,
-                    format!("a signed checkpoint covers {size} entries but the log holds only {}; entries were removed", frontier.size()),
+                    format!(
+                        "a signed checkpoint covers {size} entries but the log holds only {}; entries were removed",
+                        frontier.size()
+                    ),
                 );
             }
             report.sources = heads.len();
             Ok(report)
-        })
+        }
     }
 }

@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,7 +54,13 @@ pub(crate) fn index_path(n: u64) -> String {
     groups
         .iter()
         .enumerate()
-        .map(|(i, g)| if i < last { format!("x{g}") } else { (*g).to_owned() })
+        .map(|(i, g)| {
+            if i < last {
+                format!("x{g}")
+            } else {
+                (*g).to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -71,7 +77,9 @@ pub(crate) struct TileId {
 impl TileId {
     /// The path under the log directory, as the spec names it.
     pub(crate) fn path(&self) -> String {
-        let level = self.level.map_or_else(|| "entries".to_owned(), |l| l.to_string());
+        let level = self
+            .level
+            .map_or_else(|| "entries".to_owned(), |l| l.to_string());
         let mut p = format!("tile/{level}/{}", index_path(self.index));
         if self.width < WIDTH {
             p.push_str(&format!(".p/{}", self.width));
@@ -120,7 +128,9 @@ impl TileId {
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return None;
             }
-            index = index.checked_mul(1000)?.checked_add(digits.parse::<u64>().ok()?)?;
+            index = index
+                .checked_mul(1000)?
+                .checked_add(digits.parse::<u64>().ok()?)?;
         }
         let id = Self {
             level,
@@ -221,11 +231,19 @@ pub(crate) fn read_sources(dir: &Path, size: u64) -> anyhow::Result<Sources> {
         let mut parts = line.splitn(3, ' ');
         let (Some(first), Some(count), Some(source)) = (parts.next(), parts.next(), parts.next())
         else {
-            bail!("{} line {}: not `<first seq> <count> <source>`", path.display(), i + 1);
+            bail!(
+                "{} line {}: not `<first seq> <count> <source>`",
+                path.display(),
+                i + 1
+            );
         };
         let (first, count): (u64, u64) = (
-            first.parse().with_context(|| format!("{} line {}", path.display(), i + 1))?,
-            count.parse().with_context(|| format!("{} line {}", path.display(), i + 1))?,
+            first
+                .parse()
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?,
+            count
+                .parse()
+                .with_context(|| format!("{} line {}", path.display(), i + 1))?,
         );
         if first > size {
             continue;
@@ -331,15 +349,18 @@ impl TileWriter {
     /// a torn tail off the one being filled, and writes again every hash tile past the size of
     /// the published checkpoint (tiles below it were synced before it was signed).
     pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir.join(STAGING)).with_context(|| {
-            format!("cannot create the audit log directory {}", dir.display())
-        })?;
+        std::fs::create_dir_all(dir.join(STAGING))
+            .with_context(|| format!("cannot create the audit log directory {}", dir.display()))?;
         std::fs::create_dir_all(dir.join("tile/entries"))?;
         let mut full = full_bundles(dir);
         // Staging bundles below `full` are leftovers of a rename that did reach the disk.
         for entry in std::fs::read_dir(dir.join(STAGING))? {
             let entry = entry?;
-            let Some(n) = entry.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else {
+            let Some(n) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
                 continue;
             };
             if n < full {
@@ -425,6 +446,11 @@ impl TileWriter {
 
     pub(crate) fn size(&self) -> u64 {
         self.size + self.buf.len() as u64
+    }
+
+    /// Where the staging bundle's written bytes end: (bundle, bytes).
+    pub(crate) fn position(&self) -> (u64, u64) {
+        (self.bundle, self.open_len)
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -516,7 +542,9 @@ impl TileWriter {
         self.buf.clear();
         for n in bundle..=self.bundle {
             let keep = if n == bundle { len } else { 0 };
-            let f = OpenOptions::new().write(true).open(staging_path(&self.dir, n));
+            let f = OpenOptions::new()
+                .write(true)
+                .open(staging_path(&self.dir, n));
             if let Ok(f) = f {
                 f.set_len(keep)?;
                 f.sync_all()?;
@@ -541,7 +569,10 @@ impl TileWriter {
     /// durable): the partial tiles it needs, every hash tile written since the last one, then
     /// the `checkpoint` file, each synced.
     pub(crate) fn publish(&mut self, note: &str) -> std::io::Result<()> {
-        debug_assert!(self.buf.is_empty(), "a checkpoint covers written entries only");
+        debug_assert!(
+            self.buf.is_empty(),
+            "a checkpoint covers written entries only"
+        );
         let mut dirs: Vec<PathBuf> = Vec::new();
         for path in std::mem::take(&mut self.unsynced) {
             File::open(&path)?.sync_data()?;
@@ -559,7 +590,13 @@ impl TileWriter {
                 width,
             };
             write_atomic(&self.dir.join(id.path()), &bytes)?;
-            dirs.push(self.dir.join(id.path()).parent().expect("a parent").to_owned());
+            dirs.push(
+                self.dir
+                    .join(id.path())
+                    .parent()
+                    .expect("a parent")
+                    .to_owned(),
+            );
         }
         let mut nodes = self.size;
         for (level, hashes) in self.partial.iter().enumerate() {
@@ -783,8 +820,18 @@ mod tests {
             })
         );
         for bad in [
-            "0/x000/001", "0/12", "0/../000", "0/000.p/0", "0/000.p/256", "0/000.p/05",
-            "01/000", "staging/000", "0/000/", "/0/000", "0/x001", "0/001.p/5/x",
+            "0/x000/001",
+            "0/12",
+            "0/../000",
+            "0/000.p/0",
+            "0/000.p/256",
+            "0/000.p/05",
+            "01/000",
+            "staging/000",
+            "0/000/",
+            "/0/000",
+            "0/x001",
+            "0/001.p/5/x",
         ] {
             assert_eq!(TileId::parse(bad), None, "{bad}");
         }
@@ -834,7 +881,10 @@ mod tests {
         let r = TileReader::new(dir.path());
         let n = all.len() as u64;
         assert_eq!(r.root(65000).unwrap(), merkle::root_of(&all[..65000]));
-        assert_eq!(r.complete(65536, 8, n).unwrap(), merkle::root_of(&all[65536..65792]));
+        assert_eq!(
+            r.complete(65536, 8, n).unwrap(),
+            merkle::root_of(&all[65536..65792])
+        );
         w.publish("origin\n65796\nroot\n\n").unwrap();
         assert_eq!(published_size(dir.path()), 65796);
         assert!(dir.path().join("tile/entries/257.p/4").is_file());

@@ -54,9 +54,9 @@ fn inconsistent(message: String) -> ApiError {
     )
 }
 
-async fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&crate::audit::Reader) -> rusqlite::Result<T> + Send + 'static,
+    f: impl FnOnce(&crate::audit::Reader) -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     let reader = state.inner.audit.reader();
     tokio::task::spawn_blocking(move || f(&reader))
@@ -65,11 +65,32 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
+/// Lists, stats and exports read the index, which the log fills behind each durable group:
+/// each waits (briefly) for the index to hold every entry durable when it was asked, and says
+/// in this header how many it still lacked (0 when the answer is complete).
+pub(crate) const INDEX_LAG: &str = "x-meshguard-audit-index-lag";
+
+/// Waits up to 2 s for the index to catch up with the log; returns the entries it still lacks.
+async fn index_lag(state: &AppState) -> Result<u64, ApiError> {
+    blocking(state, |r| {
+        Ok::<_, std::convert::Infallible>(r.wait_indexed(std::time::Duration::from_secs(2)))
+    })
+    .await
+}
+
+fn with_lag(lag: u64, response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_LAG, axum::http::HeaderValue::from(lag));
+    response
+}
+
 pub(super) async fn list(
     _: Admin,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<AuditList>, ApiError> {
+) -> Result<Response, ApiError> {
     if let Some(d) = &q.decision
         && d != "allow"
         && d != "deny"
@@ -87,8 +108,9 @@ pub(super) async fn list(
         action: q.action,
         trace_id: q.trace_id,
     };
+    let lag = index_lag(&state).await?;
     let entries = blocking(&state, move |r| r.query(&query)).await?;
-    Ok(Json(AuditList { entries }))
+    Ok(with_lag(lag, Json(AuditList { entries })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +122,7 @@ pub(super) async fn stats(
     _: Admin,
     State(state): State<AppState>,
     Query(q): Query<StatsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let period = q.period.unwrap_or_else(|| "24h".to_owned());
     let hours: i64 = if let Ok(h) = period.parse::<i64>() {
         h
@@ -121,19 +143,23 @@ pub(super) async fn stats(
         ));
     }
     let since = crate::clock::rfc3339(chrono::Utc::now() - chrono::Duration::hours(hours));
+    let lag = index_lag(&state).await?;
     let (total, allowed, denied, top) = blocking(&state, move |r| r.stats(&since)).await?;
     let label = if hours % 24 == 0 {
         format!("{}d", hours / 24)
     } else {
         format!("{hours}h")
     };
-    Ok(Json(json!({
-        "total": total,
-        "allowed": allowed,
-        "denied": denied,
-        "period": if hours == 24 { "24h".to_owned() } else { label },
-        "topDeniedActions": top.into_iter().map(|(action, count)| json!({"action": action, "count": count})).collect::<Vec<_>>(),
-    })))
+    Ok(with_lag(
+        lag,
+        Json(json!({
+            "total": total,
+            "allowed": allowed,
+            "denied": denied,
+            "period": if hours == 24 { "24h".to_owned() } else { label },
+            "topDeniedActions": top.into_iter().map(|(action, count)| json!({"action": action, "count": count})).collect::<Vec<_>>(),
+        })),
+    ))
 }
 
 pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -311,6 +337,7 @@ pub(super) async fn export(
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100_000).clamp(1, 1_000_000);
+    let lag = index_lag(&state).await?;
     let lines = blocking(&state, move |r| {
         r.export(q.source.as_deref(), q.after.unwrap_or(0), limit)
     })
@@ -320,7 +347,10 @@ pub(super) async fn export(
         body.push_str(&serde_json::to_string(&line).expect("lines serialize"));
         body.push('\n');
     }
-    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+    Ok(with_lag(
+        lag,
+        ([(header::CONTENT_TYPE, "application/x-ndjson")], body),
+    ))
 }
 
 /// Merges a disconnected sidecar's export, carried by hand: what the sidecar's
@@ -394,8 +424,10 @@ pub(super) async fn proof(
     use base64::Engine;
     let id = q.id.clone();
     let at = q.size;
-    let (seq, checkpoint) =
-        blocking(&state, move |r| Ok((r.seq_of(&id)?, r.checkpoint_at(at)?))).await?;
+    let (seq, checkpoint) = blocking(&state, move |r| {
+        Ok::<_, rusqlite::Error>((r.seq_of(&id)?, r.checkpoint_at(at)?))
+    })
+    .await?;
     let seq = seq.ok_or_else(|| ApiError::not_found("audit entry", &q.id))?;
     let (size, note) = match (checkpoint, at) {
         (None, Some(size)) => {
@@ -507,5 +539,89 @@ pub(super) async fn consistency(
             "format",
             format!("{other:?} is not a format; use json or tlog-witness"),
         )),
+    }
+}
+
+/// The audit log as a transparency log serves it, for witnesses and monitors that follow it
+/// (C2SP tlog-tiles): the latest signed checkpoint, and the hash tiles, read-only and without
+/// authentication (they hold hashes only). Entry bundles hold the decisions themselves and are
+/// served under the admin API ([`log_entries`]).
+pub(super) async fn log_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let path = state
+        .inner
+        .audit
+        .reader()
+        .tiles()
+        .dir()
+        .join(crate::audit::tiles::CHECKPOINT);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no checkpoint has been signed yet",
+        )),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// `GET /audit/log/tile/<L>/<N>[.p/<W>]`: a hash tile.
+pub(super) async fn log_tile(
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id = crate::audit::tiles::TileId::parse(&path).filter(|t| t.level.is_some());
+    serve_tile(&state, id, &path).await
+}
+
+/// `GET /admin/audit/log/tile/entries/<N>[.p/<W>]`: an entry bundle (admin only: the entries
+/// are the decisions).
+pub(super) async fn log_entries(
+    _: Admin,
+    State(state): State<AppState>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id = crate::audit::tiles::TileId::parse(&format!("entries/{path}"))
+        .filter(|t| t.level.is_none());
+    serve_tile(&state, id, &path).await
+}
+
+async fn serve_tile(
+    state: &AppState,
+    id: Option<crate::audit::tiles::TileId>,
+    asked: &str,
+) -> Result<Response, ApiError> {
+    let Some(id) = id else {
+        return Err(ApiError::not_found("tile", asked));
+    };
+    let path = state.inner.audit.reader().tiles().dir().join(id.path());
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            // A full tile never changes; a partial one is replaced by the full tile later.
+            let cache = if id.width == crate::audit::tiles::WIDTH {
+                "public, max-age=31536000, immutable"
+            } else {
+                "no-cache"
+            };
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::CACHE_CONTROL, cache),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApiError::not_found("tile", asked))
+        }
+        Err(e) => Err(ApiError::internal(e)),
     }
 }

@@ -82,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/keys", get(audit::keys))
         .route("/audit/proof", get(audit::proof))
         .route("/audit/consistency", get(audit::consistency))
+        .route("/audit/log/tile/entries/*path", get(audit::log_entries))
         .route(
             "/audit/cosignatures",
             get(audit::cosignatures).post(audit::add_cosignatures),
@@ -100,6 +101,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/proxy/check", get(proxy::check))
         .route("/proxy/*rest", any(forward::forward))
+        .route("/audit/log/checkpoint", get(audit::log_checkpoint))
+        .route("/audit/log/tile/*path", get(audit::log_tile))
         .route("/api/v1/governance/batch", post(batch::batch))
         .route(
             "/api/v1/sidecars/heartbeat",
@@ -199,6 +202,10 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "egressProxy": c.egress_proxy_port.is_some(),
         "egressRegions": c.egress_regions,
         "auditOrigin": c.audit_origin,
+        "auditLog": {
+            "size": state.inner.audit.reader().durable_size(),
+            "indexLag": state.inner.audit.reader().index_lag(),
+        },
         "auditRedaction": match c.audit_redaction {
             crate::redaction::Redaction::None => "none",
             crate::redaction::Redaction::Hipaa => meshguard_common::ephi::PROFILE,

@@ -156,6 +156,13 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX alert_deliveries_at ON alert_deliveries (at);",
+    // 12: the audit log lives in its own directory (C2SP tlog-tiles); `audit_entries` is its
+    // index from now on. The row says the log was moved there (from this table's rows), so a
+    // directory found empty later is a lost log, not a new one.
+    "CREATE TABLE audit_layout (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, agent, json, policy, tempdir};
+use crate::harness::{Gateway, LoopDisk, Options, agent, json, policy, tempdir};
 
 const READS: &str = "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n  - name: deny-admin\n    effect: deny\n    actions: [\"admin:*\"]\n    reason: admin needs a human\n";
 
@@ -202,17 +202,41 @@ fn acknowledged_decisions_survive_kill_9_and_the_log_still_verifies() {
     );
 }
 
+/// The log on a disk that fails for real: an ext4 on a loop device whose image cannot grow any
+/// more, so `fsync` returns EIO once a write needs a new block (and ext4 turns read-only, as
+/// its default `errors=remount-ro` says). The refused decision is never listed, and after the
+/// machine restarts the log holds every acknowledged decision and not the refused one.
 #[test]
-fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() {
+fn a_decision_whose_entry_cannot_be_made_durable_fails_closed_and_never_reappears() {
+    refused_entries_never_reappear("remount-ro");
+}
+
+fn refused_entries_never_reappear(errors: &str) {
     let dir = tempdir();
-    let gw = Gateway::start(dir.path());
+    let mut disk = LoopDisk::new(dir.path(), errors);
+    let log_dir = disk.mount.join("audit-log");
+    let opts = || Options::with(vec![("AUDIT_LOG_DIR", log_dir.display().to_string())]);
+    let gw = Gateway::start_with(dir.path(), opts());
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
-    assert_eq!(gw.check(&token, "read:x").0, 200);
-    // The WAL the rows are committed to disappears: SQLite still writes into its open file,
-    // but no sync can reach it any more, so no decision may be acknowledged as recorded.
-    std::fs::remove_file(dir.path().join("data/meshguard.db-wal")).unwrap();
-    let (status, body) = gw.check(&token, "read:x");
+    assert_eq!(gw.check(&token, "read:first").0, 200);
+    disk.fill();
+    // Entries go on being acknowledged while their writes land in blocks the image already
+    // has; the first that needs a new one cannot be synced.
+    let mut acknowledged = vec!["read:first".to_owned()];
+    let refused = (0..400)
+        .find_map(|i| {
+            let action = format!("read:{i}");
+            let (status, body) = gw.check(&token, &action);
+            if status == 200 {
+                acknowledged.push(action);
+                None
+            } else {
+                Some((action, status, body))
+            }
+        })
+        .expect("a write to the full disk fails within 400 decisions");
+    let (action, status, body) = refused;
     assert_eq!(status, 403, "{body}");
     let reason = body["reason"].as_str().unwrap_or_default();
     assert!(
@@ -220,7 +244,8 @@ fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() 
         "{body}"
     );
     // Later decisions are refused too (the log stopped), and the gateway itself keeps running.
-    let (status, body) = gw.check(&token, "read:y");
+    disk.free();
+    let (status, body) = gw.check(&token, "read:later");
     assert_eq!(status, 403, "{body}");
     assert!(
         body["reason"]
@@ -230,16 +255,30 @@ fn a_decision_whose_row_cannot_be_made_durable_fails_closed_and_the_log_stops() 
         "{body}"
     );
     assert_eq!(gw.get("/health").0, 200);
-    // The refused decision's row reached SQLite but not the disk: readers never show it (it
-    // would read as an allowed call the caller was in fact denied), nor does the export that
-    // another gateway would ingest. Only the first, durable decision is listed.
-    let (_, listed) = gw.get("/admin/audit");
-    let entries = listed["entries"].as_array().cloned().unwrap_or_default();
-    assert_eq!(entries.len(), 1, "{listed}");
-    assert_eq!(entries[0]["action"], "read:x", "{listed}");
-    assert_eq!(gw.get("/admin/audit/stats").1["total"], 1);
+    // Readers show exactly the acknowledged decisions: never the refused one, which would
+    // read as an allowed call the caller was in fact denied.
+    let listed: Vec<String> = entries(&gw, "?limit=1000")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .rev()
+        .collect();
+    assert_eq!(listed, acknowledged);
     let export = gw.get_text("/admin/audit/export");
-    assert_eq!(export.lines().count(), 1, "{export}");
+    assert_eq!(export.lines().count(), acknowledged.len(), "{export}");
+    // The machine restarts: what is on the disk is every acknowledged decision and nothing
+    // of the refused one (cut off the staging bundle when the sync failed).
+    gw.kill9();
+    disk.remount();
+    let gw = Gateway::start_with(dir.path(), opts());
+    let listed: Vec<String> = entries(&gw, "?limit=1000")
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .rev()
+        .collect();
+    assert_eq!(listed, acknowledged, "{action} was refused and stays out");
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(gw.check(&token, "read:after-restart").0, 200);
 }
 
 /// `n` allowed decisions.
@@ -386,17 +425,63 @@ fn a_tampered_row_is_found_and_named() {
         "{report}"
     );
 
-    // Recomputing the row's hash does not help: the next row no longer links, and the signed root differs.
+    // A row removed from the index is named too.
     conn.execute(
         "UPDATE audit_entries SET body = ?1, decision = 'deny' WHERE seq = 2",
-        [body],
+        [&body],
     )
     .unwrap();
     conn.execute("DELETE FROM audit_entries WHERE seq = 3", [])
         .unwrap();
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], false);
-    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(4), "{report}");
+    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(3), "{report}");
+    assert!(
+        report["firstBad"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("missing from the index"),
+        "{report}"
+    );
+    drop(conn);
+
+    // The log itself altered (the staging bundle rewritten with the deny turned into an
+    // allow, each entry's length prefix kept right): named against the index, and the signed
+    // root no longer matches. After a restart the index is rebuilt from the log, so the index
+    // no longer disagrees, but the checkpoint still does.
+    gw.kill9();
+    let staging = dir.path().join("data/audit-log/staging/0");
+    let bytes = std::fs::read(&staging).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        let len = u16::from_be_bytes([bytes[at], bytes[at + 1]]) as usize;
+        let entry = String::from_utf8(bytes[at + 2..at + 2 + len].to_vec()).unwrap();
+        let entry = entry.replace("\"decision\":\"deny\"", "\"decision\":\"allow\"");
+        out.extend_from_slice(&(entry.len() as u16).to_be_bytes());
+        out.extend_from_slice(entry.as_bytes());
+        at += 2 + len;
+    }
+    assert_ne!(out, bytes);
+    std::fs::write(&staging, out).unwrap();
+    let gw = Gateway::start(dir.path());
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], false, "{report}");
+    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(2), "{report}");
+    let conn = db(dir.path());
+    conn.execute("DELETE FROM audit_entries", []).unwrap();
+    drop(conn);
+    gw.kill9();
+    let gw = Gateway::start(dir.path());
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], false, "{report}");
+    assert!(
+        report["firstBad"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no longer hash to the signed checkpoint root"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -457,7 +542,7 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
 }
 
 #[test]
-fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_out_bad_ones() {
+fn proofs_over_hundreds_of_entries_read_the_hash_tiles_and_never_hand_out_bad_ones() {
     let dir = tempdir();
     let gw = Gateway::start(dir.path());
     policy(&gw, "reads", READS);
@@ -471,15 +556,21 @@ fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_o
     }
     let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
     assert_eq!(status, 200, "{cp}");
-    // 700 entries: two complete 256-entry subtrees were saved as they filled.
-    let starts: Vec<i64> = db(dir.path())
-        .prepare("SELECT start FROM audit_tiles ORDER BY start")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(starts, vec![0, 256]);
+    // 700 entries: two full entry bundles and their hash tiles, in the C2SP tiles layout; the
+    // checkpoint's partial tiles beside them.
+    let log = dir.path().join("data/audit-log");
+    for (path, len) in [
+        ("tile/0/000", 8192),
+        ("tile/0/001", 8192),
+        ("tile/0/002.p/188", 188 * 32),
+        ("tile/1/000.p/2", 64),
+    ] {
+        let meta = std::fs::metadata(log.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(meta.len(), len, "{path}");
+    }
+    assert!(log.join("tile/entries/001").is_file());
+    assert!(log.join("tile/entries/002.p/188").is_file());
+    assert!(log.join("checkpoint").is_file());
 
     let first = entries(&gw, "?limit=1000").last().unwrap()["id"]
         .as_str()
@@ -502,14 +593,11 @@ fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_o
         assert_eq!((status, c["to"].as_u64()), (200, Some(700)), "{c}");
     }
 
-    // A saved subtree hash altered on disk: the proof no longer checks against the signed
-    // root, and the gateway refuses to hand it out.
-    db(dir.path())
-        .execute(
-            "UPDATE audit_tiles SET hash = zeroblob(32) WHERE start = 256",
-            [],
-        )
-        .unwrap();
+    // A hash tile altered on disk: the proof no longer checks against the signed root, and the
+    // gateway refuses to hand it out.
+    let tile = log.join("tile/0/001");
+    let saved = std::fs::read(&tile).unwrap();
+    std::fs::write(&tile, vec![0u8; 8192]).unwrap();
     let (status, refused) = json(proof(&first));
     assert_eq!(
         (status, refused["error"].as_str()),
@@ -523,9 +611,9 @@ fn proofs_over_hundreds_of_entries_use_the_saved_subtree_hashes_and_never_hand_o
             .contains("/admin/audit/verify"),
         "{refused}"
     );
-    // Without it, the hash is computed from the entries again.
-    db(dir.path())
-        .execute("DELETE FROM audit_tiles WHERE start = 256", [])
-        .unwrap();
+    // Without it, the hashes are computed from the entries again.
+    std::fs::remove_file(&tile).unwrap();
+    assert_eq!(proof(&first).status(), 200);
+    std::fs::write(&tile, saved).unwrap();
     assert_eq!(proof(&first).status(), 200);
 }

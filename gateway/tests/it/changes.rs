@@ -217,6 +217,7 @@ fn older_change_records_gain_their_rollback_reference_on_upgrade() {
         "ALTER TABLE changes DROP COLUMN deployed_at;
          ALTER TABLE changes DROP COLUMN rollback_ref;
          DROP TABLE alert_deliveries;
+         DROP TABLE audit_layout;
          DELETE FROM schema_migrations WHERE version >= 10;",
     )
     .unwrap();

@@ -112,7 +112,11 @@ impl Gateway {
         let base = loop {
             let mut line = String::new();
             let n = reader.read_line(&mut line).expect("read gateway stdout");
-            assert!(n > 0, "gateway exited before listening; printed {lines:?}");
+            assert!(
+                n > 0,
+                "gateway exited before listening; printed {lines:?}; logged {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             let line = line.trim_end().to_owned();
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.to_owned();
@@ -349,4 +353,129 @@ pub(crate) fn tls_client(ca: &Path, identity: Option<&[u8]>) -> Client {
         b = b.identity(reqwest::Identity::from_pem(id).unwrap());
     }
     b.build().unwrap()
+}
+
+/// A real disk that can be made slow or failing on demand: an ext4 filesystem on a loop device
+/// whose image lives on a small tmpfs. `freeze` blocks every write and sync on it
+/// (`fsfreeze`, as a stalled disk does); `fill` fills the tmpfs under the image, so the next
+/// write that reaches the image fails and `fsync` on the ext4 above returns EIO (a failed
+/// disk, as the kernel reports one). Needs root (mount, losetup), as the tests run in CI.
+pub(crate) struct LoopDisk {
+    base: std::path::PathBuf,
+    /// The ext4 mount point.
+    pub(crate) mount: std::path::PathBuf,
+    mounted: bool,
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl LoopDisk {
+    /// `errors` is ext4's behaviour on an I/O error: `remount-ro` (mkfs's default) or
+    /// `continue`.
+    pub(crate) fn new(dir: &Path, errors: &str) -> Self {
+        let base = dir.join("loopdisk");
+        let (backing, mount) = (base.join("backing"), base.join("mnt"));
+        std::fs::create_dir_all(&backing).unwrap();
+        std::fs::create_dir_all(&mount).unwrap();
+        run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=24M",
+                "tmpfs",
+                backing.to_str().unwrap(),
+            ],
+        );
+        let image = backing.join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-e",
+                errors,
+                "-E",
+                "lazy_itable_init=0,lazy_journal_init=0",
+                image.to_str().unwrap(),
+            ],
+        );
+        let mut disk = Self {
+            base,
+            mount,
+            mounted: false,
+        };
+        disk.mount_image();
+        disk
+    }
+
+    fn mount_image(&mut self) {
+        let image = self.base.join("backing/disk.img");
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                image.to_str().unwrap(),
+                self.mount.to_str().unwrap(),
+            ],
+        );
+        self.mounted = true;
+    }
+
+    /// Unmounts (every dirty page written or dropped by the kernel) and mounts again: what a
+    /// restarted machine reads.
+    pub(crate) fn remount(&mut self) {
+        run("umount", &[self.mount.to_str().unwrap()]);
+        self.mounted = false;
+        self.mount_image();
+    }
+
+    pub(crate) fn freeze(&self) {
+        run("fsfreeze", &["--freeze", self.mount.to_str().unwrap()]);
+    }
+
+    pub(crate) fn thaw(&self) {
+        run("fsfreeze", &["--unfreeze", self.mount.to_str().unwrap()]);
+    }
+
+    /// Fills the tmpfs under the image: the next new block written to the image fails.
+    pub(crate) fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.base.join("backing/fill")).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+    }
+
+    pub(crate) fn free(&self) {
+        std::fs::remove_file(self.base.join("backing/fill")).unwrap();
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("fsfreeze")
+            .args(["--unfreeze", self.mount.to_str().unwrap()])
+            .output();
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.mount).output();
+        }
+        let _ = Command::new("umount")
+            .arg(self.base.join("backing"))
+            .output();
+    }
 }

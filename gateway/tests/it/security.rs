@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, PythonServer, agent, json, policy, tempdir};
+use crate::harness::{Gateway, LoopDisk, Options, PythonServer, agent, json, policy, tempdir};
 
 const READ_ONLY: &str =
     "name: read-only\nrules:\n  - name: reads\n    effect: allow\n    actions: [\"read:*\"]\n";
@@ -279,17 +279,24 @@ fn health_says_up_or_down_to_anyone_and_the_details_to_the_admin() {
 }
 
 /// Item 2: one decision, one audit entry, written once with the outcome the caller received.
-/// The disk is made slow for real: another connection holds SQLite's write lock on the
-/// gateway's database, so the audit writer blocks on the first decision and the ones queued
-/// behind it miss the (50 ms) budget. Those are withdrawn and answered, and recorded, by the
+/// The disk is made slow for real: the audit log's filesystem is frozen (`fsfreeze`), so the
+/// audit writer blocks on the first decision and the ones queued behind it miss the (50 ms)
+/// budget. Those are withdrawn and answered, and recorded, by the
 /// breaker; the one the writer already holds is answered as decided once written. Every trace
 /// id has exactly one entry, and it says what the caller was told.
 #[test]
 fn the_circuit_breaker_answers_what_the_audit_log_records() {
     let dir = tempdir();
+    let disk = LoopDisk::new(dir.path(), "remount-ro");
     let gw = Gateway::start_with(
         dir.path(),
-        Options::with(vec![("CIRCUIT_BREAKER_MS", "50".to_owned())]),
+        Options::with(vec![
+            ("CIRCUIT_BREAKER_MS", "50".to_owned()),
+            (
+                "AUDIT_LOG_DIR",
+                disk.mount.join("audit-log").display().to_string(),
+            ),
+        ]),
     );
     policy(&gw, "read-only", READ_ONLY);
     let (_, token) = agent(&gw, "hurried", "verified", &[]);
@@ -303,9 +310,7 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
             (format!("breaker-{i}"), action)
         })
         .collect();
-    let db = rusqlite::Connection::open(dir.path().join("data/meshguard.db")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    disk.freeze();
     let client = reqwest::blocking::Client::new();
     let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
         let handles: Vec<_> = calls
@@ -328,7 +333,7 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
             .collect();
         // The disk stays "slow" well past the budget, then recovers.
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        db.execute_batch("ROLLBACK").unwrap();
+        disk.thaw();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut tripped = 0;
@@ -361,7 +366,7 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
     assert_eq!(report["valid"], true, "{report}");
 
     // A batch in the same conditions: each item's answer is its entry's outcome.
-    db.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    disk.freeze();
     let (status, batch) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             gw.batch(
@@ -370,7 +375,7 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
             )
         });
         std::thread::sleep(std::time::Duration::from_millis(1500));
-        db.execute_batch("ROLLBACK").unwrap();
+        disk.thaw();
         h.join().unwrap()
     });
     assert_eq!(status, 200, "{batch}");
