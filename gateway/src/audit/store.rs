@@ -306,6 +306,19 @@ impl Writer {
             None if tiles.size() == 0 && indexed > 0 => {
                 tracing::info!(entries = indexed, dir = %log_dir.display(), "moving the audit log into the tiles layout");
                 migrate(&conn, &mut tiles, origin)?;
+                // The latest checkpoint, when it covers the whole log, is published with it.
+                let latest: Option<(i64, String)> = conn
+                    .query_row(
+                        "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((size, note)) = latest
+                    && size as u64 == tiles.size()
+                {
+                    tiles.publish(&note)?;
+                }
             }
             None => {}
             Some(_) if tiles.size() < indexed => bail!(
