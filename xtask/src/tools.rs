@@ -40,7 +40,10 @@ impl Tools {
 /// images carry; `iproute2`, which brings loopback up in the tests' network namespaces; `softhsm2` and
 /// `opensc` (a PKCS#11 token and its tool, for keys kept in an HSM); `apache2-utils`, whose
 /// `htpasswd` writes the bcrypt password file of the authenticated registry; `rsyslog` with its
-/// GnuTLS driver, the SIEM the audit egress is tested against (TCP and TLS); and what
+/// GnuTLS driver, the SIEM the audit egress is tested against (TCP and TLS); Debian's Go with
+/// `golang.org/x/mod` (a transparency-log client no one here wrote, which reads the audit log's
+/// tiles in the tests); `e2fsprogs` and `util-linux` (mkfs.ext4, mount, fsfreeze: the audit
+/// tests' disk that fails or stalls on demand); and what
 /// the other installers need: `python3` with `venv` and `pip` (the PyPI tools), `npm` (the npm
 /// tools), `openssl` (the tests' certificate and signature checks).
 const APT: &[(&str, &str)] = &[
@@ -75,6 +78,13 @@ const APT: &[(&str, &str)] = &[
         "rsyslog-gnutls",
         "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
     ),
+    ("golang-go", "/usr/bin/go"),
+    (
+        "golang-golang-x-mod-dev",
+        "/usr/share/gocode/src/golang.org/x/mod/sumdb/tlog/tlog.go",
+    ),
+    ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
+    ("util-linux", "/usr/sbin/fsfreeze"),
 ];
 
 pub(crate) fn install_all() -> anyhow::Result<Tools> {

@@ -702,3 +702,130 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     );
     assert_eq!(entries(&gw, "?limit=1000").len(), 603);
 }
+
+/// Builds `support/tlogcheck` (Go, on golang.org/x/mod/sumdb/tlog and note from Debian's
+/// golang-golang-x-mod-dev, installed by `cargo xtask tools`) into `dir`.
+fn tlogcheck(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/tlogcheck");
+    let out = dir.join("tlogcheck");
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("main.go")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("Debian's Go is installed (cargo xtask tools: golang-go golang-golang-x-mod-dev)");
+    assert!(
+        built.status.success(),
+        "go build tlogcheck: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+/// The log read by a client written from the spec, not from our code: Go's sumdb tlog package
+/// verifies the signed checkpoint, recomputes the tree hash from the served hash tiles, proves
+/// every entry of the bundles in it, and proves the log consistent with an older checkpoint
+/// (and reads that checkpoint's root from the same tiles, at its own size).
+#[test]
+fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoint() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    let batch = |n: usize| {
+        let actions: Vec<Value> = (0..n)
+            .map(|i| json!({"action": if i % 9 == 0 { format!("admin:{i}") } else { format!("read:{i}") }}))
+            .collect();
+        let (status, out) = gw.batch(&token, &json!({"actions": actions}));
+        assert_eq!(status, 200, "{out}");
+    };
+    for _ in 0..3 {
+        batch(100);
+    }
+    let (_, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    let old = dir.path().join("checkpoint-300");
+    std::fs::write(&old, cp["checkpoint"].as_str().unwrap()).unwrap();
+    // To 66,000 entries would take minutes here; 700 give full tiles, partial tiles and a
+    // level-1 tile, which is every shape the reader handles.
+    for _ in 0..4 {
+        batch(100);
+    }
+    let (_, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    let vkey = cp["vkey"].as_str().unwrap();
+    let out = std::process::Command::new(tlogcheck(dir.path()))
+        .args([
+            "-url",
+            &gw.url(""),
+            "-vkey",
+            vkey,
+            "-token",
+            crate::harness::ADMIN_TOKEN,
+            "-old",
+        ])
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tlogcheck: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            report["size"].as_u64(),
+            report["records"].as_u64(),
+            report["consistentFrom"].as_u64()
+        ),
+        (Some(700), Some(700), Some(300)),
+        "{report}"
+    );
+
+    // The same reader refuses a log whose served tile was altered.
+    let tile = dir.path().join("data/audit-log/tile/0/001");
+    let mut bytes = std::fs::read(&tile).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&tile, bytes).unwrap();
+    let out = std::process::Command::new(dir.path().join("tlogcheck"))
+        .args([
+            "-url",
+            &gw.url(""),
+            "-vkey",
+            vkey,
+            "-token",
+            crate::harness::ADMIN_TOKEN,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an altered tile is noticed");
+    // Entry bundles need the admin token; hash tiles and the checkpoint do not.
+    assert_eq!(
+        gw.raw(Method::GET, "/audit/log/tile/entries/000")
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    let resp = gw
+        .raw(Method::GET, "/admin/audit/log/tile/entries/000")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    for bad in [
+        "0/../../meshguard.db",
+        "0/x000/001",
+        "0/000.p/0",
+        "staging/0",
+    ] {
+        let status = gw
+            .raw(Method::GET, &format!("/audit/log/tile/{bad}"))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status, 404, "{bad}");
+    }
+}
