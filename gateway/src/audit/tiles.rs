@@ -852,6 +852,39 @@ mod tests {
     }
 
     #[test]
+    fn a_crash_before_the_rename_or_mid_write_is_mended_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TileWriter::open(dir.path()).unwrap();
+        let mut leaves = Vec::new();
+        for i in 0..300 {
+            let e = format!("{{\"n\":{i}}}");
+            leaves.push(merkle::leaf_hash(e.as_bytes()));
+            w.append(e.as_bytes(), leaves[i]);
+        }
+        // Written and synced, but the crash came before the syncer renamed the full bundle.
+        for s in w.flush().unwrap() {
+            s.file.sync_data().unwrap();
+        }
+        drop(w);
+        assert!(dir.path().join("staging/0").is_file());
+        // And the next bundle's last write was torn.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("staging/1"))
+            .unwrap();
+        f.write_all(&[0, 40, b'{', b'"']).unwrap();
+        let w = TileWriter::open(dir.path()).unwrap();
+        assert_eq!(w.size(), 300);
+        assert!(dir.path().join("tile/entries/000").is_file());
+        assert!(!dir.path().join("staging/0").exists());
+        assert_eq!(w.frontier().root(), merkle::root_of(&leaves));
+        assert_eq!(
+            std::fs::metadata(dir.path().join("staging/1")).unwrap().len(),
+            (0..44).map(|i| 2 + format!("{{\"n\":{}}}", 256 + i).len() as u64).sum::<u64>()
+        );
+    }
+
+    #[test]
     fn written_tiles_give_the_trees_root_and_reopen_to_the_same_frontier() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = TileWriter::open(dir.path()).unwrap();
