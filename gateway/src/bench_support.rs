@@ -98,6 +98,61 @@ pub fn audit_rows(dir: &std::path::Path, rows: usize, concurrency: usize) -> (Du
     (started.elapsed(), process_cpu() - cpu_before)
 }
 
+/// Writes a log of `entries` decisions under `dir` straight through the audit writer (no
+/// requests, no index: the index is left empty, as if lost), with one signed checkpoint over
+/// all of it. Returns the time taken.
+pub fn build_log(dir: &std::path::Path, entries: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let db_path = dir.join("meshguard.db");
+    drop(crate::store::SqliteStore::open(&db_path)?);
+    let origin = "bench.example/meshguard-audit";
+    let key = {
+        let conn = crate::audit::store_conn(&db_path)?;
+        crate::audit::keys::open_signing_key(
+            &conn,
+            &crate::audit::keys::KeySource::File(dir.join("audit-log.key")),
+            origin,
+        )?
+    };
+    let mut writer =
+        crate::audit::Writer::open(&db_path, &dir.join("audit-log"), origin, &key.vkey())?;
+    let mut i = 0;
+    while i < entries {
+        let group = (entries - i).min(65_536);
+        for j in 0..group {
+            let prepared = crate::audit::Prepared::new(sample_entry(i + j));
+            writer.insert(&prepared).map_err(anyhow::Error::msg)?;
+        }
+        writer.append_durably()?;
+        i += group;
+    }
+    writer
+        .checkpoint(&key)?
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint was signed"))?;
+    Ok(started.elapsed())
+}
+
+/// Opens the log `build_log` wrote, as the gateway does at start: `(time until it takes
+/// entries, time until the index holds every entry)`.
+pub fn start_log(dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let log = crate::audit::AuditLog::open(crate::audit::AuditConfig {
+        db_path: dir.join("meshguard.db"),
+        log_dir: dir.join("audit-log"),
+        key: crate::audit::keys::KeySource::File(dir.join("audit-log.key")),
+        origin: "bench.example/meshguard-audit".to_owned(),
+        checkpoint_every: 1_000_000_000,
+        checkpoint_interval: Duration::from_secs(3600),
+        redaction: crate::redaction::Redaction::None,
+    })?;
+    let open = started.elapsed();
+    let reader = log.reader();
+    while reader.index_lag() > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((open, started.elapsed()))
+}
+
 /// An entry shaped like an allowed `/proxy/check` decision.
 fn sample_entry(i: usize) -> meshguard_api::AuditEntry {
     meshguard_api::AuditEntry {

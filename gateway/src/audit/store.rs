@@ -100,14 +100,22 @@ pub(crate) struct IndexRow {
     hash: String,
 }
 
+/// An index row as `verify` reads it: seq, id, source, body, hash.
+type IndexedRow = (u64, String, String, String, String);
+
 impl IndexRow {
+    /// The id indexed for an entry that has none (the log was altered; `verify` names it).
+    fn missing_id(seq: u64) -> String {
+        format!("missing-id-{seq}")
+    }
+
     /// The row of an entry read back from the log (its fields from the body).
     fn from_body(seq: u64, source: &str, body: String, prev_hash: String, hash: String) -> Self {
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         Self {
             seq,
-            id: text("id").unwrap_or_else(|| format!("missing-id-{seq}")),
+            id: text("id").unwrap_or_else(|| Self::missing_id(seq)),
             source: source.to_owned(),
             timestamp: text("timestamp").unwrap_or_default(),
             agent_id: text("agentId"),
@@ -211,6 +219,8 @@ pub(crate) fn sync_segments(
 /// The writer's state: the log directory, the Merkle frontier and the head of every chain, and
 /// a connection for the checkpoint and key records.
 pub(crate) struct Writer {
+    /// The log directory's lock, held for the writer's life.
+    _lock: std::fs::File,
     conn: Connection,
     tiles: TileWriter,
     open: Option<Open>,
@@ -222,6 +232,31 @@ pub(crate) struct Writer {
     durable: Arc<AtomicU64>,
     /// The highest seq in the index.
     indexed: Arc<AtomicU64>,
+}
+
+/// Takes `<dir>/lock` (an exclusive `flock`, released with the process): two gateways writing
+/// one log directory would interleave their bundles.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the audit log directory {}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another gateway is writing the audit log in {}; give each gateway its own AUDIT_LOG_DIR (and DB_PATH)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// The highest seq in the index.
@@ -268,7 +303,7 @@ fn migrate(conn: &Connection, tiles: &mut TileWriter, origin: &str) -> anyhow::R
             runs.extend(run.take());
         }
         tiles.append(body.as_bytes(), merkle::leaf_hash(body.as_bytes()));
-        if tiles.size() % 65_536 == 0 {
+        if tiles.size().is_multiple_of(65_536) {
             let flushed = tiles.flush()?;
             sync_segments(tiles.dir(), &flushed)?;
         }
@@ -293,6 +328,7 @@ impl Writer {
         vkey: &str,
     ) -> anyhow::Result<Self> {
         let conn = open(path)?;
+        let lock = lock_dir(log_dir)?;
         let mut tiles = TileWriter::open(log_dir)?;
         let indexed = last_indexed(&conn)?;
         let moved: Option<String> = conn
@@ -348,6 +384,7 @@ impl Writer {
             .try_into()
             .unwrap_or(0);
         Ok(Self {
+            _lock: lock,
             conn,
             tiles,
             open: None,
@@ -460,6 +497,12 @@ impl Writer {
         sync_segments(self.tiles.dir(), &flushed.segments)?;
         self.durable.fetch_max(flushed.last_seq, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Writes the open group and makes it durable here (the benchmarks' log builder).
+    pub(crate) fn append_durably(&mut self) -> std::io::Result<()> {
+        let flushed = self.commit()?;
+        self.sync_inline(&flushed)
     }
 
     /// Waits until the index holds every durable entry (ingest looks duplicates up in it).
@@ -1232,29 +1275,23 @@ impl Reader {
             let indexed = self.indexed.load(Ordering::SeqCst).min(size);
             let mut stmt = c.prepare("SELECT seq, id, source, body, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq")?;
             let mut rows = stmt.query([indexed as i64])?;
-            let mut next_row =
-                || -> rusqlite::Result<Option<(u64, String, String, String, String)>> {
-                    Ok(match rows.next()? {
-                        Some(r) => Some((
-                            r.get::<_, i64>(0)? as u64,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                        )),
-                        None => None,
-                    })
-                };
+            let mut next_row = || -> rusqlite::Result<Option<IndexedRow>> {
+                Ok(match rows.next()? {
+                    Some(r) => Some((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                    )),
+                    None => None,
+                })
+            };
             let mut row = next_row()?;
             let replayed = replay(&self.tiles, origin, 1, size, &mut heads, |entry| {
                 report.entries += 1;
                 let seq = entry.seq;
-                if serde_json::from_str::<Value>(&entry.body)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .as_deref()
-                    != Some(entry.id.as_str())
-                {
+                if entry.id == IndexRow::missing_id(seq) {
                     fail(&mut report, Some(seq), None, "the log's entry is not an audit entry with an id; the log directory was altered".into());
                 }
                 while row.as_ref().is_some_and(|r| r.0 < seq) {
@@ -1262,11 +1299,11 @@ impl Reader {
                 }
                 match &row {
                     Some((s, id, source, body, hash)) if *s == seq => {
-                        if body != &entry.body
-                            || hash != &entry.hash
-                            || source != &entry.source
-                            || id != &entry.id
-                        {
+                        let same = body == &entry.body
+                            && hash == &entry.hash
+                            && source == &entry.source
+                            && id == &entry.id;
+                        if !same {
                             fail(&mut report, Some(seq), Some(id.clone()), "the index row differs from the log's entry: one of them was altered (the log is what checkpoints sign; its content does not match the indexed hash)".into());
                         }
                     }

@@ -879,8 +879,12 @@ mod tests {
         assert!(!dir.path().join("staging/0").exists());
         assert_eq!(w.frontier().root(), merkle::root_of(&leaves));
         assert_eq!(
-            std::fs::metadata(dir.path().join("staging/1")).unwrap().len(),
-            (0..44).map(|i| 2 + format!("{{\"n\":{}}}", 256 + i).len() as u64).sum::<u64>()
+            std::fs::metadata(dir.path().join("staging/1"))
+                .unwrap()
+                .len(),
+            (0..44)
+                .map(|i| 2 + format!("{{\"n\":{}}}", 256 + i).len() as u64)
+                .sum::<u64>()
         );
     }
 
