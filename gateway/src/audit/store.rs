@@ -201,7 +201,7 @@ pub(crate) fn sync_segments(
     for (i, s) in segments.iter().enumerate() {
         // A segment's file reappears only as the same bundle's later segment.
         if segments[i + 1..].iter().all(|t| t.bundle != s.bundle) {
-            s.file.sync_data()?;
+            s.sync()?;
         }
         if s.sealed {
             tiles::seal(dir, s.bundle)?;
@@ -708,44 +708,90 @@ impl Writer {
         Ok((size, text))
     }
 
-    /// Signs a checkpoint over the whole log if it grew (every entry is durable: the writer
-    /// waits for the syncer first); returns the latest checkpoint note.
+    /// Signs a checkpoint over every entry written to the staging bundles, if the log grew
+    /// since the last one: the entries of a group still open are not in it. The checkpoint
+    /// is published by [`Signed::record`] once those entries are durable.
+    pub(crate) fn sign(&mut self, key: &LogKey) -> anyhow::Result<Option<Signed>> {
+        let size = self.frontier.size();
+        if size <= self.signed_size {
+            return Ok(None);
+        }
+        let root = self.frontier.root();
+        let note = key
+            .sign_note(&note::checkpoint_body(key.origin(), size, &root))
+            .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
+        let publication = self.tiles.publication(note.clone());
+        debug_assert_eq!(
+            publication.size, size,
+            "the frontier is the written entries'"
+        );
+        self.signed_size = size;
+        Ok(Some(Signed {
+            size,
+            root,
+            note,
+            frontier: self.frontier.to_bytes(),
+            heads: serde_json::to_string(&self.heads).expect("a map of strings serializes"),
+            publication,
+        }))
+    }
+
+    /// Signs and publishes a checkpoint here and now (the benchmarks' log builder; every
+    /// entry is durable); returns the latest checkpoint note.
     pub(crate) fn checkpoint(&mut self, key: &LogKey) -> anyhow::Result<Option<String>> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
-        if self.frontier.size() > self.signed_size {
-            let size = self.frontier.size();
-            anyhow::ensure!(
-                self.durable.load(Ordering::SeqCst) >= size,
-                "the log's last entries are not durable; no checkpoint is signed over them"
-            );
-            let root = self.frontier.root();
-            let note = key
-                .sign_note(&note::checkpoint_body(key.origin(), size, &root))
-                .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
-            self.tiles
-                .publish(&note)
-                .context("cannot publish the checkpoint in the log directory")?;
-            self.conn.execute(
-                "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    size as i64,
-                    base64::engine::general_purpose::STANDARD.encode(root),
-                    note,
-                    crate::clock::now_rfc3339(),
-                    self.frontier.to_bytes(),
-                    serde_json::to_string(&self.heads).expect("a map of strings serializes")
-                ],
-            )?;
-            self.signed_size = size;
+        anyhow::ensure!(
+            self.durable.load(Ordering::SeqCst) >= self.frontier.size(),
+            "the log's last entries are not durable; no checkpoint is signed over them"
+        );
+        if let Some(signed) = self.sign(key)? {
+            signed.record(&self.conn)?;
         }
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?)
+        latest_note(&self.conn)
+    }
+}
+
+/// The latest checkpoint note.
+pub(crate) fn latest_note(conn: &Connection) -> anyhow::Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// A signed checkpoint, not yet published.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    pub(crate) size: u64,
+    root: merkle::Hash,
+    note: String,
+    frontier: Vec<u8>,
+    heads: String,
+    publication: tiles::Publication,
+}
+
+impl Signed {
+    /// Publishes the checkpoint in the log directory, then records it (with the frontier and
+    /// chain heads a restart starts from) in `conn`. Every entry it covers must be durable.
+    pub(crate) fn record(self, conn: &Connection) -> anyhow::Result<()> {
+        self.publication
+            .publish()
+            .context("cannot publish the checkpoint in the log directory")?;
+        conn.execute(
+            "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                self.size as i64,
+                base64::engine::general_purpose::STANDARD.encode(self.root),
+                self.note,
+                crate::clock::now_rfc3339(),
+                self.frontier,
+                self.heads
+            ],
+        )?;
+        Ok(())
     }
 }
 

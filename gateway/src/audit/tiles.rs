@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -207,6 +208,19 @@ pub(crate) struct Segment {
     pub(crate) sealed: bool,
 }
 
+impl Segment {
+    /// Makes the bundle's bytes durable.
+    ///
+    /// Bundles grow by appending, so the `fdatasync` also commits the file's new size.
+    /// Creating them as zeros to write over (no size change to commit) was measured and
+    /// dropped: a write over blocks the file already has can reach the disk even when its
+    /// sync fails, and the refused entry was back after a restart (the test of a failing
+    /// disk caught it); an appended one cannot outlive its failed size commit.
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// A run of ingested entries: `count` entries from `first` (a seq) of log `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Run {
@@ -339,8 +353,9 @@ pub(crate) struct TileWriter {
 fn open_staging(dir: &Path, bundle: u64) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create(true)
+        .truncate(false)
         .open(staging_path(dir, bundle))
 }
 
@@ -368,6 +383,7 @@ impl TileWriter {
             }
         }
         let mut leaves;
+        let open_len;
         loop {
             let mut file = open_staging(dir, full)
                 .with_context(|| format!("cannot open {}", staging_path(dir, full).display()))?;
@@ -392,6 +408,7 @@ impl TileWriter {
                 file.set_len(used as u64)?;
                 file.sync_all()?;
             }
+            open_len = used as u64;
             leaves = entries
                 .iter()
                 .map(|e| merkle::leaf_hash(e))
@@ -400,7 +417,6 @@ impl TileWriter {
             break;
         }
         let file = open_staging(dir, full)?;
-        let open_len = file.metadata()?.len();
         let size = full * WIDTH + leaves.len() as u64;
         let mut writer = Self {
             dir: dir.to_owned(),
@@ -480,7 +496,7 @@ impl TileWriter {
                 frame(&mut bytes, &entry);
                 leaves.push(leaf);
             }
-            (&*self.open).write_all(&bytes)?;
+            self.open.write_all_at(&bytes, self.open_len)?;
             self.open_len += bytes.len() as u64;
             self.size += leaves.len() as u64;
             let sealed = self.size.is_multiple_of(WIDTH);
@@ -565,24 +581,61 @@ impl TileWriter {
         sync_dir(&self.dir)
     }
 
-    /// Publishes `note`, a checkpoint over every written entry (the syncer has made them all
-    /// durable): the partial tiles it needs, every hash tile written since the last one, then
-    /// the `checkpoint` file, each synced.
+    /// Publishes `note`, a checkpoint over every written entry, here and now (the entries
+    /// must be durable already).
     pub(crate) fn publish(&mut self, note: &str) -> std::io::Result<()> {
-        debug_assert!(
-            self.buf.is_empty(),
-            "a checkpoint covers written entries only"
-        );
+        self.publication(note.to_owned()).publish()
+    }
+
+    /// What publishing `note`, a checkpoint over every entry written so far (not those
+    /// appended since the last flush), needs: taken now, published by
+    /// [`Publication::publish`] once the entries are durable, on another thread while this
+    /// writer goes on.
+    pub(crate) fn publication(&mut self, note: String) -> Publication {
+        Publication {
+            dir: self.dir.clone(),
+            note,
+            size: self.size,
+            bundle: self.bundle,
+            open_len: self.open_len,
+            partial: self.partial.clone(),
+            unsynced: std::mem::take(&mut self.unsynced),
+        }
+    }
+}
+
+/// A checkpoint to publish in the log directory, with the state of the tiles it covers.
+#[derive(Debug)]
+pub(crate) struct Publication {
+    dir: PathBuf,
+    note: String,
+    pub(crate) size: u64,
+    bundle: u64,
+    open_len: u64,
+    partial: Vec<Vec<Hash>>,
+    unsynced: Vec<PathBuf>,
+}
+
+impl Publication {
+    /// Writes the partial tiles the checkpoint needs, syncs every hash tile written since the
+    /// last one, then writes the `checkpoint` file, each synced. The entries it covers must
+    /// be durable.
+    pub(crate) fn publish(self) -> std::io::Result<()> {
         let mut dirs: Vec<PathBuf> = Vec::new();
-        for path in std::mem::take(&mut self.unsynced) {
-            File::open(&path)?.sync_data()?;
+        for path in &self.unsynced {
+            File::open(path)?.sync_data()?;
             dirs.push(path.parent().expect("a parent").to_owned());
         }
         let width = self.size % WIDTH;
         if width > 0 {
-            let mut bytes = Vec::new();
-            let mut f = File::open(staging_path(&self.dir, self.bundle))?;
-            f.read_to_end(&mut bytes)?;
+            // The bundle may have filled and been sealed since.
+            let mut bytes = match std::fs::read(staging_path(&self.dir, self.bundle)) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::read(entries_path(&self.dir, self.bundle))?
+                }
+                Err(e) => return Err(e),
+            };
             bytes.truncate(self.open_len as usize);
             let id = TileId {
                 level: None,
@@ -618,7 +671,7 @@ impl TileWriter {
         for d in &dirs {
             sync_dir(d)?;
         }
-        write_atomic(&self.dir.join(CHECKPOINT), note.as_bytes())?;
+        write_atomic(&self.dir.join(CHECKPOINT), self.note.as_bytes())?;
         sync_dir(&self.dir)
     }
 }
@@ -863,7 +916,7 @@ mod tests {
         }
         // Written and synced, but the crash came before the syncer renamed the full bundle.
         for s in w.flush().unwrap() {
-            s.file.sync_data().unwrap();
+            s.sync().unwrap();
         }
         drop(w);
         assert!(dir.path().join("staging/0").is_file());
@@ -878,14 +931,14 @@ mod tests {
         assert!(dir.path().join("tile/entries/000").is_file());
         assert!(!dir.path().join("staging/0").exists());
         assert_eq!(w.frontier().root(), merkle::root_of(&leaves));
-        assert_eq!(
-            std::fs::metadata(dir.path().join("staging/1"))
-                .unwrap()
-                .len(),
-            (0..44)
-                .map(|i| 2 + format!("{{\"n\":{}}}", 256 + i).len() as u64)
-                .sum::<u64>()
-        );
+        // The torn bytes are gone: the bundle is its 44 entries.
+        let bytes = std::fs::read(dir.path().join("staging/1")).unwrap();
+        let (entries, used) = unframe(&bytes);
+        assert_eq!((entries.len(), used), (44, bytes.len()));
+        // The sealed bundle holds its entries and nothing else.
+        let sealed = std::fs::read(dir.path().join("tile/entries/000")).unwrap();
+        let (entries, used) = unframe(&sealed);
+        assert_eq!((entries.len(), used), (256, sealed.len()));
     }
 
     #[test]
@@ -903,7 +956,7 @@ mod tests {
                 frontier.push(leaf);
             }
             for s in w.flush().unwrap() {
-                s.file.sync_data().unwrap();
+                s.sync().unwrap();
                 if s.sealed {
                     seal(dir.path(), s.bundle).unwrap();
                 }
