@@ -184,7 +184,12 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                writer.run(rx, acks, &shared, &key, &config, &to_index, &to_publish);
+                let to = Downstream {
+                    acks,
+                    index: to_index,
+                    publish: to_publish,
+                };
+                writer.run(rx, &to, &shared, &key, &config);
             })?;
         Ok(Self {
             tx,
@@ -539,6 +544,14 @@ impl Syncer {
     }
 }
 
+/// Where the writer sends its work: groups to the syncer, ingested rows to the indexer,
+/// signed checkpoints to the publisher.
+struct Downstream {
+    acks: SyncSender<Batch>,
+    index: std::sync::mpsc::Sender<Vec<store::IndexRow>>,
+    publish: std::sync::mpsc::Sender<Publish>,
+}
+
 type CheckpointReply = oneshot::Sender<Result<Option<String>, String>>;
 
 /// Work for the publisher.
@@ -638,13 +651,16 @@ impl store::Writer {
     fn run(
         &mut self,
         rx: Receiver<Job>,
-        acks: SyncSender<Batch>,
+        to: &Downstream,
         shared: &Shared,
         key: &LogKey,
         config: &AuditConfig,
-        to_index: &std::sync::mpsc::Sender<Vec<store::IndexRow>>,
-        to_publish: &std::sync::mpsc::Sender<Publish>,
     ) {
+        let Downstream {
+            acks,
+            index: to_index,
+            publish: to_publish,
+        } = to;
         let mut last_checkpoint = Instant::now();
         let mut pending: Committed = Vec::new();
         let mut cut = false;
@@ -653,7 +669,7 @@ impl store::Writer {
                 Ok(job) => Some(job),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    self.hand_off(&mut pending, &acks, shared);
+                    self.hand_off(&mut pending, acks, shared);
                     return;
                 }
             };
@@ -690,7 +706,7 @@ impl store::Writer {
                     }
                     Job::Synced => {}
                     Job::Ingest(lines, done) => {
-                        self.hand_off(&mut pending, &acks, shared);
+                        self.hand_off(&mut pending, acks, shared);
                         wait_idle(shared);
                         let result = if shared.failed.load(Ordering::SeqCst) {
                             Err("the audit log's disk failed a sync; nothing is ingested until the gateway restarts".to_owned())
@@ -703,11 +719,11 @@ impl store::Writer {
                         }));
                     }
                     Job::Cosign(rows, done) => {
-                        self.hand_off(&mut pending, &acks, shared);
+                        self.hand_off(&mut pending, acks, shared);
                         let _ = done.send(self.add_cosignatures(&rows));
                     }
                     Job::Checkpoint(done) => {
-                        self.hand_off(&mut pending, &acks, shared);
+                        self.hand_off(&mut pending, acks, shared);
                         let job = match self.sign(key) {
                             Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
                             Ok(None) => Publish::Latest(done),
@@ -722,7 +738,7 @@ impl store::Writer {
                 }
             }
             if !shared.syncing.load(Ordering::SeqCst) {
-                self.hand_off(&mut pending, &acks, shared);
+                self.hand_off(&mut pending, acks, shared);
             }
             let due = self.unsigned_rows() >= config.checkpoint_every
                 || (self.unsigned_rows() > 0
