@@ -1,13 +1,16 @@
-//! The tamper-evident audit log: every decision is a row, acknowledged only once it is durable.
+//! The tamper-evident audit log: every decision is an entry of an append-only log in the
+//! C2SP tlog-tiles layout (`tiles`), acknowledged only once it is durable.
 //!
-//! One writer thread owns its own SQLite connection and commits in groups: it inserts entries
-//! into one open transaction as they arrive and commits it whenever the syncer thread is free;
-//! the syncer fsyncs the WAL and only then releases the batch's requests, while the writer
-//! already inserts the next batch. A failed sync refuses the waiting requests and stops the
-//! log (every later decision fails closed in enforce mode). Each row's hash chains to the
-//! previous row of the same source (this gateway, or a sidecar whose export was ingested), and
-//! every row is a leaf of an RFC 6962 Merkle tree whose root the writer signs periodically as a
-//! C2SP checkpoint.
+//! Four threads. The writer chains each entry and appends it to the open group; whenever the
+//! syncer is free it writes the group to the staging bundle and hands it over. The syncer
+//! makes the group durable with one `fdatasync` and only then answers its requests, while the
+//! writer already fills the next group. The indexer puts the durable entries into SQLite, the
+//! log's index. The publisher writes the checkpoints the writer signs once the entries they
+//! cover are durable. A failed sync refuses the waiting requests and stops the log (every
+//! later decision fails closed in enforce mode). Each entry's hash chains to the previous
+//! entry of the same source (this gateway, or a sidecar whose export was ingested), and every
+//! entry is a leaf of an RFC 6962 Merkle tree whose root the writer signs as a C2SP
+//! checkpoint.
 
 pub(crate) mod keys;
 pub(crate) mod merkle;
