@@ -1,7 +1,8 @@
 //! `cargo run --release -p meshguard-gateway --example audit_rows -- DIR [ROWS] [CONCURRENCY]`:
 //! what durably auditing a decision costs, without HTTP: wall time, and CPU time per entry on
-//! the path a decision waits on and for the index filled behind it. DIR is where the log goes (a disk for the real cost, `/dev/shm` for the cost without
-//! fsync); it must not hold a log already.
+//! the path a decision waits on and for the index filled behind it. DIR is where the log goes
+//! (a disk for the real cost, `/dev/shm` for the cost without fsync); it must not hold a log
+//! already.
 
 // The gateway binary's allocator, so the numbers are the gateway's.
 #[global_allocator]

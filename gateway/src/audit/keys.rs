@@ -96,7 +96,8 @@ fn pending_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn latest_checkpoint(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {
+/// The latest signed checkpoint: `(size, note)`.
+pub(crate) fn latest_checkpoint(conn: &Connection) -> rusqlite::Result<Option<(u64, String)>> {
     conn.query_row(
         "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
         [],

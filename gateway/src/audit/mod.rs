@@ -608,7 +608,9 @@ impl Publisher {
     }
 
     fn latest(&self) -> Result<Option<String>, String> {
-        store::latest_note(&self.conn).map_err(|e| format!("{e:#}"))
+        keys::latest_checkpoint(&self.conn)
+            .map(|latest| latest.map(|(_, note)| note))
+            .map_err(|e| format!("{e:#}"))
     }
 }
 

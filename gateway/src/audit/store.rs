@@ -193,6 +193,11 @@ pub(crate) struct Flushed {
 
 /// Makes `segments` durable: each staging file synced once, full bundles sealed, the staging
 /// directory synced when a new bundle was started. Returns the position now durable.
+///
+/// Bundles grow by appending, so each `fdatasync` also commits the file's new size. Bundles
+/// created as zeros to write over sync faster, and were dropped: such a write can reach the
+/// disk although its sync fails, and the failing-disk test saw a refused entry come back
+/// (`docs/benchmarks.md`).
 pub(crate) fn sync_segments(
     dir: &Path,
     segments: &[tiles::Segment],
@@ -201,7 +206,7 @@ pub(crate) fn sync_segments(
     for (i, s) in segments.iter().enumerate() {
         // A segment's file reappears only as the same bundle's later segment.
         if segments[i + 1..].iter().all(|t| t.bundle != s.bundle) {
-            s.sync()?;
+            s.file.sync_data()?;
         }
         if s.sealed {
             tiles::seal(dir, s.bundle)?;
@@ -677,22 +682,10 @@ impl Writer {
         signers.extend(old);
         let text = note::sign_note_by(&note::checkpoint_body(new.origin(), size, &root), &signers)
             .map_err(|e| anyhow::anyhow!("cannot sign the handoff checkpoint: {e}"))?;
-        self.tiles
-            .publish(&text)
-            .context("cannot publish the handoff checkpoint in the log directory")?;
+        let signed = self.signed(text.clone());
         let now = crate::clock::now_rfc3339();
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO audit_checkpoints (size, root, note, created_at, frontier, heads) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                size as i64,
-                base64::engine::general_purpose::STANDARD.encode(root),
-                text,
-                now,
-                self.frontier.to_bytes(),
-                serde_json::to_string(&self.heads).expect("a map of strings serializes")
-            ],
-        )?;
+        signed.record(&tx)?;
         if let Some(old_vkey) = old_vkey {
             tx.execute(
                 "UPDATE audit_keys SET retired_size = ?1, retired_at = ?2 WHERE vkey = ?3",
@@ -704,7 +697,6 @@ impl Writer {
             params![new.vkey(), size as i64, now],
         )?;
         tx.commit()?;
-        self.signed_size = size;
         Ok((size, text))
     }
 
@@ -716,24 +708,34 @@ impl Writer {
         if size <= self.signed_size {
             return Ok(None);
         }
-        let root = self.frontier.root();
         let note = key
-            .sign_note(&note::checkpoint_body(key.origin(), size, &root))
+            .sign_note(&note::checkpoint_body(
+                key.origin(),
+                size,
+                &self.frontier.root(),
+            ))
             .map_err(|e| anyhow::anyhow!("cannot sign a checkpoint: {e}"))?;
+        Ok(Some(self.signed(note)))
+    }
+
+    /// `note`, a checkpoint signed over the written entries, with what publishing and
+    /// recording it needs.
+    fn signed(&mut self, note: String) -> Signed {
         let publication = self.tiles.publication(note.clone());
         debug_assert_eq!(
-            publication.size, size,
+            publication.size,
+            self.frontier.size(),
             "the frontier is the written entries'"
         );
-        self.signed_size = size;
-        Ok(Some(Signed {
-            size,
-            root,
+        self.signed_size = self.frontier.size();
+        Signed {
+            size: self.frontier.size(),
+            root: self.frontier.root(),
             note,
             frontier: self.frontier.to_bytes(),
             heads: serde_json::to_string(&self.heads).expect("a map of strings serializes"),
             publication,
-        }))
+        }
     }
 
     /// Signs and publishes a checkpoint here and now (the benchmarks' log builder; every
@@ -747,19 +749,8 @@ impl Writer {
         if let Some(signed) = self.sign(key)? {
             signed.record(&self.conn)?;
         }
-        latest_note(&self.conn)
+        Ok(super::keys::latest_checkpoint(&self.conn)?.map(|(_, note)| note))
     }
-}
-
-/// The latest checkpoint note.
-pub(crate) fn latest_note(conn: &Connection) -> anyhow::Result<Option<String>> {
-    Ok(conn
-        .query_row(
-            "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?)
 }
 
 /// A signed checkpoint, not yet published.

@@ -25,7 +25,6 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -208,19 +207,6 @@ pub(crate) struct Segment {
     pub(crate) sealed: bool,
 }
 
-impl Segment {
-    /// Makes the bundle's bytes durable.
-    ///
-    /// Bundles grow by appending, so the `fdatasync` also commits the file's new size.
-    /// Creating them as zeros to write over (no size change to commit) was measured and
-    /// dropped: a write over blocks the file already has can reach the disk even when its
-    /// sync fails, and the refused entry was back after a restart (the test of a failing
-    /// disk caught it); an appended one cannot outlive its failed size commit.
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
-}
-
 /// A run of ingested entries: `count` entries from `first` (a seq) of log `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Run {
@@ -353,9 +339,8 @@ pub(crate) struct TileWriter {
 fn open_staging(dir: &Path, bundle: u64) -> std::io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .write(true)
+        .append(true)
         .create(true)
-        .truncate(false)
         .open(staging_path(dir, bundle))
 }
 
@@ -382,9 +367,7 @@ impl TileWriter {
                 std::fs::remove_file(entry.path())?;
             }
         }
-        let mut leaves;
-        let open_len;
-        loop {
+        let (file, open_len, leaves) = loop {
             let mut file = open_staging(dir, full)
                 .with_context(|| format!("cannot open {}", staging_path(dir, full).display()))?;
             let mut bytes = Vec::new();
@@ -408,15 +391,13 @@ impl TileWriter {
                 file.set_len(used as u64)?;
                 file.sync_all()?;
             }
-            open_len = used as u64;
-            leaves = entries
+            let leaves = entries
                 .iter()
                 .map(|e| merkle::leaf_hash(e))
                 .collect::<Vec<_>>();
             sync_staging(dir)?;
-            break;
-        }
-        let file = open_staging(dir, full)?;
+            break (file, used as u64, leaves);
+        };
         let size = full * WIDTH + leaves.len() as u64;
         let mut writer = Self {
             dir: dir.to_owned(),
@@ -428,7 +409,7 @@ impl TileWriter {
             partial: Vec::new(),
             unsynced: Vec::new(),
         };
-        writer.rebuild_tiles(std::mem::take(&mut leaves), published_size(dir).min(size))?;
+        writer.rebuild_tiles(leaves, published_size(dir).min(size))?;
         Ok(writer)
     }
 
@@ -496,7 +477,7 @@ impl TileWriter {
                 frame(&mut bytes, &entry);
                 leaves.push(leaf);
             }
-            self.open.write_all_at(&bytes, self.open_len)?;
+            (&*self.open).write_all(&bytes)?;
             self.open_len += bytes.len() as u64;
             self.size += leaves.len() as u64;
             let sealed = self.size.is_multiple_of(WIDTH);
@@ -629,13 +610,7 @@ impl Publication {
         let width = self.size % WIDTH;
         if width > 0 {
             // The bundle may have filled and been sealed since.
-            let mut bytes = match std::fs::read(staging_path(&self.dir, self.bundle)) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::read(entries_path(&self.dir, self.bundle))?
-                }
-                Err(e) => return Err(e),
-            };
+            let mut bytes = read_bundle(&self.dir, self.bundle)?;
             bytes.truncate(self.open_len as usize);
             let id = TileId {
                 level: None,
@@ -686,6 +661,19 @@ fn write_tile(path: &Path, hashes: &[Hash]) -> std::io::Result<()> {
     let bytes: Vec<u8> = hashes.iter().flatten().copied().collect();
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// The bytes of bundle `n`, sealed in `tile/entries/` or still in `staging/`.
+fn read_bundle(dir: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    let not_found = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    match std::fs::read(entries_path(dir, n)) {
+        Err(e) if not_found(&e) => match std::fs::read(staging_path(dir, n)) {
+            // Sealed between the two reads.
+            Err(e) if not_found(&e) => std::fs::read(entries_path(dir, n)),
+            read => read,
+        },
+        read => read,
+    }
 }
 
 fn frames_len(entries: &[&[u8]]) -> usize {
@@ -739,20 +727,7 @@ impl TileReader {
         if want == 0 {
             return Ok(Vec::new());
         }
-        let bytes = match std::fs::read(entries_path(&self.dir, n)) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match std::fs::read(staging_path(&self.dir, n)) {
-                    Ok(b) => b,
-                    // Sealed between the two reads.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        std::fs::read(entries_path(&self.dir, n))?
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+        let bytes = read_bundle(&self.dir, n)?;
         let (entries, _) = unframe(&bytes);
         if entries.len() < want {
             return Err(std::io::Error::other(format!(
@@ -916,7 +891,7 @@ mod tests {
         }
         // Written and synced, but the crash came before the syncer renamed the full bundle.
         for s in w.flush().unwrap() {
-            s.sync().unwrap();
+            s.file.sync_data().unwrap();
         }
         drop(w);
         assert!(dir.path().join("staging/0").is_file());
@@ -956,7 +931,7 @@ mod tests {
                 frontier.push(leaf);
             }
             for s in w.flush().unwrap() {
-                s.sync().unwrap();
+                s.file.sync_data().unwrap();
                 if s.sealed {
                     seal(dir.path(), s.bundle).unwrap();
                 }
