@@ -109,6 +109,20 @@ pub struct Args {
     #[arg(long, env = "DB_PATH")]
     pub db_path: Option<PathBuf>,
 
+    /// A PostgreSQL control plane shared by several gateways
+    /// (`postgresql://USER:PASSWORD@HOST:PORT/DATABASE`), instead of the agents, policies and
+    /// alert channels in DB_PATH. DB_PATH still holds this gateway's audit-log index and keys.
+    /// Set it in the environment (from a secret): command-line arguments are visible to other
+    /// users of the machine.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// With DATABASE_URL: the longest a change made through another gateway (a revoked agent,
+    /// a new policy) takes to act here when its notification is lost, in milliseconds; a
+    /// notification acts at once.
+    #[arg(long, env = "CONTROL_PLANE_POLL_MS", default_value_t = 1000)]
+    pub control_plane_poll_ms: u64,
+
     /// Directory of YAML policy files, read-only through the admin API.
     #[arg(long, env = "POLICIES_DIR", default_value = "./policies")]
     pub policies_dir: PathBuf,
@@ -424,6 +438,9 @@ pub struct Config {
     pub(crate) policy_bundle_key_uri: Option<String>,
     pub(crate) secrets_key_uri: Option<String>,
     pub secrets_key_file: PathBuf,
+    /// The shared PostgreSQL control plane, when set (a secret: it holds the password).
+    pub(crate) database_url: Option<String>,
+    pub(crate) control_plane_poll: Duration,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
     pub(crate) audit_witness_urls: Vec<crate::witness_push::Connected>,
@@ -474,6 +491,10 @@ impl std::fmt::Debug for Config {
             .field("jwt_secret", &"<redacted>")
             .field("jwt_ttl", &self.jwt_ttl)
             .field("db_path", &self.db_path)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "<redacted>"),
+            )
             .field("policies_dir", &self.policies_dir)
             .field("mode", &self.mode)
             .field("proxy_target", &self.proxy_target)
@@ -769,6 +790,8 @@ impl Args {
             policy_bundle_key_uri: self.policy_bundle_key_uri.take(),
             secrets_key_uri: self.secrets_key_uri.take(),
             secrets_key_file,
+            database_url: self.database_url.take().filter(|u| !u.is_empty()),
+            control_plane_poll: Duration::from_millis(self.control_plane_poll_ms.max(10)),
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             host: self.host.unwrap_or(if sidecar.is_some() {

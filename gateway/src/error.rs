@@ -116,6 +116,14 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(msg) => Self::conflict(msg),
             StoreError::Backend(cause) => Self::internal(cause),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(%cause, "the control-plane database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the control-plane database is unavailable, so the change was not made; retry once it is back (decisions go on meanwhile)",
+                )
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 pub mod bench_support;
 mod bundle;
 mod clock;
+mod cluster;
 mod config;
 mod egress;
 mod error;
@@ -79,6 +80,14 @@ pub fn check_policy_bundle(
     ))
 }
 
+/// The control-plane store, the local SQLite file (the audit index), and the shared PostgreSQL
+/// store when there is one (its follower needs it).
+type Opened = (
+    Arc<dyn store::Store>,
+    std::path::PathBuf,
+    Option<Arc<store::PgStore>>,
+);
+
 /// Opens the store, loads the policies and returns the state the router serves.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     prepare_with(config, true).await
@@ -89,15 +98,31 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let path = config.db_path.clone();
     let secrets_key = config.secrets_key_file.clone();
     let secrets_uri = config.secrets_key_uri.clone();
-    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<store::SqliteStore> {
-        let mut s = store::SqliteStore::open(&path)?;
-        s.seal_secrets_with(&secrets_key, secrets_uri.as_deref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(s)
-    })
+    let database_url = config.database_url.clone();
+    let (store, db_path, shared) = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<Opened> {
+            let mut local = store::SqliteStore::open(&path)?;
+            let db_path = local.path().to_owned();
+            match database_url {
+                None => {
+                    local
+                        .seal_secrets_with(&secrets_key, secrets_uri.as_deref())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
+                    Ok((Arc::new(local), db_path, None))
+                }
+                Some(url) => {
+                    let mut pg = store::PgStore::open(&url, local).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    pg.seal_secrets_with(&secrets_key, secrets_uri.as_deref())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
+                    let pg = Arc::new(pg);
+                    Ok((Arc::clone(&pg) as Arc<dyn store::Store>, db_path, Some(pg)))
+                }
+            }
+        },
+    )
     .await??;
-    tracing::info!(db = %store.path().display(), "database open (SQLite, WAL, synchronous=FULL)");
-    let db_path = store.path().to_owned();
     let audit = audit::AuditLog::open(audit::AuditConfig {
         db_path,
         log_dir: config.audit_log_dir.clone(),
@@ -120,7 +145,6 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         vkey = audit.vkey(),
         "audit log open"
     );
-    let store: Arc<dyn store::Store> = Arc::new(store);
     let alerts = alerts::Alerts::start(
         config.alerts.clone(),
         Arc::clone(&store),
@@ -192,6 +216,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .reload_policies()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
+    if let Some(pg) = shared {
+        cluster::spawn_follower(state.clone(), pg, state.config().control_plane_poll).await?;
+    }
     policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     refusals::spawn_flusher(state.clone());
     if let Some(sc) = &state.inner.sidecar {

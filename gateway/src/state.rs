@@ -36,9 +36,10 @@ pub(crate) struct Inner {
     pub(crate) egress: Option<crate::egress::Egress>,
     /// Refusals before evaluation, counted per window (`refusals.rs`).
     pub(crate) refusals: crate::refusals::Refusals,
-    /// Agents as last read or written, for the data plane's per-request lookup. Every agent write
-    /// goes through this process (one gateway per database), and updates or drops the entry
-    /// right after its commit, so a revoke or a token re-issue acts on the next request.
+    /// Agents as last read or written, for the data plane's per-request lookup. A write through
+    /// this process updates or drops the entry right after its commit, so a revoke or a token
+    /// re-issue acts on the next request; a write through another gateway on the same
+    /// PostgreSQL control plane does so once this gateway's follower applies it (`cluster.rs`).
     agents: RwLock<std::collections::HashMap<String, Arc<crate::store::AgentRecord>>>,
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
@@ -59,6 +60,8 @@ pub(crate) struct Inner {
     bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
     /// The SIEM forwarder's progress (`siem.rs`), when SIEM egress is on.
     pub(crate) siem: Option<crate::siem::SharedStatus>,
+    /// Which control plane this gateway uses and how far it followed a shared one.
+    pub(crate) control_plane: crate::cluster::Status,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -113,6 +116,11 @@ impl AppState {
         let config_proxy_timeout = config.proxy_timeout;
         let extra_roots = config.extra_roots.clone();
         let refusal_window = config.audit_refusal_window;
+        let control_plane = crate::cluster::Status::new(if config.database_url.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
+        });
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -139,6 +147,7 @@ impl AppState {
                 sidecar,
                 bundle_version,
                 siem,
+                control_plane,
             }),
         }
     }
@@ -328,6 +337,14 @@ impl AppState {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(a.id.clone(), Arc::new(a.clone()));
+    }
+
+    /// Caches `a` unless the cache holds a newer revision (a write here that raced the read).
+    pub(crate) fn remember_agent_if_newer(&self, a: crate::store::AgentRecord) {
+        let mut cache = self.inner.agents.write().unwrap_or_else(|p| p.into_inner());
+        if cache.get(&a.id).is_none_or(|c| c.revision <= a.revision) {
+            cache.insert(a.id.clone(), Arc::new(a));
+        }
     }
 
     pub(crate) fn forget_agent(&self, id: &str) {

@@ -43,7 +43,8 @@ impl Tools {
 /// GnuTLS driver, the SIEM the audit egress is tested against (TCP and TLS); Debian's Go with
 /// `golang.org/x/mod` (a transparency-log client no one here wrote, which reads the audit log's
 /// tiles in the tests); `e2fsprogs` and `util-linux` (mkfs.ext4, mount, fsfreeze: the audit
-/// tests' disk that fails or stalls on demand); and what
+/// tests' disk that fails or stalls on demand); PostgreSQL 15 (the shared control plane's
+/// database, started by the tests as the package's `postgres` user); and what
 /// the other installers need: `python3` with `venv` and `pip` (the PyPI tools), `npm` (the npm
 /// tools), `openssl` (the tests' certificate and signature checks).
 const APT: &[(&str, &str)] = &[
@@ -84,6 +85,7 @@ const APT: &[(&str, &str)] = &[
         "/usr/share/gocode/src/golang.org/x/mod/sumdb/tlog/tlog.go",
     ),
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
+    ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("util-linux", "/usr/sbin/fsfreeze"),
 ];
 

@@ -193,6 +193,7 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "version": VERSION,
         "mode": c.mode.as_str(),
         "database": c.db_path.display().to_string(),
+        "controlPlane": state.inner.control_plane.to_json(),
         "policiesDir": c.policies_dir.display().to_string(),
         "filePolicies": state.file_policies().len(),
         "activePolicies": snapshot.len(),

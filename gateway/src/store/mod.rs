@@ -1,4 +1,5 @@
-//! Storage behind a trait, so a server database can follow the embedded SQLite one.
+//! Storage behind a trait: the embedded SQLite database (one gateway) or PostgreSQL (several
+//! gateways sharing one control plane).
 //!
 //! Every write takes the [`ChangeDraft`] describing it and commits the object and its change
 //! record in one transaction: a write is never visible without its record, and a record never
@@ -6,9 +7,14 @@
 //! caller read (`expected`); a concurrent writer makes the store answer [`StoreError::Stale`]
 //! instead of silently overwriting.
 
+mod channel_body;
+mod postgres;
 mod secrets;
 mod sqlite;
+#[cfg(test)]
+mod suite;
 
+pub(crate) use postgres::PgStore;
 pub(crate) use sqlite::SqliteStore;
 
 use meshguard_api::{ChangeRecord, ChannelType, Severity, Trigger};
@@ -98,6 +104,9 @@ pub(crate) enum StoreError {
     Conflict(String),
     #[error("storage failure: {0}")]
     Backend(String),
+    /// The database cannot be reached (a server database down or restarting); nothing was done.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Which write to perform on an object.
@@ -163,6 +172,10 @@ pub(crate) trait Store: Send + Sync + 'static {
         to: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Value>, StoreError>;
+
+    /// The sequence number of the newest change record (0 when there is none): where a
+    /// gateway following the control plane starts.
+    fn last_change_seq(&self) -> Result<i64, StoreError>;
 
     /// Cheap liveness probe for `/health`.
     fn ping(&self) -> Result<(), StoreError>;

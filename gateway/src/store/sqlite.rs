@@ -261,71 +261,17 @@ impl SqliteStore {
                 .map_err(|e| e.to_string())?;
             rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
         };
-        let mut ids = Vec::new();
-        let mut bodies = Vec::new();
-        for (id, body) in rows {
-            let b: ChannelBody = serde_json::from_str(&body).map_err(|e| e.to_string())?;
-            for v in secret_fields(&b).into_iter().flatten() {
-                if let Some(k) = super::secrets::sealed_with(v)
-                    && !ids.iter().any(|i| i == k)
-                {
-                    ids.push(k.to_owned());
-                }
-            }
-            bodies.push((id, b));
-        }
-        let (sb, old) = match uri {
-            None => (
-                super::secrets::SecretBox::load_or_create(key_path, &ids)?,
-                None,
-            ),
-            Some(uri) => {
-                let sb = super::secrets::SecretBox::from_token(uri)?;
-                let others: Vec<String> = ids.iter().filter(|i| *i != sb.id()).cloned().collect();
-                let old = if others.is_empty() {
-                    None
-                } else if key_path.exists() {
-                    Some(super::secrets::SecretBox::load_or_create(
-                        key_path, &others,
-                    )?)
-                } else {
-                    return Err(format!(
-                        "the database holds alert-channel secrets sealed with key {} and the token's key is {}; for the first start with SECRETS_KEY_URI, keep the key file they were sealed with at {} (SECRETS_KEY_FILE) so they can be moved into the token",
-                        others[0],
-                        sb.id(),
-                        key_path.display()
-                    ));
-                };
-                (sb, old)
-            }
-        };
+        let plan = super::channel_body::plan_sealing(rows, key_path, uri)?;
         let tx = conn.transaction().map_err(|e| e.to_string())?;
-        let mut sealed = 0;
-        for (id, mut b) in bodies {
-            let before = serde_json::to_string(&b).map_err(|e| e.to_string())?;
-            reseal_body(&mut b, &sb, old.as_ref())?;
-            let after = serde_json::to_string(&b).map_err(|e| e.to_string())?;
-            if after != before {
-                tx.execute(
-                    "UPDATE alert_channels SET body = ?2 WHERE id = ?1",
-                    params![id, after],
-                )
-                .map_err(|e| e.to_string())?;
-                sealed += 1;
-            }
+        for (id, body) in &plan.updates {
+            tx.execute(
+                "UPDATE alert_channels SET body = ?2 WHERE id = ?1",
+                params![id, body],
+            )
+            .map_err(|e| e.to_string())?;
         }
         tx.commit().map_err(|e| e.to_string())?;
-        if sealed > 0 {
-            tracing::info!(
-                channels = sealed,
-                key = sb.id(),
-                "alert-channel secrets stored in clear or under the previous key were sealed with the current key"
-            );
-        }
-        if old.is_some() {
-            tracing::warn!(file = %key_path.display(), "the secrets key file is no longer needed: every secret is sealed in the token; remove it once the database backup taken before this start is retired");
-        }
-        self.secrets = Some(sb);
+        self.secrets = Some(plan.report(key_path));
         Ok(())
     }
 
@@ -486,67 +432,13 @@ fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
 
 const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
 
-/// Alert channels are stored as one JSON body (secrets included; see the ARCHITECTURE notes on
-/// encryption at rest) plus the columns needed for concurrency control.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct ChannelBody {
-    kind: meshguard_api::ChannelType,
-    endpoint: String,
-    name: Option<String>,
-    severity: Option<meshguard_api::Severity>,
-    triggers: Vec<meshguard_api::Trigger>,
-    slack_channel: Option<String>,
-    webhook_secret: Option<String>,
-    pagerduty_routing_key: Option<String>,
-    enabled: bool,
-}
-
-/// The fields of a channel that are secrets: its webhook secret, its PagerDuty routing key and,
-/// for Slack, the webhook URL itself.
-fn secret_fields(b: &ChannelBody) -> [Option<&str>; 3] {
-    [
-        b.webhook_secret.as_deref(),
-        b.pagerduty_routing_key.as_deref(),
-        (b.kind == meshguard_api::ChannelType::Slack).then_some(b.endpoint.as_str()),
-    ]
-}
-
-/// Seals the body's secrets with `sb`: clear ones, and those `old` sealed.
-fn reseal_body(
-    b: &mut ChannelBody,
-    sb: &super::secrets::SecretBox,
-    old: Option<&super::secrets::SecretBox>,
-) -> Result<(), String> {
-    if let Some(s) = &b.webhook_secret {
-        b.webhook_secret = Some(sb.reseal(s, old)?);
-    }
-    if let Some(s) = &b.pagerduty_routing_key {
-        b.pagerduty_routing_key = Some(sb.reseal(s, old)?);
-    }
-    if b.kind == meshguard_api::ChannelType::Slack {
-        b.endpoint = sb.reseal(&b.endpoint, old)?;
-    }
-    Ok(())
-}
-
-fn open_body(b: &mut ChannelBody, sb: &super::secrets::SecretBox) -> Result<(), String> {
-    if let Some(s) = &b.webhook_secret {
-        b.webhook_secret = Some(sb.open(s)?);
-    }
-    if let Some(s) = &b.pagerduty_routing_key {
-        b.pagerduty_routing_key = Some(sb.open(s)?);
-    }
-    b.endpoint = sb.open(&b.endpoint)?;
-    Ok(())
-}
-
 fn channel_from_row(
     r: &Row<'_>,
     secrets: Option<&super::secrets::SecretBox>,
 ) -> rusqlite::Result<ChannelRecord> {
-    let mut body: ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
+    let mut body: super::channel_body::ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
     if let Some(sb) = secrets {
-        open_body(&mut body, sb).map_err(|e| {
+        super::channel_body::open_body(&mut body, sb).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
         })?;
     }
@@ -565,28 +457,6 @@ fn channel_from_row(
         created_at: r.get(3)?,
         updated_at: r.get(4)?,
     })
-}
-
-fn channel_body(
-    c: &ChannelRecord,
-    secrets: Option<&super::secrets::SecretBox>,
-) -> Result<String, StoreError> {
-    let mut body = ChannelBody {
-        kind: c.kind,
-        endpoint: c.endpoint.clone(),
-        name: c.name.clone(),
-        severity: c.severity,
-        triggers: c.triggers.clone(),
-        slack_channel: c.slack_channel.clone(),
-        webhook_secret: c.webhook_secret.clone(),
-        pagerduty_routing_key: c.pagerduty_routing_key.clone(),
-        enabled: c.enabled,
-    };
-    if let Some(sb) = secrets {
-        reseal_body(&mut body, sb, None)
-            .map_err(|e| StoreError::Backend(format!("cannot seal the channel's secrets: {e}")))?;
-    }
-    Ok(json(&body))
 }
 
 fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
@@ -819,7 +689,7 @@ impl Store for SqliteStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
-        let body = channel_body(ch, self.secrets.as_ref())?;
+        let body = super::channel_body::encode(ch, self.secrets.as_ref())?;
         self.write_with_change(
             change,
             |tx| match write {
@@ -946,6 +816,14 @@ impl Store for SqliteStore {
                 from_json::<Value>(&r.get::<_, String>(0)?, 0)
             })?
             .collect()
+        })
+    }
+
+    fn last_change_seq(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })
         })
     }
 

@@ -1,0 +1,824 @@
+//! The PostgreSQL store: one control plane shared by several gateways (`DATABASE_URL`).
+//!
+//! Each write commits its object and its change record in one transaction, as in SQLite. Two
+//! things are added for several writers:
+//! - every write transaction first takes one transaction-scoped advisory lock, so change records
+//!   commit in the order of their `seq`. A gateway following the `changes` table by `seq` (see
+//!   `cluster.rs`) can then never skip a record that committed late under a smaller number.
+//! - every write sends `NOTIFY meshguard_changes` in its transaction (delivered at commit), which
+//!   wakes the other gateways' followers at once; they also poll, so a lost notification only
+//!   delays a change by one poll interval.
+//!
+//! What stays local to each gateway, in its SQLite file: its audit log's index and keys (each
+//! gateway is a log origin of its own) and the guardian sidecars it holds entries for, whose
+//! counts and Merkle frontiers describe entries in that local index.
+//!
+//! A connection that cannot be made, or is lost, is [`StoreError::Unavailable`]: the admin API
+//! answers 503 and changes nothing, while decisions go on from the policy snapshot and the agent
+//! cache. Connections are pooled by hand (a `Mutex<Vec<Client>>`): the store is called from the
+//! blocking pool, a handful of connections suffices, and r2d2 or deadpool would add a crate and,
+//! for deadpool, an async API the synchronous `Store` trait would have to block on anyway.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use meshguard_api::ChangeRecord;
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Transaction};
+use serde_json::Value;
+
+use super::{
+    AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord,
+    SqliteStore, Store, StoreError, Write,
+};
+
+/// Schema migrations, applied in order under an advisory lock (gateways may start together);
+/// the index + 1 is the schema version, recorded in `schema_migrations`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the control plane, as SQLite's migrations 1, 3, 10 and 11 left it.
+    "CREATE TABLE agents (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        trust_tier TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        capabilities TEXT NOT NULL,
+        description TEXT,
+        token_ttl BIGINT,
+        token_version BIGINT NOT NULL,
+        revision BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE policies (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        content TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE alert_channels (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        revision BIGINT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE changes (
+        seq BIGSERIAL PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        timestamp TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        object_name TEXT,
+        operation TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        old_digest TEXT,
+        new_digest TEXT,
+        approver TEXT,
+        change_ticket TEXT,
+        trace_id TEXT,
+        deployed_at TEXT,
+        rollback_ref TEXT
+    );
+    CREATE INDEX changes_object ON changes (kind, object_id);
+    CREATE TABLE alert_failures (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        failed_at TEXT NOT NULL
+    );
+    CREATE TABLE alert_deliveries (
+        id TEXT PRIMARY KEY,
+        at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    CREATE INDEX alert_deliveries_at ON alert_deliveries (at);",
+];
+
+/// The advisory lock every write transaction takes (and migrations, at session scope).
+const WRITE_LOCK: i64 = 0x6d67_7761_7465; // "mgwate"
+/// The channel writes notify and followers listen on.
+pub(crate) const CHANNEL: &str = "meshguard_changes";
+/// Idle connections kept for reuse.
+const IDLE_MAX: usize = 8;
+
+pub(crate) struct PgStore {
+    config: postgres::Config,
+    /// `host:port/database`, for logs and errors: never the password.
+    shown: String,
+    idle: Mutex<Vec<Client>>,
+    secrets: Option<super::secrets::SecretBox>,
+    /// This gateway's own SQLite file: the sidecars it holds entries for.
+    local: SqliteStore,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("database", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a connection URL points, without its password.
+fn describe(config: &postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+impl PgStore {
+    /// Connects to `url`, applies the migrations this gateway knows, and keeps `local` for what
+    /// stays with this gateway. The error never repeats the URL (it holds the password).
+    pub(crate) fn open(url: &str, local: SqliteStore) -> Result<Self, String> {
+        let mut config: postgres::Config = url.parse().map_err(|e| {
+            format!(
+                "DATABASE_URL is not a PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE): {e}"
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("meshguard-gateway");
+        let shown = describe(&config);
+        let store = Self {
+            config,
+            shown,
+            idle: Mutex::new(Vec::new()),
+            secrets: None,
+            local,
+        };
+        let mut client = store.connect().map_err(|e| e.to_string())?;
+        migrate(&mut client, &store.shown)?;
+        store.put_back(client);
+        Ok(store)
+    }
+
+    /// `host:port/database`, as logs may show it.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        self.config.connect(NoTls).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot connect to {}: {}",
+                self.shown,
+                error_text(&e)
+            ))
+        })
+    }
+
+    fn take(&self) -> Option<Client> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put_back(&self, client: Client) {
+        if client.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_MAX {
+            idle.push(client);
+        }
+    }
+
+    /// Runs a read on a pooled connection; a pooled connection the server closed (it restarted)
+    /// is replaced by a new one once.
+    fn read<T>(
+        &self,
+        f: impl Fn(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        if let Some(mut client) = self.take() {
+            match f(&mut client) {
+                Ok(v) => {
+                    self.put_back(client);
+                    return Ok(v);
+                }
+                Err(e) if !lost(&e) => {
+                    self.put_back(client);
+                    return Err(classify(&e));
+                }
+                Err(_) => {} // the server closed it: try a new connection
+            }
+        }
+        let mut client = self.connect()?;
+        let out = f(&mut client).map_err(|e| classify(&e));
+        self.put_back(client);
+        out
+    }
+
+    /// A connection known to be alive, for a write (which is never retried: it may have
+    /// committed before the connection was lost).
+    fn live(&self) -> Result<Client, StoreError> {
+        while let Some(mut client) = self.take() {
+            if client.is_valid(Duration::from_secs(2)).is_ok() {
+                return Ok(client);
+            }
+        }
+        self.connect()
+    }
+
+    /// Runs `write` and inserts `change` in one transaction, in the order of the write lock.
+    fn write_with_change(
+        &self,
+        change: &ChangeDraft,
+        write: impl FnOnce(&mut Transaction<'_>) -> Result<u64, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.live()?;
+        let out = (|| {
+            let mut tx = client.transaction().map_err(|e| classify(&e))?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                .map_err(|e| classify(&e))?;
+            if write(&mut tx)? == 0 {
+                return Err(StoreError::Stale);
+            }
+            insert_change(&mut tx, change).map_err(|e| classify(&e))?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+                .map_err(|e| classify(&e))?;
+            tx.commit().map_err(|e| classify(&e))
+        })();
+        self.put_back(client);
+        out
+    }
+
+    /// One plain statement outside the change log, on a live connection.
+    fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+        let mut client = self.live()?;
+        let out = client
+            .execute(sql, params)
+            .map(drop)
+            .map_err(|e| classify(&e));
+        self.put_back(client);
+        out
+    }
+
+    /// Seals alert-channel secrets as [`SqliteStore::seal_secrets_with`] does, in one
+    /// transaction. Every gateway on this database needs the same key.
+    pub(crate) fn seal_secrets_with(
+        &mut self,
+        key_path: &std::path::Path,
+        uri: Option<&str>,
+    ) -> Result<(), String> {
+        let mut client = self.live().map_err(|e| e.to_string())?;
+        let mut tx = client.transaction().map_err(|e| error_text(&e))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .map_err(|e| error_text(&e))?;
+        let rows: Vec<(String, String)> = tx
+            .query("SELECT id, body FROM alert_channels", &[])
+            .map_err(|e| error_text(&e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let plan = super::channel_body::plan_sealing(rows, key_path, uri)?;
+        for (id, body) in &plan.updates {
+            tx.execute(
+                "UPDATE alert_channels SET body = $2 WHERE id = $1",
+                &[id, body],
+            )
+            .map_err(|e| error_text(&e))?;
+        }
+        tx.commit().map_err(|e| error_text(&e))?;
+        self.put_back(client);
+        self.secrets = Some(plan.report(key_path));
+        Ok(())
+    }
+
+    /// A connection of its own that listens for change notifications.
+    pub(crate) fn listener(&self) -> Result<ChangeListener, StoreError> {
+        let mut client = self.connect()?;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .map_err(|e| classify(&e))?;
+        Ok(ChangeListener { client })
+    }
+}
+
+/// Wakes a follower when another gateway commits a change.
+pub(crate) struct ChangeListener {
+    client: Client,
+}
+
+impl ChangeListener {
+    /// Waits up to `timeout` for a notification; true when one came. Notifications that came
+    /// together are taken at once. An error means the connection is gone: make a new listener.
+    pub(crate) fn wait(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+        let first = self.client.notifications().timeout_iter(timeout).next();
+        match first {
+            Ok(None) => {
+                if self.client.is_closed() {
+                    return Err(StoreError::Unavailable(
+                        "the listening connection closed".into(),
+                    ));
+                }
+                Ok(false)
+            }
+            Err(e) => Err(classify(&e)),
+            Ok(Some(_)) => {
+                let mut notes = self.client.notifications();
+                let mut rest = notes.iter();
+                while let Ok(Some(_)) = rest.next() {}
+                drop(rest);
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Applies the migrations this gateway knows, under a session advisory lock so gateways that
+/// start together apply each one once. A database newer than this gateway is refused.
+fn migrate(client: &mut Client, shown: &str) -> Result<(), String> {
+    let fail = |e: postgres::Error| {
+        format!(
+            "cannot apply the control-plane schema to {shown}: {}",
+            error_text(&e)
+        )
+    };
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&WRITE_LOCK])
+        .map_err(fail)?;
+    let out = (|| {
+        client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )?;
+        let current: i32 = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )?
+            .get(0);
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let mut tx = client.transaction()?;
+            tx.batch_execute(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                &[&(index as i32 + 1), &crate::clock::now_rfc3339()],
+            )?;
+            tx.commit()?;
+        }
+        Ok(current)
+    })();
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&WRITE_LOCK])
+        .map_err(fail)?;
+    let current = out.map_err(fail)?;
+    if current as usize > MIGRATIONS.len() {
+        return Err(format!(
+            "the control-plane database {shown} has schema version {current}, newer than this gateway knows ({}); run a newer gateway",
+            MIGRATIONS.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The server's own message for a database error (with its SQLSTATE), or the client's.
+fn error_text(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// True when the connection is gone (closed, reset, or the server shutting down).
+fn lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08: connection exception; 57P01-57P03: shutdown, crash, cannot connect now.
+        Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
+        // No SQLSTATE: an I/O error on the socket.
+        None => true,
+    }
+}
+
+fn classify(e: &postgres::Error) -> StoreError {
+    if lost(e) {
+        StoreError::Unavailable(error_text(e))
+    } else {
+        StoreError::Backend(error_text(e))
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Backend(format!("a stored JSON column does not parse: {e}")))
+}
+
+const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
+
+fn agent_from_row(r: &Row) -> Result<AgentRecord, StoreError> {
+    Ok(AgentRecord {
+        id: r.get(0),
+        name: r.get(1),
+        trust_tier: r.get(2),
+        tags: from_json(r.get(3))?,
+        metadata: from_json(r.get(4))?,
+        capabilities: from_json(r.get(5))?,
+        description: r.get(6),
+        token_ttl: r.get::<_, Option<i64>>(7).map(|v| v as u64),
+        token_version: r.get(8),
+        revision: r.get(9),
+        created_at: r.get(10),
+        updated_at: r.get(11),
+        revoked_at: r.get(12),
+    })
+}
+
+const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
+
+fn policy_from_row(r: &Row) -> PolicyRecord {
+    PolicyRecord {
+        id: r.get(0),
+        name: r.get(1),
+        content: r.get(2),
+        revision: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+    }
+}
+
+fn channel_from_row(
+    r: &Row,
+    secrets: Option<&super::secrets::SecretBox>,
+) -> Result<ChannelRecord, StoreError> {
+    let mut body: super::channel_body::ChannelBody = from_json(r.get(1))?;
+    if let Some(sb) = secrets {
+        super::channel_body::open_body(&mut body, sb).map_err(StoreError::Backend)?;
+    }
+    Ok(ChannelRecord {
+        id: r.get(0),
+        kind: body.kind,
+        endpoint: body.endpoint,
+        name: body.name,
+        severity: body.severity,
+        triggers: body.triggers,
+        slack_channel: body.slack_channel,
+        webhook_secret: body.webhook_secret,
+        pagerduty_routing_key: body.pagerduty_routing_key,
+        enabled: body.enabled,
+        revision: r.get(2),
+        created_at: r.get(3),
+        updated_at: r.get(4),
+    })
+}
+
+fn insert_change(tx: &mut Transaction<'_>, c: &ChangeDraft) -> Result<(), postgres::Error> {
+    // The change this one replaces on the same object, read under the write lock.
+    let rollback_ref: Option<String> = tx
+        .query_opt(
+            "SELECT id FROM changes WHERE kind = $1 AND object_id = $2 ORDER BY seq DESC LIMIT 1",
+            &[&c.kind, &c.object_id],
+        )?
+        .map(|r| r.get(0));
+    // Agents and alert channels take effect with the commit; a policy once the engine's
+    // snapshot holds it (`mark_deployed`).
+    let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
+    tx.execute(
+        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        &[
+            &c.id,
+            &c.timestamp,
+            &c.kind,
+            &c.object_id,
+            &c.object_name,
+            &c.operation,
+            &json(&c.fields),
+            &c.before.as_ref().map(json),
+            &c.after.as_ref().map(json),
+            &c.old_digest,
+            &c.new_digest,
+            &c.approver,
+            &c.change_ticket,
+            &c.trace_id,
+            &deployed_at,
+            &rollback_ref,
+        ],
+    )?;
+    Ok(())
+}
+
+fn change_from_row(r: &Row) -> Result<ChangeRecord, StoreError> {
+    let opt_json = |i: usize| -> Result<Option<Value>, StoreError> {
+        r.get::<_, Option<&str>>(i).map(from_json).transpose()
+    };
+    Ok(ChangeRecord {
+        seq: r.get(0),
+        id: r.get(1),
+        timestamp: r.get(2),
+        kind: r.get(3),
+        object_id: r.get(4),
+        object_name: r.get(5),
+        operation: r.get(6),
+        fields: from_json(r.get(7))?,
+        before: opt_json(8)?,
+        after: opt_json(9)?,
+        old_digest: r.get(10),
+        new_digest: r.get(11),
+        approver: r.get(12),
+        change_ticket: r.get(13),
+        trace_id: r.get(14),
+        deployed_at: r.get(15),
+        rollback_ref: r.get(16),
+    })
+}
+
+fn rows<T>(
+    rows: Vec<Row>,
+    f: impl Fn(&Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(f).collect()
+}
+
+impl Store for PgStore {
+    fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
+        self.read(|c| c.query_opt(&sql, &[&id]))?
+            .as_ref()
+            .map(agent_from_row)
+            .transpose()
+    }
+
+    fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id");
+        rows(self.read(|c| c.query(&sql, &[]))?, agent_from_row)
+    }
+
+    fn save_agent(
+        &self,
+        a: &AgentRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        let (tags, metadata, capabilities) =
+            (json(&a.tags), json(&a.metadata), json(&a.capabilities));
+        let ttl = a.token_ttl.map(|v| v as i64);
+        let values: [&(dyn ToSql + Sync); 13] = [
+            &a.id,
+            &a.name,
+            &a.trust_tier,
+            &tags,
+            &metadata,
+            &capabilities,
+            &a.description,
+            &ttl,
+            &a.token_version,
+            &a.revision,
+            &a.created_at,
+            &a.updated_at,
+            &a.revoked_at,
+        ];
+        match write {
+            Write::Insert => self.write_with_change(change, |tx| {
+                tx.execute(
+                    &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+                    &values,
+                )
+                .map_err(|e| classify(&e))
+            }),
+            Write::Update { expected } => self.write_with_change(change, |tx| {
+                let mut all = values.to_vec();
+                all.push(&expected);
+                tx.execute(
+                    "UPDATE agents SET name = $2, trust_tier = $3, tags = $4, metadata = $5, capabilities = $6, description = $7, token_ttl = $8, token_version = $9, revision = $10, created_at = $11, updated_at = $12, revoked_at = $13 WHERE id = $1 AND revision = $14",
+                    &all,
+                )
+                .map_err(|e| classify(&e))
+            }),
+            Write::Delete { .. } => Err(StoreError::Backend(
+                "agents are revoked, never deleted".into(),
+            )),
+        }
+    }
+
+    fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1");
+        Ok(self
+            .read(|c| c.query_opt(&sql, &[&id]))?
+            .as_ref()
+            .map(policy_from_row))
+    }
+
+    fn get_policy_by_name(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = $1");
+        Ok(self
+            .read(|c| c.query_opt(&sql, &[&name]))?
+            .as_ref()
+            .map(policy_from_row))
+    }
+
+    fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
+        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies ORDER BY name");
+        Ok(self
+            .read(|c| c.query(&sql, &[]))?
+            .iter()
+            .map(policy_from_row)
+            .collect())
+    }
+
+    fn save_policy(
+        &self,
+        p: &PolicyRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        let conflict = |e: postgres::Error| {
+            if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                StoreError::Conflict(format!("a policy named {:?} already exists", p.name))
+            } else {
+                classify(&e)
+            }
+        };
+        self.write_with_change(change, |tx| match write {
+            Write::Insert => tx
+                .execute(
+                    &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+                    &[&p.id, &p.name, &p.content, &p.revision, &p.created_at, &p.updated_at],
+                )
+                .map_err(conflict),
+            Write::Update { expected } => tx
+                .execute(
+                    "UPDATE policies SET name = $2, content = $3, revision = $4, updated_at = $5 WHERE id = $1 AND revision = $6",
+                    &[&p.id, &p.name, &p.content, &p.revision, &p.updated_at, &expected],
+                )
+                .map_err(conflict),
+            Write::Delete { expected } => tx
+                .execute(
+                    "DELETE FROM policies WHERE id = $1 AND revision = $2",
+                    &[&p.id, &expected],
+                )
+                .map_err(|e| classify(&e)),
+        })
+    }
+
+    fn get_channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        self.read(|c| {
+            c.query_opt(
+                "SELECT id, body, revision, created_at, updated_at FROM alert_channels WHERE id = $1",
+                &[&id],
+            )
+        })?
+        .as_ref()
+        .map(|r| channel_from_row(r, self.secrets.as_ref()))
+        .transpose()
+    }
+
+    fn list_channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        rows(
+            self.read(|c| {
+                c.query(
+                    "SELECT id, body, revision, created_at, updated_at FROM alert_channels ORDER BY created_at, id",
+                    &[],
+                )
+            })?,
+            |r| channel_from_row(r, self.secrets.as_ref()),
+        )
+    }
+
+    fn save_channel(
+        &self,
+        ch: &ChannelRecord,
+        write: Write,
+        change: &ChangeDraft,
+    ) -> Result<(), StoreError> {
+        let body = super::channel_body::encode(ch, self.secrets.as_ref())?;
+        self.write_with_change(change, |tx| {
+            match write {
+                Write::Insert => tx.execute(
+                    "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
+                    &[&ch.id, &body, &ch.revision, &ch.created_at, &ch.updated_at],
+                ),
+                Write::Update { expected } => tx.execute(
+                    "UPDATE alert_channels SET body = $2, revision = $3, updated_at = $4 WHERE id = $1 AND revision = $5",
+                    &[&ch.id, &body, &ch.revision, &ch.updated_at, &expected],
+                ),
+                Write::Delete { expected } => tx.execute(
+                    "DELETE FROM alert_channels WHERE id = $1 AND revision = $2",
+                    &[&ch.id, &expected],
+                ),
+            }
+            .map_err(|e| classify(&e))
+        })
+    }
+
+    fn list_changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError> {
+        let after = f.after_seq.unwrap_or(0);
+        let limit = f.limit as i64;
+        rows(
+            self.read(|c| {
+                c.query(
+                    "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref
+                     FROM changes
+                     WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR object_id = $2) AND seq > $3
+                     ORDER BY seq LIMIT $4",
+                    &[&f.kind, &f.object_id, &after, &limit],
+                )
+            })?,
+            change_from_row,
+        )
+    }
+
+    fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE changes SET deployed_at = $2 WHERE id = $1 AND deployed_at IS NULL",
+            &[&change_id, &at],
+        )
+    }
+
+    fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError> {
+        let text = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or_default();
+        let id = format!("{}/{}", text("id"), text("channelId"));
+        self.exec(
+            "INSERT INTO alert_failures (id, body, failed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET body = excluded.body, failed_at = excluded.failed_at",
+            &[&id, &json(alert), &text("failedAt")],
+        )
+    }
+
+    fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
+        let limit = limit as i64;
+        rows(
+            self.read(|c| {
+                c.query(
+                    "SELECT body FROM alert_failures ORDER BY failed_at DESC LIMIT $1",
+                    &[&limit],
+                )
+            })?,
+            |r| from_json(r.get(0)),
+        )
+    }
+
+    fn record_delivery(&self, delivery: &Value) -> Result<(), StoreError> {
+        let text = |k: &str| delivery.get(k).and_then(Value::as_str).unwrap_or_default();
+        let id = format!("{}/{}", text("id"), text("channelId"));
+        self.exec(
+            "INSERT INTO alert_deliveries (id, at, body) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at, body = excluded.body",
+            &[&id, &text("at"), &json(delivery)],
+        )
+    }
+
+    fn list_deliveries(
+        &self,
+        from: Option<&str>,
+        to: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let limit = limit as i64;
+        rows(
+            self.read(|c| {
+                c.query(
+                    "SELECT body FROM alert_deliveries
+                     WHERE ($1::TEXT IS NULL OR at >= $1) AND ($2::TEXT IS NULL OR at < $2)
+                     ORDER BY at LIMIT $3",
+                    &[&from, &to, &limit],
+                )
+            })?,
+            |r| from_json(r.get(0)),
+        )
+    }
+
+    fn last_change_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .read(|c| c.query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM changes", &[]))?
+            .get(0))
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| c.query_one("SELECT 1", &[])).map(drop)
+    }
+
+    fn get_sidecar(&self, origin: &str) -> Result<Option<SidecarRecord>, StoreError> {
+        self.local.get_sidecar(origin)
+    }
+
+    fn list_sidecars(&self) -> Result<Vec<SidecarRecord>, StoreError> {
+        self.local.list_sidecars()
+    }
+
+    fn save_sidecar(&self, rec: &SidecarRecord) -> Result<(), StoreError> {
+        self.local.save_sidecar(rec)
+    }
+}

@@ -1,0 +1,436 @@
+//! One suite of store tests, run against both backends: the embedded SQLite file and a real
+//! PostgreSQL server started for the test (`tests/it/support/pg.rs`).
+
+use std::sync::Arc;
+
+use meshguard_api::{ChannelType, Severity, Trigger};
+use serde_json::json;
+
+use super::{
+    AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PgStore, PolicyRecord, SqliteStore,
+    Store, StoreError, Write,
+};
+
+#[path = "../../tests/it/support/pg.rs"]
+mod pg;
+
+fn draft(n: u32, kind: &'static str, object: &str, operation: &'static str) -> ChangeDraft {
+    ChangeDraft {
+        id: format!("chg-{kind}-{n}"),
+        timestamp: format!("2026-12-03T10:00:{n:02}Z"),
+        kind,
+        object_id: object.into(),
+        object_name: Some(format!("name-{object}")),
+        operation,
+        fields: vec!["name".into()],
+        before: (operation != "create").then(|| json!({"n": n - 1})),
+        after: Some(json!({"n": n})),
+        old_digest: None,
+        new_digest: Some(format!("sha256:{n:064x}")),
+        approver: Some("ops@example.com".into()),
+        change_ticket: Some("CHG-1".into()),
+        trace_id: None,
+    }
+}
+
+fn agent(id: &str, revision: i64) -> AgentRecord {
+    AgentRecord {
+        id: id.into(),
+        name: format!("agent {id}"),
+        trust_tier: "verified".into(),
+        tags: vec!["a".into(), "b".into()],
+        metadata: json!({"team": "payments", "n": 1})
+            .as_object()
+            .unwrap()
+            .clone(),
+        capabilities: vec!["read".into()],
+        description: None,
+        token_ttl: Some(3600),
+        token_version: 1,
+        revision,
+        created_at: "2026-12-03T10:00:00Z".into(),
+        updated_at: "2026-12-03T10:00:00Z".into(),
+        revoked_at: None,
+    }
+}
+
+fn policy(id: &str, name: &str, revision: i64) -> PolicyRecord {
+    PolicyRecord {
+        id: id.into(),
+        name: name.into(),
+        content: format!("name: {name}\nrules: []\n# r{revision}\n"),
+        revision,
+        created_at: "2026-12-03T10:00:00Z".into(),
+        updated_at: "2026-12-03T10:00:00Z".into(),
+    }
+}
+
+/// Every check, in order, on one empty store.
+fn suite(store: &dyn Store) {
+    agents(store);
+    policies(store);
+    channels(store);
+    changes(store);
+    alerts(store);
+    store.ping().unwrap();
+}
+
+fn agents(s: &dyn Store) {
+    assert_eq!(s.get_agent("ag-1").unwrap(), None);
+    let a = agent("ag-1", 1);
+    s.save_agent(&a, Write::Insert, &draft(1, "agent", "ag-1", "create"))
+        .unwrap();
+    assert_eq!(s.get_agent("ag-1").unwrap(), Some(a.clone()));
+
+    let mut revoked = a.clone();
+    revoked.revision = 2;
+    revoked.revoked_at = Some("2026-12-03T10:00:02Z".into());
+    s.save_agent(
+        &revoked,
+        Write::Update { expected: 1 },
+        &draft(2, "agent", "ag-1", "delete"),
+    )
+    .unwrap();
+    assert_eq!(s.get_agent("ag-1").unwrap(), Some(revoked.clone()));
+
+    // A writer that read revision 1 is refused, and writes neither the row nor a record.
+    let before = s.last_change_seq().unwrap();
+    let err = s
+        .save_agent(
+            &a,
+            Write::Update { expected: 1 },
+            &draft(3, "agent", "ag-1", "update"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale), "{err:?}");
+    assert_eq!(s.get_agent("ag-1").unwrap(), Some(revoked));
+    assert_eq!(s.last_change_seq().unwrap(), before);
+
+    assert!(
+        s.save_agent(
+            &a,
+            Write::Delete { expected: 2 },
+            &draft(4, "agent", "ag-1", "delete")
+        )
+        .is_err(),
+        "agents are revoked, never deleted"
+    );
+    s.save_agent(
+        &agent("ag-0", 1),
+        Write::Insert,
+        &draft(5, "agent", "ag-0", "create"),
+    )
+    .unwrap();
+    let ids: Vec<String> = s.list_agents().unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["ag-0", "ag-1"], "listed by creation time, then id");
+}
+
+fn policies(s: &dyn Store) {
+    let p = policy("pol-1", "deny-writes", 1);
+    s.save_policy(&p, Write::Insert, &draft(1, "policy", "pol-1", "create"))
+        .unwrap();
+    assert_eq!(
+        s.get_policy_by_name("deny-writes").unwrap(),
+        Some(p.clone())
+    );
+    let dup = policy("pol-2", "deny-writes", 1);
+    let err = s
+        .save_policy(&dup, Write::Insert, &draft(2, "policy", "pol-2", "create"))
+        .unwrap_err();
+    match err {
+        StoreError::Conflict(m) => assert!(m.contains("deny-writes"), "{m}"),
+        other => panic!("a second policy with the name is a conflict, not {other:?}"),
+    }
+    assert_eq!(s.get_policy("pol-2").unwrap(), None);
+
+    let mut p2 = policy("pol-1", "deny-writes", 2);
+    p2.content.push_str("# edited\n");
+    s.save_policy(
+        &p2,
+        Write::Update { expected: 1 },
+        &draft(3, "policy", "pol-1", "update"),
+    )
+    .unwrap();
+    assert_eq!(s.get_policy("pol-1").unwrap().unwrap().content, p2.content);
+    let err = s
+        .save_policy(
+            &p2,
+            Write::Delete { expected: 1 },
+            &draft(4, "policy", "pol-1", "delete"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Stale), "{err:?}");
+    s.save_policy(
+        &p2,
+        Write::Delete { expected: 2 },
+        &draft(5, "policy", "pol-1", "delete"),
+    )
+    .unwrap();
+    assert_eq!(s.get_policy("pol-1").unwrap(), None);
+    assert!(s.list_policies().unwrap().is_empty());
+}
+
+fn channels(s: &dyn Store) {
+    let c = ChannelRecord {
+        id: "ch-1".into(),
+        kind: ChannelType::Webhook,
+        endpoint: "https://hooks.example.com/x".into(),
+        name: Some("ops".into()),
+        severity: Some(Severity::Warning),
+        triggers: vec![Trigger::Deny, Trigger::RateLimit],
+        slack_channel: None,
+        webhook_secret: Some("whsec-do-not-log".into()),
+        pagerduty_routing_key: None,
+        enabled: true,
+        revision: 1,
+        created_at: "2026-12-03T10:00:00Z".into(),
+        updated_at: "2026-12-03T10:00:00Z".into(),
+    };
+    s.save_channel(
+        &c,
+        Write::Insert,
+        &draft(1, "alert_channel", "ch-1", "create"),
+    )
+    .unwrap();
+    assert_eq!(s.get_channel("ch-1").unwrap(), Some(c.clone()));
+    assert_eq!(s.list_channels().unwrap(), vec![c.clone()]);
+    s.save_channel(
+        &c,
+        Write::Delete { expected: 1 },
+        &draft(2, "alert_channel", "ch-1", "delete"),
+    )
+    .unwrap();
+    assert_eq!(s.get_channel("ch-1").unwrap(), None);
+}
+
+fn changes(s: &dyn Store) {
+    let all = s
+        .list_changes(&ChangeFilter {
+            limit: 100,
+            ..ChangeFilter::default()
+        })
+        .unwrap();
+    // agents 3 + policies 3 + channels 2 committed; refused writes left nothing.
+    assert_eq!(all.len(), 8, "{all:#?}");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(s.last_change_seq().unwrap(), all.last().unwrap().seq);
+    let policy: Vec<_> = s
+        .list_changes(&ChangeFilter {
+            kind: Some("policy".into()),
+            object_id: Some("pol-1".into()),
+            limit: 100,
+            ..ChangeFilter::default()
+        })
+        .unwrap();
+    let ops: Vec<&str> = policy.iter().map(|c| c.operation.as_str()).collect();
+    assert_eq!(ops, ["create", "update", "delete"]);
+    assert_eq!(policy[0].rollback_ref, None);
+    assert_eq!(
+        policy[1].rollback_ref.as_deref(),
+        Some(policy[0].id.as_str())
+    );
+    assert_eq!(policy[1].before, Some(json!({"n": 2})));
+    assert_eq!(policy[1].approver.as_deref(), Some("ops@example.com"));
+    // A policy is deployed when a snapshot holds it; agents and channels at commit.
+    assert_eq!(policy[1].deployed_at, None);
+    assert!(
+        all.iter()
+            .filter(|c| c.kind != "policy")
+            .all(|c| c.deployed_at.is_some())
+    );
+    s.mark_deployed(&policy[1].id, "2026-12-03T11:00:00Z")
+        .unwrap();
+    s.mark_deployed(&policy[1].id, "2026-12-03T12:00:00Z")
+        .unwrap();
+    let after = s
+        .list_changes(&ChangeFilter {
+            after_seq: Some(policy[0].seq),
+            limit: 1,
+            ..ChangeFilter::default()
+        })
+        .unwrap();
+    assert_eq!(after.len(), 1);
+    let marked = s
+        .list_changes(&ChangeFilter {
+            object_id: Some("pol-1".into()),
+            after_seq: Some(policy[0].seq),
+            limit: 1,
+            ..ChangeFilter::default()
+        })
+        .unwrap();
+    assert_eq!(
+        marked[0].deployed_at.as_deref(),
+        Some("2026-12-03T11:00:00Z"),
+        "the first deployment is kept"
+    );
+}
+
+fn alerts(s: &dyn Store) {
+    let failed = |id: &str, at: &str, n: u32| json!({"id": id, "channelId": "ch-1", "failedAt": at, "attempts": n});
+    s.save_undelivered(&failed("al-1", "2026-12-03T10:00:01Z", 1))
+        .unwrap();
+    s.save_undelivered(&failed("al-2", "2026-12-03T10:00:02Z", 1))
+        .unwrap();
+    // The same alert on the same channel replaces its earlier failure.
+    s.save_undelivered(&failed("al-1", "2026-12-03T10:00:03Z", 2))
+        .unwrap();
+    let kept = s.list_undelivered(10).unwrap();
+    assert_eq!(
+        kept,
+        vec![
+            failed("al-1", "2026-12-03T10:00:03Z", 2),
+            failed("al-2", "2026-12-03T10:00:02Z", 1)
+        ]
+    );
+    assert_eq!(s.list_undelivered(1).unwrap().len(), 1);
+
+    let delivery =
+        |id: &str, at: &str| json!({"id": id, "channelId": "ch-1", "at": at, "delivered": true});
+    for (id, at) in [
+        ("al-1", "2026-12-03T10:00:01Z"),
+        ("al-2", "2026-12-03T10:00:05Z"),
+        ("al-3", "2026-12-03T10:00:09Z"),
+    ] {
+        s.record_delivery(&delivery(id, at)).unwrap();
+    }
+    let window = s
+        .list_deliveries(
+            Some("2026-12-03T10:00:01Z"),
+            Some("2026-12-03T10:00:09Z"),
+            10,
+        )
+        .unwrap();
+    assert_eq!(
+        window,
+        vec![
+            delivery("al-1", "2026-12-03T10:00:01Z"),
+            delivery("al-2", "2026-12-03T10:00:05Z")
+        ]
+    );
+    assert_eq!(s.list_deliveries(None, None, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn the_sqlite_store_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
+    store
+        .seal_secrets_with(&dir.path().join("secrets.key"), None)
+        .unwrap();
+    suite(&store);
+}
+
+#[test]
+fn the_postgres_store_passes_the_suite_and_seals_secrets_at_rest() {
+    let server = pg::PgServer::start();
+    let url = server.database("suite");
+    let dir = tempfile::tempdir().unwrap();
+    let local = SqliteStore::open(&dir.path().join("local.db")).unwrap();
+    let mut store = PgStore::open(&url, local).unwrap();
+    store
+        .seal_secrets_with(&dir.path().join("secrets.key"), None)
+        .unwrap();
+    suite(&store);
+    let stored = server
+        .psql("suite", "SELECT count(*) FROM alert_channels")
+        .unwrap();
+    assert_eq!(stored, "0");
+    store
+        .save_channel(
+            &ChannelRecord {
+                id: "ch-9".into(),
+                kind: ChannelType::Pagerduty,
+                endpoint: "https://events.pagerduty.com/v2/enqueue".into(),
+                name: None,
+                severity: None,
+                triggers: vec![Trigger::All],
+                slack_channel: None,
+                webhook_secret: None,
+                pagerduty_routing_key: Some("R0UTINGKEY-secret".into()),
+                enabled: true,
+                revision: 1,
+                created_at: "2026-12-03T10:00:00Z".into(),
+                updated_at: "2026-12-03T10:00:00Z".into(),
+            },
+            Write::Insert,
+            &draft(9, "alert_channel", "ch-9", "create"),
+        )
+        .unwrap();
+    let body = server
+        .psql("suite", "SELECT body FROM alert_channels WHERE id = 'ch-9'")
+        .unwrap();
+    assert!(!body.contains("R0UTINGKEY"), "sealed at rest: {body}");
+    assert_eq!(
+        store
+            .get_channel("ch-9")
+            .unwrap()
+            .unwrap()
+            .pagerduty_routing_key
+            .as_deref(),
+        Some("R0UTINGKEY-secret")
+    );
+}
+
+#[test]
+fn postgres_down_is_unavailable_and_the_store_reconnects_when_it_is_back() {
+    let mut server = pg::PgServer::start();
+    let url = server.database("restart");
+    let dir = tempfile::tempdir().unwrap();
+    let local = SqliteStore::open(&dir.path().join("local.db")).unwrap();
+    let store = Arc::new(PgStore::open(&url, local).unwrap());
+    store
+        .save_agent(
+            &agent("ag-1", 1),
+            Write::Insert,
+            &draft(1, "agent", "ag-1", "create"),
+        )
+        .unwrap();
+    server.stop();
+    let err = store.get_agent("ag-1").unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let err = store
+        .save_agent(
+            &agent("ag-2", 1),
+            Write::Insert,
+            &draft(2, "agent", "ag-2", "create"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    let shown = err.to_string();
+    assert!(!shown.contains(pg::PASSWORD), "{shown}");
+    server.launch();
+    // The pooled connections died with the server; the store connects again by itself.
+    assert_eq!(store.get_agent("ag-1").unwrap().unwrap().id, "ag-1");
+    store
+        .save_agent(
+            &agent("ag-2", 1),
+            Write::Insert,
+            &draft(2, "agent", "ag-2", "create"),
+        )
+        .unwrap();
+    assert_eq!(store.list_agents().unwrap().len(), 2);
+}
+
+#[test]
+fn a_bad_url_and_a_wrong_password_are_named_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = || SqliteStore::open(&dir.path().join("local.db")).unwrap();
+    let err = PgStore::open("mysql://root:hunter2@db/x", local()).unwrap_err();
+    assert!(err.contains("DATABASE_URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    drop(err);
+    let server = pg::PgServer::start();
+    server.database("pw");
+    let wrong = format!(
+        "postgresql://{}:wrong-secret@127.0.0.1:{}/pw",
+        pg::USER,
+        server.port
+    );
+    let err = PgStore::open(&wrong, local()).unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{}/pw", server.port)),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-secret"), "{err}");
+}

@@ -1,0 +1,209 @@
+//! A real PostgreSQL server for the tests: `initdb` into a temporary directory, then `postgres`
+//! on a free loopback port with password (SCRAM) authentication over TCP only. When the tests
+//! run as root, the server runs as the `postgres` user the Debian package creates (initdb and
+//! postgres refuse root). Used by the store's unit tests and by the integration tests.
+
+#![allow(dead_code)] // each test binary uses a part
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const USER: &str = "meshguard";
+pub(crate) const PASSWORD: &str = "pg-test-password-5b7e1c9d";
+
+pub(crate) struct PgServer {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub(crate) port: u16,
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+/// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`.
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut majors: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (Debian `postgresql`; `cargo xtask tools` installs it)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major = e.file_name().to_str()?.parse().ok()?;
+            Some((major, e.path().join("bin")))
+        })
+        .collect();
+    majors.sort();
+    majors
+        .pop()
+        .expect("a PostgreSQL version under /usr/lib/postgresql")
+        .1
+}
+
+fn id_of(flag: &str, user: &str) -> u32 {
+    let out = Command::new("id").args([flag, user]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the `{user}` user exists (Debian's postgresql package creates it)"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PgServer {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let owner = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, PASSWORD).unwrap();
+        if let Some((uid, gid)) = owner {
+            for p in [dir.path(), pw.as_path()] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let mut server = Self {
+            dir,
+            bin: bin_dir(),
+            port: free_port(),
+            owner,
+            child: None,
+        };
+        let out = server
+            .command("initdb")
+            .arg("-D")
+            .arg(server.data())
+            .args(["-U", USER, "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .arg(format!("--pwfile={}", pw.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        server.launch();
+        server
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        let mut c = Command::new(self.bin.join(tool));
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LC_ALL", "C");
+        if let Some((uid, gid)) = self.owner {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+
+    /// Starts the server on its port and waits until it accepts a login.
+    pub(crate) fn launch(&mut self) {
+        assert!(self.child.is_none(), "the server is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "max_connections=200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.psql("postgres", "SELECT 1").is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL never accepted a login; its log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (fast shutdown: sessions are cut, committed data stays).
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGINT is PostgreSQL's fast shutdown.
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `sql` in `db` with psql; its output, or its error.
+    pub(crate) fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = self
+            .command("psql")
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// A new, empty database and the URL a gateway connects to it with.
+    pub(crate) fn database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        self.url(name)
+    }
+
+    pub(crate) fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
