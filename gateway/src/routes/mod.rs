@@ -188,7 +188,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let c = state.config();
     let snapshot = state.snapshot();
-    axum::Json(json!({
+    let mut info = json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
         "mode": c.mode.as_str(),
@@ -215,7 +215,12 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "siem": c.siem.is_some(),
         "witnesses": c.audit_witnesses.len(),
         "witnessQuorum": c.audit_witness_quorum,
-    }))
+    });
+    // Unset settings (region, deployment mode) are left out: clients' typed SDKs fail on null.
+    if let Some(map) = info.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    axum::Json(info)
 }
 
 async fn undelivered(

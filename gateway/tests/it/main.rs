@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod changes;
 mod channels;
+mod cluster;
 mod dataplane;
 mod egress;
 mod harness;

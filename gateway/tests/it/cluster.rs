@@ -1,0 +1,247 @@
+//! Several gateways on one PostgreSQL control plane (a real PostgreSQL 15 started by the test):
+//! what one is told, every one enforces; a revoke acts everywhere; neither a gateway's death nor
+//! the database's restart loses an answered decision.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{Gateway, Options, agent, policy, tempdir};
+
+#[path = "support/pg.rs"]
+mod pg;
+
+const ALLOW_READS: &str = "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
+
+/// A gateway of the cluster: its own directory (its audit log and index), the shared database
+/// and secrets key.
+fn member(dir: &Path, url: &str, shared: &Path) -> Gateway {
+    Gateway::start_with(
+        dir,
+        Options::with(vec![
+            ("DATABASE_URL", url.to_owned()),
+            (
+                "SECRETS_KEY_FILE",
+                shared.join("secrets.key").display().to_string(),
+            ),
+            ("CONTROL_PLANE_POLL_MS", "500".into()),
+        ]),
+    )
+}
+
+/// Polls `done` until it holds; panics with `what` after a generous minute (this checks that a
+/// change arrives, not how fast: `docs/benchmarks.md` measures that).
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn audit_size(gw: &Gateway) -> u64 {
+    gw.get("/admin/info").1["auditLog"]["size"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
+    let server = pg::PgServer::start();
+    let url = server.database("cluster");
+    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
+    let a = member(da.path(), &url, shared.path());
+    let b = member(db.path(), &url, shared.path());
+    let info = b.get("/admin/info").1;
+    assert_eq!(info["controlPlane"]["backend"], "postgresql", "{info}");
+
+    // An agent and a policy made through A: B lists them at once and enforces the policy.
+    let (id, token) = agent(&a, "shared", "verified", &[]);
+    assert_eq!(b.get(&format!("/admin/agents/{id}")).0, 200);
+    assert_eq!(b.check(&token, "read:x").0, 403, "no policy yet");
+    policy(&a, "reads", ALLOW_READS);
+    eventually("B enforces the policy A was given", || {
+        b.check(&token, "read:x").0 == 200
+    });
+    assert_eq!(b.check(&token, "write:x").0, 403);
+    let (status, body) = b.get("/admin/policies");
+    assert_eq!(status, 200);
+    assert_eq!(body["policies"].as_array().map(Vec::len), Some(1), "{body}");
+
+    // A channel's secret is sealed with the shared key and opens on the other gateway.
+    let (status, ch) = a.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": "https://hooks.example.com/x", "webhookSecret": "whsec-shared-9f"}),
+    );
+    assert_eq!(status, 201, "{ch}");
+    let stored = server
+        .psql("cluster", "SELECT body FROM alert_channels")
+        .unwrap();
+    assert!(
+        !stored.contains("whsec-shared-9f"),
+        "sealed at rest: {stored}"
+    );
+    assert_eq!(
+        b.get(&format!(
+            "/admin/alert-channels/{}",
+            ch["id"].as_str().unwrap()
+        ))
+        .0,
+        200
+    );
+
+    // Revoked through B: A, which has the agent cached from its decisions, refuses it too.
+    assert_eq!(a.check(&token, "read:x").0, 200);
+    assert_eq!(b.delete(&format!("/admin/agents/{id}")).0, 200);
+    assert_eq!(
+        b.check(&token, "read:x").0,
+        401,
+        "at once where it was revoked"
+    );
+    eventually("A refuses the token B revoked", || {
+        a.check(&token, "read:x").0 == 401
+    });
+    let followed = a.get("/admin/info").1["controlPlane"].clone();
+    assert_eq!(followed["listening"], true, "{followed}");
+    assert!(
+        followed["appliedChange"].as_i64().unwrap() >= 4,
+        "{followed}"
+    );
+
+    // The change log is one, whichever gateway took the write.
+    let (_, changes) = a.get("/admin/changes");
+    let kinds: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["agent", "policy", "alert_channel", "agent"],
+        "{changes}"
+    );
+
+    // Each gateway audits its own decisions in its own log.
+    assert!(audit_size(&a) >= 2 && audit_size(&b) >= 4);
+}
+
+#[test]
+fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serving() {
+    let server = pg::PgServer::start();
+    let url = server.database("killed");
+    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
+    let a = member(da.path(), &url, shared.path());
+    let b = member(db.path(), &url, shared.path());
+    policy(&a, "reads", ALLOW_READS);
+    let (_, token) = agent(&a, "busy", "verified", &[]);
+    eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
+
+    let answered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (answered, stop, url, token) = (
+            Arc::clone(&answered),
+            Arc::clone(&stop),
+            a.url("/proxy/check"),
+            token.clone(),
+        );
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = client
+                    .get(&url)
+                    .bearer_auth(&token)
+                    .header("X-MeshGuard-Action", "read:load")
+                    .send();
+                match sent {
+                    Ok(r) if r.status() == 200 => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => return,
+                }
+            }
+        })
+    };
+    eventually("A answers under load", || {
+        answered.load(Ordering::SeqCst) >= 50
+    });
+    a.kill9();
+    stop.store(true, Ordering::SeqCst);
+    load.join().unwrap();
+    let answered = answered.load(Ordering::SeqCst);
+
+    assert_eq!(b.check(&token, "read:x").0, 200, "B serves on");
+    let (status, _) = b.post("/admin/agents", json!({"name": "after-the-crash"}));
+    assert_eq!(status, 201, "the control plane takes writes through B");
+
+    let a = member(da.path(), &url, shared.path());
+    // The setup check on A, then every decision A answered before it died.
+    assert!(
+        audit_size(&a) > answered,
+        "A's log holds {} entries; it answered {answered}",
+        audit_size(&a)
+    );
+    assert_eq!(a.check(&token, "read:x").0, 200);
+}
+
+#[test]
+fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
+    let mut server = pg::PgServer::start();
+    let url = server.database("restart");
+    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
+    let a = member(da.path(), &url, shared.path());
+    let b = member(db.path(), &url, shared.path());
+    let reads = policy(&a, "reads", ALLOW_READS);
+    let (_, token) = agent(&a, "steady", "verified", &[]);
+    eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
+    assert_eq!(a.check(&token, "read:x").0, 200);
+
+    server.stop();
+    let before = audit_size(&a);
+    for _ in 0..20 {
+        assert_eq!(a.check(&token, "read:x").0, 200);
+        assert_eq!(b.check(&token, "read:x").0, 200);
+        assert_eq!(a.check(&token, "write:x").0, 403);
+    }
+    assert_eq!(
+        audit_size(&a),
+        before + 40,
+        "every decision audited locally"
+    );
+    let (status, body) = a.post("/admin/agents", json!({"name": "while-down"}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("database_unavailable")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(pg::PASSWORD));
+    let (status, _) = b.put(
+        &format!("/admin/policies/{reads}"),
+        json!({"name": "reads", "content": "name: reads\nrules: []\n"}),
+    );
+    assert_eq!(status, 503, "no write while the database is down");
+    assert_eq!(
+        b.check(&token, "read:x").0,
+        200,
+        "the refused write changed nothing"
+    );
+
+    server.launch();
+    let (status, body) = a.post("/admin/agents", json!({"name": "after-restart"}));
+    assert_eq!(status, 201, "{body}");
+    let token2 = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(b.check(&token2, "read:x").0, 200, "B reads the new agent");
+    // B's follower found the database again: a revoke through A reaches it.
+    assert_eq!(
+        a.delete(&format!("/admin/agents/{}", body["id"].as_str().unwrap()))
+            .0,
+        200
+    );
+    eventually("B refuses the agent revoked after the restart", || {
+        b.check(&token2, "read:x").0 == 401
+    });
+}
