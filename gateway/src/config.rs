@@ -31,6 +31,11 @@ pub struct Args {
     #[arg(long, env = "SECRETS_KEY_FILE")]
     pub secrets_key_file: Option<PathBuf>,
 
+    /// The same key given in base64 instead of a file (`head -c 32 /dev/urandom | base64`), from
+    /// an orchestrator's secret: every gateway sharing a DATABASE_URL needs the same key.
+    #[arg(long, env = "SECRETS_KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
+
     /// Serve HTTPS with this PEM certificate chain (with TLS_KEY_FILE); both files are reloaded
     /// when they change, with no restart.
     #[arg(long, env = "TLS_CERT_FILE", requires = "tls_key_file")]
@@ -438,6 +443,8 @@ pub struct Config {
     pub(crate) policy_bundle_key_uri: Option<String>,
     pub(crate) secrets_key_uri: Option<String>,
     pub secrets_key_file: PathBuf,
+    /// The secrets key in base64, when given so (a secret).
+    pub(crate) secrets_key: Option<String>,
     /// The shared PostgreSQL control plane, when set (a secret: it holds the password).
     pub(crate) database_url: Option<String>,
     pub(crate) control_plane_poll: Duration,
@@ -790,6 +797,7 @@ impl Args {
             policy_bundle_key_uri: self.policy_bundle_key_uri.take(),
             secrets_key_uri: self.secrets_key_uri.take(),
             secrets_key_file,
+            secrets_key: self.secrets_key.take().filter(|k| !k.is_empty()),
             database_url: self.database_url.take().filter(|u| !u.is_empty()),
             control_plane_poll: Duration::from_millis(self.control_plane_poll_ms.max(10)),
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),

@@ -96,8 +96,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 /// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
     let path = config.db_path.clone();
-    let secrets_key = config.secrets_key_file.clone();
-    let secrets_uri = config.secrets_key_uri.clone();
+    let secrets_key = store::KeySource {
+        file: config.secrets_key_file.clone(),
+        uri: config.secrets_key_uri.clone(),
+        value: config.secrets_key.clone(),
+    };
     let database_url = config.database_url.clone();
     let (store, db_path, shared) = tokio::task::spawn_blocking(
         move || -> anyhow::Result<Opened> {
@@ -106,14 +109,14 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             match database_url {
                 None => {
                     local
-                        .seal_secrets_with(&secrets_key, secrets_uri.as_deref())
+                        .seal_secrets_with(&secrets_key)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
                     Ok((Arc::new(local), db_path, None))
                 }
                 Some(url) => {
                     let mut pg = store::PgStore::open(&url, local).map_err(|e| anyhow::anyhow!("{e}"))?;
-                    pg.seal_secrets_with(&secrets_key, secrets_uri.as_deref())
+                    pg.seal_secrets_with(&secrets_key)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
                     let pg = Arc::new(pg);

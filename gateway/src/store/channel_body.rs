@@ -90,6 +90,16 @@ pub(super) struct Sealing {
 }
 
 impl Sealing {
+    /// The key id secrets are sealed with from now on.
+    pub(super) fn key_id(&self) -> &str {
+        self.sb.id()
+    }
+
+    /// The key id secrets were moved from (the key file's, on the first start with a token).
+    pub(super) fn moved_from(&self) -> Option<&str> {
+        self.old.as_ref().map(SecretBox::id)
+    }
+
     /// Logs what the rewrite did, once the caller committed it; returns the key to use.
     pub(super) fn report(self, key_path: &Path) -> SecretBox {
         if !self.updates.is_empty() {
@@ -106,14 +116,14 @@ impl Sealing {
     }
 }
 
-/// Reads the stored channel bodies `(id, body)` and decides how to seal them with the key at
-/// `key_path` (or in the token `uri` names). Refuses a missing or different key when sealed
+/// Reads the stored channel bodies `(id, body)` and decides how to seal them with the key `key`
+/// names (a token's, the value given, or the file's). Refuses a missing or different key when sealed
 /// secrets exist; with `uri`, secrets sealed under the key file are moved into the token.
 pub(super) fn plan_sealing(
     rows: Vec<(String, String)>,
-    key_path: &Path,
-    uri: Option<&str>,
+    key: &super::KeySource,
 ) -> Result<Sealing, String> {
+    let (key_path, uri) = (key.file.as_path(), key.uri.as_deref());
     let mut ids = Vec::new();
     let mut bodies = Vec::new();
     for (id, body) in rows {
@@ -128,7 +138,10 @@ pub(super) fn plan_sealing(
         bodies.push((id, b));
     }
     let (sb, old) = match uri {
-        None => (SecretBox::load_or_create(key_path, &ids)?, None),
+        None => match &key.value {
+            Some(v) => (SecretBox::from_value(v, &ids)?, None),
+            None => (SecretBox::load_or_create(key_path, &ids)?, None),
+        },
         Some(uri) => {
             let sb = SecretBox::from_token(uri)?;
             let others: Vec<String> = ids.iter().filter(|i| *i != sb.id()).cloned().collect();

@@ -67,6 +67,27 @@ pub(crate) struct ChannelRecord {
     pub(crate) updated_at: String,
 }
 
+/// Where the key that seals alert-channel secrets comes from: a PKCS#11 token (`uri`), a value
+/// given in base64 (`value`, `SECRETS_KEY`), or a file (`file`, created when missing). With a
+/// token, the file is read once to move secrets sealed under it into the token.
+#[derive(Clone)]
+pub(crate) struct KeySource {
+    pub(crate) file: std::path::PathBuf,
+    pub(crate) uri: Option<String>,
+    pub(crate) value: Option<String>,
+}
+
+impl KeySource {
+    #[cfg(test)]
+    pub(crate) fn file(path: &std::path::Path) -> Self {
+        Self {
+            file: path.to_owned(),
+            uri: None,
+            value: None,
+        }
+    }
+}
+
 /// A change record before the store numbers it.
 #[derive(Debug, Clone)]
 pub(crate) struct ChangeDraft {

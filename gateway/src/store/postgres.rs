@@ -99,6 +99,12 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
     );
     CREATE INDEX alert_deliveries_at ON alert_deliveries (at);",
+    // 2: settings every gateway must agree on, first of all the id of the key that seals
+    // alert-channel secrets (a gateway with another key would seal what the others cannot open).
+    "CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );",
 ];
 
 /// The advisory lock every write transaction takes (and migrations, at session scope).
@@ -272,11 +278,7 @@ impl PgStore {
 
     /// Seals alert-channel secrets as [`SqliteStore::seal_secrets_with`] does, in one
     /// transaction. Every gateway on this database needs the same key.
-    pub(crate) fn seal_secrets_with(
-        &mut self,
-        key_path: &std::path::Path,
-        uri: Option<&str>,
-    ) -> Result<(), String> {
+    pub(crate) fn seal_secrets_with(&mut self, key: &super::KeySource) -> Result<(), String> {
         let mut client = self.live().map_err(|e| e.to_string())?;
         let mut tx = client.transaction().map_err(|e| error_text(&e))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
@@ -287,7 +289,33 @@ impl PgStore {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let plan = super::channel_body::plan_sealing(rows, key_path, uri)?;
+        let plan = super::channel_body::plan_sealing(rows, key)?;
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES ('secrets_key_id', $1) ON CONFLICT (key) DO NOTHING",
+            &[&plan.key_id()],
+        )
+        .map_err(|e| error_text(&e))?;
+        let agreed: String = tx
+            .query_one(
+                "SELECT value FROM settings WHERE key = 'secrets_key_id'",
+                &[],
+            )
+            .map_err(|e| error_text(&e))?
+            .get(0);
+        if agreed != plan.key_id() {
+            if plan.moved_from() != Some(agreed.as_str()) {
+                return Err(format!(
+                    "this gateway's secrets key is {}, but the gateways sharing {} seal alert-channel secrets with key {agreed}; give every gateway the same key (SECRETS_KEY, SECRETS_KEY_FILE or SECRETS_KEY_URI)",
+                    plan.key_id(),
+                    self.shown
+                ));
+            }
+            tx.execute(
+                "UPDATE settings SET value = $1 WHERE key = 'secrets_key_id'",
+                &[&plan.key_id()],
+            )
+            .map_err(|e| error_text(&e))?;
+        }
         for (id, body) in &plan.updates {
             tx.execute(
                 "UPDATE alert_channels SET body = $2 WHERE id = $1",
@@ -297,7 +325,7 @@ impl PgStore {
         }
         tx.commit().map_err(|e| error_text(&e))?;
         self.put_back(client);
-        self.secrets = Some(plan.report(key_path));
+        self.secrets = Some(plan.report(&key.file));
         Ok(())
     }
 

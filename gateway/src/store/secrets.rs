@@ -87,6 +87,32 @@ impl SecretBox {
         }
     }
 
+    /// The key given in base64 (`SECRETS_KEY`, from an orchestrator's secret, so that every
+    /// gateway sharing a control plane seals with the same key without a file on its volume).
+    pub(crate) fn from_value(b64: &str, sealed_ids: &[String]) -> Result<Self, String> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| {
+                "SECRETS_KEY is not base64; make one with: head -c 32 /dev/urandom | base64"
+                    .to_owned()
+            })?;
+        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            format!(
+                "SECRETS_KEY holds {} bytes, not 32; make one with: head -c 32 /dev/urandom | base64",
+                bytes.len()
+            )
+        })?;
+        let b = Self::from_key(&key);
+        if let Some(other) = sealed_ids.iter().find(|i| **i != b.id) {
+            return Err(format!(
+                "the database holds alert-channel secrets sealed with key {other}, but SECRETS_KEY is key {}; give the gateway the key they were sealed with",
+                b.id
+            ));
+        }
+        Ok(b)
+    }
+
     /// Loads the key at `path`; creates it only when `sealed_ids` (the key ids the database's
     /// sealed secrets name) is empty.
     pub(crate) fn load_or_create(path: &Path, sealed_ids: &[String]) -> Result<Self, String> {

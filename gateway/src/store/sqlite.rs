@@ -246,11 +246,7 @@ impl SqliteStore {
     /// from now on, and seals those an earlier release stored in clear (in one transaction).
     /// Refuses a missing or different key when sealed secrets exist; with `uri`, secrets sealed
     /// under the key file are moved into the token in the same transaction.
-    pub(crate) fn seal_secrets_with(
-        &mut self,
-        key_path: &Path,
-        uri: Option<&str>,
-    ) -> Result<(), String> {
+    pub(crate) fn seal_secrets_with(&mut self, key: &super::KeySource) -> Result<(), String> {
         let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
         let rows: Vec<(String, String)> = {
             let mut stmt = conn
@@ -261,7 +257,7 @@ impl SqliteStore {
                 .map_err(|e| e.to_string())?;
             rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
         };
-        let plan = super::channel_body::plan_sealing(rows, key_path, uri)?;
+        let plan = super::channel_body::plan_sealing(rows, key)?;
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         for (id, body) in &plan.updates {
             tx.execute(
@@ -271,7 +267,7 @@ impl SqliteStore {
             .map_err(|e| e.to_string())?;
         }
         tx.commit().map_err(|e| e.to_string())?;
-        self.secrets = Some(plan.report(key_path));
+        self.secrets = Some(plan.report(&key.file));
         Ok(())
     }
 

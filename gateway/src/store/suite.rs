@@ -315,7 +315,7 @@ fn the_sqlite_store_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = SqliteStore::open(&dir.path().join("m.db")).unwrap();
     store
-        .seal_secrets_with(&dir.path().join("secrets.key"), None)
+        .seal_secrets_with(&super::KeySource::file(&dir.path().join("secrets.key")))
         .unwrap();
     suite(&store);
 }
@@ -328,7 +328,7 @@ fn the_postgres_store_passes_the_suite_and_seals_secrets_at_rest() {
     let local = SqliteStore::open(&dir.path().join("local.db")).unwrap();
     let mut store = PgStore::open(&url, local).unwrap();
     store
-        .seal_secrets_with(&dir.path().join("secrets.key"), None)
+        .seal_secrets_with(&super::KeySource::file(&dir.path().join("secrets.key")))
         .unwrap();
     suite(&store);
     let stored = server
@@ -433,4 +433,32 @@ fn a_bad_url_and_a_wrong_password_are_named_without_the_password() {
         "{err}"
     );
     assert!(!err.contains("wrong-secret"), "{err}");
+}
+
+#[test]
+fn gateways_sharing_a_control_plane_must_seal_with_the_same_key() {
+    use base64::Engine as _;
+    let server = pg::PgServer::start();
+    let url = server.database("keys");
+    let dir = tempfile::tempdir().unwrap();
+    let open = |name: &str| {
+        PgStore::open(&url, SqliteStore::open(&dir.path().join(name)).unwrap()).unwrap()
+    };
+    let value = |byte: u8| super::KeySource {
+        file: dir.path().join("unused.key"),
+        uri: None,
+        value: Some(base64::engine::general_purpose::STANDARD.encode([byte; 32])),
+    };
+    open("a.db").seal_secrets_with(&value(7)).unwrap();
+    open("b.db").seal_secrets_with(&value(7)).unwrap();
+    let err = open("c.db")
+        .seal_secrets_with(&super::KeySource::file(&dir.path().join("c.key")))
+        .unwrap_err();
+    assert!(err.contains("give every gateway the same key"), "{err}");
+    let err = open("d.db").seal_secrets_with(&value(8)).unwrap_err();
+    assert!(err.contains("same key"), "{err}");
+    let mut short = value(7);
+    short.value = Some("c2hvcnQ=".into());
+    let err = open("e.db").seal_secrets_with(&short).unwrap_err();
+    assert!(err.contains("SECRETS_KEY holds 5 bytes, not 32"), "{err}");
 }

@@ -16,17 +16,18 @@ mod pg;
 
 const ALLOW_READS: &str = "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
 
+/// The key every gateway of the cluster seals alert-channel secrets with, as the chart passes
+/// it from a Secret (`SECRETS_KEY`, base64 of 32 bytes).
+const SECRETS_KEY: &str = "bWVzaGd1YXJkLWNsdXN0ZXItdGVzdC1rZXktMzJieXQ=";
+
 /// A gateway of the cluster: its own directory (its audit log and index), the shared database
 /// and secrets key.
-fn member(dir: &Path, url: &str, shared: &Path) -> Gateway {
+fn member(dir: &Path, url: &str) -> Gateway {
     Gateway::start_with(
         dir,
         Options::with(vec![
             ("DATABASE_URL", url.to_owned()),
-            (
-                "SECRETS_KEY_FILE",
-                shared.join("secrets.key").display().to_string(),
-            ),
+            ("SECRETS_KEY", SECRETS_KEY.into()),
             ("CONTROL_PLANE_POLL_MS", "500".into()),
         ]),
     )
@@ -52,9 +53,9 @@ fn audit_size(gw: &Gateway) -> u64 {
 fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
     let server = pg::PgServer::start();
     let url = server.database("cluster");
-    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
-    let a = member(da.path(), &url, shared.path());
-    let b = member(db.path(), &url, shared.path());
+    let (da, db) = (tempdir(), tempdir());
+    let a = member(da.path(), &url);
+    let b = member(db.path(), &url);
     let info = b.get("/admin/info").1;
     assert_eq!(info["controlPlane"]["backend"], "postgresql", "{info}");
 
@@ -133,9 +134,9 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
 fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serving() {
     let server = pg::PgServer::start();
     let url = server.database("killed");
-    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
-    let a = member(da.path(), &url, shared.path());
-    let b = member(db.path(), &url, shared.path());
+    let (da, db) = (tempdir(), tempdir());
+    let a = member(da.path(), &url);
+    let b = member(db.path(), &url);
     policy(&a, "reads", ALLOW_READS);
     let (_, token) = agent(&a, "busy", "verified", &[]);
     eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
@@ -178,10 +179,10 @@ fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serv
     let (status, _) = b.post("/admin/agents", json!({"name": "after-the-crash"}));
     assert_eq!(status, 201, "the control plane takes writes through B");
 
-    let a = member(da.path(), &url, shared.path());
-    // The setup check on A, then every decision A answered before it died.
+    let a = member(da.path(), &url);
+    // Every decision A answered before it died (and perhaps one it logged but could not answer).
     assert!(
-        audit_size(&a) > answered,
+        audit_size(&a) >= answered,
         "A's log holds {} entries; it answered {answered}",
         audit_size(&a)
     );
@@ -192,9 +193,9 @@ fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serv
 fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
     let mut server = pg::PgServer::start();
     let url = server.database("restart");
-    let (shared, da, db) = (tempdir(), tempdir(), tempdir());
-    let a = member(da.path(), &url, shared.path());
-    let b = member(db.path(), &url, shared.path());
+    let (da, db) = (tempdir(), tempdir());
+    let a = member(da.path(), &url);
+    let b = member(db.path(), &url);
     let reads = policy(&a, "reads", ALLOW_READS);
     let (_, token) = agent(&a, "steady", "verified", &[]);
     eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
