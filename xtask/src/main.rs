@@ -6,6 +6,7 @@
 //! - `images`: the product's OCI images from the workspace's binaries.
 
 mod bench;
+mod bench_cluster;
 mod bench_evidence;
 mod bench_gateway;
 mod bench_install;
@@ -55,6 +56,10 @@ enum Cmd {
     /// Benchmark GET /proxy/check with wrk (durable audit) against a hello-world server on the
     /// same HTTP stack, in one run.
     BenchGateway(bench_gateway::BenchGatewayArgs),
+    /// Benchmark the control plane on one PostgreSQL with 1, 2 and 3 gateways against the
+    /// SQLite single gateway (admin writes/s, /proxy/check throughput) and time how long a revoke
+    /// takes to act on another gateway, in one run.
+    BenchCluster(bench_cluster::BenchClusterArgs),
     /// Time a fresh site install from media (`meshguard-bundle install`) under `unshare -n`,
     /// per step.
     BenchInstall(bench_install::BenchInstallArgs),
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Tools => tools::install_all().map(|t| println!("tools ready in {}", t.bin.display())),
         Cmd::BenchProvider(args) => bench::run(args),
         Cmd::BenchGateway(args) => bench_gateway::run(args),
+        Cmd::BenchCluster(args) => bench_cluster::run(args),
         Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::BenchInstall(args) => bench_install::run(args),
         Cmd::BenchEvidence(args) => bench_evidence::run(args),

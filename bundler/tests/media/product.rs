@@ -667,16 +667,54 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             out.contains("automountServiceAccountToken: false"),
             "{profile}: no service account token in the pod"
         );
-        assert!(
-            out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit\""),
-            "{profile}: the audit origin comes from the release, not the pod name"
-        );
         assert!(out.contains("startupProbe:") && out.contains("livenessProbe:"));
         assert!(out.contains("readOnlyRootFilesystem: true"));
-        assert!(
-            out.contains("helm.sh/resource-policy: keep"),
-            "{profile}: the audit volume outlives an uninstall"
-        );
+        let replicas = match *profile {
+            "managed-saas" => 3,
+            "dedicated-tenant" => 2,
+            _ => 1,
+        };
+        if replicas > 1 {
+            // Several gateways on the platform's PostgreSQL, each with its own audit volume.
+            assert!(
+                out.contains("kind: StatefulSet") && out.contains(&format!("replicas: {replicas}")),
+                "{profile}: {replicas} gateways"
+            );
+            assert!(
+                out.contains("secretKeyRef: {name: meshguard-control-plane, key: DATABASE_URL}")
+                    && out.contains(
+                        "secretKeyRef: {name: meshguard-control-plane, key: SECRETS_KEY}"
+                    ),
+                "{profile}: the database URL and the shared secrets key come from a Secret"
+            );
+            assert!(
+                out.contains(
+                    "name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit/$(POD_NAME)\""
+                ),
+                "{profile}: each gateway is a log origin of its own, named after its pod"
+            );
+            assert!(
+                out.contains("volumeClaimTemplates:") && out.contains("whenDeleted: Retain"),
+                "{profile}: each pod's audit volume outlives an uninstall"
+            );
+            assert!(
+                out.contains("maxUnavailable: 1"),
+                "{profile}: a drain takes one gateway at a time"
+            );
+        } else {
+            assert!(
+                out.contains("kind: Deployment") && !out.contains("DATABASE_URL"),
+                "{profile}: one gateway on its SQLite file"
+            );
+            assert!(
+                out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit\""),
+                "{profile}: the audit origin comes from the release, not the pod name"
+            );
+            assert!(
+                out.contains("helm.sh/resource-policy: keep"),
+                "{profile}: the audit volume outlives an uninstall"
+            );
+        }
         if *profile == "air-gapped" {
             assert!(
                 out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
@@ -704,6 +742,21 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     ]);
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("image.digest is required"));
+    // A shared control plane with no Secret for its URL says which value is missing.
+    let err = helm(&[
+        "template",
+        "mg",
+        chart,
+        "--set",
+        "controlPlane.postgres.enabled=true",
+    ]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr)
+            .contains("controlPlane.postgres.existingSecret is required"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     // A sidecar with no agent id says which value is missing.
     let err = helm(&[
         "template",
@@ -725,6 +778,7 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         "securityContext.privileged=true",
         "exampleAgent.upstream=ftp://upstream",
         "guardian.port=0",
+        "controlPlane.replicas=0",
     ] {
         let out = helm(&["template", "mg", chart, "--set", bad]);
         assert!(!out.status.success(), "{bad} must not render");
