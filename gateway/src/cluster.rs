@@ -171,3 +171,224 @@ fn apply(
     }
     Ok(last)
 }
+
+/// Entries copied per transaction into the central index.
+const SHIP_BATCH: usize = 2000;
+
+/// Copies this gateway's audit entries into the central index, behind its log: every `every`,
+/// or at once while it is catching up. With the database down it keeps its place (the count the
+/// central index holds) and resumes from there, so nothing is skipped or copied twice.
+pub(crate) async fn spawn_shipper(
+    state: AppState,
+    pg: Arc<PgStore>,
+    every: Duration,
+) -> anyhow::Result<()> {
+    // Two gateways copying to one origin would interleave two logs under one name: refuse a
+    // gateway whose origin the central index holds under keys this log never had.
+    let origin = state.inner.audit.origin().to_owned();
+    let ours = origin_keys(&state)?;
+    let held = {
+        let pg = Arc::clone(&pg);
+        tokio::task::spawn_blocking(move || pg.audit_origins())
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot read the central audit index: {e}"))?
+    };
+    if let Some(row) = held.iter().find(|o| o.origin == origin) {
+        let theirs: Vec<KeyRange> = serde_json::from_str(&row.keys).unwrap_or_default();
+        if let Some(k) = theirs
+            .iter()
+            .find(|k| !ours.iter().any(|o| o.vkey == k.vkey))
+        {
+            anyhow::bail!(
+                "another gateway already copies its audit log to the central index as origin {origin}, signed with key {}; give each gateway its own AUDIT_ORIGIN (the chart names them after their pods)",
+                crate::audit::keys::key_id(&k.vkey)
+            );
+        }
+    }
+    std::thread::Builder::new()
+        .name("audit-ship".into())
+        .spawn(move || {
+            let mut down = false;
+            // Nothing sent yet: the first pass registers the origin even with no entry.
+            let mut sent_checkpoint = Some(u64::MAX);
+            loop {
+                match ship_once(&state, &pg, &mut sent_checkpoint) {
+                    Ok(n) => {
+                        if down {
+                            tracing::info!("central audit index reachable again; copying");
+                            down = false;
+                        }
+                        if n == SHIP_BATCH {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        if !down {
+                            tracing::warn!(error = %e, "cannot copy audit entries to the central index; the log keeps them, retrying");
+                            down = true;
+                        }
+                    }
+                }
+                std::thread::sleep(every);
+            }
+        })?;
+    Ok(())
+}
+
+/// This log's checkpoint keys with the sizes they sign; the current key alone for a new log.
+fn origin_keys(state: &AppState) -> anyhow::Result<Vec<KeyRange>> {
+    let audit = &state.inner.audit;
+    let mut keys: Vec<KeyRange> = audit
+        .reader()
+        .keys()?
+        .into_iter()
+        .map(|k| KeyRange {
+            vkey: k.vkey,
+            first_size: k.first_size,
+            retired_size: k.retired_size,
+        })
+        .collect();
+    if keys.is_empty() {
+        keys.push(KeyRange {
+            vkey: audit.vkey().to_owned(),
+            first_size: 0,
+            retired_size: None,
+        });
+    }
+    Ok(keys)
+}
+
+fn ship_once(
+    state: &AppState,
+    pg: &PgStore,
+    sent_checkpoint: &mut Option<u64>,
+) -> Result<usize, String> {
+    let audit = &state.inner.audit;
+    let origin = audit.origin();
+    let reader = audit.reader();
+    let shipped = pg.audit_shipped(origin).map_err(|e| e.to_string())?;
+    let rows = reader
+        .index_rows(shipped, SHIP_BATCH)
+        .map_err(|e| e.to_string())?;
+    let copied = rows.last().map_or(shipped, |r| r.seq);
+    // The newest signed checkpoint the central index will hold every entry of.
+    let checkpoint = reader
+        .checkpoints(64)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|(size, _)| *size <= copied);
+    let checkpoint_size = checkpoint.as_ref().map(|(s, _)| *s);
+    if rows.is_empty() && checkpoint_size == *sent_checkpoint {
+        return Ok(0);
+    }
+    let keys = serde_json::to_string(&origin_keys(state).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    pg.ship_audit(origin, &keys, &rows, checkpoint.as_ref())
+        .map_err(|e| e.to_string())?;
+    *sent_checkpoint = checkpoint_size;
+    Ok(rows.len())
+}
+
+/// One origin's verdict in `GET /admin/cluster/audit/verify`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct OriginReport {
+    pub(crate) origin: String,
+    /// Entries the central index holds.
+    pub(crate) entries: u64,
+    /// The signed checkpoint they were checked against (0: none yet).
+    pub(crate) checkpoint_size: u64,
+    /// Entries after that checkpoint, not yet covered by a signature.
+    pub(crate) awaiting_checkpoint: u64,
+    pub(crate) valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) problem: Option<String>,
+    /// The origin's checkpoint keys, to compare with the ones the auditor holds.
+    pub(crate) vkeys: Vec<String>,
+    pub(crate) last_copied: String,
+}
+
+/// One checkpoint key of an origin and the sizes it signs, as the central index keeps them.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyRange {
+    vkey: String,
+    first_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retired_size: Option<u64>,
+}
+
+/// Checks, for every origin, that the central copy of its entries up to its latest signed
+/// checkpoint hashes to that checkpoint's root, and that the checkpoint is signed by a key of
+/// that origin: a row changed, dropped or added in the database shows as that origin's problem.
+pub(crate) fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::store::StoreError> {
+    use crate::audit::{merkle, note};
+    let mut out = Vec::new();
+    for o in pg.audit_origins()? {
+        let keys: Vec<KeyRange> = serde_json::from_str(&o.keys).unwrap_or_default();
+        let mut report = OriginReport {
+            origin: o.origin.clone(),
+            entries: o.size,
+            checkpoint_size: 0,
+            awaiting_checkpoint: o.size,
+            valid: false,
+            problem: None,
+            vkeys: keys.iter().map(|k| k.vkey.clone()).collect(),
+            last_copied: o.updated_at.clone(),
+        };
+        let Some((size, text)) = &o.checkpoint else {
+            report.problem = Some(
+                "no signed checkpoint copied yet: none of these entries is covered by a signature"
+                    .into(),
+            );
+            out.push(report);
+            continue;
+        };
+        report.checkpoint_size = *size;
+        report.awaiting_checkpoint = o.size.saturating_sub(*size);
+        let signed = keys
+            .iter()
+            .filter(|k| k.first_size <= *size && k.retired_size.is_none_or(|r| *size <= r))
+            .find_map(|k| note::verify_checkpoint(&k.vkey, text).ok());
+        let problem = match signed {
+            None => Some(format!(
+                "the checkpoint at size {size} is not signed by a key of this origin"
+            )),
+            Some(cp) if cp.origin != o.origin || cp.size != *size => Some(format!(
+                "the checkpoint copied for size {size} is {}'s checkpoint of size {}",
+                cp.origin, cp.size
+            )),
+            Some(cp) => {
+                let mut frontier = merkle::Frontier::default();
+                let mut gap = None;
+                let mut after = 0;
+                while after < *size && gap.is_none() {
+                    let chunk = pg.audit_bodies(&o.origin, after, (after + 10_000).min(*size))?;
+                    if chunk.is_empty() {
+                        gap = Some(after + 1);
+                        break;
+                    }
+                    for (seq, body) in chunk {
+                        if seq != after + 1 {
+                            gap = Some(after + 1);
+                            break;
+                        }
+                        frontier.push(merkle::leaf_hash(body.as_bytes()));
+                        after = seq;
+                    }
+                }
+                match gap {
+                    Some(seq) => Some(format!("entry {seq} is missing from the central index")),
+                    None if frontier.root() != cp.root => Some(format!(
+                        "entries 1 to {size} do not hash to the signed checkpoint's root: the central copy differs from the log"
+                    )),
+                    None => None,
+                }
+            }
+        };
+        report.valid = problem.is_none();
+        report.problem = problem;
+        out.push(report);
+    }
+    Ok(out)
+}

@@ -208,6 +208,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
             siem: siem.clone(),
+            shared: shared.clone(),
         },
     );
     {
@@ -220,7 +221,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
     if let Some(pg) = shared {
-        cluster::spawn_follower(state.clone(), pg, state.config().control_plane_poll).await?;
+        let poll = state.config().control_plane_poll;
+        cluster::spawn_follower(state.clone(), Arc::clone(&pg), poll).await?;
+        cluster::spawn_shipper(state.clone(), pg, poll).await?;
     }
     policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     refusals::spawn_flusher(state.clone());

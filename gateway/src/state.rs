@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub(crate) siem: Option<crate::siem::SharedStatus>,
     /// Which control plane this gateway uses and how far it followed a shared one.
     pub(crate) control_plane: crate::cluster::Status,
+    /// The shared PostgreSQL store, for what only it has (the central audit index).
+    pub(crate) shared: Option<Arc<crate::store::PgStore>>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -92,6 +94,8 @@ pub(crate) struct Optional {
     pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
     /// The SIEM forwarder's progress, when SIEM egress is on.
     pub(crate) siem: Option<crate::siem::SharedStatus>,
+    /// The shared PostgreSQL store, when `DATABASE_URL` is set.
+    pub(crate) shared: Option<Arc<crate::store::PgStore>>,
 }
 
 impl AppState {
@@ -110,6 +114,7 @@ impl AppState {
             egress,
             bundle_version,
             siem,
+            shared,
         } = optional;
         let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
@@ -148,6 +153,7 @@ impl AppState {
                 bundle_version,
                 siem,
                 control_plane,
+                shared,
             }),
         }
     }

@@ -300,6 +300,9 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     let url = server_pg.database("propagation");
     let a = start(&server, &work.join("prop-a"), Some(&url))?;
     let b = start(&server, &work.join("prop-b"), Some(&url))?;
+    let pair = [a, b];
+    prepare(&pair)?;
+    let [a, b] = pair;
     let lat = propagation(&a, &b, args.revokes)?;
 
     println!(

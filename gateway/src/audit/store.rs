@@ -891,6 +891,19 @@ pub(crate) struct AuditQuery {
     pub(crate) trace_id: Option<String>,
 }
 
+/// One entry of the index, as [`Reader::index_rows`] gives it.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexedEntry {
+    pub(crate) seq: u64,
+    pub(crate) source: String,
+    pub(crate) timestamp: String,
+    pub(crate) agent_id: Option<String>,
+    pub(crate) action: String,
+    pub(crate) decision: String,
+    /// The entry's JSON text, byte for byte as in the log's entry bundle.
+    pub(crate) body: String,
+}
+
 /// A witness's cosignature of the checkpoint of `size`.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -1105,6 +1118,34 @@ impl Reader {
                     entry: serde_json::from_str(&body).unwrap_or(Value::String(body)),
                 })
             })?;
+            rows.collect()
+        })
+    }
+
+    /// Index rows after `after`, oldest first, durable ones only, with the entry's text exactly
+    /// as the log holds it (its leaf hash is over these bytes): what the central index copies.
+    pub(crate) fn index_rows(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<IndexedEntry>> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, source, timestamp, agent_id, action, decision, body FROM audit_entries
+                 WHERE seq > ?1 AND seq <= ?3 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows =
+                stmt.query_map(params![after as i64, limit as i64, self.durable()], |r| {
+                    Ok(IndexedEntry {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        source: r.get(1)?,
+                        timestamp: r.get(2)?,
+                        agent_id: r.get(3)?,
+                        action: r.get(4)?,
+                        decision: r.get(5)?,
+                        body: r.get(6)?,
+                    })
+                })?;
             rows.collect()
         })
     }

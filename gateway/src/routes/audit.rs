@@ -29,7 +29,7 @@ pub(super) struct ListQuery {
     trace_id: Option<String>,
 }
 
-fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
+pub(super) fn check_time(field: &str, v: &Option<String>) -> Result<(), ApiError> {
     if let Some(t) = v {
         let ok = (t.len() == 10 && chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d").is_ok())
             || chrono::DateTime::parse_from_rfc3339(t).is_ok();

@@ -7,6 +7,7 @@ pub(crate) mod body;
 mod changes;
 pub(crate) use changes::digest;
 mod channels;
+mod cluster;
 mod forward;
 mod license;
 mod policies;
@@ -87,6 +88,8 @@ pub fn app(state: AppState) -> Router {
             "/audit/cosignatures",
             get(audit::cosignatures).post(audit::add_cosignatures),
         )
+        .route("/cluster/audit", get(cluster::list))
+        .route("/cluster/audit/verify", get(cluster::verify))
         .route("/sidecars", get(crate::sidecar::list))
         .route("/info", get(info))
         .route("/license", get(license::get).post(license::install))

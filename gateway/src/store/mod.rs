@@ -14,7 +14,7 @@ mod sqlite;
 #[cfg(test)]
 mod suite;
 
-pub(crate) use postgres::PgStore;
+pub(crate) use postgres::{CentralQuery, PgStore};
 pub(crate) use sqlite::SqliteStore;
 
 use meshguard_api::{ChangeRecord, ChannelType, Severity, Trigger};

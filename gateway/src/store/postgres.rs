@@ -105,6 +105,32 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 3: the central audit index: every gateway's log entries, copied behind its log, with the
+    // origin's keys and latest signed checkpoint so one verify checks every origin.
+    "CREATE TABLE audit_origins (
+        origin TEXT PRIMARY KEY,
+        keys TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        checkpoint_size BIGINT,
+        checkpoint TEXT,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE audit_index (
+        origin TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        source TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        agent_id TEXT,
+        agent_name TEXT,
+        action TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        trace_id TEXT,
+        body TEXT NOT NULL,
+        PRIMARY KEY (origin, seq)
+    );
+    CREATE INDEX audit_index_time ON audit_index (timestamp);
+    CREATE INDEX audit_index_agent ON audit_index (agent_id, timestamp);
+    CREATE INDEX audit_index_agent_name ON audit_index (agent_name, timestamp);",
 ];
 
 /// The advisory lock every write transaction takes (and migrations, at session scope).
@@ -129,6 +155,18 @@ impl std::fmt::Debug for PgStore {
         f.debug_struct("PgStore")
             .field("database", &self.shown)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    /// A synchronous client closes through its own runtime, which must not start on a thread
+    /// that drives async tasks (the store may be dropped there, at shutdown): the idle clients
+    /// are closed on a thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
     }
 }
 
@@ -336,6 +374,192 @@ impl PgStore {
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .map_err(|e| classify(&e))?;
         Ok(ChangeListener { client })
+    }
+}
+
+/// An origin's row of the central audit index.
+#[derive(Debug, Clone)]
+pub(crate) struct OriginRow {
+    pub(crate) origin: String,
+    /// `[{vkey, firstSize, retiredSize?}]`, as the origin's `/admin/audit/keys` lists them.
+    pub(crate) keys: String,
+    /// Entries copied (seq 1 to `size`).
+    pub(crate) size: u64,
+    /// The latest signed checkpoint copied, `(size, note)`.
+    pub(crate) checkpoint: Option<(u64, String)>,
+    pub(crate) updated_at: String,
+}
+
+/// Audit rows turned into columns, for one `INSERT ... SELECT FROM unnest(...)` per batch.
+#[derive(Default)]
+struct Columns<'a> {
+    seq: Vec<i64>,
+    source: Vec<&'a str>,
+    timestamp: Vec<&'a str>,
+    agent_id: Vec<Option<&'a str>>,
+    agent_name: Vec<Option<String>>,
+    action: Vec<&'a str>,
+    decision: Vec<&'a str>,
+    trace_id: Vec<Option<String>>,
+    body: Vec<&'a str>,
+}
+
+/// Filters of the central audit index, newest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CentralQuery {
+    pub(crate) limit: usize,
+    pub(crate) origin: Option<String>,
+    pub(crate) agent: Option<String>,
+    pub(crate) decision: Option<String>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+}
+
+impl PgStore {
+    /// How many of `origin`'s entries the central index holds.
+    pub(crate) fn audit_shipped(&self, origin: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .read(|c| {
+                c.query_opt(
+                    "SELECT size FROM audit_origins WHERE origin = $1",
+                    &[&origin],
+                )
+            })?
+            .map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    /// Copies `rows` (the next entries of `origin`'s log, in order) into the central index with
+    /// the origin's keys and a signed checkpoint no larger than what is then copied, in one
+    /// transaction. Rows already there (a copy retried after a lost answer) are kept as they are.
+    pub(crate) fn ship_audit(
+        &self,
+        origin: &str,
+        keys: &str,
+        rows: &[crate::audit::IndexedEntry],
+        checkpoint: Option<&(u64, String)>,
+    ) -> Result<(), StoreError> {
+        let mut client = self.live()?;
+        let out = (|| {
+            let mut tx = client.transaction()?;
+            let mut c = Columns::default();
+            for r in rows {
+                let parsed: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+                let text = |k: &str| parsed.get(k).and_then(Value::as_str).map(str::to_owned);
+                c.seq.push(r.seq as i64);
+                c.source.push(&r.source);
+                c.timestamp.push(&r.timestamp);
+                c.agent_id.push(r.agent_id.as_deref());
+                c.agent_name.push(text("agentName"));
+                c.action.push(&r.action);
+                c.decision.push(&r.decision);
+                c.trace_id.push(text("traceId"));
+                c.body.push(&r.body);
+            }
+            tx.execute(
+                "INSERT INTO audit_index (origin, seq, source, timestamp, agent_id, agent_name, action, decision, trace_id, body)
+                 SELECT $1, * FROM unnest($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[])
+                 ON CONFLICT (origin, seq) DO NOTHING",
+                &[
+                    &origin,
+                    &c.seq,
+                    &c.source,
+                    &c.timestamp,
+                    &c.agent_id,
+                    &c.agent_name,
+                    &c.action,
+                    &c.decision,
+                    &c.trace_id,
+                    &c.body,
+                ],
+            )?;
+            let size = rows.last().map(|r| r.seq as i64);
+            let (cp_size, cp_note) = match checkpoint {
+                Some((s, n)) => (Some(*s as i64), Some(n.as_str())),
+                None => (None, None),
+            };
+            tx.execute(
+                "INSERT INTO audit_origins (origin, keys, size, checkpoint_size, checkpoint, updated_at)
+                 VALUES ($1, $2, COALESCE($3::BIGINT, 0), $4::BIGINT, $5::TEXT, $6)
+                 ON CONFLICT (origin) DO UPDATE SET
+                   keys = excluded.keys,
+                   size = GREATEST(audit_origins.size, excluded.size),
+                   checkpoint_size = COALESCE(excluded.checkpoint_size, audit_origins.checkpoint_size),
+                   checkpoint = COALESCE(excluded.checkpoint, audit_origins.checkpoint),
+                   updated_at = excluded.updated_at",
+                &[&origin, &keys, &size, &cp_size, &cp_note, &crate::clock::now_rfc3339()],
+            )?;
+            tx.commit()
+        })()
+        .map_err(|e| classify(&e));
+        self.put_back(client);
+        out
+    }
+
+    /// Every origin the central index holds.
+    pub(crate) fn audit_origins(&self) -> Result<Vec<OriginRow>, StoreError> {
+        Ok(self
+            .read(|c| {
+                c.query(
+                    "SELECT origin, keys, size, checkpoint_size, checkpoint, updated_at FROM audit_origins ORDER BY origin",
+                    &[],
+                )
+            })?
+            .iter()
+            .map(|r| OriginRow {
+                origin: r.get(0),
+                keys: r.get(1),
+                size: r.get::<_, i64>(2) as u64,
+                checkpoint: r
+                    .get::<_, Option<i64>>(3)
+                    .zip(r.get::<_, Option<String>>(4))
+                    .map(|(s, n)| (s as u64, n)),
+                updated_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// `origin`'s entries with `after < seq <= upto`, oldest first: `(seq, body)`.
+    pub(crate) fn audit_bodies(
+        &self,
+        origin: &str,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<(u64, String)>, StoreError> {
+        let (after, upto) = (after as i64, upto as i64);
+        Ok(self
+            .read(|c| {
+                c.query(
+                    "SELECT seq, body FROM audit_index WHERE origin = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+                    &[&origin, &after, &upto],
+                )
+            })?
+            .iter()
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// Entries of every origin matching `q`, newest first: `(origin, seq, body)`.
+    pub(crate) fn central_audit(
+        &self,
+        q: &CentralQuery,
+    ) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let limit = q.limit as i64;
+        Ok(self
+            .read(|c| {
+                c.query(
+                    "SELECT origin, seq, body FROM audit_index
+                     WHERE ($1::TEXT IS NULL OR origin = $1)
+                       AND ($2::TEXT IS NULL OR agent_id = $2 OR agent_name = $2)
+                       AND ($3::TEXT IS NULL OR decision = $3)
+                       AND ($4::TEXT IS NULL OR timestamp >= $4)
+                       AND ($5::TEXT IS NULL OR timestamp <= $5)
+                     ORDER BY timestamp DESC, origin, seq DESC LIMIT $6",
+                    &[&q.origin, &q.agent, &q.decision, &q.from, &q.to, &limit],
+                )
+            })?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64, r.get(2)))
+            .collect())
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, agent, policy, tempdir};
+use crate::harness::{self, Gateway, Options, agent, policy, tempdir};
 
 #[path = "support/pg.rs"]
 mod pg;
@@ -23,11 +23,21 @@ const SECRETS_KEY: &str = "bWVzaGd1YXJkLWNsdXN0ZXItdGVzdC1rZXktMzJieXQ=";
 /// A gateway of the cluster: its own directory (its audit log and index), the shared database
 /// and secrets key.
 fn member(dir: &Path, url: &str) -> Gateway {
+    // Each gateway is a log origin of its own, as the chart names them after their pods.
+    let origin = format!(
+        "it.cluster/{}",
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('.')
+    );
     Gateway::start_with(
         dir,
         Options::with(vec![
             ("DATABASE_URL", url.to_owned()),
             ("SECRETS_KEY", SECRETS_KEY.into()),
+            ("AUDIT_ORIGIN", origin),
+            ("AUDIT_CHECKPOINT_SECONDS", "1".into()),
             ("CONTROL_PLANE_POLL_MS", "500".into()),
         ]),
     )
@@ -126,8 +136,148 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
         "{changes}"
     );
 
-    // Each gateway audits its own decisions in its own log.
+    // Each gateway audits its own decisions in its own log; the central index holds both logs,
+    // every entry, each verified against its origin's signed checkpoint.
     assert!(audit_size(&a) >= 2 && audit_size(&b) >= 4);
+    let origin_a = a.get("/admin/info").1["auditOrigin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let origin_b = b.get("/admin/info").1["auditOrigin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(origin_a, origin_b);
+    let (size_a, size_b) = (audit_size(&a), audit_size(&b));
+    let settled = || {
+        let v = a.get("/admin/cluster/audit/verify").1;
+        let held = |origin: &str| {
+            v["origins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["origin"] == origin)
+                .map(|o| {
+                    (
+                        o["entries"].as_u64().unwrap(),
+                        o["checkpointSize"].as_u64().unwrap(),
+                    )
+                })
+        };
+        v["valid"] == true
+            && held(&origin_a) == Some((size_a, size_a))
+            && held(&origin_b) == Some((size_b, size_b))
+    };
+    eventually(
+        "the central index holds and verifies every entry of both logs",
+        settled,
+    );
+    let (status, listed) = b.get(&format!("/admin/cluster/audit?agentId={id}&limit=1000"));
+    assert_eq!(status, 200, "{listed}");
+    let entries = listed["entries"].as_array().unwrap();
+    let from = |origin: &str| entries.iter().filter(|e| e["origin"] == origin).count();
+    let local = |gw: &Gateway| {
+        gw.get(&format!("/admin/audit?agentId={id}&limit=1000")).1["entries"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert!(local(&a) >= 2 && local(&b) >= 2);
+    assert_eq!(
+        (from(&origin_a), from(&origin_b)),
+        (local(&a), local(&b)),
+        "every decision about the agent, from both gateways, as each lists its own: {listed}"
+    );
+    let denied = b
+        .get(&format!("/admin/cluster/audit?agentId={id}&decision=deny"))
+        .1;
+    assert!(
+        denied["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["decision"] == "deny"),
+        "{denied}"
+    );
+
+    // A row changed in the database behind the gateways' backs is caught, and named by origin.
+    let changed = server
+        .psql(
+            "cluster",
+            &format!("UPDATE audit_index SET body = replace(body, '\"decision\":\"allow\"', '\"decision\":\"deny\"') WHERE origin = '{origin_a}' AND seq = 1 RETURNING seq"),
+        )
+        .unwrap();
+    assert!(
+        changed.starts_with('1'),
+        "the first decision was an allow: {changed}"
+    );
+    let v = a.get("/admin/cluster/audit/verify").1;
+    assert_eq!(v["valid"], false, "{v}");
+    let bad: Vec<&Value> = v["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["valid"] == false)
+        .collect();
+    assert_eq!(bad.len(), 1, "{v}");
+    assert_eq!(bad[0]["origin"], origin_a.as_str());
+    assert!(
+        bad[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("do not hash to the signed checkpoint"),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_gateway_reusing_another_gateways_audit_origin_is_refused() {
+    let server = pg::PgServer::start();
+    let url = server.database("origins");
+    let (da, db) = (tempdir(), tempdir());
+    let same = |dir: &Path| {
+        harness::command(
+            dir,
+            &Options::with(vec![
+                ("DATABASE_URL", url.clone()),
+                ("SECRETS_KEY", SECRETS_KEY.into()),
+                ("AUDIT_ORIGIN", "it.cluster/same".into()),
+            ]),
+        )
+    };
+    let mut first = same(da.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _first = KillOnDrop(&mut first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server
+        .psql("origins", "SELECT count(*) FROM audit_origins")
+        .is_ok_and(|n| n == "1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first gateway never registered its origin"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = same(db.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("it.cluster/same") && err.contains("its own AUDIT_ORIGIN"),
+        "{err}"
+    );
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -244,5 +394,20 @@ fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
     );
     eventually("B refuses the agent revoked after the restart", || {
         b.check(&token2, "read:x").0 == 401
+    });
+    // The central index caught up with what A decided while the database was down.
+    let origin_a = a.get("/admin/info").1["auditOrigin"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let size_a = audit_size(&a);
+    eventually("the central index holds every entry A logged", || {
+        let v = b.get("/admin/cluster/audit/verify").1;
+        v["valid"] == true
+            && v["origins"].as_array().unwrap().iter().any(|o| {
+                o["origin"] == origin_a.as_str()
+                    && o["entries"].as_u64() == Some(size_a)
+                    && o["checkpointSize"].as_u64() == Some(size_a)
+            })
     });
 }

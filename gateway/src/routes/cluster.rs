@@ -1,0 +1,100 @@
+//! `/admin/cluster/audit`: the central audit index of the gateways sharing a PostgreSQL control
+//! plane, and its verification against every origin's signed checkpoints.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{CentralQuery, PgStore};
+
+fn shared(state: &AppState) -> Result<std::sync::Arc<PgStore>, ApiError> {
+    state.inner.shared.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_shared_control_plane",
+            "this gateway has no shared control plane (DATABASE_URL), so no central audit index; /admin/audit lists its own decisions",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CentralParams {
+    limit: Option<usize>,
+    origin: Option<String>,
+    #[serde(alias = "agent_id")]
+    agent_id: Option<String>,
+    agent: Option<String>,
+    decision: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `2026-01-01` means that whole day, as in `/admin/audit`.
+fn bound(date: Option<String>, end: bool) -> Option<String> {
+    date.map(|d| match (d.len(), end) {
+        (10, false) => format!("{d}T00:00:00.000Z"),
+        (10, true) => format!("{d}T23:59:59.999Z"),
+        _ => d,
+    })
+}
+
+/// Entries of every gateway, newest first, each with its origin and place in that origin's log.
+pub(super) async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<CentralParams>,
+) -> Result<Json<Value>, ApiError> {
+    let pg = shared(&state)?;
+    if let Some(d) = &q.decision
+        && d != "allow"
+        && d != "deny"
+    {
+        return Err(ApiError::field("decision", "expected allow or deny"));
+    }
+    super::audit::check_time("from", &q.from)?;
+    super::audit::check_time("to", &q.to)?;
+    let query = CentralQuery {
+        limit: q.limit.unwrap_or(50).clamp(1, 1000),
+        origin: q.origin,
+        agent: q.agent_id.or(q.agent),
+        decision: q.decision,
+        from: bound(q.from, false),
+        to: bound(q.to, true),
+    };
+    let rows = tokio::task::spawn_blocking(move || pg.central_audit(&query))
+        .await
+        .map_err(ApiError::internal)??;
+    let entries: Vec<Value> = rows
+        .into_iter()
+        .map(|(origin, seq, body)| {
+            let mut entry: Value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+            if let Some(map) = entry.as_object_mut() {
+                map.insert("origin".into(), json!(origin));
+                map.insert("seq".into(), json!(seq));
+            }
+            entry
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries })))
+}
+
+/// Every origin's central copy checked against its latest signed checkpoint.
+pub(super) async fn verify(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let pg = shared(&state)?;
+    let origins = tokio::task::spawn_blocking(move || crate::cluster::verify_central(&pg))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(json!({
+        "valid": !origins.is_empty() && origins.iter().all(|o| o.valid),
+        "origins": origins,
+    })))
+}
