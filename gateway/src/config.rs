@@ -448,6 +448,8 @@ pub struct Config {
     /// The shared PostgreSQL control plane, when set (a secret: it holds the password).
     pub(crate) database_url: Option<String>,
     pub(crate) control_plane_poll: Duration,
+    /// CA_BUNDLE_FILE, for the clients that take PEM themselves (PostgreSQL's TLS).
+    pub(crate) ca_bundle_file: Option<PathBuf>,
     pub audit_witnesses: Vec<String>,
     pub audit_witness_quorum: usize,
     pub(crate) audit_witness_urls: Vec<crate::witness_push::Connected>,
@@ -800,6 +802,7 @@ impl Args {
             secrets_key: self.secrets_key.take().filter(|k| !k.is_empty()),
             database_url: self.database_url.take().filter(|u| !u.is_empty()),
             control_plane_poll: Duration::from_millis(self.control_plane_poll_ms.max(10)),
+            ca_bundle_file: self.ca_bundle_file.clone(),
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
             host: self.host.unwrap_or(if sidecar.is_some() {

@@ -102,6 +102,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         value: config.secrets_key.clone(),
     };
     let database_url = config.database_url.clone();
+    let ca_bundle = config.ca_bundle_file.clone();
     let (store, db_path, shared) = tokio::task::spawn_blocking(
         move || -> anyhow::Result<Opened> {
             let mut local = store::SqliteStore::open(&path)?;
@@ -115,7 +116,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
                     Ok((Arc::new(local), db_path, None))
                 }
                 Some(url) => {
-                    let mut pg = store::PgStore::open(&url, local).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
                     pg.seal_secrets_with(&secrets_key)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");

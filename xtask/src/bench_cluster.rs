@@ -286,7 +286,10 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     let server_pg = pg::PgServer::start();
     // Per configuration: (writes/s, checks/s) of every round.
     let mut runs: Vec<(String, Vec<(f64, f64)>)> = vec![
-        ("SQLite file, 1 gateway (the embedded default)".to_owned(), Vec::new()),
+        (
+            "SQLite file, 1 gateway (the embedded default)".to_owned(),
+            Vec::new(),
+        ),
         ("PostgreSQL 15, 1 gateway".to_owned(), Vec::new()),
         ("PostgreSQL 15, 2 gateways".to_owned(), Vec::new()),
         ("PostgreSQL 15, 3 gateways".to_owned(), Vec::new()),
@@ -331,7 +334,10 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
 
     println!(
         "\n| control plane (medians of {} interleaved rounds; wrk -t1 -c{} -d{}s on every gateway at once; {} agents created by 4 clients) | admin writes/s | GET /proxy/check requests/s, all gateways |",
-        args.rounds.max(1), args.connections, args.seconds, args.writes
+        args.rounds.max(1),
+        args.connections,
+        args.seconds,
+        args.writes
     );
     println!("|---|---|---|");
     for (name, w, t) in &rows {

@@ -15,7 +15,8 @@
 //!
 //! A connection that cannot be made, or is lost, is [`StoreError::Unavailable`]: the admin API
 //! answers 503 and changes nothing, while decisions go on from the policy snapshot and the agent
-//! cache. Connections are pooled by hand (a `Mutex<Vec<Client>>`): the store is called from the
+//! cache. TLS follows the URL's `sslmode` (`require` insists on it) and always verifies the
+//! server's certificate and name (rustls; the built-in roots and CA_BUNDLE_FILE). Connections are pooled by hand (a `Mutex<Vec<Client>>`): the store is called from the
 //! blocking pool, a handful of connections suffices, and r2d2 or deadpool would add a crate and,
 //! for deadpool, an async API the synchronous `Store` trait would have to block on anyway.
 
@@ -26,7 +27,7 @@ use meshguard_api::ChangeRecord;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Row, Transaction};
+use postgres::{Client, Row, Transaction};
 use serde_json::Value;
 
 use super::{
@@ -142,6 +143,10 @@ const IDLE_MAX: usize = 8;
 
 pub(crate) struct PgStore {
     config: postgres::Config,
+    /// TLS as the URL's `sslmode` asks (`prefer` by default, `require` to insist), the server's
+    /// certificate verified against the built-in roots and CA_BUNDLE_FILE, its name against the
+    /// URL's host.
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// `host:port/database`, for logs and errors: never the password.
     shown: String,
     idle: Mutex<Vec<Client>>,
@@ -170,6 +175,39 @@ impl Drop for PgStore {
     }
 }
 
+/// A TLS connector trusting the built-in (Mozilla) roots and the site's CA bundle.
+fn tls_connector(
+    ca_bundle: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read CA_BUNDLE_FILE {}: {e}", path.display()))?;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| {
+                format!("CA_BUNDLE_FILE {} is not a PEM bundle: {e}", path.display())
+            })?;
+            roots.add(cert).map_err(|e| {
+                format!(
+                    "CA_BUNDLE_FILE {} holds a certificate rustls refuses: {e}",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("cannot set up TLS for PostgreSQL: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// Where a connection URL points, without its password.
 fn describe(config: &postgres::Config) -> String {
     let host = config
@@ -191,7 +229,11 @@ fn describe(config: &postgres::Config) -> String {
 impl PgStore {
     /// Connects to `url`, applies the migrations this gateway knows, and keeps `local` for what
     /// stays with this gateway. The error never repeats the URL (it holds the password).
-    pub(crate) fn open(url: &str, local: SqliteStore) -> Result<Self, String> {
+    pub(crate) fn open(
+        url: &str,
+        local: SqliteStore,
+        ca_bundle: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
         let mut config: postgres::Config = url.parse().map_err(|e| {
             format!(
                 "DATABASE_URL is not a PostgreSQL connection URL (postgresql://USER:PASSWORD@HOST:PORT/DATABASE): {e}"
@@ -204,6 +246,7 @@ impl PgStore {
         let shown = describe(&config);
         let store = Self {
             config,
+            tls: tls_connector(ca_bundle)?,
             shown,
             idle: Mutex::new(Vec::new()),
             secrets: None,
@@ -221,7 +264,7 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        self.config.connect(NoTls).map_err(|e| {
+        self.config.connect(self.tls.clone()).map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot connect to {}: {}",
                 self.shown,
@@ -246,7 +289,7 @@ impl PgStore {
 
     /// Runs a read on a pooled connection; a pooled connection the server closed (it restarted)
     /// is replaced by a new one once.
-    fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl Fn(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
@@ -644,7 +687,19 @@ fn migrate(client: &mut Client, shown: &str) -> Result<(), String> {
 fn error_text(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => {
+            // The client's error, with its causes (a TLS handshake says why it failed).
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let more = c.to_string();
+                if !text.contains(&more) {
+                    text = format!("{text}: {more}");
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

@@ -326,7 +326,7 @@ fn the_postgres_store_passes_the_suite_and_seals_secrets_at_rest() {
     let url = server.database("suite");
     let dir = tempfile::tempdir().unwrap();
     let local = SqliteStore::open(&dir.path().join("local.db")).unwrap();
-    let mut store = PgStore::open(&url, local).unwrap();
+    let mut store = PgStore::open(&url, local, None).unwrap();
     store
         .seal_secrets_with(&super::KeySource::file(&dir.path().join("secrets.key")))
         .unwrap();
@@ -377,7 +377,7 @@ fn postgres_down_is_unavailable_and_the_store_reconnects_when_it_is_back() {
     let url = server.database("restart");
     let dir = tempfile::tempdir().unwrap();
     let local = SqliteStore::open(&dir.path().join("local.db")).unwrap();
-    let store = Arc::new(PgStore::open(&url, local).unwrap());
+    let store = Arc::new(PgStore::open(&url, local, None).unwrap());
     store
         .save_agent(
             &agent("ag-1", 1),
@@ -415,7 +415,7 @@ fn postgres_down_is_unavailable_and_the_store_reconnects_when_it_is_back() {
 fn a_bad_url_and_a_wrong_password_are_named_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let local = || SqliteStore::open(&dir.path().join("local.db")).unwrap();
-    let err = PgStore::open("mysql://root:hunter2@db/x", local()).unwrap_err();
+    let err = PgStore::open("mysql://root:hunter2@db/x", local(), None).unwrap_err();
     assert!(err.contains("DATABASE_URL"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     drop(err);
@@ -426,7 +426,7 @@ fn a_bad_url_and_a_wrong_password_are_named_without_the_password() {
         pg::USER,
         server.port
     );
-    let err = PgStore::open(&wrong, local()).unwrap_err();
+    let err = PgStore::open(&wrong, local(), None).unwrap_err();
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(
         err.contains(&format!("127.0.0.1:{}/pw", server.port)),
@@ -442,7 +442,12 @@ fn gateways_sharing_a_control_plane_must_seal_with_the_same_key() {
     let url = server.database("keys");
     let dir = tempfile::tempdir().unwrap();
     let open = |name: &str| {
-        PgStore::open(&url, SqliteStore::open(&dir.path().join(name)).unwrap()).unwrap()
+        PgStore::open(
+            &url,
+            SqliteStore::open(&dir.path().join(name)).unwrap(),
+            None,
+        )
+        .unwrap()
     };
     let value = |byte: u8| super::KeySource {
         file: dir.path().join("unused.key"),
@@ -461,4 +466,115 @@ fn gateways_sharing_a_control_plane_must_seal_with_the_same_key() {
     short.value = Some("c2hvcnQ=".into());
     let err = open("e.db").seal_secrets_with(&short).unwrap_err();
     assert!(err.contains("SECRETS_KEY holds 5 bytes, not 32"), "{err}");
+}
+
+/// Runs openssl in `dir`; panics with its error.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_to_postgres_is_verified_against_the_site_ca_and_required_when_the_url_asks() {
+    // A site CA and a server certificate for 127.0.0.1, made by openssl.
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        d,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=meshguard-it-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        d,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+
+    let server = pg::PgServer::start_tls(&d.join("server.pem"), &d.join("server.key"));
+    let url = format!("{}?sslmode=require", server.database("tls"));
+    let dir = tempfile::tempdir().unwrap();
+    let local = |name: &str| SqliteStore::open(&dir.path().join(name)).unwrap();
+
+    let store = PgStore::open(&url, local("a.db"), Some(&d.join("ca.pem"))).unwrap();
+    let encrypted: bool = store
+        .read(|c| {
+            c.query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+        })
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the session runs over TLS");
+
+    // Without the site's CA, the server's certificate is not trusted: no connection at all.
+    let err = PgStore::open(&url, local("b.db"), None).unwrap_err();
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(pg::PASSWORD), "{err}");
+
+    // A server without TLS is refused when the URL requires it.
+    let plain = pg::PgServer::start();
+    let url = format!("{}?sslmode=require", plain.database("plain"));
+    let err = PgStore::open(&url, local("c.db"), Some(&d.join("ca.pem"))).unwrap_err();
+    assert!(err.contains("cannot connect"), "{err}");
 }

@@ -19,6 +19,8 @@ pub(crate) struct PgServer {
     pub(crate) port: u16,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Serve TLS (`ssl=on`) with the certificate and key copied into the server's directory.
+    tls: bool,
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`.
@@ -60,6 +62,15 @@ fn free_port() -> u16 {
 
 impl PgServer {
     pub(crate) fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that also speaks TLS with this PEM certificate and key.
+    pub(crate) fn start_tls(cert: &Path, key: &Path) -> Self {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = Command::new("id")
             .arg("-u")
@@ -68,8 +79,18 @@ impl PgServer {
         let owner = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
         let pw = dir.path().join("pw");
         std::fs::write(&pw, PASSWORD).unwrap();
+        let mut owned = vec![dir.path().to_owned(), pw.clone()];
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = dir.path().join(to);
+                std::fs::copy(from, &to).unwrap();
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+                owned.push(to);
+            }
+        }
         if let Some((uid, gid)) = owner {
-            for p in [dir.path(), pw.as_path()] {
+            for p in &owned {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
             }
         }
@@ -79,6 +100,7 @@ impl PgServer {
             port: free_port(),
             owner,
             child: None,
+            tls: tls.is_some(),
         };
         let out = server
             .command("initdb")
@@ -120,8 +142,21 @@ impl PgServer {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = self
-            .command("postgres")
+        let mut cmd = self.command("postgres");
+        if self.tls {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    self.dir.path().join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    self.dir.path().join("server.key").display()
+                ));
+        }
+        let child = cmd
             .arg("-D")
             .arg(self.data())
             .args(["-p", &self.port.to_string()])
