@@ -4,7 +4,8 @@
 //! snapshot and the agent cache. The follower thread reads the `changes` table after the last
 //! record it applied (the store commits records in `seq` order, see `store/postgres.rs`) and, per
 //! record, rereads the agent it names or rebuilds the snapshot once for any number of policy
-//! records. It wakes on the `NOTIFY` every write sends, and every `CONTROL_PLANE_POLL_MS` in any
+//! records. An agent it cannot read is dropped from the cache for a revoke or token re-issue
+//! (fail closed), and kept for a create or update, whose record is read again next time. It wakes on the `NOTIFY` every write sends, and every `CONTROL_PLANE_POLL_MS` in any
 //! case, so a change acts on every gateway within that interval even when a notification is lost
 //! or the listening connection is down. Records this gateway wrote come back too; applying them
 //! again is harmless (the same agent is reread, the same policies rebuilt).
@@ -142,8 +143,14 @@ fn apply(
             match c.kind.as_str() {
                 "agent" => match pg.get_agent(&c.object_id) {
                     Ok(Some(a)) => state.remember_agent_if_newer(a),
-                    // Fail closed: a later request reads the store again, or is refused.
-                    Ok(None) | Err(_) => state.forget_agent(&c.object_id),
+                    Ok(None) => state.forget_agent(&c.object_id),
+                    // A revoke or a token re-issue is known without the row: fail closed.
+                    Err(_) if c.operation != "create" && c.operation != "update" => {
+                        state.forget_agent(&c.object_id)
+                    }
+                    // Otherwise keep what is cached (the data plane goes on while the database
+                    // is down) and read this record again on the next pass.
+                    Err(e) => return Err(e),
                 },
                 "policy" => policies = true,
                 // Alert channels are read from the store for every alert.

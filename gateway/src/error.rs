@@ -116,6 +116,13 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(msg) => Self::conflict(msg),
             StoreError::Backend(cause) => Self::internal(cause),
+            StoreError::AgentLimit(active) => Self::new(
+                StatusCode::FORBIDDEN,
+                "license_limit",
+                format!(
+                    "the license allows no more than the {active} active agents that exist; revoke an agent or install a license with a higher maxAgents"
+                ),
+            ),
             StoreError::Unavailable(cause) => {
                 tracing::error!(%cause, "the control-plane database is unavailable");
                 Self::new(

@@ -27,8 +27,6 @@ pub(crate) struct Licensing {
     status: RwLock<Arc<Status>>,
     /// What was last alerted, so a state is announced once, not at every check.
     alerted: Mutex<(Option<State>, bool, usize)>,
-    /// Serializes agent creation so concurrent creates cannot overshoot `maxAgents`.
-    pub(crate) agent_create: tokio::sync::Mutex<()>,
 }
 
 impl Licensing {
@@ -62,7 +60,6 @@ impl Licensing {
             },
             status: RwLock::new(Arc::new(status)),
             alerted: Mutex::new((None, false, 0)),
-            agent_create: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -212,8 +209,9 @@ impl Licensing {
         }
     }
 
-    pub(crate) fn limits_agents(&self) -> bool {
-        self.status().max_agents.is_some()
+    /// The license's `maxAgents`, when it sets one.
+    pub(crate) fn max_agents(&self) -> Option<u64> {
+        self.status().max_agents
     }
 }
 

@@ -15,7 +15,7 @@ use super::changes::{Draft, digest_json};
 use crate::auth::{Admin, ChangeMeta};
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{AgentRecord, Write};
+use crate::store::{AgentRecord, StoreError, Write};
 
 const MAX_NAME: usize = 256;
 
@@ -178,17 +178,21 @@ pub(super) async fn create(
     .build(&meta);
     let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
     let saved = rec.clone();
-    {
-        // Count and insert under one lock so concurrent creates cannot overshoot the license.
-        let _one_at_a_time = state.license().agent_create.lock().await;
-        if state.license().limits_agents() {
-            let agents = state.db(|s| s.list_agents()).await?;
-            let active = agents.iter().filter(|a| a.revoked_at.is_none()).count();
-            state.license().check_agent_limit(active as u64)?;
-        }
-        state
-            .db(move |s| s.save_agent(&saved, Write::Insert, &change))
-            .await?;
+    // The store counts the active agents in the insert's own transaction (under the write lock
+    // on PostgreSQL), so concurrent creates, on this gateway or others, cannot overshoot.
+    let write = state
+        .license()
+        .max_agents()
+        .map_or(Write::Insert, Write::InsertCapped);
+    let saved = state
+        .db(move |s| match s.save_agent(&saved, write, &change) {
+            Err(StoreError::AgentLimit(active)) => Ok(Err(active)),
+            other => other.map(Ok),
+        })
+        .await?;
+    if let Err(active) = saved {
+        state.license().check_agent_limit(active)?;
+        return Err(ApiError::from(StoreError::AgentLimit(active)));
     }
     state.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");

@@ -128,12 +128,19 @@ pub(crate) enum StoreError {
     /// The database cannot be reached (a server database down or restarting); nothing was done.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// `Write::InsertCapped` found this many active agents already.
+    #[error("{0} agents are active, as many as allowed")]
+    AgentLimit(u64),
 }
 
 /// Which write to perform on an object.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Write {
     Insert,
+    /// Insert an agent only while fewer than this many agents are active (not revoked): the
+    /// license's `maxAgents`, counted in the write's own transaction, so concurrent creates on
+    /// several gateways cannot overshoot it. Agents only.
+    InsertCapped(u64),
     /// Update the row whose revision is this one.
     Update {
         expected: i64,

@@ -898,7 +898,17 @@ impl Store for PgStore {
             &a.revoked_at,
         ];
         match write {
-            Write::Insert => self.write_with_change(change, |tx| {
+            Write::Insert | Write::InsertCapped(_) => self.write_with_change(change, |tx| {
+                // Counted under the write lock: no other gateway inserts meanwhile.
+                if let Write::InsertCapped(max) = write {
+                    let active: i64 = tx
+                        .query_one("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", &[])
+                        .map_err(|e| classify(&e))?
+                        .get(0);
+                    if active as u64 >= max {
+                        return Err(StoreError::AgentLimit(active as u64));
+                    }
+                }
                 tx.execute(
                     &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
                     &values,
@@ -959,6 +969,7 @@ impl Store for PgStore {
             }
         };
         self.write_with_change(change, |tx| match write {
+            Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
             Write::Insert => tx
                 .execute(
                     &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
@@ -1011,9 +1022,12 @@ impl Store for PgStore {
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
         let body = super::channel_body::encode(ch, self.secrets.as_ref())?;
+        if let Write::InsertCapped(_) = write {
+            return Err(StoreError::Backend("only agents are capped".into()));
+        }
         self.write_with_change(change, |tx| {
             match write {
-                Write::Insert => tx.execute(
+                Write::Insert | Write::InsertCapped(_) => tx.execute(
                     "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
                     &[&ch.id, &body, &ch.revision, &ch.created_at, &ch.updated_at],
                 ),

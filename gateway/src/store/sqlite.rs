@@ -566,9 +566,17 @@ impl Store for SqliteStore {
             a.revoked_at,
         ];
         match write {
-            Write::Insert => self.write_with_change(
+            Write::Insert | Write::InsertCapped(_) => self.write_with_change(
                 change,
                 |tx| {
+                    if let Write::InsertCapped(max) = write {
+                        let active: i64 = tx
+                            .query_row("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", [], |r| r.get(0))
+                            .map_err(backend)?;
+                        if active as u64 >= max {
+                            return Err(StoreError::AgentLimit(active as u64));
+                        }
+                    }
                     tx.execute(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"), values)
                         .map_err(backend)
                 },
@@ -638,6 +646,7 @@ impl Store for SqliteStore {
         self.write_with_change(
             change,
             |tx| match write {
+                Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
                 Write::Insert => tx
                     .execute(
                         &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -689,6 +698,7 @@ impl Store for SqliteStore {
         self.write_with_change(
             change,
             |tx| match write {
+                Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
                 Write::Insert => tx
                     .execute(
                         "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",

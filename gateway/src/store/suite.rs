@@ -72,7 +72,43 @@ fn suite(store: &dyn Store) {
     channels(store);
     changes(store);
     alerts(store);
+    capped(store);
     store.ping().unwrap();
+}
+
+fn capped(s: &dyn Store) {
+    // ag-0 is active, ag-1 revoked: one active agent.
+    s.save_agent(
+        &agent("ag-2", 1),
+        Write::InsertCapped(2),
+        &draft(20, "agent", "ag-2", "create"),
+    )
+    .unwrap();
+    let before = s.last_change_seq().unwrap();
+    let err = s
+        .save_agent(
+            &agent("ag-3", 1),
+            Write::InsertCapped(2),
+            &draft(21, "agent", "ag-3", "create"),
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::AgentLimit(2)), "{err:?}");
+    assert_eq!(s.get_agent("ag-3").unwrap(), None);
+    assert_eq!(
+        s.last_change_seq().unwrap(),
+        before,
+        "a refused create leaves no record"
+    );
+    let p = policy("pol-9", "capped", 1);
+    assert!(
+        s.save_policy(
+            &p,
+            Write::InsertCapped(1),
+            &draft(22, "policy", "pol-9", "create")
+        )
+        .is_err(),
+        "only agents are capped"
+    );
 }
 
 fn agents(s: &dyn Store) {
@@ -577,4 +613,48 @@ fn tls_to_postgres_is_verified_against_the_site_ca_and_required_when_the_url_ask
     let url = format!("{}?sslmode=require", plain.database("plain"));
     let err = PgStore::open(&url, local("c.db"), Some(&d.join("ca.pem"))).unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[test]
+fn gateways_creating_agents_at_once_never_overshoot_the_licensed_count() {
+    let server = pg::PgServer::start();
+    let url = server.database("capped");
+    let dir = tempfile::tempdir().unwrap();
+    // Eight gateways' stores, each creating one agent at the same moment, against a cap of 3.
+    let stores: Vec<Arc<PgStore>> = (0..8)
+        .map(|i| {
+            let local = SqliteStore::open(&dir.path().join(format!("g{i}.db"))).unwrap();
+            Arc::new(PgStore::open(&url, local, None).unwrap())
+        })
+        .collect();
+    let start = Arc::new(std::sync::Barrier::new(stores.len()));
+    let outcomes: Vec<Result<(), StoreError>> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, start) = (Arc::clone(store), Arc::clone(&start));
+            std::thread::spawn(move || {
+                let id = format!("ag-{i}");
+                start.wait();
+                store.save_agent(
+                    &agent(&id, 1),
+                    Write::InsertCapped(3),
+                    &draft(i as u32 + 1, "agent", &id, "create"),
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let created = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(created, 3, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|e| matches!(e, StoreError::AgentLimit(3))),
+        "{outcomes:?}"
+    );
+    assert_eq!(stores[0].list_agents().unwrap().len(), 3);
 }
