@@ -413,10 +413,15 @@ async fn signed_request(
         None => Vec::new(),
         Some(from) => {
             let reader = audit.reader();
-            tokio::task::spawn_blocking(move || reader.export(None, from, limit))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
+            // The index fills behind the log: wait (briefly) until it holds every entry durable
+            // now, so an export right after a decision carries it.
+            tokio::task::spawn_blocking(move || {
+                reader.wait_indexed(std::time::Duration::from_secs(2));
+                reader.export(None, from, limit)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
         }
     };
     let size = match from {
