@@ -29,7 +29,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-pub(crate) use store::{AuditQuery, Cosignature, IndexedEntry, Reader, Writer};
+pub(crate) use store::{AuditQuery, Cosignature, IndexedEntry, Reader, Writer, bound};
 
 /// A connection to the database the log's records are in (for the benchmarks' set-up).
 pub(crate) fn store_conn(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {

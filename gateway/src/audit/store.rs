@@ -962,8 +962,9 @@ fn record(seq: i64, source: String, body: &str, hash: String) -> rusqlite::Resul
     })
 }
 
-/// `2026-01-01` means the start of that day; anything else is taken as a timestamp.
-fn bound(date: &str, end: bool) -> String {
+/// `2026-01-01` means the start of that day (the end, with `end`); anything else is taken as a
+/// timestamp. Shared by the local and the central audit queries.
+pub(crate) fn bound(date: &str, end: bool) -> String {
     if date.len() == 10 {
         if end {
             format!("{date}T23:59:59.999Z")

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::audit::bound;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -35,15 +36,6 @@ pub(super) struct CentralParams {
     to: Option<String>,
 }
 
-/// `2026-01-01` means that whole day, as in `/admin/audit`.
-fn bound(date: Option<String>, end: bool) -> Option<String> {
-    date.map(|d| match (d.len(), end) {
-        (10, false) => format!("{d}T00:00:00.000Z"),
-        (10, true) => format!("{d}T23:59:59.999Z"),
-        _ => d,
-    })
-}
-
 /// Entries of every gateway, newest first, each with its origin and place in that origin's log.
 pub(super) async fn list(
     _: Admin,
@@ -64,8 +56,8 @@ pub(super) async fn list(
         origin: q.origin,
         agent: q.agent_id.or(q.agent),
         decision: q.decision,
-        from: bound(q.from, false),
-        to: bound(q.to, true),
+        from: q.from.as_deref().map(|d| bound(d, false)),
+        to: q.to.as_deref().map(|d| bound(d, true)),
     };
     let rows = tokio::task::spawn_blocking(move || pg.central_audit(&query))
         .await
