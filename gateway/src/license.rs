@@ -191,22 +191,20 @@ impl Licensing {
         ))
     }
 
-    /// Refuses a new agent when `active` agents already fill the license.
-    pub(crate) fn check_agent_limit(&self, active: u64) -> Result<(), ApiError> {
+    /// The refusal of a new agent when `active` agents already fill the license's `max` (the
+    /// store counted them in the insert's transaction: `Write::InsertCapped`).
+    pub(crate) fn agent_limit(&self, max: u64, active: u64) -> ApiError {
         let status = self.status();
-        match status.max_agents {
-            Some(max) if active >= max => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "license_limit",
-                format!(
-                    "license {} allows {max} active agents and {active} exist: no more can be \
-                     created (existing agents keep working); revoke an agent or install a \
-                     license with a higher maxAgents",
-                    status.license_id.as_deref().unwrap_or("")
-                ),
-            )),
-            _ => Ok(()),
-        }
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "license_limit",
+            format!(
+                "license {} allows {max} active agents and {active} exist: no more can be created \
+                 (existing agents keep working); revoke an agent or install a license with a \
+                 higher maxAgents",
+                status.license_id.as_deref().unwrap_or("")
+            ),
+        )
     }
 
     /// The license's `maxAgents`, when it sets one.

@@ -180,10 +180,8 @@ pub(super) async fn create(
     let saved = rec.clone();
     // The store counts the active agents in the insert's own transaction (under the write lock
     // on PostgreSQL), so concurrent creates, on this gateway or others, cannot overshoot.
-    let write = state
-        .license()
-        .max_agents()
-        .map_or(Write::Insert, Write::InsertCapped);
+    let max = state.license().max_agents();
+    let write = max.map_or(Write::Insert, Write::InsertCapped);
     let saved = state
         .db(move |s| match s.save_agent(&saved, write, &change) {
             Err(StoreError::AgentLimit(active)) => Ok(Err(active)),
@@ -191,8 +189,7 @@ pub(super) async fn create(
         })
         .await?;
     if let Err(active) = saved {
-        state.license().check_agent_limit(active)?;
-        return Err(ApiError::from(StoreError::AgentLimit(active)));
+        return Err(state.license().agent_limit(max.unwrap_or(active), active));
     }
     state.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");
