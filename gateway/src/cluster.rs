@@ -216,10 +216,9 @@ pub(crate) async fn spawn_shipper(
         .name("audit-ship".into())
         .spawn(move || {
             let mut down = false;
-            // Nothing sent yet: the first pass registers the origin even with no entry.
-            let mut sent_checkpoint = Some(u64::MAX);
+            let mut progress = Progress::default();
             loop {
-                match ship_once(&state, &pg, &mut sent_checkpoint) {
+                match ship_once(&state, &pg, &mut progress) {
                     Ok(n) => {
                         if down {
                             tracing::info!("central audit index reachable again; copying");
@@ -265,15 +264,34 @@ fn origin_keys(state: &AppState) -> anyhow::Result<Vec<KeyRange>> {
     Ok(keys)
 }
 
-fn ship_once(
-    state: &AppState,
-    pg: &PgStore,
-    sent_checkpoint: &mut Option<u64>,
-) -> Result<usize, String> {
+/// What the shipper knows it copied, so an idle pass reads only the local index.
+struct Progress {
+    /// Entries the central index holds; `None` until read from it, and again after a failure
+    /// (a copy may have committed although its answer was lost).
+    shipped: Option<u64>,
+    /// The checkpoint size last copied; `Some(u64::MAX)` at first, so the first pass registers
+    /// the origin even with no entry.
+    checkpoint: Option<u64>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            shipped: None,
+            checkpoint: Some(u64::MAX),
+        }
+    }
+}
+
+fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
     let audit = &state.inner.audit;
     let origin = audit.origin();
     let reader = audit.reader();
-    let shipped = pg.audit_shipped(origin).map_err(|e| e.to_string())?;
+    let shipped = match progress.shipped {
+        Some(n) => n,
+        None => pg.audit_shipped(origin).map_err(|e| e.to_string())?,
+    };
+    progress.shipped = Some(shipped);
     let rows = reader
         .index_rows(shipped, SHIP_BATCH)
         .map_err(|e| e.to_string())?;
@@ -285,14 +303,17 @@ fn ship_once(
         .into_iter()
         .find(|(size, _)| *size <= copied);
     let checkpoint_size = checkpoint.as_ref().map(|(s, _)| *s);
-    if rows.is_empty() && checkpoint_size == *sent_checkpoint {
+    if rows.is_empty() && checkpoint_size == progress.checkpoint {
         return Ok(0);
     }
     let keys = serde_json::to_string(&origin_keys(state).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
-    pg.ship_audit(origin, &keys, &rows, checkpoint.as_ref())
-        .map_err(|e| e.to_string())?;
-    *sent_checkpoint = checkpoint_size;
+    if let Err(e) = pg.ship_audit(origin, &keys, &rows, checkpoint.as_ref()) {
+        progress.shipped = None;
+        return Err(e.to_string());
+    }
+    progress.shipped = Some(copied);
+    progress.checkpoint = checkpoint_size;
     Ok(rows.len())
 }
 
