@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::bench_gateway::{Killed, listening};
+use crate::bench_gateway::{Killed, ensure_wrk, listening};
 use crate::{cargo, root, run_checked};
 
 #[path = "../../gateway/tests/it/support/pg.rs"]
@@ -264,13 +264,7 @@ fn prepare(gws: &[Gateway]) -> anyhow::Result<String> {
 }
 
 pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
-    if !Path::new("/usr/bin/wrk").exists() {
-        run_checked(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "wrk"])
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
+    ensure_wrk()?;
     run_checked(cargo().args([
         "build",
         "--release",

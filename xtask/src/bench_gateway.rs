@@ -159,7 +159,8 @@ fn measure(
     Ok((gw_rps, gw_p99, audited["total"].clone()))
 }
 
-pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
+/// wrk, the load generator the benchmarks share (apt `wrk`).
+pub(crate) fn ensure_wrk() -> anyhow::Result<()> {
     if !Path::new("/usr/bin/wrk").exists() {
         run_checked(
             Command::new("apt-get")
@@ -167,6 +168,11 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
+    Ok(())
+}
+
+pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
+    ensure_wrk()?;
     run_checked(cargo().args([
         "build",
         "--release",
