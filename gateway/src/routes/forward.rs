@@ -16,6 +16,7 @@ use serde_json::json;
 use super::proxy::{
     authenticate, context, decision_headers, deny_body, header, unauthorized, with_trace,
 };
+use super::canonical::{ALLOW, canonical_path, derive_action, override_in, verb};
 use crate::auth::trace_id;
 use crate::error::ApiError;
 use crate::governance::{Ask, Narrowed, govern, record_refusal};
@@ -56,16 +57,6 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
-/// `DELETE /proxy/api/users/123` → `delete:api/users/123` (MeshGuard's HTTP integration docs).
-pub(crate) fn derive_action(method: &Method, path: &str) -> String {
-    let verb = match *method {
-        Method::POST | Method::PUT | Method::PATCH => "write",
-        Method::DELETE => "delete",
-        _ => "read",
-    };
-    format!("{verb}:{}", path.trim_start_matches('/'))
-}
-
 /// The shared upstream client: connection pooling, timeouts, no redirects followed.
 pub(crate) fn upstream_client(
     timeout: Duration,
@@ -78,33 +69,6 @@ pub(crate) fn upstream_client(
         .tcp_nodelay(true)
         .build()
         .expect("a plain HTTP client builds")
-}
-
-/// The object a forwarded path names: its segments percent-decoded and joined with `/`.
-///
-/// The URL we forward keeps the raw path, and URL parsers (ours included) resolve `.` and `..`
-/// segments, decoded or not; a path with such a segment, or with an encoded `/`, `\` or NUL
-/// inside a segment, would reach the upstream as a different path than the one policies
-/// judged, so it is refused.
-fn forwarded_object(raw: &str) -> Result<String, String> {
-    let mut out = Vec::new();
-    for segment in raw.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment)
-            .decode_utf8()
-            .map_err(|_| format!("the path segment {segment:?} is not UTF-8 once decoded"))?;
-        if decoded == "." || decoded == ".." {
-            return Err(format!(
-                "the path has a {decoded:?} segment, which the upstream would resolve to another path than the one governed; send the resolved path"
-            ));
-        }
-        if decoded.contains(['/', '\\', '\0']) {
-            return Err(format!(
-                "the path segment {segment:?} encodes a '/', '\\' or NUL, which the upstream may read as another path than the one governed"
-            ));
-        }
-        out.push(decoded.into_owned());
-    }
-    Ok(out.join("/"))
 }
 
 /// `object` is `base` or lies beneath it (`api/repos/x/readme` under `api/repos/x`).
@@ -128,9 +92,7 @@ fn narrowing(
     resource: Option<&str>,
 ) -> Result<Option<Narrowed>, (&'static str, String)> {
     let derived = derive_action(method, object);
-    let (verb, _) = derived
-        .split_once(':')
-        .expect("derived actions have a verb");
+    let verb = super::canonical::verb(method).unwrap_or(method.as_str());
     if let Some(claimed) = action {
         let agrees = claimed
             .split_once(':')
@@ -161,26 +123,79 @@ fn narrowing(
     }))
 }
 
-/// A call whose path or headers misdescribe it: 400 naming what disagrees, recorded as a
-/// bypass attempt of this agent (which raises a critical alert).
+/// What is wrong with a call that misdescribes itself: refused once the caller is known, and
+/// recorded as a bypass attempt of that agent (which raises a critical alert).
+struct Misdescribed {
+    status: StatusCode,
+    field: String,
+    why: String,
+}
+
+impl Misdescribed {
+    fn bad_request(field: &str, why: String) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            field: field.to_owned(),
+            why,
+        }
+    }
+}
+
+/// The first way in which the call's method, path, headers or query would let the upstream
+/// do something other than what is judged, if any.
+fn misdescription(
+    parts: &axum::http::request::Parts,
+    path: &Result<super::canonical::CanonicalPath, String>,
+    narrowed: &Result<Option<Narrowed>, (&'static str, String)>,
+) -> Option<Misdescribed> {
+    if verb(&parts.method).is_none() {
+        return Some(Misdescribed {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            field: "method".to_owned(),
+            why: format!(
+                "the method {:?} is not forwarded; the gateway forwards {ALLOW} (methods are case-sensitive)",
+                parts.method.as_str()
+            ),
+        });
+    }
+    if let Err(why) = path {
+        return Some(Misdescribed::bad_request("path", why.clone()));
+    }
+    if let Some((field, why)) = override_in(&parts.headers, parts.uri.query()) {
+        return Some(Misdescribed::bad_request(&field, why));
+    }
+    if let Err((field, why)) = narrowed {
+        return Some(Misdescribed::bad_request(field, why.clone()));
+    }
+    None
+}
+
+/// Refuses a call that misdescribes itself, recording it as a bypass attempt of this agent.
 async fn misdescribed(
     state: &AppState,
     ask: &Ask,
     agent: &AgentRecord,
-    field: &str,
-    why: &str,
+    wrong: Misdescribed,
 ) -> Response {
-    tracing::warn!(agent = %agent.id, action = %ask.action, reason = why, "forwarded call misdescribed by its headers or path (bypass attempt)");
+    tracing::warn!(agent = %agent.id, action = %ask.action, reason = %wrong.why, "forwarded call misdescribed by its method, path or headers (bypass attempt)");
     record_refusal(
         state,
         ask,
         "bypass_attempt",
-        why,
+        &wrong.why,
         Some(agent.id.clone()),
         Some((agent.name.clone(), agent.trust_tier.clone())),
     )
     .await;
-    with_trace(ApiError::field(field, why).into_response(), &ask.trace_id)
+    let mut error = ApiError::field(&wrong.field, &wrong.why).into_response();
+    *error.status_mut() = wrong.status;
+    if wrong.status == StatusCode::METHOD_NOT_ALLOWED {
+        error.headers_mut().insert(
+            axum::http::header::ALLOW,
+            axum::http::HeaderValue::from_static(ALLOW),
+        );
+    }
+    with_trace(error, &ask.trace_id)
 }
 
 pub(super) async fn forward(
@@ -197,24 +212,17 @@ pub(super) async fn forward(
         .strip_prefix("/proxy/")
         .unwrap_or_default()
         .to_owned();
-    // What disagrees between the call and its description, if anything: refused once the
+    // The call in canonical form; what disagrees with it, if anything, is refused once the
     // caller is known, and recorded as a bypass attempt.
-    let (object, mut spoof) = match forwarded_object(&raw) {
-        Ok(object) => (object, None),
-        Err(why) => (raw.clone(), Some(("path", why))),
-    };
-    let narrowed = match narrowing(
+    let path = canonical_path(&raw);
+    let object = path.as_ref().map_or_else(|_| raw.clone(), |p| p.object.clone());
+    let narrowed = narrowing(
         &parts.method,
         &object,
         header(&parts.headers, "x-meshguard-action")?.filter(|a| !a.is_empty()),
         header(&parts.headers, "x-meshguard-resource")?.filter(|r| !r.is_empty()),
-    ) {
-        Ok(n) => n,
-        Err(mismatch) => {
-            spoof = spoof.or(Some(mismatch));
-            None
-        }
-    };
+    );
+    let wrong = misdescription(&parts, &path, &narrowed);
     let mut ask = Ask {
         action: derive_action(&parts.method, &object),
         resource: None,
@@ -230,7 +238,7 @@ pub(super) async fn forward(
                 .unwrap_or(""),
         ),
         delegators_ok: Ok(()),
-        narrowed,
+        narrowed: narrowed.ok().flatten(),
     };
     if let Some(r) = super::proxy::client_limit(&state, addr, &ask).await {
         return Ok(r);
@@ -239,9 +247,10 @@ pub(super) async fn forward(
         Ok(a) => a,
         Err(refused) => return Ok(unauthorized(&state, &ask, refused).await),
     };
-    if let Some((field, why)) = spoof {
-        return Ok(misdescribed(&state, &ask, &agent, field, &why).await);
+    if let Some(wrong) = wrong {
+        return Ok(misdescribed(&state, &ask, &agent, wrong).await);
     }
+    let path = path.expect("a path that is refused is a misdescription, answered above");
     if !ask.delegated_by.is_empty() {
         ask.delegators_ok =
             crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
@@ -272,7 +281,8 @@ pub(super) async fn forward(
         decision_headers(&mut r, &verdict, &trace, Some(&agent.id));
         return Ok(r);
     };
-    let mut url = format!("{}/{raw}", target.trim_end_matches('/'));
+    // The judged object, encoded by one rule: never the caller's own bytes.
+    let mut url = format!("{}/{}", target.trim_end_matches('/'), path.upstream);
     if let Some(q) = parts.uri.query() {
         url.push('?');
         url.push_str(q);
@@ -339,34 +349,6 @@ pub(super) async fn forward(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn actions_are_derived_as_the_http_docs_say() {
-        assert_eq!(
-            derive_action(&Method::DELETE, "api/users/123"),
-            "delete:api/users/123"
-        );
-        assert_eq!(derive_action(&Method::GET, "/x"), "read:x");
-        assert_eq!(derive_action(&Method::PATCH, "a"), "write:a");
-        assert_eq!(derive_action(&Method::HEAD, "a"), "read:a");
-    }
-
-    #[test]
-    fn paths_that_an_upstream_would_resolve_elsewhere_are_refused() {
-        assert_eq!(forwarded_object("api/repos/x").unwrap(), "api/repos/x");
-        assert_eq!(forwarded_object("a%20b/c").unwrap(), "a b/c");
-        for bad in [
-            "api/repos/../../admin/x",
-            "api/%2e%2E/admin",
-            "./admin",
-            "api/repos%2F..%2Fadmin",
-            "a%5Cb",
-            "a%00",
-            "a%ff",
-        ] {
-            assert!(forwarded_object(bad).is_err(), "{bad} must be refused");
-        }
-    }
 
     #[test]
     fn headers_may_narrow_the_derived_action_and_never_replace_it() {

@@ -1,7 +1,9 @@
 # A real HTTP server for the proxy tests: answers every request with JSON describing what it
 # received (method, path, headers, body length and SHA-256), so a test can check what the gateway
 # forwarded. /slow sleeps first; /status/<n> answers with that status. GET /__received lists the
-# method and path of every other request it has received, in order.
+# method and path of every other request it has received, in order. Every method is answered
+# (PURGE, MOVE, lowercase `delete`, ...), as a permissive framework would, so a test sees any
+# request the gateway lets through.
 import hashlib, http.server, json, socketserver, sys, threading, time
 
 RECEIVED = []
@@ -51,9 +53,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(out)))
         self.send_header("X-Upstream", "yes")
         self.end_headers()
-        self.wfile.write(out)
+        if self.command != "HEAD":
+            self.wfile.write(out)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+    def __getattr__(self, name):
+        if name.startswith("do_"):
+            return self._answer
+        raise AttributeError(name)
 
     def log_message(self, *args):
         pass

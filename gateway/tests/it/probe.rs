@@ -1,0 +1,303 @@
+//! The attacker's probe of `/proxy/*` as a table (issue #32, items 1 and 6): every request of
+//! the probe that found the bypass, sent as written over a raw socket (no client-side
+//! normalization of method or path), to the real gateway in front of a real upstream that
+//! answers every method. For each row: the status, whether the upstream saw the request (and
+//! as what), and the audit entry the call left.
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+
+use crate::harness::{Gateway, Options, PythonServer, agent, policy, tempdir};
+
+/// Reads are allowed; `delete:admin/*` is denied by its own rule, so a call judged as what it
+/// is can never reach the upstream as a delete.
+const POLICY: &str = "name: probe\nrules:\n  - name: no-admin-deletes\n    effect: deny\n    actions: [\"delete:admin/*\"]\n  - name: reads\n    effect: allow\n    actions: [\"read:*\"]\n";
+
+/// What a row must produce.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// Forwarded: the upstream saw this method and path.
+    Forwarded(&'static str, &'static str),
+    /// Refused by policy (403), a `decision` entry with this action.
+    Denied(&'static str),
+    /// Refused as misdescribed (this status), a `bypass_attempt` entry; the upstream saw nothing.
+    Refused(u16),
+}
+
+struct Row {
+    method: &'static str,
+    target: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    expect: Expect,
+}
+
+const fn row(method: &'static str, target: &'static str, expect: Expect) -> Row {
+    Row {
+        method,
+        target,
+        headers: &[],
+        expect,
+    }
+}
+
+const ROWS: &[Row] = &[
+    // Item 1: methods outside the table, in any case, are refused (405), never read.
+    row("delete", "/proxy/admin/x", Expect::Refused(405)),
+    row("Delete", "/proxy/admin/x", Expect::Refused(405)),
+    row("post", "/proxy/admin/x", Expect::Refused(405)),
+    row("get", "/proxy/notes/x", Expect::Refused(405)),
+    row("PURGE", "/proxy/admin/x", Expect::Refused(405)),
+    row("MOVE", "/proxy/admin/x", Expect::Refused(405)),
+    row("COPY", "/proxy/admin/x", Expect::Refused(405)),
+    row("PROPPATCH", "/proxy/admin/x", Expect::Refused(405)),
+    row("PROPFIND", "/proxy/admin/x", Expect::Refused(405)),
+    row("MKCOL", "/proxy/admin/x", Expect::Refused(405)),
+    row("LOCK", "/proxy/admin/x", Expect::Refused(405)),
+    row("UNLOCK", "/proxy/admin/x", Expect::Refused(405)),
+    row("TRACE", "/proxy/admin/x", Expect::Refused(405)),
+    row("M-SEARCH", "/proxy/admin/x", Expect::Refused(405)),
+    row("DELETE2", "/proxy/admin/x", Expect::Refused(405)),
+    row("QUERY", "/proxy/admin/x", Expect::Refused(405)),
+    // Item 6: method-override and rewrite headers.
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-HTTP-Method-Override", "DELETE")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Method-Override", "DELETE")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-HTTP-Method", "DELETE")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Original-URL", "/admin/x")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Rewrite-URL", "/admin/x")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Original-URI", "/admin/x")],
+        expect: Expect::Refused(400),
+    },
+    // ... and parameters.
+    row("GET", "/proxy/notes/x?_method=DELETE", Expect::Refused(400)),
+    row("POST", "/proxy/admin/x?_METHOD=delete", Expect::Refused(400)),
+    // Paths an upstream would resolve to another one.
+    row("GET", "/proxy/notes/..;/admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/%2e%2e;/admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/x;jsessionid=1", Expect::Refused(400)),
+    row("GET", "/proxy/notes/%252e%252e/admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/%EF%BC%8E%EF%BC%8E/admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/%2e%2e/admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/../admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes%2f..%2fadmin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes%5c..%5cadmin/x", Expect::Refused(400)),
+    row("GET", "/proxy//admin/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes//x", Expect::Refused(400)),
+    row("GET", "/proxy/a%0d%0aX-Injected:%201", Expect::Refused(400)),
+    // The same calls as they are: judged as what they do.
+    row("DELETE", "/proxy/admin/x", Expect::Denied("delete:admin/x")),
+    row("GET", "/proxy/notes/x", Expect::Forwarded("GET", "/notes/x")),
+    row("HEAD", "/proxy/notes/x", Expect::Forwarded("HEAD", "/notes/x")),
+    row(
+        "OPTIONS",
+        "/proxy/notes/x",
+        Expect::Forwarded("OPTIONS", "/notes/x"),
+    ),
+    row(
+        "GET",
+        "/proxy/notes/a%20b",
+        Expect::Forwarded("GET", "/notes/a%20b"),
+    ),
+    row(
+        "GET",
+        "/proxy/notes/%61dmin",
+        Expect::Forwarded("GET", "/notes/admin"),
+    ),
+    row("GET", "/proxy/notes/x/", Expect::Forwarded("GET", "/notes/x/")),
+    row(
+        "GET",
+        "/proxy/notes/x?page=2&q=a%20b",
+        Expect::Forwarded("GET", "/notes/x?page=2&q=a%20b"),
+    ),
+];
+
+/// Sends one request as written; returns the status and the body.
+fn send(gw: &Gateway, row: &Row, token: &str, trace: &str) -> (u16, String) {
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nX-MeshGuard-Trace-ID: {trace}\r\nContent-Length: 0\r\nConnection: close\r\n",
+        row.method, row.target
+    );
+    for (name, value) in row.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn upstream_log(up: &PythonServer) -> Vec<(String, String)> {
+    let got: Vec<Value> = reqwest::blocking::get(format!("{}/__received", up.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    got.iter()
+        .map(|r| {
+            (
+                r["method"].as_str().unwrap().to_owned(),
+                r["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_request_of_the_probe_is_judged_as_what_it_does_and_forwarded_only_as_that() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    // Every refusal its own row, so each probe's entry can be found by its trace id.
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("PROXY_TARGET", up.url.clone()),
+            ("AUDIT_REFUSAL_WINDOW_SECONDS", "0".into()),
+        ]),
+    );
+    policy(&gw, "probe", POLICY);
+    let (agent_id, token) = agent(&gw, "prober", "verified", &[]);
+
+    let mut failures = Vec::new();
+    for (i, row) in ROWS.iter().enumerate() {
+        let trace = format!("probe-{i}");
+        let before = upstream_log(&up).len();
+        let (status, body) = send(&gw, row, &token, &trace);
+        let seen: Vec<_> = upstream_log(&up).into_iter().skip(before).collect();
+        let entries = gw.get(&format!("/admin/audit?traceId={trace}")).1["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let what = format!("{} {} {:?}", row.method, row.target, row.headers);
+        let entry = match entries.as_slice() {
+            [one] => one.clone(),
+            other => {
+                failures.push(format!("{what}: {} audit entries, not one", other.len()));
+                continue;
+            }
+        };
+        let fields = (
+            entry["event"].as_str().unwrap_or_default().to_owned(),
+            entry["decision"].as_str().unwrap_or_default().to_owned(),
+            entry["agentId"].as_str().unwrap_or_default().to_owned(),
+            entry["method"].as_str().unwrap_or_default().to_owned(),
+        );
+        let ok = match row.expect {
+            Expect::Forwarded(m, p) => {
+                status == 200
+                    && seen == vec![(m.to_owned(), p.to_owned())]
+                    && fields
+                        == (
+                            "decision".into(),
+                            "allow".into(),
+                            agent_id.clone(),
+                            row.method.into(),
+                        )
+            }
+            Expect::Denied(action) => {
+                status == 403
+                    && seen.is_empty()
+                    && entry["action"] == action
+                    && fields
+                        == (
+                            "decision".into(),
+                            "deny".into(),
+                            agent_id.clone(),
+                            row.method.into(),
+                        )
+            }
+            Expect::Refused(code) => {
+                status == code
+                    && seen.is_empty()
+                    && fields
+                        == (
+                            "bypass_attempt".into(),
+                            "deny".into(),
+                            agent_id.clone(),
+                            row.method.into(),
+                        )
+            }
+        };
+        if !ok {
+            failures.push(format!(
+                "{what}: expected {:?}; got {status} {body}, upstream saw {seen:?}, entry {entry}",
+                row.expect
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} probes misjudged:\n{}",
+        failures.len(),
+        ROWS.len(),
+        failures.join("\n")
+    );
+}
+
+/// A 405 names the methods the gateway forwards.
+#[test]
+fn a_refused_method_is_told_what_is_forwarded() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(&gw, "probe", POLICY);
+    let (_, token) = agent(&gw, "prober", "verified", &[]);
+    let resp = gw
+        .raw(
+            reqwest::Method::from_bytes(b"PURGE").unwrap(),
+            "/proxy/notes/x",
+        )
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(
+        resp.headers()["allow"],
+        "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE"
+    );
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["field"], "method");
+    assert!(upstream_log(&up).is_empty());
+}
