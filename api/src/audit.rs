@@ -51,6 +51,21 @@ pub struct AuditEntry {
     pub meta: Map<String, Value>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub would_deny: bool,
+    /// The fields cut to fit an entry (at most 2 KiB of JSON each; see the gateway's
+    /// `audit::bound`), by name (`path`, `meta.user`, or `meta` when the whole context was
+    /// dropped), each with the full value's length and SHA-256, so the original can still be
+    /// matched against a copy kept elsewhere.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub truncated: std::collections::BTreeMap<String, Truncated>,
+}
+
+/// What a cut field held (see [`AuditEntry::truncated`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    /// The full value's length in bytes (of its JSON text, for a context value).
+    pub length: u64,
+    /// The full value's SHA-256, in hex.
+    pub sha256: String,
 }
 
 /// `{"entries": [...]}`, newest first.

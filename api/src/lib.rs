@@ -18,7 +18,7 @@ mod tier;
 
 pub use agent::{Agent, AgentCreated, CreateAgent, TokenIssued, UpdateAgent};
 pub use alert::{AlertChannel, AlertChannelInput, ChannelType, Severity, Trigger};
-pub use audit::{AuditEntry, AuditExportLine, AuditList, AuditRecord};
+pub use audit::{AuditEntry, AuditExportLine, AuditList, AuditRecord, Truncated};
 pub use change::{ChangeList, ChangeRecord};
 pub use error::ErrorBody;
 pub use policy::{

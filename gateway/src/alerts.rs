@@ -83,6 +83,7 @@ impl Alert {
                 snapshot: 0,
                 meta: serde_json::Map::new(),
                 would_deny: false,
+                truncated: Default::default(),
             },
         }
     }

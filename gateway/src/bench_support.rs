@@ -191,6 +191,7 @@ fn sample_entry(i: usize) -> meshguard_api::AuditEntry {
         snapshot: 2,
         meta: serde_json::Map::new(),
         would_deny: false,
+        truncated: Default::default(),
     }
 }
 

@@ -393,6 +393,7 @@ async fn record(
         snapshot: 0,
         meta,
         would_deny: false,
+        truncated: Default::default(),
     };
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);

@@ -166,6 +166,7 @@ impl Ask {
             snapshot: 0,
             meta: Map::new(),
             would_deny: false,
+            truncated: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -391,7 +392,7 @@ pub(crate) fn breaker_verdict(
 
 /// The breaker tripped: the decision was not recorded, so the breaker's verdict is, durably,
 /// before the answer (it may take longer than the budget: an answer nothing records is worse).
-async fn breaker(
+pub(crate) async fn breaker(
     state: &AppState,
     agent: &AgentRecord,
     ask: &Ask,
@@ -407,7 +408,14 @@ async fn breaker(
     match state.inner.audit.append(entry).await {
         Ok(seq) => verdict.audit_seq = Some(seq),
         Err(e) => {
-            tracing::error!(error = %e, "cannot record the circuit breaker's verdict");
+            // No entry records this answer, so it cannot be an allow: nothing is forwarded
+            // or allowed that the log does not hold, in any mode.
+            tracing::error!(error = %e, "cannot record the circuit breaker's verdict; refusing the call");
+            verdict.allowed = false;
+            verdict.reason = format!(
+                "{}; the audit log could not record this answer either ({e}), so the call is refused",
+                verdict.reason
+            );
         }
     }
     verdict.latency = started.elapsed();
@@ -418,9 +426,31 @@ async fn breaker(
     verdict
 }
 
+impl Verdict {
+    /// The answer to a call refused by a rate limit (429 in every mode).
+    pub(crate) fn rate_limited(
+        state: &AppState,
+        reason: String,
+        limited: crate::limits::Limited,
+    ) -> Self {
+        Verdict {
+            allowed: false,
+            decision: Outcome::Deny,
+            policy: None,
+            rule: None,
+            reason,
+            mode: state.config().mode,
+            would_deny: false,
+            latency: Duration::ZERO,
+            audit_seq: None,
+            rate_limited: Some(limited),
+        }
+    }
+}
+
 /// Applies the tightest `rateLimits` of the agent's policies. A refused call is a recorded
 /// deny (event `rate_limit`) and raises a `rate_limit` alert; it answers 429 in every mode.
-async fn agent_rate_limit(
+pub(crate) async fn agent_rate_limit(
     state: &AppState,
     snapshot: &PolicySet,
     agent: &AgentRecord,
@@ -450,18 +480,7 @@ async fn agent_rate_limit(
         who,
     )
     .await;
-    Some(Verdict {
-        allowed: false,
-        decision: Outcome::Deny,
-        policy: None,
-        rule: None,
-        reason,
-        mode: state.config().mode,
-        would_deny: false,
-        latency: Duration::ZERO,
-        audit_seq: None,
-        rate_limited: Some(limited),
-    })
+    Some(Verdict::rate_limited(state, reason, limited))
 }
 
 /// Records a data-plane call that presented no valid agent token: a deny event (the regulated

@@ -104,7 +104,11 @@ impl Refusals {
                 }
                 t.last.clone_from(&entry.timestamp);
                 if t.samples.len() < SAMPLES {
-                    t.samples.push(entry.trace_id.clone());
+                    // A trace id is the caller's header: kept short so the aggregate row stays
+                    // small whatever the callers sent.
+                    let mut trace = entry.trace_id.clone();
+                    crate::audit::bound::cut_string(&mut trace, 128);
+                    t.samples.push(trace);
                 }
                 Note::Counted
             }
@@ -197,6 +201,7 @@ mod tests {
             snapshot: 0,
             meta: Default::default(),
             would_deny: false,
+            truncated: Default::default(),
         }
     }
 

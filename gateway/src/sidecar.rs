@@ -634,6 +634,7 @@ pub(crate) async fn enforce(
 /// `POST /enforce/batch`: the batch endpoint's evaluation, in the Guardian's answer shape.
 pub(crate) async fn enforce_batch(
     State(state): State<AppState>,
+    connected: axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     client_cert: Option<axum::Extension<crate::tls::ClientCert>>,
     RawBody(bytes): RawBody,
@@ -647,8 +648,14 @@ pub(crate) async fn enforce_batch(
     let named: Named = parse_json(&bytes)?;
     check_agent(&state, named.agent_id.as_deref())?;
     let answer =
-        crate::routes::batch::batch(State(state.clone()), headers, client_cert, RawBody(bytes))
-            .await?;
+        crate::routes::batch::batch(
+            State(state.clone()),
+            connected,
+            headers,
+            client_cert,
+            RawBody(bytes),
+        )
+        .await?;
     if answer.status() != StatusCode::OK {
         return Ok(answer);
     }
@@ -869,11 +876,9 @@ async fn accept(
         }
     } else {
         for (i, line) in req.lines.iter().enumerate() {
-            if line.source != req.origin {
-                return Err(ApiError::field(
-                    &format!("lines[{i}].source"),
-                    format!("is {:?}; a sidecar sends its own entries only", line.source),
-                ));
+            if let Err((field, why)) = own_line(i, line, &req.origin, agent) {
+                forged(state, agent, &req.origin, &why).await;
+                return Err(ApiError::field(&field, why));
             }
             // Entries already held come again after a lost answer; they are skipped.
             if line.seq > tree.size() {
@@ -919,6 +924,71 @@ async fn accept(
     }
     state.db(move |s| s.save_sidecar(&rec)).await?;
     Ok((before, tree.size()))
+}
+
+/// Checks that a line a sidecar sends is its own: from its origin, and about its agent (an
+/// entry that names an agent must name the one whose token sent it; a decision must name one).
+fn own_line(
+    i: usize,
+    line: &meshguard_api::AuditExportLine,
+    origin: &str,
+    agent: &AgentRecord,
+) -> Result<(), (String, String)> {
+    if line.source != origin {
+        return Err((
+            format!("lines[{i}].source"),
+            format!(
+                "is {:?}; a sidecar sends the entries of its own origin {origin:?} only",
+                line.source
+            ),
+        ));
+    }
+    let named = line.entry.get("agentId");
+    let event = line.entry.get("event").and_then(Value::as_str);
+    match named {
+        Some(Value::String(id)) if *id == agent.id => Ok(()),
+        None if event != Some("decision") => Ok(()),
+        None => Err((
+            format!("lines[{i}].entry.agentId"),
+            format!(
+                "is missing from a decision; a sidecar's decisions are those of its agent {}",
+                agent.id
+            ),
+        )),
+        Some(other) => Err((
+            format!("lines[{i}].entry.agentId"),
+            format!(
+                "is {other}; the sidecar of agent {} may only send entries about that agent",
+                agent.id
+            ),
+        )),
+    }
+}
+
+/// A sidecar sent an entry that is not its own: recorded as a bypass attempt of its agent,
+/// which raises a critical alert. Nothing of the heartbeat is ingested.
+async fn forged(state: &AppState, agent: &AgentRecord, origin: &str, why: &str) {
+    tracing::warn!(agent = %agent.id, origin, reason = why, "a sidecar sent an entry that is not its own");
+    let ask = crate::governance::Ask {
+        action: "sidecar:heartbeat".to_owned(),
+        resource: Some(origin.to_owned()),
+        method: Some("POST".to_owned()),
+        path: Some("/api/v1/sidecars/heartbeat".to_owned()),
+        context: None,
+        trace_id: crate::ids::new_id("trace"),
+        delegated_by: Vec::new(),
+        delegators_ok: Ok(()),
+        narrowed: None,
+    };
+    crate::governance::record_refusal(
+        state,
+        &ask,
+        "bypass_attempt",
+        &format!("sidecar heartbeat refused: {why}"),
+        Some(agent.id.clone()),
+        Some((agent.name.clone(), agent.trust_tier.clone())),
+    )
+    .await;
 }
 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it

@@ -12,6 +12,7 @@
 //! entry is a leaf of an RFC 6962 Merkle tree whose root the writer signs as a C2SP
 //! checkpoint.
 
+pub(crate) mod bound;
 pub(crate) mod keys;
 pub(crate) mod merkle;
 pub(crate) mod note;
@@ -306,8 +307,12 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    pub(crate) fn new(entry: AuditEntry) -> Self {
-        let body = canonical_entry(&entry);
+    /// Bounds the entry first (see `bound`): every entry this gateway writes fits its frame.
+    pub(crate) fn new(mut entry: AuditEntry) -> Self {
+        let mut body = canonical_entry(&entry);
+        if body.len() > bound::FIELD_MAX && bound::bound(&mut entry) {
+            body = canonical_entry(&entry);
+        }
         let leaf = merkle::leaf_hash(body.as_bytes());
         Self {
             entry,
@@ -402,6 +407,8 @@ fn canonical_entry(entry: &AuditEntry) -> String {
         snapshot: u64,
         timestamp: &'a str,
         trace_id: &'a str,
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        truncated: &'a std::collections::BTreeMap<String, meshguard_api::Truncated>,
         #[serde(skip_serializing_if = "Option::is_none")]
         trust_tier: Option<&'a str>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -429,6 +436,7 @@ fn canonical_entry(entry: &AuditEntry) -> String {
         snapshot,
         meta,
         would_deny,
+        truncated,
     } = entry;
     serde_json::to_string(&Sorted {
         action,
@@ -450,6 +458,7 @@ fn canonical_entry(entry: &AuditEntry) -> String {
         snapshot: *snapshot,
         timestamp,
         trace_id,
+        truncated,
         trust_tier: trust_tier.as_deref(),
         would_deny: *would_deny,
     })

@@ -3,17 +3,17 @@
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body::{RawBody, parse_json};
-use super::proxy::{authenticate, unauthorized};
+use super::proxy::{authenticate, client_limit, client_limit_hit, too_many, unauthorized};
 use crate::auth::{tokens_equal, trace_id};
 use crate::error::ApiError;
-use crate::governance::{Ask, breaker_verdict, decide};
+use crate::governance::{Ask, agent_rate_limit, breaker, decide};
 use crate::state::AppState;
 
 /// Actions one batch may carry.
@@ -59,6 +59,7 @@ impl Chain {
 
 pub(crate) async fn batch(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     client_cert: Option<axum::Extension<crate::tls::ClientCert>>,
     RawBody(bytes): RawBody,
@@ -89,6 +90,11 @@ pub(crate) async fn batch(
         delegators_ok: Ok(()),
         narrowed: None,
     };
+    // The client's limit counts every decision: the first here, before anything else as on
+    // /proxy/check, and each further action below.
+    if let Some(r) = client_limit(&state, addr, &first).await {
+        return Ok(r);
+    }
     let admin = headers
         .get("x-admin-token")
         .and_then(|v| v.to_str().ok())
@@ -122,7 +128,7 @@ pub(crate) async fn batch(
     let mode = state.config().mode;
     let mut results = Vec::with_capacity(req.actions.len());
     let mut queued = Vec::with_capacity(req.actions.len());
-    for a in &req.actions {
+    for (i, a) in req.actions.iter().enumerate() {
         let mut ask = Ask {
             action: a.action.clone(),
             resource: a.resource.clone(),
@@ -138,25 +144,42 @@ pub(crate) async fn batch(
             delegators_ok: Ok(()),
             narrowed: None,
         };
+        // Each action is a decision, and each counts against both rate limits; one over a
+        // limit is a recorded refusal, answered as a deny.
+        if i > 0
+            && let Some(limited) = client_limit_hit(&state, addr, &ask).await
+        {
+            results.push((a.action.clone(), limited));
+            continue;
+        }
+        if let Some(limited) = agent_rate_limit(&state, &snapshot, &agent, &ask).await {
+            results.push((a.action.clone(), limited));
+            continue;
+        }
         if !ask.delegated_by.is_empty() {
             ask.delegators_ok =
                 crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
         }
         let (verdict, entry) = decide(mode, &snapshot, &agent, &ask);
         let alert = crate::alerts::Alerts::for_entry(&entry);
-        queued.push((state.inner.audit.queue(entry), alert, ask));
+        queued.push((i, state.inner.audit.queue(entry), alert, ask));
         results.push((a.action.clone(), verdict));
+    }
+    if let Some(limited) = results
+        .iter()
+        .all(|(_, v)| v.rate_limited.is_some())
+        .then(|| results[0].1.rate_limited.clone())
+        .flatten()
+    {
+        return Ok(too_many(&limited, &trace));
     }
     // Every row is durable before the answer, and says what the answer says: an item whose
     // row is not durable within the breaker is withdrawn and answered, and recorded, by the
     // breaker (enforce fails closed); an item the writer already holds is answered as decided.
     let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
     let mut tripped = vec![false; results.len()];
-    for (((queued, alert, ask), (_, verdict)), tripped) in queued
-        .into_iter()
-        .zip(results.iter_mut())
-        .zip(tripped.iter_mut())
-    {
+    for (i, queued, alert, ask) in queued {
+        let verdict = &mut results[i].1;
         match crate::governance::record_by(&state, queued, deadline).await {
             Ok(seq) => {
                 if let Some(alert) = alert {
@@ -171,27 +194,14 @@ pub(crate) async fn batch(
                 );
             }
             Err(why) => {
-                *tripped = true;
-                let (v, entry) = breaker_verdict(&agent, &ask, verdict.clone(), &why);
-                if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-                    state.inner.alerts.raise(alert);
-                }
-                *verdict = v;
-                match state.inner.audit.append(entry).await {
-                    Ok(seq) => verdict.audit_seq = Some(seq),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot record the circuit breaker's verdict")
-                    }
-                }
-                state.inner.metrics.decision(
-                    verdict.allowed,
-                    verdict.would_deny,
-                    verdict.latency,
-                    false,
-                );
+                tripped[i] = true;
+                *verdict = breaker(&state, &agent, &ask, verdict.clone(), &why, Instant::now()).await;
             }
         }
     }
+    let retry_after = results
+        .iter()
+        .find_map(|(_, v)| v.rate_limited.as_ref().map(|l| l.retry_after));
     let mut all_allowed = true;
     let items: Vec<Value> = results
         .into_iter()
@@ -210,6 +220,10 @@ pub(crate) async fn batch(
             if v.would_deny {
                 item["wouldDeny"] = json!(true);
             }
+            if let Some(limited) = &v.rate_limited {
+                item["rateLimited"] = json!(true);
+                item["retryAfter"] = json!(limited.retry_after);
+            }
             if let Some(p) = v.policy {
                 item["policy"] = json!(p);
             }
@@ -219,7 +233,7 @@ pub(crate) async fn batch(
             item
         })
         .collect();
-    Ok(Json(json!({
+    let mut response = Json(json!({
         "results": items,
         "allAllowed": all_allowed,
         "totalLatencyMs": (started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
@@ -227,5 +241,11 @@ pub(crate) async fn batch(
         "snapshot": snapshot.version,
         "mode": mode.as_str(),
     }))
-    .into_response())
+    .into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    Ok(response)
 }

@@ -185,6 +185,18 @@ pub(crate) async fn client_limit(
     addr: std::net::SocketAddr,
     ask: &Ask,
 ) -> Option<Response> {
+    let refused = client_limit_hit(state, addr, ask).await?;
+    let limited = refused.rate_limited.expect("a rate-limit verdict");
+    Some(too_many(&limited, &ask.trace_id))
+}
+
+/// Counts one decision against `RATE_LIMIT_RPM` for the client's address; over it, records
+/// the refusal and returns its verdict.
+pub(crate) async fn client_limit_hit(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    ask: &Ask,
+) -> Option<Verdict> {
     let rpm = state.config().rate_limit_rpm;
     if rpm == 0 {
         return None;
@@ -201,7 +213,7 @@ pub(crate) async fn client_limit(
         addr.ip()
     );
     crate::governance::record_refusal(state, ask, "rate_limit", &why, None, None).await;
-    Some(too_many(&limited, &ask.trace_id))
+    Some(crate::governance::Verdict::rate_limited(state, why, limited))
 }
 
 pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) -> Response {

@@ -544,7 +544,12 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
 #[test]
 fn proofs_over_hundreds_of_entries_read_the_hash_tiles_and_never_hand_out_bad_ones() {
     let dir = tempdir();
-    let gw = Gateway::start(dir.path());
+    // Hundreds of decisions in a few seconds: over the default client limit, which counts
+    // each action of a batch.
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("RATE_LIMIT_RPM", "0".into())]),
+    );
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
     let actions: Vec<Value> = (0..100)
@@ -733,7 +738,12 @@ fn tlogcheck(dir: &std::path::Path) -> std::path::PathBuf {
 #[test]
 fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoint() {
     let dir = tempdir();
-    let gw = Gateway::start(dir.path());
+    // Hundreds of decisions in a few seconds: over the default client limit, which counts
+    // each action of a batch.
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("RATE_LIMIT_RPM", "0".into())]),
+    );
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
     let batch = |n: usize| {

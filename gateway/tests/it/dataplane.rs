@@ -322,6 +322,78 @@ fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
     );
 }
 
+/// Fixed one-minute windows: a test that counts against them starts well inside one.
+fn away_from_a_minute_edge() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    if now % 60 > 45 {
+        std::thread::sleep(std::time::Duration::from_secs(61 - now % 60));
+    }
+}
+
+/// Issue #32 item 4: each action of a batch is a decision, counted against the agent's
+/// `rateLimits` and the client's `RATE_LIMIT_RPM` like a call to /proxy/check; one over a limit
+/// is answered as a recorded, rate-limited deny, and a batch with nothing left is a 429.
+#[test]
+fn a_batch_counts_every_decision_against_both_rate_limits() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("RATE_LIMIT_RPM", "12".into()),
+            ("AUDIT_REFUSAL_WINDOW_SECONDS", "0".into()),
+        ]),
+    );
+    policy(
+        &gw,
+        "limited",
+        "name: limited\nappliesTo: [batcher]\nrateLimits:\n  requestsPerMinute: 3\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
+    );
+    let (_, token) = agent(&gw, "batcher", "verified", &[]);
+    let (_, other) = agent(&gw, "other", "verified", &[]);
+    let actions = |n: usize| {
+        json!({"actions": (0..n).map(|i| json!({"action": format!("read:{i}")})).collect::<Vec<_>>()})
+    };
+    let limited = |body: &Value| {
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rateLimited"] == true)
+            .collect::<Vec<bool>>()
+    };
+    away_from_a_minute_edge();
+
+    // The agent's limit: 3 a minute, so 2 of 5 are refused; then /proxy/check is too.
+    let (status, body) = gw.batch(&token, &actions(5));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(limited(&body), [false, false, false, true, true], "{body}");
+    assert_eq!(body["results"][3]["decision"], "deny");
+    assert_eq!(body["allAllowed"], false);
+    assert_eq!(gw.check(&token, "read:x").0, 429);
+    let recorded = gw.get("/admin/audit?limit=100").1["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "rate_limit" && e["agentName"] == "batcher")
+        .count();
+    assert_eq!(recorded, 3, "each refused decision has its entry");
+
+    // The client's limit: 6 decisions from 127.0.0.1 so far, 12 a minute; a batch of 10 gets
+    // 6 decided and 4 refused, and the next batch none.
+    let (status, body) = gw.batch(&other, &actions(10));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        limited(&body),
+        [false, false, false, false, false, false, true, true, true, true],
+        "{body}"
+    );
+    let (status, body) = gw.batch(&other, &actions(2));
+    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+}
+
 #[test]
 fn metrics_count_decisions_when_enabled() {
     let dir = tempdir();
@@ -431,7 +503,11 @@ fn hostile_input_never_crashes_the_gateway_or_goes_unaudited() {
 #[test]
 fn a_batch_sees_one_snapshot_while_policies_change_underneath() {
     let dir = tempdir();
-    let gw = Gateway::start(dir.path());
+    // 2,500 decisions in a few seconds: over the default client limit, which counts each one.
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("RATE_LIMIT_RPM", "0".into())]),
+    );
     let allow = "name: flip\nrules:\n  - effect: allow\n    actions: [\"*\"]\n";
     let deny = "name: flip\nrules:\n  - effect: deny\n    actions: [\"*\"]\n";
     let id = policy(&gw, "flip", allow);

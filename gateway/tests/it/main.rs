@@ -4,6 +4,7 @@ mod agents;
 mod alerting;
 mod audit;
 mod auth;
+mod bounds;
 mod changes;
 mod channels;
 mod cluster;
@@ -16,6 +17,7 @@ mod lifecycle;
 #[cfg(feature = "otel")]
 mod otel;
 mod policies;
+mod probe;
 mod security;
 mod sidecar;
 mod tls;

@@ -559,3 +559,161 @@ fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
     let (_, v) = control.get("/admin/audit/verify");
     assert_eq!(v["valid"], true, "{v}");
 }
+
+/// A heartbeat's log, forged as an agent that runs its own "sidecar" could: a fresh origin and
+/// key of its own (first contact registers them), lines chained and signed by that key.
+mod forge {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+
+    const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+    /// The heartbeat body carrying `entries` as the log of `origin`, signed by a key made from
+    /// `seed` (C2SP signed-note and RFC 6962, as the gateway's sidecars write them).
+    pub(super) fn heartbeat(origin: &str, seed: u8, entries: &[Value]) -> Value {
+        let key = SigningKey::from_bytes(&[seed; 32]);
+        let public = key.verifying_key().to_bytes();
+        let mut id_input = format!("{origin}\n").into_bytes();
+        id_input.push(0x01);
+        id_input.extend_from_slice(&public);
+        let key_id = &Sha256::digest(&id_input)[..4];
+        let mut raw = vec![0x01];
+        raw.extend_from_slice(&public);
+        let vkey = format!("{origin}+{}+{}", hex::encode(key_id), B64.encode(raw));
+
+        let mut prev = GENESIS.to_owned();
+        let mut leaves = Vec::new();
+        let mut lines = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            // Canonical: keys in sorted order (the values are strings and integers).
+            let sorted: std::collections::BTreeMap<String, Value> =
+                serde_json::from_value(entry.clone()).unwrap();
+            let body = serde_json::to_string(&sorted).unwrap();
+            let mut h = Sha256::new();
+            h.update(hex::decode(&prev).unwrap());
+            h.update(body.as_bytes());
+            let hash = hex::encode(h.finalize());
+            let mut leaf = Sha256::new();
+            leaf.update([0u8]);
+            leaf.update(body.as_bytes());
+            leaves.push(leaf.finalize().to_vec());
+            lines.push(json!({"seq": i + 1, "source": origin, "prevHash": prev, "hash": hash, "entry": entry}));
+            prev = hash;
+        }
+        let root = merkle_root(&leaves);
+        let text = format!("{origin}\n{}\n{}\n", leaves.len(), B64.encode(&root));
+        let mut blob = key_id.to_vec();
+        blob.extend_from_slice(&key.sign(text.as_bytes()).to_bytes());
+        let note = format!("{text}\n\u{2014} {origin} {}\n", B64.encode(blob));
+        json!({"origin": origin, "vkey": vkey, "lines": lines, "checkpoint": note})
+    }
+
+    /// RFC 6962 §2.1: the Merkle tree hash of `leaves` (already leaf-hashed).
+    fn merkle_root(leaves: &[Vec<u8>]) -> Vec<u8> {
+        if leaves.len() == 1 {
+            return leaves[0].clone();
+        }
+        let split = leaves.len().next_power_of_two() / 2;
+        let mut h = Sha256::new();
+        h.update([1u8]);
+        h.update(merkle_root(&leaves[..split]));
+        h.update(merkle_root(&leaves[split..]));
+        h.finalize().to_vec()
+    }
+
+    /// A decision entry.
+    pub(super) fn decision(agent: Option<&str>, action: &str, trace: &str) -> Value {
+        let mut e = json!({
+            "action": action,
+            "decision": "allow",
+            "event": "decision",
+            "id": format!("aud_{trace}"),
+            "mode": "enforce",
+            "outcome": "allow",
+            "snapshot": 1,
+            "timestamp": "2026-12-06T00:00:00Z",
+            "traceId": trace,
+        });
+        if let Some(a) = agent {
+            e["agentId"] = json!(a);
+        }
+        e
+    }
+}
+
+/// Issue #32 item 3: an agent cannot plant entries attributed to another agent through the
+/// heartbeat. A log signed by its own key, about another agent (or a decision naming none), is
+/// refused whole, recorded as a bypass attempt of the sender and alerted; its own entries are
+/// taken.
+#[test]
+fn a_heartbeat_carries_only_its_own_agents_entries() {
+    let rx = PythonServer::start("receiver.py", &["whsec-sidecar-forge-7a1c"]);
+    let dir = tempdir();
+    let control = Gateway::start(dir.path());
+    let (status, _) = control.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": format!("{}/hook", rx.url), "webhookSecret": "whsec-sidecar-forge-7a1c", "triggers": ["deny"], "severity": "critical"}),
+    );
+    assert_eq!(status, 201);
+    let (mallory, token) = agent(&control, "mallory", "verified", &[]);
+    let (victim, _) = agent(&control, "victim", "verified", &[]);
+    let send = |body: &Value| {
+        parse(
+            control
+                .raw(Method::POST, "/api/v1/sidecars/heartbeat")
+                .bearer_auth(&token)
+                .json(body)
+                .send()
+                .unwrap(),
+        )
+    };
+    let forged = [
+        (
+            "forged-other",
+            forge::decision(Some(&victim), "delete:prod/customers", "forged-1"),
+        ),
+        (
+            "forged-none",
+            forge::decision(None, "delete:prod/customers", "forged-2"),
+        ),
+    ];
+    for (i, (origin, entry)) in forged.iter().enumerate() {
+        let (status, body) = send(&forge::heartbeat(origin, 7 + i as u8, &[entry.clone()]));
+        assert_eq!(status, 400, "{origin}: {body}");
+        assert_eq!(body["field"], "lines[0].entry.agentId", "{body}");
+    }
+    for trace in ["forged-1", "forged-2"] {
+        let (_, list) = control.get(&format!("/admin/audit?traceId={trace}"));
+        assert_eq!(list["entries"].as_array().unwrap().len(), 0, "{list}");
+    }
+    let (_, list) = control.get(&format!("/admin/audit?agentId={victim}"));
+    assert_eq!(list["entries"].as_array().unwrap().len(), 0, "{list}");
+    // The sender's attempts are on record, with a critical alert.
+    let (_, list) = control.get(&format!("/admin/audit?agentId={mallory}"));
+    let attempts: Vec<&Value> = list["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "bypass_attempt" && e["action"] == "sidecar:heartbeat")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{list}");
+    let got = rx.received(1);
+    assert!(
+        got.iter()
+            .any(|d| d["body"]["entry"]["action"] == "sidecar:heartbeat"
+                && d["body"]["severity"] == "critical"),
+        "{got:?}"
+    );
+    // Its own entries are taken.
+    let own = forge::decision(Some(&mallory), "read:notes", "own-1");
+    let (status, body) = send(&forge::heartbeat("own-origin", 21, &[own]));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["held"], 1, "{body}");
+    let (_, list) = control.get("/admin/audit?traceId=own-1");
+    assert_eq!(list["entries"][0]["agentId"], mallory.as_str());
+    let (_, verify) = control.get("/admin/audit/verify");
+    assert_eq!(verify["valid"], true, "{verify}");
+}
