@@ -35,6 +35,8 @@ pub(crate) struct AlertConfig {
     pub(crate) extra_roots: Vec<reqwest::Certificate>,
     /// The audit log's redaction profile, applied to alerts too (`AUDIT_REDACTION`).
     pub(crate) redaction: crate::redaction::Redaction,
+    /// Where alerts may go (`ALERT_DESTINATIONS_ALLOWED`, `destinations.rs`).
+    pub(crate) destinations: Arc<crate::destinations::Destinations>,
 }
 
 /// One alert, as delivered to webhooks.
@@ -364,6 +366,9 @@ pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
 
 async fn dispatch(cfg: AlertConfig, store: Arc<dyn Store>, mut rx: mpsc::Receiver<Alert>) {
     let client = crate::tls::client_builder(&cfg.extra_roots)
+        .dns_resolver(Arc::new(crate::destinations::Resolver(Arc::clone(
+            &cfg.destinations,
+        ))))
         .timeout(Duration::from_secs(10))
         .connect_timeout(Duration::from_secs(5))
         .user_agent("MeshGuard/1.0")
@@ -437,6 +442,13 @@ async fn deliver(
         _ => webhook_body(cfg, id, alert),
     };
     let bytes = serde_json::to_vec(&body).expect("alerts serialize");
+    // A channel stored before the policy, or a policy narrowed since: checked at every send.
+    if let Err(why) = cfg.destinations.check_url(&target.endpoint) {
+        tracing::error!(alert = id, channel = %target.id, error = %why, "alert not sent");
+        let record = delivery(target, id, alert, "undelivered", 0, Some(&why));
+        let _ = tokio::task::spawn_blocking(move || store.record_delivery(&record)).await;
+        return;
+    }
     let mut last_error = String::new();
     for attempt in 0..cfg.attempts {
         if attempt > 0 {

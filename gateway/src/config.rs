@@ -230,6 +230,19 @@ pub struct Args {
     #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 600)]
     pub rate_limit_rpm: u32,
 
+    /// Seconds a request head has to arrive whole, on every listener (HTTP, HTTPS, the egress
+    /// proxy); an idle kept-alive connection has the same time to send its next one.
+    #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub http_header_timeout_seconds: u64,
+
+    /// Connections a listener holds at once; one more is closed at once.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+
+    /// Connections one client address may hold at once on a listener.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_CLIENT", default_value_t = 1024)]
+    pub max_connections_per_client: usize,
+
     /// Milliseconds one governance step (decide and record durably) may take before the
     /// circuit breaker answers instead: enforce mode denies, audit mode allows; either way the
     /// answer is the one recorded.
@@ -349,6 +362,11 @@ pub struct Args {
     #[arg(long, env = "ALERT_ON", default_value = "deny,error,rate_limit")]
     pub alert_on: String,
 
+    /// Hosts (names or addresses, comma-separated) that may receive alerts although they are
+    /// loopback, link-local or metadata addresses, or resolve to them; see docs/security.md.
+    #[arg(long, env = "ALERT_DESTINATIONS_ALLOWED", default_value = "")]
+    pub alert_destinations_allowed: String,
+
     /// Webhook that receives alerts (in addition to channels created through the API).
     #[arg(long, env = "ALERT_WEBHOOK_URL")]
     pub alert_webhook_url: Option<String>,
@@ -425,6 +443,8 @@ pub struct Config {
     pub proxy_target: Option<String>,
     pub proxy_timeout: Duration,
     pub rate_limit_rpm: u32,
+    /// The bounds of every listener.
+    pub connections: crate::listen::Limits,
     pub circuit_breaker: Duration,
     pub audit_refusal_window: Duration,
     pub metrics_enabled: bool,
@@ -700,7 +720,24 @@ impl Args {
         };
         let audit_redaction = crate::redaction::Redaction::parse(&self.audit_redaction)
             .map_err(ConfigError::Setting)?;
+        let destinations = std::sync::Arc::new(crate::destinations::Destinations::new(
+            &self.alert_destinations_allowed,
+            self.host
+                .zip(self.port)
+                .map(|(ip, port)| std::net::SocketAddr::new(ip, port)),
+        ));
+        for (name, url) in [
+            ("ALERT_WEBHOOK_URL", &self.alert_webhook_url),
+            ("ALERT_SLACK_WEBHOOK", &self.alert_slack_webhook),
+        ] {
+            if let Some(url) = url.as_deref().filter(|u| !u.is_empty()) {
+                destinations
+                    .check_url(url)
+                    .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
+            }
+        }
         let alerts = crate::alerts::AlertConfig {
+            destinations,
             redaction: audit_redaction,
             extra_roots: extra_roots.clone(),
             on,
@@ -826,6 +863,11 @@ impl Args {
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
             proxy_timeout: Duration::from_secs(self.proxy_timeout.clamp(1, 3600)),
             rate_limit_rpm: self.rate_limit_rpm,
+            connections: crate::listen::Limits {
+                max_connections: self.max_connections.clamp(1, 1 << 20),
+                max_per_client: self.max_connections_per_client.clamp(1, 1 << 20),
+                header_timeout: Duration::from_secs(self.http_header_timeout_seconds.clamp(1, 3600)),
+            },
             circuit_breaker: Duration::from_millis(self.circuit_breaker_ms.min(60_000)),
             audit_refusal_window: Duration::from_secs(
                 self.audit_refusal_window_seconds.min(86_400),

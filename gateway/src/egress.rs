@@ -6,17 +6,16 @@
 //! pinned regions (`EGRESS_REGIONS`) is refused even if listed. Every connection is an audit
 //! row (`egress`, or `egress_denied` with an alert, like a policy deny).
 //!
-//! Hand-written rather than on hyper: a CONNECT tunnel is a request head and two copied
-//! streams, and the head is read with a hard size limit before anything is decided.
+//! Served by hyper, so every request on a connection is parsed, judged and audited on its own
+//! (a hand-written first version judged only a connection's first request and piped the rest).
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use meshguard_api::AuditEntry;
 use serde::Deserialize;
 use serde_json::Map;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::state::AppState;
@@ -32,6 +31,9 @@ struct Doc {
     version: u64,
     #[serde(default)]
     created_at: Option<String>,
+    /// After this time (RFC 3339) the list allows nothing: a site must take a newer one.
+    #[serde(default)]
+    expires_at: Option<String>,
     destinations: Vec<Destination>,
 }
 
@@ -51,6 +53,7 @@ struct Destination {
 #[derive(Debug)]
 struct Allowlist {
     version: u64,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
     destinations: Vec<Destination>,
     /// When the file last loaded was modified, to notice a new one.
     modified: Option<SystemTime>,
@@ -61,6 +64,9 @@ struct Allowlist {
 pub(crate) struct Egress {
     path: PathBuf,
     pubkey: PathBuf,
+    /// The highest version this gateway has enforced, kept across restarts: an older list is
+    /// refused even after a restart (a rolled-back list would open destinations again).
+    seen: PathBuf,
     regions: Vec<String>,
     current: RwLock<Allowlist>,
 }
@@ -101,21 +107,82 @@ fn load(path: &Path, pubkey: &Path) -> Result<(Doc, Option<SystemTime>), String>
             doc.format
         ));
     }
+    if let Some(at) = expiry(&doc)?
+        && at <= chrono::Utc::now()
+    {
+        return Err(format!(
+            "{}: version {} expired at {}; publish a newer signed list",
+            path.display(),
+            doc.version,
+            at.to_rfc3339()
+        ));
+    }
     Ok((doc, modified))
+}
+
+fn expiry(doc: &Doc) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    doc.expires_at
+        .as_deref()
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(t)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|e| format!("expiresAt {t:?} is not an RFC 3339 time: {e}"))
+        })
+        .transpose()
+}
+
+/// The highest allowlist version recorded in `seen` (0 when none).
+fn highest_seen(seen: &Path) -> Result<u64, String> {
+    match std::fs::read_to_string(seen) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            format!(
+                "{} does not hold a version number; restore it or remove it knowingly",
+                seen.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("cannot read {}: {e}", seen.display())),
+    }
+}
+
+fn record_seen(seen: &Path, version: u64) -> Result<(), String> {
+    meshguard_common::fsx::write_atomic(
+        seen,
+        format!("{version}\n").as_bytes(),
+        meshguard_common::fsx::Mode::Public,
+    )
+    .map_err(|e| format!("cannot record the allowlist version in {}: {e}", seen.display()))
 }
 
 impl Egress {
     /// Loads the first allowlist; a site cannot start its egress proxy on a bad one.
-    pub(crate) fn open(path: &Path, pubkey: &Path, regions: Vec<String>) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        path: &Path,
+        pubkey: &Path,
+        regions: Vec<String>,
+        seen: PathBuf,
+    ) -> anyhow::Result<Self> {
         let (doc, modified) =
             load(path, pubkey).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
+        let highest = highest_seen(&seen).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
+        if doc.version < highest {
+            anyhow::bail!(
+                "EGRESS_ALLOWLIST: {} is version {}, older than version {highest} this gateway has already enforced; refused (put the newest signed list in its place)",
+                path.display(),
+                doc.version
+            );
+        }
+        record_seen(&seen, doc.version).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
+        let expires = expiry(&doc).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
         tracing::info!(version = doc.version, created = ?doc.created_at, destinations = doc.destinations.len(), "egress allowlist loaded");
         Ok(Self {
             path: path.to_owned(),
             pubkey: pubkey.to_owned(),
+            seen,
             regions,
             current: RwLock::new(Allowlist {
                 version: doc.version,
+                expires,
                 destinations: doc.destinations,
                 modified,
             }),
@@ -154,12 +221,16 @@ impl Egress {
                 doc.version, cur.version
             ));
         }
+        let expires = expiry(&doc)?;
+        record_seen(&self.seen, doc.version)
+            .map_err(|e| format!("{e}; the allowlist in force (version {}) is kept", cur.version))?;
         tracing::info!(
             from = cur.version,
             to = doc.version,
             "egress allowlist updated"
         );
         cur.version = doc.version;
+        cur.expires = expires;
         cur.destinations = doc.destinations;
         Ok(true)
     }
@@ -168,6 +239,15 @@ impl Egress {
     pub(crate) fn judge(&self, host: &str, port: u16) -> Result<(), String> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let cur = self.current.read().expect("allowlist");
+        if let Some(at) = cur.expires
+            && at <= chrono::Utc::now()
+        {
+            return Err(format!(
+                "the egress allowlist (version {}) expired at {}; nothing is allowed until a newer signed list is in place",
+                cur.version,
+                at.to_rfc3339()
+            ));
+        }
         let matches = |d: &Destination| {
             let h = d.host.to_ascii_lowercase();
             let host_ok = match h.strip_prefix("*.") {
@@ -223,68 +303,63 @@ pub(crate) fn spawn_watcher(state: AppState, every: Duration) {
     });
 }
 
-/// Serves the egress proxy on `listener` for as long as the process runs.
-pub(crate) async fn serve(state: AppState, listener: TcpListener) {
-    loop {
-        let Ok((client, peer)) = listener.accept().await else {
-            continue;
-        };
+/// Serves the egress proxy on `listener` for as long as the process runs: each connection
+/// admitted by the gate (`listen`), and every request on it parsed by hyper (head within the
+/// header timeout, at most 16 KiB), judged and audited on its own; a pipelined second request
+/// is judged like the first.
+pub(crate) async fn serve(state: AppState, listener: TcpListener, gate: Arc<crate::listen::Gate>) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .expect("a plain HTTP client builds");
+    let limits = gate.limits();
+    crate::listen::accept_loop(&listener, &gate, std::future::pending(), |tcp, peer, admitted| {
         let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(&state, client, peer).await {
+        let client = client.clone();
+        async move {
+            let _admitted = admitted;
+            let service = hyper::service::service_fn(move |req| {
+                let (state, client) = (state.clone(), client.clone());
+                async move { Ok::<_, std::convert::Infallible>(one_request(&state, &client, peer, req).await) }
+            });
+            let mut http = crate::listen::http1(limits);
+            http.max_buf_size(MAX_HEAD.max(8192));
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "egress connection ended");
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
-async fn handle(
+type ProxyBody = axum::body::Body;
+
+/// One request through the proxy: a CONNECT tunnel, or a plain HTTP request in absolute form.
+async fn one_request(
     state: &AppState,
-    mut client: TcpStream,
+    client: &reqwest::Client,
     peer: std::net::SocketAddr,
-) -> std::io::Result<()> {
-    let _ = client.set_nodelay(true);
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
-    let end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::other("the request head did not arrive in time"))??;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if head.len() > MAX_HEAD {
-            return reply(
-                &mut client,
-                "431 Request Header Fields Too Large",
-                "the request head is too large",
-            )
-            .await;
-        }
-    };
-    let line = String::from_utf8_lossy(&head[..head.iter().position(|b| *b == b'\r').unwrap_or(0)])
-        .into_owned();
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let destination = if method == "CONNECT" {
-        split_host_port(target, None)
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<ProxyBody> {
+    let method = req.method().as_str().to_owned();
+    let connect = req.method() == hyper::Method::CONNECT;
+    let destination = if connect {
+        req.uri().authority().and_then(|a| split_host_port(a.as_str(), None))
+    } else if req.uri().scheme_str() == Some("http") {
+        req.uri().authority().and_then(|a| split_host_port(a.as_str(), Some(80)))
     } else {
-        target
-            .strip_prefix("http://")
-            .map(|rest| rest.split('/').next().unwrap_or(""))
-            .and_then(|authority| split_host_port(authority, Some(80)))
+        None
     };
     let Some((host, port)) = destination else {
-        return reply(
-            &mut client,
-            "400 Bad Request",
+        return refusal(
+            hyper::StatusCode::BAD_REQUEST,
             "send CONNECT host:port, or a request in absolute form (http://host/path)",
-        )
-        .await;
+        );
     };
     let egress = state
         .inner
@@ -292,10 +367,44 @@ async fn handle(
         .as_ref()
         .expect("the proxy runs only with an allowlist");
     let verdict = egress.judge(&host, port);
-    record(state, method, &host, port, peer, verdict.as_ref().err()).await;
-    if let Err(why) = verdict {
-        return reply(&mut client, "403 Forbidden", &why).await;
+    if let Err(e) = record(state, &method, &host, port, peer, verdict.as_ref().err()).await {
+        return refusal(
+            hyper::StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the audit log could not record this request ({e}); nothing was forwarded"),
+        );
     }
+    if let Err(why) = verdict {
+        return refusal(hyper::StatusCode::FORBIDDEN, &why);
+    }
+    if connect {
+        tunnel(req, host, port).await
+    } else {
+        forward(client, req, &host, port).await
+    }
+}
+
+/// A refusal, closing the connection.
+fn refusal(status: hyper::StatusCode, why: &str) -> hyper::Response<ProxyBody> {
+    let mut r = hyper::Response::new(ProxyBody::from(format!("{why}\n")));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// Connects to `host:port` and, once the client has the 200, copies both ways.
+async fn tunnel(
+    req: hyper::Request<hyper::body::Incoming>,
+    host: String,
+    port: u16,
+) -> hyper::Response<ProxyBody> {
     let upstream = match tokio::time::timeout(
         Duration::from_secs(10),
         TcpStream::connect((host.as_str(), port)),
@@ -304,27 +413,92 @@ async fn handle(
     {
         Ok(Ok(s)) => s,
         _ => {
-            return reply(
-                &mut client,
-                "502 Bad Gateway",
+            return refusal(
+                hyper::StatusCode::BAD_GATEWAY,
                 &format!("{host}:{port} could not be reached"),
-            )
-            .await;
+            );
         }
     };
-    let mut upstream = upstream;
     let _ = upstream.set_nodelay(true);
-    if method == "CONNECT" {
-        client
-            .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
-            .await?;
-        // Bytes the client sent after the head belong to the tunnel.
-        upstream.write_all(&head[end..]).await?;
-    } else {
-        upstream.write_all(&head).await?;
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let mut client = hyper_util::rt::TokioIo::new(upgraded);
+                if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    tracing::debug!(error = %e, "egress tunnel ended");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "egress tunnel not upgraded"),
+        }
+    });
+    hyper::Response::new(ProxyBody::empty())
+}
+
+/// Headers of one hop only (RFC 9110 §7.6.1), and the proxy's own credentials.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn end_to_end(headers: &hyper::HeaderMap) -> hyper::HeaderMap {
+    let listed: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    let mut out = hyper::HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if !HOP_BY_HOP.contains(&n) && !listed.iter().any(|l| l == n) {
+            out.append(name.clone(), value.clone());
+        }
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
+    out
+}
+
+/// Sends one absolute-form request on and streams the answer back.
+async fn forward(
+    client: &reqwest::Client,
+    req: hyper::Request<hyper::body::Incoming>,
+    host: &str,
+    port: u16,
+) -> hyper::Response<ProxyBody> {
+    let (parts, body) = req.into_parts();
+    let has_body = parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+        || parts.headers.contains_key(hyper::header::TRANSFER_ENCODING);
+    let mut request = client
+        .request(parts.method.clone(), parts.uri.to_string())
+        .headers(end_to_end(&parts.headers));
+    if has_body {
+        request = request.body(reqwest::Body::wrap_stream(
+            axum::body::Body::new(body).into_data_stream(),
+        ));
+    }
+    match request.send().await {
+        Ok(up) => {
+            let (status, headers) = (up.status(), end_to_end(up.headers()));
+            let mut r = hyper::Response::new(ProxyBody::from_stream(up.bytes_stream()));
+            *r.status_mut() = status;
+            *r.headers_mut() = headers;
+            r
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "egress forward failed");
+            refusal(
+                hyper::StatusCode::BAD_GATEWAY,
+                &format!("{host}:{port} could not be reached"),
+            )
+        }
+    }
 }
 
 fn split_host_port(s: &str, default: Option<u16>) -> Option<(String, u16)> {
@@ -344,18 +518,8 @@ fn split_host_port(s: &str, default: Option<u16>) -> Option<(String, u16)> {
     (!host.is_empty() && port != 0).then_some((host, port))
 }
 
-async fn reply(client: &mut TcpStream, status: &str, why: &str) -> std::io::Result<()> {
-    let body = format!("{why}\n");
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    client.write_all(head.as_bytes()).await?;
-    client.write_all(body.as_bytes()).await?;
-    client.shutdown().await
-}
-
-/// One audit row per connection: `egress` or `egress_denied` (with its alert).
+/// One audit row per request: `egress` or `egress_denied` (with its alert). Nothing goes
+/// through that the log does not hold.
 async fn record(
     state: &AppState,
     method: &str,
@@ -363,7 +527,7 @@ async fn record(
     port: u16,
     peer: std::net::SocketAddr,
     denied: Option<&String>,
-) {
+) -> Result<u64, crate::audit::AuditError> {
     let allowed = denied.is_none();
     let mut meta = Map::new();
     meta.insert("client".into(), serde_json::json!(peer.ip().to_string()));
@@ -398,7 +562,7 @@ async fn record(
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
         state.inner.alerts.raise(alert);
     }
-    if let Err(e) = state.inner.audit.append(entry).await {
-        tracing::error!(error = %e, "cannot record an egress connection");
-    }
+    state.inner.audit.append(entry).await.inspect_err(|e| {
+        tracing::error!(error = %e, "cannot record an egress request; refused");
+    })
 }

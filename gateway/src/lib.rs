@@ -13,6 +13,7 @@ mod bundle;
 mod clock;
 mod cluster;
 mod config;
+mod destinations;
 mod egress;
 mod error;
 mod governance;
@@ -20,6 +21,7 @@ mod ids;
 mod jwt;
 mod license;
 mod limits;
+mod listen;
 mod metrics;
 mod pkcs11;
 mod policy;
@@ -37,6 +39,7 @@ mod witness_push;
 use std::sync::Arc;
 
 pub use config::{Args, Config, ConfigError, Mode};
+pub use listen::Limits as ConnectionLimits;
 pub use routes::app;
 pub use sidecar::SidecarConfig;
 pub use state::AppState;
@@ -192,6 +195,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             list,
             key,
             config.egress_regions.clone(),
+            config.db_path.with_file_name("egress-allowlist.version"),
         )?),
         _ => None,
     };
@@ -278,32 +282,33 @@ pub async fn serve(
             anyhow::anyhow!("cannot listen on {at} for the egress proxy: {e}; set EGRESS_PROXY_PORT to a free port")
         })?;
         println!("egress proxy listening on http://{}", egress.local_addr()?);
-        tokio::spawn(egress::serve(state.clone(), egress));
+        tokio::spawn(egress::serve(
+            state.clone(),
+            egress,
+            listen::Gate::new(state.config().connections),
+        ));
     }
-    if let Some((cert, key)) = state.config().tls.clone() {
-        let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
-        let acceptor = certs
-            .acceptor(state.config().admin_client_ca.as_deref())
-            .map_err(|e| anyhow::anyhow!(e))?;
-        tls::spawn_reloader(
-            certs,
-            state.inner.alerts.clone(),
-            state.config().policies_reload,
-        );
-        println!("listening on https://{local}");
-        serve_tls(listener, acceptor, app(state.clone()), shutdown).await;
-    } else {
-        println!("listening on http://{local}");
-        // TCP_NODELAY: without it, Nagle's algorithm and the client's delayed ACK add ~40 ms
-        // to small answers on a kept-alive connection (measured: 3.8x slower Terraform plans).
-        axum::serve(
-            listener,
-            app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .tcp_nodelay(true)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    }
+    let gate = listen::Gate::new(state.config().connections);
+    let acceptor = match state.config().tls.clone() {
+        Some((cert, key)) => {
+            let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
+            let acceptor = certs
+                .acceptor(state.config().admin_client_ca.as_deref())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            tls::spawn_reloader(
+                certs,
+                state.inner.alerts.clone(),
+                state.config().policies_reload,
+            );
+            println!("listening on https://{local}");
+            Some(acceptor)
+        }
+        None => {
+            println!("listening on http://{local}");
+            None
+        }
+    };
+    serve_http(listener, acceptor, app(state.clone()), shutdown, gate).await;
     // What the last window of refused calls counted is written before the process ends.
     refusals::flush(&state).await;
     // A sidecar hands its last entries to the control plane before its pod goes.
@@ -313,36 +318,28 @@ pub async fn serve(
     Ok(())
 }
 
-/// The HTTPS listener: axum's `serve` speaks plain TCP only, so each connection is accepted
-/// here, its TLS handshake done (10 s at most) and HTTP/1.1 served by hyper with the peer's
-/// address as axum's `ConnectInfo`. On `shutdown` it stops accepting and lets the connections
-/// in flight finish their requests (30 s at most).
-async fn serve_tls(
+/// The HTTP listener, with TLS when `acceptor` is given: each connection admitted by the
+/// gate (`listen`), its TLS handshake done (10 s at most), and HTTP/1.1 served by hyper with
+/// the header timeout and the peer's address as axum's `ConnectInfo`. On `shutdown` it stops
+/// accepting and lets the connections in flight finish their requests (30 s at most).
+async fn serve_http(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    gate: std::sync::Arc<listen::Gate>,
 ) {
-    use hyper_util::rt::TokioIo;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot accept a connection");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let router = router.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+    let limits = gate.limits();
+    listen::accept_loop(&listener, &gate, shutdown, |tcp, peer, admitted| {
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        async move {
+            let _admitted = admitted;
+            match acceptor {
+                None => serve_connection(tcp, peer, None, router, watcher, limits).await,
+                Some(acceptor) => {
                     let tls = match tokio::time::timeout(
                         std::time::Duration::from_secs(10),
                         acceptor.accept(tcp),
@@ -360,29 +357,43 @@ async fn serve_tls(
                     let client_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
                         tls::ClientCert { sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_ref())) }
                     });
-                    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                        use tower_service::Service as _;
-                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                        if let Some(c) = &client_cert {
-                            req.extensions_mut().insert(c.clone());
-                        }
-                        let mut router = router.clone();
-                        router.call(req)
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                    serve_connection(tls, peer, client_cert, router, watcher, limits).await;
+                }
             }
         }
-    }
+    })
+    .await;
     drop(listener);
     if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open 30 s after shutdown were dropped");
+    }
+}
+
+/// One HTTP/1.1 connection to the router.
+async fn serve_connection<IO>(
+    io: IO,
+    peer: std::net::SocketAddr,
+    client_cert: Option<tls::ClientCert>,
+    router: axum::Router,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: listen::Limits,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        use tower_service::Service as _;
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        if let Some(c) = &client_cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        let mut router = router.clone();
+        router.call(req)
+    });
+    let conn = listen::http1(limits).serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

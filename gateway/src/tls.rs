@@ -225,9 +225,14 @@ pub(crate) fn extra_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, Stri
     Ok(certs)
 }
 
-/// A client builder trusting the built-in roots and the site's.
+/// A client builder trusting the built-in roots and the site's, and following no redirect:
+/// every outbound call of the gateway (upstream, alerts, witnesses) goes where it was sent and
+/// nowhere a receiver bounces it to.
 pub(crate) fn client_builder(roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
-    roots.iter().fold(reqwest::Client::builder(), |b, c| {
-        b.add_root_certificate(c.clone())
-    })
+    roots
+        .iter()
+        .fold(reqwest::Client::builder(), |b, c| {
+            b.add_root_certificate(c.clone())
+        })
+        .redirect(reqwest::redirect::Policy::none())
 }

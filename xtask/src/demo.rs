@@ -241,6 +241,8 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         .env("DEPLOYMENT_MODE", "air-gapped")
         .env("REGION", "local")
         .env("AUDIT_WITNESSES", &witness_vkey)
+        // The demo's alert receiver runs on loopback, which alerts go to only when allowed.
+        .env("ALERT_DESTINATIONS_ALLOWED", "127.0.0.1")
         .env("LOG_LEVEL", "error")
         .stdout(Stdio::piped())
         .stderr(fs::File::create(dir.join("gateway.log"))?)

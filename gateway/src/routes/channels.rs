@@ -80,8 +80,22 @@ fn check_endpoint(url: &str) -> Result<(), ApiError> {
 }
 
 /// The rules every stored channel obeys, checked on the merged result of create and update.
-fn check(c: &ChannelRecord) -> Result<(), ApiError> {
+fn check(state: &AppState, c: &ChannelRecord) -> Result<(), ApiError> {
     check_endpoint(&c.endpoint)?;
+    state
+        .config()
+        .alerts
+        .destinations
+        .check_url(&c.endpoint)
+        .map_err(|why| ApiError::field("endpoint", why))?;
+    if c.endpoint.contains('@')
+        && reqwest::Url::parse(&c.endpoint).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    {
+        return Err(ApiError::field(
+            "endpoint",
+            "carries credentials in the URL, which would be stored and shown in clear; give a webhookSecret instead",
+        ));
+    }
     match c.kind {
         ChannelType::Slack
             if c.slack_channel
@@ -183,7 +197,7 @@ pub(super) async fn create(
         updated_at: now,
     };
     apply(&mut rec, input);
-    check(&rec)?;
+    check(&state, &rec)?;
     let after = view_json(&rec);
     let change = Draft {
         kind: "alert_channel",
@@ -231,7 +245,7 @@ pub(super) async fn update(
     let current = existing(&state, &id).await?;
     let mut next = current.clone();
     apply(&mut next, input);
-    check(&next)?;
+    check(&state, &next)?;
     next.revision = current.revision + 1;
     next.updated_at = crate::clock::now_rfc3339();
     let before = view_json(&current);

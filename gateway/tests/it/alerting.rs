@@ -185,3 +185,102 @@ fn the_per_minute_throttle_drops_the_excess() {
             .all(|d| d["signatureValid"] == true && d["path"] == "/env")
     );
 }
+
+/// Issue #32 item 8: a receiver that answers 307 does not bounce the signed alert to another
+/// port; the alert is kept as undelivered, saying what the receiver answered.
+#[test]
+fn a_redirecting_receiver_does_not_bounce_the_alert() {
+    let bouncer = Receiver::start();
+    let elsewhere = Receiver::start();
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("ALERT_RETRY_ATTEMPTS", "2".into()),
+            ("ALERT_RETRY_BACKOFF_MS", "20".into()),
+        ]),
+    );
+    policy(&gw, "reads", READS);
+    let (status, body) = gw.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": format!("{}/redirect?to={}/stolen", bouncer.0.url, elsewhere.0.url)}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    assert_eq!(gw.check(&token, "write:x").0, 403);
+    assert_eq!(bouncer.0.received(2).len(), 2, "two attempts at the receiver");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let kept = loop {
+        let (_, body) = gw.get("/admin/alerts/undelivered");
+        let list = body["alerts"].as_array().unwrap().clone();
+        if !list.is_empty() || Instant::now() > deadline {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        kept[0]["lastError"].as_str().unwrap().contains("307"),
+        "{kept:?}"
+    );
+    assert!(
+        elsewhere.0.received(0).is_empty(),
+        "the alert never reached where the receiver pointed"
+    );
+}
+
+/// Issue #32 item 8: alert endpoints on loopback, link-local and metadata addresses, in any
+/// spelling, are refused unless the site allows the host by name; so is a webhook URL that
+/// carries credentials.
+#[test]
+fn alert_endpoints_obey_the_sites_destination_policy() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("ALERT_DESTINATIONS_ALLOWED", "".into())]),
+    );
+    for endpoint in [
+        "http://127.0.0.1:9/x",
+        "http://localhost:9/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2130706433/x",
+        "http://0/x",
+        "http://0x7f.1/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://metadata.google.internal/x",
+        "https://user:password@hooks.example.com/x",
+    ] {
+        let (status, body) = gw.post(
+            "/admin/alert-channels",
+            json!({"type": "webhook", "endpoint": endpoint}),
+        );
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (400, Some("endpoint")),
+            "{endpoint}: {body}"
+        );
+    }
+    let (status, _) = gw.post(
+        "/admin/alert-channels",
+        json!({"type": "webhook", "endpoint": "https://hooks.example.com/x"}),
+    );
+    assert_eq!(status, 201);
+    let (_, list) = gw.get("/admin/alert-channels");
+    assert_eq!(list["channels"].as_array().unwrap().len(), 1);
+
+    // The same for the environment's webhook: the gateway does not start with one on loopback.
+    let out = crate::harness::command(
+        dir.path(),
+        &Options::with(vec![
+            ("ALERT_DESTINATIONS_ALLOWED", "".into()),
+            ("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook".into()),
+        ]),
+    )
+    .output()
+    .unwrap();
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        why.contains("ALERT_WEBHOOK_URL") && why.contains("ALERT_DESTINATIONS_ALLOWED"),
+        "{why}"
+    );
+}

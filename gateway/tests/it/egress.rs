@@ -245,3 +245,136 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
     let (_, health) = gw.get("/health");
     assert_eq!(health["status"], "healthy");
 }
+
+/// The gateway's options for an egress proxy on `d/egress.json`, signed by `d/media.pub`.
+fn egress_options(d: &Path) -> Options<'static> {
+    Options::with(vec![
+        ("EGRESS_PROXY_PORT", "0".into()),
+        (
+            "EGRESS_ALLOWLIST",
+            d.join("egress.json").display().to_string(),
+        ),
+        (
+            "EGRESS_ALLOWLIST_PUBKEY",
+            d.join("media.pub").display().to_string(),
+        ),
+        ("POLICIES_RELOAD_SECONDS", "1".into()),
+    ])
+}
+
+fn proxy_port(gw: &Gateway) -> u16 {
+    gw.stdout_lines
+        .iter()
+        .find_map(|l| l.strip_prefix("egress proxy listening on http://"))
+        .expect("the gateway prints the egress proxy's address")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn received(up: &PythonServer) -> usize {
+    reqwest::blocking::get(format!("{}/__received", up.url))
+        .unwrap()
+        .json::<Vec<Value>>()
+        .unwrap()
+        .len()
+}
+
+/// Starts the gateway on `d` expecting it to refuse; returns what it said. A gateway that
+/// starts after all is stopped and the test fails, rather than waiting on it forever.
+fn refused_start(d: &Path) -> String {
+    let mut child = crate::harness::command(d, &egress_options(d))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started on an allowlist it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Issue #32 item 7: every request on a connection is judged and audited (a pipelined second
+/// request to an unlisted host is refused), the highest allowlist version is kept across a
+/// restart (an older signed list is refused at start), and a list past its `expiresAt` allows
+/// nothing.
+#[test]
+fn every_request_is_judged_versions_never_go_back_and_lists_expire() {
+    let dir = tempdir();
+    let d = dir.path();
+    minisign(&["-G", "-W", "-p", "media.pub", "-s", "media.key"], d);
+    let up = PythonServer::start("upstream.py", &[]);
+    let other = PythonServer::start("upstream.py", &[]);
+    let (up_port, other_port) = (port_of(&up.url), port_of(&other.url));
+    let listed = json!([{"host": "127.0.0.1", "ports": [up_port]}]);
+    allowlist(d, &doc(2, listed.clone()), Some("media.key"));
+    let gw = Gateway::start_with(d, egress_options(d));
+    let proxy = proxy_port(&gw);
+
+    // Two requests in one write on one connection: the listed one, then an unlisted one.
+    let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET http://127.0.0.1:{up_port}/first HTTP/1.1\r\nHost: 127.0.0.1:{up_port}\r\n\r\nGET http://127.0.0.1:{other_port}/second HTTP/1.1\r\nHost: 127.0.0.1:{other_port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answers = String::new();
+    let _ = s.read_to_string(&mut answers);
+    let statuses: Vec<&str> = answers
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answers[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "403"], "{answers}");
+    assert_eq!(received(&up), 1);
+    assert_eq!(received(&other), 0, "the pipelined request never left");
+    let (_, page) = gw.get("/admin/audit?limit=10");
+    let denied = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["event"] == "egress_denied" && e["resource"] == format!("127.0.0.1:{other_port}"));
+    assert!(denied, "{page}");
+    drop(gw);
+
+    // An older signed list put in place while the gateway was down: refused at start.
+    allowlist(d, &doc(1, listed.clone()), Some("media.key"));
+    let why = refused_start(d);
+    assert!(
+        why.contains("older than version 2 this gateway has already enforced"),
+        "{why}"
+    );
+
+    // Expired lists: refused at start, and a list that expires while in force allows nothing.
+    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let mut expired = doc(3, listed.clone());
+    expired["expiresAt"] = json!(past);
+    allowlist(d, &expired, Some("media.key"));
+    assert!(refused_start(d).contains("expired at"));
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let mut expiring = doc(4, listed);
+    expiring["expiresAt"] = json!(soon.to_rfc3339());
+    allowlist(d, &expiring, Some("media.key"));
+    let gw = Gateway::start_with(d, egress_options(d));
+    let proxy = proxy_port(&gw);
+    let client = reqwest::blocking::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{proxy}")).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(client.get(format!("{}/before", up.url)).send().unwrap().status(), 200);
+    while chrono::Utc::now() <= soon {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let r = client.get(format!("{}/after", up.url)).send().unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().unwrap().contains("expired at"));
+}

@@ -498,3 +498,67 @@ fn flood(rpm: &str, token: &str, event: &str, refused: u16) -> (u64, u64, u64, V
     assert_eq!(report["valid"], true, "{report}");
     (rows.len() as u64, total, windows, agg)
 }
+
+/// Whether the server has closed `s` (a read returns end of file or a reset), waiting up to
+/// `within`.
+fn closed_within(s: &std::net::TcpStream, within: std::time::Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 512];
+    let mut reader = s;
+    loop {
+        match reader.read(&mut b) {
+            Ok(0) => return true,
+            // A 408 or 503 answer before the close is fine; keep reading to the end.
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Issue #32 item 5: half-sent request heads are dropped after the header timeout, and one
+/// address cannot hold more connections than its cap; the gateway keeps answering others.
+#[test]
+fn slow_heads_time_out_and_one_address_cannot_hold_every_connection() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "5".into()),
+            ("MAX_CONNECTIONS_PER_CLIENT", "20".into()),
+        ]),
+    );
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut held: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // Past the cap (the test's own pooled client may hold one more place): closed at once,
+    // well before the 5 s header timeout.
+    let started = std::time::Instant::now();
+    let over = held
+        .split_off(20)
+        .iter()
+        .filter(|s| closed_within(s, std::time::Duration::from_millis(200)))
+        .count();
+    assert_eq!(over, 10, "the connections over the per-address cap are closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // Within the cap: closed once the header timeout passes.
+    let timed_out = held
+        .iter()
+        .filter(|s| closed_within(s, std::time::Duration::from_secs(15)))
+        .count();
+    assert_eq!(timed_out, 20, "every half-sent head is dropped");
+    drop(held);
+    // And the gateway answers as before.
+    assert_eq!(gw.get("/health").0, 200);
+}

@@ -2,7 +2,8 @@
 # PagerDuty and signed webhooks) and OTLP/HTTP trace exports. Every POST is recorded: path,
 # Content-Type, the alert headers, and the body (parsed when it is JSON, base64 otherwise).
 # Given a secret on the command line it checks X-MeshGuard-Signature itself, with Python's own
-# hmac module. GET /received answers what it recorded; POST /fail answers 500, for retry tests.
+# hmac module. GET /received answers what it recorded; POST /fail answers 500, for retry tests;
+# POST /redirect?to=URL answers 307 to URL, as a receiver bouncing a signed alert elsewhere would.
 import base64, hashlib, hmac, http.server, json, socketserver, sys, threading
 
 SECRET = sys.argv[1].encode() if len(sys.argv) > 1 else None
@@ -30,6 +31,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             record["signatureValid"] = hmac.compare_digest(sig, expected)
         with lock:
             received.append(record)
+        if self.path.startswith("/redirect?to="):
+            self.send_response(307)
+            self.send_header("Location", self.path.split("=", 1)[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         status = 500 if self.path.startswith("/fail") else 200
         self.send_response(status)
         # An empty answer of the request's own type (OTLP exporters expect protobuf back).
