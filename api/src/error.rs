@@ -17,4 +17,8 @@ pub struct ErrorBody {
     pub line: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ValidationIssue>,
+    /// `unknown` when a write's outcome cannot be told (the database connection was lost while
+    /// it committed): the change may have been made. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }

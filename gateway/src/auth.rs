@@ -79,6 +79,9 @@ pub(crate) struct ChangeMeta {
     pub(crate) approver: Option<String>,
     pub(crate) change_ticket: Option<String>,
     pub(crate) trace_id: String,
+    /// `Idempotency-Key`: a create sent again with the same key answers the object the first
+    /// one made instead of making a second (the provider sends one per planned resource).
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -105,6 +108,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ChangeMeta {
             approver: header("x-meshguard-approver")?,
             change_ticket: header("x-meshguard-change-ticket")?,
             trace_id: trace_id(&parts.headers),
+            idempotency_key: header("idempotency-key")?,
         })
     }
 }

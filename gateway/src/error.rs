@@ -27,6 +27,7 @@ impl ApiError {
                 field: None,
                 line: None,
                 errors: Vec::new(),
+                outcome: None,
             },
             stale: false,
         }
@@ -34,6 +35,10 @@ impl ApiError {
 
     pub(crate) fn message(&self) -> &str {
         &self.body.message
+    }
+
+    pub(crate) fn is_outcome_unknown(&self) -> bool {
+        self.body.outcome.is_some()
     }
 
     pub(crate) fn is_stale(&self) -> bool {
@@ -130,6 +135,16 @@ impl From<StoreError> for ApiError {
                     "database_unavailable",
                     "the control-plane database is unavailable, so the change was not made; retry once it is back (decisions go on meanwhile)",
                 )
+            }
+            StoreError::OutcomeUnknown(cause) => {
+                tracing::error!(%cause, "the database connection was lost while a change committed");
+                let mut e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_unknown",
+                    "the database connection was lost while the change committed, so it may or may not have been made; send a create again with the same Idempotency-Key to settle it, or read the object before changing it again",
+                );
+                e.body.outcome = Some("unknown".to_owned());
+                e
             }
         }
     }

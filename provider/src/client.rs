@@ -3,7 +3,10 @@
 //! Retries cover what a private network throws at a long `terraform apply`: connection errors,
 //! 429 and 5xx answers, each retried with exponential backoff (honouring `Retry-After`). A create
 //! (`POST`) is retried only when the request cannot have reached the gateway (connection refused)
-//! or the gateway said so explicitly (429, 503), so a retry never creates a second object.
+//! or the gateway said so explicitly (429, 503), and every attempt carries the same
+//! `Idempotency-Key`: a 503 whose outcome is unknown (the gateway lost its database connection
+//! while the create committed) is answered on the retry with the object the first attempt made,
+//! so a retry never creates a second object.
 
 use std::time::Duration;
 
@@ -141,12 +144,17 @@ impl Client {
     ) -> Result<(StatusCode, Vec<u8>), ClientError> {
         let url = format!("{}{path}", self.base);
         let idempotent = *method != Method::POST;
+        // One key for every attempt of this call (the gateway honours it on creates).
+        let key = (!idempotent).then(idempotency_key);
         let mut attempt = 0u32;
         loop {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
                 .header("X-Admin-Token", &self.token);
+            if let Some(key) = &key {
+                req = req.header("Idempotency-Key", key);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -374,8 +382,15 @@ impl Client {
     }
 }
 
+/// A fresh `Idempotency-Key`: 128 random bits in hex, prefixed so the gateway's change log
+/// shows where it came from.
+fn idempotency_key() -> String {
+    format!("terraform-{:032x}", rand::random::<u128>())
+}
+
 fn refused(status: StatusCode, bytes: &[u8], method: &Method, path: &str) -> ClientError {
     let body = serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| ErrorBody {
+        outcome: None,
         error: "unexpected".to_owned(),
         message: format!("HTTP {status} from {method} {path}"),
         field: None,

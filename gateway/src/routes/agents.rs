@@ -141,6 +141,9 @@ pub(super) async fn create(
     meta: ChangeMeta,
     JsonBody(body): JsonBody<CreateAgent>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if let Some(id) = super::changes::replayed(&state, &meta, "agent").await? {
+        return created_again(&state, &id).await;
+    }
     check_name(&body.name)?;
     let trust_tier = body.trust_tier.unwrap_or_else(|| "verified".to_owned());
     check_tier(&trust_tier)?;
@@ -187,7 +190,16 @@ pub(super) async fn create(
             Err(StoreError::AgentLimit(active)) => Ok(Err(active)),
             other => other.map(Ok),
         })
-        .await?;
+        .await;
+    let saved = match saved {
+        Ok(saved) => saved,
+        Err(e) => {
+            return match super::changes::or_replayed(&state, &meta, "agent", Err(e)).await? {
+                Some(id) => created_again(&state, &id).await,
+                None => unreachable!("or_replayed answers an error it does not settle"),
+            };
+        }
+    };
     if let Err(active) = saved {
         return Err(state.license().agent_limit(max.unwrap_or(active), active));
     }
@@ -200,6 +212,33 @@ pub(super) async fn create(
         expires_at: expiry(exp),
     };
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// The answer to a create sent again with its `Idempotency-Key`: the agent the first one made,
+/// with a token for its current version (the first answer, and its token, may have been lost).
+async fn created_again(
+    state: &AppState,
+    id: &str,
+) -> Result<(StatusCode, Json<AgentCreated>), ApiError> {
+    let rec = state
+        .agent(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("agent", id))?;
+    if rec.revoked_at.is_some() {
+        return Err(ApiError::conflict(format!(
+            "this Idempotency-Key made agent {id}, which has been revoked since; send a new key for a new agent"
+        )));
+    }
+    let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
+    Ok((
+        StatusCode::CREATED,
+        Json(AgentCreated {
+            agent: view(&rec),
+            api_key: token.clone(),
+            token,
+            expires_at: expiry(exp),
+        }),
+    ))
 }
 
 /// An active (not revoked) agent, or 404.

@@ -90,7 +90,52 @@ impl Draft<'_> {
             approver: meta.approver.clone(),
             change_ticket: meta.change_ticket.clone(),
             trace_id: Some(meta.trace_id.clone()),
+            idempotency_key: (self.operation == "create")
+                .then(|| meta.idempotency_key.clone())
+                .flatten(),
         }
+    }
+}
+
+/// The id of the object an earlier create with this request's `Idempotency-Key` made, if any.
+/// A key that made another kind of object is a conflict, naming it.
+pub(crate) async fn replayed(
+    state: &AppState,
+    meta: &ChangeMeta,
+    kind: &'static str,
+) -> Result<Option<String>, ApiError> {
+    let Some(key) = meta.idempotency_key.clone() else {
+        return Ok(None);
+    };
+    match state.db(move |s| s.created_with_key(&key)).await? {
+        None => Ok(None),
+        Some((k, id)) if k == kind => {
+            tracing::info!(kind, id = %id, "a create sent again with its Idempotency-Key: answering the object it made");
+            Ok(Some(id))
+        }
+        Some((k, id)) => Err(ApiError::conflict(format!(
+            "this Idempotency-Key made {k} {id}, not a new {kind}; send a new key for a new object"
+        ))),
+    }
+}
+
+/// `saved` as it went, unless it failed and the request's key shows an earlier create of the
+/// same kind made the object meanwhile (two retries at once): then that object's id.
+pub(crate) async fn or_replayed(
+    state: &AppState,
+    meta: &ChangeMeta,
+    kind: &'static str,
+    saved: Result<(), ApiError>,
+) -> Result<Option<String>, ApiError> {
+    match saved {
+        Ok(()) => Ok(None),
+        Err(e) if meta.idempotency_key.is_some() && !e.is_outcome_unknown() => {
+            match replayed(state, meta, kind).await? {
+                Some(id) => Ok(Some(id)),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

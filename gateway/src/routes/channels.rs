@@ -171,6 +171,9 @@ pub(super) async fn create(
     meta: ChangeMeta,
     JsonBody(input): JsonBody<AlertChannelInput>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if let Some(id) = super::changes::replayed(&state, &meta, "alert_channel").await? {
+        return Ok((StatusCode::CREATED, Json(view(&existing(&state, &id).await?))));
+    }
     let kind = input
         .kind
         .ok_or_else(|| ApiError::field("type", "missing; expected webhook, slack or pagerduty"))?;
@@ -212,9 +215,12 @@ pub(super) async fn create(
     }
     .build(&meta);
     let saved = rec.clone();
-    state
+    let saved = state
         .db(move |s| s.save_channel(&saved, Write::Insert, &change))
-        .await?;
+        .await;
+    if let Some(id) = super::changes::or_replayed(&state, &meta, "alert_channel", saved).await? {
+        return Ok((StatusCode::CREATED, Json(view(&existing(&state, &id).await?))));
+    }
     tracing::info!(channel = %rec.id, kind = ?rec.kind, "alert channel created");
     Ok((StatusCode::CREATED, Json(view(&rec))))
 }

@@ -246,6 +246,9 @@ pub(super) async fn create(
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     approved(&state, &meta)?;
+    if let Some(id) = super::changes::replayed(&state, &meta, "policy").await? {
+        return created_again(&state, &id).await;
+    }
     let (given, content) = policy_input(&headers, &bytes)?;
     let content = content
         .ok_or_else(|| ApiError::field("content", "missing; send the policy YAML as content"))?;
@@ -275,11 +278,24 @@ pub(super) async fn create(
     .build(&meta);
     let change_id = change.id.clone();
     let saved = rec.clone();
-    state
+    let saved = state
         .db(move |s| s.save_policy(&saved, Write::Insert, &change))
-        .await?;
+        .await;
+    if let Some(id) = super::changes::or_replayed(&state, &meta, "policy", saved).await? {
+        return created_again(&state, &id).await;
+    }
     deploy(&state, change_id).await?;
     tracing::info!(policy = %rec.name, id = %rec.id, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy created");
+    Ok((StatusCode::CREATED, Json(api_view(&rec))))
+}
+
+/// The answer to a create sent again with its `Idempotency-Key`: the policy the first made.
+async fn created_again(state: &AppState, id: &str) -> Result<(StatusCode, Json<Policy>), ApiError> {
+    let key = id.to_owned();
+    let rec = state
+        .db(move |s| s.get_policy(&key))
+        .await?
+        .ok_or_else(|| ApiError::not_found("policy", id))?;
     Ok((StatusCode::CREATED, Json(api_view(&rec))))
 }
 

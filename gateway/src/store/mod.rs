@@ -105,6 +105,8 @@ pub(crate) struct ChangeDraft {
     pub(crate) approver: Option<String>,
     pub(crate) change_ticket: Option<String>,
     pub(crate) trace_id: Option<String>,
+    /// The create's `Idempotency-Key`, unique among changes (creates only).
+    pub(crate) idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -128,6 +130,10 @@ pub(crate) enum StoreError {
     /// The database cannot be reached (a server database down or restarting); nothing was done.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The connection was lost while the transaction committed: the change may or may not
+    /// have been made. A create sent again with its `Idempotency-Key` settles it.
+    #[error("the database connection was lost while the change committed: {0}")]
+    OutcomeUnknown(String),
     /// `Write::InsertCapped` found this many active agents already.
     #[error("{0} agents are active, as many as allowed")]
     AgentLimit(u64),
@@ -182,6 +188,8 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     fn list_changes(&self, filter: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError>;
+    /// The object a create with this `Idempotency-Key` made: `(kind, object id)`.
+    fn created_with_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError>;
 
     /// Records when a change took effect (a policy write, once the engine's snapshot holds it).
     fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError>;

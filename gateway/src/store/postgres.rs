@@ -132,6 +132,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_index_time ON audit_index (timestamp);
     CREATE INDEX audit_index_agent ON audit_index (agent_id, timestamp);
     CREATE INDEX audit_index_agent_name ON audit_index (agent_name, timestamp);",
+    // 4: a create's Idempotency-Key, so a retried create answers the object it made.
+    "ALTER TABLE changes ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX changes_idempotency_key ON changes (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;",
 ];
 
 /// The advisory lock every write transaction takes (and migrations, at session scope).
@@ -340,7 +344,7 @@ impl PgStore {
             insert_change(&mut tx, change).map_err(|e| classify(&e))?;
             tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL])
                 .map_err(|e| classify(&e))?;
-            tx.commit().map_err(|e| classify(&e))
+            tx.commit().map_err(|e| committing(&e))
         })();
         self.put_back(client);
         out
@@ -716,6 +720,15 @@ fn lost(e: &postgres::Error) -> bool {
     }
 }
 
+/// An error of the COMMIT itself: the server may have committed before the connection went, so
+/// a lost connection here is an unknown outcome, never "nothing was done".
+fn committing(e: &postgres::Error) -> StoreError {
+    match e.code() {
+        Some(_) if !lost(e) => StoreError::Backend(error_text(e)),
+        _ => StoreError::OutcomeUnknown(error_text(e)),
+    }
+}
+
 fn classify(e: &postgres::Error) -> StoreError {
     if lost(e) {
         StoreError::Unavailable(error_text(e))
@@ -803,8 +816,8 @@ fn insert_change(tx: &mut Transaction<'_>, c: &ChangeDraft) -> Result<(), postgr
     // snapshot holds it (`mark_deployed`).
     let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
     tx.execute(
-        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref, idempotency_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             &c.id,
             &c.timestamp,
@@ -822,6 +835,7 @@ fn insert_change(tx: &mut Transaction<'_>, c: &ChangeDraft) -> Result<(), postgr
             &c.trace_id,
             &deployed_at,
             &rollback_ref,
+            &c.idempotency_key,
         ],
     )?;
     Ok(())
@@ -1059,6 +1073,17 @@ impl Store for PgStore {
             })?,
             change_from_row,
         )
+    }
+
+    fn created_with_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .read(|c| {
+                c.query_opt(
+                    "SELECT kind, object_id FROM changes WHERE idempotency_key = $1",
+                    &[&key],
+                )
+            })?
+            .map(|r| (r.get(0), r.get(1))))
     }
 
     fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError> {

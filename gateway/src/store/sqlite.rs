@@ -163,6 +163,10 @@ const MIGRATIONS: &[&str] = &[
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL
     );",
+    // 13: a create's Idempotency-Key, so a retried create answers the object it made.
+    "ALTER TABLE changes ADD COLUMN idempotency_key TEXT;
+    CREATE UNIQUE INDEX changes_idempotency_key ON changes (idempotency_key)
+        WHERE idempotency_key IS NOT NULL;",
 ];
 
 #[derive(Debug)]
@@ -468,8 +472,8 @@ fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::R
     // snapshot holds it (`mark_deployed`).
     let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
     tx.execute(
-        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref, idempotency_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             c.id,
             c.timestamp,
@@ -487,6 +491,7 @@ fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::R
             c.trace_id,
             deployed_at,
             rollback_ref,
+            c.idempotency_key,
         ],
     )?;
     Ok(())
@@ -732,6 +737,17 @@ impl Store for SqliteStore {
                 change_from_row,
             )?
             .collect()
+        })
+    }
+
+    fn created_with_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT kind, object_id FROM changes WHERE idempotency_key = ?1",
+                params![key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
         })
     }
 

@@ -246,3 +246,45 @@ fn bodies_over_the_limit_get_413() {
     );
     assert_eq!(gw.get("/admin/agents").1["agents"], json!([]));
 }
+
+/// A create sent again with its `Idempotency-Key` answers the object the first one made (the
+/// provider sends one key for all attempts of a create); a key is not reused for another
+/// kind of object.
+#[test]
+fn a_create_sent_again_with_its_idempotency_key_makes_nothing_new() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let create = |path: &str, key: &str, body: serde_json::Value| {
+        json(
+            gw.admin(Method::POST, path)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .unwrap(),
+        )
+    };
+    let (s1, first) = create("/admin/agents", "key-a", serde_json::json!({"name": "twice"}));
+    let (s2, second) = create("/admin/agents", "key-a", serde_json::json!({"name": "twice"}));
+    assert_eq!((s1, s2), (201, 201), "{first} {second}");
+    assert!(first["id"].as_str().is_some_and(|id| id.starts_with("agent_")), "{first}");
+    assert_eq!(first["id"], second["id"]);
+    let (_, list) = gw.get("/admin/agents");
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{list}");
+    // Another key is another agent; the same key for a channel is refused, naming the agent.
+    let (s3, third) = create("/admin/agents", "key-b", serde_json::json!({"name": "twice"}));
+    assert_eq!(s3, 201);
+    assert_ne!(third["id"], first["id"]);
+    let (s4, refused) = create(
+        "/admin/alert-channels",
+        "key-a",
+        serde_json::json!({"type": "webhook", "endpoint": "https://hooks.example.com/x"}),
+    );
+    assert_eq!(s4, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains(first["id"].as_str().unwrap()),
+        "{refused}"
+    );
+}

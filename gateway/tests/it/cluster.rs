@@ -411,3 +411,137 @@ fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
             })
     });
 }
+
+/// A TCP relay between a gateway and PostgreSQL that, when armed, passes the COMMIT of the
+/// next transaction that wrote a change record to the server, lets the server commit it, and
+/// cuts the connection before the reply comes back: the lost COMMIT reply a real network
+/// produces now and then, on demand (a fault a real PostgreSQL cannot be asked for).
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    cut: Arc<AtomicU64>,
+}
+
+impl CommitCutter {
+    fn start(pg_port: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicU64::new(0));
+        let (a, c) = (Arc::clone(&armed), Arc::clone(&cut));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let server = std::net::TcpStream::connect(("127.0.0.1", pg_port)).unwrap();
+                let (a, c) = (Arc::clone(&a), Arc::clone(&c));
+                std::thread::spawn(move || relay(client, server, &a, &c));
+            }
+        });
+        Self { port, armed, cut }
+    }
+}
+
+fn relay(
+    mut client: std::net::TcpStream,
+    mut server: std::net::TcpStream,
+    armed: &AtomicBool,
+    cut: &AtomicU64,
+) {
+    use std::io::{Read, Write};
+    let (mut back_from, mut back_to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut back_from, &mut back_to);
+        let _ = back_to.shutdown(std::net::Shutdown::Both);
+    });
+    // The startup message has no type byte (the URL asks for no TLS, so it comes first).
+    let mut len = [0u8; 4];
+    if client.read_exact(&mut len).is_err() {
+        return;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+    if client.read_exact(&mut body).is_err() {
+        return;
+    }
+    let _ = server.write_all(&len).and_then(|()| server.write_all(&body));
+    let mut wrote_change = false;
+    loop {
+        let mut head = [0u8; 5];
+        if client.read_exact(&mut head).is_err() {
+            break;
+        }
+        let n = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize - 4;
+        let mut body = vec![0u8; n];
+        if client.read_exact(&mut body).is_err() {
+            break;
+        }
+        let text = String::from_utf8_lossy(&body);
+        if head[0] == b'P' && text.contains("INSERT INTO changes") {
+            wrote_change = true;
+        }
+        let commit = head[0] == b'Q' && text.contains("COMMIT");
+        if server.write_all(&head).and_then(|()| server.write_all(&body)).is_err() {
+            break;
+        }
+        if commit && wrote_change && armed.swap(false, Ordering::SeqCst) {
+            // The server has the COMMIT; the gateway's side goes at once, so its answer never
+            // arrives, and the server's side once it has had time to commit.
+            cut.fetch_add(1, Ordering::SeqCst);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = server.shutdown(std::net::Shutdown::Both);
+            break;
+        }
+        if commit {
+            wrote_change = false;
+        }
+    }
+}
+
+/// Issue #32 item 9: a create whose COMMIT reply is lost is answered 503 with outcome
+/// `unknown` (it was committed), and the same create sent again with its Idempotency-Key
+/// answers the agent the first made: one agent, never two.
+#[test]
+fn a_lost_commit_reply_is_an_unknown_outcome_and_a_retry_with_its_key_makes_no_duplicate() {
+    let server = pg::PgServer::start();
+    server.database("lostcommit");
+    let cutter = CommitCutter::start(server.port);
+    let url = format!(
+        "postgresql://{}:{}@127.0.0.1:{}/lostcommit?sslmode=disable",
+        pg::USER,
+        pg::PASSWORD,
+        cutter.port
+    );
+    let dir = tempdir();
+    let gw = member(dir.path(), &url);
+    let create = || {
+        harness::json(
+            gw.admin(reqwest::Method::POST, "/admin/agents")
+                .header("Idempotency-Key", "terraform-test-key-1")
+                .json(&json!({"name": "exactly-once"}))
+                .send()
+                .unwrap(),
+        )
+    };
+    cutter.armed.store(true, Ordering::SeqCst);
+    let (status, body) = create();
+    assert_eq!(cutter.cut.load(Ordering::SeqCst), 1, "the COMMIT reply was cut");
+    assert_eq!(
+        (status, body["error"].as_str(), body["outcome"].as_str()),
+        (503, Some("outcome_unknown"), Some("unknown")),
+        "{body}"
+    );
+    let (status, again) = create();
+    assert_eq!(status, 201, "{again}");
+    let (_, list) = gw.get("/admin/agents");
+    let named: Vec<&Value> = list["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"] == "exactly-once")
+        .collect();
+    assert_eq!(named.len(), 1, "one agent, not two: {list}");
+    assert_eq!(named[0]["id"], again["id"]);
+    // The token the retry answers works.
+    let token = again["token"].as_str().unwrap();
+    let (status, _) = gw.check(token, "read:x");
+    assert_eq!(status, 403, "a valid token, denied only for want of a policy");
+}
