@@ -30,6 +30,7 @@ fn draft(n: u32, kind: &'static str, object: &str, operation: &'static str) -> C
         approver: Some("ops@example.com".into()),
         change_ticket: Some("CHG-1".into()),
         trace_id: None,
+        idempotency_key: None,
     }
 }
 
@@ -73,7 +74,29 @@ fn suite(store: &dyn Store) {
     changes(store);
     alerts(store);
     capped(store);
+    idempotent(store);
     store.ping().unwrap();
+}
+
+/// A create's Idempotency-Key is unique among changes and names what the create made; a
+/// second create with the key is refused whole (no object, no change record).
+fn idempotent(s: &dyn Store) {
+    let keyed = |n: u32, object: &str| ChangeDraft {
+        idempotency_key: Some("key-1".into()),
+        ..draft(n, "agent", object, "create")
+    };
+    assert_eq!(s.created_with_key("key-1").unwrap(), None);
+    s.save_agent(&agent("ag-key", 1), Write::Insert, &keyed(90, "ag-key"))
+        .unwrap();
+    assert_eq!(
+        s.created_with_key("key-1").unwrap(),
+        Some(("agent".to_owned(), "ag-key".to_owned()))
+    );
+    assert!(
+        s.save_agent(&agent("ag-key-2", 1), Write::Insert, &keyed(91, "ag-key-2"))
+            .is_err()
+    );
+    assert!(s.get_agent("ag-key-2").unwrap().is_none());
 }
 
 fn capped(s: &dyn Store) {
