@@ -113,6 +113,14 @@ enum EvidenceCommand {
         /// The site key that signed the installation transcript.
         #[arg(long)]
         transcript_pubkey: Option<PathBuf>,
+        /// Accept that the witnesses' cosignatures are not checked (no --witness key): without
+        /// this, a bundle verified with no witness key is UNVERIFIED.
+        #[arg(long)]
+        accept_unwitnessed: bool,
+        /// Accept that the installation transcript's signature is not checked (no
+        /// --transcript-pubkey): without this, such a bundle is UNVERIFIED.
+        #[arg(long)]
+        accept_unsigned_transcript: bool,
         /// Print the transcript as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -397,6 +405,11 @@ struct InstallArgs {
     /// Install media older than what runs (rollback media).
     #[arg(long)]
     rollback: bool,
+    /// Skip one of the runbook's smoke tests by name (repeatable): "sidecar heartbeat",
+    /// "egress denial", "evidence export", ... The transcript records it as skipped by the
+    /// operator; every other smoke test must pass.
+    #[arg(long = "skip-smoke", value_name = "NAME")]
+    skip_smoke: Vec<String>,
     /// The passphrase of the site's transcript key.
     #[command(flatten)]
     passphrase: PassphraseArg,
@@ -550,6 +563,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Install(a) => {
             let site = meshguard_bundler::site::SiteConfig::load(&a.site)?;
+            meshguard_bundler::site::smoke::check_skips(&a.skip_smoke)?;
             let (key, opts) = a.trust.load()?;
             let transcript_key = MediaKey::load(&site.transcript_key, &a.passphrase.get()?)
                 .with_context(|| {
@@ -567,6 +581,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 verify: opts,
                 rollback: a.rollback,
                 transcript_key: &transcript_key,
+                skip_smoke: a.skip_smoke,
             })?;
             print!("{}", outcome.transcript_text);
             println!(
@@ -709,9 +724,19 @@ fn run(command: Command) -> Result<ExitCode> {
             witnesses,
             quorum,
             transcript_pubkey,
+            accept_unwitnessed,
+            accept_unsigned_transcript,
             json,
             transcript_out,
         }) => {
+            use meshguard_bundler::evidence::Unchecked;
+            let accepted: Vec<Unchecked> = [
+                (accept_unwitnessed, Unchecked::Witness),
+                (accept_unsigned_transcript, Unchecked::Transcript),
+            ]
+            .into_iter()
+            .filter_map(|(on, u)| on.then_some(u))
+            .collect();
             let pubkey = MediaPublicKey::from_file(&pubkey)?;
             let transcript_pubkey = transcript_pubkey
                 .as_deref()
@@ -726,6 +751,7 @@ fn run(command: Command) -> Result<ExitCode> {
                     witnesses: &witnesses,
                     transcript_pubkey: transcript_pubkey.as_ref(),
                     list_denials: true,
+                    accept_unchecked: &accepted,
                 },
             )?;
             if let Some(path) = &transcript_out {

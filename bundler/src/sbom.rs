@@ -292,8 +292,8 @@ pub fn spdx_expression(cargo_license: &str) -> String {
         .join(" OR ")
 }
 
-/// A cargo workspace, read once: its packages and dependency graph (`cargo metadata`, offline,
-/// against the lock file) and the registry checksum of every crate in its `Cargo.lock`.
+/// A cargo workspace, read once: its packages and dependency graph (`cargo metadata` against
+/// the lock file) and the registry checksum of every crate in its `Cargo.lock`.
 #[derive(Debug)]
 pub struct Workspace {
     dir: std::path::PathBuf,
@@ -305,9 +305,12 @@ pub struct Workspace {
 impl Workspace {
     pub fn load(workspace: &Path) -> Result<Self, BundleError> {
         let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-            // The platform the binaries are built for: only its dependencies are in them, and
-            // only they need to be in the local registry cache.
+            // Not `--offline`: metadata reads the manifest of every crate in the lock file's
+            // graph, dev-dependencies included, and a fresh machine that built only the
+            // binaries has not downloaded those yet (the README's first command failed there).
+            // Cargo fetches what is missing, or stays offline when CARGO_NET_OFFLINE says so.
+            .args(["metadata", "--format-version", "1", "--locked"])
+            // The platform the binaries are built for: only its dependencies are in them.
             .args(["--filter-platform", host_triple(), "--manifest-path"])
             .arg(workspace.join("Cargo.toml"))
             .output()

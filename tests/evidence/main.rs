@@ -700,6 +700,17 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     let (code, said, _) = verify(&out, &["--witness", other_witness.trim()]);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("FAIL witness cosignatures"), "{said}");
+    // With no witness key the cosignatures cannot be checked: UNVERIFIED, not a pass, unless
+    // the caller accepts it by name.
+    let (code, said, _) = verify(&out, &[]);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("NOT RUN witness cosignatures") && said.contains("RESULT: UNVERIFIED"),
+        "{said}"
+    );
+    let (code, said, _) = verify(&out, &["--accept-unwitnessed"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("NOT RUN (accepted) witness cosignatures"), "{said}");
     let (code, said, _) = verify(
         &out,
         &[
@@ -736,6 +747,50 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
         said.contains("audit/more.jsonl is in the bundle but not in its manifest"),
         "{said}"
     );
+
+    // The stock-tool check of docs/evidence.md, with minisign, sha256sum, find and cmp only:
+    // it passes on the bundle as exported, and fails on an entry altered with SHA256SUMS
+    // rewritten to match, and on an added file.
+    assert_eq!(stock_check(&out, &public), (true, String::new()));
+    let rewritten = p.join("rewritten");
+    copy_dir(&altered, &rewritten);
+    let sums = Command::new("sh")
+        .args(["-c", "sha256sum $(cut -c67- SHA256SUMS) > SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS"])
+        .current_dir(&rewritten)
+        .status()
+        .unwrap();
+    assert!(sums.success());
+    let (ok, said) = stock_check(&rewritten, &public);
+    assert!(!ok, "a rewritten SHA256SUMS must not pass the stock check");
+    assert!(said.contains("minisign"), "{said}");
+    let (code, said, _) = verify(&rewritten, &["--accept-unwitnessed"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("FAIL SHA256SUMS"), "{said}");
+    let (ok, said) = stock_check(&extra, &public);
+    assert!(!ok, "an added file must not pass the stock check");
+    assert!(said.contains("cmp"), "{said}");
+}
+
+/// docs/evidence.md's check with stock tools only: the signature of SHA256SUMS (minisign),
+/// every file it lists (sha256sum), and no file it does not list (find, cmp). Returns whether
+/// it passed and, if not, which step refused.
+fn stock_check(bundle: &Path, public: &Path) -> (bool, String) {
+    let script = r#"set -e
+minisign -Vqm SHA256SUMS -p "$1" || { echo "refused by minisign"; exit 1; }
+sha256sum -c --strict --quiet SHA256SUMS || { echo "refused by sha256sum"; exit 1; }
+find . -type f ! -name SHA256SUMS ! -name '*.minisig' | sed 's|^\./||' | sort > /tmp/.mg-files-$$
+cut -c67- SHA256SUMS | sort | cmp -s - /tmp/.mg-files-$$ || { rm -f /tmp/.mg-files-$$; echo "refused by cmp: the files are not those SHA256SUMS lists"; exit 1; }
+rm -f /tmp/.mg-files-$$"#;
+    let out = Command::new("sh")
+        .args(["-c", script, "stock-check"])
+        .arg(public)
+        .current_dir(bundle)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
 }
 
 /// An export that cannot be proven by the site's witnesses is refused, and leaves nothing.
@@ -1066,6 +1121,8 @@ fn hipaa_redaction_keeps_ephi_out_of_the_log_the_siem_and_the_evidence() {
         out.to_str().unwrap(),
         "--pubkey",
         public.to_str().unwrap(),
+        // This gateway has no witness: accepted by name, as an auditor would have to.
+        "--accept-unwitnessed",
     ]);
     assert_eq!(code, 0, "{said}");
     assert!(
@@ -1152,6 +1209,7 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
             dir.to_str().unwrap(),
             "--pubkey",
             public.to_str().unwrap(),
+            "--accept-unwitnessed",
         ])
     };
     let out = p.join("finra");
@@ -1252,6 +1310,8 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
         out.to_str().unwrap(),
         "--pubkey",
         public.to_str().unwrap(),
+        // This gateway has no witness: accepted by name, as an auditor would have to.
+        "--accept-unwitnessed",
     ]);
     assert_eq!(code, 0, "{said}");
     assert!(
@@ -1393,6 +1453,8 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
         out.to_str().unwrap(),
         "--pubkey",
         public.to_str().unwrap(),
+        // This gateway has no witness: accepted by name, as an auditor would have to.
+        "--accept-unwitnessed",
     ]);
     assert_eq!(code, 0, "{said}");
     assert!(

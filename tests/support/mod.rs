@@ -57,6 +57,8 @@ pub(crate) fn spawn_gateway(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> (
         .env("ADMIN_TOKEN", ADMIN)
         .env("JWT_SECRET", JWT_SECRET)
         .env("DB_PATH", dir.join("meshguard.db"))
+        // The tests' alert receivers run on loopback, which alerts go to only when allowed.
+        .env("ALERT_DESTINATIONS_ALLOWED", "127.0.0.1")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)

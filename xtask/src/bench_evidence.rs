@@ -196,6 +196,8 @@ pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
             &out.display().to_string(),
             "--pubkey",
             &public.display().to_string(),
+            // The benchmark's gateway has no witness.
+            "--accept-unwitnessed",
             "--json",
         ]),
         "evidence verify",

@@ -517,6 +517,12 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
         "meshguard",
     )?)?;
     let r = root().display().to_string();
+    // The egress allowlist the site's egress proxy enforces (the install's egress smoke test
+    // needs the proxy running): the one destination a disconnected site's agents may reach.
+    fs::write(
+        src.join("egress.json"),
+        r#"{"format": "meshguard-egress-allowlist/v1", "version": 1, "destinations": [{"host": "records.site.internal", "ports": [443], "region": "local"}]}"#,
+    )?;
     fs::write(
         src.join("media.yaml"),
         format!(
@@ -536,11 +542,13 @@ terraform:
     binaries: {{linux_amd64: {provider}}}
   modules: {r}/modules
 policies: {r}/examples/policies
+egress: {egress}
 license: {{file: {lic}}}
 sbom: {{workspace: {r}, binaries: [meshguard-gateway, terraform-provider-meshguard]}}
 {source}",
             v = env!("CARGO_PKG_VERSION"),
             lic = vendor.join("demo.license").display(),
+            egress = src.join("egress.json").display(),
             provider = provider.display(),
             source = crate::images::git(&["rev-parse", "HEAD"])
                 .map(|rev| format!(

@@ -414,17 +414,14 @@ fn export_into(
     for (path, bytes) in &files {
         crate::fsx::write_atomic(&staging.join(path), bytes)?;
     }
-    let mut sums = String::new();
     let mut listed = Vec::new();
     for (path, (sha, size)) in &digests {
-        sums.push_str(&format!("{sha}  {path}\n"));
         listed.push(FileEntry {
             path: path.clone(),
             sha256: sha.clone(),
             size: *size,
         });
     }
-    crate::fsx::write_atomic(&staging.join("SHA256SUMS"), sums.as_bytes())?;
     let manifest = Manifest {
         format: FORMAT.into(),
         profile: profile.id.into(),
@@ -450,6 +447,30 @@ fn export_into(
     )?;
     crate::fsx::write_atomic(&staging.join("MANIFEST.json"), &bytes)?;
     crate::fsx::write_atomic(&staging.join("MANIFEST.json.minisig"), sig.as_bytes())?;
+    // SHA256SUMS lists every file, the manifest too, and is signed itself: the stock-tool check
+    // (`minisign -V` of it, then `sha256sum -c`, then no file it does not list) detects an
+    // altered file even with SHA256SUMS rewritten, and an added one.
+    let mut sums = String::new();
+    let mut all: Vec<(&str, &str)> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.sha256.as_str()))
+        .collect();
+    let manifest_sha = hex::encode(Sha256::digest(&bytes));
+    all.push(("MANIFEST.json", &manifest_sha));
+    all.sort();
+    for (path, sha) in all {
+        sums.push_str(&format!("{sha}  {path}\n"));
+    }
+    let sums_sig = opts.key.sign(
+        sums.as_bytes(),
+        &format!(
+            "meshguard evidence SHA256SUMS {} {} {}",
+            profile.id, opts.from, opts.to
+        ),
+    )?;
+    crate::fsx::write_atomic(&staging.join("SHA256SUMS"), sums.as_bytes())?;
+    crate::fsx::write_atomic(&staging.join("SHA256SUMS.minisig"), sums_sig.as_bytes())?;
     // Never hand out a bundle that does not verify.
     let check = verify(
         staging,
@@ -460,6 +481,9 @@ fn export_into(
             quorum: 0,
             transcript_pubkey: None,
             list_denials: false,
+            // What the export wrote is checked here; the witnesses' cosignatures and the
+            // transcript's signature are the auditor's to check with the site's keys.
+            accept_unchecked: &[Unchecked::Witness, Unchecked::Transcript],
         },
     )?;
     if !check.ok {
@@ -996,13 +1020,30 @@ pub struct VerifyOptions<'a> {
     /// List every denial in the transcript (else only count them: a check that keeps no
     /// transcript, such as the export's own, needs no list).
     pub list_denials: bool,
+    /// Checks the caller knowingly accepts not running (`--accept-unwitnessed`,
+    /// `--accept-unsigned-transcript`). Any other check that cannot run makes the result
+    /// UNVERIFIED.
+    pub accept_unchecked: &'a [Unchecked],
+}
+
+/// A check `verify` cannot run without a key the caller did not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unchecked {
+    /// No `--witness` key: the checkpoint's cosignatures are not checked.
+    Witness,
+    /// No `--transcript-pubkey`: the installation transcript's signature is not checked.
+    Transcript,
 }
 
 /// One check of the transcript.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub check: String,
+    /// Whether it counts as met: it ran and passed, or it could not run and the caller
+    /// accepted that by name.
     pub ok: bool,
+    /// Whether it ran at all.
+    pub ran: bool,
     pub detail: String,
 }
 
@@ -1014,6 +1055,8 @@ pub struct Verified {
     pub bundle: String,
     pub verified_at: String,
     pub ok: bool,
+    /// VERIFIED, UNVERIFIED (a check could not run and was not accepted) or FAILED.
+    pub result: &'static str,
     pub manifest: Option<Manifest>,
     pub checks: Vec<Check>,
     /// What the verified entries decided: the denials one by one.
@@ -1058,6 +1101,19 @@ pub struct Denial {
 const DENIALS_IN_TEXT: usize = 50;
 
 impl Verified {
+    /// VERIFIED when every check ran and passed (or the caller accepted by name that one could
+    /// not run); FAILED when a check that ran failed; else UNVERIFIED, naming nothing false but
+    /// something not shown.
+    pub fn result(&self) -> &'static str {
+        if self.checks.iter().any(|c| c.ran && !c.ok) {
+            "FAILED"
+        } else if self.ok {
+            "VERIFIED"
+        } else {
+            "UNVERIFIED"
+        }
+    }
+
     pub fn text(&self) -> String {
         let mut out = format!(
             "meshguard evidence verification of {} at {}\n",
@@ -1108,18 +1164,67 @@ impl Verified {
         for c in &self.checks {
             out.push_str(&format!(
                 "{} {}: {}\n",
-                if c.ok { "PASS" } else { "FAIL" },
+                match (c.ran, c.ok) {
+                    (true, true) => "PASS",
+                    (true, false) => "FAIL",
+                    (false, true) => "NOT RUN (accepted)",
+                    (false, false) => "NOT RUN",
+                },
                 c.check,
                 c.detail
             ));
         }
-        out.push_str(if self.ok {
-            "RESULT: VERIFIED\n"
-        } else {
-            "RESULT: NOT VERIFIED\n"
-        });
+        out.push_str(&format!("RESULT: {}\n", self.result()));
         out
     }
+}
+
+/// `SHA256SUMS` is signed by the exporter's key and lists exactly the manifest's files with
+/// their digests, and the manifest itself: what the stock-tool check relies on.
+fn sums_match(
+    dir: &Path,
+    pubkey: &MediaPublicKey,
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+) -> std::result::Result<String, String> {
+    let sums = std::fs::read(dir.join("SHA256SUMS"))
+        .map_err(|e| format!("SHA256SUMS cannot be read: {e}"))?;
+    let sig = std::fs::read_to_string(dir.join("SHA256SUMS.minisig"))
+        .map_err(|_| "SHA256SUMS is not signed (SHA256SUMS.minisig is missing)".to_owned())?;
+    pubkey
+        .verify(&sums, &sig, "SHA256SUMS")
+        .map_err(|e| format!("SHA256SUMS: {e}"))?;
+    let text = String::from_utf8(sums).map_err(|_| "SHA256SUMS is not text".to_owned())?;
+    let mut expected: Vec<(String, String)> = manifest
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.sha256.clone()))
+        .collect();
+    expected.push((
+        "MANIFEST.json".to_owned(),
+        hex::encode(Sha256::digest(manifest_bytes)),
+    ));
+    expected.sort();
+    let mut got: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (sha, path) = l.split_once("  ").unwrap_or((l, ""));
+            (path.to_owned(), sha.to_owned())
+        })
+        .collect();
+    got.sort();
+    if got != expected {
+        return Err(
+            "SHA256SUMS does not list exactly the signed manifest's files and the manifest"
+                .to_owned(),
+        );
+    }
+    Ok(format!(
+        "signed by key {}; lists the {} files and the manifest",
+        pubkey.key_id(),
+        manifest.files.len()
+    ))
 }
 
 /// Verifies a bundle with no network. Every check runs and is reported; `ok` is their
@@ -1134,15 +1239,29 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         checks.push(Check {
             check: check.to_owned(),
             ok,
+            ran: true,
             detail,
         });
         ok
+    };
+    // Checks that cannot run for want of a key: met only if the caller accepted each by name.
+    let mut unrun: Vec<Check> = Vec::new();
+    let not_run = |check: &str, what: Unchecked, why: String, flag: &str| Check {
+        check: check.to_owned(),
+        ok: opts.accept_unchecked.contains(&what),
+        ran: false,
+        detail: if opts.accept_unchecked.contains(&what) {
+            format!("not checked: {why} (accepted with {flag})")
+        } else {
+            format!("not checked: {why}; give the key, or accept this explicitly with {flag}")
+        },
     };
     let mut out = Verified {
         format: "meshguard-evidence-verification/v1",
         bundle: dir.display().to_string(),
         verified_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ok: false,
+        result: "FAILED",
         manifest: None,
         checks: Vec::new(),
         decisions: Decisions::default(),
@@ -1198,7 +1317,12 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     }
     let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for extra in crate::fsx::walk(dir)? {
-        let known = ["MANIFEST.json", "MANIFEST.json.minisig", "SHA256SUMS"];
+        let known = [
+            "MANIFEST.json",
+            "MANIFEST.json.minisig",
+            "SHA256SUMS",
+            "SHA256SUMS.minisig",
+        ];
         if !listed.contains(&extra.as_str()) && !known.contains(&extra.as_str()) {
             bad.push(format!("{extra} is in the bundle but not in its manifest"));
         }
@@ -1213,6 +1337,11 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         } else {
             Err(bad.join("; "))
         },
+    );
+
+    add(
+        "SHA256SUMS",
+        sums_match(dir, opts.pubkey, &manifest, &bytes),
     );
 
     let read = |p: &str| std::fs::read(dir.join(p)).unwrap_or_default();
@@ -1385,24 +1514,26 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
             None => cosign_problems.push(format!("no valid cosignature by {}", vkey.name)),
         }
     }
+    if opts.witnesses.is_empty() && opts.quorum == 0 {
+        let named = if manifest.witnesses.is_empty() {
+            "the bundle names no witness".to_owned()
+        } else {
+            format!("the bundle names {}", manifest.witnesses.join(", "))
+        };
+        unrun.push(not_run(
+            "witness cosignatures",
+            Unchecked::Witness,
+            format!("no --witness key given ({named})"),
+            "--accept-unwitnessed",
+        ));
+    } else {
     add(
         "witness cosignatures",
         if opts.witnesses.is_empty() {
-            if opts.quorum > 0 {
-                Err(format!(
-                    "a quorum of {} was asked for, but no --witness key given",
-                    opts.quorum
-                ))
-            } else {
-                Ok(format!(
-                    "not checked: no --witness key given (the bundle names {})",
-                    if manifest.witnesses.is_empty() {
-                        "no witness".to_owned()
-                    } else {
-                        manifest.witnesses.join(", ")
-                    }
-                ))
-            }
+            Err(format!(
+                "a quorum of {} was asked for, but no --witness key given",
+                opts.quorum
+            ))
         } else if cosigners.len() >= opts.quorum.max(1) {
             Ok(format!(
                 "cosigned by {} ({} of quorum {}){}",
@@ -1424,6 +1555,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
             ))
         },
     );
+    }
 
     // The run of entries in the checkpoint.
     let proof: std::result::Result<RangeProof, String> =
@@ -1599,24 +1731,29 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     if listed.contains(&"install/transcript.json") {
         let t = read("install/transcript.json");
         let s = String::from_utf8(read("install/transcript.json.minisig")).unwrap_or_default();
-        add(
-            "installation transcript",
-            match opts.transcript_pubkey {
-                Some(k) => k
-                    .verify(&t, &s, "install/transcript.json")
-                    .map(|c| format!("signed by the site key {} ({c})", k.key_id()))
-                    .map_err(|e| e.to_string()),
-                None => Ok(
-                    "held; its signature not checked (pass --transcript-pubkey, the site's key)"
-                        .to_owned(),
-                ),
-            },
-        );
+        match opts.transcript_pubkey {
+            Some(k) => {
+                add(
+                    "installation transcript",
+                    k.verify(&t, &s, "install/transcript.json")
+                        .map(|c| format!("signed by the site key {} ({c})", k.key_id()))
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            None => unrun.push(not_run(
+                "installation transcript",
+                Unchecked::Transcript,
+                "the bundle holds a transcript and no --transcript-pubkey (the site's key) was given".to_owned(),
+                "--accept-unsigned-transcript",
+            )),
+        }
     }
     let _ = signed;
+    checks.extend(unrun);
     out.ok = checks.iter().all(|c| c.ok);
     out.manifest = Some(manifest);
     out.checks = checks;
+    out.result = out.result();
     Ok(out)
 }
 

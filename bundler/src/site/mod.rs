@@ -48,6 +48,8 @@ pub struct Options<'a> {
     pub rollback: bool,
     /// The site's key that signs the transcript.
     pub transcript_key: &'a MediaKey,
+    /// Smoke tests the operator skips by name (`--skip-smoke`); the transcript says so.
+    pub skip_smoke: Vec<String>,
 }
 
 /// What is installed, kept in STATE/installed.json (the previous one in installed.previous.json).
@@ -329,8 +331,16 @@ impl Run<'_> {
             let checks = smoke::run(
                 &deployed.gateway,
                 &nonce,
-                deployed.egress_port,
-                Some(&sidecar),
+                &smoke::Plan {
+                    egress: deployed.egress_port,
+                    sidecar: Some(&sidecar),
+                    evidence: Some(smoke::EvidenceSmoke {
+                        key: r.opts.transcript_key,
+                        dir: r.opts.site.state_dir.join("evidence"),
+                    }),
+                    skip: &r.opts.skip_smoke,
+                    candidate: false,
+                },
             );
             let failed: Vec<String> = checks
                 .iter()
@@ -700,7 +710,19 @@ impl Run<'_> {
                 let staged = podman
                     .play(&cand_path, tls)
                     .and_then(|ids| self.started(&podman, &ids, &cand_gw))
-                    .map(|_| smoke::run(&cand_gw, "candidate", None, None));
+                    .map(|_| {
+                        smoke::run(
+                            &cand_gw,
+                            "candidate",
+                            &smoke::Plan {
+                                egress: None,
+                                sidecar: None,
+                                evidence: None,
+                                skip: &[],
+                                candidate: true,
+                            },
+                        )
+                    });
                 let _ = podman.down(&cand_path);
                 if let Some(c) = claim_name(&cand) {
                     let _ = podman.volume_rm(&c);
