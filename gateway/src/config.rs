@@ -13,7 +13,7 @@ use clap::{Parser, ValueEnum};
 /// MeshGuard-compatible governance gateway.
 ///
 /// Every flag can also be set by the environment variable named after it.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "meshguard-gateway", version, about)]
 pub struct Args {
     /// Port to listen on [default: 3100; 4000 for a guardian sidecar].
@@ -407,6 +407,18 @@ pub struct Args {
     /// print the admin token once. Never use in production.
     #[arg(long)]
     pub dev: bool,
+}
+
+/// The arguments hold every secret of the gateway (admin token, JWT secret, webhook secrets,
+/// passphrases, the database URL's password), so their debug form names none of them: only
+/// where the gateway listens.
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -17,13 +17,29 @@ pub(crate) struct ApiError {
     stale: bool,
 }
 
+/// The longest message an error answer carries: a message that quotes what the caller sent
+/// (a header, a path) is cut, so an answer never echoes a 70 KB header back.
+const MESSAGE_MAX: usize = 2048;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MESSAGE_MAX {
+        let mut end = MESSAGE_MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (cut)");
+    }
+    message
+}
+
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             body: ErrorBody {
                 error: code.to_owned(),
-                message: message.into(),
+                message: bounded(message.into()),
                 field: None,
                 line: None,
                 errors: Vec::new(),

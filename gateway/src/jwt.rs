@@ -28,6 +28,10 @@ pub(crate) struct Claims {
     pub(crate) iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) exp: Option<u64>,
+    /// Not before (unix seconds): the gateway never sets it, but a token that carries one is
+    /// held to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nbf: Option<u64>,
     pub(crate) iss: String,
     #[serde(default)]
     pub(crate) ver: i64,
@@ -70,6 +74,7 @@ impl TokenKeys {
         validation.required_spec_claims = HashSet::from(["sub".to_owned(), "iss".to_owned()]);
         validation.set_issuer(&["meshguard"]);
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.leeway = 30;
         Self {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
@@ -93,6 +98,7 @@ impl TokenKeys {
             tags: agent.tags.clone(),
             iat: now_unix,
             exp,
+            nbf: None,
             iss: "meshguard".to_owned(),
             ver: agent.token_version,
         };
@@ -122,6 +128,14 @@ impl TokenKeys {
             {
                 return Err(TokenError::Invalid(
                     jsonwebtoken::errors::ErrorKind::ExpiredSignature.into(),
+                ));
+            }
+            if claims
+                .nbf
+                .is_some_and(|nbf| nbf > now.saturating_add(self.validation.leeway))
+            {
+                return Err(TokenError::Invalid(
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature.into(),
                 ));
             }
             return Ok(claims);
@@ -188,6 +202,34 @@ mod tests {
         assert!(keys.verify(&forged).is_err());
         let other = TokenKeys::new("another-secret-0123456789abcdef", Duration::from_secs(3600));
         assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let keys = TokenKeys::new(
+            "secret-for-unit-tests-0123456789",
+            Duration::from_secs(3600),
+        );
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = |nbf: u64| Claims {
+            sub: "agent_test".into(),
+            name: "test".into(),
+            tier: "verified".into(),
+            tags: vec![],
+            iat: now,
+            exp: Some(now + 3600),
+            nbf: Some(nbf),
+            iss: "meshguard".into(),
+            ver: 3,
+        };
+        let sign = |c: &Claims| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), c, &keys.encoding).unwrap()
+        };
+        assert!(keys.verify(&sign(&claims(now + 600))).is_err(), "nbf in 10 minutes");
+        let ok = sign(&claims(now.saturating_sub(1)));
+        assert!(keys.verify(&ok).is_ok());
+        // Remembered, it is still held to its nbf when asked about an earlier time.
+        assert!(keys.verify_at(&ok, now.saturating_sub(100)).is_err());
     }
 
     #[test]

@@ -175,6 +175,32 @@ fn decodes_again(text: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
+/// A form-encoded body (`application/x-www-form-urlencoded`) with a `_method` field: Rails and
+/// Laravel take a POST carrying one for the method it names.
+pub(crate) fn override_in_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String)> {
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        });
+    if !form {
+        return None;
+    }
+    form_urlencoded::parse(body)
+        .find(|(k, _)| OVERRIDE_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p)))
+        .map(|(k, _)| {
+            (
+                "body".to_owned(),
+                format!(
+                    "the form field {k:?} asks the upstream for another method than the one this call is governed as; send the call as what it is"
+                ),
+            )
+        })
+}
+
 /// The first header or query parameter by which the caller asks the upstream to take another
 /// method or path than the one judged: `(field, why)`.
 pub(crate) fn override_in(headers: &HeaderMap, query: Option<&str>) -> Option<(String, String)> {
@@ -280,5 +306,13 @@ mod tests {
             assert!(override_in(&none, Some(q)).is_some(), "{q}");
         }
         assert!(override_in(&none, Some("method=x&q=_method")).is_none());
+        let mut form = HeaderMap::new();
+        form.insert(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap(),
+        );
+        assert!(override_in_form(&form, b"a=1&_method=DELETE").is_some());
+        assert!(override_in_form(&form, b"a=1&b=_method").is_none());
+        assert!(override_in_form(&none, b"_method=DELETE").is_none(), "not a form");
     }
 }

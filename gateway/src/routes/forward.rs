@@ -16,7 +16,7 @@ use serde_json::json;
 use super::proxy::{
     authenticate, context, decision_headers, deny_body, header, unauthorized, with_trace,
 };
-use super::canonical::{ALLOW, canonical_path, derive_action, override_in, verb};
+use super::canonical::{ALLOW, canonical_path, derive_action, override_in, override_in_form, verb};
 use crate::auth::trace_id;
 use crate::error::ApiError;
 use crate::governance::{Ask, Narrowed, govern, record_refusal};
@@ -35,6 +35,8 @@ const DROPPED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
+    // The body is read whole and sent with its own length.
+    "content-length",
     "host",
     "authorization",
     "x-admin-token",
@@ -251,6 +253,23 @@ pub(super) async fn forward(
         return Ok(misdescribed(&state, &ask, &agent, wrong).await);
     }
     let path = path.expect("a path that is refused is a misdescription, answered above");
+    // The body is read whole before anything is decided: a body over MAX_BODY_BYTES or one the
+    // client does not finish is refused and never half-forwarded, and what goes upstream is
+    // framed by its real length, whatever the client's headers said.
+    let declared = parts
+        .headers
+        .contains_key(axum::http::header::CONTENT_LENGTH)
+        || parts
+            .headers
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    let body = match read_body(body, state.config().max_body_bytes).await {
+        Ok(b) => b,
+        Err(refusal) => return Ok(body_refused(&state, &ask, &agent, refusal).await),
+    };
+    if let Some((field, why)) = override_in_form(&parts.headers, &body) {
+        let wrong = Misdescribed::bad_request(&field, why);
+        return Ok(misdescribed(&state, &ask, &agent, wrong).await);
+    }
     if !ask.delegated_by.is_empty() {
         ask.delegators_ok =
             crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
@@ -295,22 +314,15 @@ pub(super) async fn forward(
     if let Ok(v) = trace.parse() {
         headers.insert(HeaderName::from_static("x-meshguard-trace-id"), v);
     }
-    // The client's framing is kept: a body sent with `Content-Length` goes on with that length
-    // (hyper frames a streamed body by the header), a chunked one stays chunked, and a request
-    // that had no body is sent without one.
-    let has_body = parts
-        .headers
-        .contains_key(axum::http::header::CONTENT_LENGTH)
-        || parts
-            .headers
-            .contains_key(axum::http::header::TRANSFER_ENCODING);
+    // A body goes on with its length (any method's, GET's too); a request that had none is
+    // sent without one.
     let mut request = state
         .inner
         .upstream
         .request(parts.method.clone(), &url)
         .headers(headers);
-    if has_body {
-        request = request.body(reqwest::Body::wrap_stream(body.into_data_stream()));
+    if declared || !body.is_empty() {
+        request = request.body(body);
     }
     let upstream = request.send().await;
     let mut response = match upstream {
@@ -344,6 +356,59 @@ pub(super) async fn forward(
     };
     decision_headers(&mut response, &verdict, &trace, Some(&agent.id));
     Ok(response)
+}
+
+/// Why a request's body was not taken.
+enum BodyRefusal {
+    TooLarge(usize),
+    Unfinished(String),
+}
+
+/// The whole body, at most `max` bytes.
+async fn read_body(body: Body, max: usize) -> Result<axum::body::Bytes, BodyRefusal> {
+    use futures_util::StreamExt as _;
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyRefusal::Unfinished(e.to_string()))?;
+        if out.len() + chunk.len() > max {
+            return Err(BodyRefusal::TooLarge(max));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.into())
+}
+
+/// A body over the limit (413) or not finished by the client (400): recorded as a refusal of
+/// this agent's call; nothing was decided or forwarded.
+async fn body_refused(
+    state: &AppState,
+    ask: &Ask,
+    agent: &AgentRecord,
+    refusal: BodyRefusal,
+) -> Response {
+    let (status, code, why) = match refusal {
+        BodyRefusal::TooLarge(max) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over MAX_BODY_BYTES ({max} bytes); nothing was forwarded"),
+        ),
+        BodyRefusal::Unfinished(e) => (
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            format!("the request body could not be read from the client ({e}); nothing was forwarded"),
+        ),
+    };
+    record_refusal(
+        state,
+        ask,
+        code,
+        &why,
+        Some(agent.id.clone()),
+        Some((agent.name.clone(), agent.trust_tier.clone())),
+    )
+    .await;
+    with_trace(ApiError::new(status, code, why).into_response(), &ask.trace_id)
 }
 
 #[cfg(test)]

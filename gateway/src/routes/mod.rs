@@ -97,6 +97,12 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             license::gate,
+        ))
+        // One layer authenticates every admin route (the outermost, so it runs first): a handler
+        // added without its `Admin` extractor is still behind it.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
         ));
     Router::new()
         .route("/", get(root))
@@ -137,6 +143,21 @@ fn sidecar_app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The admin API's authentication: the admin token (and, with `ADMIN_CLIENT_CA_FILE`, a client
+/// certificate from the site's admin CA), or 401.
+async fn require_admin(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::extract::FromRequestParts as _;
+    let (mut parts, body) = req.into_parts();
+    if let Err(rejection) = Admin::from_request_parts(&mut parts, &state).await {
+        return rejection.into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
 async fn root(State(state): State<AppState>) -> impl IntoResponse {

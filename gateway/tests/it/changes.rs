@@ -214,7 +214,9 @@ fn older_change_records_gain_their_rollback_reference_on_upgrade() {
     // Back to the schema before migration 10 (and the later ones), as an older gateway left it.
     let db = rusqlite::Connection::open(dir.path().join("data/meshguard.db")).unwrap();
     db.execute_batch(
-        "ALTER TABLE changes DROP COLUMN deployed_at;
+        "DROP INDEX changes_idempotency_key;
+         ALTER TABLE changes DROP COLUMN idempotency_key;
+         ALTER TABLE changes DROP COLUMN deployed_at;
          ALTER TABLE changes DROP COLUMN rollback_ref;
          DROP TABLE alert_deliveries;
          DROP TABLE audit_layout;

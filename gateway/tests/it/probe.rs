@@ -301,3 +301,153 @@ fn a_refused_method_is_told_what_is_forwarded() {
     assert_eq!(body["field"], "method");
     assert!(upstream_log(&up).is_empty());
 }
+
+/// A refusal quotes what it refuses, cut short: a 70 KB header is not echoed back.
+#[test]
+fn a_refusal_never_echoes_a_long_header_back() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("PROXY_TARGET", up.url.clone())]),
+    );
+    policy(&gw, "probe", POLICY);
+    let (_, token) = agent(&gw, "prober", "verified", &[]);
+    let claimed = format!("read:{}", "z".repeat(70_000));
+    let resp = gw
+        .raw(reqwest::Method::DELETE, "/proxy/admin/x")
+        .bearer_auth(&token)
+        .header("X-MeshGuard-Action", &claimed)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.text().unwrap();
+    assert!(body.len() < 4096, "{} bytes answered", body.len());
+    assert!(body.contains("X-MeshGuard-Action"), "{body}");
+    assert!(upstream_log(&up).is_empty());
+}
+
+/// Sends `head` and `body` as written and returns the status and the answer's body.
+fn send_raw(gw: &Gateway, head: &str, body: &[u8]) -> (u16, String) {
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+/// The body of a chunked answer (RFC 9112 §7.1), as text.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+/// Issue #32 item 10: what goes upstream is framed by the body the gateway read: a body over
+/// MAX_BODY_BYTES is refused (413, recorded, never forwarded), `Connection: Content-Length`
+/// does not turn a body into a chunked one, a GET's body goes on, and a form's `_method` is a
+/// misdescription.
+#[test]
+fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
+    let up = PythonServer::start("upstream.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("PROXY_TARGET", up.url.clone()),
+            ("MAX_BODY_BYTES", "1024".into()),
+            ("AUDIT_REFUSAL_WINDOW_SECONDS", "0".into()),
+        ]),
+    );
+    policy(
+        &gw,
+        "all",
+        "name: all\nrules:\n  - name: any\n    effect: allow\n    actions: [\"*\"]\n",
+    );
+    let (_, token) = agent(&gw, "poster", "verified", &[]);
+    let addr = gw.url("").trim_start_matches("http://").to_owned();
+    let head = |method: &str, extra: &str, length: usize, trace: &str| {
+        format!(
+            "{method} /proxy/notes/x HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nX-MeshGuard-Trace-ID: {trace}\r\nContent-Length: {length}\r\nConnection: close\r\n{extra}\r\n"
+        )
+    };
+
+    let big = vec![b'x'; 5000];
+    let (status, _) = send_raw(&gw, &head("POST", "", big.len(), "body-big"), &big);
+    assert_eq!(status, 413);
+    assert_eq!(upstream_log(&up).len(), 0, "nothing forwarded");
+    let e = &gw.get("/admin/audit?traceId=body-big").1["entries"][0];
+    assert_eq!(e["event"], "body_too_large", "{e}");
+
+    // A chunked body over the limit, too.
+    let addr2 = addr.clone();
+    let chunked = format!(
+        "POST /proxy/notes/x HTTP/1.1\r\nHost: {addr2}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut body = Vec::new();
+    for _ in 0..5 {
+        body.extend_from_slice(b"190\r\n");
+        body.extend_from_slice(&[b'y'; 400]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    assert_eq!(send_raw(&gw, &chunked, &body).0, 413);
+    assert_eq!(upstream_log(&up).len(), 0);
+
+    // `Connection: Content-Length` names the length as hop-by-hop; the body still goes on whole,
+    // with its length.
+    let (status, seen) = send_raw(
+        &gw,
+        &head("POST", "Connection: Content-Length\r\n", 5, "body-conn"),
+        b"hello",
+    );
+    assert_eq!(status, 200, "{seen}");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["headers"]["content-length"], "5", "{seen}");
+    assert!(seen["headers"].get("transfer-encoding").is_none(), "{seen}");
+    assert_eq!(seen["bodyLength"], 5);
+
+    // A GET with a body.
+    let (status, seen) = send_raw(&gw, &head("GET", "", 4, "body-get"), b"ping");
+    assert_eq!(status, 200, "{seen}");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["bodyLength"], 4, "{seen}");
+
+    // A form asking for another method.
+    let form = b"a=1&_method=DELETE";
+    let (status, said) = send_raw(
+        &gw,
+        &head(
+            "POST",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+            form.len(),
+            "body-form",
+        ),
+        form,
+    );
+    assert_eq!(status, 400, "{said}");
+    let e = &gw.get("/admin/audit?traceId=body-form").1["entries"][0];
+    assert_eq!(e["event"], "bypass_attempt", "{e}");
+    assert_eq!(upstream_log(&up).len(), 2, "only the two good calls reached the upstream");
+}
