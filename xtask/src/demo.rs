@@ -400,10 +400,13 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     step("asking for decisions as the agent (GET /proxy/check)");
-    for action in [
-        "read:api/repos/meshguard",
-        "delete:prod/customers",
-        "write:api/repos/meshguard/settings",
+    // What examples/policies/code-review.yaml decides for its agent; the demo fails if the
+    // gateway answers otherwise.
+    let mut differences = Vec::new();
+    for (action, want) in [
+        ("read:api/repos/meshguard", 200),
+        ("delete:prod/customers", 403),
+        ("write:api/repos/meshguard/settings", 403),
     ] {
         let resp = api
             .client
@@ -420,10 +423,16 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             body["rule"].as_str().unwrap_or("-"),
             body["reason"].as_str().unwrap_or("")
         );
+        if status != want {
+            differences.push(format!("GET /proxy/check {action}: {status}, expected {want}"));
+        }
     }
 
     step("calls through the gateway to the upstream (ALL /proxy/*)");
-    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+    for (method, want, want_decision) in [
+        (reqwest::Method::GET, 200, "allow"),
+        (reqwest::Method::DELETE, 403, "deny"),
+    ] {
         let path = "/proxy/api/repos/meshguard";
         let resp = api
             .client
@@ -450,6 +459,17 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             _ => text.trim().to_owned(),
         };
         println!("    {method:<6} {path} -> {status} (X-MeshGuard-Decision: {decision}) {shown}");
+        if status != want || decision != want_decision {
+            differences.push(format!(
+                "{method} {path}: {status} {decision}, expected {want} {want_decision}"
+            ));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "the gateway did not decide as the demo's policy says: {}",
+            differences.join("; ")
+        );
     }
 
     // The deny above raised an alert: show what the receiver got, and that it was signed.

@@ -274,6 +274,39 @@ bootstrap: {{module: bootstrap, varFile: bootstrap.tfvars.json}}
     if !out.status.success() {
         bail!("the transcript's signature does not verify");
     }
+    // Every smoke test of the runbook ran and passed (none skipped, none missing).
+    let transcript: serde_json::Value = serde_json::from_slice(&std::fs::read(&site.transcript)?)?;
+    let checks = transcript["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == "smoke tests")
+        .map(|s| s["detail"]["checks"].clone())
+        .unwrap_or_default();
+    let passed: Vec<&str> = checks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["result"] == "passed")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let expected = [
+        "policy allow",
+        "policy deny",
+        "audit write",
+        "offline signature verification",
+        "sidecar heartbeat",
+        "egress denial",
+        "evidence export",
+    ];
+    let missing: Vec<&&str> = expected.iter().filter(|n| !passed.contains(n)).collect();
+    if !missing.is_empty() {
+        bail!("the install's transcript does not show these smoke tests passed: {missing:?}");
+    }
+    println!(
+        "    the signed transcript shows all {} smoke tests of the runbook passed",
+        expected.len()
+    );
     let ps = site
         .podman()
         .args(["ps", "--format", "{{.Names}}  {{.Image}}  {{.Status}}"])
