@@ -597,7 +597,7 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     let findings = oscal["assessment-results"]["results"][0]["findings"]
         .as_array()
         .unwrap();
-    for control in ["au-2", "au-9", "au-10", "cm-3", "sc-7"] {
+    for control in ["au-2", "au-9", "au-6", "cm-3", "sc-7"] {
         let f = findings
             .iter()
             .find(|f| f["target"]["target-id"] == format!("{control}_obj"))

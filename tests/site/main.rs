@@ -571,6 +571,7 @@ fn run() {
         "offline signature verification",
         "egress denial",
         "sidecar heartbeat",
+        "evidence export",
     ] {
         let c = checks
             .as_array()

@@ -848,7 +848,9 @@ fn assessment_results(
             "version": FORMAT,
             "oscal-version": "1.1.2",
         },
-        "import-ap": {"href": "#meshguard-evidence-plan"},
+        // The assessment plan is the bundle's control mapping, named in the back matter so the
+        // reference resolves in this document.
+        "import-ap": {"href": format!("#{}", uuid(&[&seed[..], &["assessment-plan"]].concat()))},
         "results": [{
             "uuid": uuid(&[&seed[..], &["result"]].concat()),
             "title": format!("{} evidence", profile.title),
@@ -859,6 +861,11 @@ fn assessment_results(
             "observations": observations,
             "findings": findings,
         }],
+        "back-matter": {"resources": [{
+            "uuid": uuid(&[&seed[..], &["assessment-plan"]].concat()),
+            "title": "The assessment plan: the profile's control mapping in this bundle",
+            "rlinks": [{"href": "../controls.json", "media-type": "application/json"}],
+        }]},
     }})
 }
 
@@ -893,6 +900,19 @@ fn poam(profile: &profiles::Profile, ar: &Value, origin: &str, created_at: &str)
         })
         .collect();
     let findings: Vec<Value> = gaps.iter().map(|f| (*f).clone()).collect();
+    // The observations those findings cite, so every reference in the plan resolves in it.
+    let cited: Vec<&str> = findings
+        .iter()
+        .flat_map(|f| f["related-observations"].as_array().into_iter().flatten())
+        .filter_map(|o| o["observation-uuid"].as_str())
+        .collect();
+    let observations: Vec<Value> = ar["assessment-results"]["results"][0]["observations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["uuid"].as_str().is_some_and(|u| cited.contains(&u)))
+        .cloned()
+        .collect();
     Some(json!({"plan-of-action-and-milestones": {
         "uuid": uuid(&["poam", ar["assessment-results"]["uuid"].as_str().unwrap_or_default()]),
         "metadata": {
@@ -902,6 +922,7 @@ fn poam(profile: &profiles::Profile, ar: &Value, origin: &str, created_at: &str)
             "oscal-version": "1.1.2",
         },
         "system-id": {"identifier-type": "https://meshguard.dev/ns/audit-origin", "id": origin},
+        "observations": observations,
         "findings": findings,
         "poam-items": items,
     }}))

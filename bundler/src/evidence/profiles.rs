@@ -138,7 +138,7 @@ use Requirement::*;
 pub const PROFILES: &[Profile] = &[
     Profile {
         id: "hipaa",
-        title: "HIPAA Security Rule (45 CFR Part 164 Subpart C)",
+        title: "HIPAA Security Rule (45 CFR Part 164 Subpart C) and the Privacy Rule's minimum necessary standard (164.502(b), Subpart E)",
         controls: &[
             c(
                 "hipaa-164.312.b",
@@ -174,7 +174,13 @@ pub const PROFILES: &[Profile] = &[
         controls: &[
             c("au-2", "AU-2", "Event logging", &[Entries]),
             c("au-9", "AU-9", "Protection of audit information", &[Proof]),
-            c("au-10", "AU-10", "Non-repudiation", &[Proof]),
+            // AU-10 (non-repudiation) is in SP 800-53B's High baseline, not Moderate's.
+            c(
+                "au-6",
+                "AU-6",
+                "Audit record review, analysis, and reporting",
+                &[Entries, Alerts],
+            ),
             c(
                 "cm-3",
                 "CM-3",

@@ -100,7 +100,28 @@ pub struct Transcript {
 }
 
 impl Transcript {
+    /// The smoke tests the operator skipped by name, from the smoke step's record.
+    fn skipped_smoke_tests(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|st| st.name == "smoke tests")
+            .flat_map(|st| st.detail["checks"].as_array().cloned().unwrap_or_default())
+            .filter(|c| c["result"] == smoke::SKIPPED)
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn text(&self) -> String {
+        let skipped = self.skipped_smoke_tests();
+        let result = match (self.ok, skipped.is_empty()) {
+            (false, _) => "FAILED".to_owned(),
+            (true, true) => "INSTALLED".to_owned(),
+            (true, false) => format!(
+                "INSTALLED, with {} smoke test(s) skipped by the operator: {}",
+                skipped.len(),
+                skipped.join(", ")
+            ),
+        };
         let mut s = format!(
             "meshguard site installation transcript\nsite:     {} ({} profile)\nmedia:    {}\nversion:  {}{}\nstarted:  {}\nfinished: {} ({:.1}s)\nresult:   {}\n\n",
             self.site,
@@ -114,7 +135,7 @@ impl Transcript {
             self.started_at,
             self.finished_at,
             self.seconds,
-            if self.ok { "INSTALLED" } else { "FAILED" }
+            result
         );
         for st in &self.steps {
             s.push_str(&format!(
@@ -1354,5 +1375,51 @@ mod tests {
         assert_eq!(claim_name(r).as_deref(), Some("mg-data"));
         assert!(!without_claim(r).contains("PersistentVolumeClaim"));
         assert!(without_claim(r).contains("kind: Deployment"));
+    }
+}
+
+#[cfg(test)]
+mod transcript_tests {
+    use super::*;
+
+    fn transcript(checks: Value) -> Transcript {
+        Transcript {
+            format: "test",
+            tool: "meshguard-bundle".into(),
+            site: "s".into(),
+            profile: "air-gapped".into(),
+            media: "m".into(),
+            version: Some("0.1.0".into()),
+            previous_version: None,
+            started_at: "t0".into(),
+            finished_at: "t1".into(),
+            seconds: 1.0,
+            ok: true,
+            steps: vec![StepRecord {
+                step: 6,
+                name: "smoke tests".into(),
+                status: "passed".into(),
+                seconds: 1.0,
+                detail: json!({ "checks": checks }),
+            }],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_result_line_names_the_smoke_tests_the_operator_skipped() {
+        let all = transcript(json!([{"name": "policy allow", "result": "passed", "detail": ""}]));
+        assert!(all.text().contains("result:   INSTALLED\n"), "{}", all.text());
+        let skipped = transcript(json!([
+            {"name": "policy allow", "result": "passed", "detail": ""},
+            {"name": "egress denial", "result": smoke::SKIPPED, "detail": ""},
+        ]));
+        assert!(
+            skipped.text().contains(
+                "result:   INSTALLED, with 1 smoke test(s) skipped by the operator: egress denial"
+            ),
+            "{}",
+            skipped.text()
+        );
     }
 }

@@ -439,3 +439,19 @@ fn signed_checkpoint(gw: &Gateway) -> Result<String> {
         "checkpoint of {size} entries verified against {vkey}"
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_runbooks_smoke_tests_can_be_skipped_and_a_skip_is_not_a_pass_by_another_name() {
+        assert!(check_skips(&["egress denial".to_owned(), "evidence export".to_owned()]).is_ok());
+        let err = check_skips(&["egress".to_owned()]).unwrap_err().to_string();
+        assert!(err.contains("names no smoke test") && err.contains("egress denial"), "{err}");
+        let skipped = Check::new("egress denial", SKIPPED, "named with --skip-smoke");
+        assert!(skipped.passed(), "a skip by name lets the install go on");
+        assert_eq!(skipped.result, "skipped by operator", "and says what it was");
+        assert!(!Check::new("x", "not-available", "").passed(), "nothing else passes");
+    }
+}
