@@ -235,6 +235,10 @@ pub struct Args {
     #[arg(long, env = "HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 30)]
     pub http_header_timeout_seconds: u64,
 
+    /// Seconds a forwarded call's body has to arrive whole; a slower one is refused (408).
+    #[arg(long, env = "HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub http_body_timeout_seconds: u64,
+
     /// Connections a listener holds at once; one more is closed at once.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 8192)]
     pub max_connections: usize,
@@ -879,6 +883,7 @@ impl Args {
                 max_connections: self.max_connections.clamp(1, 1 << 20),
                 max_per_client: self.max_connections_per_client.clamp(1, 1 << 20),
                 header_timeout: Duration::from_secs(self.http_header_timeout_seconds.clamp(1, 3600)),
+                body_timeout: Duration::from_secs(self.http_body_timeout_seconds.clamp(1, 3600)),
             },
             circuit_breaker: Duration::from_millis(self.circuit_breaker_ms.min(60_000)),
             audit_refusal_window: Duration::from_secs(

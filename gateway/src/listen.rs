@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_per_client: usize,
     pub header_timeout: Duration,
+    /// How long a forwarded call's body may take to arrive whole (`HTTP_BODY_TIMEOUT_SECONDS`).
+    pub body_timeout: Duration,
 }
 
 /// Counts the connections a listener holds, in all and per client address.
@@ -144,6 +146,7 @@ mod tests {
             max_connections: 3,
             max_per_client: 2,
             header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
         });
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();

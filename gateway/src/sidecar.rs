@@ -38,6 +38,10 @@ use crate::store::{AgentRecord, SidecarRecord};
 
 /// Lines one heartbeat carries at most; a longer backlog goes in several.
 const LINES_PER_BEAT: usize = 500;
+/// The most bytes of entries one heartbeat carries: well inside the control plane's default
+/// `MAX_BODY_BYTES` (1 MiB), whatever the entries hold (one entry is under 60 KiB, bounded where
+/// it is written), so long entries go in more beats instead of being refused on every beat.
+const BYTES_PER_BEAT: usize = 640 * 1024;
 
 #[derive(Clone)]
 pub struct SidecarConfig {
@@ -377,7 +381,7 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
     // over the sidecar's log up to its last entry.
     let mut held: Option<u64> = None;
     loop {
-        let req = signed_request(state, sc, held, LINES_PER_BEAT).await?;
+        let (req, full) = signed_request(state, sc, held, LINES_PER_BEAT, BYTES_PER_BEAT).await?;
         let sent = req.lines.len();
         let answer = send(state, sc, &url, token, &req).await?;
         let behind = answer.held < audit.reader().durable_size();
@@ -388,22 +392,24 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
                     answer.held
                 ));
             }
-            _ if !behind || (held.is_some() && sent < LINES_PER_BEAT) => return Ok(answer),
+            _ if !behind || (held.is_some() && !full) => return Ok(answer),
             _ => held = Some(answer.held),
         }
     }
 }
 
 /// What a heartbeat (or a hand-carried export) carries: the entries after `from` (none when
-/// `from` is None), at most `limit`, with a checkpoint signed over the sidecar's log up to the
-/// last of them; with no entries, over the whole durable log (proving the key, and letting the
-/// control plane compare).
+/// `from` is None), at most `limit` of them and `max_bytes` of their JSON (at least one), with
+/// a checkpoint signed over the sidecar's log up to the last of them; with no entries, over the
+/// whole durable log (proving the key, and letting the control plane compare). Also whether it
+/// stopped at a limit (more may follow).
 async fn signed_request(
     state: &AppState,
     sc: &Sidecar,
     from: Option<u64>,
     limit: usize,
-) -> Result<HeartbeatRequest, String> {
+    max_bytes: usize,
+) -> Result<(HeartbeatRequest, bool), String> {
     let audit = &state.inner.audit;
     let policy_digest = state
         .policy_set_digest()
@@ -424,6 +430,9 @@ async fn signed_request(
             .map_err(|e| format!("cannot read the sidecar's audit log: {e}"))?
         }
     };
+    let counted = lines.len();
+    let lines = within_bytes(lines, max_bytes);
+    let full = counted == limit || lines.len() < counted;
     let size = match from {
         None => audit.reader().durable_size(),
         Some(from) => from + lines.len() as u64,
@@ -433,7 +442,7 @@ async fn signed_request(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot hash the sidecar's audit log: {e}"))?;
-    Ok(HeartbeatRequest {
+    Ok((HeartbeatRequest {
         origin: audit.origin().to_owned(),
         vkey: audit.vkey().to_owned(),
         agent_id: Some(sc.config.agent_id.clone()),
@@ -450,7 +459,25 @@ async fn signed_request(
                 ))
                 .map_err(|e| format!("cannot sign the sidecar's checkpoint: {e}"))?,
         ),
-    })
+    }, full))
+}
+
+/// The first of `lines` whose JSON fits in `max_bytes` together (always at least one).
+fn within_bytes(
+    mut lines: Vec<meshguard_api::AuditExportLine>,
+    max_bytes: usize,
+) -> Vec<meshguard_api::AuditExportLine> {
+    let mut total = 0;
+    let keep = lines
+        .iter()
+        .position(|l| {
+            total += serde_json::to_string(l).map_or(0, |t| t.len()) + 1;
+            total > max_bytes
+        })
+        .unwrap_or(lines.len())
+        .max(1);
+    lines.truncate(keep);
+    lines
 }
 
 /// `GET /sidecar/export?after=N` on a sidecar (its loopback): its entries after N with a
@@ -463,7 +490,7 @@ pub(crate) async fn export(
     let Some(sc) = state.inner.sidecar.as_ref() else {
         return Err(ApiError::not_found("route", "/sidecar/export"));
     };
-    let req = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000)
+    let (req, _) = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000, usize::MAX)
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(req).into_response())

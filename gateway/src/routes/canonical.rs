@@ -33,19 +33,44 @@ pub(crate) const METHODS: &[(&str, &str)] = &[
 pub(crate) const ALLOW: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
 
 /// Headers by which a request asks a framework to take another method or path than the one
-/// sent (Spring, Symfony, Laravel, ASP.NET, IIS, Zend, and proxies that honour them).
+/// sent (Spring, Symfony, Laravel, ASP.NET, IIS, Zend, Envoy, and proxies that honour them).
+/// Compared with `_` read as `-`: CGI, PHP and WSGI give `X_HTTP_Method_Override` the same
+/// variable as `X-HTTP-Method-Override`.
 pub(crate) const OVERRIDES: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-method",
+    "x-original-method",
+    "x-forwarded-method",
     "x-original-url",
     "x-original-uri",
     "x-rewrite-url",
     "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-forwarded-prefix",
+    "x-envoy-original-path",
 ];
 
-/// Query parameters with the same power (Rails, Laravel, Express's method-override).
+/// Query parameters with the same power (Rails, Laravel, Express's method-override), compared
+/// after the spellings frameworks fold together (see [`param_name`]).
 const OVERRIDE_PARAMS: &[&str] = &["_method", "_httpmethod", "x-http-method-override"];
+
+/// A parameter name as frameworks read it: decoded, cut at a NUL, `[]` dropped, and `.` and
+/// space read as `_` (PHP), lowercase.
+fn param_name(raw: &str) -> String {
+    raw.split('\0')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("[]")
+        .replace(['.', ' '], "_")
+        .to_ascii_lowercase()
+}
+
+fn overriding_param(name: &str) -> bool {
+    let name = param_name(name);
+    OVERRIDE_PARAMS.iter().any(|p| name == *p)
+}
 
 /// The verb `method` is judged as, or `None` for a method outside the table.
 pub(crate) fn verb(method: &Method) -> Option<&'static str> {
@@ -129,6 +154,16 @@ fn segment_object(segment: &str, last: bool) -> Result<String, String> {
         .decode_utf8()
         .map_err(|_| format!("the path segment {segment:?} is not UTF-8 once decoded"))?
         .into_owned();
+    if decoded.contains(['?', '#']) {
+        return Err(format!(
+            "the path segment {segment:?} encodes a '?' or '#', which reads as the start of a query or fragment; send the path without it"
+        ));
+    }
+    if decoded.ends_with(['.', ' ']) {
+        return Err(format!(
+            "the path segment {segment:?} ends in a dot or a space, which some servers (Windows, IIS) drop, reading it as another path than the one governed"
+        ));
+    }
     if decoded.contains(';') {
         return Err(format!(
             "the path segment {segment:?} carries a ';' parameter, which servers such as Tomcat and Spring strip before routing; send the path without it"
@@ -155,14 +190,9 @@ fn segment_object(segment: &str, last: bool) -> Result<String, String> {
         ));
     }
     let compatible: String = decoded.nfkc().collect();
-    if compatible != decoded
-        && (compatible == "."
-            || compatible == ".."
-            || compatible.contains(['/', '\\', ';', '%'])
-            || compatible.chars().any(char::is_control))
-    {
+    if compatible != decoded {
         return Err(format!(
-            "the path segment {segment:?} becomes {compatible:?} under Unicode compatibility normalization, which some upstreams apply; send the plain characters"
+            "the path segment {segment:?} becomes {compatible:?} under Unicode compatibility normalization (NFKC), which some upstreams apply, so it could name another resource than the one governed; send it in NFKC form"
         ));
     }
     Ok(decoded)
@@ -178,43 +208,65 @@ fn decodes_again(text: &str) -> bool {
 /// A form-encoded body (`application/x-www-form-urlencoded`) with a `_method` field: Rails and
 /// Laravel take a POST carrying one for the method it names.
 pub(crate) fn override_in_form(headers: &HeaderMap, body: &[u8]) -> Option<(String, String)> {
-    let form = headers
+    let media = headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
-        });
-    if !form {
-        return None;
-    }
-    form_urlencoded::parse(body)
-        .find(|(k, _)| OVERRIDE_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p)))
-        .map(|(k, _)| {
-            (
-                "body".to_owned(),
-                format!(
-                    "the form field {k:?} asks the upstream for another method than the one this call is governed as; send the call as what it is"
-                ),
-            )
-        })
+        .and_then(|t| t.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let found = match media.as_str() {
+        "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
+            .find(|(k, _)| overriding_param(k))
+            .map(|(k, _)| k.into_owned()),
+        // Rack reads multipart forms for `_method` too: a part of that name is refused.
+        "multipart/form-data" => {
+            let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+            OVERRIDE_PARAMS
+                .iter()
+                .find(|p| {
+                    text.contains(&format!("name=\"{p}\"")) || text.contains(&format!("name={p}"))
+                })
+                .map(|p| (*p).to_owned())
+        }
+        // Laravel reads a JSON body's top-level `_method` as a form field.
+        m if m == "application/json" || m.ends_with("+json") => {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body)
+                .ok()?
+                .keys()
+                .find(|k| overriding_param(k))
+                .cloned()
+        }
+        _ => None,
+    };
+    found.map(|k| {
+        (
+            "body".to_owned(),
+            format!(
+                "the body field {k:?} asks the upstream for another method than the one this call is governed as; send the call as what it is"
+            ),
+        )
+    })
 }
 
 /// The first header or query parameter by which the caller asks the upstream to take another
 /// method or path than the one judged: `(field, why)`.
 pub(crate) fn override_in(headers: &HeaderMap, query: Option<&str>) -> Option<(String, String)> {
-    if let Some(name) = OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+    if let Some(name) = headers
+        .keys()
+        .map(|k| k.as_str())
+        .find(|k| OVERRIDES.contains(&k.replace('_', "-").as_str()))
+    {
         return Some((
-            (*name).to_owned(),
+            name.to_owned(),
             format!(
                 "{name} asks the upstream for another method or path than the one this call is governed as; send the call as what it is"
             ),
         ));
     }
     let query = query?;
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| OVERRIDE_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p)))
+    // `;` separates parameters too for some frameworks.
+    form_urlencoded::parse(query.replace(';', "&").as_bytes())
+        .find(|(k, _)| overriding_param(k))
         .map(|(k, _)| {
             (
                 "query".to_owned(),

@@ -42,7 +42,17 @@ const DROPPED: &[&str] = &[
     "x-admin-token",
 ];
 
-fn forwardable(headers: &HeaderMap) -> HeaderMap {
+/// The caller's `X-MeshGuard-*` headers that go upstream: those the call was judged with. Any
+/// other (`X-MeshGuard-Decision`, `-Policy`, ...) is the gateway's to say, never the caller's.
+const JUDGED: &[&str] = &[
+    "x-meshguard-action",
+    "x-meshguard-resource",
+    "x-meshguard-meta",
+    "x-meshguard-delegated-by",
+];
+
+/// Headers that go on: not of one hop, not credentials, and no `X-MeshGuard-*` but `keep`.
+fn forwardable(headers: &HeaderMap, keep: &[&str]) -> HeaderMap {
     let listed: Vec<String> = headers
         .get_all("connection")
         .iter()
@@ -52,7 +62,8 @@ fn forwardable(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let n = name.as_str();
-        if !DROPPED.contains(&n) && !listed.iter().any(|l| l == n) {
+        let ours = n.starts_with("x-meshguard-") && !keep.contains(&n);
+        if !DROPPED.contains(&n) && !listed.iter().any(|l| l == n) && !ours {
             out.append(name.clone(), value.clone());
         }
     }
@@ -262,7 +273,13 @@ pub(super) async fn forward(
         || parts
             .headers
             .contains_key(axum::http::header::TRANSFER_ENCODING);
-    let body = match read_body(body, state.config().max_body_bytes).await {
+    let read = tokio::time::timeout(
+        state.config().connections.body_timeout,
+        read_body(body, state.config().max_body_bytes),
+    )
+    .await
+    .unwrap_or(Err(BodyRefusal::Slow(state.config().connections.body_timeout)));
+    let body = match read {
         Ok(b) => b,
         Err(refusal) => return Ok(body_refused(&state, &ask, &agent, refusal).await),
     };
@@ -306,7 +323,7 @@ pub(super) async fn forward(
         url.push('?');
         url.push_str(q);
     }
-    let mut headers = forwardable(&parts.headers);
+    let mut headers = forwardable(&parts.headers, JUDGED);
     headers.insert(
         HeaderName::from_static("x-meshguard-agent-id"),
         agent.id.parse().expect("ids are ASCII"),
@@ -328,7 +345,8 @@ pub(super) async fn forward(
     let mut response = match upstream {
         Ok(up) => {
             let status = up.status();
-            let headers = forwardable(up.headers());
+            // The upstream's own X-MeshGuard-* headers could pass for the gateway's decision.
+            let headers = forwardable(up.headers(), &[]);
             let mut r = Response::new(Body::from_stream(up.bytes_stream()));
             *r.status_mut() = status;
             *r.headers_mut() = headers;
@@ -362,6 +380,7 @@ pub(super) async fn forward(
 enum BodyRefusal {
     TooLarge(usize),
     Unfinished(String),
+    Slow(Duration),
 }
 
 /// The whole body, at most `max` bytes.
@@ -392,6 +411,14 @@ async fn body_refused(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body is over MAX_BODY_BYTES ({max} bytes); nothing was forwarded"),
+        ),
+        BodyRefusal::Slow(limit) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within HTTP_BODY_TIMEOUT_SECONDS ({} s); nothing was forwarded",
+                limit.as_secs()
+            ),
         ),
         BodyRefusal::Unfinished(e) => (
             StatusCode::BAD_REQUEST,
@@ -459,7 +486,7 @@ mod tests {
         h.insert("connection", "close, x-custom-hop".parse().unwrap());
         h.insert("x-custom-hop", "1".parse().unwrap());
         h.insert("x-keep", "1".parse().unwrap());
-        let out = forwardable(&h);
+        let out = forwardable(&h, JUDGED);
         assert_eq!(out.len(), 1);
         assert!(out.contains_key("x-keep"));
     }

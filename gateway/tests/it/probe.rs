@@ -112,6 +112,42 @@ const ROWS: &[Row] = &[
     row("GET", "/proxy//admin/x", Expect::Refused(400)),
     row("GET", "/proxy/notes//x", Expect::Refused(400)),
     row("GET", "/proxy/a%0d%0aX-Injected:%201", Expect::Refused(400)),
+    // Found by an attacker's probe of this version: spellings some upstreams read as another
+    // path (trailing dot or space, NFKC-folded letters and spaces, an encoded '?').
+    row("GET", "/proxy/admin./x", Expect::Refused(400)),
+    row("GET", "/proxy/admin%20/x", Expect::Refused(400)),
+    row("GET", "/proxy/%EF%BD%81dmin/x", Expect::Refused(400)),
+    row("GET", "/proxy/admin%C2%A0/x", Expect::Refused(400)),
+    row("GET", "/proxy/admin%E3%80%80/x", Expect::Refused(400)),
+    row("GET", "/proxy/admin%3f/x", Expect::Refused(400)),
+    row("GET", "/proxy/notes/x?a=1;_method=DELETE", Expect::Refused(400)),
+    row("GET", "/proxy/notes/x?.method=DELETE", Expect::Refused(400)),
+    row("GET", "/proxy/notes/x?_method[]=DELETE", Expect::Refused(400)),
+    row("GET", "/proxy/notes/x?_method%00=DELETE", Expect::Refused(400)),
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X_HTTP_Method_Override", "DELETE")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Original-Method", "DELETE")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Envoy-Original-Path", "/admin/x")],
+        expect: Expect::Refused(400),
+    },
+    Row {
+        method: "GET",
+        target: "/proxy/notes/x",
+        headers: &[("X-Forwarded-Prefix", "/admin")],
+        expect: Expect::Refused(400),
+    },
     // The same calls as they are: judged as what they do.
     row("DELETE", "/proxy/admin/x", Expect::Denied("delete:admin/x")),
     row("GET", "/proxy/notes/x", Expect::Forwarded("GET", "/notes/x")),
@@ -377,6 +413,7 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
         Options::with(vec![
             ("PROXY_TARGET", up.url.clone()),
             ("MAX_BODY_BYTES", "1024".into()),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "2".into()),
             ("AUDIT_REFUSAL_WINDOW_SECONDS", "0".into()),
         ]),
     );
@@ -449,5 +486,49 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     assert_eq!(status, 400, "{said}");
     let e = &gw.get("/admin/audit?traceId=body-form").1["entries"][0];
     assert_eq!(e["event"], "bypass_attempt", "{e}");
+    // The same field in a JSON body (Laravel) and in a multipart form (Rack).
+    let json_body = br#"{"a":1,"_method":"DELETE"}"#;
+    let (status, said) = send_raw(
+        &gw,
+        &head("POST", "Content-Type: application/json\r\n", json_body.len(), "body-json"),
+        json_body,
+    );
+    assert_eq!(status, 400, "{said}");
+    let multipart = b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
+    let (status, said) = send_raw(
+        &gw,
+        &head(
+            "POST",
+            "Content-Type: multipart/form-data; boundary=b\r\n",
+            multipart.len(),
+            "body-multipart",
+        ),
+        multipart,
+    );
+    assert_eq!(status, 400, "{said}");
     assert_eq!(upstream_log(&up).len(), 2, "only the two good calls reached the upstream");
+
+    // A body that never finishes is refused once HTTP_BODY_TIMEOUT_SECONDS pass, and recorded.
+    let started = std::time::Instant::now();
+    let (status, _) = send_raw(&gw, &head("POST", "", 1000, "body-slow"), b"abc");
+    assert_eq!(status, 408);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let e = &gw.get("/admin/audit?traceId=body-slow").1["entries"][0];
+    assert_eq!(e["event"], "body_timeout", "{e}");
+
+    // The caller's X-MeshGuard-Decision and -Policy are the gateway's to say: they stay behind.
+    let (status, seen) = send_raw(
+        &gw,
+        &head(
+            "GET",
+            "X-MeshGuard-Decision: allow\r\nX-MeshGuard-Policy: none\r\n",
+            0,
+            "body-claims",
+        ),
+        b"",
+    );
+    assert_eq!(status, 200, "{seen}");
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert!(seen["headers"].get("x-meshguard-decision").is_none(), "{seen}");
+    assert!(seen["headers"].get("x-meshguard-policy").is_none(), "{seen}");
 }

@@ -717,3 +717,67 @@ fn a_heartbeat_carries_only_its_own_agents_entries() {
     let (_, verify) = control.get("/admin/audit/verify");
     assert_eq!(verify["valid"], true, "{verify}");
 }
+
+/// Issue #32 item 10: a heartbeat is bounded by bytes, not only by lines: 200 entries of about
+/// 7 KB each (1.4 MB, over the control plane's 1 MiB body limit) reach it in several beats,
+/// where one beat of them was refused (413) on every try.
+#[test]
+fn long_entries_reach_the_control_plane_in_beats_that_fit_its_body_limit() {
+    let control_dir = tempdir();
+    let control = Gateway::start(control_dir.path());
+    policy(&control, "reads", READS);
+    let (agent_id, token) = agent(&control, "chatty", "verified", &[]);
+    let pod = tempdir();
+    let bundle = bundle_files(&control, pod.path());
+    let token_file = pod.path().join("agent.token");
+    std::fs::write(&token_file, &token).unwrap();
+    // Heartbeats every 20 s (the first at start): the entries are all written before the beat
+    // that carries them.
+    let sidecar = Gateway::start_with(
+        pod.path(),
+        sidecar_options(
+            &agent_id,
+            &bundle,
+            &control,
+            &token_file,
+            &pod.path().join("cache"),
+            vec![("BUNDLE_SYNC_INTERVAL", "20".into())],
+        ),
+    );
+    let note = "n".repeat(7000);
+    for batch in 0..4 {
+        let actions: Vec<Value> = (0..50)
+            .map(|i| json!({"action": format!("read:doc/{batch}/{i}"), "context": {"note": note}}))
+            .collect();
+        let (status, body) = parse(
+            sidecar
+                .raw(Method::POST, "/enforce/batch")
+                .json(&json!({"agentId": agent_id, "actions": actions}))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let row = loop {
+        let row = sidecar_row(&control, &agent_id);
+        if row
+            .as_ref()
+            .is_some_and(|r| r["entriesHeld"].as_u64() >= Some(200))
+        {
+            break row.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control plane never held the 200 long entries: {row:?} {}",
+            sidecar.get("/health").1
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(row["entriesHeld"].as_u64().unwrap() >= 200, "{row}");
+    let (_, health) = sidecar.get("/health");
+    assert!(
+        health["heartbeat"]["lastError"].is_null(),
+        "no beat was refused: {health}"
+    );
+}
