@@ -244,6 +244,14 @@ pub(crate) struct Writer {
 fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the audit log directory {}", dir.display()))?;
+    // The log is read by others through the gateway's tile routes, not from the disk: the
+    // directory is the gateway's user's only (earlier releases left it to the umask).
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
+            || format!("cannot make the audit log directory {} private", dir.display()),
+        )?;
+    }
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .read(true)

@@ -214,6 +214,33 @@ pub(crate) enum OpenError {
     },
 }
 
+/// The database holds agents, policies, change records and the audit index: readable by the
+/// gateway's user only. The file is created 0600 before SQLite opens it (SQLite gives its WAL
+/// and shared-memory files the database's mode), and an existing one, and its WAL and
+/// shared-memory files, tightened to 0600 (earlier releases left them to the umask: 0644).
+fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     pub(crate) fn open(path: &Path) -> Result<Self, OpenError> {
         let shown = path.display().to_string();
@@ -224,6 +251,10 @@ impl SqliteStore {
             })?;
         }
         let lock = take_lock(path)?;
+        private(path).map_err(|source| OpenError::Dir {
+            path: shown.clone(),
+            source,
+        })?;
         let sqlite = |source| OpenError::Sqlite {
             path: shown.clone(),
             source,

@@ -562,3 +562,34 @@ fn slow_heads_time_out_and_one_address_cannot_hold_every_connection() {
     // And the gateway answers as before.
     assert_eq!(gw.get("/health").0, 200);
 }
+
+/// Issue #32 item 10: the database (with its WAL and shared memory) and the audit log are the
+/// gateway's user's only, whatever the umask.
+#[test]
+fn the_database_and_the_audit_log_are_private_to_the_gateway() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "read-only", READ_ONLY);
+    let (_, token) = agent(&gw, "reader", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let data = dir.path().join("data");
+    assert_eq!(mode(&data.join("meshguard.db")), 0o600);
+    for side in ["meshguard.db-wal", "meshguard.db-shm"] {
+        if data.join(side).exists() {
+            assert_eq!(mode(&data.join(side)), 0o600, "{side}");
+        }
+    }
+    assert_eq!(mode(&data.join("audit-log")), 0o700);
+    // A file an earlier release left 0644 is tightened at the next start.
+    drop(gw);
+    std::fs::set_permissions(
+        data.join("meshguard.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let gw = Gateway::start(dir.path());
+    assert_eq!(mode(&data.join("meshguard.db")), 0o600);
+    drop(gw);
+}
