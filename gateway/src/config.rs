@@ -882,7 +882,9 @@ impl Args {
             connections: crate::listen::Limits {
                 max_connections: self.max_connections.clamp(1, 1 << 20),
                 max_per_client: self.max_connections_per_client.clamp(1, 1 << 20),
-                header_timeout: Duration::from_secs(self.http_header_timeout_seconds.clamp(1, 3600)),
+                header_timeout: Duration::from_secs(
+                    self.http_header_timeout_seconds.clamp(1, 3600),
+                ),
                 body_timeout: Duration::from_secs(self.http_body_timeout_seconds.clamp(1, 3600)),
             },
             circuit_breaker: Duration::from_millis(self.circuit_breaker_ms.min(60_000)),

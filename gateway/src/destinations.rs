@@ -82,8 +82,8 @@ impl Destinations {
 
     /// Checks an endpoint URL as the HTTP client will read it; says why it is refused.
     pub(crate) fn check_url(&self, endpoint: &str) -> Result<(), String> {
-        let url = reqwest::Url::parse(endpoint)
-            .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+        let url =
+            reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
         let refuse = |what: &str, host: &str| {
             Err(format!(
                 "the endpoint's host {host} is {what}, where alerts are not sent; if this receiver is meant, allow it by name in ALERT_DESTINATIONS_ALLOWED"
@@ -111,7 +111,10 @@ impl Destinations {
         if let Some(what) = forbidden_ip(ip) {
             return refuse(what, &shown);
         }
-        if self.own.is_some_and(|own| own.ip() == ip && own.port() == port) {
+        if self
+            .own
+            .is_some_and(|own| own.ip() == ip && own.port() == port)
+        {
             return refuse("this gateway's own address", &shown);
         }
         Ok(())
@@ -128,9 +131,8 @@ impl reqwest::dns::Resolve for Resolver {
         let policy = Arc::clone(&self.0);
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if policy.is_allowed(&host) {
                 return Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs);
             }

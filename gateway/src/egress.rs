@@ -151,7 +151,12 @@ fn record_seen(seen: &Path, version: u64) -> Result<(), String> {
         format!("{version}\n").as_bytes(),
         meshguard_common::fsx::Mode::Public,
     )
-    .map_err(|e| format!("cannot record the allowlist version in {}: {e}", seen.display()))
+    .map_err(|e| {
+        format!(
+            "cannot record the allowlist version in {}: {e}",
+            seen.display()
+        )
+    })
 }
 
 impl Egress {
@@ -222,8 +227,12 @@ impl Egress {
             ));
         }
         let expires = expiry(&doc)?;
-        record_seen(&self.seen, doc.version)
-            .map_err(|e| format!("{e}; the allowlist in force (version {}) is kept", cur.version))?;
+        record_seen(&self.seen, doc.version).map_err(|e| {
+            format!(
+                "{e}; the allowlist in force (version {}) is kept",
+                cur.version
+            )
+        })?;
         tracing::info!(
             from = cur.version,
             to = doc.version,
@@ -315,25 +324,34 @@ pub(crate) async fn serve(state: AppState, listener: TcpListener, gate: Arc<crat
         .build()
         .expect("a plain HTTP client builds");
     let limits = gate.limits();
-    crate::listen::accept_loop(&listener, &gate, std::future::pending(), |tcp, peer, admitted| {
-        let state = state.clone();
-        let client = client.clone();
-        async move {
-            let _admitted = admitted;
-            let service = hyper::service::service_fn(move |req| {
-                let (state, client) = (state.clone(), client.clone());
-                async move { Ok::<_, std::convert::Infallible>(one_request(&state, &client, peer, req).await) }
-            });
-            let mut http = crate::listen::http1(limits);
-            http.max_buf_size(MAX_HEAD.max(8192));
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "egress connection ended");
+    crate::listen::accept_loop(
+        &listener,
+        &gate,
+        std::future::pending(),
+        |tcp, peer, admitted| {
+            let state = state.clone();
+            let client = client.clone();
+            async move {
+                let _admitted = admitted;
+                let service = hyper::service::service_fn(move |req| {
+                    let (state, client) = (state.clone(), client.clone());
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            one_request(&state, &client, peer, req).await,
+                        )
+                    }
+                });
+                let mut http = crate::listen::http1(limits);
+                http.max_buf_size(MAX_HEAD.max(8192));
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .with_upgrades();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "egress connection ended");
+                }
             }
-        }
-    })
+        },
+    )
     .await;
 }
 
@@ -349,9 +367,13 @@ async fn one_request(
     let method = req.method().as_str().to_owned();
     let connect = req.method() == hyper::Method::CONNECT;
     let destination = if connect {
-        req.uri().authority().and_then(|a| split_host_port(a.as_str(), None))
+        req.uri()
+            .authority()
+            .and_then(|a| split_host_port(a.as_str(), None))
     } else if req.uri().scheme_str() == Some("http") {
-        req.uri().authority().and_then(|a| split_host_port(a.as_str(), Some(80)))
+        req.uri()
+            .authority()
+            .and_then(|a| split_host_port(a.as_str(), Some(80)))
     } else {
         None
     };
@@ -435,34 +457,9 @@ async fn tunnel(
     hyper::Response::new(ProxyBody::empty())
 }
 
-/// Headers of one hop only (RFC 9110 §7.6.1), and the proxy's own credentials.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
+/// What goes on through the proxy: end to end, without the proxy's own credentials.
 fn end_to_end(headers: &hyper::HeaderMap) -> hyper::HeaderMap {
-    let listed: Vec<String> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
-        .collect();
-    let mut out = hyper::HeaderMap::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        if !HOP_BY_HOP.contains(&n) && !listed.iter().any(|l| l == n) {
-            out.append(name.clone(), value.clone());
-        }
-    }
-    out
+    crate::routes::end_to_end(headers, |_| false)
 }
 
 /// Sends one absolute-form request on and streams the answer back.

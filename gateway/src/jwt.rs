@@ -225,7 +225,10 @@ mod tests {
         let sign = |c: &Claims| {
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), c, &keys.encoding).unwrap()
         };
-        assert!(keys.verify(&sign(&claims(now + 600))).is_err(), "nbf in 10 minutes");
+        assert!(
+            keys.verify(&sign(&claims(now + 600))).is_err(),
+            "nbf in 10 minutes"
+        );
         let ok = sign(&claims(now.saturating_sub(1)));
         assert!(keys.verify(&ok).is_ok());
         // Remembered, it is still held to its nbf when asked about an earlier time.

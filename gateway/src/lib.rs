@@ -354,9 +354,14 @@ async fn serve_http(
                         Err(_) => return,
                     };
                     // Only a certificate that chained to ADMIN_CLIENT_CA_FILE gets this far.
-                    let client_cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| {
-                        tls::ClientCert { sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_ref())) }
-                    });
+                    let client_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| tls::ClientCert {
+                            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_ref())),
+                        });
                     serve_connection(tls, peer, client_cert, router, watcher, limits).await;
                 }
             }
@@ -383,15 +388,17 @@ async fn serve_connection<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        use tower_service::Service as _;
-        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        if let Some(c) = &client_cert {
-            req.extensions_mut().insert(c.clone());
-        }
-        let mut router = router.clone();
-        router.call(req)
-    });
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            use tower_service::Service as _;
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            if let Some(c) = &client_cert {
+                req.extensions_mut().insert(c.clone());
+            }
+            let mut router = router.clone();
+            router.call(req)
+        });
     let conn = listen::http1(limits).serve_connection(hyper_util::rt::TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with an error");

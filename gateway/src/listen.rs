@@ -41,7 +41,11 @@ pub(crate) struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut held = self.gate.per_client.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self
+            .gate
+            .per_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = held.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -156,6 +160,9 @@ mod tests {
         let _b1 = gate.admit(b).unwrap();
         assert!(gate.admit(b).is_err(), "three in all");
         drop(a1);
-        assert!(gate.admit(b).is_ok(), "a closed connection gives its place back");
+        assert!(
+            gate.admit(b).is_ok(),
+            "a closed connection gives its place back"
+        );
     }
 }

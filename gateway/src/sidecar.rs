@@ -442,24 +442,27 @@ async fn signed_request(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot hash the sidecar's audit log: {e}"))?;
-    Ok((HeartbeatRequest {
-        origin: audit.origin().to_owned(),
-        vkey: audit.vkey().to_owned(),
-        agent_id: Some(sc.config.agent_id.clone()),
-        bundle_version: state.bundle_version(),
-        policy_digest: Some(policy_digest),
-        lines,
-        checkpoint: Some(
-            audit
-                .key()
-                .sign_note(&crate::audit::note::checkpoint_body(
-                    audit.origin(),
-                    size,
-                    &root,
-                ))
-                .map_err(|e| format!("cannot sign the sidecar's checkpoint: {e}"))?,
-        ),
-    }, full))
+    Ok((
+        HeartbeatRequest {
+            origin: audit.origin().to_owned(),
+            vkey: audit.vkey().to_owned(),
+            agent_id: Some(sc.config.agent_id.clone()),
+            bundle_version: state.bundle_version(),
+            policy_digest: Some(policy_digest),
+            lines,
+            checkpoint: Some(
+                audit
+                    .key()
+                    .sign_note(&crate::audit::note::checkpoint_body(
+                        audit.origin(),
+                        size,
+                        &root,
+                    ))
+                    .map_err(|e| format!("cannot sign the sidecar's checkpoint: {e}"))?,
+            ),
+        },
+        full,
+    ))
 }
 
 /// The first of `lines` whose JSON fits in `max_bytes` together (always at least one).
@@ -674,15 +677,14 @@ pub(crate) async fn enforce_batch(
     }
     let named: Named = parse_json(&bytes)?;
     check_agent(&state, named.agent_id.as_deref())?;
-    let answer =
-        crate::routes::batch::batch(
-            State(state.clone()),
-            connected,
-            headers,
-            client_cert,
-            RawBody(bytes),
-        )
-        .await?;
+    let answer = crate::routes::batch::batch(
+        State(state.clone()),
+        connected,
+        headers,
+        client_cert,
+        RawBody(bytes),
+    )
+    .await?;
     if answer.status() != StatusCode::OK {
         return Ok(answer);
     }

@@ -710,7 +710,10 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     );
     let (code, said, _) = verify(&out, &["--accept-unwitnessed"]);
     assert_eq!(code, 0, "{said}");
-    assert!(said.contains("NOT RUN (accepted) witness cosignatures"), "{said}");
+    assert!(
+        said.contains("NOT RUN (accepted) witness cosignatures"),
+        "{said}"
+    );
     let (code, said, _) = verify(
         &out,
         &[
@@ -755,7 +758,10 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     let rewritten = p.join("rewritten");
     copy_dir(&altered, &rewritten);
     let sums = Command::new("sh")
-        .args(["-c", "sha256sum $(cut -c67- SHA256SUMS) > SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS"])
+        .args([
+            "-c",
+            "sha256sum $(cut -c67- SHA256SUMS) > SHA256SUMS.new && mv SHA256SUMS.new SHA256SUMS",
+        ])
         .current_dir(&rewritten)
         .status()
         .unwrap();

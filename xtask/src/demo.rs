@@ -424,7 +424,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<()> {
             body["reason"].as_str().unwrap_or("")
         );
         if status != want {
-            differences.push(format!("GET /proxy/check {action}: {status}, expected {want}"));
+            differences.push(format!(
+                "GET /proxy/check {action}: {status}, expected {want}"
+            ));
         }
     }
 

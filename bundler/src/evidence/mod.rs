@@ -1548,34 +1548,34 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
             "--accept-unwitnessed",
         ));
     } else {
-    add(
-        "witness cosignatures",
-        if opts.witnesses.is_empty() {
-            Err(format!(
-                "a quorum of {} was asked for, but no --witness key given",
-                opts.quorum
-            ))
-        } else if cosigners.len() >= opts.quorum.max(1) {
-            Ok(format!(
-                "cosigned by {} ({} of quorum {}){}",
-                cosigners.join(", "),
-                cosigners.len(),
-                opts.quorum.max(1),
-                if cosign_problems.is_empty() {
-                    String::new()
-                } else {
-                    format!("; {}", cosign_problems.join("; "))
-                }
-            ))
-        } else {
-            Err(format!(
-                "{} of the quorum of {} cosigned: {}",
-                cosigners.len(),
-                opts.quorum.max(1),
-                cosign_problems.join("; ")
-            ))
-        },
-    );
+        add(
+            "witness cosignatures",
+            if opts.witnesses.is_empty() {
+                Err(format!(
+                    "a quorum of {} was asked for, but no --witness key given",
+                    opts.quorum
+                ))
+            } else if cosigners.len() >= opts.quorum.max(1) {
+                Ok(format!(
+                    "cosigned by {} ({} of quorum {}){}",
+                    cosigners.join(", "),
+                    cosigners.len(),
+                    opts.quorum.max(1),
+                    if cosign_problems.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", cosign_problems.join("; "))
+                    }
+                ))
+            } else {
+                Err(format!(
+                    "{} of the quorum of {} cosigned: {}",
+                    cosigners.len(),
+                    opts.quorum.max(1),
+                    cosign_problems.join("; ")
+                ))
+            },
+        );
     }
 
     // The run of entries in the checkpoint.

@@ -1409,7 +1409,11 @@ mod transcript_tests {
     #[test]
     fn the_result_line_names_the_smoke_tests_the_operator_skipped() {
         let all = transcript(json!([{"name": "policy allow", "result": "passed", "detail": ""}]));
-        assert!(all.text().contains("result:   INSTALLED\n"), "{}", all.text());
+        assert!(
+            all.text().contains("result:   INSTALLED\n"),
+            "{}",
+            all.text()
+        );
         let skipped = transcript(json!([
             {"name": "policy allow", "result": "passed", "detail": ""},
             {"name": "egress denial", "result": smoke::SKIPPED, "detail": ""},

@@ -224,9 +224,11 @@ pub fn run(gw: &Gateway, nonce: &str, plan: &Plan<'_>) -> Vec<Check> {
         Err(e) => Check::new("offline signature verification", "failed", format!("{e:#}")),
     });
     if !plan.candidate {
-        checks.push(skippable(plan, "sidecar heartbeat", || match plan.sidecar {
-            Some(start) => start(&agent_id, &token),
-            None => bail!("this install has no way to start a sidecar pod"),
+        checks.push(skippable(plan, "sidecar heartbeat", || {
+            match plan.sidecar {
+                Some(start) => start(&agent_id, &token),
+                None => bail!("this install has no way to start a sidecar pod"),
+            }
         }));
         checks.push(skippable(plan, "egress denial", || match plan.egress {
             Some(port) => egress_denied(gw, port, nonce),
@@ -234,9 +236,11 @@ pub fn run(gw: &Gateway, nonce: &str, plan: &Plan<'_>) -> Vec<Check> {
                 "no egress proxy runs: the media carries no signed egress allowlist (add one to the media, or skip this test by name with --skip-smoke \"egress denial\")"
             ),
         }));
-        checks.push(skippable(plan, "evidence export", || match &plan.evidence {
-            Some(ev) => evidence_exported(gw, ev, nonce, started, &[&allow_trace, &deny_trace]),
-            None => bail!("no key to sign an evidence bundle with"),
+        checks.push(skippable(plan, "evidence export", || {
+            match &plan.evidence {
+                Some(ev) => evidence_exported(gw, ev, nonce, started, &[&allow_trace, &deny_trace]),
+                None => bail!("no key to sign an evidence bundle with"),
+            }
         }));
     }
     // Clean up: revoke the agent, delete the policy. A failure here is reported, not hidden.
@@ -262,7 +266,11 @@ pub fn run(gw: &Gateway, nonce: &str, plan: &Plan<'_>) -> Vec<Check> {
 /// Runs the check `name`, or records that the operator skipped it by name.
 fn skippable(plan: &Plan<'_>, name: &str, run: impl FnOnce() -> Result<String>) -> Check {
     if plan.skip.iter().any(|s| s == name) {
-        return Check::new(name, SKIPPED, "named with --skip-smoke; this check did not run");
+        return Check::new(
+            name,
+            SKIPPED,
+            "named with --skip-smoke; this check did not run",
+        );
     }
     match run() {
         Ok(d) => Check::new(name, "passed", d),
@@ -317,7 +325,10 @@ fn evidence_exported(
             quorum: 0,
             transcript_pubkey: None,
             list_denials: true,
-            accept_unchecked: &[evidence::Unchecked::Witness, evidence::Unchecked::Transcript],
+            accept_unchecked: &[
+                evidence::Unchecked::Witness,
+                evidence::Unchecked::Transcript,
+            ],
         },
     )
     .context("verifying the smoke test's evidence bundle")?;
@@ -338,7 +349,10 @@ fn evidence_exported(
         .with_context(|| format!("cannot read the bundle's entries in {}", out.display()))?;
     for t in traces {
         if !entries.contains(&format!("\"traceId\":\"{t}\"")) {
-            bail!("the evidence bundle {} holds no entry with trace id {t}", out.display());
+            bail!(
+                "the evidence bundle {} holds no entry with trace id {t}",
+                out.display()
+            );
         }
     }
     let ran = verified.checks.iter().filter(|c| c.ok).count();
@@ -448,10 +462,21 @@ mod tests {
     fn only_the_runbooks_smoke_tests_can_be_skipped_and_a_skip_is_not_a_pass_by_another_name() {
         assert!(check_skips(&["egress denial".to_owned(), "evidence export".to_owned()]).is_ok());
         let err = check_skips(&["egress".to_owned()]).unwrap_err().to_string();
-        assert!(err.contains("names no smoke test") && err.contains("egress denial"), "{err}");
+        assert!(
+            err.contains("names no smoke test") && err.contains("egress denial"),
+            "{err}"
+        );
         let skipped = Check::new("egress denial", SKIPPED, "named with --skip-smoke");
         assert!(skipped.passed(), "a skip by name lets the install go on");
-        assert_eq!(skipped.result, "skipped by operator", "and says what it was");
-        assert!(!Check::new("x", "not-available", "").passed(), "nothing else passes");
+        assert_eq!(
+            skipped.result, "skipped by operator",
+            "and says what it was"
+        );
+        for other in ["failed", "skipped", "unknown"] {
+            assert!(
+                !Check::new("x", other, "").passed(),
+                "{other} must not pass"
+            );
+        }
     }
 }

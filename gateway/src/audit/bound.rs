@@ -258,7 +258,8 @@ mod tests {
     #[test]
     fn a_large_context_is_cut_by_value_then_dropped_keeping_the_gateways_keys() {
         let mut e = AuditEntry::default();
-        e.meta.insert("user".into(), Value::String("u".repeat(20_000)));
+        e.meta
+            .insert("user".into(), Value::String("u".repeat(20_000)));
         e.meta.insert("small".into(), Value::from(1));
         assert!(bound(&mut e));
         assert_eq!(e.meta["small"], 1);

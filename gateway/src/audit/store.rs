@@ -249,7 +249,12 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(
-            || format!("cannot make the audit log directory {} private", dir.display()),
+            || {
+                format!(
+                    "cannot make the audit log directory {} private",
+                    dir.display()
+                )
+            },
         )?;
     }
     let path = dir.join("lock");

@@ -195,7 +195,8 @@ pub(crate) async fn batch(
             }
             Err(why) => {
                 tripped[i] = true;
-                *verdict = breaker(&state, &agent, &ask, verdict.clone(), &why, Instant::now()).await;
+                *verdict =
+                    breaker(&state, &agent, &ask, verdict.clone(), &why, Instant::now()).await;
             }
         }
     }

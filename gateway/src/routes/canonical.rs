@@ -251,10 +251,18 @@ pub(crate) fn override_in_form(headers: &HeaderMap, body: &[u8]) -> Option<(Stri
 /// The first header or query parameter by which the caller asks the upstream to take another
 /// method or path than the one judged: `(field, why)`.
 pub(crate) fn override_in(headers: &HeaderMap, query: Option<&str>) -> Option<(String, String)> {
+    // Header names are lowercase already; `_` reads as `-`, compared without allocating.
+    let same = |name: &str, listed: &str| {
+        name.len() == listed.len()
+            && name
+                .bytes()
+                .zip(listed.bytes())
+                .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+    };
     if let Some(name) = headers
         .keys()
         .map(|k| k.as_str())
-        .find(|k| OVERRIDES.contains(&k.replace('_', "-").as_str()))
+        .find(|k| OVERRIDES.iter().any(|o| same(k, o)))
     {
         return Some((
             name.to_owned(),
@@ -293,8 +301,23 @@ mod tests {
         assert_eq!(derive_action(&Method::HEAD, "a"), "read:a");
         assert_eq!(derive_action(&Method::OPTIONS, "a"), "read:a");
         for refused in [
-            "delete", "Delete", "post", "get", "PURGE", "MOVE", "COPY", "PROPPATCH", "MKCOL",
-            "LOCK", "UNLOCK", "TRACE", "CONNECT", "M-SEARCH", "DELETE2", "PROPFIND", "SEARCH",
+            "delete",
+            "Delete",
+            "post",
+            "get",
+            "PURGE",
+            "MOVE",
+            "COPY",
+            "PROPPATCH",
+            "MKCOL",
+            "LOCK",
+            "UNLOCK",
+            "TRACE",
+            "CONNECT",
+            "M-SEARCH",
+            "DELETE2",
+            "PROPFIND",
+            "SEARCH",
             "QUERY",
         ] {
             assert_eq!(verb(&m(refused)), None, "{refused} must not be judged");
@@ -361,10 +384,15 @@ mod tests {
         let mut form = HeaderMap::new();
         form.insert(
             "content-type",
-            "application/x-www-form-urlencoded; charset=utf-8".parse().unwrap(),
+            "application/x-www-form-urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
         );
         assert!(override_in_form(&form, b"a=1&_method=DELETE").is_some());
         assert!(override_in_form(&form, b"a=1&b=_method").is_none());
-        assert!(override_in_form(&none, b"_method=DELETE").is_none(), "not a form");
+        assert!(
+            override_in_form(&none, b"_method=DELETE").is_none(),
+            "not a form"
+        );
     }
 }

@@ -89,7 +89,8 @@ fn check(state: &AppState, c: &ChannelRecord) -> Result<(), ApiError> {
         .check_url(&c.endpoint)
         .map_err(|why| ApiError::field("endpoint", why))?;
     if c.endpoint.contains('@')
-        && reqwest::Url::parse(&c.endpoint).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+        && reqwest::Url::parse(&c.endpoint)
+            .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
     {
         return Err(ApiError::field(
             "endpoint",
@@ -172,7 +173,10 @@ pub(super) async fn create(
     JsonBody(input): JsonBody<AlertChannelInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     if let Some(id) = super::changes::replayed(&state, &meta, "alert_channel").await? {
-        return Ok((StatusCode::CREATED, Json(view(&existing(&state, &id).await?))));
+        return Ok((
+            StatusCode::CREATED,
+            Json(view(&existing(&state, &id).await?)),
+        ));
     }
     let kind = input
         .kind
@@ -219,7 +223,10 @@ pub(super) async fn create(
         .db(move |s| s.save_channel(&saved, Write::Insert, &change))
         .await;
     if let Some(id) = super::changes::or_replayed(&state, &meta, "alert_channel", saved).await? {
-        return Ok((StatusCode::CREATED, Json(view(&existing(&state, &id).await?))));
+        return Ok((
+            StatusCode::CREATED,
+            Json(view(&existing(&state, &id).await?)),
+        ));
     }
     tracing::info!(channel = %rec.id, kind = ?rec.kind, "alert channel created");
     Ok((StatusCode::CREATED, Json(view(&rec))))

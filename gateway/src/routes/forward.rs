@@ -13,19 +13,19 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::canonical::{ALLOW, canonical_path, derive_action, override_in, override_in_form, verb};
 use super::proxy::{
     authenticate, context, decision_headers, deny_body, header, unauthorized, with_trace,
 };
-use super::canonical::{ALLOW, canonical_path, derive_action, override_in, override_in_form, verb};
 use crate::auth::trace_id;
 use crate::error::ApiError;
 use crate::governance::{Ask, Narrowed, govern, record_refusal};
 use crate::state::AppState;
 use crate::store::AgentRecord;
 
-/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1), plus the
-/// credentials that must not leave the gateway.
-const DROPPED: &[&str] = &[
+/// Headers that belong to one connection, not to the message (RFC 9110 §7.6.1): never passed
+/// on, by the forwarder or the egress proxy.
+pub(crate) const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -35,12 +35,11 @@ const DROPPED: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    // The body is read whole and sent with its own length.
-    "content-length",
-    "host",
-    "authorization",
-    "x-admin-token",
 ];
+
+/// What the forwarder also keeps from the upstream: the body is read whole and sent with its
+/// own length, the host is the target's, and the credentials stay at the gateway.
+const ALSO_DROPPED: &[&str] = &["content-length", "host", "authorization", "x-admin-token"];
 
 /// The caller's `X-MeshGuard-*` headers that go upstream: those the call was judged with. Any
 /// other (`X-MeshGuard-Decision`, `-Policy`, ...) is the gateway's to say, never the caller's.
@@ -51,8 +50,9 @@ const JUDGED: &[&str] = &[
     "x-meshguard-delegated-by",
 ];
 
-/// Headers that go on: not of one hop, not credentials, and no `X-MeshGuard-*` but `keep`.
-fn forwardable(headers: &HeaderMap, keep: &[&str]) -> HeaderMap {
+/// `headers` without those of one hop (and those the `Connection` header names as such), nor
+/// any for which `drop` holds.
+pub(crate) fn end_to_end(headers: &HeaderMap, drop: impl Fn(&str) -> bool) -> HeaderMap {
     let listed: Vec<String> = headers
         .get_all("connection")
         .iter()
@@ -62,12 +62,18 @@ fn forwardable(headers: &HeaderMap, keep: &[&str]) -> HeaderMap {
     let mut out = HeaderMap::new();
     for (name, value) in headers {
         let n = name.as_str();
-        let ours = n.starts_with("x-meshguard-") && !keep.contains(&n);
-        if !DROPPED.contains(&n) && !listed.iter().any(|l| l == n) && !ours {
+        if !HOP_BY_HOP.contains(&n) && !listed.iter().any(|l| l == n) && !drop(n) {
             out.append(name.clone(), value.clone());
         }
     }
     out
+}
+
+/// Headers that go on: end to end, no credentials, and no `X-MeshGuard-*` but `keep`.
+fn forwardable(headers: &HeaderMap, keep: &[&str]) -> HeaderMap {
+    end_to_end(headers, |n| {
+        ALSO_DROPPED.contains(&n) || (n.starts_with("x-meshguard-") && !keep.contains(&n))
+    })
 }
 
 /// The shared upstream client: connection pooling, timeouts, no redirects followed.
@@ -228,7 +234,9 @@ pub(super) async fn forward(
     // The call in canonical form; what disagrees with it, if anything, is refused once the
     // caller is known, and recorded as a bypass attempt.
     let path = canonical_path(&raw);
-    let object = path.as_ref().map_or_else(|_| raw.clone(), |p| p.object.clone());
+    let object = path
+        .as_ref()
+        .map_or_else(|_| raw.clone(), |p| p.object.clone());
     let narrowed = narrowing(
         &parts.method,
         &object,
@@ -278,7 +286,9 @@ pub(super) async fn forward(
         read_body(body, state.config().max_body_bytes),
     )
     .await
-    .unwrap_or(Err(BodyRefusal::Slow(state.config().connections.body_timeout)));
+    .unwrap_or(Err(BodyRefusal::Slow(
+        state.config().connections.body_timeout,
+    )));
     let body = match read {
         Ok(b) => b,
         Err(refusal) => return Ok(body_refused(&state, &ask, &agent, refusal).await),
@@ -423,7 +433,9 @@ async fn body_refused(
         BodyRefusal::Unfinished(e) => (
             StatusCode::BAD_REQUEST,
             "body_unreadable",
-            format!("the request body could not be read from the client ({e}); nothing was forwarded"),
+            format!(
+                "the request body could not be read from the client ({e}); nothing was forwarded"
+            ),
         ),
     };
     record_refusal(
@@ -435,7 +447,10 @@ async fn body_refused(
         Some((agent.name.clone(), agent.trust_tier.clone())),
     )
     .await;
-    with_trace(ApiError::new(status, code, why).into_response(), &ask.trace_id)
+    with_trace(
+        ApiError::new(status, code, why).into_response(),
+        &ask.trace_id,
+    )
 }
 
 #[cfg(test)]

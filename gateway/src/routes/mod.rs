@@ -22,7 +22,7 @@ use axum::routing::{any, get, post};
 use serde_json::json;
 use tower_http::trace::TraceLayer;
 
-pub(crate) use forward::upstream_client;
+pub(crate) use forward::{end_to_end, upstream_client};
 
 use crate::auth::Admin;
 use crate::error::ApiError;
@@ -157,7 +157,8 @@ async fn require_admin(
     if let Err(rejection) = Admin::from_request_parts(&mut parts, &state).await {
         return rejection.into_response();
     }
-    next.run(axum::extract::Request::from_parts(parts, body)).await
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 async fn root(State(state): State<AppState>) -> impl IntoResponse {

@@ -213,7 +213,9 @@ pub(crate) async fn client_limit_hit(
         addr.ip()
     );
     crate::governance::record_refusal(state, ask, "rate_limit", &why, None, None).await;
-    Some(crate::governance::Verdict::rate_limited(state, why, limited))
+    Some(crate::governance::Verdict::rate_limited(
+        state, why, limited,
+    ))
 }
 
 pub(crate) async fn unauthorized(state: &AppState, ask: &Ask, refused: Refused) -> Response {

@@ -263,15 +263,32 @@ fn a_create_sent_again_with_its_idempotency_key_makes_nothing_new() {
                 .unwrap(),
         )
     };
-    let (s1, first) = create("/admin/agents", "key-a", serde_json::json!({"name": "twice"}));
-    let (s2, second) = create("/admin/agents", "key-a", serde_json::json!({"name": "twice"}));
+    let (s1, first) = create(
+        "/admin/agents",
+        "key-a",
+        serde_json::json!({"name": "twice"}),
+    );
+    let (s2, second) = create(
+        "/admin/agents",
+        "key-a",
+        serde_json::json!({"name": "twice"}),
+    );
     assert_eq!((s1, s2), (201, 201), "{first} {second}");
-    assert!(first["id"].as_str().is_some_and(|id| id.starts_with("agent_")), "{first}");
+    assert!(
+        first["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("agent_")),
+        "{first}"
+    );
     assert_eq!(first["id"], second["id"]);
     let (_, list) = gw.get("/admin/agents");
     assert_eq!(list["agents"].as_array().unwrap().len(), 1, "{list}");
     // Another key is another agent; the same key for a channel is refused, naming the agent.
-    let (s3, third) = create("/admin/agents", "key-b", serde_json::json!({"name": "twice"}));
+    let (s3, third) = create(
+        "/admin/agents",
+        "key-b",
+        serde_json::json!({"name": "twice"}),
+    );
     assert_eq!(s3, 201);
     assert_ne!(third["id"], first["id"]);
     let (s4, refused) = create(

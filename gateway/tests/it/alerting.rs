@@ -208,7 +208,11 @@ fn a_redirecting_receiver_does_not_bounce_the_alert() {
     assert_eq!(status, 201, "{body}");
     let (_, token) = agent(&gw, "a", "verified", &[]);
     assert_eq!(gw.check(&token, "write:x").0, 403);
-    assert_eq!(bouncer.0.received(2).len(), 2, "two attempts at the receiver");
+    assert_eq!(
+        bouncer.0.received(2).len(),
+        2,
+        "two attempts at the receiver"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let kept = loop {
         let (_, body) = gw.get("/admin/alerts/undelivered");

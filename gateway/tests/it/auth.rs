@@ -10,7 +10,9 @@ use crate::harness::{ADMIN_TOKEN, Gateway, json, tempdir};
 fn admin_paths() -> Vec<String> {
     let source =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/routes/mod.rs")).unwrap();
-    let start = source.find("let admin = Router::new()").expect("the admin router");
+    let start = source
+        .find("let admin = Router::new()")
+        .expect("the admin router");
     let end = start + source[start..].find(".route_layer(").expect("its layers");
     let paths: Vec<String> = source[start..end]
         .split(".route(")
@@ -19,7 +21,13 @@ fn admin_paths() -> Vec<String> {
             let rest = rest.trim_start().trim_start_matches('"');
             rest[..rest.find('"').unwrap()]
                 .split('/')
-                .map(|seg| if seg.starts_with([':', '*']) { "x" } else { seg })
+                .map(|seg| {
+                    if seg.starts_with([':', '*']) {
+                        "x"
+                    } else {
+                        seg
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join("/")
         })

@@ -41,7 +41,11 @@ fn assert_cut(entry: &Value, field: &str, full: &str) {
 
 fn assert_valid(gw: &Gateway) {
     let (status, verify) = gw.get("/admin/audit/verify");
-    assert_eq!((status, &verify["valid"]), (200, &Value::Bool(true)), "{verify}");
+    assert_eq!(
+        (status, &verify["valid"]),
+        (200, &Value::Bool(true)),
+        "{verify}"
+    );
 }
 
 fn start(mode: &str, up: &PythonServer, dir: &std::path::Path) -> (Gateway, String) {
@@ -88,7 +92,11 @@ fn a_long_action_and_a_long_path_each_leave_one_entry_in_every_mode() {
             .header("X-MeshGuard-Trace-ID", &trace)
             .send()
             .unwrap();
-        assert_eq!(resp.status().as_u16(), if denied { 403 } else { 200 }, "{mode}");
+        assert_eq!(
+            resp.status().as_u16(),
+            if denied { 403 } else { 200 },
+            "{mode}"
+        );
         assert_eq!(
             up_count(&up) - before,
             usize::from(!denied),

@@ -461,7 +461,9 @@ fn relay(
     if client.read_exact(&mut body).is_err() {
         return;
     }
-    let _ = server.write_all(&len).and_then(|()| server.write_all(&body));
+    let _ = server
+        .write_all(&len)
+        .and_then(|()| server.write_all(&body));
     let mut wrote_change = false;
     loop {
         let mut head = [0u8; 5];
@@ -478,7 +480,11 @@ fn relay(
             wrote_change = true;
         }
         let commit = head[0] == b'Q' && text.contains("COMMIT");
-        if server.write_all(&head).and_then(|()| server.write_all(&body)).is_err() {
+        if server
+            .write_all(&head)
+            .and_then(|()| server.write_all(&body))
+            .is_err()
+        {
             break;
         }
         if commit && wrote_change && armed.swap(false, Ordering::SeqCst) {
@@ -523,7 +529,11 @@ fn a_lost_commit_reply_is_an_unknown_outcome_and_a_retry_with_its_key_makes_no_d
     };
     cutter.armed.store(true, Ordering::SeqCst);
     let (status, body) = create();
-    assert_eq!(cutter.cut.load(Ordering::SeqCst), 1, "the COMMIT reply was cut");
+    assert_eq!(
+        cutter.cut.load(Ordering::SeqCst),
+        1,
+        "the COMMIT reply was cut"
+    );
     assert_eq!(
         (status, body["error"].as_str(), body["outcome"].as_str()),
         (503, Some("outcome_unknown"), Some("unknown")),
@@ -543,5 +553,8 @@ fn a_lost_commit_reply_is_an_unknown_outcome_and_a_retry_with_its_key_makes_no_d
     // The token the retry answers works.
     let token = again["token"].as_str().unwrap();
     let (status, _) = gw.check(token, "read:x");
-    assert_eq!(status, 403, "a valid token, denied only for want of a policy");
+    assert_eq!(
+        status, 403,
+        "a valid token, denied only for want of a policy"
+    );
 }

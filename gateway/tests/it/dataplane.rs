@@ -353,9 +353,7 @@ fn a_batch_counts_every_decision_against_both_rate_limits() {
     );
     let (_, token) = agent(&gw, "batcher", "verified", &[]);
     let (_, other) = agent(&gw, "other", "verified", &[]);
-    let actions = |n: usize| {
-        json!({"actions": (0..n).map(|i| json!({"action": format!("read:{i}")})).collect::<Vec<_>>()})
-    };
+    let actions = |n: usize| json!({"actions": (0..n).map(|i| json!({"action": format!("read:{i}")})).collect::<Vec<_>>()});
     let limited = |body: &Value| {
         body["results"]
             .as_array()
@@ -387,11 +385,16 @@ fn a_batch_counts_every_decision_against_both_rate_limits() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         limited(&body),
-        [false, false, false, false, false, false, true, true, true, true],
+        [
+            false, false, false, false, false, false, true, true, true, true
+        ],
         "{body}"
     );
     let (status, body) = gw.batch(&other, &actions(2));
-    assert_eq!((status, body["error"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
 }
 
 #[test]

@@ -338,11 +338,9 @@ fn every_request_is_judged_versions_never_go_back_and_lists_expire() {
     assert_eq!(received(&up), 1);
     assert_eq!(received(&other), 0, "the pipelined request never left");
     let (_, page) = gw.get("/admin/audit?limit=10");
-    let denied = page["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["event"] == "egress_denied" && e["resource"] == format!("127.0.0.1:{other_port}"));
+    let denied = page["entries"].as_array().unwrap().iter().any(|e| {
+        e["event"] == "egress_denied" && e["resource"] == format!("127.0.0.1:{other_port}")
+    });
     assert!(denied, "{page}");
     drop(gw);
 
@@ -370,7 +368,14 @@ fn every_request_is_judged_versions_never_go_back_and_lists_expire() {
         .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{proxy}")).unwrap())
         .build()
         .unwrap();
-    assert_eq!(client.get(format!("{}/before", up.url)).send().unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(format!("{}/before", up.url))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     while chrono::Utc::now() <= soon {
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -98,13 +98,25 @@ const ROWS: &[Row] = &[
     },
     // ... and parameters.
     row("GET", "/proxy/notes/x?_method=DELETE", Expect::Refused(400)),
-    row("POST", "/proxy/admin/x?_METHOD=delete", Expect::Refused(400)),
+    row(
+        "POST",
+        "/proxy/admin/x?_METHOD=delete",
+        Expect::Refused(400),
+    ),
     // Paths an upstream would resolve to another one.
     row("GET", "/proxy/notes/..;/admin/x", Expect::Refused(400)),
     row("GET", "/proxy/notes/%2e%2e;/admin/x", Expect::Refused(400)),
     row("GET", "/proxy/notes/x;jsessionid=1", Expect::Refused(400)),
-    row("GET", "/proxy/notes/%252e%252e/admin/x", Expect::Refused(400)),
-    row("GET", "/proxy/notes/%EF%BC%8E%EF%BC%8E/admin/x", Expect::Refused(400)),
+    row(
+        "GET",
+        "/proxy/notes/%252e%252e/admin/x",
+        Expect::Refused(400),
+    ),
+    row(
+        "GET",
+        "/proxy/notes/%EF%BC%8E%EF%BC%8E/admin/x",
+        Expect::Refused(400),
+    ),
     row("GET", "/proxy/notes/%2e%2e/admin/x", Expect::Refused(400)),
     row("GET", "/proxy/notes/../admin/x", Expect::Refused(400)),
     row("GET", "/proxy/notes%2f..%2fadmin/x", Expect::Refused(400)),
@@ -120,10 +132,22 @@ const ROWS: &[Row] = &[
     row("GET", "/proxy/admin%C2%A0/x", Expect::Refused(400)),
     row("GET", "/proxy/admin%E3%80%80/x", Expect::Refused(400)),
     row("GET", "/proxy/admin%3f/x", Expect::Refused(400)),
-    row("GET", "/proxy/notes/x?a=1;_method=DELETE", Expect::Refused(400)),
+    row(
+        "GET",
+        "/proxy/notes/x?a=1;_method=DELETE",
+        Expect::Refused(400),
+    ),
     row("GET", "/proxy/notes/x?.method=DELETE", Expect::Refused(400)),
-    row("GET", "/proxy/notes/x?_method[]=DELETE", Expect::Refused(400)),
-    row("GET", "/proxy/notes/x?_method%00=DELETE", Expect::Refused(400)),
+    row(
+        "GET",
+        "/proxy/notes/x?_method[]=DELETE",
+        Expect::Refused(400),
+    ),
+    row(
+        "GET",
+        "/proxy/notes/x?_method%00=DELETE",
+        Expect::Refused(400),
+    ),
     Row {
         method: "GET",
         target: "/proxy/notes/x",
@@ -150,8 +174,16 @@ const ROWS: &[Row] = &[
     },
     // The same calls as they are: judged as what they do.
     row("DELETE", "/proxy/admin/x", Expect::Denied("delete:admin/x")),
-    row("GET", "/proxy/notes/x", Expect::Forwarded("GET", "/notes/x")),
-    row("HEAD", "/proxy/notes/x", Expect::Forwarded("HEAD", "/notes/x")),
+    row(
+        "GET",
+        "/proxy/notes/x",
+        Expect::Forwarded("GET", "/notes/x"),
+    ),
+    row(
+        "HEAD",
+        "/proxy/notes/x",
+        Expect::Forwarded("HEAD", "/notes/x"),
+    ),
     row(
         "OPTIONS",
         "/proxy/notes/x",
@@ -167,7 +199,11 @@ const ROWS: &[Row] = &[
         "/proxy/notes/%61dmin",
         Expect::Forwarded("GET", "/notes/admin"),
     ),
-    row("GET", "/proxy/notes/x/", Expect::Forwarded("GET", "/notes/x/")),
+    row(
+        "GET",
+        "/proxy/notes/x/",
+        Expect::Forwarded("GET", "/notes/x/"),
+    ),
     row(
         "GET",
         "/proxy/notes/x?page=2&q=a%20b",
@@ -378,7 +414,10 @@ fn send_raw(gw: &Gateway, head: &str, body: &[u8]) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {answer:?}"));
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -490,11 +529,17 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     let json_body = br#"{"a":1,"_method":"DELETE"}"#;
     let (status, said) = send_raw(
         &gw,
-        &head("POST", "Content-Type: application/json\r\n", json_body.len(), "body-json"),
+        &head(
+            "POST",
+            "Content-Type: application/json\r\n",
+            json_body.len(),
+            "body-json",
+        ),
         json_body,
     );
     assert_eq!(status, 400, "{said}");
-    let multipart = b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
+    let multipart =
+        b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
     let (status, said) = send_raw(
         &gw,
         &head(
@@ -506,7 +551,11 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
         multipart,
     );
     assert_eq!(status, 400, "{said}");
-    assert_eq!(upstream_log(&up).len(), 2, "only the two good calls reached the upstream");
+    assert_eq!(
+        upstream_log(&up).len(),
+        2,
+        "only the two good calls reached the upstream"
+    );
 
     // A body that never finishes is refused once HTTP_BODY_TIMEOUT_SECONDS pass, and recorded.
     let started = std::time::Instant::now();
@@ -529,6 +578,12 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     );
     assert_eq!(status, 200, "{seen}");
     let seen: Value = serde_json::from_str(&seen).unwrap();
-    assert!(seen["headers"].get("x-meshguard-decision").is_none(), "{seen}");
-    assert!(seen["headers"].get("x-meshguard-policy").is_none(), "{seen}");
+    assert!(
+        seen["headers"].get("x-meshguard-decision").is_none(),
+        "{seen}"
+    );
+    assert!(
+        seen["headers"].get("x-meshguard-policy").is_none(),
+        "{seen}"
+    );
 }

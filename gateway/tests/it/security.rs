@@ -550,7 +550,10 @@ fn slow_heads_time_out_and_one_address_cannot_hold_every_connection() {
         .iter()
         .filter(|s| closed_within(s, std::time::Duration::from_millis(200)))
         .count();
-    assert_eq!(over, 10, "the connections over the per-address cap are closed");
+    assert_eq!(
+        over, 10,
+        "the connections over the per-address cap are closed"
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     // Within the cap: closed once the header timeout passes.
     let timed_out = held
