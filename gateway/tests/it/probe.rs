@@ -404,9 +404,17 @@ fn send_raw(gw: &Gateway, head: &str, body: &[u8]) -> (u16, String) {
     let addr = gw.url("").trim_start_matches("http://").to_owned();
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    // The gateway may answer (413) and close before a refused body is all written: the
+    // answer is what counts, so a write or read cut short by that close is not an error.
+    let _ = s.write_all(body);
     let mut answer = Vec::new();
-    s.read_to_end(&mut answer).unwrap();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
     let answer = String::from_utf8_lossy(&answer).into_owned();
     let status = answer
         .split_whitespace()
