@@ -216,6 +216,30 @@ impl Gateway {
         )
     }
 
+    /// Waits until the gateway's thread named `name` is blocked in the kernel (state `D`,
+    /// uninterruptible: for example writing to a frozen filesystem), as `/proc` says.
+    pub(crate) fn wait_until_blocked(&self, name: &str) {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let blocked = std::fs::read_dir(&tasks).unwrap().flatten().any(|t| {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state is the field after the parenthesised command name.
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('D'));
+                comm.trim() == name && state == Some(true)
+            });
+            if blocked {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the gateway's {name} thread never blocked (see {tasks})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Ends the process the hard way: no shutdown hook runs.
     pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
