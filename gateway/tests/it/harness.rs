@@ -226,7 +226,9 @@ impl Gateway {
                 let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
                 let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
                 // The state is the field after the parenthesised command name.
-                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('D'));
+                let state = stat
+                    .rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('D'));
                 comm.trim() == name && state == Some(true)
             });
             if blocked {

@@ -330,7 +330,10 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
     let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
         let first = s.spawn(|| call(&calls[0]));
         gw.wait_until_blocked("audit-writer");
-        let behind: Vec<_> = calls[1..].iter().map(|c| s.spawn(move || call(c))).collect();
+        let behind: Vec<_> = calls[1..]
+            .iter()
+            .map(|c| s.spawn(move || call(c)))
+            .collect();
         // The disk stays "slow" well past the budget, then recovers.
         std::thread::sleep(std::time::Duration::from_millis(1500));
         disk.thaw();
