@@ -200,6 +200,16 @@ pub struct Args {
     #[arg(long, env = "CHANGE_APPROVAL_REQUIRED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub change_approval_required: bool,
 
+    /// The site's signed list of change approvers (JSON, meshguard-change-approvers/v1, with
+    /// FILE.minisig). With it, a policy change needs an approver on the list (and a ticket),
+    /// and the list is recorded in the audit log.
+    #[arg(long, env = "CHANGE_APPROVERS")]
+    pub change_approvers: Option<PathBuf>,
+
+    /// The minisign public key that signs the change approver list (the site's key).
+    #[arg(long, env = "CHANGE_APPROVERS_PUBKEY")]
+    pub change_approvers_pubkey: Option<PathBuf>,
+
     /// Send every audit entry and alert to a SIEM as RFC 5424 syslog: `tcp://host:port`
     /// (RFC 6587 octet counting) or `tls://host:port` (RFC 5425). Off when unset.
     #[arg(long, env = "SIEM_SYSLOG_URL")]
@@ -511,6 +521,8 @@ pub struct Config {
     pub license_check_interval: Duration,
     pub(crate) audit_redaction: crate::redaction::Redaction,
     pub change_approval_required: bool,
+    /// The site's signed change approver list (`CHANGE_APPROVERS`), verified at start.
+    pub(crate) change_approvers: Option<crate::approvers::Approvers>,
     /// SIEM egress (`SIEM_SYSLOG_URL`), when on.
     pub(crate) siem: Option<crate::siem::SiemConfig>,
     /// Set when `--dev` generated the admin token, so `main` can print it once.
@@ -822,7 +834,23 @@ impl Args {
                 return Err(ConfigError::Egress("EGRESS_ALLOWLIST_PUBKEY"));
             }
         }
+        let change_approvers = match (
+            self.change_approvers.filter(|p| !p.as_os_str().is_empty()),
+            self.change_approvers_pubkey,
+        ) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Setting(
+                    "CHANGE_APPROVERS is set, but CHANGE_APPROVERS_PUBKEY is not: give the site's minisign public key that signs the list".to_owned(),
+                ));
+            }
+            (Some(list), Some(key)) => Some(
+                crate::approvers::Approvers::load(&list, &key)
+                    .map_err(|e| ConfigError::Setting(format!("CHANGE_APPROVERS: {e}")))?,
+            ),
+        };
         Ok(Config {
+            change_approvers,
             egress_proxy_port: self.egress_proxy_port,
             egress_allowlist: self.egress_allowlist,
             egress_allowlist_pubkey: self.egress_allowlist_pubkey,

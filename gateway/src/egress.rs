@@ -57,6 +57,8 @@ struct Allowlist {
     destinations: Vec<Destination>,
     /// When the file last loaded was modified, to notice a new one.
     modified: Option<SystemTime>,
+    /// The SHA-256 of the signed file in force (hex), for the configuration entries.
+    sha256: String,
 }
 
 /// The allowlist in force and where updates come from.
@@ -72,33 +74,10 @@ pub(crate) struct Egress {
 }
 
 /// Verifies `path` (with `path.minisig`) against the minisign public key `pubkey` and parses it.
-fn load(path: &Path, pubkey: &Path) -> Result<(Doc, Option<SystemTime>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut sig_path = path.as_os_str().to_owned();
-    sig_path.push(".minisig");
-    let sig_text = std::fs::read_to_string(&sig_path).map_err(|_| {
-        format!(
-            "{} has no signature ({} is missing); an unsigned allowlist is refused",
-            path.display(),
-            Path::new(&sig_path).display()
-        )
-    })?;
-    let pk_text = std::fs::read_to_string(pubkey)
-        .map_err(|e| format!("cannot read the allowlist key {}: {e}", pubkey.display()))?;
-    let pk = minisign_verify::PublicKey::decode(pk_text.trim())
-        .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
-        .map_err(|_| format!("{} is not a minisign public key", pubkey.display()))?;
-    let sig = minisign_verify::Signature::decode(&sig_text)
-        .map_err(|e| format!("the allowlist signature is malformed: {e}"))?;
-    pk.verify(&bytes, &sig, false).map_err(|_| {
-        format!(
-            "{} is not signed by the key in {}; refused",
-            path.display(),
-            pubkey.display()
-        )
-    })?;
-    let doc: Doc = serde_json::from_slice(&bytes)
+fn load(path: &Path, pubkey: &Path) -> Result<(Doc, crate::signed_file::Verified), String> {
+    let file = crate::signed_file::read(path, pubkey, "an egress allowlist")?;
+    let bytes = &file.bytes;
+    let doc: Doc = serde_json::from_slice(bytes)
         .map_err(|e| format!("{} is not an egress allowlist: {e}", path.display()))?;
     if doc.format != FORMAT {
         return Err(format!(
@@ -117,7 +96,7 @@ fn load(path: &Path, pubkey: &Path) -> Result<(Doc, Option<SystemTime>), String>
             at.to_rfc3339()
         ));
     }
-    Ok((doc, modified))
+    Ok((doc, file))
 }
 
 fn expiry(doc: &Doc) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
@@ -167,7 +146,7 @@ impl Egress {
         regions: Vec<String>,
         seen: PathBuf,
     ) -> anyhow::Result<Self> {
-        let (doc, modified) =
+        let (doc, file) =
             load(path, pubkey).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
         let highest = highest_seen(&seen).map_err(|e| anyhow::anyhow!("EGRESS_ALLOWLIST: {e}"))?;
         if doc.version < highest {
@@ -189,13 +168,29 @@ impl Egress {
                 version: doc.version,
                 expires,
                 destinations: doc.destinations,
-                modified,
+                modified: file.modified,
+                sha256: file.sha256,
             }),
         })
     }
 
     pub(crate) fn version(&self) -> u64 {
         self.current.read().expect("allowlist").version
+    }
+
+    /// What the configuration entries say of the allowlist in force.
+    pub(crate) fn describe(&self) -> serde_json::Value {
+        let cur = self.current.read().expect("allowlist");
+        let mut d = serde_json::json!({
+            "version": cur.version,
+            "sha256": cur.sha256,
+            "destinations": cur.destinations.len(),
+            "signed": true,
+        });
+        if let Some(at) = cur.expires {
+            d["expiresAt"] = serde_json::json!(at.to_rfc3339());
+        }
+        d
     }
 
     /// Takes a changed allowlist file if it verifies and is newer; otherwise keeps the current
@@ -207,7 +202,7 @@ impl Egress {
         if modified.is_some() && modified == self.current.read().expect("allowlist").modified {
             return Ok(false);
         }
-        let (doc, modified) = match load(&self.path, &self.pubkey) {
+        let (doc, file) = match load(&self.path, &self.pubkey) {
             Ok(x) => x,
             Err(e) => {
                 // Remember the file so one bad update is reported once.
@@ -219,7 +214,7 @@ impl Egress {
             }
         };
         let mut cur = self.current.write().expect("allowlist");
-        cur.modified = modified;
+        cur.modified = file.modified;
         if doc.version <= cur.version {
             return Err(format!(
                 "the egress allowlist version {} is not newer than the one in force ({}); refused, the current one is kept",
@@ -239,13 +234,15 @@ impl Egress {
             "egress allowlist updated"
         );
         cur.version = doc.version;
+        cur.sha256 = file.sha256;
         cur.expires = expires;
         cur.destinations = doc.destinations;
         Ok(true)
     }
 
-    /// Whether `host:port` may be reached; the reason when not.
-    pub(crate) fn judge(&self, host: &str, port: u16) -> Result<(), String> {
+    /// Whether `host:port` may be reached, with the region the allowlist gives it; the reason
+    /// when not.
+    pub(crate) fn judge(&self, host: &str, port: u16) -> Result<Option<String>, String> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         let cur = self.current.read().expect("allowlist");
         if let Some(at) = cur.expires
@@ -288,7 +285,7 @@ impl Egress {
                 }
             }
         }
-        Ok(())
+        Ok(d.region.clone())
     }
 }
 
@@ -301,7 +298,18 @@ pub(crate) fn spawn_watcher(state: AppState, every: Duration) {
             let Some(egress) = state.inner.egress.as_ref() else {
                 return;
             };
-            if let Err(e) = egress.reload() {
+            let reloaded = egress.reload();
+            if reloaded == Ok(true)
+                && let Err(e) =
+                    crate::settings_entry::record(&state, "egress allowlist updated").await
+            {
+                tracing::error!(error = %e, "the egress allowlist update is not in the audit log");
+                state.inner.alerts.raise(crate::alerts::Alert::system(
+                    "Configuration Not Recorded",
+                    &e.to_string(),
+                ));
+            }
+            if let Err(e) = reloaded {
                 tracing::error!(error = %e, "egress allowlist update refused");
                 state
                     .inner
@@ -389,7 +397,7 @@ async fn one_request(
         .as_ref()
         .expect("the proxy runs only with an allowlist");
     let verdict = egress.judge(&host, port);
-    if let Err(e) = record(state, &method, &host, port, peer, verdict.as_ref().err()).await {
+    if let Err(e) = record(state, &method, (&host, port), peer, &verdict).await {
         return refusal(
             hyper::StatusCode::SERVICE_UNAVAILABLE,
             &format!("the audit log could not record this request ({e}); nothing was forwarded"),
@@ -520,14 +528,18 @@ fn split_host_port(s: &str, default: Option<u16>) -> Option<(String, u16)> {
 async fn record(
     state: &AppState,
     method: &str,
-    host: &str,
-    port: u16,
+    (host, port): (&str, u16),
     peer: std::net::SocketAddr,
-    denied: Option<&String>,
+    verdict: &Result<Option<String>, String>,
 ) -> Result<u64, crate::audit::AuditError> {
+    let denied = verdict.as_ref().err();
     let allowed = denied.is_none();
     let mut meta = Map::new();
     meta.insert("client".into(), serde_json::json!(peer.ip().to_string()));
+    if let Ok(Some(region)) = verdict {
+        // Where the data went, for evidence of region pinning.
+        meta.insert("region".into(), serde_json::json!(region));
+    }
     meta.insert(
         "allowlistVersion".into(),
         serde_json::json!(state.inner.egress.as_ref().map(Egress::version)),

@@ -5,6 +5,7 @@
 //! contract is `shared/reference/meshguard-api.md`; the JSON types live in `meshguard-api`.
 
 mod alerts;
+mod approvers;
 mod audit;
 mod auth;
 #[doc(hidden)]
@@ -29,8 +30,10 @@ mod policy_files;
 mod redaction;
 mod refusals;
 mod routes;
+mod settings_entry;
 mod sidecar;
 mod siem;
+mod signed_file;
 mod state;
 mod store;
 mod tls;
@@ -257,6 +260,10 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     if let (Some(cfg), Some(status)) = (state.config().siem.clone(), siem) {
         tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");
         siem::spawn(state.clone(), cfg, status);
+    }
+    if state.inner.sidecar.is_none() {
+        // The settings in force, in the signed log, before the first decision.
+        settings_entry::record(&state, "start").await?;
     }
     state.set_ready();
     Ok(state)

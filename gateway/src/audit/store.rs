@@ -1087,11 +1087,12 @@ impl Reader {
         })
     }
 
-    /// `(total, allowed, denied, top denied actions)` since `since`.
+    /// `(total, allowed, denied, top denied actions)` since `since`: decisions only (not the
+    /// gateway's own configuration, key rotation or system alert entries).
     pub(crate) fn stats(&self, since: &str) -> rusqlite::Result<Stats> {
         self.with(|c| {
             let (total, allowed, denied) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0)
+                "SELECT COALESCE(SUM(decision IN ('allow', 'deny')), 0), COALESCE(SUM(decision = 'allow'), 0), COALESCE(SUM(decision = 'deny'), 0)
                  FROM audit_entries WHERE timestamp >= ?1 AND seq <= ?2",
                 params![since, self.durable()],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),

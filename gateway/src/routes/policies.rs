@@ -395,9 +395,11 @@ pub(super) async fn delete(
 /// Rebuilds the engine's snapshot from the store, then records in the change when the write
 /// took effect: from here on decisions use it. A snapshot that cannot be rebuilt leaves the
 /// change without `deployedAt`, which is the truth.
-/// With `CHANGE_APPROVAL_REQUIRED`, a policy change names its approver and its ticket.
+/// With `CHANGE_APPROVAL_REQUIRED` or a signed approver list (`CHANGE_APPROVERS`), a policy
+/// change names its approver and its ticket; with the list, the approver must be on it.
 fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
-    if !state.config().change_approval_required {
+    let list = state.config().change_approvers.as_ref();
+    if !state.config().change_approval_required && list.is_none() {
         return Ok(());
     }
     let missing: Vec<&str> = [
@@ -407,17 +409,27 @@ fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
     .into_iter()
     .filter_map(|(h, m)| m.then_some(h))
     .collect();
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PRECONDITION_REQUIRED,
+            "approval_required",
+            format!(
+                "policy changes need supervisory approval here: send {} with the change; nothing was changed",
+                missing.join(" and ")
+            ),
+        ));
     }
-    Err(ApiError::new(
-        axum::http::StatusCode::PRECONDITION_REQUIRED,
-        "approval_required",
-        format!(
-            "policy changes need supervisory approval here (CHANGE_APPROVAL_REQUIRED): send {} with the change; nothing was changed",
-            missing.join(" and ")
-        ),
-    ))
+    match (list, meta.approver.as_deref()) {
+        (Some(list), Some(approver)) if !list.names(approver) => Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "approver_not_listed",
+            format!(
+                "{approver:?} is not on the site's signed change approver list (version {}); a listed approver must approve the change; nothing was changed",
+                list.version()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn deploy(state: &AppState, change_id: String) -> Result<(), ApiError> {

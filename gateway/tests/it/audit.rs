@@ -7,10 +7,18 @@ use crate::harness::{Gateway, LoopDisk, Options, agent, json, policy, tempdir};
 
 const READS: &str = "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n  - name: deny-admin\n    effect: deny\n    actions: [\"admin:*\"]\n    reason: admin needs a human\n";
 
+/// The entries of `/admin/audit{query}` other than the gateway's own configuration entries (one
+/// each start, `every_start_records_the_configuration_in_force`): what the calls recorded.
 fn entries(gw: &Gateway, query: &str) -> Vec<Value> {
     let (status, body) = gw.get(&format!("/admin/audit{query}"));
     assert_eq!(status, 200, "{body}");
-    body["entries"].as_array().unwrap().clone()
+    body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] != "configuration")
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -197,8 +205,8 @@ fn acknowledged_decisions_survive_kill_9_and_the_log_still_verifies() {
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(
         (report["valid"].as_bool(), report["entries"].as_u64()),
-        (Some(true), Some(41)),
-        "{report}"
+        (Some(true), Some(43)),
+        "40 decisions, one more, and a configuration entry at each of the two starts: {report}"
     );
 }
 
@@ -264,7 +272,14 @@ fn refused_entries_never_reappear(errors: &str) {
         .collect();
     assert_eq!(listed, acknowledged);
     let export = gw.get_text("/admin/audit/export");
-    assert_eq!(export.lines().count(), acknowledged.len(), "{export}");
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| !l.contains("\"event\":\"configuration\""))
+            .count(),
+        acknowledged.len(),
+        "{export}"
+    );
     // The machine restarts: what is on the disk is every acknowledged decision and nothing
     // of the refused one (cut off the staging bundle when the sync failed).
     gw.kill9();
@@ -321,7 +336,7 @@ fn a_restart_resumes_from_the_last_checkpoint_and_later_checkpoints_still_verify
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
         summary(&report),
-        (Some(true), Some(15), Some(2)),
+        (Some(true), Some(17), Some(2)),
         "{report}"
     );
     // And once more across a restart right after a checkpoint.
@@ -331,7 +346,7 @@ fn a_restart_resumes_from_the_last_checkpoint_and_later_checkpoints_still_verify
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
         summary(&report),
-        (Some(true), Some(16), Some(3)),
+        (Some(true), Some(19), Some(3)),
         "{report}"
     );
 }
@@ -345,10 +360,11 @@ fn a_saved_frontier_that_does_not_match_its_signed_root_is_not_trusted() {
     decide(&gw, &token, 6);
     assert_eq!(checkpoint_and_verify(&gw)["valid"], true);
     gw.kill9();
-    // Someone rewrites the saved frontier (6 = 4 + 2: two hashes) while the gateway is down.
+    // Someone rewrites the saved frontier (7 = 4 + 2 + 1, the start's configuration entry and
+    // six decisions: three hashes) while the gateway is down.
     db(dir.path())
         .execute(
-            "UPDATE audit_checkpoints SET frontier = zeroblob(64) WHERE size = 6",
+            "UPDATE audit_checkpoints SET frontier = zeroblob(96) WHERE size = 7",
             [],
         )
         .unwrap();
@@ -357,7 +373,7 @@ fn a_saved_frontier_that_does_not_match_its_signed_root_is_not_trusted() {
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
         summary(&report),
-        (Some(true), Some(8), Some(2)),
+        (Some(true), Some(10), Some(2)),
         "the log was rebuilt from its rows, so the new checkpoint signs the true root: {report}"
     );
 }
@@ -380,7 +396,10 @@ fn a_tampered_row_is_found_and_named() {
     let note = cp["checkpoint"].as_str().unwrap();
     let lines: Vec<&str> = note.lines().collect();
     assert_eq!(lines[0], cp["origin"].as_str().unwrap());
-    assert_eq!(lines[1], "4");
+    assert_eq!(
+        lines[1], "5",
+        "the start's configuration entry and four decisions"
+    );
     assert_eq!(lines[3], "");
     assert!(
         lines[4].starts_with(&format!("\u{2014} {} ", cp["origin"].as_str().unwrap())),
@@ -397,13 +416,13 @@ fn a_tampered_row_is_found_and_named() {
     let conn = db(dir.path());
     let (id, body): (String, String) = conn
         .query_row(
-            "SELECT id, body FROM audit_entries WHERE seq = 2",
+            "SELECT id, body FROM audit_entries WHERE seq = 3",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
     conn.execute(
-        "UPDATE audit_entries SET body = ?1, decision = 'allow' WHERE seq = 2",
+        "UPDATE audit_entries SET body = ?1, decision = 'allow' WHERE seq = 3",
         [body.replace("\"decision\":\"deny\"", "\"decision\":\"allow\"")],
     )
     .unwrap();
@@ -414,7 +433,7 @@ fn a_tampered_row_is_found_and_named() {
             report["firstBad"]["seq"].as_u64(),
             report["firstBad"]["id"].as_str()
         ),
-        (Some(2), Some(id.as_str())),
+        (Some(3), Some(id.as_str())),
         "{report}"
     );
     assert!(
@@ -427,15 +446,15 @@ fn a_tampered_row_is_found_and_named() {
 
     // A row removed from the index is named too.
     conn.execute(
-        "UPDATE audit_entries SET body = ?1, decision = 'deny' WHERE seq = 2",
+        "UPDATE audit_entries SET body = ?1, decision = 'deny' WHERE seq = 3",
         [&body],
     )
     .unwrap();
-    conn.execute("DELETE FROM audit_entries WHERE seq = 3", [])
+    conn.execute("DELETE FROM audit_entries WHERE seq = 4", [])
         .unwrap();
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], false);
-    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(3), "{report}");
+    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(4), "{report}");
     assert!(
         report["firstBad"]["problem"]
             .as_str()
@@ -467,7 +486,7 @@ fn a_tampered_row_is_found_and_named() {
     let gw = Gateway::start(dir.path());
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], false, "{report}");
-    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(2), "{report}");
+    assert_eq!(report["firstBad"]["seq"].as_u64(), Some(3), "{report}");
     let conn = db(dir.path());
     conn.execute("DELETE FROM audit_entries", []).unwrap();
     drop(conn);
@@ -502,14 +521,15 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
     let text = gw.get_text(&format!("/admin/audit/proof?id={id}"));
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "c2sp.org/tlog-proof@v1");
-    assert_eq!(lines[1], "index 2");
+    // Leaf 0 is the start's configuration entry; the five decisions are leaves 1 to 5.
+    assert_eq!(lines[1], "index 3");
     assert_eq!(
         lines.len(),
         2 + 3 + 1 + 4 + 1,
-        "three path hashes for 5 leaves, a blank line, the checkpoint: {text}"
+        "three path hashes for 6 leaves, a blank line, the checkpoint: {text}"
     );
     let (status, c) = gw.get("/admin/audit/consistency?from=3");
-    assert_eq!((status, c["to"].as_u64()), (200, Some(5)), "{c}");
+    assert_eq!((status, c["to"].as_u64()), (200, Some(6)), "{c}");
     assert!(!c["proof"].as_array().unwrap().is_empty());
 
     // At a chosen signed size (a cosigned one, say), not only the latest.
@@ -517,11 +537,11 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
     gw.post("/admin/audit/checkpoint", json!({}));
     let latest = gw.get_text(&format!("/admin/audit/proof?id={id}"));
     assert!(
-        latest.contains("\n6\n"),
-        "the latest checkpoint has 6 entries: {latest}"
+        latest.contains("\n7\n"),
+        "the latest checkpoint has 7 entries: {latest}"
     );
-    let at5 = gw.get_text(&format!("/admin/audit/proof?id={id}&size=5"));
-    assert_eq!(at5, text, "the proof at size 5 is the one given before");
+    let at6 = gw.get_text(&format!("/admin/audit/proof?id={id}&size=6"));
+    assert_eq!(at6, text, "the proof at size 6 is the one given before");
     let status = |q: &str| {
         gw.admin(Method::GET, &format!("/admin/audit/proof?id={id}&{q}"))
             .send()
@@ -529,16 +549,16 @@ fn inclusion_proofs_come_in_the_tlog_proof_format() {
             .status()
     };
     assert_eq!(
-        status("size=4"),
+        status("size=5"),
         404,
-        "no checkpoint of 4 entries was signed"
+        "no checkpoint of 5 entries was signed"
     );
     let last = entries(&gw, "")[0]["id"].as_str().unwrap().to_owned();
     let resp = gw
-        .admin(Method::GET, &format!("/admin/audit/proof?id={last}&size=5"))
+        .admin(Method::GET, &format!("/admin/audit/proof?id={last}&size=6"))
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 409, "entry 6 is not in the checkpoint of 5");
+    assert_eq!(resp.status(), 409, "entry 7 is not in the checkpoint of 6");
 }
 
 #[test]
@@ -561,20 +581,20 @@ fn proofs_over_hundreds_of_entries_read_the_hash_tiles_and_never_hand_out_bad_on
     }
     let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
     assert_eq!(status, 200, "{cp}");
-    // 700 entries: two full entry bundles and their hash tiles, in the C2SP tiles layout; the
+    // 701 entries (the start's configuration entry and 700 decisions): two full entry bundles and their hash tiles, in the C2SP tiles layout; the
     // checkpoint's partial tiles beside them.
     let log = dir.path().join("data/audit-log");
     for (path, len) in [
         ("tile/0/000", 8192),
         ("tile/0/001", 8192),
-        ("tile/0/002.p/188", 188 * 32),
+        ("tile/0/002.p/189", 189 * 32),
         ("tile/1/000.p/2", 64),
     ] {
         let meta = std::fs::metadata(log.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(meta.len(), len, "{path}");
     }
     assert!(log.join("tile/entries/001").is_file());
-    assert!(log.join("tile/entries/002.p/188").is_file());
+    assert!(log.join("tile/entries/002.p/189").is_file());
     assert!(log.join("checkpoint").is_file());
 
     let first = entries(&gw, "?limit=1000").last().unwrap()["id"]
@@ -591,11 +611,12 @@ fn proofs_over_hundreds_of_entries_read_the_hash_tiles_and_never_hand_out_bad_on
     assert!(
         ok.text()
             .unwrap()
-            .starts_with("c2sp.org/tlog-proof@v1\nindex 0\n")
+            .starts_with("c2sp.org/tlog-proof@v1\nindex 1\n"),
+        "the first decision follows the start's configuration entry"
     );
-    for from in [256, 300, 699] {
+    for from in [256, 300, 700] {
         let (status, c) = gw.get(&format!("/admin/audit/consistency?from={from}"));
-        assert_eq!((status, c["to"].as_u64()), (200, Some(700)), "{c}");
+        assert_eq!((status, c["to"].as_u64()), (200, Some(701)), "{c}");
     }
 
     // A hash tile altered on disk: the proof no longer checks against the signed root, and the
@@ -657,7 +678,7 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     let report = gw.get("/admin/audit/verify").1;
     assert_eq!(
         summary(&report),
-        (Some(true), Some(600), Some(3)),
+        (Some(true), Some(601), Some(3)),
         "{report}"
     );
     let log = data.join("audit-log");
@@ -669,13 +690,17 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     ] {
         assert!(log.join(full).is_file(), "{full}");
     }
-    // The latest checkpoint covers the whole log, so it is published with its partial tiles.
+    // The moved log's latest checkpoint was published with its partial tiles; the start then
+    // added its configuration entry, and the next checkpoint covers it and is published.
+    assert!(log.join("tile/entries/002.p/88").is_file());
+    let (status, cp) = gw.post("/admin/audit/checkpoint", json!({}));
+    assert_eq!(status, 200, "{cp}");
     let published = std::fs::read_to_string(log.join("checkpoint")).unwrap();
     assert!(
-        published.starts_with("fixture.meshguard.local/audit\n600\n"),
+        published.starts_with("fixture.meshguard.local/audit\n601\n"),
         "{published}"
     );
-    assert!(log.join("tile/entries/002.p/88").is_file());
+    assert!(log.join("tile/entries/002.p/89").is_file());
     let (_, latest) = gw.get("/admin/audit/checkpoint");
     assert_eq!(latest["checkpoint"].as_str(), Some(published.as_str()));
     let served = gw
@@ -690,9 +715,9 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     );
     // Every old checkpoint's root is the tiles' root at its size: the consistency proofs from
     // each to the latest check out against the signed notes (verify above replayed them too).
-    for from in [100, 300] {
+    for from in [100, 300, 600] {
         let (status, c) = gw.get(&format!("/admin/audit/consistency?from={from}"));
-        assert_eq!((status, c["to"].as_u64()), (200, Some(600)), "{c}");
+        assert_eq!((status, c["to"].as_u64()), (200, Some(601)), "{c}");
     }
     // The log goes on from there, and survives a restart on the new layout.
     let (_, token) = agent(&gw, "after", "verified", &[]);
@@ -702,8 +727,8 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
         summary(&report),
-        (Some(true), Some(603), Some(4)),
-        "{report}"
+        (Some(true), Some(605), Some(5)),
+        "600, a configuration entry at each start and three decisions: {report}"
     );
     assert_eq!(entries(&gw, "?limit=1000").len(), 603);
 }
@@ -791,7 +816,7 @@ fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoi
             report["records"].as_u64(),
             report["consistentFrom"].as_u64()
         ),
-        (Some(700), Some(700), Some(300)),
+        (Some(701), Some(701), Some(301)),
         "{report}"
     );
 

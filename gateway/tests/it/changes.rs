@@ -233,3 +233,100 @@ fn older_change_records_gain_their_rollback_reference_on_upgrade() {
     assert_eq!(list[1]["rollbackRef"], ids[0].as_str());
     assert!(list.iter().all(|c| c.get("deployedAt").is_none()), "{body}");
 }
+
+/// A site's signed approver list: a policy change is taken only with an approver on it and a
+/// ticket; the list in force is in the signed log with the configuration, at every start. A
+/// list that is unsigned, signed by another key or names nobody keeps the gateway from
+/// starting, saying why.
+#[test]
+fn only_an_approver_on_the_sites_signed_list_approves_a_policy_change() {
+    use crate::harness::{Options, minisign};
+    let dir = tempdir();
+    let d = dir.path();
+    minisign(&["-G", "-W", "-p", "site.pub", "-s", "site.key"], d);
+    minisign(&["-G", "-W", "-p", "other.pub", "-s", "other.key"], d);
+    let write_list = |approvers: serde_json::Value, key: &str| {
+        let doc = json!({"format": "meshguard-change-approvers/v1", "version": 3, "approvers": approvers});
+        std::fs::write(d.join("approvers.json"), doc.to_string()).unwrap();
+        let _ = std::fs::remove_file(d.join("approvers.json.minisig"));
+        minisign(&["-S", "-s", key, "-m", "approvers.json"], d);
+    };
+    let opts = || {
+        Options::with(vec![
+            (
+                "CHANGE_APPROVERS",
+                d.join("approvers.json").display().to_string(),
+            ),
+            (
+                "CHANGE_APPROVERS_PUBKEY",
+                d.join("site.pub").display().to_string(),
+            ),
+        ])
+    };
+    // Refused at start, each with its reason.
+    for (approvers, key, says) in [
+        (json!(["ops-lead"]), "other.key", "is not signed by the key"),
+        (json!([]), "site.key", "names no approver"),
+    ] {
+        write_list(approvers, key);
+        let out = crate::harness::refused_start(d, &opts());
+        assert!(out.contains(says), "{says}: {out}");
+    }
+
+    write_list(json!(["ops-lead", "security-officer"]), "site.key");
+    let gw = Gateway::start_with(d, opts());
+    let policy =
+        json!({"name": "p", "content": "name: p\nrules:\n  - effect: allow\n    actions: [a]\n"});
+    let send = |approver: Option<&str>, ticket: Option<&str>| {
+        let mut req = gw.admin(reqwest::Method::POST, "/admin/policies");
+        if let Some(a) = approver {
+            req = req.header("X-MeshGuard-Approver", a);
+        }
+        if let Some(t) = ticket {
+            req = req.header("X-MeshGuard-Change-Ticket", t);
+        }
+        crate::harness::json(req.json(&policy).send().unwrap())
+    };
+    for (approver, ticket, status, error) in [
+        (None, Some("CHG-1"), 428, "approval_required"),
+        (Some("ops-lead"), None, 428, "approval_required"),
+        (Some("mallory"), Some("CHG-1"), 403, "approver_not_listed"),
+        (Some("Ops-Lead"), Some("CHG-1"), 403, "approver_not_listed"),
+    ] {
+        let (got, body) = send(approver, ticket);
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(error)),
+            "{approver:?} {ticket:?}: {body}"
+        );
+    }
+    let (_, none) = gw.get("/admin/policies");
+    assert_eq!(
+        none["policies"].as_array().map(Vec::len),
+        Some(0),
+        "nothing changed"
+    );
+    let (status, body) = send(Some("ops-lead"), Some("CHG-7"));
+    assert_eq!(status, 201, "{body}");
+
+    let (_, page) = gw.get("/admin/audit?limit=100");
+    let config = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "configuration")
+        .expect("the start's configuration entry");
+    let list = &config["meta"]["changeApprovers"];
+    assert_eq!(
+        (list["version"].as_u64(), list["approvers"].clone()),
+        (Some(3), json!(["ops-lead", "security-officer"])),
+        "{config}"
+    );
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(d.join("approvers.json")).unwrap(),
+        ))
+    };
+    assert_eq!(list["sha256"].as_str(), Some(digest.as_str()));
+}

@@ -7,25 +7,11 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, Options, PythonServer, tempdir};
-
-fn minisign(args: &[&str], dir: &Path) {
-    let out = Command::new("minisign")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("minisign (apt minisign) runs");
-    assert!(
-        out.status.success(),
-        "minisign {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::harness::{Gateway, Options, PythonServer, minisign, tempdir};
 
 /// Writes the allowlist `doc` to `dir/egress.json`, signed with `key` (None: unsigned).
 fn allowlist(dir: &Path, doc: &Value, key: Option<&str>) {
@@ -210,16 +196,13 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
     );
 
     // A newer signed list is taken without a restart.
-    allowlist(
-        d,
-        &doc(
-            2,
-            json!([
-                {"host": "127.0.0.1", "ports": [up_port, second_port], "region": "eu-west"},
-            ]),
-        ),
-        Some("media.key"),
+    let v2 = doc(
+        2,
+        json!([
+            {"host": "127.0.0.1", "ports": [up_port, second_port], "region": "eu-west"},
+        ]),
     );
+    allowlist(d, &v2, Some("media.key"));
     wait_for("the newer allowlist is taken", || {
         connect(proxy, "127.0.0.1", second_port).0 == 200
     });
@@ -244,6 +227,65 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
     }
     let (_, health) = gw.get("/health");
     assert_eq!(health["status"], "healthy");
+
+    // The settings in force are in the signed log: at start, and when version 2 was taken
+    // (never for the refused ones). Evidence reads the egress control from these entries.
+    let (_, page) = gw.get("/admin/audit?limit=1000");
+    let configs: Vec<&Value> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "configuration")
+        .rev()
+        .collect();
+    let seen: Vec<(Option<&str>, Option<u64>)> = configs
+        .iter()
+        .map(|e| {
+            (
+                e["meta"]["why"].as_str(),
+                e["meta"]["egressAllowlist"]["version"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (Some("start"), Some(1)),
+            (Some("egress allowlist updated"), Some(2))
+        ],
+        "{configs:?}"
+    );
+    let last = &configs[1]["meta"];
+    assert_eq!(
+        (
+            last["egressProxy"].as_bool(),
+            last["egressRegions"].clone(),
+            last["egressAllowlist"]["signed"].as_bool()
+        ),
+        (Some(true), json!(["eu-west"]), Some(true)),
+        "{last}"
+    );
+    let v2_digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(v2.to_string()))
+    };
+    assert_eq!(
+        last["egressAllowlist"]["sha256"].as_str(),
+        Some(v2_digest.as_str()),
+        "the entry names the signed file in force by its digest"
+    );
+    // Allowed transfers name the destination's region.
+    let regions: Vec<&str> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "egress")
+        .filter_map(|e| e["meta"]["region"].as_str())
+        .collect();
+    assert!(
+        !regions.is_empty() && regions.iter().all(|r| *r == "eu-west"),
+        "{regions:?}"
+    );
 }
 
 /// The gateway's options for an egress proxy on `d/egress.json`, signed by `d/media.pub`.

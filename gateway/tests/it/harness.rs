@@ -264,6 +264,48 @@ impl Drop for Gateway {
     }
 }
 
+/// Starts a gateway that must refuse to start: it exits with a failure within 30 s (else the
+/// test fails); what it printed and logged.
+pub(crate) fn refused_start(dir: &Path, opts: &Options<'_>) -> String {
+    let log = dir.join(format!(
+        "refused-{}.log",
+        LOGS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut child = command(dir, opts)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .expect("the gateway binary starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started, and was meant to refuse to");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the gateway exited 0");
+    std::fs::read_to_string(&log).unwrap_or_default()
+        + &std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+}
+
+/// Runs the stock `minisign` in `dir`; a failure fails the test with its message.
+pub(crate) fn minisign(args: &[&str], dir: &Path) {
+    let out = Command::new("minisign")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("minisign (apt minisign) runs");
+    assert!(
+        out.status.success(),
+        "minisign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 static LOGS: AtomicUsize = AtomicUsize::new(0);
 
 pub(crate) fn json(r: Response) -> (u16, Value) {
