@@ -59,6 +59,8 @@ pub(crate) fn spawn_gateway(dir: &Path, env: &[(&str, std::ffi::OsString)]) -> (
         .env("DB_PATH", dir.join("meshguard.db"))
         // The tests' alert receivers run on loopback, which alerts go to only when allowed.
         .env("ALERT_DESTINATIONS_ALLOWED", "127.0.0.1")
+        // Far above any stall of a loaded machine: outcomes must not depend on load.
+        .env("CIRCUIT_BREAKER_MS", "60000")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)

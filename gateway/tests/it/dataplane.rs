@@ -278,6 +278,8 @@ fn rate_limits_per_agent_and_per_client_answer_429_and_are_recorded() {
         "limited",
         "name: limited\nappliesTo: [slow-agent]\nrateLimits:\n  requestsPerMinute: 2\nrules:\n  - effect: allow\n    actions: [\"*\"]\n",
     );
+    // The limits count per clock minute: the calls below must fall in one.
+    away_from_a_minute_edge();
     let (_, token) = agent(&gw, "slow-agent", "verified", &[]);
     assert_eq!(gw.check(&token, "read:1").0, 200);
     assert_eq!(gw.check(&token, "read:2").0, 200);

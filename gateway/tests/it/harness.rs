@@ -65,7 +65,10 @@ pub(crate) fn command(dir: &Path, opts: &Options<'_>) -> Command {
         .env("PORT", "0")
         .env("DB_PATH", dir.join("data/meshguard.db"))
         .env("POLICIES_DIR", dir.join("policies"))
-        .env("LOG_LEVEL", "warn");
+        .env("LOG_LEVEL", "warn")
+        // A decision's budget far above any stall of a loaded machine: a test's outcome must
+        // not depend on how busy the machine is. The breaker's own tests set theirs.
+        .env("CIRCUIT_BREAKER_MS", "60000");
     for (k, v) in &opts.env {
         cmd.env(k, v);
     }
@@ -214,6 +217,11 @@ impl Gateway {
                 .send()
                 .unwrap(),
         )
+    }
+
+    /// What the gateway has logged so far (its stderr, at `LOG_LEVEL=warn` unless set).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the gateway's thread named `name` is blocked in the kernel (state `D`,

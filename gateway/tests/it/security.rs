@@ -286,7 +286,7 @@ fn health_says_up_or_down_to_anyone_and_the_details_to_the_admin() {
 /// recorded, by the breaker. The first is answered as decided once written (or by the breaker,
 /// if the writer had not taken it in time). Every trace id has exactly one entry, and it says
 /// what the caller was told. Nothing here depends on how fast the machine is: the test waits
-/// for the writer's state, not for a time.
+/// for the writer's state and the breaker's own log lines, not for a time.
 #[test]
 fn the_circuit_breaker_answers_what_the_audit_log_records() {
     let dir = tempdir();
@@ -330,12 +330,23 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
     let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
         let first = s.spawn(|| call(&calls[0]));
         gw.wait_until_blocked("audit-writer");
+        let trips = || gw.log_text().matches("circuit breaker tripped").count();
+        let before = trips();
         let behind: Vec<_> = calls[1..]
             .iter()
             .map(|c| s.spawn(move || call(c)))
             .collect();
-        // The disk stays "slow" well past the budget, then recovers.
-        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // The disk stays "slow" until the breaker has tripped for each call behind the writer
+        // (it logs that before its own entry waits on the disk), then recovers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while trips() < before + behind.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the breaker did not trip for every call behind the blocked writer: {}",
+                gw.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         disk.thaw();
         std::iter::once(first)
             .chain(behind)

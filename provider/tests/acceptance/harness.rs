@@ -89,6 +89,8 @@ impl Gateway {
             .env("DB_PATH", dir.join("gw/meshguard.db"))
             .env("POLICIES_DIR", dir.join("gw/policies"))
             .env("LOG_LEVEL", "debug")
+            // Far above any stall of a loaded machine: outcomes must not depend on load.
+            .env("CIRCUIT_BREAKER_MS", "60000")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
