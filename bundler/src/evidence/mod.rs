@@ -17,6 +17,7 @@
 //! and the witnesses' cosignatures against a quorum, and that the control mapping names only
 //! files the bundle holds. It returns a transcript (text and JSON) a site stores.
 
+pub mod assess;
 pub mod profiles;
 
 use std::collections::BTreeMap;
@@ -158,8 +159,9 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
 
 /// (seq, id) of an entry.
 type Entry = (u64, String);
-/// The first and last entry of a run, and how many of its entries are in the period.
-type Run = (Entry, Entry, u64);
+/// The first and last entry of a run, how many of its entries are in the period, and the last
+/// configuration entry before the run (the settings in force when it began), if any.
+type Run = (Entry, Entry, u64, Option<Line>);
 
 /// The period's entries, streamed from the gateway's export into `path`: from the first entry
 /// in the period to the last (those between included, whatever their time: the run must be
@@ -177,6 +179,7 @@ fn fetch_run(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let (mut first, mut last): (Option<Entry>, Option<Entry>) = (None, None);
+    let mut configuration: Option<Line> = None;
     let (mut written, mut kept_end, mut in_period) = (0u64, 0u64, 0u64);
     let mut after = 0u64;
     loop {
@@ -197,6 +200,9 @@ fn fetch_run(
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to);
             if !inside && first.is_none() {
+                if line.entry["event"] == "configuration" {
+                    configuration = Some(line);
+                }
                 continue;
             }
             out.write_all(raw.as_bytes())?;
@@ -220,7 +226,9 @@ fn fetch_run(
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.set_len(kept_end)?;
     file.sync_all()?;
-    Ok(first.zip(last).map(|(f, l)| (f, l, in_period)))
+    Ok(first
+        .zip(last)
+        .map(|(f, l)| (f, l, in_period, configuration)))
 }
 
 fn export_into(
@@ -238,7 +246,7 @@ fn export_into(
             .with_context(|| format!("{path} did not answer JSON"))
     };
     let entries_path = staging.join("audit/entries.jsonl");
-    let Some(((first_seq, first_id), (last_seq, last_id), in_period)) =
+    let Some(((first_seq, first_id), (last_seq, last_id), in_period, configuration)) =
         fetch_run(src, &client, from, to, &entries_path)?
     else {
         bail!(
@@ -286,6 +294,14 @@ fn export_into(
     };
     let (first_proof, note) = proof_of(&first_id)?;
     let (last_proof, _) = proof_of(&last_id)?;
+    let configuration_before = match &configuration {
+        Some(line) => {
+            let id = line.entry["id"].as_str().unwrap_or_default();
+            let (proof, _) = proof_of(id)?;
+            Some(json!({"line": line, "proof": proof}))
+        }
+        None => None,
+    };
     let mut cosigned_note = note;
     let mut witnesses = Vec::new();
     for c in cos["cosignatures"].as_array().into_iter().flatten() {
@@ -306,6 +322,9 @@ fn export_into(
         last: last_proof,
     };
     files.insert("audit/range-proof.json".into(), pretty(&proof)?);
+    if let Some(c) = &configuration_before {
+        files.insert(assess::CONFIGURATION_BEFORE.into(), pretty(c)?);
+    }
     let changes = get_json("/admin/changes?limit=10000")?;
     files.insert(
         "changes.json".into(),
@@ -323,10 +342,11 @@ fn export_into(
         |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     files.insert(
         "alerts/deliveries.json".into(),
+        // Up to now: an alert for a denial late in the period is delivered after it ends.
         pretty(&get_json(&format!(
             "/admin/alerts/deliveries?from={}&to={}&limit=100000",
             stamp(from),
-            stamp(to)
+            stamp(chrono::Utc::now() + chrono::Duration::seconds(1))
         ))?)?,
     );
     let license = match src.get(&client, reqwest::Method::GET, "/admin/license") {
@@ -361,21 +381,40 @@ fn export_into(
     }
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let held: Vec<String> = digests.keys().cloned().collect();
-    let mut facts = Facts::new(&origin, profile);
+    let mut facts = assess::Facts::new(&origin, profile);
+    let mut leaves = Vec::new();
     {
         use std::io::BufRead as _;
         let f = std::fs::File::open(&entries_path)?;
         for raw in std::io::BufReader::with_capacity(1 << 20, f).lines() {
             let line: Line = serde_json::from_str(&raw?)?;
             let body = serde_json::to_string(&line.entry)?;
+            leaves.push(leaf_hash(body.as_bytes()));
             facts.entry(line.seq, &line.source, &body, &line.entry);
         }
     }
-    facts.finish(
-        &serde_json::from_slice(&files["changes.json"])?,
-        &serde_json::from_slice(&files["gateway.json"])?,
-    );
-    let controls = control_mapping(profile, &held, &facts);
+    if let Some(line) = &configuration {
+        facts.before(line.seq, &line.entry);
+    }
+    let note_text = String::from_utf8_lossy(&files["audit/checkpoint.note"]).into_owned();
+    let signed = Note::parse(&note_text)
+        .ok()
+        .and_then(|n| Checkpoint::parse(n.text).ok());
+    let proven = signed.as_ref().is_some_and(|c| {
+        range_root(c.size, &proof.first, &proof.last, &leaves).is_ok_and(|r| r == c.root)
+    });
+    facts.finish(assess::Inputs {
+        changes: serde_json::from_slice(&files["changes.json"])?,
+        deliveries: serde_json::from_slice(&files["alerts/deliveries.json"])?,
+        versions: serde_json::from_slice(&files["policies/versions.json"])?,
+        checkpoint: signed.map(|c| (c.size, B64.encode(c.root))),
+        checkpoint_note: note_text,
+        proven,
+        transcript: files
+            .get("install/transcript.json")
+            .and_then(|b| serde_json::from_slice(b).ok()),
+    });
+    let controls = assess::control_mapping(profile, &held, &facts);
     let controls_bytes = pretty(&controls)?;
     digests.insert(
         "controls.json".into(),
@@ -588,157 +627,6 @@ fn parse_tlog_proof(text: &str) -> Result<(Inclusion, String)> {
     Ok((Inclusion { index, hashes }, rest.to_owned()))
 }
 
-/// What the bundle's data shows, for the controls' requirements.
-#[derive(Debug, Default)]
-struct Facts {
-    origin: String,
-    /// Scan every entry for ePHI identifiers (the HIPAA profile).
-    scan_ephi: bool,
-    entries: u64,
-    /// This log's own entries written without the HIPAA redaction profile.
-    unredacted: u64,
-    /// (seq, kind) of the first entries holding a recognisable ePHI identifier.
-    ephi: Vec<(u64, &'static str)>,
-    ephi_total: u64,
-    changes: u64,
-    /// Policy changes without approver or ticket.
-    unapproved: Vec<String>,
-    region: Option<String>,
-    egress_proxy: bool,
-    egress_regions: Vec<String>,
-}
-
-impl Facts {
-    fn new(origin: &str, profile: &profiles::Profile) -> Self {
-        Self {
-            origin: origin.to_owned(),
-            scan_ephi: profile
-                .controls
-                .iter()
-                .any(|c| c.requires.contains(&profiles::Requirement::EntriesRedacted)),
-            ..Self::default()
-        }
-    }
-
-    fn entry(&mut self, seq: u64, source: &str, body: &str, entry: &Value) {
-        self.entries += 1;
-        if !self.scan_ephi {
-            return;
-        }
-        if source == self.origin && entry["meta"]["redaction"] != meshguard_common::ephi::PROFILE {
-            self.unredacted += 1;
-        }
-        if let Some(kind) = meshguard_common::ephi::scan(body) {
-            self.ephi_total += 1;
-            if self.ephi.len() < 10 {
-                self.ephi.push((seq, kind));
-            }
-        }
-    }
-
-    fn finish(&mut self, changes: &Value, gateway: &Value) {
-        for c in changes["changes"].as_array().into_iter().flatten() {
-            if c["kind"] != "policy" {
-                continue;
-            }
-            self.changes += 1;
-            let named = |k: &str| c[k].as_str().is_some_and(|v| !v.is_empty());
-            if !named("approver") || !named("changeTicket") {
-                self.unapproved
-                    .push(c["id"].as_str().unwrap_or("?").to_owned());
-            }
-        }
-        self.region = gateway["region"].as_str().map(str::to_owned);
-        self.egress_proxy = gateway["egressProxy"] == true;
-        self.egress_regions = gateway["egressRegions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r.as_str().map(str::to_owned))
-            .collect();
-    }
-
-    /// Why `req` is not met, or None when it is.
-    fn unmet(&self, req: profiles::Requirement) -> Option<String> {
-        use profiles::Requirement::*;
-        match req {
-            EntriesRedacted if self.ephi_total > 0 => Some(format!(
-                "{} entries hold ePHI identifiers (first: {})",
-                self.ephi_total,
-                self.ephi
-                    .iter()
-                    .map(|(seq, kind)| format!("seq {seq} {kind}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            EntriesRedacted if self.unredacted > 0 => Some(format!(
-                "{} of {} entries were written without the HIPAA redaction profile (AUDIT_REDACTION=hipaa)",
-                self.unredacted, self.entries
-            )),
-            ChangesApproved if !self.unapproved.is_empty() => Some(format!(
-                "{} of {} policy changes lack an approver or a change ticket: {}",
-                self.unapproved.len(),
-                self.changes,
-                self.unapproved.join(", ")
-            )),
-            RegionPinned
-                if self.region.is_none()
-                    || !self.egress_proxy
-                    || self.egress_regions.is_empty() =>
-            {
-                Some(format!(
-                    "the gateway is {} and its egress {} (set REGION, and run the egress proxy with EGRESS_REGIONS)",
-                    self.region
-                        .as_deref()
-                        .map_or("not pinned to a region".to_owned(), |r| format!("in {r}")),
-                    if !self.egress_proxy {
-                        "does not go through the egress proxy".to_owned()
-                    } else if self.egress_regions.is_empty() {
-                        "is not pinned to regions".to_owned()
-                    } else {
-                        format!("to {}", self.egress_regions.join(", "))
-                    }
-                ))
-            }
-            _ => None,
-        }
-    }
-}
-
-/// `controls.json`: for each control of the profile, the artifacts that evidence it, whether the
-/// bundle holds them and what the data shows of its requirements.
-fn control_mapping(profile: &profiles::Profile, held: &[String], facts: &Facts) -> Value {
-    let controls: Vec<Value> = profile
-        .controls
-        .iter()
-        .map(|c| {
-            let artifacts: Vec<Value> = c
-                .evidence
-                .iter()
-                .map(|a| {
-                    let present = a.files().iter().all(|f| held.iter().any(|h| h == f));
-                    json!({"artifact": a.name(), "files": a.files(), "present": present})
-                })
-                .collect();
-            let requirements: Vec<Value> = c
-                .requires
-                .iter()
-                .map(|r| match facts.unmet(*r) {
-                    None => json!({"requirement": r.name(), "met": true}),
-                    Some(why) => json!({"requirement": r.name(), "met": false, "why": why}),
-                })
-                .collect();
-            let satisfied = artifacts.iter().all(|a| a["present"] == true)
-                && requirements.iter().all(|r| r["met"] == true);
-            json!({
-                "controlId": c.id, "label": c.label, "title": c.title,
-                "evidence": artifacts, "requirements": requirements, "satisfied": satisfied,
-            })
-        })
-        .collect();
-    json!({"profile": profile.id, "title": profile.title, "controls": controls})
-}
-
 /// A UUID (version 5 layout) derived from `parts`: the same bundle gives the same document.
 fn uuid(parts: &[&str]) -> String {
     let mut seed = Vec::new();
@@ -810,26 +698,44 @@ fn assessment_results(
                 .iter()
                 .map(|a| json!({"observation-uuid": artifact_obs[a.name()]}))
                 .collect();
+            let findings: String = c["requirements"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    format!(
+                        " {} ({}): {}.",
+                        r["requirement"].as_str().unwrap_or_default(),
+                        r["state"].as_str().unwrap_or_default(),
+                        r["finding"].as_str().unwrap_or_default()
+                    )
+                })
+                .collect();
+            let state = c["state"].as_str().unwrap_or_default();
+            // OSCAL's objective status is satisfied or not; a control that could not be
+            // assessed is not satisfied, with the reason `other` and a remark saying so.
+            let status = match state {
+                "satisfied" => json!({"state": "satisfied", "reason": "pass"}),
+                "not-assessed" => json!({
+                    "state": "not-satisfied",
+                    "reason": "other",
+                    "remarks": format!("Not assessed:{findings}"),
+                }),
+                _ => json!({"state": "not-satisfied", "reason": "fail"}),
+            };
             json!({
                 "uuid": uuid(&[&seed[..], &["finding", control.id]].concat()),
                 "title": format!("{} {}", control.label, control.title),
                 "description": format!(
-                    "{} {}: evidenced by {}.{}",
+                    "{} {}: evidenced by {}.{findings}",
                     control.label,
                     control.title,
                     control.evidence.iter().map(|a| a.name()).collect::<Vec<_>>().join(", "),
-                    c["requirements"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|r| r["why"].as_str())
-                        .map(|w| format!(" Not met: {w}."))
-                        .collect::<String>()
                 ),
                 "target": {
                     "type": "objective-id",
                     "target-id": format!("{}_obj", control.id),
-                    "status": {"state": if c["satisfied"] == true { "satisfied" } else { "not-satisfied" }},
+                    "status": status,
                 },
                 "related-observations": related,
             })
@@ -1091,7 +997,9 @@ pub struct ControlStatus {
     pub id: String,
     pub label: String,
     pub satisfied: bool,
-    /// What is missing or not met, when not satisfied.
+    /// satisfied, not-satisfied or not-assessed.
+    pub state: String,
+    /// What each requirement found, with its numbers, and any missing evidence.
     pub why: String,
 }
 
@@ -1173,14 +1081,13 @@ impl Verified {
             ));
         }
         for c in &self.controls {
-            if c.satisfied {
-                out.push_str(&format!("CONTROL {} ({}): satisfied\n", c.label, c.id));
-            } else {
-                out.push_str(&format!(
-                    "CONTROL {} ({}): NOT SATISFIED: {}\n",
-                    c.label, c.id, c.why
-                ));
-            }
+            out.push_str(&format!(
+                "CONTROL {} ({}): {}: {}\n",
+                c.label,
+                c.id,
+                c.state.to_uppercase().replace('-', " "),
+                c.why
+            ));
         }
         for c in &self.checks {
             out.push_str(&format!(
@@ -1197,6 +1104,44 @@ impl Verified {
         }
         out.push_str(&format!("RESULT: {}\n", self.result()));
         out
+    }
+}
+
+/// Checks `audit/configuration-before.json`: a configuration entry of the bundle's log, its
+/// chain hash right, before the run, and proven in the verified checkpoint. Its (seq, entry).
+fn configuration_before(
+    bytes: &[u8],
+    checkpoint: Option<&Checkpoint>,
+    manifest: &Manifest,
+) -> std::result::Result<(u64, Value), String> {
+    #[derive(Deserialize)]
+    struct Before {
+        line: Line,
+        proof: Inclusion,
+    }
+    let b: Before = serde_json::from_slice(bytes)
+        .map_err(|e| format!("{}: {e}", assess::CONFIGURATION_BEFORE))?;
+    let c = checkpoint.ok_or("no verified checkpoint to prove it in")?;
+    if b.line.entry["event"] != "configuration" || b.line.source != manifest.origin {
+        return Err("it is not a configuration entry of this log".to_owned());
+    }
+    if b.line.seq >= manifest.first_seq || b.proof.index + 1 != b.line.seq {
+        return Err(format!(
+            "entry {} is not before the run ({}..={}) or not the entry its proof is for",
+            b.line.seq, manifest.first_seq, manifest.last_seq
+        ));
+    }
+    let body = serde_json::to_string(&b.line.entry).map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    h.update(hex::decode(&b.line.prev_hash).unwrap_or_default());
+    h.update(body.as_bytes());
+    if hex::encode(h.finalize()) != b.line.hash {
+        return Err("its hash does not match its content: the entry was altered".to_owned());
+    }
+    match range_root(c.size, &b.proof, &b.proof, &[leaf_hash(body.as_bytes())]) {
+        Ok(root) if root == c.root => Ok((b.line.seq, b.line.entry)),
+        Ok(_) => Err("it does not rebuild the signed root: the entry was altered".to_owned()),
+        Err(e) => Err(e),
     }
 }
 
@@ -1377,7 +1322,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     let mut chain_problem = None;
     let mut expected = manifest.first_seq;
     let mut facts = profiles::find(&manifest.profile)
-        .map(|p| Facts::new(&manifest.origin, p))
+        .map(|p| assess::Facts::new(&manifest.origin, p))
         .unwrap_or_default();
     for raw in std::io::BufRead::lines(entries) {
         let Ok(raw) = raw else {
@@ -1581,7 +1526,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     // The run of entries in the checkpoint.
     let proof: std::result::Result<RangeProof, String> =
         serde_json::from_slice(&read("audit/range-proof.json")).map_err(|e| e.to_string());
-    add(
+    let proven = add(
         "inclusion",
         match (&checkpoint, proof) {
             (Ok(c), Ok(p)) => {
@@ -1609,11 +1554,43 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         },
     );
 
+    // The settings in force when the period began: an entry of the same log, before the run,
+    // in the same checkpoint.
+    if listed.contains(&assess::CONFIGURATION_BEFORE) {
+        let r = configuration_before(
+            &read(assess::CONFIGURATION_BEFORE),
+            checkpoint.as_ref().ok(),
+            &manifest,
+        );
+        if let Ok((seq, entry)) = &r {
+            facts.before(*seq, entry);
+        }
+        add(
+            "configuration before the period",
+            r.map(|(seq, _)| {
+                format!(
+                    "the configuration entry in force when the period began (seq {seq}) is proven in the checkpoint"
+                )
+            }),
+        );
+    }
+
     // The control mapping says what the bundle's data shows, and so do the OSCAL findings.
-    facts.finish(
-        &serde_json::from_slice(&read("changes.json")).unwrap_or(Value::Null),
-        &serde_json::from_slice(&read("gateway.json")).unwrap_or(Value::Null),
-    );
+    facts.finish(assess::Inputs {
+        changes: serde_json::from_slice(&read("changes.json")).unwrap_or(Value::Null),
+        deliveries: serde_json::from_slice(&read("alerts/deliveries.json")).unwrap_or(Value::Null),
+        versions: serde_json::from_slice(&read("policies/versions.json")).unwrap_or(Value::Null),
+        checkpoint: checkpoint
+            .as_ref()
+            .ok()
+            .map(|c| (c.size, B64.encode(c.root))),
+        checkpoint_note: note_text.clone(),
+        proven,
+        transcript: listed
+            .contains(&"install/transcript.json")
+            .then(|| serde_json::from_slice(&read("install/transcript.json")).ok())
+            .flatten(),
+    });
     let controls: Value = serde_json::from_slice(&read("controls.json")).unwrap_or(Value::Null);
     let oscal: Value =
         serde_json::from_slice(&read("oscal/assessment-results.json")).unwrap_or(Value::Null);
@@ -1621,7 +1598,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
         Err(e) => Err(e),
         Ok(profile) => {
             let held: Vec<String> = listed.iter().map(|f| (*f).to_owned()).collect();
-            let expected = control_mapping(profile, &held, &facts);
+            let expected = assess::control_mapping(profile, &held, &facts);
             let mut problems = Vec::new();
             if controls != expected {
                 problems.push(format!(
@@ -1632,7 +1609,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
             let findings = oscal["assessment-results"]["results"][0]["findings"].as_array();
             for c in expected["controls"].as_array().into_iter().flatten() {
                 let id = c["controlId"].as_str().unwrap_or_default();
-                let satisfied = c["satisfied"] == true;
+                let control_state = c["state"].as_str().unwrap_or_default().to_owned();
+                let satisfied = control_state == "satisfied";
                 let state = findings.into_iter().flatten().find_map(|f| {
                     (f["target"]["target-id"] == format!("{id}_obj"))
                         .then(|| f["target"]["status"]["state"].as_str().unwrap_or_default())
@@ -1654,18 +1632,19 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
                     .flatten()
                     .filter(|a| a["present"] != true)
                     .map(|a| format!("no {}", a["artifact"].as_str().unwrap_or("?")))
-                    .chain(
-                        c["requirements"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|r| r["why"].as_str().map(str::to_owned)),
-                    )
+                    .chain(c["requirements"].as_array().into_iter().flatten().map(|r| {
+                        format!(
+                            "{} ({})",
+                            r["finding"].as_str().unwrap_or_default(),
+                            r["state"].as_str().unwrap_or_default()
+                        )
+                    }))
                     .collect();
                 out.controls.push(ControlStatus {
                     id: id.to_owned(),
                     label: c["label"].as_str().unwrap_or_default().to_owned(),
                     satisfied,
+                    state: control_state,
                     why: why.join("; "),
                 });
             }

@@ -27,27 +27,57 @@ pub enum Artifact {
     Settings,
 }
 
-/// What a control asks of the data, beyond its evidence being present.
+/// What a control asks of the data. Each is decided from the bundle's files
+/// ([`super::assess`]), with the numbers it was decided on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
+    /// Every decision of the period is an entry naming its time, action and outcome.
+    Recorded,
+    /// The entries rebuild the root of a checkpoint signed by the log's key.
+    Proven,
+    /// The checkpoint is cosigned by at least one witness outside the site.
+    Witnessed,
+    /// Every denial of the period has an alert that a channel accepted (or there was none).
+    AlertsDelivered,
+    /// Every allowed agent decision names an authenticated agent.
+    Authenticated,
+    /// The policy versions the decisions were made under are kept.
+    PolicyVersionsKept,
+    /// The egress proxy ran with a signed allowlist in every configuration in force over the
+    /// period (read from the log's configuration entries).
+    EgressEnforced,
+    /// The gateway ran in one region with egress pinned to regions over the whole period, and
+    /// no transfer left them (read from the entries).
+    RegionPinned,
+    /// Every policy change of the period names a change ticket and an approver on the site's
+    /// signed approver list in force at the time.
+    ChangesApproved,
     /// Every entry of this log was written under the HIPAA redaction profile, and none holds a
     /// recognisable ePHI identifier.
     EntriesRedacted,
-    /// Every policy change of the period names its approver and its change ticket.
-    ChangesApproved,
-    /// The gateway is pinned to a region and its egress proxy to regions (transfers elsewhere
-    /// are refused).
-    RegionPinned,
+    /// The installation transcript records the media's signatures verified and every smoke
+    /// test passed.
+    SignedComponents,
 }
 
 impl Requirement {
     pub fn name(self) -> &'static str {
         match self {
+            Self::Recorded => "every decision recorded with its time, action and outcome",
+            Self::Proven => "entries proven in a checkpoint signed by the log's key",
+            Self::Witnessed => "checkpoint cosigned by a witness outside the site",
+            Self::AlertsDelivered => "every denial alerted and delivered",
+            Self::Authenticated => "every allowed decision for an authenticated agent",
+            Self::PolicyVersionsKept => "the policy versions in force kept",
+            Self::EgressEnforced => "egress proxy with a signed allowlist over the whole period",
+            Self::RegionPinned => "gateway and egress pinned to regions over the whole period",
+            Self::ChangesApproved => {
+                "every policy change approved by a listed approver, with a change ticket"
+            }
             Self::EntriesRedacted => {
                 "entries written under the HIPAA redaction profile, no ePHI identifier"
             }
-            Self::ChangesApproved => "every policy change approved, with a change ticket",
-            Self::RegionPinned => "gateway and egress pinned to regions",
+            Self::SignedComponents => "signed components verified at installation",
         }
     }
 }
@@ -106,22 +136,6 @@ const fn c(
     label: &'static str,
     title: &'static str,
     evidence: &'static [Artifact],
-) -> Control {
-    Control {
-        id,
-        label,
-        title,
-        evidence,
-        requires: &[],
-    }
-}
-
-/// A control that also asks `requires` of the data.
-const fn r(
-    id: &'static str,
-    label: &'static str,
-    title: &'static str,
-    evidence: &'static [Artifact],
     requires: &'static [Requirement],
 ) -> Control {
     Control {
@@ -145,21 +159,30 @@ pub const PROFILES: &[Profile] = &[
                 "164.312(b)",
                 "Audit controls",
                 &[Entries, Proof],
+                &[Recorded, Proven],
             ),
-            c("hipaa-164.312.c.1", "164.312(c)(1)", "Integrity", &[Proof]),
+            c(
+                "hipaa-164.312.c.1",
+                "164.312(c)(1)",
+                "Integrity",
+                &[Proof],
+                &[Proven],
+            ),
             c(
                 "hipaa-164.308.a.1.ii.d",
                 "164.308(a)(1)(ii)(D)",
                 "Information system activity review",
                 &[Entries, Alerts],
+                &[AlertsDelivered],
             ),
             c(
                 "hipaa-164.312.d",
                 "164.312(d)",
                 "Person or entity authentication",
                 &[Entries],
+                &[Authenticated],
             ),
-            r(
+            c(
                 "hipaa-164.502.b",
                 "164.502(b)",
                 "Minimum necessary: metadata-only payloads, ePHI redacted before logging",
@@ -172,23 +195,43 @@ pub const PROFILES: &[Profile] = &[
         id: "fedramp-moderate",
         title: "FedRAMP Moderate (NIST SP 800-53 rev. 5)",
         controls: &[
-            c("au-2", "AU-2", "Event logging", &[Entries]),
-            c("au-9", "AU-9", "Protection of audit information", &[Proof]),
+            c("au-2", "AU-2", "Event logging", &[Entries], &[Recorded]),
+            c(
+                "au-9",
+                "AU-9",
+                "Protection of audit information",
+                &[Proof],
+                &[Proven],
+            ),
             // AU-10 (non-repudiation) is in SP 800-53B's High baseline, not Moderate's.
             c(
                 "au-6",
                 "AU-6",
                 "Audit record review, analysis, and reporting",
                 &[Entries, Alerts],
+                &[AlertsDelivered],
             ),
             c(
                 "cm-3",
                 "CM-3",
                 "Configuration change control",
-                &[Changes, PolicyVersions],
+                &[Changes, PolicyVersions, Entries],
+                &[ChangesApproved],
             ),
-            c("sc-7", "SC-7", "Boundary protection", &[Entries]),
-            c("ca-7", "CA-7", "Continuous monitoring", &[Entries, Alerts]),
+            c(
+                "sc-7",
+                "SC-7",
+                "Boundary protection",
+                &[Entries],
+                &[EgressEnforced],
+            ),
+            c(
+                "ca-7",
+                "CA-7",
+                "Continuous monitoring",
+                &[Entries, Alerts],
+                &[AlertsDelivered],
+            ),
         ],
     },
     Profile {
@@ -200,12 +243,13 @@ pub const PROFILES: &[Profile] = &[
                 "17a-4(f)",
                 "Records preserved non-rewriteable and verifiable",
                 &[Entries, Proof],
+                &[Proven, Witnessed],
             ),
-            r(
+            c(
                 "finra-3110",
                 "Rule 3110",
                 "Supervision (approval of policy changes)",
-                &[Changes, Settings],
+                &[Changes, Entries],
                 &[ChangesApproved],
             ),
             c(
@@ -213,6 +257,7 @@ pub const PROFILES: &[Profile] = &[
                 "Rule 4511",
                 "Books and records",
                 &[Entries, PolicyVersions],
+                &[Recorded, PolicyVersionsKept],
             ),
         ],
     },
@@ -220,18 +265,26 @@ pub const PROFILES: &[Profile] = &[
         id: "soc2",
         title: "SOC 2 (AICPA Trust Services Criteria 2017)",
         controls: &[
-            c("soc2-cc6.1", "CC6.1", "Logical access security", &[Entries]),
+            c(
+                "soc2-cc6.1",
+                "CC6.1",
+                "Logical access security",
+                &[Entries],
+                &[Authenticated],
+            ),
             c(
                 "soc2-cc7.2",
                 "CC7.2",
                 "Monitoring of system components",
                 &[Entries, Alerts],
+                &[AlertsDelivered],
             ),
             c(
                 "soc2-cc8.1",
                 "CC8.1",
                 "Change management",
-                &[Changes, PolicyVersions],
+                &[Changes, PolicyVersions, Entries],
+                &[ChangesApproved],
             ),
         ],
     },
@@ -239,18 +292,26 @@ pub const PROFILES: &[Profile] = &[
         id: "iso27001",
         title: "ISO/IEC 27001:2022 Annex A",
         controls: &[
-            c("iso27001-a.8.15", "A.8.15", "Logging", &[Entries, Proof]),
+            c(
+                "iso27001-a.8.15",
+                "A.8.15",
+                "Logging",
+                &[Entries, Proof],
+                &[Recorded, Proven],
+            ),
             c(
                 "iso27001-a.8.16",
                 "A.8.16",
                 "Monitoring activities",
-                &[Alerts],
+                &[Entries, Alerts],
+                &[AlertsDelivered],
             ),
             c(
                 "iso27001-a.8.32",
                 "A.8.32",
                 "Change management",
-                &[Changes, PolicyVersions],
+                &[Changes, PolicyVersions, Entries],
+                &[ChangesApproved],
             ),
         ],
     },
@@ -263,20 +324,29 @@ pub const PROFILES: &[Profile] = &[
                 "10.2",
                 "Audit logs capture events",
                 &[Entries],
+                &[Recorded],
             ),
             c(
                 "pci-dss-10.3",
                 "10.3",
                 "Audit logs are protected from modification",
                 &[Proof],
+                &[Proven],
             ),
             c(
                 "pci-dss-10.7",
                 "10.7",
                 "Failures of critical security controls are detected",
-                &[Alerts],
+                &[Entries, Alerts],
+                &[AlertsDelivered],
             ),
-            c("pci-dss-6.5.1", "6.5.1", "Changes are managed", &[Changes]),
+            c(
+                "pci-dss-6.5.1",
+                "6.5.1",
+                "Changes are managed",
+                &[Changes, Entries],
+                &[ChangesApproved],
+            ),
         ],
     },
     Profile {
@@ -288,13 +358,20 @@ pub const PROFILES: &[Profile] = &[
                 "Art. 30",
                 "Records of processing activities",
                 &[Entries],
+                &[Recorded],
             ),
-            c("gdpr-art32", "Art. 32", "Security of processing", &[Proof]),
-            r(
+            c(
+                "gdpr-art32",
+                "Art. 32",
+                "Security of processing",
+                &[Proof],
+                &[Proven],
+            ),
+            c(
                 "gdpr-art44",
                 "Art. 44",
                 "Transfers: data residency and region pinning",
-                &[Settings, License, Entries],
+                &[Entries, Proof],
                 &[RegionPinned],
             ),
         ],
@@ -308,10 +385,29 @@ pub const PROFILES: &[Profile] = &[
                 "AU-9(3)",
                 "Cryptographic protection of audit information",
                 &[Proof],
+                &[Proven],
             ),
-            c("au-10", "AU-10", "Non-repudiation", &[Proof]),
-            c("cm-14", "CM-14", "Signed components", &[InstallTranscript]),
-            c("sc-7", "SC-7", "Boundary protection", &[Entries]),
+            c(
+                "au-10",
+                "AU-10",
+                "Non-repudiation",
+                &[Proof],
+                &[Proven, Witnessed],
+            ),
+            c(
+                "cm-14",
+                "CM-14",
+                "Signed components",
+                &[InstallTranscript],
+                &[SignedComponents],
+            ),
+            c(
+                "sc-7",
+                "SC-7",
+                "Boundary protection",
+                &[Entries],
+                &[EgressEnforced],
+            ),
         ],
     },
 ];

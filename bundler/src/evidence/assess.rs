@@ -1,0 +1,896 @@
+//! Deciding each control from the bundle's own data. Every requirement of a control is a check
+//! over what the bundle holds (the period's entries, the configuration entry in force when the
+//! period began, the change records, the alert deliveries, the checkpoint, the transcript); its
+//! finding states the numbers it was decided on. A requirement with no data to decide on is
+//! `not-met` with the reason, or `not-assessed` when the check could not run; never `met`.
+//!
+//! The export and `verify` feed the same facts from the same files, so an auditor's verify
+//! recomputes every finding and fails the bundle if `controls.json` says otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+
+use super::profiles::{self, Requirement};
+
+/// The bundle file holding the last configuration entry before the run, with its inclusion
+/// proof: the settings in force when the period began.
+pub const CONFIGURATION_BEFORE: &str = "audit/configuration-before.json";
+
+/// The outcome of one requirement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Met,
+    NotMet,
+    NotAssessed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Met => "met",
+            Self::NotMet => "not-met",
+            Self::NotAssessed => "not-assessed",
+        }
+    }
+}
+
+/// A requirement decided: its state, the numbers, and a sentence that states them.
+#[derive(Debug, Clone)]
+pub struct Assessed {
+    pub state: State,
+    pub numbers: Value,
+    pub finding: String,
+}
+
+fn met(numbers: Value, finding: String) -> Assessed {
+    Assessed {
+        state: State::Met,
+        numbers,
+        finding,
+    }
+}
+
+fn not_met(numbers: Value, finding: String) -> Assessed {
+    Assessed {
+        state: State::NotMet,
+        numbers,
+        finding,
+    }
+}
+
+fn not_assessed(numbers: Value, finding: String) -> Assessed {
+    Assessed {
+        state: State::NotAssessed,
+        numbers,
+        finding,
+    }
+}
+
+/// A configuration entry: when, and the settings it recorded.
+#[derive(Debug, Clone)]
+struct Setting {
+    seq: u64,
+    at: String,
+    meta: Value,
+}
+
+/// What the bundle's files say, gathered once.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub changes: Value,
+    pub deliveries: Value,
+    pub versions: Value,
+    /// The checkpoint note as the bundle holds it (with any cosignatures).
+    pub checkpoint_note: String,
+    /// The checkpoint's size and root (base64) once its signature verified; None otherwise.
+    pub checkpoint: Option<(u64, String)>,
+    /// Whether the run of entries rebuilt the checkpoint's root.
+    pub proven: bool,
+    /// The installation transcript, when the bundle holds one.
+    pub transcript: Option<Value>,
+}
+
+/// What the bundle's data shows, for the controls' requirements.
+#[derive(Debug, Default)]
+pub struct Facts {
+    origin: String,
+    /// Scan every entry for ePHI identifiers (the HIPAA profile).
+    pub scan_ephi: bool,
+    first_seq: Option<u64>,
+    last_seq: u64,
+    pub(crate) entries: u64,
+    allowed: u64,
+    denied: u64,
+    /// Decision entries lacking a time, an action or an outcome.
+    incomplete: Vec<u64>,
+    /// Denials by entry id (for matching alert deliveries), with their seq.
+    denials: BTreeMap<String, u64>,
+    /// Allowed agent decisions (not egress) that name no agent.
+    anonymous_allows: Vec<u64>,
+    agents: BTreeSet<String>,
+    refused_unauthenticated: u64,
+    egress_allowed: u64,
+    egress_denied: u64,
+    /// Allowed transfers by the destination's region.
+    transfers: BTreeMap<String, u64>,
+    /// (seq, region) of transfers whose region is outside the pinned ones in force.
+    foreign_transfers: Vec<(u64, String)>,
+    decisions_naming_policy: u64,
+    /// The configuration in force when the run began (from the entry before it), and those in
+    /// the run, in order.
+    before: Option<Setting>,
+    settings: Vec<Setting>,
+    /// This log's own entries written without the HIPAA redaction profile.
+    unredacted: u64,
+    /// (seq, kind) of the first entries holding a recognisable ePHI identifier.
+    pub(crate) ephi: Vec<(u64, &'static str)>,
+    pub(crate) ephi_total: u64,
+    inputs: Inputs,
+}
+
+impl Facts {
+    pub fn new(origin: &str, profile: &profiles::Profile) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            scan_ephi: profile
+                .controls
+                .iter()
+                .any(|c| c.requires.contains(&Requirement::EntriesRedacted)),
+            ..Self::default()
+        }
+    }
+
+    /// The configuration entry in force before the run (already checked by the caller: in the
+    /// checkpoint, before the run's first entry).
+    pub fn before(&mut self, seq: u64, entry: &Value) {
+        self.before = Some(Setting {
+            seq,
+            at: entry["timestamp"].as_str().unwrap_or_default().to_owned(),
+            meta: entry["meta"].clone(),
+        });
+    }
+
+    /// One entry of the run, in order.
+    pub fn entry(&mut self, seq: u64, source: &str, body: &str, entry: &Value) {
+        self.entries += 1;
+        self.first_seq.get_or_insert(seq);
+        self.last_seq = seq;
+        let event = entry["event"].as_str().unwrap_or_default();
+        let decision = entry["decision"].as_str().unwrap_or_default();
+        if event == "configuration" {
+            self.settings.push(Setting {
+                seq,
+                at: entry["timestamp"].as_str().unwrap_or_default().to_owned(),
+                meta: entry["meta"].clone(),
+            });
+        }
+        if decision == "allow" || decision == "deny" {
+            if decision == "allow" {
+                self.allowed += 1;
+            } else {
+                self.denied += 1;
+                self.denials
+                    .insert(entry["id"].as_str().unwrap_or_default().to_owned(), seq);
+            }
+            let named = |k: &str| entry[k].as_str().is_some_and(|v| !v.is_empty());
+            if !named("timestamp") || !named("action") || !named("outcome") {
+                self.incomplete.push(seq);
+            }
+            if named("policy") {
+                self.decisions_naming_policy += 1;
+            }
+            match event {
+                "egress" => {
+                    self.egress_allowed += 1;
+                    let region = entry["meta"]["region"].as_str().unwrap_or("none");
+                    *self.transfers.entry(region.to_owned()).or_default() += 1;
+                    let pinned = self
+                        .in_force()
+                        .map(|s| regions(&s.meta))
+                        .unwrap_or_default();
+                    if !pinned.is_empty() && !pinned.iter().any(|r| r == region) {
+                        self.foreign_transfers.push((seq, region.to_owned()));
+                    }
+                }
+                "egress_denied" => self.egress_denied += 1,
+                "bypass_attempt" if !named("agentId") => self.refused_unauthenticated += 1,
+                _ if decision == "allow" && !named("agentId") => self.anonymous_allows.push(seq),
+                _ => {}
+            }
+            if let Some(a) = entry["agentId"].as_str() {
+                self.agents.insert(a.to_owned());
+            }
+        }
+        if !self.scan_ephi {
+            return;
+        }
+        if source == self.origin && entry["meta"]["redaction"] != meshguard_common::ephi::PROFILE {
+            self.unredacted += 1;
+        }
+        if let Some(kind) = meshguard_common::ephi::scan(body) {
+            self.ephi_total += 1;
+            if self.ephi.len() < 10 {
+                self.ephi.push((seq, kind));
+            }
+        }
+    }
+
+    /// The bundle's other files.
+    pub fn finish(&mut self, inputs: Inputs) {
+        self.inputs = inputs;
+    }
+
+    /// The configuration in force now (the last one seen).
+    fn in_force(&self) -> Option<&Setting> {
+        self.settings.last().or(self.before.as_ref())
+    }
+
+    /// Whether the settings in force at the run's start are known: a configuration entry
+    /// before it, or the run opens with one (a log that began in the period).
+    fn start_known(&self) -> bool {
+        self.before.is_some()
+            || self
+                .settings
+                .first()
+                .is_some_and(|s| Some(s.seq) == self.first_seq)
+    }
+
+    /// Every configuration in force over the run.
+    fn in_force_over_run(&self) -> Vec<&Setting> {
+        self.before.iter().chain(self.settings.iter()).collect()
+    }
+
+    /// The setting in force at time `at` (RFC 3339; compared as instants).
+    fn in_force_at(&self, at: &str) -> Option<&Setting> {
+        let t = instant(at)?;
+        self.in_force_over_run()
+            .into_iter()
+            .filter(|s| instant(&s.at).is_some_and(|st| st <= t))
+            .next_back()
+    }
+
+    pub fn assess(&self, req: Requirement) -> Assessed {
+        match req {
+            Requirement::Recorded => self.recorded(),
+            Requirement::Proven => self.proven(),
+            Requirement::Witnessed => self.witnessed(),
+            Requirement::AlertsDelivered => self.alerts_delivered(),
+            Requirement::Authenticated => self.authenticated(),
+            Requirement::PolicyVersionsKept => self.policy_versions_kept(),
+            Requirement::EgressEnforced => self.egress_enforced(),
+            Requirement::RegionPinned => self.region_pinned(),
+            Requirement::ChangesApproved => self.changes_approved(),
+            Requirement::EntriesRedacted => self.entries_redacted(),
+            Requirement::SignedComponents => self.signed_components(),
+        }
+    }
+
+    fn recorded(&self) -> Assessed {
+        let numbers = json!({
+            "entries": self.entries,
+            "firstSeq": self.first_seq,
+            "lastSeq": self.last_seq,
+            "decisions": self.allowed + self.denied,
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "incomplete": self.incomplete.len(),
+        });
+        let text = format!(
+            "{} entries (seq {}..={}): {} decisions, {} allowed and {} denied",
+            self.entries,
+            self.first_seq.unwrap_or(0),
+            self.last_seq,
+            self.allowed + self.denied,
+            self.allowed,
+            self.denied
+        );
+        if self.entries == 0 {
+            not_met(numbers, "the bundle holds no audit entry".to_owned())
+        } else if !self.incomplete.is_empty() {
+            not_met(
+                numbers,
+                format!(
+                    "{text}; {} decisions lack a time, an action or an outcome (seq {})",
+                    self.incomplete.len(),
+                    list(&self.incomplete)
+                ),
+            )
+        } else {
+            met(
+                numbers,
+                format!("{text}; each names its time, action and outcome"),
+            )
+        }
+    }
+
+    fn proven(&self) -> Assessed {
+        let Some((size, root)) = &self.inputs.checkpoint else {
+            return not_met(
+                json!({"entries": self.entries}),
+                "no checkpoint signed by the log's key covers the entries".to_owned(),
+            );
+        };
+        let numbers = json!({
+            "entries": self.entries,
+            "checkpointSize": size,
+            "rootHash": root,
+            "proven": self.inputs.proven,
+        });
+        if self.inputs.proven {
+            met(
+                numbers,
+                format!(
+                    "entries {}..={} rebuild the root {root} of the checkpoint of {size} entries signed by the log's key",
+                    self.first_seq.unwrap_or(0),
+                    self.last_seq
+                ),
+            )
+        } else {
+            not_met(
+                numbers,
+                format!("the entries do not rebuild the root of the checkpoint of {size} entries"),
+            )
+        }
+    }
+
+    fn witnessed(&self) -> Assessed {
+        let cosigners = cosigners(&self.inputs.checkpoint_note, &self.origin);
+        let numbers = json!({"cosignatures": cosigners.len(), "witnesses": cosigners});
+        let size = self.inputs.checkpoint.as_ref().map_or(0, |(s, _)| *s);
+        if cosigners.is_empty() {
+            not_met(
+                numbers,
+                format!(
+                    "the checkpoint of {size} entries carries no witness cosignature: no party outside the site attests the log was not rewritten (configure AUDIT_WITNESSES, docs/witness.md)"
+                ),
+            )
+        } else {
+            met(
+                numbers,
+                format!(
+                    "the checkpoint of {size} entries is cosigned by {} witness(es): {} (the cosignatures are checked by verify with the witnesses' keys)",
+                    cosigners.len(),
+                    cosigners.join(", ")
+                ),
+            )
+        }
+    }
+
+    fn alerts_delivered(&self) -> Assessed {
+        let mut delivered: BTreeSet<&str> = BTreeSet::new();
+        let mut failed: BTreeSet<&str> = BTreeSet::new();
+        for d in self.inputs.deliveries["deliveries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let id = d["entryId"].as_str().unwrap_or_default();
+            if !self.denials.contains_key(id) {
+                continue;
+            }
+            if d["outcome"] == "delivered" {
+                delivered.insert(id);
+            } else {
+                failed.insert(id);
+            }
+        }
+        let undelivered: Vec<u64> = self
+            .denials
+            .iter()
+            .filter(|(id, _)| failed.contains(id.as_str()) && !delivered.contains(id.as_str()))
+            .map(|(_, seq)| *seq)
+            .collect();
+        let unsent: Vec<u64> = self
+            .denials
+            .iter()
+            .filter(|(id, _)| !failed.contains(id.as_str()) && !delivered.contains(id.as_str()))
+            .map(|(_, seq)| *seq)
+            .collect();
+        let numbers = json!({
+            "denials": self.denials.len(),
+            "alertedAndDelivered": delivered.len(),
+            "undelivered": undelivered.len(),
+            "neverSent": unsent.len(),
+        });
+        if self.denials.is_empty() {
+            return met(
+                numbers,
+                "no denial in the period, so no alert was due".to_owned(),
+            );
+        }
+        if undelivered.is_empty() && unsent.is_empty() {
+            return met(
+                numbers,
+                format!(
+                    "each of the {} denials has an alert a channel accepted",
+                    self.denials.len()
+                ),
+            );
+        }
+        let mut why = Vec::new();
+        if !undelivered.is_empty() {
+            why.push(format!(
+                "{} no channel accepted (seq {})",
+                undelivered.len(),
+                list(&undelivered)
+            ));
+        }
+        if !unsent.is_empty() {
+            why.push(format!(
+                "{} were never sent: no channel wanted them, or ALERT_RATE_LIMIT dropped them (seq {})",
+                unsent.len(),
+                list(&unsent)
+            ));
+        }
+        not_met(
+            numbers,
+            format!(
+                "{} denials, {} alerted and delivered; {}",
+                self.denials.len(),
+                delivered.len(),
+                why.join("; ")
+            ),
+        )
+    }
+
+    fn authenticated(&self) -> Assessed {
+        let numbers = json!({
+            "allowed": self.allowed - self.egress_allowed,
+            "agents": self.agents.len(),
+            "allowedWithoutAgent": self.anonymous_allows.len(),
+            "refusedWithoutValidIdentity": self.refused_unauthenticated,
+        });
+        if self.anonymous_allows.is_empty() {
+            met(
+                numbers,
+                format!(
+                    "{} allowed decisions, each for one of {} authenticated agents; {} calls without a valid identity were refused (egress transfers are identified by client address and counted under boundary protection)",
+                    self.allowed - self.egress_allowed,
+                    self.agents.len(),
+                    self.refused_unauthenticated
+                ),
+            )
+        } else {
+            not_met(
+                numbers,
+                format!(
+                    "{} allowed decisions name no authenticated agent (seq {})",
+                    self.anonymous_allows.len(),
+                    list(&self.anonymous_allows)
+                ),
+            )
+        }
+    }
+
+    fn policy_versions_kept(&self) -> Assessed {
+        let versions = self.inputs.versions["versions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let numbers = json!({
+            "decisionsNamingAPolicy": self.decisions_naming_policy,
+            "policyVersionsKept": versions,
+        });
+        if self.decisions_naming_policy > 0 && versions == 0 {
+            not_met(
+                numbers,
+                format!(
+                    "{} decisions name a policy, and the bundle keeps no policy version active in the period",
+                    self.decisions_naming_policy
+                ),
+            )
+        } else {
+            met(
+                numbers,
+                format!(
+                    "{} decisions name a policy; the bundle keeps the {versions} policy version(s) active in the period",
+                    self.decisions_naming_policy
+                ),
+            )
+        }
+    }
+
+    fn egress_enforced(&self) -> Assessed {
+        let settings = self.in_force_over_run();
+        let off: Vec<u64> = settings
+            .iter()
+            .filter(|s| {
+                s.meta["egressProxy"] != true || s.meta["egressAllowlist"]["signed"] != true
+            })
+            .map(|s| s.seq)
+            .collect();
+        let versions: BTreeSet<u64> = settings
+            .iter()
+            .filter_map(|s| s.meta["egressAllowlist"]["version"].as_u64())
+            .collect();
+        let numbers = json!({
+            "configurationRecords": settings.len(),
+            "withoutEgressProxy": off.len(),
+            "allowlistVersions": versions,
+            "egressAllowed": self.egress_allowed,
+            "egressDenied": self.egress_denied,
+        });
+        if !self.start_known() {
+            return not_assessed(
+                numbers,
+                "the log holds no configuration entry in force when the period began (a gateway older than configuration entries), so the egress proxy cannot be shown on over the whole period".to_owned(),
+            );
+        }
+        if !off.is_empty() {
+            return not_met(
+                numbers,
+                format!(
+                    "{} of {} configurations in force over the period ran without the egress proxy or without a signed allowlist (configuration entries seq {})",
+                    off.len(),
+                    settings.len(),
+                    list(&off)
+                ),
+            );
+        }
+        met(
+            numbers,
+            format!(
+                "the egress proxy ran with a signed allowlist (versions {}) in each of the {} configurations in force over the period; {} transfers allowed, {} refused",
+                versions
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                settings.len(),
+                self.egress_allowed,
+                self.egress_denied
+            ),
+        )
+    }
+
+    fn region_pinned(&self) -> Assessed {
+        let settings = self.in_force_over_run();
+        let gateway_regions: BTreeSet<&str> = settings
+            .iter()
+            .map(|s| s.meta["region"].as_str().unwrap_or(""))
+            .collect();
+        let unpinned: Vec<u64> = settings
+            .iter()
+            .filter(|s| {
+                s.meta["region"].as_str().is_none_or(str::is_empty)
+                    || s.meta["egressProxy"] != true
+                    || regions(&s.meta).is_empty()
+            })
+            .map(|s| s.seq)
+            .collect();
+        let numbers = json!({
+            "configurationRecords": settings.len(),
+            "gatewayRegions": gateway_regions.iter().filter(|r| !r.is_empty()).collect::<Vec<_>>(),
+            "unpinnedConfigurations": unpinned.len(),
+            "transfersByRegion": self.transfers,
+            "transfersOutsidePinnedRegions": self.foreign_transfers.len(),
+        });
+        if !self.start_known() {
+            return not_assessed(
+                numbers,
+                "the log holds no configuration entry in force when the period began, so the region cannot be shown over the whole period".to_owned(),
+            );
+        }
+        let mut why = Vec::new();
+        if !unpinned.is_empty() {
+            why.push(format!(
+                "{} of {} configurations in force were not pinned (REGION, the egress proxy and EGRESS_REGIONS; configuration entries seq {})",
+                unpinned.len(),
+                settings.len(),
+                list(&unpinned)
+            ));
+        }
+        if gateway_regions.len() > 1 {
+            why.push(format!(
+                "the gateway ran in {} regions over the period ({})",
+                gateway_regions.len(),
+                gateway_regions
+                    .iter()
+                    .map(|r| if r.is_empty() { "none" } else { r })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !self.foreign_transfers.is_empty() {
+            why.push(format!(
+                "{} transfers went outside the pinned regions ({})",
+                self.foreign_transfers.len(),
+                self.foreign_transfers
+                    .iter()
+                    .take(10)
+                    .map(|(seq, r)| format!("seq {seq} to {r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if why.is_empty() {
+            met(
+                numbers,
+                format!(
+                    "the gateway ran in {} with egress pinned to {} in each of the {} configurations in force; {} transfers, all inside the pinned regions",
+                    gateway_regions.iter().next().copied().unwrap_or_default(),
+                    settings
+                        .last()
+                        .map(|s| regions(&s.meta).join(", "))
+                        .unwrap_or_default(),
+                    settings.len(),
+                    self.egress_allowed
+                ),
+            )
+        } else {
+            not_met(numbers, why.join("; "))
+        }
+    }
+
+    fn changes_approved(&self) -> Assessed {
+        let changes: Vec<&Value> = self.inputs.changes["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["kind"] == "policy")
+            .collect();
+        let (mut approved, mut unlisted, mut missing) = (0u64, Vec::new(), Vec::new());
+        let mut without_list = Vec::new();
+        for c in &changes {
+            let id = c["id"].as_str().unwrap_or("?").to_owned();
+            let approver = c["approver"].as_str().filter(|a| !a.is_empty());
+            let ticket = c["changeTicket"].as_str().is_some_and(|t| !t.is_empty());
+            let list = c["timestamp"]
+                .as_str()
+                .and_then(|t| self.in_force_at(t))
+                .and_then(|s| s.meta["changeApprovers"]["approvers"].as_array());
+            match (approver, list) {
+                (None, _) => missing.push(id),
+                (Some(_), _) if !ticket => missing.push(id),
+                (Some(_), None) => without_list.push(id),
+                (Some(a), Some(names)) if names.iter().any(|n| n == a) => approved += 1,
+                (Some(_), Some(_)) => unlisted.push(id),
+            }
+        }
+        let lists: BTreeSet<u64> = self
+            .in_force_over_run()
+            .iter()
+            .filter_map(|s| s.meta["changeApprovers"]["version"].as_u64())
+            .collect();
+        let listless: Vec<u64> = self
+            .in_force_over_run()
+            .iter()
+            .filter(|s| s.meta["changeApprovers"].is_null())
+            .map(|s| s.seq)
+            .collect();
+        let numbers = json!({
+            "policyChanges": changes.len(),
+            "approvedByListedApprover": approved,
+            "approverNotListed": unlisted.len(),
+            "withoutApproverOrTicket": missing.len(),
+            "withoutApproverListInForce": without_list.len(),
+            "approverListVersions": lists,
+        });
+        if !self.start_known() {
+            return not_assessed(
+                numbers,
+                "the log holds no configuration entry in force when the period began, so the approver list in force cannot be shown".to_owned(),
+            );
+        }
+        let mut why = Vec::new();
+        if !listless.is_empty() {
+            why.push(format!(
+                "no signed approver list (CHANGE_APPROVERS) was in force in {} of the configurations over the period (configuration entries seq {})",
+                listless.len(),
+                list(&listless)
+            ));
+        }
+        for (n, ids, what) in [
+            (
+                missing.len(),
+                &missing,
+                "name no approver or no change ticket",
+            ),
+            (
+                unlisted.len(),
+                &unlisted,
+                "were approved by someone not on the signed approver list in force",
+            ),
+            (
+                without_list.len(),
+                &without_list,
+                "were made with no approver list in force",
+            ),
+        ] {
+            if n > 0 {
+                why.push(format!(
+                    "{n} of {} policy changes {what}: {}",
+                    changes.len(),
+                    ids.join(", ")
+                ));
+            }
+        }
+        if why.is_empty() {
+            met(
+                numbers,
+                format!(
+                    "{} policy changes, each with a change ticket and approved by an approver on the site's signed list in force (versions {})",
+                    changes.len(),
+                    lists
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        } else {
+            not_met(numbers, why.join("; "))
+        }
+    }
+
+    fn entries_redacted(&self) -> Assessed {
+        let numbers = json!({
+            "entries": self.entries,
+            "writtenWithoutRedaction": self.unredacted,
+            "holdingEphiIdentifiers": self.ephi_total,
+        });
+        if self.ephi_total > 0 {
+            not_met(
+                numbers,
+                format!(
+                    "{} entries hold ePHI identifiers (first: {})",
+                    self.ephi_total,
+                    self.ephi
+                        .iter()
+                        .map(|(seq, kind)| format!("seq {seq} {kind}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        } else if self.unredacted > 0 {
+            not_met(
+                numbers,
+                format!(
+                    "{} of {} entries were written without the HIPAA redaction profile (AUDIT_REDACTION=hipaa)",
+                    self.unredacted, self.entries
+                ),
+            )
+        } else {
+            met(
+                numbers,
+                format!(
+                    "all {} entries were written under the HIPAA redaction profile, and none holds a recognisable ePHI identifier",
+                    self.entries
+                ),
+            )
+        }
+    }
+
+    fn signed_components(&self) -> Assessed {
+        let Some(t) = &self.inputs.transcript else {
+            return not_assessed(
+                json!({"transcript": false}),
+                "the bundle holds no installation transcript (export with --transcript)".to_owned(),
+            );
+        };
+        let steps = t["steps"].as_array().cloned().unwrap_or_default();
+        let step = |name: &str| steps.iter().find(|s| s["name"] == name);
+        let media = step("verify media").map(|s| s["status"].as_str().unwrap_or("?").to_owned());
+        let checks = step("smoke tests")
+            .and_then(|s| s["detail"]["checks"].as_array().cloned())
+            .unwrap_or_default();
+        let passed = checks.iter().filter(|c| c["result"] == "passed").count();
+        let numbers = json!({
+            "transcript": true,
+            "mediaVerification": media,
+            "smokeTests": checks.len(),
+            "smokeTestsPassed": passed,
+        });
+        if media.as_deref() != Some("passed") {
+            return not_met(
+                numbers,
+                format!(
+                    "the installation transcript does not record a passed media signature verification (it says {})",
+                    media.as_deref().unwrap_or("nothing")
+                ),
+            );
+        }
+        if checks.is_empty() || passed != checks.len() {
+            return not_met(
+                numbers,
+                format!(
+                    "the media's signatures verified, but {passed} of {} smoke tests of the install passed",
+                    checks.len()
+                ),
+            );
+        }
+        met(
+            numbers,
+            format!(
+                "the installation transcript records the media's signatures verified offline and all {} smoke tests passed (its own signature is checked by verify with the site's key)",
+                checks.len()
+            ),
+        )
+    }
+}
+
+fn instant(t: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.to_utc())
+}
+
+fn regions(meta: &Value) -> Vec<String> {
+    meta["egressRegions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The names of the witnesses whose signature lines the note carries (any key name but the
+/// log's own).
+fn cosigners(note: &str, origin: &str) -> Vec<String> {
+    let Some((_, sigs)) = note.split_once("\n\n") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = sigs
+        .lines()
+        .filter_map(|l| l.strip_prefix("\u{2014} "))
+        .filter_map(|l| l.split_once(' ').map(|(name, _)| name.to_owned()))
+        .filter(|name| name != origin)
+        .collect();
+    names.dedup();
+    names
+}
+
+/// At most ten seqs, then how many more.
+fn list(seqs: &[u64]) -> String {
+    let mut s: Vec<String> = seqs.iter().take(10).map(u64::to_string).collect();
+    if seqs.len() > 10 {
+        s.push(format!("and {} more", seqs.len() - 10));
+    }
+    s.join(", ")
+}
+
+/// `controls.json`: for each control of the profile, the artifacts that evidence it, whether the
+/// bundle holds them, and each requirement decided from the data with its numbers.
+pub fn control_mapping(profile: &profiles::Profile, held: &[String], facts: &Facts) -> Value {
+    let controls: Vec<Value> = profile
+        .controls
+        .iter()
+        .map(|c| {
+            let artifacts: Vec<Value> = c
+                .evidence
+                .iter()
+                .map(|a| {
+                    let present = a.files().iter().all(|f| held.iter().any(|h| h == f));
+                    json!({"artifact": a.name(), "files": a.files(), "present": present})
+                })
+                .collect();
+            let decided: Vec<Assessed> = c.requires.iter().map(|r| facts.assess(*r)).collect();
+            let requirements: Vec<Value> = c
+                .requires
+                .iter()
+                .zip(&decided)
+                .map(|(r, a)| {
+                    json!({
+                        "requirement": r.name(),
+                        "state": a.state.as_str(),
+                        "numbers": a.numbers,
+                        "finding": a.finding,
+                    })
+                })
+                .collect();
+            let missing = artifacts.iter().any(|a| a["present"] != true);
+            let state = if missing || decided.iter().any(|a| a.state == State::NotMet) {
+                "not-satisfied"
+            } else if decided.iter().any(|a| a.state == State::NotAssessed) {
+                "not-assessed"
+            } else {
+                "satisfied"
+            };
+            json!({
+                "controlId": c.id, "label": c.label, "title": c.title,
+                "evidence": artifacts, "requirements": requirements, "state": state,
+            })
+        })
+        .collect();
+    json!({"profile": profile.id, "title": profile.title, "controls": controls})
+}
