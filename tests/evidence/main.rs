@@ -1553,3 +1553,192 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
     );
     assert!(ok, "{text}");
 }
+
+/// Issue #31: each control family is decided by the period's own data, and says the numbers.
+/// Two sites make the same calls: one where every control holds (alerts delivered, a signed
+/// approver list and an approved change, the egress proxy on a signed allowlist, region
+/// pinned), and one with a known defect per family (the alert channel refuses, no approver
+/// list and an unapproved change, no egress proxy, no region). The FedRAMP Moderate and
+/// Sovereign EU bundles of each say satisfied, or not-satisfied, with the counts.
+#[test]
+fn each_control_family_is_decided_by_the_periods_data_with_its_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let run = |args: &[&str]| {
+        let out = Command::new("minisign")
+            .args(args)
+            .current_dir(p)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "minisign {args:?}");
+    };
+    run(&["-G", "-W", "-p", "site.pub", "-s", "site.key"]);
+    let allowlist = json!({"format": "meshguard-egress-allowlist/v1", "version": 7, "destinations": [
+        {"host": "api.eu.example", "ports": [443], "region": "eu-west"},
+    ]});
+    std::fs::write(p.join("egress.json"), allowlist.to_string()).unwrap();
+    run(&["-S", "-s", "site.key", "-m", "egress.json"]);
+    let approvers = json!({"format": "meshguard-change-approvers/v1", "version": 2, "approvers": ["cab-chair"]});
+    std::fs::write(p.join("approvers.json"), approvers.to_string()).unwrap();
+    run(&["-S", "-s", "site.key", "-m", "approvers.json"]);
+    let rs = Rsyslog::start(&p.join("rsyslog"), false);
+    let siem = format!("tcp://127.0.0.1:{}", rs.port);
+    let good = gateway(
+        &p.join("good"),
+        &siem,
+        &[
+            ("ALERT_WEBHOOK_URL", webhook_sink().into()),
+            ("CHANGE_APPROVERS", p.join("approvers.json").into()),
+            ("CHANGE_APPROVERS_PUBKEY", p.join("site.pub").into()),
+            ("REGION", "eu-west".into()),
+            ("EGRESS_PROXY_PORT", free_port().to_string().into()),
+            ("EGRESS_ALLOWLIST", p.join("egress.json").into()),
+            ("EGRESS_ALLOWLIST_PUBKEY", p.join("site.pub").into()),
+            ("EGRESS_REGIONS", "eu-west".into()),
+        ],
+    );
+    // A receiver that is not there: every attempt fails, quickly.
+    let refused = format!("http://127.0.0.1:{}/hook", free_port());
+    let bad = gateway(
+        &p.join("bad"),
+        &siem,
+        &[
+            ("ALERT_WEBHOOK_URL", refused.into()),
+            ("ALERT_RETRY_ATTEMPTS", "1".into()),
+        ],
+    );
+    for (gw, approver) in [(&good, "cab-chair"), (&bad, "")] {
+        let mut req = gw
+            .http
+            .post(format!("{}/admin/policies", gw.url))
+            .header("X-Admin-Token", support::ADMIN)
+            .json(&json!({"name": "reads", "content": POLICY}));
+        if !approver.is_empty() {
+            req = req
+                .header("X-MeshGuard-Approver", approver)
+                .header("X-MeshGuard-Change-Ticket", "CHG-77");
+        }
+        assert_eq!(req.send().unwrap().status(), 201);
+        let token = gw.agent("family-bot", "verified");
+        assert_eq!(gw.check(&token, "read:ledger"), 200);
+        assert_eq!(gw.check(&token, "write:ledger"), 403);
+    }
+    wait_for("the good site's denial alert delivered", || {
+        delivered(&good) >= 1
+    });
+    wait_for("the bad site's alert given up", || {
+        bad.get("/admin/alerts/deliveries?limit=100")["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|x| x["outcome"] == "undelivered"))
+    });
+
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let findings = |gw: &Gateway, profile: &str, name: &str| -> Value {
+        let out = p.join(name);
+        let (code, _, err) = export(gw, profile, &out, &secret);
+        assert_eq!(code, 0, "{err}");
+        let (code, said, _) = bundle(&[
+            "evidence",
+            "verify",
+            out.to_str().unwrap(),
+            "--pubkey",
+            public.to_str().unwrap(),
+            "--accept-unwitnessed",
+        ]);
+        assert_eq!(code, 0, "verify recomputes every finding: {said}");
+        serde_json::from_slice(&std::fs::read(out.join("controls.json")).unwrap()).unwrap()
+    };
+    let control = |doc: &Value, id: &str| -> (String, Value, String) {
+        let c = doc["controls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["controlId"] == id)
+            .unwrap_or_else(|| panic!("{id} in {doc}"))
+            .clone();
+        let r = &c["requirements"][0];
+        (
+            c["state"].as_str().unwrap().to_owned(),
+            r["numbers"].clone(),
+            r["finding"].as_str().unwrap().to_owned(),
+        )
+    };
+    let fed_good = findings(&good, "fedramp-moderate", "fed-good");
+    let fed_bad = findings(&bad, "fedramp-moderate", "fed-bad");
+    let eu_good = findings(&good, "sovereign-eu", "eu-good");
+    let eu_bad = findings(&bad, "sovereign-eu", "eu-bad");
+
+    // Alerting: one denial, delivered, or refused by the channel.
+    let (state, n, _) = control(&fed_good, "au-6");
+    assert_eq!(state, "satisfied");
+    assert_eq!(
+        (n["denials"].as_u64(), n["alertedAndDelivered"].as_u64()),
+        (Some(1), Some(1)),
+        "{n}"
+    );
+    let (state, n, says) = control(&fed_bad, "au-6");
+    assert_eq!(state, "not-satisfied", "{says}");
+    assert_eq!(
+        (n["denials"].as_u64(), n["undelivered"].as_u64()),
+        (Some(1), Some(1)),
+        "{n}"
+    );
+    assert!(
+        says.contains("1 denials, 0 alerted and delivered; 1 no channel accepted"),
+        "{says}"
+    );
+
+    // Change control: one change, approved by a listed approver, or by nobody with no list.
+    let (state, n, says) = control(&fed_good, "cm-3");
+    assert_eq!(state, "satisfied", "{says}");
+    assert_eq!(
+        (
+            n["policyChanges"].as_u64(),
+            n["approvedByListedApprover"].as_u64(),
+            n["approverListVersions"].clone()
+        ),
+        (Some(1), Some(1), json!([2])),
+        "{n}"
+    );
+    let (state, n, says) = control(&fed_bad, "cm-3");
+    assert_eq!(state, "not-satisfied", "{says}");
+    assert_eq!(n["withoutApproverOrTicket"].as_u64(), Some(1), "{n}");
+    assert!(
+        says.contains("no signed approver list (CHANGE_APPROVERS) was in force"),
+        "{says}"
+    );
+
+    // Boundary protection: the egress proxy on a signed allowlist, or off.
+    let (state, n, says) = control(&fed_good, "sc-7");
+    assert_eq!(state, "satisfied", "{says}");
+    assert_eq!(
+        (
+            n["withoutEgressProxy"].as_u64(),
+            n["allowlistVersions"].clone()
+        ),
+        (Some(0), json!([7])),
+        "{n}"
+    );
+    let (state, n, says) = control(&fed_bad, "sc-7");
+    assert_eq!(state, "not-satisfied", "{says}");
+    assert_eq!(n["withoutEgressProxy"].as_u64(), Some(1), "{n}");
+
+    // Residency: pinned to one region with egress pinned, or not pinned at all.
+    let (state, n, says) = control(&eu_good, "gdpr-art44");
+    assert_eq!(state, "satisfied", "{says}");
+    assert_eq!(n["gatewayRegions"], json!(["eu-west"]), "{n}");
+    let (state, n, says) = control(&eu_bad, "gdpr-art44");
+    assert_eq!(state, "not-satisfied", "{says}");
+    assert_eq!(n["unpinnedConfigurations"].as_u64(), Some(1), "{n}");
+
+    // Logging holds on both: the same three decisions, counted.
+    for doc in [&fed_good, &fed_bad] {
+        let (state, n, says) = control(doc, "au-2");
+        assert_eq!(state, "satisfied", "{says}");
+        assert_eq!(
+            (n["allowed"].as_u64(), n["denied"].as_u64()),
+            (Some(1), Some(1)),
+            "{n}"
+        );
+    }
+}
