@@ -263,7 +263,7 @@ fn start_registry(dir: &Path) -> Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("docker-registry is installed (apt docker-registry)");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !reqwest::blocking::get(format!("http://{REGISTRY}/v2/"))
         .is_ok_and(|r| r.status().is_success())
     {

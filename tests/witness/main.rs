@@ -528,14 +528,14 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     };
     gw.decisions("clerk", 4);
     let (note, log_vkey) = gw.checkpoint();
-    // The witness does not follow this log yet: 404s, retried. Then it is told to.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // The witness does not follow this log yet: 404s, retried, and said in the gateway's log.
+    // Then it is told to.
+    wait_until("the witness's refusal in the gateway log", || {
+        std::fs::read_to_string(dir.join("gateway.log"))
+            .unwrap_or_default()
+            .contains("answered 404")
+    });
     assert_eq!(cosigned_size(&gw, name), 0);
-    let log = std::fs::read_to_string(dir.join("gateway.log")).unwrap();
-    assert!(
-        log.contains("answered 404"),
-        "the refusal is in the gateway log: {log}"
-    );
     let (code, _, err) = w.run(&["trust", &log_vkey]);
     assert_eq!(code, 0, "{err}");
     wait_until("the first cosignature", || {

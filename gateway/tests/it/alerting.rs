@@ -113,7 +113,7 @@ fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
         6,
         "two alerts, three attempts each"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let kept = loop {
         let (_, body) = gw.get("/admin/alerts/undelivered");
         let list = body["alerts"].as_array().unwrap().clone();
@@ -130,7 +130,16 @@ fn severity_thresholds_filter_and_undeliverable_alerts_are_kept() {
     );
     // Every outcome per channel is recorded for evidence: the critical delivery, and the two
     // the failing channel never took; no endpoint or secret among them.
-    let (_, body) = gw.get("/admin/alerts/deliveries");
+    // The delivery row of a kept alert is written just after it is kept: wait for the rows.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let (_, body) = gw.get("/admin/alerts/deliveries");
+        let n = body["deliveries"].as_array().map_or(0, Vec::len);
+        if n >= 3 || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let all = body["deliveries"].as_array().unwrap();
     let outcomes = |o: &str| all.iter().filter(|d| d["outcome"] == o).count();
     assert_eq!(
@@ -213,7 +222,7 @@ fn a_redirecting_receiver_does_not_bounce_the_alert() {
         2,
         "two attempts at the receiver"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let kept = loop {
         let (_, body) = gw.get("/admin/alerts/undelivered");
         let list = body["alerts"].as_array().unwrap().clone();

@@ -40,7 +40,7 @@ fn port_of(url: &str) -> u16 {
 /// upstream's when tunnelled.
 fn connect(proxy: u16, host: &str, port: u16) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
@@ -364,7 +364,7 @@ fn every_request_is_judged_versions_never_go_back_and_lists_expire() {
 
     // Two requests in one write on one connection: the listed one, then an unlisted one.
     let mut s = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write!(
         s,
         "GET http://127.0.0.1:{up_port}/first HTTP/1.1\r\nHost: 127.0.0.1:{up_port}\r\n\r\nGET http://127.0.0.1:{other_port}/second HTTP/1.1\r\nHost: 127.0.0.1:{other_port}\r\n\r\n"
@@ -400,24 +400,34 @@ fn every_request_is_judged_versions_never_go_back_and_lists_expire() {
     expired["expiresAt"] = json!(past);
     allowlist(d, &expired, Some("media.key"));
     assert!(refused_start(d).contains("expired at"));
-    let soon = chrono::Utc::now() + chrono::Duration::seconds(4);
-    let mut expiring = doc(4, listed);
-    expiring["expiresAt"] = json!(soon.to_rfc3339());
-    allowlist(d, &expiring, Some("media.key"));
-    let gw = Gateway::start_with(d, egress_options(d));
-    let proxy = proxy_port(&gw);
-    let client = reqwest::blocking::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{proxy}")).unwrap())
-        .build()
-        .unwrap();
-    assert_eq!(
-        client
+    // A list that expires a while after the start: allowed before, refused after. If the
+    // machine is so slow that the first call lands after the expiry, the step is run again
+    // with a longer lead (a newer version each time), so the outcome never depends on load.
+    let mut lead = 10;
+    let mut version = 4;
+    let (client, soon, _gw) = loop {
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(lead);
+        let mut expiring = doc(version, listed.clone());
+        expiring["expiresAt"] = json!(soon.to_rfc3339());
+        allowlist(d, &expiring, Some("media.key"));
+        let gw = Gateway::start_with(d, egress_options(d));
+        let proxy = proxy_port(&gw);
+        let client = reqwest::blocking::Client::builder()
+            .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{proxy}")).unwrap())
+            .build()
+            .unwrap();
+        let status = client
             .get(format!("{}/before", up.url))
             .send()
             .unwrap()
-            .status(),
-        200
-    );
+            .status();
+        if chrono::Utc::now() < soon {
+            assert_eq!(status, 200, "before the list's expiry");
+            break (client, soon, gw);
+        }
+        assert!(lead < 300, "the machine never answered within {lead} s");
+        (lead, version) = (lead * 2, version + 1);
+    };
     while chrono::Utc::now() <= soon {
         std::thread::sleep(Duration::from_millis(200));
     }

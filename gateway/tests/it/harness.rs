@@ -398,7 +398,7 @@ impl PythonServer {
     /// What a recording server (`receiver.py`) got, once it holds at least `n` requests (waits
     /// up to 20 s, then returns what it has).
     pub(crate) fn received(&self, n: usize) -> Vec<serde_json::Value> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             let got: Vec<serde_json::Value> =
                 reqwest::blocking::get(format!("{}/received", self.url))

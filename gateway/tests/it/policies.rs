@@ -306,7 +306,7 @@ fn file_policies_are_active_and_read_only() {
 }
 
 fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !ok() {
         assert!(
             std::time::Instant::now() < deadline,
