@@ -115,6 +115,11 @@ impl<'a> Note<'a> {
             let sig = B64
                 .decode(sig)
                 .map_err(|_| bad(format!("the signature of {name} is not base64")))?;
+            if sig.len() < 5 {
+                return Err(bad(format!(
+                    "the signature of {name} is not a key id and a signature"
+                )));
+            }
             signatures.push((name.to_owned(), sig));
         }
         if signatures.is_empty() {
@@ -123,24 +128,36 @@ impl<'a> Note<'a> {
         Ok(Self { text, signatures })
     }
 
-    /// Verifies the signature of `vkey` (type 0x01) on the note: it must be there and valid.
+    /// Verifies the signature of `vkey` (type 0x01) on the note: one must be there, and every
+    /// line with its name and key id must verify (signed-note: a signature from a known key
+    /// that fails rejects the whole note); lines of other keys are ignored.
     pub fn verify(&self, vkey: &Vkey) -> Result<(), BundleError> {
         let id = vkey.id();
         let pk = vkey.verifying_key()?;
+        let mut verified = false;
         for (name, sig) in &self.signatures {
-            if *name != vkey.name || sig.len() != 68 || sig[..4] != id {
+            if *name != vkey.name || sig[..4] != id {
                 continue;
             }
-            let s = ed25519_dalek::Signature::from_slice(&sig[4..])
-                .map_err(|_| bad("a malformed signature"))?;
-            return pk
-                .verify_strict(self.text.as_bytes(), &s)
-                .map_err(|_| bad(format!("the signature of {} does not verify", vkey.name)));
+            let valid = sig.len() == 68
+                && ed25519_dalek::Signature::from_slice(&sig[4..])
+                    .is_ok_and(|s| pk.verify_strict(self.text.as_bytes(), &s).is_ok());
+            if !valid {
+                return Err(bad(format!(
+                    "a signature line of {} does not verify: the note is refused",
+                    vkey.name
+                )));
+            }
+            verified = true;
         }
-        Err(bad(format!(
-            "the note carries no signature by {}",
-            vkey.name
-        )))
+        if verified {
+            Ok(())
+        } else {
+            Err(bad(format!(
+                "the note carries no signature by {}",
+                vkey.name
+            )))
+        }
     }
 }
 
@@ -166,12 +183,11 @@ impl Checkpoint {
         let (Some(origin), Some(size), Some(root)) = (origin, size, root) else {
             return Err(bad("a checkpoint has an origin, a size and a root hash"));
         };
-        if size.len() > 1 && size.starts_with('0') {
-            return Err(bad(format!("checkpoint size {size:?} has leading zeros")));
-        }
-        let size = size
-            .parse()
-            .map_err(|_| bad(format!("checkpoint size {size:?} is not a number")))?;
+        let size = meshguard_common::decimal::parse_u64(size).ok_or_else(|| {
+            bad(format!(
+                "checkpoint size {size:?} is not a decimal number without sign or leading zeros"
+            ))
+        })?;
         let root: [u8; 32] = B64
             .decode(root)
             .ok()
@@ -336,5 +352,100 @@ mod tests {
             "zz",
         );
         assert!(Vkey::parse(&wrong).is_err());
+    }
+
+    /// A note signed by `name`'s key from `seed`, with `extra` signature lines after it.
+    fn note_with(extra: &[String]) -> (String, Vkey) {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let name = "log.example/a";
+        let vkey = Vkey {
+            name: name.to_owned(),
+            key_type: ED25519,
+            key: sk.verifying_key().to_bytes(),
+        };
+        let text = format!("{name}\n5\n{}\n", B64.encode([1u8; 32]));
+        let mut blob = vkey.id().to_vec();
+        blob.extend_from_slice(&ed25519_dalek::Signer::sign(&sk, text.as_bytes()).to_bytes());
+        let mut note = format!("{text}\n\u{2014} {name} {}\n", B64.encode(blob));
+        for l in extra {
+            note.push_str(l);
+        }
+        (note, vkey)
+    }
+
+    /// signed-note: every line with the known key's name and id must verify (else the whole
+    /// note is refused); lines of other keys are ignored; one valid line must be there.
+    #[test]
+    fn a_known_keys_failing_line_refuses_the_note_and_other_keys_are_ignored() {
+        let (_, vkey) = note_with(&[]);
+        let id = vkey.id();
+        let line = |name: &str, blob: Vec<u8>| format!("\u{2014} {name} {}\n", B64.encode(blob));
+        let with_id = |rest: &[u8]| [&id[..], rest].concat();
+        let other_id = |rest: &[u8]| [&[0u8, 1, 2, 3][..], rest].concat();
+        for (case, extra, ok) in [
+            ("alone", vec![], true),
+            (
+                "a second, forged line by the same key",
+                vec![line("log.example/a", with_id(&[9u8; 64]))],
+                false,
+            ),
+            (
+                "a second line by the same key of the wrong length",
+                vec![line("log.example/a", with_id(&[9u8; 10]))],
+                false,
+            ),
+            (
+                "a line of another name with the same id",
+                vec![line("log.example/b", with_id(&[9u8; 64]))],
+                true,
+            ),
+            (
+                "a line of the same name with another id",
+                vec![line("log.example/a", other_id(&[9u8; 64]))],
+                true,
+            ),
+        ] {
+            let (note, _) = note_with(&extra);
+            let parsed = Note::parse(&note).unwrap();
+            assert_eq!(parsed.verify(&vkey).is_ok(), ok, "{case}");
+        }
+        // Only another key's line: no signature by the known key.
+        let (note, _) = note_with(&[]);
+        let foreign = note.replace("\u{2014} log.example/a ", "\u{2014} log.example/b ");
+        assert!(Note::parse(&foreign).unwrap().verify(&vkey).is_err());
+        // A line too short to hold a key id and a signature is malformed.
+        let (note, _) = note_with(&[line("x.example", vec![1, 2, 3])]);
+        assert!(Note::parse(&note).is_err());
+    }
+
+    /// Sizes have one spelling: `+12` and `09` are not 12 and 9.
+    #[test]
+    fn checkpoint_sizes_and_witness_requests_take_only_plain_decimals() {
+        let root = B64.encode([1u8; 32]);
+        for (size, ok) in [
+            ("12", true),
+            ("0", true),
+            ("+12", false),
+            ("09", false),
+            (" 9", false),
+        ] {
+            let parsed = Checkpoint::parse(&format!("o.example\n{size}\n{root}\n"));
+            assert_eq!(parsed.is_ok(), ok, "{size:?}");
+        }
+        let (note, _) = note_with(&[]);
+        for (old, ok) in [
+            ("3", true),
+            ("0", true),
+            ("+3", false),
+            ("03", false),
+            ("3 ", false),
+        ] {
+            let request = format!("old {old}\n\n{note}");
+            assert_eq!(
+                crate::witness::parse_request(&request).is_ok(),
+                ok,
+                "old {old:?}"
+            );
+        }
     }
 }

@@ -208,7 +208,7 @@ pub fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, &str), Refusal> 
         .ok_or_else(|| malformed("no old line"))?;
     let old: u64 = first
         .strip_prefix("old ")
-        .and_then(|n| n.parse().ok())
+        .and_then(meshguard_common::decimal::parse_u64)
         .ok_or_else(|| malformed("the first line is not `old <size>`"))?;
     let (proof_text, checkpoint) = if let Some(r) = rest.strip_prefix('\n') {
         ("", r)

@@ -4,6 +4,7 @@
 //! evidence verifier scans for ([`ephi`]).
 
 pub mod canonical;
+pub mod decimal;
 pub mod ephi;
 pub mod fsx;
 pub mod minisig;

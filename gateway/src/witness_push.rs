@@ -159,9 +159,8 @@ async fn push(
                 })?;
             Ok(added)
         }
-        409 => text
-            .trim()
-            .parse()
+        409 => meshguard_common::decimal::parse_u64(text.trim_end_matches('\n'))
+            .ok_or(())
             .map(Push::Conflict)
             .map_err(|_| Push::Failed(format!("409 without a size: {text:?}")))
             .and_then(Err),

@@ -1470,14 +1470,27 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
                 continue;
             }
         };
-        let line = note_text.lines().find(|l| {
-            l.starts_with(&format!("\u{2014} {} ", vkey.name)) && {
-                crate::witness::verify_cosignature(&note_text, l, &vkey).is_ok()
-            }
-        });
-        match line {
-            Some(_) => cosigners.push(vkey.name.clone()),
-            None => cosign_problems.push(format!("no valid cosignature by {}", vkey.name)),
+        // Every line with this witness's name and key id must verify (signed-note: a known
+        // key's failing signature rejects the note); one must be there.
+        let theirs: Vec<&str> = note_text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(&format!("\u{2014} {} ", vkey.name))
+                    .and_then(|b64| B64.decode(b64).ok())
+                    .is_some_and(|raw| raw.len() >= 4 && raw[..4] == vkey.id())
+            })
+            .collect();
+        let bad = theirs
+            .iter()
+            .filter(|l| crate::witness::verify_cosignature(&note_text, l, &vkey).is_err())
+            .count();
+        match (theirs.len(), bad) {
+            (0, _) => cosign_problems.push(format!("no cosignature by {}", vkey.name)),
+            (_, 0) => cosigners.push(vkey.name.clone()),
+            (n, bad) => cosign_problems.push(format!(
+                "{bad} of {n} cosignature lines by {} do not verify: the note is refused",
+                vkey.name
+            )),
         }
     }
     if opts.witnesses.is_empty() && opts.quorum == 0 {

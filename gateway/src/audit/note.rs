@@ -9,7 +9,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use super::merkle::Hash;
@@ -333,13 +333,20 @@ pub(crate) fn verify_checkpoint(vkey: &str, note: &str) -> Result<Checkpoint, St
         };
         let (signer, blob) = rest.rsplit_once(' ').ok_or("malformed signature line")?;
         let blob = B64.decode(blob).map_err(|_| "signature is not base64")?;
-        if signer != name || blob.len() != 68 || blob[..4] != id {
+        if blob.len() < 5 {
+            return Err("a signature line holds no key id and signature".into());
+        }
+        if signer != name || blob[..4] != id {
             continue;
         }
-        let sig = Signature::from_slice(&blob[4..]).map_err(|e| e.to_string())?;
-        public
-            .verify(text.as_bytes(), &sig)
-            .map_err(|_| format!("signature by {name} does not verify"))?;
+        // A line with this key's name and id must verify, whatever its length: signed-note
+        // rejects the whole note when a known key's signature fails.
+        let valid = blob.len() == 68
+            && Signature::from_slice(&blob[4..])
+                .is_ok_and(|sig| public.verify_strict(text.as_bytes(), &sig).is_ok());
+        if !valid {
+            return Err(format!("a signature line of {name} does not verify"));
+        }
         verified = true;
     }
     if !verified {
@@ -349,9 +356,8 @@ pub(crate) fn verify_checkpoint(vkey: &str, note: &str) -> Result<Checkpoint, St
     let origin = lines.next().ok_or("checkpoint has no origin")?.to_owned();
     let size = lines
         .next()
-        .ok_or("checkpoint has no size")?
-        .parse::<u64>()
-        .map_err(|_| "checkpoint size is not a number")?;
+        .and_then(meshguard_common::decimal::parse_u64)
+        .ok_or("checkpoint size is not a decimal number without sign or leading zeros")?;
     let root: Hash = B64
         .decode(lines.next().ok_or("checkpoint has no root")?)
         .map_err(|_| "checkpoint root is not base64")?
@@ -386,6 +392,50 @@ mod tests {
             LogKey::load_or_create(&dir.path().join("k"), "example.org/meshguard-audit").unwrap();
         assert_eq!(again.vkey(), key.vkey());
         assert!(LogKey::load_or_create(&dir.path().join("k"), "other/origin").is_err());
+    }
+
+    /// signed-note: a line with the log key's name and id that does not verify (forged, or of
+    /// the wrong length) refuses the whole checkpoint; other keys' lines are ignored; sizes
+    /// have one spelling.
+    #[test]
+    fn a_failing_line_of_the_log_key_or_a_second_spelling_of_the_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = LogKey::load_or_create(&dir.path().join("k"), "example.org/a").unwrap();
+        let note = key
+            .sign_note(&checkpoint_body(key.origin(), 7, &[9u8; 32]))
+            .unwrap();
+        let id = hex::decode(key.vkey().split('+').nth(1).unwrap()).unwrap();
+        let line = |name: &str, blob: Vec<u8>| format!("\u{2014} {name} {}\n", B64.encode(blob));
+        for (case, extra, ok) in [
+            ("alone", String::new(), true),
+            (
+                "a forged second line by the log key",
+                line("example.org/a", [&id[..], &[5u8; 64]].concat()),
+                false,
+            ),
+            (
+                "a second line by the log key of the wrong length",
+                line("example.org/a", [&id[..], &[5u8; 8]].concat()),
+                false,
+            ),
+            (
+                "a witness's line",
+                line(
+                    "witness.example/w",
+                    [&[1u8, 2, 3, 4][..], &[5u8; 72]].concat(),
+                ),
+                true,
+            ),
+        ] {
+            let got = verify_checkpoint(&key.vkey(), &format!("{note}{extra}"));
+            assert_eq!(got.is_ok(), ok, "{case}: {got:?}");
+        }
+        for size in ["+7", "07"] {
+            let text = checkpoint_body(key.origin(), 7, &[9u8; 32])
+                .replace("\n7\n", &format!("\n{size}\n"));
+            let odd = key.sign_note(&text).unwrap();
+            assert!(verify_checkpoint(&key.vkey(), &odd).is_err(), "{size}");
+        }
     }
 
     #[test]
