@@ -328,12 +328,34 @@ fn webhook_body(cfg: &AlertConfig, id: &str, alert: &Alert) -> Value {
     })
 }
 
+/// At most `max` characters of `s`, ending in an ellipsis when cut. The whole text is in the
+/// audit entry the alert points to; the services refuse longer fields.
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if s.chars().count() > max => format!("{}\u{2026}", &s[..at]),
+        _ => s.to_owned(),
+    }
+}
+
+/// Text for Slack's mrkdwn with its control characters escaped, as Slack asks of text from
+/// elsewhere: an agent's action such as `<!channel>` or `<https://x|click>` must show as
+/// written, not notify a channel or become a link.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Slack's incoming-webhook body: a fallback text and two blocks, within Slack's limits (a
+/// header's plain text at most 150 characters, a section's text at most 3000).
 fn slack_body(target: &Target, alert: &Alert) -> Value {
+    let severity = severity_str(alert.severity);
+    let message = clip(&slack_escape(&alert.message), 2800);
     let mut body = json!({
-        "text": format!("[{}] {}: {}", severity_str(alert.severity), alert.title, alert.message),
+        "text": clip(&slack_escape(&format!("[{severity}] {}: {}", alert.title, alert.message)), 3000),
         "blocks": [
-            {"type": "header", "text": {"type": "plain_text", "text": alert.title}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*\n{}\ntrace `{}`", severity_str(alert.severity), alert.message, alert.entry.trace_id)}},
+            {"type": "header", "text": {"type": "plain_text", "text": clip(&alert.title, 150)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{severity}*\n{message}\ntrace `{}`", slack_escape(&alert.entry.trace_id))}},
         ],
     });
     if let Some(ch) = &target.slack_channel {
@@ -342,13 +364,14 @@ fn slack_body(target: &Target, alert: &Alert) -> Value {
     body
 }
 
+/// PagerDuty's Events API v2 body (a trigger); its summary at most 1024 characters.
 fn pagerduty_body(cfg: &AlertConfig, target: &Target, id: &str, alert: &Alert) -> Value {
     json!({
         "routing_key": target.routing_key.clone().unwrap_or_default(),
         "event_action": "trigger",
         "dedup_key": id,
         "payload": {
-            "summary": format!("{}: {}", alert.title, alert.message),
+            "summary": clip(&format!("{}: {}", alert.title, alert.message), 1024),
             "source": cfg.instance,
             "severity": severity_str(alert.severity),
             "custom_details": webhook_body(cfg, id, alert)["entry"],
@@ -529,6 +552,20 @@ fn delivery(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipped_text_keeps_whole_characters_and_says_it_was_cut() {
+        assert_eq!(super::clip("abc", 3), "abc");
+        assert_eq!(super::clip("abcd", 3), "ab\u{2026}");
+        assert_eq!(
+            super::clip("\u{e9}\u{e9}\u{e9}\u{e9}", 2).chars().count(),
+            2
+        );
+        assert_eq!(
+            super::slack_escape("<!channel> & <https://x|y>"),
+            "&lt;!channel&gt; &amp; &lt;https://x|y&gt;"
+        );
+    }
 
     #[test]
     fn signatures_are_hex_hmac_sha256_of_the_body() {

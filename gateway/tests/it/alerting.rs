@@ -297,3 +297,69 @@ fn alert_endpoints_obey_the_sites_destination_policy() {
         "{why}"
     );
 }
+
+/// Slack and PagerDuty channels deliver bodies those services accept: a receiver that reads
+/// them as Slack's incoming webhooks and PagerDuty's Events API v2 document them
+/// (`support/services.py`) takes every alert, including those whose agent-chosen text is long
+/// (over Slack's 150-character header and 3000-character section, PagerDuty's 1024-character
+/// summary) or holds Slack's control sequences (`<!channel>`, a link), which must arrive
+/// escaped rather than notify a channel.
+#[test]
+fn slack_and_pagerduty_receive_bodies_their_apis_accept_whatever_the_agent_sent() {
+    let services = PythonServer::start("services.py", &[]);
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    policy(&gw, "reads", READS);
+    for channel in [
+        json!({"type": "slack", "endpoint": format!("{}/services/T0001/B0001/abcdef", services.url), "slackChannel": "#alerts"}),
+        json!({"type": "pagerduty", "endpoint": format!("{}/v2/enqueue", services.url), "pagerdutyRoutingKey": "R0123456789abcdef0123456789abcde"}),
+    ] {
+        let (status, body) = gw.post("/admin/alert-channels", channel);
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, token) = agent(&gw, "writer", "verified", &[]);
+    let long = format!("write:{}", "x".repeat(5000));
+    for action in [
+        "write:prod/db",
+        long.as_str(),
+        "write:<!channel> & <https://evil.example|click here>",
+    ] {
+        assert_eq!(gw.check(&token, action).0, 403, "{action}");
+    }
+    // A bypass attempt whose title carries a long path.
+    let path = format!("/proxy/{}", "p".repeat(300));
+    let status = gw.raw(reqwest::Method::GET, &path).send().unwrap().status();
+    assert_eq!(status, 401);
+
+    let got = services.received(8);
+    assert_eq!(got.len(), 8, "four alerts on two channels: {got:?}");
+    for r in &got {
+        let shown: String = r["body"].to_string().chars().take(400).collect();
+        assert_eq!(
+            r["errors"],
+            json!([]),
+            "{} refused an alert: {shown}",
+            r["service"]
+        );
+    }
+    // The escaped text is still there to read, and the whole of what was sent is in the
+    // gateway's audit log (the alert is the pointer, the entry the record).
+    let slack: Vec<&Value> = got.iter().filter(|r| r["service"] == "slack").collect();
+    assert!(
+        slack.iter().any(|r| r["body"]
+            .to_string()
+            .contains("&lt;!channel&gt; &amp; &lt;https://evil.example")),
+        "{slack:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = gw.get("/admin/alerts/deliveries");
+        let all = body["deliveries"].as_array().unwrap().clone();
+        if all.len() >= 8 {
+            assert!(all.iter().all(|d| d["outcome"] == "delivered"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
