@@ -18,6 +18,7 @@
 //! files the bundle holds. It returns a transcript (text and JSON) a site stores.
 
 pub mod assess;
+pub mod catalog;
 pub mod profiles;
 
 use std::collections::BTreeMap;
