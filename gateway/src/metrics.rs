@@ -22,9 +22,27 @@ pub(crate) struct Metrics {
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
+    /// The active-agent count and when it was taken: a scrape reads the store at most once per
+    /// [`AGENTS_FRESH_FOR`], however often it is scraped (the endpoint needs no credentials).
+    agents: std::sync::Mutex<Option<(std::time::Instant, usize)>>,
 }
 
+/// How long an active-agent count is served before the store is read again.
+pub(crate) const AGENTS_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl Metrics {
+    /// The cached active-agent count, if taken within [`AGENTS_FRESH_FOR`].
+    pub(crate) fn fresh_agents(&self) -> Option<usize> {
+        let cached = *self.agents.lock().expect("not poisoned");
+        cached
+            .filter(|(at, _)| at.elapsed() < AGENTS_FRESH_FOR)
+            .map(|(_, n)| n)
+    }
+
+    pub(crate) fn remember_agents(&self, n: usize) {
+        *self.agents.lock().expect("not poisoned") = Some((std::time::Instant::now(), n));
+    }
+
     pub(crate) fn decision(
         &self,
         allowed: bool,

@@ -392,6 +392,7 @@ pub(super) async fn keys(_: Admin, State(state): State<AppState>) -> Result<Resp
 }
 
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
+/// `POST /admin/audit/checkpoint`: signs a checkpoint of the log as it is now.
 pub(super) async fn checkpoint(
     _: Admin,
     State(state): State<AppState>,
@@ -404,6 +405,22 @@ pub(super) async fn checkpoint(
         .map_err(ApiError::internal)?;
     let vkey = state.inner.audit.vkey().to_owned();
     Ok(Json(json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": state.inner.audit.origin()})).into_response())
+}
+
+/// `GET /admin/audit/checkpoint`: the latest signed checkpoint (empty before the first) and
+/// the log's key. A read: it signs nothing (POST does).
+pub(super) async fn latest_checkpoint(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    let latest = blocking(&state, |r| r.checkpoint_at(None)).await?;
+    let vkey = state.inner.audit.vkey().to_owned();
+    Ok(Json(json!({
+        "checkpoint": latest.map(|(_, note)| note).unwrap_or_default(),
+        "vkey": vkey,
+        "origin": state.inner.audit.origin(),
+    }))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

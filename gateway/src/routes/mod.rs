@@ -79,7 +79,7 @@ pub fn app(state: AppState) -> Router {
         .route("/audit/ingest", post(audit::ingest))
         .route(
             "/audit/checkpoint",
-            get(audit::checkpoint).post(audit::checkpoint),
+            get(audit::latest_checkpoint).post(audit::checkpoint),
         )
         .route("/audit/keys", get(audit::keys))
         .route("/audit/proof", get(audit::proof))
@@ -305,8 +305,15 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
             "metrics are off; set METRICS_ENABLED=true",
         ));
     }
-    let agents = state.db(|s| s.list_agents()).await?;
-    let active = agents.iter().filter(|a| a.revoked_at.is_none()).count();
+    let active = match state.inner.metrics.fresh_agents() {
+        Some(n) => n,
+        None => {
+            let agents = state.db(|s| s.list_agents()).await?;
+            let n = agents.iter().filter(|a| a.revoked_at.is_none()).count();
+            state.inner.metrics.remember_agents(n);
+            n
+        }
+    };
     let text = state
         .inner
         .metrics

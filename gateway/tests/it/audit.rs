@@ -703,6 +703,13 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     assert!(log.join("tile/entries/002.p/89").is_file());
     let (_, latest) = gw.get("/admin/audit/checkpoint");
     assert_eq!(latest["checkpoint"].as_str(), Some(published.as_str()));
+    // Reading it signs nothing: the log's checkpoints are as many after reads as before.
+    let count = || gw.get("/admin/audit/verify").1["checkpoints"].as_u64();
+    let before = count();
+    for _ in 0..3 {
+        gw.get("/admin/audit/checkpoint");
+    }
+    assert_eq!(count(), before, "GET /admin/audit/checkpoint is a read");
     let served = gw
         .raw(Method::GET, "/audit/log/checkpoint")
         .send()
