@@ -196,6 +196,38 @@ impl Site {
             .unwrap()
     }
 
+    fn post(&self, path: &str, body: Value) -> Value {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{PORT}{path}"))
+            .header("X-Admin-Token", self.admin_token())
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "POST {path}: {}", r.status());
+        r.json().unwrap()
+    }
+
+    /// `n` decisions as the agent holding `token` (reads allowed, writes denied); how many were
+    /// answered (each answered one must be in the log at the end).
+    fn decide(&self, token: &str, n: usize) -> u64 {
+        let client = reqwest::blocking::Client::new();
+        (0..n)
+            .filter(|i| {
+                let action = if i % 3 == 0 {
+                    "write:ledger"
+                } else {
+                    "read:ledger"
+                };
+                client
+                    .get(format!("http://127.0.0.1:{PORT}/proxy/check"))
+                    .bearer_auth(token)
+                    .header("X-MeshGuard-Action", action)
+                    .send()
+                    .is_ok_and(|r| matches!(r.status().as_u16(), 200 | 403))
+            })
+            .count() as u64
+    }
+
     fn healthy(&self) -> bool {
         reqwest::blocking::get(format!("http://127.0.0.1:{PORT}/health"))
             .is_ok_and(|r| r.status().is_success())
@@ -493,6 +525,35 @@ fn digest_of(site: &Site, version: &str) -> String {
         .to_owned()
 }
 
+/// The previous release's binaries: this workspace's, with the gateway `cargo xtask test` built
+/// from the commit before the last schema change (`MESHGUARD_PREVIOUS_GATEWAY`). Without it
+/// (a plain `cargo test`, or a clone without that history) the test says it skips the
+/// cross-version part and installs the same build under both versions.
+fn previous_release(site: &Site) -> Option<PathBuf> {
+    let Some(gateway) = std::env::var_os("MESHGUARD_PREVIOUS_GATEWAY") else {
+        eprintln!(
+            "SKIPPED: the upgrade and rollback across a schema migration: no previous release was built (run through `cargo xtask test`, in a clone with its history); 0.1.0 and 0.1.1 are the same build here"
+        );
+        return None;
+    };
+    let dir = site.path().join("previous-bins");
+    std::fs::create_dir_all(&dir).unwrap();
+    for b in [
+        "meshguard-bundle",
+        "meshguard-license",
+        "meshguard-example-agent",
+        "terraform-provider-meshguard",
+    ] {
+        std::fs::copy(site.bins.join(b), dir.join(b)).unwrap();
+    }
+    std::fs::copy(&gateway, dir.join("meshguard-gateway")).unwrap();
+    eprintln!(
+        "0.1.0 is the previous release ({}), 0.1.1 this build",
+        std::env::var("MESHGUARD_PREVIOUS_COMMIT").unwrap_or_default()
+    );
+    Some(dir)
+}
+
 fn audit_entries(site: &Site) -> u64 {
     let v = site.get("/admin/audit/verify");
     assert_eq!(v["valid"], true, "the audit log verifies: {v}");
@@ -510,7 +571,8 @@ fn a_site_installs_from_media_upgrades_and_rolls_back_with_no_network() {
 fn run() {
     let site = setup();
     let d = site.path().to_owned();
-    media(&site, "0.1.0", &site.bins);
+    let previous = previous_release(&site);
+    media(&site, "0.1.0", previous.as_deref().unwrap_or(&site.bins));
     media(&site, "0.1.1", &site.bins);
 
     // Tampered media: refused at step 1, nothing imported, nothing started; the failure is in
@@ -608,6 +670,20 @@ fn run() {
         format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.0"))
     );
     let before = audit_entries(&site);
+    // An agent whose every answered decision, across upgrade and rollback, is counted.
+    site.post(
+        "/admin/policies",
+        serde_json::json!({"name": "ledger", "content": "name: ledger\nappliesTo: [ledger-bot]\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n"}),
+    );
+    let bot = site.post(
+        "/admin/agents",
+        serde_json::json!({"name": "ledger-bot", "trustTier": "verified"}),
+    );
+    let (bot_id, bot_token) = (
+        bot["id"].as_str().unwrap().to_owned(),
+        bot["token"].as_str().unwrap().to_owned(),
+    );
+    let mut answered = site.decide(&bot_token, 30);
 
     // Again, same media: nothing to change.
     let (done, out, t) = site.install("media-0.1.0", &[]);
@@ -638,6 +714,19 @@ fn run() {
         format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.1"))
     );
     assert!(audit_entries(&site) > before, "the audit log carried over");
+    if previous.is_some() {
+        let db = &deploy["database"];
+        assert!(
+            db["snapshot"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("0.1.0"),
+            "the upgrade kept 0.1.0's database to roll back to: {db}"
+        );
+        let info = site.get("/admin/info");
+        assert!(info["schemaVersion"].as_u64().is_some(), "{info}");
+    }
+    answered += site.decide(&bot_token, 30);
     let upgraded = audit_entries(&site);
 
     // Broken newer media (its "gateway" exits at once): the candidate never answers, the
@@ -679,10 +768,27 @@ fn run() {
     assert!(out.contains("--rollback"), "{out}");
     let (done, out, t) = site.install("media-0.1.0", &["--rollback"]);
     assert!(done, "{out}");
-    assert_eq!(
-        step(&t, "render and start")["detail"]["action"],
-        "rolled back"
-    );
+    let deploy = &step(&t, "render and start")["detail"];
+    assert_eq!(deploy["action"], "rolled back", "{out}");
+    if previous.is_some() {
+        // 0.1.0 cannot open 0.1.1's migrated database: the snapshot went back, the migrated
+        // files were set aside, and the transcript names the change made after the snapshot.
+        let db = &deploy["database"];
+        assert!(
+            db["restored"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("0.1.0"),
+            "{db}"
+        );
+        assert!(
+            Path::new(db["setAside"].as_str().unwrap())
+                .join("meshguard.db")
+                .is_file(),
+            "{db}"
+        );
+        assert!(db["controlPlaneChangesNotCarried"].is_array(), "{db}");
+    }
     assert_eq!(site.installed_version(), "0.1.0");
     assert_eq!(
         site.running_image(),
@@ -691,6 +797,19 @@ fn run() {
     assert!(
         audit_entries(&site) > upgraded,
         "the audit log survived the rollback"
+    );
+    // Zero answered decisions lost across upgrade and rollback: every one the agent got an
+    // answer to is an entry of the log the rolled-back gateway serves.
+    answered += site.decide(&bot_token, 30);
+    let logged = site.get(&format!("/admin/audit?agentId={bot_id}&limit=1000"))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "decision")
+        .count() as u64;
+    assert_eq!(
+        logged, answered,
+        "answered decisions and their entries, across 0.1.0, 0.1.1 and back"
     );
     assert!(
         site.get("/admin/agents")

@@ -15,6 +15,7 @@ mod demo;
 mod demo_site;
 mod docs;
 mod images;
+mod previous_release;
 mod tools;
 
 use std::path::PathBuf;
@@ -168,11 +169,17 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
             .env("MESHGUARD_TOOLS_DIR", &tools.dir)
             .env("CHECKPOINT_DISABLE", "1");
     };
+    let previous = previous_release::build(&root())?;
     let mut cmd = cargo();
     // Every test binary runs even when one fails, so one run shows every failure.
     cmd.args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(&rest);
     with_env(&mut cmd);
+    if let Some(gateway) = &previous {
+        // tests/site installs it as the previous release, upgrades from it and rolls back.
+        cmd.env("MESHGUARD_PREVIOUS_GATEWAY", gateway)
+            .env("MESHGUARD_PREVIOUS_COMMIT", previous_release::COMMIT);
+    }
     run_checked(&mut cmd)?;
     if rest.is_empty() {
         // The gateway's optional OpenTelemetry export, built and tested with its feature on.

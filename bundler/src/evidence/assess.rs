@@ -246,8 +246,7 @@ impl Facts {
         let t = instant(at)?;
         self.in_force_over_run()
             .into_iter()
-            .filter(|s| instant(&s.at).is_some_and(|st| st <= t))
-            .next_back()
+            .rfind(|s| instant(&s.at).is_some_and(|st| st <= t))
     }
 
     pub fn assess(&self, req: Requirement) -> Assessed {

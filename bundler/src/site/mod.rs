@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod smoke;
+pub mod snapshot;
 pub mod tools;
 
 use std::path::{Path, PathBuf};
@@ -732,7 +733,7 @@ impl Run<'_> {
                     .play(&cand_path, tls)
                     .and_then(|ids| self.started(&podman, &ids, &cand_gw))
                     .map(|_| {
-                        smoke::run(
+                        let checks = smoke::run(
                             &cand_gw,
                             "candidate",
                             &smoke::Plan {
@@ -742,13 +743,14 @@ impl Run<'_> {
                                 skip: &[],
                                 candidate: true,
                             },
-                        )
+                        );
+                        (checks, schema_version(&cand_gw))
                     });
                 let _ = podman.down(&cand_path);
                 if let Some(c) = claim_name(&cand) {
                     let _ = podman.volume_rm(&c);
                 }
-                let checks = staged.map_err(|e| {
+                let (checks, cand_schema) = staged.map_err(|e| {
                     anyhow::anyhow!(
                         "{version} did not start beside the running {}: {e:#}; the running version was not touched",
                         prev.version
@@ -764,11 +766,60 @@ impl Run<'_> {
                 }
                 detail["candidate"] =
                     json!({"release": cand_release, "port": cand_port, "checks": checks});
+                let rolling_back = older(&version, &prev.version);
+                let running_schema = schema_version(&gateway);
+                // Back to a version with a lower (or unknown) schema: it needs the database as
+                // it was before the upgrade; checked before anything stops.
+                let restore_from = match (rolling_back, cand_schema, running_schema) {
+                    (false, _, _) => None,
+                    (true, Some(c), Some(r)) if c >= r => None,
+                    (true, _, _) => {
+                        Some(self.snapshot_for_rollback(&version, &prev.version, &gateway)?)
+                    }
+                };
                 podman.down(&prev.manifest)?;
+                let on_volume = podman.volume_mountpoint(&volume)?;
+                let mut set_aside = None;
+                if let Some((snap, not_carried)) = &restore_from {
+                    let label = format!("{}-{}", prev.version, now().replace(':', ""));
+                    let aside = snapshot::restore(&on_volume, &site.state_dir, snap, &label)
+                        .inspect_err(|_| {
+                            let _ = self.restore(&podman, prev, tls);
+                        })?;
+                    detail["database"] = json!({
+                        "restored": format!("the snapshot of {version}'s database taken {} before the upgrade to {}", snap.taken_at, prev.version),
+                        "schemaVersion": snap.schema_version,
+                        "setAside": aside,
+                        "controlPlaneChangesNotCarried": not_carried,
+                        "auditLog": "kept whole: the entries made after the snapshot stay, and the gateway indexes them at start",
+                    });
+                    set_aside = Some(aside);
+                } else if !rolling_back {
+                    let snap =
+                        snapshot::take(&on_volume, &site.state_dir, &prev.version, running_schema)
+                            .inspect_err(|_| {
+                                let _ = self.restore(&podman, prev, tls);
+                            })?;
+                    detail["database"] = json!({
+                        "snapshot": format!("{}'s database, kept to roll back to", prev.version),
+                        "schemaVersion": snap.schema_version,
+                        "files": snap.files,
+                    });
+                }
                 put_secret(secret_changed)?;
                 let played =
                     self.play_for_volume(&podman, &manifest, &rendered, claim.as_deref())?;
                 if let Err(e) = self.start(&podman, &played, tls, &gateway) {
+                    if let Some(aside) = &set_aside {
+                        let _ = podman.down(&played);
+                        if let Err(b) = snapshot::put_back(&on_volume, aside) {
+                            bail!(
+                                "{version} did not start on the restored database: {e:#}; putting {}'s database back failed too: {b:#} (its files are in {})",
+                                prev.version,
+                                aside.display()
+                            );
+                        }
+                    }
                     let restored = self.restore(&podman, prev, tls);
                     bail!(
                         "{version} passed beside {} but did not start on the site's volume: {e:#}; {}",
@@ -801,6 +852,35 @@ impl Run<'_> {
             },
             detail,
         ))
+    }
+
+    /// The snapshot a rollback to `version` restores, and the control-plane changes made on the
+    /// running `from` since it was taken (they are not carried back: the transcript names
+    /// them). No snapshot: an error saying why, before anything stops.
+    fn snapshot_for_rollback(
+        &self,
+        version: &str,
+        from: &str,
+        running: &Gateway,
+    ) -> Result<(snapshot::Snapshot, Vec<Value>)> {
+        let Some(snap) = snapshot::find(&self.opts.site.state_dir, version)? else {
+            bail!(
+                "{version} has an older database schema than the running {from}, and this site holds no snapshot of {version}'s database from before an upgrade (it was not upgraded from {version} here); nothing was changed. Roll forward, or restore the state directory and volume from a backup taken under {version}"
+            );
+        };
+        let changes = running.send(
+            running.admin(reqwest::Method::GET, "/admin/changes?limit=10000"),
+            200,
+            "the changes made since the snapshot",
+        )?;
+        let not_carried: Vec<Value> = changes["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["timestamp"].as_str().is_some_and(|t| t > snap.taken_at.as_str()))
+            .map(|c| json!({"id": c["id"], "kind": c["kind"], "objectId": c["objectId"], "operation": c["operation"], "timestamp": c["timestamp"]}))
+            .collect();
+        Ok((snap, not_carried))
     }
 
     /// The manifest to play: without its claim when the volume exists already (podman refuses
@@ -1312,6 +1392,14 @@ fn has_policy_bundle(v: &Verified) -> bool {
 }
 
 /// Whether version `a` is older than `b` (dotted numbers; a pre-release suffix sorts first).
+/// The database schema version a gateway reports (`/admin/info`); None when it does not say
+/// (a build older than the field).
+fn schema_version(gw: &Gateway) -> Option<u64> {
+    gw.send(gw.admin(reqwest::Method::GET, "/admin/info"), 200, "info")
+        .ok()?["schemaVersion"]
+        .as_u64()
+}
+
 pub fn older(a: &str, b: &str) -> bool {
     fn key(v: &str) -> (Vec<u64>, bool) {
         let (core, pre) = match v.split_once('-') {

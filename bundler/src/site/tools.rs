@@ -186,6 +186,16 @@ impl Podman {
             .is_ok_and(|o| o.status.success())
     }
 
+    /// Where the volume's files are on this machine.
+    pub fn volume_mountpoint(&self, name: &str) -> Result<std::path::PathBuf> {
+        let out = run(
+            self.cmd()
+                .args(["volume", "inspect", "--format", "{{.Mountpoint}}", name]),
+            "podman volume inspect",
+        )?;
+        Ok(std::path::PathBuf::from(out.trim()))
+    }
+
     pub fn volume_rm(&self, name: &str) -> Result<()> {
         run(
             self.cmd().args(["volume", "rm", "-f", name]),

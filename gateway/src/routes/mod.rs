@@ -219,6 +219,9 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "version": VERSION,
         "mode": c.mode.as_str(),
         "database": c.db_path.display().to_string(),
+        // The SQLite schema this build migrates to: a rollback to a build with a lower one
+        // needs the database as it was before the upgrade (docs/site-install.md).
+        "schemaVersion": crate::store::SCHEMA_VERSION,
         "controlPlane": state.inner.control_plane.to_json(),
         "policiesDir": c.policies_dir.display().to_string(),
         "filePolicies": state.file_policies().len(),

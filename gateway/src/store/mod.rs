@@ -15,7 +15,7 @@ mod sqlite;
 mod suite;
 
 pub(crate) use postgres::{CentralQuery, PgStore};
-pub(crate) use sqlite::SqliteStore;
+pub(crate) use sqlite::{SCHEMA_VERSION, SqliteStore};
 
 use meshguard_api::{ChangeRecord, ChannelType, Severity, Trigger};
 use serde_json::{Map, Value};

@@ -19,6 +19,10 @@ use super::{
 };
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
+/// The schema version this build writes (the number of migrations it knows), shown in
+/// `/admin/info` so an installer can tell whether two versions share a database schema.
+pub(crate) const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
 const MIGRATIONS: &[&str] = &[
     // 1: control plane.
     "CREATE TABLE agents (
