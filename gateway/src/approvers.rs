@@ -76,6 +76,39 @@ impl Approvers {
         self.version
     }
 
+    /// Refuses a list older than one this gateway has already enforced (recorded in `seen`),
+    /// then records this one's version: putting back an older signed list would bring back
+    /// approvers the site has since removed.
+    pub(crate) fn not_older_than_seen(&self, seen: &Path) -> Result<(), String> {
+        let highest = match std::fs::read_to_string(seen) {
+            Ok(t) => meshguard_common::decimal::parse_u64(t.trim()).ok_or_else(|| {
+                format!(
+                    "{} does not hold a version number; restore it or remove it knowingly",
+                    seen.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(format!("cannot read {}: {e}", seen.display())),
+        };
+        if self.version < highest {
+            return Err(format!(
+                "CHANGE_APPROVERS is version {}, older than version {highest} this gateway has already enforced; refused (put the newest signed list in its place)",
+                self.version
+            ));
+        }
+        meshguard_common::fsx::write_atomic(
+            seen,
+            format!("{}\n", self.version).as_bytes(),
+            meshguard_common::fsx::Mode::Public,
+        )
+        .map_err(|e| {
+            format!(
+                "cannot record the approver list's version in {}: {e}",
+                seen.display()
+            )
+        })
+    }
+
     /// What the configuration entries say of the list.
     pub(crate) fn describe(&self) -> serde_json::Value {
         serde_json::json!({

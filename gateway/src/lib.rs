@@ -202,6 +202,10 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         )?),
         _ => None,
     };
+    if let Some(list) = &config.change_approvers {
+        list.not_older_than_seen(&config.db_path.with_file_name("change-approvers.version"))
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let siem = config.siem.as_ref().map(siem::open).transpose()?;
     let state = AppState::new(
         config,

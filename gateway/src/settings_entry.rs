@@ -47,6 +47,9 @@ pub(crate) fn entry(state: &AppState, why: &str) -> AuditEntry {
         }),
     );
     put("witnesses", json!(c.audit_witnesses.len()));
+    // The witnesses' verifier keys (public): evidence checks the cosignatures it carries
+    // against the keys the log says were configured, not against keys the exporter names.
+    put("witnessKeys", json!(c.audit_witnesses));
     put("witnessQuorum", json!(c.audit_witness_quorum));
     put("siem", json!(c.siem.is_some()));
     AuditEntry {

@@ -570,6 +570,49 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
     );
     let entries = std::fs::read_to_string(out.join("audit/entries.jsonl")).unwrap();
     assert!(entries.contains(&id), "the denial in the bundle");
+    // 17a-4(f) asks for a party outside the site: the cosignature is verified with the witness
+    // key the log's own configuration entry names (not merely counted).
+    let finra = p.join("evidence-finra");
+    let (code, _, err) = bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        "finra",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--out",
+        finra.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let controls: Value =
+        serde_json::from_slice(&std::fs::read(finra.join("controls.json")).unwrap()).unwrap();
+    let witnessed = controls["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["controlId"] == "finra-17a-4.f")
+        .unwrap()["requirements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["requirement"].as_str().unwrap().contains("cosigned"))
+        .unwrap()
+        .clone();
+    assert_eq!(witnessed["state"], "met", "{witnessed}");
+    assert_eq!(
+        (
+            witnessed["numbers"]["validCosignatures"].as_u64(),
+            witnessed["numbers"]["witnessKeysConfigured"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{witnessed}"
+    );
     let deliveries: Value =
         serde_json::from_slice(&std::fs::read(out.join("alerts/deliveries.json")).unwrap())
             .unwrap();

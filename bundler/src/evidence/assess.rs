@@ -158,7 +158,9 @@ impl Facts {
         self.last_seq = seq;
         let event = entry["event"].as_str().unwrap_or_default();
         let decision = entry["decision"].as_str().unwrap_or_default();
-        if event == "configuration" {
+        // Only the log's own configuration entries (an entry ingested from a sidecar's log,
+        // or any other source, says nothing of this gateway's settings).
+        if event == "configuration" && source == self.origin {
             self.settings.push(Setting {
                 seq,
                 at: entry["timestamp"].as_str().unwrap_or_default().to_owned(),
@@ -170,8 +172,13 @@ impl Facts {
                 self.allowed += 1;
             } else {
                 self.denied += 1;
-                self.denials
-                    .insert(entry["id"].as_str().unwrap_or_default().to_owned(), seq);
+                // A denial without an id cannot be matched to a delivery: keyed by its seq, it
+                // counts as never alerted.
+                let id = entry["id"]
+                    .as_str()
+                    .filter(|i| !i.is_empty())
+                    .map_or_else(|| format!("seq:{seq}"), str::to_owned);
+                self.denials.insert(id, seq);
             }
             let named = |k: &str| entry[k].as_str().is_some_and(|v| !v.is_empty());
             if !named("timestamp") || !named("action") || !named("outcome") {
@@ -181,7 +188,7 @@ impl Facts {
                 self.decisions_naming_policy += 1;
             }
             match event {
-                "egress" => {
+                "egress" if decision == "allow" => {
                     self.egress_allowed += 1;
                     let region = entry["meta"]["region"].as_str().unwrap_or("none");
                     *self.transfers.entry(region.to_owned()).or_default() += 1;
@@ -334,9 +341,48 @@ impl Facts {
     }
 
     fn witnessed(&self) -> Assessed {
-        let cosigners = cosigners(&self.inputs.checkpoint_note, &self.origin);
-        let numbers = json!({"cosignatures": cosigners.len(), "witnesses": cosigners});
+        // Checked here against the witness keys the log's own configuration names (the
+        // configuration in force at the run's end), not merely counted.
+        let keys: Vec<String> = self
+            .in_force()
+            .map(|s| {
+                s.meta["witnessKeys"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lines = cosigners(&self.inputs.checkpoint_note, &self.origin);
+        let cosigners: Vec<String> = keys
+            .iter()
+            .filter_map(|k| crate::note::Vkey::parse(k).ok())
+            .filter(|vkey| {
+                self.inputs.checkpoint_note.lines().any(|l| {
+                    l.starts_with(&format!("\u{2014} {} ", vkey.name))
+                        && crate::witness::verify_cosignature(&self.inputs.checkpoint_note, l, vkey)
+                            .is_ok()
+                })
+            })
+            .map(|v| v.name)
+            .collect();
+        let numbers = json!({
+            "cosignatureLines": lines.len(),
+            "witnessKeysConfigured": keys.len(),
+            "validCosignatures": cosigners.len(),
+            "witnesses": cosigners,
+        });
         let size = self.inputs.checkpoint.as_ref().map_or(0, |(s, _)| *s);
+        if keys.is_empty() && !lines.is_empty() {
+            return not_assessed(
+                numbers,
+                format!(
+                    "the checkpoint of {size} entries carries {} cosignature line(s), but the log's configuration names no witness key to check them with (a gateway older than witness keys in its configuration entries); check them with verify --witness",
+                    lines.len()
+                ),
+            );
+        }
         if cosigners.is_empty() {
             not_met(
                 numbers,
@@ -348,8 +394,9 @@ impl Facts {
             met(
                 numbers,
                 format!(
-                    "the checkpoint of {size} entries is cosigned by {} witness(es): {} (the cosignatures are checked by verify with the witnesses' keys)",
+                    "the checkpoint of {size} entries is cosigned by {} of the {} witness(es) the log's configuration names: {} (each cosignature verified with its key)",
                     cosigners.len(),
+                    keys.len(),
                     cosigners.join(", ")
                 ),
             )
@@ -435,7 +482,7 @@ impl Facts {
 
     fn authenticated(&self) -> Assessed {
         let numbers = json!({
-            "allowed": self.allowed - self.egress_allowed,
+            "allowed": self.allowed.saturating_sub(self.egress_allowed),
             "agents": self.agents.len(),
             "allowedWithoutAgent": self.anonymous_allows.len(),
             "refusedWithoutValidIdentity": self.refused_unauthenticated,
@@ -445,7 +492,7 @@ impl Facts {
                 numbers,
                 format!(
                     "{} allowed decisions, each for one of {} authenticated agents; {} calls without a valid identity were refused (egress transfers are identified by client address and counted under boundary protection)",
-                    self.allowed - self.egress_allowed,
+                    self.allowed.saturating_sub(self.egress_allowed),
                     self.agents.len(),
                     self.refused_unauthenticated
                 ),

@@ -4,7 +4,8 @@
 //! the profiles draw on are listed; a control added to a profile must be added here from the
 //! named source first.
 
-/// One regime's list: where it comes from, and (label, title) as the source gives them.
+/// One regime's list: where it comes from, and (label, title): the title as the source gives
+/// it, or, where it gives none (the Trust Services Criteria), the criterion's subject.
 #[derive(Debug)]
 pub struct Catalog {
     pub regime: &'static str,
@@ -153,9 +154,15 @@ pub const SOC2: Catalog = Catalog {
     regime: "SOC 2",
     source: "AICPA, 2017 Trust Services Criteria for Security, Availability, Processing Integrity, Confidentiality, and Privacy (revised points of focus 2022), common criteria CC6-CC8",
     controls: &[
-        ("CC6.1", "Logical and physical access controls"),
-        ("CC7.2", "System monitoring"),
-        ("CC8.1", "Change management"),
+        (
+            "CC6.1",
+            "Logical access security software, infrastructure, and architectures",
+        ),
+        ("CC7.2", "Monitoring of system components for anomalies"),
+        (
+            "CC8.1",
+            "Changes are authorized, designed, developed, tested, approved and implemented",
+        ),
     ],
 };
 

@@ -162,7 +162,7 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
 type Entry = (u64, String);
 /// The first and last entry of a run, how many of its entries are in the period, and the last
 /// configuration entry before the run (the settings in force when it began), if any.
-type Run = (Entry, Entry, u64, Option<Line>);
+type Run = (Entry, Entry, u64, BTreeMap<String, Line>);
 
 /// The period's entries, streamed from the gateway's export into `path`: from the first entry
 /// in the period to the last (those between included, whatever their time: the run must be
@@ -180,7 +180,9 @@ fn fetch_run(
         std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let (mut first, mut last): (Option<Entry>, Option<Entry>) = (None, None);
-    let mut configuration: Option<Line> = None;
+    // The last configuration entry of each source before the run; the caller keeps the log's
+    // own (an ingested sidecar's entry is not the gateway's configuration).
+    let mut configuration: BTreeMap<String, Line> = BTreeMap::new();
     let (mut written, mut kept_end, mut in_period) = (0u64, 0u64, 0u64);
     let mut after = 0u64;
     loop {
@@ -202,7 +204,7 @@ fn fetch_run(
                 .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to);
             if !inside && first.is_none() {
                 if line.entry["event"] == "configuration" {
-                    configuration = Some(line);
+                    configuration.insert(line.source.clone(), line);
                 }
                 continue;
             }
@@ -247,7 +249,7 @@ fn export_into(
             .with_context(|| format!("{path} did not answer JSON"))
     };
     let entries_path = staging.join("audit/entries.jsonl");
-    let Some(((first_seq, first_id), (last_seq, last_id), in_period, configuration)) =
+    let Some(((first_seq, first_id), (last_seq, last_id), in_period, mut configurations)) =
         fetch_run(src, &client, from, to, &entries_path)?
     else {
         bail!(
@@ -295,6 +297,7 @@ fn export_into(
     };
     let (first_proof, note) = proof_of(&first_id)?;
     let (last_proof, _) = proof_of(&last_id)?;
+    let configuration = configurations.remove(&origin);
     let configuration_before = match &configuration {
         Some(line) => {
             let id = line.entry["id"].as_str().unwrap_or_default();
@@ -326,7 +329,7 @@ fn export_into(
     if let Some(c) = &configuration_before {
         files.insert(assess::CONFIGURATION_BEFORE.into(), pretty(c)?);
     }
-    let changes = get_json("/admin/changes?limit=10000")?;
+    let changes = all_changes(&get_json)?;
     files.insert(
         "changes.json".into(),
         pretty(&in_window(&changes, "changes", from, to))?,
@@ -383,6 +386,10 @@ fn export_into(
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let held: Vec<String> = digests.keys().cloned().collect();
     let mut facts = assess::Facts::new(&origin, profile);
+    // The settings in force when the run began come first: every entry is judged under them.
+    if let Some(line) = &configuration {
+        facts.before(line.seq, &line.entry);
+    }
     let mut leaves = Vec::new();
     {
         use std::io::BufRead as _;
@@ -393,9 +400,6 @@ fn export_into(
             leaves.push(leaf_hash(body.as_bytes()));
             facts.entry(line.seq, &line.source, &body, &line.entry);
         }
-    }
-    if let Some(line) = &configuration {
-        facts.before(line.seq, &line.entry);
     }
     let note_text = String::from_utf8_lossy(&files["audit/checkpoint.note"]).into_owned();
     let signed = Note::parse(&note_text)
@@ -533,6 +537,26 @@ fn export_into(
         );
     }
     Ok(manifest)
+}
+
+/// Every change record, page by page (the API answers at most 1,000, oldest first): a period's
+/// changes are never missed because the log holds more than one page before it.
+fn all_changes(get_json: &dyn Fn(&str) -> Result<Value>) -> Result<Value> {
+    let mut all = Vec::new();
+    let mut after = 0i64;
+    loop {
+        let page = get_json(&format!("/admin/changes?after={after}&limit=1000"))?;
+        let items = page["changes"].as_array().cloned().unwrap_or_default();
+        let Some(last) = items.last().and_then(|c| c["seq"].as_i64()) else {
+            break;
+        };
+        if last <= after {
+            bail!("/admin/changes did not move past seq {after}: the gateway's paging is broken");
+        }
+        after = last;
+        all.extend(items);
+    }
+    Ok(json!({ "changes": all }))
 }
 
 fn staging_dir(out: &Path) -> Result<PathBuf> {
@@ -1110,17 +1134,19 @@ impl Verified {
 
 /// Checks `audit/configuration-before.json`: a configuration entry of the bundle's log, its
 /// chain hash right, before the run, and proven in the verified checkpoint. Its (seq, entry).
+/// `audit/configuration-before.json`.
+#[derive(Deserialize)]
+struct ConfigurationBefore {
+    line: Line,
+    proof: Inclusion,
+}
+
 fn configuration_before(
     bytes: &[u8],
     checkpoint: Option<&Checkpoint>,
     manifest: &Manifest,
 ) -> std::result::Result<(u64, Value), String> {
-    #[derive(Deserialize)]
-    struct Before {
-        line: Line,
-        proof: Inclusion,
-    }
-    let b: Before = serde_json::from_slice(bytes)
+    let b: ConfigurationBefore = serde_json::from_slice(bytes)
         .map_err(|e| format!("{}: {e}", assess::CONFIGURATION_BEFORE))?;
     let c = checkpoint.ok_or("no verified checkpoint to prove it in")?;
     if b.line.entry["event"] != "configuration" || b.line.source != manifest.origin {
@@ -1325,6 +1351,17 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
     let mut facts = profiles::find(&manifest.profile)
         .map(|p| assess::Facts::new(&manifest.origin, p))
         .unwrap_or_default();
+    // The settings in force when the run began come first (as at export); whether that entry
+    // is proven in the checkpoint is its own check below, which fails the bundle if not.
+    let before_bytes = listed
+        .contains(&assess::CONFIGURATION_BEFORE)
+        .then(|| read(assess::CONFIGURATION_BEFORE));
+    if let Some(Ok(b)) = before_bytes
+        .as_deref()
+        .map(|b| serde_json::from_slice::<ConfigurationBefore>(b))
+    {
+        facts.before(b.line.seq, &b.line.entry);
+    }
     for raw in std::io::BufRead::lines(entries) {
         let Ok(raw) = raw else {
             chain_problem.get_or_insert("audit/entries.jsonl is not UTF-8 text".to_owned());
@@ -1570,15 +1607,8 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
 
     // The settings in force when the period began: an entry of the same log, before the run,
     // in the same checkpoint.
-    if listed.contains(&assess::CONFIGURATION_BEFORE) {
-        let r = configuration_before(
-            &read(assess::CONFIGURATION_BEFORE),
-            checkpoint.as_ref().ok(),
-            &manifest,
-        );
-        if let Ok((seq, entry)) = &r {
-            facts.before(*seq, entry);
-        }
+    if let Some(bytes) = &before_bytes {
+        let r = configuration_before(bytes, checkpoint.as_ref().ok(), &manifest);
         add(
             "configuration before the period",
             r.map(|(seq, _)| {

@@ -329,4 +329,13 @@ fn only_an_approver_on_the_sites_signed_list_approves_a_policy_change() {
         ))
     };
     assert_eq!(list["sha256"].as_str(), Some(digest.as_str()));
+
+    // An older signed list (one that still named someone since removed) is refused at start.
+    drop(gw);
+    let older = json!({"format": "meshguard-change-approvers/v1", "version": 2, "approvers": ["ops-lead", "mallory"]});
+    std::fs::write(d.join("approvers.json"), older.to_string()).unwrap();
+    let _ = std::fs::remove_file(d.join("approvers.json.minisig"));
+    minisign(&["-S", "-s", "site.key", "-m", "approvers.json"], d);
+    let out = crate::harness::refused_start(d, &opts());
+    assert!(out.contains("older than version 3"), "{out}");
 }
