@@ -1711,6 +1711,58 @@ fn each_control_family_is_decided_by_the_periods_data_with_its_numbers() {
     let eu_good = findings(&good, "sovereign-eu", "eu-good");
     let eu_bad = findings(&bad, "sovereign-eu", "eu-bad");
 
+    // Every profile: each control of the families with a defect on the bad site (alerting,
+    // change, egress, region) is met on the good site and not met on the bad one, its
+    // finding stating numbers; the same requirement decides it the same way in every profile.
+    let families = [
+        "every denial alerted and delivered",
+        "every policy change approved",
+        "egress proxy with a signed allowlist",
+        "gateway and egress pinned to regions",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for profile in [
+        "hipaa",
+        "fedramp-moderate",
+        "finra",
+        "soc2",
+        "iso27001",
+        "pci-dss",
+        "sovereign-eu",
+        "airgapped-defense",
+    ] {
+        for (site, want) in [(&good, "met"), (&bad, "not-met")] {
+            let doc = findings(site, profile, &format!("{profile}-{want}"));
+            for c in doc["controls"].as_array().unwrap() {
+                for r in c["requirements"].as_array().unwrap() {
+                    let name = r["requirement"].as_str().unwrap();
+                    if !families.iter().any(|f| name.starts_with(f)) {
+                        continue;
+                    }
+                    seen.insert((profile, name.to_owned()));
+                    assert_eq!(
+                        r["state"], want,
+                        "{profile} {}: {}",
+                        c["label"], r["finding"]
+                    );
+                    assert!(
+                        r["numbers"].as_object().is_some_and(|n| !n.is_empty())
+                            && r["finding"]
+                                .as_str()
+                                .unwrap()
+                                .chars()
+                                .any(|ch| ch.is_ascii_digit()),
+                        "{profile} {}: a finding with its numbers: {r}",
+                        c["label"]
+                    );
+                }
+            }
+        }
+    }
+    // Every profile holds a control of these families (FINRA: Rule 3110; air-gapped: SC-7).
+    let profiles: std::collections::BTreeSet<&str> = seen.iter().map(|(p, _)| *p).collect();
+    assert_eq!(profiles.len(), 8, "{seen:?}");
+
     // Alerting: one denial, delivered, or refused by the channel.
     let (state, n, _) = control(&fed_good, "au-6");
     assert_eq!(state, "satisfied");
