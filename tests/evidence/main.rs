@@ -380,9 +380,10 @@ fn bundle_in(prefix: &[&str], args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// compliance-trestle's verdict on an OSCAL document (`xtask tools` installs it). It exits 0
-/// either way, so its output is what tells.
-fn trestle_validates(file: &Path, model: &str) -> (bool, String) {
+/// Two independent validators' verdict on an OSCAL document (`xtask tools` installs both):
+/// compliance-trestle's models (its exit status and its `VALID:` line) and NIST's
+/// metaschema through the `oscal` package (`validate_oscal.py`, offline).
+fn oscal_validates(file: &Path, model: &str) -> (bool, String) {
     let tools = std::env::var_os("MESHGUARD_TOOLS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
@@ -404,9 +405,27 @@ fn trestle_validates(file: &Path, model: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    let trestle_ok = out.status.success() && text.contains("VALID:") && !text.contains("ERROR");
+    let python = tools.join("oscal/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `cargo xtask tools`",
+        python.display()
+    );
+    let nist = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("evidence/validate_oscal.py"))
+        .arg(file)
+        .arg(model)
+        .output()
+        .unwrap();
+    let nist_text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&nist.stdout),
+        String::from_utf8_lossy(&nist.stderr)
+    );
     (
-        out.status.success() && text.contains("VALID:") && !text.contains("ERROR"),
-        text,
+        trestle_ok && nist.status.success(),
+        format!("compliance-trestle:\n{text}\nNIST OSCAL metaschema:\n{nist_text}"),
     )
 }
 
@@ -636,13 +655,13 @@ fn a_denial_is_in_the_audit_trail_the_siem_the_evidence_bundle_and_the_offline_t
             .any(|v| v["version"] == active),
         "the snapshot in force is among the period's versions: {versions}"
     );
-    let (ok, text) = trestle_validates(
+    let (ok, text) = oscal_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",
     );
     assert!(
         ok,
-        "compliance-trestle refused the OSCAL assessment results:\n{text}"
+        "a validator refused the OSCAL assessment results:\n{text}"
     );
     let oscal: Value =
         serde_json::from_slice(&std::fs::read(out.join("oscal/assessment-results.json")).unwrap())
@@ -1212,7 +1231,7 @@ fn hipaa_redaction_keeps_ephi_out_of_the_log_the_siem_and_the_evidence() {
         said.contains("CONTROL 164.502(b) (hipaa-164.502.b): SATISFIED: all 3 entries were written under the HIPAA redaction profile"),
         "{said}"
     );
-    let (ok, text) = trestle_validates(
+    let (ok, text) = oscal_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",
     );
@@ -1431,12 +1450,12 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
         ),
         "{said}"
     );
-    let (ok, text) = trestle_validates(
+    let (ok, text) = oscal_validates(
         &out.join("oscal/poam.json"),
         "plan-of-action-and-milestones",
     );
     assert!(ok, "{text}");
-    let (ok, text) = trestle_validates(
+    let (ok, text) = oscal_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",
     );
@@ -1590,7 +1609,7 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
         serde_json::from_slice(&std::fs::read(out.join("gateway.json")).unwrap()).unwrap();
     assert_eq!(settings["region"], "eu-west");
     assert_eq!(settings["egressRegions"], json!(["eu-west"]));
-    let (ok, text) = trestle_validates(
+    let (ok, text) = oscal_validates(
         &out.join("oscal/assessment-results.json"),
         "assessment-results",
     );

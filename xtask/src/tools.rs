@@ -104,6 +104,7 @@ pub(crate) fn install_all() -> anyhow::Result<Tools> {
     cyclonedx_validator(&tools)?;
     kubernetes_validate(&tools)?;
     trestle(&tools)?;
+    nist_oscal(&tools)?;
     helm(&tools)?;
     provider_schemas(&tools)?;
     Ok(tools)
@@ -372,6 +373,25 @@ fn trestle(tools: &Tools) -> anyhow::Result<()> {
         "trestle",
         &["version"],
     )
+}
+
+/// oscal 3.0.0 (PyPI): NIST's OSCAL metaschema validation with a bundled support database (no
+/// network), the evidence tests' second OSCAL validator (`tests/evidence/validate_oscal.py`).
+fn nist_oscal(tools: &Tools) -> anyhow::Result<()> {
+    let venv = tools.dir.join("oscal");
+    let ok = Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import importlib.metadata as m, oscal; assert m.version('oscal') == '3.0.0'",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    eprintln!("xtask: installing oscal 3.0.0 (PyPI)");
+    run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    run_checked(Command::new(venv.join("bin/pip")).args(["install", "-q", "oscal==3.0.0"]))
 }
 
 /// A PyPI package in a venv of its own under `.tools/<dir>`, unless `bin args` already prints
