@@ -126,23 +126,17 @@ pub(crate) fn load(bundle: &Path, pubkey: &Path) -> Result<(u64, Vec<FilePolicy>
     }
     let sig_path = beside(".minisig");
     let sig_text = String::from_utf8(read(&sig_path)?).unwrap_or_default();
-    let pk = minisign_verify::PublicKey::decode(pk_text.trim())
-        .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
-        .map_err(|_| BundleError::PublicKey {
+    crate::signed_file::check(&bytes, &sig_text, &pk_text).map_err(|refused| match refused {
+        crate::signed_file::Refused::Key => BundleError::PublicKey {
             path: pubkey.display().to_string(),
-        })?;
-    let sig =
-        minisign_verify::Signature::decode(&sig_text).map_err(|e| BundleError::Signature {
-            path: sig_path.display().to_string(),
-            why: e.to_string(),
-        })?;
-    pk.verify(&bytes, &sig, false).map_err(|e| match e {
-        minisign_verify::Error::InvalidSignature => BundleError::Altered {
-            path: shown.clone(),
         },
-        other => BundleError::Signature {
+        crate::signed_file::Refused::Malformed(why)
+        | crate::signed_file::Refused::OtherKey(why) => BundleError::Signature {
             path: sig_path.display().to_string(),
-            why: other.to_string(),
+            why,
+        },
+        crate::signed_file::Refused::Altered => BundleError::Altered {
+            path: shown.clone(),
         },
     })?;
     policies(bundle, &bytes)

@@ -56,25 +56,13 @@ pub(crate) fn entry(state: &AppState, why: &str) -> AuditEntry {
         id: crate::ids::new_time_ordered_id("aud"),
         timestamp: crate::clock::now_rfc3339(),
         event: EVENT.to_owned(),
-        agent_id: None,
-        agent_name: None,
-        trust_tier: None,
         action: "system:configuration".to_owned(),
-        resource: None,
-        method: None,
-        path: None,
-        decision: String::new(),
-        outcome: String::new(),
-        policy: None,
-        policy_name: None,
-        rule: None,
         reason: Some(why.to_owned()),
         trace_id: crate::ids::new_id("trace"),
         mode: c.mode.as_str().to_owned(),
-        snapshot: 0,
         meta,
-        would_deny: false,
-        truncated: std::collections::BTreeMap::new(),
+        // No agent, no decision: a record of the gateway's own state.
+        ..AuditEntry::default()
     }
 }
 

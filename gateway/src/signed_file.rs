@@ -1,6 +1,7 @@
 //! Files the site hands the gateway signed with minisign (the egress allowlist, the change
 //! approver list): read together with `FILE.minisig` and accepted only if the signature is by
-//! the key given, so an edited or unsigned file is refused, not trusted.
+//! the key given, so an edited or unsigned file is refused, not trusted. [`check`] is the one
+//! minisign verification in the gateway (the policy bundle's too).
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -11,6 +12,33 @@ pub(crate) struct Verified {
     pub(crate) bytes: Vec<u8>,
     pub(crate) sha256: String,
     pub(crate) modified: Option<SystemTime>,
+}
+
+/// Why a minisign signature was refused.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The public key text is not a minisign key.
+    Key,
+    /// The signature file is not a minisign signature, with why.
+    Malformed(String),
+    /// The signature is by another key (its key id is not the key's), with why.
+    OtherKey(String),
+    /// The signature does not verify over these bytes: altered, or signed with another key.
+    Altered,
+}
+
+/// Checks the minisign signature `sig_text` over `bytes` with the public key `pk_text` (the
+/// `minisign -G` file, or its base64 line): the one place the gateway verifies minisign.
+pub(crate) fn check(bytes: &[u8], sig_text: &str, pk_text: &str) -> Result<(), Refused> {
+    let pk = minisign_verify::PublicKey::decode(pk_text.trim())
+        .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
+        .map_err(|_| Refused::Key)?;
+    let sig = minisign_verify::Signature::decode(sig_text)
+        .map_err(|e| Refused::Malformed(e.to_string()))?;
+    pk.verify(bytes, &sig, false).map_err(|e| match e {
+        minisign_verify::Error::InvalidSignature => Refused::Altered,
+        other => Refused::OtherKey(other.to_string()),
+    })
 }
 
 /// Reads `path` and `path.minisig` and checks the signature against the minisign public key in
@@ -30,17 +58,14 @@ pub(crate) fn read(path: &Path, pubkey: &Path, what: &str) -> Result<Verified, S
     })?;
     let pk_text = std::fs::read_to_string(pubkey)
         .map_err(|e| format!("cannot read the key of {what}, {}: {e}", pubkey.display()))?;
-    let pk = minisign_verify::PublicKey::decode(pk_text.trim())
-        .or_else(|_| minisign_verify::PublicKey::from_base64(pk_text.trim()))
-        .map_err(|_| format!("{} is not a minisign public key", pubkey.display()))?;
-    let sig = minisign_verify::Signature::decode(&sig_text)
-        .map_err(|e| format!("the signature of {what} is malformed: {e}"))?;
-    pk.verify(&bytes, &sig, false).map_err(|_| {
-        format!(
+    check(&bytes, &sig_text, &pk_text).map_err(|refused| match refused {
+        Refused::Key => format!("{} is not a minisign public key", pubkey.display()),
+        Refused::Malformed(why) => format!("the signature of {what} is malformed: {why}"),
+        Refused::Altered | Refused::OtherKey(_) => format!(
             "{} is not signed by the key in {}; refused",
             path.display(),
             pubkey.display()
-        )
+        ),
     })?;
     Ok(Verified {
         sha256: hex::encode(sha2::Sha256::digest(&bytes)),
