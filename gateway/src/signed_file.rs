@@ -73,3 +73,65 @@ pub(crate) fn read(path: &Path, pubkey: &Path, what: &str) -> Result<Verified, S
         modified,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Refused, check};
+    use meshguard_common::minisig;
+
+    struct Key(ed25519_dalek::SigningKey, [u8; 8]);
+
+    impl minisig::Signer for Key {
+        fn sign_ed25519(&self, message: &[u8]) -> Result<[u8; 64], String> {
+            Ok(ed25519_dalek::Signer::sign(&self.0, message).to_bytes())
+        }
+        fn public_key(&self) -> [u8; 32] {
+            self.0.verifying_key().to_bytes()
+        }
+        fn key_id(&self) -> [u8; 8] {
+            self.1
+        }
+    }
+
+    /// Every way a signed file can be wrong gets its own refusal, for the policy bundle and the
+    /// site's files alike.
+    #[test]
+    fn each_refusal_names_what_is_wrong() {
+        let site = Key(ed25519_dalek::SigningKey::from_bytes(&[1; 32]), [1; 8]);
+        let other = Key(ed25519_dalek::SigningKey::from_bytes(&[2; 32]), [2; 8]);
+        let data = b"{\"version\": 1}";
+        let sig = minisig::sign(&site, data, "trusted", "untrusted").unwrap();
+        let pk = minisig::public_key_file(&site);
+        let by_other = minisig::sign(&other, data, "trusted", "untrusted").unwrap();
+        // Same key id, another key: the signature itself fails.
+        let impostor = Key(ed25519_dalek::SigningKey::from_bytes(&[3; 32]), [1; 8]);
+        let forged = minisig::sign(&impostor, data, "trusted", "untrusted").unwrap();
+        assert!(check(data, &sig, &pk).is_ok());
+        type Expect = fn(&Result<(), Refused>) -> bool;
+        let cases: [(&str, &[u8], &str, &str, Expect); 5] = [
+            ("altered data", b"{\"version\": 2}", &sig, &pk, |r| {
+                matches!(r, Err(Refused::Altered))
+            }),
+            ("another key's signature", data, &by_other, &pk, |r| {
+                matches!(r, Err(Refused::OtherKey(_)))
+            }),
+            (
+                "a forged signature under the key's id",
+                data,
+                &forged,
+                &pk,
+                |r| matches!(r, Err(Refused::Altered)),
+            ),
+            ("not a signature", data, "not a signature", &pk, |r| {
+                matches!(r, Err(Refused::Malformed(_)))
+            }),
+            ("not a key", data, &sig, "not a key", |r| {
+                matches!(r, Err(Refused::Key))
+            }),
+        ];
+        for (case, bytes, sig, pk, expected) in cases {
+            let got = check(bytes, sig, pk);
+            assert!(expected(&got), "{case}: {got:?}");
+        }
+    }
+}
