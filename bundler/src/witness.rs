@@ -231,6 +231,32 @@ pub fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, &str), Refusal> 
     Ok((old, proof, checkpoint))
 }
 
+/// Whether the checkpoint note carries `vkey`'s cosignature: at least one line with its name
+/// and key id, and every such line verifies (signed-note: a known key's failing signature
+/// rejects the note). Err says which it was. Every check of a witness's cosignature goes here.
+pub fn cosigned_by(checkpoint_note: &str, vkey: &Vkey) -> Result<(), String> {
+    let theirs: Vec<&str> = checkpoint_note
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(&format!("\u{2014} {} ", vkey.name))
+                .and_then(|b64| B64.decode(b64).ok())
+                .is_some_and(|raw| raw.len() >= 4 && raw[..4] == vkey.id())
+        })
+        .collect();
+    let bad = theirs
+        .iter()
+        .filter(|l| verify_cosignature(checkpoint_note, l, vkey).is_err())
+        .count();
+    match (theirs.len(), bad) {
+        (0, _) => Err(format!("no cosignature by {}", vkey.name)),
+        (_, 0) => Ok(()),
+        (n, bad) => Err(format!(
+            "{bad} of {n} cosignature lines by {} do not verify: the note is refused",
+            vkey.name
+        )),
+    }
+}
+
 /// Verifies a cosignature line by `vkey` on a checkpoint note's body: returns its timestamp.
 pub fn verify_cosignature(
     checkpoint_note: &str,
@@ -260,4 +286,71 @@ pub fn verify_cosignature(
     pk.verify_strict(&msg, &s)
         .map_err(|_| bad("the cosignature does not verify"))?;
     Ok(ts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint note signed by nobody in particular, and a witness key with a cosignature
+    /// line on it.
+    fn witness(seed: u8, name: &str, note: &str) -> (Vkey, String) {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        let pk = sk.verifying_key().to_bytes();
+        let id = crate::note::key_id(name, COSIGNATURE_V1, &pk);
+        let vkey = Vkey::parse(&format!(
+            "{name}+{}+{}",
+            hex::encode(id),
+            B64.encode([&[COSIGNATURE_V1][..], &pk].concat())
+        ))
+        .unwrap();
+        let text = &note[..=note.rfind("\n\n").unwrap()];
+        let time = 1_780_000_000u64;
+        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
+        msg.extend_from_slice(text.as_bytes());
+        let sig = ed25519_dalek::Signer::sign(&sk, &msg).to_bytes();
+        let raw = [&id[..], &time.to_be_bytes(), &sig].concat();
+        (vkey, format!("\u{2014} {name} {}\n", B64.encode(raw)))
+    }
+
+    /// Every check of a witness's cosignature: one valid line, a forged or cut second line by
+    /// the same key, lines of other witnesses, none at all.
+    #[test]
+    fn a_witness_cosigned_only_if_every_line_of_its_key_verifies() {
+        let note = format!(
+            "log.example/a\n5\n{}\n\n\u{2014} log.example/a AAAAAAAA\n",
+            B64.encode([1u8; 32])
+        );
+        let (w, good) = witness(7, "w.example/1", &note);
+        let (_, other) = witness(8, "w.example/2", &note);
+        let forged = {
+            let raw = B64
+                .decode(good.trim_end().rsplit(' ').next().unwrap())
+                .unwrap();
+            let mut bad = raw.clone();
+            bad[20] ^= 1;
+            format!("\u{2014} w.example/1 {}\n", B64.encode(bad))
+        };
+        let cut = {
+            let raw = B64
+                .decode(good.trim_end().rsplit(' ').next().unwrap())
+                .unwrap();
+            format!("\u{2014} w.example/1 {}\n", B64.encode(&raw[..10]))
+        };
+        for (case, lines, ok) in [
+            ("one valid line", vec![&good], true),
+            ("valid, then forged", vec![&good, &forged], false),
+            ("valid, then cut short", vec![&good, &cut], false),
+            (
+                "another witness's line beside it",
+                vec![&other, &good],
+                true,
+            ),
+            ("only another witness's line", vec![&other], false),
+            ("none", vec![], false),
+        ] {
+            let with: String = note.clone() + &lines.into_iter().cloned().collect::<String>();
+            assert_eq!(cosigned_by(&with, &w).is_ok(), ok, "{case}");
+        }
+    }
 }

@@ -358,13 +358,7 @@ impl Facts {
         let cosigners: Vec<String> = keys
             .iter()
             .filter_map(|k| crate::note::Vkey::parse(k).ok())
-            .filter(|vkey| {
-                self.inputs.checkpoint_note.lines().any(|l| {
-                    l.starts_with(&format!("\u{2014} {} ", vkey.name))
-                        && crate::witness::verify_cosignature(&self.inputs.checkpoint_note, l, vkey)
-                            .is_ok()
-                })
-            })
+            .filter(|vkey| crate::witness::cosigned_by(&self.inputs.checkpoint_note, vkey).is_ok())
             .map(|v| v.name)
             .collect();
         let numbers = json!({

@@ -1508,27 +1508,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
                 continue;
             }
         };
-        // Every line with this witness's name and key id must verify (signed-note: a known
-        // key's failing signature rejects the note); one must be there.
-        let theirs: Vec<&str> = note_text
-            .lines()
-            .filter(|l| {
-                l.strip_prefix(&format!("\u{2014} {} ", vkey.name))
-                    .and_then(|b64| B64.decode(b64).ok())
-                    .is_some_and(|raw| raw.len() >= 4 && raw[..4] == vkey.id())
-            })
-            .collect();
-        let bad = theirs
-            .iter()
-            .filter(|l| crate::witness::verify_cosignature(&note_text, l, &vkey).is_err())
-            .count();
-        match (theirs.len(), bad) {
-            (0, _) => cosign_problems.push(format!("no cosignature by {}", vkey.name)),
-            (_, 0) => cosigners.push(vkey.name.clone()),
-            (n, bad) => cosign_problems.push(format!(
-                "{bad} of {n} cosignature lines by {} do not verify: the note is refused",
-                vkey.name
-            )),
+        match crate::witness::cosigned_by(&note_text, &vkey) {
+            Ok(()) => cosigners.push(vkey.name.clone()),
+            Err(why) => cosign_problems.push(why),
         }
     }
     if opts.witnesses.is_empty() && opts.quorum == 0 {
