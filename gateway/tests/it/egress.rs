@@ -327,22 +327,7 @@ fn received(up: &PythonServer) -> usize {
 /// Starts the gateway on `d` expecting it to refuse; returns what it said. A gateway that
 /// starts after all is stopped and the test fails, rather than waiting on it forever.
 fn refused_start(d: &Path) -> String {
-    let mut child = crate::harness::command(d, &egress_options(d))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the gateway started on an allowlist it must refuse");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success());
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    crate::harness::refused_start(d, &egress_options(d))
 }
 
 /// Issue #32 item 7: every request on a connection is judged and audited (a pipelined second
