@@ -61,13 +61,11 @@ pub fn take(
         if !from.exists() {
             continue;
         }
-        let bytes =
-            std::fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
-        fsx::write_atomic(&dir.join(name), &bytes)?;
+        let (sha256, size) = copy_durably(&from, &dir.join(name))?;
         files.push(SnapFile {
             name: name.to_owned(),
-            sha256: fsx::sha256_hex(&bytes),
-            size: bytes.len() as u64,
+            sha256,
+            size,
         });
     }
     if files.iter().all(|f| f.name != DB_FILES[0]) {
@@ -97,10 +95,8 @@ pub fn find(state_dir: &Path, version: &str) -> Result<Option<Snapshot>> {
     let snap: Snapshot = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is damaged", dir.join(RECORD).display()))?;
     for f in &snap.files {
-        let got = fsx::sha256_hex(
-            &std::fs::read(dir.join(&f.name))
-                .with_context(|| format!("the snapshot of {version} lacks {}", f.name))?,
-        );
+        let (got, _) = fsx::sha256_file(&dir.join(&f.name))
+            .with_context(|| format!("the snapshot of {version} lacks {}", f.name))?;
         if got != f.sha256 {
             bail!(
                 "the snapshot of {version}'s {} does not match its recorded digest: it was altered; restore the state directory from backup",
@@ -125,18 +121,15 @@ pub fn restore(volume: &Path, state_dir: &Path, snap: &Snapshot, label: &str) ->
     for name in DB_FILES {
         let on_volume = volume.join(name);
         if on_volume.exists() {
-            let bytes = std::fs::read(&on_volume)
-                .with_context(|| format!("cannot read {}", on_volume.display()))?;
-            fsx::write_atomic(&aside.join(name), &bytes)?;
+            copy_durably(&on_volume, &aside.join(name))?;
             std::fs::remove_file(&on_volume)
                 .with_context(|| format!("cannot remove {}", on_volume.display()))?;
         }
     }
     let from = dir_of(state_dir, &snap.version);
     for f in &snap.files {
-        let bytes = std::fs::read(from.join(&f.name))?;
         let to = volume.join(&f.name);
-        fsx::write_atomic(&to, &bytes)?;
+        copy_durably(&from.join(&f.name), &to)?;
         std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&to, Some(uid), Some(gid))
@@ -157,13 +150,25 @@ pub fn put_back(volume: &Path, aside: &Path) -> Result<()> {
         let kept = aside.join(name);
         if kept.exists() {
             let to = volume.join(name);
-            fsx::write_atomic(&to, &std::fs::read(&kept)?)?;
+            copy_durably(&kept, &to)?;
             if let Some((uid, gid)) = owner {
                 std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
             }
         }
     }
     Ok(())
+}
+
+/// Copies `from` to `to` without holding it in memory (a site's database holds the audit
+/// index and can be large): written beside, fsynced, renamed in. Its SHA-256 and size.
+fn copy_durably(from: &Path, to: &Path) -> Result<(String, u64)> {
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let copied = fsx::copy_hashed(from, &partial)?;
+    meshguard_common::fsx::rename_durably(&partial, to)
+        .with_context(|| format!("cannot put {} in place", to.display()))?;
+    Ok(copied)
 }
 
 #[cfg(test)]
