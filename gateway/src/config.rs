@@ -236,6 +236,12 @@ pub struct Args {
     #[arg(long, env = "METRICS_ENABLED", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub metrics_enabled: bool,
 
+    /// A bearer token `/metrics` then requires (`Authorization: Bearer <token>`, as Prometheus's
+    /// `authorization` setting sends it). Unset, `/metrics` answers anyone who reaches it, as the
+    /// MeshGuard contract has it: keep it behind the network policy.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Data-plane requests per minute from one client address (0 turns the limit off).
     #[arg(long, env = "RATE_LIMIT_RPM", default_value_t = 600)]
     pub rate_limit_rpm: u32,
@@ -474,6 +480,7 @@ pub struct Config {
     pub circuit_breaker: Duration,
     pub audit_refusal_window: Duration,
     pub metrics_enabled: bool,
+    pub metrics_token: Option<String>,
     pub policy_bundle: Option<PathBuf>,
     pub policy_bundle_pubkey: Option<PathBuf>,
     pub policy_bundle_signing_key: Option<PathBuf>,
@@ -635,6 +642,13 @@ impl Args {
                     name: "ADMIN_TOKEN",
                 });
             }
+        };
+        let metrics_token = match self.metrics_token.take().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                check_secret("METRICS_TOKEN", &t, 24)?;
+                Some(t)
+            }
+            None => None,
         };
         let jwt_secret = match (self.jwt_secret.filter(|t| !t.is_empty()), self.dev) {
             (Some(s), _) => {
@@ -920,6 +934,7 @@ impl Args {
                 self.audit_refusal_window_seconds.min(86_400),
             ),
             metrics_enabled: self.metrics_enabled,
+            metrics_token,
             policy_bundle: self.policy_bundle,
             policy_bundle_pubkey: self.policy_bundle_pubkey,
             policy_bundle_signing_key: self.policy_bundle_signing_key,

@@ -958,6 +958,9 @@ pub(crate) struct BadRow {
 #[derive(Debug)]
 pub(crate) struct Reader {
     conn: Mutex<Connection>,
+    /// The database file: a long walk (verify) opens its own connection to it rather than hold
+    /// the shared one, which every list, stat and export waits on.
+    path: PathBuf,
     tiles: TileReader,
     durable: Arc<AtomicU64>,
     indexed: Arc<AtomicU64>,
@@ -1001,6 +1004,7 @@ impl Reader {
     ) -> rusqlite::Result<Self> {
         Ok(Self {
             conn: Mutex::new(open(path)?),
+            path: path.to_owned(),
             tiles: TileReader::new(log_dir),
             durable,
             indexed,
@@ -1011,6 +1015,11 @@ impl Reader {
     /// index is filled from durable entries only).
     fn durable(&self) -> i64 {
         i64::try_from(self.indexed.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
+    }
+
+    /// The last seq the index holds: what lists and exports reach now.
+    pub(crate) fn indexed_through(&self) -> u64 {
+        self.indexed.load(Ordering::SeqCst)
     }
 
     /// Entries durable in the log but not yet in the index (so not yet in lists and stats).
@@ -1285,8 +1294,9 @@ impl Reader {
     /// Recomputes every chain, every leaf and every checkpoint; names the first bad row.
     pub(crate) fn verify(&self, vkey: &str, origin: &str) -> anyhow::Result<VerifyReport> {
         {
-            let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-            let c: &Connection = &guard;
+            // Its own connection: the walk reads every row, and the shared one serves queries.
+            let own = open(&self.path)?;
+            let c: &Connection = &own;
             let mut keys = super::keys::records(c)?;
             if keys.is_empty() {
                 keys.push(super::keys::KeyRecord {
@@ -1452,5 +1462,68 @@ impl Reader {
             report.sources = heads.len();
             Ok(report)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::{AuditConfig, AuditLog, keys::KeySource};
+
+    /// `verify` walks every row; it used to hold the reader's one connection for the whole
+    /// walk, so every list, stat and export waited on it. Here the shared connection is held
+    /// by the test while verify runs: verify finishes only if it does not need it.
+    #[test]
+    fn verify_runs_while_the_shared_read_connection_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db_path = dir.path().join("meshguard.db");
+        drop(crate::store::SqliteStore::open(&db_path).unwrap());
+        let log = AuditLog::open(AuditConfig {
+            db_path,
+            log_dir: dir.path().join("audit-log"),
+            key: KeySource::File(dir.path().join("audit-log.key")),
+            origin: "test.example/meshguard-audit".to_owned(),
+            checkpoint_every: 1_000_000,
+            checkpoint_interval: Duration::from_secs(3600),
+            redaction: crate::redaction::Redaction::None,
+        })
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for i in 0..20 {
+                let entry = meshguard_api::AuditEntry {
+                    id: crate::ids::new_time_ordered_id("aud"),
+                    timestamp: crate::clock::now_rfc3339(),
+                    event: "decision".into(),
+                    action: format!("read:x/{i}"),
+                    decision: "allow".into(),
+                    outcome: "allow".into(),
+                    mode: "enforce".into(),
+                    ..Default::default()
+                };
+                log.append(entry).await.unwrap();
+            }
+            log.checkpoint().await.unwrap();
+        });
+        let reader = log.reader();
+        reader.wait_indexed(Duration::from_secs(60));
+        let (vkey, origin) = (log.vkey().to_owned(), log.origin().to_owned());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let busy = reader.conn.lock().unwrap();
+        let walker = std::sync::Arc::clone(&reader);
+        std::thread::spawn(move || {
+            let _ = tx.send(walker.verify(&vkey, &origin).map(|r| (r.valid, r.entries)));
+        });
+        let report = rx.recv_timeout(Duration::from_secs(60));
+        drop(busy);
+        let (valid, entries) = report
+            .expect("verify finished while the shared connection was held")
+            .unwrap();
+        assert!(valid);
+        assert_eq!(entries, 20);
     }
 }

@@ -331,25 +331,65 @@ pub(super) struct ExportQuery {
 }
 
 /// JSON lines, oldest first; page with `after=<last seq>`.
+///
+/// Up to a million lines, streamed: read from the index a page at a time and sent as each page
+/// is ready, so the gateway holds one page, never the whole export. The export stops at the
+/// last entry indexed when it was asked (the `x-meshguard-audit-index-lag` header describes
+/// that moment). A page that cannot be read ends the body early, which the client sees as a
+/// broken transfer, never as a shorter export that looks complete.
 pub(super) async fn export(
     _: Admin,
     State(state): State<AppState>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
+    const PAGE: usize = 1_000;
     let limit = q.limit.unwrap_or(100_000).clamp(1, 1_000_000);
     let lag = index_lag(&state).await?;
-    let lines = blocking(&state, move |r| {
-        r.export(q.source.as_deref(), q.after.unwrap_or(0), limit)
+    let through = blocking(&state, |r| {
+        Ok::<_, std::convert::Infallible>(r.indexed_through())
     })
     .await?;
-    let mut body = String::new();
-    for line in lines {
-        body.push_str(&serde_json::to_string(&line).expect("lines serialize"));
-        body.push('\n');
-    }
+    let source = q.source;
+    let start = (q.after.unwrap_or(0), limit);
+    let pages = futures_util::stream::try_unfold(start, move |(after, left)| {
+        let state = state.clone();
+        let source = source.clone();
+        async move {
+            if left == 0 || after >= through {
+                return Ok::<_, ApiError>(None);
+            }
+            let page = PAGE.min(left);
+            let lines = blocking(&state, move |r| r.export(source.as_deref(), after, page)).await?;
+            let lines: Vec<_> = lines.into_iter().take_while(|l| l.seq <= through).collect();
+            let Some(last) = lines.last().map(|l| l.seq) else {
+                return Ok(None);
+            };
+            let mut chunk = Vec::with_capacity(lines.len() * 512);
+            for line in &lines {
+                serde_json::to_writer(&mut chunk, line).map_err(ApiError::internal)?;
+                chunk.push(b'\n');
+            }
+            let left = if lines.len() < page {
+                0
+            } else {
+                left - lines.len()
+            };
+            Ok(Some((axum::body::Bytes::from(chunk), (last, left))))
+        }
+    });
+    let pages = futures_util::TryStreamExt::map_err(pages, |e: ApiError| {
+        tracing::error!(
+            error = e.message(),
+            "audit export stopped: a page could not be read"
+        );
+        std::io::Error::other(e.message().to_owned())
+    });
     Ok(with_lag(
         lag,
-        ([(header::CONTENT_TYPE, "application/x-ndjson")], body),
+        (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            axum::body::Body::from_stream(pages),
+        ),
     ))
 }
 

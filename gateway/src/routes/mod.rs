@@ -300,13 +300,25 @@ async fn siem_status(
     Ok(axum::Json(body))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     if !state.config().metrics_enabled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "metrics are off; set METRICS_ENABLED=true",
         ));
+    }
+    if let Some(expected) = &state.config().metrics_token {
+        let presented = crate::auth::bearer(&headers);
+        if !presented.is_some_and(|p| crate::auth::tokens_equal(p, expected)) {
+            return Err(ApiError::unauthorized(
+                "/metrics requires the metrics token (METRICS_TOKEN) as `Authorization: Bearer`; \
+                 in Prometheus, set the scrape job's `authorization.credentials`",
+            ));
+        }
     }
     let active = match state.inner.metrics.fresh_agents() {
         Some(n) => n,

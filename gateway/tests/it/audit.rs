@@ -296,6 +296,65 @@ fn refused_entries_never_reappear(errors: &str) {
     assert_eq!(gw.check(&token, "read:after-restart").0, 200);
 }
 
+#[test]
+fn an_export_streamed_in_pages_is_every_line_once_in_order() {
+    let dir = tempdir();
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![("RATE_LIMIT_RPM", "0".into())]),
+    );
+    policy(&gw, "reads", READS);
+    let (_, token) = agent(&gw, "a", "verified", &[]);
+    // 2,600 decisions: the export sends pages of 1,000, so the cuts fall inside and at the
+    // edges of pages.
+    for chunk in 0..3 {
+        let n = if chunk == 2 { 600 } else { 1000 };
+        let actions: Vec<Value> = (0..n)
+            .map(|i| json!({"action": format!("read:{chunk}/{i}")}))
+            .collect();
+        let (status, out) = gw.batch(&token, &json!({"actions": actions}));
+        assert_eq!(status, 200, "{out}");
+    }
+    let seqs = |query: &str| -> Vec<u64> {
+        let text = gw.get_text(&format!("/admin/audit/export{query}"));
+        text.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let all = seqs("?limit=1000000");
+    let total = all.len() as u64;
+    assert!(total >= 2600, "{total} lines");
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "every seq once, in order"
+    );
+    assert_eq!(
+        seqs("").len() as u64,
+        total,
+        "the default limit (100,000) covers them"
+    );
+    let table: [(u64, usize, std::ops::RangeInclusive<u64>); 5] = [
+        (0, 1000, 1..=1000),
+        (0, 1001, 1..=1001),
+        (999, 2, 1000..=1001),
+        (1500, 1000, 1501..=2500),
+        (total - 3, 1000, total - 2..=total),
+    ];
+    for (after, limit, want) in table {
+        assert_eq!(
+            seqs(&format!("?after={after}&limit={limit}")),
+            want.collect::<Vec<_>>(),
+            "after={after} limit={limit}"
+        );
+    }
+    assert!(seqs(&format!("?after={total}")).is_empty());
+}
+
 /// `n` allowed decisions.
 fn decide(gw: &Gateway, token: &str, n: usize) {
     for i in 0..n {

@@ -4,7 +4,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{ADMIN_TOKEN, Gateway, Options, PythonServer, agent, json, policy, tempdir};
+use crate::harness::{
+    ADMIN_TOKEN, Gateway, Options, PythonServer, agent, json, policy, refused_start, tempdir,
+};
 
 /// `support/upstream.py`: a real HTTP server that describes what it received.
 struct Upstream;
@@ -440,6 +442,58 @@ fn metrics_count_decisions_when_enabled() {
         text.contains("meshguard_request_duration_seconds_count 2"),
         "{text}"
     );
+}
+
+#[test]
+fn metrics_with_a_token_answer_only_the_scraper_that_presents_it() {
+    let dir = tempdir();
+    let scrape_token = "metrics-9f3c1a7e5b2d4086aa71c3e9";
+    let gw = Gateway::start_with(
+        dir.path(),
+        Options::with(vec![
+            ("METRICS_ENABLED", "true".into()),
+            ("METRICS_TOKEN", scrape_token.into()),
+        ]),
+    );
+    let scrape = |auth: Option<&str>| {
+        let mut req = gw.raw(Method::GET, "/metrics");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().unwrap())
+    };
+    let cases: [(Option<String>, u16); 5] = [
+        (None, 401),
+        (Some("Bearer wrong-token-of-some-length-0000".into()), 401),
+        (Some(format!("Bearer {ADMIN_TOKEN}")), 401),
+        (Some(format!("Basic {scrape_token}")), 401),
+        (Some(format!("Bearer {scrape_token}")), 200),
+    ];
+    for (auth, want) in cases {
+        let (status, text) = scrape(auth.as_deref());
+        assert_eq!(status, want, "{auth:?}: {text}");
+        assert!(
+            !text.contains(scrape_token),
+            "the token is never echoed: {text}"
+        );
+        if want == 200 {
+            assert!(text.contains("meshguard_audit_entries_total"), "{text}");
+        } else {
+            assert!(!text.contains("meshguard_"), "{auth:?}: {text}");
+        }
+    }
+    drop(gw);
+    let dir = tempdir();
+    let out = refused_start(
+        dir.path(),
+        &Options::with(vec![
+            ("METRICS_ENABLED", "true".into()),
+            ("METRICS_TOKEN", "short".into()),
+        ]),
+    );
+    assert!(out.contains("METRICS_TOKEN is too weak"), "{out}");
 }
 
 #[test]
