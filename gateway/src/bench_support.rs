@@ -239,6 +239,58 @@ pub fn fuzz_policy(text: &str) {
     let _ = parse_policy(text);
 }
 
+/// Fuzzing hook (`tests/fuzz`): judges a `/proxy/*` request as the proxy does before it
+/// forwards anything. `input` is the method on the first line, the path after `/proxy/` (with
+/// its query) on the second, then header lines, a blank line and the body. Panics when what
+/// would be forwarded is not what was judged:
+/// - a method outside the table is recorded under its own name, never mapped to a verb;
+/// - the path sent upstream, judged again, must give the same object and the same path (one
+///   canonical form, reached in one step);
+/// - that path, decoded once, must be the object the policy judged.
+pub fn fuzz_proxy_request(input: &[u8]) {
+    use crate::routes::canonical;
+    let text = String::from_utf8_lossy(input);
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let method = lines.next().unwrap_or_default();
+    let target = lines.next().unwrap_or_default();
+    let mut headers = axum::http::HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(n), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(name.trim().as_bytes()),
+                axum::http::HeaderValue::from_str(value.trim()),
+            )
+        {
+            headers.append(n, v);
+        }
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let _ = canonical::override_in(&headers, query);
+    let _ = canonical::override_in_form(&headers, body.as_bytes());
+    let Ok(path) = canonical::canonical_path(path) else {
+        return;
+    };
+    let again = canonical::canonical_path(&path.upstream)
+        .unwrap_or_else(|why| panic!("the forwarded path {:?} is refused when judged again: {why}", path.upstream));
+    assert_eq!(again, path, "the forwarded path judged again names another object");
+    let decoded = percent_encoding::percent_decode_str(&path.upstream).decode_utf8_lossy();
+    assert_eq!(decoded, path.object, "the forwarded path decoded once is not the judged object");
+    if let Ok(m) = axum::http::Method::from_bytes(method.as_bytes()) {
+        let action = canonical::derive_action(&m, &path.object);
+        if canonical::verb(&m).is_none() {
+            // Recorded under its own name (for the entry of its refusal), never as a verb.
+            assert!(
+                action.starts_with(&format!("{}:", m.as_str())),
+                "{method:?} is outside the table and was recorded as {action}"
+            );
+        }
+    }
+}
+
 /// Fuzzing hook (`tests/fuzz`): verifies a signed checkpoint note against `vkey` as the
 /// gateway does when it reads its own checkpoints and proofs.
 pub fn fuzz_checkpoint(vkey: &str, note: &str) {

@@ -20,6 +20,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "activation_request",
     "tar_volume",
     "provider_values",
+    "proxy_request",
 ];
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -65,10 +66,13 @@ fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The repository's root: the first directory above this crate that holds the examples (the
+/// targets are shared by `tests/` and by `tests/fuzz/afl/`).
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
+        .ancestors()
+        .find(|d| d.join("examples/policies").is_dir())
+        .expect("the repository's examples/policies above the crate")
         .to_owned()
 }
 
@@ -123,6 +127,24 @@ pub(crate) fn seeds(target: &str) -> Vec<Vec<u8>> {
         ],
         "tar_volume" => vec![small_tar()],
         "provider_values" => meshguard_provider::fuzzing::seeds(),
+        // Rows of the attacker's probe (issue #32): method, path after /proxy/, headers, body.
+        "proxy_request" => [
+            "GET\nnotes/x?page=2&q=a%20b\n",
+            "delete\nadmin/x\n",
+            "PURGE\nadmin/x\n",
+            "GET\nnotes/..;/admin/x\n",
+            "GET\nnotes/%2e%2e;/admin/x\n",
+            "GET\nnotes/%252e%252e/admin/x\n",
+            "GET\nnotes/\u{ff0e}\u{ff0e}/admin/x\n",
+            "GET\nnotes/a%20b/\n",
+            "POST\nnotes/x?_method=DELETE\n",
+            "GET\nnotes/x\nX-HTTP-Method-Override: DELETE\nX_Original_URL: /admin/x\n",
+            "POST\nnotes/x\nContent-Type: application/x-www-form-urlencoded\n\n_method=DELETE&a=1",
+            "POST\nnotes/x\nContent-Type: application/json\n\n{\"_method\":\"DELETE\"}",
+        ]
+        .into_iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect(),
         other => panic!("unknown target {other}"),
     }
 }
@@ -230,6 +252,7 @@ pub(crate) fn run(target: &str, input: &[u8]) {
             }
         }
         "provider_values" => meshguard_provider::fuzzing::values(input),
+        "proxy_request" => meshguard_gateway::bench_support::fuzz_proxy_request(input),
         other => panic!("unknown target {other}"),
     }
 }

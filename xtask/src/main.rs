@@ -14,6 +14,7 @@ mod bench_media;
 mod demo;
 mod demo_site;
 mod docs;
+mod fuzz_afl;
 mod images;
 mod previous_release;
 mod tools;
@@ -64,6 +65,9 @@ enum Cmd {
     /// Time a fresh site install from media (`meshguard-bundle install`) under `unshare -n`,
     /// per step.
     BenchInstall(bench_install::BenchInstallArgs),
+    /// Fuzz every parser of untrusted input with AFL++ and coverage feedback (cargo-afl), for a
+    /// set time per target; prints executions, coverage and findings (not run in CI).
+    FuzzAfl(fuzz_afl::FuzzAflArgs),
     /// Benchmark evidence export and verify of a bundle of a million decisions (time, peak
     /// memory) against sha256sum -c over the same bundle, release builds.
     BenchEvidence(bench_evidence::BenchEvidenceArgs),
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
         Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::BenchInstall(args) => bench_install::run(args),
         Cmd::BenchEvidence(args) => bench_evidence::run(args),
+        Cmd::FuzzAfl(args) => fuzz_afl::run(args),
         Cmd::ProviderMirror { out, release } => {
             build_binaries(release).and_then(|bins| provider_mirror(&bins, &root().join(out)))
         }

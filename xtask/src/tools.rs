@@ -89,10 +89,15 @@ const APT: &[(&str, &str)] = &[
     ("util-linux", "/usr/sbin/fsfreeze"),
 ];
 
-pub(crate) fn install_all() -> anyhow::Result<Tools> {
-    let dir = std::env::var_os("MESHGUARD_TOOLS_DIR")
+/// Where the tools live: `MESHGUARD_TOOLS_DIR`, else `.tools/` at the repository's root.
+pub(crate) fn tools_dir() -> PathBuf {
+    std::env::var_os("MESHGUARD_TOOLS_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join(".tools"));
+        .unwrap_or_else(|| crate::root().join(".tools"))
+}
+
+pub(crate) fn install_all() -> anyhow::Result<Tools> {
+    let dir = tools_dir();
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
     let tools = Tools { dir, bin };

@@ -4,7 +4,7 @@ mod agents;
 pub(crate) mod audit;
 pub(crate) mod batch;
 pub(crate) mod body;
-mod canonical;
+pub(crate) mod canonical;
 mod changes;
 pub(crate) use changes::digest;
 mod channels;
