@@ -29,7 +29,8 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::fsx;
-use crate::note::{Checkpoint, Note, Vkey, leaf_hash as leaf, node};
+use meshguard_tlog::merkle::{leaf_hash as leaf, node_hash as node};
+use meshguard_tlog::note::{Checkpoint, Note, Vkey};
 
 pub const FORMAT: &str = "meshguard-audit-archive/v1";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -114,7 +115,7 @@ impl Frontier {
     fn root(&self) -> [u8; 32] {
         let mut it = self.nodes.iter().rev();
         let Some(last) = it.next() else {
-            return crate::note::empty_root();
+            return meshguard_tlog::merkle::empty_root();
         };
         it.fold(*last, |acc, left| node(left, &acc))
     }
@@ -845,7 +846,7 @@ mod tests {
     fn the_frontier_root_is_the_merkle_tree_hash() {
         fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
             match leaves.len() {
-                0 => crate::note::empty_root(),
+                0 => meshguard_tlog::merkle::empty_root(),
                 1 => leaves[0],
                 n => {
                     let k = 1usize << (usize::BITS - (n - 1).leading_zeros() - 1);

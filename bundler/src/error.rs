@@ -68,3 +68,11 @@ impl BundleError {
         }
     }
 }
+
+/// A note, key, checkpoint or cosignature that does not hold is an integrity failure of what
+/// carried it.
+impl From<meshguard_tlog::note::NoteError> for BundleError {
+    fn from(e: meshguard_tlog::note::NoteError) -> Self {
+        Self::Integrity(e.0)
+    }
+}

@@ -19,7 +19,6 @@ pub mod import;
 pub mod keys;
 pub mod manifest;
 pub mod media;
-pub mod note;
 pub mod oci;
 pub mod pack;
 pub mod progress;

@@ -16,8 +16,12 @@ use base64::Engine as _;
 use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 
-use crate::note::{COSIGNATURE_V1, Checkpoint, Note, Vkey, empty_root, verify_consistency};
 use crate::{BundleError, fsx};
+use meshguard_tlog::merkle::{empty_root, verify_consistency};
+use meshguard_tlog::note::{
+    COSIGNATURE_V1, Checkpoint, Note, Vkey, cosignature_line, cosignature_message,
+};
+use meshguard_tlog::witness::Request;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 pub const STATE: &str = "witness.json";
@@ -124,7 +128,11 @@ impl Witness {
     pub fn add_checkpoint(&self, request: &str, now: u64) -> Result<String, WitnessError> {
         let _lock = fsx::lock_exclusive(&self.dir.join(".lock"))?;
         let mut state = Self::load_state(&self.dir)?;
-        let (old, proof, signed) = parse_request(request)?;
+        let Request {
+            old,
+            proof,
+            checkpoint: signed,
+        } = Request::parse(request).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let note = Note::parse(signed).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let cp = Checkpoint::parse(note.text).map_err(|e| Refusal::Malformed(e.to_string()))?;
         let log = state
@@ -132,7 +140,9 @@ impl Witness {
             .get(&cp.origin)
             .cloned()
             .ok_or_else(|| Refusal::UnknownOrigin(cp.origin.clone()))?;
-        let vkey = Vkey::parse(&log.vkey)?;
+        let vkey = Vkey::parse(&log.vkey).map_err(|e| {
+            BundleError::Input(format!("{STATE}: the log key of {}: {e}", cp.origin))
+        })?;
         note.verify(&vkey)
             .map_err(|e| Refusal::BadSignature(format!("{e}; the checkpoint is not the log's")))?;
         if old > cp.size {
@@ -167,14 +177,9 @@ impl Witness {
             .into());
         }
         // Sign: cosignature/v1, time, the whole checkpoint body.
-        let mut msg = format!("cosignature/v1\ntime {now}\n").into_bytes();
-        msg.extend_from_slice(note.text.as_bytes());
-        let sig = self.key.sign(&msg);
+        let sig = self.key.sign(&cosignature_message(now, note.text));
         let me = self.vkey(&state.name);
-        let mut raw = me.id().to_vec();
-        raw.extend_from_slice(&now.to_be_bytes());
-        raw.extend_from_slice(&sig.to_bytes());
-        let line = format!("\u{2014} {} {}\n", state.name, B64.encode(raw));
+        let line = cosignature_line(&state.name, me.id(), now, &sig.to_bytes());
         // Recorded before it is answered.
         state.logs.insert(
             cp.origin.clone(),
@@ -198,159 +203,4 @@ pub enum WitnessError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Local(#[from] BundleError),
-}
-
-/// A tlog-witness request body: `old <size>`, proof lines, a blank line, the signed checkpoint.
-pub fn parse_request(body: &str) -> Result<(u64, Vec<[u8; 32]>, &str), Refusal> {
-    let malformed = |m: &str| Refusal::Malformed(format!("not a tlog-witness request: {m}"));
-    let (first, rest) = body
-        .split_once('\n')
-        .ok_or_else(|| malformed("no old line"))?;
-    let old: u64 = first
-        .strip_prefix("old ")
-        .and_then(meshguard_common::decimal::parse_u64)
-        .ok_or_else(|| malformed("the first line is not `old <size>`"))?;
-    let (proof_text, checkpoint) = if let Some(r) = rest.strip_prefix('\n') {
-        ("", r)
-    } else {
-        rest.split_once("\n\n")
-            .ok_or_else(|| malformed("no blank line after the proof"))?
-    };
-    let mut proof = Vec::new();
-    for l in proof_text.lines() {
-        let h: [u8; 32] = B64
-            .decode(l)
-            .ok()
-            .and_then(|h| h.try_into().ok())
-            .ok_or_else(|| malformed("a proof line is not a base64 hash"))?;
-        proof.push(h);
-    }
-    if proof.len() > 63 {
-        return Err(malformed("more than 63 proof lines"));
-    }
-    Ok((old, proof, checkpoint))
-}
-
-/// Whether the checkpoint note carries `vkey`'s cosignature: at least one line with its name
-/// and key id, and every such line verifies (signed-note: a known key's failing signature
-/// rejects the note). Err says which it was. Every check of a witness's cosignature goes here.
-pub fn cosigned_by(checkpoint_note: &str, vkey: &Vkey) -> Result<(), String> {
-    let theirs: Vec<&str> = checkpoint_note
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(&format!("\u{2014} {} ", vkey.name))
-                .and_then(|b64| B64.decode(b64).ok())
-                .is_some_and(|raw| raw.len() >= 4 && raw[..4] == vkey.id())
-        })
-        .collect();
-    let bad = theirs
-        .iter()
-        .filter(|l| verify_cosignature(checkpoint_note, l, vkey).is_err())
-        .count();
-    match (theirs.len(), bad) {
-        (0, _) => Err(format!("no cosignature by {}", vkey.name)),
-        (_, 0) => Ok(()),
-        (n, bad) => Err(format!(
-            "{bad} of {n} cosignature lines by {} do not verify: the note is refused",
-            vkey.name
-        )),
-    }
-}
-
-/// Verifies a cosignature line by `vkey` on a checkpoint note's body: returns its timestamp.
-pub fn verify_cosignature(
-    checkpoint_note: &str,
-    line: &str,
-    vkey: &Vkey,
-) -> Result<u64, BundleError> {
-    let note = Note::parse(checkpoint_note)?;
-    let bad = |m: &str| BundleError::Integrity(m.to_owned());
-    let rest = line
-        .trim_end()
-        .strip_prefix("\u{2014} ")
-        .ok_or_else(|| bad("not a signature line"))?;
-    let (name, sig) = rest
-        .split_once(' ')
-        .ok_or_else(|| bad("not a signature line"))?;
-    let raw = B64
-        .decode(sig)
-        .map_err(|_| bad("the cosignature is not base64"))?;
-    if name != vkey.name || raw.len() != 76 || raw[..4] != vkey.id() {
-        return Err(bad("the cosignature is not by this witness key"));
-    }
-    let ts = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
-    let mut msg = format!("cosignature/v1\ntime {ts}\n").into_bytes();
-    msg.extend_from_slice(note.text.as_bytes());
-    let pk = ed25519_dalek::VerifyingKey::from_bytes(&vkey.key).map_err(|_| bad("a bad key"))?;
-    let s = ed25519_dalek::Signature::from_slice(&raw[12..]).map_err(|_| bad("a bad signature"))?;
-    pk.verify_strict(&msg, &s)
-        .map_err(|_| bad("the cosignature does not verify"))?;
-    Ok(ts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A checkpoint note signed by nobody in particular, and a witness key with a cosignature
-    /// line on it.
-    fn witness(seed: u8, name: &str, note: &str) -> (Vkey, String) {
-        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
-        let pk = sk.verifying_key().to_bytes();
-        let id = crate::note::key_id(name, COSIGNATURE_V1, &pk);
-        let vkey = Vkey::parse(&format!(
-            "{name}+{}+{}",
-            hex::encode(id),
-            B64.encode([&[COSIGNATURE_V1][..], &pk].concat())
-        ))
-        .unwrap();
-        let text = &note[..=note.rfind("\n\n").unwrap()];
-        let time = 1_780_000_000u64;
-        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
-        msg.extend_from_slice(text.as_bytes());
-        let sig = ed25519_dalek::Signer::sign(&sk, &msg).to_bytes();
-        let raw = [&id[..], &time.to_be_bytes(), &sig].concat();
-        (vkey, format!("\u{2014} {name} {}\n", B64.encode(raw)))
-    }
-
-    /// Every check of a witness's cosignature: one valid line, a forged or cut second line by
-    /// the same key, lines of other witnesses, none at all.
-    #[test]
-    fn a_witness_cosigned_only_if_every_line_of_its_key_verifies() {
-        let note = format!(
-            "log.example/a\n5\n{}\n\n\u{2014} log.example/a AAAAAAAA\n",
-            B64.encode([1u8; 32])
-        );
-        let (w, good) = witness(7, "w.example/1", &note);
-        let (_, other) = witness(8, "w.example/2", &note);
-        let forged = {
-            let raw = B64
-                .decode(good.trim_end().rsplit(' ').next().unwrap())
-                .unwrap();
-            let mut bad = raw.clone();
-            bad[20] ^= 1;
-            format!("\u{2014} w.example/1 {}\n", B64.encode(bad))
-        };
-        let cut = {
-            let raw = B64
-                .decode(good.trim_end().rsplit(' ').next().unwrap())
-                .unwrap();
-            format!("\u{2014} w.example/1 {}\n", B64.encode(&raw[..10]))
-        };
-        for (case, lines, ok) in [
-            ("one valid line", vec![&good], true),
-            ("valid, then forged", vec![&good, &forged], false),
-            ("valid, then cut short", vec![&good, &cut], false),
-            (
-                "another witness's line beside it",
-                vec![&other, &good],
-                true,
-            ),
-            ("only another witness's line", vec![&other], false),
-            ("none", vec![], false),
-        ] {
-            let with: String = note.clone() + &lines.into_iter().cloned().collect::<String>();
-            assert_eq!(cosigned_by(&with, &w).is_ok(), ok, "{case}");
-        }
-    }
 }

@@ -274,11 +274,21 @@ pub fn fuzz_proxy_request(input: &[u8]) {
     let Ok(path) = canonical::canonical_path(path) else {
         return;
     };
-    let again = canonical::canonical_path(&path.upstream)
-        .unwrap_or_else(|why| panic!("the forwarded path {:?} is refused when judged again: {why}", path.upstream));
-    assert_eq!(again, path, "the forwarded path judged again names another object");
+    let again = canonical::canonical_path(&path.upstream).unwrap_or_else(|why| {
+        panic!(
+            "the forwarded path {:?} is refused when judged again: {why}",
+            path.upstream
+        )
+    });
+    assert_eq!(
+        again, path,
+        "the forwarded path judged again names another object"
+    );
     let decoded = percent_encoding::percent_decode_str(&path.upstream).decode_utf8_lossy();
-    assert_eq!(decoded, path.object, "the forwarded path decoded once is not the judged object");
+    assert_eq!(
+        decoded, path.object,
+        "the forwarded path decoded once is not the judged object"
+    );
     if let Ok(m) = axum::http::Method::from_bytes(method.as_bytes()) {
         let action = canonical::derive_action(&m, &path.object);
         if canonical::verb(&m).is_none() {
@@ -295,7 +305,8 @@ pub fn fuzz_proxy_request(input: &[u8]) {
 /// gateway does when it reads its own checkpoints and proofs.
 pub fn fuzz_checkpoint(vkey: &str, note: &str) {
     let _ = crate::audit::note::verify_checkpoint(vkey, note);
-    if let Ok(k) = crate::audit::note::WitnessKey::parse(vkey) {
-        let _ = k.verify(note, note.lines().last().unwrap_or(""));
+    use meshguard_tlog::note::{COSIGNATURE_V1, Vkey, verify_cosignature};
+    if let Ok(k) = Vkey::parse_of_type(vkey, COSIGNATURE_V1) {
+        let _ = verify_cosignature(note, note.lines().last().unwrap_or(""), &k);
     }
 }

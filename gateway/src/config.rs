@@ -826,7 +826,8 @@ impl Args {
             .filter(|w| !w.is_empty())
             .collect();
         for w in &audit_witnesses {
-            crate::audit::note::WitnessKey::parse(w).map_err(ConfigError::Witness)?;
+            meshguard_tlog::note::Vkey::parse_of_type(w, meshguard_tlog::note::COSIGNATURE_V1)
+                .map_err(|e| ConfigError::Witness(e.to_string()))?;
         }
         let audit_witness_urls =
             crate::witness_push::parse(&self.audit_witness_urls, &audit_witnesses)

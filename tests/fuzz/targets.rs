@@ -187,25 +187,26 @@ pub(crate) fn run(target: &str, input: &[u8]) {
                 _ => (f.vkey.clone(), text.to_string()),
             };
             meshguard_gateway::bench_support::fuzz_checkpoint(&vkey, &note);
-            if let Ok(n) = meshguard_bundler::note::Note::parse(&note) {
-                let _ = meshguard_bundler::note::Checkpoint::parse(n.text);
-                if let Ok(v) = meshguard_bundler::note::Vkey::parse(&vkey) {
+            if let Ok(n) = meshguard_tlog::note::Note::parse(&note) {
+                let _ = meshguard_tlog::note::Checkpoint::parse(n.text);
+                if let Ok(v) = meshguard_tlog::note::Vkey::parse(&vkey) {
                     let _ = n.verify(&v);
-                    let _ = meshguard_bundler::witness::verify_cosignature(
+                    let _ = meshguard_tlog::note::verify_cosignature(
                         &note,
                         note.lines().last().unwrap_or(""),
                         &v,
                     );
+                    let _ = meshguard_tlog::note::cosigned_by(&note, &v);
                 }
             }
         }
         "witness_request" => {
-            if let Ok((old, proof, cp)) = meshguard_bundler::witness::parse_request(&text)
-                && let Ok(n) = meshguard_bundler::note::Note::parse(cp)
-                && let Ok(c) = meshguard_bundler::note::Checkpoint::parse(n.text)
+            if let Ok(r) = meshguard_tlog::witness::Request::parse(&text)
+                && let Ok(n) = meshguard_tlog::note::Note::parse(r.checkpoint)
+                && let Ok(c) = meshguard_tlog::note::Checkpoint::parse(n.text)
             {
-                let _ = meshguard_bundler::note::verify_consistency(
-                    old, c.size, &proof, &[0; 32], &c.root,
+                let _ = meshguard_tlog::merkle::verify_consistency(
+                    r.old, c.size, &r.proof, &[0; 32], &c.root,
                 );
             }
         }

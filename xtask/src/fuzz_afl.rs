@@ -47,7 +47,9 @@ pub(crate) fn run(args: FuzzAflArgs) -> anyhow::Result<()> {
     let binary = build_instrumented(&cargo_afl)?;
     let targets = chosen_targets(&binary, &args.targets)?;
     let mut findings = Vec::new();
-    println!("| target | seconds | executions | exec/s | corpus | edges | map coverage | crashes | hangs |");
+    println!(
+        "| target | seconds | executions | exec/s | corpus | edges | map coverage | crashes | hangs |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for target in &targets {
         let stats = fuzz_one(&cargo_afl, &binary, target, &args)?;
@@ -87,9 +89,16 @@ fn chosen_targets(binary: &Path, asked: &[String]) -> anyhow::Result<Vec<String>
         .output()
         .with_context(|| format!("running {} --list", binary.display()))?;
     if !out.status.success() {
-        bail!("{} --list failed: {}", binary.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{} --list failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let all: Vec<String> = String::from_utf8(out.stdout)?.lines().map(str::to_owned).collect();
+    let all: Vec<String> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(str::to_owned)
+        .collect();
     if asked.is_empty() {
         return Ok(all);
     }
@@ -108,7 +117,14 @@ fn install_cargo_afl(tools: &Path) -> anyhow::Result<PathBuf> {
         println!("installing cargo-afl into {}", tools.display());
         run_checked(
             Command::new("cargo")
-                .args(["install", "--locked", "cargo-afl", "--version", "0.18.2", "--root"])
+                .args([
+                    "install",
+                    "--locked",
+                    "cargo-afl",
+                    "--version",
+                    "0.18.2",
+                    "--root",
+                ])
                 .arg(tools),
         )?;
     }
@@ -202,11 +218,16 @@ fn keep_findings(dir: &Path, target: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&keep)?;
     for kind in ["crashes", "hangs"] {
         let found = dir.join(target).join("out/default").join(kind);
-        let Ok(entries) = std::fs::read_dir(&found) else { continue };
+        let Ok(entries) = std::fs::read_dir(&found) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name();
             if name.to_string_lossy().starts_with("id:") {
-                let to = keep.join(format!("{kind}-{}", name.to_string_lossy().replace(':', "_")));
+                let to = keep.join(format!(
+                    "{kind}-{}",
+                    name.to_string_lossy().replace(':', "_")
+                ));
                 std::fs::copy(e.path(), to)?;
             }
         }

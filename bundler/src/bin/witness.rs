@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use meshguard_bundler::keys::{MediaKey, Passphrase};
-use meshguard_bundler::note::{ED25519, Vkey, empty_root};
 use meshguard_bundler::witness::{Log, Refusal, State, Witness, WitnessError};
+use meshguard_tlog::merkle::empty_root;
+use meshguard_tlog::note::{ED25519, Vkey};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -357,8 +357,10 @@ impl Facts {
         let lines = cosigners(&self.inputs.checkpoint_note, &self.origin);
         let cosigners: Vec<String> = keys
             .iter()
-            .filter_map(|k| crate::note::Vkey::parse(k).ok())
-            .filter(|vkey| crate::witness::cosigned_by(&self.inputs.checkpoint_note, vkey).is_ok())
+            .filter_map(|k| meshguard_tlog::note::Vkey::parse(k).ok())
+            .filter(|vkey| {
+                meshguard_tlog::note::cosigned_by(&self.inputs.checkpoint_note, vkey).is_ok()
+            })
             .map(|v| v.name)
             .collect();
         let numbers = json!({

@@ -32,7 +32,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audit_archive::{Line, Source};
 use crate::keys::{MediaKey, MediaPublicKey};
-use crate::note::{Checkpoint, Note, Vkey, leaf_hash, node};
+use meshguard_tlog::merkle::{leaf_hash, node_hash as node};
+use meshguard_tlog::note::{Checkpoint, Note, Vkey};
 
 pub const FORMAT: &str = "meshguard-evidence/v1";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -1508,7 +1509,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
                 continue;
             }
         };
-        match crate::witness::cosigned_by(&note_text, &vkey) {
+        match meshguard_tlog::note::cosigned_by(&note_text, &vkey) {
             Ok(()) => cosigners.push(vkey.name.clone()),
             Err(why) => cosign_problems.push(why),
         }

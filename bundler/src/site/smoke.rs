@@ -447,7 +447,7 @@ fn signed_checkpoint(gw: &Gateway) -> Result<String> {
     )?;
     let note = cp["checkpoint"].as_str().context("no checkpoint")?;
     let vkey = cp["vkey"].as_str().context("no verifier key")?;
-    crate::note::verify_note(note, vkey)?;
+    meshguard_tlog::note::verify_note(note, vkey)?;
     let size = note.lines().nth(1).unwrap_or("?");
     Ok(format!(
         "checkpoint of {size} entries verified against {vkey}"

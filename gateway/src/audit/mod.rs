@@ -14,10 +14,10 @@
 
 pub(crate) mod bound;
 pub(crate) mod keys;
-pub(crate) mod merkle;
 pub(crate) mod note;
 mod store;
-pub(crate) mod tiles;
+
+pub(crate) use meshguard_tlog::{merkle, tiles};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! C2SP signed notes and checkpoints (`signed-note.md`, `tlog-checkpoint.md`) with the gateway's
-//! Ed25519 log key, so that tools no one here wrote (Go's `sumdb/note`, torchwood) can check our
-//! audit anchors.
+//! The gateway's Ed25519 log key, which signs the audit log's checkpoints as C2SP signed notes
+//! (the formats, their parsing and verification are `meshguard_tlog::note`'s), so that tools
+//! no one here wrote (Go's `sumdb/note`, torchwood) can check our audit anchors.
 //!
 //! The key lives in a file beside the database in the Go note private-key format
 //! (`PRIVATE+KEY+<name>+<key id>+<base64(0x01 ‖ seed)>`), created with mode 0600 on first start.
@@ -9,12 +9,11 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+pub(crate) use meshguard_tlog::note::{Checkpoint, verify_checkpoint};
+use meshguard_tlog::note::{ED25519, Vkey, key_id, signature_line};
 
 use super::merkle::Hash;
-
-const ED25519: u8 = 0x01;
 
 /// The log's signing key; its name is the checkpoint origin.
 #[derive(Clone)]
@@ -78,16 +77,6 @@ pub(crate) enum KeyError {
     Token(String),
     #[error("the key {0} is in a PKCS#11 token; it cannot be written to a file")]
     NotAFile(String),
-}
-
-fn key_id(name: &str, kind: u8, public: &[u8]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(b"\n");
-    h.update([kind]);
-    h.update(public);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
 }
 
 impl LogKey {
@@ -255,15 +244,15 @@ impl LogKey {
 
     /// The verifier key: `name+<key id>+base64(0x01 ‖ public key)`.
     pub(crate) fn vkey(&self) -> String {
-        let public = self.public;
-        let mut raw = vec![ED25519];
-        raw.extend_from_slice(public.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, ED25519, public.as_bytes())),
-            B64.encode(raw)
-        )
+        self.verifier().encode()
+    }
+
+    fn verifier(&self) -> Vkey {
+        Vkey {
+            name: self.name.clone(),
+            key_type: ED25519,
+            key: self.public.to_bytes(),
+        }
     }
 
     /// Signs `text` (which must end in a newline) as a note with one signature line.
@@ -274,9 +263,7 @@ impl LogKey {
     /// One signature line of `text`.
     fn signature_line(&self, text: &str) -> Result<String, String> {
         let sig = self.sign_bytes(text.as_bytes())?;
-        let mut blob = key_id(&self.name, ED25519, self.public.as_bytes()).to_vec();
-        blob.extend_from_slice(&sig);
-        Ok(format!("\u{2014} {} {}\n", self.name, B64.encode(blob)))
+        Ok(signature_line(&self.name, self.verifier().id(), &sig))
     }
 }
 
@@ -293,77 +280,7 @@ pub(crate) fn sign_note_by(text: &str, keys: &[&LogKey]) -> Result<String, Strin
 
 /// The checkpoint body: origin, size and base64 root, each on its line; no extension lines.
 pub(crate) fn checkpoint_body(origin: &str, size: u64, root: &Hash) -> String {
-    format!("{origin}\n{size}\n{}\n", B64.encode(root))
-}
-
-/// A verified checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Checkpoint {
-    pub(crate) origin: String,
-    pub(crate) size: u64,
-    pub(crate) root: Hash,
-}
-
-/// Verifies `note` against `vkey` and parses its checkpoint body. The note must carry a valid
-/// signature by that key; signatures by other keys are ignored, as the spec says.
-pub(crate) fn verify_checkpoint(vkey: &str, note: &str) -> Result<Checkpoint, String> {
-    let mut vparts = vkey.splitn(3, '+');
-    let (name, id_hex, key_b64) = (
-        vparts.next().ok_or("vkey has no name")?,
-        vparts.next().ok_or("vkey has no key id")?,
-        vparts.next().ok_or("vkey has no key")?,
-    );
-    let raw = B64.decode(key_b64).map_err(|_| "vkey key is not base64")?;
-    let (&kind, public) = raw.split_first().ok_or("vkey key is empty")?;
-    if kind != ED25519 || public.len() != 32 {
-        return Err("vkey is not an Ed25519 key".into());
-    }
-    let public = VerifyingKey::from_bytes(public.try_into().map_err(|_| "bad key length")?)
-        .map_err(|e| e.to_string())?;
-    let id = key_id(name, ED25519, public.as_bytes());
-    if hex::encode(id) != id_hex {
-        return Err("vkey key id does not match its key".into());
-    }
-    let split = note.rfind("\n\n").ok_or("note has no signature block")?;
-    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-    let mut verified = false;
-    for line in sigs.lines() {
-        let Some(rest) = line.strip_prefix("\u{2014} ") else {
-            return Err(format!("malformed signature line {line:?}"));
-        };
-        let (signer, blob) = rest.rsplit_once(' ').ok_or("malformed signature line")?;
-        let blob = B64.decode(blob).map_err(|_| "signature is not base64")?;
-        if blob.len() < 5 {
-            return Err("a signature line holds no key id and signature".into());
-        }
-        if signer != name || blob[..4] != id {
-            continue;
-        }
-        // A line with this key's name and id must verify, whatever its length: signed-note
-        // rejects the whole note when a known key's signature fails.
-        let valid = blob.len() == 68
-            && Signature::from_slice(&blob[4..])
-                .is_ok_and(|sig| public.verify_strict(text.as_bytes(), &sig).is_ok());
-        if !valid {
-            return Err(format!("a signature line of {name} does not verify"));
-        }
-        verified = true;
-    }
-    if !verified {
-        return Err(format!("no signature by {name} on the checkpoint"));
-    }
-    let mut lines = text.lines();
-    let origin = lines.next().ok_or("checkpoint has no origin")?.to_owned();
-    let size = lines
-        .next()
-        .and_then(meshguard_common::decimal::parse_u64)
-        .ok_or("checkpoint size is not a decimal number without sign or leading zeros")?;
-    let root: Hash = B64
-        .decode(lines.next().ok_or("checkpoint has no root")?)
-        .map_err(|_| "checkpoint root is not base64")?
-        .try_into()
-        .map_err(|_| "checkpoint root is not 32 bytes")?;
-    Ok(Checkpoint { origin, size, root })
+    Checkpoint::body(origin, size, root)
 }
 
 #[cfg(test)]
@@ -436,87 +353,5 @@ mod tests {
             let odd = key.sign_note(&text).unwrap();
             assert!(verify_checkpoint(&key.vkey(), &odd).is_err(), "{size}");
         }
-    }
-
-    #[test]
-    fn the_spec_example_key_id_is_reproduced() {
-        // signed-note.md: example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k
-        let raw = B64
-            .decode("AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k")
-            .unwrap();
-        assert_eq!(
-            hex::encode(key_id("example.com/foo", raw[0], &raw[1..])),
-            "530d903a"
-        );
-    }
-}
-
-const COSIGNATURE_V1: u8 = 0x04;
-
-/// A site witness's key (`tlog-cosignature.md`, cosignature/v1: type 0x04, Ed25519), from its
-/// verifier key `name+id+base64(0x04 ‖ key)`.
-#[derive(Debug, Clone)]
-pub(crate) struct WitnessKey {
-    pub(crate) name: String,
-    id: [u8; 4],
-    key: VerifyingKey,
-}
-
-impl WitnessKey {
-    pub(crate) fn parse(vkey: &str) -> Result<Self, String> {
-        let mut parts = vkey.trim().splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("{vkey:?} is not a verifier key (name+id+key)"));
-        };
-        let raw = B64
-            .decode(key_b64)
-            .map_err(|_| format!("{vkey:?}: the key is not base64"))?;
-        if raw.len() != 33 || raw[0] != COSIGNATURE_V1 {
-            return Err(format!(
-                "{vkey:?} is not a witness cosignature key (type 0x04, Ed25519)"
-            ));
-        }
-        let id = key_id(name, COSIGNATURE_V1, &raw[1..]);
-        if hex::encode(id) != id_hex {
-            return Err(format!("{vkey:?}: the key id does not match its key"));
-        }
-        let key = VerifyingKey::from_bytes(raw[1..].try_into().expect("32 bytes"))
-            .map_err(|e| format!("{vkey:?}: {e}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            id,
-            key,
-        })
-    }
-
-    /// Verifies a cosignature line (`— name base64(id ‖ time ‖ signature)`) on the checkpoint
-    /// `note`; returns the time it was made.
-    pub(crate) fn verify(&self, note: &str, line: &str) -> Result<u64, String> {
-        let rest = line
-            .trim_end()
-            .strip_prefix("\u{2014} ")
-            .ok_or("not a signature line")?;
-        let (signer, blob) = rest.rsplit_once(' ').ok_or("not a signature line")?;
-        let raw = B64
-            .decode(blob)
-            .map_err(|_| "the cosignature is not base64")?;
-        if signer != self.name || raw.len() != 76 || raw[..4] != self.id {
-            return Err(format!("not a cosignature by {}", self.name));
-        }
-        let time = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
-        let split = note
-            .rfind("\n\n")
-            .ok_or("the checkpoint has no signature block")?;
-        let mut msg = format!("cosignature/v1\ntime {time}\n").into_bytes();
-        msg.extend_from_slice(&note.as_bytes()[..=split]);
-        let sig = Signature::from_slice(&raw[12..]).map_err(|e| e.to_string())?;
-        self.key.verify_strict(&msg, &sig).map_err(|_| {
-            format!(
-                "the cosignature by {} does not verify on this checkpoint",
-                self.name
-            )
-        })?;
-        Ok(time)
     }
 }

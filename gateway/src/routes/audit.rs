@@ -182,12 +182,13 @@ pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Re
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-fn witness_keys(state: &AppState) -> Vec<crate::audit::note::WitnessKey> {
+fn witness_keys(state: &AppState) -> Vec<meshguard_tlog::note::Vkey> {
+    use meshguard_tlog::note::{COSIGNATURE_V1, Vkey};
     state
         .config()
         .audit_witnesses
         .iter()
-        .filter_map(|w| crate::audit::note::WitnessKey::parse(w).ok())
+        .filter_map(|w| Vkey::parse_of_type(w, COSIGNATURE_V1).ok())
         .collect()
 }
 
@@ -208,7 +209,7 @@ fn witness_report(
             continue;
         };
         let ok = match note {
-            Some(n) => key.verify(n, &c.line).is_ok(),
+            Some(n) => meshguard_tlog::note::verify_cosignature(n, &c.line, key).is_ok(),
             None => false,
         };
         if ok {
@@ -293,9 +294,11 @@ pub(crate) async fn accept_cosignatures(
                 format!("{name} is not among AUDIT_WITNESSES; its cosignature is not accepted"),
             )
         })?;
-        let found = recent
-            .iter()
-            .find_map(|(size, note)| key.verify(note, line).ok().map(|t| (*size, t)));
+        let found = recent.iter().find_map(|(size, note)| {
+            meshguard_tlog::note::verify_cosignature(note, line, key)
+                .ok()
+                .map(|t| (*size, t))
+        });
         let (size, cosigned_at) = found.ok_or_else(|| {
             ApiError::field(
                 "body",

@@ -10,21 +10,21 @@ use sha2::{Digest, Sha256};
 #[cfg(test)]
 use std::convert::Infallible;
 
-pub(crate) type Hash = [u8; 32];
+pub type Hash = [u8; 32];
 
 /// SHA-256("") — the root of the empty tree.
-pub(crate) fn empty_root() -> Hash {
+pub fn empty_root() -> Hash {
     Sha256::digest(b"").into()
 }
 
-pub(crate) fn leaf_hash(entry: &[u8]) -> Hash {
+pub fn leaf_hash(entry: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update([0u8]);
     h.update(entry);
     h.finalize().into()
 }
 
-pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update([1u8]);
     h.update(left);
@@ -35,24 +35,24 @@ pub(crate) fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// The roots of the perfect subtrees that make up a log of `size` leaves, largest first:
 /// enough to append and to compute the root in O(log n).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Frontier {
+pub struct Frontier {
     size: u64,
     /// `(height, hash)`, heights strictly decreasing.
     nodes: Vec<(u32, Hash)>,
 }
 
 impl Frontier {
-    pub(crate) fn size(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.size
     }
 
-    pub(crate) fn push(&mut self, leaf: Hash) {
+    pub fn push(&mut self, leaf: Hash) {
         self.push_and_see(leaf, |_, _| {});
     }
 
     /// [`Self::push`], showing `seen` every complete subtree the leaf closes, as (height, hash):
     /// each ends at this leaf.
-    pub(crate) fn push_and_see(&mut self, leaf: Hash, mut seen: impl FnMut(u32, &Hash)) {
+    pub fn push_and_see(&mut self, leaf: Hash, mut seen: impl FnMut(u32, &Hash)) {
         let mut node = (0u32, leaf);
         while let Some(&(height, left)) = self.nodes.last() {
             if height != node.0 {
@@ -67,13 +67,13 @@ impl Frontier {
     }
 
     /// The frontier's hashes, largest subtree first (their heights follow from the size).
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Vec<u8> {
         self.nodes.iter().flat_map(|(_, h)| *h).collect()
     }
 
     /// The frontier of a tree of `size` leaves from [`Self::to_bytes`]; `None` if the bytes do
     /// not fit that size.
-    pub(crate) fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
+    pub fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
         let heights: Vec<u32> = (0..64).rev().filter(|h| size >> h & 1 == 1).collect();
         if bytes.len() != heights.len() * 32 {
             return None;
@@ -87,7 +87,7 @@ impl Frontier {
     }
 
     /// MTH(D[size]): the perfect subtrees folded from the right.
-    pub(crate) fn root(&self) -> Hash {
+    pub fn root(&self) -> Hash {
         let mut iter = self.nodes.iter().rev();
         let Some(&(_, mut acc)) = iter.next() else {
             return empty_root();
@@ -100,7 +100,7 @@ impl Frontier {
 }
 
 /// MTH over leaf hashes, by the RFC's recursive definition.
-pub(crate) fn root_of(leaves: &[Hash]) -> Hash {
+pub fn root_of(leaves: &[Hash]) -> Hash {
     match leaves.len() {
         0 => empty_root(),
         1 => leaves[0],
@@ -122,7 +122,7 @@ fn split(n: usize) -> usize {
 
 /// PATH(m, D[n]): the audit path of leaf `index` (the tests' reference).
 #[cfg(test)]
-pub(crate) fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
+pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
     let mut mth =
         |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
     match inclusion_proof_with(index as u64, leaves.len() as u64, &mut mth) {
@@ -134,7 +134,7 @@ pub(crate) fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
 /// PROOF(m, D[n]): that the tree of the first `m` leaves is a prefix of the tree of `leaves`
 /// (the tests' reference).
 #[cfg(test)]
-pub(crate) fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
+pub fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
     let mut mth =
         |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
     match consistency_proof_with(m as u64, leaves.len() as u64, &mut mth) {
@@ -146,7 +146,7 @@ pub(crate) fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
 /// [`inclusion_proof`] for a tree of `size` leaves that are not in memory: `mth(lo, hi)` gives
 /// MTH(D[lo:hi]) for the ranges the proof needs (each a complete, aligned subtree or a right
 /// edge of one), so a store can answer from saved subtree hashes.
-pub(crate) fn inclusion_proof_with<E>(
+pub fn inclusion_proof_with<E>(
     index: u64,
     size: u64,
     mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
@@ -176,7 +176,7 @@ pub(crate) fn inclusion_proof_with<E>(
 
 /// [`consistency_proof`] for a tree of `size` leaves that are not in memory (see
 /// [`inclusion_proof_with`]).
-pub(crate) fn consistency_proof_with<E>(
+pub fn consistency_proof_with<E>(
     m: u64,
     size: u64,
     mth: &mut impl FnMut(u64, u64) -> Result<Hash, E>,
@@ -216,7 +216,7 @@ pub(crate) fn consistency_proof_with<E>(
 /// MTH(D[lo:hi]) from `complete(start, height)`, the hash of the complete subtree of
 /// `2^height` leaves starting at `start`, following the RFC's split: the left part of every
 /// split is complete and aligned, the right part splits again.
-pub(crate) fn range_root<E>(
+pub fn range_root<E>(
     lo: u64,
     hi: u64,
     complete: &mut impl FnMut(u64, u32) -> Result<Hash, E>,
@@ -234,13 +234,7 @@ pub(crate) fn range_root<E>(
     Ok(node_hash(&left, &right))
 }
 
-pub(crate) fn verify_inclusion(
-    index: u64,
-    size: u64,
-    leaf: &Hash,
-    proof: &[Hash],
-    root: &Hash,
-) -> bool {
+pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {
     if index >= size {
         return false;
     }
@@ -265,7 +259,7 @@ pub(crate) fn verify_inclusion(
     sn == 0 && r == *root
 }
 
-pub(crate) fn verify_consistency(
+pub fn verify_consistency(
     m: u64,
     n: u64,
     proof: &[Hash],

@@ -30,20 +30,20 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 
-use super::merkle::{self, Frontier, Hash};
+use crate::merkle::{self, Frontier, Hash};
 
 /// Leaves (or hashes) per tile, as a height: C2SP tiles have height 8.
-pub(crate) const HEIGHT: u32 = 8;
+pub const HEIGHT: u32 = 8;
 /// Hashes per full tile.
-pub(crate) const WIDTH: u64 = 1 << HEIGHT;
+pub const WIDTH: u64 = 1 << HEIGHT;
 
 const STAGING: &str = "staging";
 const SOURCES: &str = "sources";
-pub(crate) const CHECKPOINT: &str = "checkpoint";
+pub const CHECKPOINT: &str = "checkpoint";
 
 /// `N` as the spec writes it: 3-digit groups, all but the last prefixed `x`
 /// (`1234067` is `x001/x234/067`).
-pub(crate) fn index_path(n: u64) -> String {
+pub fn index_path(n: u64) -> String {
     let digits = n.to_string();
     let pad = (3 - digits.len() % 3) % 3;
     let digits = format!("{}{digits}", "0".repeat(pad));
@@ -67,16 +67,16 @@ pub(crate) fn index_path(n: u64) -> String {
 
 /// Which tile: `level` None is the entry bundles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TileId {
-    pub(crate) level: Option<u8>,
-    pub(crate) index: u64,
+pub struct TileId {
+    pub level: Option<u8>,
+    pub index: u64,
     /// Below [`WIDTH`] for a partial tile.
-    pub(crate) width: u64,
+    pub width: u64,
 }
 
 impl TileId {
     /// The path under the log directory, as the spec names it.
-    pub(crate) fn path(&self) -> String {
+    pub fn path(&self) -> String {
         let level = self
             .level
             .map_or_else(|| "entries".to_owned(), |l| l.to_string());
@@ -89,7 +89,7 @@ impl TileId {
 
     /// Parses a path after `tile/` strictly (the spec's spelling only, so no other file of the
     /// directory can be named by a request).
-    pub(crate) fn parse(path: &str) -> Option<Self> {
+    pub fn parse(path: &str) -> Option<Self> {
         let (path, width) = match path.split_once(".p/") {
             Some((p, w)) => {
                 if w.len() > 3 || w.starts_with('0') || !w.bytes().all(|b| b.is_ascii_digit()) {
@@ -151,7 +151,7 @@ fn partial_suffix(width: u64) -> String {
 }
 
 /// Appends one entry to a bundle.
-pub(crate) fn frame(out: &mut Vec<u8>, entry: &[u8]) {
+pub fn frame(out: &mut Vec<u8>, entry: &[u8]) {
     let len = u16::try_from(entry.len()).expect("entries are checked to fit in 65,535 bytes");
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(entry);
@@ -159,7 +159,7 @@ pub(crate) fn frame(out: &mut Vec<u8>, entry: &[u8]) {
 
 /// The entries of a bundle, and the length of the bytes they use: the parse stops at the
 /// first incomplete or empty entry (a torn tail) or one that is not a JSON object.
-pub(crate) fn unframe(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+pub fn unframe(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut entries = Vec::new();
     let mut at = 0;
     while at + 2 <= bytes.len() {
@@ -197,29 +197,29 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// A staging bundle written by a flush, as the syncer needs it.
 #[derive(Debug, Clone)]
-pub(crate) struct Segment {
-    pub(crate) file: Arc<File>,
+pub struct Segment {
+    pub file: Arc<File>,
     /// Which bundle it is.
-    pub(crate) bundle: u64,
+    pub bundle: u64,
     /// Bytes written to it by the end of the flush.
-    pub(crate) len: u64,
+    pub len: u64,
     /// Full: once synced, it is renamed into `tile/entries/`.
-    pub(crate) sealed: bool,
+    pub sealed: bool,
 }
 
 /// A run of ingested entries: `count` entries from `first` (a seq) of log `source`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Run {
-    pub(crate) count: u64,
-    pub(crate) source: String,
+pub struct Run {
+    pub count: u64,
+    pub source: String,
 }
 
 /// Every run of ingested entries, by first seq.
-pub(crate) type Sources = BTreeMap<u64, Run>;
+pub type Sources = BTreeMap<u64, Run>;
 
 /// Reads `sources`; lines past `size` (written before their entries, which never arrived) are
 /// dropped.
-pub(crate) fn read_sources(dir: &Path, size: u64) -> anyhow::Result<Sources> {
+pub fn read_sources(dir: &Path, size: u64) -> anyhow::Result<Sources> {
     let path = dir.join(SOURCES);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -260,7 +260,7 @@ pub(crate) fn read_sources(dir: &Path, size: u64) -> anyhow::Result<Sources> {
 }
 
 /// The source of the entry `seq`: a run's, or `own`.
-pub(crate) fn source_of<'a>(runs: &'a Sources, seq: u64, own: &'a str) -> &'a str {
+pub fn source_of<'a>(runs: &'a Sources, seq: u64, own: &'a str) -> &'a str {
     match runs.range(..=seq).next_back() {
         Some((first, run)) if seq < first + run.count => &run.source,
         _ => own,
@@ -295,7 +295,7 @@ fn hash_tile_path(dir: &Path, level: u8, index: u64) -> PathBuf {
 
 /// Moves a synced full bundle from `staging/` into `tile/entries/` and syncs both directories.
 /// Done by the syncer for each bundle that fills, and at start for one a crash left behind.
-pub(crate) fn seal(dir: &Path, bundle: u64) -> std::io::Result<()> {
+pub fn seal(dir: &Path, bundle: u64) -> std::io::Result<()> {
     let to = entries_path(dir, bundle);
     let parent = to.parent().expect("a parent");
     std::fs::create_dir_all(parent)?;
@@ -305,12 +305,12 @@ pub(crate) fn seal(dir: &Path, bundle: u64) -> std::io::Result<()> {
 }
 
 /// Syncs the staging directory (a new staging bundle's name).
-pub(crate) fn sync_staging(dir: &Path) -> std::io::Result<()> {
+pub fn sync_staging(dir: &Path) -> std::io::Result<()> {
     sync_dir(&dir.join(STAGING))
 }
 
 /// The size recorded in the `checkpoint` file, 0 without one.
-pub(crate) fn published_size(dir: &Path) -> u64 {
+pub fn published_size(dir: &Path) -> u64 {
     std::fs::read_to_string(dir.join(CHECKPOINT))
         .ok()
         .and_then(|t| t.lines().nth(1).and_then(|l| l.parse().ok()))
@@ -319,7 +319,7 @@ pub(crate) fn published_size(dir: &Path) -> u64 {
 
 /// The log directory's writer: appends entries, completes hash tiles, publishes checkpoints.
 #[derive(Debug)]
-pub(crate) struct TileWriter {
+pub struct TileWriter {
     dir: PathBuf,
     /// `staging/<bundle>`, open for appending.
     open: Arc<File>,
@@ -348,7 +348,7 @@ impl TileWriter {
     /// Opens (creating) the log in `dir`: seals a full staging bundle a crash left behind, cuts
     /// a torn tail off the one being filled, and writes again every hash tile past the size of
     /// the published checkpoint (tiles below it were synced before it was signed).
-    pub(crate) fn open(dir: &Path) -> anyhow::Result<Self> {
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir.join(STAGING))
             .with_context(|| format!("cannot create the audit log directory {}", dir.display()))?;
         std::fs::create_dir_all(dir.join("tile/entries"))?;
@@ -441,32 +441,32 @@ impl TileWriter {
         Ok(())
     }
 
-    pub(crate) fn size(&self) -> u64 {
+    pub fn size(&self) -> u64 {
         self.size + self.buf.len() as u64
     }
 
     /// Where the staging bundle's written bytes end: (bundle, bytes).
-    pub(crate) fn position(&self) -> (u64, u64) {
+    pub fn position(&self) -> (u64, u64) {
         (self.bundle, self.open_len)
     }
 
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Queues an entry for the next [`Self::flush`].
-    pub(crate) fn append(&mut self, entry: &[u8], leaf: Hash) {
+    pub fn append(&mut self, entry: &[u8], leaf: Hash) {
         self.buf.push((entry.to_vec(), leaf));
     }
 
     /// Drops the entries queued since the last flush.
-    pub(crate) fn discard(&mut self) {
+    pub fn discard(&mut self) {
         self.buf.clear();
     }
 
     /// Writes the queued entries to their staging bundles (opening the next when one fills)
     /// and the hash tiles they complete. Nothing is synced: the segments go to the syncer.
-    pub(crate) fn flush(&mut self) -> std::io::Result<Vec<Segment>> {
+    pub fn flush(&mut self) -> std::io::Result<Vec<Segment>> {
         let mut segments = Vec::new();
         let mut queued = std::mem::take(&mut self.buf).into_iter().peekable();
         while queued.peek().is_some() {
@@ -518,7 +518,7 @@ impl TileWriter {
     }
 
     /// The frontier of the written log, from the incomplete tiles.
-    pub(crate) fn frontier(&self) -> Frontier {
+    pub fn frontier(&self) -> Frontier {
         let size = self.size;
         let mut bytes = Vec::new();
         for h in (0..64u32).rev().filter(|h| size >> h & 1 == 1) {
@@ -535,7 +535,7 @@ impl TileWriter {
 
     /// Cuts the staging bundles back to `(bundle, len)`, the last position a sync covered:
     /// after a failed sync, the entries past it were refused and must not reappear at start.
-    pub(crate) fn cut_back(&mut self, bundle: u64, len: u64) -> std::io::Result<()> {
+    pub fn cut_back(&mut self, bundle: u64, len: u64) -> std::io::Result<()> {
         self.buf.clear();
         for n in bundle..=self.bundle {
             let keep = if n == bundle { len } else { 0 };
@@ -552,7 +552,7 @@ impl TileWriter {
 
     /// Records that `count` entries from `first` were ingested from `source`; synced before
     /// they are written.
-    pub(crate) fn add_run(&mut self, first: u64, count: u64, source: &str) -> std::io::Result<()> {
+    pub fn add_run(&mut self, first: u64, count: u64, source: &str) -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .append(true)
             .create(true)
@@ -564,7 +564,7 @@ impl TileWriter {
 
     /// Publishes `note`, a checkpoint over every written entry, here and now (the entries
     /// must be durable already).
-    pub(crate) fn publish(&mut self, note: &str) -> std::io::Result<()> {
+    pub fn publish(&mut self, note: &str) -> std::io::Result<()> {
         self.publication(note.to_owned()).publish()
     }
 
@@ -572,7 +572,7 @@ impl TileWriter {
     /// appended since the last flush), needs: taken now, published by
     /// [`Publication::publish`] once the entries are durable, on another thread while this
     /// writer goes on.
-    pub(crate) fn publication(&mut self, note: String) -> Publication {
+    pub fn publication(&mut self, note: String) -> Publication {
         Publication {
             dir: self.dir.clone(),
             note,
@@ -587,10 +587,10 @@ impl TileWriter {
 
 /// A checkpoint to publish in the log directory, with the state of the tiles it covers.
 #[derive(Debug)]
-pub(crate) struct Publication {
+pub struct Publication {
     dir: PathBuf,
     note: String,
-    pub(crate) size: u64,
+    pub size: u64,
     bundle: u64,
     open_len: u64,
     partial: Vec<Vec<Hash>>,
@@ -601,7 +601,7 @@ impl Publication {
     /// Writes the partial tiles the checkpoint needs, syncs every hash tile written since the
     /// last one, then writes the `checkpoint` file, each synced. The entries it covers must
     /// be durable.
-    pub(crate) fn publish(self) -> std::io::Result<()> {
+    pub fn publish(self) -> std::io::Result<()> {
         let mut dirs: Vec<PathBuf> = Vec::new();
         for path in &self.unsynced {
             File::open(path)?.sync_data()?;
@@ -706,23 +706,23 @@ fn full_bundles(dir: &Path) -> u64 {
 /// Reads the log directory: entries and hashes of the first `size` entries, a size the caller
 /// knows is durable.
 #[derive(Debug, Clone)]
-pub(crate) struct TileReader {
+pub struct TileReader {
     dir: PathBuf,
 }
 
 impl TileReader {
-    pub(crate) fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
         }
     }
 
-    pub(crate) fn dir(&self) -> &Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The entries of bundle `n` within the first `size` entries.
-    pub(crate) fn bundle(&self, n: u64, size: u64) -> std::io::Result<Vec<Vec<u8>>> {
+    pub fn bundle(&self, n: u64, size: u64) -> std::io::Result<Vec<Vec<u8>>> {
         let want = size.saturating_sub(n * WIDTH).min(WIDTH) as usize;
         if want == 0 {
             return Ok(Vec::new());
@@ -739,7 +739,7 @@ impl TileReader {
     }
 
     /// Calls `f(seq, entry)` for the entries `from..=to` (seqs count from 1).
-    pub(crate) fn for_each(
+    pub fn for_each(
         &self,
         from: u64,
         to: u64,
@@ -765,7 +765,7 @@ impl TileReader {
 
     /// The hashes of tile `n` of `level` within a log of `size` entries: read when the full
     /// tile is on disk, computed from the level below otherwise.
-    pub(crate) fn hashes(&self, level: u8, n: u64, size: u64) -> std::io::Result<Vec<Hash>> {
+    pub fn hashes(&self, level: u8, n: u64, size: u64) -> std::io::Result<Vec<Hash>> {
         let nodes = size >> (HEIGHT * level as u32);
         if nodes >= (n + 1) * WIDTH
             && let Ok(bytes) = std::fs::read(hash_tile_path(&self.dir, level, n))
@@ -780,7 +780,7 @@ impl TileReader {
     }
 
     /// Tile `n` of `level` computed from the level below (from the entries at level 0).
-    pub(crate) fn build_tile(&self, level: u8, n: u64, size: u64) -> std::io::Result<Vec<Hash>> {
+    pub fn build_tile(&self, level: u8, n: u64, size: u64) -> std::io::Result<Vec<Hash>> {
         if level == 0 {
             return Ok(self
                 .bundle(n, size)?
@@ -800,7 +800,7 @@ impl TileReader {
 
     /// The hash of the complete subtree of `2^height` leaves from leaf `start`, in a log of
     /// `size` entries.
-    pub(crate) fn complete(&self, start: u64, height: u32, size: u64) -> std::io::Result<Hash> {
+    pub fn complete(&self, start: u64, height: u32, size: u64) -> std::io::Result<Hash> {
         let level = height / HEIGHT;
         let node = start >> (HEIGHT * level);
         let tile = self.hashes(level as u8, node / WIDTH, size)?;
@@ -817,7 +817,7 @@ impl TileReader {
     }
 
     /// MTH of the first `size` entries.
-    pub(crate) fn root(&self, size: u64) -> std::io::Result<Hash> {
+    pub fn root(&self, size: u64) -> std::io::Result<Hash> {
         merkle::range_root(0, size, &mut |s, h| self.complete(s, h, size))
     }
 }
