@@ -29,7 +29,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::fsx;
-use meshguard_tlog::merkle::{leaf_hash as leaf, node_hash as node};
+use meshguard_tlog::merkle::{Frontier, leaf_hash as leaf};
 use meshguard_tlog::note::{Checkpoint, Note, Vkey};
 
 pub const FORMAT: &str = "meshguard-audit-archive/v1";
@@ -92,52 +92,22 @@ pub(crate) struct Line {
     pub(crate) entry: Value,
 }
 
-/// A Merkle tree's frontier: enough to extend it and compute its root.
-#[derive(Debug, Clone, Default)]
-struct Frontier {
-    size: u64,
-    nodes: Vec<[u8; 32]>,
+/// The archive's Merkle frontier from `ARCHIVE.json` (hex hashes, largest subtree first).
+fn frontier_from_state(s: &State) -> Result<Frontier> {
+    let mut bytes = Vec::with_capacity(s.frontier.len() * 32);
+    for h in &s.frontier {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(h, &mut out)
+            .context("ARCHIVE.json: a frontier hash is not 64 hex digits")?;
+        bytes.extend_from_slice(&out);
+    }
+    Frontier::from_bytes(s.size, &bytes)
+        .context("ARCHIVE.json: the frontier does not fit the archived size")
 }
 
-impl Frontier {
-    fn push(&mut self, leaf: [u8; 32]) {
-        let mut h = leaf;
-        let mut s = self.size;
-        while s & 1 == 1 {
-            let left = self.nodes.pop().expect("one node per set bit of the size");
-            h = node(&left, &h);
-            s >>= 1;
-        }
-        self.nodes.push(h);
-        self.size += 1;
-    }
-
-    fn root(&self) -> [u8; 32] {
-        let mut it = self.nodes.iter().rev();
-        let Some(last) = it.next() else {
-            return meshguard_tlog::merkle::empty_root();
-        };
-        it.fold(*last, |acc, left| node(left, &acc))
-    }
-
-    fn from_state(s: &State) -> Result<Self> {
-        let nodes = s
-            .frontier
-            .iter()
-            .map(|h| {
-                let mut out = [0u8; 32];
-                hex::decode_to_slice(h, &mut out).map(|()| out)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .context("ARCHIVE.json: a frontier hash is not 64 hex digits")?;
-        if nodes.len() != s.size.count_ones() as usize {
-            bail!("ARCHIVE.json: the frontier does not fit the archived size");
-        }
-        Ok(Self {
-            size: s.size,
-            nodes,
-        })
-    }
+/// The frontier as `ARCHIVE.json` keeps it.
+fn frontier_to_state(tree: &Frontier) -> Vec<String> {
+    tree.to_bytes().chunks_exact(32).map(hex::encode).collect()
 }
 
 /// Checks one line against the chain of its source and adds it to the tree.
@@ -331,7 +301,7 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
             state.origin
         );
     }
-    let mut tree = Frontier::from_state(&state)?;
+    let mut tree = frontier_from_state(&state)?;
     if checkpoint.size < state.size {
         bail!(
             "the log's signed size ({}) is smaller than what is archived ({}): the log was truncated or replaced; nothing was archived",
@@ -407,7 +377,7 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
     state.checkpoints.push(checkpoint.size);
     state.size = checkpoint.size;
     state.heads = heads;
-    state.frontier = tree.nodes.iter().map(hex::encode).collect();
+    state.frontier = frontier_to_state(&tree);
     write_sums(dir, &state)?;
     let mut bytes = serde_json::to_vec_pretty(&state)?;
     bytes.push(b'\n');
@@ -518,32 +488,32 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
                 .with_context(|| format!("{}: entry {next} is not an export line", s.file))?;
             take(&line, next, &mut heads, &mut tree).with_context(|| s.file.clone())?;
             next += 1;
-            if let Some(slot) = wanted.get_mut(&tree.size) {
+            if let Some(slot) = wanted.get_mut(&tree.size()) {
                 *slot = Some(tree.root());
             }
-            if let Some(root) = notes.get(&tree.size)
+            if let Some(root) = notes.get(&tree.size())
                 && *root != tree.root()
             {
                 bail!(
                     "the archived entries up to {} do not make the tree its signed checkpoint covers: an entry was altered",
-                    tree.size
+                    tree.size()
                 );
             }
         }
-        if tree.size != s.to {
+        if tree.size() != s.to {
             bail!(
                 "{} should end at entry {}, but ends at {}",
                 s.file,
                 s.to,
-                tree.size
+                tree.size()
             );
         }
     }
-    if tree.size != state.size || state.checkpoints.last() != Some(&state.size) {
+    if tree.size() != state.size || state.checkpoints.last() != Some(&state.size) {
         bail!(
             "ARCHIVE.json says {} entries, the segments hold {}",
             state.size,
-            tree.size
+            tree.size()
         );
     }
     for e in &state.evidence {
@@ -556,7 +526,7 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
         .collect();
     Ok(Verified {
         origin: state.origin,
-        entries: tree.size,
+        entries: tree.size(),
         segments: state.segments.len(),
         checkpoints: state.checkpoints.len(),
         root: B64.encode(tree.root()),
@@ -635,7 +605,7 @@ fn root_at(dir: &Path, state: &State, size: u64) -> Result<[u8; 32]> {
         let text = std::fs::read_to_string(dir.join(&s.file))
             .with_context(|| format!("cannot read {}", s.file))?;
         for raw in text.lines() {
-            if tree.size == size {
+            if tree.size() == size {
                 return Ok(tree.root());
             }
             let line: Line = serde_json::from_str(raw)
@@ -644,12 +614,12 @@ fn root_at(dir: &Path, state: &State, size: u64) -> Result<[u8; 32]> {
             tree.push(leaf(body.as_bytes()));
         }
     }
-    if tree.size == size {
+    if tree.size() == size {
         return Ok(tree.root());
     }
     bail!(
         "the archive holds {} entries, fewer than {size}; pull first",
-        tree.size
+        tree.size()
     )
 }
 
@@ -835,33 +805,4 @@ pub fn retrieve(dir: &Path, evidence: Option<(&str, &Path)>) -> Result<Retrieved
         root: v.root,
         evidence,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The frontier's root is RFC 9162's MTH for every size (compared with the recursive form).
-    #[test]
-    fn the_frontier_root_is_the_merkle_tree_hash() {
-        fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
-            match leaves.len() {
-                0 => meshguard_tlog::merkle::empty_root(),
-                1 => leaves[0],
-                n => {
-                    let k = 1usize << (usize::BITS - (n - 1).leading_zeros() - 1);
-                    node(&mth(&leaves[..k]), &mth(&leaves[k..]))
-                }
-            }
-        }
-        let mut f = Frontier::default();
-        let mut leaves = Vec::new();
-        assert_eq!(f.root(), mth(&leaves));
-        for i in 0u32..70 {
-            let l = leaf(&i.to_be_bytes());
-            leaves.push(l);
-            f.push(l);
-            assert_eq!(f.root(), mth(&leaves), "size {}", i + 1);
-        }
-    }
 }

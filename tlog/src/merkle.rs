@@ -7,7 +7,6 @@
 //! are checked here against a brute-force tree for every size below 40.
 
 use sha2::{Digest, Sha256};
-#[cfg(test)]
 use std::convert::Infallible;
 
 pub type Hash = [u8; 32];
@@ -120,8 +119,7 @@ fn split(n: usize) -> usize {
     k
 }
 
-/// PATH(m, D[n]): the audit path of leaf `index` (the tests' reference).
-#[cfg(test)]
+/// PATH(m, D[n]): the audit path of leaf `index`, from every leaf (the tests' reference).
 pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
     let mut mth =
         |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
@@ -133,7 +131,6 @@ pub fn inclusion_proof(index: usize, leaves: &[Hash]) -> Vec<Hash> {
 
 /// PROOF(m, D[n]): that the tree of the first `m` leaves is a prefix of the tree of `leaves`
 /// (the tests' reference).
-#[cfg(test)]
 pub fn consistency_proof(m: usize, leaves: &[Hash]) -> Vec<Hash> {
     let mut mth =
         |lo: u64, hi: u64| Ok::<_, Infallible>(root_of(&leaves[lo as usize..hi as usize]));
@@ -232,6 +229,81 @@ pub fn range_root<E>(
     let left = complete(lo, k.trailing_zeros())?;
     let right = range_root(lo + k, hi, complete)?;
     Ok(node_hash(&left, &right))
+}
+
+/// The root of the tree of `size` leaves from a run of its leaf hashes, `leaves`, and the
+/// inclusion proofs of the run's first and last leaf, each `(index, hashes leaf to root)`:
+/// every subtree outside the run is a sibling on the path of its first or its last leaf
+/// (RFC 9162 §2.1.3), so the two proofs and the run determine the root. A run that rebuilds a
+/// signed root proves each of its entries as its own inclusion proof would.
+pub fn run_root(
+    size: u64,
+    first: (u64, &[Hash]),
+    last: (u64, &[Hash]),
+    leaves: &[Hash],
+) -> Result<Hash, String> {
+    let (a, b) = (first.0, last.0);
+    if a > b || b >= size || leaves.len() as u64 != b - a + 1 {
+        return Err(format!(
+            "the run {a}..={b} of {} leaves does not fit a tree of {size}",
+            leaves.len()
+        ));
+    }
+    let mut known: std::collections::BTreeMap<(u64, u64), Hash> = Default::default();
+    for (index, proof) in [first, last] {
+        let spans = path_spans(index, 0, size);
+        if spans.len() != proof.len() {
+            return Err(format!(
+                "the proof of leaf {index} has {} hashes; a tree of {size} needs {}",
+                proof.len(),
+                spans.len()
+            ));
+        }
+        known.extend(spans.into_iter().zip(proof.iter().copied()));
+    }
+    // MTH of leaves lo..hi: from the run where it covers them, else a sibling a proof gave.
+    let run = |lo: u64, hi: u64| root_of(&leaves[(lo - a) as usize..(hi - a) as usize]);
+    fn mth(
+        lo: u64,
+        hi: u64,
+        (a, b): (u64, u64),
+        run: &dyn Fn(u64, u64) -> Hash,
+        known: &std::collections::BTreeMap<(u64, u64), Hash>,
+    ) -> Result<Hash, String> {
+        if lo >= a && hi <= b + 1 {
+            return Ok(run(lo, hi));
+        }
+        if hi <= a || lo > b {
+            return known
+                .get(&(lo, hi))
+                .copied()
+                .ok_or_else(|| format!("the proofs lack the subtree of leaves {lo}..{hi}"));
+        }
+        let k = split((hi - lo) as usize) as u64;
+        Ok(node_hash(
+            &mth(lo, lo + k, (a, b), run, known)?,
+            &mth(lo + k, hi, (a, b), run, known)?,
+        ))
+    }
+    mth(0, size, (a, b), &run, &known)
+}
+
+/// The spans `(lo, hi)` of the siblings on the path of leaf `m` in the tree `lo..hi`, leaf to
+/// root: the order of an RFC 9162 inclusion proof.
+fn path_spans(m: u64, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    if hi - lo <= 1 {
+        return Vec::new();
+    }
+    let k = split((hi - lo) as usize) as u64;
+    if m < lo + k {
+        let mut v = path_spans(m, lo, lo + k);
+        v.push((lo + k, hi));
+        v
+    } else {
+        let mut v = path_spans(m, lo + k, hi);
+        v.push((lo, lo + k));
+        v
+    }
 }
 
 pub fn verify_inclusion(index: u64, size: u64, leaf: &Hash, proof: &[Hash], root: &Hash) -> bool {

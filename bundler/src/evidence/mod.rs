@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audit_archive::{Line, Source};
 use crate::keys::{MediaKey, MediaPublicKey};
-use meshguard_tlog::merkle::{leaf_hash, node_hash as node};
+use meshguard_tlog::merkle::leaf_hash;
 use meshguard_tlog::note::{Checkpoint, Note, Vkey};
 
 pub const FORMAT: &str = "meshguard-evidence/v1";
@@ -861,101 +861,31 @@ fn poam(profile: &profiles::Profile, ar: &Value, origin: &str, created_at: &str)
 }
 
 /// The root of the tree of `size` leaves, from the leaves `first.index..=last.index` and the
-/// two inclusion proofs: every subtree outside the run is a sibling on the path of its first
-/// or its last leaf (RFC 9162 §2.1.3), so the two proofs and the run determine the root. A
-/// run that rebuilds the signed root proves each of its entries as its own inclusion proof
-/// would.
+/// two inclusion proofs (base64 as the gateway serves them): see
+/// [`meshguard_tlog::merkle::run_root`].
 pub fn range_root(
     size: u64,
     first: &Inclusion,
     last: &Inclusion,
     leaves: &[[u8; 32]],
 ) -> std::result::Result<[u8; 32], String> {
-    let (a, b) = (first.index, last.index);
-    if a > b || b >= size || leaves.len() as u64 != b - a + 1 {
-        return Err(format!(
-            "the run {a}..={b} of {} leaves does not fit a tree of {size}",
-            leaves.len()
-        ));
-    }
-    let mut known: BTreeMap<(u64, u64), [u8; 32]> = BTreeMap::new();
-    for p in [first, last] {
-        let spans = path_spans(p.index, 0, size);
-        if spans.len() != p.hashes.len() {
-            return Err(format!(
-                "the proof of leaf {} has {} hashes; a tree of {size} needs {}",
-                p.index,
-                p.hashes.len(),
-                spans.len()
-            ));
-        }
-        for (span, h) in spans.into_iter().zip(&p.hashes) {
-            let raw = B64
-                .decode(h)
-                .ok()
-                .and_then(|v| <[u8; 32]>::try_from(v).ok())
-                .ok_or_else(|| format!("a proof hash {h:?} is not 32 bytes of base64"))?;
-            known.insert(span, raw);
-        }
-    }
-    fn mth(
-        lo: u64,
-        hi: u64,
-        a: u64,
-        b: u64,
-        leaves: &[[u8; 32]],
-        known: &BTreeMap<(u64, u64), [u8; 32]>,
-    ) -> std::result::Result<[u8; 32], String> {
-        if lo >= a && hi <= b + 1 {
-            return Ok(subtree(&leaves[(lo - a) as usize..(hi - a) as usize]));
-        }
-        if hi <= a || lo > b {
-            return known
-                .get(&(lo, hi))
-                .copied()
-                .ok_or_else(|| format!("the proofs lack the subtree of leaves {lo}..{hi}"));
-        }
-        let k = split(hi - lo);
-        Ok(node(
-            &mth(lo, lo + k, a, b, leaves, known)?,
-            &mth(lo + k, hi, a, b, leaves, known)?,
-        ))
-    }
-    mth(0, size, a, b, leaves, &known)
-}
-
-/// The largest power of two smaller than `n` (n > 1).
-fn split(n: u64) -> u64 {
-    1 << (63 - (n - 1).leading_zeros())
-}
-
-/// The subtree hash of `leaves` (leaf hashes), RFC 9162 §2.1.1.
-fn subtree(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        1 => leaves[0],
-        n => {
-            let k = split(n as u64) as usize;
-            node(&subtree(&leaves[..k]), &subtree(&leaves[k..]))
-        }
-    }
-}
-
-/// The spans `(lo, hi)` of the siblings on the path of leaf `m` in the tree `lo..hi`, leaf to
-/// root: the order of an RFC 9162 inclusion proof.
-fn path_spans(m: u64, lo: u64, hi: u64) -> Vec<(u64, u64)> {
-    if hi - lo <= 1 {
-        return Vec::new();
-    }
-    let k = split(hi - lo);
-    if m < lo + k {
-        let mut v = path_spans(m, lo, lo + k);
-        v.push((lo + k, hi));
-        v
-    } else {
-        let mut v = path_spans(m, lo + k, hi);
-        v.push((lo, lo + k));
-        v
-    }
+    let decode = |p: &Inclusion| -> std::result::Result<Vec<[u8; 32]>, String> {
+        p.hashes
+            .iter()
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                    .ok_or_else(|| format!("a proof hash {h:?} is not 32 bytes of base64"))
+            })
+            .collect()
+    };
+    meshguard_tlog::merkle::run_root(
+        size,
+        (first.index, &decode(first)?),
+        (last.index, &decode(last)?),
+        leaves,
+    )
 }
 
 /// Keys the verifier trusts.
@@ -1794,9 +1724,9 @@ mod tests {
 
     /// The inclusion proof of leaf `m` in `all`, computed from all the leaves.
     fn proof(m: u64, all: &[[u8; 32]]) -> Inclusion {
-        let hashes = path_spans(m, 0, all.len() as u64)
-            .into_iter()
-            .map(|(lo, hi)| B64.encode(subtree(&all[lo as usize..hi as usize])))
+        let hashes = meshguard_tlog::merkle::inclusion_proof(m as usize, all)
+            .iter()
+            .map(|h| B64.encode(h))
             .collect();
         Inclusion { index: m, hashes }
     }
@@ -1805,7 +1735,7 @@ mod tests {
     fn every_run_rebuilds_the_root_and_an_altered_leaf_does_not() {
         for size in 1..=17u64 {
             let all = leaves(size);
-            let root = subtree(&all);
+            let root = meshguard_tlog::merkle::root_of(&all);
             for a in 0..size {
                 for b in a..size {
                     let run = &all[a as usize..=b as usize];
