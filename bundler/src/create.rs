@@ -605,14 +605,26 @@ pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), Bundl
 }
 
 /// The gateway's policy bundle (`meshguard-policy-bundle/v1`) from a directory of YAML files.
+/// Each is checked with the gateway's own parser first: media with a policy the gateway would
+/// refuse are not made (every problem of every file is named, with its field and line).
 pub fn policy_bundle(dir: &Path, version: &str, created: &str) -> Result<Vec<u8>, BundleError> {
     let mut policies = Vec::new();
+    let mut problems = Vec::new();
     for rel in fsx::walk(dir)? {
         if !(rel.ends_with(".yaml") || rel.ends_with(".yml")) {
             continue;
         }
         let p = dir.join(&rel);
         let content = fs::read_to_string(&p).map_err(|e| BundleError::io("read", &p, e))?;
+        for issue in meshguard_policy::parse_policy(&content).errors {
+            let at = match (issue.path.as_str(), issue.line) {
+                ("", Some(line)) => format!(":{line}"),
+                (path, Some(line)) => format!(":{line} ({path})"),
+                ("", None) => String::new(),
+                (path, None) => format!(" ({path})"),
+            };
+            problems.push(format!("{}{at}: {}", p.display(), issue.message));
+        }
         let name = Path::new(&rel)
             .file_stem()
             .unwrap_or_default()
@@ -623,6 +635,12 @@ pub fn policy_bundle(dir: &Path, version: &str, created: &str) -> Result<Vec<u8>
             "digest": format!("sha256:{}", fsx::sha256_hex(content.as_bytes())),
             "content": content,
         }));
+    }
+    if !problems.is_empty() {
+        return Err(BundleError::Input(format!(
+            "the gateway would refuse these policies, so no media are made; fix them (`POST /admin/policies/validate` gives the same answers):\n  {}",
+            problems.join("\n  ")
+        )));
     }
     if policies.is_empty() {
         return Err(BundleError::Input(format!(

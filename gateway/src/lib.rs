@@ -25,7 +25,7 @@ mod limits;
 mod listen;
 mod metrics;
 mod pkcs11;
-mod policy;
+use meshguard_policy as policy;
 mod policy_files;
 mod redaction;
 mod refusals;

@@ -490,4 +490,45 @@ fn manifest_errors_name_the_line() {
         "{err}"
     );
     assert!(!t.path().join("o").exists(), "nothing is left behind");
+    // A policy the gateway would refuse: every problem named with its file and line, no media.
+    let dir = t.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.yaml"),
+        "name: good\nrules:\n  - name: r\n    effect: allow\n    actions: ['read:*']\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.yaml"),
+        "name: bad\nrules:\n  - name: r\n    effect: permit\n    actions: ['read:*']\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.yaml"), "name: [unclosed\n").unwrap();
+    let m = manifest(t.path(), "1.0.2", "policies: policies\n");
+    let err = fails(
+        bundle(
+            &[
+                "create",
+                "--manifest",
+                m.to_str().unwrap(),
+                "--out",
+                "o",
+                "--key",
+                &k.ed_secret(),
+            ],
+            t.path(),
+        ),
+        "create",
+    );
+    assert!(
+        err.contains("the gateway would refuse these policies"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:4") && err.contains("permit"),
+        "{err}"
+    );
+    assert!(err.contains("broken.yaml"), "{err}");
+    assert!(!err.contains("good.yaml"), "{err}");
+    assert!(!t.path().join("o").exists(), "nothing is left behind");
 }

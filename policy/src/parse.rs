@@ -17,10 +17,10 @@ use super::{
 
 /// The result of parsing one document: a checked document when there are no errors.
 #[derive(Debug)]
-pub(crate) struct ParsedPolicy {
-    pub(crate) doc: Option<PolicyDoc>,
-    pub(crate) errors: Vec<ValidationIssue>,
-    pub(crate) warnings: Vec<ValidationIssue>,
+pub struct ParsedPolicy {
+    pub doc: Option<PolicyDoc>,
+    pub errors: Vec<ValidationIssue>,
+    pub warnings: Vec<ValidationIssue>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -56,7 +56,7 @@ const RULE_KEYS: &[&str] = &[
 ];
 
 /// Parses a policy document (YAML; JSON is YAML too).
-pub(crate) fn parse_policy(text: &str) -> ParsedPolicy {
+pub fn parse_policy(text: &str) -> ParsedPolicy {
     let mut cx = Cx::default();
     let doc = match parse_tree(text) {
         Ok(Node::Mapping(map)) => cx.document(&map),

@@ -14,8 +14,8 @@ use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, Rule};
 
 /// An immutable snapshot of every active policy, sorted by name.
 #[derive(Debug, Default)]
-pub(crate) struct PolicySet {
-    pub(crate) version: u64,
+pub struct PolicySet {
+    pub version: u64,
     policies: Vec<(String, Arc<PolicyDoc>)>,
     /// Per policy (same order): which rules can match a given verb.
     indexes: Vec<RuleIndex>,
@@ -151,7 +151,7 @@ impl RuleIndex {
 }
 
 impl PolicySet {
-    pub(crate) fn new(version: u64, mut policies: Vec<(String, Arc<PolicyDoc>)>) -> Self {
+    pub fn new(version: u64, mut policies: Vec<(String, Arc<PolicyDoc>)>) -> Self {
         policies.sort_by(|a, b| a.0.cmp(&b.0));
         let indexes = policies
             .iter()
@@ -166,41 +166,41 @@ impl PolicySet {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.policies.len()
     }
 }
 
 /// What is being decided.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct EvalRequest<'a> {
-    pub(crate) agent_id: &'a str,
-    pub(crate) agent_name: &'a str,
-    pub(crate) tier: TrustTier,
-    pub(crate) tags: &'a [String],
+pub struct EvalRequest<'a> {
+    pub agent_id: &'a str,
+    pub agent_name: &'a str,
+    pub tier: TrustTier,
+    pub tags: &'a [String],
     /// `verb:resource`, e.g. `read:api/users/123`.
-    pub(crate) action: &'a str,
+    pub action: &'a str,
     /// `X-MeshGuard-Resource`, when the caller sent one.
-    pub(crate) resource: Option<&'a str>,
-    pub(crate) context: Option<&'a Map<String, Value>>,
+    pub resource: Option<&'a str>,
+    pub context: Option<&'a Map<String, Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
     Allow,
     Deny,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Decision {
-    pub(crate) outcome: Outcome,
-    pub(crate) policy: Option<String>,
-    pub(crate) rule: Option<String>,
-    pub(crate) reason: String,
-    pub(crate) snapshot: u64,
+pub struct Decision {
+    pub outcome: Outcome,
+    pub policy: Option<String>,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub snapshot: u64,
 }
 
-pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
+pub fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
     let mut first_allow: Option<(&str, &Rule)> = None;
     let mut default_deny: Option<&str> = None;
     let mut applicable = 0usize;
@@ -276,7 +276,7 @@ pub(crate) fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
 /// Whether the applicable policies let the agent take `req.action` on behalf of a chain of
 /// `depth` delegators: some policy's `delegation` must have a `permissionCeiling` pattern that
 /// matches the action and a `maxDepth` of at least `depth`. `Err` says why not.
-pub(crate) fn delegation_allows(
+pub fn delegation_allows(
     set: &PolicySet,
     req: &EvalRequest<'_>,
     depth: usize,
@@ -308,7 +308,7 @@ pub(crate) fn delegation_allows(
 }
 
 /// The tightest `rateLimits` among the policies that apply to the agent.
-pub(crate) fn rate_limits_for(set: &PolicySet, req: &EvalRequest<'_>) -> super::RateLimits {
+pub fn rate_limits_for(set: &PolicySet, req: &EvalRequest<'_>) -> super::RateLimits {
     let mut out = super::RateLimits::default();
     for i in set.agents.candidates(req) {
         let doc = &set.policies[i].1;
@@ -428,7 +428,7 @@ fn scalar_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::parse_policy;
+    use crate::parse_policy;
 
     fn set(docs: &[&str]) -> PolicySet {
         let policies = docs

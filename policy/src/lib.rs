@@ -9,16 +9,14 @@ mod engine;
 mod glob;
 mod parse;
 
-pub(crate) use engine::{
-    EvalRequest, Outcome, PolicySet, delegation_allows, evaluate, rate_limits_for,
-};
-pub(crate) use parse::{ParsedPolicy, parse_policy};
+pub use engine::{EvalRequest, Outcome, PolicySet, delegation_allows, evaluate, rate_limits_for};
+pub use parse::{ParsedPolicy, parse_policy};
 
 use meshguard_api::TrustTier;
 
 /// What a matched rule (or a policy default) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Effect {
+pub enum Effect {
     Allow,
     Deny,
     /// `require_approval`: no approval workflow exists yet, so it denies and says why.
@@ -26,7 +24,7 @@ pub(crate) enum Effect {
 }
 
 impl Effect {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Effect::Allow => "allow",
             Effect::Deny => "deny",
@@ -37,39 +35,39 @@ impl Effect {
 
 /// A checked policy document.
 #[derive(Debug, Clone)]
-pub(crate) struct PolicyDoc {
-    pub(crate) name: Option<String>,
-    pub(crate) version: Option<String>,
-    pub(crate) description: Option<String>,
-    pub(crate) applies_to: AppliesTo,
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) default_effect: Effect,
+pub struct PolicyDoc {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub applies_to: AppliesTo,
+    pub rules: Vec<Rule>,
+    pub default_effect: Effect,
     /// `rateLimits`: requests per minute and per hour for each agent the policy applies to.
-    pub(crate) rate_limits: RateLimits,
+    pub rate_limits: RateLimits,
     /// `delegation`: what agents it applies to may do on another agent's behalf.
-    pub(crate) delegation: Option<Delegation>,
+    pub delegation: Option<Delegation>,
 }
 
 /// The gateway's hard cap on delegation chains, whatever a policy says.
-pub(crate) const MAX_DELEGATION_DEPTH: u8 = 5;
+pub const MAX_DELEGATION_DEPTH: u8 = 5;
 
 #[derive(Debug, Clone)]
-pub(crate) struct Delegation {
+pub struct Delegation {
     /// Longest chain of delegators allowed.
-    pub(crate) max_depth: u8,
+    pub max_depth: u8,
     /// A delegated action must match one of these.
-    pub(crate) ceiling: Vec<glob::Pattern>,
+    pub ceiling: Vec<glob::Pattern>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct RateLimits {
-    pub(crate) per_minute: Option<u32>,
-    pub(crate) per_hour: Option<u32>,
+pub struct RateLimits {
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
 }
 
 /// Which agents a policy governs.
 #[derive(Debug, Clone)]
-pub(crate) enum AppliesTo {
+pub enum AppliesTo {
     /// `appliesTo` absent: every agent.
     All,
     /// List form: an agent whose name, id or any tag equals an entry.
@@ -83,18 +81,18 @@ pub(crate) enum AppliesTo {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct Rule {
+pub struct Rule {
     /// `id`, else `name`, else `rule-<index>`: what decisions report as `rule`.
-    pub(crate) id: String,
-    pub(crate) effect: Effect,
-    pub(crate) actions: Vec<glob::Pattern>,
-    pub(crate) conditions: Vec<Condition>,
-    pub(crate) reason: Option<String>,
+    pub id: String,
+    pub effect: Effect,
+    pub actions: Vec<glob::Pattern>,
+    pub conditions: Vec<Condition>,
+    pub reason: Option<String>,
 }
 
 /// One condition of a rule; all of a rule's conditions must hold for it to match.
 #[derive(Debug, Clone)]
-pub(crate) enum Condition {
+pub enum Condition {
     /// Terraform dialect: the verb (before `:`) is one of these (`*` allows any).
     Verb(Vec<String>),
     /// Terraform dialect: `/` + the resource matches one of these globs.
@@ -112,7 +110,7 @@ pub(crate) enum Condition {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum ContextTest {
+pub enum ContextTest {
     Equals(String),
     In(Vec<String>),
     Exists(bool),

@@ -6,14 +6,14 @@
 
 /// A compiled pattern: the literal pieces between the `*`s.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Pattern {
+pub struct Pattern {
     source: String,
     pieces: Vec<String>,
     wildcard: bool,
 }
 
 impl Pattern {
-    pub(crate) fn new(source: &str) -> Self {
+    pub fn new(source: &str) -> Self {
         let pieces: Vec<String> = source.split('*').map(str::to_owned).collect();
         Self {
             source: source.to_owned(),
@@ -22,11 +22,11 @@ impl Pattern {
         }
     }
 
-    pub(crate) fn as_str(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         &self.source
     }
 
-    pub(crate) fn matches(&self, text: &str) -> bool {
+    pub fn matches(&self, text: &str) -> bool {
         if !self.wildcard {
             return self.source == text;
         }
