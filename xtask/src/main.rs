@@ -187,22 +187,6 @@ fn test(rest: Vec<String>) -> anyhow::Result<()> {
     }
     run_checked(&mut cmd)?;
     if rest.is_empty() {
-        // The gateway's optional OpenTelemetry export, built and tested with its feature on.
-        let mut cmd = cargo();
-        cmd.args([
-            "test",
-            "--locked",
-            "-p",
-            "meshguard-gateway",
-            "--features",
-            "otel",
-            "--test",
-            "it",
-            "--",
-            "otel::",
-        ]);
-        with_env(&mut cmd);
-        run_checked(&mut cmd)?;
         docs::run(&path, &tools.dir)?;
         demo_offline(&path)?;
     }
