@@ -390,243 +390,264 @@ fn signed_license_bytes(signed: &SignedLicense) -> Vec<u8> {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Keys(KeysCommand::Generate {
-            secret,
-            public,
-            work_factor,
-            passphrase,
-        }) => {
-            for p in [&secret, &public] {
-                if p.exists() {
-                    bail!("{} exists; refusing to overwrite a key", p.display());
-                }
-            }
-            let key = VendorKey::generate();
-            let encrypted = key.to_encrypted(&passphrase.get()?, work_factor)?;
-            write_output(Some(&secret), &encrypted, true)?;
-            write_output(Some(&public), key.public().to_pem().as_bytes(), false)?;
-            println!(
-                "vendor key {} written: {} (encrypted), {} (public)",
-                key.public().key_id(),
-                secret.display(),
-                public.display()
-            );
-        }
-        Command::Issue(a) => {
-            let key = a.key.load()?;
-            let not_before = match &a.not_before {
-                Some(t) => time_arg(t, "not-before")?,
-                None => now(),
-            };
-            let expires = match (&a.expires, a.valid_for) {
-                (Some(t), _) => time_arg(t, "expires")?,
-                (None, Some(d)) => not_before + duration_arg(d, "valid-for")?,
-                (None, None) => bail!("give --expires or --valid-for"),
-            };
-            let license = License {
-                schema: LICENSE_SCHEMA.into(),
-                id: a
-                    .id
-                    .unwrap_or_else(|| format!("lic_{}", hex::encode(rand::random::<[u8; 8]>()))),
-                customer: a.customer,
-                edition: a.edition,
-                deployment_mode: a.mode,
-                entitlements: Entitlements {
-                    max_agents: a.terms.max_agents,
-                    features: a.terms.features,
-                },
-                regions: a.regions,
-                not_before,
-                expires,
-                grace_days: a.terms.grace_days.unwrap_or(30),
-                sequence: 1,
-                issued_at: now(),
-            };
-            let signed = license.sign(&key)?;
-            a.output.write(&signed_license_bytes(&signed))?;
-            eprintln!(
-                "issued license {} (sequence 1) for {}, valid {} to {}",
-                license.id,
-                license.customer,
-                timestamp::format(&license.not_before),
-                timestamp::format(&license.expires)
-            );
-        }
-        Command::Renew(a) => {
-            let key = a.key.load()?;
-            let ids = a.identity.load(None)?;
-            let bytes = read_input(&a.license, &ids)?;
-            let old =
-                SignedLicense::verify(&bytes, &key.public(), &a.license.display().to_string())?;
-            let mut l = old.license.clone();
-            l.expires = match (&a.expires, a.extend) {
-                (Some(t), _) => time_arg(t, "expires")?,
-                (None, Some(d)) => l.expires + duration_arg(d, "extend")?,
-                (None, None) => bail!("give --expires or --extend"),
-            };
-            if l.expires <= old.license.expires {
-                bail!(
-                    "the renewal must expire after the current license ({}); give a later \
-                     --expires",
-                    timestamp::format(&old.license.expires)
-                );
-            }
-            if a.terms.max_agents.is_some() {
-                l.entitlements.max_agents = a.terms.max_agents;
-            }
-            if !a.terms.features.is_empty() {
-                l.entitlements.features = a.terms.features;
-            }
-            if let Some(g) = a.terms.grace_days {
-                l.grace_days = g;
-            }
-            l.sequence = old.license.sequence + 1;
-            l.issued_at = now();
-            let signed = l.sign(&key)?;
-            a.output.write(&signed_license_bytes(&signed))?;
-            eprintln!(
-                "renewed license {} as sequence {}, valid until {}",
-                l.id,
-                l.sequence,
-                timestamp::format(&l.expires)
-            );
-        }
-        Command::Activate(a) => {
-            let key = a.key.load()?;
-            let ids = a.identity.load(None)?;
-            let license = SignedLicense::verify(
-                &read_input(&a.license, &ids)?,
-                &key.public(),
-                &a.license.display().to_string(),
-            )?;
-            let request = ActivationRequest::parse(
-                &read_input(&a.request, &ids)?,
-                &a.request.display().to_string(),
-            )?;
-            let activation = Activation::for_request(&license.license, &request, now())?;
-            let signed = activation.sign(&key)?;
-            a.output.write(&signed.envelope.to_json())?;
-            eprintln!(
-                "activated license {} on installation {}",
-                license.license.id, request.installation_id
-            );
-        }
-        Command::Request(a) => {
-            let site = SiteDir::new(&a.site.data_dir);
-            let ids = a.identity.load(Some(&site))?;
-            let key = a.pubkey.load()?;
-            let license = SignedLicense::verify(
-                &read_input(&a.license, &ids)?,
-                &key,
-                &a.license.display().to_string(),
-            )?;
-            let request = site.create_request(&license, &a.expect.expect(), VERSION, now())?;
-            let mut bytes = serde_json::to_vec_pretty(&request)?;
-            bytes.push(b'\n');
-            a.output.write(&bytes)?;
-            eprintln!(
-                "activation request for license {} on installation {} (nonce {}); send it to \
-                 the vendor",
-                request.license_id, request.installation_id, request.nonce
-            );
-        }
-        Command::Install(a) => {
-            let site = SiteDir::new(&a.site.data_dir);
-            let ids = a.identity.load(Some(&site))?;
-            let key = a.pubkey.load()?;
-            let license = read_input(&a.license, &ids)?;
-            let activation = a
-                .activation
-                .as_ref()
-                .map(|p| read_input(p, &ids))
-                .transpose()?;
-            let (installed, kind) = site.install(
-                &key,
-                &license,
-                activation.as_deref(),
-                &a.expect.expect(),
-                now(),
-            )?;
-            let l = &installed.license.license;
-            match kind {
-                InstallKind::Activated => println!(
-                    "installed license {} (sequence {}), valid until {}",
-                    l.id,
-                    l.sequence,
-                    timestamp::format(&l.expires)
-                ),
-                InstallKind::Renewed { from_sequence } => println!(
-                    "installed renewal of license {}: sequence {from_sequence} -> {}, valid \
-                     until {}",
-                    l.id,
-                    l.sequence,
-                    timestamp::format(&l.expires)
-                ),
-                InstallKind::Unchanged => println!(
-                    "license {} sequence {} is already installed; nothing changed",
-                    l.id, l.sequence
-                ),
-            }
-        }
-        Command::Status(a) => {
-            let site = SiteDir::new(&a.site.data_dir);
-            let key = a.pubkey.load()?;
-            let status = site.check(&key, &a.expect.expect(), now());
-            print_status(&status, a.json)?;
-            return Ok(exit_for(&status));
-        }
-        Command::Verify(a) => {
-            let ids = a.identity.load(None)?;
-            let key = a.pubkey.load()?;
-            let what = a.license.display().to_string();
-            let license = SignedLicense::verify(&read_input(&a.license, &ids)?, &key, &what)?;
-            if let Some(p) = &a.activation {
-                let activation = SignedActivation::verify(
-                    &read_input(p, &ids)?,
-                    &key,
-                    &p.display().to_string(),
-                )?;
-                if activation.activation.license_id != license.license.id {
-                    bail!(
-                        "{} is for license {}, not {}",
-                        p.display(),
-                        activation.activation.license_id,
-                        license.license.id
-                    );
-                }
-                eprintln!(
-                    "activation verified: installation {}",
-                    activation.activation.installation_id
-                );
-            }
-            let expect = a.expect.expect();
-            if let Some(mode) = expect.mode
-                && mode != license.license.deployment_mode
-            {
-                bail!(meshguard_license::LicenseError::WrongMode {
-                    id: license.license.id.clone(),
-                    licensed: license.license.deployment_mode.as_str().into(),
-                    configured: mode.as_str().into(),
-                });
-            }
-            if let Some(region) = &expect.region
-                && !license.license.allows_region(region)
-            {
-                bail!(meshguard_license::LicenseError::WrongRegion {
-                    id: license.license.id.clone(),
-                    allowed: license.license.regions.join(", "),
-                    configured: region.clone(),
-                });
-            }
-            let status = Status::of(&license, now());
-            print_status(&status, a.json)?;
-            return Ok(exit_for(&status));
-        }
-        Command::SiteKey(a) => {
-            let site = SiteDir::new(&a.data_dir);
-            println!("{}", site.ensure_identity()?);
+        Command::Keys(k) => generate_keys(k),
+        Command::Issue(a) => issue(a),
+        Command::Renew(a) => renew(a),
+        Command::Activate(a) => activate(a),
+        Command::Request(a) => request(a),
+        Command::Install(a) => install(a),
+        Command::Status(a) => status(a),
+        Command::Verify(a) => verify(a),
+        Command::SiteKey(a) => site_key(a),
+    }
+}
+
+fn generate_keys(command: KeysCommand) -> Result<ExitCode> {
+    let KeysCommand::Generate {
+        secret,
+        public,
+        work_factor,
+        passphrase,
+    } = command;
+    for p in [&secret, &public] {
+        if p.exists() {
+            bail!("{} exists; refusing to overwrite a key", p.display());
         }
     }
+    let key = VendorKey::generate();
+    let encrypted = key.to_encrypted(&passphrase.get()?, work_factor)?;
+    write_output(Some(&secret), &encrypted, true)?;
+    write_output(Some(&public), key.public().to_pem().as_bytes(), false)?;
+    println!(
+        "vendor key {} written: {} (encrypted), {} (public)",
+        key.public().key_id(),
+        secret.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn issue(a: IssueArgs) -> Result<ExitCode> {
+    let key = a.key.load()?;
+    let not_before = match &a.not_before {
+        Some(t) => time_arg(t, "not-before")?,
+        None => now(),
+    };
+    let expires = match (&a.expires, a.valid_for) {
+        (Some(t), _) => time_arg(t, "expires")?,
+        (None, Some(d)) => not_before + duration_arg(d, "valid-for")?,
+        (None, None) => bail!("give --expires or --valid-for"),
+    };
+    let license = License {
+        schema: LICENSE_SCHEMA.into(),
+        id: a
+            .id
+            .unwrap_or_else(|| format!("lic_{}", hex::encode(rand::random::<[u8; 8]>()))),
+        customer: a.customer,
+        edition: a.edition,
+        deployment_mode: a.mode,
+        entitlements: Entitlements {
+            max_agents: a.terms.max_agents,
+            features: a.terms.features,
+        },
+        regions: a.regions,
+        not_before,
+        expires,
+        grace_days: a.terms.grace_days.unwrap_or(30),
+        sequence: 1,
+        issued_at: now(),
+    };
+    let signed = license.sign(&key)?;
+    a.output.write(&signed_license_bytes(&signed))?;
+    eprintln!(
+        "issued license {} (sequence 1) for {}, valid {} to {}",
+        license.id,
+        license.customer,
+        timestamp::format(&license.not_before),
+        timestamp::format(&license.expires)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn renew(a: RenewArgs) -> Result<ExitCode> {
+    let key = a.key.load()?;
+    let ids = a.identity.load(None)?;
+    let bytes = read_input(&a.license, &ids)?;
+    let old = SignedLicense::verify(&bytes, &key.public(), &a.license.display().to_string())?;
+    let mut l = old.license.clone();
+    l.expires = match (&a.expires, a.extend) {
+        (Some(t), _) => time_arg(t, "expires")?,
+        (None, Some(d)) => l.expires + duration_arg(d, "extend")?,
+        (None, None) => bail!("give --expires or --extend"),
+    };
+    if l.expires <= old.license.expires {
+        bail!(
+            "the renewal must expire after the current license ({}); give a later \
+             --expires",
+            timestamp::format(&old.license.expires)
+        );
+    }
+    if a.terms.max_agents.is_some() {
+        l.entitlements.max_agents = a.terms.max_agents;
+    }
+    if !a.terms.features.is_empty() {
+        l.entitlements.features = a.terms.features;
+    }
+    if let Some(g) = a.terms.grace_days {
+        l.grace_days = g;
+    }
+    l.sequence = old.license.sequence + 1;
+    l.issued_at = now();
+    let signed = l.sign(&key)?;
+    a.output.write(&signed_license_bytes(&signed))?;
+    eprintln!(
+        "renewed license {} as sequence {}, valid until {}",
+        l.id,
+        l.sequence,
+        timestamp::format(&l.expires)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn activate(a: ActivateArgs) -> Result<ExitCode> {
+    let key = a.key.load()?;
+    let ids = a.identity.load(None)?;
+    let license = SignedLicense::verify(
+        &read_input(&a.license, &ids)?,
+        &key.public(),
+        &a.license.display().to_string(),
+    )?;
+    let request = ActivationRequest::parse(
+        &read_input(&a.request, &ids)?,
+        &a.request.display().to_string(),
+    )?;
+    let activation = Activation::for_request(&license.license, &request, now())?;
+    let signed = activation.sign(&key)?;
+    a.output.write(&signed.envelope.to_json())?;
+    eprintln!(
+        "activated license {} on installation {}",
+        license.license.id, request.installation_id
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn request(a: RequestArgs) -> Result<ExitCode> {
+    let site = SiteDir::new(&a.site.data_dir);
+    let ids = a.identity.load(Some(&site))?;
+    let key = a.pubkey.load()?;
+    let license = SignedLicense::verify(
+        &read_input(&a.license, &ids)?,
+        &key,
+        &a.license.display().to_string(),
+    )?;
+    let request = site.create_request(&license, &a.expect.expect(), VERSION, now())?;
+    let mut bytes = serde_json::to_vec_pretty(&request)?;
+    bytes.push(b'\n');
+    a.output.write(&bytes)?;
+    eprintln!(
+        "activation request for license {} on installation {} (nonce {}); send it to \
+         the vendor",
+        request.license_id, request.installation_id, request.nonce
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn install(a: InstallArgs) -> Result<ExitCode> {
+    let site = SiteDir::new(&a.site.data_dir);
+    let ids = a.identity.load(Some(&site))?;
+    let key = a.pubkey.load()?;
+    let license = read_input(&a.license, &ids)?;
+    let activation = a
+        .activation
+        .as_ref()
+        .map(|p| read_input(p, &ids))
+        .transpose()?;
+    let (installed, kind) = site.install(
+        &key,
+        &license,
+        activation.as_deref(),
+        &a.expect.expect(),
+        now(),
+    )?;
+    let l = &installed.license.license;
+    match kind {
+        InstallKind::Activated => println!(
+            "installed license {} (sequence {}), valid until {}",
+            l.id,
+            l.sequence,
+            timestamp::format(&l.expires)
+        ),
+        InstallKind::Renewed { from_sequence } => println!(
+            "installed renewal of license {}: sequence {from_sequence} -> {}, valid \
+             until {}",
+            l.id,
+            l.sequence,
+            timestamp::format(&l.expires)
+        ),
+        InstallKind::Unchanged => println!(
+            "license {} sequence {} is already installed; nothing changed",
+            l.id, l.sequence
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status(a: StatusArgs) -> Result<ExitCode> {
+    let site = SiteDir::new(&a.site.data_dir);
+    let key = a.pubkey.load()?;
+    let status = site.check(&key, &a.expect.expect(), now());
+    print_status(&status, a.json)?;
+    Ok(exit_for(&status))
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    let ids = a.identity.load(None)?;
+    let key = a.pubkey.load()?;
+    let what = a.license.display().to_string();
+    let license = SignedLicense::verify(&read_input(&a.license, &ids)?, &key, &what)?;
+    if let Some(p) = &a.activation {
+        let activation =
+            SignedActivation::verify(&read_input(p, &ids)?, &key, &p.display().to_string())?;
+        if activation.activation.license_id != license.license.id {
+            bail!(
+                "{} is for license {}, not {}",
+                p.display(),
+                activation.activation.license_id,
+                license.license.id
+            );
+        }
+        eprintln!(
+            "activation verified: installation {}",
+            activation.activation.installation_id
+        );
+    }
+    let expect = a.expect.expect();
+    if let Some(mode) = expect.mode
+        && mode != license.license.deployment_mode
+    {
+        bail!(meshguard_license::LicenseError::WrongMode {
+            id: license.license.id.clone(),
+            licensed: license.license.deployment_mode.as_str().into(),
+            configured: mode.as_str().into(),
+        });
+    }
+    if let Some(region) = &expect.region
+        && !license.license.allows_region(region)
+    {
+        bail!(meshguard_license::LicenseError::WrongRegion {
+            id: license.license.id.clone(),
+            allowed: license.license.regions.join(", "),
+            configured: region.clone(),
+        });
+    }
+    let status = Status::of(&license, now());
+    print_status(&status, a.json)?;
+    Ok(exit_for(&status))
+}
+
+fn site_key(a: SiteDirArg) -> Result<ExitCode> {
+    let site = SiteDir::new(&a.data_dir);
+    println!("{}", site.ensure_identity()?);
     Ok(ExitCode::SUCCESS)
 }
 
