@@ -5,7 +5,7 @@
 //! asks it to generate them.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -610,16 +610,7 @@ pub enum ConfigError {
 
 impl Args {
     pub fn into_config(mut self) -> Result<Config, ConfigError> {
-        let mode = match self.mode.trim().to_ascii_lowercase().as_str() {
-            "enforce" => Mode::Enforce,
-            "audit" => Mode::Audit,
-            "bypass" => Mode::Bypass,
-            _ => {
-                return Err(ConfigError::Mode {
-                    value: self.mode.clone(),
-                });
-            }
-        };
+        let mode = parse_mode(&self.mode)?;
         let sidecar = crate::sidecar::SidecarConfig::from_args(&mut self)?;
         if sidecar.is_some() {
             // A sidecar serves no admin API and issues no tokens: these are never compared
@@ -627,37 +618,12 @@ impl Args {
             self.admin_token = Some(format!("msat_{}", crate::ids::new_secret(40)));
             self.jwt_secret = Some(crate::ids::new_secret(64));
         }
-        let mut generated_admin_token = false;
-        let admin_token = match (self.admin_token.filter(|t| !t.is_empty()), self.dev) {
-            (Some(t), _) => {
-                check_secret("ADMIN_TOKEN", &t, 24)?;
-                t
-            }
-            (None, true) => {
-                generated_admin_token = true;
-                format!("msat_{}", crate::ids::new_secret(40))
-            }
-            (None, false) => {
-                return Err(ConfigError::Missing {
-                    name: "ADMIN_TOKEN",
-                });
-            }
-        };
-        let metrics_token = match self.metrics_token.take().filter(|t| !t.is_empty()) {
-            Some(t) => {
-                check_secret("METRICS_TOKEN", &t, 24)?;
-                Some(t)
-            }
-            None => None,
-        };
-        let jwt_secret = match (self.jwt_secret.filter(|t| !t.is_empty()), self.dev) {
-            (Some(s), _) => {
-                check_secret("JWT_SECRET", &s, 32)?;
-                s
-            }
-            (None, true) => crate::ids::new_secret(64),
-            (None, false) => return Err(ConfigError::Missing { name: "JWT_SECRET" }),
-        };
+        let Credentials {
+            admin_token,
+            generated_admin_token,
+            jwt_secret,
+            metrics_token,
+        } = Credentials::from_args(&mut self)?;
         let jwt_ttl = parse_duration(&self.jwt_expires_in).map_err(|why| ConfigError::Ttl {
             value: self.jwt_expires_in.clone(),
             why,
@@ -673,74 +639,31 @@ impl Args {
         let audit_origin = self
             .audit_origin
             .filter(|o| !o.is_empty())
-            .unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/etc/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_default();
-                format!(
-                    "{}/meshguard-audit",
-                    if host.is_empty() {
-                        "localhost"
-                    } else {
-                        host.as_str()
-                    }
-                )
-            });
+            .unwrap_or_else(default_origin);
         if audit_origin.contains(char::is_whitespace) || audit_origin.contains('+') {
             return Err(ConfigError::Origin {
                 value: audit_origin,
             });
         }
-        let audit_key_file = self.audit_key_file.unwrap_or_else(|| {
-            db_path
-                .parent()
-                .map(|d| d.join("audit-log.key"))
-                .unwrap_or_else(|| PathBuf::from("audit-log.key"))
-        });
-        let audit_log_dir = self.audit_log_dir.take().unwrap_or_else(|| {
-            db_path
-                .parent()
-                .map(|d| d.join("audit-log"))
-                .unwrap_or_else(|| PathBuf::from("audit-log"))
-        });
-        let policy_bundle_key_file = self.policy_bundle_key_file.take().unwrap_or_else(|| {
-            db_path
-                .parent()
-                .map(|d| d.join("policy-bundle.key"))
-                .unwrap_or_else(|| PathBuf::from("policy-bundle.key"))
-        });
-        let secrets_key_file = self.secrets_key_file.take().unwrap_or_else(|| {
-            db_path
-                .parent()
-                .map(|d| d.join("secrets.key"))
-                .unwrap_or_else(|| PathBuf::from("secrets.key"))
-        });
-        let license_dir = self.license_dir.unwrap_or_else(|| {
-            db_path
-                .parent()
-                .map(|d| d.join("license"))
-                .unwrap_or_else(|| PathBuf::from("license"))
-        });
-        let mut on = Vec::new();
-        for t in self
-            .alert_on
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            on.push(match t {
-                "deny" => meshguard_api::Trigger::Deny,
-                "error" => meshguard_api::Trigger::Error,
-                "rate_limit" => meshguard_api::Trigger::RateLimit,
-                "allow" => meshguard_api::Trigger::Allow,
-                "all" => meshguard_api::Trigger::All,
-                other => {
-                    return Err(ConfigError::AlertOn {
-                        value: other.to_owned(),
-                    });
-                }
-            });
-        }
+        let audit_key_file = self
+            .audit_key_file
+            .unwrap_or_else(|| beside(&db_path, "audit-log.key"));
+        let audit_log_dir = self
+            .audit_log_dir
+            .take()
+            .unwrap_or_else(|| beside(&db_path, "audit-log"));
+        let policy_bundle_key_file = self
+            .policy_bundle_key_file
+            .take()
+            .unwrap_or_else(|| beside(&db_path, "policy-bundle.key"));
+        let secrets_key_file = self
+            .secrets_key_file
+            .take()
+            .unwrap_or_else(|| beside(&db_path, "secrets.key"));
+        let license_dir = self
+            .license_dir
+            .unwrap_or_else(|| beside(&db_path, "license"));
+        let on = alert_triggers(&self.alert_on)?;
         let extra_roots = match &self.ca_bundle_file {
             Some(p) => crate::tls::extra_roots(p).map_err(ConfigError::Tls)?,
             None => Vec::new(),
@@ -948,6 +871,108 @@ impl Args {
             generated_admin_token,
         })
     }
+}
+
+/// The admin token, the JWT secret and the metrics token, checked; in dev mode the first two
+/// are generated when not given.
+struct Credentials {
+    admin_token: String,
+    generated_admin_token: bool,
+    jwt_secret: String,
+    metrics_token: Option<String>,
+}
+
+impl Credentials {
+    fn from_args(args: &mut Args) -> Result<Self, ConfigError> {
+        let mut generated_admin_token = false;
+        let admin_token = match (args.admin_token.take().filter(|t| !t.is_empty()), args.dev) {
+            (Some(t), _) => {
+                check_secret("ADMIN_TOKEN", &t, 24)?;
+                t
+            }
+            (None, true) => {
+                generated_admin_token = true;
+                format!("msat_{}", crate::ids::new_secret(40))
+            }
+            (None, false) => {
+                return Err(ConfigError::Missing {
+                    name: "ADMIN_TOKEN",
+                });
+            }
+        };
+        let metrics_token = match args.metrics_token.take().filter(|t| !t.is_empty()) {
+            Some(t) => {
+                check_secret("METRICS_TOKEN", &t, 24)?;
+                Some(t)
+            }
+            None => None,
+        };
+        let jwt_secret = match (args.jwt_secret.take().filter(|t| !t.is_empty()), args.dev) {
+            (Some(s), _) => {
+                check_secret("JWT_SECRET", &s, 32)?;
+                s
+            }
+            (None, true) => crate::ids::new_secret(64),
+            (None, false) => return Err(ConfigError::Missing { name: "JWT_SECRET" }),
+        };
+        Ok(Self {
+            admin_token,
+            generated_admin_token,
+            jwt_secret,
+            metrics_token,
+        })
+    }
+}
+
+fn parse_mode(value: &str) -> Result<Mode, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "enforce" => Ok(Mode::Enforce),
+        "audit" => Ok(Mode::Audit),
+        "bypass" => Ok(Mode::Bypass),
+        _ => Err(ConfigError::Mode {
+            value: value.to_owned(),
+        }),
+    }
+}
+
+/// `<hostname>/meshguard-audit` (`localhost` when the host has no name).
+fn default_origin() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() {
+        "localhost"
+    } else {
+        host.as_str()
+    };
+    format!("{host}/meshguard-audit")
+}
+
+/// `name` in the database's directory: where the gateway keeps its keys and state by default.
+fn beside(db_path: &Path, name: &str) -> PathBuf {
+    db_path
+        .parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// `ALERT_ON`: a comma list of deny, error, rate_limit, allow, all.
+fn alert_triggers(value: &str) -> Result<Vec<meshguard_api::Trigger>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| match t {
+            "deny" => Ok(meshguard_api::Trigger::Deny),
+            "error" => Ok(meshguard_api::Trigger::Error),
+            "rate_limit" => Ok(meshguard_api::Trigger::RateLimit),
+            "allow" => Ok(meshguard_api::Trigger::Allow),
+            "all" => Ok(meshguard_api::Trigger::All),
+            other => Err(ConfigError::AlertOn {
+                value: other.to_owned(),
+            }),
+        })
+        .collect()
 }
 
 fn check_secret(name: &'static str, value: &str, min_len: usize) -> Result<(), ConfigError> {
