@@ -445,46 +445,36 @@ pub(crate) fn walk_files(dir: &Path) -> Vec<String> {
 fn manifest_errors_name_the_line() {
     let t = tempfile::tempdir().unwrap();
     let k = keys();
+    // `create` of the manifest at `m`, which must fail: what it printed.
+    let create = |m: &std::path::Path| {
+        fails(
+            bundle(
+                &[
+                    "create",
+                    "--manifest",
+                    m.to_str().unwrap(),
+                    "--out",
+                    "o",
+                    "--key",
+                    &k.ed_secret(),
+                ],
+                t.path(),
+            ),
+            "create",
+        )
+    };
     let m = manifest(
         t.path(),
         "1.0.0",
         "images:\n  - ref: a/b:1\n    form: oci:x:1\n",
     );
-    let err = fails(
-        bundle(
-            &[
-                "create",
-                "--manifest",
-                m.to_str().unwrap(),
-                "--out",
-                "o",
-                "--key",
-                &k.ed_secret(),
-            ],
-            t.path(),
-        ),
-        "create",
-    );
+    let err = create(&m);
     assert!(
         err.contains("media-1.0.0.yaml:6:") && err.contains("Unknown field `form`"),
         "{err}"
     );
     let m = manifest(t.path(), "1.0.1", "policies: no/such/dir\n");
-    let err = fails(
-        bundle(
-            &[
-                "create",
-                "--manifest",
-                m.to_str().unwrap(),
-                "--out",
-                "o",
-                "--key",
-                &k.ed_secret(),
-            ],
-            t.path(),
-        ),
-        "create",
-    );
+    let err = create(&m);
     assert!(
         err.contains("media-1.0.1.yaml:4:") && err.contains("no/such/dir does not exist"),
         "{err}"
@@ -505,21 +495,7 @@ fn manifest_errors_name_the_line() {
     .unwrap();
     std::fs::write(dir.join("broken.yaml"), "name: [unclosed\n").unwrap();
     let m = manifest(t.path(), "1.0.2", "policies: policies\n");
-    let err = fails(
-        bundle(
-            &[
-                "create",
-                "--manifest",
-                m.to_str().unwrap(),
-                "--out",
-                "o",
-                "--key",
-                &k.ed_secret(),
-            ],
-            t.path(),
-        ),
-        "create",
-    );
+    let err = create(&m);
     assert!(
         err.contains("the gateway would refuse these policies"),
         "{err}"
