@@ -487,6 +487,10 @@ impl Run<'_> {
                 "regions": site.environment.region.iter().collect::<Vec<_>>(),
             },
         });
+        // A one-host site runs the pods with podman, which enforces no NetworkPolicy (the host's
+        // firewall is the boundary there): the chart renders none, so a restricted-egress profile
+        // does not ask for cluster destinations this host does not have.
+        values["networkPolicy"] = json!({"enabled": false});
         if tools.is_none() || candidate {
             // Media without the tools image cannot run the archive job; a candidate archives
             // nothing (its scratch volume is dropped).

@@ -612,6 +612,61 @@ fn helm(args: &[&str]) -> std::process::Output {
     run(Command::new(tool("helm")).args(args))
 }
 
+/// The network paths the product needs, in `profile`'s NetworkPolicy rendered with every
+/// optional component on (the egress proxy, an upstream, the SIEM) and the site's destinations
+/// listed: agents reach both listening ports; with restricted egress, DNS goes to the cluster's
+/// resolver only, the database is reachable on its port, and the listed destinations are.
+fn network_paths_open(chart: &str, profile: &str, values: &str, digest: &str, site: &str) {
+    let everything = "egressProxy.enabled=true,egressProxy.allowlistConfigMap=a,egressProxy.publicKeyConfigMap=b,proxyTarget=http://upstream:8080,siem.url=tcp://siem:514,networkPolicy.egressTo[0].ipBlock.cidr=10.30.0.0/16";
+    let out = ok(
+        helm(&[
+            "template", "mg", chart, "-f", values, "--set", digest, "--set", site, "--set",
+            everything,
+        ]),
+        &format!("helm template with every component ({profile})"),
+    );
+    let Some(policy) = out
+        .split("\n---")
+        .find(|doc| doc.contains("kind: NetworkPolicy"))
+    else {
+        return assert!(!out.contains("NetworkPolicy"), "{profile}");
+    };
+    for port in [
+        "{port: http, protocol: TCP}",
+        "{port: egress, protocol: TCP}",
+    ] {
+        assert!(
+            policy.contains(port),
+            "{profile}: agents reach {port}:\n{policy}"
+        );
+    }
+    assert!(
+        out.contains("name: egress\n              containerPort:"),
+        "{profile}: the egress proxy's port is named as the policy names it"
+    );
+    if policy.contains("policyTypes: [Ingress, Egress]") {
+        let dns = policy
+            .split("{port: 53, protocol: TCP}")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            dns.trim_start().starts_with("to:") && dns.contains("k8s-app: kube-dns"),
+            "{profile}: DNS only to the cluster's resolver:\n{policy}"
+        );
+        assert!(
+            policy.contains("cidr: 10.30.0.0/16"),
+            "{profile}: the listed destinations"
+        );
+        if out.contains("DATABASE_URL") {
+            assert!(
+                policy.contains("{port: 5432, protocol: TCP}")
+                    && policy.contains("cidr: 10.20.0.0/16"),
+                "{profile}: the gateways reach their database:\n{policy}"
+            );
+        }
+    }
+}
+
 #[test]
 fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     let chart = root().join("helm/meshguard-gateway");
@@ -623,18 +678,45 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     );
     // The example agent with its guardian sidecar, rendered and validated with the rest.
     let agent = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
+    // What a site must say about itself for a profile to render: where its database is, for
+    // the profile that restricts egress on a shared control plane.
+    let site = |profile: &str| match profile {
+        "dedicated-tenant" => "controlPlane.postgres.egressTo[0].ipBlock.cidr=10.20.0.0/16",
+        _ => "podLabels.site=test",
+    };
     for profile in PROFILES {
         let values = format!("{chart}/values-{profile}.yaml");
         ok(
-            helm(&["lint", "--strict", chart, "-f", &values, "--set", &digest]),
+            helm(&[
+                "lint",
+                "--strict",
+                chart,
+                "-f",
+                &values,
+                "--set",
+                &digest,
+                "--set",
+                site(profile),
+            ]),
             &format!("helm lint --strict ({profile})"),
         );
         let out = ok(
             helm(&[
-                "template", "mg", chart, "-f", &values, "--set", &digest, "--set", agent,
+                "template",
+                "mg",
+                chart,
+                "-f",
+                &values,
+                "--set",
+                &digest,
+                "--set",
+                agent,
+                "--set",
+                site(profile),
             ]),
             &format!("helm template ({profile})"),
         );
+        network_paths_open(chart, profile, &values, &digest, site(profile));
         assert!(
             out.contains("args: [\"--check-policy-bundle\"]"),
             "{profile}: an init container verifies the sidecar's bundle"
@@ -757,6 +839,30 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         "{}",
         String::from_utf8_lossy(&err.stderr)
     );
+    // Restricted egress with a destination the gateway must reach and no rule for it: refused,
+    // naming the setting, instead of a gateway that cannot reach its database or upstream.
+    for (set, says) in [
+        (
+            "networkPolicy.restrictEgress=true,controlPlane.postgres.enabled=true,controlPlane.postgres.existingSecret=s",
+            "controlPlane.postgres.egressTo",
+        ),
+        (
+            "networkPolicy.restrictEgress=true,proxyTarget=http://upstream:8080",
+            "proxyTarget (the upstream",
+        ),
+        (
+            "networkPolicy.restrictEgress=true,siem.url=tcp://siem:514",
+            "siem.url (the SIEM)",
+        ),
+    ] {
+        let err = helm(&["template", "mg", chart, "--set", set]);
+        assert!(!err.status.success(), "{set} must not render");
+        assert!(
+            String::from_utf8_lossy(&err.stderr).contains(says),
+            "{set}: {}",
+            String::from_utf8_lossy(&err.stderr)
+        );
+    }
     // A sidecar with no agent id says which value is missing.
     let err = helm(&[
         "template",
@@ -771,8 +877,15 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         "{}",
         String::from_utf8_lossy(&err.stderr)
     );
-    // The schema refuses what the gateway would refuse.
+    // The schema refuses what the gateway would refuse, and keys it does not know (a misspelt
+    // setting must not render as if it were not there).
     for bad in [
+        "networkPolicy.restrictEgres=true",
+        "service.typ=NodePort",
+        "serviceAccount.nmae=x",
+        "podDisruptionBudget.enable=true",
+        "replicaCount=3",
+        "global.imageRegistyr=x",
         "mode=bogus",
         "image.tag=latest",
         "securityContext.privileged=true",
