@@ -783,6 +783,47 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
                 out.contains("maxUnavailable: 1"),
                 "{profile}: a drain takes one gateway at a time"
             );
+            assert!(
+                out.contains("serviceName: mg-pods")
+                    && out.contains("name: mg-pods")
+                    && out.contains("clusterIP: None"),
+                "{profile}: the StatefulSet is governed by a headless Service"
+            );
+            assert!(
+                out.contains("topologyKey: kubernetes.io/hostname")
+                    && out.contains("topologyKey: topology.kubernetes.io/zone"),
+                "{profile}: the gateways spread over nodes and zones"
+            );
+            // The archive pulls each pod's own log through its own name, into its own
+            // directory, and the NetworkPolicy lets the job in.
+            let archived = ok(
+                helm(&[
+                    "template",
+                    "mg",
+                    chart,
+                    "-f",
+                    &values,
+                    "--set",
+                    &digest,
+                    "--set",
+                    site(profile),
+                    "--set",
+                    "archive.enabled=true",
+                ]),
+                &format!("helm template with the archive ({profile})"),
+            );
+            for i in 0..replicas {
+                assert!(
+                    archived.contains(&format!("- /archive/mg-{i}\n"))
+                        && archived
+                            .contains(&format!("\"http://mg-{i}.mg-pods.default.svc:3100\"")),
+                    "{profile}: gateway {i}'s log is archived from that gateway"
+                );
+            }
+            assert!(
+                archived.contains("app.kubernetes.io/name: meshguard-archive\n              app.kubernetes.io/instance: mg"),
+                "{profile}: the NetworkPolicy admits the archive job"
+            );
         } else {
             assert!(
                 out.contains("kind: Deployment") && !out.contains("DATABASE_URL"),
@@ -853,6 +894,26 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         (
             "networkPolicy.restrictEgress=true,siem.url=tcp://siem:514",
             "siem.url (the SIEM)",
+        ),
+    ] {
+        let err = helm(&["template", "mg", chart, "--set", set]);
+        assert!(!err.status.success(), "{set} must not render");
+        assert!(
+            String::from_utf8_lossy(&err.stderr).contains(says),
+            "{set}: {}",
+            String::from_utf8_lossy(&err.stderr)
+        );
+    }
+    // A disruption budget over one gateway would block every drain; one pinned log key cannot
+    // pin several gateways' logs.
+    for (set, says) in [
+        (
+            "podDisruptionBudget.enabled=true",
+            "would block every node drain",
+        ),
+        (
+            "controlPlane.postgres.enabled=true,controlPlane.postgres.existingSecret=s,controlPlane.replicas=2,archive.enabled=true,archive.vkey=log.example+0123abcd+AQID",
+            "each gateway pod keeps its own log",
         ),
     ] {
         let err = helm(&["template", "mg", chart, "--set", set]);
