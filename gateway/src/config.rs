@@ -96,6 +96,12 @@ pub struct Args {
     #[arg(long)]
     pub check_policy_bundle: bool,
 
+    /// Ask URL (the sidecar's `/ready` or `/health` on the pod's loopback) and exit 0 only if it
+    /// answers 200 within 3 s: the exec probe of a sidecar that listens on loopback only, which
+    /// the kubelet's HTTP probes (sent to the pod's address) cannot reach.
+    #[arg(long, value_name = "URL")]
+    pub probe: Option<String>,
+
     /// Admin credential for the admin API (at least 24 characters). Prefer the environment
     /// variable: command-line arguments are visible to other users of the machine.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]

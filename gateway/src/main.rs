@@ -32,6 +32,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(url) = &args.probe {
+        return probe(url);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -183,4 +186,38 @@ async fn shutdown_signal() {
         _ = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+/// `--probe URL`: 0 when URL answers 200 within 3 s, 1 otherwise (saying why on stderr).
+fn probe(url: &str) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(std::time::Duration::from_secs(3))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .map(|r| r.status())
+                    .map_err(|e| e.to_string())
+            })
+        });
+    match answer {
+        Ok(status) if status == reqwest::StatusCode::OK => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("meshguard-gateway: probe {url}: HTTP {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("meshguard-gateway: probe {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

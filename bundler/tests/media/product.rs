@@ -726,6 +726,11 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
                 && out.contains("- {name: HOST, value: \"127.0.0.1\"}"),
             "{profile}: the sidecar serves its agent on the pod's loopback only"
         );
+        assert!(
+            out.contains("exec: {command: [\"/usr/local/bin/meshguard-gateway\", \"--probe\", \"http://127.0.0.1:")
+                && out.matches("--probe").count() >= 3,
+            "{profile}: the loopback-only sidecar is probed from inside its container"
+        );
         // Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we
         // support and the newest schema the validator ships.
         let rendered = tempfile::NamedTempFile::new().unwrap();
@@ -941,6 +946,12 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     // The schema refuses what the gateway would refuse, and keys it does not know (a misspelt
     // setting must not render as if it were not there).
     for bad in [
+        "securityContext.capabilities.add[0]=NET_ADMIN",
+        "securityContext.capabilities.drop=null",
+        "securityContext.readOnlyRootFilesystem=false",
+        "podSecurityContext.seccompProfile.type=Unconfined",
+        "podSecurityContext.seccompProfile=null",
+        "podSecurityContext.runAsUser=0",
         "networkPolicy.restrictEgres=true",
         "service.typ=NodePort",
         "serviceAccount.nmae=x",

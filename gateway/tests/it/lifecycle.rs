@@ -140,3 +140,32 @@ fn dev_mode_generates_and_prints_the_admin_token_once() {
         1
     );
 }
+
+/// `--probe URL`, the exec probe of the loopback-only sidecar: 0 only for a 200 answer, 1 with
+/// the reason for anything else, and no configuration needed (a probe has no secrets).
+#[test]
+fn the_probe_exits_zero_only_for_a_200() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    let probe = |url: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meshguard-gateway"))
+            .args(["--probe", url])
+            .env_clear()
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(probe(&gw.url("/health")), (Some(0), String::new()));
+    let (code, said) = probe(&gw.url("/no/such/route"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("HTTP 404"), "{said}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (code, said) = probe(&format!("http://127.0.0.1:{port}/health"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("probe http://127.0.0.1:"), "{said}");
+}

@@ -84,6 +84,20 @@ templates/example-agent.yaml does exactly this.
     - {name: CA_BUNDLE_FILE, value: /etc/meshguard/ca/{{ $root.Values.caBundle.key }}}
     {{- end }}
     {{- include "meshguard.guardian.bundleEnv" $root | nindent 4 }}
+  # It listens on the pod's loopback only, where the kubelet's HTTP probes (sent to the pod's
+  # address) cannot reach: the gateway binary asks it from inside (`--probe`). /health is its
+  # own database and bundle, never the control plane: a sidecar cut off from it keeps enforcing.
+  {{- $url := printf "http://127.0.0.1:%v" $root.Values.guardian.port }}
+  startupProbe:
+    exec: {command: ["/usr/local/bin/meshguard-gateway", "--probe", {{ printf "%s/health" $url | quote }}]}
+    periodSeconds: 2
+    failureThreshold: 60
+  readinessProbe:
+    exec: {command: ["/usr/local/bin/meshguard-gateway", "--probe", {{ printf "%s/ready" $url | quote }}]}
+    periodSeconds: 10
+  livenessProbe:
+    exec: {command: ["/usr/local/bin/meshguard-gateway", "--probe", {{ printf "%s/health" $url | quote }}]}
+    periodSeconds: 15
   resources:
     {{- toYaml $root.Values.guardian.resources | nindent 4 }}
   volumeMounts:
