@@ -6,7 +6,7 @@
 //! them fail on a `null` where they expect a string or a list, so every optional field here is
 //! omitted when empty rather than sent as `null`.
 //!
-//! Invariant: this crate depends on serde only; no runtime, no I/O.
+//! Invariant: this crate depends on serde and serde_json only; no runtime, no I/O.
 
 mod agent;
 mod alert;

@@ -1,5 +1,6 @@
-//! Measurement hooks for `benches/decision.rs`: the engine stays private, the bench reaches it
-//! only through this function. Not part of the gateway's API.
+//! Hooks for measurement and fuzzing (`benches/decision.rs`, `examples/`, the fuzz targets of
+//! `tests/fuzz`): the gateway's internals they reach, and nothing else. Not part of the
+//! gateway's API.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `meshguard-gateway`: a MeshGuard-compatible governance gateway.
 //!
 //! The control plane (agents, policies, alert channels, change records) over an embedded SQLite
-//! store, agent identity as HS256 JWTs, and the policy engine behind `GET /proxy/check`. The wire
+//! store or a PostgreSQL one shared by several gateways, agent identity as HS256 JWTs, and the policy engine behind `GET /proxy/check`. The wire
 //! contract is `shared/reference/meshguard-api.md`; the JSON types live in `meshguard-api`.
 
 mod alerts;

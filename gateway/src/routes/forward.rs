@@ -224,7 +224,8 @@ pub(super) async fn forward(
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let trace = trace_id(&parts.headers);
-    // The path after `/proxy/` exactly as sent (still percent-encoded): what goes upstream.
+    // The path after `/proxy/` exactly as sent (still percent-encoded): what is judged, once
+    // canonicalized; the upstream gets the canonical form re-encoded, never these bytes.
     let raw = parts
         .uri
         .path()

@@ -7,8 +7,8 @@ use std::path::Path;
 use super::ChannelRecord;
 use super::secrets::SecretBox;
 
-/// Alert channels are stored as one JSON body (secrets included; see the ARCHITECTURE notes on
-/// encryption at rest) plus the columns needed for concurrency control.
+/// Alert channels are stored as one JSON body (secrets included, sealed at rest: see
+/// `store/secrets.rs`) plus the columns needed for concurrency control.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct ChannelBody {
     pub(super) kind: meshguard_api::ChannelType,
