@@ -487,10 +487,6 @@ impl Run<'_> {
                 "regions": site.environment.region.iter().collect::<Vec<_>>(),
             },
         });
-        // A one-host site runs the pods with podman, which enforces no NetworkPolicy (the host's
-        // firewall is the boundary there): the chart renders none, so a restricted-egress profile
-        // does not ask for cluster destinations this host does not have.
-        values["networkPolicy"] = json!({"enabled": false});
         if tools.is_none() || candidate {
             // Media without the tools image cannot run the archive job; a candidate archives
             // nothing (its scratch volume is dropped).
@@ -548,6 +544,11 @@ impl Run<'_> {
             cmd.arg("-f").arg(f);
         }
         cmd.arg("-f").arg(generated);
+        // podman enforces no NetworkPolicy (on one host, the host's firewall is the boundary):
+        // none is rendered, so a restricted-egress profile does not ask for cluster
+        // destinations this host does not have. Kept out of the values file written beside the
+        // manifest, which docs/site-install.md reuses against a cluster.
+        cmd.args(["--set", "networkPolicy.enabled=false"]);
         if let Some(t) = show_only {
             cmd.args(["--show-only", t]);
         }

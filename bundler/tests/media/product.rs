@@ -347,6 +347,9 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         "license.enabled=false",
         "--set",
         "policyBundle.enabled=false",
+        // Nor does it run the egress proxy (the allowlist is the site's, from its media).
+        "--set",
+        "egressProxy.enabled=false",
     ]);
     assert!(
         rendered.contains(&format!("{}/meshguard/gateway@{digest}", reg.addr)),
@@ -678,10 +681,15 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
     );
     // The example agent with its guardian sidecar, rendered and validated with the rest.
     let agent = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
-    // What a site must say about itself for a profile to render: where its database is, for
-    // the profile that restricts egress on a shared control plane.
+    // What a site must say about itself for a profile to render: where its database is (a
+    // shared control plane behind restricted egress), where its egress proxy's destinations are
+    // (the proxy behind restricted egress), and the region it is pinned to (customer cloud).
     let site = |profile: &str| match profile {
         "dedicated-tenant" => "controlPlane.postgres.egressTo[0].ipBlock.cidr=10.20.0.0/16",
+        "air-gapped" => "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16",
+        "customer-cloud" => {
+            "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16,license.region=eu-central-1,egressProxy.regions={eu-central-1}"
+        }
         _ => "podLabels.site=test",
     };
     for profile in PROFILES {
@@ -843,6 +851,38 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
                 "{profile}: the audit volume outlives an uninstall"
             );
         }
+        if ["air-gapped", "customer-cloud"].contains(profile) {
+            assert!(
+                out.contains("- {name: EGRESS_PROXY_PORT, value: \"3128\"}"),
+                "{profile}: agents' egress goes through the egress proxy, as the profile says"
+            );
+        }
+        if *profile == "customer-cloud" {
+            assert!(
+                out.contains("- {name: REGION, value: \"eu-central-1\"}")
+                    && out.contains("- {name: EGRESS_REGIONS, value: \"eu-central-1\"}"),
+                "{profile}: pinned to the site's region"
+            );
+            // Without the site's region it does not render: no region is assumed.
+            let unpinned = helm(&[
+                "template",
+                "mg",
+                chart,
+                "-f",
+                &values,
+                "--set",
+                &digest,
+                "--set",
+                "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16",
+            ]);
+            assert!(
+                !unpinned.status.success()
+                    && String::from_utf8_lossy(&unpinned.stderr)
+                        .contains("license.region is required"),
+                "{profile}: {}",
+                String::from_utf8_lossy(&unpinned.stderr)
+            );
+        }
         if *profile == "air-gapped" {
             assert!(
                 out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
@@ -867,9 +907,15 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         chart,
         "-f",
         &format!("{chart}/values-air-gapped.yaml"),
+        "--set",
+        site("air-gapped"),
     ]);
     assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr).contains("image.digest is required"));
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("image.digest is required"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
     // A shared control plane with no Secret for its URL says which value is missing.
     let err = helm(&[
         "template",
