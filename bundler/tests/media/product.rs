@@ -334,6 +334,9 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
                     &format!("toolsImage.digest={tools_digest}"),
                     "--set",
                     &format!("port={port}"),
+                    // The egress proxy's allowlist is the site's, from its media: not run here.
+                    "--set",
+                    "egressProxy.enabled=false",
                 ])
                 .args(extra),
         )
@@ -347,9 +350,6 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         "license.enabled=false",
         "--set",
         "policyBundle.enabled=false",
-        // Nor does it run the egress proxy (the allowlist is the site's, from its media).
-        "--set",
-        "egressProxy.enabled=false",
     ]);
     assert!(
         rendered.contains(&format!("{}/meshguard/gateway@{digest}", reg.addr)),
