@@ -590,7 +590,7 @@ pub enum ConfigError {
     Ttl { value: String, why: String },
     #[error("MAX_BODY_BYTES must be at least 1024")]
     BodyLimit,
-    #[error("ALERT_ON has {value:?}; expected a comma list of deny, error, rate_limit, all")]
+    #[error("ALERT_ON has {value:?}; expected a comma list of deny, error, rate_limit, allow, all")]
     AlertOn { value: String },
     #[error(
         "AUDIT_ORIGIN {value:?} must have no spaces and no '+'; use a schemaless URL such as gw.example.com/meshguard-audit"
