@@ -70,6 +70,11 @@ const NOT_RUN: &[(&str, &str, &str)] = &[
         "a release build and 90 s per target: run by hand (results in docs/security.md)",
     ),
     (
+        "docs/security.md",
+        "cargo xtask fuzz-afl",
+        "an instrumented build of the workspace (18 min) and two minutes per target: run by hand, like the benchmarks (results in docs/security.md)",
+    ),
+    (
         "docs/keys.md",
         "--keypairgen --key-type EC:edwards25519",
         "pkcs11-tool --login asks for the PIN on a terminal; gateway/tests/it/keys.rs makes this key pair in SoftHSM2 (PIN on the command line) and follows the steps",
