@@ -270,17 +270,16 @@ pub fn cosignature_line(name: &str, id: [u8; 4], time: u64, signature: &[u8; 64]
 /// and key id, and every such line verifies (signed-note: a known key's failing signature
 /// rejects the note). Err says which it was. Every check of a witness's cosignature goes here.
 pub fn cosigned_by(checkpoint_note: &str, vkey: &Vkey) -> Result<(), String> {
-    let theirs: Vec<&str> = checkpoint_note
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(&format!("\u{2014} {} ", vkey.name))
-                .and_then(|b64| B64.decode(b64).ok())
-                .is_some_and(|raw| raw.len() >= 4 && raw[..4] == vkey.id())
-        })
+    let note = Note::parse(checkpoint_note).map_err(|e| e.0)?;
+    let theirs: Vec<&[u8]> = note
+        .signatures
+        .iter()
+        .filter(|(name, raw)| *name == vkey.name && raw[..4] == vkey.id())
+        .map(|(_, raw)| raw.as_slice())
         .collect();
     let bad = theirs
         .iter()
-        .filter(|l| verify_cosignature(checkpoint_note, l, vkey).is_err())
+        .filter(|raw| cosignature_time(note.text, raw, vkey).is_err())
         .count();
     match (theirs.len(), bad) {
         (0, _) => Err(format!("no cosignature by {}", vkey.name)),
@@ -310,12 +309,22 @@ pub fn verify_cosignature(
     let raw = B64
         .decode(sig)
         .map_err(|_| bad("the cosignature is not base64"))?;
-    if name != vkey.name || raw.len() != 76 || raw[..4] != vkey.id() {
+    if name != vkey.name {
+        return Err(bad("the cosignature is not by this witness key"));
+    }
+    cosignature_time(note.text, &raw, vkey)
+}
+
+/// The time of the cosignature `raw` (`id ‖ time ‖ signature`) by `vkey` on the checkpoint
+/// body `text`, once its signature verifies.
+fn cosignature_time(text: &str, raw: &[u8], vkey: &Vkey) -> Result<u64, NoteError> {
+    let bad = |m: &str| NoteError(m.to_owned());
+    if vkey.key_type != COSIGNATURE_V1 || raw.len() != 76 || raw[..4] != vkey.id() {
         return Err(bad("the cosignature is not by this witness key"));
     }
     let ts = u64::from_be_bytes(raw[4..12].try_into().expect("8 bytes"));
-    let msg = cosignature_message(ts, note.text);
-    let pk = ed25519_dalek::VerifyingKey::from_bytes(&vkey.key).map_err(|_| bad("a bad key"))?;
+    let msg = cosignature_message(ts, text);
+    let pk = vkey.verifying_key()?;
     let s = ed25519_dalek::Signature::from_slice(&raw[12..]).map_err(|_| bad("a bad signature"))?;
     pk.verify_strict(&msg, &s)
         .map_err(|_| bad("the cosignature does not verify"))?;
