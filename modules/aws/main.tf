@@ -1,9 +1,20 @@
 # One dedicated tenant or customer-operated install on AWS: private network with the egress
 # path through the egress proxy, the customer-managed key, the WORM audit archive, log shipping
-# to the SIEM, workload identity, and a private EKS cluster with a node group for the chart.
+# to the SIEM, workload identity, and a private EKS cluster with two node groups: a system group
+# for the cluster's add-ons and the agents, and a tainted gateway group that alone runs the
+# gateway and its egress proxy (the only nodes whose security group opens the allowlist).
 locals {
   tags = merge(var.tags, { "meshguard.io/install" = var.name })
+  # The chart's values this install needs, from one place: the gateway's pods land on the
+  # gateway group, whose taint they tolerate.
+  gateway_node_label = { "meshguard.io/role" = "gateway" }
+  # Container Insights (the amazon-cloudwatch-observability add-on) writes every container's
+  # output here, the gateway's audit and alert stream included; the siem module creates the
+  # group first, with the key and a retention, and forwards it to the SIEM.
+  siem_log_group = "/aws/containerinsights/${var.name}/application"
 }
+
+data "aws_partition" "current" {}
 
 module "kms" {
   source               = "../kms/aws"
@@ -14,12 +25,14 @@ module "kms" {
 }
 
 module "networking" {
-  source       = "../networking/aws"
-  name         = var.name
-  region       = var.region
-  cidr_block   = var.vpc_cidr_block
-  egress_cidrs = var.egress_cidrs
-  tags         = local.tags
+  source            = "../networking/aws"
+  name              = var.name
+  region            = var.region
+  cidr_block        = var.vpc_cidr_block
+  egress_cidrs      = var.egress_cidrs
+  egress_proxy_port = var.egress_proxy_port
+  kms_key_arn       = module.kms.key_arn
+  tags              = local.tags
 }
 
 module "archive" {
@@ -35,10 +48,11 @@ module "archive" {
 
 module "siem" {
   source          = "../siem/aws"
-  log_group_name  = "/meshguard/${var.name}"
+  log_group_name  = local.siem_log_group
   region          = var.region
   kms_key_arn     = module.kms.key_arn
   destination_arn = var.siem_destination_arn
+  retention_days  = var.log_retention_days
   tags            = local.tags
 }
 
@@ -48,9 +62,11 @@ module "identity" {
   oidc_provider_arn    = aws_iam_openid_connect_provider.cluster.arn
   oidc_issuer_host     = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
   namespace            = var.namespace
+  service_account      = var.service_account
   kms_key_arn          = module.kms.key_arn
   archive_bucket_arn   = module.archive.bucket_arn
   log_group_arn        = module.siem.log_group_arn
+  cluster_arn          = aws_eks_cluster.this.arn
   admin_principal_arns = var.admin_principal_arns
   tags                 = local.tags
 }
@@ -76,10 +92,33 @@ resource "aws_iam_role_policy_attachment" "cluster" {
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonEKSClusterPolicy"
 }
 
-data "aws_partition" "current" {}
+# EKS envelope-encrypts Kubernetes secrets with the key as the cluster's role: the key policy
+# lets the account's IAM policies grant it, and this one does.
+data "aws_iam_policy_document" "cluster_encryption" {
+  statement {
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"]
+    resources = [module.kms.key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "cluster_encryption" {
+  name   = "secrets-encryption"
+  role   = aws_iam_role.cluster.id
+  policy = data.aws_iam_policy_document.cluster_encryption.json
+}
+
+# The control plane's logs: created here, before the cluster, so that they are encrypted with
+# the key and expire (EKS would create the group itself, unencrypted and kept forever).
+resource "aws_cloudwatch_log_group" "cluster" {
+  region            = var.region
+  name              = "/aws/eks/${var.name}/cluster"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = module.kms.key_arn
+  tags              = local.tags
+}
 
 # The API server is reachable only inside the VPC; Kubernetes secrets are envelope-encrypted
-# with the customer-managed key; the control plane's audit and authenticator logs are kept.
+# with the customer-managed key; the control plane's API, audit and authenticator logs are kept.
 resource "aws_eks_cluster" "this" {
   region                    = var.region
   name                      = var.name
@@ -105,8 +144,12 @@ resource "aws_eks_cluster" "this" {
     authentication_mode = "API"
   }
 
-  tags       = local.tags
-  depends_on = [aws_iam_role_policy_attachment.cluster]
+  tags = local.tags
+  depends_on = [
+    aws_iam_role_policy_attachment.cluster,
+    aws_iam_role_policy.cluster_encryption,
+    aws_cloudwatch_log_group.cluster,
+  ]
 }
 
 data "aws_iam_policy_document" "node_assume" {
@@ -125,19 +168,97 @@ resource "aws_iam_role" "node" {
   tags               = local.tags
 }
 
+# CloudWatchAgentServerPolicy: the Container Insights add-on's agents ship the pods' output.
 resource "aws_iam_role_policy_attachment" "node" {
-  for_each   = toset(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly"])
+  for_each   = toset(["AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy", "AmazonEC2ContainerRegistryReadOnly", "CloudWatchAgentServerPolicy"])
   role       = aws_iam_role.node.name
   policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/${each.value}"
 }
 
-resource "aws_eks_node_group" "this" {
+# The nodes' launch templates: root volumes encrypted with the customer-managed key (EC2 Auto
+# Scaling may use it: the kms module's key policy), IMDSv2 only, and the security groups: every
+# node the workloads' group, the gateway's nodes the egress proxy's as well.
+resource "aws_launch_template" "node" {
+  for_each    = local.node_groups
+  region      = var.region
+  name        = "${var.name}-${each.key}"
+  description = "MeshGuard ${var.name}: EKS ${each.key} nodes"
+
+  vpc_security_group_ids = each.value.security_group_ids
+
+  block_device_mappings {
+    device_name = "/dev/xvda"
+    ebs {
+      volume_size           = var.node_disk_size_gb
+      volume_type           = "gp3"
+      encrypted             = true
+      kms_key_id            = module.kms.key_arn
+      delete_on_termination = true
+    }
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 2
+  }
+
+  tags = local.tags
+}
+
+locals {
+  node_groups = {
+    system = {
+      security_group_ids = [module.networking.workloads_security_group_id]
+    }
+    gateway = {
+      security_group_ids = [module.networking.workloads_security_group_id, module.networking.egress_proxy_security_group_id]
+    }
+  }
+}
+
+# The cluster's add-ons and the agents.
+resource "aws_eks_node_group" "system" {
+  region          = var.region
+  cluster_name    = aws_eks_cluster.this.name
+  node_group_name = "${var.name}-system"
+  node_role_arn   = aws_iam_role.node.arn
+  subnet_ids      = module.networking.private_subnet_ids
+  instance_types  = var.node_instance_types
+
+  launch_template {
+    id      = aws_launch_template.node["system"].id
+    version = aws_launch_template.node["system"].latest_version
+  }
+
+  scaling_config {
+    min_size     = var.system_node_count
+    desired_size = var.system_node_count
+    max_size     = var.system_node_count + 1
+  }
+
+  update_config {
+    max_unavailable = 1
+  }
+
+  tags       = local.tags
+  depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+# The gateway and its egress proxy only: tainted, so nothing else lands on the nodes whose
+# security group opens the allowlist.
+resource "aws_eks_node_group" "gateway" {
   region          = var.region
   cluster_name    = aws_eks_cluster.this.name
   node_group_name = "${var.name}-gateway"
   node_role_arn   = aws_iam_role.node.arn
   subnet_ids      = module.networking.private_subnet_ids
   instance_types  = var.node_instance_types
+
+  launch_template {
+    id      = aws_launch_template.node["gateway"].id
+    version = aws_launch_template.node["gateway"].latest_version
+  }
 
   scaling_config {
     min_size     = var.node_count_min
@@ -149,9 +270,26 @@ resource "aws_eks_node_group" "this" {
     max_unavailable = 1
   }
 
-  labels     = { "meshguard.io/role" = "gateway" }
+  taint {
+    key    = "meshguard.io/role"
+    value  = "gateway"
+    effect = "NO_SCHEDULE"
+  }
+
+  labels     = local.gateway_node_label
   tags       = local.tags
   depends_on = [aws_iam_role_policy_attachment.node]
+}
+
+# Container Insights: ships every container's output to the siem module's log group, which it
+# finds by name (created before the add-on, with the key and the retention).
+resource "aws_eks_addon" "cloudwatch" {
+  region                      = var.region
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "amazon-cloudwatch-observability"
+  resolve_conflicts_on_create = "OVERWRITE"
+  tags                        = local.tags
+  depends_on                  = [module.siem, aws_eks_node_group.system]
 }
 
 # IAM trusts the cluster's token issuer (IAM Roles for Service Accounts); AWS checks the
@@ -160,4 +298,27 @@ resource "aws_iam_openid_connect_provider" "cluster" {
   url            = aws_eks_cluster.this.identity[0].oidc[0].issuer
   client_id_list = ["sts.amazonaws.com"]
   tags           = local.tags
+}
+
+# With authentication_mode = "API" only access entries admit anyone to Kubernetes: the
+# administrators' role gets one, with the access policy chosen (cluster admin by default).
+resource "aws_eks_access_entry" "admin" {
+  count         = length(var.admin_principal_arns) > 0 ? 1 : 0
+  region        = var.region
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = module.identity.admin_role_arn
+  type          = "STANDARD"
+  tags          = local.tags
+}
+
+resource "aws_eks_access_policy_association" "admin" {
+  count         = length(var.admin_principal_arns) > 0 ? 1 : 0
+  region        = var.region
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = aws_eks_access_entry.admin[0].principal_arn
+  policy_arn    = "arn:${data.aws_partition.current.partition}:eks::aws:cluster-access-policy/${var.admin_access_policy}"
+
+  access_scope {
+    type = "cluster"
+  }
 }

@@ -37,3 +37,22 @@ output "admin_role_arn" {
   description = "The administrators' role, or null."
   value       = module.identity.admin_role_arn
 }
+
+output "namespace" {
+  description = "The namespace to install the chart in (helm --namespace): the one the gateway's role trusts."
+  value       = var.namespace
+}
+
+output "helm_values" {
+  description = "The chart's values this install fixes (helm --values): the service account and its role annotation, the egress proxy's port, the region, and the gateway group's node selector and toleration."
+  value = {
+    serviceAccount = {
+      name        = var.service_account
+      annotations = { "eks.amazonaws.com/role-arn" = module.identity.gateway_role_arn }
+    }
+    egressProxy  = { port = var.egress_proxy_port, regions = [var.region] }
+    license      = { region = var.region }
+    nodeSelector = local.gateway_node_label
+    tolerations  = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
+  }
+}

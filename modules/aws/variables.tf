@@ -24,6 +24,18 @@ variable "namespace" {
   default     = "meshguard"
 }
 
+variable "service_account" {
+  description = "The gateway's Kubernetes service account: the role trusts it, and helm_values sets the chart's serviceAccount.name to it."
+  type        = string
+  default     = "meshguard-gateway"
+}
+
+variable "egress_proxy_port" {
+  description = "The egress proxy's port: the chart's egressProxy.port (3128); the security groups open it."
+  type        = number
+  default     = 3128
+}
+
 variable "kubernetes_version" {
   description = "The EKS Kubernetes version."
   type        = string
@@ -48,14 +60,26 @@ variable "node_instance_types" {
   default     = ["m7i.large"]
 }
 
+variable "node_disk_size_gb" {
+  description = "Root volume size of every node, in GiB (encrypted with the customer-managed key)."
+  type        = number
+  default     = 50
+}
+
+variable "system_node_count" {
+  description = "Nodes of the system group (the cluster's add-ons and the agents)."
+  type        = number
+  default     = 2
+}
+
 variable "node_count_min" {
-  description = "Nodes the group keeps at least (2 or more for a highly available gateway)."
+  description = "Gateway nodes the group keeps at least (2 or more for a highly available gateway)."
   type        = number
   default     = 2
 }
 
 variable "node_count_max" {
-  description = "Nodes the group may grow to."
+  description = "Gateway nodes the group may grow to."
   type        = number
   default     = 4
 }
@@ -89,10 +113,32 @@ variable "siem_destination_arn" {
   default     = null
 }
 
+variable "log_retention_days" {
+  description = "Days CloudWatch keeps the control plane's logs and the SIEM log group (one of the values CloudWatch Logs accepts)."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be one CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
+}
+
 variable "admin_principal_arns" {
   description = "IAM principals that may assume the administrators' role (with MFA)."
   type        = list(string)
   default     = []
+}
+
+variable "admin_access_policy" {
+  description = "The EKS access policy of the administrators' role on the whole cluster (e.g. AmazonEKSClusterAdminPolicy, AmazonEKSAdminPolicy, AmazonEKSViewPolicy)."
+  type        = string
+  default     = "AmazonEKSClusterAdminPolicy"
+
+  validation {
+    condition     = contains(["AmazonEKSClusterAdminPolicy", "AmazonEKSAdminPolicy", "AmazonEKSEditPolicy", "AmazonEKSViewPolicy"], var.admin_access_policy)
+    error_message = "admin_access_policy must be AmazonEKSClusterAdminPolicy, AmazonEKSAdminPolicy, AmazonEKSEditPolicy or AmazonEKSViewPolicy."
+  }
 }
 
 variable "tags" {

@@ -82,3 +82,40 @@ resource "aws_iam_role" "admin" {
   max_session_duration = 3600
   tags                 = var.tags
 }
+
+# What the administrators do with the role: find the cluster and reach its API (Kubernetes
+# permissions come from the cluster's access entry, which the aws module makes), and read the
+# install's logs. Nothing else: the role is for operating MeshGuard, not the account.
+data "aws_iam_policy_document" "admin" {
+  count = length(var.admin_principal_arns) > 0 ? 1 : 0
+  statement {
+    sid       = "FindTheCluster"
+    actions   = ["eks:ListClusters"]
+    resources = ["*"]
+  }
+
+  dynamic "statement" {
+    for_each = var.cluster_arn == null ? [] : [var.cluster_arn]
+    content {
+      sid       = "UseTheCluster"
+      actions   = ["eks:DescribeCluster", "eks:AccessKubernetesApi", "eks:ListAccessEntries", "eks:DescribeAccessEntry"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.log_group_arn == null ? [] : [var.log_group_arn]
+    content {
+      sid       = "ReadTheLogs"
+      actions   = ["logs:DescribeLogStreams", "logs:GetLogEvents", "logs:FilterLogEvents", "logs:StartQuery", "logs:GetQueryResults"]
+      resources = [statement.value, "${statement.value}:*"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "admin" {
+  count  = length(var.admin_principal_arns) > 0 ? 1 : 0
+  name   = "meshguard-admin"
+  role   = aws_iam_role.admin[0].id
+  policy = data.aws_iam_policy_document.admin[0].json
+}

@@ -52,6 +52,12 @@ variable "log_group_arn" {
   default     = null
 }
 
+variable "cluster_arn" {
+  description = "The EKS cluster the administrators' role may describe and reach; null: none (list only)."
+  type        = string
+  default     = null
+}
+
 variable "admin_principal_arns" {
   description = "IAM principals (users, roles, an identity center permission set's role) that may assume the admin role, with MFA; empty: no admin role."
   type        = list(string)

@@ -1,7 +1,7 @@
 # Private networking: workloads in private subnets with no route to the internet; the only way
 # out is the MeshGuard egress proxy, whose security group alone may open HTTPS to the
 # allowlisted destinations, through a NAT gateway (when egress_cidrs is not empty). AWS APIs are
-# reached through private endpoints.
+# reached through private endpoints; every flow is logged.
 data "aws_availability_zones" "available" {
   region = var.region
   state  = "available"
@@ -106,6 +106,12 @@ resource "aws_route" "allowlisted" {
   nat_gateway_id         = aws_nat_gateway.this[0].id
 }
 
+# The workloads' group is a default-deny egress rule set (Terraform removes the allow-all rule
+# AWS adds): the EKS control plane's network interfaces and every node carry it, so the paths
+# the cluster needs are listed here, each once: inside the group (control plane <-> kubelet,
+# node <-> node, pods), the VPC's resolver, the private endpoints (ECR, STS, EKS, EC2, KMS, Logs)
+# and S3 through its gateway endpoint (ECR keeps image layers there); besides, only the egress
+# proxy.
 resource "aws_security_group" "workloads" {
   region      = var.region
   name        = "${var.name}-workloads"
@@ -120,6 +126,33 @@ resource "aws_security_group" "egress_proxy" {
   description = "The MeshGuard egress proxy: HTTPS out to the allowlisted destinations only"
   vpc_id      = aws_vpc.this.id
   tags        = var.tags
+}
+
+resource "aws_vpc_security_group_egress_rule" "workloads_to_cluster" {
+  region                       = var.region
+  security_group_id            = aws_security_group.workloads.id
+  referenced_security_group_id = aws_security_group.workloads.id
+  ip_protocol                  = "-1"
+  description                  = "control plane (443) and kubelets (10250), nodes and pods of the cluster"
+}
+
+resource "aws_vpc_security_group_ingress_rule" "workloads_from_cluster" {
+  region                       = var.region
+  security_group_id            = aws_security_group.workloads.id
+  referenced_security_group_id = aws_security_group.workloads.id
+  ip_protocol                  = "-1"
+  description                  = "control plane (443) and kubelets (10250), nodes and pods of the cluster"
+}
+
+resource "aws_vpc_security_group_egress_rule" "workloads_dns" {
+  for_each          = toset(["udp", "tcp"])
+  region            = var.region
+  security_group_id = aws_security_group.workloads.id
+  cidr_ipv4         = var.cidr_block
+  ip_protocol       = each.value
+  from_port         = 53
+  to_port           = 53
+  description       = "the VPC's resolver (DNS)"
 }
 
 resource "aws_vpc_security_group_egress_rule" "workloads_to_proxy" {
@@ -139,7 +172,17 @@ resource "aws_vpc_security_group_egress_rule" "workloads_to_endpoints" {
   ip_protocol       = "tcp"
   from_port         = 443
   to_port           = 443
-  description       = "to the VPC's private endpoints"
+  description       = "to the VPC's private endpoints: ECR, STS, EKS, EC2, KMS, Logs"
+}
+
+resource "aws_vpc_security_group_egress_rule" "workloads_to_s3" {
+  region            = var.region
+  security_group_id = aws_security_group.workloads.id
+  prefix_list_id    = aws_vpc_endpoint.s3.prefix_list_id
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  description       = "S3 through the gateway endpoint (ECR image layers, the archive)"
 }
 
 resource "aws_vpc_security_group_ingress_rule" "proxy_from_workloads" {
@@ -200,4 +243,54 @@ resource "aws_vpc_endpoint" "interface" {
   subnet_ids          = aws_subnet.private[*].id
   security_group_ids  = [aws_security_group.endpoints.id]
   tags                = var.tags
+}
+
+# VPC flow logs: every accepted and rejected flow, to a log group encrypted with the
+# customer-managed key (a refused egress attempt is evidence).
+resource "aws_cloudwatch_log_group" "flow_logs" {
+  region            = var.region
+  name              = "/meshguard/${var.name}/vpc-flow-logs"
+  retention_in_days = var.flow_log_retention_days
+  kms_key_id        = var.kms_key_arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "flow_logs_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "flow_logs" {
+  name               = "${var.name}-vpc-flow-logs"
+  assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "flow_logs" {
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogGroups", "logs:DescribeLogStreams"]
+    resources = [aws_cloudwatch_log_group.flow_logs.arn, "${aws_cloudwatch_log_group.flow_logs.arn}:*"]
+  }
+}
+
+resource "aws_iam_role_policy" "flow_logs" {
+  name   = "write-flow-logs"
+  role   = aws_iam_role.flow_logs.id
+  policy = data.aws_iam_policy_document.flow_logs.json
+}
+
+resource "aws_flow_log" "this" {
+  region               = var.region
+  vpc_id               = aws_vpc.this.id
+  traffic_type         = "ALL"
+  log_destination_type = "cloud-watch-logs"
+  log_destination      = aws_cloudwatch_log_group.flow_logs.arn
+  iam_role_arn         = aws_iam_role.flow_logs.arn
+  tags                 = var.tags
+  depends_on           = [aws_iam_role_policy.flow_logs]
 }

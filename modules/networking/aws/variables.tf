@@ -42,15 +42,31 @@ variable "egress_cidrs" {
 }
 
 variable "egress_proxy_port" {
-  description = "The port the egress proxy listens on (the chart's egressProxy.port)."
+  description = "The port the egress proxy listens on: the chart's egressProxy.port (3128)."
   type        = number
-  default     = 3102
+  default     = 3128
 }
 
 variable "interface_endpoints" {
-  description = "AWS services reached through interface endpoints in the private subnets."
+  description = "AWS services reached through interface endpoints in the private subnets (a fully private EKS cluster needs ec2, ecr.api, ecr.dkr, sts, eks and logs; S3 has its gateway endpoint)."
   type        = list(string)
-  default     = ["kms", "logs", "sts", "ecr.api", "ecr.dkr", "eks"]
+  default     = ["ec2", "ecr.api", "ecr.dkr", "sts", "eks", "kms", "logs"]
+}
+
+variable "kms_key_arn" {
+  description = "The customer-managed key that encrypts the flow logs' log group (the kms module's key_arn)."
+  type        = string
+}
+
+variable "flow_log_retention_days" {
+  description = "Days CloudWatch keeps the VPC flow logs (one of the values CloudWatch Logs accepts)."
+  type        = number
+  default     = 400
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.flow_log_retention_days)
+    error_message = "flow_log_retention_days must be one CloudWatch Logs accepts: 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288 or 3653."
+  }
 }
 
 variable "tags" {

@@ -11,7 +11,7 @@ resource "aws_cloudwatch_log_group" "this" {
 
 resource "aws_iam_role" "forwarder" {
   count              = var.destination_arn == null ? 0 : 1
-  name               = "${replace(var.log_group_name, "/", "-")}-to-siem"
+  name_prefix        = "meshguard-to-siem-"
   assume_role_policy = data.aws_iam_policy_document.logs_assume.json
   tags               = var.tags
 }
