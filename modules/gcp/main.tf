@@ -7,8 +7,9 @@ data "google_project" "this" {
 
 locals {
   labels = merge(var.labels, { "meshguard-install" = var.name })
-  # GKE encrypts Kubernetes secrets with the key as its own service agent.
-  gke_agent = "serviceAccount:service-${data.google_project.this.number}@container-engine-robot.iam.gserviceaccount.com"
+  # The chart's values this install needs, from one place: the gateway's pods land on the
+  # gateway pool, whose taint they tolerate.
+  gateway_node_label = { "meshguard.io/role" = "gateway" }
 }
 
 module "kms" {
@@ -17,17 +18,27 @@ module "kms" {
   project_id           = var.project_id
   region               = var.region
   rotation_period_days = var.kms_rotation_period_days
-  user_members         = [module.identity.gateway_member, local.gke_agent]
+  user_members         = [module.identity.gateway_member]
   labels               = local.labels
 }
 
+# GKE encrypts Kubernetes secrets with the key as the project's GKE service agent, which must
+# hold the key before the cluster is created.
+resource "google_kms_crypto_key_iam_member" "gke_agent" {
+  crypto_key_id = module.kms.key_id
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:service-${data.google_project.this.number}@container-engine-robot.iam.gserviceaccount.com"
+}
+
 module "networking" {
-  source       = "../networking/gcp"
-  name         = var.name
-  project_id   = var.project_id
-  region       = var.region
-  cidr_block   = var.subnet_cidr_block
-  egress_cidrs = var.egress_cidrs
+  source            = "../networking/gcp"
+  name              = var.name
+  project_id        = var.project_id
+  region            = var.region
+  cidr_block        = var.subnet_cidr_block
+  master_cidr_block = var.master_cidr_block
+  egress_cidrs      = var.egress_cidrs
+  egress_proxy_port = var.egress_proxy_port
 }
 
 module "archive" {
@@ -53,11 +64,13 @@ module "siem" {
 }
 
 module "identity" {
-  source        = "../identity/gcp"
-  name          = var.name
-  project_id    = var.project_id
-  namespace     = var.namespace
-  admin_members = var.admin_members
+  source          = "../identity/gcp"
+  name            = var.name
+  project_id      = var.project_id
+  workload_pool   = google_container_cluster.this.workload_identity_config[0].workload_pool
+  namespace       = var.namespace
+  service_account = var.service_account
+  admin_members   = var.admin_members
 }
 
 resource "google_service_account" "nodes" {
@@ -74,7 +87,8 @@ resource "google_project_iam_member" "nodes" {
 }
 
 # A regional cluster whose nodes and control plane have private addresses only, Kubernetes
-# secrets encrypted with the customer-managed key, and GKE Workload Identity.
+# secrets encrypted with the customer-managed key, GKE Workload Identity, and GKE Dataplane V2,
+# which enforces the chart's NetworkPolicy.
 resource "google_container_cluster" "this" {
   project                  = var.project_id
   name                     = var.name
@@ -84,6 +98,7 @@ resource "google_container_cluster" "this" {
   remove_default_node_pool = true
   initial_node_count       = 1
   deletion_protection      = true
+  datapath_provider        = "ADVANCED_DATAPATH"
   resource_labels          = local.labels
 
   release_channel {
@@ -116,8 +131,41 @@ resource "google_container_cluster" "this" {
     state    = "ENCRYPTED"
     key_name = module.kms.key_id
   }
+
+  depends_on = [google_kms_crypto_key_iam_member.gke_agent]
 }
 
+# The cluster's add-ons and the agents: no egress proxy tag.
+resource "google_container_node_pool" "system" {
+  project  = var.project_id
+  name     = "system"
+  location = var.region
+  cluster  = google_container_cluster.this.name
+
+  autoscaling {
+    min_node_count = 1
+    max_node_count = var.system_node_count_max
+  }
+
+  node_config {
+    machine_type    = var.system_machine_type
+    service_account = google_service_account.nodes.email
+    oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
+    labels          = { "meshguard.io/role" = "system" }
+
+    workload_metadata_config {
+      mode = "GKE_METADATA"
+    }
+
+    shielded_instance_config {
+      enable_secure_boot          = true
+      enable_integrity_monitoring = true
+    }
+  }
+}
+
+# The gateway and its egress proxy only: tainted, so nothing else lands on the nodes whose
+# network tag opens the allowlist.
 resource "google_container_node_pool" "gateway" {
   project  = var.project_id
   name     = "gateway"
@@ -133,8 +181,14 @@ resource "google_container_node_pool" "gateway" {
     machine_type    = var.node_machine_type
     service_account = google_service_account.nodes.email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
-    tags            = ["meshguard-egress-proxy"]
-    labels          = { "meshguard.io/role" = "gateway" }
+    tags            = [module.networking.egress_proxy_tag]
+    labels          = local.gateway_node_label
+
+    taint {
+      key    = "meshguard.io/role"
+      value  = "gateway"
+      effect = "NO_SCHEDULE"
+    }
 
     workload_metadata_config {
       mode = "GKE_METADATA"

@@ -27,3 +27,22 @@ output "gateway_service_account" {
   description = "The chart's serviceAccount annotation iam.gke.io/gcp-service-account."
   value       = module.identity.gateway_service_account
 }
+
+output "namespace" {
+  description = "The namespace to install the chart in (helm --namespace): the one Workload Identity binds."
+  value       = var.namespace
+}
+
+output "helm_values" {
+  description = "The chart's values this install fixes (helm --values): the service account and its Workload Identity annotation, the egress proxy's port, the region, and the gateway pool's node selector and toleration."
+  value = {
+    serviceAccount = {
+      name        = var.service_account
+      annotations = { "iam.gke.io/gcp-service-account" = module.identity.gateway_service_account }
+    }
+    egressProxy  = { port = var.egress_proxy_port, regions = [var.region] }
+    license      = { region = var.region }
+    nodeSelector = local.gateway_node_label
+    tolerations  = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
+  }
+}

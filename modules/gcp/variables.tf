@@ -29,6 +29,18 @@ variable "namespace" {
   default     = "meshguard"
 }
 
+variable "service_account" {
+  description = "The gateway's Kubernetes service account: Workload Identity binds it, and helm_values sets the chart's serviceAccount.name to it."
+  type        = string
+  default     = "meshguard-gateway"
+}
+
+variable "egress_proxy_port" {
+  description = "The egress proxy's port: the chart's egressProxy.port (3128); the firewall opens it to the agents."
+  type        = number
+  default     = 3128
+}
+
 variable "subnet_cidr_block" {
   description = "The nodes' subnet range."
   type        = string
@@ -47,8 +59,20 @@ variable "egress_cidrs" {
   default     = []
 }
 
+variable "system_machine_type" {
+  description = "The system node pool's machine type (the cluster's add-ons and the agents)."
+  type        = string
+  default     = "e2-standard-4"
+}
+
+variable "system_node_count_max" {
+  description = "Nodes per zone the system pool may grow to (it keeps 1)."
+  type        = number
+  default     = 3
+}
+
 variable "node_machine_type" {
-  description = "The gateway node pool's machine type."
+  description = "The gateway node pool's machine type (tainted: the gateway and its egress proxy only)."
   type        = string
   default     = "e2-standard-4"
 }

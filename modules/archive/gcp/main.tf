@@ -34,16 +34,18 @@ resource "google_storage_bucket" "this" {
   depends_on = [google_kms_crypto_key_iam_member.storage]
 }
 
+# count, not for_each: a writer is often a service account made in the same apply, whose email
+# is unknown at plan time, and for_each keys must be known then.
 resource "google_storage_bucket_iam_member" "writers" {
-  for_each = toset(var.writer_members)
-  bucket   = google_storage_bucket.this.name
-  role     = "roles/storage.objectCreator"
-  member   = each.value
+  count  = length(var.writer_members)
+  bucket = google_storage_bucket.this.name
+  role   = "roles/storage.objectCreator"
+  member = var.writer_members[count.index]
 }
 
 resource "google_storage_bucket_iam_member" "readers" {
-  for_each = toset(var.writer_members)
-  bucket   = google_storage_bucket.this.name
-  role     = "roles/storage.objectViewer"
-  member   = each.value
+  count  = length(var.writer_members)
+  bucket = google_storage_bucket.this.name
+  role   = "roles/storage.objectViewer"
+  member = var.writer_members[count.index]
 }

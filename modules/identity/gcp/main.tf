@@ -8,10 +8,13 @@ resource "google_service_account" "gateway" {
   display_name = "MeshGuard gateway (${var.name})"
 }
 
+# The project's workload identity pool exists once its first cluster with Workload Identity
+# does: the binding takes the pool from the cluster (workload_pool), so it is created after it
+# (on a new project, before it, IAM answers "Identity Pool does not exist").
 resource "google_service_account_iam_member" "workload_identity" {
   service_account_id = google_service_account.gateway.name
   role               = "roles/iam.workloadIdentityUser"
-  member             = "serviceAccount:${var.project_id}.svc.id.goog[${var.namespace}/${var.service_account}]"
+  member             = "serviceAccount:${var.workload_pool}[${var.namespace}/${var.service_account}]"
 }
 
 resource "google_project_iam_member" "gateway_logs" {

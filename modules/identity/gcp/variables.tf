@@ -13,6 +13,16 @@ variable "project_id" {
   type        = string
 }
 
+variable "workload_pool" {
+  description = "The cluster's workload identity pool, PROJECT.svc.id.goog, taken from the cluster (google_container_cluster.workload_identity_config[0].workload_pool) so the binding waits for it."
+  type        = string
+
+  validation {
+    condition     = can(regex("\\.svc\\.id\\.goog$", var.workload_pool))
+    error_message = "workload_pool must be the cluster's pool, PROJECT.svc.id.goog."
+  }
+}
+
 variable "namespace" {
   description = "The Kubernetes namespace the chart is installed in."
   type        = string

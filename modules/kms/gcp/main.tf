@@ -24,9 +24,11 @@ resource "google_kms_crypto_key" "this" {
   }
 }
 
+# count, not for_each: a member is often a service account made in the same apply, whose email
+# is unknown at plan time, and for_each keys must be known then.
 resource "google_kms_crypto_key_iam_member" "users" {
-  for_each      = toset(var.user_members)
+  count         = length(var.user_members)
   crypto_key_id = google_kms_crypto_key.this.id
   role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
-  member        = each.value
+  member        = var.user_members[count.index]
 }

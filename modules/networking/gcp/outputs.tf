@@ -17,3 +17,8 @@ output "services_range_name" {
   description = "The secondary range name for services."
   value       = "services"
 }
+
+output "egress_proxy_tag" {
+  description = "The network tag that opens the allowlist: put it on the gateway's (tainted) node pool only."
+  value       = var.egress_proxy_tag
+}

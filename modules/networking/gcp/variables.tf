@@ -47,8 +47,25 @@ variable "egress_cidrs" {
   }
 }
 
+variable "master_cidr_block" {
+  description = "The private control plane's /28 (the cluster's master_ipv4_cidr_block): the deny lets nodes reach it on 443."
+  type        = string
+  default     = "172.16.0.32/28"
+
+  validation {
+    condition     = can(cidrnetmask(var.master_cidr_block)) && try(split("/", var.master_cidr_block)[1] == "28", false)
+    error_message = "master_cidr_block must be an IPv4 /28, e.g. 172.16.0.32/28."
+  }
+}
+
+variable "egress_proxy_port" {
+  description = "The port the egress proxy listens on: the chart's egressProxy.port (3128)."
+  type        = number
+  default     = 3128
+}
+
 variable "egress_proxy_tag" {
-  description = "The network tag of the nodes that run the egress proxy."
+  description = "The network tag of the nodes that run the egress proxy (the gateway's node pool only, which is tainted for it)."
   type        = string
   default     = "meshguard-egress-proxy"
 }

@@ -1,6 +1,18 @@
 # The gateway's audit and alert stream, as written to Cloud Logging by its pods, is routed by a
 # log sink to a Pub/Sub topic (encrypted with the customer-managed key) that the customer's SIEM
 # subscribes to; the subscription keeps messages retention_days while the SIEM is away.
+data "google_project" "this" {
+  project_id = var.project_id
+}
+
+# Pub/Sub encrypts the topic's messages with the key as the project's Pub/Sub service agent,
+# which must hold the key before the topic is created (creation fails otherwise).
+resource "google_kms_crypto_key_iam_member" "pubsub" {
+  crypto_key_id = var.kms_key_id
+  role          = "roles/cloudkms.cryptoKeyEncrypterDecrypter"
+  member        = "serviceAccount:service-${data.google_project.this.number}@gcp-sa-pubsub.iam.gserviceaccount.com"
+}
+
 resource "google_pubsub_topic" "this" {
   project      = var.project_id
   name         = var.name
@@ -10,6 +22,8 @@ resource "google_pubsub_topic" "this" {
   message_storage_policy {
     allowed_persistence_regions = [var.region]
   }
+
+  depends_on = [google_kms_crypto_key_iam_member.pubsub]
 }
 
 resource "google_logging_project_sink" "this" {
