@@ -27,3 +27,23 @@ output "gateway_client_id" {
   description = "The chart's serviceAccount annotation azure.workload.identity/client-id."
   value       = module.identity.gateway_client_id
 }
+
+output "namespace" {
+  description = "The namespace to install the chart in (helm --namespace): the one the federated credential names."
+  value       = var.namespace
+}
+
+output "helm_values" {
+  description = "The chart's values this install fixes (helm --values): the service account with its workload identity annotation and pod label, the egress proxy's port, the region, and the gateway pool's node selector and toleration."
+  value = {
+    serviceAccount = {
+      name        = var.service_account
+      annotations = { "azure.workload.identity/client-id" = module.identity.gateway_client_id }
+    }
+    podLabels    = { "azure.workload.identity/use" = "true" }
+    egressProxy  = { port = var.egress_proxy_port, regions = [var.region] }
+    license      = { region = var.region }
+    nodeSelector = local.gateway_node_label
+    tolerations  = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
+  }
+}

@@ -24,6 +24,18 @@ variable "namespace" {
   default     = "meshguard"
 }
 
+variable "service_account" {
+  description = "The gateway's Kubernetes service account: the federated credential names it, and helm_values sets the chart's serviceAccount.name to it."
+  type        = string
+  default     = "meshguard-gateway"
+}
+
+variable "egress_proxy_port" {
+  description = "The egress proxy's port: the chart's egressProxy.port (3128); the security group opens it to the agents."
+  type        = number
+  default     = 3128
+}
+
 variable "kubernetes_version" {
   description = "The AKS Kubernetes version (null: the region's default)."
   type        = string
@@ -37,7 +49,7 @@ variable "vnet_cidr_block" {
 }
 
 variable "egress_cidrs" {
-  description = "Destinations the egress proxy may reach, as CIDRs; empty: no route out (air-gapped, AKS outbound type none)."
+  description = "Destinations the egress proxy may reach, as CIDRs; empty: none (the nodes keep only the cluster's own paths out)."
   type        = list(string)
   default     = []
 }
@@ -69,6 +81,18 @@ variable "node_count_max" {
 variable "key_vault_name" {
   description = "The Key Vault's name (3-24 characters, globally unique)."
   type        = string
+}
+
+variable "deployer_ip_ranges" {
+  description = "Public addresses of whoever runs Terraform, let through the key vault's firewall to create the key; empty (the default): the vault has no public access, and Terraform must run inside the network."
+  type        = list(string)
+  default     = []
+}
+
+variable "bootstrap_container_registry_id" {
+  description = "An Azure Container Registry (Premium, private endpoint) that caches the node bootstrap artifacts (AKS bootstrap_profile, artifact source Cache); null: nodes fetch them from the Microsoft Container Registry through the NAT gateway."
+  type        = string
+  default     = null
 }
 
 variable "kms_rotation_period_days" {

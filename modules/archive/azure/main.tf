@@ -1,5 +1,6 @@
 # The WORM audit archive: a storage account (HTTPS and TLS 1.2 only, no shared keys, no public
-# blobs, infrastructure encryption, the customer-managed key through its own identity) with a
+# blobs, no public network access: a private endpoint for the blob service, infrastructure
+# encryption, the customer-managed key through its own identity) with a
 # container whose time-based immutability policy keeps every blob retention_days (locked: it
 # can then only be extended).
 resource "azurerm_user_assigned_identity" "storage" {
@@ -47,6 +48,31 @@ resource "azurerm_storage_account" "this" {
   depends_on = [azurerm_role_assignment.storage_key]
 }
 
+# Public network access is off: the gateway reaches the blob service through this endpoint.
+resource "azurerm_private_endpoint" "blob" {
+  count               = var.private_endpoint_subnet_id == null ? 0 : 1
+  name                = "${var.storage_account_name}-blob"
+  location            = var.region
+  resource_group_name = var.resource_group_name
+  subnet_id           = var.private_endpoint_subnet_id
+  tags                = var.tags
+
+  private_service_connection {
+    name                           = "${var.storage_account_name}-blob"
+    private_connection_resource_id = azurerm_storage_account.this.id
+    subresource_names              = ["blob"]
+    is_manual_connection           = false
+  }
+
+  dynamic "private_dns_zone_group" {
+    for_each = var.private_dns_zone_id == null ? [] : [var.private_dns_zone_id]
+    content {
+      name                 = "blob"
+      private_dns_zone_ids = [private_dns_zone_group.value]
+    }
+  }
+}
+
 resource "azurerm_storage_container" "this" {
   name                  = var.container_name
   storage_account_id    = azurerm_storage_account.this.id
@@ -60,9 +86,11 @@ resource "azurerm_storage_container_immutability_policy" "this" {
   locked                                = var.lock_retention
 }
 
+# count, not for_each: a writer is often an identity made in the same apply, whose id is
+# unknown at plan time, and for_each keys must be known then.
 resource "azurerm_role_assignment" "writers" {
-  for_each             = toset(var.writer_principal_ids)
+  count                = length(var.writer_principal_ids)
   scope                = azurerm_storage_container.this.id
   role_definition_name = "Storage Blob Data Contributor"
-  principal_id         = each.value
+  principal_id         = var.writer_principal_ids[count.index]
 }

@@ -68,6 +68,18 @@ variable "writer_principal_ids" {
   default     = []
 }
 
+variable "private_endpoint_subnet_id" {
+  description = "The subnet the blob service's private endpoint goes in (the networking module's endpoints_subnet_id); null: none, and with public network access off nothing reaches the archive."
+  type        = string
+  default     = null
+}
+
+variable "private_dns_zone_id" {
+  description = "The privatelink.blob.core.windows.net zone linked to the network; null: none."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags for every resource that takes them."
   type        = map(string)

@@ -47,6 +47,18 @@ variable "allowed_ip_ranges" {
   default     = []
 }
 
+variable "private_endpoint_subnet_id" {
+  description = "The subnet the vault's private endpoint goes in (the networking module's endpoints_subnet_id); null: none (then public_network_access and allowed_ip_ranges must let the deployer and the users in)."
+  type        = string
+  default     = null
+}
+
+variable "private_dns_zone_id" {
+  description = "The privatelink.vaultcore.azure.net zone linked to the network, which resolves the vault to its private endpoint; null: none."
+  type        = string
+  default     = null
+}
+
 variable "user_principal_ids" {
   description = "Principal ids (managed identities) allowed to wrap and unwrap with the key."
   type        = list(string)

@@ -17,3 +17,19 @@ output "egress_proxy_asg_id" {
   description = "The application security group of the nodes that run the egress proxy."
   value       = azurerm_application_security_group.egress_proxy.id
 }
+
+output "apiserver_subnet_id" {
+  description = "The subnet delegated to AKS for API server VNet integration."
+  value       = azurerm_subnet.apiserver.id
+}
+
+output "private_dns_zone_ids" {
+  description = "The private DNS zones linked to the network, by service: vault, blob, monitor, oms, ods, agent."
+  value       = { for k, z in azurerm_private_dns_zone.this : k => z.id }
+  depends_on  = [azurerm_private_dns_zone_virtual_network_link.this]
+}
+
+output "nat_gateway_id" {
+  description = "The nodes' NAT gateway."
+  value       = azurerm_nat_gateway.this.id
+}

@@ -14,7 +14,7 @@ variable "resource_group_name" {
 }
 
 variable "cidr_block" {
-  description = "The virtual network's range; nodes take its first /20 (for a /16), private endpoints its last /24."
+  description = "The virtual network's range; nodes take its first /20 (for a /16), the API server its /24 at 254, private endpoints its last /24."
   type        = string
   default     = "10.42.0.0/16"
 
@@ -25,7 +25,7 @@ variable "cidr_block" {
 }
 
 variable "egress_cidrs" {
-  description = "Destinations the egress proxy may reach, as CIDRs; empty: no route out (air-gapped)."
+  description = "Destinations the egress proxy may reach, as CIDRs; empty: none (the cluster's own paths stay open)."
   type        = list(string)
   default     = []
 
@@ -33,6 +33,12 @@ variable "egress_cidrs" {
     condition     = alltrue([for c in var.egress_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
     error_message = "egress_cidrs must be IPv4 CIDR blocks, and not 0.0.0.0/0: list the allowlisted destinations."
   }
+}
+
+variable "egress_proxy_port" {
+  description = "The port the egress proxy listens on: the chart's egressProxy.port (3128)."
+  type        = number
+  default     = 3128
 }
 
 variable "tags" {

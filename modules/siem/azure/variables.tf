@@ -43,6 +43,18 @@ variable "sentinel" {
   default     = false
 }
 
+variable "private_endpoint_subnet_id" {
+  description = "The subnet of the Monitor private link scope's endpoint (the networking module's endpoints_subnet_id); null: none, and with internet ingestion off the agents then reach nothing."
+  type        = string
+  default     = null
+}
+
+variable "private_dns_zone_ids" {
+  description = "The zones Azure Monitor's private link resolves in: privatelink.monitor.azure.com, .oms.opinsights.azure.com, .ods.opinsights.azure.com, .agentsvc.azure-automation.net, .blob.core.windows.net."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags for every resource that takes them."
   type        = map(string)
