@@ -5,34 +5,52 @@
 #
 # Region pinning: OCI resources take no region argument; the region is the provider's. The
 # caller configures the oci provider with region = the same value passed here as `region`, and
-# this module refuses a mismatch at plan time (the home of the compartment's availability
-# domains names the region the provider talks to).
+# this module refuses a mismatch at plan time: the Oracle Services Network the provider's
+# region offers is named after its region key ("All FRA Services In Oracle Services Network"),
+# which the tenancy's region list maps to the region's name. (Availability domain names do not
+# tell: us-ashburn-1's are "…:US-ASHBURN-AD-1", us-phoenix-1's "…:PHX-AD-1".)
+# IAM policies are written through a second provider, oci.home, configured for the tenancy's
+# home region (IAM accepts writes there only); it may be the same region.
 data "oci_identity_availability_domains" "this" {
   compartment_id = var.compartment_id
 }
 
+data "oci_identity_regions" "all" {}
+
+data "oci_core_services" "this" {
+  filter {
+    name   = "name"
+    values = ["All .* Services In Oracle Services Network"]
+    regex  = true
+  }
+}
+
 locals {
   tags = merge(var.tags, { "meshguard-install" = var.name })
-  # An availability domain's name is "<tenancy prefix>:<REGION KEY>-AD-<n>", e.g. "Uocm:EU-FRANKFURT-1-AD-1".
-  provider_region = lower(replace(split(":", data.oci_identity_availability_domains.this.availability_domains[0].name)[1], "/-AD-[0-9]+$/", ""))
-  region_check    = local.provider_region == var.region ? var.region : file("ERROR: the oci provider talks to ${local.provider_region}, not the pinned region ${var.region}: configure provider \"oci\" { region = \"${var.region}\" }")
+  # "All FRA Services In Oracle Services Network" -> "FRA" -> "eu-frankfurt-1".
+  provider_region_key = regex("^All ([A-Z0-9]+) Services", data.oci_core_services.this.services[0].name)[0]
+  provider_region     = one([for r in data.oci_identity_regions.all.regions : r.name if upper(r.key) == local.provider_region_key])
+  region_check        = local.provider_region == var.region ? var.region : file("ERROR: the oci provider talks to ${coalesce(local.provider_region, local.provider_region_key)}, not the pinned region ${var.region}: configure provider \"oci\" { region = \"${var.region}\" }")
 }
 
 module "kms" {
   source               = "../kms/oci"
   name                 = var.name
   compartment_id       = var.compartment_id
+  region               = local.region_check
   rotation_period_days = var.kms_rotation_period_days
   tags                 = local.tags
+  providers            = { oci = oci, oci.home = oci.home }
 }
 
 module "networking" {
-  source         = "../networking/oci"
-  name           = var.name
-  compartment_id = var.compartment_id
-  cidr_block     = var.vcn_cidr_block
-  egress_cidrs   = var.egress_cidrs
-  tags           = local.tags
+  source            = "../networking/oci"
+  name              = var.name
+  compartment_id    = var.compartment_id
+  cidr_block        = var.vcn_cidr_block
+  egress_cidrs      = var.egress_cidrs
+  egress_proxy_port = var.egress_proxy_port
+  tags              = local.tags
 }
 
 module "archive" {
@@ -41,6 +59,7 @@ module "archive" {
   compartment_id = var.compartment_id
   kms_key_id     = module.kms.key_id
   retention_days = var.archive_retention_days
+  lock_retention = var.archive_lock_retention
   lock_after     = var.archive_lock_after
   tags           = local.tags
 }
@@ -51,24 +70,28 @@ module "siem" {
   compartment_id = var.compartment_id
   kms_key_id     = module.kms.key_id
   tags           = local.tags
+  providers      = { oci = oci, oci.home = oci.home }
 }
 
 module "identity" {
-  source         = "../identity/oci"
-  name           = var.name
-  compartment_id = var.compartment_id
-  region         = local.region_check
-  cluster_id     = oci_containerengine_cluster.this.id
-  namespace      = var.namespace
-  kms_key_id     = module.kms.key_id
-  archive_bucket = module.archive.bucket
-  log_id         = module.siem.log_id
-  admin_groups   = var.admin_groups
-  tags           = local.tags
+  source          = "../identity/oci"
+  name            = var.name
+  compartment_id  = var.compartment_id
+  region          = local.region_check
+  cluster_id      = oci_containerengine_cluster.this.id
+  namespace       = var.namespace
+  service_account = var.service_account
+  kms_key_id      = module.kms.key_id
+  archive_bucket  = module.archive.bucket
+  log_id          = module.siem.log_id
+  admin_groups    = var.admin_groups
+  tags            = local.tags
+  providers       = { oci = oci, oci.home = oci.home }
 }
 
 # An enhanced cluster (workload identity needs it) whose API endpoint has a private address
-# only, Kubernetes secrets encrypted with the customer-managed key, and only signed images.
+# only, Kubernetes secrets encrypted with the customer-managed key (module.kms.key_id is known
+# only once OKE may use it), VCN-native pod networking, and only signed images.
 resource "oci_containerengine_cluster" "this" {
   compartment_id     = var.compartment_id
   name               = var.name
@@ -100,6 +123,10 @@ resource "oci_containerengine_cluster" "this" {
   }
 }
 
+locals {
+  gateway_nsg_ids = [module.networking.workloads_nsg_id, module.networking.egress_proxy_nsg_id]
+}
+
 resource "oci_containerengine_node_pool" "gateway" {
   compartment_id     = var.compartment_id
   cluster_id         = oci_containerengine_cluster.this.id
@@ -122,7 +149,15 @@ resource "oci_containerengine_node_pool" "gateway" {
     size                                = var.node_count
     kms_key_id                          = module.kms.key_id
     is_pv_encryption_in_transit_enabled = true
-    nsg_ids                             = [module.networking.workloads_nsg_id, module.networking.egress_proxy_nsg_id]
+    nsg_ids                             = local.gateway_nsg_ids
+
+    # VCN-native pod networking: every pod an address in the pod subnet, behind the same groups
+    # (the gateway's pods run the egress proxy).
+    node_pool_pod_network_option_details {
+      cni_type       = "OCI_VCN_IP_NATIVE"
+      pod_subnet_ids = [module.networking.pods_subnet_id]
+      pod_nsg_ids    = local.gateway_nsg_ids
+    }
 
     dynamic "placement_configs" {
       for_each = data.oci_identity_availability_domains.this.availability_domains

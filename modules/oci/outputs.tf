@@ -22,3 +22,17 @@ output "siem_stream_id" {
   description = "The stream the customer's SIEM consumes."
   value       = module.siem.stream_id
 }
+
+output "namespace" {
+  description = "The namespace to install the chart in (helm --namespace): the one the workload identity policy names."
+  value       = var.namespace
+}
+
+output "helm_values" {
+  description = "The chart's values this install fixes (helm --values): the service account the workload identity policy names (OKE workload identity needs no annotation), the egress proxy's port and the region."
+  value = {
+    serviceAccount = { name = var.service_account }
+    egressProxy    = { port = var.egress_proxy_port, regions = [var.region] }
+    license        = { region = var.region }
+  }
+}

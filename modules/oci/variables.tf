@@ -29,6 +29,18 @@ variable "namespace" {
   default     = "meshguard"
 }
 
+variable "service_account" {
+  description = "The gateway's Kubernetes service account: the workload identity policy names it, and helm_values sets the chart's serviceAccount.name to it."
+  type        = string
+  default     = "meshguard-gateway"
+}
+
+variable "egress_proxy_port" {
+  description = "The egress proxy's port: the chart's egressProxy.port (3128); the network security group opens it to the agents."
+  type        = number
+  default     = 3128
+}
+
 variable "kubernetes_version" {
   description = "The OKE Kubernetes version, e.g. v1.33.1."
   type        = string
@@ -98,8 +110,14 @@ variable "archive_retention_days" {
   default     = 2190
 }
 
+variable "archive_lock_retention" {
+  description = "Lock the archive's retention rule (irreversible once the lock time passes); false only for a trial install."
+  type        = bool
+  default     = true
+}
+
 variable "archive_lock_after" {
-  description = "When the archive's retention rule locks (RFC 3339, at least 14 days ahead); null leaves it unlocked."
+  description = "When the archive's retention rule locks (RFC 3339, at least 14 days ahead); null: 15 days after the bucket is created."
   type        = string
   default     = null
 }

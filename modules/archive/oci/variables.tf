@@ -24,8 +24,14 @@ variable "retention_days" {
   default     = 2190
 }
 
+variable "lock_retention" {
+  description = "Lock the retention rule (irreversible once the lock time passes): true by default, false only for a trial install."
+  type        = bool
+  default     = true
+}
+
 variable "lock_after" {
-  description = "When the retention rule locks (RFC 3339, at least 14 days ahead); null leaves it unlocked."
+  description = "When the retention rule locks (RFC 3339, at least 14 days ahead); null: 15 days after the bucket is created."
   type        = string
   default     = null
 }

@@ -4,6 +4,12 @@ output "vault_id" {
 }
 
 output "key_id" {
-  description = "The key's OCID, what CMEK settings take."
+  description = "The key's OCID, what CMEK settings take: known only once the services may use it."
   value       = oci_kms_key.this.id
+  depends_on  = [oci_identity_policy.key_services]
+}
+
+output "key_services_policy_id" {
+  description = "The policy that lets Object Storage, Streaming, Block Volume and OKE use the key."
+  value       = oci_identity_policy.key_services.id
 }

@@ -8,6 +8,11 @@ variable "compartment_id" {
   type        = string
 }
 
+variable "region" {
+  description = "The region identifier the key is in (e.g. eu-frankfurt-1): its Object Storage service is the one allowed to use the key."
+  type        = string
+}
+
 variable "private_vault" {
   description = "A virtual private vault (its own HSM partition) instead of a shared one."
   type        = bool

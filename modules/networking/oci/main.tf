@@ -1,7 +1,9 @@
-# Private networking: a VCN with a private subnet (no public IPs, no internet ingress), OCI
-# services through a service gateway, and the only way out the egress proxy's network security
-# group, to the allowlisted destinations on 443 through a NAT gateway (only when egress_cidrs is
-# not empty). The workloads' group may reach only the proxy and the VCN.
+# Private networking: a VCN with a private subnet for the nodes and the API endpoint and a pod
+# subnet (VCN-native pod networking), neither with public IPs or internet ingress; OCI services
+# (the registry, IAM, Vault, Logging) through a service gateway; and the only way out the egress
+# proxy's network security group, to the allowlisted destinations on 443 through a NAT gateway
+# (only when egress_cidrs is not empty). The workloads' group is the cluster's default-deny rule
+# set: it lists each path OKE needs (below).
 data "oci_core_services" "all" {
   filter {
     name   = "name"
@@ -71,6 +73,18 @@ resource "oci_core_subnet" "private" {
   freeform_tags              = var.tags
 }
 
+resource "oci_core_subnet" "pods" {
+  compartment_id             = var.compartment_id
+  vcn_id                     = oci_core_vcn.this.id
+  display_name               = "${var.name}-pods"
+  cidr_block                 = cidrsubnet(var.cidr_block, 2, 1)
+  route_table_id             = oci_core_route_table.private.id
+  prohibit_public_ip_on_vnic = true
+  prohibit_internet_ingress  = true
+  dns_label                  = "pods"
+  freeform_tags              = var.tags
+}
+
 resource "oci_core_network_security_group" "workloads" {
   compartment_id = var.compartment_id
   vcn_id         = oci_core_vcn.this.id
@@ -100,7 +114,7 @@ resource "oci_core_network_security_group_security_rule" "workloads_services" {
   protocol                  = "6"
   destination               = data.oci_core_services.all.services[0].cidr_block
   destination_type          = "SERVICE_CIDR_BLOCK"
-  description               = "OCI services through the service gateway"
+  description               = "OCI services through the service gateway: the registry (OCIR), IAM, Vault, Logging"
 }
 
 resource "oci_core_network_security_group_security_rule" "proxy_allowlist" {
@@ -116,6 +130,84 @@ resource "oci_core_network_security_group_security_rule" "proxy_allowlist" {
     destination_port_range {
       min = 443
       max = 443
+    }
+  }
+}
+
+# The control plane: worker nodes and pods reach the Kubernetes API endpoint (6443) and its
+# node-registration port (12250); the control plane reaches the kubelets (10250).
+resource "oci_core_network_security_group_security_rule" "workloads_control_plane" {
+  for_each                  = { api = 6443, registration = 12250, kubelet = 10250 }
+  network_security_group_id = oci_core_network_security_group.workloads.id
+  direction                 = "INGRESS"
+  protocol                  = "6"
+  source                    = oci_core_network_security_group.workloads.id
+  source_type               = "NETWORK_SECURITY_GROUP"
+  description               = "OKE control plane: ${each.key} (${each.value})"
+
+  tcp_options {
+    destination_port_range {
+      min = each.value
+      max = each.value
+    }
+  }
+}
+
+# Pods (VCN-native: each has its own address in the pod subnet) reach one another and the nodes.
+resource "oci_core_network_security_group_security_rule" "workloads_from_pods" {
+  network_security_group_id = oci_core_network_security_group.workloads.id
+  direction                 = "INGRESS"
+  protocol                  = "all"
+  source                    = oci_core_subnet.pods.cidr_block
+  source_type               = "CIDR_BLOCK"
+  description               = "pods of the cluster"
+}
+
+# Path MTU discovery inside the VCN.
+resource "oci_core_network_security_group_security_rule" "workloads_path_mtu" {
+  network_security_group_id = oci_core_network_security_group.workloads.id
+  direction                 = "INGRESS"
+  protocol                  = "1"
+  source                    = var.cidr_block
+  source_type               = "CIDR_BLOCK"
+  description               = "ICMP fragmentation needed"
+
+  icmp_options {
+    type = 3
+    code = 4
+  }
+}
+
+# DNS: the VCN resolver at 169.254.169.254.
+resource "oci_core_network_security_group_security_rule" "workloads_dns" {
+  network_security_group_id = oci_core_network_security_group.workloads.id
+  direction                 = "EGRESS"
+  protocol                  = "17"
+  destination               = "169.254.169.254/32"
+  destination_type          = "CIDR_BLOCK"
+  description               = "the VCN resolver (DNS)"
+
+  udp_options {
+    destination_port_range {
+      min = 53
+      max = 53
+    }
+  }
+}
+
+# Agents reach the egress proxy (the gateway's pods) on its port.
+resource "oci_core_network_security_group_security_rule" "proxy_from_workloads" {
+  network_security_group_id = oci_core_network_security_group.egress_proxy.id
+  direction                 = "INGRESS"
+  protocol                  = "6"
+  source                    = var.cidr_block
+  source_type               = "CIDR_BLOCK"
+  description               = "agents' CONNECT requests"
+
+  tcp_options {
+    destination_port_range {
+      min = var.egress_proxy_port
+      max = var.egress_proxy_port
     }
   }
 }

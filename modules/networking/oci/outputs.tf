@@ -8,8 +8,13 @@ output "private_subnet_id" {
   value       = oci_core_subnet.private.id
 }
 
+output "pods_subnet_id" {
+  description = "The pod subnet (VCN-native pod networking)."
+  value       = oci_core_subnet.pods.id
+}
+
 output "workloads_nsg_id" {
-  description = "Attach to the gateway's and agents' nodes: out only inside the VCN and to OCI services."
+  description = "Attach to the API endpoint, every node and every pod: the control plane's ports, DNS, inside the VCN and OCI services."
   value       = oci_core_network_security_group.workloads.id
 }
 

@@ -9,7 +9,7 @@ variable "compartment_id" {
 }
 
 variable "cidr_block" {
-  description = "The VCN's range; the private subnet is its first /20 (for a /16)."
+  description = "The VCN's range; the private subnet (nodes, API endpoint) is its first /20 (for a /16), the pod subnet its second /18."
   type        = string
   default     = "10.42.0.0/16"
 
@@ -34,6 +34,12 @@ variable "egress_cidrs" {
     condition     = alltrue([for c in var.egress_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
     error_message = "egress_cidrs must be IPv4 CIDR blocks, and not 0.0.0.0/0: list the allowlisted destinations."
   }
+}
+
+variable "egress_proxy_port" {
+  description = "The port the egress proxy listens on: the chart's egressProxy.port (3128)."
+  type        = number
+  default     = 3128
 }
 
 variable "tags" {

@@ -34,6 +34,19 @@ resource "oci_streaming_stream" "siem" {
   freeform_tags      = var.tags
 }
 
+# The Service Connector writes to the stream as its own principal, which needs this policy
+# (written in the home region, oci.home) before it starts.
+resource "oci_identity_policy" "connector" {
+  provider       = oci.home
+  compartment_id = var.compartment_id
+  name           = "${var.name}-siem-connector"
+  description    = "MeshGuard ${var.name}: the Service Connector pushes the gateway's log to the SIEM stream"
+  freeform_tags  = var.tags
+  statements = [
+    "Allow any-user to use stream-push in compartment id ${var.compartment_id} where all {request.principal.type = 'serviceconnector', request.principal.compartment.id = '${var.compartment_id}', target.stream.id = '${oci_streaming_stream.siem.id}'}",
+  ]
+}
+
 resource "oci_sch_service_connector" "this" {
   compartment_id = var.compartment_id
   display_name   = "${var.name}-to-siem"
@@ -53,4 +66,6 @@ resource "oci_sch_service_connector" "this" {
     kind      = "streaming"
     stream_id = oci_streaming_stream.siem.id
   }
+
+  depends_on = [oci_identity_policy.connector]
 }

@@ -4,6 +4,8 @@ terraform {
     oci = {
       source  = "oracle/oci"
       version = ">= 6.0, < 8.0"
+      # IAM policies are written in the tenancy's home region.
+      configuration_aliases = [oci.home]
     }
   }
 }
