@@ -615,6 +615,8 @@ pub enum ConfigError {
 }
 
 impl Args {
+    /// Checks every setting, in the order an operator reads the errors, and builds the
+    /// configuration from what passed.
     pub fn into_config(mut self) -> Result<Config, ConfigError> {
         let mode = parse_mode(&self.mode)?;
         let sidecar = crate::sidecar::SidecarConfig::from_args(&mut self)?;
@@ -624,12 +626,7 @@ impl Args {
             self.admin_token = Some(format!("msat_{}", crate::ids::new_secret(40)));
             self.jwt_secret = Some(crate::ids::new_secret(64));
         }
-        let Credentials {
-            admin_token,
-            generated_admin_token,
-            jwt_secret,
-            metrics_token,
-        } = Credentials::from_args(&mut self)?;
+        let credentials = Credentials::from_args(&mut self)?;
         let jwt_ttl = parse_duration(&self.jwt_expires_in).map_err(|why| ConfigError::Ttl {
             value: self.jwt_expires_in.clone(),
             why,
@@ -637,60 +634,39 @@ impl Args {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::BodyLimit);
         }
-        let db_path = self
-            .db_path
-            .clone()
-            .or_else(|| std::env::var_os("AUDIT_DB_PATH").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("./data/meshguard.db"));
-        let audit_origin = self
-            .audit_origin
-            .filter(|o| !o.is_empty())
-            .unwrap_or_else(default_origin);
-        if audit_origin.contains(char::is_whitespace) || audit_origin.contains('+') {
-            return Err(ConfigError::Origin {
-                value: audit_origin,
-            });
-        }
-        let audit_key_file = self
-            .audit_key_file
-            .unwrap_or_else(|| beside(&db_path, "audit-log.key"));
-        let audit_log_dir = self
-            .audit_log_dir
-            .take()
-            .unwrap_or_else(|| beside(&db_path, "audit-log"));
-        let policy_bundle_key_file = self
-            .policy_bundle_key_file
-            .take()
-            .unwrap_or_else(|| beside(&db_path, "policy-bundle.key"));
-        let secrets_key_file = self
-            .secrets_key_file
-            .take()
-            .unwrap_or_else(|| beside(&db_path, "secrets.key"));
-        let license_dir = self
-            .license_dir
-            .unwrap_or_else(|| beside(&db_path, "license"));
+        let files = Files::from_args(&mut self)?;
         let on = alert_triggers(&self.alert_on)?;
-        let extra_roots = match &self.ca_bundle_file {
-            Some(p) => crate::tls::extra_roots(p).map_err(ConfigError::Tls)?,
-            None => Vec::new(),
-        };
-        let tls = match (self.tls_cert_file.take(), self.tls_key_file.take()) {
-            (Some(c), Some(k)) => {
-                // Checked now, so a wrong path or a mismatched pair stops the start with why.
-                crate::tls::load(&c, &k).map_err(ConfigError::Tls)?;
-                Some((c, k))
-            }
-            _ => None,
-        };
-        let admin_client_ca = match self.admin_client_ca_file.take() {
-            Some(p) => {
-                crate::tls::client_roots(&p).map_err(ConfigError::Tls)?;
-                Some(p)
-            }
-            None => None,
-        };
-        let audit_redaction = crate::redaction::Redaction::parse(&self.audit_redaction)
+        let tls = TlsFiles::from_args(&mut self)?;
+        let redaction = crate::redaction::Redaction::parse(&self.audit_redaction)
             .map_err(ConfigError::Setting)?;
+        let alerts = self.alerts(on, redaction, &tls.extra_roots)?;
+        let siem = self.siem(&files)?;
+        let witnesses = Witnesses::from_args(&self)?;
+        self.check_egress()?;
+        let change_approvers = self.change_approvers()?;
+        let checked = Checked {
+            mode,
+            sidecar,
+            credentials,
+            jwt_ttl,
+            files,
+            tls,
+            redaction,
+            alerts,
+            siem,
+            witnesses,
+            change_approvers,
+        };
+        Ok(self.assemble(checked))
+    }
+
+    /// The alert channels: each destination URL checked against the allowed destinations.
+    fn alerts(
+        &mut self,
+        on: Vec<meshguard_api::Trigger>,
+        redaction: crate::redaction::Redaction,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<crate::alerts::AlertConfig, ConfigError> {
         let destinations = std::sync::Arc::new(crate::destinations::Destinations::new(
             &self.alert_destinations_allowed,
             self.host
@@ -707,69 +683,53 @@ impl Args {
                     .map_err(|e| ConfigError::Setting(format!("{name}: {e}")))?;
             }
         }
-        let alerts = crate::alerts::AlertConfig {
+        Ok(crate::alerts::AlertConfig {
             destinations,
-            redaction: audit_redaction,
-            extra_roots: extra_roots.clone(),
+            redaction,
+            extra_roots: extra_roots.to_vec(),
             on,
-            webhook_url: self.alert_webhook_url.filter(|u| !u.is_empty()),
-            webhook_secret: self.alert_webhook_secret.filter(|u| !u.is_empty()),
-            slack_webhook: self.alert_slack_webhook.filter(|u| !u.is_empty()),
+            webhook_url: self.alert_webhook_url.take().filter(|u| !u.is_empty()),
+            webhook_secret: self.alert_webhook_secret.take().filter(|u| !u.is_empty()),
+            slack_webhook: self.alert_slack_webhook.take().filter(|u| !u.is_empty()),
             per_minute: self.alert_rate_limit,
-            instance: self.alert_instance_name,
-            environment: self.alert_environment,
+            instance: std::mem::take(&mut self.alert_instance_name),
+            environment: std::mem::take(&mut self.alert_environment),
             attempts: self.alert_retry_attempts.clamp(1, 20),
             backoff: Duration::from_millis(self.alert_retry_backoff_ms.clamp(1, 60_000)),
+        })
+    }
+
+    /// The SIEM syslog forwarder, when `SIEM_SYSLOG_URL` is set.
+    fn siem(&self, files: &Files) -> Result<Option<crate::siem::SiemConfig>, ConfigError> {
+        let Some(url) = self.siem_syslog_url.as_deref().filter(|u| !u.is_empty()) else {
+            return Ok(None);
         };
-        let siem = match self.siem_syslog_url.as_deref().filter(|u| !u.is_empty()) {
-            Some(url) => {
-                let cas: Vec<&std::path::Path> = self
-                    .siem_ca_file
-                    .iter()
-                    .chain(self.ca_bundle_file.iter())
-                    .map(PathBuf::as_path)
-                    .collect();
-                let cursor = self.siem_cursor_file.clone().unwrap_or_else(|| {
-                    db_path
-                        .parent()
-                        .map(|d| d.join("siem.cursor"))
-                        .unwrap_or_else(|| PathBuf::from("siem.cursor"))
-                });
-                Some(
-                    crate::siem::SiemConfig::parse(
-                        url,
-                        &cas,
-                        cursor,
-                        audit_origin.split('/').next().unwrap_or_default(),
-                        &self.siem_sd_id,
-                    )
-                    .map_err(ConfigError::Setting)?,
-                )
-            }
-            None => None,
-        };
-        let audit_witnesses: Vec<String> = self
-            .audit_witnesses
+        let cas: Vec<&std::path::Path> = self
+            .siem_ca_file
             .iter()
-            .map(|w| w.trim().to_owned())
-            .filter(|w| !w.is_empty())
+            .chain(self.ca_bundle_file.iter())
+            .map(PathBuf::as_path)
             .collect();
-        for w in &audit_witnesses {
-            meshguard_tlog::note::Vkey::parse_of_type(w, meshguard_tlog::note::COSIGNATURE_V1)
-                .map_err(|e| ConfigError::Witness(e.to_string()))?;
-        }
-        let audit_witness_urls =
-            crate::witness_push::parse(&self.audit_witness_urls, &audit_witnesses)
-                .map_err(ConfigError::Setting)?;
-        let audit_witness_quorum = self.audit_witness_quorum.unwrap_or(audit_witnesses.len());
-        if audit_witness_quorum > audit_witnesses.len()
-            || (audit_witness_quorum == 0 && !audit_witnesses.is_empty())
-        {
-            return Err(ConfigError::Quorum {
-                quorum: audit_witness_quorum,
-                witnesses: audit_witnesses.len(),
-            });
-        }
+        let cursor = self.siem_cursor_file.clone().unwrap_or_else(|| {
+            files
+                .db_path
+                .parent()
+                .map(|d| d.join("siem.cursor"))
+                .unwrap_or_else(|| PathBuf::from("siem.cursor"))
+        });
+        crate::siem::SiemConfig::parse(
+            url,
+            &cas,
+            cursor,
+            files.audit_origin.split('/').next().unwrap_or_default(),
+            &self.siem_sd_id,
+        )
+        .map(Some)
+        .map_err(ConfigError::Setting)
+    }
+
+    /// The egress proxy needs its signed allowlist and the key that signs it.
+    fn check_egress(&self) -> Result<(), ConfigError> {
         if self.egress_proxy_port.is_some() {
             if self.egress_allowlist.is_none() {
                 return Err(ConfigError::Egress("EGRESS_ALLOWLIST"));
@@ -778,74 +738,89 @@ impl Args {
                 return Err(ConfigError::Egress("EGRESS_ALLOWLIST_PUBKEY"));
             }
         }
-        let change_approvers = match (
-            self.change_approvers.filter(|p| !p.as_os_str().is_empty()),
-            self.change_approvers_pubkey,
+        Ok(())
+    }
+
+    /// The signed list of change approvers, when `CHANGE_APPROVERS` is set.
+    fn change_approvers(&mut self) -> Result<Option<crate::approvers::Approvers>, ConfigError> {
+        match (
+            self.change_approvers
+                .take()
+                .filter(|p| !p.as_os_str().is_empty()),
+            self.change_approvers_pubkey.take(),
         ) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::Setting(
-                    "CHANGE_APPROVERS is set, but CHANGE_APPROVERS_PUBKEY is not: give the site's minisign public key that signs the list".to_owned(),
-                ));
-            }
-            (Some(list), Some(key)) => Some(
-                crate::approvers::Approvers::load(&list, &key)
-                    .map_err(|e| ConfigError::Setting(format!("CHANGE_APPROVERS: {e}")))?,
-            ),
+            (None, _) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Setting(
+                "CHANGE_APPROVERS is set, but CHANGE_APPROVERS_PUBKEY is not: give the site's minisign public key that signs the list".to_owned(),
+            )),
+            (Some(list), Some(key)) => crate::approvers::Approvers::load(&list, &key)
+                .map(Some)
+                .map_err(|e| ConfigError::Setting(format!("CHANGE_APPROVERS: {e}"))),
+        }
+    }
+
+    /// The configuration from the checked parts and the settings that need no check (bounds
+    /// are clamped here). One line per field of `Config`.
+    fn assemble(mut self, checked: Checked) -> Config {
+        let Checked {
+            mode,
+            sidecar,
+            credentials,
+            jwt_ttl,
+            files,
+            tls,
+            redaction,
+            alerts,
+            siem,
+            witnesses,
+            change_approvers,
+        } = checked;
+        let (default_host, default_port) = match sidecar {
+            Some(_) => (IpAddr::from([127, 0, 0, 1]), 4000),
+            None => (IpAddr::from([0, 0, 0, 0]), 3100),
         };
-        Ok(Config {
+        Config {
             change_approvers,
             egress_proxy_port: self.egress_proxy_port,
             egress_allowlist: self.egress_allowlist,
             egress_allowlist_pubkey: self.egress_allowlist_pubkey,
-            egress_regions: self
-                .egress_regions
-                .iter()
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty())
-                .collect(),
+            egress_regions: trimmed(&self.egress_regions),
             alerts,
             siem,
-            audit_redaction,
+            audit_redaction: redaction,
             change_approval_required: self.change_approval_required,
-            audit_witnesses,
-            audit_witness_quorum,
-            audit_witness_urls,
+            audit_witnesses: witnesses.keys,
+            audit_witness_quorum: witnesses.quorum,
+            audit_witness_urls: witnesses.urls,
             license_pubkey: self.license_pubkey.filter(|p| !p.as_os_str().is_empty()),
-            license_dir,
+            license_dir: files.license_dir,
             deployment_mode: self.deployment_mode,
             region: self.region.filter(|r| !r.is_empty()),
             license_check_interval: Duration::from_secs(self.license_check_seconds.max(1)),
-            audit_origin,
-            audit_key_file,
-            audit_log_dir,
+            audit_origin: files.audit_origin,
+            audit_key_file: files.audit_key_file,
+            audit_log_dir: files.audit_log_dir,
             audit_key_uri: self.audit_key_uri.take(),
-            policy_bundle_key_file,
+            policy_bundle_key_file: files.policy_bundle_key_file,
             policy_bundle_key_uri: self.policy_bundle_key_uri.take(),
             secrets_key_uri: self.secrets_key_uri.take(),
-            secrets_key_file,
+            secrets_key_file: files.secrets_key_file,
             secrets_key: self.secrets_key.take().filter(|k| !k.is_empty()),
             database_url: self.database_url.take().filter(|u| !u.is_empty()),
             control_plane_poll: Duration::from_millis(self.control_plane_poll_ms.max(10)),
             ca_bundle_file: self.ca_bundle_file.clone(),
             audit_checkpoint_every: self.audit_checkpoint_every.max(1),
             audit_checkpoint_interval: Duration::from_secs(self.audit_checkpoint_seconds.max(1)),
-            host: self.host.unwrap_or(if sidecar.is_some() {
-                IpAddr::from([127, 0, 0, 1])
-            } else {
-                IpAddr::from([0, 0, 0, 0])
-            }),
-            port: self
-                .port
-                .unwrap_or(if sidecar.is_some() { 4000 } else { 3100 }),
+            host: self.host.unwrap_or(default_host),
+            port: self.port.unwrap_or(default_port),
             sidecar,
-            tls,
-            admin_client_ca,
-            extra_roots,
-            admin_token,
-            jwt_secret,
+            tls: tls.server,
+            admin_client_ca: tls.admin_client_ca,
+            extra_roots: tls.extra_roots,
+            admin_token: credentials.admin_token,
+            jwt_secret: credentials.jwt_secret,
             jwt_ttl,
-            db_path,
+            db_path: files.db_path,
             policies_dir: self.policies_dir,
             mode,
             proxy_target: self.proxy_target.filter(|t| !t.is_empty()),
@@ -864,7 +839,7 @@ impl Args {
                 self.audit_refusal_window_seconds.min(86_400),
             ),
             metrics_enabled: self.metrics_enabled,
-            metrics_token,
+            metrics_token: credentials.metrics_token,
             policy_bundle: self.policy_bundle,
             policy_bundle_pubkey: self.policy_bundle_pubkey,
             policy_bundle_signing_key: self.policy_bundle_signing_key,
@@ -874,9 +849,141 @@ impl Args {
             policy_version_limit: self.policy_version_limit.max(1),
             policies_reload: Duration::from_secs(self.policies_reload_seconds),
             max_body_bytes: self.max_body_bytes,
-            generated_admin_token,
+            generated_admin_token: credentials.generated_admin_token,
+        }
+    }
+}
+
+/// What `into_config` checked, handed to `assemble`.
+struct Checked {
+    mode: Mode,
+    sidecar: Option<crate::sidecar::SidecarConfig>,
+    credentials: Credentials,
+    jwt_ttl: Duration,
+    files: Files,
+    tls: TlsFiles,
+    redaction: crate::redaction::Redaction,
+    alerts: crate::alerts::AlertConfig,
+    siem: Option<crate::siem::SiemConfig>,
+    witnesses: Witnesses,
+    change_approvers: Option<crate::approvers::Approvers>,
+}
+
+/// The database, the audit origin and the files kept beside the database by default.
+struct Files {
+    db_path: PathBuf,
+    audit_origin: String,
+    audit_key_file: PathBuf,
+    audit_log_dir: PathBuf,
+    policy_bundle_key_file: PathBuf,
+    secrets_key_file: PathBuf,
+    license_dir: PathBuf,
+}
+
+impl Files {
+    fn from_args(args: &mut Args) -> Result<Self, ConfigError> {
+        let db_path = args
+            .db_path
+            .clone()
+            .or_else(|| std::env::var_os("AUDIT_DB_PATH").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("./data/meshguard.db"));
+        let audit_origin = args
+            .audit_origin
+            .take()
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(default_origin);
+        if audit_origin.contains(char::is_whitespace) || audit_origin.contains('+') {
+            return Err(ConfigError::Origin {
+                value: audit_origin,
+            });
+        }
+        let or_beside =
+            |given: Option<PathBuf>, name: &str| given.unwrap_or_else(|| beside(&db_path, name));
+        Ok(Self {
+            audit_key_file: or_beside(args.audit_key_file.take(), "audit-log.key"),
+            audit_log_dir: or_beside(args.audit_log_dir.take(), "audit-log"),
+            policy_bundle_key_file: or_beside(
+                args.policy_bundle_key_file.take(),
+                "policy-bundle.key",
+            ),
+            secrets_key_file: or_beside(args.secrets_key_file.take(), "secrets.key"),
+            license_dir: or_beside(args.license_dir.take(), "license"),
+            db_path,
+            audit_origin,
         })
     }
+}
+
+/// The extra trust roots, the server's certificate pair and the admin client CA, each loaded
+/// now so a wrong path or a mismatched pair stops the start with why.
+struct TlsFiles {
+    extra_roots: Vec<reqwest::Certificate>,
+    server: Option<(PathBuf, PathBuf)>,
+    admin_client_ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    fn from_args(args: &mut Args) -> Result<Self, ConfigError> {
+        let extra_roots = match &args.ca_bundle_file {
+            Some(p) => crate::tls::extra_roots(p).map_err(ConfigError::Tls)?,
+            None => Vec::new(),
+        };
+        let server = match (args.tls_cert_file.take(), args.tls_key_file.take()) {
+            (Some(c), Some(k)) => {
+                crate::tls::load(&c, &k).map_err(ConfigError::Tls)?;
+                Some((c, k))
+            }
+            _ => None,
+        };
+        let admin_client_ca = match args.admin_client_ca_file.take() {
+            Some(p) => {
+                crate::tls::client_roots(&p).map_err(ConfigError::Tls)?;
+                Some(p)
+            }
+            None => None,
+        };
+        Ok(Self {
+            extra_roots,
+            server,
+            admin_client_ca,
+        })
+    }
+}
+
+/// The witnesses whose cosignatures a checkpoint needs, their URLs and the quorum.
+struct Witnesses {
+    keys: Vec<String>,
+    urls: Vec<crate::witness_push::Connected>,
+    quorum: usize,
+}
+
+impl Witnesses {
+    fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let keys = trimmed(&args.audit_witnesses);
+        for w in &keys {
+            meshguard_tlog::note::Vkey::parse_of_type(w, meshguard_tlog::note::COSIGNATURE_V1)
+                .map_err(|e| ConfigError::Witness(e.to_string()))?;
+        }
+        let urls = crate::witness_push::parse(&args.audit_witness_urls, &keys)
+            .map_err(ConfigError::Setting)?;
+        let quorum = args.audit_witness_quorum.unwrap_or(keys.len());
+        if quorum > keys.len() || (quorum == 0 && !keys.is_empty()) {
+            return Err(ConfigError::Quorum {
+                quorum,
+                witnesses: keys.len(),
+            });
+        }
+        Ok(Self { keys, urls, quorum })
+    }
+}
+
+/// The non-empty entries of a list setting, trimmed.
+fn trimmed(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 /// The admin token, the JWT secret and the metrics token, checked; in dev mode the first two

@@ -101,6 +101,60 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 
 /// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
+    let (store, db_path, shared) = open_stores(&config).await?;
+    let audit = open_audit(&config, db_path, record_decisions)?;
+    let alerts = alerts::Alerts::start(
+        config.alerts.clone(),
+        Arc::clone(&store),
+        Some(audit.clone()),
+    );
+    let sources = policy_files::Sources {
+        dir: config.policies_dir.clone(),
+        bundle: config
+            .policy_bundle
+            .clone()
+            .zip(config.policy_bundle_pubkey.clone()),
+        bundle_version: Arc::default(),
+    };
+    let files = sources.load(&[], &alerts);
+    tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
+    let license = license::Licensing::open(&config)?;
+    let (bundle_p256, bundle_key) = open_bundle_keys(&config)?;
+    let egress = open_egress(&config)?;
+    if let Some(list) = &config.change_approvers {
+        list.not_older_than_seen(&config.db_path.with_file_name("change-approvers.version"))
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let siem = config.siem.as_ref().map(siem::open).transpose()?;
+    let state = AppState::new(
+        config,
+        store,
+        files,
+        audit,
+        alerts,
+        license,
+        state::Optional {
+            bundle_p256,
+            bundle_key,
+            egress,
+            bundle_version: Arc::clone(&sources.bundle_version),
+            siem: siem.clone(),
+            shared: shared.clone(),
+        },
+    );
+    start(&state, shared, sources, siem).await?;
+    if state.inner.sidecar.is_none() {
+        // The settings in force, in the signed log, before the first decision.
+        settings_entry::record(&state, "start").await?;
+    }
+    state.set_ready();
+    Ok(state)
+}
+
+/// Opens the control-plane store: the local SQLite file alone, or PostgreSQL with the local
+/// file kept for the audit-log index. The secrets' key is checked against what the store
+/// sealed before.
+async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
     let path = config.db_path.clone();
     let secrets_key = store::KeySource {
         file: config.secrets_key_file.clone(),
@@ -109,30 +163,34 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     };
     let database_url = config.database_url.clone();
     let ca_bundle = config.ca_bundle_file.clone();
-    let (store, db_path, shared) = tokio::task::spawn_blocking(
-        move || -> anyhow::Result<Opened> {
-            let mut local = store::SqliteStore::open(&path)?;
-            let db_path = local.path().to_owned();
-            match database_url {
-                None => {
-                    local
-                        .seal_secrets_with(&secrets_key)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
-                    Ok((Arc::new(local), db_path, None))
-                }
-                Some(url) => {
-                    let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-                    pg.seal_secrets_with(&secrets_key)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
-                    let pg = Arc::new(pg);
-                    Ok((Arc::clone(&pg) as Arc<dyn store::Store>, db_path, Some(pg)))
-                }
-            }
-        },
-    )
-    .await??;
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Opened> {
+        let mut local = store::SqliteStore::open(&path)?;
+        let db_path = local.path().to_owned();
+        let Some(url) = database_url else {
+            local
+                .seal_secrets_with(&secrets_key)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
+            return Ok((Arc::new(local), db_path, None));
+        };
+        let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        pg.seal_secrets_with(&secrets_key)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
+        let pg = Arc::new(pg);
+        Ok((Arc::clone(&pg) as Arc<dyn store::Store>, db_path, Some(pg)))
+    })
+    .await?
+}
+
+/// Opens the audit log (its index beside the store), discarding decisions only in a
+/// benchmark build that measures what recording them costs.
+fn open_audit(
+    config: &Config,
+    db_path: std::path::PathBuf,
+    record_decisions: bool,
+) -> anyhow::Result<audit::AuditLog> {
     let audit = audit::AuditLog::open(audit::AuditConfig {
         db_path,
         log_dir: config.audit_log_dir.clone(),
@@ -155,74 +213,61 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         vkey = audit.vkey(),
         "audit log open"
     );
-    let alerts = alerts::Alerts::start(
-        config.alerts.clone(),
-        Arc::clone(&store),
-        Some(audit.clone()),
-    );
-    let sources = policy_files::Sources {
-        dir: config.policies_dir.clone(),
-        bundle: config
-            .policy_bundle
-            .clone()
-            .zip(config.policy_bundle_pubkey.clone()),
-        bundle_version: Arc::default(),
-    };
-    let files = sources.load(&[], &alerts);
-    tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let license = license::Licensing::open(&config)?;
+    Ok(audit)
+}
+
+/// The keys that sign exported policy bundles: the optional P-256 key, and the note key (none
+/// in a sidecar, which exports nothing).
+fn open_bundle_keys(
+    config: &Config,
+) -> anyhow::Result<(
+    Option<p256::ecdsa::SigningKey>,
+    Option<Arc<audit::note::LogKey>>,
+)> {
     let bundle_p256 = config
         .policy_bundle_signing_key
         .as_deref()
         .map(|p| bundle::load_p256(p, config.policy_bundle_signing_key_passphrase.as_deref()))
         .transpose()?;
-    let bundle_key = if config.sidecar.is_some() {
-        None
-    } else {
-        let key = match &config.policy_bundle_key_uri {
-            Some(uri) => audit::note::LogKey::from_token(uri, "policy-bundles")?,
-            None => audit::note::LogKey::load_or_create(
-                &config.policy_bundle_key_file,
-                "policy-bundles",
-            )?,
-        };
-        tracing::info!(key = %key.location(), "policy-bundle signing key open");
-        Some(Arc::new(key))
+    if config.sidecar.is_some() {
+        return Ok((bundle_p256, None));
+    }
+    let key = match &config.policy_bundle_key_uri {
+        Some(uri) => audit::note::LogKey::from_token(uri, "policy-bundles")?,
+        None => {
+            audit::note::LogKey::load_or_create(&config.policy_bundle_key_file, "policy-bundles")?
+        }
     };
-    let egress = match (
+    tracing::info!(key = %key.location(), "policy-bundle signing key open");
+    Ok((bundle_p256, Some(Arc::new(key))))
+}
+
+/// The egress proxy's signed allowlist, when the proxy is on.
+fn open_egress(config: &Config) -> anyhow::Result<Option<egress::Egress>> {
+    match (
         config.egress_proxy_port,
         &config.egress_allowlist,
         &config.egress_allowlist_pubkey,
     ) {
-        (Some(_), Some(list), Some(key)) => Some(egress::Egress::open(
+        (Some(_), Some(list), Some(key)) => Ok(Some(egress::Egress::open(
             list,
             key,
             config.egress_regions.clone(),
             config.db_path.with_file_name("egress-allowlist.version"),
-        )?),
-        _ => None,
-    };
-    if let Some(list) = &config.change_approvers {
-        list.not_older_than_seen(&config.db_path.with_file_name("change-approvers.version"))
-            .map_err(|e| anyhow::anyhow!(e))?;
+        )?)),
+        _ => Ok(None),
     }
-    let siem = config.siem.as_ref().map(siem::open).transpose()?;
-    let state = AppState::new(
-        config,
-        store,
-        files,
-        audit,
-        alerts,
-        license,
-        state::Optional {
-            bundle_p256,
-            bundle_key,
-            egress,
-            bundle_version: Arc::clone(&sources.bundle_version),
-            siem: siem.clone(),
-            shared: shared.clone(),
-        },
-    );
+}
+
+/// Checks the license, loads the policies and starts what runs beside the requests: the
+/// license checker, the cluster's follower and shipper, the watchers, the refusal flusher,
+/// the sidecar's heartbeats, the witness push and the SIEM forwarder.
+async fn start(
+    state: &AppState,
+    shared: Option<Arc<store::PgStore>>,
+    sources: policy_files::Sources,
+    siem: Option<siem::SharedStatus>,
+) -> anyhow::Result<()> {
     {
         let s = state.clone();
         tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;
@@ -265,12 +310,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");
         siem::spawn(state.clone(), cfg, status);
     }
-    if state.inner.sidecar.is_none() {
-        // The settings in force, in the signed log, before the first decision.
-        settings_entry::record(&state, "start").await?;
-    }
-    state.set_ready();
-    Ok(state)
+    Ok(())
 }
 
 /// Listens on `addr` and serves `state` until `shutdown` resolves (then stops accepting and

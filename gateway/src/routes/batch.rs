@@ -13,8 +13,12 @@ use super::body::{RawBody, parse_json};
 use super::proxy::{authenticate, client_limit, client_limit_hit, too_many, unauthorized};
 use crate::auth::{tokens_equal, trace_id};
 use crate::error::ApiError;
-use crate::governance::{Ask, agent_rate_limit, breaker, decide};
+use std::sync::Arc;
+
+use crate::governance::{Ask, Verdict, agent_rate_limit, breaker, decide};
+use crate::policy::PolicySet;
 use crate::state::AppState;
+use crate::store::AgentRecord;
 
 /// Actions one batch may carry.
 const MAX_ACTIONS: usize = 1000;
@@ -67,104 +71,27 @@ pub(crate) async fn batch(
     let started = Instant::now();
     let trace = trace_id(&headers);
     let req: BatchRequest = parse_json(&bytes)?;
-    if req.actions.is_empty() || req.actions.len() > MAX_ACTIONS {
-        return Err(ApiError::field(
-            "actions",
-            format!("expected 1 to {MAX_ACTIONS} actions"),
-        ));
-    }
-    if let Some(i) = req.actions.iter().position(|a| a.action.trim().is_empty()) {
-        return Err(ApiError::field(
-            &format!("actions[{i}].action"),
-            "must not be empty",
-        ));
-    }
+    check_actions(&req.actions)?;
+    // What a refusal before any decision records: the batch's first action, nothing more.
     let first = Ask {
-        action: req.actions[0].action.clone(),
         resource: None,
-        method: Some("POST".to_owned()),
-        path: Some("/api/v1/governance/batch".to_owned()),
         context: None,
-        trace_id: trace.clone(),
         delegated_by: Vec::new(),
-        delegators_ok: Ok(()),
-        narrowed: None,
+        ..ask_for(&req.actions[0], &trace)
     };
     // The client's limit counts every decision: the first here, before anything else as on
-    // /proxy/check, and each further action below.
+    // /proxy/check, and each further action in `decide_each`.
     if let Some(r) = client_limit(&state, addr, &first).await {
         return Ok(r);
     }
-    let admin = headers
-        .get("x-admin-token")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| tokens_equal(t, &state.config().admin_token));
-    if admin && state.config().admin_client_ca.is_some() && client_cert.is_none() {
-        return Err(ApiError::unauthorized(
-            "a batch sent with the admin token requires a client certificate issued by the \
-             site's admin CA (ADMIN_CLIENT_CA_FILE)",
-        ));
-    }
-    let agent = if admin {
-        let id = req.agent_id.clone().ok_or_else(|| {
-            ApiError::field(
-                "agentId",
-                "required when the batch is sent with the admin token",
-            )
-        })?;
-        match state.active_agent(&id).await? {
-            Some(a) => a,
-            None => return Err(ApiError::not_found("agent", &id)),
-        }
-    } else {
-        match authenticate(&state, &headers).await? {
-            Ok(a) => a,
-            Err(refused) => return Ok(unauthorized(&state, &first, refused).await),
-        }
+    let agent = match batch_agent(&state, &headers, client_cert.is_some(), &req, &first).await? {
+        Ok(agent) => agent,
+        Err(refused) => return Ok(refused),
     };
-
     // One snapshot for the whole batch, even if policies change meanwhile.
     let snapshot = state.snapshot();
-    let mode = state.config().mode;
-    let mut results = Vec::with_capacity(req.actions.len());
-    let mut queued = Vec::with_capacity(req.actions.len());
-    for (i, a) in req.actions.iter().enumerate() {
-        let mut ask = Ask {
-            action: a.action.clone(),
-            resource: a.resource.clone(),
-            method: Some("POST".to_owned()),
-            path: Some("/api/v1/governance/batch".to_owned()),
-            context: a.context.clone(),
-            trace_id: trace.clone(),
-            delegated_by: a
-                .delegated_by
-                .clone()
-                .map(|d| d.into_vec())
-                .unwrap_or_default(),
-            delegators_ok: Ok(()),
-            narrowed: None,
-        };
-        // Each action is a decision, and each counts against both rate limits; one over a
-        // limit is a recorded refusal, answered as a deny.
-        if i > 0
-            && let Some(limited) = client_limit_hit(&state, addr, &ask).await
-        {
-            results.push((a.action.clone(), limited));
-            continue;
-        }
-        if let Some(limited) = agent_rate_limit(&state, &snapshot, &agent, &ask).await {
-            results.push((a.action.clone(), limited));
-            continue;
-        }
-        if !ask.delegated_by.is_empty() {
-            ask.delegators_ok =
-                crate::governance::check_delegators(&state, &agent, &ask.delegated_by).await;
-        }
-        let (verdict, entry) = decide(mode, &snapshot, &agent, &ask);
-        let alert = crate::alerts::Alerts::for_entry(&entry);
-        queued.push((i, state.inner.audit.queue(entry), alert, ask));
-        results.push((a.action.clone(), verdict));
-    }
+    let (mut results, queued) =
+        decide_each(&state, addr, &snapshot, &agent, &req.actions, &trace).await;
     if let Some(limited) = results
         .iter()
         .all(|(_, v)| v.rate_limited.is_some())
@@ -173,14 +100,149 @@ pub(crate) async fn batch(
     {
         return Ok(too_many(&limited, &trace));
     }
-    // Every row is durable before the answer, and says what the answer says: an item whose
-    // row is not durable within the breaker is withdrawn and answered, and recorded, by the
-    // breaker (enforce fails closed); an item the writer already holds is answered as decided.
+    let tripped = record_each(&state, &agent, &mut results, queued).await;
+    let mode = state.config().mode;
+    Ok(answer(results, tripped, started, &trace, &snapshot, mode))
+}
+
+/// A batch carries 1 to `MAX_ACTIONS` actions, each named.
+fn check_actions(actions: &[BatchAction]) -> Result<(), ApiError> {
+    if actions.is_empty() || actions.len() > MAX_ACTIONS {
+        return Err(ApiError::field(
+            "actions",
+            format!("expected 1 to {MAX_ACTIONS} actions"),
+        ));
+    }
+    if let Some(i) = actions.iter().position(|a| a.action.trim().is_empty()) {
+        return Err(ApiError::field(
+            &format!("actions[{i}].action"),
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// The decision asked by one action of the batch.
+fn ask_for(action: &BatchAction, trace: &str) -> Ask {
+    Ask {
+        action: action.action.clone(),
+        resource: action.resource.clone(),
+        method: Some("POST".to_owned()),
+        path: Some("/api/v1/governance/batch".to_owned()),
+        context: action.context.clone(),
+        trace_id: trace.to_owned(),
+        delegated_by: action
+            .delegated_by
+            .clone()
+            .map(Chain::into_vec)
+            .unwrap_or_default(),
+        delegators_ok: Ok(()),
+        narrowed: None,
+    }
+}
+
+/// The agent the batch is decided for: the `agentId` named with the admin token (and its
+/// client certificate when the site requires one), or the agent whose token was sent. A token
+/// that does not authenticate is answered, and recorded, as on every decision route.
+async fn batch_agent(
+    state: &AppState,
+    headers: &HeaderMap,
+    has_client_cert: bool,
+    req: &BatchRequest,
+    first: &Ask,
+) -> Result<Result<Arc<AgentRecord>, Response>, ApiError> {
+    let admin = headers
+        .get("x-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| tokens_equal(t, &state.config().admin_token));
+    if !admin {
+        return Ok(match authenticate(state, headers).await? {
+            Ok(a) => Ok(a),
+            Err(refused) => Err(unauthorized(state, first, refused).await),
+        });
+    }
+    if state.config().admin_client_ca.is_some() && !has_client_cert {
+        return Err(ApiError::unauthorized(
+            "a batch sent with the admin token requires a client certificate issued by the \
+             site's admin CA (ADMIN_CLIENT_CA_FILE)",
+        ));
+    }
+    let id = req.agent_id.clone().ok_or_else(|| {
+        ApiError::field(
+            "agentId",
+            "required when the batch is sent with the admin token",
+        )
+    })?;
+    match state.active_agent(&id).await? {
+        Some(a) => Ok(Ok(a)),
+        None => Err(ApiError::not_found("agent", &id)),
+    }
+}
+
+/// One action's verdict, under the action's name.
+type Decided = (String, Verdict);
+/// A decided action's entry handed to the writer: its index, the queued entry, its alert and
+/// the ask (for the breaker).
+type Pending = (
+    usize,
+    Result<crate::audit::Queued, crate::audit::AuditError>,
+    Option<crate::alerts::Alert>,
+    Ask,
+);
+
+/// Decides every action against the one snapshot and queues each decision's entry.
+async fn decide_each(
+    state: &AppState,
+    addr: std::net::SocketAddr,
+    snapshot: &PolicySet,
+    agent: &AgentRecord,
+    actions: &[BatchAction],
+    trace: &str,
+) -> (Vec<Decided>, Vec<Pending>) {
+    let mode = state.config().mode;
+    let mut results = Vec::with_capacity(actions.len());
+    let mut queued = Vec::with_capacity(actions.len());
+    for (i, a) in actions.iter().enumerate() {
+        let mut ask = ask_for(a, trace);
+        // Each action is a decision, and each counts against both rate limits; one over a
+        // limit is a recorded refusal, answered as a deny.
+        if i > 0
+            && let Some(limited) = client_limit_hit(state, addr, &ask).await
+        {
+            results.push((a.action.clone(), limited));
+            continue;
+        }
+        if let Some(limited) = agent_rate_limit(state, snapshot, agent, &ask).await {
+            results.push((a.action.clone(), limited));
+            continue;
+        }
+        if !ask.delegated_by.is_empty() {
+            ask.delegators_ok =
+                crate::governance::check_delegators(state, agent, &ask.delegated_by).await;
+        }
+        let (verdict, entry) = decide(mode, snapshot, agent, &ask);
+        let alert = crate::alerts::Alerts::for_entry(&entry);
+        queued.push((i, state.inner.audit.queue(entry), alert, ask));
+        results.push((a.action.clone(), verdict));
+    }
+    (results, queued)
+}
+
+/// Every row is durable before the answer, and says what the answer says: an item whose row
+/// is not durable within the breaker is withdrawn and answered, and recorded, by the breaker
+/// (enforce fails closed); an item the writer already holds is answered as decided. Returns
+/// which items the breaker answered.
+async fn record_each(
+    state: &AppState,
+    agent: &AgentRecord,
+    results: &mut [Decided],
+    queued: Vec<Pending>,
+) -> Vec<bool> {
     let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
     let mut tripped = vec![false; results.len()];
     for (i, queued, alert, ask) in queued {
         let verdict = &mut results[i].1;
-        match crate::governance::record_by(&state, queued, deadline).await {
+        match crate::governance::record_by(state, queued, deadline).await {
             Ok(seq) => {
                 if let Some(alert) = alert {
                     state.inner.alerts.raise(alert);
@@ -195,44 +257,30 @@ pub(crate) async fn batch(
             }
             Err(why) => {
                 tripped[i] = true;
-                *verdict =
-                    breaker(&state, &agent, &ask, verdict.clone(), &why, Instant::now()).await;
+                *verdict = breaker(state, agent, &ask, verdict.clone(), &why, Instant::now()).await;
             }
         }
     }
+    tripped
+}
+
+/// The batch's answer: one item per action, in order, and `Retry-After` when one was limited.
+fn answer(
+    results: Vec<Decided>,
+    tripped: Vec<bool>,
+    started: Instant,
+    trace: &str,
+    snapshot: &PolicySet,
+    mode: crate::config::Mode,
+) -> Response {
     let retry_after = results
         .iter()
         .find_map(|(_, v)| v.rate_limited.as_ref().map(|l| l.retry_after));
-    let mut all_allowed = true;
+    let all_allowed = results.iter().all(|(_, v)| v.allowed);
     let items: Vec<Value> = results
         .into_iter()
         .zip(tripped)
-        .map(|((action, v), tripped)| {
-            let allowed = v.allowed;
-            all_allowed &= allowed;
-            let mut item = json!({
-                "action": action,
-                "decision": if allowed { "allow" } else { "deny" },
-                "latencyMs": (v.latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
-            });
-            if !allowed || v.would_deny || tripped {
-                item["reason"] = json!(v.reason);
-            }
-            if v.would_deny {
-                item["wouldDeny"] = json!(true);
-            }
-            if let Some(limited) = &v.rate_limited {
-                item["rateLimited"] = json!(true);
-                item["retryAfter"] = json!(limited.retry_after);
-            }
-            if let Some(p) = v.policy {
-                item["policy"] = json!(p);
-            }
-            if let Some(r) = v.rule {
-                item["rule"] = json!(r);
-            }
-            item
-        })
+        .map(|((action, v), tripped)| item(action, &v, tripped))
         .collect();
     let mut response = Json(json!({
         "results": items,
@@ -248,5 +296,31 @@ pub(crate) async fn batch(
             .headers_mut()
             .insert(axum::http::header::RETRY_AFTER, secs.into());
     }
-    Ok(response)
+    response
+}
+
+/// One action's item in the answer.
+fn item(action: String, v: &Verdict, tripped: bool) -> Value {
+    let mut item = json!({
+        "action": action,
+        "decision": if v.allowed { "allow" } else { "deny" },
+        "latencyMs": (v.latency.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+    });
+    if !v.allowed || v.would_deny || tripped {
+        item["reason"] = json!(v.reason);
+    }
+    if v.would_deny {
+        item["wouldDeny"] = json!(true);
+    }
+    if let Some(limited) = &v.rate_limited {
+        item["rateLimited"] = json!(true);
+        item["retryAfter"] = json!(limited.retry_after);
+    }
+    if let Some(p) = &v.policy {
+        item["policy"] = json!(p);
+    }
+    if let Some(r) = &v.rule {
+        item["rule"] = json!(r);
+    }
+    item
 }
