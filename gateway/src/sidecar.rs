@@ -823,116 +823,18 @@ async fn accept(
     agent: &AgentRecord,
     req: HeartbeatRequest,
 ) -> Result<(u64, u64), ApiError> {
-    if req.origin == state.inner.audit.origin() {
-        return Err(ApiError::field(
-            "origin",
-            "is this gateway's own log origin; a sidecar has an origin of its own",
-        ));
-    }
-    if req.vkey.split('+').next() != Some(req.origin.as_str()) {
-        return Err(ApiError::field(
-            "vkey",
-            format!("does not name the origin {:?}", req.origin),
-        ));
-    }
-    // Proof that the caller holds the key it registers or uses.
-    let note = req.checkpoint.as_deref().ok_or_else(|| {
-        ApiError::field(
-            "checkpoint",
-            "required: a checkpoint signed by the sidecar's key",
-        )
-    })?;
-    let signed = crate::audit::note::verify_checkpoint(&req.vkey, note).map_err(|e| {
-        ApiError::field(
-            "checkpoint",
-            format!("not signed by the sidecar's key: {e}"),
-        )
-    })?;
-    if signed.origin != req.origin {
-        return Err(ApiError::field(
-            "checkpoint",
-            format!("is for origin {:?}, not {:?}", signed.origin, req.origin),
-        ));
-    }
+    let signed = proven_checkpoint(state, &req)?;
     let origin = req.origin.clone();
     let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
     if let Some(r) = &registered {
-        if r.agent_id != agent.id {
-            return Err(ApiError::conflict(format!(
-                "origin {} is registered to agent {}, not {}; a sidecar's origin belongs to one agent",
-                r.origin, r.agent_id, agent.id
-            )));
-        }
-        if r.vkey != req.vkey {
-            return Err(ApiError::conflict(format!(
-                "origin {} is registered with another key; its entries are accepted only signed by that key (a sidecar that lost its cache starts a new origin)",
-                r.origin
-            )));
-        }
+        same_agent_and_key(r, agent, &req)?;
     }
-    // The tree of this origin's entries held so far: the frontier its row keeps, or (a row
-    // from before frontiers were kept, or entries with no row) rebuilt once from the entries.
-    let kept = registered
-        .as_ref()
-        .and_then(|r| merkle::Frontier::from_bytes(r.held, r.frontier.as_deref()?));
-    let mut tree = match kept {
-        Some(t) => t,
-        None => {
-            let reader = state.inner.audit.reader();
-            let origin = req.origin.clone();
-            let leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
-                .await
-                .map_err(ApiError::internal)?
-                .map_err(ApiError::internal)?;
-            let mut t = merkle::Frontier::default();
-            leaves.into_iter().for_each(|l| t.push(l));
-            t
-        }
-    };
+    let mut tree = held_tree(state, registered.as_ref(), &req.origin).await?;
     let before = tree.size();
     if req.lines.is_empty() {
-        if signed.size < before {
-            return Err(ApiError::conflict(format!(
-                "the sidecar's log ({} entries) is shorter than what this gateway holds of it ({before}): it was reset; give the sidecar a new cache (a new origin)",
-                signed.size
-            )));
-        }
-        if signed.size == before && tree.root() != signed.root {
-            return Err(ApiError::conflict(format!(
-                "the sidecar's log of {} entries is not the one this gateway holds: its history was rewritten",
-                signed.size
-            )));
-        }
+        still_the_held_log(&tree, &signed)?;
     } else {
-        for (i, line) in req.lines.iter().enumerate() {
-            if let Err((field, why)) = own_line(i, line, &req.origin, agent) {
-                forged(state, agent, &req.origin, &why).await;
-                return Err(ApiError::field(&field, why));
-            }
-            // Entries already held come again after a lost answer; they are skipped.
-            if line.seq > tree.size() {
-                tree.push(merkle::leaf_hash(
-                    crate::audit::canonical(&line.entry).as_bytes(),
-                ));
-            }
-        }
-        if signed.size != tree.size() || tree.root() != signed.root {
-            return Err(ApiError::field(
-                "lines",
-                format!(
-                    "do not rebuild the log the sidecar signed (checkpoint of {} entries; the held entries and these make {}); nothing was ingested",
-                    signed.size,
-                    tree.size()
-                ),
-            ));
-        }
-        if tree.size() > before {
-            let lines: Vec<_> = req.lines.into_iter().filter(|l| l.seq > before).collect();
-            state.inner.audit.ingest(lines).await.map_err(|e| match e {
-                crate::audit::AuditError::Write(m) => ApiError::conflict(m),
-                other => ApiError::internal(other),
-            })?;
-        }
+        take_lines(state, agent, &mut tree, &signed, &req).await?;
     }
     let now = crate::clock::now_rfc3339();
     let rec = SidecarRecord {
@@ -953,6 +855,158 @@ async fn accept(
     }
     state.db(move |s| s.save_sidecar(&rec)).await?;
     Ok((before, tree.size()))
+}
+
+/// Proof that the caller holds the key it registers or uses: a checkpoint of its own origin
+/// (not this gateway's), signed by the key it names for that origin.
+fn proven_checkpoint(
+    state: &AppState,
+    req: &HeartbeatRequest,
+) -> Result<crate::audit::note::Checkpoint, ApiError> {
+    if req.origin == state.inner.audit.origin() {
+        return Err(ApiError::field(
+            "origin",
+            "is this gateway's own log origin; a sidecar has an origin of its own",
+        ));
+    }
+    if req.vkey.split('+').next() != Some(req.origin.as_str()) {
+        return Err(ApiError::field(
+            "vkey",
+            format!("does not name the origin {:?}", req.origin),
+        ));
+    }
+    let note = req.checkpoint.as_deref().ok_or_else(|| {
+        ApiError::field(
+            "checkpoint",
+            "required: a checkpoint signed by the sidecar's key",
+        )
+    })?;
+    let signed = crate::audit::note::verify_checkpoint(&req.vkey, note).map_err(|e| {
+        ApiError::field(
+            "checkpoint",
+            format!("not signed by the sidecar's key: {e}"),
+        )
+    })?;
+    if signed.origin != req.origin {
+        return Err(ApiError::field(
+            "checkpoint",
+            format!("is for origin {:?}, not {:?}", signed.origin, req.origin),
+        ));
+    }
+    Ok(signed)
+}
+
+/// A registered origin belongs to one agent and one key.
+fn same_agent_and_key(
+    registered: &SidecarRecord,
+    agent: &AgentRecord,
+    req: &HeartbeatRequest,
+) -> Result<(), ApiError> {
+    if registered.agent_id != agent.id {
+        return Err(ApiError::conflict(format!(
+            "origin {} is registered to agent {}, not {}; a sidecar's origin belongs to one agent",
+            registered.origin, registered.agent_id, agent.id
+        )));
+    }
+    if registered.vkey != req.vkey {
+        return Err(ApiError::conflict(format!(
+            "origin {} is registered with another key; its entries are accepted only signed by that key (a sidecar that lost its cache starts a new origin)",
+            registered.origin
+        )));
+    }
+    Ok(())
+}
+
+/// The tree of this origin's entries held so far: the frontier its row keeps, or (a row from
+/// before frontiers were kept, or entries with no row) rebuilt once from the entries.
+async fn held_tree(
+    state: &AppState,
+    registered: Option<&SidecarRecord>,
+    origin: &str,
+) -> Result<merkle::Frontier, ApiError> {
+    if let Some(kept) =
+        registered.and_then(|r| merkle::Frontier::from_bytes(r.held, r.frontier.as_deref()?))
+    {
+        return Ok(kept);
+    }
+    let reader = state.inner.audit.reader();
+    let origin = origin.to_owned();
+    let leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let mut t = merkle::Frontier::default();
+    leaves.into_iter().for_each(|l| t.push(l));
+    Ok(t)
+}
+
+/// A heartbeat without lines: its checkpoint must not be shorter than what is held, nor, at
+/// the same size, a different log.
+fn still_the_held_log(
+    tree: &merkle::Frontier,
+    signed: &crate::audit::note::Checkpoint,
+) -> Result<(), ApiError> {
+    let before = tree.size();
+    if signed.size < before {
+        return Err(ApiError::conflict(format!(
+            "the sidecar's log ({} entries) is shorter than what this gateway holds of it ({before}): it was reset; give the sidecar a new cache (a new origin)",
+            signed.size
+        )));
+    }
+    if signed.size == before && tree.root() != signed.root {
+        return Err(ApiError::conflict(format!(
+            "the sidecar's log of {} entries is not the one this gateway holds: its history was rewritten",
+            signed.size
+        )));
+    }
+    Ok(())
+}
+
+/// Checks every line is the sidecar's own (a forged one is recorded and refuses them all),
+/// that the held entries and the new ones rebuild the signed checkpoint, and ingests the new.
+async fn take_lines(
+    state: &AppState,
+    agent: &AgentRecord,
+    tree: &mut merkle::Frontier,
+    signed: &crate::audit::note::Checkpoint,
+    req: &HeartbeatRequest,
+) -> Result<(), ApiError> {
+    let before = tree.size();
+    for (i, line) in req.lines.iter().enumerate() {
+        if let Err((field, why)) = own_line(i, line, &req.origin, agent) {
+            forged(state, agent, &req.origin, &why).await;
+            return Err(ApiError::field(&field, why));
+        }
+        // Entries already held come again after a lost answer; they are skipped.
+        if line.seq > tree.size() {
+            tree.push(merkle::leaf_hash(
+                crate::audit::canonical(&line.entry).as_bytes(),
+            ));
+        }
+    }
+    if signed.size != tree.size() || tree.root() != signed.root {
+        return Err(ApiError::field(
+            "lines",
+            format!(
+                "do not rebuild the log the sidecar signed (checkpoint of {} entries; the held entries and these make {}); nothing was ingested",
+                signed.size,
+                tree.size()
+            ),
+        ));
+    }
+    if tree.size() > before {
+        let lines: Vec<_> = req
+            .lines
+            .iter()
+            .filter(|l| l.seq > before)
+            .cloned()
+            .collect();
+        state.inner.audit.ingest(lines).await.map_err(|e| match e {
+            crate::audit::AuditError::Write(m) => ApiError::conflict(m),
+            other => ApiError::internal(other),
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks that a line a sidecar sends is its own: from its origin, and about its agent (an

@@ -350,6 +350,18 @@ fn messages(line: &AuditExportLine, config: &SiemConfig, pid: &str) -> Vec<Strin
             &line.entry.to_string(),
         )];
     };
+    let mut out = vec![entry_message(line, &entry, config, pid)];
+    out.extend(alert_message(line, &entry, config, pid));
+    out
+}
+
+/// The entry's message: its fields as structured data, its canonical body as the text.
+fn entry_message(
+    line: &AuditExportLine,
+    entry: &AuditEntry,
+    config: &SiemConfig,
+    pid: &str,
+) -> String {
     let body = crate::audit::canonical(&line.entry);
     let severity = if entry.decision == "deny" { 4 } else { 6 };
     let mut params = vec![
@@ -375,7 +387,7 @@ fn messages(line: &AuditExportLine, config: &SiemConfig, pid: &str) -> Vec<Strin
     params.push(("traceId", entry.trace_id.clone()));
     params.push(("mode", entry.mode.clone()));
     params.push(("hash", line.hash.clone()));
-    let mut out = vec![format_message(
+    format_message(
         FACILITY_AUDIT * 8 + severity,
         &entry.timestamp,
         config,
@@ -383,14 +395,19 @@ fn messages(line: &AuditExportLine, config: &SiemConfig, pid: &str) -> Vec<Strin
         "audit",
         &sd(&config.sd_id, &params),
         &body,
-    )];
-    if entry.event == "system_alert" {
-        // A gateway-level alert (license, certificate, allowlist), recorded as this entry.
-        let severity = match entry.meta.get("severity").and_then(|v| v.as_str()) {
-            Some("critical") => 2,
-            Some("warning") => 4,
-            _ => 6,
-        };
+    )
+}
+
+/// The alert the entry stands for or raised, if any: a gateway-level alert (license,
+/// certificate, allowlist) is recorded as a `system_alert` entry; a denial raises one.
+fn alert_message(
+    line: &AuditExportLine,
+    entry: &AuditEntry,
+    config: &SiemConfig,
+    pid: &str,
+) -> Option<String> {
+    // The severity, as the alert names it, the title and the text.
+    let (severity, named, title, text) = if entry.event == "system_alert" {
         let text = |k: &str| {
             entry
                 .meta
@@ -399,51 +416,44 @@ fn messages(line: &AuditExportLine, config: &SiemConfig, pid: &str) -> Vec<Strin
                 .unwrap_or_default()
                 .to_owned()
         };
-        let params = [
-            ("seq", line.seq.to_string()),
-            ("id", entry.id.clone()),
-            ("severity", text("severity")),
-            ("title", text("title")),
-            ("event", entry.event.clone()),
-            ("traceId", entry.trace_id.clone()),
-        ];
-        out.push(format_message(
-            FACILITY_ALERT * 8 + severity,
-            &entry.timestamp,
-            config,
-            pid,
-            "alert",
-            &sd(&config.sd_id, &params),
-            entry.reason.as_deref().unwrap_or_default(),
-        ));
-    } else if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-        let severity = match alert.severity {
-            Severity::Critical => 2,
-            Severity::Warning => 4,
-            Severity::Info => 6,
+        let severity = match text("severity").as_str() {
+            "critical" => Severity::Critical,
+            "warning" => Severity::Warning,
+            _ => Severity::Info,
         };
-        let params = [
-            ("seq", line.seq.to_string()),
-            ("id", entry.id.clone()),
-            (
-                "severity",
-                format!("{:?}", alert.severity).to_ascii_lowercase(),
-            ),
-            ("title", alert.title.clone()),
-            ("event", entry.event.clone()),
-            ("traceId", entry.trace_id.clone()),
-        ];
-        out.push(format_message(
-            FACILITY_ALERT * 8 + severity,
-            &entry.timestamp,
-            config,
-            pid,
-            "alert",
-            &sd(&config.sd_id, &params),
-            &alert.message,
-        ));
-    }
-    out
+        (
+            severity,
+            text("severity"),
+            text("title"),
+            entry.reason.clone().unwrap_or_default(),
+        )
+    } else {
+        let alert = crate::alerts::Alerts::for_entry(entry)?;
+        let named = format!("{:?}", alert.severity).to_ascii_lowercase();
+        (alert.severity, named, alert.title, alert.message)
+    };
+    let params = [
+        ("seq", line.seq.to_string()),
+        ("id", entry.id.clone()),
+        ("severity", named),
+        ("title", title),
+        ("event", entry.event.clone()),
+        ("traceId", entry.trace_id.clone()),
+    ];
+    let pri = match severity {
+        Severity::Critical => 2,
+        Severity::Warning => 4,
+        Severity::Info => 6,
+    };
+    Some(format_message(
+        FACILITY_ALERT * 8 + pri,
+        &entry.timestamp,
+        config,
+        pid,
+        "alert",
+        &sd(&config.sd_id, &params),
+        &text,
+    ))
 }
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD BOM MSG` (RFC 5424 §6).

@@ -226,27 +226,8 @@ pub(crate) fn rotate(
     next: Option<&str>,
 ) -> anyhow::Result<Rotated> {
     let conn = super::store::open_conn(db_path)?;
-    let current = records(&conn)?
-        .into_iter()
-        .find(|r| r.retired_size.is_none());
     let old = if lost {
-        // The key may not open at all (that is why it is lost); one that does must not be the
-        // log's current key.
-        if let Ok(Some(k)) = source.load(origin) {
-            if current.as_ref().is_some_and(|c| c.vkey == k.vkey()) {
-                bail!(
-                    "--audit-key-lost, but {} holds this log's current key; rotate without --audit-key-lost so the old key signs the handoff",
-                    source.shown(Some(&k))
-                );
-            }
-            if let KeySource::File(path) = source {
-                bail!(
-                    "--audit-key-lost, but {} holds a key (key {}) that is not this log's; move it away first, keeping it in case it is needed",
-                    path.display(),
-                    key_id(&k.vkey())
-                );
-            }
-        }
+        refuse_a_lost_key_that_opens(&conn, source, origin)?;
         None
     } else {
         Some(open_signing_key(&conn, source, origin)?)
@@ -255,55 +236,11 @@ pub(crate) fn rotate(
         .into_iter()
         .find(|r| r.retired_size.is_none());
     drop(conn);
-    let (new, staged) = match (next, source) {
-        (Some(uri), _) => (LogKey::from_token(uri, origin)?, None),
-        (None, KeySource::File(path)) => {
-            let new = LogKey::generate(origin);
-            let pending = pending_path(path);
-            new.save(&pending)?;
-            (new, Some((pending, path.clone())))
-        }
-        (None, KeySource::Token(_)) => bail!(
-            "the audit key is in a PKCS#11 token: make the new key in the token and name it with --new-audit-key-uri (docs/keys.md)"
-        ),
-    };
+    let (new, staged) = new_key(source, origin, next)?;
     if current.as_ref().is_some_and(|c| c.vkey == new.vkey()) {
         bail!("the new key is the log's current key; name another key");
     }
-    let entry = meshguard_api::AuditEntry {
-        id: crate::ids::new_id("aud"),
-        timestamp: crate::clock::now_rfc3339(),
-        event: "key_rotation".to_owned(),
-        action: "audit:rotate-key".to_owned(),
-        reason: Some(match (&current, lost) {
-            (Some(c), false) => format!(
-                "checkpoint key {} replaced by {}; the handoff checkpoint carries both signatures",
-                key_id(&c.vkey),
-                key_id(&new.vkey())
-            ),
-            (Some(c), true) => format!(
-                "checkpoint key {} reported lost; replaced by {}, which alone signs the handoff checkpoint",
-                key_id(&c.vkey),
-                key_id(&new.vkey())
-            ),
-            (None, _) => format!(
-                "checkpoint key of a log without key records reported lost; replaced by {}",
-                key_id(&new.vkey())
-            ),
-        }),
-        meta: {
-            let mut m = serde_json::Map::new();
-            m.insert(
-                "oldVkey".into(),
-                current.as_ref().map(|c| c.vkey.clone()).into(),
-            );
-            m.insert("newVkey".into(), new.vkey().into());
-            m.insert("oldKeyLost".into(), lost.into());
-            m
-        },
-        ..Default::default()
-    };
-    let prepared = super::Prepared::new(entry);
+    let prepared = super::Prepared::new(rotation_entry(current.as_ref(), &new, lost));
     let signing_vkey = current
         .as_ref()
         .map_or_else(|| new.vkey(), |c| c.vkey.clone());
@@ -323,24 +260,7 @@ pub(crate) fn rotate(
             return Err(e.context("the rotation was not recorded; the old key stays in use"));
         }
     };
-    let next_step = if let Some((pending, path)) = &staged {
-        meshguard_common::fsx::rename_durably(pending, path).with_context(|| {
-            format!(
-                "the log recorded the new key, but {} could not be moved to {}; the next start finishes it",
-                pending.display(),
-                path.display()
-            )
-        })?;
-        format!(
-            "start the gateway; back up the new key file {}",
-            path.display()
-        )
-    } else {
-        format!(
-            "set AUDIT_KEY_URI to the URI given with --new-audit-key-uri ({}), then start the gateway",
-            new.location()
-        )
-    };
+    let next_step = put_new_key_in_place(staged.as_ref(), &new)?;
     Ok(Rotated {
         old_vkey: current.map(|c| c.vkey),
         new_vkey: new.vkey(),
@@ -349,6 +269,118 @@ pub(crate) fn rotate(
         checkpoint,
         next_step,
     })
+}
+
+/// With `--audit-key-lost`, the key may not open at all (that is why it is lost); one that
+/// does must be neither the log's current key nor a file the new key would replace.
+fn refuse_a_lost_key_that_opens(
+    conn: &rusqlite::Connection,
+    source: &KeySource,
+    origin: &str,
+) -> anyhow::Result<()> {
+    let Ok(Some(k)) = source.load(origin) else {
+        return Ok(());
+    };
+    let current = records(conn)?
+        .into_iter()
+        .find(|r| r.retired_size.is_none());
+    if current.as_ref().is_some_and(|c| c.vkey == k.vkey()) {
+        bail!(
+            "--audit-key-lost, but {} holds this log's current key; rotate without --audit-key-lost so the old key signs the handoff",
+            source.shown(Some(&k))
+        );
+    }
+    if let KeySource::File(path) = source {
+        bail!(
+            "--audit-key-lost, but {} holds a key (key {}) that is not this log's; move it away first, keeping it in case it is needed",
+            path.display(),
+            key_id(&k.vkey())
+        );
+    }
+    Ok(())
+}
+
+/// The new key: the token key `next` names, or a new key file staged beside the old one
+/// (returned with the path it replaces once the log has recorded it).
+fn new_key(
+    source: &KeySource,
+    origin: &str,
+    next: Option<&str>,
+) -> anyhow::Result<(LogKey, Option<(PathBuf, PathBuf)>)> {
+    match (next, source) {
+        (Some(uri), _) => Ok((LogKey::from_token(uri, origin)?, None)),
+        (None, KeySource::File(path)) => {
+            let new = LogKey::generate(origin);
+            let pending = pending_path(path);
+            new.save(&pending)?;
+            Ok((new, Some((pending, path.clone()))))
+        }
+        (None, KeySource::Token(_)) => bail!(
+            "the audit key is in a PKCS#11 token: make the new key in the token and name it with --new-audit-key-uri (docs/keys.md)"
+        ),
+    }
+}
+
+/// The `key_rotation` entry: which key replaced which, and whether the old one was lost.
+fn rotation_entry(
+    current: Option<&KeyRecord>,
+    new: &LogKey,
+    lost: bool,
+) -> meshguard_api::AuditEntry {
+    let reason = match (current, lost) {
+        (Some(c), false) => format!(
+            "checkpoint key {} replaced by {}; the handoff checkpoint carries both signatures",
+            key_id(&c.vkey),
+            key_id(&new.vkey())
+        ),
+        (Some(c), true) => format!(
+            "checkpoint key {} reported lost; replaced by {}, which alone signs the handoff checkpoint",
+            key_id(&c.vkey),
+            key_id(&new.vkey())
+        ),
+        (None, _) => format!(
+            "checkpoint key of a log without key records reported lost; replaced by {}",
+            key_id(&new.vkey())
+        ),
+    };
+    let mut meta = serde_json::Map::new();
+    meta.insert("oldVkey".into(), current.map(|c| c.vkey.clone()).into());
+    meta.insert("newVkey".into(), new.vkey().into());
+    meta.insert("oldKeyLost".into(), lost.into());
+    meshguard_api::AuditEntry {
+        id: crate::ids::new_id("aud"),
+        timestamp: crate::clock::now_rfc3339(),
+        event: "key_rotation".to_owned(),
+        action: "audit:rotate-key".to_owned(),
+        reason: Some(reason),
+        meta,
+        ..Default::default()
+    }
+}
+
+/// Once the log has recorded the new key: a staged key file is renamed over the old one (an
+/// interrupted rename is finished at the next start). Returns what the operator does next.
+fn put_new_key_in_place(
+    staged: Option<&(PathBuf, PathBuf)>,
+    new: &LogKey,
+) -> anyhow::Result<String> {
+    let Some((pending, path)) = staged else {
+        return Ok(format!(
+            "set AUDIT_KEY_URI to the URI given with --new-audit-key-uri ({}), then start the gateway",
+            new.location()
+        ));
+    };
+    meshguard_common::fsx::rename_durably(pending, path).with_context(|| {
+        format!(
+            "the log recorded the new key, but {} could not be moved to {}; the next start finishes it",
+            pending.display(),
+            path.display()
+        )
+    })?;
+    Ok(format!(
+        "start the gateway; back up the new key file {}",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

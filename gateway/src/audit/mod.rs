@@ -657,6 +657,31 @@ fn refuse(batch: Committed, why: &str) {
     }
 }
 
+/// Why a decision is refused once a sync has failed.
+const FAILED_SYNC: &str = "the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)";
+
+/// What the writer's loop carries from one round to the next.
+struct WriterLoop {
+    /// The open group: requests whose entries are written and not yet handed to the syncer.
+    pending: Committed,
+    /// Whether the entries past the last sync were cut off after a failed sync.
+    cut: bool,
+    last_checkpoint: Instant,
+}
+
+/// The jobs of the next round: the first to arrive within `wait` (none on a timeout) and
+/// everything queued behind it; `None` once every sender is gone.
+fn next_jobs(rx: &Receiver<Job>, wait: Duration) -> Option<Vec<Job>> {
+    let first = match rx.recv_timeout(wait) {
+        Ok(job) => Some(job),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+    };
+    let mut jobs: Vec<Job> = first.into_iter().collect();
+    drain(rx, &mut jobs);
+    Some(jobs)
+}
+
 impl store::Writer {
     /// The writer's loop. Entries are appended as they come to the open group; whenever the
     /// syncer is free the group is written to the staging bundle and handed to it, so writing
@@ -670,107 +695,126 @@ impl store::Writer {
         key: &LogKey,
         config: &AuditConfig,
     ) {
-        let Downstream {
-            acks,
-            index: to_index,
-            publish: to_publish,
-        } = to;
-        let mut last_checkpoint = Instant::now();
-        let mut pending: Committed = Vec::new();
-        let mut cut = false;
+        let mut at = WriterLoop {
+            pending: Vec::new(),
+            cut: false,
+            last_checkpoint: Instant::now(),
+        };
         loop {
-            let first = match rx.recv_timeout(config.checkpoint_interval) {
-                Ok(job) => Some(job),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    self.hand_off(&mut pending, acks, shared);
-                    return;
-                }
+            let Some(jobs) = next_jobs(&rx, config.checkpoint_interval) else {
+                self.hand_off(&mut at.pending, &to.acks, shared);
+                return;
             };
-            let mut jobs: Vec<Job> = first.into_iter().collect();
-            drain(&rx, &mut jobs);
             for job in jobs {
-                if shared.failed.load(Ordering::SeqCst) && !cut {
-                    // The entries past the last sync were refused: off the disk with them.
-                    cut = true;
-                    let at = *shared.synced_at.lock().unwrap_or_else(|p| p.into_inner());
-                    self.cut_back(at);
-                    refuse(
-                        std::mem::take(&mut pending),
-                        "the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)",
-                    );
+                if shared.failed.load(Ordering::SeqCst) && !at.cut {
+                    at.cut = true;
+                    self.cut_after_failure(&mut at.pending, shared);
                 }
-                match job {
-                    Job::Append(prepared, done) => {
-                        if !prepared.claim.take() {
-                            // Withdrawn by its caller, who answered with another verdict and
-                            // records that one instead.
-                            continue;
-                        }
-                        if shared.failed.load(Ordering::SeqCst) {
-                            let _ = done.send(Err("the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)".to_owned()));
-                            continue;
-                        }
-                        match self.insert(&prepared) {
-                            Ok(seq) => pending.push((done, seq)),
-                            Err(e) => {
-                                let _ = done.send(Err(format!("audit write refused: {e}")));
-                            }
-                        }
-                    }
-                    Job::Synced => {}
-                    Job::Ingest(lines, done) => {
-                        self.hand_off(&mut pending, acks, shared);
-                        wait_idle(shared);
-                        let result = if shared.failed.load(Ordering::SeqCst) {
-                            Err("the audit log's disk failed a sync; nothing is ingested until the gateway restarts".to_owned())
-                        } else {
-                            self.ingest(&lines)
-                        };
-                        let _ = done.send(result.map(|(report, rows)| {
-                            let _ = to_index.send(rows);
-                            report
-                        }));
-                    }
-                    Job::Cosign(rows, done) => {
-                        self.hand_off(&mut pending, acks, shared);
-                        let _ = done.send(self.add_cosignatures(&rows));
-                    }
-                    Job::Checkpoint(done) => {
-                        self.hand_off(&mut pending, acks, shared);
-                        let job = match self.sign(key) {
-                            Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
-                            Ok(None) => Publish::Latest(done),
-                            Err(e) => {
-                                let _ = done.send(Err(format!("{e:#}")));
-                                continue;
-                            }
-                        };
-                        last_checkpoint = Instant::now();
-                        let _ = to_publish.send(job);
-                    }
-                }
+                self.handle(job, &mut at, to, shared, key);
             }
             if !shared.syncing.load(Ordering::SeqCst) {
-                self.hand_off(&mut pending, acks, shared);
+                self.hand_off(&mut at.pending, &to.acks, shared);
             }
-            let due = self.unsigned_rows() >= config.checkpoint_every
-                || (self.unsigned_rows() > 0
-                    && last_checkpoint.elapsed() >= config.checkpoint_interval);
-            // Signed over the written entries; published once the syncer has them on disk.
-            if due && !shared.failed.load(Ordering::SeqCst) {
-                match self.sign(key) {
-                    Ok(Some(signed)) => {
-                        let _ = to_publish.send(Publish::Signed(Box::new(signed), None));
-                    }
-                    Ok(None) => {}
+            self.sign_if_due(&mut at, to, shared, key, config);
+        }
+    }
+
+    /// The entries past the last sync were refused when the sync failed: off the disk with
+    /// them, and every request waiting on the open group is refused.
+    fn cut_after_failure(&mut self, pending: &mut Committed, shared: &Shared) {
+        let at = *shared.synced_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.cut_back(at);
+        refuse(std::mem::take(pending), FAILED_SYNC);
+    }
+
+    /// One job: an entry to append, an export to ingest, cosignatures to store, or a
+    /// checkpoint asked for. Everything but an append first hands the open group off.
+    fn handle(
+        &mut self,
+        job: Job,
+        at: &mut WriterLoop,
+        to: &Downstream,
+        shared: &Shared,
+        key: &LogKey,
+    ) {
+        match job {
+            Job::Append(prepared, done) => {
+                if !prepared.claim.take() {
+                    // Withdrawn by its caller, who answered with another verdict and records
+                    // that one instead.
+                    return;
+                }
+                if shared.failed.load(Ordering::SeqCst) {
+                    let _ = done.send(Err(FAILED_SYNC.to_owned()));
+                    return;
+                }
+                match self.insert(&prepared) {
+                    Ok(seq) => at.pending.push((done, seq)),
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
+                        let _ = done.send(Err(format!("audit write refused: {e}")));
                     }
                 }
-                last_checkpoint = Instant::now();
+            }
+            Job::Synced => {}
+            Job::Ingest(lines, done) => {
+                self.hand_off(&mut at.pending, &to.acks, shared);
+                wait_idle(shared);
+                let result = if shared.failed.load(Ordering::SeqCst) {
+                    Err("the audit log's disk failed a sync; nothing is ingested until the gateway restarts".to_owned())
+                } else {
+                    self.ingest(&lines)
+                };
+                let _ = done.send(result.map(|(report, rows)| {
+                    let _ = to.index.send(rows);
+                    report
+                }));
+            }
+            Job::Cosign(rows, done) => {
+                self.hand_off(&mut at.pending, &to.acks, shared);
+                let _ = done.send(self.add_cosignatures(&rows));
+            }
+            Job::Checkpoint(done) => {
+                self.hand_off(&mut at.pending, &to.acks, shared);
+                let job = match self.sign(key) {
+                    Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
+                    Ok(None) => Publish::Latest(done),
+                    Err(e) => {
+                        let _ = done.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                at.last_checkpoint = Instant::now();
+                let _ = to.publish.send(job);
             }
         }
+    }
+
+    /// Signs a checkpoint when enough entries, or enough time, have passed since the last:
+    /// signed over the written entries, published once the syncer has them on disk.
+    fn sign_if_due(
+        &mut self,
+        at: &mut WriterLoop,
+        to: &Downstream,
+        shared: &Shared,
+        key: &LogKey,
+        config: &AuditConfig,
+    ) {
+        let due = self.unsigned_rows() >= config.checkpoint_every
+            || (self.unsigned_rows() > 0
+                && at.last_checkpoint.elapsed() >= config.checkpoint_interval);
+        if !due || shared.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        match self.sign(key) {
+            Ok(Some(signed)) => {
+                let _ = to.publish.send(Publish::Signed(Box::new(signed), None));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
+            }
+        }
+        at.last_checkpoint = Instant::now();
     }
 
     /// Writes the open group and gives it to the syncer, which answers its requests once the

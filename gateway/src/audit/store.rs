@@ -557,52 +557,10 @@ impl Writer {
         let mut seen = std::collections::HashSet::new();
         for (i, line) in lines.iter().enumerate() {
             let at = format!("line {}", i + 1);
-            if line.source == self.origin {
-                return Err(format!(
-                    "{at}: source {:?} is this gateway's own log; only other sources can be ingested",
-                    line.source
-                ));
-            }
-            let body = canonical(&line.entry);
-            if body.len() > u16::MAX as usize {
-                return Err(format!(
-                    "{at}: the entry is {} bytes, over the 65,535 the log holds per entry",
-                    body.len()
-                ));
-            }
-            let expected = chain_hash(&line.prev_hash, &body)
-                .ok_or_else(|| format!("{at}: prevHash is not 64 hex characters"))?;
-            if expected != line.hash {
-                return Err(format!(
-                    "{at}: hash does not match the entry and prevHash; the export was altered"
-                ));
-            }
-            let id = line
-                .entry
-                .get("id")
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("{at}: entry has no id"))?;
-            let existing: Option<String> = self
-                .conn
-                .query_row("SELECT hash FROM audit_entries WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(|e| e.to_string())?;
-            match existing {
-                Some(h) if h == line.hash => {
-                    report.duplicates += 1;
-                    continue;
-                }
-                Some(_) => {
-                    return Err(format!(
-                        "{at}: entry {id} is already in the log with different content"
-                    ));
-                }
-                None if !seen.insert(id.to_owned()) => {
-                    return Err(format!("{at}: entry {id} appears twice in the export"));
-                }
-                None => {}
+            let (id, body) = self.checked_line(&at, line)?;
+            if self.already_held(&at, id, line, &mut seen)? {
+                report.duplicates += 1;
+                continue;
             }
             let head = heads.get(&line.source).map_or(GENESIS, String::as_str);
             if line.prev_hash != head {
@@ -622,6 +580,76 @@ impl Writer {
             ));
             report.inserted += 1;
         }
+        self.append_ingested(&rows)?;
+        self.heads = heads;
+        Ok((report, rows))
+    }
+
+    /// One export line, checked on its own: another source's, within the log's entry size, its
+    /// hash chained from its prevHash, with an id. Returns the id and the canonical body.
+    fn checked_line<'l>(
+        &self,
+        at: &str,
+        line: &'l AuditExportLine,
+    ) -> Result<(&'l str, String), String> {
+        if line.source == self.origin {
+            return Err(format!(
+                "{at}: source {:?} is this gateway's own log; only other sources can be ingested",
+                line.source
+            ));
+        }
+        let body = canonical(&line.entry);
+        if body.len() > u16::MAX as usize {
+            return Err(format!(
+                "{at}: the entry is {} bytes, over the 65,535 the log holds per entry",
+                body.len()
+            ));
+        }
+        let expected = chain_hash(&line.prev_hash, &body)
+            .ok_or_else(|| format!("{at}: prevHash is not 64 hex characters"))?;
+        if expected != line.hash {
+            return Err(format!(
+                "{at}: hash does not match the entry and prevHash; the export was altered"
+            ));
+        }
+        let id = line
+            .entry
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{at}: entry has no id"))?;
+        Ok((id, body))
+    }
+
+    /// Whether the entry is already in the log with the same hash (a duplicate to skip); an id
+    /// held with other content, or named twice in the export, refuses the whole export.
+    fn already_held(
+        &self,
+        at: &str,
+        id: &str,
+        line: &AuditExportLine,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<bool, String> {
+        let existing: Option<String> = self
+            .conn
+            .query_row("SELECT hash FROM audit_entries WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| e.to_string())?;
+        match existing {
+            Some(h) if h == line.hash => Ok(true),
+            Some(_) => Err(format!(
+                "{at}: entry {id} is already in the log with different content"
+            )),
+            None if !seen.insert(id.to_owned()) => {
+                Err(format!("{at}: entry {id} appears twice in the export"))
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Appends the ingested rows to the log and makes them durable, their sources first.
+    fn append_ingested(&mut self, rows: &[IndexRow]) -> Result<(), String> {
         // The runs' sources first, synced: entries without their source would join this
         // gateway's chain on a rebuild.
         let mut start = 0;
@@ -636,7 +664,7 @@ impl Writer {
                 .map_err(|e| format!("cannot record the ingested entries' source: {e}"))?;
             start = end;
         }
-        for r in &rows {
+        for r in rows {
             self.tiles
                 .append(r.body.as_bytes(), merkle::leaf_hash(r.body.as_bytes()));
         }
@@ -650,11 +678,10 @@ impl Writer {
         };
         self.sync_inline(&flushed)
             .map_err(|e| format!("the ingested entries could not be made durable: {e}"))?;
-        for r in &rows {
+        for r in rows {
             self.frontier.push(merkle::leaf_hash(r.body.as_bytes()));
         }
-        self.heads = heads;
-        Ok((report, rows))
+        Ok(())
     }
 
     /// Stores verified cosignatures (a cosignature already stored for its size and witness is
@@ -1293,175 +1320,219 @@ impl Reader {
 
     /// Recomputes every chain, every leaf and every checkpoint; names the first bad row.
     pub(crate) fn verify(&self, vkey: &str, origin: &str) -> anyhow::Result<VerifyReport> {
-        {
-            // Its own connection: the walk reads every row, and the shared one serves queries.
-            let own = open(&self.path)?;
-            let c: &Connection = &own;
-            let mut keys = super::keys::records(c)?;
-            if keys.is_empty() {
-                keys.push(super::keys::KeyRecord {
-                    vkey: vkey.to_owned(),
-                    first_size: 0,
-                    retired_size: None,
-                });
+        // Its own connection: the walk reads every row, and the shared one serves queries.
+        let own = open(&self.path)?;
+        let c: &Connection = &own;
+        let keys = signing_keys(c, vkey)?;
+        // Oldest last, so the next one due is popped as the walk reaches its size.
+        let mut checkpoints = checkpoints(c)?;
+        let mut report = VerifyReport {
+            valid: true,
+            entries: 0,
+            sources: 0,
+            checkpoints: checkpoints.len(),
+            latest_checkpoint_size: checkpoints.last().map(|(s, _)| *s),
+            first_bad: None,
+        };
+        checkpoints.reverse();
+        let size = self.durable_size();
+        let mut heads: HashMap<String, String> = HashMap::new();
+        let mut frontier = Frontier::default();
+        // The index, row by row beside the log: a row that differs was altered there.
+        let indexed = self.indexed.load(Ordering::SeqCst).min(size);
+        let mut stmt = c.prepare(
+            "SELECT seq, id, source, body, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq",
+        )?;
+        let mut index = IndexWalk::start(stmt.query([indexed as i64])?)?;
+        let replayed = replay(&self.tiles, origin, 1, size, &mut heads, |entry| {
+            report.entries += 1;
+            let seq = entry.seq;
+            if entry.id == IndexRow::missing_id(seq) {
+                report.fail(Some(seq), None, "the log's entry is not an audit entry with an id; the log directory was altered".into());
             }
-            let mut checkpoints: Vec<(u64, String)> = {
-                let mut stmt =
-                    c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
-                stmt.query_map([], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?
-            };
-            let total_checkpoints = checkpoints.len();
-            let latest = checkpoints.last().map(|(s, _)| *s);
-            checkpoints.reverse();
-            let mut report = VerifyReport {
-                valid: true,
-                entries: 0,
-                sources: 0,
-                checkpoints: total_checkpoints,
-                latest_checkpoint_size: latest,
-                first_bad: None,
-            };
-            let fail = |report: &mut VerifyReport,
-                        seq: Option<u64>,
-                        id: Option<String>,
-                        problem: String| {
-                if report.first_bad.is_none() {
-                    report.valid = false;
-                    report.first_bad = Some(BadRow { seq, id, problem });
+            index.compare(&entry, indexed, &mut report)?;
+            frontier.push(merkle::leaf_hash(entry.body.as_bytes()));
+            while let Some((size, _)) = checkpoints.last() {
+                if *size != frontier.size() {
+                    break;
                 }
-            };
-            let check_checkpoint = |size: u64,
-                                    note_text: &str,
-                                    root: &merkle::Hash|
-             -> Result<(), String> {
-                // The key of the checkpoint's range; at a rotation's handoff, either key.
-                let mut problems = Vec::new();
-                let mut verified = None;
-                for k in keys.iter().filter(|k| k.covers(size)) {
-                    match note::verify_checkpoint(&k.vkey, note_text) {
-                        Ok(cp) => {
-                            verified = Some(cp);
-                            break;
-                        }
-                        Err(e) => {
-                            problems.push(format!("key {}: {e}", super::keys::key_id(&k.vkey)))
-                        }
-                    }
+                let (size, note_text) = checkpoints.pop().expect("peeked");
+                let signed = SignedBy {
+                    keys: &keys,
+                    origin,
+                };
+                if let Err(problem) = signed.check(size, &note_text, &frontier.root()) {
+                    report.fail(Some(seq), None, problem);
                 }
-                let cp = verified.ok_or_else(|| {
-                    if problems.is_empty() {
-                        format!("checkpoint at size {size}: no key of this log signs checkpoints of that size")
-                    } else {
-                        format!("checkpoint at size {size}: {}", problems.join("; "))
-                    }
-                })?;
-                if cp.origin != origin || cp.size != size {
-                    return Err(format!(
-                        "checkpoint at size {size} names origin {} size {}",
-                        cp.origin, cp.size
-                    ));
-                }
-                if &cp.root != root {
-                    return Err(format!(
-                        "the log's first {size} entries no longer hash to the signed checkpoint root; an entry was altered, removed or inserted"
-                    ));
-                }
-                Ok(())
-            };
-            let size = self.durable_size();
-            let mut heads: HashMap<String, String> = HashMap::new();
-            let mut frontier = Frontier::default();
-            // The index, row by row beside the log: a row that differs was altered there.
-            let indexed = self.indexed.load(Ordering::SeqCst).min(size);
-            let mut stmt = c.prepare("SELECT seq, id, source, body, hash FROM audit_entries WHERE seq <= ?1 ORDER BY seq")?;
-            let mut rows = stmt.query([indexed as i64])?;
-            let mut next_row = || -> rusqlite::Result<Option<IndexedRow>> {
-                Ok(match rows.next()? {
-                    Some(r) => Some((
-                        r.get::<_, i64>(0)? as u64,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                    )),
-                    None => None,
-                })
-            };
-            let mut row = next_row()?;
-            let replayed = replay(&self.tiles, origin, 1, size, &mut heads, |entry| {
-                report.entries += 1;
-                let seq = entry.seq;
-                if entry.id == IndexRow::missing_id(seq) {
-                    fail(&mut report, Some(seq), None, "the log's entry is not an audit entry with an id; the log directory was altered".into());
-                }
-                while row.as_ref().is_some_and(|r| r.0 < seq) {
-                    row = next_row()?;
-                }
-                match &row {
-                    Some((s, id, source, body, hash)) if *s == seq => {
-                        let same = body == &entry.body
-                            && hash == &entry.hash
-                            && source == &entry.source
-                            && id == &entry.id;
-                        if !same {
-                            fail(&mut report, Some(seq), Some(id.clone()), "the index row differs from the log's entry: one of them was altered (the log is what checkpoints sign; its content does not match the indexed hash)".into());
-                        }
-                    }
-                    _ if seq <= indexed => {
-                        fail(
-                            &mut report,
-                            Some(seq),
-                            Some(entry.id.clone()),
-                            format!("row {seq} is missing from the index"),
-                        );
-                    }
-                    _ => {}
-                }
-                frontier.push(merkle::leaf_hash(entry.body.as_bytes()));
-                while let Some((size, _)) = checkpoints.last() {
-                    if *size != frontier.size() {
-                        break;
-                    }
-                    let (size, note_text) = checkpoints.pop().expect("peeked");
-                    if let Err(problem) = check_checkpoint(size, &note_text, &frontier.root()) {
-                        fail(&mut report, Some(seq), None, problem);
-                    }
-                }
-                Ok(())
-            });
-            if let Err(e) = replayed {
-                fail(
-                    &mut report,
-                    Some(frontier.size() + 1),
-                    None,
-                    format!("the log directory cannot be read: {e:#}"),
-                );
             }
-            if let Some((s, id, ..)) = row.filter(|r| r.0 > frontier.size()) {
-                fail(
-                    &mut report,
-                    Some(s),
-                    Some(id),
-                    "the index holds an entry the log does not".into(),
-                );
-            }
-            if let Some((size, _)) = checkpoints.last() {
-                fail(
-                    &mut report,
-                    None,
-                    None,
-                    format!(
-                        "a signed checkpoint covers {size} entries but the log holds only {}; entries were removed",
-                        frontier.size()
-                    ),
-                );
-            }
-            report.sources = heads.len();
-            Ok(report)
+            Ok(())
+        });
+        if let Err(e) = replayed {
+            report.fail(
+                Some(frontier.size() + 1),
+                None,
+                format!("the log directory cannot be read: {e:#}"),
+            );
         }
+        if let Some((s, id, ..)) = index.row.filter(|r| r.0 > frontier.size()) {
+            report.fail(
+                Some(s),
+                Some(id),
+                "the index holds an entry the log does not".into(),
+            );
+        }
+        if let Some((size, _)) = checkpoints.last() {
+            report.fail(
+                None,
+                None,
+                format!(
+                    "a signed checkpoint covers {size} entries but the log holds only {}; entries were removed",
+                    frontier.size()
+                ),
+            );
+        }
+        report.sources = heads.len();
+        Ok(report)
+    }
+}
+
+/// The keys that signed the log, each with the sizes it covers; a log that never rotated has
+/// only its current key.
+fn signing_keys(c: &Connection, vkey: &str) -> anyhow::Result<Vec<super::keys::KeyRecord>> {
+    let mut keys = super::keys::records(c)?;
+    if keys.is_empty() {
+        keys.push(super::keys::KeyRecord {
+            vkey: vkey.to_owned(),
+            first_size: 0,
+            retired_size: None,
+        });
+    }
+    Ok(keys)
+}
+
+/// Every stored checkpoint, smallest first.
+fn checkpoints(c: &Connection) -> rusqlite::Result<Vec<(u64, String)>> {
+    let mut stmt = c.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+    })?
+    .collect()
+}
+
+impl VerifyReport {
+    /// Records a problem; the first one found is the one reported.
+    fn fail(&mut self, seq: Option<u64>, id: Option<String>, problem: String) {
+        if self.first_bad.is_none() {
+            self.valid = false;
+            self.first_bad = Some(BadRow { seq, id, problem });
+        }
+    }
+}
+
+/// The index's rows, read in step with the log's entries.
+struct IndexWalk<'s> {
+    rows: rusqlite::Rows<'s>,
+    row: Option<IndexedRow>,
+}
+
+impl<'s> IndexWalk<'s> {
+    fn start(rows: rusqlite::Rows<'s>) -> rusqlite::Result<Self> {
+        let mut walk = Self { rows, row: None };
+        walk.advance()?;
+        Ok(walk)
+    }
+
+    fn advance(&mut self) -> rusqlite::Result<()> {
+        self.row = match self.rows.next()? {
+            Some(r) => Some((
+                r.get::<_, i64>(0)? as u64,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            )),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Compares the log's entry with its index row: a row that differs was altered, and an
+    /// entry the index should hold (at or below `indexed`) and does not is missing.
+    fn compare(
+        &mut self,
+        entry: &IndexRow,
+        indexed: u64,
+        report: &mut VerifyReport,
+    ) -> rusqlite::Result<()> {
+        let seq = entry.seq;
+        while self.row.as_ref().is_some_and(|r| r.0 < seq) {
+            self.advance()?;
+        }
+        match &self.row {
+            Some((s, id, source, body, hash)) if *s == seq => {
+                let same = body == &entry.body
+                    && hash == &entry.hash
+                    && source == &entry.source
+                    && id == &entry.id;
+                if !same {
+                    report.fail(Some(seq), Some(id.clone()), "the index row differs from the log's entry: one of them was altered (the log is what checkpoints sign; its content does not match the indexed hash)".into());
+                }
+            }
+            _ if seq <= indexed => {
+                report.fail(
+                    Some(seq),
+                    Some(entry.id.clone()),
+                    format!("row {seq} is missing from the index"),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The keys and origin a checkpoint of this log must be signed with.
+struct SignedBy<'a> {
+    keys: &'a [super::keys::KeyRecord],
+    origin: &'a str,
+}
+
+impl SignedBy<'_> {
+    /// The checkpoint at `size` verifies under the key of its range (at a rotation's handoff,
+    /// either key), names this log and size, and signs the root the log's entries hash to.
+    fn check(&self, size: u64, note_text: &str, root: &merkle::Hash) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let mut verified = None;
+        for k in self.keys.iter().filter(|k| k.covers(size)) {
+            match note::verify_checkpoint(&k.vkey, note_text) {
+                Ok(cp) => {
+                    verified = Some(cp);
+                    break;
+                }
+                Err(e) => problems.push(format!("key {}: {e}", super::keys::key_id(&k.vkey))),
+            }
+        }
+        let cp = verified.ok_or_else(|| {
+            if problems.is_empty() {
+                format!(
+                    "checkpoint at size {size}: no key of this log signs checkpoints of that size"
+                )
+            } else {
+                format!("checkpoint at size {size}: {}", problems.join("; "))
+            }
+        })?;
+        if cp.origin != self.origin || cp.size != size {
+            return Err(format!(
+                "checkpoint at size {size} names origin {} size {}",
+                cp.origin, cp.size
+            ));
+        }
+        if &cp.root != root {
+            return Err(format!(
+                "the log's first {size} entries no longer hash to the signed checkpoint root; an entry was altered, removed or inserted"
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -245,23 +245,7 @@ pub(super) async fn forward(
         header(&parts.headers, "x-meshguard-resource")?.filter(|r| !r.is_empty()),
     );
     let wrong = misdescription(&parts, &path, &narrowed);
-    let mut ask = Ask {
-        action: derive_action(&parts.method, &object),
-        resource: None,
-        method: Some(parts.method.to_string()),
-        path: Some(format!("/{object}")),
-        context: context(&parts.headers)?,
-        trace_id: trace.clone(),
-        delegated_by: crate::governance::parse_chain(
-            parts
-                .headers
-                .get("x-meshguard-delegated-by")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-        ),
-        delegators_ok: Ok(()),
-        narrowed: narrowed.ok().flatten(),
-    };
+    let mut ask = judged_ask(&parts, &object, narrowed.ok().flatten(), &trace)?;
     if let Some(r) = super::proxy::client_limit(&state, addr, &ask).await {
         return Ok(r);
     }
@@ -273,24 +257,7 @@ pub(super) async fn forward(
         return Ok(misdescribed(&state, &ask, &agent, wrong).await);
     }
     let path = path.expect("a path that is refused is a misdescription, answered above");
-    // The body is read whole before anything is decided: a body over MAX_BODY_BYTES or one the
-    // client does not finish is refused and never half-forwarded, and what goes upstream is
-    // framed by its real length, whatever the client's headers said.
-    let declared = parts
-        .headers
-        .contains_key(axum::http::header::CONTENT_LENGTH)
-        || parts
-            .headers
-            .contains_key(axum::http::header::TRANSFER_ENCODING);
-    let read = tokio::time::timeout(
-        state.config().connections.body_timeout,
-        read_body(body, state.config().max_body_bytes),
-    )
-    .await
-    .unwrap_or(Err(BodyRefusal::Slow(
-        state.config().connections.body_timeout,
-    )));
-    let body = match read {
+    let body = match read_whole_body(&state, body).await {
         Ok(b) => b,
         Err(refusal) => return Ok(body_refused(&state, &ask, &agent, refusal).await),
     };
@@ -306,28 +273,98 @@ pub(super) async fn forward(
     if let Some(limited) = &verdict.rate_limited {
         return Ok(super::proxy::too_many(limited, &trace));
     }
-    if !verdict.allowed {
-        let mut r = (
+    let mut response = if !verdict.allowed {
+        (
             StatusCode::FORBIDDEN,
             Json(deny_body(&verdict, &ask.action, &trace)),
         )
-            .into_response();
-        decision_headers(&mut r, &verdict, &trace, Some(&agent.id));
-        return Ok(r);
-    }
-    let Some(target) = state.config().proxy_target.as_deref() else {
-        let mut r = (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({
-                "error": "no_upstream",
-                "message": "the call is allowed, but this gateway has no PROXY_TARGET to forward it to; use GET /proxy/check for decisions only",
-                "traceId": trace,
-            })),
-        )
-            .into_response();
-        decision_headers(&mut r, &verdict, &trace, Some(&agent.id));
-        return Ok(r);
+            .into_response()
+    } else if let Some(target) = state.config().proxy_target.as_deref() {
+        let call = Judged {
+            parts: &parts,
+            path: &path,
+            agent_id: &agent.id,
+            trace: &trace,
+        };
+        send_upstream(&state, target, call, body).await
+    } else {
+        no_upstream(&trace)
     };
+    decision_headers(&mut response, &verdict, &trace, Some(&agent.id));
+    Ok(response)
+}
+
+/// The decision a `/proxy/*` call asks for: the action derived from its method and canonical
+/// object, its context, its delegation chain and the narrowing its headers name.
+fn judged_ask(
+    parts: &axum::http::request::Parts,
+    object: &str,
+    narrowed: Option<Narrowed>,
+    trace: &str,
+) -> Result<Ask, ApiError> {
+    Ok(Ask {
+        action: derive_action(&parts.method, object),
+        resource: None,
+        method: Some(parts.method.to_string()),
+        path: Some(format!("/{object}")),
+        context: context(&parts.headers)?,
+        trace_id: trace.to_owned(),
+        delegated_by: crate::governance::parse_chain(
+            parts
+                .headers
+                .get("x-meshguard-delegated-by")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        ),
+        delegators_ok: Ok(()),
+        narrowed,
+    })
+}
+
+/// The body is read whole before anything is decided: a body over MAX_BODY_BYTES or one the
+/// client does not finish in the body timeout is refused and never half-forwarded.
+async fn read_whole_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, BodyRefusal> {
+    let timeout = state.config().connections.body_timeout;
+    tokio::time::timeout(timeout, read_body(body, state.config().max_body_bytes))
+        .await
+        .unwrap_or(Err(BodyRefusal::Slow(timeout)))
+}
+
+/// An allowed call on a gateway with no upstream to forward it to.
+fn no_upstream(trace: &str) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        Json(json!({
+            "error": "no_upstream",
+            "message": "the call is allowed, but this gateway has no PROXY_TARGET to forward it to; use GET /proxy/check for decisions only",
+            "traceId": trace,
+        })),
+    )
+        .into_response()
+}
+
+/// What was judged of an allowed call, and all that goes upstream with its body.
+struct Judged<'a> {
+    parts: &'a axum::http::request::Parts,
+    path: &'a super::canonical::CanonicalPath,
+    agent_id: &'a str,
+    trace: &'a str,
+}
+
+/// Forwards the judged call to the upstream and streams its answer back, without the
+/// upstream's own X-MeshGuard-* headers.
+async fn send_upstream(
+    state: &AppState,
+    target: &str,
+    call: Judged<'_>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Judged {
+        parts,
+        path,
+        agent_id,
+        trace,
+    } = call;
     // The judged object, encoded by one rule: never the caller's own bytes.
     let mut url = format!("{}/{}", target.trim_end_matches('/'), path.upstream);
     if let Some(q) = parts.uri.query() {
@@ -337,13 +374,20 @@ pub(super) async fn forward(
     let mut headers = forwardable(&parts.headers, JUDGED);
     headers.insert(
         HeaderName::from_static("x-meshguard-agent-id"),
-        agent.id.parse().expect("ids are ASCII"),
+        agent_id.parse().expect("ids are ASCII"),
     );
     if let Ok(v) = trace.parse() {
         headers.insert(HeaderName::from_static("x-meshguard-trace-id"), v);
     }
-    // A body goes on with its length (any method's, GET's too); a request that had none is
-    // sent without one.
+    // What goes upstream is framed by the body's real length, whatever the client's headers
+    // said: a body goes on with its length (any method's, GET's too); a request that had none
+    // is sent without one.
+    let declared = parts
+        .headers
+        .contains_key(axum::http::header::CONTENT_LENGTH)
+        || parts
+            .headers
+            .contains_key(axum::http::header::TRANSFER_ENCODING);
     let mut request = state
         .inner
         .upstream
@@ -352,8 +396,7 @@ pub(super) async fn forward(
     if declared || !body.is_empty() {
         request = request.body(body);
     }
-    let upstream = request.send().await;
-    let mut response = match upstream {
+    match request.send().await {
         Ok(up) => {
             let status = up.status();
             // The upstream's own X-MeshGuard-* headers could pass for the gateway's decision.
@@ -363,28 +406,37 @@ pub(super) async fn forward(
             *r.headers_mut() = headers;
             r
         }
-        Err(e) => {
-            let (status, code, what) = if e.is_timeout() {
-                (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the upstream did not answer in time",
-                )
-            } else {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unreachable",
-                    "the upstream could not be reached",
-                )
-            };
-            tracing::warn!(target = %target, trace_id = %trace, error = %e, "proxy upstream failed");
-            // The upstream's address is the site's, not the agent's business: it is in the
-            // gateway's log under this trace id, never in the answer.
-            (status, Json(json!({"error": code, "message": format!("{what}; the gateway's log has the details under trace id {trace}"), "traceId": trace}))).into_response()
-        }
+        Err(e) => upstream_failed(target, trace, &e),
+    }
+}
+
+/// The answer when the upstream cannot be reached or does not answer in time.
+fn upstream_failed(target: &str, trace: &str, e: &reqwest::Error) -> Response {
+    let (status, code, what) = if e.is_timeout() {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            "the upstream did not answer in time",
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            "the upstream could not be reached",
+        )
     };
-    decision_headers(&mut response, &verdict, &trace, Some(&agent.id));
-    Ok(response)
+    tracing::warn!(target = %target, trace_id = %trace, error = %e, "proxy upstream failed");
+    // The upstream's address is the site's, not the agent's business: it is in the gateway's
+    // log under this trace id, never in the answer.
+    (
+        status,
+        Json(json!({
+            "error": code,
+            "message": format!("{what}; the gateway's log has the details under trace id {trace}"),
+            "traceId": trace,
+        })),
+    )
+        .into_response()
 }
 
 /// Why a request's body was not taken.
