@@ -12,7 +12,6 @@ mod bench_gateway;
 mod bench_install;
 mod bench_media;
 mod demo;
-mod demo_site;
 mod docs;
 mod fuzz_afl;
 mod images;
