@@ -7,7 +7,8 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -37,49 +38,91 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mirror = work.join("mirror");
     crate::provider_mirror(&bins, &mirror)?;
     crate::tools::null_provider(&tools, &mirror)?;
+    let gateway = Gateway::start(&bins.join("meshguard-gateway"), &work)?;
+    let mut results: Vec<(&str, Vec<Timings>)> = Vec::new();
+    for (name, text) in configurations(&gateway.base, args.count) {
+        let config = Config::init(
+            &tools.bin.join("terraform"),
+            &work.join(name),
+            &text,
+            &mirror,
+        )?;
+        results.push((name, config.rounds(name, args.rounds)?));
+    }
+    drop(gateway);
+    print_results(&args, &results);
+    let _ = fs::remove_dir_all(&work);
+    Ok(())
+}
 
-    let gateway = bins.join("meshguard-gateway");
-    let admin_token = "bench-admin-token-5f0c2e9a7b1d3f46";
-    let mut child = Command::new(&gateway)
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("ADMIN_TOKEN", admin_token)
-        .env(
-            "JWT_SECRET",
-            "bench-jwt-secret-8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b",
-        )
-        .env("DB_PATH", work.join("gw/meshguard.db"))
-        .env("POLICIES_DIR", work.join("gw/policies"))
-        .env("LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let base = loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("listening on ") => {
-                break l["listening on ".len()..].to_owned();
+const ADMIN_TOKEN: &str = "bench-admin-token-5f0c2e9a7b1d3f46";
+
+/// The release gateway on 127.0.0.1 with its SQLite file under the work directory; killed when
+/// dropped.
+struct Gateway {
+    child: Child,
+    base: String,
+}
+
+impl Gateway {
+    fn start(binary: &Path, work: &Path) -> anyhow::Result<Gateway> {
+        let mut child = Command::new(binary)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env(
+                "JWT_SECRET",
+                "bench-jwt-secret-8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b",
+            )
+            .env("DB_PATH", work.join("gw/meshguard.db"))
+            .env("POLICIES_DIR", work.join("gw/policies"))
+            .env("LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut gateway = Gateway {
+            child,
+            base: String::new(),
+        };
+        gateway.base = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening on ") => {
+                    break l["listening on ".len()..].to_owned();
+                }
+                Some(_) => {}
+                None => bail!("the gateway exited before listening"),
             }
-            Some(_) => {}
-            None => bail!("the gateway exited before listening"),
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
+        };
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(gateway)
+    }
+}
 
-    let terraform = tools.bin.join("terraform");
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The three configurations, each of `count` resources: meshguard_agent against the gateway at
+/// `base`, null_resource, and null_resource padded to a meshguard_agent's state size.
+fn configurations(base: &str, count: usize) -> [(&'static str, String); 3] {
     let header = "terraform {\n  required_providers {\n    meshguard = { source = \"registry.terraform.io/meshguard/meshguard\" }\n    null = { source = \"registry.terraform.io/hashicorp/null\", version = \"2.1.2\" }\n  }\n}\n";
-    let configs = [
+    [
         (
             "meshguard_agent",
             format!(
                 "{header}provider \"meshguard\" {{\n  gateway_url = \"{base}\"\n}}\nresource \"meshguard_agent\" \"a\" {{\n  count      = {}\n  name       = \"bench-${{count.index}}\"\n  trust_tier = \"verified\"\n  tags       = [\"bench\"]\n}}\n",
-                args.count
+                count
             ),
         ),
         (
             "null_resource",
             format!(
                 "{header}resource \"null_resource\" \"n\" {{\n  count = {}\n  triggers = {{\n    name = \"bench-${{count.index}}\"\n  }}\n}}\n",
-                args.count
+                count
             ),
         ),
         // The same null_resource carrying as many state bytes as a meshguard_agent (whose api_key
@@ -88,44 +131,30 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             "null_resource_padded",
             format!(
                 "{header}resource \"null_resource\" \"n\" {{\n  count = {}\n  triggers = {{\n    name = \"bench-${{count.index}}\"\n    tier = \"verified\"\n    tags = \"bench\"\n    pad  = \"{}\"\n  }}\n}}\n",
-                args.count,
+                count,
                 "x".repeat(400)
             ),
         ),
-    ];
-    let mut results: Vec<(&str, Vec<Timings>)> = Vec::new();
-    for (name, text) in &configs {
-        let dir = work.join(name);
-        fs::create_dir_all(&dir)?;
-        fs::write(dir.join("main.tf"), text)?;
-        fs::write(dir.join("cli.tfrc"), "")?;
-        let tf = |args: &[&str], cpu: Option<&CpuSampler>| -> anyhow::Result<Duration> {
-            let mut cmd = Command::new(&terraform);
-            cmd.args(args)
-                .current_dir(&dir)
-                .env("CHECKPOINT_DISABLE", "1")
-                .env("TF_CLI_CONFIG_FILE", dir.join("cli.tfrc"))
-                .env("TF_IN_AUTOMATION", "1")
-                .env("MESHGUARD_ADMIN_TOKEN", admin_token)
-                .stdout(Stdio::null());
-            let start = Instant::now();
-            let mut child = cmd.spawn().context("cannot run terraform")?;
-            let status = loop {
-                if let Some(status) = child.try_wait()? {
-                    break status;
-                }
-                if let Some(sampler) = cpu {
-                    sampler.sample();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            let took = start.elapsed();
-            if !status.success() {
-                bail!("terraform {} failed in {}", args.join(" "), dir.display());
-            }
-            Ok(took)
+    ]
+}
+
+/// One configuration in its own directory, initialised from the mirror.
+struct Config {
+    terraform: PathBuf,
+    dir: PathBuf,
+}
+
+impl Config {
+    fn init(terraform: &Path, dir: &Path, text: &str, mirror: &Path) -> anyhow::Result<Config> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::write(dir.join("main.tf"), text)
+            .and_then(|()| fs::write(dir.join("cli.tfrc"), ""))
+            .with_context(|| format!("cannot write the configuration in {}", dir.display()))?;
+        let config = Config {
+            terraform: terraform.to_owned(),
+            dir: dir.to_owned(),
         };
-        tf(
+        config.tf(
             &[
                 "init",
                 "-no-color",
@@ -133,38 +162,79 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             ],
             None,
         )?;
-        let mut rounds = Vec::new();
-        for round in 0..args.rounds {
+        Ok(config)
+    }
+
+    /// Each round applies (sampling the provider's CPU), plans and destroys.
+    fn rounds(&self, name: &str, rounds: usize) -> anyhow::Result<Vec<Timings>> {
+        let mut timings = Vec::new();
+        for round in 0..rounds {
             let sampler = CpuSampler::default();
-            let apply = tf(&["apply", "-auto-approve", "-no-color"], Some(&sampler))?;
+            let apply = self.tf(&["apply", "-auto-approve", "-no-color"], Some(&sampler))?;
             let cpu_ticks = sampler.ticks();
-            let plan = tf(&["plan", "-no-color"], None)?;
-            tf(&["destroy", "-auto-approve", "-no-color"], None)?;
+            let plan = self.tf(&["plan", "-no-color"], None)?;
+            self.tf(&["destroy", "-auto-approve", "-no-color"], None)?;
             eprintln!(
                 "{name} round {}: apply {:.2?}, plan {:.2?}",
                 round + 1,
                 apply,
                 plan
             );
-            rounds.push(Timings {
+            timings.push(Timings {
                 apply,
                 plan,
                 cpu_ticks,
             });
         }
-        results.push((name, rounds));
+        Ok(timings)
     }
-    let _ = child.kill();
-    let _ = child.wait();
 
-    let best =
-        |r: &[Timings], f: fn(&Timings) -> Duration| r.iter().map(f).min().unwrap_or_default();
+    /// `terraform ARGS`, which must succeed; how long it took.
+    fn tf(&self, args: &[&str], cpu: Option<&CpuSampler>) -> anyhow::Result<Duration> {
+        let mut cmd = Command::new(&self.terraform);
+        cmd.args(args)
+            .current_dir(&self.dir)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_CLI_CONFIG_FILE", self.dir.join("cli.tfrc"))
+            .env("TF_IN_AUTOMATION", "1")
+            .env("MESHGUARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null());
+        let start = Instant::now();
+        let mut child = cmd.spawn().context("cannot run terraform")?;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if let Some(sampler) = cpu {
+                sampler.sample();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let took = start.elapsed();
+        if !status.success() {
+            bail!(
+                "terraform {} failed in {}",
+                args.join(" "),
+                self.dir.display()
+            );
+        }
+        Ok(took)
+    }
+}
+
+fn best(r: &[Timings], f: fn(&Timings) -> Duration) -> Duration {
+    r.iter().map(f).min().unwrap_or_default()
+}
+
+/// The table of best times, the ratios of meshguard_agent to each other configuration, and the
+/// provider's CPU per resource.
+fn print_results(args: &BenchArgs, results: &[(&str, Vec<Timings>)]) {
     println!(
         "\n| {} resources | apply (best of {}) | plan (best of {}) |",
         args.count, args.rounds, args.rounds
     );
     println!("|---|---|---|");
-    for (name, rounds) in &results {
+    for (name, rounds) in results {
         println!(
             "| {name} | {:.2?} | {:.2?} |",
             best(rounds, |t| t.apply),
@@ -187,8 +257,6 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             secs * 1000.0 / args.count as f64
         );
     }
-    let _ = fs::remove_dir_all(&work);
-    Ok(())
 }
 
 /// The highest utime+stime (clock ticks) seen for a running `terraform-provider-meshguard`.
@@ -232,7 +300,7 @@ impl CpuSampler {
     }
 }
 
-fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = root().join("target/bench-provider");
     if dir.exists() {
         fs::remove_dir_all(&dir)?;
