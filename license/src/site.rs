@@ -263,19 +263,7 @@ impl SiteDir {
         let (now, _) = self.observe_clock(now)?;
         let l = &license.license;
         check_fit(l, expect)?;
-        if now < l.not_before {
-            return Err(LicenseError::NotYetValid {
-                id: l.id.clone(),
-                not_before: timestamp::format(&l.not_before),
-            });
-        }
-        if now > l.grace_end() {
-            return Err(LicenseError::Expired {
-                id: l.id.clone(),
-                expires: timestamp::format(&l.expires),
-                grace_end: timestamp::format(&l.grace_end()),
-            });
-        }
+        check_in_force(l, now)?;
         let current = match self.installed(key) {
             Ok(c) => c,
             // A damaged install must not block installing a good license over it.
@@ -287,41 +275,17 @@ impl SiteDir {
             Err(_) => None,
         };
         let installation = self.installation_id()?;
-
         let (activation, kind) = match (&current, activation_bytes) {
             (Some(cur), None) if cur.license.license.id == l.id => {
                 (cur.activation.clone(), renewal_kind(cur, &license)?)
             }
             (cur, Some(bytes)) => {
-                if let Some(cur) = cur
-                    && cur.license.license.id == l.id
-                {
-                    renewal_kind(cur, &license)?;
-                }
-                let activation = SignedActivation::verify(bytes, key, "the activation")?;
-                check_activation(&license, &activation, &installation)?;
-                let pending = self.pending_request()?;
-                let answered = pending.as_ref().is_some_and(|p| {
-                    p.nonce == activation.activation.nonce
-                        && p.digest().ok().as_deref()
-                            == Some(activation.activation.request_sha256.as_str())
-                });
-                let reinstall = cur.as_ref().is_some_and(|c| c.activation == activation);
-                if !answered && !reinstall {
-                    return Err(LicenseError::Activation(format!(
-                        "the activation answers request nonce {}, which is not this \
-                         installation's pending request ({}); it is an old or copied \
-                         activation: make a new request with `meshguard-license request` and \
-                         send that to the vendor",
-                        activation.activation.nonce,
-                        pending.map_or_else(|| "none".to_owned(), |p| p.nonce)
-                    )));
-                }
-                let kind = match cur {
-                    Some(c) if c.license.license.id == l.id => renewal_kind(c, &license)?,
-                    _ => InstallKind::Activated,
+                let given = Given {
+                    key,
+                    license: &license,
+                    installation: &installation,
                 };
-                (activation, kind)
+                self.activation_for(cur.as_ref(), given, bytes)?
             }
             (_, None) => {
                 return Err(LicenseError::Activation(format!(
@@ -332,26 +296,74 @@ impl SiteDir {
                 )));
             }
         };
-
         let installed = Installed {
             license,
             activation,
             installed_at: now,
         };
         if kind != InstallKind::Unchanged {
-            let file = InstalledFile {
-                license: installed.license.envelope.clone(),
-                activation: installed.activation.envelope.clone(),
-                installed_at: now,
-            };
-            let mut bytes = serde_json::to_vec_pretty(&file).expect("an install serializes");
-            bytes.push(b'\n');
-            write_atomic(&self.file("installed.json"), &bytes, false)?;
-            if kind == InstallKind::Activated {
-                let _ = fs::remove_file(self.file("request.json"));
-            }
+            self.save(&installed, &kind)?;
         }
         Ok((installed, kind))
+    }
+
+    /// The activation given with a license: signed by the vendor, for this license and this
+    /// installation, and the answer to this installation's pending request (or the one already
+    /// installed). Returns it with what installing it does.
+    fn activation_for(
+        &self,
+        current: Option<&Installed>,
+        given: Given<'_>,
+        bytes: &[u8],
+    ) -> Result<(SignedActivation, InstallKind), LicenseError> {
+        let Given {
+            key,
+            license,
+            installation,
+        } = given;
+        let same_license = current.filter(|c| c.license.license.id == license.license.id);
+        if let Some(cur) = same_license {
+            renewal_kind(cur, license)?;
+        }
+        let activation = SignedActivation::verify(bytes, key, "the activation")?;
+        check_activation(license, &activation, installation)?;
+        let pending = self.pending_request()?;
+        let answered = pending.as_ref().is_some_and(|p| {
+            p.nonce == activation.activation.nonce
+                && p.digest().ok().as_deref() == Some(activation.activation.request_sha256.as_str())
+        });
+        let reinstall = current.is_some_and(|c| c.activation == activation);
+        if !answered && !reinstall {
+            return Err(LicenseError::Activation(format!(
+                "the activation answers request nonce {}, which is not this \
+                 installation's pending request ({}); it is an old or copied \
+                 activation: make a new request with `meshguard-license request` and \
+                 send that to the vendor",
+                activation.activation.nonce,
+                pending.map_or_else(|| "none".to_owned(), |p| p.nonce)
+            )));
+        }
+        let kind = match same_license {
+            Some(c) => renewal_kind(c, license)?,
+            None => InstallKind::Activated,
+        };
+        Ok((activation, kind))
+    }
+
+    /// Writes the install atomically; a first activation retires the pending request.
+    fn save(&self, installed: &Installed, kind: &InstallKind) -> Result<(), LicenseError> {
+        let file = InstalledFile {
+            license: installed.license.envelope.clone(),
+            activation: installed.activation.envelope.clone(),
+            installed_at: installed.installed_at,
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file).expect("an install serializes");
+        bytes.push(b'\n');
+        write_atomic(&self.file("installed.json"), &bytes, false)?;
+        if *kind == InstallKind::Activated {
+            let _ = fs::remove_file(self.file("request.json"));
+        }
+        Ok(())
     }
 
     /// The license status now: verifies what is installed, moves the clock mark, evaluates.
@@ -476,4 +488,30 @@ pub fn write_output(path: Option<&Path>, bytes: &[u8], private: bool) -> Result<
             .write_all(bytes)
             .map_err(|e| LicenseError::io("write", Path::new("<stdout>"), e)),
     }
+}
+
+/// What an activation is checked against: the vendor's key, the license it activates and
+/// this installation.
+struct Given<'a> {
+    key: &'a VendorPublicKey,
+    license: &'a SignedLicense,
+    installation: &'a str,
+}
+
+/// A license is in force from its start until the end of its grace period.
+fn check_in_force(l: &crate::License, now: DateTime<Utc>) -> Result<(), LicenseError> {
+    if now < l.not_before {
+        return Err(LicenseError::NotYetValid {
+            id: l.id.clone(),
+            not_before: timestamp::format(&l.not_before),
+        });
+    }
+    if now > l.grace_end() {
+        return Err(LicenseError::Expired {
+            id: l.id.clone(),
+            expires: timestamp::format(&l.expires),
+            grace_end: timestamp::format(&l.grace_end()),
+        });
+    }
+    Ok(())
 }

@@ -216,7 +216,50 @@ impl Cx {
             }
         }
 
-        let name_map = name_source.unwrap_or(top);
+        let (name, version) = self.name_and_version(name_source.unwrap_or(top));
+        let description = top
+            .get_node("description")
+            .and_then(|n| self.scalar("description", n, "a string"));
+
+        let applies_to = match body.get_node("appliesTo") {
+            None => AppliesTo::All,
+            Some(node) => self.applies_to(node)?,
+        };
+        let default_effect = match body.get_node("defaultEffect") {
+            None => Effect::Deny,
+            Some(node) => self.effect("defaultEffect", node)?,
+        };
+        let rules = self.rules(body);
+        let delegation = body
+            .get_node("delegation")
+            .and_then(|node| self.delegation(node));
+        let rate_limits = body
+            .get_node("rateLimits")
+            .map(|node| self.rate_limits(node))
+            .unwrap_or_default();
+
+        let rules = rules?;
+        if !self.errors.is_empty() {
+            return None;
+        }
+        Some(PolicyDoc {
+            name,
+            version,
+            description,
+            applies_to,
+            rules,
+            default_effect,
+            rate_limits,
+            delegation,
+        })
+    }
+
+    /// The policy's name (not empty) and version (a missing one is a warning), from the
+    /// envelope's `metadata` or the top level.
+    fn name_and_version(
+        &mut self,
+        name_map: &MarkedMappingNode,
+    ) -> (Option<String>, Option<String>) {
         let name = name_map
             .get_node("name")
             .and_then(|n| self.scalar("name", n, "a string"));
@@ -237,19 +280,13 @@ impl Cx {
                 "version: missing; set a version such as \"1.0\" to tell revisions apart",
             ));
         }
-        let description = top
-            .get_node("description")
-            .and_then(|n| self.scalar("description", n, "a string"));
+        (name, version)
+    }
 
-        let applies_to = match body.get_node("appliesTo") {
-            None => AppliesTo::All,
-            Some(node) => self.applies_to(node)?,
-        };
-        let default_effect = match body.get_node("defaultEffect") {
-            None => Effect::Deny,
-            Some(node) => self.effect("defaultEffect", node)?,
-        };
-        let rules = match body.get_node("rules") {
+    /// `rules`: a non-empty list, each rule parsed (every rule's problems are reported, not
+    /// only the first's).
+    fn rules(&mut self, body: &MarkedMappingNode) -> Option<Vec<Rule>> {
+        match body.get_node("rules") {
             None => {
                 self.errors.push(issue("rules", None, "rules: missing; expected a non-empty list of rules, each with effect and actions"));
                 None
@@ -279,29 +316,7 @@ impl Cx {
                 );
                 None
             }
-        };
-        let delegation = body
-            .get_node("delegation")
-            .and_then(|node| self.delegation(node));
-        let rate_limits = body
-            .get_node("rateLimits")
-            .map(|node| self.rate_limits(node))
-            .unwrap_or_default();
-
-        let rules = rules?;
-        if !self.errors.is_empty() {
-            return None;
         }
-        Some(PolicyDoc {
-            name,
-            version,
-            description,
-            applies_to,
-            rules,
-            default_effect,
-            rate_limits,
-            delegation,
-        })
     }
 
     fn applies_to(&mut self, node: &Node) -> Option<AppliesTo> {

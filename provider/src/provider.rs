@@ -232,63 +232,11 @@ impl Provider for MeshguardProvider {
             "client_key_file",
             "MESHGUARD_CLIENT_KEY_FILE",
         )?;
-        let identity = match (cert_file, key_file) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                let mut pem = Vec::new();
-                for (path, attribute) in [(cert, "client_cert_file"), (key, "client_key_file")] {
-                    match std::fs::read(&path) {
-                        Ok(bytes) => pem.extend_from_slice(&bytes),
-                        Err(e) => {
-                            diags.error(
-                                format!("cannot read {attribute} {path}"),
-                                e.to_string(),
-                                AttributePath::new(attribute),
-                            );
-                            return None;
-                        }
-                    }
-                    pem.push(b'\n');
-                }
-                Some(crate::client::Pem(pem))
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                diags.error(
-                    "client_cert_file and client_key_file go together",
-                    "set both (or MESHGUARD_CLIENT_CERT_FILE and MESHGUARD_CLIENT_KEY_FILE), or neither",
-                    AttributePath::new("client_cert_file"),
-                );
-                return None;
-            }
-        };
-        let Some(url) = url else {
-            diags.error(
-                "gateway_url is not set",
-                "set gateway_url in the provider block or MESHGUARD_GATEWAY_URL",
-                AttributePath::new("gateway_url"),
-            );
-            return None;
-        };
-        let Some(token) = token else {
-            diags.error(
-                "admin_token is not set",
-                "set admin_token in the provider block or MESHGUARD_ADMIN_TOKEN",
-                AttributePath::new("admin_token"),
-            );
-            return None;
-        };
+        let identity = client_identity(diags, cert_file, key_file)?;
+        let url = required(diags, url, "gateway_url", "MESHGUARD_GATEWAY_URL")?;
+        let token = required(diags, token, "admin_token", "MESHGUARD_ADMIN_TOKEN")?;
         let mut ca_pem = match ca_file {
-            Some(path) => match std::fs::read(&path) {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    diags.error(
-                        format!("cannot read the CA bundle {path}"),
-                        e.to_string(),
-                        AttributePath::new("ca_cert_file"),
-                    );
-                    return None;
-                }
-            },
+            Some(path) => Some(read_file(diags, &path, "the CA bundle", "ca_cert_file")?),
             None => None,
         };
         if let Value::Value(pem) = &config.ca_cert_pem {
@@ -366,5 +314,69 @@ impl Provider for MeshguardProvider {
                 )),
             ),
         ]))
+    }
+}
+
+/// A setting the provider cannot work without, from its attribute or its environment variable.
+fn required(
+    diags: &mut Diagnostics,
+    value: Option<String>,
+    attribute: &'static str,
+    env: &str,
+) -> Option<String> {
+    if value.is_none() {
+        diags.error(
+            format!("{attribute} is not set"),
+            format!("set {attribute} in the provider block or {env}"),
+            AttributePath::new(attribute),
+        );
+    }
+    value
+}
+
+/// A file a setting names, read whole; one that cannot be read is an error on that attribute.
+fn read_file(
+    diags: &mut Diagnostics,
+    path: &str,
+    what: &str,
+    attribute: &'static str,
+) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            diags.error(
+                format!("cannot read {what} {path}"),
+                e.to_string(),
+                AttributePath::new(attribute),
+            );
+            None
+        }
+    }
+}
+
+/// The client certificate and key for mutual TLS, as one PEM: both files or neither.
+fn client_identity(
+    diags: &mut Diagnostics,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+) -> Option<Option<crate::client::Pem>> {
+    match (cert_file, key_file) {
+        (None, None) => Some(None),
+        (Some(cert), Some(key)) => {
+            let mut pem = Vec::new();
+            for (path, attribute) in [(cert, "client_cert_file"), (key, "client_key_file")] {
+                pem.extend_from_slice(&read_file(diags, &path, attribute, attribute)?);
+                pem.push(b'\n');
+            }
+            Some(Some(crate::client::Pem(pem)))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            diags.error(
+                "client_cert_file and client_key_file go together",
+                "set both (or MESHGUARD_CLIENT_CERT_FILE and MESHGUARD_CLIENT_KEY_FILE), or neither",
+                AttributePath::new("client_cert_file"),
+            );
+            None
+        }
     }
 }
