@@ -8,7 +8,7 @@
 //! the per-step times are read from the signed transcript.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -30,39 +30,41 @@ pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
     let profile = if args.debug { "debug" } else { "release" };
     let bins = crate::build_binaries(!args.debug)?;
     let dir = crate::root().join(&args.dir);
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::create_dir_all(&dir)?;
+    empty(&dir)?;
     let bundle = bins.join("meshguard-bundle");
+    let media_bytes = build_media(&bins, &dir)?;
+    write_site_files(&dir)?;
+    let (out, wall) = install_under_unshare(&tools.bin, &bundle, &dir)?;
+    let transcript = read_transcript(&out)?;
+    print_results(profile, media_bytes, &transcript, wall);
+    Ok(())
+}
 
+const PASSPHRASE: &str = "bench-install-passphrase-not-secret";
+
+fn empty(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// The release engineer's side, timed apart: the product images, a media and a site key, and
+/// the signed media; returns the media's size in bytes.
+fn build_media(bins: &Path, dir: &Path) -> anyhow::Result<u64> {
     let t = Instant::now();
     crate::run_checked(&mut crate::images::images_command(
-        &bins,
+        bins,
         &dir.join("layout"),
         "meshguard",
     )?)?;
-    let r = crate::root();
-    let v = env!("CARGO_PKG_VERSION");
-    fs::write(
-        dir.join("media.yaml"),
-        format!(
-            "schema: meshguard.media/v1\nproduct: meshguard\nversion: {v}\nprofile: air-gapped\nimages:\n  - ref: meshguard/gateway:{v}\n    from: oci:{l}:meshguard/gateway:{v}\n  - ref: meshguard/tools:{v}\n    from: oci:{l}:meshguard/tools:{v}\nchart: {r}/helm/meshguard-gateway\nterraform:\n  provider:\n    version: {v}\n    binaries: {{linux_amd64: {p}}}\n  modules: {r}/modules\npolicies: {r}/examples/policies\n",
-            l = dir.join("layout").display(),
-            r = r.display(),
-            p = bins.join("terraform-provider-meshguard").display()
-        ),
-    )?;
-    let pass = dir.join("passphrase");
-    fs::write(&pass, "bench-install-passphrase-not-secret")?;
+    write_manifest(bins, dir)?;
+    fs::write(dir.join("passphrase"), PASSPHRASE)?;
     let bundle_cmd = |args: &[&str]| {
-        let mut c = Command::new(&bundle);
+        let mut c = Command::new(bins.join("meshguard-bundle"));
         c.args(args)
-            .current_dir(&dir)
-            .env(
-                "MESHGUARD_BUNDLE_PASSPHRASE",
-                "bench-install-passphrase-not-secret",
-            )
+            .current_dir(dir)
+            .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
             .env_remove("SOURCE_DATE_EPOCH");
         c
     };
@@ -84,36 +86,65 @@ pub(crate) fn run(args: BenchInstallArgs) -> anyhow::Result<()> {
         "media built in {:.1}s (images, chart, provider, modules, SBOMs, signatures)",
         t.elapsed().as_secs_f64()
     );
-    let media_bytes: u64 = walk_size(&dir.join("media"));
+    Ok(walk_size(&dir.join("media")))
+}
 
+/// media.yaml: the images from the layout, the chart, the provider, modules and policies; no
+/// license, so the install needs no activation round trip.
+fn write_manifest(bins: &Path, dir: &Path) -> anyhow::Result<()> {
+    let r = crate::root();
+    let v = env!("CARGO_PKG_VERSION");
     fs::write(
-        dir.join("admin-token"),
-        "bench-admin-token-0123456789abcdef0123",
-    )?;
-    fs::write(
-        dir.join("jwt-secret"),
-        "bench-jwt-secret-0123456789abcdef01234567",
-    )?;
-    fs::write(
-        dir.join("agents.tfvars.json"),
-        r#"{"agents": {"clinical-assistant": {"trust_tier": "verified"}, "records-bot": {"trust_tier": "unverified"}}}"#,
-    )?;
-    fs::write(
-        dir.join("site.yaml"),
-        "release: bench-site\nprofile: air-gapped\nregistry: {address: \"127.0.0.1:5000\", insecure: true}\nport: 18090\nstateDir: state\nsecrets: {adminTokenFile: admin-token, jwtSecretFile: jwt-secret}\ntranscriptKey: site.key\nenvironment: {region: local}\nbootstrap: {module: bootstrap, varFile: agents.tfvars.json}\n",
-    )?;
-    fs::write(
-        dir.join("registry.yml"),
+        dir.join("media.yaml"),
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:5000\n",
-            dir.join("registry").display()
+            "schema: meshguard.media/v1\nproduct: meshguard\nversion: {v}\nprofile: air-gapped\nimages:\n  - ref: meshguard/gateway:{v}\n    from: oci:{l}:meshguard/gateway:{v}\n  - ref: meshguard/tools:{v}\n    from: oci:{l}:meshguard/tools:{v}\nchart: {r}/helm/meshguard-gateway\nterraform:\n  provider:\n    version: {v}\n    binaries: {{linux_amd64: {p}}}\n  modules: {r}/modules\npolicies: {r}/examples/policies\n",
+            l = dir.join("layout").display(),
+            r = r.display(),
+            p = bins.join("terraform-provider-meshguard").display()
         ),
-    )?;
-    fs::write(
-        dir.join("containers.conf"),
-        "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
-    )?;
-    // Inside the namespace: the registry, the install (timed), then everything removed.
+    )
+    .context("cannot write media.yaml")
+}
+
+/// The site's side: its secrets, bootstrap variables, site file, registry and podman
+/// configuration.
+fn write_site_files(dir: &Path) -> anyhow::Result<()> {
+    let files = [
+        ("admin-token", "bench-admin-token-0123456789abcdef0123".to_owned()),
+        ("jwt-secret", "bench-jwt-secret-0123456789abcdef01234567".to_owned()),
+        (
+            "agents.tfvars.json",
+            r#"{"agents": {"clinical-assistant": {"trust_tier": "verified"}, "records-bot": {"trust_tier": "unverified"}}}"#.to_owned(),
+        ),
+        (
+            "site.yaml",
+            "release: bench-site\nprofile: air-gapped\nregistry: {address: \"127.0.0.1:5000\", insecure: true}\nport: 18090\nstateDir: state\nsecrets: {adminTokenFile: admin-token, jwtSecretFile: jwt-secret}\ntranscriptKey: site.key\nenvironment: {region: local}\nbootstrap: {module: bootstrap, varFile: agents.tfvars.json}\n".to_owned(),
+        ),
+        (
+            "registry.yml",
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:5000\n",
+                dir.join("registry").display()
+            ),
+        ),
+        (
+            "containers.conf",
+            "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n".to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        fs::write(dir.join(name), text).with_context(|| format!("cannot write {name}"))?;
+    }
+    Ok(())
+}
+
+/// Inside a network namespace with loopback only: the registry, the install (timed), then
+/// everything removed. Returns what the install printed and its wall-clock seconds.
+fn install_under_unshare(
+    tools_bin: &Path,
+    bundle: &Path,
+    dir: &Path,
+) -> anyhow::Result<(String, f64)> {
     let script = format!(
         r#"set -u
 ip link set lo up
@@ -134,20 +165,17 @@ exit $rc
     fs::write(dir.join("install.sh"), script)?;
     let status = Command::new("unshare")
         .args(["-n", "bash", "install.sh"])
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("CONTAINERS_CONF", dir.join("containers.conf"))
         .env(
             "PATH",
             format!(
                 "{}:{}",
-                tools.bin.display(),
+                tools_bin.display(),
                 std::env::var("PATH").unwrap_or_default()
             ),
         )
-        .env(
-            "MESHGUARD_BUNDLE_PASSPHRASE",
-            "bench-install-passphrase-not-secret",
-        )
+        .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
         .status()
         .context("cannot run unshare -n")?;
     let out = fs::read_to_string(dir.join("install.out")).unwrap_or_default();
@@ -162,17 +190,25 @@ exit $rc
         (Some(a), Some(b)) => b - a,
         _ => 0.0,
     };
+    Ok((out, wall))
+}
+
+/// The signed transcript the install named in its output.
+fn read_transcript(out: &str) -> anyhow::Result<Value> {
     let json = out
         .lines()
         .find_map(|l| l.strip_prefix("transcript: "))
         .and_then(|l| l.split(" (signed").next())
         .context("no transcript")?;
-    let t: Value = serde_json::from_slice(&fs::read(json)?)?;
+    Ok(serde_json::from_slice(&fs::read(json)?)?)
+}
+
+fn print_results(profile: &str, media_bytes: u64, transcript: &Value, wall: f64) {
     println!(
         "\nfresh install under unshare -n, {profile} binaries, media of {:.1} MiB:",
         media_bytes as f64 / 1048576.0
     );
-    for s in t["steps"].as_array().into_iter().flatten() {
+    for s in transcript["steps"].as_array().into_iter().flatten() {
         println!(
             "  {}. {:<24} {:>7.2}s",
             s["step"],
@@ -181,10 +217,9 @@ exit $rc
         );
     }
     println!("  whole command (wall clock) {wall:>7.2}s   target 600 s (the product's: 3600 s)");
-    Ok(())
 }
 
-fn walk_size(p: &std::path::Path) -> u64 {
+fn walk_size(p: &Path) -> u64 {
     let mut total = 0;
     for e in fs::read_dir(p).into_iter().flatten().flatten() {
         let path = e.path();
