@@ -12,6 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::bench_gateway::Killed;
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchEvidenceArgs {
     /// Decisions in the bundle.
@@ -69,6 +71,86 @@ fn timed(cmd: &mut Command, what: &str) -> anyhow::Result<(f64, f64)> {
 }
 
 pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
+    ensure_gnu_time()?;
+    let bins = crate::build_binaries(true)?;
+    let dir = crate::root().join(&args.dir);
+    empty(&dir)?;
+    let (base, _gateway) = start_gateway(&bins, &dir)?;
+    let made = make_decisions(&base, args.decisions)?;
+    let out = dir.join("bundle");
+    let (export, verify, sums) = time_export_and_verify(&bins, &dir, &base, &out)?;
+    print_results(&out, made, export, verify, sums)
+}
+
+type Measure = (f64, f64);
+
+/// An evidence key, then `evidence export` of the whole log into `out`, `evidence verify` of it
+/// and `sha256sum -c` over it, each timed with its peak memory.
+fn time_export_and_verify(
+    bins: &Path,
+    dir: &Path,
+    base: &str,
+    out: &Path,
+) -> anyhow::Result<(Measure, Measure, Measure)> {
+    let bundle = |args: &[&str]| {
+        let mut c = Command::new(bins.join("meshguard-bundle"));
+        c.args(args)
+            .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
+            .env("MESHGUARD_ADMIN_TOKEN", ADMIN);
+        c
+    };
+    let (key, public) = (dir.join("evidence.key"), dir.join("evidence.pub"));
+    crate::run_checked(&mut bundle(&[
+        "keys",
+        "generate",
+        "--secret",
+        &key.display().to_string(),
+        "--public",
+        &public.display().to_string(),
+    ]))?;
+    let export = timed(
+        &mut bundle(&[
+            "evidence",
+            "export",
+            "--gateway",
+            base,
+            "--profile",
+            "fedramp-moderate",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2100-01-01",
+            "--out",
+            &out.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+        ]),
+        "evidence export",
+    )?;
+    let verify = timed(
+        &mut bundle(&[
+            "evidence",
+            "verify",
+            &out.display().to_string(),
+            "--pubkey",
+            &public.display().to_string(),
+            // The benchmark's gateway has no witness.
+            "--accept-unwitnessed",
+            "--json",
+        ]),
+        "evidence verify",
+    )?;
+    let sums = timed(
+        Command::new("sha256sum")
+            .args(["-c", "--quiet", "SHA256SUMS"])
+            .current_dir(out),
+        "sha256sum -c",
+    )?;
+    Ok((export, verify, sums))
+}
+
+/// GNU time (`/usr/bin/time -v`), which reports the peak memory, from Debian if missing.
+fn ensure_gnu_time() -> anyhow::Result<()> {
     if !Path::new("/usr/bin/time").exists() {
         crate::run_checked(
             Command::new("apt-get")
@@ -76,12 +158,19 @@ pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )?;
     }
-    let bins = crate::build_binaries(true)?;
-    let dir = crate::root().join(&args.dir);
+    Ok(())
+}
+
+fn empty(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
+        std::fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// The release gateway on 127.0.0.1 with no rate limit, its SQLite file under `dir`; its URL,
+/// and the guard that kills it.
+fn start_gateway(bins: &Path, dir: &Path) -> anyhow::Result<(String, Killed)> {
     let mut gw = Command::new(bins.join("meshguard-gateway"))
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
@@ -92,9 +181,15 @@ pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
         .env("RATE_LIMIT_RPM", "0")
         .env("LOG_LEVEL", "error")
         .stdout(Stdio::piped())
-        .spawn()?;
+        .spawn()
+        .context("cannot start meshguard-gateway")?;
     let base = crate::bench_gateway::listening(&mut gw)?;
-    let _gw = crate::bench_gateway::Killed(gw);
+    Ok((base, Killed(gw)))
+}
+
+/// A policy that allows reads and an agent, then `decisions` (rounded up to the thousand)
+/// through the batch endpoint, half of them denied; returns the seconds that took.
+fn make_decisions(base: &str, decisions: u64) -> anyhow::Result<f64> {
     let http = reqwest::blocking::Client::new();
     let admin = |m: reqwest::Method, path: &str, body: Value| -> anyhow::Result<Value> {
         Ok(http
@@ -117,22 +212,33 @@ pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
         json!({"name": "bench"}),
     )?;
     let token = agent["token"].as_str().unwrap_or_default().to_owned();
+    let calls = decisions.div_ceil(1000);
+    eprintln!(
+        "xtask: {} decisions through the batch endpoint",
+        calls * 1000
+    );
+    let t = Instant::now();
+    batch_calls(&http, base, &token, calls)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// `calls` batch calls of 1,000 actions each (every other one a write, denied), on two threads.
+fn batch_calls(
+    http: &reqwest::blocking::Client,
+    base: &str,
+    token: &str,
+    calls: u64,
+) -> anyhow::Result<()> {
     let actions: Vec<Value> = (0..1000)
         .map(|i| {
             json!({"action": if i % 2 == 0 { format!("read:r{i}") } else { format!("write:r{i}") }})
         })
         .collect();
     let body = serde_json::to_vec(&json!({ "actions": actions }))?;
-    let calls = args.decisions.div_ceil(1000);
-    eprintln!(
-        "xtask: {} decisions through the batch endpoint",
-        calls * 1000
-    );
-    let t = Instant::now();
     std::thread::scope(|s| -> anyhow::Result<()> {
         let workers: Vec<_> = (0..2)
             .map(|w| {
-                let (http, base, token, body) = (&http, &base, &token, &body);
+                let body = &body;
                 s.spawn(move || -> anyhow::Result<()> {
                     for _ in (w..calls).step_by(2) {
                         http.post(format!("{base}/api/v1/governance/batch"))
@@ -150,64 +256,17 @@ pub(crate) fn run(args: BenchEvidenceArgs) -> anyhow::Result<()> {
             w.join().expect("a worker panicked")?;
         }
         Ok(())
-    })?;
-    let made = t.elapsed().as_secs_f64();
+    })
+}
 
-    let bundle = |args: &[&str]| {
-        let mut c = Command::new(bins.join("meshguard-bundle"));
-        c.args(args)
-            .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
-            .env("MESHGUARD_ADMIN_TOKEN", ADMIN);
-        c
-    };
-    let (key, public) = (dir.join("evidence.key"), dir.join("evidence.pub"));
-    crate::run_checked(&mut bundle(&[
-        "keys",
-        "generate",
-        "--secret",
-        &key.display().to_string(),
-        "--public",
-        &public.display().to_string(),
-    ]))?;
-    let out = dir.join("bundle");
-    let (export_s, export_mb) = timed(
-        &mut bundle(&[
-            "evidence",
-            "export",
-            "--gateway",
-            &base,
-            "--profile",
-            "fedramp-moderate",
-            "--from",
-            "2000-01-01",
-            "--to",
-            "2100-01-01",
-            "--out",
-            &out.display().to_string(),
-            "--key",
-            &key.display().to_string(),
-        ]),
-        "evidence export",
-    )?;
-    let (verify_s, verify_mb) = timed(
-        &mut bundle(&[
-            "evidence",
-            "verify",
-            &out.display().to_string(),
-            "--pubkey",
-            &public.display().to_string(),
-            // The benchmark's gateway has no witness.
-            "--accept-unwitnessed",
-            "--json",
-        ]),
-        "evidence verify",
-    )?;
-    let (sums_s, sums_mb) = timed(
-        Command::new("sha256sum")
-            .args(["-c", "--quiet", "SHA256SUMS"])
-            .current_dir(&out),
-        "sha256sum -c",
-    )?;
+/// What the bundle holds (from its manifest) and the table of times and peak memory.
+fn print_results(
+    out: &Path,
+    made: f64,
+    (export_s, export_mb): Measure,
+    (verify_s, verify_mb): Measure,
+    (sums_s, sums_mb): Measure,
+) -> anyhow::Result<()> {
     let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("MANIFEST.json"))?)?;
     let entries = std::fs::metadata(out.join("audit/entries.jsonl"))?.len();
     println!(
