@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -178,51 +178,55 @@ pub(crate) fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
     let _tools = crate::tools::install_all()?;
     let tool = crate::build_binaries(true)?.join("meshguard-bundle");
     let work = root().join(".bench-media");
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work)?;
-    eprintln!("bench-media: writing {} MiB of image layers", args.mib);
-    layout(&work.join("layout"), args.mib)?;
+    write_sources(&work, args.mib)?;
+    let bench = Bench {
+        media: work.join("media"),
+        tool,
+        work,
+        runs: args.runs,
+    };
+    bench.generate_key()?;
+    let create = bench.create()?;
+    let (files, bytes) = media_size(&bench.media)?;
+    // Warm the page cache once, as every contender reads the same files after it.
+    run_checked(&mut sh(
+        "cat $(cut -c67- SHA256SUMS) > /dev/null",
+        &bench.media,
+    ))?;
+    let (verify, sha256sum, openssl) = bench.verify()?;
+    let (pack, tarzstd) = bench.pack()?;
+    let (import, skopeo) = bench.import()?;
+    let results = Results {
+        create,
+        verify,
+        sha256sum,
+        openssl,
+        pack,
+        tarzstd,
+        import,
+        skopeo,
+    };
+    results.print(args.runs, files, bytes);
+    Ok(())
+}
+
+/// The sources of the media in an emptied `work`: the layout of `mib` MiB, media.yaml and the
+/// key's passphrase.
+fn write_sources(work: &Path, mib: u64) -> anyhow::Result<()> {
+    let _ = fs::remove_dir_all(work);
+    fs::create_dir_all(work)?;
+    eprintln!("bench-media: writing {mib} MiB of image layers");
+    layout(&work.join("layout"), mib)?;
     fs::write(
         work.join("media.yaml"),
         "schema: meshguard.media/v1\nproduct: meshguard\nversion: 0.0.0-bench\nimages:\n  - ref: meshguard/bench:1\n    from: oci:layout:bench\n",
     )?;
     fs::write(work.join("pass"), "bench-passphrase")?;
-    let bundle = |a: &[&str]| {
-        let mut c = Command::new(&tool);
-        c.args(a).current_dir(&work);
-        c
-    };
-    run_checked(
-        bundle(&[
-            "keys",
-            "generate",
-            "--secret",
-            "k.key",
-            "--public",
-            "k.pub",
-            "--passphrase-file",
-            "pass",
-        ])
-        .stdout(Stdio::null()),
-    )?;
-    let (create, create_rss) = best(
-        1,
-        || Ok(()),
-        || {
-            bundle(&[
-                "create",
-                "--manifest",
-                "media.yaml",
-                "--out",
-                "media",
-                "--key",
-                "k.key",
-                "--passphrase-file",
-                "pass",
-            ])
-        },
-    )?;
-    let media = work.join("media");
+    Ok(())
+}
+
+/// The number of files on the media and their bytes, from its SHA256SUMS.
+fn media_size(media: &Path) -> anyhow::Result<(u64, u64)> {
     let files: u64 = fs::read_to_string(media.join("SHA256SUMS"))?
         .lines()
         .count() as u64;
@@ -231,119 +235,220 @@ pub(crate) fn run(args: BenchMediaArgs) -> anyhow::Result<()> {
         .filter_map(|l| l.get(66..))
         .map(|p| media.join(p).metadata().map_or(0, |m| m.len()))
         .sum();
-    // Warm the page cache once, as every contender reads the same files after it.
-    run_checked(&mut sh("cat $(cut -c67- SHA256SUMS) > /dev/null", &media))?;
-    let none = || Ok(());
-    let verify = best(args.runs, none, || {
-        bundle(&["verify", "media", "--pubkey", "k.pub"])
-    })?;
-    let sha256sum = best(args.runs, none, || {
-        sh("sha256sum -c --quiet SHA256SUMS", &media)
-    })?;
-    let openssl = best(args.runs, none, || {
-        sh(
-            "cut -c67- SHA256SUMS | xargs openssl dgst -sha256 > /dev/null",
-            &media,
-        )
-    })?;
-    let pack = best(
-        args.runs,
-        || {
-            let _ = sh("rm -f ../m.tar.zst*", &media).status();
-            Ok(())
-        },
-        || {
-            bundle(&[
-                "pack",
-                "media",
-                "--out",
-                "m.tar.zst",
-                "--key",
+    Ok((files, bytes))
+}
+
+/// Each verb of `meshguard-bundle` in `work`, timed against its peers, best of `runs`.
+struct Bench {
+    tool: PathBuf,
+    work: PathBuf,
+    media: PathBuf,
+    runs: u32,
+}
+
+/// (best wall time, peak RSS in KiB)
+type Timed = (Duration, u64);
+
+impl Bench {
+    fn bundle(&self, a: &[&str]) -> Command {
+        let mut c = Command::new(&self.tool);
+        c.args(a).current_dir(&self.work);
+        c
+    }
+
+    fn generate_key(&self) -> anyhow::Result<()> {
+        run_checked(
+            self.bundle(&[
+                "keys",
+                "generate",
+                "--secret",
                 "k.key",
+                "--public",
+                "k.pub",
                 "--passphrase-file",
                 "pass",
             ])
-        },
-    )?;
-    let tarzstd = best(
-        args.runs,
-        || {
-            let _ = sh("rm -f ../peer.tar.zst", &media).status();
-            Ok(())
-        },
-        || sh("tar -cf - media | zstd -3 -T0 -q -o peer.tar.zst", &work),
-    )?;
-    let mut import_best = (Duration::MAX, 0u64);
-    let mut skopeo_best = Duration::MAX;
-    for _ in 0..args.runs {
-        let (_reg, addr) = registry(&work.join("reg-ours"))?;
-        let _ = fs::remove_dir_all(work.join("site"));
-        let r = best(1, none, || {
-            bundle(&[
-                "import",
-                "media",
-                "--pubkey",
-                "k.pub",
-                "--registry",
-                &addr,
-                "--insecure",
-                "--dest",
-                "site",
-            ])
-        })?;
-        import_best = (import_best.0.min(r.0), r.1);
-        let (_reg2, addr2) = registry(&work.join("reg-skopeo"))?;
-        let s = best(1, none, || {
-            let mut c = Command::new("skopeo");
-            c.args(["copy", "--quiet", "--dest-tls-verify=false"])
-                .arg(format!(
-                    "oci:{}:meshguard/bench:1",
-                    media.join("images").display()
-                ))
-                .arg(format!("docker://{addr2}/meshguard/bench:1"));
-            c
-        })?;
-        skopeo_best = skopeo_best.min(s.0);
+            .stdout(Stdio::null()),
+        )
     }
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    let row = |name: &str, d: Duration, rss: Option<u64>| {
+
+    /// `meshguard-bundle create`, run once (it writes the media the others read).
+    fn create(&self) -> anyhow::Result<(Duration, u64)> {
+        best(
+            1,
+            || Ok(()),
+            || {
+                self.bundle(&[
+                    "create",
+                    "--manifest",
+                    "media.yaml",
+                    "--out",
+                    "media",
+                    "--key",
+                    "k.key",
+                    "--passphrase-file",
+                    "pass",
+                ])
+            },
+        )
+    }
+
+    /// `meshguard-bundle verify`, `sha256sum -c` and `openssl dgst -sha256` of every file.
+    fn verify(&self) -> anyhow::Result<(Timed, Timed, Timed)> {
+        let none = || Ok(());
+        let verify = best(self.runs, none, || {
+            self.bundle(&["verify", "media", "--pubkey", "k.pub"])
+        })?;
+        let sha256sum = best(self.runs, none, || {
+            sh("sha256sum -c --quiet SHA256SUMS", &self.media)
+        })?;
+        let openssl = best(self.runs, none, || {
+            sh(
+                "cut -c67- SHA256SUMS | xargs openssl dgst -sha256 > /dev/null",
+                &self.media,
+            )
+        })?;
+        Ok((verify, sha256sum, openssl))
+    }
+
+    /// `meshguard-bundle pack` and `tar -c | zstd -3 -T0`, each writing afresh.
+    fn pack(&self) -> anyhow::Result<(Timed, Timed)> {
+        let pack = best(
+            self.runs,
+            || {
+                let _ = sh("rm -f ../m.tar.zst*", &self.media).status();
+                Ok(())
+            },
+            || {
+                self.bundle(&[
+                    "pack",
+                    "media",
+                    "--out",
+                    "m.tar.zst",
+                    "--key",
+                    "k.key",
+                    "--passphrase-file",
+                    "pass",
+                ])
+            },
+        )?;
+        let tarzstd = best(
+            self.runs,
+            || {
+                let _ = sh("rm -f ../peer.tar.zst", &self.media).status();
+                Ok(())
+            },
+            || {
+                sh(
+                    "tar -cf - media | zstd -3 -T0 -q -o peer.tar.zst",
+                    &self.work,
+                )
+            },
+        )?;
+        Ok((pack, tarzstd))
+    }
+
+    /// `meshguard-bundle import` and `skopeo copy`, each into a fresh registry every run.
+    fn import(&self) -> anyhow::Result<(Timed, Duration)> {
+        let none = || Ok(());
+        let mut import_best = (Duration::MAX, 0u64);
+        let mut skopeo_best = Duration::MAX;
+        for _ in 0..self.runs {
+            let (_reg, addr) = registry(&self.work.join("reg-ours"))?;
+            let _ = fs::remove_dir_all(self.work.join("site"));
+            let r = best(1, none, || {
+                self.bundle(&[
+                    "import",
+                    "media",
+                    "--pubkey",
+                    "k.pub",
+                    "--registry",
+                    &addr,
+                    "--insecure",
+                    "--dest",
+                    "site",
+                ])
+            })?;
+            import_best = (import_best.0.min(r.0), r.1);
+            let (_reg2, addr2) = registry(&self.work.join("reg-skopeo"))?;
+            let s = best(1, none, || {
+                let mut c = Command::new("skopeo");
+                c.args(["copy", "--quiet", "--dest-tls-verify=false"])
+                    .arg(format!(
+                        "oci:{}:meshguard/bench:1",
+                        self.media.join("images").display()
+                    ))
+                    .arg(format!("docker://{addr2}/meshguard/bench:1"));
+                c
+            })?;
+            skopeo_best = skopeo_best.min(s.0);
+        }
+        Ok((import_best, skopeo_best))
+    }
+}
+
+struct Results {
+    create: Timed,
+    verify: Timed,
+    sha256sum: Timed,
+    openssl: Timed,
+    pack: Timed,
+    tarzstd: Timed,
+    import: Timed,
+    skopeo: Duration,
+}
+
+impl Results {
+    /// The media's size, the table of best times, throughput and peak RSS, and the ratios.
+    fn print(&self, runs: u32, files: u64, bytes: u64) {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let row = |name: &str, d: Duration, rss: Option<u64>| {
+            println!(
+                "| {name} | {:.2} s | {:.2} GiB/s | {} |",
+                d.as_secs_f64(),
+                gib / d.as_secs_f64(),
+                rss.map_or("—".into(), |k| format!("{} MiB", k / 1024))
+            );
+        };
         println!(
-            "| {name} | {:.2} s | {:.2} GiB/s | {} |",
-            d.as_secs_f64(),
-            gib / d.as_secs_f64(),
-            rss.map_or("—".into(), |k| format!("{} MiB", k / 1024))
+            "\nmedia: {files} files, {bytes} bytes ({gib:.2} GiB); {} cores",
+            std::thread::available_parallelism().map_or(1, |n| n.get())
         );
-    };
-    println!(
-        "\nmedia: {files} files, {bytes} bytes ({gib:.2} GiB); {} cores",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    println!(
-        "| command | best of {} | throughput | peak RSS |\n|---|---|---|---|",
-        args.runs
-    );
-    row("meshguard-bundle create (1 run)", create, Some(create_rss));
-    row("meshguard-bundle verify", verify.0, Some(verify.1));
-    row("sha256sum -c SHA256SUMS", sha256sum.0, Some(sha256sum.1));
-    row("openssl dgst -sha256 (all files)", openssl.0, None);
-    row("meshguard-bundle pack", pack.0, Some(pack.1));
-    row("tar -c | zstd -3 -T0", tarzstd.0, None);
-    row(
-        "meshguard-bundle import (fresh registry)",
-        import_best.0,
-        Some(import_best.1),
-    );
-    row(
-        "skopeo copy oci: → docker:// (fresh registry)",
-        skopeo_best,
-        None,
-    );
-    println!(
-        "\nverify is {:.1}x sha256sum -c and {:.1}x openssl; pack takes {:.2}x tar|zstd; import takes {:.2}x skopeo",
-        sha256sum.0.as_secs_f64() / verify.0.as_secs_f64(),
-        openssl.0.as_secs_f64() / verify.0.as_secs_f64(),
-        pack.0.as_secs_f64() / tarzstd.0.as_secs_f64(),
-        import_best.0.as_secs_f64() / skopeo_best.as_secs_f64()
-    );
-    Ok(())
+        println!("| command | best of {runs} | throughput | peak RSS |\n|---|---|---|---|");
+        row(
+            "meshguard-bundle create (1 run)",
+            self.create.0,
+            Some(self.create.1),
+        );
+        row(
+            "meshguard-bundle verify",
+            self.verify.0,
+            Some(self.verify.1),
+        );
+        row(
+            "sha256sum -c SHA256SUMS",
+            self.sha256sum.0,
+            Some(self.sha256sum.1),
+        );
+        row("openssl dgst -sha256 (all files)", self.openssl.0, None);
+        row("meshguard-bundle pack", self.pack.0, Some(self.pack.1));
+        row("tar -c | zstd -3 -T0", self.tarzstd.0, None);
+        row(
+            "meshguard-bundle import (fresh registry)",
+            self.import.0,
+            Some(self.import.1),
+        );
+        row(
+            "skopeo copy oci: → docker:// (fresh registry)",
+            self.skopeo,
+            None,
+        );
+        println!(
+            "\nverify is {:.1}x sha256sum -c and {:.1}x openssl; pack takes {:.2}x tar|zstd; import takes {:.2}x skopeo",
+            self.sha256sum.0.as_secs_f64() / self.verify.0.as_secs_f64(),
+            self.openssl.0.as_secs_f64() / self.verify.0.as_secs_f64(),
+            self.pack.0.as_secs_f64() / self.tarzstd.0.as_secs_f64(),
+            self.import.0.as_secs_f64() / self.skopeo.as_secs_f64()
+        );
+    }
 }
