@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::keys::{CosignKey, MediaKey};
-use crate::manifest::{ImageSource, Loaded};
+use marked_yaml::Spanned;
+
+use crate::manifest::{ImageSource, ImageSpec, Loaded};
 use crate::media::{self, ImageEntry, Item, LicenseEntry, MediaDoc, ProviderEntry, Since};
 use crate::provenance::{self, Input};
 use crate::{BundleError, fsx, oci, sbom, sums, tfmirror};
@@ -123,80 +125,117 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// The media being built in the stage: what every step needs, and what the steps gather for the
+/// provenance (`inputs`) and the hashes of the files written so far (`known`).
+struct Build<'a> {
+    m: &'a Loaded,
+    opts: &'a Options<'a>,
+    stage: &'a Path,
+    /// When the build started (`SOURCE_DATE_EPOCH` if given), and as RFC 3339.
+    started: i64,
+    stamp: String,
+    inputs: Vec<Input>,
+    known: sums::Hashes,
+}
+
+/// What `MEDIA.json` describes besides the files.
+struct Described {
+    images: Vec<ImageEntry>,
+    providers: Vec<ProviderEntry>,
+    license: Option<LicenseEntry>,
+    since: Option<Since>,
+}
+
 fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, BundleError> {
-    let man = &m.manifest;
     let started = opts
         .source_date_epoch
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
-    let stamp = rfc3339(started);
-    let mut inputs: Vec<Input> = Vec::new();
-    if let Some(src) = &man.source {
-        inputs.push(Input {
-            uri: format!("git+{}@{}", src.repository.as_str(), src.revision.as_str()),
-            digest: ("gitCommit", src.revision.as_str().to_lowercase()),
-            name: "source".into(),
-        });
-    }
-    let mut known = sums::Hashes::new();
+    let mut b = Build {
+        m,
+        opts,
+        stage,
+        started,
+        stamp: rfc3339(started),
+        inputs: source_input(m).into_iter().collect(),
+        known: sums::Hashes::new(),
+    };
+    b.ensure_room()?;
+    let images = b.copy_images()?;
+    b.copy_chart()?;
+    let providers = b.terraform()?;
+    b.policies()?;
+    b.egress()?;
+    let license = b.license()?;
+    b.scans()?;
+    let summaries = b.inspect_images()?;
+    let since = b.differential(&summaries)?;
+    b.sboms(&summaries)?;
+    b.provenance(since.as_ref())?;
+    // How to verify with stock tools.
+    fsx::write_atomic(
+        &stage.join(media::VERIFY_TXT),
+        verify_guide(m.manifest.version.as_str(), opts.cosign.is_some()).as_bytes(),
+    )?;
+    let omitted_blobs = since.as_ref().map_or(0, |s| s.omitted_blobs.len());
+    let hashes = b.describe_and_sign(Described {
+        images,
+        providers,
+        license,
+        since,
+    })?;
+    let bytes = hashes.values().map(|(_, s)| s).sum();
+    Ok(Created {
+        dir: stage.to_owned(),
+        files: hashes.len() + 2 + usize::from(opts.cosign.is_some()),
+        bytes,
+        images: summaries.len(),
+        omitted_blobs,
+    })
+}
 
-    // Room for everything local, before writing anything.
-    let mut need = 0u64;
-    for img in &man.images {
-        match m.image_source(img)? {
-            ImageSource::Layout { dir, .. } => need += tree_size(&dir),
-            ImageSource::Archive { file, .. } => need += 2 * tree_size(&file),
-            ImageSource::Registry { .. } => {}
+/// The source the media's binaries were built from, as a provenance input.
+fn source_input(m: &Loaded) -> Option<Input> {
+    let src = m.manifest.source.as_ref()?;
+    Some(Input {
+        uri: format!("git+{}@{}", src.repository.as_str(), src.revision.as_str()),
+        digest: ("gitCommit", src.revision.as_str().to_lowercase()),
+        name: "source".into(),
+    })
+}
+
+impl Build<'_> {
+    /// Room for everything local, before writing anything.
+    fn ensure_room(&self) -> Result<(), BundleError> {
+        let (m, man) = (self.m, &self.m.manifest);
+        let mut need = 0u64;
+        for img in &man.images {
+            match m.image_source(img)? {
+                ImageSource::Layout { dir, .. } => need += tree_size(&dir),
+                ImageSource::Archive { file, .. } => need += 2 * tree_size(&file),
+                ImageSource::Registry { .. } => {}
+            }
         }
+        for p in [&man.chart, &man.policies].into_iter().flatten() {
+            need += tree_size(&m.path(p, "path")?);
+        }
+        fsx::ensure_space(self.stage, need, "the media")
     }
-    for p in [&man.chart, &man.policies].into_iter().flatten() {
-        need += tree_size(&m.path(p, "path")?);
-    }
-    fsx::ensure_space(stage, need, "the media")?;
 
-    // Images, into one shared layout.
-    let mut images = Vec::new();
-    if !man.images.is_empty() {
+    /// Images, into one shared layout.
+    fn copy_images(&mut self) -> Result<Vec<ImageEntry>, BundleError> {
+        let man = &self.m.manifest;
+        let mut images = Vec::new();
+        if man.images.is_empty() {
+            return Ok(images);
+        }
         progress(&format!(
             "copying {} image(s) into images/",
             man.images.len()
         ));
-        let mut layout = oci::Layout::create(&stage.join("images"))?;
+        let mut layout = oci::Layout::create(&self.stage.join("images"))?;
         for img in &man.images {
-            let source = m.image_source(img)?;
-            let top = match &source {
-                ImageSource::Layout { dir, tag } => {
-                    if !dir.join("index.json").exists() {
-                        return Err(m.error(
-                            &img.from,
-                            format!(
-                                "{} is not an OCI image layout (no index.json)",
-                                dir.display()
-                            ),
-                        ));
-                    }
-                    layout.copy_from_layout(dir, tag)?
-                }
-                ImageSource::Archive { file, tag } => {
-                    let tmp = stage.join(format!(".archive-{}", images.len()));
-                    let f = fs::File::open(file).map_err(|e| BundleError::io("read", file, e))?;
-                    crate::archive::extract(
-                        f,
-                        &tmp,
-                        crate::archive::Limits::default(),
-                        None,
-                        &file.display().to_string(),
-                    )?;
-                    let top = layout.copy_from_layout(&tmp, tag);
-                    let _ = fs::remove_dir_all(&tmp);
-                    top?
-                }
-                ImageSource::Registry { reference } => crate::registry::pull(
-                    reference,
-                    &layout,
-                    &opts.insecure_registries,
-                    &opts.access,
-                )?,
-            };
+            let source = self.m.image_source(img)?;
+            let top = self.copy_image(&layout, img, &source, images.len())?;
             let uri = match &source {
                 ImageSource::Layout { tag, .. } => format!("oci-layout:{tag}"),
                 ImageSource::Archive { file, tag } => format!(
@@ -205,7 +244,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 ),
                 ImageSource::Registry { reference } => format!("docker://{reference}"),
             };
-            inputs.push(Input::sha256(
+            self.inputs.push(Input::sha256(
                 uri,
                 top.hex()?.to_owned(),
                 img.reference.as_str().to_owned(),
@@ -219,15 +258,63 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
             layout.tag(img.reference.as_str(), top);
         }
         layout.write_index()?;
+        Ok(images)
     }
 
-    // Chart.
-    if let Some(chart) = &man.chart {
-        let src = m.path(chart, "chart")?;
+    /// One image from its source into the layout (the `n`th): its top descriptor.
+    fn copy_image(
+        &self,
+        layout: &oci::Layout,
+        img: &ImageSpec,
+        source: &ImageSource,
+        n: usize,
+    ) -> Result<oci::Descriptor, BundleError> {
+        match source {
+            ImageSource::Layout { dir, tag } => {
+                if !dir.join("index.json").exists() {
+                    return Err(self.m.error(
+                        &img.from,
+                        format!(
+                            "{} is not an OCI image layout (no index.json)",
+                            dir.display()
+                        ),
+                    ));
+                }
+                layout.copy_from_layout(dir, tag)
+            }
+            ImageSource::Archive { file, tag } => {
+                let tmp = self.stage.join(format!(".archive-{n}"));
+                let f = fs::File::open(file).map_err(|e| BundleError::io("read", file, e))?;
+                crate::archive::extract(
+                    f,
+                    &tmp,
+                    crate::archive::Limits::default(),
+                    None,
+                    &file.display().to_string(),
+                )?;
+                let top = layout.copy_from_layout(&tmp, tag);
+                let _ = fs::remove_dir_all(&tmp);
+                top
+            }
+            ImageSource::Registry { reference } => crate::registry::pull(
+                reference,
+                layout,
+                &self.opts.insecure_registries,
+                &self.opts.access,
+            ),
+        }
+    }
+
+    /// The Helm chart, a directory or a packaged `.tgz`.
+    fn copy_chart(&mut self) -> Result<(), BundleError> {
+        let Some(chart) = &self.m.manifest.chart else {
+            return Ok(());
+        };
+        let src = self.m.path(chart, "chart")?;
         let name = src.file_name().unwrap_or_default();
         if src.is_dir() {
             if !src.join("Chart.yaml").is_file() {
-                return Err(m.error(
+                return Err(self.m.error(
                     chart,
                     format!(
                         "{} has no Chart.yaml; give a Helm chart directory or a packaged .tgz",
@@ -235,21 +322,24 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                     ),
                 ));
             }
-            copy_tree(&src, &stage.join("charts").join(name))?;
+            copy_tree(&src, &self.stage.join("charts").join(name))?;
         } else {
-            fsx::copy_hashed(&src, &stage.join("charts").join(name))?;
+            fsx::copy_hashed(&src, &self.stage.join("charts").join(name))?;
         }
         let at = format!("charts/{}", name.to_string_lossy());
-        inputs.push(tree_input(stage, &at, "helm chart")?);
+        self.inputs.push(tree_input(self.stage, &at, "helm chart")?);
+        Ok(())
     }
 
-    // Terraform provider mirror and modules.
-    let mut providers = Vec::new();
-    if let Some(tf) = &man.terraform {
+    /// The Terraform provider mirror and modules.
+    fn terraform(&mut self) -> Result<Vec<ProviderEntry>, BundleError> {
+        let mut providers = Vec::new();
+        let Some(tf) = &self.m.manifest.terraform else {
+            return Ok(providers);
+        };
         if let Some(p) = &tf.provider {
             let parts: Vec<&str> = p.source().split('/').collect();
             for (platform, bin) in &p.binaries {
-                let binary = m.path(bin, "provider binary")?;
                 let id = tfmirror::ProviderId {
                     hostname: parts[0].to_owned(),
                     namespace: parts[1].to_owned(),
@@ -257,73 +347,98 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                     version: p.version.as_str().to_owned(),
                     platform: platform.clone(),
                 };
-                let root = stage.join("terraform/providers");
-                let packed =
-                    tfmirror::pack(&binary, &id, &root).map_err(|e| m.error(bin, e.to_string()))?;
-                inputs.push(Input::sha256(
-                    format!(
-                        "file:{}",
-                        binary.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                    packed.binary_sha256.clone(),
-                    format!(
-                        "terraform-provider-{}_{}_{}",
-                        id.kind, id.version, id.platform
-                    ),
-                ));
-                providers.push(ProviderEntry {
-                    source: p.source().to_owned(),
-                    version: id.version.clone(),
-                    platform: id.platform.clone(),
-                    path: fsx::rel(stage, &packed.zip)?,
-                    h1: packed.h1,
-                    zh: packed.zh,
-                });
+                providers.push(self.provider(p.source(), bin, id)?);
             }
         }
         if let Some(modules) = &tf.modules {
-            let src = m.path(modules, "modules directory")?;
-            copy_tree(&src, &stage.join("terraform/modules"))?;
-            inputs.push(tree_input(stage, "terraform/modules", "terraform modules")?);
+            let src = self.m.path(modules, "modules directory")?;
+            copy_tree(&src, &self.stage.join("terraform/modules"))?;
+            self.inputs.push(tree_input(
+                self.stage,
+                "terraform/modules",
+                "terraform modules",
+            )?);
         }
+        Ok(providers)
     }
 
-    // Files the gateway loads only if they carry the media key's own signature beside them.
-    let sign_onto = |path: &str, bytes: &[u8], name: &str| -> Result<Input, BundleError> {
-        fsx::write_atomic(&stage.join(path), bytes)?;
+    /// One provider binary, packed into the mirror.
+    fn provider(
+        &mut self,
+        source: &str,
+        bin: &Spanned<String>,
+        id: tfmirror::ProviderId,
+    ) -> Result<ProviderEntry, BundleError> {
+        let binary = self.m.path(bin, "provider binary")?;
+        let root = self.stage.join("terraform/providers");
+        let packed =
+            tfmirror::pack(&binary, &id, &root).map_err(|e| self.m.error(bin, e.to_string()))?;
+        self.inputs.push(Input::sha256(
+            format!(
+                "file:{}",
+                binary.file_name().unwrap_or_default().to_string_lossy()
+            ),
+            packed.binary_sha256.clone(),
+            format!(
+                "terraform-provider-{}_{}_{}",
+                id.kind, id.version, id.platform
+            ),
+        ));
+        Ok(ProviderEntry {
+            source: source.to_owned(),
+            version: id.version.clone(),
+            platform: id.platform.clone(),
+            path: fsx::rel(self.stage, &packed.zip)?,
+            h1: packed.h1,
+            zh: packed.zh,
+        })
+    }
+
+    /// Writes a file the gateway loads only if it carries the media key's own signature beside
+    /// it, and that signature.
+    fn sign_onto(&mut self, path: &str, bytes: &[u8], name: &str) -> Result<(), BundleError> {
+        fsx::write_atomic(&self.stage.join(path), bytes)?;
         let file = path.rsplit('/').next().unwrap_or(path);
-        let sig = opts.key.sign(
+        let sig = self.opts.key.sign(
             bytes,
             &format!(
-                "timestamp:{started}\tfile:{file}\tversion:{}",
-                man.version.as_str()
+                "timestamp:{}\tfile:{file}\tversion:{}",
+                self.started,
+                self.m.manifest.version.as_str()
             ),
         )?;
-        fsx::write_atomic(&stage.join(format!("{path}.minisig")), sig.as_bytes())?;
-        Ok(Input::sha256(
+        fsx::write_atomic(&self.stage.join(format!("{path}.minisig")), sig.as_bytes())?;
+        self.inputs.push(Input::sha256(
             format!("file:{path}"),
             fsx::sha256_hex(bytes),
             name.into(),
-        ))
-    };
-
-    // Policies, as a signed bundle the gateway loads with POLICY_BUNDLE.
-    if let Some(policies) = &man.policies {
-        let src = m.path(policies, "policies directory")?;
-        let bundle = policy_bundle(&src, man.version.as_str(), &stamp)
-            .map_err(|e| m.error(policies, e.to_string()))?;
-        inputs.push(sign_onto(media::POLICY_BUNDLE, &bundle, "policies")?);
+        ));
+        Ok(())
     }
 
-    // The egress allowlist, signed as the gateway's egress proxy requires.
-    if let Some(e) = &man.egress {
-        let src = m.path(e, "egress allowlist")?;
+    /// Policies, as a signed bundle the gateway loads with POLICY_BUNDLE.
+    fn policies(&mut self) -> Result<(), BundleError> {
+        let Some(policies) = &self.m.manifest.policies else {
+            return Ok(());
+        };
+        let src = self.m.path(policies, "policies directory")?;
+        let bundle = policy_bundle(&src, self.m.manifest.version.as_str(), &self.stamp)
+            .map_err(|e| self.m.error(policies, e.to_string()))?;
+        self.sign_onto(media::POLICY_BUNDLE, &bundle, "policies")
+    }
+
+    /// The egress allowlist, signed as the gateway's egress proxy requires.
+    fn egress(&mut self) -> Result<(), BundleError> {
+        let Some(e) = &self.m.manifest.egress else {
+            return Ok(());
+        };
+        let src = self.m.path(e, "egress allowlist")?;
         let bytes = fs::read(&src).map_err(|err| BundleError::io("read", &src, err))?;
         let format = serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .and_then(|v| v["format"].as_str().map(str::to_owned));
         if format.as_deref() != Some("meshguard-egress-allowlist/v1") {
-            return Err(m.error(
+            return Err(self.m.error(
                 e,
                 format!(
                     "{} is not an egress allowlist (JSON with format meshguard-egress-allowlist/v1)",
@@ -331,17 +446,15 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 ),
             ));
         }
-        inputs.push(sign_onto(
-            media::EGRESS_ALLOWLIST,
-            &bytes,
-            "egress allowlist",
-        )?);
+        self.sign_onto(media::EGRESS_ALLOWLIST, &bytes, "egress allowlist")
     }
 
-    // License, and its age-encrypted form.
-    let mut license = None;
-    if let Some(l) = &man.license {
-        let src = m.path(&l.file, "license")?;
+    /// The license, and its age-encrypted form (as given, or sealed to the recipients).
+    fn license(&self) -> Result<Option<LicenseEntry>, BundleError> {
+        let Some(l) = &self.m.manifest.license else {
+            return Ok(None);
+        };
+        let src = self.m.path(&l.file, "license")?;
         let name = src
             .file_name()
             .unwrap_or_default()
@@ -349,18 +462,20 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
             .into_owned();
         let bytes = fs::read(&src).map_err(|e| BundleError::io("read", &src, e))?;
         meshguard_license::dsse::Envelope::from_json(&bytes, l.file.as_str())
-            .map_err(|e| m.error(&l.file, e.to_string()))?;
+            .map_err(|e| self.m.error(&l.file, e.to_string()))?;
         let path = format!("license/{name}");
-        fsx::write_atomic(&stage.join(&path), &bytes)?;
+        fsx::write_atomic(&self.stage.join(&path), &bytes)?;
         let recipients: Vec<String> = l.recipients.iter().map(|r| r.as_str().to_owned()).collect();
         let encrypted = if let Some(ready) = &l.encrypted {
-            let src = m.path(ready, "encrypted license")?;
+            let src = self.m.path(ready, "encrypted license")?;
             let sealed = fs::read(&src).map_err(|e| BundleError::io("read", &src, e))?;
             if !meshguard_license::seal::is_age(&sealed) {
-                return Err(m.error(ready, format!("{} is not an age file", src.display())));
+                return Err(self
+                    .m
+                    .error(ready, format!("{} is not an age file", src.display())));
             }
             let p = format!("license/{name}.age");
-            fsx::write_atomic(&stage.join(&p), &sealed)?;
+            fsx::write_atomic(&self.stage.join(&p), &sealed)?;
             Some(p)
         } else if recipients.is_empty() {
             None
@@ -368,49 +483,60 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
             let parsed = meshguard_license::seal::parse_recipients(&recipients)?;
             let sealed = meshguard_license::seal::encrypt_to(&bytes, &parsed)?;
             let p = format!("license/{name}.age");
-            fsx::write_atomic(&stage.join(&p), &sealed)?;
+            fsx::write_atomic(&self.stage.join(&p), &sealed)?;
             Some(p)
         };
-        license = Some(LicenseEntry {
+        Ok(Some(LicenseEntry {
             path,
             encrypted,
             recipients,
-        });
+        }))
     }
 
-    // Scan reports, as given.
-    let mut scan_names = BTreeSet::new();
-    for scan in &man.scans {
-        let src = m.path(scan, "scan report")?;
-        let name = src
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        if !scan_names.insert(name.clone()) {
-            return Err(m.error(scan, format!("a scan report named {name} is listed twice")));
+    /// Scan reports, as given.
+    fn scans(&self) -> Result<(), BundleError> {
+        let mut scan_names = BTreeSet::new();
+        for scan in &self.m.manifest.scans {
+            let src = self.m.path(scan, "scan report")?;
+            let name = src
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !scan_names.insert(name.clone()) {
+                return Err(self
+                    .m
+                    .error(scan, format!("a scan report named {name} is listed twice")));
+            }
+            fsx::copy_hashed(&src, &self.stage.join("scans").join(&name))?;
         }
-        fsx::copy_hashed(&src, &stage.join("scans").join(&name))?;
+        Ok(())
     }
 
-    let blob_sizes = hash_stage(stage, &mut known)?
-        .into_iter()
-        .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
-        .map(|(_, (h, size))| (h, size))
-        .collect();
-    let summaries = if stage.join("images/index.json").exists() {
-        oci::inspect(&stage.join("images"), &blob_sizes, &[])?
-    } else {
-        Vec::new()
-    };
+    /// What the images on the media hold (none without `images/index.json`).
+    fn inspect_images(&mut self) -> Result<Vec<oci::ImageSummary>, BundleError> {
+        let blob_sizes = hash_stage(self.stage, &mut self.known)?
+            .into_iter()
+            .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
+            .map(|(_, (h, size))| (h, size))
+            .collect();
+        if self.stage.join("images/index.json").exists() {
+            oci::inspect(&self.stage.join("images"), &blob_sizes, &[])
+        } else {
+            Ok(Vec::new())
+        }
+    }
 
-    // Differential: drop image blobs the older media already holds.
-    let mut since = None;
-    if let Some(old) = &opts.since {
+    /// Differential: drop image layers the older media (`--since`, checked against the media
+    /// key) already holds.
+    fn differential(&self, summaries: &[oci::ImageSummary]) -> Result<Option<Since>, BundleError> {
+        let Some(old) = &self.opts.since else {
+            return Ok(None);
+        };
         let old_sums_path = old.join(media::SUMS);
         let old_sums = fs::read_to_string(&old_sums_path)
             .map_err(|e| BundleError::io("read", &old_sums_path, e))?;
-        opts.key.public().verify(
+        self.opts.key.public().verify(
             old_sums.as_bytes(),
             &fs::read_to_string(old.join(media::SUMS_SIG))
                 .map_err(|e| BundleError::io("read", &old.join(media::SUMS_SIG), e))?,
@@ -431,7 +557,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
             .flat_map(|s| s.manifests.iter().flat_map(|(_, m, _)| m.layers.iter()))
             .filter_map(|l| l.hex().ok())
             .collect();
-        let blobs = stage.join("images/blobs/sha256");
+        let blobs = self.stage.join("images/blobs/sha256");
         for hex in layers {
             if old_listed.contains_key(&format!("images/blobs/sha256/{hex}")) {
                 fs::remove_file(blobs.join(hex))
@@ -439,140 +565,137 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
                 omitted.push(format!("sha256:{hex}"));
             }
         }
-        since = Some(Since {
+        Ok(Some(Since {
             version: old_doc.version,
             sha256sums: fsx::sha256_hex(old_sums.as_bytes()),
             omitted_blobs: omitted,
-        });
+        }))
     }
 
-    // SBOMs.
-    progress("writing SBOMs (CycloneDX 1.6)");
-    let mut hashes: sums::Hashes;
-    let workspace = match &man.sbom {
-        Some(spec) => {
-            let dir = match &spec.workspace {
-                Some(w) => m.path(w, "cargo workspace")?,
-                None => m.base.clone(),
-            };
-            Some(sbom::Workspace::load(&dir)?)
+    /// SBOMs (CycloneDX 1.6): one per image, one per named binary, then one of the media.
+    fn sboms(&mut self, summaries: &[oci::ImageSummary]) -> Result<(), BundleError> {
+        let (m, man, stage, stamp) = (self.m, &self.m.manifest, self.stage, &self.stamp);
+        progress("writing SBOMs (CycloneDX 1.6)");
+        let workspace = match &man.sbom {
+            Some(spec) => {
+                let dir = match &spec.workspace {
+                    Some(w) => m.path(w, "cargo workspace")?,
+                    None => m.base.clone(),
+                };
+                Some(sbom::Workspace::load(&dir)?)
+            }
+            None => None,
+        };
+        for s in summaries {
+            let doc = sbom::image(s, &stage.join("images"), workspace.as_ref(), stamp)?;
+            let name = s.reference.replace(['/', ':'], "_");
+            write_json(&stage.join(format!("sbom/images/{name}.cdx.json")), &doc)?;
         }
-        None => None,
-    };
-    for s in &summaries {
-        let doc = sbom::image(s, &stage.join("images"), workspace.as_ref(), &stamp)?;
-        let name = s.reference.replace(['/', ':'], "_");
-        write_json(&stage.join(format!("sbom/images/{name}.cdx.json")), &doc)?;
-    }
-    if let (Some(spec), Some(ws)) = (&man.sbom, &workspace) {
-        for bin in &spec.binaries {
-            let doc = ws
-                .binary(bin.as_str(), &stamp)
-                .map_err(|e| m.error(bin, e.to_string()))?;
-            write_json(
-                &stage.join(format!("sbom/binaries/{}.cdx.json", bin.as_str())),
-                &doc,
-            )?;
+        if let (Some(spec), Some(ws)) = (&man.sbom, &workspace) {
+            for bin in &spec.binaries {
+                let doc = ws
+                    .binary(bin.as_str(), stamp)
+                    .map_err(|e| m.error(bin, e.to_string()))?;
+                write_json(
+                    &stage.join(format!("sbom/binaries/{}.cdx.json", bin.as_str())),
+                    &doc,
+                )?;
+            }
         }
-    }
-    hashes = hash_stage(stage, &mut known)?;
-    let media_sbom = sbom::media(
-        man.product.as_str(),
-        man.version.as_str(),
-        &hashes,
-        &summaries,
-        &stamp,
-    );
-    write_json(&stage.join("sbom/media.cdx.json"), &media_sbom)?;
-
-    // Provenance over everything so far.
-    hashes = hash_stage(stage, &mut known)?;
-    let manifest_path = Path::new(&m.file);
-    let (manifest_sha, _) = fsx::sha256_file(manifest_path)?;
-    let finished = opts
-        .source_date_epoch
-        .unwrap_or_else(|| chrono::Utc::now().timestamp());
-    let statement = provenance::statement(
-        &hashes,
-        &inputs,
-        &provenance::Run {
-            manifest_path: manifest_path
-                .file_name()
-                .map(|f| f.to_string_lossy())
-                .as_deref()
-                .unwrap_or("manifest"),
-            manifest_sha256: &manifest_sha,
-            since: since.as_ref().map(|s| s.sha256sums.as_str()),
-            source_date_epoch: opts.source_date_epoch,
-            started: &stamp,
-            finished: &rfc3339(finished),
-        },
-    );
-    let payload = meshguard_license::canonical::to_vec(&statement)?;
-    let envelope = meshguard_license::dsse::Envelope::sign_with(
-        provenance::PAYLOAD_TYPE,
-        &payload,
-        opts.key.signing_key(),
-        opts.key.public().key_id(),
-    );
-    fsx::write_atomic(&stage.join(media::PROVENANCE), &envelope.to_json())?;
-
-    // How to verify with stock tools.
-    fsx::write_atomic(
-        &stage.join(media::VERIFY_TXT),
-        verify_guide(man.version.as_str(), opts.cosign.is_some()).as_bytes(),
-    )?;
-
-    // MEDIA.json over every file, then SHA256SUMS over every file, then the signatures.
-    hashes = hash_stage(stage, &mut known)?;
-    let doc = MediaDoc {
-        format: media::FORMAT.into(),
-        product: man.product.as_str().to_owned(),
-        version: man.version.as_str().to_owned(),
-        profile: man.profile.as_ref().map(|p| p.as_str().to_owned()),
-        created_at: stamp.clone(),
-        since: since.clone(),
-        images,
-        providers,
-        license,
-        items: hashes
-            .iter()
-            .map(|(path, (hex, size))| Item {
-                kind: media::kind_of(path).into(),
-                path: path.clone(),
-                size: *size,
-                sha256: hex.clone(),
-            })
-            .collect(),
-    };
-    write_json(
-        &stage.join(media::MEDIA_JSON),
-        &serde_json::to_value(&doc).expect("serializes"),
-    )?;
-    hashes = hash_stage(stage, &mut known)?;
-    let sums_text = sums::format(&hashes);
-    fsx::write_atomic(&stage.join(media::SUMS), sums_text.as_bytes())?;
-    let sig = opts.key.sign(
-        sums_text.as_bytes(),
-        &format!(
-            "timestamp:{started}\tfile:SHA256SUMS\tproduct:{}\tversion:{}",
+        let hashes = hash_stage(stage, &mut self.known)?;
+        let media_sbom = sbom::media(
             man.product.as_str(),
-            man.version.as_str()
-        ),
-    )?;
-    fsx::write_atomic(&stage.join(media::SUMS_SIG), sig.as_bytes())?;
-    if let Some(cosign) = opts.cosign {
-        let bundle = crate::sigstore::bundle(cosign, sums_text.as_bytes());
-        write_json(&stage.join(media::SUMS_SIGSTORE), &bundle)?;
+            man.version.as_str(),
+            &hashes,
+            summaries,
+            stamp,
+        );
+        write_json(&stage.join("sbom/media.cdx.json"), &media_sbom)
     }
-    let bytes = hashes.values().map(|(_, s)| s).sum();
-    Ok(Created {
-        dir: stage.to_owned(),
-        files: hashes.len() + 2 + usize::from(opts.cosign.is_some()),
-        bytes,
-        images: summaries.len(),
-        omitted_blobs: since.map_or(0, |s| s.omitted_blobs.len()),
-    })
+
+    /// Provenance over everything so far, signed with the media key (DSSE).
+    fn provenance(&mut self, since: Option<&Since>) -> Result<(), BundleError> {
+        let hashes = hash_stage(self.stage, &mut self.known)?;
+        let manifest_path = Path::new(&self.m.file);
+        let (manifest_sha, _) = fsx::sha256_file(manifest_path)?;
+        let finished = self
+            .opts
+            .source_date_epoch
+            .unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let statement = provenance::statement(
+            &hashes,
+            &self.inputs,
+            &provenance::Run {
+                manifest_path: manifest_path
+                    .file_name()
+                    .map(|f| f.to_string_lossy())
+                    .as_deref()
+                    .unwrap_or("manifest"),
+                manifest_sha256: &manifest_sha,
+                since: since.map(|s| s.sha256sums.as_str()),
+                source_date_epoch: self.opts.source_date_epoch,
+                started: &self.stamp,
+                finished: &rfc3339(finished),
+            },
+        );
+        let payload = meshguard_license::canonical::to_vec(&statement)?;
+        let envelope = meshguard_license::dsse::Envelope::sign_with(
+            provenance::PAYLOAD_TYPE,
+            &payload,
+            self.opts.key.signing_key(),
+            self.opts.key.public().key_id(),
+        );
+        fsx::write_atomic(&self.stage.join(media::PROVENANCE), &envelope.to_json())
+    }
+
+    /// `MEDIA.json` over every file, then `SHA256SUMS` over every file, then the signatures.
+    /// The hashes `SHA256SUMS` lists.
+    fn describe_and_sign(&mut self, d: Described) -> Result<sums::Hashes, BundleError> {
+        let (man, stage, opts) = (&self.m.manifest, self.stage, self.opts);
+        let hashes = hash_stage(stage, &mut self.known)?;
+        let doc = MediaDoc {
+            format: media::FORMAT.into(),
+            product: man.product.as_str().to_owned(),
+            version: man.version.as_str().to_owned(),
+            profile: man.profile.as_ref().map(|p| p.as_str().to_owned()),
+            created_at: self.stamp.clone(),
+            since: d.since,
+            images: d.images,
+            providers: d.providers,
+            license: d.license,
+            items: hashes
+                .iter()
+                .map(|(path, (hex, size))| Item {
+                    kind: media::kind_of(path).into(),
+                    path: path.clone(),
+                    size: *size,
+                    sha256: hex.clone(),
+                })
+                .collect(),
+        };
+        write_json(
+            &stage.join(media::MEDIA_JSON),
+            &serde_json::to_value(&doc).expect("serializes"),
+        )?;
+        let hashes = hash_stage(stage, &mut self.known)?;
+        let sums_text = sums::format(&hashes);
+        fsx::write_atomic(&stage.join(media::SUMS), sums_text.as_bytes())?;
+        let sig = opts.key.sign(
+            sums_text.as_bytes(),
+            &format!(
+                "timestamp:{}\tfile:SHA256SUMS\tproduct:{}\tversion:{}",
+                self.started,
+                man.product.as_str(),
+                man.version.as_str()
+            ),
+        )?;
+        fsx::write_atomic(&stage.join(media::SUMS_SIG), sig.as_bytes())?;
+        if let Some(cosign) = opts.cosign {
+            let bundle = crate::sigstore::bundle(cosign, sums_text.as_bytes());
+            write_json(&stage.join(media::SUMS_SIGSTORE), &bundle)?;
+        }
+        Ok(hashes)
+    }
 }
 
 /// Hashes of every file in the stage. Files are written once and never changed in place, so
