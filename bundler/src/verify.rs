@@ -171,6 +171,8 @@ fn read(dir: &Path, name: &str, missing: &str) -> Result<Vec<u8>, BundleError> {
     })
 }
 
+/// The chain of trust, step by step; the first failure stops it. Each step that passes is
+/// recorded in `run`.
 fn chain(
     dir: &Path,
     key: &MediaPublicKey,
@@ -183,7 +185,38 @@ fn chain(
             dir.display()
         )));
     }
-    // 1. The signature over SHA256SUMS.
+    let sums = sums_signature(dir, key, run)?;
+    sigstore_signature(dir, opts, &sums.bytes, run)?;
+    file_list(dir, &sums.listed, run)?;
+    let hashes = file_hashes(dir, &sums.listed, run)?;
+    let doc = media_json(dir, &sums.trusted, opts, &hashes, run)?;
+    let images = oci_digests(dir, &doc, &hashes, run)?;
+    provenance_signature(dir, key, &hashes, run)?;
+    key_signed_files(dir, key, &hashes, run)?;
+    terraform_providers(dir, &doc, &hashes, run)?;
+    license(dir, &doc, opts, run)?;
+    Ok(Verified {
+        doc,
+        images,
+        hashes,
+    })
+}
+
+/// `SHA256SUMS`, its signature checked.
+struct SignedSums {
+    bytes: Vec<u8>,
+    /// The signature's trusted comment.
+    trusted: String,
+    /// What it lists: path → hex SHA-256.
+    listed: BTreeMap<String, String>,
+}
+
+/// 1. The signature over SHA256SUMS.
+fn sums_signature(
+    dir: &Path,
+    key: &MediaPublicKey,
+    run: &mut Run,
+) -> Result<SignedSums, BundleError> {
     let sums_bytes = read(
         dir,
         media::SUMS,
@@ -199,8 +232,20 @@ fn chain(
     let sums_text = std::str::from_utf8(&sums_bytes)
         .map_err(|_| BundleError::Integrity("SHA256SUMS is not text".into()))?;
     let listed = sums::parse(sums_text, media::SUMS)?;
+    Ok(SignedSums {
+        bytes: sums_bytes,
+        trusted,
+        listed,
+    })
+}
 
-    // 2. The optional cosign-style signature.
+/// 2. The optional cosign-style signature: required when a P-256 key is given.
+fn sigstore_signature(
+    dir: &Path,
+    opts: &Options,
+    sums_bytes: &[u8],
+    run: &mut Run,
+) -> Result<(), BundleError> {
     let sigstore_path = dir.join(media::SUMS_SIGSTORE);
     match (&opts.cosign_pubkey, sigstore_path.exists()) {
         (Some(pem), true) => {
@@ -208,7 +253,7 @@ fn chain(
                 serde_json::from_slice(&read(dir, media::SUMS_SIGSTORE, "")?).map_err(|e| {
                     BundleError::Signature(format!("{}: {e}", media::SUMS_SIGSTORE))
                 })?;
-            crate::sigstore::verify(&bundle, &sums_bytes, pem, media::SUMS_SIGSTORE)?;
+            crate::sigstore::verify(&bundle, sums_bytes, pem, media::SUMS_SIGSTORE)?;
             run.ok(
                 "sigstore bundle",
                 "SHA256SUMS.sigstore.json verifies with the P-256 key",
@@ -226,8 +271,15 @@ fn chain(
         ),
         (None, false) => {}
     }
+    Ok(())
+}
 
-    // 3. Nothing on the media that SHA256SUMS does not list, and nothing listed missing.
+/// 3. Nothing on the media that SHA256SUMS does not list, and nothing listed missing.
+fn file_list(
+    dir: &Path,
+    listed: &BTreeMap<String, String>,
+    run: &mut Run,
+) -> Result<(), BundleError> {
     let present = fsx::walk(dir)?;
     let unlisted: Vec<&String> = present
         .iter()
@@ -250,8 +302,15 @@ fn chain(
         "file list",
         format!("{} files listed, none unlisted, none missing", listed.len()),
     );
+    Ok(())
+}
 
-    // 4. Every file's hash.
+/// 4. Every file's hash against SHA256SUMS: the hashes (and sizes) of the media.
+fn file_hashes(
+    dir: &Path,
+    listed: &BTreeMap<String, String>,
+    run: &mut Run,
+) -> Result<sums::Hashes, BundleError> {
     let paths: Vec<String> = listed.keys().cloned().collect();
     let total: u64 = paths
         .iter()
@@ -261,7 +320,7 @@ fn chain(
     let hashes = sums::hash_all_with(dir, &paths, Some(&bar));
     bar.finish_and_clear();
     let hashes = hashes?;
-    for (path, want) in &listed {
+    for (path, want) in listed {
         let (got, _) = &hashes[path];
         if got != want {
             return Err(BundleError::Integrity(format!(
@@ -275,8 +334,18 @@ fn chain(
         "file hashes",
         format!("{} files, {} bytes, all match", hashes.len(), total),
     );
+    Ok(hashes)
+}
 
-    // 5. MEDIA.json.
+/// 5. MEDIA.json: its format, the media the signature was made for, the expected version, and
+///    every file described as SHA256SUMS lists it.
+fn media_json(
+    dir: &Path,
+    trusted: &str,
+    opts: &Options,
+    hashes: &sums::Hashes,
+    run: &mut Run,
+) -> Result<MediaDoc, BundleError> {
     let doc: MediaDoc = serde_json::from_slice(&read(
         dir,
         media::MEDIA_JSON,
@@ -307,11 +376,27 @@ fn chain(
             doc.product, doc.version
         )));
     }
+    items_match_sums(&doc, hashes)?;
+    run.ok(
+        "MEDIA.json",
+        format!(
+            "{} {} ({} items) agrees with SHA256SUMS",
+            doc.product,
+            doc.version,
+            doc.items.len()
+        ),
+    );
+    Ok(doc)
+}
+
+/// MEDIA.json's items are exactly the files SHA256SUMS lists (but MEDIA.json), with the same
+/// hashes and sizes.
+fn items_match_sums(doc: &MediaDoc, hashes: &sums::Hashes) -> Result<(), BundleError> {
     let mut described: BTreeMap<&str, &media::Item> = BTreeMap::new();
     for item in &doc.items {
         described.insert(item.path.as_str(), item);
     }
-    for (path, (hex, size)) in &hashes {
+    for (path, (hex, size)) in hashes {
         if path == media::MEDIA_JSON {
             continue;
         }
@@ -334,110 +419,128 @@ fn chain(
             "MEDIA.json lists files SHA256SUMS does not".into(),
         ));
     }
-    run.ok(
-        "MEDIA.json",
-        format!(
-            "{} {} ({} items) agrees with SHA256SUMS",
-            doc.product,
-            doc.version,
-            doc.items.len()
-        ),
-    );
+    Ok(())
+}
 
-    // 6. Every OCI digest.
-    let mut images = Vec::new();
-    if dir.join("images/index.json").exists() {
-        let blob_sizes: BTreeMap<String, u64> = hashes
-            .iter()
-            .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
-            .map(|(_, (h, s))| (h.clone(), *s))
-            .collect();
-        for (p, (h, _)) in &hashes {
-            if let Some(name) = p.strip_prefix("images/blobs/sha256/")
-                && name != h
-            {
-                return Err(BundleError::Layout(format!(
-                    "{p} is not named by its SHA-256 ({h})"
-                )));
-            }
-        }
-        let omitted = doc
-            .since
-            .as_ref()
-            .map(|s| s.omitted_blobs.as_slice())
-            .unwrap_or_default();
-        images = oci::inspect(&dir.join("images"), &blob_sizes, omitted)?;
-        for entry in &doc.images {
-            let found = images.iter().find(|i| i.reference == entry.reference);
-            match found {
-                Some(i) if i.digest == entry.digest => {}
-                Some(i) => {
-                    return Err(BundleError::Layout(format!(
-                        "image {} is {} in images/index.json but {} in MEDIA.json",
-                        entry.reference, i.digest, entry.digest
-                    )));
-                }
-                None => {
-                    return Err(BundleError::Layout(format!(
-                        "image {} is missing from images/index.json",
-                        entry.reference
-                    )));
-                }
-            }
-        }
-        if images.len() != doc.images.len() {
+/// 6. Every OCI digest: blobs named by their hashes, and the layout's images exactly those
+///    MEDIA.json lists. What the images hold.
+fn oci_digests(
+    dir: &Path,
+    doc: &MediaDoc,
+    hashes: &sums::Hashes,
+    run: &mut Run,
+) -> Result<Vec<oci::ImageSummary>, BundleError> {
+    if !dir.join("images/index.json").exists() {
+        if !doc.images.is_empty() {
             return Err(BundleError::Layout(
-                "images/index.json holds images MEDIA.json does not list".into(),
+                "MEDIA.json lists images but images/index.json is missing".into(),
             ));
         }
-        let blobs: usize = images.iter().map(|i| i.blobs.len()).sum();
-        run.ok(
-            "OCI layout",
-            format!(
-                "{} image(s), {blobs} blob references, every digest matches",
-                images.len()
-            ),
-        );
-    } else if !doc.images.is_empty() {
-        return Err(BundleError::Layout(
-            "MEDIA.json lists images but images/index.json is missing".into(),
-        ));
+        return Ok(Vec::new());
     }
-
-    // 7. Provenance.
-    if let Some((hex, _)) = hashes.get(media::PROVENANCE) {
-        let _ = hex;
-        let env = meshguard_license::dsse::Envelope::from_json(
-            &read(dir, media::PROVENANCE, "")?,
-            media::PROVENANCE,
-        )?;
-        let payload = env
-            .verify_with(
-                provenance::PAYLOAD_TYPE,
-                key.ed25519(),
-                &key.key_id(),
-                media::PROVENANCE,
-            )
-            .map_err(|e| BundleError::Signature(e.to_string()))?;
-        let statement: serde_json::Value = serde_json::from_slice(&payload)
-            .map_err(|e| BundleError::Integrity(format!("{}: {e}", media::PROVENANCE)))?;
-        let subjects = statement["subject"].as_array().cloned().unwrap_or_default();
-        for s in &subjects {
-            let name = s["name"].as_str().unwrap_or_default();
-            let want = s["digest"]["sha256"].as_str().unwrap_or_default();
-            if hashes.get(name).is_none_or(|(h, _)| h != want) {
-                return Err(BundleError::Integrity(format!(
-                    "the provenance names {name} with sha256 {want}, which the media does not hold"
+    let blob_sizes: BTreeMap<String, u64> = hashes
+        .iter()
+        .filter(|(p, _)| p.starts_with("images/blobs/sha256/"))
+        .map(|(_, (h, s))| (h.clone(), *s))
+        .collect();
+    for (p, (h, _)) in hashes {
+        if let Some(name) = p.strip_prefix("images/blobs/sha256/")
+            && name != h
+        {
+            return Err(BundleError::Layout(format!(
+                "{p} is not named by its SHA-256 ({h})"
+            )));
+        }
+    }
+    let omitted = doc
+        .since
+        .as_ref()
+        .map(|s| s.omitted_blobs.as_slice())
+        .unwrap_or_default();
+    let images = oci::inspect(&dir.join("images"), &blob_sizes, omitted)?;
+    for entry in &doc.images {
+        let found = images.iter().find(|i| i.reference == entry.reference);
+        match found {
+            Some(i) if i.digest == entry.digest => {}
+            Some(i) => {
+                return Err(BundleError::Layout(format!(
+                    "image {} is {} in images/index.json but {} in MEDIA.json",
+                    entry.reference, i.digest, entry.digest
+                )));
+            }
+            None => {
+                return Err(BundleError::Layout(format!(
+                    "image {} is missing from images/index.json",
+                    entry.reference
                 )));
             }
         }
-        run.ok(
-            "provenance",
-            format!("DSSE signature verifies; {} subjects match", subjects.len()),
-        );
     }
+    if images.len() != doc.images.len() {
+        return Err(BundleError::Layout(
+            "images/index.json holds images MEDIA.json does not list".into(),
+        ));
+    }
+    let blobs: usize = images.iter().map(|i| i.blobs.len()).sum();
+    run.ok(
+        "OCI layout",
+        format!(
+            "{} image(s), {blobs} blob references, every digest matches",
+            images.len()
+        ),
+    );
+    Ok(images)
+}
 
-    // 8. The files the gateway loads only with the media key's own signature beside them.
+/// 7. The provenance, when the media holds one: its DSSE signature by the media key, and every
+///    subject it names held with its hash.
+fn provenance_signature(
+    dir: &Path,
+    key: &MediaPublicKey,
+    hashes: &sums::Hashes,
+    run: &mut Run,
+) -> Result<(), BundleError> {
+    if !hashes.contains_key(media::PROVENANCE) {
+        return Ok(());
+    }
+    let env = meshguard_license::dsse::Envelope::from_json(
+        &read(dir, media::PROVENANCE, "")?,
+        media::PROVENANCE,
+    )?;
+    let payload = env
+        .verify_with(
+            provenance::PAYLOAD_TYPE,
+            key.ed25519(),
+            &key.key_id(),
+            media::PROVENANCE,
+        )
+        .map_err(|e| BundleError::Signature(e.to_string()))?;
+    let statement: serde_json::Value = serde_json::from_slice(&payload)
+        .map_err(|e| BundleError::Integrity(format!("{}: {e}", media::PROVENANCE)))?;
+    let subjects = statement["subject"].as_array().cloned().unwrap_or_default();
+    for s in &subjects {
+        let name = s["name"].as_str().unwrap_or_default();
+        let want = s["digest"]["sha256"].as_str().unwrap_or_default();
+        if hashes.get(name).is_none_or(|(h, _)| h != want) {
+            return Err(BundleError::Integrity(format!(
+                "the provenance names {name} with sha256 {want}, which the media does not hold"
+            )));
+        }
+    }
+    run.ok(
+        "provenance",
+        format!("DSSE signature verifies; {} subjects match", subjects.len()),
+    );
+    Ok(())
+}
+
+/// 8. The files the gateway loads only with the media key's own signature beside them.
+fn key_signed_files(
+    dir: &Path,
+    key: &MediaPublicKey,
+    hashes: &sums::Hashes,
+    run: &mut Run,
+) -> Result<(), BundleError> {
     for (path, step) in [
         (media::POLICY_BUNDLE, "policy bundle"),
         (media::EGRESS_ALLOWLIST, "egress allowlist"),
@@ -453,8 +556,16 @@ fn chain(
             run.ok(step, format!("{path} signature verifies"));
         }
     }
+    Ok(())
+}
 
-    // 9. Terraform providers: zh: and h1: against the zips.
+/// 9. Terraform providers: zh: and h1: against the zips.
+fn terraform_providers(
+    dir: &Path,
+    doc: &MediaDoc,
+    hashes: &sums::Hashes,
+    run: &mut Run,
+) -> Result<(), BundleError> {
     for p in &doc.providers {
         let (hex, _) = hashes
             .get(&p.path)
@@ -479,51 +590,52 @@ fn chain(
             format!("{} package(s), h1: and zh: match", doc.providers.len()),
         );
     }
+    Ok(())
+}
 
-    // 10. The license.
-    if let Some(l) = &doc.license {
-        let bytes = read(dir, &l.path, "")?;
-        match &opts.license_pubkey {
-            Some(k) => {
-                let signed = meshguard_license::SignedLicense::verify(&bytes, k, &l.path)?;
-                run.ok(
-                    "license",
-                    format!(
-                        "{} for {} (sequence {}) verifies with vendor key {}",
-                        signed.license.id,
-                        signed.license.customer,
-                        signed.license.sequence,
-                        k.key_id()
-                    ),
-                );
-            }
-            None => {
-                meshguard_license::dsse::Envelope::from_json(&bytes, &l.path)?;
-                run.ok(
-                    "license",
-                    format!(
-                        "{} present; signature not checked (no --license-pubkey)",
-                        l.path
-                    ),
-                );
-            }
-        }
-        if let Some(enc) = &l.encrypted {
-            let bytes = read(dir, enc, "")?;
-            if !meshguard_license::seal::is_age(&bytes) {
-                return Err(BundleError::Integrity(format!("{enc} is not an age file")));
-            }
+/// 10. The license: signed by the vendor's key when given (else a well-formed envelope), and
+///     its encrypted form an age file.
+fn license(dir: &Path, doc: &MediaDoc, opts: &Options, run: &mut Run) -> Result<(), BundleError> {
+    let Some(l) = &doc.license else {
+        return Ok(());
+    };
+    let bytes = read(dir, &l.path, "")?;
+    match &opts.license_pubkey {
+        Some(k) => {
+            let signed = meshguard_license::SignedLicense::verify(&bytes, k, &l.path)?;
             run.ok(
                 "license",
-                format!("{enc} is age-encrypted to {}", l.recipients.join(", ")),
+                format!(
+                    "{} for {} (sequence {}) verifies with vendor key {}",
+                    signed.license.id,
+                    signed.license.customer,
+                    signed.license.sequence,
+                    k.key_id()
+                ),
+            );
+        }
+        None => {
+            meshguard_license::dsse::Envelope::from_json(&bytes, &l.path)?;
+            run.ok(
+                "license",
+                format!(
+                    "{} present; signature not checked (no --license-pubkey)",
+                    l.path
+                ),
             );
         }
     }
-    Ok(Verified {
-        doc,
-        images,
-        hashes,
-    })
+    if let Some(enc) = &l.encrypted {
+        let bytes = read(dir, enc, "")?;
+        if !meshguard_license::seal::is_age(&bytes) {
+            return Err(BundleError::Integrity(format!("{enc} is not an age file")));
+        }
+        run.ok(
+            "license",
+            format!("{enc} is age-encrypted to {}", l.recipients.join(", ")),
+        );
+    }
+    Ok(())
 }
 
 /// `h1:` of a provider zip, from the files inside it.
