@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -226,118 +226,21 @@ pub(crate) fn run(tool_path: &std::ffi::OsStr, tools_dir: &Path) -> anyhow::Resu
     fs::create_dir_all(&work)?;
     let mut path = vec![bins.clone()];
     path.extend(std::env::split_paths(tool_path));
-    let path = std::env::join_paths(path)?;
-
+    let runner = Runner {
+        path: std::env::join_paths(path)?,
+        bins,
+        work,
+        tools_dir,
+    };
     let mut used = vec![false; NOT_RUN.len()];
     let mut ran = 0;
     for page in pages()? {
-        let markdown = fs::read_to_string(root().join(&page))?;
-        let mut script = String::from(
-            "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n",
-        );
-        let mut runnable = 0;
-        for block in sh_blocks(&markdown) {
-            let skip = NOT_RUN.iter().enumerate().find(|(_, (file, marker, _))| {
-                *file == page && block.text.lines().any(|l| l.contains(marker))
-            });
-            if let Some((i, (_, _, why))) = skip {
-                used[i] = true;
-                println!("docs: {page}:{} not run here: {why}", block.line);
-                continue;
-            }
-            runnable += 1;
-            // Each block starts where the page's reader is (a block's `cd` does not carry over
-            // to the next one); the variables it sets do.
-            script.push_str(&format!(
-                "cd \"$DOCS_PAGE_DIR\"\necho '--- {page}:{}' >&2\n{}\n",
-                block.line, block.text
-            ));
-        }
+        let (script, runnable) = page_script(&page, &mut used)?;
         if runnable == 0 {
             continue;
         }
-        let stem = page.trim_end_matches(".md").replace('/', "-");
-        let dir = work.join(&stem);
-        fs::create_dir_all(&dir)?;
-        let cwd = if page == "README.md" {
-            if let Some(left) = QUICKSTART_LEFTOVERS
-                .iter()
-                .find(|p| root().join(p).exists())
-            {
-                bail!(
-                    "{left} exists: the README's Terraform block would use it; remove Terraform's files from examples/quickstart first"
-                );
-            }
-            root()
-        } else {
-            dir.clone()
-        };
-        let token = crate::demo::random_hex(24)?;
-        let jwt = crate::demo::random_hex(32)?;
-        let _gateway = match fixture(&page) {
-            Fixture::Gateway => Some(start_gateway(&bins, &dir.join("gateway"), &token, &jwt)?),
-            Fixture::None => None,
-        };
-        // Passphrase files the pages name (`--passphrase-file`), kept as their readers keep them.
-        if cwd != root() {
-            for name in ["vendor.pass", "witness.pass", "evidence.pass"] {
-                write_private(&cwd.join(name), "a docs-run passphrase")?;
-            }
-        }
-        let log = dir.join("run.log");
-        let out = fs::File::create(&log)?;
-        let started = Instant::now();
-        let mut bash = Command::new("bash");
-        // The reader's shell has none of the variables `cargo run` gave xtask.
-        crate::without_cargo_run_env(&mut bash);
-        let mut child = bash
-            .arg("-c")
-            .arg(&script)
-            .current_dir(&cwd)
-            .env("PATH", &path)
-            .env("MESHGUARD_TOOLS_DIR", tools_dir)
-            .env("CHECKPOINT_DISABLE", "1")
-            .env("ADMIN_TOKEN", &token)
-            .env("JWT_SECRET", &jwt)
-            .env("GW", "http://127.0.0.1:3100")
-            .env("DOCS_PAGE_DIR", &cwd)
-            .env("TF_CLI_ARGS", "-no-color")
-            .stdin(Stdio::piped())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("cannot run bash")?;
-        {
-            let mut stdin = child.stdin.take().expect("piped");
-            let _ = stdin.write_all("yes\n".repeat(16).as_bytes());
-        }
-        let status = child.wait()?;
-        if page == "README.md" {
-            for left in QUICKSTART_LEFTOVERS {
-                let p = root().join(left);
-                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-            }
-        }
-        let out = fs::read_to_string(&log).unwrap_or_default();
-        if !status.success() {
-            let tail: Vec<&str> = out.lines().rev().take(40).collect();
-            let last_block = out
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("--- "))
-                .unwrap_or(&page);
-            bail!(
-                "the block at {last_block} fails as written ({status}); its output ends:\n{}\n(whole log: {})",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                log.display()
-            );
-        }
+        runner.run_page(&page, &script, runnable)?;
         ran += runnable;
-        println!(
-            "docs: {page}: {runnable} block(s) ran as written in {:.0?} (log: {})",
-            started.elapsed(),
-            log.display()
-        );
     }
     if let Some(i) = used.iter().position(|u| !u) {
         bail!(
@@ -348,6 +251,160 @@ pub(crate) fn run(tool_path: &std::ffi::OsStr, tools_dir: &Path) -> anyhow::Resu
     }
     println!("docs: {ran} shell blocks ran as written");
     Ok(())
+}
+
+/// The page's ```sh blocks as one bash script, but those NOT_RUN names (marked in `used`, and
+/// said); the script and how many blocks it runs.
+fn page_script(page: &str, used: &mut [bool]) -> anyhow::Result<(String, usize)> {
+    let markdown = fs::read_to_string(root().join(page))?;
+    let mut script = String::from(
+        "set -euo pipefail\ncurl() { command curl --fail-with-body --show-error \"$@\"; }\n",
+    );
+    let mut runnable = 0;
+    for block in sh_blocks(&markdown) {
+        let skip = NOT_RUN.iter().enumerate().find(|(_, (file, marker, _))| {
+            *file == page && block.text.lines().any(|l| l.contains(marker))
+        });
+        if let Some((i, (_, _, why))) = skip {
+            used[i] = true;
+            println!("docs: {page}:{} not run here: {why}", block.line);
+            continue;
+        }
+        runnable += 1;
+        // Each block starts where the page's reader is (a block's `cd` does not carry over
+        // to the next one); the variables it sets do.
+        script.push_str(&format!(
+            "cd \"$DOCS_PAGE_DIR\"\necho '--- {page}:{}' >&2\n{}\n",
+            block.line, block.text
+        ));
+    }
+    Ok((script, runnable))
+}
+
+/// What every page's script runs with: the product's binaries and the tools on PATH, and a
+/// directory of its own under `work`.
+struct Runner<'a> {
+    bins: PathBuf,
+    work: PathBuf,
+    path: std::ffi::OsString,
+    tools_dir: &'a Path,
+}
+
+impl Runner<'_> {
+    /// Runs one page's script where its reader would be, with the fixture the page needs; fails
+    /// naming the block that failed and the end of its output.
+    fn run_page(&self, page: &str, script: &str, runnable: usize) -> anyhow::Result<()> {
+        let stem = page.trim_end_matches(".md").replace('/', "-");
+        let dir = self.work.join(&stem);
+        fs::create_dir_all(&dir)?;
+        let cwd = reader_dir(page, &dir)?;
+        let token = crate::demo::random_hex(24)?;
+        let jwt = crate::demo::random_hex(32)?;
+        let _gateway = match fixture(page) {
+            Fixture::Gateway => Some(start_gateway(
+                &self.bins,
+                &dir.join("gateway"),
+                &token,
+                &jwt,
+            )?),
+            Fixture::None => None,
+        };
+        // Passphrase files the pages name (`--passphrase-file`), kept as their readers keep them.
+        if cwd != root() {
+            for name in ["vendor.pass", "witness.pass", "evidence.pass"] {
+                write_private(&cwd.join(name), "a docs-run passphrase")?;
+            }
+        }
+        let log = dir.join("run.log");
+        let started = Instant::now();
+        let status = self.run_script(script, &cwd, &token, &jwt, &log)?;
+        if page == "README.md" {
+            for left in QUICKSTART_LEFTOVERS {
+                let p = root().join(left);
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            }
+        }
+        if !status.success() {
+            bail!(failure(page, status, &log));
+        }
+        println!(
+            "docs: {page}: {runnable} block(s) ran as written in {:.0?} (log: {})",
+            started.elapsed(),
+            log.display()
+        );
+        Ok(())
+    }
+
+    /// bash running `script` in `cwd` as the reader's shell (answering "yes" to what asks),
+    /// its output in `log`.
+    fn run_script(
+        &self,
+        script: &str,
+        cwd: &Path,
+        token: &str,
+        jwt: &str,
+        log: &Path,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let out = fs::File::create(log)?;
+        let mut bash = Command::new("bash");
+        // The reader's shell has none of the variables `cargo run` gave xtask.
+        crate::without_cargo_run_env(&mut bash);
+        let mut child = bash
+            .arg("-c")
+            .arg(script)
+            .current_dir(cwd)
+            .env("PATH", &self.path)
+            .env("MESHGUARD_TOOLS_DIR", self.tools_dir)
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("ADMIN_TOKEN", token)
+            .env("JWT_SECRET", jwt)
+            .env("GW", "http://127.0.0.1:3100")
+            .env("DOCS_PAGE_DIR", cwd)
+            .env("TF_CLI_ARGS", "-no-color")
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("cannot run bash")?;
+        {
+            let mut stdin = child.stdin.take().expect("piped");
+            let _ = stdin.write_all("yes\n".repeat(16).as_bytes());
+        }
+        Ok(child.wait()?)
+    }
+}
+
+/// Where the page's reader runs its blocks: the repository for the README (whose Terraform
+/// block must not find an earlier run's files), else the page's own directory.
+fn reader_dir(page: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+    if page != "README.md" {
+        return Ok(dir.to_owned());
+    }
+    if let Some(left) = QUICKSTART_LEFTOVERS
+        .iter()
+        .find(|p| root().join(p).exists())
+    {
+        bail!(
+            "{left} exists: the README's Terraform block would use it; remove Terraform's files from examples/quickstart first"
+        );
+    }
+    Ok(root())
+}
+
+/// The error for a page whose script failed: the block that ran last and the end of the log.
+fn failure(page: &str, status: std::process::ExitStatus, log: &Path) -> String {
+    let out = fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = out.lines().rev().take(40).collect();
+    let last_block = out
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("--- "))
+        .unwrap_or(page);
+    format!(
+        "the block at {last_block} fails as written ({status}); its output ends:\n{}\n(whole log: {})",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        log.display()
+    )
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
