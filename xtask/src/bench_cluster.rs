@@ -278,6 +278,20 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     let work: PathBuf = root().join("target/bench-cluster");
     let _ = std::fs::remove_dir_all(&work);
     let server_pg = pg::PgServer::start();
+    let rows = configurations(&args, &server, &work, &server_pg)?;
+    let lat = revoke_latencies(&args, &server, &work, &server_pg)?;
+    print_results(&args, &rows, &lat);
+    Ok(())
+}
+
+/// Admin writes/s and checks/s of SQLite with one gateway and PostgreSQL with 1, 2 and 3, in
+/// interleaved rounds; the median of each, per configuration.
+fn configurations(
+    args: &BenchClusterArgs,
+    server: &Path,
+    work: &Path,
+    server_pg: &pg::PgServer,
+) -> anyhow::Result<Vec<(String, f64, f64)>> {
     // Per configuration: (writes/s, checks/s) of every round.
     let mut runs: Vec<(String, Vec<(f64, f64)>)> = vec![
         (
@@ -292,16 +306,16 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         for (n, (_, results)) in runs.iter_mut().enumerate() {
             let dir = work.join(format!("r{round}-c{n}"));
             let gws = if n == 0 {
-                vec![start(&server, &dir.join("g0"), None)?]
+                vec![start(server, &dir.join("g0"), None)?]
             } else {
                 let url = server_pg.database(&format!("bench_r{round}_c{n}"));
                 (0..n)
-                    .map(|i| start(&server, &dir.join(format!("g{i}")), Some(&url)))
+                    .map(|i| start(server, &dir.join(format!("g{i}")), Some(&url)))
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
             let token = prepare(&gws)?;
             let w = writes(&gws, args.writes)?;
-            let t = throughput(&gws, &token, &args)?;
+            let t = throughput(&gws, &token, args)?;
             eprintln!("round {round}, configuration {n}: {w:.0} writes/s, {t:.0} checks/s");
             results.push((w, t));
         }
@@ -310,22 +324,33 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let rows: Vec<(String, f64, f64)> = runs
+    Ok(runs
         .into_iter()
         .map(|(name, r)| {
             let w = median(r.iter().map(|x| x.0).collect());
             let t = median(r.iter().map(|x| x.1).collect());
             (name, w, t)
         })
-        .collect();
+        .collect())
+}
+
+/// How long each revoke through gateway A takes to act on gateway B, on one database.
+fn revoke_latencies(
+    args: &BenchClusterArgs,
+    server: &Path,
+    work: &Path,
+    server_pg: &pg::PgServer,
+) -> anyhow::Result<Vec<f64>> {
     let url = server_pg.database("propagation");
-    let a = start(&server, &work.join("prop-a"), Some(&url))?;
-    let b = start(&server, &work.join("prop-b"), Some(&url))?;
+    let a = start(server, &work.join("prop-a"), Some(&url))?;
+    let b = start(server, &work.join("prop-b"), Some(&url))?;
     let pair = [a, b];
     prepare(&pair)?;
     let [a, b] = pair;
-    let lat = propagation(&a, &b, args.revokes)?;
+    propagation(&a, &b, args.revokes)
+}
 
+fn print_results(args: &BenchClusterArgs, rows: &[(String, f64, f64)], lat: &[f64]) {
     println!(
         "\n| control plane (medians of {} interleaved rounds; wrk -t1 -c{} -d{}s on every gateway at once; {} agents created by 4 clients) | admin writes/s | GET /proxy/check requests/s, all gateways |",
         args.rounds.max(1),
@@ -334,15 +359,14 @@ pub(crate) fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         args.writes
     );
     println!("|---|---|---|");
-    for (name, w, t) in &rows {
+    for (name, w, t) in rows {
         println!("| {name} | {w:.0} | {t:.0} |");
     }
     println!(
         "\nrevoke through gateway A until gateway B refuses the token ({} revokes, B's cache warm): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         lat.len(),
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
+        percentile(lat, 0.5),
+        percentile(lat, 0.99),
         lat.last().copied().unwrap_or(f64::NAN)
     );
-    Ok(())
 }

@@ -173,6 +173,21 @@ pub(crate) fn ensure_wrk() -> anyhow::Result<()> {
 
 pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
     ensure_wrk()?;
+    build()?;
+    let mut hello = Command::new(root().join("target/release/examples/hello"))
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let hello_url = listening(&mut hello)?;
+    let _hello = Killed(hello);
+    let shm = Path::new("/dev/shm/meshguard-bench-gateway");
+    let rounds = interleaved_rounds(&args, &hello_url, shm)?;
+    let _ = std::fs::remove_dir_all(shm);
+    print_results(&args, &rounds);
+    Ok(())
+}
+
+/// The gateway, the hello-world floor and the bench-only gateway that records nothing, release.
+fn build() -> anyhow::Result<()> {
     run_checked(cargo().args([
         "build",
         "--release",
@@ -185,46 +200,65 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
         "hello",
         "--example",
         "unaudited",
-    ]))?;
+    ]))
+}
+
+/// (requests/s, p99) of every round, per server; and the audit entries of the last disk run.
+struct Rounds {
+    disk: Vec<(String, String)>,
+    tmpfs: Vec<(String, String)>,
+    off: Vec<(String, String)>,
+    floor: Vec<(String, String)>,
+    rows: Value,
+}
+
+/// Each round measures the durable gateway, the same on tmpfs, the same with audit off and the
+/// floor, one after the other, so a slow spell of the machine falls on all of them.
+fn interleaved_rounds(
+    args: &BenchGatewayArgs,
+    hello_url: &str,
+    shm: &Path,
+) -> anyhow::Result<Rounds> {
     let gateway = root().join("target/release/meshguard-gateway");
     let unaudited = root().join("target/release/examples/unaudited");
     let disk_dir = root().join("target/bench-gateway");
-    let shm = Path::new("/dev/shm/meshguard-bench-gateway");
-    let mut hello = Command::new(root().join("target/release/examples/hello"))
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let hello_url = listening(&mut hello)?;
-    let _hello = Killed(hello);
-    let (mut disk, mut tmpfs, mut off, mut floor) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut rows = Value::Null;
+    let mut r = Rounds {
+        disk: Vec::new(),
+        tmpfs: Vec::new(),
+        off: Vec::new(),
+        floor: Vec::new(),
+        rows: Value::Null,
+    };
     for round in 1..=args.rounds.max(1) {
-        let (rps, p99, written) = measure(&gateway, &disk_dir, &args)?;
-        rows = written;
-        disk.push((rps, p99));
+        let (rps, p99, written) = measure(&gateway, &disk_dir, args)?;
+        r.rows = written;
+        r.disk.push((rps, p99));
         // The same gateway with its database on tmpfs, where fsync returns at once: the
         // difference is what durability costs.
-        let (rps, p99, _) = measure(&gateway, shm, &args)?;
-        tmpfs.push((rps, p99));
+        let (rps, p99, _) = measure(&gateway, shm, args)?;
+        r.tmpfs.push((rps, p99));
         // The same gateway recording nothing (a bench-only build; the binary has no such
         // setting): the difference is what the audit log costs.
-        let (rps, p99, _) = measure(&unaudited, &disk_dir, &args)?;
-        off.push((rps, p99));
-        floor.push(wrk(&format!("{hello_url}/"), &[], &args)?);
+        let (rps, p99, _) = measure(&unaudited, &disk_dir, args)?;
+        r.off.push((rps, p99));
+        r.floor.push(wrk(&format!("{hello_url}/"), &[], args)?);
         eprintln!(
             "round {round}: disk {} | tmpfs {} | audit off {} | floor {} req/s",
-            disk[disk.len() - 1].0,
-            tmpfs[tmpfs.len() - 1].0,
-            off[off.len() - 1].0,
-            floor[floor.len() - 1].0
+            r.disk[r.disk.len() - 1].0,
+            r.tmpfs[r.tmpfs.len() - 1].0,
+            r.off[r.off.len() - 1].0,
+            r.floor[r.floor.len() - 1].0
         );
     }
-    let _ = std::fs::remove_dir_all(shm);
-    let (gw_rps, gw_p99) = median(&disk);
-    let (shm_rps, shm_p99) = median(&tmpfs);
-    let (off_rps, off_p99) = median(&off);
-    let (h_rps, h_p99) = median(&floor);
+    Ok(r)
+}
 
+/// The table of medians and the throughputs against the floor.
+fn print_results(args: &BenchGatewayArgs, r: &Rounds) {
+    let (gw_rps, gw_p99) = median(&r.disk);
+    let (shm_rps, shm_p99) = median(&r.tmpfs);
+    let (off_rps, off_p99) = median(&r.off);
+    let (h_rps, h_p99) = median(&r.floor);
     println!(
         "\n| server ({} connections, {} s, wrk -t2, median of {} interleaved rounds) | requests/s | p99 |",
         args.connections,
@@ -244,11 +278,11 @@ pub(crate) fn run(args: BenchGatewayArgs) -> anyhow::Result<()> {
     println!("| hello world on axum/hyper/tokio (the floor) | {h_rps} | {h_p99} |");
     let rate = |r: &str| r.parse::<f64>().unwrap_or(f64::NAN);
     println!(
-        "\nthroughput against the floor (medians): durable {:.2}, tmpfs {:.2}, audit off {:.2}; durable against audit off {:.2}; audit entries written in the last disk run: {rows}",
+        "\nthroughput against the floor (medians): durable {:.2}, tmpfs {:.2}, audit off {:.2}; durable against audit off {:.2}; audit entries written in the last disk run: {}",
         rate(&gw_rps) / rate(&h_rps),
         rate(&shm_rps) / rate(&h_rps),
         rate(&off_rps) / rate(&h_rps),
         rate(&gw_rps) / rate(&off_rps),
+        r.rows,
     );
-    Ok(())
 }
