@@ -34,16 +34,17 @@ output "namespace" {
 }
 
 output "helm_values" {
-  description = "The chart's values this install fixes (helm --values): the service account with its workload identity annotation and pod label, the egress proxy's port, the region, and the gateway pool's node selector and toleration."
+  description = "The chart's values this install fixes (helm --values): the service account with its workload identity annotation and pod label, the egress proxy's port, the region, the allowlisted destinations the NetworkPolicy lets the gateway reach, and the gateway pool's node selector and toleration."
   value = {
     serviceAccount = {
       name        = var.service_account
       annotations = { "azure.workload.identity/client-id" = module.identity.gateway_client_id }
     }
-    podLabels    = { "azure.workload.identity/use" = "true" }
-    egressProxy  = { port = var.egress_proxy_port, regions = [var.region] }
-    license      = { region = var.region }
-    nodeSelector = local.gateway_node_label
-    tolerations  = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
+    podLabels     = { "azure.workload.identity/use" = "true" }
+    egressProxy   = { port = var.egress_proxy_port, regions = [var.region] }
+    license       = { region = var.region }
+    networkPolicy = { egressTo = [for c in var.egress_cidrs : { ipBlock = { cidr = c } }] }
+    nodeSelector  = local.gateway_node_label
+    tolerations   = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
   }
 }

@@ -18,6 +18,8 @@ use std::process::Command;
 use hcl::{Block, Body, Expression};
 use serde_json::Value;
 
+mod classes;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

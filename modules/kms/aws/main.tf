@@ -84,7 +84,7 @@ data "aws_iam_policy_document" "key" {
     condition {
       test     = "ArnEquals"
       variable = "aws:PrincipalArn"
-      values   = [local.autoscaling_role_arn]
+      values   = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"]
     }
   }
 
@@ -104,7 +104,7 @@ data "aws_iam_policy_document" "key" {
     condition {
       test     = "ArnEquals"
       variable = "aws:PrincipalArn"
-      values   = [local.autoscaling_role_arn]
+      values   = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"]
     }
     condition {
       test     = "Bool"
@@ -112,8 +112,4 @@ data "aws_iam_policy_document" "key" {
       values   = ["true"]
     }
   }
-}
-
-locals {
-  autoscaling_role_arn = "arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
 }
