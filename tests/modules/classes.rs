@@ -775,6 +775,7 @@ const EGRESS_PATHS: &[EgressPath] = &[
                 ],
             ),
             m("variable", &["\"eks\"", "\"ec2\""]),
+            m("aws_vpc_endpoint", &["vpc_endpoint_type = \"Interface\""]),
         ],
         doc: "Amazon EKS User Guide: security group requirements (control plane and nodes share a group); private clusters need the ec2 and eks interface endpoints",
     },
@@ -783,6 +784,7 @@ const EGRESS_PATHS: &[EgressPath] = &[
         need: "registry",
         through: &[
             m("variable", &["\"ecr.api\"", "\"ecr.dkr\""]),
+            m("aws_vpc_endpoint", &["vpc_endpoint_type = \"Gateway\""]),
             m(
                 "aws_vpc_security_group_egress_rule",
                 &[
@@ -969,6 +971,16 @@ const EGRESS_PATHS: &[EgressPath] = &[
     },
 ];
 
+/// What runs behind each cloud's default-deny rule set and needs its paths when it is created:
+/// the nodes (and the AKS cluster, whose system pool is part of it).
+const NODES: &[(&str, &str)] = &[
+    ("aws", "aws_eks_node_group"),
+    ("gcp", "google_container_node_pool"),
+    ("azure", "azurerm_kubernetes_cluster"),
+    ("azure", "azurerm_kubernetes_cluster_node_pool"),
+    ("oci", "oci_containerengine_node_pool"),
+];
+
 fn egress_path_problems(install: &Install, cloud: &str) -> Vec<String> {
     let mut problems = Vec::new();
     let networking = format!("networking/{cloud}");
@@ -984,6 +996,13 @@ fn egress_path_problems(install: &Install, cloud: &str) -> Vec<String> {
         problems.push(format!("{networking}: no default-deny rule set ({deny:?})"));
         return problems;
     }
+    let nodes: Vec<(&String, &Node)> = install
+        .nodes
+        .iter()
+        .filter(|(_, n)| {
+            n.kind == "resource" && NODES.iter().any(|(c, t)| *c == cloud && *t == n.ty)
+        })
+        .collect();
     for p in EGRESS_PATHS.iter().filter(|p| p.cloud == cloud) {
         for mt in p.through {
             if !in_networking(mt) {
@@ -991,6 +1010,21 @@ fn egress_path_problems(install: &Install, cloud: &str) -> Vec<String> {
                     "{networking}: the default-deny egress has no path to the {} (no {} with {:?}; {})",
                     p.need, mt.ty, mt.contains, p.doc
                 ));
+                continue;
+            }
+            // The nodes are created after the path (a rule or endpoint, not an input's default).
+            let blocks: Vec<&String> = install
+                .find(mt)
+                .filter(|(_, n)| n.module == networking && n.kind == "resource")
+                .map(|(k, _)| k)
+                .collect();
+            for (k, n) in &nodes {
+                if !blocks.is_empty() && !blocks.iter().any(|b| install.reaches(k, b)) {
+                    problems.push(format!(
+                        "{}: {} does not depend on its path to the {} ({} in {networking}): it may be created before the path exists",
+                        n.module, n.address, p.need, mt.ty
+                    ));
+                }
             }
         }
     }
@@ -1601,6 +1635,38 @@ fn a_key_without_a_grant_for_its_user_fails_for_every_cloud() {
             "KEY_USES names no grant",
         ],
     );
+}
+
+#[test]
+fn nodes_created_before_their_network_paths_fail_for_every_cloud() {
+    for (cloud, file, from, expect) in [
+        (
+            "aws",
+            "networking/aws/outputs.tf",
+            "    aws_vpc_endpoint.interface,\n",
+            "aws_eks_node_group.gateway does not depend on its path to the control plane (aws_vpc_endpoint",
+        ),
+        (
+            "gcp",
+            "networking/gcp/outputs.tf",
+            "    google_compute_firewall.control_plane,\n",
+            "google_container_node_pool.gateway does not depend on its path to the control plane",
+        ),
+        (
+            "azure",
+            "networking/azure/outputs.tf",
+            "    azurerm_network_security_rule.cluster,\n",
+            "azurerm_kubernetes_cluster.this does not depend on its path to the registry",
+        ),
+        (
+            "oci",
+            "networking/oci/outputs.tf",
+            "    oci_core_network_security_group_security_rule.workloads_control_plane,\n",
+            "oci_containerengine_node_pool.gateway does not depend on its path to the control plane",
+        ),
+    ] {
+        fails(cloud, file, (from, ""), &[expect]);
+    }
 }
 
 #[test]

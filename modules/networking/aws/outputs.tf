@@ -4,8 +4,19 @@ output "vpc_id" {
 }
 
 output "private_subnet_ids" {
-  description = "The private subnets, one per availability zone."
+  description = "The private subnets, one per availability zone: known once their routes, the endpoints and the workloads' rules exist, so a cluster or node group in them comes after its paths."
   value       = aws_subnet.private[*].id
+  depends_on = [
+    aws_route_table_association.private,
+    aws_vpc_endpoint.s3,
+    aws_vpc_endpoint.interface,
+    aws_vpc_security_group_egress_rule.workloads_to_cluster,
+    aws_vpc_security_group_ingress_rule.workloads_from_cluster,
+    aws_vpc_security_group_egress_rule.workloads_dns,
+    aws_vpc_security_group_egress_rule.workloads_to_endpoints,
+    aws_vpc_security_group_egress_rule.workloads_to_s3,
+    aws_vpc_security_group_ingress_rule.endpoints_from_vpc,
+  ]
 }
 
 output "workloads_security_group_id" {

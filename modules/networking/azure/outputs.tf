@@ -4,8 +4,16 @@ output "vnet_id" {
 }
 
 output "nodes_subnet_id" {
-  description = "The cluster nodes' subnet."
+  description = "The cluster nodes' subnet: known once its security group (with the cluster's paths) and its NAT gateway are attached, which AKS's outbound type userAssignedNATGateway requires before the cluster."
   value       = azurerm_subnet.nodes.id
+  depends_on = [
+    azurerm_subnet_network_security_group_association.nodes,
+    azurerm_subnet_nat_gateway_association.nodes,
+    azurerm_nat_gateway_public_ip_association.this,
+    azurerm_network_security_rule.inside,
+    azurerm_network_security_rule.dns,
+    azurerm_network_security_rule.cluster,
+  ]
 }
 
 output "endpoints_subnet_id" {

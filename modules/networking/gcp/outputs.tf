@@ -4,8 +4,15 @@ output "network_id" {
 }
 
 output "subnetwork_id" {
-  description = "The subnet's id."
+  description = "The subnet's id: known once the firewall's paths and the private zones exist, so a cluster in it comes after them."
   value       = google_compute_subnetwork.this.id
+  depends_on = [
+    google_compute_firewall.control_plane,
+    google_compute_firewall.google_apis,
+    google_compute_firewall.inside,
+    google_dns_record_set.private_a,
+    google_dns_record_set.private_cname,
+  ]
 }
 
 output "pods_range_name" {
