@@ -15,7 +15,11 @@
 //! - the port, names and annotations the module and the chart must agree on come from one
 //!   input of the cloud module ([`CONTRACT`]), and the chart, rendered by `helm template` with
 //!   the module's `helm_values`, says the same;
-//! - every module call sets only inputs the module has, and every input it requires.
+//! - every module call sets only inputs the module has, and every input it requires;
+//! - each cloud's example (`examples/<cloud>-customer-cloud`) joins the cloud module and the
+//!   chart: its values file, `yamlencode(module.meshguard.helm_values)`, rendered by
+//!   `helm template` with the customer-cloud profile, carries the service account, its
+//!   annotation, the egress port, the region and the allowlist.
 //!
 //! Each check is shown to fail on a copy of the modules with the defect put back, for every
 //! cloud (the `*_fails_*` tests).
@@ -1179,6 +1183,15 @@ fn contract_problems(install: &Install, cloud: &str) -> Vec<String> {
 /// The cloud module's `helm_values` output, evaluated with the inputs' defaults and a
 /// placeholder for every value known only after an apply (`<module.identity.gateway_role_arn>`).
 fn helm_values(install: &Install, cloud: &str) -> Result<Value, String> {
+    helm_values_with(install, cloud, &hcl::Map::new())
+}
+
+/// `helm_values` with some inputs set (an example's module call), the others at their defaults.
+fn helm_values_with(
+    install: &Install,
+    cloud: &str,
+    inputs: &hcl::Map<String, Value>,
+) -> Result<Value, String> {
     let out = install
         .nodes
         .get(&key("", "output.helm_values"))
@@ -1212,6 +1225,9 @@ fn helm_values(install: &Install, cloud: &str) -> Result<Value, String> {
         "egress_cidrs".into(),
         Value::Array(vec![Value::String("198.51.100.10/32".into())]),
     );
+    for (k, v) in inputs {
+        vars.insert(k.clone(), v.clone());
+    }
     ctx.declare_var("var", Value::Object(vars));
     let mut locals = hcl::Map::new();
     let mut modules: BTreeMap<String, hcl::Map<String, Value>> = BTreeMap::new();
@@ -1878,6 +1894,175 @@ fn a_module_call_with_an_unknown_or_missing_input_fails() {
     let p = problems(dir.path(), "oci");
     assert!(
         p.iter().any(|l| l == "oci: module \"networking\" sets `egress_proxy_prt`, which networking/oci does not take"),
+        "{p:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item: an example per cloud joining the module and the chart
+
+/// The examples, as the ```hcl block of their README: a `.tf` file under examples/ is
+/// initialised and validated offline by the provider's acceptance tests, which have no cloud
+/// provider to install.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("aws", "examples/aws-customer-cloud"),
+    ("gcp", "examples/gcp-customer-cloud"),
+    ("azure", "examples/azure-customer-cloud"),
+    ("oci", "examples/oci-customer-cloud"),
+];
+
+fn example_problems(cloud: &str, dir: &str, readme: &str) -> Vec<String> {
+    let start = readme
+        .find("```hcl\n")
+        .expect("the example's README has a ```hcl block")
+        + 7;
+    let block = &readme[start..start + readme[start..].find("```").unwrap()];
+    let body: Body = hcl::parse(block).unwrap_or_else(|e| panic!("{dir}: {e}"));
+    let mut problems = Vec::new();
+    let Some(call) = body
+        .blocks()
+        .find(|b| b.identifier() == "module" && label(b, 0) == "meshguard")
+    else {
+        return vec![format!("{dir}: no module \"meshguard\"")];
+    };
+    let module = load(&modules_dir().join(cloud), cloud);
+    let taken = crate::block_names(&module, "variable");
+    let mut inputs = hcl::Map::new();
+    for a in call.body().attributes() {
+        match a.key() {
+            "source" => {
+                if *a.expr() != Expression::String(format!("../../modules/{cloud}")) {
+                    problems.push(format!("{dir}: the source is not ../../modules/{cloud}"));
+                }
+            }
+            "providers" => {}
+            k if !taken.contains(k) => {
+                problems.push(format!("{dir}: sets `{k}`, which {cloud} does not take"));
+            }
+            // Literal inputs go into helm_values; var.… stays the module's default.
+            k => {
+                if let Ok(v) = a.expr().evaluate(&Context::new()) {
+                    inputs.insert(k.to_owned(), v);
+                }
+            }
+        }
+    }
+    let given: BTreeSet<String> = call
+        .body()
+        .attributes()
+        .map(|a| a.key().to_owned())
+        .collect();
+    for r in crate::required_inputs(&module).difference(&given) {
+        problems.push(format!("{dir}: leaves out {cloud}'s required input `{r}`"));
+    }
+    // The values file the example writes, from the module's helm_values.
+    let install = Install::load(&modules_dir(), cloud);
+    let values = match helm_values_with(&install, cloud, &inputs) {
+        Ok(v) => v,
+        Err(e) => return vec![e],
+    };
+    let Some(content) = body
+        .blocks()
+        .find(|b| b.identifier() == "resource" && label(b, 0) == "local_file")
+        .and_then(|b| b.body().attributes().find(|a| a.key() == "content"))
+    else {
+        return vec![format!("{dir}: no local_file writing the chart's values")];
+    };
+    let mut ctx = Context::new();
+    ctx.declare_var(
+        "module",
+        Value::Object(hcl::Map::from_iter([(
+            "meshguard".to_owned(),
+            Value::Object(hcl::Map::from_iter([("helm_values".to_owned(), values)])),
+        )])),
+    );
+    // YAML is a superset of JSON: the file's values are the value itself.
+    ctx.declare_func(
+        "yamlencode",
+        hcl::eval::FuncDef::builder()
+            .param(hcl::eval::ParamType::Any)
+            .build(|args| Ok(args[0].clone())),
+    );
+    let written = match content.expr().evaluate(&ctx) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![format!(
+                "{dir}: the local_file's content does not evaluate: {e}"
+            )];
+        }
+    };
+    let default = |input: &str| {
+        install
+            .nodes
+            .get(&key("", &format!("var.{input}")))
+            .and_then(default_of)
+    };
+    let identity = IDENTITY_VALUES.iter().find(|i| i.cloud == cloud).unwrap();
+    problems.extend(rendered_problems(
+        &written,
+        cloud,
+        default("egress_proxy_port"),
+        default("service_account"),
+        identity.annotation,
+        identity.label,
+    ));
+    let rendered = match render(&written) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("{dir}: helm template fails: {e}")],
+    };
+    let Some(Value::String(region)) = inputs.get("region") else {
+        return vec![format!("{dir}: no literal region")];
+    };
+    let mut expect = vec![
+        format!("{{name: REGION, value: \"{region}\"}}"),
+        format!("{{name: EGRESS_REGIONS, value: \"{region}\"}}"),
+        "- ipBlock:\n            cidr: 198.51.100.10/32".to_owned(),
+    ];
+    if cloud != "oci" {
+        expect.push("nodeSelector:\n        meshguard.io/role: gateway".to_owned());
+        expect.push("key: meshguard.io/role".to_owned());
+    }
+    for e in expect {
+        if !rendered.contains(&e) {
+            problems.push(format!("{dir}: the rendered chart lacks {e:?}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn examples_join_each_cloud_module_and_the_chart() {
+    let mut problems = Vec::new();
+    for (cloud, dir) in EXAMPLES {
+        let readme = std::fs::read_to_string(root().join(dir).join("README.md")).unwrap();
+        problems.extend(example_problems(cloud, dir, &readme));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // An example that leaves out the module's identity values, or misnames an input, fails.
+    let (cloud, dir) = EXAMPLES[2];
+    let readme = std::fs::read_to_string(root().join(dir).join("README.md")).unwrap();
+    let p = example_problems(
+        cloud,
+        dir,
+        &readme.replace(
+            "yamlencode(module.meshguard.helm_values)",
+            "yamlencode({ egressProxy = module.meshguard.helm_values.egressProxy, license = module.meshguard.helm_values.license, networkPolicy = module.meshguard.helm_values.networkPolicy })",
+        ),
+    );
+    assert!(
+        p.iter()
+            .any(|l| l.contains("the rendered chart lacks the workload identity annotation")),
+        "{p:?}"
+    );
+    let p = example_problems(
+        cloud,
+        dir,
+        &readme.replace("  egress_cidrs ", "  egress_cidr  "),
+    );
+    assert!(
+        p.iter()
+            .any(|l| l
+                == "examples/azure-customer-cloud: sets `egress_cidr`, which azure does not take"),
         "{p:?}"
     );
 }
