@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 #[path = "../support/mod.rs"]
 mod support;
 
+use meshguard_testkit::{copy_dir, free_port, wait_for};
 use support::Gateway;
 
 /// A real rsyslogd on 127.0.0.1, writing what it receives to `out.log`, one line per message:
@@ -104,24 +105,6 @@ impl Drop for Rsyslog {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (up to a minute: this is a deadline for a stuck test, not a timing assertion) until
-/// `ready` holds.
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -957,16 +940,6 @@ fn an_export_with_no_witnessed_checkpoint_is_refused_and_leaves_no_bundle() {
     let (code, said, err) = export("soc2", &["--allow-unwitnessed"]);
     assert_eq!(code, 0, "{err}");
     assert!(said.contains("(not witnessed)"), "{said}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-r")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
 }
 
 /// Acceptance test 5 of the product page: archive retrieval returns the same root hash and

@@ -9,8 +9,8 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use meshguard_bundler::image::{ProductBuild, build_product};
 use serde_json::Value;
@@ -107,7 +107,8 @@ struct Site {
     bins: PathBuf,
     release: String,
     containers_conf: PathBuf,
-    registry: Child,
+    /// Serves the site's images for as long as the site lives; stopped when dropped.
+    _registry: meshguard_testkit::registry::Registry,
 }
 
 impl Site {
@@ -273,36 +274,7 @@ impl Drop for Site {
             let _ = self.podman(&["volume", "rm", "-f", v]);
         }
         let _ = self.podman(&["secret", "rm", &format!("{}-secrets", self.release)]);
-        let _ = self.registry.kill();
-        let _ = self.registry.wait();
     }
-}
-
-fn start_registry(dir: &Path) -> Child {
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {REGISTRY}\n",
-            dir.join("registry").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("docker-registry is installed (apt docker-registry)");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !reqwest::blocking::get(format!("http://{REGISTRY}/v2/"))
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(Instant::now() < deadline, "the site registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
 }
 
 /// Builds the product's images for `version` from `bins` into `layout`.
@@ -382,13 +354,13 @@ fn setup() -> Site {
         "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
     )
     .unwrap();
-    let registry = start_registry(dir.path());
+    let registry = meshguard_testkit::registry::Registry::start_on(REGISTRY);
     let site = Site {
         release: format!("e2e{}", std::process::id()),
         dir,
         bins,
         containers_conf: conf,
-        registry,
+        _registry: registry,
     };
     let d = site.path();
     // The vendor: media key, license key, a license for this air-gapped site.

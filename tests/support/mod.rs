@@ -7,6 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+pub(crate) use meshguard_testkit::ca::make_ca;
 use serde_json::{Value, json};
 
 const WITNESS_PASSPHRASE: &str = "witness-passphrase-for-tests-only";
@@ -142,82 +143,6 @@ impl Gateway {
             .status()
             .as_u16()
     }
-}
-
-/// With openssl in `dir`: a CA (`ca.pem`, `ca.key`) and a certificate `<name>.pem` (key
-/// `<name>.key`) it issued for the subjectAltName `san` (e.g. `DNS:localhost,IP:127.0.0.1`).
-pub(crate) fn make_ca(dir: &Path, name: &str, san: &str) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    run(&[
-        &["req", "-x509"],
-        &ec[..],
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test site CA",
-        ],
-    ]
-    .concat());
-    let _ = std::fs::remove_file(dir.join("ca.srl"));
-    run(&[
-        &["req"],
-        &ec[..],
-        &[
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    ]
-    .concat());
-    std::fs::write(dir.join("san.cnf"), format!("subjectAltName={san}\n")).unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        &pem,
-        "-days",
-        "2",
-        "-extfile",
-        "san.cnf",
-    ]);
 }
 
 impl Gateway {

@@ -16,6 +16,7 @@ use sha2::Digest as _;
 #[path = "../support/mod.rs"]
 mod support;
 
+use meshguard_testkit::wait_for;
 use support::{ADMIN, Gateway, WitnessCli, spawn_gateway};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -477,17 +478,6 @@ fn cosigned_size(gw: &Gateway, witness: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 /// A connected witness (C2SP tlog-witness over HTTP): the gateway sends each new checkpoint
 /// with its consistency proof and keeps the cosignature, with no one carrying files; a witness
 /// that does not follow the log yet is retried; a cosignature lost on the way back (the witness
@@ -530,7 +520,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     let (note, log_vkey) = gw.checkpoint();
     // The witness does not follow this log yet: 404s, retried, and said in the gateway's log.
     // Then it is told to.
-    wait_until("the witness's refusal in the gateway log", || {
+    wait_for("the witness's refusal in the gateway log", || {
         std::fs::read_to_string(dir.join("gateway.log"))
             .unwrap_or_default()
             .contains("answered 404")
@@ -538,7 +528,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     assert_eq!(cosigned_size(&gw, name), 0);
     let (code, _, err) = w.run(&["trust", &log_vkey]);
     assert_eq!(code, 0, "{err}");
-    wait_until("the first cosignature", || {
+    wait_for("the first cosignature", || {
         cosigned_size(&gw, name) == size_of(&note)
     });
     let report = gw.verify();
@@ -551,7 +541,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     // The log grows; the next checkpoint is cosigned from the last, again by itself.
     gw.decisions("clerk-2", 3);
     let (note2, _) = gw.checkpoint();
-    wait_until("the second cosignature", || {
+    wait_for("the second cosignature", || {
         cosigned_size(&gw, name) == size_of(&note2)
     });
 
@@ -567,7 +557,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     let (note4, _) = gw.checkpoint();
     assert!(size_of(&note4) > size_of(&note3));
     let _served = serve_witness(&w, port);
-    wait_until("the cosignature after the 409", || {
+    wait_for("the cosignature after the 409", || {
         cosigned_size(&gw, name) == size_of(&note4)
     });
     assert_eq!(

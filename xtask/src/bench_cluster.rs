@@ -13,8 +13,7 @@ use serde_json::{Value, json};
 use crate::bench_gateway::{Killed, ensure_wrk, listening};
 use crate::{cargo, root, run_checked};
 
-#[path = "../../gateway/tests/it/support/pg.rs"]
-mod pg;
+use meshguard_testkit::pg;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchClusterArgs {

@@ -3,16 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+
+pub(crate) use meshguard_testkit::registry::Registry;
+pub(crate) use meshguard_testkit::{copy_dir, free_port, root, tool, tools_dir};
 
 pub(crate) const PASSPHRASE: &str = "media-signing-passphrase-for-tests";
-
-pub(crate) fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// One of the independent verifiers in `tests/media/verifiers/` (thin scripts over the sigstore
 /// and CycloneDX projects' own libraries, which `cargo xtask tools` installs).
@@ -22,22 +17,6 @@ pub(crate) fn verifier(name: &str) -> PathBuf {
         .join(name);
     assert!(p.is_file(), "{} is missing from the checkout", p.display());
     p
-}
-
-pub(crate) fn tools_dir() -> PathBuf {
-    std::env::var_os("MESHGUARD_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".tools"))
-}
-
-/// A tool from `.tools/` (installed by `cargo xtask tools`) or the system.
-pub(crate) fn tool(name: &str) -> PathBuf {
-    let local = tools_dir().join("bin").join(name);
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from(name)
-    }
 }
 
 pub(crate) fn bundle_bin() -> &'static str {
@@ -186,145 +165,6 @@ pub(crate) fn umoci_image(layout: &Path, tag: &str, files: &[(&str, &[u8])]) {
     ]));
     run_ok(Command::new("umoci").args(["gc", "--layout", &l]));
     std::fs::remove_dir_all(&bundle).unwrap();
-}
-
-/// Copies a directory tree (for tampering with a copy).
-pub(crate) fn copy_dir(from: &Path, to: &Path) {
-    run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
-}
-
-/// A loopback port free at the time of asking.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A docker-registry (distribution 2.8) on a free loopback port; stopped when dropped.
-pub(crate) struct Registry {
-    child: std::process::Child,
-    pub addr: String,
-    pub storage: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    pub(crate) fn start() -> Self {
-        Self::start_with("", |addr| {
-            reqwest::blocking::get(format!("http://{addr}/v2/"))
-                .is_ok_and(|r| r.status().is_success())
-        })
-    }
-
-    /// A registry serving TLS with `cert`/`key` (issued by the CA `ca`) that wants the users
-    /// of the bcrypt `htpasswd` file (HTTP Basic), as sites run distribution.
-    pub(crate) fn start_secured(htpasswd: &Path, cert: &Path, key: &Path, ca: &Path) -> Self {
-        let auth = format!(
-            "htpasswd:\n    realm: site\n    path: {}\n",
-            htpasswd.display()
-        );
-        Self::start_tls(&auth, cert, key, ca)
-    }
-
-    /// A registry serving TLS that takes bearer tokens from the token service at `realm`,
-    /// signed by the certificate `token_cert`.
-    pub(crate) fn start_with_token_auth(
-        realm: &str,
-        token_cert: &Path,
-        cert: &Path,
-        key: &Path,
-        ca: &Path,
-    ) -> Self {
-        let auth = format!(
-            "token:\n    realm: {realm}\n    service: site-registry\n    issuer: site-token-issuer\n    rootcertbundle: {}\n",
-            token_cert.display()
-        );
-        Self::start_tls(&auth, cert, key, ca)
-    }
-
-    /// TLS with `cert`/`key` (issued by `ca`) and the `auth:` section `auth`; ready when
-    /// `/v2/` asks for credentials.
-    fn start_tls(auth: &str, cert: &Path, key: &Path, ca: &Path) -> Self {
-        let client = reqwest::blocking::Client::builder()
-            .add_root_certificate(
-                reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
-            )
-            .build()
-            .unwrap();
-        Self::start_with(
-            &format!(
-                "  tls:\n    certificate: {}\n    key: {}\nauth:\n  {auth}",
-                cert.display(),
-                key.display()
-            ),
-            move |addr| {
-                client
-                    .get(format!("https://{addr}/v2/"))
-                    .send()
-                    .is_ok_and(|r| r.status() == 401)
-            },
-        )
-    }
-
-    /// `http_extra` goes under `http:` (indented two spaces) and may open more top-level keys.
-    fn start_with(http_extra: &str, ready: impl Fn(&str) -> bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let storage = dir.path().join("data");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{http_extra}",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/bin/docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (apt docker-registry)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if ready(&addr) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            addr,
-            storage,
-            _dir: dir,
-        }
-    }
-
-    /// `skopeo inspect` of an image in this registry: its digest, or None when absent.
-    pub(crate) fn digest(&self, name: &str) -> Option<String> {
-        let out = run(Command::new("skopeo").args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{}/{name}", self.addr),
-        ]));
-        if !out.status.success() {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["Digest"].as_str().map(str::to_owned)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A manifest over fixtures in `dir`; `extra` is appended YAML.

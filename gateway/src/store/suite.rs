@@ -1,5 +1,5 @@
 //! One suite of store tests, run against both backends: the embedded SQLite file and a real
-//! PostgreSQL server started for the test (`tests/it/support/pg.rs`).
+//! PostgreSQL server started for the test (`meshguard_testkit::pg`).
 
 use std::sync::Arc;
 
@@ -11,8 +11,7 @@ use super::{
     Store, StoreError, Write,
 };
 
-#[path = "../../tests/it/support/pg.rs"]
-mod pg;
+use meshguard_testkit::pg;
 
 fn draft(n: u32, kind: &'static str, object: &str, operation: &'static str) -> ChangeDraft {
     ChangeDraft {

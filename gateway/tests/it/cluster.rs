@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Gateway, Options, agent, policy, tempdir};
 
-#[path = "support/pg.rs"]
-mod pg;
+use meshguard_testkit::pg;
 
 const ALLOW_READS: &str = "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
 

@@ -7,11 +7,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::harness::{Gateway, Options, PythonServer, minisign, tempdir};
+use meshguard_testkit::wait_for;
 
 /// Writes the allowlist `doc` to `dir/egress.json`, signed with `key` (None: unsigned).
 fn allowlist(dir: &Path, doc: &Value, key: Option<&str>) {
@@ -69,14 +70,6 @@ fn connect(proxy: u16, host: &str, port: u16) -> (u16, String) {
     let mut rest = String::new();
     let _ = s.read_to_string(&mut rest);
     (status, rest)
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::harness::{Gateway, Options, agent, json, policy, tempdir};
+use meshguard_testkit::wait_for;
 
 /// Comments, odd spacing, a trailing space, CRLF-free unicode and no final newline: all must
 /// come back exactly.
@@ -305,17 +306,6 @@ fn file_policies_are_active_and_read_only() {
     assert_eq!(status, 409, "{body}");
 }
 
-fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
     let dir = tempdir();
@@ -335,10 +325,9 @@ fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
 
     let v2 = "name: files\nrules:\n  - effect: allow\n    actions: [\"read:*\", \"write:*\"]\n";
     std::fs::write(policies.join("a.yaml"), v2).unwrap();
-    wait_for(
-        || gw.check(&token, "write:x").0 == 200,
-        "the edited file to take effect",
-    );
+    wait_for("the edited file to take effect", || {
+        gw.check(&token, "write:x").0 == 200
+    });
 
     // A broken edit: the last version that parsed stays active.
     std::fs::write(policies.join("a.yaml"), "name: files\nrules: [\n").unwrap();
@@ -347,10 +336,9 @@ fn policy_files_reload_and_a_broken_file_keeps_its_last_good_version() {
         "name: more\nrules:\n  - effect: allow\n    actions: [\"export:*\"]\n",
     )
     .unwrap();
-    wait_for(
-        || gw.check(&token, "export:x").0 == 200,
-        "the new file to take effect",
-    );
+    wait_for("the new file to take effect", || {
+        gw.check(&token, "export:x").0 == 200
+    });
     assert_eq!(
         gw.check(&token, "write:x").0,
         200,

@@ -3,20 +3,22 @@
 //! run as root, the server runs as the `postgres` user the Debian package creates (initdb and
 //! postgres refuse root). Used by the store's unit tests and by the integration tests.
 
-#![allow(dead_code)] // each test binary uses a part
-
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub(crate) const USER: &str = "meshguard";
-pub(crate) const PASSWORD: &str = "pg-test-password-5b7e1c9d";
+/// The superuser the tests log in as.
+pub const USER: &str = "meshguard";
+/// Its password.
+pub const PASSWORD: &str = "pg-test-password-5b7e1c9d";
 
-pub(crate) struct PgServer {
+/// A PostgreSQL server of the test's own; killed when dropped.
+#[derive(Debug)]
+pub struct PgServer {
     dir: tempfile::TempDir,
     bin: PathBuf,
-    pub(crate) port: u16,
+    pub port: u16,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
     /// Serve TLS (`ssl=on`) with the certificate and key copied into the server's directory.
@@ -52,21 +54,14 @@ fn id_of(flag: &str, user: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl PgServer {
-    pub(crate) fn start() -> Self {
+    /// A server with password logins over TCP, no TLS.
+    pub fn start() -> Self {
         Self::start_with(None)
     }
 
     /// A server that also speaks TLS with this PEM certificate and key.
-    pub(crate) fn start_tls(cert: &Path, key: &Path) -> Self {
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
         Self::start_with(Some((cert, key)))
     }
 
@@ -97,7 +92,7 @@ impl PgServer {
         let mut server = Self {
             dir,
             bin: bin_dir(),
-            port: free_port(),
+            port: crate::free_port(),
             owner,
             child: None,
             tls: tls.is_some(),
@@ -135,7 +130,7 @@ impl PgServer {
     }
 
     /// Starts the server on its port and waits until it accepts a login.
-    pub(crate) fn launch(&mut self) {
+    pub fn launch(&mut self) {
         assert!(self.child.is_none(), "the server is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -184,7 +179,7 @@ impl PgServer {
     }
 
     /// Stops the server (fast shutdown: sessions are cut, committed data stays).
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // SIGINT is PostgreSQL's fast shutdown.
             let _ = Command::new("kill")
@@ -194,12 +189,13 @@ impl PgServer {
         }
     }
 
-    pub(crate) fn log(&self) -> String {
+    /// The server's log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Runs `sql` in `db` with psql; its output, or its error.
-    pub(crate) fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
+    pub fn psql(&self, db: &str, sql: &str) -> Result<String, String> {
         let out = self
             .command("psql")
             .env("PGPASSWORD", PASSWORD)
@@ -216,20 +212,22 @@ impl PgServer {
     }
 
     /// A new, empty database and the URL a gateway connects to it with.
-    pub(crate) fn database(&self, name: &str) -> String {
+    pub fn database(&self, name: &str) -> String {
         self.psql("postgres", &format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
         self.url(name)
     }
 
-    pub(crate) fn url(&self, db: &str) -> String {
+    /// The URL a client logs in to `db` with.
+    pub fn url(&self, db: &str) -> String {
         format!(
             "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/{db}",
             self.port
         )
     }
 
-    pub(crate) fn dir(&self) -> &Path {
+    /// The server's directory (its data, log and certificates).
+    pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 }
