@@ -5,7 +5,9 @@
 //! against the real provider's schema: CDKTF's npm packages are generated from each provider's
 //! own schema, and `xtask tools` reduces them (`tests/modules/jsii_schema.py`) to
 //! `provider-schemas/<provider>.json` under the tools directory. A misspelled argument, an
-//! unknown block or a missing required argument fails here. Besides: every regional resource is
+//! unknown block, a block written as an argument (`x = { … }`) or a missing required argument
+//! fails here. The classes of defect a schema cannot show (key grants and ordering,
+//! default-deny egress paths, what the modules and the chart must agree on) are in `classes`. Besides: every regional resource is
 //! pinned to the module's region input, no module hard-codes a region or an account, every
 //! README lists exactly its module's inputs and outputs, every `versions.tf` constrains
 //! Terraform and each provider, and `terraform fmt -check` passes with the oldest Terraform a
@@ -133,6 +135,11 @@ fn check_body(at: &str, body: &Body, node: &Value, top: bool, problems: &mut Vec
         }
         if !arguments.contains(key) && !blocks.contains_key(key) {
             problems.push(format!("{at}: the provider has no argument `{key}` here"));
+        } else if !arguments.contains(key) {
+            // `network_acls = { … }` sets nothing: Terraform wants the block.
+            problems.push(format!(
+                "{at}: `{key}` is a block, not an argument: write `{key} {{ … }}`"
+            ));
         }
     }
     for block in body.blocks() {
@@ -333,6 +340,14 @@ fn a_misspelled_argument_an_unknown_block_or_a_missing_required_argument_fails_t
         p.iter()
             .any(|l| l.contains("has no resource type `aws_s3_bucket_polcy`")),
         "{p:?}"
+    );
+    // A block written as an argument sets nothing Terraform accepts.
+    let p = problems_in_copy("kms/azure", ("  network_acls {", "  network_acls = {"));
+    assert_eq!(
+        p,
+        [
+            "kms/azure/main.tf: azurerm_key_vault.this: `network_acls` is a block, not an argument: write `network_acls { … }`"
+        ]
     );
     // The other clouds' schemas catch the same.
     let p = problems_in_copy(
