@@ -74,125 +74,17 @@ pub fn import_verified(
         terraform_mirror: None,
         files: Vec::new(),
     };
+    ensure_room(verified, opts)?;
     let layout_dir = media.join("images");
-    // Room at the destination for everything that is copied there (images only when they go
-    // to a local layout; the registry's own disk is the registry's to check).
-    let mut need: u64 = doc
-        .items
-        .iter()
-        .filter(|i| !i.path.starts_with("images/"))
-        .map(|i| i.size)
-        .sum();
-    if opts.registry.is_none() {
-        need += images
-            .iter()
-            .flat_map(|i| i.blobs.iter())
-            .map(|b| b.size)
-            .sum::<u64>();
-    }
-    fsx::ensure_space(&opts.dest, need, "the import")?;
-
-    // Images.
     if !images.is_empty() {
         match &opts.registry {
-            Some(reg) => {
-                std::fs::create_dir_all(&opts.dest)
-                    .map_err(|e| BundleError::io("create", &opts.dest, e))?;
-                let mut pusher = Pusher::new(Target {
-                    registry: reg.clone(),
-                    access: opts.access.clone(),
-                    state_file: opts.dest.join(".meshguard-import-uploads.json"),
-                })?;
-                let total: u64 = images
-                    .iter()
-                    .flat_map(|i| i.blobs.iter())
-                    .map(|b| b.size)
-                    .sum();
-                pusher.progress = Some(crate::progress::bytes(total, "pushing"));
-                for img in images {
-                    let (repo, tag) = registry::split_ref(&img.reference);
-                    eprintln!(
-                        "meshguard-bundle: pushing {} to {reg}/{repo}:{tag}",
-                        img.reference
-                    );
-                    pusher.push_image(&layout_dir, repo, tag, img.top())?;
-                }
-                if let Some(p) = pusher.progress.take() {
-                    p.finish_and_clear();
-                }
-                receipt.push = Some(pusher.stats);
-            }
-            None => {
-                // The embedded default: a local OCI layout under DEST/images.
-                let mut layout = oci::Layout::create(&opts.dest.join("images"))?;
-                if let Ok(existing) = oci::read_index(&opts.dest.join("images")) {
-                    for d in existing {
-                        if let Some(r) = d.annotations.get(oci::REF_NAME).cloned() {
-                            layout.tag(&r, d);
-                        }
-                    }
-                }
-                for img in images {
-                    for b in &img.blobs {
-                        let src = layout_dir.join("blobs/sha256").join(b.hex()?);
-                        if layout.blob_path(b.hex()?).exists() {
-                            receipt.local_blobs_present += 1;
-                        } else if src.exists() {
-                            layout.add_blob_file(&src, b, "the media")?;
-                            receipt.local_blobs_copied += 1;
-                        } else {
-                            return Err(BundleError::Layout(format!(
-                                "{} is not on this differential media nor in {}; import the older media first",
-                                b.digest,
-                                opts.dest.join("images").display()
-                            )));
-                        }
-                    }
-                    let mut top = img.top().clone();
-                    top.annotations.clear();
-                    layout.tag(&img.reference, top);
-                }
-                layout.write_index()?;
-            }
+            Some(reg) => receipt.push = Some(push_images(&layout_dir, images, reg, opts)?),
+            None => copy_images(&layout_dir, images, opts, &mut receipt)?,
         }
     }
-
-    // Terraform provider: the packed mirror layout is what `terraform init -plugin-dir` reads.
     if !doc.providers.is_empty() {
-        let mirror = opts
-            .terraform_mirror
-            .clone()
-            .unwrap_or_else(|| opts.dest.join("terraform/providers"));
-        for p in &doc.providers {
-            let rel = p
-                .path
-                .strip_prefix("terraform/providers/")
-                .unwrap_or(&p.path);
-            let from = media.join(&p.path);
-            let to = mirror.join(rel);
-            copy_file(&from, &to, verified_item(&doc.items, &p.path)?)?;
-            // The registry's SHA256SUMS beside the zip comes along.
-            if let Some(dir) = Path::new(&p.path).parent() {
-                for f in std::fs::read_dir(media.join(dir))
-                    .map_err(|e| BundleError::io("list", &media.join(dir), e))?
-                {
-                    let f = f.map_err(|e| BundleError::io("list", &media.join(dir), e))?;
-                    let name = f.file_name().to_string_lossy().into_owned();
-                    if name.ends_with("_SHA256SUMS") {
-                        let rel = format!("{}/{name}", dir.display());
-                        copy_file(
-                            &f.path(),
-                            &to.with_file_name(&name),
-                            verified_item(&doc.items, &rel)?,
-                        )?;
-                    }
-                }
-            }
-            receipt.files.push(to.display().to_string());
-        }
-        receipt.terraform_mirror = Some(mirror.display().to_string());
+        import_providers(media, doc, opts, &mut receipt)?;
     }
-
     // Chart, modules, policies, license, SBOMs, provenance, scans: as files under DEST.
     for prefix in [
         "charts/",
@@ -223,6 +115,152 @@ pub fn import_verified(
         &bytes,
     )?;
     Ok(receipt)
+}
+
+/// Room at the destination for everything that is copied there (images only when they go to
+/// a local layout; the registry's own disk is the registry's to check).
+fn ensure_room(verified: &Verified, opts: &Options) -> Result<(), BundleError> {
+    let mut need: u64 = verified
+        .doc
+        .items
+        .iter()
+        .filter(|i| !i.path.starts_with("images/"))
+        .map(|i| i.size)
+        .sum();
+    if opts.registry.is_none() {
+        need += verified
+            .images
+            .iter()
+            .flat_map(|i| i.blobs.iter())
+            .map(|b| b.size)
+            .sum::<u64>();
+    }
+    fsx::ensure_space(&opts.dest, need, "the import")
+}
+
+/// The images, pushed from the media's layout to the registry `reg`.
+fn push_images(
+    layout_dir: &Path,
+    images: &[oci::ImageSummary],
+    reg: &str,
+    opts: &Options,
+) -> Result<PushStats, BundleError> {
+    std::fs::create_dir_all(&opts.dest).map_err(|e| BundleError::io("create", &opts.dest, e))?;
+    let mut pusher = Pusher::new(Target {
+        registry: reg.to_owned(),
+        access: opts.access.clone(),
+        state_file: opts.dest.join(".meshguard-import-uploads.json"),
+    })?;
+    let total: u64 = images
+        .iter()
+        .flat_map(|i| i.blobs.iter())
+        .map(|b| b.size)
+        .sum();
+    pusher.progress = Some(crate::progress::bytes(total, "pushing"));
+    for img in images {
+        let (repo, tag) = registry::split_ref(&img.reference);
+        eprintln!(
+            "meshguard-bundle: pushing {} to {reg}/{repo}:{tag}",
+            img.reference
+        );
+        pusher.push_image(layout_dir, repo, tag, img.top())?;
+    }
+    if let Some(p) = pusher.progress.take() {
+        p.finish_and_clear();
+    }
+    Ok(pusher.stats)
+}
+
+/// The embedded default: the images into a local OCI layout under DEST/images, beside those
+/// it holds already (which a differential media relies on).
+fn copy_images(
+    layout_dir: &Path,
+    images: &[oci::ImageSummary],
+    opts: &Options,
+    receipt: &mut Receipt,
+) -> Result<(), BundleError> {
+    let mut layout = oci::Layout::create(&opts.dest.join("images"))?;
+    if let Ok(existing) = oci::read_index(&opts.dest.join("images")) {
+        for d in existing {
+            if let Some(r) = d.annotations.get(oci::REF_NAME).cloned() {
+                layout.tag(&r, d);
+            }
+        }
+    }
+    for img in images {
+        for b in &img.blobs {
+            let src = layout_dir.join("blobs/sha256").join(b.hex()?);
+            if layout.blob_path(b.hex()?).exists() {
+                receipt.local_blobs_present += 1;
+            } else if src.exists() {
+                layout.add_blob_file(&src, b, "the media")?;
+                receipt.local_blobs_copied += 1;
+            } else {
+                return Err(BundleError::Layout(format!(
+                    "{} is not on this differential media nor in {}; import the older media first",
+                    b.digest,
+                    opts.dest.join("images").display()
+                )));
+            }
+        }
+        let mut top = img.top().clone();
+        top.annotations.clear();
+        layout.tag(&img.reference, top);
+    }
+    layout.write_index()
+}
+
+/// Terraform providers: the packed mirror layout is what `terraform init -plugin-dir` reads.
+fn import_providers(
+    media: &Path,
+    doc: &media::MediaDoc,
+    opts: &Options,
+    receipt: &mut Receipt,
+) -> Result<(), BundleError> {
+    let mirror = opts
+        .terraform_mirror
+        .clone()
+        .unwrap_or_else(|| opts.dest.join("terraform/providers"));
+    for p in &doc.providers {
+        let rel = p
+            .path
+            .strip_prefix("terraform/providers/")
+            .unwrap_or(&p.path);
+        let from = media.join(&p.path);
+        let to = mirror.join(rel);
+        copy_file(&from, &to, verified_item(&doc.items, &p.path)?)?;
+        // The registry's SHA256SUMS beside the zip comes along.
+        if let Some(dir) = Path::new(&p.path).parent() {
+            copy_registry_sums(media, dir, &to, &doc.items)?;
+        }
+        receipt.files.push(to.display().to_string());
+    }
+    receipt.terraform_mirror = Some(mirror.display().to_string());
+    Ok(())
+}
+
+/// The `*_SHA256SUMS` files of the media's directory `dir`, beside the provider zip `to`.
+fn copy_registry_sums(
+    media: &Path,
+    dir: &Path,
+    to: &Path,
+    items: &[media::Item],
+) -> Result<(), BundleError> {
+    for f in std::fs::read_dir(media.join(dir))
+        .map_err(|e| BundleError::io("list", &media.join(dir), e))?
+    {
+        let f = f.map_err(|e| BundleError::io("list", &media.join(dir), e))?;
+        let name = f.file_name().to_string_lossy().into_owned();
+        if name.ends_with("_SHA256SUMS") {
+            let rel = format!("{}/{name}", dir.display());
+            copy_file(
+                &f.path(),
+                &to.with_file_name(&name),
+                verified_item(items, &rel)?,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Copy with write-fsync-rename, so a re-run after an interruption sees whole files only.
