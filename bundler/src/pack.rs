@@ -265,59 +265,55 @@ pub fn pack(
         current: None,
         done: Vec::new(),
     };
-    // Three stages, so reading and framing, compressing, and hashing and writing the volumes
-    // overlap as `tar | zstd > file` does across processes: a tar thread, this thread feeding
-    // zstd (which compresses on its own worker threads), and a volume thread.
+    let bar = crate::progress::bytes(total, "packing");
+    let tar = TarOf {
+        media_dir,
+        files: &files,
+        name: &name,
+        mtime,
+        bar: &bar,
+    };
+    let (tar_size, vols) = pipeline(&tar, vols, level, out)?;
+    bar.finish_and_clear();
+    let info = VolumeIndex {
+        format: INDEX_FORMAT.into(),
+        media: name,
+        tar_size,
+        compressed_size: vols.done.iter().map(|(_, v)| v.size).sum(),
+        volumes: vols.done.iter().map(|(_, v)| v.clone()).collect(),
+    };
+    let volumes = finish(&vols, &info, &index_path, mtime, key)?;
+    Ok(Packed {
+        index: index_path,
+        volumes,
+        info,
+    })
+}
+
+/// What the tar stream holds: the media's files under its directory's name.
+struct TarOf<'a> {
+    media_dir: &'a Path,
+    files: &'a [String],
+    name: &'a str,
+    /// The one mtime of every entry.
+    mtime: u64,
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// Three stages, so reading and framing, compressing, and hashing and writing the volumes
+/// overlap as `tar | zstd > file` does across processes: a tar thread, this thread feeding
+/// zstd (which compresses on its own worker threads), and a volume thread. The tar's size and
+/// the volumes written.
+fn pipeline(
+    tar: &TarOf<'_>,
+    vols: Volumes,
+    level: i32,
+    out: &Path,
+) -> Result<(u64, Volumes), BundleError> {
     let (tar_tx, tar_rx) = mpsc::sync_channel::<Vec<u8>>(8);
     let (vol_tx, vol_rx) = mpsc::sync_channel::<Vec<u8>>(8);
-    let bar = crate::progress::bytes(total, "packing");
-    let (tar_size, vols) = std::thread::scope(|scope| -> Result<(u64, Volumes), BundleError> {
-        let framing = scope.spawn(|| -> Result<u64, BundleError> {
-            let counting = CountingWriter {
-                inner: ChannelWriter::new(tar_tx),
-                count: 0,
-            };
-            let mut tar = tar::Builder::new(counting);
-            tar.mode(tar::HeaderMode::Deterministic);
-            for rel in &files {
-                let path = media_dir.join(rel);
-                let meta = path
-                    .metadata()
-                    .map_err(|e| BundleError::io("read", &path, e))?;
-                let mut header = tar::Header::new_gnu();
-                header.set_size(meta.len());
-                header.set_mtime(mtime);
-                header.set_uid(0);
-                header.set_gid(0);
-                #[cfg(unix)]
-                let exec = {
-                    use std::os::unix::fs::PermissionsExt;
-                    meta.permissions().mode() & 0o111 != 0
-                };
-                #[cfg(not(unix))]
-                let exec = false;
-                header.set_mode(if exec { 0o755 } else { 0o644 });
-                header.set_entry_type(tar::EntryType::Regular);
-                let f = bar
-                    .wrap_read(File::open(&path).map_err(|e| BundleError::io("read", &path, e))?);
-                tar.append_data(
-                    &mut header,
-                    format!("{name}/{rel}"),
-                    BufReader::with_capacity(1 << 20, f),
-                )
-                .map_err(|e| {
-                    BundleError::Archive(format!("cannot add {rel} to the archive: {e}"))
-                })?;
-            }
-            let mut counting = tar
-                .into_inner()
-                .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
-            counting
-                .inner
-                .finish()
-                .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
-            Ok(counting.count)
-        });
+    std::thread::scope(|scope| -> Result<(u64, Volumes), BundleError> {
+        let framing = scope.spawn(|| frame_tar(tar, tar_tx));
         let writing = scope.spawn(move || -> io::Result<Volumes> {
             let mut vols = vols;
             for chunk in vol_rx {
@@ -326,16 +322,7 @@ pub fn pack(
             vols.close_current()?;
             Ok(vols)
         });
-        let compressed = (|| -> io::Result<()> {
-            let mut enc = zstd::stream::write::Encoder::new(ChannelWriter::new(vol_tx), level)?;
-            let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-            enc.multithread(workers)?;
-            enc.include_checksum(true)?;
-            for chunk in tar_rx {
-                enc.write_all(&chunk)?;
-            }
-            enc.finish()?.finish()
-        })();
+        let compressed = compress(tar_rx, vol_tx, level);
         // A stage that stops makes the one before it fail with "the next stage stopped", so
         // the cause is the furthest stage downstream that failed.
         let tar_size = framing.join().expect("the tar thread does not panic");
@@ -345,16 +332,88 @@ pub fn pack(
             .map_err(|e| BundleError::io("write", out, e))?;
         compressed.map_err(|e| BundleError::Archive(format!("zstd: {e}")))?;
         Ok((tar_size?, vols))
-    })?;
-    bar.finish_and_clear();
-    let info = VolumeIndex {
-        format: INDEX_FORMAT.into(),
-        media: name,
-        tar_size,
-        compressed_size: vols.done.iter().map(|(_, v)| v.size).sum(),
-        volumes: vols.done.iter().map(|(_, v)| v.clone()).collect(),
+    })
+}
+
+/// The tar stage: every file as a deterministic entry, into `tx`. The tar's size.
+fn frame_tar(t: &TarOf<'_>, tx: mpsc::SyncSender<Vec<u8>>) -> Result<u64, BundleError> {
+    let counting = CountingWriter {
+        inner: ChannelWriter::new(tx),
+        count: 0,
     };
-    let mut index_bytes = serde_json::to_vec_pretty(&info).expect("serializes");
+    let mut tar = tar::Builder::new(counting);
+    tar.mode(tar::HeaderMode::Deterministic);
+    for rel in t.files {
+        let path = t.media_dir.join(rel);
+        let meta = path
+            .metadata()
+            .map_err(|e| BundleError::io("read", &path, e))?;
+        let mut header = entry_header(&meta, t.mtime);
+        let f = t
+            .bar
+            .wrap_read(File::open(&path).map_err(|e| BundleError::io("read", &path, e))?);
+        tar.append_data(
+            &mut header,
+            format!("{}/{rel}", t.name),
+            BufReader::with_capacity(1 << 20, f),
+        )
+        .map_err(|e| BundleError::Archive(format!("cannot add {rel} to the archive: {e}")))?;
+    }
+    let mut counting = tar
+        .into_inner()
+        .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
+    counting
+        .inner
+        .finish()
+        .map_err(|e| BundleError::Archive(format!("tar: {e}")))?;
+    Ok(counting.count)
+}
+
+/// A regular file's entry: its size, the one mtime, owner 0, mode 0755 or 0644.
+fn entry_header(meta: &fs::Metadata, mtime: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(meta.len());
+    header.set_mtime(mtime);
+    header.set_uid(0);
+    header.set_gid(0);
+    #[cfg(unix)]
+    let exec = {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o111 != 0
+    };
+    #[cfg(not(unix))]
+    let exec = false;
+    header.set_mode(if exec { 0o755 } else { 0o644 });
+    header.set_entry_type(tar::EntryType::Regular);
+    header
+}
+
+/// The zstd stage (with a checksum, on every core): from `rx` into `tx`.
+fn compress(
+    rx: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    level: i32,
+) -> io::Result<()> {
+    let mut enc = zstd::stream::write::Encoder::new(ChannelWriter::new(tx), level)?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    enc.multithread(workers)?;
+    enc.include_checksum(true)?;
+    for chunk in rx {
+        enc.write_all(&chunk)?;
+    }
+    enc.finish()?.finish()
+}
+
+/// Signs the index, renames the volumes into place, then writes the signature and the index
+/// (last: an index means a whole archive). The volumes' paths.
+fn finish(
+    vols: &Volumes,
+    info: &VolumeIndex,
+    index_path: &Path,
+    mtime: u64,
+    key: &MediaKey,
+) -> Result<Vec<PathBuf>, BundleError> {
+    let mut index_bytes = serde_json::to_vec_pretty(info).expect("serializes");
     index_bytes.push(b'\n');
     let sig = key.sign(
         &index_bytes,
@@ -369,13 +428,9 @@ pub fn pack(
             .map_err(|e| BundleError::io("rename", final_path, e))?;
         paths.push(final_path.clone());
     }
-    fsx::write_atomic(&sig_path(&index_path), sig.as_bytes())?;
-    fsx::write_atomic(&index_path, &index_bytes)?;
-    Ok(Packed {
-        index: index_path,
-        volumes: paths,
-        info,
-    })
+    fsx::write_atomic(&sig_path(index_path), sig.as_bytes())?;
+    fsx::write_atomic(index_path, &index_bytes)?;
+    Ok(paths)
 }
 
 /// `F.tar.zst` → `F.tar.zst.index.json`
