@@ -258,21 +258,11 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         .json()
         .context("the checkpoint answer is not JSON")?;
     let note = cp["checkpoint"].as_str().unwrap_or_default().to_owned();
-    let served_vkey = cp["vkey"].as_str().unwrap_or_default();
-    let pinned = match (&state, vkey) {
-        (Some(s), Some(v)) if s.vkey != v => bail!(
-            "--vkey is not the key this archive was started with ({}); an archive follows one log",
-            s.vkey
-        ),
-        (Some(s), _) => s.vkey.clone(),
-        (None, Some(v)) => v.to_owned(),
-        (None, None) => served_vkey.to_owned(),
-    };
-    if served_vkey != pinned {
-        bail!(
-            "the gateway signs with {served_vkey}, not the archive's key {pinned}: the log key changed; nothing was archived (start a new archive for a new log)"
-        );
-    }
+    let pinned = pinned_key(
+        state.as_ref(),
+        vkey,
+        cp["vkey"].as_str().unwrap_or_default(),
+    )?;
     let key = Vkey::parse(&pinned)?;
     let mut state = state.unwrap_or(State {
         format: FORMAT.into(),
@@ -286,12 +276,7 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         evidence: Vec::new(),
     });
     if note.is_empty() {
-        return Ok(Pulled {
-            origin: state.origin,
-            from: state.size,
-            to: state.size,
-            segment: None,
-        });
+        return Ok(nothing_new(state));
     }
     let checkpoint = verified_checkpoint(&note, &key)?;
     if checkpoint.origin != state.origin {
@@ -302,6 +287,39 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         );
     }
     let mut tree = frontier_from_state(&state)?;
+    if !grown(&checkpoint, &state, &tree)? {
+        return Ok(nothing_new(state));
+    }
+    let from = state.size + 1;
+    let mut heads = state.heads.clone();
+    let text = export_run(
+        source,
+        &client,
+        from,
+        checkpoint.size,
+        &mut heads,
+        &mut tree,
+    )?;
+    if tree.root() != checkpoint.root {
+        bail!(
+            "the {} entries do not make the tree the checkpoint signs (root differs): the export does not match the signed log; nothing was archived",
+            checkpoint.size
+        );
+    }
+    state.heads = heads;
+    state.frontier = frontier_to_state(&tree);
+    let file = add_segment(dir, &mut state, from, checkpoint.size, &text, &note)?;
+    Ok(Pulled {
+        origin: state.origin,
+        from,
+        to: checkpoint.size,
+        segment: Some(file),
+    })
+}
+
+/// Whether the signed log holds entries beyond the archive; an error when it holds fewer, or
+/// the same number with another root (a truncated or rewritten history).
+fn grown(checkpoint: &Checkpoint, state: &State, tree: &Frontier) -> Result<bool> {
     if checkpoint.size < state.size {
         bail!(
             "the log's signed size ({}) is smaller than what is archived ({}): the log was truncated or replaced; nothing was archived",
@@ -316,21 +334,82 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
                 state.size
             );
         }
-        return Ok(Pulled {
-            origin: state.origin,
-            from: state.size,
-            to: state.size,
-            segment: None,
-        });
+        return Ok(false);
     }
-    let from = state.size + 1;
-    let mut heads = state.heads.clone();
+    Ok(true)
+}
+
+/// Writes the segment of entries `from..=to` and the checkpoint note that proves them, then the
+/// state that lists them: the segment's file name.
+fn add_segment(
+    dir: &Path,
+    state: &mut State,
+    from: u64,
+    to: u64,
+    text: &str,
+    note: &str,
+) -> Result<String> {
+    let file = format!("segments/{from:020}-{to:020}.jsonl");
+    fsx::write_atomic(&dir.join(&file), text.as_bytes())?;
+    fsx::write_atomic(&dir.join(format!("checkpoints/{to}.note")), note.as_bytes())?;
+    state.segments.push(Segment {
+        file: file.clone(),
+        from,
+        to,
+        sha256: fsx::sha256_hex(text.as_bytes()),
+    });
+    state.checkpoints.push(to);
+    state.size = to;
+    write_state(dir, state)?;
+    Ok(file)
+}
+
+/// The log key the archive follows: the one it was started with (another given is refused),
+/// else the one given, else the one the gateway serves; the gateway must sign with it.
+fn pinned_key(state: Option<&State>, vkey: Option<&str>, served_vkey: &str) -> Result<String> {
+    let pinned = match (state, vkey) {
+        (Some(s), Some(v)) if s.vkey != v => bail!(
+            "--vkey is not the key this archive was started with ({}); an archive follows one log",
+            s.vkey
+        ),
+        (Some(s), _) => s.vkey.clone(),
+        (None, Some(v)) => v.to_owned(),
+        (None, None) => served_vkey.to_owned(),
+    };
+    if served_vkey != pinned {
+        bail!(
+            "the gateway signs with {served_vkey}, not the archive's key {pinned}: the log key changed; nothing was archived (start a new archive for a new log)"
+        );
+    }
+    Ok(pinned)
+}
+
+/// A pull that found nothing beyond the archive.
+fn nothing_new(state: State) -> Pulled {
+    Pulled {
+        origin: state.origin,
+        from: state.size,
+        to: state.size,
+        segment: None,
+    }
+}
+
+/// The log's entries `from..=to`, page by page from the gateway's export, each taken into the
+/// chains (`heads`) and the tree: the segment's text.
+fn export_run(
+    source: &Source,
+    client: &reqwest::blocking::Client,
+    from: u64,
+    to: u64,
+    heads: &mut BTreeMap<String, String>,
+    tree: &mut Frontier,
+) -> Result<String> {
     let mut text = String::new();
     let mut next = from;
-    while next <= checkpoint.size {
+    while next <= to {
         let page: String = source
             .get(
-                &client,
+                client,
                 reqwest::Method::GET,
                 &format!("/admin/audit/export?after={}&limit={PAGE}", next - 1),
             )?
@@ -339,10 +418,10 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         for raw in page.lines().filter(|l| !l.trim().is_empty()) {
             let line: Line = serde_json::from_str(raw)
                 .with_context(|| format!("entry {next}: not an export line"))?;
-            if line.seq > checkpoint.size {
+            if line.seq > to {
                 break;
             }
-            take(&line, next, &mut heads, &mut tree)?;
+            take(&line, next, heads, tree)?;
             text.push_str(raw);
             text.push('\n');
             next += 1;
@@ -350,44 +429,21 @@ pub fn pull(dir: &Path, source: &Source, vkey: Option<&str>) -> Result<Pulled> {
         }
         if got == 0 {
             bail!(
-                "the gateway exported nothing after entry {} although its checkpoint covers {}",
+                "the gateway exported nothing after entry {} although its checkpoint covers {to}",
                 next - 1,
-                checkpoint.size
             );
         }
     }
-    if tree.root() != checkpoint.root {
-        bail!(
-            "the {} entries do not make the tree the checkpoint signs (root differs): the export does not match the signed log; nothing was archived",
-            checkpoint.size
-        );
-    }
-    let file = format!("segments/{from:020}-{:020}.jsonl", checkpoint.size);
-    fsx::write_atomic(&dir.join(&file), text.as_bytes())?;
-    fsx::write_atomic(
-        &dir.join(format!("checkpoints/{}.note", checkpoint.size)),
-        note.as_bytes(),
-    )?;
-    state.segments.push(Segment {
-        file: file.clone(),
-        from,
-        to: checkpoint.size,
-        sha256: fsx::sha256_hex(text.as_bytes()),
-    });
-    state.checkpoints.push(checkpoint.size);
-    state.size = checkpoint.size;
-    state.heads = heads;
-    state.frontier = frontier_to_state(&tree);
-    write_sums(dir, &state)?;
-    let mut bytes = serde_json::to_vec_pretty(&state)?;
+    Ok(text)
+}
+
+/// `SHA256SUMS`, then `ARCHIVE.json` (last: it names what the archive holds).
+fn write_state(dir: &Path, state: &State) -> Result<()> {
+    write_sums(dir, state)?;
+    let mut bytes = serde_json::to_vec_pretty(state)?;
     bytes.push(b'\n');
     fsx::write_atomic(&dir.join("ARCHIVE.json"), &bytes)?;
-    Ok(Pulled {
-        origin: state.origin,
-        from,
-        to: checkpoint.size,
-        segment: Some(file),
-    })
+    Ok(())
 }
 
 fn write_sums(dir: &Path, state: &State) -> Result<()> {
@@ -448,12 +504,49 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
         );
     }
     let key = Vkey::parse(vkey.unwrap_or(&state.vkey))?;
+    let notes = signed_roots(dir, &state, &key)?;
+    // The roots the evidence bundles' checkpoints must have, found as the tree grows.
+    let mut wanted: BTreeMap<u64, Option<[u8; 32]>> = state
+        .evidence
+        .iter()
+        .map(|e| (e.checkpoint_size, None))
+        .collect();
+    let tree = replay_segments(dir, &state, &notes, &mut wanted)?;
+    if tree.size() != state.size || state.checkpoints.last() != Some(&state.size) {
+        bail!(
+            "ARCHIVE.json says {} entries, the segments hold {}",
+            state.size,
+            tree.size()
+        );
+    }
+    for e in &state.evidence {
+        let root = wanted.get(&e.checkpoint_size).copied().flatten();
+        check_evidence(&dir.join("evidence").join(&e.name), e, &state.vkey, root)?;
+    }
+    let evidence_roots = wanted
+        .into_iter()
+        .filter_map(|(size, root)| Some((size, root?)))
+        .collect();
+    Ok(Verified {
+        origin: state.origin,
+        entries: tree.size(),
+        segments: state.segments.len(),
+        checkpoints: state.checkpoints.len(),
+        root: B64.encode(tree.root()),
+        evidence: state.evidence,
+        evidence_roots,
+    })
+}
+
+/// The root each kept checkpoint signs, by size: each note signed by `key`, of its size and of
+/// the archive's origin.
+fn signed_roots(dir: &Path, state: &State, key: &Vkey) -> Result<BTreeMap<u64, [u8; 32]>> {
     let mut notes = BTreeMap::new();
     for size in &state.checkpoints {
         let path = dir.join(format!("checkpoints/{size}.note"));
         let note = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let cp = verified_checkpoint(&note, &key).with_context(|| format!("{}", path.display()))?;
+        let cp = verified_checkpoint(&note, key).with_context(|| format!("{}", path.display()))?;
         if cp.size != *size || cp.origin != state.origin {
             bail!(
                 "{} is not the checkpoint of {size} entries of {}",
@@ -463,15 +556,21 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
         }
         notes.insert(*size, cp.root);
     }
+    Ok(notes)
+}
+
+/// Every segment, in order: its digest, each entry's place in its chain, and the tree at each
+/// signed size against the signed root (`notes`); the roots at the sizes in `wanted` are
+/// filled in. The tree of all the entries.
+fn replay_segments(
+    dir: &Path,
+    state: &State,
+    notes: &BTreeMap<u64, [u8; 32]>,
+    wanted: &mut BTreeMap<u64, Option<[u8; 32]>>,
+) -> Result<Frontier> {
     let mut heads = BTreeMap::new();
     let mut tree = Frontier::default();
     let mut next = 1;
-    // The roots the evidence bundles' checkpoints must have, found as the tree grows.
-    let mut wanted: BTreeMap<u64, Option<[u8; 32]>> = state
-        .evidence
-        .iter()
-        .map(|e| (e.checkpoint_size, None))
-        .collect();
     for s in &state.segments {
         let path: PathBuf = dir.join(&s.file);
         let bytes =
@@ -509,30 +608,7 @@ pub fn verify(dir: &Path, vkey: Option<&str>) -> Result<Verified> {
             );
         }
     }
-    if tree.size() != state.size || state.checkpoints.last() != Some(&state.size) {
-        bail!(
-            "ARCHIVE.json says {} entries, the segments hold {}",
-            state.size,
-            tree.size()
-        );
-    }
-    for e in &state.evidence {
-        let root = wanted.get(&e.checkpoint_size).copied().flatten();
-        check_evidence(&dir.join("evidence").join(&e.name), e, &state.vkey, root)?;
-    }
-    let evidence_roots = wanted
-        .into_iter()
-        .filter_map(|(size, root)| Some((size, root?)))
-        .collect();
-    Ok(Verified {
-        origin: state.origin,
-        entries: tree.size(),
-        segments: state.segments.len(),
-        checkpoints: state.checkpoints.len(),
-        root: B64.encode(tree.root()),
-        evidence: state.evidence,
-        evidence_roots,
-    })
+    Ok(tree)
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
