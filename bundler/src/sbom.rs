@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::oci::ImageSummary;
+use crate::oci::{Descriptor, ImageSummary};
 use crate::{BundleError, fsx};
 
 pub const TOOL: &str = "meshguard-bundle";
@@ -73,11 +73,10 @@ fn oci_purl(reference: &str, digest: &str) -> String {
     format!("pkg:oci/{last}@{}", digest.replace(':', "%3A"))
 }
 
-/// The SBOM of one image: its layers and what its configuration reveals (platform, creation
-/// time, history, labels, entrypoint, exposed ports, and the names, not values, of its
-/// environment variables, which may hold secrets).
-/// The SBOM of an image: its configuration, its layers, and every regular file in them with
-/// its SHA-256; a file that is a binary of `workspace` carries that binary's crates.
+/// The SBOM of one image: what its configuration reveals (platform, creation time, history,
+/// labels, entrypoint, exposed ports, and the names, not values, of its environment variables,
+/// which may hold secrets), its layers, and every regular file in them with its SHA-256; a
+/// file that is a binary of `workspace` carries that binary's crates.
 pub fn image(
     img: &ImageSummary,
     layout: &Path,
@@ -91,7 +90,6 @@ pub fn image(
     let mut components = Vec::new();
     let mut seen = BTreeSet::new();
     for (manifest, parsed, config) in &img.manifests {
-        let c = &config["config"];
         let platform = format!(
             "{}/{}",
             config["os"].as_str().unwrap_or("unknown"),
@@ -100,41 +98,7 @@ pub fn image(
         props.push(prop("oci:platform", &platform));
         props.push(prop("oci:manifest", &manifest.digest));
         props.push(prop("oci:config", &parsed.config.digest));
-        if let Some(t) = config["created"].as_str() {
-            props.push(prop("oci:created", t));
-        }
-        if let Some(env) = c["Env"].as_array() {
-            for e in env.iter().filter_map(Value::as_str) {
-                props.push(prop("oci:env-name", e.split('=').next().unwrap_or(e)));
-            }
-        }
-        for key in ["Entrypoint", "Cmd"] {
-            if let Some(v) = c[key].as_array() {
-                props.push(prop(
-                    &format!("oci:{}", key.to_lowercase()),
-                    serde_json::to_string(v).unwrap_or_default(),
-                ));
-            }
-        }
-        if let Some(u) = c["User"].as_str().filter(|u| !u.is_empty()) {
-            props.push(prop("oci:user", u));
-        }
-        if let Some(w) = c["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
-            props.push(prop("oci:working-dir", w));
-        }
-        if let Some(ports) = c["ExposedPorts"].as_object() {
-            for p in ports.keys() {
-                props.push(prop("oci:exposed-port", p));
-            }
-        }
-        if let Some(labels) = c["Labels"].as_object() {
-            for (k, v) in labels {
-                props.push(prop(
-                    &format!("oci:label:{k}"),
-                    v.as_str().unwrap_or_default(),
-                ));
-            }
-        }
+        config_props(config, &mut props);
         let history: Vec<&Value> = config["history"]
             .as_array()
             .map(|h| h.iter().collect())
@@ -143,62 +107,14 @@ pub fn image(
             if !seen.insert(layer.digest.clone()) {
                 continue;
             }
-            let mut lp = vec![
-                prop("oci:mediaType", &layer.media_type),
-                prop("oci:size", layer.size.to_string()),
-                prop("oci:platform", &platform),
-            ];
-            // Layer i matches the i-th history entry that is not an empty layer.
-            if let Some(h) = history
-                .iter()
-                .filter(|h| h["empty_layer"].as_bool() != Some(true))
-                .nth(i)
-                && let Some(by) = h["created_by"].as_str()
-            {
-                lp.push(prop("oci:created-by", by));
-            }
-            components.push(json!({
-                "type": "file",
-                "bom-ref": layer.digest,
-                "name": format!("layer {}", layer.digest),
-                "hashes": [{"alg": "SHA-256", "content": layer.hex().unwrap_or_default()}],
-                "properties": lp,
-            }));
+            components.push(layer_component(layer, &platform, &history, i));
             let blob = layout.join("blobs/sha256").join(layer.hex()?);
             if !blob.exists() {
                 // Differential media: the layer is on the older media, whose SBOM lists it.
                 continue;
             }
             for file in layer_files(&blob, &layer.media_type, &img.reference)? {
-                let bom_ref = format!("{}:{}", layer.digest, file.path);
-                let mut c = json!({
-                    "type": "file",
-                    "bom-ref": bom_ref,
-                    "name": file.path,
-                    "hashes": [{"alg": "SHA-256", "content": file.sha256}],
-                    "properties": [
-                        prop("oci:layer", &layer.digest),
-                        prop("file:size", file.size.to_string()),
-                        prop("file:mode", format!("{:o}", file.mode)),
-                    ],
-                });
-                let name = file.path.rsplit('/').next().unwrap_or_default();
-                if let Some(ws) = workspace
-                    && file.path.contains("/bin/")
-                    && ws.builds(name)
-                {
-                    let bin = ws.binary(name, timestamp)?;
-                    // Nested under the file, so their references are made unique to it (two
-                    // binaries of one image share most crates).
-                    let mut nested = vec![bin["metadata"]["component"].clone()];
-                    nested.extend(bin["components"].as_array().into_iter().flatten().cloned());
-                    for n in &mut nested {
-                        let r = n["bom-ref"].as_str().unwrap_or_default().to_owned();
-                        n["bom-ref"] = json!(format!("{bom_ref}#{r}"));
-                    }
-                    c["components"] = json!(nested);
-                }
-                components.push(c);
+                components.push(file_component(layer, &file, workspace, timestamp)?);
             }
         }
     }
@@ -212,6 +128,111 @@ pub fn image(
         "properties": props,
     });
     Ok(document(timestamp, subject, components, Vec::new()))
+}
+
+/// What an image configuration reveals, as properties: creation time, the names (not values)
+/// of its environment variables, entrypoint and command, user, working directory, exposed
+/// ports and labels.
+fn config_props(config: &Value, props: &mut Vec<Value>) {
+    let c = &config["config"];
+    if let Some(t) = config["created"].as_str() {
+        props.push(prop("oci:created", t));
+    }
+    if let Some(env) = c["Env"].as_array() {
+        for e in env.iter().filter_map(Value::as_str) {
+            props.push(prop("oci:env-name", e.split('=').next().unwrap_or(e)));
+        }
+    }
+    for key in ["Entrypoint", "Cmd"] {
+        if let Some(v) = c[key].as_array() {
+            props.push(prop(
+                &format!("oci:{}", key.to_lowercase()),
+                serde_json::to_string(v).unwrap_or_default(),
+            ));
+        }
+    }
+    if let Some(u) = c["User"].as_str().filter(|u| !u.is_empty()) {
+        props.push(prop("oci:user", u));
+    }
+    if let Some(w) = c["WorkingDir"].as_str().filter(|w| !w.is_empty()) {
+        props.push(prop("oci:working-dir", w));
+    }
+    if let Some(ports) = c["ExposedPorts"].as_object() {
+        for p in ports.keys() {
+            props.push(prop("oci:exposed-port", p));
+        }
+    }
+    if let Some(labels) = c["Labels"].as_object() {
+        for (k, v) in labels {
+            props.push(prop(
+                &format!("oci:label:{k}"),
+                v.as_str().unwrap_or_default(),
+            ));
+        }
+    }
+}
+
+/// The `i`th layer of an image as a component, with the history entry that made it.
+fn layer_component(layer: &Descriptor, platform: &str, history: &[&Value], i: usize) -> Value {
+    let mut lp = vec![
+        prop("oci:mediaType", &layer.media_type),
+        prop("oci:size", layer.size.to_string()),
+        prop("oci:platform", platform),
+    ];
+    // Layer i matches the i-th history entry that is not an empty layer.
+    if let Some(h) = history
+        .iter()
+        .filter(|h| h["empty_layer"].as_bool() != Some(true))
+        .nth(i)
+        && let Some(by) = h["created_by"].as_str()
+    {
+        lp.push(prop("oci:created-by", by));
+    }
+    json!({
+        "type": "file",
+        "bom-ref": layer.digest,
+        "name": format!("layer {}", layer.digest),
+        "hashes": [{"alg": "SHA-256", "content": layer.hex().unwrap_or_default()}],
+        "properties": lp,
+    })
+}
+
+/// A regular file of a layer as a component; a binary `workspace` builds carries its crates.
+fn file_component(
+    layer: &Descriptor,
+    file: &LayerFile,
+    workspace: Option<&Workspace>,
+    timestamp: &str,
+) -> Result<Value, BundleError> {
+    let bom_ref = format!("{}:{}", layer.digest, file.path);
+    let mut c = json!({
+        "type": "file",
+        "bom-ref": bom_ref,
+        "name": file.path,
+        "hashes": [{"alg": "SHA-256", "content": file.sha256}],
+        "properties": [
+            prop("oci:layer", &layer.digest),
+            prop("file:size", file.size.to_string()),
+            prop("file:mode", format!("{:o}", file.mode)),
+        ],
+    });
+    let name = file.path.rsplit('/').next().unwrap_or_default();
+    if let Some(ws) = workspace
+        && file.path.contains("/bin/")
+        && ws.builds(name)
+    {
+        let bin = ws.binary(name, timestamp)?;
+        // Nested under the file, so their references are made unique to it (two binaries of
+        // one image share most crates).
+        let mut nested = vec![bin["metadata"]["component"].clone()];
+        nested.extend(bin["components"].as_array().into_iter().flatten().cloned());
+        for n in &mut nested {
+            let r = n["bom-ref"].as_str().unwrap_or_default().to_owned();
+            n["bom-ref"] = json!(format!("{bom_ref}#{r}"));
+        }
+        c["components"] = json!(nested);
+    }
+    Ok(c)
 }
 
 /// One regular file of a layer.
