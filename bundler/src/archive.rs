@@ -92,118 +92,173 @@ fn extract_into(
     compressed: Option<Arc<AtomicU64>>,
     what: &str,
 ) -> Result<Vec<String>, BundleError> {
-    let bad = |entry: &str, why: &str| {
-        BundleError::Archive(format!(
-            "{what}: entry {entry:?} refused: {why}; nothing was extracted"
-        ))
+    let mut x = Extraction {
+        root,
+        limits,
+        compressed,
+        what,
+        written: 0,
+        count: 0,
+        files: Vec::new(),
     };
     let mut archive = tar::Archive::new(tar);
-    let mut written = 0u64;
-    let mut count = 0u64;
-    let mut files = Vec::new();
     let entries = archive
         .entries()
         .map_err(|e| BundleError::Archive(format!("{what} is not a tar archive: {e}")))?;
     for entry in entries {
-        let mut entry =
+        let entry =
             entry.map_err(|e| BundleError::Archive(format!("{what}: damaged tar entry: {e}")))?;
-        count += 1;
-        if count > limits.max_entries {
+        x.entry(entry)?;
+    }
+    x.files.sort();
+    Ok(x.files)
+}
+
+/// An extraction in progress: what it may write, and what it has.
+struct Extraction<'a> {
+    root: &'a Path,
+    limits: Limits,
+    /// The compressed bytes read so far, for the ratio check.
+    compressed: Option<Arc<AtomicU64>>,
+    /// The archive, as errors name it.
+    what: &'a str,
+    /// File content written, and entries seen.
+    written: u64,
+    count: u64,
+    files: Vec<String>,
+}
+
+impl Extraction<'_> {
+    fn bad(&self, entry: &str, why: &str) -> BundleError {
+        BundleError::Archive(format!(
+            "{}: entry {entry:?} refused: {why}; nothing was extracted",
+            self.what
+        ))
+    }
+
+    /// One entry: a directory or regular file under the root is written; any other kind, or a
+    /// path that leaves the root, is refused.
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), BundleError> {
+        self.count += 1;
+        if self.count > self.limits.max_entries {
             return Err(BundleError::Archive(format!(
-                "{what} has more than {} entries (decompression bomb?); refused",
-                limits.max_entries
+                "{} has more than {} entries (decompression bomb?); refused",
+                self.what, self.limits.max_entries
             )));
         }
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8_lossy(&raw).into_owned();
         let kind = entry.header().entry_type();
         if name.starts_with('/') {
-            return Err(bad(&name, "absolute path"));
+            return Err(self.bad(&name, "absolute path"));
         }
         let Some(rel) = fsx::safe_relative(&name) else {
-            return Err(bad(&name, "path leaves the destination (..)"));
+            return Err(self.bad(&name, "path leaves the destination (..)"));
         };
-        let target = root.join(&rel);
+        let target = self.root.join(&rel);
         match kind {
             tar::EntryType::Directory => {
                 fs::create_dir_all(&target).map_err(|e| BundleError::io("create", &target, e))?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
-                let size = entry.header().size().unwrap_or(u64::MAX);
-                if written.saturating_add(size) > limits.max_bytes {
-                    return Err(BundleError::Archive(format!(
-                        "{what} expands past {} bytes at {name:?} (decompression bomb?); refused",
-                        limits.max_bytes
-                    )));
-                }
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent).map_err(|e| BundleError::io("create", parent, e))?;
-                }
-                let mut out = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&target)
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::AlreadyExists => bad(&name, "listed twice"),
-                        _ => BundleError::io("write", &target, e),
-                    })?;
-                let copied = copy_limited(&mut entry, &mut out, size).map_err(|e| {
-                    BundleError::Archive(format!("{what}: cannot read {name:?}: {e}"))
-                })?;
-                out.sync_all()
-                    .map_err(|e| BundleError::io("write", &target, e))?;
-                written += copied;
-                if let Some(c) = &compressed {
-                    let input = c.load(Ordering::Relaxed).max(1);
-                    if written > 16 << 20 && written / input > limits.max_ratio {
-                        return Err(BundleError::Archive(format!(
-                            "{what} expands more than {}:1 (decompression bomb?); refused",
-                            limits.max_ratio
-                        )));
-                    }
-                }
-                files.push(fsx::rel(root, &target)?);
+                self.regular_file(&mut entry, &name, &target)?;
             }
             tar::EntryType::Symlink | tar::EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|l| String::from_utf8_lossy(&l).into_owned())
-                    .unwrap_or_default();
-                let escapes = link.starts_with('/')
-                    || fsx::safe_relative(&format!(
-                        "{}/{link}",
-                        rel.parent()
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or_default()
-                    ))
-                    .is_none();
-                let kind = if kind == tar::EntryType::Symlink {
-                    "symbolic link"
-                } else {
-                    "hard link"
-                };
-                return Err(bad(
-                    &name,
-                    &if escapes {
-                        format!("{kind} to {link:?} escapes the destination")
-                    } else {
-                        format!("{kind} to {link:?}; media holds regular files only")
-                    },
-                ));
+                return Err(self.link_refused(&entry, kind, &name, &rel));
             }
             tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(bad(&name, "device node"));
+                return Err(self.bad(&name, "device node"));
             }
-            tar::EntryType::Fifo => return Err(bad(&name, "FIFO")),
+            tar::EntryType::Fifo => return Err(self.bad(&name, "FIFO")),
             tar::EntryType::XGlobalHeader
             | tar::EntryType::XHeader
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => {}
-            other => return Err(bad(&name, &format!("unsupported entry type {other:?}"))),
+            other => return Err(self.bad(&name, &format!("unsupported entry type {other:?}"))),
         }
+        Ok(())
     }
-    files.sort();
-    Ok(files)
+
+    /// A regular file, written (once: a name listed twice is refused) and synced, within the
+    /// size and ratio limits.
+    fn regular_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        name: &str,
+        target: &Path,
+    ) -> Result<(), BundleError> {
+        let what = self.what;
+        let size = entry.header().size().unwrap_or(u64::MAX);
+        if self.written.saturating_add(size) > self.limits.max_bytes {
+            return Err(BundleError::Archive(format!(
+                "{what} expands past {} bytes at {name:?} (decompression bomb?); refused",
+                self.limits.max_bytes
+            )));
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| BundleError::io("create", parent, e))?;
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => self.bad(name, "listed twice"),
+                _ => BundleError::io("write", target, e),
+            })?;
+        let copied = copy_limited(entry, &mut out, size)
+            .map_err(|e| BundleError::Archive(format!("{what}: cannot read {name:?}: {e}")))?;
+        out.sync_all()
+            .map_err(|e| BundleError::io("write", target, e))?;
+        self.written += copied;
+        if let Some(c) = &self.compressed {
+            let input = c.load(Ordering::Relaxed).max(1);
+            if self.written > 16 << 20 && self.written / input > self.limits.max_ratio {
+                return Err(BundleError::Archive(format!(
+                    "{what} expands more than {}:1 (decompression bomb?); refused",
+                    self.limits.max_ratio
+                )));
+            }
+        }
+        self.files.push(fsx::rel(self.root, target)?);
+        Ok(())
+    }
+
+    /// The refusal of a symbolic or hard link: media holds regular files only, and one that
+    /// escapes the destination says so.
+    fn link_refused<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        name: &str,
+        rel: &Path,
+    ) -> BundleError {
+        let link = entry
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .unwrap_or_default();
+        let escapes = link.starts_with('/')
+            || fsx::safe_relative(&format!(
+                "{}/{link}",
+                rel.parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ))
+            .is_none();
+        let kind = if kind == tar::EntryType::Symlink {
+            "symbolic link"
+        } else {
+            "hard link"
+        };
+        self.bad(
+            name,
+            &if escapes {
+                format!("{kind} to {link:?} escapes the destination")
+            } else {
+                format!("{kind} to {link:?}; media holds regular files only")
+            },
+        )
+    }
 }
 
 /// Copies exactly what the header promised, and no more.
