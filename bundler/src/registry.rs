@@ -523,54 +523,87 @@ impl Pusher {
 
     /// One upload session; `Ok(false)` when the registry dropped the session.
     fn upload(&mut self, repo: &str, d: &Descriptor, file: &Path) -> Result<bool, BundleError> {
-        let mut offset = 0u64;
-        let mut location = None;
-        if let Some(url) = self.state.uploads.get(&d.digest).cloned() {
-            let status = self.retry("query an upload", || {
-                let r = self.req(reqwest::Method::GET, &url).send()?;
-                Ok((r.status(), header(&r, "range"), header(&r, "location")))
-            })?;
-            self.check_auth(repo, status.0)?;
-            if status.0 == StatusCode::NO_CONTENT || status.0.is_success() {
-                // `Range: 0-N` holds bytes 0..=N; distribution also says `0-0` for an empty
-                // upload, so that one restarts from 0 (a wrong guess is refused, not stored).
-                offset = status
-                    .1
-                    .and_then(|r| r.split('-').nth(1).and_then(|e| e.parse::<u64>().ok()))
-                    .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
-                location = Some(status.2.map_or(url, |l| self.absolute(&l)));
-                self.stats.blobs_resumed += 1;
-            }
-        }
-        let mut location = match location {
-            Some(l) => l,
-            None => {
-                let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
-                let (status, loc) = self.retry("start an upload", || {
-                    let r = self
-                        .req(reqwest::Method::POST, &url)
-                        .header("content-length", "0")
-                        .send()?;
-                    Ok((r.status(), header(&r, "location")))
-                })?;
-                self.check_auth(repo, status)?;
-                if status != StatusCode::ACCEPTED {
-                    return Err(BundleError::Registry(format!(
-                        "{} refused an upload to {repo}: {status}",
-                        self.base
-                    )));
-                }
-                let loc = loc.ok_or_else(|| {
-                    BundleError::Registry("the registry gave no upload location".into())
-                })?;
-                self.absolute(&loc)
-            }
+        let (mut location, offset) = match self.resume_upload(repo, d)? {
+            Some(resumed) => resumed,
+            None => (self.start_upload(repo)?, 0),
         };
+        self.remember_upload(d, &location)?;
+        if !self.send_chunks(repo, d, file, offset, &mut location)? {
+            return Ok(false);
+        }
+        self.finish_upload(repo, d, &location)?;
+        Ok(true)
+    }
+
+    /// The session of an interrupted upload of `d`, if the registry still holds it: its
+    /// location and the offset to go on from.
+    fn resume_upload(
+        &mut self,
+        repo: &str,
+        d: &Descriptor,
+    ) -> Result<Option<(String, u64)>, BundleError> {
+        let Some(url) = self.state.uploads.get(&d.digest).cloned() else {
+            return Ok(None);
+        };
+        let status = self.retry("query an upload", || {
+            let r = self.req(reqwest::Method::GET, &url).send()?;
+            Ok((r.status(), header(&r, "range"), header(&r, "location")))
+        })?;
+        self.check_auth(repo, status.0)?;
+        if !(status.0 == StatusCode::NO_CONTENT || status.0.is_success()) {
+            return Ok(None);
+        }
+        // `Range: 0-N` holds bytes 0..=N; distribution also says `0-0` for an empty upload, so
+        // that one restarts from 0 (a wrong guess is refused, not stored).
+        let offset = status
+            .1
+            .and_then(|r| r.split('-').nth(1).and_then(|e| e.parse::<u64>().ok()))
+            .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
+        let location = status.2.map_or(url, |l| self.absolute(&l));
+        self.stats.blobs_resumed += 1;
+        Ok(Some((location, offset)))
+    }
+
+    /// A new upload session in `repo`: its location.
+    fn start_upload(&mut self, repo: &str) -> Result<String, BundleError> {
+        let url = format!("{}/v2/{repo}/blobs/uploads/", self.base);
+        let (status, loc) = self.retry("start an upload", || {
+            let r = self
+                .req(reqwest::Method::POST, &url)
+                .header("content-length", "0")
+                .send()?;
+            Ok((r.status(), header(&r, "location")))
+        })?;
+        self.check_auth(repo, status)?;
+        if status != StatusCode::ACCEPTED {
+            return Err(BundleError::Registry(format!(
+                "{} refused an upload to {repo}: {status}",
+                self.base
+            )));
+        }
+        let loc = loc
+            .ok_or_else(|| BundleError::Registry("the registry gave no upload location".into()))?;
+        Ok(self.absolute(&loc))
+    }
+
+    /// Keeps the session's location in the state file, for a later run to resume.
+    fn remember_upload(&mut self, d: &Descriptor, location: &str) -> Result<(), BundleError> {
         self.state
             .uploads
-            .insert(d.digest.clone(), location.clone());
-        self.save_state()?;
+            .insert(d.digest.clone(), location.to_owned());
+        self.save_state()
+    }
 
+    /// The blob's bytes from `offset`, chunk by chunk, following the location the registry
+    /// gives after each; `Ok(false)` when the registry dropped the session.
+    fn send_chunks(
+        &mut self,
+        repo: &str,
+        d: &Descriptor,
+        file: &Path,
+        mut offset: u64,
+        location: &mut String,
+    ) -> Result<bool, BundleError> {
         let mut f = File::open(file).map_err(|e| BundleError::io("read", file, e))?;
         let size = d.size;
         let mut buf = Vec::with_capacity(CHUNK as usize);
@@ -586,7 +619,7 @@ impl Pusher {
             let end = offset + len - 1;
             let (status, loc) = self.retry("upload a chunk", || {
                 let r = self
-                    .req(reqwest::Method::PATCH, &location)
+                    .req(reqwest::Method::PATCH, location.as_str())
                     .header("content-type", "application/octet-stream")
                     .header("content-range", format!("{offset}-{end}"))
                     .header("content-length", len.to_string())
@@ -605,11 +638,8 @@ impl Pusher {
                 )));
             }
             if let Some(l) = loc {
-                location = self.absolute(&l);
-                self.state
-                    .uploads
-                    .insert(d.digest.clone(), location.clone());
-                self.save_state()?;
+                *location = self.absolute(&l);
+                self.remember_upload(d, location)?;
             }
             self.stats.bytes_sent += len;
             if let Some(p) = &self.progress {
@@ -617,6 +647,16 @@ impl Pusher {
             }
             offset += len;
         }
+        Ok(true)
+    }
+
+    /// Closes the session with the blob's digest; the registry must accept it as that blob.
+    fn finish_upload(
+        &mut self,
+        repo: &str,
+        d: &Descriptor,
+        location: &str,
+    ) -> Result<(), BundleError> {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={}", d.digest);
         let status = self.retry("finish an upload", || {
@@ -636,7 +676,7 @@ impl Pusher {
         self.state.uploads.remove(&d.digest);
         self.save_state()?;
         self.stats.blobs_pushed += 1;
-        Ok(true)
+        Ok(())
     }
 
     pub fn push_manifest(
