@@ -9,7 +9,7 @@
 //! `serve` answers the same requests over HTTP (`POST /add-checkpoint`, C2SP tlog-witness) for a
 //! witness the gateway can reach; the state and its lock are the same as the CLI's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result, bail};
@@ -88,81 +88,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     let dir = &cli.state;
     let key_path = dir.join("witness.key");
+    let pass = &cli.passphrase_file;
     match cli.command {
-        Command::Init { name } => {
-            if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
-                bail!("the witness name {name:?} must be non-empty, with no spaces and no '+'");
-            }
-            if dir.join(meshguard_bundler::witness::STATE).exists() {
-                bail!(
-                    "{} already holds a witness; refusing to replace it",
-                    dir.display()
-                );
-            }
-            std::fs::create_dir_all(dir)?;
-            let (secret, _) = MediaKey::generate(&passphrase(&cli.passphrase_file)?)?;
-            meshguard_bundler::fsx::write_new_private(&key_path, secret.as_bytes())?;
-            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
-            let w = Witness::new(dir, key.signing_key().clone());
-            let vkey = w.vkey(&name).encode();
-            Witness::save_state(
-                dir,
-                &State {
-                    name,
-                    vkey: vkey.clone(),
-                    logs: Default::default(),
-                },
-            )?;
-            println!("{vkey}");
+        Command::Init { name } => init(dir, &key_path, pass, name),
+        Command::Vkey => {
+            println!("{}", Witness::load_state(dir)?.vkey);
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Vkey => println!("{}", Witness::load_state(dir)?.vkey),
-        Command::Trust { log_vkey } => {
-            let v = Vkey::parse(&log_vkey)?;
-            if v.key_type != ED25519 {
-                bail!("{log_vkey} is not a log key (type 0x01, Ed25519)");
-            }
-            let _lock = meshguard_bundler::fsx::lock_exclusive(&dir.join(".lock"))?;
-            let mut state = Witness::load_state(dir)?;
-            if let Some(known) = state.logs.get(&v.name) {
-                if known.vkey == v.encode() {
-                    println!("already following {}", v.name);
-                    return Ok(ExitCode::SUCCESS);
-                }
-                bail!(
-                    "{} is followed with another key ({}); a changed log key is a new log: refusing",
-                    v.name,
-                    known.vkey
-                );
-            }
-            use base64::Engine as _;
-            state.logs.insert(
-                v.name.clone(),
-                Log {
-                    vkey: v.encode(),
-                    size: 0,
-                    root: base64::engine::general_purpose::STANDARD.encode(empty_root()),
-                    checkpoint: None,
-                    cosigned_at: None,
-                },
-            );
-            Witness::save_state(dir, &state)?;
-            println!("following {}", v.name);
-        }
-        Command::Status => {
-            let state = Witness::load_state(dir)?;
-            println!("witness {} ({})", state.name, state.vkey);
-            for (origin, log) in &state.logs {
-                match log.cosigned_at {
-                    Some(t) => println!(
-                        "  {origin}: cosigned up to size {} (at {t}, seconds since 1970)",
-                        log.size
-                    ),
-                    None => println!("  {origin}: nothing cosigned yet"),
-                }
-            }
-        }
+        Command::Trust { log_vkey } => trust(dir, &log_vkey),
+        Command::Status => status(dir),
         Command::Serve { listen } => {
-            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
+            let key = MediaKey::load(&key_path, &passphrase(pass)?)?;
             let w = std::sync::Arc::new(Witness::new(dir, key.signing_key().clone()));
             let name = Witness::load_state(dir)?.name;
             tokio::runtime::Builder::new_multi_thread()
@@ -170,41 +106,130 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .enable_all()
                 .build()?
                 .block_on(serve(w, &listen, &name))?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Cosign { request, out } => {
-            let body = std::fs::read_to_string(&request)
-                .with_context(|| format!("cannot read {}", request.display()))?;
-            let key = MediaKey::load(&key_path, &passphrase(&cli.passphrase_file)?)?;
-            let w = Witness::new(dir, key.signing_key().clone());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs();
-            match w.add_checkpoint(&body, now) {
-                Ok(line) => {
-                    meshguard_bundler::fsx::write_atomic(&out, line.as_bytes())?;
-                    println!("cosigned; the cosignature is in {}", out.display());
-                }
-                Err(WitnessError::Refused(r)) => {
-                    if let Refusal::Stale { stored, .. } = r {
-                        meshguard_bundler::fsx::write_atomic(
-                            &out,
-                            format!("{stored}\n").as_bytes(),
-                        )?;
-                    }
-                    eprintln!("refused ({}): {r}", r.status());
-                    return Ok(ExitCode::from(match r.status() {
-                        403 => 3,
-                        404 => 4,
-                        409 => 6,
-                        422 => 7,
-                        _ => 5,
-                    }));
-                }
-                Err(WitnessError::Local(e)) => return Err(e.into()),
-            }
+        Command::Cosign { request, out } => cosign(dir, &key_path, pass, &request, &out),
+    }
+}
+
+/// `init`: a new key and an empty state; prints the witness's verifier key.
+fn init(dir: &Path, key_path: &Path, pass: &Option<PathBuf>, name: String) -> Result<ExitCode> {
+    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
+        bail!("the witness name {name:?} must be non-empty, with no spaces and no '+'");
+    }
+    if dir.join(meshguard_bundler::witness::STATE).exists() {
+        bail!(
+            "{} already holds a witness; refusing to replace it",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)?;
+    let (secret, _) = MediaKey::generate(&passphrase(pass)?)?;
+    meshguard_bundler::fsx::write_new_private(key_path, secret.as_bytes())?;
+    let key = MediaKey::load(key_path, &passphrase(pass)?)?;
+    let w = Witness::new(dir, key.signing_key().clone());
+    let vkey = w.vkey(&name).encode();
+    Witness::save_state(
+        dir,
+        &State {
+            name,
+            vkey: vkey.clone(),
+            logs: Default::default(),
+        },
+    )?;
+    println!("{vkey}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trust`: follow the log of `log_vkey` from its empty tree; a known log with another key is
+/// refused.
+fn trust(dir: &Path, log_vkey: &str) -> Result<ExitCode> {
+    let v = Vkey::parse(log_vkey)?;
+    if v.key_type != ED25519 {
+        bail!("{log_vkey} is not a log key (type 0x01, Ed25519)");
+    }
+    let _lock = meshguard_bundler::fsx::lock_exclusive(&dir.join(".lock"))?;
+    let mut state = Witness::load_state(dir)?;
+    if let Some(known) = state.logs.get(&v.name) {
+        if known.vkey == v.encode() {
+            println!("already following {}", v.name);
+            return Ok(ExitCode::SUCCESS);
+        }
+        bail!(
+            "{} is followed with another key ({}); a changed log key is a new log: refusing",
+            v.name,
+            known.vkey
+        );
+    }
+    use base64::Engine as _;
+    state.logs.insert(
+        v.name.clone(),
+        Log {
+            vkey: v.encode(),
+            size: 0,
+            root: base64::engine::general_purpose::STANDARD.encode(empty_root()),
+            checkpoint: None,
+            cosigned_at: None,
+        },
+    );
+    Witness::save_state(dir, &state)?;
+    println!("following {}", v.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status`: the logs followed and how far each is cosigned.
+fn status(dir: &Path) -> Result<ExitCode> {
+    let state = Witness::load_state(dir)?;
+    println!("witness {} ({})", state.name, state.vkey);
+    for (origin, log) in &state.logs {
+        match log.cosigned_at {
+            Some(t) => println!(
+                "  {origin}: cosigned up to size {} (at {t}, seconds since 1970)",
+                log.size
+            ),
+            None => println!("  {origin}: nothing cosigned yet"),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cosign`: checks the add-checkpoint request and writes the cosignature to `out`; a refusal
+/// exits with its status's code (and a stale request's `out` holds the size to prove from).
+fn cosign(
+    dir: &Path,
+    key_path: &Path,
+    pass: &Option<PathBuf>,
+    request: &Path,
+    out: &Path,
+) -> Result<ExitCode> {
+    let body = std::fs::read_to_string(request)
+        .with_context(|| format!("cannot read {}", request.display()))?;
+    let key = MediaKey::load(key_path, &passphrase(pass)?)?;
+    let w = Witness::new(dir, key.signing_key().clone());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    match w.add_checkpoint(&body, now) {
+        Ok(line) => {
+            meshguard_bundler::fsx::write_atomic(out, line.as_bytes())?;
+            println!("cosigned; the cosignature is in {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(WitnessError::Refused(r)) => {
+            if let Refusal::Stale { stored, .. } = r {
+                meshguard_bundler::fsx::write_atomic(out, format!("{stored}\n").as_bytes())?;
+            }
+            eprintln!("refused ({}): {r}", r.status());
+            Ok(ExitCode::from(match r.status() {
+                403 => 3,
+                404 => 4,
+                409 => 6,
+                422 => 7,
+                _ => 5,
+            }))
+        }
+        Err(WitnessError::Local(e)) => Err(e.into()),
+    }
 }
 
 /// Serves `POST /add-checkpoint` until the process is stopped.
