@@ -14,7 +14,8 @@
 //!   them);
 //! - the port, names and annotations the module and the chart must agree on come from one
 //!   input of the cloud module ([`CONTRACT`]), and the chart, rendered by `helm template` with
-//!   the module's `helm_values`, says the same;
+//!   the module's `helm_values`, says the same; the gateway's nodes carry the label
+//!   `helm_values` selects and the taint it tolerates;
 //! - every module call sets only inputs the module has, and every input it requires;
 //! - each cloud's example (`examples/<cloud>-customer-cloud`) joins the cloud module and the
 //!   chart: its values file, `yamlencode(module.meshguard.helm_values)`, rendered by
@@ -1205,6 +1206,19 @@ fn helm_values_with(
         .unwrap()
         .expr()
         .clone();
+    value
+        .evaluate(&root_context(install, cloud, inputs))
+        .map_err(|e| format!("{cloud}: helm_values does not evaluate: {e}"))
+}
+
+/// What the cloud module's expressions see: its inputs (defaults, `inputs`, an example's
+/// values for required ones), the locals that evaluate without functions, and a placeholder for
+/// every output of the modules it calls.
+fn root_context<'a>(
+    install: &Install,
+    cloud: &str,
+    inputs: &hcl::Map<String, Value>,
+) -> Context<'a> {
     let mut ctx = Context::new();
     let mut vars = hcl::Map::new();
     for n in install
@@ -1261,9 +1275,117 @@ fn helm_values_with(
                 .collect(),
         ),
     );
-    value
-        .evaluate(&ctx)
-        .map_err(|e| format!("{cloud}: helm_values does not evaluate: {e}"))
+    ctx
+}
+
+/// The gateway's nodes carry the label `helm_values` selects and the taint it tolerates: a
+/// node resource of the cloud whose labels hold every `nodeSelector` entry and whose taints
+/// hold every toleration (the chart's `NoSchedule` is the providers' `NO_SCHEDULE`).
+fn node_label_problems(install: &Install, cloud: &str, values: &Value) -> Vec<String> {
+    let Some(Value::Object(selector)) = get(values, "nodeSelector") else {
+        return Vec::new();
+    };
+    let tolerations = match get(values, "tolerations") {
+        Some(Value::Array(t)) => t.clone(),
+        _ => Vec::new(),
+    };
+    let ctx = root_context(install, cloud, &hcl::Map::new());
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let found = install.nodes.values().filter(|n| {
+        n.kind == "resource"
+            && n.module == cloud
+            && NODES.iter().any(|(c, t)| *c == cloud && *t == n.ty)
+    });
+    for n in found {
+        let Ok(body) = hcl::parse(&n.raw) else {
+            continue;
+        };
+        // Labels and taints where each provider keeps them.
+        let (labels, taints): (Option<Value>, Vec<String>) = match cloud {
+            "gcp" => {
+                let config = body.blocks().find(|b| b.identifier() == "node_config");
+                let labels = config
+                    .and_then(|c| c.body().attributes().find(|a| a.key() == "labels"))
+                    .and_then(|a| a.expr().evaluate(&ctx).ok());
+                let taints = config
+                    .into_iter()
+                    .flat_map(|c| c.body().blocks().filter(|b| b.identifier() == "taint"))
+                    .map(|t| taint_of(t.body(), &ctx))
+                    .collect();
+                (labels, taints)
+            }
+            "azure" => {
+                let labels = body
+                    .attributes()
+                    .find(|a| a.key() == "node_labels")
+                    .and_then(|a| a.expr().evaluate(&ctx).ok());
+                let taints = match body
+                    .attributes()
+                    .find(|a| a.key() == "node_taints")
+                    .and_then(|a| a.expr().evaluate(&ctx).ok())
+                {
+                    Some(Value::Array(t)) => t.iter().map(|v| text(Some(v))).collect(),
+                    _ => Vec::new(),
+                };
+                (labels, taints)
+            }
+            _ => {
+                let labels = body
+                    .attributes()
+                    .find(|a| a.key() == "labels")
+                    .and_then(|a| a.expr().evaluate(&ctx).ok());
+                let taints = body
+                    .blocks()
+                    .filter(|b| b.identifier() == "taint")
+                    .map(|t| taint_of(t.body(), &ctx))
+                    .collect();
+                (labels, taints)
+            }
+        };
+        let labelled = selector.iter().all(|(k, v)| match &labels {
+            Some(Value::Object(l)) => l.get(k) == Some(v),
+            _ => false,
+        });
+        let tainted = tolerations.iter().all(|t| {
+            let want = format!(
+                "{}={}:{}",
+                text(get(t, "key")),
+                text(get(t, "value")),
+                text(get(t, "effect"))
+            );
+            taints.contains(&want)
+        });
+        if labelled && tainted {
+            return Vec::new();
+        }
+    }
+    vec![format!(
+        "{cloud}: no node group carries the label helm_values selects ({selector:?}) and the taint it tolerates ({tolerations:?})"
+    )]
+}
+
+/// A taint block as `key=value:Effect`, the effect as Kubernetes spells it.
+fn taint_of(body: &Body, ctx: &Context) -> String {
+    let attr = |k: &str| {
+        body.attributes()
+            .find(|a| a.key() == k)
+            .and_then(|a| a.expr().evaluate(ctx).ok())
+            .map(|v| match v {
+                Value::String(s) => s,
+                _ => String::new(),
+            })
+            .unwrap_or_default()
+    };
+    let effect = match attr("effect").as_str() {
+        "NO_SCHEDULE" => "NoSchedule".to_owned(),
+        "NO_EXECUTE" => "NoExecute".to_owned(),
+        "PREFER_NO_SCHEDULE" => "PreferNoSchedule".to_owned(),
+        other => other.to_owned(),
+    };
+    format!("{}={}:{effect}", attr("key"), attr("value"))
 }
 
 /// What an example gives a required input of a cloud module.
@@ -1334,6 +1456,7 @@ fn helm_values_problems(install: &Install, cloud: &str) -> Vec<String> {
             )),
         }
     }
+    problems.extend(node_label_problems(install, cloud, &values));
     problems.extend(rendered_problems(
         &values,
         cloud,
@@ -1871,6 +1994,36 @@ fn a_service_account_or_identity_annotation_that_disagrees_fails() {
             .any(|l| l.contains("helm_values serviceAccount.name is None")),
         "{p:?}"
     );
+}
+
+#[test]
+fn a_gateway_node_label_or_taint_that_disagrees_with_helm_values_fails() {
+    for (cloud, from, to) in [
+        (
+            "aws",
+            "    value  = \"gateway\"\n    effect = \"NO_SCHEDULE\"",
+            "    value  = \"gatewy\"\n    effect = \"NO_SCHEDULE\"",
+        ),
+        (
+            "gcp",
+            "      value  = \"gateway\"\n      effect = \"NO_SCHEDULE\"",
+            "      value  = \"gateway\"\n      effect = \"NO_EXECUTE\"",
+        ),
+        (
+            "azure",
+            "node_labels             = local.gateway_node_label",
+            "node_labels             = { \"meshguard.io/role\" = \"gw\" }",
+        ),
+    ] {
+        let dir = copy_with(&format!("{cloud}/main.tf"), (from, to));
+        let p = problems(dir.path(), cloud);
+        assert!(
+            p.iter().any(|l| l.starts_with(&format!(
+                "{cloud}: no node group carries the label helm_values selects"
+            ))),
+            "{cloud}: {p:?}"
+        );
+    }
 }
 
 #[test]
