@@ -1268,11 +1268,55 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
     let rs = Rsyslog::start(&p.join("rsyslog"), false);
     let url = format!("tcp://127.0.0.1:{}", rs.port);
     let site = p.join("site-keys");
-    std::fs::create_dir_all(&site).unwrap();
+    signed_supervisor_list(&site);
+    let gw = gateway(
+        &p.join("gw"),
+        &url,
+        &[
+            ("CHANGE_APPROVERS", site.join("approvers.json").into()),
+            ("CHANGE_APPROVERS_PUBKEY", site.join("site.pub").into()),
+        ],
+    );
+    let policy = json!({"name": "reads", "content": POLICY});
+    only_an_approved_change_is_taken(&gw, &policy);
+    let token = gw.agent("trader-bot", "verified");
+    assert_eq!(gw.check(&token, "write:orders"), 403);
+
+    let (secret, public) = exporter_key(&p.join("keys"));
+    let out = p.join("finra");
+    let (code, _, err) = export(&gw, "finra", &out, &secret);
+    assert_eq!(code, 0, "{err}");
+    let (code, said, _) = verify_bundle(&out, &public, &["--accept-unwitnessed"]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("CONTROL Rule 3110 (finra-3110): SATISFIED: 1 policy changes, each with a change ticket and approved by an approver on the site's signed list in force (versions 1)"),
+        "{said}"
+    );
+
+    // Elsewhere, a change went through with no approval.
+    let lax = gateway(&p.join("lax"), &url, &[]);
+    let (s, body) = lax.admin(reqwest::Method::POST, "/admin/policies", Some(policy));
+    assert_eq!(s, 201, "{body}");
+    let token = lax.agent("trader-bot", "verified");
+    assert_eq!(lax.check(&token, "write:orders"), 403);
+    let out = p.join("finra-lax");
+    let (code, _, err) = export(&lax, "finra", &out, &secret);
+    assert_eq!(
+        code, 0,
+        "the bundle is authentic; the finding is what fails: {err}"
+    );
+    the_unapproved_change_is_not_satisfied(&out, &public);
+    a_finding_marked_satisfied_anyway_is_caught(&out, &public);
+}
+
+/// In `site`, with minisign: the site's key and a signed approver list (version 1) naming
+/// `supervisor@firm.example`.
+fn signed_supervisor_list(site: &Path) {
+    std::fs::create_dir_all(site).unwrap();
     let run = |args: &[&str]| {
         let out = Command::new("minisign")
             .args(args)
-            .current_dir(&site)
+            .current_dir(site)
             .output()
             .unwrap();
         assert!(out.status.success(), "minisign {args:?}");
@@ -1284,15 +1328,11 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
     )
     .unwrap();
     run(&["-S", "-s", "site.key", "-m", "approvers.json"]);
-    let gw = gateway(
-        &p.join("gw"),
-        &url,
-        &[
-            ("CHANGE_APPROVERS", site.join("approvers.json").into()),
-            ("CHANGE_APPROVERS_PUBKEY", site.join("site.pub").into()),
-        ],
-    );
-    let policy = json!({"name": "reads", "content": POLICY});
+}
+
+/// With an approver list in force, a change with no approver and ticket is refused (428, and
+/// nothing is stored); one approved by a listed approver with a ticket is taken.
+fn only_an_approved_change_is_taken(gw: &Gateway, policy: &Value) {
     let (s, body) = gw.admin(
         reqwest::Method::POST,
         "/admin/policies",
@@ -1315,47 +1355,16 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
         .header("X-Admin-Token", support::ADMIN)
         .header("X-MeshGuard-Approver", "supervisor@firm.example")
         .header("X-MeshGuard-Change-Ticket", "CHG-1042")
-        .json(&policy)
+        .json(policy)
         .send()
         .unwrap();
     assert_eq!(r.status(), 201);
-    let token = gw.agent("trader-bot", "verified");
-    assert_eq!(gw.check(&token, "write:orders"), 403);
+}
 
-    let (secret, public) = exporter_key(&p.join("keys"));
-    let verify = |dir: &Path| {
-        bundle(&[
-            "evidence",
-            "verify",
-            dir.to_str().unwrap(),
-            "--pubkey",
-            public.to_str().unwrap(),
-            "--accept-unwitnessed",
-        ])
-    };
-    let out = p.join("finra");
-    let (code, _, err) = export(&gw, "finra", &out, &secret);
-    assert_eq!(code, 0, "{err}");
-    let (code, said, _) = verify(&out);
-    assert_eq!(code, 0, "{said}");
-    assert!(
-        said.contains("CONTROL Rule 3110 (finra-3110): SATISFIED: 1 policy changes, each with a change ticket and approved by an approver on the site's signed list in force (versions 1)"),
-        "{said}"
-    );
-
-    // Elsewhere, a change went through with no approval.
-    let lax = gateway(&p.join("lax"), &url, &[]);
-    let (s, body) = lax.admin(reqwest::Method::POST, "/admin/policies", Some(policy));
-    assert_eq!(s, 201, "{body}");
-    let token = lax.agent("trader-bot", "verified");
-    assert_eq!(lax.check(&token, "write:orders"), 403);
-    let out = p.join("finra-lax");
-    let (code, _, err) = export(&lax, "finra", &out, &secret);
-    assert_eq!(
-        code, 0,
-        "the bundle is authentic; the finding is what fails: {err}"
-    );
-    let (code, said, _) = verify(&out);
+/// The lax site's bundle verifies, and says Rule 3110 is not satisfied, with the numbers, in
+/// the transcript and in the OSCAL finding.
+fn the_unapproved_change_is_not_satisfied(out: &Path, public: &Path) {
+    let (code, said, _) = verify_bundle(out, public, &["--accept-unwitnessed"]);
     assert_eq!(code, 0, "{said}");
     assert!(
         said.contains("CONTROL Rule 3110 (finra-3110): NOT SATISFIED: no signed approver list (CHANGE_APPROVERS) was in force in 1 of the configurations over the period (configuration entries seq 1); 1 of 1 policy changes name no approver or no change ticket"),
@@ -1375,8 +1384,10 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
         finding["target"]["status"]["state"], "not-satisfied",
         "{finding}"
     );
+}
 
-    // An exporter who marks it satisfied anyway is caught by the verifier.
+/// An exporter who marks the finding satisfied anyway is caught by the verifier.
+fn a_finding_marked_satisfied_anyway_is_caught(out: &Path, public: &Path) {
     let controls_path = out.join("controls.json");
     let text = std::fs::read_to_string(&controls_path).unwrap();
     std::fs::write(
@@ -1384,7 +1395,7 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
         text.replace("\"state\": \"not-satisfied\"", "\"state\": \"satisfied\""),
     )
     .unwrap();
-    let (code, said, _) = verify(&out);
+    let (code, said, _) = verify_bundle(out, public, &["--accept-unwitnessed"]);
     assert_eq!(code, 1, "{said}");
     assert!(
         said.contains("FAIL control mapping: controls.json does not say what the bundle shows"),
@@ -1410,31 +1421,11 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
         .unwrap();
     let month = String::from_utf8(month.stdout).unwrap().trim().to_owned();
     let out = p.join("monthly");
-    let (code, said, err) = bundle(&[
-        "evidence",
-        "export",
-        "--gateway",
-        &gw.url,
-        "--profile",
-        "airgapped-defense",
-        "--month",
-        &month,
-        "--out",
-        out.to_str().unwrap(),
-        "--key",
-        secret.to_str().unwrap(),
-    ]);
+    let (code, said, err) = export_month(&gw, "airgapped-defense", &month, &out, &secret);
     assert_eq!(code, 0, "{err}");
     assert!(said.contains(&format!("from {month}-01 to ")), "{said}");
-    let (code, said, _) = bundle(&[
-        "evidence",
-        "verify",
-        out.to_str().unwrap(),
-        "--pubkey",
-        public.to_str().unwrap(),
-        // This gateway has no witness: accepted by name, as an auditor would have to.
-        "--accept-unwitnessed",
-    ]);
+    // This gateway has no witness: accepted by name, as an auditor would have to.
+    let (code, said, _) = verify_bundle(&out, &public, &["--accept-unwitnessed"]);
     assert_eq!(code, 0, "{said}");
     assert!(
         said.contains("CONTROL CM-14 (cm-14): NOT SATISFIED: no installation transcript; the bundle holds no installation transcript (export with --transcript) (not-assessed)"),
@@ -1451,6 +1442,39 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
         ),
         "{said}"
     );
+    the_poam_plans_each_gap_against_its_finding(&out);
+    let (code, _, err) = export_month(&gw, "soc2", "2026-13", &p.join("bad"), &secret);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a month such as 2026-11"), "{err}");
+}
+
+/// `evidence export --month`.
+fn export_month(
+    gw: &Gateway,
+    profile: &str,
+    month: &str,
+    out: &Path,
+    secret: &Path,
+) -> (i32, String, String) {
+    bundle(&[
+        "evidence",
+        "export",
+        "--gateway",
+        &gw.url,
+        "--profile",
+        profile,
+        "--month",
+        month,
+        "--out",
+        out.to_str().unwrap(),
+        "--key",
+        secret.to_str().unwrap(),
+    ])
+}
+
+/// The POA&M and the assessment results pass both validators; the POA&M has one item per
+/// control not satisfied, CM-14's pointing at its finding.
+fn the_poam_plans_each_gap_against_its_finding(out: &Path) {
     let (ok, text) = oscal_validates(
         &out.join("oscal/poam.json"),
         "plan-of-action-and-milestones",
@@ -1483,22 +1507,6 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
             .any(|i| i["related-findings"][0]["finding-uuid"] == finding),
         "{poam}"
     );
-    let (code, _, err) = bundle(&[
-        "evidence",
-        "export",
-        "--gateway",
-        &gw.url,
-        "--profile",
-        "soc2",
-        "--month",
-        "2026-13",
-        "--out",
-        p.join("bad").to_str().unwrap(),
-        "--key",
-        secret.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 1);
-    assert!(err.contains("not a month such as 2026-11"), "{err}");
 }
 
 /// Sovereign EU: a gateway pinned to a region whose egress proxy refuses a destination in
@@ -1506,7 +1514,6 @@ fn a_nist_bundle_with_a_gap_plans_it_in_an_oscal_poam() {
 /// residency settings as Art. 44 satisfied.
 #[test]
 fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refused() {
-    use std::io::{Read as _, Write as _};
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     let run = |args: &[&str]| {
@@ -1542,7 +1549,14 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
         ],
     );
     three_decisions(&gw, "eu-bot", "ledger");
-    // A transfer to the US destination, listed but outside the pinned region: refused.
+    a_transfer_outside_the_pinned_region_is_refused(egress_port);
+    let system = a_forged_allowlist_is_refused_and_alerted(p, &doc, &gw, &rs);
+    the_sovereign_bundle_shows_residency_and_the_refusal(p, &gw, &system);
+}
+
+/// A transfer to the US destination, listed but outside the pinned region: refused.
+fn a_transfer_outside_the_pinned_region_is_refused(egress_port: u16) {
+    use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", egress_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -1554,8 +1568,17 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
     let n = s.read(&mut head).unwrap();
     let head = String::from_utf8_lossy(&head[..n]).into_owned();
     assert!(head.starts_with("HTTP/1.1 403"), "{head}");
-    // An allowlist changed on disk without its publisher's signature: refused, the signed one
-    // kept, and the system alert recorded in the log and sent to the SIEM like any entry.
+}
+
+/// An allowlist changed on disk without its publisher's signature: refused, the signed one
+/// kept, and the system alert recorded in the log and sent to the SIEM like any entry.
+/// Returns the alert's entry.
+fn a_forged_allowlist_is_refused_and_alerted(
+    p: &Path,
+    doc: &Value,
+    gw: &Gateway,
+    rs: &Rsyslog,
+) -> Value {
     let forged = doc.to_string().replace("api.us.example", "exfil.example");
     std::fs::write(p.join("egress.json"), forged).unwrap();
     wait_for("the system alert in rsyslog", || {
@@ -1577,9 +1600,15 @@ fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refuse
         "{system}"
     );
 
+    system
+}
+
+/// The Sovereign EU bundle verifies offline: Art. 44 satisfied, the refused transfer and the
+/// system alert in it, the pinned regions in its settings, and its OSCAL valid.
+fn the_sovereign_bundle_shows_residency_and_the_refusal(p: &Path, gw: &Gateway, system: &Value) {
     let (secret, public) = exporter_key(&p.join("keys"));
     let out = p.join("sovereign");
-    let (code, _, err) = export(&gw, "sovereign-eu", &out, &secret);
+    let (code, _, err) = export(gw, "sovereign-eu", &out, &secret);
     assert_eq!(code, 0, "{err}");
     let (code, said, _) = bundle(&[
         "evidence",
