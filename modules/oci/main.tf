@@ -1,7 +1,8 @@
 # One dedicated tenant or customer-operated install on Oracle Cloud Infrastructure: private
 # network with the egress path through the egress proxy, the customer-managed key in a private
 # vault, the WORM audit archive, log shipping to the SIEM through Streaming, workload identity,
-# and an enhanced OKE cluster with a private API endpoint and a node pool for the chart.
+# and an enhanced OKE cluster with a private API endpoint, a system node pool and a tainted
+# gateway node pool.
 #
 # Region pinning: OCI resources take no region argument; the region is the provider's. The
 # caller configures the oci provider with region = the same value passed here as `region`, and
@@ -124,15 +125,44 @@ resource "oci_containerengine_cluster" "this" {
 }
 
 locals {
-  gateway_nsg_ids = [module.networking.workloads_nsg_id, module.networking.egress_proxy_nsg_id]
+  # The chart's values this install needs, from one place: the gateway's pods land on the
+  # gateway pool, whose taint they tolerate.
+  gateway_node_label = { "meshguard.io/role" = "gateway" }
+  gateway_taint      = "meshguard.io/role=gateway:NoSchedule"
+  # OKE's own start-up script (what a node runs when no user_data is given), with the taint
+  # passed to the kubelet, so that nothing but the gateway lands on the nodes whose groups
+  # open the allowlist.
+  gateway_init = <<-EOT
+    #!/bin/bash
+    curl --fail -H "Authorization: Bearer Oracle" -L0 http://169.254.169.254/opc/v2/instance/metadata/oke_init_script | base64 --decode >/var/run/oke-init.sh
+    bash /var/run/oke-init.sh --kubelet-extra-args "--register-with-taints=${local.gateway_taint}"
+  EOT
+  pools = {
+    system = {
+      size     = var.system_node_count
+      nsg_ids  = [module.networking.workloads_nsg_id]
+      metadata = {}
+      labels   = { "meshguard.io/role" = "system" }
+    }
+    gateway = {
+      size     = var.node_count
+      nsg_ids  = [module.networking.workloads_nsg_id, module.networking.egress_proxy_nsg_id]
+      metadata = { user_data = base64encode(local.gateway_init) }
+      labels   = local.gateway_node_label
+    }
+  }
 }
 
-resource "oci_containerengine_node_pool" "gateway" {
+# Two pools: system (the add-ons, the agents, the archive job) and gateway (the gateway and its
+# egress proxy only: tainted, and alone behind the egress proxy's group, nodes and pods).
+resource "oci_containerengine_node_pool" "this" {
+  for_each           = local.pools
   compartment_id     = var.compartment_id
   cluster_id         = oci_containerengine_cluster.this.id
-  name               = "gateway"
+  name               = each.key
   kubernetes_version = var.kubernetes_version
   node_shape         = var.node_shape
+  node_metadata      = each.value.metadata
   freeform_tags      = local.tags
 
   node_shape_config {
@@ -146,17 +176,17 @@ resource "oci_containerengine_node_pool" "gateway" {
   }
 
   node_config_details {
-    size                                = var.node_count
+    size                                = each.value.size
     kms_key_id                          = module.kms.key_id
     is_pv_encryption_in_transit_enabled = true
-    nsg_ids                             = local.gateway_nsg_ids
+    nsg_ids                             = each.value.nsg_ids
 
-    # VCN-native pod networking: every pod an address in the pod subnet, behind the same groups
-    # (the gateway's pods run the egress proxy).
+    # VCN-native pod networking: every pod an address in the pod subnet, behind its pool's
+    # groups.
     node_pool_pod_network_option_details {
       cni_type       = "OCI_VCN_IP_NATIVE"
       pod_subnet_ids = [module.networking.pods_subnet_id]
-      pod_nsg_ids    = local.gateway_nsg_ids
+      pod_nsg_ids    = each.value.nsg_ids
     }
 
     dynamic "placement_configs" {
@@ -168,8 +198,11 @@ resource "oci_containerengine_node_pool" "gateway" {
     }
   }
 
-  initial_node_labels {
-    key   = "meshguard.io/role"
-    value = "gateway"
+  dynamic "initial_node_labels" {
+    for_each = each.value.labels
+    content {
+      key   = initial_node_labels.key
+      value = initial_node_labels.value
+    }
   }
 }

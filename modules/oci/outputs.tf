@@ -29,11 +29,13 @@ output "namespace" {
 }
 
 output "helm_values" {
-  description = "The chart's values this install fixes (helm --values): the service account the workload identity policy names (OKE workload identity needs no annotation), the egress proxy's port, the region and the allowlisted destinations the NetworkPolicy lets the gateway reach."
+  description = "The chart's values this install fixes (helm --values): the service account the workload identity policy names (OKE workload identity needs no annotation), the egress proxy's port, the region, the allowlisted destinations the NetworkPolicy lets the gateway reach, and the gateway pool's node selector and toleration."
   value = {
     serviceAccount = { name = var.service_account }
     egressProxy    = { port = var.egress_proxy_port, regions = [var.region] }
     license        = { region = var.region }
     networkPolicy  = { egressTo = [for c in var.egress_cidrs : { ipBlock = { cidr = c } }] }
+    nodeSelector   = local.gateway_node_label
+    tolerations    = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
   }
 }

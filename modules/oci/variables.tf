@@ -81,8 +81,14 @@ variable "node_image_id" {
   type        = string
 }
 
+variable "system_node_count" {
+  description = "System nodes (the add-ons, the agents), spread over the region's availability domains."
+  type        = number
+  default     = 2
+}
+
 variable "node_count" {
-  description = "Gateway nodes, spread over the region's availability domains."
+  description = "Gateway nodes (tainted: the gateway and its egress proxy only), spread over the region's availability domains."
   type        = number
   default     = 3
 }

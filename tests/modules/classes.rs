@@ -1243,9 +1243,17 @@ fn root_context<'a>(
         vars.insert(k.clone(), v.clone());
     }
     ctx.declare_var("var", Value::Object(vars));
-    let mut locals = hcl::Map::new();
+    // Encodings are the identity here: what is checked is what they wrap.
+    for f in ["base64encode", "yamlencode", "jsonencode"] {
+        ctx.declare_func(
+            f,
+            hcl::eval::FuncDef::builder()
+                .param(hcl::eval::ParamType::Any)
+                .build(|args| Ok(args[0].clone())),
+        );
+    }
     let mut modules: BTreeMap<String, hcl::Map<String, Value>> = BTreeMap::new();
-    for (k, n) in &install.nodes {
+    for k in install.nodes.keys() {
         if let Some(rest) = k.strip_prefix("module.")
             && let Some((call, output)) = rest.split_once("::output.")
             && !call.contains(".module.")
@@ -1255,17 +1263,7 @@ fn root_context<'a>(
                 Value::String(format!("<module.{call}.{output}>")),
             );
         }
-        if n.kind == "local" && n.module == cloud {
-            // Locals with functions (merge, file) do not evaluate here; helm_values uses none.
-            let Ok(body) = hcl::parse(&format!("x = {}", n.raw)) else {
-                continue;
-            };
-            if let Ok(v) = body.attributes().next().unwrap().expr().evaluate(&ctx) {
-                locals.insert(n.address.trim_start_matches("local.").to_owned(), v);
-            }
-        }
     }
-    ctx.declare_var("local", Value::Object(locals));
     ctx.declare_var(
         "module",
         Value::Object(
@@ -1275,12 +1273,36 @@ fn root_context<'a>(
                 .collect(),
         ),
     );
+    // Locals in the order they evaluate (one may name another); those with other functions
+    // (merge, file, regex) stay out: helm_values and the node pools use none.
+    let mut locals = hcl::Map::new();
+    for _ in 0..4 {
+        ctx.declare_var("local", Value::Object(locals.clone()));
+        for n in install
+            .nodes
+            .values()
+            .filter(|n| n.kind == "local" && n.module == cloud)
+        {
+            let name = n.address.trim_start_matches("local.").to_owned();
+            if locals.contains_key(&name) {
+                continue;
+            }
+            let Ok(body) = hcl::parse(&format!("x = {}", n.raw)) else {
+                continue;
+            };
+            if let Ok(v) = body.attributes().next().unwrap().expr().evaluate(&ctx) {
+                locals.insert(name, v);
+            }
+        }
+    }
+    ctx.declare_var("local", Value::Object(locals));
     ctx
 }
 
 /// The gateway's nodes carry the label `helm_values` selects and the taint it tolerates: a
-/// node resource of the cloud whose labels hold every `nodeSelector` entry and whose taints
-/// hold every toleration (the chart's `NoSchedule` is the providers' `NO_SCHEDULE`).
+/// node resource of the cloud (each instance of a `for_each`) whose labels hold every
+/// `nodeSelector` entry and whose taints hold every toleration (the chart's `NoSchedule` is the
+/// providers' `NO_SCHEDULE`).
 fn node_label_problems(install: &Install, cloud: &str, values: &Value) -> Vec<String> {
     let Some(Value::Object(selector)) = get(values, "nodeSelector") else {
         return Vec::new();
@@ -1289,11 +1311,7 @@ fn node_label_problems(install: &Install, cloud: &str, values: &Value) -> Vec<St
         Some(Value::Array(t)) => t.clone(),
         _ => Vec::new(),
     };
-    let ctx = root_context(install, cloud, &hcl::Map::new());
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
-    };
+    let root_ctx = root_context(install, cloud, &hcl::Map::new());
     let found = install.nodes.values().filter(|n| {
         n.kind == "resource"
             && n.module == cloud
@@ -1303,68 +1321,134 @@ fn node_label_problems(install: &Install, cloud: &str, values: &Value) -> Vec<St
         let Ok(body) = hcl::parse(&n.raw) else {
             continue;
         };
-        // Labels and taints where each provider keeps them.
-        let (labels, taints): (Option<Value>, Vec<String>) = match cloud {
-            "gcp" => {
-                let config = body.blocks().find(|b| b.identifier() == "node_config");
-                let labels = config
-                    .and_then(|c| c.body().attributes().find(|a| a.key() == "labels"))
-                    .and_then(|a| a.expr().evaluate(&ctx).ok());
-                let taints = config
-                    .into_iter()
-                    .flat_map(|c| c.body().blocks().filter(|b| b.identifier() == "taint"))
-                    .map(|t| taint_of(t.body(), &ctx))
-                    .collect();
-                (labels, taints)
+        for ctx in instances(&body, &root_ctx) {
+            let (labels, taints) = labels_and_taints(cloud, &body, &ctx);
+            let labelled = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+            let tainted = tolerations.iter().all(|t| {
+                taints.contains(&format!(
+                    "{}={}:{}",
+                    text(get(t, "key")),
+                    text(get(t, "value")),
+                    text(get(t, "effect"))
+                ))
+            });
+            if labelled && tainted {
+                return Vec::new();
             }
-            "azure" => {
-                let labels = body
-                    .attributes()
-                    .find(|a| a.key() == "node_labels")
-                    .and_then(|a| a.expr().evaluate(&ctx).ok());
-                let taints = match body
-                    .attributes()
-                    .find(|a| a.key() == "node_taints")
-                    .and_then(|a| a.expr().evaluate(&ctx).ok())
-                {
-                    Some(Value::Array(t)) => t.iter().map(|v| text(Some(v))).collect(),
-                    _ => Vec::new(),
-                };
-                (labels, taints)
-            }
-            _ => {
-                let labels = body
-                    .attributes()
-                    .find(|a| a.key() == "labels")
-                    .and_then(|a| a.expr().evaluate(&ctx).ok());
-                let taints = body
-                    .blocks()
-                    .filter(|b| b.identifier() == "taint")
-                    .map(|t| taint_of(t.body(), &ctx))
-                    .collect();
-                (labels, taints)
-            }
-        };
-        let labelled = selector.iter().all(|(k, v)| match &labels {
-            Some(Value::Object(l)) => l.get(k) == Some(v),
-            _ => false,
-        });
-        let tainted = tolerations.iter().all(|t| {
-            let want = format!(
-                "{}={}:{}",
-                text(get(t, "key")),
-                text(get(t, "value")),
-                text(get(t, "effect"))
-            );
-            taints.contains(&want)
-        });
-        if labelled && tainted {
-            return Vec::new();
         }
     }
     vec![format!(
         "{cloud}: no node group carries the label helm_values selects ({selector:?}) and the taint it tolerates ({tolerations:?})"
     )]
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+fn attr_value(body: &Body, name: &str, ctx: &Context) -> Option<Value> {
+    body.attributes()
+        .find(|a| a.key() == name)
+        .and_then(|a| a.expr().evaluate(ctx).ok())
+}
+
+/// A resource's evaluation contexts: one, or one per `for_each` instance (with `each`).
+fn instances<'a>(body: &Body, ctx: &Context<'a>) -> Vec<Context<'a>> {
+    match attr_value(body, "for_each", ctx) {
+        Some(Value::Object(o)) => o
+            .into_iter()
+            .map(|(k, v)| {
+                let mut c = ctx.clone();
+                c.declare_var(
+                    "each",
+                    Value::Object(hcl::Map::from_iter([
+                        ("key".to_owned(), Value::String(k)),
+                        ("value".to_owned(), v),
+                    ])),
+                );
+                c
+            })
+            .collect(),
+        _ => vec![ctx.clone()],
+    }
+}
+
+/// A node resource's labels, and its taints as `key=value:Effect`, where each provider keeps
+/// them.
+fn labels_and_taints(
+    cloud: &str,
+    body: &Body,
+    ctx: &Context,
+) -> (hcl::Map<String, Value>, Vec<String>) {
+    let as_map = |v: Option<Value>| match v {
+        Some(Value::Object(o)) => o,
+        _ => hcl::Map::new(),
+    };
+    match cloud {
+        "gcp" => {
+            let config = body.blocks().find(|b| b.identifier() == "node_config");
+            let labels = as_map(config.and_then(|c| attr_value(c.body(), "labels", ctx)));
+            let taints = config
+                .into_iter()
+                .flat_map(|c| c.body().blocks().filter(|b| b.identifier() == "taint"))
+                .map(|t| taint_of(t.body(), ctx))
+                .collect();
+            (labels, taints)
+        }
+        "azure" => {
+            let labels = as_map(attr_value(body, "node_labels", ctx));
+            let taints = match attr_value(body, "node_taints", ctx) {
+                Some(Value::Array(t)) => t.iter().map(|v| text(Some(v))).collect(),
+                _ => Vec::new(),
+            };
+            (labels, taints)
+        }
+        "oci" => {
+            // initial_node_labels blocks (or a dynamic block over a map), and the kubelet's
+            // --register-with-taints in the node's start-up script.
+            let mut labels = hcl::Map::new();
+            for b in body.blocks() {
+                match (b.identifier(), label(b, 0).as_str()) {
+                    ("initial_node_labels", _) => {
+                        let k = attr_value(b.body(), "key", ctx);
+                        let v = attr_value(b.body(), "value", ctx);
+                        labels.insert(text(k.as_ref()), v.unwrap_or(Value::Null));
+                    }
+                    ("dynamic", "initial_node_labels") => {
+                        labels.extend(as_map(attr_value(b.body(), "for_each", ctx)));
+                    }
+                    _ => {}
+                }
+            }
+            let metadata = attr_value(body, "node_metadata", ctx).unwrap_or(Value::Null);
+            let script = text(get(&metadata, "user_data"));
+            let taints = script
+                .split("--register-with-taints=")
+                .skip(1)
+                .flat_map(|rest| {
+                    rest.split(|c: char| c == '"' || c.is_whitespace())
+                        .next()
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            (labels, taints)
+        }
+        _ => {
+            let labels = as_map(attr_value(body, "labels", ctx));
+            let taints = body
+                .blocks()
+                .filter(|b| b.identifier() == "taint")
+                .map(|t| taint_of(t.body(), ctx))
+                .collect();
+            (labels, taints)
+        }
+    }
 }
 
 /// A taint block as `key=value:Effect`, the effect as Kubernetes spells it.
@@ -1801,7 +1885,7 @@ fn nodes_created_before_their_network_paths_fail_for_every_cloud() {
             "oci",
             "networking/oci/outputs.tf",
             "    oci_core_network_security_group_security_rule.workloads_control_plane,\n",
-            "oci_containerengine_node_pool.gateway does not depend on its path to the control plane",
+            "oci_containerengine_node_pool.this does not depend on its path to the control plane",
         ),
     ] {
         fails(cloud, file, (from, ""), &[expect]);
@@ -2014,6 +2098,11 @@ fn a_gateway_node_label_or_taint_that_disagrees_with_helm_values_fails() {
             "node_labels             = local.gateway_node_label",
             "node_labels             = { \"meshguard.io/role\" = \"gw\" }",
         ),
+        (
+            "oci",
+            "  gateway_taint      = \"meshguard.io/role=gateway:NoSchedule\"",
+            "  gateway_taint      = \"meshguard.io/role=gateway:NoExecute\"",
+        ),
     ] {
         let dir = copy_with(&format!("{cloud}/main.tf"), (from, to));
         let p = problems(dir.path(), cloud);
@@ -2171,10 +2260,8 @@ fn example_problems(cloud: &str, dir: &str, readme: &str) -> Vec<String> {
         format!("{{name: EGRESS_REGIONS, value: \"{region}\"}}"),
         "- ipBlock:\n            cidr: 198.51.100.10/32".to_owned(),
     ];
-    if cloud != "oci" {
-        expect.push("nodeSelector:\n        meshguard.io/role: gateway".to_owned());
-        expect.push("key: meshguard.io/role".to_owned());
-    }
+    expect.push("nodeSelector:\n        meshguard.io/role: gateway".to_owned());
+    expect.push("key: meshguard.io/role".to_owned());
     for e in expect {
         if !rendered.contains(&e) {
             problems.push(format!("{dir}: the rendered chart lacks {e:?}"));
