@@ -383,7 +383,7 @@ struct Call {
 /// A block of type `ty` (a resource or data source type, or `variable`, `local`, `output`)
 /// whose HCL, whitespace collapsed, contains every string of `contains`.
 #[derive(Debug)]
-pub(crate) struct Matcher {
+struct Matcher {
     ty: &'static str,
     contains: &'static [&'static str],
 }
