@@ -67,8 +67,30 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
     let b = member(db.path(), &url);
     let info = b.get("/admin/info").1;
     assert_eq!(info["controlPlane"]["backend"], "postgresql", "{info}");
+    let (id, token) = what_a_is_told_b_enforces(&a, &b);
+    a_channel_secret_sealed_on_a_opens_on_b(&server, &a, &b);
+    a_revoke_on_b_acts_on_a(&a, &b, &id, &token);
+    // The change log is one, whichever gateway took the write.
+    let (_, changes) = a.get("/admin/changes");
+    let kinds: Vec<&str> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["agent", "policy", "alert_channel", "agent"],
+        "{changes}"
+    );
 
-    // An agent and a policy made through A: B lists them at once and enforces the policy.
+    let origins = the_central_index_holds_both_logs(&a, &b, &id);
+    a_changed_index_row_is_named_by_origin(&server, &a, &origins.0);
+}
+
+/// An agent and a policy made through A: B lists them at once and enforces the policy.
+/// Returns the agent's id and token.
+fn what_a_is_told_b_enforces(a: &Gateway, b: &Gateway) -> (String, String) {
     let (id, token) = agent(&a, "shared", "verified", &[]);
     assert_eq!(b.get(&format!("/admin/agents/{id}")).0, 200);
     assert_eq!(b.check(&token, "read:x").0, 403, "no policy yet");
@@ -81,7 +103,11 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
     assert_eq!(status, 200);
     assert_eq!(body["policies"].as_array().map(Vec::len), Some(1), "{body}");
 
-    // A channel's secret is sealed with the shared key and opens on the other gateway.
+    (id, token)
+}
+
+/// A channel's secret is sealed with the shared key and opens on the other gateway.
+fn a_channel_secret_sealed_on_a_opens_on_b(server: &pg::PgServer, a: &Gateway, b: &Gateway) {
     let (status, ch) = a.post(
         "/admin/alert-channels",
         json!({"type": "webhook", "endpoint": "https://hooks.example.com/x", "webhookSecret": "whsec-shared-9f"}),
@@ -102,8 +128,10 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
         .0,
         200
     );
+}
 
-    // Revoked through B: A, which has the agent cached from its decisions, refuses it too.
+/// Revoked through B: A, which has the agent cached from its decisions, refuses it too.
+fn a_revoke_on_b_acts_on_a(a: &Gateway, b: &Gateway, id: &str, token: &str) {
     assert_eq!(a.check(&token, "read:x").0, 200);
     assert_eq!(b.delete(&format!("/admin/agents/{id}")).0, 200);
     assert_eq!(
@@ -120,23 +148,12 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
         followed["appliedChange"].as_i64().unwrap() >= 4,
         "{followed}"
     );
+}
 
-    // The change log is one, whichever gateway took the write.
-    let (_, changes) = a.get("/admin/changes");
-    let kinds: Vec<&str> = changes["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["kind"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        ["agent", "policy", "alert_channel", "agent"],
-        "{changes}"
-    );
-
-    // Each gateway audits its own decisions in its own log; the central index holds both logs,
-    // every entry, each verified against its origin's signed checkpoint.
+/// Each gateway audits its own decisions in its own log; the central index holds both logs,
+/// every entry, each verified against its origin's signed checkpoint, and lists every decision
+/// about the agent from both. Returns the two origins.
+fn the_central_index_holds_both_logs(a: &Gateway, b: &Gateway, id: &str) -> (String, String) {
     assert!(audit_size(&a) >= 2 && audit_size(&b) >= 4);
     let origin_a = a.get("/admin/info").1["auditOrigin"]
         .as_str()
@@ -199,7 +216,11 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
         "{denied}"
     );
 
-    // A row changed in the database behind the gateways' backs is caught, and named by origin.
+    (origin_a, origin_b)
+}
+
+/// A row changed in the database behind the gateways' backs is caught, and named by origin.
+fn a_changed_index_row_is_named_by_origin(server: &pg::PgServer, a: &Gateway, origin_a: &str) {
     let changed = server
         .psql(
             "cluster",
@@ -219,7 +240,7 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
         .filter(|o| o["valid"] == false)
         .collect();
     assert_eq!(bad.len(), 1, "{v}");
-    assert_eq!(bad[0]["origin"], origin_a.as_str());
+    assert_eq!(bad[0]["origin"], origin_a);
     assert!(
         bad[0]["problem"]
             .as_str()

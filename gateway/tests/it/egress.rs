@@ -112,18 +112,31 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
             ("ALERT_RATE_LIMIT", "100".into()),
         ]),
     );
-    let proxy: u16 = gw
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.strip_prefix("egress proxy listening on http://"))
-        .expect("the gateway prints the egress proxy's address")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let proxy = proxy_port(&gw);
+    let upstreams = Upstreams {
+        up: &up,
+        second: &second,
+    };
+    only_listed_destinations_in_the_region_pass(proxy, &upstreams);
+    every_connection_is_audited_and_every_denial_alerted(&gw, &rx, up_port, second_port);
+    let v2 = a_newer_signed_list_is_taken_and_no_other(d, proxy, &rx, up_port, second_port);
+    let (_, health) = gw.get("/health");
+    assert_eq!(health["status"], "healthy");
+    the_settings_in_force_are_in_the_signed_log(&gw, &v2);
+}
 
-    // Allowed: tunnelled (CONNECT) and forwarded (absolute form, as reqwest sends plain HTTP).
+/// The allowlisted upstream (`127.0.0.1`, and as `localhost` in another region) and a second
+/// upstream that version 1 of the list does not name.
+struct Upstreams<'a> {
+    up: &'a PythonServer,
+    second: &'a PythonServer,
+}
+
+/// Allowed: tunnelled (CONNECT) and forwarded (absolute form, as reqwest sends plain HTTP).
+/// Not listed, and listed but outside the pinned region: refused, saying why.
+fn only_listed_destinations_in_the_region_pass(proxy: u16, upstreams: &Upstreams<'_>) {
+    let Upstreams { up, second } = upstreams;
+    let (up_port, second_port) = (port_of(&up.url), port_of(&second.url));
     let (status, body) = connect(proxy, "127.0.0.1", up_port);
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -137,7 +150,6 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
     let r = client.get(format!("{}/forwarded", up.url)).send().unwrap();
     assert_eq!(r.status(), 200);
 
-    // Not listed, and listed but outside the pinned region: refused, saying why.
     let (status, why) = connect(proxy, "127.0.0.1", second_port);
     assert_eq!(status, 403);
     assert!(why.contains("not on the egress allowlist"), "{why}");
@@ -152,8 +164,15 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
             .status(),
         403
     );
+}
 
-    // Every connection is audited; every denial alerted like a policy deny.
+/// Every connection is audited; every denial alerted like a policy deny.
+fn every_connection_is_audited_and_every_denial_alerted(
+    gw: &Gateway,
+    rx: &PythonServer,
+    up_port: u16,
+    second_port: u16,
+) {
     let (_, page) = gw.get("/admin/audit?limit=50");
     let events: Vec<(String, String)> = page["entries"]
         .as_array()
@@ -187,8 +206,17 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
             >= 3,
         "{alerts:?}"
     );
+}
 
-    // A newer signed list is taken without a restart.
+/// A newer signed list is taken without a restart; an older one, an unsigned one and one
+/// signed by another key are refused, alerted, and version 2 stays. Returns version 2.
+fn a_newer_signed_list_is_taken_and_no_other(
+    d: &Path,
+    proxy: u16,
+    rx: &PythonServer,
+    up_port: u16,
+    second_port: u16,
+) -> Value {
     let v2 = doc(
         2,
         json!([
@@ -199,7 +227,6 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
     wait_for("the newer allowlist is taken", || {
         connect(proxy, "127.0.0.1", second_port).0 == 200
     });
-    // An older one, an unsigned one and one signed by another key are refused; v2 stays.
     for (n, (version, key)) in [(1, Some("media.key")), (3, None), (4, Some("other.key"))]
         .into_iter()
         .enumerate()
@@ -218,11 +245,13 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
             "version {version} ({key:?}) must not replace version 2"
         );
     }
-    let (_, health) = gw.get("/health");
-    assert_eq!(health["status"], "healthy");
+    v2
+}
 
-    // The settings in force are in the signed log: at start, and when version 2 was taken
-    // (never for the refused ones). Evidence reads the egress control from these entries.
+/// The settings in force are in the signed log: at start, and when version 2 was taken
+/// (never for the refused ones), naming the signed file by its digest. Evidence reads the
+/// egress control from these entries. Allowed transfers name the destination's region.
+fn the_settings_in_force_are_in_the_signed_log(gw: &Gateway, v2: &Value) {
     let (_, page) = gw.get("/admin/audit?limit=1000");
     let configs: Vec<&Value> = page["entries"]
         .as_array()
@@ -267,7 +296,6 @@ fn the_egress_proxy_lets_through_only_the_signed_allowlist_in_the_pinned_region(
         Some(v2_digest.as_str()),
         "the entry names the signed file in force by its digest"
     );
-    // Allowed transfers name the destination's region.
     let regions: Vec<&str> = page["entries"]
         .as_array()
         .unwrap()
