@@ -119,7 +119,39 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
         ),
     );
 
-    // The Guardian contract, decided by the bundle's policy.
+    the_guardian_contract_is_decided_by_the_bundle(&sidecar, &agent_id, bundle.2);
+    the_data_plane_needs_no_token_and_has_no_admin_api(&sidecar, &upstream);
+    heartbeats_bring_the_whole_log_to_the_control_plane(&control, &sidecar, &agent_id, bundle.2);
+    // A policy changed on the control plane shows the sidecar's bundle as behind.
+    policy(
+        &control,
+        "writes",
+        "name: writes\nrules:\n  - name: allow-write\n    effect: allow\n    actions: [\"write:*\"]\n",
+    );
+    eventually("the control plane sees the sidecar behind", || {
+        sidecar_row(&control, &agent_id).filter(|r| r["policiesCurrent"] == false)
+    });
+
+    // Revoking the agent on the control plane shuts its sidecar.
+    let (status, body) = control.delete(&format!("/admin/agents/{agent_id}"));
+    assert!(status < 300, "{body}");
+    eventually("the sidecar learns the revocation", || {
+        let (_, h) = sidecar.get("/health");
+        (h["revoked"] == true).then_some(())
+    });
+    let (status, after) = enforce(&sidecar, json!({"action": "read:reports"}));
+    assert_eq!(status, 401, "{after}");
+    let refused = sidecar
+        .raw(Method::GET, "/proxy/check")
+        .header("X-MeshGuard-Action", "read:inbox")
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+/// The Guardian contract (`/enforce`, `/enforce/batch`), decided by the bundle's policy of
+/// `version`; another agent's id is not this sidecar's business.
+fn the_guardian_contract_is_decided_by_the_bundle(sidecar: &Gateway, agent_id: &str, version: u64) {
     let (status, allowed) = enforce(
         &sidecar,
         json!({"agentId": agent_id, "action": "read:reports"}),
@@ -127,7 +159,7 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
     assert_eq!(status, 200, "{allowed}");
     assert_eq!(allowed["decision"], "allow", "{allowed}");
     assert_eq!(allowed["policy"], "reads", "{allowed}");
-    assert_eq!(allowed["bundleVersion"], bundle.2, "{allowed}");
+    assert_eq!(allowed["bundleVersion"], version, "{allowed}");
     assert_eq!(allowed["mode"], "enforce", "{allowed}");
     let (status, denied) = enforce(
         &sidecar,
@@ -160,8 +192,11 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
     assert_eq!(batch["allAllowed"], false, "{batch}");
     assert_eq!(batch["results"][0]["decision"], "allow", "{batch}");
     assert_eq!(batch["results"][1]["decision"], "deny", "{batch}");
+}
 
-    // The data plane, as the agent's SDK calls it, with no token: the pod is the identity.
+/// The data plane, as the agent's SDK calls it, with no token: the pod is the identity; the
+/// upstream sees the allowed call only, and a sidecar serves no admin API.
+fn the_data_plane_needs_no_token_and_has_no_admin_api(sidecar: &Gateway, upstream: &PythonServer) {
     let (status, check) = parse(
         sidecar
             .raw(Method::GET, "/proxy/check")
@@ -193,8 +228,16 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
         .send()
         .unwrap();
     assert_eq!(admin.status(), 404);
+}
 
-    // Heartbeats register the sidecar and bring its whole log to the control plane.
+/// Heartbeats register the sidecar and bring its whole log to the control plane, which
+/// verifies it.
+fn heartbeats_bring_the_whole_log_to_the_control_plane(
+    control: &Gateway,
+    sidecar: &Gateway,
+    agent_id: &str,
+    version: u64,
+) {
     let (_, health) = sidecar.get("/health");
     let origin = health["origin"].as_str().unwrap().to_owned();
     assert!(
@@ -202,10 +245,10 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
         "{health}"
     );
     let row = eventually("the control plane holds the sidecar's 7 decisions", || {
-        sidecar_row(&control, &agent_id).filter(|r| r["entriesHeld"].as_u64() >= Some(7))
+        sidecar_row(control, agent_id).filter(|r| r["entriesHeld"].as_u64() >= Some(7))
     });
     assert_eq!(row["origin"], origin.as_str(), "{row}");
-    assert_eq!(row["bundleVersion"], bundle.2, "{row}");
+    assert_eq!(row["bundleVersion"], version, "{row}");
     assert_eq!(row["policiesCurrent"], true, "{row}");
     let exported = control.get_text(&format!("/admin/audit/export?source={origin}"));
     let lines: Vec<Value> = exported
@@ -226,32 +269,6 @@ fn a_sidecar_enforces_the_signed_bundle_for_its_agent_and_its_log_reaches_the_co
     let (status, verified) = control.get("/admin/audit/verify");
     assert_eq!(status, 200, "{verified}");
     assert_eq!(verified["valid"], true, "{verified}");
-
-    // A policy changed on the control plane shows the sidecar's bundle as behind.
-    policy(
-        &control,
-        "writes",
-        "name: writes\nrules:\n  - name: allow-write\n    effect: allow\n    actions: [\"write:*\"]\n",
-    );
-    eventually("the control plane sees the sidecar behind", || {
-        sidecar_row(&control, &agent_id).filter(|r| r["policiesCurrent"] == false)
-    });
-
-    // Revoking the agent on the control plane shuts its sidecar.
-    let (status, body) = control.delete(&format!("/admin/agents/{agent_id}"));
-    assert!(status < 300, "{body}");
-    eventually("the sidecar learns the revocation", || {
-        let (_, h) = sidecar.get("/health");
-        (h["revoked"] == true).then_some(())
-    });
-    let (status, after) = enforce(&sidecar, json!({"action": "read:reports"}));
-    assert_eq!(status, 401, "{after}");
-    let refused = sidecar
-        .raw(Method::GET, "/proxy/check")
-        .header("X-MeshGuard-Action", "read:inbox")
-        .send()
-        .unwrap();
-    assert_eq!(refused.status(), 401);
 }
 
 #[test]
@@ -457,44 +474,12 @@ fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
     let export = sidecar.get_text("/sidecar/export");
     let doc: Value = serde_json::from_str(&export).unwrap();
     assert_eq!(doc["lines"].as_array().unwrap().len(), 3, "{doc}");
-    let ingest = |body: &str| {
-        parse(
-            control
-                .admin(Method::POST, "/admin/audit/ingest")
-                .body(body.to_owned())
-                .send()
-                .unwrap(),
-        )
-    };
-    // Altered: refused whole.
-    let tampered = export.replacen("read:b", "read:z", 1);
-    let (status, body) = ingest(&tampered);
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"].as_str().unwrap().contains("do not rebuild"),
-        "{body}"
-    );
-    // Bare lines, as anyone could write them: refused.
-    let bare: String = doc["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let (status, body) = ingest(&bare);
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("signed by the sidecar's key"),
-        "{body}"
-    );
+    let ingest = |body: &str| ingest(&control, body);
+    altered_or_bare_exports_are_refused_whole(&export, &doc, &ingest);
     assert!(
         sidecar_row(&control, &agent_id).is_none(),
         "nothing registered by refusals"
     );
-
     let (status, report) = ingest(&export);
     assert_eq!(
         (status, report["inserted"].as_u64()),
@@ -520,15 +505,65 @@ fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
     let row = sidecar_row(&control, &agent_id).unwrap();
     assert_eq!(row["entriesHeld"], 4, "{row}");
 
-    // Another sidecar claiming that origin with its own key is refused.
-    let other = tempdir();
-    std::fs::create_dir_all(other.path().join("cache")).unwrap();
-    std::fs::copy(
-        pod.path().join("cache/origin"),
-        other.path().join("cache/origin"),
+    let impostor = tempdir();
+    an_impostor_under_the_same_origin_is_refused(pod.path(), impostor.path(), &offline, &ingest);
+    assert_eq!(sidecar_row(&control, &agent_id).unwrap()["entriesHeld"], 4);
+    let origin = row["origin"].as_str().unwrap().to_owned();
+    the_ingested_chain_survives_a_lost_index(control, control_dir.path(), &origin);
+}
+
+/// `POST /admin/audit/ingest` of `body` with the admin token.
+fn ingest(control: &Gateway, body: &str) -> (u16, Value) {
+    parse(
+        control
+            .admin(Method::POST, "/admin/audit/ingest")
+            .body(body.to_owned())
+            .send()
+            .unwrap(),
     )
-    .unwrap();
-    let impostor = offline(other.path());
+}
+
+/// An altered export is refused whole; bare lines, as anyone could write them, are refused.
+fn altered_or_bare_exports_are_refused_whole(
+    export: &str,
+    doc: &Value,
+    ingest: &dyn Fn(&str) -> (u16, Value),
+) {
+    let tampered = export.replacen("read:b", "read:z", 1);
+    let (status, body) = ingest(&tampered);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("do not rebuild"),
+        "{body}"
+    );
+    let bare: String = doc["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (status, body) = ingest(&bare);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("signed by the sidecar's key"),
+        "{body}"
+    );
+}
+
+/// Another sidecar claiming the origin in `pod/cache` with its own key (in `other`) is
+/// refused.
+fn an_impostor_under_the_same_origin_is_refused(
+    pod: &Path,
+    other: &Path,
+    offline: &dyn Fn(&Path) -> Gateway,
+    ingest: &dyn Fn(&str) -> (u16, Value),
+) {
+    std::fs::create_dir_all(other.join("cache")).unwrap();
+    std::fs::copy(pod.join("cache/origin"), other.join("cache/origin")).unwrap();
+    let impostor = offline(other);
     enforce(&impostor, json!({"action": "read:forged"}));
     let (status, body) = ingest(&impostor.get_text("/sidecar/export"));
     assert_eq!(status, 409, "{body}");
@@ -536,19 +571,19 @@ fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
         body["message"].as_str().unwrap().contains("another key"),
         "{body}"
     );
-    assert_eq!(sidecar_row(&control, &agent_id).unwrap()["entriesHeld"], 4);
+}
 
-    // The ingested entries keep their source in the log directory itself: with the index
-    // lost, the restarted gateway rebuilds it from the tiles, and the sidecar's chain is the
-    // one the sidecar exported, hash for hash.
-    let origin = row["origin"].as_str().unwrap().to_owned();
+/// The ingested entries keep their source in the log directory itself: with the index lost,
+/// the restarted gateway rebuilds it from the tiles, and the sidecar's chain is the one the
+/// sidecar exported, hash for hash.
+fn the_ingested_chain_survives_a_lost_index(control: Gateway, control_dir: &Path, origin: &str) {
     let before = control.get_text(&format!("/admin/audit/export?source={origin}"));
     assert_eq!(before.lines().count(), 4, "{before}");
     control.kill9();
-    let db = rusqlite::Connection::open(control_dir.path().join("data/meshguard.db")).unwrap();
+    let db = rusqlite::Connection::open(control_dir.join("data/meshguard.db")).unwrap();
     db.execute("DELETE FROM audit_entries", []).unwrap();
     drop(db);
-    let control = Gateway::start(control_dir.path());
+    let control = Gateway::start(control_dir);
     // The rebuild runs behind the log; the export shows what is indexed, so wait for it.
     let url = format!("/admin/audit/export?source={origin}");
     let after = eventually("the rebuilt index holds the sidecar's entries", || {
