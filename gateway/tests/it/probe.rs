@@ -470,22 +470,46 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
         "name: all\nrules:\n  - name: any\n    effect: allow\n    actions: [\"*\"]\n",
     );
     let (_, token) = agent(&gw, "poster", "verified", &[]);
-    let addr = gw.url("").trim_start_matches("http://").to_owned();
-    let head = |method: &str, extra: &str, length: usize, trace: &str| {
+    let p = Poster {
+        gw: &gw,
+        addr: gw.url("").trim_start_matches("http://").to_owned(),
+        token,
+    };
+    bodies_over_the_limit_are_refused_and_never_forwarded(&p, &up);
+    bodies_go_on_whole_with_their_own_length(&p);
+    a_method_asked_for_in_the_body_is_a_misdescription(&p, &up);
+    a_body_that_never_finishes_is_refused_in_time(&p);
+    the_callers_decision_headers_stay_behind(&p);
+}
+
+/// An agent posting raw HTTP/1.1 to the gateway's `/proxy/notes/x`.
+struct Poster<'a> {
+    gw: &'a Gateway,
+    addr: String,
+    token: String,
+}
+
+impl Poster<'_> {
+    /// The request head: `method`, the agent's token, `trace`, `Content-Length: length` and
+    /// the `extra` header lines.
+    fn head(&self, method: &str, extra: &str, length: usize, trace: &str) -> String {
+        let (addr, token) = (&self.addr, &self.token);
         format!(
             "{method} /proxy/notes/x HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nX-MeshGuard-Trace-ID: {trace}\r\nContent-Length: {length}\r\nConnection: close\r\n{extra}\r\n"
         )
-    };
+    }
+}
 
+/// A body over MAX_BODY_BYTES, declared or chunked: 413, recorded, never forwarded.
+fn bodies_over_the_limit_are_refused_and_never_forwarded(p: &Poster<'_>, up: &PythonServer) {
     let big = vec![b'x'; 5000];
-    let (status, _) = send_raw(&gw, &head("POST", "", big.len(), "body-big"), &big);
+    let (status, _) = send_raw(p.gw, &p.head("POST", "", big.len(), "body-big"), &big);
     assert_eq!(status, 413);
-    assert_eq!(upstream_log(&up).len(), 0, "nothing forwarded");
-    let e = &gw.get("/admin/audit?traceId=body-big").1["entries"][0];
+    assert_eq!(upstream_log(up).len(), 0, "nothing forwarded");
+    let e = &p.gw.get("/admin/audit?traceId=body-big").1["entries"][0];
     assert_eq!(e["event"], "body_too_large", "{e}");
 
-    // A chunked body over the limit, too.
-    let addr2 = addr.clone();
+    let (addr2, token) = (&p.addr, &p.token);
     let chunked = format!(
         "POST /proxy/notes/x HTTP/1.1\r\nHost: {addr2}\r\nAuthorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
@@ -496,14 +520,16 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
         body.extend_from_slice(b"\r\n");
     }
     body.extend_from_slice(b"0\r\n\r\n");
-    assert_eq!(send_raw(&gw, &chunked, &body).0, 413);
-    assert_eq!(upstream_log(&up).len(), 0);
+    assert_eq!(send_raw(p.gw, &chunked, &body).0, 413);
+    assert_eq!(upstream_log(up).len(), 0);
+}
 
-    // `Connection: Content-Length` names the length as hop-by-hop; the body still goes on whole,
-    // with its length.
+/// `Connection: Content-Length` names the length as hop-by-hop; the body still goes on whole,
+/// with its length; a GET's body goes on too.
+fn bodies_go_on_whole_with_their_own_length(p: &Poster<'_>) {
     let (status, seen) = send_raw(
-        &gw,
-        &head("POST", "Connection: Content-Length\r\n", 5, "body-conn"),
+        p.gw,
+        &p.head("POST", "Connection: Content-Length\r\n", 5, "body-conn"),
         b"hello",
     );
     assert_eq!(status, 200, "{seen}");
@@ -512,17 +538,20 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     assert!(seen["headers"].get("transfer-encoding").is_none(), "{seen}");
     assert_eq!(seen["bodyLength"], 5);
 
-    // A GET with a body.
-    let (status, seen) = send_raw(&gw, &head("GET", "", 4, "body-get"), b"ping");
+    let (status, seen) = send_raw(p.gw, &p.head("GET", "", 4, "body-get"), b"ping");
     assert_eq!(status, 200, "{seen}");
     let seen: Value = serde_json::from_str(&seen).unwrap();
     assert_eq!(seen["bodyLength"], 4, "{seen}");
+}
 
-    // A form asking for another method.
+/// A form asking for another method, and the same field in a JSON body (Laravel) and in a
+/// multipart form (Rack): refused as a bypass attempt; only the good calls reached the
+/// upstream.
+fn a_method_asked_for_in_the_body_is_a_misdescription(p: &Poster<'_>, up: &PythonServer) {
     let form = b"a=1&_method=DELETE";
     let (status, said) = send_raw(
-        &gw,
-        &head(
+        p.gw,
+        &p.head(
             "POST",
             "Content-Type: application/x-www-form-urlencoded\r\n",
             form.len(),
@@ -531,13 +560,12 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
         form,
     );
     assert_eq!(status, 400, "{said}");
-    let e = &gw.get("/admin/audit?traceId=body-form").1["entries"][0];
+    let e = &p.gw.get("/admin/audit?traceId=body-form").1["entries"][0];
     assert_eq!(e["event"], "bypass_attempt", "{e}");
-    // The same field in a JSON body (Laravel) and in a multipart form (Rack).
     let json_body = br#"{"a":1,"_method":"DELETE"}"#;
     let (status, said) = send_raw(
-        &gw,
-        &head(
+        p.gw,
+        &p.head(
             "POST",
             "Content-Type: application/json\r\n",
             json_body.len(),
@@ -549,8 +577,8 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     let multipart =
         b"--b\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--b--\r\n";
     let (status, said) = send_raw(
-        &gw,
-        &head(
+        p.gw,
+        &p.head(
             "POST",
             "Content-Type: multipart/form-data; boundary=b\r\n",
             multipart.len(),
@@ -560,25 +588,29 @@ fn bodies_are_read_whole_limited_and_forwarded_with_their_own_length() {
     );
     assert_eq!(status, 400, "{said}");
     assert_eq!(
-        upstream_log(&up).len(),
+        upstream_log(up).len(),
         2,
         "only the two good calls reached the upstream"
     );
+}
 
-    // A body that never finishes is refused once HTTP_BODY_TIMEOUT_SECONDS pass, and recorded.
+/// A body that never finishes is refused once HTTP_BODY_TIMEOUT_SECONDS pass, and recorded.
+fn a_body_that_never_finishes_is_refused_in_time(p: &Poster<'_>) {
     let started = std::time::Instant::now();
-    let (status, _) = send_raw(&gw, &head("POST", "", 1000, "body-slow"), b"abc");
+    let (status, _) = send_raw(p.gw, &p.head("POST", "", 1000, "body-slow"), b"abc");
     assert_eq!(status, 408);
     // The configured 2 s, not the 60 s default: a bound no stall of a loaded machine reaches.
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
     assert!(started.elapsed() < std::time::Duration::from_secs(50));
-    let e = &gw.get("/admin/audit?traceId=body-slow").1["entries"][0];
+    let e = &p.gw.get("/admin/audit?traceId=body-slow").1["entries"][0];
     assert_eq!(e["event"], "body_timeout", "{e}");
+}
 
-    // The caller's X-MeshGuard-Decision and -Policy are the gateway's to say: they stay behind.
+/// The caller's X-MeshGuard-Decision and -Policy are the gateway's to say: they stay behind.
+fn the_callers_decision_headers_stay_behind(p: &Poster<'_>) {
     let (status, seen) = send_raw(
-        &gw,
-        &head(
+        p.gw,
+        &p.head(
             "GET",
             "X-MeshGuard-Decision: allow\r\nX-MeshGuard-Policy: none\r\n",
             0,
