@@ -197,17 +197,38 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
     let site = g.site("site");
     let site_r = g.ok(&["site-key", "--data-dir", &site]).trim().to_owned();
     assert!(site_r.starts_with("age1"), "{site_r}");
+    the_license_crosses_encrypted_to_the_site(&g, &site_r);
+    the_request_crosses_encrypted_with_stock_age(&g, &site, &vendor_r);
+    the_vendor_activates_encrypted_to_the_site(&g, &site_r);
+    the_site_installs_the_activated_license(&g, &site);
+    a_renewal_installs_with_no_new_activation(&g, &site);
+    the_old_license_is_then_a_replay(&g, &site);
+    // Installing the same renewal again is harmless.
+    let out = g.ok(&[
+        "install",
+        "--data-dir",
+        &site,
+        "--pubkey",
+        "vendor.pub",
+        "--license",
+        "renewal.json",
+    ]);
+    assert!(out.contains("already installed"), "{out}");
+}
 
-    // Vendor → site: the license, encrypted to the site; stock age can open it there.
-    g.issue("lic.age", &["--encrypt-to", &site_r]);
+/// Vendor → site: the license, encrypted to the site; stock age can open it there.
+fn the_license_crosses_encrypted_to_the_site(g: &Gap, site_r: &str) {
+    g.issue("lic.age", &["--encrypt-to", site_r]);
     let clear = age_decrypt(&g.p("site/site.agekey"), &g.p("lic.age"));
     assert!(String::from_utf8_lossy(&clear).contains("application/vnd.meshguard.license.v1+json"));
+}
 
-    // Site → vendor: the request in clear, then encrypted with the stock age tool.
+/// Site → vendor: the request in clear, then encrypted with the stock age tool.
+fn the_request_crosses_encrypted_with_stock_age(g: &Gap, site: &str, vendor_r: &str) {
     g.ok(&[
         "request",
         "--data-dir",
-        &site,
+        site,
         "--pubkey",
         "vendor.pub",
         "--license",
@@ -216,14 +237,16 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
         "req.json",
     ]);
     let st = Command::new("age")
-        .args(["-a", "-r", &vendor_r, "-o"])
+        .args(["-a", "-r", vendor_r, "-o"])
         .arg(g.p("req.age"))
         .arg(g.p("req.json"))
         .status()
         .unwrap();
     assert!(st.success());
+}
 
-    // Vendor: opens the stock-age file with its identity, answers encrypted to the site.
+/// Vendor: opens the stock-age file with its identity, answers encrypted to the site.
+fn the_vendor_activates_encrypted_to_the_site(g: &Gap, site_r: &str) {
     g.ok(&[
         "activate",
         "--key",
@@ -239,15 +262,18 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
         "--out",
         "act.age",
         "--encrypt-to",
-        &site_r,
+        site_r,
     ]);
     let act = age_decrypt(&g.p("site/site.agekey"), &g.p("act.age"));
     assert!(String::from_utf8_lossy(&act).contains("application/vnd.meshguard.activation.v1+json"));
+}
 
+/// The site installs the encrypted license with its encrypted activation: valid, sequence 1.
+fn the_site_installs_the_activated_license(g: &Gap, site: &str) {
     let out = g.ok(&[
         "install",
         "--data-dir",
-        &site,
+        site,
         "--pubkey",
         "vendor.pub",
         "--license",
@@ -263,8 +289,10 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
     assert_eq!(s["state"], "valid");
     assert_eq!(s["maxAgents"], 5);
     assert_eq!(s["sequence"], 1);
+}
 
-    // A renewal installs with no new activation; the old license is then a replay.
+/// A renewal installs with no new activation.
+fn a_renewal_installs_with_no_new_activation(g: &Gap, site: &str) {
     g.ok(&[
         "renew",
         "--key",
@@ -283,7 +311,7 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
     let out = g.ok(&[
         "install",
         "--data-dir",
-        &site,
+        site,
         "--pubkey",
         "vendor.pub",
         "--license",
@@ -293,11 +321,14 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
     let s = g.status_json("site");
     assert_eq!(s["sequence"], 2);
     assert_eq!(s["maxAgents"], 9);
+}
 
+/// After the renewal the old license is a replay, refused, and the refusal changes nothing.
+fn the_old_license_is_then_a_replay(g: &Gap, site: &str) {
     let err = g.fails(&[
         "install",
         "--data-dir",
-        &site,
+        site,
         "--pubkey",
         "vendor.pub",
         "--license",
@@ -314,18 +345,6 @@ fn activation_and_renewal_cross_the_gap_encrypted_with_stock_age_on_both_sides()
         2,
         "a refused install changes nothing"
     );
-
-    // Installing the same renewal again is harmless.
-    let out = g.ok(&[
-        "install",
-        "--data-dir",
-        &site,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "renewal.json",
-    ]);
-    assert!(out.contains("already installed"), "{out}");
 }
 
 #[test]
@@ -519,7 +538,54 @@ fn an_activation_works_only_for_the_request_and_installation_it_answers() {
 fn expired_not_yet_valid_and_wrong_deployment_are_refused() {
     let g = Gap::new();
     g.vendor_keys();
+    an_expired_license_is_refused(&g);
+    a_license_not_yet_valid_is_refused(&g);
+    // The license is for air-gapped in eu-west.
+    g.issue("lic.json", &[]);
+    another_deployment_mode_is_refused(&g);
+    g.activate("ok", "lic.json");
+    another_region_is_refused(&g);
+}
 
+/// request → activate in clear at site `s`, then an install that must fail; returns its error.
+fn activate_then_install_fails(g: &Gap, license: &str) -> String {
+    g.ok(&[
+        "request",
+        "--data-dir",
+        &g.site("s"),
+        "--pubkey",
+        "vendor.pub",
+        "--license",
+        license,
+        "--out",
+        "r.json",
+    ]);
+    g.ok(&[
+        "activate",
+        "--key",
+        "vendor.key",
+        "--license",
+        license,
+        "--request",
+        "r.json",
+        "--out",
+        "a.json",
+    ]);
+    g.fails(&[
+        "install",
+        "--data-dir",
+        &g.site("s"),
+        "--pubkey",
+        "vendor.pub",
+        "--license",
+        license,
+        "--activation",
+        "a.json",
+    ])
+}
+
+/// A license past its expiry and grace: `verify` says expired and `install` refuses it.
+fn an_expired_license_is_refused(g: &Gap) {
     g.issue(
         "old.json",
         &[
@@ -537,41 +603,12 @@ fn expired_not_yet_valid_and_wrong_deployment_are_refused() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("state: expired"), "{text}");
-    g.ok(&[
-        "request",
-        "--data-dir",
-        &g.site("s"),
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "old.json",
-        "--out",
-        "r.json",
-    ]);
-    g.ok(&[
-        "activate",
-        "--key",
-        "vendor.key",
-        "--license",
-        "old.json",
-        "--request",
-        "r.json",
-        "--out",
-        "a.json",
-    ]);
-    let err = g.fails(&[
-        "install",
-        "--data-dir",
-        &g.site("s"),
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "old.json",
-        "--activation",
-        "a.json",
-    ]);
+    let err = activate_then_install_fails(g, "old.json");
     assert!(err.contains("expired on 2021-01-01T00:00:00Z"), "{err}");
+}
 
+/// A license whose not-before is in the future: `install` refuses it.
+fn a_license_not_yet_valid_is_refused(g: &Gap) {
     g.issue(
         "future.json",
         &[
@@ -583,46 +620,15 @@ fn expired_not_yet_valid_and_wrong_deployment_are_refused() {
             "2100-01-01T00:00:00Z",
         ],
     );
-    g.ok(&[
-        "request",
-        "--data-dir",
-        &g.site("s"),
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "future.json",
-        "--out",
-        "r.json",
-    ]);
-    g.ok(&[
-        "activate",
-        "--key",
-        "vendor.key",
-        "--license",
-        "future.json",
-        "--request",
-        "r.json",
-        "--out",
-        "a.json",
-    ]);
-    let err = g.fails(&[
-        "install",
-        "--data-dir",
-        &g.site("s"),
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "future.json",
-        "--activation",
-        "a.json",
-    ]);
+    let err = activate_then_install_fails(g, "future.json");
     assert!(
         err.contains("is not valid before 2099-01-01T00:00:00Z"),
         "{err}"
     );
+}
 
-    // The license is for air-gapped in eu-west.
-    g.issue("lic.json", &[]);
+/// An air-gapped license is refused by a site in another deployment mode.
+fn another_deployment_mode_is_refused(g: &Gap) {
     let err = g.fails(&[
         "request",
         "--data-dir",
@@ -635,7 +641,10 @@ fn expired_not_yet_valid_and_wrong_deployment_are_refused() {
         "on-prem-kubernetes",
     ]);
     assert!(err.contains("is for deployment mode air-gapped"), "{err}");
-    g.activate("ok", "lic.json");
+}
+
+/// An eu-west license is refused by install and status in another region, and stays valid.
+fn another_region_is_refused(g: &Gap) {
     let err = g.fails(&[
         "install",
         "--data-dir",
