@@ -142,14 +142,44 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     let (code, _, err) = w.run(&["trust", &log_vkey]);
     assert_eq!(code, 0, "{err}");
 
-    // First cosignature, from size 0.
+    let site = Site {
+        w: &w,
+        witness_vkey: &witness_vkey,
+        dir: tmp.path(),
+    };
+    let first = the_first_cosignature_is_kept_and_reported(&site, &gw, &note);
+    let note2 = the_grown_log_is_cosigned_from_the_last_size(&site, &gw, first);
+    replays_broken_signatures_and_unknown_logs_are_refused(&site, &gw, &note2);
+    let note3 = a_wrong_proof_is_refused_and_the_right_one_passes(&site, &gw, &note2);
+    a_lost_cosigned_checkpoint_fails_verification(&site, &gw, &note2);
+    drop(gw);
+    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, &witness_vkey);
+    a_rewritten_history_is_refused(&site, &rogue, &log_vkey, &note3);
+}
+
+/// The witness, its key, and the test's directory.
+struct Site<'a> {
+    w: &'a WitnessCli,
+    witness_vkey: &'a str,
+    dir: &'a Path,
+}
+
+/// First cosignature, from size 0, checked by openssl; the gateway keeps it (the witness
+/// proof cache) and verification reports the checkpoint witnessed; a cosignature by a witness
+/// the site does not trust is refused. Returns the size cosigned.
+fn the_first_cosignature_is_kept_and_reported(site: &Site<'_>, gw: &Gateway, note: &str) -> u64 {
+    let Site {
+        w,
+        witness_vkey,
+        dir,
+    } = site;
     let (code, line, err) = w.cosign(&gw.request(0));
     assert_eq!(code, 0, "{err}");
     assert!(
-        openssl_verifies(&note, &line, &witness_vkey, tmp.path()),
+        openssl_verifies(note, &line, witness_vkey, dir),
         "openssl checks the cosignature"
     );
-    let first = size_of(&note);
+    let first = size_of(note);
     // The gateway keeps it (the witness proof cache) and verification reports the checkpoint
     // witnessed.
     let (status, added) = gw.add_cosignatures(&line);
@@ -166,26 +196,48 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
         gw.add_cosignatures(&line.replace("witness.site.example/w1", "stranger.example/w9"));
     assert_eq!(status, 400, "{refused}");
 
-    // The log grows: cosigned again, from the size last cosigned.
+    first
+}
+
+/// The log grows: cosigned again, from the size last cosigned. Returns the new checkpoint.
+fn the_grown_log_is_cosigned_from_the_last_size(
+    site: &Site<'_>,
+    gw: &Gateway,
+    first: u64,
+) -> String {
+    let Site {
+        w,
+        witness_vkey,
+        dir,
+    } = site;
     gw.decisions("clerk-2", 5);
     let (note2, _) = gw.checkpoint();
     assert!(size_of(&note2) > first);
     let (code, line, err) = w.cosign(&gw.request(first));
     assert_eq!(code, 0, "{err}");
-    assert!(openssl_verifies(&note2, &line, &witness_vkey, tmp.path()));
+    assert!(openssl_verifies(&note2, &line, witness_vkey, dir));
     assert_eq!(gw.add_cosignatures(&line).0, 200);
     assert_eq!(
         gw.verify()["witnesses"]["latestWitnessedSize"],
         size_of(&note2)
     );
 
-    // A replayed request from an old size: 409, with the size to prove from.
+    note2
+}
+
+/// A replayed request from an old size: 409, with the size to prove from; a checkpoint whose
+/// log signature is broken: 403; a log the witness does not follow: 404.
+fn replays_broken_signatures_and_unknown_logs_are_refused(
+    site: &Site<'_>,
+    gw: &Gateway,
+    note2: &str,
+) {
+    let Site { w, dir, .. } = site;
     let (code, body, err) = w.cosign(&gw.request(0));
     assert_eq!(code, 6, "{err}");
-    assert_eq!(body.trim(), size_of(&note2).to_string());
+    assert_eq!(body.trim(), size_of(note2).to_string());
 
-    // A checkpoint whose log signature is broken: 403.
-    let req = gw.request(size_of(&note2));
+    let req = gw.request(size_of(note2));
     let sig_line = req.lines().last().unwrap().to_owned();
     let mut broken_sig = sig_line.clone();
     let at = broken_sig.len() - 6;
@@ -200,22 +252,33 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     let (code, _, err) = w.cosign(&req.replace(&sig_line, &broken_sig));
     assert_eq!(code, 3, "{err}");
 
-    // A log the witness does not follow: 404.
     let other = Gateway::start(
-        &tmp.path().join("other"),
+        &dir.join("other"),
         "other.example/meshguard-audit",
-        &tmp.path().join("other.key"),
+        &dir.join("other.key"),
         "",
     );
     other.decisions("x", 2);
     other.checkpoint();
     let (code, _, err) = w.cosign(&other.request(0));
     assert_eq!(code, 4, "{err}");
+}
 
-    // A wrong proof for a real extension: 422; the right one then passes.
+/// A wrong proof for a real extension: 422; the right one then passes. Returns the
+/// checkpoint cosigned.
+fn a_wrong_proof_is_refused_and_the_right_one_passes(
+    site: &Site<'_>,
+    gw: &Gateway,
+    note2: &str,
+) -> String {
+    let Site {
+        w,
+        witness_vkey,
+        dir,
+    } = site;
     gw.decisions("clerk-3", 3);
     let (note3, _) = gw.checkpoint();
-    let req = gw.request(size_of(&note2));
+    let req = gw.request(size_of(note2));
     let proof_line = req.lines().nth(1).unwrap().to_owned();
     let mut h = B64.decode(&proof_line).unwrap();
     h[0] ^= 1;
@@ -223,39 +286,45 @@ fn a_site_witness_cosigns_the_log_and_refuses_a_rewritten_history() {
     assert_eq!(code, 7, "{err}");
     let (code, line, err) = w.cosign(&req);
     assert_eq!(code, 0, "{err}");
-    assert!(openssl_verifies(&note3, &line, &witness_vkey, tmp.path()));
+    assert!(openssl_verifies(&note3, &line, witness_vkey, dir));
 
-    // The operator rewrites history: a new log under the same origin, signed with the same key
-    // (copied), with other entries and more of them. Every checkpoint it signs is valid on its
-    // own, but it is not an extension of what the witness cosigned: refused.
-    // A cosigned checkpoint that disappears from the gateway (history rewritten behind its
-    // back) fails verification, naming the checkpoint and the witness.
-    let db = rusqlite::Connection::open(tmp.path().join("gw/meshguard.db")).unwrap();
+    note3
+}
+
+/// A cosigned checkpoint that disappears from the gateway (history rewritten behind its
+/// back) fails verification, naming the checkpoint and the witness.
+fn a_lost_cosigned_checkpoint_fails_verification(site: &Site<'_>, gw: &Gateway, note2: &str) {
+    let db = rusqlite::Connection::open(site.dir.join("gw/meshguard.db")).unwrap();
     db.execute(
         "DELETE FROM audit_checkpoints WHERE size = ?1",
-        [size_of(&note2) as i64],
+        [size_of(note2) as i64],
     )
     .unwrap();
     let report = gw.verify();
     assert_eq!(report["valid"], false, "{report}");
     let problem = report["firstBad"]["problem"].as_str().unwrap();
     assert!(
-        problem.contains(&format!("size {}", size_of(&note2)))
+        problem.contains(&format!("size {}", size_of(note2)))
             && problem.contains("witness.site.example/w1"),
         "{problem}"
     );
-    drop(gw);
-    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, &witness_vkey);
+}
+
+/// The operator rewrites history: a new log under the same origin, signed with the same key
+/// (copied), with other entries and more of them. Every checkpoint it signs is valid on its
+/// own, but it is not an extension of what the witness cosigned: refused.
+fn a_rewritten_history_is_refused(site: &Site<'_>, rogue: &Gateway, log_vkey: &str, note3: &str) {
+    let w = site.w;
     rogue.decisions("forger", 40);
     let (forged, rogue_vkey) = rogue.checkpoint();
     assert_eq!(rogue_vkey, log_vkey, "the same log key");
-    assert!(size_of(&forged) > size_of(&note3));
-    let (code, _, err) = w.cosign(&rogue.request(size_of(&note3)));
+    assert!(size_of(&forged) > size_of(note3));
+    let (code, _, err) = w.cosign(&rogue.request(size_of(note3)));
     assert_eq!(code, 7, "a rewritten history is refused: {err}");
     assert!(err.contains("not an extension"), "{err}");
     let (_, status, _) = w.run(&["status"]);
     assert!(
-        status.contains(&format!("cosigned up to size {}", size_of(&note3))),
+        status.contains(&format!("cosigned up to size {}", size_of(note3))),
         "{status}"
     );
 }
