@@ -221,8 +221,41 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     let d = dir.path();
     build_images(&d.join("images"), 1_780_000_000);
     let reg = Registry::start();
-    // Signed media carrying the images and the chart, verified and imported into the site
-    // registry as a site does.
+    create_product_media(d);
+    image_sboms_list_files_and_crates(d);
+    let digest = import_into_site_registry(d, &reg);
+    let chart = SiteChart::imported(d, &reg, digest);
+    let rendered = render_gateway(&chart);
+    let podman = Podman::new();
+    let mut site = Site {
+        podman: &podman,
+        release: chart.release.clone(),
+        played: Vec::new(),
+    };
+    let secret = d.join("secret.json");
+    let first = play_gateway(&mut site, &secret, &rendered);
+    let url = format!("http://127.0.0.1:{}", chart.port);
+    wait_healthy(&url);
+    let (agent, token) = the_gateway_decides(&url);
+    replace_the_pod(&mut site, &first, &rendered);
+    wait_healthy(&url);
+    the_audit_log_survived_the_replacement(&url, &token);
+    // An agent's pod with its guardian sidecar (the chart's example agent), from the same
+    // image in the site registry: the agent calls its sidecar only; the sidecar decides with the
+    // control plane's signed bundle, forwards to the upstream only what is allowed, and hands
+    // its log to the control plane in heartbeats.
+    let upstream = Upstream::start();
+    let agent_id = agent["id"].as_str().unwrap();
+    play_example_agent(
+        &mut site, &chart, &url, agent_id, &upstream, &secret, &token,
+    );
+    let row = wait_for_the_agents_decisions(&site, &url, agent_id);
+    assert_eq!(row["policiesCurrent"], true, "{row}");
+    the_upstream_saw_only_the_allowed_call(&upstream);
+}
+
+/// Signed media carrying the images and the chart, made as a vendor makes them.
+fn create_product_media(d: &Path) {
     let man = manifest(
         d,
         "0.1.0",
@@ -247,8 +280,11 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         ),
         "create",
     );
-    // Each image's SBOM lists what is in it: every file with its digest, and the crates
-    // compiled into each of our binaries with the checksums Cargo.lock holds.
+}
+
+/// Each image's SBOM lists what is in it: every file with its digest, and the crates compiled
+/// into each of our binaries with the checksums Cargo.lock holds.
+fn image_sboms_list_files_and_crates(d: &Path) {
     let sboms = [
         d.join("media/sbom/images/meshguard_gateway_0.1.0.cdx.json"),
         d.join("media/sbom/images/meshguard_tools_0.1.0.cdx.json"),
@@ -287,7 +323,11 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         lock.contains(axum["hashes"][0]["content"].as_str().unwrap()),
         "the hash is the registry checksum Cargo.lock records"
     );
+}
 
+/// Verifies and imports the media into the site registry as a site does; returns the gateway
+/// image's digest there.
+fn import_into_site_registry(d: &Path, reg: &Registry) -> String {
     ok(
         bundle(
             &[
@@ -309,39 +349,72 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         .digest("meshguard/gateway:0.1.0")
         .expect("the gateway image is in the site registry");
     assert!(reg.digest("meshguard/tools:0.1.0").is_some());
+    digest
+}
 
-    // The imported chart, air-gapped profile, pointed at the site registry by digest.
-    let release = format!("mge2e{}", std::process::id());
-    let port = free_port();
-    let chart = d.join("site/charts/meshguard-gateway");
-    assert!(
-        chart.join("values-air-gapped.yaml").is_file(),
-        "the chart was imported"
-    );
-    // The air-gapped profile pointed at the site registry by digest, with `extra` after it.
-    let tools_digest = reg.digest("meshguard/tools:0.1.0").unwrap();
-    let template = |extra: &[&str]| {
+/// The imported chart, air-gapped profile, pointed at the site registry by digest.
+struct SiteChart {
+    release: String,
+    port: u16,
+    chart: PathBuf,
+    registry: String,
+    digest: String,
+    tools_digest: String,
+}
+
+impl SiteChart {
+    fn imported(d: &Path, reg: &Registry, digest: String) -> Self {
+        let release = format!("mge2e{}", std::process::id());
+        let port = free_port();
+        let chart = d.join("site/charts/meshguard-gateway");
+        assert!(
+            chart.join("values-air-gapped.yaml").is_file(),
+            "the chart was imported"
+        );
+        let tools_digest = reg.digest("meshguard/tools:0.1.0").unwrap();
+        Self {
+            release,
+            port,
+            chart,
+            registry: reg.addr.clone(),
+            digest,
+            tools_digest,
+        }
+    }
+
+    /// The air-gapped profile pointed at the site registry by digest, with `extra` after it.
+    fn template(&self, extra: &[&str]) -> String {
         run_ok(
             Command::new(tool("helm"))
-                .args(["template", &release, chart.to_str().unwrap(), "-f"])
-                .arg(chart.join("values-air-gapped.yaml"))
+                .args([
+                    "template",
+                    &self.release,
+                    self.chart.to_str().unwrap(),
+                    "-f",
+                ])
+                .arg(self.chart.join("values-air-gapped.yaml"))
                 .args([
                     "--set",
-                    &format!("global.imageRegistry={}", reg.addr),
+                    &format!("global.imageRegistry={}", self.registry),
                     "--set",
-                    &format!("image.digest={digest}"),
+                    &format!("image.digest={}", self.digest),
                     "--set",
-                    &format!("toolsImage.digest={tools_digest}"),
+                    &format!("toolsImage.digest={}", self.tools_digest),
                     "--set",
-                    &format!("port={port}"),
+                    &format!("port={}", self.port),
                     // The egress proxy's allowlist is the site's, from its media: not run here.
                     "--set",
                     "egressProxy.enabled=false",
                 ])
                 .args(extra),
         )
-    };
-    let rendered = template(&[
+    }
+}
+
+/// The gateway as the site renders it, its image pinned by digest in the site registry.
+fn render_gateway(chart: &SiteChart) -> String {
+    let release = &chart.release;
+    let rendered = chart.template(&[
         "--set",
         &format!("existingSecret={release}-secrets"),
         // The license and the signed policy bundle come from ConfigMaps the runbook creates
@@ -352,46 +425,51 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         "policyBundle.enabled=false",
     ]);
     assert!(
-        rendered.contains(&format!("{}/meshguard/gateway@{digest}", reg.addr)),
+        rendered.contains(&format!(
+            "{}/meshguard/gateway@{}",
+            chart.registry, chart.digest
+        )),
         "the image is pinned by digest in the site registry"
     );
-    let podman = Podman::new();
-    let mut site = Site {
-        podman: &podman,
-        release: release.clone(),
-        played: Vec::new(),
-    };
-    let secret = d.join("secret.json");
-    let b64 = |s: &str| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(s)
-    };
+    rendered
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Creates the gateway's Secret and plays what the chart rendered; returns the played file.
+fn play_gateway(site: &mut Site<'_>, secret: &Path, rendered: &str) -> PathBuf {
+    let release = site.release.clone();
     std::fs::write(
-        &secret,
+        secret,
         json!({"ADMIN_TOKEN": b64(ADMIN), "JWT_SECRET": b64(JWT)}).to_string(),
     )
     .unwrap();
-    podman.ok(&[
+    site.podman.ok(&[
         "secret",
         "create",
         &format!("{release}-secrets"),
         secret.to_str().unwrap(),
     ]);
-    let first = d.join("first.yaml");
+    let first = secret.with_file_name("first.yaml");
     // Everything the chart renders (podman runs the Deployment and the claim and passes over the
     // kinds it has no use for: Service, ServiceAccount, NetworkPolicy).
-    std::fs::write(&first, &rendered).unwrap();
+    std::fs::write(&first, rendered).unwrap();
     site.played.push(first.clone());
-    podman.ok(&[
+    site.podman.ok(&[
         "kube",
         "play",
         "--tls-verify=false",
         first.to_str().unwrap(),
     ]);
-    let url = format!("http://127.0.0.1:{port}");
-    wait_healthy(&url);
+    first
+}
 
-    // The product answers: an agent, a policy, an allowed and a denied decision.
+/// The product answers: an agent, a policy, an allowed and a denied decision. Returns the agent
+/// and its token.
+fn the_gateway_decides(url: &str) -> (Value, String) {
     let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
         .json(&json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
         .send()
@@ -407,8 +485,8 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         .as_str()
         .expect("the agent's token")
         .to_owned();
-    assert_eq!(check(&url, &token, "read:inventory"), 200);
-    assert_eq!(check(&url, &token, "write:inventory"), 403);
+    assert_eq!(check(url, &token, "read:inventory"), 200);
+    assert_eq!(check(url, &token, "write:inventory"), 403);
     let checkpoint = admin(
         reqwest::Method::POST,
         &format!("{url}/admin/audit/checkpoint"),
@@ -416,19 +494,26 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     .send()
     .unwrap();
     assert!(checkpoint.status().is_success());
+    (agent, token)
+}
 
-    // The pod is replaced (new pod, same claim): the gateway starts on the same audit log.
-    podman.ok(&["kube", "down", first.to_str().unwrap()]);
-    let second = d.join("second.yaml");
-    std::fs::write(&second, without_claim(&rendered)).unwrap();
+/// The pod is replaced (new pod, same claim): the gateway starts on the same audit log.
+fn replace_the_pod(site: &mut Site<'_>, first: &Path, rendered: &str) {
+    site.podman.ok(&["kube", "down", first.to_str().unwrap()]);
+    let second = first.with_file_name("second.yaml");
+    std::fs::write(&second, without_claim(rendered)).unwrap();
     site.played.push(second.clone());
-    podman.ok(&[
+    site.podman.ok(&[
         "kube",
         "play",
         "--tls-verify=false",
         second.to_str().unwrap(),
     ]);
-    wait_healthy(&url);
+}
+
+/// The log verifies, holds the decisions made before the replacement, and the gateway still
+/// decides with the policy and agent made before.
+fn the_audit_log_survived_the_replacement(url: &str, token: &str) {
     let verify: Value = admin(reqwest::Method::GET, &format!("{url}/admin/audit/verify"))
         .send()
         .unwrap()
@@ -453,13 +538,22 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         );
     }
     // And it still decides with the policy and agent made before.
-    assert_eq!(check(&url, &token, "read:inventory"), 200);
-    assert_eq!(check(&url, &token, "write:inventory"), 403);
-    // An agent's pod with its guardian sidecar (the chart's example agent), from the same
-    // image in the site registry: the agent calls its sidecar only; the sidecar decides with the
-    // control plane's signed bundle, forwards to the upstream only what is allowed, and hands
-    // its log to the control plane in heartbeats.
-    let upstream = Upstream::start();
+    assert_eq!(check(url, token, "read:inventory"), 200);
+    assert_eq!(check(url, token, "write:inventory"), 403);
+}
+
+/// Plays the chart's example agent with its guardian sidecar, the control plane's exported
+/// bundle and key in ConfigMaps beside it and the agent's token in a Secret.
+fn play_example_agent(
+    site: &mut Site<'_>,
+    chart: &SiteChart,
+    url: &str,
+    agent_id: &str,
+    upstream: &Upstream,
+    secret: &Path,
+    token: &str,
+) {
+    let release = chart.release.clone();
     let exported: Value = admin(
         reqwest::Method::GET,
         &format!("{url}/admin/policies/bundle"),
@@ -468,9 +562,8 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     .unwrap()
     .json()
     .unwrap();
-    let agent_id = agent["id"].as_str().unwrap();
     let sidecar_port = free_port();
-    let pod = template(&[
+    let pod = chart.template(&[
         "--set",
         &format!(
             "exampleAgent.enabled=true,exampleAgent.agentId={agent_id},exampleAgent.tokenSecret={release}-agent,exampleAgent.upstream={},exampleAgent.intervalSeconds=1,exampleAgent.hostNetwork=true",
@@ -491,7 +584,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{release}-bundle-key")},
                "data": {"meshguard.pub": exported["publicKey"]}}),
     ];
-    let agent_pod = d.join("agent.yaml");
+    let agent_pod = secret.with_file_name("agent.yaml");
     let mut text = String::new();
     for m in &maps {
         // JSON is YAML: one document each.
@@ -500,51 +593,56 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     }
     text.push_str(&pod);
     std::fs::write(&agent_pod, text).unwrap();
-    std::fs::write(&secret, json!({"token": b64(&token)}).to_string()).unwrap();
-    podman.ok(&[
+    std::fs::write(secret, json!({"token": b64(token)}).to_string()).unwrap();
+    site.podman.ok(&[
         "secret",
         "create",
         &format!("{release}-agent"),
         secret.to_str().unwrap(),
     ]);
     site.played.push(agent_pod.clone());
-    podman.ok(&[
+    site.podman.ok(&[
         "kube",
         "play",
         "--tls-verify=false",
         agent_pod.to_str().unwrap(),
     ]);
-    // The decisions the control plane holds from a sidecar's log, as (action, decision).
-    let decisions_of = |origin: &str| -> Vec<(String, String)> {
-        let export = admin(
-            reqwest::Method::GET,
-            &format!("{url}/admin/audit/export?source={origin}"),
-        )
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-        export
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .map(|l| {
-                (
-                    l["entry"]["action"].as_str().unwrap_or_default().to_owned(),
-                    l["entry"]["decision"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                )
-            })
-            .collect()
-    };
+}
+
+/// The decisions the control plane holds from a sidecar's log, as (action, decision).
+fn decisions_of(url: &str, origin: &str) -> Vec<(String, String)> {
+    let export = admin(
+        reqwest::Method::GET,
+        &format!("{url}/admin/audit/export?source={origin}"),
+    )
+    .send()
+    .unwrap()
+    .text()
+    .unwrap();
+    export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|l| {
+            (
+                l["entry"]["action"].as_str().unwrap_or_default().to_owned(),
+                l["entry"]["decision"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits for the sidecar's row that carries the agent's own decisions (they arrive with a later
+/// heartbeat than its sidecar's smoke check); returns that row.
+fn wait_for_the_agents_decisions(site: &Site<'_>, url: &str, agent_id: &str) -> Value {
     let wanted = |d: &[(String, String)]| {
         d.contains(&("read:inventory/7".into(), "allow".into()))
             && d.contains(&("delete:inventory/7".into(), "deny".into()))
     };
-    // The agent's own decisions arrive with a later heartbeat than its sidecar's smoke check.
     let deadline = Instant::now() + Duration::from_secs(90);
-    let row = loop {
+    loop {
         let list: Value = admin(reqwest::Method::GET, &format!("{url}/admin/sidecars"))
             .send()
             .unwrap()
@@ -557,15 +655,16 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
             .find(|r| r["agentId"] == agent_id && r["entriesHeld"].as_u64() >= Some(2))
             .cloned();
         if let Some(r) = row
-            && wanted(&decisions_of(r["origin"].as_str().unwrap()))
+            && wanted(&decisions_of(url, r["origin"].as_str().unwrap()))
         {
-            break r;
+            return r;
         }
         if Instant::now() > deadline {
-            let logs = podman
+            let logs = site
+                .podman
                 .cmd()
                 .args(["logs"])
-                .arg(format!("{release}-example-agent-pod-0-guardian"))
+                .arg(format!("{}-example-agent-pod-0-guardian", site.release))
                 .output()
                 .unwrap();
             panic!(
@@ -578,8 +677,11 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
             );
         }
         std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(row["policiesCurrent"], true, "{row}");
+    }
+}
+
+/// The allowed call reached the upstream; the denied one never did.
+fn the_upstream_saw_only_the_allowed_call(upstream: &Upstream) {
     let received = upstream.received();
     let calls: Vec<String> = received
         .as_array()
@@ -670,186 +772,54 @@ fn network_paths_open(chart: &str, profile: &str, values: &str, digest: &str, si
     }
 }
 
-#[test]
-fn every_profile_lints_strictly_and_renders_what_operators_expect() {
-    let chart = root().join("helm/meshguard-gateway");
-    let chart = chart.to_str().unwrap();
-    let digest = format!(
+/// Both images pinned by digest, as every profile must be rendered.
+fn digests() -> String {
+    format!(
         "image.digest=sha256:{},toolsImage.digest=sha256:{}",
         "ab".repeat(32),
         "cd".repeat(32)
-    );
-    // The example agent with its guardian sidecar, rendered and validated with the rest.
-    let agent = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
-    // What a site must say about itself for a profile to render: where its database is (a
-    // shared control plane behind restricted egress), where its egress proxy's destinations are
-    // (the proxy behind restricted egress), and the region it is pinned to (customer cloud).
-    let site = |profile: &str| match profile {
+    )
+}
+
+/// The example agent with its guardian sidecar, rendered and validated with the rest.
+const EXAMPLE_AGENT: &str = "exampleAgent.enabled=true,exampleAgent.agentId=agent_example,exampleAgent.tokenSecret=example-token,guardian.bundleConfigMap=bundle,guardian.bundleKeyConfigMap=bundle-key";
+
+/// What a site must say about itself for a profile to render: where its database is (a shared
+/// control plane behind restricted egress), where its egress proxy's destinations are (the
+/// proxy behind restricted egress), and the region it is pinned to (customer cloud).
+fn site_values(profile: &str) -> &'static str {
+    match profile {
         "dedicated-tenant" => "controlPlane.postgres.egressTo[0].ipBlock.cidr=10.20.0.0/16",
         "air-gapped" => "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16",
         "customer-cloud" => {
             "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16,license.region=eu-central-1,egressProxy.regions={eu-central-1}"
         }
         _ => "podLabels.site=test",
-    };
+    }
+}
+
+#[test]
+fn every_profile_lints_strictly_and_renders_what_operators_expect() {
+    let chart = root().join("helm/meshguard-gateway");
+    let chart = chart.to_str().unwrap();
+    let digest = digests();
     for profile in PROFILES {
         let values = format!("{chart}/values-{profile}.yaml");
-        ok(
-            helm(&[
-                "lint",
-                "--strict",
-                chart,
-                "-f",
-                &values,
-                "--set",
-                &digest,
-                "--set",
-                site(profile),
-            ]),
-            &format!("helm lint --strict ({profile})"),
-        );
-        let out = ok(
-            helm(&[
-                "template",
-                "mg",
-                chart,
-                "-f",
-                &values,
-                "--set",
-                &digest,
-                "--set",
-                agent,
-                "--set",
-                site(profile),
-            ]),
-            &format!("helm template ({profile})"),
-        );
-        network_paths_open(chart, profile, &values, &digest, site(profile));
-        assert!(
-            out.contains("args: [\"--check-policy-bundle\"]"),
-            "{profile}: an init container verifies the sidecar's bundle"
-        );
-        assert!(
-            out.contains("- {name: SIDECAR_AGENT_ID, value: \"agent_example\"}")
-                && out.contains("- {name: HOST, value: \"127.0.0.1\"}"),
-            "{profile}: the sidecar serves its agent on the pod's loopback only"
-        );
-        assert!(
-            out.contains("exec: {command: [\"/usr/local/bin/meshguard-gateway\", \"--probe\", \"http://127.0.0.1:")
-                && out.matches("--probe").count() >= 3,
-            "{profile}: the loopback-only sidecar is probed from inside its container"
-        );
-        // Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we
-        // support and the newest schema the validator ships.
-        let rendered = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(rendered.path(), &out).unwrap();
-        for version in ["1.29.0", "1.37.0"] {
-            ok(
-                run(Command::new(
-                    crate::support::tools_dir().join("kubernetes-validate/bin/kubernetes-validate"),
-                )
-                .args(["--strict", "-k", version])
-                .arg(rendered.path())),
-                &format!("kubernetes-validate --strict -k {version} ({profile})"),
-            );
-        }
-        assert!(!out.contains(":latest"), "{profile}: no :latest image");
-        assert!(
-            !out.contains("privileged: true"),
-            "{profile}: nothing privileged"
-        );
-        assert!(
-            out.contains("automountServiceAccountToken: false"),
-            "{profile}: no service account token in the pod"
-        );
-        assert!(out.contains("startupProbe:") && out.contains("livenessProbe:"));
-        assert!(out.contains("readOnlyRootFilesystem: true"));
+        let out = lint_and_render(chart, profile, &values, &digest);
+        network_paths_open(chart, profile, &values, &digest, site_values(profile));
+        the_sidecar_is_checked_and_loopback_only(profile, &out);
+        kubernetes_validates_strictly(profile, &out);
+        nothing_runs_with_more_than_it_needs(profile, &out);
         let replicas = match *profile {
             "managed-saas" => 3,
             "dedicated-tenant" => 2,
             _ => 1,
         };
         if replicas > 1 {
-            // Several gateways on the platform's PostgreSQL, each with its own audit volume.
-            assert!(
-                out.contains("kind: StatefulSet") && out.contains(&format!("replicas: {replicas}")),
-                "{profile}: {replicas} gateways"
-            );
-            assert!(
-                out.contains("secretKeyRef: {name: meshguard-control-plane, key: DATABASE_URL}")
-                    && out.contains(
-                        "secretKeyRef: {name: meshguard-control-plane, key: SECRETS_KEY}"
-                    ),
-                "{profile}: the database URL and the shared secrets key come from a Secret"
-            );
-            assert!(
-                out.contains(
-                    "name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit/$(POD_NAME)\""
-                ),
-                "{profile}: each gateway is a log origin of its own, named after its pod"
-            );
-            assert!(
-                out.contains("volumeClaimTemplates:") && out.contains("whenDeleted: Retain"),
-                "{profile}: each pod's audit volume outlives an uninstall"
-            );
-            assert!(
-                out.contains("maxUnavailable: 1"),
-                "{profile}: a drain takes one gateway at a time"
-            );
-            assert!(
-                out.contains("serviceName: mg-pods")
-                    && out.contains("name: mg-pods")
-                    && out.contains("clusterIP: None"),
-                "{profile}: the StatefulSet is governed by a headless Service"
-            );
-            assert!(
-                out.contains("topologyKey: kubernetes.io/hostname")
-                    && out.contains("topologyKey: topology.kubernetes.io/zone"),
-                "{profile}: the gateways spread over nodes and zones"
-            );
-            // The archive pulls each pod's own log through its own name, into its own
-            // directory, and the NetworkPolicy lets the job in.
-            let archived = ok(
-                helm(&[
-                    "template",
-                    "mg",
-                    chart,
-                    "-f",
-                    &values,
-                    "--set",
-                    &digest,
-                    "--set",
-                    site(profile),
-                    "--set",
-                    "archive.enabled=true",
-                ]),
-                &format!("helm template with the archive ({profile})"),
-            );
-            for i in 0..replicas {
-                assert!(
-                    archived.contains(&format!("- /archive/mg-{i}\n"))
-                        && archived
-                            .contains(&format!("\"http://mg-{i}.mg-pods.default.svc:3100\"")),
-                    "{profile}: gateway {i}'s log is archived from that gateway"
-                );
-            }
-            assert!(
-                archived.contains("app.kubernetes.io/name: meshguard-archive\n              app.kubernetes.io/instance: mg"),
-                "{profile}: the NetworkPolicy admits the archive job"
-            );
+            several_gateways_share_postgres(profile, &out, replicas);
+            each_gateways_log_is_archived(chart, profile, &values, &digest, replicas);
         } else {
-            assert!(
-                out.contains("kind: Deployment") && !out.contains("DATABASE_URL"),
-                "{profile}: one gateway on its SQLite file"
-            );
-            assert!(
-                out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit\""),
-                "{profile}: the audit origin comes from the release, not the pod name"
-            );
-            assert!(
-                out.contains("helm.sh/resource-policy: keep"),
-                "{profile}: the audit volume outlives an uninstall"
-            );
+            one_gateway_on_sqlite(profile, &out);
         }
         if ["air-gapped", "customer-cloud"].contains(profile) {
             assert!(
@@ -858,49 +828,248 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             );
         }
         if *profile == "customer-cloud" {
-            assert!(
-                out.contains("- {name: REGION, value: \"eu-central-1\"}")
-                    && out.contains("- {name: EGRESS_REGIONS, value: \"eu-central-1\"}"),
-                "{profile}: pinned to the site's region"
-            );
-            // Without the site's region it does not render: no region is assumed.
-            let unpinned = helm(&[
-                "template",
-                "mg",
-                chart,
-                "-f",
-                &values,
-                "--set",
-                &digest,
-                "--set",
-                "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16",
-            ]);
-            assert!(
-                !unpinned.status.success()
-                    && String::from_utf8_lossy(&unpinned.stderr)
-                        .contains("license.region is required"),
-                "{profile}: {}",
-                String::from_utf8_lossy(&unpinned.stderr)
-            );
+            customer_cloud_is_pinned_to_the_sites_region(chart, profile, &values, &digest, &out);
         }
         if *profile == "air-gapped" {
-            assert!(
-                out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
-                "air-gapped pulls from the site registry by digest"
-            );
-            assert!(
-                out.contains("kind: CronJob")
-                    && out.contains("image: \"registry.local:5000/meshguard/tools@sha256:")
-                    && out.contains("- audit-archive"),
-                "air-gapped archives the audit log locally, with the tools image by digest"
-            );
-            assert!(
-                out.contains("policyTypes: [Ingress, Egress]"),
-                "air-gapped denies egress by default"
-            );
+            air_gapped_is_local_and_denies_egress(&out);
         }
     }
-    // The air-gapped profile refuses to render without a digest, naming what to set.
+    air_gapped_refuses_to_render_without_a_digest(chart);
+    values_that_cannot_work_are_refused(chart);
+    the_schema_refuses_what_the_gateway_would(chart);
+    one_setting_rewrites_the_registry(chart);
+}
+
+/// `helm lint --strict` passes for `profile`; returns its rendering with the example agent.
+fn lint_and_render(chart: &str, profile: &str, values: &str, digest: &str) -> String {
+    ok(
+        helm(&[
+            "lint",
+            "--strict",
+            chart,
+            "-f",
+            values,
+            "--set",
+            digest,
+            "--set",
+            site_values(profile),
+        ]),
+        &format!("helm lint --strict ({profile})"),
+    );
+    ok(
+        helm(&[
+            "template",
+            "mg",
+            chart,
+            "-f",
+            values,
+            "--set",
+            digest,
+            "--set",
+            EXAMPLE_AGENT,
+            "--set",
+            site_values(profile),
+        ]),
+        &format!("helm template ({profile})"),
+    )
+}
+
+/// An init container verifies the sidecar's bundle; the sidecar listens on the pod's loopback
+/// only and is probed from inside its container.
+fn the_sidecar_is_checked_and_loopback_only(profile: &str, out: &str) {
+    assert!(
+        out.contains("args: [\"--check-policy-bundle\"]"),
+        "{profile}: an init container verifies the sidecar's bundle"
+    );
+    assert!(
+        out.contains("- {name: SIDECAR_AGENT_ID, value: \"agent_example\"}")
+            && out.contains("- {name: HOST, value: \"127.0.0.1\"}"),
+        "{profile}: the sidecar serves its agent on the pod's loopback only"
+    );
+    assert!(
+        out.contains("exec: {command: [\"/usr/local/bin/meshguard-gateway\", \"--probe\", \"http://127.0.0.1:")
+            && out.matches("--probe").count() >= 3,
+        "{profile}: the loopback-only sidecar is probed from inside its container"
+    );
+}
+
+/// Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we support
+/// and the newest schema the validator ships.
+fn kubernetes_validates_strictly(profile: &str, out: &str) {
+    let rendered = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rendered.path(), out).unwrap();
+    for version in ["1.29.0", "1.37.0"] {
+        ok(
+            run(Command::new(
+                crate::support::tools_dir().join("kubernetes-validate/bin/kubernetes-validate"),
+            )
+            .args(["--strict", "-k", version])
+            .arg(rendered.path())),
+            &format!("kubernetes-validate --strict -k {version} ({profile})"),
+        );
+    }
+}
+
+/// No `:latest` image, nothing privileged, no service account token, probes, a read-only root.
+fn nothing_runs_with_more_than_it_needs(profile: &str, out: &str) {
+    assert!(!out.contains(":latest"), "{profile}: no :latest image");
+    assert!(
+        !out.contains("privileged: true"),
+        "{profile}: nothing privileged"
+    );
+    assert!(
+        out.contains("automountServiceAccountToken: false"),
+        "{profile}: no service account token in the pod"
+    );
+    assert!(out.contains("startupProbe:") && out.contains("livenessProbe:"));
+    assert!(out.contains("readOnlyRootFilesystem: true"));
+}
+
+/// Several gateways on the platform's PostgreSQL, each with its own audit volume.
+fn several_gateways_share_postgres(profile: &str, out: &str, replicas: usize) {
+    assert!(
+        out.contains("kind: StatefulSet") && out.contains(&format!("replicas: {replicas}")),
+        "{profile}: {replicas} gateways"
+    );
+    assert!(
+        out.contains("secretKeyRef: {name: meshguard-control-plane, key: DATABASE_URL}")
+            && out.contains("secretKeyRef: {name: meshguard-control-plane, key: SECRETS_KEY}"),
+        "{profile}: the database URL and the shared secrets key come from a Secret"
+    );
+    assert!(
+        out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit/$(POD_NAME)\""),
+        "{profile}: each gateway is a log origin of its own, named after its pod"
+    );
+    assert!(
+        out.contains("volumeClaimTemplates:") && out.contains("whenDeleted: Retain"),
+        "{profile}: each pod's audit volume outlives an uninstall"
+    );
+    assert!(
+        out.contains("maxUnavailable: 1"),
+        "{profile}: a drain takes one gateway at a time"
+    );
+    assert!(
+        out.contains("serviceName: mg-pods")
+            && out.contains("name: mg-pods")
+            && out.contains("clusterIP: None"),
+        "{profile}: the StatefulSet is governed by a headless Service"
+    );
+    assert!(
+        out.contains("topologyKey: kubernetes.io/hostname")
+            && out.contains("topologyKey: topology.kubernetes.io/zone"),
+        "{profile}: the gateways spread over nodes and zones"
+    );
+}
+
+/// The archive pulls each pod's own log through its own name, into its own directory, and the
+/// NetworkPolicy lets the job in.
+fn each_gateways_log_is_archived(
+    chart: &str,
+    profile: &str,
+    values: &str,
+    digest: &str,
+    replicas: usize,
+) {
+    let archived = ok(
+        helm(&[
+            "template",
+            "mg",
+            chart,
+            "-f",
+            values,
+            "--set",
+            digest,
+            "--set",
+            site_values(profile),
+            "--set",
+            "archive.enabled=true",
+        ]),
+        &format!("helm template with the archive ({profile})"),
+    );
+    for i in 0..replicas {
+        assert!(
+            archived.contains(&format!("- /archive/mg-{i}\n"))
+                && archived.contains(&format!("\"http://mg-{i}.mg-pods.default.svc:3100\"")),
+            "{profile}: gateway {i}'s log is archived from that gateway"
+        );
+    }
+    assert!(
+        archived.contains(
+            "app.kubernetes.io/name: meshguard-archive\n              app.kubernetes.io/instance: mg"
+        ),
+        "{profile}: the NetworkPolicy admits the archive job"
+    );
+}
+
+/// One gateway on its SQLite file, its audit origin from the release and its volume kept.
+fn one_gateway_on_sqlite(profile: &str, out: &str) {
+    assert!(
+        out.contains("kind: Deployment") && !out.contains("DATABASE_URL"),
+        "{profile}: one gateway on its SQLite file"
+    );
+    assert!(
+        out.contains("name: AUDIT_ORIGIN, value: \"mg.default/meshguard-audit\""),
+        "{profile}: the audit origin comes from the release, not the pod name"
+    );
+    assert!(
+        out.contains("helm.sh/resource-policy: keep"),
+        "{profile}: the audit volume outlives an uninstall"
+    );
+}
+
+/// Pinned to the site's region; without the site's region it does not render: no region is
+/// assumed.
+fn customer_cloud_is_pinned_to_the_sites_region(
+    chart: &str,
+    profile: &str,
+    values: &str,
+    digest: &str,
+    out: &str,
+) {
+    assert!(
+        out.contains("- {name: REGION, value: \"eu-central-1\"}")
+            && out.contains("- {name: EGRESS_REGIONS, value: \"eu-central-1\"}"),
+        "{profile}: pinned to the site's region"
+    );
+    let unpinned = helm(&[
+        "template",
+        "mg",
+        chart,
+        "-f",
+        values,
+        "--set",
+        digest,
+        "--set",
+        "networkPolicy.egressTo[0].ipBlock.cidr=10.40.0.0/16",
+    ]);
+    assert!(
+        !unpinned.status.success()
+            && String::from_utf8_lossy(&unpinned.stderr).contains("license.region is required"),
+        "{profile}: {}",
+        String::from_utf8_lossy(&unpinned.stderr)
+    );
+}
+
+/// Air-gapped pulls and archives from the site registry by digest and denies egress by default.
+fn air_gapped_is_local_and_denies_egress(out: &str) {
+    assert!(
+        out.contains("image: \"registry.local:5000/meshguard/gateway@sha256:"),
+        "air-gapped pulls from the site registry by digest"
+    );
+    assert!(
+        out.contains("kind: CronJob")
+            && out.contains("image: \"registry.local:5000/meshguard/tools@sha256:")
+            && out.contains("- audit-archive"),
+        "air-gapped archives the audit log locally, with the tools image by digest"
+    );
+    assert!(
+        out.contains("policyTypes: [Ingress, Egress]"),
+        "air-gapped denies egress by default"
+    );
+}
+
+/// The air-gapped profile refuses to render without a digest, naming what to set.
+fn air_gapped_refuses_to_render_without_a_digest(chart: &str) {
     let err = helm(&[
         "template",
         "mg",
@@ -908,7 +1077,7 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         "-f",
         &format!("{chart}/values-air-gapped.yaml"),
         "--set",
-        site("air-gapped"),
+        site_values("air-gapped"),
     ]);
     assert!(!err.status.success());
     assert!(
@@ -916,7 +1085,10 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         "{}",
         String::from_utf8_lossy(&err.stderr)
     );
-    // Values that would deploy a gateway that cannot work: refused, naming the setting.
+}
+
+/// Values that would deploy a gateway that cannot work: refused, naming the setting.
+fn values_that_cannot_work_are_refused(chart: &str) {
     for (set, says) in [
         // A shared control plane with no Secret for its URL; a sidecar with no agent id.
         (
@@ -959,8 +1131,11 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
             String::from_utf8_lossy(&err.stderr)
         );
     }
-    // The schema refuses what the gateway would refuse, and keys it does not know (a misspelt
-    // setting must not render as if it were not there).
+}
+
+/// The schema refuses what the gateway would refuse, and keys it does not know (a misspelt
+/// setting must not render as if it were not there).
+fn the_schema_refuses_what_the_gateway_would(chart: &str) {
     for bad in [
         "securityContext.capabilities.add[0]=NET_ADMIN",
         "securityContext.capabilities.drop=null",
@@ -984,7 +1159,10 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         let out = helm(&["template", "mg", chart, "--set", bad]);
         assert!(!out.status.success(), "{bad} must not render");
     }
-    // One setting rewrites the registry.
+}
+
+/// One setting rewrites the registry.
+fn one_setting_rewrites_the_registry(chart: &str) {
     let out = ok(
         helm(&[
             "template",
