@@ -88,15 +88,40 @@ source:
 
 #[test]
 fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
-    let k = keys();
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
+    let (id, recipient) = site_age_identity(dir);
+    let m = full_inputs(dir, "1.4.0", Some(&recipient));
+    create_dual_signed(dir, &m);
+    let media = dir.join("media");
+    our_verifier_passes_every_step(dir);
+    the_provenance_names_inputs_not_the_build_host(dir, &media);
+    // Stock tools, each on its own.
+    sha256sum_and_minisign_verify(&media);
+    openssl_and_sigstore_js_verify_the_sigstore_bundle(dir, &media);
+    the_sboms_are_valid_cyclonedx(&media);
+    skopeo_oci_image_tool_and_helm_read_the_media(&media);
+    age_decrypts_the_license(&media, &id);
+    let reg = Registry::start();
+    let doc = import_into_a_registry(dir, &media, &reg);
+    a_second_import_pushes_nothing_new(dir, &reg);
+    import_into_a_local_layout(dir);
+    terraform_installs_the_provider_offline(dir, &doc);
+}
+
+/// A site's age identity; returns (its file, its recipient).
+fn site_age_identity(dir: &Path) -> (std::path::PathBuf, String) {
     let id = dir.join("site.age");
     run_ok(Command::new("age-keygen").arg("-o").arg(&id));
     let recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&id))
         .trim()
         .to_owned();
-    let m = full_inputs(dir, "1.4.0", Some(&recipient));
+    (id, recipient)
+}
+
+/// `create` with both keys (minisign and the sigstore bundle's p256) writes `media`.
+fn create_dual_signed(dir: &Path, m: &Path) {
+    let k = keys();
     let out = ok(
         bundle(
             &[
@@ -115,7 +140,11 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         "create",
     );
     assert!(out.contains("1 image(s)"), "{out}");
-    let media = dir.join("media");
+}
+
+/// `verify` passes every step and writes its evidence.
+fn our_verifier_passes_every_step(dir: &Path) {
+    let k = keys();
     let text = ok(
         bundle(
             &[
@@ -158,8 +187,10 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
             .unwrap()
             .contains("VERIFIED")
     );
+}
 
-    // The provenance names every input by digest, and no path of the build host.
+/// The provenance names every input by digest, and no path of the build host.
+fn the_provenance_names_inputs_not_the_build_host(dir: &Path, media: &Path) {
     let envelope: serde_json::Value = serde_json::from_slice(
         &std::fs::read(media.join("provenance/media.intoto.dsse.json")).unwrap(),
     )
@@ -202,23 +233,32 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
             "{name}"
         );
     }
+}
 
-    // Stock tools, each on its own.
+/// sha256sum checks every file; minisign checks the sums and the policy bundle.
+fn sha256sum_and_minisign_verify(media: &Path) {
+    let k = keys();
     run_ok(
         Command::new("sha256sum")
             .args(["-c", "--strict", "--quiet", "SHA256SUMS"])
-            .current_dir(&media),
+            .current_dir(media),
     );
     run_ok(
         Command::new("minisign")
             .args(["-Vm", "SHA256SUMS", "-p", &k.ed_public()])
-            .current_dir(&media),
+            .current_dir(media),
     );
     run_ok(
         Command::new("minisign")
             .args(["-Vm", "policies/policy-bundle.json", "-p", &k.ed_public()])
-            .current_dir(&media),
+            .current_dir(media),
     );
+}
+
+/// The sigstore bundle's signature verifies with openssl on its own, and the whole bundle with
+/// the sigstore project's JS verifier.
+fn openssl_and_sigstore_js_verify_the_sigstore_bundle(dir: &Path, media: &Path) {
+    let k = keys();
     let bundle_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(media.join("SHA256SUMS.sigstore.json")).unwrap())
             .unwrap();
@@ -247,6 +287,11 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
             .env("NODE_PATH", tools_dir().join("node/node_modules")),
     );
     assert!(node.starts_with("OK"), "{node}");
+}
+
+/// Every SBOM is valid CycloneDX 1.6; the image's names env variables, never their values; the
+/// binary's lists its crates.
+fn the_sboms_are_valid_cyclonedx(media: &Path) {
     let sboms: Vec<String> = walk_files(&media.join("sbom"));
     assert!(sboms.len() >= 3, "{sboms:?}");
     let valid = run_ok(
@@ -268,6 +313,10 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         bin_sbom.contains("pkg:cargo/zstd@"),
         "the binary's crates are listed"
     );
+}
+
+/// skopeo and oci-image-tool read the image layout; helm lints the chart.
+fn skopeo_oci_image_tool_and_helm_read_the_media(media: &Path) {
     let inspect = run_ok(Command::new("skopeo").arg("inspect").arg(format!(
         "oci:{}:meshguard/gateway:1.4.0",
         media.join("images").display()
@@ -289,24 +338,29 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
             .arg("lint")
             .arg(media.join("charts/meshguard-gateway")),
     );
+}
+
+/// Stock age decrypts the license with the site's identity.
+fn age_decrypts_the_license(media: &Path, id: &Path) {
     let license = run_ok(
         Command::new("age")
             .arg("-d")
             .arg("-i")
-            .arg(&id)
+            .arg(id)
             .arg(media.join("license/acme.license.age")),
     );
     assert!(license.contains("application/vnd.meshguard.license.v1+json"));
+}
 
-    // Into a registry: skopeo sees the same digest MEDIA.json records.
-    let reg = Registry::start();
+/// Into a registry: skopeo sees the same digest MEDIA.json records. Returns MEDIA.json.
+fn import_into_a_registry(dir: &Path, media: &Path, reg: &Registry) -> serde_json::Value {
     let receipt = ok(
         bundle(
             &[
                 "import",
                 "media",
                 "--pubkey",
-                &k.ed_public(),
+                &keys().ed_public(),
                 "--registry",
                 &reg.addr,
                 "--insecure",
@@ -343,15 +397,18 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         dir.join("site/charts/meshguard-gateway/Chart.yaml")
             .is_file()
     );
+    doc
+}
 
-    // A second import pushes nothing new.
+/// A second import pushes nothing new.
+fn a_second_import_pushes_nothing_new(dir: &Path, reg: &Registry) {
     let again = ok(
         bundle(
             &[
                 "import",
                 "media",
                 "--pubkey",
-                &k.ed_public(),
+                &keys().ed_public(),
                 "--registry",
                 &reg.addr,
                 "--insecure",
@@ -368,15 +425,17 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         again["push"]["blobsSkipped"].as_u64().unwrap() >= 2,
         "{again}"
     );
+}
 
-    // The embedded default: a local OCI layout skopeo reads.
+/// The embedded default: a local OCI layout skopeo reads.
+fn import_into_a_local_layout(dir: &Path) {
     ok(
         bundle(
             &[
                 "import",
                 "media",
                 "--pubkey",
-                &k.ed_public(),
+                &keys().ed_public(),
                 "--dest",
                 "local",
             ],
@@ -388,8 +447,11 @@ fn media_verifies_with_stock_tools_alone_and_imports_everywhere() {
         "oci:{}:meshguard/gateway:1.4.0",
         dir.join("local/images").display()
     )));
+}
 
-    // Terraform installs the provider from the imported mirror with no network at all.
+/// Terraform installs the provider from the imported mirror with no network at all, and its
+/// lock file records the h1: MEDIA.json carries.
+fn terraform_installs_the_provider_offline(dir: &Path, doc: &serde_json::Value) {
     let tf = dir.join("tf");
     std::fs::create_dir_all(&tf).unwrap();
     std::fs::write(
