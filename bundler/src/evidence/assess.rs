@@ -129,6 +129,51 @@ pub struct Facts {
     inputs: Inputs,
 }
 
+/// The policy changes of the period by approval (see `Facts::approvals`): how many were
+/// approved by a listed approver, and the ids of the others.
+#[derive(Default)]
+struct Approvals {
+    approved: u64,
+    unlisted: Vec<String>,
+    missing: Vec<String>,
+    without_list: Vec<String>,
+}
+
+impl Approvals {
+    /// What keeps the changes from being shown approved: configurations over the period with
+    /// no approver list in force (`listless`, their seqs), then each kind of change not approved.
+    fn gaps(&self, changes: usize, listless: &[u64]) -> Vec<String> {
+        let mut why = Vec::new();
+        if !listless.is_empty() {
+            why.push(format!(
+                "no signed approver list (CHANGE_APPROVERS) was in force in {} of the configurations over the period (configuration entries seq {})",
+                listless.len(),
+                list(listless)
+            ));
+        }
+        for (ids, what) in [
+            (&self.missing, "name no approver or no change ticket"),
+            (
+                &self.unlisted,
+                "were approved by someone not on the signed approver list in force",
+            ),
+            (
+                &self.without_list,
+                "were made with no approver list in force",
+            ),
+        ] {
+            if !ids.is_empty() {
+                why.push(format!(
+                    "{} of {changes} policy changes {what}: {}",
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
+        }
+        why
+    }
+}
+
 impl Facts {
     pub fn new(origin: &str, profile: &profiles::Profile) -> Self {
         Self {
@@ -664,16 +709,12 @@ impl Facts {
         }
     }
 
-    fn changes_approved(&self) -> Assessed {
-        let changes: Vec<&Value> = self.inputs.changes["changes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["kind"] == "policy")
-            .collect();
-        let (mut approved, mut unlisted, mut missing) = (0u64, Vec::new(), Vec::new());
-        let mut without_list = Vec::new();
-        for c in &changes {
+    /// Each policy change sorted by its approval: by an approver on the signed list in force
+    /// when it was made, by someone not on it, with no list in force, or with no approver or
+    /// change ticket at all.
+    fn approvals(&self, changes: &[&Value]) -> Approvals {
+        let mut a = Approvals::default();
+        for c in changes {
             let id = c["id"].as_str().unwrap_or("?").to_owned();
             let approver = c["approver"].as_str().filter(|a| !a.is_empty());
             let ticket = c["changeTicket"].as_str().is_some_and(|t| !t.is_empty());
@@ -682,13 +723,24 @@ impl Facts {
                 .and_then(|t| self.in_force_at(t))
                 .and_then(|s| s.meta["changeApprovers"]["approvers"].as_array());
             match (approver, list) {
-                (None, _) => missing.push(id),
-                (Some(_), _) if !ticket => missing.push(id),
-                (Some(_), None) => without_list.push(id),
-                (Some(a), Some(names)) if names.iter().any(|n| n == a) => approved += 1,
-                (Some(_), Some(_)) => unlisted.push(id),
+                (None, _) => a.missing.push(id),
+                (Some(_), _) if !ticket => a.missing.push(id),
+                (Some(_), None) => a.without_list.push(id),
+                (Some(name), Some(names)) if names.iter().any(|n| n == name) => a.approved += 1,
+                (Some(_), Some(_)) => a.unlisted.push(id),
             }
         }
+        a
+    }
+
+    fn changes_approved(&self) -> Assessed {
+        let changes: Vec<&Value> = self.inputs.changes["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["kind"] == "policy")
+            .collect();
+        let a = self.approvals(&changes);
         let lists: BTreeSet<u64> = self
             .in_force_over_run()
             .iter()
@@ -702,10 +754,10 @@ impl Facts {
             .collect();
         let numbers = json!({
             "policyChanges": changes.len(),
-            "approvedByListedApprover": approved,
-            "approverNotListed": unlisted.len(),
-            "withoutApproverOrTicket": missing.len(),
-            "withoutApproverListInForce": without_list.len(),
+            "approvedByListedApprover": a.approved,
+            "approverNotListed": a.unlisted.len(),
+            "withoutApproverOrTicket": a.missing.len(),
+            "withoutApproverListInForce": a.without_list.len(),
             "approverListVersions": lists,
         });
         if !self.start_known() {
@@ -714,39 +766,7 @@ impl Facts {
                 "the log holds no configuration entry in force when the period began, so the approver list in force cannot be shown".to_owned(),
             );
         }
-        let mut why = Vec::new();
-        if !listless.is_empty() {
-            why.push(format!(
-                "no signed approver list (CHANGE_APPROVERS) was in force in {} of the configurations over the period (configuration entries seq {})",
-                listless.len(),
-                list(&listless)
-            ));
-        }
-        for (n, ids, what) in [
-            (
-                missing.len(),
-                &missing,
-                "name no approver or no change ticket",
-            ),
-            (
-                unlisted.len(),
-                &unlisted,
-                "were approved by someone not on the signed approver list in force",
-            ),
-            (
-                without_list.len(),
-                &without_list,
-                "were made with no approver list in force",
-            ),
-        ] {
-            if n > 0 {
-                why.push(format!(
-                    "{n} of {} policy changes {what}: {}",
-                    changes.len(),
-                    ids.join(", ")
-                ));
-            }
-        }
+        let why = a.gaps(changes.len(), &listless);
         if why.is_empty() {
             met(
                 numbers,

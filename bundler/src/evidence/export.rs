@@ -205,28 +205,8 @@ fn export_into(
     let covering = covering_checkpoint(&gw, last_seq, opts.allow_unwitnessed)?;
     let proofs = prove_run(&gw, &covering, &first_id, &last_id, &mut configurations)?;
 
-    // The other files, small enough to hold; the entries are on disk already.
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    files.insert(
-        "audit/checkpoint.note".into(),
-        proofs.cosigned_note.clone().into_bytes(),
-    );
-    files.insert("audit/range-proof.json".into(), pretty(&proofs.range)?);
-    if let Some(c) = &proofs.configuration_before {
-        files.insert(assess::CONFIGURATION_BEFORE.into(), pretty(c)?);
-    }
-    gateway_records(&gw, from, to, &mut files)?;
-    if let Some(t) = opts.transcript {
-        transcript_files(t, &mut files)?;
-    }
-    let mut digests: Digests = BTreeMap::new();
-    digests.insert(
-        "audit/entries.jsonl".into(),
-        crate::fsx::sha256_file(&entries_path)?,
-    );
-    for (path, bytes) in &files {
-        digests.insert(path.clone(), digest(bytes));
-    }
+    let mut files = bundle_files(&gw, opts, &proofs, from, to)?;
+    let mut digests = digests_of(&entries_path, &files)?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let facts = assess_bundle(&covering.origin, profile, &proofs, &entries_path, &files)?;
     add_assessment(
@@ -267,6 +247,44 @@ fn export_into(
     write_signed_manifest(opts, profile, &manifest, staging)?;
     check_written(opts, staging)?;
     Ok(manifest)
+}
+
+/// The bundle's files besides the entries (on disk already), small enough to hold: the
+/// proofs, the gateway's records, and the installation transcript if given.
+fn bundle_files(
+    gw: &Gateway<'_>,
+    opts: &ExportOptions<'_>,
+    proofs: &Proofs,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    files.insert(
+        "audit/checkpoint.note".into(),
+        proofs.cosigned_note.clone().into_bytes(),
+    );
+    files.insert("audit/range-proof.json".into(), pretty(&proofs.range)?);
+    if let Some(c) = &proofs.configuration_before {
+        files.insert(assess::CONFIGURATION_BEFORE.into(), pretty(c)?);
+    }
+    gateway_records(gw, from, to, &mut files)?;
+    if let Some(t) = opts.transcript {
+        transcript_files(t, &mut files)?;
+    }
+    Ok(files)
+}
+
+/// The digest of every file: the entries hashed as they are read, the others in memory.
+fn digests_of(entries_path: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<Digests> {
+    let mut digests: Digests = BTreeMap::new();
+    digests.insert(
+        "audit/entries.jsonl".into(),
+        crate::fsx::sha256_file(entries_path)?,
+    );
+    for (path, bytes) in files {
+        digests.insert(path.clone(), digest(bytes));
+    }
+    Ok(digests)
 }
 
 /// A checkpoint that covers the run: the latest one enough witnesses cosigned, if the site has
