@@ -3,12 +3,13 @@
 
 use serde_json::json;
 
-use crate::harness::{Gateway, TERRAFORMS, Workdir};
+use crate::harness::{Gateway, Run, TERRAFORMS, Workdir};
 
 /// The complete example of MeshGuard's Terraform page, with what its page leaves out added: the
 /// `file()` policy, pagerduty and webhook channels, and the gateway on loopback.
 /// One deviation: `data.meshguard_agents.all.count` cannot be referenced in Terraform 0.12 or
 /// later (core reserves `.count`), so `total_agents` counts the `agents` list instead.
+// Long on purpose: one format! of the example's HCL, data rather than steps.
 fn complete_example(gateway_url: &str) -> String {
     format!(
         r##"terraform {{
@@ -153,7 +154,29 @@ fn lifecycle(terraform: &'static str) {
     let wd = Workdir::new(tmp.path(), terraform);
     wd.write("main.tf", &complete_example(&gw.base));
     wd.write("policies/production-guardrails.yaml", GUARDRAILS);
+    let init = init_offline(&wd);
+    let (apply, agent_id, api_key) = apply_makes_what_the_configuration_says(&wd, &gw);
+    // A second plan has nothing to do.
+    let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    assert_eq!(plan.code, 0, "second plan not empty:\n{}", plan.all());
+    update_in_place(&wd, &gw);
+    a_change_outside_terraform_is_planned_back(&wd, &gw);
+    a_deletion_outside_terraform_is_planned_as_a_re_create(&wd, &gw, &agent_id);
+    a_slack_url_changed_outside_is_seen_by_its_digest(&wd, &gw);
+    for address in [
+        "meshguard_agent.summarizer",
+        "meshguard_policy.from_file",
+        "meshguard_alert_channel.slack_alerts",
+        "meshguard_alert_channel.pagerduty_critical",
+    ] {
+        import_then_plan(&wd, address);
+    }
+    no_secret_is_printed_or_logged(&wd, &gw, &init, &apply, &api_key);
+    destroy_leaves_the_gateway_empty(&wd, &gw);
+}
 
+/// `terraform init` with no network, from the provider mirror.
+fn init_offline(wd: &Workdir) -> Run {
     let init = wd.init_offline().ok();
     assert!(
         init.all()
@@ -161,8 +184,12 @@ fn lifecycle(terraform: &'static str) {
         "{}",
         init.all()
     );
+    init
+}
 
-    // Apply, then the gateway holds exactly what the configuration says.
+/// Apply, then the gateway holds exactly what the configuration says. Returns the apply's run,
+/// the code reviewer's id and its api_key.
+fn apply_makes_what_the_configuration_says(wd: &Workdir, gw: &Gateway) -> (Run, String, String) {
     let apply = wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
     assert!(
         apply
@@ -197,12 +224,11 @@ fn lifecycle(terraform: &'static str) {
         3,
         "the api_key is the agent's JWT"
     );
+    (apply, agent_id, api_key)
+}
 
-    // A second plan has nothing to do.
-    let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
-    assert_eq!(plan.code, 0, "second plan not empty:\n{}", plan.all());
-
-    // Update in place.
+/// A changed trust tier is planned and applied as an update in place.
+fn update_in_place(wd: &Workdir, gw: &Gateway) {
     wd.write(
         "main.tf",
         &complete_example(&gw.base)
@@ -219,8 +245,10 @@ fn lifecycle(terraform: &'static str) {
     wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
     let (_, agents) = gw.get("/admin/agents?trustTier=privileged");
     assert_eq!(agents["agents"][0]["name"], "doc-summarizer");
+}
 
-    // Changed outside Terraform: planned update back.
+/// Changed outside Terraform: planned update back.
+fn a_change_outside_terraform_is_planned_back(wd: &Workdir, gw: &Gateway) {
     let (_, list) = gw.get("/admin/agents");
     let summarizer = list["agents"]
         .as_array()
@@ -241,8 +269,14 @@ fn lifecycle(terraform: &'static str) {
     let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
     assert_eq!(plan.code, 2);
     assert!(plan.stdout.contains("1 to change"), "{}", plan.stdout);
+}
 
-    // Deleted outside Terraform: planned re-create.
+/// Deleted outside Terraform: planned re-create, applied, then nothing left to do.
+fn a_deletion_outside_terraform_is_planned_as_a_re_create(
+    wd: &Workdir,
+    gw: &Gateway,
+    agent_id: &str,
+) {
     assert_eq!(gw.delete(&format!("/admin/agents/{agent_id}")), 200);
     let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
     assert_eq!(plan.code, 2);
@@ -254,9 +288,11 @@ fn lifecycle(terraform: &'static str) {
     );
     wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
     assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
+}
 
-    // The gateway never returns a Slack webhook URL, yet a URL changed outside Terraform is
-    // seen (by its digest) and planned back.
+/// The gateway never returns a Slack webhook URL, yet a URL changed outside Terraform is seen
+/// (by its digest) and planned back.
+fn a_slack_url_changed_outside_is_seen_by_its_digest(wd: &Workdir, gw: &Gateway) {
     let (_, channels) = gw.get("/admin/alert-channels");
     let slack = channels["channels"]
         .as_array()
@@ -284,56 +320,60 @@ fn lifecycle(terraform: &'static str) {
     );
     wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
     assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
+}
 
-    // Import of each type, then an empty plan.
-    for address in [
-        "meshguard_agent.summarizer",
-        "meshguard_policy.from_file",
-        "meshguard_alert_channel.slack_alerts",
-        "meshguard_alert_channel.pagerduty_critical",
-    ] {
-        let show = wd.run(&["state", "show", "-no-color", address]).ok().stdout;
-        let id = show
-            .lines()
-            .find_map(|l| {
-                l.trim().strip_prefix("id").map(|r| {
-                    r.trim()
-                        .trim_start_matches('=')
-                        .trim()
-                        .trim_matches('"')
-                        .to_owned()
-                })
+/// Import of one resource by the id in its state, then a plan with nothing to do (or, for a
+/// channel with a write-only secret, one change that applies to nothing left to do).
+fn import_then_plan(wd: &Workdir, address: &str) {
+    let show = wd.run(&["state", "show", "-no-color", address]).ok().stdout;
+    let id = show
+        .lines()
+        .find_map(|l| {
+            l.trim().strip_prefix("id").map(|r| {
+                r.trim()
+                    .trim_start_matches('=')
+                    .trim()
+                    .trim_matches('"')
+                    .to_owned()
             })
-            .unwrap();
-        wd.run(&["state", "rm", address]).ok();
-        let import = wd.run(&["import", "-no-color", address, &id]).ok();
-        assert!(
-            import.stdout.contains("Import successful"),
-            "{}",
-            import.stdout
-        );
-        let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
-        // Write-only secrets (a routing key, a Slack webhook URL) cannot be read back, so an
-        // imported channel plans to set them.
-        let expected = if address.contains("pagerduty") || address.contains("slack") {
-            2
-        } else {
-            0
-        };
-        assert_eq!(
-            plan.code,
-            expected,
-            "plan after importing {address}:\n{}",
-            plan.all()
-        );
-        if expected == 2 {
-            assert!(plan.stdout.contains("1 to change"), "{}", plan.stdout);
-            wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
-            assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
-        }
+        })
+        .unwrap();
+    wd.run(&["state", "rm", address]).ok();
+    let import = wd.run(&["import", "-no-color", address, &id]).ok();
+    assert!(
+        import.stdout.contains("Import successful"),
+        "{}",
+        import.stdout
+    );
+    let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color"]);
+    // Write-only secrets (a routing key, a Slack webhook URL) cannot be read back, so an
+    // imported channel plans to set them.
+    let expected = if address.contains("pagerduty") || address.contains("slack") {
+        2
+    } else {
+        0
+    };
+    assert_eq!(
+        plan.code,
+        expected,
+        "plan after importing {address}:\n{}",
+        plan.all()
+    );
+    if expected == 2 {
+        assert!(plan.stdout.contains("1 to change"), "{}", plan.stdout);
+        wd.run(&["apply", "-auto-approve", "-no-color"]).ok();
+        assert_eq!(wd.run(&["plan", "-detailed-exitcode", "-no-color"]).code, 0);
     }
+}
 
-    // Sensitive values never appear in what Terraform printed, nor in the gateway's debug log.
+/// Sensitive values never appear in what Terraform printed, nor in the gateway's debug log.
+fn no_secret_is_printed_or_logged(
+    wd: &Workdir,
+    gw: &Gateway,
+    init: &Run,
+    apply: &Run,
+    api_key: &str,
+) {
     let printed = format!(
         "{}{}{}",
         init.all(),
@@ -344,7 +384,7 @@ fn lifecycle(terraform: &'static str) {
     for secret in [
         "pd-routing-key-5b7d9f1e3c",
         "whsec-acceptance-4a6c8e0f2b",
-        api_key.as_str(),
+        api_key,
         crate::harness::ADMIN_TOKEN,
     ] {
         assert!(
@@ -353,8 +393,10 @@ fn lifecycle(terraform: &'static str) {
         );
         assert!(!log.contains(secret), "a secret reached the gateway log");
     }
+}
 
-    // Destroy leaves the gateway empty.
+/// Destroy leaves the gateway empty.
+fn destroy_leaves_the_gateway_empty(wd: &Workdir, gw: &Gateway) {
     let destroy = wd.run(&["destroy", "-auto-approve", "-no-color"]).ok();
     assert!(
         destroy.stdout.contains("Resources: 7 destroyed."),
