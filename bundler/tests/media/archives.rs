@@ -90,16 +90,48 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let m = inputs(dir);
+    create_is_reproducible(dir, &m);
+    let index = pack_is_reproducible(dir);
+    stock_tools_unpack_the_volumes(dir, &index);
+    our_unpack_checks_the_volumes_then_the_media_verifies(dir);
+    // A truncated volume and two volumes swapped are named before anything is extracted.
+    a_truncated_volume_is_named_before_extraction(dir, &index);
+    swapped_volumes_are_named_before_extraction(dir, &index);
+}
+
+/// `unpack` of `archive` into `dest`, with the media key.
+fn unpack(dir: &Path, archive: &str, dest: &str) -> std::process::Output {
+    bundle(
+        &[
+            "unpack",
+            archive,
+            "--pubkey",
+            &keys().ed_public(),
+            "--dest",
+            dest,
+        ],
+        dir,
+    )
+}
+
+/// Two runs of `create` over the same inputs write the same SHA256SUMS, with the license
+/// already encrypted on it.
+fn create_is_reproducible(dir: &Path, m: &Path) {
     std::fs::create_dir_all(dir.join("a")).unwrap();
     std::fs::create_dir_all(dir.join("b")).unwrap();
-    create_at(dir, &m, "a/meshguard-5.0.0");
-    create_at(dir, &m, "b/meshguard-5.0.0");
+    create_at(dir, m, "a/meshguard-5.0.0");
+    create_at(dir, m, "b/meshguard-5.0.0");
     let sums_a = std::fs::read(dir.join("a/meshguard-5.0.0/SHA256SUMS")).unwrap();
     assert!(String::from_utf8_lossy(&sums_a).contains("license/site.license.age"));
     assert_eq!(
         sums_a,
         std::fs::read(dir.join("b/meshguard-5.0.0/SHA256SUMS")).unwrap()
     );
+}
+
+/// Two runs of `pack` in 1 MiB volumes write several volumes, byte for byte the same; returns
+/// the first run's index.
+fn pack_is_reproducible(dir: &Path) -> VolumeIndex {
     pack_at(dir, "a/meshguard-5.0.0", "a/m.tar.zst", Some("1M"));
     pack_at(dir, "b/meshguard-5.0.0", "b/m.tar.zst", Some("1M"));
     let index: VolumeIndex =
@@ -117,8 +149,11 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
             v.name
         );
     }
+    index
+}
 
-    // Stock tools: cat | zstd -d | tar -x, then sha256sum -c inside.
+/// Stock tools: cat | zstd -d | tar -x, then sha256sum -c inside.
+fn stock_tools_unpack_the_volumes(dir: &Path, index: &VolumeIndex) {
     let x = dir.join("stock");
     std::fs::create_dir_all(&x).unwrap();
     let vols: Vec<String> = index
@@ -136,22 +171,11 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
             .args(["-c", "--strict", "--quiet", "SHA256SUMS"])
             .current_dir(x.join("meshguard-5.0.0")),
     );
+}
 
-    // Our unpack checks every volume first, then the media verifies.
-    ok(
-        bundle(
-            &[
-                "unpack",
-                "a/m.tar.zst",
-                "--pubkey",
-                &keys().ed_public(),
-                "--dest",
-                "u",
-            ],
-            dir,
-        ),
-        "unpack",
-    );
+/// Our unpack checks every volume first, then the media verifies.
+fn our_unpack_checks_the_volumes_then_the_media_verifies(dir: &Path) {
+    ok(unpack(dir, "a/m.tar.zst", "u"), "unpack");
     ok(
         bundle(
             &[
@@ -164,25 +188,14 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
         ),
         "verify unpacked",
     );
+}
 
-    // A truncated volume and two volumes swapped are named before anything is extracted.
+/// A truncated second volume is named and nothing is extracted; the volume is then restored.
+fn a_truncated_volume_is_named_before_extraction(dir: &Path, index: &VolumeIndex) {
     let v1 = dir.join("a").join(&index.volumes[1].name);
     let bytes = std::fs::read(&v1).unwrap();
     std::fs::write(&v1, &bytes[..bytes.len() / 2]).unwrap();
-    let err = fails(
-        bundle(
-            &[
-                "unpack",
-                "a/m.tar.zst",
-                "--pubkey",
-                &keys().ed_public(),
-                "--dest",
-                "u2",
-            ],
-            dir,
-        ),
-        "unpack truncated",
-    );
+    let err = fails(unpack(dir, "a/m.tar.zst", "u2"), "unpack truncated");
     assert!(
         err.contains(&format!(
             "volume 2 of {} ({})",
@@ -193,24 +206,18 @@ fn create_and_pack_are_reproducible_and_stock_tools_unpack_volumes() {
     );
     assert!(!dir.join("u2/meshguard-5.0.0").exists());
     std::fs::write(&v1, &bytes).unwrap();
+}
+
+/// The first two volumes swapped: the first is named damaged or out of order, nothing is
+/// extracted.
+fn swapped_volumes_are_named_before_extraction(dir: &Path, index: &VolumeIndex) {
+    let v1 = dir.join("a").join(&index.volumes[1].name);
+    let bytes = std::fs::read(&v1).unwrap();
     let v0 = dir.join("a").join(&index.volumes[0].name);
     let first = std::fs::read(&v0).unwrap();
     std::fs::write(&v0, &bytes).unwrap();
     std::fs::write(&v1, &first).unwrap();
-    let err = fails(
-        bundle(
-            &[
-                "unpack",
-                "a/m.tar.zst",
-                "--pubkey",
-                &keys().ed_public(),
-                "--dest",
-                "u3",
-            ],
-            dir,
-        ),
-        "unpack reordered",
-    );
+    let err = fails(unpack(dir, "a/m.tar.zst", "u3"), "unpack reordered");
     assert!(
         err.contains("volume 1 of") && err.contains("damaged or out of order"),
         "{err}"
@@ -310,32 +317,33 @@ fn hostile_archives_are_refused_with_nothing_left_behind() {
         ),
     ];
     for (name, tar, expect) in cases {
-        let size = tar.len() as u64;
-        let archive = signed_archive(dir, name, &tar, size);
-        let dest = dir.join(format!("out-{name}"));
-        let err = fails(
-            bundle(
-                &[
-                    "unpack",
-                    archive.to_str().unwrap(),
-                    "--pubkey",
-                    &keys().ed_public(),
-                    "--dest",
-                    dest.to_str().unwrap(),
-                ],
-                dir,
-            ),
-            name,
-        );
-        assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
-        assert!(
-            !dest.join("m").exists(),
-            "{name} left a media directory behind"
-        );
+        a_hostile_entry_is_refused_leaving_nothing(dir, name, &tar, expect);
     }
     assert!(!dir.join("escape").exists() && !Path::new("/etc/cron.d/x").exists());
+    a_decompression_bomb_is_refused(dir);
+    a_changed_index_is_refused_before_reading_a_volume(dir);
+    let _ = MediaPublicKey::from_file(Path::new(&keys().ed_public())).unwrap();
+}
 
-    // A bomb: 64 MiB of zeros that compress to a few KiB, under an index that claims 1 MiB.
+/// One signed archive holding `tar`: unpack refuses it saying `expect`, and leaves no media
+/// directory behind.
+fn a_hostile_entry_is_refused_leaving_nothing(dir: &Path, name: &str, tar: &[u8], expect: &str) {
+    let size = tar.len() as u64;
+    let archive = signed_archive(dir, name, tar, size);
+    let dest = dir.join(format!("out-{name}"));
+    let err = fails(
+        unpack(dir, archive.to_str().unwrap(), dest.to_str().unwrap()),
+        name,
+    );
+    assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
+    assert!(
+        !dest.join("m").exists(),
+        "{name} left a media directory behind"
+    );
+}
+
+/// A bomb: 64 MiB of zeros that compress to a few KiB, under an index that claims 1 MiB.
+fn a_decompression_bomb_is_refused(dir: &Path) {
     let mut b = tar::Builder::new(Vec::new());
     let zeros = vec![0u8; 64 << 20];
     let mut h = tar::Header::new_gnu();
@@ -347,23 +355,17 @@ fn hostile_archives_are_refused_with_nothing_left_behind() {
     let archive = signed_archive(dir, "bomb", &tar, 1 << 20);
     let dest = dir.join("out-bomb");
     let err = fails(
-        bundle(
-            &[
-                "unpack",
-                archive.to_str().unwrap(),
-                "--pubkey",
-                &keys().ed_public(),
-                "--dest",
-                dest.to_str().unwrap(),
-            ],
-            dir,
-        ),
+        unpack(dir, archive.to_str().unwrap(), dest.to_str().unwrap()),
         "bomb",
     );
     assert!(err.contains("decompression bomb"), "{err}");
     assert!(!dest.join("m").exists());
+}
 
-    // Unsigned or foreign-signed indexes are refused before reading a volume.
+/// Unsigned or foreign-signed indexes are refused before reading a volume: here one changed
+/// after it was signed.
+fn a_changed_index_is_refused_before_reading_a_volume(dir: &Path) {
+    let reg = tar::EntryType::Regular;
     let archive = signed_archive(
         dir,
         "resigned",
@@ -378,20 +380,6 @@ fn hostile_archives_are_refused_with_nothing_left_behind() {
         .unwrap()
         .write_all(b" ")
         .unwrap();
-    let err = fails(
-        bundle(
-            &[
-                "unpack",
-                archive.to_str().unwrap(),
-                "--pubkey",
-                &keys().ed_public(),
-                "--dest",
-                "x",
-            ],
-            dir,
-        ),
-        "changed index",
-    );
+    let err = fails(unpack(dir, archive.to_str().unwrap(), "x"), "changed index");
     assert!(err.contains("does not match its signature"), "{err}");
-    let _ = MediaPublicKey::from_file(Path::new(&keys().ed_public())).unwrap();
 }
