@@ -118,6 +118,46 @@ fn differential_media_carries_only_new_layers_and_imports_on_top_of_the_old() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     umoci_image(&dir.join("layout"), "v1", &[("base.txt", b"base layer\n")]);
+    create_v1(dir);
+    // v2 adds a layer on top of v1's.
+    add_a_layer_as_v2(dir);
+    create_v2_since_v1(dir);
+    let reg = Registry::start();
+    let err = fails(import(dir, "v2", &reg.addr, "s"), "v2 alone");
+    assert!(
+        err.contains("import the older media it builds on first"),
+        "{err}"
+    );
+    ok(import(dir, "v1", &reg.addr, "s"), "import v1");
+    ok(import(dir, "v2", &reg.addr, "s"), "import v2");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("v2/MEDIA.json")).unwrap()).unwrap();
+    assert_eq!(
+        reg.digest("meshguard/gw:7.0.1").as_deref(),
+        doc["images"][0]["digest"].as_str()
+    );
+}
+
+/// `import` of `media` into the insecure registry at `registry`, the rest into `dest`.
+fn import(dir: &Path, media: &str, registry: &str, dest: &str) -> std::process::Output {
+    bundle(
+        &[
+            "import",
+            media,
+            "--pubkey",
+            &keys().ed_public(),
+            "--registry",
+            registry,
+            "--insecure",
+            "--dest",
+            dest,
+        ],
+        dir,
+    )
+}
+
+/// Media 7.0.0 with the one-layer image `layout:v1`, into `v1`.
+fn create_v1(dir: &Path) {
     let m1 = manifest(
         dir,
         "7.0.0",
@@ -138,7 +178,10 @@ fn differential_media_carries_only_new_layers_and_imports_on_top_of_the_old() {
         ),
         "create v1",
     );
-    // v2 adds a layer on top of v1's.
+}
+
+/// `layout:v2` is `layout:v1` with one more layer (a patch file), made with umoci.
+fn add_a_layer_as_v2(dir: &Path) {
     let l = dir.join("layout").display().to_string();
     run_ok(
         Command::new("umoci")
@@ -151,6 +194,10 @@ fn differential_media_carries_only_new_layers_and_imports_on_top_of_the_old() {
             .args(["repack", "--image", &format!("{l}:v2")])
             .arg(dir.join("b2")),
     );
+}
+
+/// Media 7.0.1 made `--since v1` leaves v1's layer to it, and verifies on its own.
+fn create_v2_since_v1(dir: &Path) {
     let m2 = manifest(
         dir,
         "7.0.1",
@@ -177,69 +224,6 @@ fn differential_media_carries_only_new_layers_and_imports_on_top_of_the_old() {
     ok(
         bundle(&["verify", "v2", "--pubkey", &keys().ed_public()], dir),
         "verify differential",
-    );
-
-    let reg = Registry::start();
-    let err = fails(
-        bundle(
-            &[
-                "import",
-                "v2",
-                "--pubkey",
-                &keys().ed_public(),
-                "--registry",
-                &reg.addr,
-                "--insecure",
-                "--dest",
-                "s",
-            ],
-            dir,
-        ),
-        "v2 alone",
-    );
-    assert!(
-        err.contains("import the older media it builds on first"),
-        "{err}"
-    );
-    ok(
-        bundle(
-            &[
-                "import",
-                "v1",
-                "--pubkey",
-                &keys().ed_public(),
-                "--registry",
-                &reg.addr,
-                "--insecure",
-                "--dest",
-                "s",
-            ],
-            dir,
-        ),
-        "import v1",
-    );
-    ok(
-        bundle(
-            &[
-                "import",
-                "v2",
-                "--pubkey",
-                &keys().ed_public(),
-                "--registry",
-                &reg.addr,
-                "--insecure",
-                "--dest",
-                "s",
-            ],
-            dir,
-        ),
-        "import v2",
-    );
-    let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("v2/MEDIA.json")).unwrap()).unwrap();
-    assert_eq!(
-        reg.digest("meshguard/gw:7.0.1").as_deref(),
-        doc["images"][0]["digest"].as_str()
     );
 }
 
@@ -334,6 +318,24 @@ fn relay_requests(
 fn an_interrupted_import_resumes_where_the_registry_stopped() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
+    create_media_with_a_40_mib_layer(dir);
+    let reg = Registry::start();
+    // The link fails after two PATCHes: the config blob's, and the first 16 MiB chunk of the
+    // 40 MiB layer.
+    let link = FlakyLink::start(reg.addr.clone(), 2);
+    let err = fails(
+        import(dir, "media", &link.addr, "site"),
+        "import over a failing link",
+    );
+    assert!(err.contains("after 5 attempts"), "{err}");
+    assert_eq!(reg.digest("meshguard/big:8"), None);
+    link.open.store(true, Ordering::SeqCst);
+    the_resumed_import_sends_only_the_rest(dir, &reg, &link);
+    the_registry_holds_the_image_byte_for_byte(dir, &reg);
+}
+
+/// Media 8.0.0 whose image has one 40 MiB layer of incompressible (xorshift) bytes.
+fn create_media_with_a_40_mib_layer(dir: &Path) {
     let mut x = 0x2545_F491_4F6C_DD1Du64;
     let data: Vec<u8> = (0..40 << 20)
         .map(|_| {
@@ -364,49 +366,12 @@ fn an_interrupted_import_resumes_where_the_registry_stopped() {
         ),
         "create",
     );
+}
 
-    let reg = Registry::start();
-    // The link fails after two PATCHes: the config blob's, and the first 16 MiB chunk of the
-    // 40 MiB layer.
-    let link = FlakyLink::start(reg.addr.clone(), 2);
-    let err = fails(
-        bundle(
-            &[
-                "import",
-                "media",
-                "--pubkey",
-                &keys().ed_public(),
-                "--registry",
-                &link.addr,
-                "--insecure",
-                "--dest",
-                "site",
-            ],
-            dir,
-        ),
-        "import over a failing link",
-    );
-    assert!(err.contains("after 5 attempts"), "{err}");
-    assert_eq!(reg.digest("meshguard/big:8"), None);
-
-    link.open.store(true, Ordering::SeqCst);
-    let out = ok(
-        bundle(
-            &[
-                "import",
-                "media",
-                "--pubkey",
-                &keys().ed_public(),
-                "--registry",
-                &link.addr,
-                "--insecure",
-                "--dest",
-                "site",
-            ],
-            dir,
-        ),
-        "import resumed",
-    );
+/// With the link open again, the import resumes the one interrupted blob, sends less than the
+/// layer, and the registry holds the digest MEDIA.json records.
+fn the_resumed_import_sends_only_the_rest(dir: &Path, reg: &Registry, link: &FlakyLink) {
+    let out = ok(import(dir, "media", &link.addr, "site"), "import resumed");
     let receipt: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(receipt["push"]["blobsResumed"], 1, "{receipt}");
     let layer_size = std::fs::read_dir(dir.join("media/images/blobs/sha256"))
@@ -424,7 +389,10 @@ fn an_interrupted_import_resumes_where_the_registry_stopped() {
         reg.digest("meshguard/big:8").as_deref(),
         doc["images"][0]["digest"].as_str()
     );
-    // What the registry holds is the image, byte for byte: skopeo copies it out and it matches.
+}
+
+/// What the registry holds is the image, byte for byte: skopeo copies it out and it matches.
+fn the_registry_holds_the_image_byte_for_byte(dir: &Path, reg: &Registry) {
     run_ok(
         Command::new("skopeo")
             .args(["copy", "--src-tls-verify=false"])
