@@ -128,31 +128,50 @@ fn deleted_added_swapped_and_replayed_files_are_caught_and_import_refuses() {
     let t = tempfile::tempdir().unwrap();
     let old = small_media(t.path(), "3.0.0");
     let media = small_media(t.path(), "3.0.1");
-    let k = keys();
+    a_deleted_file_is_caught(t.path(), &media);
+    an_added_file_is_caught(t.path(), &media);
+    a_signature_from_other_media_is_caught(t.path(), &old, &media);
+    an_older_sums_replayed_onto_newer_media_is_caught(t.path(), &old, &media);
+    another_key_entirely_is_refused(t.path(), &media);
+    an_older_media_handed_over_as_the_new_one_is_refused(t.path(), &old);
+    import_of_tampered_media_sends_nothing(t.path(), &media);
+}
 
-    let copy = t.path().join("deleted");
-    copy_dir(&media, &copy);
+/// A copy of `media` under `dir/name`, to be tampered with.
+fn copy_of(dir: &Path, media: &Path, name: &str) -> PathBuf {
+    let copy = dir.join(name);
+    copy_dir(media, &copy);
+    copy
+}
+
+/// A file listed in SHA256SUMS and deleted from the media is named.
+fn a_deleted_file_is_caught(dir: &Path, media: &Path) {
+    let copy = copy_of(dir, media, "deleted");
     std::fs::remove_file(copy.join("scans/scan.json")).unwrap();
     assert!(verify_err(&copy).contains("scans/scan.json is listed in SHA256SUMS but missing"));
+}
 
-    let copy = t.path().join("added");
-    copy_dir(&media, &copy);
+/// A file added to the media and not in SHA256SUMS is named.
+fn an_added_file_is_caught(dir: &Path, media: &Path) {
+    let copy = copy_of(dir, media, "added");
     std::fs::write(copy.join("charts/extra.sh"), b"#!/bin/sh\n").unwrap();
     assert!(verify_err(&copy).contains("charts/extra.sh is on the media but not in SHA256SUMS"));
+}
 
-    // A signature from other media, by the same key.
-    let copy = t.path().join("swapped");
-    copy_dir(&media, &copy);
+/// A signature from other media, by the same key.
+fn a_signature_from_other_media_is_caught(dir: &Path, old: &Path, media: &Path) {
+    let copy = copy_of(dir, media, "swapped");
     std::fs::copy(
         old.join("SHA256SUMS.minisig"),
         copy.join("SHA256SUMS.minisig"),
     )
     .unwrap();
     assert!(verify_err(&copy).contains("SHA256SUMS does not match its signature"));
+}
 
-    // An older, validly signed SHA256SUMS and its signature replayed onto newer media.
-    let copy = t.path().join("replayed");
-    copy_dir(&media, &copy);
+/// An older, validly signed SHA256SUMS and its signature replayed onto newer media.
+fn an_older_sums_replayed_onto_newer_media_is_caught(dir: &Path, old: &Path, media: &Path) {
+    let copy = copy_of(dir, media, "replayed");
     for f in ["SHA256SUMS", "SHA256SUMS.minisig"] {
         std::fs::copy(old.join(f), copy.join(f)).unwrap();
     }
@@ -161,9 +180,11 @@ fn deleted_added_swapped_and_replayed_files_are_caught_and_import_refuses() {
         err.contains("does not match SHA256SUMS") || err.contains("not in SHA256SUMS"),
         "{err}"
     );
+}
 
-    // Another key entirely.
-    let other = t.path().join("other-keys");
+/// Another key entirely.
+fn another_key_entirely_is_refused(dir: &Path, media: &Path) {
+    let other = dir.join("other-keys");
     std::fs::create_dir_all(&other).unwrap();
     ok(
         bundle(
@@ -180,33 +201,36 @@ fn deleted_added_swapped_and_replayed_files_are_caught_and_import_refuses() {
                 "--pubkey",
                 other.join("o.pub").to_str().unwrap(),
             ],
-            t.path(),
+            dir,
         ),
         "verify with another key",
     );
     assert!(err.contains("not by the trusted key"), "{err}");
+}
 
-    // A whole older media handed over as the new one.
+/// A whole older media handed over as the new one.
+fn an_older_media_handed_over_as_the_new_one_is_refused(dir: &Path, old: &Path) {
     let err = fails(
         bundle(
             &[
                 "verify",
                 old.to_str().unwrap(),
                 "--pubkey",
-                &k.ed_public(),
+                &keys().ed_public(),
                 "--expect-version",
                 "3.0.1",
             ],
-            t.path(),
+            dir,
         ),
         "verify",
     );
     assert!(err.contains("not the expected version 3.0.1"), "{err}");
+}
 
-    // Import verifies first: the registry receives nothing from tampered media.
+/// Import verifies first: the registry receives nothing from tampered media.
+fn import_of_tampered_media_sends_nothing(dir: &Path, media: &Path) {
     let reg = Registry::start();
-    let copy = t.path().join("import-tampered");
-    copy_dir(&media, &copy);
+    let copy = copy_of(dir, media, "import-tampered");
     let blob = std::fs::read_dir(copy.join("images/blobs/sha256"))
         .unwrap()
         .next()
@@ -220,14 +244,14 @@ fn deleted_added_swapped_and_replayed_files_are_caught_and_import_refuses() {
                 "import",
                 copy.to_str().unwrap(),
                 "--pubkey",
-                &k.ed_public(),
+                &keys().ed_public(),
                 "--registry",
                 &reg.addr,
                 "--insecure",
                 "--dest",
                 "site",
             ],
-            t.path(),
+            dir,
         ),
         "import",
     );
@@ -237,8 +261,5 @@ fn deleted_added_swapped_and_replayed_files_are_caught_and_import_refuses() {
         None,
         "nothing reached the registry"
     );
-    assert!(
-        !t.path().join("site/policies").exists(),
-        "nothing was written"
-    );
+    assert!(!dir.join("site/policies").exists(), "nothing was written");
 }
