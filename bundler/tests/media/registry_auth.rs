@@ -150,53 +150,14 @@ fn assert_registry_holds_the_media_image(dir: &Path, reg: &Registry, major: &str
 fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a_private_ca() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    std::fs::create_dir(dir.join("home")).unwrap();
-    pki(dir);
-    let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", "mirror", "s3cret-pass"]));
-    std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
-    let reg = Registry::start_secured(
-        &dir.join("htpasswd"),
-        &dir.join("registry.pem"),
-        &dir.join("registry.key"),
-        &dir.join("ca.pem"),
-    );
+    let reg = htpasswd_registry_behind_the_site_ca(dir);
     let man = seed(dir, &reg, "8", b"behind the site CA\n");
-    let key = keys().ed_secret();
-    let create = |out: &str, extra: &[&str], env: &[(&str, &Path)]| {
-        let mut args = vec![
-            "create",
-            "--manifest",
-            man.to_str().unwrap(),
-            "--out",
-            out,
-            "--key",
-            &key,
-        ];
-        args.extend(extra);
-        bundle_as(&args, dir, env)
-    };
-
     // Pull: credentials and the site CA are both needed, and each is named when missing.
-    let err = fails(
-        create("m", &["--ca-bundle", "ca.pem"], &[]),
-        "create without credentials",
-    );
-    assert!(
-        err.contains("wants credentials") && err.contains("REGISTRY_AUTH_FILE"),
-        "{err}"
-    );
-    let err = fails(
-        create("m", &["--authfile", "auth.json"], &[]),
-        "create without the site CA",
-    );
-    assert!(
-        err.contains("--ca-bundle"),
-        "the unknown CA is named: {err}"
-    );
-    assert!(!dir.join("m").exists(), "no media is left looking complete");
+    a_pull_names_what_it_lacks(dir, &man);
     ok(
-        create(
-            "m",
+        create_from(
+            dir,
+            &man,
             &["--ca-bundle", "ca.pem", "--authfile", "auth.json"],
             &[],
         ),
@@ -204,30 +165,103 @@ fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a
     );
     let pubkey = keys().ed_public();
     ok(bundle(&["verify", "m", "--pubkey", &pubkey], dir), "verify");
-
     // Push: the auth file found through REGISTRY_AUTH_FILE, as podman and skopeo find it.
-    let import = |env: &[(&str, &Path)], extra: &[&str]| {
-        let mut args = vec![
-            "import",
-            "m",
-            "--pubkey",
-            &pubkey,
-            "--registry",
-            &reg.addr,
-            "--dest",
-            "site",
-        ];
-        args.extend(extra);
-        bundle_as(&args, dir, env)
-    };
+    a_push_names_what_it_lacks(dir, &reg);
+    let auth = dir.join("auth.json");
+    ok(
+        import_into(
+            dir,
+            &reg,
+            &[("REGISTRY_AUTH_FILE", &auth)],
+            &["--ca-bundle", "ca.pem"],
+        ),
+        "import with credentials and the CA",
+    );
+    assert_registry_holds_the_media_image(dir, &reg, "8");
+}
+
+/// A registry with the htpasswd user `mirror`, serving TLS from the site CA made in `dir`.
+fn htpasswd_registry_behind_the_site_ca(dir: &Path) -> Registry {
+    std::fs::create_dir(dir.join("home")).unwrap();
+    pki(dir);
+    let htpasswd = run_ok(Command::new("htpasswd").args(["-Bbn", "mirror", "s3cret-pass"]));
+    std::fs::write(dir.join("htpasswd"), htpasswd).unwrap();
+    Registry::start_secured(
+        &dir.join("htpasswd"),
+        &dir.join("registry.pem"),
+        &dir.join("registry.key"),
+        &dir.join("ca.pem"),
+    )
+}
+
+/// `create` of the media `m` from the manifest `man`, with `extra` arguments and `env`.
+fn create_from(dir: &Path, man: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
+    let key = keys().ed_secret();
+    let mut args = vec![
+        "create",
+        "--manifest",
+        man.to_str().unwrap(),
+        "--out",
+        "m",
+        "--key",
+        &key,
+    ];
+    args.extend(extra);
+    bundle_as(&args, dir, env)
+}
+
+/// `import` of the media `m` into `reg`, with `env` and `extra` arguments.
+fn import_into(dir: &Path, reg: &Registry, env: &[(&str, &Path)], extra: &[&str]) -> Output {
+    let pubkey = keys().ed_public();
+    let mut args = vec![
+        "import",
+        "m",
+        "--pubkey",
+        &pubkey,
+        "--registry",
+        &reg.addr,
+        "--dest",
+        "site",
+    ];
+    args.extend(extra);
+    bundle_as(&args, dir, env)
+}
+
+/// Without credentials, and without the site CA, `create` fails naming what to give it, and
+/// leaves no media looking complete.
+fn a_pull_names_what_it_lacks(dir: &Path, man: &Path) {
     let err = fails(
-        import(&[], &["--ca-bundle", "ca.pem"]),
+        create_from(dir, man, &["--ca-bundle", "ca.pem"], &[]),
+        "create without credentials",
+    );
+    assert!(
+        err.contains("wants credentials") && err.contains("REGISTRY_AUTH_FILE"),
+        "{err}"
+    );
+    let err = fails(
+        create_from(dir, man, &["--authfile", "auth.json"], &[]),
+        "create without the site CA",
+    );
+    assert!(
+        err.contains("--ca-bundle"),
+        "the unknown CA is named: {err}"
+    );
+    assert!(!dir.join("m").exists(), "no media is left looking complete");
+}
+
+/// Without credentials, with a wrong password (never printed), and without the site CA,
+/// `import` fails naming what to do.
+fn a_push_names_what_it_lacks(dir: &Path, reg: &Registry) {
+    let err = fails(
+        import_into(dir, reg, &[], &["--ca-bundle", "ca.pem"]),
         "import without credentials",
     );
     assert!(err.contains("podman login"), "{err}");
     let wrong = dir.join("wrong.json");
     let err = fails(
-        import(
+        import_into(
+            dir,
+            reg,
             &[("REGISTRY_AUTH_FILE", &wrong)],
             &["--ca-bundle", "ca.pem"],
         ),
@@ -243,16 +277,10 @@ fn media_are_made_from_and_imported_into_a_registry_with_htpasswd_users_behind_a
     );
     let auth = dir.join("auth.json");
     let err = fails(
-        import(&[("REGISTRY_AUTH_FILE", &auth)], &[]),
+        import_into(dir, reg, &[("REGISTRY_AUTH_FILE", &auth)], &[]),
         "import without the CA",
     );
     assert!(err.to_lowercase().contains("certificate"), "{err}");
-    ok(
-        import(&[("REGISTRY_AUTH_FILE", &auth)], &["--ca-bundle", "ca.pem"]),
-        "import with credentials and the CA",
-    );
-
-    assert_registry_holds_the_media_image(dir, &reg, "8");
 }
 
 /// The token service of distribution's bearer-token flow, as a site runs one beside its
