@@ -352,8 +352,13 @@ fn a_changed_field_or_another_vendor_key_is_refused() {
     let g = Gap::new();
     g.vendor_keys();
     g.issue("lic.json", &[]);
+    a_changed_field_breaks_the_signature(&g);
+    a_license_signed_by_another_key_is_refused(&g);
+    a_wrong_passphrase_names_the_key_file_and_nothing_else(&g);
+}
 
-    // Raise maxAgents in the signed payload, keep the signature.
+/// Raise maxAgents in the signed payload, keep the signature: verify refuses it.
+fn a_changed_field_breaks_the_signature(g: &Gap) {
     let mut env: serde_json::Value =
         serde_json::from_slice(&std::fs::read(g.p("lic.json")).unwrap()).unwrap();
     let payload = STANDARD.decode(env["payload"].as_str().unwrap()).unwrap();
@@ -374,8 +379,10 @@ fn a_changed_field_or_another_vendor_key_is_refused() {
         err.contains("the signature does not match the content"),
         "{err}"
     );
+}
 
-    // A license signed by someone else's key.
+/// A license signed by someone else's key.
+fn a_license_signed_by_another_key_is_refused(g: &Gap) {
     g.ok(&[
         "keys",
         "generate",
@@ -409,8 +416,10 @@ fn a_changed_field_or_another_vendor_key_is_refused() {
         "forged.json",
     ]);
     assert!(err.contains("not by the configured key"), "{err}");
+}
 
-    // A wrong passphrase names the key file and nothing else.
+/// A wrong passphrase names the key file and nothing else.
+fn a_wrong_passphrase_names_the_key_file_and_nothing_else(g: &Gap) {
     let out = Command::new(env!("CARGO_BIN_EXE_meshguard-license"))
         .current_dir(g.dir.path())
         .env("MESHGUARD_LICENSE_PASSPHRASE", "not it")
@@ -441,19 +450,8 @@ fn an_activation_works_only_for_the_request_and_installation_it_answers() {
     g.vendor_keys();
     g.issue("lic.json", &[]);
     let (a, b) = (g.site("site-a"), g.site("site-b"));
-
     // Site A asks; its activation is carried to site B.
-    g.ok(&[
-        "request",
-        "--data-dir",
-        &a,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-        "--out",
-        "req-a.json",
-    ]);
+    request(&g, &a, "req-a.json");
     g.ok(&[
         "activate",
         "--key",
@@ -465,73 +463,55 @@ fn an_activation_works_only_for_the_request_and_installation_it_answers() {
         "--out",
         "act-a.json",
     ]);
-    g.ok(&[
-        "request",
-        "--data-dir",
-        &b,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-        "--out",
-        "req-b.json",
-    ]);
-    let err = g.fails(&[
-        "install",
-        "--data-dir",
-        &b,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-        "--activation",
-        "act-a.json",
-    ]);
+    request(&g, &b, "req-b.json");
+    let err = g.fails(&install_args(&b, Some("act-a.json")));
     assert!(err.contains("was made for installation inst_"), "{err}");
     assert_eq!(g.status_json("site-b")["state"], "missing");
-
     // Site A makes a newer request: the activation of the older one is now stale.
-    g.ok(&[
-        "request",
-        "--data-dir",
-        &a,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-        "--out",
-        "req-a2.json",
-    ]);
-    let err = g.fails(&[
-        "install",
-        "--data-dir",
-        &a,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-        "--activation",
-        "act-a.json",
-    ]);
+    request(&g, &a, "req-a2.json");
+    let err = g.fails(&install_args(&a, Some("act-a.json")));
     assert!(
         err.contains("not this installation's pending request"),
         "{err}"
     );
-
     // Without any activation the license cannot be installed.
-    let err = g.fails(&[
-        "install",
-        "--data-dir",
-        &a,
-        "--pubkey",
-        "vendor.pub",
-        "--license",
-        "lic.json",
-    ]);
+    let err = g.fails(&install_args(&a, None));
     assert!(
         err.contains("is not activated on this installation"),
         "{err}"
     );
+}
+
+/// `request` for `lic.json` at `site`, written to `out`.
+fn request(g: &Gap, site: &str, out: &str) {
+    g.ok(&[
+        "request",
+        "--data-dir",
+        site,
+        "--pubkey",
+        "vendor.pub",
+        "--license",
+        "lic.json",
+        "--out",
+        out,
+    ]);
+}
+
+/// The arguments of `install` of `lic.json` at `site`, with `activation` if given.
+fn install_args<'a>(site: &'a str, activation: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec![
+        "install",
+        "--data-dir",
+        site,
+        "--pubkey",
+        "vendor.pub",
+        "--license",
+        "lic.json",
+    ];
+    if let Some(act) = activation {
+        args.extend(["--activation", act]);
+    }
+    args
 }
 
 #[test]
