@@ -542,13 +542,45 @@ fn a_site_installs_from_media_upgrades_and_rolls_back_with_no_network() {
 
 fn run() {
     let site = setup();
-    let d = site.path().to_owned();
     let previous = previous_release(&site);
     media(&site, "0.1.0", previous.as_deref().unwrap_or(&site.bins));
     media(&site, "0.1.1", &site.bins);
+    tampered_media_is_refused_at_step_one(&site);
+    the_first_install_waits_for_activation(&site);
+    the_activated_install_passes_every_step(&site);
+    let before = audit_entries(&site);
+    let (bot_id, bot_token) = an_agent_whose_decisions_are_counted(&site);
+    let mut answered = site.decide(&bot_token, 30);
+    the_same_media_again_changes_nothing(&site);
+    newer_media_is_swapped_in_with_the_log(&site, previous.is_some(), before);
+    answered += site.decide(&bot_token, 30);
+    let upgraded = audit_entries(&site);
+    broken_media_leaves_the_running_version(&site);
+    rollback_restores_the_old_version_with_the_log(&site, previous.is_some(), upgraded);
+    // Zero answered decisions lost across upgrade and rollback: every one the agent got an
+    // answer to is an entry of the log the rolled-back gateway serves.
+    answered += site.decide(&bot_token, 30);
+    let logged = site.get(&format!("/admin/audit?agentId={bot_id}&limit=1000"))["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "decision")
+        .count() as u64;
+    assert_eq!(
+        logged, answered,
+        "answered decisions and their entries, across 0.1.0, 0.1.1 and back"
+    );
+    assert!(
+        site.get("/admin/agents")
+            .to_string()
+            .contains("clinical-assistant")
+    );
+}
 
-    // Tampered media: refused at step 1, nothing imported, nothing started; the failure is in
-    // a signed transcript.
+/// Tampered media: refused at step 1, nothing imported, nothing started; the failure is in a
+/// signed transcript.
+fn tampered_media_is_refused_at_step_one(site: &Site) {
+    let d = site.path().to_owned();
     ok(
         output(
             Command::new("cp")
@@ -567,9 +599,12 @@ fn run() {
     assert!(out.contains("does not verify"), "{out}");
     assert!(!d.join("state/releases/0.1.1").exists(), "nothing imported");
     assert!(!site.healthy(), "nothing started");
+}
 
-    // First install: the gateway runs, and the license on the media needs this installation's
-    // activation: the install stops at step 4 with the request to take to the vendor.
+/// First install: the gateway runs, and the license on the media needs this installation's
+/// activation: the install stops at step 4 with the request to take to the vendor.
+fn the_first_install_waits_for_activation(site: &Site) {
+    let d = site.path().to_owned();
     let (done, out, t) = site.install("media-0.1.0", &[]);
     assert!(!done, "{out}");
     assert_eq!(failed_step(&t), "environment values", "{out}");
@@ -577,8 +612,13 @@ fn run() {
     let request = d.join("state/license/request.json");
     assert!(request.is_file(), "{out}");
     assert!(site.healthy(), "the gateway runs while the license waits");
+}
 
-    // The vendor answers; the site names the answer and installs again: every step passes.
+/// The vendor answers; the site names the answer and installs again: every step passes, the
+/// smoke tests with them, the license is applied, no secret is in the transcript, Terraform
+/// applied the bootstrap and the media's image runs.
+fn the_activated_install_passes_every_step(site: &Site) {
+    let request = site.path().join("state/license/request.json");
     site.license(&[
         "activate",
         "--key",
@@ -590,7 +630,7 @@ fn run() {
         "--out",
         "activation.json",
     ]);
-    write_site(&site, Some("activation.json"));
+    write_site(site, Some("activation.json"));
     let (done, out, t) = site.install("media-0.1.0", &[]);
     assert!(done, "{out}");
     eprintln!("{out}");
@@ -639,10 +679,13 @@ fn run() {
     );
     assert_eq!(
         site.running_image(),
-        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.0"))
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(site, "0.1.0"))
     );
-    let before = audit_entries(&site);
-    // An agent whose every answered decision, across upgrade and rollback, is counted.
+}
+
+/// An agent whose every answered decision, across upgrade and rollback, is counted: its id
+/// and token.
+fn an_agent_whose_decisions_are_counted(site: &Site) -> (String, String) {
     site.post(
         "/admin/policies",
         serde_json::json!({"name": "ledger", "content": "name: ledger\nappliesTo: [ledger-bot]\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n"}),
@@ -655,9 +698,12 @@ fn run() {
         bot["id"].as_str().unwrap().to_owned(),
         bot["token"].as_str().unwrap().to_owned(),
     );
-    let mut answered = site.decide(&bot_token, 30);
 
-    // Again, same media: nothing to change.
+    (bot_id, bot_token)
+}
+
+/// Again, same media: nothing to change.
+fn the_same_media_again_changes_nothing(site: &Site) {
     let (done, out, t) = site.install("media-0.1.0", &[]);
     assert!(done, "{out}");
     assert!(
@@ -674,8 +720,11 @@ fn run() {
             .contains("0 added, 0 changed, 0 destroyed"),
         "{out}"
     );
+}
 
-    // Newer media: started beside the running version, smoke-tested, then swapped in.
+/// Newer media: started beside the running version, smoke-tested, then swapped in; the audit
+/// log carries over and, with a previous release, 0.1.0's database is kept to roll back to.
+fn newer_media_is_swapped_in_with_the_log(site: &Site, has_previous: bool, before: u64) {
     let (done, out, t) = site.install("media-0.1.1", &[]);
     assert!(done, "{out}");
     let deploy = &step(&t, "render and start")["detail"];
@@ -683,10 +732,10 @@ fn run() {
     assert!(deploy["candidate"]["checks"].to_string().contains("passed"));
     assert_eq!(
         site.running_image(),
-        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.1"))
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(site, "0.1.1"))
     );
-    assert!(audit_entries(&site) > before, "the audit log carried over");
-    if previous.is_some() {
+    assert!(audit_entries(site) > before, "the audit log carried over");
+    if has_previous {
         let db = &deploy["database"];
         assert!(
             db["snapshot"]
@@ -698,11 +747,11 @@ fn run() {
         let info = site.get("/admin/info");
         assert!(info["schemaVersion"].as_u64().is_some(), "{info}");
     }
-    answered += site.decide(&bot_token, 30);
-    let upgraded = audit_entries(&site);
+}
 
-    // Broken newer media (its "gateway" exits at once): the candidate never answers, the
-    // running version is not touched.
+/// Broken newer media (its "gateway" exits at once): the candidate never answers, the running
+/// version is not touched.
+fn broken_media_leaves_the_running_version(site: &Site) {
     let broken = tempfile::Builder::new()
         .prefix("broken-bins")
         .tempdir_in(site.bins.parent().unwrap())
@@ -720,7 +769,7 @@ fn run() {
         broken.path().join("meshguard-gateway"),
     )
     .unwrap();
-    media(&site, "0.1.2", broken.path());
+    media(site, "0.1.2", broken.path());
     let (done, out, t) = site.install("media-0.1.2", &[]);
     assert!(!done, "{out}");
     assert_eq!(failed_step(&t), "render and start", "{out}");
@@ -730,10 +779,14 @@ fn run() {
     assert_eq!(site.installed_version(), "0.1.1");
     assert_eq!(
         site.running_image(),
-        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.1"))
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(site, "0.1.1"))
     );
+}
 
-    // Rollback media: refused without --rollback, then restores 0.1.0 with the audit log.
+/// Rollback media: refused without --rollback, then restores 0.1.0 with the audit log; with a
+/// previous release, 0.1.0 cannot open 0.1.1's migrated database: the snapshot went back, the
+/// migrated files were set aside, and the transcript names the change made after the snapshot.
+fn rollback_restores_the_old_version_with_the_log(site: &Site, has_previous: bool, upgraded: u64) {
     let (done, out, t) = site.install("media-0.1.0", &[]);
     assert!(!done);
     assert_eq!(failed_step(&t), "verify media");
@@ -742,7 +795,7 @@ fn run() {
     assert!(done, "{out}");
     let deploy = &step(&t, "render and start")["detail"];
     assert_eq!(deploy["action"], "rolled back", "{out}");
-    if previous.is_some() {
+    if has_previous {
         // 0.1.0 cannot open 0.1.1's migrated database: the snapshot went back, the migrated
         // files were set aside, and the transcript names the change made after the snapshot.
         let db = &deploy["database"];
@@ -764,28 +817,10 @@ fn run() {
     assert_eq!(site.installed_version(), "0.1.0");
     assert_eq!(
         site.running_image(),
-        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(&site, "0.1.0"))
+        format!("{REGISTRY}/meshguard/gateway@{}", digest_of(site, "0.1.0"))
     );
     assert!(
-        audit_entries(&site) > upgraded,
+        audit_entries(site) > upgraded,
         "the audit log survived the rollback"
-    );
-    // Zero answered decisions lost across upgrade and rollback: every one the agent got an
-    // answer to is an entry of the log the rolled-back gateway serves.
-    answered += site.decide(&bot_token, 30);
-    let logged = site.get(&format!("/admin/audit?agentId={bot_id}&limit=1000"))["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event"] == "decision")
-        .count() as u64;
-    assert_eq!(
-        logged, answered,
-        "answered decisions and their entries, across 0.1.0, 0.1.1 and back"
-    );
-    assert!(
-        site.get("/admin/agents")
-            .to_string()
-            .contains("clinical-assistant")
     );
 }
