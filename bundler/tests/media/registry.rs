@@ -33,7 +33,42 @@ fn a_registry_serving_a_blob_that_does_not_match_its_digest_is_refused() {
             .arg(format!("oci:{}:v1", dir.join("layout").display()))
             .arg(format!("docker://{}/src/app:v1", reg.addr)),
     );
-    // Corrupt the layer in the registry's own storage: it serves whatever is on disk.
+    let (layer, data) = corrupt_the_layer_in_the_registry(&reg);
+    let man = manifest(
+        dir,
+        "6.0.0",
+        &format!(
+            "images:\n  - ref: meshguard/app:6\n    from: docker://{}/src/app:v1\n",
+            reg.addr
+        ),
+    );
+    let err = fails(
+        create_from(dir, &man, &reg),
+        "create from a corrupt registry",
+    );
+    assert!(err.contains(&layer), "the bad blob is named: {err}");
+    assert!(
+        !dir.join("media").exists(),
+        "no media is left looking complete"
+    );
+    assert!(std::fs::read_dir(dir).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("media.partial")
+    }));
+    // Restored, the same manifest pulls through oci-client into verified media.
+    flip_byte(&data);
+    ok(create_from(dir, &man, &reg), "create from the registry");
+    ok(
+        bundle(&["verify", "media", "--pubkey", &keys().ed_public()], dir),
+        "verify",
+    );
+}
+
+/// Corrupt the layer in the registry's own storage: it serves whatever is on disk. Returns the
+/// layer's hex digest and its file in the storage.
+fn corrupt_the_layer_in_the_registry(reg: &Registry) -> (String, std::path::PathBuf) {
     let m: serde_json::Value = serde_json::from_slice(
         &run(Command::new("skopeo").args([
             "inspect",
@@ -51,66 +86,25 @@ fn a_registry_serving_a_blob_that_does_not_match_its_digest_is_refused() {
         .to_owned();
     let data = find_blob(&reg.storage, &layer);
     flip_byte(&data);
-    let man = manifest(
-        dir,
-        "6.0.0",
-        &format!(
-            "images:\n  - ref: meshguard/app:6\n    from: docker://{}/src/app:v1\n",
-            reg.addr
-        ),
-    );
-    let err = fails(
-        bundle(
-            &[
-                "create",
-                "--manifest",
-                man.to_str().unwrap(),
-                "--out",
-                "media",
-                "--key",
-                &keys().ed_secret(),
-                "--insecure-registry",
-                &reg.addr,
-            ],
-            dir,
-        ),
-        "create from a corrupt registry",
-    );
-    assert!(err.contains(&layer), "the bad blob is named: {err}");
-    assert!(
-        !dir.join("media").exists(),
-        "no media is left looking complete"
-    );
-    assert!(std::fs::read_dir(dir).unwrap().all(|e| {
-        !e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with("media.partial")
-    }));
+    (layer, data)
+}
 
-    // Restored, the same manifest pulls through oci-client into verified media.
-    flip_byte(&data);
-    ok(
-        bundle(
-            &[
-                "create",
-                "--manifest",
-                man.to_str().unwrap(),
-                "--out",
-                "media",
-                "--key",
-                &keys().ed_secret(),
-                "--insecure-registry",
-                &reg.addr,
-            ],
-            dir,
-        ),
-        "create from the registry",
-    );
-    ok(
-        bundle(&["verify", "media", "--pubkey", &keys().ed_public()], dir),
-        "verify",
-    );
+/// `create` of `media` from the manifest `man`, pulling from the insecure registry `reg`.
+fn create_from(dir: &Path, man: &Path, reg: &Registry) -> std::process::Output {
+    bundle(
+        &[
+            "create",
+            "--manifest",
+            man.to_str().unwrap(),
+            "--out",
+            "media",
+            "--key",
+            &keys().ed_secret(),
+            "--insecure-registry",
+            &reg.addr,
+        ],
+        dir,
+    )
 }
 
 #[test]
