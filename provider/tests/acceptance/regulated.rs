@@ -45,94 +45,118 @@ fn the_regulated_example_applies_changes_imports_and_destroys_through_the_bootst
         let wd = Workdir::new(tmp.path(), tf);
         regulated(&wd, &gw.base);
         wd.init_offline().ok();
-        let apply = wd
-            .run(&["apply", "-auto-approve", "-no-color", SECRET])
-            .ok();
-        assert!(
-            !apply.all().contains("whsec-regulated"),
-            "{tf}: the secret is not shown: {}",
-            apply.all()
-        );
-        assert_eq!(gw.names("agents"), ["clinical-assistant"], "{tf}");
-        assert_eq!(
-            gw.names("policies"),
-            ["hipaa-phi-access"],
-            "{tf}: named by its content, not its file"
-        );
-        let (_, channels) = gw.get("/admin/alert-channels");
-        let channel = &channels["channels"][0];
-        assert_eq!(channel["severity"], "critical", "{tf}: {channel}");
-        assert_eq!(channel["webhookSecretSet"], true, "{tf}: {channel}");
-        let outputs = wd.run(&["output", "-json"]).ok();
-        let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).unwrap();
-        assert!(
-            outputs["alert_channel_ids"]["value"]["security-critical"]
-                .as_str()
-                .unwrap()
-                .starts_with("channel_")
-        );
-        assert!(
-            outputs["policy_ids"]["value"]["hipaa-phi-access"]
-                .as_str()
-                .is_some()
-        );
+        let outputs = applied_the_gateway_holds_the_example(tf, &wd, &gw);
         let plan = wd.run(&["plan", "-detailed-exitcode", "-no-color", SECRET]);
         assert_eq!(plan.code, 0, "{tf}: second plan is empty: {}", plan.all());
+        the_receiver_moves_and_the_channel_is_updated_in_place(tf, &wd, &gw);
+        the_agent_forgotten_by_the_state_is_imported_back(tf, &wd, &outputs);
+        destroyed_the_gateway_holds_nothing_active(tf, &wd, &gw);
+    }
+}
 
-        // Changed: the security team's receiver moves; the channel is updated in place.
-        let apply = wd
-            .run(&["apply", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
-            .ok();
-        assert!(
-            apply.stdout.contains("0 added, 1 changed, 0 destroyed"),
-            "{tf}: {}",
-            apply.stdout
-        );
-        let (_, channels) = gw.get("/admin/alert-channels");
-        assert_eq!(
-            channels["channels"][0]["endpoint"], "https://security.example.org/hooks/meshguard-v2",
-            "{tf}"
-        );
-
-        // Imported: the agent, forgotten by the state, is taken back by its id with nothing to do.
-        let agent = "module.bootstrap.meshguard_agent.this[\"clinical-assistant\"]";
-        let id = outputs["agent_ids"]["value"]["clinical-assistant"]
+/// Applied with the webhook secret (never shown): the agent, the policy named by its content,
+/// the critical channel with its secret set, and their ids in the outputs, which it returns.
+fn applied_the_gateway_holds_the_example(
+    tf: &str,
+    wd: &Workdir,
+    gw: &Gateway,
+) -> serde_json::Value {
+    let apply = wd
+        .run(&["apply", "-auto-approve", "-no-color", SECRET])
+        .ok();
+    assert!(
+        !apply.all().contains("whsec-regulated"),
+        "{tf}: the secret is not shown: {}",
+        apply.all()
+    );
+    assert_eq!(gw.names("agents"), ["clinical-assistant"], "{tf}");
+    assert_eq!(
+        gw.names("policies"),
+        ["hipaa-phi-access"],
+        "{tf}: named by its content, not its file"
+    );
+    let (_, channels) = gw.get("/admin/alert-channels");
+    let channel = &channels["channels"][0];
+    assert_eq!(channel["severity"], "critical", "{tf}: {channel}");
+    assert_eq!(channel["webhookSecretSet"], true, "{tf}: {channel}");
+    let outputs = wd.run(&["output", "-json"]).ok();
+    let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).unwrap();
+    assert!(
+        outputs["alert_channel_ids"]["value"]["security-critical"]
             .as_str()
             .unwrap()
-            .to_owned();
-        wd.run(&["state", "rm", agent]).ok();
-        let import = wd
-            .run(&["import", "-no-color", SECRET, NEW_WEBHOOK, agent, &id])
-            .ok();
-        assert!(
-            import.stdout.contains("Import successful"),
-            "{tf}: {}",
-            import.stdout
-        );
-        let plan = wd.run(&[
-            "plan",
-            "-detailed-exitcode",
-            "-no-color",
-            SECRET,
-            NEW_WEBHOOK,
-        ]);
-        assert_eq!(plan.code, 0, "{tf}: plan after the import: {}", plan.all());
+            .starts_with("channel_")
+    );
+    assert!(
+        outputs["policy_ids"]["value"]["hipaa-phi-access"]
+            .as_str()
+            .is_some()
+    );
+    outputs
+}
 
-        // Destroyed: the policy and the channel are gone, the agent revoked.
-        wd.run(&["destroy", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
-            .ok();
-        assert!(gw.names("policies").is_empty(), "{tf}");
-        assert!(gw.names("channels").is_empty(), "{tf}");
-        let (_, agents) = gw.get("/admin/agents");
-        assert!(
-            agents["agents"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|a| a["status"] != "active"),
-            "{tf}: {agents}"
-        );
-    }
+/// Changed: the security team's receiver moves; the channel is updated in place.
+fn the_receiver_moves_and_the_channel_is_updated_in_place(tf: &str, wd: &Workdir, gw: &Gateway) {
+    let apply = wd
+        .run(&["apply", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
+        .ok();
+    assert!(
+        apply.stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{tf}: {}",
+        apply.stdout
+    );
+    let (_, channels) = gw.get("/admin/alert-channels");
+    assert_eq!(
+        channels["channels"][0]["endpoint"], "https://security.example.org/hooks/meshguard-v2",
+        "{tf}"
+    );
+}
+
+/// Imported: the agent, forgotten by the state, is taken back by its id with nothing to do.
+fn the_agent_forgotten_by_the_state_is_imported_back(
+    tf: &str,
+    wd: &Workdir,
+    outputs: &serde_json::Value,
+) {
+    let agent = "module.bootstrap.meshguard_agent.this[\"clinical-assistant\"]";
+    let id = outputs["agent_ids"]["value"]["clinical-assistant"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wd.run(&["state", "rm", agent]).ok();
+    let import = wd
+        .run(&["import", "-no-color", SECRET, NEW_WEBHOOK, agent, &id])
+        .ok();
+    assert!(
+        import.stdout.contains("Import successful"),
+        "{tf}: {}",
+        import.stdout
+    );
+    let plan = wd.run(&[
+        "plan",
+        "-detailed-exitcode",
+        "-no-color",
+        SECRET,
+        NEW_WEBHOOK,
+    ]);
+    assert_eq!(plan.code, 0, "{tf}: plan after the import: {}", plan.all());
+}
+
+/// Destroyed: the policy and the channel are gone, the agent revoked.
+fn destroyed_the_gateway_holds_nothing_active(tf: &str, wd: &Workdir, gw: &Gateway) {
+    wd.run(&["destroy", "-auto-approve", "-no-color", SECRET, NEW_WEBHOOK])
+        .ok();
+    assert!(gw.names("policies").is_empty(), "{tf}");
+    assert!(gw.names("channels").is_empty(), "{tf}");
+    let (_, agents) = gw.get("/admin/agents");
+    assert!(
+        agents["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["status"] != "active"),
+        "{tf}: {agents}"
+    );
 }
 
 #[test]
