@@ -15,8 +15,11 @@
 //!
 //! A connection that cannot be made, or is lost, is [`StoreError::Unavailable`]: the admin API
 //! answers 503 and changes nothing, while decisions go on from the policy snapshot and the agent
-//! cache. TLS follows the URL's `sslmode` (`require` insists on it) and always verifies the
-//! server's certificate and name (rustls; the built-in roots and CA_BUNDLE_FILE). Connections are pooled by hand (a `Mutex<Vec<Client>>`): the store is called from the
+//! cache. TLS is required unless the URL's `sslmode` says otherwise (libpq's default, `prefer`,
+//! falls back to clear text when the server offers no TLS, so a URL without `sslmode` gets
+//! `require` here; `sslmode=prefer` or `disable` are taken as written, with a warning), and the
+//! server's certificate and name are always verified (rustls; the built-in roots and
+//! CA_BUNDLE_FILE). Connections are pooled by hand (a `Mutex<Vec<Client>>`): the store is called from the
 //! blocking pool, a handful of connections suffices, and r2d2 or deadpool would add a crate and,
 //! for deadpool, an async API the synchronous `Store` trait would have to block on anyway.
 
@@ -147,12 +150,13 @@ const IDLE_MAX: usize = 8;
 
 pub(crate) struct PgStore {
     config: postgres::Config,
-    /// TLS as the URL's `sslmode` asks (`prefer` by default, `require` to insist), the server's
-    /// certificate verified against the built-in roots and CA_BUNDLE_FILE, its name against the
-    /// URL's host.
+    /// TLS as the URL's `sslmode` asks (`require` when it names none), the server's certificate
+    /// verified against the built-in roots and CA_BUNDLE_FILE, its name against the URL's host.
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// `host:port/database`, for logs and errors: never the password.
     shown: String,
+    /// What a failed connection adds when TLS was required because the URL named no `sslmode`.
+    tls_hint: &'static str,
     idle: Mutex<Vec<Client>>,
     secrets: Option<super::secrets::SecretBox>,
     /// This gateway's own SQLite file: the sidecars it holds entries for.
@@ -212,6 +216,23 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Requires TLS when `url` names no `sslmode` (libpq's default, `prefer`, would fall back to
+/// clear text when the server offers no TLS); warns when the URL asks for `prefer` or
+/// `disable`. Returns what a failed connection should add.
+fn tls_by_default(config: &mut postgres::Config, url: &str, shown: &str) -> &'static str {
+    if !url.contains("sslmode") {
+        config.ssl_mode(postgres::config::SslMode::Require);
+        return " (DATABASE_URL names no sslmode, so TLS is required; a server without TLS needs sslmode=disable in the URL, on a network you trust)";
+    }
+    if config.get_ssl_mode() != postgres::config::SslMode::Require {
+        tracing::warn!(
+            database = shown,
+            "DATABASE_URL's sslmode allows clear text: the control plane's credentials and data may cross the network unencrypted; use sslmode=require"
+        );
+    }
+    ""
+}
+
 /// Where a connection URL points, without its password.
 fn describe(config: &postgres::Config) -> String {
     let host = config
@@ -248,10 +269,12 @@ impl PgStore {
         }
         config.application_name("meshguard-gateway");
         let shown = describe(&config);
+        let tls_hint = tls_by_default(&mut config, url, &shown);
         let store = Self {
             config,
             tls: tls_connector(ca_bundle)?,
             shown,
+            tls_hint,
             idle: Mutex::new(Vec::new()),
             secrets: None,
             local,
@@ -270,9 +293,10 @@ impl PgStore {
     fn connect(&self) -> Result<Client, StoreError> {
         self.config.connect(self.tls.clone()).map_err(|e| {
             StoreError::Unavailable(format!(
-                "cannot connect to {}: {}",
+                "cannot connect to {}: {}{}",
                 self.shown,
-                error_text(&e)
+                error_text(&e),
+                self.tls_hint
             ))
         })
     }

@@ -480,7 +480,7 @@ fn a_bad_url_and_a_wrong_password_are_named_without_the_password() {
     let server = pg::PgServer::start();
     server.database("pw");
     let wrong = format!(
-        "postgresql://{}:wrong-secret@127.0.0.1:{}/pw",
+        "postgresql://{}:wrong-secret@127.0.0.1:{}/pw?sslmode=disable",
         pg::USER,
         server.port
     );
@@ -609,7 +609,9 @@ fn tls_to_postgres_is_verified_against_the_site_ca_and_required_when_the_url_ask
     );
 
     let server = pg::PgServer::start_tls(&d.join("server.pem"), &d.join("server.key"));
-    let url = format!("{}?sslmode=require", server.database("tls"));
+    let url = server
+        .database("tls")
+        .replace("sslmode=disable", "sslmode=require");
     let dir = tempfile::tempdir().unwrap();
     let local = |name: &str| SqliteStore::open(&dir.path().join(name)).unwrap();
 
@@ -630,11 +632,31 @@ fn tls_to_postgres_is_verified_against_the_site_ca_and_required_when_the_url_ask
     assert!(err.contains("certificate"), "{err}");
     assert!(!err.contains(pg::PASSWORD), "{err}");
 
-    // A server without TLS is refused when the URL requires it.
+    // A server without TLS is refused when the URL requires it, and when the URL names no
+    // sslmode at all (libpq's `prefer` would fall back to clear text); the error says how to
+    // allow clear text on purpose.
     let plain = pg::PgServer::start();
-    let url = format!("{}?sslmode=require", plain.database("plain"));
-    let err = PgStore::open(&url, local("c.db"), Some(&d.join("ca.pem"))).unwrap_err();
+    let disabled = plain.database("plain");
+    let err = PgStore::open(
+        &disabled.replace("sslmode=disable", "sslmode=require"),
+        local("c.db"),
+        Some(&d.join("ca.pem")),
+    )
+    .unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
+    let err = PgStore::open(
+        disabled.trim_end_matches("?sslmode=disable"),
+        local("d.db"),
+        Some(&d.join("ca.pem")),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("cannot connect") && err.contains("names no sslmode, so TLS is required"),
+        "{err}"
+    );
+    assert!(!err.contains(pg::PASSWORD), "{err}");
+    let store = PgStore::open(&disabled, local("e.db"), None).unwrap();
+    drop(store);
 }
 
 #[test]
