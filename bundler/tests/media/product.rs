@@ -90,13 +90,42 @@ struct Site<'a> {
     played: Vec<PathBuf>,
 }
 
+impl<'a> Site<'a> {
+    /// A site for `release`, with nothing of an earlier run under that name left in podman: a
+    /// volume left behind (a sidecar's cache naming another agent, an old log) would be
+    /// mounted by the pods played now.
+    fn new(podman: &'a Podman, release: String) -> Self {
+        let site = Self {
+            podman,
+            release,
+            played: Vec::new(),
+        };
+        site.remove_volumes();
+        site
+    }
+
+    /// Every volume the release's pods made (`<release>-data`, `-archive`, the sidecar's
+    /// bundle and cache volumes, whatever the chart names next).
+    fn remove_volumes(&self) {
+        let listed = self.podman.ok(&[
+            "volume",
+            "ls",
+            "--quiet",
+            "--filter",
+            &format!("name=^{}-", self.release),
+        ]);
+        for volume in listed.lines().map(str::trim).filter(|v| !v.is_empty()) {
+            self.podman.quiet(&["volume", "rm", "-f", volume]);
+        }
+    }
+}
+
 impl Drop for Site<'_> {
     fn drop(&mut self) {
         for f in &self.played {
             self.podman.quiet(&["kube", "down", f.to_str().unwrap()]);
         }
-        self.podman
-            .quiet(&["volume", "rm", "-f", &format!("{}-data", self.release)]);
+        self.remove_volumes();
         for secret in ["secrets", "agent"] {
             self.podman
                 .quiet(&["secret", "rm", &format!("{}-{secret}", self.release)]);
@@ -227,11 +256,7 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     let chart = SiteChart::imported(d, &reg, digest);
     let rendered = render_gateway(&chart);
     let podman = Podman::new();
-    let mut site = Site {
-        podman: &podman,
-        release: chart.release.clone(),
-        played: Vec::new(),
-    };
+    let mut site = Site::new(&podman, chart.release.clone());
     let secret = d.join("secret.json");
     let first = play_gateway(&mut site, &secret, &rendered);
     let url = format!("http://127.0.0.1:{}", chart.port);
@@ -890,7 +915,21 @@ fn the_sidecar_is_checked_and_loopback_only(profile: &str, out: &str) {
         out.contains("exec: {command: [\"/usr/local/bin/meshguard-gateway\", \"--probe\", \"http://127.0.0.1:")
             && out.matches("--probe").count() >= 3,
         "{profile}: the loopback-only sidecar is probed from inside its container"
+    ); // podman makes a volume of an emptyDir under its name and keeps it after `kube down`: the
+    // sidecar's cache (its origin names its agent) must not be another agent's.
+    let cache = sidecar_volume("guardian-cache", "agent_example");
+    assert!(
+        out.contains(&format!("- {{name: {cache}, mountPath: /cache}}"))
+            && out.contains(&format!("- name: {cache}\n")),
+        "{profile}: the sidecar's cache volume is named after its agent ({cache})"
     );
+}
+
+/// The name the chart gives a sidecar's emptyDir volume: `<what>-<10 hex of SHA-256(agent)>`.
+fn sidecar_volume(what: &str, agent: &str) -> String {
+    use sha2::Digest as _;
+    let digest = hex::encode(sha2::Sha256::digest(agent.as_bytes()));
+    format!("{what}-{}", &digest[..10])
 }
 
 /// Valid Kubernetes objects, strictly (no unknown fields), for the oldest release we support

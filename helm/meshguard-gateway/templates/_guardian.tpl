@@ -10,10 +10,13 @@ first, so a pod with a bundle that does not verify never starts. In an agent's D
     - name: my-agent            # calls http://127.0.0.1:<guardian.port>/proxy/…
     {{- include "meshguard.guardian.container" (dict "root" $ "agentId" "agent_…" "tokenSecret" "my-agent-token" "proxyTarget" "http://upstream") | nindent 8 }}
   volumes:
-    {{- include "meshguard.guardian.volumes" (dict "root" $) | nindent 8 }}
+    {{- include "meshguard.guardian.volumes" (dict "root" $ "agentId" "agent_…") | nindent 8 }}
 
 The token Secret (key: token) reaches the sidecar as an environment variable (secretKeyRef):
-podman kube play, which runs the chart on one-host sites, cannot mount Secret volumes.
+podman kube play, which runs the chart on one-host sites, cannot mount Secret volumes. For the
+same host, the sidecar's cache and tmp volumes are named after its agent: podman makes a volume
+of an emptyDir under its name, kept after `kube down`, so two agents' sidecars under one name
+would share one cache (its origin names one agent, and the other's heartbeats are refused).
 
 templates/example-agent.yaml does exactly this.
 */}}
@@ -38,6 +41,11 @@ templates/example-agent.yaml does exactly this.
 {{- define "meshguard.guardian.bundleMounts" -}}
 - {name: guardian-bundle, mountPath: /etc/meshguard/guardian-bundle, readOnly: true}
 - {name: guardian-bundle-key, mountPath: /etc/meshguard/guardian-bundle-key, readOnly: true}
+{{- end -}}
+
+{{/* The sidecar's emptyDir volumes' names: `<what>-<10 hex of the agent id's SHA-256>`. */}}
+{{- define "meshguard.guardian.volumeName" -}}
+{{- printf "%s-%s" .what (sha256sum (required "the guardian sidecar's volumes need the agent's id (agentId)" .agentId) | trunc 10) -}}
 {{- end -}}
 
 {{- define "meshguard.guardian.initContainer" -}}
@@ -101,8 +109,8 @@ templates/example-agent.yaml does exactly this.
   resources:
     {{- toYaml $root.Values.guardian.resources | nindent 4 }}
   volumeMounts:
-    - {name: guardian-cache, mountPath: /cache}
-    - {name: guardian-tmp, mountPath: /tmp}
+    - {name: {{ include "meshguard.guardian.volumeName" (dict "what" "guardian-cache" "agentId" .agentId) }}, mountPath: /cache}
+    - {name: {{ include "meshguard.guardian.volumeName" (dict "what" "guardian-tmp" "agentId" .agentId) }}, mountPath: /tmp}
     {{- if $root.Values.caBundle.configMap }}
     - {name: guardian-ca-bundle, mountPath: /etc/meshguard/ca, readOnly: true}
     {{- end }}
@@ -118,13 +126,13 @@ templates/example-agent.yaml does exactly this.
 # The sidecar's audit log until a heartbeat hands it over, its checkpoint key and its origin.
 # An emptyDir loses what the last heartbeat did not carry if the pod is lost (a stopped pod
 # sends a final heartbeat); guardian.persistentCacheClaim keeps it.
-- name: guardian-cache
+- name: {{ include "meshguard.guardian.volumeName" (dict "what" "guardian-cache" "agentId" .agentId) }}
   {{- if $root.Values.guardian.persistentCacheClaim }}
   persistentVolumeClaim: {claimName: {{ $root.Values.guardian.persistentCacheClaim }}}
   {{- else }}
   emptyDir: {}
   {{- end }}
-- name: guardian-tmp
+- name: {{ include "meshguard.guardian.volumeName" (dict "what" "guardian-tmp" "agentId" .agentId) }}
   emptyDir: {}
 {{- if $root.Values.caBundle.configMap }}
 - name: guardian-ca-bundle
