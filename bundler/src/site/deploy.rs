@@ -84,15 +84,7 @@ impl Run<'_> {
             Podman::find()?.pulling_from(&self.opts.site.registry, &self.opts.site.state_dir)?;
         let tls = !site.registry.insecure;
         let (rendered, values) = self.render(verified, &site.release, site.port, false)?;
-        let manifest_sha256 = fsx::sha256_hex(rendered.as_bytes());
-        // Named by content: the same version with other values is another manifest, and the
-        // one running stays on disk to be played back if the new one fails.
-        let manifest = site.state_dir.join("deploy").join(&version).join(format!(
-            "{}-{}.yaml",
-            site.release,
-            &manifest_sha256[..12]
-        ));
-        fsx::write_atomic(&manifest, rendered.as_bytes())?;
+        let (manifest, manifest_sha256) = self.write_manifest(&version, &rendered)?;
         let secret_json = secret_json(admin, jwt);
         let secret_sha256 = fsx::sha256_hex(secret_json.as_bytes());
         let gateway = Gateway::new(format!("http://127.0.0.1:{}", site.port), admin.to_owned())?;
@@ -101,16 +93,7 @@ impl Run<'_> {
         let volume = claim
             .clone()
             .context("the rendered chart has no PersistentVolumeClaim for the gateway's data")?;
-        let (_, digest) = gateway_image(verified).expect("checked in verify");
-        let record = Installed {
-            version: version.clone(),
-            media_sha256sums: self.media_sha256sums.clone(),
-            image: format!("{}/meshguard/gateway@{digest}", site.registry.address),
-            manifest: manifest.clone(),
-            manifest_sha256: manifest_sha256.clone(),
-            secret_sha256: secret_sha256.clone(),
-            installed_at: now(),
-        };
+        let record = self.installed(verified, &manifest, &manifest_sha256, &secret_sha256);
         let previous = self.previous.clone();
         let running = gateway.healthy();
         let mut detail = json!({
@@ -160,6 +143,44 @@ impl Run<'_> {
         write_json(&self.opts.site.state_dir.join(INSTALLED), &record)?;
         self.previous = Some(record);
         Ok((deployed, detail))
+    }
+
+    /// Writes the rendered chart, named by content: the same version with other values is
+    /// another manifest, and the one running stays on disk to be played back if the new one
+    /// fails. Its path and SHA-256.
+    fn write_manifest(&self, version: &str, rendered: &str) -> Result<(PathBuf, String)> {
+        let site = &self.opts.site;
+        let manifest_sha256 = fsx::sha256_hex(rendered.as_bytes());
+        let manifest = site.state_dir.join("deploy").join(version).join(format!(
+            "{}-{}.yaml",
+            site.release,
+            &manifest_sha256[..12]
+        ));
+        fsx::write_atomic(&manifest, rendered.as_bytes())?;
+        Ok((manifest, manifest_sha256))
+    }
+
+    /// What the site records of the version once it runs.
+    fn installed(
+        &self,
+        verified: &Verified,
+        manifest: &Path,
+        manifest_sha256: &str,
+        secret_sha256: &str,
+    ) -> Installed {
+        let (_, digest) = gateway_image(verified).expect("checked in verify");
+        Installed {
+            version: verified.doc.version.clone(),
+            media_sha256sums: self.media_sha256sums.clone(),
+            image: format!(
+                "{}/meshguard/gateway@{digest}",
+                self.opts.site.registry.address
+            ),
+            manifest: manifest.to_owned(),
+            manifest_sha256: manifest_sha256.to_owned(),
+            secret_sha256: secret_sha256.to_owned(),
+            installed_at: now(),
+        }
     }
 
     /// Nothing answers: a first install, or a site whose gateway is down. Starts the version,

@@ -609,7 +609,6 @@ impl Run<'_> {
             .collect::<String>())
     }
 
-    /// Waits for a played gateway to answer /health; fails at once when its container exits.
     /// The smoke test of the guardian sidecar: the chart's example agent pod for the smoke
     /// agent, enforcing the control plane's current policy set (its signed export), on the
     /// host's loopback; passes once the control plane holds, by heartbeat, an allowed and a
@@ -622,17 +621,60 @@ impl Run<'_> {
         agent_id: &str,
         token: &str,
     ) -> Result<String> {
-        use reqwest::Method;
         let site = &self.opts.site;
         let base = &site.release;
         let gw = &deployed.gateway;
         let podman =
             Podman::find()?.pulling_from(&self.opts.site.registry, &self.opts.site.state_dir)?;
         let exported = gw.send(
-            gw.admin(Method::GET, "/admin/policies/bundle"),
+            gw.admin(reqwest::Method::GET, "/admin/policies/bundle"),
             200,
             "exporting the signed policy bundle for the sidecar",
         )?;
+        let path = self.sidecar_manifest(verified, gw, agent_id, &exported)?;
+        let secret = format!("{base}-smoke-agent");
+        // What an interrupted earlier run may have left.
+        let _ = podman.down(&path);
+        if podman.secret_exists(&secret) {
+            podman.secret_rm(&secret)?;
+        }
+        let secret_file = tempfile::Builder::new()
+            .prefix(".secret")
+            .tempfile_in(&site.state_dir)?;
+        {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(token);
+            std::fs::write(secret_file.path(), json!({ "token": b64 }).to_string())?;
+        }
+        podman.secret_create(&secret, secret_file.path())?;
+        drop(secret_file);
+        let started = Instant::now();
+        let result = podman
+            .play(&path, !site.registry.insecure)
+            .and_then(|ids| self.sidecar_heard(&podman, &ids, gw, agent_id));
+        let down = podman.down(&path);
+        let rm = podman.secret_rm(&secret);
+        let _ = std::fs::remove_file(&path);
+        let detail = result?;
+        down.context("removing the smoke test's sidecar pod")?;
+        rm.context("removing the smoke test's agent secret")?;
+        Ok(format!(
+            "{detail}, {:.1} s after the pod started (the example agent and its sidecar, enforcing the control plane's signed policy export; pod removed)",
+            started.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// The smoke sidecar's pod (the chart's example agent with its guardian) and the
+    /// ConfigMaps of the policy export it enforces, rendered and written: the manifest's path.
+    fn sidecar_manifest(
+        &self,
+        verified: &Verified,
+        gw: &Gateway,
+        agent_id: &str,
+        exported: &Value,
+    ) -> Result<PathBuf> {
+        let site = &self.opts.site;
+        let base = &site.release;
         let mut values = self.values(verified, base, site.port, false);
         values["exampleAgent"] = json!({
             "enabled": true,
@@ -673,36 +715,7 @@ impl Run<'_> {
         }
         let path = dir.join(format!("{base}-smoke-sidecar.yaml"));
         fsx::write_atomic(&path, manifest.as_bytes())?;
-        let secret = format!("{base}-smoke-agent");
-        // What an interrupted earlier run may have left.
-        let _ = podman.down(&path);
-        if podman.secret_exists(&secret) {
-            podman.secret_rm(&secret)?;
-        }
-        let secret_file = tempfile::Builder::new()
-            .prefix(".secret")
-            .tempfile_in(&site.state_dir)?;
-        {
-            use base64::Engine as _;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(token);
-            std::fs::write(secret_file.path(), json!({ "token": b64 }).to_string())?;
-        }
-        podman.secret_create(&secret, secret_file.path())?;
-        drop(secret_file);
-        let started = Instant::now();
-        let result = podman
-            .play(&path, !site.registry.insecure)
-            .and_then(|ids| self.sidecar_heard(&podman, &ids, gw, agent_id));
-        let down = podman.down(&path);
-        let rm = podman.secret_rm(&secret);
-        let _ = std::fs::remove_file(&path);
-        let detail = result?;
-        down.context("removing the smoke test's sidecar pod")?;
-        rm.context("removing the smoke test's agent secret")?;
-        Ok(format!(
-            "{detail}, {:.1} s after the pod started (the example agent and its sidecar, enforcing the control plane's signed policy export; pod removed)",
-            started.elapsed().as_secs_f64()
-        ))
+        Ok(path)
     }
 
     /// Waits for the smoke sidecar's heartbeat to bring an allowed and a denied decision.
@@ -766,6 +779,7 @@ impl Run<'_> {
         }
     }
 
+    /// Waits for a played gateway to answer /health; fails at once when its container exits.
     fn started(&self, podman: &Podman, ids: &[String], gw: &Gateway) -> Result<()> {
         let deadline = Instant::now() + self.start_timeout();
         loop {
@@ -959,13 +973,11 @@ impl Run<'_> {
         Ok(out)
     }
 
-    fn bootstrap(&mut self, version: &str, admin: &str) -> Result<((), Value)> {
-        let site = &self.opts.site;
-        let Some(b) = &site.bootstrap else {
-            return Ok(((), json!({"skipped": "the site file has no bootstrap"})));
-        };
+    /// The Terraform working directory of the bootstrap: the media's module `module` copied
+    /// in, replacing the previous configuration (the state stays).
+    fn bootstrap_workdir(&self, version: &str, module_name: &str) -> Result<PathBuf> {
         let modules = self.releases(version).join("terraform/modules");
-        let module = modules.join(&b.module);
+        let module = modules.join(module_name);
         if !module.is_dir() {
             let have: Vec<String> = std::fs::read_dir(&modules)
                 .map(|d| {
@@ -976,11 +988,11 @@ impl Run<'_> {
                 .unwrap_or_default();
             bail!(
                 "the media has no Terraform module {:?} (it has: {}); fix bootstrap.module in the site file",
-                b.module,
+                module_name,
                 have.join(", ")
             );
         }
-        let work = site.state_dir.join("terraform");
+        let work = self.opts.site.state_dir.join("terraform");
         std::fs::create_dir_all(&work)?;
         // The module's configuration replaces the previous one; the state stays.
         for e in std::fs::read_dir(&work)? {
@@ -995,6 +1007,15 @@ impl Run<'_> {
                 std::fs::copy(&p, work.join(p.file_name().expect("a file")))?;
             }
         }
+        Ok(work)
+    }
+
+    fn bootstrap(&mut self, version: &str, admin: &str) -> Result<((), Value)> {
+        let site = &self.opts.site;
+        let Some(b) = &site.bootstrap else {
+            return Ok(((), json!({"skipped": "the site file has no bootstrap"})));
+        };
+        let work = self.bootstrap_workdir(version, &b.module)?;
         let cli_config = work.join("terraformrc");
         fsx::write_atomic(&cli_config, b"")?;
         let terraform = tools::find("terraform")?;
@@ -1033,16 +1054,7 @@ impl Run<'_> {
         let plan = tf(&plan_args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let apply = tf(&["apply", "-input=false", "-no-color", "bootstrap.tfplan"])?;
         let outputs = tf(&["output", "-json", "-no-color"])?;
-        let mut outputs: Value = serde_json::from_str(&outputs).unwrap_or(Value::Null);
-        // `output -json` prints sensitive values (agent tokens) in the clear: the transcript
-        // keeps their names only.
-        if let Some(map) = outputs.as_object_mut() {
-            for o in map.values_mut() {
-                if o["sensitive"] == Value::Bool(true) {
-                    o["value"] = json!("(sensitive)");
-                }
-            }
-        }
+        let outputs = without_sensitive(&outputs);
         Ok((
             (),
             json!({"module": b.module, "workdir": work, "plan": plan, "apply": apply, "outputs": outputs}),
@@ -1060,6 +1072,20 @@ fn image_of<'a>(v: &'a Verified, repository: &str) -> Option<(&'a str, &'a str)>
         let (repo, _) = registry::split_ref(&i.reference);
         (repo == repository).then_some((i.reference.as_str(), i.digest.as_str()))
     })
+}
+
+/// `terraform output -json`, with the values of sensitive outputs (agent tokens, printed in the
+/// clear) replaced: the transcript keeps their names only.
+fn without_sensitive(outputs: &str) -> Value {
+    let mut outputs: Value = serde_json::from_str(outputs).unwrap_or(Value::Null);
+    if let Some(map) = outputs.as_object_mut() {
+        for o in map.values_mut() {
+            if o["sensitive"] == Value::Bool(true) {
+                o["value"] = json!("(sensitive)");
+            }
+        }
+    }
+    outputs
 }
 
 fn has_egress(v: &Verified) -> bool {

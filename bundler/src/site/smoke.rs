@@ -165,32 +165,7 @@ pub fn run(gw: &Gateway, nonce: &str, plan: &Plan<'_>) -> Vec<Check> {
     let mut checks = Vec::new();
     let started = chrono::Utc::now() - chrono::Duration::seconds(1);
     let name = format!("meshguard-smoke-{nonce}");
-    let made = (|| -> Result<(String, String)> {
-        let policy = format!(
-            "name: {name}\nappliesTo: [{name}]\nrules:\n  - name: smoke-allow\n    effect: allow\n    actions: [\"read:meshguard-smoke/*\"]\n"
-        );
-        let p = gw.send(
-            gw.admin(Method::POST, "/admin/policies")
-                .json(&json!({"name": name, "content": policy})),
-            201,
-            "creating the smoke-test policy",
-        )?;
-        let a = gw.send(
-            gw.admin(Method::POST, "/admin/agents")
-                .json(&json!({"name": name, "trustTier": "verified"})),
-            201,
-            "creating the smoke-test agent",
-        )?;
-        let token = a["token"]
-            .as_str()
-            .context("no token for the smoke agent")?;
-        let _ = p;
-        Ok((
-            a["id"].as_str().unwrap_or_default().to_owned(),
-            token.to_owned(),
-        ))
-    })();
-    let (agent_id, token) = match made {
+    let (agent_id, token) = match smoke_agent(gw, &name) {
         Ok(x) => x,
         Err(e) => {
             checks.push(Check::new("policy allow", "failed", format!("{e:#}")));
@@ -243,24 +218,53 @@ pub fn run(gw: &Gateway, nonce: &str, plan: &Plan<'_>) -> Vec<Check> {
             }
         }));
     }
-    // Clean up: revoke the agent, delete the policy. A failure here is reported, not hidden.
-    let cleanup = gw
-        .send(
-            gw.admin(Method::DELETE, &format!("/admin/agents/{agent_id}")),
-            200,
-            "revoking the smoke-test agent",
-        )
-        .and_then(|_| {
-            gw.send(
-                gw.admin(Method::DELETE, &format!("/admin/policies/{name}")),
-                200,
-                "deleting the smoke-test policy",
-            )
-        });
-    if let Err(e) = cleanup {
+    if let Err(e) = clean_up(gw, &agent_id, &name) {
         checks.push(Check::new("cleanup", "failed", format!("{e:#}")));
     }
     checks
+}
+
+/// A throw-away policy and agent named `name`, the policy allowing the agent to read
+/// `meshguard-smoke/*`: the agent's (id, token).
+fn smoke_agent(gw: &Gateway, name: &str) -> Result<(String, String)> {
+    let policy = format!(
+        "name: {name}\nappliesTo: [{name}]\nrules:\n  - name: smoke-allow\n    effect: allow\n    actions: [\"read:meshguard-smoke/*\"]\n"
+    );
+    gw.send(
+        gw.admin(Method::POST, "/admin/policies")
+            .json(&json!({"name": name, "content": policy})),
+        201,
+        "creating the smoke-test policy",
+    )?;
+    let a = gw.send(
+        gw.admin(Method::POST, "/admin/agents")
+            .json(&json!({"name": name, "trustTier": "verified"})),
+        201,
+        "creating the smoke-test agent",
+    )?;
+    let token = a["token"]
+        .as_str()
+        .context("no token for the smoke agent")?;
+    Ok((
+        a["id"].as_str().unwrap_or_default().to_owned(),
+        token.to_owned(),
+    ))
+}
+
+/// Clean up: revoke the agent, delete the policy. A failure here is reported, not hidden.
+fn clean_up(gw: &Gateway, agent_id: &str, name: &str) -> Result<Value> {
+    gw.send(
+        gw.admin(Method::DELETE, &format!("/admin/agents/{agent_id}")),
+        200,
+        "revoking the smoke-test agent",
+    )
+    .and_then(|_| {
+        gw.send(
+            gw.admin(Method::DELETE, &format!("/admin/policies/{name}")),
+            200,
+            "deleting the smoke-test policy",
+        )
+    })
 }
 
 /// Runs the check `name`, or records that the operator skipped it by name.
