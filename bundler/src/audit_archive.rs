@@ -699,6 +699,42 @@ fn root_at(dir: &Path, state: &State, size: u64) -> Result<[u8; 32]> {
     )
 }
 
+/// What the archive records of the evidence bundle `bundle` (to be held as `name`): its
+/// manifest's profile, period and checkpoint, the manifest's digest and the exporter's key
+/// (from `pubkey_file`). The bundle must be evidence of the archive's log.
+fn evidence_record(
+    bundle: &Path,
+    name: &str,
+    pubkey_file: &Path,
+    state: &State,
+) -> Result<EvidenceRecord> {
+    let pubkey = std::fs::read_to_string(pubkey_file)
+        .with_context(|| format!("cannot read {}", pubkey_file.display()))?;
+    let manifest: crate::evidence::Manifest = serde_json::from_slice(
+        &std::fs::read(bundle.join("MANIFEST.json"))
+            .with_context(|| format!("{} is not an evidence bundle", bundle.display()))?,
+    )
+    .context("MANIFEST.json is not an evidence manifest")?;
+    if manifest.origin != state.origin {
+        bail!(
+            "the bundle is evidence of {}, the archive holds {}",
+            manifest.origin,
+            state.origin
+        );
+    }
+    let (manifest_sha256, _) = fsx::sha256_file(&bundle.join("MANIFEST.json"))?;
+    let record = EvidenceRecord {
+        name: name.to_owned(),
+        profile: manifest.profile.clone(),
+        from: manifest.from.clone(),
+        to: manifest.to.clone(),
+        manifest_sha256,
+        checkpoint_size: manifest.checkpoint_size,
+        pubkey,
+    };
+    Ok(record)
+}
+
 /// Adds an evidence bundle to the archive (WORM: never replacing one): it must verify with the
 /// exporter's key and the archive's log key, and its checkpoint's root must be the archived
 /// entries' root at that size. Copied read-only into `evidence/<name>/`, then recorded.
@@ -722,32 +758,9 @@ pub fn add_evidence(dir: &Path, bundle: &Path, pubkey_file: &Path) -> Result<Evi
             "the archive already holds an evidence bundle named {name}; archived evidence is never replaced (rename the new bundle's directory)"
         );
     }
-    let pubkey = std::fs::read_to_string(pubkey_file)
-        .with_context(|| format!("cannot read {}", pubkey_file.display()))?;
-    let manifest: crate::evidence::Manifest = serde_json::from_slice(
-        &std::fs::read(bundle.join("MANIFEST.json"))
-            .with_context(|| format!("{} is not an evidence bundle", bundle.display()))?,
-    )
-    .context("MANIFEST.json is not an evidence manifest")?;
-    if manifest.origin != state.origin {
-        bail!(
-            "the bundle is evidence of {}, the archive holds {}",
-            manifest.origin,
-            state.origin
-        );
-    }
-    let (manifest_sha256, _) = fsx::sha256_file(&bundle.join("MANIFEST.json"))?;
-    let record = EvidenceRecord {
-        name: name.clone(),
-        profile: manifest.profile.clone(),
-        from: manifest.from.clone(),
-        to: manifest.to.clone(),
-        manifest_sha256,
-        checkpoint_size: manifest.checkpoint_size,
-        pubkey,
-    };
-    let root = if manifest.checkpoint_size <= state.size {
-        Some(root_at(dir, &state, manifest.checkpoint_size)?)
+    let record = evidence_record(bundle, &name, pubkey_file, &state)?;
+    let root = if record.checkpoint_size <= state.size {
+        Some(root_at(dir, &state, record.checkpoint_size)?)
     } else {
         None
     };

@@ -145,37 +145,7 @@ impl Witness {
         })?;
         note.verify(&vkey)
             .map_err(|e| Refusal::BadSignature(format!("{e}; the checkpoint is not the log's")))?;
-        if old > cp.size {
-            return Err(Refusal::OldTooLarge { old, new: cp.size }.into());
-        }
-        if old != log.size {
-            return Err(Refusal::Stale {
-                sent: old,
-                stored: log.size,
-            }
-            .into());
-        }
-        let stored: [u8; 32] = B64
-            .decode(&log.root)
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| Refusal::Malformed("the stored root is damaged".into()))?;
-        if cp.size == 0 && cp.root != empty_root() {
-            return Err(Refusal::Inconsistent(
-                "a checkpoint of size 0 must have the empty tree's root".into(),
-            )
-            .into());
-        }
-        if old == 0 && !proof.is_empty() {
-            return Err(Refusal::Inconsistent("a proof was sent with old 0".into()).into());
-        }
-        if old > 0 && !verify_consistency(old, cp.size, &proof, &stored, &cp.root) {
-            return Err(Refusal::Inconsistent(format!(
-                "the log of {} entries is not an extension of the {old} this witness cosigned for {}: the log was rewritten, or the proof is wrong",
-                cp.size, cp.origin
-            ))
-            .into());
-        }
+        extends(&log, old, &proof, &cp)?;
         // Sign: cosignature/v1, time, the whole checkpoint body.
         let sig = self.key.sign(&cosignature_message(now, note.text));
         let me = self.vkey(&state.name);
@@ -194,6 +164,44 @@ impl Witness {
         Self::save_state(&self.dir, &state)?;
         Ok(line)
     }
+}
+
+/// Whether `cp` extends what the witness last cosigned for its log (`log`): the request's `old`
+/// is that size, and its `proof` shows the checkpoint's tree holds that one. Else the refusal
+/// naming what does not hold, in the order checked.
+fn extends(log: &Log, old: u64, proof: &[[u8; 32]], cp: &Checkpoint) -> Result<(), WitnessError> {
+    if old > cp.size {
+        return Err(Refusal::OldTooLarge { old, new: cp.size }.into());
+    }
+    if old != log.size {
+        return Err(Refusal::Stale {
+            sent: old,
+            stored: log.size,
+        }
+        .into());
+    }
+    let stored: [u8; 32] = B64
+        .decode(&log.root)
+        .ok()
+        .and_then(|r| r.try_into().ok())
+        .ok_or_else(|| Refusal::Malformed("the stored root is damaged".into()))?;
+    if cp.size == 0 && cp.root != empty_root() {
+        return Err(Refusal::Inconsistent(
+            "a checkpoint of size 0 must have the empty tree's root".into(),
+        )
+        .into());
+    }
+    if old == 0 && !proof.is_empty() {
+        return Err(Refusal::Inconsistent("a proof was sent with old 0".into()).into());
+    }
+    if old > 0 && !verify_consistency(old, cp.size, proof, &stored, &cp.root) {
+        return Err(Refusal::Inconsistent(format!(
+            "the log of {} entries is not an extension of the {old} this witness cosigned for {}: the log was rewritten, or the proof is wrong",
+            cp.size, cp.origin
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// A refusal, or a failure of the witness itself (its files).
