@@ -190,27 +190,29 @@ pub(crate) async fn spawn_shipper(
     pg: Arc<PgStore>,
     every: Duration,
 ) -> anyhow::Result<()> {
-    // Two gateways copying to one origin would interleave two logs under one name: refuse a
-    // gateway whose origin the central index holds under keys this log never had.
+    // Two gateways copying to one origin would interleave two logs under one name: the origin
+    // is claimed under the write lock (two gateways starting at once cannot both find it free),
+    // and a gateway whose origin is held under keys this log never had is refused.
     let origin = state.inner.audit.origin().to_owned();
     let ours = origin_keys(&state)?;
     let held = {
-        let pg = Arc::clone(&pg);
-        tokio::task::spawn_blocking(move || pg.audit_origins())
+        let (pg, origin) = (Arc::clone(&pg), origin.clone());
+        let keys = serde_json::to_string(&ours)?;
+        tokio::task::spawn_blocking(move || pg.claim_audit_origin(&origin, &keys))
             .await?
-            .map_err(|e| anyhow::anyhow!("cannot read the central audit index: {e}"))?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot claim the origin in the central audit index: {e}")
+            })?
     };
-    if let Some(row) = held.iter().find(|o| o.origin == origin) {
-        let theirs: Vec<KeyRange> = serde_json::from_str(&row.keys).unwrap_or_default();
-        if let Some(k) = theirs
-            .iter()
-            .find(|k| !ours.iter().any(|o| o.vkey == k.vkey))
-        {
-            anyhow::bail!(
-                "another gateway already copies its audit log to the central index as origin {origin}, signed with key {}; give each gateway its own AUDIT_ORIGIN (the chart names them after their pods)",
-                crate::audit::keys::key_id(&k.vkey)
-            );
-        }
+    let theirs: Vec<KeyRange> = serde_json::from_str(&held).unwrap_or_default();
+    if let Some(k) = theirs
+        .iter()
+        .find(|k| !ours.iter().any(|o| o.vkey == k.vkey))
+    {
+        anyhow::bail!(
+            "another gateway already copies its audit log to the central index as origin {origin}, signed with key {}; give each gateway its own AUDIT_ORIGIN (the chart names them after their pods)",
+            crate::audit::keys::key_id(&k.vkey)
+        );
     }
     std::thread::Builder::new()
         .name("audit-ship".into())
@@ -364,6 +366,12 @@ pub(crate) fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::s
             vkeys: keys.iter().map(|k| k.vkey.clone()).collect(),
             last_copied: o.updated_at.clone(),
         };
+        if o.size == 0 && o.checkpoint.is_none() {
+            // Claimed by a gateway that has copied nothing yet: nothing is unsigned.
+            report.valid = true;
+            out.push(report);
+            continue;
+        }
         let Some((size, text)) = &o.checkpoint else {
             report.problem = Some(
                 "no signed checkpoint copied yet: none of these entries is covered by a signature"

@@ -3,7 +3,8 @@
 //! tools`), a site CA made with openssl, a real PostgreSQL server and a real registry
 //! (distribution) on 127.0.0.1. Every helper panics with what went wrong: they run in tests.
 //!
-//! Only the test crates depend on it (as a dev-dependency); no product binary links it.
+//! The test crates take it as a dev-dependency, and xtask for bench-cluster's PostgreSQL; no
+//! product crate depends on it, so no product binary links it.
 
 pub mod ca;
 pub mod pg;

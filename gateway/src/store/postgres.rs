@@ -566,6 +566,35 @@ impl PgStore {
         out
     }
 
+    /// Claims `origin` for the log with `keys` (JSON of its key ranges), under the write lock so
+    /// two gateways starting at once cannot both find it free: the first claim writes its keys,
+    /// and every claim returns the keys the origin is held under (to compare with its own).
+    pub(crate) fn claim_audit_origin(
+        &self,
+        origin: &str,
+        keys: &str,
+    ) -> Result<String, StoreError> {
+        let mut client = self.live()?;
+        let out = (|| {
+            let mut tx = client.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+            tx.execute(
+                "INSERT INTO audit_origins (origin, keys, size, checkpoint_size, checkpoint, updated_at)
+                 VALUES ($1, $2, 0, NULL, NULL, $3)
+                 ON CONFLICT (origin) DO NOTHING",
+                &[&origin, &keys, &crate::clock::now_rfc3339()],
+            )?;
+            let held: String = tx
+                .query_one("SELECT keys FROM audit_origins WHERE origin = $1", &[&origin])?
+                .get(0);
+            tx.commit()?;
+            Ok(held)
+        })()
+        .map_err(|e: postgres::Error| classify(&e));
+        self.put_back(client);
+        out
+    }
+
     /// Every origin the central index holds.
     pub(crate) fn audit_origins(&self) -> Result<Vec<OriginRow>, StoreError> {
         Ok(self

@@ -250,6 +250,71 @@ fn a_changed_index_row_is_named_by_origin(server: &pg::PgServer, a: &Gateway, or
     );
 }
 
+/// Gateways started at the same moment with one AUDIT_ORIGIN (each its own log and key): the
+/// origin is claimed under the database's write lock, so exactly one runs and every other is
+/// refused, whatever the order they reach the database in (they used to read the central index
+/// before either had written to it, and could all pass).
+#[test]
+fn gateways_starting_at_once_with_one_audit_origin_run_one() {
+    use std::io::BufRead as _;
+    let server = pg::PgServer::start();
+    let url = server.database("race");
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempdir()).collect();
+    let mut children: Vec<std::process::Child> = dirs
+        .iter()
+        .map(|d| {
+            harness::command(
+                d.path(),
+                &Options::with(vec![
+                    ("DATABASE_URL", url.clone()),
+                    ("SECRETS_KEY", SECRETS_KEY.into()),
+                    ("AUDIT_ORIGIN", "it.cluster/raced".into()),
+                ]),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(d.path().join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    // Each gateway either says it listens (it passed the origin check) or its output ends.
+    let listening: Vec<bool> = children
+        .iter_mut()
+        .map(|c| {
+            let out = std::io::BufReader::new(c.stdout.take().unwrap());
+            std::thread::spawn(move || {
+                out.lines()
+                    .map_while(Result::ok)
+                    .any(|l| l.starts_with("listening on"))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let refusals: Vec<String> = dirs
+        .iter()
+        .zip(&listening)
+        .filter(|(_, up)| !**up)
+        .map(|(d, _)| std::fs::read_to_string(d.path().join("stderr.log")).unwrap())
+        .collect();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(
+        listening.iter().filter(|up| **up).count(),
+        1,
+        "exactly one gateway runs under the origin: {refusals:?}"
+    );
+    for err in &refusals {
+        assert!(
+            err.contains("it.cluster/raced") && err.contains("its own AUDIT_ORIGIN"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_gateway_reusing_another_gateways_audit_origin_is_refused() {
     let server = pg::PgServer::start();
