@@ -183,35 +183,10 @@ fn lookup(
     for scope in scopes {
         let entry = file.auths.iter().find(|(k, _)| normalize(k) == scope);
         if let Some((key, entry)) = entry {
-            let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) else {
-                if entry.identitytoken.is_some() {
-                    return Err(BundleError::Input(format!(
-                        "{}: the entry {key:?} holds an identity token only, which this tool does \
-                         not use; log in with a user name and password (podman login \
-                         --authfile {} {registry})",
-                        path.display(),
-                        path.display()
-                    )));
-                }
-                continue;
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(auth.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok());
-            let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-                return Err(BundleError::Input(format!(
-                    "{}: the \"auth\" of {key:?} is not base64 of user:password; log in again \
-                     (podman login --authfile {} {registry})",
-                    path.display(),
-                    path.display()
-                )));
-            };
-            return Ok(Some(Credentials {
-                username: user.to_owned(),
-                password: password.to_owned(),
-                from: path.to_owned(),
-            }));
+            match credentials(key, entry, path, registry)? {
+                Some(c) => return Ok(Some(c)),
+                None => continue,
+            }
         }
         if file.cred_helpers.keys().any(|k| normalize(k) == scope) {
             return Err(BundleError::Input(format!(
@@ -233,6 +208,45 @@ fn lookup(
         )));
     }
     Ok(None)
+}
+
+/// The user name and password of the auth file's entry `key`; None when it holds none (an
+/// entry with an identity token only is refused: this tool does not use one).
+fn credentials(
+    key: &str,
+    entry: &Entry,
+    path: &Path,
+    registry: &str,
+) -> Result<Option<Credentials>, BundleError> {
+    let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) else {
+        if entry.identitytoken.is_some() {
+            return Err(BundleError::Input(format!(
+                "{}: the entry {key:?} holds an identity token only, which this tool does \
+                 not use; log in with a user name and password (podman login \
+                 --authfile {} {registry})",
+                path.display(),
+                path.display()
+            )));
+        }
+        return Ok(None);
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        return Err(BundleError::Input(format!(
+            "{}: the \"auth\" of {key:?} is not base64 of user:password; log in again \
+             (podman login --authfile {} {registry})",
+            path.display(),
+            path.display()
+        )));
+    };
+    Ok(Some(Credentials {
+        username: user.to_owned(),
+        password: password.to_owned(),
+        from: path.to_owned(),
+    }))
 }
 
 #[cfg(test)]

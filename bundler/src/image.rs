@@ -183,33 +183,21 @@ fn layer_tar(spec: &ImageSpec) -> Result<Vec<u8>, BundleError> {
     Ok(tar)
 }
 
-/// Builds the image `spec` into `layout` and tags it with `spec.reference`.
-pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError> {
-    if spec.user.is_empty()
-        || spec.user.starts_with("0:")
-        || spec.user == "0"
-        || spec.user == "root"
-    {
-        return Err(BundleError::Input(format!(
-            "image {}: the product's images run as a non-root user, not {:?}",
-            spec.reference, spec.user
-        )));
-    }
-    let created = crate::create::rfc3339(spec.created);
-    let tar = layer_tar(spec)?;
-    let diff_id = format!("sha256:{}", fsx::sha256_hex(&tar));
-    // No time or file name in the gzip header: the same tar always compresses to the same bytes.
+/// The layer, gzipped with no time or file name in the header: the same tar always compresses
+/// to the same bytes.
+fn gzip(tar: &[u8], reference: &str) -> Result<Vec<u8>, BundleError> {
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar)
+    gz.write_all(tar)
         .and_then(|_| gz.try_finish())
-        .map_err(|e| BundleError::io("compress layer", std::path::Path::new(&spec.reference), e))?;
-    let layer = gz
-        .finish()
-        .map_err(|e| BundleError::io("compress layer", std::path::Path::new(&spec.reference), e))?;
-    let layer_digest = layout.add_blob_bytes(&layer)?;
+        .map_err(|e| BundleError::io("compress layer", std::path::Path::new(reference), e))?;
+    gz.finish()
+        .map_err(|e| BundleError::io("compress layer", std::path::Path::new(reference), e))
+}
 
+/// The image configuration of `spec`, its one layer `diff_id`.
+fn image_config(spec: &ImageSpec, created: &str, diff_id: &str) -> Value {
     let ports: serde_json::Map<String, Value> = spec
         .exposed_ports
         .iter()
@@ -238,6 +226,27 @@ pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError
     if !ports.is_empty() {
         config["config"]["ExposedPorts"] = Value::Object(ports);
     }
+    config
+}
+
+/// Builds the image `spec` into `layout` and tags it with `spec.reference`.
+pub fn build(layout: &mut Layout, spec: &ImageSpec) -> Result<Built, BundleError> {
+    if spec.user.is_empty()
+        || spec.user.starts_with("0:")
+        || spec.user == "0"
+        || spec.user == "root"
+    {
+        return Err(BundleError::Input(format!(
+            "image {}: the product's images run as a non-root user, not {:?}",
+            spec.reference, spec.user
+        )));
+    }
+    let created = crate::create::rfc3339(spec.created);
+    let tar = layer_tar(spec)?;
+    let diff_id = format!("sha256:{}", fsx::sha256_hex(&tar));
+    let layer = gzip(&tar, &spec.reference)?;
+    let layer_digest = layout.add_blob_bytes(&layer)?;
+    let config = image_config(spec, &created, &diff_id);
     let config_bytes = serde_json::to_vec(&config).expect("config serializes");
     let config_digest = layout.add_blob_bytes(&config_bytes)?;
     let manifest = json!({
@@ -437,82 +446,9 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             b.ca_bundle.display()
         )));
     }
-    let image = |name: &str, bins: &[&str], entrypoint: Vec<String>, ports: Vec<String>| {
-        let mut entries = passwd_entries("meshguard", PRODUCT_UID);
-        entries.push(Entry::file(
-            "/etc/ssl/certs/ca-certificates.crt",
-            &b.ca_bundle,
-            0o644,
-        ));
-        entries.push(Entry::dir("/tmp", 0o1777, 0, 0));
-        entries.push(Entry::dir(
-            "/data",
-            0o750,
-            PRODUCT_UID.into(),
-            PRODUCT_UID.into(),
-        ));
-        let mut libs = BTreeMap::new();
-        for bin in bins {
-            let from = b.bin_dir.join(bin);
-            if !from.is_file() {
-                return Err(BundleError::Input(format!(
-                    "{} is missing; build it first (cargo build --release -p meshguard-gateway -p meshguard-bundler -p meshguard-license)",
-                    from.display()
-                )));
-            }
-            entries.push(Entry::file(&format!("/usr/local/bin/{bin}"), &from, 0o755));
-            for (path, real) in shared_libraries(&from)? {
-                libs.insert(path, real);
-            }
-        }
-        for (path, real) in libs {
-            entries.push(Entry::file(&path, real, 0o755));
-        }
-        let labels = BTreeMap::from([
-            (
-                "org.opencontainers.image.title".to_owned(),
-                format!("{}/{name}", b.namespace),
-            ),
-            (
-                "org.opencontainers.image.source".to_owned(),
-                b.source.clone(),
-            ),
-            (
-                "org.opencontainers.image.revision".to_owned(),
-                b.revision.clone(),
-            ),
-            (
-                "org.opencontainers.image.version".to_owned(),
-                b.version.clone(),
-            ),
-            (
-                "org.opencontainers.image.created".to_owned(),
-                crate::create::rfc3339(b.created),
-            ),
-            (
-                "org.opencontainers.image.licenses".to_owned(),
-                b.license.clone(),
-            ),
-        ]);
-        Ok(ImageSpec {
-            reference: format!("{}/{name}:{}", b.namespace, b.version),
-            entries,
-            entrypoint,
-            cmd: Vec::new(),
-            env: vec![
-                "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
-                "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".to_owned(),
-                "TMPDIR=/tmp".to_owned(),
-            ],
-            user: format!("{PRODUCT_UID}:{PRODUCT_UID}"),
-            working_dir: "/data".to_owned(),
-            exposed_ports: ports,
-            labels,
-            created: b.created,
-        })
-    };
     Ok(vec![
-        image(
+        product_image(
+            b,
             "gateway",
             // The gateway serves as control plane, guardian sidecar and egress proxy; the
             // example agent is the chart's stand-in for an agent's own program.
@@ -520,12 +456,100 @@ pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
             vec!["/usr/local/bin/meshguard-gateway".to_owned()],
             vec!["3100/tcp".to_owned()],
         )?,
-        image(
+        product_image(
+            b,
             "tools",
             &["meshguard-bundle", "meshguard-license"],
             vec![],
             vec![],
         )?,
+    ])
+}
+
+/// One product image: `bins` with the libraries they link, on the non-root user's files, the
+/// CA bundle, `/tmp` and `/data`.
+fn product_image(
+    b: &ProductBuild,
+    name: &str,
+    bins: &[&str],
+    entrypoint: Vec<String>,
+    ports: Vec<String>,
+) -> Result<ImageSpec, BundleError> {
+    let mut entries = passwd_entries("meshguard", PRODUCT_UID);
+    entries.push(Entry::file(
+        "/etc/ssl/certs/ca-certificates.crt",
+        &b.ca_bundle,
+        0o644,
+    ));
+    entries.push(Entry::dir("/tmp", 0o1777, 0, 0));
+    entries.push(Entry::dir(
+        "/data",
+        0o750,
+        PRODUCT_UID.into(),
+        PRODUCT_UID.into(),
+    ));
+    let mut libs = BTreeMap::new();
+    for bin in bins {
+        let from = b.bin_dir.join(bin);
+        if !from.is_file() {
+            return Err(BundleError::Input(format!(
+                "{} is missing; build it first (cargo build --release -p meshguard-gateway -p meshguard-bundler -p meshguard-license)",
+                from.display()
+            )));
+        }
+        entries.push(Entry::file(&format!("/usr/local/bin/{bin}"), &from, 0o755));
+        for (path, real) in shared_libraries(&from)? {
+            libs.insert(path, real);
+        }
+    }
+    for (path, real) in libs {
+        entries.push(Entry::file(&path, real, 0o755));
+    }
+    Ok(ImageSpec {
+        reference: format!("{}/{name}:{}", b.namespace, b.version),
+        entries,
+        entrypoint,
+        cmd: Vec::new(),
+        env: vec![
+            "PATH=/usr/local/bin:/usr/bin:/bin".to_owned(),
+            "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt".to_owned(),
+            "TMPDIR=/tmp".to_owned(),
+        ],
+        user: format!("{PRODUCT_UID}:{PRODUCT_UID}"),
+        working_dir: "/data".to_owned(),
+        exposed_ports: ports,
+        labels: product_labels(b, name),
+        created: b.created,
+    })
+}
+
+/// The OCI annotations of a product image, as config labels.
+fn product_labels(b: &ProductBuild, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "org.opencontainers.image.title".to_owned(),
+            format!("{}/{name}", b.namespace),
+        ),
+        (
+            "org.opencontainers.image.source".to_owned(),
+            b.source.clone(),
+        ),
+        (
+            "org.opencontainers.image.revision".to_owned(),
+            b.revision.clone(),
+        ),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            b.version.clone(),
+        ),
+        (
+            "org.opencontainers.image.created".to_owned(),
+            crate::create::rfc3339(b.created),
+        ),
+        (
+            "org.opencontainers.image.licenses".to_owned(),
+            b.license.clone(),
+        ),
     ])
 }
 

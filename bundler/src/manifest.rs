@@ -148,6 +148,13 @@ pub struct Loaded {
     pub base: PathBuf,
 }
 
+/// A name or version token: letters, digits and `.-_+`, not empty.
+fn token_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+}
+
 pub fn line_of<T>(s: &Spanned<T>) -> usize {
     s.span().start().map_or(0, |m| m.line())
 }
@@ -225,11 +232,6 @@ impl Loaded {
                 ));
             }
         }
-        let token_ok = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
-        };
         if !token_ok(&m.product) {
             return Err(self.error(&m.product, "product must be a name like meshguard"));
         }
@@ -250,43 +252,54 @@ impl Loaded {
         if let Some(tf) = &m.terraform
             && let Some(p) = &tf.provider
         {
-            if let Some(src) = &p.source
-                && src.split('/').count() != 3
-            {
-                return Err(self.error(
-                    src,
-                    "provider source must be HOST/NAMESPACE/TYPE, e.g. \
-                     registry.terraform.io/meshguard/meshguard",
-                ));
-            }
-            if p.binaries.is_empty() {
-                return Err(self.error(&p.version, "provider has no binaries (platform: path)"));
-            }
-            for (platform, bin) in &p.binaries {
-                let ok = platform.split_once('_').is_some_and(|(os, arch)| {
-                    !os.is_empty() && !arch.is_empty() && token_ok(os) && token_ok(arch)
-                });
-                if !ok {
-                    return Err(self.error(
-                        bin,
-                        format!("{platform} is not a platform like linux_amd64"),
-                    ));
-                }
-            }
+            self.validate_provider(p)?;
         }
         if let Some(l) = &m.license {
-            if let (Some(e), false) = (&l.encrypted, l.recipients.is_empty()) {
+            self.validate_license(l)?;
+        }
+        Ok(())
+    }
+
+    /// The provider's source is HOST/NAMESPACE/TYPE, and it has binaries, each for a platform
+    /// like linux_amd64.
+    fn validate_provider(&self, p: &ProviderSpec) -> Result<(), BundleError> {
+        if let Some(src) = &p.source
+            && src.split('/').count() != 3
+        {
+            return Err(self.error(
+                src,
+                "provider source must be HOST/NAMESPACE/TYPE, e.g. \
+                 registry.terraform.io/meshguard/meshguard",
+            ));
+        }
+        if p.binaries.is_empty() {
+            return Err(self.error(&p.version, "provider has no binaries (platform: path)"));
+        }
+        for (platform, bin) in &p.binaries {
+            let ok = platform.split_once('_').is_some_and(|(os, arch)| {
+                !os.is_empty() && !arch.is_empty() && token_ok(os) && token_ok(arch)
+            });
+            if !ok {
                 return Err(self.error(
-                    e,
-                    "give either recipients (encrypt at create) or encrypted (a ready age file), not both",
+                    bin,
+                    format!("{platform} is not a platform like linux_amd64"),
                 ));
             }
-            for r in &l.recipients {
-                meshguard_license::seal::parse_recipients(std::slice::from_ref(
-                    &r.as_str().to_owned(),
-                ))
+        }
+        Ok(())
+    }
+
+    /// The license is encrypted at create (to valid recipients) or given encrypted, not both.
+    fn validate_license(&self, l: &LicenseSpec) -> Result<(), BundleError> {
+        if let (Some(e), false) = (&l.encrypted, l.recipients.is_empty()) {
+            return Err(self.error(
+                e,
+                "give either recipients (encrypt at create) or encrypted (a ready age file), not both",
+            ));
+        }
+        for r in &l.recipients {
+            meshguard_license::seal::parse_recipients(std::slice::from_ref(&r.as_str().to_owned()))
                 .map_err(|e| self.error(r, e.to_string()))?;
-            }
         }
         Ok(())
     }

@@ -397,19 +397,39 @@ impl Workspace {
                 self.dir.display()
             ))
         })?;
+        let root = owner["id"].as_str().unwrap_or_default().to_owned();
+        let (seen, mut deps) = self.closure(&packages, &root);
+        let mut components: Vec<Value> = seen
+            .iter()
+            .filter(|id| **id != root)
+            .filter_map(|id| packages.get(id.as_str()))
+            .map(|p| self.crate_component(p))
+            .collect();
+        components.sort_by(|a, b| a["bom-ref"].as_str().cmp(&b["bom-ref"].as_str()));
+        deps.sort_by(|a, b| a["ref"].as_str().cmp(&b["ref"].as_str()));
+        let subject = json!({
+            "type": "application",
+            "bom-ref": purl(owner),
+            "name": bin,
+            "version": owner["version"],
+            "purl": purl(owner),
+        });
+        Ok(document(timestamp, subject, components, deps))
+    }
+
+    /// The package ids in the run-time dependency closure of `root` (itself included), and
+    /// each package's dependencies as CycloneDX `dependencies`.
+    fn closure(
+        &self,
+        packages: &BTreeMap<&str, &Value>,
+        root: &str,
+    ) -> (BTreeSet<String>, Vec<Value>) {
         let nodes: BTreeMap<&str, &Value> = self.meta["resolve"]["nodes"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|n| Some((n["id"].as_str()?, n)))
             .collect();
-        let purl = |p: &Value| {
-            format!(
-                "pkg:cargo/{}@{}",
-                p["name"].as_str().unwrap_or(""),
-                p["version"].as_str().unwrap_or("")
-            )
-        };
         // Normal (run-time) dependencies only: what ends up in the binary.
         let normal_deps = |id: &str| -> Vec<String> {
             nodes
@@ -425,9 +445,8 @@ impl Workspace {
                 .filter_map(|d| d["pkg"].as_str().map(str::to_owned))
                 .collect()
         };
-        let root = owner["id"].as_str().unwrap_or_default().to_owned();
         let mut seen = BTreeSet::new();
-        let mut queue = vec![root.clone()];
+        let mut queue = vec![root.to_owned()];
         let mut deps = Vec::new();
         while let Some(id) = queue.pop() {
             if !seen.insert(id.clone()) {
@@ -442,42 +461,39 @@ impl Workspace {
             }
             queue.extend(children);
         }
-        let mut components: Vec<Value> = seen
-            .iter()
-            .filter(|id| **id != root)
-            .filter_map(|id| packages.get(id.as_str()))
-            .map(|p| {
-                let mut c = json!({
-                    "type": "library",
-                    "bom-ref": purl(p),
-                    "name": p["name"],
-                    "version": p["version"],
-                    "purl": purl(p),
-                });
-                if let Some(l) = p["license"].as_str() {
-                    c["licenses"] = json!([{"expression": spdx_expression(l)}]);
-                }
-                let key = (
-                    p["name"].as_str().unwrap_or("").to_owned(),
-                    p["version"].as_str().unwrap_or("").to_owned(),
-                );
-                if let Some(sum) = self.checksums.get(&key) {
-                    c["hashes"] = json!([{"alg": "SHA-256", "content": sum}]);
-                }
-                c
-            })
-            .collect();
-        components.sort_by(|a, b| a["bom-ref"].as_str().cmp(&b["bom-ref"].as_str()));
-        deps.sort_by(|a, b| a["ref"].as_str().cmp(&b["ref"].as_str()));
-        let subject = json!({
-            "type": "application",
-            "bom-ref": purl(owner),
-            "name": bin,
-            "version": owner["version"],
-            "purl": purl(owner),
-        });
-        Ok(document(timestamp, subject, components, deps))
+        (seen, deps)
     }
+
+    /// A crate as a library component, with its license and Cargo.lock checksum when known.
+    fn crate_component(&self, p: &Value) -> Value {
+        let mut c = json!({
+            "type": "library",
+            "bom-ref": purl(p),
+            "name": p["name"],
+            "version": p["version"],
+            "purl": purl(p),
+        });
+        if let Some(l) = p["license"].as_str() {
+            c["licenses"] = json!([{"expression": spdx_expression(l)}]);
+        }
+        let key = (
+            p["name"].as_str().unwrap_or("").to_owned(),
+            p["version"].as_str().unwrap_or("").to_owned(),
+        );
+        if let Some(sum) = self.checksums.get(&key) {
+            c["hashes"] = json!([{"alg": "SHA-256", "content": sum}]);
+        }
+        c
+    }
+}
+
+/// A cargo package's purl.
+fn purl(p: &Value) -> String {
+    format!(
+        "pkg:cargo/{}@{}",
+        p["name"].as_str().unwrap_or(""),
+        p["version"].as_str().unwrap_or("")
+    )
 }
 
 /// `(name, version) -> checksum` of every `[[package]]` in a Cargo.lock. Read by hand: the
