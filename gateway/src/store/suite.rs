@@ -632,22 +632,28 @@ fn tls_to_postgres_is_verified_against_the_site_ca_and_required_when_the_url_ask
     assert!(err.contains("certificate"), "{err}");
     assert!(!err.contains(pg::PASSWORD), "{err}");
 
-    // A server without TLS is refused when the URL requires it, and when the URL names no
-    // sslmode at all (libpq's `prefer` would fall back to clear text); the error says how to
-    // allow clear text on purpose.
+    a_plain_server_is_refused_unless_the_url_disables_tls(&d.join("ca.pem"));
+}
+
+/// A server without TLS is refused when the URL requires it, and when the URL names no sslmode
+/// at all (libpq's `prefer` would fall back to clear text); the error says how to allow clear
+/// text on purpose, and `sslmode=disable` does.
+fn a_plain_server_is_refused_unless_the_url_disables_tls(ca: &std::path::Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = |name: &str| SqliteStore::open(&dir.path().join(name)).unwrap();
     let plain = pg::PgServer::start();
     let disabled = plain.database("plain");
     let err = PgStore::open(
         &disabled.replace("sslmode=disable", "sslmode=require"),
         local("c.db"),
-        Some(&d.join("ca.pem")),
+        Some(ca),
     )
     .unwrap_err();
     assert!(err.contains("cannot connect"), "{err}");
     let err = PgStore::open(
         disabled.trim_end_matches("?sslmode=disable"),
         local("d.db"),
-        Some(&d.join("ca.pem")),
+        Some(ca),
     )
     .unwrap_err();
     assert!(
