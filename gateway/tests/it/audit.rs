@@ -471,8 +471,15 @@ fn a_tampered_row_is_found_and_named() {
         "{ok}"
     );
 
-    // Someone with write access to the database turns the deny into an allow.
-    let conn = db(dir.path());
+    altered_and_removed_index_rows_are_named(&gw, dir.path());
+    gw.kill9();
+    an_altered_log_fails_against_the_index_and_the_checkpoint(dir.path());
+}
+
+/// Someone with write access to the database turns the deny (entry 3) into an allow: named,
+/// as altered; put back, and row 4 removed from the index: named, as missing.
+fn altered_and_removed_index_rows_are_named(gw: &Gateway, dir: &std::path::Path) {
+    let conn = db(dir);
     let (id, body): (String, String) = conn
         .query_row(
             "SELECT id, body FROM audit_entries WHERE seq = 3",
@@ -503,7 +510,6 @@ fn a_tampered_row_is_found_and_named() {
         "{report}"
     );
 
-    // A row removed from the index is named too.
     conn.execute(
         "UPDATE audit_entries SET body = ?1, decision = 'deny' WHERE seq = 3",
         [&body],
@@ -522,13 +528,14 @@ fn a_tampered_row_is_found_and_named() {
         "{report}"
     );
     drop(conn);
+}
 
-    // The log itself altered (the staging bundle rewritten with the deny turned into an
-    // allow, each entry's length prefix kept right): named against the index, and the signed
-    // root no longer matches. After a restart the index is rebuilt from the log, so the index
-    // no longer disagrees, but the checkpoint still does.
-    gw.kill9();
-    let staging = dir.path().join("data/audit-log/staging/0");
+/// The log itself altered (the staging bundle rewritten with the deny turned into an allow,
+/// each entry's length prefix kept right): named against the index, and the signed root no
+/// longer matches. After a restart the index is rebuilt from the log, so the index no longer
+/// disagrees, but the checkpoint still does.
+fn an_altered_log_fails_against_the_index_and_the_checkpoint(dir: &std::path::Path) {
+    let staging = dir.join("data/audit-log/staging/0");
     let bytes = std::fs::read(&staging).unwrap();
     let mut out = Vec::new();
     let mut at = 0;
@@ -542,15 +549,15 @@ fn a_tampered_row_is_found_and_named() {
     }
     assert_ne!(out, bytes);
     std::fs::write(&staging, out).unwrap();
-    let gw = Gateway::start(dir.path());
+    let gw = Gateway::start(dir);
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], false, "{report}");
     assert_eq!(report["firstBad"]["seq"].as_u64(), Some(3), "{report}");
-    let conn = db(dir.path());
+    let conn = db(dir);
     conn.execute("DELETE FROM audit_entries", []).unwrap();
     drop(conn);
     gw.kill9();
-    let gw = Gateway::start(dir.path());
+    let gw = Gateway::start(dir);
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], false, "{report}");
     assert!(

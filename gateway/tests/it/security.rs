@@ -353,6 +353,15 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
             .map(|h| h.join().unwrap())
             .collect()
     });
+    each_answer_is_its_entrys_outcome(&gw, &answers);
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+    a_batch_item_is_answered_as_its_entry_says(&gw, &disk, &token);
+}
+
+/// One entry per call, saying what the caller got; every call queued behind the blocked
+/// writer was answered by the breaker, closed (enforce), naming the configured budget.
+fn each_answer_is_its_entrys_outcome(gw: &Gateway, answers: &[(String, u16, Value)]) {
     for (i, (trace, status, body)) in answers.iter().enumerate() {
         assert!(*status == 200 || *status == 403, "{trace}: {status} {body}");
         let (_, page) = gw.get(&format!("/admin/audit?traceId={trace}&limit=10"));
@@ -378,15 +387,15 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
             );
         }
     }
-    let (_, report) = gw.get("/admin/audit/verify");
-    assert_eq!(report["valid"], true, "{report}");
+}
 
-    // A batch in the same conditions: each item's answer is its entry's outcome.
+/// A batch in the same conditions: each item's answer is its entry's outcome.
+fn a_batch_item_is_answered_as_its_entry_says(gw: &Gateway, disk: &LoopDisk, token: &str) {
     disk.freeze();
     let (status, batch) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             gw.batch(
-                &token,
+                token,
                 &json!({"actions": [{"action": "read:a"}, {"action": "write:b"}, {"action": "read:c"}]}),
             )
         });
