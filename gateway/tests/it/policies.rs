@@ -611,36 +611,7 @@ fn exported_bundles_carry_a_p256_signature_openssl_checks_and_a_sidecar_loads() 
     let keys = tempdir();
     let secret = keys.path().join("bundle-p256.pem");
     let public = keys.path().join("bundle-p256.pub");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-out",
-        secret.to_str().unwrap(),
-    ]);
-    openssl(&[
-        "pkey",
-        "-in",
-        secret.to_str().unwrap(),
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-
+    p256_key_pair(&secret, &public);
     let dir = tempdir();
     let source = Gateway::start_with(
         dir.path(),
@@ -662,29 +633,7 @@ fn exported_bundles_carry_a_p256_signature_openssl_checks_and_a_sidecar_loads() 
         "the key it signs with is the configured one"
     );
     let media = tempdir();
-    let bundle = media.path().join("policy-bundle.json");
-    std::fs::write(&bundle, env["bundle"].as_str().unwrap()).unwrap();
-    std::fs::write(
-        media.path().join("policy-bundle.json.sig"),
-        env["sig"].as_str().unwrap(),
-    )
-    .unwrap();
-    use base64::Engine as _;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(env["sig"].as_str().unwrap())
-        .unwrap();
-    std::fs::write(media.path().join("sig.der"), der).unwrap();
-    let out = openssl(&[
-        "dgst",
-        "-sha256",
-        "-verify",
-        public.to_str().unwrap(),
-        "-signature",
-        media.path().join("sig.der").to_str().unwrap(),
-        bundle.to_str().unwrap(),
-    ]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("Verified OK"));
-
+    let bundle = openssl_verifies_the_exported_bundle(&env, &public, media.path());
     let sidecar_dir = tempdir();
     let sidecar = Gateway::start_with(
         sidecar_dir.path(),
@@ -717,4 +666,72 @@ fn exported_bundles_carry_a_p256_signature_openssl_checks_and_a_sidecar_loads() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// An openssl P-256 key pair: `secret` (PKCS#8 PEM) and `public`.
+fn p256_key_pair(secret: &std::path::Path, public: &std::path::Path) {
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        secret.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        secret.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        public.to_str().unwrap(),
+    ]);
+}
+
+/// Runs openssl; a failure fails the test with its message.
+fn openssl(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The exported bundle and its signature written to `media` as a site receives them, and
+/// the signature checked by `openssl dgst -verify` with the public key: the bundle's path.
+fn openssl_verifies_the_exported_bundle(
+    env: &serde_json::Value,
+    public: &std::path::Path,
+    media: &std::path::Path,
+) -> std::path::PathBuf {
+    let bundle = media.join("policy-bundle.json");
+    std::fs::write(&bundle, env["bundle"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        media.join("policy-bundle.json.sig"),
+        env["sig"].as_str().unwrap(),
+    )
+    .unwrap();
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(env["sig"].as_str().unwrap())
+        .unwrap();
+    std::fs::write(media.join("sig.der"), der).unwrap();
+    let out = openssl(&[
+        "dgst",
+        "-sha256",
+        "-verify",
+        public.to_str().unwrap(),
+        "-signature",
+        media.join("sig.der").to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Verified OK"));
+
+    bundle
 }
