@@ -67,39 +67,7 @@ fn the_audit_key_is_refused_when_missing_or_exposed_and_replaced_only_by_a_recor
     assert_ne!(bundle_key, std::fs::read_to_string(&key).unwrap());
     drop(gw);
 
-    // Step 1 of docs/keys.md: the key file is readable by its owner only.
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let (code, _, err) = run_once(dir.path(), &[]);
-    assert_ne!(code, Some(0));
-    assert!(
-        err.contains("can be read by other users") && err.contains("chmod 600"),
-        "{err}"
-    );
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-
-    // A missing key is not silently replaced: the start stops and says what to do.
-    let kept = dir.path().join("audit-log.key.backup");
-    std::fs::rename(&key, &kept).unwrap();
-    let (code, _, err) = run_once(dir.path(), &[]);
-    assert_ne!(code, Some(0));
-    assert!(
-        err.contains("is missing") && err.contains("restore") && err.contains("--rotate-audit-key"),
-        "{err}"
-    );
-    assert!(!key.exists(), "no new key was made");
-    // Nor is another key accepted in its place.
-    let other = tempdir();
-    drop(Gateway::start(other.path()));
-    std::fs::copy(other.path().join("data/audit-log.key"), &key).unwrap();
-    let (code, _, err) = run_once(dir.path(), &[]);
-    assert_ne!(code, Some(0));
-    let first_id = first_vkey.split('+').nth(1).unwrap();
-    assert!(
-        err.contains("are signed by key") && err.contains(first_id),
-        "{err}"
-    );
-    std::fs::rename(&kept, &key).unwrap();
-
+    a_readable_missing_or_other_key_stops_the_start(dir.path(), &key, &first_vkey);
     // Rotation, with the gateway stopped: the old key signs the handoff too.
     let (code, out, err) = run_once(dir.path(), &["--rotate-audit-key"]);
     assert_eq!(code, Some(0), "{err}");
@@ -150,6 +118,43 @@ fn the_audit_key_is_refused_when_missing_or_exposed_and_replaced_only_by_a_recor
     let (_, vkey) = decide_and_sign(&gw, &token, 1);
     assert_eq!(vkey, lost["newVkey"].as_str().unwrap());
     assert_log_verifies(&gw, 5);
+}
+
+/// Step 1 of docs/keys.md: the key file is readable by its owner only. A missing key is not
+/// silently replaced: the start stops and says what to do; nor is another key accepted in its
+/// place.
+fn a_readable_missing_or_other_key_stops_the_start(dir: &Path, key: &Path, first_vkey: &str) {
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = run_once(dir, &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("can be read by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // A missing key is not silently replaced: the start stops and says what to do.
+    let kept = dir.join("audit-log.key.backup");
+    std::fs::rename(key, &kept).unwrap();
+    let (code, _, err) = run_once(dir, &[]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("is missing") && err.contains("restore") && err.contains("--rotate-audit-key"),
+        "{err}"
+    );
+    assert!(!key.exists(), "no new key was made");
+    // Nor is another key accepted in its place.
+    let other = tempdir();
+    drop(Gateway::start(other.path()));
+    std::fs::copy(other.path().join("data/audit-log.key"), key).unwrap();
+    let (code, _, err) = run_once(dir, &[]);
+    assert_ne!(code, Some(0));
+    let first_id = first_vkey.split('+').nth(1).unwrap();
+    assert!(
+        err.contains("are signed by key") && err.contains(first_id),
+        "{err}"
+    );
+    std::fs::rename(&kept, key).unwrap();
 }
 
 #[test]
