@@ -286,44 +286,7 @@ fn with_an_admin_client_ca_the_admin_api_requires_its_certificate_and_agents_nee
     assert_eq!(status, 200, "the operator's certificate and token: {body}");
     let (_, agent_token) = crate::harness::agent(&gw, "worker", "verified", &[]);
 
-    // The admin token alone, from a connection without a certificate, is refused.
-    let bare = tls_client(&p.join("site-ca.pem"), None);
-    let r = bare
-        .get(format!("{}/admin/agents", gw.base))
-        .header("X-Admin-Token", ADMIN_TOKEN)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    let why = r.text().unwrap();
-    assert!(why.contains("ADMIN_CLIENT_CA_FILE"), "{why}");
-    let r = bare
-        .post(format!("{}/api/v1/governance/batch", gw.base))
-        .header("X-Admin-Token", ADMIN_TOKEN)
-        .json(&serde_json::json!({"agentId": "x", "actions": [{"action": "read:a"}]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401, "the batch endpoint's admin form too");
-
-    // Agents connect without a certificate, as before.
-    let r = bare
-        .get(format!("{}/proxy/check", gw.base))
-        .bearer_auth(&agent_token)
-        .header("X-MeshGuard-Action", "read:docs")
-        .send()
-        .unwrap();
-    assert!(
-        r.status() == 200 || r.status() == 403,
-        "an agent is decided, not refused at the door: {}",
-        r.status()
-    );
-    assert_eq!(
-        bare.get(format!("{}/health", gw.base))
-            .send()
-            .unwrap()
-            .status(),
-        200
-    );
-
+    without_a_certificate_only_agents_get_in(&gw, p, &agent_token);
     // A certificate from another CA does not get past the handshake.
     let rogue = tls_client(&p.join("site-ca.pem"), Some(&identity("intruder")));
     let r = rogue
@@ -352,5 +315,46 @@ fn with_an_admin_client_ca_the_admin_api_requires_its_certificate_and_agents_nee
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The admin token alone, from a connection without a certificate, is refused (the batch
+/// endpoint's admin form too); agents connect without a certificate, as before.
+fn without_a_certificate_only_agents_get_in(gw: &Gateway, p: &Path, agent_token: &str) {
+    let bare = tls_client(&p.join("site-ca.pem"), None);
+    let r = bare
+        .get(format!("{}/admin/agents", gw.base))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let why = r.text().unwrap();
+    assert!(why.contains("ADMIN_CLIENT_CA_FILE"), "{why}");
+    let r = bare
+        .post(format!("{}/api/v1/governance/batch", gw.base))
+        .header("X-Admin-Token", ADMIN_TOKEN)
+        .json(&serde_json::json!({"agentId": "x", "actions": [{"action": "read:a"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "the batch endpoint's admin form too");
+
+    // Agents connect without a certificate, as before.
+    let r = bare
+        .get(format!("{}/proxy/check", gw.base))
+        .bearer_auth(agent_token)
+        .header("X-MeshGuard-Action", "read:docs")
+        .send()
+        .unwrap();
+    assert!(
+        r.status() == 200 || r.status() == 403,
+        "an agent is decided, not refused at the door: {}",
+        r.status()
+    );
+    assert_eq!(
+        bare.get(format!("{}/health", gw.base))
+            .send()
+            .unwrap()
+            .status(),
+        200
     );
 }
