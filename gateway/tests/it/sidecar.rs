@@ -306,53 +306,20 @@ fn the_control_plane_takes_a_sidecars_log_only_under_the_key_and_agent_it_regist
     });
     drop(a);
 
-    // A second sidecar claiming the first one's origin with a key of its own is refused.
-    let b_dir = tempdir();
-    std::fs::create_dir_all(b_dir.path().join("cache")).unwrap();
-    std::fs::copy(
-        a_dir.path().join("cache/origin"),
-        b_dir.path().join("cache/origin"),
-    )
-    .unwrap();
-    let b = Gateway::start_with(
-        b_dir.path(),
-        sidecar_options(
-            &first_id,
-            &bundle,
-            &control,
-            &first_token_file,
-            &b_dir.path().join("cache"),
-            vec![],
-        ),
-    );
-    let err = eventually("the impostor's heartbeat is refused", || {
-        let (_, h) = b.get("/health");
-        h["heartbeat"]["lastError"].as_str().map(str::to_owned)
-    });
-    assert!(err.contains("409") && err.contains("another key"), "{err}");
-    drop(b);
-
-    // The first sidecar's whole state (its key too), run for another agent: refused as well.
-    let c_dir = tempdir();
-    copy_dir(a_dir.path(), c_dir.path());
-    let c = Gateway::start_with(
-        c_dir.path(),
-        sidecar_options(
-            &second_id,
-            &bundle,
-            &control,
-            &second_token_file,
-            &c_dir.path().join("cache"),
-            vec![],
-        ),
-    );
-    let err = eventually("a heartbeat for another agent's origin is refused", || {
-        let (_, h) = c.get("/health");
-        h["heartbeat"]["lastError"].as_str().map(str::to_owned)
-    });
-    assert!(err.contains("409") && err.contains(&first_id), "{err}");
-    drop(c);
-
+    let first = Claim {
+        control: &control,
+        bundle: &bundle,
+        agent_id: &first_id,
+        token_file: &first_token_file,
+    };
+    a_sidecar_with_another_key_under_its_origin_is_refused(&first, a_dir.path());
+    let second = Claim {
+        control: &control,
+        bundle: &bundle,
+        agent_id: &second_id,
+        token_file: &second_token_file,
+    };
+    its_state_run_for_another_agent_is_refused(&second, a_dir.path(), &first_id);
     let still = sidecar_row(&control, &first_id).unwrap();
     assert_eq!(
         still["vkey"], registered["vkey"],
@@ -374,6 +341,65 @@ fn the_control_plane_takes_a_sidecars_log_only_under_the_key_and_agent_it_regist
         body["message"].as_str().unwrap().contains("checkpoint"),
         "{body}"
     );
+}
+
+/// A sidecar run against the control plane: for which agent, with which token and bundle.
+struct Claim<'a> {
+    control: &'a Gateway,
+    bundle: &'a (String, String, u64),
+    agent_id: &'a str,
+    token_file: &'a Path,
+}
+
+impl Claim<'_> {
+    /// Starts the sidecar in `dir` (its cache in `dir/cache`) and returns the error its
+    /// heartbeat reports, once it has one.
+    fn heartbeat_error(&self, dir: &Path, what: &str) -> String {
+        let sidecar = Gateway::start_with(
+            dir,
+            sidecar_options(
+                self.agent_id,
+                self.bundle,
+                self.control,
+                self.token_file,
+                &dir.join("cache"),
+                vec![],
+            ),
+        );
+        eventually(what, || {
+            let (_, h) = sidecar.get("/health");
+            h["heartbeat"]["lastError"].as_str().map(str::to_owned)
+        })
+    }
+}
+
+/// A second sidecar claiming the first one's origin (copied from `first_dir`) with a key of
+/// its own is refused.
+fn a_sidecar_with_another_key_under_its_origin_is_refused(first: &Claim<'_>, first_dir: &Path) {
+    let b_dir = tempdir();
+    std::fs::create_dir_all(b_dir.path().join("cache")).unwrap();
+    std::fs::copy(
+        first_dir.join("cache/origin"),
+        b_dir.path().join("cache/origin"),
+    )
+    .unwrap();
+    let err = first.heartbeat_error(b_dir.path(), "the impostor's heartbeat is refused");
+    assert!(err.contains("409") && err.contains("another key"), "{err}");
+}
+
+/// The first sidecar's whole state (its key too), run for another agent: refused as well.
+fn its_state_run_for_another_agent_is_refused(
+    second: &Claim<'_>,
+    first_dir: &Path,
+    first_id: &str,
+) {
+    let c_dir = tempdir();
+    copy_dir(first_dir, c_dir.path());
+    let err = second.heartbeat_error(
+        c_dir.path(),
+        "a heartbeat for another agent's origin is refused",
+    );
+    assert!(err.contains("409") && err.contains(first_id), "{err}");
 }
 
 /// A sidecar refuses to start without a bundle that verifies; the init container's check says
