@@ -910,7 +910,12 @@ fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoi
         .output()
         .unwrap();
     assert!(!out.status.success(), "an altered tile is noticed");
-    // Entry bundles need the admin token; hash tiles and the checkpoint do not.
+    only_the_log_is_served_and_entries_need_the_admin_token(&gw);
+}
+
+/// Entry bundles need the admin token; hash tiles and the checkpoint do not; nothing but the
+/// log's tiles is served under the tile path.
+fn only_the_log_is_served_and_entries_need_the_admin_token(gw: &Gateway) {
     assert_eq!(
         gw.raw(Method::GET, "/audit/log/tile/entries/000")
             .send()
