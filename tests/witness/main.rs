@@ -402,12 +402,31 @@ fn the_audit_archive_keeps_what_signed_checkpoints_prove_and_verifies_offline() 
     assert_ne!(code, 0);
     assert!(err.contains("pinned to"), "{err}");
 
-    // An entry altered in a copy of the archive, with the segment's recorded digest made to
-    // match: the chain gives it away.
-    let copy = tmp.path().join("copy");
+    an_altered_entry_is_found_even_with_its_digest_forged(&dir, &tmp.path().join("copy"), &state);
+    // The operator rewrites history: a new log under the same origin and key. The archive
+    // refuses it and keeps what it had.
+    drop(gw);
+    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, "");
+    rogue.decisions("someone-else", 3);
+    let (code, _, err) = archive(&["pull", "--dir", d, "--gateway", rogue.url.as_str()]);
+    assert_ne!(code, 0, "a rewritten log is refused");
+    assert!(
+        err.contains("truncated or replaced")
+            || err.contains("rewritten")
+            || err.contains("altered"),
+        "{err}"
+    );
+    let (code, out, err) = archive(&["verify", d]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{entries} entries")), "{out}");
+}
+
+/// An entry altered in a copy of the archive, with the segment's recorded digest made to
+/// match: the chain gives it away.
+fn an_altered_entry_is_found_even_with_its_digest_forged(dir: &Path, copy: &Path, state: &Value) {
     std::fs::create_dir_all(copy.join("segments")).unwrap();
     std::fs::create_dir_all(copy.join("checkpoints")).unwrap();
-    for f in std::fs::read_dir(&dir).unwrap() {
+    for f in std::fs::read_dir(dir).unwrap() {
         let f = f.unwrap();
         if f.file_type().unwrap().is_dir() {
             for g in std::fs::read_dir(f.path()).unwrap() {
@@ -432,23 +451,6 @@ fn the_audit_archive_keeps_what_signed_checkpoints_prove_and_verifies_offline() 
     let (code, _, err) = archive(&["verify", copy.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("altered"), "{err}");
-
-    // The operator rewrites history: a new log under the same origin and key. The archive
-    // refuses it and keeps what it had.
-    drop(gw);
-    let rogue = Gateway::start(&tmp.path().join("rogue"), origin, &key, "");
-    rogue.decisions("someone-else", 3);
-    let (code, _, err) = archive(&["pull", "--dir", d, "--gateway", rogue.url.as_str()]);
-    assert_ne!(code, 0, "a rewritten log is refused");
-    assert!(
-        err.contains("truncated or replaced")
-            || err.contains("rewritten")
-            || err.contains("altered"),
-        "{err}"
-    );
-    let (code, out, err) = archive(&["verify", d]);
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains(&format!("{entries} entries")), "{out}");
 }
 
 fn hex_of(bytes: &[u8]) -> String {
