@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hcl::eval::{Context, Evaluate};
-use hcl::{Body, Expression, Value};
+use hcl::{Block, Body, Expression, Value};
 
 use crate::{label, load, root, tools_dir};
 
@@ -155,139 +155,19 @@ impl Install {
             arguments,
             depends_on: call_depends_on,
         } = call.unwrap_or_default();
+        let at = At {
+            modules_dir,
+            dir,
+            name,
+            instance,
+            declared: &declared,
+        };
         let mut own = Vec::new();
         for (_, body) in &m.files {
             for block in body.blocks() {
-                let node = |kind: &'static str, ty: String, address: String, raw: String| Node {
-                    kind,
-                    ty,
-                    module: name.to_owned(),
-                    address,
-                    text: collapse(&raw),
-                    raw,
-                };
                 match block.identifier() {
-                    kind @ ("resource" | "data") => {
-                        let kind = if kind == "resource" {
-                            "resource"
-                        } else {
-                            "data"
-                        };
-                        let ty = label(block, 0);
-                        let address = if kind == "data" {
-                            format!("data.{ty}.{}", label(block, 1))
-                        } else {
-                            format!("{ty}.{}", label(block, 1))
-                        };
-                        let raw = raw_of_body(block.body());
-                        let refs = references(&raw, instance, &declared);
-                        let k = key(instance, &address);
-                        own.push(k.clone());
-                        self.add_node(k, node(kind, ty, address, raw), refs);
-                    }
-                    "locals" => {
-                        for a in block.body().attributes() {
-                            let raw = raw_of_expr(a.expr());
-                            let refs = references(&raw, instance, &declared);
-                            let address = format!("local.{}", a.key());
-                            self.add_node(
-                                key(instance, &address),
-                                node("local", "local".into(), address, raw),
-                                refs,
-                            );
-                        }
-                    }
-                    "output" => {
-                        let raw = raw_of_body(block.body());
-                        let refs = references(&raw, instance, &declared);
-                        let address = format!("output.{}", label(block, 0));
-                        self.add_node(
-                            key(instance, &address),
-                            node("output", "output".into(), address, raw),
-                            refs,
-                        );
-                    }
-                    "variable" => {
-                        let var = label(block, 0);
-                        let address = format!("var.{var}");
-                        let refs = arguments.get(&var).cloned().unwrap_or_default();
-                        self.add_node(
-                            key(instance, &address),
-                            node(
-                                "variable",
-                                "variable".into(),
-                                address,
-                                raw_of_body(block.body()),
-                            ),
-                            refs,
-                        );
-                    }
-                    "module" => {
-                        let call_name = label(block, 0);
-                        let source = block
-                            .body()
-                            .attributes()
-                            .find(|a| a.key() == "source")
-                            .and_then(|a| match a.expr() {
-                                Expression::String(s) => Some(s.clone()),
-                                _ => None,
-                            })
-                            .unwrap_or_default();
-                        let child_dir = dir.join(&source);
-                        let Ok(child_dir) = child_dir.canonicalize() else {
-                            self.call_problems.push(format!(
-                                "{name}: module \"{call_name}\": source {source} is not a directory"
-                            ));
-                            continue;
-                        };
-                        let child_name = child_dir
-                            .strip_prefix(modules_dir.canonicalize().unwrap())
-                            .map(|p| p.to_string_lossy().into_owned())
-                            .unwrap_or(source.clone());
-                        let mut args = BTreeMap::new();
-                        let mut depends_on = Vec::new();
-                        for a in block.body().attributes() {
-                            let refs = references(&text_of_expr(a.expr()), instance, &declared);
-                            match a.key() {
-                                "source" | "providers" | "count" | "for_each" | "version" => {}
-                                "depends_on" => depends_on = refs,
-                                k => {
-                                    args.insert(k.to_owned(), refs);
-                                }
-                            }
-                        }
-                        self.check_call(name, &call_name, &child_dir, &child_name, &args);
-                        let child = child_instance(instance, &call_name);
-                        let address = format!("module.{call_name}");
-                        let raw = raw_of_body(block.body());
-                        self.add_node(
-                            key(instance, &address),
-                            node("module", child_name.clone(), address, raw),
-                            Vec::new(),
-                        );
-                        self.add(
-                            modules_dir,
-                            &child_dir,
-                            &child_name,
-                            &child,
-                            Some(Call {
-                                arguments: args,
-                                depends_on,
-                            }),
-                        );
-                        // The call's node stands for everything the module creates.
-                        let created: Vec<String> = self
-                            .nodes
-                            .iter()
-                            .filter(|(k, n)| {
-                                k.starts_with(&format!("{child}::"))
-                                    && ["resource", "data"].contains(&n.kind)
-                            })
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        self.edge(key(instance, &format!("module.{call_name}")), created);
-                    }
-                    _ => {}
+                    "module" => self.add_call(&at, block),
+                    _ => own.extend(self.add_block(&at, block, &arguments)),
                 }
             }
         }
@@ -295,6 +175,159 @@ impl Install {
         for k in own {
             self.edge(k, call_depends_on.clone());
         }
+    }
+
+    /// A resource, data source, local, output or variable of the module `at` names, as a node
+    /// with the references it makes (a variable's are the parent's argument's); returns the
+    /// key of a resource or data source, which the module's depends_on holds back.
+    fn add_block(
+        &mut self,
+        at: &At<'_>,
+        block: &Block,
+        arguments: &BTreeMap<String, Vec<String>>,
+    ) -> Option<String> {
+        let node = |kind: &'static str, ty: String, address: String, raw: String| Node {
+            kind,
+            ty,
+            module: at.name.to_owned(),
+            address,
+            text: collapse(&raw),
+            raw,
+        };
+        let refs = |raw: &str| references(raw, at.instance, at.declared);
+        match block.identifier() {
+            kind @ ("resource" | "data") => {
+                let kind = if kind == "resource" {
+                    "resource"
+                } else {
+                    "data"
+                };
+                let ty = label(block, 0);
+                let address = if kind == "data" {
+                    format!("data.{ty}.{}", label(block, 1))
+                } else {
+                    format!("{ty}.{}", label(block, 1))
+                };
+                let raw = raw_of_body(block.body());
+                let k = key(at.instance, &address);
+                let refers = refs(&raw);
+                self.add_node(k.clone(), node(kind, ty, address, raw), refers);
+                return Some(k);
+            }
+            "locals" => {
+                for a in block.body().attributes() {
+                    let raw = raw_of_expr(a.expr());
+                    let address = format!("local.{}", a.key());
+                    let refers = refs(&raw);
+                    self.add_node(
+                        key(at.instance, &address),
+                        node("local", "local".into(), address, raw),
+                        refers,
+                    );
+                }
+            }
+            "output" => {
+                let raw = raw_of_body(block.body());
+                let address = format!("output.{}", label(block, 0));
+                let refers = refs(&raw);
+                self.add_node(
+                    key(at.instance, &address),
+                    node("output", "output".into(), address, raw),
+                    refers,
+                );
+            }
+            "variable" => {
+                let var = label(block, 0);
+                let address = format!("var.{var}");
+                let refers = arguments.get(&var).cloned().unwrap_or_default();
+                self.add_node(
+                    key(at.instance, &address),
+                    node(
+                        "variable",
+                        "variable".into(),
+                        address,
+                        raw_of_body(block.body()),
+                    ),
+                    refers,
+                );
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// A module call: its arguments checked against the module's inputs, the module added as a
+    /// child instance, and the call's node standing for everything the module creates.
+    fn add_call(&mut self, at: &At<'_>, block: &Block) {
+        let (name, instance) = (at.name, at.instance);
+        let call_name = label(block, 0);
+        let source = block
+            .body()
+            .attributes()
+            .find(|a| a.key() == "source")
+            .and_then(|a| match a.expr() {
+                Expression::String(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let Ok(child_dir) = at.dir.join(&source).canonicalize() else {
+            self.call_problems.push(format!(
+                "{name}: module \"{call_name}\": source {source} is not a directory"
+            ));
+            return;
+        };
+        let child_name = child_dir
+            .strip_prefix(at.modules_dir.canonicalize().unwrap())
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or(source.clone());
+        let mut args = BTreeMap::new();
+        let mut depends_on = Vec::new();
+        for a in block.body().attributes() {
+            let refs = references(&text_of_expr(a.expr()), instance, at.declared);
+            match a.key() {
+                "source" | "providers" | "count" | "for_each" | "version" => {}
+                "depends_on" => depends_on = refs,
+                k => {
+                    args.insert(k.to_owned(), refs);
+                }
+            }
+        }
+        self.check_call(name, &call_name, &child_dir, &child_name, &args);
+        let child = child_instance(instance, &call_name);
+        let address = format!("module.{call_name}");
+        let raw = raw_of_body(block.body());
+        self.add_node(
+            key(instance, &address),
+            Node {
+                kind: "module",
+                ty: child_name.clone(),
+                module: name.to_owned(),
+                address,
+                text: collapse(&raw),
+                raw,
+            },
+            Vec::new(),
+        );
+        self.add(
+            at.modules_dir,
+            &child_dir,
+            &child_name,
+            &child,
+            Some(Call {
+                arguments: args,
+                depends_on,
+            }),
+        );
+        // The call's node stands for everything the module creates.
+        let created: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(k, n)| {
+                k.starts_with(&format!("{child}::")) && ["resource", "data"].contains(&n.kind)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.edge(key(instance, &format!("module.{call_name}")), created);
     }
 
     /// Arguments a call sets that the module does not take, and required inputs it leaves out.
@@ -370,6 +403,16 @@ impl Install {
             .iter()
             .filter(move |(_, n)| n.ty == m.ty && m.contains.iter().all(|c| n.text.contains(c)))
     }
+}
+
+/// Where a block is read: the modules' directory, the module's own directory, name and
+/// instance, and the resources it declares.
+struct At<'a> {
+    modules_dir: &'a Path,
+    dir: &'a Path,
+    name: &'a str,
+    instance: &'a str,
+    declared: &'a BTreeSet<String>,
 }
 
 /// A module call as its module sees it: what each argument refers to, and what the call's
@@ -2160,43 +2203,13 @@ fn example_problems(cloud: &str, dir: &str, readme: &str) -> Vec<String> {
         + 7;
     let block = &readme[start..start + readme[start..].find("```").unwrap()];
     let body: Body = hcl::parse(block).unwrap_or_else(|e| panic!("{dir}: {e}"));
-    let mut problems = Vec::new();
     let Some(call) = body
         .blocks()
         .find(|b| b.identifier() == "module" && label(b, 0) == "meshguard")
     else {
         return vec![format!("{dir}: no module \"meshguard\"")];
     };
-    let module = load(&modules_dir().join(cloud), cloud);
-    let taken = crate::block_names(&module, "variable");
-    let mut inputs = hcl::Map::new();
-    for a in call.body().attributes() {
-        match a.key() {
-            "source" => {
-                if *a.expr() != Expression::String(format!("../../modules/{cloud}")) {
-                    problems.push(format!("{dir}: the source is not ../../modules/{cloud}"));
-                }
-            }
-            "providers" => {}
-            k if !taken.contains(k) => {
-                problems.push(format!("{dir}: sets `{k}`, which {cloud} does not take"));
-            }
-            // Literal inputs go into helm_values; var.… stays the module's default.
-            k => {
-                if let Ok(v) = a.expr().evaluate(&Context::new()) {
-                    inputs.insert(k.to_owned(), v);
-                }
-            }
-        }
-    }
-    let given: BTreeSet<String> = call
-        .body()
-        .attributes()
-        .map(|a| a.key().to_owned())
-        .collect();
-    for r in crate::required_inputs(&module).difference(&given) {
-        problems.push(format!("{dir}: leaves out {cloud}'s required input `{r}`"));
-    }
+    let (mut problems, inputs) = module_call_problems(cloud, dir, call);
     // The values file the example writes, from the module's helm_values.
     let install = Install::load(&modules_dir(), cloud);
     let values = match helm_values_with(&install, cloud, &inputs) {
@@ -2268,6 +2281,47 @@ fn example_problems(cloud: &str, dir: &str, readme: &str) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The example's call of the cloud module: its source, the inputs it sets (each one the module
+/// takes) and every required one. Returns the problems and the literal inputs, which go into
+/// helm_values (a `var.…` stays the module's default).
+fn module_call_problems(
+    cloud: &str,
+    dir: &str,
+    call: &Block,
+) -> (Vec<String>, hcl::Map<String, Value>) {
+    let mut problems = Vec::new();
+    let module = load(&modules_dir().join(cloud), cloud);
+    let taken = crate::block_names(&module, "variable");
+    let mut inputs = hcl::Map::new();
+    for a in call.body().attributes() {
+        match a.key() {
+            "source" => {
+                if *a.expr() != Expression::String(format!("../../modules/{cloud}")) {
+                    problems.push(format!("{dir}: the source is not ../../modules/{cloud}"));
+                }
+            }
+            "providers" => {}
+            k if !taken.contains(k) => {
+                problems.push(format!("{dir}: sets `{k}`, which {cloud} does not take"));
+            }
+            k => {
+                if let Ok(v) = a.expr().evaluate(&Context::new()) {
+                    inputs.insert(k.to_owned(), v);
+                }
+            }
+        }
+    }
+    let given: BTreeSet<String> = call
+        .body()
+        .attributes()
+        .map(|a| a.key().to_owned())
+        .collect();
+    for r in crate::required_inputs(&module).difference(&given) {
+        problems.push(format!("{dir}: leaves out {cloud}'s required input `{r}`"));
+    }
+    (problems, inputs)
 }
 
 #[test]
