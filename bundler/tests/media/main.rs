@@ -6,6 +6,7 @@ mod support;
 
 mod archives;
 mod create_verify;
+mod netpol;
 mod product;
 mod registry;
 mod registry_auth;
