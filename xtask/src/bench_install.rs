@@ -89,22 +89,29 @@ fn build_media(bins: &Path, dir: &Path) -> anyhow::Result<u64> {
     Ok(walk_size(&dir.join("media")))
 }
 
-/// media.yaml: the images from the layout, the chart, the provider, modules and policies; no
-/// license, so the install needs no activation round trip.
+/// media.yaml: the images from the layout, the chart, the provider, modules, policies and the
+/// egress allowlist (the air-gapped profile runs the egress proxy, and the install's smoke test
+/// checks it denies); no license, so the install needs no activation round trip.
 fn write_manifest(bins: &Path, dir: &Path) -> anyhow::Result<()> {
     let r = crate::root();
     let v = env!("CARGO_PKG_VERSION");
+    let egress = dir.join("egress.json");
+    fs::write(&egress, EGRESS).context("cannot write egress.json")?;
     fs::write(
         dir.join("media.yaml"),
         format!(
-            "schema: meshguard.media/v1\nproduct: meshguard\nversion: {v}\nprofile: air-gapped\nimages:\n  - ref: meshguard/gateway:{v}\n    from: oci:{l}:meshguard/gateway:{v}\n  - ref: meshguard/tools:{v}\n    from: oci:{l}:meshguard/tools:{v}\nchart: {r}/helm/meshguard-gateway\nterraform:\n  provider:\n    version: {v}\n    binaries: {{linux_amd64: {p}}}\n  modules: {r}/modules\npolicies: {r}/examples/policies\n",
+            "schema: meshguard.media/v1\nproduct: meshguard\nversion: {v}\nprofile: air-gapped\nimages:\n  - ref: meshguard/gateway:{v}\n    from: oci:{l}:meshguard/gateway:{v}\n  - ref: meshguard/tools:{v}\n    from: oci:{l}:meshguard/tools:{v}\nchart: {r}/helm/meshguard-gateway\nterraform:\n  provider:\n    version: {v}\n    binaries: {{linux_amd64: {p}}}\n  modules: {r}/modules\npolicies: {r}/examples/policies\negress: {e}\n",
             l = dir.join("layout").display(),
             r = r.display(),
-            p = bins.join("terraform-provider-meshguard").display()
+            p = bins.join("terraform-provider-meshguard").display(),
+            e = egress.display()
         ),
     )
     .context("cannot write media.yaml")
 }
+
+/// The site's egress allowlist: one destination its agents may reach.
+const EGRESS: &str = r#"{"format": "meshguard-egress-allowlist/v1", "version": 1, "destinations": [{"host": "records.site.internal", "ports": [443], "region": "local"}]}"#;
 
 /// The site's side: its secrets, bootstrap variables, site file, registry and podman
 /// configuration.
