@@ -366,8 +366,10 @@ pub(crate) fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::s
             vkeys: keys.iter().map(|k| k.vkey.clone()).collect(),
             last_copied: o.updated_at.clone(),
         };
-        if o.size == 0 && o.checkpoint.is_none() {
-            // Claimed by a gateway that has copied nothing yet: nothing is unsigned.
+        if o.size == 0 && o.checkpoint.is_none() && !pg.audit_index_holds(&o.origin)? {
+            // Claimed by a gateway that has copied nothing yet: nothing is unsigned. (The row's
+            // own count is not trusted alone: with entries in the index, a row set back to 0
+            // is a problem like any other.)
             report.valid = true;
             out.push(report);
             continue;

@@ -218,19 +218,45 @@ fn tls_connector(
 
 /// Requires TLS when `url` names no `sslmode` (libpq's default, `prefer`, would fall back to
 /// clear text when the server offers no TLS); warns when the URL asks for `prefer` or
-/// `disable`. Returns what a failed connection should add.
+/// `disable` over TCP. A Unix socket is left as it is (libpq ignores sslmode there). Returns
+/// what a failed connection should add.
 fn tls_by_default(config: &mut postgres::Config, url: &str, shown: &str) -> &'static str {
-    if !url.contains("sslmode") {
-        config.ssl_mode(postgres::config::SslMode::Require);
+    use postgres::config::{Host, SslMode};
+    if config
+        .get_hosts()
+        .iter()
+        .all(|h| matches!(h, Host::Unix(_)))
+    {
+        return "";
+    }
+    if !names_sslmode(config, url) {
+        config.ssl_mode(SslMode::Require);
         return " (DATABASE_URL names no sslmode, so TLS is required; a server without TLS needs sslmode=disable in the URL, on a network you trust)";
     }
-    if config.get_ssl_mode() != postgres::config::SslMode::Require {
+    if config.get_ssl_mode() != SslMode::Require {
         tracing::warn!(
             database = shown,
             "DATABASE_URL's sslmode allows clear text: the control plane's credentials and data may cross the network unencrypted; use sslmode=require"
         );
     }
     ""
+}
+
+/// Whether `url` sets `sslmode` itself, as its parser reads it (a key, percent-encoded or not;
+/// never the text "sslmode" in a password or a name): parsed again with `sslmode=require`
+/// given first, an sslmode of its own still wins, so the two parses agree only if it has one.
+fn names_sslmode(config: &postgres::Config, url: &str) -> bool {
+    let defaulted = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            Some((base, query)) => format!("{base}?sslmode=require&{query}"),
+            None => format!("{url}?sslmode=require"),
+        }
+    } else {
+        format!("sslmode=require {url}")
+    };
+    defaulted
+        .parse::<postgres::Config>()
+        .is_ok_and(|d| d.get_ssl_mode() == config.get_ssl_mode())
 }
 
 /// Where a connection URL points, without its password.
@@ -593,6 +619,17 @@ impl PgStore {
         .map_err(|e: postgres::Error| classify(&e));
         self.put_back(client);
         out
+    }
+
+    /// Whether the central index holds any entry of `origin`.
+    pub(crate) fn audit_index_holds(&self, origin: &str) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_one(
+                "SELECT EXISTS (SELECT 1 FROM audit_index WHERE origin = $1)",
+                &[&origin],
+            )
+        })
+        .map(|r| r.get(0))
     }
 
     /// Every origin the central index holds.

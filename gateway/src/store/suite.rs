@@ -661,8 +661,23 @@ fn a_plain_server_is_refused_unless_the_url_disables_tls(ca: &std::path::Path) {
         "{err}"
     );
     assert!(!err.contains(pg::PASSWORD), "{err}");
-    let store = PgStore::open(&disabled, local("e.db"), None).unwrap();
-    drop(store);
+    // "sslmode" in a name is not an sslmode: TLS is still required.
+    let named = plain.database("not_sslmode_disable");
+    let err = PgStore::open(
+        named.trim_end_matches("?sslmode=disable"),
+        local("f.db"),
+        Some(ca),
+    )
+    .unwrap_err();
+    assert!(err.contains("names no sslmode"), "{err}");
+    // An sslmode given as the parser reads it, percent-encoded too, is taken as written.
+    for url in [
+        disabled.clone(),
+        disabled.replace("sslmode=disable", "ssl%6Dode=disable"),
+    ] {
+        let store = PgStore::open(&url, local("e.db"), None).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+    }
 }
 
 #[test]

@@ -86,6 +86,40 @@ fn what_one_gateway_is_told_every_gateway_enforces_and_a_revoke_acts_on_all() {
 
     let origins = the_central_index_holds_both_logs(&a, &b, &id);
     a_changed_index_row_is_named_by_origin(&server, &a, &origins.0);
+    drop(b);
+    an_origin_row_set_back_to_nothing_is_a_problem(&server, &a, &origins.1);
+}
+
+/// With B stopped (nothing ships to its origin), its row in the central index set back to "no
+/// entries, no checkpoint" while its entries stay: verify names the origin, rather than taking
+/// the row's word that it holds nothing.
+fn an_origin_row_set_back_to_nothing_is_a_problem(
+    server: &pg::PgServer,
+    a: &Gateway,
+    origin_b: &str,
+) {
+    let reset = server
+        .psql(
+            "cluster",
+            &format!("UPDATE audit_origins SET size = 0, checkpoint_size = NULL, checkpoint = NULL WHERE origin = '{origin_b}' RETURNING origin"),
+        )
+        .unwrap();
+    assert_eq!(reset.lines().next(), Some(origin_b), "{reset}");
+    let v = a.get("/admin/cluster/audit/verify").1;
+    let b = v["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["origin"] == origin_b)
+        .unwrap_or_else(|| panic!("{origin_b} in {v}"));
+    assert_eq!(b["valid"], false, "{v}");
+    assert!(
+        b["problem"]
+            .as_str()
+            .unwrap()
+            .contains("no signed checkpoint copied yet"),
+        "{v}"
+    );
 }
 
 /// An agent and a policy made through A: B lists them at once and enforces the policy.
