@@ -88,6 +88,8 @@ struct Site<'a> {
     podman: &'a Podman,
     release: String,
     played: Vec<PathBuf>,
+    /// Volumes named otherwise than after the release (a sidecar's, named after its agent).
+    volumes: Vec<String>,
 }
 
 impl<'a> Site<'a> {
@@ -99,13 +101,15 @@ impl<'a> Site<'a> {
             podman,
             release,
             played: Vec::new(),
+            volumes: Vec::new(),
         };
         site.remove_volumes();
         site
     }
 
-    /// Every volume the release's pods made (`<release>-data`, `-archive`, the sidecar's
-    /// bundle and cache volumes, whatever the chart names next).
+    /// Every volume the release's pods made: those named after the release (`<release>-data`,
+    /// `-archive`, `-bundle`, whatever the chart names next) and the sidecars' (named after
+    /// their agents, recorded in `volumes`).
     fn remove_volumes(&self) {
         let listed = self.podman.ok(&[
             "volume",
@@ -114,7 +118,8 @@ impl<'a> Site<'a> {
             "--filter",
             &format!("name=^{}-", self.release),
         ]);
-        for volume in listed.lines().map(str::trim).filter(|v| !v.is_empty()) {
+        let listed = listed.lines().map(str::trim).filter(|v| !v.is_empty());
+        for volume in listed.chain(self.volumes.iter().map(String::as_str)) {
             self.podman.quiet(&["volume", "rm", "-f", volume]);
         }
     }
@@ -579,6 +584,11 @@ fn play_example_agent(
     token: &str,
 ) {
     let release = chart.release.clone();
+    // podman names a sidecar's emptyDir volumes after the volume, which the chart names after
+    // the agent: removed with the site.
+    for what in ["guardian-cache", "guardian-tmp"] {
+        site.volumes.push(sidecar_volume(what, agent_id));
+    }
     let exported: Value = admin(
         reqwest::Method::GET,
         &format!("{url}/admin/policies/bundle"),
