@@ -33,11 +33,29 @@ impl Registry {
     /// A registry serving TLS with `cert`/`key` (issued by the CA `ca`) that wants the users
     /// of the bcrypt `htpasswd` file (HTTP Basic), as sites run distribution.
     pub fn start_secured(htpasswd: &Path, cert: &Path, key: &Path, ca: &Path) -> Self {
+        Self::start_secured_on(
+            &format!("127.0.0.1:{}", crate::free_port()),
+            htpasswd,
+            cert,
+            key,
+            ca,
+        )
+    }
+
+    /// [`Registry::start_secured`] on `addr` (a fixed address, for a test in its own network
+    /// namespace where the site's configuration names it).
+    pub fn start_secured_on(
+        addr: &str,
+        htpasswd: &Path,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Self {
         let auth = format!(
             "htpasswd:\n    realm: site\n    path: {}\n",
             htpasswd.display()
         );
-        Self::start_tls(&auth, cert, key, ca)
+        Self::start_tls(addr, &auth, cert, key, ca)
     }
 
     /// A registry serving TLS that takes bearer tokens from the token service at `realm`,
@@ -53,12 +71,18 @@ impl Registry {
             "token:\n    realm: {realm}\n    service: site-registry\n    issuer: site-token-issuer\n    rootcertbundle: {}\n",
             token_cert.display()
         );
-        Self::start_tls(&auth, cert, key, ca)
+        Self::start_tls(
+            &format!("127.0.0.1:{}", crate::free_port()),
+            &auth,
+            cert,
+            key,
+            ca,
+        )
     }
 
-    /// TLS with `cert`/`key` (issued by `ca`) and the `auth:` section `auth`; ready when
-    /// `/v2/` asks for credentials.
-    fn start_tls(auth: &str, cert: &Path, key: &Path, ca: &Path) -> Self {
+    /// TLS on `addr` with `cert`/`key` (issued by `ca`) and the `auth:` section `auth`; ready
+    /// when `/v2/` asks for credentials.
+    fn start_tls(addr: &str, auth: &str, cert: &Path, key: &Path, ca: &Path) -> Self {
         let client = reqwest::blocking::Client::builder()
             .add_root_certificate(
                 reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap(),
@@ -66,7 +90,7 @@ impl Registry {
             .build()
             .unwrap();
         Self::start_with(
-            &format!("127.0.0.1:{}", crate::free_port()),
+            addr,
             &format!(
                 "  tls:\n    certificate: {}\n    key: {}\nauth:\n  {auth}",
                 cert.display(),

@@ -4,8 +4,10 @@
 //! upgrade -> a broken upgrade that leaves the running version alone -> rollback media, with
 //! the audit log intact throughout. Every run's transcript is checked with the stock minisign.
 //!
-//! The real tools: podman (`kube play`), helm, terraform, Docker's registry, minisign. The test
-//! re-runs itself under `unshare -n` (loopback only), so nothing in it can reach a network.
+//! The real tools: podman (`kube play`), helm, terraform, Docker's registry (serving TLS from
+//! the site's own CA, with an htpasswd user: the install pushes and podman pulls with the site
+//! file's `caBundle` and `authFile`), minisign. The test re-runs itself under `unshare -n`
+//! (loopback only), so nothing in it can reach a network.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use serde_json::Value;
 const NETNS: &str = "MESHGUARD_E2E_NETNS";
 const PASSPHRASE: &str = "e2e-passphrase-not-a-secret-anywhere";
 const REGISTRY: &str = "127.0.0.1:5000";
+/// The site registry's htpasswd user's password (the user is `site-puller`).
+const REGISTRY_PASSWORD: &str = "site-registry-pass-7c1d";
 const PORT: u16 = 18080;
 
 /// Runs `body` inside a new network namespace with only loopback up: the test binary runs
@@ -354,7 +358,7 @@ fn setup() -> Site {
         "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
     )
     .unwrap();
-    let registry = meshguard_testkit::registry::Registry::start_on(REGISTRY);
+    let registry = authenticated_registry(dir.path());
     let site = Site {
         release: format!("e2e{}", std::process::id()),
         dir,
@@ -432,13 +436,42 @@ fn setup() -> Site {
     site
 }
 
+/// The site registry as sites run it: distribution serving TLS from the site's own CA
+/// (`registry-ca/ca.pem`), with an htpasswd user; the site file names the CA (podman
+/// `--cert-dir`) and an auth file (podman `--authfile`) with that user's credentials.
+fn authenticated_registry(dir: &Path) -> meshguard_testkit::registry::Registry {
+    use base64::Engine as _;
+    let pki = dir.join("registry-ca");
+    std::fs::create_dir_all(&pki).unwrap();
+    meshguard_testkit::ca::make_ca(&pki, "registry", "IP:127.0.0.1,DNS:localhost");
+    let htpasswd = ok(
+        output(Command::new("htpasswd").args(["-Bbn", "site-puller", REGISTRY_PASSWORD])),
+        "htpasswd",
+    );
+    std::fs::write(pki.join("htpasswd"), htpasswd).unwrap();
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("site-puller:{REGISTRY_PASSWORD}"));
+    std::fs::write(
+        dir.join("registry-auth.json"),
+        serde_json::json!({"auths": {REGISTRY: {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    meshguard_testkit::registry::Registry::start_secured_on(
+        REGISTRY,
+        &pki.join("htpasswd"),
+        &pki.join("registry.pem"),
+        &pki.join("registry.key"),
+        &pki.join("ca.pem"),
+    )
+}
+
 fn write_site(site: &Site, activation: Option<&str>) {
     std::fs::write(
         site.path().join("site.yaml"),
         format!(
             "release: {}
 profile: air-gapped
-registry: {{address: \"{REGISTRY}\", insecure: true}}
+registry: {{address: \"{REGISTRY}\", insecure: false, caBundle: registry-ca/ca.pem, authFile: registry-auth.json}}
 port: {PORT}
 candidatePort: {}
 startTimeoutSeconds: 60

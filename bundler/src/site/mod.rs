@@ -935,23 +935,29 @@ impl Run<'_> {
         let mut perms = std::fs::metadata(inputs.path())?.permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(inputs.path(), perms)?;
-        let mut cmd = Command::new(tools::find("podman")?);
-        cmd.args([
-            "run",
-            "--rm",
-            "--network=none",
+        let image = format!(
+            "{}/meshguard/tools@{}",
+            site.registry.address, tools_image.digest
+        );
+        // Pulled first, with the registry's credentials and CAs: `podman run` takes
+        // `--authfile` but not `--cert-dir`, so it runs the image already pulled.
+        let mut pull = Command::new(tools::find("podman")?);
+        pull.args([
+            "pull",
+            "--quiet",
             &format!("--tls-verify={}", !site.registry.insecure),
-        ]);
-        cmd.args(site.registry.podman_args(&site.state_dir)?);
+        ])
+        .args(site.registry.podman_args(&site.state_dir)?)
+        .arg(&image);
+        run(&mut pull, "podman pull of the tools image")?;
+        let mut cmd = Command::new(tools::find("podman")?);
+        cmd.args(["run", "--rm", "--pull=never", "--network=none"]);
         cmd.args([
             "-v",
             &format!("{}:/data", deployed.claim),
             "-v",
             &format!("{}:/in:ro", inputs.path().display()),
-            &format!(
-                "{}/meshguard/tools@{}",
-                site.registry.address, tools_image.digest
-            ),
+            &image,
             "/usr/local/bin/meshguard-license",
             "request",
             "--data-dir",
