@@ -579,6 +579,7 @@ fn run() {
     media(&site, "0.1.0", previous.as_deref().unwrap_or(&site.bins));
     media(&site, "0.1.1", &site.bins);
     tampered_media_is_refused_at_step_one(&site);
+    wrong_registry_credentials_are_refused_at_import(&site);
     the_first_install_waits_for_activation(&site);
     the_activated_install_passes_every_step(&site);
     let before = audit_entries(&site);
@@ -631,6 +632,29 @@ fn tampered_media_is_refused_at_step_one(site: &Site) {
     assert_eq!(failed_step(&t), "verify media", "{out}");
     assert!(out.contains("does not verify"), "{out}");
     assert!(!d.join("state/releases/0.1.1").exists(), "nothing imported");
+    assert!(!site.healthy(), "nothing started");
+}
+
+/// The site's auth file with a wrong password: the registry refuses the push at step 2,
+/// nothing is imported or started, and the transcript says so; the right file is put back.
+fn wrong_registry_credentials_are_refused_at_import(site: &Site) {
+    use base64::Engine as _;
+    let auth_file = site.path().join("registry-auth.json");
+    let right = std::fs::read(&auth_file).unwrap();
+    let wrong = base64::engine::general_purpose::STANDARD.encode("site-puller:not-the-password");
+    std::fs::write(
+        &auth_file,
+        serde_json::json!({"auths": {REGISTRY: {"auth": wrong}}}).to_string(),
+    )
+    .unwrap();
+    let (done, out, t) = site.install("media-0.1.0", &[]);
+    std::fs::write(&auth_file, right).unwrap();
+    assert!(!done, "{out}");
+    assert_eq!(failed_step(&t), "import", "{out}");
+    assert!(
+        !out.contains("not-the-password"),
+        "no credential in the output: {out}"
+    );
     assert!(!site.healthy(), "nothing started");
 }
 
