@@ -281,6 +281,18 @@ resource "aws_eks_node_group" "gateway" {
   depends_on = [aws_iam_role_policy_attachment.node]
 }
 
+# The VPC CNI enforces NetworkPolicy only when told to: without it the chart's policies (the
+# customer-cloud profile restricts egress) are accepted and not applied.
+resource "aws_eks_addon" "vpc_cni" {
+  region                      = var.region
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "vpc-cni"
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+  configuration_values        = jsonencode({ enableNetworkPolicy = "true" })
+  tags                        = local.tags
+}
+
 # Container Insights: ships every container's output to the siem module's log group, which it
 # finds by name (created before the add-on, with the key and the retention).
 resource "aws_eks_addon" "cloudwatch" {

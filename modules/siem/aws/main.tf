@@ -48,4 +48,7 @@ resource "aws_cloudwatch_log_subscription_filter" "this" {
   filter_pattern  = var.filter_pattern
   destination_arn = var.destination_arn
   role_arn        = aws_iam_role.forwarder[0].arn
+  # CloudWatch Logs sends a test record when the filter is made: the role must already be
+  # allowed to put it, and the ARN alone does not order the filter after the role's policy.
+  depends_on = [aws_iam_role_policy.forwarder]
 }
