@@ -16,12 +16,21 @@ resource "aws_iam_role" "forwarder" {
   tags               = var.tags
 }
 
+# CloudWatch Logs may assume the role only for this account's log groups (a confused deputy:
+# another account's subscription naming this role is refused).
+data "aws_caller_identity" "this" {}
+
 data "aws_iam_policy_document" "logs_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
       identifiers = ["logs.${var.region}.amazonaws.com"]
+    }
+    condition {
+      test     = "StringLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:aws:logs:${var.region}:${data.aws_caller_identity.this.account_id}:*"]
     }
   }
 }
