@@ -843,6 +843,7 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         let out = lint_and_render(chart, profile, &values, &digest);
         network_paths_open(chart, profile, &values, &digest, site_values(profile));
         the_sidecar_is_checked_and_loopback_only(profile, &out);
+        every_empty_dir_is_named_after_its_release_or_agent(profile, &out);
         kubernetes_validates_strictly(profile, &out);
         nothing_runs_with_more_than_it_needs(profile, &out);
         let replicas = match *profile {
@@ -933,6 +934,31 @@ fn the_sidecar_is_checked_and_loopback_only(profile: &str, out: &str) {
             && out.contains(&format!("- name: {cache}\n")),
         "{profile}: the sidecar's cache volume is named after its agent ({cache})"
     );
+}
+
+/// podman kube play makes a host-wide volume of every emptyDir under its name and keeps it: each
+/// emptyDir the chart renders (the gateway's, the archive job's, the sidecar's) is named after
+/// its release (`mg`) or its agent, never a plain name two pods on one host would share.
+fn every_empty_dir_is_named_after_its_release_or_agent(profile: &str, out: &str) {
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let names: Vec<&str> = lines
+        .windows(2)
+        .filter(|w| w[1] == "emptyDir: {}")
+        .filter_map(|w| w[0].strip_prefix("- name: "))
+        .collect();
+    assert!(
+        !names.is_empty(),
+        "{profile}: the chart renders emptyDir volumes"
+    );
+    for name in names {
+        let agent = ["guardian-cache", "guardian-tmp"]
+            .iter()
+            .any(|what| name == sidecar_volume(what, "agent_example"));
+        assert!(
+            name.starts_with("mg-") || agent,
+            "{profile}: the emptyDir {name} would be one volume for every pod on a podman host"
+        );
+    }
 }
 
 /// The name the chart gives a sidecar's emptyDir volume: `<what>-<10 hex of SHA-256(agent)>`.
