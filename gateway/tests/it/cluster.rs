@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{self, Gateway, Options, agent, policy, tempdir};
 
-use meshguard_testkit::pg;
+use meshguard_testkit::{pg, wait_for};
 
 const ALLOW_READS: &str = "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n";
 
@@ -40,16 +40,6 @@ fn member(dir: &Path, url: &str) -> Gateway {
             ("CONTROL_PLANE_POLL_MS", "500".into()),
         ]),
     )
-}
-
-/// Polls `done` until it holds; panics with `what` after a generous minute (this checks that a
-/// change arrives, not how fast: `docs/benchmarks.md` measures that).
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn audit_size(gw: &Gateway) -> u64 {
@@ -129,7 +119,7 @@ fn what_a_is_told_b_enforces(a: &Gateway, b: &Gateway) -> (String, String) {
     assert_eq!(b.get(&format!("/admin/agents/{id}")).0, 200);
     assert_eq!(b.check(&token, "read:x").0, 403, "no policy yet");
     policy(&a, "reads", ALLOW_READS);
-    eventually("B enforces the policy A was given", || {
+    wait_for("B enforces the policy A was given", || {
         b.check(&token, "read:x").0 == 200
     });
     assert_eq!(b.check(&token, "write:x").0, 403);
@@ -173,7 +163,7 @@ fn a_revoke_on_b_acts_on_a(a: &Gateway, b: &Gateway, id: &str, token: &str) {
         401,
         "at once where it was revoked"
     );
-    eventually("A refuses the token B revoked", || {
+    wait_for("A refuses the token B revoked", || {
         a.check(&token, "read:x").0 == 401
     });
     let followed = a.get("/admin/info").1["controlPlane"].clone();
@@ -218,7 +208,7 @@ fn the_central_index_holds_both_logs(a: &Gateway, b: &Gateway, id: &str) -> (Str
             && held(&origin_a) == Some((size_a, size_a))
             && held(&origin_b) == Some((size_b, size_b))
     };
-    eventually(
+    wait_for(
         "the central index holds and verifies every entry of both logs",
         settled,
     );
@@ -408,7 +398,7 @@ fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serv
     let b = member(db.path(), &url);
     policy(&a, "reads", ALLOW_READS);
     let (_, token) = agent(&a, "busy", "verified", &[]);
-    eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
+    wait_for("B has the policy", || b.check(&token, "read:x").0 == 200);
 
     let answered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -436,7 +426,7 @@ fn a_gateway_killed_mid_load_loses_no_answered_decision_and_the_others_keep_serv
             }
         })
     };
-    eventually("A answers under load", || {
+    wait_for("A answers under load", || {
         answered.load(Ordering::SeqCst) >= 50
     });
     a.kill9();
@@ -467,7 +457,7 @@ fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
     let b = member(db.path(), &url);
     let reads = policy(&a, "reads", ALLOW_READS);
     let (_, token) = agent(&a, "steady", "verified", &[]);
-    eventually("B has the policy", || b.check(&token, "read:x").0 == 200);
+    wait_for("B has the policy", || b.check(&token, "read:x").0 == 200);
     assert_eq!(a.check(&token, "read:x").0, 200);
 
     server.stop();
@@ -511,7 +501,7 @@ fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
             .0,
         200
     );
-    eventually("B refuses the agent revoked after the restart", || {
+    wait_for("B refuses the agent revoked after the restart", || {
         b.check(&token2, "read:x").0 == 401
     });
     // The central index caught up with what A decided while the database was down.
@@ -520,7 +510,7 @@ fn decisions_go_on_while_postgres_restarts_and_writes_wait_for_it() {
         .unwrap()
         .to_owned();
     let size_a = audit_size(&a);
-    eventually("the central index holds every entry A logged", || {
+    wait_for("the central index holds every entry A logged", || {
         let v = b.get("/admin/cluster/audit/verify").1;
         v["valid"] == true
             && v["origins"].as_array().unwrap().iter().any(|o| {
