@@ -1309,18 +1309,25 @@ fn finra_supervisory_approval_is_enforced_and_shown_in_the_evidence() {
     a_finding_marked_satisfied_anyway_is_caught(&out, &public);
 }
 
+/// Runs the stock minisign in `dir`; a failure fails the test with its arguments and stderr.
+fn minisign_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("minisign")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "minisign {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// In `site`, with minisign: the site's key and a signed approver list (version 1) naming
 /// `supervisor@firm.example`.
 fn signed_supervisor_list(site: &Path) {
     std::fs::create_dir_all(site).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(site)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "minisign {args:?}");
-    };
+    let run = |args: &[&str]| minisign_in(site, args);
     run(&["-G", "-W", "-p", "site.pub", "-s", "site.key"]);
     std::fs::write(
         site.join("approvers.json"),
@@ -1516,18 +1523,7 @@ fn the_poam_plans_each_gap_against_its_finding(out: &Path) {
 fn a_sovereign_eu_bundle_shows_residency_and_the_cross_border_transfer_it_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
-    let run = |args: &[&str]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(p)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let run = |args: &[&str]| minisign_in(p, args);
     run(&["-G", "-W", "-p", "egress.pub", "-s", "egress.key"]);
     let doc = json!({"format": "meshguard-egress-allowlist/v1", "version": 1, "destinations": [
         {"host": "api.eu.example", "ports": [443], "region": "eu-west"},
@@ -1699,14 +1695,7 @@ fn each_control_family_is_decided_by_the_periods_data_with_its_numbers() {
 /// In `p`, with minisign: the site's key (`site.pub`, `site.key`), a signed egress allowlist
 /// (version 7, one EU destination) and a signed approver list (version 2, `cab-chair`).
 fn signed_site_lists(p: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("minisign")
-            .args(args)
-            .current_dir(p)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "minisign {args:?}");
-    };
+    let run = |args: &[&str]| minisign_in(p, args);
     run(&["-G", "-W", "-p", "site.pub", "-s", "site.key"]);
     let allowlist = json!({"format": "meshguard-egress-allowlist/v1", "version": 7, "destinations": [
         {"host": "api.eu.example", "ports": [443], "region": "eu-west"},
