@@ -23,6 +23,8 @@ pub struct PgServer {
     child: Option<Child>,
     /// Serve TLS (`ssl=on`) with the certificate and key copied into the server's directory.
     tls: bool,
+    /// Listen on every address, not only loopback (pods on a container network reach it).
+    listen_all: bool,
 }
 
 /// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`.
@@ -57,15 +59,21 @@ fn id_of(flag: &str, user: &str) -> u32 {
 impl PgServer {
     /// A server with password logins over TCP, no TLS.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// A server that also speaks TLS with this PEM certificate and key.
     pub fn start_tls(cert: &Path, key: &Path) -> Self {
-        Self::start_with(Some((cert, key)))
+        Self::start_with(Some((cert, key)), None)
     }
 
-    fn start_with(tls: Option<(&Path, &Path)>) -> Self {
+    /// A TLS server that also takes logins from `clients` (a CIDR, e.g. a container network's):
+    /// it listens on every address, and only TLS logins with the password are let in from there.
+    pub fn start_tls_for(cert: &Path, key: &Path, clients: &str) -> Self {
+        Self::start_with(Some((cert, key)), Some(clients))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>, clients: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = Command::new("id")
             .arg("-u")
@@ -96,6 +104,7 @@ impl PgServer {
             owner,
             child: None,
             tls: tls.is_some(),
+            listen_all: clients.is_some(),
         };
         let out = server
             .command("initdb")
@@ -110,6 +119,12 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(cidr) = clients {
+            let hba = server.data().join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).unwrap();
+            rules.push_str(&format!("hostssl all all {cidr} scram-sha-256\n"));
+            std::fs::write(&hba, rules).unwrap();
+        }
         server.launch();
         server
     }
@@ -155,7 +170,12 @@ impl PgServer {
             .arg("-D")
             .arg(self.data())
             .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(if self.listen_all {
+                "listen_addresses=*"
+            } else {
+                "listen_addresses=127.0.0.1"
+            })
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())

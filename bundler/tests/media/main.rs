@@ -5,8 +5,10 @@
 mod support;
 
 mod archives;
+mod control_plane;
 mod create_verify;
 mod netpol;
+mod pods;
 mod product;
 mod registry;
 mod registry_auth;

@@ -7,136 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use meshguard_bundler::image::{ProductBuild, build, product_specs};
-use meshguard_bundler::oci::Layout;
 use meshguard_bundler::site::without_claim;
 use serde_json::{Value, json};
 
+use crate::pods::{ADMIN, JWT, Podman, Site, admin, bin_dir, build_images, check, wait_healthy};
 use crate::support::{Registry, bundle, free_port, keys, manifest, ok, root, run, run_ok, tool};
-
-const ADMIN: &str = "site-admin-token-0123456789abcdef";
-const JWT: &str = "site-jwt-secret-0123456789abcdef0123456789";
-
-/// The directory holding the workspace's binaries this test run was built with.
-fn bin_dir() -> PathBuf {
-    Path::new(crate::support::bundle_bin())
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn product(created: i64) -> ProductBuild {
-    ProductBuild {
-        bin_dir: bin_dir(),
-        namespace: "meshguard".into(),
-        version: "0.1.0".into(),
-        revision: "0123456789abcdef0123456789abcdef01234567".into(),
-        source: "https://example.invalid/meshguard-deploy".into(),
-        license: "Apache-2.0".into(),
-        created,
-        ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
-    }
-}
-
-/// Builds the product's images into a new layout; returns (reference, manifest digest).
-fn build_images(dir: &Path, created: i64) -> Vec<(String, String)> {
-    let mut layout = Layout::create(dir).unwrap();
-    let mut out = Vec::new();
-    for spec in product_specs(&product(created)).unwrap() {
-        let b = build(&mut layout, &spec).unwrap();
-        out.push((spec.reference.clone(), b.manifest.digest));
-    }
-    layout.write_index().unwrap();
-    out
-}
-
-/// podman with a configuration of the test's own (runc, host cgroup namespace, no ulimits).
-struct Podman {
-    conf: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("containers.conf");
-        std::fs::write(
-            &conf,
-            "[containers]\ndefault_ulimits = []\ncgroupns = \"host\"\n[engine]\nruntime = \"runc\"\n",
-        )
-        .unwrap();
-        Self { conf, _dir: dir }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &self.conf);
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        run_ok(self.cmd().args(args))
-    }
-
-    fn quiet(&self, args: &[&str]) {
-        let _ = run(self.cmd().args(args));
-    }
-}
-
-/// What one test run created in podman, removed when dropped (also when the test fails).
-struct Site<'a> {
-    podman: &'a Podman,
-    release: String,
-    played: Vec<PathBuf>,
-    /// Volumes named otherwise than after the release (a sidecar's, named after its agent).
-    volumes: Vec<String>,
-}
-
-impl<'a> Site<'a> {
-    /// A site for `release`, with nothing of an earlier run under that name left in podman: a
-    /// volume left behind (a sidecar's cache naming another agent, an old log) would be
-    /// mounted by the pods played now.
-    fn new(podman: &'a Podman, release: String) -> Self {
-        let site = Self {
-            podman,
-            release,
-            played: Vec::new(),
-            volumes: Vec::new(),
-        };
-        site.remove_volumes();
-        site
-    }
-
-    /// Every volume the release's pods made: those named after the release (`<release>-data`,
-    /// `-archive`, `-bundle`, whatever the chart names next) and the sidecars' (named after
-    /// their agents, recorded in `volumes`).
-    fn remove_volumes(&self) {
-        let listed = self.podman.ok(&[
-            "volume",
-            "ls",
-            "--quiet",
-            "--filter",
-            &format!("name=^{}-", self.release),
-        ]);
-        let listed = listed.lines().map(str::trim).filter(|v| !v.is_empty());
-        for volume in listed.chain(self.volumes.iter().map(String::as_str)) {
-            self.podman.quiet(&["volume", "rm", "-f", volume]);
-        }
-    }
-}
-
-impl Drop for Site<'_> {
-    fn drop(&mut self) {
-        for f in &self.played {
-            self.podman.quiet(&["kube", "down", f.to_str().unwrap()]);
-        }
-        self.remove_volumes();
-        for secret in ["secrets", "agent"] {
-            self.podman
-                .quiet(&["secret", "rm", &format!("{}-{secret}", self.release)]);
-        }
-    }
-}
 
 /// The gateway tests' recording upstream (Python's http.server): what it received, in order.
 struct Upstream {
@@ -175,37 +50,6 @@ impl Drop for Upstream {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn wait_healthy(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if reqwest::blocking::get(format!("{url}/health")).is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gateway in the pod did not answer /health at {url}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn admin(method: reqwest::Method, url: &str) -> reqwest::blocking::RequestBuilder {
-    reqwest::blocking::Client::new()
-        .request(method, url)
-        .header("X-Admin-Token", ADMIN)
-}
-
-fn check(url: &str, token: &str, action: &str) -> u16 {
-    reqwest::blocking::Client::new()
-        .get(format!("{url}/proxy/check"))
-        .bearer_auth(token)
-        .header("X-MeshGuard-Action", action)
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[test]
@@ -464,25 +308,14 @@ fn render_gateway(chart: &SiteChart) -> String {
     rendered
 }
 
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
 /// Creates the gateway's Secret and plays what the chart rendered; returns the played file.
 fn play_gateway(site: &mut Site<'_>, secret: &Path, rendered: &str) -> PathBuf {
-    let release = site.release.clone();
-    std::fs::write(
+    let name = format!("{}-secrets", site.release);
+    site.secret(
+        &name,
+        &[("ADMIN_TOKEN", ADMIN), ("JWT_SECRET", JWT)],
         secret,
-        json!({"ADMIN_TOKEN": b64(ADMIN), "JWT_SECRET": b64(JWT)}).to_string(),
-    )
-    .unwrap();
-    site.podman.ok(&[
-        "secret",
-        "create",
-        &format!("{release}-secrets"),
-        secret.to_str().unwrap(),
-    ]);
+    );
     let first = secret.with_file_name("first.yaml");
     // Everything the chart renders (podman runs the Deployment and the claim and passes over the
     // kinds it has no use for: Service, ServiceAccount, NetworkPolicy).
@@ -628,13 +461,7 @@ fn play_example_agent(
     }
     text.push_str(&pod);
     std::fs::write(&agent_pod, text).unwrap();
-    std::fs::write(secret, json!({"token": b64(token)}).to_string()).unwrap();
-    site.podman.ok(&[
-        "secret",
-        "create",
-        &format!("{release}-agent"),
-        secret.to_str().unwrap(),
-    ]);
+    site.secret(&format!("{release}-agent"), &[("token", token)], secret);
     site.played.push(agent_pod.clone());
     site.podman.ok(&[
         "kube",

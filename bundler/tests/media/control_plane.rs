@@ -1,0 +1,465 @@
+//! The profiles with a shared control plane run (issue #34): managed-saas (3 gateways) and
+//! dedicated-tenant (2), as the chart renders them, under the real podman against a real
+//! PostgreSQL (TLS, password logins) on the host. Every replica serves; an agent made through
+//! one gateway is served by all, and its revocation through another acts on all; a replaced pod
+//! keeps its audit origin and its volume.
+//!
+//! podman 4.3 refuses a StatefulSet ("does not contain any supported kube kind"), so the test
+//! plays what the StatefulSet controller and the kubelet would make of the chart's: one Pod per
+//! ordinal named `<statefulset>-<i>`, its own claim `data-<statefulset>-<i>` from the
+//! `volumeClaimTemplates`, and `$(VAR)` references in env values expanded as the kubelet
+//! expands them (podman passes them on as written, which would give every gateway the audit
+//! origin `.../$(POD_NAME)`). One more change, for podman's sake: podman publishes a
+//! `containerPort` on the host, so each pod gets a `hostPort` of its own (the pods' one port
+//! would collide). Everything else is the chart's pod template as rendered.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use yaml_rust2::{Yaml, YamlLoader};
+
+use crate::pods::{ADMIN, JWT, Podman, Site, admin, build_images, check};
+use crate::support::{Registry, free_port, root, run_ok, tool};
+
+/// The shared profiles and their replica counts, as their values files set them.
+const PROFILES: [(&str, usize); 2] = [("managed-saas", 3), ("dedicated-tenant", 2)];
+
+/// The key every gateway of one control plane seals alert-channel secrets with (32 bytes).
+const SECRETS_KEY: &str = "c2hhcmVkLXNlY3JldHMta2V5LTAxMjM0NTY3ODlhYmM=";
+
+#[test]
+fn the_shared_control_plane_profiles_run_under_podman_against_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let reg = Registry::start();
+    let digest = push_the_gateway_image(d, &reg);
+    let pg = postgres_for_pods(d);
+    let podman = Podman::new();
+    for (profile, replicas) in PROFILES {
+        let gateways = play_the_profile(&podman, &reg, &digest, &pg, d, profile);
+        let mut site = gateways.site;
+        assert_eq!(gateways.pods.len(), replicas, "{profile}: replicas");
+        for pod in &gateways.pods {
+            serving(&site, pod);
+        }
+        each_gateway_is_its_own_origin_on_the_shared_database(&site.release, &gateways.pods);
+        let (agent, token) = an_agent_made_on_one_is_served_by_all(&gateways.pods);
+        let replaced = &gateways.pods[1];
+        let before = decisions_in_the_log_of(replaced);
+        replace(&mut site, replaced, &d.join(profile));
+        serving(&site, replaced);
+        the_replaced_pod_kept_its_origin_and_log(&site.release, replaced, &before, &token);
+        a_revoke_on_one_acts_on_all(&gateways.pods, &agent, &token);
+    }
+}
+
+/// The gateway image, built from this run's binaries, pushed to the site registry with skopeo;
+/// returns its digest there.
+fn push_the_gateway_image(d: &Path, reg: &Registry) -> String {
+    let layout = d.join("images");
+    build_images(&layout, 1_780_000_000);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:meshguard/gateway:0.1.0", layout.display()),
+        &format!("docker://{}/meshguard/gateway:0.1.0", reg.addr),
+    ]));
+    reg.digest("meshguard/gateway:0.1.0")
+        .expect("the gateway image is in the site registry")
+}
+
+/// PostgreSQL with TLS (a certificate from a site CA), taking logins from podman's networks.
+fn postgres_for_pods(d: &Path) -> meshguard_testkit::pg::PgServer {
+    let certs = d.join("pg-certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    meshguard_testkit::ca::make_ca(
+        &certs,
+        "postgres",
+        "DNS:host.containers.internal,IP:127.0.0.1",
+    );
+    meshguard_testkit::pg::PgServer::start_tls_for(
+        &certs.join("postgres.pem"),
+        &certs.join("postgres.key"),
+        "10.0.0.0/8",
+    )
+}
+
+/// One gateway pod: its name, its claim, and the host port podman publishes it on.
+struct Gateway {
+    name: String,
+    claim: String,
+    port: u16,
+    /// The pod and its claim, as first played.
+    first: String,
+    /// The pod alone (its claim is there already), as played again.
+    again: String,
+}
+
+impl Gateway {
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+struct Played<'a> {
+    site: Site<'a>,
+    pods: Vec<Gateway>,
+}
+
+/// The profile's Secrets made in podman, the chart rendered for the site, and each of its
+/// StatefulSet's pods played with its claim.
+fn play_the_profile<'a>(
+    podman: &'a Podman,
+    reg: &Registry,
+    digest: &str,
+    pg: &meshguard_testkit::pg::PgServer,
+    d: &Path,
+    profile: &str,
+) -> Played<'a> {
+    let release = format!("mgcp{}{}", std::process::id(), &profile[..1]);
+    let work = d.join(profile);
+    std::fs::create_dir_all(&work).unwrap();
+    let mut site = Site::new(podman, release.clone());
+    pg.database(&release);
+    // The gateways reach the host's PostgreSQL by the name podman gives the host in each pod,
+    // over TLS (`sslmode=require`, as the chart's docs default it).
+    let url = format!(
+        "postgresql://{}:{}@host.containers.internal:{}/{release}?sslmode=require",
+        meshguard_testkit::pg::USER,
+        meshguard_testkit::pg::PASSWORD,
+        pg.port
+    );
+    site.secret(
+        &format!("{release}-secrets"),
+        &[("ADMIN_TOKEN", ADMIN), ("JWT_SECRET", JWT)],
+        &work.join("secrets.json"),
+    );
+    site.secret(
+        &format!("{release}-control-plane"),
+        &[("DATABASE_URL", &url), ("SECRETS_KEY", SECRETS_KEY)],
+        &work.join("control-plane.json"),
+    );
+    let rendered = render(profile, &release, reg, digest);
+    // The site's CA, which issued PostgreSQL's certificate, as the ConfigMap the chart mounts.
+    let ca = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("{release}-ca")},
+        "data": {"ca-bundle.pem": std::fs::read_to_string(d.join("pg-certs/ca.pem")).unwrap()}});
+    let pods = statefulset_as_pods(&rendered, &ca);
+    for pod in &pods {
+        site.volumes.push(pod.claim.clone());
+        let file = work.join(format!("{}.yaml", pod.name));
+        std::fs::write(&file, &pod.first).unwrap();
+        site.played.push(file.clone());
+        site.podman
+            .ok(&["kube", "play", "--tls-verify=false", file.to_str().unwrap()]);
+    }
+    Played { site, pods }
+}
+
+/// `helm template` of the profile as a site sets it: the site registry by digest, the Secrets
+/// made above, the database's address listed for restricted egress (dedicated-tenant). Runs
+/// unlicensed (licensing has its own tests), which freezes nothing it is asked here.
+fn render(profile: &str, release: &str, reg: &Registry, digest: &str) -> String {
+    let chart = root().join("helm/meshguard-gateway");
+    run_ok(
+        Command::new(tool("helm"))
+            .args(["template", release])
+            .arg(&chart)
+            .arg("-f")
+            .arg(chart.join(format!("values-{profile}.yaml")))
+            .args(["--set", &format!("global.imageRegistry={}", reg.addr)])
+            .args(["--set", &format!("image.digest={digest}")])
+            .args(["--set", &format!("existingSecret={release}-secrets")])
+            .args([
+                "--set",
+                &format!("controlPlane.postgres.existingSecret={release}-control-plane"),
+            ])
+            .args([
+                "--set",
+                "controlPlane.postgres.egressTo[0].ipBlock.cidr=10.0.0.0/8",
+            ])
+            .args(["--set", &format!("caBundle.configMap={release}-ca")])
+            .args(["--set", "license.enabled=false"]),
+    )
+}
+
+/// The rendered StatefulSet as one Pod per ordinal with its claim (see the module's docs), each
+/// played with the ConfigMap `config` beside it.
+fn statefulset_as_pods(rendered: &str, config: &Value) -> Vec<Gateway> {
+    let docs = YamlLoader::load_from_str(rendered).expect("helm renders YAML");
+    let set = docs
+        .iter()
+        .map(json_of)
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("the profile renders a StatefulSet");
+    let name = set["metadata"]["name"].as_str().unwrap();
+    let replicas = set["spec"]["replicas"].as_u64().unwrap();
+    let claims = set["spec"]["volumeClaimTemplates"].as_array().unwrap();
+    assert_eq!(claims.len(), 1, "one claim per pod: its audit volume");
+    (0..replicas)
+        .map(|i| {
+            let pod_name = format!("{name}-{i}");
+            let claim_name = format!(
+                "{}-{pod_name}",
+                claims[0]["metadata"]["name"].as_str().unwrap()
+            );
+            let port = free_port();
+            let pod = pod_of(&set, &pod_name, &claim_name, port);
+            let mut claim = claims[0].clone();
+            claim["apiVersion"] = "v1".into();
+            claim["kind"] = "PersistentVolumeClaim".into();
+            claim["metadata"]["name"] = claim_name.clone().into();
+            // JSON is YAML: one document each.
+            Gateway {
+                name: pod_name,
+                claim: claim_name,
+                port,
+                first: format!("{claim}\n---\n{config}\n---\n{pod}\n"),
+                again: format!("{config}\n---\n{pod}\n"),
+            }
+        })
+        .collect()
+}
+
+/// The StatefulSet's pod template as the pod `name` with the claim `claim`, its http port
+/// published on `port`, and its env references expanded.
+fn pod_of(set: &Value, name: &str, claim: &str, port: u16) -> Value {
+    let template = &set["spec"]["template"];
+    let mut spec = template["spec"].clone();
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+    let gateway = &mut spec["containers"][0];
+    assert_eq!(gateway["name"], "gateway");
+    for p in gateway["ports"].as_array_mut().unwrap() {
+        if p["name"] == "http" {
+            p["hostPort"] = port.into();
+        }
+    }
+    expand_env(gateway["env"].as_array_mut().unwrap(), name);
+    let mut labels = template["metadata"]["labels"].clone();
+    labels["statefulset.kubernetes.io/pod-name"] = name.into();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    })
+}
+
+/// `$(VAR)` in an env value becomes the value of `VAR` defined earlier in the list, as the
+/// kubelet expands it; a downward-API `metadata.name` is the pod's name. Every reference must
+/// resolve: one left as written would reach the gateway as text.
+fn expand_env(env: &mut [Value], pod: &str) {
+    let mut known: Vec<(String, String)> = Vec::new();
+    for var in env.iter_mut() {
+        let name = var["name"].as_str().unwrap().to_owned();
+        if let Some(value) = var["value"].as_str() {
+            let mut value = value.to_owned();
+            for (k, v) in &known {
+                value = value.replace(&format!("$({k})"), v);
+            }
+            assert!(
+                !value.contains("$("),
+                "{name}={value}: a reference the test cannot expand"
+            );
+            var["value"] = value.clone().into();
+            known.push((name, value));
+        } else if var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name" {
+            known.push((name, pod.to_owned()));
+        }
+    }
+}
+
+/// A YAML document as JSON: integers and booleans stay typed, as the Kubernetes API reads them.
+fn json_of(doc: &Yaml) -> Value {
+    match doc {
+        Yaml::Real(r) => r.parse::<f64>().map_or(Value::Null, Value::from),
+        Yaml::Integer(i) => (*i).into(),
+        Yaml::String(s) => s.clone().into(),
+        Yaml::Boolean(b) => (*b).into(),
+        Yaml::Array(a) => a.iter().map(json_of).collect(),
+        Yaml::Hash(h) => h
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), json_of(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        _ => Value::Null,
+    }
+}
+
+/// Waits for `pod` to answer /health; else fails with the gateway's last log lines.
+fn serving(site: &Site<'_>, pod: &Gateway) {
+    let healthy = || {
+        reqwest::blocking::get(format!("{}/health", pod.url()))
+            .is_ok_and(|r| r.status().is_success())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !healthy() {
+        if std::time::Instant::now() > deadline {
+            let logs = site
+                .podman
+                .cmd()
+                .args(["logs", "--tail", "30", &format!("{}-gateway", pod.name)])
+                .output()
+                .unwrap();
+            panic!(
+                "{} did not answer /health at {}; its log:\n{}{}",
+                pod.name,
+                pod.url(),
+                String::from_utf8_lossy(&logs.stdout),
+                String::from_utf8_lossy(&logs.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn info(pod: &Gateway) -> Value {
+    admin(reqwest::Method::GET, &format!("{}/admin/info", pod.url()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Each gateway is on PostgreSQL and writes its own log, under an origin named after its pod.
+fn each_gateway_is_its_own_origin_on_the_shared_database(release: &str, pods: &[Gateway]) {
+    for pod in pods {
+        let info = info(pod);
+        assert_eq!(
+            info["controlPlane"]["backend"], "postgresql",
+            "{}: {info}",
+            pod.name
+        );
+        assert_eq!(
+            info["auditOrigin"],
+            format!("{release}.default/meshguard-audit/{}", pod.name),
+            "{}: the log origin names the pod",
+            pod.name
+        );
+    }
+}
+
+/// A policy and an agent made through the first gateway; every gateway decides for the agent
+/// with that policy. Returns the agent's id and token.
+fn an_agent_made_on_one_is_served_by_all(pods: &[Gateway]) -> (String, String) {
+    let url = pods[0].url();
+    let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
+        .json(&json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let agent: Value = admin(reqwest::Method::POST, &format!("{url}/admin/agents"))
+        .json(&json!({"name": "shared-agent", "trustTier": "verified"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = agent["token"]
+        .as_str()
+        .expect("the agent's token")
+        .to_owned();
+    for pod in pods {
+        meshguard_testkit::wait_for(&format!("{} to serve the agent", pod.name), || {
+            check(&pod.url(), &token, "read:inventory") == 200
+        });
+        assert_eq!(
+            check(&pod.url(), &token, "write:inventory"),
+            403,
+            "{}",
+            pod.name
+        );
+    }
+    (agent["id"].as_str().unwrap().to_owned(), token)
+}
+
+/// The actions of the decisions in `pod`'s own log.
+fn decisions_in_the_log_of(pod: &Gateway) -> Vec<String> {
+    let audit: Value = admin(
+        reqwest::Method::GET,
+        &format!("{}/admin/audit?limit=200", pod.url()),
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The pod is replaced (down, then played again without its claim, which stays).
+fn replace(site: &mut Site<'_>, pod: &Gateway, work: &Path) {
+    let first = work.join(format!("{}.yaml", pod.name));
+    site.podman.ok(&["kube", "down", first.to_str().unwrap()]);
+    let again = work.join(format!("{}-again.yaml", pod.name));
+    std::fs::write(&again, &pod.again).unwrap();
+    site.played.push(again.clone());
+    site.podman.ok(&[
+        "kube",
+        "play",
+        "--tls-verify=false",
+        again.to_str().unwrap(),
+    ]);
+}
+
+/// Same origin, same volume: the log verifies, holds what it held, and goes on.
+fn the_replaced_pod_kept_its_origin_and_log(
+    release: &str,
+    pod: &Gateway,
+    before: &[String],
+    token: &str,
+) {
+    assert_eq!(
+        info(pod)["auditOrigin"],
+        format!("{release}.default/meshguard-audit/{}", pod.name)
+    );
+    assert!(
+        before.iter().any(|a| a == "read:inventory"),
+        "{}'s log held the agent's decisions before: {before:?}",
+        pod.name
+    );
+    let verify: Value = admin(
+        reqwest::Method::GET,
+        &format!("{}/admin/audit/verify", pod.url()),
+    )
+    .send()
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(verify["valid"], true, "{}: {verify}", pod.name);
+    let after = decisions_in_the_log_of(pod);
+    assert!(
+        after.len() >= before.len(),
+        "{after:?} holds less than {before:?}"
+    );
+    for action in before {
+        assert!(
+            after.contains(action),
+            "{action} survived the replacement: {after:?}"
+        );
+    }
+    assert_eq!(check(&pod.url(), token, "read:inventory"), 200);
+}
+
+/// The agent revoked through the last gateway: every gateway refuses its token.
+fn a_revoke_on_one_acts_on_all(pods: &[Gateway], agent: &str, token: &str) {
+    let last = pods.last().unwrap();
+    let resp = admin(
+        reqwest::Method::DELETE,
+        &format!("{}/admin/agents/{agent}", last.url()),
+    )
+    .send()
+    .unwrap();
+    assert!(resp.status().is_success(), "revoke: {}", resp.status());
+    for pod in pods {
+        meshguard_testkit::wait_for(&format!("{} to refuse the revoked agent", pod.name), || {
+            check(&pod.url(), token, "read:inventory") == 401
+        });
+    }
+}
