@@ -2,7 +2,7 @@
 //! TCP and TLS, that never holds a decision back and misses nothing once the SIEM is back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -10,103 +10,9 @@ use serde_json::{Value, json};
 #[path = "../support/mod.rs"]
 mod support;
 
+use meshguard_testkit::rsyslog::Rsyslog;
 use meshguard_testkit::{copy_dir, free_port, wait_for};
 use support::Gateway;
-
-/// A real rsyslogd on 127.0.0.1, writing what it receives to `out.log`, one line per message:
-/// `PRI HOSTNAME APP-NAME MSGID STRUCTURED-DATA MSG`.
-struct Rsyslog {
-    child: Option<Child>,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Rsyslog {
-    /// Starts on a free port; with TLS, a certificate for `localhost` issued by `ca.pem` in `dir`.
-    fn start(dir: &Path, tls: bool) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let d = dir.display();
-        let (global_tls, module) = if tls {
-            support::make_ca(dir, "server", "DNS:localhost,IP:127.0.0.1");
-            (
-                format!(
-                    "DefaultNetstreamDriverCAFile=\"{d}/ca.pem\" DefaultNetstreamDriverCertFile=\"{d}/server.pem\" DefaultNetstreamDriverKeyFile=\"{d}/server.key\""
-                ),
-                r#"module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")"#,
-            )
-        } else {
-            (String::new(), r#"module(load="imtcp")"#)
-        };
-        let conf = format!(
-            r#"global(workDirectory="{d}" maxMessageSize="64k" {global_tls})
-{module}
-input(type="imtcp" port="{port}" address="127.0.0.1")
-template(name="line" type="string" string="%pri% %hostname% %app-name% %msgid% %structured-data% %msg%\n")
-action(type="omfile" file="{d}/out.log" template="line")
-"#
-        );
-        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
-        let mut r = Self {
-            child: None,
-            dir: dir.to_owned(),
-            port,
-        };
-        r.restart();
-        r
-    }
-
-    /// (Re)starts rsyslogd with the same configuration and port, and waits until it listens.
-    fn restart(&mut self) {
-        let child = Command::new("rsyslogd")
-            .args(["-n", "-f"])
-            .arg(self.dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(self.dir.join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.join("rsyslog.err"))
-                    .unwrap(),
-            )
-            .spawn()
-            .expect("rsyslogd (apt rsyslog rsyslog-gnutls; `cargo xtask test` installs it)");
-        self.child = Some(child);
-        wait_for("rsyslogd to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-        });
-    }
-
-    /// Stops rsyslogd the way a service manager does (SIGTERM), and waits for it to exit.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            Command::new("kill")
-                .arg(c.id().to_string())
-                .status()
-                .unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("out.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The value of `name` in a line's structured data.
 fn param<'a>(line: &'a str, name: &str) -> Option<&'a str> {

@@ -7,7 +7,6 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-pub(crate) use meshguard_testkit::ca::make_ca;
 use serde_json::{Value, json};
 
 const WITNESS_PASSPHRASE: &str = "witness-passphrase-for-tests-only";

@@ -463,7 +463,7 @@ fn hex_of(bytes: &[u8]) -> String {
 fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
-    support::make_ca(p, "gw", "IP:127.0.0.1");
+    meshguard_testkit::ca::make_ca(p, "gw", "IP:127.0.0.1");
     let (mut child, url) = spawn_gateway(
         &p.join("gw"),
         &[

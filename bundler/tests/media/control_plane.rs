@@ -19,7 +19,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::pods::{ADMIN, JWT, Podman, Site, admin, build_images, check};
+use crate::pods::{ADMIN, JWT, Podman, Site, admin, check, push_the_gateway_image};
 use crate::support::{Registry, free_port, root, run_ok, tool};
 
 /// The shared profiles and their replica counts, as their values files set them.
@@ -52,21 +52,6 @@ fn the_shared_control_plane_profiles_run_under_podman_against_postgresql() {
         the_replaced_pod_kept_its_origin_and_log(&site.release, replaced, &before, &token);
         a_revoke_on_one_acts_on_all(&gateways.pods, &agent, &token);
     }
-}
-
-/// The gateway image, built from this run's binaries, pushed to the site registry with skopeo;
-/// returns its digest there.
-fn push_the_gateway_image(d: &Path, reg: &Registry) -> String {
-    let layout = d.join("images");
-    build_images(&layout, 1_780_000_000);
-    run_ok(Command::new("skopeo").args([
-        "copy",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:meshguard/gateway:0.1.0", layout.display()),
-        &format!("docker://{}/meshguard/gateway:0.1.0", reg.addr),
-    ]));
-    reg.digest("meshguard/gateway:0.1.0")
-        .expect("the gateway image is in the site registry")
 }
 
 /// PostgreSQL with TLS (a certificate from a site CA), taking logins from podman's networks.

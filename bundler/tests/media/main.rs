@@ -7,6 +7,7 @@ mod support;
 mod archives;
 mod control_plane;
 mod create_verify;
+mod features;
 mod netpol;
 mod pods;
 mod product;

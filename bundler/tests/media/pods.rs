@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use meshguard_bundler::image::{ProductBuild, build, product_specs};
 use meshguard_bundler::oci::Layout;
 
-use crate::support::{run, run_ok};
+use crate::support::{Registry, run, run_ok};
 
 pub(crate) const ADMIN: &str = "site-admin-token-0123456789abcdef";
 pub(crate) const JWT: &str = "site-jwt-secret-0123456789abcdef0123456789";
@@ -188,4 +188,19 @@ pub(crate) fn check(url: &str, token: &str, action: &str) -> u16 {
 pub(crate) fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The gateway image, built from this run's binaries, pushed to the site registry with skopeo;
+/// returns its digest there.
+pub(crate) fn push_the_gateway_image(d: &Path, reg: &Registry) -> String {
+    let layout = d.join("images");
+    build_images(&layout, 1_780_000_000);
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:meshguard/gateway:0.1.0", layout.display()),
+        &format!("docker://{}/meshguard/gateway:0.1.0", reg.addr),
+    ]));
+    reg.digest("meshguard/gateway:0.1.0")
+        .expect("the gateway image is in the site registry")
 }
