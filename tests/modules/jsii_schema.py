@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Reduce a CDKTF provider package's jsii assembly (`.jsii`) to the Terraform schema our module
-check needs: for every resource and data source type, its argument names and its nested blocks.
+check needs: for every resource and data source type, its argument names with their types (coarsely:
+string, number, bool, list, map), and its nested blocks.
 
 CDKTF generates these packages from the provider's own schema (`terraform providers schema
 -json`): each resource is a class whose doc links `…/docs/resources/<name> <type>`, configured by
@@ -22,6 +23,22 @@ ANCHOR = re.compile(r"#(\w+) \w+#\w+\}")
 
 def snake(name):
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+def kind_of(t):
+    """An argument's Terraform type, coarsely: string, number, bool, list, map or any. A union is
+    the type with `IResolvable` (any expression) beside it: its first other member."""
+    primitive = t.get("primitive")
+    if primitive:
+        return {"string": "string", "number": "number", "boolean": "bool"}.get(primitive, "any")
+    coll = t.get("collection")
+    if coll:
+        return "list" if coll["kind"] == "array" else "map"
+    union = t.get("union")
+    if union:
+        kinds = [kind_of(u) for u in union["types"] if u.get("fqn") != "cdktf.IResolvable"]
+        return kinds[0] if kinds else "any"
+    return "any"
 
 
 def main(src, out):
@@ -47,7 +64,7 @@ def main(src, out):
 
     def schema(fqn, depth=0):
         t = types[fqn]
-        out = {"arguments": [], "required": [], "blocks": {}}
+        out = {"arguments": [], "required": [], "blocks": {}, "types": {}}
         for p in t.get("properties", []):
             docs = json.dumps(p.get("docs", {}))
             m = ANCHOR.search(docs)
@@ -57,6 +74,7 @@ def main(src, out):
                 out["blocks"][name] = schema(struct, depth + 1)
             else:
                 out["arguments"].append(name)
+                out["types"][name] = kind_of(p["type"])
             if not p.get("optional"):
                 out["required"].append(name)
         out["arguments"].sort()

@@ -5,8 +5,9 @@
 //! against the real provider's schema: CDKTF's npm packages are generated from each provider's
 //! own schema, and `xtask tools` reduces them (`tests/modules/jsii_schema.py`) to
 //! `provider-schemas/<provider>.json` under the tools directory. A misspelled argument, an
-//! unknown block, a block written as an argument (`x = { … }`) or a missing required argument
-//! fails here. The classes of defect a schema cannot show (key grants and ordering,
+//! unknown block, a block written as an argument (`x = { … }`), a missing required argument or
+//! a literal of a type Terraform cannot convert to the argument's (`force_destroy = "yes"`,
+//! `tags = ["a"]`) fails here. The classes of defect a schema cannot show (key grants and ordering,
 //! default-deny egress paths, what the modules and the chart must agree on) are in `classes`. Besides: every regional resource is
 //! pinned to the module's region input, no module hard-codes a region or an account, every
 //! README lists exactly its module's inputs and outputs, every `versions.tf` constrains
@@ -111,7 +112,17 @@ fn schema(provider: &str) -> Value {
             p.display()
         )
     });
-    serde_json::from_str(&text).unwrap()
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        schema["resources"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|r| r["types"].is_object()),
+        "{}: reduced without argument types; `cargo xtask tools` reduces it again",
+        p.display()
+    );
+    schema
 }
 
 const META_ARGUMENTS: &[&str] = &["count", "for_each", "depends_on", "provider"];
@@ -139,6 +150,12 @@ fn check_body(at: &str, body: &Body, node: &Value, top: bool, problems: &mut Vec
             // `network_acls = { … }` sets nothing: Terraform wants the block.
             problems.push(format!(
                 "{at}: `{key}` is a block, not an argument: write `{key} {{ … }}`"
+            ));
+        } else if let Some(want) = node["types"][key].as_str()
+            && let Some(literal) = literal_mismatch(want, attr.expr())
+        {
+            problems.push(format!(
+                "{at}: `{key}` takes a {want}, and {literal} is not one Terraform converts"
             ));
         }
     }
@@ -175,6 +192,27 @@ fn check_body(at: &str, body: &Body, node: &Value, top: bool, problems: &mut Vec
             problems.push(format!("{at}: the required argument `{r}` is missing"));
         }
     }
+}
+
+/// A literal value Terraform cannot convert to the argument's type (`want`, as the reduced
+/// schema names it), described; None when it converts or is not a literal (a reference, a call, a
+/// template: their types are Terraform's to check at plan time).
+fn literal_mismatch(want: &str, expr: &Expression) -> Option<String> {
+    let shown = || hcl::format::to_string(expr).unwrap_or_default();
+    let bad = match (want, expr) {
+        (_, Expression::Null) => false,
+        ("bool", Expression::String(s)) => s != "true" && s != "false",
+        ("number", Expression::String(s)) => s.parse::<f64>().is_err(),
+        ("bool", Expression::Number(_)) => true,
+        ("number", Expression::Bool(_)) => true,
+        ("string" | "bool" | "number", Expression::Array(_) | Expression::Object(_)) => true,
+        ("list", Expression::String(_) | Expression::Number(_) | Expression::Bool(_)) => true,
+        ("list", Expression::Object(_)) => true,
+        ("map", Expression::String(_) | Expression::Number(_) | Expression::Bool(_)) => true,
+        ("map", Expression::Array(_)) => true,
+        _ => false,
+    };
+    bad.then(|| format!("`{}`", shown().trim()))
 }
 
 fn label(block: &Block, i: usize) -> String {
@@ -390,6 +428,79 @@ fn a_misspelled_argument_an_unknown_block_or_a_missing_required_argument_fails_t
             .any(|l| l.contains("aws_s3_bucket.this: no region argument")),
         "{p:?}"
     );
+}
+/// A literal of a type Terraform cannot convert to the argument's fails the check, on every
+/// cloud's schema (the types come from the providers' own schemas); one it converts does not.
+#[test]
+fn a_literal_of_the_wrong_type_fails_the_check_on_every_cloud() {
+    for (module, edit, says) in [
+        (
+            "archive/aws",
+            (
+                "force_destroy       = false",
+                "force_destroy       = \"no\"",
+            ),
+            "aws_s3_bucket.this: `force_destroy` takes a bool, and `\"no\"` is not one",
+        ),
+        (
+            "archive/aws",
+            (
+                "tags                = var.tags",
+                "tags                = [\"meshguard\"]",
+            ),
+            "aws_s3_bucket.this: `tags` takes a map",
+        ),
+        (
+            "kms/gcp",
+            (
+                "purpose         = \"ENCRYPT_DECRYPT\"",
+                "purpose         = [\"ENCRYPT_DECRYPT\"]",
+            ),
+            "`purpose` takes a string",
+        ),
+        (
+            "kms/azure",
+            (
+                "soft_delete_retention_days    = 90",
+                "soft_delete_retention_days    = true",
+            ),
+            "azurerm_key_vault.this: `soft_delete_retention_days` takes a number",
+        ),
+        (
+            "archive/oci",
+            (
+                "freeform_tags  = var.tags",
+                "freeform_tags  = \"meshguard\"",
+            ),
+            "oci_objectstorage_bucket.this: `freeform_tags` takes a map",
+        ),
+    ] {
+        let p = problems_in_copy(module, edit);
+        assert!(
+            p.len() == 1 && p[0].contains(says),
+            "{module}, {edit:?}: {p:?}"
+        );
+    }
+    // Terraform converts these: no problem.
+    for (module, edit) in [
+        (
+            "archive/aws",
+            (
+                "force_destroy       = false",
+                "force_destroy       = \"false\"",
+            ),
+        ),
+        (
+            "kms/azure",
+            (
+                "soft_delete_retention_days    = 90",
+                "soft_delete_retention_days    = \"90\"",
+            ),
+        ),
+    ] {
+        let p = problems_in_copy(module, edit);
+        assert!(p.is_empty(), "{module}, {edit:?}: {p:?}");
+    }
 }
 
 fn block_names<'a>(m: &'a Module, kind: &'a str) -> BTreeSet<String> {

@@ -31,6 +31,21 @@ def snake(name):
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 
 
+def kind_of(type_line):
+    """An argument's Terraform type from its TypeScript declaration, coarsely: string, number,
+    bool, list, map or any (`pulumi.Input<pulumi.Input<string>[]>` is a list)."""
+    inner = type_line.strip().rstrip(";").replace(" | undefined", "")
+    if inner.endswith("[]>") or inner.endswith("[]"):
+        return "list"
+    # A map's declaration opens on the argument's line and goes on over the next ones.
+    if "{[key: string]" in inner or inner.endswith("<{"):
+        return "map"
+    for ts, tf in (("boolean", "bool"), ("number", "number"), ("string", "string")):
+        if inner in (f"pulumi.Input<{ts}>", ts):
+            return tf
+    return "any"
+
+
 def interfaces(path, indent):
     """Interfaces in a .d.ts file: {qualified name: [(prop, optional, first type line)]}."""
     out, namespace, current = {}, [], None
@@ -66,7 +81,7 @@ def main(package, out_path):
     version = json.load(open(os.path.join(package, "package.json")))["version"]
 
     def schema(props, depth=0):
-        node = {"arguments": [], "required": [], "blocks": {}}
+        node = {"arguments": [], "required": [], "blocks": {}, "types": {}}
         for name, _optional, type_line in props:
             tf = snake(name)
             m = re.search(r"inputs\.([\w.]+)", type_line)
@@ -78,6 +93,7 @@ def main(package, out_path):
                     node["blocks"].setdefault(tf[:-1], node["blocks"][tf])
             else:
                 node["arguments"].append(tf)
+                node["types"][tf] = kind_of(type_line)
         node["arguments"].sort()
         return node
 
