@@ -12,6 +12,8 @@ locals {
   # output here, the gateway's audit and alert stream included; the siem module creates the
   # group first, with the key and a retention, and forwards it to the SIEM.
   siem_log_group = "/aws/containerinsights/${var.name}/application"
+  # The storage class of the gateways' volumes (storage_class_manifest), named in helm_values.
+  storage_class = "${var.name}-encrypted"
 }
 
 data "aws_partition" "current" {}
@@ -60,7 +62,7 @@ module "identity" {
   source               = "../identity/aws"
   name                 = var.name
   oidc_provider_arn    = aws_iam_openid_connect_provider.cluster.arn
-  oidc_issuer_host     = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
+  oidc_issuer_host     = local.oidc_issuer_host
   namespace            = var.namespace
   service_account      = var.service_account
   kms_key_arn          = module.kms.key_arn
@@ -333,4 +335,82 @@ resource "aws_eks_access_policy_association" "admin" {
   access_scope {
     type = "cluster"
   }
+}
+
+# The gateways' volumes (the chart's claims) need a provisioner: EKS has had no in-tree one
+# since Kubernetes 1.23, so without the EBS CSI driver every claim stays Pending. Its
+# controller works as this role (IRSA, kube-system's ebs-csi-controller-sa), which may use the
+# customer-managed key for the volumes it creates (the storage class output below asks for it).
+locals {
+  oidc_issuer_host = replace(aws_eks_cluster.this.identity[0].oidc[0].issuer, "https://", "")
+}
+
+data "aws_iam_policy_document" "ebs_csi_assume" {
+  statement {
+    actions = ["sts:AssumeRoleWithWebIdentity"]
+    principals {
+      type        = "Federated"
+      identifiers = [aws_iam_openid_connect_provider.cluster.arn]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer_host}:sub"
+      values   = ["system:serviceaccount:kube-system:ebs-csi-controller-sa"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "${local.oidc_issuer_host}:aud"
+      values   = ["sts.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "ebs_csi" {
+  name               = "${var.name}-ebs-csi"
+  assume_role_policy = data.aws_iam_policy_document.ebs_csi_assume.json
+  tags               = local.tags
+}
+
+resource "aws_iam_role_policy_attachment" "ebs_csi" {
+  role       = aws_iam_role.ebs_csi.name
+  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+}
+
+# The key for the volumes, as the EBS CSI driver's guide for customer-managed keys has it: grants
+# only for AWS resources (EBS attaching the volume), and the data-key calls.
+data "aws_iam_policy_document" "ebs_csi_key" {
+  statement {
+    actions   = ["kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant"]
+    resources = [module.kms.key_arn]
+    condition {
+      test     = "Bool"
+      variable = "kms:GrantIsForAWSResource"
+      values   = ["true"]
+    }
+  }
+  statement {
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"]
+    resources = [module.kms.key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "ebs_csi_key" {
+  name   = "volume-encryption"
+  role   = aws_iam_role.ebs_csi.id
+  policy = data.aws_iam_policy_document.ebs_csi_key.json
+}
+
+resource "aws_eks_addon" "ebs_csi" {
+  region                      = var.region
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "aws-ebs-csi-driver"
+  service_account_role_arn    = aws_iam_role.ebs_csi.arn
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+  tags                        = local.tags
+  depends_on = [
+    aws_iam_role_policy_attachment.ebs_csi,
+    aws_iam_role_policy.ebs_csi_key,
+    aws_eks_node_group.system,
+  ]
 }

@@ -43,8 +43,22 @@ output "namespace" {
   value       = var.namespace
 }
 
+output "storage_class_manifest" {
+  description = "The StorageClass the gateways' volumes are made with (EBS gp3 through the EBS CSI driver, encrypted with the customer-managed key, kept when released): apply it before the chart (terraform output -raw storage_class_manifest | kubectl apply -f -)."
+  value = yamlencode({
+    apiVersion           = "storage.k8s.io/v1"
+    kind                 = "StorageClass"
+    metadata             = { name = local.storage_class }
+    provisioner          = "ebs.csi.aws.com"
+    volumeBindingMode    = "WaitForFirstConsumer"
+    reclaimPolicy        = "Retain"
+    allowVolumeExpansion = true
+    parameters           = { type = "gp3", encrypted = "true", kmsKeyId = module.kms.key_arn }
+  })
+}
+
 output "helm_values" {
-  description = "The chart's values this install fixes (helm --values): the service account and its role annotation, the egress proxy's port, the region, the allowlisted destinations the NetworkPolicy lets the gateway reach, and the gateway group's node selector and toleration."
+  description = "The chart's values this install fixes (helm --values): the service account and its role annotation, the egress proxy's port, the region, the allowlisted destinations the NetworkPolicy lets the gateway reach, and the gateway group's node selector and toleration, and the storage class of storage_class_manifest."
   value = {
     serviceAccount = {
       name        = var.service_account
@@ -54,6 +68,7 @@ output "helm_values" {
     license       = { region = var.region }
     networkPolicy = { egressTo = [for c in var.egress_cidrs : { ipBlock = { cidr = c } }] }
     nodeSelector  = local.gateway_node_label
+    persistence   = { storageClassName = local.storage_class }
     tolerations   = [{ key = "meshguard.io/role", operator = "Equal", value = "gateway", effect = "NoSchedule" }]
   }
 }

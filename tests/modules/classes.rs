@@ -506,6 +506,14 @@ const KEY_USES: &[KeyUse] = &[
         doc: "Amazon EKS User Guide, Encrypt Kubernetes secrets with AWS KMS (kms:Encrypt, kms:Decrypt, kms:ListGrants, kms:DescribeKey for the cluster role)",
     },
     KeyUse {
+        user: "aws_eks_addon",
+        marker: "aws-ebs-csi-driver",
+        principal: "the EBS CSI controller's role, which makes the volumes of the storage class with the key",
+        grant: m("aws_iam_role_policy", &["role = aws_iam_role.ebs_csi.id"]),
+        ordered: true,
+        doc: "Amazon EBS CSI driver, Encryption with customer-managed keys (kms:CreateGrant for AWS resources, the data-key calls)",
+    },
+    KeyUse {
         user: "aws_s3_bucket_server_side_encryption_configuration",
         marker: "kms_master_key_id",
         principal: "the archive's writer, the gateway's role (S3 uses the key as the caller)",
