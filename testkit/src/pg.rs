@@ -198,6 +198,75 @@ impl PgServer {
         }
     }
 
+    /// A streaming replica of `primary` (`pg_basebackup -R -X stream`: the standby's settings
+    /// and the primary's connection written by pg_basebackup itself), started on a port of its
+    /// own. The primary's own settings come with the base backup.
+    pub fn replica_of(primary: &PgServer) -> Self {
+        assert!(!primary.tls, "a replica of a TLS server is not made here");
+        let dir = tempfile::tempdir().unwrap();
+        if let Some((uid, gid)) = primary.owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let mut replica = Self {
+            dir,
+            bin: primary.bin.clone(),
+            port: crate::free_port(),
+            owner: primary.owner,
+            child: None,
+            tls: false,
+            listen_all: primary.listen_all,
+        };
+        let out = replica
+            .command("pg_basebackup")
+            .env("PGPASSWORD", PASSWORD)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                USER,
+            ])
+            .arg("-D")
+            .arg(replica.data())
+            .args(["-R", "-X", "stream", "--no-sync", "--checkpoint=fast"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        replica.launch();
+        replica
+    }
+
+    /// Promotes a standby to a primary (`pg_ctl promote`, waiting until it takes writes).
+    pub fn promote(&self) {
+        let out = self
+            .command("pg_ctl")
+            .arg("promote")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-t", "60"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Kills the server at once (SIGKILL to the postmaster), as a lost machine would stop it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Stops the server (fast shutdown: sessions are cut, committed data stays).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -259,22 +259,34 @@ fn names_sslmode(config: &postgres::Config, url: &str) -> bool {
         .is_ok_and(|d| d.get_ssl_mode() == config.get_ssl_mode())
 }
 
-/// Where a connection URL points, without its password.
+/// Where a connection URL points, without its password: every host it lists (a multi-host URL
+/// names the primary's candidates, libpq-style), each with its port, and the database.
 fn describe(config: &postgres::Config) -> String {
-    let host = config
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
         .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            postgres::config::Host::Unix(path) => path.display().to_string(),
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            // One port for every host, or one each, as the URL gave them.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
         })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    };
     let db = config
         .get_dbname()
         .or(config.get_user())
         .unwrap_or("postgres");
-    format!("{host}:{port}/{db}")
+    format!("{hosts}/{db}")
 }
 
 impl PgStore {
@@ -1256,5 +1268,34 @@ impl Store for PgStore {
 
     fn save_sidecar(&self, rec: &SidecarRecord) -> Result<(), StoreError> {
         self.local.save_sidecar(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_multi_host_url_is_shown_with_every_host_and_no_password() {
+        for (url, shown) in [
+            (
+                "postgresql://u:secret-pw@db1:5433,db2:5434/cp?target_session_attrs=read-write",
+                "db1:5433,db2:5434/cp",
+            ),
+            (
+                "postgresql://u:secret-pw@db1,db2/cp",
+                "db1:5432,db2:5432/cp",
+            ),
+            ("postgresql://u:secret-pw@db1:6000/cp", "db1:6000/cp"),
+            (
+                "host=db1,db2 port=7000 user=u password=secret-pw dbname=cp",
+                "db1:7000,db2:7000/cp",
+            ),
+        ] {
+            let config: postgres::Config = url.parse().unwrap();
+            let got = describe(&config);
+            assert_eq!(got, shown, "{url}");
+            assert!(!got.contains("secret-pw"));
+        }
     }
 }

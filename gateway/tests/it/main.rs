@@ -10,6 +10,7 @@ mod channels;
 mod cluster;
 mod dataplane;
 mod egress;
+mod failover;
 mod harness;
 mod keys;
 mod licensing;
