@@ -674,6 +674,42 @@ fn check_evidence(
     Ok(v)
 }
 
+/// Calls `f(seq, source, body)` for every archived entry in order, `body` the entry's bytes as
+/// the log holds them (what its leaf hashes). For a verified archive.
+pub fn for_each_line(dir: &Path, mut f: impl FnMut(u64, &str, &str) -> Result<()>) -> Result<()> {
+    let state = read_state(dir)?.context("no ARCHIVE.json: not an audit archive")?;
+    for s in &state.segments {
+        let text = std::fs::read_to_string(dir.join(&s.file))
+            .with_context(|| format!("cannot read {}", s.file))?;
+        for raw in text.lines() {
+            let line: Line = serde_json::from_str(raw)
+                .with_context(|| format!("{}: a line is not an export line", s.file))?;
+            let body = serde_json::to_string(&line.entry)?;
+            f(line.seq, &line.source, &body)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sizes of the signed checkpoints the archive keeps, ascending.
+pub fn checkpoint_sizes(dir: &Path) -> Result<Vec<u64>> {
+    let state = read_state(dir)?.context("no ARCHIVE.json: not an audit archive")?;
+    let mut sizes = state.checkpoints.clone();
+    sizes.sort_unstable();
+    Ok(sizes)
+}
+
+/// The signed checkpoint of `size` the archive keeps.
+pub fn checkpoint_note(dir: &Path, size: u64) -> Result<String> {
+    let path = dir.join("checkpoints").join(format!("{size}.note"));
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "the archive keeps no checkpoint of size {size} ({})",
+            path.display()
+        )
+    })
+}
+
 /// The archived entries' root at `size` (at most the archived size), from the segments.
 fn root_at(dir: &Path, state: &State, size: u64) -> Result<[u8; 32]> {
     let mut tree = Frontier::default();

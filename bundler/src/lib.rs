@@ -10,6 +10,7 @@
 pub mod access;
 pub mod archive;
 pub mod audit_archive;
+pub mod backup;
 pub mod create;
 mod error;
 pub mod evidence;

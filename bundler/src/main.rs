@@ -1,4 +1,5 @@
-//! `meshguard-bundle`: create, verify, pack, unpack, import and inspect offline media. Each
+//! `meshguard-bundle`: create, verify, pack, unpack, import and inspect offline media; back up
+//! and restore a site. Each
 //! subcommand is a module of `commands/` with its arguments; `main` parses and dispatches.
 
 mod commands;
@@ -54,6 +55,12 @@ enum Command {
     /// gateway, signed; verify it offline.
     #[command(subcommand)]
     Evidence(commands::evidence::EvidenceCommand),
+    /// Backups of a running site: take one, keep its audit log current, verify one.
+    #[command(subcommand)]
+    Backup(commands::backup::BackupCommand),
+    /// Restore a backup onto an empty data directory, with no network: verified first (its
+    /// signature, every file, the audit log's chains and checkpoints), written last.
+    Restore(commands::backup::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,5 +87,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::ProviderMirror(a) => commands::images::provider_mirror(a),
         Command::AuditArchive(c) => commands::audit_archive::run(c),
         Command::Evidence(c) => commands::evidence::run(c),
+        Command::Backup(c) => commands::backup::run(c),
+        Command::Restore(a) => commands::backup::restore(a),
     }
 }

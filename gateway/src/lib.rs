@@ -29,6 +29,7 @@ use meshguard_policy as policy;
 mod policy_files;
 mod redaction;
 mod refusals;
+mod restored;
 mod routes;
 mod settings_entry;
 mod sidecar;
@@ -144,7 +145,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     );
     start(&state, shared, sources, siem).await?;
     if state.inner.sidecar.is_none() {
-        // The settings in force, in the signed log, before the first decision.
+        // A restore this start follows, then the settings in force, in the signed log, before
+        // the first decision.
+        restored::record_if_restored(&state).await?;
         settings_entry::record(&state, "start").await?;
     }
     state.set_ready();

@@ -2,6 +2,7 @@
 //! calls the library and prints what it did; `shared` holds the arguments several take.
 
 pub(crate) mod audit_archive;
+pub(crate) mod backup;
 pub(crate) mod create;
 pub(crate) mod evidence;
 pub(crate) mod images;

@@ -2,6 +2,7 @@
 
 mod agents;
 pub(crate) mod audit;
+mod backup;
 pub(crate) mod batch;
 pub(crate) mod body;
 pub(crate) mod canonical;
@@ -72,6 +73,7 @@ pub fn app(state: AppState) -> Router {
         .route("/alerts/undelivered", get(undelivered))
         .route("/alerts/deliveries", get(deliveries))
         .route("/siem", get(siem_status))
+        .route("/backup/database", get(backup::database))
         .route("/audit", get(audit::list))
         .route("/audit/stats", get(audit::stats))
         .route("/audit/verify", get(audit::verify))

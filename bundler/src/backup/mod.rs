@@ -1,0 +1,149 @@
+//! Backups of a running site, and their restore to an empty host from the backup alone.
+//!
+//! A backup is a directory:
+//! - `database.sqlite` (or `database.sqlite.age`, encrypted to the site's age recipient): the
+//!   gateway's SQLite database, copied consistently while decisions go on
+//!   (`GET /admin/backup/database`, SQLite's `VACUUM INTO`). On a gateway of a PostgreSQL
+//!   control plane it holds what stays local to that gateway; the control plane itself is
+//!   PostgreSQL's own tools' to back up (`BACKUP.json` says so).
+//! - `audit/`: the audit log as the audit archive keeps it (`audit_archive`): every entry,
+//!   proven against a checkpoint signed by the log's key, pulled after the database copy so it
+//!   covers every entry the copy's index holds. `backup follow` pulls again and again, so the
+//!   audit log's recovery point is seconds.
+//! - `BACKUP.json`: what was backed up, from where, when, and what is not in it (the private
+//!   keys: key custody stays with the site or its token).
+//! - `SHA256SUMS` and `SHA256SUMS.minisig`, as on media: `sha256sum -c` and `minisign -V` check
+//!   a backup with no network.
+//!
+//! A restore ([`restore::restore`]) verifies all of that before it writes anything, rebuilds the
+//! log directory from the archived entries (its root must be the signed checkpoint's), puts the
+//! database in place and leaves `restored.json`, which the gateway records in its own log at
+//! its first start.
+
+pub mod restore;
+pub mod take;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{MediaKey, MediaPublicKey};
+use crate::{fsx, sums};
+
+/// The format `BACKUP.json` names.
+pub const FORMAT: &str = "meshguard-backup/v1";
+/// The database copy in a backup, clear or age-encrypted.
+pub const DATABASE: &str = "database.sqlite";
+pub const DATABASE_AGE: &str = "database.sqlite.age";
+/// The audit archive in a backup.
+pub const AUDIT: &str = "audit";
+
+/// `BACKUP.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub taken_at: String,
+    pub gateway: GatewayPart,
+    pub database: DatabasePart,
+    pub audit: AuditPart,
+    /// What a restore needs that is not in the backup, each with where it comes from.
+    pub not_included: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayPart {
+    pub url: String,
+    pub version: String,
+    /// `sqlite` or `postgresql`.
+    pub control_plane: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabasePart {
+    pub file: String,
+    pub encrypted: bool,
+    /// What the copy holds.
+    pub holds: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPart {
+    pub dir: String,
+    pub origin: String,
+    /// The log's verifier key (public).
+    pub vkey: String,
+    /// Entries held, all proven against the signed checkpoint of this size.
+    pub size: u64,
+}
+
+/// Writes `BACKUP.json`, then `SHA256SUMS` over every file and its signature by `key`.
+fn seal(dir: &Path, manifest: &Manifest, key: &MediaKey) -> Result<()> {
+    let json = serde_json::to_vec_pretty(manifest)?;
+    fsx::write_atomic(&dir.join("BACKUP.json"), &json)?;
+    let files: Vec<String> = fsx::walk(dir)?
+        .into_iter()
+        .filter(|p| {
+            !p.starts_with("SHA256SUMS") && !p.ends_with(".lock") && !p.contains(".partial")
+        })
+        .collect();
+    let sums = sums::format(&sums::hash_all(dir, &files)?);
+    let signature = key.sign(
+        sums.as_bytes(),
+        &format!(
+            "meshguard backup of {} taken {}",
+            manifest.audit.origin, manifest.taken_at
+        ),
+    )?;
+    fsx::write_atomic(&dir.join("SHA256SUMS"), sums.as_bytes())?;
+    fsx::write_atomic(&dir.join("SHA256SUMS.minisig"), signature.as_bytes())?;
+    Ok(())
+}
+
+/// Checks a backup with no network: the signature of `SHA256SUMS` by `pubkey`, then every file
+/// it lists, and that it lists every file there is. Returns the manifest and the signing key's
+/// id.
+pub fn verify(dir: &Path, pubkey: &MediaPublicKey) -> Result<(Manifest, String)> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).with_context(|| {
+            format!(
+                "{} has no {name}: it is not a backup, or not a whole one",
+                dir.display()
+            )
+        })
+    };
+    let sums_text = read("SHA256SUMS")?;
+    let signature =
+        String::from_utf8(read("SHA256SUMS.minisig")?).context("SHA256SUMS.minisig is not text")?;
+    pubkey.verify(&sums_text, &signature, "SHA256SUMS")?;
+    let listed = sums::parse(
+        std::str::from_utf8(&sums_text).context("SHA256SUMS is not text")?,
+        "SHA256SUMS",
+    )?;
+    for (path, want) in &listed {
+        let (got, _) = fsx::sha256_file(&dir.join(path))
+            .with_context(|| format!("{path}, listed in SHA256SUMS, cannot be read"))?;
+        if &got != want {
+            bail!("{path} does not match SHA256SUMS: it changed after the backup was signed");
+        }
+    }
+    for path in fsx::walk(dir)? {
+        let ours = path.starts_with("SHA256SUMS") || path.ends_with(".lock");
+        if !ours && !listed.contains_key(&path) {
+            bail!("{path} is in the backup but not in SHA256SUMS: it was added after signing");
+        }
+    }
+    let manifest: Manifest = serde_json::from_slice(&read("BACKUP.json")?)
+        .context("BACKUP.json is not a backup manifest")?;
+    if manifest.format != FORMAT {
+        bail!(
+            "BACKUP.json is of format {:?}; this meshguard-bundle reads {FORMAT}",
+            manifest.format
+        );
+    }
+    Ok((manifest, pubkey.key_id()))
+}

@@ -1,0 +1,139 @@
+//! Taking a backup of a running gateway over its admin API, and following its audit log.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use super::{AUDIT, AuditPart, DATABASE, DATABASE_AGE, DatabasePart, GatewayPart, Manifest, seal};
+use crate::audit_archive::{self, Source};
+use crate::fsx;
+use crate::keys::MediaKey;
+
+/// SQLite's file header: a database copy must start with it.
+const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
+
+/// Backs up the gateway `source` into `out` (new or empty): the database copy first, then the
+/// audit log up to a checkpoint signed after it, then the manifest and the signature.
+pub fn backup(
+    source: &Source,
+    out: &Path,
+    key: &MediaKey,
+    recipients: &[age::x25519::Recipient],
+) -> Result<Manifest> {
+    refuse_non_empty(out)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let client = source.client()?;
+    let info: Value = source
+        .get(&client, reqwest::Method::GET, "/admin/info")?
+        .json()
+        .context("/admin/info did not answer JSON")?;
+    let database = copy_database(source, &client, out, recipients)?;
+    let pulled = audit_archive::pull(&out.join(AUDIT), source, None)?;
+    let verified = audit_archive::verify(&out.join(AUDIT), None)?;
+    let vkey = archive_vkey(&out.join(AUDIT))?;
+    let control_plane = info["controlPlane"]["backend"]
+        .as_str()
+        .unwrap_or("sqlite")
+        .to_owned();
+    let manifest = Manifest {
+        format: super::FORMAT.to_owned(),
+        taken_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        gateway: GatewayPart {
+            url: source.url.clone(),
+            version: info["version"].as_str().unwrap_or_default().to_owned(),
+            control_plane: control_plane.clone(),
+        },
+        database: DatabasePart {
+            holds: if control_plane == "postgresql" {
+                "this gateway's local state: its audit log's index, the sidecars it holds entries for".into()
+            } else {
+                "the control plane (agents, policies, alert channels with their secrets sealed, changes, approvals) and the audit log's index".into()
+            },
+            ..database
+        },
+        audit: AuditPart {
+            dir: AUDIT.to_owned(),
+            origin: pulled.origin,
+            vkey,
+            size: verified.entries,
+        },
+        not_included: not_included(&control_plane),
+    };
+    seal(out, &manifest, key)?;
+    Ok(manifest)
+}
+
+/// Pulls the audit log again into an existing backup (its recovery point then is now) and
+/// signs the backup anew; the database copy stays as it was taken.
+pub fn follow_once(source: &Source, dir: &Path, key: &MediaKey) -> Result<Manifest> {
+    let (mut manifest, _) = super::verify(dir, &key.public())?;
+    audit_archive::pull(&dir.join(AUDIT), source, Some(&manifest.audit.vkey))?;
+    let verified = audit_archive::verify(&dir.join(AUDIT), Some(&manifest.audit.vkey))?;
+    manifest.audit.size = verified.entries;
+    seal(dir, &manifest, key)?;
+    Ok(manifest)
+}
+
+fn refuse_non_empty(out: &Path) -> Result<()> {
+    let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if non_empty {
+        bail!(
+            "{} is not empty: a backup is written into a new directory (`backup follow` updates one)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// The gateway's consistent database copy, written to `out` (encrypted when `recipients`).
+fn copy_database(
+    source: &Source,
+    client: &reqwest::blocking::Client,
+    out: &Path,
+    recipients: &[age::x25519::Recipient],
+) -> Result<DatabasePart> {
+    let bytes = source
+        .get(client, reqwest::Method::GET, "/admin/backup/database")?
+        .bytes()
+        .context("the database copy was cut off")?;
+    if !bytes.starts_with(SQLITE_HEADER) {
+        bail!("the gateway's database copy is not an SQLite database");
+    }
+    let (file, content) = if recipients.is_empty() {
+        (DATABASE, bytes.to_vec())
+    } else {
+        let sealed = meshguard_license::seal::encrypt_to(&bytes, recipients)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        (DATABASE_AGE, sealed)
+    };
+    fsx::write_atomic(&out.join(file), &content)?;
+    Ok(DatabasePart {
+        file: file.to_owned(),
+        encrypted: !recipients.is_empty(),
+        holds: String::new(),
+    })
+}
+
+/// The log key the archive pinned.
+fn archive_vkey(dir: &Path) -> Result<String> {
+    let state: Value = serde_json::from_slice(&std::fs::read(dir.join("ARCHIVE.json"))?)
+        .context("ARCHIVE.json is not JSON")?;
+    state["vkey"]
+        .as_str()
+        .map(str::to_owned)
+        .context("ARCHIVE.json names no log key")
+}
+
+fn not_included(control_plane: &str) -> Vec<String> {
+    let mut out = vec![
+        "the audit log's signing key (audit-log.key, or AUDIT_KEY_URI's token): the restored gateway continues the log only with the key whose verifier key is audit.vkey".to_owned(),
+        "the secrets key (secrets.key, SECRETS_KEY or SECRETS_KEY_URI): alert channels' secrets are sealed with it".to_owned(),
+        "the policy-bundle signing key (policy-bundle.key, or POLICY_BUNDLE_KEY_URI)".to_owned(),
+        "the gateway's configuration (its environment or chart values), its POLICIES_DIR files and its LICENSE_DIR: the site's own records".to_owned(),
+    ];
+    if control_plane == "postgresql" {
+        out.push("the PostgreSQL control plane: back it up with pg_dump or pg_basebackup and WAL archiving (docs/operations.md)".to_owned());
+    }
+    out
+}
