@@ -150,7 +150,9 @@ enum Fixture {
 
 fn fixture(page: &str) -> Fixture {
     match page {
-        "README.md" | "docs/witness.md" | "docs/evidence.md" => Fixture::Gateway,
+        "README.md" | "docs/witness.md" | "docs/evidence.md" | "docs/operations.md" => {
+            Fixture::Gateway
+        }
         _ => Fixture::None,
     }
 }
@@ -311,7 +313,12 @@ impl Runner<'_> {
         };
         // Passphrase files the pages name (`--passphrase-file`), kept as their readers keep them.
         if cwd != root() {
-            for name in ["vendor.pass", "witness.pass", "evidence.pass"] {
+            for name in [
+                "vendor.pass",
+                "witness.pass",
+                "evidence.pass",
+                "backup.pass",
+            ] {
                 write_private(&cwd.join(name), "a docs-run passphrase")?;
             }
         }
