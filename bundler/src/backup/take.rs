@@ -75,6 +75,26 @@ pub fn follow_once(source: &Source, dir: &Path, key: &MediaKey) -> Result<Manife
     Ok(manifest)
 }
 
+/// Removes all but the `keep` newest backups in `dir` (its subdirectories holding a
+/// `BACKUP.json`, named after their time); returns what it removed. Anything else there is left.
+pub fn prune(dir: &Path, keep: usize) -> Result<Vec<std::path::PathBuf>> {
+    if keep == 0 {
+        bail!("--keep 0 would remove the backup just taken: keep at least 1");
+    }
+    let mut backups: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("BACKUP.json").is_file())
+        .collect();
+    backups.sort();
+    let surplus = backups.len().saturating_sub(keep);
+    let old: Vec<_> = backups.into_iter().take(surplus).collect();
+    for p in &old {
+        std::fs::remove_dir_all(p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(old)
+}
+
 fn refuse_non_empty(out: &Path) -> Result<()> {
     let non_empty = std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
     if non_empty {

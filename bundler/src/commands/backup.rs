@@ -59,8 +59,16 @@ impl GatewayArgs {
 #[derive(Args, Debug)]
 pub(crate) struct TakeArgs {
     /// The backup directory (new, or empty).
+    #[arg(long, required_unless_present = "into", conflicts_with = "into")]
+    out: Option<PathBuf>,
+    /// Write the backup into a new directory under this one, named after the time
+    /// (`20261207T114500Z`), as a scheduled job does.
     #[arg(long)]
-    out: PathBuf,
+    into: Option<PathBuf>,
+    /// With --into: keep this many backups there (the newest), removing older ones once this
+    /// one is written and signed.
+    #[arg(long, requires = "into")]
+    keep: Option<usize>,
     /// Encrypt the database copy to this age recipient (age1…; repeatable): it holds the
     /// control plane's records. The audit log is already signed and carries no secrets.
     #[arg(long)]
@@ -136,12 +144,17 @@ fn take(a: TakeArgs) -> Result<ExitCode> {
     let recipients = meshguard_license::seal::parse_recipients(&a.recipient)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (source, key) = a.gateway.open()?;
-    let m = backup::take::backup(&source, &a.out, &key, &recipients)?;
+    let out = match (&a.out, &a.into) {
+        (Some(out), _) => out.clone(),
+        (None, Some(into)) => into.join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
+        (None, None) => bail!("--out or --into is required"),
+    };
+    let m = backup::take::backup(&source, &out, &key, &recipients)?;
     println!(
         "backed up {} ({} control plane) into {}: the database{}, and the audit log's {} entries proven against its signed checkpoint; signed by key {}",
         m.audit.origin,
         m.gateway.control_plane,
-        a.out.display(),
+        out.display(),
         if m.database.encrypted {
             " (age-encrypted)"
         } else {
@@ -151,6 +164,11 @@ fn take(a: TakeArgs) -> Result<ExitCode> {
         key.public().key_id()
     );
     print_not_included(&m.not_included);
+    if let (Some(into), Some(keep)) = (&a.into, a.keep) {
+        for removed in backup::take::prune(into, keep)? {
+            println!("removed the older backup {}", removed.display());
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -339,6 +339,15 @@ fn flows(profile: &str, docs: &[Value]) -> Vec<Flow> {
         "TCP",
         true,
     ));
+    let backup = workload(docs, "CronJob", "mg-backup").expect("the backup job");
+    all.push(flow(
+        "backup job -> each gateway pod",
+        &backup,
+        &gateway,
+        3100,
+        "TCP",
+        true,
+    ));
     if restricted {
         all.push(flow(
             "gateway -> public DNS",
@@ -373,7 +382,8 @@ fn wrong(policies: &[Value], flows: &[Flow]) -> Vec<String> {
 }
 
 /// `profile` rendered with every component on (the egress proxy, an upstream, the SIEM, a
-/// witness, the audit archive, the site's destinations listed), as a site would run it.
+/// witness, the audit archive, the backups, the site's destinations listed), as a site would run
+/// it.
 fn render(profile: &str, site: &str) -> Vec<Value> {
     let chart = root().join("helm/meshguard-gateway");
     let chart = chart.to_str().unwrap();
@@ -382,7 +392,7 @@ fn render(profile: &str, site: &str) -> Vec<Value> {
         "ab".repeat(32),
         "cd".repeat(32)
     );
-    let everything = "egressProxy.enabled=true,egressProxy.allowlistConfigMap=a,egressProxy.publicKeyConfigMap=b,proxyTarget=http://upstream:8080,siem.url=tcp://siem:514,networkPolicy.egressTo[0].ipBlock.cidr=10.30.0.0/16,archive.enabled=true";
+    let everything = "egressProxy.enabled=true,egressProxy.allowlistConfigMap=a,egressProxy.publicKeyConfigMap=b,proxyTarget=http://upstream:8080,siem.url=tcp://siem:514,networkPolicy.egressTo[0].ipBlock.cidr=10.30.0.0/16,archive.enabled=true,backup.enabled=true,backup.keySecret=backup-key";
     let values = format!("{chart}/values-{profile}.yaml");
     let out = ok(
         run(std::process::Command::new(tool("helm")).args([

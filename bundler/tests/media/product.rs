@@ -681,7 +681,9 @@ fn every_profile_lints_strictly_and_renders_what_operators_expect() {
         if replicas > 1 {
             several_gateways_share_postgres(profile, &out, replicas);
             each_gateways_log_is_archived(chart, profile, &values, &digest, replicas);
+            each_gateway_is_backed_up(chart, profile, &values, &digest, replicas);
         } else {
+            each_gateway_is_backed_up(chart, profile, &values, &digest, replicas);
             one_gateway_on_sqlite(profile, &out);
         }
         if ["air-gapped", "customer-cloud"].contains(profile) {
@@ -900,6 +902,75 @@ fn each_gateways_log_is_archived(
             "app.kubernetes.io/name: meshguard-archive\n              app.kubernetes.io/instance: mg"
         ),
         "{profile}: the NetworkPolicy admits the archive job"
+    );
+}
+
+/// The backup job takes each gateway's backup from that gateway into a directory of its own,
+/// signed with the key from its Secret, and renders as valid Kubernetes objects.
+fn each_gateway_is_backed_up(
+    chart: &str,
+    profile: &str,
+    values: &str,
+    digest: &str,
+    replicas: usize,
+) {
+    let rendered = ok(
+        helm(&[
+            "template",
+            "mg",
+            chart,
+            "-f",
+            values,
+            "--set",
+            digest,
+            "--set",
+            site_values(profile),
+            "--set",
+            "backup.enabled=true,backup.keySecret=mg-backup-key,backup.recipients[0]=age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+        ]),
+        &format!("helm template with backups ({profile})"),
+    );
+    let targets: Vec<(String, String)> = if replicas > 1 {
+        (0..replicas)
+            .map(|i| {
+                (
+                    format!("/backups/mg-{i}"),
+                    format!("http://mg-{i}.mg-pods.default.svc:3100"),
+                )
+            })
+            .collect()
+    } else {
+        vec![("/backups".into(), "http://mg.default.svc:3100".into())]
+    };
+    for (dir, url) in targets {
+        assert!(
+            rendered.contains(&format!("- --into\n                - {dir}\n"))
+                && rendered.contains(&format!("- \"{url}\"")),
+            "{profile}: a backup of {url} into {dir}"
+        );
+    }
+    assert!(
+        rendered.contains("secretKeyRef: {name: mg-backup-key, key: passphrase}")
+            && rendered.contains("- --recipient\n                - \"age1ql3z7"),
+        "{profile}: the key's passphrase from its Secret; the copy encrypted to the recipient"
+    );
+    kubernetes_validates_strictly(&format!("{profile} with backups"), &rendered);
+    let unkeyed = helm(&[
+        "template",
+        "mg",
+        chart,
+        "-f",
+        values,
+        "--set",
+        digest,
+        "--set",
+        site_values(profile),
+        "--set",
+        "backup.enabled=true",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&unkeyed.stderr).contains("backup.keySecret is required"),
+        "{profile}: no backup without its signing key"
     );
 }
 
