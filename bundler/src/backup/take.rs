@@ -157,3 +157,27 @@ fn not_included(control_plane: &str) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::prune;
+
+    #[test]
+    fn prune_keeps_the_newest_backups_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in ["20261201T000000Z", "20261203T000000Z", "20261202T000000Z"] {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+            std::fs::write(d.join(name).join("BACKUP.json"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(d.join("notes")).unwrap();
+        let removed = prune(d, 2).unwrap();
+        assert_eq!(removed, vec![d.join("20261201T000000Z")]);
+        assert!(d.join("20261202T000000Z").is_dir() && d.join("20261203T000000Z").is_dir());
+        assert!(d.join("notes").is_dir(), "not a backup: left alone");
+        assert!(
+            prune(d, 0).is_err(),
+            "keeping none would remove the new backup"
+        );
+    }
+}
