@@ -37,6 +37,8 @@ struct Seen {
     statuses: Mutex<Vec<u16>>,
     decisions_not_200: AtomicU64,
     decisions: AtomicU64,
+    /// Decisions answered by each gateway, in the order given to the load.
+    answered_by: [AtomicU64; 2],
 }
 
 #[test]
@@ -95,7 +97,25 @@ fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
         "decisions went on from the snapshot throughout ({} made)",
         seen.decisions.load(Ordering::SeqCst)
     );
+    every_answered_decision_has_its_entry(&[&a, &b], &seen);
     a_revoke_on_one_acts_on_the_other(&a, &b, &id, &token);
+}
+
+/// Each gateway's own log holds exactly the decisions it answered through the failover.
+fn every_answered_decision_has_its_entry(gateways: &[&Gateway], seen: &Seen) {
+    for (i, gw) in gateways.iter().enumerate() {
+        let answered = seen.answered_by[i].load(Ordering::SeqCst);
+        assert!(answered > 0, "gateway {i} answered decisions");
+        let export = gw.get_text("/admin/audit/export?limit=1000000");
+        let logged = export
+            .lines()
+            .filter(|l| l.contains("\"action\":\"read:inventory\""))
+            .count() as u64;
+        assert_eq!(
+            logged, answered,
+            "gateway {i}: entries for the decisions it answered"
+        );
+    }
 }
 
 /// `synchronous_standby_names = '*'`: from now on a commit returns once the replica has
@@ -150,7 +170,9 @@ fn decision_load(gateways: &[&Gateway], token: &str, seen: &Seen, stop: &AtomicB
     while !stop.load(Ordering::SeqCst) {
         let (status, _) = gateways[n % gateways.len()].check(token, "read:inventory");
         seen.decisions.fetch_add(1, Ordering::SeqCst);
-        if status != 200 {
+        if status == 200 {
+            seen.answered_by[n % gateways.len()].fetch_add(1, Ordering::SeqCst);
+        } else {
             seen.decisions_not_200.fetch_add(1, Ordering::SeqCst);
         }
         n += 1;
