@@ -2,7 +2,7 @@
 //! dedicated-tenant (2), as the chart renders them, under the real podman against a real
 //! PostgreSQL (TLS, password logins) on the host. Every replica serves; an agent made through
 //! one gateway is served by all, and its revocation through another acts on all; a replaced pod
-//! keeps its audit origin and its volume.
+//! keeps its audit origin and its volume, and, killed mid-load, every decision it answered.
 //!
 //! podman 4.3 refuses a StatefulSet ("does not contain any supported kube kind"), so the test
 //! plays what the StatefulSet controller and the kubelet would make of the chart's: one Pod per
@@ -47,9 +47,18 @@ fn the_shared_control_plane_profiles_run_under_podman_against_postgresql() {
         let (agent, token) = an_agent_made_on_one_is_served_by_all(&gateways.pods);
         let replaced = &gateways.pods[1];
         let before = decisions_in_the_log_of(replaced);
-        replace(&mut site, replaced, &d.join(profile));
-        serving(&site, replaced);
+        let answered = killed_mid_load_and_replaced(&mut site, replaced, &d.join(profile), &token);
         the_replaced_pod_kept_its_origin_and_log(&site.release, replaced, &before, &token);
+        let logged = decisions_in_the_log_of(replaced)
+            .iter()
+            .filter(|a| *a == "read:chaos")
+            .count() as u64;
+        // Every answered decision has its entry; the one request in flight when the container
+        // was killed may have its entry too (durable before the answer was lost), and no more.
+        assert!(
+            (answered..=answered + 1).contains(&logged),
+            "{profile}: {answered} decisions answered by the killed pod, {logged} in its log"
+        );
         a_revoke_on_one_acts_on_all(&gateways.pods, &agent, &token);
     }
 }
@@ -360,22 +369,72 @@ fn an_agent_made_on_one_is_served_by_all(pods: &[Gateway]) -> (String, String) {
     (agent["id"].as_str().unwrap().to_owned(), token)
 }
 
-/// The actions of the decisions in `pod`'s own log.
+/// The actions of the entries in `pod`'s own log, in order (its whole export).
 fn decisions_in_the_log_of(pod: &Gateway) -> Vec<String> {
-    let audit: Value = admin(
+    let export = admin(
         reqwest::Method::GET,
-        &format!("{}/admin/audit?limit=200", pod.url()),
+        &format!("{}/admin/audit/export?limit=1000000", pod.url()),
     )
     .send()
     .unwrap()
-    .json()
+    .text()
     .unwrap();
-    audit["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+    export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter_map(|l| l["entry"]["action"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Under a load of decisions, the gateway's container is killed (SIGKILL, as a lost node stops
+/// it) and the pod replaced on the same claim; the load goes on until the new pod has answered
+/// more. Returns how many decisions the pod answered (allowed), before and after.
+fn killed_mid_load_and_replaced(
+    site: &mut Site<'_>,
+    pod: &Gateway,
+    work: &Path,
+    token: &str,
+) -> u64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let answered = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let sent = client
+                    .get(format!("{}/proxy/check", pod.url()))
+                    .bearer_auth(token)
+                    .header("X-MeshGuard-Action", "read:chaos")
+                    .send();
+                match sent.map(|r| r.status().as_u16()) {
+                    Ok(200) => {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // While the pod is down: nothing answered, nothing to count.
+                    Err(_) | Ok(502..=504) => {
+                        std::thread::sleep(std::time::Duration::from_millis(50))
+                    }
+                    Ok(other) => panic!("{}: a decision answered {other}", pod.name),
+                }
+            }
+        });
+        meshguard_testkit::wait_for("decisions before the kill", || {
+            answered.load(Ordering::SeqCst) >= 30
+        });
+        site.podman.ok(&["kill", &format!("{}-gateway", pod.name)]);
+        replace(site, pod, work);
+        serving(site, pod);
+        let after = answered.load(Ordering::SeqCst);
+        meshguard_testkit::wait_for("decisions of the replaced pod", || {
+            answered.load(Ordering::SeqCst) >= after + 30
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    answered.load(Ordering::SeqCst)
 }
 
 /// The pod is replaced (down, then played again without its claim, which stays).
