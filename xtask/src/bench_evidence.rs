@@ -161,7 +161,7 @@ fn ensure_gnu_time() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn empty(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn empty(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", dir.display()))?;
     }
@@ -189,7 +189,7 @@ fn start_gateway(bins: &Path, dir: &Path) -> anyhow::Result<(String, Killed)> {
 
 /// A policy that allows reads and an agent, then `decisions` (rounded up to the thousand)
 /// through the batch endpoint, half of them denied; returns the seconds that took.
-fn make_decisions(base: &str, decisions: u64) -> anyhow::Result<f64> {
+pub(crate) fn make_decisions(base: &str, decisions: u64) -> anyhow::Result<f64> {
     let http = reqwest::blocking::Client::new();
     let admin = |m: reqwest::Method, path: &str, body: Value| -> anyhow::Result<Value> {
         Ok(http
@@ -223,7 +223,7 @@ fn make_decisions(base: &str, decisions: u64) -> anyhow::Result<f64> {
 }
 
 /// `calls` batch calls of 1,000 actions each (every other one a write, denied), on two threads.
-fn batch_calls(
+pub(crate) fn batch_calls(
     http: &reqwest::blocking::Client,
     base: &str,
     token: &str,

@@ -11,6 +11,7 @@ mod bench_evidence;
 mod bench_gateway;
 mod bench_install;
 mod bench_media;
+mod bench_restore;
 mod demo;
 mod docs;
 mod fuzz_afl;
@@ -70,6 +71,10 @@ enum Cmd {
     /// Benchmark evidence export and verify of a bundle of a million decisions (time, peak
     /// memory) against sha256sum -c over the same bundle, release builds.
     BenchEvidence(bench_evidence::BenchEvidenceArgs),
+    /// Measure backup and restore: the recovery point and the time from "start restore" to the
+    /// first decision answered, on a site of a million decisions and 10,000 agents and
+    /// policies, release builds.
+    BenchRestore(bench_restore::BenchRestoreArgs),
     /// Benchmark meshguard-bundle verify, pack and import on about 2 GiB of image blobs against
     /// sha256sum/openssl, tar|zstd and skopeo, in one run.
     BenchMedia(bench_media::BenchMediaArgs),
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::BenchMedia(args) => bench_media::run(args),
         Cmd::BenchInstall(args) => bench_install::run(args),
         Cmd::BenchEvidence(args) => bench_evidence::run(args),
+        Cmd::BenchRestore(args) => bench_restore::run(args),
         Cmd::FuzzAfl(args) => fuzz_afl::run(args),
         Cmd::ProviderMirror { out, release } => {
             build_binaries(release).and_then(|bins| provider_mirror(&bins, &root().join(out)))
