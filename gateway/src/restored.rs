@@ -3,6 +3,8 @@
 //! (event `restore`) before the first decision, then removes the file. The entry names the
 //! backup, when it was taken, the log size it held, and the range of entries the operator named
 //! as lost (the entries the site had after the backup, which the log no longer holds), if any.
+//! A connected witness that cosigned more of the log than was restored stops the start unless
+//! that range was named: no silent rewrite of history.
 
 use meshguard_api::AuditEntry;
 use serde::Deserialize;
@@ -50,10 +52,11 @@ pub(crate) async fn record_if_restored(state: &AppState) -> anyhow::Result<()> {
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     };
     let marker = parse(&text, &path, &state.config().audit_origin)?;
+    let witnessed = witnesses_allow(state, &marker).await?;
     state
         .inner
         .audit
-        .append(entry(state, &marker))
+        .append(entry(state, &marker, &witnessed))
         .await
         .map_err(|e| anyhow::anyhow!("cannot record the restore in the audit log: {e}"))?;
     std::fs::remove_file(&path).map_err(|e| {
@@ -64,6 +67,36 @@ pub(crate) async fn record_if_restored(state: &AppState) -> anyhow::Result<()> {
     })?;
     tracing::info!(backup = %marker.backup, size = marker.size, "restored site: recorded in the audit log");
     Ok(())
+}
+
+/// Asks each connected witness (`AUDIT_WITNESS_URLS`) how much of this log it cosigned. A
+/// witness holding more than the restored log means entries the site had are gone: the start is
+/// refused unless the restore named them lost (`--lost`) up to that size, so history is never
+/// rewritten in silence. Returns, for the restore's entry, what each witness said.
+async fn witnesses_allow(state: &AppState, m: &Marker) -> anyhow::Result<Vec<String>> {
+    let mut said = Vec::new();
+    for w in &state.config().audit_witness_urls {
+        match crate::witness_push::holds_more_than(state, w, m.size).await {
+            Ok(None) => said.push(format!("{}: holds no more than the restored log", w.name)),
+            Ok(Some(held))
+                if m.lost
+                    .as_ref()
+                    .is_some_and(|l| l.from == m.size && l.to >= held) =>
+            {
+                said.push(format!("{}: cosigned size {held}, named lost", w.name));
+            }
+            Ok(Some(held)) => anyhow::bail!(
+                "the witness {} has cosigned this log up to size {held}, and the restored log ends at size {}: the entries after it are gone. Restore again with `--lost {}..{held}` to record them as lost (the witness will refuse this log's new checkpoints: it holds another history)",
+                w.name,
+                m.size,
+                m.size
+            ),
+            // A witness that cannot be asked is said in the entry, not waited for: a restore is
+            // what a site does when things are down.
+            Err(e) => said.push(format!("{}: could not be asked ({e})", w.name)),
+        }
+    }
+    Ok(said)
 }
 
 /// The marker, checked: its format, and the log it restored is this gateway's.
@@ -91,8 +124,11 @@ fn parse(text: &str, path: &std::path::Path, origin: &str) -> anyhow::Result<Mar
     Ok(marker)
 }
 
-fn entry(state: &AppState, m: &Marker) -> AuditEntry {
+fn entry(state: &AppState, m: &Marker, witnessed: &[String]) -> AuditEntry {
     let mut meta = Map::new();
+    if !witnessed.is_empty() {
+        meta.insert("witnesses".into(), json!(witnessed));
+    }
     meta.insert("backup".into(), json!(m.backup));
     meta.insert("takenAt".into(), json!(m.taken_at));
     meta.insert("restoredAt".into(), json!(m.restored_at));

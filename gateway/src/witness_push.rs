@@ -124,6 +124,26 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
     }
 }
 
+/// The size of this log the witness `w` holds when larger than `size` (the log's latest signed
+/// checkpoint): a witness that cosigned more of the log than the log now has. None when it
+/// holds no more; an error when it cannot be asked.
+pub(crate) async fn holds_more_than(
+    state: &AppState,
+    w: &Connected,
+    size: u64,
+) -> Result<Option<u64>, String> {
+    let client = crate::tls::client_builder(&state.config().extra_roots)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the witness client: {e}"))?;
+    match push(state, &client, w, size).await {
+        Ok(_) => Ok(None),
+        Err(Push::Conflict(held)) if held > size => Ok(Some(held)),
+        Err(Push::Conflict(_)) => Ok(None),
+        Err(Push::Failed(e)) => Err(e),
+    }
+}
+
 enum Push {
     /// 409: the size the witness holds.
     Conflict(u64),

@@ -453,3 +453,174 @@ fn tlogcheck(dir: &Path) -> PathBuf {
     );
     out
 }
+
+/// The largest size of this log the gateway holds a cosignature of from `witness`.
+fn cosigned(gw: &Gateway, witness: &str) -> u64 {
+    gw.get("/admin/audit/cosignatures")["cosignatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["witness"] == witness)
+        .filter_map(|c| c["size"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A restore that ends before what a connected witness cosigned rewrites history: the restored
+/// gateway refuses to start, naming the gap and the flag; restored again with the gap named
+/// lost, it starts and its restore entry records the range and what the witness said.
+#[test]
+fn a_restore_behind_what_a_witness_cosigned_starts_only_with_the_gap_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    keys(t);
+    let w = support::WitnessCli {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let name = "witness.site.example/w1";
+    let (code, witness_vkey, err) = w.run(&["init", "--name", name]);
+    assert_eq!(code, 0, "{err}");
+    let served = w.serve(meshguard_testkit::free_port());
+    let witnessed = |dir: &Path| -> Gateway {
+        Gateway::spawn(
+            dir,
+            &[
+                ("AUDIT_ORIGIN", ORIGIN.into()),
+                ("RATE_LIMIT_RPM", "0".into()),
+                ("POLICIES_DIR", dir.join("policies").into()),
+                ("AUDIT_WITNESSES", witness_vkey.trim().into()),
+                (
+                    "AUDIT_WITNESS_URLS",
+                    format!("{name}={}", served.url).into(),
+                ),
+            ],
+        )
+    };
+    let gw = witnessed(&t.join("site"));
+    policy(&gw);
+    let token = gw.agent("clerk", "verified");
+    let decide = |n: usize| {
+        for i in 0..n {
+            assert_eq!(gw.check(&token, &format!("read:w{i}")), 200);
+        }
+    };
+    decide(5);
+    let (_, log_vkey) = gw.checkpoint();
+    let (code, _, err) = w.run(&["trust", &log_vkey]);
+    assert_eq!(code, 0, "{err}");
+    ok(
+        bundle(
+            &[
+                "backup",
+                "take",
+                "--gateway",
+                &gw.url,
+                "--out",
+                "backup",
+                "--key",
+                "k.key",
+            ],
+            t,
+        ),
+        "backup take",
+    );
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(t.join("backup/BACKUP.json")).unwrap()).unwrap();
+    let size = manifest["audit"]["size"].as_u64().unwrap();
+    decide(7);
+    let (note, _) = gw.checkpoint();
+    let later: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+    meshguard_testkit::wait_for("the witness to cosign past the backup", || {
+        cosigned(&gw, name) >= later
+    });
+    assert!(later > size);
+    destroy(gw, &t.join("site"), &t.join("key-backup"));
+
+    ok(
+        bundle(
+            &[
+                "restore", "backup", "--pubkey", "k.pub", "--data", "unnamed",
+            ],
+            t,
+        ),
+        "restore",
+    );
+    put_keys_back(&t.join("key-backup"), &t.join("unnamed"));
+    let refused = refused_start(&t.join("unnamed"), &witness_vkey, name, &served.url);
+    assert!(
+        refused.contains(&format!("cosigned this log up to size {later}"))
+            && refused.contains(&format!("--lost {size}..{later}")),
+        "{refused}"
+    );
+
+    ok(
+        bundle(
+            &[
+                "restore",
+                "backup",
+                "--pubkey",
+                "k.pub",
+                "--data",
+                "named",
+                "--lost",
+                &format!("{size}..{later}"),
+            ],
+            t,
+        ),
+        "restore with the gap named",
+    );
+    put_keys_back(&t.join("key-backup"), &t.join("named"));
+    let gw = witnessed(&t.join("named"));
+    let (status, body) = gw.admin(
+        reqwest::Method::GET,
+        &format!("/admin/audit/export?after={size}&limit=1"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let line: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+    let entry = &line["entry"];
+    assert_eq!(entry["event"], "restore", "{line}");
+    assert_eq!(
+        entry["meta"]["lost"],
+        json!({"from": size, "to": later}),
+        "{entry}"
+    );
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("entries {} to {later}", size + 1)),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["meta"]["witnesses"][0],
+        format!("{name}: cosigned size {later}, named lost"),
+        "{entry}"
+    );
+}
+
+/// Starts the gateway on `dir`, expecting it to stop before it listens; its log.
+fn refused_start(dir: &Path, witness_vkey: &str, name: &str, url: &str) -> String {
+    let out = Command::new(bins(&["meshguard-gateway"]).join("meshguard-gateway"))
+        .env_clear()
+        .env("HOST", "127.0.0.1")
+        .env("PORT", "0")
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("JWT_SECRET", "e2e-jwt-secret-0123456789abcdef0123456")
+        .env("DB_PATH", dir.join("meshguard.db"))
+        .env("POLICIES_DIR", dir.join("policies"))
+        .env("AUDIT_ORIGIN", ORIGIN)
+        .env("AUDIT_WITNESSES", witness_vkey.trim())
+        .env("AUDIT_WITNESS_URLS", format!("{name}={url}"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the gateway started on a log behind its witness"
+    );
+    assert!(
+        dir.join("restored.json").exists(),
+        "the refused restore is still to be recorded"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -220,3 +220,42 @@ impl WitnessCli {
         )
     }
 }
+
+/// `meshguard-witness serve`; killed when dropped.
+pub(crate) struct ServedWitness {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl Drop for ServedWitness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WitnessCli {
+    /// `meshguard-witness serve` on 127.0.0.1:`port`.
+    pub(crate) fn serve(&self, port: u16) -> ServedWitness {
+        let mut child = Command::new(bins(&["meshguard-witness"]).join("meshguard-witness"))
+            .arg("--state")
+            .arg(self.dir.path())
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MESHGUARD_WITNESS_PASSPHRASE", WITNESS_PASSPHRASE)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines
+            .next()
+            .expect("the witness printed its address")
+            .unwrap();
+        let url = line
+            .split("listening on ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        std::thread::spawn(move || lines.for_each(drop));
+        ServedWitness { child, url }
+    }
+}

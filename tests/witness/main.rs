@@ -493,47 +493,6 @@ fn the_audit_archive_pulls_from_an_https_gateway_trusting_the_site_ca() {
     assert!(out.contains("pinned the log key"), "{out}");
 }
 
-/// `meshguard-witness serve` on a free port; killed when dropped.
-struct ServedWitness {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for ServedWitness {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `meshguard-witness serve` on 127.0.0.1:`port`.
-fn serve_witness(w: &WitnessCli, port: u16) -> ServedWitness {
-    use std::io::BufRead as _;
-    let mut child = Command::new(bins().join("meshguard-witness"))
-        .arg("--state")
-        .arg(w.dir.path())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env(
-            "MESHGUARD_WITNESS_PASSPHRASE",
-            "witness-passphrase-for-tests-only",
-        )
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines
-        .next()
-        .expect("the witness printed its address")
-        .unwrap();
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    std::thread::spawn(move || lines.for_each(drop));
-    ServedWitness { child, url }
-}
-
 /// The largest checkpoint size `witness` cosigned, as the gateway's proof cache holds it.
 fn cosigned_size(gw: &Gateway, witness: &str) -> u64 {
     let (s, body) = gw.admin(reqwest::Method::GET, "/admin/audit/cosignatures", None);
@@ -567,7 +526,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
         .local_addr()
         .unwrap()
         .port();
-    let served = serve_witness(&w, port);
+    let served = w.serve(port);
     let dir = tmp.path().join("gw");
     let (child, url) = spawn_gateway(
         &dir,
@@ -627,7 +586,7 @@ fn a_connected_witness_cosigns_each_checkpoint_over_http() {
     gw.decisions("clerk-4", 2);
     let (note4, _) = gw.checkpoint();
     assert!(size_of(&note4) > size_of(&note3));
-    let _served = serve_witness(&w, port);
+    let _served = w.serve(port);
     wait_for("the cosignature after the 409", || {
         cosigned_size(&gw, name) == size_of(&note4)
     });
