@@ -87,6 +87,10 @@ const APT: &[(&str, &str)] = &[
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
     ("postgresql", "/usr/lib/postgresql/15/bin/initdb"),
     ("util-linux", "/usr/sbin/fsfreeze"),
+    (
+        "libfaketime",
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    ),
 ];
 
 /// Where the tools live: `MESHGUARD_TOOLS_DIR`, else `.tools/` at the repository's root.

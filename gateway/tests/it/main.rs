@@ -7,6 +7,7 @@ mod auth;
 mod bounds;
 mod changes;
 mod channels;
+mod clock;
 mod cluster;
 mod dataplane;
 mod egress;
