@@ -117,6 +117,8 @@ pub(crate) struct AuditLog {
     /// (`bench_support::prepare_unaudited`); no setting of the gateway turns it on.
     discard: bool,
     redaction: crate::redaction::Redaction,
+    /// What the writer and the syncer share: whether a failed sync stopped the log.
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +187,7 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-sync".into())
             .spawn(move || syncer.run(committed))?;
+        let writer_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
@@ -193,7 +196,7 @@ impl AuditLog {
                     index: to_index,
                     publish: to_publish,
                 };
-                writer.run(rx, &to, &shared, &key, &config);
+                writer.run(rx, &to, &writer_shared, &key, &config);
             })?;
         Ok(Self {
             tx,
@@ -203,7 +206,14 @@ impl AuditLog {
             key: signer,
             discard: false,
             redaction,
+            shared,
         })
+    }
+
+    /// Whether a failed write or sync stopped the log: no decision is recorded (every one fails
+    /// closed) until the gateway restarts, which `/health` then asks for.
+    pub(crate) fn stopped(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
     }
 
     /// This log, recording nothing (see `discard`).
@@ -634,6 +644,7 @@ fn drain(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
 }
 
 /// What the writer and the syncer share.
+#[derive(Debug)]
 struct Shared {
     /// True while the syncer holds a committed batch.
     syncing: AtomicBool,
@@ -658,7 +669,7 @@ fn refuse(batch: Committed, why: &str) {
 }
 
 /// Why a decision is refused once a sync has failed.
-const FAILED_SYNC: &str = "the audit log's disk failed a sync; no decision is recorded until the gateway restarts (see the gateway log)";
+const FAILED_SYNC: &str = "the audit log's disk failed a write or a sync; no decision is recorded until the gateway restarts (see the gateway log)";
 
 /// What the writer's loop carries from one round to the next.
 struct WriterLoop {
@@ -760,7 +771,7 @@ impl store::Writer {
                 self.hand_off(&mut at.pending, &to.acks, shared);
                 wait_idle(shared);
                 let result = if shared.failed.load(Ordering::SeqCst) {
-                    Err("the audit log's disk failed a sync; nothing is ingested until the gateway restarts".to_owned())
+                    Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned())
                 } else {
                     self.ingest(&lines)
                 };

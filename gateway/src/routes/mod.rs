@@ -175,9 +175,14 @@ async fn root(State(state): State<AppState>) -> impl IntoResponse {
 /// Up or down for anyone (load balancers, probes, the SDKs' `status == "healthy"` check); the
 /// version, mode, checks and license state only for the admin, as they tell an outsider what
 /// to attack and when.
+/// Unhealthy (503) when the database does not answer, or when a failed write or sync stopped
+/// the audit log: every decision then fails closed until a restart, which the orchestrator's
+/// liveness probe makes (a restart cuts the log back to what was synced and, with space on the
+/// disk again, records again).
 async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response {
     let db = state.db(|s| s.ping()).await;
-    let healthy = db.is_ok();
+    let audit_stopped = state.inner.audit.stopped();
+    let healthy = db.is_ok() && !audit_stopped;
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": crate::clock::now_rfc3339(),
@@ -187,7 +192,8 @@ async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response
         body["mode"] = json!(state.config().mode.as_str());
         body["uptime"] = json!(state.inner.started.elapsed().as_secs());
         body["checks"] = json!({
-            "database": if healthy { "ok" } else { "error" },
+            "database": if db.is_ok() { "ok" } else { "error" },
+            "auditLog": if audit_stopped { "stopped: a write or sync failed; restart the gateway" } else { "ok" },
             "policies": if state.is_ready() { "ok" } else { "loading" },
         });
         // Licensing never makes the gateway unhealthy: it keeps enforcing whatever the state.

@@ -220,15 +220,43 @@ fn a_decision_whose_entry_cannot_be_made_durable_fails_closed_and_never_reappear
 }
 
 fn refused_entries_never_reappear(errors: &str) {
+    refused_entries_never_reappear_on(errors, Full::Device);
+}
+
+/// How the disk under the log gives out.
+#[derive(Clone, Copy, Debug)]
+enum Full {
+    /// The device under the filesystem: a write reaching it fails, and the sync reports EIO.
+    Device,
+    /// The filesystem itself: a write finds no free block (ENOSPC), as a full audit volume.
+    Filesystem,
+}
+
+/// The audit volume fills up under a running gateway: the decision whose entry cannot be
+/// written fails closed, every later one too, and the gateway says it is unhealthy, so its
+/// liveness probe restarts it; restarted once there is space again, it records again, with
+/// every acknowledged decision and never the refused one.
+#[test]
+fn a_full_audit_volume_fails_closed_then_a_restart_with_space_records_again() {
+    refused_entries_never_reappear_on("remount-ro", Full::Filesystem);
+}
+
+fn refused_entries_never_reappear_on(errors: &str, full: Full) {
     let dir = tempdir();
-    let mut disk = LoopDisk::new(dir.path(), errors);
+    let mut disk = match full {
+        Full::Device => LoopDisk::new(dir.path(), errors),
+        Full::Filesystem => LoopDisk::with_image(dir.path(), errors, 16),
+    };
     let log_dir = disk.mount.join("audit-log");
     let opts = || Options::with(vec![("AUDIT_LOG_DIR", log_dir.display().to_string())]);
     let gw = Gateway::start_with(dir.path(), opts());
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
     assert_eq!(gw.check(&token, "read:first").0, 200);
-    disk.fill();
+    match full {
+        Full::Device => disk.fill(),
+        Full::Filesystem => disk.fill_filesystem(),
+    }
     // Entries go on being acknowledged while their writes land in blocks the image already
     // has; the first that needs a new one cannot be synced.
     let mut acknowledged = vec!["read:first".to_owned()];
@@ -247,22 +275,37 @@ fn refused_entries_never_reappear(errors: &str) {
     let (action, status, body) = refused;
     assert_eq!(status, 403, "{body}");
     let reason = body["reason"].as_str().unwrap_or_default();
+    let why = match full {
+        Full::Device => "could not be made durable",
+        Full::Filesystem => "No space left on device",
+    };
     assert!(
-        reason.contains("could not be made durable") && reason.contains("failing closed"),
+        reason.contains(why) && reason.contains("failing closed"),
         "{body}"
     );
     // Later decisions are refused too (the log stopped), and the gateway itself keeps running.
-    disk.free();
+    match full {
+        Full::Device => disk.free(),
+        Full::Filesystem => disk.free_filesystem(),
+    }
     let (status, body) = gw.check(&token, "read:later");
     assert_eq!(status, 403, "{body}");
     assert!(
         body["reason"]
             .as_str()
             .unwrap_or_default()
-            .contains("failed a sync"),
+            .contains("failed a write or a sync"),
         "{body}"
     );
-    assert_eq!(gw.get("/health").0, 200);
+    // Unhealthy, saying why: the liveness probe restarts it, and the restart recovers.
+    let (status, health) = gw.get("/health");
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health["checks"]["auditLog"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("stopped")),
+        "{health}"
+    );
     // Readers show exactly the acknowledged decisions: never the refused one, which would
     // read as an allowed call the caller was in fact denied.
     let listed: Vec<String> = entries(&gw, "?limit=1000")

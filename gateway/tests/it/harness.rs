@@ -462,6 +462,12 @@ impl LoopDisk {
     /// `errors` is ext4's behaviour on an I/O error: `remount-ro` (mkfs's default) or
     /// `continue`.
     pub(crate) fn new(dir: &Path, errors: &str) -> Self {
+        Self::with_image(dir, errors, 64)
+    }
+
+    /// The same with an image of `mib` MiB: under the tmpfs's 24 MiB, the filesystem fills
+    /// (ENOSPC) before the device under it does.
+    pub(crate) fn with_image(dir: &Path, errors: &str, mib: u64) -> Self {
         let base = dir.join("loopdisk");
         let (backing, mount) = (base.join("backing"), base.join("mnt"));
         std::fs::create_dir_all(&backing).unwrap();
@@ -480,7 +486,7 @@ impl LoopDisk {
         let image = backing.join("disk.img");
         std::fs::File::create(&image)
             .unwrap()
-            .set_len(64 << 20)
+            .set_len(mib << 20)
             .unwrap();
         run(
             "mkfs.ext4",
@@ -542,6 +548,20 @@ impl LoopDisk {
 
     pub(crate) fn free(&self) {
         std::fs::remove_file(self.base.join("backing/fill")).unwrap();
+    }
+
+    /// Fills the filesystem itself until no block is free: the next write that needs one fails
+    /// with ENOSPC.
+    pub(crate) fn fill_filesystem(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.mount.join("fill")).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+
+    pub(crate) fn free_filesystem(&self) {
+        std::fs::remove_file(self.mount.join("fill")).unwrap();
     }
 }
 
