@@ -1,39 +1,148 @@
-//! Several gateways on one PostgreSQL control plane: each follows the changes the others make.
+//! What a gateway does differently on a shared PostgreSQL control plane than alone on SQLite,
+//! behind one trait, [`ControlPlane`]: [`Standalone`] does the single-gateway thing (nothing to
+//! follow, no central audit index) and [`Shared`] the several-gateway one. Nothing else asks which
+//! store is open.
 //!
-//! A gateway keeps two things in memory that another gateway's write makes stale: the policy
-//! snapshot and the agent cache. The follower thread reads the `changes` table after the last
-//! record it applied (the store commits records in `seq` order, see `store/postgres.rs`) and, per
-//! record, rereads the agent it names or rebuilds the snapshot once for any number of policy
-//! records. An agent it cannot read is dropped from the cache for a revoke or token re-issue
-//! (fail closed), and kept for a create or update, whose record is read again next time. It wakes on the `NOTIFY` every write sends, and every `CONTROL_PLANE_POLL_MS` in any
-//! case, so a change acts on every gateway within that interval even when a notification is lost
-//! or the listening connection is down. Records this gateway wrote come back too; applying them
-//! again is harmless (the same agent is reread, the same policies rebuilt).
+//! On PostgreSQL each gateway follows the changes the others make. A gateway keeps two things in
+//! memory that another gateway's write makes stale: the policy snapshot and the agent cache. The
+//! follower thread reads the `changes` table after the last record it applied (the store commits
+//! records in `seq` order, see `store/postgres.rs`) and, per record, rereads the agent it names
+//! or rebuilds the snapshot once for any number of policy records. An agent it cannot read is
+//! dropped from the cache for a revoke or token re-issue (fail closed), and kept for a create or
+//! update, whose record is read again next time. It wakes on the `NOTIFY` every write sends, and
+//! every `CONTROL_PLANE_POLL_MS` in any case, so a change acts on every gateway within that
+//! interval even when a notification is lost or the listening connection is down. Records this
+//! gateway wrote come back too; applying them again is harmless (the same agent is reread, the
+//! same policies rebuilt).
 //!
 //! When the database is down, the follower keeps its place and retries every interval; the data
-//! plane goes on from the snapshot and the cache it has.
+//! plane goes on from the snapshot and the cache it has. The shipper copies this gateway's audit
+//! entries into the central index, which `/admin/cluster/audit` lists and verifies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{ChangeFilter, PgStore, Store};
+use crate::store::{CentralQuery, ChangeFilter, PgStore, Store};
+
+/// The control plane's PostgreSQL-only behaviour, asked for through the state
+/// (`Arc<dyn ControlPlane>`) by start-up, `/admin/info` and `/admin/cluster/audit`.
+#[async_trait::async_trait]
+pub(crate) trait ControlPlane: Send + Sync + std::fmt::Debug {
+    /// What `/admin/info` shows as `controlPlane`.
+    fn status(&self) -> serde_json::Value;
+
+    /// Starts what keeps this gateway in step with the others (the follower and the audit
+    /// shipper); nothing for a gateway alone.
+    async fn start(&self, state: &AppState) -> anyhow::Result<()>;
+
+    /// The central audit index of every gateway sharing the control plane, or the 404 a
+    /// gateway alone answers.
+    fn central_index(&self) -> Result<CentralIndex, ApiError>;
+}
+
+/// A gateway alone on its SQLite store: nothing to follow, no central audit index.
+#[derive(Debug)]
+pub(crate) struct Standalone;
+
+#[async_trait::async_trait]
+impl ControlPlane for Standalone {
+    fn status(&self) -> serde_json::Value {
+        Status::new("sqlite").to_json()
+    }
+
+    async fn start(&self, _: &AppState) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn central_index(&self) -> Result<CentralIndex, ApiError> {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_shared_control_plane",
+            "this gateway has no shared control plane (DATABASE_URL), so no central audit index; /admin/audit lists its own decisions",
+        ))
+    }
+}
+
+/// One of several gateways on a PostgreSQL control plane (`DATABASE_URL`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pg: Arc<PgStore>,
+    status: Arc<Status>,
+    /// `CONTROL_PLANE_POLL_MS`: how often the follower and the shipper look, at the latest.
+    poll: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(pg: Arc<PgStore>, poll: Duration) -> Self {
+        Self {
+            pg,
+            status: Arc::new(Status::new("postgresql")),
+            poll,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Shared {
+    fn status(&self) -> serde_json::Value {
+        self.status.to_json()
+    }
+
+    async fn start(&self, state: &AppState) -> anyhow::Result<()> {
+        spawn_follower(
+            state.clone(),
+            Arc::clone(&self.pg),
+            Arc::clone(&self.status),
+            self.poll,
+        )
+        .await?;
+        spawn_shipper(state.clone(), Arc::clone(&self.pg), self.poll).await
+    }
+
+    fn central_index(&self) -> Result<CentralIndex, ApiError> {
+        Ok(CentralIndex(Arc::clone(&self.pg)))
+    }
+}
+
+/// The central audit index: every origin's entries, copied by its shipper. Its calls block
+/// (run them on the blocking pool).
+#[derive(Debug)]
+pub(crate) struct CentralIndex(Arc<PgStore>);
+
+impl CentralIndex {
+    /// Entries of every gateway, newest first: `(origin, seq, body)`.
+    pub(crate) fn list(
+        &self,
+        query: &CentralQuery,
+    ) -> Result<Vec<(String, u64, String)>, crate::store::StoreError> {
+        self.0.central_audit(query)
+    }
+
+    /// Every origin's central copy checked against its latest signed checkpoint.
+    pub(crate) fn verify(&self) -> Result<Vec<OriginReport>, crate::store::StoreError> {
+        verify_central(&self.0)
+    }
+}
 
 /// What `/admin/info` shows of the control plane.
 #[derive(Debug)]
-pub(crate) struct Status {
-    pub(crate) backend: &'static str,
+struct Status {
+    backend: &'static str,
     /// The last change record applied here (0 before the first).
-    pub(crate) applied_seq: AtomicI64,
+    applied_seq: AtomicI64,
     /// Whether the follower's notification connection is up.
-    pub(crate) listening: AtomicBool,
+    listening: AtomicBool,
     /// Milliseconds between the newest applied change's timestamp and its application here.
-    pub(crate) last_lag_ms: AtomicI64,
+    last_lag_ms: AtomicI64,
 }
 
 impl Status {
-    pub(crate) fn new(backend: &'static str) -> Self {
+    fn new(backend: &'static str) -> Self {
         Self {
             backend,
             applied_seq: AtomicI64::new(0),
@@ -42,7 +151,7 @@ impl Status {
         }
     }
 
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "backend": self.backend,
             "appliedChange": self.applied_seq.load(Ordering::SeqCst),
@@ -57,9 +166,10 @@ const BATCH: usize = 500;
 
 /// Starts following from the newest change record now in the database: what came before is in
 /// the snapshot and cache this gateway just built.
-pub(crate) async fn spawn_follower(
+async fn spawn_follower(
     state: AppState,
     pg: Arc<PgStore>,
+    status: Arc<Status>,
     poll: Duration,
 ) -> anyhow::Result<()> {
     let from = {
@@ -68,26 +178,22 @@ pub(crate) async fn spawn_follower(
             .await?
             .map_err(|e| anyhow::anyhow!("cannot read the control plane's change log: {e}"))?
     };
-    state
-        .inner
-        .control_plane
-        .applied_seq
-        .store(from, Ordering::SeqCst);
+    status.applied_seq.store(from, Ordering::SeqCst);
     let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("control-plane-follow".into())
-        .spawn(move || follow(&state, &pg, poll, from, &handle))?;
+        .spawn(move || follow(&state, &pg, &status, poll, from, &handle))?;
     Ok(())
 }
 
 fn follow(
     state: &AppState,
     pg: &PgStore,
+    status: &Status,
     poll: Duration,
     mut last: i64,
     handle: &tokio::runtime::Handle,
 ) {
-    let status = &state.inner.control_plane;
     let mut listener = None;
     // Logged once per outage, not once per retry.
     let mut down = false;
@@ -105,7 +211,7 @@ fn follow(
             }
             None => std::thread::sleep(poll),
         }
-        match apply(state, pg, last, handle) {
+        match apply(state, pg, status, last, handle) {
             Ok(seq) => {
                 if down {
                     tracing::info!(change = seq, "control-plane database back; following again");
@@ -128,6 +234,7 @@ fn follow(
 fn apply(
     state: &AppState,
     pg: &PgStore,
+    status: &Status,
     mut last: i64,
     handle: &tokio::runtime::Handle,
 ) -> Result<i64, crate::store::StoreError> {
@@ -158,9 +265,7 @@ fn apply(
             }
             if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.timestamp) {
                 let lag = chrono::Utc::now().signed_duration_since(at);
-                state
-                    .inner
-                    .control_plane
+                status
                     .last_lag_ms
                     .store(lag.num_milliseconds(), Ordering::SeqCst);
             }
@@ -185,11 +290,7 @@ const SHIP_BATCH: usize = 2000;
 /// Copies this gateway's audit entries into the central index, behind its log: every `every`,
 /// or at once while it is catching up. With the database down it keeps its place (the count the
 /// central index holds) and resumes from there, so nothing is skipped or copied twice.
-pub(crate) async fn spawn_shipper(
-    state: AppState,
-    pg: Arc<PgStore>,
-    every: Duration,
-) -> anyhow::Result<()> {
+async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> anyhow::Result<()> {
     // Two gateways copying to one origin would interleave two logs under one name: the origin
     // is claimed under the write lock (two gateways starting at once cannot both find it free),
     // and a gateway whose origin is held under keys this log never had is refused.
@@ -351,7 +452,7 @@ struct KeyRange {
 /// Checks, for every origin, that the central copy of its entries up to its latest signed
 /// checkpoint hashes to that checkpoint's root, and that the checkpoint is signed by a key of
 /// that origin: a row changed, dropped or added in the database shows as that origin's problem.
-pub(crate) fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::store::StoreError> {
+fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::store::StoreError> {
     use crate::audit::{merkle, note};
     let mut out = Vec::new();
     for o in pg.audit_origins()? {

@@ -86,13 +86,9 @@ pub fn check_policy_bundle(
     ))
 }
 
-/// The control-plane store, the local SQLite file (the audit index), and the shared PostgreSQL
-/// store when there is one (its follower needs it).
-type Opened = (
-    Arc<dyn store::Store>,
-    std::path::PathBuf,
-    Option<Arc<store::PgStore>>,
-);
+/// The control plane (its store, and what it does beyond the store) and the local SQLite file
+/// (the audit index).
+type Opened = (state::Backend, std::path::PathBuf);
 
 /// Opens the store, loads the policies and returns the state the router serves.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
@@ -101,11 +97,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 
 /// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
-    let (store, db_path, shared) = open_stores(&config).await?;
+    let (backend, db_path) = open_stores(&config).await?;
     let audit = open_audit(&config, db_path, record_decisions)?;
     let alerts = alerts::Alerts::start(
         config.alerts.clone(),
-        Arc::clone(&store),
+        Arc::clone(&backend.store),
         Some(audit.clone()),
     );
     let sources = policy_files::Sources {
@@ -128,7 +124,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let siem = config.siem.as_ref().map(siem::open).transpose()?;
     let state = AppState::new(
         config,
-        store,
+        backend,
         files,
         audit,
         alerts,
@@ -139,10 +135,9 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
             siem: siem.clone(),
-            shared: shared.clone(),
         },
     );
-    start(&state, shared, sources, siem).await?;
+    start(&state, sources, siem).await?;
     if state.inner.sidecar.is_none() {
         // The settings in force, in the signed log, before the first decision.
         settings_entry::record(&state, "start").await?;
@@ -163,6 +158,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
     };
     let database_url = config.database_url.clone();
     let ca_bundle = config.ca_bundle_file.clone();
+    let poll = config.control_plane_poll;
     tokio::task::spawn_blocking(move || -> anyhow::Result<Opened> {
         let mut local = store::SqliteStore::open(&path)?;
         let db_path = local.path().to_owned();
@@ -171,7 +167,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
                 .seal_secrets_with(&secrets_key)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
-            return Ok((Arc::new(local), db_path, None));
+            let backend = state::Backend {
+                store: Arc::new(local),
+                control_plane: Arc::new(cluster::Standalone),
+            };
+            return Ok((backend, db_path));
         };
         let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -179,7 +179,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
         let pg = Arc::new(pg);
-        Ok((Arc::clone(&pg) as Arc<dyn store::Store>, db_path, Some(pg)))
+        let backend = state::Backend {
+            control_plane: Arc::new(cluster::Shared::new(Arc::clone(&pg), poll)),
+            store: pg,
+        };
+        Ok((backend, db_path))
     })
     .await?
 }
@@ -264,7 +268,6 @@ fn open_egress(config: &Config) -> anyhow::Result<Option<egress::Egress>> {
 /// the sidecar's heartbeats, the witness push and the SIEM forwarder.
 async fn start(
     state: &AppState,
-    shared: Option<Arc<store::PgStore>>,
     sources: policy_files::Sources,
     siem: Option<siem::SharedStatus>,
 ) -> anyhow::Result<()> {
@@ -277,11 +280,7 @@ async fn start(
         .reload_policies()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
-    if let Some(pg) = shared {
-        let poll = state.config().control_plane_poll;
-        cluster::spawn_follower(state.clone(), Arc::clone(&pg), poll).await?;
-        cluster::spawn_shipper(state.clone(), pg, poll).await?;
-    }
+    state.inner.control_plane.start(state).await?;
     policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
     refusals::spawn_flusher(state.clone());
     if let Some(sc) = &state.inner.sidecar {

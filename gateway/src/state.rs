@@ -60,10 +60,8 @@ pub(crate) struct Inner {
     bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
     /// The SIEM forwarder's progress (`siem.rs`), when SIEM egress is on.
     pub(crate) siem: Option<crate::siem::SharedStatus>,
-    /// Which control plane this gateway uses and how far it followed a shared one.
-    pub(crate) control_plane: crate::cluster::Status,
-    /// The shared PostgreSQL store, for what only it has (the central audit index).
-    pub(crate) shared: Option<Arc<crate::store::PgStore>>,
+    /// What only a shared PostgreSQL control plane does (`cluster.rs`).
+    pub(crate) control_plane: Arc<dyn crate::cluster::ControlPlane>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -82,6 +80,14 @@ pub(crate) struct SnapshotRecord {
     pub(crate) policies: Vec<serde_json::Value>,
 }
 
+/// The control plane: its store, and what it does beyond the store (alone, or shared on
+/// PostgreSQL).
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) control_plane: Arc<dyn crate::cluster::ControlPlane>,
+}
+
 /// The parts a gateway has only when configured.
 #[derive(Debug, Default)]
 pub(crate) struct Optional {
@@ -94,38 +100,34 @@ pub(crate) struct Optional {
     pub(crate) bundle_version: Arc<std::sync::Mutex<Option<u64>>>,
     /// The SIEM forwarder's progress, when SIEM egress is on.
     pub(crate) siem: Option<crate::siem::SharedStatus>,
-    /// The shared PostgreSQL store, when `DATABASE_URL` is set.
-    pub(crate) shared: Option<Arc<crate::store::PgStore>>,
 }
 
 impl AppState {
     pub(crate) fn new(
         config: Config,
-        store: Arc<dyn Store>,
+        backend: Backend,
         file_policies: Vec<FilePolicy>,
         audit: AuditLog,
         alerts: crate::alerts::Alerts,
         license: crate::license::Licensing,
         optional: Optional,
     ) -> Self {
+        let Backend {
+            store,
+            control_plane,
+        } = backend;
         let Optional {
             bundle_p256,
             bundle_key,
             egress,
             bundle_version,
             siem,
-            shared,
         } = optional;
         let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let config_proxy_timeout = config.proxy_timeout;
         let extra_roots = config.extra_roots.clone();
         let refusal_window = config.audit_refusal_window;
-        let control_plane = crate::cluster::Status::new(if config.database_url.is_some() {
-            "postgresql"
-        } else {
-            "sqlite"
-        });
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -153,7 +155,6 @@ impl AppState {
                 bundle_version,
                 siem,
                 control_plane,
-                shared,
             }),
         }
     }

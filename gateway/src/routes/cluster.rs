@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -11,17 +10,7 @@ use crate::audit::bound;
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{CentralQuery, PgStore};
-
-fn shared(state: &AppState) -> Result<std::sync::Arc<PgStore>, ApiError> {
-    state.inner.shared.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_shared_control_plane",
-            "this gateway has no shared control plane (DATABASE_URL), so no central audit index; /admin/audit lists its own decisions",
-        )
-    })
-}
+use crate::store::CentralQuery;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -42,7 +31,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<CentralParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let pg = shared(&state)?;
+    let index = state.inner.control_plane.central_index()?;
     if let Some(d) = &q.decision
         && d != "allow"
         && d != "deny"
@@ -59,7 +48,7 @@ pub(super) async fn list(
         from: q.from.as_deref().map(|d| bound(d, false)),
         to: q.to.as_deref().map(|d| bound(d, true)),
     };
-    let rows = tokio::task::spawn_blocking(move || pg.central_audit(&query))
+    let rows = tokio::task::spawn_blocking(move || index.list(&query))
         .await
         .map_err(ApiError::internal)??;
     let entries: Vec<Value> = rows
@@ -81,8 +70,8 @@ pub(super) async fn verify(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
-    let pg = shared(&state)?;
-    let origins = tokio::task::spawn_blocking(move || crate::cluster::verify_central(&pg))
+    let index = state.inner.control_plane.central_index()?;
+    let origins = tokio::task::spawn_blocking(move || index.verify())
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(json!({

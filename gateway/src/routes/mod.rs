@@ -222,7 +222,7 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         // The SQLite schema this build migrates to: a rollback to a build with a lower one
         // needs the database as it was before the upgrade (docs/site-install.md).
         "schemaVersion": crate::store::SCHEMA_VERSION,
-        "controlPlane": state.inner.control_plane.to_json(),
+        "controlPlane": state.inner.control_plane.status(),
         "policiesDir": c.policies_dir.display().to_string(),
         "filePolicies": state.file_policies().len(),
         "activePolicies": snapshot.len(),
