@@ -29,7 +29,7 @@ impl FromRequestParts<AppState> for Admin {
                 "Missing X-Admin-Token or Authorization header",
             ));
         };
-        if !tokens_equal(presented, &state.inner.config.admin_token) {
+        if !tokens_equal(presented, &state.config.admin_token) {
             return Err(ApiError::unauthorized("Invalid admin token"));
         }
         client_cert_ok(parts, state)?;
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Admin {
 /// With `ADMIN_CLIENT_CA_FILE` set, an admin request must also come over a connection that
 /// presented a client certificate from one of its CAs (the listener verified the chain).
 pub(crate) fn client_cert_ok(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
-    if state.inner.config.admin_client_ca.is_none() {
+    if state.config.admin_client_ca.is_none() {
         return Ok(());
     }
     if let Some(c) = parts.extensions.get::<crate::tls::ClientCert>() {

@@ -249,11 +249,11 @@ fn apply(
         for c in changes {
             match c.kind.as_str() {
                 "agent" => match pg.get_agent(&c.object_id) {
-                    Ok(Some(a)) => state.remember_agent_if_newer(a),
-                    Ok(None) => state.forget_agent(&c.object_id),
+                    Ok(Some(a)) => state.db.remember_agent_if_newer(a),
+                    Ok(None) => state.db.forget_agent(&c.object_id),
                     // A revoke or a token re-issue is known without the row: fail closed.
                     Err(_) if c.operation != "create" && c.operation != "update" => {
-                        state.forget_agent(&c.object_id)
+                        state.db.forget_agent(&c.object_id)
                     }
                     // Otherwise keep what is cached (the data plane goes on while the database
                     // is down) and read this record again on the next pass.
@@ -275,7 +275,7 @@ fn apply(
             break;
         }
     }
-    if policies && let Err(e) = handle.block_on(state.reload_policies()) {
+    if policies && let Err(e) = handle.block_on(state.policies.reload()) {
         tracing::error!(error = ?e, "cannot rebuild the policy snapshot after another gateway's change; retrying");
         return Err(crate::store::StoreError::Unavailable(
             "the policy snapshot could not be rebuilt".into(),
@@ -294,7 +294,7 @@ async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> an
     // Two gateways copying to one origin would interleave two logs under one name: the origin
     // is claimed under the write lock (two gateways starting at once cannot both find it free),
     // and a gateway whose origin is held under keys this log never had is refused.
-    let origin = state.inner.audit.origin().to_owned();
+    let origin = state.audit.origin().to_owned();
     let ours = origin_keys(&state)?;
     let held = {
         let (pg, origin) = (Arc::clone(&pg), origin.clone());
@@ -346,7 +346,7 @@ async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> an
 
 /// This log's checkpoint keys with the sizes they sign; the current key alone for a new log.
 fn origin_keys(state: &AppState) -> anyhow::Result<Vec<KeyRange>> {
-    let audit = &state.inner.audit;
+    let audit = &state.audit;
     let mut keys: Vec<KeyRange> = audit
         .reader()
         .keys()?
@@ -387,7 +387,7 @@ impl Default for Progress {
 }
 
 fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
-    let audit = &state.inner.audit;
+    let audit = &state.audit;
     let origin = audit.origin();
     let reader = audit.reader();
     let shipped = match progress.shipped {

@@ -130,19 +130,21 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
         alerts,
         license,
         state::Optional {
-            bundle_p256,
-            bundle_key,
+            bundle_signing: state::BundleSigning {
+                p256: bundle_p256,
+                key: bundle_key,
+            },
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
             siem: siem.clone(),
         },
     );
     start(&state, sources, siem).await?;
-    if state.inner.sidecar.is_none() {
+    if state.sidecar.is_none() {
         // The settings in force, in the signed log, before the first decision.
         settings_entry::record(&state, "start").await?;
     }
-    state.set_ready();
+    state.readiness.set_ready();
     Ok(state)
 }
 
@@ -273,39 +275,40 @@ async fn start(
 ) -> anyhow::Result<()> {
     {
         let s = state.clone();
-        tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;
+        tokio::task::spawn_blocking(move || s.license.refresh(&s.alerts)).await?;
     }
     license::spawn_checker(state.clone());
     state
-        .reload_policies()
+        .policies
+        .reload()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
-    state.inner.control_plane.start(state).await?;
-    policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
+    state.control_plane.start(state).await?;
+    policy_files::spawn_watcher(state.clone(), sources, state.config.policies_reload);
     refusals::spawn_flusher(state.clone());
-    if let Some(sc) = &state.inner.sidecar {
+    if let Some(sc) = &state.sidecar {
         // A sidecar with nothing verified to enforce would refuse everything: say so now.
-        let Some(version) = state.bundle_version() else {
+        let Some(version) = state.policies.bundle_version() else {
             anyhow::bail!(
                 "the guardian sidecar has no verified policy bundle (see the error above): check POLICY_BUNDLE {} and POLICY_BUNDLE_PUBKEY",
                 state
-                    .config()
+                    .config
                     .policy_bundle
                     .as_deref()
                     .unwrap_or(std::path::Path::new(""))
                     .display()
             );
         };
-        tracing::info!(agent = %sc.config.agent_id, origin = state.inner.audit.origin(), bundle = version, "guardian sidecar for one agent");
+        tracing::info!(agent = %sc.config.agent_id, origin = state.audit.origin(), bundle = version, "guardian sidecar for one agent");
         sidecar::spawn_heartbeats(state.clone());
     }
-    if state.inner.egress.is_some() {
-        egress::spawn_watcher(state.clone(), state.config().policies_reload);
+    if state.egress.is_some() {
+        egress::spawn_watcher(state.clone(), state.config.policies_reload);
     }
-    if !state.config().audit_witness_urls.is_empty() {
-        witness_push::spawn(state.clone(), state.config().audit_witness_urls.clone());
+    if !state.config.audit_witness_urls.is_empty() {
+        witness_push::spawn(state.clone(), state.config.audit_witness_urls.clone());
     }
-    if let (Some(cfg), Some(status)) = (state.config().siem.clone(), siem) {
+    if let (Some(cfg), Some(status)) = (state.config.siem.clone(), siem) {
         tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");
         siem::spawn(state.clone(), cfg, status);
     }
@@ -319,14 +322,14 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mode = state.config().mode;
+    let mode = state.config.mode;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using the port? set PORT")
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
     // Printed before "listening on", which tells a supervisor the gateway is up.
-    if let Some(port) = state.config().egress_proxy_port {
+    if let Some(port) = state.config.egress_proxy_port {
         let at = std::net::SocketAddr::new(addr.ip(), port);
         let egress = tokio::net::TcpListener::bind(at).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {at} for the egress proxy: {e}; set EGRESS_PROXY_PORT to a free port")
@@ -335,21 +338,17 @@ pub async fn serve(
         tokio::spawn(egress::serve(
             state.clone(),
             egress,
-            listen::Gate::new(state.config().connections),
+            listen::Gate::new(state.config.connections),
         ));
     }
-    let gate = listen::Gate::new(state.config().connections);
-    let acceptor = match state.config().tls.clone() {
+    let gate = listen::Gate::new(state.config.connections);
+    let acceptor = match state.config.tls.clone() {
         Some((cert, key)) => {
             let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
             let acceptor = certs
-                .acceptor(state.config().admin_client_ca.as_deref())
+                .acceptor(state.config.admin_client_ca.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            tls::spawn_reloader(
-                certs,
-                state.inner.alerts.clone(),
-                state.config().policies_reload,
-            );
+            tls::spawn_reloader(certs, state.alerts.clone(), state.config.policies_reload);
             println!("listening on https://{local}");
             Some(acceptor)
         }
@@ -362,7 +361,7 @@ pub async fn serve(
     // What the last window of refused calls counted is written before the process ends.
     refusals::flush(&state).await;
     // A sidecar hands its last entries to the control plane before its pod goes.
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         sidecar::beat_and_record(&state).await;
     }
     Ok(())

@@ -316,7 +316,7 @@ pub(crate) struct HeartbeatAnswer {
 
 /// Sends heartbeats every interval until the process ends (when `GATEWAY_URL` is set).
 pub(crate) fn spawn_heartbeats(state: AppState) {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = state.sidecar.as_ref() else {
         return;
     };
     if sc.config.gateway_url.is_none() {
@@ -338,7 +338,7 @@ pub(crate) fn spawn_heartbeats(state: AppState) {
 
 /// One heartbeat (as many requests as the backlog needs), its outcome kept for `/health`.
 pub(crate) async fn beat_and_record(state: &AppState) {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = state.sidecar.as_ref() else {
         return;
     };
     let result = beat(state, sc).await;
@@ -375,7 +375,7 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
         (None, None) => return Err("no agent token to authenticate heartbeats".into()),
     };
     let token = token.trim();
-    let audit = &state.inner.audit;
+    let audit = &state.audit;
     // The first request (no entries) learns how much the control plane holds; then the
     // entries after that go, LINES_PER_BEAT at a time, each batch with a checkpoint signed
     // over the sidecar's log up to its last entry.
@@ -410,9 +410,10 @@ async fn signed_request(
     limit: usize,
     max_bytes: usize,
 ) -> Result<(HeartbeatRequest, bool), String> {
-    let audit = &state.inner.audit;
+    let audit = &state.audit;
     let policy_digest = state
-        .policy_set_digest()
+        .policies
+        .digest()
         .await
         .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
     let lines = match from {
@@ -447,7 +448,7 @@ async fn signed_request(
             origin: audit.origin().to_owned(),
             vkey: audit.vkey().to_owned(),
             agent_id: Some(sc.config.agent_id.clone()),
-            bundle_version: state.bundle_version(),
+            bundle_version: state.policies.bundle_version(),
             policy_digest: Some(policy_digest),
             lines,
             checkpoint: Some(
@@ -490,7 +491,7 @@ pub(crate) async fn export(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = state.sidecar.as_ref() else {
         return Err(ApiError::not_found("route", "/sidecar/export"));
     };
     let (req, _) = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000, usize::MAX)
@@ -513,7 +514,6 @@ async fn send(
     req: &HeartbeatRequest,
 ) -> Result<HeartbeatAnswer, String> {
     let resp = state
-        .inner
         .upstream
         .post(url)
         .bearer_auth(token)
@@ -585,7 +585,6 @@ pub(crate) struct EnforceRequest {
 /// The agent a call names must be this sidecar's (an absent id means it).
 fn check_agent(state: &AppState, named: Option<&str>) -> Result<Arc<AgentRecord>, ApiError> {
     let sc = state
-        .inner
         .sidecar
         .as_ref()
         .ok_or_else(|| ApiError::not_found("route", "/enforce"))?;
@@ -640,7 +639,7 @@ pub(crate) async fn enforce(
         "mode": v.mode.as_str(),
         "traceId": ask.trace_id,
     });
-    if let Some(b) = state.bundle_version() {
+    if let Some(b) = state.policies.bundle_version() {
         body["bundleVersion"] = json!(b);
     }
     if let Some(p) = &v.policy {
@@ -696,33 +695,33 @@ pub(crate) async fn enforce_batch(
         .as_array()
         .is_some_and(|r| r.iter().all(|x| x["decision"] == "allow"));
     v["allAllowed"] = json!(all);
-    if let Some(b) = state.bundle_version() {
+    if let Some(b) = state.policies.bundle_version() {
         v["bundleVersion"] = json!(b);
     }
-    v["mode"] = json!(state.config().mode.as_str());
+    v["mode"] = json!(state.config.mode.as_str());
     Ok(Json(v).into_response())
 }
 
 /// The sidecar's `/health`: reachable only from its pod, so it says what a probe and an
 /// operator inside the pod need: the agent, the bundle, the heartbeats.
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    let db = state.db(|s| s.ping()).await;
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let db = state.db.run(|s| s.ping()).await;
+    let Some(sc) = state.sidecar.as_ref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let agent = sc.agent();
-    let healthy = db.is_ok() && state.bundle_version().is_some();
+    let healthy = db.is_ok() && state.policies.bundle_version().is_some();
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": crate::clock::now_rfc3339(),
         "role": "sidecar",
         "agentId": agent.id,
         "revoked": agent.revoked_at.is_some(),
-        "mode": state.config().mode.as_str(),
-        "origin": state.inner.audit.origin(),
+        "mode": state.config.mode.as_str(),
+        "origin": state.audit.origin(),
         "heartbeat": sc.status(),
     });
-    if let Some(v) = state.bundle_version() {
+    if let Some(v) = state.policies.bundle_version() {
         body["bundleVersion"] = json!(v);
     }
     let code = if healthy {
@@ -750,10 +749,10 @@ pub(crate) async fn heartbeat(
         )
             .into_response()
     };
-    let Some(claims) = bearer(&headers).and_then(|t| state.inner.tokens.verify(t).ok()) else {
+    let Some(claims) = bearer(&headers).and_then(|t| state.tokens.verify(t).ok()) else {
         return Ok(unauthorized());
     };
-    let Some(agent) = state.agent(&claims.sub).await? else {
+    let Some(agent) = state.db.agent(&claims.sub).await? else {
         return Ok(unauthorized());
     };
     if agent.revoked_at.is_some() {
@@ -766,13 +765,13 @@ pub(crate) async fn heartbeat(
     if agent.token_version != claims.ver {
         return Ok(unauthorized());
     }
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         return Err(ApiError::not_found("route", "/api/v1/sidecars/heartbeat"));
     }
     let req: HeartbeatRequest = parse_json(&bytes)?;
     let policy_digest = req.policy_digest.clone();
     let (_, held) = accept(&state, &agent, req).await?;
-    let ours = state.policy_set_digest().await?;
+    let ours = state.policies.digest().await?;
     Ok(Json(HeartbeatAnswer {
         agent: agent_view(&agent),
         held,
@@ -790,7 +789,7 @@ pub(crate) async fn ingest_export(
     req: HeartbeatRequest,
 ) -> Result<(u64, u64), ApiError> {
     let origin = req.origin.clone();
-    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    let registered = state.db.run(move |s| s.get_sidecar(&origin)).await?;
     let agent_id = match (&registered, &req.agent_id) {
         (Some(r), _) => r.agent_id.clone(),
         (None, Some(a)) => a.clone(),
@@ -802,6 +801,7 @@ pub(crate) async fn ingest_export(
         }
     };
     let agent = state
+        .db
         .agent(&agent_id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", &agent_id))?;
@@ -825,7 +825,7 @@ async fn accept(
 ) -> Result<(u64, u64), ApiError> {
     let signed = proven_checkpoint(state, &req)?;
     let origin = req.origin.clone();
-    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    let registered = state.db.run(move |s| s.get_sidecar(&origin)).await?;
     if let Some(r) = &registered {
         same_agent_and_key(r, agent, &req)?;
     }
@@ -853,7 +853,7 @@ async fn accept(
     if registered.is_none() {
         tracing::info!(origin = %rec.origin, agent = %rec.agent_id, "guardian sidecar registered");
     }
-    state.db(move |s| s.save_sidecar(&rec)).await?;
+    state.db.run(move |s| s.save_sidecar(&rec)).await?;
     Ok((before, tree.size()))
 }
 
@@ -863,7 +863,7 @@ fn proven_checkpoint(
     state: &AppState,
     req: &HeartbeatRequest,
 ) -> Result<crate::audit::note::Checkpoint, ApiError> {
-    if req.origin == state.inner.audit.origin() {
+    if req.origin == state.audit.origin() {
         return Err(ApiError::field(
             "origin",
             "is this gateway's own log origin; a sidecar has an origin of its own",
@@ -929,7 +929,7 @@ async fn held_tree(
     {
         return Ok(kept);
     }
-    let reader = state.inner.audit.reader();
+    let reader = state.audit.reader();
     let origin = origin.to_owned();
     let leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
         .await
@@ -1001,7 +1001,7 @@ async fn take_lines(
             .filter(|l| l.seq > before)
             .cloned()
             .collect();
-        state.inner.audit.ingest(lines).await.map_err(|e| match e {
+        state.audit.ingest(lines).await.map_err(|e| match e {
             crate::audit::AuditError::Write(m) => ApiError::conflict(m),
             other => ApiError::internal(other),
         })?;
@@ -1077,9 +1077,9 @@ async fn forged(state: &AppState, agent: &AgentRecord, origin: &str, why: &str) 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it
 /// enforces.
 pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rows = state.db(|s| s.list_sidecars()).await?;
+    let rows = state.db.run(|s| s.list_sidecars()).await?;
     let now = chrono::Utc::now();
-    let ours = state.policy_set_digest().await?;
+    let ours = state.policies.digest().await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|r| {

@@ -56,7 +56,7 @@ pub(crate) fn spawn(state: AppState, witnesses: Vec<Connected>) {
 }
 
 async fn run(state: AppState, witnesses: Vec<Connected>) {
-    let client = match crate::tls::client_builder(&state.config().extra_roots)
+    let client = match crate::tls::client_builder(&state.config.extra_roots)
         .timeout(Duration::from_secs(30))
         .build()
     {
@@ -73,7 +73,7 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let reader = state.inner.audit.reader();
+        let reader = state.audit.reader();
         let Ok(Ok(Some((size, _)))) =
             tokio::task::spawn_blocking(move || reader.latest_checkpoint()).await
         else {
@@ -82,7 +82,7 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
         if size <= all_cosigned {
             continue;
         }
-        let reader = state.inner.audit.reader();
+        let reader = state.audit.reader();
         let Ok(Ok(cosigned)) = tokio::task::spawn_blocking(move || reader.cosignatures()).await
         else {
             continue;

@@ -121,7 +121,7 @@ pub(super) async fn list(
     if !["active", "revoked", "all"].contains(&status) {
         return Err(ApiError::field("status", "expected active, revoked or all"));
     }
-    let agents = state.db(|s| s.list_agents()).await?;
+    let agents = state.db.run(|s| s.list_agents()).await?;
     let agents = agents
         .iter()
         .filter(|a| match status {
@@ -179,14 +179,15 @@ pub(super) async fn create(
         hidden_fields: Vec::new(),
     }
     .build(&meta);
-    let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
+    let (token, exp) = state.tokens.issue(&rec, unix_now());
     let saved = rec.clone();
     // The store counts the active agents in the insert's own transaction (under the write lock
     // on PostgreSQL), so concurrent creates, on this gateway or others, cannot overshoot.
-    let max = state.license().max_agents();
+    let max = state.license.max_agents();
     let write = max.map_or(Write::Insert, Write::InsertCapped);
     let saved = state
-        .db(move |s| match s.save_agent(&saved, write, &change) {
+        .db
+        .run(move |s| match s.save_agent(&saved, write, &change) {
             Err(StoreError::AgentLimit(active)) => Ok(Err(active)),
             other => other.map(Ok),
         })
@@ -201,9 +202,9 @@ pub(super) async fn create(
         }
     };
     if let Err(active) = saved {
-        return Err(state.license().agent_limit(max.unwrap_or(active), active));
+        return Err(state.license.agent_limit(max.unwrap_or(active), active));
     }
-    state.remember_agent(&rec);
+    state.db.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");
     let body = AgentCreated {
         agent: view(&rec),
@@ -221,6 +222,7 @@ async fn created_again(
     id: &str,
 ) -> Result<(StatusCode, Json<AgentCreated>), ApiError> {
     let rec = state
+        .db
         .agent(id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", id))?;
@@ -229,7 +231,7 @@ async fn created_again(
             "this Idempotency-Key made agent {id}, which has been revoked since; send a new key for a new agent"
         )));
     }
-    let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
+    let (token, exp) = state.tokens.issue(&rec, unix_now());
     Ok((
         StatusCode::CREATED,
         Json(AgentCreated {
@@ -244,6 +246,7 @@ async fn created_again(
 /// An active (not revoked) agent, or 404.
 async fn active(state: &AppState, id: &str) -> Result<std::sync::Arc<AgentRecord>, ApiError> {
     state
+        .db
         .active_agent(id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", id))
@@ -294,16 +297,17 @@ async fn modify(
         let saved = next.clone();
         let expected = current.revision;
         match state
-            .db(move |s| s.save_agent(&saved, Write::Update { expected }, &change))
+            .db
+            .run(move |s| s.save_agent(&saved, Write::Update { expected }, &change))
             .await
         {
             Ok(()) => {
-                state.remember_agent(&next);
+                state.db.remember_agent(&next);
                 return Ok(next);
             }
             Err(e) if attempts < 3 && e.is_stale() => {
                 // Another writer won: the cached copy may be stale too.
-                state.forget_agent(id);
+                state.db.forget_agent(id);
                 attempts += 1;
             }
             Err(e) => return Err(e),
@@ -384,7 +388,7 @@ pub(super) async fn reissue_token(
         Ok(())
     })
     .await?;
-    let (token, exp) = state.inner.tokens.issue(&rotated, unix_now());
+    let (token, exp) = state.tokens.issue(&rotated, unix_now());
     tracing::info!(agent = %rotated.id, "agent token re-issued; earlier tokens are refused");
     Ok(Json(TokenIssued {
         id: rotated.id,

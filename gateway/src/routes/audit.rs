@@ -58,7 +58,7 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&crate::audit::Reader) -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reader = state.inner.audit.reader();
+    let reader = state.audit.reader();
     tokio::task::spawn_blocking(move || f(&reader))
         .await
         .map_err(ApiError::internal)?
@@ -163,8 +163,8 @@ pub(super) async fn stats(
 }
 
 pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let vkey = state.inner.audit.vkey().to_owned();
-    let origin = state.inner.audit.origin().to_owned();
+    let vkey = state.audit.vkey().to_owned();
+    let origin = state.audit.origin().to_owned();
     let report = blocking(&state, move |r| r.verify(&vkey, &origin)).await?;
     let cosigned = blocking(&state, |r| r.cosignatures()).await?;
     let (witnessed, problem) = witness_report(&state, &cosigned);
@@ -185,7 +185,7 @@ pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Re
 fn witness_keys(state: &AppState) -> Vec<meshguard_tlog::note::Vkey> {
     use meshguard_tlog::note::{COSIGNATURE_V1, Vkey};
     state
-        .config()
+        .config
         .audit_witnesses
         .iter()
         .filter_map(|w| Vkey::parse_of_type(w, COSIGNATURE_V1).ok())
@@ -201,7 +201,7 @@ fn witness_report(
     cosigned: &[(crate::audit::Cosignature, Option<String>)],
 ) -> (Value, Option<String>) {
     let keys = witness_keys(state);
-    let quorum = state.config().audit_witness_quorum;
+    let quorum = state.config.audit_witness_quorum;
     let mut problem = None;
     let mut by_size: std::collections::BTreeMap<u64, usize> = Default::default();
     for (c, note) in cosigned {
@@ -316,7 +316,6 @@ pub(crate) async fn accept_cosignatures(
         return Err(ApiError::field("body", "no cosignature line"));
     }
     let added = state
-        .inner
         .audit
         .add_cosignatures(rows.clone())
         .await
@@ -431,7 +430,10 @@ pub(super) async fn ingest(
 /// (a rotated key's range ends at its handoff checkpoint, which both keys sign).
 pub(super) async fn keys(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
     let keys = blocking(&state, |r| r.keys()).await?;
-    Ok(Json(json!({"origin": state.inner.audit.origin(), "current": state.inner.audit.vkey(), "keys": keys})).into_response())
+    Ok(
+        Json(json!({"origin": state.audit.origin(), "current": state.audit.vkey(), "keys": keys}))
+            .into_response(),
+    )
 }
 
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
@@ -440,14 +442,9 @@ pub(super) async fn checkpoint(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
-    let note = state
-        .inner
-        .audit
-        .checkpoint()
-        .await
-        .map_err(ApiError::internal)?;
-    let vkey = state.inner.audit.vkey().to_owned();
-    Ok(Json(json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": state.inner.audit.origin()})).into_response())
+    let note = state.audit.checkpoint().await.map_err(ApiError::internal)?;
+    let vkey = state.audit.vkey().to_owned();
+    Ok(Json(json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": state.audit.origin()})).into_response())
 }
 
 /// `GET /admin/audit/checkpoint`: the latest signed checkpoint (empty before the first) and
@@ -457,11 +454,11 @@ pub(super) async fn latest_checkpoint(
     State(state): State<AppState>,
 ) -> Result<Response, ApiError> {
     let latest = blocking(&state, |r| r.checkpoint_at(None)).await?;
-    let vkey = state.inner.audit.vkey().to_owned();
+    let vkey = state.audit.vkey().to_owned();
     Ok(Json(json!({
         "checkpoint": latest.map(|(_, note)| note).unwrap_or_default(),
         "vkey": vkey,
-        "origin": state.inner.audit.origin(),
+        "origin": state.audit.origin(),
     }))
     .into_response())
 }
@@ -503,7 +500,7 @@ pub(super) async fn proof(
     };
     let (leaf, path) = blocking(&state, move |r| r.inclusion(seq - 1, size)).await?;
     // Never hand out evidence that does not check: verify against the signed root first.
-    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
+    let signed = crate::audit::note::verify_checkpoint(state.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_inclusion(seq - 1, size, &leaf, &path, &signed.root) {
         return Err(inconsistent(format!(
@@ -546,7 +543,7 @@ pub(crate) async fn consistency_proof(
         ));
     }
     let (proof, old_root) = blocking(state, move |r| r.consistency(from, size)).await?;
-    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
+    let signed = crate::audit::note::verify_checkpoint(state.audit.vkey(), &note)
         .map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_consistency(from, size, &proof, &old_root, &signed.root) {
         return Err(inconsistent(format!(
@@ -608,7 +605,6 @@ pub(super) async fn consistency(
 /// served under the admin API ([`log_entries`]).
 pub(super) async fn log_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
     let path = state
-        .inner
         .audit
         .reader()
         .tiles()
@@ -661,7 +657,7 @@ async fn serve_tile(
     let Some(id) = id else {
         return Err(ApiError::not_found("tile", asked));
     };
-    let path = state.inner.audit.reader().tiles().dir().join(id.path());
+    let path = state.audit.reader().tiles().dir().join(id.path());
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
             // A full tile never changes; a partial one is replaced by the full tile later.

@@ -41,7 +41,7 @@ pub(super) async fn list(
         after_seq: q.after,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let changes = state.db(move |s| s.list_changes(&filter)).await?;
+    let changes = state.db.run(move |s| s.list_changes(&filter)).await?;
     Ok(Json(ChangeList { changes }))
 }
 
@@ -107,7 +107,7 @@ pub(crate) async fn replayed(
     let Some(key) = meta.idempotency_key.clone() else {
         return Ok(None);
     };
-    match state.db(move |s| s.created_with_key(&key)).await? {
+    match state.db.run(move |s| s.created_with_key(&key)).await? {
         None => Ok(None),
         Some((k, id)) if k == kind => {
             tracing::info!(kind, id = %id, "a create sent again with its Idempotency-Key: answering the object it made");

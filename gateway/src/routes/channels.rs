@@ -83,7 +83,7 @@ fn check_endpoint(url: &str) -> Result<(), ApiError> {
 fn check(state: &AppState, c: &ChannelRecord) -> Result<(), ApiError> {
     check_endpoint(&c.endpoint)?;
     state
-        .config()
+        .config
         .alerts
         .destinations
         .check_url(&c.endpoint)
@@ -160,7 +160,7 @@ pub(super) async fn list(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<AlertChannelList>, ApiError> {
-    let channels = state.db(|s| s.list_channels()).await?;
+    let channels = state.db.run(|s| s.list_channels()).await?;
     Ok(Json(AlertChannelList {
         channels: channels.iter().map(view).collect(),
     }))
@@ -220,7 +220,8 @@ pub(super) async fn create(
     .build(&meta);
     let saved = rec.clone();
     let saved = state
-        .db(move |s| s.save_channel(&saved, Write::Insert, &change))
+        .db
+        .run(move |s| s.save_channel(&saved, Write::Insert, &change))
         .await;
     if let Some(id) = super::changes::or_replayed(&state, &meta, "alert_channel", saved).await? {
         return Ok((
@@ -235,7 +236,8 @@ pub(super) async fn create(
 async fn existing(state: &AppState, id: &str) -> Result<ChannelRecord, ApiError> {
     let key = id.to_owned();
     state
-        .db(move |s| s.get_channel(&key))
+        .db
+        .run(move |s| s.get_channel(&key))
         .await?
         .ok_or_else(|| ApiError::not_found("alert channel", id))
 }
@@ -278,7 +280,8 @@ pub(super) async fn update(
     let saved = next.clone();
     let expected = current.revision;
     state
-        .db(move |s| s.save_channel(&saved, Write::Update { expected }, &change))
+        .db
+        .run(move |s| s.save_channel(&saved, Write::Update { expected }, &change))
         .await?;
     tracing::info!(channel = %next.id, "alert channel updated");
     Ok(Json(view(&next)))
@@ -307,7 +310,8 @@ pub(super) async fn delete(
     let saved = current.clone();
     let expected = current.revision;
     state
-        .db(move |s| s.save_channel(&saved, Write::Delete { expected }, &change))
+        .db
+        .run(move |s| s.save_channel(&saved, Write::Delete { expected }, &change))
         .await?;
     tracing::info!(channel = %current.id, "alert channel deleted");
     Ok(Json(json!({"status": "deleted", "id": current.id})))

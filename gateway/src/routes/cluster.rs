@@ -31,7 +31,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<CentralParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let index = state.inner.control_plane.central_index()?;
+    let index = state.control_plane.central_index()?;
     if let Some(d) = &q.decision
         && d != "allow"
         && d != "deny"
@@ -70,7 +70,7 @@ pub(super) async fn verify(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
-    let index = state.inner.control_plane.central_index()?;
+    let index = state.control_plane.central_index()?;
     let origins = tokio::task::spawn_blocking(move || index.verify())
         .await
         .map_err(ApiError::internal)??;

@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// The short form `/health` carries.
 pub(super) fn summary(state: &AppState) -> Value {
-    let s = state.license().status();
+    let s = state.license.status();
     let mut v = json!({
         "state": s.state,
         "adminWritesAllowed": s.admin_writes_allowed,
@@ -29,9 +29,9 @@ pub(super) fn summary(state: &AppState) -> Value {
 }
 
 pub(super) async fn get(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
-    let status = state.license().status();
+    let status = state.license.status();
     let mut body = serde_json::to_value(status.as_ref()).unwrap_or_default();
-    if let Some(id) = state.license().vendor_key_id() {
+    if let Some(id) = state.license.vendor_key_id() {
         body["vendorKeyId"] = id.into();
     }
     axum::Json(body)
@@ -43,11 +43,10 @@ pub(super) async fn install(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let s = state.clone();
-    let (kind, status) = tokio::task::spawn_blocking(move || {
-        s.inner.license.install(body.to_vec(), &s.inner.alerts)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (kind, status) =
+        tokio::task::spawn_blocking(move || s.license.install(body.to_vec(), &s.alerts))
+            .await
+            .map_err(ApiError::internal)??;
     let result = match kind {
         InstallKind::Activated => "activated",
         InstallKind::Renewed { .. } => "renewed",
@@ -75,7 +74,7 @@ fn always_open(method: &Method, path: &str) -> bool {
 /// to every admin response (`X-MeshGuard-License-Warning`).
 pub(super) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !always_open(req.method(), req.uri().path())
-        && let Err(e) = state.license().check_write()
+        && let Err(e) = state.license.check_write()
     {
         // Only an administrator learns the license state: authenticate first.
         let (mut parts, _body) = req.into_parts();
@@ -85,7 +84,7 @@ pub(super) async fn gate(State(state): State<AppState>, req: Request, next: Next
         return e.into_response();
     }
     let mut response = next.run(req).await;
-    if let Some(w) = state.license().status().warnings.first()
+    if let Some(w) = state.license.status().warnings.first()
         && let Ok(v) = HeaderValue::from_str(w)
     {
         response

@@ -32,7 +32,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The whole gateway as a router, so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         return sidecar_app(state);
     }
     let admin = Router::new()
@@ -121,7 +121,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/admin", admin.clone())
         .nest("/api/v1/admin", admin)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -140,7 +140,7 @@ fn sidecar_app(state: AppState) -> Router {
         .route("/proxy/*rest", any(forward::forward))
         .route("/api/v1/governance/batch", post(batch::batch))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -165,7 +165,7 @@ async fn root(State(state): State<AppState>) -> impl IntoResponse {
     axum::Json(json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
-        "mode": state.config().mode.as_str(),
+        "mode": state.config.mode.as_str(),
         "docs": "https://docs.meshguard.app",
     }))
 }
@@ -174,7 +174,7 @@ async fn root(State(state): State<AppState>) -> impl IntoResponse {
 /// version, mode, checks and license state only for the admin, as they tell an outsider what
 /// to attack and when.
 async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response {
-    let db = state.db(|s| s.ping()).await;
+    let db = state.db.run(|s| s.ping()).await;
     let healthy = db.is_ok();
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
@@ -182,11 +182,11 @@ async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response
     });
     if admin.is_some() {
         body["version"] = json!(VERSION);
-        body["mode"] = json!(state.config().mode.as_str());
-        body["uptime"] = json!(state.inner.started.elapsed().as_secs());
+        body["mode"] = json!(state.config.mode.as_str());
+        body["uptime"] = json!(state.readiness.started.elapsed().as_secs());
         body["checks"] = json!({
             "database": if healthy { "ok" } else { "error" },
-            "policies": if state.is_ready() { "ok" } else { "loading" },
+            "policies": if state.readiness.is_ready() { "ok" } else { "loading" },
         });
         // Licensing never makes the gateway unhealthy: it keeps enforcing whatever the state.
         body["license"] = license::summary(&state);
@@ -200,7 +200,7 @@ async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response
 }
 
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
+    if state.readiness.is_ready() {
         (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
     } else {
         (
@@ -212,8 +212,8 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
-    let c = state.config();
-    let snapshot = state.snapshot();
+    let c = &state.config;
+    let snapshot = state.policies.snapshot();
     let mut info = json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
@@ -222,9 +222,9 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         // The SQLite schema this build migrates to: a rollback to a build with a lower one
         // needs the database as it was before the upgrade (docs/site-install.md).
         "schemaVersion": crate::store::SCHEMA_VERSION,
-        "controlPlane": state.inner.control_plane.status(),
+        "controlPlane": state.control_plane.status(),
         "policiesDir": c.policies_dir.display().to_string(),
-        "filePolicies": state.file_policies().len(),
+        "filePolicies": state.policies.files().len(),
         "activePolicies": snapshot.len(),
         "policySnapshot": snapshot.version,
         "region": c.region,
@@ -233,8 +233,8 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "egressRegions": c.egress_regions,
         "auditOrigin": c.audit_origin,
         "auditLog": {
-            "size": state.inner.audit.reader().durable_size(),
-            "indexLag": state.inner.audit.reader().index_lag(),
+            "size": state.audit.reader().durable_size(),
+            "indexLag": state.audit.reader().index_lag(),
         },
         "auditRedaction": match c.audit_redaction {
             crate::redaction::Redaction::None => "none",
@@ -256,7 +256,7 @@ async fn undelivered(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let alerts = state.db(|s| s.list_undelivered(1000)).await?;
+    let alerts = state.db.run(|s| s.list_undelivered(1000)).await?;
     Ok(axum::Json(json!({ "alerts": alerts })))
 }
 
@@ -275,7 +275,8 @@ async fn deliveries(
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
     let list = state
-        .db(move |s| s.list_deliveries(q.from.as_deref(), q.to.as_deref(), limit))
+        .db
+        .run(move |s| s.list_deliveries(q.from.as_deref(), q.to.as_deref(), limit))
         .await?;
     Ok(axum::Json(json!({ "deliveries": list })))
 }
@@ -285,7 +286,7 @@ async fn siem_status(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let Some(status) = &state.inner.siem else {
+    let Some(status) = &state.siem else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -293,7 +294,7 @@ async fn siem_status(
         ));
     };
     let status = status.lock().expect("not poisoned").clone();
-    let durable = state.inner.audit.reader().durable_size();
+    let durable = state.audit.reader().durable_size();
     let mut body = serde_json::to_value(&status).expect("serializable");
     body["durable"] = json!(durable);
     body["lag"] = json!(durable.saturating_sub(status.cursor));
@@ -304,14 +305,14 @@ async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !state.config().metrics_enabled {
+    if !state.config.metrics_enabled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "metrics are off; set METRICS_ENABLED=true",
         ));
     }
-    if let Some(expected) = &state.config().metrics_token {
+    if let Some(expected) = &state.config.metrics_token {
         let presented = crate::auth::bearer(&headers);
         if !presented.is_some_and(|p| crate::auth::tokens_equal(p, expected)) {
             return Err(ApiError::unauthorized(
@@ -320,19 +321,16 @@ async fn metrics(
             ));
         }
     }
-    let active = match state.inner.metrics.fresh_agents() {
+    let active = match state.metrics.fresh_agents() {
         Some(n) => n,
         None => {
-            let agents = state.db(|s| s.list_agents()).await?;
+            let agents = state.db.run(|s| s.list_agents()).await?;
             let n = agents.iter().filter(|a| a.revoked_at.is_none()).count();
-            state.inner.metrics.remember_agents(n);
+            state.metrics.remember_agents(n);
             n
         }
     };
-    let text = state
-        .inner
-        .metrics
-        .render(state.config().mode.as_str(), active);
+    let text = state.metrics.render(state.config.mode.as_str(), active);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -95,16 +95,16 @@ enum Found {
 }
 
 async fn find(state: &AppState, key: &str) -> Result<Found, ApiError> {
-    let files = state.file_policies();
+    let files = state.policies.files();
     if let Some(f) = files.iter().find(|f| f.id == key) {
         return Ok(Found::File(f.clone()));
     }
     let k = key.to_owned();
-    if let Some(p) = state.db(move |s| s.get_policy(&k)).await? {
+    if let Some(p) = state.db.run(move |s| s.get_policy(&k)).await? {
         return Ok(Found::Api(p));
     }
     let k = key.to_owned();
-    if let Some(p) = state.db(move |s| s.get_policy_by_name(&k)).await? {
+    if let Some(p) = state.db.run(move |s| s.get_policy_by_name(&k)).await? {
         return Ok(Found::Api(p));
     }
     if let Some(f) = files.iter().find(|f| f.name == key) {
@@ -207,7 +207,7 @@ fn resolve_name(given: Option<&str>, inner: Option<&str>) -> Result<String, ApiE
 }
 
 fn check_not_file_name(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.file_policies().iter().find(|f| f.name == name) {
+    match state.policies.files().iter().find(|f| f.name == name) {
         Some(f) => Err(ApiError::conflict(format!(
             "the name {name:?} belongs to the policy file {}; choose another name",
             f.path.display()
@@ -220,9 +220,9 @@ pub(super) async fn list(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<PolicyList>, ApiError> {
-    let stored = state.db(|s| s.list_policies()).await?;
+    let stored = state.db.run(|s| s.list_policies()).await?;
     let mut policies: Vec<Policy> = stored.iter().map(api_view).collect();
-    policies.extend(state.file_policies().iter().map(file_view));
+    policies.extend(state.policies.files().iter().map(file_view));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(PolicyList { policies }))
 }
@@ -279,7 +279,8 @@ pub(super) async fn create(
     let change_id = change.id.clone();
     let saved = rec.clone();
     let saved = state
-        .db(move |s| s.save_policy(&saved, Write::Insert, &change))
+        .db
+        .run(move |s| s.save_policy(&saved, Write::Insert, &change))
         .await;
     if let Some(id) = super::changes::or_replayed(&state, &meta, "policy", saved).await? {
         return created_again(&state, &id).await;
@@ -293,7 +294,8 @@ pub(super) async fn create(
 async fn created_again(state: &AppState, id: &str) -> Result<(StatusCode, Json<Policy>), ApiError> {
     let key = id.to_owned();
     let rec = state
-        .db(move |s| s.get_policy(&key))
+        .db
+        .run(move |s| s.get_policy(&key))
         .await?
         .ok_or_else(|| ApiError::not_found("policy", id))?;
     Ok((StatusCode::CREATED, Json(api_view(&rec))))
@@ -349,7 +351,8 @@ pub(super) async fn update(
     let saved = next.clone();
     let expected = current.revision;
     state
-        .db(move |s| s.save_policy(&saved, Write::Update { expected }, &change))
+        .db
+        .run(move |s| s.save_policy(&saved, Write::Update { expected }, &change))
         .await?;
     deploy(&state, change_id).await?;
     tracing::info!(policy = %next.name, id = %next.id, revision = next.revision, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy updated");
@@ -383,7 +386,8 @@ pub(super) async fn delete(
     let saved = current.clone();
     let expected = current.revision;
     state
-        .db(move |s| s.save_policy(&saved, Write::Delete { expected }, &change))
+        .db
+        .run(move |s| s.save_policy(&saved, Write::Delete { expected }, &change))
         .await?;
     deploy(&state, change_id).await?;
     tracing::info!(policy = %current.name, id = %current.id, "policy deleted");
@@ -398,8 +402,8 @@ pub(super) async fn delete(
 /// With `CHANGE_APPROVAL_REQUIRED` or a signed approver list (`CHANGE_APPROVERS`), a policy
 /// change names its approver and its ticket; with the list, the approver must be on it.
 fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
-    let list = state.config().change_approvers.as_ref();
-    if !state.config().change_approval_required && list.is_none() {
+    let list = state.config.change_approvers.as_ref();
+    if !state.config.change_approval_required && list.is_none() {
         return Ok(());
     }
     let missing: Vec<&str> = [
@@ -433,9 +437,12 @@ fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
 }
 
 async fn deploy(state: &AppState, change_id: String) -> Result<(), ApiError> {
-    state.reload_policies().await?;
+    state.policies.reload().await?;
     let at = crate::clock::now_rfc3339();
-    state.db(move |s| s.mark_deployed(&change_id, &at)).await?;
+    state
+        .db
+        .run(move |s| s.mark_deployed(&change_id, &at))
+        .await?;
     Ok(())
 }
 
@@ -538,10 +545,10 @@ pub(super) async fn test(
             let name = doc.name.clone().unwrap_or_else(|| "test".to_owned());
             Arc::new(PolicySet::new(0, vec![(name, Arc::new(doc))]))
         }
-        None => state.snapshot(),
+        None => state.policies.snapshot(),
     };
     let stored = match &req.agent_id {
-        Some(id) => state.active_agent(id).await?,
+        Some(id) => state.db.active_agent(id).await?,
         None => None,
     };
     let given = req.agent.unwrap_or_default();
@@ -605,10 +612,10 @@ pub(super) async fn versions(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<VersionsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let history = state.history();
+    let history = state.policies.history();
     let Some(at) = q.at else {
         return Ok(Json(
-            json!({ "active": state.snapshot().version, "versions": history }),
+            json!({ "active": state.policies.snapshot().version, "versions": history }),
         ));
     };
     let at = chrono::DateTime::parse_from_rfc3339(&at)
@@ -638,7 +645,7 @@ pub(super) async fn bundle(
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
     use crate::bundle::{Bundle, BundlePolicy, FORMAT};
-    let stored = state.db(|s| s.list_policies()).await?;
+    let stored = state.db.run(|s| s.list_policies()).await?;
     let mut policies: Vec<BundlePolicy> = stored
         .into_iter()
         .filter(|p| parse_policy(&p.content).doc.is_some())
@@ -648,23 +655,23 @@ pub(super) async fn bundle(
             content: p.content,
         })
         .collect();
-    policies.extend(state.file_policies().iter().map(|f| BundlePolicy {
+    policies.extend(state.policies.files().iter().map(|f| BundlePolicy {
         name: f.name.clone(),
         digest: digest(f.content.as_bytes()),
         content: f.content.clone(),
     }));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
-    let version = state.snapshot().version;
+    let version = state.policies.snapshot().version;
     let b = Bundle {
         format: FORMAT.to_owned(),
         version,
         created_at: crate::clock::now_rfc3339(),
-        origin: state.inner.audit.origin().to_owned(),
+        origin: state.audit.origin().to_owned(),
         policies,
     };
     let mut bytes = serde_json::to_vec_pretty(&b).expect("bundles serialize");
     bytes.push(b'\n');
-    let key = state.inner.bundle_key.as_deref().ok_or_else(|| {
+    let key = state.bundle_signing.key.as_deref().ok_or_else(|| {
         ApiError::conflict("this gateway has no policy-bundle key (a sidecar exports no bundles)")
     })?;
     let trusted = format!(
@@ -677,7 +684,7 @@ pub(super) async fn bundle(
         "minisig": minisig,
         "publicKey": crate::bundle::public_key(key),
     });
-    if let Some(p256) = &state.inner.bundle_p256 {
+    if let Some(p256) = &state.bundle_signing.p256 {
         let (sig, public) = crate::bundle::sign_p256(p256, &bytes);
         body["sig"] = sig.into();
         body["cosignPublicKey"] = public.into();
