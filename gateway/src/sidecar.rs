@@ -27,13 +27,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::audit::AuditLog;
 use crate::audit::merkle;
 use crate::auth::{Admin, bearer, trace_id};
 use crate::config::{Args, ConfigError};
 use crate::error::ApiError;
 use crate::governance::{Ask, govern};
 use crate::routes::body::{RawBody, parse_json};
-use crate::state::AppState;
+use crate::state::{AppState, Db, Policies};
 use crate::store::{AgentRecord, SidecarRecord};
 
 /// Lines one heartbeat carries at most; a longer backlog goes in several.
@@ -381,7 +382,15 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
     // over the sidecar's log up to its last entry.
     let mut held: Option<u64> = None;
     loop {
-        let (req, full) = signed_request(state, sc, held, LINES_PER_BEAT, BYTES_PER_BEAT).await?;
+        let (req, full) = signed_request(
+            &state.audit,
+            &state.policies,
+            sc,
+            held,
+            LINES_PER_BEAT,
+            BYTES_PER_BEAT,
+        )
+        .await?;
         let sent = req.lines.len();
         let answer = send(state, sc, &url, token, &req).await?;
         let behind = answer.held < audit.reader().durable_size();
@@ -404,15 +413,14 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
 /// whole durable log (proving the key, and letting the control plane compare). Also whether it
 /// stopped at a limit (more may follow).
 async fn signed_request(
-    state: &AppState,
+    audit: &AuditLog,
+    policies: &Policies,
     sc: &Sidecar,
     from: Option<u64>,
     limit: usize,
     max_bytes: usize,
 ) -> Result<(HeartbeatRequest, bool), String> {
-    let audit = &state.audit;
-    let policy_digest = state
-        .policies
+    let policy_digest = policies
         .digest()
         .await
         .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
@@ -448,7 +456,7 @@ async fn signed_request(
             origin: audit.origin().to_owned(),
             vkey: audit.vkey().to_owned(),
             agent_id: Some(sc.config.agent_id.clone()),
-            bundle_version: state.policies.bundle_version(),
+            bundle_version: policies.bundle_version(),
             policy_digest: Some(policy_digest),
             lines,
             checkpoint: Some(
@@ -488,15 +496,24 @@ fn within_bytes(
 /// checkpoint signed by its key, as a heartbeat carries them, for a disconnected sidecar's log
 /// to be carried by hand to the control plane's `POST /admin/audit/ingest`.
 pub(crate) async fn export(
-    State(state): State<AppState>,
+    State(sidecar): State<Option<Arc<Sidecar>>>,
+    State(audit): State<AuditLog>,
+    State(policies): State<Policies>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(sc) = state.sidecar.as_ref() else {
+    let Some(sc) = sidecar.as_deref() else {
         return Err(ApiError::not_found("route", "/sidecar/export"));
     };
-    let (req, _) = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000, usize::MAX)
-        .await
-        .map_err(ApiError::internal)?;
+    let (req, _) = signed_request(
+        &audit,
+        &policies,
+        sc,
+        Some(q.after.unwrap_or(0)),
+        100_000,
+        usize::MAX,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(req).into_response())
 }
 
@@ -704,24 +721,30 @@ pub(crate) async fn enforce_batch(
 
 /// The sidecar's `/health`: reachable only from its pod, so it says what a probe and an
 /// operator inside the pod need: the agent, the bundle, the heartbeats.
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    let db = state.db.run(|s| s.ping()).await;
-    let Some(sc) = state.sidecar.as_ref() else {
+pub(crate) async fn health(
+    State(sidecar): State<Option<Arc<Sidecar>>>,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
+    State(config): State<Arc<crate::config::Config>>,
+    State(audit): State<AuditLog>,
+) -> Response {
+    let ping = db.run(|s| s.ping()).await;
+    let Some(sc) = sidecar.as_deref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let agent = sc.agent();
-    let healthy = db.is_ok() && state.policies.bundle_version().is_some();
+    let healthy = ping.is_ok() && policies.bundle_version().is_some();
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": crate::clock::now_rfc3339(),
         "role": "sidecar",
         "agentId": agent.id,
         "revoked": agent.revoked_at.is_some(),
-        "mode": state.config.mode.as_str(),
-        "origin": state.audit.origin(),
+        "mode": config.mode.as_str(),
+        "origin": audit.origin(),
         "heartbeat": sc.status(),
     });
-    if let Some(v) = state.policies.bundle_version() {
+    if let Some(v) = policies.bundle_version() {
         body["bundleVersion"] = json!(v);
     }
     let code = if healthy {
@@ -1076,10 +1099,14 @@ async fn forged(state: &AppState, agent: &AgentRecord, origin: &str, why: &str) 
 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it
 /// enforces.
-pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rows = state.db.run(|s| s.list_sidecars()).await?;
+pub(crate) async fn list(
+    _: Admin,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
+) -> Result<Response, ApiError> {
+    let rows = db.run(|s| s.list_sidecars()).await?;
     let now = chrono::Utc::now();
-    let ours = state.policies.digest().await?;
+    let ours = policies.digest().await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|r| {

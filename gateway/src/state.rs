@@ -67,7 +67,7 @@ pub struct Parts {
     /// Pooled client for `/proxy/*` forwarding.
     pub(crate) upstream: reqwest::Client,
     /// Set when this process is an agent's guardian sidecar (`sidecar.rs`).
-    pub(crate) sidecar: Option<crate::sidecar::Sidecar>,
+    pub(crate) sidecar: Option<Arc<crate::sidecar::Sidecar>>,
     pub(crate) bundle_signing: Arc<BundleSigning>,
     pub(crate) readiness: Readiness,
 }
@@ -88,6 +88,7 @@ parts! {
     Db => db,
     Policies => policies,
     AuditLog => audit,
+    crate::alerts::Alerts => alerts,
     Siem => siem,
     Arc<Licensing> => license,
     Arc<dyn ControlPlane> => control_plane,
@@ -95,6 +96,7 @@ parts! {
     Arc<Metrics> => metrics,
     Arc<BundleSigning> => bundle_signing,
     Readiness => readiness,
+    Option<Arc<crate::sidecar::Sidecar>> => sidecar,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -214,7 +216,10 @@ impl AppState {
             bundle_version,
             siem,
         } = optional;
-        let sidecar = config.sidecar.clone().map(crate::sidecar::Sidecar::new);
+        let sidecar = config
+            .sidecar
+            .clone()
+            .map(|c| Arc::new(crate::sidecar::Sidecar::new(c)));
         let tokens = TokenKeys::new(&config.jwt_secret, config.jwt_ttl);
         let db = Db {
             store,

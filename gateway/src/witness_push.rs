@@ -137,7 +137,7 @@ async fn push(
     w: &Connected,
     old: u64,
 ) -> Result<usize, Push> {
-    let (_, note, lines) = crate::routes::audit::consistency_proof(state, old)
+    let (_, note, lines) = crate::routes::audit::consistency_proof(&state.audit, old)
         .await
         .map_err(|e| Push::Failed(e.message().to_owned()))?;
     let body = crate::routes::audit::witness_request(old, &lines, &note);
@@ -152,11 +152,12 @@ async fn push(
     let text = resp.text().await.unwrap_or_default();
     match status {
         200 => {
-            let (_, added, _) = crate::routes::audit::accept_cosignatures(state, &text)
-                .await
-                .map_err(|e| {
-                    Push::Failed(format!("its answer was not accepted: {}", e.message()))
-                })?;
+            let (_, added, _) =
+                crate::routes::audit::accept_cosignatures(&state.audit, &state.config, &text)
+                    .await
+                    .map_err(|e| {
+                        Push::Failed(format!("its answer was not accepted: {}", e.message()))
+                    })?;
             Ok(added)
         }
         409 => meshguard_common::decimal::parse_u64(text.trim_end_matches('\n'))

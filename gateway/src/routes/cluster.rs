@@ -1,6 +1,8 @@
 //! `/admin/cluster/audit`: the central audit index of the gateways sharing a PostgreSQL control
 //! plane, and its verification against every origin's signed checkpoints.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Query, State};
 use serde::Deserialize;
@@ -8,8 +10,8 @@ use serde_json::{Value, json};
 
 use crate::audit::bound;
 use crate::auth::Admin;
+use crate::cluster::ControlPlane;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::store::CentralQuery;
 
 #[derive(Debug, Deserialize)]
@@ -28,10 +30,10 @@ pub(super) struct CentralParams {
 /// Entries of every gateway, newest first, each with its origin and place in that origin's log.
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(control_plane): State<Arc<dyn ControlPlane>>,
     Query(q): Query<CentralParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let index = state.control_plane.central_index()?;
+    let index = control_plane.central_index()?;
     if let Some(d) = &q.decision
         && d != "allow"
         && d != "deny"
@@ -68,9 +70,9 @@ pub(super) async fn list(
 /// Every origin's central copy checked against its latest signed checkpoint.
 pub(super) async fn verify(
     _: Admin,
-    State(state): State<AppState>,
+    State(control_plane): State<Arc<dyn ControlPlane>>,
 ) -> Result<Json<Value>, ApiError> {
-    let index = state.control_plane.central_index()?;
+    let index = control_plane.central_index()?;
     let origins = tokio::task::spawn_blocking(move || index.verify())
         .await
         .map_err(ApiError::internal)??;
