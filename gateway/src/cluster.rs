@@ -25,20 +25,22 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 
+use crate::audit::AuditLog;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{Db, Policies};
 use crate::store::{CentralQuery, ChangeFilter, PgStore, Store};
 
-/// The control plane's PostgreSQL-only behaviour, asked for through the state
-/// (`Arc<dyn ControlPlane>`) by start-up, `/admin/info` and `/admin/cluster/audit`.
+/// The control plane's PostgreSQL-only behaviour, a part of the state (`Arc<dyn ControlPlane>`)
+/// asked for by start-up, `/admin/info` and `/admin/cluster/audit`.
 #[async_trait::async_trait]
 pub(crate) trait ControlPlane: Send + Sync + std::fmt::Debug {
     /// What `/admin/info` shows as `controlPlane`.
     fn status(&self) -> serde_json::Value;
 
-    /// Starts what keeps this gateway in step with the others (the follower and the audit
-    /// shipper); nothing for a gateway alone.
-    async fn start(&self, state: &AppState) -> anyhow::Result<()>;
+    /// Starts what keeps this gateway in step with the others: the follower, which refreshes
+    /// the agent cache in `db` and rebuilds `policies`, and the shipper, which copies `audit`
+    /// into the central index. Nothing for a gateway alone.
+    async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()>;
 
     /// The central audit index of every gateway sharing the control plane, or the 404 a
     /// gateway alone answers.
@@ -55,7 +57,7 @@ impl ControlPlane for Standalone {
         Status::new("sqlite").to_json()
     }
 
-    async fn start(&self, _: &AppState) -> anyhow::Result<()> {
+    async fn start(&self, _: &Db, _: &Policies, _: &AuditLog) -> anyhow::Result<()> {
         Ok(())
     }
 
@@ -93,15 +95,16 @@ impl ControlPlane for Shared {
         self.status.to_json()
     }
 
-    async fn start(&self, state: &AppState) -> anyhow::Result<()> {
+    async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()> {
         spawn_follower(
-            state.clone(),
+            db.clone(),
+            policies.clone(),
             Arc::clone(&self.pg),
             Arc::clone(&self.status),
             self.poll,
         )
         .await?;
-        spawn_shipper(state.clone(), Arc::clone(&self.pg), self.poll).await
+        spawn_shipper(audit.clone(), Arc::clone(&self.pg), self.poll).await
     }
 
     fn central_index(&self) -> Result<CentralIndex, ApiError> {
@@ -167,7 +170,8 @@ const BATCH: usize = 500;
 /// Starts following from the newest change record now in the database: what came before is in
 /// the snapshot and cache this gateway just built.
 async fn spawn_follower(
-    state: AppState,
+    db: Db,
+    policies: Policies,
     pg: Arc<PgStore>,
     status: Arc<Status>,
     poll: Duration,
@@ -182,12 +186,13 @@ async fn spawn_follower(
     let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("control-plane-follow".into())
-        .spawn(move || follow(&state, &pg, &status, poll, from, &handle))?;
+        .spawn(move || follow(&db, &policies, &pg, &status, poll, from, &handle))?;
     Ok(())
 }
 
 fn follow(
-    state: &AppState,
+    db: &Db,
+    policies: &Policies,
     pg: &PgStore,
     status: &Status,
     poll: Duration,
@@ -211,7 +216,7 @@ fn follow(
             }
             None => std::thread::sleep(poll),
         }
-        match apply(state, pg, status, last, handle) {
+        match apply(db, policies, pg, status, last, handle) {
             Ok(seq) => {
                 if down {
                     tracing::info!(change = seq, "control-plane database back; following again");
@@ -232,13 +237,14 @@ fn follow(
 
 /// Applies every change record after `last`; returns the last one applied.
 fn apply(
-    state: &AppState,
+    db: &Db,
+    policies: &Policies,
     pg: &PgStore,
     status: &Status,
     mut last: i64,
     handle: &tokio::runtime::Handle,
 ) -> Result<i64, crate::store::StoreError> {
-    let mut policies = false;
+    let mut reload = false;
     loop {
         let changes = pg.list_changes(&ChangeFilter {
             after_seq: Some(last),
@@ -249,17 +255,17 @@ fn apply(
         for c in changes {
             match c.kind.as_str() {
                 "agent" => match pg.get_agent(&c.object_id) {
-                    Ok(Some(a)) => state.db.remember_agent_if_newer(a),
-                    Ok(None) => state.db.forget_agent(&c.object_id),
+                    Ok(Some(a)) => db.remember_agent_if_newer(a),
+                    Ok(None) => db.forget_agent(&c.object_id),
                     // A revoke or a token re-issue is known without the row: fail closed.
                     Err(_) if c.operation != "create" && c.operation != "update" => {
-                        state.db.forget_agent(&c.object_id)
+                        db.forget_agent(&c.object_id)
                     }
                     // Otherwise keep what is cached (the data plane goes on while the database
                     // is down) and read this record again on the next pass.
                     Err(e) => return Err(e),
                 },
-                "policy" => policies = true,
+                "policy" => reload = true,
                 // Alert channels are read from the store for every alert.
                 _ => {}
             }
@@ -275,7 +281,7 @@ fn apply(
             break;
         }
     }
-    if policies && let Err(e) = handle.block_on(state.policies.reload()) {
+    if reload && let Err(e) = handle.block_on(policies.reload()) {
         tracing::error!(error = ?e, "cannot rebuild the policy snapshot after another gateway's change; retrying");
         return Err(crate::store::StoreError::Unavailable(
             "the policy snapshot could not be rebuilt".into(),
@@ -290,12 +296,12 @@ const SHIP_BATCH: usize = 2000;
 /// Copies this gateway's audit entries into the central index, behind its log: every `every`,
 /// or at once while it is catching up. With the database down it keeps its place (the count the
 /// central index holds) and resumes from there, so nothing is skipped or copied twice.
-async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> anyhow::Result<()> {
+async fn spawn_shipper(audit: AuditLog, pg: Arc<PgStore>, every: Duration) -> anyhow::Result<()> {
     // Two gateways copying to one origin would interleave two logs under one name: the origin
     // is claimed under the write lock (two gateways starting at once cannot both find it free),
     // and a gateway whose origin is held under keys this log never had is refused.
-    let origin = state.audit.origin().to_owned();
-    let ours = origin_keys(&state)?;
+    let origin = audit.origin().to_owned();
+    let ours = origin_keys(&audit)?;
     let held = {
         let (pg, origin) = (Arc::clone(&pg), origin.clone());
         let keys = serde_json::to_string(&ours)?;
@@ -321,7 +327,7 @@ async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> an
             let mut down = false;
             let mut progress = Progress::default();
             loop {
-                match ship_once(&state, &pg, &mut progress) {
+                match ship_once(&audit, &pg, &mut progress) {
                     Ok(n) => {
                         if down {
                             tracing::info!("central audit index reachable again; copying");
@@ -345,8 +351,7 @@ async fn spawn_shipper(state: AppState, pg: Arc<PgStore>, every: Duration) -> an
 }
 
 /// This log's checkpoint keys with the sizes they sign; the current key alone for a new log.
-fn origin_keys(state: &AppState) -> anyhow::Result<Vec<KeyRange>> {
-    let audit = &state.audit;
+fn origin_keys(audit: &AuditLog) -> anyhow::Result<Vec<KeyRange>> {
     let mut keys: Vec<KeyRange> = audit
         .reader()
         .keys()?
@@ -386,8 +391,7 @@ impl Default for Progress {
     }
 }
 
-fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
-    let audit = &state.audit;
+fn ship_once(audit: &AuditLog, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
     let origin = audit.origin();
     let reader = audit.reader();
     let shipped = match progress.shipped {
@@ -409,7 +413,7 @@ fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<
     if rows.is_empty() && checkpoint_size == progress.checkpoint {
         return Ok(0);
     }
-    let keys = serde_json::to_string(&origin_keys(state).map_err(|e| e.to_string())?)
+    let keys = serde_json::to_string(&origin_keys(audit).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     if let Err(e) = pg.ship_audit(origin, &keys, &rows, checkpoint.as_ref()) {
         progress.shipped = None;

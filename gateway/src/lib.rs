@@ -283,7 +283,10 @@ async fn start(
         .reload()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
-    state.control_plane.start(state).await?;
+    state
+        .control_plane
+        .start(&state.db, &state.policies, &state.audit)
+        .await?;
     policy_files::spawn_watcher(state.clone(), sources, state.config.policies_reload);
     refusals::spawn_flusher(state.clone());
     if let Some(sc) = &state.sidecar {
