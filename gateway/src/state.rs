@@ -7,12 +7,14 @@
 //! - [`Policies`]: the active policy snapshot, its history, the file and bundle policies;
 //! - `AuditLog`: the audit writer and its readers (`audit/`);
 //! - `Arc<dyn ControlPlane>`: what only a shared PostgreSQL control plane does (`cluster.rs`);
-//! - `Arc<Licensing>`, `Arc<Metrics>`, `Arc<TokenKeys>`, `Siem`, [`BundleSigning`],
-//!   [`Readiness`].
+//! - `Alerts`, `Arc<Licensing>`, `Arc<Metrics>`, `Arc<TokenKeys>`, [`Siem`], [`BundleSigning`],
+//!   [`Readiness`], and on a sidecar `Option<Arc<Sidecar>>`.
 //!
-//! The data plane's handlers (`/proxy/*`, the batch, the sidecar's `/enforce`) and the background
-//! tasks take the whole `AppState`: a decision touches nearly every part (`governance.rs`).
-//! `AppState` is one `Arc`, so cloning it per request costs what it did as one struct.
+//! The handlers that may record a decision or a refusal (`/proxy/check`, `/proxy/*`, the
+//! batch, the sidecar's `/enforce` and `/enforce/batch`, the sidecar heartbeat and the audit
+//! ingest) and the background tasks take the whole `AppState`: `governance.rs` uses nearly
+//! every part. `AppState` is one `Arc` (it derefs to [`Parts`]), so cloning it per request
+//! costs what it did as one struct.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

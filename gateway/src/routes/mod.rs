@@ -1,4 +1,5 @@
-//! The HTTP surface: routes next to their handlers, one module per area.
+//! The HTTP surface: routes next to their handlers, one module per area. A handler takes the
+//! parts of the state it uses (`State<Db>`, `State<AuditLog>`, …; see `state.rs`).
 
 mod agents;
 pub(crate) mod audit;
