@@ -1,13 +1,15 @@
 //! Admin authentication and the request metadata every admin write records.
 
-use axum::extract::FromRequestParts;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Proof that the request carried the admin token, in `X-Admin-Token` or as
 /// `Authorization: Bearer`.
@@ -15,10 +17,15 @@ use crate::state::AppState;
 pub(crate) struct Admin;
 
 #[async_trait::async_trait]
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    Arc<Config>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let config = Arc::<Config>::from_ref(state);
         let presented = parts
             .headers
             .get("x-admin-token")
@@ -29,18 +36,18 @@ impl FromRequestParts<AppState> for Admin {
                 "Missing X-Admin-Token or Authorization header",
             ));
         };
-        if !tokens_equal(presented, &state.inner.config.admin_token) {
+        if !tokens_equal(presented, &config.admin_token) {
             return Err(ApiError::unauthorized("Invalid admin token"));
         }
-        client_cert_ok(parts, state)?;
+        client_cert_ok(parts, &config)?;
         Ok(Admin)
     }
 }
 
 /// With `ADMIN_CLIENT_CA_FILE` set, an admin request must also come over a connection that
 /// presented a client certificate from one of its CAs (the listener verified the chain).
-pub(crate) fn client_cert_ok(parts: &Parts, state: &AppState) -> Result<(), ApiError> {
-    if state.inner.config.admin_client_ca.is_none() {
+pub(crate) fn client_cert_ok(parts: &Parts, config: &Config) -> Result<(), ApiError> {
+    if config.admin_client_ca.is_none() {
         return Ok(());
     }
     if let Some(c) = parts.extensions.get::<crate::tls::ClientCert>() {

@@ -1,39 +1,151 @@
-//! Several gateways on one PostgreSQL control plane: each follows the changes the others make.
+//! What a gateway does differently on a shared PostgreSQL control plane than alone on SQLite,
+//! behind one trait, [`ControlPlane`]: [`Standalone`] does the single-gateway thing (nothing to
+//! follow, no central audit index) and [`Shared`] the several-gateway one. Nothing else asks which
+//! store is open.
 //!
-//! A gateway keeps two things in memory that another gateway's write makes stale: the policy
-//! snapshot and the agent cache. The follower thread reads the `changes` table after the last
-//! record it applied (the store commits records in `seq` order, see `store/postgres.rs`) and, per
-//! record, rereads the agent it names or rebuilds the snapshot once for any number of policy
-//! records. An agent it cannot read is dropped from the cache for a revoke or token re-issue
-//! (fail closed), and kept for a create or update, whose record is read again next time. It wakes on the `NOTIFY` every write sends, and every `CONTROL_PLANE_POLL_MS` in any
-//! case, so a change acts on every gateway within that interval even when a notification is lost
-//! or the listening connection is down. Records this gateway wrote come back too; applying them
-//! again is harmless (the same agent is reread, the same policies rebuilt).
+//! On PostgreSQL each gateway follows the changes the others make. A gateway keeps two things in
+//! memory that another gateway's write makes stale: the policy snapshot and the agent cache. The
+//! follower thread reads the `changes` table after the last record it applied (the store commits
+//! records in `seq` order, see `store/postgres.rs`) and, per record, rereads the agent it names
+//! or rebuilds the snapshot once for any number of policy records. An agent it cannot read is
+//! dropped from the cache for a revoke or token re-issue (fail closed), and kept for a create or
+//! update, whose record is read again next time. It wakes on the `NOTIFY` every write sends, and
+//! every `CONTROL_PLANE_POLL_MS` in any case, so a change acts on every gateway within that
+//! interval even when a notification is lost or the listening connection is down. Records this
+//! gateway wrote come back too; applying them again is harmless (the same agent is reread, the
+//! same policies rebuilt).
 //!
 //! When the database is down, the follower keeps its place and retries every interval; the data
-//! plane goes on from the snapshot and the cache it has.
+//! plane goes on from the snapshot and the cache it has. The shipper copies this gateway's audit
+//! entries into the central index, which `/admin/cluster/audit` lists and verifies.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use crate::state::AppState;
-use crate::store::{ChangeFilter, PgStore, Store};
+use axum::http::StatusCode;
+
+use crate::audit::AuditLog;
+use crate::error::ApiError;
+use crate::state::{Db, Policies};
+use crate::store::{CentralQuery, ChangeFilter, PgStore, Store};
+
+/// The control plane's PostgreSQL-only behaviour, a part of the state (`Arc<dyn ControlPlane>`)
+/// asked for by start-up, `/admin/info` and `/admin/cluster/audit`.
+#[async_trait::async_trait]
+pub(crate) trait ControlPlane: Send + Sync + std::fmt::Debug {
+    /// What `/admin/info` shows as `controlPlane`.
+    fn status(&self) -> serde_json::Value;
+
+    /// Starts what keeps this gateway in step with the others: the follower, which refreshes
+    /// the agent cache in `db` and rebuilds `policies`, and the shipper, which copies `audit`
+    /// into the central index. Nothing for a gateway alone.
+    async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()>;
+
+    /// The central audit index of every gateway sharing the control plane, or the 404 a
+    /// gateway alone answers.
+    fn central_index(&self) -> Result<CentralIndex, ApiError>;
+}
+
+/// A gateway alone on its SQLite store: nothing to follow, no central audit index.
+#[derive(Debug)]
+pub(crate) struct Standalone;
+
+#[async_trait::async_trait]
+impl ControlPlane for Standalone {
+    fn status(&self) -> serde_json::Value {
+        Status::new("sqlite").to_json()
+    }
+
+    async fn start(&self, _: &Db, _: &Policies, _: &AuditLog) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn central_index(&self) -> Result<CentralIndex, ApiError> {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_shared_control_plane",
+            "this gateway has no shared control plane (DATABASE_URL), so no central audit index; /admin/audit lists its own decisions",
+        ))
+    }
+}
+
+/// One of several gateways on a PostgreSQL control plane (`DATABASE_URL`).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pg: Arc<PgStore>,
+    status: Arc<Status>,
+    /// `CONTROL_PLANE_POLL_MS`: how often the follower and the shipper look, at the latest.
+    poll: Duration,
+}
+
+impl Shared {
+    pub(crate) fn new(pg: Arc<PgStore>, poll: Duration) -> Self {
+        Self {
+            pg,
+            status: Arc::new(Status::new("postgresql")),
+            poll,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for Shared {
+    fn status(&self) -> serde_json::Value {
+        self.status.to_json()
+    }
+
+    async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()> {
+        spawn_follower(
+            db.clone(),
+            policies.clone(),
+            Arc::clone(&self.pg),
+            Arc::clone(&self.status),
+            self.poll,
+        )
+        .await?;
+        spawn_shipper(audit.clone(), Arc::clone(&self.pg), self.poll).await
+    }
+
+    fn central_index(&self) -> Result<CentralIndex, ApiError> {
+        Ok(CentralIndex(Arc::clone(&self.pg)))
+    }
+}
+
+/// The central audit index: every origin's entries, copied by its shipper. Its calls block
+/// (run them on the blocking pool).
+#[derive(Debug)]
+pub(crate) struct CentralIndex(Arc<PgStore>);
+
+impl CentralIndex {
+    /// Entries of every gateway, newest first: `(origin, seq, body)`.
+    pub(crate) fn list(
+        &self,
+        query: &CentralQuery,
+    ) -> Result<Vec<(String, u64, String)>, crate::store::StoreError> {
+        self.0.central_audit(query)
+    }
+
+    /// Every origin's central copy checked against its latest signed checkpoint.
+    pub(crate) fn verify(&self) -> Result<Vec<OriginReport>, crate::store::StoreError> {
+        verify_central(&self.0)
+    }
+}
 
 /// What `/admin/info` shows of the control plane.
 #[derive(Debug)]
-pub(crate) struct Status {
-    pub(crate) backend: &'static str,
+struct Status {
+    backend: &'static str,
     /// The last change record applied here (0 before the first).
-    pub(crate) applied_seq: AtomicI64,
+    applied_seq: AtomicI64,
     /// Whether the follower's notification connection is up.
-    pub(crate) listening: AtomicBool,
+    listening: AtomicBool,
     /// Milliseconds between the newest applied change's timestamp and its application here.
-    pub(crate) last_lag_ms: AtomicI64,
+    last_lag_ms: AtomicI64,
 }
 
 impl Status {
-    pub(crate) fn new(backend: &'static str) -> Self {
+    fn new(backend: &'static str) -> Self {
         Self {
             backend,
             applied_seq: AtomicI64::new(0),
@@ -42,7 +154,7 @@ impl Status {
         }
     }
 
-    pub(crate) fn to_json(&self) -> serde_json::Value {
+    fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "backend": self.backend,
             "appliedChange": self.applied_seq.load(Ordering::SeqCst),
@@ -57,9 +169,11 @@ const BATCH: usize = 500;
 
 /// Starts following from the newest change record now in the database: what came before is in
 /// the snapshot and cache this gateway just built.
-pub(crate) async fn spawn_follower(
-    state: AppState,
+async fn spawn_follower(
+    db: Db,
+    policies: Policies,
     pg: Arc<PgStore>,
+    status: Arc<Status>,
     poll: Duration,
 ) -> anyhow::Result<()> {
     let from = {
@@ -68,26 +182,23 @@ pub(crate) async fn spawn_follower(
             .await?
             .map_err(|e| anyhow::anyhow!("cannot read the control plane's change log: {e}"))?
     };
-    state
-        .inner
-        .control_plane
-        .applied_seq
-        .store(from, Ordering::SeqCst);
+    status.applied_seq.store(from, Ordering::SeqCst);
     let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("control-plane-follow".into())
-        .spawn(move || follow(&state, &pg, poll, from, &handle))?;
+        .spawn(move || follow(&db, &policies, &pg, &status, poll, from, &handle))?;
     Ok(())
 }
 
 fn follow(
-    state: &AppState,
+    db: &Db,
+    policies: &Policies,
     pg: &PgStore,
+    status: &Status,
     poll: Duration,
     mut last: i64,
     handle: &tokio::runtime::Handle,
 ) {
-    let status = &state.inner.control_plane;
     let mut listener = None;
     // Logged once per outage, not once per retry.
     let mut down = false;
@@ -105,7 +216,7 @@ fn follow(
             }
             None => std::thread::sleep(poll),
         }
-        match apply(state, pg, last, handle) {
+        match apply(db, policies, pg, status, last, handle) {
             Ok(seq) => {
                 if down {
                     tracing::info!(change = seq, "control-plane database back; following again");
@@ -126,12 +237,14 @@ fn follow(
 
 /// Applies every change record after `last`; returns the last one applied.
 fn apply(
-    state: &AppState,
+    db: &Db,
+    policies: &Policies,
     pg: &PgStore,
+    status: &Status,
     mut last: i64,
     handle: &tokio::runtime::Handle,
 ) -> Result<i64, crate::store::StoreError> {
-    let mut policies = false;
+    let mut reload = false;
     loop {
         let changes = pg.list_changes(&ChangeFilter {
             after_seq: Some(last),
@@ -142,25 +255,23 @@ fn apply(
         for c in changes {
             match c.kind.as_str() {
                 "agent" => match pg.get_agent(&c.object_id) {
-                    Ok(Some(a)) => state.remember_agent_if_newer(a),
-                    Ok(None) => state.forget_agent(&c.object_id),
+                    Ok(Some(a)) => db.remember_agent_if_newer(a),
+                    Ok(None) => db.forget_agent(&c.object_id),
                     // A revoke or a token re-issue is known without the row: fail closed.
                     Err(_) if c.operation != "create" && c.operation != "update" => {
-                        state.forget_agent(&c.object_id)
+                        db.forget_agent(&c.object_id)
                     }
                     // Otherwise keep what is cached (the data plane goes on while the database
                     // is down) and read this record again on the next pass.
                     Err(e) => return Err(e),
                 },
-                "policy" => policies = true,
+                "policy" => reload = true,
                 // Alert channels are read from the store for every alert.
                 _ => {}
             }
             if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.timestamp) {
                 let lag = chrono::Utc::now().signed_duration_since(at);
-                state
-                    .inner
-                    .control_plane
+                status
                     .last_lag_ms
                     .store(lag.num_milliseconds(), Ordering::SeqCst);
             }
@@ -170,7 +281,7 @@ fn apply(
             break;
         }
     }
-    if policies && let Err(e) = handle.block_on(state.reload_policies()) {
+    if reload && let Err(e) = handle.block_on(policies.reload()) {
         tracing::error!(error = ?e, "cannot rebuild the policy snapshot after another gateway's change; retrying");
         return Err(crate::store::StoreError::Unavailable(
             "the policy snapshot could not be rebuilt".into(),
@@ -185,16 +296,12 @@ const SHIP_BATCH: usize = 2000;
 /// Copies this gateway's audit entries into the central index, behind its log: every `every`,
 /// or at once while it is catching up. With the database down it keeps its place (the count the
 /// central index holds) and resumes from there, so nothing is skipped or copied twice.
-pub(crate) async fn spawn_shipper(
-    state: AppState,
-    pg: Arc<PgStore>,
-    every: Duration,
-) -> anyhow::Result<()> {
+async fn spawn_shipper(audit: AuditLog, pg: Arc<PgStore>, every: Duration) -> anyhow::Result<()> {
     // Two gateways copying to one origin would interleave two logs under one name: the origin
     // is claimed under the write lock (two gateways starting at once cannot both find it free),
     // and a gateway whose origin is held under keys this log never had is refused.
-    let origin = state.inner.audit.origin().to_owned();
-    let ours = origin_keys(&state)?;
+    let origin = audit.origin().to_owned();
+    let ours = origin_keys(&audit)?;
     let held = {
         let (pg, origin) = (Arc::clone(&pg), origin.clone());
         let keys = serde_json::to_string(&ours)?;
@@ -220,7 +327,7 @@ pub(crate) async fn spawn_shipper(
             let mut down = false;
             let mut progress = Progress::default();
             loop {
-                match ship_once(&state, &pg, &mut progress) {
+                match ship_once(&audit, &pg, &mut progress) {
                     Ok(n) => {
                         if down {
                             tracing::info!("central audit index reachable again; copying");
@@ -244,8 +351,7 @@ pub(crate) async fn spawn_shipper(
 }
 
 /// This log's checkpoint keys with the sizes they sign; the current key alone for a new log.
-fn origin_keys(state: &AppState) -> anyhow::Result<Vec<KeyRange>> {
-    let audit = &state.inner.audit;
+fn origin_keys(audit: &AuditLog) -> anyhow::Result<Vec<KeyRange>> {
     let mut keys: Vec<KeyRange> = audit
         .reader()
         .keys()?
@@ -285,8 +391,7 @@ impl Default for Progress {
     }
 }
 
-fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
-    let audit = &state.inner.audit;
+fn ship_once(audit: &AuditLog, pg: &PgStore, progress: &mut Progress) -> Result<usize, String> {
     let origin = audit.origin();
     let reader = audit.reader();
     let shipped = match progress.shipped {
@@ -308,7 +413,7 @@ fn ship_once(state: &AppState, pg: &PgStore, progress: &mut Progress) -> Result<
     if rows.is_empty() && checkpoint_size == progress.checkpoint {
         return Ok(0);
     }
-    let keys = serde_json::to_string(&origin_keys(state).map_err(|e| e.to_string())?)
+    let keys = serde_json::to_string(&origin_keys(audit).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     if let Err(e) = pg.ship_audit(origin, &keys, &rows, checkpoint.as_ref()) {
         progress.shipped = None;
@@ -351,7 +456,7 @@ struct KeyRange {
 /// Checks, for every origin, that the central copy of its entries up to its latest signed
 /// checkpoint hashes to that checkpoint's root, and that the checkpoint is signed by a key of
 /// that origin: a row changed, dropped or added in the database shows as that origin's problem.
-pub(crate) fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::store::StoreError> {
+fn verify_central(pg: &PgStore) -> Result<Vec<OriginReport>, crate::store::StoreError> {
     use crate::audit::{merkle, note};
     let mut out = Vec::new();
     for o in pg.audit_origins()? {

@@ -295,7 +295,7 @@ pub(crate) fn spawn_watcher(state: AppState, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let Some(egress) = state.inner.egress.as_ref() else {
+            let Some(egress) = state.egress.as_ref() else {
                 return;
             };
             let reloaded = egress.reload();
@@ -304,7 +304,7 @@ pub(crate) fn spawn_watcher(state: AppState, every: Duration) {
                     crate::settings_entry::record(&state, "egress allowlist updated").await
             {
                 tracing::error!(error = %e, "the egress allowlist update is not in the audit log");
-                state.inner.alerts.raise(crate::alerts::Alert::system(
+                state.alerts.raise(crate::alerts::Alert::system(
                     "Configuration Not Recorded",
                     &e.to_string(),
                 ));
@@ -312,7 +312,6 @@ pub(crate) fn spawn_watcher(state: AppState, every: Duration) {
             if let Err(e) = reloaded {
                 tracing::error!(error = %e, "egress allowlist update refused");
                 state
-                    .inner
                     .alerts
                     .raise(crate::alerts::Alert::system("Egress Allowlist Refused", &e));
             }
@@ -392,7 +391,6 @@ async fn one_request(
         );
     };
     let egress = state
-        .inner
         .egress
         .as_ref()
         .expect("the proxy runs only with an allowlist");
@@ -542,7 +540,7 @@ async fn record(
     }
     meta.insert(
         "allowlistVersion".into(),
-        serde_json::json!(state.inner.egress.as_ref().map(Egress::version)),
+        serde_json::json!(state.egress.as_ref().map(Egress::version)),
     );
     let entry = AuditEntry {
         id: crate::ids::new_time_ordered_id("aud"),
@@ -569,9 +567,9 @@ async fn record(
         truncated: Default::default(),
     };
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-        state.inner.alerts.raise(alert);
+        state.alerts.raise(alert);
     }
-    state.inner.audit.append(entry).await.inspect_err(|e| {
+    state.audit.append(entry).await.inspect_err(|e| {
         tracing::error!(error = %e, "cannot record an egress request; refused");
     })
 }

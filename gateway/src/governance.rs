@@ -75,7 +75,7 @@ pub(crate) async fn check_delegators(
                 "Delegation refused: {id} appears twice in the chain (self-delegation or a cycle)"
             ));
         }
-        match state.agent(id).await {
+        match state.db.agent(id).await {
             Ok(Some(a)) if a.revoked_at.is_none() => {
                 if TrustTier::parse(&a.trust_tier).unwrap_or(TrustTier::Unverified)
                     < TrustTier::Verified
@@ -312,28 +312,25 @@ pub(crate) async fn govern(state: &AppState, agent: &AgentRecord, ask: &Ask) -> 
 
 async fn decide_and_record(state: &AppState, agent: &AgentRecord, ask: &Ask) -> Verdict {
     let started = Instant::now();
-    let mode = state.config().mode;
-    let snapshot = state.snapshot();
+    let mode = state.config.mode;
+    let snapshot = state.policies.snapshot();
     if let Some(verdict) = agent_rate_limit(state, &snapshot, agent, ask).await {
         return verdict;
     }
     let (mut verdict, entry) = decide(mode, &snapshot, agent, ask);
     let alert = crate::alerts::Alerts::for_entry(&entry);
-    let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
-    let recorded = record_by(state, state.inner.audit.queue(entry), deadline).await;
+    let deadline = tokio::time::Instant::now() + state.config.circuit_breaker;
+    let recorded = record_by(state, state.audit.queue(entry), deadline).await;
     match recorded {
         Ok(seq) => {
             if let Some(alert) = alert {
-                state.inner.alerts.raise(alert);
+                state.alerts.raise(alert);
             }
             verdict.audit_seq = Some(seq);
             verdict.latency = started.elapsed();
-            state.inner.metrics.decision(
-                verdict.allowed,
-                verdict.would_deny,
-                verdict.latency,
-                true,
-            );
+            state
+                .metrics
+                .decision(verdict.allowed, verdict.would_deny, verdict.latency, true);
             verdict
         }
         Err(why) => breaker(state, agent, ask, verdict, &why, started).await,
@@ -354,7 +351,7 @@ pub(crate) async fn record_by(
         Ok(r) => r.map_err(refused),
         Err(_) if queued.withdraw() => Err(format!(
             "the decision was not durable within the {} ms circuit breaker",
-            state.config().circuit_breaker.as_millis()
+            state.config.circuit_breaker.as_millis()
         )),
         Err(_) => queued.durable().await.map_err(refused),
     }
@@ -403,9 +400,9 @@ pub(crate) async fn breaker(
     let (mut verdict, entry) = breaker_verdict(agent, ask, verdict, why);
     tracing::warn!(agent = %agent.id, action = %ask.action, reason = %verdict.reason, "circuit breaker tripped");
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-        state.inner.alerts.raise(alert);
+        state.alerts.raise(alert);
     }
-    match state.inner.audit.append(entry).await {
+    match state.audit.append(entry).await {
         Ok(seq) => verdict.audit_seq = Some(seq),
         Err(e) => {
             // No entry records this answer, so it cannot be an allow: nothing is forwarded
@@ -420,7 +417,6 @@ pub(crate) async fn breaker(
     }
     verdict.latency = started.elapsed();
     state
-        .inner
         .metrics
         .decision(verdict.allowed, verdict.would_deny, verdict.latency, false);
     verdict
@@ -439,7 +435,7 @@ impl Verdict {
             policy: None,
             rule: None,
             reason,
-            mode: state.config().mode,
+            mode: state.config.mode,
             would_deny: false,
             latency: Duration::ZERO,
             audit_seq: None,
@@ -460,7 +456,6 @@ pub(crate) async fn agent_rate_limit(
     let limits = crate::policy::rate_limits_for(snapshot, &req);
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let limited = state
-        .inner
         .limiter
         .hit(
             format_args!("agent:{}", agent.id),
@@ -507,29 +502,24 @@ pub(crate) async fn record_refusal(
     name_and_tier: Option<(String, String)>,
 ) {
     let (agent_name, trust_tier) = name_and_tier.unzip();
-    state.inner.metrics.refusal(event);
+    state.metrics.refusal(event);
     let entry = AuditEntry {
         agent_id,
         agent_name,
         trust_tier,
         reason: Some(why.to_owned()),
-        ..ask.entry(event, state.config().mode)
+        ..ask.entry(event, state.config.mode)
     };
     // Not the first of its kind in this window: counted into the window's aggregate row.
-    if state.inner.refusals.note(&entry) == crate::refusals::Note::Counted {
+    if state.refusals.note(&entry) == crate::refusals::Note::Counted {
         return;
     }
     if let Some(alert) = crate::alerts::Alerts::for_entry(&entry) {
-        state.inner.alerts.raise(alert);
+        state.alerts.raise(alert);
     }
     // A refusal is the same answer whether or not its row is durable yet: the row is written
     // either way, and a slow disk does not hold the refusal back past the budget.
-    match tokio::time::timeout(
-        state.config().circuit_breaker,
-        state.inner.audit.append(entry),
-    )
-    .await
-    {
+    match tokio::time::timeout(state.config.circuit_breaker, state.audit.append(entry)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::error!(error = %e, event, "cannot record a refused call"),
         Err(_) => tracing::warn!(

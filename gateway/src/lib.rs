@@ -87,13 +87,9 @@ pub fn check_policy_bundle(
     ))
 }
 
-/// The control-plane store, the local SQLite file (the audit index), and the shared PostgreSQL
-/// store when there is one (its follower needs it).
-type Opened = (
-    Arc<dyn store::Store>,
-    std::path::PathBuf,
-    Option<Arc<store::PgStore>>,
-);
+/// The control plane (its store, and what it does beyond the store) and the local SQLite file
+/// (the audit index).
+type Opened = (state::Backend, std::path::PathBuf);
 
 /// Opens the store, loads the policies and returns the state the router serves.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
@@ -102,11 +98,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
 
 /// [`prepare`], with decisions recorded in the audit log or (for `bench_support` only) not.
 async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<AppState> {
-    let (store, db_path, shared) = open_stores(&config).await?;
+    let (backend, db_path) = open_stores(&config).await?;
     let audit = open_audit(&config, db_path, record_decisions)?;
     let alerts = alerts::Alerts::start(
         config.alerts.clone(),
-        Arc::clone(&store),
+        Arc::clone(&backend.store),
         Some(audit.clone()),
     );
     let sources = policy_files::Sources {
@@ -129,28 +125,29 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     let siem = config.siem.as_ref().map(siem::open).transpose()?;
     let state = AppState::new(
         config,
-        store,
+        backend,
         files,
         audit,
         alerts,
         license,
         state::Optional {
-            bundle_p256,
-            bundle_key,
+            bundle_signing: state::BundleSigning {
+                p256: bundle_p256,
+                key: bundle_key,
+            },
             egress,
             bundle_version: Arc::clone(&sources.bundle_version),
             siem: siem.clone(),
-            shared: shared.clone(),
         },
     );
-    start(&state, shared, sources, siem).await?;
-    if state.inner.sidecar.is_none() {
+    start(&state, sources, siem).await?;
+    if state.sidecar.is_none() {
         // A restore this start follows, then the settings in force, in the signed log, before
         // the first decision.
         restored::record_if_restored(&state).await?;
         settings_entry::record(&state, "start").await?;
     }
-    state.set_ready();
+    state.readiness.set_ready();
     Ok(state)
 }
 
@@ -166,6 +163,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
     };
     let database_url = config.database_url.clone();
     let ca_bundle = config.ca_bundle_file.clone();
+    let poll = config.control_plane_poll;
     tokio::task::spawn_blocking(move || -> anyhow::Result<Opened> {
         let mut local = store::SqliteStore::open(&path)?;
         let db_path = local.path().to_owned();
@@ -174,7 +172,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
                 .seal_secrets_with(&secrets_key)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(db = %db_path.display(), "database open (SQLite, WAL, synchronous=FULL)");
-            return Ok((Arc::new(local), db_path, None));
+            let backend = state::Backend {
+                store: Arc::new(local),
+                control_plane: Arc::new(cluster::Standalone),
+            };
+            return Ok((backend, db_path));
         };
         let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -182,7 +184,11 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");
         let pg = Arc::new(pg);
-        Ok((Arc::clone(&pg) as Arc<dyn store::Store>, db_path, Some(pg)))
+        let backend = state::Backend {
+            control_plane: Arc::new(cluster::Shared::new(Arc::clone(&pg), poll)),
+            store: pg,
+        };
+        Ok((backend, db_path))
     })
     .await?
 }
@@ -267,49 +273,48 @@ fn open_egress(config: &Config) -> anyhow::Result<Option<egress::Egress>> {
 /// the sidecar's heartbeats, the witness push and the SIEM forwarder.
 async fn start(
     state: &AppState,
-    shared: Option<Arc<store::PgStore>>,
     sources: policy_files::Sources,
     siem: Option<siem::SharedStatus>,
 ) -> anyhow::Result<()> {
     {
         let s = state.clone();
-        tokio::task::spawn_blocking(move || s.inner.license.refresh(&s.inner.alerts)).await?;
+        tokio::task::spawn_blocking(move || s.license.refresh(&s.alerts)).await?;
     }
     license::spawn_checker(state.clone());
     state
-        .reload_policies()
+        .policies
+        .reload()
         .await
         .map_err(|e| anyhow::anyhow!("cannot load policies: {e:?}"))?;
-    if let Some(pg) = shared {
-        let poll = state.config().control_plane_poll;
-        cluster::spawn_follower(state.clone(), Arc::clone(&pg), poll).await?;
-        cluster::spawn_shipper(state.clone(), pg, poll).await?;
-    }
-    policy_files::spawn_watcher(state.clone(), sources, state.config().policies_reload);
+    state
+        .control_plane
+        .start(&state.db, &state.policies, &state.audit)
+        .await?;
+    policy_files::spawn_watcher(state.clone(), sources, state.config.policies_reload);
     refusals::spawn_flusher(state.clone());
-    if let Some(sc) = &state.inner.sidecar {
+    if let Some(sc) = &state.sidecar {
         // A sidecar with nothing verified to enforce would refuse everything: say so now.
-        let Some(version) = state.bundle_version() else {
+        let Some(version) = state.policies.bundle_version() else {
             anyhow::bail!(
                 "the guardian sidecar has no verified policy bundle (see the error above): check POLICY_BUNDLE {} and POLICY_BUNDLE_PUBKEY",
                 state
-                    .config()
+                    .config
                     .policy_bundle
                     .as_deref()
                     .unwrap_or(std::path::Path::new(""))
                     .display()
             );
         };
-        tracing::info!(agent = %sc.config.agent_id, origin = state.inner.audit.origin(), bundle = version, "guardian sidecar for one agent");
+        tracing::info!(agent = %sc.config.agent_id, origin = state.audit.origin(), bundle = version, "guardian sidecar for one agent");
         sidecar::spawn_heartbeats(state.clone());
     }
-    if state.inner.egress.is_some() {
-        egress::spawn_watcher(state.clone(), state.config().policies_reload);
+    if state.egress.is_some() {
+        egress::spawn_watcher(state.clone(), state.config.policies_reload);
     }
-    if !state.config().audit_witness_urls.is_empty() {
-        witness_push::spawn(state.clone(), state.config().audit_witness_urls.clone());
+    if !state.config.audit_witness_urls.is_empty() {
+        witness_push::spawn(state.clone(), state.config.audit_witness_urls.clone());
     }
-    if let (Some(cfg), Some(status)) = (state.config().siem.clone(), siem) {
+    if let (Some(cfg), Some(status)) = (state.config.siem.clone(), siem) {
         tracing::info!(siem = %status.lock().expect("not poisoned").target, "SIEM egress on");
         siem::spawn(state.clone(), cfg, status);
     }
@@ -323,14 +328,14 @@ pub async fn serve(
     addr: std::net::SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mode = state.config().mode;
+    let mode = state.config.mode;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr}: {e}; is another process using the port? set PORT")
     })?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, mode = mode.as_str(), "meshguard gateway listening");
     // Printed before "listening on", which tells a supervisor the gateway is up.
-    if let Some(port) = state.config().egress_proxy_port {
+    if let Some(port) = state.config.egress_proxy_port {
         let at = std::net::SocketAddr::new(addr.ip(), port);
         let egress = tokio::net::TcpListener::bind(at).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {at} for the egress proxy: {e}; set EGRESS_PROXY_PORT to a free port")
@@ -339,21 +344,17 @@ pub async fn serve(
         tokio::spawn(egress::serve(
             state.clone(),
             egress,
-            listen::Gate::new(state.config().connections),
+            listen::Gate::new(state.config.connections),
         ));
     }
-    let gate = listen::Gate::new(state.config().connections);
-    let acceptor = match state.config().tls.clone() {
+    let gate = listen::Gate::new(state.config.connections);
+    let acceptor = match state.config.tls.clone() {
         Some((cert, key)) => {
             let certs = tls::Reloading::open(&cert, &key).map_err(|e| anyhow::anyhow!(e))?;
             let acceptor = certs
-                .acceptor(state.config().admin_client_ca.as_deref())
+                .acceptor(state.config.admin_client_ca.as_deref())
                 .map_err(|e| anyhow::anyhow!(e))?;
-            tls::spawn_reloader(
-                certs,
-                state.inner.alerts.clone(),
-                state.config().policies_reload,
-            );
+            tls::spawn_reloader(certs, state.alerts.clone(), state.config.policies_reload);
             println!("listening on https://{local}");
             Some(acceptor)
         }
@@ -366,7 +367,7 @@ pub async fn serve(
     // What the last window of refused calls counted is written before the process ends.
     refusals::flush(&state).await;
     // A sidecar hands its last entries to the control plane before its pod goes.
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         sidecar::beat_and_record(&state).await;
     }
     Ok(())

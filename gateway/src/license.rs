@@ -219,7 +219,7 @@ fn refused(e: LicenseError) -> ApiError {
 
 /// Re-checks the license every `config.license_check_interval`.
 pub(crate) fn spawn_checker(state: crate::state::AppState) {
-    let every = state.config().license_check_interval;
+    let every = state.config.license_check_interval;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -228,7 +228,7 @@ pub(crate) fn spawn_checker(state: crate::state::AppState) {
             tick.tick().await;
             let s = state.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                s.inner.license.refresh(&s.inner.alerts);
+                s.license.refresh(&s.alerts);
             })
             .await;
         }

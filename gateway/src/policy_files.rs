@@ -209,13 +209,13 @@ pub(crate) fn spawn_watcher(
             if now == applied {
                 continue;
             }
-            let previous = state.file_policies();
-            let (src, alerts) = (sources.clone(), state.inner.alerts.clone());
+            let previous = state.policies.files();
+            let (src, alerts) = (sources.clone(), state.alerts.clone());
             let loaded = tokio::task::spawn_blocking(move || src.load(&previous, &alerts)).await;
             match loaded {
                 Ok(files) => {
                     let count = files.len();
-                    match state.replace_file_policies(files).await {
+                    match state.policies.replace_files(files).await {
                         Ok(()) => {
                             tracing::info!(dir = %sources.dir.display(), count, "policy files reloaded")
                         }

@@ -151,7 +151,7 @@ impl Refusals {
 
 /// Writes the aggregate rows every window.
 pub(crate) fn spawn_flusher(state: crate::state::AppState) {
-    let window = state.inner.refusals.window();
+    let window = state.refusals.window();
     if window.is_zero() {
         return;
     }
@@ -167,8 +167,8 @@ pub(crate) fn spawn_flusher(state: crate::state::AppState) {
 
 /// Writes what the current window counted (also at shutdown).
 pub(crate) async fn flush(state: &crate::state::AppState) {
-    for row in state.inner.refusals.close_window() {
-        if let Err(e) = state.inner.audit.append(row).await {
+    for row in state.refusals.close_window() {
+        if let Err(e) = state.audit.append(row).await {
             tracing::error!(error = %e, "cannot record the aggregate of refused calls");
         }
     }

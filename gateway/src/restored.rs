@@ -45,16 +45,15 @@ struct Lost {
 
 /// Records the restore, durably, if this start follows one; then removes the marker.
 pub(crate) async fn record_if_restored(state: &AppState) -> anyhow::Result<()> {
-    let path = state.config().db_path.with_file_name(MARKER);
+    let path = state.config.db_path.with_file_name(MARKER);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
     };
-    let marker = parse(&text, &path, &state.config().audit_origin)?;
+    let marker = parse(&text, &path, &state.config.audit_origin)?;
     let witnessed = witnesses_allow(state, &marker).await?;
     state
-        .inner
         .audit
         .append(entry(state, &marker, &witnessed))
         .await
@@ -75,7 +74,7 @@ pub(crate) async fn record_if_restored(state: &AppState) -> anyhow::Result<()> {
 /// rewritten in silence. Returns, for the restore's entry, what each witness said.
 async fn witnesses_allow(state: &AppState, m: &Marker) -> anyhow::Result<Vec<String>> {
     let mut said = Vec::new();
-    for w in &state.config().audit_witness_urls {
+    for w in &state.config.audit_witness_urls {
         match crate::witness_push::holds_more_than(state, w, m.size).await {
             Ok(None) => said.push(format!("{}: holds no more than the restored log", w.name)),
             Ok(Some(held))
@@ -162,7 +161,7 @@ fn entry(state: &AppState, m: &Marker, witnessed: &[String]) -> AuditEntry {
         action: "system:restored".to_owned(),
         reason: Some(reason),
         trace_id: crate::ids::new_id("trace"),
-        mode: state.config().mode.as_str().to_owned(),
+        mode: state.config.mode.as_str().to_owned(),
         meta,
         ..AuditEntry::default()
     }

@@ -13,7 +13,7 @@ pub(crate) const EVENT: &str = "configuration";
 
 /// The entry recording the settings in force now; `why` says what prompted it.
 pub(crate) fn entry(state: &AppState, why: &str) -> AuditEntry {
-    let c = state.config();
+    let c = &state.config;
     let mut meta = Map::new();
     // Unset settings are left out: clients' typed SDKs fail on null.
     let mut put = |k: &str, v: Value| {
@@ -25,7 +25,7 @@ pub(crate) fn entry(state: &AppState, why: &str) -> AuditEntry {
     put("gatewayVersion", json!(env!("CARGO_PKG_VERSION")));
     put("region", json!(c.region));
     put("deploymentMode", json!(c.deployment_mode));
-    let egress = state.inner.egress.as_ref();
+    let egress = state.egress.as_ref();
     put("egressProxy", json!(egress.is_some()));
     put(
         "egressAllowlist",
@@ -68,12 +68,7 @@ pub(crate) fn entry(state: &AppState, why: &str) -> AuditEntry {
 
 /// Records the configuration in force, durably; a gateway that cannot is not ready.
 pub(crate) async fn record(state: &AppState, why: &str) -> anyhow::Result<u64> {
-    state
-        .inner
-        .audit
-        .append(entry(state, why))
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot record the gateway's configuration in the audit log: {e}")
-        })
+    state.audit.append(entry(state, why)).await.map_err(|e| {
+        anyhow::anyhow!("cannot record the gateway's configuration in the audit log: {e}")
+    })
 }

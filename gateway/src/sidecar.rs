@@ -27,13 +27,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::audit::AuditLog;
 use crate::audit::merkle;
 use crate::auth::{Admin, bearer, trace_id};
 use crate::config::{Args, ConfigError};
 use crate::error::ApiError;
 use crate::governance::{Ask, govern};
 use crate::routes::body::{RawBody, parse_json};
-use crate::state::AppState;
+use crate::state::{AppState, Db, Policies};
 use crate::store::{AgentRecord, SidecarRecord};
 
 /// Lines one heartbeat carries at most; a longer backlog goes in several.
@@ -316,7 +317,7 @@ pub(crate) struct HeartbeatAnswer {
 
 /// Sends heartbeats every interval until the process ends (when `GATEWAY_URL` is set).
 pub(crate) fn spawn_heartbeats(state: AppState) {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = state.sidecar.as_ref() else {
         return;
     };
     if sc.config.gateway_url.is_none() {
@@ -338,7 +339,7 @@ pub(crate) fn spawn_heartbeats(state: AppState) {
 
 /// One heartbeat (as many requests as the backlog needs), its outcome kept for `/health`.
 pub(crate) async fn beat_and_record(state: &AppState) {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = state.sidecar.as_ref() else {
         return;
     };
     let result = beat(state, sc).await;
@@ -375,13 +376,21 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
         (None, None) => return Err("no agent token to authenticate heartbeats".into()),
     };
     let token = token.trim();
-    let audit = &state.inner.audit;
+    let audit = &state.audit;
     // The first request (no entries) learns how much the control plane holds; then the
     // entries after that go, LINES_PER_BEAT at a time, each batch with a checkpoint signed
     // over the sidecar's log up to its last entry.
     let mut held: Option<u64> = None;
     loop {
-        let (req, full) = signed_request(state, sc, held, LINES_PER_BEAT, BYTES_PER_BEAT).await?;
+        let (req, full) = signed_request(
+            &state.audit,
+            &state.policies,
+            sc,
+            held,
+            LINES_PER_BEAT,
+            BYTES_PER_BEAT,
+        )
+        .await?;
         let sent = req.lines.len();
         let answer = send(state, sc, &url, token, &req).await?;
         let behind = answer.held < audit.reader().durable_size();
@@ -404,15 +413,15 @@ async fn beat(state: &AppState, sc: &Sidecar) -> Result<HeartbeatAnswer, String>
 /// whole durable log (proving the key, and letting the control plane compare). Also whether it
 /// stopped at a limit (more may follow).
 async fn signed_request(
-    state: &AppState,
+    audit: &AuditLog,
+    policies: &Policies,
     sc: &Sidecar,
     from: Option<u64>,
     limit: usize,
     max_bytes: usize,
 ) -> Result<(HeartbeatRequest, bool), String> {
-    let audit = &state.inner.audit;
-    let policy_digest = state
-        .policy_set_digest()
+    let policy_digest = policies
+        .digest()
         .await
         .map_err(|e| format!("cannot read the sidecar's policies: {e:?}"))?;
     let lines = match from {
@@ -447,7 +456,7 @@ async fn signed_request(
             origin: audit.origin().to_owned(),
             vkey: audit.vkey().to_owned(),
             agent_id: Some(sc.config.agent_id.clone()),
-            bundle_version: state.bundle_version(),
+            bundle_version: policies.bundle_version(),
             policy_digest: Some(policy_digest),
             lines,
             checkpoint: Some(
@@ -487,15 +496,24 @@ fn within_bytes(
 /// checkpoint signed by its key, as a heartbeat carries them, for a disconnected sidecar's log
 /// to be carried by hand to the control plane's `POST /admin/audit/ingest`.
 pub(crate) async fn export(
-    State(state): State<AppState>,
+    State(sidecar): State<Option<Arc<Sidecar>>>,
+    State(audit): State<AuditLog>,
+    State(policies): State<Policies>,
     axum::extract::Query(q): axum::extract::Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+    let Some(sc) = sidecar.as_deref() else {
         return Err(ApiError::not_found("route", "/sidecar/export"));
     };
-    let (req, _) = signed_request(&state, sc, Some(q.after.unwrap_or(0)), 100_000, usize::MAX)
-        .await
-        .map_err(ApiError::internal)?;
+    let (req, _) = signed_request(
+        &audit,
+        &policies,
+        sc,
+        Some(q.after.unwrap_or(0)),
+        100_000,
+        usize::MAX,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     Ok(Json(req).into_response())
 }
 
@@ -513,7 +531,6 @@ async fn send(
     req: &HeartbeatRequest,
 ) -> Result<HeartbeatAnswer, String> {
     let resp = state
-        .inner
         .upstream
         .post(url)
         .bearer_auth(token)
@@ -585,7 +602,6 @@ pub(crate) struct EnforceRequest {
 /// The agent a call names must be this sidecar's (an absent id means it).
 fn check_agent(state: &AppState, named: Option<&str>) -> Result<Arc<AgentRecord>, ApiError> {
     let sc = state
-        .inner
         .sidecar
         .as_ref()
         .ok_or_else(|| ApiError::not_found("route", "/enforce"))?;
@@ -640,7 +656,7 @@ pub(crate) async fn enforce(
         "mode": v.mode.as_str(),
         "traceId": ask.trace_id,
     });
-    if let Some(b) = state.bundle_version() {
+    if let Some(b) = state.policies.bundle_version() {
         body["bundleVersion"] = json!(b);
     }
     if let Some(p) = &v.policy {
@@ -696,33 +712,39 @@ pub(crate) async fn enforce_batch(
         .as_array()
         .is_some_and(|r| r.iter().all(|x| x["decision"] == "allow"));
     v["allAllowed"] = json!(all);
-    if let Some(b) = state.bundle_version() {
+    if let Some(b) = state.policies.bundle_version() {
         v["bundleVersion"] = json!(b);
     }
-    v["mode"] = json!(state.config().mode.as_str());
+    v["mode"] = json!(state.config.mode.as_str());
     Ok(Json(v).into_response())
 }
 
 /// The sidecar's `/health`: reachable only from its pod, so it says what a probe and an
 /// operator inside the pod need: the agent, the bundle, the heartbeats.
-pub(crate) async fn health(State(state): State<AppState>) -> Response {
-    let db = state.db(|s| s.ping()).await;
-    let Some(sc) = state.inner.sidecar.as_ref() else {
+pub(crate) async fn health(
+    State(sidecar): State<Option<Arc<Sidecar>>>,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
+    State(config): State<Arc<crate::config::Config>>,
+    State(audit): State<AuditLog>,
+) -> Response {
+    let ping = db.run(|s| s.ping()).await;
+    let Some(sc) = sidecar.as_deref() else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let agent = sc.agent();
-    let healthy = db.is_ok() && state.bundle_version().is_some();
+    let healthy = ping.is_ok() && policies.bundle_version().is_some();
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "timestamp": crate::clock::now_rfc3339(),
         "role": "sidecar",
         "agentId": agent.id,
         "revoked": agent.revoked_at.is_some(),
-        "mode": state.config().mode.as_str(),
-        "origin": state.inner.audit.origin(),
+        "mode": config.mode.as_str(),
+        "origin": audit.origin(),
         "heartbeat": sc.status(),
     });
-    if let Some(v) = state.bundle_version() {
+    if let Some(v) = policies.bundle_version() {
         body["bundleVersion"] = json!(v);
     }
     let code = if healthy {
@@ -750,10 +772,10 @@ pub(crate) async fn heartbeat(
         )
             .into_response()
     };
-    let Some(claims) = bearer(&headers).and_then(|t| state.inner.tokens.verify(t).ok()) else {
+    let Some(claims) = bearer(&headers).and_then(|t| state.tokens.verify(t).ok()) else {
         return Ok(unauthorized());
     };
-    let Some(agent) = state.agent(&claims.sub).await? else {
+    let Some(agent) = state.db.agent(&claims.sub).await? else {
         return Ok(unauthorized());
     };
     if agent.revoked_at.is_some() {
@@ -766,13 +788,13 @@ pub(crate) async fn heartbeat(
     if agent.token_version != claims.ver {
         return Ok(unauthorized());
     }
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         return Err(ApiError::not_found("route", "/api/v1/sidecars/heartbeat"));
     }
     let req: HeartbeatRequest = parse_json(&bytes)?;
     let policy_digest = req.policy_digest.clone();
     let (_, held) = accept(&state, &agent, req).await?;
-    let ours = state.policy_set_digest().await?;
+    let ours = state.policies.digest().await?;
     Ok(Json(HeartbeatAnswer {
         agent: agent_view(&agent),
         held,
@@ -790,7 +812,7 @@ pub(crate) async fn ingest_export(
     req: HeartbeatRequest,
 ) -> Result<(u64, u64), ApiError> {
     let origin = req.origin.clone();
-    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    let registered = state.db.run(move |s| s.get_sidecar(&origin)).await?;
     let agent_id = match (&registered, &req.agent_id) {
         (Some(r), _) => r.agent_id.clone(),
         (None, Some(a)) => a.clone(),
@@ -802,6 +824,7 @@ pub(crate) async fn ingest_export(
         }
     };
     let agent = state
+        .db
         .agent(&agent_id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", &agent_id))?;
@@ -825,7 +848,7 @@ async fn accept(
 ) -> Result<(u64, u64), ApiError> {
     let signed = proven_checkpoint(state, &req)?;
     let origin = req.origin.clone();
-    let registered = state.db(move |s| s.get_sidecar(&origin)).await?;
+    let registered = state.db.run(move |s| s.get_sidecar(&origin)).await?;
     if let Some(r) = &registered {
         same_agent_and_key(r, agent, &req)?;
     }
@@ -853,7 +876,7 @@ async fn accept(
     if registered.is_none() {
         tracing::info!(origin = %rec.origin, agent = %rec.agent_id, "guardian sidecar registered");
     }
-    state.db(move |s| s.save_sidecar(&rec)).await?;
+    state.db.run(move |s| s.save_sidecar(&rec)).await?;
     Ok((before, tree.size()))
 }
 
@@ -863,7 +886,7 @@ fn proven_checkpoint(
     state: &AppState,
     req: &HeartbeatRequest,
 ) -> Result<crate::audit::note::Checkpoint, ApiError> {
-    if req.origin == state.inner.audit.origin() {
+    if req.origin == state.audit.origin() {
         return Err(ApiError::field(
             "origin",
             "is this gateway's own log origin; a sidecar has an origin of its own",
@@ -929,7 +952,7 @@ async fn held_tree(
     {
         return Ok(kept);
     }
-    let reader = state.inner.audit.reader();
+    let reader = state.audit.reader();
     let origin = origin.to_owned();
     let leaves = tokio::task::spawn_blocking(move || reader.source_leaves(&origin))
         .await
@@ -1001,7 +1024,7 @@ async fn take_lines(
             .filter(|l| l.seq > before)
             .cloned()
             .collect();
-        state.inner.audit.ingest(lines).await.map_err(|e| match e {
+        state.audit.ingest(lines).await.map_err(|e| match e {
             crate::audit::AuditError::Write(m) => ApiError::conflict(m),
             other => ApiError::internal(other),
         })?;
@@ -1076,10 +1099,14 @@ async fn forged(state: &AppState, agent: &AgentRecord, origin: &str, why: &str) 
 
 /// `GET /admin/sidecars`: every registered sidecar, when it was last heard from and what it
 /// enforces.
-pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let rows = state.db(|s| s.list_sidecars()).await?;
+pub(crate) async fn list(
+    _: Admin,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
+) -> Result<Response, ApiError> {
+    let rows = db.run(|s| s.list_sidecars()).await?;
     let now = chrono::Utc::now();
-    let ours = state.policy_set_digest().await?;
+    let ours = policies.digest().await?;
     let items: Vec<Value> = rows
         .into_iter()
         .map(|r| {

@@ -235,7 +235,7 @@ pub(crate) fn spawn(state: AppState, config: SiemConfig, status: SharedStatus) {
 }
 
 async fn forward(state: AppState, config: SiemConfig, status: SharedStatus) {
-    let reader = state.inner.audit.reader();
+    let reader = state.audit.reader();
     let pid = std::process::id().to_string();
     let mut delivered = status.lock().expect("not poisoned").cursor;
     let mut backoff = Duration::from_millis(200);

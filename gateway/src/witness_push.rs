@@ -56,7 +56,7 @@ pub(crate) fn spawn(state: AppState, witnesses: Vec<Connected>) {
 }
 
 async fn run(state: AppState, witnesses: Vec<Connected>) {
-    let client = match crate::tls::client_builder(&state.config().extra_roots)
+    let client = match crate::tls::client_builder(&state.config.extra_roots)
         .timeout(Duration::from_secs(30))
         .build()
     {
@@ -73,7 +73,7 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
-        let reader = state.inner.audit.reader();
+        let reader = state.audit.reader();
         let Ok(Ok(Some((size, _)))) =
             tokio::task::spawn_blocking(move || reader.latest_checkpoint()).await
         else {
@@ -82,7 +82,7 @@ async fn run(state: AppState, witnesses: Vec<Connected>) {
         if size <= all_cosigned {
             continue;
         }
-        let reader = state.inner.audit.reader();
+        let reader = state.audit.reader();
         let Ok(Ok(cosigned)) = tokio::task::spawn_blocking(move || reader.cosignatures()).await
         else {
             continue;
@@ -132,7 +132,7 @@ pub(crate) async fn holds_more_than(
     w: &Connected,
     size: u64,
 ) -> Result<Option<u64>, String> {
-    let client = crate::tls::client_builder(&state.config().extra_roots)
+    let client = crate::tls::client_builder(&state.config.extra_roots)
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| format!("cannot build the witness client: {e}"))?;
@@ -157,7 +157,7 @@ async fn push(
     w: &Connected,
     old: u64,
 ) -> Result<usize, Push> {
-    let (_, note, lines) = crate::routes::audit::consistency_proof(state, old)
+    let (_, note, lines) = crate::routes::audit::consistency_proof(&state.audit, old)
         .await
         .map_err(|e| Push::Failed(e.message().to_owned()))?;
     let body = crate::routes::audit::witness_request(old, &lines, &note);
@@ -172,11 +172,12 @@ async fn push(
     let text = resp.text().await.unwrap_or_default();
     match status {
         200 => {
-            let (_, added, _) = crate::routes::audit::accept_cosignatures(state, &text)
-                .await
-                .map_err(|e| {
-                    Push::Failed(format!("its answer was not accepted: {}", e.message()))
-                })?;
+            let (_, added, _) =
+                crate::routes::audit::accept_cosignatures(&state.audit, &state.config, &text)
+                    .await
+                    .map_err(|e| {
+                        Push::Failed(format!("its answer was not accepted: {}", e.message()))
+                    })?;
             Ok(added)
         }
         409 => meshguard_common::decimal::parse_u64(text.trim_end_matches('\n'))

@@ -14,8 +14,11 @@ use super::body::JsonBody;
 use super::changes::{Draft, digest_json};
 use crate::auth::{Admin, ChangeMeta};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::jwt::TokenKeys;
+use crate::license::Licensing;
+use crate::state::Db;
 use crate::store::{AgentRecord, StoreError, Write};
+use std::sync::Arc;
 
 const MAX_NAME: usize = 256;
 
@@ -109,7 +112,7 @@ pub(super) struct ListQuery {
 
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<AgentList>, ApiError> {
     let tier = q
@@ -121,7 +124,7 @@ pub(super) async fn list(
     if !["active", "revoked", "all"].contains(&status) {
         return Err(ApiError::field("status", "expected active, revoked or all"));
     }
-    let agents = state.db(|s| s.list_agents()).await?;
+    let agents = db.run(|s| s.list_agents()).await?;
     let agents = agents
         .iter()
         .filter(|a| match status {
@@ -137,12 +140,14 @@ pub(super) async fn list(
 
 pub(super) async fn create(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(tokens): State<Arc<TokenKeys>>,
+    State(license): State<Arc<Licensing>>,
     meta: ChangeMeta,
     JsonBody(body): JsonBody<CreateAgent>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(id) = super::changes::replayed(&state, &meta, "agent").await? {
-        return created_again(&state, &id).await;
+    if let Some(id) = super::changes::replayed(&db, &meta, "agent").await? {
+        return created_again(&db, &tokens, &id).await;
     }
     check_name(&body.name)?;
     let trust_tier = body.trust_tier.unwrap_or_else(|| "verified".to_owned());
@@ -179,14 +184,14 @@ pub(super) async fn create(
         hidden_fields: Vec::new(),
     }
     .build(&meta);
-    let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
+    let (token, exp) = tokens.issue(&rec, unix_now());
     let saved = rec.clone();
     // The store counts the active agents in the insert's own transaction (under the write lock
     // on PostgreSQL), so concurrent creates, on this gateway or others, cannot overshoot.
-    let max = state.license().max_agents();
+    let max = license.max_agents();
     let write = max.map_or(Write::Insert, Write::InsertCapped);
-    let saved = state
-        .db(move |s| match s.save_agent(&saved, write, &change) {
+    let saved = db
+        .run(move |s| match s.save_agent(&saved, write, &change) {
             Err(StoreError::AgentLimit(active)) => Ok(Err(active)),
             other => other.map(Ok),
         })
@@ -194,16 +199,16 @@ pub(super) async fn create(
     let saved = match saved {
         Ok(saved) => saved,
         Err(e) => {
-            return match super::changes::or_replayed(&state, &meta, "agent", Err(e)).await? {
-                Some(id) => created_again(&state, &id).await,
+            return match super::changes::or_replayed(&db, &meta, "agent", Err(e)).await? {
+                Some(id) => created_again(&db, &tokens, &id).await,
                 None => unreachable!("or_replayed answers an error it does not settle"),
             };
         }
     };
     if let Err(active) = saved {
-        return Err(state.license().agent_limit(max.unwrap_or(active), active));
+        return Err(license.agent_limit(max.unwrap_or(active), active));
     }
-    state.remember_agent(&rec);
+    db.remember_agent(&rec);
     tracing::info!(agent = %rec.id, name = %rec.name, tier = %rec.trust_tier, "agent created");
     let body = AgentCreated {
         agent: view(&rec),
@@ -217,10 +222,11 @@ pub(super) async fn create(
 /// The answer to a create sent again with its `Idempotency-Key`: the agent the first one made,
 /// with a token for its current version (the first answer, and its token, may have been lost).
 async fn created_again(
-    state: &AppState,
+    db: &Db,
+    tokens: &TokenKeys,
     id: &str,
 ) -> Result<(StatusCode, Json<AgentCreated>), ApiError> {
-    let rec = state
+    let rec = db
         .agent(id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", id))?;
@@ -229,7 +235,7 @@ async fn created_again(
             "this Idempotency-Key made agent {id}, which has been revoked since; send a new key for a new agent"
         )));
     }
-    let (token, exp) = state.inner.tokens.issue(&rec, unix_now());
+    let (token, exp) = tokens.issue(&rec, unix_now());
     Ok((
         StatusCode::CREATED,
         Json(AgentCreated {
@@ -242,25 +248,24 @@ async fn created_again(
 }
 
 /// An active (not revoked) agent, or 404.
-async fn active(state: &AppState, id: &str) -> Result<std::sync::Arc<AgentRecord>, ApiError> {
-    state
-        .active_agent(id)
+async fn active(db: &Db, id: &str) -> Result<Arc<AgentRecord>, ApiError> {
+    db.active_agent(id)
         .await?
         .ok_or_else(|| ApiError::not_found("agent", id))
 }
 
 pub(super) async fn get(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    Ok(Json(view(active(&state, &id).await?.as_ref())))
+    Ok(Json(view(active(&db, &id).await?.as_ref())))
 }
 
 /// Applies a write to the current version of an agent; retried when another request changed the
 /// agent between the read and the write.
 async fn modify(
-    state: &AppState,
+    db: &Db,
     id: &str,
     operation: &'static str,
     meta: &ChangeMeta,
@@ -268,7 +273,7 @@ async fn modify(
 ) -> Result<AgentRecord, ApiError> {
     let mut attempts = 0;
     loop {
-        let current = active(state, id).await?;
+        let current = active(db, id).await?;
         let mut next = AgentRecord::clone(&current);
         edit(&mut next)?;
         next.revision = current.revision + 1;
@@ -293,17 +298,17 @@ async fn modify(
         .build(meta);
         let saved = next.clone();
         let expected = current.revision;
-        match state
-            .db(move |s| s.save_agent(&saved, Write::Update { expected }, &change))
+        match db
+            .run(move |s| s.save_agent(&saved, Write::Update { expected }, &change))
             .await
         {
             Ok(()) => {
-                state.remember_agent(&next);
+                db.remember_agent(&next);
                 return Ok(next);
             }
             Err(e) if attempts < 3 && e.is_stale() => {
                 // Another writer won: the cached copy may be stale too.
-                state.forget_agent(id);
+                db.forget_agent(id);
                 attempts += 1;
             }
             Err(e) => return Err(e),
@@ -313,7 +318,7 @@ async fn modify(
 
 pub(super) async fn update(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(id): Path<String>,
     meta: ChangeMeta,
     JsonBody(body): JsonBody<UpdateAgent>,
@@ -330,7 +335,7 @@ pub(super) async fn update(
     if let Some(caps) = &body.capabilities {
         check_list("capabilities", caps)?;
     }
-    let updated = modify(&state, &id, "update", &meta, |a| {
+    let updated = modify(&db, &id, "update", &meta, |a| {
         if let Some(v) = &body.name {
             a.name.clone_from(v);
         }
@@ -358,11 +363,11 @@ pub(super) async fn update(
 
 pub(super) async fn revoke(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(id): Path<String>,
     meta: ChangeMeta,
 ) -> Result<Json<Value>, ApiError> {
-    let revoked = modify(&state, &id, "delete", &meta, |a| {
+    let revoked = modify(&db, &id, "delete", &meta, |a| {
         a.revoked_at = Some(crate::clock::now_rfc3339());
         Ok(())
     })
@@ -375,16 +380,17 @@ pub(super) async fn revoke(
 
 pub(super) async fn reissue_token(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(tokens): State<Arc<TokenKeys>>,
     Path(id): Path<String>,
     meta: ChangeMeta,
 ) -> Result<Json<TokenIssued>, ApiError> {
-    let rotated = modify(&state, &id, "token_reissue", &meta, |a| {
+    let rotated = modify(&db, &id, "token_reissue", &meta, |a| {
         a.token_version += 1;
         Ok(())
     })
     .await?;
-    let (token, exp) = state.inner.tokens.issue(&rotated, unix_now());
+    let (token, exp) = tokens.issue(&rotated, unix_now());
     tracing::info!(agent = %rotated.id, "agent token re-issued; earlier tokens are refused");
     Ok(Json(TokenIssued {
         id: rotated.id,

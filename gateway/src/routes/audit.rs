@@ -12,6 +12,10 @@ use super::body::RawBody;
 use crate::audit::AuditQuery;
 use crate::auth::Admin;
 use crate::error::ApiError;
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -55,10 +59,10 @@ fn inconsistent(message: String) -> ApiError {
 }
 
 async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    state: &AppState,
+    audit: &AuditLog,
     f: impl FnOnce(&crate::audit::Reader) -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let reader = state.inner.audit.reader();
+    let reader = audit.reader();
     tokio::task::spawn_blocking(move || f(&reader))
         .await
         .map_err(ApiError::internal)?
@@ -71,8 +75,8 @@ async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
 pub(crate) const INDEX_LAG: &str = "x-meshguard-audit-index-lag";
 
 /// Waits up to 2 s for the index to catch up with the log; returns the entries it still lacks.
-async fn index_lag(state: &AppState) -> Result<u64, ApiError> {
-    blocking(state, |r| {
+async fn index_lag(audit: &AuditLog) -> Result<u64, ApiError> {
+    blocking(audit, |r| {
         Ok::<_, std::convert::Infallible>(r.wait_indexed(std::time::Duration::from_secs(2)))
     })
     .await
@@ -88,7 +92,7 @@ fn with_lag(lag: u64, response: impl IntoResponse) -> Response {
 
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(d) = &q.decision
@@ -108,8 +112,8 @@ pub(super) async fn list(
         action: q.action,
         trace_id: q.trace_id,
     };
-    let lag = index_lag(&state).await?;
-    let entries = blocking(&state, move |r| r.query(&query)).await?;
+    let lag = index_lag(&audit).await?;
+    let entries = blocking(&audit, move |r| r.query(&query)).await?;
     Ok(with_lag(lag, Json(AuditList { entries })))
 }
 
@@ -120,7 +124,7 @@ pub(super) struct StatsQuery {
 
 pub(super) async fn stats(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     Query(q): Query<StatsQuery>,
 ) -> Result<Response, ApiError> {
     let period = q.period.unwrap_or_else(|| "24h".to_owned());
@@ -143,8 +147,8 @@ pub(super) async fn stats(
         ));
     }
     let since = crate::clock::rfc3339(chrono::Utc::now() - chrono::Duration::hours(hours));
-    let lag = index_lag(&state).await?;
-    let (total, allowed, denied, top) = blocking(&state, move |r| r.stats(&since)).await?;
+    let lag = index_lag(&audit).await?;
+    let (total, allowed, denied, top) = blocking(&audit, move |r| r.stats(&since)).await?;
     let label = if hours % 24 == 0 {
         format!("{}d", hours / 24)
     } else {
@@ -162,12 +166,16 @@ pub(super) async fn stats(
     ))
 }
 
-pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let vkey = state.inner.audit.vkey().to_owned();
-    let origin = state.inner.audit.origin().to_owned();
-    let report = blocking(&state, move |r| r.verify(&vkey, &origin)).await?;
-    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
-    let (witnessed, problem) = witness_report(&state, &cosigned);
+pub(super) async fn verify(
+    _: Admin,
+    State(audit): State<AuditLog>,
+    State(config): State<Arc<Config>>,
+) -> Result<Response, ApiError> {
+    let vkey = audit.vkey().to_owned();
+    let origin = audit.origin().to_owned();
+    let report = blocking(&audit, move |r| r.verify(&vkey, &origin)).await?;
+    let cosigned = blocking(&audit, |r| r.cosignatures()).await?;
+    let (witnessed, problem) = witness_report(&config, &cosigned);
     let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
     body["witnesses"] = witnessed;
     if let Some(problem) = problem
@@ -182,10 +190,9 @@ pub(super) async fn verify(_: Admin, State(state): State<AppState>) -> Result<Re
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
-fn witness_keys(state: &AppState) -> Vec<meshguard_tlog::note::Vkey> {
+fn witness_keys(config: &Config) -> Vec<meshguard_tlog::note::Vkey> {
     use meshguard_tlog::note::{COSIGNATURE_V1, Vkey};
-    state
-        .config()
+    config
         .audit_witnesses
         .iter()
         .filter_map(|w| Vkey::parse_of_type(w, COSIGNATURE_V1).ok())
@@ -197,11 +204,11 @@ fn witness_keys(state: &AppState) -> Vec<meshguard_tlog::note::Vkey> {
 /// replaced after it was cosigned is a rewritten history), and the latest checkpoint cosigned
 /// by a quorum is reported.
 fn witness_report(
-    state: &AppState,
+    config: &Config,
     cosigned: &[(crate::audit::Cosignature, Option<String>)],
 ) -> (Value, Option<String>) {
-    let keys = witness_keys(state);
-    let quorum = state.config().audit_witness_quorum;
+    let keys = witness_keys(config);
+    let quorum = config.audit_witness_quorum;
     let mut problem = None;
     let mut by_size: std::collections::BTreeMap<u64, usize> = Default::default();
     for (c, note) in cosigned {
@@ -242,10 +249,11 @@ fn witness_report(
 /// The cosignatures stored for the latest checkpoint, or for `size`.
 pub(super) async fn cosignatures(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
+    State(config): State<Arc<Config>>,
 ) -> Result<Response, ApiError> {
-    let cosigned = blocking(&state, |r| r.cosignatures()).await?;
-    let (witnessed, _) = witness_report(&state, &cosigned);
+    let cosigned = blocking(&audit, |r| r.cosignatures()).await?;
+    let (witnessed, _) = witness_report(&config, &cosigned);
     let rows: Vec<&crate::audit::Cosignature> = cosigned.iter().map(|(c, _)| c).collect();
     Ok(Json(json!({"cosignatures": rows, "witnesses": witnessed})).into_response())
 }
@@ -255,10 +263,11 @@ pub(super) async fn cosignatures(
 /// this log's recent checkpoints; then it is kept in the witness proof cache.
 pub(super) async fn add_cosignatures(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
+    State(config): State<Arc<Config>>,
     body: String,
 ) -> Result<Response, ApiError> {
-    let (rows, added, witnessed) = accept_cosignatures(&state, &body).await?;
+    let (rows, added, witnessed) = accept_cosignatures(&audit, &config, &body).await?;
     Ok((
         StatusCode::OK,
         Json(json!({"accepted": rows, "new": added, "witnesses": witnessed})),
@@ -270,16 +279,17 @@ pub(super) async fn add_cosignatures(
 /// this log's recent checkpoints. Returns what was accepted, how many were new, and the
 /// witness report after.
 pub(crate) async fn accept_cosignatures(
-    state: &AppState,
+    audit: &AuditLog,
+    config: &Config,
     body: &str,
 ) -> Result<(Vec<crate::audit::Cosignature>, usize, Value), ApiError> {
-    let keys = witness_keys(state);
+    let keys = witness_keys(config);
     if keys.is_empty() {
         return Err(ApiError::conflict(
             "no witness is configured; set AUDIT_WITNESSES to the witnesses' keys",
         ));
     }
-    let recent = blocking(state, |r| r.checkpoints(1000)).await?;
+    let recent = blocking(audit, |r| r.checkpoints(1000)).await?;
     let mut rows = Vec::new();
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
         let name = line
@@ -315,14 +325,12 @@ pub(crate) async fn accept_cosignatures(
     if rows.is_empty() {
         return Err(ApiError::field("body", "no cosignature line"));
     }
-    let added = state
-        .inner
-        .audit
+    let added = audit
         .add_cosignatures(rows.clone())
         .await
         .map_err(ApiError::internal)?;
-    let cosigned = blocking(state, |r| r.cosignatures()).await?;
-    let (witnessed, _) = witness_report(state, &cosigned);
+    let cosigned = blocking(audit, |r| r.cosignatures()).await?;
+    let (witnessed, _) = witness_report(config, &cosigned);
     Ok((rows, added, witnessed))
 }
 
@@ -342,27 +350,27 @@ pub(super) struct ExportQuery {
 /// broken transfer, never as a shorter export that looks complete.
 pub(super) async fn export(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
     const PAGE: usize = 1_000;
     let limit = q.limit.unwrap_or(100_000).clamp(1, 1_000_000);
-    let lag = index_lag(&state).await?;
-    let through = blocking(&state, |r| {
+    let lag = index_lag(&audit).await?;
+    let through = blocking(&audit, |r| {
         Ok::<_, std::convert::Infallible>(r.indexed_through())
     })
     .await?;
     let source = q.source;
     let start = (q.after.unwrap_or(0), limit);
     let pages = futures_util::stream::try_unfold(start, move |(after, left)| {
-        let state = state.clone();
+        let audit = audit.clone();
         let source = source.clone();
         async move {
             if left == 0 || after >= through {
                 return Ok::<_, ApiError>(None);
             }
             let page = PAGE.min(left);
-            let lines = blocking(&state, move |r| r.export(source.as_deref(), after, page)).await?;
+            let lines = blocking(&audit, move |r| r.export(source.as_deref(), after, page)).await?;
             let lines: Vec<_> = lines.into_iter().take_while(|l| l.seq <= through).collect();
             let Some(last) = lines.last().map(|l| l.seq) else {
                 return Ok(None);
@@ -429,39 +437,40 @@ pub(super) async fn ingest(
 
 /// The log's checkpoint keys over time: which verifier key signs checkpoints of which sizes
 /// (a rotated key's range ends at its handoff checkpoint, which both keys sign).
-pub(super) async fn keys(_: Admin, State(state): State<AppState>) -> Result<Response, ApiError> {
-    let keys = blocking(&state, |r| r.keys()).await?;
-    Ok(Json(json!({"origin": state.inner.audit.origin(), "current": state.inner.audit.vkey(), "keys": keys})).into_response())
+pub(super) async fn keys(_: Admin, State(audit): State<AuditLog>) -> Result<Response, ApiError> {
+    let keys = blocking(&audit, |r| r.keys()).await?;
+    Ok(
+        Json(json!({"origin": audit.origin(), "current": audit.vkey(), "keys": keys}))
+            .into_response(),
+    )
 }
 
 /// The latest signed checkpoint (a C2SP signed note), signing a new one first if the log grew.
 /// `POST /admin/audit/checkpoint`: signs a checkpoint of the log as it is now.
 pub(super) async fn checkpoint(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
 ) -> Result<Response, ApiError> {
-    let note = state
-        .inner
-        .audit
-        .checkpoint()
-        .await
-        .map_err(ApiError::internal)?;
-    let vkey = state.inner.audit.vkey().to_owned();
-    Ok(Json(json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": state.inner.audit.origin()})).into_response())
+    let note = audit.checkpoint().await.map_err(ApiError::internal)?;
+    let vkey = audit.vkey().to_owned();
+    Ok(Json(
+        json!({"checkpoint": note.unwrap_or_default(), "vkey": vkey, "origin": audit.origin()}),
+    )
+    .into_response())
 }
 
 /// `GET /admin/audit/checkpoint`: the latest signed checkpoint (empty before the first) and
 /// the log's key. A read: it signs nothing (POST does).
 pub(super) async fn latest_checkpoint(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
 ) -> Result<Response, ApiError> {
-    let latest = blocking(&state, |r| r.checkpoint_at(None)).await?;
-    let vkey = state.inner.audit.vkey().to_owned();
+    let latest = blocking(&audit, |r| r.checkpoint_at(None)).await?;
+    let vkey = audit.vkey().to_owned();
     Ok(Json(json!({
         "checkpoint": latest.map(|(_, note)| note).unwrap_or_default(),
         "vkey": vkey,
-        "origin": state.inner.audit.origin(),
+        "origin": audit.origin(),
     }))
     .into_response())
 }
@@ -478,13 +487,13 @@ pub(super) struct ProofQuery {
 /// the one of `size`): evidence a disconnected verifier checks offline with the log's vkey.
 pub(super) async fn proof(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     Query(q): Query<ProofQuery>,
 ) -> Result<Response, ApiError> {
     use base64::Engine;
     let id = q.id.clone();
     let at = q.size;
-    let (seq, checkpoint) = blocking(&state, move |r| {
+    let (seq, checkpoint) = blocking(&audit, move |r| {
         Ok::<_, rusqlite::Error>((r.seq_of(&id)?, r.checkpoint_at(at)?))
     })
     .await?;
@@ -501,10 +510,10 @@ pub(super) async fn proof(
             })
         })?,
     };
-    let (leaf, path) = blocking(&state, move |r| r.inclusion(seq - 1, size)).await?;
+    let (leaf, path) = blocking(&audit, move |r| r.inclusion(seq - 1, size)).await?;
     // Never hand out evidence that does not check: verify against the signed root first.
-    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
-        .map_err(ApiError::internal)?;
+    let signed =
+        crate::audit::note::verify_checkpoint(audit.vkey(), &note).map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_inclusion(seq - 1, size, &leaf, &path, &signed.root) {
         return Err(inconsistent(format!(
             "the inclusion proof for entry {seq} does not verify against the signed checkpoint of {size} entries: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry"
@@ -531,11 +540,11 @@ pub(super) struct ConsistencyQuery {
 /// The latest signed checkpoint `(size, note)` and the base64 lines proving the log of `from`
 /// entries is a prefix of it, checked against its signed root before they are handed out.
 pub(crate) async fn consistency_proof(
-    state: &AppState,
+    audit: &AuditLog,
     from: u64,
 ) -> Result<(u64, String, Vec<String>), ApiError> {
     use base64::Engine;
-    let latest = blocking(state, |r| r.latest_checkpoint()).await?;
+    let latest = blocking(audit, |r| r.latest_checkpoint()).await?;
     let (size, note) = latest.ok_or_else(|| {
         ApiError::conflict("no signed checkpoint yet; POST /admin/audit/checkpoint first")
     })?;
@@ -545,9 +554,9 @@ pub(crate) async fn consistency_proof(
             format!("is larger than the latest checkpoint size {size}"),
         ));
     }
-    let (proof, old_root) = blocking(state, move |r| r.consistency(from, size)).await?;
-    let signed = crate::audit::note::verify_checkpoint(state.inner.audit.vkey(), &note)
-        .map_err(ApiError::internal)?;
+    let (proof, old_root) = blocking(audit, move |r| r.consistency(from, size)).await?;
+    let signed =
+        crate::audit::note::verify_checkpoint(audit.vkey(), &note).map_err(ApiError::internal)?;
     if !crate::audit::merkle::verify_consistency(from, size, &proof, &old_root, &signed.root) {
         return Err(inconsistent(format!(
             "the consistency proof {from} -> {size} does not verify against the signed checkpoint: the log no longer matches what was signed; run GET /admin/audit/verify to find the altered entry"
@@ -575,10 +584,10 @@ pub(crate) fn witness_request(from: u64, lines: &[String], note: &str) -> String
 /// Base64 lines proving the log of `from` entries is a prefix of the latest signed checkpoint.
 pub(super) async fn consistency(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
-    let (size, note, lines) = consistency_proof(&state, q.from).await?;
+    let (size, note, lines) = consistency_proof(&audit, q.from).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(Json(
             json!({"from": q.from, "to": size, "proof": lines, "checkpoint": note}),
@@ -606,10 +615,8 @@ pub(super) async fn consistency(
 /// (C2SP tlog-tiles): the latest signed checkpoint, and the hash tiles, read-only and without
 /// authentication (they hold hashes only). Entry bundles hold the decisions themselves and are
 /// served under the admin API ([`log_entries`]).
-pub(super) async fn log_checkpoint(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let path = state
-        .inner
-        .audit
+pub(super) async fn log_checkpoint(State(audit): State<AuditLog>) -> Result<Response, ApiError> {
+    let path = audit
         .reader()
         .tiles()
         .dir()
@@ -634,34 +641,34 @@ pub(super) async fn log_checkpoint(State(state): State<AppState>) -> Result<Resp
 
 /// `GET /audit/log/tile/<L>/<N>[.p/<W>]`: a hash tile.
 pub(super) async fn log_tile(
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     let id = crate::audit::tiles::TileId::parse(&path).filter(|t| t.level.is_some());
-    serve_tile(&state, id, &path).await
+    serve_tile(&audit, id, &path).await
 }
 
 /// `GET /admin/audit/log/tile/entries/<N>[.p/<W>]`: an entry bundle (admin only: the entries
 /// are the decisions).
 pub(super) async fn log_entries(
     _: Admin,
-    State(state): State<AppState>,
+    State(audit): State<AuditLog>,
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     let id = crate::audit::tiles::TileId::parse(&format!("entries/{path}"))
         .filter(|t| t.level.is_none());
-    serve_tile(&state, id, &path).await
+    serve_tile(&audit, id, &path).await
 }
 
 async fn serve_tile(
-    state: &AppState,
+    audit: &AuditLog,
     id: Option<crate::audit::tiles::TileId>,
     asked: &str,
 ) -> Result<Response, ApiError> {
     let Some(id) = id else {
         return Err(ApiError::not_found("tile", asked));
     };
-    let path = state.inner.audit.reader().tiles().dir().join(id.path());
+    let path = audit.reader().tiles().dir().join(id.path());
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
             // A full tile never changes; a partial one is replaced by the full tile later.

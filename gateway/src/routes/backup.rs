@@ -15,17 +15,17 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Admin;
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// Bytes read from the copy per chunk of the response.
 const CHUNK: usize = 1 << 20;
 
 pub(super) async fn database(
     _: Admin,
-    State(state): State<AppState>,
+    State(config): State<std::sync::Arc<Config>>,
 ) -> Result<Response, ApiError> {
-    let db = state.config().db_path.clone();
+    let db = config.db_path.clone();
     let file = tokio::task::spawn_blocking(move || snapshot(&db))
         .await
         .map_err(ApiError::internal)?

@@ -89,7 +89,7 @@ pub(crate) async fn batch(
         Err(refused) => return Ok(refused),
     };
     // One snapshot for the whole batch, even if policies change meanwhile.
-    let snapshot = state.snapshot();
+    let snapshot = state.policies.snapshot();
     let (mut results, queued) =
         decide_each(&state, addr, &snapshot, &agent, &req.actions, &trace).await;
     if let Some(limited) = results
@@ -101,7 +101,7 @@ pub(crate) async fn batch(
         return Ok(too_many(&limited, &trace));
     }
     let tripped = record_each(&state, &agent, &mut results, queued).await;
-    let mode = state.config().mode;
+    let mode = state.config.mode;
     Ok(answer(results, tripped, started, &trace, &snapshot, mode))
 }
 
@@ -154,14 +154,14 @@ async fn batch_agent(
     let admin = headers
         .get("x-admin-token")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| tokens_equal(t, &state.config().admin_token));
+        .is_some_and(|t| tokens_equal(t, &state.config.admin_token));
     if !admin {
         return Ok(match authenticate(state, headers).await? {
             Ok(a) => Ok(a),
             Err(refused) => Err(unauthorized(state, first, refused).await),
         });
     }
-    if state.config().admin_client_ca.is_some() && !has_client_cert {
+    if state.config.admin_client_ca.is_some() && !has_client_cert {
         return Err(ApiError::unauthorized(
             "a batch sent with the admin token requires a client certificate issued by the \
              site's admin CA (ADMIN_CLIENT_CA_FILE)",
@@ -173,7 +173,7 @@ async fn batch_agent(
             "required when the batch is sent with the admin token",
         )
     })?;
-    match state.active_agent(&id).await? {
+    match state.db.active_agent(&id).await? {
         Some(a) => Ok(Ok(a)),
         None => Err(ApiError::not_found("agent", &id)),
     }
@@ -199,7 +199,7 @@ async fn decide_each(
     actions: &[BatchAction],
     trace: &str,
 ) -> (Vec<Decided>, Vec<Pending>) {
-    let mode = state.config().mode;
+    let mode = state.config.mode;
     let mut results = Vec::with_capacity(actions.len());
     let mut queued = Vec::with_capacity(actions.len());
     for (i, a) in actions.iter().enumerate() {
@@ -222,7 +222,7 @@ async fn decide_each(
         }
         let (verdict, entry) = decide(mode, snapshot, agent, &ask);
         let alert = crate::alerts::Alerts::for_entry(&entry);
-        queued.push((i, state.inner.audit.queue(entry), alert, ask));
+        queued.push((i, state.audit.queue(entry), alert, ask));
         results.push((a.action.clone(), verdict));
     }
     (results, queued)
@@ -238,22 +238,19 @@ async fn record_each(
     results: &mut [Decided],
     queued: Vec<Pending>,
 ) -> Vec<bool> {
-    let deadline = tokio::time::Instant::now() + state.config().circuit_breaker;
+    let deadline = tokio::time::Instant::now() + state.config.circuit_breaker;
     let mut tripped = vec![false; results.len()];
     for (i, queued, alert, ask) in queued {
         let verdict = &mut results[i].1;
         match crate::governance::record_by(state, queued, deadline).await {
             Ok(seq) => {
                 if let Some(alert) = alert {
-                    state.inner.alerts.raise(alert);
+                    state.alerts.raise(alert);
                 }
                 verdict.audit_seq = Some(seq);
-                state.inner.metrics.decision(
-                    verdict.allowed,
-                    verdict.would_deny,
-                    verdict.latency,
-                    true,
-                );
+                state
+                    .metrics
+                    .decision(verdict.allowed, verdict.would_deny, verdict.latency, true);
             }
             Err(why) => {
                 tripped[i] = true;

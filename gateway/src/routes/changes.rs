@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{Admin, ChangeMeta};
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::Db;
 use crate::store::{ChangeDraft, ChangeFilter};
 
 #[derive(Debug, Deserialize)]
@@ -24,7 +24,7 @@ pub(super) struct ChangeQuery {
 
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Query(q): Query<ChangeQuery>,
 ) -> Result<Json<ChangeList>, ApiError> {
     if let Some(kind) = &q.kind
@@ -41,7 +41,7 @@ pub(super) async fn list(
         after_seq: q.after,
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
     };
-    let changes = state.db(move |s| s.list_changes(&filter)).await?;
+    let changes = db.run(move |s| s.list_changes(&filter)).await?;
     Ok(Json(ChangeList { changes }))
 }
 
@@ -100,14 +100,14 @@ impl Draft<'_> {
 /// The id of the object an earlier create with this request's `Idempotency-Key` made, if any.
 /// A key that made another kind of object is a conflict, naming it.
 pub(crate) async fn replayed(
-    state: &AppState,
+    db: &Db,
     meta: &ChangeMeta,
     kind: &'static str,
 ) -> Result<Option<String>, ApiError> {
     let Some(key) = meta.idempotency_key.clone() else {
         return Ok(None);
     };
-    match state.db(move |s| s.created_with_key(&key)).await? {
+    match db.run(move |s| s.created_with_key(&key)).await? {
         None => Ok(None),
         Some((k, id)) if k == kind => {
             tracing::info!(kind, id = %id, "a create sent again with its Idempotency-Key: answering the object it made");
@@ -122,7 +122,7 @@ pub(crate) async fn replayed(
 /// `saved` as it went, unless it failed and the request's key shows an earlier create of the
 /// same kind made the object meanwhile (two retries at once): then that object's id.
 pub(crate) async fn or_replayed(
-    state: &AppState,
+    db: &Db,
     meta: &ChangeMeta,
     kind: &'static str,
     saved: Result<(), ApiError>,
@@ -130,7 +130,7 @@ pub(crate) async fn or_replayed(
     match saved {
         Ok(()) => Ok(None),
         Err(e) if meta.idempotency_key.is_some() && !e.is_outcome_unknown() => {
-            match replayed(state, meta, kind).await? {
+            match replayed(db, meta, kind).await? {
                 Some(id) => Ok(Some(id)),
                 None => Err(e),
             }

@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use super::body::JsonBody;
 use super::changes::{Draft, digest_json};
 use crate::auth::{Admin, ChangeMeta};
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::Db;
 use crate::store::{ChannelRecord, Write};
 
 /// `scheme://host/…`: where a secret URL goes, without the part that is the secret.
@@ -80,10 +81,9 @@ fn check_endpoint(url: &str) -> Result<(), ApiError> {
 }
 
 /// The rules every stored channel obeys, checked on the merged result of create and update.
-fn check(state: &AppState, c: &ChannelRecord) -> Result<(), ApiError> {
+fn check(config: &Config, c: &ChannelRecord) -> Result<(), ApiError> {
     check_endpoint(&c.endpoint)?;
-    state
-        .config()
+    config
         .alerts
         .destinations
         .check_url(&c.endpoint)
@@ -158,9 +158,9 @@ fn apply(c: &mut ChannelRecord, input: AlertChannelInput) {
 
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
 ) -> Result<Json<AlertChannelList>, ApiError> {
-    let channels = state.db(|s| s.list_channels()).await?;
+    let channels = db.run(|s| s.list_channels()).await?;
     Ok(Json(AlertChannelList {
         channels: channels.iter().map(view).collect(),
     }))
@@ -168,15 +168,13 @@ pub(super) async fn list(
 
 pub(super) async fn create(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<std::sync::Arc<Config>>,
     meta: ChangeMeta,
     JsonBody(input): JsonBody<AlertChannelInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(id) = super::changes::replayed(&state, &meta, "alert_channel").await? {
-        return Ok((
-            StatusCode::CREATED,
-            Json(view(&existing(&state, &id).await?)),
-        ));
+    if let Some(id) = super::changes::replayed(&db, &meta, "alert_channel").await? {
+        return Ok((StatusCode::CREATED, Json(view(&existing(&db, &id).await?))));
     }
     let kind = input
         .kind
@@ -204,7 +202,7 @@ pub(super) async fn create(
         updated_at: now,
     };
     apply(&mut rec, input);
-    check(&state, &rec)?;
+    check(&config, &rec)?;
     let after = view_json(&rec);
     let change = Draft {
         kind: "alert_channel",
@@ -219,46 +217,43 @@ pub(super) async fn create(
     }
     .build(&meta);
     let saved = rec.clone();
-    let saved = state
-        .db(move |s| s.save_channel(&saved, Write::Insert, &change))
+    let saved = db
+        .run(move |s| s.save_channel(&saved, Write::Insert, &change))
         .await;
-    if let Some(id) = super::changes::or_replayed(&state, &meta, "alert_channel", saved).await? {
-        return Ok((
-            StatusCode::CREATED,
-            Json(view(&existing(&state, &id).await?)),
-        ));
+    if let Some(id) = super::changes::or_replayed(&db, &meta, "alert_channel", saved).await? {
+        return Ok((StatusCode::CREATED, Json(view(&existing(&db, &id).await?))));
     }
     tracing::info!(channel = %rec.id, kind = ?rec.kind, "alert channel created");
     Ok((StatusCode::CREATED, Json(view(&rec))))
 }
 
-async fn existing(state: &AppState, id: &str) -> Result<ChannelRecord, ApiError> {
+async fn existing(db: &Db, id: &str) -> Result<ChannelRecord, ApiError> {
     let key = id.to_owned();
-    state
-        .db(move |s| s.get_channel(&key))
+    db.run(move |s| s.get_channel(&key))
         .await?
         .ok_or_else(|| ApiError::not_found("alert channel", id))
 }
 
 pub(super) async fn get(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(id): Path<String>,
 ) -> Result<Json<AlertChannel>, ApiError> {
-    Ok(Json(view(&existing(&state, &id).await?)))
+    Ok(Json(view(&existing(&db, &id).await?)))
 }
 
 pub(super) async fn update(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(config): State<std::sync::Arc<Config>>,
     Path(id): Path<String>,
     meta: ChangeMeta,
     JsonBody(input): JsonBody<AlertChannelInput>,
 ) -> Result<Json<AlertChannel>, ApiError> {
-    let current = existing(&state, &id).await?;
+    let current = existing(&db, &id).await?;
     let mut next = current.clone();
     apply(&mut next, input);
-    check(&state, &next)?;
+    check(&config, &next)?;
     next.revision = current.revision + 1;
     next.updated_at = crate::clock::now_rfc3339();
     let before = view_json(&current);
@@ -277,8 +272,7 @@ pub(super) async fn update(
     .build(&meta);
     let saved = next.clone();
     let expected = current.revision;
-    state
-        .db(move |s| s.save_channel(&saved, Write::Update { expected }, &change))
+    db.run(move |s| s.save_channel(&saved, Write::Update { expected }, &change))
         .await?;
     tracing::info!(channel = %next.id, "alert channel updated");
     Ok(Json(view(&next)))
@@ -286,11 +280,11 @@ pub(super) async fn update(
 
 pub(super) async fn delete(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     Path(id): Path<String>,
     meta: ChangeMeta,
 ) -> Result<Json<Value>, ApiError> {
-    let current = existing(&state, &id).await?;
+    let current = existing(&db, &id).await?;
     let before = view_json(&current);
     let change = Draft {
         kind: "alert_channel",
@@ -306,8 +300,7 @@ pub(super) async fn delete(
     .build(&meta);
     let saved = current.clone();
     let expected = current.revision;
-    state
-        .db(move |s| s.save_channel(&saved, Write::Delete { expected }, &change))
+    db.run(move |s| s.save_channel(&saved, Write::Delete { expected }, &change))
         .await?;
     tracing::info!(channel = %current.id, "alert channel deleted");
     Ok(Json(json!({"status": "deleted", "id": current.id})))

@@ -1,27 +1,18 @@
 //! `/admin/cluster/audit`: the central audit index of the gateways sharing a PostgreSQL control
 //! plane, and its verification against every origin's signed checkpoints.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::audit::bound;
 use crate::auth::Admin;
+use crate::cluster::ControlPlane;
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::store::{CentralQuery, PgStore};
-
-fn shared(state: &AppState) -> Result<std::sync::Arc<PgStore>, ApiError> {
-    state.inner.shared.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_shared_control_plane",
-            "this gateway has no shared control plane (DATABASE_URL), so no central audit index; /admin/audit lists its own decisions",
-        )
-    })
-}
+use crate::store::CentralQuery;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -39,10 +30,10 @@ pub(super) struct CentralParams {
 /// Entries of every gateway, newest first, each with its origin and place in that origin's log.
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(control_plane): State<Arc<dyn ControlPlane>>,
     Query(q): Query<CentralParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let pg = shared(&state)?;
+    let index = control_plane.central_index()?;
     if let Some(d) = &q.decision
         && d != "allow"
         && d != "deny"
@@ -59,7 +50,7 @@ pub(super) async fn list(
         from: q.from.as_deref().map(|d| bound(d, false)),
         to: q.to.as_deref().map(|d| bound(d, true)),
     };
-    let rows = tokio::task::spawn_blocking(move || pg.central_audit(&query))
+    let rows = tokio::task::spawn_blocking(move || index.list(&query))
         .await
         .map_err(ApiError::internal)??;
     let entries: Vec<Value> = rows
@@ -79,10 +70,10 @@ pub(super) async fn list(
 /// Every origin's central copy checked against its latest signed checkpoint.
 pub(super) async fn verify(
     _: Admin,
-    State(state): State<AppState>,
+    State(control_plane): State<Arc<dyn ControlPlane>>,
 ) -> Result<Json<Value>, ApiError> {
-    let pg = shared(&state)?;
-    let origins = tokio::task::spawn_blocking(move || crate::cluster::verify_central(&pg))
+    let index = control_plane.central_index()?;
+    let origins = tokio::task::spawn_blocking(move || index.verify())
         .await
         .map_err(ApiError::internal)??;
     Ok(Json(json!({

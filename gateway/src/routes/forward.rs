@@ -279,7 +279,7 @@ pub(super) async fn forward(
             Json(deny_body(&verdict, &ask.action, &trace)),
         )
             .into_response()
-    } else if let Some(target) = state.config().proxy_target.as_deref() {
+    } else if let Some(target) = state.config.proxy_target.as_deref() {
         let call = Judged {
             parts: &parts,
             path: &path,
@@ -324,8 +324,8 @@ fn judged_ask(
 /// The body is read whole before anything is decided: a body over MAX_BODY_BYTES or one the
 /// client does not finish in the body timeout is refused and never half-forwarded.
 async fn read_whole_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, BodyRefusal> {
-    let timeout = state.config().connections.body_timeout;
-    tokio::time::timeout(timeout, read_body(body, state.config().max_body_bytes))
+    let timeout = state.config.connections.body_timeout;
+    tokio::time::timeout(timeout, read_body(body, state.config.max_body_bytes))
         .await
         .unwrap_or(Err(BodyRefusal::Slow(timeout)))
 }
@@ -389,7 +389,6 @@ async fn send_upstream(
             .headers
             .contains_key(axum::http::header::TRANSFER_ENCODING);
     let mut request = state
-        .inner
         .upstream
         .request(parts.method.clone(), &url)
         .headers(headers);

@@ -1,5 +1,7 @@
 //! `GET/POST /admin/license`, the admin-write gate, and the license summary in `/health`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts as _, Request, State};
 use axum::http::{HeaderValue, Method};
@@ -8,13 +10,15 @@ use axum::response::{IntoResponse, Response};
 use meshguard_license::site::InstallKind;
 use serde_json::{Value, json};
 
+use crate::alerts::Alerts;
 use crate::auth::Admin;
+use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::license::Licensing;
 
 /// The short form `/health` carries.
-pub(super) fn summary(state: &AppState) -> Value {
-    let s = state.license().status();
+pub(super) fn summary(license: &Licensing) -> Value {
+    let s = license.status();
     let mut v = json!({
         "state": s.state,
         "adminWritesAllowed": s.admin_writes_allowed,
@@ -28,10 +32,10 @@ pub(super) fn summary(state: &AppState) -> Value {
     v
 }
 
-pub(super) async fn get(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
-    let status = state.license().status();
+pub(super) async fn get(_: Admin, State(license): State<Arc<Licensing>>) -> impl IntoResponse {
+    let status = license.status();
     let mut body = serde_json::to_value(status.as_ref()).unwrap_or_default();
-    if let Some(id) = state.license().vendor_key_id() {
+    if let Some(id) = license.vendor_key_id() {
         body["vendorKeyId"] = id.into();
     }
     axum::Json(body)
@@ -39,15 +43,14 @@ pub(super) async fn get(_: Admin, State(state): State<AppState>) -> impl IntoRes
 
 pub(super) async fn install(
     _: Admin,
-    State(state): State<AppState>,
+    State(license): State<Arc<Licensing>>,
+    State(alerts): State<Alerts>,
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let s = state.clone();
-    let (kind, status) = tokio::task::spawn_blocking(move || {
-        s.inner.license.install(body.to_vec(), &s.inner.alerts)
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (kind, status) =
+        tokio::task::spawn_blocking(move || license.install(body.to_vec(), &alerts))
+            .await
+            .map_err(ApiError::internal)??;
     let result = match kind {
         InstallKind::Activated => "activated",
         InstallKind::Renewed { .. } => "renewed",
@@ -73,19 +76,24 @@ fn always_open(method: &Method, path: &str) -> bool {
 
 /// Freezes admin writes when the license calls for it and adds the license warning, if any,
 /// to every admin response (`X-MeshGuard-License-Warning`).
-pub(super) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(super) async fn gate(
+    State(license): State<Arc<Licensing>>,
+    State(config): State<Arc<Config>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !always_open(req.method(), req.uri().path())
-        && let Err(e) = state.license().check_write()
+        && let Err(e) = license.check_write()
     {
         // Only an administrator learns the license state: authenticate first.
         let (mut parts, _body) = req.into_parts();
-        if let Err(rejection) = Admin::from_request_parts(&mut parts, &state).await {
+        if let Err(rejection) = Admin::from_request_parts(&mut parts, &config).await {
             return rejection.into_response();
         }
         return e.into_response();
     }
     let mut response = next.run(req).await;
-    if let Some(w) = state.license().status().warnings.first()
+    if let Some(w) = license.status().warnings.first()
         && let Ok(v) = HeaderValue::from_str(w)
     {
         response

@@ -1,4 +1,5 @@
-//! The HTTP surface: routes next to their handlers, one module per area.
+//! The HTTP surface: routes next to their handlers, one module per area. A handler takes the
+//! parts of the state it uses (`State<Db>`, `State<AuditLog>`, …; see `state.rs`).
 
 mod agents;
 pub(crate) mod audit;
@@ -27,13 +28,20 @@ pub(crate) use forward::{end_to_end, upstream_client};
 
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::state::AppState;
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::cluster::ControlPlane;
+use crate::config::Config;
+use crate::license::Licensing;
+use crate::metrics::Metrics;
+use crate::state::{AppState, Db, Policies, Readiness, Siem};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The whole gateway as a router, so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
-    if state.inner.sidecar.is_some() {
+    if state.sidecar.is_some() {
         return sidecar_app(state);
     }
     let admin = Router::new()
@@ -123,7 +131,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/admin", admin.clone())
         .nest("/api/v1/admin", admin)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -142,7 +150,7 @@ fn sidecar_app(state: AppState) -> Router {
         .route("/proxy/*rest", any(forward::forward))
         .route("/api/v1/governance/batch", post(batch::batch))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.config().max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -150,24 +158,24 @@ fn sidecar_app(state: AppState) -> Router {
 /// The admin API's authentication: the admin token (and, with `ADMIN_CLIENT_CA_FILE`, a client
 /// certificate from the site's admin CA), or 401.
 async fn require_admin(
-    State(state): State<AppState>,
+    State(config): State<Arc<Config>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use axum::extract::FromRequestParts as _;
     let (mut parts, body) = req.into_parts();
-    if let Err(rejection) = Admin::from_request_parts(&mut parts, &state).await {
+    if let Err(rejection) = Admin::from_request_parts(&mut parts, &config).await {
         return rejection.into_response();
     }
     next.run(axum::extract::Request::from_parts(parts, body))
         .await
 }
 
-async fn root(State(state): State<AppState>) -> impl IntoResponse {
+async fn root(State(config): State<Arc<Config>>) -> impl IntoResponse {
     axum::Json(json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
-        "mode": state.config().mode.as_str(),
+        "mode": config.mode.as_str(),
         "docs": "https://docs.meshguard.app",
     }))
 }
@@ -179,9 +187,16 @@ async fn root(State(state): State<AppState>) -> impl IntoResponse {
 /// the audit log: every decision then fails closed until a restart, which the orchestrator's
 /// liveness probe makes (a restart cuts the log back to what was synced and, with space on the
 /// disk again, records again).
-async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response {
-    let db = state.db(|s| s.ping()).await;
-    let audit_stopped = state.inner.audit.stopped();
+async fn health(
+    State(config): State<Arc<Config>>,
+    State(db): State<Db>,
+    State(audit): State<AuditLog>,
+    State(readiness): State<Readiness>,
+    State(license): State<Arc<Licensing>>,
+    admin: Option<Admin>,
+) -> Response {
+    let db = db.run(|s| s.ping()).await;
+    let audit_stopped = audit.stopped();
     let healthy = db.is_ok() && !audit_stopped;
     let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
@@ -189,15 +204,15 @@ async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response
     });
     if admin.is_some() {
         body["version"] = json!(VERSION);
-        body["mode"] = json!(state.config().mode.as_str());
-        body["uptime"] = json!(state.inner.started.elapsed().as_secs());
+        body["mode"] = json!(config.mode.as_str());
+        body["uptime"] = json!(readiness.started.elapsed().as_secs());
         body["checks"] = json!({
             "database": if db.is_ok() { "ok" } else { "error" },
             "auditLog": if audit_stopped { "stopped: a write or sync failed; restart the gateway" } else { "ok" },
-            "policies": if state.is_ready() { "ok" } else { "loading" },
+            "policies": if readiness.is_ready() { "ok" } else { "loading" },
         });
         // Licensing never makes the gateway unhealthy: it keeps enforcing whatever the state.
-        body["license"] = license::summary(&state);
+        body["license"] = license::summary(&license);
     }
     let status = if healthy {
         StatusCode::OK
@@ -207,8 +222,8 @@ async fn health(State(state): State<AppState>, admin: Option<Admin>) -> Response
     (status, axum::Json(body)).into_response()
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
-    if state.is_ready() {
+async fn ready(State(readiness): State<Readiness>) -> Response {
+    if readiness.is_ready() {
         (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response()
     } else {
         (
@@ -219,9 +234,15 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
-    let c = state.config();
-    let snapshot = state.snapshot();
+async fn info(
+    _: Admin,
+    State(config): State<Arc<Config>>,
+    State(policies): State<Policies>,
+    State(audit): State<AuditLog>,
+    State(control_plane): State<Arc<dyn ControlPlane>>,
+) -> impl IntoResponse {
+    let c = &config;
+    let snapshot = policies.snapshot();
     let mut info = json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
@@ -230,9 +251,9 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         // The SQLite schema this build migrates to: a rollback to a build with a lower one
         // needs the database as it was before the upgrade (docs/site-install.md).
         "schemaVersion": crate::store::SCHEMA_VERSION,
-        "controlPlane": state.inner.control_plane.to_json(),
+        "controlPlane": control_plane.status(),
         "policiesDir": c.policies_dir.display().to_string(),
-        "filePolicies": state.file_policies().len(),
+        "filePolicies": policies.files().len(),
         "activePolicies": snapshot.len(),
         "policySnapshot": snapshot.version,
         "region": c.region,
@@ -241,8 +262,8 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
         "egressRegions": c.egress_regions,
         "auditOrigin": c.audit_origin,
         "auditLog": {
-            "size": state.inner.audit.reader().durable_size(),
-            "indexLag": state.inner.audit.reader().index_lag(),
+            "size": audit.reader().durable_size(),
+            "indexLag": audit.reader().index_lag(),
         },
         "auditRedaction": match c.audit_redaction {
             crate::redaction::Redaction::None => "none",
@@ -262,9 +283,9 @@ async fn info(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
 
 async fn undelivered(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let alerts = state.db(|s| s.list_undelivered(1000)).await?;
+    let alerts = db.run(|s| s.list_undelivered(1000)).await?;
     Ok(axum::Json(json!({ "alerts": alerts })))
 }
 
@@ -278,12 +299,12 @@ struct DeliveriesQuery {
 /// Every alert's outcome per channel, oldest first, optionally in a period.
 async fn deliveries(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
     axum::extract::Query(q): axum::extract::Query<DeliveriesQuery>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let limit = q.limit.unwrap_or(10_000).clamp(1, 100_000);
-    let list = state
-        .db(move |s| s.list_deliveries(q.from.as_deref(), q.to.as_deref(), limit))
+    let list = db
+        .run(move |s| s.list_deliveries(q.from.as_deref(), q.to.as_deref(), limit))
         .await?;
     Ok(axum::Json(json!({ "deliveries": list })))
 }
@@ -291,9 +312,10 @@ async fn deliveries(
 /// The SIEM forwarder's progress: target, connected, cursor, how far it lags the log.
 async fn siem_status(
     _: Admin,
-    State(state): State<AppState>,
+    State(siem): State<Siem>,
+    State(audit): State<AuditLog>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let Some(status) = &state.inner.siem else {
+    let Some(status) = &siem else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -301,7 +323,7 @@ async fn siem_status(
         ));
     };
     let status = status.lock().expect("not poisoned").clone();
-    let durable = state.inner.audit.reader().durable_size();
+    let durable = audit.reader().durable_size();
     let mut body = serde_json::to_value(&status).expect("serializable");
     body["durable"] = json!(durable);
     body["lag"] = json!(durable.saturating_sub(status.cursor));
@@ -309,17 +331,19 @@ async fn siem_status(
 }
 
 async fn metrics(
-    State(state): State<AppState>,
+    State(config): State<Arc<Config>>,
+    State(db): State<Db>,
+    State(metrics): State<Arc<Metrics>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !state.config().metrics_enabled {
+    if !config.metrics_enabled {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "metrics are off; set METRICS_ENABLED=true",
         ));
     }
-    if let Some(expected) = &state.config().metrics_token {
+    if let Some(expected) = &config.metrics_token {
         let presented = crate::auth::bearer(&headers);
         if !presented.is_some_and(|p| crate::auth::tokens_equal(p, expected)) {
             return Err(ApiError::unauthorized(
@@ -328,19 +352,16 @@ async fn metrics(
             ));
         }
     }
-    let active = match state.inner.metrics.fresh_agents() {
+    let active = match metrics.fresh_agents() {
         Some(n) => n,
         None => {
-            let agents = state.db(|s| s.list_agents()).await?;
+            let agents = db.run(|s| s.list_agents()).await?;
             let n = agents.iter().filter(|a| a.revoked_at.is_none()).count();
-            state.inner.metrics.remember_agents(n);
+            metrics.remember_agents(n);
             n
         }
     };
-    let text = state
-        .inner
-        .metrics
-        .render(state.config().mode.as_str(), active);
+    let text = metrics.render(config.mode.as_str(), active);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use meshguard_api::{
@@ -19,14 +19,35 @@ use serde_json::{Map, Value, json};
 
 use super::body::{RawBody, parse_json};
 use super::changes::{Draft, digest};
+use crate::audit::AuditLog;
 use crate::auth::{Admin, ChangeMeta};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::policy::{
     EvalRequest, Outcome, ParsedPolicy, PolicyDoc, PolicySet, evaluate, parse_policy,
 };
 use crate::policy_files::FilePolicy;
-use crate::state::AppState;
+use crate::state::{AppState, BundleSigning, Db, Policies};
 use crate::store::{PolicyRecord, Write};
+
+/// What a policy write uses: the store, the policies in force (rebuilt after the write) and
+/// the configuration (change approval).
+#[derive(Clone, Debug)]
+pub(super) struct Writes {
+    db: Db,
+    policies: Policies,
+    config: Arc<Config>,
+}
+
+impl FromRef<AppState> for Writes {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            db: state.db.clone(),
+            policies: state.policies.clone(),
+            config: Arc::clone(&state.config),
+        }
+    }
+}
 
 fn summary(doc: &PolicyDoc) -> Vec<PolicyRuleSummary> {
     doc.rules
@@ -94,17 +115,17 @@ enum Found {
     File(FilePolicy),
 }
 
-async fn find(state: &AppState, key: &str) -> Result<Found, ApiError> {
-    let files = state.file_policies();
+async fn find(db: &Db, policies: &Policies, key: &str) -> Result<Found, ApiError> {
+    let files = policies.files();
     if let Some(f) = files.iter().find(|f| f.id == key) {
         return Ok(Found::File(f.clone()));
     }
     let k = key.to_owned();
-    if let Some(p) = state.db(move |s| s.get_policy(&k)).await? {
+    if let Some(p) = db.run(move |s| s.get_policy(&k)).await? {
         return Ok(Found::Api(p));
     }
     let k = key.to_owned();
-    if let Some(p) = state.db(move |s| s.get_policy_by_name(&k)).await? {
+    if let Some(p) = db.run(move |s| s.get_policy_by_name(&k)).await? {
         return Ok(Found::Api(p));
     }
     if let Some(f) = files.iter().find(|f| f.name == key) {
@@ -206,8 +227,8 @@ fn resolve_name(given: Option<&str>, inner: Option<&str>) -> Result<String, ApiE
     Ok(name)
 }
 
-fn check_not_file_name(state: &AppState, name: &str) -> Result<(), ApiError> {
-    match state.file_policies().iter().find(|f| f.name == name) {
+fn check_not_file_name(policies: &Policies, name: &str) -> Result<(), ApiError> {
+    match policies.files().iter().find(|f| f.name == name) {
         Some(f) => Err(ApiError::conflict(format!(
             "the name {name:?} belongs to the policy file {}; choose another name",
             f.path.display()
@@ -218,21 +239,23 @@ fn check_not_file_name(state: &AppState, name: &str) -> Result<(), ApiError> {
 
 pub(super) async fn list(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(in_force): State<Policies>,
 ) -> Result<Json<PolicyList>, ApiError> {
-    let stored = state.db(|s| s.list_policies()).await?;
+    let stored = db.run(|s| s.list_policies()).await?;
     let mut policies: Vec<Policy> = stored.iter().map(api_view).collect();
-    policies.extend(state.file_policies().iter().map(file_view));
+    policies.extend(in_force.files().iter().map(file_view));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(PolicyList { policies }))
 }
 
 pub(super) async fn get(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
     Path(key): Path<String>,
 ) -> Result<Json<Policy>, ApiError> {
-    Ok(Json(match find(&state, &key).await? {
+    Ok(Json(match find(&db, &policies, &key).await? {
         Found::Api(p) => api_view(&p),
         Found::File(f) => file_view(&f),
     }))
@@ -240,21 +263,25 @@ pub(super) async fn get(
 
 pub(super) async fn create(
     _: Admin,
-    State(state): State<AppState>,
+    State(Writes {
+        db,
+        policies,
+        config,
+    }): State<Writes>,
     meta: ChangeMeta,
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
-    approved(&state, &meta)?;
-    if let Some(id) = super::changes::replayed(&state, &meta, "policy").await? {
-        return created_again(&state, &id).await;
+    approved(&config, &meta)?;
+    if let Some(id) = super::changes::replayed(&db, &meta, "policy").await? {
+        return created_again(&db, &id).await;
     }
     let (given, content) = policy_input(&headers, &bytes)?;
     let content = content
         .ok_or_else(|| ApiError::field("content", "missing; send the policy YAML as content"))?;
     let (doc, _) = checked(&content)?;
     let name = resolve_name(given.as_deref(), doc.name.as_deref())?;
-    check_not_file_name(&state, &name)?;
+    check_not_file_name(&policies, &name)?;
     let now = crate::clock::now_rfc3339();
     let rec = PolicyRecord {
         id: crate::ids::new_id("policy"),
@@ -278,22 +305,22 @@ pub(super) async fn create(
     .build(&meta);
     let change_id = change.id.clone();
     let saved = rec.clone();
-    let saved = state
-        .db(move |s| s.save_policy(&saved, Write::Insert, &change))
+    let saved = db
+        .run(move |s| s.save_policy(&saved, Write::Insert, &change))
         .await;
-    if let Some(id) = super::changes::or_replayed(&state, &meta, "policy", saved).await? {
-        return created_again(&state, &id).await;
+    if let Some(id) = super::changes::or_replayed(&db, &meta, "policy", saved).await? {
+        return created_again(&db, &id).await;
     }
-    deploy(&state, change_id).await?;
+    deploy(&db, &policies, change_id).await?;
     tracing::info!(policy = %rec.name, id = %rec.id, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy created");
     Ok((StatusCode::CREATED, Json(api_view(&rec))))
 }
 
 /// The answer to a create sent again with its `Idempotency-Key`: the policy the first made.
-async fn created_again(state: &AppState, id: &str) -> Result<(StatusCode, Json<Policy>), ApiError> {
+async fn created_again(db: &Db, id: &str) -> Result<(StatusCode, Json<Policy>), ApiError> {
     let key = id.to_owned();
-    let rec = state
-        .db(move |s| s.get_policy(&key))
+    let rec = db
+        .run(move |s| s.get_policy(&key))
         .await?
         .ok_or_else(|| ApiError::not_found("policy", id))?;
     Ok((StatusCode::CREATED, Json(api_view(&rec))))
@@ -301,13 +328,17 @@ async fn created_again(state: &AppState, id: &str) -> Result<(StatusCode, Json<P
 
 pub(super) async fn update(
     _: Admin,
-    State(state): State<AppState>,
+    State(Writes {
+        db,
+        policies,
+        config,
+    }): State<Writes>,
     Path(key): Path<String>,
     meta: ChangeMeta,
     headers: HeaderMap,
     RawBody(bytes): RawBody,
 ) -> Result<Json<Policy>, ApiError> {
-    approved(&state, &meta)?;
+    approved(&config, &meta)?;
     let (given, content) = policy_input(&headers, &bytes)?;
     if given.is_none() && content.is_none() {
         return Err(ApiError::field(
@@ -315,7 +346,7 @@ pub(super) async fn update(
             "missing; send the new policy YAML as content (and name to rename)",
         ));
     }
-    let current = match find(&state, &key).await? {
+    let current = match find(&db, &policies, &key).await? {
         Found::File(f) => return Err(read_only(&f)),
         Found::Api(p) => p,
     };
@@ -325,7 +356,7 @@ pub(super) async fn update(
         Some(given.as_deref().unwrap_or(&current.name)),
         doc.name.as_deref(),
     )?;
-    check_not_file_name(&state, &name)?;
+    check_not_file_name(&policies, &name)?;
     let next = PolicyRecord {
         name,
         content,
@@ -348,22 +379,25 @@ pub(super) async fn update(
     let change_id = change.id.clone();
     let saved = next.clone();
     let expected = current.revision;
-    state
-        .db(move |s| s.save_policy(&saved, Write::Update { expected }, &change))
+    db.run(move |s| s.save_policy(&saved, Write::Update { expected }, &change))
         .await?;
-    deploy(&state, change_id).await?;
+    deploy(&db, &policies, change_id).await?;
     tracing::info!(policy = %next.name, id = %next.id, revision = next.revision, approver = ?meta.approver, ticket = ?meta.change_ticket, "policy updated");
     Ok(Json(api_view(&next)))
 }
 
 pub(super) async fn delete(
     _: Admin,
-    State(state): State<AppState>,
+    State(Writes {
+        db,
+        policies,
+        config,
+    }): State<Writes>,
     Path(key): Path<String>,
     meta: ChangeMeta,
 ) -> Result<Json<Value>, ApiError> {
-    approved(&state, &meta)?;
-    let current = match find(&state, &key).await? {
+    approved(&config, &meta)?;
+    let current = match find(&db, &policies, &key).await? {
         Found::File(f) => return Err(read_only(&f)),
         Found::Api(p) => p,
     };
@@ -382,10 +416,9 @@ pub(super) async fn delete(
     let change_id = change.id.clone();
     let saved = current.clone();
     let expected = current.revision;
-    state
-        .db(move |s| s.save_policy(&saved, Write::Delete { expected }, &change))
+    db.run(move |s| s.save_policy(&saved, Write::Delete { expected }, &change))
         .await?;
-    deploy(&state, change_id).await?;
+    deploy(&db, &policies, change_id).await?;
     tracing::info!(policy = %current.name, id = %current.id, "policy deleted");
     Ok(Json(
         json!({"status": "deleted", "id": current.id, "name": current.name}),
@@ -397,9 +430,9 @@ pub(super) async fn delete(
 /// change without `deployedAt`, which is the truth.
 /// With `CHANGE_APPROVAL_REQUIRED` or a signed approver list (`CHANGE_APPROVERS`), a policy
 /// change names its approver and its ticket; with the list, the approver must be on it.
-fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
-    let list = state.config().change_approvers.as_ref();
-    if !state.config().change_approval_required && list.is_none() {
+fn approved(config: &Config, meta: &ChangeMeta) -> Result<(), ApiError> {
+    let list = config.change_approvers.as_ref();
+    if !config.change_approval_required && list.is_none() {
         return Ok(());
     }
     let missing: Vec<&str> = [
@@ -432,10 +465,10 @@ fn approved(state: &AppState, meta: &ChangeMeta) -> Result<(), ApiError> {
     }
 }
 
-async fn deploy(state: &AppState, change_id: String) -> Result<(), ApiError> {
-    state.reload_policies().await?;
+async fn deploy(db: &Db, policies: &Policies, change_id: String) -> Result<(), ApiError> {
+    policies.reload().await?;
     let at = crate::clock::now_rfc3339();
-    state.db(move |s| s.mark_deployed(&change_id, &at)).await?;
+    db.run(move |s| s.mark_deployed(&change_id, &at)).await?;
     Ok(())
 }
 
@@ -508,7 +541,8 @@ pub(super) struct TestAgent {
 
 pub(super) async fn test(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(policies): State<Policies>,
     RawBody(bytes): RawBody,
 ) -> Result<Json<Value>, ApiError> {
     let req: TestRequest = parse_json(&bytes)?;
@@ -538,10 +572,10 @@ pub(super) async fn test(
             let name = doc.name.clone().unwrap_or_else(|| "test".to_owned());
             Arc::new(PolicySet::new(0, vec![(name, Arc::new(doc))]))
         }
-        None => state.snapshot(),
+        None => policies.snapshot(),
     };
     let stored = match &req.agent_id {
-        Some(id) => state.active_agent(id).await?,
+        Some(id) => db.active_agent(id).await?,
         None => None,
     };
     let given = req.agent.unwrap_or_default();
@@ -602,13 +636,13 @@ pub(super) struct VersionsQuery {
 /// The retained policy snapshots (`POLICY_VERSION_LIMIT`), or the one active at `?at=`.
 pub(super) async fn versions(
     _: Admin,
-    State(state): State<AppState>,
+    State(policies): State<Policies>,
     axum::extract::Query(q): axum::extract::Query<VersionsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let history = state.history();
+    let history = policies.history();
     let Some(at) = q.at else {
         return Ok(Json(
-            json!({ "active": state.snapshot().version, "versions": history }),
+            json!({ "active": policies.snapshot().version, "versions": history }),
         ));
     };
     let at = chrono::DateTime::parse_from_rfc3339(&at)
@@ -635,10 +669,13 @@ pub(super) async fn versions(
 /// `POLICY_BUNDLE` and `POLICY_BUNDLE_PUBKEY` loads it only if it verifies.
 pub(super) async fn bundle(
     _: Admin,
-    State(state): State<AppState>,
+    State(db): State<Db>,
+    State(in_force): State<Policies>,
+    State(audit): State<AuditLog>,
+    State(signing): State<Arc<BundleSigning>>,
 ) -> Result<Json<Value>, ApiError> {
     use crate::bundle::{Bundle, BundlePolicy, FORMAT};
-    let stored = state.db(|s| s.list_policies()).await?;
+    let stored = db.run(|s| s.list_policies()).await?;
     let mut policies: Vec<BundlePolicy> = stored
         .into_iter()
         .filter(|p| parse_policy(&p.content).doc.is_some())
@@ -648,23 +685,23 @@ pub(super) async fn bundle(
             content: p.content,
         })
         .collect();
-    policies.extend(state.file_policies().iter().map(|f| BundlePolicy {
+    policies.extend(in_force.files().iter().map(|f| BundlePolicy {
         name: f.name.clone(),
         digest: digest(f.content.as_bytes()),
         content: f.content.clone(),
     }));
     policies.sort_by(|a, b| a.name.cmp(&b.name));
-    let version = state.snapshot().version;
+    let version = in_force.snapshot().version;
     let b = Bundle {
         format: FORMAT.to_owned(),
         version,
         created_at: crate::clock::now_rfc3339(),
-        origin: state.inner.audit.origin().to_owned(),
+        origin: audit.origin().to_owned(),
         policies,
     };
     let mut bytes = serde_json::to_vec_pretty(&b).expect("bundles serialize");
     bytes.push(b'\n');
-    let key = state.inner.bundle_key.as_deref().ok_or_else(|| {
+    let key = signing.key.as_deref().ok_or_else(|| {
         ApiError::conflict("this gateway has no policy-bundle key (a sidecar exports no bundles)")
     })?;
     let trusted = format!(
@@ -677,7 +714,7 @@ pub(super) async fn bundle(
         "minisig": minisig,
         "publicKey": crate::bundle::public_key(key),
     });
-    if let Some(p256) = &state.inner.bundle_p256 {
+    if let Some(p256) = &signing.p256 {
         let (sig, public) = crate::bundle::sign_p256(p256, &bytes);
         body["sig"] = sig.into();
         body["cosignPublicKey"] = public.into();

@@ -27,7 +27,7 @@ pub(crate) async fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Result<std::sync::Arc<AgentRecord>, Refused>, ApiError> {
     // A guardian sidecar's caller is its pod: the agent it was started for.
-    if let Some(sc) = &state.inner.sidecar {
+    if let Some(sc) = &state.sidecar {
         let agent = sc.agent();
         return Ok(if agent.revoked_at.is_none() {
             Ok(agent)
@@ -44,7 +44,7 @@ pub(crate) async fn authenticate(
             claimed: None,
         }));
     };
-    let claims = match state.inner.tokens.verify(token) {
+    let claims = match state.tokens.verify(token) {
         Ok(c) => c,
         Err(_) => {
             return Ok(Err(Refused {
@@ -54,7 +54,7 @@ pub(crate) async fn authenticate(
         }
     };
     let id = claims.sub.clone();
-    let agent = state.agent(&id).await?;
+    let agent = state.db.agent(&id).await?;
     Ok(match agent {
         Some(a) if a.revoked_at.is_none() && a.token_version == claims.ver => Ok(a),
         Some(a) if a.revoked_at.is_some() => Err(Refused {
@@ -197,13 +197,12 @@ pub(crate) async fn client_limit_hit(
     addr: std::net::SocketAddr,
     ask: &Ask,
 ) -> Option<Verdict> {
-    let rpm = state.config().rate_limit_rpm;
+    let rpm = state.config.rate_limit_rpm;
     if rpm == 0 {
         return None;
     }
     let now = chrono::Utc::now().timestamp().max(0) as u64;
     let limited = state
-        .inner
         .limiter
         .hit(format_args!("ip:{}", addr.ip()), Some(rpm), None, now)
         .err()?;

@@ -667,3 +667,31 @@ fn a_lost_commit_reply_is_an_unknown_outcome_and_a_retry_with_its_key_makes_no_d
         "a valid token, denied only for want of a policy"
     );
 }
+
+/// A gateway alone on SQLite (`cluster::Standalone`) has no central audit index: both of its
+/// routes answer 404 `no_shared_control_plane`, before the query is checked, and `/admin/info`
+/// shows the SQLite backend with nothing followed.
+#[test]
+fn a_gateway_alone_has_no_central_audit_index() {
+    let dir = tempdir();
+    let gw = Gateway::start(dir.path());
+    for path in [
+        "/admin/cluster/audit",
+        "/admin/cluster/audit?decision=maybe",
+        "/admin/cluster/audit/verify",
+        "/api/v1/admin/cluster/audit",
+    ] {
+        let (status, body) = gw.get(path);
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (404, Some("no_shared_control_plane")),
+            "{path}: {body}"
+        );
+    }
+    let info = gw.get("/admin/info").1;
+    assert_eq!(
+        info["controlPlane"],
+        json!({"backend": "sqlite", "appliedChange": 0, "listening": false, "lastLagMs": 0}),
+        "{info}"
+    );
+}
