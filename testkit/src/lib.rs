@@ -75,3 +75,27 @@ pub fn copy_dir(from: &Path, to: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Builds the Go client the tests read the audit log with (`gateway/tests/it/support/tlogcheck`:
+/// golang.org/x/mod/sumdb/tlog and note, Debian's golang-golang-x-mod-dev, nothing of ours) into
+/// `dir`; returns the binary.
+pub fn tlogcheck(dir: &Path) -> PathBuf {
+    let src = root().join("gateway/tests/it/support/tlogcheck");
+    let out = dir.join("tlogcheck");
+    let built = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("main.go")
+        .current_dir(&src)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", dir.join("gocache"))
+        .output()
+        .expect("Debian's Go is installed (cargo xtask tools: golang-go golang-golang-x-mod-dev)");
+    assert!(
+        built.status.success(),
+        "go build tlogcheck: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}

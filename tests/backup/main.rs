@@ -418,7 +418,7 @@ fn gos_tlog_proves_it_consistent_with_the_backup(gw: &Gateway, backup: &Path, t:
     let size = manifest["audit"]["size"].as_u64().unwrap();
     let old = backup.join(format!("audit/checkpoints/{size}.note"));
     let (_, vkey) = gw.checkpoint();
-    let out = Command::new(tlogcheck(t))
+    let out = Command::new(meshguard_testkit::tlogcheck(t))
         .args(["-url", &gw.url, "-vkey", &vkey, "-token", ADMIN, "-old"])
         .arg(&old)
         .output()
@@ -429,29 +429,6 @@ fn gos_tlog_proves_it_consistent_with_the_backup(gw: &Gateway, backup: &Path, t:
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Builds the gateway tests' Go client (golang.org/x/mod/sumdb/tlog and note, Debian's
-/// golang-golang-x-mod-dev) into `dir`.
-fn tlogcheck(dir: &Path) -> PathBuf {
-    let src = meshguard_testkit::root().join("gateway/tests/it/support/tlogcheck");
-    let out = dir.join("tlogcheck");
-    let built = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg("main.go")
-        .current_dir(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", dir.join("gocache"))
-        .output()
-        .expect("Debian's Go is installed (cargo xtask tools: golang-go golang-golang-x-mod-dev)");
-    assert!(
-        built.status.success(),
-        "go build tlogcheck: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
 }
 
 /// The largest size of this log the gateway holds a cosignature of from `witness`.

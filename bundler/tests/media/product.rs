@@ -874,22 +874,7 @@ fn each_gateways_log_is_archived(
     digest: &str,
     replicas: usize,
 ) {
-    let archived = ok(
-        helm(&[
-            "template",
-            "mg",
-            chart,
-            "-f",
-            values,
-            "--set",
-            digest,
-            "--set",
-            site_values(profile),
-            "--set",
-            "archive.enabled=true",
-        ]),
-        &format!("helm template with the archive ({profile})"),
-    );
+    let archived = render_with(chart, profile, values, digest, "archive.enabled=true");
     for i in 0..replicas {
         assert!(
             archived.contains(&format!("- /archive/mg-{i}\n"))
@@ -905,16 +890,9 @@ fn each_gateways_log_is_archived(
     );
 }
 
-/// The backup job takes each gateway's backup from that gateway into a directory of its own,
-/// signed with the key from its Secret, and renders as valid Kubernetes objects.
-fn each_gateway_is_backed_up(
-    chart: &str,
-    profile: &str,
-    values: &str,
-    digest: &str,
-    replicas: usize,
-) {
-    let rendered = ok(
+/// `profile` rendered as the site sets it, with `extra` set after.
+fn render_with(chart: &str, profile: &str, values: &str, digest: &str, extra: &str) -> String {
+    ok(
         helm(&[
             "template",
             "mg",
@@ -926,9 +904,27 @@ fn each_gateway_is_backed_up(
             "--set",
             site_values(profile),
             "--set",
-            "backup.enabled=true,backup.keySecret=mg-backup-key,backup.recipients[0]=age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+            extra,
         ]),
-        &format!("helm template with backups ({profile})"),
+        &format!("helm template with {extra} ({profile})"),
+    )
+}
+
+/// The backup job takes each gateway's backup from that gateway into a directory of its own,
+/// signed with the key from its Secret, and renders as valid Kubernetes objects.
+fn each_gateway_is_backed_up(
+    chart: &str,
+    profile: &str,
+    values: &str,
+    digest: &str,
+    replicas: usize,
+) {
+    let rendered = render_with(
+        chart,
+        profile,
+        values,
+        digest,
+        "backup.enabled=true,backup.keySecret=mg-backup-key,backup.recipients[0]=age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
     );
     let targets: Vec<(String, String)> = if replicas > 1 {
         (0..replicas)

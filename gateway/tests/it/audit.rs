@@ -849,29 +849,6 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     assert_eq!(entries(&gw, "?limit=1000").len(), 603);
 }
 
-/// Builds `support/tlogcheck` (Go, on golang.org/x/mod/sumdb/tlog and note from Debian's
-/// golang-golang-x-mod-dev, installed by `cargo xtask tools`) into `dir`.
-fn tlogcheck(dir: &std::path::Path) -> std::path::PathBuf {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/tlogcheck");
-    let out = dir.join("tlogcheck");
-    let built = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&out)
-        .arg("main.go")
-        .current_dir(&src)
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", dir.join("gocache"))
-        .output()
-        .expect("Debian's Go is installed (cargo xtask tools: golang-go golang-golang-x-mod-dev)");
-    assert!(
-        built.status.success(),
-        "go build tlogcheck: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
-}
-
 /// The log read by a client written from the spec, not from our code: Go's sumdb tlog package
 /// verifies the signed checkpoint, recomputes the tree hash from the served hash tiles, proves
 /// every entry of the bundles in it, and proves the log consistent with an older checkpoint
@@ -907,7 +884,7 @@ fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoi
     }
     let (_, cp) = gw.post("/admin/audit/checkpoint", json!({}));
     let vkey = cp["vkey"].as_str().unwrap();
-    let out = std::process::Command::new(tlogcheck(dir.path()))
+    let out = std::process::Command::new(meshguard_testkit::tlogcheck(dir.path()))
         .args([
             "-url",
             &gw.url(""),
