@@ -169,6 +169,10 @@ impl PolicySet {
     pub fn len(&self) -> usize {
         self.policies.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
 }
 
 /// What is being decided.
