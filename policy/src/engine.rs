@@ -430,6 +430,9 @@ fn scalar_text(v: &Value) -> Option<String> {
 }
 
 #[cfg(test)]
+mod agreement;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::parse_policy;
