@@ -183,18 +183,19 @@ pub fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
 /// first-matching rule of the first policy whose first match denies, else of the first whose
 /// first match allows. Only the rules the action index names are tried (in name order, then
 /// document order): the others cannot match, so the first match of each policy is the same.
+/// After the first allow, a policy is looked at only if one of its candidates does not allow.
 fn deciding_rule<'s>(set: &'s PolicySet, req: &EvalRequest<'_>) -> Option<(&'s str, &'s Rule)> {
     let candidates = set.actions.candidates(req.action);
     let mut first_allow = None;
     for same_policy in candidates.chunk_by(|a, b| a.policy == b.policy) {
         let (name, doc) = &set.policies[same_policy[0].policy as usize];
-        if !applies(&doc.applies_to, req) {
+        let rules = || same_policy.iter().map(|c| &doc.rules[c.rule as usize]);
+        // Once a policy allows, one whose candidates all allow cannot change the decision.
+        let only_allows = || rules().all(|r| r.effect == Effect::Allow);
+        if (first_allow.is_some() && only_allows()) || !applies(&doc.applies_to, req) {
             continue;
         }
-        let first = same_policy
-            .iter()
-            .map(|c| &doc.rules[c.rule as usize])
-            .find(|r| rule_matches(r, req));
+        let first = rules().find(|r| rule_matches(r, req));
         match first {
             Some(rule) if rule.effect != Effect::Allow => return Some((name, rule)),
             Some(rule) => {
