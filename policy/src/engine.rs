@@ -4,6 +4,16 @@
 //! `defaultEffect`. Across the policies that apply to the agent, in name order: any explicit deny
 //! wins; else any explicit allow; else deny if any applicable policy defaults to deny; else allow.
 //! No applicable policy denies (fail closed).
+//!
+//! Two indexes keep a decision from looking at what cannot change it. The action index
+//! (`action_index`: every rule of the set by the literal prefix of its action patterns) names
+//! the rules that can match the asked action, so a decision tries those, in name order and then
+//! document order, and none of the others: with 10,000 rules that all apply to an agent, a
+//! decision costs what the few rules sharing its action's prefixes cost, not all 10,000. The
+//! agent index (below: policies by what their `appliesTo` names) serves the rest: the defaults
+//! when no rule matches, delegation and rate limits. Both only narrow; every candidate is still
+//! tested in full, so they change no decision (a property test checks this against the linear
+//! evaluation, in `agreement`).
 
 use std::sync::Arc;
 
@@ -11,14 +21,15 @@ use meshguard_api::TrustTier;
 use serde_json::{Map, Value};
 
 use super::{AppliesTo, Condition, ContextTest, Effect, PolicyDoc, Rule};
+use crate::action_index::ActionIndex;
 
 /// An immutable snapshot of every active policy, sorted by name.
 #[derive(Debug, Default)]
 pub struct PolicySet {
     pub version: u64,
     policies: Vec<(String, Arc<PolicyDoc>)>,
-    /// Per policy (same order): which rules can match a given verb.
-    indexes: Vec<RuleIndex>,
+    /// Which rules of which policies can match a given action.
+    actions: ActionIndex,
     /// Which policies can apply to a given agent.
     agents: AgentIndex,
 }
@@ -92,82 +103,25 @@ impl AgentIndex {
     }
 }
 
-/// Rules of one policy by the verb (the part of an action before `:`) they can match, so a
-/// request tries only the rules that could apply to its verb. Rules whose patterns do not pin a
-/// verb (`*`, `*:email`, `re*d:x`) are tried for every verb. Indices stay in document order.
-#[derive(Debug, Default)]
-struct RuleIndex {
-    by_verb: std::collections::HashMap<String, Vec<usize>>,
-    any_verb: Vec<usize>,
-}
-
-impl RuleIndex {
-    fn build(doc: &PolicyDoc) -> Self {
-        let mut index = Self::default();
-        for (i, rule) in doc.rules.iter().enumerate() {
-            let mut verbs: Vec<String> = Vec::new();
-            let mut any = false;
-            for p in &rule.actions {
-                match p.as_str().split_once(':') {
-                    Some((verb, _)) if !verb.contains('*') => verbs.push(verb.to_owned()),
-                    _ => any = true,
-                }
-            }
-            if rule.actions.is_empty() {
-                // Terraform dialect: the verbs are listed in conditions.action.
-                match rule.conditions.iter().find_map(|c| match c {
-                    super::Condition::Verb(v) => Some(v),
-                    _ => None,
-                }) {
-                    Some(v) if !v.iter().any(|x| x == "*") => verbs.extend(v.iter().cloned()),
-                    _ => any = true,
-                }
-            }
-            if any {
-                index.any_verb.push(i);
-            } else {
-                verbs.sort();
-                verbs.dedup();
-                for v in verbs {
-                    index.by_verb.entry(v).or_default().push(i);
-                }
-            }
-        }
-        index
-    }
-
-    /// Candidate rule indices for `verb`, in document order.
-    fn candidates<'a>(&'a self, verb: &str) -> impl Iterator<Item = usize> + 'a {
-        let pinned: &[usize] = self.by_verb.get(verb).map_or(&[], Vec::as_slice);
-        let mut a = pinned.iter().copied().peekable();
-        let mut b = self.any_verb.iter().copied().peekable();
-        std::iter::from_fn(move || match (a.peek(), b.peek()) {
-            (Some(&x), Some(&y)) if x < y => a.next(),
-            (Some(_), Some(_)) => b.next(),
-            (Some(_), None) => a.next(),
-            (None, _) => b.next(),
-        })
-    }
-}
-
 impl PolicySet {
     pub fn new(version: u64, mut policies: Vec<(String, Arc<PolicyDoc>)>) -> Self {
         policies.sort_by(|a, b| a.0.cmp(&b.0));
-        let indexes = policies
-            .iter()
-            .map(|(_, doc)| RuleIndex::build(doc))
-            .collect();
+        let actions = ActionIndex::build(policies.iter().map(|(_, doc)| doc.as_ref()));
         let agents = AgentIndex::build(&policies);
         Self {
             version,
             policies,
-            indexes,
+            actions,
             agents,
         }
     }
 
     pub fn len(&self) -> usize {
         self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
     }
 }
 
@@ -201,68 +155,20 @@ pub struct Decision {
 }
 
 pub fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
-    let mut first_allow: Option<(&str, &Rule)> = None;
-    let mut default_deny: Option<&str> = None;
-    let mut applicable = 0usize;
-    let verb = req.action.split_once(':').map_or(req.action, |(v, _)| v);
-    for i in set.agents.candidates(req) {
-        let ((name, doc), index) = (&set.policies[i], &set.indexes[i]);
-        if !applies(&doc.applies_to, req) {
-            continue;
-        }
-        applicable += 1;
-        let first = index
-            .candidates(verb)
-            .map(|i| &doc.rules[i])
-            .find(|r| rule_matches(r, req));
-        match first {
-            Some(rule) if rule.effect != Effect::Allow => {
-                return Decision {
-                    outcome: Outcome::Deny,
-                    policy: Some(name.clone()),
-                    rule: Some(rule.id.clone()),
-                    reason: deny_reason(rule),
-                    snapshot: set.version,
-                };
-            }
-            Some(rule) => {
-                first_allow.get_or_insert((name, rule));
-            }
-            None => {
-                if doc.default_effect != Effect::Allow && default_deny.is_none() {
-                    default_deny = Some(name);
-                }
-            }
-        }
-    }
-    let (outcome, policy, rule, reason) = if let Some((policy, rule)) = first_allow {
-        let reason = format!("Allowed by rule: {}", rule.id);
-        (
+    let (outcome, policy, rule, reason) = match deciding_rule(set, req) {
+        Some((policy, rule)) if rule.effect != Effect::Allow => (
+            Outcome::Deny,
+            Some(policy.to_owned()),
+            Some(rule.id.clone()),
+            deny_reason(rule),
+        ),
+        Some((policy, rule)) => (
             Outcome::Allow,
             Some(policy.to_owned()),
             Some(rule.id.clone()),
-            reason,
-        )
-    } else if let Some(policy) = default_deny {
-        let reason = format!(
-            "No rule allows {}; policy {policy} defaults to deny",
-            req.action
-        );
-        (Outcome::Deny, Some(policy.to_owned()), None, reason)
-    } else if applicable == 0 {
-        (
-            Outcome::Deny,
-            None,
-            None,
-            "No policy applies to this agent".to_owned(),
-        )
-    } else {
-        (
-            Outcome::Allow,
-            None,
-            None,
-            "Allowed by policy defaults".to_owned(),
-        )
+            format!("Allowed by rule: {}", rule.id),
+        ),
+        None => by_defaults(set, req),
     };
     Decision {
         outcome,
@@ -270,6 +176,64 @@ pub fn evaluate(set: &PolicySet, req: &EvalRequest<'_>) -> Decision {
         rule,
         reason,
         snapshot: set.version,
+    }
+}
+
+/// The rule that decides, with its policy: among the policies that apply, in name order, the
+/// first-matching rule of the first policy whose first match denies, else of the first whose
+/// first match allows. Only the rules the action index names are tried (in name order, then
+/// document order): the others cannot match, so the first match of each policy is the same.
+/// After the first allow, a policy is looked at only if one of its candidates does not allow.
+fn deciding_rule<'s>(set: &'s PolicySet, req: &EvalRequest<'_>) -> Option<(&'s str, &'s Rule)> {
+    let candidates = set.actions.candidates(req.action);
+    let mut first_allow = None;
+    for same_policy in candidates.chunk_by(|a, b| a.policy == b.policy) {
+        let (name, doc) = &set.policies[same_policy[0].policy as usize];
+        let rules = || same_policy.iter().map(|c| &doc.rules[c.rule as usize]);
+        // Once a policy allows, one whose candidates all allow cannot change the decision.
+        let only_allows = || rules().all(|r| r.effect == Effect::Allow);
+        if (first_allow.is_some() && only_allows()) || !applies(&doc.applies_to, req) {
+            continue;
+        }
+        let first = rules().find(|r| rule_matches(r, req));
+        match first {
+            Some(rule) if rule.effect != Effect::Allow => return Some((name, rule)),
+            Some(rule) => {
+                first_allow.get_or_insert((name.as_str(), rule));
+            }
+            None => {}
+        }
+    }
+    first_allow
+}
+
+/// The decision when no rule of an applicable policy matches: deny if one of them (the first in
+/// name order) defaults to deny, else allow if any applies, else deny (fail closed).
+fn by_defaults(
+    set: &PolicySet,
+    req: &EvalRequest<'_>,
+) -> (Outcome, Option<String>, Option<String>, String) {
+    let mut applicable = false;
+    for i in set.agents.candidates(req) {
+        let (name, doc) = &set.policies[i];
+        if !applies(&doc.applies_to, req) {
+            continue;
+        }
+        if doc.default_effect != Effect::Allow {
+            let reason = format!(
+                "No rule allows {}; policy {name} defaults to deny",
+                req.action
+            );
+            return (Outcome::Deny, Some(name.clone()), None, reason);
+        }
+        applicable = true;
+    }
+    if applicable {
+        let reason = "Allowed by policy defaults".to_owned();
+        (Outcome::Allow, None, None, reason)
+    } else {
+        let reason = "No policy applies to this agent".to_owned();
+        (Outcome::Deny, None, None, reason)
     }
 }
 
@@ -424,6 +388,9 @@ fn scalar_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod agreement;
 
 #[cfg(test)]
 mod tests {

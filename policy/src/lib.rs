@@ -5,6 +5,7 @@
 //! a pure function of its inputs (no I/O, no clock), so the same snapshot and request always give
 //! the same decision.
 
+mod action_index;
 mod engine;
 mod glob;
 mod parse;
