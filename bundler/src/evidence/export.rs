@@ -891,7 +891,8 @@ mod tests {
             parse_time("2026-12-01", "to").unwrap(),
         );
         // Out of the period before the run, in stretches inside it, and after its last entry.
-        let patterns: [(&str, fn(u64) -> bool); 3] = [
+        type InPeriod = fn(u64) -> bool;
+        let patterns: [(&str, InPeriod); 3] = [
             ("all in", |_| true),
             ("gaps", |s| {
                 !(1..=2).contains(&s) && !(5..=9).contains(&s) && s < 15
