@@ -9,12 +9,13 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
+use super::entries::{ENTRIES, Scan, Scanned};
+use super::verify::verify_scanned;
 use super::{
     B64, ExportOptions, FORMAT, FileEntry, Inclusion, Manifest, RangeProof, Unchecked,
-    VerifyOptions, assess, oscal, parse_time, pretty, profiles, range_root, verify,
+    VerifyOptions, assess, oscal, parse_time, pretty, profiles, range_root,
 };
 use crate::audit_archive::{Line, Source};
-use meshguard_tlog::merkle::leaf_hash;
 use meshguard_tlog::note::{Checkpoint, Note};
 
 /// Export lines per request.
@@ -53,35 +54,28 @@ pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
 
 /// (seq, id) of an entry.
 type Entry = (u64, String);
-/// The first and last entry of a run, how many of its entries are in the period, and the last
-/// configuration entry before the run (the settings in force when it began), if any.
-type Run = (Entry, Entry, u64, BTreeMap<String, Line>);
 
-/// The period's entries, streamed from the gateway's export into `path`: from the first entry
-/// in the period to the last (those between included, whatever their time: the run must be
-/// contiguous to be proven). Returns (first, last) as (seq, id), and how many are in the period.
-fn fetch_run(
-    src: &Source,
-    client: &reqwest::blocking::Client,
-    from: chrono::DateTime<chrono::Utc>,
-    to: chrono::DateTime<chrono::Utc>,
-    path: &Path,
-) -> Result<Option<Run>> {
-    use std::io::Write as _;
-    std::fs::create_dir_all(path.parent().expect("a file in the bundle"))?;
-    let file =
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let (mut first, mut last): (Option<Entry>, Option<Entry>) = (None, None);
-    // The last configuration entry of each source before the run; the caller keeps the log's
-    // own (an ingested sidecar's entry is not the gateway's configuration).
-    let mut configuration: BTreeMap<String, Line> = BTreeMap::new();
-    let (mut written, mut kept_end, mut in_period) = (0u64, 0u64, 0u64);
+/// The run of entries written to the bundle: its first and last entry, how many of its entries
+/// are in the period, the log's last configuration entry before it (the settings in force when
+/// it began), if any, and what the one scan of its lines found.
+struct Run {
+    first: Entry,
+    last: Entry,
+    in_period: u64,
+    configuration: Option<Line>,
+    scanned: Scanned,
+}
+
+/// The period's entries, streamed from the gateway's export into `w`'s file: from the first
+/// entry in the period to the last (those between included, whatever their time: the run must
+/// be contiguous to be proven).
+fn fetch_run(gw: &Gateway<'_>, mut w: RunWriter<'_>) -> Result<Option<Run>> {
     let mut after = 0u64;
     loop {
-        let text = src
+        let text = gw
+            .src
             .get(
-                client,
+                &gw.client,
                 reqwest::Method::GET,
                 &format!("/admin/audit/export?after={after}&limit={PAGE}"),
             )?
@@ -89,42 +83,196 @@ fn fetch_run(
         let mut n = 0;
         for raw in text.lines().filter(|l| !l.is_empty()) {
             n += 1;
-            let line: Line = serde_json::from_str(raw).context("an export line is not JSON")?;
-            after = line.seq;
-            let inside = line.entry["timestamp"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to);
-            if !inside && first.is_none() {
-                if line.entry["event"] == "configuration" {
-                    configuration.insert(line.source.clone(), line);
-                }
-                continue;
-            }
-            out.write_all(raw.as_bytes())?;
-            out.write_all(b"\n")?;
-            written += raw.len() as u64 + 1;
-            if inside {
-                in_period += 1;
-                let id = line.entry["id"].as_str().unwrap_or_default().to_owned();
-                if first.is_none() {
-                    first = Some((line.seq, id.clone()));
-                }
-                last = Some((line.seq, id));
-                kept_end = written;
-            }
+            after = w.line(raw)?;
         }
         if n == 0 {
             break;
         }
     }
-    // Entries after the period's last are cut off.
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.set_len(kept_end)?;
-    file.sync_all()?;
-    Ok(first
-        .zip(last)
-        .map(|(f, l)| (f, l, in_period, configuration)))
+    w.finish()
+}
+
+/// Lines held in memory after the period's last entry so far, waiting to learn whether an
+/// entry in the period follows them; past this they are read back from the file if one does.
+const HELD: usize = 1024;
+
+/// Writes the run as its lines come, each parsed once. Lines before the run are skipped (the
+/// log's last configuration entry kept); from the run's first entry on, each line is written,
+/// and joins the scan once an entry in the period follows it (or is it): the lines after the
+/// period's last entry are cut off at the end.
+struct RunWriter<'a> {
+    origin: &'a str,
+    profile: &'static profiles::Profile,
+    period: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    configuration: Option<Line>,
+    scan: Option<Scan>,
+    first: Option<Entry>,
+    last: Option<Entry>,
+    in_period: u64,
+    /// Bytes written, and the end of the last entry in the period.
+    written: u64,
+    kept_end: u64,
+    /// The lines after `kept_end`, parsed; or, past `held_max` of them, none (read back).
+    held: Vec<(String, Line)>,
+    held_max: usize,
+    spilled: bool,
+}
+
+impl<'a> RunWriter<'a> {
+    fn create(
+        path: &Path,
+        origin: &'a str,
+        profile: &'static profiles::Profile,
+        period: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    ) -> Result<Self> {
+        std::fs::create_dir_all(path.parent().expect("a file in the bundle"))?;
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(RunWriter {
+            origin,
+            profile,
+            period,
+            path: path.to_owned(),
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            configuration: None,
+            scan: None,
+            first: None,
+            last: None,
+            in_period: 0,
+            written: 0,
+            kept_end: 0,
+            held: Vec::new(),
+            held_max: HELD,
+            spilled: false,
+        })
+    }
+
+    /// One line of the gateway's export, in order; its seq.
+    fn line(&mut self, raw: &str) -> Result<u64> {
+        use std::io::Write as _;
+        let line: Line = serde_json::from_str(raw).context("an export line is not JSON")?;
+        let seq = line.seq;
+        let inside = self.in_period(&line);
+        if self.scan.is_none() && !inside {
+            self.keep_configuration(line);
+            return Ok(seq);
+        }
+        if inside {
+            self.scan_held()?;
+        }
+        self.out.write_all(raw.as_bytes())?;
+        self.out.write_all(b"\n")?;
+        self.written += raw.len() as u64 + 1;
+        if inside {
+            self.scan_in_period(raw, &line);
+        } else {
+            self.hold(raw, line);
+        }
+        Ok(seq)
+    }
+
+    fn in_period(&self, line: &Line) -> bool {
+        let (from, to) = self.period;
+        line.entry["timestamp"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t.to_utc() >= from && t.to_utc() < to)
+    }
+
+    /// Before the run: the log's own last configuration entry (an ingested sidecar's entry is
+    /// not the gateway's configuration).
+    fn keep_configuration(&mut self, line: Line) {
+        if line.entry["event"] == "configuration" && line.source == self.origin {
+            self.configuration = Some(line);
+        }
+    }
+
+    /// An entry in the period: the scan starts with the run's first (after the settings in
+    /// force when it began), and the run now ends here.
+    fn scan_in_period(&mut self, raw: &str, line: &Line) {
+        let scan = self.scan.get_or_insert_with(|| {
+            let mut facts = assess::Facts::new(self.origin, self.profile);
+            if let Some(c) = &self.configuration {
+                facts.before(c.seq, &c.entry);
+            }
+            Scan::new(line.seq, facts, false)
+        });
+        scan.bytes(raw.as_bytes());
+        scan.bytes(b"\n");
+        scan.entry(line);
+        self.in_period += 1;
+        let id = line.entry["id"].as_str().unwrap_or_default().to_owned();
+        self.first.get_or_insert_with(|| (line.seq, id.clone()));
+        self.last = Some((line.seq, id));
+        self.kept_end = self.written;
+    }
+
+    /// A line of the run outside the period, kept until an entry in the period follows.
+    fn hold(&mut self, raw: &str, line: Line) {
+        if self.spilled {
+            return;
+        }
+        if self.held.len() < self.held_max {
+            self.held.push((raw.to_owned(), line));
+        } else {
+            self.held.clear();
+            self.spilled = true;
+        }
+    }
+
+    /// The held lines join the scan: an entry in the period follows them.
+    fn scan_held(&mut self) -> Result<()> {
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(());
+        };
+        if self.spilled {
+            self.spilled = false;
+            std::io::Write::flush(&mut self.out)?;
+            return read_back(&self.path, (self.kept_end, self.written), scan);
+        }
+        for (raw, line) in self.held.drain(..) {
+            scan.bytes(raw.as_bytes());
+            scan.bytes(b"\n");
+            scan.entry(&line);
+        }
+        Ok(())
+    }
+
+    /// Cuts off the entries after the period's last, and ends the scan.
+    fn finish(self) -> Result<Option<Run>> {
+        let file = self.out.into_inner().map_err(|e| e.into_error())?;
+        file.set_len(self.kept_end)?;
+        file.sync_all()?;
+        let (Some(scan), Some(first), Some(last)) = (self.scan, self.first, self.last) else {
+            return Ok(None);
+        };
+        let scanned = scan.finish(last.0, true);
+        Ok(Some(Run {
+            first,
+            last,
+            in_period: self.in_period,
+            configuration: self.configuration,
+            scanned,
+        }))
+    }
+}
+
+/// The lines of `path` from byte `start` to `end` into `scan`: held lines too many to keep in
+/// memory, parsed a second time (only a long stretch out of the period inside the run is).
+fn read_back(path: &Path, (start, end): (u64, u64), scan: &mut Scan) -> Result<()> {
+    use std::io::{BufRead as _, Read as _, Seek as _};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(std::io::SeekFrom::Start(start))?;
+    for raw in std::io::BufReader::new(f.take(end - start)).lines() {
+        let raw = raw?;
+        let line: Line = serde_json::from_str(&raw).context("an export line is not JSON")?;
+        scan.bytes(raw.as_bytes());
+        scan.bytes(b"\n");
+        scan.entry(&line);
+    }
+    Ok(())
 }
 
 /// The gateway's admin API, as the export reads it.
@@ -170,8 +318,7 @@ struct Proofs {
     /// The checkpoint note with the cosignature lines of its size.
     cosigned_note: String,
     witnesses: Vec<String>,
-    /// The log's last configuration entry before the run, and that entry with its proof.
-    configuration: Option<Line>,
+    /// The log's last configuration entry before the run with its proof.
     configuration_before: Option<Value>,
 }
 
@@ -192,29 +339,18 @@ fn export_into(
         src: opts.source,
         client: opts.source.client()?,
     };
-    let entries_path = staging.join("audit/entries.jsonl");
-    let Some(((first_seq, first_id), (last_seq, last_id), in_period, mut configurations)) =
-        fetch_run(gw.src, &gw.client, from, to, &entries_path)?
-    else {
-        bail!(
-            "the log holds no audit entry from {} to {}; nothing to export",
-            opts.from,
-            opts.to
-        );
-    };
-    let covering = covering_checkpoint(&gw, last_seq, opts.allow_unwitnessed)?;
-    let proofs = prove_run(&gw, &covering, &first_id, &last_id, &mut configurations)?;
-
+    let (run, covering, proofs) = proven_run(&gw, opts, profile, (from, to), staging)?;
     let mut files = bundle_files(&gw, opts, &proofs, from, to)?;
-    let mut digests = digests_of(&entries_path, &files)?;
+    let mut digests = digests_of(&run.scanned, &files)?;
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let facts = assess_bundle(&covering.origin, profile, &proofs, &entries_path, &files)?;
+    let mut scanned = run.scanned;
+    finish_facts(&mut scanned, &proofs, &files)?;
     add_assessment(
         opts,
         profile,
         &covering.origin,
         &created_at,
-        &facts,
+        &scanned.facts,
         &mut files,
         &mut digests,
     )?;
@@ -232,9 +368,9 @@ fn export_into(
         log_vkey: covering.log_vkey,
         checkpoint_size: covering.size,
         witnesses: proofs.witnesses,
-        first_seq,
-        last_seq,
-        in_period,
+        first_seq: run.first.0,
+        last_seq: run.last.0,
+        in_period: run.in_period,
         files: digests
             .iter()
             .map(|(path, (sha, size))| FileEntry {
@@ -245,8 +381,42 @@ fn export_into(
             .collect(),
     };
     write_signed_manifest(opts, profile, &manifest, staging)?;
-    check_written(opts, staging)?;
+    check_written(opts, staging, scanned)?;
     Ok(manifest)
+}
+
+/// The period's run of entries written into `staging` as it streams in, scanned once, and the
+/// checkpoint and proofs that cover it.
+fn proven_run(
+    gw: &Gateway<'_>,
+    opts: &ExportOptions<'_>,
+    profile: &'static profiles::Profile,
+    period: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+    staging: &Path,
+) -> Result<(Run, Covering, Proofs)> {
+    // The log's origin first: each entry is judged as the log's own or another source's.
+    let origin = gw.get_json("/admin/audit/checkpoint")?["origin"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let writer = RunWriter::create(&staging.join(ENTRIES), &origin, profile, period)?;
+    let Some(run) = fetch_run(gw, writer)? else {
+        bail!(
+            "the log holds no audit entry from {} to {}; nothing to export",
+            opts.from,
+            opts.to
+        );
+    };
+    let covering = covering_checkpoint(gw, run.last.0, opts.allow_unwitnessed)?;
+    if covering.origin != origin {
+        bail!(
+            "the gateway's log is {} now, {origin} when the export began; export again",
+            covering.origin
+        );
+    }
+    let configuration = run.configuration.as_ref();
+    let proofs = prove_run(gw, &covering, &run.first.1, &run.last.1, configuration)?;
+    Ok((run, covering, proofs))
 }
 
 /// The bundle's files besides the entries (on disk already), small enough to hold: the
@@ -274,13 +444,14 @@ fn bundle_files(
     Ok(files)
 }
 
-/// The digest of every file: the entries hashed as they are read, the others in memory.
-fn digests_of(entries_path: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<Digests> {
+/// The digest of every file: the entries' from their scan, the others' in memory.
+fn digests_of(scanned: &Scanned, files: &BTreeMap<String, Vec<u8>>) -> Result<Digests> {
     let mut digests: Digests = BTreeMap::new();
-    digests.insert(
-        "audit/entries.jsonl".into(),
-        crate::fsx::sha256_file(entries_path)?,
-    );
+    let entries = scanned
+        .digest
+        .clone()
+        .context("the entries were not hashed whole")?;
+    digests.insert(ENTRIES.into(), entries);
     for (path, bytes) in files {
         digests.insert(path.clone(), digest(bytes));
     }
@@ -334,13 +505,12 @@ fn prove_run(
     covering: &Covering,
     first_id: &str,
     last_id: &str,
-    configurations: &mut BTreeMap<String, Line>,
+    configuration: Option<&Line>,
 ) -> Result<Proofs> {
     let size = covering.size;
     let (first_proof, note) = gw.proof(first_id, size)?;
     let (last_proof, _) = gw.proof(last_id, size)?;
-    let configuration = configurations.remove(&covering.origin);
-    let configuration_before = match &configuration {
+    let configuration_before = match configuration {
         Some(line) => {
             let id = line.entry["id"].as_str().unwrap_or_default();
             let (proof, _) = gw.proof(id, size)?;
@@ -370,7 +540,6 @@ fn prove_run(
         },
         cosigned_note,
         witnesses,
-        configuration,
         configuration_before,
     })
 }
@@ -453,40 +622,23 @@ fn add_file(
     files.insert(path.into(), bytes);
 }
 
-/// What the bundle's data shows, as the verifier will judge it: every entry of the run (after
-/// the settings in force when it began), whether the run is proven, and the gateway's records.
-fn assess_bundle(
-    origin: &str,
-    profile: &'static profiles::Profile,
+/// What the bundle's data shows, as the verifier will judge it: the scan's facts (every entry
+/// of the run, after the settings in force when it began), whether the run is proven, and the
+/// gateway's records.
+fn finish_facts(
+    scanned: &mut Scanned,
     proofs: &Proofs,
-    entries_path: &Path,
     files: &BTreeMap<String, Vec<u8>>,
-) -> Result<assess::Facts> {
-    let mut facts = assess::Facts::new(origin, profile);
-    // The settings in force when the run began come first: every entry is judged under them.
-    if let Some(line) = &proofs.configuration {
-        facts.before(line.seq, &line.entry);
-    }
-    let mut leaves = Vec::new();
-    {
-        use std::io::BufRead as _;
-        let f = std::fs::File::open(entries_path)?;
-        for raw in std::io::BufReader::with_capacity(1 << 20, f).lines() {
-            let line: Line = serde_json::from_str(&raw?)?;
-            let body = serde_json::to_string(&line.entry)?;
-            leaves.push(leaf_hash(body.as_bytes()));
-            facts.entry(line.seq, &line.source, &body, &line.entry);
-        }
-    }
+) -> Result<()> {
     let note_text = String::from_utf8_lossy(&files["audit/checkpoint.note"]).into_owned();
     let signed = Note::parse(&note_text)
         .ok()
         .and_then(|n| Checkpoint::parse(n.text).ok());
     let proof = &proofs.range;
     let proven = signed.as_ref().is_some_and(|c| {
-        range_root(c.size, &proof.first, &proof.last, &leaves).is_ok_and(|r| r == c.root)
+        range_root(c.size, &proof.first, &proof.last, &scanned.leaves).is_ok_and(|r| r == c.root)
     });
-    facts.finish(assess::Inputs {
+    scanned.facts.finish(assess::Inputs {
         changes: serde_json::from_slice(&files["changes.json"])?,
         deliveries: serde_json::from_slice(&files["alerts/deliveries.json"])?,
         versions: serde_json::from_slice(&files["policies/versions.json"])?,
@@ -497,7 +649,7 @@ fn assess_bundle(
             .get("install/transcript.json")
             .and_then(|b| serde_json::from_slice(b).ok()),
     });
-    Ok(facts)
+    Ok(())
 }
 
 /// The control mapping of what the bundle shows (`controls.json`) and the same as OSCAL
@@ -572,9 +724,10 @@ fn write_signed_manifest(
     Ok(())
 }
 
-/// Never hand out a bundle that does not verify.
-fn check_written(opts: &ExportOptions<'_>, staging: &Path) -> Result<()> {
-    let check = verify(
+/// Never hand out a bundle that does not verify: every file is read back and checked, but the
+/// entries, which were scanned (chains, leaves, facts, digest) as they were written.
+fn check_written(opts: &ExportOptions<'_>, staging: &Path, scanned: Scanned) -> Result<()> {
+    let check = verify_scanned(
         staging,
         &VerifyOptions {
             pubkey: &opts.key.public(),
@@ -587,6 +740,7 @@ fn check_written(opts: &ExportOptions<'_>, staging: &Path) -> Result<()> {
             // transcript's signature are the auditor's to check with the site's keys.
             accept_unchecked: &[Unchecked::Witness, Unchecked::Transcript],
         },
+        scanned,
     )?;
     if !check.ok {
         bail!(
@@ -702,4 +856,79 @@ fn parse_tlog_proof(text: &str) -> Result<(Inclusion, String)> {
         hashes.push(line.to_owned());
     }
     Ok((Inclusion { index, hashes }, rest.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::entries::scan_file;
+
+    /// A chained run of `n` entries of one source; entry `i` is in the period when `inside(i)`.
+    fn lines(n: u64, inside: impl Fn(u64) -> bool) -> Vec<String> {
+        let mut prev = String::new();
+        (1..=n)
+            .map(|seq| {
+                let day = if inside(seq) { "2026-11-10" } else { "2026-12-10" };
+                let entry = json!({"id": format!("e{seq}"), "timestamp": format!("{day}T00:00:00Z"),
+                    "event": "decision", "decision": if seq % 2 == 0 { "deny" } else { "allow" },
+                    "action": "read:x", "outcome": "ok", "agentId": "a"});
+                let mut h = Sha256::new();
+                h.update(hex::decode(&prev).unwrap());
+                h.update(serde_json::to_string(&entry).unwrap().as_bytes());
+                let hash = hex::encode(h.finalize());
+                let line = json!({"seq": seq, "source": "log", "prevHash": prev, "hash": hash, "entry": entry});
+                prev = hash;
+                line.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_one_scan_of_the_export_is_the_verifiers_scan_of_the_file_it_wrote() {
+        let profile = profiles::find("fedramp-moderate").unwrap();
+        let period = (
+            parse_time("2026-11-01", "from").unwrap(),
+            parse_time("2026-12-01", "to").unwrap(),
+        );
+        // Out of the period before the run, in stretches inside it, and after its last entry.
+        type InPeriod = fn(u64) -> bool;
+        let patterns: [(&str, InPeriod); 3] = [
+            ("all in", |_| true),
+            ("gaps", |s| {
+                !(1..=2).contains(&s) && !(5..=9).contains(&s) && s < 15
+            }),
+            ("one", |s| s == 7),
+        ];
+        for (name, inside) in patterns {
+            for held_max in [0, 1, 3, 100] {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join(ENTRIES);
+                let mut w = RunWriter::create(&path, "log", profile, period).unwrap();
+                w.held_max = held_max;
+                for l in lines(20, inside) {
+                    w.line(&l).unwrap();
+                }
+                let run = w.finish().unwrap().unwrap();
+                let want = lines(20, inside)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| (run.first.0..=run.last.0).contains(&(*i as u64 + 1)))
+                    .map(|(_, l)| l + "\n")
+                    .collect::<String>();
+                let case = format!("{name}, {held_max} held");
+                assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{case}");
+                let facts = assess::Facts::new("log", profile);
+                let read = scan_file(dir.path(), (run.first.0, run.last.0), facts, false);
+                let got = &run.scanned;
+                assert_eq!(got.digest, read.digest, "{case}");
+                assert_eq!(got.digest, Some(crate::fsx::sha256_file(&path).unwrap()));
+                assert_eq!(got.leaves, read.leaves, "{case}");
+                assert_eq!(got.result, read.result, "{case}");
+                assert!(got.result.is_ok(), "{case}: {:?}", got.result);
+                let counts = |d: &super::super::Decisions| (d.allowed, d.denied);
+                assert_eq!(counts(&got.decisions), counts(&read.decisions), "{case}");
+                assert_eq!(got.facts.entries, read.facts.entries, "{case}");
+            }
+        }
+    }
 }

@@ -19,10 +19,13 @@
 //!
 //! This module holds the bundle's types (manifest, proofs, options, the verification
 //! transcript) and what export and verify share; [`export`](fn@export) is in `export.rs`, the
-//! OSCAL documents in `oscal.rs`, [`verify`](fn@verify) in `verify.rs`.
+//! OSCAL documents in `oscal.rs`, [`verify`](fn@verify) in `verify.rs`, and the one pass over
+//! the run of entries both make (each line parsed once: chains, leaves, facts, counts, digest)
+//! in `entries.rs`.
 
 pub mod assess;
 pub mod catalog;
+mod entries;
 mod export;
 mod oscal;
 pub mod profiles;

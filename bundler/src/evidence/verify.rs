@@ -1,7 +1,6 @@
 //! `evidence verify`: checks a bundle offline, one named check after another, and returns the
 //! transcript of every check, the decisions the entries record and each control's status.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
@@ -10,10 +9,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use super::entries::{self, ENTRIES, Scanned};
 use super::oscal::POAM_PROFILES;
 use super::{
-    B64, Check, ControlStatus, Decisions, Denial, FORMAT, Inclusion, Manifest, RangeProof,
-    Unchecked, Verified, VerifyOptions, assess, profiles, range_root,
+    B64, Check, ControlStatus, Decisions, FORMAT, Inclusion, Manifest, RangeProof, Unchecked,
+    Verified, VerifyOptions, assess, profiles, range_root,
 };
 use crate::audit_archive::Line;
 use crate::keys::MediaPublicKey;
@@ -111,6 +111,20 @@ fn sums_match(
 /// Verifies a bundle with no network. Every check runs and is reported; `ok` is their
 /// conjunction. Only an unreadable manifest stops early.
 pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
+    verify_with(dir, opts, None)
+}
+
+/// [`verify`], with the entries file already scanned by the caller (the export, which wrote
+/// it from the lines it scanned): every other file is read and checked as `verify` does.
+pub(super) fn verify_scanned(
+    dir: &Path,
+    opts: &VerifyOptions<'_>,
+    scanned: Scanned,
+) -> Result<Verified> {
+    verify_with(dir, opts, Some(scanned))
+}
+
+fn verify_with(dir: &Path, opts: &VerifyOptions<'_>, scanned: Option<Scanned>) -> Result<Verified> {
     let mut checks = Checks::new(opts.accept_unchecked);
     let mut out = Verified {
         format: "meshguard-evidence-verification/v1",
@@ -148,13 +162,23 @@ pub fn verify(dir: &Path, opts: &VerifyOptions<'_>) -> Result<Verified> {
             return Ok(out);
         }
     };
+    let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let (facts, before_bytes) = facts_at_start(dir, &manifest, &listed);
+    let scanned = scanned.unwrap_or_else(|| {
+        let run = (manifest.first_seq, manifest.last_seq);
+        entries::scan_file(dir, run, facts, opts.list_denials)
+    });
     checks.add("format", format_check(&manifest));
-    checks.add("file digests", file_digests(dir, &manifest)?);
+    checks.add(
+        "file digests",
+        file_digests(dir, &manifest, scanned.digest.as_ref())?,
+    );
     checks.add(
         "SHA256SUMS",
         sums_match(dir, opts.pubkey, &manifest, &bytes),
     );
-    verify_contents(dir, opts, &manifest, &mut checks, &mut out);
+    let start = (scanned, before_bytes.as_deref());
+    verify_contents(dir, opts, &manifest, start, &mut checks, &mut out);
     out.ok = checks.ran.iter().chain(&checks.unrun).all(|c| c.ok);
     out.manifest = Some(manifest);
     out.checks = checks.into_vec();
@@ -169,13 +193,20 @@ fn verify_contents(
     dir: &Path,
     opts: &VerifyOptions<'_>,
     manifest: &Manifest,
+    (scanned, before_bytes): (Scanned, Option<&[u8]>),
     checks: &mut Checks<'_>,
     out: &mut Verified,
 ) {
     let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
-    let (mut facts, before_bytes) = facts_at_start(dir, manifest, &listed);
-    let (leaves, entries) = scan_entries(dir, manifest, &mut facts, opts, &mut out.decisions);
-    checks.add("audit entries", entries);
+    let Scanned {
+        leaves,
+        result,
+        mut facts,
+        decisions,
+        ..
+    } = scanned;
+    out.decisions = decisions;
+    checks.add("audit entries", result);
 
     // The checkpoint: signed by the log, cosigned by the witnesses.
     let note_text = String::from_utf8(read(dir, "audit/checkpoint.note")).unwrap_or_default();
@@ -192,7 +223,7 @@ fn verify_contents(
 
     // The settings in force when the period began: an entry of the same log, before the run,
     // in the same checkpoint.
-    if let Some(bytes) = &before_bytes {
+    if let Some(bytes) = before_bytes {
         let r = configuration_before(bytes, checkpoint.as_ref().ok(), manifest);
         checks.add(
             "configuration before the period",
@@ -384,17 +415,26 @@ fn format_check(manifest: &Manifest) -> std::result::Result<String, String> {
     }
 }
 
-/// Every file listed, with its digest; nothing else in the bundle. Errs (stopping the
-/// verification) only when the bundle's directory cannot be walked.
-fn file_digests(dir: &Path, manifest: &Manifest) -> Result<std::result::Result<String, String>> {
+/// Every file listed, with its digest; nothing else in the bundle. The entries' digest is the
+/// scan's (`entries`: the file hashed as it was parsed) when it read the file whole. Errs
+/// (stopping the verification) only when the bundle's directory cannot be walked.
+fn file_digests(
+    dir: &Path,
+    manifest: &Manifest,
+    entries: Option<&(String, u64)>,
+) -> Result<std::result::Result<String, String>> {
     let mut bad = Vec::new();
     for f in &manifest.files {
         let Some(rel) = crate::fsx::safe_relative(&f.path) else {
             bad.push(format!("{:?} is not a plain relative path", f.path));
             continue;
         };
-        // Hashed as it is read: the entries of a long period run to gigabytes.
-        match crate::fsx::sha256_file(&dir.join(rel)) {
+        let digest = match entries {
+            Some(d) if f.path == ENTRIES => Ok(d.clone()),
+            // Hashed as it is read: a file may be large.
+            _ => crate::fsx::sha256_file(&dir.join(rel)),
+        };
+        match digest {
             Ok((sha, size)) if sha == f.sha256 && size == f.size => {}
             Ok(_) => bad.push(format!("{} does not match its digest", f.path)),
             Err(e) => bad.push(format!("{} cannot be read: {e}", f.path)),
@@ -420,143 +460,6 @@ fn file_digests(dir: &Path, manifest: &Manifest) -> Result<std::result::Result<S
     } else {
         Err(bad.join("; "))
     })
-}
-
-/// The entries: each in sequence, each chain hash, and what each decided (into `facts` and
-/// `decisions`). The leaves of the run, and the check's result.
-fn scan_entries(
-    dir: &Path,
-    manifest: &Manifest,
-    facts: &mut assess::Facts,
-    opts: &VerifyOptions<'_>,
-    decisions: &mut Decisions,
-) -> (Vec<[u8; 32]>, std::result::Result<String, String>) {
-    let entries: Box<dyn std::io::BufRead> =
-        match std::fs::File::open(dir.join("audit/entries.jsonl")) {
-            Ok(f) => Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
-            Err(_) => Box::new(std::io::empty()),
-        };
-    let mut leaves = Vec::new();
-    let mut heads: BTreeMap<String, String> = BTreeMap::new();
-    let mut chain_problem = None;
-    let mut expected = manifest.first_seq;
-    for raw in std::io::BufRead::lines(entries) {
-        let Ok(raw) = raw else {
-            chain_problem.get_or_insert("audit/entries.jsonl is not UTF-8 text".to_owned());
-            break;
-        };
-        let line: Line = match serde_json::from_str(&raw) {
-            Ok(l) => l,
-            Err(e) => {
-                chain_problem.get_or_insert(format!("a line is not an export line: {e}"));
-                break;
-            }
-        };
-        if line.seq != expected {
-            chain_problem.get_or_insert(format!(
-                "entry {expected} is missing (the next line is entry {})",
-                line.seq
-            ));
-        }
-        expected = line.seq + 1;
-        let body = serde_json::to_string(&line.entry).unwrap_or_default();
-        if let Some(problem) = chain_link(&heads, &line, &body) {
-            chain_problem.get_or_insert(problem);
-        }
-        heads.insert(line.source.clone(), line.hash.clone());
-        leaves.push(leaf_hash(body.as_bytes()));
-        facts.entry(line.seq, &line.source, &body, &line.entry);
-        count_decision(&line, facts.scan_ephi, opts.list_denials, decisions);
-    }
-    if expected != manifest.last_seq + 1 && chain_problem.is_none() {
-        chain_problem = Some(format!(
-            "the bundle ends at entry {}, the manifest says {}",
-            expected - 1,
-            manifest.last_seq
-        ));
-    }
-    let result = match chain_problem {
-        None => Ok(format!(
-            "{} entries {}..={}, every hash chain intact",
-            leaves.len(),
-            manifest.first_seq,
-            manifest.last_seq
-        )),
-        Some(p) => Err(p),
-    };
-    (leaves, result)
-}
-
-/// The first thing wrong with `line`'s place in its source's chain (`heads`: each source's
-/// last hash), in the order checked: it follows its predecessor, its hash matches its content.
-fn chain_link(heads: &BTreeMap<String, String>, line: &Line, body: &str) -> Option<String> {
-    let mut problem = None;
-    if let Some(head) = heads.get(&line.source)
-        && *head != line.prev_hash
-    {
-        problem.get_or_insert(format!(
-            "entry {} does not follow the previous entry of {}",
-            line.seq, line.source
-        ));
-    }
-    let mut h = Sha256::new();
-    h.update(hex::decode(&line.prev_hash).unwrap_or_default());
-    h.update(body.as_bytes());
-    if hex::encode(h.finalize()) != line.hash {
-        problem.get_or_insert(format!(
-            "entry {}: its hash does not match its content: the entry was altered",
-            line.seq
-        ));
-    }
-    problem
-}
-
-/// Counts the entry's decision, and lists a denial when asked to.
-fn count_decision(line: &Line, scan_ephi: bool, list_denials: bool, decisions: &mut Decisions) {
-    match line.entry["decision"].as_str() {
-        Some("deny") => {
-            decisions.denied += 1;
-            if list_denials {
-                decisions.denials.push(denial(line, scan_ephi));
-            }
-        }
-        Some("allow") => decisions.allowed += 1,
-        _ => {}
-    }
-}
-
-/// A denial as the transcript lists it.
-fn denial(line: &Line, scan_ephi: bool) -> Denial {
-    let e = &line.entry;
-    // Under a profile that keeps ePHI out, the transcript does not repeat any that got in.
-    let text = |k: &str| {
-        let v = e[k].as_str().unwrap_or("-");
-        if scan_ephi {
-            meshguard_common::ephi::redact(v).into_owned()
-        } else {
-            v.to_owned()
-        }
-    };
-    Denial {
-        seq: line.seq,
-        id: text("id"),
-        timestamp: text("timestamp"),
-        event: text("event"),
-        agent: e["agentName"]
-            .as_str()
-            .or(e["agentId"].as_str())
-            .unwrap_or("-")
-            .to_owned(),
-        action: text("action"),
-        resource: text("resource"),
-        policy: e["policyName"]
-            .as_str()
-            .or(e["policy"].as_str())
-            .unwrap_or("-")
-            .to_owned(),
-        rule: text("rule"),
-        reason: text("reason"),
-    }
 }
 
 /// The checkpoint note, signed by the log's key, and of the manifest's log and size.
