@@ -7,6 +7,12 @@
 //! one recorded, durably, before the answer. If the writer already holds the decision, it
 //! cannot be withdrawn: the caller waits for it and answers with it. Either way one decision
 //! is one entry, written once, with the outcome the caller received.
+//!
+//! Why the data-plane handlers (`/proxy/check`, `/proxy/*`, the batch, the sidecar's enforce
+//! routes and heartbeat, audit ingest) take the whole `AppState` where every other handler takes
+//! the parts it uses: each decides and records through this module, which reads the policy
+//! snapshot, the agent cache, the audit log, the limits, the metrics, the alerts, the SIEM and
+//! the license. Narrowing them means this module taking those parts first.
 
 use std::time::{Duration, Instant};
 
