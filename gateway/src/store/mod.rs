@@ -8,11 +8,13 @@
 //! instead of silently overwriting.
 
 mod channel_body;
+mod dialect;
 mod postgres;
 mod secrets;
 mod sqlite;
 #[cfg(test)]
 mod suite;
+mod tables;
 
 pub(crate) use postgres::{CentralQuery, PgStore};
 pub(crate) use sqlite::{SCHEMA_VERSION, SqliteStore};

@@ -33,6 +33,8 @@ use postgres::types::ToSql;
 use postgres::{Client, Row, Transaction};
 use serde_json::Value;
 
+use super::dialect::{self, Cells, Param};
+use super::tables::{self, Statement};
 use super::{
     AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord,
     SqliteStore, Store, StoreError, Write,
@@ -376,6 +378,34 @@ impl PgStore {
         let out = f(&mut client).map_err(|e| classify(&e));
         self.put_back(client);
         out
+    }
+
+    /// The row `st` reads (an error if it reads more than one), mapped by `map`.
+    fn one<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = dialect::postgres(&st.sql);
+        let params = pg_params(&st.params);
+        self.read(|c| c.query_opt(&sql, &params))?
+            .as_ref()
+            .map(|r| map(r))
+            .transpose()
+    }
+
+    /// Every row `st` reads, mapped by `map`.
+    fn all<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = dialect::postgres(&st.sql);
+        let params = pg_params(&st.params);
+        self.read(|c| c.query(&sql, &params))?
+            .iter()
+            .map(|r| map(r))
+            .collect()
     }
 
     /// A connection known to be alive, for a write (which is never retried: it may have
@@ -839,6 +869,15 @@ fn classify(e: &postgres::Error) -> StoreError {
     }
 }
 
+fn pg_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(Param::pg).collect()
+}
+
+/// Runs one shared statement in `tx`: the rows it changed.
+fn exec(tx: &mut Transaction<'_>, st: &Statement) -> Result<u64, postgres::Error> {
+    tx.execute(&dialect::postgres(&st.sql), &pg_params(&st.params))
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data serializes")
 }
@@ -846,26 +885,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Backend(format!("a stored JSON column does not parse: {e}")))
-}
-
-const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
-
-fn agent_from_row(r: &Row) -> Result<AgentRecord, StoreError> {
-    Ok(AgentRecord {
-        id: r.get(0),
-        name: r.get(1),
-        trust_tier: r.get(2),
-        tags: from_json(r.get(3))?,
-        metadata: from_json(r.get(4))?,
-        capabilities: from_json(r.get(5))?,
-        description: r.get(6),
-        token_ttl: r.get::<_, Option<i64>>(7).map(|v| v as u64),
-        token_version: r.get(8),
-        revision: r.get(9),
-        created_at: r.get(10),
-        updated_at: r.get(11),
-        revoked_at: r.get(12),
-    })
 }
 
 const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
@@ -977,16 +996,11 @@ fn rows<T>(
 
 impl Store for PgStore {
     fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
-        self.read(|c| c.query_opt(&sql, &[&id]))?
-            .as_ref()
-            .map(agent_from_row)
-            .transpose()
+        self.one(&tables::get_agent(id), tables::agent_from_row)
     }
 
     fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id");
-        rows(self.read(|c| c.query(&sql, &[]))?, agent_from_row)
+        self.all(&tables::list_agents(), tables::agent_from_row)
     }
 
     fn save_agent(
@@ -995,55 +1009,21 @@ impl Store for PgStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
-        let (tags, metadata, capabilities) =
-            (json(&a.tags), json(&a.metadata), json(&a.capabilities));
-        let ttl = a.token_ttl.map(|v| v as i64);
-        let values: [&(dyn ToSql + Sync); 13] = [
-            &a.id,
-            &a.name,
-            &a.trust_tier,
-            &tags,
-            &metadata,
-            &capabilities,
-            &a.description,
-            &ttl,
-            &a.token_version,
-            &a.revision,
-            &a.created_at,
-            &a.updated_at,
-            &a.revoked_at,
-        ];
-        match write {
-            Write::Insert | Write::InsertCapped(_) => self.write_with_change(change, |tx| {
-                // Counted under the write lock: no other gateway inserts meanwhile.
-                if let Write::InsertCapped(max) = write {
-                    let active: i64 = tx
-                        .query_one("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", &[])
-                        .map_err(|e| classify(&e))?
-                        .get(0);
-                    if active as u64 >= max {
-                        return Err(StoreError::AgentLimit(active as u64));
-                    }
+        let st = tables::save_agent(a, write)?;
+        self.write_with_change(change, |tx| {
+            // Counted under the write lock: no other gateway inserts meanwhile.
+            if let Write::InsertCapped(max) = write {
+                let count = tables::count_active_agents();
+                let active: i64 = tx
+                    .query_one(&dialect::postgres(&count.sql), &pg_params(&count.params))
+                    .map_err(|e| classify(&e))?
+                    .get(0);
+                if active as u64 >= max {
+                    return Err(StoreError::AgentLimit(active as u64));
                 }
-                tx.execute(
-                    &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
-                    &values,
-                )
-                .map_err(|e| classify(&e))
-            }),
-            Write::Update { expected } => self.write_with_change(change, |tx| {
-                let mut all = values.to_vec();
-                all.push(&expected);
-                tx.execute(
-                    "UPDATE agents SET name = $2, trust_tier = $3, tags = $4, metadata = $5, capabilities = $6, description = $7, token_ttl = $8, token_version = $9, revision = $10, created_at = $11, updated_at = $12, revoked_at = $13 WHERE id = $1 AND revision = $14",
-                    &all,
-                )
-                .map_err(|e| classify(&e))
-            }),
-            Write::Delete { .. } => Err(StoreError::Backend(
-                "agents are revoked, never deleted".into(),
-            )),
-        }
+            }
+            exec(tx, &st).map_err(|e| classify(&e))
+        })
     }
 
     fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use meshguard_api::ChangeRecord;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde_json::Value;
 
+use super::dialect::Cells;
+use super::tables::{self, Statement};
 use super::{
     AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord, Store,
     StoreError, Write,
@@ -325,6 +327,34 @@ impl SqliteStore {
         f(&mut conn).map_err(backend)
     }
 
+    /// The first row `st` reads, mapped by `map`.
+    fn one<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&st.sql).map_err(backend)?;
+        let mut rows = stmt.query(params_from_iter(&st.params)).map_err(backend)?;
+        rows.next().map_err(backend)?.map(|r| map(r)).transpose()
+    }
+
+    /// Every row `st` reads, mapped by `map`.
+    fn all<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&st.sql).map_err(backend)?;
+        let mut rows = stmt.query(params_from_iter(&st.params)).map_err(backend)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(backend)? {
+            out.push(map(r)?);
+        }
+        Ok(out)
+    }
+
     /// Runs `write` and inserts `change` in one transaction.
     fn write_with_change(
         &self,
@@ -420,6 +450,11 @@ fn migrate(conn: &mut Connection, shown: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Runs one shared statement in `tx`: the rows it changed.
+fn exec(tx: &rusqlite::Transaction<'_>, st: &Statement) -> rusqlite::Result<usize> {
+    tx.execute(&st.sql, params_from_iter(&st.params))
+}
+
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -433,26 +468,6 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str, column: usize) -> rusql
         rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
     })
 }
-
-fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
-    Ok(AgentRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        trust_tier: r.get(2)?,
-        tags: from_json(&r.get::<_, String>(3)?, 3)?,
-        metadata: from_json(&r.get::<_, String>(4)?, 4)?,
-        capabilities: from_json(&r.get::<_, String>(5)?, 5)?,
-        description: r.get(6)?,
-        token_ttl: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-        token_version: r.get(8)?,
-        revision: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        revoked_at: r.get(12)?,
-    })
-}
-
-const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
 
 fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
     Ok(PolicyRecord {
@@ -565,23 +580,11 @@ fn unique_violation(e: &rusqlite::Error) -> bool {
 
 impl Store for SqliteStore {
     fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
-                [id],
-                agent_from_row,
-            )
-            .optional()
-        })
+        self.one(&tables::get_agent(id), tables::agent_from_row)
     }
 
     fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id"
-            ))?;
-            stmt.query_map([], agent_from_row)?.collect()
-        })
+        self.all(&tables::list_agents(), tables::agent_from_row)
     }
 
     fn save_agent(
@@ -590,53 +593,23 @@ impl Store for SqliteStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
-        let values = params![
-            a.id,
-            a.name,
-            a.trust_tier,
-            json(&a.tags),
-            json(&a.metadata),
-            json(&a.capabilities),
-            a.description,
-            a.token_ttl.map(|v| v as i64),
-            a.token_version,
-            a.revision,
-            a.created_at,
-            a.updated_at,
-            a.revoked_at,
-        ];
-        match write {
-            Write::Insert | Write::InsertCapped(_) => self.write_with_change(
-                change,
-                |tx| {
-                    if let Write::InsertCapped(max) = write {
-                        let active: i64 = tx
-                            .query_row("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", [], |r| r.get(0))
-                            .map_err(backend)?;
-                        if active as u64 >= max {
-                            return Err(StoreError::AgentLimit(active as u64));
-                        }
+        let st = tables::save_agent(a, write)?;
+        self.write_with_change(
+            change,
+            |tx| {
+                if let Write::InsertCapped(max) = write {
+                    let count = tables::count_active_agents();
+                    let active: i64 = tx
+                        .query_row(&count.sql, params_from_iter(&count.params), |r| r.get(0))
+                        .map_err(backend)?;
+                    if active as u64 >= max {
+                        return Err(StoreError::AgentLimit(active as u64));
                     }
-                    tx.execute(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"), values)
-                        .map_err(backend)
-                },
-                true,
-            ),
-            Write::Update { expected } => self.write_with_change(
-                change,
-                |tx| {
-                    let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
-                    all.push(&expected);
-                    tx.execute(
-                        "UPDATE agents SET name = ?2, trust_tier = ?3, tags = ?4, metadata = ?5, capabilities = ?6, description = ?7, token_ttl = ?8, token_version = ?9, revision = ?10, created_at = ?11, updated_at = ?12, revoked_at = ?13 WHERE id = ?1 AND revision = ?14",
-                        all.as_slice(),
-                    )
-                    .map_err(backend)
-                },
-                true,
-            ),
-            Write::Delete { .. } => Err(StoreError::Backend("agents are revoked, never deleted".into())),
-        }
+                }
+                exec(tx, &st).map_err(backend)
+            },
+            true,
+        )
     }
 
     fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
