@@ -6,6 +6,10 @@
 //! describes a write that did not happen. Writes to an existing object carry the revision the
 //! caller read (`expected`); a concurrent writer makes the store answer [`StoreError::Stale`]
 //! instead of silently overwriting.
+//!
+//! The two stores share what the tables are: `tables.rs` holds, per table, its columns, the
+//! statements on it and its row mapping; `dialect.rs` the few places SQLite and PostgreSQL
+//! differ. Each store keeps its connections, transactions, locking and migrations.
 
 mod channel_body;
 mod dialect;

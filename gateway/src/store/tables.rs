@@ -6,10 +6,10 @@
 //! `CREATE TABLE`s are not here: they are the migrations each store shipped, which must stay as
 //! they are. The column lists below are what those migrations left.
 
-use super::dialect::{Cells, Param};
 use meshguard_api::ChangeRecord;
 use serde_json::Value;
 
+use super::dialect::{Cells, Param};
 use super::{
     AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, StoreError, Write,
 };
@@ -391,23 +391,25 @@ pub(super) fn first_int(r: &dyn Cells) -> Result<i64, StoreError> {
 
 // Alerts not delivered, and every delivery's outcome: JSON bodies keyed by alert and channel.
 
-fn alert_key(alert: &Value) -> (String, impl Fn(&str) -> String + '_) {
-    let text = |k: &str| {
-        alert
-            .get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    (format!("{}/{}", text("id"), text("channelId")), text)
+/// A string field of an alert or delivery, empty when missing.
+fn field<'a>(alert: &'a Value, key: &str) -> &'a str {
+    alert.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The row's key: one row per alert and channel.
+fn alert_key(alert: &Value) -> String {
+    format!("{}/{}", field(alert, "id"), field(alert, "channelId"))
 }
 
 pub(super) fn save_undelivered(alert: &Value) -> Statement {
-    let (id, text) = alert_key(alert);
     Statement::new(
         "INSERT INTO alert_failures (id, body, failed_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET body = excluded.body, failed_at = excluded.failed_at",
-        vec![id.into(), json(alert).into(), text("failedAt").into()],
+        vec![
+            alert_key(alert).into(),
+            json(alert).into(),
+            field(alert, "failedAt").into(),
+        ],
     )
 }
 
@@ -419,11 +421,14 @@ pub(super) fn list_undelivered(limit: usize) -> Statement {
 }
 
 pub(super) fn record_delivery(delivery: &Value) -> Statement {
-    let (id, text) = alert_key(delivery);
     Statement::new(
         "INSERT INTO alert_deliveries (id, at, body) VALUES (?1, ?2, ?3)
          ON CONFLICT (id) DO UPDATE SET at = excluded.at, body = excluded.body",
-        vec![id.into(), text("at").into(), json(delivery).into()],
+        vec![
+            alert_key(delivery).into(),
+            field(delivery, "at").into(),
+            json(delivery).into(),
+        ],
     )
 }
 
