@@ -6,13 +6,19 @@
 //! describes a write that did not happen. Writes to an existing object carry the revision the
 //! caller read (`expected`); a concurrent writer makes the store answer [`StoreError::Stale`]
 //! instead of silently overwriting.
+//!
+//! The two stores share what the tables are: `tables.rs` holds, per table, its columns, the
+//! statements on it and its row mapping; `dialect.rs` the few places SQLite and PostgreSQL
+//! differ. Each store keeps its connections, transactions, locking and migrations.
 
 mod channel_body;
+mod dialect;
 mod postgres;
 mod secrets;
 mod sqlite;
 #[cfg(test)]
 mod suite;
+mod tables;
 
 pub(crate) use postgres::{CentralQuery, PgStore};
 pub(crate) use sqlite::{SCHEMA_VERSION, SqliteStore};

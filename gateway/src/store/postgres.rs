@@ -30,9 +30,11 @@ use meshguard_api::ChangeRecord;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use postgres::{Client, Row, Transaction};
+use postgres::{Client, Transaction};
 use serde_json::Value;
 
+use super::dialect::{self, Cells, Param};
+use super::tables::{self, Statement};
 use super::{
     AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord,
     SqliteStore, Store, StoreError, Write,
@@ -378,6 +380,34 @@ impl PgStore {
         out
     }
 
+    /// The row `st` reads (an error if it reads more than one), mapped by `map`.
+    fn one<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let sql = dialect::postgres(&st.sql);
+        let params = pg_params(&st.params);
+        self.read(|c| c.query_opt(&sql, &params))?
+            .as_ref()
+            .map(|r| map(r))
+            .transpose()
+    }
+
+    /// Every row `st` reads, mapped by `map`.
+    fn all<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql = dialect::postgres(&st.sql);
+        let params = pg_params(&st.params);
+        self.read(|c| c.query(&sql, &params))?
+            .iter()
+            .map(|r| map(r))
+            .collect()
+    }
+
     /// A connection known to be alive, for a write (which is never retried: it may have
     /// committed before the connection was lost).
     fn live(&self) -> Result<Client, StoreError> {
@@ -412,11 +442,11 @@ impl PgStore {
         out
     }
 
-    /// One plain statement outside the change log, on a live connection.
-    fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+    /// One statement outside the change log, on a live connection.
+    fn exec_shared(&self, st: &Statement) -> Result<(), StoreError> {
         let mut client = self.live()?;
         let out = client
-            .execute(sql, params)
+            .execute(&dialect::postgres(&st.sql), &pg_params(&st.params))
             .map(drop)
             .map_err(|e| classify(&e));
         self.put_back(client);
@@ -839,154 +869,35 @@ fn classify(e: &postgres::Error) -> StoreError {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serializes")
+fn pg_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(Param::pg).collect()
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text)
-        .map_err(|e| StoreError::Backend(format!("a stored JSON column does not parse: {e}")))
-}
-
-const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
-
-fn agent_from_row(r: &Row) -> Result<AgentRecord, StoreError> {
-    Ok(AgentRecord {
-        id: r.get(0),
-        name: r.get(1),
-        trust_tier: r.get(2),
-        tags: from_json(r.get(3))?,
-        metadata: from_json(r.get(4))?,
-        capabilities: from_json(r.get(5))?,
-        description: r.get(6),
-        token_ttl: r.get::<_, Option<i64>>(7).map(|v| v as u64),
-        token_version: r.get(8),
-        revision: r.get(9),
-        created_at: r.get(10),
-        updated_at: r.get(11),
-        revoked_at: r.get(12),
-    })
-}
-
-const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
-
-fn policy_from_row(r: &Row) -> PolicyRecord {
-    PolicyRecord {
-        id: r.get(0),
-        name: r.get(1),
-        content: r.get(2),
-        revision: r.get(3),
-        created_at: r.get(4),
-        updated_at: r.get(5),
-    }
-}
-
-fn channel_from_row(
-    r: &Row,
-    secrets: Option<&super::secrets::SecretBox>,
-) -> Result<ChannelRecord, StoreError> {
-    let mut body: super::channel_body::ChannelBody = from_json(r.get(1))?;
-    if let Some(sb) = secrets {
-        super::channel_body::open_body(&mut body, sb).map_err(StoreError::Backend)?;
-    }
-    Ok(ChannelRecord {
-        id: r.get(0),
-        kind: body.kind,
-        endpoint: body.endpoint,
-        name: body.name,
-        severity: body.severity,
-        triggers: body.triggers,
-        slack_channel: body.slack_channel,
-        webhook_secret: body.webhook_secret,
-        pagerduty_routing_key: body.pagerduty_routing_key,
-        enabled: body.enabled,
-        revision: r.get(2),
-        created_at: r.get(3),
-        updated_at: r.get(4),
-    })
+/// Runs one shared statement in `tx`: the rows it changed.
+fn exec(tx: &mut Transaction<'_>, st: &Statement) -> Result<u64, postgres::Error> {
+    tx.execute(&dialect::postgres(&st.sql), &pg_params(&st.params))
 }
 
 fn insert_change(tx: &mut Transaction<'_>, c: &ChangeDraft) -> Result<(), postgres::Error> {
     // The change this one replaces on the same object, read under the write lock.
+    let previous = tables::previous_change(c);
     let rollback_ref: Option<String> = tx
         .query_opt(
-            "SELECT id FROM changes WHERE kind = $1 AND object_id = $2 ORDER BY seq DESC LIMIT 1",
-            &[&c.kind, &c.object_id],
+            &dialect::postgres(&previous.sql),
+            &pg_params(&previous.params),
         )?
         .map(|r| r.get(0));
-    // Agents and alert channels take effect with the commit; a policy once the engine's
-    // snapshot holds it (`mark_deployed`).
-    let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
-    tx.execute(
-        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref, idempotency_key)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        &[
-            &c.id,
-            &c.timestamp,
-            &c.kind,
-            &c.object_id,
-            &c.object_name,
-            &c.operation,
-            &json(&c.fields),
-            &c.before.as_ref().map(json),
-            &c.after.as_ref().map(json),
-            &c.old_digest,
-            &c.new_digest,
-            &c.approver,
-            &c.change_ticket,
-            &c.trace_id,
-            &deployed_at,
-            &rollback_ref,
-            &c.idempotency_key,
-        ],
-    )?;
+    exec(tx, &tables::insert_change(c, rollback_ref))?;
     Ok(())
-}
-
-fn change_from_row(r: &Row) -> Result<ChangeRecord, StoreError> {
-    let opt_json = |i: usize| -> Result<Option<Value>, StoreError> {
-        r.get::<_, Option<&str>>(i).map(from_json).transpose()
-    };
-    Ok(ChangeRecord {
-        seq: r.get(0),
-        id: r.get(1),
-        timestamp: r.get(2),
-        kind: r.get(3),
-        object_id: r.get(4),
-        object_name: r.get(5),
-        operation: r.get(6),
-        fields: from_json(r.get(7))?,
-        before: opt_json(8)?,
-        after: opt_json(9)?,
-        old_digest: r.get(10),
-        new_digest: r.get(11),
-        approver: r.get(12),
-        change_ticket: r.get(13),
-        trace_id: r.get(14),
-        deployed_at: r.get(15),
-        rollback_ref: r.get(16),
-    })
-}
-
-fn rows<T>(
-    rows: Vec<Row>,
-    f: impl Fn(&Row) -> Result<T, StoreError>,
-) -> Result<Vec<T>, StoreError> {
-    rows.iter().map(f).collect()
 }
 
 impl Store for PgStore {
     fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
-        self.read(|c| c.query_opt(&sql, &[&id]))?
-            .as_ref()
-            .map(agent_from_row)
-            .transpose()
+        self.one(&tables::get_agent(id), tables::agent_from_row)
     }
 
     fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id");
-        rows(self.read(|c| c.query(&sql, &[]))?, agent_from_row)
+        self.all(&tables::list_agents(), tables::agent_from_row)
     }
 
     fn save_agent(
@@ -995,80 +906,33 @@ impl Store for PgStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
-        let (tags, metadata, capabilities) =
-            (json(&a.tags), json(&a.metadata), json(&a.capabilities));
-        let ttl = a.token_ttl.map(|v| v as i64);
-        let values: [&(dyn ToSql + Sync); 13] = [
-            &a.id,
-            &a.name,
-            &a.trust_tier,
-            &tags,
-            &metadata,
-            &capabilities,
-            &a.description,
-            &ttl,
-            &a.token_version,
-            &a.revision,
-            &a.created_at,
-            &a.updated_at,
-            &a.revoked_at,
-        ];
-        match write {
-            Write::Insert | Write::InsertCapped(_) => self.write_with_change(change, |tx| {
-                // Counted under the write lock: no other gateway inserts meanwhile.
-                if let Write::InsertCapped(max) = write {
-                    let active: i64 = tx
-                        .query_one("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", &[])
-                        .map_err(|e| classify(&e))?
-                        .get(0);
-                    if active as u64 >= max {
-                        return Err(StoreError::AgentLimit(active as u64));
-                    }
+        let st = tables::save_agent(a, write)?;
+        self.write_with_change(change, |tx| {
+            // Counted under the write lock: no other gateway inserts meanwhile.
+            if let Write::InsertCapped(max) = write {
+                let count = tables::count_active_agents();
+                let active: i64 = tx
+                    .query_one(&dialect::postgres(&count.sql), &pg_params(&count.params))
+                    .map_err(|e| classify(&e))?
+                    .get(0);
+                if active as u64 >= max {
+                    return Err(StoreError::AgentLimit(active as u64));
                 }
-                tx.execute(
-                    &format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
-                    &values,
-                )
-                .map_err(|e| classify(&e))
-            }),
-            Write::Update { expected } => self.write_with_change(change, |tx| {
-                let mut all = values.to_vec();
-                all.push(&expected);
-                tx.execute(
-                    "UPDATE agents SET name = $2, trust_tier = $3, tags = $4, metadata = $5, capabilities = $6, description = $7, token_ttl = $8, token_version = $9, revision = $10, created_at = $11, updated_at = $12, revoked_at = $13 WHERE id = $1 AND revision = $14",
-                    &all,
-                )
-                .map_err(|e| classify(&e))
-            }),
-            Write::Delete { .. } => Err(StoreError::Backend(
-                "agents are revoked, never deleted".into(),
-            )),
-        }
+            }
+            exec(tx, &st).map_err(|e| classify(&e))
+        })
     }
 
     fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = $1");
-        Ok(self
-            .read(|c| c.query_opt(&sql, &[&id]))?
-            .as_ref()
-            .map(policy_from_row))
+        self.one(&tables::get_policy(id), tables::policy_from_row)
     }
 
     fn get_policy_by_name(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = $1");
-        Ok(self
-            .read(|c| c.query_opt(&sql, &[&name]))?
-            .as_ref()
-            .map(policy_from_row))
+        self.one(&tables::get_policy_by_name(name), tables::policy_from_row)
     }
 
     fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
-        let sql = format!("SELECT {POLICY_COLUMNS} FROM policies ORDER BY name");
-        Ok(self
-            .read(|c| c.query(&sql, &[]))?
-            .iter()
-            .map(policy_from_row)
-            .collect())
+        self.all(&tables::list_policies(), tables::policy_from_row)
     }
 
     fn save_policy(
@@ -1077,58 +941,27 @@ impl Store for PgStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
+        let st = tables::save_policy(p, write)?;
         let conflict = |e: postgres::Error| {
             if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                StoreError::Conflict(format!("a policy named {:?} already exists", p.name))
+                tables::policy_name_taken(p)
             } else {
                 classify(&e)
             }
         };
-        self.write_with_change(change, |tx| match write {
-            Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
-            Write::Insert => tx
-                .execute(
-                    &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
-                    &[&p.id, &p.name, &p.content, &p.revision, &p.created_at, &p.updated_at],
-                )
-                .map_err(conflict),
-            Write::Update { expected } => tx
-                .execute(
-                    "UPDATE policies SET name = $2, content = $3, revision = $4, updated_at = $5 WHERE id = $1 AND revision = $6",
-                    &[&p.id, &p.name, &p.content, &p.revision, &p.updated_at, &expected],
-                )
-                .map_err(conflict),
-            Write::Delete { expected } => tx
-                .execute(
-                    "DELETE FROM policies WHERE id = $1 AND revision = $2",
-                    &[&p.id, &expected],
-                )
-                .map_err(|e| classify(&e)),
-        })
+        self.write_with_change(change, |tx| exec(tx, &st).map_err(conflict))
     }
 
     fn get_channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
-        self.read(|c| {
-            c.query_opt(
-                "SELECT id, body, revision, created_at, updated_at FROM alert_channels WHERE id = $1",
-                &[&id],
-            )
-        })?
-        .as_ref()
-        .map(|r| channel_from_row(r, self.secrets.as_ref()))
-        .transpose()
+        self.one(&tables::get_channel(id), |r| {
+            tables::channel_from_row(r, self.secrets.as_ref())
+        })
     }
 
     fn list_channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        rows(
-            self.read(|c| {
-                c.query(
-                    "SELECT id, body, revision, created_at, updated_at FROM alert_channels ORDER BY created_at, id",
-                    &[],
-                )
-            })?,
-            |r| channel_from_row(r, self.secrets.as_ref()),
-        )
+        self.all(&tables::list_channels(), |r| {
+            tables::channel_from_row(r, self.secrets.as_ref())
+        })
     }
 
     fn save_channel(
@@ -1138,94 +971,32 @@ impl Store for PgStore {
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
         let body = super::channel_body::encode(ch, self.secrets.as_ref())?;
-        if let Write::InsertCapped(_) = write {
-            return Err(StoreError::Backend("only agents are capped".into()));
-        }
-        self.write_with_change(change, |tx| {
-            match write {
-                Write::Insert | Write::InsertCapped(_) => tx.execute(
-                    "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)",
-                    &[&ch.id, &body, &ch.revision, &ch.created_at, &ch.updated_at],
-                ),
-                Write::Update { expected } => tx.execute(
-                    "UPDATE alert_channels SET body = $2, revision = $3, updated_at = $4 WHERE id = $1 AND revision = $5",
-                    &[&ch.id, &body, &ch.revision, &ch.updated_at, &expected],
-                ),
-                Write::Delete { expected } => tx.execute(
-                    "DELETE FROM alert_channels WHERE id = $1 AND revision = $2",
-                    &[&ch.id, &expected],
-                ),
-            }
-            .map_err(|e| classify(&e))
-        })
+        let st = tables::save_channel(ch, body, write)?;
+        self.write_with_change(change, |tx| exec(tx, &st).map_err(|e| classify(&e)))
     }
 
     fn list_changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError> {
-        let after = f.after_seq.unwrap_or(0);
-        let limit = f.limit as i64;
-        rows(
-            self.read(|c| {
-                c.query(
-                    "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref
-                     FROM changes
-                     WHERE ($1::TEXT IS NULL OR kind = $1) AND ($2::TEXT IS NULL OR object_id = $2) AND seq > $3
-                     ORDER BY seq LIMIT $4",
-                    &[&f.kind, &f.object_id, &after, &limit],
-                )
-            })?,
-            change_from_row,
-        )
+        self.all(&tables::list_changes(f), tables::change_from_row)
     }
 
     fn created_with_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
-        Ok(self
-            .read(|c| {
-                c.query_opt(
-                    "SELECT kind, object_id FROM changes WHERE idempotency_key = $1",
-                    &[&key],
-                )
-            })?
-            .map(|r| (r.get(0), r.get(1))))
+        self.one(&tables::created_with_key(key), tables::kind_and_object)
     }
 
     fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE changes SET deployed_at = $2 WHERE id = $1 AND deployed_at IS NULL",
-            &[&change_id, &at],
-        )
+        self.exec_shared(&tables::mark_deployed(change_id, at))
     }
 
     fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError> {
-        let text = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or_default();
-        let id = format!("{}/{}", text("id"), text("channelId"));
-        self.exec(
-            "INSERT INTO alert_failures (id, body, failed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body, failed_at = excluded.failed_at",
-            &[&id, &json(alert), &text("failedAt")],
-        )
+        self.exec_shared(&tables::save_undelivered(alert))
     }
 
     fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
-        let limit = limit as i64;
-        rows(
-            self.read(|c| {
-                c.query(
-                    "SELECT body FROM alert_failures ORDER BY failed_at DESC LIMIT $1",
-                    &[&limit],
-                )
-            })?,
-            |r| from_json(r.get(0)),
-        )
+        self.all(&tables::list_undelivered(limit), tables::body_from_row)
     }
 
     fn record_delivery(&self, delivery: &Value) -> Result<(), StoreError> {
-        let text = |k: &str| delivery.get(k).and_then(Value::as_str).unwrap_or_default();
-        let id = format!("{}/{}", text("id"), text("channelId"));
-        self.exec(
-            "INSERT INTO alert_deliveries (id, at, body) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET at = excluded.at, body = excluded.body",
-            &[&id, &text("at"), &json(delivery)],
-        )
+        self.exec_shared(&tables::record_delivery(delivery))
     }
 
     fn list_deliveries(
@@ -1234,24 +1005,16 @@ impl Store for PgStore {
         to: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Value>, StoreError> {
-        let limit = limit as i64;
-        rows(
-            self.read(|c| {
-                c.query(
-                    "SELECT body FROM alert_deliveries
-                     WHERE ($1::TEXT IS NULL OR at >= $1) AND ($2::TEXT IS NULL OR at < $2)
-                     ORDER BY at LIMIT $3",
-                    &[&from, &to, &limit],
-                )
-            })?,
-            |r| from_json(r.get(0)),
+        self.all(
+            &tables::list_deliveries(from, to, limit),
+            tables::body_from_row,
         )
     }
 
     fn last_change_seq(&self) -> Result<i64, StoreError> {
         Ok(self
-            .read(|c| c.query_one("SELECT COALESCE(MAX(seq), 0)::BIGINT FROM changes", &[]))?
-            .get(0))
+            .one(&tables::last_change_seq(), tables::first_int)?
+            .unwrap_or(0))
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use meshguard_api::ChangeRecord;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
+use super::dialect::Cells;
+use super::tables::{self, Statement};
 use super::{
     AgentRecord, ChangeDraft, ChangeFilter, ChannelRecord, PolicyRecord, SidecarRecord, Store,
     StoreError, Write,
@@ -325,6 +327,42 @@ impl SqliteStore {
         f(&mut conn).map_err(backend)
     }
 
+    /// The first row `st` reads, mapped by `map`.
+    fn one<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&st.sql).map_err(backend)?;
+        let mut rows = stmt.query(params_from_iter(&st.params)).map_err(backend)?;
+        rows.next().map_err(backend)?.map(|r| map(r)).transpose()
+    }
+
+    /// Every row `st` reads, mapped by `map`.
+    fn all<T>(
+        &self,
+        st: &Statement,
+        map: impl Fn(&dyn Cells) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn.prepare_cached(&st.sql).map_err(backend)?;
+        let mut rows = stmt.query(params_from_iter(&st.params)).map_err(backend)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(backend)? {
+            out.push(map(r)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs one statement outside the change log.
+    fn run(&self, st: &Statement) -> Result<(), StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(&st.sql, params_from_iter(&st.params))
+            .map(drop)
+            .map_err(backend)
+    }
+
     /// Runs `write` and inserts `change` in one transaction.
     fn write_with_change(
         &self,
@@ -420,143 +458,25 @@ fn migrate(conn: &mut Connection, shown: &str) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Runs one shared statement in `tx`: the rows it changed.
+fn exec(tx: &rusqlite::Transaction<'_>, st: &Statement) -> rusqlite::Result<usize> {
+    tx.execute(&st.sql, params_from_iter(&st.params))
+}
+
 fn backend(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("plain data serializes")
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(text: &str, column: usize) -> rusqlite::Result<T> {
-    serde_json::from_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRecord> {
-    Ok(AgentRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        trust_tier: r.get(2)?,
-        tags: from_json(&r.get::<_, String>(3)?, 3)?,
-        metadata: from_json(&r.get::<_, String>(4)?, 4)?,
-        capabilities: from_json(&r.get::<_, String>(5)?, 5)?,
-        description: r.get(6)?,
-        token_ttl: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-        token_version: r.get(8)?,
-        revision: r.get(9)?,
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-        revoked_at: r.get(12)?,
-    })
-}
-
-const AGENT_COLUMNS: &str = "id, name, trust_tier, tags, metadata, capabilities, description, token_ttl, token_version, revision, created_at, updated_at, revoked_at";
-
-fn policy_from_row(r: &Row<'_>) -> rusqlite::Result<PolicyRecord> {
-    Ok(PolicyRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        content: r.get(2)?,
-        revision: r.get(3)?,
-        created_at: r.get(4)?,
-        updated_at: r.get(5)?,
-    })
-}
-
-const POLICY_COLUMNS: &str = "id, name, content, revision, created_at, updated_at";
-
-fn channel_from_row(
-    r: &Row<'_>,
-    secrets: Option<&super::secrets::SecretBox>,
-) -> rusqlite::Result<ChannelRecord> {
-    let mut body: super::channel_body::ChannelBody = from_json(&r.get::<_, String>(1)?, 1)?;
-    if let Some(sb) = secrets {
-        super::channel_body::open_body(&mut body, sb).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
-        })?;
-    }
-    Ok(ChannelRecord {
-        id: r.get(0)?,
-        kind: body.kind,
-        endpoint: body.endpoint,
-        name: body.name,
-        severity: body.severity,
-        triggers: body.triggers,
-        slack_channel: body.slack_channel,
-        webhook_secret: body.webhook_secret,
-        pagerduty_routing_key: body.pagerduty_routing_key,
-        enabled: body.enabled,
-        revision: r.get(2)?,
-        created_at: r.get(3)?,
-        updated_at: r.get(4)?,
-    })
-}
-
 fn insert_change(tx: &rusqlite::Transaction<'_>, c: &ChangeDraft) -> rusqlite::Result<()> {
     // The change this one replaces on the same object, read in the write's own transaction.
+    let previous = tables::previous_change(c);
     let rollback_ref: Option<String> = tx
-        .query_row(
-            "SELECT id FROM changes WHERE kind = ?1 AND object_id = ?2 ORDER BY seq DESC LIMIT 1",
-            params![c.kind, c.object_id],
-            |r| r.get(0),
-        )
+        .query_row(&previous.sql, params_from_iter(&previous.params), |r| {
+            r.get(0)
+        })
         .optional()?;
-    // Agents and alert channels take effect with the commit; a policy once the engine's
-    // snapshot holds it (`mark_deployed`).
-    let deployed_at = (c.kind != "policy").then_some(&c.timestamp);
-    tx.execute(
-        "INSERT INTO changes (id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref, idempotency_key)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
-            c.id,
-            c.timestamp,
-            c.kind,
-            c.object_id,
-            c.object_name,
-            c.operation,
-            json(&c.fields),
-            c.before.as_ref().map(json),
-            c.after.as_ref().map(json),
-            c.old_digest,
-            c.new_digest,
-            c.approver,
-            c.change_ticket,
-            c.trace_id,
-            deployed_at,
-            rollback_ref,
-            c.idempotency_key,
-        ],
-    )?;
+    exec(tx, &tables::insert_change(c, rollback_ref))?;
     Ok(())
-}
-
-fn change_from_row(r: &Row<'_>) -> rusqlite::Result<ChangeRecord> {
-    let opt_json = |i: usize| -> rusqlite::Result<Option<Value>> {
-        r.get::<_, Option<String>>(i)?
-            .map(|t| from_json(&t, i))
-            .transpose()
-    };
-    Ok(ChangeRecord {
-        seq: r.get(0)?,
-        id: r.get(1)?,
-        timestamp: r.get(2)?,
-        kind: r.get(3)?,
-        object_id: r.get(4)?,
-        object_name: r.get(5)?,
-        operation: r.get(6)?,
-        fields: from_json(&r.get::<_, String>(7)?, 7)?,
-        before: opt_json(8)?,
-        after: opt_json(9)?,
-        old_digest: r.get(10)?,
-        new_digest: r.get(11)?,
-        approver: r.get(12)?,
-        change_ticket: r.get(13)?,
-        trace_id: r.get(14)?,
-        deployed_at: r.get(15)?,
-        rollback_ref: r.get(16)?,
-    })
 }
 
 fn unique_violation(e: &rusqlite::Error) -> bool {
@@ -565,23 +485,11 @@ fn unique_violation(e: &rusqlite::Error) -> bool {
 
 impl Store for SqliteStore {
     fn get_agent(&self, id: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
-                [id],
-                agent_from_row,
-            )
-            .optional()
-        })
+        self.one(&tables::get_agent(id), tables::agent_from_row)
     }
 
     fn list_agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at, id"
-            ))?;
-            stmt.query_map([], agent_from_row)?.collect()
-        })
+        self.all(&tables::list_agents(), tables::agent_from_row)
     }
 
     fn save_agent(
@@ -590,84 +498,35 @@ impl Store for SqliteStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
-        let values = params![
-            a.id,
-            a.name,
-            a.trust_tier,
-            json(&a.tags),
-            json(&a.metadata),
-            json(&a.capabilities),
-            a.description,
-            a.token_ttl.map(|v| v as i64),
-            a.token_version,
-            a.revision,
-            a.created_at,
-            a.updated_at,
-            a.revoked_at,
-        ];
-        match write {
-            Write::Insert | Write::InsertCapped(_) => self.write_with_change(
-                change,
-                |tx| {
-                    if let Write::InsertCapped(max) = write {
-                        let active: i64 = tx
-                            .query_row("SELECT COUNT(*) FROM agents WHERE revoked_at IS NULL", [], |r| r.get(0))
-                            .map_err(backend)?;
-                        if active as u64 >= max {
-                            return Err(StoreError::AgentLimit(active as u64));
-                        }
+        let st = tables::save_agent(a, write)?;
+        self.write_with_change(
+            change,
+            |tx| {
+                if let Write::InsertCapped(max) = write {
+                    let count = tables::count_active_agents();
+                    let active: i64 = tx
+                        .query_row(&count.sql, params_from_iter(&count.params), |r| r.get(0))
+                        .map_err(backend)?;
+                    if active as u64 >= max {
+                        return Err(StoreError::AgentLimit(active as u64));
                     }
-                    tx.execute(&format!("INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"), values)
-                        .map_err(backend)
-                },
-                true,
-            ),
-            Write::Update { expected } => self.write_with_change(
-                change,
-                |tx| {
-                    let mut all: Vec<&dyn rusqlite::ToSql> = values.to_vec();
-                    all.push(&expected);
-                    tx.execute(
-                        "UPDATE agents SET name = ?2, trust_tier = ?3, tags = ?4, metadata = ?5, capabilities = ?6, description = ?7, token_ttl = ?8, token_version = ?9, revision = ?10, created_at = ?11, updated_at = ?12, revoked_at = ?13 WHERE id = ?1 AND revision = ?14",
-                        all.as_slice(),
-                    )
-                    .map_err(backend)
-                },
-                true,
-            ),
-            Write::Delete { .. } => Err(StoreError::Backend("agents are revoked, never deleted".into())),
-        }
+                }
+                exec(tx, &st).map_err(backend)
+            },
+            true,
+        )
     }
 
     fn get_policy(&self, id: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {POLICY_COLUMNS} FROM policies WHERE id = ?1"),
-                [id],
-                policy_from_row,
-            )
-            .optional()
-        })
+        self.one(&tables::get_policy(id), tables::policy_from_row)
     }
 
     fn get_policy_by_name(&self, name: &str) -> Result<Option<PolicyRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {POLICY_COLUMNS} FROM policies WHERE name = ?1"),
-                [name],
-                policy_from_row,
-            )
-            .optional()
-        })
+        self.one(&tables::get_policy_by_name(name), tables::policy_from_row)
     }
 
     fn list_policies(&self) -> Result<Vec<PolicyRecord>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "SELECT {POLICY_COLUMNS} FROM policies ORDER BY name"
-            ))?;
-            stmt.query_map([], policy_from_row)?.collect()
-        })
+        self.all(&tables::list_policies(), tables::policy_from_row)
     }
 
     fn save_policy(
@@ -676,55 +535,26 @@ impl Store for SqliteStore {
         write: Write,
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
+        let st = tables::save_policy(p, write)?;
         let conflict = |e: rusqlite::Error| {
             if unique_violation(&e) {
-                StoreError::Conflict(format!("a policy named {:?} already exists", p.name))
+                tables::policy_name_taken(p)
             } else {
                 backend(e)
             }
         };
-        self.write_with_change(
-            change,
-            |tx| match write {
-                Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
-                Write::Insert => tx
-                    .execute(
-                        &format!("INSERT INTO policies ({POLICY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                        params![p.id, p.name, p.content, p.revision, p.created_at, p.updated_at],
-                    )
-                    .map_err(conflict),
-                Write::Update { expected } => tx
-                    .execute(
-                        "UPDATE policies SET name = ?2, content = ?3, revision = ?4, updated_at = ?5 WHERE id = ?1 AND revision = ?6",
-                        params![p.id, p.name, p.content, p.revision, p.updated_at, expected],
-                    )
-                    .map_err(conflict),
-                Write::Delete { expected } => tx
-                    .execute("DELETE FROM policies WHERE id = ?1 AND revision = ?2", params![p.id, expected])
-                    .map_err(backend),
-            },
-            true,
-        )
+        self.write_with_change(change, |tx| exec(tx, &st).map_err(conflict), true)
     }
 
     fn get_channel(&self, id: &str) -> Result<Option<ChannelRecord>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT id, body, revision, created_at, updated_at FROM alert_channels WHERE id = ?1",
-                [id],
-                |r| channel_from_row(r, self.secrets.as_ref()),
-            )
-            .optional()
+        self.one(&tables::get_channel(id), |r| {
+            tables::channel_from_row(r, self.secrets.as_ref())
         })
     }
 
     fn list_channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, body, revision, created_at, updated_at FROM alert_channels ORDER BY created_at, id",
-            )?;
-            stmt.query_map([], |r| channel_from_row(r, self.secrets.as_ref()))?
-                .collect()
+        self.all(&tables::list_channels(), |r| {
+            tables::channel_from_row(r, self.secrets.as_ref())
         })
     }
 
@@ -735,126 +565,32 @@ impl Store for SqliteStore {
         change: &ChangeDraft,
     ) -> Result<(), StoreError> {
         let body = super::channel_body::encode(ch, self.secrets.as_ref())?;
-        self.write_with_change(
-            change,
-            |tx| match write {
-                Write::InsertCapped(_) => Err(StoreError::Backend("only agents are capped".into())),
-                Write::Insert => tx
-                    .execute(
-                        "INSERT INTO alert_channels (id, body, revision, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                        params![ch.id, body, ch.revision, ch.created_at, ch.updated_at],
-                    )
-                    .map_err(backend),
-                Write::Update { expected } => tx
-                    .execute(
-                        "UPDATE alert_channels SET body = ?2, revision = ?3, updated_at = ?4 WHERE id = ?1 AND revision = ?5",
-                        params![ch.id, body, ch.revision, ch.updated_at, expected],
-                    )
-                    .map_err(backend),
-                Write::Delete { expected } => tx
-                    .execute("DELETE FROM alert_channels WHERE id = ?1 AND revision = ?2", params![ch.id, expected])
-                    .map_err(backend),
-            },
-            true,
-        )
+        let st = tables::save_channel(ch, body, write)?;
+        self.write_with_change(change, |tx| exec(tx, &st).map_err(backend), true)
     }
 
     fn list_changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRecord>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, id, timestamp, kind, object_id, object_name, operation, fields, before, after, old_digest, new_digest, approver, change_ticket, trace_id, deployed_at, rollback_ref
-                 FROM changes
-                 WHERE (?1 IS NULL OR kind = ?1) AND (?2 IS NULL OR object_id = ?2) AND seq > ?3
-                 ORDER BY seq LIMIT ?4",
-            )?;
-            stmt.query_map(
-                params![f.kind, f.object_id, f.after_seq.unwrap_or(0), f.limit as i64],
-                change_from_row,
-            )?
-            .collect()
-        })
+        self.all(&tables::list_changes(f), tables::change_from_row)
     }
 
     fn created_with_key(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT kind, object_id FROM changes WHERE idempotency_key = ?1",
-                params![key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-        })
+        self.one(&tables::created_with_key(key), tables::kind_and_object)
     }
 
     fn mark_deployed(&self, change_id: &str, at: &str) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE changes SET deployed_at = ?2 WHERE id = ?1 AND deployed_at IS NULL",
-                params![change_id, at],
-            )
-        })
-        .map(|_| ())
+        self.run(&tables::mark_deployed(change_id, at))
     }
 
     fn save_undelivered(&self, alert: &Value) -> Result<(), StoreError> {
-        let id = alert
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let failed_at = alert
-            .get("failedAt")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO alert_failures (id, body, failed_at) VALUES (?1, ?2, ?3)",
-                params![
-                    format!(
-                        "{id}/{}",
-                        alert
-                            .get("channelId")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                    ),
-                    json(alert),
-                    failed_at
-                ],
-            )
-            .map(drop)
-        })
+        self.run(&tables::save_undelivered(alert))
     }
 
     fn list_undelivered(&self, limit: usize) -> Result<Vec<Value>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT body FROM alert_failures ORDER BY failed_at DESC LIMIT ?1",
-            )?;
-            stmt.query_map([limit as i64], |r| {
-                from_json::<Value>(&r.get::<_, String>(0)?, 0)
-            })?
-            .collect()
-        })
+        self.all(&tables::list_undelivered(limit), tables::body_from_row)
     }
 
     fn record_delivery(&self, delivery: &Value) -> Result<(), StoreError> {
-        let text = |k: &str| {
-            delivery
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let id = format!("{}/{}", text("id"), text("channelId"));
-        let at = text("at");
-        self.with(|c| {
-            c.execute(
-                "INSERT OR REPLACE INTO alert_deliveries (id, at, body) VALUES (?1, ?2, ?3)",
-                params![id, at, json(delivery)],
-            )
-        })
-        .map(|_| ())
+        self.run(&tables::record_delivery(delivery))
     }
 
     fn list_deliveries(
@@ -863,25 +599,16 @@ impl Store for SqliteStore {
         to: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Value>, StoreError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT body FROM alert_deliveries
-                 WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR at < ?2)
-                 ORDER BY at LIMIT ?3",
-            )?;
-            stmt.query_map(params![from, to, limit as i64], |r| {
-                from_json::<Value>(&r.get::<_, String>(0)?, 0)
-            })?
-            .collect()
-        })
+        self.all(
+            &tables::list_deliveries(from, to, limit),
+            tables::body_from_row,
+        )
     }
 
     fn last_change_seq(&self) -> Result<i64, StoreError> {
-        self.with(|c| {
-            c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| {
-                r.get(0)
-            })
-        })
+        Ok(self
+            .one(&tables::last_change_seq(), tables::first_int)?
+            .unwrap_or(0))
     }
 
     fn ping(&self) -> Result<(), StoreError> {
