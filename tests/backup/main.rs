@@ -443,6 +443,48 @@ fn cosigned(gw: &Gateway, witness: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A site witness, initialised and served, and the gateways that name it.
+struct SiteWitness {
+    cli: support::WitnessCli,
+    vkey: String,
+    served: support::ServedWitness,
+}
+
+const WITNESS: &str = "witness.site.example/w1";
+
+impl SiteWitness {
+    fn start() -> Self {
+        let cli = support::WitnessCli {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let (code, vkey, err) = cli.run(&["init", "--name", WITNESS]);
+        assert_eq!(code, 0, "{err}");
+        let served = cli.serve(meshguard_testkit::free_port());
+        Self {
+            cli,
+            vkey: vkey.trim().to_owned(),
+            served,
+        }
+    }
+
+    /// A gateway of the site on `dir`, its checkpoints sent to this witness.
+    fn gateway(&self, dir: &Path) -> Gateway {
+        Gateway::spawn(
+            dir,
+            &[
+                ("AUDIT_ORIGIN", ORIGIN.into()),
+                ("RATE_LIMIT_RPM", "0".into()),
+                ("POLICIES_DIR", dir.join("policies").into()),
+                ("AUDIT_WITNESSES", self.vkey.clone().into()),
+                (
+                    "AUDIT_WITNESS_URLS",
+                    format!("{WITNESS}={}", self.served.url).into(),
+                ),
+            ],
+        )
+    }
+}
+
 /// A restore that ends before what a connected witness cosigned rewrites history: the restored
 /// gateway refuses to start, naming the gap and the flag; restored again with the gap named
 /// lost, it starts and its restore entry records the range and what the witness said.
@@ -451,29 +493,43 @@ fn a_restore_behind_what_a_witness_cosigned_starts_only_with_the_gap_named() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     keys(t);
-    let w = support::WitnessCli {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let name = "witness.site.example/w1";
-    let (code, witness_vkey, err) = w.run(&["init", "--name", name]);
-    assert_eq!(code, 0, "{err}");
-    let served = w.serve(meshguard_testkit::free_port());
-    let witnessed = |dir: &Path| -> Gateway {
-        Gateway::spawn(
-            dir,
+    let witness = SiteWitness::start();
+    let (size, later) = a_site_witnessed_past_its_backup(t, &witness);
+    ok(
+        bundle(
             &[
-                ("AUDIT_ORIGIN", ORIGIN.into()),
-                ("RATE_LIMIT_RPM", "0".into()),
-                ("POLICIES_DIR", dir.join("policies").into()),
-                ("AUDIT_WITNESSES", witness_vkey.trim().into()),
-                (
-                    "AUDIT_WITNESS_URLS",
-                    format!("{name}={}", served.url).into(),
-                ),
+                "restore", "backup", "--pubkey", "k.pub", "--data", "unnamed",
             ],
-        )
-    };
-    let gw = witnessed(&t.join("site"));
+            t,
+        ),
+        "restore",
+    );
+    put_keys_back(&t.join("key-backup"), &t.join("unnamed"));
+    let refused = refused_start(&t.join("unnamed"), &witness);
+    assert!(
+        refused.contains(&format!("cosigned this log up to size {later}"))
+            && refused.contains(&format!("--lost {size}..{later}")),
+        "{refused}"
+    );
+    let lost = format!("{size}..{later}");
+    ok(
+        bundle(
+            &[
+                "restore", "backup", "--pubkey", "k.pub", "--data", "named", "--lost", &lost,
+            ],
+            t,
+        ),
+        "restore with the gap named",
+    );
+    put_keys_back(&t.join("key-backup"), &t.join("named"));
+    let gw = witness.gateway(&t.join("named"));
+    the_restore_entry_names_the_gap(&gw, size, later);
+}
+
+/// A site whose witness cosigns its log, backed up, then grown and cosigned past the backup,
+/// then lost (its keys kept). Returns the backup's size and the size the witness cosigned.
+fn a_site_witnessed_past_its_backup(t: &Path, witness: &SiteWitness) -> (u64, u64) {
+    let gw = witness.gateway(&t.join("site"));
     policy(&gw);
     let token = gw.agent("clerk", "verified");
     let decide = |n: usize| {
@@ -483,7 +539,7 @@ fn a_restore_behind_what_a_witness_cosigned_starts_only_with_the_gap_named() {
     };
     decide(5);
     let (_, log_vkey) = gw.checkpoint();
-    let (code, _, err) = w.run(&["trust", &log_vkey]);
+    let (code, _, err) = witness.cli.run(&["trust", &log_vkey]);
     assert_eq!(code, 0, "{err}");
     ok(
         bundle(
@@ -508,46 +564,16 @@ fn a_restore_behind_what_a_witness_cosigned_starts_only_with_the_gap_named() {
     let (note, _) = gw.checkpoint();
     let later: u64 = note.lines().nth(1).unwrap().parse().unwrap();
     meshguard_testkit::wait_for("the witness to cosign past the backup", || {
-        cosigned(&gw, name) >= later
+        cosigned(&gw, WITNESS) >= later
     });
     assert!(later > size);
     destroy(gw, &t.join("site"), &t.join("key-backup"));
+    (size, later)
+}
 
-    ok(
-        bundle(
-            &[
-                "restore", "backup", "--pubkey", "k.pub", "--data", "unnamed",
-            ],
-            t,
-        ),
-        "restore",
-    );
-    put_keys_back(&t.join("key-backup"), &t.join("unnamed"));
-    let refused = refused_start(&t.join("unnamed"), &witness_vkey, name, &served.url);
-    assert!(
-        refused.contains(&format!("cosigned this log up to size {later}"))
-            && refused.contains(&format!("--lost {size}..{later}")),
-        "{refused}"
-    );
-
-    ok(
-        bundle(
-            &[
-                "restore",
-                "backup",
-                "--pubkey",
-                "k.pub",
-                "--data",
-                "named",
-                "--lost",
-                &format!("{size}..{later}"),
-            ],
-            t,
-        ),
-        "restore with the gap named",
-    );
-    put_keys_back(&t.join("key-backup"), &t.join("named"));
-    let gw = witnessed(&t.join("named"));
+/// The restore entry follows the backup's last entry, records the lost range and what the
+/// witness said.
+fn the_restore_entry_names_the_gap(gw: &Gateway, size: u64, later: u64) {
     let (status, body) = gw.admin(
         reqwest::Method::GET,
         &format!("/admin/audit/export?after={size}&limit=1"),
@@ -571,13 +597,13 @@ fn a_restore_behind_what_a_witness_cosigned_starts_only_with_the_gap_named() {
     );
     assert_eq!(
         entry["meta"]["witnesses"][0],
-        format!("{name}: cosigned size {later}, named lost"),
+        format!("{WITNESS}: cosigned size {later}, named lost"),
         "{entry}"
     );
 }
 
 /// Starts the gateway on `dir`, expecting it to stop before it listens; its log.
-fn refused_start(dir: &Path, witness_vkey: &str, name: &str, url: &str) -> String {
+fn refused_start(dir: &Path, witness: &SiteWitness) -> String {
     let out = Command::new(bins(&["meshguard-gateway"]).join("meshguard-gateway"))
         .env_clear()
         .env("HOST", "127.0.0.1")
@@ -587,8 +613,11 @@ fn refused_start(dir: &Path, witness_vkey: &str, name: &str, url: &str) -> Strin
         .env("DB_PATH", dir.join("meshguard.db"))
         .env("POLICIES_DIR", dir.join("policies"))
         .env("AUDIT_ORIGIN", ORIGIN)
-        .env("AUDIT_WITNESSES", witness_vkey.trim())
-        .env("AUDIT_WITNESS_URLS", format!("{name}={url}"))
+        .env("AUDIT_WITNESSES", &witness.vkey)
+        .env(
+            "AUDIT_WITNESS_URLS",
+            format!("{WITNESS}={}", witness.served.url),
+        )
         .output()
         .unwrap();
     assert!(

@@ -62,6 +62,19 @@ struct Flow {
     wanted: bool,
 }
 
+/// The flow `name` from `from` to `to` on `port`, which the product needs (`wanted`) or must not
+/// have.
+fn flow(name: &str, from: &End, to: &End, port: u16, protocol: &'static str, wanted: bool) -> Flow {
+    Flow {
+        name: name.to_owned(),
+        from: from.clone(),
+        to: to.clone(),
+        port,
+        protocol,
+        wanted,
+    }
+}
+
 /// The rendered documents of one `helm template`, each parsed.
 fn documents(rendered: &str) -> Vec<Value> {
     rendered
@@ -260,14 +273,6 @@ fn flows(profile: &str, docs: &[Value]) -> Vec<Flow> {
     };
     let agent = End::pod(agent_namespace, json!({"app": "an-agent"}));
     let dns = End::pod("kube-system", json!({"k8s-app": "kube-dns"}));
-    let flow = |name: &str, from: &End, to: &End, port: u16, protocol, wanted| Flow {
-        name: name.to_owned(),
-        from: from.clone(),
-        to: to.clone(),
-        port,
-        protocol,
-        wanted,
-    };
     let mut all = vec![
         flow("agent -> gateway", &agent, &gateway, 3100, "TCP", true),
         flow("agent -> egress proxy", &agent, &gateway, 3128, "TCP", true),
@@ -330,11 +335,21 @@ fn flows(profile: &str, docs: &[Value]) -> Vec<Flow> {
             true,
         ));
     }
+    all.extend(jobs_reach_each_gateway(docs, &gateway));
+    if restricted {
+        all.extend(nothing_else_leaves(&gateway));
+    }
+    all
+}
+
+/// The chart's jobs (the audit archive, the backups) reach every gateway pod.
+fn jobs_reach_each_gateway(docs: &[Value], gateway: &End) -> Vec<Flow> {
+    let mut all = Vec::new();
     let archive = workload(docs, "CronJob", "mg-archive").expect("the archive job");
     all.push(flow(
         "archive job -> each gateway pod",
         &archive,
-        &gateway,
+        gateway,
         3100,
         "TCP",
         true,
@@ -343,29 +358,33 @@ fn flows(profile: &str, docs: &[Value]) -> Vec<Flow> {
     all.push(flow(
         "backup job -> each gateway pod",
         &backup,
-        &gateway,
+        gateway,
         3100,
         "TCP",
         true,
     ));
-    if restricted {
-        all.push(flow(
-            "gateway -> public DNS",
-            &gateway,
-            &End::ip("8.8.8.8"),
-            53,
-            "UDP",
-            false,
-        ));
-        all.push(flow(
-            "gateway -> the internet",
-            &gateway,
-            &End::ip("203.0.113.9"),
-            443,
-            "TCP",
-            false,
-        ));
-    }
+    all
+}
+
+/// With restricted egress, the gateway reaches no resolver but the cluster's and nothing else.
+fn nothing_else_leaves(gateway: &End) -> Vec<Flow> {
+    let mut all = Vec::new();
+    all.push(flow(
+        "gateway -> public DNS",
+        gateway,
+        &End::ip("8.8.8.8"),
+        53,
+        "UDP",
+        false,
+    ));
+    all.push(flow(
+        "gateway -> the internet",
+        gateway,
+        &End::ip("203.0.113.9"),
+        443,
+        "TCP",
+        false,
+    ));
     all
 }
 

@@ -54,6 +54,35 @@ fn checkpoint_size(gw: &Gateway) -> u64 {
         .unwrap()
 }
 
+/// The gateway under libfaketime, its offset read from `offset` on every call.
+fn under_faketime(dir: &Path, offset: &Path) -> Gateway {
+    Gateway::start_with(
+        dir,
+        Options::with(vec![
+            ("LD_PRELOAD", FAKETIME.into()),
+            ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+            ("RATE_LIMIT_RPM", "0".into()),
+        ]),
+    )
+}
+
+/// A new agent's token for `ttl` seconds (0: no expiry).
+fn token_for(gw: &Gateway, name: &str, ttl: u64) -> String {
+    let (status, agent) = gw.post(
+        "/admin/agents",
+        json!({"name": name, "trustTier": "verified", "tokenTtl": ttl}),
+    );
+    assert_eq!(status, 201, "{agent}");
+    agent["token"].as_str().unwrap().to_owned()
+}
+
+/// `now` moved by `minutes`, as the index's time queries take it.
+fn at(now: chrono::DateTime<chrono::Utc>, minutes: i64) -> String {
+    (now + chrono::Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 #[test]
 fn the_clock_stepped_back_and_forward_an_hour_loses_nothing_and_expires_tokens_by_wall_time() {
     assert!(
@@ -63,56 +92,46 @@ fn the_clock_stepped_back_and_forward_an_hour_loses_nothing_and_expires_tokens_b
     let dir = tempdir();
     let offset = dir.path().join("faketime");
     step(&offset, "+0");
-    let gw = Gateway::start_with(
-        dir.path(),
-        Options::with(vec![
-            ("LD_PRELOAD", FAKETIME.into()),
-            ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
-            ("FAKETIME_NO_CACHE", "1".into()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
-            ("RATE_LIMIT_RPM", "0".into()),
-        ]),
-    );
+    let gw = under_faketime(dir.path(), &offset);
     policy(
         &gw,
         "reads",
         "name: reads\nrules:\n  - effect: allow\n    actions: [\"read:*\"]\n",
     );
     // A token for 30 minutes, issued now, and one that never expires.
-    let (status, short) = gw.post(
-        "/admin/agents",
-        json!({"name": "short", "trustTier": "verified", "tokenTtl": 1800}),
-    );
-    assert_eq!(status, 201, "{short}");
-    let short = short["token"].as_str().unwrap().to_owned();
-    let (_, long) = gw.post(
-        "/admin/agents",
-        json!({"name": "long", "trustTier": "verified", "tokenTtl": 0}),
-    );
-    let long = long["token"].as_str().unwrap().to_owned();
+    let short = token_for(&gw, "short", 1800);
+    let long = token_for(&gw, "long", 0);
     let now = chrono::Utc::now();
     decide(&gw, &long, &["read:before"]);
     let first = checkpoint_size(&gw);
+    let back = an_hour_back(&gw, &offset, now, (&short, &long), first);
+    an_hour_forward(&gw, &offset, now, (&short, &long), back);
+    step(&offset, "+0");
+    every_decision_is_in_the_log(&gw);
+}
 
-    step(&offset, "-1h");
-    decide(&gw, &long, &["read:back-1", "read:back-2"]);
+/// An hour back: decisions and checkpoints go on, the short token is not expired, and the
+/// index finds the decisions an hour before now. Returns the checkpoint size.
+fn an_hour_back(
+    gw: &Gateway,
+    offset: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+    (short, long): (&str, &str),
+    first: u64,
+) -> u64 {
+    step(offset, "-1h");
+    decide(gw, long, &["read:back-1", "read:back-2"]);
     assert_eq!(
-        gw.check(&short, "read:back-3").0,
+        gw.check(short, "read:back-3").0,
         200,
         "issued in the clock's future, not expired"
     );
-    let back = checkpoint_size(&gw);
+    let back = checkpoint_size(gw);
     assert!(
         back > first,
         "checkpoints go on signing larger sizes: {first} then {back}"
     );
-    let stamp =
-        |d: chrono::Duration| (now + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let earlier = between(
-        &gw,
-        &stamp(chrono::Duration::minutes(-70)),
-        &stamp(chrono::Duration::minutes(-50)),
-    );
+    let earlier = between(gw, &at(now, -70), &at(now, -50));
     let actions: Vec<&str> = earlier.iter().map(|(a, _)| a.as_str()).collect();
     for want in ["read:back-1", "read:back-2", "read:back-3"] {
         assert!(
@@ -121,27 +140,36 @@ fn the_clock_stepped_back_and_forward_an_hour_loses_nothing_and_expires_tokens_b
         );
     }
     assert!(!actions.contains(&"read:before"), "{earlier:?}");
+    back
+}
 
-    step(&offset, "+1h");
+/// An hour forward: the 30-minute token has expired by the wall clock; decisions and
+/// checkpoints go on, and the index finds them an hour after now.
+fn an_hour_forward(
+    gw: &Gateway,
+    offset: &Path,
+    now: chrono::DateTime<chrono::Utc>,
+    (short, long): (&str, &str),
+    back: u64,
+) {
+    step(offset, "+1h");
     assert_eq!(
-        gw.check(&short, "read:forward").0,
+        gw.check(short, "read:forward").0,
         401,
         "expired by the wall clock"
     );
-    decide(&gw, &long, &["read:forward-1"]);
-    let forward = checkpoint_size(&gw);
+    decide(gw, long, &["read:forward-1"]);
+    let forward = checkpoint_size(gw);
     assert!(forward > back, "{back} then {forward}");
-    let later = between(
-        &gw,
-        &stamp(chrono::Duration::minutes(50)),
-        &stamp(chrono::Duration::minutes(70)),
-    );
+    let later = between(gw, &at(now, 50), &at(now, 70));
     assert!(
         later.iter().any(|(a, _)| a == "read:forward-1"),
         "{later:?}"
     );
+}
 
-    step(&offset, "+0");
+/// The log verifies and holds every decision, the refused one included.
+fn every_decision_is_in_the_log(gw: &Gateway) {
     let (status, verify) = gw.get("/admin/audit/verify");
     assert_eq!(status, 200);
     assert_eq!(verify["valid"], true, "{verify}");
@@ -158,7 +186,6 @@ fn the_clock_stepped_back_and_forward_an_hour_loses_nothing_and_expires_tokens_b
             "{want} is in the log"
         );
     }
-    // The refused decision after the step forward has its entry too.
     assert!(
         export.contains("\"action\":\"read:forward\""),
         "the 401 is logged"
