@@ -24,7 +24,7 @@ pub(crate) struct BenchEvidenceArgs {
     dir: PathBuf,
 }
 
-const ADMIN: &str = "bench-evidence-admin-token-5d1c9a7e3b";
+pub(crate) const ADMIN: &str = "bench-evidence-admin-token-5d1c9a7e3b";
 const PASSPHRASE: &str = "bench-evidence-passphrase-not-secret";
 
 /// (seconds, peak RSS in MiB) of `cmd`, from GNU time's report; fails if `cmd` does.

@@ -32,7 +32,8 @@ pub(crate) struct BenchRestoreArgs {
     dir: PathBuf,
 }
 
-const ADMIN: &str = "bench-restore-admin-token-8c2e4a6b1d";
+/// The admin token of the gateway `bench_evidence::make_decisions` drives.
+const ADMIN: &str = crate::bench_evidence::ADMIN;
 const JWT: &str = "bench-restore-jwt-secret-1a2b3c4d5e6f708192";
 const PASSPHRASE: &str = "bench-restore-passphrase-not-secret";
 const ORIGIN: &str = "bench.restore/meshguard-audit";
