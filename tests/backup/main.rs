@@ -111,6 +111,28 @@ fn a_site_backed_up_under_load_is_restored_offline_and_goes_on() {
         stop.store(true, Ordering::SeqCst);
         before
     });
+    // The load stopped; a follow round takes what the log gained since: then every decision
+    // answered, not only those before the backup, must come back.
+    let all = answered.lock().unwrap().clone();
+    ok(
+        bundle(
+            &[
+                "backup",
+                "follow",
+                "--gateway",
+                &gw.url,
+                "--dir",
+                "backup",
+                "--key",
+                "k.key",
+                "--rounds",
+                "1",
+            ],
+            t,
+        ),
+        "backup follow",
+    );
+    assert!(all.len() > before.len());
     let backup = t.join("backup");
     the_backup_checks_with_stock_tools(&backup, t);
     destroy(gw, &t.join("site"), &t.join("key-backup"));
@@ -118,7 +140,7 @@ fn a_site_backed_up_under_load_is_restored_offline_and_goes_on() {
     let restored = restore_offline(t);
     put_keys_back(&t.join("key-backup"), &restored);
     let gw = site(&restored);
-    the_restored_log_holds_what_was_answered_and_says_it_was_restored(&gw, &backup, &before);
+    the_restored_log_holds_what_was_answered_and_says_it_was_restored(&gw, &backup, &all);
     gos_tlog_proves_it_consistent_with_the_backup(&gw, &backup, t);
     assert_eq!(
         gw.check(&token, "read:after-restore"),

@@ -83,6 +83,26 @@ pub struct AuditPart {
 
 /// Writes `BACKUP.json`, then `SHA256SUMS` over every file and its signature by `key`.
 fn seal(dir: &Path, manifest: &Manifest, key: &MediaKey) -> Result<()> {
+    seal_reusing(dir, manifest, key, &std::collections::BTreeMap::new())
+}
+
+/// The files of a backup that never change once written: the database copy and the audit
+/// archive's segments and checkpoints (the archive only adds files).
+fn immutable(path: &str) -> bool {
+    path.starts_with("database.")
+        || path.starts_with("audit/segments/")
+        || path.starts_with("audit/checkpoints/")
+}
+
+/// [`seal`], taking the digests of files that never change from `known` (a `SHA256SUMS` whose
+/// signature was checked) instead of reading them again: a follow round then hashes only what
+/// it wrote.
+fn seal_reusing(
+    dir: &Path,
+    manifest: &Manifest,
+    key: &MediaKey,
+    known: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
     let json = serde_json::to_vec_pretty(manifest)?;
     fsx::write_atomic(&dir.join("BACKUP.json"), &json)?;
     let files: Vec<String> = fsx::walk(dir)?
@@ -91,7 +111,15 @@ fn seal(dir: &Path, manifest: &Manifest, key: &MediaKey) -> Result<()> {
             !p.starts_with("SHA256SUMS") && !p.ends_with(".lock") && !p.contains(".partial")
         })
         .collect();
-    let sums = sums::format(&sums::hash_all(dir, &files)?);
+    let (reused, fresh): (Vec<String>, Vec<String>) = files
+        .into_iter()
+        .partition(|p| immutable(p) && known.contains_key(p));
+    let mut hashes = sums::hash_all(dir, &fresh)?;
+    for p in reused {
+        let size = std::fs::metadata(dir.join(&p))?.len();
+        hashes.insert(p.clone(), (known[&p].clone(), size));
+    }
+    let sums = sums::format(&hashes);
     let signature = key.sign(
         sums.as_bytes(),
         &format!(
@@ -102,6 +130,30 @@ fn seal(dir: &Path, manifest: &Manifest, key: &MediaKey) -> Result<()> {
     fsx::write_atomic(&dir.join("SHA256SUMS"), sums.as_bytes())?;
     fsx::write_atomic(&dir.join("SHA256SUMS.minisig"), signature.as_bytes())?;
     Ok(())
+}
+
+/// The backup's manifest and its signed `SHA256SUMS`, the signature checked by `pubkey` (the
+/// files are not read: for extending a backup this process signed).
+fn signed_sums(
+    dir: &Path,
+    pubkey: &MediaPublicKey,
+) -> Result<(Manifest, std::collections::BTreeMap<String, String>)> {
+    let sums_text = std::fs::read(dir.join("SHA256SUMS"))
+        .with_context(|| format!("{} has no SHA256SUMS: not a backup", dir.display()))?;
+    let signature = std::fs::read_to_string(dir.join("SHA256SUMS.minisig"))
+        .context("the backup has no SHA256SUMS.minisig")?;
+    pubkey.verify(&sums_text, &signature, "SHA256SUMS")?;
+    let listed = sums::parse(
+        std::str::from_utf8(&sums_text).context("SHA256SUMS is not text")?,
+        "SHA256SUMS",
+    )?;
+    let manifest: Manifest = serde_json::from_slice(&std::fs::read(dir.join("BACKUP.json"))?)
+        .context("BACKUP.json is not a backup manifest")?;
+    let listed_manifest = listed.get("BACKUP.json").cloned().unwrap_or_default();
+    if fsx::sha256_file(&dir.join("BACKUP.json"))?.0 != listed_manifest {
+        bail!("BACKUP.json does not match SHA256SUMS: it changed after the backup was signed");
+    }
+    Ok((manifest, listed))
 }
 
 /// Checks a backup with no network: the signature of `SHA256SUMS` by `pubkey`, then every file
