@@ -19,7 +19,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::pods::{ADMIN, JWT, Podman, Site, admin, check, push_the_gateway_image};
+use crate::pods::{
+    ADMIN, JWT, Podman, Site, admin, check, push_the_gateway_image, reads_policy_and_agent,
+};
 use crate::support::{Registry, free_port, root, run_ok, tool};
 
 /// The shared profiles and their replica counts, as their values files set them.
@@ -340,21 +342,7 @@ fn each_gateway_is_its_own_origin_on_the_shared_database(release: &str, pods: &[
 /// with that policy. Returns the agent's id and token.
 fn an_agent_made_on_one_is_served_by_all(pods: &[Gateway]) -> (String, String) {
     let url = pods[0].url();
-    let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
-        .json(&json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let agent: Value = admin(reqwest::Method::POST, &format!("{url}/admin/agents"))
-        .json(&json!({"name": "shared-agent", "trustTier": "verified"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let token = agent["token"]
-        .as_str()
-        .expect("the agent's token")
-        .to_owned();
+    let (agent, token) = reads_policy_and_agent(&url, "shared-agent");
     for pod in pods {
         meshguard_testkit::wait_for(&format!("{} to serve the agent", pod.name), || {
             check(&pod.url(), &token, "read:inventory") == 200

@@ -204,3 +204,24 @@ pub(crate) fn push_the_gateway_image(d: &Path, reg: &Registry) -> String {
     reg.digest("meshguard/gateway:0.1.0")
         .expect("the gateway image is in the site registry")
 }
+
+/// A policy allowing reads (201), and an agent `name` made through the gateway at `url`:
+/// the agent and its token.
+pub(crate) fn reads_policy_and_agent(url: &str, name: &str) -> (serde_json::Value, String) {
+    let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
+        .json(&serde_json::json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let agent: serde_json::Value = admin(reqwest::Method::POST, &format!("{url}/admin/agents"))
+        .json(&serde_json::json!({"name": name, "trustTier": "verified"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let token = agent["token"]
+        .as_str()
+        .expect("the agent's token")
+        .to_owned();
+    (agent, token)
+}

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use meshguard_bundler::site::without_claim;
 use serde_json::{Value, json};
 
-use crate::pods::{ADMIN, JWT, Podman, Site, admin, bin_dir, build_images, check, wait_healthy};
+use crate::pods::{
+    ADMIN, JWT, Podman, Site, admin, bin_dir, build_images, check, reads_policy_and_agent,
+    wait_healthy,
+};
 use crate::support::{Registry, bundle, free_port, keys, manifest, ok, root, run, run_ok, tool};
 
 /// The gateway tests' recording upstream (Python's http.server): what it received, in order.
@@ -333,21 +336,7 @@ fn play_gateway(site: &mut Site<'_>, secret: &Path, rendered: &str) -> PathBuf {
 /// The product answers: an agent, a policy, an allowed and a denied decision. Returns the agent
 /// and its token.
 fn the_gateway_decides(url: &str) -> (Value, String) {
-    let resp = admin(reqwest::Method::POST, &format!("{url}/admin/policies"))
-        .json(&json!({"name": "reads", "content": "name: reads\nrules:\n  - name: allow-read\n    effect: allow\n    actions: [\"read:*\"]\n"}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let agent: Value = admin(reqwest::Method::POST, &format!("{url}/admin/agents"))
-        .json(&json!({"name": "site-agent", "trustTier": "verified"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let token = agent["token"]
-        .as_str()
-        .expect("the agent's token")
-        .to_owned();
+    let (agent, token) = reads_policy_and_agent(url, "site-agent");
     assert_eq!(check(url, &token, "read:inventory"), 200);
     assert_eq!(check(url, &token, "write:inventory"), 403);
     let checkpoint = admin(
