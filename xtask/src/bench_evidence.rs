@@ -171,18 +171,28 @@ pub(crate) fn empty(dir: &Path) -> anyhow::Result<()> {
 /// The release gateway on 127.0.0.1 with no rate limit, its SQLite file under `dir`; its URL,
 /// and the guard that kills it.
 fn start_gateway(bins: &Path, dir: &Path) -> anyhow::Result<(String, Killed)> {
-    let mut gw = Command::new(bins.join("meshguard-gateway"))
-        .env("HOST", "127.0.0.1")
+    start_gateway_on(bins, &dir.join("gw"), &[])
+}
+
+/// The release gateway on 127.0.0.1 with no rate limit, its SQLite file in `data`, `env` set
+/// after the defaults; its URL, and the guard that kills it.
+pub(crate) fn start_gateway_on(
+    bins: &Path,
+    data: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(String, Killed)> {
+    let mut gw = Command::new(bins.join("meshguard-gateway"));
+    gw.env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("ADMIN_TOKEN", ADMIN)
         .env("JWT_SECRET", "bench-evidence-jwt-secret-0f1e2d3c4b5a69788")
-        .env("DB_PATH", dir.join("gw/meshguard.db"))
-        .env("POLICIES_DIR", dir.join("gw/policies"))
+        .env("DB_PATH", data.join("meshguard.db"))
+        .env("POLICIES_DIR", data.join("policies"))
         .env("RATE_LIMIT_RPM", "0")
         .env("LOG_LEVEL", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start meshguard-gateway")?;
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped());
+    let mut gw = gw.spawn().context("cannot start meshguard-gateway")?;
     let base = crate::bench_gateway::listening(&mut gw)?;
     Ok((base, Killed(gw)))
 }

@@ -34,7 +34,6 @@ pub(crate) struct BenchRestoreArgs {
 
 /// The admin token of the gateway `bench_evidence::make_decisions` drives.
 const ADMIN: &str = crate::bench_evidence::ADMIN;
-const JWT: &str = "bench-restore-jwt-secret-1a2b3c4d5e6f708192";
 const PASSPHRASE: &str = "bench-restore-passphrase-not-secret";
 const ORIGIN: &str = "bench.restore/meshguard-audit";
 const KEYS: [&str; 3] = ["audit-log.key", "secrets.key", "policy-bundle.key"];
@@ -123,23 +122,9 @@ pub(crate) fn run(args: BenchRestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The release gateway on `data` (a site of its own, no rate limit); its URL and its guard.
+/// The release gateway on `data` (a site of its own): its URL and its guard.
 fn start(bins: &Path, data: &Path) -> anyhow::Result<(String, Killed)> {
-    let mut gw = Command::new(bins.join("meshguard-gateway"))
-        .env("HOST", "127.0.0.1")
-        .env("PORT", "0")
-        .env("ADMIN_TOKEN", ADMIN)
-        .env("JWT_SECRET", JWT)
-        .env("AUDIT_ORIGIN", ORIGIN)
-        .env("DB_PATH", data.join("meshguard.db"))
-        .env("POLICIES_DIR", data.join("policies"))
-        .env("RATE_LIMIT_RPM", "0")
-        .env("LOG_LEVEL", "error")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start meshguard-gateway")?;
-    let base = crate::bench_gateway::listening(&mut gw)?;
-    Ok((base, Killed(gw)))
+    crate::bench_evidence::start_gateway_on(bins, data, &[("AUDIT_ORIGIN", ORIGIN)])
 }
 
 /// `n` agents and `n` policies through the admin API, on two threads.
