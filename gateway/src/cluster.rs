@@ -42,6 +42,15 @@ pub(crate) trait ControlPlane: Send + Sync + std::fmt::Debug {
     /// into the central index. Nothing for a gateway alone.
     async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()>;
 
+    /// Where the installation's license records live when gateways share them (`None`: the
+    /// gateway's own license directory).
+    fn license_records(&self) -> Option<Arc<dyn meshguard_license::site::Records>>;
+
+    /// Keeps the license in step with the other gateways: checks it again when one installs a
+    /// license, and holds this gateway's lease for the license's `maxGateways`. Nothing for a
+    /// gateway alone.
+    async fn follow_license(&self, link: LicenseLink) -> anyhow::Result<()>;
+
     /// The central audit index of every gateway sharing the control plane, or the 404 a
     /// gateway alone answers.
     fn central_index(&self) -> Result<CentralIndex, ApiError>;
@@ -61,6 +70,14 @@ impl ControlPlane for Standalone {
         Ok(())
     }
 
+    fn license_records(&self) -> Option<Arc<dyn meshguard_license::site::Records>> {
+        None
+    }
+
+    async fn follow_license(&self, _: LicenseLink) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     fn central_index(&self) -> Result<CentralIndex, ApiError> {
         Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -74,6 +91,8 @@ impl ControlPlane for Standalone {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pg: Arc<PgStore>,
+    /// Set by `follow_license`: the follower checks the license again on a license change.
+    license: Arc<std::sync::Mutex<Option<LicenseLink>>>,
     status: Arc<Status>,
     /// `CONTROL_PLANE_POLL_MS`: how often the follower and the shipper look, at the latest.
     poll: Duration,
@@ -83,6 +102,7 @@ impl Shared {
     pub(crate) fn new(pg: Arc<PgStore>, poll: Duration) -> Self {
         Self {
             pg,
+            license: Arc::default(),
             status: Arc::new(Status::new("postgresql")),
             poll,
         }
@@ -96,20 +116,95 @@ impl ControlPlane for Shared {
     }
 
     async fn start(&self, db: &Db, policies: &Policies, audit: &AuditLog) -> anyhow::Result<()> {
-        spawn_follower(
-            db.clone(),
-            policies.clone(),
-            Arc::clone(&self.pg),
-            Arc::clone(&self.status),
-            self.poll,
-        )
-        .await?;
+        let follower = Follower {
+            db: db.clone(),
+            policies: policies.clone(),
+            pg: Arc::clone(&self.pg),
+            status: Arc::clone(&self.status),
+            license: Arc::clone(&self.license),
+        };
+        spawn_follower(follower, self.poll).await?;
         spawn_shipper(audit.clone(), Arc::clone(&self.pg), self.poll).await
     }
 
     fn central_index(&self) -> Result<CentralIndex, ApiError> {
         Ok(CentralIndex(Arc::clone(&self.pg)))
     }
+
+    fn license_records(&self) -> Option<Arc<dyn meshguard_license::site::Records>> {
+        Some(Arc::new(crate::license::SharedRecords(Arc::clone(&self.pg))))
+    }
+
+    async fn follow_license(&self, link: LicenseLink) -> anyhow::Result<()> {
+        *self
+            .license
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(link.clone());
+        spawn_lease(link, Arc::clone(&self.pg), self.poll).await
+    }
+}
+
+/// What the follower and the lease act on: the gateway's licensing and where it alerts, and
+/// the origin that names this gateway's lease.
+#[derive(Debug, Clone)]
+pub(crate) struct LicenseLink {
+    pub(crate) licensing: Arc<crate::license::Licensing>,
+    pub(crate) alerts: crate::alerts::Alerts,
+    pub(crate) origin: String,
+}
+
+impl LicenseLink {
+    fn recheck(&self) {
+        self.licensing.refresh(&self.alerts);
+    }
+}
+
+/// A lease lasts this many polls: a gateway that stops renewing is not counted after it.
+const LEASE_POLLS: u32 = 3;
+
+/// Renews this gateway's lease every `poll` and puts it in the read-only licensing state while
+/// more gateways than the license's `maxGateways` started before it and still serve. With the
+/// database down the last answer stands.
+/// The first renewal happens before this returns, so a gateway beyond the limit starts
+/// read-only.
+async fn spawn_lease(link: LicenseLink, pg: Arc<PgStore>, poll: Duration) -> anyhow::Result<()> {
+    let lease = poll.saturating_mul(LEASE_POLLS).max(Duration::from_secs(3));
+    let renew = move || {
+        if let Ok((before, live)) = pg.heartbeat(&link.origin, lease) {
+            let max = link.licensing.status().max_gateways;
+            if link.licensing.set_beyond(beyond_reason(max, before, live)) {
+                link.recheck();
+            }
+        }
+    };
+    let renew = tokio::task::spawn_blocking(move || {
+        renew();
+        renew
+    })
+    .await?;
+    std::thread::Builder::new()
+        .name("license-lease".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(poll.min(lease / 2));
+                renew();
+            }
+        })?;
+    Ok(())
+}
+
+/// Why a gateway with `before` live gateways ahead of it is beyond `max`, if it is.
+fn beyond_reason(max: Option<u64>, before: u64, live: u64) -> Option<String> {
+    let max = max?;
+    (before >= max).then(|| {
+        format!(
+            "this gateway is number {} of {live} serving this installation and the license \
+             allows {max} (maxGateways): it enforces and audits, but admin writes through it \
+             are refused until a gateway stops or a license with a higher maxGateways is \
+             installed",
+            before + 1
+        )
+    })
 }
 
 /// The central audit index: every origin's entries, copied by its shipper. Its calls block
@@ -167,127 +262,135 @@ impl Status {
 /// Records read per query while catching up.
 const BATCH: usize = 500;
 
-/// Starts following from the newest change record now in the database: what came before is in
-/// the snapshot and cache this gateway just built.
-async fn spawn_follower(
+/// What the follower keeps in step with the other gateways.
+struct Follower {
     db: Db,
     policies: Policies,
     pg: Arc<PgStore>,
     status: Arc<Status>,
-    poll: Duration,
-) -> anyhow::Result<()> {
+    license: Arc<std::sync::Mutex<Option<LicenseLink>>>,
+}
+
+/// Starts following from the newest change record now in the database: what came before is in
+/// the snapshot and cache this gateway just built.
+async fn spawn_follower(f: Follower, poll: Duration) -> anyhow::Result<()> {
     let from = {
-        let pg = Arc::clone(&pg);
+        let pg = Arc::clone(&f.pg);
         tokio::task::spawn_blocking(move || pg.last_change_seq())
             .await?
             .map_err(|e| anyhow::anyhow!("cannot read the control plane's change log: {e}"))?
     };
-    status.applied_seq.store(from, Ordering::SeqCst);
+    f.status.applied_seq.store(from, Ordering::SeqCst);
     let handle = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("control-plane-follow".into())
-        .spawn(move || follow(&db, &policies, &pg, &status, poll, from, &handle))?;
+        .spawn(move || f.follow(poll, from, &handle))?;
     Ok(())
 }
 
-fn follow(
-    db: &Db,
-    policies: &Policies,
-    pg: &PgStore,
-    status: &Status,
-    poll: Duration,
-    mut last: i64,
-    handle: &tokio::runtime::Handle,
-) {
-    let mut listener = None;
-    // Logged once per outage, not once per retry.
-    let mut down = false;
-    loop {
-        if listener.is_none() {
-            listener = pg.listener().ok();
-            status.listening.store(listener.is_some(), Ordering::SeqCst);
-        }
-        match listener.as_mut().map(|l| l.wait(poll)) {
-            Some(Ok(_)) => {}
-            Some(Err(_)) => {
-                listener = None;
-                status.listening.store(false, Ordering::SeqCst);
-                std::thread::sleep(poll);
+impl Follower {
+    fn follow(&self, poll: Duration, mut last: i64, handle: &tokio::runtime::Handle) {
+        let mut listener = None;
+        // Logged once per outage, not once per retry.
+        let mut down = false;
+        loop {
+            if listener.is_none() {
+                listener = self.pg.listener().ok();
+                self.status
+                    .listening
+                    .store(listener.is_some(), Ordering::SeqCst);
             }
-            None => std::thread::sleep(poll),
-        }
-        match apply(db, policies, pg, status, last, handle) {
-            Ok(seq) => {
-                if down {
-                    tracing::info!(change = seq, "control-plane database back; following again");
-                    down = false;
+            match listener.as_mut().map(|l| l.wait(poll)) {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    listener = None;
+                    self.status.listening.store(false, Ordering::SeqCst);
+                    std::thread::sleep(poll);
                 }
-                last = seq;
-                status.applied_seq.store(seq, Ordering::SeqCst);
+                None => std::thread::sleep(poll),
             }
-            Err(e) => {
-                if !down {
-                    tracing::warn!(error = %e, "cannot read the control plane's changes; decisions go on from the policies and agents held here, retrying");
-                    down = true;
-                }
-            }
-        }
-    }
-}
-
-/// Applies every change record after `last`; returns the last one applied.
-fn apply(
-    db: &Db,
-    policies: &Policies,
-    pg: &PgStore,
-    status: &Status,
-    mut last: i64,
-    handle: &tokio::runtime::Handle,
-) -> Result<i64, crate::store::StoreError> {
-    let mut reload = false;
-    loop {
-        let changes = pg.list_changes(&ChangeFilter {
-            after_seq: Some(last),
-            limit: BATCH,
-            ..ChangeFilter::default()
-        })?;
-        let n = changes.len();
-        for c in changes {
-            match c.kind.as_str() {
-                "agent" => match pg.get_agent(&c.object_id) {
-                    Ok(Some(a)) => db.remember_agent_if_newer(a),
-                    Ok(None) => db.forget_agent(&c.object_id),
-                    // A revoke or a token re-issue is known without the row: fail closed.
-                    Err(_) if c.operation != "create" && c.operation != "update" => {
-                        db.forget_agent(&c.object_id)
+            match self.apply(last, handle) {
+                Ok(seq) => {
+                    if down {
+                        tracing::info!(change = seq, "control-plane database back; following again");
+                        down = false;
                     }
-                    // Otherwise keep what is cached (the data plane goes on while the database
-                    // is down) and read this record again on the next pass.
-                    Err(e) => return Err(e),
-                },
-                "policy" => reload = true,
-                // Alert channels are read from the store for every alert.
-                _ => {}
+                    last = seq;
+                    self.status.applied_seq.store(seq, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    if !down {
+                        tracing::warn!(error = %e, "cannot read the control plane's changes; decisions go on from the policies and agents held here, retrying");
+                        down = true;
+                    }
+                }
             }
-            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.timestamp) {
-                let lag = chrono::Utc::now().signed_duration_since(at);
-                status
-                    .last_lag_ms
-                    .store(lag.num_milliseconds(), Ordering::SeqCst);
-            }
-            last = c.seq;
-        }
-        if n < BATCH {
-            break;
         }
     }
-    if reload && let Err(e) = handle.block_on(policies.reload()) {
-        tracing::error!(error = ?e, "cannot rebuild the policy snapshot after another gateway's change; retrying");
-        return Err(crate::store::StoreError::Unavailable(
-            "the policy snapshot could not be rebuilt".into(),
-        ));
+
+    /// Applies every change record after `last`; returns the last one applied.
+    fn apply(
+        &self,
+        mut last: i64,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<i64, crate::store::StoreError> {
+        let (db, pg) = (&self.db, &self.pg);
+        let (mut reload, mut relicense) = (false, false);
+        loop {
+            let changes = pg.list_changes(&ChangeFilter {
+                after_seq: Some(last),
+                limit: BATCH,
+                ..ChangeFilter::default()
+            })?;
+            let n = changes.len();
+            for c in changes {
+                match c.kind.as_str() {
+                    "agent" => match pg.get_agent(&c.object_id) {
+                        Ok(Some(a)) => db.remember_agent_if_newer(a),
+                        Ok(None) => db.forget_agent(&c.object_id),
+                        // A revoke or a token re-issue is known without the row: fail closed.
+                        Err(_) if c.operation != "create" && c.operation != "update" => {
+                            db.forget_agent(&c.object_id)
+                        }
+                        // Otherwise keep what is cached (the data plane goes on while the
+                        // database is down) and read this record again on the next pass.
+                        Err(e) => return Err(e),
+                    },
+                    "policy" => reload = true,
+                    "license" => relicense = true,
+                    // Alert channels are read from the store for every alert.
+                    _ => {}
+                }
+                if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&c.timestamp) {
+                    let lag = chrono::Utc::now().signed_duration_since(at);
+                    self.status
+                        .last_lag_ms
+                        .store(lag.num_milliseconds(), Ordering::SeqCst);
+                }
+                last = c.seq;
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+        if relicense {
+            let link = self
+                .license
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            if let Some(link) = link {
+                link.recheck();
+            }
+        }
+        if reload && let Err(e) = handle.block_on(self.policies.reload()) {
+            tracing::error!(error = ?e, "cannot rebuild the policy snapshot after another gateway's change; retrying");
+            return Err(crate::store::StoreError::Unavailable(
+                "the policy snapshot could not be rebuilt".into(),
+            ));
+        }
+        Ok(last)
     }
-    Ok(last)
 }
 
 /// Entries copied per transaction into the central index.

@@ -115,7 +115,7 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     };
     let files = sources.load(&[], &alerts);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let license = license::Licensing::open(&config)?;
+    let license = license::Licensing::open(&config, backend.control_plane.license_records())?;
     let (bundle_p256, bundle_key) = open_bundle_keys(&config)?;
     let egress = open_egress(&config)?;
     if let Some(list) = &config.change_approvers {
@@ -289,6 +289,14 @@ async fn start(
     state
         .control_plane
         .start(&state.db, &state.policies, &state.audit)
+        .await?;
+    state
+        .control_plane
+        .follow_license(cluster::LicenseLink {
+            licensing: Arc::clone(&state.license),
+            alerts: state.alerts.clone(),
+            origin: state.audit.origin().to_owned(),
+        })
         .await?;
     policy_files::spawn_watcher(state.clone(), sources, state.config.policies_reload);
     refusals::spawn_flusher(state.clone());

@@ -12,55 +12,128 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use meshguard_api::Severity;
 use meshguard_license::seal::Identities;
-use meshguard_license::site::{Expect, InstallKind, SiteDir};
+use meshguard_license::site::{Expect, InstallKind, Records, SiteDir};
+use meshguard_license::slot::{self, Keying};
 use meshguard_license::{LicenseError, State, Status, VendorPublicKey};
 
 use crate::alerts::{Alert, Alerts};
 use crate::config::Config;
 use crate::error::ApiError;
 
+/// The build's vendor-key slot (`meshguard_license::slot`): the release pipeline stamps the
+/// vendor's public key into these bytes of the built binary; a development build leaves them.
+static VENDOR_KEY_SLOT: [u8; slot::SLOT_LEN] = slot::EMPTY;
+
+/// What this binary is: read through `black_box`, so the compiler reads the bytes the stamp
+/// wrote, never the initializer it knows.
+fn build_keying() -> Result<Keying, LicenseError> {
+    slot::parse(std::hint::black_box(&VENDOR_KEY_SLOT))
+}
+
 #[derive(Debug)]
 pub(crate) struct Licensing {
+    /// A release build (keyed: licensing always on, with its key) or a development build.
+    keying: Keying,
     key: Option<VendorPublicKey>,
     site: SiteDir,
+    /// Whether the records live in a database several gateways share (PostgreSQL).
+    shared: bool,
     expect: Expect,
     status: RwLock<Arc<Status>>,
     /// What was last alerted, so a state is announced once, not at every check.
-    alerted: Mutex<(Option<State>, bool, usize)>,
+    alerted: Mutex<Option<Announced>>,
+    /// Why this gateway is beyond the license's `maxGateways`, while it is.
+    beyond: RwLock<Option<String>>,
 }
 
+/// What an alert announced: a state, how near its end, and whether the clock was set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Announced {
+    state: State,
+    stage: Option<i64>,
+    rollback: bool,
+    beyond: bool,
+}
+
+/// Days before expiry (and before the grace period ends) at which a warning is raised again.
+const NOTICE_DAYS: [i64; 3] = [30, 7, 1];
+
 impl Licensing {
-    /// Reads the vendor key (a configured key that cannot be read stops the start: that is a
-    /// configuration error, not a license lapse) and makes the installation id.
-    pub(crate) fn open(config: &Config) -> anyhow::Result<Self> {
-        let key = config
+    /// Reads the vendor key: the build's own (a release build), or `LICENSE_PUBKEY` (a
+    /// development build). A release build refuses a `LICENSE_PUBKEY` for another key, and a
+    /// configured key that cannot be read stops the start: both are configuration errors, not
+    /// license lapses. `records` holds the installation when several gateways share it.
+    pub(crate) fn open(
+        config: &Config,
+        records: Option<Arc<dyn Records>>,
+    ) -> anyhow::Result<Self> {
+        let keying = build_keying().map_err(|e| anyhow::anyhow!("this gateway binary: {e}"))?;
+        let configured = config
             .license_pubkey
             .as_deref()
             .map(VendorPublicKey::from_file)
             .transpose()
             .map_err(|e| anyhow::anyhow!("LICENSE_PUBKEY: {e}"))?;
-        let site = SiteDir::new(&config.license_dir);
+        let key = choose_key(&keying, configured)?;
+        let shared = records.is_some();
+        let site = match records {
+            Some(r) => SiteDir::with_records(&config.license_dir, r),
+            None => SiteDir::new(&config.license_dir),
+        };
+        match (&keying, &key) {
+            (Keying::Release(k), _) => tracing::info!(
+                vendor_key = %k.key_id(),
+                "release build: licensing is always on, with the vendor key this build carries"
+            ),
+            (Keying::Development, Some(k)) => tracing::info!(
+                vendor_key = %k.key_id(),
+                "development build, licensing on (LICENSE_PUBKEY)"
+            ),
+            (Keying::Development, None) => {
+                tracing::warn!("development build, licensing off (no vendor key built in, no LICENSE_PUBKEY)")
+            }
+        }
         if key.is_some() {
             let id = site
                 .installation_id()
-                .map_err(|e| anyhow::anyhow!("LICENSE_DIR: {e}"))?;
-            tracing::info!(installation = %id, dir = %config.license_dir.display(), "licensing on");
+                .map_err(|e| anyhow::anyhow!("the installation id: {e}"))?;
+            tracing::info!(installation = %id, shared, "licensing on");
         }
         let status = Status::bare(
             State::Unconfigured,
-            "licensing is off (no LICENSE_PUBKEY)",
+            "licensing is off: a development build with no LICENSE_PUBKEY",
             Utc::now(),
         );
         Ok(Self {
+            keying,
             key,
             site,
+            shared,
             expect: Expect {
                 mode: config.deployment_mode,
                 region: config.region.clone(),
             },
             status: RwLock::new(Arc::new(status)),
-            alerted: Mutex::new((None, false, 0)),
+            alerted: Mutex::new(None),
+            beyond: RwLock::new(None),
         })
+    }
+
+    /// What `/admin/info` says of the build and its licensing.
+    pub(crate) fn build(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "kind": self.keying.kind(),
+            "licensing": if self.key.is_some() { "on" } else { "off" },
+        });
+        match (&self.keying, &self.key) {
+            (Keying::Release(k), _) => v["vendorKeyId"] = k.key_id().into(),
+            (Keying::Development, Some(k)) => {
+                v["vendorKeyId"] = k.key_id().into();
+                v["note"] = "development build, licensing on (LICENSE_PUBKEY)".into();
+            }
+            (Keying::Development, None) => v["note"] = "development build, licensing off".into(),
+        }
+        v
     }
 
     pub(crate) fn status(&self) -> Arc<Status> {
@@ -71,57 +144,118 @@ impl Licensing {
         self.key.as_ref().map(VendorPublicKey::key_id)
     }
 
-    /// Checks the installed license now (file reads: call from a blocking thread), stores the
-    /// result and alerts on what changed.
+    /// Checks the installed license now (file or database reads: call from a blocking thread),
+    /// stores the result and alerts on what changed. With the shared database unreachable, the
+    /// last status stands: an outage is not a license lapse.
     pub(crate) fn refresh(&self, alerts: &Alerts) -> Arc<Status> {
         let Some(key) = &self.key else {
             return self.status();
         };
-        let status = Arc::new(self.site.check(key, &self.expect, Utc::now()));
+        if self.shared
+            && let Err(e) = self.site.records().get("installation-id")
+        {
+            tracing::warn!(error = %e, "cannot read the license from the control-plane database; the last check stands");
+            return self.status();
+        }
+        let mut status = self.site.check(key, &self.expect, Utc::now());
+        if let Some(reason) = self.beyond.read().unwrap_or_else(|p| p.into_inner()).clone()
+            && status.admin_writes_allowed
+        {
+            status.admin_writes_allowed = false;
+            status.message = reason.clone();
+            status.warnings.push(reason);
+        }
+        let status = Arc::new(status);
         *self.status.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&status);
         self.announce(&status, alerts);
         status
     }
 
+    /// Marks this gateway as beyond the license's `maxGateways` (with the reason), or not;
+    /// returns whether that changed.
+    pub(crate) fn set_beyond(&self, reason: Option<String>) -> bool {
+        let mut beyond = self.beyond.write().unwrap_or_else(|p| p.into_inner());
+        let changed = *beyond != reason;
+        *beyond = reason;
+        changed
+    }
+
     fn announce(&self, status: &Status, alerts: &Alerts) {
+        let now = Announced {
+            state: status.state,
+            stage: notice_stage(status),
+            rollback: status.clock_rollback.is_some(),
+            beyond: self.beyond.read().unwrap_or_else(|p| p.into_inner()).is_some(),
+        };
         let mut last = self.alerted.lock().unwrap_or_else(|p| p.into_inner());
-        let rollback = status.clock_rollback.is_some();
-        if rollback && !last.1 {
-            tracing::error!("{}", status.warnings.last().map_or("", String::as_str));
-            alerts.raise(Alert::system(
-                "System Clock Set Back",
-                status.warnings.last().map_or("", String::as_str),
-            ));
+        let before = last.replace(now);
+        if now.rollback && !before.is_some_and(|b| b.rollback) {
+            let text = status.warnings.last().map_or("", String::as_str);
+            tracing::error!("{text}");
+            alerts.raise(Alert::system("System Clock Set Back", text));
         }
-        let changed = last.0 != Some(status.state) || last.2 != status.warnings.len();
-        if changed {
-            let (severity, title) = match status.state {
-                State::Unconfigured => (None, ""),
-                State::Valid if status.warnings.is_empty() => (None, ""),
-                State::Valid => (Some(Severity::Warning), "License Expiring"),
-                State::Grace => (Some(Severity::Warning), "License In Grace Period"),
-                State::Expired => (
-                    Some(Severity::Critical),
-                    "License Expired: Admin Writes Frozen",
-                ),
-                State::NotYetValid => (Some(Severity::Warning), "License Not Yet Valid"),
-                State::Missing => (Some(Severity::Critical), "No License Installed"),
-                State::Invalid => (Some(Severity::Critical), "License Invalid"),
-            };
-            match severity {
-                Some(severity) => {
-                    tracing::warn!(state = status.state.as_str(), "{}", status.message);
-                    let text = status
-                        .warnings
-                        .first()
-                        .filter(|_| status.state == State::Valid)
-                        .unwrap_or(&status.message);
-                    alerts.raise(Alert::system(title, text).with_severity(severity));
-                }
-                None => tracing::info!(state = status.state.as_str(), "{}", status.message),
+        if now.beyond && !before.is_some_and(|b| b.beyond) {
+            tracing::error!("{}", status.message);
+            alerts.raise(
+                Alert::system("License Gateway Limit Reached", &status.message)
+                    .with_severity(Severity::Critical),
+            );
+        }
+        if before.is_some_and(|b| b.state == now.state && b.stage == now.stage) {
+            return;
+        }
+        let Some((severity, title)) = alert_of(status.state, now.stage) else {
+            tracing::info!(state = status.state.as_str(), "{}", status.message);
+            return;
+        };
+        tracing::warn!(state = status.state.as_str(), "{}", status.message);
+        let text = status
+            .warnings
+            .first()
+            .filter(|_| status.state == State::Valid)
+            .unwrap_or(&status.message);
+        alerts.raise(Alert::system(title, text).with_severity(severity));
+    }
+
+    /// `/metrics` lines: the license state, whether admin writes are open, and the seconds
+    /// left until expiry and until the grace period ends (negative once past).
+    pub(crate) fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.status();
+        let _ = writeln!(
+            out,
+            "# HELP meshguard_license_state The license state (1 for the current one)."
+        );
+        let _ = writeln!(out, "# TYPE meshguard_license_state gauge");
+        let _ = writeln!(
+            out,
+            "meshguard_license_state{{state=\"{}\"}} 1",
+            s.state.as_str()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP meshguard_license_admin_writes_allowed 1 when admin writes are open."
+        );
+        let _ = writeln!(out, "# TYPE meshguard_license_admin_writes_allowed gauge");
+        let _ = writeln!(
+            out,
+            "meshguard_license_admin_writes_allowed {}",
+            u8::from(s.admin_writes_allowed)
+        );
+        for (name, help, at) in [
+            ("meshguard_license_expiry_seconds", "Seconds until the license expires.", s.expires_at),
+            (
+                "meshguard_license_grace_end_seconds",
+                "Seconds until the license's grace period ends.",
+                s.grace_ends_at,
+            ),
+        ] {
+            if let Some(at) = at {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                let _ = writeln!(out, "{name} {}", (at - s.checked_at).num_seconds());
             }
         }
-        *last = (Some(status.state), rollback, status.warnings.len());
     }
 
     /// Installs a license from an admin request body: a license envelope, or
@@ -133,17 +267,9 @@ impl Licensing {
         alerts: &Alerts,
     ) -> Result<(InstallKind, Arc<Status>), ApiError> {
         let Some(key) = &self.key else {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "licensing_off",
-                "licensing is off: set LICENSE_PUBKEY to the vendor public key and restart",
-            ));
+            return Err(licensing_off());
         };
-        let mut ids = Identities::default();
-        if self.site.identity_path().exists() {
-            ids.add_file(&self.site.identity_path()).map_err(refused)?;
-        }
-        let body = ids.open(body, "the request body").map_err(refused)?;
+        let body = self.open_body(body)?;
         let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the body is not a license: {e}; send the license file as is, or \
@@ -174,18 +300,54 @@ impl Licensing {
         Ok((kind, self.refresh(alerts)))
     }
 
-    /// Admin writes are allowed unless the license says otherwise.
+    /// Makes the installation's activation request for the license in `body` (an envelope,
+    /// possibly age-encrypted to the site). Blocking.
+    pub(crate) fn request(&self, body: Vec<u8>) -> Result<serde_json::Value, ApiError> {
+        let Some(key) = &self.key else {
+            return Err(licensing_off());
+        };
+        let body = self.open_body(body)?;
+        let license =
+            meshguard_license::SignedLicense::verify(&body, key, "the license").map_err(refused)?;
+        let request = self
+            .site
+            .create_request(&license, &self.expect, env!("CARGO_PKG_VERSION"), Utc::now())
+            .map_err(refused)?;
+        tracing::info!(license = %license.license.id, installation = %request.installation_id, "activation request made");
+        serde_json::to_value(&request).map_err(ApiError::internal)
+    }
+
+    /// The body as sent, or opened with the site's age identity when it is encrypted.
+    fn open_body(&self, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+        let mut ids = Identities::default();
+        if self.site.identity_path().exists() {
+            ids.add_file(&self.site.identity_path()).map_err(refused)?;
+        }
+        ids.open(body, "the request body").map_err(refused)
+    }
+
+    /// Admin writes are allowed unless the license says otherwise: then 402, with the steps
+    /// that open them again.
     pub(crate) fn check_write(&self) -> Result<(), ApiError> {
         let status = self.status();
         if status.admin_writes_allowed {
             return Ok(());
         }
+        let steps = if self.beyond.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+            "Stop a gateway, or install a license with a higher maxGateways \
+             (POST /admin/license)."
+        } else {
+            "To activate: POST /admin/license/request with the license file (or \
+             `meshguard-license request`), take the request to the vendor (`meshguard-license \
+             activate`), then POST /admin/license {\"license\": <license>, \"activation\": \
+             <activation>}; a renewal of the installed license needs no activation."
+        };
         Err(ApiError::new(
-            StatusCode::FORBIDDEN,
+            StatusCode::PAYMENT_REQUIRED,
             "license_required",
             format!(
-                "admin writes are frozen: {} Revoking agents and re-issuing their tokens still \
-                 work.",
+                "admin writes are frozen: {} {steps} Decisions, audit, revoking agents and \
+                 re-issuing their tokens go on.",
                 status.message
             ),
         ))
@@ -213,6 +375,65 @@ impl Licensing {
     }
 }
 
+/// A release build licenses with its own key only; a development build with `LICENSE_PUBKEY`,
+/// if set.
+fn choose_key(
+    keying: &Keying,
+    configured: Option<VendorPublicKey>,
+) -> anyhow::Result<Option<VendorPublicKey>> {
+    match (keying, configured) {
+        (Keying::Release(built), Some(given)) if given != *built => anyhow::bail!(
+            "LICENSE_PUBKEY is vendor key {}, but this release build carries vendor key {}: a \
+             release build licenses only with the key it was built with; remove LICENSE_PUBKEY \
+             or set it to the vendor's key",
+            given.key_id(),
+            built.key_id()
+        ),
+        (Keying::Release(built), _) => Ok(Some(built.clone())),
+        (Keying::Development, given) => Ok(given),
+    }
+}
+
+/// Which warning stage a status is in: the smallest of [`NOTICE_DAYS`] not below the days
+/// left until expiry (valid) or until the grace period ends (grace).
+fn notice_stage(s: &Status) -> Option<i64> {
+    let end = match s.state {
+        State::Valid => s.expires_at?,
+        State::Grace => s.grace_ends_at?,
+        _ => return None,
+    };
+    let left = (end - s.checked_at).num_seconds();
+    NOTICE_DAYS
+        .iter()
+        .rev()
+        .find(|d| left <= **d * 86_400)
+        .copied()
+}
+
+/// The alert a state (and stage) raises, if any.
+fn alert_of(state: State, stage: Option<i64>) -> Option<(Severity, &'static str)> {
+    Some(match state {
+        State::Unconfigured => return None,
+        State::Valid if stage.is_none() => return None,
+        State::Valid => (Severity::Warning, "License Expiring"),
+        State::Grace if stage == Some(1) => (Severity::Critical, "License Grace Period Ending"),
+        State::Grace => (Severity::Warning, "License In Grace Period"),
+        State::Expired => (Severity::Critical, "License Expired: Admin Writes Frozen"),
+        State::NotYetValid => (Severity::Warning, "License Not Yet Valid"),
+        State::Missing => (Severity::Critical, "No License Installed"),
+        State::Invalid => (Severity::Critical, "License Invalid"),
+    })
+}
+
+fn licensing_off() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "licensing_off",
+        "licensing is off (a development build): set LICENSE_PUBKEY to the vendor public key \
+         and restart, or run a release build",
+    )
+}
+
 fn refused(e: LicenseError) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string())
 }
@@ -233,4 +454,66 @@ pub(crate) fn spawn_checker(state: crate::state::AppState) {
             .await;
         }
     });
+}
+
+/// The installation's records in the shared PostgreSQL control plane. Installing a license
+/// writes a change record, so every gateway following the control plane checks it again.
+#[derive(Debug)]
+pub(crate) struct SharedRecords(pub(crate) Arc<crate::store::PgStore>);
+
+impl Records for SharedRecords {
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LicenseError> {
+        self.0.license_record(name).map_err(|e| unavailable(name, &e))
+    }
+
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), LicenseError> {
+        let change = (name == "installed.json").then(license_change);
+        self.0
+            .put_license_record(name, bytes, change.as_ref())
+            .map_err(|e| unavailable(name, &e))
+    }
+
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, LicenseError> {
+        self.0
+            .create_license_record(name, bytes)
+            .map_err(|e| unavailable(name, &e))
+    }
+
+    fn remove(&self, name: &str) -> Result<(), LicenseError> {
+        self.0
+            .remove_license_record(name)
+            .map_err(|e| unavailable(name, &e))
+    }
+
+    fn locate(&self, name: &str) -> String {
+        format!("the license record {name} in the control-plane database")
+    }
+}
+
+fn unavailable(name: &str, e: &crate::store::StoreError) -> LicenseError {
+    LicenseError::Invalid(format!(
+        "cannot reach the license record {name} in the control-plane database: {e}; try again \
+         once the database answers"
+    ))
+}
+
+/// The change record of a license install (what it installs is in the license record).
+fn license_change() -> crate::store::ChangeDraft {
+    crate::store::ChangeDraft {
+        id: crate::ids::new_id("chg"),
+        timestamp: crate::clock::now_rfc3339(),
+        kind: "license",
+        object_id: "installed".into(),
+        object_name: None,
+        operation: "install",
+        fields: Vec::new(),
+        before: None,
+        after: None,
+        old_digest: None,
+        new_digest: None,
+        approver: None,
+        change_ticket: None,
+        trace_id: None,
+        idempotency_key: None,
+    }
 }

@@ -97,6 +97,10 @@ pub struct Entitlements {
     /// Most active (not revoked) agents; `None` means no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_agents: Option<u64>,
+    /// Most gateways serving at once on one installation (gateways sharing a PostgreSQL
+    /// control plane are one installation); `None` means no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gateways: Option<u64>,
     /// Named features, e.g. `evidence-profiles`.
     #[serde(default)]
     pub features: Vec<String>,

@@ -120,3 +120,17 @@ impl VendorPublicKey {
         Self::from_pem(&bytes, &path.display().to_string())
     }
 }
+
+impl VendorPublicKey {
+    /// The raw 32-byte ed25519 key, as the key slot of a keyed build holds it.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.verifying.to_bytes()
+    }
+
+    /// A key from its raw 32 bytes; `what` names where they came from in errors.
+    pub fn from_bytes(bytes: &[u8; 32], what: &str) -> Result<Self, LicenseError> {
+        VerifyingKey::from_bytes(bytes)
+            .map(|verifying| Self { verifying })
+            .map_err(|e| LicenseError::Key(format!("{what} is not an ed25519 public key: {e}")))
+    }
+}

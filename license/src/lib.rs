@@ -30,6 +30,7 @@ pub mod fsutil;
 pub mod keys;
 pub mod seal;
 pub mod site;
+pub mod slot;
 pub mod status;
 
 pub use document::{

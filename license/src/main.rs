@@ -170,6 +170,9 @@ struct Terms {
     /// Maximum active agents (absent: no limit).
     #[arg(long)]
     max_agents: Option<u64>,
+    /// Maximum gateways serving at once on the installation (absent: no limit).
+    #[arg(long)]
+    max_gateways: Option<u64>,
     /// A licensed feature, e.g. evidence-profiles; repeatable.
     #[arg(long = "feature")]
     features: Vec<String>,
@@ -448,6 +451,7 @@ fn issue(a: IssueArgs) -> Result<ExitCode> {
         deployment_mode: a.mode,
         entitlements: Entitlements {
             max_agents: a.terms.max_agents,
+            max_gateways: a.terms.max_gateways,
             features: a.terms.features,
         },
         regions: a.regions,
@@ -489,6 +493,9 @@ fn renew(a: RenewArgs) -> Result<ExitCode> {
     }
     if a.terms.max_agents.is_some() {
         l.entitlements.max_agents = a.terms.max_agents;
+    }
+    if a.terms.max_gateways.is_some() {
+        l.entitlements.max_gateways = a.terms.max_gateways;
     }
     if !a.terms.features.is_empty() {
         l.entitlements.features = a.terms.features;

@@ -22,7 +22,7 @@ use crate::document::{
     ActivationRequest, DeploymentMode, REQUEST_SCHEMA, SignedActivation, SignedLicense, timestamp,
 };
 use crate::dsse::Envelope;
-use crate::fsutil::{read, write_atomic};
+use crate::fsutil::write_atomic;
 use crate::status::{ClockRollback, State, Status};
 use crate::{LicenseError, VendorPublicKey};
 
@@ -71,47 +71,61 @@ pub enum InstallKind {
     Unchanged,
 }
 
+/// Where an installation's records live: the files of a license directory ([`DirRecords`]),
+/// or a database several gateways share (the gateway's PostgreSQL control plane). Records are
+/// named after the files: `installation-id`, `request.json`, `installed.json`, `clock.json`.
+pub trait Records: Send + Sync + std::fmt::Debug {
+    /// The record's bytes; `None` when there is none.
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LicenseError>;
+    /// Replaces the record whole: a reader sees the old bytes or the new, never a mix.
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), LicenseError>;
+    /// Stores `bytes` unless the record exists (one writer wins a race); returns what the
+    /// record holds afterwards.
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, LicenseError>;
+    fn remove(&self, name: &str) -> Result<(), LicenseError>;
+    /// Where the record lives, for messages.
+    fn locate(&self, name: &str) -> String;
+}
+
+/// Records as files in a directory, each written atomically.
 #[derive(Debug, Clone)]
-pub struct SiteDir {
+pub struct DirRecords {
     dir: PathBuf,
 }
 
-impl SiteDir {
+impl DirRecords {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.dir
     }
 
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
 
-    pub fn identity_path(&self) -> PathBuf {
-        self.file("site.agekey")
+impl Records for DirRecords {
+    fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LicenseError> {
+        let path = self.file(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LicenseError::io("read", &path, e)),
+        }
     }
 
-    /// This installation's id, made on first use and never changed.
-    pub fn installation_id(&self) -> Result<String, LicenseError> {
-        let path = self.file("installation-id");
-        match fs::read_to_string(&path) {
-            Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
-            Ok(_) => {
-                return Err(LicenseError::Invalid(format!(
-                    "{} is empty; restore it from backup (a new id needs a new activation)",
-                    path.display()
-                )));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(LicenseError::io("read", &path, e)),
+    fn put(&self, name: &str, bytes: &[u8]) -> Result<(), LicenseError> {
+        write_atomic(&self.file(name), bytes, false)
+    }
+
+    fn create(&self, name: &str, bytes: &[u8]) -> Result<Vec<u8>, LicenseError> {
+        if let Some(held) = self.get(name)? {
+            return Ok(held);
         }
         fs::create_dir_all(&self.dir).map_err(|e| LicenseError::io("create", &self.dir, e))?;
-        let id = format!("inst_{}", hex::encode(rand::random::<[u8; 16]>()));
-        let tmp = self.file(&format!("installation-id.partial-{}", std::process::id()));
-        write_atomic(&tmp, format!("{id}\n").as_bytes(), false)?;
-        // hard_link fails if another process made the id first: then theirs is the id.
+        let path = self.file(name);
+        let tmp = self.file(&format!("{name}.partial-{}", std::process::id()));
+        write_atomic(&tmp, bytes, false)?;
+        // hard_link fails if another process made the record first: then theirs stands.
         let linked = fs::hard_link(&tmp, &path);
         let _ = fs::remove_file(&tmp);
         match linked {
@@ -119,11 +133,83 @@ impl SiteDir {
                 fs::File::open(&self.dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|e| LicenseError::io("sync", &self.dir, e))?;
-                Ok(id)
+                Ok(bytes.to_vec())
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.installation_id(),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok(self.get(name)?.unwrap_or_default())
+            }
             Err(e) => Err(LicenseError::io("create", &path, e)),
         }
+    }
+
+    fn remove(&self, name: &str) -> Result<(), LicenseError> {
+        match fs::remove_file(self.file(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(LicenseError::io("remove", &self.file(name), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn locate(&self, name: &str) -> String {
+        self.file(name).display().to_string()
+    }
+}
+
+/// One installation: its records, and the directory holding its age identity (which stays with
+/// each gateway, never in a shared database).
+#[derive(Debug, Clone)]
+pub struct SiteDir {
+    dir: PathBuf,
+    records: std::sync::Arc<dyn Records>,
+}
+
+impl SiteDir {
+    /// An installation kept in the files of `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Self {
+            records: std::sync::Arc::new(DirRecords::new(dir.clone())),
+            dir,
+        }
+    }
+
+    /// An installation kept in `records`, with its age identity in `dir`.
+    pub fn with_records(dir: impl Into<PathBuf>, records: std::sync::Arc<dyn Records>) -> Self {
+        Self {
+            dir: dir.into(),
+            records,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn records(&self) -> &dyn Records {
+        self.records.as_ref()
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.dir.join("site.agekey")
+    }
+
+    /// This installation's id, made on first use and never changed.
+    pub fn installation_id(&self) -> Result<String, LicenseError> {
+        let name = "installation-id";
+        let fresh = format!("inst_{}\n", hex::encode(rand::random::<[u8; 16]>()));
+        let held = match self.records.get(name)? {
+            Some(b) => b,
+            None => self.records.create(name, fresh.as_bytes())?,
+        };
+        let id = String::from_utf8_lossy(&held).trim().to_owned();
+        if id.is_empty() {
+            return Err(LicenseError::Invalid(format!(
+                "{} is empty; restore it from backup (a new id needs a new activation)",
+                self.records.locate(name)
+            )));
+        }
+        Ok(id)
     }
 
     /// The site's age identity (made on first use): returns its `age1…` recipient.
@@ -167,27 +253,25 @@ impl SiteDir {
         };
         let mut bytes = serde_json::to_vec_pretty(&request).expect("a request serializes");
         bytes.push(b'\n');
-        write_atomic(&self.file("request.json"), &bytes, false)?;
+        self.records.put("request.json", &bytes)?;
         Ok(request)
     }
 
     pub fn pending_request(&self) -> Result<Option<ActivationRequest>, LicenseError> {
-        let path = self.file("request.json");
-        if !path.exists() {
+        let Some(bytes) = self.records.get("request.json")? else {
             return Ok(None);
-        }
-        ActivationRequest::parse(&read(&path)?, &path.display().to_string()).map(Some)
+        };
+        ActivationRequest::parse(&bytes, &self.records.locate("request.json")).map(Some)
     }
 
     /// The installed license, verified again; `None` when nothing is installed.
     pub fn installed(&self, key: &VendorPublicKey) -> Result<Option<Installed>, LicenseError> {
-        let path = self.file("installed.json");
-        if !path.exists() {
+        let Some(bytes) = self.records.get("installed.json")? else {
             return Ok(None);
-        }
-        let what = path.display().to_string();
+        };
+        let what = self.records.locate("installed.json");
         let file: InstalledFile =
-            serde_json::from_slice(&read(&path)?).map_err(|e| LicenseError::Format {
+            serde_json::from_slice(&bytes).map_err(|e| LicenseError::Format {
                 what: what.clone(),
                 kind: "installed license",
                 detail: e.to_string(),
@@ -210,13 +294,12 @@ impl SiteDir {
 
     /// The clock's high-water mark, if any time was recorded.
     pub fn last_seen(&self) -> Result<Option<DateTime<Utc>>, LicenseError> {
-        let path = self.file("clock.json");
-        if !path.exists() {
+        let Some(bytes) = self.records.get("clock.json")? else {
             return Ok(None);
-        }
+        };
         let file: ClockFile =
-            serde_json::from_slice(&read(&path)?).map_err(|e| LicenseError::Format {
-                what: path.display().to_string(),
+            serde_json::from_slice(&bytes).map_err(|e| LicenseError::Format {
+                what: self.records.locate("clock.json"),
                 kind: "clock record",
                 detail: e.to_string(),
             })?;
@@ -243,7 +326,7 @@ impl SiteDir {
             _ => {
                 let bytes = serde_json::to_vec(&ClockFile { last_seen: now })
                     .expect("a clock record serializes");
-                write_atomic(&self.file("clock.json"), &bytes, false)?;
+                self.records.put("clock.json", &bytes)?;
                 Ok((now, None))
             }
         }
@@ -359,9 +442,9 @@ impl SiteDir {
         };
         let mut bytes = serde_json::to_vec_pretty(&file).expect("an install serializes");
         bytes.push(b'\n');
-        write_atomic(&self.file("installed.json"), &bytes, false)?;
+        self.records.put("installed.json", &bytes)?;
         if *kind == InstallKind::Activated {
-            let _ = fs::remove_file(self.file("request.json"));
+            let _ = self.records.remove("request.json");
         }
         Ok(())
     }

@@ -78,6 +78,8 @@ pub struct Status {
     pub grace_ends: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_agents: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_gateways: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub features: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,6 +90,12 @@ pub struct Status {
     pub clock_rollback: Option<ClockRollback>,
     #[serde(with = "timestamp")]
     pub checked_at: DateTime<Utc>,
+    /// `expires` and the end of the grace period as times, for the gateway's warnings and
+    /// metrics (the strings above are what people read).
+    #[serde(skip)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub grace_ends_at: Option<DateTime<Utc>>,
 }
 
 impl Status {
@@ -106,11 +114,14 @@ impl Status {
             expires: None,
             grace_ends: None,
             max_agents: None,
+            max_gateways: None,
             features: Vec::new(),
             installation_id: None,
             warnings: Vec::new(),
             clock_rollback: None,
             checked_at: now,
+            expires_at: None,
+            grace_ends_at: None,
         }
     }
 
@@ -184,11 +195,14 @@ impl Status {
             expires: Some(fmt(&l.expires)),
             grace_ends: Some(fmt(&grace_end)),
             max_agents: l.entitlements.max_agents,
+            max_gateways: l.entitlements.max_gateways,
             features: l.entitlements.features.clone(),
             installation_id: None,
             warnings,
             clock_rollback: None,
             checked_at: now,
+            expires_at: Some(l.expires),
+            grace_ends_at: Some(grace_end),
         }
     }
 }

@@ -20,6 +20,7 @@ fn license(key: &VendorKey, expires: &str) -> SignedLicense {
         deployment_mode: DeploymentMode::AirGapped,
         entitlements: Entitlements {
             max_agents: Some(3),
+            max_gateways: None,
             features: vec![],
         },
         regions: vec!["*".into()],

@@ -42,6 +42,7 @@ pub(crate) fn full_inputs(
         deployment_mode: DeploymentMode::AirGapped,
         entitlements: Entitlements {
             max_agents: Some(10),
+            max_gateways: None,
             features: vec![],
         },
         regions: vec!["*".into()],

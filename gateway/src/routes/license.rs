@@ -61,12 +61,27 @@ pub(super) async fn install(
     ))
 }
 
+/// `POST /admin/license/request`: makes this installation's activation request for the license
+/// in the body (possibly age-encrypted to the site) and answers it, to take to the vendor. On a
+/// shared control plane the request is the installation's, whichever gateway makes it.
+pub(super) async fn request(
+    _: Admin,
+    State(license): State<Arc<Licensing>>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let request = tokio::task::spawn_blocking(move || license.request(body.to_vec()))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(axum::Json(request))
+}
+
 /// Writes that stay open whatever the license says: the license itself, audit intake and
 /// checkpoints, read-only policy tools, and the security actions on existing agents
 /// (revocation and token re-issue), which must never wait for a renewal.
 fn always_open(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
         || path == "/license"
+        || path == "/license/request"
         || path.starts_with("/audit/")
         || path == "/policies/validate"
         || path == "/policies/test"

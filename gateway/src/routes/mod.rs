@@ -104,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/sidecars", get(crate::sidecar::list))
         .route("/info", get(info))
         .route("/license", get(license::get).post(license::install))
+        .route("/license/request", axum::routing::post(license::request))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             license::gate,
@@ -240,12 +241,14 @@ async fn info(
     State(policies): State<Policies>,
     State(audit): State<AuditLog>,
     State(control_plane): State<Arc<dyn ControlPlane>>,
+    State(license): State<Arc<Licensing>>,
 ) -> impl IntoResponse {
     let c = &config;
     let snapshot = policies.snapshot();
     let mut info = json!({
         "name": "MeshGuard Gateway",
         "version": VERSION,
+        "build": license.build(),
         "mode": c.mode.as_str(),
         "database": c.db_path.display().to_string(),
         // The SQLite schema this build migrates to: a rollback to a build with a lower one
@@ -334,6 +337,7 @@ async fn metrics(
     State(config): State<Arc<Config>>,
     State(db): State<Db>,
     State(metrics): State<Arc<Metrics>>,
+    State(license): State<Arc<Licensing>>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     if !config.metrics_enabled {
@@ -361,7 +365,8 @@ async fn metrics(
             n
         }
     };
-    let text = metrics.render(config.mode.as_str(), active);
+    let mut text = metrics.render(config.mode.as_str(), active);
+    license.render_metrics(&mut text);
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -23,6 +23,8 @@
 //! blocking pool, a handful of connections suffices, and r2d2 or deadpool would add a crate and,
 //! for deadpool, an async API the synchronous `Store` trait would have to block on anyway.
 
+mod license;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -141,6 +143,19 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE changes ADD COLUMN idempotency_key TEXT;
     CREATE UNIQUE INDEX changes_idempotency_key ON changes (idempotency_key)
         WHERE idempotency_key IS NOT NULL;",
+    // 5: one installation for every gateway on this database: its license records (the
+    // installation id, the pending request, the installed license and activation, the clock's
+    // high-water mark) and each serving gateway's lease, for the license's maxGateways.
+    "CREATE TABLE license_records (
+        name TEXT PRIMARY KEY,
+        body BYTEA NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE gateway_leases (
+        origin TEXT PRIMARY KEY,
+        started_at TIMESTAMPTZ NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL
+    );",
 ];
 
 /// The advisory lock every write transaction takes (and migrations, at session scope).
@@ -803,6 +818,9 @@ fn migrate(client: &mut Client, shown: &str) -> Result<(), String> {
                 &[&(index as i32 + 1), &crate::clock::now_rfc3339()],
             )?;
             tx.commit()?;
+        }
+        if current as usize <= MIGRATIONS.len() {
+            license::create_installation_id(client)?;
         }
         Ok(current)
     })();

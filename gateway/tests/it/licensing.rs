@@ -39,6 +39,7 @@ impl Vendor {
             deployment_mode: DeploymentMode::AirGapped,
             entitlements: Entitlements {
                 max_agents: Some(max_agents),
+                max_gateways: None,
                 features: vec![],
             },
             regions: vec!["eu-west".into()],
@@ -214,7 +215,7 @@ fn an_expired_license_freezes_admin_writes_but_never_enforcement_or_audit() {
     let (status, body) = gw.post("/admin/agents", json!({"name": "new"}));
     assert_eq!(
         (status, body["error"].as_str()),
-        (403, Some("license_required")),
+        (402, Some("license_required")),
         "{body}"
     );
     assert!(
@@ -225,9 +226,9 @@ fn an_expired_license_freezes_admin_writes_but_never_enforcement_or_audit() {
         "{body}"
     );
     let (status, _) = gw.post("/admin/policies", json!({"name": "p2", "content": READS}));
-    assert_eq!(status, 403);
+    assert_eq!(status, 402);
     let (status, _) = gw.patch(&format!("/admin/agents/{agent_id}"), json!({"tags": ["x"]}));
-    assert_eq!(status, 403);
+    assert_eq!(status, 402);
     // Without credentials the answer is 401, and says nothing about the license.
     let r = gw
         .raw(Method::POST, "/admin/agents")
@@ -315,7 +316,7 @@ fn activation_through_the_admin_api_is_bound_to_this_installation_and_deployment
     assert_eq!(lic["state"], "missing");
     let installation = lic["installationId"].as_str().unwrap().to_owned();
     let (status, body) = gw.post("/admin/agents", json!({"name": "early"}));
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 402, "{body}");
     assert!(
         body["message"]
             .as_str()
