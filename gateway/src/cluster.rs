@@ -132,7 +132,9 @@ impl ControlPlane for Shared {
     }
 
     fn license_records(&self) -> Option<Arc<dyn meshguard_license::site::Records>> {
-        Some(Arc::new(crate::license::SharedRecords(Arc::clone(&self.pg))))
+        Some(Arc::new(crate::license::SharedRecords(Arc::clone(
+            &self.pg,
+        ))))
     }
 
     async fn follow_license(&self, link: LicenseLink) -> anyhow::Result<()> {
@@ -169,13 +171,17 @@ const LEASE_POLLS: u32 = 3;
 /// read-only.
 async fn spawn_lease(link: LicenseLink, pg: Arc<PgStore>, poll: Duration) -> anyhow::Result<()> {
     let lease = poll.saturating_mul(LEASE_POLLS).max(Duration::from_secs(3));
-    let renew = move || {
-        if let Ok((before, live)) = pg.heartbeat(&link.origin, lease) {
-            let max = link.licensing.status().max_gateways;
-            if link.licensing.set_beyond(beyond_reason(max, before, live)) {
-                link.recheck();
-            }
+    let failing = std::sync::atomic::AtomicBool::new(false);
+    let renew = move || match pg.heartbeat(&link.origin, lease) {
+        Ok((before, live)) => {
+            failing.store(false, Ordering::Relaxed);
+            link.licensing.set_rank(before, live, &link.alerts);
         }
+        // Logged once per outage; the last answer stands meanwhile.
+        Err(e) if !failing.swap(true, Ordering::Relaxed) => {
+            tracing::warn!(error = %e, "cannot renew this gateway's license lease; retrying");
+        }
+        Err(_) => {}
     };
     let renew = tokio::task::spawn_blocking(move || {
         renew();
@@ -191,20 +197,6 @@ async fn spawn_lease(link: LicenseLink, pg: Arc<PgStore>, poll: Duration) -> any
             }
         })?;
     Ok(())
-}
-
-/// Why a gateway with `before` live gateways ahead of it is beyond `max`, if it is.
-fn beyond_reason(max: Option<u64>, before: u64, live: u64) -> Option<String> {
-    let max = max?;
-    (before >= max).then(|| {
-        format!(
-            "this gateway is number {} of {live} serving this installation and the license \
-             allows {max} (maxGateways): it enforces and audits, but admin writes through it \
-             are refused until a gateway stops or a license with a higher maxGateways is \
-             installed",
-            before + 1
-        )
-    })
 }
 
 /// The central audit index: every origin's entries, copied by its shipper. Its calls block
@@ -312,7 +304,10 @@ impl Follower {
             match self.apply(last, handle) {
                 Ok(seq) => {
                     if down {
-                        tracing::info!(change = seq, "control-plane database back; following again");
+                        tracing::info!(
+                            change = seq,
+                            "control-plane database back; following again"
+                        );
                         down = false;
                     }
                     last = seq;

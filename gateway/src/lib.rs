@@ -115,7 +115,11 @@ async fn prepare_with(config: Config, record_decisions: bool) -> anyhow::Result<
     };
     let files = sources.load(&[], &alerts);
     tracing::info!(dir = %config.policies_dir.display(), count = files.len(), "policy files loaded");
-    let license = license::Licensing::open(&config, backend.control_plane.license_records())?;
+    let license = {
+        // The installation's records may be in the control-plane database: read off the runtime.
+        let (config, records) = (config.clone(), backend.control_plane.license_records());
+        tokio::task::spawn_blocking(move || license::Licensing::open(&config, records)).await??
+    };
     let (bundle_p256, bundle_key) = open_bundle_keys(&config)?;
     let egress = open_egress(&config)?;
     if let Some(list) = &config.change_approvers {

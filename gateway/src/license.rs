@@ -42,6 +42,9 @@ pub(crate) struct Licensing {
     status: RwLock<Arc<Status>>,
     /// What was last alerted, so a state is announced once, not at every check.
     alerted: Mutex<Option<Announced>>,
+    /// Where this gateway stands among the installation's serving gateways, on a shared
+    /// control plane: `(started before it, serving)`.
+    rank: RwLock<Option<(u64, u64)>>,
     /// Why this gateway is beyond the license's `maxGateways`, while it is.
     beyond: RwLock<Option<String>>,
 }
@@ -63,10 +66,7 @@ impl Licensing {
     /// development build). A release build refuses a `LICENSE_PUBKEY` for another key, and a
     /// configured key that cannot be read stops the start: both are configuration errors, not
     /// license lapses. `records` holds the installation when several gateways share it.
-    pub(crate) fn open(
-        config: &Config,
-        records: Option<Arc<dyn Records>>,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn open(config: &Config, records: Option<Arc<dyn Records>>) -> anyhow::Result<Self> {
         let keying = build_keying().map_err(|e| anyhow::anyhow!("this gateway binary: {e}"))?;
         let configured = config
             .license_pubkey
@@ -90,8 +90,18 @@ impl Licensing {
                 "development build, licensing on (LICENSE_PUBKEY)"
             ),
             (Keying::Development, None) => {
-                tracing::warn!("development build, licensing off (no vendor key built in, no LICENSE_PUBKEY)")
+                tracing::warn!(
+                    "development build, licensing off (no vendor key built in, no LICENSE_PUBKEY)"
+                )
             }
+        }
+        let local = SiteDir::new(&config.license_dir);
+        if shared {
+            if let Some(key) = &key {
+                adopt_local_installation(&site, &local, key)?;
+            }
+        } else {
+            refuse_if_moved(&local)?;
         }
         if key.is_some() {
             let id = site
@@ -115,6 +125,7 @@ impl Licensing {
             },
             status: RwLock::new(Arc::new(status)),
             alerted: Mutex::new(None),
+            rank: RwLock::new(None),
             beyond: RwLock::new(None),
         })
     }
@@ -158,7 +169,14 @@ impl Licensing {
             return self.status();
         }
         let mut status = self.site.check(key, &self.expect, Utc::now());
-        if let Some(reason) = self.beyond.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let rank = *self.rank.read().unwrap_or_else(|p| p.into_inner());
+        let beyond =
+            rank.and_then(|(before, live)| beyond_reason(status.max_gateways, before, live));
+        self.beyond
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&beyond);
+        if let Some(reason) = beyond
             && status.admin_writes_allowed
         {
             status.admin_writes_allowed = false;
@@ -171,13 +189,19 @@ impl Licensing {
         status
     }
 
-    /// Marks this gateway as beyond the license's `maxGateways` (with the reason), or not;
-    /// returns whether that changed.
-    pub(crate) fn set_beyond(&self, reason: Option<String>) -> bool {
-        let mut beyond = self.beyond.write().unwrap_or_else(|p| p.into_inner());
-        let changed = *beyond != reason;
-        *beyond = reason;
-        changed
+    /// Records where this gateway stands among those serving the installation (its lease's
+    /// answer); checks the license again when that changes whether it is beyond `maxGateways`.
+    pub(crate) fn set_rank(&self, before: u64, live: u64, alerts: &Alerts) {
+        *self.rank.write().unwrap_or_else(|p| p.into_inner()) = Some((before, live));
+        let was = self
+            .beyond
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        let is = beyond_reason(self.status().max_gateways, before, live).is_some();
+        if was != is {
+            self.refresh(alerts);
+        }
     }
 
     fn announce(&self, status: &Status, alerts: &Alerts) {
@@ -185,7 +209,11 @@ impl Licensing {
             state: status.state,
             stage: notice_stage(status),
             rollback: status.clock_rollback.is_some(),
-            beyond: self.beyond.read().unwrap_or_else(|p| p.into_inner()).is_some(),
+            beyond: self
+                .beyond
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some(),
         };
         let mut last = self.alerted.lock().unwrap_or_else(|p| p.into_inner());
         let before = last.replace(now);
@@ -243,7 +271,11 @@ impl Licensing {
             u8::from(s.admin_writes_allowed)
         );
         for (name, help, at) in [
-            ("meshguard_license_expiry_seconds", "Seconds until the license expires.", s.expires_at),
+            (
+                "meshguard_license_expiry_seconds",
+                "Seconds until the license expires.",
+                s.expires_at,
+            ),
             (
                 "meshguard_license_grace_end_seconds",
                 "Seconds until the license's grace period ends.",
@@ -311,7 +343,12 @@ impl Licensing {
             meshguard_license::SignedLicense::verify(&body, key, "the license").map_err(refused)?;
         let request = self
             .site
-            .create_request(&license, &self.expect, env!("CARGO_PKG_VERSION"), Utc::now())
+            .create_request(
+                &license,
+                &self.expect,
+                env!("CARGO_PKG_VERSION"),
+                Utc::now(),
+            )
             .map_err(refused)?;
         tracing::info!(license = %license.license.id, installation = %request.installation_id, "activation request made");
         serde_json::to_value(&request).map_err(ApiError::internal)
@@ -333,7 +370,12 @@ impl Licensing {
         if status.admin_writes_allowed {
             return Ok(());
         }
-        let steps = if self.beyond.read().unwrap_or_else(|p| p.into_inner()).is_some() {
+        let steps = if self
+            .beyond
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
             "Stop a gateway, or install a license with a higher maxGateways \
              (POST /admin/license)."
         } else {
@@ -373,6 +415,104 @@ impl Licensing {
     pub(crate) fn max_agents(&self) -> Option<u64> {
         self.status().max_agents
     }
+}
+
+/// The record a license directory keeps once its installation moved to PostgreSQL.
+const MOVED: &str = "moved-to-postgresql.json";
+
+/// Moving a site from SQLite to PostgreSQL: the first start on the database carries this
+/// gateway's own activated installation (its id, license, activation and clock mark) into the
+/// database, when the database holds no license yet, so no new activation round trip is needed.
+/// The directory then records the move and keeps its license aside, so the same activation
+/// cannot serve a SQLite gateway too.
+fn adopt_local_installation(
+    shared: &SiteDir,
+    local: &SiteDir,
+    key: &VendorPublicKey,
+) -> anyhow::Result<()> {
+    let db =
+        |e: LicenseError| anyhow::anyhow!("the installation in the control-plane database: {e}");
+    if shared
+        .records()
+        .get("installed.json")
+        .map_err(db)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let Ok(Some(installed)) = local.installed(key) else {
+        return Ok(());
+    };
+    let records = local.records();
+    let id = local
+        .installation_id()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for name in ["clock.json", "installed.json"] {
+        if let Some(bytes) = records.get(name).map_err(|e| anyhow::anyhow!("{e}"))? {
+            if name == "installed.json" {
+                shared
+                    .records()
+                    .put("installation-id", format!("{id}\n").as_bytes())
+                    .map_err(db)?;
+            }
+            shared.records().put(name, &bytes).map_err(db)?;
+        }
+    }
+    shared.records().remove("request.json").map_err(db)?;
+    let moved = serde_json::json!({
+        "installationId": id,
+        "licenseId": installed.license.license.id,
+        "movedAt": crate::clock::now_rfc3339(),
+    });
+    let moved = serde_json::to_vec_pretty(&moved)?;
+    records
+        .put(MOVED, &moved)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let kept = records
+        .get("installed.json")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(kept) = kept {
+        records
+            .put("installed.json.moved", &kept)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        records
+            .remove("installed.json")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    tracing::warn!(installation = %id, license = %installed.license.license.id, "this gateway's installation and its activation moved into the control-plane database: every gateway on it now shares them");
+    Ok(())
+}
+
+/// The reverse move is refused: an installation on PostgreSQL is every gateway's on it, and a
+/// copy of its activation in one SQLite gateway would make two installations of one.
+fn refuse_if_moved(local: &SiteDir) -> anyhow::Result<()> {
+    let Ok(Some(moved)) = local.records().get(MOVED) else {
+        return Ok(());
+    };
+    let moved: serde_json::Value = serde_json::from_slice(&moved).unwrap_or_default();
+    anyhow::bail!(
+        "the installation {} in {} moved to a PostgreSQL control plane on {}: its license and \
+         activation live there, shared by every gateway on it, and are not moved back; run this \
+         gateway with DATABASE_URL, or give it another LICENSE_DIR to start a new installation \
+         (which needs its own activation)",
+        moved["installationId"].as_str().unwrap_or("?"),
+        local.path().display(),
+        moved["movedAt"].as_str().unwrap_or("?")
+    )
+}
+
+/// Why a gateway with `before` serving gateways ahead of it is beyond `max`, if it is.
+fn beyond_reason(max: Option<u64>, before: u64, live: u64) -> Option<String> {
+    let max = max?;
+    (before >= max).then(|| {
+        format!(
+            "this gateway is number {} of {live} serving this installation and the license \
+             allows {max} (maxGateways): it enforces and audits, but admin writes through it \
+             are refused until a gateway stops or a license with a higher maxGateways is \
+             installed",
+            before + 1
+        )
+    })
 }
 
 /// A release build licenses with its own key only; a development build with `LICENSE_PUBKEY`,
@@ -463,7 +603,9 @@ pub(crate) struct SharedRecords(pub(crate) Arc<crate::store::PgStore>);
 
 impl Records for SharedRecords {
     fn get(&self, name: &str) -> Result<Option<Vec<u8>>, LicenseError> {
-        self.0.license_record(name).map_err(|e| unavailable(name, &e))
+        self.0
+            .license_record(name)
+            .map_err(|e| unavailable(name, &e))
     }
 
     fn put(&self, name: &str, bytes: &[u8]) -> Result<(), LicenseError> {
@@ -515,5 +657,65 @@ fn license_change() -> crate::store::ChangeDraft {
         change_ticket: None,
         trace_id: None,
         idempotency_key: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(state: State, days_left: f64) -> Status {
+        let now = Utc::now();
+        let end = now + chrono::Duration::seconds((days_left * 86_400.0) as i64);
+        let mut s = Status::bare(state, "", now);
+        s.expires_at = Some(end);
+        s.grace_ends_at = Some(end);
+        s
+    }
+
+    #[test]
+    fn warnings_come_at_30_7_and_1_days_before_expiry_and_before_grace_ends() {
+        let table = [
+            (State::Valid, 45.0, None),
+            (State::Valid, 30.0, Some(30)),
+            (State::Valid, 8.0, Some(30)),
+            (State::Valid, 7.0, Some(7)),
+            (State::Valid, 2.0, Some(7)),
+            (State::Valid, 1.0, Some(1)),
+            (State::Valid, 0.2, Some(1)),
+            (State::Grace, 29.0, Some(30)),
+            (State::Grace, 6.0, Some(7)),
+            (State::Grace, 0.5, Some(1)),
+            (State::Expired, 0.5, None),
+            (State::Missing, 3.0, None),
+        ];
+        for (state, left, stage) in table {
+            assert_eq!(
+                notice_stage(&at(state, left)),
+                stage,
+                "{state:?} {left} days"
+            );
+        }
+        // Each stage is its own alert; a valid license far from expiry raises none.
+        assert_eq!(alert_of(State::Valid, None), None);
+        assert_eq!(
+            alert_of(State::Valid, Some(7)).map(|a| a.1),
+            Some("License Expiring")
+        );
+        assert_eq!(
+            alert_of(State::Grace, Some(1)).map(|a| a.0),
+            Some(Severity::Critical)
+        );
+    }
+
+    #[test]
+    fn beyond_max_gateways_is_the_gateways_started_after_the_first_max() {
+        assert_eq!(beyond_reason(None, 5, 6), None);
+        assert_eq!(beyond_reason(Some(2), 1, 3), None);
+        let why = beyond_reason(Some(2), 2, 3).unwrap();
+        assert!(
+            why.contains("number 3 of 3") && why.contains("allows 2"),
+            "{why}"
+        );
     }
 }

@@ -297,12 +297,11 @@ impl SiteDir {
         let Some(bytes) = self.records.get("clock.json")? else {
             return Ok(None);
         };
-        let file: ClockFile =
-            serde_json::from_slice(&bytes).map_err(|e| LicenseError::Format {
-                what: self.records.locate("clock.json"),
-                kind: "clock record",
-                detail: e.to_string(),
-            })?;
+        let file: ClockFile = serde_json::from_slice(&bytes).map_err(|e| LicenseError::Format {
+            what: self.records.locate("clock.json"),
+            kind: "clock record",
+            detail: e.to_string(),
+        })?;
         Ok(Some(file.last_seen))
     }
 

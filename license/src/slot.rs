@@ -184,16 +184,25 @@ mod tests {
         assert_eq!(b.len(), binary().len(), "stamping never moves a byte");
         let before = b.clone();
         stamp(&mut b, &key, "gw").unwrap();
-        assert_eq!(b, before, "stamping again with the same key changes nothing");
+        assert_eq!(
+            b, before,
+            "stamping again with the same key changes nothing"
+        );
     }
 
     #[test]
     fn another_vendor_key_a_missing_slot_two_slots_and_damage_are_refused() {
-        let (a, b_key) = (VendorKey::generate().public(), VendorKey::generate().public());
+        let (a, b_key) = (
+            VendorKey::generate().public(),
+            VendorKey::generate().public(),
+        );
         let mut b = binary();
         stamp(&mut b, &a, "gw").unwrap();
         let err = stamp(&mut b, &b_key, "gw").unwrap_err().to_string();
-        assert!(err.contains(&a.key_id()) && err.contains("already keyed"), "{err}");
+        assert!(
+            err.contains(&a.key_id()) && err.contains("already keyed"),
+            "{err}"
+        );
 
         let err = inspect(&[0u8; 4096], "x").unwrap_err().to_string();
         assert!(err.contains("no vendor-key slot"), "{err}");
@@ -207,7 +216,10 @@ mod tests {
             let mut d = b.clone();
             d[1000 + offset] ^= 0x5a;
             let err = inspect(&d, "gw").unwrap_err().to_string();
-            assert!(err.contains("damaged") && err.contains(what), "{offset}: {err}");
+            assert!(
+                err.contains("damaged") && err.contains(what),
+                "{offset}: {err}"
+            );
         }
     }
 }

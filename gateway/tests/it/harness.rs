@@ -26,6 +26,8 @@ pub(crate) struct Gateway {
 pub(crate) struct Options<'a> {
     pub(crate) env: Vec<(&'a str, String)>,
     pub(crate) args: Vec<&'a str>,
+    /// Another gateway binary than the one cargo built (a stamped copy).
+    pub(crate) program: Option<std::path::PathBuf>,
 }
 
 impl<'a> Options<'a> {
@@ -48,6 +50,7 @@ impl Default for Options<'_> {
                 ("ALERT_DESTINATIONS_ALLOWED", "127.0.0.1".into()),
             ],
             args: Vec::new(),
+            program: None,
         }
     }
 }
@@ -58,7 +61,7 @@ pub(crate) fn binary() -> &'static str {
 
 /// A command for the gateway with a clean environment: only what the test sets.
 pub(crate) fn command(dir: &Path, opts: &Options<'_>) -> Command {
-    let mut cmd = Command::new(binary());
+    let mut cmd = Command::new(opts.program.as_deref().unwrap_or(Path::new(binary())));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOST", "127.0.0.1")

@@ -31,17 +31,27 @@ impl Vendor {
     }
 
     fn license(&self, sequence: u64, max_agents: u64, expires: DateTime<Utc>) -> SignedLicense {
+        let entitlements = Entitlements {
+            max_agents: Some(max_agents),
+            max_gateways: None,
+            features: vec![],
+        };
+        self.license_with(sequence, entitlements, expires)
+    }
+
+    fn license_with(
+        &self,
+        sequence: u64,
+        entitlements: Entitlements,
+        expires: DateTime<Utc>,
+    ) -> SignedLicense {
         License {
             schema: LICENSE_SCHEMA.into(),
             id: "lic_gateway".into(),
             customer: "ACME".into(),
             edition: "enterprise".into(),
             deployment_mode: DeploymentMode::AirGapped,
-            entitlements: Entitlements {
-                max_agents: Some(max_agents),
-                max_gateways: None,
-                features: vec![],
-            },
+            entitlements,
             regions: vec!["eu-west".into()],
             not_before: days(-400),
             expires,
@@ -382,5 +392,326 @@ fn activation_through_the_admin_api_is_bound_to_this_installation_and_deployment
             .unwrap()
             .contains("deployment mode air-gapped"),
         "{lic}"
+    );
+}
+
+/// A copy of the gateway binary with `key` stamped into its vendor-key slot, as the release
+/// pipeline makes it (`meshguard-bundle images` with `MESHGUARD_VENDOR_PUBKEY`).
+fn keyed_binary(dir: &Path, key: &meshguard_license::VendorPublicKey) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut bytes = std::fs::read(crate::harness::binary()).unwrap();
+    meshguard_license::slot::stamp(&mut bytes, key, "meshguard-gateway").unwrap();
+    let path = dir.join("meshguard-gateway-keyed");
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn keyed(program: &Path, extra: Vec<(&'static str, String)>) -> Options<'static> {
+    let mut env = vec![
+        ("DEPLOYMENT_MODE", "air-gapped".to_owned()),
+        ("REGION", "eu-west".to_owned()),
+    ];
+    env.extend(extra);
+    Options {
+        program: Some(program.to_owned()),
+        ..Options::with(env)
+    }
+}
+
+/// The audit log's size, waited for until it holds more than `than`.
+fn audit_grows_past(gw: &Gateway, than: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = gw.get("/admin/audit/stats").1["total"].as_u64().unwrap();
+        if now > than {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "audit stopped at {now}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_keyed_build_licenses_with_its_own_key_and_opens_admin_writes_once_activated() {
+    let dir = tempdir();
+    let vendor = Vendor::new(dir.path());
+    // Agents and policies made first by the development build, which says it licenses nothing.
+    let token = {
+        let gw = Gateway::start(dir.path());
+        let (_, info) = gw.get("/admin/info");
+        assert_eq!(info["build"]["kind"], "development", "{info}");
+        assert_eq!(info["build"]["note"], "development build, licensing off");
+        assert!(gw.log_text().contains("development build, licensing off"));
+        policy(&gw, "reads", READS);
+        agent(&gw, "worker", "verified", &[]).1
+    };
+    let program = keyed_binary(dir.path(), &vendor.key.public());
+
+    // Another vendor's key cannot be swapped in by environment.
+    let other = dir.path().join("other.pub");
+    std::fs::write(&other, VendorKey::generate().public().to_pem()).unwrap();
+    let why = crate::harness::refused_start(
+        dir.path(),
+        &keyed(
+            &program,
+            vec![("LICENSE_PUBKEY", other.display().to_string())],
+        ),
+    );
+    assert!(
+        why.contains("this release build carries vendor key")
+            && why.contains(&vendor.key.public().key_id()),
+        "{why}"
+    );
+
+    let gw = Gateway::start_with(
+        dir.path(),
+        keyed(&program, vec![("METRICS_ENABLED", "true".into())]),
+    );
+    let (_, info) = gw.get("/admin/info");
+    assert_eq!(
+        (
+            info["build"]["kind"].as_str(),
+            info["build"]["vendorKeyId"].as_str()
+        ),
+        (Some("release"), Some(vendor.key.public().key_id().as_str())),
+        "{info}"
+    );
+    assert_eq!(gw.get("/admin/license").1["state"], "missing");
+
+    // Before activation: writes refused with the steps, decisions and audit going on.
+    let audited = gw.get("/admin/audit/stats").1["total"].as_u64().unwrap();
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    assert_eq!(gw.check(&token, "write:x").0, 403);
+    let audited = audit_grows_past(&gw, audited + 1);
+    let (status, body) = gw.post("/admin/agents", json!({"name": "early"}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (402, Some("license_required")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("POST /admin/license/request"),
+        "{body}"
+    );
+    let (status, _) = gw.post("/admin/policies", json!({"name": "p2", "content": READS}));
+    assert_eq!(status, 402);
+
+    // The request made through the gateway, answered by the vendor, installed through it.
+    let license = vendor.license(1, 10, days(365));
+    let (status, request) = post_raw(&gw, "/admin/license/request", license.envelope.to_json());
+    assert_eq!(status, 200, "{request}");
+    let request = meshguard_license::ActivationRequest::parse(
+        request.to_string().as_bytes(),
+        "the gateway's request",
+    )
+    .unwrap();
+    let activation = Activation::for_request(&license.license, &request, Utc::now())
+        .unwrap()
+        .sign(&vendor.key)
+        .unwrap();
+    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
+                      "activation": serde_json::from_slice::<Value>(&activation.envelope.to_json()).unwrap()});
+    let (status, body) = post_raw(&gw, "/admin/license", body.to_string().into_bytes());
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("activated")),
+        "{body}"
+    );
+
+    // After: writes accepted; decisions and audit as before.
+    agent(&gw, "after", "verified", &[]);
+    assert_eq!(gw.check(&token, "read:x").0, 200);
+    audit_grows_past(&gw, audited);
+    let metrics = gw.get_text("/metrics");
+    assert!(
+        metrics.contains("meshguard_license_state{state=\"valid\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// One of several gateways on one PostgreSQL control plane, licensed with `vendor.pub`.
+fn member(dir: &Path, vendor_dir: &Path, url: &str) -> Gateway {
+    let name = dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches('.')
+        .to_owned();
+    Gateway::start_with(
+        dir,
+        licensed(
+            vendor_dir,
+            vec![
+                ("DATABASE_URL", url.to_owned()),
+                (
+                    "SECRETS_KEY",
+                    "bWVzaGd1YXJkLWxpY2Vuc2UtdGVzdC1rZXktMzJieXQ=".into(),
+                ),
+                ("AUDIT_ORIGIN", format!("it.licensing/{name}")),
+                ("CONTROL_PLANE_POLL_MS", "500".into()),
+            ],
+        ),
+    )
+}
+
+/// Installs `license` through `gw`: the request made through it, the vendor's activation.
+fn activate_through(gw: &Gateway, vendor: &Vendor, license: &SignedLicense) {
+    let (status, request) = post_raw(gw, "/admin/license/request", license.envelope.to_json());
+    assert_eq!(status, 200, "{request}");
+    let request =
+        meshguard_license::ActivationRequest::parse(request.to_string().as_bytes(), "request")
+            .unwrap();
+    let activation = Activation::for_request(&license.license, &request, Utc::now())
+        .unwrap()
+        .sign(&vendor.key)
+        .unwrap();
+    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
+                      "activation": serde_json::from_slice::<Value>(&activation.envelope.to_json()).unwrap()});
+    let (status, body) = post_raw(gw, "/admin/license", body.to_string().into_bytes());
+    assert_eq!(
+        (status, body["result"].as_str()),
+        (200, Some("activated")),
+        "{body}"
+    );
+}
+
+#[test]
+fn gateways_on_one_database_share_one_activation_and_max_gateways_holds_the_third() {
+    let server = meshguard_testkit::pg::PgServer::start();
+    let url = server.database("licensing");
+    let vendor_dir = tempdir();
+    let vendor = Vendor::new(vendor_dir.path());
+    let dirs = [tempdir(), tempdir(), tempdir()];
+    let gws: Vec<Gateway> = dirs
+        .iter()
+        .map(|d| member(d.path(), vendor_dir.path(), &url))
+        .collect();
+    let ids: Vec<String> = gws
+        .iter()
+        .map(|g| {
+            g.get("/admin/license").1["installationId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "one installation: {ids:?}"
+    );
+
+    // Requested through the first, installed through the second: one activation for all.
+    let license = vendor.license_with(
+        1,
+        Entitlements {
+            max_agents: Some(10),
+            max_gateways: Some(2),
+            features: vec![],
+        },
+        days(365),
+    );
+    let (status, _) = gws[0].post("/admin/agents", json!({"name": "early"}));
+    assert_eq!(status, 402);
+    let installed = Instant::now();
+    activate_through(&gws[1], &vendor, &license);
+    for (i, gw) in gws.iter().enumerate() {
+        meshguard_testkit::wait_for(&format!("gateway {i} to see the license"), || {
+            gw.get("/admin/license").1["state"] == "valid"
+        });
+    }
+    eprintln!(
+        "the license acted on every gateway within {:?} (poll 500 ms)",
+        installed.elapsed()
+    );
+
+    // The third gateway to start is beyond maxGateways: read-only for admin writes, and says why.
+    let (_, third) = gws[2].get("/admin/license");
+    assert_eq!(third["adminWritesAllowed"], false, "{third}");
+    assert!(
+        third["message"].as_str().unwrap().contains("maxGateways"),
+        "{third}"
+    );
+    let (status, body) = gws[2].post("/admin/agents", json!({"name": "via-third"}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (402, Some("license_required")),
+        "{body}"
+    );
+    policy(&gws[0], "reads", READS);
+    let (_, token) = agent(&gws[0], "worker", "verified", &[]);
+    meshguard_testkit::wait_for("the third gateway to enforce the policy", || {
+        gws[2].check(&token, "read:x").0 == 200
+    });
+
+    // One of the first two stops: once its lease lapses, the third may write.
+    let mut gws = gws;
+    gws.remove(0).kill9();
+    meshguard_testkit::wait_for("the third gateway to take the freed place", || {
+        gws[1].get("/admin/license").1["adminWritesAllowed"] == true
+    });
+    agent(&gws[1], "via-third", "verified", &[]);
+}
+
+#[test]
+fn a_site_moving_from_sqlite_to_postgres_keeps_its_activation_and_cannot_move_back() {
+    let dir = tempdir();
+    let vendor = Vendor::new(dir.path());
+    vendor.install(dir.path(), &vendor.license(1, 10, days(365)), Utc::now());
+    let installation = {
+        let gw = Gateway::start_with(dir.path(), licensed(dir.path(), vec![]));
+        let (_, lic) = gw.get("/admin/license");
+        assert_eq!(lic["state"], "valid", "{lic}");
+        lic["installationId"].as_str().unwrap().to_owned()
+    };
+
+    // The same gateway, its volume as it was, now on PostgreSQL: no new activation.
+    let server = meshguard_testkit::pg::PgServer::start();
+    let url = server.database("moved");
+    let env = |url: &str| {
+        vec![
+            ("DATABASE_URL", url.to_owned()),
+            (
+                "SECRETS_KEY",
+                "bWVzaGd1YXJkLWxpY2Vuc2UtdGVzdC1rZXktMzJieXQ=".into(),
+            ),
+        ]
+    };
+    {
+        let gw = Gateway::start_with(dir.path(), licensed(dir.path(), env(&url)));
+        let (_, lic) = gw.get("/admin/license");
+        assert_eq!(
+            (lic["state"].as_str(), lic["installationId"].as_str()),
+            (Some("valid"), Some(installation.as_str())),
+            "{lic}"
+        );
+        agent(&gw, "after-the-move", "verified", &[]);
+        // A second gateway on the database, with a volume of its own, shares the activation.
+        let other = tempdir();
+        let second = Gateway::start_with(
+            other.path(),
+            licensed(dir.path(), {
+                let mut e = env(&url);
+                e.push(("AUDIT_ORIGIN", "it.licensing/second".into()));
+                e
+            }),
+        );
+        let (_, lic) = second.get("/admin/license");
+        assert_eq!(
+            lic["installationId"].as_str(),
+            Some(installation.as_str()),
+            "{lic}"
+        );
+        assert_eq!(lic["state"], "valid");
+    }
+
+    // Back to SQLite with the moved directory: refused, with the reason.
+    let why = crate::harness::refused_start(dir.path(), &licensed(dir.path(), vec![]));
+    assert!(
+        why.contains("moved to a PostgreSQL control plane") && why.contains(&installation),
+        "{why}"
     );
 }

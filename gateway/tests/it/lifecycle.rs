@@ -73,9 +73,16 @@ fn a_second_gateway_on_the_same_database_is_refused_cleanly() {
 fn missing_or_weak_secrets_stop_the_start_with_advice() {
     let dir = tempdir();
     let run = |env: Vec<(&str, String)>| {
-        let out = command(dir.path(), &Options { env, args: vec![] })
-            .output()
-            .unwrap();
+        let out = command(
+            dir.path(),
+            &Options {
+                env,
+                args: vec![],
+                program: None,
+            },
+        )
+        .output()
+        .unwrap();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -119,6 +126,7 @@ fn dev_mode_generates_and_prints_the_admin_token_once() {
         Options {
             env: vec![],
             args: vec!["--dev"],
+            program: None,
         },
     );
     let line = gw

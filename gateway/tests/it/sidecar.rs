@@ -60,6 +60,7 @@ fn sidecar_options<'a>(
     Options {
         env,
         args: Vec::new(),
+        program: None,
     }
 }
 
@@ -446,6 +447,7 @@ fn a_sidecar_starts_only_with_a_verified_bundle() {
                 ("CACHE_DIR", pod.path().join("cache").display().to_string()),
             ],
             args: Vec::new(),
+            program: None,
         },
     )
     .output()
@@ -490,6 +492,7 @@ fn a_disconnected_sidecars_export_is_ingested_only_as_its_key_signed_it() {
                     ("CACHE_DIR", dir.join("cache").display().to_string()),
                 ],
                 args: Vec::new(),
+                program: None,
             },
         )
     };

@@ -19,9 +19,7 @@ const GET: &str = "SELECT body FROM license_records WHERE name = $1";
 
 impl PgStore {
     pub(crate) fn license_record(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .read(|c| c.query_opt(GET, &[&name]))?
-            .map(|r| r.get(0)))
+        Ok(self.read(|c| c.query_opt(GET, &[&name]))?.map(|r| r.get(0)))
     }
 
     /// Replaces a record; with `change`, in one transaction with its change record (followers
@@ -85,7 +83,7 @@ impl PgStore {
                 )?
                 .get(0);
             let row = c.query_one(
-                "SELECT count(*) FILTER (WHERE (started_at, origin) < ($1::timestamptz, $2)),
+                "SELECT count(*) FILTER (WHERE (started_at, origin) < ($1::text::timestamptz, $2::text)),
                         count(*)
                  FROM gateway_leases WHERE lease_until >= clock_timestamp()",
                 &[&started, &origin],
