@@ -184,6 +184,13 @@ async fn open_stores(config: &Config) -> anyhow::Result<Opened> {
         };
         let mut pg = store::PgStore::open(&url, local, ca_bundle.as_deref())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(moved) = pg
+            .adopt_local_control_plane()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            let moved: Vec<String> = moved.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+            tracing::warn!(database = pg.shown(), moved = %moved.join(", "), "the control-plane database was empty: this gateway's SQLite control plane was copied into it (a site moving to PostgreSQL)");
+        }
         pg.seal_secrets_with(&secrets_key)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         tracing::info!(database = pg.shown(), local = %db_path.display(), "control plane open (PostgreSQL); the audit-log index stays in the local SQLite file");

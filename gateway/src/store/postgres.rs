@@ -23,6 +23,7 @@
 //! blocking pool, a handful of connections suffices, and r2d2 or deadpool would add a crate and,
 //! for deadpool, an async API the synchronous `Store` trait would have to block on anyway.
 
+mod adopt;
 mod license;
 
 use std::sync::Mutex;

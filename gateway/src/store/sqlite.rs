@@ -316,6 +316,26 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Every row of `table` (oldest first), the `columns` named, for a copy into PostgreSQL.
+    pub(crate) fn rows_of(
+        &self,
+        table: &str,
+        columns: &[(String, bool)],
+    ) -> Result<Vec<Vec<rusqlite::types::Value>>, String> {
+        let names: Vec<&str> = columns.iter().map(|(n, _)| n.as_str()).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY rowid", names.join(", "));
+        self.with(|c| {
+            let mut st = c.prepare(&sql)?;
+            let rows = st.query_map([], |r| {
+                (0..names.len())
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })?;
+            rows.collect()
+        })
+        .map_err(|e| format!("reading {table} from {}: {e}", self.path.display()))
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,

@@ -661,11 +661,21 @@ fn a_site_moving_from_sqlite_to_postgres_keeps_its_activation_and_cannot_move_ba
     let dir = tempdir();
     let vendor = Vendor::new(dir.path());
     vendor.install(dir.path(), &vendor.license(1, 10, days(365)), Utc::now());
-    let installation = {
+    let (installation, token, changes) = {
         let gw = Gateway::start_with(dir.path(), licensed(dir.path(), vec![]));
         let (_, lic) = gw.get("/admin/license");
         assert_eq!(lic["state"], "valid", "{lic}");
-        lic["installationId"].as_str().unwrap().to_owned()
+        policy(&gw, "reads", READS);
+        let (_, token) = agent(&gw, "before-the-move", "verified", &[]);
+        let changes = gw.get("/admin/changes").1["changes"]
+            .as_array()
+            .unwrap()
+            .len();
+        (
+            lic["installationId"].as_str().unwrap().to_owned(),
+            token,
+            changes,
+        )
     };
 
     // The same gateway, its volume as it was, now on PostgreSQL: no new activation.
@@ -688,7 +698,27 @@ fn a_site_moving_from_sqlite_to_postgres_keeps_its_activation_and_cannot_move_ba
             (Some("valid"), Some(installation.as_str())),
             "{lic}"
         );
+        // The control plane came along: the agent's token, the policy, the change log.
+        assert_eq!(gw.check(&token, "read:x").0, 200);
+        assert_eq!(gw.check(&token, "write:x").0, 403);
         agent(&gw, "after-the-move", "verified", &[]);
+        let (_, log) = gw.get("/admin/changes");
+        let seqs: Vec<i64> = log["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["seq"].as_i64().unwrap())
+            .collect();
+        // The records made on SQLite keep their numbers; the license's move and the new agent
+        // follow them.
+        let expected: Vec<i64> = (1..=changes as i64 + 2).collect();
+        assert_eq!(seqs, expected, "{log}");
+        assert_eq!(log["changes"][changes]["kind"], "license", "{log}");
+        assert!(
+            gw.log_text().contains("SQLite control plane was copied"),
+            "{}",
+            gw.log_text()
+        );
         // A second gateway on the database, with a volume of its own, shares the activation.
         let other = tempdir();
         let second = Gateway::start_with(
@@ -706,6 +736,7 @@ fn a_site_moving_from_sqlite_to_postgres_keeps_its_activation_and_cannot_move_ba
             "{lic}"
         );
         assert_eq!(lic["state"], "valid");
+        assert_eq!(second.check(&token, "read:x").0, 200);
     }
 
     // Back to SQLite with the moved directory: refused, with the reason.
