@@ -285,4 +285,64 @@ fn print_results(args: &BenchGatewayArgs, r: &Rounds) {
         rate(&gw_rps) / rate(&off_rps),
         r.rows,
     );
+    println!(
+        "{}",
+        issue_35_line(
+            (rate(&gw_rps), &gw_p99),
+            (rate(&shm_rps), &shm_p99),
+            (rate(&off_rps), &off_p99)
+        )
+    );
+}
+
+/// The comparison issue #35 sets its goals on, in one line: durable (disk and tmpfs) against
+/// the same gateway with the audit off, throughput and p99.
+fn issue_35_line(disk: (f64, &str), tmpfs: (f64, &str), off: (f64, &str)) -> String {
+    let ms = |p: &str| p99_ms(p).unwrap_or(f64::NAN);
+    format!(
+        "durable / audit off: disk {:.2}, tmpfs {:.2} (goals >= 0.6, >= 0.8); p99 disk {:.1} / {:.1} ms = {:.1}x, tmpfs {:.1} / {:.1} ms = {:.1}x (goal <= 2x)",
+        disk.0 / off.0,
+        tmpfs.0 / off.0,
+        ms(disk.1),
+        ms(off.1),
+        ms(disk.1) / ms(off.1),
+        ms(tmpfs.1),
+        ms(off.1),
+        ms(tmpfs.1) / ms(off.1),
+    )
+}
+
+/// A wrk latency (`850.00us`, `10.45ms`, `1.20s`) in milliseconds.
+fn p99_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.trim().parse::<f64>().ok().map(|v| v * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_latencies_read_in_milliseconds_and_the_line_carries_both_ratios() {
+        assert_eq!(p99_ms("850.00us"), Some(0.85));
+        assert_eq!(p99_ms("10.45ms"), Some(10.45));
+        assert_eq!(p99_ms("1.20s"), Some(1200.0));
+        assert_eq!(p99_ms(""), None);
+        let line = issue_35_line(
+            (20_000.0, "16.10ms"),
+            (30_000.0, "9.00ms"),
+            (50_000.0, "8.05ms"),
+        );
+        assert!(line.contains("disk 0.40, tmpfs 0.60"), "{line}");
+        assert!(line.contains("p99 disk 16.1 / 8.1 ms = 2.0x"), "{line}");
+    }
 }
