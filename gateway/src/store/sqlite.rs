@@ -394,7 +394,13 @@ impl SqliteStore {
             .conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let tx = conn.transaction().map_err(backend)?;
+        // IMMEDIATE: the write lock from the start. A deferred transaction that reads first (the
+        // capped agent insert counts) and writes after fails at once with "database is locked"
+        // when the audit indexer, on its own connection to this file, committed in between
+        // (SQLite cannot move a WAL read snapshot forward; the busy timeout does not apply).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
         let rows = write(&tx)?;
         if expect_rows && rows == 0 {
             return Err(StoreError::Stale);
