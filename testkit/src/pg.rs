@@ -310,16 +310,19 @@ impl PgServer {
     /// The URL a client logs in to `db` with, over plain TCP (`sslmode=disable`: the gateway
     /// requires TLS when a URL names no `sslmode`); a TLS server's tests say `sslmode=require`.
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
-            self.port
-        )
+        url_at(self.port, db)
     }
 
     /// The server's directory (its data, log and certificates).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The URL a client logs in to `db` with through `port` on loopback (a relay in front of a
+/// server), over plain TCP as [`PgServer::url`].
+pub fn url_at(port: u16, db: &str) -> String {
+    format!("postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}?sslmode=disable")
 }
 
 impl Drop for PgServer {
