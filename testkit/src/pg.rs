@@ -27,8 +27,9 @@ pub struct PgServer {
     listen_all: bool,
 }
 
-/// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`.
-fn bin_dir() -> PathBuf {
+/// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`: where the server and its client
+/// tools (`psql`, `pg_dump`, `pg_restore`, …) are.
+pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PG_BIN") {
         return PathBuf::from(dir);
     }
