@@ -160,9 +160,13 @@ fn fixture(page: &str) -> Fixture {
 
 /// A site on a PostgreSQL control plane, for the pages about one: a real PostgreSQL
 /// (`meshguard_testkit::pg`, on a free loopback port) with the site's database and an empty
-/// one, and a gateway on it; the page's shell gets `PG_GW` (the gateway),
-/// `CONTROL_PLANE_URL` (its DATABASE_URL, password included, as the site's operator has it)
-/// and `EMPTY_DATABASE_URL` (a database made with CREATE DATABASE and nothing else).
+/// one, and a gateway on it. The page's shell gets `PG_GW` (the gateway), `CONTROL_PLANE_URL`
+/// (its DATABASE_URL, password included, as the site's operator has it), `EMPTY_DATABASE_URL`
+/// (a database made with CREATE DATABASE and nothing else), and what the site's database
+/// administrator has: `PG_BIN` (the server's binaries), `PGUSER` and `PGPASSWORD`,
+/// `PRIMARY_PORT` and `PRIMARY_DATA` (the server's port and data directory), `STANDBY_PORT`
+/// (a free port for a standby), and `SITE_SECRETS_KEY` (the gateway's secrets key file, which
+/// every gateway of the site shares).
 struct PgSite {
     env: Vec<(&'static str, String)>,
     // Dropped in this order: the gateway before its database.
@@ -177,11 +181,19 @@ impl PgSite {
         let empty = server.database("meshguard_restored");
         let gw = format!("http://127.0.0.1:{}", meshguard_testkit::free_port());
         let gateway = start_gateway(bins, dir, secrets, &gw, &[("DATABASE_URL", &url)])?;
+        let path = |p: PathBuf| p.display().to_string();
         Ok(Self {
             env: vec![
                 ("PG_GW", gw),
                 ("CONTROL_PLANE_URL", url),
                 ("EMPTY_DATABASE_URL", empty),
+                ("PG_BIN", path(meshguard_testkit::pg::bin_dir())),
+                ("PGUSER", meshguard_testkit::pg::USER.to_owned()),
+                ("PGPASSWORD", meshguard_testkit::pg::PASSWORD.to_owned()),
+                ("PRIMARY_PORT", server.port.to_string()),
+                ("PRIMARY_DATA", path(server.dir().join("data"))),
+                ("STANDBY_PORT", meshguard_testkit::free_port().to_string()),
+                ("SITE_SECRETS_KEY", path(dir.join("data/secrets.key"))),
             ],
             _gateway: gateway,
             _server: server,
