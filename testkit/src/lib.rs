@@ -1,14 +1,17 @@
 //! What the workspace's test crates share, so each starts real peers the same way: a free
 //! loopback port, a bounded wait, the workspace's tools (`.tools/`, installed by `cargo xtask
 //! tools`), a site CA made with openssl, a real PostgreSQL server, a real registry
-//! (distribution) and a real rsyslogd on 127.0.0.1. Every helper panics with what went wrong: they run in tests.
+//! (distribution), a real rsyslogd and a delaying TCP relay on 127.0.0.1, and a test's own
+//! network namespace. Every helper panics with what went wrong: they run in tests.
 //!
 //! The test crates take it as a dev-dependency, and xtask for bench-cluster's PostgreSQL; no
 //! product crate depends on it, so no product binary links it.
 
 pub mod ca;
+pub mod netns;
 pub mod pg;
 pub mod registry;
+pub mod relay;
 pub mod rsyslog;
 
 use std::path::{Path, PathBuf};

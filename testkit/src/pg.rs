@@ -27,8 +27,9 @@ pub struct PgServer {
     listen_all: bool,
 }
 
-/// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`.
-fn bin_dir() -> PathBuf {
+/// The newest `/usr/lib/postgresql/<major>/bin`, or `PG_BIN`: where the server and its client
+/// tools (`psql`, `pg_dump`, `pg_restore`, …) are.
+pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PG_BIN") {
         return PathBuf::from(dir);
     }
@@ -310,16 +311,19 @@ impl PgServer {
     /// The URL a client logs in to `db` with, over plain TCP (`sslmode=disable`: the gateway
     /// requires TLS when a URL names no `sslmode`); a TLS server's tests say `sslmode=require`.
     pub fn url(&self, db: &str) -> String {
-        format!(
-            "postgresql://{USER}:{PASSWORD}@127.0.0.1:{}/{db}?sslmode=disable",
-            self.port
-        )
+        url_at(self.port, db)
     }
 
     /// The server's directory (its data, log and certificates).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// The URL a client logs in to `db` with through `port` on loopback (a relay in front of a
+/// server), over plain TCP as [`PgServer::url`].
+pub fn url_at(port: u16, db: &str) -> String {
+    format!("postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/{db}?sslmode=disable")
 }
 
 impl Drop for PgServer {

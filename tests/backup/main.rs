@@ -8,6 +8,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod postgres;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -22,13 +24,40 @@ const PASSPHRASE: &str = "backup-signing-passphrase-for-tests";
 const KEY_FILES: [&str; 3] = ["audit-log.key", "secrets.key", "policy-bundle.key"];
 
 fn bundle(args: &[&str], cwd: &Path) -> Output {
+    bundle_with(args, cwd, &[])
+}
+
+/// `meshguard-bundle` with `env` besides the passphrase and the admin token.
+fn bundle_with(args: &[&str], cwd: &Path, env: &[(&str, std::ffi::OsString)]) -> Output {
     Command::new(bins(&["meshguard-bundle"]).join("meshguard-bundle"))
         .args(args)
         .current_dir(cwd)
         .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
         .env("MESHGUARD_ADMIN_TOKEN", ADMIN)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap()
+}
+
+/// `backup take` of the gateway at `url` into `backup`, signed with `k.key`, its database
+/// encrypted to `recipient`, with `env` besides.
+fn take_backup(url: &str, recipient: &str, env: &[(&str, std::ffi::OsString)], t: &Path) -> Output {
+    bundle_with(
+        &[
+            "backup",
+            "take",
+            "--gateway",
+            url,
+            "--out",
+            "backup",
+            "--key",
+            "k.key",
+            "--recipient",
+            recipient,
+        ],
+        t,
+        env,
+    )
 }
 
 fn ok(out: Output, what: &str) -> String {
@@ -88,22 +117,7 @@ fn a_site_backed_up_under_load_is_restored_offline_and_goes_on() {
         });
         // Every decision answered before the backup starts must be in it.
         let before = answered.lock().unwrap().clone();
-        let out = bundle(
-            &[
-                "backup",
-                "take",
-                "--gateway",
-                &gw.url,
-                "--out",
-                "backup",
-                "--key",
-                "k.key",
-                "--recipient",
-                &recipient,
-            ],
-            t,
-        );
-        ok(out, "backup take");
+        ok(take_backup(&gw.url, &recipient, &[], t), "backup take");
         let after = answered.lock().unwrap().len();
         meshguard_testkit::wait_for("decisions after the backup", || {
             answered.lock().unwrap().len() >= after + 20
@@ -346,21 +360,26 @@ fn refusals(t: &Path) {
     assert!(err.contains("empty data directory"), "{err}");
 }
 
+/// `restore backup` into `data`, checked with `k.pub`, the database decrypted with `site.age`.
+fn restore_args(data: &str) -> [&str; 8] {
+    [
+        "restore",
+        "backup",
+        "--pubkey",
+        "k.pub",
+        "--data",
+        data,
+        "--identity",
+        "site.age",
+    ]
+}
+
 /// `meshguard-bundle restore` inside a network namespace of its own (no network at all).
 fn restore_offline(t: &Path) -> PathBuf {
     let out = Command::new("unshare")
         .arg("-n")
         .arg(bins(&["meshguard-bundle"]).join("meshguard-bundle"))
-        .args([
-            "restore",
-            "backup",
-            "--pubkey",
-            "k.pub",
-            "--data",
-            "restored",
-            "--identity",
-            "site.age",
-        ])
+        .args(restore_args("restored"))
         .current_dir(t)
         .env("MESHGUARD_BUNDLE_PASSPHRASE", PASSPHRASE)
         .output()

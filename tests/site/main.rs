@@ -9,10 +9,8 @@
 //! file's `caBundle` and `authFile`), minisign. The test re-runs itself under `unshare -n`
 //! (loopback only), so nothing in it can reach a network.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use meshguard_bundler::image::{ProductBuild, build_product};
 use serde_json::Value;
@@ -27,27 +25,7 @@ const PORT: u16 = 18080;
 /// Runs `body` inside a new network namespace with only loopback up: the test binary runs
 /// itself again there, for this one test.
 fn offline(test: &str, body: impl FnOnce()) {
-    if std::env::var_os(NETNS).is_some() {
-        // No route anywhere but loopback.
-        let out = TcpStream::connect_timeout(
-            &SocketAddr::from(([192, 0, 2, 1], 80)),
-            Duration::from_secs(2),
-        );
-        assert!(out.is_err(), "the namespace must have no network");
-        body();
-        return;
-    }
-    let status = Command::new("unshare")
-        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" \"$@\""])
-        .arg(std::env::current_exe().unwrap())
-        .args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(NETNS, "1")
-        .status()
-        .expect("unshare (util-linux) runs; the tests need root or user namespaces");
-    assert!(
-        status.success(),
-        "{test} failed inside `unshare -n` (see above)"
-    );
+    meshguard_testkit::netns::isolated(test, NETNS, body);
 }
 
 fn root() -> PathBuf {

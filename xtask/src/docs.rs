@@ -6,7 +6,7 @@
 //! (where its reader sits); every other page runs in a directory of its own under
 //! `target/docs-run/`. What a page assumes its reader already has is set up first and named in
 //! `fixture`: a gateway on 127.0.0.1:3100 with `ADMIN_TOKEN` and `GW` in the environment, a
-//! passphrase file. `curl` fails on any HTTP error status (as a reader would notice one), and
+//! passphrase file, and for the operations page a site on a real PostgreSQL (`PgSite`). `curl` fails on any HTTP error status (as a reader would notice one), and
 //! stdin answers `yes` (to `terraform apply`).
 //!
 //! A block that cannot run here is listed in `NOT_RUN` with the reason, which is printed; a new
@@ -146,14 +146,58 @@ fn sh_blocks(markdown: &str) -> Vec<Block> {
 enum Fixture {
     None,
     Gateway,
+    /// The gateway, and a site on a PostgreSQL control plane besides ([`PgSite`]).
+    GatewayAndPostgres,
 }
 
 fn fixture(page: &str) -> Fixture {
     match page {
-        "README.md" | "docs/witness.md" | "docs/evidence.md" | "docs/operations.md" => {
-            Fixture::Gateway
-        }
+        "README.md" | "docs/witness.md" | "docs/evidence.md" => Fixture::Gateway,
+        "docs/operations.md" => Fixture::GatewayAndPostgres,
         _ => Fixture::None,
+    }
+}
+
+/// A site on a PostgreSQL control plane, for the pages about one: a real PostgreSQL
+/// (`meshguard_testkit::pg`, on a free loopback port) with the site's database and an empty
+/// one, and a gateway on it. The page's shell gets `PG_GW` (the gateway), `CONTROL_PLANE_URL`
+/// (its DATABASE_URL, password included, as the site's operator has it), `EMPTY_DATABASE_URL`
+/// (a database made with CREATE DATABASE and nothing else), and what the site's database
+/// administrator has: `PG_BIN` (the server's binaries), `PGUSER` and `PGPASSWORD`,
+/// `PRIMARY_PORT` and `PRIMARY_DATA` (the server's port and data directory), `STANDBY_PORT`
+/// (a free port for a standby), and `SITE_SECRETS_KEY` (the gateway's secrets key file, which
+/// every gateway of the site shares).
+struct PgSite {
+    env: Vec<(&'static str, String)>,
+    // Dropped in this order: the gateway before its database.
+    _gateway: Gateway,
+    _server: meshguard_testkit::pg::PgServer,
+}
+
+impl PgSite {
+    fn start(bins: &Path, dir: &Path, secrets: (&str, &str)) -> anyhow::Result<Self> {
+        let server = meshguard_testkit::pg::PgServer::start();
+        let url = server.database("meshguard");
+        let empty = server.database("meshguard_restored");
+        let gw = format!("http://127.0.0.1:{}", meshguard_testkit::free_port());
+        let gateway = start_gateway(bins, dir, secrets, &gw, &[("DATABASE_URL", &url)])?;
+        let path = |p: PathBuf| p.display().to_string();
+        Ok(Self {
+            env: vec![
+                ("PG_GW", gw),
+                ("CONTROL_PLANE_URL", url),
+                ("EMPTY_DATABASE_URL", empty),
+                ("PG_BIN", path(meshguard_testkit::pg::bin_dir())),
+                ("PGUSER", meshguard_testkit::pg::USER.to_owned()),
+                ("PGPASSWORD", meshguard_testkit::pg::PASSWORD.to_owned()),
+                ("PRIMARY_PORT", server.port.to_string()),
+                ("PRIMARY_DATA", path(server.dir().join("data"))),
+                ("STANDBY_PORT", meshguard_testkit::free_port().to_string()),
+                ("SITE_SECRETS_KEY", path(dir.join("data/secrets.key"))),
+            ],
+            _gateway: gateway,
+            _server: server,
+        })
     }
 }
 
@@ -166,15 +210,25 @@ impl Drop for Gateway {
     }
 }
 
-fn start_gateway(bins: &Path, dir: &Path, token: &str, jwt: &str) -> anyhow::Result<Gateway> {
+/// The gateway at `url` (`http://127.0.0.1:PORT`) with `env` besides, in use: an agent, and a
+/// decision of it in the audit log.
+fn start_gateway(
+    bins: &Path,
+    dir: &Path,
+    (token, jwt): (&str, &str),
+    url: &str,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Gateway> {
     fs::create_dir_all(dir.join("policies"))?;
+    let port = url.rsplit(':').next().unwrap_or_default();
     let child = Command::new(bins.join("meshguard-gateway"))
         .env("HOST", "127.0.0.1")
-        .env("PORT", "3100")
+        .env("PORT", port)
         .env("ADMIN_TOKEN", token)
         .env("JWT_SECRET", jwt)
         .env("DB_PATH", dir.join("data/meshguard.db"))
         .env("POLICIES_DIR", dir.join("policies"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(fs::File::create(dir.join("gateway.log"))?)
         .spawn()
@@ -183,33 +237,35 @@ fn start_gateway(bins: &Path, dir: &Path, token: &str, jwt: &str) -> anyhow::Res
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
-        .get("http://127.0.0.1:3100/ready")
+        .get(format!("{url}/ready"))
         .send()
         .map_or(true, |r| !r.status().is_success())
     {
         if Instant::now() > deadline {
             bail!(
-                "the gateway did not answer on 127.0.0.1:3100 within 30 s (is the port taken?); see {}",
+                "the gateway did not answer on {url} within 30 s (is the port taken?); see {}",
                 dir.join("gateway.log").display()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A gateway in use: an agent, and a decision of it in the audit log.
     let agent: serde_json::Value = client
-        .post("http://127.0.0.1:3100/admin/agents")
+        .post(format!("{url}/admin/agents"))
         .header("X-Admin-Token", token)
         .json(&serde_json::json!({"name": "docs-reader", "trustTier": "verified"}))
         .send()?
         .error_for_status()?
         .json()?;
     client
-        .get("http://127.0.0.1:3100/proxy/check")
+        .get(format!("{url}/proxy/check"))
         .bearer_auth(agent["token"].as_str().unwrap_or_default())
         .header("X-MeshGuard-Action", "read:docs")
         .send()?;
     Ok(gateway)
 }
+
+/// Where the pages' gateway listens (`GW` in their shell).
+const GW: &str = "http://127.0.0.1:3100";
 
 /// Terraform's files in the quickstart, which the README's block makes in the repository.
 const QUICKSTART_LEFTOVERS: &[&str] = &[
@@ -302,15 +358,15 @@ impl Runner<'_> {
         let cwd = reader_dir(page, &dir)?;
         let token = crate::demo::random_hex(24)?;
         let jwt = crate::demo::random_hex(32)?;
-        let _gateway = match fixture(page) {
-            Fixture::Gateway => Some(start_gateway(
-                &self.bins,
-                &dir.join("gateway"),
-                &token,
-                &jwt,
-            )?),
-            Fixture::None => None,
-        };
+        let secrets = (token.as_str(), jwt.as_str());
+        let wants = fixture(page);
+        let _gateway = (!matches!(wants, Fixture::None))
+            .then(|| start_gateway(&self.bins, &dir.join("gateway"), secrets, GW, &[]))
+            .transpose()?;
+        let pg_site = matches!(wants, Fixture::GatewayAndPostgres)
+            .then(|| PgSite::start(&self.bins, &dir.join("pg-gateway"), secrets))
+            .transpose()?;
+        let env = pg_site.as_ref().map_or(&[][..], |p| &p.env[..]);
         // Passphrase files the pages name (`--passphrase-file`), kept as their readers keep them.
         if cwd != root() {
             for name in [
@@ -324,7 +380,7 @@ impl Runner<'_> {
         }
         let log = dir.join("run.log");
         let started = Instant::now();
-        let status = self.run_script(script, &cwd, &token, &jwt, &log)?;
+        let status = self.run_script(script, &cwd, (&token, &jwt), env, &log)?;
         if page == "README.md" {
             for left in QUICKSTART_LEFTOVERS {
                 let p = root().join(left);
@@ -348,8 +404,8 @@ impl Runner<'_> {
         &self,
         script: &str,
         cwd: &Path,
-        token: &str,
-        jwt: &str,
+        (token, jwt): (&str, &str),
+        env: &[(&'static str, String)],
         log: &Path,
     ) -> anyhow::Result<std::process::ExitStatus> {
         let out = fs::File::create(log)?;
@@ -365,7 +421,8 @@ impl Runner<'_> {
             .env("CHECKPOINT_DISABLE", "1")
             .env("ADMIN_TOKEN", token)
             .env("JWT_SECRET", jwt)
-            .env("GW", "http://127.0.0.1:3100")
+            .env("GW", GW)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("DOCS_PAGE_DIR", cwd)
             .env("TF_CLI_ARGS", "-no-color")
             .stdin(Stdio::piped())

@@ -4,8 +4,10 @@
 //! - `database.sqlite` (or `database.sqlite.age`, encrypted to the site's age recipient): the
 //!   gateway's SQLite database, copied consistently while decisions go on
 //!   (`GET /admin/backup/database`, SQLite's `VACUUM INTO`). On a gateway of a PostgreSQL
-//!   control plane it holds what stays local to that gateway; the control plane itself is
-//!   PostgreSQL's own tools' to back up (`BACKUP.json` says so).
+//!   control plane it holds what stays local to that gateway.
+//! - `control-plane.pgdump` (or `.age`), on a PostgreSQL control plane when the operator gives
+//!   its URL: the control plane as `pg_dump --format=custom` writes it ([`postgres`]: the
+//!   real tools, driven), loaded by `restore` with `pg_restore` into an empty database.
 //! - `audit/`: the audit log as the audit archive keeps it (`audit_archive`): every entry,
 //!   proven against a checkpoint signed by the log's key, pulled after the database copy so it
 //!   covers every entry the copy's index holds. `backup follow` pulls again and again, so the
@@ -20,6 +22,7 @@
 //! database in place and leaves `restored.json`, which the gateway records in its own log at
 //! its first start.
 
+pub mod postgres;
 pub mod restore;
 pub mod take;
 
@@ -47,6 +50,9 @@ pub struct Manifest {
     pub taken_at: String,
     pub gateway: GatewayPart,
     pub database: DatabasePart,
+    /// The PostgreSQL control plane's dump, when the backup holds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlanePart>,
     pub audit: AuditPart,
     /// What a restore needs that is not in the backup, each with where it comes from.
     pub not_included: Vec<String>,
@@ -70,6 +76,23 @@ pub struct DatabasePart {
     pub holds: String,
 }
 
+/// The PostgreSQL control plane, as `pg_dump` wrote it (no URL, no password: the operator
+/// names the database at restore).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlanePart {
+    pub file: String,
+    pub encrypted: bool,
+    /// `pg_dump --format=custom`.
+    pub format: String,
+    /// `pg_dump --version` of the tool that wrote it.
+    pub dumped_with: String,
+    /// Objects `pg_restore --list` read in the dump.
+    pub objects: u64,
+    /// What the dump holds.
+    pub holds: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditPart {
@@ -81,15 +104,35 @@ pub struct AuditPart {
     pub size: u64,
 }
 
+/// Writes `bytes` into the backup `out` atomically, as `clear`, or as `sealed` encrypted to
+/// `recipients` when there are any; the name written, and whether it is encrypted.
+fn write_sealed(
+    out: &Path,
+    bytes: Vec<u8>,
+    (clear, sealed): (&str, &str),
+    recipients: &[age::x25519::Recipient],
+) -> Result<(String, bool)> {
+    let (file, content) = if recipients.is_empty() {
+        (clear, bytes)
+    } else {
+        let encrypted = meshguard_license::seal::encrypt_to(&bytes, recipients)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        (sealed, encrypted)
+    };
+    fsx::write_atomic(&out.join(file), &content)?;
+    Ok((file.to_owned(), !recipients.is_empty()))
+}
+
 /// Writes `BACKUP.json`, then `SHA256SUMS` over every file and its signature by `key`.
 fn seal(dir: &Path, manifest: &Manifest, key: &MediaKey) -> Result<()> {
     seal_reusing(dir, manifest, key, &std::collections::BTreeMap::new())
 }
 
-/// The files of a backup that never change once written: the database copy and the audit
-/// archive's segments and checkpoints (the archive only adds files).
+/// The files of a backup that never change once written: the database copy, the control
+/// plane's dump and the audit archive's segments and checkpoints (the archive only adds files).
 fn immutable(path: &str) -> bool {
     path.starts_with("database.")
+        || path.starts_with("control-plane.")
         || path.starts_with("audit/segments/")
         || path.starts_with("audit/checkpoints/")
 }

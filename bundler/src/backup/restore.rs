@@ -6,18 +6,21 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 use serde_json::json;
 
-use super::{AUDIT, Manifest};
+use super::postgres::{self, DatabaseUrl};
+use super::{AUDIT, ControlPlanePart, Manifest};
 use crate::audit_archive;
 use crate::fsx;
 use crate::keys::MediaPublicKey;
 use meshguard_tlog::{merkle, tiles};
 
 /// Where a restore writes: the gateway's `DB_PATH` and `AUDIT_LOG_DIR`, as the gateway takes
-/// them by default (`meshguard.db` and `audit-log` in one data directory).
+/// them by default (`meshguard.db` and `audit-log` in one data directory), and the empty
+/// PostgreSQL database a backup's control-plane dump is loaded into.
 #[derive(Debug)]
 pub struct Target {
     pub db_path: PathBuf,
     pub log_dir: PathBuf,
+    pub control_plane: Option<DatabaseUrl>,
 }
 
 impl Target {
@@ -25,6 +28,7 @@ impl Target {
         Self {
             db_path: dir.join("meshguard.db"),
             log_dir: dir.join("audit-log"),
+            control_plane: None,
         }
     }
 }
@@ -45,7 +49,8 @@ pub struct Restored {
 /// Restores `backup` onto `target`, which must hold neither a database nor a log: checks the
 /// backup's signature by `pubkey` and every file, verifies the audit archive (every chain, and
 /// the tree at every checkpoint against its signature), opens the database copy (`identity`
-/// decrypts an encrypted one) and checks its index against the log, rebuilds the log directory
+/// decrypts an encrypted one) and checks its index against the log, loads the control plane's
+/// dump, if the backup holds one, into the target's empty database, rebuilds the log directory
 /// from the archived entries and checks its root against the signed checkpoint, then writes the
 /// database and `restored.json`. `lost` names the entries `from..to` the site is known to have
 /// held after the backup (a witness's cosigned size shows it), recorded as lost.
@@ -58,6 +63,7 @@ pub fn restore(
 ) -> Result<Restored> {
     let (manifest, signed_by) = super::verify(backup, pubkey)?;
     refuse_occupied(target)?;
+    let control_plane = control_plane_target(&manifest, target)?;
     let archive = backup.join(AUDIT);
     let verified = audit_archive::verify(&archive, Some(&manifest.audit.vkey))
         .context("the backup's audit log does not verify")?;
@@ -78,13 +84,22 @@ pub fn restore(
             manifest.audit.size
         );
     }
-    let database = open_database(backup, &manifest, identities)?;
+    let database = open_sealed(
+        backup,
+        &manifest.database.file,
+        manifest.database.encrypted,
+        identities,
+    )?;
     let indexed = index_size(&database)?;
     if indexed > manifest.audit.size {
         bail!(
             "the database copy indexes {indexed} audit entries, more than the {} the backup's log holds: the backup is not consistent",
             manifest.audit.size
         );
+    }
+    if let Some((url, part)) = control_plane {
+        let dump = open_sealed(backup, &part.file, part.encrypted, identities)?;
+        postgres::load(url, &dump)?;
     }
     rebuild_log(&archive, &manifest, &target.log_dir)?;
     write_database(&target.db_path, &database, &archive, &manifest)?;
@@ -116,19 +131,46 @@ fn refuse_occupied(target: &Target) -> Result<()> {
     Ok(())
 }
 
-/// The database copy's bytes, decrypted when the backup holds it encrypted.
-fn open_database(
+/// Where the backup's control-plane dump goes: both or neither of a dump and an empty
+/// database to load it into.
+fn control_plane_target<'a>(
+    manifest: &'a Manifest,
+    target: &'a Target,
+) -> Result<Option<(&'a DatabaseUrl, &'a ControlPlanePart)>> {
+    match (&target.control_plane, &manifest.control_plane) {
+        (Some(url), Some(part)) => {
+            postgres::refuse_non_empty(url)?;
+            Ok(Some((url, part)))
+        }
+        (None, Some(_)) => bail!(
+            "the backup holds the PostgreSQL control plane ({}): name an empty database to load it into with --database-url (or DATABASE_URL)",
+            manifest
+                .control_plane
+                .as_ref()
+                .map_or("", |p| p.file.as_str())
+        ),
+        (Some(_), None) => bail!(
+            "the backup holds no control-plane dump (its gateway was on {}, or it was taken without --database-url): there is nothing to load into that database",
+            manifest.gateway.control_plane
+        ),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A file of the backup, decrypted when it is held encrypted.
+fn open_sealed(
     backup: &Path,
-    manifest: &Manifest,
+    file: &str,
+    encrypted: bool,
     identities: &meshguard_license::seal::Identities,
 ) -> Result<Vec<u8>> {
-    let path = backup.join(&manifest.database.file);
+    let path = backup.join(file);
     let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !manifest.database.encrypted {
+    if !encrypted {
         return Ok(bytes);
     }
     identities
-        .open(bytes, &manifest.database.file)
+        .open(bytes, file)
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 

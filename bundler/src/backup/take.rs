@@ -5,60 +5,72 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use super::postgres::{self, DatabaseUrl};
 use super::{AUDIT, AuditPart, DATABASE, DATABASE_AGE, DatabasePart, GatewayPart, Manifest, seal};
 use crate::audit_archive::{self, Source};
-use crate::fsx;
 use crate::keys::MediaKey;
 
 /// SQLite's file header: a database copy must start with it.
 const SQLITE_HEADER: &[u8] = b"SQLite format 3\0";
 
 /// Backs up the gateway `source` into `out` (new or empty): the database copy first, then the
-/// audit log up to a checkpoint signed after it, then the manifest and the signature.
+/// PostgreSQL control plane's dump when `control_plane` names its database, then the audit log
+/// up to a checkpoint signed after them, then the manifest and the signature.
 pub fn backup(
     source: &Source,
     out: &Path,
     key: &MediaKey,
     recipients: &[age::x25519::Recipient],
+    control_plane: Option<&DatabaseUrl>,
 ) -> Result<Manifest> {
     refuse_non_empty(out)?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let client = source.client()?;
     let info: Value = source
         .get(&client, reqwest::Method::GET, "/admin/info")?
         .json()
         .context("/admin/info did not answer JSON")?;
-    let database = copy_database(source, &client, out, recipients)?;
-    let pulled = audit_archive::pull(&out.join(AUDIT), source, None)?;
-    let verified = audit_archive::verify(&out.join(AUDIT), None)?;
-    let vkey = archive_vkey(&out.join(AUDIT))?;
-    let control_plane = info["controlPlane"]["backend"]
+    let backend = info["controlPlane"]["backend"]
         .as_str()
         .unwrap_or("sqlite")
         .to_owned();
+    if control_plane.is_some() && backend != "postgresql" {
+        bail!(
+            "the gateway's control plane is {backend}, not PostgreSQL: --database-url is for a gateway on DATABASE_URL (its SQLite database is in the backup already)"
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let database = copy_database(source, &client, out, recipients)?;
+    let dumped = control_plane
+        .map(|url| postgres::dump(url, out, recipients))
+        .transpose()?;
+    let pulled = audit_archive::pull(&out.join(AUDIT), source, None)?;
+    let verified = audit_archive::verify(&out.join(AUDIT), None)?;
+    let vkey = archive_vkey(&out.join(AUDIT))?;
+    let not_included = not_included(&backend, dumped.is_some());
     let manifest = Manifest {
         format: super::FORMAT.to_owned(),
         taken_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         gateway: GatewayPart {
             url: source.url.clone(),
             version: info["version"].as_str().unwrap_or_default().to_owned(),
-            control_plane: control_plane.clone(),
+            control_plane: backend.clone(),
         },
         database: DatabasePart {
-            holds: if control_plane == "postgresql" {
+            holds: if backend == "postgresql" {
                 "this gateway's local state: its audit log's index, the sidecars it holds entries for".into()
             } else {
                 "the control plane (agents, policies, alert channels with their secrets sealed, changes, approvals) and the audit log's index".into()
             },
             ..database
         },
+        control_plane: dumped,
         audit: AuditPart {
             dir: AUDIT.to_owned(),
             origin: pulled.origin,
             vkey,
             size: verified.entries,
         },
-        not_included: not_included(&control_plane),
+        not_included,
     };
     seal(out, &manifest, key)?;
     Ok(manifest)
@@ -124,17 +136,11 @@ fn copy_database(
     if !bytes.starts_with(SQLITE_HEADER) {
         bail!("the gateway's database copy is not an SQLite database");
     }
-    let (file, content) = if recipients.is_empty() {
-        (DATABASE, bytes.to_vec())
-    } else {
-        let sealed = meshguard_license::seal::encrypt_to(&bytes, recipients)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        (DATABASE_AGE, sealed)
-    };
-    fsx::write_atomic(&out.join(file), &content)?;
+    let (file, encrypted) =
+        super::write_sealed(out, bytes.to_vec(), (DATABASE, DATABASE_AGE), recipients)?;
     Ok(DatabasePart {
-        file: file.to_owned(),
-        encrypted: !recipients.is_empty(),
+        file,
+        encrypted,
         holds: String::new(),
     })
 }
@@ -149,15 +155,17 @@ fn archive_vkey(dir: &Path) -> Result<String> {
         .context("ARCHIVE.json names no log key")
 }
 
-fn not_included(control_plane: &str) -> Vec<String> {
+fn not_included(control_plane: &str, dumped: bool) -> Vec<String> {
     let mut out = vec![
         "the audit log's signing key (audit-log.key, or AUDIT_KEY_URI's token): the restored gateway continues the log only with the key whose verifier key is audit.vkey".to_owned(),
         "the secrets key (secrets.key, SECRETS_KEY or SECRETS_KEY_URI): alert channels' secrets are sealed with it".to_owned(),
         "the policy-bundle signing key (policy-bundle.key, or POLICY_BUNDLE_KEY_URI)".to_owned(),
         "the gateway's configuration (its environment or chart values), its POLICIES_DIR files and its LICENSE_DIR: the site's own records".to_owned(),
     ];
-    if control_plane == "postgresql" {
-        out.push("the PostgreSQL control plane: back it up with pg_dump or pg_basebackup and WAL archiving (docs/operations.md)".to_owned());
+    match (control_plane == "postgresql", dumped) {
+        (true, false) => out.push("the PostgreSQL control plane: take the backup with --database-url (pg_dump), or keep pg_basebackup and WAL archiving (docs/operations.md)".to_owned()),
+        (true, true) => out.push("the PostgreSQL control plane's changes after its dump: only WAL archiving gives a later recovery point (docs/operations.md)".to_owned()),
+        _ => {}
     }
     out
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use meshguard_bundler::audit_archive::Source;
+use meshguard_bundler::backup::postgres::DatabaseUrl;
 use meshguard_bundler::backup::{self, restore};
 use meshguard_bundler::keys::{MediaKey, MediaPublicKey};
 
@@ -73,6 +74,11 @@ pub(crate) struct TakeArgs {
     /// control plane's records. The audit log is already signed and carries no secrets.
     #[arg(long)]
     recipient: Vec<String>,
+    /// The PostgreSQL control plane of a gateway on DATABASE_URL (libpq's URL; the gateway's own
+    /// is fine): dumped into the backup with `pg_dump --format=custom` (PostgreSQL's client
+    /// tools, from PG_BIN or PATH). Its password is never printed or written to the backup.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
     #[command(flatten)]
     gateway: GatewayArgs,
 }
@@ -119,6 +125,10 @@ pub(crate) struct RestoreArgs {
     /// log as lost.
     #[arg(long, value_parser = parse_range)]
     lost: Option<(u64, u64)>,
+    /// An empty PostgreSQL database to load the backup's control-plane dump into with
+    /// `pg_restore` (required when the backup holds one); the new gateway's DATABASE_URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
 }
 
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
@@ -149,7 +159,12 @@ fn take(a: TakeArgs) -> Result<ExitCode> {
         (None, Some(into)) => into.join(chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()),
         (None, None) => bail!("--out or --into is required"),
     };
-    let m = backup::take::backup(&source, &out, &key, &recipients)?;
+    let database = a
+        .database_url
+        .as_deref()
+        .map(DatabaseUrl::parse)
+        .transpose()?;
+    let m = backup::take::backup(&source, &out, &key, &recipients, database.as_ref())?;
     println!(
         "backed up {} ({} control plane) into {}: the database{}, and the audit log's {} entries proven against its signed checkpoint; signed by key {}",
         m.audit.origin,
@@ -163,6 +178,12 @@ fn take(a: TakeArgs) -> Result<ExitCode> {
         m.audit.size,
         key.public().key_id()
     );
+    if let Some(cp) = &m.control_plane {
+        println!(
+            "the PostgreSQL control plane is in {} ({}, {} objects, {})",
+            cp.file, cp.format, cp.objects, cp.dumped_with
+        );
+    }
     print_not_included(&m.not_included);
     if let (Some(into), Some(keep)) = (&a.into, a.keep) {
         for removed in backup::take::prune(into, keep)? {
@@ -210,7 +231,14 @@ pub(crate) fn restore(a: RestoreArgs) -> Result<ExitCode> {
     for f in &a.identity {
         identities.add_file(f).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    let target = restore::Target::in_data_dir(&a.data);
+    let target = restore::Target {
+        control_plane: a
+            .database_url
+            .as_deref()
+            .map(DatabaseUrl::parse)
+            .transpose()?,
+        ..restore::Target::in_data_dir(&a.data)
+    };
     let r = restore::restore(&a.backup, &pubkey, &target, &identities, a.lost)?;
     println!(
         "restored {} entries of {} (signed by key {}) into {}; the database's index holds {} of them, the gateway indexes the rest at start",
@@ -220,6 +248,12 @@ pub(crate) fn restore(a: RestoreArgs) -> Result<ExitCode> {
         a.data.display(),
         r.indexed
     );
+    if let Some(url) = &target.control_plane {
+        println!(
+            "loaded the control plane into {} with pg_restore: give the gateway that DATABASE_URL",
+            url.shown()
+        );
+    }
     println!(
         "start the gateway with DB_PATH={} and AUDIT_ORIGIN={}; it records the restore in its log",
         target.db_path.display(),

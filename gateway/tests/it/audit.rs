@@ -216,11 +216,7 @@ fn acknowledged_decisions_survive_kill_9_and_the_log_still_verifies() {
 /// machine restarts the log holds every acknowledged decision and not the refused one.
 #[test]
 fn a_decision_whose_entry_cannot_be_made_durable_fails_closed_and_never_reappears() {
-    refused_entries_never_reappear("remount-ro");
-}
-
-fn refused_entries_never_reappear(errors: &str) {
-    refused_entries_never_reappear_on(errors, Full::Device);
+    refused_entries_never_reappear_on("remount-ro", Full::Device, "enforce");
 }
 
 /// How the disk under the log gives out.
@@ -232,63 +228,132 @@ enum Full {
     Filesystem,
 }
 
-/// The audit volume fills up under a running gateway: the decision whose entry cannot be
-/// written fails closed, every later one too, and the gateway says it is unhealthy, so its
-/// liveness probe restarts it; restarted once there is space again, it records again, with
-/// every acknowledged decision and never the refused one.
+/// The audit volume fills up under a running gateway, in every mode: the decision whose entry
+/// cannot be written is refused (enforce fails closed; audit and bypass would fail open, but
+/// no entry can record that answer, so the call is refused there too), every later one too,
+/// and the gateway says it is unhealthy, so its liveness probe restarts it. Every decision
+/// answered before is in the log with the outcome its caller got, and the refused one never
+/// is; restarted once there is space again, the gateway records again.
 #[test]
 fn a_full_audit_volume_fails_closed_then_a_restart_with_space_records_again() {
-    refused_entries_never_reappear_on("remount-ro", Full::Filesystem);
+    for mode in ["enforce", "audit", "bypass"] {
+        refused_entries_never_reappear_on("remount-ro", Full::Filesystem, mode);
+    }
 }
 
-fn refused_entries_never_reappear_on(errors: &str, full: Full) {
+/// (action, outcome) of the decisions a caller saw answered, in order: the outcome is what
+/// the caller got (`allow` for 200, `deny` for a policy's 403).
+type Answers = Vec<(String, String)>;
+
+fn refused_entries_never_reappear_on(errors: &str, full: Full, mode: &str) {
     let dir = tempdir();
     let mut disk = match full {
         Full::Device => LoopDisk::new(dir.path(), errors),
         Full::Filesystem => LoopDisk::with_image(dir.path(), errors, 16),
     };
     let log_dir = disk.mount.join("audit-log");
-    let opts = || Options::with(vec![("AUDIT_LOG_DIR", log_dir.display().to_string())]);
+    let opts = || {
+        Options::with(vec![
+            ("AUDIT_LOG_DIR", log_dir.display().to_string()),
+            ("MODE", mode.to_owned()),
+        ])
+    };
     let gw = Gateway::start_with(dir.path(), opts());
     policy(&gw, "reads", READS);
     let (_, token) = agent(&gw, "a", "verified", &[]);
-    assert_eq!(gw.check(&token, "read:first").0, 200);
+    let mut answered = decide_answering(&gw, &token, "read:first");
     match full {
         Full::Device => disk.fill(),
         Full::Filesystem => disk.fill_filesystem(),
     }
-    // Entries go on being acknowledged while their writes land in blocks the image already
-    // has; the first that needs a new one cannot be synced.
-    let mut acknowledged = vec!["read:first".to_owned()];
-    let refused = (0..400)
-        .find_map(|i| {
-            let action = format!("read:{i}");
-            let (status, body) = gw.check(&token, &action);
-            if status == 200 {
-                acknowledged.push(action);
-                None
-            } else {
-                Some((action, status, body))
-            }
-        })
-        .expect("a write to the full disk fails within 400 decisions");
-    let (action, status, body) = refused;
-    assert_eq!(status, 403, "{body}");
+    let (action, body) = decide_until_refused(&gw, &token, &mut answered);
+    the_refusal_says_why(&body, full, mode);
+    match full {
+        Full::Device => disk.free(),
+        Full::Filesystem => disk.free_filesystem(),
+    }
+    the_log_stopped_until_restart(&gw, &token);
+    // Readers show exactly the answered decisions, each with the outcome its caller got:
+    // never the refused one, which would read as a call the caller was in fact denied.
+    assert_eq!(logged(&gw), answered, "{mode}: {action} was refused");
+    let export = gw.get_text("/admin/audit/export");
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| !l.contains("\"event\":\"configuration\""))
+            .count(),
+        answered.len(),
+        "{export}"
+    );
+    // The machine restarts: what is on the disk is every answered decision and nothing of
+    // the refused one (cut off the staging bundle when the write or sync failed).
+    gw.kill9();
+    disk.remount();
+    let gw = Gateway::start_with(dir.path(), opts());
+    assert_eq!(
+        logged(&gw),
+        answered,
+        "{mode}: {action} was refused and stays out"
+    );
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(gw.check(&token, "read:after-restart").0, 200);
+}
+
+/// One decision that must be answered as a decision (200, or a policy's 403); what the caller
+/// got, as the first of the answers.
+fn decide_answering(gw: &Gateway, token: &str, action: &str) -> Answers {
+    let (status, body) = gw.check(token, action);
+    assert_eq!(status, 200, "{body}");
+    vec![(action.to_owned(), "allow".to_owned())]
+}
+
+/// Decisions, allowed (`read:N`) and denied by policy (`admin:N`) in turn, until one is
+/// refused because its entry could not be written: each answered one is added to `answered`;
+/// the refused action and its answer.
+fn decide_until_refused(gw: &Gateway, token: &str, answered: &mut Answers) -> (String, Value) {
+    for i in 0..400 {
+        let action = format!("{}:{i}", if i % 2 == 0 { "read" } else { "admin" });
+        let (status, body) = gw.check(token, &action);
+        let reason = body["reason"].as_str().unwrap_or_default();
+        if reason.contains("audit log") {
+            assert_eq!(status, 403, "{body}");
+            return (action, body);
+        }
+        let outcome = match status {
+            200 => "allow",
+            403 => "deny",
+            _ => panic!("{action}: {status} {body}"),
+        };
+        answered.push((action, outcome.to_owned()));
+    }
+    panic!("a write to the full disk fails within 400 decisions")
+}
+
+/// The refusal names the disk's error and what the mode's breaker would have done.
+fn the_refusal_says_why(body: &Value, full: Full, mode: &str) {
     let reason = body["reason"].as_str().unwrap_or_default();
     let why = match full {
         Full::Device => "could not be made durable",
         Full::Filesystem => "No space left on device",
     };
+    let breaker = match mode {
+        "enforce" => "failing closed (enforce mode)".to_owned(),
+        _ => {
+            format!("failing open ({mode} mode); the audit log could not record this answer either")
+        }
+    };
     assert!(
-        reason.contains(why) && reason.contains("failing closed"),
-        "{body}"
+        reason.contains(why) && reason.contains(&breaker),
+        "{mode}: {body}"
     );
-    // Later decisions are refused too (the log stopped), and the gateway itself keeps running.
-    match full {
-        Full::Device => disk.free(),
-        Full::Filesystem => disk.free_filesystem(),
-    }
-    let (status, body) = gw.check(&token, "read:later");
+}
+
+/// Later decisions are refused too, saying the log stopped, and `/health` answers 503 saying
+/// why, so the liveness probe restarts the gateway (the only way it records again); the
+/// gateway itself keeps running.
+fn the_log_stopped_until_restart(gw: &Gateway, token: &str) {
+    let (status, body) = gw.check(token, "read:later");
     assert_eq!(status, 403, "{body}");
     assert!(
         body["reason"]
@@ -297,7 +362,6 @@ fn refused_entries_never_reappear_on(errors: &str, full: Full) {
             .contains("failed a write or a sync"),
         "{body}"
     );
-    // Unhealthy, saying why: the liveness probe restarts it, and the restart recovers.
     let (status, health) = gw.get("/health");
     assert_eq!(status, 503, "{health}");
     assert!(
@@ -306,37 +370,20 @@ fn refused_entries_never_reappear_on(errors: &str, full: Full) {
             .is_some_and(|s| s.starts_with("stopped")),
         "{health}"
     );
-    // Readers show exactly the acknowledged decisions: never the refused one, which would
-    // read as an allowed call the caller was in fact denied.
-    let listed: Vec<String> = entries(&gw, "?limit=1000")
+}
+
+/// (action, outcome) of the log's entries, oldest first, as [`Answers`].
+fn logged(gw: &Gateway) -> Answers {
+    entries(gw, "?limit=1000")
         .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
         .rev()
-        .collect();
-    assert_eq!(listed, acknowledged);
-    let export = gw.get_text("/admin/audit/export");
-    assert_eq!(
-        export
-            .lines()
-            .filter(|l| !l.contains("\"event\":\"configuration\""))
-            .count(),
-        acknowledged.len(),
-        "{export}"
-    );
-    // The machine restarts: what is on the disk is every acknowledged decision and nothing
-    // of the refused one (cut off the staging bundle when the sync failed).
-    gw.kill9();
-    disk.remount();
-    let gw = Gateway::start_with(dir.path(), opts());
-    let listed: Vec<String> = entries(&gw, "?limit=1000")
-        .iter()
-        .map(|e| e["action"].as_str().unwrap().to_owned())
-        .rev()
-        .collect();
-    assert_eq!(listed, acknowledged, "{action} was refused and stays out");
-    let (_, report) = gw.get("/admin/audit/verify");
-    assert_eq!(report["valid"], true, "{report}");
-    assert_eq!(gw.check(&token, "read:after-restart").0, 200);
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -7,39 +7,14 @@
 //! acknowledged is there, decisions never stop, and the change followers reconnect (a revoke
 //! through one acts on the other).
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde_json::json;
-
-use crate::harness::{Gateway, Options, agent, policy, tempdir};
+use crate::harness::{Gateway, agent, policy, tempdir};
+use crate::load::{
+    Ask, Seen, decision_load, every_acknowledged_write_is_there,
+    every_answered_decision_has_its_entry, nothing_but_201_and_503, pg_member, write_load,
+};
 use meshguard_testkit::{pg, wait_for};
-
-const SECRETS_KEY: &str = "bWVzaGd1YXJkLWZhaWxvdmVyLXRlc3Qta2V5LTMyYnk=";
-
-fn member(dir: &std::path::Path, url: &str, name: &str) -> Gateway {
-    Gateway::start_with(
-        dir,
-        Options::with(vec![
-            ("DATABASE_URL", url.to_owned()),
-            ("SECRETS_KEY", SECRETS_KEY.into()),
-            ("AUDIT_ORIGIN", format!("it.failover/{name}")),
-            ("CONTROL_PLANE_POLL_MS", "500".into()),
-            ("RATE_LIMIT_RPM", "0".into()),
-        ]),
-    )
-}
-
-/// What the load saw: the agents whose creation was acknowledged, and every status answered.
-#[derive(Default)]
-struct Seen {
-    acknowledged: Mutex<Vec<String>>,
-    statuses: Mutex<Vec<u16>>,
-    decisions_not_200: AtomicU64,
-    decisions: AtomicU64,
-    /// Decisions answered by each gateway, in the order given to the load.
-    answered_by: [AtomicU64; 2],
-}
 
 #[test]
 fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
@@ -57,8 +32,8 @@ fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
         replica.port
     );
     let (da, db) = (tempdir(), tempdir());
-    let a = member(da.path(), &url, "a");
-    let b = member(db.path(), &url, "b");
+    let a = pg_member(da.path(), &url, "a", vec![]);
+    let b = pg_member(db.path(), &url, "b", vec![]);
     let (id, token) = agent(&a, "steady", "verified", &[]);
     policy(
         &a,
@@ -69,11 +44,11 @@ fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
         b.check(&token, "read:x").0 == 200
     });
 
-    let seen = Seen::default();
+    let seen = Seen::new(2);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| write_load(&[&a, &b], &seen, &stop));
-        s.spawn(|| decision_load(&[&a, &b], &token, &seen, &stop));
+        s.spawn(|| decision_load(&[&a, &b], &token, (Ask::Check, "failover"), &seen, &stop));
         wait_for("writes acknowledged before the failover", || {
             seen.acknowledged.lock().unwrap().len() >= 20
         });
@@ -89,7 +64,12 @@ fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
         stop.store(true, Ordering::SeqCst);
     });
 
-    nothing_but_201_and_503(&seen);
+    let refused = nothing_but_201_and_503(&seen);
+    assert!(
+        refused > 0 && refused < seen.writes(),
+        "{refused} of {} writes refused",
+        seen.writes()
+    );
     every_acknowledged_write_is_there(&[&a, &b], &seen);
     assert_eq!(
         seen.decisions_not_200.load(Ordering::SeqCst),
@@ -99,23 +79,6 @@ fn the_gateways_follow_the_promoted_replica_and_lose_no_acknowledged_write() {
     );
     every_answered_decision_has_its_entry(&[&a, &b], &seen);
     a_revoke_on_one_acts_on_the_other(&a, &b, &id, &token);
-}
-
-/// Each gateway's own log holds exactly the decisions it answered through the failover.
-fn every_answered_decision_has_its_entry(gateways: &[&Gateway], seen: &Seen) {
-    for (i, gw) in gateways.iter().enumerate() {
-        let answered = seen.answered_by[i].load(Ordering::SeqCst);
-        assert!(answered > 0, "gateway {i} answered decisions");
-        let export = gw.get_text("/admin/audit/export?limit=1000000");
-        let logged = export
-            .lines()
-            .filter(|l| l.contains("\"action\":\"read:inventory\""))
-            .count() as u64;
-        assert_eq!(
-            logged, answered,
-            "gateway {i}: entries for the decisions it answered"
-        );
-    }
 }
 
 /// `synchronous_standby_names = '*'`: from now on a commit returns once the replica has
@@ -141,87 +104,6 @@ fn replicate_synchronously(primary: &pg::PgServer) {
             .psql("postgres", "SELECT sync_state FROM pg_stat_replication")
             .is_ok_and(|s| s == "sync")
     });
-}
-
-/// Creates agents through the gateways in turn until told to stop, recording each answer.
-fn write_load(gateways: &[&Gateway], seen: &Seen, stop: &AtomicBool) {
-    let mut n = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        let gw = gateways[n % gateways.len()];
-        let (status, body) = gw.post(
-            "/admin/agents",
-            json!({"name": format!("load-{n}"), "trustTier": "verified"}),
-        );
-        seen.statuses.lock().unwrap().push(status);
-        if status == 201 {
-            let id = body["id"]
-                .as_str()
-                .expect("a created agent's id")
-                .to_owned();
-            seen.acknowledged.lock().unwrap().push(id);
-        }
-        n += 1;
-    }
-}
-
-/// Decisions through both gateways until told to stop.
-fn decision_load(gateways: &[&Gateway], token: &str, seen: &Seen, stop: &AtomicBool) {
-    let mut n = 0usize;
-    while !stop.load(Ordering::SeqCst) {
-        let (status, _) = gateways[n % gateways.len()].check(token, "read:inventory");
-        seen.decisions.fetch_add(1, Ordering::SeqCst);
-        if status == 200 {
-            seen.answered_by[n % gateways.len()].fetch_add(1, Ordering::SeqCst);
-        } else {
-            seen.decisions_not_200.fetch_add(1, Ordering::SeqCst);
-        }
-        n += 1;
-    }
-}
-
-/// A write is acknowledged (201) or refused as unavailable (503): nothing else.
-fn nothing_but_201_and_503(seen: &Seen) {
-    let statuses = seen.statuses.lock().unwrap();
-    let other: Vec<&u16> = statuses
-        .iter()
-        .filter(|s| **s != 201 && **s != 503)
-        .collect();
-    assert!(
-        other.is_empty(),
-        "answers other than 201 and 503: {other:?}"
-    );
-    let refused = statuses.iter().filter(|s| **s == 503).count();
-    assert!(
-        refused > 0 && refused < statuses.len(),
-        "{refused} of {}",
-        statuses.len()
-    );
-}
-
-/// Every agent whose creation was acknowledged is in the promoted database, read through
-/// either gateway.
-fn every_acknowledged_write_is_there(gateways: &[&Gateway], seen: &Seen) {
-    let acknowledged = seen.acknowledged.lock().unwrap();
-    for gw in gateways {
-        let (status, list) = gw.get("/admin/agents");
-        assert_eq!(status, 200, "{list}");
-        let held: std::collections::HashSet<&str> = list["agents"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|a| a["id"].as_str())
-            .collect();
-        let lost: Vec<&String> = acknowledged
-            .iter()
-            .filter(|id| !held.contains(id.as_str()))
-            .collect();
-        assert!(
-            lost.is_empty(),
-            "{} of {} acknowledged agents are gone: {lost:?}",
-            lost.len(),
-            acknowledged.len()
-        );
-    }
 }
 
 /// After the failover the change followers listen on the new primary: a revoke through A is

@@ -449,7 +449,8 @@ pub(crate) struct LoopDisk {
     mounted: bool,
 }
 
-fn run(cmd: &str, args: &[&str]) {
+/// Runs `cmd` with `args`; its output, or the test fails with its message.
+pub(crate) fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -459,6 +460,7 @@ fn run(cmd: &str, args: &[&str]) {
         "{cmd} {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl LoopDisk {

@@ -16,6 +16,8 @@ mod harness;
 mod keys;
 mod licensing;
 mod lifecycle;
+mod load;
+mod network_chaos;
 #[cfg(feature = "otel")]
 mod otel;
 mod policies;
