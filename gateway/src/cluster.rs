@@ -147,17 +147,25 @@ impl ControlPlane for Shared {
 }
 
 /// What the follower and the lease act on: the gateway's licensing and where it alerts, and
-/// the origin that names this gateway's lease.
+/// the id of this gateway's lease (its origin and a random part, new each start, so gateways
+/// sharing an origin are still counted apart).
 #[derive(Debug, Clone)]
 pub(crate) struct LicenseLink {
     pub(crate) licensing: Arc<crate::license::Licensing>,
     pub(crate) alerts: crate::alerts::Alerts,
-    pub(crate) origin: String,
+    pub(crate) lease_id: String,
 }
 
 impl LicenseLink {
+    /// Checks the license again; a panic in the check is caught and logged, so the follower
+    /// that calls this goes on applying revocations and policy changes.
     fn recheck(&self) {
-        self.licensing.refresh(&self.alerts);
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.licensing.refresh(&self.alerts);
+        }));
+        if checked.is_err() {
+            tracing::error!("the license check failed (a panic, above); the last check stands");
+        }
     }
 }
 
@@ -172,16 +180,18 @@ const LEASE_POLLS: u32 = 3;
 async fn spawn_lease(link: LicenseLink, pg: Arc<PgStore>, poll: Duration) -> anyhow::Result<()> {
     let lease = poll.saturating_mul(LEASE_POLLS).max(Duration::from_secs(3));
     let failing = std::sync::atomic::AtomicBool::new(false);
-    let renew = move || match pg.heartbeat(&link.origin, lease) {
+    let renew = move || match pg.heartbeat(&link.lease_id, lease) {
         Ok((before, live)) => {
             failing.store(false, Ordering::Relaxed);
-            link.licensing.set_rank(before, live, &link.alerts);
+            link.licensing.set_rank(Some((before, live)), &link.alerts);
         }
-        // Logged once per outage; the last answer stands meanwhile.
-        Err(e) if !failing.swap(true, Ordering::Relaxed) => {
-            tracing::warn!(error = %e, "cannot renew this gateway's license lease; retrying");
+        // The gateways cannot be counted meanwhile (logged once per outage).
+        Err(e) => {
+            if !failing.swap(true, Ordering::Relaxed) {
+                tracing::warn!(error = %e, "cannot renew this gateway's license lease; retrying");
+            }
+            link.licensing.set_rank(None, &link.alerts);
         }
-        Err(_) => {}
     };
     let renew = tokio::task::spawn_blocking(move || {
         renew();

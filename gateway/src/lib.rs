@@ -306,7 +306,11 @@ async fn start(
         .follow_license(cluster::LicenseLink {
             licensing: Arc::clone(&state.license),
             alerts: state.alerts.clone(),
-            origin: state.audit.origin().to_owned(),
+            lease_id: format!(
+                "{}#{}",
+                state.audit.origin(),
+                hex::encode(rand::random::<[u8; 8]>())
+            ),
         })
         .await?;
     policy_files::spawn_watcher(state.clone(), sources, state.config.policies_reload);

@@ -47,6 +47,9 @@ pub(crate) struct Licensing {
     rank: RwLock<Option<(u64, u64)>>,
     /// Why this gateway is beyond the license's `maxGateways`, while it is.
     beyond: RwLock<Option<String>>,
+    /// Held while a check runs: checks come from the checker, the follower, the lease and
+    /// installs, and an older result must not overwrite a newer one.
+    checking: Mutex<()>,
 }
 
 /// What an alert announced: a state, how near its end, and whether the clock was set back.
@@ -109,11 +112,19 @@ impl Licensing {
                 .map_err(|e| anyhow::anyhow!("the installation id: {e}"))?;
             tracing::info!(installation = %id, shared, "licensing on");
         }
-        let status = Status::bare(
-            State::Unconfigured,
-            "licensing is off: a development build with no LICENSE_PUBKEY",
-            Utc::now(),
-        );
+        // With a key, nothing is open before the first check has read the license.
+        let status = match key {
+            Some(_) => Status::bare(
+                State::Missing,
+                "the license has not been checked yet: admin writes wait for the first check",
+                Utc::now(),
+            ),
+            None => Status::bare(
+                State::Unconfigured,
+                "licensing is off: a development build with no LICENSE_PUBKEY",
+                Utc::now(),
+            ),
+        };
         Ok(Self {
             keying,
             key,
@@ -127,6 +138,7 @@ impl Licensing {
             alerted: Mutex::new(None),
             rank: RwLock::new(None),
             beyond: RwLock::new(None),
+            checking: Mutex::new(()),
         })
     }
 
@@ -162,16 +174,30 @@ impl Licensing {
         let Some(key) = &self.key else {
             return self.status();
         };
+        let _one_at_a_time = self.checking.lock().unwrap_or_else(|p| p.into_inner());
         if self.shared
             && let Err(e) = self.site.records().get("installation-id")
         {
-            tracing::warn!(error = %e, "cannot read the license from the control-plane database; the last check stands");
-            return self.status();
+            // An outage is not a lapse: the last check stands, judged at the time now.
+            tracing::warn!(error = %e, "cannot read the license from the control-plane database; the last check stands, judged at the time now");
+            let status = Arc::new(judged_now(&self.status(), Utc::now()));
+            *self.status.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&status);
+            self.announce(&status, alerts);
+            return status;
         }
         let mut status = self.site.check(key, &self.expect, Utc::now());
         let rank = *self.rank.read().unwrap_or_else(|p| p.into_inner());
-        let beyond =
-            rank.and_then(|(before, live)| beyond_reason(status.max_gateways, before, live));
+        let beyond = match (status.max_gateways, rank) {
+            (Some(_), None) if self.shared => Some(
+                "the gateways serving this installation cannot be counted (this gateway's lease \
+                 in the control-plane database could not be renewed), so the license's \
+                 maxGateways cannot be checked: admin writes through this gateway wait until it \
+                 can"
+                .to_owned(),
+            ),
+            (max, Some((before, live))) => beyond_reason(max, before, live),
+            _ => None,
+        };
         self.beyond
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -191,14 +217,19 @@ impl Licensing {
 
     /// Records where this gateway stands among those serving the installation (its lease's
     /// answer); checks the license again when that changes whether it is beyond `maxGateways`.
-    pub(crate) fn set_rank(&self, before: u64, live: u64, alerts: &Alerts) {
-        *self.rank.write().unwrap_or_else(|p| p.into_inner()) = Some((before, live));
+    /// `None` when the lease could not be renewed: the gateways cannot be counted.
+    pub(crate) fn set_rank(&self, rank: Option<(u64, u64)>, alerts: &Alerts) {
+        *self.rank.write().unwrap_or_else(|p| p.into_inner()) = rank;
         let was = self
             .beyond
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .is_some();
-        let is = beyond_reason(self.status().max_gateways, before, live).is_some();
+        let max = self.status().max_gateways;
+        let is = match rank {
+            Some((before, live)) => beyond_reason(max, before, live).is_some(),
+            None => max.is_some(),
+        };
         if was != is {
             self.refresh(alerts);
         }
@@ -366,24 +397,18 @@ impl Licensing {
     /// Admin writes are allowed unless the license says otherwise: then 402, with the steps
     /// that open them again.
     pub(crate) fn check_write(&self) -> Result<(), ApiError> {
-        let status = self.status();
+        // Judged at the time now: a check that has not run since the grace period ended (a
+        // long LICENSE_CHECK_SECONDS, a database that cannot be read) does not keep writes open.
+        let status = judged_now(&self.status(), Utc::now());
         if status.admin_writes_allowed {
             return Ok(());
         }
-        let steps = if self
+        let beyond = self
             .beyond
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-        {
-            "Stop a gateway, or install a license with a higher maxGateways \
-             (POST /admin/license)."
-        } else {
-            "To activate: POST /admin/license/request with the license file (or \
-             `meshguard-license request`), take the request to the vendor (`meshguard-license \
-             activate`), then POST /admin/license {\"license\": <license>, \"activation\": \
-             <activation>}; a renewal of the installed license needs no activation."
-        };
+            .is_some();
+        let steps = steps_for(status.state, beyond);
         Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "license_required",
@@ -421,10 +446,11 @@ impl Licensing {
 const MOVED: &str = "moved-to-postgresql.json";
 
 /// Moving a site from SQLite to PostgreSQL: the first start on the database carries this
-/// gateway's own activated installation (its id, license, activation and clock mark) into the
-/// database, when the database holds no license yet, so no new activation round trip is needed.
-/// The directory then records the move and keeps its license aside, so the same activation
-/// cannot serve a SQLite gateway too.
+/// gateway's own activated installation (its id, license, activation and the later clock mark)
+/// into the database, when the database's installation has neither a license nor an activation
+/// under way, so no new activation round trip is needed. The directory then records the move and
+/// keeps its license aside, so a SQLite gateway started with it refuses. (Offline licensing
+/// cannot stop a site copying its own files back; the move is in the gateway's log.)
 fn adopt_local_installation(
     shared: &SiteDir,
     local: &SiteDir,
@@ -432,53 +458,45 @@ fn adopt_local_installation(
 ) -> anyhow::Result<()> {
     let db =
         |e: LicenseError| anyhow::anyhow!("the installation in the control-plane database: {e}");
-    if shared
-        .records()
-        .get("installed.json")
-        .map_err(db)?
-        .is_some()
-    {
-        return Ok(());
+    let here = |e: LicenseError| anyhow::anyhow!("{e}");
+    // A database whose installation has a license, or an activation under way, is left alone.
+    for name in ["installed.json", "request.json"] {
+        if shared.records().get(name).map_err(db)?.is_some() {
+            return Ok(());
+        }
     }
     let Ok(Some(installed)) = local.installed(key) else {
         return Ok(());
     };
     let records = local.records();
-    let id = local
-        .installation_id()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for name in ["clock.json", "installed.json"] {
-        if let Some(bytes) = records.get(name).map_err(|e| anyhow::anyhow!("{e}"))? {
-            if name == "installed.json" {
-                shared
-                    .records()
-                    .put("installation-id", format!("{id}\n").as_bytes())
-                    .map_err(db)?;
-            }
-            shared.records().put(name, &bytes).map_err(db)?;
-        }
+    let id = local.installation_id().map_err(here)?;
+    let bytes = records
+        .get("installed.json")
+        .map_err(here)?
+        .unwrap_or_default();
+    // The later of the two clock marks: the move never sets the mark back.
+    let later = shared
+        .last_seen()
+        .map_err(db)?
+        .max(local.last_seen().map_err(here)?);
+    if let Some(later) = later {
+        shared.observe_clock(later).map_err(db)?;
     }
-    shared.records().remove("request.json").map_err(db)?;
+    shared
+        .records()
+        .put("installation-id", format!("{id}\n").as_bytes())
+        .map_err(db)?;
+    shared.records().put("installed.json", &bytes).map_err(db)?;
     let moved = serde_json::json!({
         "installationId": id,
         "licenseId": installed.license.license.id,
         "movedAt": crate::clock::now_rfc3339(),
     });
-    let moved = serde_json::to_vec_pretty(&moved)?;
     records
-        .put(MOVED, &moved)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let kept = records
-        .get("installed.json")
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Some(kept) = kept {
-        records
-            .put("installed.json.moved", &kept)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        records
-            .remove("installed.json")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
+        .put(MOVED, &serde_json::to_vec_pretty(&moved)?)
+        .map_err(here)?;
+    records.put("installed.json.moved", &bytes).map_err(here)?;
+    records.remove("installed.json").map_err(here)?;
     tracing::warn!(installation = %id, license = %installed.license.license.id, "this gateway's installation and its activation moved into the control-plane database: every gateway on it now shares them");
     Ok(())
 }
@@ -513,6 +531,51 @@ fn beyond_reason(max: Option<u64>, before: u64, live: u64) -> Option<String> {
             before + 1
         )
     })
+}
+
+/// What opens admin writes again, for the 402's message.
+fn steps_for(state: State, beyond: bool) -> &'static str {
+    match state {
+        State::Valid | State::Grace if beyond => {
+            "Stop a gateway, or install a license with a higher maxGateways (POST /admin/license)."
+        }
+        State::Missing => {
+            "To activate: POST /admin/license/request with the license file (or \
+             `meshguard-license request`), take the request to the vendor (`meshguard-license \
+             activate`), then POST /admin/license {\"license\": <license>, \"activation\": \
+             <activation>}."
+        }
+        State::Expired | State::Grace => {
+            "Install a renewal from the vendor with POST /admin/license (no new activation is \
+             needed for a renewal of the installed license)."
+        }
+        State::NotYetValid => "Wait until the license's start, or install one valid now.",
+        State::Invalid | State::Valid | State::Unconfigured => {
+            "Fix what the message names (the license must fit this site's mode and region and \
+             verify with the vendor's key), or install a license that does, with \
+             POST /admin/license."
+        }
+    }
+}
+
+/// `status` judged at `now` by the times it carries: past the grace period its writes freeze,
+/// whatever the last check found.
+fn judged_now(status: &Status, now: chrono::DateTime<Utc>) -> Status {
+    let mut s = status.clone();
+    if let Some(end) = s.grace_ends_at
+        && now > end
+        && s.admin_writes_allowed
+    {
+        s.state = State::Expired;
+        s.admin_writes_allowed = false;
+        s.message = format!(
+            "license {} ended with its grace period on {}: admin writes are frozen (enforcement \
+             and audit continue)",
+            s.license_id.as_deref().unwrap_or("?"),
+            s.grace_ends.as_deref().unwrap_or("?")
+        );
+    }
+    s
 }
 
 /// A release build licenses with its own key only; a development build with `LICENSE_PUBKEY`,
@@ -717,5 +780,29 @@ mod tests {
             why.contains("number 3 of 3") && why.contains("allows 2"),
             "{why}"
         );
+    }
+}
+
+#[cfg(test)]
+mod judged {
+    use super::*;
+
+    #[test]
+    fn a_status_past_its_grace_period_freezes_writes_whatever_the_last_check_said() {
+        let now = Utc::now();
+        let mut s = Status::bare(State::Valid, "valid", now - chrono::Duration::days(40));
+        s.admin_writes_allowed = true;
+        s.license_id = Some("lic_1".into());
+        s.grace_ends_at = Some(now - chrono::Duration::days(1));
+        let judged = judged_now(&s, now);
+        assert_eq!(
+            (judged.state, judged.admin_writes_allowed),
+            (State::Expired, false)
+        );
+        s.grace_ends_at = Some(now + chrono::Duration::days(1));
+        assert!(judged_now(&s, now).admin_writes_allowed);
+        assert!(steps_for(State::Missing, false).contains("/admin/license/request"));
+        assert!(steps_for(State::Expired, true).contains("renewal"));
+        assert!(steps_for(State::Valid, true).contains("maxGateways"));
     }
 }

@@ -123,7 +123,11 @@ impl Records for DirRecords {
         }
         fs::create_dir_all(&self.dir).map_err(|e| LicenseError::io("create", &self.dir, e))?;
         let path = self.file(name);
-        let tmp = self.file(&format!("{name}.partial-{}", std::process::id()));
+        let tmp = self.file(&format!(
+            "{name}.partial-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
         write_atomic(&tmp, bytes, false)?;
         // hard_link fails if another process made the record first: then theirs stands.
         let linked = fs::hard_link(&tmp, &path);

@@ -79,14 +79,15 @@ pub(super) async fn request(
 /// checkpoints, read-only policy tools, and the security actions on existing agents
 /// (revocation and token re-issue), which must never wait for a renewal.
 fn always_open(method: &Method, path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let post = *method == Method::POST;
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || path == "/license"
-        || path == "/license/request"
-        || path.starts_with("/audit/")
-        || path == "/policies/validate"
-        || path == "/policies/test"
-        || (*method == Method::DELETE && path.starts_with("/agents/"))
-        || (path.starts_with("/agents/") && path.ends_with("/token"))
+        || (post && matches!(path, "/license" | "/license/request"))
+        || (post && segments.first() == Some(&"audit"))
+        || (post && matches!(path, "/policies/validate" | "/policies/test"))
+        // Revoking one agent, and re-issuing one agent's token.
+        || (*method == Method::DELETE && matches!(segments[..], ["agents", id] if !id.is_empty()))
+        || (post && matches!(segments[..], ["agents", id, "token"] if !id.is_empty()))
 }
 
 /// Freezes admin writes when the license calls for it and adds the license warning, if any,
@@ -116,4 +117,37 @@ pub(super) async fn gate(
             .insert("x-meshguard-license-warning", v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_writes_stay_open_whatever_the_method_or_path_shape() {
+        let table = [
+            (Method::GET, "/agents", true),
+            (Method::POST, "/license", true),
+            (Method::POST, "/license/request", true),
+            (Method::PUT, "/license", false),
+            (Method::POST, "/audit/ingest", true),
+            (Method::DELETE, "/audit/ingest", false),
+            (Method::POST, "/policies/validate", true),
+            (Method::PUT, "/policies/validate", false),
+            (Method::DELETE, "/agents/agt_1", true),
+            (Method::DELETE, "/agents/agt_1/token", false),
+            (Method::DELETE, "/agents/", false),
+            (Method::POST, "/agents/agt_1/token", true),
+            (Method::PATCH, "/agents/agt_1/token", false),
+            (Method::PUT, "/agents/token", false),
+            (Method::POST, "/agents//token", false),
+            (Method::POST, "/agents", false),
+            (Method::PATCH, "/agents/agt_1", false),
+            (Method::POST, "/policies", false),
+            (Method::POST, "/alerts/channels", false),
+        ];
+        for (method, path, open) in table {
+            assert_eq!(always_open(&method, path), open, "{method} {path}");
+        }
+    }
 }

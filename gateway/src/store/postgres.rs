@@ -153,7 +153,7 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     CREATE TABLE gateway_leases (
-        origin TEXT PRIMARY KEY,
+        id TEXT PRIMARY KEY,
         started_at TIMESTAMPTZ NOT NULL,
         lease_until TIMESTAMPTZ NOT NULL
     );",

@@ -50,7 +50,7 @@ impl PgStore {
     ) -> Result<Vec<u8>, StoreError> {
         self.on_live(|c| {
             insert_if_absent(c, name, body)?;
-            c.query_one(GET, &[&name]).map(|r| r.get(0))
+            c.query_one(GET, &[&name])?.try_get(0)
         })
     }
 
@@ -61,34 +61,34 @@ impl PgStore {
         })
     }
 
-    /// Renews this gateway's lease for `lease` (a lapsed lease starts again, at the back) and
-    /// answers how many live gateways started before it, and how many are live.
+    /// Renews this gateway's lease `lease_id` for `lease` (a lapsed lease starts again, at the
+    /// back) and answers how many live gateways started before it, and how many are live.
     pub(crate) fn heartbeat(
         &self,
-        origin: &str,
+        lease_id: &str,
         lease: Duration,
     ) -> Result<(u64, u64), StoreError> {
         let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.on_live(|c| {
             let started: String = c
                 .query_one(
-                    "INSERT INTO gateway_leases (origin, started_at, lease_until)
+                    "INSERT INTO gateway_leases (id, started_at, lease_until)
                      VALUES ($1, clock_timestamp(), clock_timestamp() + $2 * interval '1 millisecond')
-                     ON CONFLICT (origin) DO UPDATE SET
+                     ON CONFLICT (id) DO UPDATE SET
                         started_at = CASE WHEN gateway_leases.lease_until < clock_timestamp()
                                           THEN clock_timestamp() ELSE gateway_leases.started_at END,
                         lease_until = EXCLUDED.lease_until
                      RETURNING started_at::text",
-                    &[&origin, &(ms as f64)],
+                    &[&lease_id, &(ms as f64)],
                 )?
-                .get(0);
+                .try_get(0)?;
             let row = c.query_one(
-                "SELECT count(*) FILTER (WHERE (started_at, origin) < ($1::text::timestamptz, $2::text)),
+                "SELECT count(*) FILTER (WHERE (started_at, id) < ($1::text::timestamptz, $2::text)),
                         count(*)
                  FROM gateway_leases WHERE lease_until >= clock_timestamp()",
-                &[&started, &origin],
+                &[&started, &lease_id],
             )?;
-            let (before, live): (i64, i64) = (row.get(0), row.get(1));
+            let (before, live): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
             Ok((before as u64, live as u64))
         })
     }
