@@ -292,6 +292,7 @@ fn images(bins: &Path, layout: &Path, version: &str) {
         license: "Apache-2.0".into(),
         created: 1_780_000_000,
         ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+        vendor_key: None,
     };
     build_product(&product, layout).unwrap();
 }
