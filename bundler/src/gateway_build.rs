@@ -117,13 +117,8 @@ fn file_in_layer(
             Box::new(zstd::Decoder::new(file).map_err(|e| BundleError::io("decompress", &path, e))?)
         }
         t if t.ends_with(".tar") => Box::new(file),
-        other => {
-            return Err(BundleError::Layout(format!(
-                "image {reference}: layer {} has media type {other}, which is not a tar \
-                 (plain, gzip or zstd); the gateway binary in it cannot be read",
-                layer.digest
-            )));
-        }
+        // Not a filesystem layer (an artifact's blob): it holds no file of a root filesystem.
+        _ => return Ok(None),
     };
     let unreadable = |e: std::io::Error| {
         BundleError::Layout(format!("image {reference}: layer {}: {e}", layer.digest))
