@@ -13,7 +13,9 @@ use crate::keys::{CosignKey, MediaKey};
 use marked_yaml::Spanned;
 
 use crate::manifest::{ImageSource, ImageSpec, Loaded};
-use crate::media::{self, ImageEntry, Item, LicenseEntry, MediaDoc, ProviderEntry, Since};
+use crate::media::{
+    self, BuildRecord, ImageEntry, Item, LicenseEntry, MediaDoc, ProviderEntry, Since,
+};
 use crate::provenance::{self, Input};
 use crate::{BundleError, fsx, oci, sbom, sums, tfmirror};
 
@@ -31,6 +33,8 @@ pub struct Options<'a> {
     pub insecure_registries: Vec<String>,
     /// The site CAs and the auth file for the registries images are pulled from.
     pub access: crate::access::Access,
+    /// Media not for customers: a development build of the gateway is allowed (and recorded).
+    pub development: bool,
 }
 
 /// What was made.
@@ -143,6 +147,7 @@ struct Described {
     images: Vec<ImageEntry>,
     providers: Vec<ProviderEntry>,
     license: Option<LicenseEntry>,
+    build: Option<BuildRecord>,
     since: Option<Since>,
 }
 
@@ -168,6 +173,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
     let license = b.license()?;
     b.scans()?;
     let summaries = b.inspect_images()?;
+    let build = b.gateway_build(&summaries, license.as_ref())?;
     let since = b.differential(&summaries)?;
     b.sboms(&summaries)?;
     b.provenance(since.as_ref())?;
@@ -181,6 +187,7 @@ fn build(m: &Loaded, opts: &Options<'_>, stage: &Path) -> Result<Created, Bundle
         images,
         providers,
         license,
+        build,
         since,
     })?;
     let bytes = hashes.values().map(|(_, s)| s).sum();
@@ -527,6 +534,29 @@ impl Build<'_> {
         }
     }
 
+    /// The gateway build the images carry, read from the binary: a development build only with
+    /// `--development`; a license on the media signed by a release build's vendor key.
+    fn gateway_build(
+        &self,
+        summaries: &[oci::ImageSummary],
+        license: Option<&LicenseEntry>,
+    ) -> Result<Option<BuildRecord>, BundleError> {
+        let Some(found) = crate::gateway_build::find(&self.stage.join("images"), summaries)? else {
+            return Ok(None);
+        };
+        crate::gateway_build::require_release(&found, self.opts.development)?;
+        if let Some(l) = license {
+            let bytes = fs::read(self.stage.join(&l.path))
+                .map_err(|e| BundleError::io("read", &self.stage.join(&l.path), e))?;
+            crate::gateway_build::check_license(&found, &bytes, &l.path)?;
+        }
+        progress(&format!(
+            "gateway: {}",
+            crate::gateway_build::describe(&found.keying)
+        ));
+        Ok(Some(found.record()))
+    }
+
     /// Differential: drop image layers the older media (`--since`, checked against the media
     /// key) already holds.
     fn differential(&self, summaries: &[oci::ImageSummary]) -> Result<Option<Since>, BundleError> {
@@ -663,6 +693,7 @@ impl Build<'_> {
             images: d.images,
             providers: d.providers,
             license: d.license,
+            build: d.build,
             items: hashes
                 .iter()
                 .map(|(path, (hex, size))| Item {

@@ -16,6 +16,9 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use meshguard_license::VendorPublicKey;
+use meshguard_license::slot::{self, Keying};
+
 use crate::BundleError;
 use crate::fsx;
 use crate::oci::{Descriptor, Layout, MANIFEST_MEDIA_TYPE};
@@ -358,6 +361,43 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_copy_is_stamped_and_the_file_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("meshguard-gateway");
+        let mut body = vec![0x90u8; 4096];
+        body.extend_from_slice(&slot::EMPTY);
+        body.extend_from_slice(&[0xccu8; 4096]);
+        std::fs::write(&file, &body).unwrap();
+        let key = meshguard_license::VendorKey::generate().public();
+
+        let (bytes, built) = gateway_binary(&file, Some(&key)).unwrap();
+        assert_eq!(built.keying, Keying::Release(key.clone()));
+        assert_eq!(
+            slot::inspect(&bytes, "copy").unwrap(),
+            Keying::Release(key.clone())
+        );
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            body,
+            "the file is never changed"
+        );
+        assert_eq!(build_labels(&built.keying)[VENDOR_KEY_LABEL], key.key_id());
+
+        let (_, plain) = gateway_binary(&file, None).unwrap();
+        assert_eq!(plain.keying, Keying::Development);
+        assert_eq!(build_labels(&plain.keying)[BUILD_LABEL], "development");
+
+        // A binary with no slot (built before keyed builds) is unkeyed, and cannot be keyed.
+        std::fs::write(&file, [0x90u8; 4096]).unwrap();
+        assert_eq!(
+            gateway_binary(&file, None).unwrap().1.keying,
+            Keying::Development
+        );
+        let err = gateway_binary(&file, Some(&key)).unwrap_err().to_string();
+        assert!(err.contains("no vendor-key slot"), "{err}");
+    }
+
+    #[test]
     fn root_and_escaping_paths_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut layout = Layout::create(dir.path()).unwrap();
@@ -432,38 +472,107 @@ pub struct ProductBuild {
     pub created: i64,
     /// The CA bundle the images trust (the build host's, e.g. `/etc/ssl/certs/ca-certificates.crt`).
     pub ca_bundle: PathBuf,
+    /// The vendor's public key: the gateway image gets a copy of `meshguard-gateway` with it
+    /// stamped into its slot (a release build). None: the binary as built (development).
+    pub vendor_key: Option<VendorPublicKey>,
 }
+
+/// What the gateway binary that goes into the image is.
+#[derive(Debug, Clone)]
+pub struct GatewayBuild {
+    /// What its slot says, read back from the bytes that go into the image.
+    pub keying: Keying,
+    /// How long stamping took (zero when nothing was stamped).
+    pub stamping: std::time::Duration,
+}
+
+/// The gateway binary from `from`, stamped with `key` when given: the copy is stamped in memory,
+/// the file on disk is never changed. Its keying is read back from the bytes that go into the
+/// image, so the image's labels say what the binary is.
+pub fn gateway_binary(
+    from: &std::path::Path,
+    key: Option<&VendorPublicKey>,
+) -> Result<(Vec<u8>, GatewayBuild), BundleError> {
+    let mut bytes = std::fs::read(from).map_err(|e| BundleError::io("read", from, e))?;
+    let what = from.display().to_string();
+    let started = std::time::Instant::now();
+    if let Some(key) = key {
+        slot::stamp(&mut bytes, key, &what)?;
+    }
+    let stamping = if key.is_some() {
+        started.elapsed()
+    } else {
+        std::time::Duration::ZERO
+    };
+    let keying = keying_of(&bytes, &what)?;
+    Ok((bytes, GatewayBuild { keying, stamping }))
+}
+
+/// What a gateway binary is: its slot read, or unkeyed (development) when it has none (a build
+/// from before keyed builds, like the previous release the site test upgrades from).
+pub fn keying_of(bytes: &[u8], what: &str) -> Result<Keying, BundleError> {
+    if !slot::present(bytes) {
+        return Ok(Keying::Development);
+    }
+    Ok(slot::inspect(bytes, what)?)
+}
+
+/// The labels naming a gateway image's build. Informative only: `meshguard-bundle create`
+/// reads the binary's slot itself and never trusts a label.
+pub fn build_labels(keying: &Keying) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([(BUILD_LABEL.to_owned(), keying.kind().to_owned())]);
+    if let Some(k) = keying.key() {
+        labels.insert(VENDOR_KEY_LABEL.to_owned(), k.key_id());
+    }
+    labels
+}
+
+/// The gateway image's label saying `release` or `development`.
+pub const BUILD_LABEL: &str = "io.meshguard.build";
+/// The gateway image's label naming the stamped vendor key's id.
+pub const VENDOR_KEY_LABEL: &str = "io.meshguard.vendor-key-id";
+/// Where the gateway binary sits in the product's gateway image.
+pub const GATEWAY_PATH: &str = "/usr/local/bin/meshguard-gateway";
 
 /// The non-root user the product's images run as.
 pub const PRODUCT_UID: u32 = 10001;
 
 /// The product's two images: `gateway` (control plane, guardian sidecar and egress proxy: one
-/// binary) and `tools` (the bundle and license CLIs the runbook's jobs run).
-pub fn product_specs(b: &ProductBuild) -> Result<Vec<ImageSpec>, BundleError> {
+/// binary, stamped with the vendor key when one is given) and `tools` (the bundle and license
+/// CLIs the runbook's jobs run). The gateway binary as it went into the image comes back too.
+pub fn product_specs(b: &ProductBuild) -> Result<(Vec<ImageSpec>, GatewayBuild), BundleError> {
     if !b.ca_bundle.is_file() {
         return Err(BundleError::Input(format!(
             "the CA bundle {} is missing; install Debian's ca-certificates (apt-get install ca-certificates)",
             b.ca_bundle.display()
         )));
     }
-    Ok(vec![
-        product_image(
-            b,
-            "gateway",
-            // The gateway serves as control plane, guardian sidecar and egress proxy; the
-            // example agent is the chart's stand-in for an agent's own program.
-            &["meshguard-gateway", "meshguard-example-agent"],
-            vec!["/usr/local/bin/meshguard-gateway".to_owned()],
-            vec!["3100/tcp".to_owned()],
-        )?,
-        product_image(
-            b,
-            "tools",
-            &["meshguard-bundle", "meshguard-license"],
-            vec![],
-            vec![],
-        )?,
-    ])
+    // The gateway serves as control plane, guardian sidecar and egress proxy; the example
+    // agent is the chart's stand-in for an agent's own program.
+    let mut gateway = product_image(
+        b,
+        "gateway",
+        &["meshguard-gateway", "meshguard-example-agent"],
+        vec![GATEWAY_PATH.to_owned()],
+        vec!["3100/tcp".to_owned()],
+    )?;
+    let (bytes, built) =
+        gateway_binary(&b.bin_dir.join("meshguard-gateway"), b.vendor_key.as_ref())?;
+    let entry = gateway
+        .entries
+        .iter_mut()
+        .find(|e| e.path == GATEWAY_PATH)
+        .expect("the gateway image holds the gateway");
+    entry.content = Content::Bytes(bytes);
+    gateway.labels.extend(build_labels(&built.keying));
+    let tools = product_image(
+        b,
+        "tools",
+        &["meshguard-bundle", "meshguard-license"],
+        vec![],
+        vec![],
+    )?;
+    Ok((vec![gateway, tools], built))
 }
 
 /// One product image: `bins` with the libraries they link, on the non-root user's files, the
@@ -553,24 +662,30 @@ fn product_labels(b: &ProductBuild, name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Builds the product's images (`product_specs`) into a new OCI layout at `out` and returns each
-/// image's reference and manifest digest. The layout is built beside `out` and renamed into
-/// place once every image is in it, so a failed build leaves nothing that looks complete.
-pub fn build_product(
-    b: &ProductBuild,
-    out: &std::path::Path,
-) -> Result<Vec<(String, String)>, BundleError> {
-    let specs = product_specs(b)?;
+/// What [`build_product`] made: each image's reference and manifest digest, and the gateway
+/// binary's keying and stamping time.
+#[derive(Debug, Clone)]
+pub struct ProductBuilt {
+    pub images: Vec<(String, String)>,
+    pub keying: Keying,
+    pub stamping: std::time::Duration,
+}
+
+/// Builds the product's images (`product_specs`) into a new OCI layout at `out`. The layout is
+/// built beside `out` and renamed into place once every image is in it, so a failed build
+/// leaves nothing that looks complete.
+pub fn build_product(b: &ProductBuild, out: &std::path::Path) -> Result<ProductBuilt, BundleError> {
+    let (specs, gateway) = product_specs(b)?;
     let partial = out.with_extension("partial");
     if partial.exists() {
         std::fs::remove_dir_all(&partial)
             .map_err(|e| BundleError::io("remove the unfinished layout", &partial, e))?;
     }
     let mut layout = Layout::create(&partial)?;
-    let mut built = Vec::new();
+    let mut images = Vec::new();
     for spec in &specs {
         let image = build(&mut layout, spec)?;
-        built.push((spec.reference.clone(), image.manifest.digest));
+        images.push((spec.reference.clone(), image.manifest.digest));
     }
     layout.write_index()?;
     if out.exists() {
@@ -579,5 +694,9 @@ pub fn build_product(
     }
     meshguard_common::fsx::rename_durably(&partial, out)
         .map_err(|e| BundleError::io("move the new layout into place", out, e))?;
-    Ok(built)
+    Ok(ProductBuilt {
+        images,
+        keying: gateway.keying,
+        stamping: gateway.stamping,
+    })
 }

@@ -15,6 +15,7 @@ pub mod create;
 mod error;
 pub mod evidence;
 pub mod fsx;
+pub mod gateway_build;
 pub mod image;
 pub mod import;
 pub mod keys;

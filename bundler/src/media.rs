@@ -47,6 +47,10 @@ pub struct MediaDoc {
     pub providers: Vec<ProviderEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<LicenseEntry>,
+    /// The gateway build the images carry, read from the binary's vendor-key slot at create;
+    /// absent on media with no gateway image (and on media made before keyed builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildRecord>,
     /// Every file on the media except MEDIA.json, SHA256SUMS and its signatures.
     pub items: Vec<Item>,
 }
@@ -88,6 +92,36 @@ pub struct LicenseEntry {
     pub encrypted: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<String>,
+}
+
+/// What the media's gateway is: `release` (with the vendor key stamped into it) or
+/// `development` (licensing off; made only with `create --development`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BuildRecord {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_key_id: Option<String>,
+    /// The images holding the gateway binary it was read from.
+    pub images: Vec<String>,
+}
+
+impl BuildRecord {
+    /// One line for people: what the build is and where it was read.
+    pub fn describe(&self) -> String {
+        match &self.vendor_key_id {
+            Some(k) => format!(
+                "{} build, vendor key {k} (read from the gateway binary in {})",
+                self.kind,
+                self.images.join(", ")
+            ),
+            None => format!(
+                "{} build, licensing off: not for customers (read from the gateway binary in {})",
+                self.kind,
+                self.images.join(", ")
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

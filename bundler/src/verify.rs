@@ -194,6 +194,7 @@ fn chain(
     provenance_signature(dir, key, &hashes, run)?;
     key_signed_files(dir, key, &hashes, run)?;
     terraform_providers(dir, &doc, &hashes, run)?;
+    gateway_build(&doc, opts, run)?;
     license(dir, &doc, opts, run)?;
     Ok(Verified {
         doc,
@@ -593,7 +594,33 @@ fn terraform_providers(
     Ok(())
 }
 
-/// 10. The license: signed by the vendor's key when given (else a well-formed envelope), and
+/// 10. The gateway build MEDIA.json records (read from the binary at create): said, and a
+///     release build's vendor key must be the one given to check the license with.
+fn gateway_build(doc: &MediaDoc, opts: &Options, run: &mut Run) -> Result<(), BundleError> {
+    let Some(b) = &doc.build else {
+        let why = if doc.images.is_empty() {
+            "no gateway image on the media, so no build record"
+        } else {
+            "no build record: the media holds no meshguard-gateway binary, or was made before keyed builds"
+        };
+        run.ok("build", why);
+        return Ok(());
+    };
+    if let (Some(built_for), Some(given)) = (&b.vendor_key_id, &opts.license_pubkey)
+        && *built_for != given.key_id()
+    {
+        return Err(BundleError::Key(format!(
+            "the media's gateway is a release build for vendor key {built_for}, but the license \
+             key given (--license-pubkey) is vendor key {}: that gateway licenses only with its \
+             own key; check with the vendor key the media was built for",
+            given.key_id()
+        )));
+    }
+    run.ok("build", b.describe());
+    Ok(())
+}
+
+/// 11. The license: signed by the vendor's key when given (else a well-formed envelope), and
 ///     its encrypted form an age file.
 fn license(dir: &Path, doc: &MediaDoc, opts: &Options, run: &mut Run) -> Result<(), BundleError> {
     let Some(l) = &doc.license else {

@@ -137,6 +137,12 @@ pub fn stamp(bytes: &mut [u8], key: &VendorPublicKey, what: &str) -> Result<(), 
     Ok(())
 }
 
+/// Whether `bytes` hold the slot's magic at all: a gateway built before keyed builds (or a file
+/// that is no gateway) does not, and is unkeyed.
+pub fn present(bytes: &[u8]) -> bool {
+    memchr::memmem::find(bytes, &magic()).is_some()
+}
+
 /// The offset of the one slot in `bytes`.
 fn find(bytes: &[u8], what: &str) -> Result<usize, LicenseError> {
     let magic = magic();
@@ -206,6 +212,7 @@ mod tests {
 
         let err = inspect(&[0u8; 4096], "x").unwrap_err().to_string();
         assert!(err.contains("no vendor-key slot"), "{err}");
+        assert!(!present(&[0u8; 4096]) && present(&binary()));
 
         let mut twice = binary();
         twice.extend_from_slice(&EMPTY);

@@ -12,7 +12,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use meshguard_bundler::image::{ProductBuild, build_product};
 use serde_json::Value;
 
 const NETNS: &str = "MESHGUARD_E2E_NETNS";
@@ -179,15 +178,21 @@ impl Site {
             .unwrap()
     }
 
-    fn post(&self, path: &str, body: Value) -> Value {
+    /// An admin POST whatever it answers: its status and JSON body.
+    fn try_post(&self, path: &str, body: Value) -> (u16, Value) {
         let r = reqwest::blocking::Client::new()
             .post(format!("http://127.0.0.1:{PORT}{path}"))
             .header("X-Admin-Token", self.admin_token())
             .json(&body)
             .send()
             .unwrap();
-        assert!(r.status().is_success(), "POST {path}: {}", r.status());
-        r.json().unwrap()
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        let (status, body) = self.try_post(path, body);
+        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
+        body
     }
 
     /// `n` decisions as the agent holding `token` (reads allowed, writes denied); how many were
@@ -259,26 +264,41 @@ impl Drop for Site {
     }
 }
 
-/// Builds the product's images for `version` from `bins` into `layout`.
-fn images(bins: &Path, layout: &Path, version: &str) {
-    let product = ProductBuild {
-        bin_dir: bins.to_owned(),
-        namespace: "meshguard".into(),
-        version: version.into(),
-        revision: "0123456789abcdef0123456789abcdef01234567".into(),
-        source: "https://example.invalid/meshguard-deploy".into(),
-        license: "Apache-2.0".into(),
-        created: 1_780_000_000,
-        ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
-    };
-    build_product(&product, layout).unwrap();
+/// Builds the product's images for `version` from `bins` into `layout` with `meshguard-bundle
+/// images`; a release build, stamped with the vendor's key, when `keyed`.
+fn images(site: &Site, bins: &Path, layout: &Path, version: &str, keyed: bool) {
+    let mut args = vec![
+        "images",
+        "--bin-dir",
+        bins.to_str().unwrap(),
+        "--out",
+        layout.to_str().unwrap(),
+        "--version",
+        version,
+        "--revision",
+        "0123456789abcdef0123456789abcdef01234567",
+        "--created",
+        "1780000000",
+    ];
+    if keyed {
+        args.extend(["--vendor-pubkey", "vendor.pub"]);
+    }
+    let started = std::time::Instant::now();
+    let out = ok(site.bundle(&args), &format!("images {version}"));
+    let build = out.lines().find(|l| l.starts_with("gateway: ")).unwrap();
+    assert_eq!(build.contains("release build"), keyed, "{out}");
+    eprintln!(
+        "images {version}: {build} ({:.1} s for the images in all)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
-/// Signed media for `version`, its images built from `bins`.
-fn media(site: &Site, version: &str, bins: &Path) {
+/// Signed media for `version`, its images built from `bins`: a release build when `keyed`, else
+/// media not for customers (`create --development`).
+fn media(site: &Site, version: &str, bins: &Path, keyed: bool) {
     let d = site.path();
     let layout = d.join(format!("layout-{version}"));
-    images(bins, &layout, version);
+    images(site, bins, &layout, version, keyed);
     let r = root();
     std::fs::write(
         d.join(format!("media-{version}.yaml")),
@@ -310,18 +330,41 @@ license: {{file: {lic}}}
         ),
     )
     .unwrap();
-    ok(
-        site.bundle(&[
-            "create",
-            "--manifest",
-            &format!("media-{version}.yaml"),
-            "--out",
-            &format!("media-{version}"),
-            "--key",
-            "media.key",
-        ]),
-        &format!("create media {version}"),
+    let manifest = format!("media-{version}.yaml");
+    let out = format!("media-{version}");
+    let mut args = vec![
+        "create",
+        "--manifest",
+        &manifest,
+        "--out",
+        &out,
+        "--key",
+        "media.key",
+    ];
+    if !keyed {
+        args.push("--development");
+    }
+    ok(site.bundle(&args), &format!("create media {version}"));
+    let build = &media_doc(site, version)["build"];
+    assert_eq!(
+        build["kind"],
+        if keyed { "release" } else { "development" },
+        "{build}"
     );
+}
+
+fn media_doc(site: &Site, version: &str) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(site.path().join(format!("media-{version}/MEDIA.json"))).unwrap(),
+    )
+    .unwrap()
+}
+
+/// The key id of the vendor's public key.
+fn vendor_key_id(site: &Site) -> String {
+    meshguard_license::VendorPublicKey::from_file(&site.path().join("vendor.pub"))
+        .unwrap()
+        .key_id()
 }
 
 fn setup() -> Site {
@@ -493,11 +536,7 @@ fn failed_step(t: &Value) -> String {
 }
 
 fn digest_of(site: &Site, version: &str) -> String {
-    let doc: Value = serde_json::from_slice(
-        &std::fs::read(site.path().join(format!("media-{version}/MEDIA.json"))).unwrap(),
-    )
-    .unwrap();
-    doc["images"]
+    media_doc(site, version)["images"]
         .as_array()
         .unwrap()
         .iter()
@@ -554,12 +593,25 @@ fn a_site_installs_from_media_upgrades_and_rolls_back_with_no_network() {
 fn run() {
     let site = setup();
     let previous = previous_release(&site);
-    media(&site, "0.1.0", previous.as_deref().unwrap_or(&site.bins));
-    media(&site, "0.1.1", &site.bins);
+    // Release builds, keyed with the vendor's key; but the previous release predates keyed
+    // builds (its gateway has no slot to stamp), so its media is a development build.
+    let keyed_first = previous.is_none();
+    if !keyed_first {
+        eprintln!(
+            "SKIPPED: the keyed first install: 0.1.0 is the previous release, built before keyed builds; 0.1.1 is keyed"
+        );
+    }
+    media(
+        &site,
+        "0.1.0",
+        previous.as_deref().unwrap_or(&site.bins),
+        keyed_first,
+    );
+    media(&site, "0.1.1", &site.bins, true);
     tampered_media_is_refused_at_step_one(&site);
     wrong_registry_credentials_are_refused_at_import(&site);
-    the_first_install_waits_for_activation(&site);
-    the_activated_install_passes_every_step(&site);
+    the_first_install_waits_for_activation(&site, keyed_first);
+    the_activated_install_passes_every_step(&site, keyed_first);
     let before = audit_entries(&site);
     let (bot_id, bot_token) = an_agent_whose_decisions_are_counted(&site);
     let mut answered = site.decide(&bot_token, 30);
@@ -637,8 +689,12 @@ fn wrong_registry_credentials_are_refused_at_import(site: &Site) {
 }
 
 /// First install: the gateway runs, and the license on the media needs this installation's
-/// activation: the install stops at step 4 with the request to take to the vendor.
-fn the_first_install_waits_for_activation(site: &Site) {
+/// activation: the install stops at step 4 with the request to take to the vendor. Until then
+/// admin writes are frozen (402 license_required; the previous release said 403), while the
+/// data plane decides and audits: a call with no valid agent token is refused (401, not a
+/// license answer) and its refusal is a durable entry of the log, which verifies. A keyed
+/// gateway says it is a release build for the vendor's key.
+fn the_first_install_waits_for_activation(site: &Site, keyed: bool) {
     let d = site.path().to_owned();
     let (done, out, t) = site.install("media-0.1.0", &[]);
     assert!(!done, "{out}");
@@ -647,12 +703,37 @@ fn the_first_install_waits_for_activation(site: &Site) {
     let request = d.join("state/license/request.json");
     assert!(request.is_file(), "{out}");
     assert!(site.healthy(), "the gateway runs while the license waits");
+    if keyed {
+        let build = &site.get("/admin/info")["build"];
+        assert_eq!(build["kind"], "release", "{build}");
+        assert_eq!(
+            build["vendorKeyId"].as_str(),
+            Some(vendor_key_id(site).as_str())
+        );
+        assert_eq!(build["licensing"], "on", "{build}");
+    }
+    let (status, body) = site.try_post(
+        "/admin/agents",
+        serde_json::json!({"name": "too-early", "trustTier": "verified"}),
+    );
+    assert_eq!(status, if keyed { 402 } else { 403 }, "{body}");
+    assert_eq!(body["error"], "license_required", "{body}");
+    let before = audit_entries(site);
+    let refused = reqwest::blocking::Client::new()
+        .get(format!("http://127.0.0.1:{PORT}/proxy/check"))
+        .bearer_auth("not-an-agent-token")
+        .header("X-MeshGuard-Action", "read:ledger")
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(refused.as_u16(), 401, "the data plane answers as ever");
+    assert!(audit_entries(site) > before, "the refusal is in the log");
 }
 
 /// The vendor answers; the site names the answer and installs again: every step passes, the
 /// smoke tests with them, the license is applied, no secret is in the transcript, Terraform
 /// applied the bootstrap and the media's image runs.
-fn the_activated_install_passes_every_step(site: &Site) {
+fn the_activated_install_passes_every_step(site: &Site, keyed: bool) {
     let request = site.path().join("state/license/request.json");
     site.license(&[
         "activate",
@@ -698,6 +779,19 @@ fn the_activated_install_passes_every_step(site: &Site) {
             .starts_with("installed"),
         "{env}"
     );
+    // The transcript names the license, the vendor key and the expiry.
+    let license = site.get("/admin/license");
+    assert_eq!(env["license"]["licenseId"], license["licenseId"], "{env}");
+    assert!(env["license"]["licenseId"].is_string(), "{env}");
+    assert!(env["license"]["expires"].is_string(), "{env}");
+    if keyed {
+        assert_eq!(
+            env["license"]["vendorKeyId"].as_str(),
+            Some(vendor_key_id(site).as_str()),
+            "{env}"
+        );
+        assert_eq!(env["license"]["build"]["kind"], "release", "{env}");
+    }
     assert!(
         !serde_json::to_string(&t)
             .unwrap()
@@ -765,6 +859,14 @@ fn newer_media_is_swapped_in_with_the_log(site: &Site, has_previous: bool, befor
     let deploy = &step(&t, "render and start")["detail"];
     assert_eq!(deploy["action"], "upgraded", "{out}");
     assert!(deploy["candidate"]["checks"].to_string().contains("passed"));
+    // 0.1.1 is a release build: its candidate ran licensed as this installation.
+    assert!(
+        deploy["candidate"]["license"]
+            .as_str()
+            .unwrap()
+            .contains("copied"),
+        "{deploy}"
+    );
     assert_eq!(
         site.running_image(),
         format!("{REGISTRY}/meshguard/gateway@{}", digest_of(site, "0.1.1"))
@@ -804,7 +906,8 @@ fn broken_media_leaves_the_running_version(site: &Site) {
         broken.path().join("meshguard-gateway"),
     )
     .unwrap();
-    media(site, "0.1.2", broken.path());
+    // Its "gateway" (the license tool) has no vendor-key slot to stamp: a development build.
+    media(site, "0.1.2", broken.path(), false);
     let (done, out, t) = site.install("media-0.1.2", &[]);
     assert!(!done, "{out}");
     assert_eq!(failed_step(&t), "render and start", "{out}");

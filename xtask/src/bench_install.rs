@@ -50,14 +50,15 @@ fn empty(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// The release engineer's side, timed apart: the product images, a media and a site key, and
-/// the signed media; returns the media's size in bytes.
+/// the signed media; returns the media's size in bytes. The gateway is a development build
+/// (`create --development`, whatever MESHGUARD_VENDOR_PUBKEY says): the install runs with no
+/// license, and a release build would freeze the admin writes its smoke tests make.
 fn build_media(bins: &Path, dir: &Path) -> anyhow::Result<u64> {
     let t = Instant::now();
-    crate::run_checked(&mut crate::images::images_command(
-        bins,
-        &dir.join("layout"),
-        "meshguard",
-    )?)?;
+    crate::run_checked(
+        crate::images::images_command(bins, &dir.join("layout"), "meshguard")?
+            .env_remove("MESHGUARD_VENDOR_PUBKEY"),
+    )?;
     write_manifest(bins, dir)?;
     fs::write(dir.join("passphrase"), PASSPHRASE)?;
     let bundle_cmd = |args: &[&str]| {
@@ -81,6 +82,7 @@ fn build_media(bins: &Path, dir: &Path) -> anyhow::Result<u64> {
         "media",
         "--key",
         "media.key",
+        "--development",
     ]))?;
     println!(
         "media built in {:.1}s (images, chart, provider, modules, SBOMs, signatures)",

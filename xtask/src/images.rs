@@ -1,5 +1,10 @@
 //! `cargo xtask images`: the product's OCI images, built from this workspace's binaries with no
 //! container daemon (`meshguard-bundle images`), into one OCI layout.
+//!
+//! `MESHGUARD_VENDOR_PUBKEY=path/to/vendor.pub cargo xtask images --release` makes the gateway
+//! image a release build: `meshguard-bundle images` reads the variable (it is passed through
+//! with the rest of the environment) and stamps the key into the image's copy of the gateway
+//! binary, with no second compile. Without it the images hold a development build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,6 +12,10 @@ use std::process::Command;
 use anyhow::Context;
 use clap::Args;
 
+/// Set MESHGUARD_VENDOR_PUBKEY=path/to/vendor.pub for a release build of the gateway image (the
+/// vendor's key stamped into the image's copy of the binary); without it the gateway image is a
+/// development build, which `meshguard-bundle create` refuses for customer media unless given
+/// --development.
 #[derive(Debug, Args)]
 pub(crate) struct ImagesArgs {
     /// The OCI layout to write (replaced as a whole once every image is built).

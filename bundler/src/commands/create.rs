@@ -31,6 +31,10 @@ pub(crate) struct CreateArgs {
     /// A registry to reach over plain HTTP (repeatable), e.g. 127.0.0.1:5000.
     #[arg(long = "insecure-registry")]
     pub(crate) insecure_registries: Vec<String>,
+    /// Media not for customers: allow a development build of the gateway (no vendor key
+    /// stamped in it; licensing off). MEDIA.json records which build the media carries.
+    #[arg(long)]
+    pub(crate) development: bool,
     #[command(flatten)]
     pub(crate) registry_access: RegistryAccessArgs,
     #[command(flatten)]
@@ -56,6 +60,7 @@ pub(crate) fn run(a: CreateArgs) -> Result<ExitCode> {
             source_date_epoch: source_date_epoch()?,
             insecure_registries: a.insecure_registries,
             access: a.registry_access.access(false),
+            development: a.development,
         },
     )?;
     println!(

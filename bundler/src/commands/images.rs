@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::Args;
+use meshguard_license::VendorPublicKey;
 
 #[derive(Args, Debug)]
 pub(crate) struct ImagesArgs {
@@ -30,6 +31,12 @@ pub(crate) struct ImagesArgs {
     /// The CA bundle the images trust.
     #[arg(long, default_value = "/etc/ssl/certs/ca-certificates.crt")]
     pub(crate) ca_bundle: PathBuf,
+    /// The vendor's public key (vendor.pub): the gateway image gets a copy of meshguard-gateway
+    /// stamped with it, a release build that always licenses with this key (the binary in
+    /// --bin-dir is not changed). Without it the images hold a development build, which media
+    /// for customers refuse (`meshguard-bundle create` without --development).
+    #[arg(long, env = "MESHGUARD_VENDOR_PUBKEY", value_name = "FILE")]
+    pub(crate) vendor_pubkey: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -49,6 +56,12 @@ pub(crate) struct ProviderMirrorArgs {
 }
 
 pub(crate) fn run(a: ImagesArgs) -> Result<ExitCode> {
+    let vendor_key = a
+        .vendor_pubkey
+        .as_deref()
+        .map(VendorPublicKey::from_file)
+        .transpose()
+        .context("--vendor-pubkey (or MESHGUARD_VENDOR_PUBKEY) is not a vendor public key")?;
     let product = meshguard_bundler::image::ProductBuild {
         bin_dir: a.bin_dir,
         namespace: a.namespace,
@@ -58,12 +71,29 @@ pub(crate) fn run(a: ImagesArgs) -> Result<ExitCode> {
         license: env!("CARGO_PKG_LICENSE").to_owned(),
         created: a.created,
         ca_bundle: a.ca_bundle,
+        vendor_key,
     };
-    for (reference, digest) in meshguard_bundler::image::build_product(&product, &a.out)? {
+    let built = meshguard_bundler::image::build_product(&product, &a.out)?;
+    for (reference, digest) in &built.images {
         println!("{reference}  {digest}");
     }
+    println!("{}", build_line(&built));
     println!("OCI layout: {}", a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the gateway image holds: a release build with its key, or a development build.
+fn build_line(built: &meshguard_bundler::image::ProductBuilt) -> String {
+    match built.keying.key() {
+        Some(k) => format!(
+            "gateway: release build, stamped with vendor key {} in {:.1} ms (no compile)",
+            k.key_id(),
+            built.stamping.as_secs_f64() * 1000.0
+        ),
+        None => "gateway: development build, licensing off (no --vendor-pubkey or \
+                 MESHGUARD_VENDOR_PUBKEY); media for customers refuse it"
+            .to_owned(),
+    }
 }
 
 pub(crate) fn provider_mirror(a: ProviderMirrorArgs) -> Result<ExitCode> {

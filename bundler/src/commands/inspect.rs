@@ -35,6 +35,11 @@ pub(crate) fn run(dir: &Path) -> Result<ExitCode> {
     if let Some(l) = &doc.license {
         println!("license   {}", l.path);
     }
+    match &doc.build {
+        Some(b) => println!("build     {}", b.describe()),
+        None if doc.images.is_empty() => println!("build     none recorded (no gateway image)"),
+        None => println!("build     none recorded (no meshguard-gateway binary in the images)"),
+    }
     let mut kinds = std::collections::BTreeMap::<&str, (usize, u64)>::new();
     for it in &doc.items {
         let e = kinds.entry(it.kind.as_str()).or_default();

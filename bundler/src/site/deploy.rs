@@ -236,7 +236,7 @@ impl Run<'_> {
     ) -> Result<()> {
         let version = &t.version;
         let gateway = &deployed.gateway;
-        let cand_schema = self.try_candidate(verified, admin, t, prev, detail)?;
+        let cand_schema = self.try_candidate(verified, admin, t, prev, &deployed.claim, detail)?;
         let rolling_back = older(version, &prev.version);
         let running_schema = schema_version(gateway);
         // Back to a version with a lower (or unknown) schema: it needs the database as it was
@@ -273,6 +273,7 @@ impl Run<'_> {
         admin: &str,
         t: &Target,
         prev: &Installed,
+        running_claim: &str,
         detail: &mut Value,
     ) -> Result<Option<u64>> {
         let (version, podman, tls) = (&t.version, &t.podman, t.tls);
@@ -288,10 +289,13 @@ impl Run<'_> {
         if let Some(c) = claim_name(&cand) {
             let _ = podman.volume_rm(&c);
         }
+        let licensed = self.candidate_license(verified, podman, running_claim, &cand)?;
+        let played =
+            self.play_for_volume(podman, &cand_path, &cand, claim_name(&cand).as_deref())?;
         // The candidate reads the secret the running version has: a changed secret is put in
         // place only when the running version stops.
         let staged = podman
-            .play(&cand_path, tls)
+            .play(&played, tls)
             .and_then(|ids| self.started(podman, &ids, &cand_gw))
             .map(|_| {
                 let checks = smoke::run(
@@ -325,8 +329,48 @@ impl Run<'_> {
                 bad.detail
             );
         }
-        detail["candidate"] = json!({"release": cand_release, "port": cand_port, "checks": checks});
+        detail["candidate"] = json!({
+            "release": cand_release, "port": cand_port, "checks": checks, "license": licensed,
+        });
         Ok(cand_schema)
+    }
+
+    /// A release build licenses whatever its environment says, so a candidate of one on an
+    /// empty volume would have its admin writes frozen and fail the smoke tests: its scratch
+    /// volume gets a copy of the running installation's license directory (installation id,
+    /// license, activation), and it runs licensed as the installation it is to replace. A
+    /// development build's candidate runs with licensing off, as before. What was done.
+    fn candidate_license(
+        &self,
+        verified: &Verified,
+        podman: &Podman,
+        running_claim: &str,
+        rendered: &str,
+    ) -> Result<String> {
+        let release = verified
+            .doc
+            .build
+            .as_ref()
+            .is_some_and(|b| b.kind == "release");
+        let Some(cand_claim) = claim_name(rendered).filter(|_| release) else {
+            return Ok("none: a development build runs its candidate with licensing off".into());
+        };
+        let from = podman.volume_mountpoint(running_claim)?.join("license");
+        if !from.is_dir() {
+            return Ok("none: the running installation has no license directory".into());
+        }
+        podman.volume_create(&cand_claim)?;
+        let to = podman.volume_mountpoint(&cand_claim)?.join("license");
+        // -a: the files keep the gateway user's ownership and modes.
+        let mut cp = std::process::Command::new("cp");
+        cp.arg("-a").arg(&from).arg(&to);
+        super::tools::run(
+            &mut cp,
+            "copying the installation's license to the candidate",
+        )?;
+        Ok(format!(
+            "the running installation's license directory copied to the candidate's volume {cand_claim}"
+        ))
     }
 
     /// Rolling back: puts the snapshot of the version's database in place on the stopped

@@ -814,7 +814,10 @@ impl Run<'_> {
         match (&self.opts.license_pubkey_file, license_file) {
             (Some(vendor_pub), Some(f)) => {
                 let how = self.license(deployed, verified, vendor_pub, &f)?;
-                applied.insert("license".into(), json!({"file": f, "applied": how}));
+                applied.insert(
+                    "license".into(),
+                    installed_license(&deployed.gateway, &f, &how)?,
+                );
             }
             (None, Some(_)) => {
                 applied.insert(
@@ -1066,6 +1069,30 @@ impl Run<'_> {
             json!({"module": b.module, "workdir": work, "plan": plan, "apply": apply, "outputs": outputs}),
         ))
     }
+}
+
+/// The license as the gateway holds it once installed, for the transcript: its id, the vendor
+/// key it verifies with, its expiry, and the gateway's own word on its build.
+fn installed_license(gw: &Gateway, file: &Path, how: &str) -> Result<Value> {
+    let status = gw.send(
+        gw.admin(reqwest::Method::GET, "/admin/license"),
+        200,
+        "reading the installed license",
+    )?;
+    let info = gw.send(
+        gw.admin(reqwest::Method::GET, "/admin/info"),
+        200,
+        "reading the gateway's build",
+    )?;
+    Ok(json!({
+        "file": file,
+        "applied": how,
+        "licenseId": status["licenseId"],
+        "vendorKeyId": status["vendorKeyId"],
+        "expires": status["expires"],
+        "state": status["state"],
+        "build": info["build"],
+    }))
 }
 
 fn gateway_image(v: &Verified) -> Option<(&str, &str)> {

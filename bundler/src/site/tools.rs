@@ -196,6 +196,14 @@ impl Podman {
         Ok(std::path::PathBuf::from(out.trim()))
     }
 
+    pub fn volume_create(&self, name: &str) -> Result<()> {
+        run(
+            self.cmd().args(["volume", "create", name]),
+            "podman volume create",
+        )?;
+        Ok(())
+    }
+
     pub fn volume_rm(&self, name: &str) -> Result<()> {
         run(
             self.cmd().args(["volume", "rm", "-f", name]),

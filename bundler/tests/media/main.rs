@@ -8,6 +8,7 @@ mod archives;
 mod control_plane;
 mod create_verify;
 mod features;
+mod keyed;
 mod netpol;
 mod pods;
 mod product;

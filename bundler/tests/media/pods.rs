@@ -32,14 +32,16 @@ pub(crate) fn product(created: i64) -> ProductBuild {
         license: "Apache-2.0".into(),
         created,
         ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+        vendor_key: None,
     }
 }
 
-/// Builds the product's images into a new layout; returns (reference, manifest digest).
+/// Builds the product's images into a new layout; returns (reference, manifest digest). The
+/// gateway is a development build: these tests run it unlicensed.
 pub(crate) fn build_images(dir: &Path, created: i64) -> Vec<(String, String)> {
     let mut layout = Layout::create(dir).unwrap();
     let mut out = Vec::new();
-    for spec in product_specs(&product(created)).unwrap() {
+    for spec in product_specs(&product(created)).unwrap().0 {
         let b = build(&mut layout, &spec).unwrap();
         out.push((spec.reference.clone(), b.manifest.digest));
     }

@@ -94,6 +94,7 @@ fn the_product_images_are_reproducible_and_carry_the_binaries() {
         "0123456789abcdef0123456789abcdef01234567"
     );
     assert_eq!(inspect["config"]["User"], "10001:10001");
+    assert_eq!(labels["io.meshguard.build"], "development", "{labels}");
 }
 
 #[test]
@@ -131,7 +132,8 @@ fn the_air_gapped_chart_runs_the_imported_gateway_and_a_replaced_pod_keeps_the_a
     the_upstream_saw_only_the_allowed_call(&upstream);
 }
 
-/// Signed media carrying the images and the chart, made as a vendor makes them.
+/// Signed media carrying the images and the chart, made as a vendor makes them; a development
+/// build (`--development`), since this test runs the gateway with no license.
 fn create_product_media(d: &Path) {
     let man = manifest(
         d,
@@ -152,6 +154,7 @@ fn create_product_media(d: &Path) {
                 "media",
                 "--key",
                 &keys().ed_secret(),
+                "--development",
             ],
             d,
         ),

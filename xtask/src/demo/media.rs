@@ -24,12 +24,12 @@ pub(super) fn create(demo: &Demo) -> anyhow::Result<()> {
     let src = demo.dir.join("media-src");
     fs::create_dir_all(&src).with_context(|| format!("cannot create {}", src.display()))?;
     // The product's own images (meshguard/gateway, meshguard/tools) from the binaries built in
-    // step 1.
-    run_indented(&mut crate::images::images_command(
-        &demo.bins,
-        &src.join("layout"),
-        "meshguard",
-    )?)?;
+    // step 1; the gateway keyed with the demo vendor's key, as a release for customers is.
+    run_indented(
+        crate::images::images_command(&demo.bins, &src.join("layout"), "meshguard")?
+            .arg("--vendor-pubkey")
+            .arg(demo.vendor_dir().join("vendor.pub")),
+    )?;
     write_manifest(demo, &src)?;
     run_indented(&mut bundle(
         demo,
