@@ -413,9 +413,9 @@ impl Licensing {
             StatusCode::PAYMENT_REQUIRED,
             "license_required",
             format!(
-                "admin writes are frozen: {} {steps} Decisions, audit, revoking agents and \
+                "admin writes are frozen: {}. {steps} Decisions, audit, revoking agents and \
                  re-issuing their tokens go on.",
-                status.message
+                status.message.trim_end_matches('.')
             ),
         ))
     }
