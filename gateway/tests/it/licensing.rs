@@ -209,34 +209,8 @@ fn an_expired_license_freezes_admin_writes_but_never_enforcement_or_audit() {
     let before = gw.get("/admin/audit/stats").1["total"].as_u64().unwrap();
     assert_eq!(gw.check(&token, "read:x").0, 200, "decisions continue");
     assert_eq!(gw.check(&token, "write:x").0, 403, "denials continue");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let after = gw.get("/admin/audit/stats").1["total"].as_u64().unwrap();
-        if after >= before + 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "audit stopped: {before} -> {after}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let (status, body) = gw.post("/admin/agents", json!({"name": "new"}));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (402, Some("license_required")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("install a renewal"),
-        "{body}"
-    );
-    let (status, _) = gw.post("/admin/policies", json!({"name": "p2", "content": READS}));
-    assert_eq!(status, 402);
+    audit_grows_past(&gw, before + 1);
+    writes_are_frozen(&gw, "install a renewal");
     let (status, _) = gw.patch(&format!("/admin/agents/{agent_id}"), json!({"tags": ["x"]}));
     assert_eq!(status, 402);
     // Without credentials the answer is 401, and says nothing about the license.
@@ -419,6 +393,19 @@ fn keyed(program: &Path, extra: Vec<(&'static str, String)>) -> Options<'static>
     }
 }
 
+/// Admin writes answer 402 `license_required`, with a message that says `steps`.
+fn writes_are_frozen(gw: &Gateway, steps: &str) {
+    let (status, body) = gw.post("/admin/agents", json!({"name": "refused"}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (402, Some("license_required")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains(steps), "{body}");
+    let (status, _) = gw.post("/admin/policies", json!({"name": "p2", "content": READS}));
+    assert_eq!(status, 402);
+}
+
 /// The audit log's size, waited for until it holds more than `than`.
 fn audit_grows_past(gw: &Gateway, than: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -484,43 +471,10 @@ fn a_keyed_build_licenses_with_its_own_key_and_opens_admin_writes_once_activated
     assert_eq!(gw.check(&token, "read:x").0, 200);
     assert_eq!(gw.check(&token, "write:x").0, 403);
     let audited = audit_grows_past(&gw, audited + 1);
-    let (status, body) = gw.post("/admin/agents", json!({"name": "early"}));
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (402, Some("license_required")),
-        "{body}"
-    );
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("POST /admin/license/request"),
-        "{body}"
-    );
-    let (status, _) = gw.post("/admin/policies", json!({"name": "p2", "content": READS}));
-    assert_eq!(status, 402);
+    writes_are_frozen(&gw, "POST /admin/license/request");
 
     // The request made through the gateway, answered by the vendor, installed through it.
-    let license = vendor.license(1, 10, days(365));
-    let (status, request) = post_raw(&gw, "/admin/license/request", license.envelope.to_json());
-    assert_eq!(status, 200, "{request}");
-    let request = meshguard_license::ActivationRequest::parse(
-        request.to_string().as_bytes(),
-        "the gateway's request",
-    )
-    .unwrap();
-    let activation = Activation::for_request(&license.license, &request, Utc::now())
-        .unwrap()
-        .sign(&vendor.key)
-        .unwrap();
-    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
-                      "activation": serde_json::from_slice::<Value>(&activation.envelope.to_json()).unwrap()});
-    let (status, body) = post_raw(&gw, "/admin/license", body.to_string().into_bytes());
-    assert_eq!(
-        (status, body["result"].as_str()),
-        (200, Some("activated")),
-        "{body}"
-    );
+    activate_through(&gw, &vendor, &vendor.license(1, 10, days(365)));
 
     // After: writes accepted; decisions and audit as before.
     agent(&gw, "after", "verified", &[]);
