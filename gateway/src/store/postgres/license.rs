@@ -1,5 +1,5 @@
 //! The installation's license records and the gateways' leases in PostgreSQL: what makes the
-//! gateways sharing one database one installation (docs/adr/0004, issue #36).
+//! gateways sharing one database one installation (docs/adr/0004, docs/licensing.md).
 //!
 //! The installation id is made by the first gateway to migrate the database, under the
 //! migration lock ([`create_installation_id`]); every gateway adopts it. A license installed
