@@ -142,6 +142,10 @@ impl ControlPlane for Shared {
             .license
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(link.clone());
+        if !link.licensing.is_on() {
+            // Nothing to count: no lease rows written every poll for an unlicensed cluster.
+            return Ok(());
+        }
         spawn_lease(link, Arc::clone(&self.pg), self.poll).await
     }
 }
@@ -160,10 +164,16 @@ impl LicenseLink {
     /// Checks the license again; a panic in the check is caught and logged, so the follower
     /// that calls this goes on applying revocations and policy changes.
     fn recheck(&self) {
-        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.licensing.refresh(&self.alerts);
-        }));
-        if checked.is_err() {
+        self.guarded(|l| {
+            l.refresh(&self.alerts);
+        });
+    }
+
+    /// Runs `f` on the licensing, catching a panic (logged), so the thread calling it (the
+    /// follower, the lease) goes on.
+    fn guarded(&self, f: impl FnOnce(&crate::license::Licensing)) {
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&self.licensing)));
+        if ran.is_err() {
             tracing::error!("the license check failed (a panic, above); the last check stands");
         }
     }
@@ -180,18 +190,21 @@ const LEASE_POLLS: u32 = 3;
 async fn spawn_lease(link: LicenseLink, pg: Arc<PgStore>, poll: Duration) -> anyhow::Result<()> {
     let lease = poll.saturating_mul(LEASE_POLLS).max(Duration::from_secs(3));
     let failing = std::sync::atomic::AtomicBool::new(false);
-    let renew = move || match pg.heartbeat(&link.lease_id, lease) {
-        Ok((before, live)) => {
-            failing.store(false, Ordering::Relaxed);
-            link.licensing.set_rank(Some((before, live)), &link.alerts);
-        }
-        // The gateways cannot be counted meanwhile (logged once per outage).
-        Err(e) => {
-            if !failing.swap(true, Ordering::Relaxed) {
-                tracing::warn!(error = %e, "cannot renew this gateway's license lease; retrying");
+    let renew = move || {
+        let rank = match pg.heartbeat(&link.lease_id, lease) {
+            Ok(rank) => {
+                failing.store(false, Ordering::Relaxed);
+                Some(rank)
             }
-            link.licensing.set_rank(None, &link.alerts);
-        }
+            // The gateways cannot be counted meanwhile (logged once per outage).
+            Err(e) => {
+                if !failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot renew this gateway's license lease; retrying");
+                }
+                None
+            }
+        };
+        link.guarded(|l| l.set_rank(rank, &link.alerts));
     };
     let renew = tokio::task::spawn_blocking(move || {
         renew();

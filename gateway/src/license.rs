@@ -142,6 +142,11 @@ impl Licensing {
         })
     }
 
+    /// Whether licensing is on: a release build, or `LICENSE_PUBKEY` on a development build.
+    pub(crate) fn is_on(&self) -> bool {
+        self.key.is_some()
+    }
+
     /// What `/admin/info` says of the build and its licensing.
     pub(crate) fn build(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
@@ -279,28 +284,23 @@ impl Licensing {
     /// `/metrics` lines: the license state, whether admin writes are open, and the seconds
     /// left until expiry and until the grace period ends (negative once past).
     pub(crate) fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+        use crate::metrics::gauge;
         let s = self.status();
-        let _ = writeln!(
+        let state = format!("{{state=\"{}\"}} 1", s.state.as_str());
+        gauge(
             out,
-            "# HELP meshguard_license_state The license state (1 for the current one)."
+            "meshguard_license_state",
+            "The license state (1 for the current one).",
+            &state,
         );
-        let _ = writeln!(out, "# TYPE meshguard_license_state gauge");
-        let _ = writeln!(
+        gauge(
             out,
-            "meshguard_license_state{{state=\"{}\"}} 1",
-            s.state.as_str()
+            "meshguard_license_admin_writes_allowed",
+            "1 when admin writes are open.",
+            &format!(" {}", u8::from(s.admin_writes_allowed)),
         );
-        let _ = writeln!(
-            out,
-            "# HELP meshguard_license_admin_writes_allowed 1 when admin writes are open."
-        );
-        let _ = writeln!(out, "# TYPE meshguard_license_admin_writes_allowed gauge");
-        let _ = writeln!(
-            out,
-            "meshguard_license_admin_writes_allowed {}",
-            u8::from(s.admin_writes_allowed)
-        );
+        // Seconds from now, not from the last check (which may be an hour old).
+        let now = Utc::now();
         for (name, help, at) in [
             (
                 "meshguard_license_expiry_seconds",
@@ -314,9 +314,7 @@ impl Licensing {
             ),
         ] {
             if let Some(at) = at {
-                let _ = writeln!(out, "# HELP {name} {help}");
-                let _ = writeln!(out, "# TYPE {name} gauge");
-                let _ = writeln!(out, "{name} {}", (at - s.checked_at).num_seconds());
+                gauge(out, name, help, &format!(" {}", (at - now).num_seconds()));
             }
         }
     }

@@ -8,6 +8,14 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+/// Writes one gauge: its `# HELP` and `# TYPE` lines and `name` followed by `sample` (the
+/// labels, if any, a space and the value).
+pub(crate) fn gauge(out: &mut String, name: &str, help: &str, sample: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name}{sample}");
+}
+
 /// Upper bounds of the governance-latency histogram, in seconds.
 const BUCKETS: [f64; 8] = [0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1];
 
@@ -132,9 +140,12 @@ impl Metrics {
             "meshguard_audit_entries_total {}",
             get(&self.audit_entries)
         );
-        let _ = writeln!(out, "# HELP meshguard_active_agents Agents not revoked.");
-        let _ = writeln!(out, "# TYPE meshguard_active_agents gauge");
-        let _ = writeln!(out, "meshguard_active_agents {active_agents}");
+        gauge(
+            &mut out,
+            "meshguard_active_agents",
+            "Agents not revoked.",
+            &format!(" {active_agents}"),
+        );
         let _ = writeln!(
             out,
             "# HELP meshguard_request_duration_seconds Governance step (evaluate and durable audit)."
