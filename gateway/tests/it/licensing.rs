@@ -63,6 +63,19 @@ impl Vendor {
         .unwrap()
     }
 
+    /// The vendor's answer to `request`.
+    fn activate(
+        &self,
+        license: &License,
+        request: &meshguard_license::ActivationRequest,
+        now: DateTime<Utc>,
+    ) -> meshguard_license::SignedActivation {
+        Activation::for_request(license, request, now)
+            .unwrap()
+            .sign(&self.key)
+            .unwrap()
+    }
+
     /// The site's request and the vendor's activation, installed at time `now` as
     /// `meshguard-license install` would.
     fn install(&self, dir: &Path, license: &SignedLicense, now: DateTime<Utc>) {
@@ -70,10 +83,7 @@ impl Vendor {
         let request = site
             .create_request(license, &Expect::default(), "test", now)
             .unwrap();
-        let activation = Activation::for_request(&license.license, &request, now)
-            .unwrap()
-            .sign(&self.key)
-            .unwrap();
+        let activation = self.activate(&license.license, &request, now);
         site.install(
             &self.key.public(),
             &license.envelope.to_json(),
@@ -101,6 +111,18 @@ fn licensed(dir: &Path, extra: Vec<(&'static str, String)>) -> Options<'static> 
     ];
     env.extend(extra);
     Options::with(env)
+}
+
+/// `POST /admin/license`'s body: `{"license": …, "activation": …}`.
+fn install_body(
+    license: &SignedLicense,
+    activation: &meshguard_license::SignedActivation,
+) -> Vec<u8> {
+    let envelope = |bytes: Vec<u8>| serde_json::from_slice::<Value>(&bytes).unwrap();
+    json!({"license": envelope(license.envelope.to_json()),
+           "activation": envelope(activation.envelope.to_json())})
+    .to_string()
+    .into_bytes()
 }
 
 fn post_raw(gw: &Gateway, path: &str, body: Vec<u8>) -> (u16, Value) {
@@ -316,13 +338,8 @@ fn activation_through_the_admin_api_is_bound_to_this_installation_and_deployment
     let request = other_site
         .create_request(&license, &Expect::default(), "test", Utc::now())
         .unwrap();
-    let foreign = Activation::for_request(&license.license, &request, Utc::now())
-        .unwrap()
-        .sign(&vendor.key)
-        .unwrap();
-    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
-                      "activation": serde_json::from_slice::<Value>(&foreign.envelope.to_json()).unwrap()});
-    let (status, answer) = post_raw(&gw, "/admin/license", body.to_string().into_bytes());
+    let foreign = vendor.activate(&license.license, &request, Utc::now());
+    let (status, answer) = post_raw(&gw, "/admin/license", install_body(&license, &foreign));
     assert_eq!(status, 400, "{answer}");
     assert!(
         answer["message"].as_str().unwrap().contains(&installation),
@@ -335,13 +352,8 @@ fn activation_through_the_admin_api_is_bound_to_this_installation_and_deployment
         .create_request(&license, &Expect::default(), "test", Utc::now())
         .unwrap();
     assert_eq!(request.installation_id, installation);
-    let activation = Activation::for_request(&license.license, &request, Utc::now())
-        .unwrap()
-        .sign(&vendor.key)
-        .unwrap();
-    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
-                      "activation": serde_json::from_slice::<Value>(&activation.envelope.to_json()).unwrap()});
-    let (status, answer) = post_raw(&gw, "/admin/license", body.to_string().into_bytes());
+    let activation = vendor.activate(&license.license, &request, Utc::now());
+    let (status, answer) = post_raw(&gw, "/admin/license", install_body(&license, &activation));
     assert_eq!(
         (status, answer["result"].as_str()),
         (200, Some("activated")),
@@ -519,13 +531,8 @@ fn activate_through(gw: &Gateway, vendor: &Vendor, license: &SignedLicense) {
     let request =
         meshguard_license::ActivationRequest::parse(request.to_string().as_bytes(), "request")
             .unwrap();
-    let activation = Activation::for_request(&license.license, &request, Utc::now())
-        .unwrap()
-        .sign(&vendor.key)
-        .unwrap();
-    let body = json!({"license": serde_json::from_slice::<Value>(&license.envelope.to_json()).unwrap(),
-                      "activation": serde_json::from_slice::<Value>(&activation.envelope.to_json()).unwrap()});
-    let (status, body) = post_raw(gw, "/admin/license", body.to_string().into_bytes());
+    let activation = vendor.activate(&license.license, &request, Utc::now());
+    let (status, body) = post_raw(gw, "/admin/license", install_body(license, &activation));
     assert_eq!(
         (status, body["result"].as_str()),
         (200, Some("activated")),
