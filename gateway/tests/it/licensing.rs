@@ -707,3 +707,84 @@ fn a_site_moving_from_sqlite_to_postgres_keeps_its_activation_and_cannot_move_ba
         "{why}"
     );
 }
+
+/// The admin routes as the router declares them (`routes/mod.rs`, up to the license gate):
+/// each path with the methods it answers.
+fn admin_routes() -> Vec<(String, Vec<Method>)> {
+    let source = include_str!("../../src/routes/mod.rs");
+    let start = source
+        .find("let admin = Router::new()")
+        .expect("the admin router");
+    let end = source[start..]
+        .find("license::gate")
+        .expect("the license gate")
+        + start;
+    source[start..end]
+        .split(".route(")
+        .skip(1)
+        .map(|chunk| {
+            let path = chunk.split('"').nth(1).expect("a route's path").to_owned();
+            let methods = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|m| calls(chunk, m))
+                .map(|m| Method::from_bytes(m.to_uppercase().as_bytes()).unwrap())
+                .collect();
+            (path, methods)
+        })
+        .collect()
+}
+
+/// Whether `text` calls `name(` (not as the end of a longer name, as in `reissue_token(`).
+fn calls(text: &str, name: &str) -> bool {
+    text.match_indices(&format!("{name}(")).any(|(at, _)| {
+        !text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+    })
+}
+
+#[test]
+fn with_no_license_every_admin_write_route_and_method_is_frozen_but_the_named_ones() {
+    let dir = tempdir();
+    Vendor::new(dir.path());
+    let gw = Gateway::start_with(dir.path(), licensed(dir.path(), vec![]));
+    assert_eq!(gw.get("/admin/license").1["state"], "missing");
+    // Open whatever the license says: the license itself, audit intake and checkpoints,
+    // read-only policy tools, revoking one agent and re-issuing its token.
+    let open = [
+        (Method::POST, "/license"),
+        (Method::POST, "/license/request"),
+        (Method::POST, "/audit/ingest"),
+        (Method::POST, "/audit/checkpoint"),
+        (Method::POST, "/audit/cosignatures"),
+        (Method::POST, "/policies/validate"),
+        (Method::POST, "/policies/test"),
+        (Method::DELETE, "/agents/:id"),
+        (Method::POST, "/agents/:id/token"),
+    ];
+    let routes = admin_routes();
+    assert!(routes.len() > 30, "the router was read: {routes:?}");
+    let mut writes = 0;
+    for (path, methods) in &routes {
+        for method in methods.iter().filter(|m| **m != Method::GET) {
+            writes += 1;
+            let url = format!(
+                "/admin{}",
+                path.replace(":id", "agt_x")
+                    .replace(":key", "p_x")
+                    .replace("*path", "x")
+            );
+            let r = gw
+                .admin(method.clone(), &url)
+                .json(&json!({}))
+                .send()
+                .unwrap();
+            let status = r.status().as_u16();
+            let frozen = status == 402;
+            let should = !open.contains(&(method.clone(), path.as_str()));
+            assert_eq!(frozen, should, "{method} {path} answered {status}");
+        }
+    }
+    assert!(writes >= 15, "{writes} write routes found: {routes:?}");
+}
