@@ -60,9 +60,18 @@ fn tiers_are_echoed_exactly_and_unknown_ones_are_refused_with_the_list() {
 fn list_filters_by_tier_rank_and_status() {
     let dir = tempdir();
     let gw = Gateway::start(dir.path());
-    agent(&gw, "a", "trusted", &[]);
-    agent(&gw, "b", "untrusted", &[]);
-    let (c, _) = agent(&gw, "c", "trusted", &[]);
+    // Lists are in creation time (milliseconds), then id: agents made within one millisecond
+    // come in id order, which is random. Each agent here is made in a millisecond of its own, so
+    // the order the test asserts is the one the product promises (the test had failed once on
+    // a fast run: b and c made in one millisecond came out c, b).
+    let made = |name: &str, tier: &str| {
+        let made = agent(&gw, name, tier, &[]);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        made
+    };
+    made("a", "trusted");
+    made("b", "untrusted");
+    let (c, _) = made("c", "trusted");
     gw.delete(&format!("/admin/agents/{c}"));
     let names = |path: &str| -> Vec<String> {
         let (status, body) = gw.get(path);
