@@ -187,10 +187,19 @@ fn index_size(database: &[u8]) -> Result<u64> {
     if check != "ok" {
         bail!("the database copy is damaged: SQLite's quick_check says {check}");
     }
-    let seq: Option<i64> = conn
-        .query_row("SELECT max(seq) FROM audit_entries", [], |r| r.get(0))
-        .context("the database copy has no audit index: it is not a gateway's database")?;
-    Ok(seq.unwrap_or(0) as u64)
+    // `audit_index` since the gateway's schema 14; `audit_entries` in copies made before it
+    // (and in one made while the first start after the upgrade had not yet dropped it).
+    let mut held = None;
+    for table in ["audit_index", "audit_entries"] {
+        if let Ok(seq) = conn.query_row(&format!("SELECT max(seq) FROM {table}"), [], |r| {
+            r.get::<_, Option<i64>>(0)
+        }) {
+            held = Some(held.unwrap_or(0).max(seq.unwrap_or(0)));
+        }
+    }
+    let seq =
+        held.context("the database copy has no audit index: it is not a gateway's database")?;
+    Ok(seq as u64)
 }
 
 /// The log directory rebuilt from the archived entries, as the gateway writes it: each entry in

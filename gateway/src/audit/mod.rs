@@ -870,7 +870,7 @@ impl store::Indexer {
                 group.extend(more);
             }
             if let Err(e) = self.add(&group) {
-                tracing::error!(error = %e, "cannot index audit entries; lists and stats stop at the last indexed entry");
+                tracing::error!(error = %format!("{e:#}"), "cannot index audit entries; they are read from the log with the next group");
             }
         }
     }

@@ -220,6 +220,11 @@ fn older_change_records_gain_their_rollback_reference_on_upgrade() {
          ALTER TABLE changes DROP COLUMN rollback_ref;
          DROP TABLE alert_deliveries;
          DROP TABLE audit_layout;
+         DROP TABLE audit_index;
+         DROP TABLE audit_index_times;
+         CREATE TABLE audit_entries (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+             source TEXT NOT NULL, timestamp TEXT NOT NULL, agent_id TEXT, action TEXT NOT NULL,
+             decision TEXT NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
          DELETE FROM schema_migrations WHERE version >= 10;",
     )
     .unwrap();

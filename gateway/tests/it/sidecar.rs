@@ -610,7 +610,7 @@ fn the_ingested_chain_survives_a_lost_index(control: Gateway, control_dir: &Path
     assert_eq!(before.lines().count(), 4, "{before}");
     control.kill9();
     let db = rusqlite::Connection::open(control_dir.join("data/meshguard.db")).unwrap();
-    db.execute("DELETE FROM audit_entries", []).unwrap();
+    db.execute("DELETE FROM audit_index", []).unwrap();
     drop(db);
     let control = Gateway::start(control_dir);
     // The rebuild runs behind the log; the export shows what is indexed, so wait for it.
