@@ -136,7 +136,7 @@ pub fn build_log(dir: &std::path::Path, entries: usize) -> anyhow::Result<Durati
         let group = (entries - i).min(65_536);
         for j in 0..group {
             let prepared = crate::audit::Prepared::new(sample_entry(i + j));
-            writer.insert(&prepared).map_err(anyhow::Error::msg)?;
+            writer.insert(prepared).map_err(anyhow::Error::msg)?;
         }
         writer.append_durably()?;
         i += group;

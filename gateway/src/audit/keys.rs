@@ -246,7 +246,7 @@ pub(crate) fn rotate(
         .map_or_else(|| new.vkey(), |c| c.vkey.clone());
     let mut writer = super::store::Writer::open(db_path, log_dir, origin, &signing_vkey)?;
     let result = writer.rotate(
-        &prepared,
+        prepared,
         &new,
         old.as_ref(),
         current.as_ref().map(|c| c.vkey.as_str()),

@@ -306,10 +306,10 @@ impl AuditLog {
 }
 
 /// An entry ready for the writer: its canonical body and Merkle leaf hash, computed off the
-/// writer thread.
+/// writer thread, and its index row's fields, moved out of the entry (the writer places it).
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    pub(crate) entry: AuditEntry,
+    pub(crate) row: store::IndexRow,
     pub(crate) body: String,
     pub(crate) leaf: merkle::Hash,
     /// Who has the entry: still queued, taken by the writer, or withdrawn by its caller.
@@ -325,7 +325,7 @@ impl Prepared {
         }
         let leaf = merkle::leaf_hash(body.as_bytes());
         Self {
-            entry,
+            row: store::IndexRow::unplaced(entry),
             body,
             leaf,
             claim: Arc::default(),
@@ -759,7 +759,7 @@ impl store::Writer {
                     let _ = done.send(Err(FAILED_SYNC.to_owned()));
                     return;
                 }
-                match self.insert(&prepared) {
+                match self.insert(*prepared) {
                     Ok(seq) => at.pending.push((done, seq)),
                     Err(e) => {
                         let _ = done.send(Err(format!("audit write refused: {e}")));

@@ -95,7 +95,7 @@ fn anchor(
 pub(crate) struct IndexRow {
     seq: u64,
     id: String,
-    source: String,
+    source: Arc<str>,
     timestamp: String,
     agent_id: Option<String>,
     agent_name: Option<String>,
@@ -113,6 +113,9 @@ fn hash_bytes(hex_hash: &str) -> merkle::Hash {
     out
 }
 
+/// The source of a row not yet placed in the log (one shared value: no allocation per entry).
+static UNPLACED: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+
 /// Entries per block of the time table: one entry bundle of the log.
 const TIME_BLOCK: u64 = 256;
 
@@ -122,6 +125,24 @@ impl IndexRow {
         format!("missing-id-{seq}")
     }
 
+    /// The row of an entry of this gateway's own, before the writer places it in the log (its
+    /// seq, source and hashes): the entry's fields are moved, not copied.
+    pub(crate) fn unplaced(entry: AuditEntry) -> Self {
+        Self {
+            seq: 0,
+            id: entry.id,
+            source: Arc::clone(&UNPLACED),
+            timestamp: entry.timestamp,
+            agent_id: entry.agent_id,
+            agent_name: entry.agent_name,
+            action: entry.action,
+            decision: entry.decision,
+            trace_id: Some(entry.trace_id),
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        }
+    }
+
     /// The row of an entry read back from the log (its fields from the body).
     fn from_body(seq: u64, source: &str, body: &str, prev_hash: &str, hash: &str) -> Self {
         let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -129,7 +150,7 @@ impl IndexRow {
         Self {
             seq,
             id: text("id").unwrap_or_else(|| Self::missing_id(seq)),
-            source: source.to_owned(),
+            source: Arc::from(source),
             timestamp: text("timestamp").unwrap_or_default(),
             agent_id: text("agentId"),
             agent_name: text("agentName"),
@@ -314,6 +335,8 @@ pub(crate) struct Writer {
     tiles: TileWriter,
     open: Option<Open>,
     origin: String,
+    /// The origin again, as the source every own entry's index row shares.
+    source: Arc<str>,
     frontier: Frontier,
     heads: HashMap<String, String>,
     signed_size: u64,
@@ -527,6 +550,7 @@ impl Writer {
             tiles,
             open: None,
             origin: origin.to_owned(),
+            source: Arc::from(origin),
             frontier,
             heads,
             signed_size,
@@ -560,8 +584,13 @@ impl Writer {
 
     /// Appends an entry of this gateway's own chain to the open group; returns its seq.
     /// Nothing is visible to the frontier or the chain heads before [`Self::commit`].
-    pub(crate) fn insert(&mut self, prepared: &super::Prepared) -> Result<u64, String> {
-        let (entry, body) = (&prepared.entry, &prepared.body);
+    pub(crate) fn insert(&mut self, prepared: super::Prepared) -> Result<u64, String> {
+        let super::Prepared {
+            mut row,
+            body,
+            leaf,
+            ..
+        } = prepared;
         if body.len() > u16::MAX as usize {
             return Err(format!(
                 "the audit entry is {} bytes, over the 65,535 the log holds per entry",
@@ -577,24 +606,16 @@ impl Writer {
             leaves: Vec::new(),
             rows: Vec::new(),
         });
-        let hash = chain_hash(&open.head, body).expect("heads are 32-byte hex");
-        self.tiles.append(body.as_bytes(), prepared.leaf);
+        let hash = chain_hash(&open.head, &body).expect("heads are 32-byte hex");
+        self.tiles.append(body.as_bytes(), leaf);
         let seq = self.tiles.size();
-        open.rows.push(IndexRow {
-            seq,
-            id: entry.id.clone(),
-            source: self.origin.clone(),
-            timestamp: entry.timestamp.clone(),
-            agent_id: entry.agent_id.clone(),
-            agent_name: entry.agent_name.clone(),
-            action: entry.action.clone(),
-            decision: entry.decision.clone(),
-            trace_id: Some(entry.trace_id.clone()),
-            prev_hash: hash_bytes(&open.head),
-            hash: hash_bytes(&hash),
-        });
+        row.seq = seq;
+        row.source = Arc::clone(&self.source);
+        row.prev_hash = hash_bytes(&open.head);
+        row.hash = hash_bytes(&hash);
+        open.rows.push(row);
         open.head = hash;
-        open.leaves.push(prepared.leaf);
+        open.leaves.push(leaf);
         Ok(seq)
     }
 
@@ -833,7 +854,7 @@ impl Writer {
     /// `old_vkey` retired at that size and `new`. Returns the checkpoint's size and note.
     pub(crate) fn rotate(
         &mut self,
-        prepared: &super::Prepared,
+        prepared: super::Prepared,
         new: &LogKey,
         old: Option<&LogKey>,
         old_vkey: Option<&str>,
