@@ -917,6 +917,110 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
 /// verifies the signed checkpoint, recomputes the tree hash from the served hash tiles, proves
 /// every entry of the bundles in it, and proves the log consistent with an older checkpoint
 /// (and reads that checkpoint's root from the same tiles, at its own size).
+/// The data directory a gateway of a release before schema 14 left (its audit index held every
+/// entry's body): `fixtures/index-v13`, made by its `make-fixture.sh`, with what that release
+/// answered to six lists.
+fn index_v13(into: &std::path::Path) {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/fixtures/index-v13/index-v13.tar.gz");
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(fixture).unwrap());
+    tar::Archive::new(gz).unpack(into).unwrap();
+    for key in ["audit-log.key", "policy-bundle.key", "secrets.key"] {
+        let path = into.join("data").join(key);
+        let mut perm = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+        std::fs::set_permissions(&path, perm).unwrap();
+    }
+}
+
+fn fixture_origin() -> Options<'static> {
+    Options::with(vec![(
+        "AUDIT_ORIGIN",
+        "fixture.meshguard.local/audit".to_owned(),
+    )])
+}
+
+/// Today's gateway on that directory drops the old index, fills the new one from the log
+/// behind it, and lists what the earlier release listed, entry for entry, for every filter (all,
+/// a decision, an agent by name, a trace id, an action, a time range); the log verifies with
+/// both checkpoints.
+#[test]
+fn an_index_of_an_earlier_release_is_refilled_from_the_log_and_lists_the_same() {
+    let dir = tempdir();
+    index_v13(dir.path());
+    let read = |name: &str| -> Value {
+        let path = dir.path().join(format!("expected/{name}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let size = read("verify")["entries"].as_u64().unwrap();
+    assert!(size > 600, "the fixture holds its 600 decisions: {size}");
+    let gw = Gateway::start_with(dir.path(), fixture_origin());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gw.get("/admin/audit?limit=1000").1["entries"]
+        .as_array()
+        .unwrap()
+        .len() as u64
+        <= size
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index was not filled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let old_table: i64 = db(dir.path())
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'audit_entries'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old_table, 0, "the old index is dropped");
+    let first = read("all")["entries"].as_array().unwrap().last().unwrap()["timestamp"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (name, query) in [
+        ("all", "?limit=1000".to_owned()),
+        ("denied", "?decision=deny&limit=1000".to_owned()),
+        ("beta", "?agent=beta&limit=50".to_owned()),
+        ("trace-77", "?traceId=fixture-77".to_owned()),
+        ("action", "?action=read:x5&limit=10".to_owned()),
+        (
+            "from-first",
+            format!("?from={first}&to=2100-01-01&limit=1000"),
+        ),
+    ] {
+        let before = read(name)["entries"].as_array().unwrap().clone();
+        assert!(!before.is_empty(), "{name}");
+        let now: Vec<Value> = gw.get(&format!("/admin/audit{query}")).1["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["seq"].as_u64().unwrap() <= size)
+            .cloned()
+            .collect();
+        assert_eq!(now, before, "{name}: {query}");
+    }
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["checkpoints"].as_u64(), Some(2), "{report}");
+}
+
+/// The old index's count still guards the log: the same directory with its log removed is
+/// refused at start (before, an empty new index would have taken the empty log as a new one).
+#[test]
+fn a_log_removed_under_an_index_of_an_earlier_release_is_refused() {
+    let dir = tempdir();
+    index_v13(dir.path());
+    std::fs::remove_dir_all(dir.path().join("data/audit-log")).unwrap();
+    let said = crate::harness::refused_start(dir.path(), &fixture_origin());
+    assert!(
+        said.contains("the directory was removed, replaced or cut short"),
+        "{said}"
+    );
+}
+
 #[test]
 fn gos_tlog_package_reads_the_tiles_and_checks_every_entry_and_an_older_checkpoint() {
     let dir = tempdir();
