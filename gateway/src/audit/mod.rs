@@ -58,12 +58,17 @@ pub(crate) fn chain_hash(prev_hex: &str, body: &str) -> Option<String> {
     // which showed up in the writer's profile once per row.
     let mut prev = [0u8; 32];
     hex::decode_to_slice(prev_hex, &mut prev).ok()?;
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(chain_link(&prev, body), &mut out).expect("64 hex digits for 32 bytes");
+    Some(String::from_utf8(out.to_vec()).expect("hex digits are ASCII"))
+}
+
+/// `SHA-256(prev ‖ body)`: the chain hash as bytes, as the writer links its own entries.
+pub(crate) fn chain_link(prev: &merkle::Hash, body: &str) -> merkle::Hash {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(body.as_bytes());
-    let mut out = [0u8; 64];
-    hex::encode_to_slice(h.finalize(), &mut out).expect("64 hex digits for 32 bytes");
-    Some(String::from_utf8(out.to_vec()).expect("hex digits are ASCII"))
+    h.finalize().into()
 }
 
 /// Settings for the log.

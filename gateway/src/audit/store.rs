@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::merkle::{self, Frontier};
 use super::note::{self, LogKey};
 use super::tiles::{self, TileReader, TileWriter};
-use super::{GENESIS, IngestReport, canonical, chain_hash};
+use super::{GENESIS, IngestReport, canonical, chain_hash, chain_link};
 
 /// A connection to the log's database (WAL, synchronous=FULL).
 pub(crate) fn open_conn(path: &Path) -> rusqlite::Result<Connection> {
@@ -282,7 +282,7 @@ fn replay(
 /// Entries of this gateway's chain appended since the last flush.
 struct Open {
     /// The chain head after the last of them.
-    head: String,
+    head: merkle::Hash,
     leaves: Vec<merkle::Hash>,
     rows: Vec<IndexRow>,
 }
@@ -598,21 +598,17 @@ impl Writer {
             ));
         }
         let open = self.open.get_or_insert_with(|| Open {
-            head: self
-                .heads
-                .get(&self.origin)
-                .cloned()
-                .unwrap_or_else(|| GENESIS.to_owned()),
+            head: hash_bytes(self.heads.get(&self.origin).map_or(GENESIS, String::as_str)),
             leaves: Vec::new(),
             rows: Vec::new(),
         });
-        let hash = chain_hash(&open.head, &body).expect("heads are 32-byte hex");
+        let hash = chain_link(&open.head, &body);
         self.tiles.append(body.as_bytes(), leaf);
         let seq = self.tiles.size();
         row.seq = seq;
         row.source = Arc::clone(&self.source);
-        row.prev_hash = hash_bytes(&open.head);
-        row.hash = hash_bytes(&hash);
+        row.prev_hash = open.head;
+        row.hash = hash;
         open.rows.push(row);
         open.head = hash;
         open.leaves.push(leaf);
@@ -636,7 +632,8 @@ impl Writer {
         for leaf in &open.leaves {
             self.frontier.push(*leaf);
         }
-        self.heads.insert(self.origin.clone(), open.head);
+        self.heads
+            .insert(self.origin.clone(), hex::encode(open.head));
         Ok(Flushed {
             segments,
             last_seq: self.tiles.size(),
