@@ -151,6 +151,9 @@ pub fn build_log(dir: &std::path::Path, entries: usize) -> anyhow::Result<Durati
 /// entries, time until the index holds every entry)`.
 pub fn start_log(dir: &std::path::Path) -> anyhow::Result<(Duration, Duration)> {
     let started = Instant::now();
+    // The store first, as the gateway opens it: its migrations run (a log written by an earlier
+    // release is upgraded here).
+    drop(crate::store::SqliteStore::open(&dir.join("meshguard.db"))?);
     let log = crate::audit::AuditLog::open(crate::audit::AuditConfig {
         db_path: dir.join("meshguard.db"),
         log_dir: dir.join("audit-log"),
