@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Decisions, Denial, assess};
 use crate::audit_archive::Line;
-use meshguard_tlog::merkle::leaf_hash;
+use meshguard_tlog::merkle::{RunHashes, leaf_hash};
 
 /// The file of the run in the bundle.
 pub(super) const ENTRIES: &str = "audit/entries.jsonl";
@@ -19,7 +19,7 @@ pub(super) struct Scan {
     first_seq: u64,
     expected: u64,
     heads: BTreeMap<String, String>,
-    leaves: Vec<[u8; 32]>,
+    run: RunHashes,
     problem: Option<String>,
     facts: assess::Facts,
     decisions: Decisions,
@@ -30,8 +30,9 @@ pub(super) struct Scan {
 
 /// What the scan found.
 pub(super) struct Scanned {
-    /// The Merkle leaf of every entry, in order.
-    pub(super) leaves: Vec<[u8; 32]>,
+    /// The run's Merkle leaves as they streamed in (its subtrees, not every leaf: the root is
+    /// rebuilt from them and the range proof).
+    pub(super) run: RunHashes,
     /// The "audit entries" check: every entry in sequence and its chain hash intact.
     pub(super) result: Result<String, String>,
     pub(super) facts: assess::Facts,
@@ -48,7 +49,9 @@ impl Scan {
             first_seq,
             expected: first_seq,
             heads: BTreeMap::new(),
-            leaves: Vec::new(),
+            // Entry `seq` is leaf `seq - 1` (a run claimed to start at seq 0 fails its range
+            // proof, whose index is checked against the manifest).
+            run: RunHashes::new(first_seq.saturating_sub(1)),
             problem: None,
             facts,
             decisions: Decisions::default(),
@@ -88,7 +91,7 @@ impl Scan {
                 self.heads.insert(line.source.clone(), line.hash.clone());
             }
         }
-        self.leaves.push(leaf_hash(body.as_bytes()));
+        self.run.push(leaf_hash(body.as_bytes()));
         self.facts.entry(line.seq, &line.source, &body, &line.entry);
         let scan_ephi = self.facts.scan_ephi;
         count_decision(line, scan_ephi, self.list_denials, &mut self.decisions);
@@ -107,14 +110,14 @@ impl Scan {
         let result = match self.problem {
             None => Ok(format!(
                 "{} entries {}..={}, every hash chain intact",
-                self.leaves.len(),
+                self.run.len(),
                 self.first_seq,
                 last_seq
             )),
             Some(p) => Err(p),
         };
         Scanned {
-            leaves: self.leaves,
+            run: self.run,
             result,
             facts: self.facts,
             decisions: self.decisions,

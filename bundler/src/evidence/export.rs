@@ -636,7 +636,7 @@ fn finish_facts(
         .and_then(|n| Checkpoint::parse(n.text).ok());
     let proof = &proofs.range;
     let proven = signed.as_ref().is_some_and(|c| {
-        range_root(c.size, &proof.first, &proof.last, &scanned.leaves).is_ok_and(|r| r == c.root)
+        range_root(c.size, &proof.first, &proof.last, &scanned.run).is_ok_and(|r| r == c.root)
     });
     scanned.facts.finish(assess::Inputs {
         changes: serde_json::from_slice(&files["changes.json"])?,
@@ -922,7 +922,15 @@ mod tests {
                 let got = &run.scanned;
                 assert_eq!(got.digest, read.digest, "{case}");
                 assert_eq!(got.digest, Some(crate::fsx::sha256_file(&path).unwrap()));
-                assert_eq!(got.leaves, read.leaves, "{case}");
+                assert_eq!(got.run, read.run, "{case}");
+                let leaves: Vec<[u8; 32]> = want
+                    .lines()
+                    .map(|l| serde_json::from_str::<Line>(l).unwrap())
+                    .map(|l| serde_json::to_string(&l.entry).unwrap())
+                    .map(|body| meshguard_tlog::merkle::leaf_hash(body.as_bytes()))
+                    .collect();
+                let all = meshguard_tlog::merkle::RunHashes::of(run.first.0 - 1, &leaves);
+                assert_eq!(got.run, all, "{case}: the leaves of the file written");
                 assert_eq!(got.result, read.result, "{case}");
                 assert!(got.result.is_ok(), "{case}: {:?}", got.result);
                 let counts = |d: &super::super::Decisions| (d.allowed, d.denied);
