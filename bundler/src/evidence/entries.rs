@@ -26,6 +26,9 @@ pub(super) struct Scan {
     list_denials: bool,
     sha: Sha256,
     size: u64,
+    /// The entry's canonical form, written here entry after entry (one buffer, not a new
+    /// string each).
+    body: String,
 }
 
 /// What the scan found.
@@ -58,6 +61,7 @@ impl Scan {
             list_denials,
             sha: Sha256::new(),
             size: 0,
+            body: String::new(),
         }
     }
 
@@ -81,8 +85,9 @@ impl Scan {
             ));
         }
         self.expected = line.seq + 1;
-        let body = serde_json::to_string(&line.entry).unwrap_or_default();
-        if let Some(problem) = chain_link(&self.heads, line, &body) {
+        let mut buf = std::mem::take(&mut self.body);
+        let body = canonical(&line.entry, &mut buf);
+        if let Some(problem) = chain_link(&self.heads, line, body) {
             self.problem(problem);
         }
         match self.heads.get_mut(&line.source) {
@@ -92,7 +97,8 @@ impl Scan {
             }
         }
         self.run.push(leaf_hash(body.as_bytes()));
-        self.facts.entry(line.seq, &line.source, &body, &line.entry);
+        self.facts.entry(line.seq, &line.source, body, &line.entry);
+        self.body = buf;
         let scan_ephi = self.facts.scan_ephi;
         count_decision(line, scan_ephi, self.list_denials, &mut self.decisions);
     }
@@ -178,6 +184,18 @@ fn scan_line(scan: &mut Scan, raw: &[u8]) -> bool {
     }
 }
 
+/// `entry` as the log hashes it (serde_json's compact form, keys sorted), written into `buf`;
+/// empty if it cannot be written (as `to_string(..).unwrap_or_default()` would give).
+fn canonical<'b>(entry: &serde_json::Value, buf: &'b mut String) -> &'b str {
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    if serde_json::to_writer(&mut bytes, entry).is_err() {
+        bytes.clear();
+    }
+    *buf = String::from_utf8(bytes).unwrap_or_default();
+    buf
+}
+
 /// The first thing wrong with `line`'s place in its source's chain (`heads`: each source's
 /// last hash), in the order checked: it follows its predecessor, its hash matches its content.
 fn chain_link(heads: &BTreeMap<String, String>, line: &Line, body: &str) -> Option<String> {
@@ -191,9 +209,18 @@ fn chain_link(heads: &BTreeMap<String, String>, line: &Line, body: &str) -> Opti
         ));
     }
     let mut h = Sha256::new();
-    h.update(hex::decode(&line.prev_hash).unwrap_or_default());
+    // Decoded and compared on the stack; the same bytes as `hex::decode(..).unwrap_or_default()`
+    // and `hex::encode(..) != line.hash` (lowercase hex only matches).
+    let mut prev = [0u8; 32];
+    if hex::decode_to_slice(&line.prev_hash, &mut prev).is_ok() {
+        h.update(prev);
+    } else {
+        h.update(hex::decode(&line.prev_hash).unwrap_or_default());
+    }
     h.update(body.as_bytes());
-    if hex::encode(h.finalize()) != line.hash {
+    let mut hash = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut hash).expect("64 hex digits for 32 bytes");
+    if hash[..] != *line.hash.as_bytes() {
         problem.get_or_insert(format!(
             "entry {}: its hash does not match its content: the entry was altered",
             line.seq
@@ -247,5 +274,57 @@ fn denial(line: &Line, scan_ephi: bool) -> Denial {
             .to_owned(),
         rule: text("rule"),
         reason: text("reason"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(prev_hash: &str, entry: serde_json::Value) -> Line {
+        let body = serde_json::to_string(&entry).unwrap();
+        let mut h = Sha256::new();
+        h.update(hex::decode(prev_hash).unwrap_or_default());
+        h.update(body.as_bytes());
+        Line {
+            seq: 2,
+            source: "log".into(),
+            prev_hash: prev_hash.into(),
+            hash: hex::encode(h.finalize()),
+            entry,
+        }
+    }
+
+    #[test]
+    fn the_reused_buffer_holds_what_to_string_gives() {
+        let mut buf = String::from("left over from a longer entry before this one");
+        for v in [
+            json!({"z": 1, "a": [1.5, -0.0, 1e300, null], "é": "\"\\\n\u{1}✓", "m": {"b": true}}),
+            json!({}),
+            json!("text"),
+        ] {
+            assert_eq!(canonical(&v, &mut buf), serde_json::to_string(&v).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_chain_link_is_checked_as_hex_text() {
+        let heads = BTreeMap::new();
+        let prev = "ab".repeat(32);
+        for prev_hash in [prev.as_str(), "", "abcd", "not hex"] {
+            let ok = line(prev_hash, json!({"id": "e2"}));
+            let body = serde_json::to_string(&ok.entry).unwrap();
+            assert_eq!(chain_link(&heads, &ok, &body), None, "{prev_hash:?}");
+            // The same hash in capitals, or the entry changed: not its hash.
+            let mut upper = line(prev_hash, json!({"id": "e2"}));
+            upper.hash = upper.hash.to_uppercase();
+            assert!(chain_link(&heads, &upper, &body).is_some(), "{prev_hash:?}");
+            assert!(chain_link(&heads, &ok, "{\"id\":\"e3\"}").is_some());
+        }
+        // The prev hash in capitals decodes to the same bytes, as hex::decode reads it.
+        let upper_prev = line(&prev.to_uppercase(), json!({"id": "e2"}));
+        let body = serde_json::to_string(&upper_prev.entry).unwrap();
+        assert_eq!(chain_link(&heads, &upper_prev, &body), None);
     }
 }
