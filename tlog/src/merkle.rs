@@ -231,6 +231,75 @@ pub fn range_root<E>(
     Ok(node_hash(&left, &right))
 }
 
+/// A run of consecutive leaves `start..start + len` of a larger tree, kept as it streams in
+/// as the hashes of its maximal aligned complete subtrees (each `2^h` leaves starting at a
+/// multiple of `2^h`; at most two per height, so about `2 log2 len` of them): what
+/// [`run_root_of`] needs of the run, in memory that does not grow with it. Every aligned
+/// complete subtree is a node of the RFC 6962 tree of any size that holds it, so the tree's
+/// nodes inside the run are these or are made of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunHashes {
+    start: u64,
+    len: u64,
+    /// `(first leaf, height, hash)`, in leaf order, adjacent, none mergeable with the next.
+    nodes: Vec<(u64, u32, Hash)>,
+}
+
+impl RunHashes {
+    /// An empty run whose first leaf will be leaf `start` of the tree.
+    pub fn new(start: u64) -> Self {
+        Self {
+            start,
+            len: 0,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The run of `leaves` starting at leaf `start`.
+    pub fn of(start: u64, leaves: &[Hash]) -> Self {
+        let mut run = Self::new(start);
+        leaves.iter().for_each(|l| run.push(*l));
+        run
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// How many leaves were pushed.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the run's next leaf, merging the subtrees it completes.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut node = (self.start.wrapping_add(self.len), 0u32, leaf);
+        while let Some(&(lo, height, left)) = self.nodes.last() {
+            // Two subtrees of one height make their parent only if the left one starts on a
+            // multiple of the parent's width (lo == 0 has 64 trailing zeros).
+            if height != node.1 || lo.trailing_zeros() <= height {
+                break;
+            }
+            self.nodes.pop();
+            node = (lo, height + 1, node_hash(&left, &node.2));
+        }
+        self.nodes.push(node);
+        self.len += 1;
+    }
+
+    /// MTH(D[lo:hi]) if it is one of the run's maximal subtrees.
+    fn subtree(&self, lo: u64, hi: u64) -> Option<Hash> {
+        self.nodes
+            .iter()
+            .find(|(start, height, _)| *start == lo && hi - lo == 1 << height)
+            .map(|(_, _, h)| *h)
+    }
+}
+
 /// The root of the tree of `size` leaves from a run of its leaf hashes, `leaves`, and the
 /// inclusion proofs of the run's first and last leaf, each `(index, hashes leaf to root)`:
 /// every subtree outside the run is a sibling on the path of its first or its last leaf
@@ -242,11 +311,21 @@ pub fn run_root(
     last: (u64, &[Hash]),
     leaves: &[Hash],
 ) -> Result<Hash, String> {
+    run_root_of(size, first, last, &RunHashes::of(first.0, leaves))
+}
+
+/// [`run_root`] from the run as it streamed in (its first leaf must be the first proof's).
+pub fn run_root_of(
+    size: u64,
+    first: (u64, &[Hash]),
+    last: (u64, &[Hash]),
+    run: &RunHashes,
+) -> Result<Hash, String> {
     let (a, b) = (first.0, last.0);
-    if a > b || b >= size || leaves.len() as u64 != b - a + 1 {
+    if a > b || b >= size || run.start != a || run.len != b - a + 1 {
         return Err(format!(
             "the run {a}..={b} of {} leaves does not fit a tree of {size}",
-            leaves.len()
+            run.len
         ));
     }
     let mut known: std::collections::BTreeMap<(u64, u64), Hash> = Default::default();
@@ -261,23 +340,30 @@ pub fn run_root(
         }
         known.extend(spans.into_iter().zip(proof.iter().copied()));
     }
-    // MTH of leaves lo..hi: from the run where it covers them, else a sibling a proof gave.
-    let run = |lo: u64, hi: u64| root_of(&leaves[(lo - a) as usize..(hi - a) as usize]);
+    // MTH of leaves lo..hi: one of the run's subtrees where it is one, a sibling a proof gave
+    // where it is outside the run, else its two halves.
     fn mth(
         lo: u64,
         hi: u64,
         (a, b): (u64, u64),
-        run: &dyn Fn(u64, u64) -> Hash,
+        run: &RunHashes,
         known: &std::collections::BTreeMap<(u64, u64), Hash>,
     ) -> Result<Hash, String> {
-        if lo >= a && hi <= b + 1 {
-            return Ok(run(lo, hi));
-        }
         if hi <= a || lo > b {
             return known
                 .get(&(lo, hi))
                 .copied()
                 .ok_or_else(|| format!("the proofs lack the subtree of leaves {lo}..{hi}"));
+        }
+        if lo >= a
+            && hi <= b + 1
+            && let Some(h) = run.subtree(lo, hi)
+        {
+            return Ok(h);
+        }
+        if hi - lo == 1 {
+            // Not reached: every leaf of the run is in one of its subtrees, which are nodes.
+            return Err(format!("the run lacks the subtree of leaf {lo}"));
         }
         let k = split((hi - lo) as usize) as u64;
         Ok(node_hash(
@@ -285,7 +371,7 @@ pub fn run_root(
             &mth(lo + k, hi, (a, b), run, known)?,
         ))
     }
-    mth(0, size, (a, b), &run, &known)
+    mth(0, size, (a, b), run, &known)
 }
 
 /// The spans `(lo, hi)` of the siblings on the path of leaf `m` in the tree `lo..hi`, leaf to
@@ -442,6 +528,63 @@ mod tests {
                 assert!(Frontier::from_bytes(size as u64, &short).is_none());
             }
         }
+    }
+
+    #[test]
+    fn a_streamed_run_keeps_its_maximal_aligned_subtrees_and_rebuilds_every_root() {
+        let all = leaves(40);
+        for size in 1..=40u64 {
+            let root = root_of(&all[..size as usize]);
+            for a in 0..size {
+                let mut run = RunHashes::new(a);
+                for b in a..size {
+                    run.push(all[b as usize]);
+                    // The subtrees tile a..=b, each aligned, complete and hashed as the RFC's
+                    // definition, and no two of them make an aligned subtree together.
+                    let mut next = a;
+                    for (i, &(lo, height, h)) in run.nodes.iter().enumerate() {
+                        let hi = lo + (1 << height);
+                        assert_eq!(lo, next, "{a}..={b}: tiles");
+                        assert_eq!(lo % (1 << height), 0, "{a}..={b}: aligned");
+                        assert_eq!(h, root_of(&all[lo as usize..hi as usize]), "{a}..={b}");
+                        if let Some(&(_, right, _)) = run.nodes.get(i + 1) {
+                            assert!(right != height || lo % (2 << height) != 0, "{a}..={b}");
+                        }
+                        next = hi;
+                    }
+                    assert_eq!((next, run.len()), (b + 1, b - a + 1), "{a}..={b}");
+                    let (pa, pb) = (
+                        inclusion_proof(a as usize, &all[..size as usize]),
+                        inclusion_proof(b as usize, &all[..size as usize]),
+                    );
+                    let got = run_root_of(size, (a, &pa), (b, &pb), &run);
+                    assert_eq!(got, Ok(root), "size {size}, run {a}..={b}");
+                    let slice = run_root(size, (a, &pa), (b, &pb), &all[a as usize..=b as usize]);
+                    assert_eq!(slice, Ok(root), "size {size}, run {a}..={b} from a slice");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_streamed_run_that_is_not_the_proofs_run_is_refused_or_misses_the_root() {
+        let all = leaves(16);
+        let root = root_of(&all);
+        let (p3, p9) = (inclusion_proof(3, &all), inclusion_proof(9, &all));
+        // Starting elsewhere, or one leaf short or long: refused.
+        for (start, n) in [(2u64, 7usize), (4, 6), (3, 6), (3, 8)] {
+            let run = RunHashes::of(start, &all[start as usize..start as usize + n]);
+            assert!(
+                run_root_of(16, (3, &p3), (9, &p9), &run).is_err(),
+                "{start} {n}"
+            );
+        }
+        // Right place and length, one leaf altered: another root.
+        let mut bad = all[3..=9].to_vec();
+        bad[6][0] ^= 1;
+        let got = run_root_of(16, (3, &p3), (9, &p9), &RunHashes::of(3, &bad)).unwrap();
+        assert_ne!(got, root);
+        assert!(RunHashes::new(5).is_empty());
     }
 
     #[test]

@@ -103,19 +103,21 @@ pub struct Facts {
     allowed: u64,
     denied: u64,
     /// Decision entries lacking a time, an action or an outcome.
-    incomplete: Vec<u64>,
+    incomplete: Seqs,
     /// Denials by entry id (for matching alert deliveries), with their seq.
-    denials: BTreeMap<String, u64>,
+    denials: Denials,
     /// Allowed agent decisions (not egress) that name no agent.
-    anonymous_allows: Vec<u64>,
+    anonymous_allows: Seqs,
     agents: BTreeSet<String>,
     refused_unauthenticated: u64,
     egress_allowed: u64,
     egress_denied: u64,
     /// Allowed transfers by the destination's region.
     transfers: BTreeMap<String, u64>,
-    /// (seq, region) of transfers whose region is outside the pinned ones in force.
-    foreign_transfers: Vec<(u64, String)>,
+    /// How many transfers went to a region outside the pinned ones in force, and the first
+    /// ten of them as (seq, region).
+    foreign_transfers: u64,
+    first_foreign_transfers: Vec<(u64, String)>,
     decisions_naming_policy: u64,
     /// The configuration in force when the run began (from the entry before it), and those in
     /// the run, in order.
@@ -219,11 +221,10 @@ impl Facts {
                 self.denied += 1;
                 // A denial without an id cannot be matched to a delivery: keyed by its seq, it
                 // counts as never alerted.
-                let id = entry["id"]
-                    .as_str()
-                    .filter(|i| !i.is_empty())
-                    .map_or_else(|| format!("seq:{seq}"), str::to_owned);
-                self.denials.insert(id, seq);
+                match entry["id"].as_str().filter(|i| !i.is_empty()) {
+                    Some(id) => self.denials.insert(id, seq),
+                    None => self.denials.insert(&format!("seq:{seq}"), seq),
+                }
             }
             let named = |k: &str| entry[k].as_str().is_some_and(|v| !v.is_empty());
             if !named("timestamp") || !named("action") || !named("outcome") {
@@ -242,7 +243,10 @@ impl Facts {
                         .map(|s| regions(&s.meta))
                         .unwrap_or_default();
                     if !pinned.is_empty() && !pinned.iter().any(|r| r == region) {
-                        self.foreign_transfers.push((seq, region.to_owned()));
+                        self.foreign_transfers += 1;
+                        if self.first_foreign_transfers.len() < LISTED {
+                            self.first_foreign_transfers.push((seq, region.to_owned()));
+                        }
                     }
                 }
                 "egress_denied" => self.egress_denied += 1,
@@ -270,6 +274,7 @@ impl Facts {
 
     /// The bundle's other files.
     pub fn finish(&mut self, inputs: Inputs) {
+        self.denials.seal();
         self.inputs = inputs;
     }
 
@@ -344,7 +349,7 @@ impl Facts {
                 format!(
                     "{text}; {} decisions lack a time, an action or an outcome (seq {})",
                     self.incomplete.len(),
-                    list(&self.incomplete)
+                    self.incomplete.list()
                 ),
             )
         } else {
@@ -453,7 +458,7 @@ impl Facts {
             .flatten()
         {
             let id = d["entryId"].as_str().unwrap_or_default();
-            if !self.denials.contains_key(id) {
+            if !self.denials.contains(id) {
                 continue;
             }
             if d["outcome"] == "delivered" {
@@ -462,18 +467,16 @@ impl Facts {
                 failed.insert(id);
             }
         }
-        let undelivered: Vec<u64> = self
-            .denials
-            .iter()
-            .filter(|(id, _)| failed.contains(id.as_str()) && !delivered.contains(id.as_str()))
-            .map(|(_, seq)| *seq)
-            .collect();
-        let unsent: Vec<u64> = self
-            .denials
-            .iter()
-            .filter(|(id, _)| !failed.contains(id.as_str()) && !delivered.contains(id.as_str()))
-            .map(|(_, seq)| *seq)
-            .collect();
+        // In the ids' order, as before (the lists name the first ten).
+        let (mut undelivered, mut unsent) = (Seqs::default(), Seqs::default());
+        self.denials.for_each(|id, seq| {
+            if delivered.contains(id) {
+            } else if failed.contains(id) {
+                undelivered.push(seq);
+            } else {
+                unsent.push(seq);
+            }
+        });
         let numbers = json!({
             "denials": self.denials.len(),
             "alertedAndDelivered": delivered.len(),
@@ -500,14 +503,14 @@ impl Facts {
             why.push(format!(
                 "{} no channel accepted (seq {})",
                 undelivered.len(),
-                list(&undelivered)
+                undelivered.list()
             ));
         }
         if !unsent.is_empty() {
             why.push(format!(
                 "{} were never sent: no channel wanted them, or ALERT_RATE_LIMIT dropped them (seq {})",
                 unsent.len(),
-                list(&unsent)
+                unsent.list()
             ));
         }
         not_met(
@@ -544,7 +547,7 @@ impl Facts {
                 format!(
                     "{} allowed decisions name no authenticated agent (seq {})",
                     self.anonymous_allows.len(),
-                    list(&self.anonymous_allows)
+                    self.anonymous_allows.list()
                 ),
             )
         }
@@ -650,7 +653,7 @@ impl Facts {
             "gatewayRegions": gateway_regions.iter().filter(|r| !r.is_empty()).collect::<Vec<_>>(),
             "unpinnedConfigurations": unpinned.len(),
             "transfersByRegion": self.transfers,
-            "transfersOutsidePinnedRegions": self.foreign_transfers.len(),
+            "transfersOutsidePinnedRegions": self.foreign_transfers,
         });
         if !self.start_known() {
             return not_assessed(
@@ -678,13 +681,12 @@ impl Facts {
                     .join(", ")
             ));
         }
-        if !self.foreign_transfers.is_empty() {
+        if self.foreign_transfers > 0 {
             why.push(format!(
                 "{} transfers went outside the pinned regions ({})",
-                self.foreign_transfers.len(),
-                self.foreign_transfers
+                self.foreign_transfers,
+                self.first_foreign_transfers
                     .iter()
-                    .take(10)
                     .map(|(seq, r)| format!("seq {seq} to {r}"))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -902,13 +904,140 @@ fn cosigners(note: &str, origin: &str) -> Vec<String> {
     names
 }
 
+/// How many seqs a finding names before "and N more".
+const LISTED: usize = 10;
+
 /// At most ten seqs, then how many more.
 fn list(seqs: &[u64]) -> String {
-    let mut s: Vec<String> = seqs.iter().take(10).map(u64::to_string).collect();
-    if seqs.len() > 10 {
-        s.push(format!("and {} more", seqs.len() - 10));
+    let mut s: Vec<String> = seqs.iter().take(LISTED).map(u64::to_string).collect();
+    if seqs.len() > LISTED {
+        s.push(format!("and {} more", seqs.len() - LISTED));
     }
     s.join(", ")
+}
+
+/// Seqs a finding counts and names the first ten of ([`list`]): held as those ten and the
+/// count, not one per entry.
+#[derive(Debug, Default)]
+struct Seqs {
+    len: usize,
+    first: Vec<u64>,
+}
+
+impl Seqs {
+    fn push(&mut self, seq: u64) {
+        self.len += 1;
+        if self.first.len() < LISTED {
+            self.first.push(seq);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// As [`list`] of every seq pushed.
+    fn list(&self) -> String {
+        let mut s = list(&self.first);
+        if self.len > LISTED {
+            s.push_str(&format!(", and {} more", self.len - LISTED));
+        }
+        s
+    }
+}
+
+/// Ids up to this many bytes are held inline (the gateway's `aud_` ids are 24).
+const SHORT_ID: usize = 24;
+
+/// The run's denials by entry id, each with its seq, as a map from id to seq would hold them
+/// (a later entry with the same id replaces the earlier) and in the ids' order, in 32 bytes a
+/// denial instead of a `String` in a map node: an id of at most [`SHORT_ID`] bytes and no NUL
+/// is kept zero-padded in an array, where it orders as its text does; any other in a map.
+/// Pushed in run order; [`Denials::seal`] sorts before any look-up.
+#[derive(Debug, Default)]
+struct Denials {
+    short: Vec<([u8; SHORT_ID], u64)>,
+    long: BTreeMap<String, u64>,
+    sealed: bool,
+}
+
+impl Denials {
+    fn short(id: &str) -> Option<[u8; SHORT_ID]> {
+        let b = id.as_bytes();
+        if b.len() > SHORT_ID || b.contains(&0) {
+            return None;
+        }
+        let mut key = [0u8; SHORT_ID];
+        key[..b.len()].copy_from_slice(b);
+        Some(key)
+    }
+
+    fn text(key: &[u8; SHORT_ID]) -> &str {
+        let n = key.iter().position(|&c| c == 0).unwrap_or(SHORT_ID);
+        std::str::from_utf8(&key[..n]).expect("the bytes of a str, cut before its padding")
+    }
+
+    fn insert(&mut self, id: &str, seq: u64) {
+        match Self::short(id) {
+            Some(key) => {
+                self.short.push((key, seq));
+                self.sealed = false;
+            }
+            None => {
+                self.long.insert(id.to_owned(), seq);
+            }
+        }
+    }
+
+    /// Sorts the inline ids, keeping the last seq of each (the sort is stable: an id's
+    /// entries stay in run order).
+    fn seal(&mut self) {
+        self.short.sort_by(|a, b| a.0.cmp(&b.0));
+        self.short.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = later.1;
+            }
+            same
+        });
+        self.short.shrink_to_fit();
+        self.sealed = true;
+    }
+
+    fn len(&self) -> usize {
+        debug_assert!(self.sealed || self.short.is_empty(), "Facts::finish seals");
+        self.short.len() + self.long.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        debug_assert!(self.sealed || self.short.is_empty(), "Facts::finish seals");
+        match Self::short(id) {
+            Some(key) => self.short.binary_search_by(|(k, _)| k.cmp(&key)).is_ok(),
+            None => self.long.contains_key(id),
+        }
+    }
+
+    /// Each (id, seq), in the ids' order.
+    fn for_each(&self, mut f: impl FnMut(&str, u64)) {
+        debug_assert!(self.sealed || self.short.is_empty(), "Facts::finish seals");
+        let mut long = self.long.iter().peekable();
+        for (key, seq) in &self.short {
+            let text = Self::text(key);
+            while let Some((id, s)) = long.next_if(|(id, _)| id.as_str() < text) {
+                f(id, *s);
+            }
+            f(text, *seq);
+        }
+        long.for_each(|(id, s)| f(id, *s));
+    }
 }
 
 /// `controls.json`: for each control of the profile, the artifacts that evidence it, whether the
@@ -955,4 +1084,59 @@ pub fn control_mapping(profile: &profiles::Profile, held: &[String], facts: &Fac
         })
         .collect();
     json!({"profile": profile.id, "title": profile.title, "controls": controls})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denials_held_compactly_are_the_map_they_replace() {
+        // Short and long ids, ids that are prefixes of others, a NUL, non-ASCII text,
+        // repeated ids (the later seq wins), out of order.
+        let ids = [
+            "aud_0mxdkilasrsbj0we1ug4",
+            "aud_0mxdkilasegpsf357rb0",
+            "aud_0mxdkilas",
+            "aud_0mxdkilasrsbj0we1ug4x",
+            "aud_0mxdkilasrsbj0we1ug",
+            "3f2c1a7e-9b4d-4c1e-8f00-1234567890ab",
+            "seq:17",
+            "a\0b",
+            "a",
+            "é-ü",
+            "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+            "aud_0mxdkilasegpsf357rb0",
+            "a",
+        ];
+        let mut held = Denials::default();
+        let mut map = BTreeMap::new();
+        for (seq, id) in ids.iter().enumerate() {
+            held.insert(id, seq as u64);
+            map.insert(id.to_string(), seq as u64);
+        }
+        held.seal();
+        let mut got = Vec::new();
+        held.for_each(|id, seq| got.push((id.to_owned(), seq)));
+        let want: Vec<(String, u64)> = map.into_iter().collect();
+        assert_eq!(got, want);
+        assert_eq!(held.len(), want.len());
+        for id in ids {
+            assert!(held.contains(id), "{id}");
+        }
+        for id in ["aud_0mxdkilasrsbj0we1ug5", "", "a\0", "aud_", "seq:1"] {
+            assert!(!held.contains(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn seqs_counted_list_as_every_seq_would() {
+        for n in [0u64, 1, 9, 10, 11, 25] {
+            let all: Vec<u64> = (1..=n).map(|i| i * 3).collect();
+            let mut seqs = Seqs::default();
+            all.iter().for_each(|s| seqs.push(*s));
+            assert_eq!(seqs.list(), list(&all), "{n}");
+            assert_eq!((seqs.len(), seqs.is_empty()), (all.len(), all.is_empty()));
+        }
+    }
 }

@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Decisions, Denial, assess};
 use crate::audit_archive::Line;
-use meshguard_tlog::merkle::leaf_hash;
+use meshguard_tlog::merkle::{RunHashes, leaf_hash};
 
 /// The file of the run in the bundle.
 pub(super) const ENTRIES: &str = "audit/entries.jsonl";
@@ -19,19 +19,23 @@ pub(super) struct Scan {
     first_seq: u64,
     expected: u64,
     heads: BTreeMap<String, String>,
-    leaves: Vec<[u8; 32]>,
+    run: RunHashes,
     problem: Option<String>,
     facts: assess::Facts,
     decisions: Decisions,
     list_denials: bool,
     sha: Sha256,
     size: u64,
+    /// The entry's canonical form, written here entry after entry (one buffer, not a new
+    /// string each).
+    body: String,
 }
 
 /// What the scan found.
 pub(super) struct Scanned {
-    /// The Merkle leaf of every entry, in order.
-    pub(super) leaves: Vec<[u8; 32]>,
+    /// The run's Merkle leaves as they streamed in (its subtrees, not every leaf: the root is
+    /// rebuilt from them and the range proof).
+    pub(super) run: RunHashes,
     /// The "audit entries" check: every entry in sequence and its chain hash intact.
     pub(super) result: Result<String, String>,
     pub(super) facts: assess::Facts,
@@ -48,13 +52,16 @@ impl Scan {
             first_seq,
             expected: first_seq,
             heads: BTreeMap::new(),
-            leaves: Vec::new(),
+            // Entry `seq` is leaf `seq - 1` (a run claimed to start at seq 0 fails its range
+            // proof, whose index is checked against the manifest).
+            run: RunHashes::new(first_seq.saturating_sub(1)),
             problem: None,
             facts,
             decisions: Decisions::default(),
             list_denials,
             sha: Sha256::new(),
             size: 0,
+            body: String::new(),
         }
     }
 
@@ -78,8 +85,9 @@ impl Scan {
             ));
         }
         self.expected = line.seq + 1;
-        let body = serde_json::to_string(&line.entry).unwrap_or_default();
-        if let Some(problem) = chain_link(&self.heads, line, &body) {
+        let mut buf = std::mem::take(&mut self.body);
+        let body = canonical(&line.entry, &mut buf);
+        if let Some(problem) = chain_link(&self.heads, line, body) {
             self.problem(problem);
         }
         match self.heads.get_mut(&line.source) {
@@ -88,8 +96,9 @@ impl Scan {
                 self.heads.insert(line.source.clone(), line.hash.clone());
             }
         }
-        self.leaves.push(leaf_hash(body.as_bytes()));
-        self.facts.entry(line.seq, &line.source, &body, &line.entry);
+        self.run.push(leaf_hash(body.as_bytes()));
+        self.facts.entry(line.seq, &line.source, body, &line.entry);
+        self.body = buf;
         let scan_ephi = self.facts.scan_ephi;
         count_decision(line, scan_ephi, self.list_denials, &mut self.decisions);
     }
@@ -107,14 +116,14 @@ impl Scan {
         let result = match self.problem {
             None => Ok(format!(
                 "{} entries {}..={}, every hash chain intact",
-                self.leaves.len(),
+                self.run.len(),
                 self.first_seq,
                 last_seq
             )),
             Some(p) => Err(p),
         };
         Scanned {
-            leaves: self.leaves,
+            run: self.run,
             result,
             facts: self.facts,
             decisions: self.decisions,
@@ -175,6 +184,18 @@ fn scan_line(scan: &mut Scan, raw: &[u8]) -> bool {
     }
 }
 
+/// `entry` as the log hashes it (serde_json's compact form, keys sorted), written into `buf`;
+/// empty if it cannot be written (as `to_string(..).unwrap_or_default()` would give).
+fn canonical<'b>(entry: &serde_json::Value, buf: &'b mut String) -> &'b str {
+    let mut bytes = std::mem::take(buf).into_bytes();
+    bytes.clear();
+    if serde_json::to_writer(&mut bytes, entry).is_err() {
+        bytes.clear();
+    }
+    *buf = String::from_utf8(bytes).unwrap_or_default();
+    buf
+}
+
 /// The first thing wrong with `line`'s place in its source's chain (`heads`: each source's
 /// last hash), in the order checked: it follows its predecessor, its hash matches its content.
 fn chain_link(heads: &BTreeMap<String, String>, line: &Line, body: &str) -> Option<String> {
@@ -188,9 +209,18 @@ fn chain_link(heads: &BTreeMap<String, String>, line: &Line, body: &str) -> Opti
         ));
     }
     let mut h = Sha256::new();
-    h.update(hex::decode(&line.prev_hash).unwrap_or_default());
+    // Decoded and compared on the stack; the same bytes as `hex::decode(..).unwrap_or_default()`
+    // and `hex::encode(..) != line.hash` (lowercase hex only matches).
+    let mut prev = [0u8; 32];
+    if hex::decode_to_slice(&line.prev_hash, &mut prev).is_ok() {
+        h.update(prev);
+    } else {
+        h.update(hex::decode(&line.prev_hash).unwrap_or_default());
+    }
     h.update(body.as_bytes());
-    if hex::encode(h.finalize()) != line.hash {
+    let mut hash = [0u8; 64];
+    hex::encode_to_slice(h.finalize(), &mut hash).expect("64 hex digits for 32 bytes");
+    if hash[..] != *line.hash.as_bytes() {
         problem.get_or_insert(format!(
             "entry {}: its hash does not match its content: the entry was altered",
             line.seq
@@ -244,5 +274,57 @@ fn denial(line: &Line, scan_ephi: bool) -> Denial {
             .to_owned(),
         rule: text("rule"),
         reason: text("reason"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(prev_hash: &str, entry: serde_json::Value) -> Line {
+        let body = serde_json::to_string(&entry).unwrap();
+        let mut h = Sha256::new();
+        h.update(hex::decode(prev_hash).unwrap_or_default());
+        h.update(body.as_bytes());
+        Line {
+            seq: 2,
+            source: "log".into(),
+            prev_hash: prev_hash.into(),
+            hash: hex::encode(h.finalize()),
+            entry,
+        }
+    }
+
+    #[test]
+    fn the_reused_buffer_holds_what_to_string_gives() {
+        let mut buf = String::from("left over from a longer entry before this one");
+        for v in [
+            json!({"z": 1, "a": [1.5, -0.0, 1e300, null], "é": "\"\\\n\u{1}✓", "m": {"b": true}}),
+            json!({}),
+            json!("text"),
+        ] {
+            assert_eq!(canonical(&v, &mut buf), serde_json::to_string(&v).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_chain_link_is_checked_as_hex_text() {
+        let heads = BTreeMap::new();
+        let prev = "ab".repeat(32);
+        for prev_hash in [prev.as_str(), "", "abcd", "not hex"] {
+            let ok = line(prev_hash, json!({"id": "e2"}));
+            let body = serde_json::to_string(&ok.entry).unwrap();
+            assert_eq!(chain_link(&heads, &ok, &body), None, "{prev_hash:?}");
+            // The same hash in capitals, or the entry changed: not its hash.
+            let mut upper = line(prev_hash, json!({"id": "e2"}));
+            upper.hash = upper.hash.to_uppercase();
+            assert!(chain_link(&heads, &upper, &body).is_some(), "{prev_hash:?}");
+            assert!(chain_link(&heads, &ok, "{\"id\":\"e3\"}").is_some());
+        }
+        // The prev hash in capitals decodes to the same bytes, as hex::decode reads it.
+        let upper_prev = line(&prev.to_uppercase(), json!({"id": "e2"}));
+        let body = serde_json::to_string(&upper_prev.entry).unwrap();
+        assert_eq!(chain_link(&heads, &upper_prev, &body), None);
     }
 }

@@ -18,8 +18,10 @@ use super::{
 use crate::audit_archive::{Line, Source};
 use meshguard_tlog::note::{Checkpoint, Note};
 
-/// Export lines per request.
-const PAGE: u64 = 10_000;
+/// Export lines per request: the gateway streams a page as it reads it from its index, and the
+/// export reads it as it comes (one line at a time, never a page), so a page costs no memory;
+/// fewer pages are fewer pauses between them, when neither side works.
+const PAGE: u64 = 100_000;
 
 /// Exports the bundle of `opts.profile` for the period into `opts.out` (which must not exist).
 pub fn export(opts: &ExportOptions<'_>) -> Result<Manifest> {
@@ -69,19 +71,37 @@ struct Run {
 /// The period's entries, streamed from the gateway's export into `w`'s file: from the first
 /// entry in the period to the last (those between included, whatever their time: the run must
 /// be contiguous to be proven).
+///
+/// Each page is read as the gateway sends it, a line at a time: the gateway reads its next lines
+/// while these are scanned (the socket's buffers between), and no page is held whole.
 fn fetch_run(gw: &Gateway<'_>, mut w: RunWriter<'_>) -> Result<Option<Run>> {
+    use std::io::BufRead as _;
     let mut after = 0u64;
+    let mut buf = Vec::new();
     loop {
-        let text = gw
-            .src
-            .get(
-                &gw.client,
-                reqwest::Method::GET,
-                &format!("/admin/audit/export?after={after}&limit={PAGE}"),
-            )?
-            .text()?;
+        let page = gw.src.get(
+            &gw.client,
+            reqwest::Method::GET,
+            &format!("/admin/audit/export?after={after}&limit={PAGE}"),
+        )?;
+        let mut page = std::io::BufReader::with_capacity(1 << 18, page);
         let mut n = 0;
-        for raw in text.lines().filter(|l| !l.is_empty()) {
+        loop {
+            buf.clear();
+            let read = page
+                .read_until(b'\n', &mut buf)
+                .with_context(|| format!("the gateway's export broke off after entry {after}"))?;
+            if read == 0 {
+                break;
+            }
+            // A line as `str::lines` cuts it: without its "\n" or "\r\n".
+            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let raw = std::str::from_utf8(line)
+                .with_context(|| format!("the export line after entry {after} is not UTF-8"))?;
             n += 1;
             after = w.line(raw)?;
         }
@@ -636,7 +656,7 @@ fn finish_facts(
         .and_then(|n| Checkpoint::parse(n.text).ok());
     let proof = &proofs.range;
     let proven = signed.as_ref().is_some_and(|c| {
-        range_root(c.size, &proof.first, &proof.last, &scanned.leaves).is_ok_and(|r| r == c.root)
+        range_root(c.size, &proof.first, &proof.last, &scanned.run).is_ok_and(|r| r == c.root)
     });
     scanned.facts.finish(assess::Inputs {
         changes: serde_json::from_slice(&files["changes.json"])?,
@@ -922,7 +942,15 @@ mod tests {
                 let got = &run.scanned;
                 assert_eq!(got.digest, read.digest, "{case}");
                 assert_eq!(got.digest, Some(crate::fsx::sha256_file(&path).unwrap()));
-                assert_eq!(got.leaves, read.leaves, "{case}");
+                assert_eq!(got.run, read.run, "{case}");
+                let leaves: Vec<[u8; 32]> = want
+                    .lines()
+                    .map(|l| serde_json::from_str::<Line>(l).unwrap())
+                    .map(|l| serde_json::to_string(&l.entry).unwrap())
+                    .map(|body| meshguard_tlog::merkle::leaf_hash(body.as_bytes()))
+                    .collect();
+                let all = meshguard_tlog::merkle::RunHashes::of(run.first.0 - 1, &leaves);
+                assert_eq!(got.run, all, "{case}: the leaves of the file written");
                 assert_eq!(got.result, read.result, "{case}");
                 assert!(got.result.is_ok(), "{case}: {:?}", got.result);
                 let counts = |d: &super::super::Decisions| (d.allowed, d.denied);

@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit_archive::Source;
 use crate::keys::{MediaKey, MediaPublicKey};
+use meshguard_tlog::merkle::RunHashes;
 
 pub use export::export;
 pub use verify::verify;
@@ -140,14 +141,14 @@ fn pretty<T: Serialize>(v: &T) -> Result<Vec<u8>> {
     Ok(b)
 }
 
-/// The root of the tree of `size` leaves, from the leaves `first.index..=last.index` and the
-/// two inclusion proofs (base64 as the gateway serves them): see
-/// [`meshguard_tlog::merkle::run_root`].
+/// The root of the tree of `size` leaves, from the run of leaves `first.index..=last.index`
+/// (as it streamed in) and the two inclusion proofs (base64 as the gateway serves them): see
+/// [`meshguard_tlog::merkle::run_root_of`].
 pub fn range_root(
     size: u64,
     first: &Inclusion,
     last: &Inclusion,
-    leaves: &[[u8; 32]],
+    run: &RunHashes,
 ) -> std::result::Result<[u8; 32], String> {
     let decode = |p: &Inclusion| -> std::result::Result<Vec<[u8; 32]>, String> {
         p.hashes
@@ -160,11 +161,11 @@ pub fn range_root(
             })
             .collect()
     };
-    meshguard_tlog::merkle::run_root(
+    meshguard_tlog::merkle::run_root_of(
         size,
         (first.index, &decode(first)?),
         (last.index, &decode(last)?),
-        leaves,
+        run,
     )
 }
 
@@ -372,10 +373,12 @@ mod tests {
             for a in 0..size {
                 for b in a..size {
                     let run = &all[a as usize..=b as usize];
-                    let got = range_root(size, &proof(a, &all), &proof(b, &all), run).unwrap();
-                    assert_eq!(got, root, "size {size}, run {a}..={b}");
+                    let streamed = RunHashes::of(a, run);
+                    let got = range_root(size, &proof(a, &all), &proof(b, &all), &streamed);
+                    assert_eq!(got.unwrap(), root, "size {size}, run {a}..={b}");
                     let mut bad = run.to_vec();
                     bad[0][0] ^= 1;
+                    let bad = RunHashes::of(a, &bad);
                     let got = range_root(size, &proof(a, &all), &proof(b, &all), &bad).unwrap();
                     assert_ne!(got, root);
                 }
@@ -388,8 +391,11 @@ mod tests {
         let all = leaves(8);
         let mut short = proof(2, &all);
         short.hashes.pop();
-        assert!(range_root(8, &short, &proof(5, &all), &all[2..=5]).is_err());
-        assert!(range_root(8, &proof(2, &all), &proof(5, &all), &all[2..=4]).is_err());
+        let run = |a: u64, b: u64| RunHashes::of(a, &all[a as usize..=b as usize]);
+        assert!(range_root(8, &short, &proof(5, &all), &run(2, 5)).is_err());
+        assert!(range_root(8, &proof(2, &all), &proof(5, &all), &run(2, 4)).is_err());
+        assert!(range_root(8, &proof(2, &all), &proof(5, &all), &run(1, 4)).is_err());
+        assert!(range_root(8, &proof(2, &all), &proof(5, &all), &run(2, 5)).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::audit_archive::Line;
 use crate::keys::MediaPublicKey;
-use meshguard_tlog::merkle::leaf_hash;
+use meshguard_tlog::merkle::{RunHashes, leaf_hash};
 use meshguard_tlog::note::{Checkpoint, Note, Vkey};
 
 /// `audit/configuration-before.json`.
@@ -53,7 +53,8 @@ fn configuration_before(
     if hex::encode(h.finalize()) != b.line.hash {
         return Err("its hash does not match its content: the entry was altered".to_owned());
     }
-    match range_root(c.size, &b.proof, &b.proof, &[leaf_hash(body.as_bytes())]) {
+    let leaf = RunHashes::of(b.proof.index, &[leaf_hash(body.as_bytes())]);
+    match range_root(c.size, &b.proof, &b.proof, &leaf) {
         Ok(root) if root == c.root => Ok((b.line.seq, b.line.entry)),
         Ok(_) => Err("it does not rebuild the signed root: the entry was altered".to_owned()),
         Err(e) => Err(e),
@@ -199,7 +200,7 @@ fn verify_contents(
 ) {
     let listed: Vec<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     let Scanned {
-        leaves,
+        run,
         result,
         mut facts,
         decisions,
@@ -216,10 +217,7 @@ fn verify_contents(
     // The run of entries in the checkpoint.
     let proof: std::result::Result<RangeProof, String> =
         serde_json::from_slice(&read(dir, "audit/range-proof.json")).map_err(|e| e.to_string());
-    let proven = checks.add(
-        "inclusion",
-        inclusion(&checkpoint, proof, manifest, &leaves),
-    );
+    let proven = checks.add("inclusion", inclusion(&checkpoint, proof, manifest, &run));
 
     // The settings in force when the period began: an entry of the same log, before the run,
     // in the same checkpoint.
@@ -554,7 +552,7 @@ fn inclusion(
     checkpoint: &std::result::Result<Checkpoint, String>,
     proof: std::result::Result<RangeProof, String>,
     manifest: &Manifest,
-    leaves: &[[u8; 32]],
+    run: &RunHashes,
 ) -> std::result::Result<String, String> {
     let (c, p) = match (checkpoint, proof) {
         (Ok(c), Ok(p)) => (c, p),
@@ -567,7 +565,7 @@ fn inclusion(
     {
         return Err("the range proof is not for the manifest's entries and checkpoint".to_owned());
     }
-    match range_root(p.size, &p.first, &p.last, leaves) {
+    match range_root(p.size, &p.first, &p.last, run) {
         Ok(root) if root == c.root => Ok(format!(
             "entries {}..={} rebuild the root of the signed checkpoint of {}",
             manifest.first_seq, manifest.last_seq, c.size
