@@ -89,6 +89,42 @@ fn anchor(
     Ok(Some((at, heads)))
 }
 
+/// An export line's parts: the index row's place and hashes, and the entry as the log holds it.
+struct ExportParts {
+    seq: u64,
+    source: String,
+    prev_hash: merkle::Hash,
+    hash: merkle::Hash,
+    body: String,
+}
+
+impl ExportParts {
+    /// Appends the export line, the entry as the log holds it when that is JSON on one line.
+    fn write_line(self, out: &mut Vec<u8>) {
+        let json = |v: &str| serde_json::to_string(v).expect("a string serializes");
+        out.extend_from_slice(
+            format!(
+                "{{\"seq\":{},\"source\":{},\"prevHash\":\"{}\",\"hash\":\"{}\",\"entry\":",
+                self.seq,
+                json(&self.source),
+                hex::encode(self.prev_hash),
+                hex::encode(self.hash)
+            )
+            .as_bytes(),
+        );
+        let raw = !self.body.contains('\n')
+            && serde_json::from_str::<serde::de::IgnoredAny>(&self.body).is_ok();
+        if raw {
+            out.extend_from_slice(self.body.as_bytes());
+        } else {
+            // Not JSON, or a line break that would split the line: as `export` gives it.
+            let entry = serde_json::from_str(&self.body).unwrap_or(Value::String(self.body));
+            serde_json::to_writer(&mut *out, &entry).expect("a value serializes");
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
 /// A row of the index, from one entry of the log: the fields lists filter on and the entry's
 /// chain hashes. The entry itself is read from the log directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1362,6 +1398,49 @@ impl Reader {
         after: u64,
         limit: usize,
     ) -> rusqlite::Result<Vec<AuditExportLine>> {
+        Ok(self
+            .export_parts(source, after, limit)?
+            .into_iter()
+            .map(|p| AuditExportLine {
+                seq: p.seq,
+                source: p.source,
+                prev_hash: hex::encode(p.prev_hash),
+                hash: hex::encode(p.hash),
+                entry: serde_json::from_str(&p.body).unwrap_or(Value::String(p.body)),
+            })
+            .collect())
+    }
+
+    /// The lines [`Self::export`] gives, up to seq `through`, written as JSON lines into `out`
+    /// with each entry exactly as the log holds it (checked to be JSON, not parsed into a value
+    /// and written again: that was most of the gateway's cost of an evidence export). An entry
+    /// that is not JSON on one line (an altered log) is written as `export` gives it. Returns
+    /// how many lines were read and the last seq written.
+    pub(crate) fn export_jsonl(
+        &self,
+        source: Option<&str>,
+        after: u64,
+        limit: usize,
+        through: u64,
+        out: &mut Vec<u8>,
+    ) -> rusqlite::Result<(usize, Option<u64>)> {
+        let parts = self.export_parts(source, after, limit)?;
+        let read = parts.len();
+        let mut last = None;
+        for p in parts.into_iter().take_while(|p| p.seq <= through) {
+            last = Some(p.seq);
+            p.write_line(out);
+        }
+        Ok((read, last))
+    }
+
+    /// What export lines are made of, read from the index and the log.
+    fn export_parts(
+        &self,
+        source: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> rusqlite::Result<Vec<ExportParts>> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, source, prev_hash, hash FROM audit_index
@@ -1382,15 +1461,12 @@ impl Reader {
             let mut bodies = self.entries_at(rows.iter().map(|r| r.0))?;
             Ok(rows
                 .into_iter()
-                .map(|(seq, source, prev_hash, hash)| {
-                    let body = bodies.remove(&seq).unwrap_or_default();
-                    AuditExportLine {
-                        seq,
-                        source,
-                        prev_hash: hex::encode(prev_hash),
-                        hash: hex::encode(hash),
-                        entry: serde_json::from_str(&body).unwrap_or(Value::String(body)),
-                    }
+                .map(|(seq, source, prev_hash, hash)| ExportParts {
+                    seq,
+                    source,
+                    prev_hash,
+                    hash,
+                    body: bodies.remove(&seq).unwrap_or_default(),
                 })
                 .collect())
         })
@@ -1918,6 +1994,49 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An export line written with the entry as the log holds it is, parsed, the line
+    /// `export` gives, for entries as the gateway writes them and for a log's altered ones (not
+    /// JSON, or JSON over two lines): one line each, every one JSON.
+    #[test]
+    fn export_lines_written_raw_are_the_lines_export_gives() {
+        let bodies = [
+            r#"{"action":"read:x","decision":"allow","id":"aud_1","meta":{"f":0.25,"q":"a\"b"}}"#,
+            "not json {",
+            "{\"a\":\n1}",
+            r#""a string""#,
+        ];
+        let mut out = Vec::new();
+        for (i, body) in bodies.iter().enumerate() {
+            super::ExportParts {
+                seq: i as u64 + 1,
+                source: "sidecar \"quoted\"".into(),
+                prev_hash: [i as u8; 32],
+                hash: [0xab; 32],
+                body: (*body).to_owned(),
+            }
+            .write_line(&mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), bodies.len(), "{text}");
+        for (i, (line, body)) in lines.iter().zip(bodies).enumerate() {
+            let parsed: AuditExportLine = serde_json::from_str(line).unwrap();
+            let expected = AuditExportLine {
+                seq: i as u64 + 1,
+                source: "sidecar \"quoted\"".into(),
+                prev_hash: hex::encode([i as u8; 32]),
+                hash: hex::encode([0xab; 32]),
+                entry: serde_json::from_str(body)
+                    .unwrap_or(serde_json::Value::String(body.to_owned())),
+            };
+            assert_eq!(parsed, expected, "{line}");
+        }
+        assert!(
+            lines[0].ends_with(&format!("\"entry\":{}}}", bodies[0])),
+            "written as held"
+        );
     }
 
     /// `verify` walks every row; it used to hold the reader's one connection for the whole

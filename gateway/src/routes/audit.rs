@@ -370,21 +370,16 @@ pub(super) async fn export(
                 return Ok::<_, ApiError>(None);
             }
             let page = PAGE.min(left);
-            let lines = blocking(&audit, move |r| r.export(source.as_deref(), after, page)).await?;
-            let lines: Vec<_> = lines.into_iter().take_while(|l| l.seq <= through).collect();
-            let Some(last) = lines.last().map(|l| l.seq) else {
+            let (chunk, read, last) = blocking(&audit, move |r| {
+                let mut chunk = Vec::with_capacity(page * 700);
+                r.export_jsonl(source.as_deref(), after, page, through, &mut chunk)
+                    .map(|(read, last)| (chunk, read, last))
+            })
+            .await?;
+            let Some(last) = last else {
                 return Ok(None);
             };
-            let mut chunk = Vec::with_capacity(lines.len() * 512);
-            for line in &lines {
-                serde_json::to_writer(&mut chunk, line).map_err(ApiError::internal)?;
-                chunk.push(b'\n');
-            }
-            let left = if lines.len() < page {
-                0
-            } else {
-                left - lines.len()
-            };
+            let left = if read < page { 0 } else { left - read };
             Ok(Some((axum::body::Bytes::from(chunk), (last, left))))
         }
     });
