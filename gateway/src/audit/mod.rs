@@ -275,6 +275,7 @@ impl AuditLog {
         &self,
         lines: Vec<AuditExportLine>,
     ) -> Result<IngestReport, AuditError> {
+        self.index_caught_up(Duration::from_secs(60)).await?;
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job::Ingest(lines, done))
@@ -282,6 +283,27 @@ impl AuditLog {
         wait.await
             .map_err(|_| AuditError::Stopped)?
             .map_err(AuditError::Write)
+    }
+
+    /// Waits, up to `within`, until the index holds every entry durable now. The writer looks
+    /// an ingest's duplicates up in the index; waiting here, not on the writer thread that
+    /// every decision waits on, keeps decisions flowing while the index is filled from the log
+    /// (after an upgrade, or a lost index: minutes on a large log).
+    async fn index_caught_up(&self, within: Duration) -> Result<(), AuditError> {
+        let reader = self.reader();
+        let want = reader.durable_size();
+        let deadline = tokio::time::Instant::now() + within;
+        while reader.indexed_through() < want {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AuditError::Write(format!(
+                    "the audit index holds {} of the log's {want} entries and did not catch up within {} s (it is being filled from the log); try again later",
+                    reader.indexed_through(),
+                    within.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Stores verified witness cosignatures (the witness proof cache); returns how many were new.

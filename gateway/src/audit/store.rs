@@ -447,15 +447,42 @@ fn last_indexed_before_14(conn: &Connection) -> rusqlite::Result<Option<u64>> {
 
 /// Drops the index of releases before schema 14, once the log directory is known to hold
 /// every entry it indexed; the indexer fills the new index from the log behind the gateway.
+///
+/// How many entries it held is kept (`audit_layout`, `indexed_before_14`) in the same
+/// transaction: until the new index is filled, that count is what guards a start against a log
+/// directory removed or cut short.
 fn drop_index_before_14(conn: &Connection, held: u64) -> rusqlite::Result<()> {
     let started = std::time::Instant::now();
-    conn.execute_batch("DROP TABLE audit_entries")?;
-    tracing::info!(
-        entries = held,
-        seconds = started.elapsed().as_secs_f64(),
-        "the audit index of earlier releases (with every entry's body) was dropped; the new one is filled from the log directory behind the running gateway"
-    );
+    let tx = conn.unchecked_transaction()?;
+    if held > 0 {
+        tx.execute(
+            "INSERT OR REPLACE INTO audit_layout (key, value) VALUES ('indexed_before_14', ?1)",
+            [held.to_string()],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE audit_entries")?;
+    tx.commit()?;
+    if held > 0 {
+        tracing::info!(
+            entries = held,
+            seconds = started.elapsed().as_secs_f64(),
+            "the audit index of earlier releases (with every entry's body) was dropped; the new one is filled from the log directory behind the running gateway"
+        );
+    }
     Ok(())
+}
+
+/// How many entries the index of releases before schema 14 held when it was dropped (0 if it
+/// never held any).
+fn held_before_14(conn: &Connection) -> rusqlite::Result<u64> {
+    let value: Option<String> = conn
+        .query_row(
+            "SELECT value FROM audit_layout WHERE key = 'indexed_before_14'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(value.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// Moves a log kept as SQLite rows (before the tiles layout) into the log directory, byte for
@@ -523,8 +550,11 @@ impl Writer {
         let mut tiles = TileWriter::open(log_dir)?;
         let before_14 = last_indexed_before_14(&conn)?;
         let indexed = last_indexed(&conn)?;
-        // What the index held, and the log with it: the index of an earlier release counts.
-        let held = indexed.max(before_14.unwrap_or(0));
+        // What the index held, and the log with it: the index of an earlier release counts,
+        // and so does its count once dropped (the new index may not be filled yet).
+        let held = indexed
+            .max(before_14.unwrap_or(0))
+            .max(held_before_14(&conn)?);
         let moved: Option<String> = conn
             .query_row(
                 "SELECT value FROM audit_layout WHERE key = 'tiles'",
@@ -550,6 +580,13 @@ impl Writer {
                     tiles.publish(&note)?;
                 }
             }
+            // A move into the tiles layout that stopped part way (it records the layout only
+            // once every row is in the directory): the rows are all still in the database.
+            None if tiles.size() < held => bail!(
+                "the audit log's move into {} stopped part way: the directory holds {} of the {held} entries the database holds. Move that directory aside (or remove it) and start again: the move starts over from the database, which still holds every entry",
+                log_dir.display(),
+                tiles.size()
+            ),
             None => {}
             Some(_) if tiles.size() < held => bail!(
                 "the audit log directory {} holds {} entries, but the index (and the log before it) held {held}: the directory was removed, replaced or cut short. Restore it from backup (AUDIT_LOG_DIR); the gateway does not start on a log that lost entries",
@@ -564,8 +601,10 @@ impl Writer {
                 [log_dir.display().to_string()],
             )?;
         }
-        if before_14.is_some() {
-            drop_index_before_14(&conn, held)?;
+        // Only here: every check above has passed, so the directory holds every entry the old
+        // index held.
+        if let Some(old) = before_14 {
+            drop_index_before_14(&conn, old)?;
         }
         let size = tiles.size();
         let frontier = tiles.frontier();
@@ -699,14 +738,16 @@ impl Writer {
         self.sync_inline(&flushed)
     }
 
-    /// Waits until the index holds every durable entry (ingest looks duplicates up in it).
+    /// Waits until the index holds every durable entry (ingest looks duplicates up in it). The
+    /// caller waited for the index before the ingest reached this thread, so this covers only
+    /// the groups written since: a short bound, since every decision waits on this thread.
     fn wait_indexed(&self) -> Result<(), String> {
         let want = self.durable.load(Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while self.indexed.load(Ordering::SeqCst) < want {
             if std::time::Instant::now() > deadline {
                 return Err(format!(
-                    "the audit index is behind the log ({} of {want} entries) and did not catch up within 60 s; try again",
+                    "the audit index is behind the log ({} of {want} entries) and did not catch up within 5 s; try again",
                     self.indexed.load(Ordering::SeqCst)
                 ));
             }
@@ -1672,6 +1713,7 @@ impl Reader {
              FROM audit_index WHERE seq <= ?1 ORDER BY seq",
         )?;
         let mut index = IndexWalk::start(stmt.query([indexed as i64])?)?;
+        let mut times = TimeBounds::read(c)?;
         let replayed = replay(&self.tiles, origin, 1, size, &mut heads, |entry, body| {
             report.entries += 1;
             let seq = entry.seq;
@@ -1679,6 +1721,9 @@ impl Reader {
                 report.fail(Some(seq), None, "the log's entry is not an audit entry with an id; the log directory was altered".into());
             }
             index.compare(&entry, indexed, &mut report)?;
+            if seq <= indexed {
+                times.see(&entry, &mut report);
+            }
             frontier.push(merkle::leaf_hash(body.as_bytes()));
             while let Some((size, _)) = checkpoints.last() {
                 if *size != frontier.size() {
@@ -1702,6 +1747,7 @@ impl Reader {
                 format!("the log directory cannot be read: {e:#}"),
             );
         }
+        times.finish(&mut report);
         if let Some(row) = index.row.filter(|r| r.seq > frontier.size()) {
             report.fail(
                 Some(row.seq),
@@ -1819,6 +1865,71 @@ impl<'s> IndexWalk<'s> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The index's time table beside the timestamps of the entries the index holds: a block whose
+/// stored bounds do not cover its entries' timestamps would hide them from time-bounded lists
+/// and stats.
+struct TimeBounds {
+    stored: HashMap<u64, (String, String)>,
+    /// The block being read: its number and its entries' earliest and latest timestamps.
+    current: Option<(u64, String, String)>,
+}
+
+impl TimeBounds {
+    fn read(c: &Connection) -> rusqlite::Result<Self> {
+        let mut stmt = c.prepare("SELECT block, min_ts, max_ts FROM audit_index_times")?;
+        let stored = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, (r.get(1)?, r.get(2)?)))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Self {
+            stored,
+            current: None,
+        })
+    }
+
+    fn see(&mut self, entry: &IndexRow, report: &mut VerifyReport) {
+        let block = entry.block();
+        match &mut self.current {
+            Some((b, lo, hi)) if *b == block => {
+                if entry.timestamp < *lo {
+                    lo.clone_from(&entry.timestamp);
+                }
+                if entry.timestamp > *hi {
+                    hi.clone_from(&entry.timestamp);
+                }
+            }
+            _ => {
+                self.finish(report);
+                let ts = entry.timestamp.clone();
+                self.current = Some((block, ts.clone(), ts));
+            }
+        }
+    }
+
+    /// Checks the block read last against its stored bounds.
+    fn finish(&mut self, report: &mut VerifyReport) {
+        let Some((block, lo, hi)) = self.current.take() else {
+            return;
+        };
+        let covered = self
+            .stored
+            .get(&block)
+            .is_some_and(|(min, max)| *min <= lo && *max >= hi);
+        if !covered {
+            let first = block * TIME_BLOCK + 1;
+            report.fail(
+                Some(first),
+                None,
+                format!(
+                    "the index's time bounds for entries {first} to {} do not cover their timestamps ({lo} to {hi}): time-bounded lists and stats would miss entries; the index was altered",
+                    first + TIME_BLOCK - 1
+                ),
+            );
+        }
     }
 }
 

@@ -622,6 +622,30 @@ fn altered_and_removed_index_rows_are_named(gw: &Gateway, dir: &std::path::Path)
     let (_, report) = gw.get("/admin/audit/verify");
     assert_eq!(report["valid"], true, "every column put back: {report}");
 
+    // The time table narrowed so that the first block's entries fall outside it: every
+    // time-bounded list would miss them.
+    conn.execute(
+        "UPDATE audit_index_times SET max_ts = '0' WHERE block = 0",
+        [],
+    )
+    .unwrap();
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], false, "{report}");
+    assert!(
+        report["firstBad"]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("time bounds"),
+        "{report}"
+    );
+    conn.execute(
+        "UPDATE audit_index_times SET max_ts = (SELECT max(timestamp) FROM audit_index WHERE seq <= 256) WHERE block = 0",
+        [],
+    )
+    .unwrap();
+    let (_, report) = gw.get("/admin/audit/verify");
+    assert_eq!(report["valid"], true, "the bounds put back: {report}");
+
     conn.execute("DELETE FROM audit_index WHERE seq = 4", [])
         .unwrap();
     let (_, report) = gw.get("/admin/audit/verify");
@@ -817,14 +841,10 @@ fn proofs_over_hundreds_of_entries_read_the_hash_tiles_and_never_hand_out_bad_on
     assert_eq!(proof(&first).status(), 200);
 }
 
-/// A log written by the release before the tiles layout (`fixtures/log-v1`: 600 entries as
-/// SQLite rows, checkpoints at 100, 300 and 600) moves into the log directory at start, byte
-/// for byte: the three signed checkpoints verify against the tiles, and the log goes on.
-#[test]
-fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
-    let dir = tempdir();
+/// The data directory of `fixtures/log-v1` (a log kept as SQLite rows) under `into`; returns it.
+fn log_v1(into: &std::path::Path) -> std::path::PathBuf {
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/fixtures/log-v1");
-    let data = dir.path().join("data");
+    let data = into.join("data");
     std::fs::create_dir_all(&data).unwrap();
     for key in ["audit-log.key", "policy-bundle.key", "secrets.key"] {
         std::fs::copy(fixture.join(key), data.join(key)).unwrap();
@@ -841,6 +861,50 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     )
     .unwrap();
     std::fs::write(data.join("meshguard.db"), db).unwrap();
+    data
+}
+
+/// A move into tiles that stopped part way (a directory holding the first bundle of the 600
+/// rows, as a move killed after its first sync would leave it) is refused at start, naming
+/// what to do, and the rows are all still there; done as it says, the move completes.
+#[test]
+fn a_move_into_tiles_that_stopped_part_way_is_refused_and_loses_nothing() {
+    let moved = tempdir();
+    let dir = tempdir();
+    log_v1(moved.path());
+    let gw = Gateway::start_with(moved.path(), fixture_origin());
+    gw.kill9();
+    let data = log_v1(dir.path());
+    let partial = data.join("audit-log/tile/entries");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::copy(
+        moved.path().join("data/audit-log/tile/entries/000"),
+        partial.join("000"),
+    )
+    .unwrap();
+    let said = crate::harness::refused_start(dir.path(), &fixture_origin());
+    assert!(said.contains("stopped part way"), "{said}");
+    let rows: i64 = db(dir.path())
+        .query_row("SELECT count(*) FROM audit_entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 600, "every row is still in the database");
+    std::fs::remove_dir_all(data.join("audit-log")).unwrap();
+    let gw = Gateway::start_with(dir.path(), fixture_origin());
+    let report = gw.get("/admin/audit/verify").1;
+    assert_eq!(
+        summary(&report),
+        (Some(true), Some(601), Some(3)),
+        "{report}"
+    );
+}
+
+/// A log written by the release before the tiles layout (`fixtures/log-v1`: 600 entries as
+/// SQLite rows, checkpoints at 100, 300 and 600) moves into the log directory at start, byte
+/// for byte: the three signed checkpoints verify against the tiles, and the log goes on.
+#[test]
+fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
+    let dir = tempdir();
+    let data = log_v1(dir.path());
     let opts = || {
         Options::with(vec![(
             "AUDIT_ORIGIN",
@@ -1008,17 +1072,50 @@ fn an_index_of_an_earlier_release_is_refilled_from_the_log_and_lists_the_same() 
 }
 
 /// The old index's count still guards the log: the same directory with its log removed is
-/// refused at start (before, an empty new index would have taken the empty log as a new one).
+/// refused at start (before, an empty new index would have taken the empty log as a new one);
+/// and once the old index is dropped, its recorded count does: the new index lost and the log
+/// removed, the start is refused too.
 #[test]
 fn a_log_removed_under_an_index_of_an_earlier_release_is_refused() {
     let dir = tempdir();
     index_v13(dir.path());
-    std::fs::remove_dir_all(dir.path().join("data/audit-log")).unwrap();
+    let log = dir.path().join("data/audit-log");
+    let kept = dir.path().join("audit-log-kept");
+    copy_dir(&log, &kept);
+    std::fs::remove_dir_all(&log).unwrap();
     let said = crate::harness::refused_start(dir.path(), &fixture_origin());
     assert!(
         said.contains("the directory was removed, replaced or cut short"),
         "{said}"
     );
+
+    // The refused start made an empty directory (and its lock) there.
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::rename(&kept, &log).unwrap();
+    let gw = Gateway::start_with(dir.path(), fixture_origin());
+    gw.kill9();
+    let conn = db(dir.path());
+    conn.execute("DELETE FROM audit_index", []).unwrap();
+    drop(conn);
+    std::fs::remove_dir_all(&log).unwrap();
+    let said = crate::harness::refused_start(dir.path(), &fixture_origin());
+    assert!(
+        said.contains("held 601"),
+        "the dropped index's count guards the start: {said}"
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 #[test]
