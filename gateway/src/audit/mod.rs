@@ -291,17 +291,14 @@ impl AuditLog {
     /// (after an upgrade, or a lost index: minutes on a large log).
     async fn index_caught_up(&self, within: Duration) -> Result<(), AuditError> {
         let reader = self.reader();
-        let want = reader.durable_size();
-        let deadline = tokio::time::Instant::now() + within;
-        while reader.indexed_through() < want {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(AuditError::Write(format!(
-                    "the audit index holds {} of the log's {want} entries and did not catch up within {} s (it is being filled from the log); try again later",
-                    reader.indexed_through(),
-                    within.as_secs()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let lacking = tokio::task::spawn_blocking(move || reader.wait_indexed(within))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        if lacking > 0 {
+            return Err(AuditError::Write(format!(
+                "the audit index lacks {lacking} of the log's entries and did not catch up within {} s (it is being filled from the log); try again later",
+                within.as_secs()
+            )));
         }
         Ok(())
     }

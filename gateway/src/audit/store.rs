@@ -27,9 +27,10 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    // Statement journals (the index's INSERT OR REPLACE needs one) in memory, not in a file
-    // under /var/tmp: on tmpfs the index cost 12.2 µs an entry with the file and 6.9 without
-    // (docs/benchmarks.md), and the gateway needs no writable temporary directory for it.
+    // Statement journals and temporary tables in memory, not in files under /var/tmp: the
+    // index's `INSERT OR REPLACE` of earlier releases wrote one per row (on tmpfs 12.2 µs an
+    // entry with the file, 6.9 without, docs/benchmarks.md), and the gateway needs no writable
+    // temporary directory for SQLite.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
@@ -182,6 +183,11 @@ impl IndexRow {
     /// The row of an entry read back from the log (its fields from the body).
     fn from_body(seq: u64, source: &str, body: &str, prev_hash: &str, hash: &str) -> Self {
         let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        Self::from_value(seq, source, &v, prev_hash, hash)
+    }
+
+    /// The row of an entry already parsed (an ingested export line's).
+    fn from_value(seq: u64, source: &str, v: &Value, prev_hash: &str, hash: &str) -> Self {
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         Self {
             seq,
@@ -417,6 +423,20 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
+    }
+}
+
+/// Waits, up to `within`, until `indexed` reaches what `durable` is now; returns how many
+/// entries it still lacks (0 once caught up).
+fn wait_indexed(durable: &AtomicU64, indexed: &AtomicU64, within: std::time::Duration) -> u64 {
+    let want = durable.load(Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let have = indexed.load(Ordering::SeqCst);
+        if have >= want || std::time::Instant::now() >= deadline {
+            return want.saturating_sub(have);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -742,18 +762,13 @@ impl Writer {
     /// caller waited for the index before the ingest reached this thread, so this covers only
     /// the groups written since: a short bound, since every decision waits on this thread.
     fn wait_indexed(&self) -> Result<(), String> {
-        let want = self.durable.load(Ordering::SeqCst);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while self.indexed.load(Ordering::SeqCst) < want {
-            if std::time::Instant::now() > deadline {
-                return Err(format!(
-                    "the audit index is behind the log ({} of {want} entries) and did not catch up within 5 s; try again",
-                    self.indexed.load(Ordering::SeqCst)
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+        let within = std::time::Duration::from_secs(5);
+        match wait_indexed(&self.durable, &self.indexed, within) {
+            0 => Ok(()),
+            lacking => Err(format!(
+                "the audit index lacks {lacking} of the log's entries and did not catch up within 5 s; try again"
+            )),
         }
-        Ok(())
     }
 
     /// Merges a sidecar's export: all lines or none. Lines already present (same id and hash) are
@@ -789,10 +804,10 @@ impl Writer {
             }
             heads.insert(line.source.clone(), line.hash.clone());
             let seq = self.tiles.size() + rows.len() as u64 + 1;
-            rows.push(IndexRow::from_body(
+            rows.push(IndexRow::from_value(
                 seq,
                 &line.source,
-                &body,
+                &line.entry,
                 &line.prev_hash,
                 &line.hash,
             ));
@@ -848,17 +863,18 @@ impl Writer {
         line: &AuditExportLine,
         seen: &mut std::collections::HashSet<String>,
     ) -> Result<bool, String> {
+        let hash = hash_bytes(&line.hash);
         let existing: Option<merkle::Hash> = self
             .conn
             .query_row(
                 "SELECT hash FROM audit_index WHERE id = ?1 ORDER BY hash = ?2 DESC LIMIT 1",
-                params![id, hash_bytes(&line.hash)],
+                params![id, hash],
                 |r| r.get(0),
             )
             .optional()
             .map_err(|e| e.to_string())?;
         match existing {
-            Some(h) if h == hash_bytes(&line.hash) => Ok(true),
+            Some(h) if h == hash => Ok(true),
             Some(_) => Err(format!(
                 "{at}: entry {id} is already in the log with different content"
             )),
@@ -1299,15 +1315,7 @@ impl Reader {
     /// Waits, up to `within`, until the index holds every entry durable now (a decision just
     /// answered is then listed); returns how many it still lacks.
     pub(crate) fn wait_indexed(&self, within: std::time::Duration) -> u64 {
-        let want = self.durable_size();
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            let have = self.indexed.load(Ordering::SeqCst);
-            if have >= want || std::time::Instant::now() >= deadline {
-                return want.saturating_sub(have);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_indexed(&self.durable, &self.indexed, within)
     }
 
     /// The log directory's reader.

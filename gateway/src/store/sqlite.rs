@@ -176,7 +176,7 @@ const MIGRATIONS: &[&str] = &[
     // 14: the audit index without the entries' bodies (read from the log directory, which is
     // what checkpoints sign), with the hashes as 32 bytes, the filters' fields as columns, and
     // the time bounds of each block of 256 entries instead of an index on every timestamp: an
-    // index row costs half the CPU and a third of the bytes (docs/benchmarks.md, issue #35).
+    // index row costs about a third of the CPU and of the bytes it did (docs/benchmarks.md).
     // The gateway fills it from the log on its first start; `audit_entries` stays until the
     // log is known to hold every entry it indexed (`Writer::open` drops it then).
     "CREATE TABLE audit_index (

@@ -905,13 +905,7 @@ fn a_move_into_tiles_that_stopped_part_way_is_refused_and_loses_nothing() {
 fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     let dir = tempdir();
     let data = log_v1(dir.path());
-    let opts = || {
-        Options::with(vec![(
-            "AUDIT_ORIGIN",
-            "fixture.meshguard.local/audit".to_owned(),
-        )])
-    };
-    let gw = Gateway::start_with(dir.path(), opts());
+    let gw = Gateway::start_with(dir.path(), fixture_origin());
     let report = gw.get("/admin/audit/verify").1;
     assert_eq!(
         summary(&report),
@@ -967,7 +961,7 @@ fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     let (_, token) = agent(&gw, "after", "verified", &[]);
     decide(&gw, &token, 3); // under the fixture's own "reads" policy
     gw.kill9();
-    let gw = Gateway::start_with(dir.path(), opts());
+    let gw = Gateway::start_with(dir.path(), fixture_origin());
     let report = checkpoint_and_verify(&gw);
     assert_eq!(
         summary(&report),
@@ -1081,7 +1075,7 @@ fn a_log_removed_under_an_index_of_an_earlier_release_is_refused() {
     index_v13(dir.path());
     let log = dir.path().join("data/audit-log");
     let kept = dir.path().join("audit-log-kept");
-    copy_dir(&log, &kept);
+    meshguard_testkit::copy_dir(&log, &kept);
     std::fs::remove_dir_all(&log).unwrap();
     let said = crate::harness::refused_start(dir.path(), &fixture_origin());
     assert!(
@@ -1103,19 +1097,6 @@ fn a_log_removed_under_an_index_of_an_earlier_release_is_refused() {
         said.contains("held 601"),
         "the dropped index's count guards the start: {said}"
     );
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[test]
