@@ -864,6 +864,19 @@ fn log_v1(into: &std::path::Path) -> std::path::PathBuf {
     data
 }
 
+/// A gateway started on a copy of log-v1 under `dir`: the rows moved into tiles, the log
+/// verifies with its 600 entries, the start's own entry and its three checkpoints.
+fn moved_and_verified(dir: &std::path::Path) -> Gateway {
+    let gw = Gateway::start_with(dir, fixture_origin());
+    let report = gw.get("/admin/audit/verify").1;
+    assert_eq!(
+        summary(&report),
+        (Some(true), Some(601), Some(3)),
+        "{report}"
+    );
+    gw
+}
+
 /// A move into tiles that stopped part way (a directory holding the first bundle of the 600
 /// rows, as a move killed after its first sync would leave it) is refused at start, naming
 /// what to do, and the rows are all still there; done as it says, the move completes.
@@ -889,13 +902,7 @@ fn a_move_into_tiles_that_stopped_part_way_is_refused_and_loses_nothing() {
         .unwrap();
     assert_eq!(rows, 600, "every row is still in the database");
     std::fs::remove_dir_all(data.join("audit-log")).unwrap();
-    let gw = Gateway::start_with(dir.path(), fixture_origin());
-    let report = gw.get("/admin/audit/verify").1;
-    assert_eq!(
-        summary(&report),
-        (Some(true), Some(601), Some(3)),
-        "{report}"
-    );
+    moved_and_verified(dir.path());
 }
 
 /// A log written by the release before the tiles layout (`fixtures/log-v1`: 600 entries as
@@ -905,13 +912,7 @@ fn a_move_into_tiles_that_stopped_part_way_is_refused_and_loses_nothing() {
 fn a_log_kept_as_rows_moves_into_tiles_with_the_same_roots() {
     let dir = tempdir();
     let data = log_v1(dir.path());
-    let gw = Gateway::start_with(dir.path(), fixture_origin());
-    let report = gw.get("/admin/audit/verify").1;
-    assert_eq!(
-        summary(&report),
-        (Some(true), Some(601), Some(3)),
-        "{report}"
-    );
+    let gw = moved_and_verified(dir.path());
     let log = data.join("audit-log");
     for full in [
         "tile/entries/000",
