@@ -376,7 +376,7 @@ pub struct Args {
     #[arg(long, env = "AUDIT_WITNESS_QUORUM")]
     pub audit_witness_quorum: Option<usize>,
 
-    /// Sign an audit checkpoint after this many new entries.
+    /// Sign an audit checkpoint after this many new entries (at most one a second)…
     #[arg(long, env = "AUDIT_CHECKPOINT_EVERY", default_value_t = 1000)]
     pub audit_checkpoint_every: u64,
 

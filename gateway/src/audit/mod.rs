@@ -13,6 +13,7 @@
 //! checkpoint.
 
 pub(crate) mod bound;
+mod group;
 pub(crate) mod keys;
 pub(crate) mod note;
 mod store;
@@ -21,9 +22,9 @@ pub(crate) use meshguard_tlog::{merkle, tiles};
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 use meshguard_api::{AuditEntry, AuditExportLine};
 use serde_json::Value;
@@ -37,6 +38,7 @@ pub(crate) fn store_conn(path: &std::path::Path) -> rusqlite::Result<rusqlite::C
     store::open_conn(path)
 }
 
+use group::{GroupCommit, Job};
 use note::LogKey;
 
 /// The chain's starting point: 32 zero bytes, in hex.
@@ -87,19 +89,6 @@ pub(crate) struct AuditConfig {
     pub(crate) redaction: crate::redaction::Redaction,
 }
 
-#[derive(Debug)]
-enum Job {
-    Append(Box<Prepared>, Ack),
-    Ingest(
-        Vec<AuditExportLine>,
-        oneshot::Sender<Result<IngestReport, String>>,
-    ),
-    Checkpoint(oneshot::Sender<Result<Option<String>, String>>),
-    Cosign(Vec<Cosignature>, oneshot::Sender<Result<usize, String>>),
-    /// From the syncer: the last committed batch is durable.
-    Synced,
-}
-
 /// What an ingest did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -112,7 +101,8 @@ pub(crate) struct IngestReport {
 /// Handle to the writer; cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct AuditLog {
-    tx: SyncSender<Job>,
+    /// The writer thread: ingests, cosignatures, checkpoints asked for.
+    tx: std::sync::mpsc::Sender<Job>,
     origin: Arc<str>,
     vkey: Arc<str>,
     reader: Arc<store::Reader>,
@@ -122,8 +112,8 @@ pub(crate) struct AuditLog {
     /// (`bench_support::prepare_unaudited`); no setting of the gateway turns it on.
     discard: bool,
     redaction: crate::redaction::Redaction,
-    /// What the writer and the syncer share: whether a failed sync stopped the log.
-    shared: Arc<Shared>,
+    /// The queue of entries and the writer's state, shared by the leaders of groups.
+    group: Arc<GroupCommit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,24 +135,19 @@ impl AuditLog {
         };
         let vkey: Arc<str> = key.vkey().into();
         let signer = Arc::new(key.clone());
-        let mut writer =
-            store::Writer::open(&config.db_path, &config.log_dir, &config.origin, &vkey)?;
+        let writer = store::Writer::open(&config.db_path, &config.log_dir, &config.origin, &vkey)?;
+        let durable = writer.durable();
         let reader = Arc::new(store::Reader::open(
             &config.db_path,
             &config.log_dir,
             writer.durable(),
             writer.indexed(),
         )?);
-        let (tx, rx) = sync_channel::<Job>(65_536);
-        let (acks, committed) = sync_channel::<Batch>(16);
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let (to_index, index_rx) = std::sync::mpsc::channel::<Vec<store::IndexRow>>();
+        let (to_publish, publish_rx) = std::sync::mpsc::channel::<Publish>();
         let origin: Arc<str> = config.origin.clone().into();
         let redaction = config.redaction;
-        let shared = Arc::new(Shared {
-            syncing: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-            synced_at: std::sync::Mutex::new(writer.position()),
-        });
         let mut indexer = store::Indexer::open(
             &config.db_path,
             &config.log_dir,
@@ -170,11 +155,21 @@ impl AuditLog {
             writer.indexed(),
         )?;
         let log_size = writer.durable().load(Ordering::SeqCst);
-        let (to_publish, publish_rx) = std::sync::mpsc::channel::<Publish>();
+        let publish_conn = store::open_conn(&config.db_path)?;
+        let group = Arc::new(GroupCommit::new(
+            writer,
+            group::Outlets {
+                to_index,
+                to_publish,
+                wake: tx.clone(),
+            },
+            Arc::clone(&signer),
+            &config,
+        ));
         let publisher = Publisher {
-            conn: store::open_conn(&config.db_path)?,
-            durable: writer.durable(),
-            shared: Arc::clone(&shared),
+            conn: publish_conn,
+            durable,
+            group: Arc::clone(&group),
         };
         std::thread::Builder::new()
             .name("audit-publish".into())
@@ -182,27 +177,10 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-index".into())
             .spawn(move || indexer.run(log_size, index_rx))?;
-        let syncer = Syncer {
-            dir: writer.log_dir(),
-            durable: writer.durable(),
-            shared: Arc::clone(&shared),
-            wake: tx.clone(),
-            to_index: to_index.clone(),
-        };
-        std::thread::Builder::new()
-            .name("audit-sync".into())
-            .spawn(move || syncer.run(committed))?;
-        let writer_shared = Arc::clone(&shared);
+        let writer_group = Arc::clone(&group);
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || {
-                let to = Downstream {
-                    acks,
-                    index: to_index,
-                    publish: to_publish,
-                };
-                writer.run(rx, &to, &writer_shared, &key, &config);
-            })?;
+            .spawn(move || writer_group.run_writer(rx))?;
         Ok(Self {
             tx,
             origin,
@@ -211,14 +189,14 @@ impl AuditLog {
             key: signer,
             discard: false,
             redaction,
-            shared,
+            group,
         })
     }
 
     /// Whether a failed write or sync stopped the log: no decision is recorded (every one fails
     /// closed) until the gateway restarts, which `/health` then asks for.
     pub(crate) fn stopped(&self) -> bool {
-        self.shared.failed.load(Ordering::SeqCst)
+        self.group.failed.load(Ordering::SeqCst)
     }
 
     /// This log, recording nothing (see `discard`).
@@ -258,17 +236,18 @@ impl AuditLog {
         let claim = Arc::new(Claim::default());
         if self.discard {
             let _ = done.send(Ok(0));
-            return Ok(Queued { claim, wait });
+            return Ok(Queued {
+                claim,
+                wait,
+                lead: None,
+            });
         }
-        // Serialized and leaf-hashed here, on the request's own worker, so the single writer
-        // thread only chains, inserts and commits.
+        // Serialized and leaf-hashed here, on the request's own worker, before the group's
+        // leader takes it.
         let mut prepared = Box::new(Prepared::new(entry));
         prepared.claim = Arc::clone(&claim);
-        match self.tx.try_send(Job::Append(prepared, done)) {
-            Ok(()) => Ok(Queued { claim, wait }),
-            Err(TrySendError::Full(_)) => Err(AuditError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(AuditError::Stopped),
-        }
+        let lead = self.group.push(prepared, done)?;
+        Ok(Queued { claim, wait, lead })
     }
 
     pub(crate) async fn ingest(
@@ -385,15 +364,28 @@ impl Claim {
 pub(crate) struct Queued {
     claim: Arc<Claim>,
     wait: oneshot::Receiver<Result<u64, String>>,
+    /// Whether this caller is to lead the next group (see `group`).
+    lead: Option<group::Lead>,
 }
 
 impl Queued {
     /// Resolves once the entry is durable, with its sequence number.
     pub(crate) async fn durable(&mut self) -> Result<u64, AuditError> {
+        if let Some(lead) = self.lead.take() {
+            lead.run().await;
+        }
         (&mut self.wait)
             .await
             .map_err(|_| AuditError::Stopped)?
             .map_err(AuditError::Write)
+    }
+
+    /// Leaves the next group to the writer thread: for a caller that queues more, or waits on
+    /// something else, before it waits for this entry (the entries queued meanwhile by every
+    /// other request would wait on it).
+    pub(crate) fn lead_elsewhere(mut self) -> Self {
+        self.lead = None;
+        self
     }
 
     /// Takes the entry back before the writer has it: true means it will never be written;
@@ -499,109 +491,10 @@ fn canonical_entry(entry: &AuditEntry) -> String {
     .expect("entries serialize")
 }
 
-/// Jobs taken per commit at most, so one commit never holds the write lock for long.
-const MAX_BATCH: usize = 1024;
-
-type Ack = oneshot::Sender<Result<u64, String>>;
-
-/// Entries written to the staging bundles, waiting for a sync before their requests are
-/// answered.
-type Committed = Vec<(Ack, u64)>;
-
-/// A group handed to the syncer: the requests to answer and what was written for them.
-struct Batch {
-    acks: Committed,
-    flushed: store::Flushed,
-}
-
-/// Answers written entries once the staging bundle holding them is on disk: one fsync covers
-/// every group written while the previous one ran. Then hands their index rows on.
-struct Syncer {
-    dir: PathBuf,
-    /// Raised to the last seq of each batch once it is on disk (what proofs may cover).
-    durable: Arc<AtomicU64>,
-    shared: Arc<Shared>,
-    /// Wakes the writer when a sync is done, so it commits what it inserted meanwhile. (The
-    /// writer and this thread therefore live as long as the process.)
-    wake: SyncSender<Job>,
-    to_index: std::sync::mpsc::Sender<Vec<store::IndexRow>>,
-}
-
-impl Syncer {
-    fn run(self, committed: Receiver<Batch>) {
-        while let Ok(first) = committed.recv() {
-            let mut batches = vec![first];
-            while let Ok(more) = committed.try_recv() {
-                batches.push(more);
-            }
-            let segments: Vec<tiles::Segment> = batches
-                .iter()
-                .flat_map(|b| b.flushed.segments.iter().cloned())
-                .collect();
-            let synced = if self.shared.failed.load(Ordering::SeqCst) {
-                // After a failed sync nothing is acknowledged: what the disk dropped is unknown.
-                Err(std::io::Error::other(
-                    "an earlier sync of the audit log failed",
-                ))
-            } else {
-                store::sync_segments(&self.dir, &segments)
-            };
-            match synced {
-                Ok(at) => {
-                    if !segments.is_empty() {
-                        *self
-                            .shared
-                            .synced_at
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()) = at;
-                    }
-                    // Batches are written in seq order, and this sync covers all of them.
-                    let last = batches
-                        .iter()
-                        .map(|b| b.flushed.last_seq)
-                        .max()
-                        .unwrap_or(0);
-                    self.durable.fetch_max(last, Ordering::SeqCst);
-                    let mut rows = Vec::new();
-                    for b in batches {
-                        for (done, seq) in b.acks {
-                            let _ = done.send(Ok(seq));
-                        }
-                        rows.extend(b.flushed.rows);
-                    }
-                    let _ = self.to_index.send(rows);
-                }
-                Err(e) => {
-                    if !self.shared.failed.swap(true, Ordering::SeqCst) {
-                        tracing::error!(error = %e, "the audit log could not be synced to disk; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
-                    }
-                    for b in batches {
-                        refuse(
-                            b.acks,
-                            &format!("audit write could not be made durable: {e}"),
-                        );
-                    }
-                }
-            }
-            self.shared.syncing.store(false, Ordering::SeqCst);
-            // A full queue wakes the writer anyway; it looks at `syncing` after every round.
-            let _ = self.wake.try_send(Job::Synced);
-        }
-    }
-}
-
-/// Where the writer sends its work: groups to the syncer, ingested rows to the indexer,
-/// signed checkpoints to the publisher.
-struct Downstream {
-    acks: SyncSender<Batch>,
-    index: std::sync::mpsc::Sender<Vec<store::IndexRow>>,
-    publish: std::sync::mpsc::Sender<Publish>,
-}
-
 type CheckpointReply = oneshot::Sender<Result<Option<String>, String>>;
 
 /// Work for the publisher.
-enum Publish {
+pub(crate) enum Publish {
     /// Publish a signed checkpoint once its entries are durable; answer with the latest note.
     Signed(Box<store::Signed>, Option<CheckpointReply>),
     /// Answer with the latest note once everything sent before is published.
@@ -615,7 +508,7 @@ enum Publish {
 struct Publisher {
     conn: rusqlite::Connection,
     durable: Arc<AtomicU64>,
-    shared: Arc<Shared>,
+    group: Arc<GroupCommit>,
 }
 
 impl Publisher {
@@ -642,7 +535,7 @@ impl Publisher {
     /// Waits until every entry `signed` covers is durable, then publishes and records it.
     fn publish(&self, signed: store::Signed) -> Result<(), String> {
         while self.durable.load(Ordering::SeqCst) < signed.size {
-            if self.shared.failed.load(Ordering::SeqCst) {
+            if self.group.failed.load(Ordering::SeqCst) {
                 return Err("the log's last entries could not be made durable; no checkpoint is published over them".to_owned());
             }
             std::thread::sleep(Duration::from_micros(100));
@@ -654,229 +547,6 @@ impl Publisher {
         keys::latest_checkpoint(&self.conn)
             .map(|latest| latest.map(|(_, note)| note))
             .map_err(|e| format!("{e:#}"))
-    }
-}
-
-/// Moves what is queued into `jobs`, up to [`MAX_BATCH`].
-fn drain(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
-    while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => break,
-        }
-    }
-}
-
-/// What the writer and the syncer share.
-#[derive(Debug)]
-struct Shared {
-    /// True while the syncer holds a committed batch.
-    syncing: AtomicBool,
-    /// Set when a sync fails: the disk may have dropped entries, so the log stops taking more.
-    failed: AtomicBool,
-    /// The last position in the staging bundles a sync covered (bundle, bytes).
-    synced_at: std::sync::Mutex<(u64, u64)>,
-}
-
-/// Waits for the syncer to finish the batch it holds.
-fn wait_idle(shared: &Shared) {
-    while shared.syncing.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-/// Refuses every request waiting in `batch`.
-fn refuse(batch: Committed, why: &str) {
-    for (done, _) in batch {
-        let _ = done.send(Err(why.to_owned()));
-    }
-}
-
-/// Why a decision is refused once a sync has failed.
-const FAILED_SYNC: &str = "the audit log's disk failed a write or a sync; no decision is recorded until the gateway restarts (see the gateway log)";
-
-/// What the writer's loop carries from one round to the next.
-struct WriterLoop {
-    /// The open group: requests whose entries are written and not yet handed to the syncer.
-    pending: Committed,
-    /// Whether the entries past the last sync were cut off after a failed sync.
-    cut: bool,
-    last_checkpoint: Instant,
-}
-
-/// The jobs of the next round: the first to arrive within `wait` (none on a timeout) and
-/// everything queued behind it; `None` once every sender is gone.
-fn next_jobs(rx: &Receiver<Job>, wait: Duration) -> Option<Vec<Job>> {
-    let first = match rx.recv_timeout(wait) {
-        Ok(job) => Some(job),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-    };
-    let mut jobs: Vec<Job> = first.into_iter().collect();
-    drain(rx, &mut jobs);
-    Some(jobs)
-}
-
-impl store::Writer {
-    /// The writer's loop. Entries are appended as they come to the open group; whenever the
-    /// syncer is free the group is written to the staging bundle and handed to it, so writing
-    /// the next group overlaps the previous group's fsync, and each carries everything that
-    /// arrived meanwhile.
-    fn run(
-        &mut self,
-        rx: Receiver<Job>,
-        to: &Downstream,
-        shared: &Shared,
-        key: &LogKey,
-        config: &AuditConfig,
-    ) {
-        let mut at = WriterLoop {
-            pending: Vec::new(),
-            cut: false,
-            last_checkpoint: Instant::now(),
-        };
-        loop {
-            let Some(jobs) = next_jobs(&rx, config.checkpoint_interval) else {
-                self.hand_off(&mut at.pending, &to.acks, shared);
-                return;
-            };
-            for job in jobs {
-                if shared.failed.load(Ordering::SeqCst) && !at.cut {
-                    at.cut = true;
-                    self.cut_after_failure(&mut at.pending, shared);
-                }
-                self.handle(job, &mut at, to, shared, key);
-            }
-            if !shared.syncing.load(Ordering::SeqCst) {
-                self.hand_off(&mut at.pending, &to.acks, shared);
-            }
-            self.sign_if_due(&mut at, to, shared, key, config);
-        }
-    }
-
-    /// The entries past the last sync were refused when the sync failed: off the disk with
-    /// them, and every request waiting on the open group is refused.
-    fn cut_after_failure(&mut self, pending: &mut Committed, shared: &Shared) {
-        let at = *shared.synced_at.lock().unwrap_or_else(|p| p.into_inner());
-        self.cut_back(at);
-        refuse(std::mem::take(pending), FAILED_SYNC);
-    }
-
-    /// One job: an entry to append, an export to ingest, cosignatures to store, or a
-    /// checkpoint asked for. Everything but an append first hands the open group off.
-    fn handle(
-        &mut self,
-        job: Job,
-        at: &mut WriterLoop,
-        to: &Downstream,
-        shared: &Shared,
-        key: &LogKey,
-    ) {
-        match job {
-            Job::Append(prepared, done) => {
-                if !prepared.claim.take() {
-                    // Withdrawn by its caller, who answered with another verdict and records
-                    // that one instead.
-                    return;
-                }
-                if shared.failed.load(Ordering::SeqCst) {
-                    let _ = done.send(Err(FAILED_SYNC.to_owned()));
-                    return;
-                }
-                match self.insert(*prepared) {
-                    Ok(seq) => at.pending.push((done, seq)),
-                    Err(e) => {
-                        let _ = done.send(Err(format!("audit write refused: {e}")));
-                    }
-                }
-            }
-            Job::Synced => {}
-            Job::Ingest(lines, done) => {
-                self.hand_off(&mut at.pending, &to.acks, shared);
-                wait_idle(shared);
-                let result = if shared.failed.load(Ordering::SeqCst) {
-                    Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned())
-                } else {
-                    self.ingest(&lines)
-                };
-                let _ = done.send(result.map(|(report, rows)| {
-                    let _ = to.index.send(rows);
-                    report
-                }));
-            }
-            Job::Cosign(rows, done) => {
-                self.hand_off(&mut at.pending, &to.acks, shared);
-                let _ = done.send(self.add_cosignatures(&rows));
-            }
-            Job::Checkpoint(done) => {
-                self.hand_off(&mut at.pending, &to.acks, shared);
-                let job = match self.sign(key) {
-                    Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
-                    Ok(None) => Publish::Latest(done),
-                    Err(e) => {
-                        let _ = done.send(Err(format!("{e:#}")));
-                        return;
-                    }
-                };
-                at.last_checkpoint = Instant::now();
-                let _ = to.publish.send(job);
-            }
-        }
-    }
-
-    /// Signs a checkpoint when enough entries, or enough time, have passed since the last:
-    /// signed over the written entries, published once the syncer has them on disk.
-    fn sign_if_due(
-        &mut self,
-        at: &mut WriterLoop,
-        to: &Downstream,
-        shared: &Shared,
-        key: &LogKey,
-        config: &AuditConfig,
-    ) {
-        let due = self.unsigned_rows() >= config.checkpoint_every
-            || (self.unsigned_rows() > 0
-                && at.last_checkpoint.elapsed() >= config.checkpoint_interval);
-        if !due || shared.failed.load(Ordering::SeqCst) {
-            return;
-        }
-        match self.sign(key) {
-            Ok(Some(signed)) => {
-                let _ = to.publish.send(Publish::Signed(Box::new(signed), None));
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
-            }
-        }
-        at.last_checkpoint = Instant::now();
-    }
-
-    /// Writes the open group and gives it to the syncer, which answers its requests once the
-    /// staging bundle is on disk.
-    fn hand_off(&mut self, pending: &mut Committed, acks: &SyncSender<Batch>, shared: &Shared) {
-        if pending.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(pending);
-        let flushed = match self.commit() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "audit write failed; the decisions waiting on it are refused");
-                refuse(batch, &format!("audit write failed: {e}"));
-                // What reached the file is cut off with the rest once the log stops.
-                shared.failed.store(true, Ordering::SeqCst);
-                return;
-            }
-        };
-        shared.syncing.store(true, Ordering::SeqCst);
-        if let Err(std::sync::mpsc::SendError(b)) = acks.send(Batch {
-            acks: batch,
-            flushed,
-        }) {
-            shared.syncing.store(false, Ordering::SeqCst);
-            refuse(b.acks, "the audit log's sync thread stopped");
-        }
     }
 }
 

@@ -1994,6 +1994,11 @@ mod tests {
     use super::{AuditExportLine, AuditQuery};
 
     fn open_log(dir: &std::path::Path) -> AuditLog {
+        open_log_signing_every(dir, 1_000_000)
+    }
+
+    /// A log that signs a checkpoint after `every` entries (the interval an hour).
+    fn open_log_signing_every(dir: &std::path::Path, every: u64) -> AuditLog {
         let db_path = dir.join("meshguard.db");
         drop(crate::store::SqliteStore::open(&db_path).unwrap());
         AuditLog::open(AuditConfig {
@@ -2001,11 +2006,70 @@ mod tests {
             log_dir: dir.join("audit-log"),
             key: KeySource::File(dir.join("audit-log.key")),
             origin: "test.example/meshguard-audit".to_owned(),
-            checkpoint_every: 1_000_000,
+            checkpoint_every: every,
             checkpoint_interval: Duration::from_secs(3600),
             redaction: crate::redaction::Redaction::None,
         })
         .unwrap()
+    }
+
+    /// Checkpoints signed because entries were written come at most once a second (each one
+    /// publishes partial tiles and syncs them), and once a burst ends, the 100 or more of its
+    /// entries not yet signed are signed about a second later, not at the hour's interval
+    /// (fewer than 100 wait for the interval, as configured). 3,000 entries from 100 tasks at
+    /// a checkpoint every 100: before the bound, about 30 checkpoints within the run.
+    #[test]
+    fn checkpoints_for_written_entries_come_at_most_once_a_second_and_cover_a_burst() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log_signing_every(dir.path(), 100);
+        let started = std::time::Instant::now();
+        runtime().block_on(async {
+            let tasks: Vec<_> = (0..100)
+                .map(|t| {
+                    let log = log.clone();
+                    tokio::spawn(async move {
+                        for i in 0..30 {
+                            let entry = meshguard_api::AuditEntry {
+                                id: crate::ids::new_time_ordered_id("aud"),
+                                timestamp: crate::clock::now_rfc3339(),
+                                event: "decision".into(),
+                                action: format!("read:burst/{t}/{i}"),
+                                decision: "allow".into(),
+                                outcome: "allow".into(),
+                                mode: "enforce".into(),
+                                ..Default::default()
+                            };
+                            log.append(entry).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        let conn = super::super::store_conn(&dir.path().join("meshguard.db")).unwrap();
+        let signed = |conn: &rusqlite::Connection| {
+            super::super::keys::latest_checkpoint(conn)
+                .unwrap()
+                .map_or(0, |(size, _)| size)
+        };
+        while signed(&conn) + 100 <= 3_000 {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "100 or more of the burst's entries were not signed within a minute (signed: {}); the interval is an hour",
+                signed(&conn)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let elapsed = started.elapsed();
+        let count: u64 = conn
+            .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            count <= elapsed.as_secs() + 2,
+            "{count} checkpoints in {elapsed:?}: more than one a second"
+        );
     }
 
     fn runtime() -> tokio::runtime::Runtime {

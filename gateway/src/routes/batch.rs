@@ -222,7 +222,13 @@ async fn decide_each(
         }
         let (verdict, entry) = decide(mode, snapshot, agent, &ask);
         let alert = crate::alerts::Alerts::for_entry(&entry);
-        queued.push((i, state.audit.queue(entry), alert, ask));
+        // The batch decides its next items before it waits: a lead held meanwhile would hold
+        // every other request's entry back.
+        let entry = state
+            .audit
+            .queue(entry)
+            .map(crate::audit::Queued::lead_elsewhere);
+        queued.push((i, entry, alert, ask));
         results.push((a.action.clone(), verdict));
     }
     (results, queued)

@@ -280,9 +280,9 @@ fn health_says_up_or_down_to_anyone_and_the_details_to_the_admin() {
 
 /// Item 2: one decision, one audit entry, written once with the outcome the caller received.
 /// The disk is made slow for real: the audit log's filesystem is frozen (`fsfreeze`). A first
-/// decision is sent and the test waits until the audit writer is blocked in the kernel on it
-/// (`/proc` says so); the decisions sent after that are queued behind a writer that cannot take
-/// them, so every one of them misses the (50 ms) budget, is withdrawn and is answered, and
+/// decision is sent and the test waits until the thread writing its group is blocked in the
+/// kernel on it (`/proc` says so); the decisions sent after that are queued behind a group
+/// that cannot be written, and no one takes them, so every one of them misses the (50 ms) budget, is withdrawn and is answered, and
 /// recorded, by the breaker. The first is answered as decided once written (or by the breaker,
 /// if the writer had not taken it in time). Every trace id has exactly one entry, and it says
 /// what the caller was told. Nothing here depends on how fast the machine is: the test waits
@@ -329,7 +329,7 @@ fn the_circuit_breaker_answers_what_the_audit_log_records() {
     };
     let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
         let first = s.spawn(|| call(&calls[0]));
-        gw.wait_until_blocked("audit-writer");
+        gw.wait_until_a_thread_blocks();
         let trips = || gw.log_text().matches("circuit breaker tripped").count();
         let before = trips();
         let behind: Vec<_> = calls[1..]

@@ -1,0 +1,397 @@
+//! The group commit, led by the requests themselves. An entry is queued; the request whose
+//! entry finds no group on its way leads the next one on its own worker: it lets the tasks
+//! ready on that worker queue theirs first (a few yields), then takes the queue, chains and
+//! writes the entries, syncs them with one `fdatasync`, answers every request of the group,
+//! and goes on while entries arrived meanwhile. Everyone else only waits for the answer.
+//!
+//! Before, a writer thread took each entry from a channel and a syncer thread synced each
+//! group: three threads woke one another for every group, and on two cores that cost more
+//! than the work (docs/benchmarks.md). The writer thread stays for what is not an append
+//! (ingests, cosignatures, checkpoints asked for or due by time) and leads a group whose
+//! leader went away before leading it.
+//!
+//! Nothing about durability changes: an answer waits for the sync that covers its entry; an
+//! entry is taken from the queue only by a leader, so a caller whose budget runs out first
+//! withdraws it and it is never written; a failed write or sync refuses the group, cuts it off
+//! the staging bundle and stops the log.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::note::LogKey;
+use super::{AuditConfig, AuditError, IngestReport, Prepared, Publish, store};
+use meshguard_api::AuditExportLine;
+
+pub(crate) type Ack = oneshot::Sender<Result<u64, String>>;
+
+/// Entries waiting for a leader; a full queue refuses (the gateway is overloaded).
+const QUEUE_MAX: usize = 65_536;
+
+/// How many times a new leader lets the other tasks ready on its worker run (and queue their
+/// entries) before it takes the queue. With none, groups held 1.4 entries on tmpfs and each
+/// paid its own write and sync (`audit_rows`: 6.1-8.2 µs of CPU an entry, against 3.2-4.8
+/// with the writer and syncer threads); with four, 120 and 3.2-3.7 µs.
+const GATHER_YIELDS: usize = 4;
+
+/// How many groups a request leads at most before the writer thread takes the duty over: its
+/// own answer waits until it stops leading, and under a steady load the queue never empties.
+const LEADER_ROUNDS: usize = 4;
+
+/// Checkpoints signed because enough entries were written come at most this often. Each one
+/// publishes partial tiles and syncs them and their directories: at 20,000 decisions a second,
+/// a checkpoint every 1,000 entries was 20 publications a second and the publisher's thread
+/// used 0.6-0.9 s of CPU in a 10 s run, 0.08 s with this bound (docs/benchmarks.md). A
+/// checkpoint asked for (`Job::Checkpoint`) is signed at once.
+const CHECKPOINT_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Why a decision is refused once a write or a sync has failed.
+const FAILED_SYNC: &str = "the audit log's disk failed a write or a sync; no decision is recorded until the gateway restarts (see the gateway log)";
+
+/// Work for the writer thread.
+#[derive(Debug)]
+pub(crate) enum Job {
+    Ingest(
+        Vec<AuditExportLine>,
+        oneshot::Sender<Result<IngestReport, String>>,
+    ),
+    Checkpoint(oneshot::Sender<Result<Option<String>, String>>),
+    Cosign(
+        Vec<store::Cosignature>,
+        oneshot::Sender<Result<usize, String>>,
+    ),
+    /// A leader went away before leading: the writer thread leads its group.
+    Lead,
+}
+
+/// Entries queued for the next group, and whether someone is to lead it.
+#[derive(Default)]
+struct Queue {
+    entries: Vec<(Box<Prepared>, Ack)>,
+    leading: bool,
+}
+
+/// The writer's state, held by one leader (or the writer thread) at a time.
+struct Core {
+    writer: store::Writer,
+    /// The last position in the staging bundles a sync covered (bundle, bytes): where a
+    /// failed write or sync cuts the log back to.
+    synced_at: (u64, u64),
+    /// Whether the entries past the last sync were cut off after a failure.
+    cut: bool,
+    last_checkpoint: Instant,
+}
+
+/// What leaders, the writer thread and the publisher share.
+pub(crate) struct GroupCommit {
+    queue: Mutex<Queue>,
+    core: Mutex<Core>,
+    /// Set when a write or a sync fails: the disk may have dropped entries, so the log stops
+    /// taking more until the gateway restarts.
+    pub(crate) failed: AtomicBool,
+    dir: PathBuf,
+    durable: Arc<AtomicU64>,
+    to_index: Sender<Vec<store::IndexRow>>,
+    to_publish: Sender<Publish>,
+    /// The writer thread, for a group whose leader went away.
+    wake: Mutex<Sender<Job>>,
+    key: Arc<LogKey>,
+    checkpoint_every: u64,
+    checkpoint_interval: Duration,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("dir", &self.dir)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The duty to lead the next group, held by the request whose entry found no leader. Spent in
+/// [`Lead::run`]; dropped unspent (the caller stopped waiting, or never waited), the writer
+/// thread leads instead, so a queued entry is never left without one.
+#[derive(Debug)]
+pub(crate) struct Lead(Option<Arc<GroupCommit>>);
+
+impl Lead {
+    /// Lets the tasks ready on this worker queue their entries, then leads.
+    pub(crate) async fn run(mut self) {
+        for _ in 0..GATHER_YIELDS {
+            tokio::task::yield_now().await;
+        }
+        let group = self.0.take().expect("a lead is spent once");
+        blocking(|| group.lead(LEADER_ROUNDS));
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        if let Some(group) = self.0.take() {
+            let _ = lock(&group.wake).send(Job::Lead);
+        }
+    }
+}
+
+/// Runs `f`, which waits on the disk, without holding up the other tasks of this worker: on a
+/// multi-threaded runtime the worker's tasks move to another thread meanwhile (a disk that
+/// stalls then stalls one thread, not a share of the runtime).
+fn blocking(f: impl FnOnce()) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f);
+        }
+        _ => f(),
+    }
+}
+
+/// The channels and settings a [`GroupCommit`] is built with.
+pub(crate) struct Outlets {
+    pub(crate) to_index: Sender<Vec<store::IndexRow>>,
+    pub(crate) to_publish: Sender<Publish>,
+    pub(crate) wake: Sender<Job>,
+}
+
+impl GroupCommit {
+    pub(crate) fn new(
+        writer: store::Writer,
+        to: Outlets,
+        key: Arc<LogKey>,
+        config: &AuditConfig,
+    ) -> Self {
+        Self {
+            queue: Mutex::default(),
+            dir: writer.log_dir(),
+            durable: writer.durable(),
+            core: Mutex::new(Core {
+                synced_at: writer.position(),
+                writer,
+                cut: false,
+                last_checkpoint: Instant::now(),
+            }),
+            failed: AtomicBool::new(false),
+            to_index: to.to_index,
+            to_publish: to.to_publish,
+            wake: Mutex::new(to.wake),
+            key,
+            checkpoint_every: config.checkpoint_every,
+            checkpoint_interval: config.checkpoint_interval,
+        }
+    }
+
+    /// Queues an entry. `Some(lead)` when no one is to lead the next group yet: the caller
+    /// leads it ([`Lead::run`]) or drops the lead to the writer thread.
+    pub(crate) fn push(
+        self: &Arc<Self>,
+        prepared: Box<Prepared>,
+        done: Ack,
+    ) -> Result<Option<Lead>, AuditError> {
+        let mut queue = lock(&self.queue);
+        if queue.entries.len() >= QUEUE_MAX {
+            return Err(AuditError::Full);
+        }
+        queue.entries.push((prepared, done));
+        if queue.leading {
+            return Ok(None);
+        }
+        queue.leading = true;
+        Ok(Some(Lead(Some(Arc::clone(self)))))
+    }
+
+    /// Writes groups until the queue is empty, or `rounds` groups are written and the writer
+    /// thread goes on: each group is every entry queued while the one before was written and
+    /// synced.
+    fn lead(&self, rounds: usize) {
+        let mut core = lock(&self.core);
+        for round in 0.. {
+            let taken = {
+                let mut queue = lock(&self.queue);
+                if queue.entries.is_empty() {
+                    queue.leading = false;
+                    return;
+                }
+                if round == rounds {
+                    drop(queue);
+                    drop(core);
+                    let _ = lock(&self.wake).send(Job::Lead);
+                    return;
+                }
+                std::mem::take(&mut queue.entries)
+            };
+            self.write_group(&mut core, taken);
+            self.sign_if_due(&mut core);
+        }
+    }
+
+    /// Takes each entry not withdrawn, chains and writes them, syncs them once, then answers
+    /// their requests and hands their index rows on.
+    fn write_group(&self, core: &mut Core, taken: Vec<(Box<Prepared>, Ack)>) {
+        let mut acks = Vec::with_capacity(taken.len());
+        for (prepared, done) in taken {
+            if !prepared.claim.take() {
+                // Withdrawn by its caller, who answered with another verdict and records
+                // that one instead.
+                continue;
+            }
+            if self.failed.load(Ordering::SeqCst) {
+                let _ = done.send(Err(FAILED_SYNC.to_owned()));
+                continue;
+            }
+            match core.writer.insert(*prepared) {
+                Ok(seq) => acks.push((done, seq)),
+                Err(e) => {
+                    let _ = done.send(Err(format!("audit write refused: {e}")));
+                }
+            }
+        }
+        if acks.is_empty() {
+            return;
+        }
+        let flushed = match core.writer.commit() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
+                refuse(acks, &format!("audit write failed: {e}"));
+                self.stop(core);
+                return;
+            }
+        };
+        match store::sync_segments(&self.dir, &flushed.segments) {
+            Ok(at) => {
+                if !flushed.segments.is_empty() {
+                    core.synced_at = at;
+                }
+                self.durable.fetch_max(flushed.last_seq, Ordering::SeqCst);
+                for (done, seq) in acks {
+                    let _ = done.send(Ok(seq));
+                }
+                let _ = self.to_index.send(flushed.rows);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the audit log could not be synced to disk; the decisions waiting on it are refused and the log takes no more entries until the gateway restarts");
+                refuse(acks, &format!("audit write could not be made durable: {e}"));
+                self.stop(core);
+            }
+        }
+    }
+
+    /// After a failed write or sync: the log stops, and what was written past the last sync
+    /// is cut off the staging bundles, so the refused entries never reappear.
+    fn stop(&self, core: &mut Core) {
+        self.failed.store(true, Ordering::SeqCst);
+        if !core.cut {
+            core.cut = true;
+            let at = core.synced_at;
+            core.writer.cut_back(at);
+        }
+    }
+
+    /// How long the writer thread may wait for a job before a checkpoint may be due: the
+    /// rest of the interval, and at most the minimum gap, since leaders write entries without
+    /// waking this thread (the whole interval once the log has stopped: nothing is signed
+    /// then).
+    fn until_checkpoint_due(&self) -> Duration {
+        if self.failed.load(Ordering::SeqCst) {
+            return self.checkpoint_interval;
+        }
+        let since = lock(&self.core).last_checkpoint.elapsed();
+        self.checkpoint_interval
+            .saturating_sub(since)
+            .min(CHECKPOINT_MIN_GAP)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Signs a checkpoint when enough entries (and at least [`CHECKPOINT_MIN_GAP`]), or enough
+    /// time, have passed since the last; the publisher publishes it.
+    fn sign_if_due(&self, core: &mut Core) {
+        let since = core.last_checkpoint.elapsed();
+        let unsigned = core.writer.unsigned_rows();
+        let due = (unsigned >= self.checkpoint_every && since >= CHECKPOINT_MIN_GAP)
+            || (unsigned > 0 && since >= self.checkpoint_interval);
+        if !due || self.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        match core.writer.sign(&self.key) {
+            Ok(Some(signed)) => {
+                let _ = self
+                    .to_publish
+                    .send(Publish::Signed(Box::new(signed), None));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
+            }
+        }
+        core.last_checkpoint = Instant::now();
+    }
+
+    /// The writer thread's loop: the jobs that are not appends, checkpoints due by time, and
+    /// the groups whose leader went away. Ends once every sender is gone.
+    pub(crate) fn run_writer(&self, jobs: Receiver<Job>) {
+        loop {
+            match jobs.recv_timeout(self.until_checkpoint_due()) {
+                Ok(job) => self.handle(job),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            self.sign_if_due(&mut lock(&self.core));
+        }
+    }
+
+    /// A group to lead, an ingest, cosignatures or a checkpoint asked for. Holding the core,
+    /// no group is being written meanwhile.
+    fn handle(&self, job: Job) {
+        match job {
+            Job::Lead => self.lead(usize::MAX),
+            Job::Ingest(lines, done) => {
+                let mut core = lock(&self.core);
+                let result = if self.failed.load(Ordering::SeqCst) {
+                    Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned())
+                } else {
+                    core.writer.ingest(&lines)
+                };
+                if result.is_ok() {
+                    // Synced by the ingest itself: a later failure cuts back to here, not
+                    // before the entries just ingested.
+                    core.synced_at = core.writer.position();
+                }
+                let _ = done.send(result.map(|(report, rows)| {
+                    let _ = self.to_index.send(rows);
+                    report
+                }));
+            }
+            Job::Cosign(rows, done) => {
+                let _ = done.send(lock(&self.core).writer.add_cosignatures(&rows));
+            }
+            Job::Checkpoint(done) => {
+                let mut core = lock(&self.core);
+                let job = match core.writer.sign(&self.key) {
+                    Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
+                    Ok(None) => Publish::Latest(done),
+                    Err(e) => {
+                        let _ = done.send(Err(format!("{e:#}")));
+                        return;
+                    }
+                };
+                core.last_checkpoint = Instant::now();
+                let _ = self.to_publish.send(job);
+            }
+        }
+    }
+}
+
+/// Refuses every request of a group.
+fn refuse(acks: Vec<(Ack, u64)>, why: &str) {
+    for (done, _) in acks {
+        let _ = done.send(Err(why.to_owned()));
+    }
+}
