@@ -24,7 +24,7 @@ fn main() {
     let (wall, cpu, index) = meshguard_gateway::bench_support::audit_rows(&dir, rows, concurrency);
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / rows as f64;
     println!(
-        "{rows} entries, {concurrency} at once: {:.0} entries/s durable; CPU per entry: {:.2} us on the durable path (workers, writer, syncer; {:.2} cores), {:.2} us more for the index behind the log",
+        "{rows} entries, {concurrency} at once: {:.0} entries/s durable; CPU per entry: {:.2} us on the durable path (the workers, which lead the groups, and the writer thread; {:.2} cores), {:.2} us more for the index behind the log",
         rows as f64 / wall.as_secs_f64(),
         us(cpu),
         cpu.as_secs_f64() / wall.as_secs_f64(),

@@ -61,7 +61,7 @@ pub fn decision_latencies(
 /// CPU and wall time of durably auditing `rows` decisions in a log under `dir`, appended by
 /// `concurrency` tasks at once on a two-worker runtime, as request handlers do: `(wall, process
 /// CPU but the indexer's, the indexer thread's CPU once the index holds them all)`. The first
-/// CPU covers preparing each entry on the workers and the writer and syncer threads: the path
+/// CPU covers preparing each entry on the workers, leading the groups, and the writer thread: the path
 /// a decision waits on.
 pub fn audit_rows(
     dir: &std::path::Path,

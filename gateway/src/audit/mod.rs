@@ -1,13 +1,14 @@
 //! The tamper-evident audit log: every decision is an entry of an append-only log in the
 //! C2SP tlog-tiles layout (`tiles`), acknowledged only once it is durable.
 //!
-//! Four threads. The writer chains each entry and appends it to the open group; whenever the
-//! syncer is free it writes the group to the staging bundle and hands it over. The syncer
-//! makes the group durable with one `fdatasync` and only then answers its requests, while the
-//! writer already fills the next group. The indexer puts the durable entries into SQLite, the
-//! log's index. The publisher writes the checkpoints the writer signs once the entries they
-//! cover are durable. A failed sync refuses the waiting requests and stops the log (every
-//! later decision fails closed in enforce mode). Each entry's hash chains to the previous
+//! Entries are written in groups, each led by a request whose entry found no group on its way
+//! (`group`): it chains the queued entries, writes them to the staging bundle, makes them
+//! durable with one `fdatasync` and only then answers every request of the group. Three
+//! threads besides: the writer takes what is not an append (ingests, cosignatures,
+//! checkpoints) and the groups whose leader went away; the indexer puts the durable entries
+//! into SQLite, the log's index; the publisher writes the signed checkpoints. A failed write or
+//! sync refuses the waiting requests and stops the log (every later decision fails closed in
+//! enforce mode). Each entry's hash chains to the previous
 //! entry of the same source (this gateway, or a sidecar whose export was ingested), and every
 //! entry is a leaf of an RFC 6962 Merkle tree whose root the writer signs as a C2SP
 //! checkpoint.
@@ -308,8 +309,8 @@ impl AuditLog {
     }
 }
 
-/// An entry ready for the writer: its canonical body and Merkle leaf hash, computed off the
-/// writer thread, and its index row's fields, moved out of the entry (the writer places it).
+/// An entry ready for the log: its canonical body and Merkle leaf hash, computed before it is
+/// queued, and its index row's fields, moved out of the entry (the group's leader places it).
 #[derive(Debug)]
 pub(crate) struct Prepared {
     pub(crate) row: store::IndexRow,
@@ -552,7 +553,7 @@ impl Publisher {
 
 impl store::Indexer {
     /// The indexer's loop: catches up with the log as it was at start, then indexes each group
-    /// the syncer hands on. A failure is logged and retried from the log on the next group.
+    /// the group's leader hands on. A failure is logged and retried from the log on the next group.
     fn run(&mut self, log_size: u64, rows: Receiver<Vec<store::IndexRow>>) {
         if let Err(e) = self.catch_up(log_size) {
             tracing::error!(error = %format!("{e:#}"), "cannot index the audit log; lists and stats stop at the last indexed entry until the gateway restarts");

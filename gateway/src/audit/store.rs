@@ -329,7 +329,7 @@ struct Open {
     rows: Vec<IndexRow>,
 }
 
-/// A group written to the staging bundles, for the syncer: the files to sync and the index rows
+/// A group written to the staging bundles, for its leader: the files to sync and the index rows
 /// to hand on once they are durable.
 #[derive(Debug, Default)]
 pub(crate) struct Flushed {
@@ -654,7 +654,7 @@ impl Writer {
         })
     }
 
-    /// The highest seq on disk, shared with the readers and the syncer (which raises it).
+    /// The highest seq on disk, shared with the readers and the groups' leaders (who raise it).
     pub(crate) fn durable(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.durable)
     }
@@ -710,7 +710,7 @@ impl Writer {
         Ok(seq)
     }
 
-    /// Writes the open group to the staging bundles (not yet to the disk: the syncer does
+    /// Writes the open group to the staging bundles (not yet to the disk: its leader does
     /// that) and adds it to the frontier and the chain head. On failure nothing of it remains
     /// queued; what reached a file is cut off when the failure stops the log.
     pub(crate) fn commit(&mut self) -> std::io::Result<Flushed> {
@@ -745,7 +745,7 @@ impl Writer {
         }
     }
 
-    /// Writes `flushed` durably here, not through the syncer (ingest, rotation, migration).
+    /// Writes `flushed` durably here, not through a group (ingest, rotation, migration).
     fn sync_inline(&mut self, flushed: &Flushed) -> std::io::Result<()> {
         sync_segments(self.tiles.dir(), &flushed.segments)?;
         self.durable.fetch_max(flushed.last_seq, Ordering::SeqCst);
@@ -1064,7 +1064,7 @@ impl Signed {
 }
 
 /// Fills the index behind the log: first from the log directory up to its size at start (a
-/// lost or old index is rebuilt this way), then from the rows the syncer hands on once they
+/// lost or old index is rebuilt this way), then from the rows the groups' leaders hand on once they
 /// are durable, in one transaction per group it finds waiting.
 pub(crate) struct Indexer {
     conn: Connection,
