@@ -2013,6 +2013,117 @@ mod tests {
         .unwrap()
     }
 
+    fn decision(action: &str) -> meshguard_api::AuditEntry {
+        meshguard_api::AuditEntry {
+            id: crate::ids::new_time_ordered_id("aud"),
+            timestamp: crate::clock::now_rfc3339(),
+            event: "decision".into(),
+            action: action.into(),
+            decision: "allow".into(),
+            outcome: "allow".into(),
+            mode: "enforce".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Waits (30 s at most) for a queued entry to be durable; its seq.
+    fn durable_seq(
+        rt: &tokio::runtime::Runtime,
+        queued: &mut super::super::Queued,
+        what: &str,
+    ) -> u64 {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), queued.durable()).await })
+            .unwrap_or_else(|_| panic!("{what}: not durable after 30 s"))
+            .unwrap()
+    }
+
+    /// Waits until `size` entries are durable, naming `what` if they never are.
+    fn wait_durable(log: &AuditLog, size: u64, what: &str) {
+        let reader = log.reader();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while reader.durable_size() < size {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {} of {size} entries durable after 30 s",
+                reader.durable_size()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Every way the duty to lead a group can be left unspent, and the entry is still
+    /// written: the caller drops its entry unawaited (an alert's system entry), leaves the lead
+    /// to the writer thread (a batch), or stops waiting during the leader's first yields (a
+    /// timeout). Followers queued behind such a lead are written with it.
+    #[test]
+    fn an_entry_whose_lead_is_left_unspent_is_written_by_the_writer_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        let rt = runtime();
+        // Dropped at once: its lead, and the follower queued behind it.
+        let first = log.queue(decision("read:dropped")).unwrap();
+        let mut follower = log.queue(decision("read:follower")).unwrap();
+        drop(first);
+        assert_eq!(durable_seq(&rt, &mut follower, "behind a dropped lead"), 2);
+        wait_durable(&log, 2, "a dropped lead");
+        // Left to the writer thread, then awaited.
+        let mut left = log.queue(decision("read:left")).unwrap().lead_elsewhere();
+        assert_eq!(durable_seq(&rt, &mut left, "left to the writer thread"), 3);
+        // The caller stops waiting while the lead yields (its wait polled once, then given
+        // up, as a timeout does), then waits again: the writer thread writes it, once.
+        let mut hurried = log.queue(decision("read:hurried")).unwrap();
+        let gave_up = rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = hurried.durable() => false,
+                () = std::future::ready(()) => true,
+            }
+        });
+        assert!(gave_up, "the lead yields before it leads");
+        assert_eq!(
+            durable_seq(&rt, &mut hurried, "a lead given up in its yields"),
+            4
+        );
+        wait_durable(&log, 4, "a lead cancelled in its yields");
+        let reader = log.reader();
+        reader.wait_indexed(Duration::from_secs(30));
+        let actions: Vec<String> = reader
+            .export(None, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|l| l.entry["action"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            actions,
+            ["read:dropped", "read:follower", "read:left", "read:hurried"],
+            "each entry written once, in order"
+        );
+    }
+
+    /// An entry queued behind a lead not yet run is the caller's to withdraw, and then never
+    /// written; the leader writes the rest.
+    #[test]
+    fn an_entry_withdrawn_before_its_group_is_taken_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        let mut leader = log.queue(decision("read:leader")).unwrap();
+        let withdrawn = log.queue(decision("read:withdrawn")).unwrap();
+        let mut kept = log.queue(decision("read:kept")).unwrap();
+        assert!(withdrawn.withdraw(), "no leader has taken it yet");
+        let rt = runtime();
+        assert_eq!(durable_seq(&rt, &mut leader, "the leader"), 1);
+        assert_eq!(durable_seq(&rt, &mut kept, "behind the leader"), 2);
+        let reader = log.reader();
+        reader.wait_indexed(Duration::from_secs(30));
+        let actions: Vec<String> = reader
+            .export(None, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|l| l.entry["action"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(actions, ["read:leader", "read:kept"]);
+    }
+
     /// Checkpoints signed because entries were written come at most once a second (each one
     /// publishes partial tiles and syncs them), and once a burst ends, the 100 or more of its
     /// entries not yet signed are signed about a second later, not at the hour's interval
