@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -38,9 +38,13 @@ const QUEUE_MAX: usize = 65_536;
 /// with the writer and syncer threads); with four, 120 and 3.2-3.7 µs.
 const GATHER_YIELDS: usize = 4;
 
-/// How many groups a request leads at most before the writer thread takes the duty over: its
-/// own answer waits until it stops leading, and under a steady load the queue never empties.
+/// How many groups one leader writes at most before the writer thread takes the duty over
+/// (behind the jobs it has): a request's own answer waits until it stops leading, and under a
+/// steady load the queue never empties.
 const LEADER_ROUNDS: usize = 4;
+
+/// Entries a group takes from the queue at most, so one group never holds the log for long.
+const MAX_GROUP: usize = 1024;
 
 /// A group written and synced within this time marks the log's disk as fast (tmpfs, a disk
 /// whose cache survives power loss): the next leader leads on its worker as it is, not from
@@ -132,24 +136,55 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Lead(Option<Arc<GroupCommit>>);
 
 impl Lead {
-    /// Lets the tasks ready on this worker queue their entries, then leads.
+    /// Lets the tasks ready on this worker queue their entries, then leads. When the writer
+    /// thread holds the log for an ingest or cosignatures, the lead goes to it instead (it
+    /// leads once that job is done), and this request waits for its answer like any other,
+    /// so its deadline still runs.
     pub(crate) async fn run(mut self) {
         for _ in 0..GATHER_YIELDS {
             tokio::task::yield_now().await;
         }
         let group = self.0.take().expect("a lead is spent once");
-        if group.fast_syncs.load(Ordering::Relaxed) {
-            group.lead(LEADER_ROUNDS);
-        } else {
-            blocking(|| group.lead(LEADER_ROUNDS));
-        }
+        let core = match group.core.try_lock() {
+            Ok(core) => core,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                group.hand_to_writer();
+                return;
+            }
+        };
+        group.lead(core, By::Request);
     }
+}
+
+/// Who leads a group.
+#[derive(Clone, Copy, PartialEq)]
+enum By {
+    /// A request, on its worker: up to [`LEADER_ROUNDS`] groups in place while the disk syncs
+    /// fast; one group from [`blocking`] when it does not.
+    Request,
+    /// The writer thread: [`LEADER_ROUNDS`] groups, then the jobs queued behind it.
+    Writer,
 }
 
 impl Drop for Lead {
     fn drop(&mut self) {
         if let Some(group) = self.0.take() {
-            let _ = lock(&group.wake).send(Job::Lead);
+            group.hand_to_writer();
+        }
+    }
+}
+
+/// On a panic while leading (a bug): the log stops, as after a failed sync, so what the group
+/// had written is cut off by the next leader and every entry after is refused; and the next
+/// entry queued leads again, so none waits on a leader that is gone.
+struct Unwind<'a>(&'a GroupCommit);
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Ordering::SeqCst);
+            lock(&self.0.queue).leading = false;
         }
     }
 }
@@ -222,34 +257,56 @@ impl GroupCommit {
         Ok(Some(Lead(Some(Arc::clone(self)))))
     }
 
-    /// Writes groups until the queue is empty, or `rounds` groups are written and the writer
-    /// thread goes on: each group is every entry queued while the one before was written and
-    /// synced.
-    fn lead(&self, rounds: usize) {
-        let mut core = lock(&self.core);
+    /// Writes groups until the queue is empty, each of every entry queued while the one
+    /// before was written and synced (at most [`MAX_GROUP`]); after [`LEADER_ROUNDS`] groups,
+    /// or after a slow one led by a request, the writer thread goes on.
+    fn lead(&self, mut core: MutexGuard<'_, Core>, by: By) {
+        let _unwind = Unwind(self);
+        let mut last = false;
         for round in 0.. {
-            let taken = {
+            let taken: Vec<_> = {
                 let mut queue = lock(&self.queue);
                 if queue.entries.is_empty() {
                     queue.leading = false;
                     return;
                 }
-                if round == rounds {
+                if round == LEADER_ROUNDS || last {
                     drop(queue);
                     drop(core);
-                    let _ = lock(&self.wake).send(Job::Lead);
+                    self.hand_to_writer();
                     return;
                 }
-                std::mem::take(&mut queue.entries)
+                let n = queue.entries.len().min(MAX_GROUP);
+                queue.entries.drain(..n).collect()
             };
-            self.write_group(&mut core, taken);
-            self.sign_if_due(&mut core);
+            if by == By::Request && !self.fast_syncs.load(Ordering::Relaxed) {
+                blocking(|| self.write_group(&mut core, taken));
+                last = true;
+            } else {
+                self.write_group(&mut core, taken);
+            }
+        }
+    }
+
+    /// Gives the next group to the writer thread, behind the jobs it has. If the thread is
+    /// gone (it panicked), the log stops and this thread refuses what is queued.
+    fn hand_to_writer(&self) {
+        if lock(&self.wake).send(Job::Lead).is_err() {
+            if !self.failed.swap(true, Ordering::SeqCst) {
+                tracing::error!(
+                    "the audit log's writer thread is gone; no decision is recorded until the gateway restarts"
+                );
+            }
+            self.lead(lock(&self.core), By::Writer);
         }
     }
 
     /// Takes each entry not withdrawn, chains and writes them, syncs them once, then answers
     /// their requests and hands their index rows on.
     fn write_group(&self, core: &mut Core, taken: Vec<(Box<Prepared>, Ack)>) {
+        if self.failed.load(Ordering::SeqCst) {
+            self.stop(core);
+        }
         let mut acks = Vec::with_capacity(taken.len());
         for (prepared, done) in taken {
             if !prepared.claim.take() {
@@ -323,10 +380,11 @@ impl GroupCommit {
             return self.checkpoint_interval;
         }
         let since = lock(&self.core).last_checkpoint.elapsed();
-        self.checkpoint_interval
-            .saturating_sub(since)
-            .min(CHECKPOINT_MIN_GAP)
-            .max(Duration::from_millis(1))
+        match self.checkpoint_interval.saturating_sub(since) {
+            // Nothing was due at the interval (no new entry): look again in a second.
+            rest if rest.is_zero() => CHECKPOINT_MIN_GAP,
+            rest => rest.min(CHECKPOINT_MIN_GAP),
+        }
     }
 
     /// Signs a checkpoint when enough entries (and at least [`CHECKPOINT_MIN_GAP`]), or enough
@@ -353,8 +411,9 @@ impl GroupCommit {
         core.last_checkpoint = Instant::now();
     }
 
-    /// The writer thread's loop: the jobs that are not appends, checkpoints due by time, and
-    /// the groups whose leader went away. Ends once every sender is gone.
+    /// The writer thread's loop: the jobs that are not appends, checkpoints (signed here, off
+    /// the requests' workers), and the groups whose leader went away or handed them on. It
+    /// lives as long as the process (the log's handle and this struct hold its channel).
     pub(crate) fn run_writer(&self, jobs: Receiver<Job>) {
         loop {
             match jobs.recv_timeout(self.until_checkpoint_due()) {
@@ -370,19 +429,27 @@ impl GroupCommit {
     /// no group is being written meanwhile.
     fn handle(&self, job: Job) {
         match job {
-            Job::Lead => self.lead(usize::MAX),
+            Job::Lead => self.lead(lock(&self.core), By::Writer),
             Job::Ingest(lines, done) => {
                 let mut core = lock(&self.core);
                 let result = if self.failed.load(Ordering::SeqCst) {
                     Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned())
                 } else {
-                    core.writer.ingest(&lines)
+                    match core.writer.ingest(&lines) {
+                        Ok(done) => {
+                            // Synced by the ingest itself: a later failure cuts back to here,
+                            // not before the entries just ingested.
+                            core.synced_at = core.writer.position();
+                            Ok(done)
+                        }
+                        Err(store::IngestError::Refused(why)) => Err(why),
+                        Err(store::IngestError::Disk(why)) => {
+                            tracing::error!(error = %why, "the audit log's disk failed during an ingest; the log takes no more entries until the gateway restarts");
+                            self.stop(&mut core);
+                            Err(why)
+                        }
+                    }
                 };
-                if result.is_ok() {
-                    // Synced by the ingest itself: a later failure cuts back to here, not
-                    // before the entries just ingested.
-                    core.synced_at = core.writer.position();
-                }
                 let _ = done.send(result.map(|(report, rows)| {
                     let _ = self.to_index.send(rows);
                     report

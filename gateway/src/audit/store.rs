@@ -329,6 +329,14 @@ struct Open {
     rows: Vec<IndexRow>,
 }
 
+/// Why an ingest failed: the export was refused (nothing written), or the log's disk failed
+/// while its entries were written or synced (the log must stop, as after a failed group).
+#[derive(Debug)]
+pub(crate) enum IngestError {
+    Refused(String),
+    Disk(String),
+}
+
 /// A group written to the staging bundles, for its leader: the files to sync and the index rows
 /// to hand on once they are durable.
 #[derive(Debug, Default)]
@@ -777,9 +785,9 @@ impl Writer {
     pub(crate) fn ingest(
         &mut self,
         lines: &[AuditExportLine],
-    ) -> Result<(IngestReport, Vec<IndexRow>), String> {
+    ) -> Result<(IngestReport, Vec<IndexRow>), IngestError> {
         debug_assert!(self.open.is_none(), "the open batch is committed first");
-        self.wait_indexed()?;
+        self.wait_indexed().map_err(IngestError::Refused)?;
         let mut report = IngestReport {
             received: lines.len(),
             ..Default::default()
@@ -790,17 +798,20 @@ impl Writer {
         let mut seen = std::collections::HashSet::new();
         for (i, line) in lines.iter().enumerate() {
             let at = format!("line {}", i + 1);
-            let (id, body) = self.checked_line(&at, line)?;
-            if self.already_held(&at, id, line, &mut seen)? {
+            let (id, body) = self.checked_line(&at, line).map_err(IngestError::Refused)?;
+            if self
+                .already_held(&at, id, line, &mut seen)
+                .map_err(IngestError::Refused)?
+            {
                 report.duplicates += 1;
                 continue;
             }
             let head = heads.get(&line.source).map_or(GENESIS, String::as_str);
             if line.prev_hash != head {
-                return Err(format!(
+                return Err(IngestError::Refused(format!(
                     "{at}: entry {id} does not follow the last entry held for source {:?} (expected prevHash {head}); ingest the export from the start, or from the entry after it",
                     line.source
-                ));
+                )));
             }
             heads.insert(line.source.clone(), line.hash.clone());
             let seq = self.tiles.size() + rows.len() as u64 + 1;
@@ -814,7 +825,8 @@ impl Writer {
             bodies.push(body);
             report.inserted += 1;
         }
-        self.append_ingested(&rows, &bodies)?;
+        self.append_ingested(&rows, &bodies)
+            .map_err(IngestError::Disk)?;
         self.heads = heads;
         Ok((report, rows))
     }
