@@ -46,8 +46,9 @@ const LEADER_ROUNDS: usize = 4;
 /// Entries a group takes from the queue at most, so one group never holds the log for long.
 const MAX_GROUP: usize = 1024;
 
-/// A group written and synced within this time marks the log's disk as fast (tmpfs, a disk
-/// whose cache survives power loss): the next leader leads on its worker as it is, not from
+/// A group synced within this time (the sync alone: writing it is CPU, and a thread preempted
+/// while writing on a busy machine is not a slow disk) marks the log's disk as fast (tmpfs, a
+/// disk whose cache survives power loss): the next leader leads on its worker as it is, not from
 /// [`blocking`]. A disk that then stalls holds that one worker for that one sync, while the
 /// runtime's other workers go on; the next groups are led from `blocking` again.
 const FAST_SYNC: Duration = Duration::from_micros(200);
@@ -103,7 +104,7 @@ pub(crate) struct GroupCommit {
     /// Set when a write or a sync fails: the disk may have dropped entries, so the log stops
     /// taking more until the gateway restarts.
     pub(crate) failed: AtomicBool,
-    /// Whether the last group was written and synced within [`FAST_SYNC`].
+    /// Whether the last group was synced within [`FAST_SYNC`].
     fast_syncs: AtomicBool,
     dir: PathBuf,
     durable: Arc<AtomicU64>,
@@ -160,8 +161,8 @@ impl Lead {
 /// Who leads a group.
 #[derive(Clone, Copy, PartialEq)]
 enum By {
-    /// A request, on its worker: up to [`LEADER_ROUNDS`] groups in place while the disk syncs
-    /// fast; one group from [`blocking`] when it does not.
+    /// A request, on its worker: up to [`LEADER_ROUNDS`] groups, in place while the disk
+    /// syncs fast, from [`blocking`] when it does not.
     Request,
     /// The writer thread: [`LEADER_ROUNDS`] groups, then the jobs queued behind it.
     Writer,
@@ -258,11 +259,19 @@ impl GroupCommit {
     }
 
     /// Writes groups until the queue is empty, each of every entry queued while the one
-    /// before was written and synced (at most [`MAX_GROUP`]); after [`LEADER_ROUNDS`] groups,
-    /// or after a slow one led by a request, the writer thread goes on.
-    fn lead(&self, mut core: MutexGuard<'_, Core>, by: By) {
+    /// before was written and synced (at most [`MAX_GROUP`]); after [`LEADER_ROUNDS`] groups
+    /// the writer thread goes on. A request leads in place while the disk syncs fast, and
+    /// hands on as soon as a group was slow; on a slow disk it leads from [`blocking`].
+    fn lead(&self, core: MutexGuard<'_, Core>, by: By) {
+        match by {
+            By::Request if self.fast_syncs.load(Ordering::Relaxed) => self.rounds(core, true),
+            By::Request => blocking(|| self.rounds(core, false)),
+            By::Writer => self.rounds(core, false),
+        }
+    }
+
+    fn rounds(&self, mut core: MutexGuard<'_, Core>, in_place: bool) {
         let _unwind = Unwind(self);
-        let mut last = false;
         for round in 0.. {
             let taken: Vec<_> = {
                 let mut queue = lock(&self.queue);
@@ -270,7 +279,8 @@ impl GroupCommit {
                     queue.leading = false;
                     return;
                 }
-                if round == LEADER_ROUNDS || last {
+                let slowed = in_place && !self.fast_syncs.load(Ordering::Relaxed);
+                if round == LEADER_ROUNDS || slowed {
                     drop(queue);
                     drop(core);
                     self.hand_to_writer();
@@ -279,12 +289,7 @@ impl GroupCommit {
                 let n = queue.entries.len().min(MAX_GROUP);
                 queue.entries.drain(..n).collect()
             };
-            if by == By::Request && !self.fast_syncs.load(Ordering::Relaxed) {
-                blocking(|| self.write_group(&mut core, taken));
-                last = true;
-            } else {
-                self.write_group(&mut core, taken);
-            }
+            self.write_group(&mut core, taken);
         }
     }
 
@@ -328,7 +333,6 @@ impl GroupCommit {
         if acks.is_empty() {
             return;
         }
-        let started = Instant::now();
         let flushed = match core.writer.commit() {
             Ok(f) => f,
             Err(e) => {
@@ -338,6 +342,7 @@ impl GroupCommit {
                 return;
             }
         };
+        let started = Instant::now();
         let synced = store::sync_segments(&self.dir, &flushed.segments);
         self.fast_syncs
             .store(started.elapsed() < FAST_SYNC, Ordering::Relaxed);
