@@ -2049,6 +2049,18 @@ mod tests {
             .unwrap()
     }
 
+    /// The actions of the log's entries, in log order, once the index holds them all.
+    fn logged_actions(log: &AuditLog) -> Vec<String> {
+        let reader = log.reader();
+        reader.wait_indexed(Duration::from_secs(30));
+        reader
+            .export(None, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|l| l.entry["action"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// Waits until `size` entries are durable, naming `what` if they never are.
     fn wait_durable(log: &AuditLog, size: u64, what: &str) {
         let reader = log.reader();
@@ -2097,14 +2109,7 @@ mod tests {
             4
         );
         wait_durable(&log, 4, "a lead cancelled in its yields");
-        let reader = log.reader();
-        reader.wait_indexed(Duration::from_secs(30));
-        let actions: Vec<String> = reader
-            .export(None, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|l| l.entry["action"].as_str().unwrap().to_owned())
-            .collect();
+        let actions = logged_actions(&log);
         assert_eq!(
             actions,
             ["read:dropped", "read:follower", "read:left", "read:hurried"],
@@ -2125,14 +2130,7 @@ mod tests {
         let rt = runtime();
         assert_eq!(durable_seq(&rt, &mut leader, "the leader"), 1);
         assert_eq!(durable_seq(&rt, &mut kept, "behind the leader"), 2);
-        let reader = log.reader();
-        reader.wait_indexed(Duration::from_secs(30));
-        let actions: Vec<String> = reader
-            .export(None, 0, 10)
-            .unwrap()
-            .iter()
-            .map(|l| l.entry["action"].as_str().unwrap().to_owned())
-            .collect();
+        let actions = logged_actions(&log);
         assert_eq!(actions, ["read:leader", "read:kept"]);
     }
 
@@ -2152,16 +2150,7 @@ mod tests {
                     let log = log.clone();
                     tokio::spawn(async move {
                         for i in 0..30 {
-                            let entry = meshguard_api::AuditEntry {
-                                id: crate::ids::new_time_ordered_id("aud"),
-                                timestamp: crate::clock::now_rfc3339(),
-                                event: "decision".into(),
-                                action: format!("read:burst/{t}/{i}"),
-                                decision: "allow".into(),
-                                outcome: "allow".into(),
-                                mode: "enforce".into(),
-                                ..Default::default()
-                            };
+                            let entry = decision(&format!("read:burst/{t}/{i}"));
                             log.append(entry).await.unwrap();
                         }
                     })
@@ -2354,17 +2343,7 @@ mod tests {
         let log = open_log(dir.path());
         runtime().block_on(async {
             for i in 0..20 {
-                let entry = meshguard_api::AuditEntry {
-                    id: crate::ids::new_time_ordered_id("aud"),
-                    timestamp: crate::clock::now_rfc3339(),
-                    event: "decision".into(),
-                    action: format!("read:x/{i}"),
-                    decision: "allow".into(),
-                    outcome: "allow".into(),
-                    mode: "enforce".into(),
-                    ..Default::default()
-                };
-                log.append(entry).await.unwrap();
+                log.append(decision(&format!("read:x/{i}"))).await.unwrap();
             }
             log.checkpoint().await.unwrap();
         });
