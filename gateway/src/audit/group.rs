@@ -7,8 +7,9 @@
 //! Before, a writer thread took each entry from a channel and a syncer thread synced each
 //! group: three threads woke one another for every group, and on two cores that cost more
 //! than the work (docs/benchmarks.md). The writer thread stays for what is not an append
-//! (ingests, cosignatures, checkpoints asked for or due by time) and leads a group whose
-//! leader went away before leading it.
+//! (ingests, cosignatures, checkpoints) and leads the groups whose leader went away before
+//! leading them or handed them on (after [`LEADER_ROUNDS`] groups, or on finding the log held
+//! by the writer thread's own job).
 //!
 //! Nothing about durability changes: an answer waits for the sync that covers its entry; an
 //! entry is taken from the queue only by a leader, so a caller whose budget runs out first
@@ -50,7 +51,8 @@ const MAX_GROUP: usize = 1024;
 /// while writing on a busy machine is not a slow disk) marks the log's disk as fast (tmpfs, a
 /// disk whose cache survives power loss): the next leader leads on its worker as it is, not from
 /// [`blocking`]. A disk that then stalls holds that one worker for that one sync, while the
-/// runtime's other workers go on; the next groups are led from `blocking` again.
+/// runtime's other workers go on (they steal its queued tasks, but not the one in its LIFO
+/// slot, which waits for the sync too); the next groups are led from `blocking` again.
 const FAST_SYNC: Duration = Duration::from_micros(200);
 
 /// Checkpoints signed because enough entries were written come at most this often. Each one
