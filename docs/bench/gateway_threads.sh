@@ -8,8 +8,9 @@
 # the durable cost, one under /dev/shm for the cost without fsync. Environment: GATEWAY (the
 # binary, default target/release/meshguard-gateway), PORT (default 18555), and any gateway
 # setting, e.g. AUDIT_CHECKPOINT_EVERY. Prints wrk's requests/s and p99, then the CPU time
-# of each thread name (tokio-rt-worker, audit-writer, audit-sync, audit-index,
-# audit-publish) over the run, from /proc/<pid>/task/*/stat.
+# of each thread name (tokio-rt-worker, which since the group commit also write and sync the
+# audit log's groups; audit-writer, audit-index, audit-publish; audit-sync in builds before
+# 2026-12-07) over the run, from /proc/<pid>/task/*/stat.
 set -euo pipefail
 dir=${1:?usage: gateway_threads.sh DIR [CONNECTIONS] [SECONDS]}
 conns=${2:-32}

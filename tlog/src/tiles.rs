@@ -9,9 +9,9 @@
 //! <AUDIT_LOG_DIR>/sources                  runs of entries ingested from other logs
 //! ```
 //!
-//! The writer appends every entry to `staging/<N>`; the syncer makes a group of them durable
-//! with one `fdatasync` and only then answers their requests. When a bundle is full, the
-//! syncer (not the writer, which goes on filling `staging/<N+1>`) syncs it, renames it into
+//! The writer appends every entry to `staging/<N>`; a group of them is made durable with one
+//! `fdatasync` (by the gateway's group leader) and only then are their requests answered. When
+//! a bundle is full, the sync of the group that filled it also renames it into
 //! `tile/entries/` and syncs both directories before answering anything in it. Hash tiles
 //! follow from the entries: the writer writes each as it completes, and they are synced before
 //! a checkpoint covering them is signed; at start the ones past the last checkpoint are written
@@ -195,7 +195,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// A staging bundle written by a flush, as the syncer needs it.
+/// A staging bundle written by a flush, as its sync needs it.
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub file: Arc<File>,
@@ -294,7 +294,7 @@ fn hash_tile_path(dir: &Path, level: u8, index: u64) -> PathBuf {
 }
 
 /// Moves a synced full bundle from `staging/` into `tile/entries/` and syncs both directories.
-/// Done by the syncer for each bundle that fills, and at start for one a crash left behind.
+/// Done by a group's sync for each bundle that fills, and at start for one a crash left behind.
 pub fn seal(dir: &Path, bundle: u64) -> std::io::Result<()> {
     let to = entries_path(dir, bundle);
     let parent = to.parent().expect("a parent");
@@ -465,7 +465,7 @@ impl TileWriter {
     }
 
     /// Writes the queued entries to their staging bundles (opening the next when one fills)
-    /// and the hash tiles they complete. Nothing is synced: the segments go to the syncer.
+    /// and the hash tiles they complete. Nothing is synced: the caller syncs the segments.
     pub fn flush(&mut self) -> std::io::Result<Vec<Segment>> {
         let mut segments = Vec::new();
         let mut queued = std::mem::take(&mut self.buf).into_iter().peekable();
@@ -889,7 +889,7 @@ mod tests {
             leaves.push(merkle::leaf_hash(e.as_bytes()));
             w.append(e.as_bytes(), leaves[i]);
         }
-        // Written and synced, but the crash came before the syncer renamed the full bundle.
+        // Written and synced, but the crash came before the full bundle was renamed.
         for s in w.flush().unwrap() {
             s.file.sync_data().unwrap();
         }
