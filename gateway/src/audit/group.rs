@@ -96,7 +96,6 @@ struct Core {
     synced_at: (u64, u64),
     /// Whether the entries past the last sync were cut off after a failure.
     cut: bool,
-    last_checkpoint: Instant,
 }
 
 /// What leaders, the writer thread and the publisher share.
@@ -228,7 +227,6 @@ impl GroupCommit {
                 synced_at: writer.position(),
                 writer,
                 cut: false,
-                last_checkpoint: Instant::now(),
             }),
             failed: AtomicBool::new(false),
             fast_syncs: AtomicBool::new(false),
@@ -311,20 +309,20 @@ impl GroupCommit {
     /// Takes each entry not withdrawn, chains and writes them, syncs them once, then answers
     /// their requests and hands their index rows on.
     fn write_group(&self, core: &mut Core, taken: Vec<(Box<Prepared>, Ack)>) {
+        // A withdrawn entry is skipped: its caller answered with another verdict and records
+        // that one instead.
+        let claimed = taken
+            .into_iter()
+            .filter(|(prepared, _)| prepared.claim.take());
         if self.failed.load(Ordering::SeqCst) {
             self.stop(core);
-        }
-        let mut acks = Vec::with_capacity(taken.len());
-        for (prepared, done) in taken {
-            if !prepared.claim.take() {
-                // Withdrawn by its caller, who answered with another verdict and records
-                // that one instead.
-                continue;
-            }
-            if self.failed.load(Ordering::SeqCst) {
+            for (_, done) in claimed {
                 let _ = done.send(Err(FAILED_SYNC.to_owned()));
-                continue;
             }
+            return;
+        }
+        let mut acks = Vec::new();
+        for (prepared, done) in claimed {
             match core.writer.insert(*prepared) {
                 Ok(seq) => acks.push((done, seq)),
                 Err(e) => {
@@ -382,12 +380,14 @@ impl GroupCommit {
     /// rest of the interval, and at most the minimum gap, since leaders write entries without
     /// waking this thread (the whole interval once the log has stopped: nothing is signed
     /// then).
-    fn until_checkpoint_due(&self) -> Duration {
+    fn until_checkpoint_due(&self, last_checkpoint: Instant) -> Duration {
         if self.failed.load(Ordering::SeqCst) {
             return self.checkpoint_interval;
         }
-        let since = lock(&self.core).last_checkpoint.elapsed();
-        match self.checkpoint_interval.saturating_sub(since) {
+        match self
+            .checkpoint_interval
+            .saturating_sub(last_checkpoint.elapsed())
+        {
             // Nothing was due at the interval (no new entry): look again in a second.
             rest if rest.is_zero() => CHECKPOINT_MIN_GAP,
             rest => rest.min(CHECKPOINT_MIN_GAP),
@@ -395,9 +395,14 @@ impl GroupCommit {
     }
 
     /// Signs a checkpoint when enough entries (and at least [`CHECKPOINT_MIN_GAP`]), or enough
-    /// time, have passed since the last; the publisher publishes it.
-    fn sign_if_due(&self, core: &mut Core) {
-        let since = core.last_checkpoint.elapsed();
+    /// time, have passed since the last; the publisher publishes it. The log is not taken
+    /// from the leaders before either time has passed.
+    fn sign_if_due(&self, last_checkpoint: &mut Instant) {
+        let since = last_checkpoint.elapsed();
+        if since < CHECKPOINT_MIN_GAP.min(self.checkpoint_interval) {
+            return;
+        }
+        let mut core = lock(&self.core);
         let unsigned = core.writer.unsigned_rows();
         let due = (unsigned >= self.checkpoint_every && since >= CHECKPOINT_MIN_GAP)
             || (unsigned > 0 && since >= self.checkpoint_interval);
@@ -415,48 +420,31 @@ impl GroupCommit {
                 tracing::error!(error = %format!("{e:#}"), "cannot sign an audit checkpoint");
             }
         }
-        core.last_checkpoint = Instant::now();
+        *last_checkpoint = Instant::now();
     }
 
     /// The writer thread's loop: the jobs that are not appends, checkpoints (signed here, off
     /// the requests' workers), and the groups whose leader went away or handed them on. It
     /// lives as long as the process (the log's handle and this struct hold its channel).
     pub(crate) fn run_writer(&self, jobs: Receiver<Job>) {
+        let mut last_checkpoint = Instant::now();
         loop {
-            match jobs.recv_timeout(self.until_checkpoint_due()) {
-                Ok(job) => self.handle(job),
+            match jobs.recv_timeout(self.until_checkpoint_due(last_checkpoint)) {
+                Ok(job) => self.handle(job, &mut last_checkpoint),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            self.sign_if_due(&mut lock(&self.core));
+            self.sign_if_due(&mut last_checkpoint);
         }
     }
 
     /// A group to lead, an ingest, cosignatures or a checkpoint asked for. Holding the core,
     /// no group is being written meanwhile.
-    fn handle(&self, job: Job) {
+    fn handle(&self, job: Job, last_checkpoint: &mut Instant) {
         match job {
             Job::Lead => self.lead(lock(&self.core), By::Writer),
             Job::Ingest(lines, done) => {
-                let mut core = lock(&self.core);
-                let result = if self.failed.load(Ordering::SeqCst) {
-                    Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned())
-                } else {
-                    match core.writer.ingest(&lines) {
-                        Ok(done) => {
-                            // Synced by the ingest itself: a later failure cuts back to here,
-                            // not before the entries just ingested.
-                            core.synced_at = core.writer.position();
-                            Ok(done)
-                        }
-                        Err(store::IngestError::Refused(why)) => Err(why),
-                        Err(store::IngestError::Disk(why)) => {
-                            tracing::error!(error = %why, "the audit log's disk failed during an ingest; the log takes no more entries until the gateway restarts");
-                            self.stop(&mut core);
-                            Err(why)
-                        }
-                    }
-                };
+                let result = self.ingest(&mut lock(&self.core), &lines);
                 let _ = done.send(result.map(|(report, rows)| {
                     let _ = self.to_index.send(rows);
                     report
@@ -466,8 +454,8 @@ impl GroupCommit {
                 let _ = done.send(lock(&self.core).writer.add_cosignatures(&rows));
             }
             Job::Checkpoint(done) => {
-                let mut core = lock(&self.core);
-                let job = match core.writer.sign(&self.key) {
+                *last_checkpoint = Instant::now();
+                let job = match lock(&self.core).writer.sign(&self.key) {
                     Ok(Some(signed)) => Publish::Signed(Box::new(signed), Some(done)),
                     Ok(None) => Publish::Latest(done),
                     Err(e) => {
@@ -475,8 +463,33 @@ impl GroupCommit {
                         return;
                     }
                 };
-                core.last_checkpoint = Instant::now();
                 let _ = self.to_publish.send(job);
+            }
+        }
+    }
+
+    /// Ingests an export's lines, unless the log has stopped; a failed write or sync of them
+    /// stops the log, as a group's does.
+    fn ingest(
+        &self,
+        core: &mut Core,
+        lines: &[AuditExportLine],
+    ) -> Result<(IngestReport, Vec<store::IndexRow>), String> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err("the audit log's disk failed a write or a sync; nothing is ingested until the gateway restarts".to_owned());
+        }
+        match core.writer.ingest(lines) {
+            Ok(ingested) => {
+                // Synced by the ingest itself: a later failure cuts back to here, not before
+                // the entries just ingested.
+                core.synced_at = core.writer.position();
+                Ok(ingested)
+            }
+            Err(store::IngestError::Refused(why)) => Err(why),
+            Err(store::IngestError::Disk(why)) => {
+                tracing::error!(error = %why, "the audit log's disk failed during an ingest; the log takes no more entries until the gateway restarts");
+                self.stop(core);
+                Err(why)
             }
         }
     }

@@ -8,10 +8,9 @@
 //! checkpoints) and the groups whose leader went away; the indexer puts the durable entries
 //! into SQLite, the log's index; the publisher writes the signed checkpoints. A failed write or
 //! sync refuses the waiting requests and stops the log (every later decision fails closed in
-//! enforce mode). Each entry's hash chains to the previous
-//! entry of the same source (this gateway, or a sidecar whose export was ingested), and every
-//! entry is a leaf of an RFC 6962 Merkle tree whose root the writer signs as a C2SP
-//! checkpoint.
+//! enforce mode). Each entry's hash chains to the previous entry of the same source (this
+//! gateway, or a sidecar whose export was ingested), and every entry is a leaf of an RFC 6962
+//! Merkle tree whose root the writer signs as a C2SP checkpoint.
 
 pub(crate) mod bound;
 mod group;
@@ -141,7 +140,7 @@ impl AuditLog {
         let reader = Arc::new(store::Reader::open(
             &config.db_path,
             &config.log_dir,
-            writer.durable(),
+            Arc::clone(&durable),
             writer.indexed(),
         )?);
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
@@ -155,7 +154,7 @@ impl AuditLog {
             &config.origin,
             writer.indexed(),
         )?;
-        let log_size = writer.durable().load(Ordering::SeqCst);
+        let log_size = durable.load(Ordering::SeqCst);
         let publish_conn = store::open_conn(&config.db_path)?;
         let group = Arc::new(GroupCommit::new(
             writer,
@@ -229,8 +228,8 @@ impl AuditLog {
         self.queue(entry)?.durable().await
     }
 
-    /// Queues `entry` for the writer. The caller may withdraw it ([`Queued::withdraw`]) as
-    /// long as the writer has not taken it; a withdrawn entry is never written.
+    /// Queues `entry` for the next group. The caller may withdraw it ([`Queued::withdraw`]) as
+    /// long as no group's leader has taken it; a withdrawn entry is never written.
     pub(crate) fn queue(&self, mut entry: AuditEntry) -> Result<Queued, AuditError> {
         self.redaction.apply(&mut entry);
         let (done, wait) = oneshot::channel();
@@ -389,8 +388,8 @@ impl Queued {
         self
     }
 
-    /// Takes the entry back before the writer has it: true means it will never be written;
-    /// false means the writer has it, and [`Queued::durable`] says how its write ends.
+    /// Takes the entry back before a group's leader has it: true means it will never be
+    /// written; false means a leader has it, and [`Queued::durable`] says how its write ends.
     pub(crate) fn withdraw(&self) -> bool {
         self.claim.withdraw()
     }
