@@ -2054,7 +2054,7 @@ mod tests {
         let reader = log.reader();
         reader.wait_indexed(Duration::from_secs(30));
         reader
-            .export(None, 0, 100)
+            .export(None, 0, 10_000)
             .unwrap()
             .iter()
             .map(|l| l.entry["action"].as_str().unwrap().to_owned())
@@ -2114,6 +2114,34 @@ mod tests {
             actions,
             ["read:dropped", "read:follower", "read:left", "read:hurried"],
             "each entry written once, in order"
+        );
+    }
+
+    /// A leader writes at most four groups of 1,024 and hands the rest to the writer thread:
+    /// 5,000 entries queued behind one lead are all written, once, in order, though the lead
+    /// itself stops after 4,096.
+    #[test]
+    fn a_leader_hands_on_what_is_left_after_its_groups_and_nothing_is_stranded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path());
+        let mut queued: Vec<_> = (0..5_000)
+            .map(|i| log.queue(decision(&format!("read:queued/{i}"))).unwrap())
+            .collect();
+        let rt = runtime();
+        assert_eq!(durable_seq(&rt, &mut queued[0], "the leader"), 1);
+        assert_eq!(
+            durable_seq(&rt, &mut queued[4_999], "the last, past the lead's groups"),
+            5_000
+        );
+        wait_durable(&log, 5_000, "5,000 entries behind one lead");
+        let actions = logged_actions(&log);
+        assert_eq!(actions.len(), 5_000, "each entry once");
+        assert!(
+            actions
+                .iter()
+                .enumerate()
+                .all(|(i, a)| *a == format!("read:queued/{i}")),
+            "in the order queued"
         );
     }
 
